@@ -1,0 +1,71 @@
+"""unrollgraph: reverse-mode autodiff with explicit graph nodes, recurrent cells unrolled
+through time, and diagrams of backpropagation.
+
+Examples
+--------
+>>> import unrollgraph as ug
+>>> x = ug.tensor(2.0, requires_grad=True, name="x")
+>>> y = ug.tanh(x * x)
+>>> y.backward()
+>>> round(float(x.grad), 6)
+0.001341
+"""
+
+from . import ops
+from .errors import (
+    AnomalyError,
+    CellError,
+    CycleError,
+    GradcheckError,
+    GradientError,
+    GraphError,
+    RenderError,
+    ShapeError,
+    UnrollGraphError,
+)
+from .functional import (
+    abs,
+    binary_cross_entropy_with_logits,
+    clip,
+    concat,
+    cross_entropy,
+    exp,
+    log,
+    log_softmax,
+    matmul,
+    max,
+    maximum,
+    mean,
+    minimum,
+    mse_loss,
+    relu,
+    reshape,
+    sigmoid,
+    softmax,
+    sqrt,
+    stack,
+    sum,
+    tanh,
+    transpose,
+    where,
+)
+from .graph import Graph, Node, toposort
+from .nx import from_networkx, to_networkx
+from . import nn
+from .cell import Cell
+from .unroll import Run, Unrolled, unroll
+from .tensor import Tensor, detect_anomaly, enable_grad, is_grad_enabled, no_grad, tensor
+from .testing import gradcheck
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "detect_anomaly",
+    "Cell", "unroll", "Unrolled", "Run", "nn",
+    "Graph", "Node", "toposort", "gradcheck", "to_networkx", "from_networkx", "ops",
+    "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs", "maximum", "minimum", "where",
+    "clip", "matmul", "sum", "mean", "max", "reshape", "transpose", "concat", "stack",
+    "softmax", "log_softmax", "mse_loss", "cross_entropy", "binary_cross_entropy_with_logits",
+    "UnrollGraphError", "ShapeError", "GraphError", "CycleError", "CellError", "GradientError",
+    "AnomalyError", "RenderError", "GradcheckError",
+]

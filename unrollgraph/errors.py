@@ -1,0 +1,60 @@
+"""One exception hierarchy for unrollgraph.
+
+Every error the library raises on purpose is an :class:`UnrollGraphError`, so callers can catch
+the whole family with one ``except`` clause. Each message names the node, op, shapes or step
+involved and suggests a fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "UnrollGraphError",
+    "ShapeError",
+    "GraphError",
+    "CycleError",
+    "CellError",
+    "GradientError",
+    "AnomalyError",
+    "RenderError",
+    "GradcheckError",
+]
+
+
+class UnrollGraphError(Exception):
+    """Base class of every error unrollgraph raises on purpose."""
+
+
+class ShapeError(UnrollGraphError, ValueError):
+    """Operands whose shapes do not fit the op (names the op, the nodes and both shapes)."""
+
+
+class GraphError(UnrollGraphError):
+    """A graph that is malformed: unknown op, wrong number of inputs, bad export data."""
+
+
+class CycleError(GraphError):
+    """A cycle that does not pass through a one-step delay; ``.cycle`` lists the loop's nodes."""
+
+    def __init__(self, message: str, cycle=()):
+        super().__init__(message)
+        self.cycle = list(cycle)
+
+
+class CellError(UnrollGraphError):
+    """A recurrent cell that cannot be unrolled as declared (missing feedback, wrong shape...)."""
+
+
+class GradientError(UnrollGraphError, RuntimeError):
+    """``backward()`` called in a way that has no well-defined answer."""
+
+
+class AnomalyError(UnrollGraphError, FloatingPointError):
+    """Raised under :func:`unrollgraph.detect_anomaly` at the first NaN or Inf."""
+
+
+class RenderError(UnrollGraphError):
+    """A diagram that cannot be drawn as asked (too large, unknown option, no ``dot``)."""
+
+
+class GradcheckError(UnrollGraphError, AssertionError):
+    """Analytic and numerical gradients disagree; the message gives the worst element."""

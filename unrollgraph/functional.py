@@ -1,0 +1,319 @@
+"""Functions on tensors: elementwise maths, reductions, joins and losses. Each adds one node."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .graph import Node
+from .tensor import Tensor, apply
+
+__all__ = [
+    "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs", "maximum", "minimum", "where",
+    "clip", "matmul", "sum", "mean", "max", "reshape", "transpose", "concat", "stack",
+    "softmax", "log_softmax", "mse_loss", "cross_entropy", "binary_cross_entropy_with_logits",
+]
+
+
+def exp(x, name=None):
+    """Elementwise e**x.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.exp(ug.tensor(0.0)).item()
+    1.0
+    """
+    return apply("exp", x, name=name)
+
+
+def log(x, name=None):
+    """Elementwise natural logarithm.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.log(ug.tensor(1.0)).item()
+    0.0
+    """
+    return apply("log", x, name=name)
+
+
+def tanh(x, name=None):
+    """Elementwise hyperbolic tangent.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.tanh(ug.tensor(0.0)).item()
+    0.0
+    """
+    return apply("tanh", x, name=name)
+
+
+def sigmoid(x, name=None):
+    """Elementwise logistic function 1 / (1 + e**-x), stable for large |x|.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.sigmoid(ug.tensor(0.0)).item()
+    0.5
+    """
+    return apply("sigmoid", x, name=name)
+
+
+def relu(x, name=None):
+    """Elementwise max(x, 0); the gradient at 0 is 0, as in PyTorch.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.relu(ug.tensor([-1.0, 2.0])).data
+    array([0., 2.])
+    """
+    return apply("relu", x, name=name)
+
+
+def sqrt(x, name=None):
+    """Elementwise square root.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.sqrt(ug.tensor(4.0)).item()
+    2.0
+    """
+    return apply("sqrt", x, name=name)
+
+
+def abs(x, name=None):  # noqa: A001 - mirrors numpy's name
+    """Elementwise absolute value; the gradient at 0 is 0.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.abs(ug.tensor(-3.0)).item()
+    3.0
+    """
+    return apply("abs", x, name=name)
+
+
+def maximum(a, b, name=None):
+    """Elementwise maximum with broadcasting; ties split the gradient evenly.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.maximum(ug.tensor([1.0, 5.0]), 2.0).data
+    array([2., 5.])
+    """
+    return apply("maximum", a, b, name=name)
+
+
+def minimum(a, b, name=None):
+    """Elementwise minimum with broadcasting; ties split the gradient evenly.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.minimum(ug.tensor([1.0, 5.0]), 2.0).data
+    array([1., 2.])
+    """
+    return apply("minimum", a, b, name=name)
+
+
+def where(cond, a, b, name=None):
+    """Pick ``a`` where ``cond`` is true, else ``b`` (``cond`` gets no gradient).
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> x = ug.tensor([-1.0, 2.0])
+    >>> ug.where(x > 0, x, 0.0).data
+    array([0., 2.])
+    """
+    c = cond.data if isinstance(cond, Tensor) else np.asarray(cond)
+    ct = Tensor(c.astype(bool), Node("const", shape=c.shape, dtype="bool"))
+    return apply("where", ct, a, b, name=name)
+
+
+def clip(x, lo=None, hi=None, name=None):
+    """Clamp values to [lo, hi]; the gradient passes where lo <= x <= hi.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.clip(ug.tensor([-2.0, 0.5, 3.0]), -1.0, 1.0).data
+    array([-1. ,  0.5,  1. ])
+    """
+    return apply("clip", x, lo=lo, hi=hi, name=name)
+
+
+def matmul(a, b, name=None):
+    """Matrix product with numpy's rules (1-D, 2-D and batched).
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.matmul(ug.tensor([[1.0, 2.0]]), ug.tensor([[3.0], [4.0]])).data
+    array([[11.]])
+    """
+    return apply("matmul", a, b, name=name)
+
+
+def sum(x, axis=None, keepdims=False, name=None):  # noqa: A001
+    """Sum over ``axis`` (all axes by default).
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.sum(ug.tensor([[1.0, 2.0], [3.0, 4.0]]), axis=0).data
+    array([4., 6.])
+    """
+    return apply("sum", x, axis=_axis(axis), keepdims=keepdims, name=name)
+
+
+def mean(x, axis=None, keepdims=False, name=None):
+    """Mean over ``axis`` (all axes by default).
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.mean(ug.tensor([1.0, 3.0])).item()
+    2.0
+    """
+    return apply("mean", x, axis=_axis(axis), keepdims=keepdims, name=name)
+
+
+def max(x, axis=None, keepdims=False, name=None):  # noqa: A001
+    """Maximum over ``axis``; tied maxima share the gradient evenly.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.max(ug.tensor([1.0, 3.0])).item()
+    3.0
+    """
+    return apply("max", x, axis=_axis(axis), keepdims=keepdims, name=name)
+
+
+def reshape(x, shape, name=None):
+    """Reshape to ``shape``.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.reshape(ug.tensor([1.0, 2.0]), (2, 1)).shape
+    (2, 1)
+    """
+    return apply("reshape", x, shape=tuple(shape), name=name)
+
+
+def transpose(x, axes=None, name=None):
+    """Permute axes (reverse them by default).
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.transpose(ug.tensor([[1.0, 2.0]])).shape
+    (2, 1)
+    """
+    return apply("transpose", x, axes=None if axes is None else tuple(axes), name=name)
+
+
+def concat(tensors, axis=0, name=None):
+    """Join tensors along an existing axis.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.concat([ug.tensor([1.0]), ug.tensor([2.0, 3.0])]).data
+    array([1., 2., 3.])
+    """
+    return apply("concat", *tensors, axis=axis, name=name)
+
+
+def stack(tensors, axis=0, name=None):
+    """Join same-shaped tensors along a new axis.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.stack([ug.tensor([1.0]), ug.tensor([2.0])]).shape
+    (2, 1)
+    """
+    return apply("stack", *tensors, axis=axis, name=name)
+
+
+def softmax(x, axis=-1, name=None):
+    """Softmax along ``axis``, computed stably.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.softmax(ug.tensor([0.0, 0.0])).data
+    array([0.5, 0.5])
+    """
+    return apply("softmax", x, axis=axis, name=name)
+
+
+def log_softmax(x, axis=-1, name=None):
+    """Log of the softmax along ``axis``, computed stably.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> round(float(ug.log_softmax(ug.tensor([0.0, 0.0])).data[0]), 4)
+    -0.6931
+    """
+    return apply("log_softmax", x, axis=axis, name=name)
+
+
+def mse_loss(pred, target, name=None):
+    """Mean squared error over all elements (PyTorch's default ``reduction='mean'``).
+
+    Shapes must match exactly; a mismatch is an error rather than a silent broadcast.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.mse_loss(ug.tensor([1.0, 2.0]), [1.0, 4.0]).item()
+    2.0
+    """
+    return apply("mse_loss", pred, target, name=name)
+
+
+def cross_entropy(logits, labels, name=None):
+    """Softmax cross-entropy with integer class labels, averaged over the batch.
+
+    ``logits`` is ``(..., C)`` with classes on the **last** axis (PyTorch puts them on axis 1
+    for inputs of more than two dimensions); ``labels`` is ``(...)`` of class indices.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> round(ug.cross_entropy(ug.tensor([[0.0, 0.0]]), [1]).item(), 4)
+    0.6931
+    """
+    if isinstance(labels, Tensor):
+        lab = labels
+    else:
+        arr = np.asarray(labels)
+        lab = Tensor(arr, Node("const", name="labels", shape=arr.shape, dtype=arr.dtype.name))
+    return apply("cross_entropy", logits, lab, name=name)
+
+
+def binary_cross_entropy_with_logits(logits, targets, name=None):
+    """Mean binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1], stable.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> round(ug.binary_cross_entropy_with_logits(ug.tensor([0.0]), [1.0]).item(), 4)
+    0.6931
+    """
+    return apply("binary_cross_entropy_with_logits", logits, targets, name=name)
+
+
+def _axis(axis):
+    return tuple(axis) if isinstance(axis, list) else axis

@@ -1,0 +1,280 @@
+"""Graph records: immutable :class:`Node` objects, an iterative topological sort, and
+:class:`Graph`, the set of nodes reachable from some outputs printed one equation per line.
+
+Nodes hold no closures and no values: an op name, input nodes, attributes and metadata. That is
+what lets a graph be copied (the unroller), drawn (render), exported (networkx) and printed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Sequence
+
+from .errors import CycleError, GraphError
+
+__all__ = ["Node", "Graph", "toposort", "LEAF_OPS"]
+
+#: ops that have no inputs: their value comes from outside the graph.
+LEAF_OPS = frozenset({"leaf", "param", "input", "state", "const", "init"})
+
+
+class Node:
+    """One explicit operation (or leaf) of a computational graph.
+
+    A node is a plain record and is never modified after it is made; use :meth:`replace` to get
+    an edited copy.
+
+    Parameters
+    ----------
+    op : str
+        Name of a registered op (see :mod:`unrollgraph.ops`) or a leaf kind: ``"leaf"``,
+        ``"param"``, ``"input"``, ``"state"``, ``"init"`` or ``"const"``.
+    inputs : tuple of Node
+        The nodes whose values this op consumes, in order.
+    attrs : dict, optional
+        Static attributes of the op (an axis, a shape, an exponent...).
+    name : str, optional
+        A user-given name, used in printing and diagrams.
+    shape : tuple of int, optional
+        Shape of the value (for a cell, the shape with a batch of one).
+    dtype : str, optional
+        ``"float64"``, ``"float32"``...
+    step : int, optional
+        For nodes of an unrolled graph: the time step the node belongs to (``None`` for nodes
+        shared by all steps, such as parameters).
+    origin : Node, optional
+        For nodes of an unrolled graph: the cell node this one is a copy of.
+    role : str, optional
+        ``"param"``, ``"input"``, ``"state"``, ``"output"``... for diagrams.
+
+    Examples
+    --------
+    >>> a = Node("leaf", name="a", shape=(2,))
+    >>> b = Node("tanh", (a,), shape=(2,))
+    >>> b.inputs[0].name
+    'a'
+    >>> b.replace(name="h").name
+    'h'
+    """
+
+    __slots__ = ("op", "inputs", "attrs", "name", "shape", "dtype", "step", "origin", "role")
+
+    def __init__(
+        self,
+        op: str,
+        inputs: tuple = (),
+        attrs: dict | None = None,
+        name: str | None = None,
+        shape: tuple | None = None,
+        dtype: str | None = None,
+        step: int | None = None,
+        origin: "Node | None" = None,
+        role: str | None = None,
+    ):
+        object.__setattr__(self, "op", op)
+        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "attrs", attrs if attrs is not None else _EMPTY)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "shape", shape)
+        object.__setattr__(self, "dtype", dtype)
+        object.__setattr__(self, "step", step)
+        object.__setattr__(self, "origin", origin)
+        object.__setattr__(self, "role", role)
+
+    def __setattr__(self, key, value):
+        raise AttributeError(f"Node is immutable; use node.replace({key}=...) for an edited copy")
+
+    def replace(self, **changes: Any) -> "Node":
+        """Return a copy of this node with some fields changed."""
+        fields = {k: getattr(self, k) for k in Node.__slots__}
+        fields.update(changes)
+        return Node(**fields)
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for nodes without inputs (leaves, params, inputs, states, constants)."""
+        return self.op in LEAF_OPS
+
+    def label(self) -> str:
+        """A short human name: the user name, else the op (used in error messages)."""
+        base = self.name if self.name else f"<{self.op}>"
+        return base if self.step is None else f"{base}@{self.step}"
+
+    def __repr__(self) -> str:
+        return f"Node({self.op!r}, name={self.name!r}, shape={self.shape})"
+
+
+_EMPTY: dict = {}
+
+
+def toposort(roots: Iterable, parents: Callable[[Any], Sequence] = lambda n: n.inputs) -> list:
+    """Return every object reachable from ``roots`` in topological order (inputs first).
+
+    The walk uses an explicit stack, so graphs of millions of nodes sort without recursion.
+    The order is deterministic: it depends only on the graph and the order of ``roots``.
+
+    Parameters
+    ----------
+    roots : iterable
+        Start objects (usually output nodes).
+    parents : callable
+        Returns the inputs of an object.
+
+    Raises
+    ------
+    CycleError
+        If the objects form a cycle; the error lists the loop.
+
+    Examples
+    --------
+    >>> a = Node("leaf", name="a"); b = Node("neg", (a,)); c = Node("add", (a, b))
+    >>> [n.op for n in toposort([c])]
+    ['leaf', 'neg', 'add']
+    """
+    order: list = []
+    state: dict[int, int] = {}  # id -> 1 on stack, 2 done
+    for root in roots:
+        if state.get(id(root)) == 2:
+            continue
+        stack = [(root, iter(parents(root)))]
+        state[id(root)] = 1
+        while stack:
+            node, it = stack[-1]
+            for p in it:
+                s = state.get(id(p))
+                if s is None:
+                    state[id(p)] = 1
+                    stack.append((p, iter(parents(p))))
+                    break
+                if s == 1:
+                    loop = [n for n, _ in stack]
+                    loop = loop[next(i for i, n in enumerate(loop) if n is p) :]
+                    names = " -> ".join(_describe(n) for n in loop + [p])
+                    raise CycleError(
+                        f"cycle without a one-step delay: {names}; a recurrent edge must go "
+                        "through cell.feedback(state, next_value)",
+                        loop,
+                    )
+            else:
+                stack.pop()
+                state[id(node)] = 2
+                order.append(node)
+    return order
+
+
+def _describe(obj) -> str:
+    label = getattr(obj, "label", None)
+    return label() if callable(label) else str(obj)
+
+
+class Graph:
+    """The nodes reachable from some outputs, in topological order, with stable ids.
+
+    Ids are ``n0, n1, ...`` in topological order, so the same graph always gets the same ids
+    and printed or exported graphs can be diffed and kept as golden files.
+
+    Parameters
+    ----------
+    outputs : Node, Tensor, or a sequence of them
+        The graph's outputs. Tensors are accepted and stand for their nodes.
+    order : sequence of Node, optional
+        The nodes in a known topological order (skips the sort).
+    names : dict, optional
+        ``id(node) -> display name`` for nodes without a user name.
+    batched : set, optional
+        ``id(node)`` of nodes whose first axis is the batch: printed as ``B``.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> x = ug.tensor([1.0, 2.0], name="x")
+    >>> print(ug.Graph(ug.tanh(x * 2.0)))
+    x = leaf()  # shape (2,)
+    n1 = const()  # shape ()
+    n2 = mul(x, n1)  # shape (2,)
+    n3 = tanh(n2)  # shape (2,)
+    """
+
+    def __init__(self, outputs, order=None, names=None, batched=None):
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        self.outputs = [getattr(o, "node", o) for o in outputs]
+        for o in self.outputs:
+            if not isinstance(o, Node):
+                raise GraphError(f"Graph outputs must be Nodes or Tensors, got {type(o).__name__}")
+        self.nodes: list[Node] = list(order) if order is not None else toposort(self.outputs)
+        self._index = {id(n): i for i, n in enumerate(self.nodes)}
+        self._given_names = names or {}
+        self._batched = batched or set()
+
+    def index(self, node: Node) -> int:
+        """Position of ``node`` in topological order."""
+        return self._index[id(node)]
+
+    def __contains__(self, node) -> bool:
+        return id(getattr(node, "node", node)) in self._index
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def id(self, node: Node) -> str:
+        """Stable id of ``node``: ``n<position>``."""
+        return f"n{self._index[id(node)]}"
+
+    @property
+    def edges(self) -> list[tuple[Node, Node]]:
+        """``(source, target)`` pairs, one per input slot, in topological order."""
+        return [(i, n) for n in self.nodes for i in n.inputs]
+
+    def display_name(self, node: Node) -> str:
+        """The name printed for ``node``: its user name (with ``@step`` when it has a step),
+        else its stable id. Names used by more than one node get the id appended."""
+        if not hasattr(self, "_names"):
+            counts: dict[str, int] = {}
+            for n in self.nodes:
+                if n.name:
+                    key = n.label()
+                    counts[key] = counts.get(key, 0) + 1
+            self._names = {}
+            for i, n in enumerate(self.nodes):
+                if n.name:
+                    key = n.label()
+                    self._names[id(n)] = key if counts[key] == 1 else f"{key}#n{i}"
+                elif id(n) in self._given_names:
+                    self._names[id(n)] = self._given_names[id(n)]
+                else:
+                    self._names[id(n)] = f"n{i}" if n.step is None else f"n{i}@{n.step}"
+        return self._names[id(node)]
+
+    def equation(self, node: Node) -> str:
+        """One line of text for ``node``: ``h@2 = tanh(z@2)  # shape (4, 5)``."""
+        args = ", ".join(self.display_name(i) for i in node.inputs)
+        attrs = {
+            k: v for k, v in node.attrs.items()
+            if not k.startswith("_") and v is not None and v is not False
+        }
+        if attrs:
+            extra = ", ".join(f"{k}={_short(v)}" for k, v in sorted(attrs.items()))
+            args = f"{args}, {extra}" if args else extra
+        line = f"{self.display_name(node)} = {node.op}({args})"
+        if node.shape is not None:
+            line += f"  # shape {self.shape_text(node)}"
+        return line
+
+    def shape_text(self, node: Node) -> str:
+        """The node's shape as text, with ``B`` for a batch axis: ``(B, 4)``."""
+        shape = tuple(node.shape)
+        if id(node) in self._batched and shape:
+            inner = ", ".join(str(s) for s in ("B",) + shape[1:])
+            return f"({inner},)" if len(shape) == 1 else f"({inner})"
+        return str(shape)
+
+    def __str__(self) -> str:
+        return "\n".join(self.equation(n) for n in self.nodes)
+
+    def __repr__(self) -> str:
+        return f"<Graph: {len(self.nodes)} nodes, {len(self.outputs)} outputs>"
+
+
+def _short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."

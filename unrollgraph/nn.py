@@ -1,0 +1,234 @@
+"""Ready recurrent cells built from primitive ops: Elman RNN (tanh or relu), LSTM and GRU,
+one layer or stacked.
+
+Parameter names, shapes, gate order and equations follow PyTorch (``torch.nn.RNNCell``,
+``LSTMCell``, ``GRUCell``, and ``torch.nn.RNN/LSTM/GRU`` for stacks: ``weight_ih_l0``...), so a
+PyTorch state dict loads with :meth:`Cell.load_state_dict` and gives the same outputs and
+gradients. Each gate is its own named node, so the unrolled diagrams show the gates.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cell import Cell
+from .errors import CellError
+from .functional import sigmoid, tanh, relu
+from .tensor import Tensor
+
+__all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU"]
+
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def _init_params(rng, gates, input_size, hidden_size, bias, dtype):
+    k = 1.0 / np.sqrt(hidden_size)
+    shapes = {
+        "weight_ih": (gates * hidden_size, input_size),
+        "weight_hh": (gates * hidden_size, hidden_size),
+    }
+    if bias:
+        shapes["bias_ih"] = (gates * hidden_size,)
+        shapes["bias_hh"] = (gates * hidden_size,)
+    return {n: rng.uniform(-k, k, size=s).astype(dtype) for n, s in shapes.items()}
+
+
+def _layer(cell: Cell, kind: str, x: Tensor, input_size: int, hidden_size: int, bias: bool,
+           suffix: str, rng, dtype, nonlinearity: str = "tanh") -> Tensor:
+    """Declare one layer's states and params on ``cell`` and return its output h_t."""
+    H = hidden_size
+    p = {
+        n: cell.param(n + suffix, v)
+        for n, v in _init_params(rng, _GATES[kind], input_size, H, bias, dtype).items()
+    }
+    h = cell.state("h" + suffix, (H,))
+    c = cell.state("c" + suffix, (H,)) if kind == "lstm" else None
+    gi = x @ p["weight_ih"].T
+    gh = h @ p["weight_hh"].T
+    if bias:
+        gi = gi + p["bias_ih"]
+        gh = gh + p["bias_hh"]
+    if kind == "rnn":
+        act = tanh if nonlinearity == "tanh" else relu
+        h_next = act(gi + gh, name="h_next" + suffix)
+    elif kind == "lstm":
+        gates = (gi + gh)
+        gates.name = "gates" + suffix
+        i = sigmoid(gates[:, 0:H], name="i" + suffix)
+        f = sigmoid(gates[:, H:2 * H], name="f" + suffix)
+        g = tanh(gates[:, 2 * H:3 * H], name="g" + suffix)
+        o = sigmoid(gates[:, 3 * H:4 * H], name="o" + suffix)
+        c_next = f * c + i * g
+        c_next.name = "c_next" + suffix
+        h_next = o * tanh(c_next)
+        h_next.name = "h_next" + suffix
+        cell.feedback(c, c_next)
+    else:  # gru: r, z, n gate order; n = tanh(W_in x + b_in + r * (W_hn h + b_hn))
+        r = sigmoid(gi[:, 0:H] + gh[:, 0:H], name="r" + suffix)
+        z = sigmoid(gi[:, H:2 * H] + gh[:, H:2 * H], name="z" + suffix)
+        n = tanh(gi[:, 2 * H:3 * H] + r * gh[:, 2 * H:3 * H], name="n" + suffix)
+        h_next = (1.0 - z) * n + z * h
+        h_next.name = "h_next" + suffix
+    cell.feedback(h, h_next)
+    return h_next
+
+
+def _check_sizes(input_size, hidden_size, nonlinearity="tanh"):
+    for what, v in (("input_size", input_size), ("hidden_size", hidden_size)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise CellError(f"{what} must be a positive int, got {v!r}")
+    if nonlinearity not in ("tanh", "relu"):
+        raise CellError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+
+
+class _SingleLayer(Cell):
+    kind = "rnn"
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", seed=None,
+                 dtype=np.float64, name=None):
+        _check_sizes(input_size, hidden_size, nonlinearity)
+        super().__init__(name or type(self).__name__)
+        self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
+        self.nonlinearity = nonlinearity
+        rng = np.random.default_rng(seed)
+        x = self.input("x", (input_size,))
+        h = _layer(self, self.kind, x, input_size, hidden_size, bias, "", rng, dtype,
+                   nonlinearity)
+        self.output("y", h)
+
+    def __getattr__(self, item):
+        params = self.__dict__.get("_params", {})
+        if item in params:
+            return params[item]
+        raise AttributeError(f"{type(self).__name__} has no attribute {item!r}")
+
+
+class RNNCell(_SingleLayer):
+    """Elman cell: h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh), act tanh or relu.
+
+    Parameters
+    ----------
+    input_size, hidden_size : int
+    nonlinearity : {"tanh", "relu"}
+    bias : bool
+    seed : int, optional
+        Seed of PyTorch's initialisation U(-1/sqrt(H), 1/sqrt(H)).
+    dtype : numpy dtype
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> cell = ug.nn.RNNCell(4, 8, seed=0)
+    >>> cell.weight_hh.shape, sorted(cell.parameters())
+    ((8, 8), ['bias_hh', 'bias_ih', 'weight_hh', 'weight_ih'])
+    """
+
+    kind = "rnn"
+
+    def __init__(self, input_size, hidden_size, nonlinearity="tanh", bias=True, seed=None,
+                 dtype=np.float64, name=None):
+        super().__init__(input_size, hidden_size, bias, nonlinearity, seed, dtype, name)
+
+
+class LSTMCell(_SingleLayer):
+    """LSTM cell with PyTorch's gate order (i, f, g, o) and states (h, c).
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> cell = ug.nn.LSTMCell(4, 8, seed=0)
+    >>> cell.weight_ih.shape, list(cell.states)
+    ((32, 4), ['h', 'c'])
+    """
+
+    kind = "lstm"
+
+    def __init__(self, input_size, hidden_size, bias=True, seed=None, dtype=np.float64,
+                 name=None):
+        super().__init__(input_size, hidden_size, bias, "tanh", seed, dtype, name)
+
+
+class GRUCell(_SingleLayer):
+    """GRU cell with PyTorch's gate order (r, z, n) and candidate
+    n = tanh(W_in x + b_in + r * (W_hn h + b_hn)).
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> ug.nn.GRUCell(4, 8, seed=0).weight_hh.shape
+    (24, 8)
+    """
+
+    kind = "gru"
+
+    def __init__(self, input_size, hidden_size, bias=True, seed=None, dtype=np.float64,
+                 name=None):
+        super().__init__(input_size, hidden_size, bias, "tanh", seed, dtype, name)
+
+
+class _Stacked(Cell):
+    kind = "rnn"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 seed=None, dtype=np.float64, name=None):
+        _check_sizes(input_size, hidden_size, nonlinearity)
+        if not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
+            raise CellError(f"num_layers must be a positive int, got {num_layers!r}")
+        super().__init__(name or type(self).__name__)
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        rng = np.random.default_rng(seed)
+        x = self.input("x", (input_size,))
+        size = input_size
+        for layer in range(num_layers):
+            x = _layer(self, self.kind, x, size, hidden_size, bias, f"_l{layer}", rng, dtype,
+                       nonlinearity)
+            size = hidden_size
+        self.output("y", x)
+
+
+class RNN(_Stacked):
+    """Stacked Elman layers; parameters named like ``torch.nn.RNN`` (``weight_ih_l0``...).
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> cell = ug.nn.RNN(3, 5, num_layers=2, seed=0)
+    >>> list(cell.states)
+    ['h_l0', 'h_l1']
+    """
+
+    kind = "rnn"
+
+
+class LSTM(_Stacked):
+    """Stacked LSTM layers; parameters named like ``torch.nn.LSTM``; states h_l0, c_l0, ...
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> list(ug.nn.LSTM(3, 5, num_layers=2, seed=0).states)
+    ['h_l0', 'c_l0', 'h_l1', 'c_l1']
+    """
+
+    kind = "lstm"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, seed=None,
+                 dtype=np.float64, name=None):
+        super().__init__(input_size, hidden_size, num_layers, "tanh", bias, seed, dtype, name)
+
+
+class GRU(_Stacked):
+    """Stacked GRU layers; parameters named like ``torch.nn.GRU``.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> sorted(ug.nn.GRU(3, 5, seed=0).parameters())[:2]
+    ['bias_hh_l0', 'bias_ih_l0']
+    """
+
+    kind = "gru"
+
+    def __init__(self, input_size, hidden_size, num_layers=1, bias=True, seed=None,
+                 dtype=np.float64, name=None):
+        super().__init__(input_size, hidden_size, num_layers, "tanh", bias, seed, dtype, name)

@@ -1,0 +1,748 @@
+"""The op registry: every op's forward (numpy), vector-Jacobian products and sympy form, declared
+together in one place.
+
+VJP contract: ``OpDef.vjp(g, ans, *inputs, **attrs)`` returns one gradient per input (``None``
+for an input that has none), each of that input's shape. Internally an op may register one VJP
+function per input, so the engine computes only the gradients it needs (no ``dx`` for data).
+
+Symbolic contract: ``OpDef.sym(*inputs, **attrs)`` takes numpy object arrays of sympy
+expressions (one element per array element) and returns the object array of the output. The
+test suite differentiates it with sympy and compares with the VJP, for every op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .errors import GraphError, ShapeError
+
+__all__ = ["OpDef", "defop", "get_op", "registry", "unbroadcast"]
+
+
+@dataclass(frozen=True)
+class OpDef:
+    """One registry entry: an op's forward, per-input VJPs, sympy form and shape check."""
+
+    name: str
+    forward: Callable
+    vjps: tuple  # one function per input: f(g, ans, *inputs, **attrs) -> grad or None
+    sym: Callable | None = None
+    check: Callable | None = None  # check(nodes, values, **attrs) raises ShapeError
+    nondiff: tuple = ()  # indices of inputs that never get a gradient (labels, conditions)
+    variadic: bool = False  # n inputs sharing vjps[0](g, ans, *inputs, index=k)
+    always_check: bool = False  # run check before forward (numpy would not fail on its own)
+    doc: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def arity(self) -> int | None:
+        return None if self.variadic else len(self.vjps)
+
+    def vjp(self, g, ans, *inputs, **attrs) -> tuple:
+        """Return one gradient per input (``None`` for none), given the output gradient ``g``."""
+        if self.variadic:
+            return tuple(self.vjps[0](g, ans, *inputs, index=k, **attrs) for k in range(len(inputs)))
+        out = tuple(
+            None if f is None else f(g, ans, *inputs, **attrs) for f in self.vjps
+        )
+        if len(out) != len(inputs):
+            raise GraphError(
+                f"op {self.name!r}: VJP returned {len(out)} gradients for {len(inputs)} inputs"
+            )
+        return out
+
+    def input_vjp(self, k: int) -> Callable | None:
+        """The function computing the gradient of input ``k`` (``None`` if it has none)."""
+        if self.variadic:
+            f = self.vjps[0]
+            return lambda g, ans, *xs, **kw: f(g, ans, *xs, index=k, **kw)
+        return self.vjps[k]
+
+
+_REGISTRY: dict[str, OpDef] = {}
+
+
+def defop(
+    name, forward, vjps, sym=None, check=None, nondiff=(), variadic=False, always_check=False,
+    doc="",
+):
+    """Register an op: its forward, one VJP per input, and its sympy form.
+
+    Parameters
+    ----------
+    name : str
+        The op's name, as printed in graphs (``"tanh"``).
+    forward : callable
+        ``forward(*arrays, **attrs) -> array``.
+    vjps : sequence of callables
+        One per input: ``f(g, ans, *arrays, **attrs) -> gradient`` (or ``None`` for an input
+        with no gradient). For ``variadic`` ops, one function taking ``index=k``.
+    sym : callable, optional
+        ``sym(*object_arrays, **attrs) -> object_array`` of sympy expressions.
+    check : callable, optional
+        ``check(nodes, arrays, **attrs)``: raise :class:`ShapeError` with a clear message.
+
+    Returns
+    -------
+    OpDef
+
+    Examples
+    --------
+    >>> import numpy as np, sympy
+    >>> op = defop("cube_example", lambda x: x**3, [lambda g, ans, x: g * 3 * x**2],
+    ...            sym=lambda x: x**3)
+    >>> op.vjp(np.array(1.0), None, np.array(2.0))
+    (np.float64(12.0),)
+    """
+    if name in _REGISTRY:
+        raise GraphError(f"op {name!r} is already registered; pick another name")
+    op = OpDef(name, forward, tuple(vjps), sym, check, tuple(nondiff), variadic, always_check, doc)
+    _REGISTRY[name] = op
+    return op
+
+
+def get_op(name: str) -> OpDef:
+    """Return the registry entry of op ``name``; a clear error if there is none."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise GraphError(
+            f"no op registered under {name!r}; known ops: {', '.join(sorted(_REGISTRY))}. "
+            "Register one with unrollgraph.ops.defop(name, forward, vjps, sym=...)"
+        ) from None
+
+
+def registry() -> dict[str, OpDef]:
+    """A copy of the registry: op name -> :class:`OpDef`."""
+    return dict(_REGISTRY)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def unbroadcast(g, shape):
+    """Sum ``g`` down to ``shape``, undoing numpy broadcasting.
+
+    Examples
+    --------
+    >>> unbroadcast(np.ones((2, 3)), (3,))
+    array([2., 2., 2.])
+    >>> unbroadcast(np.ones((2, 3)), (2, 1))
+    array([[3.],
+           [3.]])
+    """
+    if g.shape == shape:
+        return g
+    extra = g.ndim - len(shape)
+    if extra:
+        g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g
+
+
+def _ew(fn):
+    """Map a scalar sympy function over an object array."""
+    vec = np.vectorize(fn, otypes=[object])
+    return lambda *xs, **kw: vec(*xs)
+
+
+def _sympy():
+    import sympy
+
+    return sympy
+
+
+def _label(node) -> str:
+    return node.label() if node is not None else "?"
+
+
+def _shape(a) -> tuple:
+    return tuple(np.shape(a))
+
+
+def _broadcast_check(opname):
+    def check(nodes, values, **attrs):
+        shapes = [_shape(v) for v in values]
+        try:
+            np.broadcast_shapes(*shapes)
+        except ValueError:
+            pairs = " with ".join(f"{_label(n)} {s}" for n, s in zip(nodes, shapes))
+            raise ShapeError(
+                f"{opname}: cannot broadcast {pairs}: trailing sizes must be equal or 1; "
+                "reshape one operand (e.g. x.reshape(...)) so the shapes line up"
+            ) from None
+
+    return check
+
+
+def _axis_tuple(axis, ndim):
+    if axis is None:
+        return tuple(range(ndim))
+    if isinstance(axis, int):
+        axis = (axis,)
+    return tuple(a % ndim if ndim else a for a in axis)
+
+
+def _expand_to(g, shape, axis, keepdims):
+    """Broadcast a reduced gradient back to ``shape`` (the VJP of a reduction)."""
+    if not keepdims and len(shape):
+        g = np.expand_dims(g, _axis_tuple(axis, len(shape)))
+    return np.broadcast_to(g, shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise arithmetic
+
+
+def _bin(name, fwd, va, vb, sym):
+    return defop(name, fwd, [va, vb], sym=sym, check=_broadcast_check(name))
+
+
+_bin(
+    "add",
+    np.add,
+    lambda g, ans, a, b: unbroadcast(g, a.shape),
+    lambda g, ans, a, b: unbroadcast(g, b.shape),
+    lambda a, b: a + b,
+)
+_bin(
+    "sub",
+    np.subtract,
+    lambda g, ans, a, b: unbroadcast(g, a.shape),
+    lambda g, ans, a, b: unbroadcast(-g, b.shape),
+    lambda a, b: a - b,
+)
+_bin(
+    "mul",
+    np.multiply,
+    lambda g, ans, a, b: unbroadcast(g * b, a.shape),
+    lambda g, ans, a, b: unbroadcast(g * a, b.shape),
+    lambda a, b: a * b,
+)
+_bin(
+    "div",
+    np.divide,
+    lambda g, ans, a, b: unbroadcast(g / b, a.shape),
+    lambda g, ans, a, b: unbroadcast(-g * ans / b, b.shape),
+    lambda a, b: a / b,
+)
+
+
+def _pow_grad_exponent(g, ans, a, b):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        loga = np.where(a > 0, np.log(np.where(a > 0, a, 1)), np.where(a == 0, 0.0, np.nan))
+    return unbroadcast(g * ans * loga, b.shape)
+
+
+_bin(
+    "pow",
+    np.power,
+    lambda g, ans, a, b: unbroadcast(g * b * np.power(a, b - 1), a.shape),
+    _pow_grad_exponent,
+    lambda a, b: a**b,
+)
+defop(
+    "powc",
+    lambda a, p: np.power(a, p),
+    [lambda g, ans, a, p: g * (p * np.power(a, p - 1))],
+    sym=lambda a, p: a**p,
+    doc="a ** p for a constant exponent p (attribute)",
+)
+defop("neg", np.negative, [lambda g, ans, a: -g], sym=lambda a: -a)
+
+
+def _max_like(pick):
+    """VJPs of maximum/minimum: ties split the gradient evenly, as PyTorch does."""
+
+    def va(g, ans, a, b):
+        return unbroadcast(g * np.where(a == b, 0.5, pick(a, b)), a.shape)
+
+    def vb(g, ans, a, b):
+        return unbroadcast(g * np.where(a == b, 0.5, pick(b, a)), b.shape)
+
+    return va, vb
+
+
+_bin(
+    "maximum",
+    np.maximum,
+    *_max_like(lambda a, b: (a > b).astype(a.dtype)),
+    _ew(lambda a, b: _sympy().Max(a, b)),
+)
+_bin(
+    "minimum",
+    np.minimum,
+    *_max_like(lambda a, b: (a < b).astype(a.dtype)),
+    _ew(lambda a, b: _sympy().Min(a, b)),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise functions
+
+
+def _sigmoid(x):
+    # numerically stable in both directions
+    out = np.empty_like(x)
+    pos = x >= 0
+    np.divide(1.0, 1.0 + np.exp(-x, where=pos, out=np.zeros_like(x)), out=out, where=pos)
+    ex = np.exp(x, where=~pos, out=np.zeros_like(x))
+    np.divide(ex, 1.0 + ex, out=out, where=~pos)
+    return out
+
+
+def _sigmoid_fast(x):
+    if x.size and np.abs(x).max() < 700:
+        return 1.0 / (1.0 + np.exp(-x))
+    return _sigmoid(x)
+
+
+defop("exp", np.exp, [lambda g, ans, a: g * ans], sym=_ew(lambda a: _sympy().exp(a)))
+defop("log", np.log, [lambda g, ans, a: g / a], sym=_ew(lambda a: _sympy().log(a)))
+defop(
+    "tanh", np.tanh, [lambda g, ans, a: g * (1.0 - ans * ans)], sym=_ew(lambda a: _sympy().tanh(a))
+)
+defop(
+    "sigmoid",
+    _sigmoid_fast,
+    [lambda g, ans, a: g * ans * (1.0 - ans)],
+    sym=_ew(lambda a: 1 / (1 + _sympy().exp(-a))),
+)
+defop(
+    "relu",
+    lambda a: np.maximum(a, 0).astype(a.dtype, copy=False),
+    [lambda g, ans, a: g * (a > 0)],
+    sym=_ew(lambda a: _sympy().Max(a, 0)),
+)
+defop("sqrt", np.sqrt, [lambda g, ans, a: g / (2.0 * ans)], sym=_ew(lambda a: _sympy().sqrt(a)))
+defop("abs", np.abs, [lambda g, ans, a: g * np.sign(a)], sym=_ew(lambda a: _sympy().Abs(a)))
+defop(
+    "clip",
+    lambda a, lo=None, hi=None: np.clip(a, lo, hi),
+    [
+        lambda g, ans, a, lo=None, hi=None: g
+        * ((a >= (-np.inf if lo is None else lo)) & (a <= (np.inf if hi is None else hi)))
+    ],
+    sym=lambda a, lo=None, hi=None: _ew(
+        lambda x: _sympy().Min(_sympy().Max(x, -_sympy().oo if lo is None else lo),
+                               _sympy().oo if hi is None else hi)
+    )(a),
+)
+defop(
+    "where",
+    lambda c, a, b: np.where(c, a, b),
+    [
+        None,
+        lambda g, ans, c, a, b: unbroadcast(np.where(c, g, 0.0), a.shape),
+        lambda g, ans, c, a, b: unbroadcast(np.where(c, 0.0, g), b.shape),
+    ],
+    sym=lambda c, a, b: np.where(c.astype(bool), a, b),
+    check=_broadcast_check("where"),
+    nondiff=(0,),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# matmul
+
+
+def _matmul_check(nodes, values, **attrs):
+    a, b = values
+    sa, sb = _shape(a), _shape(b)
+    na, nb = (_label(n) for n in nodes)
+    if len(sa) == 0 or len(sb) == 0:
+        raise ShapeError(
+            f"matmul: cannot multiply {na} {sa} by {nb} {sb}: matmul needs arrays with at least "
+            "one axis; use * for a scalar product"
+        )
+    ka = sa[-1]
+    kb = sb[0] if len(sb) == 1 else sb[-2]
+    if ka != kb:
+        raise ShapeError(
+            f"matmul: cannot multiply {na} {sa} by {nb} {sb}: inner sizes {ka} and {kb} differ; "
+            f"did you mean {nb}.T?" if len(sb) == 2 and sb[-1] == ka else
+            f"matmul: cannot multiply {na} {sa} by {nb} {sb}: inner sizes {ka} and {kb} differ"
+        )
+    try:
+        np.broadcast_shapes(sa[:-2], sb[:-2])
+    except ValueError:
+        raise ShapeError(
+            f"matmul: cannot multiply {na} {sa} by {nb} {sb}: batch shapes {sa[:-2]} and "
+            f"{sb[:-2]} do not broadcast"
+        ) from None
+
+
+def _matmul_va(g, ans, a, b):
+    if b.ndim == 1:
+        # (..., k) @ (k,) -> (...): grad a = g[..., None] * b
+        return unbroadcast(g[..., None] * b, a.shape) if a.ndim > 1 else g * b
+    if a.ndim == 1:
+        # (k,) @ (..., k, n) -> (..., n)
+        return unbroadcast(np.matmul(g[..., None, :], np.swapaxes(b, -1, -2))[..., 0, :], a.shape)
+    return unbroadcast(np.matmul(g, np.swapaxes(b, -1, -2)), a.shape)
+
+
+def _matmul_vb(g, ans, a, b):
+    if a.ndim == 1:
+        if b.ndim == 1:
+            return g * a
+        return unbroadcast(a[:, None] * g[..., None, :], b.shape)
+    if b.ndim == 1:
+        return unbroadcast(np.matmul(np.swapaxes(a, -1, -2), g[..., None])[..., 0], b.shape)
+    if a.ndim == 2 and g.ndim == 2:
+        return a.T @ g
+    return unbroadcast(np.matmul(np.swapaxes(a, -1, -2), g), b.shape)
+
+
+defop(
+    "matmul",
+    np.matmul,
+    [_matmul_va, _matmul_vb],
+    sym=lambda a, b: np.matmul(a, b),
+    check=_matmul_check,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# reductions
+
+
+def _reduce_sym(fn):
+    def sym(a, axis=None, keepdims=False):
+        return np.asarray(fn(a, axis=axis, keepdims=keepdims), dtype=object)
+
+    return sym
+
+
+defop(
+    "sum",
+    lambda a, axis=None, keepdims=False: np.sum(a, axis=axis, keepdims=keepdims),
+    [lambda g, ans, a, axis=None, keepdims=False: _expand_to(g, a.shape, axis, keepdims)],
+    sym=_reduce_sym(np.sum),
+)
+
+
+def _mean_count(shape, axis):
+    n = 1
+    for ax in _axis_tuple(axis, len(shape)):
+        n *= shape[ax]
+    return n
+
+
+defop(
+    "mean",
+    lambda a, axis=None, keepdims=False: np.mean(a, axis=axis, keepdims=keepdims),
+    [
+        lambda g, ans, a, axis=None, keepdims=False: _expand_to(
+            g / _mean_count(a.shape, axis), a.shape, axis, keepdims
+        )
+    ],
+    sym=lambda a, axis=None, keepdims=False: np.asarray(
+        np.sum(a, axis=axis, keepdims=keepdims) / _mean_count(a.shape, axis), dtype=object
+    ),
+)
+
+
+def _max_vjp(g, ans, a, axis=None, keepdims=False):
+    full = _expand_to(ans, a.shape, axis, keepdims)
+    mask = (a == full).astype(a.dtype)
+    count = mask.sum(axis=_axis_tuple(axis, a.ndim), keepdims=True)
+    return _expand_to(g, a.shape, axis, keepdims) * mask / count
+
+
+def _max_sym(a, axis=None, keepdims=False):
+    sp = _sympy()
+    axes = _axis_tuple(axis, a.ndim)
+    moved = np.moveaxis(a, axes, tuple(range(-len(axes), 0))) if axes else a
+    flat = moved.reshape(moved.shape[: moved.ndim - len(axes)] + (-1,))
+    res = np.empty(flat.shape[:-1], dtype=object)
+    for idx in np.ndindex(res.shape):
+        res[idx] = sp.Max(*flat[idx])
+    if keepdims:
+        res = np.expand_dims(res, axes)
+    return res
+
+
+defop(
+    "max",
+    lambda a, axis=None, keepdims=False: np.max(a, axis=axis, keepdims=keepdims),
+    [_max_vjp],
+    sym=_max_sym,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# shape ops
+
+
+def _reshape_check(nodes, values, shape):
+    a = values[0]
+    try:
+        np.empty(np.shape(a), dtype=np.int8).reshape(shape)
+    except ValueError:
+        raise ShapeError(
+            f"reshape: cannot reshape {_label(nodes[0])} {_shape(a)} ({np.size(a)} elements) "
+            f"into {tuple(shape)}; the number of elements must stay the same"
+        ) from None
+
+
+defop(
+    "reshape",
+    lambda a, shape: np.reshape(a, shape),
+    [lambda g, ans, a, shape: np.reshape(g, a.shape)],
+    sym=lambda a, shape: np.reshape(a, shape),
+    check=_reshape_check,
+)
+
+
+def _inverse_axes(axes, ndim):
+    if axes is None:
+        return None
+    return tuple(np.argsort([a % ndim for a in axes]))
+
+
+defop(
+    "transpose",
+    lambda a, axes=None: np.transpose(a, axes),
+    [lambda g, ans, a, axes=None: np.transpose(g, _inverse_axes(axes, a.ndim))],
+    sym=lambda a, axes=None: np.transpose(a, axes),
+)
+
+
+def _is_advanced(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return any(isinstance(i, (list, np.ndarray)) for i in items)
+
+
+def _getitem_vjp(g, ans, a, index):
+    out = np.zeros(a.shape, dtype=np.result_type(g, a))
+    if _is_advanced(index):
+        np.add.at(out, index, g)
+    else:
+        out[index] = g
+    return out
+
+
+def _getitem_check(nodes, values, index):
+    try:
+        np.empty(np.shape(values[0]), dtype=np.int8)[index]
+    except (IndexError, TypeError, ValueError) as exc:
+        raise ShapeError(
+            f"getitem: cannot index {_label(nodes[0])} {_shape(values[0])} with {index!r}: {exc}"
+        ) from None
+
+
+defop(
+    "getitem",
+    lambda a, index: a[index],
+    [_getitem_vjp],
+    sym=lambda a, index: np.asarray(a[index], dtype=object),
+    check=_getitem_check,
+)
+
+
+def _concat_check(nodes, values, axis=0):
+    shapes = [_shape(v) for v in values]
+    try:
+        np.concatenate([np.empty(s, dtype=np.int8) for s in shapes], axis=axis)
+    except (ValueError, np.exceptions.AxisError) as exc:
+        listed = ", ".join(f"{_label(n)} {s}" for n, s in zip(nodes, shapes))
+        raise ShapeError(f"concat along axis {axis}: cannot join {listed}: {exc}") from None
+
+
+def _concat_vjp(g, ans, *xs, axis=0, index=0):
+    ax = axis % ans.ndim
+    start = sum(x.shape[ax] for x in xs[:index])
+    sl = [slice(None)] * ans.ndim
+    sl[ax] = slice(start, start + xs[index].shape[ax])
+    return g[tuple(sl)]
+
+
+defop(
+    "concat",
+    lambda *xs, axis=0: np.concatenate(xs, axis=axis),
+    [_concat_vjp],
+    sym=lambda *xs, axis=0: np.concatenate(xs, axis=axis),
+    check=_concat_check,
+    variadic=True,
+)
+
+
+def _stack_check(nodes, values, axis=0):
+    shapes = [_shape(v) for v in values]
+    if len(set(shapes)) > 1:
+        listed = ", ".join(f"{_label(n)} {s}" for n, s in zip(nodes, shapes))
+        raise ShapeError(f"stack: all inputs need the same shape, got {listed}")
+
+
+defop(
+    "stack",
+    lambda *xs, axis=0: np.stack(xs, axis=axis),
+    [lambda g, ans, *xs, axis=0, index=0: np.take(g, index, axis=axis)],
+    sym=lambda *xs, axis=0: np.stack(xs, axis=axis),
+    check=_stack_check,
+    always_check=True,
+    variadic=True,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax family and losses
+
+
+def _softmax(a, axis=-1):
+    e = np.exp(a - a.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _log_softmax(a, axis=-1):
+    z = a - a.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+
+def _softmax_sym(a, axis=-1):
+    sp = _sympy()
+    e = _ew(sp.exp)(a)
+    return e / np.sum(e, axis=axis, keepdims=True)
+
+
+def _log_softmax_sym(a, axis=-1):
+    sp = _sympy()
+    s = np.sum(_ew(sp.exp)(a), axis=axis, keepdims=True)
+    return a - _ew(sp.log)(s)
+
+
+defop(
+    "softmax",
+    _softmax,
+    [lambda g, ans, a, axis=-1: ans * (g - (g * ans).sum(axis=axis, keepdims=True))],
+    sym=_softmax_sym,
+)
+defop(
+    "log_softmax",
+    _log_softmax,
+    [lambda g, ans, a, axis=-1: g - np.exp(ans) * g.sum(axis=axis, keepdims=True)],
+    sym=_log_softmax_sym,
+)
+
+
+def _same_shape_check(opname):
+    def check(nodes, values, **attrs):
+        sa, sb = _shape(values[0]), _shape(values[1])
+        if sa != sb:
+            raise ShapeError(
+                f"{opname}: prediction {_label(nodes[0])} {sa} and target {_label(nodes[1])} "
+                f"{sb} must have the same shape; reshape the target to {sa}"
+            )
+
+    return check
+
+
+defop(
+    "mse_loss",
+    lambda p, t: np.mean(np.square(p - t)),
+    [
+        lambda g, ans, p, t: g * (2.0 / p.size) * (p - t),
+        lambda g, ans, p, t: g * (-2.0 / p.size) * (p - t),
+    ],
+    sym=lambda p, t: np.asarray(np.sum((p - t) ** 2) / p.size, dtype=object),
+    check=_same_shape_check("mse_loss"),
+    always_check=True,
+)
+
+
+def _ce_check(nodes, values, **attrs):
+    logits, labels = values
+    sl, sy = _shape(logits), _shape(labels)
+    if len(sl) < 1 or sl[:-1] != sy:
+        raise ShapeError(
+            f"cross_entropy: logits {_label(nodes[0])} {sl} need labels of shape {sl[:-1]} "
+            f"(one class index per row; classes on the last axis), got {_label(nodes[1])} {sy}"
+        )
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu":
+        if labels.size and not np.all(np.mod(labels, 1) == 0):
+            raise ShapeError(
+                f"cross_entropy: labels {_label(nodes[1])} must be integer class indices, got "
+                f"dtype {labels.dtype} with fractional values"
+            )
+    if labels.size and (labels.min() < 0 or labels.max() >= sl[-1]):
+        raise ShapeError(
+            f"cross_entropy: labels {_label(nodes[1])} must lie in [0, {sl[-1] - 1}] for "
+            f"{sl[-1]} classes; got values from {labels.min()} to {labels.max()}"
+        )
+
+
+def _pick(a, labels):
+    idx = np.asarray(labels).astype(np.intp)
+    return np.take_along_axis(a, idx[..., None], axis=-1)[..., 0]
+
+
+def _ce_forward(logits, labels):
+    return -np.mean(_pick(_log_softmax(logits, -1), labels))
+
+
+def _ce_vjp(g, ans, logits, labels):
+    p = _softmax(logits, -1)
+    idx = np.asarray(labels).astype(np.intp)
+    np.put_along_axis(p, idx[..., None], _pick(p, idx) - 1.0, axis=-1)
+    return p * (g / max(idx.size, 1))
+
+
+def _ce_sym(logits, labels):
+    lsm = _log_softmax_sym(logits, -1)
+    idx = np.asarray(labels).astype(np.intp)
+    picked = np.take_along_axis(lsm, idx[..., None], axis=-1)[..., 0]
+    return np.asarray(-np.sum(picked) / max(idx.size, 1), dtype=object)
+
+
+defop(
+    "cross_entropy",
+    _ce_forward,
+    [_ce_vjp, None],
+    sym=_ce_sym,
+    check=_ce_check,
+    always_check=True,
+    nondiff=(1,),
+)
+
+
+def _bce_forward(x, y):
+    return np.mean(np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x))))
+
+
+def _bce_sym(x, y):
+    sp = _sympy()
+    terms = _ew(lambda a, b: sp.log(1 + sp.exp(a)) - a * b)(x, y)
+    return np.asarray(np.sum(terms) / x.size, dtype=object)
+
+
+defop(
+    "binary_cross_entropy_with_logits",
+    _bce_forward,
+    [
+        lambda g, ans, x, y: g * (_sigmoid(x) - y) / x.size,
+        lambda g, ans, x, y: g * (-x) / x.size,
+    ],
+    sym=_bce_sym,
+    check=_same_shape_check("binary_cross_entropy_with_logits"),
+    always_check=True,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# multi-output plumbing: an op whose value is a tuple (an unrolled run) and ``item`` to pick one
+# output. The engine routes an ``item`` gradient into slot ``index`` of its input's gradient list.
+
+defop(
+    "item",
+    lambda tup, index: tup[index],
+    [None],
+    doc="output number `index` of a multi-output node",
+)

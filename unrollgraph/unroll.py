@@ -1,0 +1,699 @@
+"""The unroller: copy a cyclic cell T times into an acyclic graph, and run it.
+
+``unroll(cell, steps=T)`` clones the cell's op nodes once per step with a memo: parameters (and
+anything computed from parameters alone, such as ``W.T``) map to themselves and appear once,
+shared by every step; the state at step t maps to the next-state node of step t-1. The result is
+an ordinary acyclic graph, so backpropagation through time is plain reverse-mode autodiff on it:
+a shared weight's gradient is the sum of its T contributions because gradients accumulate.
+
+The evaluation schedule (which node reads which slots) is compiled once per unrolled net;
+calling the net only runs numpy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .cell import Cell
+from .errors import CellError, ShapeError, UnrollGraphError
+from .graph import Graph, Node
+from .ops import defop, get_op
+from .tensor import _FLAGS, Tensor, _check_finite
+
+__all__ = ["unroll", "Unrolled", "Run"]
+
+
+def unroll(cell: Cell, steps: int, truncate: int | None = None, masked: bool = False):
+    """Unroll ``cell`` over ``steps`` time steps into an acyclic graph.
+
+    Parameters
+    ----------
+    cell : Cell
+        The recurrent cell.
+    steps : int
+        Number of time steps T.
+    truncate : int, optional
+        Truncated BPTT inside the graph, like Theano's ``truncate_gradient``: gradient flows
+        only through the last ``truncate`` steps. Nodes of steps ``t < T - truncate`` take no
+        part in the backward pass (they are drawn greyed). ``truncate >= T`` is full BPTT.
+    masked : bool
+        Add per-step mask nodes so sequences of different lengths can share a batch (``net(xs,
+        lengths=...)`` builds this variant for you).
+
+    Returns
+    -------
+    Unrolled
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> cell = ug.nn.RNNCell(2, 3, seed=0)
+    >>> net = ug.unroll(cell, steps=4)
+    >>> outputs, h = net(np.ones((4, 1, 2)))
+    >>> outputs.shape, h.shape
+    ((4, 1, 3), (1, 3))
+    >>> outputs.sum().backward()
+    >>> cell.weight_hh.grad.shape
+    (3, 3)
+    """
+    return Unrolled(cell, steps, truncate=truncate, masked=masked)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One compiled op: out slot, input slots, forward, per-input VJPs, attributes, step."""
+
+    out: int
+    ins: tuple
+    fwd: object
+    vjps: tuple
+    kw: dict
+    step: int | None
+
+
+class Unrolled:
+    """A cell unrolled over T steps: an acyclic graph plus its compiled schedule.
+
+    Call it as ``outputs, state = net(xs, state=None, lengths=None)``.
+
+    Attributes
+    ----------
+    cell : Cell
+    steps : int
+    graph : Graph
+        Every node of the unrolled graph, parameters once.
+    param_nodes : dict
+        Parameter name -> its single node.
+    input_nodes, output_nodes, state_nodes : dict
+        Name -> list of T nodes (``state_nodes[s][t]`` is the state after step t).
+    init_nodes : dict
+        State name -> the initial-state node.
+    last_run : Run or None
+        Values (and, after backward, gradients) of the most recent call.
+    """
+
+    def __init__(self, cell: Cell, steps: int, truncate: int | None = None,
+                 masked: bool = False):
+        if not isinstance(cell, Cell):
+            raise CellError(f"unroll() needs a ug.Cell, got {type(cell).__name__}")
+        if not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise CellError(f"unroll(): steps must be a positive int, got {steps!r}")
+        if truncate is not None and (not isinstance(truncate, (int, np.integer)) or truncate < 1):
+            raise CellError(f"unroll(): truncate must be a positive int or None, got {truncate!r}")
+        cell.validate()
+        self.cell = cell
+        self.steps = int(steps)
+        self.truncate = None if truncate is None or truncate >= steps else int(truncate)
+        self.masked = masked
+        self.last_run: Run | None = None
+        self._masked_twin: Unrolled | None = None
+        self._build()
+        self._bprogs: dict = {}
+
+    # -- building ------------------------------------------------------------------------------
+    def _build(self) -> None:
+        cell = self.cell
+        body = cell.graph().nodes
+        leaves = cell.leaf_tensors()
+        batched = cell.batched()
+        feedback = {cell.states[s].node: t.node for s, t in cell.feedbacks.items()}
+        out_roles = {id(t.node): "output" for t in cell.outputs.values()}
+        out_roles.update({id(t.node): "next_state" for t in cell.feedbacks.values()})
+
+        order: list[Node] = []
+        shared: dict[int, Node] = {}  # cell node id -> unrolled node (step None)
+        self.param_nodes = {}
+        self.const_values: dict[int, np.ndarray] = {}
+        param_ids = {id(t.node): k for k, t in cell.parameters().items()}
+        for n in body:
+            if id(n) in batched:
+                continue
+            if n.is_leaf:
+                shared[id(n)] = n
+                if id(n) in param_ids:
+                    self.param_nodes[param_ids[id(n)]] = n
+                else:
+                    self.const_values[id(n)] = leaves[id(n)].data
+            else:
+                shared[id(n)] = n.replace(
+                    inputs=tuple(shared[id(i)] for i in n.inputs), origin=n, role="shared"
+                )
+            order.append(shared[id(n)])
+
+        self.init_nodes = {}
+        for s, t in cell.states.items():
+            node = Node("init", name=f"{s}0", shape=t.node.shape, dtype=t.node.dtype,
+                        origin=t.node, role="init")
+            self.init_nodes[s] = node
+            order.append(node)
+
+        self.input_nodes = {k: [] for k in cell.inputs}
+        self.output_nodes = {k: [] for k in cell.outputs}
+        self.state_nodes = {k: [] for k in cell.states}
+        self.mask_nodes: list[Node] = []
+        step_consts: dict[int, np.ndarray] = {}
+        prev = {id(cell.states[s].node): self.init_nodes[s] for s in cell.states}
+        for t in range(self.steps):
+            memo = dict(shared)
+            memo.update(prev)
+            for k, ph in cell.inputs.items():
+                node = Node("input", name=k, shape=ph.node.shape, dtype=ph.node.dtype, step=t,
+                            origin=ph.node, role="input")
+                memo[id(ph.node)] = node
+                self.input_nodes[k].append(node)
+                order.append(node)
+            for n in body:
+                if id(n) in memo:
+                    continue
+                if n.is_leaf:  # a batched leaf can only be a placeholder handled above
+                    raise CellError(f"cell {cell.name!r}: unexpected leaf {n.label()}")
+                new = Node(n.op, tuple(memo[id(i)] for i in n.inputs), n.attrs, n.name, n.shape,
+                           n.dtype, step=t, origin=n, role=out_roles.get(id(n)))
+                memo[id(n)] = new
+                order.append(new)
+            mask = None
+            if self.masked:
+                mask = Node("const", name="mask", shape=(1, 1), dtype="bool", step=t,
+                            role="mask")
+                self.mask_nodes.append(mask)
+                order.append(mask)
+            for k, o in cell.outputs.items():
+                node = memo[id(o.node)]
+                if mask is not None:
+                    zero = Node("const", shape=(), dtype="float64", step=t, role="const")
+                    step_consts[id(zero)] = np.zeros(())
+                    order.append(zero)
+                    node = Node("where", (mask, node, zero), {}, f"{k}_masked", node.shape,
+                                node.dtype, step=t, role="output")
+                    order.append(node)
+                self.output_nodes[k].append(node)
+            nxt = {}
+            for s, st in cell.states.items():
+                node = memo[id(feedback[st.node])]
+                if mask is not None:
+                    node = Node("where", (mask, node, prev[id(st.node)]), {}, f"{s}_kept",
+                                node.shape, node.dtype, step=t, role="next_state")
+                    order.append(node)
+                self.state_nodes[s].append(node)
+                nxt[id(st.node)] = node
+            prev = nxt
+        self.const_values.update(step_consts)
+        self.nodes = order
+        roots = [n for ns in self.output_nodes.values() for n in ns]
+        roots += [ns[-1] for ns in self.state_nodes.values()]
+        cell_graph = cell.graph()
+        names = {}
+        batched_ids = set()
+        for n in order:
+            if n.origin is not None and n.origin in cell_graph:
+                if not n.name:
+                    base = cell_graph.display_name(n.origin)
+                    names[id(n)] = base if n.step is None else f"{base}@{n.step}"
+                if id(n.origin) in cell_graph._batched:
+                    batched_ids.add(id(n))
+            elif n.role in ("init", "mask") or n.step is not None:
+                batched_ids.add(id(n))
+        self.graph = Graph(roots, order=order, names=names, batched=batched_ids)
+        self._compile()
+
+    def _compile(self) -> None:
+        slot = {id(n): i for i, n in enumerate(self.nodes)}
+        self._slot = slot
+        prog = []
+        for n in self.nodes:
+            if n.is_leaf:
+                continue
+            op = get_op(n.op)
+            ins = tuple(slot[id(i)] for i in n.inputs)
+            vjps = tuple(op.input_vjp(k) for k in range(len(ins)))
+            prog.append(_Entry(slot[id(n)], ins, op.forward, vjps, dict(n.attrs), n.step))
+        self._prog = prog
+        self._param_slots = {k: slot[id(n)] for k, n in self.param_nodes.items()}
+        self._input_slots = {k: [slot[id(n)] for n in ns] for k, ns in self.input_nodes.items()}
+        self._init_slots = {k: slot[id(n)] for k, n in self.init_nodes.items()}
+        self._output_slots = {k: [slot[id(n)] for n in ns] for k, ns in self.output_nodes.items()}
+        self._state_slots = {k: [slot[id(n)] for n in ns] for k, ns in self.state_nodes.items()}
+        self._const_slots = [(slot[i], v) for i, v in self.const_values.items() if i in slot]
+        self._mask_slots = [slot[id(n)] for n in self.mask_nodes]
+
+    def slot(self, node: Node) -> int:
+        """Index of ``node`` in the schedule (and in a run's value and gradient lists)."""
+        return self._slot[id(node)]
+
+    def is_cut(self, node: Node) -> bool:
+        """True if truncation keeps gradient away from ``node`` (it is drawn greyed)."""
+        return (
+            self.truncate is not None
+            and node.step is not None
+            and node.step < self.steps - self.truncate
+        )
+
+    def _backward_program(self, needs: tuple) -> list:
+        """Entries in reverse order with only the VJPs that lead to something needing grad."""
+        if needs in self._bprogs:
+            return self._bprogs[needs]
+        want = [False] * len(self.nodes)
+        for i in needs:
+            want[i] = True
+        for e in self._prog:
+            if self.truncate is not None and e.step is not None and \
+                    e.step < self.steps - self.truncate:
+                continue
+            if any(want[i] for i in e.ins):
+                want[e.out] = True
+        bprog = []
+        for e in reversed(self._prog):
+            if not want[e.out]:
+                continue
+            fns = tuple((i, f) for i, f in zip(e.ins, e.vjps) if f is not None and want[i])
+            if fns:
+                bprog.append((e.out, e.ins, fns, e.kw, e.step))
+        self._bprogs[needs] = (bprog, want)
+        return self._bprogs[needs]
+
+    # -- running -------------------------------------------------------------------------------
+    def __call__(self, xs, state=None, lengths=None):
+        """Run the unrolled net on a batch.
+
+        Parameters
+        ----------
+        xs : array_like or Tensor, shape (T, B, ...), or dict name -> such
+            Per-step inputs. A Tensor that requires grad receives ``.grad`` after backward.
+        state : array, Tensor or tuple, optional
+            Initial state(s) shaped (B, ...), in declaration order; the cell's init otherwise.
+        lengths : sequence of int, optional
+            Length of each sequence in the batch; steps past a sequence's length leave its
+            state unchanged and give zero outputs (so they add nothing to a sum-type loss).
+
+        Returns
+        -------
+        outputs : Tensor (T, B, ...) for a one-output cell, else dict name -> Tensor
+        state : Tensor for a one-state cell, else tuple in declaration order
+        """
+        if lengths is not None and not self.masked:
+            if self._masked_twin is None:
+                self._masked_twin = Unrolled(self.cell, self.steps, self.truncate, masked=True)
+            out = self._masked_twin(xs, state=state, lengths=lengths)
+            self.last_run = self._masked_twin.last_run
+            return out
+        cell = self.cell
+        xs_t = self._normalize_inputs(xs)
+        batch = next(iter(xs_t.values())).shape[1] if xs_t else 1
+        states_t = self._normalize_state(state, batch)
+        if self.masked:
+            lengths = self._check_lengths(lengths, batch)
+        params = cell.parameters()
+        leaves: list[Tensor] = list(xs_t.values()) + list(params.values()) + [
+            s for s in states_t.values() if isinstance(s, Tensor)
+        ]
+        run = Run(self, xs_t, states_t, lengths)
+        run.forward()
+        self.last_run = run
+        outs = [np.stack([run.values[i] for i in slots]) for slots in self._output_slots.values()]
+        finals = [run.values[slots[-1]] for slots in self._state_slots.values()]
+        track = _FLAGS.grad_enabled and any(t.requires_grad for t in leaves)
+        if track:
+            node = Node("unrolled", tuple(t.node for t in leaves),
+                        {"steps": self.steps, "_run": run}, cell.name)
+            call = Tensor(tuple(outs + finals), node, tuple(leaves), True)
+            run.leaves = leaves
+            items = [_item(call, k, v) for k, v in enumerate(outs + finals)]
+        else:
+            items = [Tensor(v, Node("leaf", shape=v.shape, dtype=v.dtype.name))
+                     for v in outs + finals]
+        out_items, state_items = items[: len(outs)], items[len(outs):]
+        names = list(cell.outputs)
+        outputs = out_items[0] if len(names) == 1 else dict(zip(names, out_items))
+        final = state_items[0] if len(state_items) == 1 else tuple(state_items)
+        return outputs, final
+
+    def _normalize_inputs(self, xs) -> dict:
+        names = list(self.cell.inputs)
+        if not isinstance(xs, dict):
+            if len(names) != 1:
+                raise CellError(
+                    f"cell {self.cell.name!r} has inputs {names}; pass xs as a dict "
+                    "name -> array shaped (T, B, ...)"
+                )
+            xs = {names[0]: xs}
+        if set(xs) != set(names):
+            raise CellError(
+                f"cell {self.cell.name!r}: xs has inputs {sorted(xs)} but the cell declares "
+                f"{names}"
+            )
+        out = {}
+        for k in names:
+            x = xs[k]
+            t = x if isinstance(x, Tensor) else Tensor(
+                _float(x), Node("leaf", name=k, shape=np.shape(x)))
+            want = self.cell.inputs[k].shape[1:]
+            if t.ndim != 2 + len(want) or t.shape[0] != self.steps or tuple(t.shape[2:]) != want:
+                hint = (f"unroll again with ug.unroll(cell, steps={t.shape[0]})"
+                        if t.ndim == 2 + len(want) and t.shape[0] != self.steps
+                        else "arrange it as (steps, batch, features)")
+                raise ShapeError(
+                    f"unrolled cell {self.cell.name!r}: input {k!r} must have shape "
+                    f"(T={self.steps}, B, {', '.join(map(str, want))}), got {t.shape}; {hint}"
+                )
+            out[k] = t
+        batches = {t.shape[1] for t in out.values()}
+        if len(batches) > 1:
+            raise ShapeError(
+                f"unrolled cell {self.cell.name!r}: inputs disagree on the batch size: "
+                + ", ".join(f"{k} has {t.shape[1]}" for k, t in out.items())
+            )
+        return out
+
+    def _normalize_state(self, state, batch) -> dict:
+        names = list(self.cell.states)
+        if state is None:
+            return {}
+        if len(names) == 1 and not isinstance(state, (tuple, list)):
+            state = (state,)
+        if isinstance(state, dict):
+            state = tuple(state[k] for k in names)
+        if len(state) != len(names):
+            raise CellError(
+                f"cell {self.cell.name!r} has states {names}; pass state as a tuple of "
+                f"{len(names)} arrays in that order"
+            )
+        out = {}
+        for k, s in zip(names, state):
+            want = (batch,) + self.cell.states[k].shape[1:]
+            arr = s.data if isinstance(s, Tensor) else _float(s)
+            if arr.shape != want:
+                raise ShapeError(
+                    f"unrolled cell {self.cell.name!r}: initial state {k!r} must have shape "
+                    f"{want} (batch, ...), got {arr.shape}"
+                )
+            out[k] = s if isinstance(s, Tensor) else arr
+        return out
+
+    def _check_lengths(self, lengths, batch) -> np.ndarray:
+        if lengths is None:
+            return np.full(batch, self.steps)
+        arr = np.asarray(lengths)
+        if arr.shape != (batch,) or arr.dtype.kind not in "iu":
+            raise ShapeError(
+                f"lengths must be {batch} integers (one per sequence in the batch), got "
+                f"{arr.dtype} array of shape {arr.shape}"
+            )
+        if arr.size and (arr.min() < 0 or arr.max() > self.steps):
+            raise ShapeError(
+                f"lengths must lie in [0, {self.steps}] for a net unrolled over {self.steps} "
+                f"steps; got values from {arr.min()} to {arr.max()}"
+            )
+        return arr
+
+    def __str__(self) -> str:
+        return str(self.graph)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Unrolled {self.cell.name!r}: T={self.steps}, {len(self.nodes)} nodes, "
+            f"{len(self.param_nodes)} shared params"
+            + (f", truncate={self.truncate}" if self.truncate else "") + ">"
+        )
+
+
+def _float(x) -> np.ndarray:
+    arr = np.asarray(x)
+    return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
+
+
+def _item(call: Tensor, k: int, value) -> Tensor:
+    node = Node("item", (call.node,), {"index": k}, None, value.shape, value.dtype.name)
+    return Tensor(value, node, (call,), True)
+
+
+class Run:
+    """The values (and, after backward, gradients) of one call of an unrolled net.
+
+    ``values[i]`` and ``grads[i]`` are indexed by schedule slot (:meth:`Unrolled.slot`).
+    """
+
+    def __init__(self, net: Unrolled, xs: dict, states: dict, lengths):
+        self.net = net
+        self.xs = xs
+        self.states = states
+        self.lengths = lengths
+        self.values: list = [None] * len(net.nodes)
+        self.grads: list | None = None
+        self.leaves: list = []
+        self._seed = None
+        self._input_grads = None
+
+    def value(self, node: Node):
+        """Value of ``node`` in this run."""
+        return self.values[self.net.slot(node)]
+
+    def grad(self, node: Node):
+        """Gradient of the loss with respect to ``node`` (``None`` before backward or where no
+        gradient reaches it)."""
+        return None if self.grads is None else self.grads[self.net.slot(node)]
+
+    def forward(self) -> None:
+        net, vals = self.net, self.values
+        cell = net.cell
+        batch = next(iter(self.xs.values())).shape[1] if self.xs else 1
+        for k, p in cell.parameters().items():
+            vals[net._param_slots[k]] = p.data
+        for s, v in net._const_slots:
+            vals[s] = v
+        for k, slots in net._input_slots.items():
+            data = self.xs[k].data
+            for t, s in enumerate(slots):
+                vals[s] = data[t]
+        for k, s in net._init_slots.items():
+            given = self.states.get(k)
+            if given is not None:
+                vals[s] = given.data if isinstance(given, Tensor) else given
+            else:
+                init = cell.init_value(k)
+                shape = (batch,) + cell.states[k].shape[1:]
+                vals[s] = np.zeros(shape) if init is None else np.broadcast_to(init, shape).copy()
+        if net.masked:
+            for t, s in enumerate(net._mask_slots):
+                vals[s] = (t < self.lengths)[:, None]
+        anomaly = _FLAGS.anomaly
+        e = None
+        try:
+            for e in net._prog:
+                vals[e.out] = e.fwd(*[vals[i] for i in e.ins], **e.kw)
+                if anomaly:
+                    _check_finite(vals[e.out], f"forward of {e.fwd.__name__}", ())
+        except UnrollGraphError:
+            raise
+        except Exception as exc:
+            node = net.nodes[e.out]
+            shapes = ", ".join(f"{n.label()} {np.shape(vals[net.slot(n)])}" for n in node.inputs)
+            raise ShapeError(
+                f"unrolled cell {cell.name!r}, step {node.step}: {node.op} failed on {shapes}: "
+                f"{exc}"
+            ) from None
+
+    def backward(self, seeds: list) -> None:
+        """Backpropagate the output gradients ``seeds`` (one per output, then per final
+        state; ``None`` for none) through the unrolled graph."""
+        net = self.net
+        needs = self._needs()
+        bprog, want = net._backward_program(needs)
+        grads: list = [None] * len(net.nodes)
+        owned = [False] * len(net.nodes)
+        self._seed = seeds
+        slots_out = list(net._output_slots.values())
+        finals = [s[-1] for s in net._state_slots.values()]
+        for k, g in enumerate(seeds):
+            if g is None:
+                continue
+            if k < len(slots_out):
+                for t, s in enumerate(slots_out[k]):
+                    if want[s]:
+                        _acc(grads, owned, s, g[t])
+            elif want[finals[k - len(slots_out)]]:
+                _acc(grads, owned, finals[k - len(slots_out)], g)
+        _run_backward(bprog, self.values, grads, owned, _FLAGS.anomaly, net)
+        self.grads = grads
+
+    def _needs(self) -> tuple:
+        net = self.net
+        needs = [net._param_slots[k] for k, p in net.cell.parameters().items() if p.requires_grad]
+        for k, slots in net._input_slots.items():
+            if self.xs[k].requires_grad:
+                needs += slots
+        for k, s in self.states.items():
+            if isinstance(s, Tensor) and s.requires_grad:
+                needs.append(net._init_slots[k])
+        return tuple(sorted(needs))
+
+    def leaf_grads(self, seeds: list) -> list:
+        """Gradients for ``self.leaves`` (xs, params, given states), computed once per seed."""
+        if self._input_grads is not None and self._input_grads[0] is seeds:
+            return self._input_grads[1]
+        self.backward(seeds)
+        net, grads = self.net, self.grads
+        out = []
+        for t in self.leaves:
+            node = t.node
+            name = node.name
+            if t.node.op == "param":
+                pname = next(k for k, p in net.cell.parameters().items() if p is t)
+                g = grads[net._param_slots[pname]]
+                out.append(None if g is None else np.broadcast_to(g, t.shape))
+            elif any(t is x for x in self.xs.values()):
+                k = next(k for k, x in self.xs.items() if x is t)
+                per = [grads[s] for s in net._input_slots[k]]
+                zero = np.zeros(t.shape[1:], dtype=t.dtype)
+                out.append(np.stack([zero if g is None else np.broadcast_to(g, zero.shape)
+                                     for g in per]))
+            else:
+                k = next(k for k, s in self.states.items() if s is t)
+                g = grads[net._init_slots[k]]
+                out.append(None if g is None else np.broadcast_to(g, t.shape))
+            del name
+        self._input_grads = (seeds, out)
+        return out
+
+    # -- inspection ------------------------------------------------------------------------------
+    def state_grads(self, name: str | None = None) -> np.ndarray:
+        """dL/dh_t for every step: an array (T, B, ...), where h_t is the state after step t.
+
+        The gradient is the total one (through every later step), as used to study vanishing
+        and exploding gradients. Zeros where no gradient reaches (truncation).
+        """
+        self._need_backward()
+        name = self._state_name(name)
+        slots = self.net._state_slots[name]
+        return np.stack([
+            np.zeros_like(self.values[s]) if self.grads[s] is None else self.grads[s]
+            for s in slots
+        ])
+
+    def step_contributions(self, param: str) -> np.ndarray:
+        """Per-step parts of a shared parameter's gradient: an array (T, *shape) whose sum over
+        axis 0 equals the parameter's gradient from this run (to rounding).
+
+        Computed by one more backward pass that records what each step sends to the shared
+        nodes, then pushes each step's part through the shared nodes (``W.T``...) separately.
+        """
+        self._need_backward()
+        net = self.net
+        if param not in net._param_slots:
+            raise CellError(
+                f"cell {net.cell.name!r} has no parameter {param!r}; parameters are "
+                f"{list(net._param_slots)}"
+            )
+        bprog, want = net._backward_program(self._needs())
+        shared_slots = {net.slot(n) for n in net.nodes if n.step is None}
+        per_step: dict = {}
+        grads: list = [None] * len(net.nodes)
+        owned = [False] * len(net.nodes)
+        slots_out = list(net._output_slots.values())
+        finals = [s[-1] for s in net._state_slots.values()]
+        for k, g in enumerate(self._seed):
+            if g is None:
+                continue
+            if k < len(slots_out):
+                for t, s in enumerate(slots_out[k]):
+                    if want[s]:
+                        _acc(grads, owned, s, g[t])
+            elif want[finals[k - len(slots_out)]]:
+                _acc(grads, owned, finals[k - len(slots_out)], g)
+        step_entries = [e for e in bprog if e[4] is not None]
+        shared_entries = [e for e in bprog if e[4] is None]
+        vals = self.values
+        for out, ins, fns, kw, step in step_entries:
+            g = grads[out]
+            if g is None:
+                continue
+            args = [vals[i] for i in ins]
+            for i, f in fns:
+                gi = f(g, vals[out], *args, **kw)
+                if gi is None:
+                    continue
+                if i in shared_slots:
+                    d = per_step.setdefault(step, {})
+                    d[i] = gi if i not in d else d[i] + gi
+                else:
+                    _acc(grads, owned, i, gi)
+        pslot = net._param_slots[param]
+        shape = vals[pslot].shape
+        result = np.zeros((net.steps,) + shape)
+        for t in range(net.steps):
+            part = per_step.get(t)
+            if not part:
+                continue
+            g2: list = [None] * len(net.nodes)
+            own2 = [False] * len(net.nodes)
+            for i, gi in part.items():
+                _acc(g2, own2, i, gi)
+            _run_backward(shared_entries, vals, g2, own2, False, net)
+            if g2[pslot] is not None:
+                result[t] = g2[pslot]
+        return result
+
+    def _need_backward(self) -> None:
+        if self.grads is None:
+            raise UnrollGraphError(
+                "no gradients yet: call loss.backward() on a loss computed from this run's "
+                "outputs first"
+            )
+
+    def _state_name(self, name):
+        names = list(self.net.cell.states)
+        if name is None:
+            if len(names) != 1:
+                raise CellError(f"the cell has states {names}; name the one you want")
+            return names[0]
+        if name not in names:
+            raise CellError(f"the cell has no state {name!r}; states are {names}")
+        return name
+
+
+def _acc(grads, owned, s, g) -> None:
+    prev = grads[s]
+    if prev is None:
+        grads[s] = g
+    elif owned[s]:
+        prev += g
+    else:
+        grads[s] = prev + g
+        owned[s] = True
+
+
+def _run_backward(bprog, vals, grads, owned, anomaly, net) -> None:
+    for out, ins, fns, kw, _step in bprog:
+        g = grads[out]
+        if g is None:
+            continue
+        ans = vals[out]
+        args = [vals[i] for i in ins]
+        for i, f in fns:
+            gi = f(g, ans, *args, **kw)
+            if gi is None:
+                continue
+            if anomaly:
+                _check_finite(gi, f"backward into {net.nodes[i].label()}", ())
+            prev = grads[i]
+            if prev is None:
+                grads[i] = gi
+            elif owned[i]:
+                prev += gi
+            else:
+                grads[i] = prev + gi
+                owned[i] = True
+
+
+def _unrolled_vjp(g, ans, *inputs, index=0, _run=None, steps=None):
+    return _run.leaf_grads(g)[index]
+
+
+defop(
+    "unrolled",
+    lambda *inputs, _run=None, steps=None: None,
+    [_unrolled_vjp],
+    variadic=True,
+    doc="a call of an unrolled net; its gradient is backpropagation through time",
+)
