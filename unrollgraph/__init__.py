@@ -8,7 +8,7 @@ Examples
 >>> y = ug.tanh(x * x)
 >>> y.backward()
 >>> round(float(x.grad), 6)
-0.001341
+0.005364
 """
 
 from . import ops

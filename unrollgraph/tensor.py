@@ -456,8 +456,8 @@ def _accumulate(grads: dict, owned: set, key: int, g) -> None:
     prev = grads.get(key)
     if prev is None:
         grads[key] = g
-    elif key in owned:
-        prev += g
+    elif key in owned and type(prev) is np.ndarray:
+        prev += g  # in place: safe, this array was allocated here
     else:
         grads[key] = prev + g
         owned.add(key)

@@ -656,7 +656,7 @@ def _acc(grads, owned, s, g) -> None:
     prev = grads[s]
     if prev is None:
         grads[s] = g
-    elif owned[s]:
+    elif owned[s] and type(prev) is np.ndarray:
         prev += g
     else:
         grads[s] = prev + g
@@ -679,7 +679,7 @@ def _run_backward(bprog, vals, grads, owned, anomaly, net) -> None:
             prev = grads[i]
             if prev is None:
                 grads[i] = gi
-            elif owned[i]:
+            elif owned[i] and type(prev) is np.ndarray:
                 prev += gi
             else:
                 grads[i] = prev + gi
