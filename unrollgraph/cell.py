@@ -121,14 +121,28 @@ class Cell:
         return t
 
     def param(self, name: str, value) -> Tensor:
-        """Declare a shared weight (requires grad). ``value`` is an array or a Tensor.
+        """Declare a shared weight (requires grad). ``value`` is an array or a leaf Tensor.
+
+        A leaf Tensor becomes the parameter itself (its ``.grad`` receives the gradient), so
+        one tensor can be shared by several cells.
 
         The same parameter feeds every step of an unrolled cell; its gradient is the sum of
         the steps' contributions.
         """
         self._claim(name, "param")
         if isinstance(value, Tensor):
-            data = value.data
+            if value._parents:
+                raise CellError(
+                    f"cell {self.name!r}: param {name!r} must be a leaf tensor or an array, not "
+                    f"the result of an op ({value.node.op}); pass its value with .detach()"
+                )
+            # the user's own tensor becomes the parameter: its .grad receives the gradient
+            if value.node.op != "param":  # already a parameter elsewhere: keep its node
+                value.node = Node("param", name=name, shape=value.shape,
+                                  dtype=value.dtype.name, role="param")
+            value.requires_grad = True
+            self._params[name] = value
+            return value
         else:
             data = np.asarray(value)
             if data.dtype.kind not in "f":

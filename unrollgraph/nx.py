@@ -95,7 +95,8 @@ def from_networkx(G) -> Graph:
             return str(G.nodes[self.key].get("name") or self.key)
 
     wrap = {k: _Key(k) for k in G.nodes}
-    order = toposort([wrap[k] for k in sorted(G.nodes, key=str)],
+    keys = sorted(G.nodes, key=_natural)
+    order = toposort([wrap[k] for k in keys],
                      lambda w: [wrap[p] for p in preds[w.key]])
     built: dict = {}
     for w in order:
@@ -109,7 +110,7 @@ def from_networkx(G) -> Graph:
             step=d.get("step"),
             role=d.get("role"),
         )
-    sinks = [built[k] for k in sorted(G.nodes, key=str)
+    sinks = [built[k] for k in keys
              if not any(not dd.get("feedback") for _, _, dd in G.out_edges(k, data=True))]
     graph = Graph(sinks, order=[built[w.key] for w in order])
     graph.feedback = [
@@ -118,3 +119,11 @@ def from_networkx(G) -> Graph:
     return graph
 
 
+
+
+def _natural(key):
+    """Sort ids like n2 before n10 (ids from to_networkx), anything else by its text."""
+    text = str(key)
+    digits = text.lstrip("abcdefghijklmnopqrstuvwxyz_")
+    head = text[: len(text) - len(digits)]
+    return (head, int(digits)) if digits.isdigit() else (text, -1)

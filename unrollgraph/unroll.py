@@ -12,13 +12,12 @@ calling the net only runs numpy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from .cell import Cell
 from .errors import CellError, ShapeError, UnrollGraphError
 from .graph import Graph, Node
+from .schedule import StepTemplates
 from .ops import defop, get_op
 from .tensor import _FLAGS, Tensor, _check_finite
 
@@ -59,18 +58,6 @@ def unroll(cell: Cell, steps: int, truncate: int | None = None, masked: bool = F
     (3, 3)
     """
     return Unrolled(cell, steps, truncate=truncate, masked=masked)
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """One compiled op: out slot, input slots, forward, per-input VJPs, attributes, step."""
-
-    out: int
-    ins: tuple
-    fwd: object
-    vjps: tuple
-    kw: dict
-    step: int | None
 
 
 class Unrolled:
@@ -228,7 +215,7 @@ class Unrolled:
             op = get_op(n.op)
             ins = tuple(slot[id(i)] for i in n.inputs)
             vjps = tuple(op.input_vjp(k) for k in range(len(ins)))
-            prog.append(_Entry(slot[id(n)], ins, op.forward, vjps, dict(n.attrs), n.step))
+            prog.append((slot[id(n)], ins, op.forward, vjps, dict(n.attrs), n.step))
         self._prog = prog
         self._param_slots = {k: slot[id(n)] for k, n in self.param_nodes.items()}
         self._input_slots = {k: [slot[id(n)] for n in ns] for k, ns in self.input_nodes.items()}
@@ -237,6 +224,25 @@ class Unrolled:
         self._state_slots = {k: [slot[id(n)] for n in ns] for k, ns in self.state_nodes.items()}
         self._const_slots = [(slot[i], v) for i, v in self.const_values.items() if i in slot]
         self._mask_slots = [slot[id(n)] for n in self.mask_nodes]
+        self._shared_prog = [e for e in prog if e[5] is None]
+        # per-step blocks of contiguous slots, and the state slots each step reads
+        first: dict = {}
+        count: dict = {}
+        for i, n in enumerate(self.nodes):
+            if n.step is not None:
+                first.setdefault(n.step, i)
+                count[n.step] = count.get(n.step, 0) + 1
+        blocks = [(first[t], count[t]) for t in range(self.steps)]
+        names = list(self.cell.states)
+        state_in = [tuple(self._init_slots[k] for k in names)] + [
+            tuple(self._state_slots[k][t - 1] for k in names) for t in range(1, self.steps)
+        ]
+        self._templates = StepTemplates(prog, blocks, state_in)
+        if self._templates.ok:
+            self._fwd_steps = [
+                (self._templates.forward_fn(t), blocks[t][0], state_in[t])
+                for t in range(self.steps)
+            ]
 
     def slot(self, node: Node) -> int:
         """Index of ``node`` in the schedule (and in a run's value and gradient lists)."""
@@ -258,19 +264,29 @@ class Unrolled:
         for i in needs:
             want[i] = True
         for e in self._prog:
-            if self.truncate is not None and e.step is not None and \
-                    e.step < self.steps - self.truncate:
+            out, ins, step = e[0], e[1], e[5]
+            if self.truncate is not None and step is not None and \
+                    step < self.steps - self.truncate:
                 continue
-            if any(want[i] for i in e.ins):
-                want[e.out] = True
+            if any(want[i] for i in ins):
+                want[out] = True
         bprog = []
-        for e in reversed(self._prog):
-            if not want[e.out]:
+        for out, ins, _fwd, vjps, kw, step in reversed(self._prog):
+            if not want[out]:
                 continue
-            fns = tuple((i, f) for i, f in zip(e.ins, e.vjps) if f is not None and want[i])
+            fns = tuple((i, f) for i, f in zip(ins, vjps) if f is not None and want[i])
             if fns:
-                bprog.append((e.out, e.ins, fns, e.kw, e.step))
-        self._bprogs[needs] = (bprog, want)
+                bprog.append((out, ins, fns, kw, step))
+        steps = None
+        tpl = self._templates
+        if tpl.ok:
+            first = 0 if self.truncate is None else self.steps - self.truncate
+            steps = [
+                (tpl.backward_fn(t, want), tpl.blocks[t][0], tpl.state_in[t])
+                for t in range(self.steps - 1, first - 1, -1)
+            ]
+        shared = [e for e in bprog if e[4] is None]
+        self._bprogs[needs] = (bprog, want, steps, shared)
         return self._bprogs[needs]
 
     # -- running -------------------------------------------------------------------------------
@@ -319,6 +335,10 @@ class Unrolled:
                         {"steps": self.steps, "_run": run}, cell.name)
             call = Tensor(tuple(outs + finals), node, tuple(leaves), True)
             run.leaves = leaves
+            run.leaf_kinds = (
+                [("input", k) for k in xs_t] + [("param", k) for k in params]
+                + [("init", k) for k, s in states_t.items() if isinstance(s, Tensor)]
+            )
             items = [_item(call, k, v) for k, v in enumerate(outs + finals)]
         else:
             items = [Tensor(v, Node("leaf", shape=v.shape, dtype=v.dtype.name))
@@ -442,6 +462,7 @@ class Run:
         self.values: list = [None] * len(net.nodes)
         self.grads: list | None = None
         self.leaves: list = []
+        self.leaf_kinds: list = []
         self._seed = None
         self._input_grads = None
 
@@ -460,8 +481,10 @@ class Run:
         batch = next(iter(self.xs.values())).shape[1] if self.xs else 1
         for k, p in cell.parameters().items():
             vals[net._param_slots[k]] = p.data
+        dtype = next(iter(self.xs.values())).dtype if self.xs else np.dtype(np.float64)
         for s, v in net._const_slots:
-            vals[s] = v
+            # a number written in the cell takes the run's float type (float32 stays float32)
+            vals[s] = v.astype(dtype) if v.ndim == 0 and v.dtype.kind == "f" else v
         for k, slots in net._input_slots.items():
             data = self.xs[k].data
             for t, s in enumerate(slots):
@@ -473,21 +496,34 @@ class Run:
             else:
                 init = cell.init_value(k)
                 shape = (batch,) + cell.states[k].shape[1:]
-                vals[s] = np.zeros(shape) if init is None else np.broadcast_to(init, shape).copy()
+                vals[s] = (np.zeros(shape, dtype) if init is None
+                           else np.broadcast_to(init, shape).astype(dtype))
         if net.masked:
             for t, s in enumerate(net._mask_slots):
                 vals[s] = (t < self.lengths)[:, None]
         anomaly = _FLAGS.anomaly
+        if net._templates.ok and not anomaly:
+            try:
+                for out, ins, fwd, _v, kw, _s in net._shared_prog:
+                    vals[out] = fwd(*[vals[i] for i in ins], **kw)
+                for fn, b, s_in in net._fwd_steps:
+                    fn(vals, b, *s_in)
+                return
+            except UnrollGraphError:
+                raise
+            except Exception:  # find the failing node with the generic loop below
+                pass
         e = None
         try:
             for e in net._prog:
-                vals[e.out] = e.fwd(*[vals[i] for i in e.ins], **e.kw)
+                out, ins, fwd, _v, kw, _s = e
+                vals[out] = fwd(*[vals[i] for i in ins], **kw)
                 if anomaly:
-                    _check_finite(vals[e.out], f"forward of {e.fwd.__name__}", ())
+                    _check_finite(vals[out], f"forward of {net.nodes[out].label()}", ())
         except UnrollGraphError:
             raise
         except Exception as exc:
-            node = net.nodes[e.out]
+            node = net.nodes[e[0]]
             shapes = ", ".join(f"{n.label()} {np.shape(vals[net.slot(n)])}" for n in node.inputs)
             raise ShapeError(
                 f"unrolled cell {cell.name!r}, step {node.step}: {node.op} failed on {shapes}: "
@@ -499,7 +535,7 @@ class Run:
         state; ``None`` for none) through the unrolled graph."""
         net = self.net
         needs = self._needs()
-        bprog, want = net._backward_program(needs)
+        bprog, want, steps, shared = net._backward_program(needs)
         grads: list = [None] * len(net.nodes)
         owned = [False] * len(net.nodes)
         self._seed = seeds
@@ -514,7 +550,13 @@ class Run:
                         _acc(grads, owned, s, g[t])
             elif want[finals[k - len(slots_out)]]:
                 _acc(grads, owned, finals[k - len(slots_out)], g)
-        _run_backward(bprog, self.values, grads, owned, _FLAGS.anomaly, net)
+        if steps is not None and not _FLAGS.anomaly:
+            vals = self.values
+            for fn, b, s_in in steps:
+                fn(vals, grads, owned, b, *s_in)
+            _run_backward(shared, vals, grads, owned, False, net)
+        else:
+            _run_backward(bprog, self.values, grads, owned, _FLAGS.anomaly, net)
         self.grads = grads
 
     def _needs(self) -> tuple:
@@ -535,24 +577,24 @@ class Run:
         self.backward(seeds)
         net, grads = self.net, self.grads
         out = []
-        for t in self.leaves:
-            node = t.node
-            name = node.name
-            if t.node.op == "param":
-                pname = next(k for k, p in net.cell.parameters().items() if p is t)
-                g = grads[net._param_slots[pname]]
-                out.append(None if g is None else np.broadcast_to(g, t.shape))
-            elif any(t is x for x in self.xs.values()):
-                k = next(k for k, x in self.xs.items() if x is t)
-                per = [grads[s] for s in net._input_slots[k]]
-                zero = np.zeros(t.shape[1:], dtype=t.dtype)
-                out.append(np.stack([zero if g is None else np.broadcast_to(g, zero.shape)
-                                     for g in per]))
+        for (kind, key), t in zip(self.leaf_kinds, self.leaves):
+            if not t.requires_grad:
+                out.append(None)
+            elif kind == "param":
+                out.append(grads[net._param_slots[key]])
+            elif kind == "input":
+                zero = None
+                per = []
+                for s in net._input_slots[key]:
+                    g = grads[s]
+                    if g is None:
+                        if zero is None:
+                            zero = np.zeros(t.shape[1:], dtype=t.dtype)
+                        g = zero
+                    per.append(g)
+                out.append(np.stack(per))
             else:
-                k = next(k for k, s in self.states.items() if s is t)
-                g = grads[net._init_slots[k]]
-                out.append(None if g is None else np.broadcast_to(g, t.shape))
-            del name
+                out.append(grads[net._init_slots[key]])
         self._input_grads = (seeds, out)
         return out
 
@@ -585,7 +627,7 @@ class Run:
                 f"cell {net.cell.name!r} has no parameter {param!r}; parameters are "
                 f"{list(net._param_slots)}"
             )
-        bprog, want = net._backward_program(self._needs())
+        bprog, want, _steps, _shared = net._backward_program(self._needs())
         shared_slots = {net.slot(n) for n in net.nodes if n.step is None}
         per_step: dict = {}
         grads: list = [None] * len(net.nodes)

@@ -1,0 +1,370 @@
+"""The unroller and BPTT: checked against a hand-written numpy BPTT and finite differences."""
+
+import networkx as nx
+import numpy as np
+import pytest
+
+import unrollgraph as ug
+from bptt_reference import elman_backward, elman_forward
+
+
+def _elman(D, H, seed=0):
+    cell = ug.nn.RNNCell(D, H, seed=seed)
+    p = cell.parameters()
+    return cell, (p["weight_ih"].data, p["weight_hh"].data, p["bias_ih"].data, p["bias_hh"].data)
+
+
+@pytest.mark.parametrize("T,B,D,H", [(1, 1, 2, 3), (5, 2, 3, 4), (12, 3, 2, 5)])
+def test_elman_gradients_equal_hand_written_bptt(T, B, D, H):
+    rng = np.random.default_rng(T)
+    cell, (Wih, Whh, bih, bhh) = _elman(D, H)
+    net = ug.unroll(cell, steps=T)
+    xs = ug.tensor(rng.standard_normal((T, B, D)), requires_grad=True)
+    h0 = ug.tensor(rng.standard_normal((B, H)), requires_grad=True)
+    R = rng.standard_normal((T, B, H))
+    out, h = net(xs, state=h0)
+    loss = (out * R).sum()
+    loss.backward()
+    hs, raws, ys = elman_forward(xs.data, Wih, Whh, bih, bhh, h0=h0.data)
+    np.testing.assert_allclose(out.data, ys, rtol=0, atol=1e-14)
+    np.testing.assert_allclose(h.data, hs[-1], rtol=0, atol=1e-14)
+    dWih, dWhh, dbih, dbhh, dxs, dh0, dh = elman_backward(xs.data, hs, raws, R, Wih, Whh)
+    for got, want in [(cell.weight_ih.grad, dWih), (cell.weight_hh.grad, dWhh),
+                      (cell.bias_ih.grad, dbih), (cell.bias_hh.grad, dbhh), (xs.grad, dxs),
+                      (h0.grad, dh0)]:
+        np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(net.last_run.state_grads("h"), dh, rtol=1e-10, atol=1e-12)
+
+
+def test_unrolled_gradients_pass_gradcheck():
+    rng = np.random.default_rng(0)
+    T, B, D, H = 4, 2, 2, 3
+    W0 = rng.standard_normal((H, H)) * 0.5
+
+    def fn(xs, h0, W):
+        cell = ug.Cell("toy")
+        x = cell.input("x", (D,))
+        h = cell.state("h", (H,))
+        Whh = cell.param("W", W)
+        U = cell.param("U", np.linspace(-1, 1, H * D).reshape(H, D))
+        h_next = ug.tanh(x @ U.T + h @ Whh.T)
+        cell.feedback(h, h_next)
+        cell.output("y", ug.sigmoid(h_next) * h_next)
+        out, hT = ug.unroll(cell, steps=T)(xs, state=h0)
+        return out.sum() + (hT * hT).sum()
+
+    xs = rng.standard_normal((T, B, D))
+    h0 = rng.standard_normal((B, H))
+    assert ug.gradcheck(fn, [xs, h0, W0])
+
+
+def test_per_step_contributions_sum_to_the_total_and_match_the_hand_derivation():
+    rng = np.random.default_rng(3)
+    T, B, D, H = 6, 2, 3, 4
+    cell, (Wih, Whh, bih, bhh) = _elman(D, H)
+    net = ug.unroll(cell, steps=T)
+    xs = rng.standard_normal((T, B, D))
+    out, _ = net(xs)
+    R = rng.standard_normal((T, B, H))
+    (out * R).sum().backward()
+    parts = net.last_run.step_contributions("weight_hh")
+    assert parts.shape == (T, H, H)
+    np.testing.assert_allclose(parts.sum(axis=0), cell.weight_hh.grad, rtol=1e-12, atol=1e-14)
+    # by hand: step t contributes dz_t^T h_{t-1}
+    hs, raws, _ = elman_forward(xs, Wih, Whh, bih, bhh)
+    _, _, _, _, _, _, dh = elman_backward(xs, hs, raws, R, Wih, Whh)
+    for t in range(T):
+        dz = dh[t] * (1 - raws[t] ** 2)
+        np.testing.assert_allclose(parts[t], dz.T @ hs[t], rtol=1e-10, atol=1e-12)
+    with pytest.raises(ug.CellError, match="no parameter 'nope'"):
+        net.last_run.step_contributions("nope")
+
+
+def test_unrolled_graph_is_acyclic_with_one_node_per_param_and_T_copies_of_each_op():
+    T = 7
+    cell = ug.nn.LSTMCell(3, 4, seed=0)
+    net = ug.unroll(cell, steps=T)
+    G = ug.to_networkx(net)
+    assert nx.is_directed_acyclic_graph(G)
+    ops = [d["op"] for _, d in G.nodes(data=True)]
+    assert ops.count("param") == len(cell.parameters()) == 4
+    body = cell.graph()
+    batched = cell.batched()
+    for node in body.nodes:
+        copies = [n for n in net.nodes if n.origin is node and n.op == node.op]
+        if node.op in ("param", "state"):  # params appear once; a state is the step before
+            continue
+        if id(node) in batched:
+            # inputs and every op on the batch: one copy per step, each tagged with its step
+            assert sorted(n.step for n in copies) == list(range(T)), node
+        else:
+            # ops on parameters alone (W.T) are computed once and shared by all steps
+            assert len(copies) == 1 and copies[0].step is None, node
+    # each parameter feeds the steps through one shared node: T fan-out edges in total
+    wt = [n for n in net.nodes if n.op == "transpose"]
+    for n in wt:
+        consumers = [m for m in net.nodes if any(i is n for i in m.inputs)]
+        assert sorted(m.step for m in consumers) == list(range(T))
+
+
+def test_truncation_at_or_beyond_T_is_full_bptt_exactly():
+    rng = np.random.default_rng(5)
+    T, B, D, H = 6, 2, 3, 4
+    xs = rng.standard_normal((T, B, D))
+    R = rng.standard_normal((T, B, H))
+    grads = []
+    for k in (None, T, T + 3):
+        cell, _ = _elman(D, H)
+        out, _ = ug.unroll(cell, steps=T, truncate=k)(xs)
+        (out * R).sum().backward()
+        grads.append({n: p.grad for n, p in cell.parameters().items()})
+    for g in grads[1:]:
+        for n in g:
+            assert np.array_equal(g[n], grads[0][n])
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_truncated_bptt_in_the_graph_equals_the_truncated_formula(k):
+    rng = np.random.default_rng(k)
+    T, B, D, H = 7, 2, 3, 4
+    cell, (Wih, Whh, bih, bhh) = _elman(D, H)
+    net = ug.unroll(cell, steps=T, truncate=k)
+    xs = ug.tensor(rng.standard_normal((T, B, D)), requires_grad=True)
+    R = rng.standard_normal((T, B, H))
+    out, _ = net(xs)
+    (out * R).sum().backward()
+    hs, raws, _ = elman_forward(xs.data, Wih, Whh, bih, bhh)
+    dWih, dWhh, dbih, dbhh, dxs, _, _ = elman_backward(
+        xs.data, hs, raws, R, Wih, Whh, first=T - k)
+    np.testing.assert_allclose(cell.weight_hh.grad, dWhh, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(cell.weight_ih.grad, dWih, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(cell.bias_hh.grad, dbhh, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(xs.grad, dxs, rtol=1e-10, atol=1e-12)
+    assert np.all(xs.grad[: T - k] == 0)
+    assert net.is_cut(net.state_nodes["h"][0]) and not net.is_cut(net.state_nodes["h"][-1])
+
+
+def test_variable_lengths_leave_state_and_loss_untouched_past_each_length():
+    rng = np.random.default_rng(11)
+    T, B, D, H = 6, 3, 2, 4
+    cell, (Wih, Whh, bih, bhh) = _elman(D, H)
+    net = ug.unroll(cell, steps=T)
+    lengths = np.array([6, 2, 4])
+    xs = ug.tensor(rng.standard_normal((T, B, D)), requires_grad=True)
+    R = rng.standard_normal((T, B, H))
+    out, h = net(xs, lengths=lengths)
+    (out * R).sum().backward()
+    hs, raws, ys = elman_forward(xs.data, Wih, Whh, bih, bhh, lengths=lengths)
+    np.testing.assert_allclose(out.data, ys, atol=1e-14)
+    np.testing.assert_allclose(h.data, hs[-1], atol=1e-14)
+    dWih, dWhh, dbih, dbhh, dxs, _, _ = elman_backward(
+        xs.data, hs, raws, R, Wih, Whh, lengths=lengths)
+    np.testing.assert_allclose(cell.weight_hh.grad, dWhh, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(xs.grad, dxs, rtol=1e-10, atol=1e-12)
+    # each sequence alone, run at its own length, gives the same final state and outputs
+    for b, n in enumerate(lengths):
+        alone, hb = ug.unroll(cell, steps=int(n))(xs.data[:n, b:b + 1])
+        np.testing.assert_allclose(hb.data[0], h.data[b], atol=1e-14)
+        np.testing.assert_allclose(alone.data[:, 0], out.data[:n, b], atol=1e-14)
+        assert np.all(out.data[n:, b] == 0)
+    with pytest.raises(ug.ShapeError, match=r"lengths must lie in \[0, 6\]"):
+        net(xs, lengths=[7, 1, 1])
+    with pytest.raises(ug.ShapeError, match="3 integers"):
+        net(xs, lengths=[1, 2])
+
+
+def test_template_and_generic_schedules_agree_bit_for_bit(monkeypatch):
+    rng = np.random.default_rng(2)
+    T, B, D, H = 5, 2, 3, 4
+    xs = rng.standard_normal((T, B, D))
+    results = []
+    for generic in (False, True):
+        cell = ug.nn.GRUCell(D, H, seed=1)
+        net = ug.unroll(cell, steps=T)
+        assert net._templates.ok
+        if generic:
+            net._templates.ok = False
+            net._bprogs.clear()
+        out, h = net(xs)
+        (out * out).sum().backward()
+        results.append([out.data] + [p.grad for p in cell.parameters().values()])
+    for a, b in zip(*results):
+        assert np.array_equal(a, b)
+
+
+def test_schedule_is_built_once_per_net():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    net = ug.unroll(cell, steps=4)
+    prog, steps = net._prog, net._fwd_steps
+    for _ in range(3):
+        out, _ = net(np.ones((4, 2, 2)))
+        out.sum().backward()
+    assert net._prog is prog and net._fwd_steps is steps
+    assert len(net._bprogs) == 1
+
+
+def test_several_inputs_outputs_and_states():
+    rng = np.random.default_rng(0)
+    cell = ug.Cell("two")
+    a = cell.input("a", (2,))
+    b = cell.input("b", (3,))
+    h = cell.state("h", (2,))
+    c = cell.state("c", (2,), init=np.array([1.0, -1.0]))
+    W = cell.param("W", rng.standard_normal((2, 3)))
+    h_next = ug.tanh(a + b @ W.T + c)
+    c_next = c * 0.5 + h
+    cell.feedback(h, h_next)
+    cell.feedback(c, c_next)
+    cell.output("y", h_next)
+    cell.output("z", c_next.sum(axis=1))
+    net = ug.unroll(cell, steps=3)
+    xs = {"a": rng.standard_normal((3, 4, 2)), "b": rng.standard_normal((3, 4, 3))}
+    outs, (hT, cT) = net(xs)
+    assert set(outs) == {"y", "z"}
+    assert outs["y"].shape == (3, 4, 2) and outs["z"].shape == (3, 4)
+    # by hand
+    hh, cc = np.zeros((4, 2)), np.broadcast_to([1.0, -1.0], (4, 2))
+    for t in range(3):
+        hh, cc = np.tanh(xs["a"][t] + xs["b"][t] @ W.data.T + cc), cc * 0.5 + hh
+    np.testing.assert_allclose(hT.data, hh, atol=1e-14)
+    np.testing.assert_allclose(cT.data, cc, atol=1e-14)
+    (outs["y"].sum() + outs["z"].sum()).backward()
+    assert W.grad.shape == (2, 3)
+
+
+def test_lstm_returns_h_and_c_and_float32_stays_float32():
+    cell = ug.nn.LSTMCell(3, 4, seed=0, dtype=np.float32)
+    net = ug.unroll(cell, steps=5)
+    out, (h, c) = net(np.ones((5, 2, 3), dtype=np.float32))
+    assert out.dtype == np.float32 and h.shape == (2, 4) and c.shape == (2, 4)
+    out.sum().backward()
+    assert cell.weight_hh.grad.dtype == np.float32
+
+
+def test_no_grad_runs_without_a_graph():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    net = ug.unroll(cell, steps=3)
+    with ug.no_grad():
+        out, h = net(np.ones((3, 1, 2)))
+    assert not out.requires_grad and out.is_leaf
+    with pytest.raises(ug.GradientError, match="does not require grad"):
+        out.sum().backward()
+
+
+def test_printing_the_cell_and_the_unrolled_graph():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    text = str(cell)
+    assert "h <- h_next  (delay z^-1)" in text
+    assert "h_next = tanh(n12)  # shape (B, 3)" in text
+    net = ug.unroll(cell, steps=3)
+    lines = str(net).splitlines()
+    assert "h_next@2 = tanh(n12@2)  # shape (B, 3)" in lines
+    assert "n9@1 = matmul(h_next@0, n8)  # shape (B, 3)" in lines
+    assert sum(line.startswith("weight_hh = param()") for line in lines) == 1
+
+
+def test_anomaly_mode_names_the_step():
+    cell = ug.Cell("bad")
+    x = cell.input("x", (1,))
+    h = cell.state("h", (1,))
+    h_next = ug.log(x + h, name="logsum")
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    net = ug.unroll(cell, steps=3)
+    with ug.detect_anomaly():
+        with pytest.raises(ug.AnomalyError, match="logsum@0"):
+            net(np.zeros((3, 1, 1)))
+
+
+# -- validation ------------------------------------------------------------------------------
+
+def test_state_without_feedback():
+    cell = ug.Cell("c")
+    x = cell.input("x", (2,))
+    cell.state("h", (2,))
+    cell.output("y", x * 2.0)
+    with pytest.raises(ug.CellError, match="state 'h' has no feedback edge"):
+        ug.unroll(cell, 3)
+
+
+def test_feedback_shape_differs_from_state():
+    cell = ug.Cell("c")
+    x = cell.input("x", (3,))
+    h = cell.state("h", (2,))
+    with pytest.raises(ug.ShapeError, match=r"shape \(B, 3\) but state 'h' has shape \(B, 2\)"):
+        cell.feedback(h, ug.tanh(x))
+
+
+def test_output_that_does_not_depend_on_inputs_or_states():
+    cell = ug.Cell("c")
+    cell.input("x", (2,))
+    W = cell.param("W", np.ones(2))
+    with pytest.raises(ug.CellError, match="does not depend on any input or state"):
+        cell.output("y", W * 2.0)
+
+
+def test_name_used_twice():
+    cell = ug.Cell("c")
+    cell.input("x", (2,))
+    with pytest.raises(ug.CellError, match="'x' is already used by a input"):
+        cell.state("x", (2,))
+
+
+def test_leaf_that_requires_grad_but_is_not_a_param():
+    cell = ug.Cell("c")
+    x = cell.input("x", (2,))
+    w = ug.tensor(np.ones(2), requires_grad=True, name="w")
+    with pytest.raises(ug.CellError, match="declare it with cell.param"):
+        cell.output("y", x * w)
+
+
+def test_cycle_without_a_delay_is_named():
+    G = nx.DiGraph()
+    G.add_node("a", op="tanh", name="a")
+    G.add_node("b", op="neg", name="b")
+    G.add_edge("a", "b", index=0)
+    G.add_edge("b", "a", index=0)
+    with pytest.raises(ug.CycleError, match="cycle without a one-step delay: .*a.*b") as err:
+        ug.from_networkx(G)
+    assert len(err.value.cycle) == 2
+    # the same loop through a delay edge is fine
+    G.remove_edge("b", "a")
+    G.add_edge("b", "a", index=0, feedback=True)
+    assert len(ug.from_networkx(G).feedback) == 1
+
+
+def test_folded_cell_round_trips_through_networkx_with_its_delay():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    G = ug.to_networkx(cell)
+    assert not nx.is_directed_acyclic_graph(G)  # the folded cell has its cycle
+    delays = [(u, v) for u, v, d in G.edges(data=True) if d["feedback"]]
+    assert [(G.nodes[u]["name"], G.nodes[v]["name"]) for u, v in delays] == [("h_next", "h")]
+    g = ug.from_networkx(G)
+    assert [n.op for n in g.nodes] == [n.op for n in cell.graph().nodes]
+
+
+def test_bad_xs_shape_and_steps():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    net = ug.unroll(cell, steps=4)
+    with pytest.raises(ug.ShapeError, match=r"unroll again with ug.unroll\(cell, steps=5\)"):
+        net(np.ones((5, 1, 2)))
+    with pytest.raises(ug.ShapeError, match=r"must have shape \(T=4, B, 2\), got \(4, 1, 3\)"):
+        net(np.ones((4, 1, 3)))
+    with pytest.raises(ug.ShapeError, match=r"initial state 'h' must have shape \(1, 3\)"):
+        net(np.ones((4, 1, 2)), state=np.zeros((2, 3)))
+    with pytest.raises(ug.CellError, match="steps must be a positive int"):
+        ug.unroll(cell, steps=0)
+
+
+def test_shared_param_tensor_receives_the_gradient():
+    W = ug.tensor(np.eye(2) * 0.5, requires_grad=True)
+    cell = ug.Cell("c")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (2,))
+    assert cell.param("W", W) is W
+    h_next = ug.tanh(x + h @ W.T)
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    out, _ = ug.unroll(cell, 3)(np.ones((3, 1, 2)))
+    out.sum().backward()
+    assert W.grad is not None and W.grad.shape == (2, 2)
