@@ -21,7 +21,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["StepTemplates"]
+__all__ = ["StepTemplates", "plan_time_batching", "TimeBatch"]
 
 
 def _ref(slot, base, state_in, block_len):
@@ -52,16 +52,19 @@ class StepTemplates:
     state_in : list of tuple
         For each step, the slots of the states it reads (init or previous next-state).
 
+    skip : set of int
+        Output slots computed elsewhere (time-batched nodes, see :func:`plan_time_batching`).
+
     ``ok`` is False when the steps do not share a shape; callers then use the generic loop.
     """
 
-    def __init__(self, entries, blocks, state_in):
+    def __init__(self, entries, blocks, state_in, skip=frozenset()):
         self.blocks = blocks
         self.state_in = state_in
         self.ok = True
         by_step: dict = {}
         for e in entries:
-            if e[5] is not None:
+            if e[5] is not None and e[0] not in skip:
                 by_step.setdefault(e[5], []).append(e)
         self.step_entries = [by_step.get(t, []) for t in range(len(blocks))]
         self.sigs = []
@@ -166,3 +169,163 @@ class StepTemplates:
 def _kw_key(kw):
     # clones of one cell node share their attribute objects, so identity is the right key
     return tuple(sorted((k, id(v)) for k, v in kw.items())) if kw else ()
+
+
+# ---------------------------------------------------------------------------------------------
+# Time batching: the non-recurrent part of a step (for an RNN, x_t W_ih^T + b_ih) depends on no
+# state, so all T steps of it can run as one numpy call on the stacked inputs (T, B, ...), and
+# its backward as one call too (one (T*B, D)^T @ (T*B, H) product instead of T small ones).
+# The graph is unchanged: each step's node gets a view [t] of the batched value and gradient.
+
+_UNARY = frozenset({"exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs", "neg", "powc", "clip"})
+_BINARY = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "minimum"})
+
+
+class TimeBatch:
+    """One cell node computed for all steps at once.
+
+    ``refs`` says where each input comes from: ``("h", k)`` the k-th time-batched node,
+    ``("x", name)`` the stacked input ``name``, ``("s", slot)`` a node shared by all steps.
+    ``slots`` are the node's per-step slots.
+    """
+
+    __slots__ = ("fwd", "vjps", "kw", "refs", "slots")
+
+    def __init__(self, fwd, vjps, kw, refs, slots):
+        self.fwd, self.vjps, self.kw, self.refs, self.slots = fwd, vjps, kw, refs, slots
+
+
+def _time_batched_kw(op, kw):
+    """The op's attributes for an extra leading time axis, or None if it cannot take one."""
+    if op in _UNARY or op in _BINARY or op == "matmul":
+        return kw
+    if op == "getitem":
+        index = kw.get("index")
+        if (
+            isinstance(index, tuple) and index and index[0] == slice(None)
+            and all(isinstance(i, (slice, int)) for i in index)
+        ):
+            return dict(kw, index=(slice(None),) + index)
+    return None
+
+
+def plan_time_batching(body, batched, state_dependent, shapes, clones, input_names,
+                       shared_slot, registry_get):
+    """Choose the cell nodes that can run for all steps at once; return a list of TimeBatch.
+
+    Parameters
+    ----------
+    body : list of Node
+        The cell's nodes in topological order.
+    batched, state_dependent : set of int
+        ``id`` of nodes with a batch axis, and of nodes that depend on a state.
+    shapes : dict
+        ``id(node) -> shape`` (cell shapes, batch of one).
+    clones : dict
+        ``id(cell node) -> list of per-step slots``.
+    input_names : dict
+        ``id(input placeholder) -> input name``.
+    shared_slot : dict
+        ``id(cell node) -> slot`` of nodes shared by all steps.
+    registry_get : callable
+        ``op name -> OpDef``.
+    """
+    plan: list = []
+    index: dict = {}
+    for n in body:
+        if n.is_leaf or id(n) not in batched or id(n) in state_dependent:
+            continue
+        kw = _time_batched_kw(n.op, dict(n.attrs))
+        if kw is None:
+            continue
+        refs = []
+        for k, i in enumerate(n.inputs):
+            if id(i) in index:
+                refs.append(("h", index[id(i)]))
+            elif id(i) in input_names:
+                refs.append(("x", input_names[id(i)]))
+            elif id(i) in shared_slot and len(shapes[id(i)] or ()) <= len(shapes[id(n)] or ()):
+                if n.op == "matmul" and (k != 1 or len(shapes[id(i)]) != 2):
+                    refs = None
+                    break
+                refs.append(("s", shared_slot[id(i)]))
+            else:
+                refs = None
+                break
+        if refs is None or all(r[0] == "s" for r in refs):
+            continue
+        if n.op == "matmul" and refs[0][0] == "s":
+            continue
+        op = registry_get(n.op)
+        vjps = tuple(op.input_vjp(k) for k in range(len(n.inputs)))
+        index[id(n)] = len(plan)
+        plan.append(TimeBatch(op.forward, vjps, kw, tuple(refs), clones[id(n)]))
+    return plan
+
+
+def time_batched_forward(plan, vals, xs, stacked):
+    """Run the time-batched nodes; store stacked values and per-step views."""
+    for k, tb in enumerate(plan):
+        args = [_stacked(r, vals, xs, stacked) for r in tb.refs]
+        v = tb.fwd(*args, **tb.kw)
+        stacked[k] = v
+        for t, s in enumerate(tb.slots):
+            vals[s] = v[t]
+
+
+def _stacked(ref, vals, xs, stacked):
+    kind, k = ref
+    if kind == "h":
+        return stacked[k]
+    if kind == "x":
+        return xs[k]
+    return vals[k]
+
+
+def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slots, acc):
+    """Backpropagate through the time-batched nodes in one call each (after the step loop).
+
+    Per-step gradients that the steps left in ``grads`` are stacked; gradients to shared nodes
+    are accumulated once; gradients to per-step inputs are split over their steps.
+    """
+    from_batched: dict = {}
+    for k in range(len(plan) - 1, -1, -1):
+        tb = plan[k]
+        per = [grads[s] for s in tb.slots]
+        g = from_batched.pop(k, None)
+        if any(p is not None for p in per):
+            zero = None
+            parts = []
+            for p in per:
+                if p is None:
+                    if zero is None:
+                        zero = np.zeros_like(vals[tb.slots[0]])
+                    p = zero
+                parts.append(p)
+            step_g = np.stack(parts)
+            g = step_g if g is None else g + step_g
+        if g is None:
+            continue
+        for t, s in enumerate(tb.slots):
+            grads[s] = g[t]  # per-step views, for inspection and diagrams
+        ans = stacked[k]
+        args = [_stacked(r, vals, xs, stacked) for r in tb.refs]
+        for m, (kind, key) in enumerate(tb.refs):
+            f = tb.vjps[m]
+            if f is None:
+                continue
+            if kind == "s" and not want[key]:
+                continue
+            if kind == "x" and not want[input_slots[key][0]]:
+                continue
+            gm = f(g, ans, *args, **tb.kw)
+            if gm is None:
+                continue
+            if kind == "h":
+                prev = from_batched.get(key)
+                from_batched[key] = gm if prev is None else prev + gm
+            elif kind == "s":
+                acc(grads, owned, key, gm)
+            else:
+                for t, s in enumerate(input_slots[key]):
+                    acc(grads, owned, s, gm[t])

@@ -17,7 +17,12 @@ import numpy as np
 from .cell import Cell
 from .errors import CellError, ShapeError, UnrollGraphError
 from .graph import Graph, Node
-from .schedule import StepTemplates
+from .schedule import (
+    StepTemplates,
+    plan_time_batching,
+    time_batched_backward,
+    time_batched_forward,
+)
 from .ops import defop, get_op
 from .tensor import _FLAGS, Tensor, _check_finite
 
@@ -237,12 +242,41 @@ class Unrolled:
         state_in = [tuple(self._init_slots[k] for k in names)] + [
             tuple(self._state_slots[k][t - 1] for k in names) for t in range(1, self.steps)
         ]
-        self._templates = StepTemplates(prog, blocks, state_in)
+        self._time_batch = self._plan_time_batching()
+        skip = frozenset(s for tb in self._time_batch for s in tb.slots)
+        self._templates = StepTemplates(prog, blocks, state_in, skip)
+        if not self._templates.ok:
+            self._time_batch = []
         if self._templates.ok:
             self._fwd_steps = [
                 (self._templates.forward_fn(t), blocks[t][0], state_in[t])
                 for t in range(self.steps)
             ]
+
+    def _plan_time_batching(self) -> list:
+        cell = self.cell
+        body = cell.graph().nodes
+        state_dep: set = set()
+        for n in body:
+            if n.op == "state" or any(id(i) in state_dep for i in n.inputs):
+                state_dep.add(id(n))
+        clones: dict = {}
+        shared_slot: dict = {}
+        for i, n in enumerate(self.nodes):
+            if n.origin is None:
+                continue
+            if n.step is None:
+                shared_slot[id(n.origin)] = i
+            else:
+                clones.setdefault(id(n.origin), []).append(i)
+        # shared leaves (params, constants) are their own origin
+        for n in body:
+            if id(n) in self._slot and n.is_leaf:
+                shared_slot[id(n)] = self._slot[id(n)]
+        input_names = {id(t.node): k for k, t in cell.inputs.items()}
+        shapes = {id(n): n.shape for n in body}
+        return plan_time_batching(body, cell.batched(), state_dep, shapes, clones, input_names,
+                                  shared_slot, get_op)
 
     def slot(self, node: Node) -> int:
         """Index of ``node`` in the schedule (and in a run's value and gradient lists)."""
@@ -465,6 +499,7 @@ class Run:
         self.leaf_kinds: list = []
         self._seed = None
         self._input_grads = None
+        self.stacked: dict = {}
 
     def value(self, node: Node):
         """Value of ``node`` in this run."""
@@ -506,6 +541,10 @@ class Run:
             try:
                 for out, ins, fwd, _v, kw, _s in net._shared_prog:
                     vals[out] = fwd(*[vals[i] for i in ins], **kw)
+                if net._time_batch:
+                    self.stacked = {}
+                    xs = {k: x.data for k, x in self.xs.items()}
+                    time_batched_forward(net._time_batch, vals, xs, self.stacked)
                 for fn, b, s_in in net._fwd_steps:
                     fn(vals, b, *s_in)
                 return
@@ -554,6 +593,10 @@ class Run:
             vals = self.values
             for fn, b, s_in in steps:
                 fn(vals, grads, owned, b, *s_in)
+            if net._time_batch:
+                xs = {k: x.data for k, x in self.xs.items()}
+                time_batched_backward(net._time_batch, vals, xs, self.stacked, grads, owned,
+                                      want, net._input_slots, _acc)
             _run_backward(shared, vals, grads, owned, False, net)
         else:
             _run_backward(bprog, self.values, grads, owned, _FLAGS.anomaly, net)
