@@ -56,6 +56,9 @@ from .cell import Cell
 from .unroll import Run, Unrolled, unroll
 from .tensor import Tensor, detect_anomaly, enable_grad, is_grad_enabled, no_grad, tensor
 from .testing import gradcheck
+from .render import render, to_dot
+from . import optim, train
+from .optim import clip_grad_norm, clip_grad_value
 
 __version__ = "0.1.0"
 
@@ -63,9 +66,11 @@ __all__ = [
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "detect_anomaly",
     "Cell", "unroll", "Unrolled", "Run", "nn",
     "Graph", "Node", "toposort", "gradcheck", "to_networkx", "from_networkx", "ops",
+    "render", "to_dot",
     "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs", "maximum", "minimum", "where",
     "clip", "matmul", "sum", "mean", "max", "reshape", "transpose", "concat", "stack",
     "softmax", "log_softmax", "mse_loss", "cross_entropy", "binary_cross_entropy_with_logits",
     "UnrollGraphError", "ShapeError", "GraphError", "CycleError", "CellError", "GradientError",
     "AnomalyError", "RenderError", "GradcheckError",
+    "optim", "train", "clip_grad_norm", "clip_grad_value",
 ]

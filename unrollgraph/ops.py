@@ -191,7 +191,7 @@ def _axis_tuple(axis, ndim):
 
 def _expand_to(g, shape, axis, keepdims):
     """Broadcast a reduced gradient back to ``shape`` (the VJP of a reduction)."""
-    if not keepdims and len(shape):
+    if not keepdims and len(shape) and axis is not None:  # axis=None: g is 0-d already
         g = np.expand_dims(g, _axis_tuple(axis, len(shape)))
     return np.broadcast_to(g, shape)
 
@@ -379,6 +379,8 @@ def _matmul_check(nodes, values, **attrs):
 
 
 def _matmul_va(g, ans, a, b):
+    if b.ndim == 2 and a.ndim >= 2 and g.ndim == a.ndim:
+        return g @ b.T
     if b.ndim == 1:
         # (..., k) @ (k,) -> (...): grad a = g[..., None] * b
         return unbroadcast(g[..., None] * b, a.shape) if a.ndim > 1 else g * b
@@ -397,6 +399,9 @@ def _matmul_vb(g, ans, a, b):
         return unbroadcast(np.matmul(np.swapaxes(a, -1, -2), g[..., None])[..., 0], b.shape)
     if a.ndim == 2 and g.ndim == 2:
         return a.T @ g
+    if b.ndim == 2 and g.ndim == a.ndim:
+        # one weight shared over leading axes: a single (N, k)^T @ (N, n) product
+        return a.reshape(-1, a.shape[-1]).T @ g.reshape(-1, g.shape[-1])
     return unbroadcast(np.matmul(np.swapaxes(a, -1, -2), g), b.shape)
 
 
@@ -691,7 +696,7 @@ def _ce_forward(logits, labels):
 def _ce_vjp(g, ans, logits, labels):
     p = _softmax(logits, -1)
     idx = np.asarray(labels).astype(np.intp)
-    np.put_along_axis(p, idx[..., None], _pick(p, idx) - 1.0, axis=-1)
+    np.put_along_axis(p, idx[..., None], _pick(p, idx)[..., None] - 1.0, axis=-1)
     return p * (g / max(idx.size, 1))
 
 

@@ -478,7 +478,8 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
             continue
         node = t.node
         if isinstance(t.data, np.ndarray):
-            _store_grad(t, g)
+            # intermediate: keep a reference (no copy); the engine never writes into it
+            t.grad = g if t.grad is None else t.grad + g
         op = get_op(node.op)
         if node.op == "item":
             p = parents[0]

@@ -1,0 +1,416 @@
+"""Every registered op: gradcheck on random shapes (with broadcasting), its VJP against the
+derivative of its sympy form, and float32 in -> float32 out.
+
+Each op has one case builder below. ``test_every_op_has_a_case`` fails when an op is added to
+the registry without a builder here, so no op goes untested.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
+
+import unrollgraph as ug
+from unrollgraph.ops import get_op, registry
+from unrollgraph.tensor import apply
+
+#: internal plumbing ops of multi-output nodes (an unrolled run and picking one of its
+#: outputs); they are exercised by the unroller's tests, not here.
+PLUMBING = {"item", "unrolled"}
+
+
+@dataclass
+class Case:
+    """Arguments of one op call: arrays, static attributes, and the constant positions."""
+
+    args: list
+    attrs: dict = field(default_factory=dict)
+    const: frozenset = frozenset()  # positions that get no gradient (labels, conditions)
+
+    @property
+    def diff(self) -> list:
+        return [k for k in range(len(self.args)) if k not in self.const]
+
+    def call(self, *tensors, name=None, **extra):
+        """Apply ``name`` with ``tensors`` in the differentiable slots, constants elsewhere."""
+        it = iter(tensors)
+        full = [self.args[k] if k in self.const else next(it) for k in range(len(self.args))]
+        return apply(name, *full, **self.attrs, **extra)
+
+
+SIDE = 3
+
+
+def _rng(draw):
+    return np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+
+
+def _away_from_zero(rng, shape, lo=0.3, hi=2.0):
+    return rng.choice([-1.0, 1.0], size=shape) * rng.uniform(lo, hi, size=shape)
+
+
+def _shape(draw, min_dims=0, max_dims=3, min_side=1):
+    return draw(array_shapes(min_dims=min_dims, max_dims=max_dims, min_side=min_side,
+                             max_side=SIDE))
+
+
+def _two_shapes(draw, n=2, max_dims=3):
+    shapes, _ = draw(mutually_broadcastable_shapes(num_shapes=n, min_dims=0, max_dims=max_dims,
+                                                   max_side=SIDE))
+    return shapes
+
+
+def _axis(draw, ndim):
+    """None, one axis (maybe negative) or a tuple of distinct axes."""
+    if ndim == 0:
+        return None
+    kind = draw(st.sampled_from(["none", "int", "tuple"]))
+    if kind == "none":
+        return None
+    if kind == "int":
+        return draw(st.integers(-ndim, ndim - 1))
+    axes = draw(st.lists(st.integers(0, ndim - 1), min_size=1, max_size=ndim, unique=True))
+    return tuple(axes)
+
+
+# -- case builders: one per op ---------------------------------------------------------------
+
+BUILDERS = {}
+
+
+def builder(*names):
+    def register(fn):
+        for n in names:
+            BUILDERS[n] = fn
+        return fn
+
+    return register
+
+
+@builder("add", "sub", "mul")
+@st.composite
+def _arith(draw, name):
+    rng = _rng(draw)
+    sa, sb = _two_shapes(draw)
+    return Case([rng.normal(size=sa), rng.normal(size=sb)])
+
+
+@builder("div")
+@st.composite
+def _div(draw, name):
+    rng = _rng(draw)
+    sa, sb = _two_shapes(draw)
+    return Case([rng.normal(size=sa), _away_from_zero(rng, sb, 0.5)])
+
+
+@builder("pow")
+@st.composite
+def _pow(draw, name):
+    rng = _rng(draw)
+    sa, sb = _two_shapes(draw)
+    return Case([rng.uniform(0.5, 2.0, size=sa), rng.uniform(-2.0, 2.0, size=sb)])
+
+
+@builder("powc")
+@st.composite
+def _powc(draw, name):
+    rng = _rng(draw)
+    p = draw(st.sampled_from([2.0, 3.0, -1.0, 0.5, 1.5, -2.5]))
+    shape = _shape(draw)
+    base = rng.uniform(0.5, 2.0, size=shape)
+    if p in (2.0, 3.0, -1.0):  # integer exponents: negative bases are fine
+        base = base * rng.choice([-1.0, 1.0], size=shape)
+    return Case([base], {"p": p})
+
+
+@builder("maximum", "minimum")
+@st.composite
+def _maxmin(draw, name):
+    rng = _rng(draw)
+    sa, sb = _two_shapes(draw)
+    # integers against half-integers: never equal, so never on the kink
+    a = rng.integers(-3, 3, size=sa).astype(float)
+    b = rng.integers(-3, 3, size=sb) + 0.5
+    return Case([a, b] if draw(st.booleans()) else [b, a])
+
+
+@builder("neg", "exp", "tanh", "sigmoid")
+@st.composite
+def _unary(draw, name):
+    rng = _rng(draw)
+    return Case([rng.normal(scale=1.5, size=_shape(draw))])
+
+
+@builder("log", "sqrt")
+@st.composite
+def _positive(draw, name):
+    rng = _rng(draw)
+    return Case([rng.uniform(0.5, 3.0, size=_shape(draw))])
+
+
+@builder("relu", "abs")
+@st.composite
+def _kinked(draw, name):
+    rng = _rng(draw)
+    return Case([_away_from_zero(rng, _shape(draw), 0.1)])
+
+
+@builder("clip")
+@st.composite
+def _clip(draw, name):
+    rng = _rng(draw)
+    lo = draw(st.sampled_from([None, -0.5]))
+    hi = draw(st.sampled_from([None, 0.5]))
+    shape = _shape(draw)
+    inside = rng.uniform(-0.4, 0.4, size=shape)
+    outside = _away_from_zero(rng, shape, 0.6, 2.0)
+    x = np.where(rng.random(size=shape) < 0.5, inside, outside)
+    return Case([x], {"lo": lo, "hi": hi})
+
+
+@builder("where")
+@st.composite
+def _where(draw, name):
+    rng = _rng(draw)
+    sc, sa, sb = _two_shapes(draw, 3)
+    return Case([rng.random(size=sc) < 0.5, rng.normal(size=sa), rng.normal(size=sb)],
+                const=frozenset({0}))
+
+
+@builder("matmul")
+@st.composite
+def _matmul(draw, name):
+    rng = _rng(draw)
+    m, k, n = (draw(st.integers(1, SIDE)) for _ in range(3))
+    batch_a, batch_b = _two_shapes(draw, max_dims=2)
+    kind = draw(st.sampled_from(["vv", "vm", "mv", "mm", "bb", "vb", "bv"]))
+    sa = {"vv": (k,), "vm": (k,), "mv": (m, k), "mm": (m, k), "bb": batch_a + (m, k),
+          "vb": (k,), "bv": batch_a + (m, k)}[kind]
+    sb = {"vv": (k,), "vm": (k, n), "mv": (k,), "mm": (k, n), "bb": batch_b + (k, n),
+          "vb": batch_b + (k, n), "bv": (k,)}[kind]
+    return Case([rng.normal(size=sa), rng.normal(size=sb)])
+
+
+@builder("sum", "mean")
+@st.composite
+def _reduce(draw, name):
+    rng = _rng(draw)
+    shape = _shape(draw)
+    return Case([rng.normal(size=shape)],
+                {"axis": _axis(draw, len(shape)), "keepdims": draw(st.booleans())})
+
+
+@builder("max")
+@st.composite
+def _max(draw, name):
+    rng = _rng(draw)
+    shape = _shape(draw)
+    size = int(np.prod(shape))
+    # distinct values 0.5 apart: the maximum is unique and stays put under eps perturbation
+    x = (rng.permutation(size) * 0.5 - size / 4).reshape(shape)
+    return Case([x], {"axis": _axis(draw, len(shape)), "keepdims": draw(st.booleans())})
+
+
+@builder("reshape")
+@st.composite
+def _reshape(draw, name):
+    rng = _rng(draw)
+    shape = _shape(draw)
+    size = int(np.prod(shape))
+    target = draw(st.sampled_from([(size,), (-1,), shape[::-1], (1, size), (size, 1, -1)]))
+    return Case([rng.normal(size=shape)], {"shape": tuple(target)})
+
+
+@builder("transpose")
+@st.composite
+def _transpose(draw, name):
+    rng = _rng(draw)
+    shape = _shape(draw)
+    nd = len(shape)
+    axes = None
+    if nd and draw(st.booleans()):
+        perm = draw(st.permutations(range(nd)))
+        axes = tuple(a - nd if draw(st.booleans()) else a for a in perm)
+    return Case([rng.normal(size=shape)], {"axes": axes})
+
+
+@builder("getitem")
+@st.composite
+def _getitem(draw, name):
+    rng = _rng(draw)
+    shape = _shape(draw, min_dims=1)
+    n0 = shape[0]
+    kind = draw(st.sampled_from(
+        ["int", "neg_int", "slice", "step", "reverse", "newaxis", "ellipsis", "array",
+         "repeated", "pair", "mask", "mixed"]
+    ))
+    if kind == "int":
+        index = draw(st.integers(0, n0 - 1))
+    elif kind == "neg_int":
+        index = -1
+    elif kind == "slice":
+        index = slice(0, draw(st.integers(1, n0)))
+    elif kind == "step":
+        index = slice(None, None, 2)
+    elif kind == "reverse":
+        index = slice(None, None, -1)
+    elif kind == "newaxis":
+        index = (None, slice(None))
+    elif kind == "ellipsis":
+        index = (Ellipsis, 0)
+    elif kind == "array":
+        index = rng.integers(0, n0, size=draw(st.integers(1, 4)))
+    elif kind == "repeated":  # the same element picked several times: gradients add up
+        index = np.array([n0 - 1, 0, n0 - 1, n0 - 1])
+    elif kind == "pair" and len(shape) >= 2:
+        index = (np.array([0, n0 - 1, 0]), np.array([shape[1] - 1, 0, shape[1] - 1]))
+    elif kind == "mask":
+        index = rng.random(size=shape) < 0.5
+    else:
+        index = (slice(None), np.array([0, 0])) if len(shape) >= 2 else np.array([0, 0])
+    return Case([rng.normal(size=shape)], {"index": index})
+
+
+@builder("concat")
+@st.composite
+def _concat(draw, name):
+    rng = _rng(draw)
+    shape = _shape(draw, min_dims=1)
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    args = []
+    for _ in range(draw(st.integers(1, 3))):
+        s = list(shape)
+        s[axis] = draw(st.integers(1, SIDE))
+        args.append(rng.normal(size=tuple(s)))
+    return Case(args, {"axis": axis})
+
+
+@builder("stack")
+@st.composite
+def _stack(draw, name):
+    rng = _rng(draw)
+    shape = _shape(draw)
+    axis = draw(st.integers(-len(shape) - 1, len(shape)))
+    n = draw(st.integers(1, 3))
+    return Case([rng.normal(size=shape) for _ in range(n)], {"axis": axis})
+
+
+@builder("softmax", "log_softmax")
+@st.composite
+def _softmax(draw, name):
+    rng = _rng(draw)
+    shape = _shape(draw, min_dims=1)
+    axis = draw(st.integers(-len(shape), len(shape) - 1))
+    return Case([rng.normal(scale=2.0, size=shape)], {"axis": axis})
+
+
+@builder("mse_loss")
+@st.composite
+def _mse(draw, name):
+    rng = _rng(draw)
+    shape = _shape(draw)
+    return Case([rng.normal(size=shape), rng.normal(size=shape)])
+
+
+@builder("cross_entropy")
+@st.composite
+def _ce(draw, name):
+    rng = _rng(draw)
+    lead = _shape(draw, min_dims=0, max_dims=2)
+    classes = draw(st.integers(1, 4))
+    labels = rng.integers(0, classes, size=lead)
+    return Case([rng.normal(scale=2.0, size=lead + (classes,)), labels], const=frozenset({1}))
+
+
+@builder("binary_cross_entropy_with_logits")
+@st.composite
+def _bce(draw, name):
+    rng = _rng(draw)
+    shape = _shape(draw)
+    return Case([rng.normal(scale=2.0, size=shape), rng.uniform(0.0, 1.0, size=shape)])
+
+
+OPS = sorted(BUILDERS)
+
+
+def test_every_op_has_a_case():
+    """A new op in the registry without a case builder here makes this test fail."""
+    assert set(BUILDERS) == set(registry()) - PLUMBING
+
+
+# -- gradcheck ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", OPS)
+@given(data=st.data())
+def test_gradcheck(name, data):
+    case = data.draw(BUILDERS[name](name))
+    inputs = [case.args[k] for k in case.diff]
+    assert ug.gradcheck(lambda *ts: case.call(*ts, name=name), inputs)
+
+
+# -- the sympy form differentiates to the VJP --------------------------------------------------
+
+
+def _symbols(tag, shape):
+    size = int(np.prod(shape))
+    syms = [sp.Symbol(f"{tag}_{i}", real=True) for i in range(size)]
+    return np.array(syms, dtype=object).reshape(shape)
+
+
+@pytest.mark.parametrize("name", OPS)
+@given(data=st.data())
+def test_sym_matches_vjp(name, data):
+    op = get_op(name)
+    case = data.draw(BUILDERS[name](name))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    values = [np.asarray(a) if k in case.const else np.asarray(a, dtype=np.float64)
+              for k, a in enumerate(case.args)]
+    ans = np.asarray(op.forward(*values, **case.attrs))
+    syms = {k: _symbols(f"x{k}", values[k].shape) for k in case.diff}
+    sym_args = [syms.get(k, values[k]) for k in range(len(values))]
+    out = np.asarray(op.sym(*sym_args, **case.attrs), dtype=object)
+    assert out.shape == ans.shape, f"{name}: sym gives shape {out.shape}, forward {ans.shape}"
+    subs = {s: float(v) for k in case.diff for s, v in zip(syms[k].flat, values[k].flat)}
+    # the sympy form evaluates to the forward value
+    sym_value = np.array([float(sp.sympify(e).xreplace(subs)) for e in out.flat])
+    np.testing.assert_allclose(sym_value, ans.reshape(-1), rtol=1e-9, atol=1e-12)
+    g = rng.normal(size=ans.shape)
+    loss = sp.Add(*[gi * e for gi, e in zip(g.flat, out.flat)])
+    grads = op.vjp(g, ans, *values, **case.attrs)
+    assert len(grads) == len(values)
+    for k in case.diff:
+        expected = np.array([float(sp.diff(loss, s).xreplace(subs)) for s in syms[k].flat])
+        got = np.broadcast_to(grads[k], values[k].shape).reshape(-1)
+        assert np.shape(grads[k]) == values[k].shape, f"{name}: grad {k} has the wrong shape"
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12,
+                                   err_msg=f"{name}: VJP of input {k} differs from sympy")
+    for k in case.const:
+        assert grads[k] is None, f"{name}: constant input {k} got a gradient"
+
+
+# -- float32 in, float32 out ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", OPS)
+@given(data=st.data())
+def test_float32_end_to_end(name, data):
+    case = data.draw(BUILDERS[name](name))
+    ts = [ug.tensor(case.args[k], dtype=np.float32, requires_grad=True) for k in case.diff]
+    out = case.call(*ts, name=name)
+    assert out.dtype == np.float32, f"{name}: float32 inputs gave a {out.dtype} value"
+    (out * 1.0).sum().backward()
+    for t in ts:
+        assert t.grad is not None and t.grad.dtype == np.float32
+        assert t.grad.shape == t.shape
+    # and the float32 gradient agrees with the float64 one
+    ts64 = [ug.tensor(case.args[k], requires_grad=True) for k in case.diff]
+    case.call(*ts64, name=name).sum().backward()
+    for t32, t64 in zip(ts, ts64):
+        np.testing.assert_allclose(t32.grad, t64.grad, rtol=2e-3, atol=2e-4)

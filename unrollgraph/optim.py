@@ -1,0 +1,361 @@
+"""Optimizers (SGD with momentum, Adam) and gradient clipping, with PyTorch's update equations.
+
+An optimizer holds a list of parameter tensors. :meth:`Optimizer.step` reads each parameter's
+``.grad`` and updates ``.data`` **in place** (so an unrolled net, which reads its cell's
+parameter arrays on every call, sees the new values at once). Parameters whose ``.grad`` is
+``None`` are skipped, as in PyTorch. Updates are plain numpy: they record no graph nodes.
+
+The equations, for a parameter p with gradient g at step t (all operations elementwise):
+
+SGD (``torch.optim.SGD``)::
+
+    g <- g + weight_decay * p
+    b <- g                                   at the first step (momentum != 0)
+    b <- momentum * b + (1 - dampening) * g  afterwards
+    g <- g + momentum * b   if nesterov, else   g <- b
+    p <- p - lr * g
+
+Adam (``torch.optim.Adam``, L2 weight decay added to the gradient)::
+
+    g <- g + weight_decay * p
+    m <- beta1 * m + (1 - beta1) * g
+    v <- beta2 * v + (1 - beta2) * g * g
+    p <- p - (lr / (1 - beta1**t)) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+from .errors import GradientError, UnrollGraphError
+from .tensor import Tensor
+
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Adam",
+    "clip_grad_norm",
+    "clip_grad_value",
+    "TrainingError",
+]
+
+
+class TrainingError(UnrollGraphError, ValueError):
+    """An optimizer, clipping or training call configured in a way that cannot work
+    (negative learning rate, no parameters, a batch source that yields nothing...)."""
+
+
+def _param_list(params, who: str) -> list[Tensor]:
+    """Normalize a Tensor, an iterable of Tensors or a dict name -> Tensor to a list of
+    distinct tensors, checking each one."""
+    if isinstance(params, Tensor):
+        items = [("0", params)]
+    elif isinstance(params, Mapping):
+        items = [(str(k), v) for k, v in params.items()]
+    else:
+        try:
+            items = [(str(k), v) for k, v in enumerate(params)]
+        except TypeError:
+            raise TrainingError(
+                f"{who}: params must be a Tensor, an iterable of Tensors or a dict name -> "
+                f"Tensor (e.g. cell.parameters()), got {type(params).__name__}"
+            ) from None
+    out: list[Tensor] = []
+    seen: set[int] = set()
+    for k, p in items:
+        if not isinstance(p, Tensor):
+            raise TrainingError(
+                f"{who}: parameter {k!r} is a {type(p).__name__}, not a ug.Tensor; pass "
+                "tensors such as cell.parameters() or ug.tensor(w, requires_grad=True)"
+            )
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
+
+
+def _check(who: str, name: str, value, ok: bool, hint: str) -> float:
+    if not ok:
+        raise TrainingError(f"{who}: invalid {name} {value!r}; {hint}")
+    return value
+
+
+class Optimizer:
+    """Base class: holds the parameters and per-parameter state; subclasses define
+    :meth:`step`.
+
+    Parameters
+    ----------
+    params : Tensor, iterable of Tensor, or dict name -> Tensor
+        The tensors to update (``cell.parameters()`` works directly).
+
+    Attributes
+    ----------
+    params : list of Tensor
+        The parameters, duplicates removed, in the order given.
+    state : dict
+        ``id(param)`` -> that parameter's buffers (momentum, Adam moments, step count).
+    """
+
+    def __init__(self, params):
+        self.params = _param_list(params, type(self).__name__)
+        if not self.params:
+            raise TrainingError(
+                f"{type(self).__name__} got an empty parameter list; pass cell.parameters() "
+                "or a list of tensors created with requires_grad=True"
+            )
+        frozen = [p.node.label() for p in self.params if not p.requires_grad]
+        if frozen:
+            raise TrainingError(
+                f"{type(self).__name__}: parameter(s) {', '.join(frozen)} do not require "
+                "grad and would never change; create them with requires_grad=True or leave "
+                "them out"
+            )
+        self.state: dict[int, dict] = {}
+        self.defaults: dict = getattr(self, "defaults", {})
+
+    def zero_grad(self) -> None:
+        """Reset every parameter's ``.grad`` to ``None`` (gradients otherwise accumulate)."""
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _grads(self):
+        """(param, gradient, state) for each parameter that has a gradient."""
+        for p in self.params:
+            if p.grad is None:
+                continue
+            g = np.asarray(p.grad)
+            if g.shape != p.data.shape:
+                raise GradientError(
+                    f"{type(self).__name__}: {p.node.label()} has shape {p.data.shape} but "
+                    f"its .grad has shape {g.shape}; call zero_grad() before backward()"
+                )
+            yield p, g, self.state.setdefault(id(p), {})
+
+    def __repr__(self) -> str:
+        hyper = ", ".join(f"{k}={v}" for k, v in self.defaults.items())
+        return f"{type(self).__name__}({len(self.params)} params, {hyper})"
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent with optional momentum, Nesterov momentum and L2 weight
+    decay; the update equations of ``torch.optim.SGD``.
+
+    Parameters
+    ----------
+    params : Tensor, iterable of Tensor, or dict name -> Tensor
+    lr : float
+        Learning rate.
+    momentum : float
+        Momentum factor (0 for plain SGD).
+    weight_decay : float
+        L2 penalty: ``weight_decay * p`` is added to the gradient.
+    nesterov : bool
+        Nesterov momentum (needs ``momentum > 0`` and ``dampening == 0``).
+    dampening : float
+        Dampening of the momentum buffer's update.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> w = ug.tensor([1.0, -2.0], requires_grad=True)
+    >>> opt = ug.optim.SGD([w], lr=0.1)
+    >>> (w * w).sum().backward()
+    >>> opt.step()
+    >>> w.data
+    array([ 0.8, -1.6])
+    """
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
+                 nesterov: bool = False, dampening: float = 0.0):
+        who = "SGD"
+        _check(who, "lr", lr, lr >= 0.0, "the learning rate must be >= 0")
+        _check(who, "momentum", momentum, momentum >= 0.0, "momentum must be >= 0")
+        _check(who, "weight_decay", weight_decay, weight_decay >= 0.0,
+               "weight_decay must be >= 0")
+        if nesterov and (momentum <= 0.0 or dampening != 0.0):
+            raise TrainingError(
+                f"SGD: nesterov=True needs momentum > 0 and dampening = 0, got momentum="
+                f"{momentum} and dampening={dampening}; set momentum=0.9 for example"
+            )
+        super().__init__(params)
+        self.defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay,
+                             nesterov=nesterov, dampening=dampening)
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient, in place."""
+        h = self.defaults
+        lr, mu, wd, damp = h["lr"], h["momentum"], h["weight_decay"], h["dampening"]
+        for p, g, st in self._grads():
+            if wd != 0.0:
+                g = g + wd * p.data
+            if mu != 0.0:
+                buf = st.get("momentum_buffer")
+                if buf is None:
+                    buf = st["momentum_buffer"] = np.array(g, dtype=p.data.dtype, copy=True)
+                else:
+                    buf *= mu
+                    buf += (1.0 - damp) * g
+                g = g + mu * buf if h["nesterov"] else buf
+            p.data -= lr * g
+
+
+class Adam(Optimizer):
+    """Adam with bias correction and L2 weight decay; the update equations of
+    ``torch.optim.Adam`` (``amsgrad=False``).
+
+    Parameters
+    ----------
+    params : Tensor, iterable of Tensor, or dict name -> Tensor
+    lr : float
+        Learning rate.
+    betas : (float, float)
+        Decay rates of the first and second moment estimates.
+    eps : float
+        Added to the denominator for numerical stability.
+    weight_decay : float
+        L2 penalty added to the gradient (not decoupled as in AdamW).
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> w = ug.tensor([1.0, -2.0], requires_grad=True)
+    >>> opt = ug.optim.Adam([w], lr=0.1)
+    >>> (w * w).sum().backward()
+    >>> opt.step()  # the first Adam step moves each weight by about lr
+    >>> w.data.round(6)
+    array([ 0.9, -1.9])
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0):
+        who = "Adam"
+        _check(who, "lr", lr, lr >= 0.0, "the learning rate must be >= 0")
+        _check(who, "eps", eps, eps >= 0.0, "eps must be >= 0")
+        try:
+            b1, b2 = (float(b) for b in betas)
+        except (TypeError, ValueError):
+            raise TrainingError(f"Adam: betas must be a pair of floats, got {betas!r}") from None
+        for i, b in enumerate((b1, b2)):
+            _check(who, f"betas[{i}]", b, 0.0 <= b < 1.0, "each beta must lie in [0, 1)")
+        _check(who, "weight_decay", weight_decay, weight_decay >= 0.0,
+               "weight_decay must be >= 0")
+        super().__init__(params)
+        self.defaults = dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay)
+
+    def step(self) -> None:
+        """Update every parameter that has a gradient, in place."""
+        h = self.defaults
+        lr, (b1, b2), eps, wd = h["lr"], h["betas"], h["eps"], h["weight_decay"]
+        for p, g, st in self._grads():
+            if wd != 0.0:
+                g = g + wd * p.data
+            if not st:
+                st["step"] = 0
+                st["exp_avg"] = np.zeros_like(p.data)
+                st["exp_avg_sq"] = np.zeros_like(p.data)
+            st["step"] += 1
+            t = st["step"]
+            m, v = st["exp_avg"], st["exp_avg_sq"]
+            m *= b1
+            m += (1.0 - b1) * g
+            v *= b2
+            v += (1.0 - b2) * g * g
+            step_size = lr / (1.0 - b1 ** t)
+            denom = np.sqrt(v) / math.sqrt(1.0 - b2 ** t) + eps
+            p.data -= step_size * (m / denom)
+
+
+# -- gradient clipping ------------------------------------------------------------------------
+
+def clip_grad_value(params, clip_value: float) -> None:
+    """Clamp every gradient element into ``[-clip_value, clip_value]``, in place
+    (``torch.nn.utils.clip_grad_value_``).
+
+    Parameters
+    ----------
+    params : Tensor, iterable of Tensor, or dict name -> Tensor
+        Tensors whose ``.grad`` to clip; those without a gradient are skipped.
+    clip_value : float
+        A positive bound.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> w = ug.tensor([1.0, -3.0], requires_grad=True)
+    >>> (w * w).sum().backward()
+    >>> ug.clip_grad_value([w], 1.5)
+    >>> w.grad
+    array([ 1.5, -1.5])
+    """
+    _check("clip_grad_value", "clip_value", clip_value, clip_value > 0,
+           "pass a positive bound such as 1.0")
+    for p in _param_list(params, "clip_grad_value"):
+        if p.grad is not None:
+            np.clip(p.grad, -clip_value, clip_value, out=p.grad)
+
+
+def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
+                   error_if_nonfinite: bool = False) -> float:
+    """Rescale the gradients so that their global norm is at most ``max_norm``, in place
+    (``torch.nn.utils.clip_grad_norm_``).
+
+    The global norm is the ``norm_type``-norm of all gradient elements taken together. Every
+    gradient is multiplied by ``min(1, max_norm / (total + 1e-6))``.
+
+    Parameters
+    ----------
+    params : Tensor, iterable of Tensor, or dict name -> Tensor
+        Tensors whose ``.grad`` to rescale; those without a gradient are skipped.
+    max_norm : float
+        The largest allowed norm.
+    norm_type : float
+        The norm's order: a positive number, or ``float("inf")`` for the largest magnitude.
+    error_if_nonfinite : bool
+        Raise :class:`~unrollgraph.errors.GradientError` when the total norm is NaN or
+        infinite (otherwise the gradients are scaled by a NaN factor, as in PyTorch).
+
+    Returns
+    -------
+    float
+        The total norm **before** clipping (0.0 when no parameter has a gradient).
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> w = ug.tensor([3.0, 4.0], requires_grad=True)
+    >>> w.backward(gradient=[3.0, 4.0])
+    >>> ug.clip_grad_norm([w], max_norm=1.0)
+    5.0
+    >>> w.grad.round(6)
+    array([0.6, 0.8])
+    """
+    norm_type = float(norm_type)
+    _check("clip_grad_norm", "max_norm", max_norm, max_norm >= 0, "max_norm must be >= 0")
+    _check("clip_grad_norm", "norm_type", norm_type, norm_type > 0,
+           "use a positive order such as 2.0, 1.0 or float('inf')")
+    grads = [p.grad for p in _param_list(params, "clip_grad_norm") if p.grad is not None]
+    if not grads:
+        return 0.0
+    if math.isinf(norm_type):
+        total = max(float(np.max(np.abs(g))) if g.size else 0.0 for g in grads)
+    else:
+        # two stages, as PyTorch: the norm of each gradient, then the norm of those norms
+        per = np.array([np.linalg.norm(np.ravel(g), ord=norm_type) for g in grads])
+        total = float(np.linalg.norm(per, ord=norm_type))
+    if error_if_nonfinite and not math.isfinite(total):
+        raise GradientError(
+            f"clip_grad_norm: the total gradient norm is {total}; look for NaN or Inf with "
+            "ug.detect_anomaly(), or pass error_if_nonfinite=False"
+        )
+    coef = max_norm / (total + 1e-6)
+    if not coef >= 1.0:  # also scales by NaN when total is NaN, like PyTorch
+        for g in grads:
+            g *= coef
+    return total

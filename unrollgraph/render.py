@@ -1,0 +1,1107 @@
+"""Graphviz diagrams of graphs, folded cells and unrolled nets, with their gradients.
+
+:func:`to_dot` builds the DOT text as plain strings (no ``dot`` program needed), so it can be
+tested, diffed and kept as a golden file; :func:`render` wraps the same text in a
+``graphviz.Digraph`` whose ``.render(name, format="svg")`` writes a file and which displays
+inline in Jupyter.
+
+Everything is read through :func:`unrollgraph.view.view`: node ids are the graph's stable ids
+(``n0, n1, ...``), so the same graph always gives byte-identical DOT text. Every user-given
+name goes through HTML escaping before it reaches a label, so no name can add DOT statements.
+
+Pictures, by the kind of object:
+
+* a Tensor: its history, one node per op, left to right, the output on the right;
+* a Cell (folded): the body with the recurrent edge drawn back from the next state to the
+  state, labelled as a one-step delay z⁻¹;
+* an unrolled net: one cluster per step (t = 0 ... T-1) with time flowing left to right,
+  inputs at the bottom, outputs and the loss at the top, every shared parameter drawn once in
+  a row of its own under the steps, its fan-out edges dashed. Long unrolls switch to one box
+  per step (``detail="steps"``) or to the first and last steps with an elision node
+  (``detail="elide"``).
+
+After a backward pass each node shows its gradient and is filled by the gradient's norm on one
+log-scale for the whole picture (the colour bar is in the legend).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .errors import RenderError
+from .graph import Node
+from .view import GraphView, view
+
+__all__ = ["render", "to_dot", "OPTIONS"]
+
+#: Every option :func:`to_dot` and :func:`render` accept, with its default.
+OPTIONS = {
+    "detail": "auto",
+    "values": None,
+    "grads": None,
+    "contributions": False,
+    "derivatives": False,
+    "highlight": None,
+    "loss": None,
+    "theme": "light",
+    "legend": True,
+    "keep": 2,
+    "max_nodes": 1500,
+    "max_elements": 4,
+    "title": None,
+    "rankdir": None,
+}
+
+_DETAILS = ("auto", "ops", "steps", "elide")
+#: below this many nodes ``detail="auto"`` draws every op of an unrolled net.
+_AUTO_OPS = 300
+#: up to this many steps ``detail="auto"`` draws one box per step before eliding.
+_AUTO_STEPS = 24
+
+_THEMES = {
+    "light": {
+        "bg": "white", "font": "#1f2328", "muted": "#6e7781", "edge": "#57606a",
+        "shared_edge": "#a371f7", "recurrent": "#1d4ed8", "cluster": "#d0d7de",
+        "cluster_bg": "#f6f8fa", "nofill": "white", "cut_fill": "#eaeef2", "cut_font": "#8c959f",
+        "highlight": "#cf222e",
+        "param": "#8250df", "input": "#1a7f37", "leaf": "#1a7f37", "state": "#1d4ed8",
+        "output": "#bc4c00", "op": "#57606a", "shared": "#8250df", "const": "#6e7781",
+        "call": "#57606a", "loss": "#cf222e", "elide": "#57606a", "step": "#1d4ed8",
+        "zero": "#ffffff",
+        "ramp": ["#fdf6e3", "#fde68a", "#f59e0b", "#dc2626", "#6b0f3a"],
+    },
+    "dark": {
+        "bg": "#0d1117", "font": "#e6edf3", "muted": "#8b949e", "edge": "#8b949e",
+        "shared_edge": "#bc8cff", "recurrent": "#58a6ff", "cluster": "#30363d",
+        "cluster_bg": "#161b22", "nofill": "#0d1117", "cut_fill": "#21262d",
+        "cut_font": "#6e7681", "highlight": "#ff7b72",
+        "param": "#d2a8ff", "input": "#56d364", "leaf": "#56d364", "state": "#58a6ff",
+        "output": "#ffa657", "op": "#8b949e", "shared": "#d2a8ff", "const": "#8b949e",
+        "call": "#8b949e", "loss": "#ff7b72", "elide": "#8b949e", "step": "#58a6ff",
+        "zero": "#0d1117",
+        "ramp": ["#1c2541", "#1f6f8b", "#3fa34d", "#e9c46a", "#fff3b0"],
+    },
+}
+
+# shape and extra style of each kind of node
+_SHAPES = {
+    "param": ("cylinder", ""), "input": ("invhouse", ""), "leaf": ("ellipse", ""),
+    "state": ("ellipse", ""), "next_state": ("box", "rounded"), "output": ("house", ""),
+    "op": ("box", "rounded"), "shared": ("box", "rounded,dashed"), "const": ("box", "rounded"),
+    "call": ("box3d", ""), "loss": ("doubleoctagon", ""), "elide": ("box", "rounded,dashed"),
+    "step": ("box", "rounded"), "mask": ("box", "rounded"),
+}
+
+_SYMBOLS = {
+    "add": "+", "sub": "−", "mul": "×", "div": "÷", "matmul": "@", "neg": "−x", "pow": "xⁿ",
+    "transpose": "ᵀ", "getitem": "[ ]",
+}
+
+
+def to_dot(obj, **options) -> str:
+    """Return the DOT text of the diagram of ``obj`` (no ``dot`` program needed).
+
+    Parameters
+    ----------
+    obj : Tensor, Cell, Unrolled or Run
+        A tensor (its history is drawn), a cell (drawn folded, with its delay edge) or an
+        unrolled net (drawn unrolled; values and gradients come from its last run).
+    detail : {"auto", "ops", "steps", "elide"}
+        For unrolled nets: ``"ops"`` draws every op; ``"steps"`` one box per step; ``"elide"``
+        the first and last ``keep`` steps op by op and one node "… n steps …" for the rest.
+        ``"auto"`` picks ``"ops"`` for small graphs, then ``"steps"``, then ``"elide"``.
+    values, grads : bool, optional
+        Show each node's value / gradient (a number, a small array, or shape and norm). By
+        default shown when there are any.
+    contributions : bool
+        Shared parameters also list the per-step parts of their gradient.
+    derivatives : bool
+        Label each edge between two scalars with the local derivative d(target)/d(source).
+    highlight : Tensor, Node or str, optional
+        Highlight the path from the loss (the outputs) down to this node; a string is a
+        display name (``"h_next@1"``) or a stable id (``"n7"``).
+    loss : Tensor, optional
+        For an unrolled net: the loss computed from its outputs, drawn at the top.
+    theme : {"light", "dark"}
+    legend : bool
+        Draw the legend (node kinds, edge kinds and the gradient colour bar).
+    keep : int
+        Steps drawn at each end with ``detail="elide"``.
+    max_nodes : int
+        Largest number of nodes an explicit ``detail`` may draw before :class:`RenderError`.
+    max_elements : int
+        Arrays up to this size are printed in full, larger ones as shape and norm.
+    title : str, optional
+        A caption (by default the cell's name and the number of steps).
+    rankdir : {"LR", "BT", "TB", "RL"}, optional
+        Layout direction; defaults to ``"LR"`` for tensors, ``"BT"`` for cells and nets.
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    RenderError
+        For an unknown option or value, or a drawing larger than ``max_nodes``.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> x = ug.tensor(0.5, requires_grad=True, name="x")
+    >>> y = ug.tanh(x * x)
+    >>> y.backward()
+    >>> text = ug.to_dot(y)
+    >>> text.startswith("digraph unrollgraph {")
+    True
+    >>> '"n0" -> "n1"' in text
+    True
+    """
+    name, body = _build(obj, options)
+    return f"digraph {name} {{\n" + "".join(body) + "}\n"
+
+
+def render(obj, **options):
+    """Return a ``graphviz.Digraph`` of the diagram of ``obj``.
+
+    Takes the same options as :func:`to_dot`; ``render(obj).source == to_dot(obj)``. Write a
+    file with ``.render("name", format="svg")`` (or ``"png"``, ``"pdf"``), which needs
+    Graphviz's ``dot`` program; in Jupyter the object displays inline.
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=3)
+    >>> outputs, h = net(np.ones((3, 1, 2)))
+    >>> g = ug.render(net)
+    >>> type(g).__name__, g.source.count("subgraph cluster_step")
+    ('Digraph', 3)
+    """
+    import graphviz
+
+    name, body = _build(obj, options)
+    return graphviz.Digraph(name=name, body=body)
+
+
+# -- options ---------------------------------------------------------------------------------
+def _options(options: dict) -> dict:
+    unknown = sorted(set(options) - set(OPTIONS))
+    if unknown:
+        raise RenderError(
+            f"unknown render option {unknown[0]!r}; the options are {', '.join(OPTIONS)}"
+        )
+    opts = dict(OPTIONS)
+    opts.update(options)
+    if opts["detail"] not in _DETAILS:
+        raise RenderError(
+            f"detail={opts['detail']!r} is not a level of detail; use one of {_DETAILS}"
+        )
+    if opts["theme"] not in _THEMES:
+        raise RenderError(f"theme={opts['theme']!r} is unknown; use one of {tuple(_THEMES)}")
+    for key in ("keep", "max_nodes", "max_elements"):
+        v = opts[key]
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+            raise RenderError(f"{key} must be a positive int, got {v!r}")
+    if opts["rankdir"] not in (None, "LR", "RL", "TB", "BT"):
+        raise RenderError(f"rankdir={opts['rankdir']!r}; use 'LR', 'RL', 'TB' or 'BT'")
+    return opts
+
+
+def _build(obj, options: dict) -> tuple[str, list[str]]:
+    opts = _options(options)
+    v = view(obj)
+    if v.kind == "unrolled":
+        return "unrollgraph", _Unrolled(v, opts).build()
+    if v.kind in ("tensor", "cell", "graph"):
+        return "unrollgraph", _Plain(v, opts).build()
+    raise RenderError(f"cannot draw a view of kind {v.kind!r}")  # pragma: no cover
+
+
+# -- text ------------------------------------------------------------------------------------
+def _h(text) -> str:
+    """Escape ``text`` for an HTML-like label: nothing in it can close the label."""
+    out = []
+    for ch in str(text):
+        if ch == "&":
+            out.append("&amp;")
+        elif ch == "<":
+            out.append("&lt;")
+        elif ch == ">":
+            out.append("&gt;")
+        elif ch == '"':
+            out.append("&quot;")
+        elif ch == "'":
+            out.append("&#39;")
+        elif ch == "\\":
+            out.append("&#92;")
+        elif ch in "{}|[];":
+            out.append(f"&#{ord(ch)};")
+        elif ch == "\n":
+            out.append("<br/>")
+        elif ord(ch) < 32 or ord(ch) == 127:
+            out.append("?")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _q(text) -> str:
+    """A double-quoted DOT string (escString) holding ``text`` literally."""
+    s = str(text).replace("\\", "\\\\").replace('"', '\\"')
+    s = "".join("\\n" if c == "\n" else ("?" if ord(c) < 32 else c) for c in s)
+    return f'"{s}"'
+
+
+def _attrs(attrs: dict) -> str:
+    parts = []
+    for k, val in attrs.items():
+        if val is None:
+            continue
+        if isinstance(val, _Html):
+            parts.append(f"{k}=<{val.text}>")
+        else:
+            parts.append(f"{k}={_q(val)}")
+    return "[" + " ".join(parts) + "]" if parts else ""
+
+
+class _Html:
+    """A trusted HTML-like label (built only from escaped pieces)."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str):
+        self.text = text
+
+
+def _num(x) -> str:
+    x = float(x)
+    if x == 0:
+        return "0"
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:.3g}"
+
+
+def _mag(g) -> float | None:
+    if g is None:
+        return None
+    arr = np.asarray(g, dtype=np.float64)
+    return float(np.sqrt(np.sum(arr * arr)))
+
+
+def _array_text(a, limit: int) -> str | None:
+    if a is None or isinstance(a, tuple):
+        return None
+    arr = np.asarray(a)
+    if arr.dtype.kind not in "fiub":
+        return None
+    if arr.size == 1:
+        return _num(arr.reshape(-1)[0])
+    if arr.size <= limit:
+        text = "[" + ", ".join(_num(x) for x in arr.reshape(-1)) + "]"
+        return text
+    norm = _mag(arr) if arr.dtype.kind == "f" else None
+    shape = "×".join(str(s) for s in arr.shape)
+    return f"{shape}, ‖·‖ {_num(norm)}" if norm is not None else shape
+
+
+def _label(title: str, rows: list[str], font: str | None = None) -> _Html:
+    """An HTML table label: a bold title then small rows (all arguments already escaped)."""
+    colour = f' color="{font}"' if font else ""
+    cells = [f"<tr><td><font point-size=\"12\"{colour}><b>{title}</b></font></td></tr>"]
+    cells += [f"<tr><td><font point-size=\"9\"{colour}>{r}</font></td></tr>" for r in rows]
+    return _Html('<table border="0" cellborder="0" cellspacing="0" cellpadding="1">'
+                 + "".join(cells) + "</table>")
+
+
+# -- colours ---------------------------------------------------------------------------------
+def _hex(c: str) -> tuple[int, int, int]:
+    return int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)
+
+
+class _Scale:
+    """One log scale of gradient norms for the whole picture."""
+
+    def __init__(self, mags, ramp):
+        good = [m for m in mags if m is not None and m > 0 and math.isfinite(m)]
+        self.ramp = ramp
+        self.empty = not good
+        if good:
+            self.lo = math.log10(min(good))
+            self.hi = math.log10(max(good))
+            if self.hi - self.lo < 1.0:  # at least one decade, centred on the data
+                mid = (self.hi + self.lo) / 2
+                self.lo, self.hi = mid - 0.5, mid + 0.5
+
+    def colour(self, m: float) -> str:
+        u = (math.log10(m) - self.lo) / (self.hi - self.lo)
+        u = min(1.0, max(0.0, u)) * (len(self.ramp) - 1)
+        k = min(int(u), len(self.ramp) - 2)
+        f = u - k
+        a, b = _hex(self.ramp[k]), _hex(self.ramp[k + 1])
+        rgb = [round(x + (y - x) * f) for x, y in zip(a, b)]
+        return "#" + "".join(f"{c:02x}" for c in rgb)
+
+    def ticks(self) -> list[float]:
+        """Six log-spaced values from the smallest to the largest norm."""
+        return [self.lo + (self.hi - self.lo) * k / 5 for k in range(6)]
+
+
+def _text_on(fill: str) -> str:
+    r, g, b = _hex(fill)
+    return "#ffffff" if 0.299 * r + 0.587 * g + 0.114 * b < 140 else "#111111"
+
+
+# -- the drawing -----------------------------------------------------------------------------
+class _Drawer:
+    """Shared machinery: nodes, edges, node styles, gradient colours and the legend."""
+
+    def __init__(self, v: GraphView, opts: dict):
+        self.v = v
+        self.g = v.graph
+        self.o = opts
+        self.t = _THEMES[opts["theme"]]
+        self.lines: list[str] = []
+        self.kinds_used: set[str] = set()
+        self.edges_used: set[str] = set()
+        self.has_values = False
+        self.has_grads = False
+        self.scale: _Scale | None = None
+        self.path: set[int] = set()
+
+    # values and gradients
+    def value(self, n: Node):
+        try:
+            return self.v.value(n)
+        except (IndexError, KeyError):  # pragma: no cover - a node outside the run
+            return None
+
+    def grad(self, n: Node):
+        return self.v.grad(n)
+
+    def show_values(self) -> bool:
+        want = self.o["values"]
+        return self.has_values if want is None else bool(want)
+
+    def show_grads(self) -> bool:
+        want = self.o["grads"]
+        return self.has_grads if want is None else bool(want)
+
+    # primitives
+    def emit(self, line: str, indent: int = 1) -> None:
+        self.lines.append("  " * indent + line + "\n")
+
+    def node(self, nid: str, kind: str, title: str, rows: list[str], mag=None, cut=False,
+             indent=1, tooltip=None, hot=False, state=False) -> None:
+        """Draw one node: its shape from ``kind``, its fill from the gradient norm ``mag``."""
+        t = self.t
+        self.kinds_used.add(kind)
+        shape, extra = _SHAPES[kind]
+        styles = [s for s in extra.split(",") if s] + ["filled"]
+        border = t["state"] if state else t[kind if kind in t else "op"]
+        fill, font = t["nofill"], t["font"]
+        if cut:
+            fill, font, border = t["cut_fill"], t["cut_font"], t["cut_font"]
+            styles.append("dashed")
+            self.kinds_used.add("cut")
+        elif mag is not None and self.show_grads() and self.scale and not self.scale.empty:
+            if mag > 0 and math.isfinite(mag):
+                fill = self.scale.colour(mag)
+                font = _text_on(fill)
+            elif mag == 0:
+                fill = t["zero"]
+        if hot:
+            border = t["highlight"]
+        attrs = {
+            "shape": shape,
+            "style": ",".join(dict.fromkeys(styles)),
+            "fillcolor": fill,
+            "color": border,
+            "penwidth": "3" if hot else ("2" if state or kind in ("param", "loss") else "1.2"),
+            "label": _label(title, rows, font if font != t["font"] else None),
+            "tooltip": tooltip,
+        }
+        if kind == "const":
+            attrs.update(margin="0.02,0.02", height="0.25", width="0.3")
+        self.emit(f'"{nid}" {_attrs(attrs)}', indent)
+
+    def edge(self, a: str, b: str, kind: str = "data", label: str | None = None,
+             hot: bool = False, cut: bool = False, constraint: bool = True, indent=1,
+             back: bool = False) -> None:
+        t = self.t
+        self.edges_used.add(kind)
+        attrs: dict = {"color": t["edge"]}
+        if kind == "shared":
+            attrs.update(color=t["shared_edge"], style="dashed", arrowsize="0.6")
+            constraint = False
+        elif kind in ("recurrent", "delay"):
+            attrs.update(color=t["recurrent"], penwidth="2")
+        elif kind == "loss":
+            attrs.update(color=t["loss"], arrowsize="0.6")
+        if cut:
+            attrs.update(color=t["cut_font"], style="dotted")
+        if hot:
+            attrs.update(color=t["highlight"], penwidth="3")
+        if label is not None:
+            attrs["label"] = _Html(f'<font point-size="9" color="{attrs["color"]}">{label}'
+                                   "</font>")
+        if not constraint:
+            attrs["constraint"] = "false"
+        if back:
+            attrs["dir"] = "back"
+        self.emit(f'"{a}" -> "{b}" {_attrs(attrs)}', indent)
+
+    # node text
+    def title(self, n: Node, with_step: bool = False) -> str:
+        if n.name:
+            base = _h(n.name)
+        elif n.op == "transpose" and n.inputs and n.inputs[0].name:
+            base = _h(n.inputs[0].name) + "ᵀ"
+        elif n.op == "const":
+            val = self.value(n)
+            text = _array_text(val, 1) if val is not None else None
+            base = _h(text) if text and np.size(val) == 1 else "const"
+        else:
+            base = _h(_SYMBOLS.get(n.op, n.op))
+        if with_step and n.step is not None:
+            base += f"<sub>{n.step}</sub>"
+        return base
+
+    def rows(self, n: Node, grad_label: str = "∇") -> list[str]:
+        rows = []
+        op = _h(n.op) if n.op not in ("leaf", "param", "input", "state", "init") else ""
+        shape = _h(self.g.shape_text(n)) if n.shape is not None else ""
+        info = " · ".join(x for x in (op, shape) if x)
+        if info and n.op != "const":
+            rows.append(info)
+        if self.show_values() and n.op != "const":
+            text = _array_text(self.value(n), self.o["max_elements"])
+            if text is not None:
+                rows.append("v = " + _h(text))
+        if self.show_grads():
+            text = _array_text(self.grad(n), self.o["max_elements"])
+            if text is not None:
+                rows.append(f"{grad_label} = " + _h(text))
+        return rows
+
+    def tooltip(self, n: Node) -> str:
+        return self.g.equation(n)
+
+    def derivative(self, src: Node, dst: Node, k: int) -> str | None:
+        """The local derivative d dst / d src (input slot k) when both are scalars."""
+        if not self.o["derivatives"] or dst.is_leaf:
+            return None
+        from .ops import get_op
+
+        vals = [self.value(i) for i in dst.inputs]
+        ans = self.value(dst)
+        if ans is None or any(x is None or np.size(x) != 1 for x in vals + [ans]):
+            return None
+        try:
+            f = get_op(dst.op).input_vjp(k)
+            if f is None:
+                return None
+            d = f(np.ones_like(ans), ans, *vals, **dst.attrs)
+        except Exception:  # an op whose VJP cannot run on these values: no label
+            return None
+        if d is None or np.size(d) != 1:
+            return None
+        return "∂ " + _h(_num(np.reshape(d, -1)[0]))
+
+    # highlight
+    def find(self, target) -> Node:
+        node = getattr(target, "node", target)
+        if isinstance(node, Node):
+            if node in self.g:
+                return node
+            raise RenderError(
+                f"highlight: node {node.label()} is not in this graph; pass a node (or tensor) "
+                "of the drawn graph, or its display name"
+            )
+        if isinstance(node, str):
+            for n in self.g.nodes:
+                if self.g.id(n) == node or self.g.display_name(n) == node:
+                    return n
+            names = [self.g.display_name(n) for n in self.g.nodes if n.name][:8]
+            raise RenderError(
+                f"highlight: no node called {node!r}; use a display name such as "
+                f"{', '.join(map(repr, names))} or a stable id like 'n3'"
+            )
+        raise RenderError(
+            f"highlight must be a Tensor, a Node or a name, got {type(target).__name__}"
+        )
+
+    def compute_path(self, roots: list[Node]) -> None:
+        """Nodes on some path from ``highlight`` up to one of ``roots``."""
+        if self.o["highlight"] is None:
+            return
+        target = self.find(self.o["highlight"])
+        consumers: dict[int, list[Node]] = {}
+        for a, b in self.g.edges:
+            consumers.setdefault(id(a), []).append(b)
+        down = {id(target)}
+        stack = [target]
+        while stack:
+            n = stack.pop()
+            for c in consumers.get(id(n), ()):
+                if id(c) not in down:
+                    down.add(id(c))
+                    stack.append(c)
+        up = {id(r) for r in roots if id(r) in down}
+        stack = [r for r in roots if id(r) in down]
+        while stack:
+            n = stack.pop()
+            for i in n.inputs:
+                if id(i) in down and id(i) not in up:
+                    up.add(id(i))
+                    stack.append(i)
+        self.path = up
+
+    # legend
+    def legend(self, extra_rows: list[tuple[str, str]] = ()) -> None:
+        if not self.o["legend"]:
+            return
+        t = self.t
+        names = {
+            "param": "parameter (shared weight)", "input": "input", "leaf": "leaf tensor",
+            "state": "state", "next_state": "next state", "output": "output",
+            "op": "operation", "shared": "shared op (computed once)", "const": "constant",
+            "call": "call of an unrolled net", "loss": "loss", "elide": "elided steps",
+            "step": "one time step", "cut": "cut off by truncation (no gradient)",
+            "mask": "mask",
+        }
+        rows = []
+        for kind in names:
+            if kind not in self.kinds_used:
+                continue
+            if kind == "cut":
+                colour, swatch = t["cut_font"], t["cut_fill"]
+            else:
+                colour = t["state"] if kind == "next_state" else t[kind if kind in t else "op"]
+                swatch = t["nofill"]
+            shape = "" if kind == "cut" else f" ({_SHAPES[kind][0]})"
+            rows.append(
+                f'<tr><td bgcolor="{swatch}" border="2" color="{colour}" width="18"> </td>'
+                f'<td align="left"><font point-size="9">{names[kind]}{shape}</font></td></tr>'
+            )
+        edge_names = {
+            "shared": ("- - -", t["shared_edge"], "shared-weight edge (one per step)"),
+            "recurrent": ("━━", t["recurrent"], "state carried to the next step"),
+            "delay": ("━━", t["recurrent"], "z⁻¹: one-step delay (next state → state)"),
+        }
+        for kind, (sym, colour, text) in edge_names.items():
+            if kind in self.edges_used:
+                rows.append(
+                    f'<tr><td><font color="{colour}"><b>{sym}</b></font></td>'
+                    f'<td align="left"><font point-size="9">{text}</font></td></tr>'
+                )
+        for left, right in extra_rows:
+            rows.append(f'<tr><td>{left}</td><td align="left"><font point-size="9">{right}'
+                        "</font></td></tr>")
+        table = (
+            f'<table border="1" cellborder="0" cellspacing="2" cellpadding="2" '
+            f'color="{t["cluster"]}" bgcolor="{t["bg"]}">'
+            f'<tr><td colspan="2"><font point-size="10"><b>legend</b></font></td></tr>'
+            + "".join(rows)
+        )
+        if self.show_grads() and self.scale is not None and not self.scale.empty:
+            table += self.colour_bar()
+        table += "</table>"
+        self.emit(f'"legend" {_attrs({"shape": "plain", "label": _Html(table)})}')
+
+    def colour_bar(self) -> str:
+        s = self.scale
+        ticks = s.ticks()
+        cells = "".join(
+            f'<td bgcolor="{s.colour(10.0 ** k)}" width="30" height="12"> </td>' for k in ticks
+        )
+        labels = "".join(f'<td><font point-size="7">{_num(10.0 ** k)}</font></td>'
+                         for k in ticks)
+        return (
+            '<tr><td colspan="2"><font point-size="9">gradient norm ‖∇‖ (log scale)</font>'
+            "</td></tr>"
+            f'<tr><td colspan="2"><table border="0" cellspacing="0" cellpadding="1">'
+            f'<tr><td bgcolor="{self.t["zero"]}" border="1" width="14"> </td>{cells}</tr>'
+            f'<tr><td><font point-size="7">0</font></td>{labels}</tr></table></td></tr>'
+        )
+
+    def header(self, rankdir: str, title: str | None) -> None:
+        t = self.t
+        self.emit(f'graph [rankdir={rankdir} bgcolor="{t["bg"]}" fontname="Helvetica" '
+                  f'fontcolor="{t["font"]}" nodesep="0.22" ranksep="0.32" newrank=true '
+                  'labelloc=t fontsize=14]')
+        self.emit(f'node [fontname="Helvetica" fontcolor="{t["font"]}" margin="0.06,0.03"]')
+        self.emit('edge [fontname="Helvetica" arrowsize="0.7"]')
+        if title:
+            self.emit(f"label=<<b>{_h(title)}</b>>")
+
+
+class _Plain(_Drawer):
+    """A Tensor's history or a folded Cell: every op, one node each."""
+
+    def build(self) -> list[str]:
+        v, g, o = self.v, self.g, self.o
+        if len(g.nodes) > o["max_nodes"]:
+            raise RenderError(
+                f"this graph has {len(g.nodes)} nodes, more than max_nodes={o['max_nodes']}; "
+                f"pass max_nodes={len(g.nodes)} to draw it anyway"
+            )
+        nodes = g.nodes
+        self.has_values = any(
+            self.value(n) is not None for n in nodes if n.op not in ("const", "param")
+        ) or any(self.value(n) is not None for n in nodes if n.op == "param")
+        self.has_grads = any(self.grad(n) is not None for n in nodes)
+        cell = v.cell if v.kind == "cell" else None
+        outputs, nexts, fb = {}, set(), []
+        if cell is not None:
+            for k, t in cell.outputs.items():
+                outputs.setdefault(id(t.node), []).append(k)
+            nexts = {id(a) for a, _ in v.feedback}
+            fb = v.feedback
+        roots = list(g.outputs)
+        self.compute_path(roots)
+        self.scale = _Scale([_mag(self.grad(n)) for n in nodes], self.t["ramp"])
+        default_dir = "BT" if cell is not None else "LR"
+        title = o["title"]
+        if title is None and cell is not None:
+            title = f"cell {cell.name} (folded): the recurrent edge is a one-step delay z⁻¹"
+        self.header(o["rankdir"] or default_dir, title)
+        params = []
+        for n in nodes:
+            nid = g.id(n)
+            kind, state = self.kind(n, cell, outputs, nexts)
+            hot = id(n) in self.path
+            if kind == "param":
+                params.append(nid)
+            self.node(nid, kind, self.title(n), self.rows(n), _mag(self.grad(n)),
+                      tooltip=self.tooltip(n), hot=hot, state=state)
+        if params and cell is not None:
+            self.emit("{rank=source; " + " ".join(f'"{p}"' for p in params) + "}")
+        for n in nodes:
+            for k, i in enumerate(n.inputs):
+                hot = id(i) in self.path and id(n) in self.path
+                self.edge(g.id(i), g.id(n), label=self.derivative(i, n, k), hot=hot)
+        for k, (src, names) in enumerate(outputs.items()):
+            node = next(n for n in nodes if id(n) == src)
+            for name in names:
+                oid = f"{g.id(node)}_out_{_safe_id(name)}"
+                self.node(oid, "output", _h(name), ["output"])
+                self.edge(g.id(node), oid)
+        for nxt, st in fb:
+            self.edge(g.id(nxt), g.id(st), "delay", label="z⁻¹ (one-step delay)",
+                      constraint=False)
+        self.legend()
+        return self.lines
+
+    def kind(self, n: Node, cell, outputs, nexts) -> tuple[str, bool]:
+        if n.op in ("param", "input", "state", "const", "leaf"):
+            return n.op, n.op == "state"
+        if n.op == "unrolled":
+            return "call", False
+        if cell is not None and id(n) in nexts:
+            return "next_state", True
+        if cell is None and n is self.g.nodes[-1] and n in self.g.outputs:
+            return "output", False
+        return "op", False
+
+
+def _safe_id(text: str) -> str:
+    return "".join(c if c.isalnum() or c == "_" else f"x{ord(c):x}" for c in text)
+
+
+class _Unrolled(_Drawer):
+    """An unrolled net: clusters per step, shared weights once, optional elision."""
+
+    def build(self) -> list[str]:
+        v, g, o = self.v, self.g, self.o
+        net, run = v.net, v.run
+        T = net.steps
+        detail = self.pick_detail(len(g.nodes), T)
+        k = o["keep"]
+        if detail == "elide" and T <= 2 * k + 1:
+            detail = "ops"
+        self.detail = detail
+        self.net, self.run, self.T = net, run, T
+        self.has_values = run is not None
+        self.has_grads = run is not None and run.grads is not None
+        self.outputs_of: dict[int, list[str]] = {}
+        for name, ns in net.output_nodes.items():
+            for n in ns:
+                self.outputs_of.setdefault(id(n), []).append(name)
+        if detail == "elide":
+            self.kept = set(range(k)) | set(range(T - k, T))
+            self.elided = (k, T - k - 1)
+        else:
+            self.kept = set(range(T))
+            self.elided = None
+        self.seeded = self.seeded_nodes()
+        self.compute_path(self.seeded or [n for ns in net.output_nodes.values() for n in ns])
+        self.contrib = self.contributions()
+        self.scale = _Scale(self.all_mags(), self.t["ramp"])
+        title = o["title"]
+        if title is None:
+            title = f"{net.cell.name} unrolled over T = {T} steps"
+            if net.truncate:
+                title += f", truncated BPTT: gradient through the last {net.truncate} steps"
+            if detail == "elide":
+                title += f" (steps {k} … {T - k - 1} elided)"
+        self.header(o["rankdir"] or "LR", title)
+        if detail == "steps":
+            self.build_steps()
+        else:
+            self.build_ops()
+        self.draw_loss()
+        self.legend(self.legend_rows())
+        return self.lines
+
+    def pick_detail(self, n_nodes: int, T: int) -> str:
+        o = self.o
+        detail = o["detail"]
+        if detail == "auto":
+            if n_nodes <= min(_AUTO_OPS, o["max_nodes"]):
+                return "ops"
+            return "steps" if T <= _AUTO_STEPS else "elide"
+        if detail == "ops" and n_nodes > o["max_nodes"]:
+            raise RenderError(
+                f"detail='ops' would draw all {n_nodes} nodes of this unrolled net, more than "
+                f"max_nodes={o['max_nodes']}; use detail='elide' (first and last keep="
+                f"{o['keep']} steps), detail='steps' (one box per step), or raise max_nodes"
+            )
+        if detail == "steps" and T > o["max_nodes"]:
+            raise RenderError(
+                f"detail='steps' would draw {T} step boxes, more than max_nodes="
+                f"{o['max_nodes']}; use detail='elide' or raise max_nodes"
+            )
+        return detail
+
+    # data
+    def seeded_nodes(self) -> list[Node]:
+        """Output (or final-state) nodes the loss sent a gradient to."""
+        run, net = self.run, self.net
+        seeds = getattr(run, "_seed", None) if run is not None else None
+        if seeds is None or run.grads is None:
+            return []
+        outs = list(net.output_nodes.values())
+        finals = [ns[-1] for ns in net.state_nodes.values()]
+        nodes = []
+        for i, s in enumerate(seeds):
+            if s is None:
+                continue
+            nodes += outs[i] if i < len(outs) else [finals[i - len(outs)]]
+        return nodes
+
+    def contributions(self) -> dict:
+        if not self.o["contributions"] or not self.has_grads:
+            return {}
+        out = {}
+        for name in self.net.param_nodes:
+            parts = self.run.step_contributions(name)
+            out[name] = [_mag(p) for p in parts]
+        return out
+
+    def state_mag(self, t: int) -> float | None:
+        gs = [self.grad(ns[t]) for ns in self.net.state_nodes.values()]
+        gs = [x for x in gs if x is not None]
+        if not gs:
+            return None
+        return math.sqrt(sum(_mag(x) ** 2 for x in gs))
+
+    def elided_mags(self) -> list[float]:
+        a, b = self.elided
+        return [m for m in (self.state_mag(t) for t in range(a, b + 1)) if m is not None]
+
+    def all_mags(self) -> list:
+        if not self.has_grads:
+            return []
+        mags = [_mag(self.grad(n)) for n in self.shared_nodes()]
+        if self.detail == "steps":
+            mags += [self.state_mag(t) for t in range(self.T)]
+        else:
+            mags += [_mag(self.grad(n)) for n in self.g.nodes
+                     if n.step is not None and n.step in self.kept]
+            if self.elided:
+                mags += [self.aggregate()]
+        return mags
+
+    def aggregate(self) -> float | None:
+        ms = self.elided_mags()
+        return math.sqrt(sum(m * m for m in ms)) if ms else None
+
+    def shared_nodes(self) -> list[Node]:
+        return [n for n in self.g.nodes if n.step is None and n.op != "init"
+                and n.op != "const"]
+
+    # node kinds
+    def kind(self, n: Node) -> tuple[str, bool]:
+        if n.op == "param":
+            return "param", False
+        if n.op == "input":
+            return "input", False
+        if n.op == "init":
+            return "state", True
+        if n.op == "const":
+            return "const", False
+        if n.role == "shared":
+            return "shared", False
+        if n.role == "mask":
+            return "mask", False
+        if n.role == "next_state":
+            return "next_state", True
+        return "op", False
+
+    def param_rows(self, n: Node) -> list[str]:
+        rows = self.rows(n, grad_label="∇ total")
+        name = next((k for k, p in self.net.param_nodes.items() if p is n), None)
+        parts = self.contrib.get(name)
+        if parts:
+            shown = list(enumerate(parts))
+            if len(shown) > 8:
+                shown = shown[:3] + [None] + shown[-3:]
+            for item in shown:
+                if item is None:
+                    rows.append("…")
+                else:
+                    rows.append(f"step {item[0]}: ‖∇‖ {_h(_num(item[1]))}")
+        return rows
+
+    # ops detail
+    def build_ops(self) -> None:
+        g, net = self.g, self.net
+        kept, T = self.kept, self.T
+        shared = self.shared_nodes()
+        params = [n for n in shared if n.op == "param"]
+        for n in shared:
+            kind, state = self.kind(n)
+            rows = self.param_rows(n) if kind == "param" else self.rows(n)
+            self.node(g.id(n), kind, self.title(n), rows, _mag(self.grad(n)),
+                      tooltip=self.tooltip(n), hot=id(n) in self.path)
+        if params:
+            self.emit("{rank=source; " + " ".join(f'"{g.id(p)}"' for p in params) + "}")
+        bottom = []  # the row under the steps: initial states, then inputs in time order
+        for s, n in net.init_nodes.items():
+            self.node(g.id(n), "state", self.title(n), self.rows(n), _mag(self.grad(n)),
+                      tooltip=f"initial state {s}", hot=id(n) in self.path, state=True,
+                      cut=self.v.is_cut(net.state_nodes[s][0]))
+            bottom.append(g.id(n))
+        by_step: dict[int, list[Node]] = {}
+        for n in g.nodes:
+            if n.step is not None and n.step in kept:
+                by_step.setdefault(n.step, []).append(n)
+        top = []  # the row over the steps: outputs in time order
+        for t in range(T):
+            if t not in kept:
+                if self.elided and t == self.elided[0]:
+                    self.draw_elision()
+                continue
+            inner, outside = [], []
+            for n in by_step.get(t, []):
+                (outside if n.op == "input" else inner).append(n)
+            for n in outside:
+                self.node(g.id(n), "input", self.title(n, with_step=True), self.rows(n),
+                          _mag(self.grad(n)), cut=self.v.is_cut(n), tooltip=self.tooltip(n),
+                          hot=id(n) in self.path)
+                bottom.append(g.id(n))
+            self.emit(f"subgraph cluster_step_{t} {{")
+            self.cluster_style(t)
+            for n in inner:
+                kind, state = self.kind(n)
+                cut = self.v.is_cut(n)
+                for i in n.inputs:
+                    if i.op == "const" and i.step is None:  # a copy of a constant per use
+                        self.node(f"{g.id(i)}_{g.id(n)}", "const", self.title(i), [], cut=cut,
+                                  indent=2)
+                self.node(g.id(n), kind, self.title(n, with_step=True), self.rows(n),
+                          _mag(self.grad(n)), cut=cut, indent=2, tooltip=self.tooltip(n),
+                          hot=id(n) in self.path, state=state)
+            self.emit("}")
+            for n in inner:
+                for name in self.outputs_of.get(id(n), []):
+                    oid = f"{g.id(n)}_out_{_safe_id(name)}"
+                    self.node(oid, "output", _h(name) + f"<sub>{t}</sub>", ["output"],
+                              cut=self.v.is_cut(n), hot=id(n) in self.path)
+                    top.append(oid)
+        self.row(bottom)
+        self.row(top)
+        self.ops_edges(shared)
+
+    def row(self, ids: list[str]) -> None:
+        """Put nodes on one rank, left to right in the given (time) order."""
+        if len(ids) > 1:
+            chain = " -> ".join(f'"{i}"' for i in ids)
+            self.emit(f"{{rank=same; {chain} [style=invis]}}")
+
+    def cluster_style(self, t: int) -> None:
+        t_ = self.t
+        cut = self.net.truncate is not None and t < self.T - self.net.truncate
+        label = f"t = {t}" + (" (cut)" if cut else "")
+        self.emit(f'label="{label}" style="rounded,filled" color="{t_["cluster"]}" '
+                  f'fillcolor="{t_["cluster_bg"]}" fontcolor="{t_["muted"]}" fontsize=11',
+                  2)
+
+    def draw_elision(self) -> None:
+        a, b = self.elided
+        n = b - a + 1
+        rows = [f"steps {a} … {b}"]
+        agg = self.aggregate()
+        if self.show_grads() and agg is not None:
+            ms = self.elided_mags()
+            rows.append(f"‖∂L/∂state‖ over them: {_h(_num(agg))}")
+            rows.append(f"per step: {_h(_num(min(ms)))} … {_h(_num(max(ms)))}")
+        self.node("elided", "elide", f"… {n} steps …", rows, agg)
+
+    def forward_edge(self, a: str, b: str, **kw) -> None:
+        """A state edge from one step to a later one. It is written reversed with
+        ``dir=back`` (the arrow still points from ``a`` to ``b``): the next step's first ops
+        then sit low in their cluster, so the edge runs down between the clusters instead of
+        looping round the whole picture."""
+        self.edge(b, a, "recurrent", back=True, **kw)
+
+    def ops_edges(self, shared: list[Node]) -> None:
+        g, net = self.g, self.net
+        shared_ids = {id(n) for n in shared}
+        state_ids = {id(n) for ns in net.state_nodes.values() for n in ns}
+        state_ids |= {id(n) for n in net.init_nodes.values()}
+        done: set = set()
+        for n in g.nodes:
+            if id(n) in shared_ids:
+                for i in n.inputs:  # shared ops (W.T) read shared nodes
+                    self.edge(g.id(i), g.id(n), hot=self.on_path(i, n))
+                continue
+            if n.step is None:
+                continue
+            if n.step not in self.kept:
+                if self.elided and n.step == self.elided[0]:
+                    for i in n.inputs:
+                        from_kept = i.step is not None and i.step in self.kept
+                        if id(i) in state_ids and (from_kept or i.op == "init") and \
+                                (g.id(i), "elided") not in done:
+                            done.add((g.id(i), "elided"))
+                            self.forward_edge(g.id(i), "elided")
+                continue
+            cut = self.v.is_cut(n)
+            for k, i in enumerate(n.inputs):
+                label = self.derivative(i, n, k)
+                hot = self.on_path(i, n)
+                if id(i) in shared_ids:
+                    self.edge(g.id(i), g.id(n), "shared", label=label, hot=hot, cut=cut)
+                elif i.step is not None and i.step not in self.kept:
+                    if ("elided", g.id(n)) not in done:
+                        done.add(("elided", g.id(n)))
+                        self.forward_edge("elided", g.id(n), cut=cut)
+                elif i.op == "const" and i.step is None:
+                    self.edge(f"{g.id(i)}_{g.id(n)}", g.id(n), label=label, cut=cut)
+                elif i.op == "init" or (i.step is not None and i.step != n.step):
+                    self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
+                else:
+                    self.edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
+            for name in self.outputs_of.get(id(n), []):
+                self.edge(g.id(n), f"{g.id(n)}_out_{_safe_id(name)}", hot=id(n) in self.path,
+                          cut=cut)
+        if self.elided:
+            n = self.elided[1] - self.elided[0] + 1
+            read = {id(i) for m in g.nodes if m.step == self.elided[0] for i in m.inputs}
+            for p in shared:
+                if id(p) in read:
+                    self.edge(g.id(p), "elided", "shared", label=f"× {n}")
+
+    def on_path(self, a: Node, b: Node) -> bool:
+        return id(a) in self.path and id(b) in self.path
+
+    # steps detail
+    def build_steps(self) -> None:
+        g, net, T = self.g, self.net, self.T
+        shared = [n for n in self.shared_nodes() if n.op == "param"]
+        for n in shared:
+            self.node(g.id(n), "param", self.title(n), self.param_rows(n), _mag(self.grad(n)),
+                      tooltip=self.tooltip(n))
+        if shared:
+            self.emit("{rank=source; " + " ".join(f'"{g.id(p)}"' for p in shared) + "}")
+        states = list(net.state_nodes)
+        bottom, middle, top = [], [], []
+        for s, n in net.init_nodes.items():
+            self.node(g.id(n), "state", self.title(n), self.rows(n), _mag(self.grad(n)),
+                      state=True, cut=self.v.is_cut(net.state_nodes[s][0]))
+            middle.append(g.id(n))
+        for t in range(T):
+            cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
+            for name, ns in net.input_nodes.items():
+                n = ns[t]
+                self.node(g.id(n), "input", self.title(n, True), self.rows(n),
+                          _mag(self.grad(n)), cut=cut)
+                bottom.append(g.id(n))
+            rows = []
+            for s in states:
+                n = net.state_nodes[s][t]
+                text = _array_text(self.value(n), self.o["max_elements"])
+                if self.show_values() and text:
+                    rows.append(f"{_h(s)} = {_h(text)}")
+                gt = _array_text(self.grad(n), self.o["max_elements"])
+                if self.show_grads() and gt:
+                    rows.append(f"∂L/∂{_h(s)} = {_h(gt)}")
+            self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
+                      state=True, tooltip=f"{net.cell.name} at step {t}")
+            middle.append(f"step_{t}")
+            for name, ns in net.output_nodes.items():
+                n = ns[t]
+                oid = f"{g.id(n)}_out_{_safe_id(name)}"
+                self.node(oid, "output", _h(name) + f"<sub>{t}</sub>", self.rows(n)[1:],
+                          _mag(self.grad(n)), cut=cut)
+                top.append(oid)
+        self.row(bottom)
+        self.row(top)
+        self.emit("{rank=same; " + " ".join(f'"{m}"' for m in middle) + "}")
+        label = ", ".join(_h(s) for s in states)
+        for t in range(T):
+            cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
+            for name, ns in net.input_nodes.items():
+                self.edge(g.id(ns[t]), f"step_{t}", cut=cut)
+            for p in shared:
+                c = self.contrib.get(next(k for k, q in net.param_nodes.items() if q is p))
+                lab = f"‖∇‖ {_h(_num(c[t]))}" if c else None
+                self.edge(g.id(p), f"step_{t}", "shared", label=lab, cut=cut)
+            if t == 0:
+                for n in net.init_nodes.values():
+                    self.edge(g.id(n), "step_0", "recurrent", cut=cut)
+            else:
+                self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
+            for name, ns in net.output_nodes.items():
+                self.edge(f"step_{t}", f"{g.id(ns[t])}_out_{_safe_id(name)}", cut=cut)
+
+    # loss
+    def draw_loss(self) -> None:
+        if not self.seeded:
+            return
+        loss = self.o["loss"]
+        rows = []
+        if loss is not None and self.show_values():
+            text = _array_text(getattr(loss, "data", loss), 1)
+            if text is not None:
+                rows.append("L = " + _h(text))
+        rows.append("∂L/∂L = 1")
+        title = _h(getattr(loss, "name", None) or "loss")
+        self.node("loss", "loss", title, rows, hot=bool(self.path))
+        self.emit('{rank=sink; "loss"}')
+        g = self.g
+        done = set()
+        for n in self.seeded:
+            names = self.outputs_of.get(id(n))
+            if self.detail == "steps":
+                src = (f"{g.id(n)}_out_{_safe_id(names[0])}" if names
+                       else f"step_{n.step}")
+            elif n.step not in self.kept:
+                src = "elided"
+            else:
+                src = f"{g.id(n)}_out_{_safe_id(names[0])}" if names else g.id(n)
+            if src not in done:
+                done.add(src)
+                self.edge(src, "loss", "loss", hot=id(n) in self.path)
+
+    def legend_rows(self) -> list[tuple[str, str]]:
+        rows = []
+        if self.detail == "elide":
+            rows.append(("…", f"detail='elide': first and last {self.o['keep']} steps drawn"))
+        if self.detail == "steps":
+            rows.append(("▭", "detail='steps': one box per step; detail='ops' shows every op"))
+        return rows

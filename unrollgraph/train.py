@@ -1,0 +1,480 @@
+"""Training helpers: a readout layer, a sequence model (unrolled net + readout), a mini-batch
+loop with a progress bar, evaluation without a graph, and streaming truncated BPTT.
+
+Two forms of truncated backpropagation through time exist in unrollgraph:
+
+* **in the graph**: ``ug.unroll(cell, T, truncate=k)`` (Theano's ``truncate_gradient``). One
+  forward over all T steps; gradient flows only through the nodes of the last k steps.
+* **streaming**: :func:`tbptt` (Williams and Peng's TBPTT(k1, k2)) over a sequence of any
+  length: every k1 steps, backpropagate through the last k2 steps and update the weights;
+  the state is carried on with its gradient cut.
+
+See ``docs/training.md`` for the formulas side by side.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import GradientError
+from .functional import mse_loss
+from .optim import TrainingError, clip_grad_norm
+from .tensor import Tensor, no_grad, tensor
+from .unroll import Unrolled, unroll
+
+__all__ = ["Linear", "SequenceModel", "History", "fit", "evaluate", "tbptt"]
+
+
+class Linear:
+    """An affine readout ``y = x @ weight.T + bias`` with PyTorch's parameter names, shapes
+    and initialisation U(-1/sqrt(in), 1/sqrt(in)). Apply it to an unrolled net's outputs.
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    bias : bool
+    seed : int, optional
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> head = ug.train.Linear(3, 2, seed=0)
+    >>> head(np.ones((5, 4, 3))).shape
+    (5, 4, 2)
+    >>> sorted(head.parameters())
+    ['bias', 'weight']
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, seed=None,
+                 dtype=np.float64):
+        for what, v in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise TrainingError(f"Linear: {what} must be a positive int, got {v!r}")
+        rng = np.random.default_rng(seed)
+        k = 1.0 / math.sqrt(in_features)
+        self.weight = tensor(rng.uniform(-k, k, (out_features, in_features)).astype(dtype),
+                             requires_grad=True, name="weight")
+        self.bias = (tensor(rng.uniform(-k, k, out_features).astype(dtype), requires_grad=True,
+                            name="bias") if bias else None)
+
+    def __call__(self, x):
+        y = x @ self.weight.T if isinstance(x, Tensor) else tensor(x) @ self.weight.T
+        return y if self.bias is None else y + self.bias
+
+    def parameters(self) -> dict:
+        """Parameters by name (``weight``, ``bias``)."""
+        out = {"weight": self.weight}
+        if self.bias is not None:
+            out["bias"] = self.bias
+        return out
+
+    def zero_grad(self) -> None:
+        for p in self.parameters().values():
+            p.grad = None
+
+
+class SequenceModel:
+    """An unrolled net followed by an optional readout: ``model(xs)`` returns
+    ``readout(outputs)`` (T, B, out), or ``readout(outputs[-1])`` (B, out) with ``last=True``.
+
+    Parameters
+    ----------
+    net : Unrolled
+        From ``ug.unroll(cell, steps=T)``.
+    readout : callable with ``parameters()``, optional
+        E.g. :class:`Linear`; identity when omitted.
+    last : bool
+        Read out only the last step (sequence classification or regression).
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> cell = ug.nn.RNNCell(2, 4, seed=0)
+    >>> model = ug.train.SequenceModel(ug.unroll(cell, 5), ug.train.Linear(4, 1, seed=0),
+    ...                                last=True)
+    >>> model(np.zeros((5, 3, 2))).shape
+    (3, 1)
+    >>> sorted(model.parameters())[:2]
+    ['cell.bias_hh', 'cell.bias_ih']
+    """
+
+    def __init__(self, net: Unrolled, readout=None, last: bool = False):
+        if not isinstance(net, Unrolled):
+            raise TrainingError(
+                f"SequenceModel needs an unrolled net from ug.unroll(cell, steps=T), got "
+                f"{type(net).__name__}"
+            )
+        self.net, self.readout, self.last = net, readout, last
+
+    def __call__(self, xs, state=None):
+        outputs, _ = self.net(xs, state=state)
+        if isinstance(outputs, dict):
+            raise TrainingError(
+                f"SequenceModel: cell {self.net.cell.name!r} has several outputs "
+                f"{list(outputs)}; write the model as a function of net(xs) instead"
+            )
+        if self.last:
+            outputs = outputs[-1]
+        return outputs if self.readout is None else self.readout(outputs)
+
+    def parameters(self) -> dict:
+        """Every parameter by name: ``cell.<name>`` then ``readout.<name>``."""
+        out = {f"cell.{k}": v for k, v in self.net.cell.parameters().items()}
+        if self.readout is not None and hasattr(self.readout, "parameters"):
+            out.update({f"readout.{k}": v for k, v in self.readout.parameters().items()})
+        return out
+
+    def zero_grad(self) -> None:
+        for p in self.parameters().values():
+            p.grad = None
+
+
+# -- the training loop ------------------------------------------------------------------------
+
+@dataclass
+class History:
+    """Losses recorded by :func:`fit`: one per batch, and the mean per epoch."""
+
+    batch_loss: list = field(default_factory=list)
+    epoch_loss: list = field(default_factory=list)
+
+
+class _Progress:
+    """A one-line text progress bar on stderr, redrawn with a carriage return."""
+
+    def __init__(self, mode, total_batches, epochs, stream=None):
+        self.stream = stream if stream is not None else sys.stderr
+        if mode == "auto":
+            isatty = getattr(self.stream, "isatty", None)
+            self.enabled = bool(isatty and isatty())
+            self.delay = 0.5  # only long runs: nothing is drawn before half a second
+        else:
+            self.enabled = bool(mode)
+            self.delay = 0.0
+        self.total, self.epochs = total_batches, epochs
+        self.start = time.perf_counter()
+        self.last_draw = -1.0
+        self.drawn = False
+        self.width = 0
+
+    def update(self, epoch, done, loss, force=False):
+        if not self.enabled:
+            return
+        now = time.perf_counter() - self.start
+        if now < self.delay or (not force and now - self.last_draw < 0.1):
+            return
+        self.last_draw = now
+        if self.total:
+            frac = done / self.total
+            bar = "#" * int(20 * frac) + "-" * (20 - int(20 * frac))
+            where = f"[{bar}] {done}/{self.total}"
+        else:
+            where = f"batch {done}"
+        line = f"epoch {epoch + 1}/{self.epochs} {where} loss {loss:.4g} {now:.1f}s"
+        self.stream.write("\r" + line.ljust(self.width))  # spaces wipe a longer old line
+        self.width = len(line)
+        self.stream.flush()
+        self.drawn = True
+
+    def close(self):
+        if self.drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _epoch_batches(batches, epoch):
+    return batches(epoch) if callable(batches) else batches
+
+
+def _as_model(model):
+    if isinstance(model, Unrolled):
+        return lambda xs: model(xs)[0]
+    if not callable(model):
+        raise TrainingError(
+            f"the model must be callable (a function, a ug.train.SequenceModel or an unrolled "
+            f"net), got {type(model).__name__}"
+        )
+    return model
+
+
+def _pair(batch, epoch, k):
+    try:
+        x, y = batch
+    except (TypeError, ValueError):
+        raise TrainingError(
+            f"batch {k} of epoch {epoch + 1} is not an (inputs, targets) pair: got "
+            f"{type(batch).__name__}"
+        ) from None
+    return x, y
+
+
+def fit(model, optimizer, batches, loss_fn=mse_loss, epochs: int = 1, clip: float | None = None,
+        progress="auto") -> History:
+    """Train ``model`` with ``optimizer`` over mini-batches.
+
+    For every batch ``(x, y)``: ``optimizer.zero_grad()``; ``loss = loss_fn(model(x), y)``;
+    ``loss.backward()``; optionally ``clip_grad_norm(optimizer.params, clip)``;
+    ``optimizer.step()``.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x) -> prediction`` (a :class:`SequenceModel`, any function of tensors, or an
+        unrolled net, whose outputs are then the prediction).
+    optimizer : unrollgraph.optim.Optimizer
+        Holds the parameters to train (include the readout's).
+    batches : sequence of (x, y) pairs, or callable epoch -> iterable of pairs
+        Use a callable to reshuffle each epoch; a one-shot iterator only serves one epoch.
+    loss_fn : callable
+        ``loss_fn(prediction, y) -> scalar Tensor``; :func:`unrollgraph.mse_loss` by default.
+    epochs : int
+    clip : float, optional
+        Clip the global gradient norm to this value before each step.
+    progress : bool or "auto"
+        Draw a progress line on stderr. ``"auto"`` draws only when stderr is a terminal and
+        the run lasts more than half a second.
+
+    Returns
+    -------
+    History
+        ``batch_loss`` (one float per batch) and ``epoch_loss`` (mean per epoch).
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> w = ug.tensor([0.0], requires_grad=True)
+    >>> data = [(np.array([1.0]), np.array([2.0]))]
+    >>> hist = ug.train.fit(lambda x: w * x, ug.optim.SGD([w], lr=0.25), data, epochs=3,
+    ...                     progress=False)
+    >>> [round(v, 4) for v in hist.epoch_loss]
+    [4.0, 1.0, 0.25]
+    """
+    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+        raise TrainingError(f"fit: epochs must be a positive int, got {epochs!r}")
+    if clip is not None and not clip > 0:
+        raise TrainingError(f"fit: clip must be a positive number or None, got {clip!r}")
+    call = _as_model(model)
+    bar = _Progress(progress, None, epochs)
+    hist = History()
+    try:
+        for epoch in range(epochs):
+            losses = []
+            source = _epoch_batches(batches, epoch)
+            bar.total = len(source) if hasattr(source, "__len__") else None
+            for k, batch in enumerate(source):
+                x, y = _pair(batch, epoch, k)
+                optimizer.zero_grad()
+                loss = loss_fn(call(x), y)
+                value = _scalar(loss, "fit")
+                if not math.isfinite(value):
+                    raise GradientError(
+                        f"fit: the loss is {value} at epoch {epoch + 1}, batch {k}; lower the "
+                        f"learning rate (now {_lr(optimizer)}) or pass clip=1.0"
+                    )
+                loss.backward()
+                if clip is not None:
+                    clip_grad_norm(optimizer.params, clip)
+                optimizer.step()
+                losses.append(value)
+                hist.batch_loss.append(value)
+                bar.update(epoch, k + 1, value)
+            if not losses:
+                raise TrainingError(
+                    f"fit: batches yielded nothing in epoch {epoch + 1}; pass a list of "
+                    "(x, y) pairs or a function epoch -> iterable (an iterator is used up "
+                    "after one epoch)"
+                )
+            hist.epoch_loss.append(float(np.mean(losses)))
+            bar.update(epoch, len(losses), hist.epoch_loss[-1], force=True)
+    finally:
+        bar.close()
+    return hist
+
+
+def _lr(optimizer):
+    return getattr(optimizer, "defaults", {}).get("lr")
+
+
+def _scalar(loss, who) -> float:
+    if not isinstance(loss, Tensor) or loss.data.size != 1:
+        shape = getattr(loss, "shape", None)
+        raise TrainingError(
+            f"{who}: loss_fn must return a one-element Tensor, got {type(loss).__name__}"
+            + (f" of shape {shape}" if shape is not None else "")
+            + "; reduce it, e.g. with .mean()"
+        )
+    return float(loss.data.reshape(()))
+
+
+def evaluate(model, batches, loss_fn=mse_loss) -> float:
+    """Mean of ``loss_fn(model(x), y)`` over batches, computed under :func:`ug.no_grad`
+    (no graph is recorded and no gradient changes).
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> w = ug.tensor([3.0], requires_grad=True)
+    >>> ug.train.evaluate(lambda x: w * x, [(np.array([1.0]), np.array([2.0]))])
+    1.0
+    """
+    call = _as_model(model)
+    losses = []
+    with no_grad():
+        for k, batch in enumerate(batches):
+            x, y = _pair(batch, 0, k)
+            losses.append(_scalar(loss_fn(call(x), y), "evaluate"))
+    if not losses:
+        raise TrainingError("evaluate: batches yielded nothing; pass a list of (x, y) pairs")
+    return float(np.mean(losses))
+
+
+# -- streaming truncated BPTT -----------------------------------------------------------------
+
+def _steps_of(xs) -> int:
+    first = next(iter(xs.values())) if isinstance(xs, Mapping) else xs
+    return int(np.shape(first.data if isinstance(first, Tensor) else first)[0])
+
+
+def _window(xs, a, b):
+    if isinstance(xs, Mapping):
+        return {k: _window(v, a, b) for k, v in xs.items()}
+    arr = xs.data if isinstance(xs, Tensor) else np.asarray(xs)
+    return arr[a:b]
+
+
+def _values(states) -> tuple:
+    return tuple(np.array(s, copy=True) for s in states)
+
+
+def tbptt(cell, xs, targets, loss_fn, k1: int, k2: int, optimizer=None, readout=None,
+          state=None, clip: float | None = None, cache: dict | None = None):
+    """Streaming truncated BPTT, TBPTT(k1, k2) of Williams and Peng, over one long sequence.
+
+    Windows end at steps ``e = k1, 2*k1, ...`` (and at T if k1 does not divide T). For the
+    window ending at ``e`` it computes, with the current weights,
+
+    * the forward pass of the ``L = min(k2, e)`` steps ``s = e - L, ..., e - 1``, starting from
+      the state after step ``s - 1`` taken as a constant (detached; ``state`` or the cell's
+      initial state when ``s = 0``), stored from the window that last computed it;
+    * ``loss_e = loss_fn(readout(y[e-n:e]), targets[e-n:e])`` over the last ``n = min(k1, e -
+      previous end)`` outputs only;
+    * ``loss_e.backward()``: the gradient of ``loss_e`` through those L steps and no further
+      (the error at step ``e - 1`` travels back ``L`` steps, the one at ``e - n`` only
+      ``L - n + 1``);
+
+    then, if ``optimizer`` is given, ``optimizer.zero_grad()`` before and (after optional
+    clipping) ``optimizer.step()`` after. Without an optimizer the windows' gradients
+    accumulate in ``.grad`` with fixed weights (useful to inspect or compare). ``k1 = k2 >= T``
+    is one window: exactly full BPTT on ``loss_fn`` over all outputs.
+
+    Parameters
+    ----------
+    cell : Cell
+        A one-output cell (its output is fed to ``readout``).
+    xs : array (T, B, ...) or dict name -> such
+    targets : array (T, B, ...)
+        ``targets[t]`` is compared with the prediction at step t.
+    loss_fn : callable
+        ``loss_fn(prediction (n, B, ...), targets (n, B, ...)) -> scalar Tensor``.
+    k1 : int
+        Steps between weight updates (and number of outputs per window's loss).
+    k2 : int
+        Steps the gradient travels back, ``k2 >= k1``.
+    optimizer : Optimizer, optional
+    readout : callable, optional
+        Applied to the window's outputs, e.g. :class:`Linear`.
+    state : array, Tensor or tuple, optional
+        The state before step 0 (gradient cut); the cell's initial state otherwise.
+    clip : float, optional
+        Clip the global gradient norm before each step (only with ``optimizer``).
+    cache : dict, optional
+        Window length -> unrolled net. Pass the same dict to later calls to build each
+        unrolled net only once (within one call, each length is built once anyway).
+
+    Returns
+    -------
+    losses : list of float
+        One loss per window.
+    state : tuple of numpy arrays
+        The state after step T - 1 (in the cell's state order), to continue with the next
+        chunk of the stream.
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> cell = ug.nn.RNNCell(1, 4, seed=0)
+    >>> rng = np.random.default_rng(0)
+    >>> xs, ys = rng.normal(size=(12, 2, 1)), rng.normal(size=(12, 2, 4))
+    >>> losses, (h,) = ug.train.tbptt(cell, xs, ys, ug.mse_loss, k1=4, k2=8,
+    ...                               optimizer=ug.optim.SGD(cell.parameters(), lr=0.1))
+    >>> len(losses), h.shape
+    (3, (2, 4))
+    """
+    for name, v in (("k1", k1), ("k2", k2)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise TrainingError(f"tbptt: {name} must be a positive int, got {v!r}")
+    if k2 < k1:
+        raise TrainingError(
+            f"tbptt: k2={k2} < k1={k1}: the gradient must reach back at least over the k1 "
+            f"steps whose outputs are in the loss; use k2 >= k1 (e.g. k2={k1})"
+        )
+    if clip is not None and optimizer is None:
+        raise TrainingError("tbptt: clip needs an optimizer (clipping happens before a step)")
+    T = _steps_of(xs)
+    if _steps_of(targets) != T:
+        raise TrainingError(
+            f"tbptt: xs has {T} steps but targets has {_steps_of(targets)}; give one target "
+            "per step"
+        )
+    nets = {} if cache is None else cache
+    names = list(cell.states)
+    if state is not None:
+        if len(names) == 1 and not isinstance(state, (tuple, list)):
+            state = (state,)
+        state = _values(s.data if isinstance(s, Tensor) else s for s in state)
+    starts = {0: state}  # step s -> state before step s (None: the cell's initial state)
+    losses = []
+    prev_end = 0
+    while prev_end < T:
+        end = min(prev_end + k1, T)
+        n = end - prev_end
+        begin = max(0, end - k2)
+        length = end - begin
+        net = nets.get(length)
+        if net is None:
+            net = nets[length] = unroll(cell, steps=length)
+        if optimizer is not None:
+            optimizer.zero_grad()
+        outputs, _ = net(_window(xs, begin, end), state=starts[begin])
+        if isinstance(outputs, dict):
+            raise TrainingError(
+                f"tbptt: cell {cell.name!r} has several outputs {list(outputs)}; use a cell "
+                "with one output"
+            )
+        pred = outputs[length - n:]
+        if readout is not None:
+            pred = readout(pred)
+        loss = loss_fn(pred, _window(targets, end - n, end))
+        value = _scalar(loss, "tbptt")
+        if loss.requires_grad:
+            loss.backward()
+        if optimizer is not None:
+            if clip is not None:
+                clip_grad_norm(optimizer.params, clip)
+            optimizer.step()
+        losses.append(value)
+        # store the (detached) states this window computed, for the windows to come
+        run = net.last_run
+        for t in range(length):
+            starts[begin + t + 1] = _values(run.value(net.state_nodes[k][t]) for k in names)
+        keep = T if end == T else max(0, min(end + k1, T) - k2)  # where the next one starts
+        for s in [s for s in starts if s < keep]:
+            del starts[s]
+        prev_end = end
+    return losses, starts[T]
