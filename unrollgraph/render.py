@@ -304,7 +304,7 @@ def _array_text(a, limit: int) -> str | None:
         return text
     norm = _mag(arr) if arr.dtype.kind == "f" else None
     shape = "×".join(str(s) for s in arr.shape)
-    return f"{shape}, ‖·‖ {_num(norm)}" if norm is not None else shape
+    return f"‖·‖ {_num(norm)} ({shape})" if norm is not None else shape
 
 
 def _label(title: str, rows: list[str], font: str | None = None) -> _Html:
@@ -435,7 +435,6 @@ class _Drawer:
         attrs: dict = {"color": t["edge"]}
         if kind == "shared":
             attrs.update(color=t["shared_edge"], style="dashed", arrowsize="0.6")
-            constraint = False
         elif kind in ("recurrent", "delay"):
             attrs.update(color=t["recurrent"], penwidth="2")
         elif kind == "loss":
@@ -472,7 +471,7 @@ class _Drawer:
     def rows(self, n: Node, grad_label: str = "∇") -> list[str]:
         rows = []
         op = _h(n.op) if n.op not in ("leaf", "param", "input", "state", "init") else ""
-        shape = _h(self.g.shape_text(n)) if n.shape is not None else ""
+        shape = _h(self.g.shape_text(n)) if n.shape not in (None, ()) else ""
         info = " · ".join(x for x in (op, shape) if x)
         if info and n.op != "const":
             rows.append(info)
@@ -683,7 +682,7 @@ class _Plain(_Drawer):
             for k, i in enumerate(n.inputs):
                 hot = id(i) in self.path and id(n) in self.path
                 self.edge(g.id(i), g.id(n), label=self.derivative(i, n, k), hot=hot)
-        for k, (src, names) in enumerate(outputs.items()):
+        for src, names in outputs.items():
             node = next(n for n in nodes if id(n) == src)
             for name in names:
                 oid = f"{g.id(node)}_out_{_safe_id(name)}"
@@ -747,7 +746,7 @@ class _Unrolled(_Drawer):
                 title += f", truncated BPTT: gradient through the last {net.truncate} steps"
             if detail == "elide":
                 title += f" (steps {k} … {T - k - 1} elided)"
-        self.header(o["rankdir"] or "LR", title)
+        self.header(o["rankdir"] or "BT", title)
         if detail == "steps":
             self.build_steps()
         else:
@@ -877,7 +876,7 @@ class _Unrolled(_Drawer):
             rows = self.param_rows(n) if kind == "param" else self.rows(n)
             self.node(g.id(n), kind, self.title(n), rows, _mag(self.grad(n)),
                       tooltip=self.tooltip(n), hot=id(n) in self.path)
-        if params:
+        if params:  # the parameters: one row, under everything
             self.emit("{rank=source; " + " ".join(f'"{g.id(p)}"' for p in params) + "}")
         bottom = []  # the row under the steps: initial states, then inputs in time order
         for s, n in net.init_nodes.items():
@@ -924,7 +923,15 @@ class _Unrolled(_Drawer):
                     top.append(oid)
         self.row(bottom)
         self.row(top)
+        self.under(shared, bottom)
         self.ops_edges(shared)
+
+    def under(self, shared: list[Node], bottom: list[str]) -> None:
+        """The parameters' row under the inputs' row, centred under the middle step."""
+        if shared and bottom:
+            mid = bottom[len(bottom) // 2]
+            for p in shared:
+                self.emit(f'"{self.g.id(p)}" -> "{mid}" [style=invis]')
 
     def row(self, ids: list[str]) -> None:
         """Put nodes on one rank, left to right in the given (time) order."""
@@ -992,7 +999,9 @@ class _Unrolled(_Drawer):
                         self.forward_edge("elided", g.id(n), cut=cut)
                 elif i.op == "const" and i.step is None:
                     self.edge(f"{g.id(i)}_{g.id(n)}", g.id(n), label=label, cut=cut)
-                elif i.op == "init" or (i.step is not None and i.step != n.step):
+                elif i.op == "init":
+                    self.edge(g.id(i), g.id(n), "recurrent", label=label, hot=hot, cut=cut)
+                elif i.step is not None and i.step != n.step:
                     self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
                 else:
                     self.edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
@@ -1026,7 +1035,7 @@ class _Unrolled(_Drawer):
             middle.append(g.id(n))
         for t in range(T):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
-            for name, ns in net.input_nodes.items():
+            for ns in net.input_nodes.values():
                 n = ns[t]
                 self.node(g.id(n), "input", self.title(n, True), self.rows(n),
                           _mag(self.grad(n)), cut=cut)
@@ -1051,11 +1060,12 @@ class _Unrolled(_Drawer):
                 top.append(oid)
         self.row(bottom)
         self.row(top)
+        self.under(shared, bottom)
         self.emit("{rank=same; " + " ".join(f'"{m}"' for m in middle) + "}")
         label = ", ".join(_h(s) for s in states)
         for t in range(T):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
-            for name, ns in net.input_nodes.items():
+            for ns in net.input_nodes.values():
                 self.edge(g.id(ns[t]), f"step_{t}", cut=cut)
             for p in shared:
                 c = self.contrib.get(next(k for k, q in net.param_nodes.items() if q is p))

@@ -1,0 +1,83 @@
+"""Regenerate the pictures of docs/gallery.md (docs/img/*.svg).
+
+Run ``python examples/gallery.py [outdir] [--png]`` from the repository root; ``--png`` also
+writes a PNG next to each SVG (handy to look at them). Needs Graphviz's ``dot``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+import unrollgraph as ug
+
+
+def scalar_chain():
+    """The chain rule on scalars: y = tanh(x·w + b), local derivatives on the edges."""
+    x = ug.tensor(0.5, requires_grad=True, name="x")
+    w = ug.tensor(-1.5, requires_grad=True, name="w")
+    b = ug.tensor(0.25, requires_grad=True, name="b")
+    y = ug.tanh(x * w + b)
+    y.name = "y"
+    y.backward()
+    return ug.render(y, derivatives=True, highlight=x)
+
+
+def _run(cell, T, seed=0, truncate=None, last_only=False):
+    net = ug.unroll(cell, steps=T, truncate=truncate)
+    rng = np.random.default_rng(seed)
+    D = next(iter(cell.inputs.values())).shape[1]
+    xs = rng.standard_normal((T, 1, D))
+    outputs, _ = net(xs)
+    if last_only:
+        loss = (outputs[-1] * outputs[-1]).sum()
+    else:
+        loss = ug.mse_loss(outputs, np.zeros(outputs.shape))
+    loss.name = "loss"
+    loss.backward()
+    return net, loss
+
+
+def pictures():
+    """name -> Digraph, in the order of the gallery."""
+    out = {"scalar_chain": scalar_chain()}
+    rnn = ug.nn.RNNCell(2, 2, seed=0)
+    net, loss = _run(rnn, 4)
+    out["rnn_folded"] = ug.render(rnn)
+    out["rnn_unrolled"] = ug.render(net, loss=loss, contributions=True)
+    out["rnn_unrolled_dark"] = ug.render(net, loss=loss, theme="dark", values=False)
+    lstm = ug.nn.LSTMCell(2, 2, seed=0)
+    out["lstm_folded"] = ug.render(lstm)
+    net, loss = _run(lstm, 2)
+    out["lstm_unrolled"] = ug.render(net, loss=loss, values=False)
+    net, loss = _run(ug.nn.LSTMCell(2, 2, seed=0), 1000)
+    out["lstm_long_elided"] = ug.render(net, loss=loss, values=False)
+    rnn = ug.nn.RNNCell(2, 2, seed=0)
+    net, loss = _run(rnn, 8)
+    out["bptt_full"] = ug.render(net, loss=loss, detail="steps", values=False)
+    net, loss = _run(rnn, 8, truncate=3)
+    out["bptt_truncated"] = ug.render(net, loss=loss, detail="steps", values=False)
+    small = ug.nn.RNNCell(2, 4, seed=0)
+    small.load_state_dict({k: 0.4 * v for k, v in small.state_dict().items()})
+    net, loss = _run(small, 16, last_only=True)
+    out["vanishing"] = ug.render(net, loss=loss, detail="steps", values=False, max_elements=1)
+    return out
+
+
+def main(argv) -> int:
+    png = "--png" in argv
+    args = [a for a in argv if a != "--png"]
+    outdir = Path(args[0] if args else "docs/img")
+    outdir.mkdir(parents=True, exist_ok=True)
+    for name, graph in pictures().items():
+        path = graph.render(str(outdir / name), format="svg", cleanup=True)
+        if png:
+            graph.render(str(outdir / name), format="png", cleanup=True)
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

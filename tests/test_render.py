@@ -1,0 +1,283 @@
+"""Diagrams: DOT text structure, stable output, safe labels, levels of detail, gradients."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import unrollgraph as ug
+from unrollgraph.errors import RenderError
+from unrollgraph.render import _h, _Scale
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+def _rnn_run(T=3, H=3, D=2, truncate=None, seed=0):
+    cell = ug.nn.RNNCell(D, H, seed=seed)
+    net = ug.unroll(cell, steps=T, truncate=truncate)
+    xs = np.random.default_rng(seed).standard_normal((T, 1, D))
+    out, _ = net(xs)
+    loss = (out * out).mean()
+    loss.backward()
+    return cell, net, loss
+
+
+def _node_ids(text):
+    """Ids of the node statements (not edges, not graph attributes)."""
+    return re.findall(r'^\s*"([^"]+)" \[', text, flags=re.M)
+
+
+def _edges(text):
+    return re.findall(r'^\s*"([^"]+)" -> "([^"]+)"(.*)$', text, flags=re.M)
+
+
+def test_one_cluster_per_step_and_no_other_cluster():
+    _, net, _ = _rnn_run(T=5)
+    text = ug.to_dot(net, detail="ops")
+    assert text.count("subgraph cluster") == 5
+    for t in range(5):
+        assert f"subgraph cluster_step_{t} {{" in text
+        assert f'label="t = {t}"' in text
+
+
+def test_each_parameter_drawn_once_with_one_edge_per_step():
+    T = 4
+    _, net, _ = _rnn_run(T=T)
+    g = net.graph
+    text = ug.to_dot(net, detail="ops")
+    ids = _node_ids(text)
+    edges = _edges(text)
+    for name, node in net.param_nodes.items():
+        pid = g.id(node)
+        assert ids.count(pid) == 1, name
+        # the parameter's fan-out into the steps, directly or through a shared op like W.T
+        sources = {pid} | {g.id(n) for n in g.nodes if n.step is None and node in n.inputs}
+        fan = [e for e in edges if e[0] in sources and "dashed" in e[2]]
+        assert len(fan) == T, (name, fan)
+        steps = {net.nodes[net.slot(next(n for n in g.nodes if g.id(n) == b))].step
+                 for _, b, _ in fan}
+        assert steps == set(range(T))
+
+
+def test_folded_cell_has_delay_edge_and_legend():
+    cell = ug.nn.LSTMCell(2, 3, seed=0)
+    g = cell.graph()
+    text = ug.to_dot(cell)
+    for state, nxt in cell.feedbacks.items():
+        src, dst = g.id(nxt.node), g.id(cell.states[state].node)
+        line = next(e for e in _edges(text) if e[0] == src and e[1] == dst)
+        assert "z⁻¹" in line[2] and 'constraint="false"' in line[2]
+    assert text.count("z⁻¹ (one-step delay)") == 2
+    assert '"legend" [' in text
+    assert "one-step delay" in text
+    assert 'shape="cylinder"' in text and 'shape="invhouse"' in text
+
+
+def test_colour_legend_only_with_gradients():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    net = ug.unroll(cell, 3)
+    net(np.ones((3, 1, 2)))
+    before = ug.to_dot(net)
+    assert "gradient norm" not in before and "∇" not in before
+    _, net, _ = _rnn_run(T=3)
+    after = ug.to_dot(net)
+    assert "gradient norm ‖∇‖ (log scale)" in after
+    assert after.count("<td bgcolor=") >= 6  # the colour bar's cells
+
+
+def test_colour_scale_is_monotone_in_gradient_norm():
+    scale = _Scale([1e-6, 1e-3, 1.0], ["#ffffff", "#000000"])
+    lum = [sum(int(c[i:i + 2], 16) for i in (1, 3, 5))
+           for c in (scale.colour(m) for m in (1e-6, 1e-4, 1e-2, 1.0))]
+    assert lum == sorted(lum, reverse=True) and lum[0] > lum[-1]
+
+
+def test_vanishing_gradients_get_lighter_towards_the_start():
+    cell = ug.nn.RNNCell(2, 4, seed=0)
+    cell.load_state_dict({k: v * 0.3 for k, v in cell.state_dict().items()})
+    net = ug.unroll(cell, 8)
+    out, _ = net(np.ones((8, 1, 2)))
+    out[-1].sum().backward()
+    text = ug.to_dot(net, detail="ops")
+    g = net.graph
+
+    def fill(node):
+        line = next(l for l in text.splitlines() if l.strip().startswith(f'"{g.id(node)}" ['))
+        return re.search(r'fillcolor="(#[0-9a-f]{6})"', line).group(1)
+
+    first, last = fill(net.state_nodes["h"][0]), fill(net.state_nodes["h"][-1])
+    lum = lambda c: sum(int(c[i:i + 2], 16) for i in (1, 3, 5))
+    assert lum(first) > lum(last)
+
+
+def test_elision_node_with_count_and_aggregate():
+    _, net, _ = _rnn_run(T=50)
+    text = ug.to_dot(net, detail="elide", keep=2)
+    assert text.count("subgraph cluster_step") == 4
+    assert "… 46 steps …" in text
+    assert "steps 2 … 47" in text
+    assert "‖∂L/∂state‖ over them" in text
+    assert re.search(r'"n\d+" -> "elided" .*× 46', text)  # shared weights into the elision
+
+
+def test_steps_detail_one_box_per_step():
+    T = 10
+    _, net, _ = _rnn_run(T=T)
+    text = ug.to_dot(net, detail="steps", contributions=True)
+    assert all(f'"step_{t}" [' in text for t in range(T))
+    pid = net.graph.id(net.param_nodes["weight_hh"])
+    assert len([e for e in _edges(text) if e[0] == pid and "invis" not in e[2]]) == T
+    assert "step 0: ‖∇‖" in text
+
+
+def test_golden_three_node_scalar_graph():
+    x = ug.tensor(0.5, requires_grad=True, name="x")
+    w = ug.tensor(-2.0, requires_grad=True, name="w")
+    y = x * w
+    y.name = "y"
+    y.backward()
+    text = ug.to_dot(y, derivatives=True)
+    path = GOLDEN / "scalar_mul.dot"
+    if os.environ.get("UPDATE_GOLDEN"):
+        path.write_text(text, encoding="utf-8")
+    assert text == path.read_text(encoding="utf-8")
+    assert len(_node_ids(text)) == 4  # x, w, y and the legend
+
+
+def test_same_graph_same_bytes():
+    _, net1, loss1 = _rnn_run(T=4)
+    _, net2, loss2 = _rnn_run(T=4)
+    a = ug.to_dot(net1, loss=loss1, contributions=True)
+    assert a == ug.to_dot(net1, loss=loss1, contributions=True)
+    assert a == ug.to_dot(net2, loss=loss2, contributions=True)
+    assert ug.to_dot(loss1) == ug.to_dot(loss2)
+    assert ug.to_dot(ug.nn.GRUCell(2, 3, seed=1)) == ug.to_dot(ug.nn.GRUCell(2, 3, seed=1))
+
+
+HOSTILE = ['a"];evil[label="x', "<b>x</b>", "x\n}y", "{a|b}", "back\\slash", "q'&;"]
+
+
+def test_hostile_names_are_escaped_in_the_text():
+    for name in HOSTILE:
+        x = ug.tensor(1.0, requires_grad=True, name=name)
+        y = ug.tanh(x)
+        y.name = name
+        text = ug.to_dot(y)
+        # outside quoted DOT strings (the escaped tooltips) no markup of the name survives
+        bare = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
+        assert "<b>x</b>" not in bare and "evil[" not in bare
+        assert len(_node_ids(text)) == 3
+        assert len(_edges(text)) == 1
+    assert _h('a"<b>&\\{|}') == "a&quot;&lt;b&gt;&amp;&#92;&#123;&#124;&#125;"
+
+
+@pytest.mark.dot
+def test_hostile_names_render_without_extra_nodes():
+    cell = ug.Cell('c"ell<i>')
+    x = cell.input(HOSTILE[0], (2,))
+    h = cell.state(HOSTILE[1], (2,))
+    W = cell.param(HOSTILE[2], np.eye(2))
+    h_next = ug.tanh(x @ W + h, name=HOSTILE[3])
+    cell.feedback(h, h_next)
+    cell.output(HOSTILE[4], h_next)
+    net = ug.unroll(cell, 2)
+    out, _ = net(np.ones((2, 1, 2)))
+    out.sum().backward()
+    for obj in (cell, net):
+        text = ug.to_dot(obj)
+        svg = subprocess.run(["dot", "-Tsvg"], input=text.encode(), capture_output=True,
+                             check=True).stdout.decode()
+        assert svg.count('<g id="node') == len(_node_ids(text))
+        assert "evil" not in re.findall(r"<g id=\"node\d+\" class=\"node\">\s*<title>([^<]*)",
+                                        svg)
+
+
+def test_long_lstm_renders_by_default_with_elision():
+    net = ug.unroll(ug.nn.LSTMCell(2, 3, seed=0), steps=2000)
+    out, _ = net(np.random.default_rng(0).standard_normal((2000, 1, 2)))
+    out.sum().backward()
+    text = ug.to_dot(net)
+    assert "… 1996 steps …" in text
+    assert text.count("subgraph cluster_step") == 4
+    assert len(_node_ids(text)) < 200
+
+
+def test_explicit_enormous_request_raises_with_count_and_fix():
+    net = ug.unroll(ug.nn.LSTMCell(2, 3, seed=0), steps=300)
+    n = len(net.graph.nodes)
+    with pytest.raises(RenderError, match=rf"all {n} nodes.*max_nodes=1500.*detail='elide'"):
+        ug.to_dot(net, detail="ops")
+    assert ug.to_dot(net, detail="ops", max_nodes=n).count("subgraph cluster_step") == 300
+
+
+def test_bad_options_raise_render_error():
+    x = ug.tensor(1.0, name="x")
+    with pytest.raises(RenderError, match="unknown render option 'colour'"):
+        ug.to_dot(x, colour="red")
+    with pytest.raises(RenderError, match="detail="):
+        ug.to_dot(x, detail="everything")
+    with pytest.raises(RenderError, match="no node called 'nope'"):
+        ug.to_dot(ug.tanh(x), highlight="nope")
+    assert isinstance(RenderError("x"), ug.UnrollGraphError)
+
+
+def test_truncated_steps_are_greyed():
+    _, net, _ = _rnn_run(T=4, truncate=2)
+    text = ug.to_dot(net, detail="ops")
+    assert 'label="t = 0 (cut)"' in text and 'label="t = 1 (cut)"' in text
+    assert 'label="t = 2"' in text
+    g = net.graph
+    cut = g.id(net.state_nodes["h"][0])
+    kept = g.id(net.state_nodes["h"][3])
+    line = {i: next(l for l in text.splitlines() if l.strip().startswith(f'"{i}" ['))
+            for i in (cut, kept)}
+    assert "dashed" in line[cut] and "∇" not in line[cut]
+    assert "dashed" not in line[kept] and "∇" in line[kept]
+    assert "cut off by truncation" in text
+
+
+def test_highlight_and_local_derivatives():
+    x = ug.tensor(0.5, requires_grad=True, name="x")
+    w = ug.tensor(-2.0, requires_grad=True, name="w")
+    y = ug.tanh(x * w)
+    y.backward()
+    g = ug.Graph(y)
+    text = ug.to_dot(y, highlight=x, derivatives=True)
+    edges = {(a, b): rest for a, b, rest in _edges(text)}
+    ix, iw, im = g.id(x.node), g.id(w.node), g.id(g.nodes[2])
+    assert 'penwidth="3"' in edges[(ix, im)] and "∂ -2<" in edges[(ix, im)]
+    assert 'penwidth="3"' not in edges[(iw, im)] and "∂ 0.5<" in edges[(iw, im)]
+
+
+def test_dark_theme_and_loss_node():
+    _, net, loss = _rnn_run(T=3)
+    text = ug.to_dot(net, theme="dark", loss=loss)
+    assert 'bgcolor="#0d1117"' in text
+    assert re.search(r'"loss" \[shape="doubleoctagon"', text)
+    assert f"L = {float(loss.data):.3g}" in text
+    assert len([e for e in _edges(text) if e[1] == "loss"]) == 3
+
+
+def test_tensor_graph_with_an_unrolled_call():
+    _, net, loss = _rnn_run(T=3)
+    text = ug.to_dot(loss)
+    assert 'shape="box3d"' in text and "call of an unrolled net" in text
+
+
+def test_render_returns_digraph_with_the_same_source():
+    _, net, _ = _rnn_run(T=2)
+    graph = ug.render(net)
+    assert graph.source == ug.to_dot(net)
+
+
+@pytest.mark.dot
+def test_render_writes_files(tmp_path):
+    cell, net, loss = _rnn_run(T=2)
+    for fmt in ("svg", "png", "pdf"):
+        out = ug.render(net, loss=loss).render(str(tmp_path / "net"), format=fmt)
+        assert Path(out).stat().st_size > 500
+    svg = ug.render(cell).render(str(tmp_path / "cell"), format="svg")
+    assert "z⁻¹" in Path(svg).read_text(encoding="utf-8")
