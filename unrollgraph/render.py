@@ -779,7 +779,7 @@ class _Unrolled(_Drawer):
     def seeded_nodes(self) -> list[Node]:
         """Output (or final-state) nodes the loss sent a gradient to."""
         run, net = self.run, self.net
-        seeds = getattr(run, "_seed", None) if run is not None else None
+        seeds = run.seeds if run is not None else None
         if seeds is None or run.grads is None:
             return []
         outs = list(net.output_nodes.values())

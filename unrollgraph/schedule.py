@@ -70,6 +70,9 @@ class StepTemplates:
         self.sigs = []
         self._fwd_cache: dict = {}
         self._bwd_cache: dict = {}
+        self.deferred: dict = {}  # (out, input) -> (vjp, input index, target slot, needs other)
+        if not _OP_OF:
+            _OP_OF.update(_ops_by_forward())
         self.rel: list = []
         for t, es in enumerate(self.step_entries):
             base, length = blocks[t]
@@ -128,11 +131,11 @@ class StepTemplates:
 
     def _make_backward(self, rel, t, want):
         base = self.blocks[t][0]
-        ns = {"nd": np.ndarray}
+        ns = {"nd": np.ndarray, "zeros": np.zeros}
         nstates = max(len(s) for s in self.state_in) if self.state_in else 0
-        lines = [f"def back(v, g, o, b{''.join(f', s{j}' for j in range(nstates))}):"]
+        lines = [f"def back(v, g, o, d, b{''.join(f', s{j}' for j in range(nstates))}):"]
         for k in range(len(rel) - 1, -1, -1):
-            out, refs, _fwd, vjps, _key, kw = rel[k]
+            out, refs, fwd, vjps, _key, kw = rel[k]
             if not want[base + out]:
                 continue
             todo = [
@@ -141,6 +144,7 @@ class StepTemplates:
             ]
             if not todo:
                 continue
+            op = _OP_OF.get(fwd)
             o_expr = _expr(("b", out))
             lines.append(f"    x = g[{o_expr}]")
             lines.append("    if x is not None:")
@@ -148,7 +152,31 @@ class StepTemplates:
             lines.append(f"        ans = v[{o_expr}]")
             for m, r in todo:
                 name = f"V{k}_{m}"
-                ns[name] = functools.partial(vjps[m], **kw) if kw else vjps[m]
+                vjp = functools.partial(vjps[m], **kw) if kw else vjps[m]
+                ns[name] = vjp
+                if r[0] == "c" and _deferrable(op, m, refs):
+                    # a gradient into a weight shared by all steps: collect this step's part
+                    # and compute all steps' parts in one call after the loop (see flush)
+                    key = (out, m)
+                    other = refs[1 - m] if op in ("matmul", "mul") else None
+                    self.deferred[key] = (vjp, m, r[1], other is not None)
+                    kept = f"v[{_expr(other)}]" if other is not None else "None"
+                    lines.append(f"        d[{key!r}].append((x, {kept}))")
+                    continue
+                index = kw.get("index") if op == "getitem" else None
+                if index is not None and _basic_index(index):
+                    # add the slice's gradient into an owned buffer: no zero-filled temporary
+                    ns[f"I{k}"] = index
+                    lines.append(f"        i = {_expr(r)}")
+                    lines.append("        p = g[i]")
+                    lines.append("        if p is None or not (o[i] and type(p) is nd):")
+                    lines.append(f"            q = zeros(v[i].shape, dtype=x.dtype)")
+                    lines.append("            if p is not None:")
+                    lines.append("                q += p")
+                    lines.append("            g[i] = p = q")
+                    lines.append("            o[i] = True")
+                    lines.append(f"        p[I{k}] += x")
+                    continue
                 lines.append(f"        y = {name}(x, ans, {args})")
                 lines.append("        if y is not None:")
                 lines.append(f"            i = {_expr(r)}")
@@ -164,6 +192,42 @@ class StepTemplates:
             lines.append("    pass")
         exec("\n".join(lines), ns)  # noqa: S102 - generated from the graph, no user text
         return ns["back"]
+
+    def flush(self, d, vals, grads, owned, acc):
+        """Compute the deferred gradients of shared weights: one call over all steps each."""
+        for key, parts in d.items():
+            if not parts:
+                continue
+            vjp, m, target, has_other = self.deferred[key]
+            G = np.stack([p[0] for p in parts])
+            other = np.stack([p[1] for p in parts]) if has_other else None
+            args = (other, vals[target]) if m == 1 else (vals[target], other)
+            acc(grads, owned, target, vjp(G, None, *args))
+
+
+def _deferrable(op, m, refs) -> bool:
+    """VJPs into a shared input that sum over a leading time axis unchanged."""
+    if op in ("add", "sub"):
+        return True
+    if op == "mul":
+        return refs[1 - m][0] != "c"
+    if op == "matmul":
+        return m == 1 and refs[0][0] != "c"
+    return False
+
+
+def _basic_index(index) -> bool:
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (slice, int)) or i is Ellipsis or i is None for i in items)
+
+
+def _ops_by_forward():
+    from .ops import registry
+
+    return {op.forward: name for name, op in registry().items()}
+
+
+_OP_OF: dict = {}
 
 
 def _kw_key(kw):

@@ -12,6 +12,8 @@ calling the net only runs numpy.
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 import numpy as np
 
 from .cell import Cell
@@ -375,7 +377,7 @@ class Unrolled:
             )
             items = [_item(call, k, v) for k, v in enumerate(outs + finals)]
         else:
-            items = [Tensor(v, Node("leaf", shape=v.shape, dtype=v.dtype.name))
+            items = [Tensor(v, Node("leaf", shape=v.shape, dtype=str(v.dtype)))
                      for v in outs + finals]
         out_items, state_items = items[: len(outs)], items[len(outs):]
         names = list(cell.outputs)
@@ -478,7 +480,7 @@ def _float(x) -> np.ndarray:
 
 
 def _item(call: Tensor, k: int, value) -> Tensor:
-    node = Node("item", (call.node,), {"index": k}, None, value.shape, value.dtype.name)
+    node = Node("item", (call.node,), {"index": k}, None, value.shape, str(value.dtype))
     return Tensor(value, node, (call,), True)
 
 
@@ -497,7 +499,7 @@ class Run:
         self.grads: list | None = None
         self.leaves: list = []
         self.leaf_kinds: list = []
-        self._seed = None
+        self.seeds = None  # output gradients of the last backward: one per output, then state
         self._input_grads = None
         self.stacked: dict = {}
 
@@ -577,7 +579,7 @@ class Run:
         bprog, want, steps, shared = net._backward_program(needs)
         grads: list = [None] * len(net.nodes)
         owned = [False] * len(net.nodes)
-        self._seed = seeds
+        self.seeds = seeds
         slots_out = list(net._output_slots.values())
         finals = [s[-1] for s in net._state_slots.values()]
         for k, g in enumerate(seeds):
@@ -591,8 +593,10 @@ class Run:
                 _acc(grads, owned, finals[k - len(slots_out)], g)
         if steps is not None and not _FLAGS.anomaly:
             vals = self.values
+            deferred = defaultdict(list)
             for fn, b, s_in in steps:
-                fn(vals, grads, owned, b, *s_in)
+                fn(vals, grads, owned, deferred, b, *s_in)
+            net._templates.flush(deferred, vals, grads, owned, _acc)
             if net._time_batch:
                 xs = {k: x.data for k, x in self.xs.items()}
                 time_batched_backward(net._time_batch, vals, xs, self.stacked, grads, owned,
@@ -677,7 +681,7 @@ class Run:
         owned = [False] * len(net.nodes)
         slots_out = list(net._output_slots.values())
         finals = [s[-1] for s in net._state_slots.values()]
-        for k, g in enumerate(self._seed):
+        for k, g in enumerate(self.seeds):
             if g is None:
                 continue
             if k < len(slots_out):
