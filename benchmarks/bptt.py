@@ -90,7 +90,8 @@ def step_numpy(kind, cell, xs):
 
     def step():
         ys, _, cache = ref.forward(kind, xs, layers)
-        _, grads, _ = ref.backward(cache, np.ones_like(ys))
+        seed = np.broadcast_to(1.0, ys.shape)  # d(sum)/d(ys), without a (T, B, H) buffer
+        _, grads, _ = ref.backward(cache, seed, need_dxs=False)
         return ys, grads[0]
 
     return step
@@ -145,22 +146,33 @@ def step_torch_nn(torch, kind, cell, xs):
 
 
 # -- timing ---------------------------------------------------------------------------------------
-def median_ms(fn, quick: bool) -> float:
-    """Median wall time of ``fn()`` in ms, after one warm-up call; repeats fit a time budget."""
-    fn()
-    budget, least, most = (0.2, 3, 20) if quick else (1.0, 5, 100)
-    times: list[float] = []
-    start = time.perf_counter()
-    while True:
-        t0 = time.perf_counter()
+def median_ms(fns: dict, quick: bool) -> dict:
+    """Median wall time in ms of each zero-argument function, after one warm-up call each.
+
+    The functions run in interleaved rounds (each once per round, in rotating order), so load
+    from other processes on the machine hits every implementation alike; the number of rounds
+    fits a time budget.
+    """
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - t0)
+    budget, least, most = (0.5, 3, 30) if quick else (3.0, 5, 200)
+    names = list(fns)
+    times: dict = {k: [] for k in names}
+    start = time.perf_counter()
+    rounds = 0
+    while True:
+        order = names[rounds % len(names):] + names[:rounds % len(names)]
+        for k in order:
+            t0 = time.perf_counter()
+            fns[k]()
+            times[k].append(time.perf_counter() - t0)
+        rounds += 1
         spent = time.perf_counter() - start
-        if len(times) >= most or (spent >= budget and len(times) >= least):
+        if rounds >= most or (spent >= budget and rounds >= least):
             break
-        if times[0] > 2.0 and len(times) >= 3:  # slow: three runs are enough
+        if spent > 4 * budget and rounds >= 3:  # slow sizes: three rounds are enough
             break
-    return 1e3 * statistics.median(times)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
 
 
 def check_same(name, got, want):
@@ -187,7 +199,7 @@ def time_sizes(sizes, kinds, quick, torch):
             for k, fn in impls.items():
                 if k != "numpy":
                     check_same(f"{kind} {name} {k}", fn(), want)
-            ms = {k: median_ms(fn, quick) for k, fn in impls.items()}
+            ms = median_ms(impls, quick)
             rows.append({"kind": kind, "size": name, "shape": (B, H, T, D), "build": build,
                          "ms": ms})
             print(".", end="", file=sys.stderr, flush=True)
@@ -251,8 +263,9 @@ def measure_memory(steps, torch_ok):
     for T in steps:
         row = {"T": T, "states_mb": T * MEMORY_SHAPE[0] * MEMORY_SHAPE[1] * 8 / 2**20}
         for impl in impls:
+            flags = ["-S"] if sys.flags.no_site else []  # keep the parent's import setup
             out = subprocess.run(
-                [sys.executable, __file__, "--_memory-child", impl, str(T)],
+                [sys.executable, *flags, __file__, "--_memory-child", impl, str(T)],
                 capture_output=True, text=True, check=True,
             )
             row[impl] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -273,9 +286,11 @@ def _fmt(x, digits=None):
 
 def print_times(rows, torch_ok):
     cols = ["ours", "numpy"] + (["torch loop", "torch.nn"] if torch_ok else [])
-    head = ["cell", "size (B,H,T,D)", "unroll build ms"] + [f"{c} ms" for c in cols]
-    head += ["ours/numpy"] + (["ours/torch loop", "ours/torch.nn"] if torch_ok else [])
+    head = ["cell", "size (B,H,T,D)", "build"] + cols
+    head += ["ours/np"] + (["ours/loop", "ours/nn"] if torch_ok else [])
     head += ["targets"]
+    print("times in ms; build: ug.unroll; ours/np, ours/loop, ours/nn: ours over numpy, the "
+          "torch loop, torch.nn\n")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:

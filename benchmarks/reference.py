@@ -80,7 +80,7 @@ def _layer_forward(kind, xs, p, h0, c0, nonlinearity):
         if kind == "rnn":
             z = gi + gh
             h_new = np.tanh(z) if nonlinearity == "tanh" else np.maximum(z, 0.0)
-            steps.append((x, h, h_new))
+            steps.append((x, h))  # h_new is read back from ys
         elif kind == "lstm":
             a = gi + gh
             i = _sigmoid(a[:, :H])
@@ -100,25 +100,26 @@ def _layer_forward(kind, xs, p, h0, c0, nonlinearity):
             h_new = (1.0 - z) * n + z * h
             steps.append((x, h, r, z, n, ghn))
         ys[t] = h_new
-        h = h_new
+        h = ys[t]  # a view: the hidden states are stored once, in ys
     final = (h, c) if kind == "lstm" else h
-    return ys, final, (kind, p, steps, nonlinearity)
+    return ys, final, (kind, p, steps, nonlinearity, ys)
 
 
-def _layer_backward(cache, dys, dfinal):
+def _layer_backward(cache, dys, dfinal, need_dxs=True):
     """Backpropagation through time of one layer.
 
     ``dys`` (T, B, H) is dL/dy_t from outside the recurrence (the loss, or the layer above);
     ``dfinal`` is dL/d(final state), ``None``, or a pair ``(dh, dc)`` for an LSTM.
-    Returns dxs (T, B, D), parameter gradients (dict) and dL/d(initial state).
+    Returns dxs (T, B, D) (``None`` unless ``need_dxs``), parameter gradients (dict) and
+    dL/d(initial state).
     """
-    kind, p, steps, nonlinearity = cache
+    kind, p, steps, nonlinearity, ys = cache
     T, B, H = dys.shape
     Wih, Whh = p["weight_ih"], p["weight_hh"]
     grads = {k: np.zeros_like(v) for k, v in p.items()}
     dWih, dWhh = grads["weight_ih"], grads["weight_hh"]
     has_bias = "bias_ih" in p
-    dxs = np.empty((T, B, Wih.shape[1]))
+    dxs = np.empty((T, B, Wih.shape[1])) if need_dxs else None
     dh_next = np.zeros((B, H))  # dL/dh_t through step t+1 (zero after the last step)
     dc_next = np.zeros((B, H))
     if dfinal is not None:
@@ -133,7 +134,8 @@ def _layer_backward(cache, dys, dfinal):
     for t in range(T - 1, -1, -1):
         dh = dys[t] + dh_next
         if kind == "rnn":
-            x, h_prev, h_new = steps[t]
+            x, h_prev = steps[t]
+            h_new = ys[t]
             if nonlinearity == "tanh":
                 dz = dh * (1.0 - h_new * h_new)
             else:
@@ -165,7 +167,8 @@ def _layer_backward(cache, dys, dfinal):
         if has_bias:
             grads["bias_ih"] += dgi.sum(axis=0)
             grads["bias_hh"] += dgh.sum(axis=0)
-        dxs[t] = dgi @ Wih
+        if need_dxs:
+            dxs[t] = dgi @ Wih
         dh_next = dgh @ Whh
         if kind == "gru":
             dh_next += dh * z
@@ -209,7 +212,7 @@ def forward(kind: str, xs, layers: list, init=None, nonlinearity: str = "tanh"):
     return inp, finals, caches
 
 
-def backward(cache, dys, dfinals=None):
+def backward(cache, dys, dfinals=None, need_dxs=True):
     """Backpropagation through time of a stack run by :func:`forward`.
 
     Parameters
@@ -220,10 +223,12 @@ def backward(cache, dys, dfinals=None):
         dL/d(outputs of the top layer).
     dfinals : list, optional
         Per-layer dL/d(final state): dh, or (dh, dc) for an LSTM; ``None`` entries for none.
+    need_dxs : bool
+        Compute dL/dxs (skip it when the inputs are data, as in training).
 
     Returns
     -------
-    dxs : ndarray (T, B, D)
+    dxs : ndarray (T, B, D) or None
     grads : list of dict
         Per-layer parameter gradients (summed over steps).
     dinit : list
@@ -234,5 +239,5 @@ def backward(cache, dys, dfinals=None):
     d = np.asarray(dys, dtype=np.float64)
     for li in range(L - 1, -1, -1):
         df = None if dfinals is None else dfinals[li]
-        d, grads[li], dinit[li] = _layer_backward(cache[li], d, df)
+        d, grads[li], dinit[li] = _layer_backward(cache[li], d, df, need_dxs or li > 0)
     return d, grads, dinit

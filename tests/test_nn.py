@@ -260,6 +260,10 @@ def test_parameter_names_and_shapes_follow_pytorch(kind, gates):
         expect.update({f"weight_ih_l{i}": (gates * H, d), f"weight_hh_l{i}": (gates * H, H),
                        f"bias_ih_l{i}": (gates * H,), f"bias_hh_l{i}": (gates * H,)})
     assert sshapes == expect
+    for k, p in stack.parameters().items():
+        assert getattr(stack, k) is p  # like torch.nn.LSTM.weight_ih_l0
+    with pytest.raises(AttributeError, match="no attribute 'weight_ih_l3'"):
+        _ = stack.weight_ih_l3
 
 
 def test_seed_makes_parameters_reproducible():

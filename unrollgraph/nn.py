@@ -13,7 +13,7 @@ import numpy as np
 
 from .cell import Cell
 from .errors import CellError
-from .functional import sigmoid, tanh, relu
+from .functional import relu, sigmoid, tanh
 from .tensor import Tensor
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU"]
@@ -81,7 +81,18 @@ def _check_sizes(input_size, hidden_size, nonlinearity="tanh"):
         raise CellError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
 
 
-class _SingleLayer(Cell):
+class _ParamAttributes:
+    """Parameters read as attributes, like PyTorch's modules: ``cell.weight_hh``,
+    ``stack.weight_ih_l0``."""
+
+    def __getattr__(self, item):
+        params = self.__dict__.get("_params", {})
+        if item in params:
+            return params[item]
+        raise AttributeError(f"{type(self).__name__} has no attribute {item!r}")
+
+
+class _SingleLayer(_ParamAttributes, Cell):
     kind = "rnn"
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", seed=None,
@@ -95,12 +106,6 @@ class _SingleLayer(Cell):
         h = _layer(self, self.kind, x, input_size, hidden_size, bias, "", rng, dtype,
                    nonlinearity)
         self.output("y", h)
-
-    def __getattr__(self, item):
-        params = self.__dict__.get("_params", {})
-        if item in params:
-            return params[item]
-        raise AttributeError(f"{type(self).__name__} has no attribute {item!r}")
 
 
 class RNNCell(_SingleLayer):
@@ -166,7 +171,7 @@ class GRUCell(_SingleLayer):
         super().__init__(input_size, hidden_size, bias, "tanh", seed, dtype, name)
 
 
-class _Stacked(Cell):
+class _Stacked(_ParamAttributes, Cell):
     kind = "rnn"
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
@@ -193,8 +198,8 @@ class RNN(_Stacked):
     --------
     >>> import unrollgraph as ug
     >>> cell = ug.nn.RNN(3, 5, num_layers=2, seed=0)
-    >>> list(cell.states)
-    ['h_l0', 'h_l1']
+    >>> list(cell.states), cell.weight_ih_l1.shape
+    (['h_l0', 'h_l1'], (5, 5))
     """
 
     kind = "rnn"
