@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from .graph import Node
-from .tensor import Tensor, apply
+from .ops import _REGISTRY
+from .tensor import _NO_ATTRS, Tensor, _apply, apply
 
 __all__ = [
     "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs", "maximum", "minimum", "where",
@@ -23,7 +24,7 @@ def exp(x, name=None):
     >>> ug.exp(ug.tensor(0.0)).item()
     1.0
     """
-    return apply("exp", x, name=name)
+    return _apply(_REGISTRY["exp"], (x,), _NO_ATTRS, name)
 
 
 def log(x, name=None):
@@ -35,7 +36,7 @@ def log(x, name=None):
     >>> ug.log(ug.tensor(1.0)).item()
     0.0
     """
-    return apply("log", x, name=name)
+    return _apply(_REGISTRY["log"], (x,), _NO_ATTRS, name)
 
 
 def tanh(x, name=None):
@@ -47,7 +48,7 @@ def tanh(x, name=None):
     >>> ug.tanh(ug.tensor(0.0)).item()
     0.0
     """
-    return apply("tanh", x, name=name)
+    return _apply(_REGISTRY["tanh"], (x,), _NO_ATTRS, name)
 
 
 def sigmoid(x, name=None):
@@ -59,7 +60,7 @@ def sigmoid(x, name=None):
     >>> ug.sigmoid(ug.tensor(0.0)).item()
     0.5
     """
-    return apply("sigmoid", x, name=name)
+    return _apply(_REGISTRY["sigmoid"], (x,), _NO_ATTRS, name)
 
 
 def relu(x, name=None):
@@ -71,7 +72,7 @@ def relu(x, name=None):
     >>> ug.relu(ug.tensor([-1.0, 2.0])).data
     array([0., 2.])
     """
-    return apply("relu", x, name=name)
+    return _apply(_REGISTRY["relu"], (x,), _NO_ATTRS, name)
 
 
 def sqrt(x, name=None):
@@ -83,7 +84,7 @@ def sqrt(x, name=None):
     >>> ug.sqrt(ug.tensor(4.0)).item()
     2.0
     """
-    return apply("sqrt", x, name=name)
+    return _apply(_REGISTRY["sqrt"], (x,), _NO_ATTRS, name)
 
 
 def abs(x, name=None):  # noqa: A001 - mirrors numpy's name
@@ -95,7 +96,7 @@ def abs(x, name=None):  # noqa: A001 - mirrors numpy's name
     >>> ug.abs(ug.tensor(-3.0)).item()
     3.0
     """
-    return apply("abs", x, name=name)
+    return _apply(_REGISTRY["abs"], (x,), _NO_ATTRS, name)
 
 
 def maximum(a, b, name=None):
@@ -107,7 +108,7 @@ def maximum(a, b, name=None):
     >>> ug.maximum(ug.tensor([1.0, 5.0]), 2.0).data
     array([2., 5.])
     """
-    return apply("maximum", a, b, name=name)
+    return _apply(_REGISTRY["maximum"], (a, b), _NO_ATTRS, name)
 
 
 def minimum(a, b, name=None):
@@ -119,7 +120,7 @@ def minimum(a, b, name=None):
     >>> ug.minimum(ug.tensor([1.0, 5.0]), 2.0).data
     array([1., 2.])
     """
-    return apply("minimum", a, b, name=name)
+    return _apply(_REGISTRY["minimum"], (a, b), _NO_ATTRS, name)
 
 
 def where(cond, a, b, name=None):
@@ -158,7 +159,7 @@ def matmul(a, b, name=None):
     >>> ug.matmul(ug.tensor([[1.0, 2.0]]), ug.tensor([[3.0], [4.0]])).data
     array([[11.]])
     """
-    return apply("matmul", a, b, name=name)
+    return _apply(_REGISTRY["matmul"], (a, b), _NO_ATTRS, name)
 
 
 def sum(x, axis=None, keepdims=False, name=None):  # noqa: A001
@@ -206,7 +207,8 @@ def reshape(x, shape, name=None):
     >>> ug.reshape(ug.tensor([1.0, 2.0]), (2, 1)).shape
     (2, 1)
     """
-    return apply("reshape", x, shape=tuple(shape), name=name)
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    return apply("reshape", x, shape=tuple(int(s) for s in shape), name=name)
 
 
 def transpose(x, axes=None, name=None):

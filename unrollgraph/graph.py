@@ -7,6 +7,7 @@ what lets a graph be copied (the unroller), drawn (render), exported (networkx) 
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import Any, Callable, Iterable, Sequence
 
 from .errors import CycleError, GraphError
@@ -56,7 +57,12 @@ class Node:
     'h'
     """
 
-    __slots__ = ("op", "inputs", "attrs", "name", "shape", "dtype", "step", "origin", "role")
+    # Fields live in private slots and are read through the read-only properties below: a
+    # plain slot store in __init__ is several times cheaper than going around an overridden
+    # __setattr__, and a node is made for every op applied (see benchmarks/overhead.py).
+    __slots__ = ("_op", "_inputs", "_attrs", "_name", "_shape", "_dtype", "_step", "_origin",
+                 "_role")
+    _fields = ("op", "inputs", "attrs", "name", "shape", "dtype", "step", "origin", "role")
 
     def __init__(
         self,
@@ -70,22 +76,19 @@ class Node:
         origin: "Node | None" = None,
         role: str | None = None,
     ):
-        object.__setattr__(self, "op", op)
-        object.__setattr__(self, "inputs", inputs)
-        object.__setattr__(self, "attrs", attrs if attrs is not None else _EMPTY)
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "shape", shape)
-        object.__setattr__(self, "dtype", dtype)
-        object.__setattr__(self, "step", step)
-        object.__setattr__(self, "origin", origin)
-        object.__setattr__(self, "role", role)
-
-    def __setattr__(self, key, value):
-        raise AttributeError(f"Node is immutable; use node.replace({key}=...) for an edited copy")
+        self._op = op
+        self._inputs = inputs
+        self._attrs = attrs if attrs is not None else _EMPTY
+        self._name = name
+        self._shape = shape
+        self._dtype = dtype
+        self._step = step
+        self._origin = origin
+        self._role = role
 
     def replace(self, **changes: Any) -> "Node":
         """Return a copy of this node with some fields changed."""
-        fields = {k: getattr(self, k) for k in Node.__slots__}
+        fields = {k: getattr(self, k) for k in Node._fields}
         fields.update(changes)
         return Node(**fields)
 
@@ -104,6 +107,20 @@ class Node:
 
 
 _EMPTY: dict = {}
+
+
+def _read_only(field: str) -> property:
+    def refuse(self, value):
+        raise AttributeError(
+            f"Node is immutable; use node.replace({field}=...) for an edited copy"
+        )
+
+    return property(attrgetter("_" + field), refuse, None, f"The node's ``{field}`` (read-only).")
+
+
+for _f in Node._fields:
+    setattr(Node, _f, _read_only(_f))
+del _f
 
 
 def toposort(roots: Iterable, parents: Callable[[Any], Sequence] = lambda n: n.inputs) -> list:

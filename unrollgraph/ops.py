@@ -44,7 +44,8 @@ class OpDef:
     def vjp(self, g, ans, *inputs, **attrs) -> tuple:
         """Return one gradient per input (``None`` for none), given the output gradient ``g``."""
         if self.variadic:
-            return tuple(self.vjps[0](g, ans, *inputs, index=k, **attrs) for k in range(len(inputs)))
+            f = self.vjps[0]
+            return tuple(f(g, ans, *inputs, index=k, **attrs) for k in range(len(inputs)))
         out = tuple(
             None if f is None else f(g, ans, *inputs, **attrs) for f in self.vjps
         )
@@ -96,6 +97,7 @@ def defop(
     ...            sym=lambda x: x**3)
     >>> op.vjp(np.array(1.0), None, np.array(2.0))
     (np.float64(12.0),)
+    >>> _ = _REGISTRY.pop("cube_example")  # keep the registry to the library's own ops
     """
     if name in _REGISTRY:
         raise GraphError(f"op {name!r} is already registered; pick another name")
@@ -298,7 +300,10 @@ def _sigmoid(x):
 
 
 def _sigmoid_fast(x):
-    if x.size and np.abs(x).max() < 700:
+    # exp(-x) overflows past |x| ~ 709 in float64 but ~ 88 in float32: take the two-branch
+    # form there (no overflow warning, no Inf)
+    limit = 80.0 if x.dtype == np.float32 else 700.0
+    if x.size and np.abs(x).max() < limit:
         return 1.0 / (1.0 + np.exp(-x))
     return _sigmoid(x)
 
@@ -671,15 +676,17 @@ def _ce_check(nodes, values, **attrs):
             f"(one class index per row; classes on the last axis), got {_label(nodes[1])} {sy}"
         )
     labels = np.asarray(labels)
+    lab = _label(nodes[1])
+    lab = "labels" if lab == "labels" else f"labels {lab}"
     if labels.dtype.kind not in "iu":
         if labels.size and not np.all(np.mod(labels, 1) == 0):
             raise ShapeError(
-                f"cross_entropy: labels {_label(nodes[1])} must be integer class indices, got "
+                f"cross_entropy: {lab} must be integer class indices, got "
                 f"dtype {labels.dtype} with fractional values"
             )
     if labels.size and (labels.min() < 0 or labels.max() >= sl[-1]):
         raise ShapeError(
-            f"cross_entropy: labels {_label(nodes[1])} must lie in [0, {sl[-1] - 1}] for "
+            f"cross_entropy: {lab} must lie in [0, {sl[-1] - 1}] for "
             f"{sl[-1]} classes; got values from {labels.min()} to {labels.max()}"
         )
 

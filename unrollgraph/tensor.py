@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AnomalyError, GradientError, ShapeError, UnrollGraphError
-from .graph import Graph, Node, toposort
-from .ops import get_op
+from .errors import AnomalyError, GradientError, GraphError, ShapeError, UnrollGraphError
+from .graph import Graph, Node
+from .ops import _REGISTRY, get_op
 
 __all__ = [
     "Tensor",
@@ -115,7 +115,11 @@ class Tensor:
 
     @name.setter
     def name(self, value: str | None) -> None:
-        self.node = self.node.replace(name=value)
+        # A rename is the one edit made to a node in place: it changes a label, not the
+        # graph, and every graph that already reads this node (tensors computed from this
+        # one) must show the new name. (Replacing the node would leave those graphs holding
+        # the old, unnamed node.)
+        self.node._name = value
 
     @property
     def is_leaf(self) -> bool:
@@ -211,45 +215,45 @@ class Tensor:
 
     # -- operators -----------------------------------------------------------------------------
     def __add__(self, other):
-        return apply("add", self, other)
+        return _apply(_REGISTRY["add"], (self, other), _NO_ATTRS, None)
 
     def __radd__(self, other):
-        return apply("add", other, self)
+        return _apply(_REGISTRY["add"], (other, self), _NO_ATTRS, None)
 
     def __sub__(self, other):
-        return apply("sub", self, other)
+        return _apply(_REGISTRY["sub"], (self, other), _NO_ATTRS, None)
 
     def __rsub__(self, other):
-        return apply("sub", other, self)
+        return _apply(_REGISTRY["sub"], (other, self), _NO_ATTRS, None)
 
     def __mul__(self, other):
-        return apply("mul", self, other)
+        return _apply(_REGISTRY["mul"], (self, other), _NO_ATTRS, None)
 
     def __rmul__(self, other):
-        return apply("mul", other, self)
+        return _apply(_REGISTRY["mul"], (other, self), _NO_ATTRS, None)
 
     def __truediv__(self, other):
-        return apply("div", self, other)
+        return _apply(_REGISTRY["div"], (self, other), _NO_ATTRS, None)
 
     def __rtruediv__(self, other):
-        return apply("div", other, self)
+        return _apply(_REGISTRY["div"], (other, self), _NO_ATTRS, None)
 
     def __pow__(self, other):
         if isinstance(other, (int, float, np.integer, np.floating)):
             return apply("powc", self, p=float(other))
-        return apply("pow", self, other)
+        return _apply(_REGISTRY["pow"], (self, other), _NO_ATTRS, None)
 
     def __rpow__(self, other):
-        return apply("pow", other, self)
+        return _apply(_REGISTRY["pow"], (other, self), _NO_ATTRS, None)
 
     def __neg__(self):
-        return apply("neg", self)
+        return _apply(_REGISTRY["neg"], (self,), _NO_ATTRS, None)
 
     def __matmul__(self, other):
-        return apply("matmul", self, other)
+        return _apply(_REGISTRY["matmul"], (self, other), _NO_ATTRS, None)
 
     def __rmatmul__(self, other):
-        return apply("matmul", other, self)
+        return _apply(_REGISTRY["matmul"], (other, self), _NO_ATTRS, None)
 
     def __getitem__(self, index):
         if isinstance(index, Tensor):
@@ -301,25 +305,25 @@ class Tensor:
         return apply("max", self, axis=_axis(axis), keepdims=keepdims)
 
     def exp(self):
-        return apply("exp", self)
+        return _apply(_REGISTRY["exp"], (self,), _NO_ATTRS, None)
 
     def log(self):
-        return apply("log", self)
+        return _apply(_REGISTRY["log"], (self,), _NO_ATTRS, None)
 
     def tanh(self):
-        return apply("tanh", self)
+        return _apply(_REGISTRY["tanh"], (self,), _NO_ATTRS, None)
 
     def sigmoid(self):
-        return apply("sigmoid", self)
+        return _apply(_REGISTRY["sigmoid"], (self,), _NO_ATTRS, None)
 
     def relu(self):
-        return apply("relu", self)
+        return _apply(_REGISTRY["relu"], (self,), _NO_ATTRS, None)
 
     def sqrt(self):
-        return apply("sqrt", self)
+        return _apply(_REGISTRY["sqrt"], (self,), _NO_ATTRS, None)
 
     def abs(self):
-        return apply("abs", self)
+        return _apply(_REGISTRY["abs"], (self,), _NO_ATTRS, None)
 
     def clip(self, lo=None, hi=None):
         return apply("clip", self, lo=lo, hi=hi)
@@ -369,11 +373,15 @@ def tensor(data, requires_grad: bool = False, name: str | None = None, dtype=Non
 def _const(value, like: np.ndarray | None) -> Tensor:
     """Wrap a non-tensor operand as a constant, keeping the other operand's float dtype."""
     arr = np.asarray(value)
-    if arr.dtype.kind in "biuf" and like is not None and arr.ndim == 0 and arr.dtype.kind != "b":
-        arr = arr.astype(like.dtype) if like.dtype.type in _FLOATS else arr
-    elif arr.dtype.kind in "iu" or arr.dtype == np.float16:
-        arr = arr.astype(np.float64)
-    return Tensor(arr, Node("const", shape=arr.shape, dtype=arr.dtype.name))
+    kind = arr.dtype.kind
+    if kind in "iu" or arr.dtype == np.float16 or (kind == "f" and arr.ndim == 0):
+        # numbers and integer arrays take the tensor's float dtype (float32 stays float32, as
+        # in PyTorch); float arrays keep their own dtype and numpy's promotion rules apply
+        if like is not None and like.dtype.type in _FLOATS:
+            arr = arr.astype(like.dtype)
+        elif kind != "f" or arr.dtype == np.float16:
+            arr = arr.astype(np.float64)
+    return Tensor(arr, Node("const", shape=arr.shape, dtype=_dtype_name(arr)))
 
 
 def apply(opname: str, *args, name: str | None = None, **attrs) -> Tensor:
@@ -396,35 +404,77 @@ def apply(opname: str, *args, name: str | None = None, **attrs) -> Tensor:
     >>> apply("tanh", ug.tensor(0.0)).item()
     0.0
     """
-    op = get_op(opname)
-    like = next((a.data for a in args if isinstance(a, Tensor)), None)
-    ts = tuple(a if isinstance(a, Tensor) else _const(a, like) for a in args)
-    values = [t.data for t in ts]
+    op = _REGISTRY.get(opname)
+    if op is None:
+        op = get_op(opname)  # raises a GraphError listing the known ops
+    return _apply(op, args, attrs, name)
+
+
+_NO_ATTRS: dict = {}  # shared by nodes of ops without attributes: never mutated
+
+
+def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
+    """:func:`apply` with the op already looked up (Tensor operators call this directly)."""
+    # This function runs once per op: it is kept lean (see benchmarks/overhead.py), with the
+    # common one- and two-input cases spelled out instead of comprehensions.
+    ts = args
+    for a in args:
+        if type(a) is not Tensor and not isinstance(a, Tensor):
+            like = next((t.data for t in args if isinstance(t, Tensor)), None)
+            ts = tuple(t if isinstance(t, Tensor) else _const(t, like) for t in args)
+            break
+    n = len(ts)
+    if n == 2:
+        t0, t1 = ts
+        values = (t0.data, t1.data)
+    elif n == 1:
+        t0 = ts[0]
+        values = (t0.data,)
+    else:
+        values = tuple([t.data for t in ts])
     if op.always_check and op.check is not None:
         op.check([t.node for t in ts], values, **attrs)
     try:
-        out = op.forward(*values, **attrs)
+        out = op.forward(*values, **attrs) if attrs else op.forward(*values)
     except UnrollGraphError:
         raise
     except Exception as exc:
         raise _forward_error(op, ts, values, attrs, exc) from None
-    if not isinstance(out, (np.ndarray, tuple)):
+    if type(out) is not np.ndarray and not isinstance(out, (np.ndarray, tuple)):
         out = np.asarray(out)
-    if _FLAGS.anomaly:
-        _check_finite(out, f"forward of {opname}", ts, name)
-    if not _FLAGS.grad_enabled:
-        return Tensor(out, Node("leaf", name=name, shape=out.shape, dtype=out.dtype.name))
+    flags = _FLAGS
+    if flags.anomaly:
+        _check_finite(out, f"forward of {op.name}", ts, name)
+    if type(out) is tuple:
+        shape = dtype = None
+    else:
+        shape = out.shape
+        dtype = _DTYPE_NAMES.get(out.dtype) or _dtype_name(out)
+    if not flags.grad_enabled:
+        return Tensor(out, Node("leaf", (), None, name, shape, dtype))
     nondiff = op.nondiff
-    req = any(t.requires_grad for k, t in enumerate(ts) if k not in nondiff)
-    node = Node(
-        opname,
-        tuple(t.node for t in ts),
-        attrs,
-        name,
-        getattr(out, "shape", None),
-        out.dtype.name if isinstance(out, np.ndarray) else None,
-    )
-    return Tensor(out, node, ts, req)
+    if n == 2:
+        inputs = (t0.node, t1.node)
+        req = (t0.requires_grad and 0 not in nondiff) or (t1.requires_grad and 1 not in nondiff)
+    elif n == 1:
+        inputs = (t0.node,)
+        req = t0.requires_grad and 0 not in nondiff
+    else:
+        inputs = tuple([t.node for t in ts])
+        req = any(t.requires_grad for k, t in enumerate(ts) if k not in nondiff)
+    return Tensor(out, Node(op.name, inputs, attrs, name, shape, dtype), ts, req)
+
+
+_DTYPE_NAMES: dict = {}
+
+
+def _dtype_name(arr) -> str:
+    """``arr.dtype.name``, cached: numpy computes that string in Python on every access."""
+    dt = arr.dtype
+    name = _DTYPE_NAMES.get(dt)
+    if name is None:
+        name = _DTYPE_NAMES[dt] = dt.name
+    return name
 
 
 def _forward_error(op, ts, values, attrs, exc) -> Exception:
@@ -439,79 +489,155 @@ def _forward_error(op, ts, values, attrs, exc) -> Exception:
 
 
 def _check_finite(arr, what, ts, name=None):
+    """Raise :class:`AnomalyError` if ``arr`` (or an array of the tuple ``arr``) holds a NaN or
+    an Inf; the message says what produced it, where, and from which inputs."""
     arrays = arr if isinstance(arr, tuple) else (arr,)
     for a in arrays:
-        if a is not None and np.issubdtype(np.asarray(a).dtype, np.floating):
-            if not np.all(np.isfinite(a)):
-                bad = "NaN" if np.isnan(a).any() else "Inf"
-                ins = ", ".join(f"{t.node.label()} {t.shape}" for t in ts)
-                who = f" (node {name})" if name else ""
-                raise AnomalyError(
-                    f"detect_anomaly: {what}{who} produced {bad}; its inputs were {ins}. "
-                    "Check the inputs' ranges (log of <= 0, division by 0, overflowing exp)"
-                )
-
-
-def _accumulate(grads: dict, owned: set, key: int, g) -> None:
-    prev = grads.get(key)
-    if prev is None:
-        grads[key] = g
-    elif key in owned and type(prev) is np.ndarray:
-        prev += g  # in place: safe, this array was allocated here
-    else:
-        grads[key] = prev + g
-        owned.add(key)
+        if a is None or not np.issubdtype(np.asarray(a).dtype, np.floating):
+            continue
+        a = np.asarray(a)
+        if np.all(np.isfinite(a)):
+            continue
+        nan = np.isnan(a)
+        bad, where = ("NaN", nan) if nan.any() else ("Inf", np.isinf(a))
+        first = tuple(int(i) for i in np.argwhere(where)[0]) if a.ndim else ()
+        who = f" (node {name!r})" if name else ""
+        ins = ", ".join(f"{t.node.label()} {t.shape}" for t in ts)
+        ins = f"; its inputs were {ins}" if ins else ""
+        raise AnomalyError(
+            f"detect_anomaly: {what}{who} produced {bad} (first at index {first}){ins}. "
+            "Check the inputs' ranges (log of <= 0, division by 0, overflowing exp)"
+        )
 
 
 def _backward(root: Tensor, seed: np.ndarray) -> None:
-    order = toposort([root], lambda t: [p for p in t._parents if p.requires_grad])
+    """Reverse accumulation from ``root``: one walk, explicit stacks, no recursion.
+
+    Pass 1 counts, for every tensor that requires grad, how many edges of the graph read it.
+    Pass 2 visits a tensor once all of its readers have been visited (so its gradient is the
+    complete sum over them), stores it in ``.grad`` and sends one VJP along each input edge.
+    """
+    uses: dict[int, int] = {}
+    stack = [root]
+    while stack:
+        for p in stack.pop()._parents:
+            if p.requires_grad:
+                i = id(p)
+                n = uses.get(i)
+                if n is None:
+                    uses[i] = 1
+                    stack.append(p)
+                else:
+                    uses[i] = n + 1
     grads: dict[int, Any] = {id(root): seed}
     owned: set[int] = set()
     anomaly = _FLAGS.anomaly
-    for t in reversed(order):
+    registry = _REGISTRY
+    ndarray = np.ndarray
+    ready = [root]
+    while ready:
+        t = ready.pop()
         g = grads.pop(id(t), None)
-        if g is None:
-            continue
         parents = t._parents
+        data = t.data
+        if g is not None and type(data) is ndarray:
+            # store t.grad: an array of its own (g may be shared with other tensors or be a
+            # read-only broadcast view); the usual case is inlined, the rest in _store_grad
+            if t.grad is None and type(g) is ndarray and g.dtype == data.dtype \
+                    and g.shape == data.shape:
+                t.grad = g.copy()
+            else:
+                _store_grad(t, g)
         if not parents:
-            _store_grad(t, g)
             continue
         node = t.node
-        if isinstance(t.data, np.ndarray):
-            # intermediate: keep a reference (no copy); the engine never writes into it
-            t.grad = g if t.grad is None else t.grad + g
-        op = get_op(node.op)
-        if node.op == "item":
+        if node.op == "item":  # route into slot `index` of a multi-output node's gradient list
             p = parents[0]
-            lst = grads.get(id(p))
-            if lst is None:
-                lst = grads[id(p)] = [None] * len(p.data)
-            k = node.attrs["index"]
-            lst[k] = g if lst[k] is None else lst[k] + g
+            if g is not None:
+                lst = grads.get(id(p))
+                if lst is None:
+                    lst = grads[id(p)] = [None] * len(p.data)
+                k = node.attrs["index"]
+                lst[k] = g if lst[k] is None else lst[k] + g
+            if p.requires_grad:
+                _release(p, uses, ready)
             continue
-        values = [p.data for p in parents]
-        for k, p in enumerate(parents):
+        if g is None:  # no gradient reached this node: its inputs still count it as visited
+            for p in parents:
+                if p.requires_grad:
+                    _release(p, uses, ready)
+            continue
+        op = registry[node.op]
+        vjps = op.vjps
+        variadic = op.variadic
+        attrs = node.attrs
+        if len(parents) == 2:
+            values = (parents[0].data, parents[1].data)
+        elif len(parents) == 1:
+            values = (parents[0].data,)
+        else:
+            values = tuple([p.data for p in parents])
+        k = -1
+        for p in parents:
+            k += 1
             if not p.requires_grad:
                 continue
-            f = op.input_vjp(k)
-            if f is None:
-                continue
-            gk = f(g, t.data, *values, **node.attrs)
-            if gk is None:
-                continue
-            if anomaly:
-                _check_finite(gk, f"backward of {node.op} into {p.node.label()}", (t,))
-            _accumulate(grads, owned, id(p), gk)
+            i = id(p)
+            if variadic:
+                gk = vjps[0](g, data, *values, index=k, **attrs)
+            else:
+                f = vjps[k]
+                gk = None if f is None else f(g, data, *values, **attrs)
+            if gk is not None:
+                if (gk.shape if type(gk) is ndarray else np.shape(gk)) != p.data.shape:
+                    raise _vjp_shape_error(op, node, k, gk, p)
+                if anomaly:
+                    _check_finite(gk, f"the gradient sent by {t.node.label()} = "
+                                      f"{node.op}(...) into {p.node.label()}", ())
+                prev = grads.get(i)
+                if prev is None:
+                    grads[i] = gk
+                elif i in owned and type(prev) is ndarray:
+                    prev += gk  # in place: safe, this array was allocated here
+                else:
+                    grads[i] = prev + gk
+                    owned.add(i)
+            n = uses[i] - 1
+            uses[i] = n
+            if n == 0:
+                ready.append(p)
+
+
+def _vjp_shape_error(op, node, k, gk, p) -> GraphError:
+    return GraphError(
+        f"op {op.name!r}: its VJP for input {k} ({p.node.label()}, shape {p.shape}) returned a "
+        f"gradient of shape {np.shape(gk)}; a VJP must return one gradient of its input's "
+        "shape (sum broadcast axes away with unrollgraph.ops.unbroadcast)"
+    )
+
+
+def _release(p: Tensor, uses: dict, ready: list) -> None:
+    i = id(p)
+    n = uses[i] - 1
+    uses[i] = n
+    if n == 0:
+        ready.append(p)
 
 
 def _store_grad(t: Tensor, g) -> None:
+    """Add ``g`` to ``t.grad``; ``t.grad`` is always an array of its own, of t's shape/dtype."""
+    data = t.data
     if t.grad is None:
-        g = np.array(g, dtype=t.data.dtype, copy=True)
-        if g.shape != t.data.shape:
-            g = np.broadcast_to(g, t.data.shape).copy()
-        t.grad = g
+        if type(g) is np.ndarray and g.dtype == data.dtype and g.shape == data.shape:
+            t.grad = g.copy()  # own copy: g may be shared with other tensors or read-only
+        else:
+            g = np.array(g, dtype=data.dtype, copy=True)
+            if g.shape != data.shape:
+                g = np.broadcast_to(g, data.shape).copy()
+            t.grad = g
     else:
-        t.grad = t.grad + g
+        total = t.grad + g  # a new array: a .grad the user kept a reference to is not changed
+        t.grad = total if total.dtype == data.dtype else total.astype(data.dtype)
 
 
 @contextlib.contextmanager

@@ -83,8 +83,10 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             worst = (bad.max(), (t, idx, analytic[idx], numeric[idx]))
     if worst[1] is not None:
         t, idx, a, n = worst[1]
+        where = "[" + ", ".join(str(int(i)) for i in idx) + "]" if idx else ""
         raise GradcheckError(
-            f"gradcheck failed: d(output)/d({t.name}){list(idx)} is {a!r} by backward() but "
-            f"{n!r} by central differences (eps={eps}); tolerance atol={atol}, rtol={rtol}"
+            f"gradcheck failed: d(output)/d({t.name}){where} is {float(a)!r} by backward() but "
+            f"{float(n)!r} by central differences (eps={eps}); tolerance atol={atol}, "
+            f"rtol={rtol}"
         )
     return True

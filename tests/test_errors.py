@@ -1,0 +1,148 @@
+"""Every error is an UnrollGraphError whose message names the op, the nodes (by user name) and
+the shapes involved, and suggests a fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import unrollgraph as ug
+from unrollgraph import ops
+from unrollgraph.tensor import apply
+
+
+def _t(shape, name, requires_grad=False):
+    return ug.tensor(np.ones(shape), name=name, requires_grad=requires_grad)
+
+
+def _message(fn, cls=ug.UnrollGraphError) -> str:
+    with pytest.raises(cls) as info:
+        fn()
+    assert isinstance(info.value, ug.UnrollGraphError)
+    return str(info.value)
+
+
+def test_one_hierarchy():
+    for cls in (ug.ShapeError, ug.GraphError, ug.CycleError, ug.CellError, ug.GradientError,
+                ug.AnomalyError, ug.RenderError, ug.GradcheckError):
+        assert issubclass(cls, ug.UnrollGraphError)
+    assert issubclass(ug.ShapeError, ValueError) and issubclass(ug.CycleError, ug.GraphError)
+
+
+def test_matmul_inner_size_mismatch_names_both_nodes_and_suggests_transpose():
+    msg = _message(lambda: _t((2, 3), "x") @ _t((2, 3), "W"), ug.ShapeError)
+    assert msg.startswith(
+        "matmul: cannot multiply x (2, 3) by W (2, 3): inner sizes 3 and 2 differ"
+    )
+    assert "did you mean W.T?" in msg
+
+
+def test_matmul_mismatch_without_a_transpose_fix():
+    msg = _message(lambda: _t((2, 3), "x") @ _t((4, 5), "V"), ug.ShapeError)
+    assert msg == "matmul: cannot multiply x (2, 3) by V (4, 5): inner sizes 3 and 4 differ"
+
+
+def test_matmul_of_a_scalar_and_of_unbroadcastable_batches():
+    msg = _message(lambda: _t((2, 3), "x") @ _t((), "s"), ug.ShapeError)
+    assert "x (2, 3) by s ()" in msg and "use * for a scalar product" in msg
+    msg = _message(lambda: _t((2, 2, 3), "A") @ _t((3, 3, 2), "B"), ug.ShapeError)
+    assert "batch shapes (2,) and (3,) do not broadcast" in msg
+
+
+def test_broadcast_mismatch_names_the_op_nodes_and_shapes():
+    msg = _message(lambda: _t((2, 3), "x") + _t((4,), "b"), ug.ShapeError)
+    assert msg.startswith("add: cannot broadcast x (2, 3) with b (4,)")
+    assert "reshape" in msg
+    msg = _message(lambda: ug.maximum(_t((2, 3), "x"), _t((2,), "m")), ug.ShapeError)
+    assert msg.startswith("maximum: cannot broadcast x (2, 3) with m (2,)")
+
+
+def test_shape_op_errors():
+    x = _t((2, 3), "x")
+    assert "cannot reshape x (2, 3) (6 elements) into (4, 2)" in _message(
+        lambda: x.reshape(4, 2))
+    assert "getitem: cannot index x (2, 3) with 5" in _message(lambda: x[5])
+    msg = _message(lambda: ug.concat([x, _t((3, 2), "z")]))
+    assert msg.startswith("concat along axis 0: cannot join x (2, 3), z (3, 2)")
+    msg = _message(lambda: ug.stack([x, _t((3, 2), "z")]))
+    assert msg == "stack: all inputs need the same shape, got x (2, 3), z (3, 2)"
+
+
+def test_loss_errors():
+    x = _t((2, 3), "logits")
+    msg = _message(lambda: ug.mse_loss(x, ug.tensor(np.ones(3), name="y")))
+    assert msg == ("mse_loss: prediction logits (2, 3) and target y (3,) must have the same "
+                   "shape; reshape the target to (2, 3)")
+    assert "need labels of shape (2,)" in _message(lambda: ug.cross_entropy(x, [0, 1, 2]))
+    assert "must lie in [0, 2] for 3 classes; got values from 0 to 3" in _message(
+        lambda: ug.cross_entropy(x, [0, 3]))
+    assert "must be integer class indices" in _message(lambda: ug.cross_entropy(x, [0.5, 1]))
+    msg = _message(lambda: ug.binary_cross_entropy_with_logits(x, np.ones((3, 2))))
+    assert msg.startswith("binary_cross_entropy_with_logits: prediction logits (2, 3)")
+
+
+def test_unknown_op_lists_known_ones_and_how_to_register():
+    msg = _message(lambda: apply("gelu", _t((2,), "x")), ug.GraphError)
+    assert "no op registered under 'gelu'" in msg and "tanh" in msg and "defop" in msg
+
+
+def test_registering_an_op_twice_is_an_error():
+    msg = _message(lambda: ops.defop("tanh", np.tanh, [None]), ug.GraphError)
+    assert "'tanh' is already registered" in msg
+
+
+def test_backward_of_a_non_scalar_says_what_to_pass():
+    y = _t((2, 3), "w", requires_grad=True) * 2.0
+    y.name = "y"
+    msg = _message(y.backward, ug.GradientError)
+    assert "non-scalar tensor y of shape (2, 3)" in msg
+    assert "gradient=np.ones((2, 3))" in msg and "t.sum().backward()" in msg
+
+
+def test_backward_without_requires_grad_and_with_a_wrong_seed():
+    msg = _message(_t((2,), "x").sum().backward, ug.GradientError)
+    assert "requires_grad=True" in msg
+    w = _t((2,), "w", requires_grad=True)
+    msg = _message(lambda: (w * 1.0).backward(np.ones(3)), ug.ShapeError)
+    assert "seed gradient of shape (3,)" in msg and "(2,)" in msg
+
+
+def test_item_of_a_non_scalar():
+    assert "one-element tensor; w has shape (2, 3)" in _message(_t((2, 3), "w").item)
+
+
+def test_gradcheck_reports_the_worst_element_its_input_and_both_numbers():
+    # x * detach(x): backward sees only one factor, so it reports x where the truth is 2x
+    with pytest.raises(ug.GradcheckError) as info:
+        ug.gradcheck(lambda a: a * a.detach(), [ug.tensor([1.0, 3.0], name="a")])
+    msg = str(info.value)
+    # gradcheck reduces a vector output with a fixed random projection (seed 0)
+    proj = np.random.default_rng(0).standard_normal(2)
+    worst = int(np.argmax(np.abs(proj * [1.0, 3.0])))
+    analytic, numeric = proj[worst] * [1.0, 3.0][worst], 2 * proj[worst] * [1.0, 3.0][worst]
+    assert f"d(output)/d(a)[{worst}] is " in msg
+    got_a = float(msg.split(" is ")[1].split(" by backward()")[0])
+    got_n = float(msg.split(" but ")[1].split(" by central")[0])
+    assert got_a == pytest.approx(analytic, rel=1e-9)
+    assert got_n == pytest.approx(numeric, rel=1e-6)
+
+
+def test_gradcheck_returns_true_on_a_correct_gradient():
+    assert ug.gradcheck(lambda a: (a * a).sum(), [np.array([1.0, -2.0])]) is True
+
+
+def test_a_vjp_of_the_wrong_shape_is_named():
+    ops.defop("bad_vjp_test", lambda a: a * 2.0, [lambda g, ans, a: np.ones(a.size + 1)])
+    try:
+        x = _t((3,), "x", requires_grad=True)
+        msg = _message(lambda: apply("bad_vjp_test", x).sum().backward(), ug.GraphError)
+    finally:
+        ops._REGISTRY.pop("bad_vjp_test")
+    assert "op 'bad_vjp_test'" in msg and "input 0 (x, shape (3,))" in msg
+    assert "shape (4,)" in msg
+
+
+def test_anomaly_error_is_an_unrollgraph_error():
+    with ug.detect_anomaly():
+        msg = _message(lambda: ug.log(_t((2,), "x") * 0.0, name="y"), ug.AnomalyError)
+    assert "forward of log (node 'y') produced Inf" in msg

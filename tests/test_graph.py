@@ -1,0 +1,138 @@
+"""Graph records: immutable nodes, the iterative topological sort, text printing (one equation
+per line) and networkx export with stable ids."""
+
+from __future__ import annotations
+
+import sys
+
+import networkx as nx
+import numpy as np
+import pytest
+
+import unrollgraph as ug
+from unrollgraph.graph import Node, toposort
+
+
+def _small_graph():
+    x = ug.tensor(np.linspace(-1.0, 1.0, 12).reshape(4, 3), name="x", requires_grad=True)
+    W = ug.tensor(np.full((3, 5), 0.1), name="W", requires_grad=True)
+    h = ug.tanh(x @ W, name="h")
+    loss = h.sum(axis=1).mean()
+    loss.name = "loss"
+    return x, W, h, loss
+
+
+EXPECTED = """\
+x = leaf()  # shape (4, 3)
+W = leaf()  # shape (3, 5)
+n2 = matmul(x, W)  # shape (4, 5)
+h = tanh(n2)  # shape (4, 5)
+n4 = sum(h, axis=1)  # shape (4,)
+loss = mean(n4)  # shape ()"""
+
+
+def test_graph_prints_one_equation_per_line():
+    *_, loss = _small_graph()
+    assert str(ug.Graph(loss)) == EXPECTED
+
+
+def test_printing_is_the_same_run_to_run():
+    assert str(ug.Graph(_small_graph()[-1])) == str(ug.Graph(_small_graph()[-1]))
+
+
+def test_unnamed_nodes_get_positional_ids_and_duplicate_names_are_disambiguated():
+    a = ug.tensor(1.0, name="a")
+    b = ug.tensor(2.0, name="a")
+    text = str(ug.Graph(a + b))
+    assert text.splitlines() == [
+        "a#n0 = leaf()  # shape ()",
+        "a#n1 = leaf()  # shape ()",
+        "n2 = add(a#n0, a#n1)  # shape ()",
+    ]
+
+
+def test_renaming_a_tensor_after_use_shows_in_every_graph_that_reads_it():
+    x = ug.tensor([1.0, 2.0], name="x")
+    h = x * 2.0
+    y = ug.tanh(h)
+    h.name = "h"  # named after y was computed from it
+    assert "n3 = tanh(h)  # shape (2,)" in str(ug.Graph(y)).splitlines()
+    G = ug.to_networkx(y)
+    assert G.nodes["n2"]["name"] == "h" and list(G.successors("n2")) == ["n3"]
+
+
+def test_to_networkx_attributes_and_stable_ids():
+    x, W, h, loss = _small_graph()
+    loss.backward()
+    G = ug.to_networkx(loss)
+    assert isinstance(G, nx.DiGraph)
+    assert list(G.nodes) == [f"n{i}" for i in range(6)]
+    assert [G.nodes[n]["op"] for n in G.nodes] == ["leaf", "leaf", "matmul", "tanh", "sum",
+                                                   "mean"]
+    assert [G.nodes[n]["name"] for n in G.nodes] == ["x", "W", "n2", "h", "n4", "loss"]
+    assert G.nodes["n3"]["shape"] == (4, 5)
+    np.testing.assert_array_equal(G.nodes["n3"]["value"], h.data)
+    np.testing.assert_array_equal(G.nodes["n3"]["grad"], h.grad)
+    np.testing.assert_array_equal(G.nodes["n1"]["grad"], W.grad)
+    assert G.nodes["n4"]["attrs"] == {"axis": 1, "keepdims": False}
+    assert sorted((u, v, d["index"]) for u, v, d in G.edges(data=True)) == [
+        ("n0", "n2", 0), ("n1", "n2", 1), ("n2", "n3", 0), ("n3", "n4", 0), ("n4", "n5", 0)
+    ]
+    # a second, identical run gives the same ids and attributes
+    G2 = ug.to_networkx(_small_graph()[-1])
+    assert list(G2.nodes) == list(G.nodes) and list(G2.edges) == list(G.edges)
+    assert all(G2.nodes[n]["op"] == G.nodes[n]["op"] for n in G.nodes)
+
+
+def test_to_networkx_before_backward_has_values_but_no_grads():
+    *_, loss = _small_graph()
+    G = ug.to_networkx(loss)
+    assert all("value" in d and "grad" not in d for _, d in G.nodes(data=True))
+
+
+def test_from_networkx_round_trip():
+    *_, loss = _small_graph()
+    assert str(ug.from_networkx(ug.to_networkx(loss))) == EXPECTED
+
+
+def test_node_is_immutable_and_replace_copies():
+    a = Node("leaf", name="a", shape=(2,))
+    with pytest.raises(AttributeError, match=r"immutable; use node.replace\(op=...\)"):
+        a.op = "tanh"
+    b = a.replace(name="b")
+    assert (a.name, b.name, b.op, b.shape) == ("a", "b", "leaf", (2,))
+
+
+def test_toposort_of_a_million_nodes_is_iterative():
+    n = 1_000_000
+    assert n > 100 * sys.getrecursionlimit()
+    node = first = Node("leaf", name="x")
+    for _ in range(n):
+        node = Node("neg", (node,))
+    order = toposort([node])
+    assert len(order) == n + 1 and order[0] is first and order[-1] is node
+
+
+def test_toposort_reports_a_cycle():
+    class Obj:
+        def __init__(self, name):
+            self.name, self.parents = name, []
+
+        def label(self):
+            return self.name
+
+    a, b, c = Obj("a"), Obj("b"), Obj("c")
+    a.parents, b.parents, c.parents = [b], [c], [a]
+    with pytest.raises(ug.CycleError, match="a -> b -> c -> a") as info:
+        toposort([a], lambda o: o.parents)
+    assert [o.name for o in info.value.cycle] == ["a", "b", "c"]
+
+
+def test_toposort_visits_shared_nodes_once_in_order():
+    x = Node("leaf", name="x")
+    h = Node("tanh", (x,))
+    out = Node("add", (h, Node("mul", (h, x))))
+    order = toposort([out])
+    assert len(order) == 4 and len({id(n) for n in order}) == 4
+    pos = {id(n): i for i, n in enumerate(order)}
+    assert all(pos[id(i)] < pos[id(n)] for n in order for i in n.inputs)

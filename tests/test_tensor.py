@@ -1,0 +1,282 @@
+"""Tensor semantics: creation and promotion, operators, broadcasting, accumulation, no_grad,
+float32 end to end, anomaly mode and a backward pass over a chain of a million nodes."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+
+import unrollgraph as ug
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+# -- creation ----------------------------------------------------------------------------------
+
+
+def test_tensor_promotes_python_numbers_and_integer_arrays_to_float64():
+    assert ug.tensor(3).dtype == np.float64
+    assert ug.tensor([1, 2, 3]).dtype == np.float64
+    assert ug.tensor(np.arange(4, dtype=np.int32)).dtype == np.float64
+    assert ug.tensor([True, False]).dtype == np.float64
+    np.testing.assert_array_equal(ug.tensor([1, 2]).data, [1.0, 2.0])
+
+
+def test_tensor_keeps_float32_and_records_name_and_requires_grad():
+    t = ug.tensor(np.ones(3, dtype=np.float32), requires_grad=True, name="w")
+    assert t.dtype == np.float32
+    assert t.name == "w" and t.node.name == "w"
+    assert t.requires_grad and t.is_leaf and t.grad is None
+    assert t.shape == (3,)
+
+
+def test_tensor_rejects_non_float_dtype():
+    with pytest.raises(TypeError, match="float32 or float64"):
+        ug.tensor([1, 2], dtype=np.int64)
+
+
+def test_scalar_operands_take_the_tensor_float_dtype():
+    x = ug.tensor([1.0, 2.0], dtype=np.float32)
+    for y in (x + 1, 2 * x, x / 3.0, x - np.float64(1.0), x + np.array([1, 2]), x**2, 2.0**x):
+        assert y.dtype == np.float32, y.node.op
+
+
+# -- operators ---------------------------------------------------------------------------------
+
+
+def test_operator_values_match_numpy():
+    rng = _rng()
+    a, b = rng.uniform(0.5, 2.0, size=(2, 3)), rng.uniform(0.5, 2.0, size=(3,))
+    ta, tb = ug.tensor(a), ug.tensor(b)
+    cases = [
+        (ta + tb, a + b), (ta - tb, a - b), (ta * tb, a * b), (ta / tb, a / b),
+        (ta**tb, a**b), (ta**2, a**2), (ta**0.5, a**0.5), (-ta, -a),
+        (1.0 + ta, 1.0 + a), (1.0 - ta, 1.0 - a), (2.0 * ta, 2.0 * a), (2.0 / ta, 2.0 / a),
+        (2.0**ta, 2.0**a), (ta @ tb, a @ b), (ta.T, a.T), (ta.reshape(3, 2), a.reshape(3, 2)),
+        (ta.transpose(1, 0), a.T), (ta.sum(axis=0), a.sum(axis=0)),
+        (ta.mean(axis=1, keepdims=True), a.mean(axis=1, keepdims=True)), (ta.max(), a.max()),
+        (ta[1, ::-1], a[1, ::-1]), (ta[:, [0, 0, 2]], a[:, [0, 0, 2]]),
+        (ug.maximum(ta, tb), np.maximum(a, b)), (ug.clip(ta, 0.8, 1.5), np.clip(a, 0.8, 1.5)),
+        (ug.softmax(ta, axis=0), np.exp(a) / np.exp(a).sum(axis=0)),
+    ]
+    for got, want in cases:
+        np.testing.assert_allclose(got.data, want, rtol=1e-12, err_msg=got.node.op)
+
+
+def test_matmul_numpy_array_on_the_left_uses_the_reflected_operator():
+    w = ug.tensor(np.eye(2) * 2.0, requires_grad=True)
+    y = np.array([[1.0, 2.0]]) @ w
+    assert isinstance(y, ug.Tensor)
+    np.testing.assert_allclose(y.data, [[2.0, 4.0]])
+
+
+def test_operators_compose_and_pass_gradcheck():
+    rng = _rng(1)
+
+    def f(x, w, b):
+        h = ug.tanh(x @ w + b)
+        return ((h * 2.0 - 1.0) ** 2 / (1.0 + h * h)).mean() + (-h).max(axis=1).sum()
+
+    inputs = [rng.normal(size=(4, 3)), rng.normal(size=(3, 5)), rng.normal(size=(5,))]
+    assert ug.gradcheck(f, inputs)
+
+
+# -- broadcasting and accumulation ---------------------------------------------------------------
+
+
+def test_broadcast_gradients_are_summed_back_to_each_shape():
+    a = ug.tensor(np.ones((3, 1)), requires_grad=True)
+    b = ug.tensor(np.arange(4.0), requires_grad=True)
+    (a * b).sum().backward()
+    assert a.grad.shape == (3, 1) and b.grad.shape == (4,)
+    np.testing.assert_allclose(a.grad, np.full((3, 1), 6.0))  # sum of b
+    np.testing.assert_allclose(b.grad, np.full(4, 3.0))  # three rows of ones
+
+
+def test_repeated_indices_accumulate():
+    x = ug.tensor([10.0, 20.0, 30.0], requires_grad=True)
+    x[np.array([0, 0, 2, 0])].sum().backward()
+    np.testing.assert_array_equal(x.grad, [3.0, 0.0, 1.0])
+
+
+def test_shared_node_receives_the_sum_of_its_uses():
+    x = ug.tensor(0.3, requires_grad=True, name="x")
+    h = ug.tanh(x, name="h")
+    out = h * 2.0 + h * 3.0 + h  # three uses of h
+    out.backward()
+    np.testing.assert_allclose(h.grad, 6.0)
+    np.testing.assert_allclose(x.grad, 6.0 * (1.0 - np.tanh(0.3) ** 2))
+
+
+def test_tensor_used_twice_by_one_op():
+    x = ug.tensor([1.0, -2.0], requires_grad=True)
+    (x * x).sum().backward()
+    np.testing.assert_allclose(x.grad, [2.0, -4.0])
+    x.zero_grad()
+    (x + x).sum().backward()
+    np.testing.assert_allclose(x.grad, [2.0, 2.0])
+
+
+def test_grad_accumulates_across_backward_calls_until_zero_grad():
+    w = ug.tensor([1.0, 2.0], requires_grad=True)
+    for expected in ([2.0, 4.0], [4.0, 8.0], [6.0, 12.0]):
+        (w * w).sum().backward()
+        np.testing.assert_allclose(w.grad, expected)
+    w.zero_grad()
+    assert w.grad is None
+    (w * w).sum().backward()
+    np.testing.assert_allclose(w.grad, [2.0, 4.0])
+
+
+def test_intermediate_tensors_keep_their_grad():
+    x = ug.tensor([0.5, 1.0], requires_grad=True)
+    y = x * 3.0
+    z = y.sum()
+    z.backward()
+    np.testing.assert_allclose(z.grad, 1.0)
+    np.testing.assert_allclose(y.grad, [1.0, 1.0])
+    np.testing.assert_allclose(x.grad, [3.0, 3.0])
+
+
+def test_each_grad_is_an_array_of_its_own():
+    a = ug.tensor([1.0, 2.0], requires_grad=True)
+    b = ug.tensor([3.0, 4.0], requires_grad=True)
+    c = a + b  # add passes the same gradient to both inputs
+    c.sum().backward()
+    assert a.grad is not b.grad and a.grad is not c.grad
+    a.grad *= 0.0  # an in-place edit (e.g. an optimizer) must not leak into other tensors
+    np.testing.assert_allclose(b.grad, [1.0, 1.0])
+    np.testing.assert_allclose(c.grad, [1.0, 1.0])
+    assert b.grad.flags.writeable
+
+
+def test_backward_with_a_seed_gradient():
+    x = ug.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = x * x
+    y.backward(np.array([1.0, 0.0, -1.0]))
+    np.testing.assert_allclose(x.grad, [2.0, 0.0, -6.0])
+
+
+def test_gradient_stops_at_constants_and_detach():
+    x = ug.tensor([1.0, 2.0], requires_grad=True)
+    c = ug.tensor([5.0, 5.0])
+    (x * c + x.detach() * x).sum().backward()
+    np.testing.assert_allclose(x.grad, [6.0, 7.0])
+    assert c.grad is None
+
+
+def test_no_grad_builds_no_graph():
+    w = ug.tensor([1.0, 2.0], requires_grad=True)
+    with ug.no_grad():
+        assert not ug.is_grad_enabled()
+        y = ug.tanh(w * 2.0)
+        with ug.enable_grad():
+            z = w * 2.0
+    assert ug.is_grad_enabled()
+    assert not y.requires_grad and y.is_leaf and y.node.inputs == ()
+    assert z.requires_grad and not z.is_leaf
+    np.testing.assert_allclose(y.data, np.tanh([2.0, 4.0]))
+    with pytest.raises(ug.GradientError):
+        y.sum().backward()
+
+
+# -- float32 end to end ------------------------------------------------------------------------
+
+
+def test_float32_end_to_end_matches_float64():
+    rng = _rng(2)
+    arrays = [rng.normal(size=(4, 3)), rng.normal(size=(3, 5)), rng.normal(size=(5,))]
+    labels = np.array([0, 4, 2, 1])
+    grads = {}
+    for dtype in (np.float32, np.float64):
+        x, w, b = (ug.tensor(a, dtype=dtype, requires_grad=True) for a in arrays)
+        h = ug.sigmoid(x @ w + b)
+        loss = ug.cross_entropy(ug.log_softmax(h * 3.0), labels) + ug.mse_loss(h, h * 0.5)
+        assert h.dtype == dtype and loss.dtype == dtype
+        loss.backward()
+        for t in (x, w, b):
+            assert t.grad.dtype == dtype
+        grads[dtype] = [t.grad for t in (x, w, b)]
+    for g32, g64 in zip(grads[np.float32], grads[np.float64]):
+        np.testing.assert_allclose(g32, g64, rtol=1e-4, atol=1e-6)
+
+
+def test_float32_sigmoid_of_large_inputs_is_exact_and_silent():
+    x = ug.tensor([-200.0, -90.0, 0.0, 90.0, 200.0], dtype=np.float32)
+    with np.errstate(over="raise", invalid="raise", divide="raise"):  # underflow to 0 is fine
+        y = ug.sigmoid(x)
+    np.testing.assert_allclose(y.data, [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-30)
+    assert y.dtype == np.float32
+
+
+# -- anomaly mode ------------------------------------------------------------------------------
+
+
+def test_detect_anomaly_names_the_forward_node():
+    x = ug.tensor([1.0, 0.0], requires_grad=True, name="p")
+    with ug.detect_anomaly():
+        with pytest.raises(ug.AnomalyError) as info:
+            ug.log(x, name="logp")
+    msg = str(info.value)
+    assert "forward of log" in msg and "'logp'" in msg and "Inf" in msg
+    assert "index (1,)" in msg and "p (2,)" in msg
+
+
+def test_detect_anomaly_names_the_node_a_bad_gradient_flows_into():
+    z = ug.tensor([4.0, 0.0], requires_grad=True, name="z")
+    with ug.detect_anomaly():
+        r = ug.sqrt(z, name="r")  # forward is finite: sqrt(0) = 0
+        with pytest.raises(ug.AnomalyError) as info:
+            r.sum().backward()
+    msg = str(info.value)
+    assert "r = sqrt(...) into z" in msg and "Inf" in msg and "index (1,)" in msg
+
+
+def test_without_anomaly_mode_non_finite_values_pass_through():
+    z = ug.tensor([4.0, 0.0], requires_grad=True)
+    with np.errstate(divide="ignore"):
+        ug.sqrt(z).sum().backward()
+    assert np.isinf(z.grad[1]) and z.grad[0] == 0.25
+
+
+def test_detect_anomaly_is_restored_after_an_error():
+    from unrollgraph.tensor import _FLAGS
+
+    with pytest.raises(ug.AnomalyError):
+        with ug.detect_anomaly():
+            ug.log(ug.tensor(-1.0))
+    assert _FLAGS.anomaly is False
+
+
+# -- a long chain ------------------------------------------------------------------------------
+
+
+def test_backward_through_a_million_node_chain():
+    """One million nodes: far past the recursion limit, so only an explicit stack works."""
+    n = 1_000_000
+    assert n > 100 * sys.getrecursionlimit()
+    x = ug.tensor(0.5, requires_grad=True, name="x")
+    two, half = ug.tensor(2.0), ug.tensor(0.5)
+    y = x
+    for i in range(n):
+        k = i % 3
+        y = y * two if k == 0 else (-y if k == 1 else y * half)
+    y.backward()
+    # 333,334 doublings, 333,333 halvings and 333,333 negations: dy/dx = 2 * -1, exactly
+    assert float(x.grad) == -2.0
+    assert float(y.data) == -1.0
+
+
+# -- misc --------------------------------------------------------------------------------------
+
+
+def test_item_and_repr():
+    t = ug.tensor([[2.5]], requires_grad=True, name="t")
+    assert t.item() == 2.5
+    assert repr(t) == "tensor([[2.5]], name='t', requires_grad=True)"
+    with pytest.raises(TypeError, match="ambiguous"):
+        bool(t)
