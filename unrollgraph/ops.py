@@ -410,9 +410,16 @@ def _matmul_vb(g, ans, a, b):
     return unbroadcast(np.matmul(np.swapaxes(a, -1, -2), g), b.shape)
 
 
+def _matmul(a, b):
+    if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous:
+        # a stack of rows times one matrix: one (N, k) @ (k, n) product, not N/rows small ones
+        return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[1],))
+    return np.matmul(a, b)
+
+
 defop(
     "matmul",
-    np.matmul,
+    _matmul,
     [_matmul_va, _matmul_vb],
     sym=lambda a, b: np.matmul(a, b),
     check=_matmul_check,

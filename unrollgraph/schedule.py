@@ -253,10 +253,10 @@ class TimeBatch:
     ``slots`` are the node's per-step slots.
     """
 
-    __slots__ = ("fwd", "vjps", "kw", "refs", "slots")
+    __slots__ = ("op", "fwd", "vjps", "kw", "refs", "slots")
 
-    def __init__(self, fwd, vjps, kw, refs, slots):
-        self.fwd, self.vjps, self.kw, self.refs, self.slots = fwd, vjps, kw, refs, slots
+    def __init__(self, op, fwd, vjps, kw, refs, slots):
+        self.op, self.fwd, self.vjps, self.kw, self.refs, self.slots = op, fwd, vjps, kw, refs, slots
 
 
 def _time_batched_kw(op, kw):
@@ -323,7 +323,7 @@ def plan_time_batching(body, batched, state_dependent, shapes, clones, input_nam
         op = registry_get(n.op)
         vjps = tuple(op.input_vjp(k) for k in range(len(n.inputs)))
         index[id(n)] = len(plan)
-        plan.append(TimeBatch(op.forward, vjps, kw, tuple(refs), clones[id(n)]))
+        plan.append(TimeBatch(n.op, op.forward, vjps, kw, tuple(refs), clones[id(n)]))
     return plan
 
 
