@@ -31,6 +31,11 @@ import tracemalloc
 
 import numpy as np
 
+# PyTorch's OpenMP threads spin for a while after each parallel region; in a process that
+# alternates PyTorch with numpy they would steal the cores OpenBLAS's threads need and slow
+# every numpy-based column (ours and the hand-written one). Let idle threads sleep instead.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 HERE = pathlib.Path(__file__).resolve().parent
 try:  # the installed package (or PYTHONPATH); else the checkout this script lives in
     import unrollgraph as ug

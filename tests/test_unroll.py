@@ -374,3 +374,26 @@ def test_shared_param_tensor_receives_the_gradient():
     out, _ = ug.unroll(cell, 3)(np.ones((3, 1, 2)))
     out.sum().backward()
     assert W.grad is not None and W.grad.shape == (2, 2)
+
+
+def test_gradcheck_checks_a_ready_cells_parameters_in_place():
+    rng = np.random.default_rng(4)
+    cell = ug.nn.GRUCell(2, 3, seed=0)
+    net = ug.unroll(cell, steps=3)
+    xs = rng.standard_normal((3, 2, 2))
+    params = list(cell.parameters().values())
+    before = [p.data.copy() for p in params]
+    cell.weight_hh.grad = np.full((9, 3), 7.0)
+
+    def loss(*ps):
+        out, h = net(xs)
+        return (out * out).sum() + h.sum()
+
+    assert ug.gradcheck(loss, params)
+    assert all(np.array_equal(p.data, b) for p, b in zip(params, before))
+    assert np.all(cell.weight_hh.grad == 7.0)  # left as it was
+    # and a wrong gradient is caught: scale the hidden-to-hidden weight's VJP by breaking the
+    # value the function sees (a function of the parameters that backward does not know)
+    with pytest.raises(ug.GradcheckError, match="weight_hh"):
+        ug.gradcheck(lambda *ps: loss(*ps) + ug.tensor((cell.weight_hh.data ** 3).sum()),
+                     params)

@@ -541,11 +541,17 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
         parents = t._parents
         data = t.data
         if g is not None and type(data) is ndarray:
-            # store t.grad: an array of its own (g may be shared with other tensors or be a
-            # read-only broadcast view); the usual case is inlined, the rest in _store_grad
+            # store t.grad. A leaf gets an array of its own (optimizers edit it in place). An
+            # intermediate gets a read-only view: no copy of what may be a large (T, B, H)
+            # gradient, and an in-place edit raises instead of leaking into another tensor.
             if t.grad is None and type(g) is ndarray and g.dtype == data.dtype \
                     and g.shape == data.shape:
-                t.grad = g.copy()
+                if parents:
+                    v = g.view()
+                    v.flags.writeable = False
+                    t.grad = v
+                else:
+                    t.grad = g.copy()
             else:
                 _store_grad(t, g)
         if not parents:

@@ -22,8 +22,10 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     fn : callable
         Builds a fresh graph from the input tensors each time it is called.
     inputs : sequence of Tensor or array_like
-        The tensors to differentiate with respect to. Arrays become float64 tensors that
-        require grad; Tensors are copied to float64 (their names are kept).
+        The tensors to differentiate with respect to. A float64 leaf Tensor that requires grad
+        (a cell's parameter, say) is checked in place: it is perturbed and restored, and its
+        ``.grad`` is left as it was. Arrays and other Tensors are copied to float64 tensors that
+        require grad (names are kept).
     eps : float
         Finite-difference step.
     atol, rtol : float
@@ -50,10 +52,25 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
         inputs = [inputs]
     ts = []
     for k, x in enumerate(inputs):
+        if (isinstance(x, Tensor) and x.is_leaf and x.requires_grad
+                and x.data.dtype == np.float64 and x.data.flags.c_contiguous):
+            ts.append(x)
+            continue
         name = x.name if isinstance(x, Tensor) else None
         data = x.data if isinstance(x, Tensor) else x
         ts.append(tensor(np.array(data, dtype=np.float64), requires_grad=True,
                          name=name or f"input{k}"))
+    saved = [t.grad for t in ts]
+    try:
+        for t in ts:
+            t.grad = None
+        return _check(fn, ts, eps, atol, rtol, seed)
+    finally:
+        for t, g in zip(ts, saved):
+            t.grad = g
+
+
+def _check(fn, ts, eps, atol, rtol, seed) -> bool:
     out = fn(*ts)
     rng = np.random.default_rng(seed)
     proj = None if out.size == 1 else rng.standard_normal(out.shape)
