@@ -303,8 +303,11 @@ def _sigmoid_fast(x):
     # exp(-x) overflows past |x| ~ 709 in float64 but ~ 88 in float32: take the two-branch
     # form there (no overflow warning, no Inf)
     limit = 80.0 if x.dtype == np.float32 else 700.0
-    if x.size and np.abs(x).max() < limit:
-        return 1.0 / (1.0 + np.exp(-x))
+    if x.size and x.min() > -limit:  # only a very negative x overflows exp(-x)
+        e = np.negative(x)
+        np.exp(e, out=e)
+        e += 1.0
+        return np.reciprocal(e, out=e)
     return _sigmoid(x)
 
 
