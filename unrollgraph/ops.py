@@ -304,7 +304,7 @@ def _sigmoid_fast(x):
     # form there (no overflow warning, no Inf)
     limit = 80.0 if x.dtype == np.float32 else 700.0
     if x.size and x.min() > -limit:  # only a very negative x overflows exp(-x)
-        e = np.negative(x)
+        e = np.negative(x, out=np.empty_like(x))  # an array even for a 0-d x
         np.exp(e, out=e)
         e += 1.0
         return np.reciprocal(e, out=e)
