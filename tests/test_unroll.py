@@ -397,3 +397,43 @@ def test_gradcheck_checks_a_ready_cells_parameters_in_place():
     with pytest.raises(ug.GradcheckError, match="weight_hh"):
         ug.gradcheck(lambda *ps: loss(*ps) + ug.tensor((cell.weight_hh.data ** 3).sum()),
                      params)
+
+
+@pytest.mark.parametrize("make", [lambda: ug.nn.RNNCell(3, 4, seed=0),
+                                  lambda: ug.nn.LSTMCell(3, 4, seed=0),
+                                  lambda: ug.nn.GRUCell(3, 4, seed=0)])
+def test_keep_needed_gives_the_same_gradients_and_frees_values(make):
+    rng = np.random.default_rng(9)
+    xs = rng.standard_normal((6, 2, 3))
+    R = rng.standard_normal((6, 2, 4))
+    results = []
+    for keep in ("all", "needed"):
+        cell = make()
+        net = ug.unroll(cell, steps=6, keep=keep)
+        xt = ug.tensor(xs, requires_grad=True)
+        out, _ = net(xt)
+        (out * R).sum().backward()
+        run = net.last_run
+        results.append((out.data, xt.grad, [p.grad for p in cell.parameters().values()],
+                        run.state_grads(list(cell.states)[0])))
+        arrays = sum(isinstance(v, np.ndarray) for v in run.values)
+        grads = sum(isinstance(g, np.ndarray) for g in run.grads)
+        if keep == "all":
+            full = (arrays, grads)
+        else:
+            assert arrays < full[0] and grads < full[1]
+            # a freed value keeps its shape, and diagrams still draw the net
+            freed = [v for v in run.values if not isinstance(v, np.ndarray)]
+            assert freed and all(v.shape[-1] in (4, 12, 16) for v in freed)
+            assert "digraph" in ug.to_dot(net)
+    (o1, x1, p1, s1), (o2, x2, p2, s2) = results
+    assert np.array_equal(o1, o2)
+    np.testing.assert_allclose(x2, x1, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(s2, s1, rtol=1e-12, atol=1e-15)
+    for a, b in zip(p1, p2):
+        np.testing.assert_allclose(b, a, rtol=1e-12, atol=1e-15)
+
+
+def test_keep_must_be_all_or_needed():
+    with pytest.raises(ug.CellError, match="keep must be 'all' or 'needed'"):
+        ug.unroll(ug.nn.RNNCell(2, 3), steps=2, keep="some")

@@ -12,7 +12,7 @@ test suite differentiates it with sympy and compares with the VJP, for every op.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -34,6 +34,9 @@ class OpDef:
     nondiff: tuple = ()  # indices of inputs that never get a gradient (labels, conditions)
     variadic: bool = False  # n inputs sharing vjps[0](g, ans, *inputs, index=k)
     always_check: bool = False  # run check before forward (numpy would not fail on its own)
+    # what the VJPs read besides g: "ans" and/or input indices; None means everything. An
+    # unrolled net run with keep="needed" frees the values nothing reads (shapes are kept).
+    reads: tuple | None = None
     doc: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -541,7 +544,7 @@ def _is_advanced(index) -> bool:
 
 
 def _getitem_vjp(g, ans, a, index):
-    out = np.zeros(a.shape, dtype=np.result_type(g, a))
+    out = np.zeros(a.shape, dtype=np.result_type(g.dtype, a.dtype))
     if _is_advanced(index):
         np.add.at(out, index, g)
     else:
@@ -768,3 +771,20 @@ defop(
     [None],
     doc="output number `index` of a multi-output node",
 )
+
+
+# What each op's VJPs read besides the output gradient: "ans" (the op's own value) and the
+# indices of the inputs whose *values* they use. Shapes and dtypes are always available.
+_READS = {
+    "add": (), "sub": (), "neg": (), "sum": (), "mean": (), "reshape": (), "transpose": (),
+    "getitem": (), "concat": (), "stack": (),
+    "mul": (0, 1), "div": (1, "ans"), "pow": (0, 1, "ans"), "powc": (0,),
+    "maximum": (0, 1), "minimum": (0, 1), "matmul": (0, 1), "where": (0,),
+    "exp": ("ans",), "tanh": ("ans",), "sigmoid": ("ans",), "sqrt": ("ans",),
+    "softmax": ("ans",), "log_softmax": ("ans",),
+    "log": (0,), "relu": (0,), "abs": (0,), "clip": (0,), "max": (0, "ans"),
+    "mse_loss": (0, 1), "cross_entropy": (0, 1), "binary_cross_entropy_with_logits": (0, 1),
+}
+for _name, _reads in _READS.items():
+    _REGISTRY[_name] = replace(_REGISTRY[_name], reads=_reads)
+del _name, _reads

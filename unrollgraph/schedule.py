@@ -58,8 +58,9 @@ class StepTemplates:
     ``ok`` is False when the steps do not share a shape; callers then use the generic loop.
     """
 
-    def __init__(self, entries, blocks, state_in, skip=frozenset()):
+    def __init__(self, entries, blocks, state_in, skip=frozenset(), keep_grads=frozenset()):
         self.blocks = blocks
+        self.keep_grads = keep_grads  # block offsets whose gradients a lean run still keeps
         self.state_in = state_in
         self.ok = True
         by_step: dict = {}
@@ -108,17 +109,17 @@ class StepTemplates:
         return ns["step"]
 
     # -- backward ------------------------------------------------------------------------------
-    def backward_fn(self, t, want):
+    def backward_fn(self, t, want, drop=False):
         base, _ = self.blocks[t]
         rel = self.rel[t]
         pattern = []
         for out, refs, *_ in rel:
             pattern.append(want[base + out])
             pattern.extend(want[self._abs(r, t)] for r in refs)
-        key = (self.sigs[t], tuple(pattern))
+        key = (self.sigs[t], tuple(pattern), drop)
         fn = self._bwd_cache.get(key)
         if fn is None:
-            fn = self._bwd_cache[key] = self._make_backward(rel, t, want)
+            fn = self._bwd_cache[key] = self._make_backward(rel, t, want, drop)
         return fn
 
     def _abs(self, ref, t):
@@ -129,7 +130,7 @@ class StepTemplates:
             return self.state_in[t][k]
         return k
 
-    def _make_backward(self, rel, t, want):
+    def _make_backward(self, rel, t, want, drop=False):
         base = self.blocks[t][0]
         ns = {"nd": np.ndarray, "zeros": np.zeros}
         nstates = max(len(s) for s in self.state_in) if self.state_in else 0
@@ -154,7 +155,7 @@ class StepTemplates:
                 name = f"V{k}_{m}"
                 vjp = functools.partial(vjps[m], **kw) if kw else vjps[m]
                 ns[name] = vjp
-                if r[0] == "c" and _deferrable(op, m, refs):
+                if not drop and r[0] == "c" and _deferrable(op, m, refs):
                     # a gradient into a weight shared by all steps: collect this step's part
                     # and compute all steps' parts in one call after the loop (see flush)
                     key = (out, m)
@@ -188,6 +189,8 @@ class StepTemplates:
                 lines.append("            else:")
                 lines.append("                g[i] = p + y")
                 lines.append("                o[i] = True")
+            if drop and out not in self.keep_grads:
+                lines.append(f"        g[{o_expr}] = None  # used up: keep='needed'")
         if len(lines) == 1:
             lines.append("    pass")
         exec("\n".join(lines), ns)  # noqa: S102 - generated from the graph, no user text
@@ -346,7 +349,8 @@ def _stacked(ref, vals, xs, stacked):
     return vals[k]
 
 
-def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slots, acc):
+def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slots, acc,
+                          keep_views=True):
     """Backpropagate through the time-batched nodes in one call each (after the step loop).
 
     Per-step gradients that the steps left in ``grads`` are stacked; gradients to shared nodes
@@ -371,7 +375,7 @@ def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slo
         if g is None:
             continue
         for t, s in enumerate(tb.slots):
-            grads[s] = g[t]  # per-step views, for inspection and diagrams
+            grads[s] = g[t] if keep_views else None  # per-step views, for inspection
         ans = stacked[k]
         args = [_stacked(r, vals, xs, stacked) for r in tb.refs]
         for m, (kind, key) in enumerate(tb.refs):

@@ -31,7 +31,8 @@ from .tensor import _FLAGS, Tensor, _check_finite
 __all__ = ["unroll", "Unrolled", "Run"]
 
 
-def unroll(cell: Cell, steps: int, truncate: int | None = None, masked: bool = False):
+def unroll(cell: Cell, steps: int, truncate: int | None = None, masked: bool = False,
+           keep: str = "all"):
     """Unroll ``cell`` over ``steps`` time steps into an acyclic graph.
 
     Parameters
@@ -47,6 +48,11 @@ def unroll(cell: Cell, steps: int, truncate: int | None = None, masked: bool = F
     masked : bool
         Add per-step mask nodes so sequences of different lengths can share a batch (``net(xs,
         lengths=...)`` builds this variant for you).
+    keep : {"all", "needed"}
+        What a run keeps. ``"all"`` (the default) keeps every node's value and gradient, for
+        diagrams and inspection. ``"needed"`` keeps only what backpropagation reads (values a
+        VJP uses; the states' gradients), for training on long sequences: memory drops to a few
+        arrays per step, and diagrams show shapes where values were freed.
 
     Returns
     -------
@@ -64,7 +70,7 @@ def unroll(cell: Cell, steps: int, truncate: int | None = None, masked: bool = F
     >>> cell.weight_hh.grad.shape
     (3, 3)
     """
-    return Unrolled(cell, steps, truncate=truncate, masked=masked)
+    return Unrolled(cell, steps, truncate=truncate, masked=masked, keep=keep)
 
 
 class Unrolled:
@@ -89,15 +95,18 @@ class Unrolled:
     """
 
     def __init__(self, cell: Cell, steps: int, truncate: int | None = None,
-                 masked: bool = False):
+                 masked: bool = False, keep: str = "all"):
         if not isinstance(cell, Cell):
             raise CellError(f"unroll() needs a ug.Cell, got {type(cell).__name__}")
         if not isinstance(steps, (int, np.integer)) or steps < 1:
             raise CellError(f"unroll(): steps must be a positive int, got {steps!r}")
         if truncate is not None and (not isinstance(truncate, (int, np.integer)) or truncate < 1):
             raise CellError(f"unroll(): truncate must be a positive int or None, got {truncate!r}")
+        if keep not in ("all", "needed"):
+            raise CellError(f"unroll(): keep must be 'all' or 'needed', got {keep!r}")
         cell.validate()
         self.cell = cell
+        self.keep = keep
         self.steps = int(steps)
         self.truncate = None if truncate is None or truncate >= steps else int(truncate)
         self.masked = masked
@@ -244,9 +253,20 @@ class Unrolled:
         state_in = [tuple(self._init_slots[k] for k in names)] + [
             tuple(self._state_slots[k][t - 1] for k in names) for t in range(1, self.steps)
         ]
+        self._unread = self._unread_slots(prog)
+        outputs = {s for slots in self._output_slots.values() for s in slots}
+        self._unread_by_step = [[] for _ in range(self.steps)]
+        for s in self._unread:
+            step = self.nodes[s].step
+            if step is not None and s not in outputs:
+                self._unread_by_step[step].append(s)
         self._time_batch = self._plan_time_batching()
         skip = frozenset(s for tb in self._time_batch for s in tb.slots)
-        self._templates = StepTemplates(prog, blocks, state_in, skip)
+        keep_grads = frozenset(
+            slots[0] - blocks[0][0]
+            for slots in list(self._state_slots.values()) + list(self._output_slots.values())
+        )
+        self._templates = StepTemplates(prog, blocks, state_in, skip, keep_grads)
         if not self._templates.ok:
             self._time_batch = []
         if self._templates.ok:
@@ -254,6 +274,18 @@ class Unrolled:
                 (self._templates.forward_fn(t), blocks[t][0], state_in[t])
                 for t in range(self.steps)
             ]
+
+    def _unread_slots(self, prog) -> list:
+        """Op-node slots whose values no VJP reads (freed by ``keep="needed"``)."""
+        read = [False] * len(self.nodes)
+        for out, ins, _fwd, _vjps, _kw, _step in prog:
+            reads = get_op(self.nodes[out].op).reads
+            if reads is None:
+                reads = ("ans",) + tuple(range(len(ins)))
+            for r in reads:
+                read[out if r == "ans" else ins[r]] = True
+        finals = {slots[-1] for slots in self._state_slots.values()}
+        return [e[0] for e in prog if not read[e[0]] and e[0] not in finals]
 
     def _plan_time_batching(self) -> list:
         cell = self.cell
@@ -296,6 +328,7 @@ class Unrolled:
         """Entries in reverse order with only the VJPs that lead to something needing grad."""
         if needs in self._bprogs:
             return self._bprogs[needs]
+        drop = self.keep == "needed"
         want = [False] * len(self.nodes)
         for i in needs:
             want[i] = True
@@ -318,7 +351,7 @@ class Unrolled:
         if tpl.ok:
             first = 0 if self.truncate is None else self.steps - self.truncate
             steps = [
-                (tpl.backward_fn(t, want), tpl.blocks[t][0], tpl.state_in[t])
+                (tpl.backward_fn(t, want, drop), tpl.blocks[t][0], tpl.state_in[t])
                 for t in range(self.steps - 1, first - 1, -1)
             ]
         shared = [e for e in bprog if e[4] is None]
@@ -346,7 +379,8 @@ class Unrolled:
         """
         if lengths is not None and not self.masked:
             if self._masked_twin is None:
-                self._masked_twin = Unrolled(self.cell, self.steps, self.truncate, masked=True)
+                self._masked_twin = Unrolled(self.cell, self.steps, self.truncate, masked=True,
+                                             keep=self.keep)
             out = self._masked_twin(xs, state=state, lengths=lengths)
             self.last_run = self._masked_twin.last_run
             return out
@@ -365,6 +399,8 @@ class Unrolled:
         self.last_run = run
         outs = [np.stack([run.values[i] for i in slots]) for slots in self._output_slots.values()]
         finals = [run.values[slots[-1]] for slots in self._state_slots.values()]
+        if self.keep == "needed":
+            run.free_unread()
         track = _FLAGS.grad_enabled and any(t.requires_grad for t in leaves)
         if track:
             node = Node("unrolled", tuple(t.node for t in leaves),
@@ -503,6 +539,18 @@ class Run:
         self._input_grads = None
         self.stacked: dict = {}
 
+    def free_unread(self) -> None:
+        """Drop the values no VJP reads, keeping their shapes (``keep="needed"``)."""
+        vals = self.values
+        for s in self.net._unread:
+            v = vals[s]
+            if type(v) is not _Freed:
+                vals[s] = _Freed(v.shape, v.dtype)
+        for k, tb in enumerate(self.net._time_batch):
+            if all(type(vals[s]) is _Freed for s in tb.slots) and k in self.stacked:
+                v = self.stacked[k]
+                self.stacked[k] = _Freed(v.shape, v.dtype)
+
     def value(self, node: Node):
         """Value of ``node`` in this run."""
         return self.values[self.net.slot(node)]
@@ -547,6 +595,15 @@ class Run:
                     self.stacked = {}
                     xs = {k: x.data for k, x in self.xs.items()}
                     time_batched_forward(net._time_batch, vals, xs, self.stacked)
+                if net.keep == "needed":  # free each step's unread values as it goes
+                    unread = net._unread_by_step
+                    for t, (fn, b, s_in) in enumerate(net._fwd_steps):
+                        fn(vals, b, *s_in)
+                        if t:
+                            for s in unread[t - 1]:
+                                v = vals[s]
+                                vals[s] = _Freed(v.shape, v.dtype)
+                    return
                 for fn, b, s_in in net._fwd_steps:
                     fn(vals, b, *s_in)
                 return
@@ -600,7 +657,7 @@ class Run:
             if net._time_batch:
                 xs = {k: x.data for k, x in self.xs.items()}
                 time_batched_backward(net._time_batch, vals, xs, self.stacked, grads, owned,
-                                      want, net._input_slots, _acc)
+                                      want, net._input_slots, _acc, net.keep == "all")
             _run_backward(shared, vals, grads, owned, False, net)
         else:
             _run_backward(bprog, self.values, grads, owned, _FLAGS.anomaly, net)
@@ -786,3 +843,23 @@ defop(
     variadic=True,
     doc="a call of an unrolled net; its gradient is backpropagation through time",
 )
+
+
+class _Freed:
+    """Stands in for a value freed by ``keep="needed"``: its shape and dtype remain."""
+
+    __slots__ = ("shape", "dtype")
+
+    def __init__(self, shape, dtype):
+        self.shape, self.dtype = shape, dtype
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __repr__(self) -> str:
+        return f"<freed {self.dtype} array of shape {self.shape}>"

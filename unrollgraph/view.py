@@ -111,7 +111,8 @@ def view(obj) -> GraphView:
         run = None
 
     def uvalue(n):
-        return None if run is None else run.values[net.slot(n)]
+        v = None if run is None else run.values[net.slot(n)]
+        return v if isinstance(v, np.ndarray) else None  # None where keep="needed" freed it
 
     def ugrad(n):
         return None if run is None or run.grads is None else run.grads[net.slot(n)]
