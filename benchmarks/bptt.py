@@ -31,11 +31,6 @@ import tracemalloc
 
 import numpy as np
 
-# PyTorch's OpenMP threads spin for a while after each parallel region; in a process that
-# alternates PyTorch with numpy they would steal the cores OpenBLAS's threads need and slow
-# every numpy-based column (ours and the hand-written one). Let idle threads sleep instead.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 HERE = pathlib.Path(__file__).resolve().parent
 try:  # the installed package (or PYTHONPATH); else the checkout this script lives in
     import unrollgraph as ug
@@ -60,6 +55,15 @@ RATIO_TARGET = 1.3  # ours / numpy, every size
 TORCH_TARGET_SIZES = ("tiny", "small")  # ours no slower than PyTorch there
 
 
+def _torch_version():
+    """PyTorch's version if it is installed (without importing it here), else None."""
+    if importlib.util.find_spec("torch") is None:
+        return None
+    from importlib.metadata import version
+
+    return version("torch")
+
+
 def _torch():
     try:
         import torch
@@ -78,8 +82,8 @@ def make_problem(kind, B, H, T, D, seed=0):
     return cell, xs
 
 
-def step_ours(cell, xs, net=None):
-    net = ug.unroll(cell, steps=xs.shape[0]) if net is None else net
+def step_ours(cell, xs, net=None, keep="all"):
+    net = ug.unroll(cell, steps=xs.shape[0], keep=keep) if net is None else net
 
     def step():
         cell.zero_grad()
@@ -188,7 +192,14 @@ def check_same(name, got, want):
         np.testing.assert_allclose(g_a[k], g_b[k], rtol=1e-8, atol=1e-10, err_msg=f"{name}: {k}")
 
 
-def time_sizes(sizes, kinds, quick, torch):
+def time_sizes(sizes, kinds, quick, torch_ok):
+    """Ours against numpy, interleaved in this process; PyTorch in a child process per size.
+
+    PyTorch runs apart because its OpenMP threads keep spinning after each parallel region:
+    in one process with numpy they would take the cores OpenBLAS's threads need and slow the
+    numpy columns (ours and the hand-written one), and telling them to sleep instead
+    (OMP_WAIT_POLICY=PASSIVE) slows PyTorch several times at the long sizes.
+    """
     rows = []
     for kind in kinds:
         for name, (B, H, T, D) in sizes:
@@ -197,19 +208,34 @@ def time_sizes(sizes, kinds, quick, torch):
             net = ug.unroll(cell, steps=T)
             build = 1e3 * (time.perf_counter() - t0)
             impls = {"ours": step_ours(cell, xs, net), "numpy": step_numpy(kind, cell, xs)}
-            if torch is not None:
-                impls["torch loop"] = step_torch_loop(torch, kind, cell, xs)
-                impls["torch.nn"] = step_torch_nn(torch, kind, cell, xs)
-            want = impls["numpy"]()
-            for k, fn in impls.items():
-                if k != "numpy":
-                    check_same(f"{kind} {name} {k}", fn(), want)
+            check_same(f"{kind} {name} ours", impls["ours"](), impls["numpy"]())
             ms = median_ms(impls, quick)
+            if torch_ok:
+                ms.update(_child("--_torch-child", kind, B, H, T, D, int(quick)))
             rows.append({"kind": kind, "size": name, "shape": (B, H, T, D), "build": build,
                          "ms": ms})
             print(".", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     return rows
+
+
+def torch_child(kind, B, H, T, D, quick) -> dict:
+    """Runs in a subprocess: PyTorch's two columns for one size, checked against numpy."""
+    torch = _torch()
+    cell, xs = make_problem(kind, B, H, T, D)
+    impls = {"torch loop": step_torch_loop(torch, kind, cell, xs),
+             "torch.nn": step_torch_nn(torch, kind, cell, xs)}
+    want = step_numpy(kind, cell, xs)()
+    for k, fn in impls.items():
+        check_same(f"{kind} {k}", fn(), want)
+    return median_ms(impls, quick)
+
+
+def _child(flag, *args) -> dict:
+    flags = ["-S"] if sys.flags.no_site else []  # keep the parent's import setup
+    out = subprocess.run([sys.executable, *flags, __file__, flag, *map(str, args)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 # -- memory (each in a fresh subprocess) -----------------------------------------------------------
@@ -238,6 +264,7 @@ def memory_child(impl: str, T: int) -> dict:
     c0, x0 = make_problem("rnn", 1, 2, 2, 2)
     makers = {
         "ours": lambda c, x: step_ours(c, x),
+        "ours, keep=needed": lambda c, x: step_ours(c, x, keep="needed"),
         "numpy": lambda c, x: step_numpy("rnn", c, x),
         "torch loop": lambda c, x: step_torch_loop(torch, "rnn", c, x),
         "torch.nn": lambda c, x: step_torch_nn(torch, "rnn", c, x),
@@ -247,7 +274,7 @@ def memory_child(impl: str, T: int) -> dict:
     t0 = time.perf_counter()
     fn = makers[impl](cell, xs)  # for ours this builds the unrolled net
     build = time.perf_counter() - t0
-    result = {"build_ms": 1e3 * build if impl == "ours" else None}
+    result = {"build_ms": 1e3 * build if impl.startswith("ours") else None}
     rss0 = _status_kb("VmRSS")
     if _reset_peak() and rss0 is not None:
         t0 = time.perf_counter()
@@ -263,17 +290,13 @@ def memory_child(impl: str, T: int) -> dict:
 
 
 def measure_memory(steps, torch_ok):
-    impls = ["ours", "numpy"] + (["torch loop", "torch.nn"] if torch_ok else [])
+    impls = ["ours", "ours, keep=needed", "numpy"] + (
+        ["torch loop", "torch.nn"] if torch_ok else [])
     rows = []
     for T in steps:
         row = {"T": T, "states_mb": T * MEMORY_SHAPE[0] * MEMORY_SHAPE[1] * 8 / 2**20}
         for impl in impls:
-            flags = ["-S"] if sys.flags.no_site else []  # keep the parent's import setup
-            out = subprocess.run(
-                [sys.executable, *flags, __file__, "--_memory-child", impl, str(T)],
-                capture_output=True, text=True, check=True,
-            )
-            row[impl] = json.loads(out.stdout.strip().splitlines()[-1])
+            row[impl] = _child("--_memory-child", impl, T)
             print(".", end="", file=sys.stderr, flush=True)
         rows.append(row)
     print(file=sys.stderr)
@@ -319,7 +342,8 @@ def print_times(rows, torch_ok):
 
 
 def print_memory(rows, torch_ok):
-    impls = ["ours", "numpy"] + (["torch loop", "torch.nn"] if torch_ok else [])
+    impls = ["ours", "ours, keep=needed", "numpy"] + (
+        ["torch loop", "torch.nn"] if torch_ok else [])
     B, H, D = MEMORY_SHAPE
     print(f"\nElman RNN, one forward + backward, B={B}, H={H}, D={D}: peak memory in MB "
           "(RSS growth of a fresh process; tracemalloc peak in brackets where numpy allocates)")
@@ -367,26 +391,32 @@ def main(argv=None):
     parser.add_argument("--kinds", default="rnn,lstm", help="cells to time: rnn,lstm")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
     parser.add_argument("--_memory-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--_torch-child", nargs=6, help=argparse.SUPPRESS)
     args, _unknown = parser.parse_known_args(argv)
     if args._memory_child:
         impl, T = args._memory_child
         print(json.dumps(memory_child(impl, int(T))))
         return
-    torch = _torch()
+    if args._torch_child:
+        kind, *dims = args._torch_child
+        print(json.dumps(torch_child(kind, *map(int, dims[:4]), bool(int(dims[4])))))
+        return
+    torch_version = _torch_version()
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     if any(k not in ("rnn", "lstm") for k in kinds):
         raise SystemExit("--kinds takes rnn and/or lstm")
     sizes = parse_sizes(args.sizes, args.quick)
     print(f"# BPTT training step, float64, median ms ({time.strftime('%Y-%m-%d')}; numpy "
-          f"{np.__version__}" + (f", torch {torch.__version__} with {torch.get_num_threads()} "
-                                 "threads" if torch else ", torch not installed")
+          f"{np.__version__}" + (f", torch {torch_version} with 2 threads, in child processes"
+                                 if torch_version else ", torch not installed")
           + f"; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}; "
           f"unrollgraph from {pathlib.Path(ug.__file__).parent})\n")
-    rows = time_sizes(sizes, kinds, args.quick, torch)
-    print_times(rows, torch is not None)
+    torch_ok = torch_version is not None
+    rows = time_sizes(sizes, kinds, args.quick, torch_ok)
+    print_times(rows, torch_ok)
     if not args.no_memory:
         steps = MEMORY_STEPS[:2] if args.quick else MEMORY_STEPS
-        print_memory(measure_memory(steps, torch is not None), torch is not None)
+        print_memory(measure_memory(steps, torch_ok), torch_ok)
 
 
 if __name__ == "__main__":
