@@ -3,9 +3,9 @@
 import networkx as nx
 import numpy as np
 import pytest
+from bptt_reference import elman_backward, elman_forward
 
 import unrollgraph as ug
-from bptt_reference import elman_backward, elman_forward
 
 
 def _elman(D, H, seed=0):

@@ -11,7 +11,8 @@ Examples
 0.005364
 """
 
-from . import ops
+from . import nn, ops, optim, train
+from .cell import Cell
 from .errors import (
     AnomalyError,
     CellError,
@@ -51,14 +52,11 @@ from .functional import (
 )
 from .graph import Graph, Node, toposort
 from .nx import from_networkx, to_networkx
-from . import nn
-from .cell import Cell
-from .unroll import Run, Unrolled, unroll
+from .optim import clip_grad_norm, clip_grad_value
+from .render import render, to_dot
 from .tensor import Tensor, detect_anomaly, enable_grad, is_grad_enabled, no_grad, tensor
 from .testing import gradcheck
-from .render import render, to_dot
-from . import optim, train
-from .optim import clip_grad_norm, clip_grad_value
+from .unroll import Run, Unrolled, unroll
 
 __version__ = "0.1.0"
 

@@ -171,7 +171,7 @@ class StepTemplates:
                     lines.append(f"        i = {_expr(r)}")
                     lines.append("        p = g[i]")
                     lines.append("        if p is None or not (o[i] and type(p) is nd):")
-                    lines.append(f"            q = zeros(v[i].shape, dtype=x.dtype)")
+                    lines.append("            q = zeros(v[i].shape, dtype=x.dtype)")
                     lines.append("            if p is not None:")
                     lines.append("                q += p")
                     lines.append("            g[i] = p = q")
@@ -259,7 +259,8 @@ class TimeBatch:
     __slots__ = ("op", "fwd", "vjps", "kw", "refs", "slots")
 
     def __init__(self, op, fwd, vjps, kw, refs, slots):
-        self.op, self.fwd, self.vjps, self.kw, self.refs, self.slots = op, fwd, vjps, kw, refs, slots
+        self.op, self.fwd, self.vjps, self.kw = op, fwd, vjps, kw
+        self.refs, self.slots = refs, slots
 
 
 def _time_batched_kw(op, kw):

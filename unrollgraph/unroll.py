@@ -19,13 +19,13 @@ import numpy as np
 from .cell import Cell
 from .errors import CellError, ShapeError, UnrollGraphError
 from .graph import Graph, Node
+from .ops import defop, get_op
 from .schedule import (
     StepTemplates,
     plan_time_batching,
     time_batched_backward,
     time_batched_forward,
 )
-from .ops import defop, get_op
 from .tensor import _FLAGS, Tensor, _check_finite
 
 __all__ = ["unroll", "Unrolled", "Run"]
