@@ -196,16 +196,30 @@ class StepTemplates:
         exec("\n".join(lines), ns)  # noqa: S102 - generated from the graph, no user text
         return ns["back"]
 
-    def flush(self, d, vals, grads, owned, acc):
-        """Compute the deferred gradients of shared weights: one call over all steps each."""
+    def flush(self, d, vals, grads, owned, acc, stacks=None):
+        """Compute the deferred gradients of shared weights: one call over all steps each.
+
+        ``stacks`` caches stacked per-step arrays, so a gradient that several weights (and
+        the time-batched nodes) need is stacked once."""
+        stacks = {} if stacks is None else stacks
         for key, parts in d.items():
             if not parts:
                 continue
             vjp, m, target, has_other = self.deferred[key]
-            G = np.stack([p[0] for p in parts])
-            other = np.stack([p[1] for p in parts]) if has_other else None
+            parts.reverse()  # filed from the last step back: put them in time order
+            G = stack_once([p[0] for p in parts], stacks)
+            other = stack_once([p[1] for p in parts], stacks) if has_other else None
             args = (other, vals[target]) if m == 1 else (vals[target], other)
             acc(grads, owned, target, vjp(G, None, *args))
+
+
+def stack_once(arrays, cache):
+    """``np.stack(arrays)``, reusing the result for the very same arrays in the same order."""
+    key = tuple(map(id, arrays))
+    out = cache.get(key)
+    if out is None:
+        out = cache[key] = np.stack(arrays)
+    return out
 
 
 def _deferrable(op, m, refs) -> bool:
@@ -351,7 +365,7 @@ def _stacked(ref, vals, xs, stacked):
 
 
 def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slots, acc,
-                          keep_views=True):
+                          keep_views=True, stacks=None):
     """Backpropagate through the time-batched nodes in one call each (after the step loop).
 
     Per-step gradients that the steps left in ``grads`` are stacked; gradients to shared nodes
@@ -371,7 +385,7 @@ def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slo
                         zero = np.zeros_like(vals[tb.slots[0]])
                     p = zero
                 parts.append(p)
-            step_g = np.stack(parts)
+            step_g = stack_once(parts, {} if stacks is None else stacks)
             g = step_g if g is None else g + step_g
         if g is None:
             continue

@@ -653,11 +653,13 @@ class Run:
             deferred = defaultdict(list)
             for fn, b, s_in in steps:
                 fn(vals, grads, owned, deferred, b, *s_in)
-            net._templates.flush(deferred, vals, grads, owned, _acc)
+            stacks: dict = {}
+            net._templates.flush(deferred, vals, grads, owned, _acc, stacks)
             if net._time_batch:
                 xs = {k: x.data for k, x in self.xs.items()}
                 time_batched_backward(net._time_batch, vals, xs, self.stacked, grads, owned,
-                                      want, net._input_slots, _acc, net.keep == "all")
+                                      want, net._input_slots, _acc, net.keep == "all", stacks)
+            del stacks
             _run_backward(shared, vals, grads, owned, False, net)
         else:
             _run_backward(bprog, self.values, grads, owned, _FLAGS.anomaly, net)
