@@ -634,20 +634,8 @@ class Run:
         net = self.net
         needs = self._needs()
         bprog, want, steps, shared = net._backward_program(needs)
-        grads: list = [None] * len(net.nodes)
-        owned = [False] * len(net.nodes)
         self.seeds = seeds
-        slots_out = list(net._output_slots.values())
-        finals = [s[-1] for s in net._state_slots.values()]
-        for k, g in enumerate(seeds):
-            if g is None:
-                continue
-            if k < len(slots_out):
-                for t, s in enumerate(slots_out[k]):
-                    if want[s]:
-                        _acc(grads, owned, s, g[t])
-            elif want[finals[k - len(slots_out)]]:
-                _acc(grads, owned, finals[k - len(slots_out)], g)
+        grads, owned = self._seeded(want)
         if steps is not None and not _FLAGS.anomaly:
             vals = self.values
             deferred = defaultdict(list)
@@ -664,6 +652,24 @@ class Run:
         else:
             _run_backward(bprog, self.values, grads, owned, _FLAGS.anomaly, net)
         self.grads = grads
+
+    def _seeded(self, want) -> tuple:
+        """Fresh gradient and ownership lists holding the output gradients ``self.seeds``."""
+        net = self.net
+        grads: list = [None] * len(net.nodes)
+        owned = [False] * len(net.nodes)
+        slots_out = list(net._output_slots.values())
+        finals = [s[-1] for s in net._state_slots.values()]
+        for k, g in enumerate(self.seeds):
+            if g is None:
+                continue
+            if k < len(slots_out):
+                for t, s in enumerate(slots_out[k]):
+                    if want[s]:
+                        _acc(grads, owned, s, g[t])
+            elif want[finals[k - len(slots_out)]]:
+                _acc(grads, owned, finals[k - len(slots_out)], g)
+        return grads, owned
 
     def _needs(self) -> tuple:
         net = self.net
@@ -736,19 +742,7 @@ class Run:
         bprog, want, _steps, _shared = net._backward_program(self._needs())
         shared_slots = {net.slot(n) for n in net.nodes if n.step is None}
         per_step: dict = {}
-        grads: list = [None] * len(net.nodes)
-        owned = [False] * len(net.nodes)
-        slots_out = list(net._output_slots.values())
-        finals = [s[-1] for s in net._state_slots.values()]
-        for k, g in enumerate(self.seeds):
-            if g is None:
-                continue
-            if k < len(slots_out):
-                for t, s in enumerate(slots_out[k]):
-                    if want[s]:
-                        _acc(grads, owned, s, g[t])
-            elif want[finals[k - len(slots_out)]]:
-                _acc(grads, owned, finals[k - len(slots_out)], g)
+        grads, owned = self._seeded(want)
         step_entries = [e for e in bprog if e[4] is not None]
         shared_entries = [e for e in bprog if e[4] is None]
         vals = self.values
@@ -801,6 +795,7 @@ class Run:
 
 
 def _acc(grads, owned, s, g) -> None:
+    """Add ``g`` into slot ``s``: in place only into a buffer allocated here (``owned``)."""
     prev = grads[s]
     if prev is None:
         grads[s] = g
@@ -824,14 +819,7 @@ def _run_backward(bprog, vals, grads, owned, anomaly, net) -> None:
                 continue
             if anomaly:
                 _check_finite(gi, f"backward into {net.nodes[i].label()}", ())
-            prev = grads[i]
-            if prev is None:
-                grads[i] = gi
-            elif owned[i] and type(prev) is np.ndarray:
-                prev += gi
-            else:
-                grads[i] = prev + gi
-                owned[i] = True
+            _acc(grads, owned, i, gi)
 
 
 def _unrolled_vjp(g, ans, *inputs, index=0, _run=None, steps=None):
