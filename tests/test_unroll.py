@@ -437,3 +437,18 @@ def test_keep_needed_gives_the_same_gradients_and_frees_values(make):
 def test_keep_must_be_all_or_needed():
     with pytest.raises(ug.CellError, match="keep must be 'all' or 'needed'"):
         ug.unroll(ug.nn.RNNCell(2, 3), steps=2, keep="some")
+
+
+def test_a_cell_without_inputs_runs_on_its_state():
+    cell = ug.Cell("rotation")
+    h = cell.state("h", (2,), init=[1.0, 0.0])
+    W = cell.param("W", np.array([[0.0, -1.0], [1.0, 0.0]]))  # a quarter turn per step
+    h_next = h @ W.T
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    net = ug.unroll(cell, steps=4)
+    out, hT = net(None)
+    np.testing.assert_allclose(out.data[:, 0], [[0, 1], [-1, 0], [0, -1], [1, 0]], atol=1e-15)
+    out3, _ = net(state=np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]]), xs=None)
+    assert out3.shape == (4, 3, 2)
+    np.testing.assert_allclose(out3.data[-1], [[1, 0], [0, 2], [3, 3]], atol=1e-14)

@@ -386,7 +386,7 @@ class Unrolled:
             return out
         cell = self.cell
         xs_t = self._normalize_inputs(xs)
-        batch = next(iter(xs_t.values())).shape[1] if xs_t else 1
+        batch = next(iter(xs_t.values())).shape[1] if xs_t else _state_batch(state)
         states_t = self._normalize_state(state, batch)
         if self.masked:
             lengths = self._check_lengths(lengths, batch)
@@ -423,6 +423,8 @@ class Unrolled:
 
     def _normalize_inputs(self, xs) -> dict:
         names = list(self.cell.inputs)
+        if not names and (xs is None or (isinstance(xs, dict) and not xs)):
+            return {}  # a cell without inputs runs on its state alone
         if not isinstance(xs, dict):
             if len(names) != 1:
                 raise CellError(
@@ -510,6 +512,16 @@ class Unrolled:
         )
 
 
+def _state_batch(state) -> int:
+    """Batch size of a run without inputs: from the initial state if one is given, else 1."""
+    if state is None:
+        return 1
+    first = state[0] if isinstance(state, (tuple, list)) else (
+        next(iter(state.values())) if isinstance(state, dict) else state)
+    shape = np.shape(first.data if isinstance(first, Tensor) else first)
+    return shape[0] if shape else 1
+
+
 def _float(x) -> np.ndarray:
     arr = np.asarray(x)
     return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
@@ -563,7 +575,8 @@ class Run:
     def forward(self) -> None:
         net, vals = self.net, self.values
         cell = net.cell
-        batch = next(iter(self.xs.values())).shape[1] if self.xs else 1
+        batch = (next(iter(self.xs.values())).shape[1] if self.xs
+                 else _state_batch(tuple(self.states.values()) or None))
         for k, p in cell.parameters().items():
             vals[net._param_slots[k]] = p.data
         dtype = next(iter(self.xs.values())).dtype if self.xs else np.dtype(np.float64)

@@ -108,7 +108,7 @@ def view(obj) -> GraphView:
             "unrolled net (ug.unroll(...)) or a Graph"
         )
     if run is not None and run.net is not net:
-        run = None
+        net = run.net  # the last call ran the masked twin (lengths=...): draw what ran
 
     def uvalue(n):
         v = None if run is None else run.values[net.slot(n)]
