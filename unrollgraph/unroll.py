@@ -390,7 +390,7 @@ class Unrolled:
         states_t = self._normalize_state(state, batch)
         if self.masked:
             lengths = self._check_lengths(lengths, batch)
-        params = cell.parameters()
+        params = cell._params  # no copy: read-only here
         leaves: list[Tensor] = list(xs_t.values()) + list(params.values()) + [
             s for s in states_t.values() if isinstance(s, Tensor)
         ]
@@ -577,7 +577,7 @@ class Run:
         cell = net.cell
         batch = (next(iter(self.xs.values())).shape[1] if self.xs
                  else _state_batch(tuple(self.states.values()) or None))
-        for k, p in cell.parameters().items():
+        for k, p in cell._params.items():
             vals[net._param_slots[k]] = p.data
         dtype = next(iter(self.xs.values())).dtype if self.xs else np.dtype(np.float64)
         for s, v in net._const_slots:
@@ -686,7 +686,7 @@ class Run:
 
     def _needs(self) -> tuple:
         net = self.net
-        needs = [net._param_slots[k] for k, p in net.cell.parameters().items() if p.requires_grad]
+        needs = [net._param_slots[k] for k, p in net.cell._params.items() if p.requires_grad]
         for k, slots in net._input_slots.items():
             if self.xs[k].requires_grad:
                 needs += slots
