@@ -21,7 +21,7 @@ import functools
 
 import numpy as np
 
-__all__ = ["StepTemplates", "plan_time_batching", "TimeBatch"]
+__all__ = ["StepTemplates", "plan_time_batching", "TimeBatch", "stack"]
 
 
 def _ref(slot, base, state_in, block_len):
@@ -213,12 +213,22 @@ class StepTemplates:
             acc(grads, owned, target, vjp(G, None, *args))
 
 
+def stack(arrays):
+    """``np.stack(arrays)`` for same-shaped arrays, without np.stack's per-call checks (which
+    cost more than the copy for the small per-step arrays of a short unroll)."""
+    first = arrays[0]
+    out = np.empty((len(arrays),) + first.shape, dtype=np.result_type(first, arrays[-1]))
+    for i, a in enumerate(arrays):
+        out[i] = a
+    return out
+
+
 def stack_once(arrays, cache):
-    """``np.stack(arrays)``, reusing the result for the very same arrays in the same order."""
+    """``stack(arrays)``, reusing the result for the very same arrays in the same order."""
     key = tuple(map(id, arrays))
     out = cache.get(key)
     if out is None:
-        out = cache[key] = np.stack(arrays)
+        out = cache[key] = stack(arrays)
     return out
 
 

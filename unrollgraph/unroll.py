@@ -23,10 +23,11 @@ from .ops import defop, get_op
 from .schedule import (
     StepTemplates,
     plan_time_batching,
+    stack,
     time_batched_backward,
     time_batched_forward,
 )
-from .tensor import _FLAGS, Tensor, _check_finite
+from .tensor import _FLAGS, Tensor, _check_finite, _dtype_name
 
 __all__ = ["unroll", "Unrolled", "Run"]
 
@@ -112,6 +113,8 @@ class Unrolled:
         self.masked = masked
         self.last_run: Run | None = None
         self._masked_twin: Unrolled | None = None
+        self._input_names = list(cell.inputs)
+        self._input_shapes = {k: tuple(t.shape[1:]) for k, t in cell.inputs.items()}
         self._build()
         self._bprogs: dict = {}
 
@@ -397,7 +400,7 @@ class Unrolled:
         run = Run(self, xs_t, states_t, lengths)
         run.forward()
         self.last_run = run
-        outs = [np.stack([run.values[i] for i in slots]) for slots in self._output_slots.values()]
+        outs = [stack([run.values[i] for i in slots]) for slots in self._output_slots.values()]
         finals = [run.values[slots[-1]] for slots in self._state_slots.values()]
         if self.keep == "needed":
             run.free_unread()
@@ -413,7 +416,7 @@ class Unrolled:
             )
             items = [_item(call, k, v) for k, v in enumerate(outs + finals)]
         else:
-            items = [Tensor(v, Node("leaf", shape=v.shape, dtype=str(v.dtype)))
+            items = [Tensor(v, Node("leaf", shape=v.shape, dtype=_dtype_name(v)))
                      for v in outs + finals]
         out_items, state_items = items[: len(outs)], items[len(outs):]
         names = list(cell.outputs)
@@ -422,7 +425,7 @@ class Unrolled:
         return outputs, final
 
     def _normalize_inputs(self, xs) -> dict:
-        names = list(self.cell.inputs)
+        names = self._input_names
         if not names and (xs is None or (isinstance(xs, dict) and not xs)):
             return {}  # a cell without inputs runs on its state alone
         if not isinstance(xs, dict):
@@ -432,7 +435,7 @@ class Unrolled:
                     "name -> array shaped (T, B, ...)"
                 )
             xs = {names[0]: xs}
-        if set(xs) != set(names):
+        if len(xs) != len(names) or any(k not in xs for k in names):
             raise CellError(
                 f"cell {self.cell.name!r}: xs has inputs {sorted(xs)} but the cell declares "
                 f"{names}"
@@ -442,8 +445,8 @@ class Unrolled:
             x = xs[k]
             t = x if isinstance(x, Tensor) else Tensor(
                 _float(x), Node("leaf", name=k, shape=np.shape(x)))
-            want = self.cell.inputs[k].shape[1:]
-            if t.ndim != 2 + len(want) or t.shape[0] != self.steps or tuple(t.shape[2:]) != want:
+            want = self._input_shapes[k]
+            if t.ndim != 2 + len(want) or t.shape[0] != self.steps or t.shape[2:] != want:
                 hint = (f"unroll again with ug.unroll(cell, steps={t.shape[0]})"
                         if t.ndim == 2 + len(want) and t.shape[0] != self.steps
                         else "arrange it as (steps, batch, features)")
@@ -528,7 +531,7 @@ def _float(x) -> np.ndarray:
 
 
 def _item(call: Tensor, k: int, value) -> Tensor:
-    node = Node("item", (call.node,), {"index": k}, None, value.shape, str(value.dtype))
+    node = Node("item", (call.node,), {"index": k}, None, value.shape, _dtype_name(value))
     return Tensor(value, node, (call,), True)
 
 
