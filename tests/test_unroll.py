@@ -452,3 +452,25 @@ def test_a_cell_without_inputs_runs_on_its_state():
     out3, _ = net(state=np.array([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]]), xs=None)
     assert out3.shape == (4, 3, 2)
     np.testing.assert_allclose(out3.data[-1], [[1, 0], [0, 2], [3, 3]], atol=1e-14)
+
+
+def test_variable_lengths_with_states_and_outputs_of_other_ranks():
+    """Masks follow each value's rank: a (B, 2, 3) state and a (B,) output."""
+    rng = np.random.default_rng(1)
+    cell = ug.Cell("grid")
+    x = cell.input("x", (2, 3))
+    h = cell.state("h", (2, 3))
+    w = cell.param("w", rng.standard_normal((2, 3)))
+    h_next = ug.tanh(x + h * w)
+    cell.feedback(h, h_next)
+    cell.output("y", h_next.sum(axis=(1, 2)))
+    net = ug.unroll(cell, steps=4)
+    xs = rng.standard_normal((4, 3, 2, 3))
+    lengths = np.array([4, 1, 2])
+    out, hT = net(xs, lengths=lengths)
+    assert out.shape == (4, 3) and hT.shape == (3, 2, 3)
+    for b, n in enumerate(lengths):
+        alone, hb = ug.unroll(cell, steps=int(n))(xs[:n, b:b + 1])
+        np.testing.assert_allclose(hb.data[0], hT.data[b], atol=1e-14)
+        np.testing.assert_allclose(alone.data[:, 0], out.data[:n, b], atol=1e-14)
+        assert np.all(out.data[n:, b] == 0)

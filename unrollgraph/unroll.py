@@ -121,9 +121,10 @@ class Unrolled:
     # -- building ------------------------------------------------------------------------------
     def _build(self) -> None:
         cell = self.cell
-        body = cell.graph().nodes
+        cell_graph = self._cell_graph = cell.graph()
+        body = cell_graph.nodes
         leaves = cell.leaf_tensors()
-        batched = cell.batched()
+        batched = cell_graph._batched
         feedback = {cell.states[s].node: t.node for s, t in cell.feedbacks.items()}
         out_roles = {id(t.node): "output" for t in cell.outputs.values()}
         out_roles.update({id(t.node): "next_state" for t in cell.feedbacks.values()})
@@ -179,15 +180,21 @@ class Unrolled:
                            n.dtype, step=t, origin=n, role=out_roles.get(id(n)))
                 memo[id(n)] = new
                 order.append(new)
-            mask = None
-            if self.masked:
-                mask = Node("const", name="mask", shape=(1, 1), dtype="bool", step=t,
-                            role="mask")
-                self.mask_nodes.append(mask)
-                order.append(mask)
+            masks: dict = {}  # one mask per rank: (B,), (B, 1), (B, 1, 1)...
+
+            def mask_for(shape, t=t, masks=masks):
+                rank = len(shape)
+                if rank not in masks:
+                    masks[rank] = Node("const", name="mask", shape=(1,) * rank, dtype="bool",
+                                       step=t, role="mask")
+                    self.mask_nodes.append(masks[rank])
+                    order.append(masks[rank])
+                return masks[rank]
+
             for k, o in cell.outputs.items():
                 node = memo[id(o.node)]
-                if mask is not None:
+                if self.masked:
+                    mask = mask_for(node.shape)
                     zero = Node("const", shape=(), dtype="float64", step=t, role="const")
                     step_consts[id(zero)] = np.zeros(())
                     order.append(zero)
@@ -198,7 +205,8 @@ class Unrolled:
             nxt = {}
             for s, st in cell.states.items():
                 node = memo[id(feedback[st.node])]
-                if mask is not None:
+                if self.masked:
+                    mask = mask_for(node.shape)
                     node = Node("where", (mask, node, prev[id(st.node)]), {}, f"{s}_kept",
                                 node.shape, node.dtype, step=t, role="next_state")
                     order.append(node)
@@ -209,7 +217,6 @@ class Unrolled:
         self.nodes = order
         roots = [n for ns in self.output_nodes.values() for n in ns]
         roots += [ns[-1] for ns in self.state_nodes.values()]
-        cell_graph = cell.graph()
         names = {}
         batched_ids = set()
         for n in order:
@@ -292,7 +299,7 @@ class Unrolled:
 
     def _plan_time_batching(self) -> list:
         cell = self.cell
-        body = cell.graph().nodes
+        body = self._cell_graph.nodes
         state_dep: set = set()
         for n in body:
             if n.op == "state" or any(id(i) in state_dep for i in n.inputs):
@@ -312,8 +319,8 @@ class Unrolled:
                 shared_slot[id(n)] = self._slot[id(n)]
         input_names = {id(t.node): k for k, t in cell.inputs.items()}
         shapes = {id(n): n.shape for n in body}
-        return plan_time_batching(body, cell.batched(), state_dep, shapes, clones, input_names,
-                                  shared_slot, get_op)
+        return plan_time_batching(body, self._cell_graph._batched, state_dep, shapes, clones,
+                                  input_names, shared_slot, get_op)
 
     def slot(self, node: Node) -> int:
         """Index of ``node`` in the schedule (and in a run's value and gradient lists)."""
@@ -600,8 +607,10 @@ class Run:
                 vals[s] = (np.zeros(shape, dtype) if init is None
                            else np.broadcast_to(init, shape).astype(dtype))
         if net.masked:
-            for t, s in enumerate(net._mask_slots):
-                vals[s] = (t < self.lengths)[:, None]
+            for s in net._mask_slots:
+                node = net.nodes[s]
+                running = node.step < self.lengths  # the sequences still going at this step
+                vals[s] = running.reshape(running.shape + (1,) * (len(node.shape) - 1))
         anomaly = _FLAGS.anomaly
         if net._templates.ok and not anomaly:
             try:
