@@ -115,7 +115,7 @@ def test_vanishing_gradients_get_lighter_towards_the_start():
 
 def test_elision_node_with_count_and_aggregate():
     _, net, _ = _rnn_run(T=50)
-    text = ug.to_dot(net, detail="elide", keep=2)
+    text = ug.to_dot(net, detail="elide", ends=2)
     assert text.count("subgraph cluster_step") == 4
     assert "… 46 steps …" in text
     assert "steps 2 … 47" in text

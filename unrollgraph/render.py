@@ -47,7 +47,7 @@ OPTIONS = {
     "loss": None,
     "theme": "light",
     "legend": True,
-    "keep": 2,
+    "ends": 2,
     "max_nodes": 1500,
     "max_elements": 4,
     "title": None,
@@ -110,7 +110,7 @@ def to_dot(obj, **options) -> str:
         unrolled net (drawn unrolled; values and gradients come from its last run).
     detail : {"auto", "ops", "steps", "elide"}
         For unrolled nets: ``"ops"`` draws every op; ``"steps"`` one box per step; ``"elide"``
-        the first and last ``keep`` steps op by op and one node "… n steps …" for the rest.
+        the first and last ``ends`` steps op by op and one node "… n steps …" for the rest.
         ``"auto"`` picks ``"ops"`` for small graphs, then ``"steps"``, then ``"elide"``.
     values, grads : bool, optional
         Show each node's value / gradient (a number, a small array, or shape and norm). By
@@ -127,7 +127,7 @@ def to_dot(obj, **options) -> str:
     theme : {"light", "dark"}
     legend : bool
         Draw the legend (node kinds, edge kinds and the gradient colour bar).
-    keep : int
+    ends : int
         Steps drawn at each end with ``detail="elide"``.
     max_nodes : int
         Largest number of nodes an explicit ``detail`` may draw before :class:`RenderError`.
@@ -200,7 +200,7 @@ def _options(options: dict) -> dict:
         )
     if opts["theme"] not in _THEMES:
         raise RenderError(f"theme={opts['theme']!r} is unknown; use one of {tuple(_THEMES)}")
-    for key in ("keep", "max_nodes", "max_elements"):
+    for key in ("ends", "max_nodes", "max_elements"):
         v = opts[key]
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
             raise RenderError(f"{key} must be a positive int, got {v!r}")
@@ -718,7 +718,7 @@ class _Unrolled(_Drawer):
         net, run = v.net, v.run
         T = net.steps
         detail = self.pick_detail(len(g.nodes), T)
-        k = o["keep"]
+        k = o["ends"]
         if detail == "elide" and T <= 2 * k + 1:
             detail = "ops"
         self.detail = detail
@@ -765,8 +765,8 @@ class _Unrolled(_Drawer):
         if detail == "ops" and n_nodes > o["max_nodes"]:
             raise RenderError(
                 f"detail='ops' would draw all {n_nodes} nodes of this unrolled net, more than "
-                f"max_nodes={o['max_nodes']}; use detail='elide' (first and last keep="
-                f"{o['keep']} steps), detail='steps' (one box per step), or raise max_nodes"
+                f"max_nodes={o['max_nodes']}; use detail='elide' (first and last ends="
+                f"{o['ends']} steps), detail='steps' (one box per step), or raise max_nodes"
             )
         if detail == "steps" and T > o["max_nodes"]:
             raise RenderError(
@@ -1111,7 +1111,7 @@ class _Unrolled(_Drawer):
     def legend_rows(self) -> list[tuple[str, str]]:
         rows = []
         if self.detail == "elide":
-            rows.append(("…", f"detail='elide': first and last {self.o['keep']} steps drawn"))
+            rows.append(("…", f"detail='elide': first and last {self.o['ends']} steps drawn"))
         if self.detail == "steps":
             rows.append(("▭", "detail='steps': one box per step; detail='ops' shows every op"))
         return rows
