@@ -445,7 +445,7 @@ def _reduce_sym(fn):
 
 defop(
     "sum",
-    lambda a, axis=None, keepdims=False: np.sum(a, axis=axis, keepdims=keepdims),
+    lambda a, axis=None, keepdims=False: a.sum(axis=axis, keepdims=keepdims),
     [lambda g, ans, a, axis=None, keepdims=False: _expand_to(g, a.shape, axis, keepdims)],
     sym=_reduce_sym(np.sum),
 )
@@ -460,7 +460,7 @@ def _mean_count(shape, axis):
 
 defop(
     "mean",
-    lambda a, axis=None, keepdims=False: np.mean(a, axis=axis, keepdims=keepdims),
+    lambda a, axis=None, keepdims=False: a.mean(axis=axis, keepdims=keepdims),
     [
         lambda g, ans, a, axis=None, keepdims=False: _expand_to(
             g / _mean_count(a.shape, axis), a.shape, axis, keepdims
@@ -494,7 +494,7 @@ def _max_sym(a, axis=None, keepdims=False):
 
 defop(
     "max",
-    lambda a, axis=None, keepdims=False: np.max(a, axis=axis, keepdims=keepdims),
+    lambda a, axis=None, keepdims=False: a.max(axis=axis, keepdims=keepdims),
     [_max_vjp],
     sym=_max_sym,
 )
