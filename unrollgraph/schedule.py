@@ -58,8 +58,10 @@ class StepTemplates:
     ``ok`` is False when the steps do not share a shape; callers then use the generic loop.
     """
 
-    def __init__(self, entries, blocks, state_in, skip=frozenset(), keep_grads=frozenset()):
+    def __init__(self, entries, blocks, state_in, skip=frozenset(), keep_grads=frozenset(),
+                 shapes=None):
         self.blocks = blocks
+        self.shapes = shapes  # per slot: (cell shape, has a batch axis)
         self.keep_grads = keep_grads  # block offsets whose gradients a lean run still keeps
         self.state_in = state_in
         self.ok = True
@@ -178,7 +180,13 @@ class StepTemplates:
                     lines.append("            o[i] = True")
                     lines.append(f"        p[I{k}] += x")
                     continue
-                lines.append(f"        y = {name}(x, ans, {args})")
+                expr = self._inline(op, m, refs, t, base + out)
+                if expr is not None:
+                    # the VJP written out: same numpy calls, no function-call layers
+                    a = [f"v[{_expr(r2)}]" for r2 in refs]
+                    lines.append(f"        y = {expr.format(*a)}")
+                else:
+                    lines.append(f"        y = {name}(x, ans, {args})")
                 lines.append("        if y is not None:")
                 lines.append(f"            i = {_expr(r)}")
                 lines.append("            p = g[i]")
@@ -196,6 +204,24 @@ class StepTemplates:
         exec("\n".join(lines), ns)  # noqa: S102 - generated from the graph, no user text
         return ns["back"]
 
+    def _inline(self, op, m, refs, t, out):
+        """The VJP of input ``m`` as an expression, when it needs no un-broadcasting (the input
+        has the output's batched shape) and the op is one of the common elementwise ones."""
+        if self.shapes is None:
+            return None
+        shape, batched = self.shapes[self._abs(refs[m], t)]
+        if shape is None or not batched:
+            return None
+        if op == "matmul":  # a batch of rows times one shared matrix
+            other, other_batched = self.shapes[self._abs(refs[1], t)]
+            if m == 0 and len(shape) == 2 and other is not None and len(other) == 2 \
+                    and not other_batched:
+                return "x @ {1}.T"
+            return None
+        if (shape, batched) != self.shapes[out]:
+            return None
+        return _INLINE_VJPS.get((op, m))
+
     def flush(self, d, vals, grads, owned, acc, stacks=None):
         """Compute the deferred gradients of shared weights: one call over all steps each.
 
@@ -211,6 +237,16 @@ class StepTemplates:
             other = stack_once([p[1] for p in parts], stacks) if has_other else None
             args = (other, vals[target]) if m == 1 else (vals[target], other)
             acc(grads, owned, target, vjp(G, None, *args))
+
+
+# VJPs written out for the step templates; exactly the registry's formulas where no
+# un-broadcasting is needed ({0}, {1} are the op's inputs; x the output gradient, ans the value)
+_INLINE_VJPS = {
+    ("add", 0): "x", ("add", 1): "x", ("sub", 0): "x", ("sub", 1): "-x", ("neg", 0): "-x",
+    ("mul", 0): "x * {1}", ("mul", 1): "x * {0}", ("div", 0): "x / {1}",
+    ("tanh", 0): "x * (1.0 - ans * ans)", ("sigmoid", 0): "x * ans * (1.0 - ans)",
+    ("exp", 0): "x * ans", ("relu", 0): "x * ({0} > 0)",
+}
 
 
 def stack(arrays):

@@ -276,7 +276,10 @@ class Unrolled:
             slots[0] - blocks[0][0]
             for slots in list(self._state_slots.values()) + list(self._output_slots.values())
         )
-        self._templates = StepTemplates(prog, blocks, state_in, skip, keep_grads)
+        batched = self.graph._batched
+        shapes = [(None if n.shape is None else tuple(n.shape), id(n) in batched)
+                  for n in self.nodes]
+        self._templates = StepTemplates(prog, blocks, state_in, skip, keep_grads, shapes)
         if not self._templates.ok:
             self._time_batch = []
         if self._templates.ok:
