@@ -281,3 +281,11 @@ def test_render_writes_files(tmp_path):
         assert Path(out).stat().st_size > 500
     svg = ug.render(cell).render(str(tmp_path / "cell"), format="svg")
     assert "z⁻¹" in Path(svg).read_text(encoding="utf-8")
+
+
+@pytest.mark.dot
+def test_notebooks_show_the_picture_inline():
+    """Jupyter calls _repr_mimebundle_: it must give an SVG of the drawing."""
+    bundle = ug.render(ug.nn.RNNCell(2, 2, seed=0))._repr_mimebundle_()
+    svg = bundle["image/svg+xml"]
+    assert svg.lstrip().startswith("<?xml") and "z⁻¹" in svg
