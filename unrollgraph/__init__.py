@@ -22,6 +22,7 @@ from .errors import (
     GraphError,
     RenderError,
     ShapeError,
+    TrainingError,
     UnrollGraphError,
 )
 from .functional import (
@@ -69,6 +70,6 @@ __all__ = [
     "clip", "matmul", "sum", "mean", "max", "reshape", "transpose", "concat", "stack",
     "softmax", "log_softmax", "mse_loss", "cross_entropy", "binary_cross_entropy_with_logits",
     "UnrollGraphError", "ShapeError", "GraphError", "CycleError", "CellError", "GradientError",
-    "AnomalyError", "RenderError", "GradcheckError",
+    "AnomalyError", "RenderError", "GradcheckError", "TrainingError",
     "optim", "train", "clip_grad_norm", "clip_grad_value",
 ]

@@ -17,6 +17,7 @@ __all__ = [
     "AnomalyError",
     "RenderError",
     "GradcheckError",
+    "TrainingError",
 ]
 
 
@@ -58,3 +59,8 @@ class RenderError(UnrollGraphError):
 
 class GradcheckError(UnrollGraphError, AssertionError):
     """Analytic and numerical gradients disagree; the message gives the worst element."""
+
+
+class TrainingError(UnrollGraphError, ValueError):
+    """An optimizer, clipping or training call configured in a way that cannot work
+    (negative learning rate, no parameters, a batch source that yields nothing...)."""

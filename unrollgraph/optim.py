@@ -30,7 +30,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import GradientError, UnrollGraphError
+from .errors import GradientError, TrainingError
 from .tensor import Tensor
 
 __all__ = [
@@ -41,11 +41,6 @@ __all__ = [
     "clip_grad_value",
     "TrainingError",
 ]
-
-
-class TrainingError(UnrollGraphError, ValueError):
-    """An optimizer, clipping or training call configured in a way that cannot work
-    (negative learning rate, no parameters, a batch source that yields nothing...)."""
 
 
 def _param_list(params, who: str) -> list[Tensor]:
