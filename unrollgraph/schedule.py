@@ -90,18 +90,42 @@ class StepTemplates:
             self.sigs.append(tuple((r[0], r[1], id(r[2]), r[4]) for r in rel))
 
     # -- forward -------------------------------------------------------------------------------
-    def forward_fn(self, t):
-        sig = self.sigs[t]
-        fn = self._fwd_cache.get(sig)
+    def forward_fn(self, t, fuse=False):
+        """Step ``t``'s forward function; ``fuse`` runs one elementwise op on several slices
+        of a value as one call (cheaper for small batches, see _sliced_elementwise)."""
+        key = (self.sigs[t], fuse)
+        fn = self._fwd_cache.get(key)
         if fn is None:
-            fn = self._fwd_cache[sig] = self._make_forward(self.rel[t])
+            fn = self._fwd_cache[key] = self._make_forward(self.rel[t], fuse)
         return fn
 
-    def _make_forward(self, rel):
+    def fusable(self) -> int:
+        """Largest per-sample size of a value whose slices a fused forward would share
+        (0 when there is nothing to fuse)."""
+        sizes = [0]
+        for t, rel in enumerate(self.rel[:1]):
+            for _k, (_first, src, _index) in _sliced_elementwise(rel).items():
+                shape, _ = self.shapes[self._abs(src, t)] if self.shapes else ((), False)
+                sizes.append(int(np.prod(shape[1:])) if shape else 1)
+        return max(sizes)
+
+    def _make_forward(self, rel, fuse=False):
         ns = {}
         nstates = max(len(s) for s in self.state_in) if self.state_in else 0
         lines = [f"def step(v, b{''.join(f', s{j}' for j in range(nstates))}):"]
+        fused = _sliced_elementwise(rel) if fuse else {}
+        done: set = set()
         for k, (out, refs, fwd, _vjps, _key, kw) in enumerate(rel):
+            if k in fused:
+                # op(x[i]) for several slices i of one x: op(x) once, then each slice of it
+                first, src, index = fused[k]
+                if first not in done:
+                    done.add(first)
+                    ns[f"F{first}"] = fwd
+                    lines.append(f"    u{first} = F{first}(v[{_expr(src)}])")
+                ns[f"I{k}"] = index
+                lines.append(f"    v[{_expr(('b', out))}] = u{first}[I{k}]")
+                continue
             ns[f"F{k}"] = functools.partial(fwd, **kw) if kw else fwd
             args = ", ".join(f"v[{_expr(r)}]" for r in refs)
             lines.append(f"    v[{_expr(('b', out))}] = F{k}({args})")
@@ -266,6 +290,29 @@ def stack_once(arrays, cache):
     if out is None:
         out = cache[key] = stack(arrays)
     return out
+
+
+def _sliced_elementwise(rel) -> dict:
+    """Find ``op(x[i1]), op(x[i2]), ...``: one elementwise op on several basic slices of the
+    same value (an LSTM's sigmoid gates). Returns ``{entry: (first entry of the group, ref of x,
+    index)}`` for groups of two or more, so the forward pass computes ``op(x)`` in one call and
+    each node's value is a slice of it (the same numbers; the graph is unchanged)."""
+    slices = {}  # entry out offset -> (ref of x, index) for getitem entries
+    for out, refs, fwd, _v, _key, kw in rel:
+        if _OP_OF.get(fwd) == "getitem" and _basic_index(kw.get("index", ())):
+            slices[out] = (refs[0], kw["index"])
+    groups: dict = {}
+    for k, (_out, refs, fwd, _v, _key, kw) in enumerate(rel):
+        if _OP_OF.get(fwd) in _UNARY and not kw and refs[0][0] == "b" and refs[0][1] in slices:
+            src, index = slices[refs[0][1]]
+            groups.setdefault((fwd, src), []).append((k, index))
+    fused = {}
+    for (_fwd, src), members in groups.items():
+        if len(members) > 1:
+            first = members[0][0]
+            for k, index in members:
+                fused[k] = (first, src, index)
+    return fused
 
 
 def _deferrable(op, m, refs) -> bool:

@@ -287,6 +287,13 @@ class Unrolled:
                 (self._templates.forward_fn(t), blocks[t][0], state_in[t])
                 for t in range(self.steps)
             ]
+            # small batches: one call for an op on several slices (an LSTM's three sigmoids)
+            # beats three; large ones: contiguous slices beat fewer calls
+            self._fuse_size = self._templates.fusable()
+            self._fwd_steps_fused = [
+                (self._templates.forward_fn(t, fuse=True), blocks[t][0], state_in[t])
+                for t in range(self.steps)
+            ] if self._fuse_size else self._fwd_steps
 
     def _unread_slots(self, prog) -> list:
         """Op-node slots whose values no VJP reads (freed by ``keep="needed"``)."""
@@ -623,16 +630,18 @@ class Run:
                     self.stacked = {}
                     xs = {k: x.data for k, x in self.xs.items()}
                     time_batched_forward(net._time_batch, vals, xs, self.stacked)
+                steps = (net._fwd_steps_fused
+                         if batch * net._fuse_size <= _FUSE_ELEMENTS else net._fwd_steps)
                 if net.keep == "needed":  # free each step's unread values as it goes
                     unread = net._unread_by_step
-                    for t, (fn, b, s_in) in enumerate(net._fwd_steps):
+                    for t, (fn, b, s_in) in enumerate(steps):
                         fn(vals, b, *s_in)
                         if t:
                             for s in unread[t - 1]:
                                 v = vals[s]
                                 vals[s] = _Freed(v.shape, v.dtype)
                     return
-                for fn, b, s_in in net._fwd_steps:
+                for fn, b, s_in in steps:
                     fn(vals, b, *s_in)
                 return
             except UnrollGraphError:
@@ -861,6 +870,9 @@ defop(
     variadic=True,
     doc="a call of an unrolled net; its gradient is backpropagation through time",
 )
+
+
+_FUSE_ELEMENTS = 1024  # fuse sliced elementwise ops when batch x value size is at most this
 
 
 class _Freed:
