@@ -59,7 +59,7 @@ class StepTemplates:
     """
 
     def __init__(self, entries, blocks, state_in, skip=frozenset(), keep_grads=frozenset(),
-                 shapes=None):
+                 shapes=None, seeded=frozenset()):
         self.blocks = blocks
         self.shapes = shapes  # per slot: (cell shape, has a batch axis)
         self.keep_grads = keep_grads  # block offsets whose gradients a lean run still keeps
@@ -88,6 +88,21 @@ class StepTemplates:
                 rel.append((out - base, refs, fwd, vjps, _kw_key(kw), kw))
             self.rel.append(rel)
             self.sigs.append(tuple((r[0], r[1], id(r[2]), r[4]) for r in rel))
+        self.single = self._single_reader_offsets(entries, seeded)
+
+    def _single_reader_offsets(self, entries, seeded) -> frozenset:
+        """Block offsets whose slot, at every step, is read by exactly one input of one op and
+        gets no output gradient from outside: its gradient is that one VJP, stored as is."""
+        reads: dict = {}
+        for e in entries:
+            for i in e[1]:
+                reads[i] = reads.get(i, 0) + 1
+        single = None
+        for base, length in self.blocks:
+            here = {k for k in range(length)
+                    if reads.get(base + k, 0) == 1 and base + k not in seeded}
+            single = here if single is None else single & here
+        return frozenset(single or ())
 
     # -- forward -------------------------------------------------------------------------------
     def forward_fn(self, t, fuse=False):
@@ -211,6 +226,10 @@ class StepTemplates:
                     lines.append(f"        y = {expr.format(*a)}")
                 else:
                     lines.append(f"        y = {name}(x, ans, {args})")
+                if r[0] == "b" and r[1] in self.single:
+                    # this VJP is the slot's only gradient: store it, nothing to add to
+                    lines.append(f"        g[{_expr(r)}] = y")
+                    continue
                 lines.append("        if y is not None:")
                 lines.append(f"            i = {_expr(r)}")
                 lines.append("            p = g[i]")

@@ -279,7 +279,12 @@ class Unrolled:
         batched = self.graph._batched
         shapes = [(None if n.shape is None else tuple(n.shape), id(n) in batched)
                   for n in self.nodes]
-        self._templates = StepTemplates(prog, blocks, state_in, skip, keep_grads, shapes)
+        seeded = frozenset(
+            s for slots in list(self._output_slots.values()) + list(self._state_slots.values())
+            for s in slots
+        )
+        self._templates = StepTemplates(prog, blocks, state_in, skip, keep_grads, shapes,
+                                        seeded)
         if not self._templates.ok:
             self._time_batch = []
         if self._templates.ok:
