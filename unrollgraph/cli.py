@@ -74,7 +74,8 @@ def main(argv=None) -> int:
     >>> main(["render", "rnn", "--steps", "2", "-o", path])
     wrote ...rnn.dot
     0
-    >>> open(path).read().count("subgraph cluster_step")
+    >>> with open(path) as f:
+    ...     f.read().count("subgraph cluster_step")
     2
     """
     args = build_parser().parse_args(argv)
