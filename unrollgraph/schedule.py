@@ -13,6 +13,11 @@ op's per-input VJPs and accumulates in place where it owns the buffer. Python's 
 (list building, attribute lookups, keyword unpacking) then disappears from the inner loop and
 a step costs little more than its numpy calls. This is derived data: the graph stays the source
 of truth, and a net whose steps do not share a shape falls back to the generic loop.
+
+The same module holds the other derived speed-ups: time batching of a step's non-recurrent part
+(``plan_time_batching``), shared-weight gradients filed per step and computed once
+(``StepTemplates.flush``), and one call for an elementwise op on several slices of a value
+(``_sliced_elementwise``). docs/architecture.md explains each.
 """
 
 from __future__ import annotations
@@ -51,9 +56,14 @@ class StepTemplates:
         ``(first_slot, length)`` of each step's block of slots.
     state_in : list of tuple
         For each step, the slots of the states it reads (init or previous next-state).
-
     skip : set of int
         Output slots computed elsewhere (time-batched nodes, see :func:`plan_time_batching`).
+    keep_grads : set of int
+        Block offsets (states, outputs) whose gradients a ``keep="needed"`` run keeps.
+    shapes : list of (tuple, bool)
+        Per slot: the cell shape and whether it has a batch axis (for inline VJPs).
+    seeded : set of int
+        Slots that receive output gradients from outside (never "single-source").
 
     ``ok`` is False when the steps do not share a shape; callers then use the generic loop.
     """
