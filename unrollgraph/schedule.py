@@ -127,11 +127,12 @@ class StepTemplates:
     def fusable(self) -> int:
         """Largest per-sample size of a value whose slices a fused forward would share
         (0 when there is nothing to fuse)."""
-        sizes = [0]
-        for t, rel in enumerate(self.rel[:1]):
-            for _k, (_first, src, _index) in _sliced_elementwise(rel).items():
-                shape, _ = self.shapes[self._abs(src, t)] if self.shapes else ((), False)
-                sizes.append(int(np.prod(shape[1:])) if shape else 1)
+        if not self.rel or self.shapes is None:
+            return 0
+        sizes = [0]  # every step has the same shape: step 0 tells
+        for _first, src, _index in _sliced_elementwise(self.rel[0]).values():
+            shape, _ = self.shapes[self._abs(src, 0)]
+            sizes.append(int(np.prod(shape[1:])) if shape else 1)
         return max(sizes)
 
     def _make_forward(self, rel, fuse=False):

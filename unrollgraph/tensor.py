@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .errors import AnomalyError, GradientError, GraphError, ShapeError, UnrollGraphError
-from .graph import Graph, Node
+from .graph import Node
 from .ops import _REGISTRY, get_op
 
 __all__ = [
@@ -703,8 +703,3 @@ def detect_anomaly():
             yield
     finally:
         _FLAGS.anomaly = prev
-
-
-def graph_of(t: Tensor) -> Graph:
-    """The :class:`Graph` of everything ``t`` was computed from."""
-    return Graph(t)

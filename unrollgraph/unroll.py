@@ -419,7 +419,7 @@ class Unrolled:
         leaves: list[Tensor] = list(xs_t.values()) + list(params.values()) + [
             s for s in states_t.values() if isinstance(s, Tensor)
         ]
-        run = Run(self, xs_t, states_t, lengths)
+        run = Run(self, xs_t, states_t, lengths, batch)
         run.forward()
         self.last_run = run
         outs = [stack([run.values[i] for i in slots]) for slots in self._output_slots.values()]
@@ -563,11 +563,12 @@ class Run:
     ``values[i]`` and ``grads[i]`` are indexed by schedule slot (:meth:`Unrolled.slot`).
     """
 
-    def __init__(self, net: Unrolled, xs: dict, states: dict, lengths):
+    def __init__(self, net: Unrolled, xs: dict, states: dict, lengths, batch: int):
         self.net = net
         self.xs = xs
         self.states = states
         self.lengths = lengths
+        self.batch = batch
         self.values: list = [None] * len(net.nodes)
         self.grads: list | None = None
         self.leaves: list = []
@@ -600,8 +601,7 @@ class Run:
     def forward(self) -> None:
         net, vals = self.net, self.values
         cell = net.cell
-        batch = (next(iter(self.xs.values())).shape[1] if self.xs
-                 else _state_batch(tuple(self.states.values()) or None))
+        batch = self.batch
         for k, p in cell._params.items():
             vals[net._param_slots[k]] = p.data
         dtype = next(iter(self.xs.values())).dtype if self.xs else np.dtype(np.float64)
