@@ -152,13 +152,35 @@ class StepTemplates:
                 ns[f"I{k}"] = index
                 lines.append(f"    v[{_expr(('b', out))}] = u{first}[I{k}]")
                 continue
-            ns[f"F{k}"] = functools.partial(fwd, **kw) if kw else fwd
-            args = ", ".join(f"v[{_expr(r)}]" for r in refs)
-            lines.append(f"    v[{_expr(('b', out))}] = F{k}({args})")
+            a = [f"v[{_expr(r)}]" for r in refs]
+            expr = self._inline_forward(_OP_OF.get(fwd), refs, kw)
+            if expr is not None:
+                # the op written out: the same numpy call, without the function-call layers
+                if "I" in expr:
+                    ns[f"I{k}"] = kw["index"]
+                line = expr.format(*a).replace("{I}", f"I{k}")
+            else:
+                ns[f"F{k}"] = functools.partial(fwd, **kw) if kw else fwd
+                line = f"F{k}({', '.join(a)})"
+            lines.append(f"    v[{_expr(('b', out))}] = {line}")
         if len(lines) == 1:
             lines.append("    pass")
-        exec("\n".join(lines), ns)  # noqa: S102 - generated from the graph, no user text
-        return ns["step"]
+        ns.update(_INLINE_NS)
+        return _compile("\n".join(lines), ns, "step")
+
+    def _inline_forward(self, op, refs, kw):
+        """The forward of ``op`` as an expression in its inputs ``{0}``, ``{1}`` (``{I}`` for a
+        getitem's index), where that is exactly the registry's forward: the elementwise
+        ufuncs, a basic index, and ``@`` on two matrices (a stack goes through ``_matmul``)."""
+        if op in _INLINE_FORWARD and not kw:
+            return _INLINE_FORWARD[op]
+        if op == "getitem" and _basic_index(kw.get("index", ())):
+            return "{0}[{{I}}]"
+        if op == "matmul" and self.shapes is not None:
+            shapes = [self.shapes[self._abs(r, 0)][0] for r in refs]  # step 0 tells
+            if all(s is not None and len(s) == 2 for s in shapes):
+                return "{0} @ {1}"
+        return None
 
     # -- backward ------------------------------------------------------------------------------
     def backward_fn(self, t, want, drop=False):
@@ -255,8 +277,7 @@ class StepTemplates:
                 lines.append(f"        g[{o_expr}] = None  # used up: keep='needed'")
         if len(lines) == 1:
             lines.append("    pass")
-        exec("\n".join(lines), ns)  # noqa: S102 - generated from the graph, no user text
-        return ns["back"]
+        return _compile("\n".join(lines), ns, "back")
 
     def _inline(self, op, m, refs, t, out):
         """The VJP of input ``m`` as an expression, when it needs no un-broadcasting (the input
@@ -301,6 +322,23 @@ _INLINE_VJPS = {
     ("tanh", 0): "x * (1.0 - ans * ans)", ("sigmoid", 0): "x * ans * (1.0 - ans)",
     ("exp", 0): "x * ans", ("relu", 0): "x * ({0} > 0)",
 }
+
+
+def _compile(source, ns, name):
+    """Define the generated function ``name``; its text stays on it as ``__source__`` (to read
+    what a schedule runs)."""
+    exec(source, ns)  # noqa: S102 - generated from the graph, no user text
+    fn = ns[name]
+    fn.__source__ = source
+    return fn
+
+
+# forwards written out (see StepTemplates._inline_forward): exactly the registry's ufuncs
+_INLINE_FORWARD = {
+    "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
+    "neg": "-{0}", "tanh": "tanh({0})", "exp": "exp({0})",
+}
+_INLINE_NS = {"tanh": np.tanh, "exp": np.exp}
 
 
 def stack(arrays):
