@@ -525,7 +525,7 @@ def test_zoo_cell_gradients_pass_gradcheck():
     assert ug.gradcheck(loss, list(cell.parameters().values()))
 
 
-@pytest.mark.parametrize("batch", [1, 64])
+@pytest.mark.parametrize("batch", [1, 512])
 def test_lstm_small_and_large_batches_agree_with_the_generic_loop(batch):
     """A small batch runs the three sigmoid gates as one call on the gates (fused); a large
     one slice by slice. Both must match the node-by-node loop."""
@@ -545,3 +545,68 @@ def test_lstm_small_and_large_batches_agree_with_the_generic_loop(batch):
     np.testing.assert_allclose(results[0][0], results[1][0], rtol=1e-14, atol=0)
     for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def _pieces_cell(seed=0):
+    """A state-dependent value cut into three uneven pieces along its last axis; the first
+    piece is only a condition, so its gradient is none."""
+    rng = np.random.default_rng(seed)
+    cell = ug.Cell("pieces")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (4,))
+    W = cell.param("W", rng.standard_normal((4, 4)) * 0.5)
+    U = cell.param("U", rng.standard_normal((2, 4)) * 0.5)
+    A = cell.param("A", rng.standard_normal((2, 4)) * 0.5)
+    u = h @ W + x @ U
+    gate, mid, last = u[:, 0:1], u[:, 1:3], u[:, 3:4]
+    h_next = ug.tanh(mid @ A + last * ug.where(gate, h, -h), name="h_next")
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    return cell
+
+
+def test_gradient_of_a_value_cut_into_pieces_is_assembled_like_the_generic_loop():
+    """The step templates concatenate the pieces' gradients (zeros for the piece that gets
+    none) instead of adding each into a zero-filled array."""
+    rng = np.random.default_rng(9)
+    xs = rng.standard_normal((4, 3, 2))
+    results = []
+    for generic in (False, True):
+        cell = _pieces_cell()
+        net = ug.unroll(cell, steps=4)
+        [(axis, pieces)] = net._templates.tiled.values()
+        assert (axis, [p[1:] for p in pieces]) == (1, [(0, 1), (1, 3), (3, 4)])
+        if generic:
+            net._templates.ok = False
+        xt = ug.tensor(xs, requires_grad=True)
+        out, _ = net(xt)
+        (out * out).sum().backward()
+        run = net.last_run
+        cut = {id(n.inputs[0]): n.inputs[0] for n in net.nodes if n.op == "getitem"}
+        u_grads = [run.grad(n) for n in cut.values()]  # the value cut, at each step
+        results.append([xt.grad] + [p.grad for p in cell.parameters().values()] + u_grads)
+    assert len(results[0]) == len(results[1]) == 4 + 4
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+    cell = _pieces_cell()
+    net = ug.unroll(cell, steps=3)
+    assert ug.gradcheck(lambda *p: (net(xs[:3])[0] ** 2).sum(),
+                        list(cell.parameters().values()))
+
+
+def test_where_condition_computed_in_a_cell_is_evaluated_at_every_step():
+    """A condition computed from the state is part of the graph, not frozen at build time."""
+    cell = ug.Cell("flip")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (2,))
+    h_next = ug.where(h + x, x - h, h + 1.0)  # nonzero counts as true, like numpy
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    xs = np.array([[[1.0, -1.0]], [[-1.0, 2.0]], [[-2.0, -3.0]]])  # h + x is 0 at some steps
+    out, _ = ug.unroll(cell, steps=3)(xs)
+    hv, want = np.zeros((1, 2)), []
+    for t in range(3):
+        hv = np.where(hv + xs[t], xs[t] - hv, hv + 1.0)
+        want.append(hv)
+    np.testing.assert_array_equal(out.data, np.stack(want))
+    assert np.array_equal(want[1], [[2.0, 3.0]]) and np.array_equal(want[2], [[3.0, 4.0]])

@@ -133,6 +133,10 @@ def where(cond, a, b, name=None):
     >>> ug.where(x > 0, x, 0.0).data
     array([0., 2.])
     """
+    if isinstance(cond, Tensor) and cond.node.op not in ("leaf", "const"):
+        # computed in the graph (in a cell, from a state): it stays an input, read as true
+        # where nonzero, so every step and every call uses its own condition
+        return apply("where", cond, a, b, name=name)
     c = cond.data if isinstance(cond, Tensor) else np.asarray(cond)
     ct = Tensor(c.astype(bool), Node("const", shape=c.shape, dtype="bool"))
     return apply("where", ct, a, b, name=name)

@@ -99,6 +99,7 @@ class StepTemplates:
             self.rel.append(rel)
             self.sigs.append(tuple((r[0], r[1], id(r[2]), r[4]) for r in rel))
         self.single = self._single_reader_offsets(entries, seeded)
+        self.tiled = self._tiled_offsets(entries, seeded)
 
     def _single_reader_offsets(self, entries, seeded) -> frozenset:
         """Block offsets whose slot, at every step, is read by exactly one input of one op and
@@ -113,6 +114,44 @@ class StepTemplates:
                     if reads.get(base + k, 0) == 1 and base + k not in seeded}
             single = here if single is None else single & here
         return frozenset(single or ())
+
+    def _tiled_offsets(self, entries, seeded) -> dict:
+        """Block offsets whose value is read only by basic-index getitems that cut it into
+        pieces along one axis, the pieces tiling it exactly (an LSTM's four gates). The
+        gradient is then the pieces' gradients concatenated: one allocation and one copy,
+        instead of a zero-filled array and one strided add per piece.
+
+        Returns ``{offset: (axis, ((rel entry number, start, stop), ...) in order of start)}``.
+        """
+        if self.shapes is None:
+            return {}
+        reads: dict = {}
+        for e in entries:
+            for i in e[1]:
+                reads[i] = reads.get(i, 0) + 1
+        found = None
+        for t, rel in enumerate(self.rel):
+            base, _ = self.blocks[t]
+            cuts: dict = {}
+            for k, (_out, refs, fwd, _v, _key, kw) in enumerate(rel):
+                if _OP_OF.get(fwd) != "getitem" or refs[0][0] != "b":
+                    continue
+                cut = _axis_cut(kw.get("index"), self.shapes[base + refs[0][1]][0])
+                cuts.setdefault(refs[0][1], []).append(None if cut is None else (k,) + cut)
+            here = {}
+            for off, pieces in cuts.items():
+                if None in pieces or len(pieces) != reads.get(base + off, 0) \
+                        or base + off in seeded or len({p[1] for p in pieces}) != 1:
+                    continue
+                axis = pieces[0][1]
+                pieces.sort(key=lambda p: p[2])
+                ends = [0] + [p[3] for p in pieces]
+                if all(p[2] == e for p, e in zip(pieces, ends)) and \
+                        ends[-1] == self.shapes[base + off][0][axis]:
+                    here[off] = (axis, tuple((p[0], p[2], p[3]) for p in pieces))
+            found = here if found is None else {k: v for k, v in found.items()
+                                                 if here.get(k) == v}
+        return found or {}
 
     # -- forward -------------------------------------------------------------------------------
     def forward_fn(self, t, fuse=False):
@@ -206,10 +245,34 @@ class StepTemplates:
 
     def _make_backward(self, rel, t, want, drop=False):
         base = self.blocks[t][0]
-        ns = {"nd": np.ndarray, "zeros": np.zeros}
+        ns = {"nd": np.ndarray, "zeros": np.zeros, "tile": _tile}
         nstates = max(len(s) for s in self.state_in) if self.state_in else 0
         lines = [f"def back(v, g, o, d, b{''.join(f', s{j}' for j in range(nstates))}):"]
+        piece_of = {}  # rel entry number of a tiling getitem -> (tiled offset, piece number)
+        last_reader = {}  # tiled offset -> the reader processed last (the lowest entry)
+        for off, (_axis, pieces) in self.tiled.items():
+            if not want[base + off]:
+                continue
+            for j, (k, _start, _stop) in enumerate(pieces):
+                piece_of[k] = (off, j)
+            last_reader[min(p[0] for p in pieces)] = off
+            names = " = ".join(f"P{off}_{j}" for j in range(len(pieces)))
+            lines.append(f"    {names} = None")
         for k in range(len(rel) - 1, -1, -1):
+            if k in piece_of:
+                # a piece of a tiled gradient: keep it; the last piece assembles them
+                off, j = piece_of[k]
+                if want[base + rel[k][0]]:
+                    o_expr = _expr(("b", rel[k][0]))
+                    lines.append(f"    P{off}_{j} = g[{o_expr}]")
+                    if drop and rel[k][0] not in self.keep_grads:
+                        lines.append(f"    g[{o_expr}] = None  # used up: keep='needed'")
+                if k in last_reader:
+                    axis, pieces = self.tiled[off]
+                    ns[f"W{off}"] = tuple(stop - start for _k, start, stop in pieces)
+                    args = ", ".join(f"P{off}_{j2}" for j2 in range(len(pieces)))
+                    lines.append(f"    g[{_expr(('b', off))}] = tile(({args}), {axis}, W{off})")
+                continue
             out, refs, fwd, vjps, _key, kw = rel[k]
             if not want[base + out]:
                 continue
@@ -381,6 +444,40 @@ def _sliced_elementwise(rel) -> dict:
             for k, index in members:
                 fused[k] = (first, src, index)
     return fused
+
+
+def _axis_cut(index, shape):
+    """``(axis, start, stop)`` if ``index`` keeps every axis whole but one, which it cuts to
+    ``start:stop`` (step 1); else None."""
+    if shape is None or not isinstance(index, tuple) or len(index) > len(shape):
+        return None
+    cut = None
+    for axis, i in enumerate(index):
+        if not isinstance(i, slice) or i.step not in (None, 1):
+            return None
+        start, stop, _ = i.indices(shape[axis])
+        if (start, stop) == (0, shape[axis]):
+            continue
+        if cut is not None or axis == 0 or stop <= start:  # axis 0 is the batch
+            return None
+        cut = (axis, start, stop)
+    return cut
+
+
+def _tile(pieces, axis, widths):
+    """The gradient of a value cut into ``pieces`` along ``axis``: the pieces' gradients side
+    by side (zeros of width ``widths[j]`` where piece j got none), or None if none got one."""
+    given = next((p for p in pieces if p is not None), None)
+    if given is None:
+        return None
+    if any(p is None for p in pieces):
+        shape = list(given.shape)
+        pieces = list(pieces)
+        for j, p in enumerate(pieces):
+            if p is None:
+                shape[axis] = widths[j]
+                pieces[j] = np.zeros(shape, dtype=given.dtype)
+    return np.concatenate(pieces, axis=axis)
 
 
 def _deferrable(op, m, refs) -> bool:
