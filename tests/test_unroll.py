@@ -201,11 +201,12 @@ def test_compiled_and_generic_schedules_agree():
 def test_schedule_is_built_once_per_net():
     cell = ug.nn.RNNCell(2, 3, seed=0)
     net = ug.unroll(cell, steps=4)
-    prog, steps = net._prog, net._fwd_steps
+    prog = net._prog
     for _ in range(3):
         out, _ = net(np.ones((4, 2, 2)))
         out.sum().backward()
-    assert net._prog is prog and net._fwd_steps is steps
+        steps = dict(net._step_lists)
+    assert net._prog is prog and net._step_lists == steps and len(steps) == 1
     assert len(net._bprogs) == 1
 
 

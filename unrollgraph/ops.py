@@ -295,8 +295,14 @@ _bin(
 def _sigmoid(x):
     # exp(-x) overflows to inf for x below about -709 in float64 (-88 in float32); then
     # 1 / (1 + inf) is exactly the limit 0, so the overflow is expected and not reported
+    if not isinstance(x, np.ndarray) or x.ndim == 0:
+        with np.errstate(over="ignore"):
+            return 1.0 / (1.0 + np.exp(-x))
+    e = np.negative(x)  # one new array, the rest in place: less fresh memory to touch
     with np.errstate(over="ignore"):
-        return 1.0 / (1.0 + np.exp(-x))
+        np.exp(e, e)
+    e += 1.0
+    return np.reciprocal(e, e)
 
 
 defop("exp", np.exp, [lambda g, ans, a: g * ans], sym=_ew(lambda a: _sympy().exp(a)))

@@ -69,8 +69,9 @@ class StepTemplates:
     """
 
     def __init__(self, entries, blocks, state_in, skip=frozenset(), keep_grads=frozenset(),
-                 shapes=None, seeded=frozenset()):
+                 shapes=None, seeded=frozenset(), unread=frozenset()):
         self.blocks = blocks
+        self.unread = unread  # slots whose values no VJP reads, nor anything after the run
         self.shapes = shapes  # per slot: (cell shape, has a batch axis)
         self.keep_grads = keep_grads  # block offsets whose gradients a lean run still keeps
         self.state_in = state_in
@@ -154,14 +155,62 @@ class StepTemplates:
         return found or {}
 
     # -- forward -------------------------------------------------------------------------------
-    def forward_fn(self, t, fuse=False):
-        """Step ``t``'s forward function; ``fuse`` runs one elementwise op on several slices
-        of a value as one call (cheaper for small batches, see _sliced_elementwise)."""
-        key = (self.sigs[t], fuse)
+    def forward_fn(self, t, fuse=False, lean=False, donate=False):
+        """Step ``t``'s forward function.
+
+        ``fuse`` runs one elementwise op on several slices of a value as one call (cheaper
+        for small batches, see _sliced_elementwise). ``lean`` (``keep="needed"``) drops each
+        value no VJP reads as soon as its last reader in the step has run; ``donate`` also
+        lets such a value's array take the result of its one reader in place
+        (``t = h @ W; t += b``), which is exact when all operands share one dtype."""
+        plan = self._lean_plan(t, fuse, donate) if lean else None
+        key = (self.sigs[t], fuse, plan and (plan[0], tuple(sorted(plan[1].items()))))
         fn = self._fwd_cache.get(key)
         if fn is None:
-            fn = self._fwd_cache[key] = self._make_forward(self.rel[t], fuse)
+            fn = self._fwd_cache[key] = self._make_forward(self.rel[t], fuse, plan)
         return fn
+
+    def _lean_plan(self, t, fuse, donate):
+        """``(free_after, donor)`` for a lean step: block offsets to drop after each entry
+        (a tuple of tuples; an entry whose own value is in its tuple is not computed at all)
+        and ``{entry: input position}`` for the entries that may compute in place in an
+        input's array."""
+        base, length = self.blocks[t]
+        rel = self.rel[t]
+        fused = _sliced_elementwise(rel) if fuse else {}
+        readers: dict = {}
+        for k, (_out, refs, *_rest) in enumerate(rel):
+            for r in ([fused[k][1]] if k in fused else refs):
+                if r[0] == "b":
+                    readers.setdefault(r[1], []).append(k)
+        later = set(self.state_in[t + 1]) if t + 1 < len(self.state_in) else set()
+        free = {off for off in readers
+                if base + off in self.unread and base + off not in later}
+        fresh = set()  # values this step computes into a new array of their own
+        donor: dict = {}
+        for k, (out, refs, fwd, _v, _key, kw) in enumerate(rel):
+            op = _OP_OF.get(fwd)
+            if op in _INPLACE and not kw and donate:
+                for m in _INPLACE[op]:
+                    r = refs[m]
+                    if r[0] == "b" and r[1] in fresh and r[1] in free \
+                            and len(readers[r[1]]) == 1 \
+                            and self.shapes[base + r[1]] == self.shapes[base + out] \
+                            and self.shapes[base + out][1]:
+                        donor[k] = m
+                        break
+            if op in _INPLACE or (op == "matmul" and self._inline_forward(op, refs, kw)):
+                fresh.add(out)
+        free_after: list = [[] for _ in rel]
+        for off in free:
+            k = max(readers[off])
+            donated = k in donor and rel[k][1][donor[k]] == ("b", off)
+            if not donated:  # (a donated value's slot is cleared where it is taken)
+                free_after[k].append(off)
+        for k, (out, *_rest) in enumerate(rel):
+            if out not in readers and base + out in self.unread:
+                free_after[k].append(out)  # read by nothing at all (a fused gate's slice)
+        return tuple(tuple(sorted(f)) for f in free_after), donor
 
     def fusable(self) -> int:
         """Largest per-sample size of a value whose slices a fused forward would share
@@ -174,13 +223,19 @@ class StepTemplates:
             sizes.append(int(np.prod(shape[1:])) if shape else 1)
         return max(sizes)
 
-    def _make_forward(self, rel, fuse=False):
+    def _make_forward(self, rel, fuse=False, plan=None):
         ns = {}
+        free_after, donor = plan if plan is not None else ((() for _ in rel), {})
+        free_after = list(free_after)
         nstates = max(len(s) for s in self.state_in) if self.state_in else 0
-        lines = [f"def step(v, b{''.join(f', s{j}' for j in range(nstates))}):"]
+        lean = ", fr" if plan is not None else ""  # fr[k]: stand-in for a dropped value
+        lines = [f"def step(v, b{lean}{''.join(f', s{j}' for j in range(nstates))}):"]
         fused = _sliced_elementwise(rel) if fuse else {}
         done: set = set()
         for k, (out, refs, fwd, _vjps, _key, kw) in enumerate(rel):
+            if out in free_after[k]:
+                lines.append(f"    v[{_expr(('b', out))}] = fr[{out}]")  # needed nowhere
+                continue
             if k in fused:
                 # op(x[i]) for several slices i of one x: op(x) once, then each slice of it
                 first, src, index = fused[k]
@@ -190,9 +245,20 @@ class StepTemplates:
                     lines.append(f"    u{first} = F{first}(v[{_expr(src)}])")
                 ns[f"I{k}"] = index
                 lines.append(f"    v[{_expr(('b', out))}] = u{first}[I{k}]")
+                lines.extend(f"    v[{_expr(('b', off))}] = fr[{off}]" for off in free_after[k])
                 continue
             a = [f"v[{_expr(r)}]" for r in refs]
-            expr = self._inline_forward(_OP_OF.get(fwd), refs, kw)
+            op = _OP_OF.get(fwd)
+            expr = self._inline_forward(op, refs, kw)
+            if k in donor:
+                # the input's array is used up here: compute into it
+                m = donor[k]
+                lines.append(f"    t = {a[m]}")
+                lines.append(f"    {a[m]} = fr[{refs[m][1]}]  # its array now holds this value")
+                lines.append("    " + _INPLACE_CODE[op].format(*(a[1 - m:2 - m] or [""])))
+                lines.append(f"    v[{_expr(('b', out))}] = t")
+                lines.extend(f"    v[{_expr(('b', off))}] = fr[{off}]" for off in free_after[k])
+                continue
             if expr is not None:
                 # the op written out: the same numpy call, without the function-call layers
                 if "I" in expr:
@@ -202,6 +268,7 @@ class StepTemplates:
                 ns[f"F{k}"] = functools.partial(fwd, **kw) if kw else fwd
                 line = f"F{k}({', '.join(a)})"
             lines.append(f"    v[{_expr(('b', out))}] = {line}")
+            lines.extend(f"    v[{_expr(('b', off))}] = fr[{off}]" for off in free_after[k])
         if len(lines) == 1:
             lines.append("    pass")
         ns.update(_INLINE_NS)
@@ -292,7 +359,7 @@ class StepTemplates:
                 name = f"V{k}_{m}"
                 vjp = functools.partial(vjps[m], **kw) if kw else vjps[m]
                 ns[name] = vjp
-                if not drop and r[0] == "c" and _deferrable(op, m, refs):
+                if r[0] == "c" and _deferrable(op, m, refs):
                     # a gradient into a weight shared by all steps: collect this step's part
                     # and compute all steps' parts in one call after the loop (see flush)
                     key = (out, m)
@@ -401,7 +468,13 @@ _INLINE_FORWARD = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
     "neg": "-{0}", "tanh": "tanh({0})", "exp": "exp({0})",
 }
-_INLINE_NS = {"tanh": np.tanh, "exp": np.exp}
+_INLINE_NS = {"tanh": np.tanh, "exp": np.exp, "negative": np.negative}
+# ops a lean step may compute in place in an input's array ``t`` (input positions that may
+# give it: both for the commutative ones, whose result is the same bits either way round)
+_INPLACE = {"add": (0, 1), "mul": (0, 1), "sub": (0,), "div": (0,), "tanh": (0,),
+            "exp": (0,), "neg": (0,)}
+_INPLACE_CODE = {"add": "t += {0}", "mul": "t *= {0}", "sub": "t -= {0}", "div": "t /= {0}",
+                 "tanh": "tanh(t, t)", "exp": "exp(t, t)", "neg": "negative(t, t)"}
 
 
 def stack(arrays):

@@ -284,21 +284,42 @@ class Unrolled:
             for s in slots
         )
         self._templates = StepTemplates(prog, blocks, state_in, skip, keep_grads, shapes,
-                                        seeded)
+                                        seeded, frozenset(self._unread) - outputs)
+        self._step_lists: dict = {}  # (fuse, lean, donate) -> compiled forward of each step
+        self._stand_in_cache: dict = {}
         if not self._templates.ok:
             self._time_batch = []
-        if self._templates.ok:
-            self._fwd_steps = [
-                (self._templates.forward_fn(t), blocks[t][0], state_in[t])
+        # small batches: one call for an op on several slices (an LSTM's three sigmoids)
+        # beats three; large ones: contiguous slices beat fewer calls
+        self._fuse_size = self._templates.fusable() if self._templates.ok else 0
+
+    def _forward_steps(self, fuse: bool, lean: bool, donate: bool) -> list:
+        """The compiled forward of every step, ``(function, first slot, state slots)``."""
+        key = (fuse and bool(self._fuse_size), lean, lean and donate)
+        steps = self._step_lists.get(key)
+        if steps is None:
+            tpl = self._templates
+            steps = self._step_lists[key] = [
+                (tpl.forward_fn(t, *key), tpl.blocks[t][0], tpl.state_in[t])
                 for t in range(self.steps)
             ]
-            # small batches: one call for an op on several slices (an LSTM's three sigmoids)
-            # beats three; large ones: contiguous slices beat fewer calls
-            self._fuse_size = self._templates.fusable()
-            self._fwd_steps_fused = [
-                (self._templates.forward_fn(t, fuse=True), blocks[t][0], state_in[t])
-                for t in range(self.steps)
-            ] if self._fuse_size else self._fwd_steps
+        return steps
+
+    def _stand_ins(self, batch: int, dtype) -> list:
+        """Per block offset, the ``_Freed`` stand-in a lean step leaves for a value it drops
+        (shared by all steps: only its shape and dtype are read)."""
+        key = (batch, dtype)
+        out = self._stand_in_cache.get(key)
+        if out is None:
+            first, length = self._templates.blocks[0]
+            out = []
+            for n in self.nodes[first:first + length]:
+                shape = tuple(n.shape or ())
+                if id(n) in self.graph._batched and shape:
+                    shape = (batch,) + shape[1:]
+                out.append(_Freed(shape, dtype))
+            self._stand_in_cache = {key: out}  # one batch size at a time is the common case
+        return out
 
     def _unread_slots(self, prog) -> list:
         """Op-node slots whose values no VJP reads (freed by ``keep="needed"``)."""
@@ -635,17 +656,22 @@ class Run:
                     self.stacked = {}
                     xs = {k: x.data for k, x in self.xs.items()}
                     time_batched_forward(net._time_batch, vals, xs, self.stacked)
-                steps = (net._fwd_steps_fused
-                         if batch * net._fuse_size <= _FUSE_ELEMENTS else net._fwd_steps)
-                if net.keep == "needed":  # free each step's unread values as it goes
+                fuse = batch * net._fuse_size <= _FUSE_ELEMENTS
+                if net.keep == "needed":
+                    # each step drops the values no VJP reads once it is done with them (and
+                    # computes in place in them where every operand has the run's dtype)
+                    steps = net._forward_steps(fuse, True, self._one_dtype(dtype))
+                    fr = net._stand_ins(batch, dtype)
                     unread = net._unread_by_step
                     for t, (fn, b, s_in) in enumerate(steps):
-                        fn(vals, b, *s_in)
+                        fn(vals, b, fr, *s_in)
                         if t:
                             for s in unread[t - 1]:
                                 v = vals[s]
-                                vals[s] = _Freed(v.shape, v.dtype)
+                                if type(v) is not _Freed:
+                                    vals[s] = _Freed(v.shape, v.dtype)
                     return
+                steps = net._forward_steps(fuse, False, False)
                 for fn, b, s_in in steps:
                     fn(vals, b, *s_in)
                 return
@@ -669,6 +695,17 @@ class Run:
                 f"unrolled cell {cell.name!r}, step {node.step}: {node.op} failed on {shapes}: "
                 f"{exc}"
             ) from None
+
+    def _one_dtype(self, dtype) -> bool:
+        """True if every array the run starts from (inputs, parameters, initial states and
+        constants) has the float type ``dtype``: then an op's result has that type too, and
+        computing it in place in an input's array gives the same bits."""
+        net = self.net
+        vals = self.values
+        slots = (list(net._param_slots.values()) + list(net._init_slots.values())
+                 + [s for s, _ in net._const_slots])
+        return all(getattr(vals[s], "dtype", None) == dtype for s in slots) and all(
+            x.dtype == dtype for x in self.xs.values())
 
     def backward(self, seeds: list) -> None:
         """Backpropagate the output gradients ``seeds`` (one per output, then per final
