@@ -611,3 +611,56 @@ def test_where_condition_computed_in_a_cell_is_evaluated_at_every_step():
         want.append(hv)
     np.testing.assert_array_equal(out.data, np.stack(want))
     assert np.array_equal(want[1], [[2.0, 3.0]]) and np.array_equal(want[2], [[3.0, 4.0]])
+
+
+@pytest.mark.parametrize("make", [lambda: ug.nn.LSTMCell(3, 4, seed=0), _zoo_cell])
+def test_a_lean_run_recomputes_what_it_dropped_exactly_when_asked(make):
+    """keep="needed" (the default) drops values no VJP reads; diagrams and Run.value get them
+    back from one more run, bit for bit what keep="all" computes."""
+    xs = np.random.default_rng(3).standard_normal((5, 2, 3))
+    runs = []
+    for keep in ("all", "needed"):
+        cell = make()
+        net = ug.unroll(cell, steps=5, keep=keep)
+        out, _ = net(xs)
+        (out * out).sum().backward()
+        runs.append((net, net.last_run))
+    (net_a, run_a), (net_n, run_n) = runs
+    dropped = [s for s, v in enumerate(run_n.values) if not isinstance(v, np.ndarray)]
+    assert dropped and run_n.keep == "needed" and net_n.keep == "needed"
+    full = run_n.full()
+    assert full is run_n.full() and full.keep == "all"  # computed once
+    for s in range(len(net_n.nodes)):
+        va, vn = run_a.values[s], full.values[s]
+        assert np.array_equal(va, vn), net_n.nodes[s].label()
+        ga, gn = run_a.grads[s], full.grads[s]
+        assert (ga is None and gn is None) or np.array_equal(ga, gn), net_n.nodes[s].label()
+    node = net_n.nodes[dropped[-1]]
+    assert np.array_equal(run_n.value(node), run_a.values[dropped[-1]])
+    assert ug.to_dot(net_n, detail="ops", values=True) == ug.to_dot(net_a, detail="ops",
+                                                                    values=True)
+
+
+def test_a_lean_run_refuses_to_recompute_after_the_weights_changed():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    net = ug.unroll(cell, steps=4)
+    out, _ = net(np.ones((4, 1, 2)))
+    out.sum().backward()
+    ug.optim.SGD(cell.parameters(), lr=0.1).step()
+    with pytest.raises(ug.UnrollGraphError, match=r"changed since the run .*Call the net again"):
+        ug.to_dot(net, values=True)
+    out, _ = net(np.ones((4, 1, 2)))  # a new run draws fine
+    assert "digraph" in ug.to_dot(net, values=True)
+
+
+def test_lean_run_with_mixed_float_types_keeps_numpys_promotion():
+    """In-place computing is used only when every operand has the run's dtype: float32
+    inputs with float64 weights still give what keep="all" gives (float64)."""
+    xs = np.random.default_rng(4).standard_normal((3, 2, 3)).astype(np.float32)
+    outs = []
+    for keep in ("all", "needed"):
+        cell = ug.nn.LSTMCell(3, 4, seed=1)
+        out, (h, c) = ug.unroll(cell, steps=3, keep=keep)(xs)
+        outs.append((out.data, c.data))
+    assert outs[0][0].dtype == outs[1][0].dtype == np.float64
+    assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1])

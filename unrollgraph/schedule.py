@@ -713,7 +713,8 @@ def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slo
             for p in per:
                 if p is None:
                     if zero is None:
-                        zero = np.zeros_like(vals[tb.slots[0]])
+                        like = vals[tb.slots[0]]  # an array, or a lean run's stand-in
+                        zero = np.zeros(like.shape, dtype=like.dtype)
                     p = zero
                 parts.append(p)
             step_g = stack_once(parts, {} if stacks is None else stacks)

@@ -33,7 +33,7 @@ __all__ = ["unroll", "Unrolled", "Run"]
 
 
 def unroll(cell: Cell, steps: int, truncate: int | None = None, masked: bool = False,
-           keep: str = "all"):
+           keep: str = "needed"):
     """Unroll ``cell`` over ``steps`` time steps into an acyclic graph.
 
     Parameters
@@ -49,11 +49,12 @@ def unroll(cell: Cell, steps: int, truncate: int | None = None, masked: bool = F
     masked : bool
         Add per-step mask nodes so sequences of different lengths can share a batch (``net(xs,
         lengths=...)`` builds this variant for you).
-    keep : {"all", "needed"}
-        What a run keeps. ``"all"`` (the default) keeps every node's value and gradient, for
-        diagrams and inspection. ``"needed"`` keeps only what backpropagation reads (values a
-        VJP uses; the states' gradients), for training on long sequences: memory drops to a few
-        arrays per step, and diagrams show shapes where values were freed.
+    keep : {"needed", "all"}
+        What a run keeps. ``"needed"`` (the default) keeps what backpropagation reads (the
+        values a VJP uses, the outputs, the states and their gradients) and drops the rest
+        during the run: less memory, and less of it to touch, which is faster. Diagrams and
+        :meth:`Run.value` still show every value and gradient: the run recomputes the rest
+        once when asked (:meth:`Run.full`). ``"all"`` keeps everything as it is computed.
 
     Returns
     -------
@@ -96,7 +97,7 @@ class Unrolled:
     """
 
     def __init__(self, cell: Cell, steps: int, truncate: int | None = None,
-                 masked: bool = False, keep: str = "all"):
+                 masked: bool = False, keep: str = "needed"):
         if not isinstance(cell, Cell):
             raise CellError(f"unroll() needs a ug.Cell, got {type(cell).__name__}")
         if not isinstance(steps, (int, np.integer)) or steps < 1:
@@ -370,11 +371,12 @@ class Unrolled:
             and node.step < self.steps - self.truncate
         )
 
-    def _backward_program(self, needs: tuple) -> list:
-        """Entries in reverse order with only the VJPs that lead to something needing grad."""
-        if needs in self._bprogs:
-            return self._bprogs[needs]
-        drop = self.keep == "needed"
+    def _backward_program(self, needs: tuple, drop: bool = False) -> list:
+        """Entries in reverse order with only the VJPs that lead to something needing grad;
+        ``drop``: the compiled steps drop each intermediate gradient once used."""
+        key = (needs, drop)
+        if key in self._bprogs:
+            return self._bprogs[key]
         want = [False] * len(self.nodes)
         for i in needs:
             want[i] = True
@@ -401,8 +403,8 @@ class Unrolled:
                 for t in range(self.steps - 1, first - 1, -1)
             ]
         shared = [e for e in bprog if e[4] is None]
-        self._bprogs[needs] = (bprog, want, steps, shared)
-        return self._bprogs[needs]
+        self._bprogs[key] = (bprog, want, steps, shared)
+        return self._bprogs[key]
 
     # -- running -------------------------------------------------------------------------------
     def __call__(self, xs, state=None, lengths=None):
@@ -440,12 +442,12 @@ class Unrolled:
         leaves: list[Tensor] = list(xs_t.values()) + list(params.values()) + [
             s for s in states_t.values() if isinstance(s, Tensor)
         ]
-        run = Run(self, xs_t, states_t, lengths, batch)
+        run = Run(self, xs_t, states_t, lengths, batch, self.keep)
         run.forward()
         self.last_run = run
         outs = [stack([run.values[i] for i in slots]) for slots in self._output_slots.values()]
         finals = [run.values[slots[-1]] for slots in self._state_slots.values()]
-        if self.keep == "needed":
+        if run.keep == "needed":
             run.free_unread()
         track = _FLAGS.grad_enabled and any(t.requires_grad for t in leaves)
         if track:
@@ -584,8 +586,11 @@ class Run:
     ``values[i]`` and ``grads[i]`` are indexed by schedule slot (:meth:`Unrolled.slot`).
     """
 
-    def __init__(self, net: Unrolled, xs: dict, states: dict, lengths, batch: int):
+    def __init__(self, net: Unrolled, xs: dict, states: dict, lengths, batch: int,
+                 keep: str = "all"):
         self.net = net
+        self.keep = keep  # "needed": values and gradients no VJP reads are dropped
+        self._full = None  # the same run with everything kept, recomputed on request
         self.xs = xs
         self.states = states
         self.lengths = lengths
@@ -611,13 +616,68 @@ class Run:
                 self.stacked[k] = _Freed(v.shape, v.dtype)
 
     def value(self, node: Node):
-        """Value of ``node`` in this run."""
-        return self.values[self.net.slot(node)]
+        """Value of ``node`` in this run (recomputed if the run did not keep it, see
+        :meth:`full`)."""
+        s = self.net.slot(node)
+        v = self.values[s]
+        return v if type(v) is not _Freed else self.full().values[s]
 
     def grad(self, node: Node):
         """Gradient of the loss with respect to ``node`` (``None`` before backward or where no
-        gradient reaches it)."""
-        return None if self.grads is None else self.grads[self.net.slot(node)]
+        gradient reaches it; recomputed if the run did not keep it, see :meth:`full`)."""
+        if self.grads is None:
+            return None
+        s = self.net.slot(node)
+        g = self.grads[s]
+        return g if g is not None or self.keep == "all" else self.full().grads[s]
+
+    def full(self) -> Run:
+        """This run with every node's value and gradient in place, for diagrams and inspection.
+
+        A ``keep="needed"`` run keeps only what backpropagation reads. On request it is run
+        once more, forward (and backward with the same output gradients, if it had one),
+        keeping everything; what the first run kept must come out bit for bit the same, or
+        :class:`~unrollgraph.UnrollGraphError` says that the parameters or inputs have
+        changed since (an optimizer step, say) and the net must be called again.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> cell = ug.nn.RNNCell(2, 3, seed=0)
+        >>> net = ug.unroll(cell, steps=4, keep="needed")
+        >>> out, h = net(np.ones((4, 1, 2)))
+        >>> out.sum().backward()
+        >>> run = net.last_run
+        >>> pre = [n for n in net.nodes if n.op == "add" and n.step == 2][-1]
+        >>> type(run.values[net.slot(pre)]).__name__       # not kept: a stand-in
+        '_Freed'
+        >>> run.full().values[net.slot(pre)].shape        # recomputed on request
+        (1, 3)
+        """
+        if self.keep == "all":
+            return self
+        if self._full is None:
+            full = Run(self.net, self.xs, self.states, self.lengths, self.batch, "all")
+            full.forward()
+            self._check_kept(full.values, self.values, "value")
+            if self.seeds is not None:
+                full.backward(self.seeds)
+                self._check_kept(full.grads, self.grads, "gradient")
+            self._full = full
+        return self._full
+
+    def _check_kept(self, again: list, kept: list, what: str) -> None:
+        for s, v in enumerate(kept):
+            if type(v) is np.ndarray and not np.array_equal(again[s], v, equal_nan=True):
+                node = self.net.nodes[s]
+                at = "" if node.step is None else f" at step {node.step}"
+                raise UnrollGraphError(
+                    f"cannot recompute the values this run of {self.net.cell.name!r} did not "
+                    f"keep (keep='needed'): the {what} of {node.label()}{at} now comes out "
+                    "different, so the parameters, inputs or initial state have changed since "
+                    "the run (an optimizer step?). Call the net again before drawing or "
+                    "inspecting it, or unroll with keep='all' to keep every value"
+                )
 
     def forward(self) -> None:
         net, vals = self.net, self.values
@@ -657,7 +717,7 @@ class Run:
                     xs = {k: x.data for k, x in self.xs.items()}
                     time_batched_forward(net._time_batch, vals, xs, self.stacked)
                 fuse = batch * net._fuse_size <= _FUSE_ELEMENTS
-                if net.keep == "needed":
+                if self.keep == "needed":
                     # each step drops the values no VJP reads once it is done with them (and
                     # computes in place in them where every operand has the run's dtype)
                     steps = net._forward_steps(fuse, True, self._one_dtype(dtype))
@@ -712,8 +772,9 @@ class Run:
         state; ``None`` for none) through the unrolled graph."""
         net = self.net
         needs = self._needs()
-        bprog, want, steps, shared = net._backward_program(needs)
+        bprog, want, steps, shared = net._backward_program(needs, self.keep == "needed")
         self.seeds = seeds
+        self._full = None
         grads, owned = self._seeded(want)
         if steps is not None and not _FLAGS.anomaly:
             vals = self.values
@@ -725,7 +786,7 @@ class Run:
             if net._time_batch:
                 xs = {k: x.data for k, x in self.xs.items()}
                 time_batched_backward(net._time_batch, vals, xs, self.stacked, grads, owned,
-                                      want, net._input_slots, _acc, net.keep == "all", stacks)
+                                      want, net._input_slots, _acc, self.keep == "all", stacks)
             del stacks
             _run_backward(shared, vals, grads, owned, False, net)
         else:
@@ -800,7 +861,8 @@ class Run:
         name = self._state_name(name)
         slots = self.net._state_slots[name]
         return np.stack([
-            np.zeros_like(self.values[s]) if self.grads[s] is None else self.grads[s]
+            np.zeros(self.values[s].shape, self.values[s].dtype) if self.grads[s] is None
+            else self.grads[s]
             for s in slots
         ])
 
@@ -818,7 +880,7 @@ class Run:
                 f"cell {net.cell.name!r} has no parameter {param!r}; parameters are "
                 f"{list(net._param_slots)}"
             )
-        bprog, want, _steps, _shared = net._backward_program(self._needs())
+        bprog, want, _steps, _shared = net._backward_program(self._needs(), self.keep == "needed")
         shared_slots = {net.slot(n) for n in net.nodes if n.step is None}
         per_step: dict = {}
         grads, owned = self._seeded(want)

@@ -109,6 +109,8 @@ def view(obj) -> GraphView:
         )
     if run is not None and run.net is not net:
         net = run.net  # the last call ran the masked twin (lengths=...): draw what ran
+    if run is not None:
+        run = run.full()  # a keep="needed" run recomputes what it did not keep
 
     def uvalue(n):
         v = None if run is None else run.values[net.slot(n)]
