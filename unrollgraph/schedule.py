@@ -23,10 +23,11 @@ The same module holds the other derived speed-ups: time batching of a step's non
 from __future__ import annotations
 
 import functools
+from sys import getrefcount
 
 import numpy as np
 
-__all__ = ["StepTemplates", "plan_time_batching", "TimeBatch", "stack"]
+__all__ = ["StepTemplates", "plan_time_batching", "TimeBatch", "stack", "BufferPool"]
 
 
 def _ref(slot, base, state_in, block_len):
@@ -272,7 +273,11 @@ class StepTemplates:
         if len(lines) == 1:
             lines.append("    pass")
         ns.update(_INLINE_NS)
-        return _compile("\n".join(lines), ns, "step")
+        fn = _compile("\n".join(lines), ns, "step")
+        # block offsets this step leaves a stand-in at (the rest are the caller's to free)
+        fn.freed = frozenset(off for offs in free_after for off in offs) | frozenset(
+            rel[k][1][m][1] for k, m in donor.items())
+        return fn
 
     def _inline_forward(self, op, refs, kw):
         """The forward of ``op`` as an expression in its inputs ``{0}``, ``{1}`` (``{I}`` for a
@@ -427,7 +432,7 @@ class StepTemplates:
             return None
         return _INLINE_VJPS.get((op, m))
 
-    def flush(self, d, vals, grads, owned, acc, stacks=None):
+    def flush(self, d, vals, grads, owned, acc, stacks=None, pool=None):
         """Compute the deferred gradients of shared weights: one call over all steps each.
 
         ``stacks`` caches stacked per-step arrays, so a gradient that several weights (and
@@ -438,8 +443,8 @@ class StepTemplates:
                 continue
             vjp, m, target, has_other = self.deferred[key]
             parts.reverse()  # filed from the last step back: put them in time order
-            G = stack_once([p[0] for p in parts], stacks)
-            other = stack_once([p[1] for p in parts], stacks) if has_other else None
+            G = stack_once([p[0] for p in parts], stacks, pool)
+            other = stack_once([p[1] for p in parts], stacks, pool) if has_other else None
             args = (other, vals[target]) if m == 1 else (vals[target], other)
             acc(grads, owned, target, vjp(G, None, *args))
 
@@ -477,22 +482,67 @@ _INPLACE_CODE = {"add": "t += {0}", "mul": "t *= {0}", "sub": "t -= {0}", "div":
                  "tanh": "tanh(t, t)", "exp": "exp(t, t)", "neg": "negative(t, t)"}
 
 
-def stack(arrays):
+class BufferPool:
+    """Arrays for the (T, B, ...) values of a run, reused from one run to the next.
+
+    A fresh array of a few hundred kB or more comes from the operating system as new pages,
+    and touching each costs a page fault (several microseconds on a virtual machine), run
+    after run. The pool hands out an array again only when nothing else refers to it (its
+    reference count says only the pool holds it): a result the caller kept, or any view of
+    it (a run's per-step values), keeps it out of the pool's hands.
+
+    Examples
+    --------
+    >>> pool = BufferPool()
+    >>> a = pool.take((2, 3), np.float64)
+    >>> b = pool.take((2, 3), np.float64)   # a is still held: a new array
+    >>> a is b
+    False
+    >>> del a
+    >>> pool.take((2, 3), np.float64) is b  # b is still held too
+    False
+    """
+
+    __slots__ = ("_arrays",)
+    per_shape = 4  # arrays kept per (shape, dtype); more are allocated but not pooled
+
+    def __init__(self):
+        self._arrays: dict = {}
+
+    def take(self, shape, dtype) -> np.ndarray:
+        """An uninitialised array of ``shape`` and ``dtype`` that nothing else refers to."""
+        key = (shape, np.dtype(dtype))
+        bucket = self._arrays.get(key)
+        if bucket is None:
+            bucket = self._arrays[key] = []
+        for i in range(len(bucket)):
+            if getrefcount(bucket[i]) == 2:  # the bucket's reference and the argument's
+                return bucket[i]
+        out = np.empty(shape, dtype)
+        if len(bucket) < self.per_shape:
+            bucket.append(out)
+        return out
+
+
+def stack(arrays, pool=None):
     """``np.stack(arrays)`` for same-shaped arrays, without np.stack's per-call checks (which
-    cost more than the copy for the small per-step arrays of a short unroll)."""
+    cost more than the copy for the small per-step arrays of a short unroll); into an array
+    from ``pool`` if given."""
     first = arrays[0]
-    out = np.empty((len(arrays),) + first.shape, dtype=np.result_type(first, arrays[-1]))
+    shape = (len(arrays),) + first.shape
+    dtype = np.result_type(first, arrays[-1])
+    out = np.empty(shape, dtype) if pool is None else pool.take(shape, dtype)
     for i, a in enumerate(arrays):
         out[i] = a
     return out
 
 
-def stack_once(arrays, cache):
+def stack_once(arrays, cache, pool=None):
     """``stack(arrays)``, reusing the result for the very same arrays in the same order."""
     key = tuple(map(id, arrays))
     out = cache.get(key)
     if out is None:
-        out = cache[key] = stack(arrays)
+        out = cache[key] = stack(arrays, pool)
     return out
 
 
@@ -676,14 +726,38 @@ def plan_time_batching(body, batched, state_dependent, shapes, clones, input_nam
     return plan
 
 
-def time_batched_forward(plan, vals, xs, stacked):
+def time_batched_forward(plan, vals, xs, stacked, pool=None):
     """Run the time-batched nodes; store stacked values and per-step views."""
     for k, tb in enumerate(plan):
         args = [_stacked(r, vals, xs, stacked) for r in tb.refs]
-        v = tb.fwd(*args, **tb.kw)
+        v = _into_pool(tb, args, pool) if pool is not None else None
+        if v is None:
+            v = tb.fwd(*args, **tb.kw)
         stacked[k] = v
         for t, s in enumerate(tb.slots):
             vals[s] = v[t]
+
+
+def _into_pool(tb, args, pool):
+    """``tb``'s value computed into an array from ``pool`` (elementwise ops and a stack of
+    rows times a matrix), or None for other ops."""
+    if tb.kw or not all(type(a) is np.ndarray for a in args):
+        return None
+    if tb.op in _POOLED_UFUNCS:
+        shape = np.broadcast_shapes(*(a.shape for a in args))
+        out = pool.take(shape, np.result_type(*args))
+        return _POOLED_UFUNCS[tb.op](*args, out=out)
+    if tb.op == "matmul":
+        a, b = args
+        if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous and a.shape[-1] == b.shape[0]:
+            rows = a.reshape(-1, a.shape[-1])
+            out = pool.take((rows.shape[0], b.shape[1]), np.result_type(a, b))
+            return np.matmul(rows, b, out=out).reshape(a.shape[:-1] + (b.shape[1],))
+    return None
+
+
+_POOLED_UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
+                  "tanh": np.tanh, "exp": np.exp}
 
 
 def _stacked(ref, vals, xs, stacked):
@@ -696,7 +770,7 @@ def _stacked(ref, vals, xs, stacked):
 
 
 def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slots, acc,
-                          keep_views=True, stacks=None):
+                          keep_views=True, stacks=None, pool=None):
     """Backpropagate through the time-batched nodes in one call each (after the step loop).
 
     Per-step gradients that the steps left in ``grads`` are stacked; gradients to shared nodes
@@ -717,7 +791,7 @@ def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slo
                         zero = np.zeros(like.shape, dtype=like.dtype)
                     p = zero
                 parts.append(p)
-            step_g = stack_once(parts, {} if stacks is None else stacks)
+            step_g = stack_once(parts, {} if stacks is None else stacks, pool)
             g = step_g if g is None else g + step_g
         if g is None:
             continue

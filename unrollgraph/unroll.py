@@ -21,6 +21,7 @@ from .errors import CellError, ShapeError, UnrollGraphError
 from .graph import Graph, Node
 from .ops import defop, get_op
 from .schedule import (
+    BufferPool,
     StepTemplates,
     plan_time_batching,
     stack,
@@ -288,6 +289,8 @@ class Unrolled:
                                         seeded, frozenset(self._unread) - outputs)
         self._step_lists: dict = {}  # (fuse, lean, donate) -> compiled forward of each step
         self._stand_in_cache: dict = {}
+        self._late_cache: dict = {}
+        self._pool = BufferPool()  # (T, B, ...) arrays reused from run to run
         if not self._templates.ok:
             self._time_batch = []
         # small batches: one call for an op on several slices (an LSTM's three sigmoids)
@@ -305,6 +308,17 @@ class Unrolled:
                 for t in range(self.steps)
             ]
         return steps
+
+    def _late_frees(self, steps) -> list:
+        """Per step, the unread slots its lean function leaves in place (read by the next
+        step, or computed outside it): the run frees them after the next step."""
+        late = self._late_cache.get(id(steps))
+        if late is None:
+            late = self._late_cache[id(steps)] = [
+                [s for s in self._unread_by_step[t] if s - b not in fn.freed]
+                for t, (fn, b, _s) in enumerate(steps)
+            ]
+        return late
 
     def _stand_ins(self, batch: int, dtype) -> list:
         """Per block offset, the ``_Freed`` stand-in a lean step leaves for a value it drops
@@ -445,10 +459,11 @@ class Unrolled:
         run = Run(self, xs_t, states_t, lengths, batch, self.keep)
         run.forward()
         self.last_run = run
-        outs = [stack([run.values[i] for i in slots]) for slots in self._output_slots.values()]
+        outs = [stack([run.values[i] for i in slots], self._pool)
+                for slots in self._output_slots.values()]
         finals = [run.values[slots[-1]] for slots in self._state_slots.values()]
-        if run.keep == "needed":
-            run.free_unread()
+        if run.keep == "needed" and not run.lean_steps:
+            run.free_unread()  # the generic loop keeps everything as it goes
         track = _FLAGS.grad_enabled and any(t.requires_grad for t in leaves)
         if track:
             node = Node("unrolled", tuple(t.node for t in leaves),
@@ -591,6 +606,7 @@ class Run:
         self.net = net
         self.keep = keep  # "needed": values and gradients no VJP reads are dropped
         self._full = None  # the same run with everything kept, recomputed on request
+        self.lean_steps = False  # True once the compiled lean steps have dropped values
         self.xs = xs
         self.states = states
         self.lengths = lengths
@@ -610,8 +626,13 @@ class Run:
             v = vals[s]
             if type(v) is not _Freed:
                 vals[s] = _Freed(v.shape, v.dtype)
+        self._free_stacked()
+
+    def _free_stacked(self) -> None:
+        """Drop the time-batched values (T, B, ...) whose every step is freed."""
+        vals = self.values
         for k, tb in enumerate(self.net._time_batch):
-            if all(type(vals[s]) is _Freed for s in tb.slots) and k in self.stacked:
+            if k in self.stacked and all(type(vals[s]) is _Freed for s in tb.slots):
                 v = self.stacked[k]
                 self.stacked[k] = _Freed(v.shape, v.dtype)
 
@@ -715,21 +736,25 @@ class Run:
                 if net._time_batch:
                     self.stacked = {}
                     xs = {k: x.data for k, x in self.xs.items()}
-                    time_batched_forward(net._time_batch, vals, xs, self.stacked)
+                    time_batched_forward(net._time_batch, vals, xs, self.stacked, net._pool)
                 fuse = batch * net._fuse_size <= _FUSE_ELEMENTS
                 if self.keep == "needed":
                     # each step drops the values no VJP reads once it is done with them (and
                     # computes in place in them where every operand has the run's dtype)
                     steps = net._forward_steps(fuse, True, self._one_dtype(dtype))
                     fr = net._stand_ins(batch, dtype)
-                    unread = net._unread_by_step
+                    late = net._late_frees(steps)
                     for t, (fn, b, s_in) in enumerate(steps):
                         fn(vals, b, fr, *s_in)
                         if t:
-                            for s in unread[t - 1]:
+                            for s in late[t - 1]:
                                 v = vals[s]
-                                if type(v) is not _Freed:
-                                    vals[s] = _Freed(v.shape, v.dtype)
+                                vals[s] = _Freed(v.shape, v.dtype)
+                    for s in late[-1]:
+                        v = vals[s]
+                        vals[s] = _Freed(v.shape, v.dtype)
+                    self._free_stacked()
+                    self.lean_steps = True
                     return
                 steps = net._forward_steps(fuse, False, False)
                 for fn, b, s_in in steps:
@@ -782,11 +807,12 @@ class Run:
             for fn, b, s_in in steps:
                 fn(vals, grads, owned, deferred, b, *s_in)
             stacks: dict = {}
-            net._templates.flush(deferred, vals, grads, owned, _acc, stacks)
+            net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
             if net._time_batch:
                 xs = {k: x.data for k, x in self.xs.items()}
                 time_batched_backward(net._time_batch, vals, xs, self.stacked, grads, owned,
-                                      want, net._input_slots, _acc, self.keep == "all", stacks)
+                                      want, net._input_slots, _acc, self.keep == "all", stacks,
+                                      net._pool)
             del stacks
             _run_backward(shared, vals, grads, owned, False, net)
         else:
