@@ -531,7 +531,10 @@ def stack(arrays, pool=None):
     first = arrays[0]
     shape = (len(arrays),) + first.shape
     dtype = np.result_type(first, arrays[-1])
-    out = np.empty(shape, dtype) if pool is None else pool.take(shape, dtype)
+    if pool is None or len(arrays) * first.nbytes < _POOL_BYTES:
+        out = np.empty(shape, dtype)
+    else:
+        out = pool.take(shape, dtype)
     for i, a in enumerate(arrays):
         out[i] = a
     return out
@@ -744,18 +747,27 @@ def _into_pool(tb, args, pool):
     if tb.kw or not all(type(a) is np.ndarray for a in args):
         return None
     if tb.op in _POOLED_UFUNCS:
-        shape = np.broadcast_shapes(*(a.shape for a in args))
+        big = max(args, key=lambda a: a.size)
+        if big.nbytes < _POOL_BYTES:
+            return None
+        shape = big.shape if all(a.shape == big.shape for a in args) else \
+            np.broadcast_shapes(*(a.shape for a in args))
         out = pool.take(shape, np.result_type(*args))
         return _POOLED_UFUNCS[tb.op](*args, out=out)
     if tb.op == "matmul":
         a, b = args
         if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous and a.shape[-1] == b.shape[0]:
             rows = a.reshape(-1, a.shape[-1])
-            out = pool.take((rows.shape[0], b.shape[1]), np.result_type(a, b))
+            dtype = np.result_type(a, b)
+            if rows.shape[0] * b.shape[1] * dtype.itemsize < _POOL_BYTES:
+                return None
+            out = pool.take((rows.shape[0], b.shape[1]), dtype)
             return np.matmul(rows, b, out=out).reshape(a.shape[:-1] + (b.shape[1],))
     return None
 
 
+# arrays smaller than this come from the allocator's free lists, not new pages: no pool
+_POOL_BYTES = 1 << 17
 _POOLED_UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
                   "tanh": np.tanh, "exp": np.exp}
 
