@@ -251,6 +251,7 @@ class Unrolled:
         self._output_slots = {k: [slot[id(n)] for n in ns] for k, ns in self.output_nodes.items()}
         self._state_slots = {k: [slot[id(n)] for n in ns] for k, ns in self.state_nodes.items()}
         self._const_slots = [(slot[i], v) for i, v in self.const_values.items() if i in slot]
+        self._const_only = [s for s, _ in self._const_slots]
         self._mask_slots = [slot[id(n)] for n in self.mask_nodes]
         self._shared_prog = [e for e in prog if e[5] is None]
         # per-step blocks of contiguous slots, and the state slots each step reads
@@ -632,7 +633,8 @@ class Run:
         """Drop the time-batched values (T, B, ...) whose every step is freed."""
         vals = self.values
         for k, tb in enumerate(self.net._time_batch):
-            if k in self.stacked and all(type(vals[s]) is _Freed for s in tb.slots):
+            if k in self.stacked and type(vals[tb.slots[0]]) is _Freed and \
+                    all(type(vals[s]) is _Freed for s in tb.slots):
                 v = self.stacked[k]
                 self.stacked[k] = _Freed(v.shape, v.dtype)
 
@@ -787,10 +789,14 @@ class Run:
         computing it in place in an input's array gives the same bits."""
         net = self.net
         vals = self.values
-        slots = (list(net._param_slots.values()) + list(net._init_slots.values())
-                 + [s for s, _ in net._const_slots])
-        return all(getattr(vals[s], "dtype", None) == dtype for s in slots) and all(
-            x.dtype == dtype for x in self.xs.values())
+        for slots in (net._param_slots.values(), net._init_slots.values(), net._const_only):
+            for s in slots:
+                if getattr(vals[s], "dtype", None) != dtype:
+                    return False
+        for x in self.xs.values():
+            if x.dtype != dtype:
+                return False
+        return True
 
     def backward(self, seeds: list) -> None:
         """Backpropagate the output gradients ``seeds`` (one per output, then per final
@@ -832,7 +838,7 @@ class Run:
             if k < len(slots_out):
                 for t, s in enumerate(slots_out[k]):
                     if want[s]:
-                        _acc(grads, owned, s, g[t])
+                        grads[s] = g[t]  # the first gradient of each slot: nothing to add
             elif want[finals[k - len(slots_out)]]:
                 _acc(grads, owned, finals[k - len(slots_out)], g)
         return grads, owned
