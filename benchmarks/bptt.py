@@ -2,7 +2,9 @@
 
 Times an Elman RNN and an LSTM step, loss = sum of the outputs, float64:
 
-* ``ours``       unrollgraph: ``ug.unroll(cell, T)`` built once, then ``net(xs)`` + backward;
+* ``ours``       unrollgraph: ``ug.unroll(cell, T)`` built once, then ``net(xs)`` + backward
+                 (the default ``keep="needed"``: values no VJP reads are dropped as it runs);
+* ``ours all``   the same with ``keep="all"`` (every value kept as it is computed);
 * ``numpy``      the hand-written numpy BPTT of ``benchmarks/reference.py`` (a step loop);
 * ``torch loop`` PyTorch CPU eager, the cell written out and looped over steps;
 * ``torch.nn``   ``torch.nn.RNN`` / ``torch.nn.LSTM``.
@@ -82,8 +84,10 @@ def make_problem(kind, B, H, T, D, seed=0):
     return cell, xs
 
 
-def step_ours(cell, xs, net=None, keep="all"):
-    net = ug.unroll(cell, steps=xs.shape[0], keep=keep) if net is None else net
+def step_ours(cell, xs, net=None, keep=None):
+    if net is None:
+        kw = {} if keep is None else {"keep": keep}  # None: the library's default
+        net = ug.unroll(cell, steps=xs.shape[0], **kw)
 
     def step():
         cell.zero_grad()
@@ -207,8 +211,10 @@ def time_sizes(sizes, kinds, quick, torch_ok):
             t0 = time.perf_counter()
             net = ug.unroll(cell, steps=T)
             build = 1e3 * (time.perf_counter() - t0)
-            impls = {"ours": step_ours(cell, xs, net), "numpy": step_numpy(kind, cell, xs)}
+            impls = {"ours": step_ours(cell, xs, net), "numpy": step_numpy(kind, cell, xs),
+                     "ours all": step_ours(cell, xs, keep="all")}
             check_same(f"{kind} {name} ours", impls["ours"](), impls["numpy"]())
+            check_same(f"{kind} {name} ours all", impls["ours all"](), impls["numpy"]())
             ms = median_ms(impls, quick)
             if torch_ok:
                 ms.update(_child("--_torch-child", kind, B, H, T, D, int(quick)))
@@ -264,7 +270,7 @@ def memory_child(impl: str, T: int) -> dict:
     c0, x0 = make_problem("rnn", 1, 2, 2, 2)
     makers = {
         "ours": lambda c, x: step_ours(c, x),
-        "ours, keep=needed": lambda c, x: step_ours(c, x, keep="needed"),
+        "ours, keep=all": lambda c, x: step_ours(c, x, keep="all"),
         "numpy": lambda c, x: step_numpy("rnn", c, x),
         "torch loop": lambda c, x: step_torch_loop(torch, "rnn", c, x),
         "torch.nn": lambda c, x: step_torch_nn(torch, "rnn", c, x),
@@ -290,7 +296,7 @@ def memory_child(impl: str, T: int) -> dict:
 
 
 def measure_memory(steps, torch_ok):
-    impls = ["ours", "ours, keep=needed", "numpy"] + (
+    impls = ["ours", "ours, keep=all", "numpy"] + (
         ["torch loop", "torch.nn"] if torch_ok else [])
     rows = []
     for T in steps:
@@ -313,12 +319,13 @@ def _fmt(x, digits=None):
 
 
 def print_times(rows, torch_ok):
-    cols = ["ours", "numpy"] + (["torch loop", "torch.nn"] if torch_ok else [])
+    cols = ["ours", "ours all", "numpy"] + (["torch loop", "torch.nn"] if torch_ok else [])
     head = ["cell", "size (B,H,T,D)", "build"] + cols
     head += ["ours/np"] + (["ours/loop", "ours/nn"] if torch_ok else [])
     head += ["targets"]
-    print("times in ms; build: ug.unroll; ours/np, ours/loop, ours/nn: ours over numpy, the "
-          "torch loop, torch.nn\n")
+    print("times in ms; build: ug.unroll; ours: the default keep='needed', ours all: "
+          "keep='all'; ours/np, ours/loop, ours/nn: ours over numpy, the torch loop, "
+          "torch.nn\n")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
@@ -342,7 +349,7 @@ def print_times(rows, torch_ok):
 
 
 def print_memory(rows, torch_ok):
-    impls = ["ours", "ours, keep=needed", "numpy"] + (
+    impls = ["ours", "ours, keep=all", "numpy"] + (
         ["torch loop", "torch.nn"] if torch_ok else [])
     B, H, D = MEMORY_SHAPE
     print(f"\nElman RNN, one forward + backward, B={B}, H={H}, D={D}: peak memory in MB "

@@ -537,7 +537,7 @@ def stack(arrays, pool=None):
     first = arrays[0]
     shape = (len(arrays),) + first.shape
     dtype = np.result_type(first, arrays[-1])
-    if pool is None or len(arrays) * first.nbytes < _POOL_BYTES:
+    if pool is None or not _POOL_BYTES <= len(arrays) * first.nbytes <= _POOL_MAX_BYTES:
         out = np.empty(shape, dtype)
     else:
         out = pool.take(shape, dtype)
@@ -756,7 +756,7 @@ def _into_pool(tb, args, pool):
         return None
     if tb.op in _POOLED_UFUNCS:
         big = max(args, key=lambda a: a.size)
-        if big.nbytes < _POOL_BYTES:
+        if not _POOL_BYTES <= big.nbytes <= _POOL_MAX_BYTES:
             return None
         shape = big.shape if all(a.shape == big.shape for a in args) else \
             np.broadcast_shapes(*(a.shape for a in args))
@@ -767,7 +767,7 @@ def _into_pool(tb, args, pool):
         if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous and a.shape[-1] == b.shape[0]:
             rows = a.reshape(-1, a.shape[-1])
             dtype = np.result_type(a, b)
-            if rows.shape[0] * b.shape[1] * dtype.itemsize < _POOL_BYTES:
+            if not _POOL_BYTES <= rows.shape[0] * b.shape[1] * dtype.itemsize <= _POOL_MAX_BYTES:
                 return None
             out = pool.take((rows.shape[0], b.shape[1]), dtype)
             return np.matmul(rows, b, out=out).reshape(a.shape[:-1] + (b.shape[1],))
@@ -776,6 +776,9 @@ def _into_pool(tb, args, pool):
 
 # arrays smaller than this come from the allocator's free lists, not new pages: no pool
 _POOL_BYTES = 1 << 17
+# and larger ones cost more to keep between runs (memory) than their page faults cost (time
+# against the arithmetic on them; measured: no gain at the benchmark's medium and long sizes)
+_POOL_MAX_BYTES = 1 << 23
 _POOLED_UFUNCS = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "div": np.divide,
                   "tanh": np.tanh, "exp": np.exp}
 
