@@ -288,6 +288,7 @@ def memory_child(impl: str, T: int) -> dict:
         result["step_ms"] = 1e3 * (time.perf_counter() - t0)
         result["rss_mb"] = (_status_kb("VmHWM") - rss0) / 1024
     if not impl.startswith("torch"):  # numpy reports its buffers to tracemalloc
+        fn = makers[impl](cell, xs)  # a fresh net: its buffer pool is counted too
         tracemalloc.start()
         fn()
         result["traced_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
