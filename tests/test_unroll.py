@@ -664,3 +664,30 @@ def test_lean_run_with_mixed_float_types_keeps_numpys_promotion():
         outs.append((out.data, c.data))
     assert outs[0][0].dtype == outs[1][0].dtype == np.float64
     assert np.array_equal(outs[0][0], outs[1][0]) and np.array_equal(outs[0][1], outs[1][1])
+
+
+@pytest.mark.parametrize("keep", ["needed", "all"])
+def test_pooled_buffers_never_overwrite_what_a_caller_still_holds(keep):
+    """Outputs, per-step values and gradients big enough for the buffer pool (>= 128 kB)
+    survive later calls unchanged while anything refers to them."""
+    T, B, D, H = 20, 16, 8, 64  # (T, B, H) float64 = 160 kB
+    cell = ug.nn.RNNCell(D, H, seed=0)
+    net = ug.unroll(cell, steps=T, keep=keep)
+    rng = np.random.default_rng(0)
+    xs1, xs2 = rng.standard_normal((2, T, B, D))
+    out1, _ = net(xs1)
+    out1.sum().backward()
+    run1 = net.last_run
+    kept_out = out1.data.copy()
+    node = net.state_nodes["h"][5]
+    kept_value = run1.value(node).copy()
+    kept_grad = run1.grad(node).copy()
+    assert out1.data.nbytes >= 1 << 17
+    for _ in range(3):  # later calls, with other inputs
+        out2, _ = net(xs2)
+        (2.0 * out2).sum().backward()
+    assert not np.array_equal(out2.data, kept_out)
+    assert np.array_equal(out1.data, kept_out)
+    assert np.array_equal(run1.value(node), kept_value)
+    assert np.array_equal(run1.grad(node), kept_grad)
+    assert np.array_equal(run1.full().values[net.slot(node)], kept_value)
