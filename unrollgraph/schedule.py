@@ -737,23 +737,30 @@ def plan_time_batching(body, batched, state_dependent, shapes, clones, input_nam
     return plan
 
 
-def time_batched_forward(plan, vals, xs, stacked, pool=None):
-    """Run the time-batched nodes; store stacked values and per-step views."""
+def time_batched_forward(plan, vals, xs, stacked, pool=None, no_views=()):
+    """Run the time-batched nodes; store stacked values and per-step views (for the nodes in
+    ``no_views``, which a lean run reads only stacked, one shape-and-dtype stand-in)."""
     for k, tb in enumerate(plan):
         args = [_stacked(r, vals, xs, stacked) for r in tb.refs]
         v = _into_pool(tb, args, pool) if pool is not None else None
         if v is None:
             v = tb.fwd(*args, **tb.kw)
         stacked[k] = v
-        for t, s in enumerate(tb.slots):
-            vals[s] = v[t]
+        if k in no_views:
+            stand_in = no_views[k](v.shape[1:], v.dtype)
+            for s in tb.slots:
+                vals[s] = stand_in
+        else:
+            for t, s in enumerate(tb.slots):
+                vals[s] = v[t]
 
 
 def _into_pool(tb, args, pool):
     """``tb``'s value computed into an array from ``pool`` (elementwise ops and a stack of
     rows times a matrix), or None for other ops."""
-    if tb.kw or not all(type(a) is np.ndarray for a in args):
-        return None
+    if tb.kw or args[0].nbytes * 8 < _POOL_BYTES or \
+            not all(type(a) is np.ndarray for a in args):
+        return None  # (a stack of rows times a matrix may be 8 times larger than its rows)
     if tb.op in _POOLED_UFUNCS:
         big = max(args, key=lambda a: a.size)
         if not _POOL_BYTES <= big.nbytes <= _POOL_MAX_BYTES:

@@ -294,6 +294,16 @@ class Unrolled:
         self._pool = BufferPool()  # (T, B, ...) arrays reused from run to run
         if not self._templates.ok:
             self._time_batch = []
+        # time-batched nodes that a lean run needs no per-step views of (no step reads them,
+        # no VJP reads them), and those all of whose per-step values a lean run frees
+        unread = set(self._unread)
+        step_reads = {i for e in prog if e[5] is not None and e[0] not in skip for i in e[1]}
+        self._tb_unviewed = {
+            k: _Freed for k, tb in enumerate(self._time_batch)
+            if all(s in unread and s not in step_reads for s in tb.slots)
+        }
+        self._tb_unread = [k for k, tb in enumerate(self._time_batch)
+                           if all(s in unread for s in tb.slots)]
         # small batches: one call for an op on several slices (an LSTM's three sigmoids)
         # beats three; large ones: contiguous slices beat fewer calls
         self._fuse_size = self._templates.fusable() if self._templates.ok else 0
@@ -315,8 +325,10 @@ class Unrolled:
         step, or computed outside it): the run frees them after the next step."""
         late = self._late_cache.get(id(steps))
         if late is None:
+            unviewed = {s for k in self._tb_unviewed for s in self._time_batch[k].slots}
             late = self._late_cache[id(steps)] = [
-                [s for s in self._unread_by_step[t] if s - b not in fn.freed]
+                [s for s in self._unread_by_step[t] if s - b not in fn.freed
+                 and s not in unviewed]
                 for t, (fn, b, _s) in enumerate(steps)
             ]
         return late
@@ -738,7 +750,9 @@ class Run:
                 if net._time_batch:
                     self.stacked = {}
                     xs = {k: x.data for k, x in self.xs.items()}
-                    time_batched_forward(net._time_batch, vals, xs, self.stacked, net._pool)
+                    no_views = net._tb_unviewed if self.keep == "needed" else {}
+                    time_batched_forward(net._time_batch, vals, xs, self.stacked, net._pool,
+                                         no_views)
                 fuse = batch * net._fuse_size <= _FUSE_ELEMENTS
                 if self.keep == "needed":
                     # each step drops the values no VJP reads once it is done with them (and
@@ -755,7 +769,9 @@ class Run:
                     for s in late[-1]:
                         v = vals[s]
                         vals[s] = _Freed(v.shape, v.dtype)
-                    self._free_stacked()
+                    for k in net._tb_unread:  # every step of it is freed: drop the stack too
+                        v = self.stacked[k]
+                        self.stacked[k] = _Freed(v.shape, v.dtype)
                     self.lean_steps = True
                     return
                 steps = net._forward_steps(fuse, False, False)
