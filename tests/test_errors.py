@@ -146,3 +146,18 @@ def test_anomaly_error_is_an_unrollgraph_error():
     with ug.detect_anomaly():
         msg = _message(lambda: ug.log(_t((2,), "x") * 0.0, name="y"), ug.AnomalyError)
     assert "forward of log (node 'y') produced Inf" in msg
+
+
+def test_tensors_of_other_types_raise_a_dtype_error_that_says_what_to_pass():
+    with pytest.raises(ug.DTypeError, match=r"dtype=int64.*float32 or float64.*dtype=np.float64"):
+        ug.tensor([1, 2], dtype=int)
+    with pytest.raises(ug.DTypeError, match="float16"):
+        ug.tensor([1.0], dtype=np.float16)
+    with pytest.raises(ug.DTypeError, match="str data.*pass numbers"):
+        ug.tensor("abc")
+    with pytest.raises(ug.DTypeError, match="complex"):
+        ug.tensor([1j])
+    with pytest.raises(TypeError):  # also a TypeError, as numpy users expect
+        ug.tensor([1, 2], dtype=np.int32)
+    assert ug.tensor([1, 2]).data.dtype == np.float64  # integers without dtype= convert
+    assert ug.tensor(np.ones(2, np.float16)).data.dtype == np.float32

@@ -17,6 +17,7 @@ from .errors import (
     AnomalyError,
     CellError,
     CycleError,
+    DTypeError,
     GradcheckError,
     GradientError,
     GraphError,
@@ -70,6 +71,6 @@ __all__ = [
     "clip", "matmul", "sum", "mean", "max", "reshape", "transpose", "concat", "stack",
     "softmax", "log_softmax", "mse_loss", "cross_entropy", "binary_cross_entropy_with_logits",
     "UnrollGraphError", "ShapeError", "GraphError", "CycleError", "CellError", "GradientError",
-    "AnomalyError", "RenderError", "GradcheckError", "TrainingError",
+    "AnomalyError", "RenderError", "GradcheckError", "TrainingError", "DTypeError",
     "optim", "train", "clip_grad_norm", "clip_grad_value",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "UnrollGraphError",
     "ShapeError",
+    "DTypeError",
     "GraphError",
     "CycleError",
     "CellError",
@@ -27,6 +28,10 @@ class UnrollGraphError(Exception):
 
 class ShapeError(UnrollGraphError, ValueError):
     """Operands whose shapes do not fit the op (names the op, the nodes and both shapes)."""
+
+
+class DTypeError(UnrollGraphError, TypeError):
+    """A value of a type tensors cannot hold (integers with an explicit dtype, strings...)."""
 
 
 class GraphError(UnrollGraphError):

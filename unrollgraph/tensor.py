@@ -17,7 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import AnomalyError, GradientError, GraphError, ShapeError, UnrollGraphError
+from .errors import (
+    AnomalyError,
+    DTypeError,
+    GradientError,
+    GraphError,
+    ShapeError,
+    UnrollGraphError,
+)
 from .graph import Node
 from .ops import _REGISTRY, get_op
 
@@ -42,12 +49,27 @@ _FLOATS = (np.float64, np.float32)
 
 
 def _as_float_array(data, dtype=None) -> np.ndarray:
-    arr = np.asarray(data, dtype=dtype)
+    if dtype is not None and np.dtype(dtype).type not in _FLOATS:
+        raise DTypeError(
+            f"tensor(dtype={np.dtype(dtype).name}): tensors hold float32 or float64 (gradients "
+            "are real numbers); pass dtype=np.float64 or np.float32, or leave dtype out and "
+            "integers become float64"
+        )
+    try:
+        arr = np.asarray(data, dtype=dtype)
+    except (TypeError, ValueError) as exc:
+        raise DTypeError(
+            f"cannot make a tensor from {type(data).__name__} data ({exc}); pass numbers or a "
+            "float array"
+        ) from None
     if dtype is None and arr.dtype.type not in _FLOATS:
-        if arr.dtype == object:
-            raise TypeError(f"cannot make a tensor from {type(data).__name__} objects")
+        if arr.dtype == object or arr.dtype.kind in "USVM":
+            raise DTypeError(
+                f"cannot make a tensor from {type(data).__name__} data of dtype {arr.dtype}; "
+                "pass numbers or a float array"
+            )
         if arr.dtype.kind == "c":
-            raise TypeError("complex values are not supported; pass real float arrays")
+            raise DTypeError("complex values are not supported; pass real float arrays")
         arr = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
     return arr
 
@@ -364,8 +386,6 @@ def tensor(data, requires_grad: bool = False, name: str | None = None, dtype=Non
     if isinstance(data, Tensor):
         data = data.data
     arr = _as_float_array(data, dtype)
-    if arr.dtype.type not in _FLOATS:
-        raise TypeError(f"tensor dtype must be float32 or float64, got {arr.dtype}")
     node = Node("leaf", name=name, shape=arr.shape, dtype=arr.dtype.name)
     return Tensor(arr, node, (), bool(requires_grad))
 
