@@ -298,10 +298,10 @@ class Unrolled:
         # no VJP reads them), and those all of whose per-step values a lean run frees
         unread = set(self._unread)
         step_reads = {i for e in prog if e[5] is not None and e[0] not in skip for i in e[1]}
-        self._tb_unviewed = {
-            k: _Freed for k, tb in enumerate(self._time_batch)
+        self._tb_unviewed = frozenset(
+            k for k, tb in enumerate(self._time_batch)
             if all(s in unread and s not in step_reads for s in tb.slots)
-        }
+        )
         self._tb_unread = [k for k, tb in enumerate(self._time_batch)
                            if all(s in unread for s in tb.slots)]
         # small batches: one call for an op on several slices (an LSTM's three sigmoids)
@@ -750,9 +750,9 @@ class Run:
                 if net._time_batch:
                     self.stacked = {}
                     xs = {k: x.data for k, x in self.xs.items()}
-                    no_views = net._tb_unviewed if self.keep == "needed" else {}
+                    no_views = net._tb_unviewed if self.keep == "needed" else ()
                     time_batched_forward(net._time_batch, vals, xs, self.stacked, net._pool,
-                                         no_views)
+                                         no_views, _Freed)
                 fuse = batch * net._fuse_size <= _FUSE_ELEMENTS
                 if self.keep == "needed":
                     # each step drops the values no VJP reads once it is done with them (and
