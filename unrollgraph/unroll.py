@@ -826,8 +826,15 @@ class Run:
         if steps is not None and not _FLAGS.anomaly:
             vals = self.values
             deferred = defaultdict(list)
-            for fn, b, s_in in steps:
+            chunk = 0  # steps per flush of the shared-weight gradients; 0: one, at the end
+            for i, (fn, b, s_in) in enumerate(steps):
                 fn(vals, grads, owned, deferred, b, *s_in)
+                if i == 0 and self.keep == "needed":
+                    chunk = _flush_chunk(deferred, len(steps))
+                if chunk and (i + 1) % chunk == 0:
+                    net._templates.flush(deferred, vals, grads, owned, _acc, {}, net._pool)
+                    for parts in deferred.values():
+                        parts.clear()
             stacks: dict = {}
             net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
             if net._time_batch:
@@ -981,6 +988,22 @@ class Run:
         if name not in names:
             raise CellError(f"the cell has no state {name!r}; states are {names}")
         return name
+
+
+_FLUSH_ALL_BYTES = 1 << 27  # a lean run stacks at most this much for shared-weight gradients
+_FLUSH_CHUNK_BYTES = 1 << 24  # and beyond it flushes every this many bytes of steps
+
+
+def _flush_chunk(deferred, steps: int) -> int:
+    """Steps per flush of the deferred shared-weight gradients in a lean run: 0 (all at the
+    end, the fastest) unless stacking every step's parts would take more than
+    ``_FLUSH_ALL_BYTES``; then about ``_FLUSH_CHUNK_BYTES`` worth of steps at a time, so a long
+    sequence does not pay a second copy of its gradients in memory."""
+    per_step = sum(p[-1][0].nbytes + (0 if p[-1][1] is None else p[-1][1].nbytes)
+                   for p in deferred.values() if p)
+    if per_step * steps <= _FLUSH_ALL_BYTES or not per_step:
+        return 0
+    return max(1, _FLUSH_CHUNK_BYTES // per_step)
 
 
 def _acc(grads, owned, s, g) -> None:
