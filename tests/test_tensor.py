@@ -280,3 +280,15 @@ def test_item_and_repr():
     assert repr(t) == "tensor([[2.5]], name='t', requires_grad=True)"
     with pytest.raises(TypeError, match="ambiguous"):
         bool(t)
+
+
+def test_float64_sigmoid_saturates_silently_with_exact_limits_and_gradients():
+    x = ug.tensor([-800.0, -720.0, -40.0, 0.0, 40.0, 800.0], requires_grad=True)
+    with np.errstate(all="raise", under="ignore"):
+        y = ug.sigmoid(x)
+        y.sum().backward()
+    want = 1.0 / (1.0 + np.exp(np.array([800.0, 720.0, 40.0, 0.0, -40.0, -800.0]).clip(max=709)))
+    want[:2] = 0.0  # the limit: exp(-x) overflows to inf there, and 1 / (1 + inf) = 0
+    np.testing.assert_array_equal(y.data, want)
+    np.testing.assert_array_equal(x.grad, want * (1.0 - want))
+    assert y.data[2] > 0.0 and x.grad[2] > 0.0  # far from the limit, tiny but not rounded away
