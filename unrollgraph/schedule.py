@@ -246,7 +246,7 @@ class StepTemplates:
                     lines.append(f"    u{first} = F{first}(v[{_expr(src)}])")
                 ns[f"I{k}"] = index
                 lines.append(f"    v[{_expr(('b', out))}] = u{first}[I{k}]")
-                lines.extend(f"    v[{_expr(('b', off))}] = fr[{off}]" for off in free_after[k])
+                lines.extend(_drops(free_after[k]))
                 continue
             a = [f"v[{_expr(r)}]" for r in refs]
             op = _OP_OF.get(fwd)
@@ -258,7 +258,7 @@ class StepTemplates:
                 lines.append(f"    {a[m]} = fr[{refs[m][1]}]  # its array now holds this value")
                 lines.append("    " + _INPLACE_CODE[op].format(*(a[1 - m:2 - m] or [""])))
                 lines.append(f"    v[{_expr(('b', out))}] = t")
-                lines.extend(f"    v[{_expr(('b', off))}] = fr[{off}]" for off in free_after[k])
+                lines.extend(_drops(free_after[k]))
                 continue
             if expr is not None:
                 # the op written out: the same numpy call, without the function-call layers
@@ -269,7 +269,7 @@ class StepTemplates:
                 ns[f"F{k}"] = functools.partial(fwd, **kw) if kw else fwd
                 line = f"F{k}({', '.join(a)})"
             lines.append(f"    v[{_expr(('b', out))}] = {line}")
-            lines.extend(f"    v[{_expr(('b', off))}] = fr[{off}]" for off in free_after[k])
+            lines.extend(_drops(free_after[k]))
         if len(lines) == 1:
             lines.append("    pass")
         ns.update(_INLINE_NS)
@@ -578,6 +578,11 @@ def _sliced_elementwise(rel) -> dict:
             for k, index in members:
                 fused[k] = (first, src, index)
     return fused
+
+
+def _drops(offsets):
+    """Lines of a lean step that leave the stand-in ``fr[k]`` at block offsets ``offsets``."""
+    return [f"    v[{_expr(('b', off))}] = fr[{off}]" for off in offsets]
 
 
 def _axis_cut(index, shape):
