@@ -69,9 +69,11 @@ class Cell:
         self._params: dict[str, Tensor] = {}
         self._feedback: dict[str, Tensor] = {}
         self._outputs: dict[str, Tensor] = {}
+        self._version = 0  # counts declarations: an unrolled net checks it on every call
 
     # -- declaration ---------------------------------------------------------------------------
     def _claim(self, name: str, kind: str) -> None:
+        self._version += 1
         if not isinstance(name, str) or not name:
             raise CellError(f"cell {self.name!r}: a {kind} needs a non-empty string name")
         for other, table in (("input", self._inputs), ("state", self._states),
@@ -157,6 +159,7 @@ class Cell:
 
         This edge is a one-step delay (z^-1); it is the only way to make a cycle.
         """
+        self._version += 1
         sname = self._state_name(state)
         if sname in self._feedback:
             raise CellError(
@@ -304,6 +307,33 @@ class Cell:
             f"<Cell {self.name!r}: inputs {list(self._inputs)}, states {list(self._states)}, "
             f"params {list(self._params)}, outputs {list(self._outputs)}>"
         )
+
+    # -- structure checks (an unrolled net is built for the cell as it was) -------------------
+    def _structure(self) -> tuple:
+        """``(version, names)``: the declaration count and the names of each kind of member."""
+        return self._version, tuple(
+            (kind, tuple(table)) for kind, table in (
+                ("input", self._inputs), ("state", self._states), ("param", self._params),
+                ("feedback", self._feedback), ("output", self._outputs)))
+
+    def _check_structure(self, recorded: tuple) -> tuple:
+        """Raise :class:`CellError` if members were declared since ``recorded`` (from
+        :meth:`_structure`) was taken; else return the current structure to record instead
+        (a declaration that failed counts but changes nothing)."""
+        now = self._structure()
+        changes = []
+        for (kind, before), (_kind, after) in zip(recorded[1], now[1]):
+            added = [k for k in after if k not in before]
+            if added:
+                what = "feedback for state" if kind == "feedback" else kind
+                changes.append(", ".join(f"{what} {k!r}" for k in added))
+        if changes:
+            raise CellError(
+                f"cell {self.name!r} has changed since it was unrolled: {'; '.join(changes)} "
+                "added. An unrolled net is built for the cell as it was; call ug.unroll(cell, "
+                "steps) again for a net of the cell as it is now"
+            )
+        return now
 
     # -- helpers -------------------------------------------------------------------------------
     def _state_name(self, state) -> str:

@@ -23,6 +23,7 @@ The same module holds the other derived speed-ups: time batching of a step's non
 from __future__ import annotations
 
 import functools
+import threading
 from sys import getrefcount
 
 import numpy as np
@@ -491,6 +492,11 @@ class BufferPool:
     reference count says only the pool holds it): a result the caller kept, or any view of
     it (a run's per-step values), keeps it out of the pool's hands.
 
+    One pool may serve several threads at once (two threads calling the same net): a lock
+    makes the check of an array's reference count and its handing out one step, so an array
+    is never given to two callers. (A reference count only goes up outside the lock, by the
+    pool handing an array out, so a free array cannot be taken in between.)
+
     Examples
     --------
     >>> pool = BufferPool()
@@ -503,25 +509,28 @@ class BufferPool:
     True
     """
 
-    __slots__ = ("_arrays",)
+    __slots__ = ("_arrays", "_lock")
     per_shape = 4  # arrays kept per (shape, dtype); more are allocated but not pooled
 
     def __init__(self):
         self._arrays: dict = {}
+        self._lock = threading.Lock()
 
     def take(self, shape, dtype) -> np.ndarray:
         """An uninitialised array of ``shape`` and ``dtype`` that nothing else refers to."""
         key = (shape, np.dtype(dtype))
-        bucket = self._arrays.get(key)
-        if bucket is None:
-            bucket = self._arrays[key] = []
-        for i in range(len(bucket)):
-            if getrefcount(bucket[i]) == 2:  # the bucket's reference and the argument's
-                return bucket[i]
-        out = np.empty(shape, dtype)
-        if len(bucket) < self.per_shape:
-            bucket.append(out)
-        return out
+        with self._lock:
+            bucket = self._arrays.get(key)
+            if bucket is None:
+                bucket = self._arrays[key] = []
+            for i in range(len(bucket)):
+                a = bucket[i]
+                if getrefcount(a) == 3:  # the bucket's, ``a``'s and the argument's
+                    return a  # (held by the caller before the lock is released)
+            out = np.empty(shape, dtype)
+            if len(bucket) < self.per_shape:
+                bucket.append(out)
+            return out
 
 
 def stack(arrays, pool=None):

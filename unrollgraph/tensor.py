@@ -13,6 +13,7 @@ until :meth:`Tensor.zero_grad` resets it. Unlike PyTorch, intermediate tensors k
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from typing import Any
 
 import numpy as np
@@ -39,9 +40,53 @@ __all__ = [
 ]
 
 
+class _Mode:
+    """Grad mode and anomaly mode, one immutable pair (a context holds one of four)."""
+
+    __slots__ = ("grad_enabled", "anomaly")
+
+    def __init__(self, grad_enabled: bool, anomaly: bool):
+        self.grad_enabled = grad_enabled
+        self.anomaly = anomaly
+
+
+_MODES = {(g, a): _Mode(g, a) for g in (True, False) for a in (True, False)}
+# Per thread (and per asyncio task), as PyTorch's grad mode is: a new thread starts with an
+# empty context, so with graphs recorded and anomaly detection off, whatever other threads do.
+# Ops read it once each (`_MODE.get()` costs about as much as reading a global's attribute).
+_MODE: contextvars.ContextVar = contextvars.ContextVar("unrollgraph_mode",
+                                                       default=_MODES[True, False])
+
+
+def _set_mode(grad_enabled=None, anomaly=None) -> _Mode:
+    """Change this thread's modes (``None`` keeps one); returns the previous ones."""
+    prev = _MODE.get()
+    _MODE.set(_MODES[prev.grad_enabled if grad_enabled is None else bool(grad_enabled),
+                     prev.anomaly if anomaly is None else bool(anomaly)])
+    return prev
+
+
 class _Flags:
-    grad_enabled = True
-    anomaly = False
+    """This thread's modes as attributes (``_FLAGS.grad_enabled``, ``_FLAGS.anomaly``), for
+    code that reads them once per call; per-op code reads ``_MODE.get()``."""
+
+    __slots__ = ()
+
+    @property
+    def grad_enabled(self) -> bool:
+        return _MODE.get().grad_enabled
+
+    @grad_enabled.setter
+    def grad_enabled(self, value: bool) -> None:
+        _set_mode(grad_enabled=value)
+
+    @property
+    def anomaly(self) -> bool:
+        return _MODE.get().anomaly
+
+    @anomaly.setter
+    def anomaly(self, value: bool) -> None:
+        _set_mode(anomaly=value)
 
 
 _FLAGS = _Flags()
@@ -462,7 +507,7 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
         raise _forward_error(op, ts, values, attrs, exc) from None
     if type(out) is not np.ndarray and not isinstance(out, (np.ndarray, tuple)):
         out = np.asarray(out)
-    flags = _FLAGS
+    flags = _MODE.get()
     if flags.anomaly:
         _check_finite(out, f"forward of {op.name}", ts, name)
     if type(out) is tuple:
@@ -551,7 +596,7 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
                     uses[i] = n + 1
     grads: dict[int, Any] = {id(root): seed}
     owned: set[int] = set()
-    anomaly = _FLAGS.anomaly
+    anomaly = _MODE.get().anomaly
     registry = _REGISTRY
     ndarray = np.ndarray
     ready = [root]
@@ -670,6 +715,11 @@ def _store_grad(t: Tensor, g) -> None:
 def no_grad():
     """Evaluate without recording a graph (evaluation, optimizer updates).
 
+    The mode belongs to the current thread (as in PyTorch): other threads keep recording
+    while one is inside ``no_grad()``, and a new thread starts with recording on. On exit the
+    block restores the mode it found on entry in its own thread. It also works as a decorator
+    (``@ug.no_grad()``).
+
     Examples
     --------
     >>> import unrollgraph as ug
@@ -679,33 +729,55 @@ def no_grad():
     >>> y.requires_grad
     False
     """
-    prev = _FLAGS.grad_enabled
-    _FLAGS.grad_enabled = False
+    prev = _set_mode(grad_enabled=False)
     try:
         yield
     finally:
-        _FLAGS.grad_enabled = prev
+        _set_mode(grad_enabled=prev.grad_enabled)
 
 
 @contextlib.contextmanager
 def enable_grad():
-    """Record graphs again inside a :func:`no_grad` block."""
-    prev = _FLAGS.grad_enabled
-    _FLAGS.grad_enabled = True
+    """Record graphs again inside a :func:`no_grad` block (in the current thread).
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> w = ug.tensor(1.0, requires_grad=True)
+    >>> with ug.no_grad():
+    ...     with ug.enable_grad():
+    ...         y = w * 2.0
+    >>> y.requires_grad
+    True
+    """
+    prev = _set_mode(grad_enabled=True)
     try:
         yield
     finally:
-        _FLAGS.grad_enabled = prev
+        _set_mode(grad_enabled=prev.grad_enabled)
 
 
 def is_grad_enabled() -> bool:
-    """Whether ops currently record graph nodes."""
-    return _FLAGS.grad_enabled
+    """Whether ops currently record graph nodes, in the current thread.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> with ug.no_grad():
+    ...     ug.is_grad_enabled()
+    False
+    >>> ug.is_grad_enabled()
+    True
+    """
+    return _MODE.get().grad_enabled
 
 
 @contextlib.contextmanager
 def detect_anomaly():
     """Stop at the first node whose forward value or gradient is NaN or Inf, and name it.
+
+    Like :func:`no_grad`, the mode belongs to the current thread: a NaN computed in another
+    thread raises nothing there.
 
     Examples
     --------
@@ -716,10 +788,9 @@ def detect_anomaly():
     Traceback (most recent call last):
     AnomalyError: detect_anomaly: forward of log produced Inf; ...
     """
-    prev = _FLAGS.anomaly
-    _FLAGS.anomaly = True
+    prev = _set_mode(anomaly=True)
     try:
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             yield
     finally:
-        _FLAGS.anomaly = prev
+        _set_mode(anomaly=prev.anomaly)

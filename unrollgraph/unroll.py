@@ -12,6 +12,7 @@ calling the net only runs numpy.
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 
 import numpy as np
@@ -94,7 +95,15 @@ class Unrolled:
     init_nodes : dict
         State name -> the initial-state node.
     last_run : Run or None
-        Values (and, after backward, gradients) of the most recent call.
+        Values (and, after backward, gradients) of the most recent call made by the current
+        thread (in a thread that has not called the net: of any thread's most recent call).
+
+    Notes
+    -----
+    The net is built for the cell as it was: declaring a new member of the cell afterwards
+    (an input, state, parameter, feedback or output) makes the next call, or a run's
+    recomputation, raise :class:`~unrollgraph.CellError`; unroll the cell again. Several
+    threads may call one net at once: each call has its own :class:`Run`.
     """
 
     def __init__(self, cell: Cell, steps: int, truncate: int | None = None,
@@ -113,12 +122,29 @@ class Unrolled:
         self.steps = int(steps)
         self.truncate = None if truncate is None or truncate >= steps else int(truncate)
         self.masked = masked
-        self.last_run: Run | None = None
+        self._cell_structure = cell._structure()  # what the net is built for (_check_cell)
+        self._runs = threading.local()  # .last: this thread's last run (see last_run)
+        self._last_any = None
+        self.last_run = None
         self._masked_twin: Unrolled | None = None
         self._input_names = list(cell.inputs)
         self._input_shapes = {k: tuple(t.shape[1:]) for k, t in cell.inputs.items()}
         self._build()
         self._bprogs: dict = {}
+
+    @property
+    def last_run(self) -> Run | None:
+        run = getattr(self._runs, "last", None)
+        return self._last_any if run is None else run
+
+    @last_run.setter
+    def last_run(self, run: Run | None) -> None:
+        self._runs.last = self._last_any = run
+
+    def _check_cell(self) -> None:
+        """Raise CellError if the cell has gained members since it was unrolled."""
+        if self.cell._version != self._cell_structure[0]:
+            self._cell_structure = self.cell._check_structure(self._cell_structure)
 
     # -- building ------------------------------------------------------------------------------
     def _build(self) -> None:
@@ -314,10 +340,10 @@ class Unrolled:
         steps = self._step_lists.get(key)
         if steps is None:
             tpl = self._templates
-            steps = self._step_lists[key] = [
+            steps = self._step_lists.setdefault(key, [  # one list per key, even with threads
                 (tpl.forward_fn(t, *key), tpl.blocks[t][0], tpl.state_in[t])
                 for t in range(self.steps)
-            ]
+            ])
         return steps
 
     def _late_frees(self, steps) -> list:
@@ -452,6 +478,7 @@ class Unrolled:
         outputs : Tensor (T, B, ...) for a one-output cell, else dict name -> Tensor
         state : Tensor for a one-state cell, else tuple in declaration order
         """
+        self._check_cell()
         if lengths is not None and not self.masked:
             if self._masked_twin is None:
                 self._masked_twin = Unrolled(self.cell, self.steps, self.truncate, masked=True,
@@ -716,6 +743,7 @@ class Run:
 
     def forward(self) -> None:
         net, vals = self.net, self.values
+        net._check_cell()
         cell = net.cell
         batch = self.batch
         for k, p in cell._params.items():
@@ -868,6 +896,7 @@ class Run:
 
     def _needs(self) -> tuple:
         net = self.net
+        net._check_cell()
         needs = [net._param_slots[k] for k, p in net.cell._params.items() if p.requires_grad]
         for k, slots in net._input_slots.items():
             if self.xs[k].requires_grad:
