@@ -63,7 +63,8 @@ class RenderError(UnrollGraphError):
 
 
 class GradcheckError(UnrollGraphError, AssertionError):
-    """Analytic and numerical gradients disagree; the message gives the worst element."""
+    """Analytic and numerical gradients disagree (the message gives the worst element), or
+    ``gradcheck`` was given something it cannot check (a function not returning a Tensor)."""
 
 
 class TrainingError(UnrollGraphError, ValueError):

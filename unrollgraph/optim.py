@@ -26,6 +26,7 @@ Adam (``torch.optim.Adam``, L2 weight decay added to the gradient)::
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 
 import numpy as np
@@ -72,10 +73,31 @@ def _param_list(params, who: str) -> list[Tensor]:
     return out
 
 
-def _check(who: str, name: str, value, ok: bool, hint: str) -> float:
-    if not ok:
+def _number(who: str, name: str, value, hint: str, low: float = 0.0, low_ok: bool = True,
+            high: float | None = None, infinite_ok: bool = False) -> float:
+    """``value`` as a float after checking, in this order, that it is a real number (not a
+    bool, a string, None...), not NaN, finite (unless ``infinite_ok``) and in range:
+    ``>= low`` (``> low`` if not ``low_ok``) and ``< high``. Raises TrainingError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TrainingError(
+            f"{who}: {name} must be a real number, got {type(value).__name__} {value!r}; "
+            f"{hint}"
+        )
+    v = float(value)
+    if (
+        math.isnan(v) or (math.isinf(v) and not infinite_ok)
+        or (v < low if low_ok else v <= low) or (high is not None and v >= high)
+    ):
         raise TrainingError(f"{who}: invalid {name} {value!r}; {hint}")
-    return value
+    return v
+
+
+def _flag(who: str, name: str, value) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TrainingError(
+            f"{who}: {name} must be True or False, got {type(value).__name__} {value!r}"
+        )
+    return bool(value)
 
 
 class Optimizer:
@@ -85,7 +107,8 @@ class Optimizer:
     Parameters
     ----------
     params : Tensor, iterable of Tensor, or dict name -> Tensor
-        The tensors to update (``cell.parameters()`` works directly).
+        The tensors to update (``cell.parameters()`` works directly): leaves that require
+        grad (an optimizer cannot update the result of an op).
 
     Attributes
     ----------
@@ -101,6 +124,14 @@ class Optimizer:
             raise TrainingError(
                 f"{type(self).__name__} got an empty parameter list; pass cell.parameters() "
                 "or a list of tensors created with requires_grad=True"
+            )
+        computed = [p.node.label() for p in self.params if not p.is_leaf]
+        if computed:
+            raise TrainingError(
+                f"{type(self).__name__}: parameter(s) {', '.join(computed)} are results of ops "
+                "(not leaves); an optimizer updates leaves such as cell.parameters() or "
+                "ug.tensor(w, requires_grad=True), and the next forward pass would recompute "
+                "a result anyway"
             )
         frozen = [p.node.label() for p in self.params if not p.requires_grad]
         if frozen:
@@ -156,6 +187,13 @@ class SGD(Optimizer):
     dampening : float
         Dampening of the momentum buffer's update.
 
+    Raises
+    ------
+    TrainingError
+        A hyperparameter that is not a real number (``lr=None``, a string, a bool), is NaN
+        or infinite, or is out of range (negative ``lr``, ``momentum`` or ``weight_decay``);
+        ``nesterov`` that is not a bool; parameters that are not leaf tensors requiring grad.
+
     Examples
     --------
     >>> import unrollgraph as ug
@@ -170,10 +208,13 @@ class SGD(Optimizer):
     def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0,
                  nesterov: bool = False, dampening: float = 0.0):
         who = "SGD"
-        _check(who, "lr", lr, lr >= 0.0, "the learning rate must be >= 0")
-        _check(who, "momentum", momentum, momentum >= 0.0, "momentum must be >= 0")
-        _check(who, "weight_decay", weight_decay, weight_decay >= 0.0,
-               "weight_decay must be >= 0")
+        lr = _number(who, "lr", lr, "the learning rate must be a finite number >= 0, e.g. 0.01")
+        momentum = _number(who, "momentum", momentum, "momentum must be a finite number >= 0")
+        weight_decay = _number(who, "weight_decay", weight_decay,
+                               "weight_decay must be a finite number >= 0")
+        dampening = _number(who, "dampening", dampening, "dampening must be a finite number",
+                            low=-math.inf)
+        nesterov = _flag(who, "nesterov", nesterov)
         if nesterov and (momentum <= 0.0 or dampening != 0.0):
             raise TrainingError(
                 f"SGD: nesterov=True needs momentum > 0 and dampening = 0, got momentum="
@@ -217,6 +258,13 @@ class Adam(Optimizer):
     weight_decay : float
         L2 penalty added to the gradient (not decoupled as in AdamW).
 
+    Raises
+    ------
+    TrainingError
+        A hyperparameter that is not a real number, is NaN or infinite, or is out of range
+        (``lr``, ``eps``, ``weight_decay`` >= 0; each beta in [0, 1)); ``betas`` that is not
+        a pair; parameters that are not leaf tensors requiring grad.
+
     Examples
     --------
     >>> import unrollgraph as ug
@@ -231,16 +279,17 @@ class Adam(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         who = "Adam"
-        _check(who, "lr", lr, lr >= 0.0, "the learning rate must be >= 0")
-        _check(who, "eps", eps, eps >= 0.0, "eps must be >= 0")
-        try:
-            b1, b2 = (float(b) for b in betas)
-        except (TypeError, ValueError):
-            raise TrainingError(f"Adam: betas must be a pair of floats, got {betas!r}") from None
-        for i, b in enumerate((b1, b2)):
-            _check(who, f"betas[{i}]", b, 0.0 <= b < 1.0, "each beta must lie in [0, 1)")
-        _check(who, "weight_decay", weight_decay, weight_decay >= 0.0,
-               "weight_decay must be >= 0")
+        lr = _number(who, "lr", lr, "the learning rate must be a finite number >= 0, e.g. 1e-3")
+        eps = _number(who, "eps", eps, "eps must be a finite number >= 0, e.g. 1e-8")
+        if isinstance(betas, (str, bytes, Mapping)) or not hasattr(betas, "__len__") \
+                or len(betas) != 2:
+            raise TrainingError(
+                f"Adam: betas must be a pair of numbers such as (0.9, 0.999), got {betas!r}"
+            )
+        b1, b2 = (_number(who, f"betas[{i}]", b, "each beta must lie in [0, 1)", high=1.0)
+                  for i, b in enumerate(betas))
+        weight_decay = _number(who, "weight_decay", weight_decay,
+                               "weight_decay must be a finite number >= 0")
         super().__init__(params)
         self.defaults = dict(lr=lr, betas=(b1, b2), eps=eps, weight_decay=weight_decay)
 
@@ -278,7 +327,17 @@ def clip_grad_value(params, clip_value: float) -> None:
     params : Tensor, iterable of Tensor, or dict name -> Tensor
         Tensors whose ``.grad`` to clip; those without a gradient are skipped.
     clip_value : float
-        A positive bound.
+        A positive bound (``inf``: no clipping).
+
+    Raises
+    ------
+    TrainingError
+        ``clip_value`` not a real number, NaN, or not positive.
+
+    Notes
+    -----
+    A gradient array that cannot be written (the read-only ``.grad`` view of a non-leaf
+    tensor) is replaced by a clipped copy rather than edited in place.
 
     Examples
     --------
@@ -289,11 +348,16 @@ def clip_grad_value(params, clip_value: float) -> None:
     >>> w.grad
     array([ 1.5, -1.5])
     """
-    _check("clip_grad_value", "clip_value", clip_value, clip_value > 0,
-           "pass a positive bound such as 1.0")
+    clip_value = _number("clip_grad_value", "clip_value", clip_value,
+                         "pass a positive bound such as 1.0", low_ok=False, infinite_ok=True)
     for p in _param_list(params, "clip_grad_value"):
-        if p.grad is not None:
-            np.clip(p.grad, -clip_value, clip_value, out=p.grad)
+        g = p.grad
+        if g is None:
+            continue
+        if _writable(g):
+            np.clip(g, -clip_value, clip_value, out=g)
+        else:
+            p.grad = _own(np.clip(np.asarray(g), -clip_value, clip_value), p)
 
 
 def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
@@ -309,9 +373,11 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
     params : Tensor, iterable of Tensor, or dict name -> Tensor
         Tensors whose ``.grad`` to rescale; those without a gradient are skipped.
     max_norm : float
-        The largest allowed norm.
-    norm_type : float
-        The norm's order: a positive number, or ``float("inf")`` for the largest magnitude.
+        The largest allowed norm, ``>= 0`` (``inf``: measure only, never scale).
+    norm_type : float or "inf"
+        The norm's order: a positive number, or ``float("inf")`` (also written ``"inf"``, as
+        PyTorch accepts) for the largest magnitude. For gradients taken as one long vector
+        the Frobenius norm is the 2-norm: pass 2.0 for it.
     error_if_nonfinite : bool
         Raise :class:`~unrollgraph.errors.GradientError` when the total norm is NaN or
         infinite (otherwise the gradients are scaled by a NaN factor, as in PyTorch).
@@ -320,6 +386,19 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
     -------
     float
         The total norm **before** clipping (0.0 when no parameter has a gradient).
+
+    Raises
+    ------
+    TrainingError
+        ``max_norm`` not a real number >= 0 (or NaN), ``norm_type`` neither a positive number
+        nor ``"inf"``, ``error_if_nonfinite`` not a bool.
+    GradientError
+        With ``error_if_nonfinite=True``, when the total norm is NaN or infinite.
+
+    Notes
+    -----
+    A gradient array that cannot be written (the read-only ``.grad`` view of a non-leaf
+    tensor) is replaced by a scaled copy rather than edited in place.
 
     Examples
     --------
@@ -331,11 +410,21 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
     >>> w.grad.round(6)
     array([0.6, 0.8])
     """
-    norm_type = float(norm_type)
-    _check("clip_grad_norm", "max_norm", max_norm, max_norm >= 0, "max_norm must be >= 0")
-    _check("clip_grad_norm", "norm_type", norm_type, norm_type > 0,
-           "use a positive order such as 2.0, 1.0 or float('inf')")
-    grads = [p.grad for p in _param_list(params, "clip_grad_norm") if p.grad is not None]
+    who = "clip_grad_norm"
+    max_norm = _number(who, "max_norm", max_norm, "max_norm must be a number >= 0, e.g. 1.0",
+                       infinite_ok=True)
+    hint = "use a positive order such as 2.0, 1.0 or float('inf') (or 'inf')"
+    if isinstance(norm_type, str) and norm_type.strip().lower() in ("inf", "+inf", "infinity"):
+        norm_type = math.inf
+    elif isinstance(norm_type, str):
+        raise TrainingError(
+            f"{who}: norm_type {norm_type!r} is not supported; {hint}. For gradients taken as "
+            "one vector, the Frobenius norm ('fro') is norm_type=2.0"
+        )
+    norm_type = _number(who, "norm_type", norm_type, hint, low_ok=False, infinite_ok=True)
+    error_if_nonfinite = _flag(who, "error_if_nonfinite", error_if_nonfinite)
+    ps = [p for p in _param_list(params, who) if p.grad is not None]
+    grads = [np.asarray(p.grad) for p in ps]
     if not grads:
         return 0.0
     if math.isinf(norm_type):
@@ -351,6 +440,19 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
         )
     coef = max_norm / (total + 1e-6)
     if not coef >= 1.0:  # also scales by NaN when total is NaN, like PyTorch
-        for g in grads:
-            g *= coef
+        for p, g in zip(ps, grads):
+            if _writable(p.grad):
+                g *= coef
+            else:
+                p.grad = _own(g * coef, p)
     return total
+
+
+def _writable(g) -> bool:
+    """True for a gradient that can be scaled or clipped in place: a writable float array."""
+    return type(g) is np.ndarray and g.flags.writeable and g.dtype.kind == "f"
+
+
+def _own(g: np.ndarray, p: Tensor) -> np.ndarray:
+    """A new gradient array for ``p``: its dtype, writable, owned by nobody else."""
+    return np.array(g, dtype=p.data.dtype if p.data.dtype.kind == "f" else np.float64)

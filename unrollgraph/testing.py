@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from .errors import GradcheckError
@@ -40,7 +43,17 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     Raises
     ------
     GradcheckError
-        With the worst element: which input (by name), the index, both numbers.
+        With the worst element: which input (by name), the index, both numbers. Also when
+        ``fn`` does not return a Tensor (the message says what it returned), when there are
+        no inputs, and for ``eps`` not a positive finite number or a negative tolerance.
+    DTypeError
+        For inputs that are not real numbers (strings, complex values...).
+
+    Notes
+    -----
+    An output that does not require grad (computed under :func:`~unrollgraph.no_grad`, or
+    from detached tensors) has no gradient by ``backward()``: it is checked as zero, so it
+    passes only if the function really does not depend on its inputs.
 
     Examples
     --------
@@ -48,6 +61,13 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     >>> ug.gradcheck(lambda x: ug.tanh(x) * x, [ug.tensor([0.5, -1.0], name="x")])
     True
     """
+    if not callable(fn):
+        raise GradcheckError(f"gradcheck: fn must be callable, got {type(fn).__name__}")
+    for what, v, low_ok in (("eps", eps, False), ("atol", atol, True), ("rtol", rtol, True)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) \
+                or (v < 0 if low_ok else v <= 0):
+            need = "a number >= 0" if low_ok else "a positive number such as 1e-6"
+            raise GradcheckError(f"gradcheck: {what} must be {need}, got {v!r}")
     if isinstance(inputs, (Tensor, np.ndarray)):
         inputs = [inputs]
     ts = []
@@ -57,9 +77,12 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             ts.append(x)
             continue
         name = x.name if isinstance(x, Tensor) else None
-        data = x.data if isinstance(x, Tensor) else x
+        data = tensor(x).data  # refuses strings, complex values... with a DTypeError
         ts.append(tensor(np.array(data, dtype=np.float64), requires_grad=True,
                          name=name or f"input{k}"))
+    if not ts:
+        raise GradcheckError("gradcheck: no inputs to differentiate with respect to; pass a "
+                             "list of tensors or arrays")
     saved = [t.grad for t in ts]
     try:
         for t in ts:
@@ -70,8 +93,26 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             t.grad = g
 
 
-def _check(fn, ts, eps, atol, rtol, seed) -> bool:
+def _output(fn, ts) -> Tensor:
     out = fn(*ts)
+    if not isinstance(out, Tensor):
+        name = getattr(fn, "__name__", type(fn).__name__)
+        raise GradcheckError(
+            f"gradcheck: fn ({name}) must return a ug.Tensor computed from its inputs, but it "
+            f"returned an object of type {type(out).__name__}: {_short(out)}; build the "
+            "result with tensor operations, and return one Tensor (combine several, e.g. with "
+            "ug.concat)"
+        )
+    return out
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check(fn, ts, eps, atol, rtol, seed) -> bool:
+    out = _output(fn, ts)
     rng = np.random.default_rng(seed)
     proj = None if out.size == 1 else rng.standard_normal(out.shape)
 
@@ -79,7 +120,8 @@ def _check(fn, ts, eps, atol, rtol, seed) -> bool:
         return o.sum() if proj is None else (o * proj).sum()
 
     loss = scalar(out)
-    loss.backward()
+    if loss.requires_grad:  # else nothing reaches the inputs: checked as zero gradients
+        loss.backward()
     worst = (0.0, None)
     for t in ts:
         analytic = t.grad if t.grad is not None else np.zeros_like(t.data)
@@ -88,9 +130,9 @@ def _check(fn, ts, eps, atol, rtol, seed) -> bool:
         for i in range(flat.size):
             orig = flat[i]
             flat[i] = orig + eps
-            up = scalar(fn(*ts)).item()
+            up = scalar(_output(fn, ts)).item()
             flat[i] = orig - eps
-            down = scalar(fn(*ts)).item()
+            down = scalar(_output(fn, ts)).item()
             flat[i] = orig
             numeric.reshape(-1)[i] = (up - down) / (2 * eps)
         err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
@@ -104,6 +146,9 @@ def _check(fn, ts, eps, atol, rtol, seed) -> bool:
         raise GradcheckError(
             f"gradcheck failed: d(output)/d({t.name}){where} is {float(a)!r} by backward() but "
             f"{float(n)!r} by central differences (eps={eps}); tolerance atol={atol}, "
-            f"rtol={rtol}"
+            f"rtol={rtol}" + ("" if loss.requires_grad else
+                              ". fn's result does not require grad, so backward() gives no "
+                              "gradient: was it computed under ug.no_grad() or from "
+                              "detached tensors?")
         )
     return True

@@ -24,7 +24,7 @@ import numpy as np
 
 from .errors import GradientError
 from .functional import mse_loss
-from .optim import TrainingError, clip_grad_norm
+from .optim import TrainingError, _number, clip_grad_norm
 from .tensor import Tensor, no_grad, tensor
 from .unroll import Unrolled, unroll
 
@@ -54,8 +54,7 @@ class Linear:
     def __init__(self, in_features: int, out_features: int, bias: bool = True, seed=None,
                  dtype=np.float64):
         for what, v in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
-                raise TrainingError(f"Linear: {what} must be a positive int, got {v!r}")
+            _positive_int("Linear", what, v)
         rng = np.random.default_rng(seed)
         k = 1.0 / math.sqrt(in_features)
         self.weight = tensor(rng.uniform(-k, k, (out_features, in_features)).astype(dtype),
@@ -188,6 +187,28 @@ class _Progress:
             self.stream.flush()
 
 
+def _positive_int(who: str, what: str, v) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise TrainingError(f"{who}: {what} must be a positive int, got {v!r}")
+    return int(v)
+
+
+def _clip(who: str, clip):
+    if clip is None:
+        return None
+    return _number(who, "clip", clip, "pass a positive max norm such as 1.0, or None",
+                   low_ok=False, infinite_ok=True)
+
+
+def _loss_fn(who: str, loss_fn):
+    if not callable(loss_fn):
+        raise TrainingError(
+            f"{who}: loss_fn must be callable (prediction, targets) -> scalar Tensor, such as "
+            f"ug.mse_loss; got {type(loss_fn).__name__}"
+        )
+    return loss_fn
+
+
 def _epoch_batches(batches, epoch):
     return batches(epoch) if callable(batches) else batches
 
@@ -255,10 +276,14 @@ def fit(model, optimizer, batches, loss_fn=mse_loss, epochs: int = 1, clip: floa
     >>> [round(v, 4) for v in hist.epoch_loss]
     [4.0, 1.0, 0.25]
     """
-    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise TrainingError(f"fit: epochs must be a positive int, got {epochs!r}")
-    if clip is not None and not clip > 0:
-        raise TrainingError(f"fit: clip must be a positive number or None, got {clip!r}")
+    epochs = _positive_int("fit", "epochs", epochs)
+    clip = _clip("fit", clip)
+    _loss_fn("fit", loss_fn)
+    if not hasattr(optimizer, "step") or not hasattr(optimizer, "zero_grad"):
+        raise TrainingError(
+            f"fit: optimizer must be an optimizer such as ug.optim.SGD(params, lr=0.1), got "
+            f"{type(optimizer).__name__}"
+        )
     call = _as_model(model)
     bar = _Progress(progress, None, epochs)
     hist = History()
@@ -324,6 +349,7 @@ def evaluate(model, batches, loss_fn=mse_loss) -> float:
     1.0
     """
     call = _as_model(model)
+    _loss_fn("evaluate", loss_fn)
     losses = []
     with no_grad():
         for k, batch in enumerate(batches):
@@ -417,8 +443,9 @@ def tbptt(cell, xs, targets, loss_fn, k1: int, k2: int, optimizer=None, readout=
     (3, (2, 4))
     """
     for name, v in (("k1", k1), ("k2", k2)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise TrainingError(f"tbptt: {name} must be a positive int, got {v!r}")
+        _positive_int("tbptt", name, v)
+    _loss_fn("tbptt", loss_fn)
+    clip = _clip("tbptt", clip)
     if k2 < k1:
         raise TrainingError(
             f"tbptt: k2={k2} < k1={k1}: the gradient must reach back at least over the k1 "
