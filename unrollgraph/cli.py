@@ -3,19 +3,31 @@
 ``unrollgraph render rnn|lstm|gru [--steps T] [--hidden H] [--input I] [--seed S] [--grad]
 [--folded] -o file.svg`` draws a ready cell, folded or unrolled (with ``--grad``: after a forward
 pass on random inputs and the backward pass of a mean-square loss).
-``unrollgraph render path/to/script.py:name`` draws your own cell: ``name`` is a variable of the
-script holding a :class:`~unrollgraph.Cell`, or a function without arguments returning one.
+``unrollgraph render path/to/script.py:name`` draws your own cell. **This runs the script** (as
+``python script.py`` would, except that ``__name__`` is ``"__unrollgraph__"``, so a ``if
+__name__ == "__main__":`` block is skipped): ``name`` is then a variable of the script holding
+a :class:`~unrollgraph.Cell`, or a function without arguments returning one. Only render
+scripts you trust.
 
 The output format comes from the file's suffix: ``.svg``, ``.png``, ``.pdf`` (these need
-Graphviz's ``dot``) or ``.dot`` (the DOT text, no ``dot`` needed).
+Graphviz's ``dot``) or ``.dot`` (the DOT text, no ``dot`` needed). Missing folders of the output
+path are created; an output path that is a folder is refused.
+
+Every mistake in the command line, the script or the sizes exits with status 2 and one line on
+stderr (``unrollgraph: error: ...``), never a Python traceback. (An unexpected failure inside
+unrollgraph itself exits with status 1 and one line too; set ``UNROLLGRAPH_TRACEBACK=1`` to see
+its traceback.)
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import os
 import runpy
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -23,11 +35,46 @@ import numpy as np
 __all__ = ["main", "build_parser"]
 
 _CELLS = ("rnn", "lstm", "gru")
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 _FORMATS = ("svg", "png", "pdf", "dot")
+# Rough cost of one node of an unrolled graph in memory (the node, its tensor, its schedule
+# entry and its line in the DOT text), used to refuse sizes before they exhaust memory.
+_BYTES_PER_NODE = 2048
+
+
+class _UsageError(Exception):
+    """A user mistake: printed as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors raised (one line, printed by :func:`main`) instead of
+    printing the usage block and exiting."""
+
+    def error(self, message):
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _int_at_least(low: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = what
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``unrollgraph`` command.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        Its ``error`` raises instead of exiting; :func:`main` prints the message as one line.
 
     Examples
     --------
@@ -35,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     >>> args.cell, args.steps, args.output
     ('rnn', 3, 'a.dot')
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="unrollgraph",
         description="Draw computational graphs and backpropagation through time.",
     )
@@ -43,29 +90,54 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser(
         "render",
         help="draw a cell, folded or unrolled, with its gradients",
-        description="Draw a ready cell (rnn, lstm, gru) or script.py:name, your own cell.",
+        description="Draw a ready cell (rnn, lstm, gru) or your own cell from a Python script "
+                    "(script.py:name runs the script).",
+        epilog="script.py:name RUNS script.py (with __name__ set to '__unrollgraph__', so an "
+               "'if __name__ == \"__main__\":' block is skipped), then draws its variable "
+               "'name': a ug.Cell, or a function without arguments returning one. Only render "
+               "scripts you trust. Missing folders of -o's path are created. Mistakes exit "
+               "with status 2 and one line on stderr.",
     )
-    r.add_argument("cell", help="rnn, lstm, gru, or path/to/script.py:name")
+    r.add_argument("cell", help="rnn, lstm, gru, or path/to/script.py:name (runs the script)")
     r.add_argument("-o", "--output", required=True,
-                   help="output file; its suffix picks the format (.svg .png .pdf .dot)")
-    r.add_argument("--steps", type=int, default=4, help="time steps T (default 4)")
-    r.add_argument("--hidden", type=int, default=3, help="hidden size of a ready cell")
-    r.add_argument("--input", type=int, default=2, help="input size of a ready cell")
-    r.add_argument("--batch", type=int, default=1, help="batch size of the random inputs")
-    r.add_argument("--seed", type=int, default=0, help="seed of weights and inputs")
+                   help="output file; its suffix picks the format (.svg .png .pdf .dot); "
+                        "missing folders are created")
+    r.add_argument("--steps", type=_int_at_least(1, "--steps"), default=4,
+                   help="time steps T (default 4)")
+    r.add_argument("--hidden", type=_int_at_least(1, "--hidden"), default=None,
+                   help="hidden size of a ready cell (default 3)")
+    r.add_argument("--input", type=_int_at_least(1, "--input"), default=None,
+                   help="input size of a ready cell (default 2)")
+    r.add_argument("--batch", type=_int_at_least(1, "--batch"), default=1,
+                   help="batch size of the random inputs (default 1)")
+    r.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0,
+                   help="seed of weights and inputs, >= 0 (default 0)")
     r.add_argument("--grad", action="store_true",
                    help="run forward and backward (mean-square loss) and show gradients")
     r.add_argument("--folded", action="store_true", help="draw the folded cell (with z⁻¹)")
-    r.add_argument("--truncate", type=int, default=None, help="truncated BPTT window")
+    r.add_argument("--truncate", type=_int_at_least(1, "--truncate"), default=None,
+                   help="truncated BPTT window, >= 1 (default: full BPTT)")
     r.add_argument("--detail", choices=("auto", "ops", "steps", "elide"), default="auto")
     r.add_argument("--theme", choices=("light", "dark"), default="light")
     r.add_argument("--contributions", action="store_true",
-                   help="list each step's part of a shared weight's gradient")
+                   help="list each step's part of a shared weight's gradient (needs --grad)")
     return parser
 
 
 def main(argv=None) -> int:
     """Run the ``unrollgraph`` command; returns the exit status.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        The arguments (``sys.argv[1:]`` when omitted).
+
+    Returns
+    -------
+    int
+        0 on success; 2 for a mistake in the command line, the script or the sizes (one line
+        ``unrollgraph: error: ...`` on stderr); 1 for an unexpected failure (one line too);
+        130 when interrupted.
 
     Examples
     --------
@@ -77,17 +149,35 @@ def main(argv=None) -> int:
     >>> with open(path) as f:
     ...     f.read().count("subgraph cluster_step")
     2
+    >>> main(["render", "rnn", "--steps", "0", "-o", path])
+    2
     """
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return _render(args)
     except _UsageError as exc:
-        print(f"unrollgraph: error: {exc}", file=sys.stderr)
+        _say(f"error: {exc}")
         return 2
+    except SystemExit as exc:  # --help, --version: argparse has printed what was asked
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        _say("interrupted")
+        return 130
+    except Exception as exc:  # a failure inside unrollgraph itself
+        if os.environ.get("UNROLLGRAPH_TRACEBACK"):
+            raise
+        _say(f"internal error: {type(exc).__name__}: {_one_line(exc)} (this is a bug in "
+             "unrollgraph; set UNROLLGRAPH_TRACEBACK=1 to see where, and report it)")
+        return 1
 
 
-class _UsageError(Exception):
-    pass
+def _say(text: str) -> None:
+    print(f"unrollgraph: {text}", file=sys.stderr)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if text else type(exc).__name__
 
 
 def _render(args) -> int:
@@ -100,9 +190,27 @@ def _render(args) -> int:
             f"cannot tell the format of {args.output!r}: end the file name with one of "
             + ", ".join("." + f for f in _FORMATS)
         )
-    if args.steps < 1:
-        raise _UsageError(f"--steps must be at least 1, got {args.steps}")
-    cell = _load_cell(args)
+    if out.is_dir():
+        raise _UsageError(f"-o {args.output!r} is a folder; give a file name such as "
+                          f"{str(out / ('graph.' + fmt))!r}")
+    if args.contributions and (not args.grad or args.folded):
+        raise _UsageError("--contributions lists the parts of a gradient over the unrolled "
+                          "steps: it needs --grad and cannot be used with --folded")
+    try:
+        text = _dot_text(ug, args)
+    except ug.UnrollGraphError as exc:
+        raise _UsageError(_one_line(exc)) from None
+    except MemoryError as exc:
+        raise _UsageError(f"not enough memory for these sizes ({_one_line(exc)}); use smaller "
+                          "--steps, --batch, --hidden or --input") from None
+    _write(out, fmt, text)
+    print(f"wrote {out}")
+    return 0
+
+
+def _dot_text(ug, args) -> str:
+    cell = _load_cell(ug, args)
+    _check_sizes(cell, args)
     if args.grad:
         cell.zero_grad()
     options = {"theme": args.theme}
@@ -112,50 +220,60 @@ def _render(args) -> int:
         obj = cell
     else:
         obj = ug.unroll(cell, steps=args.steps, truncate=args.truncate)
-        options.update(detail=args.detail, contributions=args.contributions and args.grad)
+        options.update(detail=args.detail, contributions=args.contributions)
         if args.grad:
             options["loss"] = _forward_backward(ug, cell, args, obj)
+    return ug.to_dot(obj, **options)
+
+
+def _write(out: Path, fmt: str, text: str) -> None:
     try:
-        text = ug.to_dot(obj, **options)
-    except ug.UnrollGraphError as exc:
-        raise _UsageError(str(exc)) from None
-    out.parent.mkdir(parents=True, exist_ok=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _UsageError(f"cannot create the folder {str(out.parent)!r} for -o: "
+                          f"{exc.strerror or _one_line(exc)}") from None
     if fmt == "dot":
-        out.write_text(text, encoding="utf-8")
-    else:
         try:
-            done = subprocess.run(["dot", f"-T{fmt}", "-o", str(out)], input=text.encode(),
-                                  capture_output=True)
-        except FileNotFoundError:
-            raise _UsageError(
-                "Graphviz's dot program is not installed; install it (apt-get install "
-                "graphviz) or write the DOT text with -o file.dot"
-            ) from None
-        if done.returncode != 0:
-            raise _UsageError(f"dot failed: {done.stderr.decode(errors='replace').strip()}")
-    print(f"wrote {out}")
-    return 0
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise _UsageError(f"cannot write {str(out)!r}: {exc.strerror or _one_line(exc)}") \
+                from None
+        return
+    try:
+        done = subprocess.run(["dot", f"-T{fmt}", "-o", str(out)], input=text.encode(),
+                              capture_output=True)
+    except FileNotFoundError:
+        raise _UsageError(
+            "Graphviz's dot program is not installed; install it (apt-get install "
+            "graphviz) or write the DOT text with -o file.dot"
+        ) from None
+    if done.returncode != 0:
+        message = " ".join(done.stderr.decode(errors="replace").split())
+        raise _UsageError(f"dot failed: {message or f'exit status {done.returncode}'}")
 
 
-def _load_cell(args):
-    import unrollgraph as ug
-
+def _load_cell(ug, args):
     name = args.cell
     if name in _CELLS:
-        for what, v in (("--hidden", args.hidden), ("--input", args.input)):
-            if v < 1:
-                raise _UsageError(f"{what} must be at least 1, got {v}")
         maker = {"rnn": ug.nn.RNNCell, "lstm": ug.nn.LSTMCell, "gru": ug.nn.GRUCell}[name]
-        return maker(args.input, args.hidden, seed=args.seed)
+        inp = 2 if args.input is None else args.input
+        hidden = 3 if args.hidden is None else args.hidden
+        _check_budget(_GATES[name] * hidden * (inp + hidden + 2) * 8 * (2 if args.grad else 1),
+                      f"the weights of an {name.upper()} cell with --hidden {hidden} --input {inp}")
+        return maker(inp, hidden, seed=args.seed)
     path, sep, var = name.rpartition(":")
-    if not sep or not path.endswith(".py"):
+    if not sep or not path.endswith(".py") or not var:
         raise _UsageError(
             f"unknown cell {name!r}: use rnn, lstm, gru, or path/to/script.py:name where name "
-            "is a Cell (or a function returning one) defined in the script"
+            "is a Cell (or a function returning one) defined in the script (which is run)"
         )
+    for what, v in (("--hidden", args.hidden), ("--input", args.input)):
+        if v is not None:
+            raise _UsageError(f"{what} sets the size of a ready cell (rnn, lstm, gru); "
+                              f"{path}:{var} declares its own sizes")
     if not Path(path).is_file():
         raise _UsageError(f"no such script: {path!r}")
-    namespace = runpy.run_path(path, run_name="__unrollgraph__")
+    namespace = _run_script(path)
     if var not in namespace:
         found = sorted(k for k, v in namespace.items() if isinstance(v, ug.Cell))
         raise _UsageError(
@@ -163,12 +281,103 @@ def _load_cell(args):
         )
     obj = namespace[var]
     if callable(obj) and not isinstance(obj, ug.Cell):
-        obj = obj()
+        obj = _call_maker(obj, path, var)
     if not isinstance(obj, ug.Cell):
         raise _UsageError(
-            f"{path}:{var} is a {type(obj).__name__}, not a ug.Cell (or a function returning one)"
+            f"{path}:{var} is a {type(obj).__name__}, not a ug.Cell (or a function without "
+            "arguments returning one)"
         )
     return obj
+
+
+def _run_script(path: str) -> dict:
+    """Run the user's script; any failure in it becomes one line naming the script's line."""
+    try:
+        return runpy.run_path(path, run_name="__unrollgraph__")
+    except SystemExit as exc:
+        raise _UsageError(f"{path} exited (SystemExit: {exc.code!r}) while it was run to find "
+                          "the cell; keep command-line handling under "
+                          "'if __name__ == \"__main__\":'") from None
+    except KeyboardInterrupt:
+        raise
+    except SyntaxError as exc:
+        raise _UsageError(f"{path}, line {exc.lineno}: SyntaxError: {exc.msg}") from None
+    except Exception as exc:
+        raise _UsageError(_script_failure(exc, path, f"running {path}")) from None
+
+
+def _call_maker(fn, path: str, var: str):
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is not None:
+        try:
+            sig.bind()
+        except TypeError:
+            raise _UsageError(
+                f"{path}:{var} takes arguments {sig}; name a Cell, or a function that "
+                "can be called without arguments and returns one"
+            ) from None
+    try:
+        return fn()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        raise _UsageError(_script_failure(exc, path, f"calling {path}:{var}()")) from None
+
+
+def _script_failure(exc: BaseException, path: str, doing: str) -> str:
+    """One line: what failed, where in the user's script, and the exception's message."""
+    where = ""
+    try:
+        target = os.path.realpath(path)
+        frames = [f for f in traceback.extract_tb(exc.__traceback__)
+                  if os.path.realpath(f.filename) == target]
+        if frames:
+            where = f" (line {frames[-1].lineno})"
+    except Exception:  # pragma: no cover - locating the line is a courtesy
+        pass
+    return f"{doing} failed{where}: {type(exc).__name__}: {_one_line(exc)}"
+
+
+def _memory_budget() -> int:
+    """Half the machine's physical memory (4 GiB when it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - not POSIX
+        return 4 << 30
+
+
+def _check_budget(nbytes: int, what: str) -> None:
+    budget = _memory_budget()
+    if nbytes > budget:
+        raise _UsageError(
+            f"{what} would need about {_size(nbytes)}, more than half this machine's memory "
+            f"({_size(budget)}); use smaller --steps, --batch, --hidden or --input"
+        )
+
+
+def _size(nbytes: int) -> str:
+    for unit in ("bytes", "kB", "MB", "GB", "TB"):
+        if nbytes < 1024 or unit == "TB":
+            return f"{nbytes:.0f} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return ""  # pragma: no cover
+
+
+def _check_sizes(cell, args) -> None:
+    """Refuse sizes whose graph or run would not fit in memory, before building them."""
+    graph = cell.graph()
+    per_step = sum(1 for n in graph.nodes if not n.is_leaf or n.op in ("input", "state"))
+    nbytes = args.steps * per_step * _BYTES_PER_NODE
+    if args.grad:
+        # every per-step value of the run and its gradient (a diagram shows them all)
+        numbers = sum(int(np.prod(n.shape[1:] or (1,))) for n in graph.nodes
+                      if id(n) in graph._batched)
+        nbytes += 2 * args.steps * args.batch * numbers * 8
+    _check_budget(nbytes, f"--steps {args.steps}" + (f" --batch {args.batch}" if args.grad
+                                                     else ""))
 
 
 def _forward_backward(ug, cell, args, net=None):
@@ -180,18 +389,29 @@ def _forward_backward(ug, cell, args, net=None):
         k: rng.standard_normal((args.steps, args.batch) + tuple(t.shape[1:]))
         for k, t in cell.inputs.items()
     }
-    outputs, state = net(xs if len(xs) != 1 else next(iter(xs.values())))
-    if isinstance(outputs, dict):
+    state = None
+    if not xs:  # a cell driven by its states alone: the batch comes from the initial state
+        state = tuple(
+            np.zeros((args.batch,) + tuple(t.shape[1:])) if cell.init_value(k) is None
+            else np.broadcast_to(cell.init_value(k), (args.batch,) + tuple(t.shape[1:])).copy()
+            for k, t in cell.states.items()
+        )
+        state = state[0] if len(state) == 1 else state
+    outputs, final = net(xs if len(xs) != 1 else next(iter(xs.values())), state=state)
+    if isinstance(outputs, dict) and outputs:
         terms = [(o * o).mean() for o in outputs.values()]
         loss = terms[0]
         for t in terms[1:]:
             loss = loss + t
-    elif outputs is not None:
+    elif isinstance(outputs, ug.Tensor):
         loss = (outputs * outputs).mean()
     else:  # a cell without outputs: a loss on its final state
-        last = state[0] if isinstance(state, tuple) else state
+        last = final[0] if isinstance(final, tuple) else final
         loss = (last * last).mean()
     loss.name = "loss"
+    if not loss.requires_grad:
+        raise _UsageError(f"--grad: nothing in cell {cell.name!r} requires a gradient (it has "
+                          "no parameters); leave out --grad")
     loss.backward()
     return loss
 
