@@ -2,9 +2,12 @@
 against torch.optim when torch is importable)."""
 
 import math
+import re
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import unrollgraph as ug
 from unrollgraph.errors import GradientError, UnrollGraphError
@@ -324,3 +327,139 @@ def test_clip_against_torch(norm_type):
     torch.nn.utils.clip_grad_value_(tps, 0.7)
     for p, tp in zip(ps, tps):
         np.testing.assert_array_equal(p.grad, tp.grad.numpy())
+
+
+# -- arguments are type-checked before they are compared ----------------------------------------
+
+_NOT_NUMBERS = [None, "0.1", b"1", [0.1], (0.1,), {}, True, False, 1j, np.array([0.1]),
+                ug.tensor(0.1), object()]
+
+
+@pytest.mark.parametrize("bad", _NOT_NUMBERS, ids=lambda v: type(v).__name__)
+@pytest.mark.parametrize("make, name", [
+    (lambda v: ug.optim.SGD(_params(), lr=v), "lr"),
+    (lambda v: ug.optim.SGD(_params(), lr=0.1, momentum=v), "momentum"),
+    (lambda v: ug.optim.SGD(_params(), lr=0.1, weight_decay=v), "weight_decay"),
+    (lambda v: ug.optim.SGD(_params(), lr=0.1, dampening=v), "dampening"),
+    (lambda v: ug.optim.Adam(_params(), lr=v), "lr"),
+    (lambda v: ug.optim.Adam(_params(), eps=v), "eps"),
+    (lambda v: ug.optim.Adam(_params(), weight_decay=v), "weight_decay"),
+    (lambda v: ug.optim.Adam(_params(), betas=(v, 0.999)), "betas[0]"),
+    (lambda v: ug.optim.Adam(_params(), betas=(0.9, v)), "betas[1]"),
+    (lambda v: ug.clip_grad_value(_with_grads([np.ones(2)]), v), "clip_value"),
+    (lambda v: ug.clip_grad_norm(_with_grads([np.ones(2)]), v), "max_norm"),
+    (lambda v: ug.clip_grad_norm(_with_grads([np.ones(2)]), 1.0, norm_type=v), "norm_type"),
+])
+def test_a_hyperparameter_that_is_not_a_number_is_named(make, name, bad):
+    """SGD(lr=None) used to end in TypeError: '>=' not supported; every hyperparameter of
+    every optimizer and clipping function is now checked for being a real number first."""
+    with pytest.raises(TrainingError) as info:
+        make(bad)
+    if isinstance(bad, str) and name == "norm_type":  # 'inf' is the one string accepted
+        assert f"norm_type {bad!r} is not supported" in str(info.value)
+    else:
+        assert f"{name} must be a real number" in str(info.value)
+        assert type(bad).__name__ in str(info.value)
+
+
+@pytest.mark.parametrize("make, name", [
+    (lambda v: ug.optim.SGD(_params(), lr=v), "lr"),
+    (lambda v: ug.optim.SGD(_params(), lr=0.1, momentum=v), "momentum"),
+    (lambda v: ug.optim.SGD(_params(), lr=0.1, weight_decay=v), "weight_decay"),
+    (lambda v: ug.optim.Adam(_params(), lr=v), "lr"),
+    (lambda v: ug.optim.Adam(_params(), eps=v), "eps"),
+    (lambda v: ug.optim.Adam(_params(), weight_decay=v), "weight_decay"),
+    (lambda v: ug.optim.Adam(_params(), betas=(v, 0.9)), "betas[0]"),
+    (lambda v: ug.clip_grad_value(_with_grads([np.ones(2)]), v), "clip_value"),
+    (lambda v: ug.clip_grad_norm(_with_grads([np.ones(2)]), v), "max_norm"),
+    (lambda v: ug.clip_grad_norm(_with_grads([np.ones(2)]), 1.0, norm_type=v), "norm_type"),
+])
+@given(value=st.floats(max_value=-1e-300) | st.just(math.nan))
+def test_negative_and_nan_hyperparameters_are_named(make, name, value):
+    with pytest.raises(TrainingError, match=f"invalid {re.escape(name)}"):
+        make(value)
+
+
+@given(lr=st.floats(min_value=0.0, max_value=1e3), mom=st.floats(min_value=0.0, max_value=1.0),
+       b1=st.floats(min_value=0.0, max_value=0.999), b2=st.floats(min_value=0.0, max_value=0.999))
+def test_valid_hyperparameters_of_any_numeric_type_are_accepted(lr, mom, b1, b2):
+    for cast in (float, np.float32, np.float64):
+        opt = ug.optim.SGD(_params(), lr=cast(lr), momentum=cast(mom))
+        assert opt.defaults["lr"] == float(cast(lr)) and type(opt.defaults["lr"]) is float
+        ug.optim.Adam(_params(), lr=cast(lr), betas=(cast(b1), cast(b2)))
+    ug.optim.SGD(_params(), lr=int(lr))
+    ug.optim.Adam(_params(), betas=np.array([b1, b2]))
+
+
+def test_issue_inputs_sgd_lr_none_and_norm_type_fro():
+    with pytest.raises(TrainingError, match="lr must be a real number, got NoneType None"):
+        ug.optim.SGD(_params(), lr=None)
+    with pytest.raises(TrainingError, match="norm_type 'fro' is not supported") as info:
+        ug.clip_grad_norm(_with_grads([np.ones(2)]), 1.0, norm_type="fro")
+    assert "norm_type=2.0" in str(info.value)
+
+
+@pytest.mark.parametrize("spelling", ["inf", "INF", "Infinity", math.inf, np.inf, float("inf")])
+def test_norm_type_inf_in_every_spelling_pytorch_accepts(spelling):
+    ps = _with_grads([np.array([3.0, -4.0]), np.array([1.0])])
+    assert ug.clip_grad_norm(ps, 2.0, norm_type=spelling) == 4.0
+    np.testing.assert_allclose(ps[0].grad, np.array([3.0, -4.0]) * 2.0 / (4.0 + 1e-6))
+
+
+def test_infinite_bounds_mean_no_clipping():
+    ps = _with_grads([np.array([3.0, -4.0])])
+    assert ug.clip_grad_norm(ps, math.inf) == 5.0
+    ug.clip_grad_value(ps, math.inf)
+    np.testing.assert_array_equal(ps[0].grad, [3.0, -4.0])
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda: ug.optim.SGD(_params(), lr=0.1, nesterov="yes"), "nesterov must be True or False"),
+    (lambda: ug.optim.SGD(_params(), lr=math.inf), "invalid lr"),
+    (lambda: ug.optim.Adam(_params(), betas=(0.9,)), "pair"),
+    (lambda: ug.optim.Adam(_params(), betas="ab"), "pair"),
+    (lambda: ug.optim.Adam(_params(), betas=(0.9, 0.99, 0.9)), "pair"),
+    (lambda: ug.clip_grad_norm(_with_grads([np.ones(2)]), 1.0, error_if_nonfinite="no"),
+     "error_if_nonfinite must be True or False"),
+    (lambda: ug.clip_grad_norm(_with_grads([np.ones(2)]), 1.0, norm_type=0), "norm_type"),
+])
+def test_other_bad_arguments_are_named(make, words):
+    with pytest.raises(TrainingError) as info:
+        make()
+    assert words in str(info.value)
+
+
+def test_an_optimizer_refuses_a_non_leaf():
+    w = ug.tensor([1.0, 2.0], requires_grad=True, name="w")
+    doubled = w * 2.0
+    doubled.name = "doubled"
+    with pytest.raises(TrainingError, match="doubled are results of ops"):
+        ug.optim.SGD([w, doubled], lr=0.1)
+
+
+def test_clipping_a_non_leaf_gradient_works_without_touching_other_tensors():
+    """A non-leaf's .grad is a read-only view (it may be another tensor's gradient too):
+    clipping gives it a clipped copy instead of failing with 'output array is read-only'."""
+    w = ug.tensor([3.0, 4.0], requires_grad=True, name="w")
+    h = w * 1.0
+    y = h + 0.0
+    (y * ug.tensor([3.0, 4.0])).sum().backward()
+    assert not h.grad.flags.writeable
+    seen_by_y = y.grad.copy()
+    assert ug.clip_grad_norm([h], max_norm=1.0) == pytest.approx(5.0)
+    np.testing.assert_allclose(h.grad, [0.6, 0.8], rtol=1e-6)
+    np.testing.assert_array_equal(y.grad, seen_by_y)  # unchanged
+    ug.clip_grad_value([y], 3.5)
+    np.testing.assert_array_equal(y.grad, [3.0, 3.5])
+    np.testing.assert_allclose(h.grad, [0.6, 0.8], rtol=1e-6)
+    np.testing.assert_array_equal(w.grad, [3.0, 4.0])  # a leaf's gradient: not clipped here
+    for g in (h.grad, y.grad):
+        assert g.flags.writeable and g.dtype == np.float64
+
+
+def test_an_integer_gradient_is_clipped_into_a_float_copy():
+    w = ug.tensor([0.0, 0.0], requires_grad=True)
+    w.grad = np.array([3, 4])
+    ug.clip_grad_norm([w], 1.0)
+    assert w.grad.dtype == np.float64
+    np.testing.assert_allclose(w.grad, [0.6, 0.8], rtol=1e-6)

@@ -346,6 +346,39 @@ def test_fit_errors():
         ug.train.SequenceModel(ug.nn.RNNCell(1, 2))
 
 
+@pytest.mark.parametrize("call, words", [
+    (lambda w, opt, data: ug.train.fit(lambda x: w * x, opt, data, clip="1", progress=False),
+     "clip must be a real number, got str"),
+    (lambda w, opt, data: ug.train.fit(lambda x: w * x, opt, data, clip=-1.0, progress=False),
+     "invalid clip"),
+    (lambda w, opt, data: ug.train.fit(lambda x: w * x, opt, data, epochs=True, progress=False),
+     "epochs must be a positive int, got True"),
+    (lambda w, opt, data: ug.train.fit(lambda x: w * x, opt, data, epochs=2.0, progress=False),
+     "epochs must be a positive int, got 2.0"),
+    (lambda w, opt, data: ug.train.fit(lambda x: w * x, None, data, progress=False),
+     "optimizer must be an optimizer"),
+    (lambda w, opt, data: ug.train.fit(lambda x: w * x, opt, data, loss_fn="mse",
+                                       progress=False), "loss_fn must be callable"),
+    (lambda w, opt, data: ug.train.evaluate(lambda x: w * x, data, loss_fn=None),
+     "loss_fn must be callable"),
+    (lambda w, opt, data: ug.train.tbptt(ug.nn.RNNCell(1, 1), np.ones((2, 1, 1)),
+                                         np.ones((2, 1, 1)), ug.mse_loss, k1=True, k2=2),
+     "k1 must be a positive int, got True"),
+    (lambda w, opt, data: ug.train.tbptt(ug.nn.RNNCell(1, 1), np.ones((2, 1, 1)),
+                                         np.ones((2, 1, 1)), ug.mse_loss, k1=1, k2=2,
+                                         optimizer=opt, clip="x"),
+     "clip must be a real number"),
+    (lambda w, opt, data: ug.train.Linear(True, 2), "in_features must be a positive int"),
+])
+def test_training_arguments_are_type_checked_before_use(call, words):
+    w = ug.tensor([1.0], requires_grad=True)
+    opt = ug.optim.SGD([w], lr=0.1)
+    with pytest.raises(TrainingError) as info:
+        call(w, opt, [(np.ones(1), np.ones(1))])
+    assert words in str(info.value)
+    np.testing.assert_array_equal(w.data, [1.0])  # nothing ran
+
+
 def test_progress_bar(capsys, monkeypatch):
     w = ug.tensor([1.0], requires_grad=True)
     data = [(np.ones(1), np.ones(1))] * 3

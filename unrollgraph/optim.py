@@ -417,9 +417,11 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
     if isinstance(norm_type, str) and norm_type.strip().lower() in ("inf", "+inf", "infinity"):
         norm_type = math.inf
     elif isinstance(norm_type, str):
+        fro = norm_type.strip().lower() == "fro"
         raise TrainingError(
-            f"{who}: norm_type {norm_type!r} is not supported; {hint}. For gradients taken as "
-            "one vector, the Frobenius norm ('fro') is norm_type=2.0"
+            f"{who}: norm_type {norm_type!r} is not supported; {hint}"
+            + (". For gradients taken as one vector, the Frobenius norm is norm_type=2.0"
+               if fro else "")
         )
     norm_type = _number(who, "norm_type", norm_type, hint, low_ok=False, infinite_ok=True)
     error_if_nonfinite = _flag(who, "error_if_nonfinite", error_if_nonfinite)
