@@ -269,3 +269,24 @@ def test_python_dash_m_runs_the_cli(tmp_path):
         "unrollgraph: error: argument --truncate: must be at least 1, got 0 (see "
         "'unrollgraph render --help')"
     ]
+
+
+@pytest.mark.dot
+def test_the_examples_in_docs_cli_md_run(tmp_path, monkeypatch, capsys):
+    import pathlib
+    import re
+    import shlex
+
+    page = pathlib.Path(__file__).resolve().parents[1] / "docs" / "cli.md"
+    block = re.search(r"```sh\n(.*?)```", page.read_text(encoding="utf-8"), re.S).group(1)
+    lines = [line.split("#")[0].split() for line in block.splitlines() if line.strip()]
+    assert len(lines) == 3
+    monkeypatch.chdir(tmp_path)
+    script = tmp_path / "path" / "to" / "mycell.py"
+    script.parent.mkdir(parents=True)
+    script.write_text("import unrollgraph as ug\ndef make():\n    return ug.nn.GRUCell(2, 3)\n")
+    for words in lines:
+        assert words[0] == "unrollgraph"
+        assert main(shlex.split(" ".join(words[1:]))) == 0
+        out = words[words.index("-o") + 1]
+        assert (tmp_path / out).stat().st_size > 0
