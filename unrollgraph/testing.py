@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import GradcheckError
-from .tensor import Tensor, tensor
+from .tensor import Tensor, _editing, tensor
 
 __all__ = ["gradcheck"]
 
@@ -84,15 +84,17 @@ def _check(fn, ts, eps, atol, rtol, seed) -> bool:
     for t in ts:
         analytic = t.grad if t.grad is not None else np.zeros_like(t.data)
         numeric = np.zeros_like(t.data)
-        flat = t.data.reshape(-1)  # a view: perturb in place
-        for i in range(flat.size):
-            orig = flat[i]
-            flat[i] = orig + eps
-            up = scalar(fn(*ts)).item()
-            flat[i] = orig - eps
-            down = scalar(fn(*ts)).item()
-            flat[i] = orig
-            numeric.reshape(-1)[i] = (up - down) / (2 * eps)
+        # perturb in place (each number is put back, so nothing is recorded as changed)
+        with _editing(t, None) as data:
+            flat = data.reshape(-1)
+            for i in range(flat.size):
+                orig = flat[i]
+                flat[i] = orig + eps
+                up = scalar(fn(*ts)).item()
+                flat[i] = orig - eps
+                down = scalar(fn(*ts)).item()
+                flat[i] = orig
+                numeric.reshape(-1)[i] = (up - down) / (2 * eps)
         err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         bad = np.where(~np.isfinite(err), np.inf, err)
         if bad.size and bad.max() > worst[0]:
