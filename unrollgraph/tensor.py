@@ -517,7 +517,7 @@ class Tensor:
         """Reshape, as ``numpy.reshape``."""
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = shape[0]
-        return apply("reshape", self, shape=tuple(int(s) for s in shape))
+        return apply("reshape", self, shape=_int_sizes(shape, f"reshape of {self.node.label()}"))
 
     def sum(self, axis=None, keepdims=False) -> "Tensor":
         return apply("sum", self, axis=_axis(axis), keepdims=keepdims)
@@ -553,6 +553,23 @@ class Tensor:
         return apply("clip", self, lo=lo, hi=hi)
 
 
+def _int_sizes(shape, what: str) -> tuple:
+    """The sizes of a target shape as ints; a float, bool or string size is refused, never
+    truncated by ``int()``."""
+    items = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    try:
+        items = tuple(items)
+    except TypeError:
+        items = (shape,)
+    for s in items:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
+            raise ShapeError(
+                f"{what}: the size {s!r} in the shape {shape!r} is not an int; pass ints (one "
+                "of them may be -1)"
+            )
+    return tuple(int(s) for s in items)
+
+
 def _axis(axis):
     return tuple(axis) if isinstance(axis, list) else axis
 
@@ -560,9 +577,12 @@ def _axis(axis):
 def _value(x):
     if isinstance(x, Tensor):
         return x._data
-    arr = np.asarray(x) if x is not None else None
+    try:
+        arr = np.asarray(x)
+    except Exception:
+        arr = None
     if arr is None or arr.dtype.kind not in "biuf":
-        as_real_array(x, f"comparison with {_short(x)}")  # raises DTypeError
+        as_real_array(x, f"comparison with the operand {_short(x)}")  # raises DTypeError
     return arr
 
 
@@ -612,10 +632,13 @@ def _const(value, like: np.ndarray | None, opname: str = "an op") -> Tensor:
 
     The constant holds its own copy of an array operand: the graph must not change when the
     caller edits the array before ``backward()``."""
-    arr = np.asarray(value) if value is not None else None
-    kind = "O" if arr is None else arr.dtype.kind
-    if kind not in "biuf":
+    try:
+        arr = np.asarray(value)
+    except Exception:
+        arr = None
+    if arr is None or arr.dtype.kind not in "biuf":
         as_real_array(value, f"{opname}: the operand {_short(value)}")  # raises DTypeError
+    kind = arr.dtype.kind
     if arr is value:
         arr = arr.copy()
     if kind in "iu" or arr.dtype == np.float16 or (kind == "f" and arr.ndim == 0):
