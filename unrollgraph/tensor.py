@@ -117,8 +117,9 @@ def as_real_array(value, what: str, dtype=None, copy: bool = True) -> np.ndarray
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists, objects whose __array__ fails...
+        reason = str(exc).split(". ")[0]
         raise DTypeError(
-            f"{what}: cannot make an array from {type(value).__name__} data ({exc}); pass a "
+            f"{what}: cannot make an array from {type(value).__name__} data ({reason}); pass a "
             "number or a (rectangular) array of real numbers"
         ) from None
     kind = arr.dtype.kind
@@ -582,7 +583,7 @@ def _value(x):
     except Exception:
         arr = None
     if arr is None or arr.dtype.kind not in "biuf":
-        as_real_array(x, f"comparison with the operand {_short(x)}")  # raises DTypeError
+        as_real_array(x, "comparison with the operand")  # raises DTypeError
     return arr
 
 
@@ -637,7 +638,7 @@ def _const(value, like: np.ndarray | None, opname: str = "an op") -> Tensor:
     except Exception:
         arr = None
     if arr is None or arr.dtype.kind not in "biuf":
-        as_real_array(value, f"{opname}: the operand {_short(value)}")  # raises DTypeError
+        as_real_array(value, f"{opname}: the operand")  # raises DTypeError
     kind = arr.dtype.kind
     if arr is value:
         arr = arr.copy()
