@@ -292,3 +292,10 @@ def test_a_state_dict_must_name_every_state_and_nothing_else():
     out, (h1, c1) = net(xs, state={"c": h, "h": h})  # any order of the keys
     ref, (h2, c2) = net(xs, state=(h, h))
     np.testing.assert_array_equal(out.data, ref.data)
+
+
+def test_class_labels_that_are_not_numbers_are_named():
+    x = ug.tensor([[0.0, 0.0]])
+    for bad in (["a"], [np.inf], [None]):
+        with pytest.raises(ug.ShapeError, match="labels must be integer class indices"):
+            ug.cross_entropy(x, bad)

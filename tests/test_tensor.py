@@ -346,6 +346,13 @@ def test_every_door_copies_the_callers_array():
     c[:] = 100.0
     y.backward()
     np.testing.assert_array_equal(w.grad, [3.0, 4.0])
+    # class labels of cross_entropy
+    logits = ug.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    labels = np.array([0, 1])
+    loss = ug.cross_entropy(logits, labels)
+    labels[:] = [1, 0]
+    loss.backward()
+    assert logits.grad[0, 0] < 0 and logits.grad[1, 1] < 0  # the labels of the forward pass
     # the seed of backward(gradient=): an intermediate's .grad is not the caller's array
     z = w * 2.0
     seed = np.array([1.0, 1.0])

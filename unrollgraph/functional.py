@@ -303,7 +303,7 @@ def cross_entropy(logits, labels, name=None):
     if isinstance(labels, Tensor):
         lab = labels
     else:
-        arr = np.asarray(labels)
+        arr = np.array(labels)  # a copy: editing the caller's labels must not reach backward
         lab = Tensor(arr, Node("const", name="labels", shape=arr.shape, dtype=arr.dtype.name))
     return apply("cross_entropy", logits, lab, name=name)
 

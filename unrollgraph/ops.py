@@ -713,7 +713,15 @@ def _ce_check(nodes, values, **attrs):
     labels = np.asarray(labels)
     lab = _label(nodes[1])
     lab = "labels" if lab == "labels" else f"labels {lab}"
+    if labels.dtype.kind not in "biuf":
+        raise ShapeError(
+            f"cross_entropy: {lab} must be integer class indices, got dtype {labels.dtype}"
+        )
     if labels.dtype.kind not in "iu":
+        if labels.size and not np.all(np.isfinite(labels)):
+            raise ShapeError(
+                f"cross_entropy: {lab} must be integer class indices, got a NaN or an infinity"
+            )
         if labels.size and not np.all(np.mod(labels, 1) == 0):
             raise ShapeError(
                 f"cross_entropy: {lab} must be integer class indices, got "
