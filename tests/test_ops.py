@@ -535,11 +535,13 @@ def _finite(*values) -> bool:
                for v in values if v is not None)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("name", sorted(BOUNDARY))
-def test_derivatives_at_boundary_points(name):
+def test_derivatives_at_boundary_points(name, dtype):
     const = CONST.get(name, set())
+    tol = dict(rtol=1e-12, atol=1e-15) if dtype == np.float64 else dict(rtol=1e-6, atol=1e-7)
     for case in BOUNDARY[name]:
-        ts = [a if k in const else ug.tensor(a, requires_grad=True)
+        ts = [a if k in const else ug.tensor(a, requires_grad=True, dtype=dtype)
               for k, a in enumerate(case.args)]
         where = f"{name}{tuple(np.asarray(a).tolist() for a in case.args)} {case.attrs}"
         # a finite answer must come without numpy warnings (they are errors in the suite);
@@ -550,14 +552,15 @@ def test_derivatives_at_boundary_points(name):
             out = apply(name, *ts, **case.attrs)
             g = np.ones(out.shape) if case.g is None else case.g
             out.backward(gradient=g)
-        np.testing.assert_allclose(out.data, case.out, rtol=1e-12, atol=1e-15,
-                                   err_msg=f"value of {where}")
+        assert out.dtype == dtype, f"{where}: a {out.dtype} value from {dtype.__name__}"
+        np.testing.assert_allclose(out.data, case.out, **tol, err_msg=f"value of {where}")
         for k, (t, want) in enumerate(zip(ts, case.grads)):
             if want is None:
                 assert k in const
                 continue
             assert t.grad is not None, f"{where}: no gradient for input {k}"
-            np.testing.assert_allclose(t.grad, want, rtol=1e-12, atol=1e-15,
+            assert t.grad.dtype == dtype
+            np.testing.assert_allclose(t.grad, want, **tol,
                                        err_msg=f"gradient of input {k} of {where}")
 
 
@@ -575,3 +578,33 @@ def test_polynomial_with_a_zero_power_has_slope_minus_one_at_zero():
     x = ug.tensor(0.0, requires_grad=True, dtype=np.float32)
     (0.5 + 2 * x**2 - x + 3 * x**0).backward()
     assert x.grad == -1.0 and x.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("keep", ["needed", "all"])
+def test_an_unrolled_net_at_boundary_points_matches_the_eager_graph(keep):
+    """The compiled step functions use the same boundary rules: h**0, abs and relu at h = 0."""
+    def body(x, h, W, b):
+        return ug.tanh(x * W + b * h**0 + ug.abs(h) * W + ug.relu(h - h))
+
+    cell = ug.Cell("edge")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (2,))
+    W = cell.param("W", np.array([0.5, -1.0]))
+    b = cell.param("b", np.array([0.0, 0.0]))
+    cell.feedback(h, body(x, h, W, b))
+    cell.output("y", h)  # the state before the step: 0 at step 0
+    xs = np.zeros((3, 1, 2))
+    xs[2] = 1.0
+    out, _ = ug.unroll(cell, steps=3, keep=keep)(xs)
+    out.sum().backward()
+    We = ug.tensor([0.5, -1.0], requires_grad=True)
+    be = ug.tensor([0.0, 0.0], requires_grad=True)
+    he = ug.tensor(np.zeros((1, 2)))
+    total = None
+    for t in range(3):
+        total = he.sum() if total is None else total + he.sum()
+        he = body(ug.tensor(xs[t]), he, We, be)
+    total.backward()
+    assert np.all(np.isfinite(W.grad)) and np.all(np.isfinite(b.grad))
+    np.testing.assert_allclose(W.grad, We.grad, rtol=1e-12)
+    np.testing.assert_allclose(b.grad, be.grad, rtol=1e-12)
