@@ -445,6 +445,13 @@ def test_a_detached_alias_shares_the_record_of_in_place_changes():
     np.testing.assert_array_equal(d.data, [0.5, 1.5])  # the same memory
     with pytest.raises(ug.GradientError, match="SGD step"):
         y.backward()
+    # assigning .data gives w new memory: the alias keeps the old values, and its graph is fine
+    d2 = w.detach()
+    y2 = (d2 * v).sum()
+    w.data = np.array([7.0, 7.0])
+    np.testing.assert_array_equal(d2.data, [0.5, 1.5])
+    y2.backward()
+    np.testing.assert_array_equal(v.grad, [0.5, 1.5])
 
 
 def test_gradcheck_restores_a_parameter_without_recording_a_change():

@@ -16,7 +16,7 @@ import numpy as np
 
 from .errors import CellError, ShapeError
 from .graph import Graph, Node, toposort
-from .tensor import Tensor, _locked, _mark_changed, as_real_array
+from .tensor import Tensor, _editing, _locked, as_real_array
 
 __all__ = ["Cell"]
 
@@ -285,10 +285,9 @@ class Cell:
                     f"the state dict gives {arr.shape}; nothing was loaded"
                 )
             new[k] = arr
-        for k, arr in new.items():
-            p = self._params[k]
-            p._data = _locked(arr)
-            _mark_changed(p, "load_state_dict")
+        for k, arr in new.items():  # in place, as an optimizer step: tensors sharing the
+            with _editing(self._params[k], "load_state_dict") as data:  # memory see it too
+                data[...] = arr
 
     def zero_grad(self) -> None:
         """Reset every parameter's ``.grad`` to ``None``."""

@@ -280,6 +280,8 @@ class Tensor:
                 "ug.tensor(...) for another shape)"
             )
         self._data = _locked(arr)
+        # new memory: tensors that shared the old one (detach()) keep it, and their record
+        self._version = [0, None]
         _mark_changed(self, "an assignment to .data")
 
     @property
@@ -903,10 +905,14 @@ def _changed_error(p: Tensor, t: Tensor, node: Node) -> GradientError:
         user = f"the unrolled net {node.name!r}" if node.op == "unrolled" else called(node)
         what = (f"{called(p.node)} {p.shape} was changed by {how} after {user} used it in the "
                 "forward pass")
+    hint = ""
+    if node.op == "unrolled":
+        hint = ("; a state carried over from an earlier call must be cut from that call's "
+                "graph: pass state=h.detach()")
     return GradientError(
         f"backward(): {what}; its gradient would mix the old and the new values. Compute the "
         "forward pass again after changing a value (for training: zero_grad(), forward, "
-        "backward(), then optimizer.step())"
+        f"backward(), then optimizer.step()){hint}"
     )
 
 
