@@ -219,6 +219,7 @@ DOORS = {
     "bad * t": (lambda bad: bad * ug.tensor([1.0]), "mul: the operand"),
     "t ** bad": (lambda bad: ug.tensor([1.0]) ** bad, "pow: the operand"),
     "t > bad": (lambda bad: ug.tensor([1.0]) > bad, "comparison"),
+    "gradcheck": (lambda bad: ug.gradcheck(lambda a: a * 2.0, [bad]), "gradcheck: inputs[0]"),
 }
 # None is the documented default of these (no gradient, zeros, the cell's init, a unit seed)
 _ALLOWED = {d: (type(None),) for d in (".grad =", "init", "state=", "backward(gradient=)")}

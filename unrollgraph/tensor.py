@@ -290,7 +290,17 @@ class Tensor:
         over calls (see :meth:`zero_grad`); ``None`` before any.
 
         It has the tensor's shape and dtype. Assigning it (``t.grad = g``) copies ``g`` and
-        converts it to the tensor's float type; ``None`` resets it.
+        converts it to the tensor's float type; ``None`` resets it. Another shape raises
+        :class:`~unrollgraph.ShapeError`, data that is not real numbers
+        :class:`~unrollgraph.DTypeError`.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0], dtype=np.float32)
+        >>> w.grad = [1, 2]
+        >>> w.grad, w.grad.dtype
+        (array([1., 2.], dtype=float32), dtype('float32'))
         """
         return self._grad
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import GradcheckError
-from .tensor import Tensor, _editing, tensor
+from .tensor import Tensor, _editing, as_real_array, tensor
 
 __all__ = ["gradcheck"]
 
@@ -58,8 +58,8 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             continue
         name = x.name if isinstance(x, Tensor) else None
         data = x.data if isinstance(x, Tensor) else x
-        ts.append(tensor(np.array(data, dtype=np.float64), requires_grad=True,
-                         name=name or f"input{k}"))
+        ts.append(tensor(as_real_array(data, f"gradcheck: inputs[{k}]", np.float64),
+                         requires_grad=True, name=name or f"input{k}"))
     saved = [t.grad for t in ts]
     try:
         for t in ts:
