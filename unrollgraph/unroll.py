@@ -556,6 +556,8 @@ class Unrolled:
         how = (f"pass state as a dict {{{', '.join(repr(k) + ': ...' for k in names)}}} or a "
                f"tuple of {len(names)} arrays shaped (batch, ...) in that order")
         if not names:
+            if isinstance(state, (tuple, list, Mapping)) and not state:
+                return {}
             raise CellError(f"{cell} has no states, so state= must be None; got "
                             f"{type(state).__name__}")
         if isinstance(state, Mapping):
