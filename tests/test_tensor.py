@@ -506,3 +506,64 @@ def test_accumulated_gradients_keep_the_tensors_dtype(dtype):
     (w * np.array([0.5, 0.5])).sum().backward()  # a float64 constant
     assert w.grad.dtype == dtype
     np.testing.assert_allclose(w.grad, [2.5, 2.5])
+
+
+def _door_copies():
+    """door -> function(a) that hands the array ``a`` to the library and returns a function
+    giving back what the library kept."""
+    def param(a):
+        p = ug.Cell("c").param("W", a)
+        return lambda: p.data
+
+    def init(a):
+        cell = ug.Cell("c")
+        cell.state("h", (3,), init=a)
+        return lambda: cell.init_value("h")
+
+    def load(a):
+        cell = ug.nn.RNNCell(3, 3, seed=0)
+        cell.load_state_dict(dict(cell.state_dict(), bias_hh=a))
+        return lambda: cell.bias_hh.data
+
+    def data(a):
+        t = ug.tensor(np.zeros(3))
+        t.data = a
+        return lambda: t.data
+
+    def grad(a):
+        t = ug.tensor(np.zeros(3))
+        t.grad = a
+        return lambda: t.grad
+
+    def run(kind):
+        def door(a):
+            net = ug.unroll(ug.nn.RNNCell(3, 3, seed=0), steps=1)
+            if kind == "xs":
+                net(a.reshape(1, 1, 3))
+                return lambda: net.last_run.xs["x"].data
+            net(np.ones((1, 1, 3)), state=a.reshape(1, 3))
+            return lambda: net.last_run.states["h"]
+        return door
+
+    def seed(a):
+        z = ug.tensor(np.zeros(3), requires_grad=True) * 2.0
+        z.backward(gradient=a)
+        return lambda: z.grad
+
+    def operand(a):
+        y = ug.tensor(np.zeros(3), requires_grad=True) + a
+        return lambda: y._parents[1].data
+
+    return {"tensor": lambda a: (lambda t: lambda: t.data)(ug.tensor(a)), "param": param,
+            "init": init, "load_state_dict": load, ".data =": data, ".grad =": grad,
+            "net(xs)": run("xs"), "state=": run("state"), "backward(gradient=)": seed,
+            "operand": operand}
+
+
+@pytest.mark.parametrize("door", sorted(_door_copies()))
+def test_every_door_keeps_a_copy_of_its_own(door):
+    a = np.array([0.25, 0.5, 0.75])
+    kept = _door_copies()[door](a)
+    assert not np.shares_memory(kept(), a), f"{door} kept the caller's memory"
+    a[:] = 99.0
+    np.testing.assert_array_equal(np.ravel(kept()), [0.25, 0.5, 0.75])
