@@ -161,3 +161,142 @@ def test_tensors_of_other_types_raise_a_dtype_error_that_says_what_to_pass():
         ug.tensor([1, 2], dtype=np.int32)
     assert ug.tensor([1, 2]).data.dtype == np.float64  # integers without dtype= convert
     assert ug.tensor(np.ones(2, np.float16)).data.dtype == np.float32
+
+
+# -- one validation path for every entry point ------------------------------------------------
+
+from decimal import Decimal  # noqa: E402
+from fractions import Fraction  # noqa: E402
+
+from hypothesis import given  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_COMPLEX = st.complex_numbers(max_magnitude=10, allow_nan=False, allow_infinity=False)
+_TEXT = st.text(max_size=4)
+#: values that are not real numbers, of every kind a user may pass by mistake
+BAD_VALUES = st.one_of(
+    st.none(),
+    _TEXT,
+    st.binary(max_size=3),
+    _COMPLEX,
+    st.lists(_COMPLEX, min_size=1, max_size=3),
+    st.lists(st.one_of(st.floats(-1, 1), st.text(min_size=1, max_size=2)), min_size=1,
+             max_size=3).filter(lambda xs: any(isinstance(x, str) for x in xs)),
+    st.lists(st.none(), min_size=1, max_size=2),
+    st.just([[1.0, 2.0], [3.0]]),  # ragged
+    st.builds(object),
+    st.just(np.datetime64("2020-01-01")),
+    st.just(np.array(["a", "b"])),
+    st.just(np.array([1 + 2j, 3j])),
+    st.just(Decimal("1.5")),
+    st.just(Fraction(1, 2)),
+)
+
+
+def _door_cell():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    return cell, ug.unroll(cell, steps=2)
+
+
+#: entry point -> (call with a bad value, the argument's name the message must contain)
+DOORS = {
+    "tensor": (lambda bad: ug.tensor(bad), "tensor(data)"),
+    "param": (lambda bad: ug.Cell("c").param("W", bad), "cell.param('W', value)"),
+    "init": (lambda bad: ug.Cell("c").state("h", (3,), init=bad), "init="),
+    "load_state_dict": (
+        lambda bad: _door_cell()[0].load_state_dict(
+            dict(_door_cell()[0].state_dict(), weight_hh=bad)),
+        "state_dict['weight_hh']"),
+    "net(xs)": (lambda bad: _door_cell()[1](bad), "xs"),
+    "net(xs dict)": (lambda bad: _door_cell()[1]({"x": bad}), "xs['x']"),
+    "state=": (lambda bad: _door_cell()[1](np.ones((2, 1, 2)), state=bad), "state"),
+    "backward(gradient=)": (
+        lambda bad: (ug.tensor([1.0, 2.0], requires_grad=True) * 2.0).backward(gradient=bad),
+        "backward(gradient=...)"),
+    ".data =": (lambda bad: setattr(ug.tensor([1.0], name="t"), "data", bad), "t.data"),
+    ".grad =": (lambda bad: setattr(ug.tensor([1.0], name="t"), "grad", bad), "t.grad"),
+    "t + bad": (lambda bad: ug.tensor([1.0]) + bad, "add: the operand"),
+    "bad * t": (lambda bad: bad * ug.tensor([1.0]), "mul: the operand"),
+    "t ** bad": (lambda bad: ug.tensor([1.0]) ** bad, "pow: the operand"),
+    "t > bad": (lambda bad: ug.tensor([1.0]) > bad, "comparison"),
+    "gradcheck": (lambda bad: ug.gradcheck(lambda a: a * 2.0, [bad]), "gradcheck: inputs[0]"),
+}
+# None is the documented default of these (no gradient, zeros, the cell's init, a unit seed)
+_ALLOWED = {d: (type(None),) for d in (".grad =", "init", "state=", "backward(gradient=)")}
+
+
+@pytest.mark.parametrize("door", sorted(DOORS))
+@given(bad=BAD_VALUES)
+def test_every_entry_point_refuses_non_real_data_by_name(door, bad):
+    call, argument = DOORS[door]
+    if isinstance(bad, _ALLOWED.get(door, ())):
+        return
+    with pytest.raises(ug.UnrollGraphError) as info:
+        call(bad)
+    assert argument in str(info.value), f"{door}: {info.value}"
+
+
+def test_the_issues_inputs_are_refused_by_name():
+    t = ug.tensor([1.0, 2.0])
+    with pytest.raises(ug.DTypeError, match="complex"):
+        t + 1j
+    with pytest.raises(ug.DTypeError, match=r"cell.param\('W', value\): got None"):
+        ug.Cell("c").param("W", None)
+    cell, net = _door_cell()
+    with pytest.raises(ug.DTypeError, match=r"xs\['x'\].*complex"):
+        net(np.ones((2, 1, 2)) + 0.5j)
+    with pytest.raises(ug.DTypeError, match=r"state_dict\['bias_ih'\].*complex"):
+        cell.load_state_dict(dict(cell.state_dict(), bias_ih=np.ones(3) * 1j))
+    for door in ("net(xs)", "state=", "param", "init", "load_state_dict",
+                 "backward(gradient=)"):
+        with pytest.raises(ug.DTypeError, match="str"):
+            DOORS[door][0]("abc")
+
+
+SIZES = st.one_of(st.floats(allow_nan=True), st.booleans(), st.integers(max_value=0),
+                  st.text(max_size=2), st.none(), st.just(np.float64(2.0)))
+
+
+@given(size=SIZES)
+def test_shape_sizes_are_positive_ints_never_truncated(size):
+    for declare in (lambda c, s: c.input("x", s), lambda c, s: c.state("h", s)):
+        for shape in ((size,), (2, size), size):
+            with pytest.raises(ug.ShapeError, match="shape"):
+                declare(ug.Cell("c"), shape)
+    if not isinstance(size, int) or isinstance(size, bool):
+        with pytest.raises(ug.ShapeError, match="reshape"):
+            ug.tensor(np.ones(4)).reshape(size, 2)
+        with pytest.raises(ug.ShapeError, match="reshape"):
+            ug.reshape(ug.tensor(np.ones(4)), (2, size))
+
+
+def test_a_fractional_input_size_is_refused():
+    with pytest.raises(ug.ShapeError, match=r"cell.input\('x', shape\).*2.5"):
+        ug.Cell("c").input("x", (2.5,))
+    with pytest.raises(ug.CellError, match="input_size must be a positive int, got True"):
+        ug.nn.RNNCell(True, 3)
+
+
+def test_a_state_dict_must_name_every_state_and_nothing_else():
+    cell = ug.nn.LSTMCell(2, 3, seed=0)
+    net = ug.unroll(cell, steps=2)
+    xs = np.ones((2, 1, 2))
+    h = np.zeros((1, 3))
+    with pytest.raises(ug.CellError, match=r"missing \['c'\].*states are \['h', 'c'\]"):
+        net(xs, state={"h": h})
+    with pytest.raises(ug.CellError, match=r"unknown keys \['z'\]"):
+        net(xs, state={"h": h, "c": h, "z": h})
+    with pytest.raises(ug.CellError, match=r"has states \['h', 'c'\].*one ndarray"):
+        net(xs, state=h)
+    with pytest.raises(ug.CellError, match="1 values"):
+        net(xs, state=(h,))
+    out, (h1, c1) = net(xs, state={"c": h, "h": h})  # any order of the keys
+    ref, (h2, c2) = net(xs, state=(h, h))
+    np.testing.assert_array_equal(out.data, ref.data)
+
+
+def test_class_labels_that_are_not_numbers_are_named():
+    x = ug.tensor([[0.0, 0.0]])
+    for bad in (["a"], [np.inf], [None]):
+        with pytest.raises(ug.ShapeError, match="labels must be integer class indices"):
+            ug.cross_entropy(x, bad)

@@ -414,3 +414,197 @@ def test_float32_end_to_end(name, data):
     case.call(*ts64, name=name).sum().backward()
     for t32, t64 in zip(ts, ts64):
         np.testing.assert_allclose(t32.grad, t64.grad, rtol=2e-3, atol=2e-4)
+
+
+# -- derivatives at boundary points -----------------------------------------------------------
+# Each row: inputs (a constant slot given as a plain array, see CONST), attributes, the expected
+# value and the expected gradient of sum(g * out) for each input (g = ones unless given). The
+# expected numbers are the mathematical limit where one exists, and PyTorch's documented
+# convention where the derivative is a choice: relu'(0) = abs'(0) = 0, d/dx x**0 = 0 also at 0,
+# ties in maximum/minimum/max split the gradient evenly, clip's bounds are inside the range.
+
+INF, NAN = np.inf, np.nan
+
+
+@dataclass
+class Edge:
+    args: list
+    out: object
+    grads: list  # one per input; None for a constant input
+    attrs: dict = field(default_factory=dict)
+    g: object = None
+    why: str = ""
+
+
+def _e(args, out, grads, why="", g=None, **attrs):
+    return Edge([np.asarray(a, dtype=None if isinstance(a, np.ndarray) and a.dtype == bool
+                            else np.float64) for a in args], out, grads, attrs, g, why)
+
+
+BOUNDARY = {
+    "add": [_e([INF, 1.0], INF, [1.0, 1.0]), _e([INF, -INF], NAN, [1.0, 1.0], "inf - inf")],
+    "sub": [_e([INF, INF], NAN, [1.0, -1.0], "the slope is 1 whatever the value")],
+    "mul": [_e([0.0, INF], NAN, [INF, 0.0], "0 * inf, as IEEE and PyTorch"),
+            _e([0.0, 0.0], 0.0, [0.0, 0.0])],
+    "div": [_e([1.0, 0.0], INF, [INF, -INF], "1/b and -a/b**2 at b = 0"),
+            _e([0.0, 0.0], NAN, [INF, NAN]),
+            _e([1.0, INF], 0.0, [0.0, 0.0], "the limits at b = inf")],
+    "pow": [_e([0.0, 0.0], 1.0, [0.0, 0.0], "0**0 = 1 is a constant: both slopes 0"),
+            _e([0.0, 1.0], 0.0, [1.0, 0.0]),
+            _e([0.0, 2.0], 0.0, [0.0, 0.0]),
+            _e([0.0, 0.5], 0.0, [INF, 0.0], "sqrt has an infinite slope at 0"),
+            _e([0.0, -1.0], INF, [-INF, -INF], "PyTorch: inf * log(0)"),
+            _e([2.0, 0.0], 1.0, [0.0, np.log(2.0)]),
+            _e([-2.0, 2.0], 4.0, [-4.0, NAN], "a real power of a < 0: no slope in b"),
+            _e([-2.0, 3.0], -8.0, [12.0, NAN]),
+            _e([-8.0, 1 / 3], NAN, [NAN, NAN])],
+    "powc": [_e([0.0], 1.0, [0.0], p=0.0, why="the issue's x**0 at 0"),
+             _e([INF], 1.0, [0.0], p=0.0), _e([-2.0], 1.0, [0.0], p=0.0),
+             _e([0.0], 0.0, [1.0], p=1.0), _e([0.0], 0.0, [0.0], p=2.0),
+             _e([0.0], 0.0, [INF], p=0.5), _e([0.0], INF, [-INF], p=-1.0),
+             _e([0.0], INF, [-INF], p=-2.0, why="the slope from the right"),
+             _e([-3.0], 9.0, [-6.0], p=2.0), _e([-INF], -INF, [INF], p=3.0),
+             _e([-1.0], NAN, [NAN], p=0.5)],
+    "neg": [_e([INF], -INF, [-1.0])],
+    "maximum": [_e([1.0, 1.0], 1.0, [0.5, 0.5], "a tie splits the gradient"),
+                _e([INF, INF], INF, [0.5, 0.5]), _e([-INF, 0.0], 0.0, [0.0, 1.0]),
+                _e([NAN, 1.0], NAN, [1.0, 1.0], "PyTorch: a NaN input takes the gradient")],
+    "minimum": [_e([2.0, 2.0], 2.0, [0.5, 0.5]), _e([-INF, 0.0], -INF, [1.0, 0.0])],
+    "exp": [_e([-INF], 0.0, [0.0]), _e([INF], INF, [INF]), _e([0.0], 1.0, [1.0]),
+            _e([1000.0], INF, [INF], "overflow")],
+    "log": [_e([0.0], -INF, [INF]), _e([INF], INF, [0.0]),
+            _e([-1.0], NAN, [-1.0], "PyTorch: 1/x, the value is NaN")],
+    "tanh": [_e([INF], 1.0, [0.0]), _e([-INF], -1.0, [0.0]), _e([0.0], 0.0, [1.0]),
+             _e([20.0], 1.0, [0.0], "saturated: exactly 1 and 0")],
+    "sigmoid": [_e([INF], 1.0, [0.0]), _e([-INF], 0.0, [0.0]), _e([0.0], 0.5, [0.25]),
+                _e([-800.0], 0.0, [0.0], "exp(800) overflows inside: the limit, silently"),
+                _e([800.0], 1.0, [0.0])],
+    "relu": [_e([0.0], 0.0, [0.0], "relu'(0) = 0"), _e([-0.0], 0.0, [0.0]),
+             _e([INF], INF, [1.0]), _e([-INF], 0.0, [0.0])],
+    "sqrt": [_e([0.0], 0.0, [INF]), _e([INF], INF, [0.0]), _e([-1.0], NAN, [NAN])],
+    "abs": [_e([0.0], 0.0, [0.0], "abs'(0) = 0"), _e([-INF], INF, [-1.0]),
+            _e([INF], INF, [1.0])],
+    "clip": [_e([1.0], 1.0, [1.0], lo=-1.0, hi=1.0, why="a bound is inside the range"),
+             _e([-1.0], -1.0, [1.0], lo=-1.0, hi=1.0), _e([2.0], 1.0, [0.0], lo=-1.0, hi=1.0),
+             _e([INF], 1.0, [0.0], lo=-1.0, hi=1.0), _e([-INF], -1.0, [0.0], lo=-1.0, hi=1.0),
+             _e([INF], INF, [1.0], lo=None, hi=None)],
+    "where": [_e([np.array(True), 1.0, INF], 1.0, [None, 1.0, 0.0]),
+              _e([np.array(False), NAN, 2.0], 2.0, [None, 0.0, 1.0],
+                 "the unselected NaN gets no gradient")],
+    "matmul": [_e([[[1.0, 0.0]], [[INF], [1.0]]], [[INF]], [[[INF, 1.0]], [[1.0], [0.0]]]),
+               _e([[[0.0, 0.0]], [[1.0], [2.0]]], [[0.0]], [[[1.0, 2.0]], [[0.0], [0.0]]])],
+    "sum": [_e([[INF, 1.0]], INF, [[1.0, 1.0]]), _e([[INF, -INF]], NAN, [[1.0, 1.0]])],
+    "mean": [_e([[INF, 1.0]], INF, [[0.5, 0.5]])],
+    "max": [_e([[1.0, 3.0, 3.0]], 3.0, [[0.0, 0.5, 0.5]], "ties share, as PyTorch's amax"),
+            _e([[INF, INF, 0.0]], INF, [[0.5, 0.5, 0.0]]),
+            _e([[-INF, -INF]], -INF, [[0.5, 0.5]]),
+            _e([[1.0, NAN, 2.0]], NAN, [[0.0, 1.0, 0.0]], "PyTorch: the NaN takes it"),
+            _e([[[1.0, 1.0], [2.0, 0.0]]], [1.0, 2.0], [[[0.5, 0.5], [1.0, 0.0]]], axis=1)],
+    "reshape": [_e([[INF, 0.0]], [[INF], [0.0]], [[1.0, 1.0]], shape=(2, 1))],
+    "transpose": [_e([[[INF, 0.0]]], [[INF], [0.0]], [[[1.0, 1.0]]])],
+    "getitem": [_e([[INF, 0.0]], INF, [[1.0, 0.0]], index=0),
+                _e([[INF, 0.0]], [INF, INF], [[2.0, 0.0]], index=np.array([0, 0]))],
+    "concat": [_e([[INF], [0.0]], [INF, 0.0], [[1.0], [1.0]])],
+    "stack": [_e([[INF], [-INF]], [[INF], [-INF]], [[1.0], [1.0]])],
+    "softmax": [_e([[-INF, 0.0]], [0.0, 1.0], [[0.0, 0.0]], g=np.array([1.0, 2.0]),
+                   why="a saturated softmax has slope 0"),
+                _e([[0.0, 0.0]], [0.5, 0.5], [[0.25, -0.25]], g=np.array([1.0, 0.0])),
+                _e([[1000.0, 0.0]], [1.0, 0.0], [[0.0, 0.0]], g=np.array([1.0, 2.0]))],
+    "log_softmax": [_e([[-INF, 0.0]], [-INF, 0.0], [[1.0, -1.0]]),
+                    _e([[1000.0, 0.0]], [0.0, -1000.0], [[-1.0, 1.0]])],
+    "mse_loss": [_e([[1.0, 2.0], [1.0, 2.0]], 0.0, [[0.0, 0.0], [0.0, 0.0]])],
+    "cross_entropy": [_e([[[-INF, 0.0]], np.array([1])], 0.0, [[[0.0, 0.0]], None]),
+                      _e([[[0.0, 0.0]], np.array([0])], np.log(2.0), [[[-0.5, 0.5]], None]),
+                      _e([[[1000.0, 0.0]], np.array([1])], 1000.0, [[[1.0, -1.0]], None])],
+    "binary_cross_entropy_with_logits": [
+        _e([0.0, 1.0], np.log(2.0), [-0.5, 0.0]),
+        _e([-800.0, 0.0], 0.0, [0.0, 800.0], "saturated: the limits, silently"),
+        _e([800.0, 1.0], 0.0, [0.0, -800.0]),
+        _e([40.0, 1.0], 0.0, [0.0, -40.0])],
+}
+CONST = {"where": {0}, "cross_entropy": {1}}
+
+
+def test_every_op_has_boundary_cases():
+    """A new op in the registry without boundary rows here makes this test fail."""
+    assert set(BOUNDARY) == set(registry()) - PLUMBING
+
+
+def _finite(*values) -> bool:
+    return all(np.all(np.isfinite(np.asarray(v, dtype=np.float64)))
+               for v in values if v is not None)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", sorted(BOUNDARY))
+def test_derivatives_at_boundary_points(name, dtype):
+    const = CONST.get(name, set())
+    tol = dict(rtol=1e-12, atol=1e-15) if dtype == np.float64 else dict(rtol=1e-6, atol=1e-7)
+    for case in BOUNDARY[name]:
+        ts = [a if k in const else ug.tensor(a, requires_grad=True, dtype=dtype)
+              for k, a in enumerate(case.args)]
+        where = f"{name}{tuple(np.asarray(a).tolist() for a in case.args)} {case.attrs}"
+        # a finite answer must come without numpy warnings (they are errors in the suite);
+        # an infinite or NaN one is what numpy warns about, so those are computed quietly
+        quiet = not _finite(case.out, *case.grads)
+        mode = "ignore" if quiet else "raise"
+        with np.errstate(divide=mode, over=mode, invalid=mode):
+            out = apply(name, *ts, **case.attrs)
+            g = np.ones(out.shape) if case.g is None else case.g
+            out.backward(gradient=g)
+        assert out.dtype == dtype, f"{where}: a {out.dtype} value from {dtype.__name__}"
+        np.testing.assert_allclose(out.data, case.out, **tol, err_msg=f"value of {where}")
+        for k, (t, want) in enumerate(zip(ts, case.grads)):
+            if want is None:
+                assert k in const
+                continue
+            assert t.grad is not None, f"{where}: no gradient for input {k}"
+            assert t.grad.dtype == dtype
+            np.testing.assert_allclose(t.grad, want, **tol,
+                                       err_msg=f"gradient of input {k} of {where}")
+
+
+def test_polynomial_with_a_zero_power_has_slope_minus_one_at_zero():
+    """d/dx (0.5 + 2x**2 - x + 3x**0) at x = 0 is -1 (x**0 is the constant 1, also at 0)."""
+    x = ug.tensor(0.0, requires_grad=True)
+    y = 0.5 + 2 * x**2 - x + 3 * x**0
+    assert y.item() == 3.5
+    y.backward()
+    assert x.grad == -1.0
+    # the same through the two-tensor pow op (a tensor exponent), and in float32
+    x = ug.tensor(0.0, requires_grad=True)
+    (0.5 + 2 * x**2 - x + 3 * x ** ug.tensor(0.0)).backward()
+    assert x.grad == -1.0
+    x = ug.tensor(0.0, requires_grad=True, dtype=np.float32)
+    (0.5 + 2 * x**2 - x + 3 * x**0).backward()
+    assert x.grad == -1.0 and x.grad.dtype == np.float32
+
+
+@pytest.mark.parametrize("keep", ["needed", "all"])
+def test_an_unrolled_net_at_boundary_points_matches_the_eager_graph(keep):
+    """The compiled step functions use the same boundary rules: h**0, abs and relu at h = 0."""
+    def body(x, h, W, b):
+        return ug.tanh(x * W + b * h**0 + ug.abs(h) * W + ug.relu(h - h))
+
+    cell = ug.Cell("edge")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (2,))
+    W = cell.param("W", np.array([0.5, -1.0]))
+    b = cell.param("b", np.array([0.0, 0.0]))
+    cell.feedback(h, body(x, h, W, b))
+    cell.output("y", h)  # the state before the step: 0 at step 0
+    xs = np.zeros((3, 1, 2))
+    xs[2] = 1.0
+    out, _ = ug.unroll(cell, steps=3, keep=keep)(xs)
+    out.sum().backward()
+    We = ug.tensor([0.5, -1.0], requires_grad=True)
+    be = ug.tensor([0.0, 0.0], requires_grad=True)
+    he = ug.tensor(np.zeros((1, 2)))
+    total = None
+    for t in range(3):
+        total = he.sum() if total is None else total + he.sum()
+        he = body(ug.tensor(xs[t]), he, We, be)
+    total.backward()
+    assert np.all(np.isfinite(W.grad)) and np.all(np.isfinite(b.grad))
+    np.testing.assert_allclose(W.grad, We.grad, rtol=1e-12)
+    np.testing.assert_allclose(b.grad, be.grad, rtol=1e-12)

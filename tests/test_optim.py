@@ -206,7 +206,9 @@ def test_bad_configuration_errors(make, words):
 def test_grad_of_wrong_shape_is_named():
     w = ug.tensor(np.zeros(3), requires_grad=True, name="w")
     opt = ug.optim.SGD([w], lr=0.1)
-    w.grad = np.zeros(4)
+    with pytest.raises(ug.ShapeError, match=r"w.grad = .*shape \(4,\).*\(3,\)"):
+        w.grad = np.zeros(4)  # refused at the door
+    w._grad = np.zeros(4)  # and the optimizer still checks what it is given
     with pytest.raises(GradientError, match="w"):
         opt.step()
 

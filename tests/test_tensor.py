@@ -292,3 +292,278 @@ def test_float64_sigmoid_saturates_silently_with_exact_limits_and_gradients():
     np.testing.assert_array_equal(y.data, want)
     np.testing.assert_array_equal(x.grad, want * (1.0 - want))
     assert y.data[2] > 0.0 and x.grad[2] > 0.0  # far from the limit, tiny but not rounded away
+
+
+# -- copy on the way in -------------------------------------------------------------------------
+
+
+def _elman(W0, name="elman"):
+    cell = ug.Cell(name)
+    x = cell.input("x", (2,))
+    h = cell.state("h", (2,))
+    W = cell.param("W", W0)
+    h_next = ug.tanh(x + h @ W, name="h_next")
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    return cell
+
+
+def test_an_sgd_step_on_one_cell_moves_neither_the_callers_array_nor_another_cell():
+    W0 = np.full((2, 2), 0.5)
+    kept = W0.copy()
+    a, b = _elman(W0, "a"), _elman(W0, "b")
+    out, _ = ug.unroll(a, steps=3)(np.ones((3, 1, 2)))
+    out.sum().backward()
+    ug.optim.SGD(a.parameters(), lr=0.1).step()
+    assert not np.array_equal(a.parameters()["W"].data, kept)  # the step did move a's W
+    np.testing.assert_array_equal(W0, kept)
+    np.testing.assert_array_equal(b.parameters()["W"].data, kept)
+    # and load_state_dict writes into neither the caller's array nor the dict it was given
+    sd = {"W": np.zeros((2, 2))}
+    a.load_state_dict(sd)
+    sd["W"][0, 0] = 7.0
+    np.testing.assert_array_equal(W0, kept)
+    assert a.parameters()["W"].data[0, 0] == 0.0
+
+
+def test_every_door_copies_the_callers_array():
+    x0 = np.array([1.0, 2.0])
+    t = ug.tensor(x0)
+    x0[0] = 9.0
+    assert t.data[0] == 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        t.data[0] = 5.0  # a leaf's value is changed by assignment only
+    # a state's init
+    init = np.array([0.5, 0.5])
+    cell = ug.Cell("c")
+    cell.state("h", (2,), init=init)
+    init[:] = 3.0
+    np.testing.assert_array_equal(cell.init_value("h"), [0.5, 0.5])
+    # a numpy operand in arithmetic: editing it before backward changes no gradient
+    w = ug.tensor([1.0, 2.0], requires_grad=True)
+    c = np.array([3.0, 4.0])
+    y = (w * c).sum()
+    c[:] = 100.0
+    y.backward()
+    np.testing.assert_array_equal(w.grad, [3.0, 4.0])
+    # class labels of cross_entropy
+    logits = ug.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    labels = np.array([0, 1])
+    loss = ug.cross_entropy(logits, labels)
+    labels[:] = [1, 0]
+    loss.backward()
+    assert logits.grad[0, 0] < 0 and logits.grad[1, 1] < 0  # the labels of the forward pass
+    # the seed of backward(gradient=): an intermediate's .grad is not the caller's array
+    z = w * 2.0
+    seed = np.array([1.0, 1.0])
+    z.backward(gradient=seed)
+    seed[:] = 50.0
+    np.testing.assert_array_equal(z.grad, [1.0, 1.0])
+
+
+def test_the_inputs_and_state_of_a_net_call_are_copied():
+    W0 = np.array([[0.3, -0.2], [0.1, 0.4]])
+    xs = np.random.default_rng(0).standard_normal((3, 2, 2))
+    h0 = np.full((2, 2), 0.1)
+    net = ug.unroll(_elman(W0), steps=3)
+    out, _ = net(xs, state=h0)
+    xs[:] = 0.0  # between the forward pass and backward: must not reach the run
+    h0[:] = 0.0
+    out.sum().backward()
+    got = net.cell.parameters()["W"].grad.copy()
+    ref = ug.unroll(_elman(W0), steps=3)
+    xs2 = np.random.default_rng(0).standard_normal((3, 2, 2))
+    out2, _ = ref(xs2, state=np.full((2, 2), 0.1))
+    out2.sum().backward()
+    np.testing.assert_array_equal(got, ref.cell.parameters()["W"].grad)
+
+
+def test_load_state_dict_is_all_or_nothing():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    before = cell.state_dict()
+    sd = {k: np.full_like(v, 7.0) for k, v in before.items()}
+    sd["weight_hh"] = np.zeros((2, 2))  # a wrong shape on one key
+    with pytest.raises(ug.ShapeError, match="weight_hh.*nothing was loaded"):
+        cell.load_state_dict(sd)
+    sd["weight_hh"] = np.array([["a"] * 3] * 3)  # a string value on one key
+    with pytest.raises(ug.DTypeError, match="weight_hh"):
+        cell.load_state_dict(sd)
+    for k, v in cell.state_dict().items():
+        np.testing.assert_array_equal(v, before[k], err_msg=f"{k} was overwritten")
+
+
+# -- a value changed between the forward pass and backward --------------------------------------
+
+
+def test_an_optimizer_step_between_forward_and_backward_is_named():
+    w = ug.tensor([1.0, 2.0], requires_grad=True, name="w")
+    loss = (w * w).sum()
+    opt = ug.optim.SGD([w], lr=0.1)
+    w.grad = np.ones(2)
+    opt.step()
+    with pytest.raises(ug.GradientError) as info:
+        loss.backward()
+    msg = str(info.value)
+    assert "tensor 'w' (2,)" in msg and "SGD step" in msg and "mul node" in msg
+    assert "after" in msg and "forward pass again" in msg
+    # computing the forward pass again is the fix
+    w.zero_grad()
+    (w * w).sum().backward()
+    np.testing.assert_allclose(w.grad, 2 * w.data)
+
+
+@pytest.mark.parametrize("change", ["data", "adam", "load_state_dict"])
+def test_every_documented_change_is_caught_and_named(change):
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    net = ug.unroll(cell, steps=4)
+    out, h = net(np.ones((4, 2, 2)))
+    loss = (out * out).sum()
+    if change == "data":
+        cell.weight_hh.data = cell.weight_hh.data * 0.5
+        how = "assignment to .data"
+    elif change == "adam":
+        for p in cell.parameters().values():
+            p.grad = np.ones(p.shape)
+        ug.optim.Adam(cell.parameters(), lr=0.1).step()
+        how = "Adam step"
+    else:
+        cell.load_state_dict(cell.state_dict())
+        how = "load_state_dict"
+    with pytest.raises(ug.GradientError) as info:
+        loss.backward()
+    msg = str(info.value)
+    assert "parameter" in msg and how in msg and "the unrolled net 'RNNCell'" in msg
+
+
+def test_a_detached_alias_shares_the_record_of_in_place_changes():
+    w = ug.tensor([1.0, 2.0], requires_grad=True, name="w")
+    v = ug.tensor([3.0, 4.0], requires_grad=True, name="v")
+    d = w.detach()
+    y = (d * v).sum()  # v's gradient reads d, which is w's memory
+    w.grad = np.ones(2)
+    ug.optim.SGD([w], lr=0.5).step()
+    np.testing.assert_array_equal(d.data, [0.5, 1.5])  # the same memory
+    with pytest.raises(ug.GradientError, match="SGD step"):
+        y.backward()
+    # assigning .data gives w new memory: the alias keeps the old values, and its graph is fine
+    d2 = w.detach()
+    y2 = (d2 * v).sum()
+    w.data = np.array([7.0, 7.0])
+    np.testing.assert_array_equal(d2.data, [0.5, 1.5])
+    y2.backward()
+    np.testing.assert_array_equal(v.grad, [0.5, 1.5])
+
+
+def test_gradcheck_restores_a_parameter_without_recording_a_change():
+    w = ug.tensor([0.5, -1.0], requires_grad=True, name="w")
+    loss = (ug.tanh(w) * w).sum()
+    assert ug.gradcheck(lambda a: (ug.tanh(a) * a).sum(), [w])
+    loss.backward()  # still allowed: every perturbed number was put back
+    assert w.grad is not None
+
+
+# -- a tensor's dtype is part of its contract ---------------------------------------------------
+
+
+def test_integer_data_assigned_to_a_float_parameter_does_not_truncate_its_gradient():
+    W = ug.tensor([1.5], requires_grad=True, name="W")
+    W.data = np.array([2])
+    assert W.data.dtype == np.float64
+    (W * W * 0.425).sum().backward()
+    np.testing.assert_allclose(W.grad, [1.7], rtol=1e-15)
+
+
+def test_assignments_keep_the_tensors_dtype_and_shape():
+    w32 = ug.tensor([1.0, 2.0], dtype=np.float32, requires_grad=True, name="w32")
+    w32.data = np.array([0.1, 0.2])  # float64 data: converted to the tensor's float32
+    assert w32.data.dtype == np.float32
+    w32.grad = np.array([1, 2])  # an integer gradient: converted too
+    assert w32.grad.dtype == np.float32
+    (w32 * 3.0).backward(gradient=np.array([1, 1]))  # an integer seed: no truncation
+    assert w32.grad.dtype == np.float32 and np.allclose(w32.grad, [4.0, 5.0])
+    with pytest.raises(ug.ShapeError, match=r"w32.data = .*\(3,\).*\(2,\)"):
+        w32.data = np.zeros(3)
+    for bad in (np.array([1j, 2j]), None, "ab", [1, "a"]):
+        with pytest.raises(ug.DTypeError, match=r"w32\.data"):
+            w32.data = bad
+        if bad is not None:  # .grad = None resets the gradient
+            with pytest.raises(ug.DTypeError, match=r"w32\.grad"):
+                w32.grad = bad
+    # load_state_dict converts to each parameter's dtype: a float32 dict into a float64 cell
+    cell = ug.nn.GRUCell(2, 3, seed=0)
+    cell.load_state_dict({k: v.astype(np.float32) for k, v in cell.state_dict().items()})
+    assert all(p.dtype == np.float64 for p in cell.parameters().values())
+    cell32 = ug.nn.GRUCell(2, 3, seed=0, dtype=np.float32)
+    cell32.load_state_dict({k: np.ones(v.shape, dtype=int)
+                            for k, v in cell32.state_dict().items()})
+    assert all(p.dtype == np.float32 for p in cell32.parameters().values())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_accumulated_gradients_keep_the_tensors_dtype(dtype):
+    w = ug.tensor([1.0, 2.0], dtype=dtype, requires_grad=True)
+    (w * 2.0).sum().backward()
+    (w * np.array([0.5, 0.5])).sum().backward()  # a float64 constant
+    assert w.grad.dtype == dtype
+    np.testing.assert_allclose(w.grad, [2.5, 2.5])
+
+
+def _door_copies():
+    """door -> function(a) that hands the array ``a`` to the library and returns a function
+    giving back what the library kept."""
+    def param(a):
+        p = ug.Cell("c").param("W", a)
+        return lambda: p.data
+
+    def init(a):
+        cell = ug.Cell("c")
+        cell.state("h", (3,), init=a)
+        return lambda: cell.init_value("h")
+
+    def load(a):
+        cell = ug.nn.RNNCell(3, 3, seed=0)
+        cell.load_state_dict(dict(cell.state_dict(), bias_hh=a))
+        return lambda: cell.bias_hh.data
+
+    def data(a):
+        t = ug.tensor(np.zeros(3))
+        t.data = a
+        return lambda: t.data
+
+    def grad(a):
+        t = ug.tensor(np.zeros(3))
+        t.grad = a
+        return lambda: t.grad
+
+    def run(kind):
+        def door(a):
+            net = ug.unroll(ug.nn.RNNCell(3, 3, seed=0), steps=1)
+            if kind == "xs":
+                net(a.reshape(1, 1, 3))
+                return lambda: net.last_run.xs["x"].data
+            net(np.ones((1, 1, 3)), state=a.reshape(1, 3))
+            return lambda: net.last_run.states["h"]
+        return door
+
+    def seed(a):
+        z = ug.tensor(np.zeros(3), requires_grad=True) * 2.0
+        z.backward(gradient=a)
+        return lambda: z.grad
+
+    def operand(a):
+        y = ug.tensor(np.zeros(3), requires_grad=True) + a
+        return lambda: y._parents[1].data
+
+    return {"tensor": lambda a: (lambda t: lambda: t.data)(ug.tensor(a)), "param": param,
+            "init": init, "load_state_dict": load, ".data =": data, ".grad =": grad,
+            "net(xs)": run("xs"), "state=": run("state"), "backward(gradient=)": seed,
+            "operand": operand}
+
+
+@pytest.mark.parametrize("door", sorted(_door_copies()))
+def test_every_door_keeps_a_copy_of_its_own(door):
+    a = np.array([0.25, 0.5, 0.75])
+    kept = _door_copies()[door](a)
+    assert not np.shares_memory(kept(), a), f"{door} kept the caller's memory"
+    a[:] = 99.0
+    np.testing.assert_array_equal(np.ravel(kept()), [0.25, 0.5, 0.75])

@@ -10,11 +10,13 @@ batch axis is added at run time); parameters are shared weights.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from .errors import CellError, ShapeError
 from .graph import Graph, Node, toposort
-from .tensor import Tensor
+from .tensor import Tensor, _editing, _locked, as_real_array
 
 __all__ = ["Cell"]
 
@@ -90,7 +92,7 @@ class Cell:
         Returns a placeholder tensor to build the cell's equations with.
         """
         self._claim(name, "input")
-        shape = _shape_tuple(shape, f"input {name!r}")
+        shape = _shape_tuple(shape, f"cell {self.name!r}: cell.input({name!r}, shape)")
         data = np.full((1,) + shape, _PROBE)
         t = Tensor(data, Node("input", name=name, shape=data.shape, dtype="float64",
                               role="input"))
@@ -105,9 +107,11 @@ class Cell:
         :meth:`feedback`.
         """
         self._claim(name, "state")
-        shape = _shape_tuple(shape, f"state {name!r}")
+        shape = _shape_tuple(shape, f"cell {self.name!r}: cell.state({name!r}, shape)")
         if init is not None:
-            init = np.asarray(init, dtype=np.float64)
+            # a copy of its own: editing the caller's array later changes nothing here
+            init = _locked(as_real_array(
+                init, f"cell {self.name!r}: cell.state({name!r}, shape, init=...)"))
             try:
                 np.broadcast_to(init, (1,) + shape)
             except ValueError:
@@ -128,8 +132,18 @@ class Cell:
         A leaf Tensor becomes the parameter itself (its ``.grad`` receives the gradient), so
         one tensor can be shared by several cells.
 
+        An array is copied (as ``torch.tensor`` does): the caller's array and the parameter
+        never share memory, so an optimizer step on one cell moves neither the caller's array
+        nor another cell built from it. The parameter's value is read-only; change it with
+        ``p.data = new``, an optimizer or :meth:`load_state_dict`.
+
         The same parameter feeds every step of an unrolled cell; its gradient is the sum of
         the steps' contributions.
+
+        Raises
+        ------
+        DTypeError
+            For ``None``, strings, complex numbers or other non-real data.
         """
         self._claim(name, "param")
         if isinstance(value, Tensor):
@@ -145,10 +159,7 @@ class Cell:
             value.requires_grad = True
             self._params[name] = value
             return value
-        else:
-            data = np.asarray(value)
-            if data.dtype.kind not in "f":
-                data = data.astype(np.float64)
+        data = _locked(as_real_array(value, f"cell {self.name!r}: cell.param({name!r}, value)"))
         t = Tensor(data, Node("param", name=name, shape=data.shape, dtype=data.dtype.name,
                               role="param"), (), True)
         self._params[name] = t
@@ -223,27 +234,63 @@ class Cell:
         """Copies of the parameter values, by name."""
         return {k: v.data.copy() for k, v in self._params.items()}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state_dict) -> None:
         """Load parameter values (numpy arrays, or anything with ``.numpy()``) by name.
 
-        Shapes must match; unknown or missing names are errors that list what was expected.
+        All or nothing: every name, shape and value is checked first, and the parameters are
+        assigned only if all of them pass, so a failure leaves the cell as it was. Each value
+        is copied and converted to its parameter's float type (a PyTorch float32 state dict
+        loads into a float64 cell); the parameters keep their dtype and shape. A graph
+        computed before the load can no longer be differentiated (see ``Tensor.data``).
+
+        Raises
+        ------
+        CellError
+            For unknown or missing names (the message lists what was expected).
+        ShapeError
+            For a value whose shape differs from its parameter's.
+        DTypeError
+            For a value that is not made of real numbers (strings, ``None``, complex...).
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> cell = ug.nn.RNNCell(2, 3, seed=0)
+        >>> sd = cell.state_dict()
+        >>> sd["bias_hh"] = np.ones(3)
+        >>> cell.load_state_dict(sd)
+        >>> cell.bias_hh.data
+        array([1., 1., 1.])
         """
-        missing = set(self._params) - set(state)
-        unknown = set(state) - set(self._params)
+        if not isinstance(state_dict, Mapping):
+            raise CellError(
+                f"cell {self.name!r}: load_state_dict(state_dict) needs a dict name -> array "
+                f"(such as cell.state_dict()), got {type(state_dict).__name__}"
+            )
+        missing = [k for k in self._params if k not in state_dict]
+        unknown = [k for k in state_dict if k not in self._params]
         if missing or unknown:
             raise CellError(
-                f"cell {self.name!r}: load_state_dict got unknown names {sorted(unknown)} and "
-                f"is missing {sorted(missing)}; expected {list(self._params)}"
+                f"cell {self.name!r}: load_state_dict got unknown names "
+                f"{sorted(map(str, unknown))} and is missing {sorted(missing)}; expected "
+                f"{list(self._params)}"
             )
-        for k, v in state.items():
-            arr = v.detach().cpu().numpy() if hasattr(v, "detach") else np.asarray(v)
-            p = self._params[k]
-            if arr.shape != p.data.shape:
+        new = {}
+        for k, p in self._params.items():
+            v = state_dict[k]
+            if not isinstance(v, Tensor) and hasattr(v, "detach") and hasattr(v, "cpu"):
+                v = v.detach().cpu().numpy()  # a PyTorch tensor
+            arr = as_real_array(v, f"cell {self.name!r}: load_state_dict: state_dict[{k!r}]",
+                                dtype=p.dtype)
+            if arr.shape != p.shape:
                 raise ShapeError(
-                    f"cell {self.name!r}: parameter {k!r} has shape {p.data.shape}, "
-                    f"the state dict gives {arr.shape}"
+                    f"cell {self.name!r}: load_state_dict: parameter {k!r} has shape {p.shape}, "
+                    f"the state dict gives {arr.shape}; nothing was loaded"
                 )
-            p.data[...] = arr
+            new[k] = arr
+        for k, arr in new.items():  # in place, as an optimizer step: tensors sharing the
+            with _editing(self._params[k], "load_state_dict") as data:  # memory see it too
+                data[...] = arr
 
     def zero_grad(self) -> None:
         """Reset every parameter's ``.grad`` to ``None``."""
@@ -380,15 +427,27 @@ class Cell:
 
 
 def _shape_tuple(shape, what) -> tuple:
-    if isinstance(shape, int):
-        shape = (shape,)
-    try:
-        out = tuple(int(s) for s in shape)
-    except TypeError:
-        raise CellError(f"{what}: shape must be an int or a tuple of ints, got {shape!r}") from None
-    if any(s <= 0 for s in out):
-        raise CellError(f"{what}: shape {out} must have positive sizes")
-    return out
+    """A shape given by the user as a tuple of positive Python ints (an int alone is a 1-d
+    shape). Floats, bools, strings and sizes below 1 are refused, never rounded."""
+    items = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    if isinstance(items, (str, bytes, Mapping)) or not hasattr(items, "__iter__"):
+        raise ShapeError(
+            f"{what}: shape must be a positive int or a tuple of positive ints such as (3,), "
+            f"got {shape!r}"
+        )
+    items = tuple(items)
+    for s in items:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
+            raise ShapeError(
+                f"{what}: shape {shape!r} has the size {s!r} ({type(s).__name__}); each size "
+                "must be a positive int, e.g. (3,) or (2, 4)"
+            )
+        if s < 1:
+            raise ShapeError(
+                f"{what}: shape {shape!r} has the size {s}; each size must be a positive int "
+                "(a size of 0 holds nothing)"
+            )
+    return tuple(int(s) for s in items)
 
 
 def _batched(shape) -> str:

@@ -6,7 +6,7 @@ import numpy as np
 
 from .graph import Node
 from .ops import _REGISTRY
-from .tensor import _NO_ATTRS, Tensor, _apply, apply
+from .tensor import _NO_ATTRS, Tensor, _apply, _int_sizes, apply
 
 __all__ = [
     "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs", "maximum", "minimum", "where",
@@ -211,8 +211,7 @@ def reshape(x, shape, name=None):
     >>> ug.reshape(ug.tensor([1.0, 2.0]), (2, 1)).shape
     (2, 1)
     """
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else shape
-    return apply("reshape", x, shape=tuple(int(s) for s in shape), name=name)
+    return apply("reshape", x, shape=_int_sizes(shape, "reshape(x, shape)"), name=name)
 
 
 def transpose(x, axes=None, name=None):
@@ -304,7 +303,7 @@ def cross_entropy(logits, labels, name=None):
     if isinstance(labels, Tensor):
         lab = labels
     else:
-        arr = np.asarray(labels)
+        arr = np.array(labels)  # a copy: editing the caller's labels must not reach backward
         lab = Tensor(arr, Node("const", name="labels", shape=arr.shape, dtype=arr.dtype.name))
     return apply("cross_entropy", logits, lab, name=name)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .cell import Cell
-from .errors import CellError
+from .errors import CellError, DTypeError
 from .functional import relu, sigmoid, tanh
 from .tensor import Tensor
 
@@ -73,12 +73,24 @@ def _layer(cell: Cell, kind: str, x: Tensor, input_size: int, hidden_size: int, 
     return h_next
 
 
-def _check_sizes(input_size, hidden_size, nonlinearity="tanh"):
+def _positive_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1
+
+
+def _check_sizes(input_size, hidden_size, nonlinearity="tanh", dtype=np.float64, seed=None):
     for what, v in (("input_size", input_size), ("hidden_size", hidden_size)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
+        if not _positive_int(v):
             raise CellError(f"{what} must be a positive int, got {v!r}")
-    if nonlinearity not in ("tanh", "relu"):
+    if not isinstance(nonlinearity, str) or nonlinearity not in ("tanh", "relu"):
         raise CellError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+    try:
+        ok = np.dtype(dtype).type in (np.float32, np.float64)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise DTypeError(f"dtype must be np.float32 or np.float64, got {dtype!r}")
+    if seed is not None and not _positive_int(seed) and seed != 0:
+        raise CellError(f"seed must be None or an int >= 0, got {seed!r}")
 
 
 class _ParamAttributes:
@@ -97,7 +109,7 @@ class _SingleLayer(_ParamAttributes, Cell):
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", seed=None,
                  dtype=np.float64, name=None):
-        _check_sizes(input_size, hidden_size, nonlinearity)
+        _check_sizes(input_size, hidden_size, nonlinearity, dtype, seed)
         super().__init__(name or type(self).__name__)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.nonlinearity = nonlinearity
@@ -176,8 +188,8 @@ class _Stacked(_ParamAttributes, Cell):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  seed=None, dtype=np.float64, name=None):
-        _check_sizes(input_size, hidden_size, nonlinearity)
-        if not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
+        _check_sizes(input_size, hidden_size, nonlinearity, dtype, seed)
+        if not _positive_int(num_layers):
             raise CellError(f"num_layers must be a positive int, got {num_layers!r}")
         super().__init__(name or type(self).__name__)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers

@@ -239,37 +239,63 @@ _bin(
 )
 
 
+def _pow_grad_base(g, ans, a, b):
+    # d(a**b)/da = b * a**(b - 1), and 0 where b == 0 (a**0 is the constant 1, also at a = 0,
+    # where the formula would give 0 * 0**-1 = 0 * inf = NaN): PyTorch's convention
+    zero = b == 0
+    if np.any(zero):
+        safe = np.where(zero, 1.0, b)
+        return unbroadcast(np.where(zero, 0.0, g * safe * np.power(a, safe - 1)), a.shape)
+    return unbroadcast(g * b * np.power(a, b - 1), a.shape)
+
+
 def _pow_grad_exponent(g, ans, a, b):
+    # d(a**b)/db = a**b * log(a); 0 at a == 0 with b >= 0 (PyTorch's convention: 0**b is 0
+    # for b > 0 and 1 at b == 0, and the one-sided derivative from b > 0 is 0), -inf at a == 0
+    # with b < 0 (inf * log 0), NaN for a < 0 (a real power of a negative base has no
+    # derivative in its exponent)
     with np.errstate(divide="ignore", invalid="ignore"):
-        loga = np.where(a > 0, np.log(np.where(a > 0, a, 1)), np.where(a == 0, 0.0, np.nan))
-    return unbroadcast(g * ans * loga, b.shape)
+        term = ans * np.log(a)
+    return unbroadcast(g * np.where((a == 0) & (b >= 0), 0.0, term), b.shape)
+
+
+def _powc_grad(g, ans, a, p):
+    if p == 0:  # a**0 is the constant 1 (also at a = 0, where p * a**(p - 1) is 0 * inf)
+        return np.zeros(np.shape(a), dtype=np.result_type(g, a))
+    return g * (p * np.power(a, p - 1))
 
 
 _bin(
     "pow",
     np.power,
-    lambda g, ans, a, b: unbroadcast(g * b * np.power(a, b - 1), a.shape),
+    _pow_grad_base,
     _pow_grad_exponent,
     lambda a, b: a**b,
 )
 defop(
     "powc",
     lambda a, p: np.power(a, p),
-    [lambda g, ans, a, p: g * (p * np.power(a, p - 1))],
+    [_powc_grad],
     sym=lambda a, p: a**p,
     doc="a ** p for a constant exponent p (attribute)",
 )
 defop("neg", np.negative, [lambda g, ans, a: -g], sym=lambda a: -a)
 
 
-def _max_like(pick):
-    """VJPs of maximum/minimum: ties split the gradient evenly, as PyTorch does."""
+def _max_like(loses):
+    """VJPs of maximum/minimum (PyTorch's convention): the larger (smaller) input takes the
+    gradient, a tie splits it evenly, and where an input is NaN (so is the output) both
+    inputs take it. ``loses(a, b)`` says where ``a`` is not picked."""
+
+    def weight(a, b):
+        w = 1.0 - loses(a, b) - 0.5 * (a == b)
+        return w.astype(np.result_type(a, b), copy=False)
 
     def va(g, ans, a, b):
-        return unbroadcast(g * np.where(a == b, 0.5, pick(a, b)), a.shape)
+        return unbroadcast(g * weight(a, b), a.shape)
 
     def vb(g, ans, a, b):
-        return unbroadcast(g * np.where(a == b, 0.5, pick(b, a)), b.shape)
+        return unbroadcast(g * weight(b, a), b.shape)
 
     return va, vb
 
@@ -277,13 +303,13 @@ def _max_like(pick):
 _bin(
     "maximum",
     np.maximum,
-    *_max_like(lambda a, b: (a > b).astype(a.dtype)),
+    *_max_like(lambda a, b: a < b),
     _ew(lambda a, b: _sympy().Max(a, b)),
 )
 _bin(
     "minimum",
     np.minimum,
-    *_max_like(lambda a, b: (a < b).astype(a.dtype)),
+    *_max_like(lambda a, b: a > b),
     _ew(lambda a, b: _sympy().Min(a, b)),
 )
 
@@ -464,8 +490,13 @@ defop(
 
 
 def _max_vjp(g, ans, a, axis=None, keepdims=False):
+    # ties share the gradient evenly (PyTorch's amax); where the maximum is NaN, the NaN
+    # elements take it (a == NaN is never true)
     full = _expand_to(ans, a.shape, axis, keepdims)
-    mask = (a == full).astype(a.dtype)
+    hit = a == full
+    if np.isnan(ans).any():
+        hit |= np.isnan(a)
+    mask = hit.astype(a.dtype)
     count = mask.sum(axis=_axis_tuple(axis, a.ndim), keepdims=True)
     return _expand_to(g, a.shape, axis, keepdims) * mask / count
 
@@ -682,7 +713,15 @@ def _ce_check(nodes, values, **attrs):
     labels = np.asarray(labels)
     lab = _label(nodes[1])
     lab = "labels" if lab == "labels" else f"labels {lab}"
+    if labels.dtype.kind not in "biuf":
+        raise ShapeError(
+            f"cross_entropy: {lab} must be integer class indices, got dtype {labels.dtype}"
+        )
     if labels.dtype.kind not in "iu":
+        if labels.size and not np.all(np.isfinite(labels)):
+            raise ShapeError(
+                f"cross_entropy: {lab} must be integer class indices, got a NaN or an infinity"
+            )
         if labels.size and not np.all(np.mod(labels, 1) == 0):
             raise ShapeError(
                 f"cross_entropy: {lab} must be integer class indices, got "

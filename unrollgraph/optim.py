@@ -32,7 +32,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import GradientError, TrainingError
-from .tensor import Tensor
+from .tensor import Tensor, _editing
 
 __all__ = [
     "Optimizer",
@@ -239,7 +239,8 @@ class SGD(Optimizer):
                     buf *= mu
                     buf += (1.0 - damp) * g
                 g = g + mu * buf if h["nesterov"] else buf
-            p.data -= lr * g
+            with _editing(p, "an SGD step") as data:  # in place; recorded for backward()
+                data -= lr * g
 
 
 class Adam(Optimizer):
@@ -313,7 +314,8 @@ class Adam(Optimizer):
             v += (1.0 - b2) * g * g
             step_size = lr / (1.0 - b1 ** t)
             denom = np.sqrt(v) / math.sqrt(1.0 - b2 ** t) + eps
-            p.data -= step_size * (m / denom)
+            with _editing(p, "an Adam step") as data:  # in place; recorded for backward()
+                data -= step_size * (m / denom)
 
 
 # -- gradient clipping ------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from .ops import _REGISTRY, get_op
 __all__ = [
     "Tensor",
     "tensor",
+    "as_real_array",
     "apply",
     "no_grad",
     "enable_grad",
@@ -93,30 +94,152 @@ _FLAGS = _Flags()
 _FLOATS = (np.float64, np.float32)
 
 
-def _as_float_array(data, dtype=None) -> np.ndarray:
-    if dtype is not None and np.dtype(dtype).type not in _FLOATS:
+def as_real_array(value, what: str, dtype=None, copy: bool = True) -> np.ndarray:
+    """The one door through which user data becomes a tensor's value.
+
+    Every entry point (``ug.tensor``, ``cell.param``, a state's ``init=``, ``load_state_dict``,
+    ``net(xs, state=...)``, ``backward(gradient=...)``, assigning ``.data`` or ``.grad``,
+    numbers and arrays in arithmetic) passes its argument through here, so each accepts and
+    refuses the same things: real numbers (bool, integer and float arrays, Python and numpy
+    scalars, nested lists of numbers, Tensors) are accepted; ``None``, strings, bytes, complex
+    numbers, dates and arbitrary objects are refused with a :class:`DTypeError` that names the
+    argument ``what``.
+
+    Parameters
+    ----------
+    value : array_like or Tensor
+        The data.
+    what : str
+        The argument, as the message should name it (``"cell.param('W', value)"``).
+    dtype : numpy dtype, optional
+        The float type to convert to (a tensor's own type, when data is assigned to it).
+        Without it, float32 and float64 stay as they are, float16 becomes float32 and every
+        other real type float64.
+    copy : bool
+        Return an array of its own (the default), so a later edit of ``value`` by the caller
+        changes nothing here, and nothing done here changes ``value``.
+
+    Returns
+    -------
+    numpy.ndarray
+        Of dtype float32 or float64.
+
+    Raises
+    ------
+    DTypeError
+        For data that is not made of real numbers, or a ``dtype`` that is not a float type.
+
+    Examples
+    --------
+    >>> as_real_array([1, 2], "x")
+    array([1., 2.])
+    >>> as_real_array(1j, "x")  # doctest: +IGNORE_EXCEPTION_DETAIL
+    Traceback (most recent call last):
+    DTypeError: x: complex values are not supported ...
+    """
+    if dtype is not None:
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            bad = True
+        else:
+            bad = dtype.type not in _FLOATS
+        if bad:
+            raise DTypeError(
+                f"{what}: dtype={getattr(dtype, 'name', dtype)} is not allowed: tensors hold "
+                "float32 or float64 (gradients are real numbers); pass dtype=np.float64 or "
+                "np.float32, or leave dtype out and integers become float64"
+            )
+    if isinstance(value, Tensor):
+        value = value._data
+    if value is None:
+        raise DTypeError(f"{what}: got None; pass a number or an array of real numbers")
+    if isinstance(value, (str, bytes)):
         raise DTypeError(
-            f"tensor(dtype={np.dtype(dtype).name}): tensors hold float32 or float64 (gradients "
-            "are real numbers); pass dtype=np.float64 or np.float32, or leave dtype out and "
-            "integers become float64"
+            f"{what}: cannot use {type(value).__name__} data {_short(value)}; pass numbers or "
+            "a float array (convert text with float(...) first)"
         )
     try:
-        arr = np.asarray(data, dtype=dtype)
-    except (TypeError, ValueError) as exc:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists, objects whose __array__ fails...
+        reason = str(exc).split(". ")[0]
         raise DTypeError(
-            f"cannot make a tensor from {type(data).__name__} data ({exc}); pass numbers or a "
-            "float array"
+            f"{what}: cannot make an array from {type(value).__name__} data ({reason}); pass a "
+            "number or a (rectangular) array of real numbers"
         ) from None
-    if dtype is None and arr.dtype.type not in _FLOATS:
-        if arr.dtype == object or arr.dtype.kind in "USVM":
+    kind = arr.dtype.kind
+    if kind not in "biuf":
+        if kind == "c":
             raise DTypeError(
-                f"cannot make a tensor from {type(data).__name__} data of dtype {arr.dtype}; "
-                "pass numbers or a float array"
+                f"{what}: complex values are not supported (got {arr.dtype}); gradients here "
+                "are real numbers: pass np.real(x) or np.abs(x) if that is what you mean"
             )
-        if arr.dtype.kind == "c":
-            raise DTypeError("complex values are not supported; pass real float arrays")
-        arr = arr.astype(np.float32 if arr.dtype == np.float16 else np.float64)
+        raise DTypeError(
+            f"{what}: got {type(value).__name__} data of dtype {arr.dtype} "
+            f"({_short(value)}); pass a number or an array of real numbers"
+        )
+    if dtype is None:
+        t = arr.dtype.type
+        dtype = arr.dtype if t in _FLOATS else np.dtype(
+            np.float32 if t is np.float16 else np.float64)
+    if copy or arr.dtype != dtype:
+        arr = np.array(arr, dtype=dtype, copy=True)
     return arr
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _locked(arr: np.ndarray) -> np.ndarray:
+    """``arr``, made read-only: its tensor owns it, and changes go through a documented door
+    that records them (see :meth:`Tensor.data`)."""
+    arr.flags.writeable = False
+    return arr
+
+
+# Version counters. Every tensor records the clock when it was made (``_born``); a change of a
+# tensor's value through a documented door (``.data = ...``, an optimizer step,
+# ``load_state_dict``) stamps it with a new clock value in ``_version``, a cell
+# ``[clock, how]`` shared by the tensors that share its memory (``detach()``). backward()
+# refuses to use a node whose own value or one of whose inputs was stamped after the node was
+# made: the gradient would mix old and new numbers.
+_CLOCK = [0]
+_NEVER = [0, None]  # the shared cell of every tensor never changed (replaced on first change)
+
+
+def _mark_changed(t: "Tensor", how: str) -> None:
+    """Record that ``t``'s value has changed (in place or replaced), by ``how``."""
+    _CLOCK[0] += 1
+    cell = t._version
+    if cell is _NEVER:
+        cell = t._version = [0, None]
+    cell[0] = _CLOCK[0]
+    cell[1] = how
+
+
+@contextlib.contextmanager
+def _editing(t: "Tensor", how: str | None):
+    """Edit ``t``'s value in place (optimizers): yields the writable array, then locks it again
+    and records the change. Tensors sharing the memory see it, and share the record.
+    ``how=None`` records nothing: for an edit that puts back every number it changes (the
+    perturbations of :func:`~unrollgraph.gradcheck`)."""
+    arr = t._data
+    was = arr.flags.writeable
+    if not was:
+        try:
+            arr.flags.writeable = True
+        except ValueError:  # a read-only view of memory this tensor does not own: copy it
+            arr = t._data = arr.copy()
+            was = False
+    try:
+        yield arr
+    finally:
+        if not was:
+            arr.flags.writeable = False
+        if how is not None:
+            _mark_changed(t, how)
 
 
 class Tensor:
@@ -147,33 +270,116 @@ class Tensor:
     array([2., 4., 6.])
     """
 
-    __slots__ = ("data", "grad", "node", "requires_grad", "_parents", "__weakref__")
+    __slots__ = ("_data", "_grad", "node", "requires_grad", "_parents", "_version", "_born",
+                 "__weakref__")
     __array_ufunc__ = None  # make numpy defer to our reflected operators
 
     def __init__(self, data, node: Node, parents: tuple = (), requires_grad: bool = False):
-        self.data = data
-        self.grad = None
+        self._data = data
+        self._grad = None
         self.node = node
         self.requires_grad = requires_grad
         self._parents = parents
+        self._version = _NEVER
+        self._born = _CLOCK[0]
+
+    # -- value and gradient ---------------------------------------------------------------------
+    @property
+    def data(self) -> np.ndarray:
+        """The value, a numpy array.
+
+        A leaf's value (from :func:`tensor`, ``cell.param``, ...) is read-only: an in-place edit
+        such as ``t.data[0] = 1.0`` raises numpy's "assignment destination is read-only".
+        Change it by assigning a new value, ``t.data = new`` (or with an optimizer, or
+        ``cell.load_state_dict``). The assignment keeps the tensor's shape and dtype: the new
+        value is copied and converted to the tensor's float type (integers become floats, never
+        the other way round); other shapes and non-real data raise. A graph built before the
+        change can no longer be differentiated: ``backward()`` raises a
+        :class:`~unrollgraph.GradientError` that names the tensor; compute the forward pass
+        again.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> w = ug.tensor([1.5, 2.5], requires_grad=True)
+        >>> w.data = np.array([2, 3])         # integers: converted to w's float64
+        >>> w.data
+        array([2., 3.])
+        """
+        return self._data
+
+    @data.setter
+    def data(self, value) -> None:
+        old = self._data
+        if type(old) is tuple:
+            raise GraphError(
+                f"{self.node.label()} holds the outputs of an unrolled net; assign the data of "
+                "its output tensors' leaves instead"
+            )
+        what = f"{self.node.label()}.data"
+        arr = as_real_array(value, what, dtype=old.dtype)
+        if arr.shape != old.shape:
+            raise ShapeError(
+                f"{what} = ...: the new value has shape {arr.shape} but {self.node.label()} has "
+                f"shape {old.shape}; a tensor keeps its shape (make a new tensor with "
+                "ug.tensor(...) for another shape)"
+            )
+        self._data = _locked(arr)
+        # new memory: tensors that shared the old one (detach()) keep it, and their record
+        self._version = [0, None]
+        _mark_changed(self, "an assignment to .data")
+
+    @property
+    def grad(self) -> np.ndarray | None:
+        """The gradient of the last ``backward()`` output with respect to this tensor, summed
+        over calls (see :meth:`zero_grad`); ``None`` before any.
+
+        It has the tensor's shape and dtype. Assigning it (``t.grad = g``) copies ``g`` and
+        converts it to the tensor's float type; ``None`` resets it. Another shape raises
+        :class:`~unrollgraph.ShapeError`, data that is not real numbers
+        :class:`~unrollgraph.DTypeError`.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0], dtype=np.float32)
+        >>> w.grad = [1, 2]
+        >>> w.grad, w.grad.dtype
+        (array([1., 2.], dtype=float32), dtype('float32'))
+        """
+        return self._grad
+
+    @grad.setter
+    def grad(self, value) -> None:
+        if value is None:
+            self._grad = None
+            return
+        what = f"{self.node.label()}.grad"
+        arr = as_real_array(value, what, dtype=self._data.dtype)
+        if arr.shape != self._data.shape:
+            raise ShapeError(
+                f"{what} = ...: the gradient has shape {arr.shape} but {self.node.label()} has "
+                f"shape {self._data.shape}; a gradient has its tensor's shape"
+            )
+        self._grad = arr
 
     # -- basic properties ---------------------------------------------------------------------
     @property
     def shape(self) -> tuple:
         """Shape of the value."""
-        return self.data.shape
+        return self._data.shape
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def size(self) -> int:
-        return self.data.size
+        return self._data.size
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def name(self) -> str | None:
@@ -195,21 +401,21 @@ class Tensor:
 
     def numpy(self) -> np.ndarray:
         """The value as a numpy array (not a copy)."""
-        return self.data
+        return self._data
 
     def item(self) -> float:
         """The value of a one-element tensor as a Python float."""
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ShapeError(
                 f"item() needs a one-element tensor; {self.node.label()} has shape {self.shape}"
             )
-        return self.data.item()
+        return self._data.item()
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self._data)
 
     def __repr__(self) -> str:
-        body = np.array2string(self.data, precision=4, threshold=20, separator=", ")
+        body = np.array2string(self._data, precision=4, threshold=20, separator=", ")
         extra = f", name={self.name!r}" if self.name else ""
         if self.requires_grad:
             extra += ", requires_grad=True"
@@ -223,12 +429,21 @@ class Tensor:
     # -- gradients ------------------------------------------------------------------------------
     def zero_grad(self) -> None:
         """Reset ``.grad`` to ``None`` (gradients otherwise accumulate over backward calls)."""
-        self.grad = None
+        self._grad = None
 
     def detach(self) -> "Tensor":
-        """A new leaf with the same value and no history (gradient stops here)."""
-        return Tensor(self.data, Node("leaf", name=self.name, shape=self.shape,
-                                      dtype=str(self.dtype)))
+        """A new leaf with the same value (the same memory, read-only) and no history: the
+        gradient stops here. An in-place change of this tensor's value (an optimizer step) is
+        seen by the detached one, and recorded for both."""
+        data = self._data
+        if type(data) is np.ndarray and data.flags.writeable:
+            data = data.view()
+            data.flags.writeable = False
+        t = Tensor(data, Node("leaf", name=self.name, shape=self.shape, dtype=str(self.dtype)))
+        if self._version is _NEVER:
+            self._version = [0, None]
+        t._version = self._version
+        return t
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
         """Set ``requires_grad`` on a leaf in place and return it."""
@@ -264,15 +479,15 @@ class Tensor:
                 "ug.tensor(data, requires_grad=True)"
             )
         if gradient is None:
-            if self.data.size != 1:
+            if self._data.size != 1:
                 raise GradientError(
                     f"backward() on a non-scalar tensor {self.node.label()} of shape "
                     f"{self.shape} needs a seed gradient: pass gradient=np.ones({self.shape}) "
                     "or reduce first, e.g. t.sum().backward()"
                 )
-            seed = np.ones_like(self.data)
+            seed = np.ones_like(self._data)
         else:
-            seed = np.asarray(gradient, dtype=self.data.dtype)
+            seed = as_real_array(gradient, "backward(gradient=...)", dtype=self._data.dtype)
             if seed.shape != self.shape:
                 raise ShapeError(
                     f"backward(): seed gradient of shape {seed.shape} does not match "
@@ -324,23 +539,23 @@ class Tensor:
 
     def __getitem__(self, index):
         if isinstance(index, Tensor):
-            index = index.data
+            index = index._data
         if isinstance(index, list):
             index = np.asarray(index)
         return apply("getitem", self, index=index)
 
     # comparisons give plain boolean arrays (no gradient), handy for ug.where
     def __gt__(self, other):
-        return self.data > _value(other)
+        return self._data > _value(other)
 
     def __ge__(self, other):
-        return self.data >= _value(other)
+        return self._data >= _value(other)
 
     def __lt__(self, other):
-        return self.data < _value(other)
+        return self._data < _value(other)
 
     def __le__(self, other):
-        return self.data <= _value(other)
+        return self._data <= _value(other)
 
     __hash__ = object.__hash__
 
@@ -360,7 +575,7 @@ class Tensor:
         """Reshape, as ``numpy.reshape``."""
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = shape[0]
-        return apply("reshape", self, shape=tuple(int(s) for s in shape))
+        return apply("reshape", self, shape=_int_sizes(shape, f"reshape of {self.node.label()}"))
 
     def sum(self, axis=None, keepdims=False) -> "Tensor":
         return apply("sum", self, axis=_axis(axis), keepdims=keepdims)
@@ -396,12 +611,37 @@ class Tensor:
         return apply("clip", self, lo=lo, hi=hi)
 
 
+def _int_sizes(shape, what: str) -> tuple:
+    """The sizes of a target shape as ints; a float, bool or string size is refused, never
+    truncated by ``int()``."""
+    items = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    try:
+        items = tuple(items)
+    except TypeError:
+        items = (shape,)
+    for s in items:
+        if isinstance(s, (bool, np.bool_)) or not isinstance(s, (int, np.integer)):
+            raise ShapeError(
+                f"{what}: the size {s!r} in the shape {shape!r} is not an int; pass ints (one "
+                "of them may be -1)"
+            )
+    return tuple(int(s) for s in items)
+
+
 def _axis(axis):
     return tuple(axis) if isinstance(axis, list) else axis
 
 
 def _value(x):
-    return x.data if isinstance(x, Tensor) else x
+    if isinstance(x, Tensor):
+        return x._data
+    try:
+        arr = np.asarray(x)
+    except Exception:
+        arr = None
+    if arr is None or arr.dtype.kind not in "biuf":
+        as_real_array(x, "comparison with the operand")  # raises DTypeError
+    return arr
 
 
 def tensor(data, requires_grad: bool = False, name: str | None = None, dtype=None) -> Tensor:
@@ -421,24 +661,44 @@ def tensor(data, requires_grad: bool = False, name: str | None = None, dtype=Non
     Returns
     -------
     Tensor
+        A leaf holding a **copy** of ``data`` (read-only: change it with ``t.data = ...``),
+        so a later edit of ``data`` does not reach the tensor, nor the reverse.
+
+    Raises
+    ------
+    DTypeError
+        For ``None``, strings, complex numbers or objects (see :func:`as_real_array`).
 
     Examples
     --------
-    >>> import unrollgraph as ug
+    >>> import numpy as np, unrollgraph as ug
     >>> ug.tensor([1, 2], name="x")
     tensor([1., 2.], name='x')
+    >>> a = np.zeros(2)
+    >>> t = ug.tensor(a)
+    >>> a[0] = 5.0       # the tensor keeps its own copy
+    >>> t.data
+    array([0., 0.])
     """
-    if isinstance(data, Tensor):
-        data = data.data
-    arr = _as_float_array(data, dtype)
+    arr = _locked(as_real_array(data, "tensor(data)", dtype))
     node = Node("leaf", name=name, shape=arr.shape, dtype=arr.dtype.name)
     return Tensor(arr, node, (), bool(requires_grad))
 
 
-def _const(value, like: np.ndarray | None) -> Tensor:
-    """Wrap a non-tensor operand as a constant, keeping the other operand's float dtype."""
-    arr = np.asarray(value)
+def _const(value, like: np.ndarray | None, opname: str = "an op") -> Tensor:
+    """Wrap a non-tensor operand as a constant, keeping the other operand's float dtype.
+
+    The constant holds its own copy of an array operand: the graph must not change when the
+    caller edits the array before ``backward()``."""
+    try:
+        arr = np.asarray(value)
+    except Exception:
+        arr = None
+    if arr is None or arr.dtype.kind not in "biuf":
+        as_real_array(value, f"{opname}: the operand")  # raises DTypeError
     kind = arr.dtype.kind
+    if arr is value:
+        arr = arr.copy()
     if kind in "iu" or arr.dtype == np.float16 or (kind == "f" and arr.ndim == 0):
         # numbers and integer arrays take the tensor's float dtype (float32 stays float32, as
         # in PyTorch); float arrays keep their own dtype and numpy's promotion rules apply
@@ -485,18 +745,18 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
     ts = args
     for a in args:
         if type(a) is not Tensor and not isinstance(a, Tensor):
-            like = next((t.data for t in args if isinstance(t, Tensor)), None)
-            ts = tuple(t if isinstance(t, Tensor) else _const(t, like) for t in args)
+            like = next((t._data for t in args if isinstance(t, Tensor)), None)
+            ts = tuple(t if isinstance(t, Tensor) else _const(t, like, op.name) for t in args)
             break
     n = len(ts)
     if n == 2:
         t0, t1 = ts
-        values = (t0.data, t1.data)
+        values = (t0._data, t1._data)
     elif n == 1:
         t0 = ts[0]
-        values = (t0.data,)
+        values = (t0._data,)
     else:
-        values = tuple([t.data for t in ts])
+        values = tuple([t._data for t in ts])
     if op.always_check and op.check is not None:
         op.check([t.node for t in ts], values, **attrs)
     try:
@@ -604,19 +864,19 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
         t = ready.pop()
         g = grads.pop(id(t), None)
         parents = t._parents
-        data = t.data
+        data = t._data
         if g is not None and type(data) is ndarray:
             # store t.grad. A leaf gets an array of its own (optimizers edit it in place). An
             # intermediate gets a read-only view: no copy of what may be a large (T, B, H)
             # gradient, and an in-place edit raises instead of leaking into another tensor.
-            if t.grad is None and type(g) is ndarray and g.dtype == data.dtype \
+            if t._grad is None and type(g) is ndarray and g.dtype == data.dtype \
                     and g.shape == data.shape:
                 if parents:
                     v = g.view()
                     v.flags.writeable = False
-                    t.grad = v
+                    t._grad = v
                 else:
-                    t.grad = g.copy()
+                    t._grad = g.copy()
             else:
                 _store_grad(t, g)
         if not parents:
@@ -627,7 +887,7 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
             if g is not None:
                 lst = grads.get(id(p))
                 if lst is None:
-                    lst = grads[id(p)] = [None] * len(p.data)
+                    lst = grads[id(p)] = [None] * len(p._data)
                 k = node.attrs["index"]
                 lst[k] = g if lst[k] is None else lst[k] + g
             if p.requires_grad:
@@ -638,16 +898,22 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
                 if p.requires_grad:
                     _release(p, uses, ready)
             continue
+        born = t._born
+        if t._version[0] > born:
+            raise _changed_error(t, t, node)
+        for p in parents:
+            if p._version[0] > born:
+                raise _changed_error(p, t, node)
         op = registry[node.op]
         vjps = op.vjps
         variadic = op.variadic
         attrs = node.attrs
         if len(parents) == 2:
-            values = (parents[0].data, parents[1].data)
+            values = (parents[0]._data, parents[1]._data)
         elif len(parents) == 1:
-            values = (parents[0].data,)
+            values = (parents[0]._data,)
         else:
-            values = tuple([p.data for p in parents])
+            values = tuple([p._data for p in parents])
         k = -1
         for p in parents:
             k += 1
@@ -660,7 +926,7 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
                 f = vjps[k]
                 gk = None if f is None else f(g, data, *values, **attrs)
             if gk is not None:
-                if (gk.shape if type(gk) is ndarray else np.shape(gk)) != p.data.shape:
+                if (gk.shape if type(gk) is ndarray else np.shape(gk)) != p._data.shape:
                     raise _vjp_shape_error(op, node, k, gk, p)
                 if anomaly:
                     _check_finite(gk, f"the gradient sent by {t.node.label()} = "
@@ -677,6 +943,32 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
             uses[i] = n
             if n == 0:
                 ready.append(p)
+
+
+def _changed_error(p: Tensor, t: Tensor, node: Node) -> GradientError:
+    """The error for a tensor ``p`` whose value changed after ``t`` was computed from it."""
+    how = p._version[1] or "an in-place change"
+
+    def called(n: Node) -> str:
+        kind = {"param": "parameter", "leaf": "tensor", "const": "constant"}.get(n.op)
+        kind = kind or f"{n.op} node"
+        return f"{kind} {n.name!r}" if n.name else f"an unnamed {kind}"
+
+    if p is t:
+        what = f"the value of {called(node)} {t.shape} was changed by {how} after it was computed"
+    else:
+        user = f"the unrolled net {node.name!r}" if node.op == "unrolled" else called(node)
+        what = (f"{called(p.node)} {p.shape} was changed by {how} after {user} used it in the "
+                "forward pass")
+    hint = ""
+    if node.op == "unrolled":
+        hint = ("; a state carried over from an earlier call must be cut from that call's "
+                "graph: pass state=h.detach()")
+    return GradientError(
+        f"backward(): {what}; its gradient would mix the old and the new values. Compute the "
+        "forward pass again after changing a value (for training: zero_grad(), forward, "
+        f"backward(), then optimizer.step()){hint}"
+    )
 
 
 def _vjp_shape_error(op, node, k, gk, p) -> GraphError:
@@ -697,18 +989,18 @@ def _release(p: Tensor, uses: dict, ready: list) -> None:
 
 def _store_grad(t: Tensor, g) -> None:
     """Add ``g`` to ``t.grad``; ``t.grad`` is always an array of its own, of t's shape/dtype."""
-    data = t.data
-    if t.grad is None:
+    data = t._data
+    if t._grad is None:
         if type(g) is np.ndarray and g.dtype == data.dtype and g.shape == data.shape:
-            t.grad = g.copy()  # own copy: g may be shared with other tensors or read-only
+            t._grad = g.copy()  # own copy: g may be shared with other tensors or read-only
         else:
             g = np.array(g, dtype=data.dtype, copy=True)
             if g.shape != data.shape:
                 g = np.broadcast_to(g, data.shape).copy()
-            t.grad = g
+            t._grad = g
     else:
-        total = t.grad + g  # a new array: a .grad the user kept a reference to is not changed
-        t.grad = total if total.dtype == data.dtype else total.astype(data.dtype)
+        total = t._grad + g  # a new array: a .grad the user kept a reference to is not changed
+        t._grad = total if total.dtype == data.dtype else total.astype(data.dtype)
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 
 from .errors import GradcheckError
-from .tensor import Tensor, tensor
+from .tensor import Tensor, _editing, as_real_array, tensor
 
 __all__ = ["gradcheck"]
 
@@ -77,9 +77,9 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             ts.append(x)
             continue
         name = x.name if isinstance(x, Tensor) else None
-        data = tensor(x).data  # refuses strings, complex values... with a DTypeError
-        ts.append(tensor(np.array(data, dtype=np.float64), requires_grad=True,
-                         name=name or f"input{k}"))
+        data = x.data if isinstance(x, Tensor) else x
+        ts.append(tensor(as_real_array(data, f"gradcheck: inputs[{k}]", np.float64),
+                         requires_grad=True, name=name or f"input{k}"))
     if not ts:
         raise GradcheckError("gradcheck: no inputs to differentiate with respect to; pass a "
                              "list of tensors or arrays")
@@ -126,15 +126,17 @@ def _check(fn, ts, eps, atol, rtol, seed) -> bool:
     for t in ts:
         analytic = t.grad if t.grad is not None else np.zeros_like(t.data)
         numeric = np.zeros_like(t.data)
-        flat = t.data.reshape(-1)  # a view: perturb in place
-        for i in range(flat.size):
-            orig = flat[i]
-            flat[i] = orig + eps
-            up = scalar(_output(fn, ts)).item()
-            flat[i] = orig - eps
-            down = scalar(_output(fn, ts)).item()
-            flat[i] = orig
-            numeric.reshape(-1)[i] = (up - down) / (2 * eps)
+        # perturb in place (each number is put back, so nothing is recorded as changed)
+        with _editing(t, None) as data:
+            flat = data.reshape(-1)
+            for i in range(flat.size):
+                orig = flat[i]
+                flat[i] = orig + eps
+                up = scalar(_output(fn, ts)).item()
+                flat[i] = orig - eps
+                down = scalar(_output(fn, ts)).item()
+                flat[i] = orig
+                numeric.reshape(-1)[i] = (up - down) / (2 * eps)
         err = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         bad = np.where(~np.isfinite(err), np.inf, err)
         if bad.size and bad.max() > worst[0]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -29,7 +30,7 @@ from .schedule import (
     time_batched_backward,
     time_batched_forward,
 )
-from .tensor import _FLAGS, Tensor, _check_finite, _dtype_name
+from .tensor import _FLAGS, Tensor, _check_finite, _dtype_name, _locked, as_real_array
 
 __all__ = ["unroll", "Unrolled", "Run"]
 
@@ -543,8 +544,19 @@ class Unrolled:
         out = {}
         for k in names:
             x = xs[k]
-            t = x if isinstance(x, Tensor) else Tensor(
-                _float(x), Node("leaf", name=k, shape=np.shape(x)))
+            if isinstance(x, Tensor):
+                t = x
+                if type(x.data) is not np.ndarray:
+                    raise CellError(
+                        f"unrolled cell {self.cell.name!r}: xs[{k!r}] is {x.node.label()}, "
+                        "which holds no array; pass an array or a Tensor shaped (T, B, ...)"
+                    )
+            else:
+                # a copy of the caller's array (as ug.tensor makes): the run keeps the inputs
+                # for backward, and an edit of the array in between must not reach them
+                arr = _locked(as_real_array(
+                    x, f"unrolled cell {self.cell.name!r}: net(xs): xs[{k!r}]"))
+                t = Tensor(arr, Node("leaf", name=k, shape=arr.shape, dtype=_dtype_name(arr)))
             want = self._input_shapes[k]
             if t.ndim != 2 + len(want) or t.shape[0] != self.steps or t.shape[2:] != want:
                 hint = (f"unroll again with ug.unroll(cell, steps={t.shape[0]})"
@@ -567,22 +579,48 @@ class Unrolled:
         names = list(self.cell.states)
         if state is None:
             return {}
-        if len(names) == 1 and not isinstance(state, (tuple, list)):
-            state = (state,)
-        if isinstance(state, dict):
+        cell = f"unrolled cell {self.cell.name!r}"
+        how = (f"pass state as a dict {{{', '.join(repr(k) + ': ...' for k in names)}}} or a "
+               f"tuple of {len(names)} arrays shaped (batch, ...) in that order")
+        if not names:
+            if isinstance(state, (tuple, list, Mapping)) and not state:
+                return {}
+            raise CellError(f"{cell} has no states, so state= must be None; got "
+                            f"{type(state).__name__}")
+        if isinstance(state, Mapping):
+            missing = [k for k in names if k not in state]
+            unknown = [k for k in state if k not in names]
+            if missing or unknown:
+                parts = ([f"is missing {missing}"] if missing else []) + (
+                    [f"has unknown keys {sorted(map(str, unknown))}"] if unknown else [])
+                raise CellError(
+                    f"{cell}: state {' and '.join(parts)}; the cell's states are {names}: "
+                    f"{how}"
+                )
             state = tuple(state[k] for k in names)
+        elif len(names) == 1 and not isinstance(state, (tuple, list)):
+            state = (state,)
+        elif not isinstance(state, (tuple, list)):
+            raise CellError(
+                f"{cell} has states {names}; got one {type(state).__name__} for state=: {how}"
+            )
         if len(state) != len(names):
             raise CellError(
-                f"cell {self.cell.name!r} has states {names}; pass state as a tuple of "
-                f"{len(names)} arrays in that order"
+                f"{cell} has states {names}; state= has {len(state)} values: {how}"
             )
         out = {}
         for k, s in zip(names, state):
             want = (batch,) + self.cell.states[k].shape[1:]
-            arr = s.data if isinstance(s, Tensor) else _float(s)
+            if isinstance(s, Tensor):
+                arr = s.data
+                if type(arr) is not np.ndarray:
+                    raise CellError(f"{cell}: state[{k!r}] is {s.node.label()}, which holds no "
+                                    "array; pass an array or a Tensor shaped (batch, ...)")
+            else:  # a copy: the run keeps the initial state for backward
+                arr = _locked(as_real_array(s, f"{cell}: initial state= {k!r}"))
             if arr.shape != want:
                 raise ShapeError(
-                    f"unrolled cell {self.cell.name!r}: initial state {k!r} must have shape "
+                    f"{cell}: initial state {k!r} must have shape "
                     f"{want} (batch, ...), got {arr.shape}"
                 )
             out[k] = s if isinstance(s, Tensor) else arr
