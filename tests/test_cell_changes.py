@@ -97,7 +97,7 @@ def test_a_failed_declaration_changes_nothing_and_the_net_still_runs():
     net = ug.unroll(cell, steps=3)
     with pytest.raises(ug.CellError):
         cell.param("W", np.zeros(3))  # the name is taken
-    with pytest.raises(ug.CellError):
+    with pytest.raises(ug.ShapeError):
         cell.input("bad", (0,))
     with pytest.raises(ug.CellError):
         cell.feedback(h, n)  # h already has one
