@@ -276,3 +276,27 @@ def test_last_run_in_a_thread_that_never_called_is_the_latest_call():
     mine = net.last_run
     _run_threads(worker)
     assert net.last_run is mine and seen[1] is not mine
+
+
+def test_two_threads_backward_into_one_leaf_lose_nothing():
+    # large enough that numpy lets go of the interpreter lock while it adds
+    w = ug.tensor(np.ones(100_000), requires_grad=True, name="w")
+    rounds = 200
+    go = threading.Barrier(2)
+
+    def work():
+        go.wait()
+        for _ in range(rounds):
+            (w * 2.0).sum().backward()
+
+    threads = [threading.Thread(target=work) for _ in range(2)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, so an unlocked add would be caught
+    try:
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+    finally:
+        sys.setswitchinterval(interval)
+    np.testing.assert_array_equal(w.grad, np.full(100_000, 2.0 * 2 * rounds))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 from typing import Any
 
 import numpy as np
@@ -835,6 +836,9 @@ def _check_finite(arr, what, ts, name=None):
         )
 
 
+_LEAF_GRAD_LOCK = threading.Lock()
+
+
 def _backward(root: Tensor, seed: np.ndarray) -> None:
     """Reverse accumulation from ``root``: one walk, explicit stacks, no recursion.
 
@@ -869,14 +873,14 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
             # store t.grad. A leaf gets an array of its own (optimizers edit it in place). An
             # intermediate gets a read-only view: no copy of what may be a large (T, B, H)
             # gradient, and an in-place edit raises instead of leaking into another tensor.
-            if t._grad is None and type(g) is ndarray and g.dtype == data.dtype \
+            if not parents:
+                with _LEAF_GRAD_LOCK:  # threads may run backward() into one shared leaf
+                    _store_grad(t, g)
+            elif t._grad is None and type(g) is ndarray and g.dtype == data.dtype \
                     and g.shape == data.shape:
-                if parents:
-                    v = g.view()
-                    v.flags.writeable = False
-                    t._grad = v
-                else:
-                    t._grad = g.copy()
+                v = g.view()
+                v.flags.writeable = False
+                t._grad = v
             else:
                 _store_grad(t, g)
         if not parents:
