@@ -25,7 +25,7 @@ from .errors import (
     ShapeError,
     UnrollGraphError,
 )
-from .graph import Node
+from .graph import Node, check_name
 from .ops import _REGISTRY, get_op
 
 __all__ = [
@@ -141,7 +141,7 @@ class Tensor:
         # graph, and every graph that already reads this node (tensors computed from this
         # one) must show the new name. (Replacing the node would leave those graphs holding
         # the old, unnamed node.)
-        self.node._name = value
+        self.node._name = check_name(value, "Tensor.name")
 
     @property
     def is_leaf(self) -> bool:
@@ -383,6 +383,7 @@ def tensor(data, requires_grad: bool = False, name: str | None = None, dtype=Non
     >>> ug.tensor([1, 2], name="x")
     tensor([1., 2.], name='x')
     """
+    check_name(name, "tensor name")
     if isinstance(data, Tensor):
         data = data.data
     arr = _as_float_array(data, dtype)
@@ -437,6 +438,8 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
     """:func:`apply` with the op already looked up (Tensor operators call this directly)."""
     # This function runs once per op: it is kept lean (see benchmarks/overhead.py), with the
     # common one- and two-input cases spelled out instead of comprehensions.
+    if name is not None:
+        check_name(name, f"name of {op.name}")
     ts = args
     for a in args:
         if type(a) is not Tensor and not isinstance(a, Tensor):
