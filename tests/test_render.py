@@ -171,7 +171,8 @@ def test_hostile_names_are_escaped_in_the_text():
         assert "<b>x</b>" not in bare and "evil[" not in bare
         assert len(_node_ids(text)) == 3
         assert len(_edges(text)) == 1
-    assert _h('a"<b>&\\{|}') == "a&quot;&lt;b&gt;&amp;&#92;&#123;&#124;&#125;"
+    # a backslash is doubled: Graphviz reads "\\N" in a label as the node's id
+    assert _h('a"<b>&\\{|}') == "a&quot;&lt;b&gt;&amp;&#92;&#92;&#123;&#124;&#125;"
 
 
 @pytest.mark.dot
@@ -208,9 +209,15 @@ def test_long_lstm_renders_by_default_with_elision():
 def test_explicit_enormous_request_raises_with_count_and_fix():
     net = ug.unroll(ug.nn.LSTMCell(2, 3, seed=0), steps=300)
     n = len(net.graph.nodes)
-    with pytest.raises(RenderError, match=rf"all {n} nodes.*max_nodes=1500.*detail='elide'"):
+    with pytest.raises(RenderError, match=rf"all {n} nodes.*max_nodes=1500.*detail='elide'") \
+            as err:
         ug.to_dot(net, detail="ops")
-    assert ug.to_dot(net, detail="ops", max_nodes=n).count("subgraph cluster_step") == 300
+    # the count asked for is what is drawn: the net's nodes and one box per output and step
+    drawn = int(re.search(r"pass max_nodes=(\d+)", str(err.value)).group(1))
+    assert drawn == n + 300
+    with pytest.raises(RenderError, match=f"would draw {drawn} nodes"):
+        ug.to_dot(net, detail="ops", max_nodes=drawn - 1)
+    assert ug.to_dot(net, detail="ops", max_nodes=drawn).count("subgraph cluster_step") == 300
 
 
 def test_bad_options_raise_render_error():
