@@ -72,6 +72,9 @@ def to_networkx(obj, loss=None):
     g = v.graph
     G = nx.MultiDiGraph(kind=v.kind, outputs=[g.id(o) for o in g.outputs if o in g])
     batched = g._batched
+    # a Graph rebuilt from an unrolled net's export has its steps: its edges are shared alike
+    stepped = v.kind == "unrolled" or (v.kind == "graph" and any(
+        n.step is not None for n in g.nodes))
     for n in g.nodes:
         attrs = {
             "op": n.op,
@@ -93,7 +96,7 @@ def to_networkx(obj, loss=None):
     for n in g.nodes:
         for k, i in enumerate(n.inputs):
             if i in g:
-                shared = v.kind == "unrolled" and i.step is None and n.step is not None
+                shared = stepped and i.step is None and n.step is not None
                 G.add_edge(g.id(i), g.id(n), key=k, index=k, feedback=False, shared=shared)
     for nxt, state in v.feedback:
         G.add_edge(g.id(nxt), g.id(state), key="delay", index=0, feedback=True, shared=False)
@@ -176,7 +179,7 @@ def from_networkx(G) -> Graph:
     n1 = mul(x, x)  # shape ()
     n2 = tanh(n1)  # shape ()
     """
-    if not (hasattr(G, "is_directed") and hasattr(G, "in_edges") and hasattr(G, "nodes")):
+    if not (hasattr(G, "is_directed") and hasattr(G, "is_multigraph") and hasattr(G, "nodes")):
         raise GraphError(
             f"from_networkx needs a networkx DiGraph or MultiDiGraph, got {type(G).__name__}"
         )
