@@ -98,7 +98,7 @@ class _SingleLayer(_ParamAttributes, Cell):
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", seed=None,
                  dtype=np.float64, name=None):
         _check_sizes(input_size, hidden_size, nonlinearity)
-        super().__init__(name or type(self).__name__)
+        super().__init__(type(self).__name__ if name is None else name)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.nonlinearity = nonlinearity
         rng = np.random.default_rng(seed)
@@ -179,7 +179,7 @@ class _Stacked(_ParamAttributes, Cell):
         _check_sizes(input_size, hidden_size, nonlinearity)
         if not isinstance(num_layers, (int, np.integer)) or num_layers < 1:
             raise CellError(f"num_layers must be a positive int, got {num_layers!r}")
-        super().__init__(name or type(self).__name__)
+        super().__init__(type(self).__name__ if name is None else name)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         rng = np.random.default_rng(seed)
         x = self.input("x", (input_size,))

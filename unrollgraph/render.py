@@ -1141,12 +1141,14 @@ class _Unrolled(_Drawer):
         """The parameters' row under the inputs' row, centred under the middle step."""
         if shared and bottom:
             mid = bottom[len(bottom) // 2]
+            self.n_edges += len(shared)  # invisible, but laid out by dot all the same
             for p in shared:
                 self.emit(f'"{self.g.id(p)}" -> "{mid}" [style=invis]')
 
     def row(self, ids: list[str]) -> None:
         """Put nodes on one rank, left to right in the given (time) order."""
         if len(ids) > 1:
+            self.n_edges += len(ids) - 1  # invisible, but laid out by dot all the same
             chain = " -> ".join(f'"{i}"' for i in ids)
             self.emit(f"{{rank=same; {chain} [style=invis]}}")
 
