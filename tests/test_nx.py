@@ -251,9 +251,9 @@ def _grow(data, pool, n_ops, square=True):
         elif kind == "binary":
             b = pool[data.draw(pick)]
             op = data.draw(st.sampled_from(binary))
-            out = {"add": lambda: a + b, "sub": lambda: a - b, "mul": lambda: a * b,
-                   "matmul": lambda: a @ b, "maximum": lambda: ug.maximum(a, b),
-                   "minimum": lambda: ug.minimum(a, b)}[op]()
+            out = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b,
+                   "mul": lambda a, b: a * b, "matmul": lambda a, b: a @ b,
+                   "maximum": ug.maximum, "minimum": ug.minimum}[op](a, b)
         elif kind == "slice":
             out = ug.concat([a[:, 0:1], a[:, 1:2]], axis=1)
         else:

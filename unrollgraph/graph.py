@@ -59,10 +59,10 @@ def check_name(name, what: str = "name", optional: bool = True):
     --------
     >>> check_name('a "quoted" <name>')
     'a "quoted" <name>'
-    >>> check_name(123)
+    >>> check_name(123)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    unrollgraph.errors.InvalidNameError: name must be a str, got int 123; pass name=str(123) if you mean that text, or None for no name
+    unrollgraph.errors.InvalidNameError: name must be a str, got int 123; pass name=str(123) ...
     """
     if name is None:
         if optional:
