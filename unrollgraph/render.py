@@ -310,19 +310,21 @@ _DRAWN_LINES = 3
 #: longest quoted DOT string written in one piece: Graphviz's scanner refuses strings longer
 #: than 16384 bytes, so longer text is written as "..." + "..." (DOT's concatenation).
 _CHUNK = 4000
+#: characters per line of a diagram's title drawn.
+_TITLE_CHARS = 160
 
 
-def _shown(text) -> str:
-    """What is drawn of a name: at most ``_DRAWN_LINES`` lines of ``_DRAWN_CHARS`` characters,
-    cut in the middle with "…" so both its start and its end stay visible."""
+def _shown(text, chars: int = _DRAWN_CHARS) -> str:
+    """What is drawn of a name: at most ``_DRAWN_LINES`` lines of ``chars`` characters, cut in
+    the middle with "…" so both its start and its end stay visible."""
     text = str(text)
     lines = text.split("\n")
     if len(lines) > _DRAWN_LINES:
         lines = lines[: _DRAWN_LINES - 1] + ["…"]
-    keep = _DRAWN_CHARS - 1
+    keep = chars - 1
     out = []
     for line in lines:
-        if len(line) > _DRAWN_CHARS:
+        if len(line) > chars:
             line = line[: keep - keep // 3] + "…" + line[len(line) - keep // 3:]
         out.append(line)
     return "\n".join(out)
@@ -794,7 +796,7 @@ class _Drawer:
             f'<tr><td><font point-size="7">0</font></td>{labels}</tr></table></td></tr>'
         )
 
-    def header(self, rankdir: str, title: str | None) -> None:
+    def header(self, rankdir: str, title: str | None, full_title: str | None = None) -> None:
         t = self.t
         self.emit(f'graph [rankdir={rankdir} bgcolor="{t["bg"]}" fontname="Helvetica" '
                   f'fontcolor="{t["font"]}" nodesep="0.22" ranksep="0.32" newrank=true '
@@ -802,7 +804,10 @@ class _Drawer:
         self.emit(f'node [fontname="Helvetica" fontcolor="{t["font"]}" margin="0.06,0.03"]')
         self.emit('edge [fontname="Helvetica" arrowsize="0.7"]')
         if title:
-            self.emit(f"label=<<b>{_hn(title)}</b>> tooltip={_q(title)}")
+            # a title is a sentence: drawn up to _TITLE_CHARS, the cell's name in it shortened
+            # like any name (the default titles), the whole text in the tooltip
+            self.emit(f"label=<<b>{_h(_shown(title, _TITLE_CHARS))}</b>> "
+                      f"tooltip={_q(full_title or title)}")
 
 
 class _Plain(_Drawer):
@@ -828,10 +833,11 @@ class _Plain(_Drawer):
         self.compute_path(roots)
         self.scale = _Scale([_mag(self.grad(n)) for n in nodes], self.t["ramp"])
         default_dir = "BT" if cell is not None else "LR"
-        title = o["title"]
+        title = full = o["title"]
         if title is None and cell is not None:
-            title = f"cell {cell.name} (folded): the recurrent edge is a one-step delay z⁻¹"
-        self.header(o["rankdir"] or default_dir, title)
+            what = "(folded): the recurrent edge is a one-step delay z⁻¹"
+            title, full = f"cell {_shown(cell.name)} {what}", f"cell {cell.name} {what}"
+        self.header(o["rankdir"] or default_dir, title, full)
         params = []
         for n in nodes:
             nid = g.id(n)
@@ -910,14 +916,15 @@ class _Unrolled(_Drawer):
         self.compute_path(self.seeded or [n for ns in net.output_nodes.values() for n in ns])
         self.contrib = self.contributions()
         self.scale = _Scale(self.all_mags(), self.t["ramp"])
-        title = o["title"]
+        title = full = o["title"]
         if title is None:
-            title = f"{net.cell.name} unrolled over T = {T} steps"
+            what = f" unrolled over T = {T} steps"
             if net.truncate:
-                title += f", truncated BPTT: gradient through the last {net.truncate} steps"
+                what += f", truncated BPTT: gradient through the last {net.truncate} steps"
             if detail == "elide":
-                title += f" (steps {k} … {T - k - 1} elided)"
-        self.header(o["rankdir"] or "BT", title)
+                what += f" (steps {k} … {T - k - 1} elided)"
+            title, full = _shown(net.cell.name) + what, net.cell.name + what
+        self.header(o["rankdir"] or "BT", title, full)
         if detail == "steps":
             self.build_steps()
         else:
