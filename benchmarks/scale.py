@@ -34,12 +34,12 @@ def _net(T: int):
     return net, loss
 
 
-def _time(fn, repeats: int) -> float:
+def _time(fn, args, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         gc.collect()
         t0 = time.perf_counter()
-        fn()
+        fn(*args)
         best = min(best, time.perf_counter() - t0)
     return best
 
@@ -65,7 +65,7 @@ def main(argv=None) -> None:
         net, loss = _net(T)
         ug.to_dot(net, loss=loss)  # warm-up: the first view of a run recomputes its values
         for name, fn in cases.items():
-            times[name].append(_time(lambda: fn(net, loss), args.repeats))
+            times[name].append(_time(fn, (net, loss), args.repeats))
         del net, loss
     print(f"RNN (3 -> 4, batch 2); times in seconds at T = {sizes[0]:,} and {sizes[1]:,}")
     print(f"{'':28s} {'T':>10s} {'10T':>10s} {'ratio':>7s}   (linear: ~10, quadratic: ~100)")
