@@ -217,3 +217,14 @@ def test_any_text_is_either_refused_or_printed_and_exported_as_written(name):
     G = ug.to_networkx(y)
     assert G.nodes["n0"]["label"] == name and G.nodes["n1"]["name"] == name + "!"
     assert ug.from_networkx(G).nodes[0].name == name
+
+
+def test_a_user_name_that_reads_as_an_id_is_disambiguated():
+    x = ug.tensor(1.0, name="n1")
+    y = x * 2.0
+    assert str(ug.Graph(y)).splitlines() == [
+        "n1#n0 = leaf()  # shape ()",
+        "n1 = const()  # shape ()",
+        "n2 = mul(n1#n0, n1)  # shape ()",
+    ]
+    assert str(ug.from_networkx(ug.to_networkx(y))) == str(ug.Graph(y))

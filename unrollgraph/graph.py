@@ -323,13 +323,17 @@ class Graph:
 
     def display_name(self, node: Node) -> str:
         """The name printed for ``node``: its user name (with ``@step`` when it has a step),
-        else its stable id. Names used by more than one node get the id appended."""
+        else its stable id. Names used by more than one node, or equal to the id another node
+        is printed with (a tensor named ``"n1"``), get the id appended."""
         if not hasattr(self, "_names"):
             counts: dict[str, int] = {}
-            for n in self.nodes:
+            for i, n in enumerate(self.nodes):
                 if n.name:
                     key = n.label()
-                    counts[key] = counts.get(key, 0) + 1
+                else:  # the id it is printed with: a user name must not read as it
+                    key = self._given_names.get(id(n)) or (
+                        f"n{i}" if n.step is None else f"n{i}@{n.step}")
+                counts[key] = counts.get(key, 0) + 1
             self._names = {}
             for i, n in enumerate(self.nodes):
                 if n.name:
