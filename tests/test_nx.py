@@ -46,7 +46,6 @@ def _same_export(G, H):
 def _round_trip_checks(obj, exact=True, **kw):
     G = ug.to_networkx(obj, **kw)
     g = ug.from_networkx(G)
-    original = ug.graph.Graph  # noqa: F841 - the printed text is compared below
     from unrollgraph.view import view
 
     v = view(obj)

@@ -485,12 +485,12 @@ def test_large_ends_cannot_bypass_max_nodes():
     net = ug.unroll(ug.nn.LSTMCell(3, 4, seed=0), steps=T)
     out, _ = net(np.ones((T, 1, 3)))
     out.sum().backward()
-    for ends in (60, 400):  # built and counted; refused before building
-        with pytest.raises(RenderError, match=rf"detail='elide' with ends={ends} .*would draw"
-                                              r".*smaller ends="):
-            ug.to_dot(net, ends=ends)
-    with pytest.raises(RenderError) as err:
-        ug.to_dot(net, ends=60)
+    with pytest.raises(RenderError, match=r"detail='elide' with ends=400 .*would draw at least"
+                                          r".*smaller ends="):
+        ug.to_dot(net, ends=400)  # refused before it is built
+    with pytest.raises(RenderError, match=r"detail='elide' with ends=60 .*would draw \d+ nodes"
+                                          r".*smaller ends=") as err:
+        ug.to_dot(net, ends=60)  # built and counted
     n = int(re.search(r"pass max_nodes=(\d+)", str(err.value)).group(1))
     assert _count_drawn(ug.to_dot(net, ends=60, max_nodes=n)) == n
 
@@ -523,3 +523,19 @@ def test_contributions_rows_are_the_per_step_norms():
 
     for t in (0, 5, 11):
         assert f"‖∇‖ {_num(norms[t])}<" in text
+
+
+def test_tensor_and_cell_drawings_are_guarded_on_what_is_drawn():
+    x = ug.tensor(0.5, requires_grad=True, name="x")
+    y = x
+    for _ in range(700):
+        y = ug.tanh(y) * 1.0  # two ops and a constant per round
+    with pytest.raises(RenderError, match=r"this graph would draw 2101 nodes and 2100 edges, "
+                                          r"more than max_nodes=1500"):
+        ug.to_dot(y)
+    assert _count_drawn(ug.to_dot(y, max_nodes=2101)) == 2101
+    # a folded cell: its output boxes count too
+    cell = ug.nn.LSTMCell(2, 3, seed=0)
+    n = len(cell.graph().nodes)
+    with pytest.raises(RenderError, match=rf"would draw {n + 1} nodes"):
+        ug.to_dot(cell, max_nodes=n)

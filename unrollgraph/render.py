@@ -133,7 +133,9 @@ def to_dot(obj, **options) -> str:
     ends : int
         Steps drawn at each end with ``detail="elide"``.
     max_nodes : int
-        Largest number of nodes an explicit ``detail`` may draw before :class:`RenderError`.
+        Largest number of nodes the drawing may have, whatever the ``detail``: counted as
+        drawn (step boxes, inputs, outputs, constants drawn per use, the loss; the legend
+        aside) before the text goes to ``dot``.
     max_elements : int
         Arrays up to this size are printed in full, larger ones as shape and norm.
     title : str, optional
@@ -148,7 +150,8 @@ def to_dot(obj, **options) -> str:
     Raises
     ------
     RenderError
-        For an unknown option or value, or a drawing larger than ``max_nodes``.
+        For an unknown option or value, or a drawing larger than ``max_nodes`` (the message
+        gives the number of nodes and edges it would have and how to draw less).
 
     Examples
     --------
