@@ -8,6 +8,8 @@ import sys
 import networkx as nx
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import unrollgraph as ug
 from unrollgraph.graph import Node, toposort
@@ -136,3 +138,93 @@ def test_toposort_visits_shared_nodes_once_in_order():
     assert len(order) == 4 and len({id(n) for n in order}) == 4
     pos = {id(n): i for i, n in enumerate(order)}
     assert all(pos[id(i)] < pos[id(n)] for n in order for i in n.inputs)
+
+
+# -- names: checked where they enter, then carried as written ----------------------------------
+def _every_door(name):
+    """Give ``name`` through every place a name enters; return what each raised (or None)."""
+    x = ug.tensor([1.0, 2.0])
+    doors = {
+        "tensor": lambda: ug.tensor(1.0, name=name),
+        "op": lambda: ug.tanh(x, name=name),
+        "apply": lambda: ug.sum(x, name=name),
+        "where": lambda: ug.where(x > 1.0, x, x, name=name),
+        "rename": lambda: setattr(ug.tanh(x), "name", name),
+        "cell": lambda: ug.Cell(name),
+        "nn cell": lambda: ug.nn.RNNCell(2, 2, name=name),
+        "input": lambda: ug.Cell("c").input(name, (2,)),
+        "state": lambda: ug.Cell("c").state(name, (2,)),
+        "param": lambda: ug.Cell("c").param(name, np.zeros(2)),
+        "output": lambda: _cell_with_output(name),
+    }
+    out = {}
+    for door, call in doors.items():
+        try:
+            call()
+            out[door] = None
+        except ug.InvalidNameError as exc:
+            out[door] = exc
+    return out
+
+
+def _cell_with_output(name):
+    cell = ug.Cell("c")
+    x = cell.input("x", (2,))
+    cell.output(name, ug.tanh(x))
+
+
+def test_a_name_that_is_not_a_string_is_refused_where_it_enters():
+    for bad in (123, 0, 1.5, b"h", ["h"], object()):
+        raised = _every_door(bad)
+        for door, exc in raised.items():
+            assert exc is not None, (door, bad)
+            assert f"must be a str, got {type(bad).__name__}" in str(exc), door
+            assert isinstance(exc, TypeError) and isinstance(exc, ug.UnrollGraphError)
+    # None is "no name" where a name is optional
+    assert ug.tensor(1.0, name=None).name is None
+    with pytest.raises(ug.InvalidNameError, match="cell name must be a str, got None"):
+        ug.Cell(None)
+
+
+def test_empty_names_and_characters_outputs_cannot_carry_are_refused():
+    for bad, what in (("", "empty string"), ("a\ud800b", "lone surrogate, U+D800"),
+                      ("tab\there", "control character, U+0009"),
+                      ("nul\x00", "control character, U+0000"),
+                      ("esc\x1b[31m", "control character, U+001B"),
+                      ("\ufffe", "non-character, U+FFFE")):
+        for door, exc in _every_door(bad).items():
+            assert exc is not None and what in str(exc), (door, bad)
+    # the name is never changed behind the user's back: refused, or kept as written
+    for ok in ("h", "a\nb", 'q"<b>&amp;\\N', "é ∑ 😀", "x" * 10_000):
+        assert all(exc is None for exc in _every_door(ok).values()), ok
+        assert ug.tensor(1.0, name=ok).name == ok
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.text(st.characters(codec=None, exclude_categories=()), max_size=12))
+def test_any_text_is_either_refused_or_printed_and_exported_as_written(name):
+    from unrollgraph.graph import _BAD_NAME_CHARS
+
+    valid = bool(name) and _BAD_NAME_CHARS.search(name) is None
+    if not valid:
+        with pytest.raises(ug.InvalidNameError):
+            ug.tensor(1.0, name=name)
+        return
+    x = ug.tensor(2.0, name=name)
+    y = ug.tanh(x, name=name + "!")
+    text = str(ug.Graph(y))
+    assert text == f"{name} = leaf()  # shape ()\n{name}! = tanh({name})  # shape ()"
+    G = ug.to_networkx(y)
+    assert G.nodes["n0"]["label"] == name and G.nodes["n1"]["name"] == name + "!"
+    assert ug.from_networkx(G).nodes[0].name == name
+
+
+def test_a_user_name_that_reads_as_an_id_is_disambiguated():
+    x = ug.tensor(1.0, name="n1")
+    y = x * 2.0
+    assert str(ug.Graph(y)).splitlines() == [
+        "n1#n0 = leaf()  # shape ()",
+        "n1 = const()  # shape ()",
+        "n2 = mul(n1#n0, n1)  # shape ()",
+    ]
+    assert str(ug.from_networkx(ug.to_networkx(y))) == str(ug.Graph(y))

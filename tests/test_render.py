@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import unrollgraph as ug
 from unrollgraph.errors import RenderError
@@ -171,7 +173,8 @@ def test_hostile_names_are_escaped_in_the_text():
         assert "<b>x</b>" not in bare and "evil[" not in bare
         assert len(_node_ids(text)) == 3
         assert len(_edges(text)) == 1
-    assert _h('a"<b>&\\{|}') == "a&quot;&lt;b&gt;&amp;&#92;&#123;&#124;&#125;"
+    # a backslash is doubled: Graphviz reads "\\N" in a label as the node's id
+    assert _h('a"<b>&\\{|}') == "a&quot;&lt;b&gt;&amp;&#92;&#92;&#123;&#124;&#125;"
 
 
 @pytest.mark.dot
@@ -208,9 +211,15 @@ def test_long_lstm_renders_by_default_with_elision():
 def test_explicit_enormous_request_raises_with_count_and_fix():
     net = ug.unroll(ug.nn.LSTMCell(2, 3, seed=0), steps=300)
     n = len(net.graph.nodes)
-    with pytest.raises(RenderError, match=rf"all {n} nodes.*max_nodes=1500.*detail='elide'"):
+    with pytest.raises(RenderError, match=rf"all {n} nodes.*max_nodes=1500.*detail='elide'") \
+            as err:
         ug.to_dot(net, detail="ops")
-    assert ug.to_dot(net, detail="ops", max_nodes=n).count("subgraph cluster_step") == 300
+    # the count asked for is what is drawn: the net's nodes and one box per output and step
+    drawn = int(re.search(r"pass max_nodes=(\d+)", str(err.value)).group(1))
+    assert drawn == n + 300
+    with pytest.raises(RenderError, match=f"would draw {drawn} nodes"):
+        ug.to_dot(net, detail="ops", max_nodes=drawn - 1)
+    assert ug.to_dot(net, detail="ops", max_nodes=drawn).count("subgraph cluster_step") == 300
 
 
 def test_bad_options_raise_render_error():
@@ -289,3 +298,244 @@ def test_notebooks_show_the_picture_inline():
     bundle = ug.render(ug.nn.RNNCell(2, 2, seed=0))._repr_mimebundle_()
     svg = bundle["image/svg+xml"]
     assert svg.lstrip().startswith("<?xml") and "z⁻¹" in svg
+
+
+# -- long and hostile names -------------------------------------------------------------------
+def _svg(text):
+    """Run dot on the DOT text; return the parsed SVG root (fails on any dot error)."""
+    import xml.etree.ElementTree as ET
+
+    out = subprocess.run(["dot", "-Tsvg"], input=text.encode("utf-8"), capture_output=True,
+                         check=True).stdout
+    return ET.fromstring(out)
+
+
+def _svg_nodes(root):
+    """``{node id: (tooltip, [drawn text lines])}`` of every node group of an SVG."""
+    ns = {"svg": "http://www.w3.org/2000/svg"}
+    out = {}
+    for g in root.iter("{http://www.w3.org/2000/svg}g"):
+        if g.get("class") != "node":
+            continue
+        nid = g.find("svg:title", ns).text
+        # Graphviz writes the second of two spaces as a no-break space (U+00A0) in SVG; the
+        # names tested hold no U+00A0, so turning it back is exact
+        tips = [v.replace("\xa0", " ") for e in g.iter() for k, v in e.attrib.items()
+                if k.endswith("}title")]
+        texts = [(e.text or "").replace("\xa0", " ")
+                 for e in g.iter("{http://www.w3.org/2000/svg}text")]
+        out[nid] = (tips[0] if tips else None, texts)
+    return out
+
+
+def _long_name_net(name):
+    cell = ug.Cell("c")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (2,))
+    W = cell.param("W", np.eye(2))
+    h_next = ug.tanh(x @ W + h, name=name)
+    cell.feedback(h, h_next)
+    cell.output(name + "!", h_next)
+    net = ug.unroll(cell, 2)
+    out, _ = net(np.ones((2, 1, 2)))
+    loss = out.sum()
+    loss.backward()
+    return cell, net, loss
+
+
+@pytest.mark.dot
+def test_very_long_names_are_drawn_short_and_kept_whole_in_the_tooltip(tmp_path):
+    from unrollgraph.render import _shown
+
+    for n in (8_000, 10_000, 40_000):
+        name = "".join(chr(ord("a") + k % 26) for k in range(n))
+        x = ug.tensor(1.0, name=name)
+        y = ug.tanh(x)
+        nodes = _svg_nodes(_svg(ug.to_dot(y)))
+        tip, texts = nodes["n0"]
+        assert tip == f"{name} = leaf()  # shape ()"  # the whole name, as written
+        assert texts[0] == _shown(name) and len(texts[0]) == 40
+        assert texts[0].startswith(name[:26]) and texts[0].endswith(name[-13:])
+        assert nodes["n1"][0] == f"n1 = tanh({name})  # shape ()"
+        cell, net, loss = _long_name_net(name)
+        for obj in (cell, net):
+            svg_nodes = _svg_nodes(_svg(ug.to_dot(obj, loss=loss) if obj is net
+                                        else ug.to_dot(obj)))
+            outs = [v for k, v in svg_nodes.items() if "_out" in k]
+            assert outs and all(v[0].startswith(f"output {name}!") for v in outs)
+        # and through graphviz itself, to a file
+        path = ug.render(net, loss=loss).render(str(tmp_path / f"long{n}"), format="svg")
+        assert Path(path).stat().st_size > 1000
+
+
+def test_a_long_multi_line_name_is_drawn_in_three_lines_at_most():
+    from unrollgraph.render import _shown
+
+    name = "\n".join(f"line {k} " + "x" * 60 for k in range(10))
+    shown = _shown(name)
+    assert shown.count("\n") == 2 and shown.endswith("\n…")
+    assert all(len(line) <= 40 for line in shown.split("\n"))
+    text = ug.to_dot(ug.tanh(ug.tensor(1.0, name=name)))
+    assert text.count("<br/>") >= 2 and "line 9" not in text.split("tooltip=")[0]
+
+
+def test_lone_surrogate_is_refused_at_the_door_and_never_reaches_render():
+    with pytest.raises(ug.InvalidNameError, match="lone surrogate, U[+]D800"):
+        ug.tensor(1.0, name="x\ud800")
+    # a node made by hand (Node does not check) still renders: the character is replaced
+    y = ug.tanh(ug.tensor(1.0))
+    y.node._name = "bad\ud800name"
+    text = ug.to_dot(y)
+    text.encode("utf-8")  # no UnicodeEncodeError
+    assert "bad\ufffdname" in text
+
+
+@pytest.mark.dot
+def test_every_dot_failure_is_a_render_error(tmp_path, monkeypatch):
+    g = ug.render(ug.tanh(ug.tensor(1.0, name="x")))
+    g.body.append('  "a" [label=<<b>unclosed>]\n')  # text dot refuses
+    with pytest.raises(RenderError, match=r"Graphviz.s dot failed \(exit status 1\): .*mismatched"):
+        g.pipe(format="svg")
+    with pytest.raises(RenderError, match="Graphviz's dot failed"):
+        g.render(str(tmp_path / "bad"), format="png")
+    with pytest.raises(RenderError, match="Graphviz's dot failed"):
+        g._repr_mimebundle_()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no dot on the path
+    good = ug.render(ug.tanh(ug.tensor(1.0, name="x")))
+    with pytest.raises(RenderError, match="Graphviz's programs are not installed"):
+        good.render(str(tmp_path / "good"), format="svg")
+    with pytest.raises(RenderError, match="not installed"):
+        good.unflatten(stagger=2)
+
+
+_NASTY = ['"', "\\", "\\N", "\\G", "\\E", "\\L", "\\T", "\\H", "\\n", "\\l", "\\r", "\\\\",
+          "<", ">", "&", "&amp;", "&#92;", "&lt;b&gt;", "'", "{", "}", "|", "[", "]", ";",
+          "\n", "<br/>", "]; evil [", " -> ", "é", "😀", "\u202e", "\u200b", "a", " "]
+
+
+@pytest.mark.dot
+@settings(max_examples=12, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_NASTY), min_size=1, max_size=6).map("".join),
+                min_size=5, max_size=5, unique=True),
+       st.integers(0, 80))
+def test_hostile_names_reach_every_output_as_written_and_inject_nothing(names, pad):
+    names = [n + "x" * pad if k == 1 else n for k, n in enumerate(names)]
+    cell = ug.Cell(names[4])
+    x = cell.input(names[0], (2,))
+    h = cell.state(names[1], (2,))
+    W = cell.param(names[2], np.eye(2))
+    h_next = ug.tanh(x @ W + h, name=names[3])
+    cell.feedback(h, h_next)
+    cell.output(names[0] + "?", h_next)
+    net = ug.unroll(cell, 2)
+    out, _ = net(np.ones((2, 1, 2)))
+    loss = out.sum()
+    loss.backward()
+    from unrollgraph.render import _shown
+
+    for obj in (cell, net):
+        g = obj.graph() if obj is cell else net.graph
+        text = ug.to_dot(obj, loss=loss) if obj is net else ug.to_dot(obj)
+        nodes = _svg_nodes(_svg(text))
+        # nothing injected: the SVG has exactly the node statements of the DOT text
+        assert sorted(nodes) == sorted(set(_node_ids(text)))
+        for n in g.nodes:
+            if g.id(n) not in nodes:
+                continue  # a constant drawn per use
+            tip, texts = nodes[g.id(n)]
+            if n.op != "init":
+                assert tip == g.equation(n)  # every character as written
+            if n.name and n.op != "init":
+                # the drawn lines (Graphviz writes no text element for a blank line)
+                first = [line for line in _shown(n.name).split("\n") if line.strip()]
+                assert texts[: len(first)] == first, (texts, first)
+    G = ug.to_networkx(net)
+    labels = {d["label"] for _, d in G.nodes(data=True)}
+    assert {names[0], names[1] + "0", names[2], names[3]} <= labels
+    printed = str(net.graph)
+    assert all(n in printed for n in names[:4])
+
+
+# -- the size guard counts what is drawn --------------------------------------------------------
+def _count_drawn(text):
+    ids = set(_node_ids(text)) - {"legend"}
+    return len(ids)
+
+
+def test_steps_detail_guard_counts_nodes_not_steps():
+    T = 1000
+    net = ug.unroll(ug.nn.RNNCell(3, 4, seed=0), steps=T)
+    out, _ = net(np.ones((T, 2, 3)))
+    loss = (out * out).sum()
+    loss.backward()
+    with pytest.raises(RenderError) as err:
+        ug.to_dot(net, loss=loss, detail="steps")
+    msg = str(err.value)
+    m = re.search(r"would draw (\d+) nodes and (\d+) edges, more than max_nodes=1500", msg)
+    assert m and "detail='elide'" in msg
+    n, e = int(m.group(1)), int(m.group(2))
+    text = ug.to_dot(net, loss=loss, detail="steps", max_nodes=n)
+    assert _count_drawn(text) == n == 3 * T + 6  # 1000 boxes, inputs, outputs; params, h0, loss
+    chains = [line for line in text.splitlines() if line.strip().startswith("{rank=same;")]
+    assert len(_edges(text)) + sum(line.count(" -> ") for line in chains) == e
+
+
+def test_large_ends_cannot_bypass_max_nodes():
+    T = 1000
+    net = ug.unroll(ug.nn.LSTMCell(3, 4, seed=0), steps=T)
+    out, _ = net(np.ones((T, 1, 3)))
+    out.sum().backward()
+    with pytest.raises(RenderError, match=r"detail='elide' with ends=400 .*would draw at least"
+                                          r".*smaller ends="):
+        ug.to_dot(net, ends=400)  # refused before it is built
+    with pytest.raises(RenderError, match=r"detail='elide' with ends=60 .*would draw \d+ nodes"
+                                          r".*smaller ends=") as err:
+        ug.to_dot(net, ends=60)  # built and counted
+    n = int(re.search(r"pass max_nodes=(\d+)", str(err.value)).group(1))
+    assert _count_drawn(ug.to_dot(net, ends=60, max_nodes=n)) == n
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 40), st.sampled_from(["auto", "ops", "steps", "elide"]),
+       st.integers(1, 12), st.integers(5, 400))
+def test_no_drawing_exceeds_max_nodes(T, detail, ends, limit):
+    net = ug.unroll(ug.nn.GRUCell(2, 2, seed=0), steps=T)
+    out, _ = net(np.ones((T, 1, 2)))
+    out.sum().backward()
+    try:
+        text = ug.to_dot(net, detail=detail, ends=ends, max_nodes=limit)
+    except RenderError as exc:
+        m = re.search(r"pass max_nodes=(\d+)", str(exc))
+        if m:  # the count given is exact: with it, the drawing is made with that many nodes
+            n = int(m.group(1))
+            assert n > limit
+            assert _count_drawn(ug.to_dot(net, detail=detail, ends=ends, max_nodes=n)) == n
+        return
+    assert _count_drawn(text) <= limit
+
+
+def test_contributions_rows_are_the_per_step_norms():
+    _, net, loss = _rnn_run(T=12)
+    text = ug.to_dot(net, contributions=True, detail="steps")
+    parts = net.last_run.step_contributions("weight_hh")
+    norms = [float(np.sqrt(np.sum(p * p))) for p in parts]
+    from unrollgraph.render import _num
+
+    for t in (0, 5, 11):
+        assert f"‖∇‖ {_num(norms[t])}<" in text
+
+
+def test_tensor_and_cell_drawings_are_guarded_on_what_is_drawn():
+    x = ug.tensor(0.5, requires_grad=True, name="x")
+    y = x
+    for _ in range(700):
+        y = ug.tanh(y) * 1.0  # two ops and a constant per round
+    with pytest.raises(RenderError, match=r"this graph would draw 2101 nodes and 2100 edges, "
+                                          r"more than max_nodes=1500"):
+        ug.to_dot(y)
+    assert _count_drawn(ug.to_dot(y, max_nodes=2101)) == 2101
+    # a folded cell: its output boxes count too
+    cell = ug.nn.LSTMCell(2, 3, seed=0)
+    n = len(cell.graph().nodes)
+    with pytest.raises(RenderError, match=rf"would draw {n + 1} nodes"):
+        ug.to_dot(cell, max_nodes=n)

@@ -21,6 +21,7 @@ from .errors import (
     GradcheckError,
     GradientError,
     GraphError,
+    InvalidNameError,
     RenderError,
     ShapeError,
     TrainingError,
@@ -72,5 +73,6 @@ __all__ = [
     "softmax", "log_softmax", "mse_loss", "cross_entropy", "binary_cross_entropy_with_logits",
     "UnrollGraphError", "ShapeError", "GraphError", "CycleError", "CellError", "GradientError",
     "AnomalyError", "RenderError", "GradcheckError", "TrainingError", "DTypeError",
+    "InvalidNameError",
     "optim", "train", "clip_grad_norm", "clip_grad_value",
 ]

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .errors import CellError, ShapeError
-from .graph import Graph, Node, toposort
+from .graph import Graph, Node, check_name, toposort
 from .tensor import Tensor, _editing, _locked, as_real_array
 
 __all__ = ["Cell"]
@@ -64,7 +64,7 @@ class Cell:
     """
 
     def __init__(self, name: str = "cell"):
-        self.name = name
+        self.name = check_name(name, "cell name", optional=False)
         self._inputs: dict[str, Tensor] = {}
         self._states: dict[str, Tensor] = {}
         self._inits: dict[str, np.ndarray | None] = {}
@@ -76,8 +76,7 @@ class Cell:
     # -- declaration ---------------------------------------------------------------------------
     def _claim(self, name: str, kind: str) -> None:
         self._version += 1
-        if not isinstance(name, str) or not name:
-            raise CellError(f"cell {self.name!r}: a {kind} needs a non-empty string name")
+        check_name(name, f"cell {self.name!r}: {kind} name", optional=False)
         for other, table in (("input", self._inputs), ("state", self._states),
                              ("param", self._params), ("output", self._outputs)):
             if name in table:

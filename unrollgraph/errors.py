@@ -19,6 +19,7 @@ __all__ = [
     "RenderError",
     "GradcheckError",
     "TrainingError",
+    "InvalidNameError",
 ]
 
 
@@ -70,3 +71,9 @@ class GradcheckError(UnrollGraphError, AssertionError):
 class TrainingError(UnrollGraphError, ValueError):
     """An optimizer, clipping or training call configured in a way that cannot work
     (negative learning rate, no parameters, a batch source that yields nothing...)."""
+
+
+class InvalidNameError(UnrollGraphError, TypeError, ValueError):
+    """A name (of a tensor, op, cell, input, state, parameter or output) that is not a
+    non-empty string of characters every output (text, DOT, SVG, networkx) can carry as
+    written."""

@@ -7,15 +7,91 @@ what lets a graph be copied (the unroller), drawn (render), exported (networkx) 
 
 from __future__ import annotations
 
+import re
 from operator import attrgetter
 from typing import Any, Callable, Iterable, Sequence
 
-from .errors import CycleError, GraphError
+from .errors import CycleError, GraphError, InvalidNameError
 
-__all__ = ["Node", "Graph", "toposort", "LEAF_OPS"]
+__all__ = ["Node", "Graph", "toposort", "LEAF_OPS", "check_name"]
 
 #: ops that have no inputs: their value comes from outside the graph.
 LEAF_OPS = frozenset({"leaf", "param", "input", "state", "const", "init"})
+
+
+#: characters a name may not hold: control characters other than the newline (C0, DEL, C1),
+#: lone surrogates (no encoding can write them) and the non-characters U+FFFE / U+FFFF (XML, so
+#: SVG, cannot hold them). Everything else reaches every output as written.
+_BAD_NAME_CHARS = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+
+
+def check_name(name, what: str = "name", optional: bool = True):
+    """Return ``name`` if it is a valid name, else raise :class:`InvalidNameError`.
+
+    A name is a non-empty ``str`` (``None`` means "no name" where ``optional``). It may hold
+    any character that text, DOT, SVG and networkx outputs can all carry exactly as written:
+    letters, digits, punctuation, quotes, backslashes, markup characters, newlines, any
+    language, emoji. Refused: other control characters (tab, NUL, ESC, DEL...), lone
+    surrogates and the non-characters U+FFFE and U+FFFF. Names are never altered: a name is
+    refused rather than changed.
+
+    Parameters
+    ----------
+    name : str or None
+        The name to check.
+    what : str
+        What the name is for, used in the message (``"name of tanh"``, ``"input name"``...).
+    optional : bool
+        Whether ``None`` is accepted.
+
+    Returns
+    -------
+    str or None
+        ``name`` itself.
+
+    Raises
+    ------
+    InvalidNameError
+        For a non-string (``name=123``), an empty string, or a character outputs cannot hold;
+        the message says which character and where.
+
+    Examples
+    --------
+    >>> check_name('a "quoted" <name>')
+    'a "quoted" <name>'
+    >>> check_name(123)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    unrollgraph.errors.InvalidNameError: name must be a str, got int 123; pass name=str(123) ...
+    """
+    if name is None:
+        if optional:
+            return None
+        raise InvalidNameError(f"{what} must be a str, got None")
+    if not isinstance(name, str):
+        text = repr(name)
+        text = text if len(text) <= 60 else text[:57] + "..."
+        raise InvalidNameError(
+            f"{what} must be a str, got {type(name).__name__} {text}; pass name=str({text}) "
+            "if you mean that text" + (", or None for no name" if optional else "")
+        )
+    if not name:
+        raise InvalidNameError(
+            f"{what} is the empty string; give a non-empty name"
+            + (" (or None for no name)" if optional else "")
+        )
+    bad = _BAD_NAME_CHARS.search(name)
+    if bad is not None:
+        ch, at = bad.group(), bad.start()
+        kind = "a lone surrogate" if "\ud800" <= ch <= "\udfff" else (
+            "a non-character" if ch in "\ufffe\uffff" else "a control character")
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise InvalidNameError(
+            f"{what} {shown!r} holds {kind}, U+{ord(ch):04X}, at position {at}: names "
+            "must be text every output (printed graphs, DOT, SVG, networkx) can carry as "
+            "written (newlines are allowed); remove or replace that character"
+        )
+    return name
 
 
 class Node:
@@ -34,7 +110,10 @@ class Node:
     attrs : dict, optional
         Static attributes of the op (an axis, a shape, an exponent...).
     name : str, optional
-        A user-given name, used in printing and diagrams.
+        A user-given name, used in printing and diagrams. Not checked here (a node is made
+        for every op applied); the places where names come from the user (``ug.tensor``, an
+        op's ``name=``, ``Tensor.name``, a cell's declarations, :func:`from_networkx`) check
+        them with :func:`check_name`.
     shape : tuple of int, optional
         Shape of the value (for a cell, the shape with a batch of one).
     dtype : str, optional
@@ -244,13 +323,17 @@ class Graph:
 
     def display_name(self, node: Node) -> str:
         """The name printed for ``node``: its user name (with ``@step`` when it has a step),
-        else its stable id. Names used by more than one node get the id appended."""
+        else its stable id. Names used by more than one node, or equal to the id another node
+        is printed with (a tensor named ``"n1"``), get the id appended."""
         if not hasattr(self, "_names"):
             counts: dict[str, int] = {}
-            for n in self.nodes:
+            for i, n in enumerate(self.nodes):
                 if n.name:
                     key = n.label()
-                    counts[key] = counts.get(key, 0) + 1
+                else:  # the id it is printed with: a user name must not read as it
+                    key = self._given_names.get(id(n)) or (
+                        f"n{i}" if n.step is None else f"n{i}@{n.step}")
+                counts[key] = counts.get(key, 0) + 1
             self._names = {}
             for i, n in enumerate(self.nodes):
                 if n.name:

@@ -110,7 +110,7 @@ class _SingleLayer(_ParamAttributes, Cell):
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", seed=None,
                  dtype=np.float64, name=None):
         _check_sizes(input_size, hidden_size, nonlinearity, dtype, seed)
-        super().__init__(name or type(self).__name__)
+        super().__init__(type(self).__name__ if name is None else name)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.nonlinearity = nonlinearity
         rng = np.random.default_rng(seed)
@@ -191,7 +191,7 @@ class _Stacked(_ParamAttributes, Cell):
         _check_sizes(input_size, hidden_size, nonlinearity, dtype, seed)
         if not _positive_int(num_layers):
             raise CellError(f"num_layers must be a positive int, got {num_layers!r}")
-        super().__init__(name or type(self).__name__)
+        super().__init__(type(self).__name__ if name is None else name)
         self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
         rng = np.random.default_rng(seed)
         x = self.input("x", (input_size,))

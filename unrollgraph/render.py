@@ -59,6 +59,9 @@ _DETAILS = ("auto", "ops", "steps", "elide")
 _AUTO_OPS = 300
 #: up to this many steps ``detail="auto"`` draws one box per step before eliding.
 _AUTO_STEPS = 24
+#: a drawing whose lower bound of nodes is this many times ``max_nodes`` is refused before it
+#: is built; smaller ones are built (linear, Python only) and their exact size checked.
+_EARLY = 10
 
 _THEMES = {
     "light": {
@@ -130,7 +133,9 @@ def to_dot(obj, **options) -> str:
     ends : int
         Steps drawn at each end with ``detail="elide"``.
     max_nodes : int
-        Largest number of nodes an explicit ``detail`` may draw before :class:`RenderError`.
+        Largest number of nodes the drawing may have, whatever the ``detail``: counted as
+        drawn (step boxes, inputs, outputs, constants drawn per use, the loss; the legend
+        aside) before the text goes to ``dot``.
     max_elements : int
         Arrays up to this size are printed in full, larger ones as shape and norm.
     title : str, optional
@@ -145,7 +150,8 @@ def to_dot(obj, **options) -> str:
     Raises
     ------
     RenderError
-        For an unknown option or value, or a drawing larger than ``max_nodes``.
+        For an unknown option or value, or a drawing larger than ``max_nodes`` (the message
+        gives the number of nodes and edges it would have and how to draw less).
 
     Examples
     --------
@@ -170,19 +176,98 @@ def render(obj, **options):
     file with ``.render("name", format="svg")`` (or ``"png"``, ``"pdf"``), which needs
     Graphviz's ``dot`` program; in Jupyter the object displays inline.
 
+    Returns
+    -------
+    graphviz.Digraph
+        A subclass of it whose ``render``, ``pipe``, ``view`` and ``unflatten`` raise
+        :class:`RenderError` when Graphviz fails (no ``dot`` program, ``dot`` exiting with an
+        error, text it cannot encode), with Graphviz's own message.
+
+    Raises
+    ------
+    RenderError
+        As :func:`to_dot`.
+
     Examples
     --------
-    >>> import numpy as np, unrollgraph as ug
+    >>> import graphviz, numpy as np, unrollgraph as ug
     >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=3)
     >>> outputs, h = net(np.ones((3, 1, 2)))
     >>> g = ug.render(net)
-    >>> type(g).__name__, g.source.count("subgraph cluster_step")
-    ('Digraph', 3)
+    >>> isinstance(g, graphviz.Digraph), g.source.count("subgraph cluster_step")
+    (True, 3)
     """
+    name, body = _build(obj, options)
+    return _diagram_class()(name=name, body=body)
+
+
+_DIAGRAM = None
+
+
+def _diagram_class():
+    """``graphviz.Digraph`` with Graphviz's failures turned into :class:`RenderError` (made on
+    first use: graphviz is imported only when a diagram is rendered)."""
+    global _DIAGRAM
+    if _DIAGRAM is not None:
+        return _DIAGRAM
     import graphviz
 
-    name, body = _build(obj, options)
-    return graphviz.Digraph(name=name, body=body)
+    def guarded(method):
+        def call(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except graphviz.ExecutableNotFound as exc:
+                raise RenderError(
+                    f"Graphviz's programs are not installed ({exc}); install Graphviz "
+                    "(apt-get install graphviz, brew install graphviz...) or use ug.to_dot "
+                    "for the DOT text"
+                ) from exc
+            except graphviz.CalledProcessError as exc:
+                err = exc.stderr
+                if isinstance(err, bytes):
+                    err = err.decode("utf-8", "replace")
+                err = " ".join((err or "").split())
+                err = err if len(err) <= 400 else err[:397] + "..."
+                raise RenderError(
+                    f"Graphviz's {exc.cmd[0] if exc.cmd else 'dot'} failed (exit status "
+                    f"{exc.returncode}): {err or 'no message'}; the DOT text is "
+                    "ug.to_dot(...) with the same options"
+                ) from exc
+            except UnicodeError as exc:
+                raise RenderError(
+                    f"the diagram holds text Graphviz cannot be given ({exc}); names are "
+                    "checked where they enter, so a node made by hand holds it"
+                ) from exc
+
+        call.__name__ = method.__name__
+        call.__doc__ = method.__doc__
+        return call
+
+    class DiagramSource(graphviz.Source):
+        """A ``graphviz.Source`` (what ``unflatten`` gives) whose failures are
+        :class:`RenderError`."""
+
+        render = guarded(graphviz.Source.render)
+        pipe = guarded(graphviz.Source.pipe)
+        view = guarded(graphviz.Source.view)
+
+    def _unflatten(self, *args, **kwargs):
+        src = graphviz.Digraph.unflatten(self, *args, **kwargs)
+        return DiagramSource(src.source, filename=src.filename, directory=src.directory,
+                             format=src.format, engine=src.engine, encoding=src.encoding)
+
+    _unflatten.__name__ = "unflatten"
+
+    class Diagram(graphviz.Digraph):
+        """A ``graphviz.Digraph`` whose failures are :class:`RenderError`."""
+
+        render = guarded(graphviz.Digraph.render)
+        pipe = guarded(graphviz.Digraph.pipe)
+        view = guarded(graphviz.Digraph.view)
+        unflatten = guarded(_unflatten)
+
+    _DIAGRAM = Diagram
+    return Diagram
 
 
 # -- options ---------------------------------------------------------------------------------
@@ -220,8 +305,42 @@ def _build(obj, options: dict) -> tuple[str, list[str]]:
 
 
 # -- text ------------------------------------------------------------------------------------
+#: characters of a name drawn in a label; longer names are drawn shortened with "…" (the
+#: tooltip, the printed graph and the networkx export keep the whole name).
+_DRAWN_CHARS = 40
+#: lines of a name drawn in a label.
+_DRAWN_LINES = 3
+#: longest quoted DOT string written in one piece: Graphviz's scanner refuses strings longer
+#: than 16384 bytes, so longer text is written as "..." + "..." (DOT's concatenation).
+_CHUNK = 4000
+#: characters per line of a diagram's title drawn.
+_TITLE_CHARS = 160
+
+
+def _shown(text, chars: int = _DRAWN_CHARS) -> str:
+    """What is drawn of a name: at most ``_DRAWN_LINES`` lines of ``chars`` characters, cut in
+    the middle with "…" so both its start and its end stay visible."""
+    text = str(text)
+    lines = text.split("\n")
+    if len(lines) > _DRAWN_LINES:
+        lines = lines[: _DRAWN_LINES - 1] + ["…"]
+    keep = chars - 1
+    out = []
+    for line in lines:
+        if len(line) > chars:
+            line = line[: keep - keep // 3] + "…" + line[len(line) - keep // 3:]
+        out.append(line)
+    return "\n".join(out)
+
+
+def _hn(name) -> str:
+    """A user name as drawn in a label: shortened (:func:`_shown`), then escaped."""
+    return _h(_shown(name))
+
+
 def _h(text) -> str:
-    """Escape ``text`` for an HTML-like label: nothing in it can close the label."""
+    """Escape ``text`` for an HTML-like label: nothing in it can close the label, and no
+    backslash sequence in it (``\\N``, ``\\G``...) is expanded by Graphviz."""
     out = []
     for ch in str(text):
         if ch == "&":
@@ -235,23 +354,53 @@ def _h(text) -> str:
         elif ch == "'":
             out.append("&#39;")
         elif ch == "\\":
-            out.append("&#92;")
+            # Graphviz reads a backslash in a label as the start of an escape (\\N is the
+            # node's id): a doubled backslash is one backslash
+            out.append("&#92;&#92;")
         elif ch in "{}|[];":
             out.append(f"&#{ord(ch)};")
         elif ch == "\n":
             out.append("<br/>")
         elif ord(ch) < 32 or ord(ch) == 127:
             out.append("?")
+        elif "\ud800" <= ch <= "\udfff":
+            out.append("\ufffd")  # a lone surrogate cannot be written in UTF-8
         else:
             out.append(ch)
     return "".join(out)
 
 
+def _q_char(c: str) -> str:
+    if c == "\\":
+        # an escString is read twice (the DOT scanner, then the \\N \\G... expansion), each
+        # halving a doubled backslash: four in the file are one in the output
+        return "\\\\\\\\"
+    if c == '"':
+        return '\\"'
+    if c == "&":
+        return "&amp;"  # Graphviz decodes entities in strings: "&amp;" must stay as written
+    if c == "\n":
+        return "\\n"
+    if ord(c) < 32:
+        return "?"
+    if "\ud800" <= c <= "\udfff":
+        return "\ufffd"
+    return c
+
+
 def _q(text) -> str:
-    """A double-quoted DOT string (escString) holding ``text`` literally."""
-    s = str(text).replace("\\", "\\\\").replace('"', '\\"')
-    s = "".join("\\n" if c == "\n" else ("?" if ord(c) < 32 else c) for c in s)
-    return f'"{s}"'
+    """A double-quoted DOT string (escString) holding ``text`` literally; long text is
+    written in pieces joined by DOT's ``+``."""
+    pieces = [_q_char(c) for c in str(text)]
+    chunks, cur, size = [], [], 0
+    for p in pieces:
+        if size + len(p) > _CHUNK and cur:
+            chunks.append("".join(cur))
+            cur, size = [], 0
+        cur.append(p)
+        size += len(p)
+    chunks.append("".join(cur))
+    return " + ".join(f'"{c}"' for c in chunks)
 
 
 def _attrs(attrs: dict) -> str:
@@ -370,6 +519,8 @@ class _Drawer:
         self.has_grads = False
         self.scale: _Scale | None = None
         self.path: set[int] = set()
+        self.n_nodes = 0  # nodes and edges drawn (the legend aside): what the guard counts
+        self.n_edges = 0
 
     # values and gradients
     def value(self, n: Node):
@@ -397,6 +548,7 @@ class _Drawer:
              indent=1, tooltip=None, hot=False, state=False) -> None:
         """Draw one node: its shape from ``kind``, its fill from the gradient norm ``mag``."""
         t = self.t
+        self.n_nodes += 1
         self.kinds_used.add(kind)
         shape, extra = _SHAPES[kind]
         styles = [s for s in extra.split(",") if s] + ["filled"]
@@ -431,6 +583,7 @@ class _Drawer:
              hot: bool = False, cut: bool = False, constraint: bool = True, indent=1,
              back: bool = False) -> None:
         t = self.t
+        self.n_edges += 1
         self.edges_used.add(kind)
         attrs: dict = {"color": t["edge"]}
         if kind == "shared":
@@ -455,9 +608,9 @@ class _Drawer:
     # node text
     def title(self, n: Node, with_step: bool = False) -> str:
         if n.name:
-            base = _h(n.name)
+            base = _hn(n.name)
         elif n.op == "transpose" and n.inputs and n.inputs[0].name:
-            base = _h(n.inputs[0].name) + "ᵀ"
+            base = _hn(n.inputs[0].name) + "ᵀ"
         elif n.op == "const":
             val = self.value(n)
             text = _array_text(val, 1) if val is not None else None
@@ -558,6 +711,26 @@ class _Drawer:
                     stack.append(i)
         self.path = up
 
+    # size guard
+    def guard(self, drawn: int, what: str, fixes: str, exact: bool = True) -> None:
+        """Refuse a drawing of more than ``max_nodes`` nodes before ``dot`` gets it.
+
+        The exact check counts what was drawn. The early check (``exact=False``) takes a
+        lower bound known before drawing and refuses only drawings far over the limit, so
+        that building them is not wasted work."""
+        limit = self.o["max_nodes"]
+        if exact and drawn > limit:
+            raise RenderError(
+                f"{what} would draw {drawn} nodes and {self.n_edges} edges, more than "
+                f"max_nodes={limit} (Graphviz takes minutes on drawings this large); "
+                f"{fixes}, or pass max_nodes={drawn} to draw it anyway"
+            )
+        if not exact and drawn > _EARLY * limit:
+            raise RenderError(
+                f"{what} would draw at least {drawn} nodes, far more than max_nodes={limit} "
+                f"(Graphviz takes minutes on drawings this large); {fixes}, or raise max_nodes"
+            )
+
     # legend
     def legend(self, extra_rows: list[tuple[str, str]] = ()) -> None:
         if not self.o["legend"]:
@@ -626,7 +799,7 @@ class _Drawer:
             f'<tr><td><font point-size="7">0</font></td>{labels}</tr></table></td></tr>'
         )
 
-    def header(self, rankdir: str, title: str | None) -> None:
+    def header(self, rankdir: str, title: str | None, full_title: str | None = None) -> None:
         t = self.t
         self.emit(f'graph [rankdir={rankdir} bgcolor="{t["bg"]}" fontname="Helvetica" '
                   f'fontcolor="{t["font"]}" nodesep="0.22" ranksep="0.32" newrank=true '
@@ -634,7 +807,10 @@ class _Drawer:
         self.emit(f'node [fontname="Helvetica" fontcolor="{t["font"]}" margin="0.06,0.03"]')
         self.emit('edge [fontname="Helvetica" arrowsize="0.7"]')
         if title:
-            self.emit(f"label=<<b>{_h(title)}</b>>")
+            # a title is a sentence: drawn up to _TITLE_CHARS, the cell's name in it shortened
+            # like any name (the default titles), the whole text in the tooltip
+            self.emit(f"label=<<b>{_h(_shown(title, _TITLE_CHARS))}</b>> "
+                      f"tooltip={_q(full_title or title)}")
 
 
 class _Plain(_Drawer):
@@ -642,11 +818,8 @@ class _Plain(_Drawer):
 
     def build(self) -> list[str]:
         v, g, o = self.v, self.g, self.o
-        if len(g.nodes) > o["max_nodes"]:
-            raise RenderError(
-                f"this graph has {len(g.nodes)} nodes, more than max_nodes={o['max_nodes']}; "
-                f"pass max_nodes={len(g.nodes)} to draw it anyway"
-            )
+        fixes = "draw a smaller part of it (the tensor computed earlier)"
+        self.guard(len(g.nodes), "this graph", fixes, exact=False)
         nodes = g.nodes
         self.has_values = any(
             self.value(n) is not None for n in nodes if n.op not in ("const", "param")
@@ -663,10 +836,11 @@ class _Plain(_Drawer):
         self.compute_path(roots)
         self.scale = _Scale([_mag(self.grad(n)) for n in nodes], self.t["ramp"])
         default_dir = "BT" if cell is not None else "LR"
-        title = o["title"]
+        title = full = o["title"]
         if title is None and cell is not None:
-            title = f"cell {cell.name} (folded): the recurrent edge is a one-step delay z⁻¹"
-        self.header(o["rankdir"] or default_dir, title)
+            what = "(folded): the recurrent edge is a one-step delay z⁻¹"
+            title, full = f"cell {_shown(cell.name)} {what}", f"cell {cell.name} {what}"
+        self.header(o["rankdir"] or default_dir, title, full)
         params = []
         for n in nodes:
             nid = g.id(n)
@@ -682,15 +856,18 @@ class _Plain(_Drawer):
             for k, i in enumerate(n.inputs):
                 hot = id(i) in self.path and id(n) in self.path
                 self.edge(g.id(i), g.id(n), label=self.derivative(i, n, k), hot=hot)
+        out_index = {name: k for k, name in enumerate(cell.outputs)} if cell else {}
+        by_id = {id(n): n for n in nodes}
         for src, names in outputs.items():
-            node = next(n for n in nodes if id(n) == src)
+            node = by_id[src]
             for name in names:
-                oid = f"{g.id(node)}_out_{_safe_id(name)}"
-                self.node(oid, "output", _h(name), ["output"])
+                oid = _out_id(g.id(node), out_index[name])
+                self.node(oid, "output", _hn(name), ["output"], tooltip=f"output {name}")
                 self.edge(g.id(node), oid)
         for nxt, st in fb:
             self.edge(g.id(nxt), g.id(st), "delay", label="z⁻¹ (one-step delay)",
                       constraint=False)
+        self.guard(self.n_nodes, "this graph", fixes)
         self.legend()
         return self.lines
 
@@ -706,8 +883,9 @@ class _Plain(_Drawer):
         return "op", False
 
 
-def _safe_id(text: str) -> str:
-    return "".join(c if c.isalnum() or c == "_" else f"x{ord(c):x}" for c in text)
+def _out_id(nid: str, k: int) -> str:
+    """Id of the output box of the ``k``-th declared output, drawn off node ``nid``."""
+    return f"{nid}_out{k}"
 
 
 class _Unrolled(_Drawer):
@@ -726,6 +904,7 @@ class _Unrolled(_Drawer):
         self.has_values = run is not None
         self.has_grads = run is not None and run.grads is not None
         self.outputs_of: dict[int, list[str]] = {}
+        self.out_index = {name: j for j, name in enumerate(net.output_nodes)}
         for name, ns in net.output_nodes.items():
             for n in ns:
                 self.outputs_of.setdefault(id(n), []).append(name)
@@ -735,25 +914,57 @@ class _Unrolled(_Drawer):
         else:
             self.kept = set(range(T))
             self.elided = None
+        self.guard(self.least_drawn(), self.what(), self.fixes(), exact=False)
         self.seeded = self.seeded_nodes()
         self.compute_path(self.seeded or [n for ns in net.output_nodes.values() for n in ns])
         self.contrib = self.contributions()
         self.scale = _Scale(self.all_mags(), self.t["ramp"])
-        title = o["title"]
+        title = full = o["title"]
         if title is None:
-            title = f"{net.cell.name} unrolled over T = {T} steps"
+            what = f" unrolled over T = {T} steps"
             if net.truncate:
-                title += f", truncated BPTT: gradient through the last {net.truncate} steps"
+                what += f", truncated BPTT: gradient through the last {net.truncate} steps"
             if detail == "elide":
-                title += f" (steps {k} … {T - k - 1} elided)"
-        self.header(o["rankdir"] or "BT", title)
+                what += f" (steps {k} … {T - k - 1} elided)"
+            title, full = _shown(net.cell.name) + what, net.cell.name + what
+        self.header(o["rankdir"] or "BT", title, full)
         if detail == "steps":
             self.build_steps()
         else:
             self.build_ops()
         self.draw_loss()
+        self.guard(self.n_nodes, self.what(), self.fixes())
         self.legend(self.legend_rows())
         return self.lines
+
+    def what(self) -> str:
+        d, o = self.detail, self.o
+        if d == "elide":
+            return f"detail='elide' with ends={o['ends']} ({2 * o['ends']} steps op by op)"
+        if d == "steps":
+            return f"detail='steps' ({self.T} step boxes with their inputs and outputs)"
+        return (f"detail='ops' (all {len(self.g.nodes)} nodes of the unrolled net, every op "
+                f"of all {self.T} steps)")
+
+    def fixes(self) -> str:
+        d, o = self.detail, self.o
+        if d == "elide":
+            return ("use a smaller ends= (ends=1 draws the first and last step), or "
+                    "detail='steps' (one box per step) for a short net")
+        if d == "steps":
+            return (f"use detail='elide' (the first and last ends={o['ends']} steps op by op "
+                    "and one node for the rest)")
+        return (f"use detail='elide' (first and last ends={o['ends']} steps), detail='steps' "
+                "(one box per step)")
+
+    def least_drawn(self) -> int:
+        """A lower bound of the nodes the drawing will have, known before drawing it."""
+        net = self.net
+        if self.detail == "steps":
+            return self.T * (1 + len(net.input_nodes) + len(net.output_nodes))
+        kept = self.kept
+        return sum(1 for n in self.g.nodes
+                   if n.op != "const" and (n.step is None or n.step in kept))
 
     def pick_detail(self, n_nodes: int, T: int) -> str:
         o = self.o
@@ -762,17 +973,6 @@ class _Unrolled(_Drawer):
             if n_nodes <= min(_AUTO_OPS, o["max_nodes"]):
                 return "ops"
             return "steps" if T <= _AUTO_STEPS else "elide"
-        if detail == "ops" and n_nodes > o["max_nodes"]:
-            raise RenderError(
-                f"detail='ops' would draw all {n_nodes} nodes of this unrolled net, more than "
-                f"max_nodes={o['max_nodes']}; use detail='elide' (first and last ends="
-                f"{o['ends']} steps), detail='steps' (one box per step), or raise max_nodes"
-            )
-        if detail == "steps" and T > o["max_nodes"]:
-            raise RenderError(
-                f"detail='steps' would draw {T} step boxes, more than max_nodes="
-                f"{o['max_nodes']}; use detail='elide' or raise max_nodes"
-            )
         return detail
 
     # data
@@ -796,20 +996,40 @@ class _Unrolled(_Drawer):
             return {}
         out = {}
         for name in self.net.param_nodes:
-            parts = self.run.step_contributions(name)
-            out[name] = [_mag(p) for p in parts]
+            parts = np.asarray(self.run.step_contributions(name), dtype=np.float64)
+            flat = parts.reshape(len(parts), -1)
+            # one vectorised norm per step (not T calls): the whole drawing stays linear in T
+            out[name] = np.sqrt(np.einsum("ij,ij->i", flat, flat)).tolist()
         return out
 
     def state_mag(self, t: int) -> float | None:
-        gs = [self.grad(ns[t]) for ns in self.net.state_nodes.values()]
-        gs = [x for x in gs if x is not None]
-        if not gs:
-            return None
-        return math.sqrt(sum(_mag(x) ** 2 for x in gs))
+        """Norm of the gradient of all states at step ``t`` (``None`` without one)."""
+        mags = getattr(self, "_state_mags", None)
+        if mags is None:
+            mags = self._state_mags = self.state_mags()
+        return mags[t]
+
+    def state_mags(self) -> list:
+        """:meth:`state_mag` of every step, one vectorised norm per state."""
+        T = self.T
+        total = np.zeros(T)
+        have = np.zeros(T, dtype=bool)
+        for ns in self.net.state_nodes.values():
+            gs = [self.grad(n) for n in ns]
+            steps = [t for t, x in enumerate(gs) if x is not None]
+            if steps:
+                flat = np.stack([np.asarray(gs[t], dtype=np.float64).reshape(-1)
+                                 for t in steps])
+                total[steps] += np.einsum("ij,ij->i", flat, flat)
+                have[steps] = True
+        return [math.sqrt(v) if h else None for v, h in zip(total.tolist(), have.tolist())]
 
     def elided_mags(self) -> list[float]:
-        a, b = self.elided
-        return [m for m in (self.state_mag(t) for t in range(a, b + 1)) if m is not None]
+        if getattr(self, "_elided_mags", None) is None:
+            a, b = self.elided
+            self._elided_mags = [m for m in (self.state_mag(t) for t in range(a, b + 1))
+                                 if m is not None]
+        return self._elided_mags
 
     def all_mags(self) -> list:
         if not self.has_grads:
@@ -917,9 +1137,10 @@ class _Unrolled(_Drawer):
             self.emit("}")
             for n in inner:
                 for name in self.outputs_of.get(id(n), []):
-                    oid = f"{g.id(n)}_out_{_safe_id(name)}"
-                    self.node(oid, "output", _h(name) + f"<sub>{t}</sub>", ["output"],
-                              cut=self.v.is_cut(n), hot=id(n) in self.path)
+                    oid = _out_id(g.id(n), self.out_index[name])
+                    self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>", ["output"],
+                              cut=self.v.is_cut(n), hot=id(n) in self.path,
+                              tooltip=f"output {name} at step {t}")
                     top.append(oid)
         self.row(bottom)
         self.row(top)
@@ -930,12 +1151,14 @@ class _Unrolled(_Drawer):
         """The parameters' row under the inputs' row, centred under the middle step."""
         if shared and bottom:
             mid = bottom[len(bottom) // 2]
+            self.n_edges += len(shared)  # invisible, but laid out by dot all the same
             for p in shared:
                 self.emit(f'"{self.g.id(p)}" -> "{mid}" [style=invis]')
 
     def row(self, ids: list[str]) -> None:
         """Put nodes on one rank, left to right in the given (time) order."""
         if len(ids) > 1:
+            self.n_edges += len(ids) - 1  # invisible, but laid out by dot all the same
             chain = " -> ".join(f'"{i}"' for i in ids)
             self.emit(f"{{rank=same; {chain} [style=invis]}}")
 
@@ -1006,8 +1229,8 @@ class _Unrolled(_Drawer):
                 else:
                     self.edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
             for name in self.outputs_of.get(id(n), []):
-                self.edge(g.id(n), f"{g.id(n)}_out_{_safe_id(name)}", hot=id(n) in self.path,
-                          cut=cut)
+                self.edge(g.id(n), _out_id(g.id(n), self.out_index[name]),
+                          hot=id(n) in self.path, cut=cut)
         if self.elided:
             n = self.elided[1] - self.elided[0] + 1
             read = {id(i) for m in g.nodes if m.step == self.elided[0] for i in m.inputs}
@@ -1045,30 +1268,31 @@ class _Unrolled(_Drawer):
                 n = net.state_nodes[s][t]
                 text = _array_text(self.value(n), self.o["max_elements"])
                 if self.show_values() and text:
-                    rows.append(f"{_h(s)} = {_h(text)}")
+                    rows.append(f"{_hn(s)} = {_h(text)}")
                 gt = _array_text(self.grad(n), self.o["max_elements"])
                 if self.show_grads() and gt:
-                    rows.append(f"∂L/∂{_h(s)} = {_h(gt)}")
+                    rows.append(f"∂L/∂{_hn(s)} = {_h(gt)}")
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
                       state=True, tooltip=f"{net.cell.name} at step {t}")
             middle.append(f"step_{t}")
             for name, ns in net.output_nodes.items():
                 n = ns[t]
-                oid = f"{g.id(n)}_out_{_safe_id(name)}"
-                self.node(oid, "output", _h(name) + f"<sub>{t}</sub>", self.rows(n)[1:],
-                          _mag(self.grad(n)), cut=cut)
+                oid = _out_id(g.id(n), self.out_index[name])
+                self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>", self.rows(n)[1:],
+                          _mag(self.grad(n)), cut=cut, tooltip=f"output {name} at step {t}")
                 top.append(oid)
         self.row(bottom)
         self.row(top)
         self.under(shared, bottom)
         self.emit("{rank=same; " + " ".join(f'"{m}"' for m in middle) + "}")
-        label = ", ".join(_h(s) for s in states)
+        label = ", ".join(_hn(s) for s in states)
+        param_name = {id(q): k for k, q in net.param_nodes.items()}
+        contribs = [self.contrib.get(param_name.get(id(p))) for p in shared]
         for t in range(T):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
             for ns in net.input_nodes.values():
                 self.edge(g.id(ns[t]), f"step_{t}", cut=cut)
-            for p in shared:
-                c = self.contrib.get(next(k for k, q in net.param_nodes.items() if q is p))
+            for p, c in zip(shared, contribs):
                 lab = f"‖∇‖ {_h(_num(c[t]))}" if c else None
                 self.edge(g.id(p), f"step_{t}", "shared", label=lab, cut=cut)
             if t == 0:
@@ -1077,7 +1301,7 @@ class _Unrolled(_Drawer):
             else:
                 self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
             for name, ns in net.output_nodes.items():
-                self.edge(f"step_{t}", f"{g.id(ns[t])}_out_{_safe_id(name)}", cut=cut)
+                self.edge(f"step_{t}", _out_id(g.id(ns[t]), self.out_index[name]), cut=cut)
 
     # loss
     def draw_loss(self) -> None:
@@ -1090,20 +1314,20 @@ class _Unrolled(_Drawer):
             if text is not None:
                 rows.append("L = " + _h(text))
         rows.append("∂L/∂L = 1")
-        title = _h(getattr(loss, "name", None) or "loss")
-        self.node("loss", "loss", title, rows, hot=bool(self.path))
+        name = getattr(loss, "name", None) or "loss"
+        self.node("loss", "loss", _hn(name), rows, hot=bool(self.path), tooltip=name)
         self.emit('{rank=sink; "loss"}')
         g = self.g
         done = set()
         for n in self.seeded:
             names = self.outputs_of.get(id(n))
             if self.detail == "steps":
-                src = (f"{g.id(n)}_out_{_safe_id(names[0])}" if names
+                src = (_out_id(g.id(n), self.out_index[names[0]]) if names
                        else f"step_{n.step}")
             elif n.step not in self.kept:
                 src = "elided"
             else:
-                src = f"{g.id(n)}_out_{_safe_id(names[0])}" if names else g.id(n)
+                src = _out_id(g.id(n), self.out_index[names[0]]) if names else g.id(n)
             if src not in done:
                 done.add(src)
                 self.edge(src, "loss", "loss", hot=id(n) in self.path)

@@ -27,7 +27,7 @@ from .errors import (
     ShapeError,
     UnrollGraphError,
 )
-from .graph import Node
+from .graph import Node, check_name
 from .ops import _REGISTRY, get_op
 
 __all__ = [
@@ -393,7 +393,7 @@ class Tensor:
         # graph, and every graph that already reads this node (tensors computed from this
         # one) must show the new name. (Replacing the node would leave those graphs holding
         # the old, unnamed node.)
-        self.node._name = value
+        self.node._name = check_name(value, "Tensor.name")
 
     @property
     def is_leaf(self) -> bool:
@@ -681,6 +681,7 @@ def tensor(data, requires_grad: bool = False, name: str | None = None, dtype=Non
     >>> t.data
     array([0., 0.])
     """
+    check_name(name, "tensor name")
     arr = _locked(as_real_array(data, "tensor(data)", dtype))
     node = Node("leaf", name=name, shape=arr.shape, dtype=arr.dtype.name)
     return Tensor(arr, node, (), bool(requires_grad))
@@ -743,6 +744,8 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
     """:func:`apply` with the op already looked up (Tensor operators call this directly)."""
     # This function runs once per op: it is kept lean (see benchmarks/overhead.py), with the
     # common one- and two-input cases spelled out instead of comprehensions.
+    if name is not None:
+        check_name(name, f"name of {op.name}")
     ts = args
     for a in args:
         if type(a) is not Tensor and not isinstance(a, Tensor):

@@ -101,7 +101,8 @@ def view(obj) -> GraphView:
     elif isinstance(obj, Unrolled):
         net, run = obj, obj.last_run
     elif isinstance(obj, Graph):
-        return GraphView("graph", obj)
+        # a Graph rebuilt by from_networkx keeps its delay edges in .feedback
+        return GraphView("graph", obj, feedback=list(getattr(obj, "feedback", None) or []))
     else:
         raise GraphError(
             f"cannot take the graph of a {type(obj).__name__}; pass a Tensor, a Cell, an "
