@@ -246,6 +246,8 @@ class Unrolled:
             prog.append((slot[id(n)], ins, op.forward, vjps, dict(n.attrs), n.step))
         self._prog = prog
         self._param_slots = {k: slot[id(n)] for k, n in self.param_nodes.items()}
+        self._used_params = {k: p for k, p in self.cell._params.items()
+                             if k in self._param_slots}
         self._input_slots = {k: [slot[id(n)] for n in ns] for k, ns in self.input_nodes.items()}
         self._init_slots = {k: slot[id(n)] for k, n in self.init_nodes.items()}
         self._output_slots = {k: [slot[id(n)] for n in ns] for k, ns in self.output_nodes.items()}
@@ -267,6 +269,10 @@ class Unrolled:
             tuple(self._state_slots[k][t - 1] for k in names) for t in range(1, self.steps)
         ]
         self._unread = self._unread_slots(prog)
+        # slots whose gradients every run keeps (Run.state_grads, Run.grad of what it returns)
+        self._kept_grads = frozenset(
+            s for slots in list(self._state_slots.values()) + list(self._output_slots.values())
+            for s in slots)
         outputs = {s for slots in self._output_slots.values() for s in slots}
         self._unread_by_step = [[] for _ in range(self.steps)]
         for s in self._unread:
@@ -350,7 +356,8 @@ class Unrolled:
         return out
 
     def _unread_slots(self, prog) -> list:
-        """Op-node slots whose values no VJP reads (freed by ``keep="needed"``)."""
+        """Op-node slots whose values no VJP reads and that are neither an output nor a state
+        (freed by ``keep="needed"``)."""
         read = [False] * len(self.nodes)
         for out, ins, _fwd, _vjps, _kw, _step in prog:
             reads = get_op(self.nodes[out].op).reads
@@ -358,8 +365,11 @@ class Unrolled:
                 reads = ("ans",) + tuple(range(len(ins)))
             for r in reads:
                 read[out if r == "ans" else ins[r]] = True
-        finals = {slots[-1] for slots in self._state_slots.values()}
-        return [e[0] for e in prog if not read[e[0]] and e[0] not in finals]
+        # a run keeps every output and state it returns or reports (the outputs are stacked
+        # after the run, Run.value and state_grads read the states): never a stand-in
+        kept = {s for slots in list(self._state_slots.values()) + list(
+            self._output_slots.values()) for s in slots}
+        return [e[0] for e in prog if not read[e[0]] and e[0] not in kept]
 
     def _plan_time_batching(self) -> list:
         cell = self.cell
@@ -465,7 +475,9 @@ class Unrolled:
         states_t = self._normalize_state(state, batch)
         if self.masked:
             lengths = self._check_lengths(lengths, batch)
-        params = cell._params  # no copy: read-only here
+        # the parameters the graph reads (one the cell declares but nothing uses gets no
+        # gradient: its .grad stays None)
+        params = self._used_params
         leaves: list[Tensor] = list(xs_t.values()) + list(params.values()) + [
             s for s in states_t.values() if isinstance(s, Tensor)
         ]
@@ -631,6 +643,10 @@ class Run:
         self.seeds = None  # output gradients of the last backward: one per output, then state
         self._input_grads = None
         self.stacked: dict = {}
+        # whether the forward and backward passes took the generic node-by-node loop (a
+        # recomputation for Run.full takes the same, to reproduce the same bits)
+        self.generic_forward = False
+        self.generic_backward = False
 
     def free_unread(self) -> None:
         """Drop the values no VJP reads, keeping their shapes (``keep="needed"``)."""
@@ -693,6 +709,8 @@ class Run:
             return self
         if self._full is None:
             full = Run(self.net, self.xs, self.states, self.lengths, self.batch, "all")
+            full.generic_forward = self.generic_forward
+            full.generic_backward = self.generic_backward
             full.forward()
             self._check_kept(full.values, self.values, "value")
             if self.seeds is not None:
@@ -718,7 +736,7 @@ class Run:
         net, vals = self.net, self.values
         cell = net.cell
         batch = self.batch
-        for k, p in cell._params.items():
+        for k, p in net._used_params.items():
             vals[net._param_slots[k]] = p.data
         dtype = next(iter(self.xs.values())).dtype if self.xs else np.dtype(np.float64)
         for s, v in net._const_slots:
@@ -743,7 +761,11 @@ class Run:
                 running = node.step < self.lengths  # the sequences still going at this step
                 vals[s] = running.reshape(running.shape + (1,) * (len(node.shape) - 1))
         anomaly = _FLAGS.anomaly
-        if net._templates.ok and not anomaly:
+        # the generic loop under detect_anomaly (to name the failing node), or to recompute a
+        # run that took it: the compiled steps round differently (time batching)
+        generic = anomaly or self.generic_forward
+        if net._templates.ok and not generic:
+            self.generic_forward = False
             try:
                 for out, ins, fwd, _v, kw, _s in net._shared_prog:
                     vals[out] = fwd(*[vals[i] for i in ins], **kw)
@@ -782,6 +804,7 @@ class Run:
                 raise
             except Exception:  # find the failing node with the generic loop below
                 pass
+        self.generic_forward = True
         e = None
         try:
             for e in net._prog:
@@ -823,7 +846,9 @@ class Run:
         self.seeds = seeds
         self._full = None
         grads, owned = self._seeded(want)
-        if steps is not None and not _FLAGS.anomaly:
+        generic = _FLAGS.anomaly or self.generic_backward
+        self.generic_backward = generic or steps is None
+        if steps is not None and not generic:
             vals = self.values
             deferred = defaultdict(list)
             chunk = 0  # steps per flush of the shared-weight gradients; 0: one, at the end
@@ -840,8 +865,8 @@ class Run:
             if net._time_batch:
                 xs = {k: x.data for k, x in self.xs.items()}
                 time_batched_backward(net._time_batch, vals, xs, self.stacked, grads, owned,
-                                      want, net._input_slots, _acc, self.keep == "all", stacks,
-                                      net._pool)
+                                      want, net._input_slots, _acc,
+                                      self.keep == "all" or net._kept_grads, stacks, net._pool)
             del stacks
             _run_backward(shared, vals, grads, owned, False, net)
         else:
@@ -859,16 +884,18 @@ class Run:
             if g is None:
                 continue
             if k < len(slots_out):
+                # several outputs may be one node (two names for it, or ``prev = h`` and
+                # ``y = h_next``, one step apart): their gradients add up
                 for t, s in enumerate(slots_out[k]):
                     if want[s]:
-                        grads[s] = g[t]  # the first gradient of each slot: nothing to add
+                        _acc(grads, owned, s, g[t])
             elif want[finals[k - len(slots_out)]]:
                 _acc(grads, owned, finals[k - len(slots_out)], g)
         return grads, owned
 
     def _needs(self) -> tuple:
         net = self.net
-        needs = [net._param_slots[k] for k, p in net.cell._params.items() if p.requires_grad]
+        needs = [net._param_slots[k] for k, p in net._used_params.items() if p.requires_grad]
         for k, slots in net._input_slots.items():
             if self.xs[k].requires_grad:
                 needs += slots
@@ -927,48 +954,89 @@ class Run:
 
         Computed by one more backward pass that records what each step sends to the shared
         nodes, then pushes each step's part through the shared nodes (``W.T``...) separately.
+        The cost is linear in T: one pass over the unrolled graph, then per step one pass
+        over the (few) shared nodes. Steps that send nothing (cut by truncation, or a
+        parameter the cell declares but never uses) have zero parts.
+
+        Parameters
+        ----------
+        param : str
+            A parameter name of the cell.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(T,) + parameter shape``, the parameter's dtype.
+
+        Raises
+        ------
+        CellError
+            If the cell has no parameter ``param``.
+        UnrollGraphError
+            Before any backward pass of this run.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> cell = ug.nn.RNNCell(2, 3, seed=0)
+        >>> net = ug.unroll(cell, steps=4)
+        >>> out, h = net(np.ones((4, 1, 2)))
+        >>> out.sum().backward()
+        >>> parts = net.last_run.step_contributions("weight_hh")
+        >>> parts.shape, bool(np.allclose(parts.sum(axis=0), cell.weight_hh.grad))
+        ((4, 3, 3), True)
         """
         self._need_backward()
         net = self.net
-        if param not in net._param_slots:
+        params = net.cell._params
+        if param not in params:
             raise CellError(
                 f"cell {net.cell.name!r} has no parameter {param!r}; parameters are "
-                f"{list(net._param_slots)}"
+                f"{list(params)}"
             )
+        pslot = net._param_slots.get(param)
+        if pslot is None:  # declared, read by nothing: no step contributes
+            p = params[param].data
+            return np.zeros((net.steps,) + p.shape, dtype=p.dtype)
         bprog, want, _steps, _shared = net._backward_program(self._needs(), self.keep == "needed")
-        shared_slots = {net.slot(n) for n in net.nodes if n.step is None}
-        per_step: dict = {}
         grads, owned = self._seeded(want)
-        step_entries = [e for e in bprog if e[4] is not None]
-        shared_entries = [e for e in bprog if e[4] is None]
         vals = self.values
-        for out, ins, fns, kw, step in step_entries:
+        per_step: dict = {}  # step -> {shared slot: what the step sends it}
+        shared_entries = []
+        for e in bprog:
+            out, ins, fns, kw, step = e
+            if step is None:
+                shared_entries.append(e)
+                continue
             g = grads[out]
             if g is None:
                 continue
+            grads[out] = None  # used: free it as we go
             args = [vals[i] for i in ins]
             for i, f in fns:
                 gi = f(g, vals[out], *args, **kw)
                 if gi is None:
                     continue
-                if i in shared_slots:
+                if net.nodes[i].step is None:
                     d = per_step.setdefault(step, {})
                     d[i] = gi if i not in d else d[i] + gi
                 else:
                     _acc(grads, owned, i, gi)
-        pslot = net._param_slots[param]
-        shape = vals[pslot].shape
-        result = np.zeros((net.steps,) + shape)
-        for t in range(net.steps):
-            part = per_step.get(t)
-            if not part:
-                continue
-            g2: list = [None] * len(net.nodes)
-            own2 = [False] * len(net.nodes)
-            for i, gi in part.items():
-                _acc(g2, own2, i, gi)
-            _run_backward(shared_entries, vals, g2, own2, False, net)
-            if g2[pslot] is not None:
+        value = vals[pslot]
+        result = np.zeros((net.steps,) + value.shape, dtype=value.dtype)
+        for t, part in per_step.items():
+            g2 = dict(part)  # only the shared slots: the work per step is the shared part
+            for out, ins, fns, kw, _step in shared_entries:
+                g = g2.get(out)
+                if g is None:
+                    continue
+                args = [vals[i] for i in ins]
+                for i, f in fns:
+                    gi = f(g, vals[out], *args, **kw)
+                    if gi is not None:
+                        prev = g2.get(i)
+                        g2[i] = gi if prev is None else prev + gi
+            if pslot in g2:
                 result[t] = g2[pslot]
         return result
 
