@@ -269,10 +269,14 @@ class Unrolled:
             tuple(self._state_slots[k][t - 1] for k in names) for t in range(1, self.steps)
         ]
         self._unread = self._unread_slots(prog)
+        # each state's value before its mask (the state itself in an unmasked net)
+        self._state_pre_slots = {
+            k: [slot[id(n.inputs[1])] if self.masked else slot[id(n)] for n in ns]
+            for k, ns in self.state_nodes.items()}
         # slots whose gradients every run keeps (Run.state_grads, Run.grad of what it returns)
         self._kept_grads = frozenset(
             s for slots in list(self._state_slots.values()) + list(self._output_slots.values())
-            for s in slots)
+            + list(self._state_pre_slots.values()) for s in slots)
         outputs = {s for slots in self._output_slots.values() for s in slots}
         self._unread_by_step = [[] for _ in range(self.steps)]
         for s in self._unread:
@@ -281,9 +285,11 @@ class Unrolled:
                 self._unread_by_step[step].append(s)
         self._time_batch = self._plan_time_batching()
         skip = frozenset(s for tb in self._time_batch for s in tb.slots)
+        # block offsets whose gradients a lean run keeps: states and outputs (and, in a masked
+        # net, each state's value before its mask, for state_grads)
         keep_grads = frozenset(
-            slots[0] - blocks[0][0]
-            for slots in list(self._state_slots.values()) + list(self._output_slots.values())
+            s - blocks[self.nodes[s].step][0] for s in self._kept_grads
+            if self.nodes[s].step is not None
         )
         batched = self.graph._batched
         shapes = [(None if n.shape is None else tuple(n.shape), id(n) in batched)
@@ -610,6 +616,32 @@ def _state_batch(state) -> int:
     return shape[0] if shape else 1
 
 
+def _padded_inputs(xs: dict, lengths) -> dict:
+    """The inputs a masked run computes on: a sequence's padded steps (``t >= length``) hold
+    a copy of its last real input (of the longest sequence's first, for an empty one), so a
+    padded row computes on numbers the cell is known to handle. The masks select none of it,
+    and since every value of a padded row is then finite, the zero gradients the masks send
+    it stay exactly zero (padding such as all-zero rows through ``x / sqrt(sum(x * x))``
+    would otherwise give NaN values whose zero gradient is still NaN). The caller's arrays are
+    not changed."""
+    lengths = np.asarray(lengths)
+    if not xs or lengths.size == 0:
+        return xs
+    T = next(iter(xs.values())).shape[0]
+    if lengths.min() >= T or lengths.max() == 0:
+        return xs  # nothing padded, or nothing real to pad with
+    longest = int(np.argmax(lengths))
+    out = {}
+    for k, x in xs.items():
+        x = x.copy()
+        for b, n in enumerate(lengths):
+            n = int(n)
+            if n < T:
+                x[n:, b] = x[n - 1, b] if n else x[0, longest]
+        out[k] = x
+    return out
+
+
 def _float(x) -> np.ndarray:
     arr = np.asarray(x)
     return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
@@ -633,6 +665,11 @@ class Run:
         self._full = None  # the same run with everything kept, recomputed on request
         self.lean_steps = False  # True once the compiled lean steps have dropped values
         self.xs = xs
+        # the arrays the run computes on: the inputs, except that a masked run fills each
+        # sequence's padded steps with a real input of its own (see _padded_inputs)
+        self.xs_data = {k: x.data for k, x in xs.items()}
+        if lengths is not None and net.masked:
+            self.xs_data = _padded_inputs(self.xs_data, lengths)
         self.states = states
         self.lengths = lengths
         self.batch = batch
@@ -743,7 +780,7 @@ class Run:
             # a number written in the cell takes the run's float type (float32 stays float32)
             vals[s] = v.astype(dtype) if v.ndim == 0 and v.dtype.kind == "f" else v
         for k, slots in net._input_slots.items():
-            data = self.xs[k].data
+            data = self.xs_data[k]
             for t, s in enumerate(slots):
                 vals[s] = data[t]
         for k, s in net._init_slots.items():
@@ -771,7 +808,7 @@ class Run:
                     vals[out] = fwd(*[vals[i] for i in ins], **kw)
                 if net._time_batch:
                     self.stacked = {}
-                    xs = {k: x.data for k, x in self.xs.items()}
+                    xs = self.xs_data
                     no_views = net._tb_unviewed if self.keep == "needed" else ()
                     time_batched_forward(net._time_batch, vals, xs, self.stacked, net._pool,
                                          no_views, _Freed)
@@ -863,7 +900,7 @@ class Run:
             stacks: dict = {}
             net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
             if net._time_batch:
-                xs = {k: x.data for k, x in self.xs.items()}
+                xs = self.xs_data
                 time_batched_backward(net._time_batch, vals, xs, self.stacked, grads, owned,
                                       want, net._input_slots, _acc,
                                       self.keep == "all" or net._kept_grads, stacks, net._pool)
@@ -936,17 +973,56 @@ class Run:
     def state_grads(self, name: str | None = None) -> np.ndarray:
         """dL/dh_t for every step: an array (T, B, ...), where h_t is the state after step t.
 
-        The gradient is the total one (through every later step), as used to study vanishing
-        and exploding gradients. Zeros where no gradient reaches (truncation).
+        The gradient is the total one (through every later step and every output), as used to
+        study vanishing and exploding gradients. Zeros where no gradient reaches (truncation).
+        With ``lengths=``, a sequence's rows up to its length are what running it alone gives;
+        past its length the state is kept unchanged, and its gradient there is the final
+        state's, passed back unchanged.
+
+        Parameters
+        ----------
+        name : str, optional
+            The state's name; may be left out for a cell with one state.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(T, B) + state shape``.
+
+        Raises
+        ------
+        CellError
+            For an unknown state name, or none given for a cell with several states.
+        UnrollGraphError
+            Before any backward pass of this run.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4)
+        >>> out, h = net(np.ones((4, 2, 2)), lengths=[4, 2])
+        >>> out.sum().backward()
+        >>> g = net.last_run.state_grads()
+        >>> g.shape, bool(np.all(g[2:, 1] == 0))    # nothing reads sequence 1 after step 1
+        ((4, 2, 3), True)
         """
         self._need_backward()
         name = self._state_name(name)
-        slots = self.net._state_slots[name]
-        return np.stack([
-            np.zeros(self.values[s].shape, self.values[s].dtype) if self.grads[s] is None
-            else self.grads[s]
-            for s in slots
-        ])
+        net = self.net
+        grads, vals = self.grads, self.values
+        slots = net._state_slots[name]
+        pre = net._state_pre_slots[name]
+        out = np.zeros((net.steps,) + tuple(vals[slots[-1]].shape), vals[slots[-1]].dtype)
+        for t, (s, p) in enumerate(zip(slots, pre)):
+            if p != s:  # masked: the value the step computed where it ran, else the kept one
+                mask = vals[net._slot[id(net.nodes[s].inputs[0])]]
+                if grads[p] is not None:
+                    out[t] = np.where(mask, grads[p], 0.0)
+                if grads[s] is not None:
+                    out[t] += np.where(mask, 0.0, grads[s])
+            elif grads[s] is not None:
+                out[t] = grads[s]
+        return out
 
     def step_contributions(self, param: str) -> np.ndarray:
         """Per-step parts of a shared parameter's gradient: an array (T, *shape) whose sum over
