@@ -14,6 +14,7 @@ Small cases are also checked against central finite differences.
 from __future__ import annotations
 
 import importlib
+import os
 
 import numpy as np
 import pytest
@@ -23,6 +24,10 @@ from hypothesis import strategies as st
 import unrollgraph as ug
 
 unroll_module = importlib.import_module("unrollgraph.unroll")
+
+# examples per test: about 6 s each in the suite; set UNROLLGRAPH_DIFFERENTIAL_EXAMPLES (and
+# UNROLLGRAPH_HYPOTHESIS_PROFILE=thorough, for fresh random draws) for a longer search
+EXAMPLES = int(os.environ.get("UNROLLGRAPH_DIFFERENTIAL_EXAMPLES", "80"))
 
 # -------------------------------------------------------------------------------------------
 # a cell is a spec: plain data, interpreted either on the cell's placeholders or on eager
@@ -576,7 +581,7 @@ def differential(spec, T, B, seed, truncate, lengths, monkeypatch, gradcheck=Fal
                             atol=1e-6, rtol=1e-5)
 
 
-@settings(max_examples=25)
+@settings(max_examples=EXAMPLES)
 @given(spec=cells(), data=st.data())
 def test_random_cells_agree_with_the_reference_walk(spec, data, monkeypatch_session):
     T = data.draw(st.integers(1, 5), label="T")
@@ -587,7 +592,7 @@ def test_random_cells_agree_with_the_reference_walk(spec, data, monkeypatch_sess
     differential(spec, T, B, seed, truncate, None, monkeypatch_session, gradcheck=small <= 40)
 
 
-@settings(max_examples=25)
+@settings(max_examples=EXAMPLES)
 @given(spec=cells(mixing=False), data=st.data())
 def test_random_cells_with_lengths_agree_with_each_sequence_alone(spec, data,
                                                                   monkeypatch_session):

@@ -162,6 +162,7 @@ class Unrolled:
         self.output_nodes = {k: [] for k in cell.outputs}
         self.state_nodes = {k: [] for k in cell.states}
         self.mask_nodes: list[Node] = []
+        self._kept_ids: set = set()  # the masked net's "keep the state" where nodes
         step_consts: dict[int, np.ndarray] = {}
         prev = {id(cell.states[s].node): self.init_nodes[s] for s in cell.states}
         for t in range(self.steps):
@@ -211,6 +212,7 @@ class Unrolled:
                     mask = mask_for(node.shape)
                     node = Node("where", (mask, node, prev[id(st.node)]), {}, f"{s}_kept",
                                 node.shape, node.dtype, step=t, role="next_state")
+                    self._kept_ids.add(id(node))
                     order.append(node)
                 self.state_nodes[s].append(node)
                 nxt[id(st.node)] = node
@@ -269,10 +271,15 @@ class Unrolled:
             tuple(self._state_slots[k][t - 1] for k in names) for t in range(1, self.steps)
         ]
         self._unread = self._unread_slots(prog)
-        # each state's value before its mask (the state itself in an unmasked net)
-        self._state_pre_slots = {
-            k: [slot[id(n.inputs[1])] if self.masked else slot[id(n)] for n in ns]
-            for k, ns in self.state_nodes.items()}
+        # each state's value before its mask (the state itself in an unmasked net); a state
+        # passed on from another (h1 <- h0) is the value that one's step computed
+        def before_mask(n):
+            while id(n) in self._kept_ids:
+                n = n.inputs[1]
+            return slot[id(n)]
+
+        self._state_pre_slots = {k: [before_mask(n) for n in ns]
+                                 for k, ns in self.state_nodes.items()}
         # slots whose gradients every run keeps (Run.state_grads, Run.grad of what it returns)
         self._kept_grads = frozenset(
             s for slots in list(self._state_slots.values()) + list(self._output_slots.values())
