@@ -27,6 +27,7 @@ unroll_module = importlib.import_module("unrollgraph.unroll")
 
 # examples per test: about 6 s each in the suite; set UNROLLGRAPH_DIFFERENTIAL_EXAMPLES (and
 # UNROLLGRAPH_HYPOTHESIS_PROFILE=thorough, for fresh random draws) for a longer search
+FLUSH = (unroll_module._FLUSH_ALL_BYTES, unroll_module._FLUSH_CHUNK_BYTES)
 EXAMPLES = int(os.environ.get("UNROLLGRAPH_DIFFERENTIAL_EXAMPLES", "80"))
 
 # -------------------------------------------------------------------------------------------
@@ -425,8 +426,10 @@ def reference_lengths(spec, values, xs, h0s, seeds_out, seeds_fin, lengths, trun
 # the net, run with one execution option
 
 # (keep, path, fuse): the compiled step templates with and without one call for an op on
-# several slices, and the generic node-by-node loop (what ``detect_anomaly`` runs)
+# several slices (and with the shared weights' gradients flushed every two steps, as a long
+# lean run does), and the generic node-by-node loop (what ``detect_anomaly`` runs)
 OPTIONS = [("needed", "templates", True), ("needed", "templates", False),
+           ("needed", "chunked", True),
            ("all", "templates", True), ("all", "templates", False),
            ("needed", "generic", False), ("all", "generic", False)]
 
@@ -448,6 +451,9 @@ def run_net(cell, spec, T, xs, h0s, seeds_out, seeds_fin, option, truncate=None,
     xts = {f"x{k}": ug.tensor(x, requires_grad=True) for k, x in enumerate(xs)}
     h0ts = tuple(ug.tensor(h, requires_grad=True) for h in h0s)
     monkeypatch.setattr(unroll_module, "_FUSE_ELEMENTS", 1 << 30 if fuse else 0)
+    chunked = path == "chunked"
+    monkeypatch.setattr(unroll_module, "_FLUSH_ALL_BYTES", 0 if chunked else FLUSH[0])
+    monkeypatch.setattr(unroll_module, "_FLUSH_CHUNK_BYTES", 1 if chunked else FLUSH[1])
     for call in range(2):  # a second call reuses the net's caches and buffer pool
         cell.zero_grad()
         for t in list(xts.values()) + list(h0ts):

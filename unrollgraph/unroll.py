@@ -691,6 +691,7 @@ class Run:
         # recomputation for Run.full takes the same, to reproduce the same bits)
         self.generic_forward = False
         self.generic_backward = False
+        self.flush_chunk = None  # steps per flush of shared-weight gradients, once chosen
 
     def free_unread(self) -> None:
         """Drop the values no VJP reads, keeping their shapes (``keep="needed"``)."""
@@ -758,6 +759,7 @@ class Run:
             full.forward()
             self._check_kept(full.values, self.values, "value")
             if self.seeds is not None:
+                full.flush_chunk = self.flush_chunk
                 full.backward(self.seeds)
                 self._check_kept(full.grads, self.grads, "gradient")
             self._full = full
@@ -895,11 +897,13 @@ class Run:
         if steps is not None and not generic:
             vals = self.values
             deferred = defaultdict(list)
-            chunk = 0  # steps per flush of the shared-weight gradients; 0: one, at the end
+            # steps per flush of the shared-weight gradients (0: one, at the end); a
+            # recomputation (Run.full) flushes as the run did, to give the same bits
+            chunk = self.flush_chunk or 0
             for i, (fn, b, s_in) in enumerate(steps):
                 fn(vals, grads, owned, deferred, b, *s_in)
-                if i == 0 and self.keep == "needed":
-                    chunk = _flush_chunk(deferred, len(steps))
+                if i == 0 and self.keep == "needed" and self.flush_chunk is None:
+                    chunk = self.flush_chunk = _flush_chunk(deferred, len(steps))
                 if chunk and (i + 1) % chunk == 0:
                     net._templates.flush(deferred, vals, grads, owned, _acc, {}, net._pool)
                     for parts in deferred.values():
