@@ -469,6 +469,9 @@ class Unrolled:
         lengths : sequence of int, optional
             Length of each sequence in the batch; steps past a sequence's length leave its
             state unchanged and give zero outputs (so they add nothing to a sum-type loss).
+            Whatever the padding holds is never computed on (those steps run on a copy of
+            the sequence's last real input), so padded steps contribute exactly zero gradient:
+            the result equals running each sequence alone at its own length.
 
         Returns
         -------
@@ -936,7 +939,10 @@ class Run:
                 # ``y = h_next``, one step apart): their gradients add up
                 for t, s in enumerate(slots_out[k]):
                     if want[s]:
-                        _acc(grads, owned, s, g[t])
+                        if grads[s] is None:
+                            grads[s] = g[t]
+                        else:
+                            _acc(grads, owned, s, g[t])
             elif want[finals[k - len(slots_out)]]:
                 _acc(grads, owned, finals[k - len(slots_out)], g)
         return grads, owned
