@@ -227,9 +227,9 @@ def cells(draw, mixing=True):
             add(op, [a], extra, nw, nm)
         elif op in BINARY:
             if op in ("concat", "stack"):
-                b = pick(lambda w2, m2: w2 == w) if op == "stack" else pick()
+                b = pick(lambda w2, m2, w=w: w2 == w) if op == "stack" else pick()
             else:
-                b = pick(lambda w2, m2: w2 == w or w2 == 1 or w == 1)
+                b = pick(lambda w2, m2, w=w: w2 == w or w2 == 1 or w == 1)
             w2, m2 = shape[b]
             if op == "pow" and m2 > 50:
                 op = "add"
@@ -242,8 +242,8 @@ def cells(draw, mixing=True):
                 b, nw = a, w
             add(op, [a, b], None, nw, nm)
         elif op == "where":
-            b = pick(lambda w2, m2: w2 == w or w2 == 1 or w == 1)
-            c = pick(lambda w2, m2: w2 in (1, w, shape[b][0]))
+            b = pick(lambda w2, m2, w=w: w2 == w or w2 == 1 or w == 1)
+            c = pick(lambda w2, m2, w=w, wb=shape[b][0]: w2 in (1, w, wb))
             nw = max(w, shape[b][0], shape[c][0])
             if shape[c][0] not in (1, nw):
                 c = a
@@ -463,7 +463,7 @@ def run_net(cell, spec, T, xs, h0s, seeds_out, seeds_fin, option, truncate=None,
     chunked = path == "chunked"
     monkeypatch.setattr(unroll_module, "_FLUSH_ALL_BYTES", 0 if chunked else FLUSH[0])
     monkeypatch.setattr(unroll_module, "_FLUSH_CHUNK_BYTES", 1 if chunked else FLUSH[1])
-    for call in range(2):  # a second call reuses the net's caches and buffer pool
+    for _call in range(2):  # a second call reuses the net's caches and buffer pool
         cell.zero_grad()
         for t in list(xts.values()) + list(h0ts):
             t.zero_grad()

@@ -3,9 +3,9 @@
 import networkx as nx
 import numpy as np
 import pytest
+from bptt_reference import elman_backward, elman_forward
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from bptt_reference import elman_backward, elman_forward
 
 import unrollgraph as ug
 
