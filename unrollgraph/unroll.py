@@ -431,11 +431,12 @@ class Unrolled:
         for i in needs:
             want[i] = True
         for e in self._prog:
-            out, ins, step = e[0], e[1], e[5]
+            out, ins, vjps, step = e[0], e[1], e[3], e[5]
             if self.truncate is not None and step is not None and \
                     step < self.steps - self.truncate:
                 continue
-            if any(want[i] for i in ins):
+            # (through the inputs with a derivative: a where's condition passes no gradient)
+            if any(want[i] for i, f in zip(ins, vjps) if f is not None):
                 want[out] = True
         bprog = []
         for out, ins, _fwd, vjps, kw, step in reversed(self._prog):
