@@ -11,11 +11,15 @@ Run ``python benchmarks/scale_contributions.py [--steps 3000] [--repeats 3]``.
 from __future__ import annotations
 
 import argparse
+import pathlib
+import sys
 import time
 
 import numpy as np
 
-import unrollgraph as ug
+# the checkout this script lives in (not another installed copy): it measures this code
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import unrollgraph as ug  # noqa: E402
 
 
 def time_contributions(T: int, repeats: int) -> float:
@@ -44,7 +48,8 @@ def main(argv=None) -> None:
     small, large = args.steps, 10 * args.steps
     t1 = time_contributions(small, args.repeats)
     t2 = time_contributions(large, args.repeats)
-    print("step_contributions, Elman RNN B=4 H=16:")
+    print(f"step_contributions, Elman RNN B=4 H=16 (unrollgraph from "
+          f"{pathlib.Path(ug.__file__).parent}):")
     print(f"  T={small:>7,}: {t1:8.3f} s")
     print(f"  T={large:>7,}: {t2:8.3f} s")
     print(f"  ratio for 10x the steps: {t2 / t1:.1f} (linear: about 10)")
