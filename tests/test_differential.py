@@ -25,10 +25,10 @@ import unrollgraph as ug
 
 unroll_module = importlib.import_module("unrollgraph.unroll")
 
-# examples per test: about 6 s each in the suite; set UNROLLGRAPH_DIFFERENTIAL_EXAMPLES (and
+# examples per test: about 5 s each in the suite; set UNROLLGRAPH_DIFFERENTIAL_EXAMPLES (and
 # UNROLLGRAPH_HYPOTHESIS_PROFILE=thorough, for fresh random draws) for a longer search
 FLUSH = (unroll_module._FLUSH_ALL_BYTES, unroll_module._FLUSH_CHUNK_BYTES)
-EXAMPLES = int(os.environ.get("UNROLLGRAPH_DIFFERENTIAL_EXAMPLES", "80"))
+EXAMPLES = int(os.environ.get("UNROLLGRAPH_DIFFERENTIAL_EXAMPLES", "60"))
 
 # -------------------------------------------------------------------------------------------
 # a cell is a spec: plain data, interpreted either on the cell's placeholders or on eager
@@ -627,3 +627,43 @@ def monkeypatch_session():
     mp = pytest.MonkeyPatch()
     yield mp
     mp.undo()
+
+
+@settings(max_examples=max(EXAMPLES // 4, 1))
+@given(spec=cells(), data=st.data())
+def test_random_cells_in_float32_stay_float32_and_agree(spec, data, monkeypatch_session):
+    """Every array float32: the lean run computes in place (one dtype), and every path gives
+    float32 results close to the float64 reference and equal to each other to rounding."""
+    T = data.draw(st.integers(1, 4), label="T")
+    B = data.draw(st.integers(1, 3), label="B")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    rng = np.random.default_rng(seed)
+    values = _param_values(spec, seed)
+    xs = [rng.uniform(-1, 1, (T, B, d)) for d in spec["in"]]
+    h0s = [rng.uniform(-1, 1, (B, d)) for d in spec["st"]]
+    cell = build_cell(spec, {k: v.astype(np.float32) for k, v in values.items()})
+    widths = [cell.outputs[f"y{k}"].shape[1:] for k in range(len(spec["outputs"]))]
+    seeds_out = [rng.standard_normal((T, B) + w).astype(np.float32) for w in widths]
+    seeds_fin = [rng.standard_normal((B, d)).astype(np.float32) for d in spec["st"]]
+    f32 = [x.astype(np.float32) for x in xs], [h.astype(np.float32) for h in h0s]
+    ref = reference(spec, values, [x.astype(np.float64) for x in f32[0]],
+                    [h.astype(np.float64) for h in f32[1]],
+                    [s.astype(np.float64) for s in seeds_out],
+                    [s.astype(np.float64) for s in seeds_fin])
+    runs = []
+    for option in [("needed", "templates", True), ("all", "generic", False)]:
+        res = run_net(cell, spec, T, *f32, seeds_out, seeds_fin, option, None, None,
+                      monkeypatch_session)
+        runs.append(res)
+        for a in res["outs"] + res["finals"] + [g for g in res["grads"].values() if g is not None]:
+            assert a.dtype == np.float32
+        for got, want in zip(res["outs"] + res["finals"], ref["outs"] + ref["finals"]):
+            scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
+            np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-4 * scale)
+    for k, g in runs[0]["grads"].items():
+        other = runs[1]["grads"][k]
+        if g is None or other is None:
+            assert g is None and other is None
+            continue
+        scale = max(1.0, float(np.max(np.abs(other), initial=0.0)))
+        np.testing.assert_allclose(g, other, rtol=1e-4, atol=1e-5 * scale)
