@@ -4,6 +4,8 @@ import networkx as nx
 import numpy as np
 import pytest
 from bptt_reference import elman_backward, elman_forward
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import unrollgraph as ug
 
@@ -714,3 +716,250 @@ def test_lean_run_flushes_shared_weight_gradients_in_chunks_on_long_sequences(mo
     assert unroll_module._flush_chunk({"k": [(np.zeros((2, 12)), np.zeros((2, 3)))]}, 9) == 2
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+# -- execution shortcuts compute what the plain reverse walk computes --------------------------
+# (tests/test_differential.py draws random cells; these are the failing inputs found first)
+
+
+@pytest.mark.parametrize("keep", ["needed", "all"])
+def test_in_place_reuse_never_overwrites_a_value_another_slice_still_reads(keep):
+    """-z is computed once for two slices (views of one array); `a + 1.0` must not be done in
+    place in a's array, which b's numbers share."""
+    cell = ug.Cell("views")
+    x = cell.input("x", (3,))
+    h = cell.state("h", (2,))
+    W = cell.param("W", np.full((2, 3), 0.5))
+    z = h @ W + x
+    a = -z[:, 0:2]
+    b = -z[:, 1:3]
+    h_next = ug.tanh((a + 1.0) * b)
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    xs = np.tile(np.array([0.1, 0.2, 0.3]), (2, 1, 1))
+    out, _ = ug.unroll(cell, steps=2, keep=keep)(xs)
+    np.testing.assert_allclose(out.data[0, 0], [-0.17808087, -0.23549575], atol=1e-8)
+    zz = np.array([[0.1, 0.2, 0.3]])
+    want = np.tanh((1.0 - zz[:, 0:2]) * -zz[:, 1:3])
+    np.testing.assert_array_equal(out.data[0], want)
+
+
+@pytest.mark.parametrize("keep", ["needed", "all"])
+def test_an_output_computed_from_inputs_only_is_stacked_with_its_values(keep):
+    cell = ug.Cell("side")
+    x = cell.input("x", (3,))
+    h = cell.state("h", (2,))
+    W = cell.param("W", np.full((3, 2), 0.5))
+    V = cell.param("V", np.linspace(-1, 1, 6).reshape(3, 2))
+    cell.feedback(h, ug.tanh(h + x @ W))
+    cell.output("y", x @ V)
+    xs = np.random.default_rng(0).standard_normal((4, 2, 3))
+    out, _ = ug.unroll(cell, steps=4, keep=keep)(xs)
+    np.testing.assert_allclose(out.data, xs @ V.data, rtol=1e-14)
+    out.sum().backward()
+    np.testing.assert_allclose(V.grad, xs.reshape(-1, 3).T @ np.ones((8, 2)), rtol=1e-12)
+
+
+@pytest.mark.parametrize("keep", ["needed", "all"])
+@pytest.mark.parametrize("outputs", ["same node", "prev and next"])
+def test_two_outputs_on_one_node_add_their_gradients(keep, outputs):
+    rng = np.random.default_rng(1)
+    cell = ug.Cell("twice")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (2,))
+    w = cell.param("w", np.array([0.3, -0.2]))
+    h_next = ug.tanh(h * w + x)
+    cell.feedback(h, h_next)
+    if outputs == "same node":
+        cell.output("a", h_next)
+    else:
+        cell.output("a", h)   # prev = h: step t's value is step t-1's h_next
+    cell.output("b", h_next)
+    net = ug.unroll(cell, steps=3, keep=keep)
+    xs = rng.standard_normal((3, 2, 2))
+
+    def loss(*_):
+        o, _ = net(xs)
+        return o["a"].sum() + 2 * o["b"].sum()
+
+    loss().backward()
+    got = w.grad.copy()
+    assert ug.gradcheck(loss, [w])
+    w.zero_grad()
+    # by hand: the same function with eager tensors
+    wt = ug.tensor(w.data, requires_grad=True)
+    hv, total = ug.tensor(np.zeros((2, 2))), None
+    for t in range(3):
+        nxt = ug.tanh(hv * wt + xs[t])
+        a = nxt if outputs == "same node" else hv
+        term = a.sum() + 2 * nxt.sum()
+        total = term if total is None else total + term
+        hv = nxt
+    total.backward()
+    np.testing.assert_allclose(got, wt.grad, rtol=1e-12)
+
+
+@pytest.mark.parametrize("keep", ["needed", "all"])
+def test_a_declared_parameter_nothing_uses_runs_and_gets_no_gradient(keep):
+    cell = ug.Cell("spare")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (2,))
+    w = cell.param("w", np.array([0.3, -0.2]))
+    b = cell.param("b", np.zeros(2))
+    h_next = ug.tanh(h * w + x)
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    net = ug.unroll(cell, steps=3, keep=keep)
+    out, _ = net(np.ones((3, 1, 2)))
+    out.sum().backward()
+    assert b.grad is None and w.grad is not None
+    parts = net.last_run.step_contributions("b")
+    assert parts.shape == (3, 2) and not parts.any()
+    with pytest.raises(ug.CellError, match="no parameter 'nope'"):
+        net.last_run.step_contributions("nope")
+    out, _ = net(np.ones((3, 1, 2)), lengths=[2])
+    out.sum().backward()
+    assert b.grad is None
+
+
+# -- padded steps contribute exactly nothing ----------------------------------------------------
+
+
+def _normalising_cell(seed=0):
+    """x / sqrt(sum(x * x)): NaN on an all-zero (padding) input."""
+    rng = np.random.default_rng(seed)
+    cell = ug.Cell("normalise")
+    x = cell.input("x", (3,))
+    h = cell.state("h", (4,))
+    W = cell.param("W", rng.standard_normal((4, 3)) * 0.5)
+    U = cell.param("U", rng.standard_normal((4, 4)) * 0.5)
+    b = cell.param("b", rng.standard_normal(4) * 0.1)
+    xn = x / ug.sqrt((x * x).sum(axis=1, keepdims=True))
+    h_next = ug.tanh(xn @ W.T + h @ U.T + b, name="h_next")
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    return cell
+
+
+@pytest.mark.parametrize("keep", ["needed", "all"])
+def test_a_nan_in_a_padded_step_does_not_reach_the_gradients(keep):
+    rng = np.random.default_rng(2)
+    xs = rng.standard_normal((3, 2, 3))
+    xs[2, 1] = 0.0  # sequence 1 is padded at step 2 with zeros
+    R = rng.standard_normal((3, 2, 4))
+    cell = _normalising_cell()
+    net = ug.unroll(cell, steps=3, keep=keep)
+    xt = ug.tensor(xs, requires_grad=True)
+    out, h = net(xt, lengths=[3, 2])
+    (out * R).sum().backward()
+    grads = {k: p.grad.copy() for k, p in cell.parameters().items()}
+    for g in list(grads.values()) + [xt.grad, net.last_run.state_grads()]:
+        assert np.all(np.isfinite(g))
+    assert np.all(xt.grad[2, 1] == 0)
+    assert np.array_equal(xs[2, 1], np.zeros(3))  # the caller's array is not changed
+    # equal to running each sequence alone at its own length
+    want = {k: 0.0 for k in grads}
+    for b, n in enumerate([3, 2]):
+        cell.zero_grad()
+        alone = ug.tensor(xs[:n, b:b + 1], requires_grad=True)
+        o, hb = ug.unroll(cell, steps=n, keep=keep)(alone)
+        (o * R[:n, b:b + 1]).sum().backward()
+        np.testing.assert_allclose(out.data[:n, b], o.data[:, 0], rtol=1e-13)
+        np.testing.assert_allclose(h.data[b], hb.data[0], rtol=1e-13)
+        np.testing.assert_allclose(xt.grad[:n, b], alone.grad[:, 0], rtol=1e-11, atol=1e-14)
+        for k, p in cell.parameters().items():
+            want[k] = want[k] + p.grad
+    for k in grads:
+        np.testing.assert_allclose(grads[k], want[k], rtol=1e-11, atol=1e-14)
+
+
+def test_where_sends_exact_zeros_to_the_unselected_branch():
+    """ug.where follows PyTorch and JAX: the unselected branch gets exact zeros, whatever the
+    gradient (a NaN included). A NaN made by an op at a singular point (1/x at 0) on the
+    unselected side still reaches its inputs through that op's own derivative (0 * inf), as
+    in both; the double-where idiom keeps it out."""
+    x = ug.tensor([0.0, 2.0], requires_grad=True)
+    a = ug.tensor([1.0, 1.0], requires_grad=True)
+    y = ug.where(np.array([False, True]), a, x)
+    y.backward(np.array([np.nan, 1.0]))
+    assert np.array_equal(a.grad, [0.0, 1.0])
+    assert np.isnan(x.grad[0]) and x.grad[1] == 0.0
+    nonzero = x.data != 0
+    safe = ug.where(nonzero, x, 1.0)          # the double where: no 1/0 is ever computed
+    z = ug.where(nonzero, 1.0 / safe, 0.0)
+    x.zero_grad()
+    z.sum().backward()
+    assert np.array_equal(x.grad, [0.0, -0.25])
+
+
+# -- every Run accessor with lengths -------------------------------------------------------------
+
+
+def test_state_grads_with_full_lengths_equal_the_unmasked_net():
+    rng = np.random.default_rng(4)
+    xs = rng.standard_normal((4, 2, 3))
+    R = rng.standard_normal((4, 2, 5))
+    res = []
+    for lengths in (None, [4, 4]):
+        cell = ug.nn.RNNCell(3, 5, seed=3)
+        net = ug.unroll(cell, steps=4)
+        out, h = net(xs, lengths=lengths)
+        ((out * R).sum() + h.sum()).backward()
+        run = net.last_run
+        res.append((run.state_grads(), run.step_contributions("weight_hh"),
+                    [run.value(n) for n in run.net.state_nodes["h"]],
+                    [run.full().values[run.net.slot(n)] for n in run.net.state_nodes["h"]],
+                    cell.weight_hh.grad))
+    (g0, c0, v0, f0, w0), (g1, c1, v1, f1, w1) = res
+    norms = np.linalg.norm(g0.reshape(4, -1), axis=1)
+    assert np.all(norms > 0.5)
+    np.testing.assert_allclose(g1, g0, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(c1, c0, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(w1, w0, rtol=1e-12, atol=1e-14)
+    for a, b in zip(v0 + f0, v1 + f1):
+        np.testing.assert_allclose(a, b, rtol=1e-13)
+
+
+@pytest.mark.parametrize("make", [lambda: ug.nn.RNNCell(2, 3, seed=0),
+                                  lambda: ug.nn.LSTMCell(2, 3, seed=0),
+                                  lambda: ug.nn.GRUCell(2, 3, seed=0)])
+@settings(max_examples=8)
+@given(lengths=st.lists(st.integers(0, 4), min_size=1, max_size=3), seed=st.integers(0, 99))
+def test_run_accessors_with_ragged_lengths_equal_each_sequence_alone(make, lengths, seed):
+    rng = np.random.default_rng(seed)
+    T, B = 4, len(lengths)
+    xs = rng.standard_normal((T, B, 2))
+    R = rng.standard_normal((T, B, 3))
+    cell = make()
+    net = ug.unroll(cell, steps=T)
+    out, fin = net(xs, lengths=lengths)
+    h = fin[0] if isinstance(fin, tuple) else fin
+    ((out * R).sum() + (h * h).sum()).backward()
+    run = net.last_run
+    first = list(cell.states)[0]
+    sg = run.state_grads(first)
+    parts = {k: run.step_contributions(k) for k in cell.parameters()}
+    for k, p in cell.parameters().items():
+        np.testing.assert_allclose(parts[k].sum(axis=0), p.grad, rtol=1e-10, atol=1e-13)
+    want_parts = {k: np.zeros_like(v) for k, v in parts.items()}
+    for b, n in enumerate(lengths):
+        if n == 0:
+            assert not np.any(out.data[:, b])
+            continue
+        one = ug.unroll(cell, steps=n)
+        o, fb = one(xs[:n, b:b + 1])
+        hb = fb[0] if isinstance(fb, tuple) else fb
+        ((o * R[:n, b:b + 1]).sum() + (hb * hb).sum()).backward()
+        r1 = one.last_run
+        np.testing.assert_allclose(out.data[:n, b], o.data[:, 0], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(sg[:n, b], r1.state_grads(first)[:, 0], rtol=1e-10,
+                                   atol=1e-13)
+        np.testing.assert_allclose(sg[n:, b], np.broadcast_to(2 * h.data[b], sg[n:, b].shape),
+                                   rtol=1e-12)
+        for t in range(n):
+            node, node1 = run.net.state_nodes[first][t], one.state_nodes[first][t]
+            np.testing.assert_allclose(run.value(node)[b], r1.value(node1)[0], rtol=1e-12)
+        for k in parts:
+            want_parts[k][:n] += r1.step_contributions(k)
+    for k in parts:
+        np.testing.assert_allclose(parts[k], want_parts[k], rtol=1e-10, atol=1e-13)

@@ -188,7 +188,10 @@ class StepTemplates:
         later = set(self.state_in[t + 1]) if t + 1 < len(self.state_in) else set()
         free = {off for off in readers
                 if base + off in self.unread and base + off not in later}
-        fresh = set()  # values this step computes into a new array of their own
+        # values this step computes into a new array of their own, which no other value
+        # views: only those may take a result in place (a fused slice is a view of an
+        # array its sibling slices also view)
+        fresh = set()
         donor: dict = {}
         for k, (out, refs, fwd, _v, _key, kw) in enumerate(rel):
             op = _OP_OF.get(fwd)
@@ -201,6 +204,8 @@ class StepTemplates:
                             and self.shapes[base + out][1]:
                         donor[k] = m
                         break
+            if k in fused:
+                continue  # a slice of one array computed for several entries: a view
             if op in _INPLACE or (op == "matmul" and self._inline_forward(op, refs, kw)):
                 fresh.add(out)
         free_after: list = [[] for _ in rel]
@@ -819,6 +824,8 @@ def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slo
 
     Per-step gradients that the steps left in ``grads`` are stacked; gradients to shared nodes
     are accumulated once; gradients to per-step inputs are split over their steps.
+    ``keep_views`` is True (keep every node's per-step gradient, as a view) or the slots
+    whose per-step gradients to keep.
     """
     from_batched: dict = {}
     for k in range(len(plan) - 1, -1, -1):
@@ -840,7 +847,8 @@ def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slo
         if g is None:
             continue
         for t, s in enumerate(tb.slots):
-            grads[s] = g[t] if keep_views else None  # per-step views, for inspection
+            # per-step views, for inspection (a lean run keeps those of states and outputs)
+            grads[s] = g[t] if keep_views is True or s in keep_views else None
         ans = stacked[k]
         args = [_stacked(r, vals, xs, stacked) for r in tb.refs]
         for m, (kind, key) in enumerate(tb.refs):

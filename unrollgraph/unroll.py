@@ -189,6 +189,7 @@ class Unrolled:
         self.output_nodes = {k: [] for k in cell.outputs}
         self.state_nodes = {k: [] for k in cell.states}
         self.mask_nodes: list[Node] = []
+        self._kept_ids: set = set()  # the masked net's "keep the state" where nodes
         step_consts: dict[int, np.ndarray] = {}
         prev = {id(cell.states[s].node): self.init_nodes[s] for s in cell.states}
         for t in range(self.steps):
@@ -238,6 +239,7 @@ class Unrolled:
                     mask = mask_for(node.shape)
                     node = Node("where", (mask, node, prev[id(st.node)]), {}, f"{s}_kept",
                                 node.shape, node.dtype, step=t, role="next_state")
+                    self._kept_ids.add(id(node))
                     order.append(node)
                 self.state_nodes[s].append(node)
                 nxt[id(st.node)] = node
@@ -273,6 +275,8 @@ class Unrolled:
             prog.append((slot[id(n)], ins, op.forward, vjps, dict(n.attrs), n.step))
         self._prog = prog
         self._param_slots = {k: slot[id(n)] for k, n in self.param_nodes.items()}
+        self._used_params = {k: p for k, p in self.cell._params.items()
+                             if k in self._param_slots}
         self._input_slots = {k: [slot[id(n)] for n in ns] for k, ns in self.input_nodes.items()}
         self._init_slots = {k: slot[id(n)] for k, n in self.init_nodes.items()}
         self._output_slots = {k: [slot[id(n)] for n in ns] for k, ns in self.output_nodes.items()}
@@ -294,6 +298,19 @@ class Unrolled:
             tuple(self._state_slots[k][t - 1] for k in names) for t in range(1, self.steps)
         ]
         self._unread = self._unread_slots(prog)
+        # each state's value before its mask (the state itself in an unmasked net); a state
+        # passed on from another (h1 <- h0) is the value that one's step computed
+        def before_mask(n):
+            while id(n) in self._kept_ids:
+                n = n.inputs[1]
+            return slot[id(n)]
+
+        self._state_pre_slots = {k: [before_mask(n) for n in ns]
+                                 for k, ns in self.state_nodes.items()}
+        # slots whose gradients every run keeps (Run.state_grads, Run.grad of what it returns)
+        self._kept_grads = frozenset(
+            s for slots in list(self._state_slots.values()) + list(self._output_slots.values())
+            + list(self._state_pre_slots.values()) for s in slots)
         outputs = {s for slots in self._output_slots.values() for s in slots}
         self._unread_by_step = [[] for _ in range(self.steps)]
         for s in self._unread:
@@ -302,9 +319,11 @@ class Unrolled:
                 self._unread_by_step[step].append(s)
         self._time_batch = self._plan_time_batching()
         skip = frozenset(s for tb in self._time_batch for s in tb.slots)
+        # block offsets whose gradients a lean run keeps: states and outputs (and, in a masked
+        # net, each state's value before its mask, for state_grads)
         keep_grads = frozenset(
-            slots[0] - blocks[0][0]
-            for slots in list(self._state_slots.values()) + list(self._output_slots.values())
+            s - blocks[self.nodes[s].step][0] for s in self._kept_grads
+            if self.nodes[s].step is not None
         )
         batched = self.graph._batched
         shapes = [(None if n.shape is None else tuple(n.shape), id(n) in batched)
@@ -377,7 +396,8 @@ class Unrolled:
         return out
 
     def _unread_slots(self, prog) -> list:
-        """Op-node slots whose values no VJP reads (freed by ``keep="needed"``)."""
+        """Op-node slots whose values no VJP reads and that are neither an output nor a state
+        (freed by ``keep="needed"``)."""
         read = [False] * len(self.nodes)
         for out, ins, _fwd, _vjps, _kw, _step in prog:
             reads = get_op(self.nodes[out].op).reads
@@ -385,8 +405,11 @@ class Unrolled:
                 reads = ("ans",) + tuple(range(len(ins)))
             for r in reads:
                 read[out if r == "ans" else ins[r]] = True
-        finals = {slots[-1] for slots in self._state_slots.values()}
-        return [e[0] for e in prog if not read[e[0]] and e[0] not in finals]
+        # a run keeps every output and state it returns or reports (the outputs are stacked
+        # after the run, Run.value and state_grads read the states): never a stand-in
+        kept = {s for slots in list(self._state_slots.values()) + list(
+            self._output_slots.values()) for s in slots}
+        return [e[0] for e in prog if not read[e[0]] and e[0] not in kept]
 
     def _plan_time_batching(self) -> list:
         cell = self.cell
@@ -435,11 +458,12 @@ class Unrolled:
         for i in needs:
             want[i] = True
         for e in self._prog:
-            out, ins, step = e[0], e[1], e[5]
+            out, ins, vjps, step = e[0], e[1], e[3], e[5]
             if self.truncate is not None and step is not None and \
                     step < self.steps - self.truncate:
                 continue
-            if any(want[i] for i in ins):
+            # (through the inputs with a derivative: a where's condition passes no gradient)
+            if any(want[i] for i, f in zip(ins, vjps) if f is not None):
                 want[out] = True
         bprog = []
         for out, ins, _fwd, vjps, kw, step in reversed(self._prog):
@@ -473,6 +497,9 @@ class Unrolled:
         lengths : sequence of int, optional
             Length of each sequence in the batch; steps past a sequence's length leave its
             state unchanged and give zero outputs (so they add nothing to a sum-type loss).
+            Whatever the padding holds is never computed on (those steps run on a copy of
+            the sequence's last real input), so padded steps contribute exactly zero gradient:
+            the result equals running each sequence alone at its own length.
 
         Returns
         -------
@@ -493,7 +520,9 @@ class Unrolled:
         states_t = self._normalize_state(state, batch)
         if self.masked:
             lengths = self._check_lengths(lengths, batch)
-        params = cell._params  # no copy: read-only here
+        # the parameters the graph reads (one the cell declares but nothing uses gets no
+        # gradient: its .grad stays None)
+        params = self._used_params
         leaves: list[Tensor] = list(xs_t.values()) + list(params.values()) + [
             s for s in states_t.values() if isinstance(s, Tensor)
         ]
@@ -663,6 +692,32 @@ def _state_batch(state) -> int:
     return shape[0] if shape else 1
 
 
+def _padded_inputs(xs: dict, lengths) -> dict:
+    """The inputs a masked run computes on: a sequence's padded steps (``t >= length``) hold
+    a copy of its last real input (of the longest sequence's first, for an empty one), so a
+    padded row computes on numbers the cell is known to handle. The masks select none of it,
+    and since every value of a padded row is then finite, the zero gradients the masks send
+    it stay exactly zero (padding such as all-zero rows through ``x / sqrt(sum(x * x))``
+    would otherwise give NaN values whose zero gradient is still NaN). The caller's arrays are
+    not changed."""
+    lengths = np.asarray(lengths)
+    if not xs or lengths.size == 0:
+        return xs
+    T = next(iter(xs.values())).shape[0]
+    if lengths.min() >= T or lengths.max() == 0:
+        return xs  # nothing padded, or nothing real to pad with
+    longest = int(np.argmax(lengths))
+    out = {}
+    for k, x in xs.items():
+        x = x.copy()
+        for b, n in enumerate(lengths):
+            n = int(n)
+            if n < T:
+                x[n:, b] = x[n - 1, b] if n else x[0, longest]
+        out[k] = x
+    return out
+
+
 def _float(x) -> np.ndarray:
     arr = np.asarray(x)
     return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
@@ -686,6 +741,11 @@ class Run:
         self._full = None  # the same run with everything kept, recomputed on request
         self.lean_steps = False  # True once the compiled lean steps have dropped values
         self.xs = xs
+        # the arrays the run computes on: the inputs, except that a masked run fills each
+        # sequence's padded steps with a real input of its own (see _padded_inputs)
+        self.xs_data = {k: x.data for k, x in xs.items()}
+        if lengths is not None and net.masked:
+            self.xs_data = _padded_inputs(self.xs_data, lengths)
         self.states = states
         self.lengths = lengths
         self.batch = batch
@@ -696,6 +756,11 @@ class Run:
         self.seeds = None  # output gradients of the last backward: one per output, then state
         self._input_grads = None
         self.stacked: dict = {}
+        # whether the forward and backward passes took the generic node-by-node loop (a
+        # recomputation for Run.full takes the same, to reproduce the same bits)
+        self.generic_forward = False
+        self.generic_backward = False
+        self.flush_chunk = None  # steps per flush of shared-weight gradients, once chosen
 
     def free_unread(self) -> None:
         """Drop the values no VJP reads, keeping their shapes (``keep="needed"``)."""
@@ -758,9 +823,12 @@ class Run:
             return self
         if self._full is None:
             full = Run(self.net, self.xs, self.states, self.lengths, self.batch, "all")
+            full.generic_forward = self.generic_forward
+            full.generic_backward = self.generic_backward
             full.forward()
             self._check_kept(full.values, self.values, "value")
             if self.seeds is not None:
+                full.flush_chunk = self.flush_chunk
                 full.backward(self.seeds)
                 self._check_kept(full.grads, self.grads, "gradient")
             self._full = full
@@ -784,14 +852,14 @@ class Run:
         net._check_cell()
         cell = net.cell
         batch = self.batch
-        for k, p in cell._params.items():
+        for k, p in net._used_params.items():
             vals[net._param_slots[k]] = p.data
         dtype = next(iter(self.xs.values())).dtype if self.xs else np.dtype(np.float64)
         for s, v in net._const_slots:
             # a number written in the cell takes the run's float type (float32 stays float32)
             vals[s] = v.astype(dtype) if v.ndim == 0 and v.dtype.kind == "f" else v
         for k, slots in net._input_slots.items():
-            data = self.xs[k].data
+            data = self.xs_data[k]
             for t, s in enumerate(slots):
                 vals[s] = data[t]
         for k, s in net._init_slots.items():
@@ -809,13 +877,17 @@ class Run:
                 running = node.step < self.lengths  # the sequences still going at this step
                 vals[s] = running.reshape(running.shape + (1,) * (len(node.shape) - 1))
         anomaly = _FLAGS.anomaly
-        if net._templates.ok and not anomaly:
+        # the generic loop under detect_anomaly (to name the failing node), or to recompute a
+        # run that took it: the compiled steps round differently (time batching)
+        generic = anomaly or self.generic_forward
+        if net._templates.ok and not generic:
+            self.generic_forward = False
             try:
                 for out, ins, fwd, _v, kw, _s in net._shared_prog:
                     vals[out] = fwd(*[vals[i] for i in ins], **kw)
                 if net._time_batch:
                     self.stacked = {}
-                    xs = {k: x.data for k, x in self.xs.items()}
+                    xs = self.xs_data
                     no_views = net._tb_unviewed if self.keep == "needed" else ()
                     time_batched_forward(net._time_batch, vals, xs, self.stacked, net._pool,
                                          no_views, _Freed)
@@ -848,6 +920,7 @@ class Run:
                 raise
             except Exception:  # find the failing node with the generic loop below
                 pass
+        self.generic_forward = True
         e = None
         try:
             for e in net._prog:
@@ -889,14 +962,18 @@ class Run:
         self.seeds = seeds
         self._full = None
         grads, owned = self._seeded(want)
-        if steps is not None and not _FLAGS.anomaly:
+        generic = _FLAGS.anomaly or self.generic_backward
+        self.generic_backward = generic or steps is None
+        if steps is not None and not generic:
             vals = self.values
             deferred = defaultdict(list)
-            chunk = 0  # steps per flush of the shared-weight gradients; 0: one, at the end
+            # steps per flush of the shared-weight gradients (0: one, at the end); a
+            # recomputation (Run.full) flushes as the run did, to give the same bits
+            chunk = self.flush_chunk or 0
             for i, (fn, b, s_in) in enumerate(steps):
                 fn(vals, grads, owned, deferred, b, *s_in)
-                if i == 0 and self.keep == "needed":
-                    chunk = _flush_chunk(deferred, len(steps))
+                if i == 0 and self.keep == "needed" and self.flush_chunk is None:
+                    chunk = self.flush_chunk = _flush_chunk(deferred, len(steps))
                 if chunk and (i + 1) % chunk == 0:
                     net._templates.flush(deferred, vals, grads, owned, _acc, {}, net._pool)
                     for parts in deferred.values():
@@ -904,10 +981,10 @@ class Run:
             stacks: dict = {}
             net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
             if net._time_batch:
-                xs = {k: x.data for k, x in self.xs.items()}
+                xs = self.xs_data
                 time_batched_backward(net._time_batch, vals, xs, self.stacked, grads, owned,
-                                      want, net._input_slots, _acc, self.keep == "all", stacks,
-                                      net._pool)
+                                      want, net._input_slots, _acc,
+                                      self.keep == "all" or net._kept_grads, stacks, net._pool)
             del stacks
             _run_backward(shared, vals, grads, owned, False, net)
         else:
@@ -925,9 +1002,14 @@ class Run:
             if g is None:
                 continue
             if k < len(slots_out):
+                # several outputs may be one node (two names for it, or ``prev = h`` and
+                # ``y = h_next``, one step apart): their gradients add up
                 for t, s in enumerate(slots_out[k]):
                     if want[s]:
-                        grads[s] = g[t]  # the first gradient of each slot: nothing to add
+                        if grads[s] is None:
+                            grads[s] = g[t]
+                        else:
+                            _acc(grads, owned, s, g[t])
             elif want[finals[k - len(slots_out)]]:
                 _acc(grads, owned, finals[k - len(slots_out)], g)
         return grads, owned
@@ -935,7 +1017,7 @@ class Run:
     def _needs(self) -> tuple:
         net = self.net
         net._check_cell()
-        needs = [net._param_slots[k] for k, p in net.cell._params.items() if p.requires_grad]
+        needs = [net._param_slots[k] for k, p in net._used_params.items() if p.requires_grad]
         for k, slots in net._input_slots.items():
             if self.xs[k].requires_grad:
                 needs += slots
@@ -976,17 +1058,56 @@ class Run:
     def state_grads(self, name: str | None = None) -> np.ndarray:
         """dL/dh_t for every step: an array (T, B, ...), where h_t is the state after step t.
 
-        The gradient is the total one (through every later step), as used to study vanishing
-        and exploding gradients. Zeros where no gradient reaches (truncation).
+        The gradient is the total one (through every later step and every output), as used to
+        study vanishing and exploding gradients. Zeros where no gradient reaches (truncation).
+        With ``lengths=``, a sequence's rows up to its length are what running it alone gives;
+        past its length the state is kept unchanged, and its gradient there is the final
+        state's, passed back unchanged.
+
+        Parameters
+        ----------
+        name : str, optional
+            The state's name; may be left out for a cell with one state.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(T, B) + state shape``.
+
+        Raises
+        ------
+        CellError
+            For an unknown state name, or none given for a cell with several states.
+        UnrollGraphError
+            Before any backward pass of this run.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4)
+        >>> out, h = net(np.ones((4, 2, 2)), lengths=[4, 2])
+        >>> out.sum().backward()
+        >>> g = net.last_run.state_grads()
+        >>> g.shape, bool(np.all(g[2:, 1] == 0))    # nothing reads sequence 1 after step 1
+        ((4, 2, 3), True)
         """
         self._need_backward()
         name = self._state_name(name)
-        slots = self.net._state_slots[name]
-        return np.stack([
-            np.zeros(self.values[s].shape, self.values[s].dtype) if self.grads[s] is None
-            else self.grads[s]
-            for s in slots
-        ])
+        net = self.net
+        grads, vals = self.grads, self.values
+        slots = net._state_slots[name]
+        pre = net._state_pre_slots[name]
+        out = np.zeros((net.steps,) + tuple(vals[slots[-1]].shape), vals[slots[-1]].dtype)
+        for t, (s, p) in enumerate(zip(slots, pre)):
+            if p != s:  # masked: the value the step computed where it ran, else the kept one
+                mask = vals[net._slot[id(net.nodes[s].inputs[0])]]
+                if grads[p] is not None:
+                    out[t] = np.where(mask, grads[p], 0.0)
+                if grads[s] is not None:
+                    out[t] += np.where(mask, 0.0, grads[s])
+            elif grads[s] is not None:
+                out[t] = grads[s]
+        return out
 
     def step_contributions(self, param: str) -> np.ndarray:
         """Per-step parts of a shared parameter's gradient: an array (T, *shape) whose sum over
@@ -994,48 +1115,89 @@ class Run:
 
         Computed by one more backward pass that records what each step sends to the shared
         nodes, then pushes each step's part through the shared nodes (``W.T``...) separately.
+        The cost is linear in T: one pass over the unrolled graph, then per step one pass
+        over the (few) shared nodes. Steps that send nothing (cut by truncation, or a
+        parameter the cell declares but never uses) have zero parts.
+
+        Parameters
+        ----------
+        param : str
+            A parameter name of the cell.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(T,) + parameter shape``, the parameter's dtype.
+
+        Raises
+        ------
+        CellError
+            If the cell has no parameter ``param``.
+        UnrollGraphError
+            Before any backward pass of this run.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> cell = ug.nn.RNNCell(2, 3, seed=0)
+        >>> net = ug.unroll(cell, steps=4)
+        >>> out, h = net(np.ones((4, 1, 2)))
+        >>> out.sum().backward()
+        >>> parts = net.last_run.step_contributions("weight_hh")
+        >>> parts.shape, bool(np.allclose(parts.sum(axis=0), cell.weight_hh.grad))
+        ((4, 3, 3), True)
         """
         self._need_backward()
         net = self.net
-        if param not in net._param_slots:
+        params = net.cell._params
+        if param not in params:
             raise CellError(
                 f"cell {net.cell.name!r} has no parameter {param!r}; parameters are "
-                f"{list(net._param_slots)}"
+                f"{list(params)}"
             )
+        pslot = net._param_slots.get(param)
+        if pslot is None:  # declared, read by nothing: no step contributes
+            p = params[param].data
+            return np.zeros((net.steps,) + p.shape, dtype=p.dtype)
         bprog, want, _steps, _shared = net._backward_program(self._needs(), self.keep == "needed")
-        shared_slots = {net.slot(n) for n in net.nodes if n.step is None}
-        per_step: dict = {}
         grads, owned = self._seeded(want)
-        step_entries = [e for e in bprog if e[4] is not None]
-        shared_entries = [e for e in bprog if e[4] is None]
         vals = self.values
-        for out, ins, fns, kw, step in step_entries:
+        per_step: dict = {}  # step -> {shared slot: what the step sends it}
+        shared_entries = []
+        for e in bprog:
+            out, ins, fns, kw, step = e
+            if step is None:
+                shared_entries.append(e)
+                continue
             g = grads[out]
             if g is None:
                 continue
+            grads[out] = None  # used: free it as we go
             args = [vals[i] for i in ins]
             for i, f in fns:
                 gi = f(g, vals[out], *args, **kw)
                 if gi is None:
                     continue
-                if i in shared_slots:
+                if net.nodes[i].step is None:
                     d = per_step.setdefault(step, {})
                     d[i] = gi if i not in d else d[i] + gi
                 else:
                     _acc(grads, owned, i, gi)
-        pslot = net._param_slots[param]
-        shape = vals[pslot].shape
-        result = np.zeros((net.steps,) + shape)
-        for t in range(net.steps):
-            part = per_step.get(t)
-            if not part:
-                continue
-            g2: list = [None] * len(net.nodes)
-            own2 = [False] * len(net.nodes)
-            for i, gi in part.items():
-                _acc(g2, own2, i, gi)
-            _run_backward(shared_entries, vals, g2, own2, False, net)
-            if g2[pslot] is not None:
+        value = vals[pslot]
+        result = np.zeros((net.steps,) + value.shape, dtype=value.dtype)
+        for t, part in per_step.items():
+            g2 = dict(part)  # only the shared slots: the work per step is the shared part
+            for out, ins, fns, kw, _step in shared_entries:
+                g = g2.get(out)
+                if g is None:
+                    continue
+                args = [vals[i] for i in ins]
+                for i, f in fns:
+                    gi = f(g, vals[out], *args, **kw)
+                    if gi is not None:
+                        prev = g2.get(i)
+                        g2[i] = gi if prev is None else prev + gi
+            if pslot in g2:
                 result[t] = g2[pslot]
         return result
 
