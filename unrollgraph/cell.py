@@ -16,6 +16,7 @@ import numpy as np
 
 from .errors import CellError, ShapeError
 from .graph import Graph, Node, check_name, toposort
+from .ops import get_op
 from .tensor import Tensor, _editing, _locked, as_real_array
 
 __all__ = ["Cell"]
@@ -181,6 +182,14 @@ class Cell:
                 f"cell {self.name!r}: feedback for state {sname!r} must be a Tensor built from "
                 f"the cell's inputs and states, got {type(next_value).__name__}"
             )
+        if next_value.shape != state.shape and next_value.shape[:1] != (1,):
+            raise ShapeError(
+                f"cell {self.name!r}: feedback {next_value.node.label()} has shape "
+                f"{next_value.shape} while the cell is built on a batch of one, where state "
+                f"{sname!r} has {state.shape} = {_batched(state.shape)}: an op moved or mixed "
+                "the batch axis (axis 0), e.g. a transpose, reshape, stack or reduction over "
+                "axis 0; work on the other axes (axis=1 or axis=-1)"
+            )
         if next_value.shape != state.shape:
             raise ShapeError(
                 f"cell {self.name!r}: feedback {next_value.node.label()} has shape "
@@ -310,6 +319,63 @@ class Cell:
                 f"cell {self.name!r} has no outputs and no states; declare cell.output(...)"
             )
         toposort(self.roots())  # raises CycleError on a loop without a delay
+        self._check_batch_axis()
+
+    def _check_batch_axis(self) -> None:
+        """Refuse an op that mixes the sequences of a batch.
+
+        Inside a cell, axis 0 of every value computed from an input or a state is the batch
+        axis, and each sequence must be computed on its own: a reduction over axis 0 (or over
+        every axis), a stack, transpose or reshape that moves it, or a softmax along it would
+        silently mix the sequences of a batch (the cell is built on a batch of one, where
+        nothing shows). The body is evaluated on a batch of three distinct rows and on the
+        middle row alone; the first batched value whose leading size is not the batch, or
+        whose middle row differs from the row computed alone, is named.
+        """
+        g = self.graph()
+        batched = g._batched
+        leaves = self.leaf_tensors()
+        rng = np.random.default_rng(0)
+        big: dict[int, object] = {}
+        alone: dict[int, object] = {}
+        with np.errstate(all="ignore"):
+            for n in g.nodes:
+                i = id(n)
+                if n.is_leaf:
+                    if i in batched:
+                        rows = rng.uniform(0.1, 0.9, (3,) + tuple(n.shape[1:])).astype(n.dtype)
+                        big[i], alone[i] = rows, rows[1:2]
+                    else:
+                        big[i] = alone[i] = leaves[i]._data
+                    continue
+                forward = get_op(n.op).forward
+                try:
+                    a = forward(*[alone[id(k)] for k in n.inputs], **n.attrs)
+                except Exception:
+                    return  # fails on a batch of one too: not a question of the batch axis
+                alone[i] = a
+                try:
+                    b = forward(*[big[id(k)] for k in n.inputs], **n.attrs)
+                except Exception:
+                    b = None
+                big[i] = b
+                if i not in batched:
+                    continue
+                sa, sb = np.shape(a), np.shape(b)
+                if (b is not None and sa[:1] == (1,) and sb == (3,) + sa[1:]
+                        and np.allclose(b[1:2], a, rtol=1e-9, atol=1e-12, equal_nan=True)):
+                    continue
+                attrs = ", ".join(f"{k}={v!r}" for k, v in n.attrs.items())
+                raise CellError(
+                    f"cell {self.name!r}: {g.display_name(n)} (op {n.op}"
+                    f"{', ' + attrs if attrs else ''}) mixes the sequences of a batch: inside a "
+                    "cell, axis 0 of every value computed from an input or a state is the batch "
+                    "axis (printed B), and each sequence must be computed on its own. Reduce, "
+                    "stack, transpose, reshape or normalise over the other axes (for a (B, n) "
+                    "value: axis=1 or axis=-1"
+                    + ("; a reshape gives the batch axis as -1, e.g. (-1, n))"
+                       if n.op == "reshape" else ")")
+                )
 
     def roots(self) -> list[Node]:
         """The nodes the cell computes: outputs, then next states."""
