@@ -132,7 +132,7 @@ def test_steps_detail_one_box_per_step():
     assert all(f'"step_{t}" [' in text for t in range(T))
     pid = net.graph.id(net.param_nodes["weight_hh"])
     assert len([e for e in _edges(text) if e[0] == pid and "invis" not in e[2]]) == T
-    assert "step 0: ‖∇‖" in text
+    assert "t = 0: ‖∇‖" in text
 
 
 def test_golden_three_node_scalar_graph():

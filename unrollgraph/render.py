@@ -32,7 +32,7 @@ import numpy as np
 
 from .errors import RenderError
 from .graph import Node
-from .view import GraphView, view
+from .view import GraphView, read_outputs, view
 
 __all__ = ["render", "to_dot", "OPTIONS"]
 
@@ -431,6 +431,22 @@ def _num(x) -> str:
     if not math.isfinite(x):
         return str(x)
     return f"{x:.3g}"
+
+
+def _signed(a) -> str:
+    """Values with their sign written (``+0.0386``, ``−0.241``, ``0``), so parts that add up
+    read as a sum."""
+    arr = np.asarray(a, dtype=np.float64).reshape(-1)
+
+    def one(x):
+        text = _num(x)
+        if x > 0:
+            return "+" + text
+        return text.replace("-", "−", 1)
+
+    if arr.size == 1:
+        return one(arr[0])
+    return "[" + ", ".join(one(x) for x in arr) + "]"
 
 
 def _mag(g) -> float | None:
@@ -883,6 +899,7 @@ class _Plain(_Drawer):
         return "op", False
 
 
+
 def _out_id(nid: str, k: int) -> str:
     """Id of the output box of the ``k``-th declared output, drawn off node ``nid``."""
     return f"{nid}_out{k}"
@@ -916,6 +933,8 @@ class _Unrolled(_Drawer):
             self.elided = None
         self.guard(self.least_drawn(), self.what(), self.fixes(), exact=False)
         self.seeded = self.seeded_nodes()
+        self.seeded_outputs = {name: [n for n in self.seeded if any(n is m for m in ns)]
+                               for name, ns in net.output_nodes.items()}
         self.compute_path(self.seeded or [n for ns in net.output_nodes.values() for n in ns])
         self.contrib = self.contributions()
         self.scale = _Scale(self.all_mags(), self.t["ramp"])
@@ -982,25 +1001,54 @@ class _Unrolled(_Drawer):
         seeds = run.seeds if run is not None else None
         if seeds is None or run.grads is None:
             return []
-        outs = list(net.output_nodes.values())
-        finals = [ns[-1] for ns in net.state_nodes.values()]
-        nodes = []
-        for i, s in enumerate(seeds):
-            if s is None:
-                continue
-            nodes += outs[i] if i < len(outs) else [finals[i - len(outs)]]
-        return nodes
+        return read_outputs(net, seeds, self.o["loss"])
+
+    def own_grad(self, name: str, t: int):
+        """The gradient the loss sends to output ``name`` at step ``t`` itself (not the total
+        gradient of the node it is read from, which also collects later steps' parts)."""
+        run = self.run
+        if run is None or run.grads is None or run.seeds is None:
+            return None
+        seed = run.seeds[self.out_index[name]]
+        if seed is None:
+            return np.zeros_like(np.asarray(self.value(self.net.output_nodes[name][t])))
+        return seed[t]
+
+    def output_rows(self, name: str, t: int) -> list[str]:
+        rows = ["output"]
+        n = self.net.output_nodes[name][t]
+        if self.show_values():
+            text = _array_text(self.value(n), self.o["max_elements"])
+            if text is not None:
+                rows.append("v = " + _h(text))
+        if self.show_grads():
+            text = _array_text(self.own_grad(name, t), self.o["max_elements"])
+            if text is not None:
+                rows.append("∇ = " + _h(text))
+        return rows
+
+    def output_mag(self, name: str, t: int):
+        return _mag(self.own_grad(name, t)) if self.has_grads else None
+
+    def output_hot(self, name: str, t: int) -> bool:
+        """An output box is on the highlighted path only if the loss reads it."""
+        n = self.net.output_nodes[name][t]
+        return id(n) in self.path and any(
+            s is n for s in self.seeded_outputs.get(name, ()))
 
     def contributions(self) -> dict:
+        """Parameter name -> the signed per-step parts of its gradient, (T, *shape)."""
         if not self.o["contributions"] or not self.has_grads:
             return {}
-        out = {}
-        for name in self.net.param_nodes:
-            parts = np.asarray(self.run.step_contributions(name), dtype=np.float64)
-            flat = parts.reshape(len(parts), -1)
-            # one vectorised norm per step (not T calls): the whole drawing stays linear in T
-            out[name] = np.sqrt(np.einsum("ij,ij->i", flat, flat)).tolist()
-        return out
+        return {name: np.asarray(self.run.step_contributions(name), dtype=np.float64)
+                for name in self.net.param_nodes}
+
+    def part_text(self, part) -> str:
+        """One step's part: its signed values when they fit in ``max_elements``, its norm
+        otherwise (computed in one vectorised pass per parameter by the caller's array)."""
+        if part.size <= self.o["max_elements"]:
+            return _h(_signed(part))
+        return f"‖∇‖ {_h(_num(_mag(part)))}"
 
     def state_mag(self, t: int) -> float | None:
         """Norm of the gradient of all states at step ``t`` (``None`` without one)."""
@@ -1035,6 +1083,8 @@ class _Unrolled(_Drawer):
         if not self.has_grads:
             return []
         mags = [_mag(self.grad(n)) for n in self.shared_nodes()]
+        mags += [self.output_mag(name, t) for name in self.net.output_nodes
+                 for t in range(self.T) if t in self.kept]
         if self.detail == "steps":
             mags += [self.state_mag(t) for t in range(self.T)]
         else:
@@ -1071,18 +1121,26 @@ class _Unrolled(_Drawer):
         return "op", False
 
     def param_rows(self, n: Node) -> list[str]:
-        rows = self.rows(n, grad_label="∇ total")
         name = next((k for k, p in self.net.param_nodes.items() if p is n), None)
         parts = self.contrib.get(name)
-        if parts:
-            shown = list(enumerate(parts))
-            if len(shown) > 8:
-                shown = shown[:3] + [None] + shown[-3:]
-            for item in shown:
-                if item is None:
-                    rows.append("…")
-                else:
-                    rows.append(f"step {item[0]}: ‖∇‖ {_h(_num(item[1]))}")
+        if parts is None:
+            return self.rows(n, grad_label="∇ total")
+        # the parts, signed, then their sum: the reader sees Σ_t = total
+        rows = self.rows(n, grad_label="")
+        rows = [r for r in rows if not r.startswith(" = ")]
+        small = parts[0].size <= self.o["max_elements"]
+        rows.append("∇ = Σ<sub>t</sub> (part of step t):" if small
+                    else "∇ = Σ<sub>t</sub> (part of step t), norms shown:")
+        shown = list(range(len(parts)))
+        if len(shown) > 8:
+            shown = shown[:3] + [None] + shown[-3:]
+        for t in shown:
+            rows.append("⋮" if t is None else f"t = {t}: {self.part_text(parts[t])}")
+        total = self.grad(n)
+        if total is not None:
+            text = _h(_signed(np.asarray(total))) if small else \
+                _h(_array_text(total, self.o["max_elements"]))
+            rows.append(f"Σ = {text}")
         return rows
 
     # ops detail
@@ -1138,8 +1196,9 @@ class _Unrolled(_Drawer):
             for n in inner:
                 for name in self.outputs_of.get(id(n), []):
                     oid = _out_id(g.id(n), self.out_index[name])
-                    self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>", ["output"],
-                              cut=self.v.is_cut(n), hot=id(n) in self.path,
+                    self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>",
+                              self.output_rows(name, t), self.output_mag(name, t),
+                              cut=self.v.is_cut(n), hot=self.output_hot(name, t),
                               tooltip=f"output {name} at step {t}")
                     top.append(oid)
         self.row(bottom)
@@ -1230,7 +1289,7 @@ class _Unrolled(_Drawer):
                     self.edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
             for name in self.outputs_of.get(id(n), []):
                 self.edge(g.id(n), _out_id(g.id(n), self.out_index[name]),
-                          hot=id(n) in self.path, cut=cut)
+                          hot=self.output_hot(name, n.step), cut=cut)
         if self.elided:
             n = self.elided[1] - self.elided[0] + 1
             read = {id(i) for m in g.nodes if m.step == self.elided[0] for i in m.inputs}
@@ -1278,8 +1337,9 @@ class _Unrolled(_Drawer):
             for name, ns in net.output_nodes.items():
                 n = ns[t]
                 oid = _out_id(g.id(n), self.out_index[name])
-                self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>", self.rows(n)[1:],
-                          _mag(self.grad(n)), cut=cut, tooltip=f"output {name} at step {t}")
+                self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>",
+                          self.output_rows(name, t)[1:], self.output_mag(name, t), cut=cut,
+                          tooltip=f"output {name} at step {t}")
                 top.append(oid)
         self.row(bottom)
         self.row(top)
@@ -1288,12 +1348,13 @@ class _Unrolled(_Drawer):
         label = ", ".join(_hn(s) for s in states)
         param_name = {id(q): k for k, q in net.param_nodes.items()}
         contribs = [self.contrib.get(param_name.get(id(p))) for p in shared]
+        contribs = [None if c is None else [self.part_text(x) for x in c] for c in contribs]
         for t in range(T):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
             for ns in net.input_nodes.values():
                 self.edge(g.id(ns[t]), f"step_{t}", cut=cut)
             for p, c in zip(shared, contribs):
-                lab = f"‖∇‖ {_h(_num(c[t]))}" if c else None
+                lab = c[t] if c else None
                 self.edge(g.id(p), f"step_{t}", "shared", label=lab, cut=cut)
             if t == 0:
                 for n in net.init_nodes.values():
@@ -1330,7 +1391,7 @@ class _Unrolled(_Drawer):
                 src = _out_id(g.id(n), self.out_index[names[0]]) if names else g.id(n)
             if src not in done:
                 done.add(src)
-                self.edge(src, "loss", "loss", hot=id(n) in self.path)
+                self.edge(src, "loss", "loss", hot=id(n) in self.path and bool(self.path))
 
     def legend_rows(self) -> list[tuple[str, str]]:
         rows = []
