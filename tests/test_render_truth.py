@@ -190,7 +190,7 @@ def test_names_survive_in_titles_edge_labels_and_state_rows(name):
     net = ug.unroll(cell, 3)
     out, _ = net(np.ones((3, 1, 1)))
     out.sum().backward()
-    for detail in ("steps", "ops"):
+    for detail in ("steps", "ops", "textbook"):
         texts, tips = _all_text(_svg(ug.to_dot(net, detail=detail, title=None)))
         joined = "\n".join(texts)
         assert name in joined  # the state's name (steps: edge labels; ops: init; textbook)

@@ -52,9 +52,11 @@ OPTIONS = {
     "max_elements": 4,
     "title": None,
     "rankdir": None,
+    "biases": True,
+    "folded": False,
 }
 
-_DETAILS = ("auto", "ops", "steps", "elide")
+_DETAILS = ("auto", "ops", "steps", "elide", "textbook")
 #: below this many nodes ``detail="auto"`` draws every op of an unrolled net.
 _AUTO_OPS = 300
 #: up to this many steps ``detail="auto"`` draws one box per step before eliding.
@@ -297,6 +299,10 @@ def _options(options: dict) -> dict:
 def _build(obj, options: dict) -> tuple[str, list[str]]:
     opts = _options(options)
     v = view(obj)
+    if opts["detail"] == "textbook" and v.kind in ("unrolled", "cell"):
+        from .textbook import Folded, Textbook
+
+        return "unrollgraph", (Textbook if v.kind == "unrolled" else Folded)(v, opts).build()
     if v.kind == "unrolled":
         return "unrollgraph", _Unrolled(v, opts).build()
     if v.kind in ("tensor", "cell", "graph"):
@@ -535,6 +541,7 @@ class _Drawer:
         self.has_grads = False
         self.scale: _Scale | None = None
         self.path: set[int] = set()
+        self.legend_shapes: dict[str, str] = {}
         self.n_nodes = 0  # nodes and edges drawn (the legend aside): what the guard counts
         self.n_edges = 0
 
@@ -561,12 +568,15 @@ class _Drawer:
         self.lines.append("  " * indent + line + "\n")
 
     def node(self, nid: str, kind: str, title: str, rows: list[str], mag=None, cut=False,
-             indent=1, tooltip=None, hot=False, state=False) -> None:
-        """Draw one node: its shape from ``kind``, its fill from the gradient norm ``mag``."""
+             indent=1, tooltip=None, hot=False, state=False, shape=None) -> None:
+        """Draw one node: its shape from ``kind`` (or ``shape``), its fill from the gradient
+        norm ``mag``."""
         t = self.t
         self.n_nodes += 1
         self.kinds_used.add(kind)
-        shape, extra = _SHAPES[kind]
+        kind_shape, extra = _SHAPES[kind]
+        shape = shape or kind_shape
+        self.legend_shapes.setdefault(kind, shape)
         styles = [s for s in extra.split(",") if s] + ["filled"]
         border = t["state"] if state else t[kind if kind in t else "op"]
         fill, font = t["nofill"], t["font"]
@@ -597,7 +607,8 @@ class _Drawer:
 
     def edge(self, a: str, b: str, kind: str = "data", label: str | None = None,
              hot: bool = False, cut: bool = False, constraint: bool = True, indent=1,
-             back: bool = False) -> None:
+             back: bool = False, label_pt: int = 9, arrow: bool = True,
+             ports: tuple | None = None) -> None:
         t = self.t
         self.n_edges += 1
         self.edges_used.add(kind)
@@ -613,13 +624,24 @@ class _Drawer:
         if hot:
             attrs.update(color=t["highlight"], penwidth="3")
         if label is not None:
-            attrs["label"] = _Html(f'<font point-size="9" color="{attrs["color"]}">{label}'
-                                   "</font>")
+            attrs["label"] = _Html(f'<font point-size="{label_pt}" color="{attrs["color"]}">'
+                                   f"{label}</font>")
+        if not arrow:
+            attrs["arrowhead"] = "none"
+        if ports:
+            attrs.update(tailport=ports[0], headport=ports[1])
         if not constraint:
             attrs["constraint"] = "false"
         if back:
             attrs["dir"] = "back"
         self.emit(f'"{a}" -> "{b}" {_attrs(attrs)}', indent)
+
+    def row(self, ids: list[str]) -> None:
+        """Put nodes on one rank, left to right in the given (time) order."""
+        if len(ids) > 1:
+            self.n_edges += len(ids) - 1  # invisible, but laid out by dot all the same
+            chain = " -> ".join(f'"{i}"' for i in ids)
+            self.emit(f"{{rank=same; {chain} [style=invis]}}")
 
     # node text
     def title(self, n: Node, with_step: bool = False) -> str:
@@ -769,7 +791,8 @@ class _Drawer:
             else:
                 colour = t["state"] if kind == "next_state" else t[kind if kind in t else "op"]
                 swatch = t["nofill"]
-            shape = "" if kind == "cut" else f" ({_SHAPES[kind][0]})"
+            shape = "" if kind == "cut" else \
+                f" ({self.legend_shapes.get(kind, _SHAPES[kind][0])})"
             rows.append(
                 f'<tr><td bgcolor="{swatch}" border="2" color="{colour}" width="18"> </td>'
                 f'<td align="left"><font point-size="9">{names[kind]}{shape}</font></td></tr>'
@@ -786,8 +809,8 @@ class _Drawer:
                     f'<td align="left"><font point-size="9">{text}</font></td></tr>'
                 )
         for left, right in extra_rows:
-            rows.append(f'<tr><td>{left}</td><td align="left"><font point-size="9">{right}'
-                        "</font></td></tr>")
+            rows.append(f'<tr><td><font point-size="10">{left}</font></td><td align="left">'
+                        f'<font point-size="9">{right}</font></td></tr>')
         table = (
             f'<table border="1" cellborder="0" cellspacing="2" cellpadding="2" '
             f'color="{t["cluster"]}" bgcolor="{t["bg"]}">'
@@ -947,14 +970,17 @@ class _Unrolled(_Drawer):
                 what += f" (steps {k} … {T - k - 1} elided)"
             title, full = _shown(net.cell.name) + what, net.cell.name + what
         self.header(o["rankdir"] or "BT", title, full)
-        if detail == "steps":
-            self.build_steps()
-        else:
-            self.build_ops()
+        self.draw_body()
         self.draw_loss()
         self.guard(self.n_nodes, self.what(), self.fixes())
         self.legend(self.legend_rows())
         return self.lines
+
+    def draw_body(self) -> None:
+        if self.detail == "steps":
+            self.build_steps()
+        else:
+            self.build_ops()
 
     def what(self) -> str:
         d, o = self.detail, self.o
@@ -1213,13 +1239,6 @@ class _Unrolled(_Drawer):
             self.n_edges += len(shared)  # invisible, but laid out by dot all the same
             for p in shared:
                 self.emit(f'"{self.g.id(p)}" -> "{mid}" [style=invis]')
-
-    def row(self, ids: list[str]) -> None:
-        """Put nodes on one rank, left to right in the given (time) order."""
-        if len(ids) > 1:
-            self.n_edges += len(ids) - 1  # invisible, but laid out by dot all the same
-            chain = " -> ".join(f'"{i}"' for i in ids)
-            self.emit(f"{{rank=same; {chain} [style=invis]}}")
 
     def cluster_style(self, t: int) -> None:
         t_ = self.t
