@@ -27,6 +27,7 @@ log-scale for the whole picture (the colour bar is in the legend).
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
@@ -34,7 +35,7 @@ from .errors import RenderError
 from .graph import Node
 from .view import GraphView, read_outputs, view
 
-__all__ = ["render", "to_dot", "OPTIONS"]
+__all__ = ["render", "to_dot", "render_side_by_side", "OPTIONS"]
 
 #: Every option :func:`to_dot` and :func:`render` accept, with its default.
 OPTIONS = {
@@ -54,6 +55,9 @@ OPTIONS = {
     "rankdir": None,
     "biases": True,
     "folded": False,
+    "color_scale": None,
+    "fontsize": None,
+    "scale": 1.0,
 }
 
 _DETAILS = ("auto", "ops", "steps", "elide", "textbook")
@@ -88,7 +92,23 @@ _THEMES = {
         "zero": "#0d1117",
         "ramp": ["#1c2541", "#1f6f8b", "#3fa34d", "#e9c46a", "#fff3b0"],
     },
+    # black on white for slides and papers: the gradient scale is the only colour
+    "print": {
+        "bg": "white", "font": "#000000", "muted": "#333333", "edge": "#000000",
+        "shared_edge": "#555555", "recurrent": "#000000", "cluster": "#888888",
+        "cluster_bg": "white", "nofill": "white", "cut_fill": "#eeeeee", "cut_font": "#777777",
+        "highlight": "#000000",
+        "param": "#000000", "input": "#000000", "leaf": "#000000", "state": "#000000",
+        "output": "#000000", "op": "#000000", "shared": "#000000", "const": "#555555",
+        "call": "#000000", "loss": "#000000", "elide": "#000000", "step": "#000000",
+        "zero": "#ffffff",
+        "ramp": ["#fdf6e3", "#fde68a", "#f59e0b", "#dc2626", "#6b0f3a"],
+    },
 }
+#: type size of node titles (points) by theme; every other size follows in proportion
+_TITLE_PT = {"light": 12, "dark": 12, "print": 16}
+#: line widths are multiplied by this in the print theme
+_PRINT_PEN = 1.6
 
 # shape and extra style of each kind of node
 _SHAPES = {
@@ -199,8 +219,10 @@ def render(obj, **options):
     >>> isinstance(g, graphviz.Digraph), g.source.count("subgraph cluster_step")
     (True, 3)
     """
-    name, body = _build(obj, options)
-    return _diagram_class()(name=name, body=body)
+    name, body, scale = _build_scaled(obj, options)
+    diagram = _diagram_class()(name=name, body=body)
+    diagram.color_scale = scale.range if scale is not None else None
+    return diagram
 
 
 _DIAGRAM = None
@@ -293,20 +315,90 @@ def _options(options: dict) -> dict:
             raise RenderError(f"{key} must be a positive int, got {v!r}")
     if opts["rankdir"] not in (None, "LR", "RL", "TB", "BT"):
         raise RenderError(f"rankdir={opts['rankdir']!r}; use 'LR', 'RL', 'TB' or 'BT'")
+    for key in ("fontsize", "scale"):
+        v = opts[key]
+        if v is None and key == "fontsize":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(v) or not 0 < v <= 200:
+            raise RenderError(f"{key} must be a positive number (at most 200), got {v!r}")
+    opts["color_scale"] = _scale_range(opts["color_scale"])
     return opts
 
 
+def _scale_range(given):
+    """``color_scale=``: None, ``(min, max)`` gradient norms, or a diagram made by
+    :func:`render` (its ``.color_scale``)."""
+    if given is None:
+        return None
+    if hasattr(given, "color_scale") and not isinstance(given, (tuple, list)):
+        rng = given.color_scale
+        if rng is None:
+            raise RenderError(
+                "color_scale: that diagram has no gradient scale (it shows no gradients); "
+                "pass (min, max) or a diagram drawn after a backward pass"
+            )
+        return rng
+    try:
+        lo, hi = (float(x) for x in given)
+    except (TypeError, ValueError):
+        raise RenderError(
+            f"color_scale must be (min, max) gradient norms or a diagram from ug.render, got "
+            f"{given!r}"
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        raise RenderError(
+            f"color_scale=({lo!r}, {hi!r}): the gradient scale is logarithmic, so it needs "
+            "0 < min < max (finite); norms outside it take the end colours"
+        )
+    return (lo, hi)
+
+
 def _build(obj, options: dict) -> tuple[str, list[str]]:
+    name, lines, _ = _build_scaled(obj, options)
+    return name, lines
+
+
+def _build_scaled(obj, options: dict):
+    """The drawing's name, its DOT lines sized for the theme, and its gradient scale."""
     opts = _options(options)
+    drawer = _drawer(obj, opts)
+    lines = drawer.build()
+    factor = (opts["fontsize"] or _TITLE_PT[opts["theme"]]) / 12 * opts["scale"]
+    pen = opts["scale"] * (_PRINT_PEN if opts["theme"] == "print" else 1.0)
+    if factor != 1 or pen != 1:
+        lines = [_resize(line, factor, pen) for line in lines]
+    return "unrollgraph", lines, drawer.scale
+
+
+_SIZES = re.compile(r'(point-size="|fontsize=|penwidth=")([0-9.]+)')
+
+
+def _resize(line: str, factor: float, pen: float) -> str:
+    """Scale every type size and line width written in ``line`` (user text cannot hold these
+    patterns: quotes and '=' in names are escaped)."""
+    def one(m):
+        k = factor if m.group(1) != 'penwidth="' else pen
+        return m.group(1) + f"{float(m.group(2)) * k:.3g}"
+
+    line = _SIZES.sub(one, line)
+    if pen != 1 and line.lstrip().startswith('edge [fontname'):
+        line = line.replace("]", f' penwidth="{1.2 * pen:.3g}"]', 1)
+    if factor != 1 and line.lstrip().startswith(("node [fontname", "edge [fontname")):
+        line = line.replace("]", f" fontsize={14 * factor:.3g}]", 1)
+    return line
+
+
+def _drawer(obj, opts: dict):
     v = view(obj)
     if opts["detail"] == "textbook" and v.kind in ("unrolled", "cell"):
         from .textbook import Folded, Textbook
 
-        return "unrollgraph", (Textbook if v.kind == "unrolled" else Folded)(v, opts).build()
+        return (Textbook if v.kind == "unrolled" else Folded)(v, opts)
     if v.kind == "unrolled":
-        return "unrollgraph", _Unrolled(v, opts).build()
+        return _Unrolled(v, opts)
     if v.kind in ("tensor", "cell", "graph"):
-        return "unrollgraph", _Plain(v, opts).build()
+        return _Plain(v, opts)
     raise RenderError(f"cannot draw a view of kind {v.kind!r}")  # pragma: no cover
 
 
@@ -495,11 +587,13 @@ def _hex(c: str) -> tuple[int, int, int]:
 class _Scale:
     """One log scale of gradient norms for the whole picture."""
 
-    def __init__(self, mags, ramp):
+    def __init__(self, mags, ramp, fixed=None):
         good = [m for m in mags if m is not None and m > 0 and math.isfinite(m)]
         self.ramp = ramp
         self.empty = not good
-        if good:
+        if fixed is not None:  # one scale shared with other pictures
+            self.lo, self.hi = math.log10(fixed[0]), math.log10(fixed[1])
+        elif good:
             self.lo = math.log10(min(good))
             self.hi = math.log10(max(good))
             if self.hi - self.lo < 1.0:  # at least one decade, centred on the data
@@ -514,6 +608,11 @@ class _Scale:
         a, b = _hex(self.ramp[k]), _hex(self.ramp[k + 1])
         rgb = [round(x + (y - x) * f) for x, y in zip(a, b)]
         return "#" + "".join(f"{c:02x}" for c in rgb)
+
+    @property
+    def range(self) -> tuple[float, float] | None:
+        """``(min, max)`` gradient norms of the scale, to share with another picture."""
+        return None if self.empty else (10.0 ** self.lo, 10.0 ** self.hi)
 
     def ticks(self) -> list[float]:
         """Six log-spaced values from the smallest to the largest norm."""
@@ -544,6 +643,9 @@ class _Drawer:
         self.legend_shapes: dict[str, str] = {}
         self.n_nodes = 0  # nodes and edges drawn (the legend aside): what the guard counts
         self.n_edges = 0
+
+    def make_scale(self, mags) -> _Scale:
+        return _Scale(mags, self.t["ramp"], self.o["color_scale"])
 
     # values and gradients
     def value(self, n: Node):
@@ -873,7 +975,7 @@ class _Plain(_Drawer):
             fb = v.feedback
         roots = list(g.outputs)
         self.compute_path(roots)
-        self.scale = _Scale([_mag(self.grad(n)) for n in nodes], self.t["ramp"])
+        self.scale = self.make_scale([_mag(self.grad(n)) for n in nodes])
         default_dir = "BT" if cell is not None else "LR"
         title = full = o["title"]
         if title is None and cell is not None:
@@ -960,7 +1062,7 @@ class _Unrolled(_Drawer):
                                for name, ns in net.output_nodes.items()}
         self.compute_path(self.seeded or [n for ns in net.output_nodes.values() for n in ns])
         self.contrib = self.contributions()
-        self.scale = _Scale(self.all_mags(), self.t["ramp"])
+        self.scale = self.make_scale(self.all_mags())
         title = full = o["title"]
         if title is None:
             what = f" unrolled over T = {T} steps"
@@ -1419,3 +1521,107 @@ class _Unrolled(_Drawer):
         if self.detail == "steps":
             rows.append(("▭", "detail='steps': one box per step; detail='ops' shows every op"))
         return rows
+
+
+# -- several pictures on one scale -----------------------------------------------------------
+def _prefixed(line: str, prefix: str) -> str:
+    """``line`` with every node id (a quoted string that is not an attribute value) given
+    ``prefix``. Attribute values follow ``=`` (or ``+`` when a long one is continued) and HTML
+    labels are skipped whole, so user text inside them is never rewritten."""
+    out, i, n = [], 0, len(line)
+    while i < n:
+        c = line[i]
+        if c == "<" and line[:i].rstrip().endswith("="):
+            depth, j = 0, i
+            while j < n:
+                depth += {"<": 1, ">": -1}.get(line[j], 0)
+                j += 1
+                if depth == 0:
+                    break
+            out.append(line[i:j])
+            i = j
+        elif c == '"':
+            j = i + 1
+            while j < n and line[j] != '"':
+                j += 2 if line[j] == "\\" else 1
+            text = line[i:j + 1]
+            value = line[:i].rstrip().endswith(("=", "+"))
+            out.append(text if value else '"' + prefix + text[1:])
+            i = j + 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def render_side_by_side(a, b, labels=("a", "b"), **options):
+    """Draw two objects in one figure, side by side, on one gradient colour scale.
+
+    Parameters
+    ----------
+    a, b : Tensor, Cell, Unrolled or Run
+        What to draw (for example the same net with full and with truncated BPTT).
+    labels : (str, str)
+        A caption over each picture.
+    **options
+        As :func:`to_dot`; ``loss=`` may be a pair ``(loss_a, loss_b)``. Unless
+        ``color_scale=`` is given, the scale spans the gradient norms of both pictures.
+
+    Returns
+    -------
+    graphviz.Digraph
+        As :func:`render`, with ``.color_scale`` the shared ``(min, max)``.
+
+    Raises
+    ------
+    RenderError
+        As :func:`to_dot`, or when ``labels`` is not two strings.
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> full = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4)
+    >>> cut = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4, truncate=2)
+    >>> xs = np.ones((4, 1, 2))
+    >>> for net in (full, cut):
+    ...     outs, _ = net(xs)
+    ...     (outs * outs).sum().backward()
+    >>> g = ug.render_side_by_side(full, cut, labels=("full BPTT", "truncated"),
+    ...                            detail="textbook")
+    >>> g.source.count("subgraph cluster_side")
+    2
+    """
+    if not (isinstance(labels, (tuple, list)) and len(labels) == 2
+            and all(isinstance(x, str) for x in labels)):
+        raise RenderError(f"labels must be two strings, got {labels!r}")
+    loss = options.pop("loss", None)
+    losses = tuple(loss) if isinstance(loss, (tuple, list)) else (loss, loss)
+    opts = [dict(options, loss=losses[0]), dict(options, loss=losses[1], legend=False)]
+    if options.get("color_scale") is None:
+        ranges = [_build_scaled(x, dict(o, legend=False))[2] for x, o in zip((a, b), opts)]
+        ends = [r.range for r in ranges if r is not None and r.range is not None]
+        if ends:
+            shared = (min(r[0] for r in ends), max(r[1] for r in ends))
+            for o in opts:
+                o["color_scale"] = shared
+    body, scale = [], None
+    for k, (x, o, label) in enumerate(zip((a, b), opts, labels)):
+        _, lines, sc = _build_scaled(x, o)
+        scale = scale or sc
+        head = [line for line in lines if line.lstrip().startswith(("graph [", "node [",
+                                                                     "edge ["))]
+        if not k:
+            body += head  # the first picture's defaults hold for the whole figure
+        body.append(f"  subgraph cluster_side{k} {{\n")
+        body.append(f'    label=<<b>{_h(_shown(label, _TITLE_CHARS))}</b>> '
+                    f"tooltip={_q(label)} pencolor=transparent fontsize=16\n")
+        for line in lines:
+            if line in head:
+                continue
+            if line.lstrip().startswith("label=<"):
+                continue  # each picture's own title gives way to its caption
+            body.append("  " + _prefixed(line, f"s{k}_"))
+        body.append("  }\n")
+    diagram = _diagram_class()(name="unrollgraph", body=body)
+    diagram.color_scale = scale.range if scale is not None else None
+    return diagram
