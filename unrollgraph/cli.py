@@ -1,7 +1,8 @@
 """The ``unrollgraph`` command line.
 
 ``unrollgraph render rnn|lstm|gru [--steps T] [--hidden H] [--input I] [--seed S] [--grad]
-[--folded] [--detail textbook] [--theme print] [-f svg|png|pdf] -o file.svg`` draws a ready cell, folded or unrolled (with ``--grad``: after a forward
+[--folded] [--detail textbook] [--theme print] [-f svg|png|pdf] -o file.svg`` draws a ready
+cell, folded or unrolled (with ``--grad``: after a forward
 pass on random inputs and the backward pass of a mean-square loss).
 ``unrollgraph render path/to/script.py:name`` draws your own cell. **This runs the script** (as
 ``python script.py`` would, except that ``__name__`` is ``"__unrollgraph__"``, so a ``if
