@@ -101,7 +101,9 @@ def test_side_by_side_two_runs_one_scale_no_id_clash():
     ids = re.findall(r'^\s*"([^"]+)" \[', src, flags=re.M)
     assert len(ids) == len(set(ids))
     assert all(i.startswith(("s0_", "s1_")) for i in ids)
-    assert src.count('"s0_legend"') == 1 and '"s1_legend"' not in src
+    # each picture's legend (its parameters' totals differ) captioned with its label
+    assert src.count('"s0_legend" [') == 1 and src.count('"s1_legend" [') == 1
+    assert "legend: full BPTT" in src and "legend: truncated" in src
     a = ug.render(full, loss=lf, detail="textbook").color_scale
     b = ug.render(cut, loss=lc, detail="textbook").color_scale
     assert g.color_scale == (min(a[0], b[0]), max(a[1], b[1]))

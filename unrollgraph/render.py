@@ -710,7 +710,7 @@ class _Drawer:
     def edge(self, a: str, b: str, kind: str = "data", label: str | None = None,
              hot: bool = False, cut: bool = False, constraint: bool = True, indent=1,
              back: bool = False, label_pt: int = 9, arrow: bool = True,
-             ports: tuple | None = None) -> None:
+             ports: tuple | None = None, xlabel: bool = False) -> None:
         t = self.t
         self.n_edges += 1
         self.edges_used.add(kind)
@@ -726,8 +726,9 @@ class _Drawer:
         if hot:
             attrs.update(color=t["highlight"], penwidth="3")
         if label is not None:
-            attrs["label"] = _Html(f'<font point-size="{label_pt}" color="{attrs["color"]}">'
-                                   f"{label}</font>")
+            # an xlabel is placed after layout: the edge stays straight and takes no rank
+            attrs["xlabel" if xlabel else "label"] = _Html(
+                f'<font point-size="{label_pt}" color="{attrs["color"]}">{label}</font>')
         if not arrow:
             attrs["arrowhead"] = "none"
         if ports:
@@ -1596,7 +1597,7 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
         raise RenderError(f"labels must be two strings, got {labels!r}")
     loss = options.pop("loss", None)
     losses = tuple(loss) if isinstance(loss, (tuple, list)) else (loss, loss)
-    opts = [dict(options, loss=losses[0]), dict(options, loss=losses[1], legend=False)]
+    opts = [dict(options, loss=losses[0]), dict(options, loss=losses[1])]
     if options.get("color_scale") is None:
         ranges = [_build_scaled(x, dict(o, legend=False))[2] for x, o in zip((a, b), opts)]
         ends = [r.range for r in ranges if r is not None and r.range is not None]
@@ -1613,15 +1614,27 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
         if not k:
             body += head  # the first picture's defaults hold for the whole figure
         body.append(f"  subgraph cluster_side{k} {{\n")
+        # rankdir=BT turns the picture upside down, cluster labels with it: "b" is on top
+        loc = "b" if (o.get("rankdir") or "BT") == "BT" and _is_unrolled_or_cell(x) else "t"
         body.append(f'    label=<<b>{_h(_shown(label, _TITLE_CHARS))}</b>> '
-                    f"tooltip={_q(label)} pencolor=transparent fontsize=16\n")
+                    f"tooltip={_q(label)} pencolor=transparent fontsize=16 labelloc={loc}\n")
+        legend = []
         for line in lines:
             if line in head:
+                continue
+            if line.lstrip().startswith('"legend" ['):
+                line = line.replace("<b>legend</b>", f"<b>legend: {_h(_shown(label))}</b>", 1)
+                legend.append(_prefixed(line, f"s{k}_"))
                 continue
             if line.lstrip().startswith("label=<"):
                 continue  # each picture's own title gives way to its caption
             body.append("  " + _prefixed(line, f"s{k}_"))
         body.append("  }\n")
+        body += legend  # outside the pictures, so neither is pushed aside by its legend
     diagram = _diagram_class()(name="unrollgraph", body=body)
     diagram.color_scale = scale.range if scale is not None else None
     return diagram
+
+
+def _is_unrolled_or_cell(obj) -> bool:
+    return view(obj).kind in ("unrolled", "cell")

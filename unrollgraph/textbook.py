@@ -253,7 +253,7 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows) -> dict:
             d.edge(a, sq, "recurrent", arrow=False, label=label or " ", label_pt=11)
             d.edge(sq, z, "recurrent")
         else:
-            d.edge(a, z, label=label, label_pt=11)
+            d.edge(a, z, label=label, label_pt=11, xlabel=True)
     # one column: inputs under states under outputs
     col = [ids[k] for k in ids if k[0] == "x"][:1] + [ids[k] for k in ids if k[0] == "s"] + \
         [ids[k] for k in ids if k[0] == "y"][:1]
@@ -413,7 +413,8 @@ class Textbook(_Unrolled):
                         z in node_of else False
                     kind = "recurrent" if src[0] == "prev" else "data"
                     self.edge(a, z, kind, label=label, label_pt=11, cut=cut, hot=hot,
-                              constraint=rank[src_row] <= rank[dst])
+                              constraint=rank[src_row] <= rank[dst],
+                              xlabel=src_row != dst)
             for k, ns in net.output_nodes.items():
                 if id(ns[t]) in state_ids:
                     self.edge(g.id(ns[t]), ids[("y", k)], cut=cut,
