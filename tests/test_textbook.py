@@ -145,3 +145,21 @@ def test_textbook_pictures_go_through_dot():
         for obj, kw in ((net, {"loss": L, "folded": True}), (cell, {})):
             subprocess.run(["dot", "-Tsvg"], check=True, capture_output=True,
                            input=ug.to_dot(obj, detail="textbook", **kw).encode())
+
+
+# -- the op-level view: trunks, one row of parameters, natural op labels ---------------------
+def test_ops_view_trunks_parameter_row_and_op_labels():
+    net, L = _run(ug.nn.RNNCell(3, 2, seed=0))
+    g = net.graph
+    text = ug.to_dot(net, loss=L, detail="ops")
+    params = [g.id(p) for p in net.param_nodes.values()]
+    row = re.search(r"\{rank=source; ([^}]*)\}", text).group(1)
+    assert re.findall(r'"([^"]+)"', row) == params  # every parameter in one row
+    # one trunk per shared node, each labelled × 4, and the junctions in one row
+    trunks = [(a, b, r) for (a, b), r in _edges(text).items() if b == a + "_fan"]
+    assert len(trunks) == 4 and all("× 4<" in r for _, _, r in trunks)
+    assert sorted(b for _, b, _ in trunks) in [sorted(r) for r in _ranks(text)]
+    # op symbols carry no step subscript ("+₀" reads "plus zero"); named values keep theirs
+    assert not re.search(r"<b>[^<]*(\+|@|×)</b>?<sub>", text)
+    assert "<b>+</b>" in text and "<b>matmul</b>" in text and "<b>@" not in text
+    assert "<b>h_next<sub>2</sub></b>" in text

@@ -120,7 +120,8 @@ _SHAPES = {
 }
 
 _SYMBOLS = {
-    "add": "+", "sub": "−", "mul": "×", "div": "÷", "matmul": "@", "neg": "−x", "pow": "xⁿ",
+    "add": "+", "sub": "−", "mul": "×", "div": "÷", "matmul": "matmul", "neg": "−x",
+    "pow": "xⁿ",
     "transpose": "ᵀ", "getitem": "[ ]",
 }
 
@@ -717,6 +718,8 @@ class _Drawer:
         attrs: dict = {"color": t["edge"]}
         if kind == "shared":
             attrs.update(color=t["shared_edge"], style="dashed", arrowsize="0.6")
+        elif kind == "trunk":
+            attrs.update(color=t["shared_edge"], penwidth="2.5")
         elif kind in ("recurrent", "delay"):
             attrs.update(color=t["recurrent"], penwidth="2")
         elif kind == "loss":
@@ -758,7 +761,9 @@ class _Drawer:
             base = _h(text) if text and np.size(val) == 1 else "const"
         else:
             base = _h(_SYMBOLS.get(n.op, n.op))
-        if with_step and n.step is not None:
+        if with_step and n.step is not None and (n.name or n.op in ("input", "init")):
+            # a named value carries its step (h_next₂); an op's symbol does not ("+₀" reads as
+            # "plus zero"): its cluster gives the step
             base += f"<sub>{n.step}</sub>"
         return base
 
@@ -901,7 +906,8 @@ class _Drawer:
                 f'<td align="left"><font point-size="9">{names[kind]}{shape}</font></td></tr>'
             )
         edge_names = {
-            "shared": ("- - -", t["shared_edge"], "shared-weight edge (one per step)"),
+            "trunk": ("━━", t["shared_edge"], "a shared weight's trunk: × T steps read it"),
+            "shared": ("- - -", t["shared_edge"], "shared-weight edge (one per reading op)"),
             "recurrent": ("━━", t["recurrent"], "state carried to the next step"),
             "delay": ("━━", t["recurrent"], "z⁻¹: one-step delay (next state → state)"),
         }
@@ -1375,6 +1381,7 @@ class _Unrolled(_Drawer):
         state_ids = {id(n) for ns in net.state_nodes.values() for n in ns}
         state_ids |= {id(n) for n in net.init_nodes.values()}
         done: set = set()
+        fan: dict = {}  # shared node -> the step nodes reading it, drawn through one trunk
         for n in g.nodes:
             if id(n) in shared_ids:
                 for i in n.inputs:  # shared ops (W.T) read shared nodes
@@ -1396,7 +1403,7 @@ class _Unrolled(_Drawer):
                 label = self.derivative(i, n, k)
                 hot = self.on_path(i, n)
                 if id(i) in shared_ids:
-                    self.edge(g.id(i), g.id(n), "shared", label=label, hot=hot, cut=cut)
+                    fan.setdefault(g.id(i), []).append((g.id(n), label, hot, cut, n.step))
                 elif i.step is not None and i.step not in self.kept:
                     if ("elided", g.id(n)) not in done:
                         done.add(("elided", g.id(n)))
@@ -1417,7 +1424,32 @@ class _Unrolled(_Drawer):
             read = {id(i) for m in g.nodes if m.step == self.elided[0] for i in m.inputs}
             for p in shared:
                 if id(p) in read:
-                    self.edge(g.id(p), "elided", "shared", label=f"× {n}")
+                    fan.setdefault(g.id(p), []).append(("elided", f"× {n}", False, False, -n))
+        self.trunks(fan)
+
+    def trunks(self, fan: dict) -> None:
+        """Each shared node's fan-out through one trunk: one edge to a junction, labelled with
+        the number of steps that read it (× T), then one short edge per reading op."""
+        junctions = []
+        for src, uses in fan.items():
+            steps = {u[4] for u in uses if u[4] is not None and u[4] >= 0}
+            count = len(steps) + sum(-u[4] for u in uses if u[4] is not None and u[4] < 0)
+            if len(uses) < 2:
+                for dst, label, hot, cut, _ in uses:
+                    self.edge(src, dst, "shared", label=label, hot=hot, cut=cut)
+                continue
+            j = f"{src}_fan"
+            junctions.append(j)
+            self.n_nodes += 1
+            self.emit(f'"{j}" ' + _attrs({"shape": "point", "width": "0.09",
+                                          "color": self.t["shared_edge"],
+                                          "tooltip": f"read by {count} steps"}))
+            hot_any = any(u[2] for u in uses)
+            self.edge(src, j, "trunk", label=f"× {count}", hot=hot_any, arrow=False)
+            for dst, label, hot, cut, _ in uses:
+                self.edge(j, dst, "shared", label=label, hot=hot, cut=cut)
+        if junctions:  # the junctions in one row, just over the parameters
+            self.emit("{rank=same; " + " ".join(f'"{j}"' for j in junctions) + "}")
 
     def on_path(self, a: Node, b: Node) -> bool:
         return id(a) in self.path and id(b) in self.path
