@@ -163,3 +163,14 @@ def test_ops_view_trunks_parameter_row_and_op_labels():
     assert not re.search(r"<b>[^<]*(\+|@|×)</b>?<sub>", text)
     assert "<b>+</b>" in text and "<b>matmul</b>" in text and "<b>@" not in text
     assert "<b>h_next<sub>2</sub></b>" in text
+
+
+def test_textbook_contributions_list_signed_parts_in_the_legend():
+    from unrollgraph.render import _h, _signed
+
+    net, L = _run(ug.nn.RNNCell(1, 1, seed=0), T=3)
+    text = ug.to_dot(net, loss=L, detail="textbook", contributions=True)
+    parts = net.last_run.step_contributions("weight_hh").reshape(-1)
+    for t, p in enumerate(parts):
+        assert f"step {t}: {_h(_signed(p))}<" in text
+    assert np.isclose(parts.sum(), float(net.cell.weight_hh.grad.reshape(-1)[0]))

@@ -134,23 +134,45 @@ def to_dot(obj, **options) -> str:
     obj : Tensor, Cell, Unrolled or Run
         A tensor (its history is drawn), a cell (drawn folded, with its delay edge) or an
         unrolled net (drawn unrolled; values and gradients come from its last run).
-    detail : {"auto", "ops", "steps", "elide"}
-        For unrolled nets: ``"ops"`` draws every op; ``"steps"`` one box per step; ``"elide"``
-        the first and last ``ends`` steps op by op and one node "… n steps …" for the rest.
-        ``"auto"`` picks ``"ops"`` for small graphs, then ``"steps"``, then ``"elide"``.
+    detail : {"auto", "textbook", "ops", "steps", "elide"}
+        For unrolled nets: ``"textbook"`` draws rows of inputs, states (one row per state),
+        outputs and per-step losses, time left to right, the weights as labels on the edges
+        they act on (derived from the op paths, for any cell); for a cell, the folded cell
+        with a black square (the delay) on each recurrent edge. ``"ops"`` draws every op, each
+        shared weight's fan-out through one trunk labelled ``× T``; ``"steps"`` one box per
+        step; ``"elide"`` the first and last ``ends`` steps op by op and one node
+        "… n steps …" for the rest. ``"auto"`` picks ``"ops"`` for small graphs, then
+        ``"steps"``, then ``"elide"``.
+    biases : bool
+        Textbook view: note the biases (parameters added into a value) in that value's node
+        (default) or leave them out.
+    folded : bool
+        Textbook view of an unrolled net: draw the folded cell beside it.
     values, grads : bool, optional
         Show each node's value / gradient (a number, a small array, or shape and norm). By
         default shown when there are any.
     contributions : bool
-        Shared parameters also list the per-step parts of their gradient.
+        Shared parameters also list the signed per-step parts of their gradient (values when
+        they fit in ``max_elements``, norms otherwise) and their sum.
     derivatives : bool
         Label each edge between two scalars with the local derivative d(target)/d(source).
     highlight : Tensor, Node or str, optional
         Highlight the path from the loss (the outputs) down to this node; a string is a
         display name (``"h_next@1"``) or a stable id (``"n7"``).
     loss : Tensor, optional
-        For an unrolled net: the loss computed from its outputs, drawn at the top.
-    theme : {"light", "dark"}
+        For an unrolled net: the loss computed from its outputs, drawn at the top with an edge
+        from each output step it reads (see :func:`unrollgraph.view.read_outputs`).
+    theme : {"light", "dark", "print"}
+        ``"print"``: black on white, larger type, thicker lines; colour only on the gradient
+        scale.
+    color_scale : (float, float) or diagram, optional
+        The gradient colour scale's ``(min, max)`` norms, or a diagram from :func:`render`
+        whose ``.color_scale`` to share, so that several pictures compare on one scale.
+    fontsize : float, optional
+        Type size of node titles in points (default 12, 16 with ``theme="print"``); every
+        other size follows in proportion.
+    scale : float
+        Multiplies every type size and line width (default 1).
     legend : bool
         Draw the legend (node kinds, edge kinds and the gradient colour bar).
     ends : int
@@ -204,7 +226,9 @@ def render(obj, **options):
     graphviz.Digraph
         A subclass of it whose ``render``, ``pipe``, ``view`` and ``unflatten`` raise
         :class:`RenderError` when Graphviz fails (no ``dot`` program, ``dot`` exiting with an
-        error, text it cannot encode), with Graphviz's own message.
+        error, text it cannot encode), with Graphviz's own message. Its ``color_scale`` is the
+        ``(min, max)`` of its gradient scale (``None`` without gradients), to pass to another
+        render as ``color_scale=``.
 
     Raises
     ------

@@ -301,8 +301,17 @@ class Textbook(_Unrolled):
         if self.has_grads:
             for name, p in self.net.param_nodes.items():
                 text = _array_text(self.grad(p), self.o["max_elements"])
-                if text is not None:
-                    rows.append((f"<i>{_hn(name)}</i>", "∇ total = " + _h(text)))
+                if text is None:
+                    continue
+                rows.append((f"<i>{_hn(name)}</i>", "∇ total = " + _h(text)))
+                parts = self.contrib.get(name)
+                if parts is not None:  # the signed parts, one per step, that add up to it
+                    shown = list(range(len(parts)))
+                    if len(shown) > 8:
+                        shown = shown[:3] + [None] + shown[-3:]
+                    for t in shown:
+                        rows.append(("", "⋮" if t is None else
+                                     f"step {t}: {self.part_text(parts[t])}"))
         return rows
 
     def value_rows(self, n: Node, grad=None, own=False) -> list[str]:
