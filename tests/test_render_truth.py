@@ -246,3 +246,48 @@ def test_no_two_nodes_share_a_printed_name_or_a_dot_id(names):
     text = ug.to_dot(d)
     ids = re.findall(r'^\s*"([^"]+)" \[', text, flags=re.M)
     assert len(set(ids)) == len(ids)  # node ids never come from names
+
+
+_HOSTILE = ["\\G", "\\N", "\\E", "\\L", "\\T", "\\H", "\\n", "&amp;", "&", "<b>", '"', "'",
+            "{", "}", "|", "]; x [", "é", "😀", " ", "a", "_", "%", "$", "#", "~", "^"]
+
+
+@pytest.mark.dot
+@settings(max_examples=10, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_HOSTILE), min_size=1, max_size=5).map("".join),
+                min_size=4, max_size=4, unique=True))
+def test_hostile_names_on_textbook_edge_labels_captions_and_tikz(names):
+    from unrollgraph.tikz import latex_text
+
+    cell = ug.Cell("c")
+    x = cell.input("x", (1,))
+    h = cell.state(names[0], (1,))
+    U = cell.param(names[1], np.ones((1, 1)))
+    W = cell.param(names[2], np.ones((1, 1)) * 0.5)
+    h_next = ug.tanh(x @ U.T + h @ W.T, name="n")
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    net = ug.unroll(cell, 2)
+    out, _ = net(np.ones((2, 1, 1)))
+    out.sum().backward()
+    texts, _ = _all_text(_svg(ug.to_dot(net, detail="textbook")))
+    assert names[1] in texts and names[2] in texts  # the edge labels, as written
+    assert texts.count(names[1]) >= 2  # one per step
+    both = ug.render_side_by_side(net, net, labels=(names[3], "b"), detail="textbook")
+    texts, tips = _all_text(_svg(both.source))
+    assert names[3] in texts and names[3] in tips
+    tex = ug.to_tikz(net, detail="textbook")
+    assert "{\\textit{" + latex_text(names[1]) + "}}" in tex
+
+
+def test_a_loss_on_the_final_state_only_reads_the_last_state():
+    net = ug.unroll(ug.nn.RNNCell(2, 2, seed=0), steps=3)
+    outs, h = net(np.ones((3, 1, 2)))
+    loss = (h * h).sum()
+    loss.backward()
+    last = net.graph.id(net.state_nodes["h"][-1])
+    for detail in ("ops", "textbook"):
+        text = ug.to_dot(net, loss=loss, detail=detail)
+        assert [a for a, b, _ in _edges(text) if b == "loss"] == [last]
+    text = ug.to_dot(net, loss=loss, detail="steps")
+    assert [a for a, b, _ in _edges(text) if b == "loss"] == ["step_2"]

@@ -33,7 +33,7 @@ import numpy as np
 
 from .errors import RenderError
 from .graph import Node
-from .view import GraphView, read_outputs, view
+from .view import GraphView, reads, view
 
 __all__ = ["render", "to_dot", "render_side_by_side", "OPTIONS"]
 
@@ -1088,9 +1088,11 @@ class _Unrolled(_Drawer):
             self.kept = set(range(T))
             self.elided = None
         self.guard(self.least_drawn(), self.what(), self.fixes(), exact=False)
+        self.seeded_reads: list = []
         self.seeded = self.seeded_nodes()
-        self.seeded_outputs = {name: [n for n in self.seeded if any(n is m for m in ns)]
-                               for name, ns in net.output_nodes.items()}
+        self.seeded_outputs = {name: [n for n, kind, nm in self.seeded_reads
+                                      if kind == "output" and nm == name]
+                               for name in net.output_nodes}
         self.compute_path(self.seeded or [n for ns in net.output_nodes.values() for n in ns])
         self.contrib = self.contributions()
         self.scale = self.make_scale(self.all_mags())
@@ -1160,7 +1162,8 @@ class _Unrolled(_Drawer):
         seeds = run.seeds if run is not None else None
         if seeds is None or run.grads is None:
             return []
-        return read_outputs(net, seeds, self.o["loss"])
+        self.seeded_reads = reads(net, seeds, self.o["loss"])
+        return [n for n, _, _ in self.seeded_reads]
 
     def own_grad(self, name: str, t: int):
         """The gradient the loss sends to output ``name`` at step ``t`` itself (not the total
@@ -1558,15 +1561,15 @@ class _Unrolled(_Drawer):
         self.emit('{rank=sink; "loss"}')
         g = self.g
         done = set()
-        for n in self.seeded:
-            names = self.outputs_of.get(id(n))
-            if self.detail == "steps":
-                src = (_out_id(g.id(n), self.out_index[names[0]]) if names
-                       else f"step_{n.step}")
+        for n, kind, nm in self.seeded_reads:
+            if kind == "output" and (self.detail == "steps" or n.step in self.kept):
+                src = _out_id(g.id(n), self.out_index[nm])
+            elif self.detail == "steps":
+                src = f"step_{n.step}"  # a final state: the step box holds it
             elif n.step not in self.kept:
                 src = "elided"
             else:
-                src = _out_id(g.id(n), self.out_index[names[0]]) if names else g.id(n)
+                src = g.id(n)
             if src not in done:
                 done.add(src)
                 self.edge(src, "loss", "loss", hot=id(n) in self.path and bool(self.path))

@@ -441,7 +441,7 @@ class Textbook(_Unrolled):
     def draw_loss(self) -> None:
         if not self.seeded:
             return
-        g, net = self.g, self.net
+        g = self.g
         loss = self.o["loss"]
         rows = []
         if loss is not None and self.show_values():
@@ -452,20 +452,15 @@ class Textbook(_Unrolled):
         self.node("loss", "loss", _hn(name), rows, hot=bool(self.path), tooltip=name,
                   shape="doublecircle" if not rows else "doubleoctagon")
         self.emit('{rank=sink; "loss"}')
-        outs = [n for n in self.seeded if n.step is not None and any(
-            n is m for ns in net.output_nodes.values() for m in ns)]
-        by_step: dict = {}
-        for n in outs:
-            by_step.setdefault(n.step, []).append(n)
+        by_step = {n.step for n, kind, _ in self.seeded_reads if kind == "output"}
         per_step = len(by_step) > 1  # a loss over several steps: L_t nodes feeding L
         lrow = []
-        for n in self.seeded:
-            names = [k for k, ns in net.output_nodes.items() if any(n is m for m in ns)]
+        for n, kind, nm in self.seeded_reads:
             hot = id(n) in self.path and bool(self.path)
-            if not names:  # a final state the loss reads
+            if kind == "state":  # a final state the loss reads
                 self.edge(g.id(n), "loss", "loss", hot=hot)
                 continue
-            src = _out_id(g.id(n), self.out_index[names[0]])
+            src = _out_id(g.id(n), self.out_index[nm])
             if per_step:
                 lid = f"loss_{n.step}"
                 if lid not in lrow:

@@ -16,7 +16,7 @@ from .graph import Graph, Node, toposort
 from .tensor import Tensor
 from .unroll import Run, Unrolled
 
-__all__ = ["GraphView", "view", "read_outputs"]
+__all__ = ["GraphView", "view", "read_outputs", "reads"]
 
 
 @dataclass
@@ -155,6 +155,13 @@ def read_outputs(net, seeds, loss=None) -> list[Node]:
     >>> [n.step for n in read_outputs(net, net.last_run.seeds, loss)]
     [2]
     """
+    return [n for n, _, _ in reads(net, seeds, loss)]
+
+
+def reads(net, seeds, loss=None) -> list:
+    """:func:`read_outputs` with what each node is read as: ``(node, "output", name)`` or
+    ``(node, "state", name)`` (a final state; for a cell whose output is its state, one node
+    is both, and the loss may read either)."""
     outs = list(net.output_nodes.values())
     finals = [ns[-1] for ns in net.state_nodes.values()]
     read = _read_structurally(net, loss) if isinstance(loss, Tensor) else None
@@ -171,12 +178,13 @@ def read_outputs(net, seeds, loss=None) -> list[Node]:
                 read[i] = set(np.flatnonzero(np.any(flat != 0, axis=1)).tolist())  # NaN: read
             elif np.any(arr != 0):
                 read[i] = {net.steps - 1}
+    out_names, state_names = list(net.output_nodes), list(net.state_nodes)
     nodes = []
     for i in sorted(read):
         if i < len(outs):
-            nodes += [outs[i][t] for t in sorted(read[i])]
+            nodes += [(outs[i][t], "output", out_names[i]) for t in sorted(read[i])]
         else:
-            nodes.append(finals[i - len(outs)])
+            nodes.append((finals[i - len(outs)], "state", state_names[i - len(outs)]))
     return nodes
 
 
