@@ -123,9 +123,23 @@ def test_a_custom_cell_edges_carry_its_own_parameter_names():
     fedges = _edges(folded)
     squares = [n for n in _node_ids(folded) if n.startswith("fold_delay")]
     assert len(squares) == 1 and 'shape="square"' in folded
+    # the loop: state -> square (the delay) -> state, the weight on the way back
     (into,) = [k for k in fedges if k[1] == squares[0]]
-    assert "<i>W</i>" in fedges[into]
-    assert any(a == squares[0] for a, _ in fedges)
+    (out,) = [k for k in fedges if k[0] == squares[0]]
+    assert into[0] == out[1] and "<i>W</i>" in fedges[out]
+
+
+def test_folded_lstm_one_delay_per_state_shared_by_its_readers():
+    cell = ug.nn.LSTMCell(2, 3, seed=0)
+    text = ug.to_dot(cell, detail="textbook")
+    edges = _edges(text)
+    squares = [n for n in _node_ids(text) if n.startswith("fold_delay")]
+    assert len(squares) == 2  # h and c, each delayed once
+    outs = {sq: sorted(b for a, b in edges if a == sq) for sq in squares}
+    # h's delay feeds both c and h (through weight_hh); c's delay feeds c alone (f * c)
+    assert sorted(len(v) for v in outs.values()) == [1, 2]
+    two = next(sq for sq, v in outs.items() if len(v) == 2)
+    assert all("weight_hh" in edges[(two, b)] for b in outs[two])
 
 
 def test_folded_beside_unrolled_and_cli_level():

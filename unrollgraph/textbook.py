@@ -237,21 +237,25 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows) -> dict:
             d.node(nid, kind, _hn(name), rows_, state=what == "s", shape=shape,
                    tooltip=f"{({'x': 'input', 's': 'state', 'y': 'output'})[what]} {name}")
             rows.add(key, nid, first=True)
-    for k, (src, dst, w, _b, delayed) in enumerate(edges):
+    squares: dict = {}  # one delay per state read a step late, shared by all its readers
+    for src, dst, w, _b, delayed in edges:
         label = f"<i>{_names(w)}</i>" if w else None
         a, z = ids[src], ids[dst]
         if delayed:
-            sq = f"{prefix}fold_delay{k}"
-            d.n_nodes += 1
-            d.emit(f'"{sq}" ' + _attrs({"shape": "square", "style": "filled", "label": "",
-                                         "fillcolor": d.t["font"], "color": d.t["font"],
-                                         "width": "0.14", "height": "0.14", "fixedsize": "true",
-                                         "tooltip": "one-step delay z⁻¹"}))
-            # the square beside its source, in its row: the loop runs out to it and back
-            row = rows.ids[src]
-            row.insert(row.index(a) + 1, sq)
-            d.edge(a, sq, "recurrent", arrow=False, label=label or " ", label_pt=11)
-            d.edge(sq, z, "recurrent")
+            sq = squares.get(src)
+            if sq is None:
+                sq = squares[src] = f"{prefix}fold_delay{len(squares)}"
+                d.n_nodes += 1
+                d.emit(f'"{sq}" ' + _attrs({
+                    "shape": "square", "style": "filled", "label": "",
+                    "fillcolor": d.t["font"], "color": d.t["font"], "width": "0.14",
+                    "height": "0.14", "fixedsize": "true",
+                    "tooltip": "one-step delay z⁻¹: the value of the previous step"}))
+                # the square beside its state, in its row: the loop runs out to it and back
+                row = rows.ids[src]
+                row.insert(row.index(a) + 1, sq)
+                d.edge(a, sq, "recurrent", arrow=False, label=" ", label_pt=11)
+            d.edge(sq, z, "recurrent", label=label, label_pt=11)
         else:
             d.edge(a, z, label=label, label_pt=11, xlabel=True)
     # one column: inputs under states under outputs
