@@ -138,7 +138,11 @@ def test_steps_detail_one_box_per_step():
     text = ug.to_dot(net, detail="steps", contributions=True)
     assert all(f'"step_{t}" [' in text for t in range(T))
     pid = net.graph.id(net.param_nodes["weight_hh"])
-    assert len([e for e in _edges(text) if e[0] == pid and "invis" not in e[2]]) == T
+    # one trunk (× T) to a junction, then one edge per step
+    (trunk,) = [e for e in _edges(text) if e[0] == pid and "invis" not in e[2]]
+    assert trunk[1] == pid + "_fan" and f"× {T}<" in trunk[2]
+    fan = [e for e in _edges(text) if e[0] == pid + "_fan"]
+    assert sorted(b for _, b, _ in fan) == sorted(f"step_{t}" for t in range(T))
     assert "t = 0: ‖∇‖" in text
 
 
@@ -488,7 +492,8 @@ def test_steps_detail_guard_counts_nodes_not_steps():
     assert m and "detail='elide'" in msg
     n, e = int(m.group(1)), int(m.group(2))
     text = ug.to_dot(net, loss=loss, detail="steps", max_nodes=n)
-    assert _count_drawn(text) == n == 3 * T + 6  # 1000 boxes, inputs, outputs; params, h0, loss
+    # 1000 boxes, inputs, outputs; 4 params, their 4 trunk junctions, h0, loss
+    assert _count_drawn(text) == n == 3 * T + 10
     chains = [line for line in text.splitlines() if line.strip().startswith("{rank=same;")]
     assert len(_edges(text)) + sum(line.count(" -> ") for line in chains) == e
 

@@ -1530,13 +1530,14 @@ class _Unrolled(_Drawer):
         param_name = {id(q): k for k, q in net.param_nodes.items()}
         contribs = [self.contrib.get(param_name.get(id(p))) for p in shared]
         contribs = [None if c is None else [self.part_text(x) for x in c] for c in contribs]
+        fan: dict = {}  # each parameter's fan-out into the steps, through one trunk
         for t in range(T):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
             for ns in net.input_nodes.values():
                 self.edge(g.id(ns[t]), f"step_{t}", cut=cut)
             for p, c in zip(shared, contribs):
                 lab = c[t] if c else None
-                self.edge(g.id(p), f"step_{t}", "shared", label=lab, cut=cut)
+                fan.setdefault(g.id(p), []).append((f"step_{t}", lab, False, cut, t))
             if t == 0:
                 for n in net.init_nodes.values():
                     self.edge(g.id(n), "step_0", "recurrent", cut=cut)
@@ -1544,6 +1545,7 @@ class _Unrolled(_Drawer):
                 self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
             for name, ns in net.output_nodes.items():
                 self.edge(f"step_{t}", _out_id(g.id(ns[t]), self.out_index[name]), cut=cut)
+        self.trunks(fan)
 
     # loss
     def draw_loss(self) -> None:
