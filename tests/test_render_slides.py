@@ -116,3 +116,23 @@ def test_prefixing_ids_leaves_attribute_values_and_names_alone():
     line = '"n1" -> "n2" [label=<<b>"x"</b>> tooltip="a \\" b" + "c"]\n'
     assert _prefixed(line, "p_") == \
         '"p_n1" -> "p_n2" [label=<<b>"x"</b>> tooltip="a \\" b" + "c"]\n'
+
+
+@pytest.mark.dot
+def test_resizing_leaves_names_that_look_like_sizes_alone():
+    name, other = 'fontsize=3 penwidth="5" <b>', 'point-size="4"'
+    x = ug.tensor(1.0, requires_grad=True, name=name)
+    w = ug.tensor(2.0, requires_grad=True, name=other)
+    y = x * w
+    y.backward()
+    text = ug.to_dot(y, scale=2, theme="print")
+    import xml.etree.ElementTree as ET
+
+    svg = ET.fromstring(subprocess.run(["dot", "-Tsvg"], input=text.encode(), check=True,
+                                       capture_output=True).stdout)
+    texts = [(e.text or "").replace("\xa0", " ")
+             for e in svg.iter("{http://www.w3.org/2000/svg}text")]
+    tips = [v.replace("\xa0", " ") for e in svg.iter() for k, v in e.attrib.items()
+            if k.endswith("}title")]
+    assert name in texts and f"{name} = leaf()  # shape ()" in tips
+    assert other in texts and f"{other} = leaf()  # shape ()" in tips

@@ -396,17 +396,47 @@ def _build_scaled(obj, options: dict):
     return "unrollgraph", lines, drawer.scale
 
 
-_SIZES = re.compile(r'(point-size="|fontsize=|penwidth=")([0-9.]+)')
+_POINT = re.compile(r'(point-size=")([0-9.]+)')
+_FONT = re.compile(r"(fontsize=)([0-9.]+)")
 
 
 def _resize(line: str, factor: float, pen: float) -> str:
-    """Scale every type size and line width written in ``line`` (user text cannot hold these
-    patterns: quotes and '=' in names are escaped)."""
-    def one(m):
-        k = factor if m.group(1) != 'penwidth="' else pen
-        return m.group(1) + f"{float(m.group(2)) * k:.3g}"
+    """Scale every type size and line width written in ``line``. User text is inside quoted
+    strings and HTML labels; only the sizes the drawing wrote there are touched (an HTML
+    label's ``point-size="..."``: user text cannot hold a raw quote), so a name such as
+    ``fontsize=3`` is left as written."""
+    def times(k):
+        return lambda m: m.group(1) + f"{float(m.group(2)) * k:.3g}"
 
-    line = _SIZES.sub(one, line)
+    out, i, n = [], 0, len(line)
+    while i < n:
+        c = line[i]
+        if c == "<" and line[:i].rstrip().endswith("="):  # an HTML label
+            depth, j = 0, i
+            while j < n:
+                depth += {"<": 1, ">": -1}.get(line[j], 0)
+                j += 1
+                if depth == 0:
+                    break
+            out.append(_POINT.sub(times(factor), line[i:j]))
+            i = j
+        elif c == '"':  # a quoted string: a pen width we wrote, or text left alone
+            j = i + 1
+            while j < n and line[j] != '"':
+                j += 2 if line[j] == "\\" else 1
+            text = line[i:j + 1]
+            if line[:i].endswith("penwidth="):
+                text = f'"{float(text[1:-1]) * pen:.3g}"'
+            out.append(text)
+            i = j + 1
+        else:
+            j = i
+            while j < n and line[j] not in '"<':
+                j += 1
+            j = max(j, i + 1)
+            out.append(_FONT.sub(times(factor), line[i:j]))
+            i = j
+    line = "".join(out)
     if pen != 1 and line.lstrip().startswith('edge [fontname'):
         line = line.replace("]", f' penwidth="{1.2 * pen:.3g}"]', 1)
     if factor != 1 and line.lstrip().startswith(("node [fontname", "edge [fontname")):
