@@ -136,3 +136,11 @@ def test_resizing_leaves_names_that_look_like_sizes_alone():
             if k.endswith("}title")]
     assert name in texts and f"{name} = leaf()  # shape ()" in tips
     assert other in texts and f"{other} = leaf()  # shape ()" in tips
+
+
+def test_side_by_side_op_level_pictures_keep_their_own_clusters():
+    (full, lf), (cut, lc) = _pair(T=3)
+    src = ug.render_side_by_side(full, cut, loss=(lf, lc), detail="ops").source
+    names = re.findall(r"subgraph (cluster_\w+) \{", src)
+    assert len(names) == len(set(names)) == 2 + 2 * 3
+    subprocess.run(["dot", "-Tsvg"], input=src.encode(), check=True, capture_output=True)

@@ -1719,6 +1719,8 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
                 continue
             if line.lstrip().startswith("label=<"):
                 continue  # each picture's own title gives way to its caption
+            if line.lstrip().startswith("subgraph cluster_"):  # clusters of one name merge
+                line = line.replace("subgraph cluster_", f"subgraph cluster_s{k}_", 1)
             body.append("  " + _prefixed(line, f"s{k}_"))
         body.append("  }\n")
         body += legend  # outside the pictures, so neither is pushed aside by its legend
