@@ -42,9 +42,18 @@ def _run(cell, T, seed=0, truncate=None, last_only=False):
 
 def pictures():
     """name -> Digraph, in the order of the gallery."""
-    out = {"scalar_chain": scalar_chain()}
+    out = {}
     rnn = ug.nn.RNNCell(2, 2, seed=0)
     net, loss = _run(rnn, 4)
+    out["rnn_textbook"] = ug.render(net, loss=loss, detail="textbook", folded=True)
+    net_l, loss_l = _run(ug.nn.RNNCell(2, 2, seed=0), 4, last_only=True)
+    out["rnn_textbook_last"] = ug.render(net_l, loss=loss_l, detail="textbook", values=False)
+    for name, cls in (("lstm", ug.nn.LSTMCell), ("gru", ug.nn.GRUCell)):
+        cell = cls(2, 2, seed=0)
+        net2, loss2 = _run(cell, 4)
+        out[f"{name}_textbook"] = ug.render(net2, loss=loss2, detail="textbook", values=False)
+        out[f"{name}_textbook_folded"] = ug.render(cell, detail="textbook")
+    out["scalar_chain"] = scalar_chain()
     out["rnn_folded"] = ug.render(rnn)
     out["rnn_unrolled"] = ug.render(net, loss=loss, contributions=True)
     out["rnn_unrolled_dark"] = ug.render(net, loss=loss, theme="dark", values=False)
@@ -57,8 +66,14 @@ def pictures():
     rnn = ug.nn.RNNCell(2, 2, seed=0)
     net, loss = _run(rnn, 8)
     out["bptt_full"] = ug.render(net, loss=loss, detail="steps", values=False)
-    net, loss = _run(rnn, 8, truncate=3)
-    out["bptt_truncated"] = ug.render(net, loss=loss, detail="steps", values=False)
+    net_t, loss_t = _run(rnn, 8, truncate=3)
+    out["bptt_truncated"] = ug.render(net_t, loss=loss_t, detail="steps", values=False)
+    out["bptt_side_by_side"] = ug.render_side_by_side(
+        net, net_t, labels=("full BPTT", "truncated BPTT, k = 3"), loss=(loss, loss_t),
+        detail="textbook", values=False)
+    net_p, loss_p = _run(ug.nn.RNNCell(2, 2, seed=0), 4)
+    out["rnn_print"] = ug.render(net_p, loss=loss_p, detail="textbook", theme="print",
+                                 values=False)
     small = ug.nn.RNNCell(2, 4, seed=0)
     small.load_state_dict({k: 0.4 * v for k, v in small.state_dict().items()})
     net, loss = _run(small, 16, last_only=True)

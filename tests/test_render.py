@@ -57,8 +57,13 @@ def test_each_parameter_drawn_once_with_one_edge_per_step():
         assert ids.count(pid) == 1, name
         # the parameter's fan-out into the steps, directly or through a shared op like W.T
         sources = {pid} | {g.id(n) for n in g.nodes if n.step is None and node in n.inputs}
-        fan = [e for e in edges if e[0] in sources and "dashed" in e[2]]
-        assert len(fan) == T, (name, fan)
+        # one trunk per shared node, labelled × T, into a junction; from it one dashed edge
+        # per reading op
+        trunks = [e for e in edges if e[0] in sources and e[1] == e[0] + "_fan"]
+        assert len(trunks) == 1 and f"× {T}<" in trunks[0][2], (name, trunks)
+        junction = trunks[0][1]
+        fan = [e for e in edges if e[0] == junction]
+        assert len(fan) == T and all("dashed" in e[2] for e in fan), (name, fan)
         steps = {net.nodes[net.slot(next(n for n in g.nodes if g.id(n) == b))].step
                  for _, b, _ in fan}
         assert steps == set(range(T))
@@ -122,7 +127,9 @@ def test_elision_node_with_count_and_aggregate():
     assert "… 46 steps …" in text
     assert "steps 2 … 47" in text
     assert "‖∂L/∂state‖ over them" in text
-    assert re.search(r'"n\d+" -> "elided" .*× 46', text)  # shared weights into the elision
+    # shared weights into the elision, through their trunk (× 50: 4 drawn steps + 46 elided)
+    assert re.search(r'"n\d+_fan" -> "elided" .*× 46', text)
+    assert re.search(r'"n\d+" -> "n\d+_fan" .*× 50<', text)
 
 
 def test_steps_detail_one_box_per_step():
@@ -131,8 +138,12 @@ def test_steps_detail_one_box_per_step():
     text = ug.to_dot(net, detail="steps", contributions=True)
     assert all(f'"step_{t}" [' in text for t in range(T))
     pid = net.graph.id(net.param_nodes["weight_hh"])
-    assert len([e for e in _edges(text) if e[0] == pid and "invis" not in e[2]]) == T
-    assert "step 0: ‖∇‖" in text
+    # one trunk (× T) to a junction, then one edge per step
+    (trunk,) = [e for e in _edges(text) if e[0] == pid and "invis" not in e[2]]
+    assert trunk[1] == pid + "_fan" and f"× {T}<" in trunk[2]
+    fan = [e for e in _edges(text) if e[0] == pid + "_fan"]
+    assert sorted(b for _, b, _ in fan) == sorted(f"step_{t}" for t in range(T))
+    assert "t = 0: ‖∇‖" in text
 
 
 def test_golden_three_node_scalar_graph():
@@ -214,9 +225,15 @@ def test_explicit_enormous_request_raises_with_count_and_fix():
     with pytest.raises(RenderError, match=rf"all {n} nodes.*max_nodes=1500.*detail='elide'") \
             as err:
         ug.to_dot(net, detail="ops")
-    # the count asked for is what is drawn: the net's nodes and one box per output and step
+    # the count asked for is what is drawn: the net's nodes, one box per output and step, and
+    # one junction per shared node that several ops read (its trunk)
     drawn = int(re.search(r"pass max_nodes=(\d+)", str(err.value)).group(1))
-    assert drawn == n + 300
+    reads: dict = {}
+    for m in net.graph.nodes:
+        for i in m.inputs:
+            if i.step is None and m.step is not None and i.op not in ("init", "const"):
+                reads[id(i)] = reads.get(id(i), 0) + 1
+    assert drawn == n + 300 + sum(1 for k in reads.values() if k > 1)
     with pytest.raises(RenderError, match=f"would draw {drawn} nodes"):
         ug.to_dot(net, detail="ops", max_nodes=drawn - 1)
     assert ug.to_dot(net, detail="ops", max_nodes=drawn).count("subgraph cluster_step") == 300
@@ -475,7 +492,8 @@ def test_steps_detail_guard_counts_nodes_not_steps():
     assert m and "detail='elide'" in msg
     n, e = int(m.group(1)), int(m.group(2))
     text = ug.to_dot(net, loss=loss, detail="steps", max_nodes=n)
-    assert _count_drawn(text) == n == 3 * T + 6  # 1000 boxes, inputs, outputs; params, h0, loss
+    # 1000 boxes, inputs, outputs; 4 params, their 4 trunk junctions, h0, loss
+    assert _count_drawn(text) == n == 3 * T + 10
     chains = [line for line in text.splitlines() if line.strip().startswith("{rank=same;")]
     assert len(_edges(text)) + sum(line.count(" -> ") for line in chains) == e
 

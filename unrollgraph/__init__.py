@@ -56,9 +56,10 @@ from .functional import (
 from .graph import Graph, Node, toposort
 from .nx import from_networkx, to_networkx
 from .optim import clip_grad_norm, clip_grad_value
-from .render import render, to_dot
+from .render import render, render_side_by_side, to_dot
 from .tensor import Tensor, detect_anomaly, enable_grad, is_grad_enabled, no_grad, tensor
 from .testing import gradcheck
+from .tikz import to_tikz
 from .unroll import Run, Unrolled, unroll
 
 __version__ = "0.1.0"
@@ -67,7 +68,7 @@ __all__ = [
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "detect_anomaly",
     "Cell", "unroll", "Unrolled", "Run", "nn",
     "Graph", "Node", "toposort", "gradcheck", "to_networkx", "from_networkx", "ops",
-    "render", "to_dot",
+    "render", "to_dot", "render_side_by_side", "to_tikz",
     "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs", "maximum", "minimum", "where",
     "clip", "matmul", "sum", "mean", "max", "reshape", "transpose", "concat", "stack",
     "softmax", "log_softmax", "mse_loss", "cross_entropy", "binary_cross_entropy_with_logits",

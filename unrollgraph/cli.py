@@ -1,7 +1,8 @@
 """The ``unrollgraph`` command line.
 
 ``unrollgraph render rnn|lstm|gru [--steps T] [--hidden H] [--input I] [--seed S] [--grad]
-[--folded] -o file.svg`` draws a ready cell, folded or unrolled (with ``--grad``: after a forward
+[--folded] [--detail textbook] [--theme print] [-f svg|png|pdf] -o file.svg`` draws a ready
+cell, folded or unrolled (with ``--grad``: after a forward
 pass on random inputs and the backward pass of a mean-square loss).
 ``unrollgraph render path/to/script.py:name`` draws your own cell. **This runs the script** (as
 ``python script.py`` would, except that ``__name__`` is ``"__unrollgraph__"``, so a ``if
@@ -117,8 +118,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--folded", action="store_true", help="draw the folded cell (with z⁻¹)")
     r.add_argument("--truncate", type=_int_at_least(1, "--truncate"), default=None,
                    help="truncated BPTT window, >= 1 (default: full BPTT)")
-    r.add_argument("--detail", choices=("auto", "ops", "steps", "elide"), default="auto")
-    r.add_argument("--theme", choices=("light", "dark"), default="light")
+    r.add_argument("-f", "--format", choices=("svg", "png", "pdf", "dot"), default=None,
+                   help="output format (default: from -o's suffix); -o without a suffix gets "
+                        "this one")
+    r.add_argument("--detail", choices=("auto", "textbook", "ops", "steps", "elide"),
+                   default="auto",
+                   help="textbook: rows of x_t, states and outputs with the weights on the "
+                        "edges (with --folded: the folded cell, a black square on each delay "
+                        "edge); ops: every op, one cluster per step; steps: one box per step; "
+                        "elide: first and last steps op by op; auto (default): ops for small "
+                        "nets, then steps, then elide")
+    r.add_argument("--beside", action="store_true",
+                   help="with --detail textbook: draw the folded cell beside the unrolled one")
+    r.add_argument("--theme", choices=("light", "dark", "print"), default="light",
+                   help="light (default) or dark colours for screens; print: black on white, "
+                        "larger type and thicker lines for slides and papers (colour only on "
+                        "the gradient scale)")
     r.add_argument("--contributions", action="store_true",
                    help="list each step's part of a shared weight's gradient (needs --grad)")
     return parser
@@ -185,6 +200,16 @@ def _render(args) -> int:
 
     out = Path(args.output)
     fmt = out.suffix.lstrip(".").lower()
+    if args.format is not None:
+        if not out.suffix:
+            out = out.with_name(out.name + "." + args.format)
+        elif fmt != args.format:
+            raise _UsageError(f"-f {args.format} but -o {args.output!r} ends in .{fmt}; give "
+                              f"-o a .{args.format} name, or leave out -f")
+        fmt = args.format
+    if args.beside and (args.detail != "textbook" or args.folded):
+        raise _UsageError("--beside draws the folded cell beside the unrolled one in the "
+                          "textbook view: use it with --detail textbook and without --folded")
     if fmt not in _FORMATS:
         raise _UsageError(
             f"cannot tell the format of {args.output!r}: end the file name with one of "
@@ -218,9 +243,13 @@ def _dot_text(ug, args) -> str:
         if args.grad:
             _forward_backward(ug, cell, args)
         obj = cell
+        if args.detail == "textbook":
+            options["detail"] = "textbook"
     else:
         obj = ug.unroll(cell, steps=args.steps, truncate=args.truncate)
         options.update(detail=args.detail, contributions=args.contributions)
+        if args.beside:
+            options["folded"] = True
         if args.grad:
             options["loss"] = _forward_backward(ug, cell, args, obj)
     return ug.to_dot(obj, **options)

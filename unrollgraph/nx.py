@@ -107,21 +107,22 @@ def to_networkx(obj, loss=None):
 
 def _add_loss(G, v, loss) -> None:
     """The loss node of an unrolled net: the outputs (or final states) its gradient reached."""
+    from .view import read_outputs
+
     run, net = v.run, v.net
     seeds = None if run is None or run.grads is None else run.seeds
     if seeds is None and loss is None:
         return
     g = v.graph
     outs = list(net.output_nodes.values())
-    finals = [ns[-1] for ns in net.state_nodes.values()]
-    sources = []
-    for i, s in enumerate(seeds or ()):
-        if s is not None:
-            sources += outs[i] if i < len(outs) else [finals[i - len(outs)]]
-    if not sources:  # a loss given before any backward pass: it read every output
+    # an edge only from the outputs the loss reads (see view.read_outputs)
+    sources = read_outputs(net, seeds, loss)
+    if not sources and seeds is None:  # nothing known of what the loss read
         sources = [n for ns in outs for n in ns]
     lid = f"n{len(g.nodes)}"
     name = getattr(loss, "name", None) or "loss"
+    if name in {g.display_name(n) for n in g.nodes} or name == lid:
+        name = f"{name}#{lid}"  # never printed like another node (a loss named "n3")
     attrs = {"op": "loss", "name": name, "label": getattr(loss, "name", None), "shape": (),
              "dtype": None, "step": None, "role": "loss", "batched": False, "attrs": {}}
     data = getattr(loss, "data", None) if loss is not None else None

@@ -27,14 +27,15 @@ log-scale for the whole picture (the colour bar is in the legend).
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 
 from .errors import RenderError
 from .graph import Node
-from .view import GraphView, view
+from .view import GraphView, reads, view
 
-__all__ = ["render", "to_dot", "OPTIONS"]
+__all__ = ["render", "to_dot", "render_side_by_side", "OPTIONS"]
 
 #: Every option :func:`to_dot` and :func:`render` accept, with its default.
 OPTIONS = {
@@ -52,9 +53,14 @@ OPTIONS = {
     "max_elements": 4,
     "title": None,
     "rankdir": None,
+    "biases": True,
+    "folded": False,
+    "color_scale": None,
+    "fontsize": None,
+    "scale": 1.0,
 }
 
-_DETAILS = ("auto", "ops", "steps", "elide")
+_DETAILS = ("auto", "ops", "steps", "elide", "textbook")
 #: below this many nodes ``detail="auto"`` draws every op of an unrolled net.
 _AUTO_OPS = 300
 #: up to this many steps ``detail="auto"`` draws one box per step before eliding.
@@ -86,7 +92,23 @@ _THEMES = {
         "zero": "#0d1117",
         "ramp": ["#1c2541", "#1f6f8b", "#3fa34d", "#e9c46a", "#fff3b0"],
     },
+    # black on white for slides and papers: the gradient scale is the only colour
+    "print": {
+        "bg": "white", "font": "#000000", "muted": "#333333", "edge": "#000000",
+        "shared_edge": "#555555", "recurrent": "#000000", "cluster": "#888888",
+        "cluster_bg": "white", "nofill": "white", "cut_fill": "#eeeeee", "cut_font": "#777777",
+        "highlight": "#000000",
+        "param": "#000000", "input": "#000000", "leaf": "#000000", "state": "#000000",
+        "output": "#000000", "op": "#000000", "shared": "#000000", "const": "#555555",
+        "call": "#000000", "loss": "#000000", "elide": "#000000", "step": "#000000",
+        "zero": "#ffffff",
+        "ramp": ["#fdf6e3", "#fde68a", "#f59e0b", "#dc2626", "#6b0f3a"],
+    },
 }
+#: type size of node titles (points) by theme; every other size follows in proportion
+_TITLE_PT = {"light": 12, "dark": 12, "print": 16}
+#: line widths are multiplied by this in the print theme
+_PRINT_PEN = 1.6
 
 # shape and extra style of each kind of node
 _SHAPES = {
@@ -98,7 +120,8 @@ _SHAPES = {
 }
 
 _SYMBOLS = {
-    "add": "+", "sub": "−", "mul": "×", "div": "÷", "matmul": "@", "neg": "−x", "pow": "xⁿ",
+    "add": "+", "sub": "−", "mul": "×", "div": "÷", "matmul": "matmul", "neg": "−x",
+    "pow": "xⁿ",
     "transpose": "ᵀ", "getitem": "[ ]",
 }
 
@@ -111,23 +134,45 @@ def to_dot(obj, **options) -> str:
     obj : Tensor, Cell, Unrolled or Run
         A tensor (its history is drawn), a cell (drawn folded, with its delay edge) or an
         unrolled net (drawn unrolled; values and gradients come from its last run).
-    detail : {"auto", "ops", "steps", "elide"}
-        For unrolled nets: ``"ops"`` draws every op; ``"steps"`` one box per step; ``"elide"``
-        the first and last ``ends`` steps op by op and one node "… n steps …" for the rest.
-        ``"auto"`` picks ``"ops"`` for small graphs, then ``"steps"``, then ``"elide"``.
+    detail : {"auto", "textbook", "ops", "steps", "elide"}
+        For unrolled nets: ``"textbook"`` draws rows of inputs, states (one row per state),
+        outputs and per-step losses, time left to right, the weights as labels on the edges
+        they act on (derived from the op paths, for any cell); for a cell, the folded cell
+        with a black square (the delay) on each recurrent edge. ``"ops"`` draws every op, each
+        shared weight's fan-out through one trunk labelled ``× T``; ``"steps"`` one box per
+        step; ``"elide"`` the first and last ``ends`` steps op by op and one node
+        "… n steps …" for the rest. ``"auto"`` picks ``"ops"`` for small graphs, then
+        ``"steps"``, then ``"elide"``.
+    biases : bool
+        Textbook view: note the biases (parameters added into a value) in that value's node
+        (default) or leave them out.
+    folded : bool
+        Textbook view of an unrolled net: draw the folded cell beside it.
     values, grads : bool, optional
         Show each node's value / gradient (a number, a small array, or shape and norm). By
         default shown when there are any.
     contributions : bool
-        Shared parameters also list the per-step parts of their gradient.
+        Shared parameters also list the signed per-step parts of their gradient (values when
+        they fit in ``max_elements``, norms otherwise) and their sum.
     derivatives : bool
         Label each edge between two scalars with the local derivative d(target)/d(source).
     highlight : Tensor, Node or str, optional
         Highlight the path from the loss (the outputs) down to this node; a string is a
         display name (``"h_next@1"``) or a stable id (``"n7"``).
     loss : Tensor, optional
-        For an unrolled net: the loss computed from its outputs, drawn at the top.
-    theme : {"light", "dark"}
+        For an unrolled net: the loss computed from its outputs, drawn at the top with an edge
+        from each output step it reads (see :func:`unrollgraph.view.read_outputs`).
+    theme : {"light", "dark", "print"}
+        ``"print"``: black on white, larger type, thicker lines; colour only on the gradient
+        scale.
+    color_scale : (float, float) or diagram, optional
+        The gradient colour scale's ``(min, max)`` norms, or a diagram from :func:`render`
+        whose ``.color_scale`` to share, so that several pictures compare on one scale.
+    fontsize : float, optional
+        Type size of node titles in points (default 12, 16 with ``theme="print"``); every
+        other size follows in proportion.
+    scale : float
+        Multiplies every type size and line width (default 1).
     legend : bool
         Draw the legend (node kinds, edge kinds and the gradient colour bar).
     ends : int
@@ -181,7 +226,9 @@ def render(obj, **options):
     graphviz.Digraph
         A subclass of it whose ``render``, ``pipe``, ``view`` and ``unflatten`` raise
         :class:`RenderError` when Graphviz fails (no ``dot`` program, ``dot`` exiting with an
-        error, text it cannot encode), with Graphviz's own message.
+        error, text it cannot encode), with Graphviz's own message. Its ``color_scale`` is the
+        ``(min, max)`` of its gradient scale (``None`` without gradients), to pass to another
+        render as ``color_scale=``.
 
     Raises
     ------
@@ -197,8 +244,10 @@ def render(obj, **options):
     >>> isinstance(g, graphviz.Digraph), g.source.count("subgraph cluster_step")
     (True, 3)
     """
-    name, body = _build(obj, options)
-    return _diagram_class()(name=name, body=body)
+    name, body, scale = _build_scaled(obj, options)
+    diagram = _diagram_class()(name=name, body=body)
+    diagram.color_scale = scale.range if scale is not None else None
+    return diagram
 
 
 _DIAGRAM = None
@@ -291,16 +340,120 @@ def _options(options: dict) -> dict:
             raise RenderError(f"{key} must be a positive int, got {v!r}")
     if opts["rankdir"] not in (None, "LR", "RL", "TB", "BT"):
         raise RenderError(f"rankdir={opts['rankdir']!r}; use 'LR', 'RL', 'TB' or 'BT'")
+    for key in ("fontsize", "scale"):
+        v = opts[key]
+        if v is None and key == "fontsize":
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                or not math.isfinite(v) or not 0 < v <= 200:
+            raise RenderError(f"{key} must be a positive number (at most 200), got {v!r}")
+    opts["color_scale"] = _scale_range(opts["color_scale"])
     return opts
 
 
+def _scale_range(given):
+    """``color_scale=``: None, ``(min, max)`` gradient norms, or a diagram made by
+    :func:`render` (its ``.color_scale``)."""
+    if given is None:
+        return None
+    if hasattr(given, "color_scale") and not isinstance(given, (tuple, list)):
+        rng = given.color_scale
+        if rng is None:
+            raise RenderError(
+                "color_scale: that diagram has no gradient scale (it shows no gradients); "
+                "pass (min, max) or a diagram drawn after a backward pass"
+            )
+        return rng
+    try:
+        lo, hi = (float(x) for x in given)
+    except (TypeError, ValueError):
+        raise RenderError(
+            f"color_scale must be (min, max) gradient norms or a diagram from ug.render, got "
+            f"{given!r}"
+        ) from None
+    if not (math.isfinite(lo) and math.isfinite(hi) and 0 < lo < hi):
+        raise RenderError(
+            f"color_scale=({lo!r}, {hi!r}): the gradient scale is logarithmic, so it needs "
+            "0 < min < max (finite); norms outside it take the end colours"
+        )
+    return (lo, hi)
+
+
 def _build(obj, options: dict) -> tuple[str, list[str]]:
+    name, lines, _ = _build_scaled(obj, options)
+    return name, lines
+
+
+def _build_scaled(obj, options: dict):
+    """The drawing's name, its DOT lines sized for the theme, and its gradient scale."""
     opts = _options(options)
+    drawer = _drawer(obj, opts)
+    lines = drawer.build()
+    factor = (opts["fontsize"] or _TITLE_PT[opts["theme"]]) / 12 * opts["scale"]
+    pen = opts["scale"] * (_PRINT_PEN if opts["theme"] == "print" else 1.0)
+    if factor != 1 or pen != 1:
+        lines = [_resize(line, factor, pen) for line in lines]
+    return "unrollgraph", lines, drawer.scale
+
+
+_POINT = re.compile(r'(point-size=")([0-9.]+)')
+_FONT = re.compile(r"(fontsize=)([0-9.]+)")
+
+
+def _resize(line: str, factor: float, pen: float) -> str:
+    """Scale every type size and line width written in ``line``. User text is inside quoted
+    strings and HTML labels; only the sizes the drawing wrote there are touched (an HTML
+    label's ``point-size="..."``: user text cannot hold a raw quote), so a name such as
+    ``fontsize=3`` is left as written."""
+    def times(k):
+        return lambda m: m.group(1) + f"{float(m.group(2)) * k:.3g}"
+
+    out, i, n = [], 0, len(line)
+    while i < n:
+        c = line[i]
+        if c == "<" and line[:i].rstrip().endswith("="):  # an HTML label
+            depth, j = 0, i
+            while j < n:
+                depth += {"<": 1, ">": -1}.get(line[j], 0)
+                j += 1
+                if depth == 0:
+                    break
+            out.append(_POINT.sub(times(factor), line[i:j]))
+            i = j
+        elif c == '"':  # a quoted string: a pen width we wrote, or text left alone
+            j = i + 1
+            while j < n and line[j] != '"':
+                j += 2 if line[j] == "\\" else 1
+            text = line[i:j + 1]
+            if line[:i].endswith("penwidth="):
+                text = f'"{float(text[1:-1]) * pen:.3g}"'
+            out.append(text)
+            i = j + 1
+        else:
+            j = i
+            while j < n and line[j] not in '"<':
+                j += 1
+            j = max(j, i + 1)
+            out.append(_FONT.sub(times(factor), line[i:j]))
+            i = j
+    line = "".join(out)
+    if pen != 1 and line.lstrip().startswith('edge [fontname'):
+        line = line.replace("]", f' penwidth="{1.2 * pen:.3g}"]', 1)
+    if factor != 1 and line.lstrip().startswith(("node [fontname", "edge [fontname")):
+        line = line.replace("]", f" fontsize={14 * factor:.3g}]", 1)
+    return line
+
+
+def _drawer(obj, opts: dict):
     v = view(obj)
+    if opts["detail"] == "textbook" and v.kind in ("unrolled", "cell"):
+        from .textbook import Folded, Textbook
+
+        return (Textbook if v.kind == "unrolled" else Folded)(v, opts)
     if v.kind == "unrolled":
-        return "unrollgraph", _Unrolled(v, opts).build()
+        return _Unrolled(v, opts)
     if v.kind in ("tensor", "cell", "graph"):
-        return "unrollgraph", _Plain(v, opts).build()
+        return _Plain(v, opts)
     raise RenderError(f"cannot draw a view of kind {v.kind!r}")  # pragma: no cover
 
 
@@ -433,6 +586,22 @@ def _num(x) -> str:
     return f"{x:.3g}"
 
 
+def _signed(a) -> str:
+    """Values with their sign written (``+0.0386``, ``−0.241``, ``0``), so parts that add up
+    read as a sum."""
+    arr = np.asarray(a, dtype=np.float64).reshape(-1)
+
+    def one(x):
+        text = _num(x)
+        if x > 0:
+            return "+" + text
+        return text.replace("-", "−", 1)
+
+    if arr.size == 1:
+        return one(arr[0])
+    return "[" + ", ".join(one(x) for x in arr) + "]"
+
+
 def _mag(g) -> float | None:
     if g is None:
         return None
@@ -473,11 +642,13 @@ def _hex(c: str) -> tuple[int, int, int]:
 class _Scale:
     """One log scale of gradient norms for the whole picture."""
 
-    def __init__(self, mags, ramp):
+    def __init__(self, mags, ramp, fixed=None):
         good = [m for m in mags if m is not None and m > 0 and math.isfinite(m)]
         self.ramp = ramp
         self.empty = not good
-        if good:
+        if fixed is not None:  # one scale shared with other pictures
+            self.lo, self.hi = math.log10(fixed[0]), math.log10(fixed[1])
+        elif good:
             self.lo = math.log10(min(good))
             self.hi = math.log10(max(good))
             if self.hi - self.lo < 1.0:  # at least one decade, centred on the data
@@ -492,6 +663,11 @@ class _Scale:
         a, b = _hex(self.ramp[k]), _hex(self.ramp[k + 1])
         rgb = [round(x + (y - x) * f) for x, y in zip(a, b)]
         return "#" + "".join(f"{c:02x}" for c in rgb)
+
+    @property
+    def range(self) -> tuple[float, float] | None:
+        """``(min, max)`` gradient norms of the scale, to share with another picture."""
+        return None if self.empty else (10.0 ** self.lo, 10.0 ** self.hi)
 
     def ticks(self) -> list[float]:
         """Six log-spaced values from the smallest to the largest norm."""
@@ -519,8 +695,12 @@ class _Drawer:
         self.has_grads = False
         self.scale: _Scale | None = None
         self.path: set[int] = set()
+        self.legend_shapes: dict[str, str] = {}
         self.n_nodes = 0  # nodes and edges drawn (the legend aside): what the guard counts
         self.n_edges = 0
+
+    def make_scale(self, mags) -> _Scale:
+        return _Scale(mags, self.t["ramp"], self.o["color_scale"])
 
     # values and gradients
     def value(self, n: Node):
@@ -545,12 +725,15 @@ class _Drawer:
         self.lines.append("  " * indent + line + "\n")
 
     def node(self, nid: str, kind: str, title: str, rows: list[str], mag=None, cut=False,
-             indent=1, tooltip=None, hot=False, state=False) -> None:
-        """Draw one node: its shape from ``kind``, its fill from the gradient norm ``mag``."""
+             indent=1, tooltip=None, hot=False, state=False, shape=None) -> None:
+        """Draw one node: its shape from ``kind`` (or ``shape``), its fill from the gradient
+        norm ``mag``."""
         t = self.t
         self.n_nodes += 1
         self.kinds_used.add(kind)
-        shape, extra = _SHAPES[kind]
+        kind_shape, extra = _SHAPES[kind]
+        shape = shape or kind_shape
+        self.legend_shapes.setdefault(kind, shape)
         styles = [s for s in extra.split(",") if s] + ["filled"]
         border = t["state"] if state else t[kind if kind in t else "op"]
         fill, font = t["nofill"], t["font"]
@@ -581,13 +764,16 @@ class _Drawer:
 
     def edge(self, a: str, b: str, kind: str = "data", label: str | None = None,
              hot: bool = False, cut: bool = False, constraint: bool = True, indent=1,
-             back: bool = False) -> None:
+             back: bool = False, label_pt: int = 9, arrow: bool = True,
+             ports: tuple | None = None, xlabel: bool = False) -> None:
         t = self.t
         self.n_edges += 1
         self.edges_used.add(kind)
         attrs: dict = {"color": t["edge"]}
         if kind == "shared":
             attrs.update(color=t["shared_edge"], style="dashed", arrowsize="0.6")
+        elif kind == "trunk":
+            attrs.update(color=t["shared_edge"], penwidth="2.5")
         elif kind in ("recurrent", "delay"):
             attrs.update(color=t["recurrent"], penwidth="2")
         elif kind == "loss":
@@ -597,13 +783,25 @@ class _Drawer:
         if hot:
             attrs.update(color=t["highlight"], penwidth="3")
         if label is not None:
-            attrs["label"] = _Html(f'<font point-size="9" color="{attrs["color"]}">{label}'
-                                   "</font>")
+            # an xlabel is placed after layout: the edge stays straight and takes no rank
+            attrs["xlabel" if xlabel else "label"] = _Html(
+                f'<font point-size="{label_pt}" color="{attrs["color"]}">{label}</font>')
+        if not arrow:
+            attrs["arrowhead"] = "none"
+        if ports:
+            attrs.update(tailport=ports[0], headport=ports[1])
         if not constraint:
             attrs["constraint"] = "false"
         if back:
             attrs["dir"] = "back"
         self.emit(f'"{a}" -> "{b}" {_attrs(attrs)}', indent)
+
+    def row(self, ids: list[str]) -> None:
+        """Put nodes on one rank, left to right in the given (time) order."""
+        if len(ids) > 1:
+            self.n_edges += len(ids) - 1  # invisible, but laid out by dot all the same
+            chain = " -> ".join(f'"{i}"' for i in ids)
+            self.emit(f"{{rank=same; {chain} [style=invis]}}")
 
     # node text
     def title(self, n: Node, with_step: bool = False) -> str:
@@ -617,7 +815,9 @@ class _Drawer:
             base = _h(text) if text and np.size(val) == 1 else "const"
         else:
             base = _h(_SYMBOLS.get(n.op, n.op))
-        if with_step and n.step is not None:
+        if with_step and n.step is not None and (n.name or n.op in ("input", "init")):
+            # a named value carries its step (h_next₂); an op's symbol does not ("+₀" reads as
+            # "plus zero"): its cluster gives the step
             base += f"<sub>{n.step}</sub>"
         return base
 
@@ -753,13 +953,15 @@ class _Drawer:
             else:
                 colour = t["state"] if kind == "next_state" else t[kind if kind in t else "op"]
                 swatch = t["nofill"]
-            shape = "" if kind == "cut" else f" ({_SHAPES[kind][0]})"
+            shape = "" if kind == "cut" else \
+                f" ({self.legend_shapes.get(kind, _SHAPES[kind][0])})"
             rows.append(
                 f'<tr><td bgcolor="{swatch}" border="2" color="{colour}" width="18"> </td>'
                 f'<td align="left"><font point-size="9">{names[kind]}{shape}</font></td></tr>'
             )
         edge_names = {
-            "shared": ("- - -", t["shared_edge"], "shared-weight edge (one per step)"),
+            "trunk": ("━━", t["shared_edge"], "a shared weight's trunk: × T steps read it"),
+            "shared": ("- - -", t["shared_edge"], "shared-weight edge (one per reading op)"),
             "recurrent": ("━━", t["recurrent"], "state carried to the next step"),
             "delay": ("━━", t["recurrent"], "z⁻¹: one-step delay (next state → state)"),
         }
@@ -770,8 +972,8 @@ class _Drawer:
                     f'<td align="left"><font point-size="9">{text}</font></td></tr>'
                 )
         for left, right in extra_rows:
-            rows.append(f'<tr><td>{left}</td><td align="left"><font point-size="9">{right}'
-                        "</font></td></tr>")
+            rows.append(f'<tr><td><font point-size="10">{left}</font></td><td align="left">'
+                        f'<font point-size="9">{right}</font></td></tr>')
         table = (
             f'<table border="1" cellborder="0" cellspacing="2" cellpadding="2" '
             f'color="{t["cluster"]}" bgcolor="{t["bg"]}">'
@@ -834,7 +1036,7 @@ class _Plain(_Drawer):
             fb = v.feedback
         roots = list(g.outputs)
         self.compute_path(roots)
-        self.scale = _Scale([_mag(self.grad(n)) for n in nodes], self.t["ramp"])
+        self.scale = self.make_scale([_mag(self.grad(n)) for n in nodes])
         default_dir = "BT" if cell is not None else "LR"
         title = full = o["title"]
         if title is None and cell is not None:
@@ -883,6 +1085,7 @@ class _Plain(_Drawer):
         return "op", False
 
 
+
 def _out_id(nid: str, k: int) -> str:
     """Id of the output box of the ``k``-th declared output, drawn off node ``nid``."""
     return f"{nid}_out{k}"
@@ -915,10 +1118,14 @@ class _Unrolled(_Drawer):
             self.kept = set(range(T))
             self.elided = None
         self.guard(self.least_drawn(), self.what(), self.fixes(), exact=False)
+        self.seeded_reads: list = []
         self.seeded = self.seeded_nodes()
+        self.seeded_outputs = {name: [n for n, kind, nm in self.seeded_reads
+                                      if kind == "output" and nm == name]
+                               for name in net.output_nodes}
         self.compute_path(self.seeded or [n for ns in net.output_nodes.values() for n in ns])
         self.contrib = self.contributions()
-        self.scale = _Scale(self.all_mags(), self.t["ramp"])
+        self.scale = self.make_scale(self.all_mags())
         title = full = o["title"]
         if title is None:
             what = f" unrolled over T = {T} steps"
@@ -928,14 +1135,17 @@ class _Unrolled(_Drawer):
                 what += f" (steps {k} … {T - k - 1} elided)"
             title, full = _shown(net.cell.name) + what, net.cell.name + what
         self.header(o["rankdir"] or "BT", title, full)
-        if detail == "steps":
-            self.build_steps()
-        else:
-            self.build_ops()
+        self.draw_body()
         self.draw_loss()
         self.guard(self.n_nodes, self.what(), self.fixes())
         self.legend(self.legend_rows())
         return self.lines
+
+    def draw_body(self) -> None:
+        if self.detail == "steps":
+            self.build_steps()
+        else:
+            self.build_ops()
 
     def what(self) -> str:
         d, o = self.detail, self.o
@@ -982,25 +1192,55 @@ class _Unrolled(_Drawer):
         seeds = run.seeds if run is not None else None
         if seeds is None or run.grads is None:
             return []
-        outs = list(net.output_nodes.values())
-        finals = [ns[-1] for ns in net.state_nodes.values()]
-        nodes = []
-        for i, s in enumerate(seeds):
-            if s is None:
-                continue
-            nodes += outs[i] if i < len(outs) else [finals[i - len(outs)]]
-        return nodes
+        self.seeded_reads = reads(net, seeds, self.o["loss"])
+        return [n for n, _, _ in self.seeded_reads]
+
+    def own_grad(self, name: str, t: int):
+        """The gradient the loss sends to output ``name`` at step ``t`` itself (not the total
+        gradient of the node it is read from, which also collects later steps' parts)."""
+        run = self.run
+        if run is None or run.grads is None or run.seeds is None:
+            return None
+        seed = run.seeds[self.out_index[name]]
+        if seed is None:
+            return np.zeros_like(np.asarray(self.value(self.net.output_nodes[name][t])))
+        return seed[t]
+
+    def output_rows(self, name: str, t: int) -> list[str]:
+        rows = ["output"]
+        n = self.net.output_nodes[name][t]
+        if self.show_values():
+            text = _array_text(self.value(n), self.o["max_elements"])
+            if text is not None:
+                rows.append("v = " + _h(text))
+        if self.show_grads():
+            text = _array_text(self.own_grad(name, t), self.o["max_elements"])
+            if text is not None:
+                rows.append("∇ = " + _h(text))
+        return rows
+
+    def output_mag(self, name: str, t: int):
+        return _mag(self.own_grad(name, t)) if self.has_grads else None
+
+    def output_hot(self, name: str, t: int) -> bool:
+        """An output box is on the highlighted path only if the loss reads it."""
+        n = self.net.output_nodes[name][t]
+        return id(n) in self.path and any(
+            s is n for s in self.seeded_outputs.get(name, ()))
 
     def contributions(self) -> dict:
+        """Parameter name -> the signed per-step parts of its gradient, (T, *shape)."""
         if not self.o["contributions"] or not self.has_grads:
             return {}
-        out = {}
-        for name in self.net.param_nodes:
-            parts = np.asarray(self.run.step_contributions(name), dtype=np.float64)
-            flat = parts.reshape(len(parts), -1)
-            # one vectorised norm per step (not T calls): the whole drawing stays linear in T
-            out[name] = np.sqrt(np.einsum("ij,ij->i", flat, flat)).tolist()
-        return out
+        return {name: np.asarray(self.run.step_contributions(name), dtype=np.float64)
+                for name in self.net.param_nodes}
+
+    def part_text(self, part) -> str:
+        """One step's part: its signed values when they fit in ``max_elements``, its norm
+        otherwise (computed in one vectorised pass per parameter by the caller's array)."""
+        if part.size <= self.o["max_elements"]:
+            return _h(_signed(part))
+        return f"‖∇‖ {_h(_num(_mag(part)))}"
 
     def state_mag(self, t: int) -> float | None:
         """Norm of the gradient of all states at step ``t`` (``None`` without one)."""
@@ -1035,6 +1275,8 @@ class _Unrolled(_Drawer):
         if not self.has_grads:
             return []
         mags = [_mag(self.grad(n)) for n in self.shared_nodes()]
+        mags += [self.output_mag(name, t) for name in self.net.output_nodes
+                 for t in range(self.T) if t in self.kept]
         if self.detail == "steps":
             mags += [self.state_mag(t) for t in range(self.T)]
         else:
@@ -1071,18 +1313,26 @@ class _Unrolled(_Drawer):
         return "op", False
 
     def param_rows(self, n: Node) -> list[str]:
-        rows = self.rows(n, grad_label="∇ total")
         name = next((k for k, p in self.net.param_nodes.items() if p is n), None)
         parts = self.contrib.get(name)
-        if parts:
-            shown = list(enumerate(parts))
-            if len(shown) > 8:
-                shown = shown[:3] + [None] + shown[-3:]
-            for item in shown:
-                if item is None:
-                    rows.append("…")
-                else:
-                    rows.append(f"step {item[0]}: ‖∇‖ {_h(_num(item[1]))}")
+        if parts is None:
+            return self.rows(n, grad_label="∇ total")
+        # the parts, signed, then their sum: the reader sees Σ_t = total
+        rows = self.rows(n, grad_label="")
+        rows = [r for r in rows if not r.startswith(" = ")]
+        small = parts[0].size <= self.o["max_elements"]
+        rows.append("∇ = Σ<sub>t</sub> (part of step t):" if small
+                    else "∇ = Σ<sub>t</sub> (part of step t), norms shown:")
+        shown = list(range(len(parts)))
+        if len(shown) > 8:
+            shown = shown[:3] + [None] + shown[-3:]
+        for t in shown:
+            rows.append("⋮" if t is None else f"t = {t}: {self.part_text(parts[t])}")
+        total = self.grad(n)
+        if total is not None:
+            text = _h(_signed(np.asarray(total))) if small else \
+                _h(_array_text(total, self.o["max_elements"]))
+            rows.append(f"Σ = {text}")
         return rows
 
     # ops detail
@@ -1138,8 +1388,9 @@ class _Unrolled(_Drawer):
             for n in inner:
                 for name in self.outputs_of.get(id(n), []):
                     oid = _out_id(g.id(n), self.out_index[name])
-                    self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>", ["output"],
-                              cut=self.v.is_cut(n), hot=id(n) in self.path,
+                    self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>",
+                              self.output_rows(name, t), self.output_mag(name, t),
+                              cut=self.v.is_cut(n), hot=self.output_hot(name, t),
                               tooltip=f"output {name} at step {t}")
                     top.append(oid)
         self.row(bottom)
@@ -1154,13 +1405,6 @@ class _Unrolled(_Drawer):
             self.n_edges += len(shared)  # invisible, but laid out by dot all the same
             for p in shared:
                 self.emit(f'"{self.g.id(p)}" -> "{mid}" [style=invis]')
-
-    def row(self, ids: list[str]) -> None:
-        """Put nodes on one rank, left to right in the given (time) order."""
-        if len(ids) > 1:
-            self.n_edges += len(ids) - 1  # invisible, but laid out by dot all the same
-            chain = " -> ".join(f'"{i}"' for i in ids)
-            self.emit(f"{{rank=same; {chain} [style=invis]}}")
 
     def cluster_style(self, t: int) -> None:
         t_ = self.t
@@ -1194,6 +1438,7 @@ class _Unrolled(_Drawer):
         state_ids = {id(n) for ns in net.state_nodes.values() for n in ns}
         state_ids |= {id(n) for n in net.init_nodes.values()}
         done: set = set()
+        fan: dict = {}  # shared node -> the step nodes reading it, drawn through one trunk
         for n in g.nodes:
             if id(n) in shared_ids:
                 for i in n.inputs:  # shared ops (W.T) read shared nodes
@@ -1215,7 +1460,7 @@ class _Unrolled(_Drawer):
                 label = self.derivative(i, n, k)
                 hot = self.on_path(i, n)
                 if id(i) in shared_ids:
-                    self.edge(g.id(i), g.id(n), "shared", label=label, hot=hot, cut=cut)
+                    fan.setdefault(g.id(i), []).append((g.id(n), label, hot, cut, n.step))
                 elif i.step is not None and i.step not in self.kept:
                     if ("elided", g.id(n)) not in done:
                         done.add(("elided", g.id(n)))
@@ -1230,13 +1475,38 @@ class _Unrolled(_Drawer):
                     self.edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
             for name in self.outputs_of.get(id(n), []):
                 self.edge(g.id(n), _out_id(g.id(n), self.out_index[name]),
-                          hot=id(n) in self.path, cut=cut)
+                          hot=self.output_hot(name, n.step), cut=cut)
         if self.elided:
             n = self.elided[1] - self.elided[0] + 1
             read = {id(i) for m in g.nodes if m.step == self.elided[0] for i in m.inputs}
             for p in shared:
                 if id(p) in read:
-                    self.edge(g.id(p), "elided", "shared", label=f"× {n}")
+                    fan.setdefault(g.id(p), []).append(("elided", f"× {n}", False, False, -n))
+        self.trunks(fan)
+
+    def trunks(self, fan: dict) -> None:
+        """Each shared node's fan-out through one trunk: one edge to a junction, labelled with
+        the number of steps that read it (× T), then one short edge per reading op."""
+        junctions = []
+        for src, uses in fan.items():
+            steps = {u[4] for u in uses if u[4] is not None and u[4] >= 0}
+            count = len(steps) + sum(-u[4] for u in uses if u[4] is not None and u[4] < 0)
+            if len(uses) < 2:
+                for dst, label, hot, cut, _ in uses:
+                    self.edge(src, dst, "shared", label=label, hot=hot, cut=cut)
+                continue
+            j = f"{src}_fan"
+            junctions.append(j)
+            self.n_nodes += 1
+            self.emit(f'"{j}" ' + _attrs({"shape": "point", "width": "0.09",
+                                          "color": self.t["shared_edge"],
+                                          "tooltip": f"read by {count} steps"}))
+            hot_any = any(u[2] for u in uses)
+            self.edge(src, j, "trunk", label=f"× {count}", hot=hot_any, arrow=False)
+            for dst, label, hot, cut, _ in uses:
+                self.edge(j, dst, "shared", label=label, hot=hot, cut=cut)
+        if junctions:  # the junctions in one row, just over the parameters
+            self.emit("{rank=same; " + " ".join(f'"{j}"' for j in junctions) + "}")
 
     def on_path(self, a: Node, b: Node) -> bool:
         return id(a) in self.path and id(b) in self.path
@@ -1278,8 +1548,9 @@ class _Unrolled(_Drawer):
             for name, ns in net.output_nodes.items():
                 n = ns[t]
                 oid = _out_id(g.id(n), self.out_index[name])
-                self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>", self.rows(n)[1:],
-                          _mag(self.grad(n)), cut=cut, tooltip=f"output {name} at step {t}")
+                self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>",
+                          self.output_rows(name, t)[1:], self.output_mag(name, t), cut=cut,
+                          tooltip=f"output {name} at step {t}")
                 top.append(oid)
         self.row(bottom)
         self.row(top)
@@ -1288,13 +1559,15 @@ class _Unrolled(_Drawer):
         label = ", ".join(_hn(s) for s in states)
         param_name = {id(q): k for k, q in net.param_nodes.items()}
         contribs = [self.contrib.get(param_name.get(id(p))) for p in shared]
+        contribs = [None if c is None else [self.part_text(x) for x in c] for c in contribs]
+        fan: dict = {}  # each parameter's fan-out into the steps, through one trunk
         for t in range(T):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
             for ns in net.input_nodes.values():
                 self.edge(g.id(ns[t]), f"step_{t}", cut=cut)
             for p, c in zip(shared, contribs):
-                lab = f"‖∇‖ {_h(_num(c[t]))}" if c else None
-                self.edge(g.id(p), f"step_{t}", "shared", label=lab, cut=cut)
+                lab = c[t] if c else None
+                fan.setdefault(g.id(p), []).append((f"step_{t}", lab, False, cut, t))
             if t == 0:
                 for n in net.init_nodes.values():
                     self.edge(g.id(n), "step_0", "recurrent", cut=cut)
@@ -1302,6 +1575,7 @@ class _Unrolled(_Drawer):
                 self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
             for name, ns in net.output_nodes.items():
                 self.edge(f"step_{t}", _out_id(g.id(ns[t]), self.out_index[name]), cut=cut)
+        self.trunks(fan)
 
     # loss
     def draw_loss(self) -> None:
@@ -1319,18 +1593,18 @@ class _Unrolled(_Drawer):
         self.emit('{rank=sink; "loss"}')
         g = self.g
         done = set()
-        for n in self.seeded:
-            names = self.outputs_of.get(id(n))
-            if self.detail == "steps":
-                src = (_out_id(g.id(n), self.out_index[names[0]]) if names
-                       else f"step_{n.step}")
+        for n, kind, nm in self.seeded_reads:
+            if kind == "output" and (self.detail == "steps" or n.step in self.kept):
+                src = _out_id(g.id(n), self.out_index[nm])
+            elif self.detail == "steps":
+                src = f"step_{n.step}"  # a final state: the step box holds it
             elif n.step not in self.kept:
                 src = "elided"
             else:
-                src = _out_id(g.id(n), self.out_index[names[0]]) if names else g.id(n)
+                src = g.id(n)
             if src not in done:
                 done.add(src)
-                self.edge(src, "loss", "loss", hot=id(n) in self.path)
+                self.edge(src, "loss", "loss", hot=id(n) in self.path and bool(self.path))
 
     def legend_rows(self) -> list[tuple[str, str]]:
         rows = []
@@ -1339,3 +1613,121 @@ class _Unrolled(_Drawer):
         if self.detail == "steps":
             rows.append(("▭", "detail='steps': one box per step; detail='ops' shows every op"))
         return rows
+
+
+# -- several pictures on one scale -----------------------------------------------------------
+def _prefixed(line: str, prefix: str) -> str:
+    """``line`` with every node id (a quoted string that is not an attribute value) given
+    ``prefix``. Attribute values follow ``=`` (or ``+`` when a long one is continued) and HTML
+    labels are skipped whole, so user text inside them is never rewritten."""
+    out, i, n = [], 0, len(line)
+    while i < n:
+        c = line[i]
+        if c == "<" and line[:i].rstrip().endswith("="):
+            depth, j = 0, i
+            while j < n:
+                depth += {"<": 1, ">": -1}.get(line[j], 0)
+                j += 1
+                if depth == 0:
+                    break
+            out.append(line[i:j])
+            i = j
+        elif c == '"':
+            j = i + 1
+            while j < n and line[j] != '"':
+                j += 2 if line[j] == "\\" else 1
+            text = line[i:j + 1]
+            value = line[:i].rstrip().endswith(("=", "+"))
+            out.append(text if value else '"' + prefix + text[1:])
+            i = j + 1
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def render_side_by_side(a, b, labels=("a", "b"), **options):
+    """Draw two objects in one figure, side by side, on one gradient colour scale.
+
+    Parameters
+    ----------
+    a, b : Tensor, Cell, Unrolled or Run
+        What to draw (for example the same net with full and with truncated BPTT).
+    labels : (str, str)
+        A caption over each picture.
+    **options
+        As :func:`to_dot`; ``loss=`` may be a pair ``(loss_a, loss_b)``. Unless
+        ``color_scale=`` is given, the scale spans the gradient norms of both pictures.
+
+    Returns
+    -------
+    graphviz.Digraph
+        As :func:`render`, with ``.color_scale`` the shared ``(min, max)``.
+
+    Raises
+    ------
+    RenderError
+        As :func:`to_dot`, or when ``labels`` is not two strings.
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> full = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4)
+    >>> cut = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4, truncate=2)
+    >>> xs = np.ones((4, 1, 2))
+    >>> for net in (full, cut):
+    ...     outs, _ = net(xs)
+    ...     (outs * outs).sum().backward()
+    >>> g = ug.render_side_by_side(full, cut, labels=("full BPTT", "truncated"),
+    ...                            detail="textbook")
+    >>> g.source.count("subgraph cluster_side")
+    2
+    """
+    if not (isinstance(labels, (tuple, list)) and len(labels) == 2
+            and all(isinstance(x, str) for x in labels)):
+        raise RenderError(f"labels must be two strings, got {labels!r}")
+    loss = options.pop("loss", None)
+    losses = tuple(loss) if isinstance(loss, (tuple, list)) else (loss, loss)
+    opts = [dict(options, loss=losses[0]), dict(options, loss=losses[1])]
+    if options.get("color_scale") is None:
+        ranges = [_build_scaled(x, dict(o, legend=False))[2] for x, o in zip((a, b), opts)]
+        ends = [r.range for r in ranges if r is not None and r.range is not None]
+        if ends:
+            shared = (min(r[0] for r in ends), max(r[1] for r in ends))
+            for o in opts:
+                o["color_scale"] = shared
+    body, scale = [], None
+    for k, (x, o, label) in enumerate(zip((a, b), opts, labels)):
+        _, lines, sc = _build_scaled(x, o)
+        scale = scale or sc
+        head = [line for line in lines if line.lstrip().startswith(("graph [", "node [",
+                                                                     "edge ["))]
+        if not k:
+            body += head  # the first picture's defaults hold for the whole figure
+        body.append(f"  subgraph cluster_side{k} {{\n")
+        # rankdir=BT turns the picture upside down, cluster labels with it: "b" is on top
+        loc = "b" if (o.get("rankdir") or "BT") == "BT" and _is_unrolled_or_cell(x) else "t"
+        body.append(f'    label=<<b>{_h(_shown(label, _TITLE_CHARS))}</b>> '
+                    f"tooltip={_q(label)} pencolor=transparent fontsize=16 labelloc={loc}\n")
+        legend = []
+        for line in lines:
+            if line in head:
+                continue
+            if line.lstrip().startswith('"legend" ['):
+                line = line.replace("<b>legend</b>", f"<b>legend: {_h(_shown(label))}</b>", 1)
+                legend.append(_prefixed(line, f"s{k}_"))
+                continue
+            if line.lstrip().startswith("label=<"):
+                continue  # each picture's own title gives way to its caption
+            if line.lstrip().startswith("subgraph cluster_"):  # clusters of one name merge
+                line = line.replace("subgraph cluster_", f"subgraph cluster_s{k}_", 1)
+            body.append("  " + _prefixed(line, f"s{k}_"))
+        body.append("  }\n")
+        body += legend  # outside the pictures, so neither is pushed aside by its legend
+    diagram = _diagram_class()(name="unrollgraph", body=body)
+    diagram.color_scale = scale.range if scale is not None else None
+    return diagram
+
+
+def _is_unrolled_or_cell(obj) -> bool:
+    return view(obj).kind in ("unrolled", "cell")

@@ -16,7 +16,7 @@ from .graph import Graph, Node, toposort
 from .tensor import Tensor
 from .unroll import Run, Unrolled
 
-__all__ = ["GraphView", "view"]
+__all__ = ["GraphView", "view", "read_outputs", "reads"]
 
 
 @dataclass
@@ -121,3 +121,103 @@ def view(obj) -> GraphView:
         return None if run is None or run.grads is None else run.grads[net.slot(n)]
 
     return GraphView("unrolled", net.graph, uvalue, ugrad, cell=net.cell, net=net, run=run)
+
+
+def read_outputs(net, seeds, loss=None) -> list[Node]:
+    """The output nodes (and final states) a loss reads, one per step it reads.
+
+    With ``loss`` (a Tensor computed from the net's outputs) the answer is structural: an
+    output read through indexing along time (``outputs[-1]``, ``outputs[1:]``, a boolean mask)
+    is read at the steps the index selects, an output read by any other op at every step, a
+    final state when the loss's graph holds it. Without ``loss``, or when the loss's graph
+    holds no output of this net, the gradient decides: a step is read when the loss sent it a
+    gradient that is not zero everywhere (``seeds``, as kept by the run).
+
+    Parameters
+    ----------
+    net : Unrolled
+    seeds : list or None
+        ``Run.seeds``: one gradient (T, ...) per output, then one per final state.
+    loss : Tensor, optional
+
+    Returns
+    -------
+    list of Node
+        Output nodes in output then time order, then final-state nodes.
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=3)
+    >>> outputs, h = net(np.ones((3, 1, 2)))
+    >>> loss = (outputs[-1] * outputs[-1]).sum()
+    >>> loss.backward()
+    >>> [n.step for n in read_outputs(net, net.last_run.seeds, loss)]
+    [2]
+    """
+    return [n for n, _, _ in reads(net, seeds, loss)]
+
+
+def reads(net, seeds, loss=None) -> list:
+    """:func:`read_outputs` with what each node is read as: ``(node, "output", name)`` or
+    ``(node, "state", name)`` (a final state; for a cell whose output is its state, one node
+    is both, and the loss may read either)."""
+    outs = list(net.output_nodes.values())
+    finals = [ns[-1] for ns in net.state_nodes.values()]
+    read = _read_structurally(net, loss) if isinstance(loss, Tensor) else None
+    if read is None:
+        if seeds is None:
+            return []
+        read = {}
+        for i, s in enumerate(seeds):
+            if s is None:
+                continue
+            arr = np.asarray(s)
+            if i < len(outs):
+                flat = arr.reshape(len(outs[i]), -1)
+                read[i] = set(np.flatnonzero(np.any(flat != 0, axis=1)).tolist())  # NaN: read
+            elif np.any(arr != 0):
+                read[i] = {net.steps - 1}
+    out_names, state_names = list(net.output_nodes), list(net.state_nodes)
+    nodes = []
+    for i in sorted(read):
+        if i < len(outs):
+            nodes += [(outs[i][t], "output", out_names[i]) for t in sorted(read[i])]
+        else:
+            nodes.append((finals[i - len(outs)], "state", state_names[i - len(outs)]))
+    return nodes
+
+
+def _read_structurally(net, loss) -> dict | None:
+    """Output index -> steps the loss's graph reads, or None when it reads none of ``net``'s
+    items. Indexing is applied to an array of step numbers, so every index NumPy accepts
+    (negative, slices, masks, ``...``) selects exactly the steps it reads."""
+    tensors = toposort([loss], lambda t: t._parents)
+    read: dict = {}
+    found = False
+    for t in tensors:
+        for p in t._parents:
+            if p.node.op != "item" or not p._parents:
+                continue
+            call = p._parents[0]
+            run = call.node.attrs.get("_run")
+            if call.node.op != "unrolled" or run is None or run.net is not net:
+                continue
+            found = True
+            k = p.node.attrs.get("index", 0)
+            steps = read.setdefault(k, set())
+            n_out = len(net.output_nodes)
+            if k >= n_out:
+                steps.add(net.steps - 1)
+                continue
+            shape = np.shape(p.data)
+            if t.node.op == "getitem":
+                when = np.arange(shape[0]).reshape((-1,) + (1,) * (len(shape) - 1))
+                try:
+                    picked = np.broadcast_to(when, shape)[t.node.attrs["index"]]
+                except (IndexError, TypeError, ValueError):  # pragma: no cover - checked op
+                    picked = np.arange(shape[0])
+                steps.update(np.unique(picked).tolist())
+            else:
+                steps.update(range(shape[0]))
+    return read if found else None

@@ -1,0 +1,190 @@
+"""The textbook view: rows of inputs, states, outputs and losses, weights on the edges."""
+
+import re
+
+import numpy as np
+import pytest
+
+import unrollgraph as ug
+from unrollgraph.render import _out_id
+
+
+def _edges(text):
+    return {(a, b): rest for a, b, rest in
+            re.findall(r'^\s*"([^"]+)" -> "([^"]+)"(.*)$', text, flags=re.M)
+            if "invis" not in rest}
+
+
+def _node_ids(text):
+    return re.findall(r'^\s*"([^"]+)" \[', text, flags=re.M)
+
+
+def _ranks(text):
+    return [re.findall(r'"([^"]+)"', m) for m in re.findall(r"\{rank=same; ([^}]*)\}", text)]
+
+
+def _run(cell, T=4, loss="all", seed=0):
+    net = ug.unroll(cell, steps=T)
+    D = next(iter(cell.inputs.values())).shape[-1]
+    outs, _ = net(np.random.default_rng(seed).standard_normal((T, 1, D)))
+    out = outs if isinstance(outs, ug.Tensor) else next(iter(outs.values()))
+    L = (out * out).mean() if loss == "all" else (out[-1] * out[-1]).sum()
+    L.backward()
+    return net, L
+
+
+def test_elman_over_four_steps_weights_on_edges_rows_aligned():
+    net, L = _run(ug.nn.RNNCell(3, 2, seed=0))
+    g = net.graph
+    text = ug.to_dot(net, loss=L, detail="textbook")
+    assert text == ug.render(net, loss=L, detail="textbook").source
+    ids = set(_node_ids(text))
+    assert not any(g.id(p) in ids for p in net.param_nodes.values())  # no parameter nodes
+    assert "cylinder" not in text
+    edges = _edges(text)
+    xs, hs = net.input_nodes["x"], net.state_nodes["h"]
+    prev = [net.init_nodes["h"]] + hs[:-1]
+    for t in range(4):
+        e = edges[(g.id(xs[t]), g.id(hs[t]))]
+        assert "<i>weight_ih</i>" in e and "weight_hh" not in e
+        e = edges[(g.id(prev[t]), g.id(hs[t]))]
+        assert "<i>weight_hh</i>" in e and "weight_ih" not in e
+    # biases are noted in the node they are added into, not on the edges
+    assert not any("bias" in e for e in edges.values())
+    assert "+ bias_hh, bias_ih" in text or "+ bias_ih, bias_hh" in text
+    ranks = _ranks(text)
+    assert [g.id(n) for n in [net.init_nodes["h"]] + hs] in ranks
+    assert [g.id(n) for n in xs] in ranks
+    assert [_out_id(g.id(n), 0) for n in net.output_nodes["y"]] in ranks
+    # per-step losses L_t feed the total L
+    assert [f"loss_{t}" for t in range(4)] in ranks
+    for t in range(4):
+        assert (_out_id(g.id(net.output_nodes["y"][t]), 0), f"loss_{t}") in edges
+        assert (f"loss_{t}", "loss") in edges
+
+
+def test_biases_can_be_left_out():
+    net, L = _run(ug.nn.RNNCell(3, 2, seed=0))
+    text = ug.to_dot(net, loss=L, detail="textbook", biases=False)
+    assert "bias" not in text.split('"legend"')[0]
+
+
+def test_a_loss_on_the_last_output_only_has_one_output_edge_to_it():
+    net, L = _run(ug.nn.RNNCell(3, 2, seed=0), loss="last")
+    text = ug.to_dot(net, loss=L, detail="textbook")
+    into = [a for (a, b) in _edges(text) if b == "loss"]
+    assert into == [_out_id(net.graph.id(net.output_nodes["y"][3]), 0)]
+    assert "loss_" not in text
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_lstm_has_two_state_rows_and_gru_one(kind):
+    cell = (ug.nn.LSTMCell if kind == "lstm" else ug.nn.GRUCell)(3, 2, seed=0)
+    net, L = _run(cell)
+    g = net.graph
+    text = ug.to_dot(net, loss=L, detail="textbook")
+    ranks = _ranks(text)
+    assert sorted(net.state_nodes) == (["c", "h"] if kind == "lstm" else ["h"])
+    edges = _edges(text)
+    for s, ns in net.state_nodes.items():
+        assert [g.id(n) for n in [net.init_nodes[s]] + ns] in ranks
+        for t in range(1, 4):
+            assert (g.id(ns[t - 1]), g.id(ns[t])) in edges
+    if kind == "lstm":
+        h, c = net.state_nodes["h"], net.state_nodes["c"]
+        for t in range(1, 4):
+            assert "weight_hh" in edges[(g.id(h[t - 1]), g.id(c[t]))]
+            assert "label" not in edges[(g.id(c[t]), g.id(h[t]))]  # o * tanh(c): no weight
+            assert "label" not in edges[(g.id(c[t - 1]), g.id(c[t]))]  # f * c: no weight
+
+
+def test_a_custom_cell_edges_carry_its_own_parameter_names():
+    cell = ug.Cell("mine")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (3,))
+    U = cell.param("U", np.ones((3, 2)) * 0.1)
+    W = cell.param("W", np.eye(3) * 0.5)
+    V = cell.param("V", np.ones((1, 3)))
+    b = cell.param("b", np.zeros(3))
+    h_next = ug.tanh(x @ U.T + h @ W.T + b, name="h_next")
+    cell.feedback(h, h_next)
+    cell.output("o", h_next @ V.T)
+    net, L = _run(cell, T=3)
+    g = net.graph
+    text = ug.to_dot(net, loss=L, detail="textbook")
+    edges = _edges(text)
+    hs, os_ = net.state_nodes["h"], net.output_nodes["o"]
+    for t in range(3):
+        assert "<i>U</i>" in edges[(g.id(net.input_nodes["x"][t]), g.id(hs[t]))]
+        assert "<i>V</i>" in edges[(g.id(hs[t]), _out_id(g.id(os_[t]), 0))]
+    assert "<i>W</i>" in edges[(g.id(hs[0]), g.id(hs[1]))]
+    assert "+ b<" in text
+    folded = ug.to_dot(cell, detail="textbook")
+    fedges = _edges(folded)
+    squares = [n for n in _node_ids(folded) if n.startswith("fold_delay")]
+    assert len(squares) == 1 and 'shape="square"' in folded
+    # the loop: state -> square (the delay) -> state, the weight on the way back
+    (into,) = [k for k in fedges if k[1] == squares[0]]
+    (out,) = [k for k in fedges if k[0] == squares[0]]
+    assert into[0] == out[1] and "<i>W</i>" in fedges[out]
+
+
+def test_folded_lstm_one_delay_per_state_shared_by_its_readers():
+    cell = ug.nn.LSTMCell(2, 3, seed=0)
+    text = ug.to_dot(cell, detail="textbook")
+    edges = _edges(text)
+    squares = [n for n in _node_ids(text) if n.startswith("fold_delay")]
+    assert len(squares) == 2  # h and c, each delayed once
+    outs = {sq: sorted(b for a, b in edges if a == sq) for sq in squares}
+    # h's delay feeds both c and h (through weight_hh); c's delay feeds c alone (f * c)
+    assert sorted(len(v) for v in outs.values()) == [1, 2]
+    two = next(sq for sq, v in outs.items() if len(v) == 2)
+    assert all("weight_hh" in edges[(two, b)] for b in outs[two])
+
+
+def test_folded_beside_unrolled_and_cli_level():
+    net, L = _run(ug.nn.RNNCell(3, 2, seed=0))
+    text = ug.to_dot(net, loss=L, detail="textbook", folded=True)
+    assert '"unfold"' in text and "fold_delay" in text
+    assert "one-step delay z⁻¹" in text
+
+
+@pytest.mark.dot
+def test_textbook_pictures_go_through_dot():
+    import subprocess
+
+    for cell in (ug.nn.RNNCell(3, 2, seed=0), ug.nn.LSTMCell(3, 2, seed=0),
+                 ug.nn.GRUCell(3, 2, seed=0)):
+        net, L = _run(cell)
+        for obj, kw in ((net, {"loss": L, "folded": True}), (cell, {})):
+            subprocess.run(["dot", "-Tsvg"], check=True, capture_output=True,
+                           input=ug.to_dot(obj, detail="textbook", **kw).encode())
+
+
+# -- the op-level view: trunks, one row of parameters, natural op labels ---------------------
+def test_ops_view_trunks_parameter_row_and_op_labels():
+    net, L = _run(ug.nn.RNNCell(3, 2, seed=0))
+    g = net.graph
+    text = ug.to_dot(net, loss=L, detail="ops")
+    params = [g.id(p) for p in net.param_nodes.values()]
+    row = re.search(r"\{rank=source; ([^}]*)\}", text).group(1)
+    assert re.findall(r'"([^"]+)"', row) == params  # every parameter in one row
+    # one trunk per shared node, each labelled × 4, and the junctions in one row
+    trunks = [(a, b, r) for (a, b), r in _edges(text).items() if b == a + "_fan"]
+    assert len(trunks) == 4 and all("× 4<" in r for _, _, r in trunks)
+    assert sorted(b for _, b, _ in trunks) in [sorted(r) for r in _ranks(text)]
+    # op symbols carry no step subscript ("+₀" reads "plus zero"); named values keep theirs
+    assert not re.search(r"<b>[^<]*(\+|@|×)</b>?<sub>", text)
+    assert "<b>+</b>" in text and "<b>matmul</b>" in text and "<b>@" not in text
+    assert "<b>h_next<sub>2</sub></b>" in text
+
+
+def test_textbook_contributions_list_signed_parts_in_the_legend():
+    from unrollgraph.render import _h, _signed
+
+    net, L = _run(ug.nn.RNNCell(1, 1, seed=0), T=3)
+    text = ug.to_dot(net, loss=L, detail="textbook", contributions=True)
+    parts = net.last_run.step_contributions("weight_hh").reshape(-1)
+    for t, p in enumerate(parts):
+        assert f"step {t}: {_h(_signed(p))}<" in text
+    assert np.isclose(parts.sum(), float(net.cell.weight_hh.grad.reshape(-1)[0]))
