@@ -53,6 +53,7 @@ from .functional import (
     transpose,
     where,
 )
+from .flow import GradientFlow, compare_flows, gradient_flow
 from .graph import Graph, Node, toposort
 from .nx import from_networkx, to_networkx
 from .optim import clip_grad_norm, clip_grad_value
@@ -75,4 +76,5 @@ __all__ = [
     "AnomalyError", "RenderError", "GradcheckError", "TrainingError", "DTypeError",
     "InvalidNameError",
     "optim", "train", "clip_grad_norm", "clip_grad_value",
+    "gradient_flow", "compare_flows", "GradientFlow",
 ]
