@@ -27,6 +27,7 @@ from .errors import (
     TrainingError,
     UnrollGraphError,
 )
+from .flow import GradientFlow, TruncationError, compare_flows, gradient_flow, truncation_error
 from .functional import (
     abs,
     binary_cross_entropy_with_logits,
@@ -53,10 +54,9 @@ from .functional import (
     transpose,
     where,
 )
-from .flow import GradientFlow, compare_flows, gradient_flow
 from .graph import Graph, Node, toposort
 from .nx import from_networkx, to_networkx
-from .optim import clip_grad_norm, clip_grad_value
+from .optim import clip_grad_norm, clip_grad_value, normalize_grad_norm
 from .render import render, to_dot
 from .tensor import Tensor, detect_anomaly, enable_grad, is_grad_enabled, no_grad, tensor
 from .testing import gradcheck
@@ -76,5 +76,6 @@ __all__ = [
     "AnomalyError", "RenderError", "GradcheckError", "TrainingError", "DTypeError",
     "InvalidNameError",
     "optim", "train", "clip_grad_norm", "clip_grad_value",
-    "gradient_flow", "compare_flows", "GradientFlow",
+    "normalize_grad_norm", "gradient_flow", "compare_flows", "GradientFlow",
+    "truncation_error", "TruncationError",
 ]

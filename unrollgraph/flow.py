@@ -31,7 +31,8 @@ import numpy as np
 from .errors import UnrollGraphError
 from .tensor import no_grad, tensor
 
-__all__ = ["GradientFlow", "gradient_flow", "compare_flows"]
+__all__ = ["GradientFlow", "gradient_flow", "compare_flows", "TruncationError",
+           "truncation_error"]
 
 # the largest derivative of an activation that ends a recurrence (Pascanu et al.'s gamma)
 _GAMMA = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25}
@@ -250,7 +251,7 @@ class GradientFlow:
         return pd.DataFrame(data).set_index("t")
 
     # -- pictures ------------------------------------------------------------------------------
-    def plot(self, ax=None, parts: bool = True, title: str | None = None):
+    def plot(self, ax=None, parts: bool | None = None, title: str | None = None):
         """Draw the norms against t on a log scale, annotated with σ₁ and γ.
 
         One line per quantity and state: ``‖∂L/∂h_t‖`` (solid), its direct and carried parts
@@ -262,8 +263,9 @@ class GradientFlow:
         ----------
         ax : matplotlib Axes, optional
             Draw into this axes; a new figure otherwise.
-        parts : bool
-            Also draw the direct and carried parts of ``∂L/∂h_t``.
+        parts : bool, optional
+            Also draw the direct and carried parts of ``∂L/∂h_t`` (default: for a cell with
+            one state only, to keep the picture readable).
         title : str, optional
 
         Returns
@@ -276,16 +278,19 @@ class GradientFlow:
         colours = _colours(plt)
         k = 0
         t = np.arange(self.steps)
+        if parts is None:
+            parts = len(self.states) == 1
         for s in self.states:
+            tag = f" ({s})" if len(self.states) > 1 else ""
             c1, c2 = colours[k % len(colours)], colours[(k + 1) % len(colours)]
             k += 2
             ax.plot(t, _positive(self._grad[s]), color=c1, lw=2.6,
                     label=f"‖∂L/∂{s}_t‖")
             if parts:
                 ax.plot(t, _positive(self._carried[s]), color=c1, lw=1.2, ls="--", alpha=0.8,
-                        label=f"carried from later steps ({s})")
+                        label=f"carried from later steps{tag}")
                 ax.plot(t, _positive(self._direct[s]), color=c1, lw=0, marker="o", ms=4,
-                        alpha=0.7, label=f"direct, loss at step t ({s})")
+                        alpha=0.7, label=f"direct: loss at step t{tag}")
             ax.plot(t, _positive(self._jac[s]), color=c2, lw=2.2, ls=(0, (6, 2)),
                     label=f"‖∂{s}_T/∂{s}_t‖₂")
         w = self._weight_for_share()
@@ -299,7 +304,7 @@ class GradientFlow:
         ax.text(0.99, 0.02, _bound_label(self), transform=ax.transAxes, ha="right",
                 va="bottom", fontsize=11,
                 bbox={"boxstyle": "round", "fc": "white", "ec": "0.6", "alpha": 0.9})
-        ax.legend(fontsize=10, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        ax.legend(fontsize=11, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
         return fig
 
@@ -448,7 +453,10 @@ def gradient_flow(run, weights=None, recurrent_weight: str | None = None,
     grad_norms = {s: _step_norms(g) for s, g in grads.items()}
     direct = _direct_parts(run, names)
     direct_norms = {s: _step_norms(direct[s]) for s in names}
-    carried_norms = {s: _step_norms(grads[s] - direct[s]) for s in names}
+    carried = {s: grads[s] - direct[s] for s in names}
+    for s in names:  # nothing comes after the last step (exactly, not to rounding)
+        carried[s][-1] = 0.0
+    carried_norms = {s: _step_norms(carried[s]) for s in names}
     jac, joint, per_sample = _jacobian_norms(run, names, samples)
     params = cell.parameters()
     if weights is None:
@@ -803,3 +811,150 @@ def compare_flows(runs, labels=None, state=None, quantities=("grad", "jacobian")
         fig.suptitle(title, fontsize=14)
     fig.tight_layout()
     return fig
+
+
+# -- what truncation leaves out ---------------------------------------------------------------
+
+class TruncationError:
+    """What full BPTT would have added to each shared weight's gradient, step by step, that
+    a run truncated in the graph (``ug.unroll(cell, T, truncate=k)``) left out
+    (see :func:`truncation_error`).
+
+    Attributes
+    ----------
+    steps, truncate : int
+    full_norms, kept_norms, missing_norms : dict
+        Parameter name -> (T,): the norm of step t's term of the gradient under full BPTT,
+        under truncation, and of their difference (what truncation left out at step t).
+    relative_error : dict
+        Parameter name -> ``‖G_full − G_truncated‖ / ‖G_full‖`` for the whole gradient.
+    """
+
+    def __init__(self, steps, truncate, full, kept, cell_name):
+        self.steps, self.truncate, self.cell_name = steps, truncate, cell_name
+        self.full_norms = {k: _step_norms(v) for k, v in full.items()}
+        self.kept_norms = {k: _step_norms(v) for k, v in kept.items()}
+        self.missing_norms = {k: _step_norms(full[k] - kept[k]) for k in full}
+        self.relative_error = {}
+        for k in full:
+            g = full[k].sum(axis=0)
+            d = (full[k] - kept[k]).sum(axis=0)
+            n = float(np.linalg.norm(g))
+            self.relative_error[k] = float(np.linalg.norm(d)) / n if n > 0 else 0.0
+
+    def table(self, weight: str | None = None, max_rows: int | None = 20) -> str:
+        """Per-step norms for one weight (default ``weight_hh`` or the first) as text."""
+        w = weight or next((k for k in self.full_norms if "weight_hh" in k),
+                           next(iter(self.full_norms)))
+        rows = GradientFlow._rows(self, max_rows)
+        head = ["t", "full BPTT", "truncated", "left out"]
+        body = [[str(t), _num(self.full_norms[w][t]), _num(self.kept_norms[w][t]),
+                 _num(self.missing_norms[w][t])] for t in rows]
+        widths = [max(len(r[i]) for r in [head] + body) for i in range(4)]
+        lines = [f"truncation error of {w} ({self.cell_name!r}, T={self.steps}, "
+                 f"truncate={self.truncate}): relative error of the whole gradient "
+                 f"{self.relative_error[w]:.3g}", ""]
+        lines.append("  ".join(h.rjust(n) for h, n in zip(head, widths)))
+        lines += ["  ".join(c.rjust(n) for c, n in zip(r, widths)) for r in body]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def plot(self, weight: str | None = None, ax=None):
+        """Per-step norms of the weight's gradient terms: full, truncated, left out (log
+        scale); returns a matplotlib Figure."""
+        w = weight or next((k for k in self.full_norms if "weight_hh" in k),
+                           next(iter(self.full_norms)))
+        plt = _pyplot()
+        fig, ax = _axes(plt, ax, (9, 5))
+        t = np.arange(self.steps)
+        ax.plot(t, _positive(self.full_norms[w]), color="#1f77b4", lw=2.6,
+                label="full BPTT")
+        ax.plot(t, _positive(self.kept_norms[w]), color="#2ca02c", lw=2.0, ls=(0, (6, 2)),
+                label=f"truncated (last {self.truncate} steps)")
+        ax.plot(t, _positive(self.missing_norms[w]), color="#d62728", lw=0, marker="o",
+                ms=5, label="left out by truncation")
+        _shade_cut(ax, self.steps, self.truncate)
+        _decorate(ax, self.steps)
+        ax.set_ylabel(f"‖step-t term of ∂L/∂{w}‖", fontsize=13)
+        ax.set_title(f"What truncation leaves out: {self.cell_name}, T = {self.steps}, "
+                     f"k = {self.truncate}\nrelative error of the whole gradient "
+                     f"{self.relative_error[w]:.2g}", fontsize=13)
+        ax.legend(fontsize=11, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+        fig.tight_layout()
+        return fig
+
+
+def truncation_error(run, weights=None) -> TruncationError:
+    """Per step, what full BPTT would add to each shared weight's gradient that the run's
+    in-graph truncation left out.
+
+    The net is run once more without truncation (a separate copy: the run, the net and the
+    parameters' ``.grad`` do not change), on the same inputs and initial state, and
+    backpropagated with the same output gradients; the per-step terms of each weight's
+    gradient (:meth:`Run.step_contributions`) are compared with the truncated run's.
+
+    Parameters
+    ----------
+    run : Run
+        ``net.last_run`` after ``loss.backward()``, from ``ug.unroll(cell, T, truncate=k)``
+        (a run without truncation has no error: all zeros).
+    weights : list of str, optional
+        Parameters to compare (default: every parameter that requires grad).
+
+    Returns
+    -------
+    TruncationError
+
+    Raises
+    ------
+    UnrollGraphError
+        Not a run, or no backward pass yet.
+    CellError
+        A name in ``weights`` is not a parameter of the cell.
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> cell = ug.nn.RNNCell(2, 3, seed=0)
+    >>> net = ug.unroll(cell, steps=8, truncate=3)
+    >>> out, h = net(np.ones((8, 1, 2)))
+    >>> out.sum().backward()
+    >>> err = ug.truncation_error(net.last_run)
+    >>> left_out = err.missing_norms["weight_hh"]    # steps 0..4 are cut off (h_-1 = 0)
+    >>> bool(left_out[1:5].min() > 0), bool(left_out[5:].max() < 1e-12)
+    (True, True)
+    """
+    from .unroll import Run
+
+    if not isinstance(run, Run):
+        raise UnrollGraphError(
+            f"truncation_error() needs a run of an unrolled net (net.last_run after "
+            f"loss.backward()), got {type(run).__name__}"
+        )
+    run._need_backward()
+    net = run.net
+    cell = net.cell
+    params = cell.parameters()
+    if weights is None:
+        weights = [k for k in net.param_nodes if params[k].requires_grad]
+    else:
+        weights = list(weights)
+        for k in weights:
+            _check_param(cell, k, "weights")
+    names = list(cell.states)
+    full_net = _helper(net, net.steps)
+    xs = _inputs(run)
+    init = [np.asarray(run.value(net.init_nodes[s])) for s in names]
+    lengths = None if not net.masked else np.asarray(run.lengths)
+    r = _call_helper(full_net, xs, init, lengths, False)
+    r.backward(list(run.seeds))
+    full, kept = {}, {}
+    for k in weights:
+        if not params[k].requires_grad:
+            full[k] = kept[k] = np.zeros((net.steps,) + params[k].shape)
+            continue
+        full[k] = r.step_contributions(k)
+        kept[k] = run.step_contributions(k)
+    return TruncationError(net.steps, net.truncate, full, kept, cell.name)
