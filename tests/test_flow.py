@@ -337,3 +337,122 @@ def test_compare_flows_one_scale(tmp_path):
     assert len(fig2.axes) == 1
     fig.savefig(tmp_path / "cmp.png")
     _not_blank_png(tmp_path / "cmp.png")
+
+
+# -- remedies ---------------------------------------------------------------------------------
+
+def _grads(seed=0):
+    rng = np.random.default_rng(seed)
+    ws = [ug.tensor(rng.normal(size=s), requires_grad=True) for s in ((3, 2), (4,))]
+    for w in ws:
+        w.backward(gradient=rng.normal(size=w.shape) * 50)
+    return ws
+
+
+@settings(max_examples=15, deadline=None)
+@given(norm=st.floats(1e-3, 1e3), seed=st.integers(0, 100))
+def test_normalize_grad_norm_sets_the_global_norm(norm, seed):
+    ws = _grads(seed)
+    before = [w.grad.copy() for w in ws]
+    total = ug.normalize_grad_norm(ws, norm=norm)
+    assert total == pytest.approx(np.sqrt(sum((b ** 2).sum() for b in before)))
+    after = np.sqrt(sum((w.grad ** 2).sum() for w in ws))
+    assert after == pytest.approx(norm, rel=1e-12)
+    for w, b in zip(ws, before):  # same direction
+        assert np.allclose(w.grad, b * norm / total)
+
+
+def test_normalize_grad_norm_small_zero_nonfinite_and_bad_arguments():
+    w = ug.tensor([0.0, 0.0], requires_grad=True)
+    w.backward(gradient=[0.0, 0.0])
+    assert ug.normalize_grad_norm([w]) == 0.0 and np.all(w.grad == 0)  # no direction: kept
+    v = ug.tensor([1.0, 1.0], requires_grad=True)
+    v.backward(gradient=[1e-3, 0.0])
+    ug.normalize_grad_norm([v], norm=2.0)
+    assert np.allclose(v.grad, [2.0, 0.0])  # a short gradient grows (clipping would not)
+    v.grad = [np.nan, 1.0]
+    with pytest.raises(ug.GradientError, match="total gradient norm is nan"):
+        ug.normalize_grad_norm([v])
+    for bad in (0.0, -1.0, float("inf"), float("nan"), "1", None):
+        with pytest.raises(ug.TrainingError, match="normalize_grad_norm: .*norm"):
+            ug.normalize_grad_norm([v], norm=bad)
+    assert ug.normalize_grad_norm([ug.tensor([1.0], requires_grad=True)]) == 0.0
+
+
+def test_normalize_a_read_only_intermediate_gradient_gets_a_copy():
+    x = ug.tensor([3.0, 4.0], requires_grad=True)
+    y = x * 1.0
+    y.sum().backward()
+    assert not y.grad.flags.writeable
+    ug.normalize_grad_norm([y], norm=1.0)
+    assert np.allclose(y.grad, np.ones(2) / np.sqrt(2)) and np.allclose(x.grad, 1.0)
+
+
+def test_clipping_keeps_the_global_norm_at_the_threshold():
+    ws = _grads(1)
+    total = ug.clip_grad_norm(ws, max_norm=2.0)
+    assert total > 2.0
+    assert np.sqrt(sum((w.grad ** 2).sum() for w in ws)) == pytest.approx(2.0, rel=1e-6)
+
+
+def test_residual_cell_jacobians_stay_within_a_factor_of_the_identitys():
+    T = 40
+    res = ug.nn.ResidualRNNCell(2, 8, hh_scale=0.1, seed=0)
+    plain = ug.nn.RNNCell(2, 8, seed=0)
+    plain.weight_hh.data = res.weight_hh.data
+    flows = []
+    for cell in (res, plain):
+        net = ug.unroll(cell, T)
+        out, _ = net(np.random.default_rng(0).normal(size=(T, 2, 2)))
+        out[-1].sum().backward()
+        flows.append(ug.gradient_flow(net.last_run))
+    jr, jp = flows[0].jacobian_norms, flows[1].jacobian_norms
+    assert np.all(jr > 1 / 10) and np.all(jr < 10)   # the identity's norm is 1
+    assert jp[0] < 1e-12                              # the plain cell's shrinks away
+    assert flows[0].sigma_max is None                 # h + f(...): not an Elman form
+
+
+def test_residual_cell_gradients_and_errors():
+    cell = ug.nn.ResidualRNNCell(2, 3, nonlinearity="relu", seed=1)
+    net = ug.unroll(cell, 4)
+    xs = np.random.default_rng(0).normal(size=(4, 2, 2))
+    params = list(cell.parameters().values())
+    assert ug.gradcheck(lambda *p: net(xs)[0], params)
+    out, h = net(xs)
+    assert np.allclose(out.data[0], np.maximum(
+        xs[0] @ cell.weight_ih.data.T + cell.bias_ih.data + cell.bias_hh.data, 0))
+    for bad in (float("nan"), "1", True):
+        with pytest.raises(ug.CellError, match="hh_scale"):
+            ug.nn.ResidualRNNCell(2, 3, hh_scale=bad)
+
+
+def test_truncation_error_is_full_minus_truncated_terms():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    T, k = 9, 3
+    xs = np.random.default_rng(0).normal(size=(T, 2, 2))
+    full = ug.unroll(cell, T)
+    out, _ = full(xs)
+    (out ** 2).sum().backward()
+    want_full = full.last_run.step_contributions("weight_hh")
+    cell.zero_grad()
+    trunc = ug.unroll(cell, T, truncate=k)
+    out, _ = trunc(xs)
+    (out ** 2).sum().backward()
+    kept = trunc.last_run.step_contributions("weight_hh")
+    grad_before = cell.weight_hh.grad.copy()
+    err = ug.truncation_error(trunc.last_run)
+    assert np.array_equal(cell.weight_hh.grad, grad_before)
+    assert np.allclose(err.full_norms["weight_hh"],
+                       np.sqrt((want_full ** 2).sum(axis=(1, 2))))
+    missing = np.sqrt(((want_full - kept) ** 2).sum(axis=(1, 2)))
+    assert np.allclose(err.missing_norms["weight_hh"], missing)
+    assert np.all(err.missing_norms["weight_hh"][1:T - k] > 0)
+    assert np.allclose(err.missing_norms["weight_hh"][T - k:], 0, atol=1e-12)
+    rel = np.linalg.norm((want_full - kept).sum(0)) / np.linalg.norm(want_full.sum(0))
+    assert err.relative_error["weight_hh"] == pytest.approx(rel)
+    assert "relative error" in err.table() and len(err.plot().axes) == 1
+    # no truncation: nothing is left out
+    err0 = ug.truncation_error(full.last_run)
+    assert all(v == 0 for v in err0.relative_error.values())
+    with pytest.raises(ug.UnrollGraphError, match="needs a run"):
+        ug.truncation_error(trunc)
