@@ -241,6 +241,7 @@ def truncation(out="demo_out/truncation", steps: int = 40, k: int = 10, hidden: 
     loss."""
     ug = _ug()
     folder = _folder(out)
+    k = max(1, min(k, steps // 2))  # a cut inside the sequence
     rng = np.random.default_rng(seed)
     cell = ug.nn.RNNCell(2, hidden, seed=seed)
     _scaled_recurrent(cell, 0.95, seed)
@@ -260,7 +261,7 @@ def truncation(out="demo_out/truncation", steps: int = 40, k: int = 10, hidden: 
     files = [_save(err.plot(), folder, "truncation_in_graph.png", say)]
     # streaming TBPTT(k1, k2): compare with full BPTT on the same sum of window losses
     stream = {}
-    for k1, k2 in ((k, k), (k // 2, 2 * k), (steps, steps)):
+    for k1, k2 in ((k, k), (max(1, k // 2), 2 * k), (steps, steps)):
         cell.zero_grad()
         ug.train.tbptt(cell, xs, ys, ug.mse_loss, k1=k1, k2=k2)
         got = cell.weight_hh.grad.copy()

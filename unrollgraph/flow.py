@@ -330,23 +330,21 @@ def _bound_label(flow) -> str:
 
 
 def _pyplot():
+    """matplotlib's Figure class; figures are made without pyplot, so no window opens, no
+    backend is chosen, and nothing stays registered after the figure is dropped."""
     try:
-        import matplotlib
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
     except ImportError:  # a dependency of the package; only a broken install lacks it
         raise UnrollGraphError(
             "plotting needs matplotlib, a dependency of unrollgraph: pip install matplotlib"
         ) from None
-    del matplotlib
-    return plt
+    return Figure
 
 
 def _axes(plt, ax, size):
     if ax is not None:
         return ax.figure, ax
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=size, dpi=110)  # not registered with pyplot: no window, no leak
+    fig = plt(figsize=size, dpi=110)  # not registered with pyplot: no window, no leak
     return fig, fig.add_subplot()
 
 
@@ -784,9 +782,7 @@ def compare_flows(runs, labels=None, state=None, quantities=("grad", "jacobian")
             raise UnrollGraphError(
                 f"compare_flows(): unknown quantity {q!r}; use 'grad' and/or 'jacobian'"
             )
-    _pyplot()
-    from matplotlib.figure import Figure
-
+    Figure = _pyplot()
     fig = Figure(figsize=(6.5 * len(quantities) + 2.5, 5), dpi=110)
     axes = fig.subplots(1, len(quantities), sharey=True, squeeze=False)[0]
     colours = _colours(None)
