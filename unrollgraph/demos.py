@@ -347,10 +347,14 @@ def memory(out="demo_out/memory", lengths=(10, 30, 100, 300, 1000, 3000), hidden
     rows = []
     say(f"memory and time of one training step: LSTM, H={hidden}, batch {batch}")
     say(f"  {'T':>6s}  {'CPU (ms)':>10s}  {'peak memory (MB)':>17s}  {'per step (kB)':>14s}")
-    for T in lengths:
+    from tqdm.auto import tqdm
+
+    bar = tqdm(lengths, desc="memory demo", unit="T", disable=None, delay=1.0, leave=False)
+    line = bar.write if say is print else say  # lines printed above the bar, not through it
+    for T in bar:
         best, peak = _measure_step(T, hidden, batch, seed)
         rows.append((T, best, peak))
-        say(f"  {T:6d}  {1e3 * best:10.2f}  {peak / 2**20:17.2f}  {peak / T / 1024:14.1f}")
+        line(f"  {T:6d}  {1e3 * best:10.2f}  {peak / 2**20:17.2f}  {peak / T / 1024:14.1f}")
     T = np.array([r[0] for r in rows], dtype=float)
     secs = np.array([r[1] for r in rows])
     peak = np.array([r[2] for r in rows], dtype=float)
