@@ -301,7 +301,7 @@ class GradientFlow:
         _decorate(ax, self.steps)
         ax.set_title(title or f"Gradient flow through time: {self.cell_name}, T = {self.steps}",
                      fontsize=14)
-        ax.text(0.99, 0.02, _bound_label(self), transform=ax.transAxes, ha="right",
+        ax.text(1.02, 0.0, _bound_label(self), transform=ax.transAxes, ha="left",
                 va="bottom", fontsize=11,
                 bbox={"boxstyle": "round", "fc": "white", "ec": "0.6", "alpha": 0.9})
         ax.legend(fontsize=11, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
@@ -321,7 +321,7 @@ def _positive(a):
 
 def _bound_label(flow) -> str:
     if flow.sigma_max is None:
-        return "σ₁ bound: not applicable (no Elman-type recurrent weight)"
+        return "σ₁ bound: not applicable\n(no Elman-type recurrent weight)"
     s, g = flow.sigma_max, flow.gamma
     verdict = {"vanishing": "σ₁ < 1/γ: vanishing (sufficient)",
                "may explode": "σ₁ > 1/γ: exploding possible (necessary)",
