@@ -456,3 +456,15 @@ def test_truncation_error_is_full_minus_truncated_terms():
     assert all(v == 0 for v in err0.relative_error.values())
     with pytest.raises(ug.UnrollGraphError, match="needs a run"):
         ug.truncation_error(trunc)
+
+
+def test_a_run_whose_weights_changed_since_is_refused():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    net, _, _ = _run(cell, T=5)
+    run = net.last_run
+    trunc, _, _ = _run(cell, T=5, truncate=2)
+    ug.optim.SGD(cell.parameters(), lr=0.5).step()
+    with pytest.raises(ug.UnrollGraphError, match="parameters have changed since the run"):
+        ug.gradient_flow(run)
+    with pytest.raises(ug.UnrollGraphError, match="parameters have changed since the run"):
+        ug.truncation_error(trunc.last_run)

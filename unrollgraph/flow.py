@@ -533,6 +533,18 @@ def _call_helper(helper, xs, states, lengths, need_inputs):
     return helper.last_run
 
 
+def _same_run(again, kept, net, who):
+    """Raise if recomputing the run's states from its inputs gives other numbers: the
+    parameters (or inputs) have changed since, and the run's gradients belong to old ones."""
+    tol = 1e-4 if kept.dtype == np.float32 else 1e-9
+    if not np.allclose(again, kept, rtol=tol, atol=tol):
+        raise UnrollGraphError(
+            f"{who}(): the states of this run of {net.cell.name!r} no longer follow from its "
+            "inputs: the parameters have changed since the run (an optimizer step?). Call the "
+            "net and loss.backward() again, then measure, before updating the weights"
+        )
+
+
 def _direct_parts(run, names):
     """∂ℓ_t/∂h_t for every t: the gradient the state after step t gets from the loss at step t
     alone, by one pass of a one-step copy of the cell over all T steps as one batch."""
@@ -549,6 +561,10 @@ def _direct_parts(run, names):
         lengths = (np.arange(T)[:, None] < np.asarray(run.lengths)[None, :]).astype(int).ravel()
     one = _helper(net, 1)
     r1 = _call_helper(one, flat, start, lengths, True)
+    for s in names:  # the one-step copy must reproduce the run's states
+        again = np.asarray(r1.value(one.state_nodes[s][0])).reshape(before[s].shape)
+        kept = np.stack([np.asarray(run.value(n)) for n in net.state_nodes[s]])
+        _same_run(again, kept, net, "gradient_flow")
     s1 = []
     for g in seeds[:n_out]:
         s1.append(None if g is None else np.asarray(g).reshape((1, T * B) + g.shape[2:]))
@@ -945,6 +961,10 @@ def truncation_error(run, weights=None) -> TruncationError:
     init = [np.asarray(run.value(net.init_nodes[s])) for s in names]
     lengths = None if not net.masked else np.asarray(run.lengths)
     r = _call_helper(full_net, xs, init, lengths, False)
+    for s in names:
+        again = np.stack([np.asarray(r.value(n)) for n in full_net.state_nodes[s]])
+        kept = np.stack([np.asarray(run.value(n)) for n in net.state_nodes[s]])
+        _same_run(again, kept, net, "truncation_error")
     r.backward(list(run.seeds))
     full, kept = {}, {}
     for k in weights:
