@@ -468,3 +468,39 @@ def test_a_run_whose_weights_changed_since_is_refused():
         ug.gradient_flow(run)
     with pytest.raises(ug.UnrollGraphError, match="parameters have changed since the run"):
         ug.truncation_error(trunc.last_run)
+
+
+@pytest.mark.parametrize("k1,k2", [(3, 3), (2, 5), (4, 6), (10, 10)])
+def test_tbptt_truncation_error_matches_tbptt_and_full_bptt(k1, k2):
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    head = ug.train.Linear(3, 1, seed=0)
+    rng = np.random.default_rng(0)
+    T = 10
+    xs, ys = rng.normal(size=(T, 2, 2)), rng.normal(size=(T, 2, 1))
+    head.weight.grad = np.full((1, 3), 7.0)  # the user's: must come back unchanged
+    err = ug.tbptt_truncation_error(cell, xs, ys, ug.mse_loss, k1, k2, readout=head)
+    assert np.array_equal(head.weight.grad, np.full((1, 3), 7.0))
+    assert all(p.grad is None for p in cell.parameters().values())
+    # the kept terms add up to what tbptt itself accumulates with fixed weights
+    ug.train.tbptt(cell, xs, ys, ug.mse_loss, k1=k1, k2=k2, readout=head)
+    got = cell.weight_hh.grad.copy()
+    cell.zero_grad()
+    # full BPTT of the sum of the windows' losses
+    outs, _ = ug.unroll(cell, T)(xs)
+    total, prev = None, 0
+    while prev < T:
+        e = min(prev + k1, T)
+        part = ug.mse_loss(head(outs[prev:e]), ys[prev:e])
+        total = part if total is None else total + part
+        prev = e
+    total.backward()
+    want = cell.weight_hh.grad.copy()
+    rel = np.linalg.norm(got - want) / np.linalg.norm(want)
+    assert err.relative_error["weight_hh"] == pytest.approx(rel, rel=1e-8, abs=1e-12)
+    assert err.windows == (k1, k2) and "TBPTT(k1=" in err.table()
+    if k1 == k2 == T:
+        assert np.allclose(err.missing_norms["weight_hh"], 0, atol=1e-12)
+    else:
+        assert err.missing_norms["weight_hh"].max() > 0
+    with pytest.raises(ug.TrainingError, match="k2=1 < k1=2"):
+        ug.tbptt_truncation_error(cell, xs, ys, ug.mse_loss, 2, 1)

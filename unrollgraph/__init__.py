@@ -27,7 +27,14 @@ from .errors import (
     TrainingError,
     UnrollGraphError,
 )
-from .flow import GradientFlow, TruncationError, compare_flows, gradient_flow, truncation_error
+from .flow import (
+    GradientFlow,
+    TruncationError,
+    compare_flows,
+    gradient_flow,
+    tbptt_truncation_error,
+    truncation_error,
+)
 from .functional import (
     abs,
     binary_cross_entropy_with_logits,
@@ -77,5 +84,5 @@ __all__ = [
     "InvalidNameError",
     "optim", "train", "clip_grad_norm", "clip_grad_value",
     "normalize_grad_norm", "gradient_flow", "compare_flows", "GradientFlow",
-    "truncation_error", "TruncationError",
+    "truncation_error", "tbptt_truncation_error", "TruncationError",
 ]

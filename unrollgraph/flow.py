@@ -32,7 +32,7 @@ from .errors import UnrollGraphError
 from .tensor import no_grad, tensor
 
 __all__ = ["GradientFlow", "gradient_flow", "compare_flows", "TruncationError",
-           "truncation_error"]
+           "truncation_error", "tbptt_truncation_error"]
 
 # the largest derivative of an activation that ends a recurrence (Pascanu et al.'s gamma)
 _GAMMA = {"tanh": 1.0, "relu": 1.0, "sigmoid": 0.25}
@@ -834,7 +834,11 @@ class TruncationError:
 
     Attributes
     ----------
-    steps, truncate : int
+    steps : int
+    truncate : int or None
+        The in-graph window k (``None`` for streaming TBPTT).
+    windows : tuple (k1, k2) or None
+        Streaming TBPTT's parameters (``None`` for in-graph truncation).
     full_norms, kept_norms, missing_norms : dict
         Parameter name -> (T,): the norm of step t's term of the gradient under full BPTT,
         under truncation, and of their difference (what truncation left out at step t).
@@ -842,8 +846,9 @@ class TruncationError:
         Parameter name -> ``‖G_full − G_truncated‖ / ‖G_full‖`` for the whole gradient.
     """
 
-    def __init__(self, steps, truncate, full, kept, cell_name):
+    def __init__(self, steps, truncate, full, kept, cell_name, windows=None):
         self.steps, self.truncate, self.cell_name = steps, truncate, cell_name
+        self.windows = windows
         self.full_norms = {k: _step_norms(v) for k, v in full.items()}
         self.kept_norms = {k: _step_norms(v) for k, v in kept.items()}
         self.missing_norms = {k: _step_norms(full[k] - kept[k]) for k in full}
@@ -864,11 +869,16 @@ class TruncationError:
                  _num(self.missing_norms[w][t])] for t in rows]
         widths = [max(len(r[i]) for r in [head] + body) for i in range(4)]
         lines = [f"truncation error of {w} ({self.cell_name!r}, T={self.steps}, "
-                 f"truncate={self.truncate}): relative error of the whole gradient "
+                 f"{self._form()}): relative error of the whole gradient "
                  f"{self.relative_error[w]:.3g}", ""]
         lines.append("  ".join(h.rjust(n) for h, n in zip(head, widths)))
         lines += ["  ".join(c.rjust(n) for c, n in zip(r, widths)) for r in body]
         return "\n".join(lines)
+
+    def _form(self) -> str:
+        if self.windows is not None:
+            return f"TBPTT(k1={self.windows[0]}, k2={self.windows[1]})"
+        return f"truncate={self.truncate}"
 
     def __str__(self) -> str:
         return self.table()
@@ -883,15 +893,20 @@ class TruncationError:
         t = np.arange(self.steps)
         ax.plot(t, _positive(self.full_norms[w]), color="#1f77b4", lw=2.6,
                 label="full BPTT")
+        kept = (f"truncated (last {self.truncate} steps)" if self.windows is None
+                else f"TBPTT(k1={self.windows[0]}, k2={self.windows[1]})")
         ax.plot(t, _positive(self.kept_norms[w]), color="#2ca02c", lw=2.0, ls=(0, (6, 2)),
-                label=f"truncated (last {self.truncate} steps)")
+                label=kept)
         ax.plot(t, _positive(self.missing_norms[w]), color="#d62728", lw=0, marker="o",
                 ms=5, label="left out by truncation")
         _shade_cut(ax, self.steps, self.truncate)
+        if self.windows is not None:  # where each window's losses end
+            for e in range(self.windows[0], self.steps, self.windows[0]):
+                ax.axvline(e - 0.5, color="0.6", ls=":", lw=1.2, zorder=0)
         _decorate(ax, self.steps)
         ax.set_ylabel(f"‖step-t term of ∂L/∂{w}‖", fontsize=13)
         ax.set_title(f"What truncation leaves out: {self.cell_name}, T = {self.steps}, "
-                     f"k = {self.truncate}\nrelative error of the whole gradient "
+                     f"{self._form()}\nrelative error of the whole gradient "
                      f"{self.relative_error[w]:.2g}", fontsize=13)
         ax.legend(fontsize=11, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
@@ -974,3 +989,116 @@ def truncation_error(run, weights=None) -> TruncationError:
         full[k] = r.step_contributions(k)
         kept[k] = run.step_contributions(k)
     return TruncationError(net.steps, net.truncate, full, kept, cell.name)
+
+
+def tbptt_truncation_error(cell, xs, targets, loss_fn, k1: int, k2: int, readout=None,
+                           state=None, weights=None) -> TruncationError:
+    """Per step, what full BPTT would add to each weight's gradient that streaming
+    TBPTT(k1, k2) leaves out, with the weights held fixed (no optimizer).
+
+    The windows are those of :func:`unrollgraph.train.tbptt`: the window ending at ``e``
+    puts the losses of its last ``n`` steps into ``loss_e`` and backpropagates them through
+    at most ``k2`` steps. Full BPTT is taken of the same total, the sum of the windows'
+    losses, over one unrolled net of all T steps. Nothing of the user's changes: the windows
+    and the full net are private copies, and the readout's ``.grad`` is restored.
+
+    Parameters
+    ----------
+    cell, xs, targets, loss_fn, k1, k2, readout, state
+        As for :func:`unrollgraph.train.tbptt`.
+    weights : list of str, optional
+        The cell's parameters to compare (default: all that require grad).
+
+    Returns
+    -------
+    TruncationError
+        With ``windows = (k1, k2)`` and ``truncate = None``.
+
+    Raises
+    ------
+    TrainingError
+        Bad ``k1``, ``k2`` (``k2 >= k1 >= 1``), or targets of another length than xs.
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> cell = ug.nn.RNNCell(1, 3, seed=0)
+    >>> xs, ys = np.ones((12, 2, 1)), np.zeros((12, 2, 3))
+    >>> err = ug.tbptt_truncation_error(cell, xs, ys, ug.mse_loss, k1=4, k2=4)
+    >>> bool(err.relative_error["weight_hh"] > 0), err.missing_norms["weight_hh"].shape
+    (True, (12,))
+    >>> one = ug.tbptt_truncation_error(cell, xs, ys, ug.mse_loss, k1=12, k2=12)
+    >>> bool(one.relative_error["weight_hh"] < 1e-12)      # one window: full BPTT
+    True
+    """
+    from .errors import TrainingError
+    from .train import _steps_of, _window
+    from .unroll import Unrolled
+
+    for name, v in (("k1", k1), ("k2", k2)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise TrainingError(f"tbptt_truncation_error: {name} must be a positive int, "
+                                f"got {v!r}")
+    if k2 < k1:
+        raise TrainingError(f"tbptt_truncation_error: k2={k2} < k1={k1}; use k2 >= k1")
+    T = _steps_of(xs)
+    if _steps_of(targets) != T:
+        raise TrainingError(
+            f"tbptt_truncation_error: xs has {T} steps but targets has {_steps_of(targets)}"
+        )
+    params = cell.parameters()
+    if weights is None:
+        weights = [k for k, p in params.items() if p.requires_grad]
+    for k in weights:
+        _check_param(cell, k, "weights")
+    names = list(cell.states)
+    saved = {}
+    if readout is not None and hasattr(readout, "parameters"):
+        saved = {k: p.grad for k, p in readout.parameters().items()}
+    full_net = Unrolled(cell, T)
+    xs_all = xs if isinstance(xs, dict) else {next(iter(cell.inputs)): xs}
+    xs_all = {k: np.asarray(v.data if hasattr(v, "data") else v) for k, v in xs_all.items()}
+    init = None
+    if state is not None:
+        init = state if isinstance(state, (tuple, list)) else (state,)
+        init = [np.asarray(getattr(v, "data", v)) for v in init]
+    with no_grad():
+        full_net(xs_all, state=None if init is None else tuple(init))
+    fr = full_net.last_run
+    states = {s: [np.asarray(fr.value(n)) for n in full_net.state_nodes[s]] for s in names}
+    first = {s: np.asarray(fr.value(full_net.init_nodes[s])) for s in names}
+    kept = {k: np.zeros((T,) + params[k].shape) for k in weights}
+    out_name = next(iter(cell.outputs))
+    seeds_all = np.zeros((T,) + tuple(np.shape(fr.value(full_net.output_nodes[out_name][0]))))
+    nets: dict = {}
+    try:
+        prev = 0
+        while prev < T:
+            end = min(prev + k1, T)
+            n = end - prev
+            begin = max(0, end - k2)
+            length = end - begin
+            net = nets.get(length) or nets.setdefault(length, Unrolled(cell, length))
+            start = [first[s] if begin == 0 else states[s][begin - 1] for s in names]
+            with no_grad():
+                outs, _ = net({k: v[begin:end] for k, v in xs_all.items()},
+                              state=tuple(start))
+            o = tensor(np.asarray(outs.data)[length - n:], requires_grad=True)
+            pred = o if readout is None else readout(o)
+            loss = loss_fn(pred, _window(targets, end - n, end))
+            loss.backward()
+            g = np.zeros(np.shape(outs.data))
+            g[length - n:] = o.grad
+            seeds_all[end - n:end] = o.grad
+            r = net.last_run
+            r.backward([g] + [None] * len(names))
+            for k in weights:
+                kept[k][begin:end] += r.step_contributions(k)
+            prev = end
+    finally:
+        if readout is not None and hasattr(readout, "parameters"):
+            for k, p in readout.parameters().items():
+                p.grad = saved[k]
+    fr.backward([seeds_all] + [None] * len(names))
+    full = {k: fr.step_contributions(k) for k in weights}
+    return TruncationError(T, None, full, kept, cell.name, windows=(int(k1), int(k2)))
