@@ -814,7 +814,9 @@ def compare_flows(runs, labels=None, state=None, quantities=("grad", "jacobian")
                 ax.axvline(f.steps - f.truncate - 0.5, color=colours[k % len(colours)],
                            lw=1, ls=":")
         _decorate(ax, steps)
-        ax.set_title(head.format(s="h") + " against t", fontsize=13)
+        one = states[0] if len(set(states)) == 1 else None
+        ax.set_title(head.format(s=one or "s") + " against t"
+                     + ("" if one else "   (s: each run's state)"), fontsize=13)
     axes[0].set_ylabel("norm (log scale, shared)", fontsize=13)
     for ax in axes[1:]:
         ax.set_ylabel("")
