@@ -441,7 +441,7 @@ def _add_demo_parser(sub) -> None:
                    help="time steps T (each demo has its own default; not for memory)")
     d.add_argument("--max-steps", type=_int_at_least(10, "--max-steps"), default=3000,
                    help="memory: the longest T measured, of 10, 30, 100, ... (default 3000; "
-                        "10000 takes about a minute)")
+                        "10000 takes about 40 s)")
     d.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0,
                    help="seed of weights and inputs (default 0)")
 

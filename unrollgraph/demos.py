@@ -148,7 +148,8 @@ def exploding(out="demo_out/exploding", steps: int = 50, hidden: int = 16, epoch
         runs[remedy] = _train_exploding(ug, remedy, steps, hidden, epochs, seed, lr)
         losses = runs[remedy][0]
         end = "diverged (outputs beyond 1e6)" if not np.isfinite(losses[-1]) else \
-            f"loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+            (f"loss {losses[0]:.4g} -> {losses[-1]:.4g} (lowest {losses.min():.3g}, "
+             f"median of the last 10 {np.median(losses[-10:]):.3g})")
         say(f"  SGD lr={lr}, remedy {remedy:9s}: {len(losses)} steps, {end}; gradient norm "
             f"before the remedy: first {runs[remedy][1][0]:.3g}, largest "
             f"{runs[remedy][1].max():.3g}, after it at most {runs[remedy][2].max():.3g}")
