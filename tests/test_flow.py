@@ -504,3 +504,21 @@ def test_tbptt_truncation_error_matches_tbptt_and_full_bptt(k1, k2):
         assert err.missing_norms["weight_hh"].max() > 0
     with pytest.raises(ug.TrainingError, match="k2=1 < k1=2"):
         ug.tbptt_truncation_error(cell, xs, ys, ug.mse_loss, 2, 1)
+
+
+def test_arguments_of_the_wrong_kind_are_named():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    net, _, _ = _run(cell, B=2)
+    run = net.last_run
+    one = ug.gradient_flow(run, weights="weight_hh")  # one name, not its letters
+    assert list(one.weight_contribution_norms) == ["weight_hh"]
+    for bad, words in ((1.5, "an int or a list"), ([True], "batch indices"), ([], "is empty"),
+                       ("0", "an int or a list"), ([-1], "outside the batch")):
+        with pytest.raises(ug.UnrollGraphError, match=words):
+            ug.gradient_flow(run, samples=bad)
+    with pytest.raises(ug.UnrollGraphError, match="parameter names"):
+        ug.gradient_flow(run, weights=[3])
+    with pytest.raises(ug.UnrollGraphError, match="a parameter name or a list"):
+        ug.truncation_error(run, weights=3)
+    with pytest.raises(ug.UnrollGraphError, match="labels must be a list"):
+        ug.compare_flows([run, run], "ab")

@@ -457,12 +457,7 @@ def gradient_flow(run, weights=None, recurrent_weight: str | None = None,
     carried_norms = {s: _step_norms(carried[s]) for s in names}
     jac, joint, per_sample = _jacobian_norms(run, names, samples)
     params = cell.parameters()
-    if weights is None:
-        weights = [k for k in net.param_nodes if params[k].requires_grad]
-    else:
-        weights = list(weights)
-        for k in weights:
-            _check_param(cell, k, "weights")
+    weights = _weights(cell, weights, "gradient_flow")
     contrib = {}
     for k in weights:
         if not params[k].requires_grad:
@@ -482,6 +477,31 @@ def gradient_flow(run, weights=None, recurrent_weight: str | None = None,
 def _step_norms(a) -> np.ndarray:
     a = np.asarray(a, dtype=float)
     return np.sqrt((a.reshape(a.shape[0], -1) ** 2).sum(axis=1))
+
+
+def _weights(cell, weights, who):
+    """The parameter names to measure: all that require grad, or those given (one name or a
+    list), each checked."""
+    params = cell.parameters()
+    if weights is None:
+        return [k for k, p in params.items() if p.requires_grad]
+    if isinstance(weights, str):
+        weights = [weights]
+    try:
+        weights = list(weights)
+    except TypeError:
+        raise UnrollGraphError(
+            f"{who}(): weights must be a parameter name or a list of them, got "
+            f"{type(weights).__name__}"
+        ) from None
+    for k in weights:
+        if not isinstance(k, str):
+            raise UnrollGraphError(
+                f"{who}(): weights must hold parameter names (str), got {k!r}; the cell's "
+                f"parameters are {list(params)}"
+            )
+        _check_param(cell, k, "weights")
+    return weights
 
 
 def _check_param(cell, name, what):
@@ -598,9 +618,20 @@ def _jacobian_norms(run, names, samples):
     if samples is None:
         samples = list(range(B))
     elif isinstance(samples, (int, np.integer)) and not isinstance(samples, bool):
-        samples = [int(samples)]
-    samples = [int(b) for b in samples]
+        samples = [samples]
+    elif not isinstance(samples, (list, tuple, range, np.ndarray)):
+        raise UnrollGraphError(
+            f"gradient_flow(): samples must be None, an int or a list of ints, got "
+            f"{type(samples).__name__}"
+        )
+    samples = list(samples)
+    if not samples:
+        raise UnrollGraphError("gradient_flow(): samples is empty; give at least one index")
     for b in samples:
+        if isinstance(b, (bool, np.bool_)) or not isinstance(b, (int, np.integer)):
+            raise UnrollGraphError(
+                f"gradient_flow(): samples must hold batch indices (int), got {b!r}"
+            )
         if not 0 <= b < B:
             raise UnrollGraphError(
                 f"gradient_flow(): samples has {b}, outside the batch of {B}; pass indices "
@@ -771,6 +802,11 @@ def compare_flows(runs, labels=None, state=None, quantities=("grad", "jacobian")
     runs = list(runs)
     if not runs:
         raise UnrollGraphError("compare_flows(): give at least one run")
+    if isinstance(labels, str):
+        raise UnrollGraphError(
+            f"compare_flows(): labels must be a list of str, one per run, got the string "
+            f"{labels!r}"
+        )
     labels = [f"run {k}" for k in range(len(runs))] if labels is None else list(labels)
     if len(labels) != len(runs):
         raise UnrollGraphError(
@@ -966,12 +1002,7 @@ def truncation_error(run, weights=None) -> TruncationError:
     net = run.net
     cell = net.cell
     params = cell.parameters()
-    if weights is None:
-        weights = [k for k in net.param_nodes if params[k].requires_grad]
-    else:
-        weights = list(weights)
-        for k in weights:
-            _check_param(cell, k, "weights")
+    weights = _weights(cell, weights, "truncation_error")
     names = list(cell.states)
     full_net = _helper(net, net.steps)
     xs = _inputs(run)
@@ -1049,10 +1080,7 @@ def tbptt_truncation_error(cell, xs, targets, loss_fn, k1: int, k2: int, readout
             f"tbptt_truncation_error: xs has {T} steps but targets has {_steps_of(targets)}"
         )
     params = cell.parameters()
-    if weights is None:
-        weights = [k for k, p in params.items() if p.requires_grad]
-    for k in weights:
-        _check_param(cell, k, "weights")
+    weights = _weights(cell, weights, "tbptt_truncation_error")
     names = list(cell.states)
     saved = {}
     if readout is not None and hasattr(readout, "parameters"):
