@@ -1079,6 +1079,11 @@ def tbptt_truncation_error(cell, xs, targets, loss_fn, k1: int, k2: int, readout
         raise TrainingError(
             f"tbptt_truncation_error: xs has {T} steps but targets has {_steps_of(targets)}"
         )
+    if len(cell.outputs) != 1:
+        raise TrainingError(
+            f"tbptt_truncation_error: cell {cell.name!r} has outputs {list(cell.outputs)}; "
+            "use a cell with one output, as tbptt does"
+        )
     params = cell.parameters()
     weights = _weights(cell, weights, "tbptt_truncation_error")
     names = list(cell.states)
