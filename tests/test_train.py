@@ -379,31 +379,53 @@ def test_training_arguments_are_type_checked_before_use(call, words):
     np.testing.assert_array_equal(w.data, [1.0])  # nothing ran
 
 
-def test_progress_bar(capsys, monkeypatch):
+def test_progress_bar(capsys):
     w = ug.tensor([1.0], requires_grad=True)
     data = [(np.ones(1), np.ones(1))] * 3
     ug.train.fit(lambda x: w * x, ug.optim.SGD([w], lr=0.1), data, epochs=2, progress=True)
     err = capsys.readouterr().err
-    assert "\repoch 2/2 [" in err and "3/3" in err and err.endswith("\n")
+    assert "epoch 2/2" in err and "6/6" in err and "loss=" in err and err.endswith("\n")
     for mode in (False, "auto"):  # "auto": stderr is not a terminal under capsys
         ug.train.fit(lambda x: w * x, ug.optim.SGD([w], lr=0.1), data, progress=mode)
         assert capsys.readouterr().err == ""
+    for bad in ("yes", 1, None):
+        with pytest.raises(TrainingError, match="progress must be True, False or 'auto'"):
+            ug.train.fit(lambda x: w * x, ug.optim.SGD([w], lr=0.1), data, progress=bad)
+
+
+def test_progress_bar_of_streaming_tbptt(capsys):
+    cell = ug.nn.RNNCell(1, 2, seed=0)
+    xs, ys = np.ones((10, 1, 1)), np.zeros((10, 1, 2))
+    ug.train.tbptt(cell, xs, ys, ug.mse_loss, k1=3, k2=3, progress=True)
+    err = capsys.readouterr().err
+    assert "tbptt" in err and "4/4" in err and "loss=" in err  # windows end at 3, 6, 9, 10
+    ug.train.tbptt(cell, xs, ys, ug.mse_loss, k1=3, k2=3)
+    assert capsys.readouterr().err == ""
 
 
 def test_progress_auto_draws_on_a_terminal_only_for_long_runs(monkeypatch):
+    import tqdm.std
+
     class Tty(io.StringIO):
         def isatty(self):
             return True
 
     clock = iter(np.arange(0.0, 100.0, 0.3))
-    monkeypatch.setattr(train_mod.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(tqdm.std, "time", lambda: float(next(clock)))
     tty = Tty()
-    bar = train_mod._Progress("auto", 10, 1, stream=tty)
-    bar.update(0, 1, 1.0)  # 0.3 s in: too early to draw
+    bar = train_mod._progress("auto", 10, "epoch 1/1", "fit", "batch", file=tty)
+    bar.update(1)  # 0.3 s in: too early to draw
     assert tty.getvalue() == ""
-    bar.update(0, 2, 0.5)  # 0.6 s in: a long run, draw
+    bar.update(1)
+    bar.update(1)  # later than half a second: a long run, draw
     bar.close()
-    assert tty.getvalue().startswith("\repoch 1/1 [####") and tty.getvalue().endswith("\n")
+    assert "epoch 1/1" in tty.getvalue() and "/10" in tty.getvalue()
+    quiet = io.StringIO()  # not a terminal: "auto" draws nothing
+    bar = train_mod._progress("auto", 10, "x", "fit", "batch", file=quiet)
+    for _ in range(10):
+        bar.update(1)
+    bar.close()
+    assert quiet.getvalue() == ""
 
 
 # -- the example ---------------------------------------------------------------------------------

@@ -27,6 +27,14 @@ from .errors import (
     TrainingError,
     UnrollGraphError,
 )
+from .flow import (
+    GradientFlow,
+    TruncationError,
+    compare_flows,
+    gradient_flow,
+    tbptt_truncation_error,
+    truncation_error,
+)
 from .functional import (
     abs,
     binary_cross_entropy_with_logits,
@@ -55,7 +63,7 @@ from .functional import (
 )
 from .graph import Graph, Node, toposort
 from .nx import from_networkx, to_networkx
-from .optim import clip_grad_norm, clip_grad_value
+from .optim import clip_grad_norm, clip_grad_value, normalize_grad_norm
 from .render import render, render_side_by_side, to_dot
 from .tensor import Tensor, detect_anomaly, enable_grad, is_grad_enabled, no_grad, tensor
 from .testing import gradcheck
@@ -76,4 +84,6 @@ __all__ = [
     "AnomalyError", "RenderError", "GradcheckError", "TrainingError", "DTypeError",
     "InvalidNameError",
     "optim", "train", "clip_grad_norm", "clip_grad_value",
+    "normalize_grad_norm", "gradient_flow", "compare_flows", "GradientFlow",
+    "truncation_error", "tbptt_truncation_error", "TruncationError",
 ]

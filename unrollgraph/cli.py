@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Draw computational graphs and backpropagation through time.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo_parser(sub)
     r = sub.add_parser(
         "render",
         help="draw a cell, folded or unrolled, with its gradients",
@@ -169,6 +170,8 @@ def main(argv=None) -> int:
     """
     try:
         args = build_parser().parse_args(argv)
+        if args.command == "demo":
+            return _demo(args)
         return _render(args)
     except _UsageError as exc:
         _say(f"error: {exc}")
@@ -443,6 +446,59 @@ def _forward_backward(ug, cell, args, net=None):
                           "no parameters); leave out --grad")
     loss.backward()
     return loss
+
+
+
+# -- unrollgraph demo NAME ----------------------------------------------------------------------
+
+_DEMO_NAMES = ("vanishing", "exploding", "remedies", "truncation", "memory", "bptt-steps")
+
+
+def _add_demo_parser(sub) -> None:
+    d = sub.add_parser(
+        "demo",
+        help="run a demonstration of BPTT, writing its pictures to a folder",
+        description="Run one demonstration: vanishing, exploding (with clipping and "
+                    "normalisation), remedies (RNN, residual, LSTM, GRU), truncation, memory "
+                    "(cost of a training step against T), bptt-steps (the six steps of BPTT). "
+                    "Each prints what it measured and writes PNG pictures.",
+    )
+    d.add_argument("name", choices=_DEMO_NAMES, help="which demonstration")
+    d.add_argument("-o", "--output", default=None,
+                   help="folder for the pictures (default demo_out/NAME; created if missing)")
+    d.add_argument("--steps", type=_int_at_least(2, "--steps"), default=None,
+                   help="time steps T (each demo has its own default; not for memory)")
+    d.add_argument("--max-steps", type=_int_at_least(10, "--max-steps"), default=3000,
+                   help="memory: the longest T measured, of 10, 30, 100, ... (default 3000; "
+                        "10000 takes about 40 s)")
+    d.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0,
+                   help="seed of weights and inputs (default 0)")
+
+
+def _demo(args) -> int:
+    from . import demos
+
+    out = Path(args.output or f"demo_out/{args.name}")
+    if out.exists() and not out.is_dir():
+        raise _UsageError(f"-o {out}: exists and is not a folder")
+    options = {"seed": args.seed}
+    if args.name == "memory":
+        if args.steps is not None:
+            raise _UsageError("--steps is not an option of the memory demo; use --max-steps")
+        grid = [10, 30, 100, 300, 1000, 3000, 10000, 30000]
+        options["lengths"] = tuple(t for t in grid if t <= args.max_steps) or (10,)
+    else:
+        if args.max_steps != 3000:
+            raise _UsageError("--max-steps belongs to the memory demo; use --steps")
+        if args.steps is not None:
+            options["steps"] = args.steps
+    if args.name == "truncation" and args.steps is not None and args.steps < 4:
+        raise _UsageError("the truncation demo needs --steps of at least 4")
+    try:
+        demos.run_demo(args.name, out, **options)
+    except OSError as exc:
+        raise _UsageError(f"cannot write to {out}: {exc.strerror or exc}") from None
+    return 0
 
 
 if __name__ == "__main__":

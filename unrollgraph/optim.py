@@ -40,6 +40,7 @@ __all__ = [
     "Adam",
     "clip_grad_norm",
     "clip_grad_value",
+    "normalize_grad_norm",
     "TrainingError",
 ]
 
@@ -460,3 +461,76 @@ def _writable(g) -> bool:
 def _own(g: np.ndarray, p: Tensor) -> np.ndarray:
     """A new gradient array for ``p``: its dtype, writable, owned by nobody else."""
     return np.array(g, dtype=p.data.dtype if p.data.dtype.kind == "f" else np.float64)
+
+
+def normalize_grad_norm(params, norm: float = 1.0, eps: float = 1e-12,
+                        error_if_nonfinite: bool = True) -> float:
+    """Rescale the gradients so that their global 2-norm is exactly ``norm``, in place
+    (gradient normalisation).
+
+    Clipping (:func:`clip_grad_norm`) only shrinks a gradient that is too long; normalisation
+    rescales every gradient, short or long, to the same length, so each step moves the
+    parameters by a step size set by the learning rate alone (the direction comes from the
+    gradient, the length does not). Call it after ``backward()`` and before ``step()``.
+
+    Parameters
+    ----------
+    params : Tensor, iterable of Tensor, or dict name -> Tensor
+        Tensors whose ``.grad`` to rescale; those without a gradient are skipped.
+    norm : float
+        The global norm after rescaling, a finite number ``> 0``.
+    eps : float
+        A gradient whose total norm is at most ``eps`` is left unchanged (it has no
+        direction to keep), ``>= 0``.
+    error_if_nonfinite : bool
+        Raise :class:`~unrollgraph.errors.GradientError` when the total norm is NaN or
+        infinite (the default: a NaN gradient rescaled is still NaN).
+
+    Returns
+    -------
+    float
+        The total 2-norm **before** rescaling (0.0 when no parameter has a gradient).
+
+    Raises
+    ------
+    TrainingError
+        ``norm`` not a finite number > 0, ``eps`` not a number >= 0.
+    GradientError
+        With ``error_if_nonfinite=True``, when the total norm is NaN or infinite.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> w = ug.tensor([0.3, 0.4], requires_grad=True)
+    >>> w.backward(gradient=[0.03, 0.04])
+    >>> ug.optim.normalize_grad_norm([w], norm=1.0)
+    0.05
+    >>> w.grad.round(6)
+    array([0.6, 0.8])
+    """
+    who = "normalize_grad_norm"
+    norm = _number(who, "norm", norm, "norm must be a finite number > 0, e.g. 1.0",
+                   low_ok=False)
+    eps = _number(who, "eps", eps, "eps must be a number >= 0, e.g. 1e-12")
+    error_if_nonfinite = _flag(who, "error_if_nonfinite", error_if_nonfinite)
+    ps = [p for p in _param_list(params, who) if p.grad is not None]
+    grads = [np.asarray(p.grad) for p in ps]
+    if not grads:
+        return 0.0
+    total = float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads)))
+    if not math.isfinite(total):
+        if error_if_nonfinite:
+            raise GradientError(
+                f"{who}: the total gradient norm is {total}; look for NaN or Inf with "
+                "ug.detect_anomaly(), or pass error_if_nonfinite=False"
+            )
+        return total
+    if total <= eps:
+        return total
+    coef = norm / total
+    for p, g in zip(ps, grads):
+        if _writable(p.grad):
+            g *= coef
+        else:
+            p.grad = _own(g * coef, p)
+    return total

@@ -15,8 +15,6 @@ See ``docs/training.md`` for the formulas side by side.
 from __future__ import annotations
 
 import math
-import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -144,47 +142,23 @@ class History:
     epoch_loss: list = field(default_factory=list)
 
 
-class _Progress:
-    """A one-line text progress bar on stderr, redrawn with a carriage return."""
+def _progress(mode, total, desc: str, who: str, unit: str, file=None):
+    """A progress bar from ``tqdm.auto`` (a widget in Jupyter, a text line in a terminal), or
+    ``None`` for ``progress=False``.
 
-    def __init__(self, mode, total_batches, epochs, stream=None):
-        self.stream = stream if stream is not None else sys.stderr
-        if mode == "auto":
-            isatty = getattr(self.stream, "isatty", None)
-            self.enabled = bool(isatty and isatty())
-            self.delay = 0.5  # only long runs: nothing is drawn before half a second
-        else:
-            self.enabled = bool(mode)
-            self.delay = 0.0
-        self.total, self.epochs = total_batches, epochs
-        self.start = time.perf_counter()
-        self.last_draw = -1.0
-        self.drawn = False
-        self.width = 0
+    ``"auto"`` draws in a notebook, and in a terminal only when the output is one, and only
+    once the run has lasted half a second; ``True`` always draws; ``False`` never."""
+    if mode is False:
+        return None
+    if mode is not True and mode != "auto":
+        raise TrainingError(
+            f"{who}: progress must be True, False or 'auto', got {type(mode).__name__} {mode!r}"
+        )
+    from tqdm.auto import tqdm
 
-    def update(self, epoch, done, loss, force=False):
-        if not self.enabled:
-            return
-        now = time.perf_counter() - self.start
-        if now < self.delay or (not force and now - self.last_draw < 0.1):
-            return
-        self.last_draw = now
-        if self.total:
-            frac = done / self.total
-            bar = "#" * int(20 * frac) + "-" * (20 - int(20 * frac))
-            where = f"[{bar}] {done}/{self.total}"
-        else:
-            where = f"batch {done}"
-        line = f"epoch {epoch + 1}/{self.epochs} {where} loss {loss:.4g} {now:.1f}s"
-        self.stream.write("\r" + line.ljust(self.width))  # spaces wipe a longer old line
-        self.width = len(line)
-        self.stream.flush()
-        self.drawn = True
-
-    def close(self):
-        if self.drawn:
-            self.stream.write("\n")
-            self.stream.flush()
+    auto = mode == "auto"
+    return tqdm(total=total, desc=desc, unit=unit, file=file, disable=None if auto else False,
+                delay=0.5 if auto else 0.0, dynamic_ncols=True)
 
 
 def _positive_int(who: str, what: str, v) -> int:
@@ -258,8 +232,10 @@ def fit(model, optimizer, batches, loss_fn=mse_loss, epochs: int = 1, clip: floa
     clip : float, optional
         Clip the global gradient norm to this value before each step.
     progress : bool or "auto"
-        Draw a progress line on stderr. ``"auto"`` draws only when stderr is a terminal and
-        the run lasts more than half a second.
+        Draw a progress bar (``tqdm.auto``: a widget in Jupyter, a line on stderr in a
+        terminal) with the epoch and the latest loss. ``"auto"`` draws in notebooks, and in a
+        terminal when stderr is one, once the run has lasted half a second; ``True`` always,
+        ``False`` never.
 
     Returns
     -------
@@ -285,13 +261,16 @@ def fit(model, optimizer, batches, loss_fn=mse_loss, epochs: int = 1, clip: floa
             f"{type(optimizer).__name__}"
         )
     call = _as_model(model)
-    bar = _Progress(progress, None, epochs)
+    first = None if callable(batches) else batches
+    total = epochs * len(first) if hasattr(first, "__len__") else None
+    bar = _progress(progress, total, f"epoch 1/{epochs}", "fit", "batch")
     hist = History()
     try:
         for epoch in range(epochs):
             losses = []
             source = _epoch_batches(batches, epoch)
-            bar.total = len(source) if hasattr(source, "__len__") else None
+            if bar is not None:
+                bar.set_description(f"epoch {epoch + 1}/{epochs}", refresh=False)
             for k, batch in enumerate(source):
                 x, y = _pair(batch, epoch, k)
                 optimizer.zero_grad()
@@ -308,7 +287,9 @@ def fit(model, optimizer, batches, loss_fn=mse_loss, epochs: int = 1, clip: floa
                 optimizer.step()
                 losses.append(value)
                 hist.batch_loss.append(value)
-                bar.update(epoch, k + 1, value)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+                    bar.update(1)
             if not losses:
                 raise TrainingError(
                     f"fit: batches yielded nothing in epoch {epoch + 1}; pass a list of "
@@ -316,9 +297,9 @@ def fit(model, optimizer, batches, loss_fn=mse_loss, epochs: int = 1, clip: floa
                     "after one epoch)"
                 )
             hist.epoch_loss.append(float(np.mean(losses)))
-            bar.update(epoch, len(losses), hist.epoch_loss[-1], force=True)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
     return hist
 
 
@@ -379,7 +360,8 @@ def _values(states) -> tuple:
 
 
 def tbptt(cell, xs, targets, loss_fn, k1: int, k2: int, optimizer=None, readout=None,
-          state=None, clip: float | None = None, cache: dict | None = None):
+          state=None, clip: float | None = None, cache: dict | None = None,
+          progress="auto"):
     """Streaming truncated BPTT, TBPTT(k1, k2) of Williams and Peng, over one long sequence.
 
     Windows end at steps ``e = k1, 2*k1, ...`` (and at T if k1 does not divide T). For the
@@ -422,6 +404,8 @@ def tbptt(cell, xs, targets, loss_fn, k1: int, k2: int, optimizer=None, readout=
     cache : dict, optional
         Window length -> unrolled net. Pass the same dict to later calls to build each
         unrolled net only once (within one call, each length is built once anyway).
+    progress : bool or "auto"
+        A progress bar over the windows, as in :func:`fit`.
 
     Returns
     -------
@@ -467,6 +451,18 @@ def tbptt(cell, xs, targets, loss_fn, k1: int, k2: int, optimizer=None, readout=
         state = _values(s.data if isinstance(s, Tensor) else s for s in state)
     starts = {0: state}  # step s -> state before step s (None: the cell's initial state)
     losses = []
+    bar = _progress(progress, -(-T // k1), "tbptt", "tbptt", "window")
+    try:
+        _tbptt_windows(cell, xs, targets, loss_fn, k1, k2, optimizer, readout, clip, nets,
+                       names, starts, losses, T, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    return losses, starts[T]
+
+
+def _tbptt_windows(cell, xs, targets, loss_fn, k1, k2, optimizer, readout, clip, nets, names,
+                   starts, losses, T, bar):
     prev_end = 0
     while prev_end < T:
         end = min(prev_end + k1, T)
@@ -504,4 +500,6 @@ def tbptt(cell, xs, targets, loss_fn, k1: int, k2: int, optimizer=None, readout=
         for s in [s for s in starts if s < keep]:
             del starts[s]
         prev_end = end
-    return losses, starts[T]
+        if bar is not None:
+            bar.set_postfix(loss=f"{value:.4g}", refresh=False)
+            bar.update(1)
