@@ -428,8 +428,7 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
         )
     norm_type = _number(who, "norm_type", norm_type, hint, low_ok=False, infinite_ok=True)
     error_if_nonfinite = _flag(who, "error_if_nonfinite", error_if_nonfinite)
-    ps = [p for p in _param_list(params, who) if p.grad is not None]
-    grads = [np.asarray(p.grad) for p in ps]
+    ps, grads = _grads_of(params, who)
     if not grads:
         return 0.0
     if math.isinf(norm_type):
@@ -445,12 +444,23 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
         )
     coef = max_norm / (total + 1e-6)
     if not coef >= 1.0:  # also scales by NaN when total is NaN, like PyTorch
-        for p, g in zip(ps, grads):
-            if _writable(p.grad):
-                g *= coef
-            else:
-                p.grad = _own(g * coef, p)
+        _scale(ps, grads, coef)
     return total
+
+
+def _grads_of(params, who: str) -> tuple:
+    """The parameters that have a gradient, and those gradients as arrays."""
+    ps = [p for p in _param_list(params, who) if p.grad is not None]
+    return ps, [np.asarray(p.grad) for p in ps]
+
+
+def _scale(ps, grads, coef: float) -> None:
+    """Multiply each gradient by ``coef``: in place where it is writable, else a new array."""
+    for p, g in zip(ps, grads):
+        if _writable(p.grad):
+            g *= coef
+        else:
+            p.grad = _own(g * coef, p)
 
 
 def _writable(g) -> bool:
@@ -513,8 +523,7 @@ def normalize_grad_norm(params, norm: float = 1.0, eps: float = 1e-12,
                    low_ok=False)
     eps = _number(who, "eps", eps, "eps must be a number >= 0, e.g. 1e-12")
     error_if_nonfinite = _flag(who, "error_if_nonfinite", error_if_nonfinite)
-    ps = [p for p in _param_list(params, who) if p.grad is not None]
-    grads = [np.asarray(p.grad) for p in ps]
+    ps, grads = _grads_of(params, who)
     if not grads:
         return 0.0
     total = float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads)))
@@ -527,10 +536,5 @@ def normalize_grad_norm(params, norm: float = 1.0, eps: float = 1e-12,
         return total
     if total <= eps:
         return total
-    coef = norm / total
-    for p, g in zip(ps, grads):
-        if _writable(p.grad):
-            g *= coef
-        else:
-            p.grad = _own(g * coef, p)
+    _scale(ps, grads, norm / total)
     return total
