@@ -55,16 +55,17 @@ def finite_differences(cell, net, xs, target, eps=1e-6):
     """Central differences of the loss with respect to every parameter element."""
     out = {}
     for name, p in cell.parameters().items():
-        g = np.zeros_like(p.data)
-        flat, gflat = p.data.reshape(-1), g.reshape(-1)
-        for i in range(flat.size):
-            orig = flat[i]
-            flat[i] = orig + eps
+        orig = p.data  # a parameter's value is read-only: it changes by assigning p.data
+        g = np.zeros_like(orig)
+        for i in np.ndindex(orig.shape):
+            step = np.zeros_like(orig)
+            step[i] = eps
+            p.data = orig + step
             up = loss_of(net, xs, target).item()
-            flat[i] = orig - eps
+            p.data = orig - step
             down = loss_of(net, xs, target).item()
-            flat[i] = orig
-            gflat[i] = (up - down) / (2 * eps)
+            g[i] = (up - down) / (2 * eps)
+        p.data = orig
         out[name] = g
     return out
 
