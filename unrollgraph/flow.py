@@ -93,22 +93,28 @@ class GradientFlow:
     """
 
     def __init__(self, steps, states, grad, direct, carried, jac, joint, jac_samples,
-                 contrib, recurrent_weight, sigma_max, gamma, truncate, cell_name):
+                 contrib, recurrent_weight, sigma_max, gamma, truncate, cell_name,
+                 bound_applies=True, lengths=None, measured_samples=None, share_weight=None):
         self.steps = steps
         self.states = list(states)
         self._grad, self._direct, self._carried = grad, direct, carried
         self._jac, self._jac_samples = jac, jac_samples
         self.joint_jacobian_norms = joint
         self.weight_contribution_norms = contrib
-        self.weight_contribution_shares = {
-            k: (v / v.sum() if v.sum() > 0 else np.zeros_like(v)) for k, v in contrib.items()
-        }
+        self.weight_contribution_shares = {k: _shares(v) for k, v in contrib.items()}
         self.recurrent_weight = recurrent_weight
         self.sigma_max = sigma_max
         self.gamma = gamma
         self.truncate = truncate
         self.cell_name = cell_name
-        if sigma_max is None or gamma is None:
+        self.bound_applies = bool(bound_applies) and recurrent_weight is not None
+        self.lengths = lengths
+        self.measured_samples = measured_samples
+        # the weight whose step shares the table shows: the recurrent one when it is known
+        self.share_identified = share_weight is not None
+        self.share_weight = share_weight if share_weight is not None else next(iter(contrib),
+                                                                               None)
+        if sigma_max is None or gamma is None or not self.bound_applies:
             self.regime = None
         elif sigma_max * gamma < 1.0:
             self.regime = "vanishing"
@@ -141,28 +147,38 @@ class GradientFlow:
         return self._form(self._jac_samples)
 
     # -- text ----------------------------------------------------------------------------------
+    def measured_decay(self) -> float:
+        """The largest measured ``‖∂h_T/∂h_t‖₂`` over the steps before the last (NaN if
+        none was measured): above 1, the state's influence grew going back at some step."""
+        a = np.asarray(self._jac[self.states[0]], dtype=float)
+        a = a[:-1][np.isfinite(a[:-1])] if self.lengths is None else a[np.isfinite(a)]
+        return float(a.max()) if a.size else float("nan")
+
     def regime_text(self) -> str:
-        """One sentence on the Pascanu et al. (2013) bound for these weights."""
+        """One sentence on the Pascanu et al. (2013) bound for these weights, checked
+        against the measured Jacobian norms."""
         if self.sigma_max is None:
             return ("no recurrent weight matrix of the form h_t = act(... + h_{t-1} W^T) was "
                     "found, so the sigma_1 bound does not apply")
         w, s, g = self.recurrent_weight, self.sigma_max, self.gamma
         head = f"sigma_1({w}) = {s:.4g}, gamma = {g:g}, 1/gamma = {1 / g:g}: "
+        m = self.measured_decay()
+        seen = (f"; measured max_t |d{self.states[0]}_T/d{self.states[0]}_t|_2 = {m:.3g}"
+                if math.isfinite(m) else "")
+        if not self.bound_applies:
+            return head + (f"the bound holds for h_t = act(h_{{t-1}} W^T + ...) only, and the "
+                           f"next state of {self.cell_name!r} is not of that form (a residual "
+                           f"or gated path), so it states no regime here" + seen)
         if self.regime == "vanishing":
-            return head + "sigma_1 < 1/gamma, sufficient for vanishing gradients"
+            text = head + "sigma_1 < 1/gamma, sufficient for vanishing gradients"
+            if math.isfinite(m) and m > 1.0 + 1e-9:
+                text += (seen + " > 1, which contradicts it: is gamma a bound on the "
+                         "activation's derivative?")
+            return text
         if self.regime == "may explode":
             return head + ("sigma_1 > 1/gamma, necessary (not sufficient) for exploding "
                            "gradients")
         return head + "sigma_1 = 1/gamma, on the border"
-
-    def _weight_for_share(self):
-        w = self.weight_contribution_shares
-        if self.recurrent_weight in w:
-            return self.recurrent_weight
-        for k in w:
-            if "weight_hh" in k:
-                return k
-        return next(iter(w), None)
 
     def _columns(self):
         cols = []
@@ -172,10 +188,29 @@ class GradientFlow:
             cols += [(f"|dL/d{s}_t|", self._grad[s]), (f"direct{tag}", self._direct[s]),
                      (f"carried{tag}", self._carried[s]),
                      (f"|d{s}_T/d{s}_t|_2", self._jac[s])]
-        w = self._weight_for_share()
+        w = self.share_weight
         if w is not None:
-            cols.append((f"share of {w}", self.weight_contribution_shares[w]))
+            cols.append((f"|term_t({w})|/sum", self.weight_contribution_shares[w]))
         return cols
+
+    def _notes(self) -> list:
+        """Lines saying how lengths were treated and what the share column is."""
+        out = []
+        if self.lengths is not None and len(set(self.lengths)) > 1:
+            longest = max(self.lengths[b] for b in self.measured_samples)
+            out.append(
+                f"lengths {self.lengths}: each sample's |d{self.states[0]}_T/d"
+                f"{self.states[0]}_t|_2 is taken to its own last real step (nan past it, "
+                f"in jacobian_norms_per_sample); the column is the max over the longest "
+                f"measured samples {self.measured_samples} (length {longest})")
+        w = self.share_weight
+        if w is not None:
+            out.append(f"|term_t({w})|/sum: the norm of step t's term of dL/d{w} over the sum "
+                       "of those norms (terms can cancel: not a share of |dL/d" + w + "|)")
+            if not self.share_identified:
+                out.append(f"({w} is the first parameter: no recurrent weight was identified; "
+                           "weight_contribution_shares has every parameter)")
+        return out
 
     def _rows(self, max_rows):
         T = self.steps
@@ -202,7 +237,7 @@ class GradientFlow:
         widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
         lines = [f"gradient flow of {self.cell_name!r} over T={self.steps} steps"
                  + (f", truncated to the last {self.truncate}" if self.truncate else ""),
-                 self.regime_text(), ""]
+                 self.regime_text()] + self._notes() + [""]
         lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
         lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in body]
         return "\n".join(lines)
@@ -211,7 +246,7 @@ class GradientFlow:
         """The per-step numbers as a Markdown table, after a line on the σ₁ bound."""
         cols = self._columns()
         head = ["t"] + [c[0].replace("|", "‖") for c in cols]
-        lines = [self.regime_text(), "", "| " + " | ".join(head) + " |",
+        lines = [self.regime_text()] + self._notes() + ["", "| " + " | ".join(head) + " |",
                  "|" + "---:|" * len(head)]
         for t in self._rows(max_rows):
             lines.append("| " + " | ".join([str(t)] + [_num(c[1][t]) for c in cols]) + " |")
@@ -293,7 +328,7 @@ class GradientFlow:
                         alpha=0.7, label=f"direct: loss at step t{tag}")
             ax.plot(t, _positive(self._jac[s]), color=c2, lw=2.2, ls=(0, (6, 2)),
                     label=f"‖∂{s}_T/∂{s}_t‖₂")
-        w = self._weight_for_share()
+        w = self.share_weight
         if w is not None:
             ax.plot(t, _positive(self.weight_contribution_norms[w]), color="0.35", lw=1.8,
                     ls=":", label=f"‖step-t part of ∂L/∂{w}‖")
@@ -307,6 +342,50 @@ class GradientFlow:
         ax.legend(fontsize=11, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         fig.tight_layout()
         return fig
+
+
+def _shares(v):
+    """Each step's part of the sum of the per-step norms: NaN where the norms are not finite
+    (NaN gradients), zeros for a weight that received no gradient."""
+    total = float(v.sum())
+    if not math.isfinite(total):
+        return np.full_like(v, np.nan, dtype=float)
+    return v / total if total > 0 else np.zeros_like(v, dtype=float)
+
+
+def _recurrent_param(cell, among):
+    """The parameter on the path from a state to its next value: one that meets a state (or
+    a value computed from one) in a product, as U in ``h_{t-1} @ U``; None unless exactly
+    one such parameter is measured (the LSTM's and GRU's ``weight_hh`` included)."""
+    params = {id(t.node): k for k, t in cell.parameters().items() if k in among}
+    state_ids = {id(st.node) for st in cell.states.values()}
+    order, stack, seen = [], [(fb.node, False) for fb in cell.feedbacks.values()], set()
+    while stack:  # post-order: every node after its inputs
+        n, done = stack.pop()
+        if done:
+            order.append(n)
+            continue
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        stack.append((n, True))
+        stack.extend((i, False) for i in n.inputs)
+    reads = set()
+    for n in order:
+        if id(n) in state_ids or any(id(i) in reads for i in n.inputs):
+            reads.add(id(n))
+    found = []
+    for n in order:
+        if n.op in ("matmul", "mul", "einsum", "tensordot", "dot"):
+            ins = [i.inputs[0] if i.op == "transpose" and i.inputs else i for i in n.inputs]
+            ws = [params[id(i)] for i in ins if id(i) in params]
+            if ws and any(id(i) in reads for i in ins if id(i) not in params):
+                found += ws
+    found = list(dict.fromkeys(found))
+    if len(found) == 1:
+        return found[0]
+    hh = [k for k in found if "hh" in k]
+    return hh[0] if len(hh) == 1 else None
 
 
 def _num(v) -> str:
@@ -455,7 +534,7 @@ def gradient_flow(run, weights=None, recurrent_weight: str | None = None,
     for s in names:  # nothing comes after the last step (exactly, not to rounding)
         carried[s][-1] = 0.0
     carried_norms = {s: _step_norms(carried[s]) for s in names}
-    jac, joint, per_sample = _jacobian_norms(run, names, samples)
+    jac, joint, per_sample, measured = _jacobian_norms(run, names, samples)
     params = cell.parameters()
     weights = _weights(cell, weights, "gradient_flow")
     contrib = {}
@@ -470,8 +549,15 @@ def gradient_flow(run, weights=None, recurrent_weight: str | None = None,
     if rw is not None:
         sigma = float(np.linalg.svd(np.asarray(params[rw].data, dtype=float),
                                     compute_uv=False)[0])
-    return GradientFlow(T, names, grad_norms, direct_norms, carried_norms, jac, joint,
-                        per_sample, contrib, rw, sigma, g, net.truncate, cell.name)
+    elman = rw is not None and _recurrence(cell, None, None)[0] == rw
+    lengths = None
+    if net.masked and run.lengths is not None:
+        lengths = [int(v) for v in np.asarray(run.lengths)]
+    flow = GradientFlow(T, names, grad_norms, direct_norms, carried_norms, jac, joint,
+                        per_sample, contrib, rw, sigma, g, net.truncate, cell.name,
+                        bound_applies=elman, lengths=lengths, measured_samples=measured,
+                        share_weight=rw if rw in contrib else _recurrent_param(cell, contrib))
+    return flow
 
 
 def _step_norms(a) -> np.ndarray:
@@ -646,12 +732,16 @@ def _jacobian_norms(run, names, samples):
     per_row = 8 * sum(int(np.prod(n.shape[1:])) for n in one.nodes
                       if n.shape is not None and len(n.shape) >= 1)
     budget = max(S, _JACOBIAN_BUDGET // max(1, per_row))
-    lengths_all = None if not net.masked else np.asarray(run.lengths)
-    per_sample = {s: np.zeros((T, B)) for s in names}
-    joint = np.zeros((T, B))
-    pairs = [(t, i) for t in range(1, T) for i in range(S)]  # rows: step t, element i of s_t
+    lengths_all = None if not net.masked or run.lengths is None else np.asarray(run.lengths)
+    # a sample not measured has no value (NaN, not 0); steps past a sample's length too
+    per_sample = {s: np.full((T, B), np.nan) for s in names}
+    joint = np.full((T, B), np.nan)
     for b in samples:
-        A = np.zeros((T, S, S))
+        # each sample is measured to its own last real step: past it the state is only
+        # carried (an identity Jacobian), which would hide how the gradient vanishes
+        end = T if lengths_all is None else max(1, min(T, int(lengths_all[b])))
+        pairs = [(t, i) for t in range(1, end) for i in range(S)]  # rows: step t, element i
+        A = np.zeros((end, S, S))
         for a in range(0, len(pairs), budget):
             chunk = pairs[a:a + budget]
             ts = np.array([p[0] for p in chunk])
@@ -676,12 +766,12 @@ def _jacobian_norms(run, names, samples):
         # otherwise reach subnormal numbers, on which matrix routines crawl
         Q, log_scale = np.eye(S), 0.0
         block = 64  # steps whose products are kept at once, to take their norms together
-        for hi in range(T - 1, -1, -block):
+        for hi in range(end - 1, -1, -block):
             ts = list(range(hi, max(hi - block, -1), -1))
             Qs = np.empty((len(ts), S, S))
             logs = np.empty(len(ts))
             for k, t in enumerate(ts):
-                if t < T - 1:
+                if t < end - 1:
                     Q = Q @ A[t + 1]
                     m = float(np.abs(Q).max())
                     if m > 0 and math.isfinite(m):
@@ -695,8 +785,11 @@ def _jacobian_norms(run, names, samples):
             joint[ts, b] = (per_sample[names[0]][ts, b] if len(names) == 1
                             else scale * _spectral(Qs))
     take = np.array(samples)
+    if lengths_all is not None:  # the aggregate is over the longest of the measured samples
+        longest = lengths_all[take].max()
+        take = take[lengths_all[take] == longest]
     jac = {s: per_sample[s][:, take].max(axis=1) for s in names}
-    return jac, joint[:, take].max(axis=1), per_sample
+    return jac, joint[:, take].max(axis=1), per_sample, [int(b) for b in take]
 
 
 def _spectral(M) -> np.ndarray:

@@ -1055,7 +1055,7 @@ class Run:
         return out
 
     # -- inspection ------------------------------------------------------------------------------
-    def state_grads(self, name: str | None = None) -> np.ndarray:
+    def state_grads(self, name: str | None = None) -> np.ndarray | dict:
         """dL/dh_t for every step: an array (T, B, ...), where h_t is the state after step t.
 
         The gradient is the total one (through every later step and every output), as used to
@@ -1067,17 +1067,19 @@ class Run:
         Parameters
         ----------
         name : str, optional
-            The state's name; may be left out for a cell with one state.
+            The state's name. Left out: the one state's array for a cell with one state, and
+            a dict state name -> array for a cell with several (an LSTM's ``h`` and ``c``).
 
         Returns
         -------
-        numpy.ndarray
-            Shape ``(T, B) + state shape``.
+        numpy.ndarray or dict
+            Shape ``(T, B) + state shape``; a dict of such arrays when ``name`` is left out
+            and the cell has several states.
 
         Raises
         ------
         CellError
-            For an unknown state name, or none given for a cell with several states.
+            For an unknown state name.
         UnrollGraphError
             Before any backward pass of this run.
 
@@ -1090,8 +1092,15 @@ class Run:
         >>> g = net.last_run.state_grads()
         >>> g.shape, bool(np.all(g[2:, 1] == 0))    # nothing reads sequence 1 after step 1
         ((4, 2, 3), True)
+        >>> lstm = ug.unroll(ug.nn.LSTMCell(2, 3, seed=0), steps=4)
+        >>> out, state = lstm(np.ones((4, 1, 2)))
+        >>> out.sum().backward()
+        >>> sorted(lstm.last_run.state_grads())           # several states: one array each
+        ['c', 'h']
         """
         self._need_backward()
+        if name is None and len(self.net.cell.states) > 1:
+            return {s: self.state_grads(s) for s in self.net.cell.states}
         name = self._state_name(name)
         net = self.net
         grads, vals = self.grads, self.values
