@@ -281,9 +281,14 @@ def test_table_markdown_dataframe():
     net, _, _ = _run(cell, T=30)
     flow = ug.gradient_flow(net.last_run)
     text = flow.table()
-    assert "|dL/dc_t|" in text and "|dc_T/dc_t|_2" in text and "share of weight_hh" in text
-    assert len(text.splitlines()) == 3 + 1 + 20  # header lines, column heads, 20 rows
-    assert len(flow.table(max_rows=None).splitlines()) == 3 + 1 + 30
+    assert "|dL/dc_t|" in text and "|dc_T/dc_t|_2" in text and "|term_t(weight_hh)|/sum" in text
+
+    def rows(text):  # one block per state (h, then c), each with its step rows
+        return [line.split()[0] for line in text.splitlines() if line[:3].strip().isdigit()]
+
+    assert rows(text) == 2 * [str(t) for t in flow._rows(20)] and len(flow._rows(20)) == 20
+    assert rows(flow.table(max_rows=None)) == 2 * [str(t) for t in range(30)]
+    assert "state h:" in text and text.index("state h:") < text.index("state c:")
     md = flow.to_markdown(max_rows=5)
     assert md.count("\n| ") == 6 and "---:|" in md
     try:
@@ -522,3 +527,137 @@ def test_arguments_of_the_wrong_kind_are_named():
         ug.truncation_error(run, weights=3)
     with pytest.raises(ug.UnrollGraphError, match="labels must be a list"):
         ug.compare_flows([run, run], "ab")
+
+
+# -- ragged lengths, the bound's scope, NaN and unmeasured values, the share column ----------
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_ragged_lengths_each_sample_measured_to_its_own_end(kind):
+    """With lengths=[6, 4, 2] each sample's Jacobian norms are those of running it alone over
+    its own length; steps past it are NaN, and the aggregate is not a flat 1."""
+    cell = CELLS[kind](3, 0)
+    T, lengths = 6, [6, 4, 2]
+    xs = np.random.default_rng(1).normal(size=(T, 3, 2))
+    net = ug.unroll(cell, T)
+    out, _ = net(xs, lengths=lengths)
+    out.sum().backward()
+    flow = ug.gradient_flow(net.last_run)
+    for b, n in enumerate(lengths):
+        alone = ug.unroll(cell, n)
+        o, _ = alone(xs[:n, b:b + 1])
+        o.sum().backward()
+        ref = ug.gradient_flow(alone.last_run)
+        for s in cell.states:
+            got = flow._jac_samples[s][:, b]
+            assert np.allclose(got[:n], ref._jac[s], rtol=1e-9, atol=1e-12)
+            assert np.all(np.isnan(got[n:]))
+    # the aggregate is the longest sample's, which decays going back: not 1 from t = 1 on
+    first = flow.jacobian_norms if len(cell.states) == 1 else flow.jacobian_norms["h"]
+    assert np.all(first[:-1] < 0.999)
+    assert flow.lengths == lengths and flow.measured_samples == [0]
+    assert "lengths [6, 4, 2]" in flow.table() and "own last real step" in flow.table()
+
+
+def test_sigma_bound_is_qualified_for_a_residual_cell():
+    cell = ug.nn.ResidualRNNCell(2, 8, hh_scale=0.1)
+    net = ug.unroll(cell, 20)
+    out, _ = net(np.random.default_rng(0).normal(size=(20, 2, 2)))
+    out.sum().backward()
+    flow = ug.gradient_flow(net.last_run, recurrent_weight="weight_hh", gamma=1.0)
+    assert flow.sigma_max == pytest.approx(np.linalg.svd(cell.weight_hh.data)[1][0])
+    assert flow.sigma_max < 1 and flow.measured_decay() > 1
+    assert not flow.bound_applies and flow.regime is None
+    text = flow.regime_text()
+    assert "sufficient for vanishing" not in text and "not of that form" in text
+    assert f"{flow.measured_decay():.3g}" in text
+    assert "not applicable" in ug.gradient_flow(net.last_run, recurrent_weight="weight_hh",
+                                                gamma=1.0).plot().axes[0].texts[-1].get_text()
+
+
+def test_a_regime_the_measured_numbers_contradict_is_flagged():
+    cell = ug.nn.RNNCell(2, 4, seed=0)
+    cell.weight_hh.data = 1.3 * np.eye(4)
+    net = ug.unroll(cell, 8)
+    out, _ = net(np.zeros((8, 1, 2)))
+    out.sum().backward()
+    wrong = ug.gradient_flow(net.last_run, recurrent_weight="weight_hh", gamma=0.25)
+    assert wrong.regime == "vanishing" and "contradicts it" in wrong.regime_text()
+    right = ug.gradient_flow(net.last_run)
+    assert right.regime == "may explode" and "contradicts" not in right.regime_text()
+
+
+def test_state_grads_without_a_name_gives_every_state():
+    net, _, _ = _run(ug.nn.LSTMCell(2, 3, seed=0))
+    run = net.last_run
+    both = run.state_grads()
+    assert set(both) == {"h", "c"}
+    for s in ("h", "c"):
+        assert np.array_equal(both[s], run.state_grads(s))
+    rnn, _, _ = _run(ug.nn.RNNCell(2, 3, seed=0))
+    assert isinstance(rnn.last_run.state_grads(), np.ndarray)     # one state: the array
+    with pytest.raises(ug.CellError, match="no state 'z'"):
+        run.state_grads("z")
+
+
+def test_unmeasured_samples_are_nan_not_zero():
+    net, _, _ = _run(ug.nn.LSTMCell(2, 3, seed=0), B=3)
+    flow = ug.gradient_flow(net.last_run, samples=[1])
+    for s in ("h", "c"):
+        per = flow.jacobian_norms_per_sample[s]
+        assert np.all(np.isnan(per[:, [0, 2]])) and np.all(np.isfinite(per[:, 1]))
+        assert np.array_equal(flow.jacobian_norms[s], per[:, 1])
+
+
+def test_nan_gradients_give_nan_shares():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    net = ug.unroll(cell, 4)
+    xs = np.ones((4, 1, 2))
+    xs[1, 0, 0] = np.nan
+    with np.errstate(invalid="ignore"):
+        out, _ = net(xs)
+        out.sum().backward()
+        flow = ug.gradient_flow(net.last_run)
+    assert np.all(np.isnan(flow.weight_contribution_shares["weight_hh"]))
+    assert "nan" in flow.table().splitlines()[-1]
+
+
+def test_share_column_uses_the_recurrent_weight_of_a_custom_cell():
+    cell = ug.Cell("mine")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (3,))
+    W = cell.param("W", np.full((3, 2), 0.1))
+    U = cell.param("U", 0.5 * np.eye(3))
+    nxt = ug.tanh(x @ W.T + ug.sigmoid(h) @ U.T)      # not Elman-type: U is found anyway
+    cell.feedback(h, nxt)
+    cell.output("y", nxt)
+    net = ug.unroll(cell, 5)
+    out, _ = net(np.ones((5, 1, 2)))
+    out.sum().backward()
+    flow = ug.gradient_flow(net.last_run)
+    assert flow.sigma_max is None and flow.share_weight == "U" and flow.share_identified
+    assert "|term_t(U)|/sum" in flow.table()
+    # no product with the state: the first parameter, and the table says so
+    c2 = ug.Cell("additive")
+    x2 = c2.input("x", (2,))
+    h2 = c2.state("h", (2,))
+    b = c2.param("b", np.ones(2))
+    n2 = ug.tanh(x2 + h2 + b)
+    c2.feedback(h2, n2)
+    c2.output("y", n2)
+    net2 = ug.unroll(c2, 4)
+    o2, _ = net2(np.ones((4, 1, 2)))
+    o2.sum().backward()
+    f2 = ug.gradient_flow(net2.last_run)
+    assert f2.share_weight == "b" and not f2.share_identified
+    assert "no recurrent weight was identified" in f2.table()
+
+
+def test_stacked_lstm_table_fits_100_columns():
+    cell = ug.nn.LSTM(2, 3, num_layers=2, seed=0)
+    net = ug.unroll(cell, 12)
+    out, _ = net(np.ones((12, 1, 2)))
+    out.sum().backward()
+    text = ug.gradient_flow(net.last_run).table()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    for s in cell.states:
+        assert f"state {s}:" in text

@@ -24,6 +24,7 @@ the package); ``to_dataframe`` needs pandas, which is optional.
 from __future__ import annotations
 
 import math
+import textwrap
 import weakref
 
 import numpy as np
@@ -232,14 +233,24 @@ class GradientFlow:
         str
         """
         cols = self._columns()
-        head = ["t"] + [c[0] for c in cols]
-        body = [[str(t)] + [_num(c[1][t]) for c in cols] for t in self._rows(max_rows)]
-        widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
         lines = [f"gradient flow of {self.cell_name!r} over T={self.steps} steps"
-                 + (f", truncated to the last {self.truncate}" if self.truncate else ""),
-                 self.regime_text()] + self._notes() + [""]
-        lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
-        lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in body]
+                 + (f", truncated to the last {self.truncate}" if self.truncate else "")]
+        for text in [self.regime_text()] + self._notes():
+            lines += textwrap.wrap(text, 99, subsequent_indent="  ")
+        # one block per state (5 columns each), so a table stays within 100 columns
+        per = 4 if len(self.states) > 1 else len(cols)
+        blocks = [cols[i:i + per] for i in range(0, len(self.states) * 4, per)]
+        blocks[-1] = blocks[-1] + cols[len(self.states) * 4:]
+        rows = self._rows(max_rows)
+        for k, block in enumerate(blocks):
+            head = ["t"] + [c[0] for c in block]
+            body = [[str(t)] + [_num(c[1][t]) for c in block] for t in rows]
+            widths = [max(len(r[i]) for r in [head] + body) for i in range(len(head))]
+            lines.append("")
+            if len(blocks) > 1:
+                lines.append(f"state {self.states[k]}:")
+            lines.append("  ".join(h.rjust(w) for h, w in zip(head, widths)))
+            lines += ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in body]
         return "\n".join(lines)
 
     def to_markdown(self, max_rows: int | None = 20) -> str:
@@ -402,10 +413,18 @@ def _bound_label(flow) -> str:
     if flow.sigma_max is None:
         return "σ₁ bound: not applicable\n(no Elman-type recurrent weight)"
     s, g = flow.sigma_max, flow.gamma
+    if not flow.bound_applies:
+        return (f"σ₁({flow.recurrent_weight}) = {s:.3g},  γ = {g:g}\nbound not applicable:\n"
+                f"next state is not\nact(W h + …)\nmeasured max ‖∂h_T/∂h_t‖₂\n"
+                f"= {flow.measured_decay():.3g}")
     verdict = {"vanishing": "σ₁ < 1/γ: vanishing (sufficient)",
                "may explode": "σ₁ > 1/γ: exploding possible (necessary)",
                "borderline": "σ₁ = 1/γ: border"}[flow.regime]
-    return f"σ₁({flow.recurrent_weight}) = {s:.3g},  γ = {g:g}\n{verdict}\n(Pascanu et al. 2013)"
+    text = f"σ₁({flow.recurrent_weight}) = {s:.3g},  γ = {g:g}\n{verdict}\n(Pascanu et al. 2013)"
+    m = flow.measured_decay()
+    if flow.regime == "vanishing" and math.isfinite(m) and m > 1.0 + 1e-9:
+        text += f"\nbut measured max ‖∂h_T/∂h_t‖₂\n= {m:.3g} > 1: check γ"
+    return text
 
 
 def _pyplot():
@@ -643,7 +662,7 @@ def _same_run(again, kept, net, who):
     """Raise if recomputing the run's states from its inputs gives other numbers: the
     parameters (or inputs) have changed since, and the run's gradients belong to old ones."""
     tol = 1e-4 if kept.dtype == np.float32 else 1e-9
-    if not np.allclose(again, kept, rtol=tol, atol=tol):
+    if not np.allclose(again, kept, rtol=tol, atol=tol, equal_nan=True):
         raise UnrollGraphError(
             f"{who}(): the states of this run of {net.cell.name!r} no longer follow from its "
             "inputs: the parameters have changed since the run (an optimizer step?). Call the "
@@ -796,8 +815,13 @@ def _spectral(M) -> np.ndarray:
     """Largest singular value of each matrix of a stack (n, a, b): the square root of the
     largest eigenvalue of its Gram matrix (accurate to rounding for the largest one, and
     several times faster than a full SVD)."""
+    ok = np.isfinite(M).all(axis=(1, 2))  # NaN or inf (from NaN or inf states): no norm
+    out = np.full(M.shape[0], np.nan)
+    M = M[ok]
     G = M.transpose(0, 2, 1) @ M if M.shape[2] <= M.shape[1] else M @ M.transpose(0, 2, 1)
-    return np.sqrt(np.maximum(np.linalg.eigvalsh(G)[:, -1], 0.0))
+    if len(G):
+        out[ok] = np.sqrt(np.maximum(np.linalg.eigvalsh(G)[:, -1], 0.0))
+    return out
 
 
 def _recurrence(cell, name, gamma):
