@@ -103,3 +103,21 @@ def test_command_line(tmp_path, capsys):
 def test_run_demo_names():
     with pytest.raises(ug.UnrollGraphError, match="the demos are vanishing"):
         demos.run_demo("nope")
+
+
+def test_bptt_steps_draws_the_run_it_prints(tmp_path, monkeypatch):
+    """The diagram is of the run whose loss the demo prints, before the update."""
+    drawn = []
+    real = ug.render
+
+    def spy(net, loss=None, **kw):
+        drawn.append(float(loss.data))
+        return real(net, loss=loss, **kw)
+
+    monkeypatch.setattr(ug, "render", spy)
+    lines = []
+    r = demos.bptt_steps(tmp_path, say=lines.append)
+    if not any("no diagram" in line for line in lines):
+        assert drawn == [r["losses"][0]]
+        text = "\n".join(lines)
+        assert text.index("unrolled.png") < text.index("6. update")

@@ -80,7 +80,7 @@ def vanishing(out="demo_out/vanishing", steps: int = 60, hidden: int = 32, sigma
         f"t=0: {g[0]:.3e}")
     say(f"  it shrinks by a factor {1 / rate:.3f} per step back (the bound σ₁γ = "
         f"{flow.sigma_max * flow.gamma:.3f}); ‖∂h_T/∂h_0‖₂ = {flow.jacobian_norms[0]:.3e}")
-    say(f"  share of ∂L/∂W_hh from the first half of the steps: "
+    say(f"  the first half of the steps' part of the sum of per-step term norms of ∂L/∂W_hh: "
         f"{flow.weight_contribution_shares['weight_hh'][: steps // 2].sum():.2e}")
     fig = flow.plot(title=f"Vanishing gradients: tanh RNN, σ₁(W_hh) = {sigma}, T = {steps}")
     png = _save(fig, folder, "vanishing.png", say)
@@ -413,14 +413,22 @@ def bptt_steps(out="demo_out/bptt-steps", steps: int = 5, hidden: int = 3, seed:
         say(f"   step {t}: ‖part‖ = {np.linalg.norm(parts[t]):.4f}")
     gap = float(np.abs(parts.sum(axis=0) - cell.weight_hh.grad).max())
     say(f"   max |sum of parts - weight_hh.grad| = {gap:.1e}")
+    files = []
+    try:  # this run, drawn with its gradients before the update changes the weights
+        path = ug.render(net, loss=loss).render(str(folder / "unrolled"), format="png",
+                                                cleanup=True)
+        files.append(Path(path))
+        say(f"   the unrolled net with these values and gradients: {path}")
+    except ug.RenderError as exc:  # Graphviz's dot is missing: the rest still stands
+        say(f"   (no diagram: {exc})")
     say("6. update:   ug.optim.SGD(cell.parameters(), lr=0.1).step()")
     before = float(loss.data)
     ug.optim.SGD(cell.parameters(), lr=0.1).step()
     outputs2, _ = net(xs)
     after = float(sum(float(ug.mse_loss(outputs2[t], ys[t]).data) for t in range(steps)))
     say(f"   loss {before:.4f} -> {after:.4f}")
-    files = []
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(8, 4.5), dpi=110)
     ax = fig.add_subplot()
@@ -430,19 +438,10 @@ def bptt_steps(out="demo_out/bptt-steps", steps: int = 5, hidden: int = 3, seed:
     ax.set_ylabel("‖step-t part of ∂L/∂W_hh‖", fontsize=13)
     ax.set_title("Step 5, accumulate: the shared W_hh gets one part per step", fontsize=13)
     ax.tick_params(labelsize=11)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(True, axis="y", alpha=0.35)
     fig.tight_layout()
     files.append(_save(fig, folder, "contributions.png", say))
-    net(xs)  # a fresh run of the updated weights, drawn with its gradients
-    loss2 = ug.mse_loss(net(xs)[0], ys) * steps
-    loss2.backward()
-    try:
-        path = ug.render(net, loss=loss2).render(str(folder / "unrolled"), format="png",
-                                                 cleanup=True)
-        files.append(Path(path))
-        say(f"  wrote {path}")
-    except ug.RenderError as exc:  # Graphviz's dot is missing: the rest still stands
-        say(f"  (no diagram: {exc})")
     return {"losses": (before, after), "sum_gap": gap, "files": files}
 
 

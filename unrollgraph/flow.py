@@ -95,7 +95,8 @@ class GradientFlow:
 
     def __init__(self, steps, states, grad, direct, carried, jac, joint, jac_samples,
                  contrib, recurrent_weight, sigma_max, gamma, truncate, cell_name,
-                 bound_applies=True, lengths=None, measured_samples=None, share_weight=None):
+                 bound_applies=True, lengths=None, measured_samples=None, share_weight=None,
+                 recurrent_params=()):
         self.steps = steps
         self.states = list(states)
         self._grad, self._direct, self._carried = grad, direct, carried
@@ -112,6 +113,9 @@ class GradientFlow:
         self.lengths = lengths
         self.measured_samples = measured_samples
         # the weight whose step shares the table shows: the recurrent one when it is known
+        self.recurrent_params = list(recurrent_params)
+        if share_weight is None and self.recurrent_params:
+            share_weight = self.recurrent_params[0]
         self.share_identified = share_weight is not None
         self.share_weight = share_weight if share_weight is not None else next(iter(contrib),
                                                                                None)
@@ -211,6 +215,10 @@ class GradientFlow:
             if not self.share_identified:
                 out.append(f"({w} is the first parameter: no recurrent weight was identified; "
                            "weight_contribution_shares has every parameter)")
+            elif len(self.recurrent_params) > 1 and w == self.recurrent_params[0]:
+                out.append(f"({w} is the first of the recurrent weights "
+                           f"{self.recurrent_params}; weight_contribution_shares has every "
+                           "parameter)")
         return out
 
     def _rows(self, max_rows):
@@ -300,58 +308,114 @@ class GradientFlow:
     def plot(self, ax=None, parts: bool | None = None, title: str | None = None):
         """Draw the norms against t on a log scale, annotated with σ₁ and γ.
 
-        One line per quantity and state: ``‖∂L/∂h_t‖`` (solid), its direct and carried parts
-        (thin, with ``parts=True``), ``‖∂h_T/∂h_t‖₂`` (dashed) and the norm of the recurrent
-        weight's step-t contribution (dotted). Zeros (steps truncation cuts off) are left out
-        of the log scale, and the cut-off steps are shaded.
+        Line style says the quantity: ``‖∂L/∂h_t‖`` (solid, thick), its part carried back from
+        later steps (dashed) and its direct part from the loss at step t (dots),
+        ``‖∂h_T/∂h_t‖₂`` (dash-dot) and the norm of the recurrent weight's step-t term
+        (dotted, grey). For one state the Jacobian has its own colour; for several, colour
+        says the state. A carried line equal to ``‖∂L/∂h_t‖`` (a loss at the last step only)
+        is not drawn twice: the legend says so. Zeros cannot sit on a log scale: they are
+        marked with a triangle on the bottom axis, and steps truncation cuts off are shaded.
+        With ``lengths=``, the Jacobian norms of the longest samples are drawn (see
+        :func:`gradient_flow`) and the title says so.
 
         Parameters
         ----------
         ax : matplotlib Axes, optional
-            Draw into this axes; a new figure otherwise.
+            Draw into this axes (legend and σ₁ box then stay inside it); a new figure
+            otherwise (legend and box to the right of the plot).
         parts : bool, optional
-            Also draw the direct and carried parts of ``∂L/∂h_t`` (default: for a cell with
-            one state only, to keep the picture readable).
+            Also draw the direct and carried parts of ``∂L/∂h_t`` (default: for cells with
+            one or two states; a stacked cell's picture would hold too many lines).
         title : str, optional
+            Wrapped to the width of the axes.
 
         Returns
         -------
         matplotlib.figure.Figure
             Save it with ``fig.savefig("flow.png")`` (``.svg``, ``.pdf`` work too).
         """
+        from matplotlib.lines import Line2D
+
         plt = _pyplot()
-        fig, ax = _axes(plt, ax, (9, 5))
+        given = ax is not None
+        fig, ax = _axes(plt, ax, (10, 5.2))
         colours = _colours(plt)
-        k = 0
         t = np.arange(self.steps)
+        many = len(self.states) > 1
         if parts is None:
-            parts = len(self.states) == 1
-        for s in self.states:
-            tag = f" ({s})" if len(self.states) > 1 else ""
-            c1, c2 = colours[k % len(colours)], colours[(k + 1) % len(colours)]
-            k += 2
-            ax.plot(t, _positive(self._grad[s]), color=c1, lw=2.6,
-                    label=f"‖∂L/∂{s}_t‖")
+            parts = len(self.states) <= 2
+        handles = []
+        styles = {"grad": {"lw": 2.6, "ls": "-"}, "carried": {"lw": 1.3, "ls": (0, (5, 2))},
+                  "direct": {"lw": 0, "marker": "o", "ms": 4},
+                  "jac": {"lw": 2.0, "ls": (0, (7, 2, 1.5, 2))}}
+        same_carried = []
+        for k, s in enumerate(self.states):
+            c = colours[k % len(colours)]
+            cj = c if many else colours[1]
+            g = np.asarray(self._grad[s], dtype=float)
+            name = f"‖∂L/∂{s}_t‖"
+            carried_is_all = parts and self.steps > 1 and np.allclose(
+                self._carried[s][:-1], g[:-1], rtol=1e-9, atol=0.0)
+            if carried_is_all:
+                same_carried.append(s)
+            ax.plot(t, _positive(g), color=c, **styles["grad"],
+                    label=name + ("\n(before T−1 all of it is carried\nfrom later steps)"
+                                  if carried_is_all and not many else ""))
+            _mark_zeros(ax, t, g, c, self.steps, self.truncate)
+            if parts and not carried_is_all:
+                ax.plot(t, _positive(self._carried[s]), color=c, alpha=0.85,
+                        **styles["carried"],
+                        label=None if many else "carried from later steps")
             if parts:
-                ax.plot(t, _positive(self._carried[s]), color=c1, lw=1.2, ls="--", alpha=0.8,
-                        label=f"carried from later steps{tag}")
-                ax.plot(t, _positive(self._direct[s]), color=c1, lw=0, marker="o", ms=4,
-                        alpha=0.7, label=f"direct: loss at step t{tag}")
-            ax.plot(t, _positive(self._jac[s]), color=c2, lw=2.2, ls=(0, (6, 2)),
-                    label=f"‖∂{s}_T/∂{s}_t‖₂")
+                ax.plot(t, _positive(self._direct[s]), color=c, alpha=0.75, **styles["direct"],
+                        label=None if many else "direct: loss at step t")
+            ax.plot(t, _positive(self._jac[s]), color=cj, **styles["jac"],
+                    label=None if many else f"‖∂{s}_T/∂{s}_t‖₂")
         w = self.share_weight
         if w is not None:
-            ax.plot(t, _positive(self.weight_contribution_norms[w]), color="0.35", lw=1.8,
-                    ls=":", label=f"‖step-t part of ∂L/∂{w}‖")
-        _shade_cut(ax, self.steps, self.truncate)
+            v = self.weight_contribution_norms[w]
+            ax.plot(t, _positive(v), color="0.35", lw=1.8, ls=":",
+                    label=f"‖step-t term of ∂L/∂{w}‖")
+            _mark_zeros(ax, t, v, "0.35", self.steps, self.truncate)
+        if many:  # colour = state, style = quantity
+            handles = [Line2D([], [], color=colours[k % len(colours)], lw=6,
+                              label=f"state {s}") for k, s in enumerate(self.states)]
+            what = [("grad", "‖∂L/∂state_t‖"), ("carried", "carried from later steps"),
+                    ("direct", "direct: loss at step t"), ("jac", "‖∂state_T/∂state_t‖₂")]
+            for key, lab in what:
+                if key in ("carried", "direct") and not parts:
+                    continue
+                if key == "carried" and len(same_carried) == len(self.states):
+                    lab = "(carried = ‖∂L/∂state_t‖ before T−1: not drawn)"
+                handles.append(Line2D([], [], color="0.2", **styles[key], label=lab))
+            if parts and same_carried and len(same_carried) < len(self.states):
+                handles.append(Line2D([], [], color="none", label="(no carried line for "
+                                      + ", ".join(same_carried) + ": = ‖∂L/∂state_t‖)"))
+            handles += [h for h in ax.get_legend_handles_labels()[0]
+                        if h.get_label().startswith("‖step-t")]
+        else:
+            handles = ax.get_legend_handles_labels()[0]
+        if ax.collections:  # zero markers
+            handles.append(Line2D([], [], color="0.3", lw=0, marker="v", ms=7,
+                                  label="zero (off the log scale)"))
+        _shade_cut(ax, self.steps, self.truncate, handles)
         _decorate(ax, self.steps)
-        ax.set_title(title or f"Gradient flow through time: {self.cell_name}, T = {self.steps}",
-                     fontsize=14)
-        ax.text(1.02, 0.0, _bound_label(self), transform=ax.transAxes, ha="left",
-                va="bottom", fontsize=11,
-                bbox={"boxstyle": "round", "fc": "white", "ec": "0.6", "alpha": 0.9})
-        ax.legend(fontsize=11, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        fig.tight_layout()
+        head = title or (f"Gradient flow through time: {self.cell_name}, T = {self.steps}"
+                         + (f", lengths {self.lengths}: ‖∂h_T/∂h_t‖₂ of the longest"
+                            if self.lengths is not None and len(set(self.lengths)) > 1
+                            else ""))
+        _set_title(ax, head, 14)
+        box = {"boxstyle": "round", "fc": "white", "ec": "0.6", "alpha": 0.9}
+        if given:  # inside the axes, so a grid of panels does not overlap
+            ax.text(0.02, 0.03, _bound_label(self), transform=ax.transAxes, ha="left",
+                    va="bottom", fontsize=8, bbox=box)
+            ax.legend(handles=handles, fontsize=8, loc="upper left", framealpha=0.85)
+        else:
+            ax.text(1.02, 0.0, _bound_label(self), transform=ax.transAxes, ha="left",
+                    va="bottom", fontsize=11, bbox=box)
+            ax.legend(handles=handles, fontsize=11, loc="upper left",
+                      bbox_to_anchor=(1.01, 1.0), frameon=False)
+            fig.tight_layout()
         return fig
 
 
@@ -364,39 +428,37 @@ def _shares(v):
     return v / total if total > 0 else np.zeros_like(v, dtype=float)
 
 
-def _recurrent_param(cell, among):
-    """The parameter on the path from a state to its next value: one that meets a state (or
-    a value computed from one) in a product, as U in ``h_{t-1} @ U``; None unless exactly
-    one such parameter is measured (the LSTM's and GRU's ``weight_hh`` included)."""
+def _recurrent_params(cell, among):
+    """The parameters on the path from a state to its own next value: each one that meets
+    that state (or a value computed from it) in a product, as U in ``h_{t-1} @ U``, on the
+    way to the state's next value (an LSTM's and GRU's ``weight_hh``; one per layer of a
+    stacked cell). In the cell's order of parameters."""
     params = {id(t.node): k for k, t in cell.parameters().items() if k in among}
-    state_ids = {id(st.node) for st in cell.states.values()}
-    order, stack, seen = [], [(fb.node, False) for fb in cell.feedbacks.values()], set()
-    while stack:  # post-order: every node after its inputs
-        n, done = stack.pop()
-        if done:
-            order.append(n)
-            continue
-        if id(n) in seen:
-            continue
-        seen.add(id(n))
-        stack.append((n, True))
-        stack.extend((i, False) for i in n.inputs)
-    reads = set()
-    for n in order:
-        if id(n) in state_ids or any(id(i) in reads for i in n.inputs):
-            reads.add(id(n))
-    found = []
-    for n in order:
-        if n.op in ("matmul", "mul", "einsum", "tensordot", "dot"):
-            ins = [i.inputs[0] if i.op == "transpose" and i.inputs else i for i in n.inputs]
-            ws = [params[id(i)] for i in ins if id(i) in params]
-            if ws and any(id(i) in reads for i in ins if id(i) not in params):
-                found += ws
-    found = list(dict.fromkeys(found))
-    if len(found) == 1:
-        return found[0]
-    hh = [k for k in found if "hh" in k]
-    return hh[0] if len(hh) == 1 else None
+    found = set()
+    for name, state in cell.states.items():
+        order, stack, seen = [], [(cell.feedbacks[name].node, False)], set()
+        while stack:  # post-order over the next value's ancestors: inputs first
+            n, done = stack.pop()
+            if done:
+                order.append(n)
+                continue
+            if id(n) in seen:
+                continue
+            seen.add(id(n))
+            stack.append((n, True))
+            stack.extend((i, False) for i in n.inputs)
+        reads = set()
+        for n in order:
+            if n is state.node or any(id(i) in reads for i in n.inputs):
+                reads.add(id(n))
+        for n in order:
+            if n.op in ("matmul", "mul", "einsum", "tensordot", "dot"):
+                ins = [i.inputs[0] if i.op == "transpose" and i.inputs else i
+                       for i in n.inputs]
+                ws = [params[id(i)] for i in ins if id(i) in params]
+                if ws and any(id(i) in reads for i in ins if id(i) not in params):
+                    found.update(ws)
+    return [k for k in cell.parameters() if k in found]
 
 
 def _num(v) -> str:
@@ -451,20 +513,54 @@ def _colours(plt):
             "#e377c2"]
 
 
-def _shade_cut(ax, steps, truncate):
-    if truncate:
+def _shade_cut(ax, steps, truncate, handles=None):
+    """Shade the steps truncation cuts off; the legend (not a label on the lines) says so."""
+    if truncate and steps - truncate > 0:
+        from matplotlib.patches import Patch
+
         cut = steps - truncate
         ax.axvspan(-0.5, cut - 0.5, color="0.9", zorder=0)
-        ax.text((cut - 1) / 2, 0.97, "truncated:\nno gradient", transform=ax.get_xaxis_transform(),
-                ha="center", va="top", fontsize=10, color="0.35")
+        if handles is not None:
+            handles.append(Patch(color="0.9", label=f"steps 0–{cut - 1} truncated: no "
+                                 "gradient"))
 
 
-def _decorate(ax, steps):
+def _mark_zeros(ax, x, y, colour, steps=None, truncate=None):
+    """A triangle on the bottom axis at each zero of ``y`` (a log scale drops them), except
+    in the shaded steps truncation cuts off."""
+    y = np.asarray(y, dtype=float)
+    zero = y == 0
+    if truncate and steps:
+        zero &= np.asarray(x) >= steps - truncate
+    if zero.any():
+        ax.scatter(np.asarray(x)[zero], np.zeros(int(zero.sum())), marker="v", s=55,
+                   color=colour, transform=ax.get_xaxis_transform(), clip_on=False,
+                   zorder=5)
+
+
+def _set_title(ax, text, size):
+    """The title, wrapped to the width of the axes (a long one is not cut off)."""
+    fig = ax.figure
+    width_in = ax.get_position().width * fig.get_figwidth()
+    chars = max(20, int(width_in * 72 / (0.56 * size)))
+    ax.set_title("\n".join(textwrap.fill(p, chars) for p in text.split("\n")), fontsize=size)
+
+
+def _decorate(ax, steps, xlabel="step t"):
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, MaxNLocator
+
     ax.set_yscale("log")
-    ax.set_xlabel("step t", fontsize=13)
+    ax.set_xlabel(xlabel, fontsize=13)
     ax.set_ylabel("norm (log scale)", fontsize=13)
     ax.tick_params(labelsize=11)
     ax.set_xlim(-0.5, steps - 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.yaxis.set_major_locator(LogLocator(base=10, numticks=12))
+    lo, hi = ax.get_ylim()
+    if lo > 0 and math.log10(hi / lo) < 3.5:  # few decades: label 2 and 5 too
+        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0), numticks=12))
+        ax.yaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False,
+                                                             minor_thresholds=(10, 10)))
     ax.grid(True, which="major", alpha=0.35)
     ax.grid(True, which="minor", alpha=0.1)
 
@@ -575,7 +671,8 @@ def gradient_flow(run, weights=None, recurrent_weight: str | None = None,
     flow = GradientFlow(T, names, grad_norms, direct_norms, carried_norms, jac, joint,
                         per_sample, contrib, rw, sigma, g, net.truncate, cell.name,
                         bound_applies=elman, lengths=lengths, measured_samples=measured,
-                        share_weight=rw if rw in contrib else _recurrent_param(cell, contrib))
+                        share_weight=rw if rw in contrib else None,
+                        recurrent_params=_recurrent_params(cell, contrib))
     return flow
 
 
