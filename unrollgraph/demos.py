@@ -20,7 +20,17 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["DEMOS", "run_demo", "vanishing", "exploding", "remedies", "truncation", "memory",
-           "bptt_steps"]
+           "bptt_steps", "REMEDY_COLOURS"]
+
+#: one colour per run label in every picture of the remedies (the demo's and tutorial 5's)
+REMEDY_COLOURS = {
+    "tanh RNN": "#d62728",
+    "residual RNN": "#2ca02c",
+    "LSTM (default init)": "#8c564b",
+    "LSTM (forget bias +3)": "#9467bd",
+    "GRU": "#1f77b4",
+    "GRU (update bias +3)": "#1f77b4",
+}
 
 
 def _ug():
@@ -140,8 +150,19 @@ def exploding(out="demo_out/exploding", steps: int = 50, hidden: int = 16, epoch
     say(f"  {flow.regime_text()}")
     say(f"  ‖∂L/∂h_t‖ at t={steps - 1}: {g[-1]:.3e}   t=0: {g[0]:.3e}   "
         f"(x{g[0] / g[-1]:.3g}); ‖∂h_T/∂h_0‖₂ = {flow.jacobian_norms[0]:.3e}")
-    files = [_save(flow.plot(title=f"Exploding gradients: relu RNN, W_hh = 1.05 I, "
-                                   f"T = {steps}"), folder, "exploding_flow.png", say)]
+    fig = flow.plot(title=f"Exploding gradients: relu RNN, W_hh = 1.05 I, T = {steps}")
+    term = flow.weight_contribution_norms["weight_hh"]
+    hs = np.stack([np.asarray(run.value(n)) for n in run.net.state_nodes["h"]])
+    grow = float(np.linalg.norm(hs[-1]) / np.linalg.norm(hs[0]))
+    at = int(0.75 * (steps - 1))
+    fig.axes[0].annotate(
+        "the step-t term is (∂L/∂z_t) h_(t−1)ᵀ: it rises with t\nbecause the state grows "
+        f"(‖h_T‖/‖h_0‖ = {grow:.3g})\nfaster than ∂L/∂h_t falls", xy=(at, term[at]),
+        xytext=(0.30, 0.60), textcoords="axes fraction", fontsize=10.5, color="0.2",
+        arrowprops={"arrowstyle": "->", "color": "0.35"})
+    say(f"  the step-t term of ∂L/∂W_hh rises with t ({term[1]:.3g} at t=1, {term[-1]:.3g} at "
+        f"t={steps - 1}): it is ∂L/∂z_t h_(t-1)^T, and the state grows by x{grow:.3g}")
+    files = [_save(fig, folder, "exploding_flow.png", say)]
     lr = 0.001
     runs = {}
     for remedy in ("none", "clip", "normalise"):
@@ -185,6 +206,10 @@ def _training_figure(runs, lr):
         ax.set_xlabel("training step", fontsize=13)
         ax.grid(True, alpha=0.35)
         ax.tick_params(labelsize=11)
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     a.set_ylabel("loss (log scale)", fontsize=13)
     b.set_ylabel("global gradient norm (log scale)", fontsize=13)
     a.legend(fontsize=11)
@@ -229,7 +254,7 @@ def remedies(out="demo_out/remedies", steps: int = 60, hidden: int = 32, seed: i
             f"‖∂{state}_T/∂{state}_0‖₂ = {j[0]:.3e}")
         flows.append(flow)
         states.append(state)
-    fig = ug.compare_flows(flows, list(cells), state=states,
+    fig = ug.compare_flows(flows, list(cells), state=states, colors=REMEDY_COLOURS,
                            title=f"Remedies for vanishing gradients (T = {steps}, H = {hidden})")
     png = _save(fig, folder, "remedies.png", say)
     return {"cells": result, "flows": flows, "files": [png]}

@@ -547,7 +547,7 @@ def _set_title(ax, text, size):
 
 
 def _decorate(ax, steps, xlabel="step t"):
-    from matplotlib.ticker import LogFormatterSciNotation, LogLocator, MaxNLocator
+    from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, LogLocator, MaxNLocator
 
     ax.set_yscale("log")
     ax.set_xlabel(xlabel, fontsize=13)
@@ -557,7 +557,14 @@ def _decorate(ax, steps, xlabel="step t"):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.yaxis.set_major_locator(LogLocator(base=10, numticks=12))
     lo, hi = ax.get_ylim()
-    if lo > 0 and math.log10(hi / lo) < 3.5:  # few decades: label 2 and 5 too
+    decades = math.log10(hi / lo) if lo > 0 else math.inf
+    if decades < 1.3:  # about one decade: plain numbers, several between powers of ten
+        plain = FuncFormatter(lambda v, _: f"{v:.2g}")
+        ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(1.5, 2, 3, 4, 5, 6, 7, 8, 9),
+                                              numticks=12))
+        ax.yaxis.set_minor_formatter(plain)
+        ax.yaxis.set_major_formatter(plain)
+    elif decades < 3.5:  # a few decades: label 2 and 5 too
         ax.yaxis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0), numticks=12))
         ax.yaxis.set_minor_formatter(LogFormatterSciNotation(labelOnlyBase=False,
                                                              minor_thresholds=(10, 10)))
@@ -972,7 +979,7 @@ def _recurrence(cell, name, gamma):
 # -- comparing -------------------------------------------------------------------------------
 
 def compare_flows(runs, labels=None, state=None, quantities=("grad", "jacobian"),
-                  title: str | None = None):
+                  title: str | None = None, align: str | None = None, colors=None):
     """Draw the gradient flow of several runs on one log scale, side by side.
 
     Parameters
@@ -988,6 +995,14 @@ def compare_flows(runs, labels=None, state=None, quantities=("grad", "jacobian")
     quantities : sequence of {"grad", "jacobian"}
         One panel each: ``‖∂L/∂h_t‖`` and ``‖∂h_T/∂h_t‖₂``. The panels share their y axis.
     title : str, optional
+    align : {"start", "end"}, optional
+        ``"start"``: x is the step t. ``"end"``: x is the number of steps before each run's
+        last step, ``T - 1 - t`` (the last step at the right, at 0), so runs of different
+        lengths are compared at the same distance from their loss. Default: ``"end"`` when
+        the runs' T differ, else ``"start"``. The x axis says which.
+    colors : sequence or dict, optional
+        One colour per run, or a dict label -> colour (the same run label gets the same
+        colour in every picture); default a fixed palette in run order.
 
     Returns
     -------
@@ -996,7 +1011,8 @@ def compare_flows(runs, labels=None, state=None, quantities=("grad", "jacobian")
     Raises
     ------
     UnrollGraphError
-        No runs, labels or states not one per run, an unknown quantity or state.
+        No runs, labels or states not one per run, an unknown quantity, state or ``align``,
+        or ``colors`` without a colour for every run.
 
     Examples
     --------
@@ -1048,31 +1064,65 @@ def compare_flows(runs, labels=None, state=None, quantities=("grad", "jacobian")
             raise UnrollGraphError(
                 f"compare_flows(): unknown quantity {q!r}; use 'grad' and/or 'jacobian'"
             )
+    if align is None:
+        align = "end" if len({f.steps for f in flows}) > 1 else "start"
+    if align not in ("start", "end"):
+        raise UnrollGraphError(f"compare_flows(): align must be 'start' or 'end', got {align!r}")
+    palette = _colours(None)
+    if colors is None:
+        colors = [palette[k % len(palette)] for k in range(len(flows))]
+    elif isinstance(colors, dict):
+        missing = [lab for lab in labels if lab not in colors]
+        if missing:
+            raise UnrollGraphError(f"compare_flows(): colors has no colour for {missing}; give "
+                                   "one per run label")
+        colors = [colors[lab] for lab in labels]
+    else:
+        colors = list(colors)
+        if len(colors) != len(flows):
+            raise UnrollGraphError(f"compare_flows(): {len(flows)} runs but {len(colors)} "
+                                   "colors; give one per run (or a dict label -> colour)")
     Figure = _pyplot()
-    fig = Figure(figsize=(6.5 * len(quantities) + 2.5, 5), dpi=110)
+    fig = Figure(figsize=(6.5 * len(quantities) + 3.2, 5.2), dpi=110)
     axes = fig.subplots(1, len(quantities), sharey=True, squeeze=False)[0]
-    colours = _colours(None)
     steps = max(f.steps for f in flows)
+    several = len(set(states)) > 1
     for ax, q in zip(axes, quantities):
         head, attr = what[q]
-        for k, (f, s, lab) in enumerate(zip(flows, states, labels)):
-            y = getattr(f, attr)[s]
-            extra = f" ({s})" if len(f.states) > 1 else ""
-            ax.plot(np.arange(f.steps), _positive(y), color=colours[k % len(colours)], lw=2.4,
-                    label=lab + extra)
+        for f, s, lab, col in zip(flows, states, labels, colors):
+            y = np.asarray(getattr(f, attr)[s], dtype=float)
+            t = np.arange(f.steps)
+            x = t if align == "start" else f.steps - 1 - t
+            extra = f", state {s}" if several else ""
+            ax.plot(x, _positive(y), color=col, lw=2.4, label=lab + extra)
+            _mark_zeros(ax, x, y, col, None, None)
             if f.truncate:
-                ax.axvline(f.steps - f.truncate - 0.5, color=colours[k % len(colours)],
-                           lw=1, ls=":")
-        _decorate(ax, steps)
-        one = states[0] if len(set(states)) == 1 else None
-        ax.set_title(head.format(s=one or "s") + " against t"
-                     + ("" if one else "   (s: each run's state)"), fontsize=13)
+                cut = f.steps - f.truncate - 0.5
+                ax.axvline(cut if align == "start" else f.steps - 1 - cut, color=col, lw=1,
+                           ls=":")
+        if align == "start":
+            _decorate(ax, steps)
+        else:
+            _decorate(ax, steps, xlabel="steps before the last step (T − 1 − t)")
+            ax.invert_xaxis()  # time still runs left to right; the last step is at 0
+        names = sorted(set(states), key=states.index)
+        ax.set_title(" or ".join(head.format(s=n) for n in names) + " against "
+                     + ("t" if align == "start" else "steps back")
+                     + ("\n(each run's state in the legend)" if several else ""), fontsize=13)
     axes[0].set_ylabel("norm (log scale, shared)", fontsize=13)
     for ax in axes[1:]:
         ax.set_ylabel("")
-    axes[-1].legend(fontsize=11, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
+    handles, _ = axes[-1].get_legend_handles_labels()
+    if any(ax.collections for ax in axes):
+        from matplotlib.lines import Line2D
+
+        handles.append(Line2D([], [], color="0.3", lw=0, marker="v", ms=7,
+                              label="zero (off the log scale)"))
+    axes[-1].legend(handles=handles, fontsize=11, loc="upper left",
+                    bbox_to_anchor=(1.02, 1.0), frameon=False)
     if title:
-        fig.suptitle(title, fontsize=14)
+        fig.suptitle(textwrap.fill(title, int(fig.get_figwidth() * 72 / (0.56 * 14))),
+                     fontsize=14)
     fig.tight_layout()
     return fig
 
@@ -1141,7 +1191,8 @@ class TruncationError:
         w = weight or next((k for k in self.full_norms if "weight_hh" in k),
                            next(iter(self.full_norms)))
         plt = _pyplot()
-        fig, ax = _axes(plt, ax, (9, 5))
+        given = ax is not None
+        fig, ax = _axes(plt, ax, (10, 5))
         t = np.arange(self.steps)
         ax.plot(t, _positive(self.full_norms[w]), color="#1f77b4", lw=2.6,
                 label="full BPTT")
@@ -1151,17 +1202,33 @@ class TruncationError:
                 label=kept)
         ax.plot(t, _positive(self.missing_norms[w]), color="#d62728", lw=0, marker="o",
                 ms=5, label="left out by truncation")
-        _shade_cut(ax, self.steps, self.truncate)
+        full = self.full_norms[w]
+        _mark_zeros(ax, t, full, "#1f77b4")
+        handles = ax.get_legend_handles_labels()[0]
+        if (full == 0).any():
+            from matplotlib.lines import Line2D
+
+            handles.append(Line2D([], [], color="#1f77b4", lw=0, marker="v", ms=7,
+                                  label="zero term (off the log scale)"))
+        _shade_cut(ax, self.steps, self.truncate, handles)
         if self.windows is not None:  # where each window's losses end
+            from matplotlib.lines import Line2D
+
             for e in range(self.windows[0], self.steps, self.windows[0]):
                 ax.axvline(e - 0.5, color="0.6", ls=":", lw=1.2, zorder=0)
+            handles.append(Line2D([], [], color="0.6", ls=":", lw=1.2,
+                                  label="end of a window"))
         _decorate(ax, self.steps)
         ax.set_ylabel(f"‖step-t term of ∂L/∂{w}‖", fontsize=13)
-        ax.set_title(f"What truncation leaves out: {self.cell_name}, T = {self.steps}, "
-                     f"{self._form()}\nrelative error of the whole gradient "
-                     f"{self.relative_error[w]:.2g}", fontsize=13)
-        ax.legend(fontsize=11, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-        fig.tight_layout()
+        _set_title(ax, f"What truncation leaves out: {self.cell_name}, T = {self.steps}, "
+                   f"{self._form()}\nrelative error of the whole gradient "
+                   f"{self.relative_error[w]:.2g}", 13)
+        if given:
+            ax.legend(handles=handles, fontsize=8, loc="best", framealpha=0.85)
+        else:
+            ax.legend(handles=handles, fontsize=11, loc="upper left",
+                      bbox_to_anchor=(1.01, 1.0), frameon=False)
+            fig.tight_layout()
         return fig
 
 
