@@ -661,3 +661,143 @@ def test_stacked_lstm_table_fits_100_columns():
     assert max(len(line) for line in text.splitlines()) <= 100
     for s in cell.states:
         assert f"state {s}:" in text
+
+
+# -- what the pictures show -------------------------------------------------------------------
+
+def _drawn(fig):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _visible_ticks(ax, which="x"):
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    lo, hi = sorted(ax.get_xlim() if which == "x" else ax.get_ylim())
+    return [v for v in axis.get_majorticklocs() if lo <= v <= hi]
+
+
+def test_plot_integer_ticks_zero_markers_and_hidden_carried_line():
+    cell = ug.nn.RNNCell(2, 4, seed=0)
+    net, _, _ = _run(cell, T=20, loss="last")
+    flow = ug.gradient_flow(net.last_run)
+    fig = flow.plot()
+    ax = fig.axes[0]
+    ticks = _visible_ticks(ax)
+    assert len(ticks) >= 4 and all(float(v).is_integer() for v in ticks)
+    # step 0's weight term is 0 (h_-1 = 0): a marker on the bottom axis, not a silent gap
+    assert flow.weight_contribution_norms["weight_hh"][0] == 0
+    offsets = np.concatenate([c.get_offsets() for c in ax.collections])
+    assert [0.0, 0.0] in offsets.tolist()
+    labels = ax.get_legend().get_texts()
+    assert any("zero" in t.get_text() for t in labels)
+    # loss at the last step only: the carried part is the whole gradient; drawn once, and said
+    assert not any(t.get_text().startswith("carried") for t in labels)
+    assert any("all of it is carried" in t.get_text() for t in labels)
+    assert len(ax.lines) == 4     # |dL/dh_t|, direct, Jacobian, weight term: no carried line
+
+
+def test_plot_into_a_grid_keeps_legend_and_box_inside_each_axes():
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.5), dpi=80)
+    axes = fig.subplots(1, 2)
+    for ax, kind in zip(axes, ("rnn", "gru")):
+        net, _, _ = _run(CELLS[kind](3, 0), T=10)
+        assert ug.gradient_flow(net.last_run).plot(ax=ax, title=kind) is fig
+    r = _drawn(fig)
+    for ax in axes:
+        box = ax.get_window_extent(r)
+        for art in [ax.get_legend()] + list(ax.texts):
+            e = art.get_window_extent(r)
+            assert box.x0 - 1 <= e.x0 and e.x1 <= box.x1 + 1, art
+            assert box.y0 - 1 <= e.y0 and e.y1 <= box.y1 + 1, art
+
+
+def test_long_titles_are_wrapped_inside_the_figure():
+    net, _, _ = _run(ug.nn.RNNCell(2, 3, seed=0), T=8)
+    long = "A title long enough to run off the side of the figure " * 3
+    fig = ug.gradient_flow(net.last_run).plot(title=long.strip())
+    r = _drawn(fig)
+    t = fig.axes[0].title
+    assert "\n" in t.get_text()
+    e, f = t.get_window_extent(r), fig.bbox
+    assert f.x0 <= e.x0 and e.x1 <= f.x1
+
+
+def test_plot_of_several_states_one_colour_per_state():
+    cell = ug.nn.LSTM(2, 3, num_layers=2, seed=0)
+    net = ug.unroll(cell, 8)
+    out, _ = net(np.ones((8, 1, 2)))
+    out.sum().backward()
+    flow = ug.gradient_flow(net.last_run)
+    ax = flow.plot().axes[0]
+    per_state = {}
+    for ln in ax.lines:
+        per_state.setdefault(ln.get_color(), []).append(ln)
+    state_colours = [c for c, lines in per_state.items() if len(lines) >= 2]
+    assert len(state_colours) == 4            # each state's lines share one colour
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert [x for x in labels if x.startswith("state ")] == [f"state {s}" for s in cell.states]
+    assert len(labels) <= 10
+    # an LSTM (two states) also gets the direct and carried parts, as the RNN does
+    net2, _, _ = _run(ug.nn.LSTMCell(2, 3, seed=0), T=8)
+    labels2 = [t.get_text() for t in
+               ug.gradient_flow(net2.last_run).plot().axes[0].get_legend().get_texts()]
+    assert "carried from later steps" in labels2 and "direct: loss at step t" in labels2
+
+
+def test_compare_flows_of_different_lengths_align_at_the_end():
+    runs = []
+    for T in (10, 40):
+        net, _, _ = _run(ug.nn.RNNCell(2, 3, seed=0), T=T, loss="last")
+        runs.append(net.last_run)
+    fig = ug.compare_flows(runs, ["T = 10", "T = 40"])
+    ax = fig.axes[0]
+    assert "steps before the last" in ax.get_xlabel() and ax.xaxis_inverted()
+    short, long_ = ax.lines[:2]
+    assert list(short.get_xdata()) == list(range(9, -1, -1))
+    assert list(long_.get_xdata()) == list(range(39, -1, -1))
+    same = ug.compare_flows(runs, ["T = 10", "T = 40"], align="start")
+    assert same.axes[0].get_xlabel() == "step t"
+    with pytest.raises(ug.UnrollGraphError, match="align"):
+        ug.compare_flows(runs, ["a", "b"], align="middle")
+
+
+def test_compare_flows_colours_per_label_and_plain_state_names():
+    from matplotlib.colors import to_hex
+
+    flows = []
+    for kind in ("rnn", "lstm"):
+        net, _, _ = _run(CELLS[kind](3, 0), T=6)
+        flows.append(ug.gradient_flow(net.last_run))
+    colours = {"RNN": "#123456", "LSTM": "#abcdef", "unused": "#000000"}
+    fig = ug.compare_flows(flows, ["RNN", "LSTM"], state=["h", "c"], colors=colours)
+    ax = fig.axes[0]
+    assert [to_hex(ln.get_color()) for ln in ax.lines] == ["#123456", "#abcdef"]
+    labels = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert labels[:2] == ["RNN, state h", "LSTM, state c"]
+    assert "‖∂L/∂h_t‖ or ‖∂L/∂c_t‖" in ax.get_title() and "s:" not in ax.get_title()
+    with pytest.raises(ug.UnrollGraphError, match="no colour for"):
+        ug.compare_flows(flows, ["RNN", "GRU"], colors=colours)
+
+
+def test_truncation_plot_marks_step_0_and_labels_enough_ticks():
+    cell = ug.nn.RNNCell(2, 6, seed=0)
+    net = ug.unroll(cell, 20, truncate=5)
+    out, _ = net(np.random.default_rng(0).normal(size=(20, 2, 2)))
+    out.sum().backward()
+    fig = ug.truncation_error(net.last_run).plot()
+    ax = fig.axes[0]
+    r = _drawn(fig)
+    labelled = [t for t in ax.yaxis.get_ticklabels(which="both")
+                if t.get_text() and t.get_visible() and t.get_window_extent(r).height > 0
+                and ax.get_window_extent(r).y0 - 2 <= t.get_window_extent(r).y0
+                <= ax.get_window_extent(r).y1 + 2]
+    assert len(labelled) >= 4
+    assert [0.0, 0.0] in np.concatenate([c.get_offsets() for c in ax.collections]).tolist()
+    assert not ax.texts           # the cut is in the legend, not written over the lines
+    assert any("truncated: no gradient" in t.get_text() for t in ax.get_legend().get_texts())
+    assert all(float(v).is_integer() for v in _visible_ticks(ax))
