@@ -69,18 +69,38 @@ class GradientFlow:
         so the Jacobian of the whole batch is block-diagonal and its spectral norm is the
         largest over the samples; the per-sample values are in
         ``jacobian_norms_per_sample``. It is the derivative of the forward map, which
-        truncation does not change. ``1`` at ``t = T - 1``.
+        truncation does not change. ``1`` at ``t = T - 1``. With ``lengths=``, each sample is
+        measured to its own last real step (past it its state is only carried, an identity
+        that would hide any decay), and this is the largest over the longest measured
+        samples (``measured_samples``); NaN at steps past their length.
     joint_jacobian_norms : ndarray (T,)
         The same for all states together (for one state, equal to ``jacobian_norms``).
     jacobian_norms_per_sample : ndarray (T, B) or dict
+        NaN for samples not measured (``samples=``) and for steps past a sample's length.
+    lengths : list of int or None
+        The run's sequence lengths (``net(xs, lengths=...)``), else None.
+    measured_samples : list of int
+        The samples the aggregate ``jacobian_norms`` is taken over.
     weight_contribution_norms : dict
         Parameter name -> (T,): the Frobenius norm of step t's term of its gradient
         (:meth:`Run.step_contributions`).
     weight_contribution_shares : dict
         Parameter name -> (T,): those norms divided by their sum (they sum to 1; all zero for
-        a parameter that received no gradient).
+        a parameter that received no gradient, NaN when the norms are not finite). The terms
+        can cancel in the gradient, so this compares the terms' sizes; it is not a share of
+        the gradient's norm.
+    share_weight : str or None
+        The parameter whose shares the table shows: the recurrent weight (the parameter met
+        in a product on the path from a state to its next value; the first of several, as in
+        a stacked cell), else the first parameter (``share_identified`` is then False).
+    recurrent_params : list of str
+        Every parameter found on such a path.
     recurrent_weight : str or None
         The recurrent weight matrix of an Elman-type cell (``weight_hh``), or the one named.
+    bound_applies : bool
+        Whether the cell's next state has the form ``act(h_{t-1} W^T + ...)`` the σ₁ bound
+        is stated for, with this weight. For a weight named on another cell (residual,
+        gated), σ₁ is reported but no regime is claimed.
     sigma_max : float or None
         Its largest singular value σ₁.
     gamma : float or None
@@ -88,7 +108,9 @@ class GradientFlow:
     regime : {"vanishing", "may explode", "borderline"} or None
         ``"vanishing"`` when σ₁ < 1/γ (sufficient for vanishing gradients), ``"may explode"``
         when σ₁ > 1/γ (necessary, not sufficient, for exploding ones), ``None`` when the bound
-        does not apply (no recurrent weight found, gated cells).
+        does not apply (no recurrent weight found, gated or residual cells).
+        :meth:`regime_text` also says when the measured Jacobian norms contradict the
+        regime (a γ that does not bound the activation's derivative).
     truncate : int or None
         The run's in-graph truncation window.
     """
@@ -589,14 +611,16 @@ def gradient_flow(run, weights=None, recurrent_weight: str | None = None,
     recurrent_weight : str, optional
         The recurrent weight matrix for the σ₁ bound. Found by itself for a cell whose next
         state is ``tanh``, ``sigmoid`` or ``relu`` of a sum with ``h_{t-1} @ W.T`` (or
-        ``h_{t-1} @ W``), as :class:`~unrollgraph.nn.RNNCell`; give it (with ``gamma``) for
-        another cell.
+        ``h_{t-1} @ W``), as :class:`~unrollgraph.nn.RNNCell`. Named (with ``gamma``) for a
+        cell of another form (residual, gated), σ₁ is reported but no regime is claimed: the
+        bound does not hold there, and the report gives the measured Jacobian norm instead.
     gamma : float, optional
         Bound on the activation's derivative (1 for tanh and relu, 1/4 for sigmoid); found with
         the recurrent weight.
     samples : int, sequence of int or None
         The batch samples whose Jacobians to compute (default: all). Each sample costs one
-        forward and backward pass of a batch of S rows, S the total state size.
+        forward and backward pass of a batch of S rows, S the total state size. The others
+        are NaN in ``jacobian_norms_per_sample``.
 
     Returns
     -------
@@ -617,6 +641,11 @@ def gradient_flow(run, weights=None, recurrent_weight: str | None = None,
     and ``∂h_T/∂h_t`` is their product. The cost per sample is one such batch of
     ``(T - 1) * S`` rows plus T products of S x S matrices, S the total state size. The run,
     the net and the parameters' ``.grad`` are not changed.
+
+    With ``lengths=`` (sequences of different lengths in one batch), sample b's Jacobian
+    norms are those of ``∂h_{L_b-1}/∂h_t``, to its own last real step, as running it alone
+    gives; ``jacobian_norms`` is the largest over the longest samples, and the table and plot
+    say so.
 
     Examples
     --------
