@@ -554,6 +554,7 @@ def test_ragged_lengths_each_sample_measured_to_its_own_end(kind):
     # the aggregate is the longest sample's, which decays going back: not 1 from t = 1 on
     first = flow.jacobian_norms if len(cell.states) == 1 else flow.jacobian_norms["h"]
     assert np.all(first[:-1] < 0.999)
+    assert flow.measured_decay() == pytest.approx(first[:-1].max())   # the last step's 1 left out
     assert flow.lengths == lengths and flow.measured_samples == [0]
     assert "lengths [6, 4, 2]" in flow.table() and "own last real step" in flow.table()
 

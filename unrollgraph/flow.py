@@ -178,7 +178,11 @@ class GradientFlow:
         """The largest measured ``‖∂h_T/∂h_t‖₂`` over the steps before the last (NaN if
         none was measured): above 1, the state's influence grew going back at some step."""
         a = np.asarray(self._jac[self.states[0]], dtype=float)
-        a = a[:-1][np.isfinite(a[:-1])] if self.lengths is None else a[np.isfinite(a)]
+        end = self.steps
+        if self.lengths is not None and self.measured_samples:
+            end = min(end, max(self.lengths[b] for b in self.measured_samples))
+        a = a[:end - 1]
+        a = a[np.isfinite(a)]
         return float(a.max()) if a.size else float("nan")
 
     def regime_text(self) -> str:
