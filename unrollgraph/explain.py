@@ -610,12 +610,16 @@ def _walk_unrolled(call, seeds, records, skipped, nodes, names) -> list:
         s = run.states.get(k)
         if getattr(s, "requires_grad", False):
             needs.add(id(n))
-    want = set(needs)
+    want = set(needs)  # nodes whose gradient leads to one of them
+    reach = set(needs)  # the same, were there no truncation
     for n in net.nodes:
-        if n.is_leaf or net.is_cut(n):
+        if n.is_leaf:
             continue
         op = get_op(n.op)
-        if any(id(i) in want and op.input_vjp(k) is not None for k, i in enumerate(n.inputs)):
+        ks = [k for k in range(len(n.inputs)) if op.input_vjp(k) is not None]
+        if any(id(n.inputs[k]) in reach for k in ks):
+            reach.add(id(n))
+        if not net.is_cut(n) and any(id(n.inputs[k]) in want for k in ks):
             want.add(id(n))
     grads: dict = {}
 
@@ -646,14 +650,16 @@ def _walk_unrolled(call, seeds, records, skipped, nodes, names) -> list:
     param_grads = {}
     for n in reversed(net.nodes):
         g = grads.pop(id(n), None)
+        if id(n) in reach and not n.is_leaf and net.is_cut(n):
+            names.setdefault(id(n), label(n))
+            got = "" if g is None else f"; it receives {summary(g)} but passes nothing back"
+            skipped.append(Skipped(n, names[id(n)], (
+                f"cut by truncation (truncate={net.truncate}): steps before "
+                f"{net.steps - net.truncate} pass no gradient back{got}")))
+            continue
         if g is None or id(n) not in want:
             continue
         names.setdefault(id(n), label(n))
-        if net.is_cut(n):
-            skipped.append(Skipped(n, names[id(n)], (
-                f"cut by truncation (truncate={net.truncate}): steps before "
-                f"{net.steps - net.truncate} pass no gradient back")))
-            continue
         if n.op == "param":
             param_grads[id(n)] = g
             continue  # a parameter is a leaf of the eager graph: the eager walk records it
