@@ -416,10 +416,11 @@ class BPTT:
 
     def latex(self) -> str:
         sp = _sp()
-        lines = [rf"\frac{{\partial L}}{{\partial {self.param}}} = \sum_{{t=0}}^{{"
-                 rf"{len(self.terms) - 1}}} \frac{{\partial L}}{{\partial {self.param}^{{(t)}}}}"]
+        w = sp.latex(sp.Symbol(self.param))
+        lines = [rf"\frac{{\partial L}}{{\partial {w}}} = \sum_{{t=0}}^{{"
+                 rf"{len(self.terms) - 1}}} \frac{{\partial L}}{{\partial {w}^{{(t)}}}}"]
         for t, term in enumerate(self.terms):
-            lines.append(rf"\frac{{\partial L}}{{\partial {self.param}^{{({t})}}}} = "
+            lines.append(rf"\frac{{\partial L}}{{\partial {w}^{{({t})}}}} = "
                          + sp.latex(term))
         return " \\\\\n".join(lines)
 
