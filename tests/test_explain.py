@@ -192,3 +192,34 @@ def test_text_outputs_fit_and_frames_highlight():
 def test_explain_refuses_a_tensor_without_grad():
     with pytest.raises(ug.GradientError, match="does not require grad"):
         ug.explain(ug.tensor(1.0))
+
+
+def test_cli_explain_text_md_html(tmp_path, capsys):
+    from unrollgraph.cli import main
+
+    assert main(["explain", "rnn", "--steps", "3"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("Backward walk from loss")
+    assert "step 2" in text and "step 0" in text and "running total" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    md = tmp_path / "walk.md"
+    assert main(["explain", "rnn", "--steps", "3", "--format", "md", "-o", str(md)]) == 0
+    assert md.read_text().startswith("| # | node | op |")
+    page = tmp_path / "sub" / "walk.html"
+    assert main(["explain", "lstm", "--steps", "2", "-o", str(page)]) == 0
+    assert page.read_text().startswith("<!DOCTYPE html>")
+    capsys.readouterr()
+    assert main(["explain", "gru", "--format", "html"]) == 2
+    assert "give it a file with -o" in capsys.readouterr().err
+
+
+def test_cli_explain_a_script_cell(tmp_path, capsys):
+    from unrollgraph.cli import main
+
+    script = tmp_path / "mycell.py"
+    script.write_text("import unrollgraph as ug\ncell = ug.nn.RNNCell(1, 2, seed=3)\n")
+    assert main(["explain", f"{script}:cell", "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "h_next@1" in out and "weight_hh" in out
+    assert main(["explain", f"{script}:nothing"]) == 2
+    assert "defines no 'nothing'" in capsys.readouterr().err

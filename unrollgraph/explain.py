@@ -479,7 +479,13 @@ def explain(loss) -> Explanation:
     if any(n.op == "unrolled" for n in eager.nodes):
         # unnamed eager nodes get ids of their own, apart from the unrolled graph's n0, n1...
         for i, n in enumerate(eager.nodes):
-            if not n.name:
+            if n.op == "item" and not n.name:
+                net = n.inputs[0].attrs["_run"].net
+                picked = list(net.output_nodes) + [f"final {s}" for s in net.state_nodes]
+                k = n.attrs["index"]
+                names[id(n)] = (f"{picked[k]} (all steps)" if k < len(net.output_nodes)
+                                else picked[k])
+            elif not n.name:
                 names[id(n)] = f"e{i}"
     grads: dict = {id(loss): seed}
     ready = [loss]
