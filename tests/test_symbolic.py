@@ -120,3 +120,15 @@ def test_a_non_scalar_loss_is_refused_by_grad():
     with pytest.raises(ug.GradientError, match="must be a scalar"):
         symbolic.grad(x * x, x)
     assert ug.to_sympy(x * x).shape == (2, 1)
+
+
+def test_bptt_with_the_loss_itself():
+    cell, net, loss = _rnn(3, 1)
+    loss.backward()
+    b = symbolic.bptt(net, "weight_hh", loss=loss)
+    np.testing.assert_allclose(b.values, net.last_run.step_contributions("weight_hh"),
+                               rtol=1e-9, atol=1e-12)
+    assert "tanh" in str(b.terms[2]) and "**2" in str(b.terms[2])
+    other = ug.tensor(1.0, requires_grad=True) * 2
+    with pytest.raises(ug.UnrollGraphError, match="not computed from the net's last run"):
+        symbolic.bptt(net, "weight_hh", loss=other)

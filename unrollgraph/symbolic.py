@@ -442,8 +442,9 @@ def bptt(net, param: str, loss=None) -> BPTT:
     param : str
         A parameter name of the cell.
     loss : Tensor, optional
-        The loss; by default the one the run's last backward pass started from is rebuilt
-        from its output gradients (``sum(seed * output)``, whose gradients are the same).
+        The loss computed from the run's outputs: the terms are then derivatives of it.
+        Without it, the loss is replaced by its first-order form ``sum(seed * output)``
+        with the run's output gradients as seeds (the same gradients, shorter terms).
 
     Returns
     -------
@@ -477,17 +478,26 @@ def bptt(net, param: str, loss=None) -> BPTT:
                         f"{list(net.cell._params)}")
     sp = _sp()
     b = _Builder(split=param)
-    outs = b.unrolled(run)
-    # the loss, as the run saw it: sum of seed * output over every output and final state
-    parts = []
-    for arr, seed in zip(outs, run.seeds):
-        if seed is None:
-            continue
-        s = np.asarray(seed, dtype=np.float64)
-        for i, e in np.ndenumerate(np.asarray(arr, dtype=object)):
-            if s[i] != 0:
-                parts.append(_exact(s[i]) * e)
-    L = sp.Add(*parts)
+    if loss is not None:
+        _scalar(loss, "symbolic.bptt")
+        calls = [n for n in Graph([loss.node]).nodes if n.op == "unrolled"]
+        if not calls or calls[-1].attrs["_run"] is not run:
+            raise UnrollGraphError("symbolic.bptt: the loss given is not computed from the "
+                                   "net's last run; call the net, compute the loss, then bptt")
+        L = np.asarray(b.tensor(loss), dtype=object).reshape(())[()]
+    else:
+        # the loss as the run saw it, to first order: sum of seed * output over every output
+        # and final state (its gradients are the run's)
+        outs = b.unrolled(run)
+        parts = []
+        for arr, seed in zip(outs, run.seeds):
+            if seed is None:
+                continue
+            s = np.asarray(seed, dtype=np.float64)
+            for i, e in np.ndenumerate(np.asarray(arr, dtype=object)):
+                if s[i] != 0:
+                    parts.append(_exact(s[i]) * e)
+        L = sp.Add(*parts)
     p = net.cell._params[param]
     terms, values = [], np.zeros((net.steps,) + p.shape)
     fenv = {k: sp.Float(v) for k, v in b.env.items()}
