@@ -223,3 +223,35 @@ def test_cli_explain_a_script_cell(tmp_path, capsys):
     assert "h_next@1" in out and "weight_hh" in out
     assert main(["explain", f"{script}:nothing"]) == 2
     assert "defines no 'nothing'" in capsys.readouterr().err
+
+
+def test_chain_rule_tutorial_runs_and_its_page_is_current(tmp_path, monkeypatch):
+    import contextlib
+    import io
+    import json
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
+    page = docs / "chain-rule.md"
+    text = page.read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 8
+    assert all(b.startswith("# continues the block") for b in blocks[1:])
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in blocks:
+        with contextlib.redirect_stdout(io.StringIO()):
+            exec(compile(block, str(page), "exec"), namespace)
+    assert (tmp_path / "rnn-walk.html").exists() and (tmp_path / "chain-rule.svg").exists()
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        assert (docs / target).exists(), target
+    # the committed stepper is the walk of the tutorial's RNN, record for record
+
+    def frames(html):
+        data = re.search(r'<script type="application/json">(.*?)</script>', html, re.S)
+        return [f["text"] for f in json.loads(data.group(1))["frames"]]
+
+    committed = (docs / "chain-rule-rnn.html").read_text(encoding="utf-8")
+    assert frames(committed) == frames((tmp_path / "rnn-walk.html").read_text())
+    assert len(frames(committed)) == len(namespace["ex"]) == 26

@@ -120,7 +120,9 @@ def stepper(ex, title: str | None = None, embed: bool = False) -> str:
     RenderError
         When Graphviz's ``dot`` program is missing or fails.
     """
-    uid = f"ugx{next(_COUNTER)}"
+    # a page holds one stepper (a fixed id keeps a written page the same from run to run);
+    # fragments embedded in one notebook need ids of their own
+    uid = f"ugx{next(_COUNTER)}" if embed else "ugx"
     prefix = uid + "-"
     index = {id(n): i for i, n in enumerate(ex.nodes)}
     edge_index = {(id(a), id(b), k): i for i, (a, b, k) in enumerate(ex.edges)}
