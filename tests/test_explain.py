@@ -84,7 +84,7 @@ def test_random_graphs_sum_to_grad_in_backward_order(seed, depth):
     b = ug.tensor(rng.normal(size=(3,)), requires_grad=True, name="b")
     w = ug.tensor(rng.normal(size=(3, 2)), requires_grad=True, name="w")
     h = a
-    for k in range(depth):
+    for _ in range(depth):
         choice = rng.integers(0, 6)
         if choice == 0:
             h = h * h

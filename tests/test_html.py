@@ -77,7 +77,7 @@ def test_stepper_steps_in_a_real_browser(tmp_path):
         from selenium.common.exceptions import NoAlertPresentException
 
         with pytest.raises(NoAlertPresentException):
-            driver.switch_to.alert  # the hostile name's script did not run
+            _ = driver.switch_to.alert  # the hostile name's script did not run
 
         def state():
             current = driver.find_elements(By.CSS_SELECTOR, "g.node.current")

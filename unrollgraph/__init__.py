@@ -66,9 +66,9 @@ from .graph import Graph, Node, toposort
 from .nx import from_networkx, to_networkx
 from .optim import clip_grad_norm, clip_grad_value, normalize_grad_norm
 from .render import render, render_side_by_side, to_dot
+from .symbolic import to_sympy
 from .tensor import Tensor, detect_anomaly, enable_grad, is_grad_enabled, no_grad, tensor
 from .testing import gradcheck
-from .symbolic import to_sympy
 from .tikz import to_tikz
 from .unroll import Run, Unrolled, unroll
 

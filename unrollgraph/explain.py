@@ -606,7 +606,7 @@ def _walk_unrolled(call, seeds, records, skipped, nodes, names) -> list:
     leaf_nodes = {id(p.node): p for p in call._parents}
     # what needs a gradient: parameters, inputs and initial states that require grad
     needs = set()
-    for k, p in net.param_nodes.items():
+    for p in net.param_nodes.values():
         if id(p) in leaf_nodes and leaf_nodes[id(p)].requires_grad:
             needs.add(id(p))
     for k, ns in net.input_nodes.items():

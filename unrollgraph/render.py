@@ -1126,7 +1126,7 @@ class _Plain(_Drawer):
                                for n, k in nodes)
             rows.append(f"path {k + 1}: {route}")
             rows.append("   " + " × ".join(_num(f) for f in factors) + f" = {_num(prod)}")
-        for nodes, factors in paths:
+        for _nodes, factors in paths:
             total += float(np.prod(factors)) if factors else 1.0
         if len(paths) > 12:
             rows.append(f"… {len(paths) - 12} more paths")

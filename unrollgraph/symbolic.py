@@ -171,7 +171,7 @@ class _Builder:
                 vals[id(n)] = self.op(n, [value(i, n.step) for i in n.inputs])
             elif n.step is not None:
                 vals[id(n)] = _numbers(run.value(n))
-        for k, n in net.init_nodes.items():
+        for n in net.init_nodes.values():
             vals[id(n)] = value(n, None)
 
         def get(n):
