@@ -19,6 +19,9 @@ from .ops import get_op
 
 __all__ = ["explain", "Explanation", "Record", "Local", "Skipped"]
 
+#: above this many edges the diagrams use dot's quick layout settings
+_FAST_LAYOUT_EDGES = 150
+
 #: the local derivative of each op for each input, as a formula in words and symbols
 _FORMULAS = {
     "add": ("d(a + b)/da = 1", "d(a + b)/db = 1"),
@@ -274,7 +277,26 @@ class Explanation:
         return [loc.sent for r in self.records for loc in r.locals if loc.input is node]
 
     def table(self, width: int = 100) -> str:
-        """The walk as plain text, one block per record, no line longer than ``width``."""
+        """The walk as plain text, one block per record, no line longer than ``width``.
+
+        Arrays of more than four numbers are shown as their shape and norm.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> x = ug.tensor(3.0, requires_grad=True, name="x")
+        >>> print(ug.explain(x * x).table())
+        Backward walk from n1: 2 nodes
+        [0] n1 = mul
+            upstream dL/dn1 = 1
+            d(a * b)/da = b = 3
+              sends 3 to x
+            d(a * b)/db = a = 3
+              sends 3 to x
+              x running total 6 (2 of 2; last one)
+        [1] x = leaf
+            upstream dL/dx = 6
+        """
         lines = [f"Backward walk from {self.name(self.loss)}: {len(self.records)} nodes"]
         for r in self.records:
             lines.extend(r.lines(self.name))
@@ -289,7 +311,16 @@ class Explanation:
         return f"<Explanation: {len(self.records)} records, {len(self.skipped)} skipped>"
 
     def to_markdown(self) -> str:
-        """The walk as a Markdown table (one row per record, then the skipped nodes)."""
+        """The walk as a Markdown table (one row per record, then the skipped nodes); names
+        are escaped (``|``, ``<``, ``&``).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> x = ug.tensor(3.0, requires_grad=True, name="x")
+        >>> print(ug.explain(x * 2.0).to_markdown().splitlines()[2])
+        | 0 | n2 | mul |  | 1 | d(a * b)/da = b = 2 | 2 → x |
+        """
         rows = ["| # | node | op | step | upstream dL/d(node) | local derivative | sent |",
                 "|---|---|---|---|---|---|---|"]
         for r in self.records:
@@ -340,6 +371,11 @@ class Explanation:
                  '  node [fontname="Helvetica" shape=box style="rounded,filled" '
                  'fillcolor="#ffffff" fontsize=11];',
                  '  edge [fontname="Helvetica" fontsize=9];']
+        if len(self.edges) > _FAST_LAYOUT_EDGES:
+            # a long unrolled graph: dot's crossing minimisation and spline routing would
+            # take minutes; straight edges and a short search lay it out in seconds
+            lines.append("  mclimit=0.1; nslimit=1; nslimit1=1; remincross=false; "
+                         "splines=line;")
         records = {id(r.node): r for r in self.records}
         for n in self.nodes:
             nid = ids[id(n)]
@@ -380,6 +416,14 @@ class Explanation:
         Returns
         -------
         list of graphviz.Digraph
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> x = ug.tensor(0.5, requires_grad=True, name="x")
+        >>> frames = ug.explain(ug.tanh(x)).frames()
+        >>> len(frames), frames[0].source.count('penwidth="3"')
+        (2, 1)
         """
         from .render import _diagram_class
 
@@ -392,8 +436,36 @@ class Explanation:
         return out
 
     def to_html(self, path=None, title: str | None = None) -> str:
-        """Write a self-contained HTML page stepping through the walk (see
-        :mod:`unrollgraph.html`); returns the HTML text."""
+        """Write a self-contained HTML page stepping through the walk; returns its text.
+
+        The page holds the picture (inline SVG, laid out by Graphviz's ``dot``), its style and
+        a few lines of JavaScript: Previous/Next, the arrow keys and a slider move through
+        the records, the current node outlined, the edges already traversed solid with their
+        gradients, the record's text beside the picture. Nothing is fetched.
+
+        Parameters
+        ----------
+        path : str or path-like, optional
+            Where to write the page (UTF-8); without it, only the text is returned.
+        title : str, optional
+
+        Returns
+        -------
+        str
+
+        Raises
+        ------
+        RenderError
+            When Graphviz's ``dot`` program is missing or fails.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> x = ug.tensor(0.5, requires_grad=True, name="<x>")
+        >>> page = ug.explain(ug.tanh(x)).to_html()
+        >>> page.startswith("<!DOCTYPE html>"), "<x>" in page
+        (True, False)
+        """
         from .html import stepper
 
         text = stepper(self, title=title)
