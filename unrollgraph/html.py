@@ -45,6 +45,7 @@ _JS = """
   var slider = root.querySelector('input[type=range]');
   var text = root.querySelector('pre');
   var where = root.querySelector('.where');
+  var pic = root.querySelector('.pic');
   function el(id) { return document.getElementById(id); }
   function show(n) {
     k = Math.max(0, Math.min(frames.length - 1, n));
@@ -60,6 +61,14 @@ _JS = """
       e.classList.remove('done', 'todo');
       e.classList.add(data.edge_frame[i] <= k ? 'done' : 'todo');
     });
+    var cur = el(data.nodes[f.node]);
+    if (cur) {  // keep the current node in view inside the picture's scrolling box
+      var r = cur.getBoundingClientRect(), b = pic.getBoundingClientRect();
+      if (r.top < b.top || r.bottom > b.bottom)
+        pic.scrollTop += r.top - b.top - pic.clientHeight / 2;
+      if (r.left < b.left || r.right > b.right)
+        pic.scrollLeft += r.left - b.left - pic.clientWidth / 2;
+    }
     text.textContent = f.text;
     slider.value = k;
     where.textContent = 'step ' + (k + 1) + ' of ' + frames.length;
@@ -119,6 +128,14 @@ def stepper(ex, title: str | None = None, embed: bool = False) -> str:
     ------
     RenderError
         When Graphviz's ``dot`` program is missing or fails.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> x = ug.tensor(0.5, requires_grad=True, name="x")
+    >>> fragment = stepper(ug.explain(x * x), embed=True)
+    >>> fragment.startswith('<div class="ugx'), fragment.endswith("</script></div>")
+    (True, True)
     """
     # a page holds one stepper (a fixed id keeps a written page the same from run to run);
     # fragments embedded in one notebook need ids of their own
