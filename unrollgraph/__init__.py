@@ -11,7 +11,7 @@ Examples
 0.005364
 """
 
-from . import nn, ops, optim, train
+from . import nn, ops, optim, symbolic, train
 from .cell import Cell
 from .errors import (
     AnomalyError,
@@ -27,6 +27,7 @@ from .errors import (
     TrainingError,
     UnrollGraphError,
 )
+from .explain import Explanation, explain
 from .flow import (
     GradientFlow,
     TruncationError,
@@ -65,6 +66,7 @@ from .graph import Graph, Node, toposort
 from .nx import from_networkx, to_networkx
 from .optim import clip_grad_norm, clip_grad_value, normalize_grad_norm
 from .render import render, render_side_by_side, to_dot
+from .symbolic import to_sympy
 from .tensor import Tensor, detect_anomaly, enable_grad, is_grad_enabled, no_grad, tensor
 from .testing import gradcheck
 from .tikz import to_tikz
@@ -86,4 +88,5 @@ __all__ = [
     "optim", "train", "clip_grad_norm", "clip_grad_value",
     "normalize_grad_norm", "gradient_flow", "compare_flows", "GradientFlow",
     "truncation_error", "tbptt_truncation_error", "TruncationError",
+    "explain", "Explanation", "symbolic", "to_sympy",
 ]

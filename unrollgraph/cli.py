@@ -137,7 +137,79 @@ def build_parser() -> argparse.ArgumentParser:
                         "the gradient scale)")
     r.add_argument("--contributions", action="store_true",
                    help="list each step's part of a shared weight's gradient (needs --grad)")
+    _add_explain_parser(sub)
     return parser
+
+
+def _add_explain_parser(sub) -> None:
+    e = sub.add_parser(
+        "explain",
+        help="narrate the backward walk through an unrolled cell, node by node",
+        description="Run a ready cell (rnn, lstm, gru; one unit and one input by default) or "
+                    "your own (script.py:name runs the script) on random inputs with a "
+                    "mean-square loss, and narrate the backward walk: at every node the "
+                    "gradient arriving, the local derivative and what is sent to each input.",
+        epilog="Without -o, text and md are printed; html needs -o. Mistakes exit with status "
+               "2 and one line on stderr.",
+    )
+    e.add_argument("cell", help="rnn, lstm, gru, or path/to/script.py:name (runs the script)")
+    e.add_argument("--steps", type=_int_at_least(1, "--steps"), default=3,
+                   help="time steps T (default 3)")
+    e.add_argument("--format", choices=("text", "md", "html"), default=None,
+                   help="text (default), md (a Markdown table) or html (a page stepping "
+                        "through the walk; default when -o ends in .html)")
+    e.add_argument("-o", "--output", default=None, help="output file (missing folders are "
+                                                        "created)")
+    e.add_argument("--hidden", type=_int_at_least(1, "--hidden"), default=None,
+                   help="hidden size of a ready cell (default 1)")
+    e.add_argument("--input", type=_int_at_least(1, "--input"), default=None,
+                   help="input size of a ready cell (default 1)")
+    e.add_argument("--batch", type=_int_at_least(1, "--batch"), default=1,
+                   help="batch size of the random inputs (default 1)")
+    e.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0,
+                   help="seed of weights and inputs, >= 0 (default 0)")
+    e.add_argument("--truncate", type=_int_at_least(1, "--truncate"), default=None,
+                   help="truncated BPTT window, >= 1 (default: full BPTT)")
+
+
+def _explain(args) -> int:
+    import unrollgraph as ug
+
+    fmt = args.format
+    out = None if args.output is None else Path(args.output)
+    if fmt is None:
+        fmt = {".md": "md", ".html": "html", ".htm": "html"}.get(
+            out.suffix.lower() if out is not None else "", "text")
+    if fmt == "html" and out is None:
+        raise _UsageError("--format html writes a page: give it a file with -o walk.html")
+    if out is not None and out.is_dir():
+        raise _UsageError(f"-o {args.output!r} is a folder; give a file name")
+    if args.cell in _CELLS:
+        args.input = 1 if args.input is None else args.input
+        args.hidden = 1 if args.hidden is None else args.hidden
+    args.grad = True
+    try:
+        cell = _load_cell(ug, args)
+        _check_sizes(cell, args)
+        loss = _forward_backward(ug, cell, args)
+        ex = ug.explain(loss)
+        if fmt == "html":
+            text = ex.to_html(title=f"Backward walk through {cell.name}, T = {args.steps}")
+        else:
+            text = ex.table() + "\n" if fmt == "text" else ex.to_markdown()
+    except ug.UnrollGraphError as exc:
+        raise _UsageError(_one_line(exc)) from None
+    if out is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise _UsageError(f"cannot write {str(out)!r}: {exc.strerror or _one_line(exc)}") \
+            from None
+    print(f"wrote {out}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -172,6 +244,8 @@ def main(argv=None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "demo":
             return _demo(args)
+        if args.command == "explain":
+            return _explain(args)
         return _render(args)
     except _UsageError as exc:
         _say(f"error: {exc}")

@@ -44,6 +44,7 @@ OPTIONS = {
     "grads": None,
     "contributions": False,
     "derivatives": False,
+    "chain_rule": False,
     "highlight": None,
     "loss": None,
     "theme": "light",
@@ -156,6 +157,10 @@ def to_dot(obj, **options) -> str:
         they fit in ``max_elements``, norms otherwise) and their sum.
     derivatives : bool
         Label each edge between two scalars with the local derivative d(target)/d(source).
+    chain_rule : bool
+        With ``highlight`` on a tensor's graph of scalars: write the chain rule for the
+        highlighted node beside the diagram, each path from it to the output as the product
+        of the local derivatives on its edges, and the sum over paths (the node's gradient).
     highlight : Tensor, Node or str, optional
         Highlight the path from the loss (the outputs) down to this node; a string is a
         display name (``"h_next@1"``) or a stable id (``"n7"``).
@@ -446,6 +451,11 @@ def _resize(line: str, factor: float, pen: float) -> str:
 
 def _drawer(obj, opts: dict):
     v = view(obj)
+    if opts["chain_rule"] and v.kind != "tensor":
+        raise RenderError(
+            f"chain_rule=True writes the chain rule on a tensor's graph of scalars, not on "
+            f"a {v.kind} view; draw the loss tensor (for an unrolled net, ug.explain(loss) "
+            "and ug.symbolic.bptt give the chain rule through time)")
     if opts["detail"] == "textbook" and v.kind in ("unrolled", "cell"):
         from .textbook import Folded, Textbook
 
@@ -1069,9 +1079,79 @@ class _Plain(_Drawer):
         for nxt, st in fb:
             self.edge(g.id(nxt), g.id(st), "delay", label="z⁻¹ (one-step delay)",
                       constraint=False)
+        if o["chain_rule"]:
+            self.chain_rule_note(roots)
         self.guard(self.n_nodes, "this graph", fixes)
         self.legend()
         return self.lines
+
+    def chain_rule_note(self, roots) -> None:
+        """A note listing, for each path from the highlighted node to an output, the product of
+        the local derivatives on its edges, and their sum."""
+        if self.o["highlight"] is None:
+            raise RenderError("chain_rule=True writes the chain rule for one node: pass "
+                              "highlight=that node (a tensor, a node or its name)")
+        g = self.g
+        target = self.find(self.o["highlight"])
+        consumers: dict = {}
+        for n in g.nodes:
+            for k, i in enumerate(n.inputs):
+                consumers.setdefault(id(i), []).append((n, k))
+        rootset = {id(r) for r in roots}
+        paths = []
+        stack = [(target, [(target, None)], [])]
+        while stack:
+            n, nodes, factors = stack.pop()
+            if id(n) in rootset:
+                paths.append((nodes, factors))
+            for c, k in consumers.get(id(n), ()):
+                d = self.local_scalar(n, c, k)
+                if d is None:
+                    raise RenderError(
+                        f"chain_rule=True needs scalar values on the path: {c.label()} = "
+                        f"{c.op}(...) has no scalar local derivative here; draw a graph of "
+                        "scalars, or use ug.explain for tensors")
+                twice = sum(i is n for i in c.inputs) > 1  # x * x: say which slot
+                stack.append((c, nodes + [(c, k if twice else None)], factors + [d]))
+            if len(paths) > 200:
+                raise RenderError("chain_rule=True: more than 200 paths to list; highlight a "
+                                  "node nearer the output")
+        paths.reverse()
+        name = g.display_name
+        rows = [f"chain rule: d{name(roots[0])}/d{name(target)}"]
+        total = 0.0
+        for k, (nodes, factors) in enumerate(paths[:12]):
+            prod = float(np.prod(factors)) if factors else 1.0
+            route = " → ".join(name(n) + ("" if k is None else f" (input {k})")
+                               for n, k in nodes)
+            rows.append(f"path {k + 1}: {route}")
+            rows.append("   " + " × ".join(_num(f) for f in factors) + f" = {_num(prod)}")
+        for _nodes, factors in paths:
+            total += float(np.prod(factors)) if factors else 1.0
+        if len(paths) > 12:
+            rows.append(f"… {len(paths) - 12} more paths")
+        if len(paths) != 1:
+            rows.append(f"sum over the {len(paths)} paths = {_num(total)}")
+        label = "<br align='left'/>".join(_h(r) for r in rows) + "<br align='left'/>"
+        t = self.t
+        self.emit(f'"chain_rule" [shape=note style=filled fillcolor="{t["bg"]}" '
+                  f'color="{t["highlight"]}" fontcolor="{t["font"]}" label=<{label}>];')
+        self.n_nodes += 1
+
+    def local_scalar(self, src: Node, dst: Node, k: int):
+        """d dst / d src (input slot k) as a float when both are scalars, else None."""
+        from .ops import get_op
+
+        vals = [self.value(i) for i in dst.inputs]
+        ans = self.value(dst)
+        if ans is None or any(x is None or np.size(x) != 1 for x in vals + [ans]):
+            return None
+        f = get_op(dst.op).input_vjp(k)
+        if f is None:
+            return None
+        with np.errstate(all="ignore"):
+            d = f(np.ones_like(ans), ans, *vals, **dst.attrs)
+        return None if d is None or np.size(d) != 1 else float(np.reshape(d, -1)[0])
 
     def kind(self, n: Node, cell, outputs, nexts) -> tuple[str, bool]:
         if n.op in ("param", "input", "state", "const", "leaf"):

@@ -1,0 +1,257 @@
+"""ug.explain: the narrated backward walk has the order and the numbers of backward()."""
+
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import unrollgraph as ug
+
+tensor_mod = sys.modules["unrollgraph.tensor"]
+
+
+def _leaf_sums(ex, leaves):
+    for t in leaves:
+        parts = ex.contributions(t.node)
+        assert parts, f"{t.name} received nothing"
+        np.testing.assert_allclose(sum(parts), t.grad, rtol=1e-10, atol=1e-12)
+
+
+def _reverse_topological(ex):
+    pos = {id(r.node): k for k, r in enumerate(ex.records)}
+    for r in ex.records:
+        for loc in r.locals:
+            if id(loc.input) in pos:
+                assert pos[id(loc.input)] > r.index, (r.label, ex.name(loc.input))
+
+
+def test_x_times_x_has_two_contributions():
+    x = ug.tensor(3.0, requires_grad=True, name="x")
+    y = x * x
+    ex = ug.explain(y)
+    y.backward()
+    parts = ex.contributions(x.node)
+    assert [float(p) for p in parts] == [3.0, 3.0]
+    assert float(sum(parts)) == float(x.grad) == 6.0
+    rec = ex[0]
+    assert [loc.formula for loc in rec.locals] == ["d(a * b)/da = b", "d(a * b)/db = a"]
+    total, got, left = rec.totals[x.node]
+    assert (float(total), got, left) == (6.0, 2, 0)
+    assert float(rec.sent[x.node]) == 6.0
+    assert "x running total 6 (2 of 2; last one)" in ex.table()
+
+
+def test_explain_changes_no_gradient():
+    x = ug.tensor([1.0, 2.0], requires_grad=True, name="x")
+    y = (ug.tanh(x) * 2).sum()
+    ug.explain(y)
+    assert x.grad is None
+
+
+def test_tanh_local_derivative_value():
+    z = ug.tensor(0.3, requires_grad=True, name="z")
+    y = ug.tanh(z)
+    rec = ug.explain(y)[0]
+    assert rec.locals[0].formula == "d tanh(z)/dz = 1 - tanh(z)^2"
+    assert np.isclose(rec.locals[0].value, 1 - np.tanh(0.3) ** 2)
+
+
+class _Recording(dict):
+    def __init__(self, base):
+        super().__init__(base)
+        self.seen = []
+
+    def __getitem__(self, key):
+        self.seen.append(key)
+        return super().__getitem__(key)
+
+
+def _order_of_backward(loss, monkeypatch):
+    rec = _Recording(tensor_mod._REGISTRY)
+    monkeypatch.setattr(tensor_mod, "_REGISTRY", rec)
+    loss.backward()
+    monkeypatch.undo()
+    return rec.seen
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 6))
+def test_random_graphs_sum_to_grad_in_backward_order(seed, depth):
+    rng = np.random.default_rng(seed)
+    a = ug.tensor(rng.normal(size=(2, 3)), requires_grad=True, name="a")
+    b = ug.tensor(rng.normal(size=(3,)), requires_grad=True, name="b")
+    w = ug.tensor(rng.normal(size=(3, 2)), requires_grad=True, name="w")
+    h = a
+    for _ in range(depth):
+        choice = rng.integers(0, 6)
+        if choice == 0:
+            h = h * h
+        elif choice == 1:
+            h = ug.tanh(h + b)  # broadcast
+        elif choice == 2:
+            h = ug.sigmoid(h) * a
+        elif choice == 3:
+            h = (h @ w) @ w.T  # matmul twice through one weight
+        elif choice == 4:
+            h = h - h.mean(axis=0)  # a reduction broadcast back
+        else:
+            h = h / (1.0 + h * h)
+    loss = (h * h).sum() + b.sum()
+    ex = ug.explain(loss)
+    mp = pytest.MonkeyPatch()
+    try:
+        ops = _order_of_backward(loss, mp)
+    finally:
+        mp.undo()
+    assert [r.op for r in ex if r.locals] == ops
+    _reverse_topological(ex)
+    tensors, stack = {}, [loss]  # the same numbers: every intermediate keeps its gradient
+    while stack:
+        t = stack.pop()
+        if id(t.node) not in tensors:
+            tensors[id(t.node)] = t
+            stack.extend(t._parents)
+    for r in ex:
+        if r.locals:
+            np.testing.assert_allclose(r.upstream, tensors[id(r.node)].grad, rtol=1e-12)
+    _leaf_sums(ex, [t for t in (a, b, w) if t.grad is not None])
+
+
+def _net(kind, T, truncate=None, H=2):
+    cell = {"rnn": ug.nn.RNNCell, "lstm": ug.nn.LSTMCell, "gru": ug.nn.GRUCell}[kind](
+        2, H, seed=1)
+    net = ug.unroll(cell, steps=T, truncate=truncate)
+    xs = ug.tensor(np.random.default_rng(0).normal(size=(T, 3, 2)), requires_grad=True,
+                   name="xs")
+    out, h = net(xs)
+    h = h[0] if isinstance(h, tuple) else h  # an LSTM's (h, c)
+    loss = (out * out).mean() + h.sum()
+    return cell, net, xs, loss
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+def test_unrolled_contributions_sum_to_grads(kind):
+    cell, net, xs, loss = _net(kind, 4)
+    ex = ug.explain(loss)
+    loss.backward()
+    _leaf_sums(ex, list(cell.parameters().values()) + [xs])
+    _reverse_topological(ex)
+    run = net.last_run
+    checked = 0
+    for r in ex:
+        if r.step is not None:
+            np.testing.assert_allclose(r.upstream, run.grad(r.node), rtol=1e-9, atol=1e-12)
+            checked += 1
+    assert checked > 4 * 5
+    # back through time: step T-1 first, step 0 last
+    steps = [r.step for r in ex if r.step is not None]
+    assert steps[0] == 3 and steps[-1] == 0 and steps == sorted(steps, reverse=True)
+
+
+def test_shared_weight_running_sum_grows_one_step_at_a_time():
+    cell, net, xs, loss = _net("rnn", 3, H=1)
+    ex = ug.explain(loss)
+    loss.backward()
+    bias = cell.bias_hh.node
+    seen = [(r.step, r.totals[bias]) for r in ex if bias in r.totals]
+    assert [s for s, _ in seen] == [2, 1, 0]
+    assert [(got, left) for _, (_, got, left) in seen] == [(1, 2), (2, 1), (3, 0)]
+    parts = net.last_run.step_contributions("bias_hh")
+    np.testing.assert_allclose([tot for _, (tot, _, _) in seen], np.cumsum(parts[::-1], 0))
+    np.testing.assert_allclose(seen[-1][1][0], cell.bias_hh.grad)
+
+
+def test_truncated_nodes_are_listed_as_skipped():
+    cell, net, xs, loss = _net("rnn", 5, truncate=2)
+    ex = ug.explain(loss)
+    loss.backward()
+    assert ex.skipped and all("truncation" in s.reason for s in ex.skipped)
+    assert all(r.step is None or r.step >= 3 for r in ex)
+    _leaf_sums(ex, list(cell.parameters().values()))
+    assert "skipped" in ex.table()
+
+
+def test_text_outputs_fit_and_frames_highlight():
+    cell, net, xs, loss = _net("lstm", 3)
+    ex = ug.explain(loss)
+    text = str(ex)
+    assert text == ex.table()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    md = ex.to_markdown()
+    assert md.count("\n|") >= len(ex)
+    frames = ex.frames()
+    assert len(frames) == len(ex)
+    src = frames[3].source
+    assert src.count('penwidth="3"') == 1  # the current node, one of them
+    assert 'style="dashed"' in src  # the rest, faded
+    assert src.startswith("digraph explain")
+
+
+def test_explain_refuses_a_tensor_without_grad():
+    with pytest.raises(ug.GradientError, match="does not require grad"):
+        ug.explain(ug.tensor(1.0))
+
+
+def test_cli_explain_text_md_html(tmp_path, capsys):
+    from unrollgraph.cli import main
+
+    assert main(["explain", "rnn", "--steps", "3"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("Backward walk from loss")
+    assert "step 2" in text and "step 0" in text and "running total" in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    md = tmp_path / "walk.md"
+    assert main(["explain", "rnn", "--steps", "3", "--format", "md", "-o", str(md)]) == 0
+    assert md.read_text().startswith("| # | node | op |")
+    page = tmp_path / "sub" / "walk.html"
+    assert main(["explain", "lstm", "--steps", "2", "-o", str(page)]) == 0
+    assert page.read_text().startswith("<!DOCTYPE html>")
+    capsys.readouterr()
+    assert main(["explain", "gru", "--format", "html"]) == 2
+    assert "give it a file with -o" in capsys.readouterr().err
+
+
+def test_cli_explain_a_script_cell(tmp_path, capsys):
+    from unrollgraph.cli import main
+
+    script = tmp_path / "mycell.py"
+    script.write_text("import unrollgraph as ug\ncell = ug.nn.RNNCell(1, 2, seed=3)\n")
+    assert main(["explain", f"{script}:cell", "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "h_next@1" in out and "weight_hh" in out
+    assert main(["explain", f"{script}:nothing"]) == 2
+    assert "defines no 'nothing'" in capsys.readouterr().err
+
+
+def test_chain_rule_tutorial_runs_and_its_page_is_current(tmp_path, monkeypatch):
+    import contextlib
+    import io
+    import json
+    import re
+    from pathlib import Path
+
+    docs = Path(__file__).resolve().parents[1] / "docs" / "tutorials"
+    page = docs / "chain-rule.md"
+    text = page.read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 8
+    assert all(b.startswith("# continues the block") for b in blocks[1:])
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in blocks:
+        with contextlib.redirect_stdout(io.StringIO()):
+            exec(compile(block, str(page), "exec"), namespace)
+    assert (tmp_path / "rnn-walk.html").exists() and (tmp_path / "chain-rule.svg").exists()
+    for target in re.findall(r"\]\(([^)#]+)\)", text):
+        assert (docs / target).exists(), target
+    # the committed stepper is the walk of the tutorial's RNN, record for record
+
+    def frames(html):
+        data = re.search(r'<script type="application/json">(.*?)</script>', html, re.S)
+        return [f["text"] for f in json.loads(data.group(1))["frames"]]
+
+    committed = (docs / "chain-rule-rnn.html").read_text(encoding="utf-8")
+    assert frames(committed) == frames((tmp_path / "rnn-walk.html").read_text())
+    assert len(frames(committed)) == len(namespace["ex"]) == 26

@@ -1,0 +1,120 @@
+"""The HTML stepper of a narrated backward walk: self-contained, escaped, and stepping in a
+real headless browser (Debian's chromium driven by selenium through /usr/bin/chromedriver)."""
+
+import re
+import shutil
+
+import numpy as np
+import pytest
+
+import unrollgraph as ug
+
+pytestmark = pytest.mark.dot
+
+CHROMEDRIVER = "/usr/bin/chromedriver"
+HOSTILE = '<script>alert("x")</script>&</pre>'
+
+
+def _rnn_explanation(name_x="xs"):
+    cell = ug.nn.RNNCell(1, 1, seed=0)
+    net = ug.unroll(cell, steps=3)
+    xs = ug.tensor(np.linspace(-1, 1, 3).reshape(3, 1, 1), requires_grad=True, name=name_x)
+    out, h = net(xs)
+    loss = (out * out).sum()
+    return ug.explain(loss)
+
+
+def test_page_is_self_contained(tmp_path):
+    ex = _rnn_explanation()
+    path = tmp_path / "walk.html"
+    text = ex.to_html(path)
+    assert path.read_text(encoding="utf-8") == text
+    assert text.startswith("<!DOCTYPE html>") and "<svg" in text
+    # nothing fetched: no external source, stylesheet or link
+    assert not re.search(r"""(src|href)\s*=\s*["'](https?:)?//""", text)
+    assert "<link" not in text and "@import" not in text
+    assert text.count("<script") == 2  # the data, and the stepper's own code
+    assert ex._repr_html_().startswith('<div class="ugx"')
+
+
+def test_hostile_names_are_escaped():
+    x = ug.tensor(0.5, requires_grad=True, name=HOSTILE)
+    w = ug.tensor(2.0, requires_grad=True, name="</script><img src=x onerror=alert(1)>")
+    y = ug.tanh(x * w)
+    text = ug.explain(y).to_html()
+    assert "<script>alert" not in text
+    assert "<img" not in text
+    assert text.count("</script>") == 2 and text.count("</pre>") == 1
+    assert "&lt;script&gt;alert" in text  # shown, as text, in the picture
+
+
+def _driver():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary = shutil.which("chromium") or shutil.which("chromium-headless-shell")
+    assert binary and shutil.which(CHROMEDRIVER), (
+        "the browser test needs Debian's chromium and chromium-driver: ./dev test installs "
+        "them (apt-get install -y chromium chromium-driver)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,1000"):
+        options.add_argument(arg)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def test_stepper_steps_in_a_real_browser(tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    ex = _rnn_explanation(name_x=HOSTILE)
+    path = tmp_path / "walk.html"
+    ex.to_html(path)
+    driver = _driver()
+    try:
+        driver.get(path.as_uri())
+        from selenium.common.exceptions import NoAlertPresentException
+
+        with pytest.raises(NoAlertPresentException):
+            _ = driver.switch_to.alert  # the hostile name's script did not run
+
+        def state():
+            current = driver.find_elements(By.CSS_SELECTOR, "g.node.current")
+            assert len(current) == 1
+            return (current[0].get_attribute("id"), driver.find_element(By.TAG_NAME, "pre").text,
+                    driver.find_element(By.CSS_SELECTOR, ".where").text)
+
+        first = state()
+        assert first[1].startswith("[0] ") and first[2] == f"step 1 of {len(ex)}"
+        nxt = driver.find_element(By.CSS_SELECTOR, "button.next")
+        seen = [first]
+        for _ in range(3):
+            nxt.click()
+            seen.append(state())
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_RIGHT)
+        seen.append(state())
+        assert [s[1].split("]")[0] for s in seen] == ["[0", "[1", "[2", "[3", "[4"]
+        assert len({s[0] for s in seen}) == 5  # the highlighted node moved every time
+        assert seen[4][1].startswith(f"[4] {ex[4].label}")
+        driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_LEFT)
+        assert state() == seen[3]
+        driver.find_element(By.CSS_SELECTOR, "button.prev").click()
+        assert state() == seen[2]
+        # the hostile name shows as text, not markup, and ran nothing
+        assert driver.find_elements(By.CSS_SELECTOR, ".pic script") == []
+        done = driver.find_elements(By.CSS_SELECTOR, "g.edge.done")
+        assert done, "traversed edges are drawn solid"
+        png = driver.get_screenshot_as_png()
+    finally:
+        driver.quit()
+    import io
+
+    from matplotlib.image import imread
+
+    img = imread(io.BytesIO(png), format="png")
+    assert img.shape[0] > 500 and img.shape[1] > 800
+    flat = img[..., :3].reshape(-1, 3)
+    assert flat.std(axis=0).max() > 0.05  # not a blank page
+    red = (flat[:, 0] > 0.7) & (flat[:, 1] < 0.3) & (flat[:, 2] < 0.3)
+    assert red.sum() > 50  # the highlighted node's red border is on screen

@@ -1,0 +1,134 @@
+"""ug.symbolic: sympy expressions of graphs, their derivatives, the chain rule path by path
+and the BPTT decomposition, checked against the engine's numbers."""
+
+import numpy as np
+import pytest
+import sympy
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import unrollgraph as ug
+from unrollgraph import symbolic
+
+
+def _at(expr, env):
+    return float(expr.xreplace({k: sympy.Float(v) for k, v in env.items()}).evalf())
+
+
+def test_exact_integers_and_rationals_stay_exact():
+    x = ug.tensor(3.0, requires_grad=True, name="x")
+    e = ug.to_sympy(x * x)
+    assert e == sympy.Symbol("x", real=True) ** 2
+    assert "2.0" not in sympy.latex(e) and sympy.latex(e) == "x^{2}"
+    assert str(ug.to_sympy(x ** 3 * 0.5)) == "x**3/2"
+    assert str(symbolic.grad(x * x, x)) == "2*x"
+
+
+def test_chain_rule_of_x_times_x_has_two_paths_and_simplifies_to_grad():
+    x = ug.tensor(0.7, requires_grad=True, name="x")
+    y = ug.tanh(x * x)
+    c = symbolic.chain_rule(y, x)
+    assert len(c.paths) == 2 and all(p[0] == "x" for p in c.paths)
+    assert sympy.simplify(c.doit() - symbolic.grad(y, x)) == 0
+    y.backward()
+    assert np.isclose(sum(c.values()), float(x.grad))
+    assert "tanh" in c.latex()
+
+
+_UNARY = [ug.tanh, ug.sigmoid, ug.exp, lambda t: t * t, lambda t: 1.0 / (1.0 + t * t)]
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(_UNARY) - 1), st.integers(0, 2)),
+                min_size=1, max_size=6),
+       st.floats(-1.5, 1.5), st.floats(-1.5, 1.5))
+def test_grad_equals_the_engine_on_random_scalar_graphs(program, a0, b0):
+    a = ug.tensor(a0, requires_grad=True, name="a")
+    b = ug.tensor(b0, requires_grad=True, name="b")
+    h = a
+    for f, mix in program:
+        h = _UNARY[f](h)
+        h = h + b if mix == 0 else (h * b if mix == 1 else h - a)
+    loss = h * b  # b is in every graph
+    ga, gb = symbolic.grad(loss, a), symbolic.grad(loss, b)
+    loss.backward()
+    env = {sympy.Symbol("a", real=True): a0, sympy.Symbol("b", real=True): b0}
+    assert np.isclose(_at(ga, env), float(a.grad), rtol=1e-9, atol=1e-12)
+    assert np.isclose(_at(gb, env), float(b.grad), rtol=1e-9, atol=1e-12)
+
+
+def _rnn(T, H, seed=0):
+    cell = ug.nn.RNNCell(1, H, seed=seed)
+    net = ug.unroll(cell, steps=T)
+    xs = np.random.default_rng(seed).normal(size=(T, 1, 1))
+    out, h = net(xs)
+    loss = (out * out).sum()
+    return cell, net, loss
+
+
+@pytest.mark.parametrize("T", [1, 2, 3, 4, 5])
+def test_grad_on_an_unrolled_scalar_rnn(T):
+    cell, net, loss = _rnn(T, 1)
+    g = symbolic.grad(loss, cell.weight_hh)
+    loss.backward()
+    env = {sympy.Symbol("weight_hh_00", real=True): float(cell.weight_hh.data[0, 0])}
+    for name in ("weight_ih", "bias_ih", "bias_hh"):
+        p = cell.parameters()[name]
+        for i, v in np.ndenumerate(p.data):
+            env[sympy.Symbol(f"{name}_{''.join(map(str, i))}", real=True)] = float(v)
+    assert np.isclose(_at(g[0, 0], env), float(cell.weight_hh.grad[0, 0]), rtol=1e-9)
+
+
+@pytest.mark.parametrize("H", [1, 2])
+@pytest.mark.parametrize("T", [1, 2, 3, 4, 5])
+def test_bptt_terms_equal_step_contributions(T, H):
+    cell, net, loss = _rnn(T, H, seed=T)
+    loss.backward()
+    for param in ("bias_ih", "weight_hh") if T < 4 else ("weight_hh",):
+        b = symbolic.bptt(net, param)
+        assert len(b.terms) == T and b.values.shape == (T,) + cell.parameters()[param].shape
+        parts = net.last_run.step_contributions(param)
+        np.testing.assert_allclose(b.values, parts, rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(b.values.sum(axis=0), cell.parameters()[param].grad,
+                                   rtol=1e-9, atol=1e-12)
+    text = b.latex()
+    assert text.startswith(r"\frac{\partial L}{\partial weight_{hh}} = \sum_{t=0}")
+    assert text.count(r"\frac{\partial L}{\partial weight_{hh}^{(") == T + 1
+    assert "dL/dweight_hh^(0)" in str(b)
+
+
+def test_bptt_before_backward_and_unknown_parameter():
+    cell = ug.nn.RNNCell(1, 1, seed=0)
+    net = ug.unroll(cell, steps=2)
+    with pytest.raises(ug.UnrollGraphError, match="backward"):
+        symbolic.bptt(net, "weight_hh")
+    out, h = net(np.ones((2, 1, 1)))
+    out.sum().backward()
+    with pytest.raises(ug.CellError, match="no parameter 'W'"):
+        symbolic.bptt(net, "W")
+
+
+def test_graphs_too_large_get_a_clear_error():
+    w = ug.tensor(np.ones((20, 20)), requires_grad=True, name="W")
+    x = ug.tensor(np.ones(20), name="x")
+    with pytest.raises(ug.UnrollGraphError, match="too large to be useful symbolically"):
+        ug.to_sympy((w @ x).sum())
+
+
+def test_a_non_scalar_loss_is_refused_by_grad():
+    x = ug.tensor([1.0, 2.0], requires_grad=True, name="x")
+    with pytest.raises(ug.GradientError, match="must be a scalar"):
+        symbolic.grad(x * x, x)
+    assert ug.to_sympy(x * x).shape == (2, 1)
+
+
+def test_bptt_with_the_loss_itself():
+    cell, net, loss = _rnn(3, 1)
+    loss.backward()
+    b = symbolic.bptt(net, "weight_hh", loss=loss)
+    np.testing.assert_allclose(b.values, net.last_run.step_contributions("weight_hh"),
+                               rtol=1e-9, atol=1e-12)
+    assert "tanh" in str(b.terms[2]) and "**2" in str(b.terms[2])
+    other = ug.tensor(1.0, requires_grad=True) * 2
+    with pytest.raises(ug.UnrollGraphError, match="not computed from the net's last run"):
+        symbolic.bptt(net, "weight_hh", loss=other)

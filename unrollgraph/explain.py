@@ -1,0 +1,789 @@
+"""The backward walk narrated: :func:`explain` replays the reverse-mode walk that
+``backward()`` performs and records, for every node it visits, the gradient that arrives, the
+local derivative of its op for each input, and what it sends to each input.
+
+An unrolled net is opened up: its call (one node of the eager graph) is replaced by the walk
+through the unrolled graph, step T-1 down to 0, so a shared weight is seen receiving one part
+of its gradient per step, its running sum growing step by step (backpropagation through time).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+
+import numpy as np
+
+from .graph import Graph, Node
+from .ops import get_op
+
+__all__ = ["explain", "Explanation", "Record", "Local", "Skipped"]
+
+#: above this many edges the diagrams use dot's quick layout settings
+_FAST_LAYOUT_EDGES = 150
+
+#: the local derivative of each op for each input, as a formula in words and symbols
+_FORMULAS = {
+    "add": ("d(a + b)/da = 1", "d(a + b)/db = 1"),
+    "sub": ("d(a - b)/da = 1", "d(a - b)/db = -1"),
+    "mul": ("d(a * b)/da = b", "d(a * b)/db = a"),
+    "div": ("d(a / b)/da = 1/b", "d(a / b)/db = -a/b^2"),
+    "pow": ("d(a^b)/da = b * a^(b-1)", "d(a^b)/db = a^b * log(a)"),
+    "neg": ("d(-z)/dz = -1",),
+    "exp": ("d exp(z)/dz = exp(z)",),
+    "log": ("d log(z)/dz = 1/z",),
+    "tanh": ("d tanh(z)/dz = 1 - tanh(z)^2",),
+    "sigmoid": ("d sigmoid(z)/dz = sigmoid(z) * (1 - sigmoid(z))",),
+    "relu": ("d relu(z)/dz = 1 where z > 0, else 0",),
+    "sqrt": ("d sqrt(z)/dz = 1 / (2 sqrt(z))",),
+    "abs": ("d |z|/dz = sign(z)",),
+    "matmul": ("d(A @ B)/dA: upstream @ B^T", "d(A @ B)/dB: A^T @ upstream"),
+    "sum": ("d sum(z)/dz = 1 (upstream copied back to every element)",),
+    "mean": ("d mean(z)/dz = 1/n (upstream shared out over the n elements)",),
+    "reshape": ("reshape: upstream reshaped back to the input's shape",),
+    "transpose": ("transpose: upstream transposed back",),
+}
+
+
+def _local_value(op: str, k: int, ans, vals, attrs):
+    """The factor the upstream gradient is multiplied by (elementwise), or the matrix it is
+    multiplied by for ``@``; ``None`` where no simple factor exists."""
+    with np.errstate(all="ignore"):
+        if op == "add":
+            return np.ones(()) * 1.0
+        if op == "sub":
+            return np.ones(()) * (1.0 if k == 0 else -1.0)
+        if op == "mul":
+            return vals[1 - k]
+        if op == "div":
+            return 1.0 / vals[1] if k == 0 else -ans / vals[1]
+        if op == "pow":
+            a, b = vals
+            return b * np.power(a, b - 1) if k == 0 else ans * np.log(a)
+        if op == "powc":
+            p = attrs["p"]
+            return p * np.power(vals[0], p - 1) if p != 0 else np.zeros(np.shape(vals[0]))
+        if op == "neg":
+            return np.ones(()) * -1.0
+        if op == "exp":
+            return ans
+        if op == "log":
+            return 1.0 / vals[0]
+        if op == "tanh":
+            return 1.0 - ans * ans
+        if op == "sigmoid":
+            return ans * (1.0 - ans)
+        if op == "relu":
+            return (vals[0] > 0).astype(float)
+        if op == "sqrt":
+            return 1.0 / (2.0 * ans)
+        if op == "abs":
+            return np.sign(vals[0])
+        if op == "matmul":
+            other = vals[1 - k]
+            return np.swapaxes(other, -1, -2) if np.ndim(other) >= 2 else other
+        if op == "sum":
+            return np.ones(()) * 1.0
+        if op == "mean":
+            return np.ones(()) * (np.size(ans) / max(np.size(vals[0]), 1))
+    return None
+
+
+def _formula(op: str, k: int, attrs) -> str:
+    if op == "powc":
+        p = attrs.get("p")
+        return f"d(z^{_fmt_num(p)})/dz = {_fmt_num(p)} * z^{_fmt_num(p - 1)}"
+    forms = _FORMULAS.get(op)
+    if forms is not None and k < len(forms):
+        return forms[k]
+    return f"vector-Jacobian product of {op} for input {k}"
+
+
+def _fmt_num(x) -> str:
+    x = float(x)
+    if x == int(x) and abs(x) < 1e15:
+        return str(int(x))
+    return f"{x:.4g}"
+
+
+def summary(a, limit: int = 4) -> str:
+    """An array as short text: the numbers when it has at most ``limit`` elements, else its
+    shape and norm."""
+    if a is None:
+        return "-"
+    arr = np.asarray(a, dtype=np.float64)
+    if arr.size <= limit:
+        flat = [_num(x) for x in arr.reshape(-1)]
+        return flat[0] if arr.ndim == 0 or arr.size == 1 and arr.ndim == 0 else (
+            "[" + ", ".join(flat) + "]")
+    norm = float(np.sqrt(np.sum(arr * arr))) if np.all(np.isfinite(arr)) else float("nan")
+    return f"{arr.shape} |.|={_num(norm)}"
+
+
+def _num(x) -> str:
+    x = float(x)
+    if x == 0:
+        return "0"
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:.4g}"
+
+
+class Local:
+    """The local derivative of a node's op with respect to one input.
+
+    Attributes
+    ----------
+    input : Node
+    index : int
+        The input slot.
+    formula : str
+        In words and symbols (``"d tanh(z)/dz = 1 - tanh(z)^2"``).
+    value : numpy.ndarray or None
+        The elementwise factor (or the matrix multiplied by, for ``@``); ``None`` for ops
+        described by their vector-Jacobian product only.
+    sent : numpy.ndarray
+        The contribution sent to the input (the input's shape).
+    """
+
+    __slots__ = ("input", "index", "formula", "value", "sent")
+
+    def __init__(self, input, index, formula, value, sent):
+        self.input, self.index, self.formula, self.value, self.sent = (
+            input, index, formula, value, sent)
+
+
+class Record:
+    """One node visited by the backward walk.
+
+    Attributes
+    ----------
+    node : Node
+    label : str
+        The node's display name.
+    op : str
+    step : int or None
+        The time step, for nodes of an unrolled graph.
+    upstream : numpy.ndarray
+        dL/d(node), the gradient arriving at the node (the node's shape).
+    locals : list of Local
+        One per input slot the gradient goes to (``x * x`` has two for ``x``).
+    sent : dict
+        Input ``Node`` -> the sum of what this record sends it (the input's shape).
+    totals : dict
+        Input ``Node`` -> ``(running_total, received, remaining)``: the sum of the
+        contributions the input has received so far (this one included), how many that is,
+        and how many are still to come.
+    """
+
+    __slots__ = ("node", "label", "op", "step", "upstream", "locals", "sent", "totals", "index")
+
+    def __init__(self, node, label, upstream):
+        self.node = node
+        self.label = label
+        self.op = node.op
+        self.step = node.step
+        self.upstream = upstream
+        self.locals: list[Local] = []
+        self.sent: dict = {}
+        self.totals: dict = {}
+        self.index = 0
+
+    def lines(self, names) -> list[str]:
+        """The record as lines of text (``names``: Node -> display name)."""
+        step = "" if self.step is None else f"  step {self.step}"
+        out = [f"[{self.index}] {self.label} = {self.op}{step}",
+               f"    upstream dL/d{self.label} = {summary(self.upstream)}"]
+        for loc in self.locals:
+            name = names(loc.input)
+            val = "" if loc.value is None else f" = {summary(loc.value)}"
+            out.append(f"    {loc.formula}{val}")
+            out.append(f"      sends {summary(loc.sent)} to {name}")
+        for node, (total, got, left) in self.totals.items():
+            if got + left > 1:
+                more = "last one" if left == 0 else f"{left} more to come"
+                out.append(f"      {names(node)} running total {summary(total)} "
+                           f"({got} of {got + left}; {more})")
+        return out
+
+    def __repr__(self) -> str:
+        return f"<Record {self.label} ({self.op}) upstream={summary(self.upstream)}>"
+
+
+class Skipped:
+    """A node the walk does not go through, with the reason (``node``, ``label``, ``step``,
+    ``reason``)."""
+
+    __slots__ = ("node", "label", "step", "reason")
+
+    def __init__(self, node, label, reason):
+        self.node, self.label, self.step, self.reason = node, label, node.step, reason
+
+    def __repr__(self) -> str:
+        return f"<Skipped {self.label}: {self.reason}>"
+
+
+class Explanation:
+    """The narrated backward walk returned by :func:`explain`: a sequence of :class:`Record`.
+
+    Attributes
+    ----------
+    records : list of Record
+        In the order ``backward()`` visits the nodes.
+    skipped : list of Skipped
+        Nodes cut by truncation, with the reason.
+    nodes : list of Node
+        Every node of the (opened-up) graph, in topological order.
+    edges : list of (Node, Node, int)
+        ``(input, node, slot)`` for every input slot.
+    """
+
+    def __init__(self, records, skipped, nodes, names, loss, alias=None):
+        self.records = records
+        self.skipped = skipped
+        self.nodes = nodes
+        self._names = names
+        self.loss = loss
+        alias = self._alias = alias or {}
+        drawn = {id(n) for n in nodes}
+        self.edges = [(src, n, k) for n in nodes for k, i in enumerate(n.inputs)
+                      for src in alias.get(id(i), (i,)) if id(src) in drawn]
+        for r in records:  # an input row handed to the whole input tensor, an initial state
+            for loc in r.locals:
+                if all(i is not loc.input for i in r.node.inputs):
+                    self.edges.append((loc.input, r.node, loc.index))
+
+    def edge_keys(self, record, local) -> list:
+        """The drawn edges ``(id(source), id(target), slot)`` a contribution travels along
+        (an output of an unrolled net stands for its T per-step nodes)."""
+        return [(id(src), id(record.node), local.index)
+                for src in self._alias.get(id(local.input), (local.input,))]
+
+    def name(self, node: Node) -> str:
+        """The display name of ``node`` in this explanation."""
+        return self._names.get(id(node)) or node.label()
+
+    def __iter__(self):
+        return iter(self.records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, k):
+        return self.records[k]
+
+    def contributions(self, node: Node) -> list:
+        """Every contribution sent to ``node``, in walk order (one per input slot)."""
+        return [loc.sent for r in self.records for loc in r.locals if loc.input is node]
+
+    def table(self, width: int = 100) -> str:
+        """The walk as plain text, one block per record, no line longer than ``width``.
+
+        Arrays of more than four numbers are shown as their shape and norm.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> x = ug.tensor(3.0, requires_grad=True, name="x")
+        >>> print(ug.explain(x * x).table())
+        Backward walk from n1: 2 nodes
+        [0] n1 = mul
+            upstream dL/dn1 = 1
+            d(a * b)/da = b = 3
+              sends 3 to x
+            d(a * b)/db = a = 3
+              sends 3 to x
+              x running total 6 (2 of 2; last one)
+        [1] x = leaf
+            upstream dL/dx = 6
+        """
+        lines = [f"Backward walk from {self.name(self.loss)}: {len(self.records)} nodes"]
+        for r in self.records:
+            lines.extend(r.lines(self.name))
+        for s in self.skipped:
+            lines.append(f"skipped {s.label}: {s.reason}")
+        return "\n".join(_fit(line, width) for line in lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def __repr__(self) -> str:
+        return f"<Explanation: {len(self.records)} records, {len(self.skipped)} skipped>"
+
+    def to_markdown(self) -> str:
+        """The walk as a Markdown table (one row per record, then the skipped nodes); names
+        are escaped (``|``, ``<``, ``&``).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> x = ug.tensor(3.0, requires_grad=True, name="x")
+        >>> print(ug.explain(x * 2.0).to_markdown().splitlines()[2])
+        | 0 | n2 | mul |  | 1 | d(a * b)/da = b = 2 | 2 → x |
+        """
+        rows = ["| # | node | op | step | upstream dL/d(node) | local derivative | sent |",
+                "|---|---|---|---|---|---|---|"]
+        for r in self.records:
+            local = "<br>".join(
+                _md(loc.formula + ("" if loc.value is None else f" = {summary(loc.value)}"))
+                for loc in r.locals) or "-"
+            sent = []
+            for loc in r.locals:
+                text = f"{summary(loc.sent)} → {self.name(loc.input)}"
+                total, got, left = r.totals[loc.input]
+                if got + left > 1:
+                    text += f" (total {summary(total)}, {left} to come)"
+                sent.append(_md(text))
+            rows.append(f"| {r.index} | {_md(r.label)} | {r.op} | "
+                        f"{'' if r.step is None else r.step} | {_md(summary(r.upstream))} | "
+                        f"{local} | {'<br>'.join(sent) or '-'} |")
+        text = "\n".join(rows) + "\n"
+        if self.skipped:
+            text += "\nSkipped:\n\n" + "".join(
+                f"- {_md(s.label)}: {_md(s.reason)}\n" for s in self.skipped)
+        return text
+
+    def _repr_markdown_(self) -> str:
+        return self.to_markdown()
+
+    # -- pictures --------------------------------------------------------------------------------
+    def _dot(self, k: int | None, prefix: str = "") -> str:
+        """DOT text of the graph at record ``k`` (``None``: every element, for the stepper,
+        which switches classes per frame)."""
+        from .render import _h, _q
+
+        done_nodes, done_edges = set(), set()
+        current = None
+        if k is not None:
+            current = self.records[k].node
+            for r in self.records[: k + 1]:
+                done_nodes.add(id(r.node))
+                for loc in r.locals:
+                    done_edges.update(self.edge_keys(r, loc))
+        sent = {}
+        for r in self.records[: (len(self.records) if k is None else k + 1)]:
+            for loc in r.locals:
+                keys = self.edge_keys(r, loc)
+                for t, key in enumerate(keys):
+                    sent[key] = loc.sent if len(keys) == 1 else loc.sent[t]
+        ids = {id(n): f"{prefix}n{i}" for i, n in enumerate(self.nodes)}
+        lines = ["digraph explain {", '  rankdir="BT";',
+                 '  node [fontname="Helvetica" shape=box style="rounded,filled" '
+                 'fillcolor="#ffffff" fontsize=11];',
+                 '  edge [fontname="Helvetica" fontsize=9];']
+        if len(self.edges) > _FAST_LAYOUT_EDGES:
+            # a long unrolled graph: dot's crossing minimisation and spline routing would
+            # take minutes; straight edges and a short search lay it out in seconds
+            lines.append("  mclimit=0.1; nslimit=1; nslimit1=1; remincross=false; "
+                         "splines=line;")
+        records = {id(r.node): r for r in self.records}
+        for n in self.nodes:
+            nid = ids[id(n)]
+            r = records.get(id(n))
+            title = _h(self.name(n))
+            op = "" if n.is_leaf else f"<br/><font point-size='9'>{_h(n.op)}</font>"
+            grad = ""
+            if r is not None and (k is None or id(n) in done_nodes):
+                grad = f"<br/><font point-size='9'>∇ {_h(summary(r.upstream))}</font>"
+            style = {}
+            if k is not None:
+                if n is current:
+                    style = {"color": "#cf222e", "penwidth": "3", "fillcolor": "#ffebe9"}
+                elif id(n) not in done_nodes:
+                    style = {"color": "#d0d7de", "fontcolor": "#8c959f"}
+            extra = "".join(f" {a}={_q(v)}" for a, v in style.items())
+            lines.append(f'  "{nid}" [id="{nid}" label=<{title}{op}{grad}>{extra}];')
+        for e, (a, b, slot) in enumerate(self.edges):
+            key = (id(a), id(b), slot)
+            attrs = {"id": f"{prefix}e{e}"}
+            if key in sent:
+                attrs["label"] = summary(sent[key])
+            if k is not None:
+                if key in done_edges:
+                    attrs.update(color="#0969da", penwidth="2", fontcolor="#0969da")
+                else:
+                    attrs.update(color="#d0d7de", style="dashed")
+                    attrs.pop("label", None)
+            body = " ".join(f"{a2}={_q(v)}" for a2, v in attrs.items())
+            lines.append(f'  "{ids[id(a)]}" -> "{ids[id(b)]}" [{body}];')
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+    def frames(self) -> list:
+        """One ``graphviz.Digraph`` per record: the current node highlighted, the edges already
+        traversed solid with the gradients they carried, the rest faded.
+
+        Returns
+        -------
+        list of graphviz.Digraph
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> x = ug.tensor(0.5, requires_grad=True, name="x")
+        >>> frames = ug.explain(ug.tanh(x)).frames()
+        >>> len(frames), frames[0].source.count('penwidth="3"')
+        (2, 1)
+        """
+        from .render import _diagram_class
+
+        cls = _diagram_class()
+        out = []
+        for k in range(len(self.records)):
+            source = self._dot(k)
+            body = source.split("\n", 1)[1].rsplit("}", 1)[0]
+            out.append(cls(name="explain", body=[line + "\n" for line in body.splitlines()]))
+        return out
+
+    def to_html(self, path=None, title: str | None = None) -> str:
+        """Write a self-contained HTML page stepping through the walk; returns its text.
+
+        The page holds the picture (inline SVG, laid out by Graphviz's ``dot``), its style and
+        a few lines of JavaScript: Previous/Next, the arrow keys and a slider move through
+        the records, the current node outlined, the edges already traversed solid with their
+        gradients, the record's text beside the picture. Nothing is fetched.
+
+        Parameters
+        ----------
+        path : str or path-like, optional
+            Where to write the page (UTF-8); without it, only the text is returned.
+        title : str, optional
+
+        Returns
+        -------
+        str
+
+        Raises
+        ------
+        RenderError
+            When Graphviz's ``dot`` program is missing or fails.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> x = ug.tensor(0.5, requires_grad=True, name="<x>")
+        >>> page = ug.explain(ug.tanh(x)).to_html()
+        >>> page.startswith("<!DOCTYPE html>"), "<x>" in page
+        (True, False)
+        """
+        from .html import stepper
+
+        text = stepper(self, title=title)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        return text
+
+    def _repr_html_(self) -> str:
+        from .html import stepper
+
+        return stepper(self, embed=True)
+
+
+def _md(text: str) -> str:
+    return html.escape(str(text), quote=False).replace("|", "&#124;").replace("\n", "<br>")
+
+
+def _fit(line: str, width: int) -> str:
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+# -- the walk ------------------------------------------------------------------------------------
+def explain(loss) -> Explanation:
+    """Narrate the backward walk from ``loss``: one record per node that ``loss.backward()``
+    visits, in the same order, with the same numbers.
+
+    Nothing is changed: no ``.grad`` is written. An unrolled net's call is opened up into its
+    unrolled graph (values from ``net.last_run``), walked step T-1 down to 0.
+
+    Parameters
+    ----------
+    loss : Tensor
+        A scalar (or any tensor: its gradient is seeded with ones, as ``backward()`` does for
+        a scalar).
+
+    Returns
+    -------
+    Explanation
+
+    Raises
+    ------
+    GradientError
+        If ``loss`` does not require grad (nothing to explain).
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> x = ug.tensor(3.0, requires_grad=True, name="x")
+    >>> y = x * x
+    >>> ex = ug.explain(y)
+    >>> [float(c) for c in ex.contributions(x.node)]
+    [3.0, 3.0]
+    """
+    from .errors import GradientError
+    from .tensor import Tensor
+
+    if not isinstance(loss, Tensor):
+        raise GradientError(f"explain() needs a Tensor, got {type(loss).__name__}")
+    if not loss.requires_grad:
+        raise GradientError(
+            f"explain(): {loss.node.label()} does not require grad, so backward() would have "
+            "nothing to walk; build it from tensors made with requires_grad=True")
+    seed = np.ones_like(loss.data)
+    records: list[Record] = []
+    skipped: list[Skipped] = []
+    nodes: list[Node] = []
+    names: dict = {}
+
+    uses: dict[int, int] = {}
+    stack = [loss]
+    while stack:
+        for p in stack.pop()._parents:
+            if p.requires_grad:
+                i = id(p)
+                n = uses.get(i)
+                if n is None:
+                    uses[i] = 1
+                    stack.append(p)
+                else:
+                    uses[i] = n + 1
+    eager = Graph([loss.node])
+    if any(n.op == "unrolled" for n in eager.nodes):
+        # unnamed eager nodes get ids of their own, apart from the unrolled graph's n0, n1...
+        for i, n in enumerate(eager.nodes):
+            if n.op == "item" and not n.name:
+                net = n.inputs[0].attrs["_run"].net
+                picked = list(net.output_nodes) + [f"final {s}" for s in net.state_nodes]
+                k = n.attrs["index"]
+                names[id(n)] = (f"{picked[k]} (all steps)" if k < len(net.output_nodes)
+                                else picked[k])
+            elif not n.name:
+                names[id(n)] = f"e{i}"
+    grads: dict = {id(loss): seed}
+    ready = [loss]
+    while ready:
+        t = ready.pop()
+        g = grads.pop(id(t), None)
+        parents = t._parents
+        node = t.node
+        if node.op == "item":
+            p = parents[0]
+            if g is not None:
+                lst = grads.get(id(p))
+                if lst is None:
+                    lst = grads[id(p)] = [None] * len(p._data)
+                k = node.attrs["index"]
+                lst[k] = g if lst[k] is None else lst[k] + g
+            _release(p, uses, ready)
+            continue
+        if node.op == "unrolled":
+            if g is not None:
+                leaf_g = _walk_unrolled(t, g, records, skipped, nodes, names)
+                for p, gk in zip(parents, leaf_g):
+                    if gk is not None and p.requires_grad:
+                        prev = grads.get(id(p))
+                        grads[id(p)] = gk if prev is None else prev + gk
+            for p in parents:
+                if p.requires_grad:
+                    _release(p, uses, ready)
+            continue
+        if g is None:
+            for p in parents:
+                if p.requires_grad:
+                    _release(p, uses, ready)
+            continue
+        names.setdefault(id(node), eager.display_name(node))
+        rec = Record(node, names[id(node)], np.asarray(g))
+        records.append(rec)
+        if not parents:
+            continue
+        op = get_op(node.op)
+        values = tuple(p._data for p in parents)
+        for k, p in enumerate(parents):
+            if not p.requires_grad:
+                continue
+            f = op.input_vjp(k)
+            gk = None if f is None else f(g, t._data, *values, **node.attrs)
+            if gk is not None:
+                gk = np.asarray(gk)
+                names.setdefault(id(p.node), eager.display_name(p.node))
+                rec.locals.append(Local(p.node, k, _formula(node.op, k, node.attrs),
+                                        _local_value(node.op, k, t._data, values, node.attrs),
+                                        gk))
+                prev = grads.get(id(p))
+                grads[id(p)] = gk if prev is None else prev + gk
+            _release(p, uses, ready)
+    # the nodes drawn: the eager graph's, with an unrolled call replaced by its unrolled graph
+    drawn = []
+    seen = set()
+    alias: dict = {}  # an output picked from a net's call -> the unrolled nodes it stacks
+    for n in eager.nodes:
+        if n.op == "item":
+            net = n.inputs[0].attrs["_run"].net
+            outs = list(net.output_nodes.values())
+            k = n.attrs["index"]
+            alias[id(n)] = (outs[k] if k < len(outs)
+                            else [list(net.state_nodes.values())[k - len(outs)][-1]])
+            continue
+        if n.op == "unrolled":
+            run = n.attrs["_run"]
+            for m in run.net.nodes:
+                if id(m) in names and id(m) not in seen:
+                    seen.add(id(m))
+                    drawn.append(m)
+            continue
+        if id(n) not in seen:
+            seen.add(id(n))
+            drawn.append(n)
+            names.setdefault(id(n), eager.display_name(n))
+    _running_totals(records)
+    return Explanation(records, skipped, drawn, names, loss.node, alias)
+
+
+def _release(p, uses, ready) -> None:
+    if not p.requires_grad:
+        return
+    i = id(p)
+    n = uses[i] - 1
+    uses[i] = n
+    if n == 0:
+        ready.append(p)
+
+
+def _running_totals(records) -> None:
+    count: dict = {}
+    for r in records:
+        for loc in r.locals:
+            count[id(loc.input)] = count.get(id(loc.input), 0) + 1
+    running: dict = {}
+    got: dict = {}
+    for k, r in enumerate(records):
+        r.index = k
+        for loc in r.locals:
+            i = id(loc.input)
+            prev = running.get(i)
+            running[i] = loc.sent if prev is None else prev + loc.sent
+            got[i] = got.get(i, 0) + 1
+            r.sent[loc.input] = (loc.sent if loc.input not in r.sent
+                                 else r.sent[loc.input] + loc.sent)
+            r.totals[loc.input] = (running[i], got[i], count[i] - got[i])
+
+
+def _walk_unrolled(call, seeds, records, skipped, nodes, names) -> list:
+    """Walk the unrolled graph of one call of a net; return the gradients of the call's
+    leaves (inputs stacked over time, parameters, initial states)."""
+    run = call.node.attrs["_run"]
+    net = run.net
+    graph = net.graph
+    leaf_nodes = {id(p.node): p for p in call._parents}
+    # what needs a gradient: parameters, inputs and initial states that require grad
+    needs = set()
+    for p in net.param_nodes.values():
+        if id(p) in leaf_nodes and leaf_nodes[id(p)].requires_grad:
+            needs.add(id(p))
+    for k, ns in net.input_nodes.items():
+        if run.xs[k].requires_grad:
+            needs.update(id(n) for n in ns)
+    for k, n in net.init_nodes.items():
+        s = run.states.get(k)
+        if getattr(s, "requires_grad", False):
+            needs.add(id(n))
+    want = set(needs)  # nodes whose gradient leads to one of them
+    reach = set(needs)  # the same, were there no truncation
+    for n in net.nodes:
+        if n.is_leaf:
+            continue
+        op = get_op(n.op)
+        ks = [k for k in range(len(n.inputs)) if op.input_vjp(k) is not None]
+        if any(id(n.inputs[k]) in reach for k in ks):
+            reach.add(id(n))
+        if not net.is_cut(n) and any(id(n.inputs[k]) in want for k in ks):
+            want.add(id(n))
+    grads: dict = {}
+
+    def add(n, g):
+        prev = grads.get(id(n))
+        grads[id(n)] = g if prev is None else prev + g
+
+    outs = list(net.output_nodes.values())
+    for k, g in enumerate(seeds):
+        if g is None:
+            continue
+        if k < len(outs):
+            for t, n in enumerate(outs[k]):
+                if id(n) in want:
+                    add(n, np.asarray(g[t]))
+        else:
+            n = list(net.state_nodes.values())[k - len(outs)][-1]
+            if id(n) in want:
+                add(n, np.asarray(g))
+    label = graph.display_name
+    input_of = {}
+    for k, ns in net.input_nodes.items():
+        for t, n in enumerate(ns):
+            input_of[id(n)] = (k, t)
+    init_of = {id(n): k for k, n in net.init_nodes.items()}
+    xs_grads = {}
+    init_grads = {}
+    param_grads = {}
+    for n in reversed(net.nodes):
+        g = grads.pop(id(n), None)
+        if id(n) in reach and not n.is_leaf and net.is_cut(n):
+            names.setdefault(id(n), label(n))
+            got = "" if g is None else f"; it receives {summary(g)} but passes nothing back"
+            skipped.append(Skipped(n, names[id(n)], (
+                f"cut by truncation (truncate={net.truncate}): steps before "
+                f"{net.steps - net.truncate} pass no gradient back{got}")))
+            continue
+        if g is None or id(n) not in want:
+            continue
+        names.setdefault(id(n), label(n))
+        if n.op == "param":
+            param_grads[id(n)] = g
+            continue  # a parameter is a leaf of the eager graph: the eager walk records it
+        rec = Record(n, names[id(n)], g)
+        records.append(rec)
+        if id(n) in input_of:
+            k, t = input_of[id(n)]
+            x = run.xs[k]
+            part = np.zeros(x.shape, dtype=x.dtype)
+            part[t] = g
+            names.setdefault(id(x.node), x.node.name or f"{k} (all steps)")
+            rec.locals.append(Local(x.node, t, f"{k}@{t} is row {t} of {k}", None, part))
+            xs_grads[k] = part if k not in xs_grads else xs_grads[k] + part
+            continue
+        if id(n) in init_of:
+            k = init_of[id(n)]
+            s = run.states[k]
+            names.setdefault(id(s.node), label(n))
+            rec.locals.append(Local(s.node, 0, f"{label(n)} is the initial state given", None,
+                                    np.asarray(g)))
+            init_grads[k] = np.asarray(g)
+            continue
+        if n.is_leaf:
+            continue
+        op = get_op(n.op)
+        ans = run.value(n)
+        vals = [run.value(i) for i in n.inputs]
+        for k, i in enumerate(n.inputs):
+            f = op.input_vjp(k)
+            if f is None or id(i) not in want:
+                continue
+            gk = f(g, ans, *vals, **n.attrs)
+            if gk is None:
+                continue
+            gk = np.asarray(gk)
+            names.setdefault(id(i), label(i))
+            rec.locals.append(Local(i, k, _formula(n.op, k, n.attrs),
+                                    _local_value(n.op, k, ans, vals, n.attrs), gk))
+            add(i, gk)
+    out = []
+    for (kind, key), p in zip(run.leaf_kinds, run.leaves):
+        if kind == "param":
+            # its parts were sent by the records above; the eager walk gets their sum
+            out.append(param_grads.get(id(p.node)))
+        elif kind == "input":
+            out.append(xs_grads.get(key))
+        else:
+            out.append(init_grads.get(key))
+    return out
