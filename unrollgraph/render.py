@@ -33,7 +33,8 @@ import numpy as np
 
 from .errors import RenderError
 from .graph import Node
-from .view import GraphView, reads, view
+from .tensor import Tensor
+from .view import GraphView, loss_runs, reads, view
 
 __all__ = ["render", "to_dot", "render_side_by_side", "OPTIONS"]
 
@@ -446,6 +447,14 @@ def _resize(line: str, factor: float, pen: float) -> str:
 
 def _drawer(obj, opts: dict):
     v = view(obj)
+    if opts["folded"] and not (opts["detail"] == "textbook" and v.kind == "unrolled"):
+        raise RenderError(
+            "folded=True draws the folded cell beside an unrolled net in the textbook view: "
+            "use it with detail='textbook' on an unrolled net (draw a cell itself for the "
+            f"folded cell alone); here detail={opts['detail']!r} on a {v.kind}"
+        )
+    if opts["loss"] is not None:
+        _check_loss(obj, v, opts["loss"])
     if opts["detail"] == "textbook" and v.kind in ("unrolled", "cell"):
         from .textbook import Folded, Textbook
 
@@ -455,6 +464,35 @@ def _drawer(obj, opts: dict):
     if v.kind in ("tensor", "cell", "graph"):
         return _Plain(v, opts)
     raise RenderError(f"cannot draw a view of kind {v.kind!r}")  # pragma: no cover
+
+
+def _check_loss(obj, v: GraphView, loss) -> None:
+    """Refuse a ``loss=`` that is not a tensor computed from the drawn run of the drawn net:
+    its value and its edges would be drawn on a picture they do not belong to."""
+    if not isinstance(loss, Tensor):
+        raise RenderError(
+            f"loss= must be the loss Tensor computed from the net's outputs, got "
+            f"{type(loss).__name__} {_shown(repr(loss))!r}"
+        )
+    if v.kind != "unrolled":
+        raise RenderError(
+            f"loss= is drawn over an unrolled net's outputs; this is a {v.kind}, whose "
+            "history already holds what it computes: leave out loss="
+        )
+    runs = loss_runs(loss)
+    drawn = obj if hasattr(obj, "grads") else getattr(obj, "last_run", None)
+    name = v.net.cell.name
+    if not any(r.net is v.net or r is drawn for r in runs):
+        raise RenderError(
+            f"loss= was not computed from this net's run: its graph reads no output or state "
+            f"of the unrolled {name!r}; pass the loss computed from this net's outputs"
+        )
+    if drawn is not None and all(r is not drawn for r in runs):
+        raise RenderError(
+            f"loss= was computed from an earlier run of the unrolled {name!r}, not the drawn "
+            "one (the net's last run); draw that run (ug.render(run, ...)) or pass the loss "
+            "of the last run"
+        )
 
 
 # -- text ------------------------------------------------------------------------------------
@@ -625,11 +663,22 @@ def _array_text(a, limit: int) -> str | None:
     return f"‖·‖ {_num(norm)} ({shape})" if norm is not None else shape
 
 
+def _font(text: str, size=None, colour: str | None = None, bold: bool = False) -> str:
+    """``text`` (already escaped) in a ``<font>`` (and ``<b>``) element; empty text gives
+    the empty string, since Graphviz refuses an empty element in an HTML label."""
+    if not text:
+        return ""
+    if bold:
+        text = f"<b>{text}</b>"
+    attrs = (f' point-size="{size}"' if size is not None else "") + \
+        (f' color="{colour}"' if colour else "")
+    return f"<font{attrs}>{text}</font>" if attrs else text
+
+
 def _label(title: str, rows: list[str], font: str | None = None) -> _Html:
     """An HTML table label: a bold title then small rows (all arguments already escaped)."""
-    colour = f' color="{font}"' if font else ""
-    cells = [f"<tr><td><font point-size=\"12\"{colour}><b>{title}</b></font></td></tr>"]
-    cells += [f"<tr><td><font point-size=\"9\"{colour}>{r}</font></td></tr>" for r in rows]
+    cells = [f"<tr><td>{_font(title, 12, font, bold=True) or ' '}</td></tr>"]
+    cells += [f"<tr><td>{_font(r, 9, font)}</td></tr>" for r in rows if r]
     return _Html('<table border="0" cellborder="0" cellspacing="0" cellpadding="1">'
                  + "".join(cells) + "</table>")
 
@@ -784,8 +833,9 @@ class _Drawer:
             attrs.update(color=t["highlight"], penwidth="3")
         if label is not None:
             # an xlabel is placed after layout: the edge stays straight and takes no rank
-            attrs["xlabel" if xlabel else "label"] = _Html(
-                f'<font point-size="{label_pt}" color="{attrs["color"]}">{label}</font>')
+            text = _font(label, label_pt, attrs["color"])
+            if text:
+                attrs["xlabel" if xlabel else "label"] = _Html(text)
         if not arrow:
             attrs["arrowhead"] = "none"
         if ports:
@@ -957,7 +1007,7 @@ class _Drawer:
                 f" ({self.legend_shapes.get(kind, _SHAPES[kind][0])})"
             rows.append(
                 f'<tr><td bgcolor="{swatch}" border="2" color="{colour}" width="18"> </td>'
-                f'<td align="left"><font point-size="9">{names[kind]}{shape}</font></td></tr>'
+                f'<td align="left">{_font(names[kind] + shape, 9)}</td></tr>'
             )
         edge_names = {
             "trunk": ("━━", t["shared_edge"], "a shared weight's trunk: × T steps read it"),
@@ -968,12 +1018,12 @@ class _Drawer:
         for kind, (sym, colour, text) in edge_names.items():
             if kind in self.edges_used:
                 rows.append(
-                    f'<tr><td><font color="{colour}"><b>{sym}</b></font></td>'
-                    f'<td align="left"><font point-size="9">{text}</font></td></tr>'
+                    f'<tr><td>{_font(sym, None, colour, bold=True)}</td>'
+                    f'<td align="left">{_font(text, 9)}</td></tr>'
                 )
         for left, right in extra_rows:
-            rows.append(f'<tr><td><font point-size="10">{left}</font></td><td align="left">'
-                        f'<font point-size="9">{right}</font></td></tr>')
+            rows.append(f'<tr><td>{_font(left, 10)}</td><td align="left">'
+                        f'{_font(right, 9)}</td></tr>')
         table = (
             f'<table border="1" cellborder="0" cellspacing="2" cellpadding="2" '
             f'color="{t["cluster"]}" bgcolor="{t["bg"]}">'

@@ -221,3 +221,32 @@ def _read_structurally(net, loss) -> dict | None:
             else:
                 steps.update(range(shape[0]))
     return read if found else None
+
+
+def loss_runs(loss) -> list:
+    """The runs of unrolled nets whose outputs (or final states) ``loss`` was computed from,
+    in the order its graph reaches them.
+
+    Parameters
+    ----------
+    loss : Tensor
+
+    Returns
+    -------
+    list of Run
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=3)
+    >>> outputs, h = net(np.ones((3, 1, 2)))
+    >>> [r is net.last_run for r in loss_runs((outputs * outputs).sum())]
+    [True]
+    """
+    found = []
+    for t in toposort([loss], lambda t: t._parents):
+        if t.node.op == "unrolled":
+            run = t.node.attrs.get("_run")
+            if run is not None and all(run is not r for r in found):
+                found.append(run)
+    return found
