@@ -35,7 +35,7 @@ def _run(cell, T, seed=0, truncate=None, last_only=False):
         loss = (outputs[-1] * outputs[-1]).sum()
     else:
         loss = ug.mse_loss(outputs, np.zeros(outputs.shape))
-    loss.name = "loss"
+    loss.name = "L"
     loss.backward()
     return net, loss
 

@@ -470,7 +470,7 @@ def _forward_backward(ug, cell, args, net=None):
     else:  # a cell without outputs: a loss on its final state
         last = final[0] if isinstance(final, tuple) else final
         loss = (last * last).mean()
-    loss.name = "loss"
+    loss.name = "L"
     if not loss.requires_grad:
         raise _UsageError(f"--grad: nothing in cell {cell.name!r} requires a gradient (it has "
                           "no parameters); leave out --grad")

@@ -115,10 +115,29 @@ _PRINT_PEN = 1.6
 _SHAPES = {
     "param": ("cylinder", ""), "input": ("invhouse", ""), "leaf": ("ellipse", ""),
     "state": ("ellipse", ""), "next_state": ("box", "rounded"), "output": ("house", ""),
-    "op": ("box", "rounded"), "shared": ("box", "rounded,dashed"), "const": ("box", "rounded"),
-    "call": ("box3d", ""), "loss": ("doubleoctagon", ""), "elide": ("box", "rounded,dashed"),
+    "op": ("box", "rounded"), "shared": ("box", ""), "const": ("box", "rounded"),
+    "call": ("box3d", ""), "loss": ("doubleoctagon", ""), "elide": ("box", "rounded,bold"),
     "step": ("box", "rounded"), "mask": ("box", "rounded"),
 }
+
+#: each shape as a reader would name it (the legend speaks of what is drawn, not of Graphviz)
+_WORDS = {
+    "cylinder": "cylinder", "invhouse": "pentagon, point down", "house": "pentagon, point up",
+    "ellipse": "oval", "circle": "circle", "doublecircle": "double circle",
+    "doubleoctagon": "double octagon", "box3d": "3-D box", "square": "square", "point": "dot",
+}
+
+
+def _shape_words(shape: str, style: str = "") -> str:
+    """``("box", "rounded")`` -> ``"rounded box"``: a shape and its style in plain words."""
+    if shape == "box":
+        words = "rounded box" if "rounded" in style else "square-cornered box"
+    else:
+        words = _WORDS.get(shape, shape)
+    if "bold" in style:
+        words = "thick " + words
+    return words
+
 
 _SYMBOLS = {
     "add": "+", "sub": "−", "mul": "×", "div": "÷", "matmul": "matmul", "neg": "−x",
@@ -451,7 +470,7 @@ def _drawer(obj, opts: dict):
         raise RenderError(
             "folded=True draws the folded cell beside an unrolled net in the textbook view: "
             "use it with detail='textbook' on an unrolled net (draw a cell itself for the "
-            f"folded cell alone); here detail={opts['detail']!r} on a {v.kind}"
+            f"folded cell alone); here detail={opts['detail']!r} on {_A[v.kind]}"
         )
     if opts["loss"] is not None:
         _check_loss(obj, v, opts["loss"])
@@ -464,6 +483,9 @@ def _drawer(obj, opts: dict):
     if v.kind in ("tensor", "cell", "graph"):
         return _Plain(v, opts)
     raise RenderError(f"cannot draw a view of kind {v.kind!r}")  # pragma: no cover
+
+
+_A = {"unrolled": "an unrolled net", "cell": "a cell", "tensor": "a tensor", "graph": "a graph"}
 
 
 def _check_loss(obj, v: GraphView, loss) -> None:
@@ -744,7 +766,7 @@ class _Drawer:
         self.has_grads = False
         self.scale: _Scale | None = None
         self.path: set[int] = set()
-        self.legend_shapes: dict[str, str] = {}
+        self.legend_shapes: dict[str, list] = {}  # kind -> the (shape, style) drawn
         self.n_nodes = 0  # nodes and edges drawn (the legend aside): what the guard counts
         self.n_edges = 0
 
@@ -782,7 +804,9 @@ class _Drawer:
         self.kinds_used.add(kind)
         kind_shape, extra = _SHAPES[kind]
         shape = shape or kind_shape
-        self.legend_shapes.setdefault(kind, shape)
+        drawn = self.legend_shapes.setdefault(kind, [])
+        if (shape, extra) not in drawn:
+            drawn.append((shape, extra))
         styles = [s for s in extra.split(",") if s] + ["filled"]
         border = t["state"] if state else t[kind if kind in t else "op"]
         fill, font = t["nofill"], t["font"]
@@ -829,6 +853,7 @@ class _Drawer:
             attrs.update(color=t["loss"], arrowsize="0.6")
         if cut:
             attrs.update(color=t["cut_font"], style="dotted")
+            self.edges_used.add("cut")
         if hot:
             attrs.update(color=t["highlight"], penwidth="3")
         if label is not None:
@@ -987,11 +1012,14 @@ class _Drawer:
             return
         t = self.t
         names = {
-            "param": "parameter (shared weight)", "input": "input", "leaf": "leaf tensor",
+            "param": "parameter: one weight, shared by every step", "input": "input",
+            "leaf": "leaf tensor",
             "state": "state", "next_state": "next state", "output": "output",
-            "op": "operation", "shared": "shared op (computed once)", "const": "constant",
+            "op": "operation", "shared": "op on weights alone, computed once (Wᵀ)",
+            "const": "constant",
             "call": "call of an unrolled net", "loss": "loss", "elide": "elided steps",
-            "step": "one time step", "cut": "cut off by truncation (no gradient)",
+            "step": "one time step",
+            "cut": "greyed, dashed border: truncated BPTT sends it no gradient",
             "mask": "mask",
         }
         rows = []
@@ -999,21 +1027,24 @@ class _Drawer:
             if kind not in self.kinds_used:
                 continue
             if kind == "cut":
-                colour, swatch = t["cut_font"], t["cut_fill"]
+                colour, words = t["cut_font"], "grey"
             else:
                 colour = t["state"] if kind == "next_state" else t[kind if kind in t else "op"]
-                swatch = t["nofill"]
-            shape = "" if kind == "cut" else \
-                f" ({self.legend_shapes.get(kind, _SHAPES[kind][0])})"
+                drawn = self.legend_shapes.get(kind) or [_SHAPES[kind]]
+                words = " or ".join(dict.fromkeys(_shape_words(*d) for d in drawn))
+            # the shape in words, in the colour it is drawn in: a swatch box would show
+            # every kind as the same rectangle
             rows.append(
-                f'<tr><td bgcolor="{swatch}" border="2" color="{colour}" width="18"> </td>'
-                f'<td align="left">{_font(names[kind] + shape, 9)}</td></tr>'
+                f'<tr><td align="right">{_font(words, 9, colour, bold=True)}</td>'
+                f'<td align="left">{_font(names[kind], 9)}</td></tr>'
             )
         edge_names = {
             "trunk": ("━━", t["shared_edge"], "a shared weight's trunk: × T steps read it"),
             "shared": ("- - -", t["shared_edge"], "shared-weight edge (one per reading op)"),
             "recurrent": ("━━", t["recurrent"], "state carried to the next step"),
             "delay": ("━━", t["recurrent"], "z⁻¹: one-step delay (next state → state)"),
+            "cut": ("· · ·", t["cut_font"], "dotted, grey: truncated BPTT sends no gradient back "
+                                        "along it"),
         }
         for kind, (sym, colour, text) in edge_names.items():
             if kind in self.edges_used:
@@ -1438,9 +1469,11 @@ class _Unrolled(_Drawer):
             for n in inner:
                 for name in self.outputs_of.get(id(n), []):
                     oid = _out_id(g.id(n), self.out_index[name])
+                    # an output is never cut: the loss sends it its own gradient whatever
+                    # the truncation; the cut is on the edge from its step into it
                     self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>",
                               self.output_rows(name, t), self.output_mag(name, t),
-                              cut=self.v.is_cut(n), hot=self.output_hot(name, t),
+                              hot=self.output_hot(name, t),
                               tooltip=f"output {name} at step {t}")
                     top.append(oid)
         self.row(bottom)
@@ -1599,7 +1632,7 @@ class _Unrolled(_Drawer):
                 n = ns[t]
                 oid = _out_id(g.id(n), self.out_index[name])
                 self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>",
-                          self.output_rows(name, t)[1:], self.output_mag(name, t), cut=cut,
+                          self.output_rows(name, t)[1:], self.output_mag(name, t),
                           tooltip=f"output {name} at step {t}")
                 top.append(oid)
         self.row(bottom)
@@ -1638,7 +1671,7 @@ class _Unrolled(_Drawer):
             if text is not None:
                 rows.append("L = " + _h(text))
         rows.append("∂L/∂L = 1")
-        name = getattr(loss, "name", None) or "loss"
+        name = getattr(loss, "name", None) or "L"
         self.node("loss", "loss", _hn(name), rows, hot=bool(self.path), tooltip=name)
         self.emit('{rank=sink; "loss"}')
         g = self.g

@@ -405,7 +405,7 @@ class Textbook(_Unrolled):
                     self.o["biases"] else []
                 self.node(oid, "output", _sub(_hn(k), t),
                           extra + self.value_rows(n, self.own_grad(k, t), own=True),
-                          self.output_mag(k, t), cut=cut, shape="ellipse",
+                          self.output_mag(k, t), shape="ellipse",
                           tooltip=f"output {k} at step {t}", hot=self.output_hot(k, t))
                 rows.add(("y", k), oid)
             # edges, labelled with the weights between the two values
