@@ -194,7 +194,7 @@ def test_print_textbook_legend_says_the_shapes_drawn():
     net, loss = _run("rnn", T=3)
     legend = _legend(ug.to_dot(net, loss=loss, detail="textbook", theme="print"))
     assert "oval" in legend and "pentagon" not in legend and "ellipse" not in legend
-    assert "double octagon" in legend and "circle" in legend
+    assert "double octagon" in legend
 
 
 # -- 8. the command line --------------------------------------------------------------------
@@ -236,3 +236,58 @@ def test_the_loss_is_called_l_from_the_api_and_the_cli(tmp_path):
     for detail in ("ops", "textbook"):
         assert main(["render", "rnn", "--grad", "--detail", detail, "-o", str(out)]) == 0
         assert title.search(out.read_text(encoding="utf-8")), detail
+
+
+# -- 11. per-step losses carry their values, or are not drawn ----------------------------------
+def test_per_step_losses_show_values_that_add_up_to_the_loss():
+    net, loss = _run("rnn", T=4)  # mse_loss over every output
+    text = ug.to_dot(net, loss=loss, detail="textbook")
+    parts = []
+    for t in range(4):
+        m = re.search(r"v = ([-0-9.e]+)", _node_line(text, f"loss_{t}"))
+        parts.append(float(m.group(1)))
+    assert np.isclose(sum(parts), loss.item(), rtol=1e-2)
+    assert "L = Σ<sub>t</sub> L<sub>t</sub> = " in _node_line(text, "loss")
+    outs, _ = net(np.random.default_rng(1).standard_normal((4, 1, 2)))
+    mean = (outs * outs + 1.0).mean()  # a mean of per-element terms splits too
+    mean.backward()
+    parts = ug.view.step_losses(net, mean)
+    want = [float(((outs.data[t] ** 2) + 1.0).sum() / outs.data.size) for t in range(4)]
+    assert np.allclose(parts, want)
+
+
+def test_a_loss_that_does_not_split_over_steps_draws_no_per_step_nodes():
+    net = ug.unroll(ug.nn.RNNCell(2, 2, seed=0), steps=4)
+    outs, _ = net(np.random.default_rng(0).standard_normal((4, 1, 2)))
+    loss = ug.tanh(outs.sum()) * 2.0  # no sum of per-step parts
+    loss.backward()
+    text = ug.to_dot(net, loss=loss, detail="textbook")
+    assert "loss_" not in text
+    into = [a for a, b in re.findall(r'^\s*"([^"]+)" -> "([^"]+)"', text, flags=re.M)
+            if b == "loss"]
+    assert len(into) == 4
+    assert "Σ<sub>t</sub>" not in _node_line(text, "loss")
+
+
+# -- 10. two wide pictures stack ---------------------------------------------------------------
+@pytest.mark.dot
+def test_side_by_side_stacks_wide_pictures_vertically():
+    import json
+
+    full, loss = _run("rnn", T=8)
+    cut, loss_t = _run("rnn", T=8, truncate=3)
+    boxes = {}
+    for direction in ("auto", "vertical", "horizontal"):
+        g = ug.render_side_by_side(full, cut, labels=("full", "cut"), loss=(loss, loss_t),
+                                   detail="textbook", values=False, direction=direction)
+        lay = json.loads(g.pipe(format="json"))
+        bb = {o["name"]: [float(v) for v in o["bb"].split(",")] for o in lay["objects"]
+              if o.get("name", "").startswith("cluster_side")}
+        boxes[direction] = bb
+    for direction in ("auto", "vertical"):
+        a, b = boxes[direction]["cluster_side0"], boxes[direction]["cluster_side1"]
+        assert a[1] >= b[3] - 1  # a's bottom over b's top (y grows upwards)
+    a, b = boxes["horizontal"]["cluster_side0"], boxes["horizontal"]["cluster_side1"]
+    assert a[2] <= b[0] + 1  # side by side
+    with pytest.raises(RenderError, match="direction"):
+        ug.render_side_by_side(full, cut, direction="diagonal")

@@ -78,7 +78,8 @@ _THEMES = {
         "highlight": "#cf222e",
         "param": "#8250df", "input": "#1a7f37", "leaf": "#1a7f37", "state": "#1d4ed8",
         "output": "#bc4c00", "op": "#57606a", "shared": "#8250df", "const": "#6e7781",
-        "call": "#57606a", "loss": "#cf222e", "elide": "#57606a", "step": "#1d4ed8",
+        "call": "#57606a", "loss": "#cf222e", "part": "#cf222e", "elide": "#57606a",
+        "step": "#1d4ed8",
         "zero": "#ffffff",
         "ramp": ["#fdf6e3", "#fde68a", "#f59e0b", "#dc2626", "#6b0f3a"],
     },
@@ -89,7 +90,8 @@ _THEMES = {
         "cut_font": "#6e7681", "highlight": "#ff7b72",
         "param": "#d2a8ff", "input": "#56d364", "leaf": "#56d364", "state": "#58a6ff",
         "output": "#ffa657", "op": "#8b949e", "shared": "#d2a8ff", "const": "#8b949e",
-        "call": "#8b949e", "loss": "#ff7b72", "elide": "#8b949e", "step": "#58a6ff",
+        "call": "#8b949e", "loss": "#ff7b72", "part": "#ff7b72", "elide": "#8b949e",
+        "step": "#58a6ff",
         "zero": "#0d1117",
         "ramp": ["#1c2541", "#1f6f8b", "#3fa34d", "#e9c46a", "#fff3b0"],
     },
@@ -101,7 +103,8 @@ _THEMES = {
         "highlight": "#000000",
         "param": "#000000", "input": "#000000", "leaf": "#000000", "state": "#000000",
         "output": "#000000", "op": "#000000", "shared": "#000000", "const": "#555555",
-        "call": "#000000", "loss": "#000000", "elide": "#000000", "step": "#000000",
+        "call": "#000000", "loss": "#000000", "part": "#000000", "elide": "#000000",
+        "step": "#000000",
         "zero": "#ffffff",
         "ramp": ["#fdf6e3", "#fde68a", "#f59e0b", "#dc2626", "#6b0f3a"],
     },
@@ -116,7 +119,8 @@ _SHAPES = {
     "param": ("cylinder", ""), "input": ("invhouse", ""), "leaf": ("ellipse", ""),
     "state": ("ellipse", ""), "next_state": ("box", "rounded"), "output": ("house", ""),
     "op": ("box", "rounded"), "shared": ("box", ""), "const": ("box", "rounded"),
-    "call": ("box3d", ""), "loss": ("doubleoctagon", ""), "elide": ("box", "rounded,bold"),
+    "call": ("box3d", ""), "loss": ("doubleoctagon", ""), "part": ("ellipse", ""),
+    "elide": ("box", "rounded,bold"),
     "step": ("box", "rounded"), "mask": ("box", "rounded"),
 }
 
@@ -827,7 +831,8 @@ class _Drawer:
             "style": ",".join(dict.fromkeys(styles)),
             "fillcolor": fill,
             "color": border,
-            "penwidth": "3" if hot else ("2" if state or kind in ("param", "loss") else "1.2"),
+            "penwidth": "3" if hot else ("2" if state or kind in ("param", "loss", "part")
+                                         else "1.2"),
             "label": _label(title, rows, font if font != t["font"] else None),
             "tooltip": tooltip,
         }
@@ -1017,7 +1022,9 @@ class _Drawer:
             "state": "state", "next_state": "next state", "output": "output",
             "op": "operation", "shared": "op on weights alone, computed once (Wᵀ)",
             "const": "constant",
-            "call": "call of an unrolled net", "loss": "loss", "elide": "elided steps",
+            "call": "call of an unrolled net", "loss": "loss",
+            "part": "the loss's part from step t (the parts add up to L)",
+            "elide": "elided steps",
             "step": "one time step",
             "cut": "greyed, dashed border: truncated BPTT sends it no gradient",
             "mask": "mask",
@@ -1729,8 +1736,9 @@ def _prefixed(line: str, prefix: str) -> str:
     return "".join(out)
 
 
-def render_side_by_side(a, b, labels=("a", "b"), **options):
-    """Draw two objects in one figure, side by side, on one gradient colour scale.
+def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
+    """Draw two objects in one figure, side by side or one above the other, on one gradient
+    colour scale.
 
     Parameters
     ----------
@@ -1738,6 +1746,10 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
         What to draw (for example the same net with full and with truncated BPTT).
     labels : (str, str)
         A caption over each picture.
+    direction : {"auto", "horizontal", "vertical"}
+        ``"vertical"`` stacks ``a`` over ``b`` (for wide pictures: a slide stays readable);
+        ``"auto"`` (default) stacks them when either is an unrolled net of more than
+        4 steps, and puts them side by side otherwise.
     **options
         As :func:`to_dot`; ``loss=`` may be a pair ``(loss_a, loss_b)``. Unless
         ``color_scale=`` is given, the scale spans the gradient norms of both pictures.
@@ -1750,7 +1762,7 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
     Raises
     ------
     RenderError
-        As :func:`to_dot`, or when ``labels`` is not two strings.
+        As :func:`to_dot`, or when ``labels`` is not two strings or ``direction`` is unknown.
 
     Examples
     --------
@@ -1769,6 +1781,12 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
     if not (isinstance(labels, (tuple, list)) and len(labels) == 2
             and all(isinstance(x, str) for x in labels)):
         raise RenderError(f"labels must be two strings, got {labels!r}")
+    if direction not in ("auto", "horizontal", "vertical"):
+        raise RenderError(f"direction={direction!r}; use 'auto', 'horizontal' or 'vertical'")
+    if direction == "auto":
+        wide = any(getattr(view(x).net, "steps", 0) > 4 for x in (a, b)
+                   if _is_unrolled_or_cell(x))
+        direction = "vertical" if wide else "horizontal"
     loss = options.pop("loss", None)
     losses = tuple(loss) if isinstance(loss, (tuple, list)) else (loss, loss)
     opts = [dict(options, loss=losses[0]), dict(options, loss=losses[1])]
@@ -1779,7 +1797,7 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
             shared = (min(r[0] for r in ends), max(r[1] for r in ends))
             for o in opts:
                 o["color_scale"] = shared
-    body, scale = [], None
+    body, scale, ends_of = [], None, []
     for k, (x, o, label) in enumerate(zip((a, b), opts, labels)):
         _, lines, sc = _build_scaled(x, o)
         scale = scale or sc
@@ -1792,7 +1810,7 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
         loc = "b" if (o.get("rankdir") or "BT") == "BT" and _is_unrolled_or_cell(x) else "t"
         body.append(f'    label=<<b>{_h(_shown(label, _TITLE_CHARS))}</b>> '
                     f"tooltip={_q(label)} pencolor=transparent fontsize=16 labelloc={loc}\n")
-        legend = []
+        legend, picture = [], []
         for line in lines:
             if line in head:
                 continue
@@ -1805,11 +1823,44 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
             if line.lstrip().startswith("subgraph cluster_"):  # clusters of one name merge
                 line = line.replace("subgraph cluster_", f"subgraph cluster_s{k}_", 1)
             body.append("  " + _prefixed(line, f"s{k}_"))
+            picture.append(body[-1])
         body.append("  }\n")
         body += legend  # outside the pictures, so neither is pushed aside by its legend
+        ends_of.append(_ends(picture))
+    rankdir = options.get("rankdir") or ("BT" if _is_unrolled_or_cell(a) else "LR")
+    if direction == "vertical" and rankdir in ("BT", "TB"):
+        # a over b: invisible edges from the top of the lower picture to the bottom of the
+        # upper one (ranks run upwards with BT, downwards with TB)
+        (a_src, a_snk), (b_src, b_snk) = ends_of
+        # one edge is enough to rank them; more would pull the pictures' rows out of order
+        lower, upper = (b_snk, a_src) if rankdir == "BT" else (a_snk, b_src)
+        if lower and upper:
+            body.append(f'  "{lower[0]}" -> "{upper[len(upper) // 2]}" [style=invis]\n')
     diagram = _diagram_class()(name="unrollgraph", body=body)
     diagram.color_scale = scale.range if scale is not None else None
     return diagram
+
+
+_EDGE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" -> "((?:[^"\\]|\\.)*)"(.*)$')
+_NODE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" \[')
+
+
+def _ends(lines: list[str]) -> tuple[list[str], list[str]]:
+    """The nodes a picture starts from (no laid-out edge into them) and ends at (none out of
+    them)."""
+    nodes, into, out = [], set(), set()
+    for line in lines:
+        m = _EDGE.match(line)
+        if m:
+            if "invis" not in m.group(3) and "constraint" not in m.group(3):
+                out.add(m.group(1))
+                into.add(m.group(2))
+            continue
+        m = _NODE.match(line)
+        if m:
+            nodes.append(m.group(1))
+    return ([n for n in nodes if n not in into and n in out],
+            [n for n in nodes if n not in out and n in into])
 
 
 def _is_unrolled_or_cell(obj) -> bool:
