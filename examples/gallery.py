@@ -74,6 +74,9 @@ def pictures():
     net_p, loss_p = _run(ug.nn.RNNCell(2, 2, seed=0), 4)
     out["rnn_print"] = ug.render(net_p, loss=loss_p, detail="textbook", theme="print",
                                  values=False)
+    net_s, loss_s = _run(ug.nn.RNNCell(2, 2, seed=0), 16)
+    out["rnn_slide_16"] = ug.render(net_s, loss=loss_s, detail="textbook", theme="print",
+                                    compact=True)
     small = ug.nn.RNNCell(2, 4, seed=0)
     small.load_state_dict({k: 0.4 * v for k, v in small.state_dict().items()})
     net, loss = _run(small, 16, last_only=True)

@@ -291,3 +291,27 @@ def test_side_by_side_stacks_wide_pictures_vertically():
     assert a[2] <= b[0] + 1  # side by side
     with pytest.raises(RenderError, match="direction"):
         ug.render_side_by_side(full, cut, direction="diagonal")
+
+
+# -- 9. a 16-step figure for a slide -----------------------------------------------------------
+@pytest.mark.dot
+def test_compact_textbook_of_sixteen_steps_fits_a_slide(tmp_path):
+    import json
+
+    net, loss = _run("rnn", T=16)
+    sizes = {}
+    for compact in (False, True):
+        g = ug.render(net, loss=loss, detail="textbook", theme="print", compact=compact,
+                      legend=False)
+        bb = [float(v) for v in json.loads(g.pipe(format="json"))["bb"].split(",")]
+        sizes[compact] = bb[2] / bb[3]
+        text = g.source
+    assert sizes[True] < 4.6 and sizes[False] > 6
+    assert "v = " not in text and "∇ = " not in text  # names only; the fill is the gradient
+    assert "fillcolor=\"#ffffff\"" not in _node_line(text, net.graph.id(net.state_nodes["h"][15]))
+    with pytest.raises(RenderError, match="compact=True"):
+        ug.to_dot(net, loss=loss, detail="ops", compact=True)
+    out = tmp_path / "s.dot"
+    assert main(["render", "rnn", "--steps", "16", "--grad", "--detail", "textbook",
+                 "--compact", "-o", str(out)]) == 0
+    assert main(["render", "rnn", "--compact", "-o", str(out)]) == 2

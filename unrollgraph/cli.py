@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the gradient scale)")
     r.add_argument("--contributions", action="store_true",
                    help="list each step's part of a shared weight's gradient (needs --grad)")
+    r.add_argument("--compact", action="store_true",
+                   help="with --detail textbook: names only in the nodes, gradients as colour "
+                        "(a 16-step figure fits a slide)")
     r.add_argument("--max-nodes", type=_int_at_least(1, "--max-nodes"), default=None,
                    help="refuse drawings of more nodes than this (default 1500: Graphviz "
                         "takes minutes on larger ones)")
@@ -230,6 +233,9 @@ def _render(args) -> int:
     if out.is_dir():
         raise _UsageError(f"-o {str(out)!r} is a folder; give a file name such as "
                           f"{str(out / ('graph.' + fmt))!r}")
+    if args.compact and (args.detail != "textbook" or args.folded):
+        raise _UsageError("--compact shortens the labels of the unrolled textbook view: use it "
+                          "with --detail textbook and without --folded")
     if args.folded and args.truncate is not None:
         raise _UsageError("--truncate sets how far an unrolled net's gradient reaches back; "
                           "the folded cell (--folded) is not unrolled: leave out one of them")
@@ -265,6 +271,8 @@ def _dot_text(ug, args) -> str:
     else:
         obj = ug.unroll(cell, steps=args.steps, truncate=args.truncate)
         options.update(detail=args.detail, contributions=args.contributions)
+        if args.compact:
+            options["compact"] = True
         if args.beside:
             options["folded"] = True
         if args.grad:

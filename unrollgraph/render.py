@@ -56,6 +56,7 @@ OPTIONS = {
     "rankdir": None,
     "biases": True,
     "folded": False,
+    "compact": False,
     "color_scale": None,
     "fontsize": None,
     "scale": 1.0,
@@ -172,6 +173,10 @@ def to_dot(obj, **options) -> str:
         (default) or leave them out.
     folded : bool
         Textbook view of an unrolled net: draw the folded cell beside it.
+    compact : bool
+        Textbook view: each node shows its name only (values left out, gradients only as the
+        fill colour on the legend's scale; the biases are listed once in the legend), so a
+        16-step figure fits a slide.
     values, grads : bool, optional
         Show each node's value / gradient (a number, a small array, or shape and norm). By
         default shown when there are any.
@@ -475,6 +480,11 @@ def _drawer(obj, opts: dict):
             "folded=True draws the folded cell beside an unrolled net in the textbook view: "
             "use it with detail='textbook' on an unrolled net (draw a cell itself for the "
             f"folded cell alone); here detail={opts['detail']!r} on {_A[v.kind]}"
+        )
+    if opts["compact"] and opts["detail"] != "textbook":
+        raise RenderError(
+            "compact=True shortens the textbook view's node labels: use it with "
+            f"detail='textbook' (here detail={opts['detail']!r})"
         )
     if opts["loss"] is not None:
         _check_loss(obj, v, opts["loss"])

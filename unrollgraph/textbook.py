@@ -307,8 +307,14 @@ class Textbook(_Unrolled):
         if self.o["folded"]:
             rows.append(("■", "one-step delay z⁻¹ (the value of the previous step)"))
         rows.append(("<i>W</i>", "a weight on an edge: the parameters the ops between the "
-                                 "two values read"))
-        if self.o["biases"]:
+                                 "two values read" + ("<br/>(named at t = 0: every step reads "
+                                                      "the same)" if self.o["compact"] else "")))
+        if self.o["biases"] and self.o["compact"]:
+            names = [p for p in self.net.param_nodes.values() if id(p) in self.bias_ids]
+            if names:
+                rows.append(("+ " + _names(names), "biases added on the way to each state"
+                                                  "<br/>(for an LSTM or GRU, into its gates)"))
+        elif self.o["biases"]:
             rows.append(("+ b", "biases the step adds on the way to this value (for an "
                                 "LSTM or GRU, into its gates)"))
         if self.has_grads:
@@ -329,6 +335,8 @@ class Textbook(_Unrolled):
 
     def value_rows(self, n: Node, grad=None, own=False) -> list[str]:
         rows = []
+        if self.o["compact"]:  # the name only: the gradient is the fill colour
+            return rows
         if self.show_values():
             text = _array_text(self.value(n), self.o["max_elements"])
             if text is not None:
@@ -341,6 +349,7 @@ class Textbook(_Unrolled):
 
     def draw_body(self) -> None:
         g, net, T = self.g, self.net, self.T
+        self.bias_ids: set = set()
         rows = _Rows()
         # row order, bottom to top: inputs, states in the order a step computes them, outputs
         if self.o["folded"]:
@@ -401,8 +410,10 @@ class Textbook(_Unrolled):
                     notes[key] += [p for p in b if all(p is not q for q in notes[key])]
             for s in states:
                 n = net.state_nodes[s][t]
+                for key in notes:
+                    self.bias_ids.update(id(p) for p in notes[key])
                 extra = [f"+ {_names(notes[('s', s)], decl)}"] if notes[("s", s)] and \
-                    self.o["biases"] else []
+                    self.o["biases"] and not self.o["compact"] else []
                 self.node(g.id(n), "state", _sub(_hn(s), t), extra + self.value_rows(n),
                           _mag(self.grad(n)), cut=cut, state=True, shape="ellipse",
                           tooltip=f"state {s} after step {t}: {g.equation(n)}",
@@ -412,7 +423,7 @@ class Textbook(_Unrolled):
                 n = ns[t]
                 oid = _out_id(g.id(n), self.out_index[k])
                 extra = [f"+ {_names(notes[('y', k)], decl)}"] if notes.get(("y", k)) and \
-                    self.o["biases"] else []
+                    self.o["biases"] and not self.o["compact"] else []
                 self.node(oid, "output", _sub(_hn(k), t),
                           extra + self.value_rows(n, self.own_grad(k, t), own=True),
                           self.output_mag(k, t), shape="ellipse",
@@ -431,6 +442,8 @@ class Textbook(_Unrolled):
                 for src, (w, _b) in srcs.items():
                     a, z = ids[src], ids[dst]
                     label = f"<i>{_names(w)}</i>" if w else None
+                    if self.o["compact"] and t > 0:  # the same weights at every step:
+                        label = None  # named once, on the first step's edges
                     src_row = ("s", src[1]) if src[0] == "prev" else src
                     hot = self.on_path(node_of[a], node_of[z]) if a in node_of and \
                         z in node_of else False
@@ -483,7 +496,8 @@ class Textbook(_Unrolled):
                 lid = f"loss_{n.step}"
                 if lid not in lrow:
                     lrow.append(lid)
-                    part = [f"v = {_h(_num(parts[n.step]))}"] if self.show_values() else []
+                    part = [f"v = {_h(_num(parts[n.step]))}"] \
+                        if self.show_values() and not self.o["compact"] else []
                     self.node(lid, "part", _sub("L", n.step), part,
                               tooltip=f"the part of the loss from step {n.step}: "
                                       f"{_num(parts[n.step])} (the parts add up to L)",
