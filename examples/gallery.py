@@ -35,7 +35,7 @@ def _run(cell, T, seed=0, truncate=None, last_only=False):
         loss = (outputs[-1] * outputs[-1]).sum()
     else:
         loss = ug.mse_loss(outputs, np.zeros(outputs.shape))
-    loss.name = "loss"
+    loss.name = "L"
     loss.backward()
     return net, loss
 
@@ -74,6 +74,9 @@ def pictures():
     net_p, loss_p = _run(ug.nn.RNNCell(2, 2, seed=0), 4)
     out["rnn_print"] = ug.render(net_p, loss=loss_p, detail="textbook", theme="print",
                                  values=False)
+    net_s, loss_s = _run(ug.nn.RNNCell(2, 2, seed=0), 16)
+    out["rnn_slide_16"] = ug.render(net_s, loss=loss_s, detail="textbook", theme="print",
+                                    compact=True)
     small = ug.nn.RNNCell(2, 4, seed=0)
     small.load_state_dict({k: 0.4 * v for k, v in small.state_dict().items()})
     net, loss = _run(small, 16, last_only=True)

@@ -262,7 +262,7 @@ def test_truncated_steps_are_greyed():
             for i in (cut, kept)}
     assert "dashed" in line[cut] and "∇" not in line[cut]
     assert "dashed" not in line[kept] and "∇" in line[kept]
-    assert "cut off by truncation" in text
+    assert "truncated BPTT sends it no gradient" in text
 
 
 def test_highlight_and_local_derivatives():

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import os
+import re
 import runpy
 import subprocess
 import sys
@@ -137,6 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "the gradient scale)")
     r.add_argument("--contributions", action="store_true",
                    help="list each step's part of a shared weight's gradient (needs --grad)")
+    r.add_argument("--compact", action="store_true",
+                   help="with --detail textbook: names only in the nodes, gradients as colour "
+                        "(a 16-step figure fits a slide)")
+    r.add_argument("--max-nodes", type=_int_at_least(1, "--max-nodes"), default=None,
+                   help="refuse drawings of more nodes than this (default 1500: Graphviz "
+                        "takes minutes on larger ones)")
     _add_explain_parser(sub)
     return parser
 
@@ -276,6 +283,11 @@ def _render(args) -> int:
     import unrollgraph as ug
 
     out = Path(args.output)
+    if out.is_dir() or args.output.endswith(("/", "\\")):
+        # a folder is refused whatever -f says (it is never taken as a stem for a name)
+        sfx = args.format or "svg"
+        raise _UsageError(f"-o {args.output!r} is a folder; give a file name such as "
+                          f"{str(out / ('graph.' + sfx))!r}")
     fmt = out.suffix.lstrip(".").lower()
     if args.format is not None:
         if not out.suffix:
@@ -293,15 +305,21 @@ def _render(args) -> int:
             + ", ".join("." + f for f in _FORMATS)
         )
     if out.is_dir():
-        raise _UsageError(f"-o {args.output!r} is a folder; give a file name such as "
+        raise _UsageError(f"-o {str(out)!r} is a folder; give a file name such as "
                           f"{str(out / ('graph.' + fmt))!r}")
+    if args.compact and (args.detail != "textbook" or args.folded):
+        raise _UsageError("--compact shortens the labels of the unrolled textbook view: use it "
+                          "with --detail textbook and without --folded")
+    if args.folded and args.truncate is not None:
+        raise _UsageError("--truncate sets how far an unrolled net's gradient reaches back; "
+                          "the folded cell (--folded) is not unrolled: leave out one of them")
     if args.contributions and (not args.grad or args.folded):
         raise _UsageError("--contributions lists the parts of a gradient over the unrolled "
                           "steps: it needs --grad and cannot be used with --folded")
     try:
         text = _dot_text(ug, args)
     except ug.UnrollGraphError as exc:
-        raise _UsageError(_one_line(exc)) from None
+        raise _UsageError(_cli_words(_one_line(exc))) from None
     except MemoryError as exc:
         raise _UsageError(f"not enough memory for these sizes ({_one_line(exc)}); use smaller "
                           "--steps, --batch, --hidden or --input") from None
@@ -316,6 +334,8 @@ def _dot_text(ug, args) -> str:
     if args.grad:
         cell.zero_grad()
     options = {"theme": args.theme}
+    if args.max_nodes is not None:
+        options["max_nodes"] = args.max_nodes
     if args.folded:
         if args.grad:
             _forward_backward(ug, cell, args)
@@ -325,6 +345,8 @@ def _dot_text(ug, args) -> str:
     else:
         obj = ug.unroll(cell, steps=args.steps, truncate=args.truncate)
         options.update(detail=args.detail, contributions=args.contributions)
+        if args.compact:
+            options["compact"] = True
         if args.beside:
             options["folded"] = True
         if args.grad:
@@ -353,9 +375,25 @@ def _write(out: Path, fmt: str, text: str) -> None:
             "Graphviz's dot program is not installed; install it (apt-get install "
             "graphviz) or write the DOT text with -o file.dot"
         ) from None
-    if done.returncode != 0:
+    if done.returncode != 0:  # the DOT text is ours: its refusal is a bug, not a mistake
         message = " ".join(done.stderr.decode(errors="replace").split())
-        raise _UsageError(f"dot failed: {message or f'exit status {done.returncode}'}")
+        raise RuntimeError(f"dot failed: {message or f'exit status {done.returncode}'}")
+
+
+_OPTION_WORDS = (
+    (re.compile(r"\bmax_nodes=(\d+)"), r"--max-nodes \1"),
+    (re.compile(r"\braise max_nodes\b"), "raise --max-nodes"),
+    (re.compile(r"\bdetail='(\w+)'"), r"--detail \1"),
+    (re.compile(r"\bmax_nodes\b"), "--max-nodes"),
+)
+
+
+def _cli_words(message: str) -> str:
+    """A library message with its option hints in command-line words (``max_nodes=6013``
+    becomes ``--max-nodes 6013``), so every fix it suggests can be typed."""
+    for pattern, words in _OPTION_WORDS:
+        message = pattern.sub(words, message)
+    return message
 
 
 def _load_cell(ug, args):
@@ -514,7 +552,7 @@ def _forward_backward(ug, cell, args, net=None):
     else:  # a cell without outputs: a loss on its final state
         last = final[0] if isinstance(final, tuple) else final
         loss = (last * last).mean()
-    loss.name = "loss"
+    loss.name = "L"
     if not loss.requires_grad:
         raise _UsageError(f"--grad: nothing in cell {cell.name!r} requires a gradient (it has "
                           "no parameters); leave out --grad")

@@ -33,7 +33,8 @@ import numpy as np
 
 from .errors import RenderError
 from .graph import Node
-from .view import GraphView, reads, view
+from .tensor import Tensor
+from .view import GraphView, loss_runs, reads, view
 
 __all__ = ["render", "to_dot", "render_side_by_side", "OPTIONS"]
 
@@ -56,6 +57,7 @@ OPTIONS = {
     "rankdir": None,
     "biases": True,
     "folded": False,
+    "compact": False,
     "color_scale": None,
     "fontsize": None,
     "scale": 1.0,
@@ -78,7 +80,8 @@ _THEMES = {
         "highlight": "#cf222e",
         "param": "#8250df", "input": "#1a7f37", "leaf": "#1a7f37", "state": "#1d4ed8",
         "output": "#bc4c00", "op": "#57606a", "shared": "#8250df", "const": "#6e7781",
-        "call": "#57606a", "loss": "#cf222e", "elide": "#57606a", "step": "#1d4ed8",
+        "call": "#57606a", "loss": "#cf222e", "part": "#cf222e", "elide": "#57606a",
+        "step": "#1d4ed8",
         "zero": "#ffffff",
         "ramp": ["#fdf6e3", "#fde68a", "#f59e0b", "#dc2626", "#6b0f3a"],
     },
@@ -89,7 +92,8 @@ _THEMES = {
         "cut_font": "#6e7681", "highlight": "#ff7b72",
         "param": "#d2a8ff", "input": "#56d364", "leaf": "#56d364", "state": "#58a6ff",
         "output": "#ffa657", "op": "#8b949e", "shared": "#d2a8ff", "const": "#8b949e",
-        "call": "#8b949e", "loss": "#ff7b72", "elide": "#8b949e", "step": "#58a6ff",
+        "call": "#8b949e", "loss": "#ff7b72", "part": "#ff7b72", "elide": "#8b949e",
+        "step": "#58a6ff",
         "zero": "#0d1117",
         "ramp": ["#1c2541", "#1f6f8b", "#3fa34d", "#e9c46a", "#fff3b0"],
     },
@@ -101,7 +105,8 @@ _THEMES = {
         "highlight": "#000000",
         "param": "#000000", "input": "#000000", "leaf": "#000000", "state": "#000000",
         "output": "#000000", "op": "#000000", "shared": "#000000", "const": "#555555",
-        "call": "#000000", "loss": "#000000", "elide": "#000000", "step": "#000000",
+        "call": "#000000", "loss": "#000000", "part": "#000000", "elide": "#000000",
+        "step": "#000000",
         "zero": "#ffffff",
         "ramp": ["#fdf6e3", "#fde68a", "#f59e0b", "#dc2626", "#6b0f3a"],
     },
@@ -115,10 +120,30 @@ _PRINT_PEN = 1.6
 _SHAPES = {
     "param": ("cylinder", ""), "input": ("invhouse", ""), "leaf": ("ellipse", ""),
     "state": ("ellipse", ""), "next_state": ("box", "rounded"), "output": ("house", ""),
-    "op": ("box", "rounded"), "shared": ("box", "rounded,dashed"), "const": ("box", "rounded"),
-    "call": ("box3d", ""), "loss": ("doubleoctagon", ""), "elide": ("box", "rounded,dashed"),
+    "op": ("box", "rounded"), "shared": ("box", ""), "const": ("box", "rounded"),
+    "call": ("box3d", ""), "loss": ("doubleoctagon", ""), "part": ("ellipse", ""),
+    "elide": ("box", "rounded,bold"),
     "step": ("box", "rounded"), "mask": ("box", "rounded"),
 }
+
+#: each shape as a reader would name it (the legend speaks of what is drawn, not of Graphviz)
+_WORDS = {
+    "cylinder": "cylinder", "invhouse": "pentagon, point down", "house": "pentagon, point up",
+    "ellipse": "oval", "circle": "circle", "doublecircle": "double circle",
+    "doubleoctagon": "double octagon", "box3d": "3-D box", "square": "square", "point": "dot",
+}
+
+
+def _shape_words(shape: str, style: str = "") -> str:
+    """``("box", "rounded")`` -> ``"rounded box"``: a shape and its style in plain words."""
+    if shape == "box":
+        words = "rounded box" if "rounded" in style else "square-cornered box"
+    else:
+        words = _WORDS.get(shape, shape)
+    if "bold" in style:
+        words = "thick " + words
+    return words
+
 
 _SYMBOLS = {
     "add": "+", "sub": "−", "mul": "×", "div": "÷", "matmul": "matmul", "neg": "−x",
@@ -149,6 +174,10 @@ def to_dot(obj, **options) -> str:
         (default) or leave them out.
     folded : bool
         Textbook view of an unrolled net: draw the folded cell beside it.
+    compact : bool
+        Textbook view: each node shows its name only (values left out, gradients only as the
+        fill colour on the legend's scale; the biases are listed once in the legend), so a
+        16-step figure fits a slide.
     values, grads : bool, optional
         Show each node's value / gradient (a number, a small array, or shape and norm). By
         default shown when there are any.
@@ -456,6 +485,19 @@ def _drawer(obj, opts: dict):
             f"chain_rule=True writes the chain rule on a tensor's graph of scalars, not on "
             f"a {v.kind} view; draw the loss tensor (for an unrolled net, ug.explain(loss) "
             "and ug.symbolic.bptt give the chain rule through time)")
+    if opts["folded"] and not (opts["detail"] == "textbook" and v.kind == "unrolled"):
+        raise RenderError(
+            "folded=True draws the folded cell beside an unrolled net in the textbook view: "
+            "use it with detail='textbook' on an unrolled net (draw a cell itself for the "
+            f"folded cell alone); here detail={opts['detail']!r} on {_A[v.kind]}"
+        )
+    if opts["compact"] and opts["detail"] != "textbook":
+        raise RenderError(
+            "compact=True shortens the textbook view's node labels: use it with "
+            f"detail='textbook' (here detail={opts['detail']!r})"
+        )
+    if opts["loss"] is not None:
+        _check_loss(obj, v, opts["loss"])
     if opts["detail"] == "textbook" and v.kind in ("unrolled", "cell"):
         from .textbook import Folded, Textbook
 
@@ -465,6 +507,38 @@ def _drawer(obj, opts: dict):
     if v.kind in ("tensor", "cell", "graph"):
         return _Plain(v, opts)
     raise RenderError(f"cannot draw a view of kind {v.kind!r}")  # pragma: no cover
+
+
+_A = {"unrolled": "an unrolled net", "cell": "a cell", "tensor": "a tensor", "graph": "a graph"}
+
+
+def _check_loss(obj, v: GraphView, loss) -> None:
+    """Refuse a ``loss=`` that is not a tensor computed from the drawn run of the drawn net:
+    its value and its edges would be drawn on a picture they do not belong to."""
+    if not isinstance(loss, Tensor):
+        raise RenderError(
+            f"loss= must be the loss Tensor computed from the net's outputs, got "
+            f"{type(loss).__name__} {_shown(repr(loss))!r}"
+        )
+    if v.kind != "unrolled":
+        raise RenderError(
+            f"loss= is drawn over an unrolled net's outputs; this is a {v.kind}, whose "
+            "history already holds what it computes: leave out loss="
+        )
+    runs = loss_runs(loss)
+    drawn = obj if hasattr(obj, "grads") else getattr(obj, "last_run", None)
+    name = v.net.cell.name
+    if not any(r.net is v.net or r is drawn for r in runs):
+        raise RenderError(
+            f"loss= was not computed from this net's run: its graph reads no output or state "
+            f"of the unrolled {name!r}; pass the loss computed from this net's outputs"
+        )
+    if drawn is not None and all(r is not drawn for r in runs):
+        raise RenderError(
+            f"loss= was computed from an earlier run of the unrolled {name!r}, not the drawn "
+            "one (the net's last run); draw that run (ug.render(run, ...)) or pass the loss "
+            "of the last run"
+        )
 
 
 # -- text ------------------------------------------------------------------------------------
@@ -635,11 +709,22 @@ def _array_text(a, limit: int) -> str | None:
     return f"‖·‖ {_num(norm)} ({shape})" if norm is not None else shape
 
 
+def _font(text: str, size=None, colour: str | None = None, bold: bool = False) -> str:
+    """``text`` (already escaped) in a ``<font>`` (and ``<b>``) element; empty text gives
+    the empty string, since Graphviz refuses an empty element in an HTML label."""
+    if not text:
+        return ""
+    if bold:
+        text = f"<b>{text}</b>"
+    attrs = (f' point-size="{size}"' if size is not None else "") + \
+        (f' color="{colour}"' if colour else "")
+    return f"<font{attrs}>{text}</font>" if attrs else text
+
+
 def _label(title: str, rows: list[str], font: str | None = None) -> _Html:
     """An HTML table label: a bold title then small rows (all arguments already escaped)."""
-    colour = f' color="{font}"' if font else ""
-    cells = [f"<tr><td><font point-size=\"12\"{colour}><b>{title}</b></font></td></tr>"]
-    cells += [f"<tr><td><font point-size=\"9\"{colour}>{r}</font></td></tr>" for r in rows]
+    cells = [f"<tr><td>{_font(title, 12, font, bold=True) or ' '}</td></tr>"]
+    cells += [f"<tr><td>{_font(r, 9, font)}</td></tr>" for r in rows if r]
     return _Html('<table border="0" cellborder="0" cellspacing="0" cellpadding="1">'
                  + "".join(cells) + "</table>")
 
@@ -705,7 +790,7 @@ class _Drawer:
         self.has_grads = False
         self.scale: _Scale | None = None
         self.path: set[int] = set()
-        self.legend_shapes: dict[str, str] = {}
+        self.legend_shapes: dict[str, list] = {}  # kind -> the (shape, style) drawn
         self.n_nodes = 0  # nodes and edges drawn (the legend aside): what the guard counts
         self.n_edges = 0
 
@@ -743,7 +828,9 @@ class _Drawer:
         self.kinds_used.add(kind)
         kind_shape, extra = _SHAPES[kind]
         shape = shape or kind_shape
-        self.legend_shapes.setdefault(kind, shape)
+        drawn = self.legend_shapes.setdefault(kind, [])
+        if (shape, extra) not in drawn:
+            drawn.append((shape, extra))
         styles = [s for s in extra.split(",") if s] + ["filled"]
         border = t["state"] if state else t[kind if kind in t else "op"]
         fill, font = t["nofill"], t["font"]
@@ -764,7 +851,8 @@ class _Drawer:
             "style": ",".join(dict.fromkeys(styles)),
             "fillcolor": fill,
             "color": border,
-            "penwidth": "3" if hot else ("2" if state or kind in ("param", "loss") else "1.2"),
+            "penwidth": "3" if hot else ("2" if state or kind in ("param", "loss", "part")
+                                         else "1.2"),
             "label": _label(title, rows, font if font != t["font"] else None),
             "tooltip": tooltip,
         }
@@ -790,12 +878,14 @@ class _Drawer:
             attrs.update(color=t["loss"], arrowsize="0.6")
         if cut:
             attrs.update(color=t["cut_font"], style="dotted")
+            self.edges_used.add("cut")
         if hot:
             attrs.update(color=t["highlight"], penwidth="3")
         if label is not None:
             # an xlabel is placed after layout: the edge stays straight and takes no rank
-            attrs["xlabel" if xlabel else "label"] = _Html(
-                f'<font point-size="{label_pt}" color="{attrs["color"]}">{label}</font>')
+            text = _font(label, label_pt, attrs["color"])
+            if text:
+                attrs["xlabel" if xlabel else "label"] = _Html(text)
         if not arrow:
             attrs["arrowhead"] = "none"
         if ports:
@@ -947,11 +1037,16 @@ class _Drawer:
             return
         t = self.t
         names = {
-            "param": "parameter (shared weight)", "input": "input", "leaf": "leaf tensor",
+            "param": "parameter: one weight, shared by every step", "input": "input",
+            "leaf": "leaf tensor",
             "state": "state", "next_state": "next state", "output": "output",
-            "op": "operation", "shared": "shared op (computed once)", "const": "constant",
-            "call": "call of an unrolled net", "loss": "loss", "elide": "elided steps",
-            "step": "one time step", "cut": "cut off by truncation (no gradient)",
+            "op": "operation", "shared": "op on weights alone, computed once (Wᵀ)",
+            "const": "constant",
+            "call": "call of an unrolled net", "loss": "loss",
+            "part": "the loss's part from step t (the parts add up to L)",
+            "elide": "elided steps",
+            "step": "one time step",
+            "cut": "greyed, dashed border: truncated BPTT sends it no gradient",
             "mask": "mask",
         }
         rows = []
@@ -959,31 +1054,34 @@ class _Drawer:
             if kind not in self.kinds_used:
                 continue
             if kind == "cut":
-                colour, swatch = t["cut_font"], t["cut_fill"]
+                colour, words = t["cut_font"], "grey"
             else:
                 colour = t["state"] if kind == "next_state" else t[kind if kind in t else "op"]
-                swatch = t["nofill"]
-            shape = "" if kind == "cut" else \
-                f" ({self.legend_shapes.get(kind, _SHAPES[kind][0])})"
+                drawn = self.legend_shapes.get(kind) or [_SHAPES[kind]]
+                words = " or ".join(dict.fromkeys(_shape_words(*d) for d in drawn))
+            # the shape in words, in the colour it is drawn in: a swatch box would show
+            # every kind as the same rectangle
             rows.append(
-                f'<tr><td bgcolor="{swatch}" border="2" color="{colour}" width="18"> </td>'
-                f'<td align="left"><font point-size="9">{names[kind]}{shape}</font></td></tr>'
+                f'<tr><td align="right">{_font(words, 9, colour, bold=True)}</td>'
+                f'<td align="left">{_font(names[kind], 9)}</td></tr>'
             )
         edge_names = {
             "trunk": ("━━", t["shared_edge"], "a shared weight's trunk: × T steps read it"),
             "shared": ("- - -", t["shared_edge"], "shared-weight edge (one per reading op)"),
             "recurrent": ("━━", t["recurrent"], "state carried to the next step"),
             "delay": ("━━", t["recurrent"], "z⁻¹: one-step delay (next state → state)"),
+            "cut": ("· · ·", t["cut_font"], "dotted, grey: truncated BPTT sends no gradient back "
+                                        "along it"),
         }
         for kind, (sym, colour, text) in edge_names.items():
             if kind in self.edges_used:
                 rows.append(
-                    f'<tr><td><font color="{colour}"><b>{sym}</b></font></td>'
-                    f'<td align="left"><font point-size="9">{text}</font></td></tr>'
+                    f'<tr><td>{_font(sym, None, colour, bold=True)}</td>'
+                    f'<td align="left">{_font(text, 9)}</td></tr>'
                 )
         for left, right in extra_rows:
-            rows.append(f'<tr><td><font point-size="10">{left}</font></td><td align="left">'
-                        f'<font point-size="9">{right}</font></td></tr>')
+            rows.append(f'<tr><td>{_font(left, 10)}</td><td align="left">'
+                        f'{_font(right, 9)}</td></tr>')
         table = (
             f'<table border="1" cellborder="0" cellspacing="2" cellpadding="2" '
             f'color="{t["cluster"]}" bgcolor="{t["bg"]}">'
@@ -1468,9 +1566,11 @@ class _Unrolled(_Drawer):
             for n in inner:
                 for name in self.outputs_of.get(id(n), []):
                     oid = _out_id(g.id(n), self.out_index[name])
+                    # an output is never cut: the loss sends it its own gradient whatever
+                    # the truncation; the cut is on the edge from its step into it
                     self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>",
                               self.output_rows(name, t), self.output_mag(name, t),
-                              cut=self.v.is_cut(n), hot=self.output_hot(name, t),
+                              hot=self.output_hot(name, t),
                               tooltip=f"output {name} at step {t}")
                     top.append(oid)
         self.row(bottom)
@@ -1629,7 +1729,7 @@ class _Unrolled(_Drawer):
                 n = ns[t]
                 oid = _out_id(g.id(n), self.out_index[name])
                 self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>",
-                          self.output_rows(name, t)[1:], self.output_mag(name, t), cut=cut,
+                          self.output_rows(name, t)[1:], self.output_mag(name, t),
                           tooltip=f"output {name} at step {t}")
                 top.append(oid)
         self.row(bottom)
@@ -1668,7 +1768,7 @@ class _Unrolled(_Drawer):
             if text is not None:
                 rows.append("L = " + _h(text))
         rows.append("∂L/∂L = 1")
-        name = getattr(loss, "name", None) or "loss"
+        name = getattr(loss, "name", None) or "L"
         self.node("loss", "loss", _hn(name), rows, hot=bool(self.path), tooltip=name)
         self.emit('{rank=sink; "loss"}')
         g = self.g
@@ -1726,8 +1826,9 @@ def _prefixed(line: str, prefix: str) -> str:
     return "".join(out)
 
 
-def render_side_by_side(a, b, labels=("a", "b"), **options):
-    """Draw two objects in one figure, side by side, on one gradient colour scale.
+def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
+    """Draw two objects in one figure, side by side or one above the other, on one gradient
+    colour scale.
 
     Parameters
     ----------
@@ -1735,6 +1836,10 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
         What to draw (for example the same net with full and with truncated BPTT).
     labels : (str, str)
         A caption over each picture.
+    direction : {"auto", "horizontal", "vertical"}
+        ``"vertical"`` stacks ``a`` over ``b`` (for wide pictures: a slide stays readable);
+        ``"auto"`` (default) stacks them when either is an unrolled net of more than
+        4 steps, and puts them side by side otherwise.
     **options
         As :func:`to_dot`; ``loss=`` may be a pair ``(loss_a, loss_b)``. Unless
         ``color_scale=`` is given, the scale spans the gradient norms of both pictures.
@@ -1747,7 +1852,7 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
     Raises
     ------
     RenderError
-        As :func:`to_dot`, or when ``labels`` is not two strings.
+        As :func:`to_dot`, or when ``labels`` is not two strings or ``direction`` is unknown.
 
     Examples
     --------
@@ -1766,6 +1871,12 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
     if not (isinstance(labels, (tuple, list)) and len(labels) == 2
             and all(isinstance(x, str) for x in labels)):
         raise RenderError(f"labels must be two strings, got {labels!r}")
+    if direction not in ("auto", "horizontal", "vertical"):
+        raise RenderError(f"direction={direction!r}; use 'auto', 'horizontal' or 'vertical'")
+    if direction == "auto":
+        wide = any(getattr(view(x).net, "steps", 0) > 4 for x in (a, b)
+                   if _is_unrolled_or_cell(x))
+        direction = "vertical" if wide else "horizontal"
     loss = options.pop("loss", None)
     losses = tuple(loss) if isinstance(loss, (tuple, list)) else (loss, loss)
     opts = [dict(options, loss=losses[0]), dict(options, loss=losses[1])]
@@ -1776,7 +1887,7 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
             shared = (min(r[0] for r in ends), max(r[1] for r in ends))
             for o in opts:
                 o["color_scale"] = shared
-    body, scale = [], None
+    body, scale, ends_of = [], None, []
     for k, (x, o, label) in enumerate(zip((a, b), opts, labels)):
         _, lines, sc = _build_scaled(x, o)
         scale = scale or sc
@@ -1789,7 +1900,7 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
         loc = "b" if (o.get("rankdir") or "BT") == "BT" and _is_unrolled_or_cell(x) else "t"
         body.append(f'    label=<<b>{_h(_shown(label, _TITLE_CHARS))}</b>> '
                     f"tooltip={_q(label)} pencolor=transparent fontsize=16 labelloc={loc}\n")
-        legend = []
+        legend, picture = [], []
         for line in lines:
             if line in head:
                 continue
@@ -1802,11 +1913,44 @@ def render_side_by_side(a, b, labels=("a", "b"), **options):
             if line.lstrip().startswith("subgraph cluster_"):  # clusters of one name merge
                 line = line.replace("subgraph cluster_", f"subgraph cluster_s{k}_", 1)
             body.append("  " + _prefixed(line, f"s{k}_"))
+            picture.append(body[-1])
         body.append("  }\n")
         body += legend  # outside the pictures, so neither is pushed aside by its legend
+        ends_of.append(_ends(picture))
+    rankdir = options.get("rankdir") or ("BT" if _is_unrolled_or_cell(a) else "LR")
+    if direction == "vertical" and rankdir in ("BT", "TB"):
+        # a over b: invisible edges from the top of the lower picture to the bottom of the
+        # upper one (ranks run upwards with BT, downwards with TB)
+        (a_src, a_snk), (b_src, b_snk) = ends_of
+        # one edge is enough to rank them; more would pull the pictures' rows out of order
+        lower, upper = (b_snk, a_src) if rankdir == "BT" else (a_snk, b_src)
+        if lower and upper:
+            body.append(f'  "{lower[0]}" -> "{upper[len(upper) // 2]}" [style=invis]\n')
     diagram = _diagram_class()(name="unrollgraph", body=body)
     diagram.color_scale = scale.range if scale is not None else None
     return diagram
+
+
+_EDGE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" -> "((?:[^"\\]|\\.)*)"(.*)$')
+_NODE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" \[')
+
+
+def _ends(lines: list[str]) -> tuple[list[str], list[str]]:
+    """The nodes a picture starts from (no laid-out edge into them) and ends at (none out of
+    them)."""
+    nodes, into, out = [], set(), set()
+    for line in lines:
+        m = _EDGE.match(line)
+        if m:
+            if "invis" not in m.group(3) and "constraint" not in m.group(3):
+                out.add(m.group(1))
+                into.add(m.group(2))
+            continue
+        m = _NODE.match(line)
+        if m:
+            nodes.append(m.group(1))
+    return ([n for n in nodes if n not in into and n in out],
+            [n for n in nodes if n not in out and n in into])
 
 
 def _is_unrolled_or_cell(obj) -> bool:

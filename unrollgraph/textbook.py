@@ -20,11 +20,14 @@ from .render import (
     _hn,
     _Html,
     _mag,
+    _num,
     _out_id,
     _Scale,
     _shown,
     _Unrolled,
 )
+from .tensor import Tensor
+from .view import step_losses
 
 __all__ = ["edge_params", "computed_once"]
 
@@ -140,7 +143,11 @@ def computed_once(graph) -> set:
     return once
 
 
-def _names(params: list[Node]) -> str:
+def _names(params: list[Node], order=None) -> str:
+    """The parameters' names, in ``order`` (declaration order: ids of the cell's parameter
+    nodes) when given."""
+    if order:
+        params = sorted(params, key=lambda p: order.get(id(p), len(order)))
     return ", ".join(_hn(p.name) for p in params)
 
 
@@ -233,7 +240,8 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows) -> dict:
             nid = f"{prefix}fold_{what}{len(ids)}"
             ids[key] = nid
             kind, shape = kinds[what]
-            rows_ = [f"+ {_names(notes[key])}"] if key in notes else []
+            decl = {id(n): i for i, n in enumerate(n for n in g.nodes if n.op == "param")}
+            rows_ = [f"+ {_names(notes[key], decl)}"] if key in notes else []
             d.node(nid, kind, _hn(name), rows_, state=what == "s", shape=shape,
                    tooltip=f"{({'x': 'input', 's': 'state', 'y': 'output'})[what]} {name}")
             rows.add(key, nid, first=True)
@@ -299,9 +307,16 @@ class Textbook(_Unrolled):
         if self.o["folded"]:
             rows.append(("■", "one-step delay z⁻¹ (the value of the previous step)"))
         rows.append(("<i>W</i>", "a weight on an edge: the parameters the ops between the "
-                                 "two values read"))
-        if self.o["biases"]:
-            rows.append(("+ b", "biases added into the value"))
+                                 "two values read" + ("<br/>(named at t = 0: every step reads "
+                                                      "the same)" if self.o["compact"] else "")))
+        if self.o["biases"] and self.o["compact"]:
+            names = [p for p in self.net.param_nodes.values() if id(p) in self.bias_ids]
+            if names:
+                rows.append(("+ " + _names(names), "biases added on the way to each state"
+                                                  "<br/>(for an LSTM or GRU, into its gates)"))
+        elif self.o["biases"]:
+            rows.append(("+ b", "biases the step adds on the way to this value (for an "
+                                "LSTM or GRU, into its gates)"))
         if self.has_grads:
             for name, p in self.net.param_nodes.items():
                 text = _array_text(self.grad(p), self.o["max_elements"])
@@ -320,6 +335,8 @@ class Textbook(_Unrolled):
 
     def value_rows(self, n: Node, grad=None, own=False) -> list[str]:
         rows = []
+        if self.o["compact"]:  # the name only: the gradient is the fill colour
+            return rows
         if self.show_values():
             text = _array_text(self.value(n), self.o["max_elements"])
             if text is not None:
@@ -332,6 +349,7 @@ class Textbook(_Unrolled):
 
     def draw_body(self) -> None:
         g, net, T = self.g, self.net, self.T
+        self.bias_ids: set = set()
         rows = _Rows()
         # row order, bottom to top: inputs, states in the order a step computes them, outputs
         if self.o["folded"]:
@@ -357,6 +375,7 @@ class Textbook(_Unrolled):
                       tooltip=f"initial state {s}", hot=id(n0) in self.path)
             rows.add(("s", s), g.id(n0))
         once = {id(n) for n in g.nodes if n.step is None and not n.is_leaf}
+        decl = {id(p): i for i, p in enumerate(net.param_nodes.values())}
         is_param = lambda n: n.op == "param"  # noqa: E731
         is_shared = lambda n: id(n) in once  # noqa: E731
         for t in range(T):
@@ -391,8 +410,10 @@ class Textbook(_Unrolled):
                     notes[key] += [p for p in b if all(p is not q for q in notes[key])]
             for s in states:
                 n = net.state_nodes[s][t]
-                extra = [f"+ {_names(notes[('s', s)])}"] if notes[("s", s)] and \
-                    self.o["biases"] else []
+                for key in notes:
+                    self.bias_ids.update(id(p) for p in notes[key])
+                extra = [f"+ {_names(notes[('s', s)], decl)}"] if notes[("s", s)] and \
+                    self.o["biases"] and not self.o["compact"] else []
                 self.node(g.id(n), "state", _sub(_hn(s), t), extra + self.value_rows(n),
                           _mag(self.grad(n)), cut=cut, state=True, shape="ellipse",
                           tooltip=f"state {s} after step {t}: {g.equation(n)}",
@@ -401,11 +422,11 @@ class Textbook(_Unrolled):
             for k, ns in net.output_nodes.items():
                 n = ns[t]
                 oid = _out_id(g.id(n), self.out_index[k])
-                extra = [f"+ {_names(notes[('y', k)])}"] if notes.get(("y", k)) and \
-                    self.o["biases"] else []
+                extra = [f"+ {_names(notes[('y', k)], decl)}"] if notes.get(("y", k)) and \
+                    self.o["biases"] and not self.o["compact"] else []
                 self.node(oid, "output", _sub(_hn(k), t),
                           extra + self.value_rows(n, self.own_grad(k, t), own=True),
-                          self.output_mag(k, t), cut=cut, shape="ellipse",
+                          self.output_mag(k, t), shape="ellipse",
                           tooltip=f"output {k} at step {t}", hot=self.output_hot(k, t))
                 rows.add(("y", k), oid)
             # edges, labelled with the weights between the two values
@@ -421,6 +442,8 @@ class Textbook(_Unrolled):
                 for src, (w, _b) in srcs.items():
                     a, z = ids[src], ids[dst]
                     label = f"<i>{_names(w)}</i>" if w else None
+                    if self.o["compact"] and t > 0:  # the same weights at every step:
+                        label = None  # named once, on the first step's edges
                     src_row = ("s", src[1]) if src[0] == "prev" else src
                     hot = self.on_path(node_of[a], node_of[z]) if a in node_of and \
                         z in node_of else False
@@ -447,17 +470,21 @@ class Textbook(_Unrolled):
             return
         g = self.g
         loss = self.o["loss"]
+        by_step = {n.step for n, kind, _ in self.seeded_reads if kind == "output"}
+        # a loss over several steps: L_t nodes feeding L, only where the split is computed
+        # (never a node suggesting a decomposition whose parts cannot be shown)
+        parts = step_losses(self.net, loss) if len(by_step) > 1 and \
+            isinstance(loss, Tensor) else None
         rows = []
         if loss is not None and self.show_values():
             text = _array_text(getattr(loss, "data", loss), 1)
             if text is not None:
-                rows.append("L = " + _h(text))
+                sigma = "Σ<sub>t</sub> L<sub>t</sub> = " if parts is not None else ""
+                rows.append(f"L = {sigma}{_h(text)}")
         name = getattr(loss, "name", None) or "L"
         self.node("loss", "loss", _hn(name), rows, hot=bool(self.path), tooltip=name,
                   shape="doublecircle" if not rows else "doubleoctagon")
         self.emit('{rank=sink; "loss"}')
-        by_step = {n.step for n, kind, _ in self.seeded_reads if kind == "output"}
-        per_step = len(by_step) > 1  # a loss over several steps: L_t nodes feeding L
         lrow = []
         for n, kind, nm in self.seeded_reads:
             hot = id(n) in self.path and bool(self.path)
@@ -465,12 +492,15 @@ class Textbook(_Unrolled):
                 self.edge(g.id(n), "loss", "loss", hot=hot)
                 continue
             src = _out_id(g.id(n), self.out_index[nm])
-            if per_step:
+            if parts is not None:
                 lid = f"loss_{n.step}"
                 if lid not in lrow:
                     lrow.append(lid)
-                    self.node(lid, "loss", _sub("L", n.step), [], shape="circle",
-                              tooltip=f"the part of the loss that reads step {n.step}",
+                    part = [f"v = {_h(_num(parts[n.step]))}"] \
+                        if self.show_values() and not self.o["compact"] else []
+                    self.node(lid, "part", _sub("L", n.step), part,
+                              tooltip=f"the part of the loss from step {n.step}: "
+                                      f"{_num(parts[n.step])} (the parts add up to L)",
                               hot=hot)
                     self.edge(lid, "loss", "loss", hot=hot)
                 self.edge(src, lid, "loss", hot=hot)

@@ -16,7 +16,13 @@ from .errors import RenderError
 __all__ = ["to_tikz"]
 
 _LATEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&",
-          "#": r"\#", "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}"}
+          "#": r"\#", "^": r"\textasciicircum{}", "_": r"\_", "%": r"\%",
+          "~": r"\textasciitilde{}", "<": r"\textless{}", ">": r"\textgreater{}",
+          "|": r"\textbar{}", "'": r"\textquotesingle{}", "`": r"\textasciigrave{}"}
+#: characters that start a TeX ligature (``--`` an en dash, ``,,`` a low quote): each is
+#: followed by ``{}``, which ends any ligature (quotes are written as straight-quote commands,
+#: since TeX fonts print a lone ' or ` curly)
+_LIGATURE = set("-,")
 _NAMED = {"white": (255, 255, 255), "black": (0, 0, 0)}
 _ALIGN = {"l": "base west", "c": "base", "r": "base east"}
 
@@ -131,15 +137,17 @@ def _pt(p) -> str:
 
 
 def latex_text(text: str) -> str:
-    """``text`` with LaTeX's special characters escaped (every character then stands for
-    itself).
+    """``text`` with LaTeX's special characters escaped and its ligatures broken, so every
+    character prints as typed (``--`` stays two hyphens, ``````, ``''`` stay straight).
 
     Examples
     --------
     >>> latex_text("\\\\Gamma_{t} & 50%")
     '\\\\textbackslash{}Gamma\\\\_\\\\{t\\\\} \\\\& 50\\\\%'
+    >>> latex_text("a--b^")
+    'a-{}-{}b\\\\textasciicircum{}'
     """
-    return "".join(_LATEX.get(c, c) for c in text)
+    return "".join(_LATEX.get(c, c + "{}" if c in _LIGATURE else c) for c in text)
 
 
 class _Pen:

@@ -221,3 +221,120 @@ def _read_structurally(net, loss) -> dict | None:
             else:
                 steps.update(range(shape[0]))
     return read if found else None
+
+
+def loss_runs(loss) -> list:
+    """The runs of unrolled nets whose outputs (or final states) ``loss`` was computed from,
+    in the order its graph reaches them.
+
+    Parameters
+    ----------
+    loss : Tensor
+
+    Returns
+    -------
+    list of Run
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=3)
+    >>> outputs, h = net(np.ones((3, 1, 2)))
+    >>> [r is net.last_run for r in loss_runs((outputs * outputs).sum())]
+    [True]
+    """
+    found = []
+    for t in toposort([loss], lambda t: t._parents):
+        if t.node.op == "unrolled":
+            run = t.node.attrs.get("_run")
+            if run is not None and all(run is not r for r in found):
+                found.append(run)
+    return found
+
+
+#: ops that compute each element of their result from the same element of their inputs
+_ELEMENTWISE = frozenset({"abs", "add", "clip", "div", "exp", "log", "maximum", "minimum",
+                          "mul", "neg", "pow", "powc", "relu", "sigmoid", "sqrt", "sub", "tanh"})
+
+
+def step_losses(net, loss):
+    """The parts ``L_t`` of a scalar loss, one per step, that add up to it, where the loss
+    splits over time: a sum or mean over all elements of terms computed element by element
+    from the net's outputs (``(y * y).mean()``), or ``mse_loss`` of the outputs. ``None`` for
+    any other loss (its split over steps is not defined).
+
+    Parameters
+    ----------
+    net : Unrolled
+    loss : Tensor
+
+    Returns
+    -------
+    numpy.ndarray of shape (T,), float64, or None
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=3)
+    >>> outputs, h = net(np.ones((3, 1, 2)))
+    >>> loss = (outputs * outputs).sum()
+    >>> parts = step_losses(net, loss)
+    >>> parts.shape, bool(np.isclose(parts.sum(), loss.item()))
+    ((3,), True)
+    >>> step_losses(net, (outputs[-1] * outputs[-1]).sum()) is None
+    True
+    """
+    if not isinstance(loss, Tensor) or np.size(loss.data) != 1:
+        return None
+    T = net.steps
+    n_out = len(net.output_nodes)
+
+    def output_item(x) -> bool:
+        if x.node.op != "item" or not x._parents:
+            return False
+        call = x._parents[0]
+        run = call.node.attrs.get("_run")
+        return call.node.op == "unrolled" and run is not None and run.net is net and \
+            x.node.attrs.get("index", 0) < n_out
+
+    def per_element(x, shape) -> bool:
+        """x holds one term per element of an output (time first), from outputs and
+        constants only; reads at least one output."""
+        seen = []
+
+        def walk(y) -> bool:
+            if output_item(y):
+                seen.append(y)
+                return np.shape(y.data) == shape
+            if not y._parents:  # a constant: broadcast over the terms, never along time
+                return not y.requires_grad and np.ndim(y.data) < len(shape) or \
+                    np.shape(y.data) == shape
+            if y.node.op not in _ELEMENTWISE or np.shape(y.data) != shape:
+                return False
+            return all(walk(p) for p in y._parents)
+
+        return walk(x) and bool(seen)
+
+    op = loss.node.op
+    parents = loss._parents
+    terms = None
+    if op in ("sum", "mean") and loss.node.attrs.get("axis") is None and parents:
+        e = parents[0]
+        shape = np.shape(e.data)
+        if len(shape) >= 1 and shape[0] == T and per_element(e, shape):
+            terms = np.asarray(e.data, dtype=np.float64).reshape(T, -1).sum(axis=1)
+            if op == "mean":
+                terms = terms / max(1, int(np.prod(shape)))
+    elif op == "mse_loss" and len(parents) == 2:
+        pred, target = parents
+        shape = np.shape(pred.data)
+        if len(shape) >= 1 and shape[0] == T and output_item(pred) and not target._parents:
+            d = np.asarray(pred.data, dtype=np.float64) - np.asarray(target.data,
+                                                                     dtype=np.float64)
+            terms = (d * d).reshape(T, -1).sum(axis=1) / max(1, d.size)
+    if terms is None:
+        return None
+    total = float(np.asarray(loss.data, dtype=np.float64).reshape(-1)[0])
+    if not np.isclose(terms.sum(), total, rtol=1e-6, atol=1e-12):  # pragma: no cover
+        return None
+    return terms
