@@ -199,7 +199,7 @@ def test_cli_explain_text_md_html(tmp_path, capsys):
 
     assert main(["explain", "rnn", "--steps", "3"]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("Backward walk from loss")
+    assert text.startswith("Backward walk from L:")
     assert "step 2" in text and "step 0" in text and "running total" in text
     assert max(len(line) for line in text.splitlines()) <= 100
     md = tmp_path / "walk.md"
