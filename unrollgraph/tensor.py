@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import (
     AnomalyError,
+    CellError,
     DTypeError,
     GradientError,
     GraphError,
@@ -413,7 +414,34 @@ class Tensor:
         return self._data.item()
 
     def __len__(self) -> int:
-        return len(self._data)
+        data = self._data
+        if type(data) is np.ndarray and data.ndim and data.shape[0] == 1:
+            placeholder = _placeholder_source(self.node)
+            if placeholder is not None:
+                raise CellError(
+                    f"len({self.node.label()}): {placeholder} is a cell placeholder, built on a "
+                    "batch of one (the real batch size is known only when the unrolled net is "
+                    "called); write the cell's equations without the batch size (reduce with "
+                    "axis=-1, reshape with -1)"
+                )
+        return len(data)
+
+    def __array__(self, dtype=None, copy=None):
+        """The value, for numpy (``np.asarray(t)``): a read-only view of the value, or a copy
+        when a ``dtype`` or ``copy=True`` asks for one."""
+        data = self._data
+        if type(data) is not np.ndarray:
+            raise GraphError(
+                f"{self.node.label()} holds the outputs of an unrolled net; use its output "
+                "tensors"
+            )
+        if dtype is not None and np.dtype(dtype) != data.dtype:
+            return data.astype(dtype)
+        if copy:
+            return data.copy()
+        view = data.view()
+        view.flags.writeable = False
+        return view
 
     def __repr__(self) -> str:
         body = np.array2string(self._data, precision=4, threshold=20, separator=", ")
@@ -423,6 +451,22 @@ class Tensor:
         return f"tensor({body}{extra})"
 
     def __bool__(self):
+        node = self.node
+        if node.op in _COMPARISONS or node.role == "condition":
+            placeholder = _placeholder_source(node)
+            if placeholder is not None:
+                raise CellError(
+                    f"the truth value of {node.label()} depends on {placeholder}, a cell "
+                    "placeholder: an `if` would be decided once, while the cell is built, not "
+                    "at every step. Use ug.where(condition, a, b), which is computed again at "
+                    "every step"
+                )
+            if self._data.size == 1:
+                return bool(self._data)
+            raise TypeError(
+                f"the truth value of {node.label()} (shape {self.shape}) is ambiguous: use "
+                "(...).data.any() or .all(), or ug.where(condition, a, b)"
+            )
         raise TypeError(
             "the truth value of a Tensor is ambiguous; compare t.data or use ug.where(...)"
         )
@@ -545,18 +589,20 @@ class Tensor:
             index = np.asarray(index)
         return apply("getitem", self, index=index)
 
-    # comparisons give plain boolean arrays (no gradient), handy for ug.where
+    # comparisons are graph nodes (ops gt, ge, lt, le): a 0/1 value of the operands' float type
+    # with no gradient, computed again at every step of a cell and every call; ug.where reads
+    # it as its condition. A one-element result has a truth value (`if t > 0:`).
     def __gt__(self, other):
-        return self._data > _value(other)
+        return _compare("gt", self, other)
 
     def __ge__(self, other):
-        return self._data >= _value(other)
+        return _compare("ge", self, other)
 
     def __lt__(self, other):
-        return self._data < _value(other)
+        return _compare("lt", self, other)
 
     def __le__(self, other):
-        return self._data <= _value(other)
+        return _compare("le", self, other)
 
     __hash__ = object.__hash__
 
@@ -633,16 +679,33 @@ def _axis(axis):
     return tuple(axis) if isinstance(axis, list) else axis
 
 
-def _value(x):
-    if isinstance(x, Tensor):
-        return x._data
-    try:
-        arr = np.asarray(x)
-    except Exception:
-        arr = None
-    if arr is None or arr.dtype.kind not in "biuf":
-        as_real_array(x, "comparison with the operand")  # raises DTypeError
-    return arr
+_COMPARISONS = frozenset({"gt", "ge", "lt", "le"})
+_PLACEHOLDERS = frozenset({"input", "state"})
+
+
+def _compare(opname: str, a: "Tensor", b) -> "Tensor":
+    out = _apply(_REGISTRY[opname], (a, b), _NO_ATTRS, None)
+    if out.node.op != opname:  # under no_grad: a leaf, still known to be a condition
+        n = out.node
+        out.node = Node("leaf", name=n.name, shape=n.shape, dtype=n.dtype, role="condition")
+    return out
+
+
+def _placeholder_source(node: Node) -> str | None:
+    """The label of a cell placeholder (input or state) that ``node`` is computed from, or
+    None. A walk over the node's ancestors (explicit stack), for the rare calls that need it
+    (truth values, ``len``)."""
+    seen = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.op in _PLACEHOLDERS:
+            return f"{n.op} {n.label()}"
+        for p in n.inputs:
+            if id(p) not in seen:
+                seen.add(id(p))
+                stack.append(p)
+    return None
 
 
 def tensor(data, requires_grad: bool = False, name: str | None = None, dtype=None) -> Tensor:
