@@ -74,6 +74,12 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             raise GradcheckError(f"gradcheck: {what} must be {need}, got {v!r}")
     if isinstance(inputs, (Tensor, np.ndarray)):
         inputs = [inputs]
+    if inputs is None or isinstance(inputs, (str, bytes, dict)) or not hasattr(
+            inputs, "__iter__"):
+        raise GradcheckError(
+            f"gradcheck: inputs must be a list of tensors or arrays (the arguments of fn), "
+            f"got {type(inputs).__name__}; e.g. ug.gradcheck(fn, [x, w])"
+        )
     ts = []
     copied = {}  # input index -> why it was copied (fn must compute from the copy it is given)
     for k, x in enumerate(inputs):
