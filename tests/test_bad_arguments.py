@@ -101,3 +101,52 @@ def test_where_takes_masks_as_data():
     np.testing.assert_array_equal(ug.where(True, a, b).data, [1.0, 2.0])
     # a tensor is read as true where nonzero, eager or in a cell alike
     np.testing.assert_array_equal(ug.where(ug.tensor([0.5, 0.0]), a, b).data, [1.0, 4.0])
+
+
+def test_loose_flags_and_sizes_are_refused():
+    cell = ug.nn.RNNCell(3, 4, seed=0)
+    with pytest.raises(ug.CellError, match="steps must be a positive int, got True"):
+        ug.unroll(cell, True)
+    with pytest.raises(ug.CellError, match="truncate must be a positive int or None"):
+        ug.unroll(cell, 3, truncate=True)
+    with pytest.raises(ug.CellError, match="masked must be True or False"):
+        ug.unroll(cell, 3, masked="yes")
+    net = ug.unroll(cell, 5)
+    with pytest.raises(ug.ShapeError, match="got a bool"):
+        net(np.zeros((5, 2, 3)), lengths=[True, 5])
+    with pytest.raises(ug.DTypeError, match="requires_grad"):
+        ug.tensor(1.0, requires_grad="yes")
+    with pytest.raises(ug.DTypeError, match="requires_grad_"):
+        ug.tensor(1.0).requires_grad_("x")
+    with pytest.raises(ug.CellError, match="bias must be True or False, got 'no'"):
+        ug.nn.RNNCell(3, 4, bias="no")
+    for kind in (ug.nn.GRUCell, ug.nn.LSTMCell):
+        with pytest.raises(ug.CellError, match="bias must be True or False"):
+            kind(3, 4, bias=0)
+    assert "bias_hh" not in ug.nn.RNNCell(3, 4, bias=False).parameters()
+    with pytest.raises(ug.TrainingError, match="last must be True"):
+        ug.train.SequenceModel(net, last="yes")
+    with pytest.raises(ug.TrainingError, match="readout must be callable"):
+        ug.train.SequenceModel(net, readout="lin")
+    a = ug.tensor([1.0, 2.0])
+    for lo, hi in (("x", 1.0), (0.0, None and "y" or "y"), (True, 1.0)):
+        with pytest.raises(ug.DTypeError, match="clip"):
+            ug.clip(a, lo, hi)
+        with pytest.raises(ug.DTypeError, match="clip"):
+            a.clip(lo, hi)
+
+
+def test_backward_after_no_grad_names_no_grad_as_the_cause():
+    net = ug.unroll(ug.nn.RNNCell(1, 3, seed=0), 4)
+    with ug.no_grad():
+        y, _ = net(np.ones((4, 1, 1)))
+    with pytest.raises(ug.GradientError, match="inside ug.no_grad\\(\\)"):
+        (y * y).sum().backward()
+    x = ug.tensor(1.0, requires_grad=True)
+    with ug.no_grad():
+        z = x * 2.0
+    with pytest.raises(ug.GradientError, match="inside ug.no_grad\\(\\).*enable_grad"):
+        z.backward()
+    # a tensor that never required grad keeps the message about requires_grad=True
+    with pytest.raises(ug.GradientError, match="requires_grad=True"):
+        (ug.tensor(1.0) * 2.0).backward()

@@ -197,6 +197,13 @@ def clip(x, lo=None, hi=None, name=None):
     >>> ug.clip(ug.tensor([-2.0, 0.5, 3.0]), -1.0, 1.0).data
     array([-1. ,  0.5,  1. ])
     """
+    for what, v in (("lo", lo), ("hi", hi)):
+        if v is not None and (isinstance(v, (bool, np.bool_)) or not isinstance(
+                v, (int, float, np.integer, np.floating))):
+            raise DTypeError(
+                f"clip(x, lo, hi): {what} must be a real number or None, got "
+                f"{type(v).__name__} {v!r}"
+            )
     return apply("clip", x, lo=lo, hi=hi, name=name)
 
 

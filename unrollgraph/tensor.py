@@ -492,6 +492,8 @@ class Tensor:
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
         """Set ``requires_grad`` on a leaf in place and return it."""
+        if not isinstance(flag, (bool, np.bool_)):
+            raise DTypeError(f"requires_grad_(flag): pass True or False, got {flag!r}")
         if self._parents and not flag:
             raise GradientError("only leaves can stop requiring grad; use t.detach() instead")
         self.requires_grad = flag
@@ -518,6 +520,13 @@ class Tensor:
         7.0
         """
         if not self.requires_grad:
+            if self.node.role == "no_grad" or _no_grad_source(self):
+                raise GradientError(
+                    f"backward() on {self.node.label()}: it was computed inside ug.no_grad() "
+                    "(or from values made there, such as the outputs of a net called there), "
+                    "so no graph was recorded and there is nothing to differentiate. Compute "
+                    "it again outside the no_grad() block (or inside ug.enable_grad())"
+                )
             raise GradientError(
                 f"backward() on {self.node.label()}, which does not require grad: none of the "
                 "tensors it was computed from has requires_grad=True. Create the leaves with "
@@ -655,7 +664,9 @@ class Tensor:
         return _apply(_REGISTRY["abs"], (self,), _NO_ATTRS, None)
 
     def clip(self, lo=None, hi=None):
-        return apply("clip", self, lo=lo, hi=hi)
+        from .functional import clip
+
+        return clip(self, lo, hi)
 
 
 def _int_sizes(shape, what: str) -> tuple:
@@ -683,12 +694,34 @@ _COMPARISONS = frozenset({"gt", "ge", "lt", "le"})
 _PLACEHOLDERS = frozenset({"input", "state"})
 
 
+_SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
 def _compare(opname: str, a: "Tensor", b) -> "Tensor":
-    out = _apply(_REGISTRY[opname], (a, b), _NO_ATTRS, None)
+    try:
+        out = _apply(_REGISTRY[opname], (a, b), _NO_ATTRS, None)
+    except DTypeError as err:
+        raise DTypeError(f"comparison {a.node.label()} {_SIGNS[opname]} ...: {err}") from None
     if out.node.op != opname:  # under no_grad: a leaf, still known to be a condition
         n = out.node
         out.node = Node("leaf", name=n.name, shape=n.shape, dtype=n.dtype, role="condition")
     return out
+
+
+def _no_grad_source(t: "Tensor") -> bool:
+    """Whether ``t`` was computed from a value made under no_grad (a walk, for the message of
+    a backward() that cannot run)."""
+    seen = set()
+    stack = [t]
+    while stack:
+        u = stack.pop()
+        if u.node.role == "no_grad":
+            return True
+        for p in u._parents:
+            if id(p) not in seen:
+                seen.add(id(p))
+                stack.append(p)
+    return False
 
 
 def _placeholder_source(node: Node) -> str | None:
@@ -745,6 +778,10 @@ def tensor(data, requires_grad: bool = False, name: str | None = None, dtype=Non
     array([0., 0.])
     """
     check_name(name, "tensor name")
+    if not isinstance(requires_grad, (bool, np.bool_)):
+        raise DTypeError(
+            f"tensor(requires_grad=...): pass True or False, got {requires_grad!r}"
+        )
     arr = _locked(as_real_array(data, "tensor(data)", dtype))
     node = Node("leaf", name=name, shape=arr.shape, dtype=arr.dtype.name)
     return Tensor(arr, node, (), bool(requires_grad))
@@ -843,7 +880,7 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
         shape = out.shape
         dtype = _DTYPE_NAMES.get(out.dtype) or _dtype_name(out)
     if not flags.grad_enabled:
-        return Tensor(out, Node("leaf", (), None, name, shape, dtype))
+        return Tensor(out, Node("leaf", (), None, name, shape, dtype, None, None, "no_grad"))
     nondiff = op.nondiff
     if n == 2:
         inputs = (t0.node, t1.node)

@@ -108,7 +108,17 @@ class SequenceModel:
                 f"SequenceModel needs an unrolled net from ug.unroll(cell, steps=T), got "
                 f"{type(net).__name__}"
             )
-        self.net, self.readout, self.last = net, readout, last
+        if not isinstance(last, (bool, np.bool_)):
+            raise TrainingError(
+                f"SequenceModel: last must be True (the readout sees the last step's output) "
+                f"or False (every step's), got {last!r}"
+            )
+        if readout is not None and not callable(readout):
+            raise TrainingError(
+                f"SequenceModel: readout must be callable (such as ug.train.Linear(4, 1)) or "
+                f"None, got {type(readout).__name__}"
+            )
+        self.net, self.readout, self.last = net, readout, bool(last)
 
     def __call__(self, xs, state=None):
         outputs, _ = self.net(xs, state=state)

@@ -119,10 +119,14 @@ class Unrolled:
                  masked: bool = False, keep: str = "needed"):
         if not isinstance(cell, Cell):
             raise CellError(f"unroll() needs a ug.Cell, got {type(cell).__name__}")
-        if not isinstance(steps, (int, np.integer)) or steps < 1:
+        if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) \
+                or steps < 1:
             raise CellError(f"unroll(): steps must be a positive int, got {steps!r}")
-        if truncate is not None and (not isinstance(truncate, (int, np.integer)) or truncate < 1):
+        if truncate is not None and (isinstance(truncate, (bool, np.bool_)) or not isinstance(
+                truncate, (int, np.integer)) or truncate < 1):
             raise CellError(f"unroll(): truncate must be a positive int or None, got {truncate!r}")
+        if not isinstance(masked, (bool, np.bool_)):
+            raise CellError(f"unroll(): masked must be True or False, got {masked!r}")
         if keep not in ("all", "needed"):
             raise CellError(f"unroll(): keep must be 'all' or 'needed', got {keep!r}")
         cell.validate()
@@ -554,7 +558,8 @@ class Unrolled:
             )
             items = [_item(call, k, v) for k, v in enumerate(outs + finals)]
         else:
-            items = [Tensor(v, Node("leaf", shape=v.shape, dtype=_dtype_name(v)))
+            role = None if _FLAGS.grad_enabled else "no_grad"  # (for backward()'s message)
+            items = [Tensor(v, Node("leaf", shape=v.shape, dtype=_dtype_name(v), role=role))
                      for v in outs + finals]
         out_items, state_items = items[: len(outs)], items[len(outs):]
         names = list(cell.outputs)
@@ -667,6 +672,12 @@ class Unrolled:
         if lengths is None:
             return np.full(batch, self.steps)
         arr = np.asarray(lengths)
+        if isinstance(lengths, (list, tuple)) and any(
+                isinstance(v, (bool, np.bool_)) for v in lengths):
+            raise ShapeError(
+                f"lengths must be {batch} integers (one per sequence in the batch), got a bool "
+                f"in {lengths!r}"
+            )
         if arr.shape != (batch,) or arr.dtype.kind not in "iu":
             raise ShapeError(
                 f"lengths must be {batch} integers (one per sequence in the batch), got "
