@@ -592,8 +592,10 @@ def differential(spec, T, B, seed, truncate, lengths, monkeypatch, gradcheck=Fal
             else:
                 close(a, b, f"{option} Run.grad of node {s}")
     if gradcheck and (truncate is None or truncate >= T):  # (truncation is not the derivative)
-        used = [p for k, p in cell.parameters().items() if k in _used_params(spec)]
         net = ug.unroll(cell, steps=T, truncate=truncate)
+        # the parameters the unrolled graph reads (gradcheck refuses an input the result does
+        # not depend on: a parameter used only by ops whose results nothing reads)
+        used = [p for k, p in cell.parameters().items() if k in net._used_params]
 
         def fn(*args):
             xts = {f"x{k}": x for k, x in enumerate(args[len(used):])}
