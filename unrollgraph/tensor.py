@@ -522,7 +522,8 @@ class Tensor:
         if not self.requires_grad:
             if self.node.role == "no_grad" or _no_grad_source(self):
                 raise GradientError(
-                    f"backward() on {self.node.label()}: it was computed inside ug.no_grad() "
+                    f"backward() on {self.node.label()}, which does not require grad: it "
+                    "was computed inside ug.no_grad() "
                     "(or from values made there, such as the outputs of a net called there), "
                     "so no graph was recorded and there is nothing to differentiate. Compute "
                     "it again outside the no_grad() block (or inside ug.enable_grad())"

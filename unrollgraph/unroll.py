@@ -924,10 +924,10 @@ class Run:
             if t._version[0] > born:
                 raise UnrollGraphError(
                     f"Run.{what}(): the {who} of {self.net.cell.name!r} was changed by "
-                    f"{t._version[1] or 'an in-place change'} after this run, so the "
+                    f"{t._version[1] or 'an in-place change'} after this run: the "
                     f"parameters have changed since the run and its {what} would mix old "
-                    "and new numbers. Call the net (and loss.backward()) again, then inspect, "
-                    "before updating the weights"
+                    "and new numbers. Call the net again (and loss.backward()) and inspect "
+                    "that run, before updating the weights"
                 )
 
     def full(self) -> Run:
