@@ -150,3 +150,14 @@ def test_backward_after_no_grad_names_no_grad_as_the_cause():
     # a tensor that never required grad keeps the message about requires_grad=True
     with pytest.raises(ug.GradientError, match="requires_grad=True"):
         (ug.tensor(1.0) * 2.0).backward()
+
+
+def test_assigning_requires_grad_takes_a_bool_only():
+    t = ug.tensor([1.0])
+    for bad in ("x", 1, None, "False"):
+        with pytest.raises(ug.DTypeError, match="requires_grad = ...: pass True or False"):
+            t.requires_grad = bad
+    assert t.requires_grad is False
+    t.requires_grad = True
+    (t * t).sum().backward()
+    np.testing.assert_array_equal(t.grad, [2.0])

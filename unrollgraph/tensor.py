@@ -272,7 +272,7 @@ class Tensor:
     array([2., 4., 6.])
     """
 
-    __slots__ = ("_data", "_grad", "node", "requires_grad", "_parents", "_version", "_born",
+    __slots__ = ("_data", "_grad", "node", "_requires_grad", "_parents", "_version", "_born",
                  "__weakref__")
     __array_ufunc__ = None  # make numpy defer to our reflected operators
 
@@ -280,7 +280,7 @@ class Tensor:
         self._data = data
         self._grad = None
         self.node = node
-        self.requires_grad = requires_grad
+        self._requires_grad = requires_grad
         self._parents = parents
         self._version = _NEVER
         self._born = _CLOCK[0]
@@ -364,6 +364,20 @@ class Tensor:
                 f"shape {self._data.shape}; a gradient has its tensor's shape"
             )
         self._grad = arr
+
+    @property
+    def requires_grad(self) -> bool:
+        """Whether gradients flow to this tensor. Assigning it takes ``True`` or ``False``
+        (a string or a number is refused with :class:`~unrollgraph.DTypeError`)."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise DTypeError(
+                f"{self.node.label()}.requires_grad = ...: pass True or False, got {value!r}"
+            )
+        self._requires_grad = bool(value)
 
     # -- basic properties ---------------------------------------------------------------------
     @property
@@ -885,13 +899,13 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
     nondiff = op.nondiff
     if n == 2:
         inputs = (t0.node, t1.node)
-        req = (t0.requires_grad and 0 not in nondiff) or (t1.requires_grad and 1 not in nondiff)
+        req = (t0._requires_grad and 0 not in nondiff) or (t1._requires_grad and 1 not in nondiff)
     elif n == 1:
         inputs = (t0.node,)
-        req = t0.requires_grad and 0 not in nondiff
+        req = t0._requires_grad and 0 not in nondiff
     else:
         inputs = tuple([t.node for t in ts])
-        req = any(t.requires_grad for k, t in enumerate(ts) if k not in nondiff)
+        req = any(t._requires_grad for k, t in enumerate(ts) if k not in nondiff)
     return Tensor(out, Node(op.name, inputs, attrs, name, shape, dtype), ts, req)
 
 
@@ -954,7 +968,7 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
     stack = [root]
     while stack:
         for p in stack.pop()._parents:
-            if p.requires_grad:
+            if p._requires_grad:
                 i = id(p)
                 n = uses.get(i)
                 if n is None:
@@ -998,12 +1012,12 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
                     lst = grads[id(p)] = [None] * len(p._data)
                 k = node.attrs["index"]
                 lst[k] = g if lst[k] is None else lst[k] + g
-            if p.requires_grad:
+            if p._requires_grad:
                 _release(p, uses, ready)
             continue
         if g is None:  # no gradient reached this node: its inputs still count it as visited
             for p in parents:
-                if p.requires_grad:
+                if p._requires_grad:
                     _release(p, uses, ready)
             continue
         born = t._born
@@ -1025,7 +1039,7 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
         k = -1
         for p in parents:
             k += 1
-            if not p.requires_grad:
+            if not p._requires_grad:
                 continue
             i = id(p)
             if variadic:
