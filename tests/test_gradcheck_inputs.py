@@ -49,8 +49,39 @@ def test_a_result_recorded_under_no_grad_fails_with_a_hint():
     assert "by central differences" in str(info.value)
 
 
-def test_a_constant_tensor_result_passes_its_gradient_is_zero():
-    assert ug.gradcheck(lambda x: ug.tensor(3.0), [ug.tensor([1.0, 2.0])])
+def test_a_result_that_does_not_read_an_input_is_refused_not_passed():
+    """Both gradients would be zero: nothing checked. The error names the input."""
+    with pytest.raises(ug.GradcheckError, match=r"does not depend on inputs\[0\] \(x"):
+        ug.gradcheck(lambda x: ug.tensor(3.0), [ug.tensor([1.0, 2.0], name="x")])
+    a, b = ug.tensor([1.0], name="a"), ug.tensor([2.0], name="b")
+    with pytest.raises(ug.GradcheckError, match=r"inputs\[1\] \(b"):
+        ug.gradcheck(lambda x, y: x * x, [a, b])
+    assert ug.gradcheck(lambda x, y: x * y, [a, b])
+
+
+def test_a_float32_input_closed_over_is_refused():
+    """The report's case: w is copied to float64; fn reads the original, so both gradients
+    were zero and gradcheck returned True."""
+    w = ug.tensor(np.array([1.0, 2.0], dtype=np.float32), requires_grad=True, name="w")
+    with pytest.raises(ug.GradcheckError, match=r"inputs\[0\] \(w.*float32 tensor.*copy"):
+        ug.gradcheck(lambda a: (w * w * w).sum(), [w])
+    assert ug.gradcheck(lambda a: (a * a * a).sum(), [w])  # reading the copy it is given
+
+
+def test_a_float32_cell_closed_over_is_refused():
+    cell = ug.nn.RNNCell(2, 3, seed=0, dtype=np.float32)
+    net = ug.unroll(cell, 3)
+    xs = np.random.default_rng(0).normal(size=(3, 1, 2)).astype(np.float32)
+    params = list(cell.parameters().values())
+    with pytest.raises(ug.GradcheckError, match=r"does not depend on inputs\[0\] "
+                                                r"\(weight_ih.*float32"):
+        ug.gradcheck(lambda *p: ug.mse_loss(net(xs)[0], np.zeros((3, 1, 3))), params)
+    # a float64 cell's parameters are checked in place: the same call passes
+    c64 = ug.nn.RNNCell(2, 3, seed=0)
+    net64 = ug.unroll(c64, 3)
+    assert ug.gradcheck(lambda *p: ug.mse_loss(net64(xs.astype(np.float64))[0],
+                                               np.zeros((3, 1, 3))),
+                        list(c64.parameters().values()))
 
 
 @pytest.mark.parametrize("kw, words", [

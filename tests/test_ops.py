@@ -183,6 +183,16 @@ def _where(draw, name):
                 const=frozenset({0}))
 
 
+@builder("gt", "ge", "lt", "le")
+@st.composite
+def _compare(draw, name):
+    rng = _rng(draw)
+    sa, sb = _two_shapes(draw)
+    a = _away_from_zero(rng, sa, 0.1)
+    b = np.where(rng.random(size=sb) < 0.3, 0.0, _away_from_zero(rng, sb, 0.1))
+    return Case([a, b])  # tensors in both slots: the op gives neither a gradient
+
+
 @builder("matmul")
 @st.composite
 def _matmul(draw, name):
@@ -352,7 +362,20 @@ def test_every_op_has_a_case():
 def test_gradcheck(name, data):
     case = data.draw(BUILDERS[name](name))
     inputs = [case.args[k] for k in case.diff]
+    if _no_gradient(name):  # a comparison: tensors that require grad give a value without one
+        ts = [ug.tensor(a, requires_grad=True) for a in inputs]
+        out = case.call(*ts, name=name)
+        assert not out.requires_grad
+        with pytest.raises(ug.GradientError, match="does not require grad"):
+            out.sum().backward()
+        return
     assert ug.gradcheck(lambda *ts: case.call(*ts, name=name), inputs)
+
+
+def _no_gradient(name) -> bool:
+    """An op none of whose inputs gets a gradient (the comparisons)."""
+    op = get_op(name)
+    return set(op.nondiff) == set(range(len(op.vjps)))
 
 
 # -- the sympy form differentiates to the VJP --------------------------------------------------
@@ -387,6 +410,10 @@ def test_sym_matches_vjp(name, data):
     assert len(grads) == len(values)
     for k in case.diff:
         expected = np.array([float(sp.diff(loss, s).xreplace(subs)) for s in syms[k].flat])
+        if k in op.nondiff:  # a step function: flat where it is differentiable, no gradient
+            assert grads[k] is None, f"{name}: input {k} got a gradient"
+            assert not np.any(expected), f"{name}: the sympy form has a slope in input {k}"
+            continue
         got = np.broadcast_to(grads[k], values[k].shape).reshape(-1)
         assert np.shape(grads[k]) == values[k].shape, f"{name}: grad {k} has the wrong shape"
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12,
@@ -405,6 +432,9 @@ def test_float32_end_to_end(name, data):
     ts = [ug.tensor(case.args[k], dtype=np.float32, requires_grad=True) for k in case.diff]
     out = case.call(*ts, name=name)
     assert out.dtype == np.float32, f"{name}: float32 inputs gave a {out.dtype} value"
+    if _no_gradient(name):
+        assert not out.requires_grad
+        return
     (out * 1.0).sum().backward()
     for t in ts:
         assert t.grad is not None and t.grad.dtype == np.float32
@@ -522,7 +552,15 @@ BOUNDARY = {
         _e([800.0, 1.0], 0.0, [0.0, -800.0]),
         _e([40.0, 1.0], 0.0, [0.0, -40.0])],
 }
-CONST = {"where": {0}, "cross_entropy": {1}}
+_CMP = {"gt": np.greater, "ge": np.greater_equal, "lt": np.less, "le": np.less_equal}
+for _name, _fn in _CMP.items():  # ties, infinities, -0.0 and NaN (every comparison is false)
+    BOUNDARY[_name] = [
+        _e([a, b], float(_fn(a, b)), [None, None], "no gradient")
+        for a, b in ((1.0, 1.0), (0.0, -0.0), (INF, INF), (-INF, 0.0), (NAN, 0.0), (0.0, NAN),
+                     (2.0, 1.0), (1.0, 2.0))
+    ]
+del _name, _fn
+CONST = {"where": {0}, "cross_entropy": {1}, **{k: {0, 1} for k in _CMP}}
 
 
 def test_every_op_has_boundary_cases():
@@ -548,6 +586,13 @@ def test_derivatives_at_boundary_points(name, dtype):
         # an infinite or NaN one is what numpy warns about, so those are computed quietly
         quiet = not _finite(case.out, *case.grads)
         mode = "ignore" if quiet else "raise"
+        if not any(isinstance(t, ug.Tensor) for t in ts):  # no input takes a gradient
+            ts = [ug.tensor(a, requires_grad=True, dtype=dtype) for a in case.args]
+            with np.errstate(all="raise"):
+                out = apply(name, *ts, **case.attrs)
+            assert out.dtype == dtype and not out.requires_grad, where
+            np.testing.assert_array_equal(out.data, case.out, err_msg=f"value of {where}")
+            continue
         with np.errstate(divide=mode, over=mode, invalid=mode):
             out = apply(name, *ts, **case.attrs)
             g = np.ones(out.shape) if case.g is None else case.g

@@ -266,6 +266,12 @@ class GradientFlow:
         -------
         str
         """
+        if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(
+                max_rows, (int, np.integer)) or max_rows < 1):
+            raise UnrollGraphError(
+                f"table(max_rows=...): pass a positive int (rows to show) or None (every "
+                f"step), got {max_rows!r}"
+            )
         cols = self._columns()
         lines = [f"gradient flow of {self.cell_name!r} over T={self.steps} steps"
                  + (f", truncated to the last {self.truncate}" if self.truncate else "")]
@@ -289,6 +295,12 @@ class GradientFlow:
 
     def to_markdown(self, max_rows: int | None = 20) -> str:
         """The per-step numbers as a Markdown table, after a line on the σ₁ bound."""
+        if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(
+                max_rows, (int, np.integer)) or max_rows < 1):
+            raise UnrollGraphError(
+                f"to_markdown(max_rows=...): pass a positive int (rows to show) or None (every "
+                f"step), got {max_rows!r}"
+            )
         cols = self._columns()
         head = ["t"] + [c[0].replace("|", "‖") for c in cols]
         lines = [self.regime_text()] + self._notes() + ["", "| " + " | ".join(head) + " |",
@@ -1062,9 +1074,22 @@ def compare_flows(runs, labels=None, state=None, quantities=("grad", "jacobian")
     >>> len(fig.axes)
     2
     """
+    if isinstance(runs, GradientFlow) or type(runs).__name__ == "Run":
+        runs = [runs]
+    if runs is None or isinstance(runs, (str, bytes)) or not hasattr(runs, "__iter__"):
+        raise UnrollGraphError(
+            f"compare_flows(): runs must be a list of runs (net.last_run after "
+            f"loss.backward()) or GradientFlow objects, got {type(runs).__name__}"
+        )
     runs = list(runs)
     if not runs:
         raise UnrollGraphError("compare_flows(): give at least one run")
+    for k, r in enumerate(runs):
+        if not (isinstance(r, GradientFlow) or type(r).__name__ == "Run"):
+            raise UnrollGraphError(
+                f"compare_flows(): runs[{k}] is a {type(r).__name__}; pass net.last_run (after "
+                "loss.backward()) or ug.gradient_flow(run) for each run"
+            )
     if isinstance(labels, str):
         raise UnrollGraphError(
             f"compare_flows(): labels must be a list of str, one per run, got the string "
@@ -1196,6 +1221,12 @@ class TruncationError:
 
     def table(self, weight: str | None = None, max_rows: int | None = 20) -> str:
         """Per-step norms for one weight (default ``weight_hh`` or the first) as text."""
+        if max_rows is not None and (isinstance(max_rows, bool) or not isinstance(
+                max_rows, (int, np.integer)) or max_rows < 1):
+            raise UnrollGraphError(
+                f"table(max_rows=...): pass a positive int (rows to show) or None (every "
+                f"step), got {max_rows!r}"
+            )
         w = weight or next((k for k in self.full_norms if "weight_hh" in k),
                            next(iter(self.full_norms)))
         rows = GradientFlow._rows(self, max_rows)

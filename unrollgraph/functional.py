@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import DTypeError
 from .graph import Node
 from .ops import _REGISTRY
-from .tensor import _NO_ATTRS, Tensor, _apply, _int_sizes, apply
+from .tensor import _NO_ATTRS, Tensor, _apply, _int_sizes, apply, as_real_array
 
 __all__ = [
     "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs", "maximum", "minimum", "where",
@@ -126,6 +127,31 @@ def minimum(a, b, name=None):
 def where(cond, a, b, name=None):
     """Pick ``a`` where ``cond`` is true, else ``b`` (``cond`` gets no gradient).
 
+    Parameters
+    ----------
+    cond : Tensor or array_like
+        The condition, broadcast with ``a`` and ``b``. A tensor is read as true where
+        nonzero: a comparison such as ``x > 0`` (1.0 where it holds, 0.0 elsewhere) or any
+        tensor computed in the graph is an input of the node, computed again at every step of
+        a cell and every call of a net. A condition given as data (not a tensor) must be a
+        mask: a bool array, a Python bool, or numbers that are all 0 or 1; it is fixed when
+        the graph is built.
+    a, b : Tensor or array_like
+        The values to pick from.
+    name : str, optional
+        Name of the new node.
+
+    Returns
+    -------
+    Tensor
+        The broadcast shape of the three operands.
+
+    Raises
+    ------
+    DTypeError
+        For a condition given as data that is not a mask: ``None``, strings, or numbers other
+        than 0 and 1 (such as a float array of probabilities: compare it first, ``p > 0.5``).
+
     Examples
     --------
     >>> import unrollgraph as ug
@@ -134,12 +160,32 @@ def where(cond, a, b, name=None):
     array([0., 2.])
     """
     if isinstance(cond, Tensor) and cond.node.op not in ("leaf", "const"):
-        # computed in the graph (in a cell, from a state): it stays an input, read as true
-        # where nonzero, so every step and every call uses its own condition
+        # computed in the graph (a comparison, or a value from a cell's state): it stays an
+        # input, read as true where nonzero, so every step and every call uses its own condition
         return apply("where", cond, a, b, name=name)
-    c = cond.data if isinstance(cond, Tensor) else np.asarray(cond)
-    ct = Tensor(c.astype(bool), Node("const", shape=c.shape, dtype="bool"))
+    c = _mask(cond)
+    ct = Tensor(c, Node("const", shape=c.shape, dtype="bool"))
     return apply("where", ct, a, b, name=name)
+
+
+def _mask(cond) -> np.ndarray:
+    """A condition given as data, as a bool array; anything but a mask is refused."""
+    if isinstance(cond, Tensor):  # a leaf or constant tensor: true where nonzero, as computed
+        return cond.data.astype(bool)  # conditions are (the same equations, eager or in a cell)
+    if isinstance(cond, (bool, np.bool_)):
+        return np.array(bool(cond))
+    if isinstance(cond, np.ndarray) and cond.dtype == bool:
+        return cond.copy()
+    what = "where(cond, a, b): cond"
+    arr = as_real_array(cond, what, copy=False)  # None, strings, objects: DTypeError
+    if not np.all((arr == 0) | (arr == 1)):
+        bad = arr[(arr != 0) & (arr != 1)].flat[0]
+        raise DTypeError(
+            f"{what} holds {bad!r}, which is neither 0 nor 1: a condition given as data is a "
+            "mask (a bool array, or numbers 0 and 1); compare first (e.g. ug.where(x > 0.5, "
+            "a, b)), which also recomputes the condition at every step of a cell"
+        )
+    return arr.astype(bool)
 
 
 def clip(x, lo=None, hi=None, name=None):
@@ -151,6 +197,13 @@ def clip(x, lo=None, hi=None, name=None):
     >>> ug.clip(ug.tensor([-2.0, 0.5, 3.0]), -1.0, 1.0).data
     array([-1. ,  0.5,  1. ])
     """
+    for what, v in (("lo", lo), ("hi", hi)):
+        if v is not None and (isinstance(v, (bool, np.bool_)) or not isinstance(
+                v, (int, float, np.integer, np.floating))):
+            raise DTypeError(
+                f"clip(x, lo, hi): {what} must be a real number or None, got "
+                f"{type(v).__name__} {v!r}"
+            )
     return apply("clip", x, lo=lo, hi=hi, name=name)
 
 

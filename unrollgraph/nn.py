@@ -77,7 +77,10 @@ def _positive_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1
 
 
-def _check_sizes(input_size, hidden_size, nonlinearity="tanh", dtype=np.float64, seed=None):
+def _check_sizes(input_size, hidden_size, nonlinearity="tanh", dtype=np.float64, seed=None,
+                 bias=True):
+    if not isinstance(bias, (bool, np.bool_)):
+        raise CellError(f"bias must be True or False, got {bias!r}")
     for what, v in (("input_size", input_size), ("hidden_size", hidden_size)):
         if not _positive_int(v):
             raise CellError(f"{what} must be a positive int, got {v!r}")
@@ -109,7 +112,7 @@ class _SingleLayer(_ParamAttributes, Cell):
 
     def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", seed=None,
                  dtype=np.float64, name=None):
-        _check_sizes(input_size, hidden_size, nonlinearity, dtype, seed)
+        _check_sizes(input_size, hidden_size, nonlinearity, dtype, seed, bias)
         super().__init__(type(self).__name__ if name is None else name)
         self.input_size, self.hidden_size, self.bias = input_size, hidden_size, bias
         self.nonlinearity = nonlinearity
@@ -188,7 +191,7 @@ class _Stacked(_ParamAttributes, Cell):
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
                  seed=None, dtype=np.float64, name=None):
-        _check_sizes(input_size, hidden_size, nonlinearity, dtype, seed)
+        _check_sizes(input_size, hidden_size, nonlinearity, dtype, seed, bias)
         if not _positive_int(num_layers):
             raise CellError(f"num_layers must be a positive int, got {num_layers!r}")
         super().__init__(type(self).__name__ if name is None else name)
@@ -291,7 +294,7 @@ class ResidualRNNCell(_ParamAttributes, Cell):
 
     def __init__(self, input_size, hidden_size, nonlinearity="tanh", bias=True, hh_scale=1.0,
                  seed=None, dtype=np.float64, name=None):
-        _check_sizes(input_size, hidden_size, nonlinearity, dtype, seed)
+        _check_sizes(input_size, hidden_size, nonlinearity, dtype, seed, bias)
         if isinstance(hh_scale, (bool, np.bool_)) or not isinstance(hh_scale, (int, float,
                                                                                np.floating,
                                                                                np.integer)) \

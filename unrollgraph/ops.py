@@ -376,6 +376,45 @@ defop(
 )
 
 
+
+
+# comparisons: a 0/1 value of the operands' float type (1 where the comparison holds), with no
+# gradient (a step function is flat almost everywhere; like PyTorch's ``(a > b).float()``).
+# They are graph nodes, so a condition built from a cell's state is computed again at every
+# step and every call; ``where`` reads a nonzero condition as true.
+
+
+def _compare(fn):
+    def forward(a, b):
+        out = fn(a, b)
+        kinds = [x.dtype for x in (a, b) if isinstance(x, np.ndarray) and x.dtype.kind == "f"]
+        dtype = np.result_type(*kinds) if kinds else np.float64
+        return out.astype(dtype if dtype in (np.float32, np.float64) else np.float64)
+
+    return forward
+
+
+def _compare_sym(rel):
+    return _ew(lambda a, b: _sympy().Piecewise((1, rel(a, b)), (0, True)))
+
+
+for _name, _fn, _rel, _sign in (
+    ("gt", np.greater, lambda a, b: a > b, ">"),
+    ("ge", np.greater_equal, lambda a, b: a >= b, ">="),
+    ("lt", np.less, lambda a, b: a < b, "<"),
+    ("le", np.less_equal, lambda a, b: a <= b, "<="),
+):
+    defop(
+        _name,
+        _compare(_fn),
+        [None, None],
+        sym=_compare_sym(_rel),
+        check=_broadcast_check(_name),
+        nondiff=(0, 1),
+        doc=f"1.0 where a {_sign} b, else 0.0 (no gradient)",
+    )
+del _name, _fn, _rel, _sign
+
 # ---------------------------------------------------------------------------------------------
 # matmul
 
@@ -814,6 +853,7 @@ _READS = {
     "softmax": ("ans",), "log_softmax": ("ans",),
     "log": (0,), "relu": (0,), "abs": (0,), "clip": (0,), "max": (0, "ans"),
     "mse_loss": (0, 1), "cross_entropy": (0, 1), "binary_cross_entropy_with_logits": (0, 1),
+    "gt": (), "ge": (), "lt": (), "le": (),
 }
 for _name, _reads in _READS.items():
     _REGISTRY[_name] = replace(_REGISTRY[_name], reads=_reads)

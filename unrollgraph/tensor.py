@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import (
     AnomalyError,
+    CellError,
     DTypeError,
     GradientError,
     GraphError,
@@ -271,7 +272,7 @@ class Tensor:
     array([2., 4., 6.])
     """
 
-    __slots__ = ("_data", "_grad", "node", "requires_grad", "_parents", "_version", "_born",
+    __slots__ = ("_data", "_grad", "node", "_requires_grad", "_parents", "_version", "_born",
                  "__weakref__")
     __array_ufunc__ = None  # make numpy defer to our reflected operators
 
@@ -279,7 +280,7 @@ class Tensor:
         self._data = data
         self._grad = None
         self.node = node
-        self.requires_grad = requires_grad
+        self._requires_grad = requires_grad
         self._parents = parents
         self._version = _NEVER
         self._born = _CLOCK[0]
@@ -364,6 +365,20 @@ class Tensor:
             )
         self._grad = arr
 
+    @property
+    def requires_grad(self) -> bool:
+        """Whether gradients flow to this tensor. Assigning it takes ``True`` or ``False``
+        (a string or a number is refused with :class:`~unrollgraph.DTypeError`)."""
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise DTypeError(
+                f"{self.node.label()}.requires_grad = ...: pass True or False, got {value!r}"
+            )
+        self._requires_grad = bool(value)
+
     # -- basic properties ---------------------------------------------------------------------
     @property
     def shape(self) -> tuple:
@@ -413,7 +428,34 @@ class Tensor:
         return self._data.item()
 
     def __len__(self) -> int:
-        return len(self._data)
+        data = self._data
+        if type(data) is np.ndarray and data.ndim and data.shape[0] == 1:
+            placeholder = _placeholder_source(self.node)
+            if placeholder is not None:
+                raise CellError(
+                    f"len({self.node.label()}): {placeholder} is a cell placeholder, built on a "
+                    "batch of one (the real batch size is known only when the unrolled net is "
+                    "called); write the cell's equations without the batch size (reduce with "
+                    "axis=-1, reshape with -1)"
+                )
+        return len(data)
+
+    def __array__(self, dtype=None, copy=None):
+        """The value, for numpy (``np.asarray(t)``): a read-only view of the value, or a copy
+        when a ``dtype`` or ``copy=True`` asks for one."""
+        data = self._data
+        if type(data) is not np.ndarray:
+            raise GraphError(
+                f"{self.node.label()} holds the outputs of an unrolled net; use its output "
+                "tensors"
+            )
+        if dtype is not None and np.dtype(dtype) != data.dtype:
+            return data.astype(dtype)
+        if copy:
+            return data.copy()
+        view = data.view()
+        view.flags.writeable = False
+        return view
 
     def __repr__(self) -> str:
         body = np.array2string(self._data, precision=4, threshold=20, separator=", ")
@@ -423,6 +465,22 @@ class Tensor:
         return f"tensor({body}{extra})"
 
     def __bool__(self):
+        node = self.node
+        if node.op in _COMPARISONS or node.role == "condition":
+            placeholder = _placeholder_source(node)
+            if placeholder is not None:
+                raise CellError(
+                    f"the truth value of {node.label()} depends on {placeholder}, a cell "
+                    "placeholder: an `if` would be decided once, while the cell is built, not "
+                    "at every step. Use ug.where(condition, a, b), which is computed again at "
+                    "every step"
+                )
+            if self._data.size == 1:
+                return bool(self._data)
+            raise TypeError(
+                f"the truth value of {node.label()} (shape {self.shape}) is ambiguous: use "
+                "(...).data.any() or .all(), or ug.where(condition, a, b)"
+            )
         raise TypeError(
             "the truth value of a Tensor is ambiguous; compare t.data or use ug.where(...)"
         )
@@ -448,6 +506,8 @@ class Tensor:
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
         """Set ``requires_grad`` on a leaf in place and return it."""
+        if not isinstance(flag, (bool, np.bool_)):
+            raise DTypeError(f"requires_grad_(flag): pass True or False, got {flag!r}")
         if self._parents and not flag:
             raise GradientError("only leaves can stop requiring grad; use t.detach() instead")
         self.requires_grad = flag
@@ -474,6 +534,14 @@ class Tensor:
         7.0
         """
         if not self.requires_grad:
+            if self.node.role == "no_grad" or _no_grad_source(self):
+                raise GradientError(
+                    f"backward() on {self.node.label()}, which does not require grad: it "
+                    "was computed inside ug.no_grad() "
+                    "(or from values made there, such as the outputs of a net called there), "
+                    "so no graph was recorded and there is nothing to differentiate. Compute "
+                    "it again outside the no_grad() block (or inside ug.enable_grad())"
+                )
             raise GradientError(
                 f"backward() on {self.node.label()}, which does not require grad: none of the "
                 "tensors it was computed from has requires_grad=True. Create the leaves with "
@@ -545,18 +613,20 @@ class Tensor:
             index = np.asarray(index)
         return apply("getitem", self, index=index)
 
-    # comparisons give plain boolean arrays (no gradient), handy for ug.where
+    # comparisons are graph nodes (ops gt, ge, lt, le): a 0/1 value of the operands' float type
+    # with no gradient, computed again at every step of a cell and every call; ug.where reads
+    # it as its condition. A one-element result has a truth value (`if t > 0:`).
     def __gt__(self, other):
-        return self._data > _value(other)
+        return _compare("gt", self, other)
 
     def __ge__(self, other):
-        return self._data >= _value(other)
+        return _compare("ge", self, other)
 
     def __lt__(self, other):
-        return self._data < _value(other)
+        return _compare("lt", self, other)
 
     def __le__(self, other):
-        return self._data <= _value(other)
+        return _compare("le", self, other)
 
     __hash__ = object.__hash__
 
@@ -609,7 +679,9 @@ class Tensor:
         return _apply(_REGISTRY["abs"], (self,), _NO_ATTRS, None)
 
     def clip(self, lo=None, hi=None):
-        return apply("clip", self, lo=lo, hi=hi)
+        from .functional import clip
+
+        return clip(self, lo, hi)
 
 
 def _int_sizes(shape, what: str) -> tuple:
@@ -633,16 +705,55 @@ def _axis(axis):
     return tuple(axis) if isinstance(axis, list) else axis
 
 
-def _value(x):
-    if isinstance(x, Tensor):
-        return x._data
+_COMPARISONS = frozenset({"gt", "ge", "lt", "le"})
+_PLACEHOLDERS = frozenset({"input", "state"})
+
+
+_SIGNS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def _compare(opname: str, a: "Tensor", b) -> "Tensor":
     try:
-        arr = np.asarray(x)
-    except Exception:
-        arr = None
-    if arr is None or arr.dtype.kind not in "biuf":
-        as_real_array(x, "comparison with the operand")  # raises DTypeError
-    return arr
+        out = _apply(_REGISTRY[opname], (a, b), _NO_ATTRS, None)
+    except DTypeError as err:
+        raise DTypeError(f"comparison {a.node.label()} {_SIGNS[opname]} ...: {err}") from None
+    if out.node.op != opname:  # under no_grad: a leaf, still known to be a condition
+        n = out.node
+        out.node = Node("leaf", name=n.name, shape=n.shape, dtype=n.dtype, role="condition")
+    return out
+
+
+def _no_grad_source(t: "Tensor") -> bool:
+    """Whether ``t`` was computed from a value made under no_grad (a walk, for the message of
+    a backward() that cannot run)."""
+    seen = set()
+    stack = [t]
+    while stack:
+        u = stack.pop()
+        if u.node.role == "no_grad":
+            return True
+        for p in u._parents:
+            if id(p) not in seen:
+                seen.add(id(p))
+                stack.append(p)
+    return False
+
+
+def _placeholder_source(node: Node) -> str | None:
+    """The label of a cell placeholder (input or state) that ``node`` is computed from, or
+    None. A walk over the node's ancestors (explicit stack), for the rare calls that need it
+    (truth values, ``len``)."""
+    seen = set()
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        if n.op in _PLACEHOLDERS:
+            return f"{n.op} {n.label()}"
+        for p in n.inputs:
+            if id(p) not in seen:
+                seen.add(id(p))
+                stack.append(p)
+    return None
 
 
 def tensor(data, requires_grad: bool = False, name: str | None = None, dtype=None) -> Tensor:
@@ -682,6 +793,10 @@ def tensor(data, requires_grad: bool = False, name: str | None = None, dtype=Non
     array([0., 0.])
     """
     check_name(name, "tensor name")
+    if not isinstance(requires_grad, (bool, np.bool_)):
+        raise DTypeError(
+            f"tensor(requires_grad=...): pass True or False, got {requires_grad!r}"
+        )
     arr = _locked(as_real_array(data, "tensor(data)", dtype))
     node = Node("leaf", name=name, shape=arr.shape, dtype=arr.dtype.name)
     return Tensor(arr, node, (), bool(requires_grad))
@@ -780,17 +895,17 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
         shape = out.shape
         dtype = _DTYPE_NAMES.get(out.dtype) or _dtype_name(out)
     if not flags.grad_enabled:
-        return Tensor(out, Node("leaf", (), None, name, shape, dtype))
+        return Tensor(out, Node("leaf", (), None, name, shape, dtype, None, None, "no_grad"))
     nondiff = op.nondiff
     if n == 2:
         inputs = (t0.node, t1.node)
-        req = (t0.requires_grad and 0 not in nondiff) or (t1.requires_grad and 1 not in nondiff)
+        req = (t0._requires_grad and 0 not in nondiff) or (t1._requires_grad and 1 not in nondiff)
     elif n == 1:
         inputs = (t0.node,)
-        req = t0.requires_grad and 0 not in nondiff
+        req = t0._requires_grad and 0 not in nondiff
     else:
         inputs = tuple([t.node for t in ts])
-        req = any(t.requires_grad for k, t in enumerate(ts) if k not in nondiff)
+        req = any(t._requires_grad for k, t in enumerate(ts) if k not in nondiff)
     return Tensor(out, Node(op.name, inputs, attrs, name, shape, dtype), ts, req)
 
 
@@ -853,7 +968,7 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
     stack = [root]
     while stack:
         for p in stack.pop()._parents:
-            if p.requires_grad:
+            if p._requires_grad:
                 i = id(p)
                 n = uses.get(i)
                 if n is None:
@@ -897,12 +1012,12 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
                     lst = grads[id(p)] = [None] * len(p._data)
                 k = node.attrs["index"]
                 lst[k] = g if lst[k] is None else lst[k] + g
-            if p.requires_grad:
+            if p._requires_grad:
                 _release(p, uses, ready)
             continue
         if g is None:  # no gradient reached this node: its inputs still count it as visited
             for p in parents:
-                if p.requires_grad:
+                if p._requires_grad:
                     _release(p, uses, ready)
             continue
         born = t._born
@@ -924,7 +1039,7 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
         k = -1
         for p in parents:
             k += 1
-            if not p.requires_grad:
+            if not p._requires_grad:
                 continue
             i = id(p)
             if variadic:

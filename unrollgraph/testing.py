@@ -44,16 +44,20 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     ------
     GradcheckError
         With the worst element: which input (by name), the index, both numbers. Also when
-        ``fn`` does not return a Tensor (the message says what it returned), when there are
-        no inputs, and for ``eps`` not a positive finite number or a negative tolerance.
+        ``fn`` does not return a Tensor (the message says what it returned), when its result
+        does not depend on an input, when there are no inputs, and for ``eps`` not a
+        positive finite number or a negative tolerance.
     DTypeError
         For inputs that are not real numbers (strings, complex values...).
 
     Notes
     -----
     An output that does not require grad (computed under :func:`~unrollgraph.no_grad`, or
-    from detached tensors) has no gradient by ``backward()``: it is checked as zero, so it
-    passes only if the function really does not depend on its inputs.
+    from detached tensors) has no gradient by ``backward()``: it is checked as zero, and
+    fails where finite differences find a slope. A result whose graph never reads one of the
+    input tensors ``fn`` is given is refused (:class:`GradcheckError` naming the input): both
+    gradients would be zero and nothing would be checked. This catches ``fn`` closing over
+    the original of an input that gradcheck copied (a float32 tensor, for one).
 
     Examples
     --------
@@ -70,12 +74,22 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
             raise GradcheckError(f"gradcheck: {what} must be {need}, got {v!r}")
     if isinstance(inputs, (Tensor, np.ndarray)):
         inputs = [inputs]
+    if inputs is None or isinstance(inputs, (str, bytes, dict)) or not hasattr(
+            inputs, "__iter__"):
+        raise GradcheckError(
+            f"gradcheck: inputs must be a list of tensors or arrays (the arguments of fn), "
+            f"got {type(inputs).__name__}; e.g. ug.gradcheck(fn, [x, w])"
+        )
     ts = []
+    copied = {}  # input index -> why it was copied (fn must compute from the copy it is given)
     for k, x in enumerate(inputs):
         if (isinstance(x, Tensor) and x.is_leaf and x.requires_grad
                 and x.data.dtype == np.float64 and x.data.flags.c_contiguous):
             ts.append(x)
             continue
+        if isinstance(x, Tensor):
+            copied[k] = (f"a {x.dtype} tensor" if x.dtype != np.float64 else
+                         "a tensor that is not a leaf requiring grad")
         name = x.name if isinstance(x, Tensor) else None
         data = x.data if isinstance(x, Tensor) else x
         ts.append(tensor(as_real_array(data, f"gradcheck: inputs[{k}]", np.float64),
@@ -87,10 +101,39 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     try:
         for t in ts:
             t.grad = None
-        return _check(fn, ts, eps, atol, rtol, seed)
+        return _check(fn, ts, eps, atol, rtol, seed, copied)
     finally:
         for t, g in zip(ts, saved):
             t.grad = g
+
+
+def _check_reached(loss: Tensor, ts, copied) -> None:
+    """Refuse a vacuous pass: an input that the result's graph never reads (fn closed over
+    another tensor, or computed the result without its arguments) gets a zero gradient both
+    ways, which checks nothing."""
+    seen = {id(loss)}
+    stack = [loss]
+    while stack:
+        for p in stack.pop()._parents:
+            if id(p) not in seen:
+                seen.add(id(p))
+                stack.append(p)
+    for k, t in enumerate(ts):
+        if id(t) in seen:
+            continue
+        why = ""
+        if k in copied:
+            why = (f" inputs[{k}] is {copied[k]}, so gradcheck copied it to a float64 leaf "
+                   "that requires grad and passed the copy to fn: fn must compute from its "
+                   "arguments, not from the original tensor it closes over (for a cell's "
+                   "parameters, build the cell in float64, or assign the copies' values into "
+                   "the parameters inside fn).")
+        raise GradcheckError(
+            f"gradcheck: fn's result does not depend on inputs[{k}] ({t.node.label()}, shape "
+            f"{t.shape}): its graph never reads that tensor, so both gradients are zero and "
+            f"nothing is checked.{why} Pass fn only the inputs it reads, and compute the result "
+            "from the tensors fn receives"
+        )
 
 
 def _output(fn, ts) -> Tensor:
@@ -111,7 +154,7 @@ def _short(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check(fn, ts, eps, atol, rtol, seed) -> bool:
+def _check(fn, ts, eps, atol, rtol, seed, copied) -> bool:
     out = _output(fn, ts)
     rng = np.random.default_rng(seed)
     proj = None if out.size == 1 else rng.standard_normal(out.shape)
@@ -142,6 +185,8 @@ def _check(fn, ts, eps, atol, rtol, seed) -> bool:
         if bad.size and bad.max() > worst[0]:
             idx = np.unravel_index(int(np.argmax(bad)), bad.shape)
             worst = (bad.max(), (t, idx, analytic[idx], numeric[idx]))
+    if worst[1] is None:
+        _check_reached(loss, ts, copied)
     if worst[1] is not None:
         t, idx, a, n = worst[1]
         where = "[" + ", ".join(str(int(i)) for i in idx) + "]" if idx else ""

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .cell import Cell
 from .errors import GradientError
 from .functional import mse_loss
 from .optim import TrainingError, _number, clip_grad_norm
-from .tensor import Tensor, no_grad, tensor
+from .tensor import Tensor, as_real_array, no_grad, tensor
 from .unroll import Unrolled, unroll
 
 __all__ = ["Linear", "SequenceModel", "History", "fit", "evaluate", "tbptt"]
@@ -107,7 +108,17 @@ class SequenceModel:
                 f"SequenceModel needs an unrolled net from ug.unroll(cell, steps=T), got "
                 f"{type(net).__name__}"
             )
-        self.net, self.readout, self.last = net, readout, last
+        if not isinstance(last, (bool, np.bool_)):
+            raise TrainingError(
+                f"SequenceModel: last must be True (the readout sees the last step's output) "
+                f"or False (every step's), got {last!r}"
+            )
+        if readout is not None and not callable(readout):
+            raise TrainingError(
+                f"SequenceModel: readout must be callable (such as ug.train.Linear(4, 1)) or "
+                f"None, got {type(readout).__name__}"
+            )
+        self.net, self.readout, self.last = net, readout, bool(last)
 
     def __call__(self, xs, state=None):
         outputs, _ = self.net(xs, state=state)
@@ -183,6 +194,56 @@ def _loss_fn(who: str, loss_fn):
     return loss_fn
 
 
+def _batches_arg(who: str, batches, functions: bool = True):
+    """Refuse, by name, batches that are neither an iterable of pairs nor a function."""
+    if callable(batches) and functions:
+        return batches
+    if batches is None or isinstance(batches, (str, bytes, Mapping)) or not hasattr(
+            batches, "__iter__"):
+        raise TrainingError(
+            f"{who}: batches must be a list (or other iterable) of (inputs, targets) pairs"
+            + (", or a function epoch -> such an iterable" if functions else "")
+            + f"; got {type(batches).__name__}"
+            + (" (a dict: pass list(zip(xs, ys)) or [(xs, ys)])"
+               if isinstance(batches, Mapping) else "")
+        )
+    return batches
+
+
+def _optimizer_arg(who: str, optimizer):
+    if not (hasattr(optimizer, "step") and hasattr(optimizer, "zero_grad")
+            and hasattr(optimizer, "params")):
+        raise TrainingError(
+            f"{who}: optimizer must be an optimizer such as ug.optim.SGD(params, lr=0.1) or "
+            f"ug.optim.Adam(params), got {type(optimizer).__name__} {_short(optimizer)}"
+        )
+    return optimizer
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _sequence_arg(who: str, what: str, xs) -> None:
+    """``xs`` must be an array (T, B, ...), a Tensor, or a dict name -> such."""
+    items = xs.items() if isinstance(xs, Mapping) else [(None, xs)]
+    if isinstance(xs, Mapping) and not xs:
+        raise TrainingError(f"{who}: {what} is an empty dict; give one array (T, B, ...) per "
+                            "input name")
+    for k, v in items:
+        name = what if k is None else f"{what}[{k!r}]"
+        if v is None or isinstance(v, (str, bytes)):
+            raise TrainingError(
+                f"{who}: {name} must be an array of shape (T, B, ...) (or a dict name -> such "
+                f"arrays), got {type(v).__name__}"
+            )
+        if np.ndim(v.data if isinstance(v, Tensor) else v) < 1:
+            raise TrainingError(
+                f"{who}: {name} must have a time axis first, shape (T, B, ...), got a scalar"
+            )
+
+
 def _epoch_batches(batches, epoch):
     return batches(epoch) if callable(batches) else batches
 
@@ -255,11 +316,8 @@ def fit(model, optimizer, batches, loss_fn=mse_loss, epochs: int = 1, clip: floa
     epochs = _positive_int("fit", "epochs", epochs)
     clip = _clip("fit", clip)
     _loss_fn("fit", loss_fn)
-    if not hasattr(optimizer, "step") or not hasattr(optimizer, "zero_grad"):
-        raise TrainingError(
-            f"fit: optimizer must be an optimizer such as ug.optim.SGD(params, lr=0.1), got "
-            f"{type(optimizer).__name__}"
-        )
+    _optimizer_arg("fit", optimizer)
+    _batches_arg("fit", batches)
     call = _as_model(model)
     first = None if callable(batches) else batches
     total = epochs * len(first) if hasattr(first, "__len__") else None
@@ -331,6 +389,7 @@ def evaluate(model, batches, loss_fn=mse_loss) -> float:
     """
     call = _as_model(model)
     _loss_fn("evaluate", loss_fn)
+    _batches_arg("evaluate", batches, functions=False)
     losses = []
     with no_grad():
         for k, batch in enumerate(batches):
@@ -426,9 +485,29 @@ def tbptt(cell, xs, targets, loss_fn, k1: int, k2: int, optimizer=None, readout=
     >>> len(losses), h.shape
     (3, (2, 4))
     """
+    if not isinstance(cell, Cell):
+        raise TrainingError(
+            f"tbptt: cell must be a ug.Cell (such as ug.nn.RNNCell(1, 4)), got "
+            f"{type(cell).__name__}" + (" (an unrolled net: pass net.cell)"
+                                        if isinstance(cell, Unrolled) else "")
+        )
     for name, v in (("k1", k1), ("k2", k2)):
         _positive_int("tbptt", name, v)
     _loss_fn("tbptt", loss_fn)
+    _sequence_arg("tbptt", "xs", xs)
+    _sequence_arg("tbptt", "targets", targets)
+    if optimizer is not None:
+        _optimizer_arg("tbptt", optimizer)
+    if readout is not None and not callable(readout):
+        raise TrainingError(
+            f"tbptt: readout must be callable (outputs -> prediction), such as "
+            f"ug.train.Linear(4, 1), or None; got {type(readout).__name__} {_short(readout)}"
+        )
+    if cache is not None and not isinstance(cache, dict):
+        raise TrainingError(
+            f"tbptt: cache must be a dict (window length -> unrolled net; start with {{}}) "
+            f"or None, got {type(cache).__name__}"
+        )
     clip = _clip("tbptt", clip)
     if k2 < k1:
         raise TrainingError(
@@ -446,9 +525,7 @@ def tbptt(cell, xs, targets, loss_fn, k1: int, k2: int, optimizer=None, readout=
     nets = {} if cache is None else cache
     names = list(cell.states)
     if state is not None:
-        if len(names) == 1 and not isinstance(state, (tuple, list)):
-            state = (state,)
-        state = _values(s.data if isinstance(s, Tensor) else s for s in state)
+        state = _tbptt_state(state, names, cell)
     starts = {0: state}  # step s -> state before step s (None: the cell's initial state)
     losses = []
     bar = _progress(progress, -(-T // k1), "tbptt", "tbptt", "window")
@@ -459,6 +536,30 @@ def tbptt(cell, xs, targets, loss_fn, k1: int, k2: int, optimizer=None, readout=
         if bar is not None:
             bar.close()
     return losses, starts[T]
+
+
+def _tbptt_state(state, names, cell) -> tuple:
+    """The initial state as a tuple in the cell's state order: a dict by state name (every
+    state), a tuple or list in that order, or one array or tensor for a one-state cell."""
+    if isinstance(state, Mapping):
+        missing = [k for k in names if k not in state]
+        unknown = [k for k in state if k not in names]
+        if missing or unknown:
+            raise TrainingError(
+                f"tbptt: state names {list(state)} do not match cell {cell.name!r}'s states "
+                f"{names}: give every state (a partial dict does not fall back to the initial "
+                "state)" + (f"; unknown: {unknown}" if unknown else "")
+            )
+        state = tuple(state[k] for k in names)
+    elif len(names) == 1 and not isinstance(state, (tuple, list)):
+        state = (state,)
+    if len(state) != len(names):
+        raise TrainingError(
+            f"tbptt: state has {len(state)} entries but cell {cell.name!r} has states {names}; "
+            "give one per state (or a dict by name)"
+        )
+    return tuple(as_real_array(s, f"tbptt(state=...) for state {k!r}")
+                 for s, k in zip(state, names))
 
 
 def _tbptt_windows(cell, xs, targets, loss_fn, k1, k2, optimizer, readout, clip, nets, names,

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .cell import Cell
-from .errors import CellError, ShapeError, UnrollGraphError
+from .errors import CellError, GraphError, ShapeError, UnrollGraphError
 from .graph import Graph, Node
 from .ops import defop, get_op
 from .schedule import (
@@ -30,7 +30,15 @@ from .schedule import (
     time_batched_backward,
     time_batched_forward,
 )
-from .tensor import _FLAGS, Tensor, _check_finite, _dtype_name, _locked, as_real_array
+from .tensor import (
+    _CLOCK,
+    _FLAGS,
+    Tensor,
+    _check_finite,
+    _dtype_name,
+    _locked,
+    as_real_array,
+)
 
 __all__ = ["unroll", "Unrolled", "Run"]
 
@@ -111,10 +119,14 @@ class Unrolled:
                  masked: bool = False, keep: str = "needed"):
         if not isinstance(cell, Cell):
             raise CellError(f"unroll() needs a ug.Cell, got {type(cell).__name__}")
-        if not isinstance(steps, (int, np.integer)) or steps < 1:
+        if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) \
+                or steps < 1:
             raise CellError(f"unroll(): steps must be a positive int, got {steps!r}")
-        if truncate is not None and (not isinstance(truncate, (int, np.integer)) or truncate < 1):
+        if truncate is not None and (isinstance(truncate, (bool, np.bool_)) or not isinstance(
+                truncate, (int, np.integer)) or truncate < 1):
             raise CellError(f"unroll(): truncate must be a positive int or None, got {truncate!r}")
+        if not isinstance(masked, (bool, np.bool_)):
+            raise CellError(f"unroll(): masked must be True or False, got {masked!r}")
         if keep not in ("all", "needed"):
             raise CellError(f"unroll(): keep must be 'all' or 'needed', got {keep!r}")
         cell.validate()
@@ -546,7 +558,8 @@ class Unrolled:
             )
             items = [_item(call, k, v) for k, v in enumerate(outs + finals)]
         else:
-            items = [Tensor(v, Node("leaf", shape=v.shape, dtype=_dtype_name(v)))
+            role = None if _FLAGS.grad_enabled else "no_grad"  # (for backward()'s message)
+            items = [Tensor(v, Node("leaf", shape=v.shape, dtype=_dtype_name(v), role=role))
                      for v in outs + finals]
         out_items, state_items = items[: len(outs)], items[len(outs):]
         names = list(cell.outputs)
@@ -659,6 +672,12 @@ class Unrolled:
         if lengths is None:
             return np.full(batch, self.steps)
         arr = np.asarray(lengths)
+        if isinstance(lengths, (list, tuple)) and any(
+                isinstance(v, (bool, np.bool_)) for v in lengths):
+            raise ShapeError(
+                f"lengths must be {batch} integers (one per sequence in the batch), got a bool "
+                f"in {lengths!r}"
+            )
         if arr.shape != (batch,) or arr.dtype.kind not in "iu":
             raise ShapeError(
                 f"lengths must be {batch} integers (one per sequence in the batch), got "
@@ -761,6 +780,9 @@ class Run:
         self.generic_forward = False
         self.generic_backward = False
         self.flush_chunk = None  # steps per flush of shared-weight gradients, once chosen
+        # the clock when the run began: a parameter, input or initial state changed after it
+        # (an optimizer step, .data = ..., load_state_dict) makes recomputing accessors refuse
+        self._born = _CLOCK[0]
 
     def free_unread(self) -> None:
         """Drop the values no VJP reads, keeping their shapes (``keep="needed"``)."""
@@ -780,21 +802,133 @@ class Run:
                 v = self.stacked[k]
                 self.stacked[k] = _Freed(v.shape, v.dtype)
 
-    def value(self, node: Node):
+    def value(self, node):
         """Value of ``node`` in this run (recomputed if the run did not keep it, see
-        :meth:`full`)."""
-        s = self.net.slot(node)
+        :meth:`full`).
+
+        Parameters
+        ----------
+        node : Node or str
+            A node of the unrolled graph (``net.nodes``, ``net.graph.nodes``, or
+            ``net.output_nodes``), or its display name as printed by ``print(net.graph)``,
+            such as ``"h_next@0"`` (a cell's node at step 0) or ``"W"`` (a parameter).
+
+        Returns
+        -------
+        numpy.ndarray
+            The node's value, with the batch axis.
+
+        Raises
+        ------
+        GraphError
+            For a node that is not in this net's unrolled graph, or an unknown name; the
+            message says what to pass.
+        UnrollGraphError
+            If a parameter, input or initial state of the run has changed since (an optimizer
+            step): the value would mix old and new numbers.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=2)
+        >>> out, h = net(np.ones((2, 1, 2)))
+        >>> net.last_run.value("h_next@0").shape
+        (1, 3)
+        """
+        s = self._slot_of(node, "value")
         v = self.values[s]
+        if type(v) is _Freed or self.net.nodes[s].step is None:
+            # recomputed, or a shared leaf (a parameter's live array): refuse if it changed
+            self._check_unchanged("value")
         return v if type(v) is not _Freed else self.full().values[s]
 
-    def grad(self, node: Node):
+    def grad(self, node):
         """Gradient of the loss with respect to ``node`` (``None`` before backward or where no
-        gradient reaches it; recomputed if the run did not keep it, see :meth:`full`)."""
+        gradient reaches it; recomputed if the run did not keep it, see :meth:`full`).
+
+        ``node`` is taken as by :meth:`value` (a node of ``net.graph`` or its display name);
+        the same errors are raised.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=2)
+        >>> out, h = net(np.ones((2, 1, 2)))
+        >>> out.sum().backward()
+        >>> net.last_run.grad("h_next@1").shape
+        (1, 3)
+        """
+        s = self._slot_of(node, "grad")
         if self.grads is None:
             return None
-        s = self.net.slot(node)
         g = self.grads[s]
-        return g if g is not None or self.keep == "all" else self.full().grads[s]
+        if g is not None or self.keep == "all":
+            return g
+        self._check_unchanged("grad")
+        return self.full().grads[s]
+
+    def _slot_of(self, node, what: str) -> int:
+        """The slot of ``node`` (a Node of the unrolled graph or its display name)."""
+        net = self.net
+        if isinstance(node, Tensor) and id(node.node) in net._slot:  # a parameter tensor
+            return net._slot[id(node.node)]
+        if isinstance(node, Node):
+            s = net._slot.get(id(node))
+            if s is not None:
+                return s
+            where = ("a node of the cell, not of the unrolled graph"
+                     if node.step is None and node.op in ("input", "state") or any(
+                         node is t.node for t in net.cell.outputs.values())
+                     else "not a node of this net's unrolled graph")
+            raise GraphError(
+                f"Run.{what}({node.label()}): {where}; pass a node of net.graph.nodes (or "
+                f"net.output_nodes), or its display name as print(net.graph) shows it, e.g. "
+                f"run.{what}({net.graph.display_name(net.nodes[-1])!r})"
+            )
+        if isinstance(node, str):
+            names = self._names()
+            s = names.get(node)
+            if s is not None:
+                return s
+            close = [n for n in names if n.split("@")[0] == node.split("@")[0]][:4]
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise GraphError(
+                f"Run.{what}({node!r}): no node of the unrolled graph has this display name"
+                f"{hint} (print(net.graph) lists them: a cell's node at step t is 'name@t')"
+            )
+        got = ("a tensor that is not a node of the unrolled graph (an output the net "
+               "returned, say)" if isinstance(node, Tensor) else type(node).__name__)
+        raise GraphError(
+            f"Run.{what}(...) takes a node of net.graph.nodes, a parameter tensor, or a "
+            f"display name (a str such as 'h_next@0'), got {got}; for a tensor's own value "
+            "use t.data (and t.grad)"
+        )
+
+    def _names(self) -> dict:
+        graph = self.net.graph
+        cached = getattr(self.net, "_display_slots", None)
+        if cached is None or cached[0] is not graph:  # (a rebuilt net has a new graph)
+            names = {graph.display_name(n): self.net._slot[id(n)] for n in graph.nodes
+                     if id(n) in self.net._slot}
+            cached = self.net._display_slots = (graph, names)
+        return cached[1]
+
+    def _check_unchanged(self, what: str) -> None:
+        """Refuse to recompute from values that changed after the run (version counters)."""
+        born = self._born
+        tensors = [(f"parameter {k!r}", p) for k, p in self.net.cell._params.items()]
+        tensors += [(f"input {k!r}", x) for k, x in self.xs.items()]
+        tensors += [(f"initial state {k!r}", h) for k, h in self.states.items()
+                    if isinstance(h, Tensor)]
+        for who, t in tensors:
+            if t._version[0] > born:
+                raise UnrollGraphError(
+                    f"Run.{what}(): the {who} of {self.net.cell.name!r} was changed by "
+                    f"{t._version[1] or 'an in-place change'} after this run: the "
+                    f"parameters have changed since the run and its {what} would mix old "
+                    "and new numbers. Call the net again (and loss.backward()) and inspect "
+                    "that run, before updating the weights"
+                )
 
     def full(self) -> Run:
         """This run with every node's value and gradient in place, for diagrams and inspection.
@@ -822,7 +956,9 @@ class Run:
         if self.keep == "all":
             return self
         if self._full is None:
+            self._check_unchanged("full")
             full = Run(self.net, self.xs, self.states, self.lengths, self.batch, "all")
+            full._born = self._born
             full.generic_forward = self.generic_forward
             full.generic_backward = self.generic_backward
             full.forward()
@@ -1157,6 +1293,7 @@ class Run:
         ((4, 3, 3), True)
         """
         self._need_backward()
+        self._check_unchanged("step_contributions")
         net = self.net
         params = net.cell._params
         if param not in params:
