@@ -76,7 +76,8 @@ def test_flow_tables_and_compare_flows_name_bad_arguments():
             flow.table(max_rows=bad)
         with pytest.raises(ug.UnrollGraphError, match="max_rows.*positive int"):
             flow.to_markdown(max_rows=bad)
-    assert len(flow.table(max_rows=2).splitlines()) == 6  # 3 lines of heading, header, 2 rows
+    rows = [line for line in flow.table(max_rows=2).splitlines() if line[:1].isdigit()]
+    assert [line.split()[0] for line in rows] == ["0", "4"]  # first and last step
     for bad in (None, 3, "run"):
         with pytest.raises(ug.UnrollGraphError, match="compare_flows\\(\\): runs must be"):
             ug.compare_flows(bad)

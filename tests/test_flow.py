@@ -802,3 +802,12 @@ def test_truncation_plot_marks_step_0_and_labels_enough_ticks():
     assert not ax.texts           # the cut is in the legend, not written over the lines
     assert any("truncated: no gradient" in t.get_text() for t in ax.get_legend().get_texts())
     assert all(float(v).is_integer() for v in _visible_ticks(ax))
+
+
+@pytest.mark.parametrize("cell", [ug.nn.RNNCell(2, 3, seed=0), ug.nn.LSTMCell(2, 3, seed=0)],
+                         ids=["rnn", "lstm"])
+def test_table_lists_each_column_once(cell):
+    net, _, _ = _run(cell, T=6)
+    text = ug.gradient_flow(net.last_run).table()
+    for head in (line.split() for line in text.splitlines() if line.startswith("t ")):
+        assert len(head) == len(set(head)), head

@@ -278,9 +278,9 @@ class GradientFlow:
         for text in [self.regime_text()] + self._notes():
             lines += textwrap.wrap(text, 99, subsequent_indent="  ")
         # one block per state (5 columns each), so a table stays within 100 columns
-        per = 4 if len(self.states) > 1 else len(cols)
-        blocks = [cols[i:i + per] for i in range(0, len(self.states) * 4, per)]
-        blocks[-1] = blocks[-1] + cols[len(self.states) * 4:]
+        n = len(self.states) * 4
+        blocks = [cols[i:i + 4] for i in range(0, n, 4)]
+        blocks[-1] = blocks[-1] + cols[n:]
         rows = self._rows(max_rows)
         for k, block in enumerate(blocks):
             head = ["t"] + [c[0] for c in block]
