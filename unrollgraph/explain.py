@@ -521,7 +521,7 @@ def explain(loss) -> Explanation:
     [3.0, 3.0]
     """
     from .errors import GradientError
-    from .tensor import Tensor
+    from .tensor import Tensor, _count_uses
 
     if not isinstance(loss, Tensor):
         raise GradientError(f"explain() needs a Tensor, got {type(loss).__name__}")
@@ -535,18 +535,7 @@ def explain(loss) -> Explanation:
     nodes: list[Node] = []
     names: dict = {}
 
-    uses: dict[int, int] = {}
-    stack = [loss]
-    while stack:
-        for p in stack.pop()._parents:
-            if p.requires_grad:
-                i = id(p)
-                n = uses.get(i)
-                if n is None:
-                    uses[i] = 1
-                    stack.append(p)
-                else:
-                    uses[i] = n + 1
+    uses = _count_uses(loss)  # the same first pass as backward(), so the same walk
     eager = Graph([loss.node])
     if any(n.op == "unrolled" for n in eager.nodes):
         # unnamed eager nodes get ids of their own, apart from the unrolled graph's n0, n1...

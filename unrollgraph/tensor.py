@@ -957,13 +957,9 @@ def _check_finite(arr, what, ts, name=None):
 _LEAF_GRAD_LOCK = threading.Lock()
 
 
-def _backward(root: Tensor, seed: np.ndarray) -> None:
-    """Reverse accumulation from ``root``: one walk, explicit stacks, no recursion.
-
-    Pass 1 counts, for every tensor that requires grad, how many edges of the graph read it.
-    Pass 2 visits a tensor once all of its readers have been visited (so its gradient is the
-    complete sum over them), stores it in ``.grad`` and sends one VJP along each input edge.
-    """
+def _count_uses(root: Tensor) -> dict[int, int]:
+    """How many edges of the graph below ``root`` read each tensor that requires grad (by
+    ``id``): the first pass of the reverse walk, shared with ``ug.explain``."""
     uses: dict[int, int] = {}
     stack = [root]
     while stack:
@@ -976,6 +972,17 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
                     stack.append(p)
                 else:
                     uses[i] = n + 1
+    return uses
+
+
+def _backward(root: Tensor, seed: np.ndarray) -> None:
+    """Reverse accumulation from ``root``: one walk, explicit stacks, no recursion.
+
+    Pass 1 counts, for every tensor that requires grad, how many edges of the graph read it.
+    Pass 2 visits a tensor once all of its readers have been visited (so its gradient is the
+    complete sum over them), stores it in ``.grad`` and sends one VJP along each input edge.
+    """
+    uses = _count_uses(root)
     grads: dict[int, Any] = {id(root): seed}
     owned: set[int] = set()
     anomaly = _MODE.get().anomaly
