@@ -255,3 +255,12 @@ def test_chain_rule_tutorial_runs_and_its_page_is_current(tmp_path, monkeypatch)
     committed = (docs / "chain-rule-rnn.html").read_text(encoding="utf-8")
     assert frames(committed) == frames((tmp_path / "rnn-walk.html").read_text())
     assert len(frames(committed)) == len(namespace["ex"]) == 26
+
+
+def test_a_matmul_record_names_the_matrix_its_value_is():
+    A = ug.tensor([[2.0, 3.0]], requires_grad=True, name="A")
+    B = ug.tensor([[5.0], [7.0]], requires_grad=True, name="B")
+    text = str(ug.explain(((A @ B) * 10.0).sum()))
+    # the value printed after "=" is the matrix the upstream gradient is multiplied by
+    assert "upstream @ B^T, with B^T = [5, 7]\n      sends [50, 70] to A" in text
+    assert "A^T @ upstream, with A^T = [2, 3]\n      sends [20, 30] to B" in text

@@ -37,7 +37,7 @@ _FORMULAS = {
     "relu": ("d relu(z)/dz = 1 where z > 0, else 0",),
     "sqrt": ("d sqrt(z)/dz = 1 / (2 sqrt(z))",),
     "abs": ("d |z|/dz = sign(z)",),
-    "matmul": ("d(A @ B)/dA: upstream @ B^T", "d(A @ B)/dB: A^T @ upstream"),
+    "matmul": ("d(A @ B)/dA: upstream @ B^T, with B^T", "d(A @ B)/dB: A^T @ upstream, with A^T"),
     "sum": ("d sum(z)/dz = 1 (upstream copied back to every element)",),
     "mean": ("d mean(z)/dz = 1/n (upstream shared out over the n elements)",),
     "reshape": ("reshape: upstream reshaped back to the input's shape",),
