@@ -264,3 +264,9 @@ def test_a_matmul_record_names_the_matrix_its_value_is():
     # the value printed after "=" is the matrix the upstream gradient is multiplied by
     assert "upstream @ B^T, with B^T = [5, 7]\n      sends [50, 70] to A" in text
     assert "A^T @ upstream, with A^T = [2, 3]\n      sends [20, 30] to B" in text
+
+
+def test_a_non_scalar_is_refused_as_backward_refuses_it():
+    x = ug.tensor([1.0, 2.0], requires_grad=True, name="x")
+    with pytest.raises(ug.GradientError, match=r"scalar.*y.sum\(\)"):
+        ug.explain(x * x)

@@ -529,6 +529,10 @@ def explain(loss) -> Explanation:
         raise GradientError(
             f"explain(): {loss.node.label()} does not require grad, so backward() would have "
             "nothing to walk; build it from tensors made with requires_grad=True")
+    if loss.data.size != 1:
+        raise GradientError(
+            f"explain() walks back from a scalar, as backward() does; {loss.node.label()} has "
+            f"shape {loss.shape}: reduce it first, e.g. ug.explain(y.sum())")
     seed = np.ones_like(loss.data)
     records: list[Record] = []
     skipped: list[Skipped] = []
