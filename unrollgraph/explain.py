@@ -521,7 +521,7 @@ def explain(loss) -> Explanation:
     [3.0, 3.0]
     """
     from .errors import GradientError
-    from .tensor import Tensor, _count_uses
+    from .tensor import Tensor, _count_uses, _route_item
 
     if not isinstance(loss, Tensor):
         raise GradientError(f"explain() needs a Tensor, got {type(loss).__name__}")
@@ -562,11 +562,7 @@ def explain(loss) -> Explanation:
         if node.op == "item":
             p = parents[0]
             if g is not None:
-                lst = grads.get(id(p))
-                if lst is None:
-                    lst = grads[id(p)] = [None] * len(p._data)
-                k = node.attrs["index"]
-                lst[k] = g if lst[k] is None else lst[k] + g
+                _route_item(grads, node, p, g)
             _release(p, uses, ready)
             continue
         if node.op == "unrolled":

@@ -957,6 +957,16 @@ def _check_finite(arr, what, ts, name=None):
 _LEAF_GRAD_LOCK = threading.Lock()
 
 
+def _route_item(grads: dict, node: Node, p: Tensor, g) -> None:
+    """Add ``g``, the gradient of output ``node.attrs["index"]`` of the multi-output tensor
+    ``p`` (an unrolled net's call), into that slot of ``p``'s list of output gradients."""
+    lst = grads.get(id(p))
+    if lst is None:
+        lst = grads[id(p)] = [None] * len(p._data)
+    k = node.attrs["index"]
+    lst[k] = g if lst[k] is None else lst[k] + g
+
+
 def _count_uses(root: Tensor) -> dict[int, int]:
     """How many edges of the graph below ``root`` read each tensor that requires grad (by
     ``id``): the first pass of the reverse walk, shared with ``ug.explain``."""
@@ -1014,11 +1024,7 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
         if node.op == "item":  # route into slot `index` of a multi-output node's gradient list
             p = parents[0]
             if g is not None:
-                lst = grads.get(id(p))
-                if lst is None:
-                    lst = grads[id(p)] = [None] * len(p._data)
-                k = node.attrs["index"]
-                lst[k] = g if lst[k] is None else lst[k] + g
+                _route_item(grads, node, p, g)
             if p._requires_grad:
                 _release(p, uses, ready)
             continue
