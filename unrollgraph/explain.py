@@ -16,6 +16,7 @@ import numpy as np
 
 from .graph import Graph, Node
 from .ops import get_op
+from .tensor import _release as _release_input
 
 __all__ = ["explain", "Explanation", "Record", "Local", "Skipped"]
 
@@ -630,13 +631,10 @@ def explain(loss) -> Explanation:
 
 
 def _release(p, uses, ready) -> None:
-    if not p.requires_grad:
-        return
-    i = id(p)
-    n = uses[i] - 1
-    uses[i] = n
-    if n == 0:
-        ready.append(p)
+    """backward()'s release of an input (ready once every reader has been visited), for
+    inputs that take part in the walk."""
+    if p.requires_grad:
+        _release_input(p, uses, ready)
 
 
 def _running_totals(records) -> None:
