@@ -107,19 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "missing folders are created")
     r.add_argument("--steps", type=_int_at_least(1, "--steps"), default=4,
                    help="time steps T (default 4)")
-    r.add_argument("--hidden", type=_int_at_least(1, "--hidden"), default=None,
-                   help="hidden size of a ready cell (default 3)")
-    r.add_argument("--input", type=_int_at_least(1, "--input"), default=None,
-                   help="input size of a ready cell (default 2)")
-    r.add_argument("--batch", type=_int_at_least(1, "--batch"), default=1,
-                   help="batch size of the random inputs (default 1)")
-    r.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0,
-                   help="seed of weights and inputs, >= 0 (default 0)")
+    _add_run_options(r, hidden=3, inputs=2)
     r.add_argument("--grad", action="store_true",
                    help="run forward and backward (mean-square loss) and show gradients")
     r.add_argument("--folded", action="store_true", help="draw the folded cell (with z⁻¹)")
-    r.add_argument("--truncate", type=_int_at_least(1, "--truncate"), default=None,
-                   help="truncated BPTT window, >= 1 (default: full BPTT)")
     r.add_argument("-f", "--format", choices=("svg", "png", "pdf", "dot"), default=None,
                    help="output format (default: from -o's suffix); -o without a suffix gets "
                         "this one")
@@ -167,15 +158,21 @@ def _add_explain_parser(sub) -> None:
                         "through the walk; default when -o ends in .html)")
     e.add_argument("-o", "--output", default=None, help="output file (missing folders are "
                                                         "created)")
-    e.add_argument("--hidden", type=_int_at_least(1, "--hidden"), default=None,
-                   help="hidden size of a ready cell (default 1)")
-    e.add_argument("--input", type=_int_at_least(1, "--input"), default=None,
-                   help="input size of a ready cell (default 1)")
-    e.add_argument("--batch", type=_int_at_least(1, "--batch"), default=1,
+    _add_run_options(e, hidden=1, inputs=1)
+
+
+def _add_run_options(p, hidden: int, inputs: int) -> None:
+    """The options that size and seed the random run of a ready cell, shared by render and
+    explain (``hidden``, ``inputs``: the sizes a ready cell gets when they are not given)."""
+    p.add_argument("--hidden", type=_int_at_least(1, "--hidden"), default=None,
+                   help=f"hidden size of a ready cell (default {hidden})")
+    p.add_argument("--input", type=_int_at_least(1, "--input"), default=None,
+                   help=f"input size of a ready cell (default {inputs})")
+    p.add_argument("--batch", type=_int_at_least(1, "--batch"), default=1,
                    help="batch size of the random inputs (default 1)")
-    e.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0,
+    p.add_argument("--seed", type=_int_at_least(0, "--seed"), default=0,
                    help="seed of weights and inputs, >= 0 (default 0)")
-    e.add_argument("--truncate", type=_int_at_least(1, "--truncate"), default=None,
+    p.add_argument("--truncate", type=_int_at_least(1, "--truncate"), default=None,
                    help="truncated BPTT window, >= 1 (default: full BPTT)")
 
 
