@@ -20,6 +20,7 @@ __all__ = [
     "GradcheckError",
     "TrainingError",
     "InvalidNameError",
+    "LoweringError",
 ]
 
 
@@ -77,3 +78,13 @@ class InvalidNameError(UnrollGraphError, TypeError, ValueError):
     """A name (of a tensor, op, cell, input, state, parameter or output) that is not a
     non-empty string of characters every output (text, DOT, SVG, networkx) can carry as
     written."""
+
+
+class LoweringError(GraphError):
+    """A cell that cannot be exported to another engine: an op with no lowering rule for the
+    target (``.op`` and ``.target`` name them), or an unknown target."""
+
+    def __init__(self, message: str, op: str | None = None, target: str | None = None):
+        super().__init__(message)
+        self.op = op
+        self.target = target

@@ -17,9 +17,12 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import GraphError, ShapeError
+from .errors import GraphError, LoweringError, ShapeError
 
-__all__ = ["OpDef", "defop", "get_op", "registry", "unbroadcast"]
+__all__ = ["OpDef", "defop", "deflower", "get_op", "registry", "unbroadcast"]
+
+# the engines a cell can be lowered to (unrollgraph.export); each op carries one rule per target
+TARGETS = ("torch", "onnx")
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,8 @@ class OpDef:
     reads: tuple | None = None
     doc: str = ""
     extra: dict = field(default_factory=dict)
+    # lowering rules, one per export target ("torch", "onnx"); see unrollgraph.export
+    lower: dict = field(default_factory=dict)
 
     @property
     def arity(self) -> int | None:
@@ -58,6 +63,22 @@ class OpDef:
             )
         return out
 
+    def lowering(self, target: str) -> Callable:
+        """The rule that lowers this op to export ``target``; a named error if it has none."""
+        if target not in TARGETS:
+            raise LoweringError(
+                f"unknown export target {target!r}; the targets are {', '.join(TARGETS)}"
+            )
+        try:
+            return self.lower[target]
+        except KeyError:
+            raise LoweringError(
+                f"op {self.name!r} has no {target} lowering rule, so a cell using it cannot be "
+                f"exported to {target}; add one with "
+                f"unrollgraph.ops.deflower({self.name!r}, {target!r}, rule)",
+                op=self.name, target=target,
+            ) from None
+
     def input_vjp(self, k: int) -> Callable | None:
         """The function computing the gradient of input ``k`` (``None`` if it has none)."""
         if self.variadic:
@@ -71,7 +92,7 @@ _REGISTRY: dict[str, OpDef] = {}
 
 def defop(
     name, forward, vjps, sym=None, check=None, nondiff=(), variadic=False, always_check=False,
-    doc="",
+    doc="", torch=None, onnx=None,
 ):
     """Register an op: its forward, one VJP per input, and its sympy form.
 
@@ -88,6 +109,10 @@ def defop(
         ``sym(*object_arrays, **attrs) -> object_array`` of sympy expressions.
     check : callable, optional
         ``check(nodes, arrays, **attrs)``: raise :class:`ShapeError` with a clear message.
+    torch, onnx : callable, optional
+        The op's lowering rule for each export target (see :mod:`unrollgraph.export`); an op
+        without one raises :class:`~unrollgraph.errors.LoweringError` when a cell using it is
+        exported there. Rules can also be added later with :func:`deflower`.
 
     Returns
     -------
@@ -104,9 +129,56 @@ def defop(
     """
     if name in _REGISTRY:
         raise GraphError(f"op {name!r} is already registered; pick another name")
-    op = OpDef(name, forward, tuple(vjps), sym, check, tuple(nondiff), variadic, always_check, doc)
+    lower = {t: r for t, r in (("torch", torch), ("onnx", onnx)) if r is not None}
+    op = OpDef(
+        name, forward, tuple(vjps), sym, check, tuple(nondiff), variadic, always_check, doc,
+        lower=lower,
+    )
     _REGISTRY[name] = op
     return op
+
+
+def deflower(name: str, target: str, rule: Callable) -> OpDef:
+    """Add (or replace) the lowering rule of registered op ``name`` for export ``target``.
+
+    Parameters
+    ----------
+    name : str
+        A registered op's name.
+    target : {"torch", "onnx"}
+        The export target.
+    rule : callable
+        The rule, with the signature that target's exporter documents.
+
+    Returns
+    -------
+    OpDef
+        The updated registry entry.
+
+    Raises
+    ------
+    GraphError
+        No op of that name is registered.
+    LoweringError
+        ``target`` is not one of the export targets.
+
+    Examples
+    --------
+    >>> op = defop("twice_example", lambda x: 2 * x, [lambda g, ans, x: 2 * g])
+    >>> sorted(deflower("twice_example", "torch", lambda torch, x: 2 * x).lower)
+    ['torch']
+    >>> _ = _REGISTRY.pop("twice_example")
+    """
+    op = get_op(name)
+    if target not in TARGETS:
+        raise LoweringError(
+            f"unknown export target {target!r}; the targets are {', '.join(TARGETS)}"
+        )
+    if not callable(rule):
+        raise LoweringError(f"the {target} rule of op {name!r} must be callable, got {rule!r}")
+    new = replace(op, lower={**op.lower, target: rule})
+    _REGISTRY[name] = new
+    return new
 
 
 def get_op(name: str) -> OpDef:
@@ -205,8 +277,10 @@ def _expand_to(g, shape, axis, keepdims):
 # elementwise arithmetic
 
 
-def _bin(name, fwd, va, vb, sym):
-    return defop(name, fwd, [va, vb], sym=sym, check=_broadcast_check(name))
+def _bin(name, fwd, va, vb, sym, torch=None, onnx=None):
+    return defop(
+        name, fwd, [va, vb], sym=sym, check=_broadcast_check(name), torch=torch, onnx=onnx
+    )
 
 
 _bin(
