@@ -11,7 +11,7 @@ Examples
 0.005364
 """
 
-from . import nn, ops, optim, symbolic, train
+from . import export, nn, ops, optim, symbolic, train
 from .cell import Cell
 from .errors import (
     AnomalyError,
