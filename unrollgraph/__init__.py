@@ -90,5 +90,5 @@ __all__ = [
     "optim", "train", "clip_grad_norm", "clip_grad_value",
     "normalize_grad_norm", "gradient_flow", "compare_flows", "GradientFlow",
     "truncation_error", "tbptt_truncation_error", "TruncationError",
-    "explain", "Explanation", "symbolic", "to_sympy",
+    "explain", "Explanation", "symbolic", "to_sympy", "export",
 ]
