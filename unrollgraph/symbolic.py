@@ -70,6 +70,7 @@ class _Builder:
         self.leaves = 0
         self.elements = 0
         self.step_symbols: dict = {}  # step -> object array of the parameter's copy
+        self.call = None  # run -> the values of an unrolled call, in place of its expressions
 
     def _count(self, shape, leaf):
         n = int(np.prod(shape)) if shape else 1
@@ -121,7 +122,8 @@ class _Builder:
             if not u._parents:
                 out[id(n)] = self.leaf(n, u.data, u.requires_grad, graph.display_name(n))
             elif n.op == "unrolled":
-                out[id(n)] = self.unrolled(n.attrs["_run"])
+                run = n.attrs["_run"]
+                out[id(n)] = self.call(run) if self.call else self.unrolled(run)
             elif n.op == "item":
                 out[id(n)] = out[id(n.inputs[0])][n.attrs["index"]]
             else:
@@ -400,19 +402,51 @@ def chain_rule(loss, wrt) -> ChainRule:
 class BPTT:
     """The BPTT decomposition of a shared parameter's gradient, one term per step.
 
+    With ``r_t`` the values step t hands on (its next states, and its outputs that are not
+    states), ``W`` the parameter and ``W^(t)`` the copy of it that step t reads::
+
+        dL/dW = sum_t dL/dW^(t),    dL/dW^(t) = dL/dr_t · dr_t/dW^(t)
+        dL/dr_t = sum_{k >= t} (dL/dr_k)_direct · dr_k/dr_(k-1) ··· dr_(t+1)/dr_t
+
+    ``dr_t/dW^(t)`` is the direct dependence at step t (the state read by the step held
+    fixed), ``dr_(j+1)/dr_j`` the Jacobian of one step, and ``(dL/dr_k)_direct`` what the
+    loss reads from step k itself: the later losses are carried back by the product of the
+    later steps' Jacobians. Each term is kept as that product, unevaluated.
+
     Attributes
     ----------
     param : str
     terms : list of sympy expressions
-        ``terms[t]`` = dL/dW^(t): the derivative of the loss with respect to the copy of
-        ``W`` that step t reads (its direct use at step t, carried back from every later
-        loss through the Jacobians of the later steps).
+        ``terms[t]`` = dL/dW^(t), a sum over k of unevaluated matrix products
+        ``(dL/dr_k) (dr_k/dr_(k-1)) ··· (dr_(t+1)/dr_t) (dr_t/dW)`` (``sympy.MatMul``; one
+        product per later step whose loss reaches step t). Each is a 1 × W.size row over
+        W's elements in row-major order; ``expr.doit()`` multiplies it out. A step with
+        nothing to send (cut by truncation, or W unused) has a zero row.
+    factors : list of list of list of (str, sympy.ImmutableMatrix)
+        ``factors[t]``: the products of ``terms[t]``, each as its named factors
+        (``("dL/dh_3", ...)``, ``("dh_3/dh_2", ...)``, ``("dh_2/dweight_hh", ...)``).
+    symbols : dict
+        Each state, output and parameter symbol -> its value in the run.
     values : numpy.ndarray
-        ``(T,) + W.shape``: the terms at the run's numbers; they sum to ``W.grad``.
+        ``(T,) + W.shape``: the terms at the run's numbers; they equal
+        ``run.step_contributions(param)`` and sum to ``W.grad``.
     """
 
-    def __init__(self, param, terms, values, total):
+    def __init__(self, param, terms, values, total, factors=None, symbols=None):
         self.param, self.terms, self.values, self.total = param, terms, values, total
+        self.factors = factors if factors is not None else [[] for _ in terms]
+        self.symbols = symbols or {}
+
+    def structure(self, t: int, latex: bool = False) -> str:
+        """Step ``t``'s term as the names of its factors: ``dL/dh_3 · dh_3/dh_2 ·
+        dh_2/dW + ...`` (as LaTeX fractions with ``latex=True``)."""
+        products = []
+        for product in self.factors[t]:
+            if latex:
+                products.append(" ".join(_frac_latex(name) for name, _ in product))
+            else:
+                products.append(" · ".join(name for name, _ in product))
+        return " + ".join(products) if products else "0"
 
     def latex(self) -> str:
         sp = _sp()
@@ -421,30 +455,98 @@ class BPTT:
                  rf"{len(self.terms) - 1}}} \frac{{\partial L}}{{\partial {w}^{{(t)}}}}"]
         for t, term in enumerate(self.terms):
             lines.append(rf"\frac{{\partial L}}{{\partial {w}^{{({t})}}}} = "
-                         + sp.latex(term))
+                         + self.structure(t, latex=True) + " = " + sp.latex(term))
         return " \\\\\n".join(lines)
 
     def __str__(self) -> str:
-        return "\n".join(f"dL/d{self.param}^({t}) = {term}  = {np.round(v, 6).tolist()}"
+        return "\n".join(f"dL/d{self.param}^({t}) = {self.structure(t)}\n    = {term}\n"
+                         f"    = {np.round(v, 6).tolist()}"
                          for t, (term, v) in enumerate(zip(self.terms, self.values)))
 
     def _repr_latex_(self) -> str:
         return "$$" + self.latex().replace("\\\\\n", "\\\\ ") + "$$"
 
 
-def bptt(net, param: str, loss=None) -> BPTT:
+def _frac_latex(name: str) -> str:
+    """``"dh_3/dh_2"`` as ``\\frac{\\partial h_{3}}{\\partial h_{2}}``."""
+    sp = _sp()
+
+    def part(text):
+        text = text[1:]  # the leading "d"
+        if text.startswith("(") and text.endswith(")"):
+            inner = ", ".join(sp.latex(sp.Symbol(x)) for x in text[1:-1].split(", "))
+            return rf"\left({inner}\right)"
+        return sp.latex(sp.Symbol(text))
+
+    top, bottom = name.split("/", 1)
+    return rf"\frac{{\partial {part(top)}}}{{\partial {part(bottom)}}}"
+
+
+def _param_name(net, param, what: str) -> str:
+    """The name of cell parameter ``param`` (a name or the parameter tensor itself)."""
+    from .errors import CellError
+    from .tensor import Tensor
+
+    params = net.cell.parameters()
+    if isinstance(param, str):
+        if param not in params:
+            raise CellError(f"{what}: cell {net.cell.name!r} has no parameter {param!r}; "
+                            f"parameters are {list(params)}")
+        return param
+    if isinstance(param, Tensor):
+        for k, p in params.items():
+            if p is param or p.node is param.node:
+                return k
+        raise CellError(
+            f"{what}: {param.node.label()} (shape {param.shape}) is not a parameter of cell "
+            f"{net.cell.name!r}; pass one of its parameters {list(params)} (the tensor, "
+            f"e.g. cell.{next(iter(params), 'W')}, or its name)")
+    raise CellError(f"{what}: param must be a parameter tensor of cell {net.cell.name!r} or "
+                    f"its name, got {type(param).__name__}")
+
+
+def _state_symbols(b, name: str, value) -> np.ndarray:
+    """Symbols for a state or output value of the run (batch axis left out of the names
+    for a batch of one), their values noted."""
+    shape = np.shape(value)
+    if int(np.prod(shape)) == 1:
+        arr = _symbols(name, ()).reshape(shape)
+    elif len(shape) >= 1 and shape[0] == 1:
+        arr = _symbols(name, shape[1:]).reshape(shape)
+    else:
+        arr = _symbols(name, shape)
+    b._count(shape, True)
+    value = np.asarray(value, dtype=np.float64)
+    for i, s in np.ndenumerate(arr):
+        b.env[s] = float(value[i])
+    return arr
+
+
+def _num_matrix(m, fenv) -> np.ndarray:
+    return np.array(m.xreplace(fenv).evalf(), dtype=np.float64)
+
+
+def bptt(net, param, loss=None) -> BPTT:
     """The BPTT decomposition of ``dL/d param`` for the last run of ``net`` (after
-    ``loss.backward()``): ``dL/dW = sum_t dL/dW^(t)``, one term per time step.
+    ``loss.backward()``): ``dL/dW = sum_t dL/dW^(t)``, one term per time step, each written
+    as the product of Jacobians that carries the later losses back to step t (see
+    :class:`BPTT`).
+
+    Each step is derived on its own: the state it reads is a symbol (``h_2``: the state step
+    2 reads, which step 1 computed), so a Jacobian ``dh_3/dh_2`` is a short expression of
+    ``h_2``, the step's input and the parameters, as in the textbook form
+    ``dL/dW = sum_t dL/dh_(t+1) · dh_(t+1)/dW``.
 
     Parameters
     ----------
     net : Unrolled
-    param : str
-        A parameter name of the cell.
+    param : Tensor or str
+        A parameter of the cell (``cell.weight_hh``) or its name.
     loss : Tensor, optional
-        The loss computed from the run's outputs: the terms are then derivatives of it.
-        Without it, the loss is replaced by its first-order form ``sum(seed * output)``
-        with the run's output gradients as seeds (the same gradients, shorter terms).
+        The loss computed from the run's outputs: ``dL/dr_k`` is then its derivative, an
+        expression of the outputs (``2*h_3`` for a sum of squares). Without it, the loss is
+        replaced by its first-order form ``sum(seed * output)`` with the run's output
+        gradients as seeds (the same gradients, numbers in place of those expressions).
 
     Returns
     -------
@@ -453,9 +555,11 @@ def bptt(net, param: str, loss=None) -> BPTT:
     Raises
     ------
     UnrollGraphError
-        Before a backward pass, or for a graph too large to derive symbolically.
+        Before a backward pass, for a graph too large to derive symbolically, for a loss not
+        computed from the net's last run, or a cell whose output at step t is a value of an
+        earlier step.
     CellError
-        For an unknown parameter.
+        For a name or tensor that is not a parameter of the net's cell.
 
     Examples
     --------
@@ -464,33 +568,75 @@ def bptt(net, param: str, loss=None) -> BPTT:
     >>> net = ug.unroll(cell, steps=2)
     >>> out, h = net(np.ones((2, 1, 1)))
     >>> out.sum().backward()
-    >>> b = bptt(net, "weight_hh")
+    >>> b = bptt(net, cell.weight_hh)
     >>> bool(np.allclose(b.values.sum(axis=0), cell.weight_hh.grad))
     True
+    >>> b.structure(0)
+    'dL/dh_2 · dh_2/dh_1 · dh_1/dweight_hh + dL/dh_1 · dh_1/dweight_hh'
     """
-    from .errors import CellError
-
     run = net.last_run
     if run is None or run.seeds is None:
         raise UnrollGraphError("symbolic.bptt: call the net and loss.backward() first")
-    if param not in net.cell._params:
-        raise CellError(f"cell {net.cell.name!r} has no parameter {param!r}; parameters are "
-                        f"{list(net.cell._params)}")
+    param = _param_name(net, param, "symbolic.bptt")
     sp = _sp()
-    b = _Builder(split=param)
+    b = _Builder()
+    T = net.steps
+    params = {id(n): k for k, n in net.param_nodes.items()}
+    leaves = {id(p.node): p for p in run.leaves}
+    psyms: dict = {}
+    for k, n in net.param_nodes.items():
+        p = leaves.get(id(n))
+        p = net.cell._params[k] if p is None else p
+        psyms[id(n)] = b.leaf(n, p.data, p.requires_grad or k == param, k)
+    wsyms = list(psyms[id(net.param_nodes[param])].reshape(-1))
+    # the state symbols: S[s][t] is the state step t reads (S[s][T] the final state)
+    S = {}
+    for s, ns in net.state_nodes.items():
+        S[s] = [_state_symbols(b, f"{s}_{t}",
+                               run.value(net.init_nodes[s] if t == 0 else ns[t - 1]))
+                for t in range(T + 1)]
+    # what each step hands on: its next states, then its outputs that are not states
+    hands: list = []  # per step: [(node, symbols, name)]
+    for t in range(T):
+        items, seen = [], set()
+        for s, ns in net.state_nodes.items():
+            items.append((ns[t], S[s][t + 1], f"{s}_{t + 1}"))
+            seen.add(id(ns[t]))
+        for k, ns in net.output_nodes.items():
+            n = ns[t]
+            if id(n) in seen:
+                continue
+            if n.step != t:
+                raise UnrollGraphError(
+                    f"symbolic.bptt: output {k!r} at step {t} is {n.label()}, not a value "
+                    "computed by step t; derive this cell's gradient with "
+                    "symbolic.grad(loss, param) instead")
+            seen.add(id(n))
+            items.append((n, _state_symbols(b, f"{k}_{t}", run.value(n)), f"{k}_{t}"))
+        hands.append(items)
+    # the loss as an expression of what the steps hand on
+    outs_syms = {}
+    for t in range(T):
+        for n, arr, _ in hands[t]:
+            outs_syms[id(n)] = arr
+
+    def call_values(r):
+        outs = [np.stack([outs_syms[id(n)] for n in ns]) for ns in net.output_nodes.values()]
+        return tuple(outs + [S[s][T] for s in net.state_nodes])
+
     if loss is not None:
         _scalar(loss, "symbolic.bptt")
         calls = [n for n in Graph([loss.node]).nodes if n.op == "unrolled"]
         if not calls or calls[-1].attrs["_run"] is not run:
             raise UnrollGraphError("symbolic.bptt: the loss given is not computed from the "
                                    "net's last run; call the net, compute the loss, then bptt")
+        b.call = call_values
         L = np.asarray(b.tensor(loss), dtype=object).reshape(())[()]
     else:
         # the loss as the run saw it, to first order: sum of seed * output over every output
         # and final state (its gradients are the run's)
-        outs = b.unrolled(run)
         parts = []
-        for arr, seed in zip(outs, run.seeds):
+        for arr, seed in zip(call_values(run), run.seeds):
             if seed is None:
                 continue
             s = np.asarray(seed, dtype=np.float64)
@@ -498,18 +644,77 @@ def bptt(net, param: str, loss=None) -> BPTT:
                 if s[i] != 0:
                     parts.append(_exact(s[i]) * e)
         L = sp.Add(*parts)
-    p = net.cell._params[param]
-    terms, values = [], np.zeros((net.steps,) + p.shape)
+    # each step on its own, from the symbols of the state it reads
+    shared: dict = {}
+    for n in net.nodes:
+        if n.step is None and n.op != "init" and id(n) not in params:
+            shared[id(n)] = (_numbers(run.value(n)) if n.is_leaf else
+                             b.op(n, [shared.get(id(i), psyms.get(id(i))) for i in n.inputs]))
+    by_step: list = [[] for _ in range(T)]
+    for n in net.nodes:
+        if n.step is not None:
+            by_step[n.step].append(n)
+    D, J, E, names = [], [], [], []
+    for t in range(T):
+        known = dict(shared)
+        known.update(psyms)
+        for s in net.state_nodes:
+            known[id(net.init_nodes[s] if t == 0 else net.state_nodes[s][t - 1])] = S[s][t]
+        for n in by_step[t]:
+            if n.is_leaf:
+                known[id(n)] = _numbers(run.value(n))
+                continue
+            args = []
+            for i in n.inputs:
+                if id(i) not in known:
+                    raise UnrollGraphError(
+                        f"symbolic.bptt: {n.label()} reads {i.label()}, a value of another "
+                        "step that is not a state; derive it with symbolic.grad(loss, param)")
+                args.append(known[id(i)])
+            known[id(n)] = b.op(n, args)
+        exprs = [e for n, _, _ in hands[t] for e in np.asarray(known[id(n)]).reshape(-1)]
+        syms = [e for _, arr, _ in hands[t] for e in arr.reshape(-1)]
+        col = sp.ImmutableMatrix(exprs)
+        D.append(sp.ImmutableMatrix(col.jacobian(wsyms)))
+        if t > 0:
+            prev = [e for _, arr, _ in hands[t - 1] for e in arr.reshape(-1)]
+            J.append(sp.ImmutableMatrix(col.jacobian(prev)))
+        else:
+            J.append(None)
+        E.append(sp.ImmutableMatrix([[sp.diff(L, x) for x in syms]]))
+        parts = [nm for _, _, nm in hands[t]]
+        names.append(parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")")
     fenv = {k: sp.Float(v) for k, v in b.env.items()}
-    for t in range(net.steps):
-        syms = b.step_symbols.get(t)
-        if syms is None:
-            terms.append(sp.Integer(0) if p.ndim == 0 else _as_sympy(
-                np.full(p.shape, sp.Integer(0), dtype=object)))
+    p = net.cell._params[param]
+    values = np.zeros((T,) + p.shape)
+    terms, factors = [], []
+    first = 0 if net.truncate is None else max(0, T - net.truncate)
+    Dn = [_num_matrix(m, fenv) for m in D]
+    Jn = [None] + [_num_matrix(m, fenv) for m in J[1:]]
+    En = [_num_matrix(m, fenv) for m in E]
+    g = None  # dL/dr_t at the run's numbers, carried back step by step
+    for t in range(T - 1, -1, -1):
+        g = En[t] if g is None else En[t] + g @ Jn[t + 1]
+        if t < first:
             continue
-        d = np.empty(syms.shape, dtype=object)
-        for i, s in np.ndenumerate(syms):
-            d[i] = sp.diff(L, s)
-            values[(t,) + i] = float(d[i].xreplace(fenv).evalf())
-        terms.append(_as_sympy(d))
-    return BPTT(param, terms, values, values.sum(axis=0))
+        values[t] = (g @ Dn[t]).reshape(p.shape)
+    w = param
+    for t in range(T):
+        products = []
+        if t >= first:
+            for k in range(t, T):
+                if not any(x != 0 for x in E[k]):
+                    continue
+                named = [(f"dL/d{names[k]}", E[k])]
+                named += [(f"d{names[j]}/d{names[j - 1]}", J[j]) for j in range(k, t, -1)]
+                named.append((f"d{names[t]}/d{w}", D[t]))
+                products.append(named)
+        factors.append(products)
+        mats = [sp.MatMul(*[m for _, m in pr], evaluate=False) for pr in products]
+        if not mats:
+            terms.append(sp.ZeroMatrix(1, len(wsyms)))
+        elif len(mats) == 1:
+            terms.append(mats[0])
+        else:
+            terms.append(sp.MatAdd(*mats, evaluate=False))
+    return BPTT(param, terms, values, values.sum(axis=0), factors, dict(b.env))
