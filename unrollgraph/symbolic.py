@@ -60,16 +60,26 @@ def _symbols(name: str, shape) -> np.ndarray:
     return out
 
 
+def _apply(node, ins) -> np.ndarray:
+    """The sympy form of ``node``'s op on the object arrays ``ins``."""
+    sym = get_op(node.op).sym
+    if sym is None:
+        raise UnrollGraphError(f"op {node.op!r} ({node.label()}) has no sympy form")
+    attrs = {k: v for k, v in node.attrs.items() if not k.startswith("_")}
+    if node.op == "powc":
+        attrs["p"] = _exact(attrs["p"])
+    return np.asarray(sym(*ins, **attrs), dtype=object)
+
+
 class _Builder:
     """Object arrays of sympy expressions for the nodes of a tensor's graph."""
 
-    def __init__(self, split=None):
-        self.split = split  # (param Node, name): one copy of the parameter per step
+    def __init__(self):
         self.env: dict = {}  # Symbol -> float value
         self.sym_of: dict = {}  # id(leaf node) -> object array of symbols
+        self.exprs: dict = {}  # id(node) -> object array (an unrolled call's nodes too)
         self.leaves = 0
         self.elements = 0
-        self.step_symbols: dict = {}  # step -> object array of the parameter's copy
         self.call = None  # run -> the values of an unrolled call, in place of its expressions
 
     def _count(self, shape, leaf):
@@ -98,13 +108,7 @@ class _Builder:
 
     def op(self, node, ins):
         self._count(node.shape or (), False)
-        sym = get_op(node.op).sym
-        if sym is None:
-            raise UnrollGraphError(f"op {node.op!r} ({node.label()}) has no sympy form")
-        attrs = {k: v for k, v in node.attrs.items() if not k.startswith("_")}
-        if node.op == "powc":
-            attrs["p"] = _exact(attrs["p"])
-        return np.asarray(sym(*ins, **attrs), dtype=object)
+        return _apply(node, ins)
 
     def tensor(self, t) -> np.ndarray:
         graph = Graph([t.node])
@@ -116,7 +120,7 @@ class _Builder:
                 continue
             tensors[id(u.node)] = u
             stack.extend(u._parents)
-        out: dict = {}
+        out = self.exprs
         for n in graph.nodes:
             u = tensors[id(n)]
             if not u._parents:
@@ -131,72 +135,37 @@ class _Builder:
         return out[id(t.node)]
 
     def unrolled(self, run) -> tuple:
+        """The values of an unrolled call: every node of its graph (recorded in
+        ``self.exprs``) from the parameters' symbols, and the input rows and initial states
+        from the leaves that feed the call (symbols when they require grad)."""
+        from .tensor import Tensor
+
         net = run.net
         params = {id(n): k for k, n in net.param_nodes.items()}
         leaves = {id(p.node): p for p in run.leaves}
-        vals: dict = {}
-        shared_cache: dict = {}
-
-        def value(n, step):
-            if n.step is None and not n.is_leaf or id(n) in params:
-                key = (id(n), step if self._split_here(n, params) else None)
-            else:
-                key = (id(n), None)
-            if key in shared_cache:
-                return shared_cache[key]
+        row_of = {id(n): (k, t) for k, ns in net.input_nodes.items() for t, n in enumerate(ns)}
+        init_of = {id(n): k for k, n in net.init_nodes.items()}
+        ex = self.exprs
+        for n in net.nodes:
             if id(n) in params:
                 p = leaves.get(id(n))
-                if p is None:
-                    p = net.cell._params[params[id(n)]]
-                name = params[id(n)]
-                if self.split is not None and self.split == name:
-                    if step not in self.step_symbols:
-                        arr = _symbols(f"{name}^({step})", p.shape)
-                        self._count(p.shape, True)
-                        for i, s in np.ndenumerate(arr):
-                            self.env[s] = float(np.asarray(p.data)[i])
-                        self.step_symbols[step] = arr
-                    res = self.step_symbols[step]
-                else:
-                    res = self.leaf(n, p.data, p.requires_grad, name)
+                p = net.cell._params[params[id(n)]] if p is None else p
+                ex[id(n)] = self.leaf(n, p.data, p.requires_grad, params[id(n)])
+            elif id(n) in row_of:
+                k, t = row_of[id(n)]
+                arr = self.sym_of.get(id(run.xs[k].node))
+                ex[id(n)] = arr[t] if arr is not None else _numbers(run.value(n))
+            elif id(n) in init_of:
+                s = run.states.get(init_of[id(n)])
+                arr = self.sym_of.get(id(s.node)) if isinstance(s, Tensor) else None
+                ex[id(n)] = arr if arr is not None else _numbers(run.value(n))
             elif n.is_leaf:
-                res = self.leaf(n, run.value(n), False, n.label())
-            elif n.step is None:
-                res = self.op(n, [value(i, step) for i in n.inputs])
+                ex[id(n)] = _numbers(run.value(n))
             else:
-                res = vals[id(n)]
-            shared_cache[key] = res
-            return res
-
-        for n in net.nodes:
-            if n.step is not None and not n.is_leaf:
-                vals[id(n)] = self.op(n, [value(i, n.step) for i in n.inputs])
-            elif n.step is not None:
-                vals[id(n)] = _numbers(run.value(n))
-        for n in net.init_nodes.values():
-            vals[id(n)] = value(n, None)
-
-        def get(n):
-            return vals[id(n)] if id(n) in vals else value(n, None)
-
-        outs = [np.stack([get(n) for n in ns]) for ns in net.output_nodes.values()]
-        finals = [get(ns[-1]) for ns in net.state_nodes.values()]
+                ex[id(n)] = self.op(n, [ex[id(i)] for i in n.inputs])
+        outs = [np.stack([ex[id(n)] for n in ns]) for ns in net.output_nodes.values()]
+        finals = [ex[id(ns[-1])] for ns in net.state_nodes.values()]
         return tuple(outs + finals)
-
-    def _split_here(self, n, params) -> bool:
-        """Whether shared node ``n`` depends on the split parameter (computed per step)."""
-        if self.split is None:
-            return False
-        stack, seen = [n], set()
-        while stack:
-            m = stack.pop()
-            if id(m) in params and params[id(m)] == self.split:
-                return True
-            for i in m.inputs:
-                if id(i) not in seen:
-                    seen.add(id(i))
-                    stack.append(i)
-        return False
 
 
 def _as_sympy(arr):
@@ -287,30 +256,78 @@ class ChainRule:
     """The chain rule written out: a sum over paths from a leaf to the loss of products of
     local derivatives.
 
+    On a graph of scalars each local derivative is a sympy expression and each product a
+    ``sympy.Mul`` (unevaluated). Where a path passes through tensors (an unrolled net's
+    steps, a stack of its outputs, an elementwise op on a vector) each local derivative is
+    the Jacobian of the op (``out.size × input.size``, elements in row-major order) and
+    each product a ``sympy.MatMul`` of them, the one nearest the loss first, kept
+    unevaluated; a product is then a ``1 × wrt.size`` row.
+
     Attributes
     ----------
     paths : list of list of str
-        Each path's node names, leaf first.
-    products : list of sympy.Expr
+        Each path's node names, leaf first (the names the diagrams and ``ug.explain`` use).
+    products : list of sympy.Expr or sympy.MatMul
         Each path's product of local derivatives, unevaluated.
     expr : sympy.Expr
-        Their sum, unevaluated; ``expr.doit()`` simplifies to :func:`grad`.
+        Their sum, unevaluated; ``doit()`` multiplies it out, which equals :func:`grad`.
+    shape : tuple
+        The shape of ``wrt``.
     """
 
-    def __init__(self, paths, products, env):
+    def __init__(self, paths, products, env, shape=()):
         self.paths = paths
         self.products = products
-        self.expr = _sp().Add(*products, evaluate=False) if len(products) != 1 else products[0]
+        self.shape = tuple(shape)
+        matrices = any(isinstance(p, _sp().MatrixExpr) for p in products)
+        if len(products) == 1:
+            self.expr = products[0]
+        elif matrices:
+            self.expr = _sp().MatAdd(*products, evaluate=False)
+        else:
+            self.expr = _sp().Add(*products, evaluate=False)
         self.env = env
 
-    def doit(self):
-        """The sum evaluated."""
-        return _sp().simplify(self.expr.doit())
+    def _shaped(self, m):
+        """A ``1 × wrt.size`` row as ``wrt``'s shape (a scalar, a column, a matrix)."""
+        sp = _sp()
+        if not isinstance(m, sp.MatrixBase):
+            return m
+        flat = list(m)
+        if len(self.shape) == 0:
+            return flat[0]
+        if len(self.shape) == 1:
+            return sp.Matrix(flat)
+        if len(self.shape) == 2:
+            return sp.Matrix(self.shape[0], self.shape[1], flat)
+        return sp.Array(flat, self.shape)
 
-    def values(self) -> list[float]:
-        """Each path's product at the leaves' values."""
-        env = {k: _sp().Float(v) for k, v in self.env.items()}
-        return [float(p.doit().xreplace(env).evalf()) for p in self.products]
+    def doit(self):
+        """The sum evaluated: simplified on a graph of scalars; on tensors multiplied out and
+        given ``wrt``'s shape (not simplified: nested expressions of unrolled steps take
+        sympy a long time to simplify)."""
+        sp = _sp()
+        if isinstance(self.expr, sp.MatrixExpr):
+            return self._shaped(sp.ImmutableMatrix(self.expr.doit()))
+        return sp.simplify(self.expr.doit())
+
+    def values(self) -> list:
+        """Each path's product at the leaves' values: floats for a scalar ``wrt``, else
+        arrays of ``wrt``'s shape."""
+        sp = _sp()
+        env = {k: sp.Float(v) for k, v in self.env.items()}
+        out = []
+        for p in self.products:
+            if isinstance(p, sp.MatrixExpr):
+                mats = [np.array(a.xreplace(env).evalf(), dtype=np.float64) for a in p.args]
+                v = mats[0]
+                for m in mats[1:]:
+                    v = v @ m
+                out.append(float(v.reshape(-1)[0]) if self.shape == () else
+                           v.reshape(self.shape))
+            else:
+                out.append(float(p.doit().xreplace(env).evalf()))
+        return out
 
     def latex(self) -> str:
         return _sp().latex(self.expr)
@@ -322,14 +339,40 @@ class ChainRule:
         return f"$${self.latex()}$$"
 
 
+#: most paths chain_rule writes out
+MAX_PATHS = 1000
+
+
 def chain_rule(loss, wrt) -> ChainRule:
-    """The engine's chain rule for ``d loss / d wrt`` on a graph of scalars, written out as a
-    sum over the paths from ``wrt`` to ``loss`` of products of local derivatives (unevaluated).
+    """The engine's chain rule for ``d loss / d wrt``, written out as a sum over the paths
+    from ``wrt`` to ``loss`` of products of local derivatives (unevaluated).
+
+    On a graph of scalars the local derivatives are scalars (``d tanh(z)/dz``...). Elsewhere
+    they are Jacobians, and an unrolled net's call is opened into its unrolled graph, so
+    the paths run through the steps (a recurrent weight has one path per step it is read
+    at and per route from that step to the loss): BPTT as the chain rule. For one term per
+    step instead of one per path, see :func:`bptt`.
+
+    Parameters
+    ----------
+    loss : Tensor
+        A scalar.
+    wrt : Tensor
+        A leaf of the loss's graph that requires grad (a parameter of an unrolled net, or
+        an input or initial state given with ``requires_grad=True``).
+
+    Returns
+    -------
+    ChainRule
 
     Raises
     ------
     GradientError
-        For a graph with non-scalar nodes (use :func:`grad` there) or a ``wrt`` not in it.
+        For a non-scalar loss, or a ``wrt`` that is not a leaf of the graph requiring grad.
+    UnrollGraphError
+        For more than ``MAX_PATHS`` paths (use :func:`bptt` for an unrolled net, or
+        :func:`grad`), a graph too large to derive symbolically, or a loss reading two
+        calls of one net.
 
     Examples
     --------
@@ -339,64 +382,145 @@ def chain_rule(loss, wrt) -> ChainRule:
     >>> len(c.paths), c.doit()
     (2, 2*x)
     """
+    from .tensor import Tensor
+
     _scalar(loss, "symbolic.chain_rule")
+    if not isinstance(wrt, Tensor):
+        raise GradientError(f"symbolic.chain_rule: wrt must be a Tensor (a leaf of the loss's "
+                            f"graph), got {type(wrt).__name__}")
     sp = _sp()
     b = _Builder()
     b.tensor(loss)
-    graph = Graph([loss.node])
-    if wrt.node not in graph:
-        raise GradientError(f"symbolic.chain_rule: {wrt.node.label()} is not in the graph")
-    exprs = {}
-    stack = [loss]
-    tensors = {}
-    while stack:
-        u = stack.pop()
-        if id(u.node) not in tensors:
-            tensors[id(u.node)] = u
-            stack.extend(u._parents)
-    for n in graph.nodes:
-        if n.op in ("unrolled", "item") or (n.shape not in ((), None) and np.prod(n.shape) != 1):
-            raise GradientError("symbolic.chain_rule works on graphs of scalars; "
-                                f"{n.label()} has shape {n.shape}: use symbolic.grad")
-    sub = _Builder()
-    sub.sym_of = b.sym_of
-    for n in graph.nodes:
-        u = tensors[id(n)]
-        if not u._parents:
-            exprs[id(n)] = np.asarray(b.sym_of[id(n)]).reshape(())[()]
-        else:
-            exprs[id(n)] = np.asarray(
-                sub.op(n, [np.asarray(exprs[id(i)], dtype=object).reshape(n.inputs[k].shape
-                                                                             or ())
-                           for k, i in enumerate(n.inputs)])).reshape(())[()]
-    names = {id(n): graph.display_name(n) for n in graph.nodes}
+    ex = b.exprs
+    eager = Graph([loss.node])
+    nodes: list = []
+    seen: set = set()
+    sources: dict = {}  # id(node) -> [(source node, how)]
+    runs: dict = {}
 
-    def local(n, k):
-        us = [sp.Dummy(f"u{j}") for j in range(len(n.inputs))]
-        arr = [np.asarray(u, dtype=object).reshape(n.inputs[j].shape or ())
-               for j, u in enumerate(us)]
-        f = np.asarray(sub.op(n, arr)).reshape(())[()]
-        d = sp.diff(f, us[k])
-        return d.subs({us[j]: exprs[id(i)] for j, i in enumerate(n.inputs)})
+    def add(n, srcs):
+        if id(n) not in seen:
+            seen.add(id(n))
+            nodes.append(n)
+            sources[id(n)] = srcs
+
+    def op_how(n, k):
+        return lambda v: _apply(n, [v if j == k else ex[id(i)]
+                                    for j, i in enumerate(n.inputs)])
+
+    for n in eager.nodes:
+        if n.op == "unrolled":
+            run = n.attrs["_run"]
+            net = run.net
+            if id(net) in runs:
+                raise UnrollGraphError(
+                    f"symbolic.chain_rule: the loss reads two calls of net {net.cell.name!r}, "
+                    "whose unrolled graphs share their nodes; derive it with "
+                    "symbolic.grad(loss, wrt)")
+            runs[id(net)] = run
+            row_of = {id(m): (k, t) for k, ms in net.input_nodes.items()
+                      for t, m in enumerate(ms)}
+            init_of = {id(m): k for k, m in net.init_nodes.items()}
+            for m in net.nodes:
+                if id(m) in row_of:
+                    k, t = row_of[id(m)]
+                    x = run.xs[k]
+                    srcs = ([(x.node, lambda v, t=t: v[t])]
+                            if x.requires_grad and id(x.node) in ex else [])
+                elif id(m) in init_of:
+                    s0 = run.states.get(init_of[id(m)])
+                    srcs = ([(s0.node, lambda v: v)] if isinstance(s0, Tensor)
+                            and s0.requires_grad and id(s0.node) in ex else [])
+                elif m.is_leaf:
+                    srcs = []
+                else:
+                    srcs = [(i, op_how(m, k)) for k, i in enumerate(m.inputs)]
+                add(m, srcs)
+            continue
+        if n.op == "item":
+            run = n.inputs[0].attrs["_run"]
+            net = run.net
+            outs = list(net.output_nodes.values())
+            k = n.attrs["index"]
+            if k < len(outs):
+                srcs = []
+                for t, m in enumerate(outs[k]):
+                    def how(v, t=t, ms=outs[k]):
+                        return np.stack([v if j == t else ex[id(q)] for j, q in enumerate(ms)])
+                    srcs.append((m, how))
+            else:
+                srcs = [(list(net.state_nodes.values())[k - len(outs)][-1], lambda v: v)]
+            add(n, srcs)
+            continue
+        add(n, [] if n.is_leaf else [(i, op_how(n, k)) for k, i in enumerate(n.inputs)])
+    if id(wrt.node) not in seen or not wrt.requires_grad or id(wrt.node) not in b.sym_of:
+        raise GradientError(f"symbolic.chain_rule: {wrt.node.label()} is not a leaf of the "
+                            "loss's graph that requires grad")
+    # the names the diagrams and ug.explain print
+    from .explain import display_names
+
+    names = display_names(nodes, eager)
+    # only nodes from which the loss can be reached take part
+    reach = {id(loss.node)}
+    for n in reversed(nodes):
+        if id(n) in reach:
+            for src, _ in sources[id(n)]:
+                reach.add(id(src))
+    consumers: dict = {}
+    for n in nodes:
+        if id(n) not in reach:
+            continue
+        for src, how in sources[id(n)]:
+            consumers.setdefault(id(src), []).append((n, src, how))
+    cache: dict = {}
+
+    def local(src, how):
+        key = id(how)  # one function per (node, input slot), kept alive in ``sources``
+        if key in cache:
+            return cache[key]
+        v = np.asarray(ex[id(src)], dtype=object)
+        dummies = np.empty(v.shape, dtype=object)
+        for i in np.ndindex(*v.shape):
+            dummies[i] = sp.Dummy(f"u{len(cache)}")
+        out = np.asarray(how(dummies), dtype=object)
+        back = {d: e for d, e in zip(dummies.reshape(-1), v.reshape(-1))}
+        if out.size == 1 and v.size == 1:
+            d = sp.diff(out.reshape(-1)[0], dummies.reshape(-1)[0]).xreplace(back)
+        else:
+            d = sp.ImmutableMatrix(list(out.reshape(-1))).jacobian(
+                list(dummies.reshape(-1))).xreplace(back)
+        cache[key] = d
+        return d
 
     paths, products = [], []
-    consumers: dict = {}
-    for n in graph.nodes:
-        for k, i in enumerate(n.inputs):
-            consumers.setdefault(id(i), []).append((n, k))
     walk = [(wrt.node, [names[id(wrt.node)]], [])]
     while walk:
         n, path, factors = walk.pop()
         if n is loss.node:
             paths.append(path)
-            products.append(sp.Mul(*factors, evaluate=False) if len(factors) > 1
-                            else (factors[0] if factors else sp.Integer(1)))
-            if len(paths) > 1000:
-                raise UnrollGraphError("symbolic.chain_rule: more than 1000 paths; use grad")
+            products.append(_product(factors))
+            if len(paths) > MAX_PATHS:
+                raise UnrollGraphError(
+                    f"symbolic.chain_rule: more than {MAX_PATHS} paths from "
+                    f"{names[id(wrt.node)]} to the loss; for a weight of an unrolled net use "
+                    "symbolic.bptt(net, param) (one term per step), else symbolic.grad")
             continue
-        for c, k in consumers.get(id(n), ()):
-            walk.append((c, path + [names[id(c)]], factors + [local(c, k)]))
-    return ChainRule(paths[::-1], products[::-1], b.env)
+        for c, src, how in consumers.get(id(n), ()):
+            walk.append((c, path + [names[id(c)]], factors + [local(src, how)]))
+    return ChainRule(paths[::-1], products[::-1], b.env, wrt.shape)
+
+
+def _product(factors):
+    """The unevaluated product of local derivatives, leaf first in ``factors``: a Mul of
+    scalars, or a MatMul of Jacobians with the one nearest the loss first."""
+    sp = _sp()
+    if not factors:
+        return sp.Integer(1)
+    if not any(isinstance(f, sp.MatrixBase) for f in factors):
+        return sp.Mul(*factors, evaluate=False) if len(factors) > 1 else factors[0]
+    mats = [f if isinstance(f, sp.MatrixBase) else sp.ImmutableMatrix([[f]])
+            for f in reversed(factors)]
+    return sp.MatMul(*mats, evaluate=False)
 
 
 class BPTT:
