@@ -609,13 +609,7 @@ def explain(loss) -> Explanation:
 
     uses = _count_uses(loss)  # the same first pass as backward(), so the same walk
     eager = Graph([loss.node])
-    for n in eager.nodes:
-        if n.op == "item" and not n.name:  # an output of a net's call, all steps stacked
-            net = n.inputs[0].attrs["_run"].net
-            picked = list(net.output_nodes) + [f"final {s}" for s in net.state_nodes]
-            k = n.attrs["index"]
-            names[id(n)] = (f"{picked[k]} (all steps)" if k < len(net.output_nodes)
-                            else picked[k])
+    names.update(_item_names(eager))
     grads: dict = {id(loss): seed}
     ready = [loss]
     while ready:
@@ -694,23 +688,51 @@ def explain(loss) -> Explanation:
     return Explanation(records, skipped, drawn, final, loss.node, alias)
 
 
-def _final_names(eager, given, drawn, records, skipped) -> dict:
-    """The names printed for every node of the walk: the diagrams' names, with the node's
-    id appended only where two would read the same; then each record's label and formulas.
-    An unrolled graph's nodes are told apart by their ids in it (``n12``), the eager
-    graph's by theirs, written ``e3`` when an unrolled graph is opened inside it."""
+def _ids(eager) -> dict:
+    """``id(node) -> id`` that tells apart nodes printing the same name: an unrolled graph's
+    nodes by their cell node's id (``n12``: ``+@2#n12`` is step 2's copy of ``n12``), the
+    eager graph's by their own, written ``e3`` when an unrolled graph is opened inside it."""
     ids: dict = {}
     opened = False
     for n in eager.nodes:
         if n.op == "unrolled":
             opened = True
             net = n.attrs["_run"].net
-            cell_graph = net._cell_graph  # a step's node is told apart by its cell node's id
+            cell_graph = net._cell_graph
             for m in net.graph.nodes:
                 ids[id(m)] = (cell_graph.id(m.origin) if m.origin is not None
                               and m.origin in cell_graph else net.graph.id(m))
     for i, n in enumerate(eager.nodes):
         ids.setdefault(id(n), f"{'e' if opened else 'n'}{i}")
+    return ids
+
+
+def _item_names(eager) -> dict:
+    """The names of the unnamed outputs picked from a net's call (``y (all steps)``)."""
+    names = {}
+    for n in eager.nodes:
+        if n.op == "item" and not n.name:  # an output of a net's call, all steps stacked
+            net = n.inputs[0].attrs["_run"].net
+            picked = list(net.output_nodes) + [f"final {s}" for s in net.state_nodes]
+            k = n.attrs["index"]
+            names[id(n)] = (f"{picked[k]} (all steps)" if k < len(net.output_nodes)
+                            else picked[k])
+    return names
+
+
+def graph_names(eager, nodes, given=None) -> dict:
+    """The names :func:`explain` prints for ``nodes`` of the loss's graph ``eager`` (with its
+    unrolled calls opened), for the other views of the chain rule to print the same."""
+    return display_names(nodes, lambda n, ids=_ids(eager): ids.get(id(n), "?"),
+                         {**_item_names(eager), **(given or {})})
+
+
+def _final_names(eager, given, drawn, records, skipped) -> dict:
+    """The names printed for every node of the walk: the diagrams' names, with the node's
+    id appended only where two would read the same; then each record's label and formulas.
+    An unrolled graph's nodes are told apart by their ids in it (``n12``), the eager
+    graph's by theirs, written ``e3`` when an unrolled graph is opened inside it."""
+    ids = _ids(eager)
     nodes, seen = [], set()
     every = list(drawn) + [r.node for r in records] + [s.node for s in skipped]
     every += [loc.input for r in records for loc in r.locals]

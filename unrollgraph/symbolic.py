@@ -457,9 +457,9 @@ def chain_rule(loss, wrt) -> ChainRule:
         raise GradientError(f"symbolic.chain_rule: {wrt.node.label()} is not a leaf of the "
                             "loss's graph that requires grad")
     # the names the diagrams and ug.explain print
-    from .explain import display_names
+    from .explain import graph_names
 
-    names = display_names(nodes, eager)
+    names = graph_names(eager, nodes)
     # only nodes from which the loss can be reached take part
     reach = {id(loss.node)}
     for n in reversed(nodes):
