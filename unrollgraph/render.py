@@ -417,25 +417,25 @@ def _shaped(n: Node) -> str:
     return n.label() if n.shape is None else f"{n.label()} {n.shape}"
 
 
-def _check_derivatives(drawer) -> None:
-    """derivatives=True on a drawing where no edge joins two scalars: say what draws or
-    derives the chain rule there, instead of drawing no label at all."""
+def _derivatives_note(drawer) -> str | None:
+    """derivatives=True on a drawing where no edge joins two scalars: a note saying so, and
+    what draws or derives the chain rule there, instead of a drawing with no label at all
+    (the edges that do join scalars are labelled, and the legend says which)."""
     missed = getattr(drawer, "unlabelled", [])
     if not missed or getattr(drawer, "labelled", 0):
-        return
+        return None
     src, dst = missed[0]
-    where = ""
+    rows = ["derivatives=True: no edge here joins two scalars, so none is labelled",
+            f"with a local derivative (e.g. {_shaped(src)} → {_shaped(dst)})."]
     if any(n.op == "unrolled" for n in drawer.g.nodes):
-        where = (" The call of an unrolled net is one node of this graph: "
-                 "ug.render(net, loss=loss, derivatives=True) draws its unrolled graph, each "
-                 "step's edges labelled where they join scalars (one unit, a batch of one).")
-    raise RenderError(
-        "derivatives=True labels the edges that join two scalars with their local "
-        f"derivative, and no edge of this drawing does (e.g. {_shaped(src)} → "
-        f"{_shaped(dst)}).{where} For tensors, ug.explain(loss) narrates "
-        "each local derivative with its numbers, and ug.symbolic.chain_rule(loss, wrt) writes "
-        "the chain rule as products of Jacobians."
-    )
+        rows += ["The net's call is one node here: ug.render(net, loss=loss,",
+                 "derivatives=True) draws its steps (scalars: one unit, batch of one)."]
+    rows += ["ug.explain(loss) narrates each local derivative with its numbers;",
+             "ug.symbolic.chain_rule(loss, wrt) writes them as Jacobians."]
+    t = drawer.t
+    label = "<br align='left'/>".join(_h(r) for r in rows) + "<br align='left'/>"
+    return (f'  "derivatives_note" [shape=note style=filled fillcolor="{t["bg"]}" '
+            f'color="{t["font"]}" fontcolor="{t["font"]}" label=<{label}>]')
 
 
 def _build(obj, options: dict) -> tuple[str, list[str]]:
@@ -448,8 +448,9 @@ def _build_scaled(obj, options: dict):
     opts = _options(options)
     drawer = _drawer(obj, opts)
     lines = drawer.build()
-    if opts["derivatives"]:
-        _check_derivatives(drawer)
+    note = _derivatives_note(drawer) if opts["derivatives"] else None
+    if note is not None:
+        lines = list(lines) + [note]
     factor = (opts["fontsize"] or _TITLE_PT[opts["theme"]]) / 12 * opts["scale"]
     pen = opts["scale"] * (_PRINT_PEN if opts["theme"] == "print" else 1.0)
     if factor != 1 or pen != 1:
