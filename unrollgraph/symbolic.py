@@ -492,31 +492,40 @@ def chain_rule(loss, wrt) -> ChainRule:
         cache[key] = d
         return d
 
-    paths, products = [], []
+    # count the paths first (each node: the sum of its consumers' counts), to refuse early
+    count = {id(loss.node): 1}
+    for n in reversed(nodes):
+        if id(n) != id(loss.node):
+            count[id(n)] = sum(count.get(id(c), 0) for c, _, _ in consumers.get(id(n), ()))
+    if count.get(id(wrt.node), 0) > MAX_PATHS:
+        raise UnrollGraphError(
+            f"symbolic.chain_rule: {count[id(wrt.node)]} paths from {names[id(wrt.node)]} to "
+            f"the loss, more than the {MAX_PATHS} worth writing out; for a weight of an "
+            "unrolled net use symbolic.bptt(net, param) (one term per step), else "
+            "symbolic.grad(loss, wrt)")
+    paths, chains = [], []
     walk = [(wrt.node, [names[id(wrt.node)]], [])]
     while walk:
         n, path, factors = walk.pop()
         if n is loss.node:
             paths.append(path)
-            products.append(_product(factors))
-            if len(paths) > MAX_PATHS:
-                raise UnrollGraphError(
-                    f"symbolic.chain_rule: more than {MAX_PATHS} paths from "
-                    f"{names[id(wrt.node)]} to the loss; for a weight of an unrolled net use "
-                    "symbolic.bptt(net, param) (one term per step), else symbolic.grad")
+            chains.append(factors)
             continue
         for c, src, how in consumers.get(id(n), ()):
             walk.append((c, path + [names[id(c)]], factors + [local(src, how)]))
+    matrices = any(isinstance(f, sp.MatrixBase) for fs in chains for f in fs)
+    products = [_product(fs, matrices) for fs in chains]
     return ChainRule(paths[::-1], products[::-1], b.env, wrt.shape)
 
 
-def _product(factors):
+def _product(factors, matrices: bool):
     """The unevaluated product of local derivatives, leaf first in ``factors``: a Mul of
-    scalars, or a MatMul of Jacobians with the one nearest the loss first."""
+    scalars, or (``matrices``: some path has Jacobians) a MatMul of Jacobians with the one
+    nearest the loss first, a scalar taken as a 1 × 1 matrix."""
     sp = _sp()
     if not factors:
-        return sp.Integer(1)
-    if not any(isinstance(f, sp.MatrixBase) for f in factors):
+        return sp.ImmutableMatrix([[1]]) if matrices else sp.Integer(1)
+    if not matrices:
         return sp.Mul(*factors, evaluate=False) if len(factors) > 1 else factors[0]
     mats = [f if isinstance(f, sp.MatrixBase) else sp.ImmutableMatrix([[f]])
             for f in reversed(factors)]
