@@ -1003,8 +1003,8 @@ class _Drawer:
         missed = getattr(self, "unlabelled", [])
         if not self.o["derivatives"] or not missed or not getattr(self, "labelled", 0):
             return []
-        return [("∂", f"local derivative, on edges between two scalars; the {len(missed)} "
-                      "edges between tensors have none (ug.explain narrates them)")]
+        return [("∂", f"local derivative; {len(missed)} edges between tensors have none "
+                      "(see ug.explain)")]
 
     # highlight
     def find(self, target) -> Node:
