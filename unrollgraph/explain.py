@@ -447,7 +447,7 @@ class Explanation:
         if fast:
             # dot's crossing minimisation and spline routing would take minutes; straight
             # edges and a short search lay it out in seconds
-            lines.append("  mclimit=0.1; nslimit=1; nslimit1=1; remincross=false; "
+            lines.append("  mclimit=0.1; nslimit=0.5; nslimit1=1; remincross=false; "
                          "splines=line;")
         records = {id(r.node): r for r in self.records}
         for n in self.nodes:
