@@ -165,7 +165,7 @@ def test_bptt_terms_are_products_of_the_step_jacobians(T, H):
     np.testing.assert_allclose(b.values.sum(axis=0), cell.weight_hh.grad, rtol=1e-9,
                                atol=1e-12)
     text, latex = str(b), b.latex()
-    assert f"dL/dweight_hh^(0) = dL/dh_1 · dh_1/dweight_hh" in text
+    assert "dL/dweight_hh^(0) = dL/dh_1 · dh_1/dweight_hh" in text
     if T > 1:
         assert "dL/dh_2 · dh_2/dh_1 · dh_1/dweight_hh" in text
         assert r"\frac{\partial h_{2}}{\partial h_{1}}" in latex

@@ -88,7 +88,7 @@ def display_names(nodes, ids, given=None) -> dict:
     >>> y = (W.T + 1.0) + 2.0
     >>> g = Graph([y.node])
     >>> sorted(display_names(g.nodes, g.id).values())
-    ['+#n3', '+#n4', 'W', 'Wᵀ', 'leaf#n2', 'leaf#n5']
+    ['+#n3', '+#n5', 'W', 'Wᵀ', 'const#n2', 'const#n4']
     """
     given = given or {}
     names = {id(n): given.get(id(n)) or _base_name(n) for n in nodes}
@@ -354,12 +354,12 @@ class Explanation:
         >>> import unrollgraph as ug
         >>> x = ug.tensor(3.0, requires_grad=True, name="x")
         >>> print(ug.explain(x * x).table())
-        Backward walk from n1: 2 nodes
-        [0] n1 = mul
-            upstream dL/dn1 = 1
-            d(a * b)/da = b = 3
+        Backward walk from ×: 2 nodes
+        [0] × = mul
+            upstream dL/d× = 1
+            d(x * x)/dx (input 1) = x = 3
               sends 3 to x
-            d(a * b)/db = a = 3
+            d(x * x)/dx (input 2) = x = 3
               sends 3 to x
               x running total 6 (2 of 2; last one)
         [1] x = leaf
@@ -387,7 +387,7 @@ class Explanation:
         >>> import unrollgraph as ug
         >>> x = ug.tensor(3.0, requires_grad=True, name="x")
         >>> print(ug.explain(x * 2.0).to_markdown().splitlines()[2])
-        | 0 | n2 | mul |  | 1 | d(a * b)/da = b = 2 | 2 → x |
+        | 0 | × | mul |  | 1 | d(x * 2)/dx = 2 = 2 | 2 → x |
         """
         rows = ["| # | node | op | step | upstream dL/d(node) | local derivative | sent |",
                 "|---|---|---|---|---|---|---|"]
@@ -615,6 +615,7 @@ def explain(loss) -> Explanation:
     uses = _count_uses(loss)  # the same first pass as backward(), so the same walk
     eager = Graph([loss.node])
     names.update(_item_names(eager))
+    names.update(_const_names(loss))
     grads: dict = {id(loss): seed}
     ready = [loss]
     while ready:
@@ -710,6 +711,26 @@ def _ids(eager) -> dict:
     for i, n in enumerate(eager.nodes):
         ids.setdefault(id(n), f"{'e' if opened else 'n'}{i}")
     return ids
+
+
+def _const_name(value) -> str | None:
+    """A constant of one element is named by its value, as the diagrams draw it."""
+    from .render import _array_text
+
+    return _array_text(value, 1) if np.size(value) == 1 else None
+
+
+def _const_names(loss) -> dict:
+    names, seen, stack = {}, set(), [loss]
+    while stack:
+        t = stack.pop()
+        if id(t.node) in seen:
+            continue
+        seen.add(id(t.node))
+        if t.node.op == "const" and not t.node.name and _const_name(t._data) is not None:
+            names[id(t.node)] = _const_name(t._data)
+        stack.extend(t._parents)
+    return names
 
 
 def _item_names(eager) -> dict:
@@ -887,6 +908,9 @@ def _walk_unrolled(call, seeds, records, skipped, nodes, names) -> list:
         op = get_op(n.op)
         ans = run.value(n)
         vals = [run.value(i) for i in n.inputs]
+        for i, v in zip(n.inputs, vals):  # named in the formulas
+            if i.op == "const" and not i.name and _const_name(v) is not None:
+                names[id(i)] = _const_name(v)
         for k, i in enumerate(n.inputs):
             f = op.input_vjp(k)
             if f is None or id(i) not in want:

@@ -705,7 +705,7 @@ def bptt(net, param, loss=None) -> BPTT:
     >>> bool(np.allclose(b.values.sum(axis=0), cell.weight_hh.grad))
     True
     >>> b.structure(0)
-    'dL/dh_2 · dh_2/dh_1 · dh_1/dweight_hh + dL/dh_1 · dh_1/dweight_hh'
+    'dL/dh_1 · dh_1/dweight_hh + dL/dh_2 · dh_2/dh_1 · dh_1/dweight_hh'
     """
     run = net.last_run
     if run is None or run.seeds is None:
