@@ -38,8 +38,8 @@ def test_x_times_x_has_two_contributions():
     assert [float(p) for p in parts] == [3.0, 3.0]
     assert float(sum(parts)) == float(x.grad) == 6.0
     rec = ex[0]
-    assert [loc.formula for loc in rec.locals] == ["d(x * x)/dx (input 1) = x",
-                                                   "d(x * x)/dx (input 2) = x"]
+    assert [loc.formula for loc in rec.locals] == ["d(x * x)/dx (input 0) = x",
+                                                   "d(x * x)/dx (input 1) = x"]
     total, got, left = rec.totals[x.node]
     assert (float(total), got, left) == (6.0, 2, 0)
     assert float(rec.sent[x.node]) == 6.0

@@ -152,9 +152,9 @@ def _formula(node: Node, k: int, name) -> str:
     """The local derivative of ``node``'s op with respect to input ``k``, naming the real
     inputs (``name``: Node -> display name)."""
     ins = [_operand(name(i)) for i in node.inputs]
-    x = ins[k] if k < len(ins) else f"(input {k + 1})"
-    if ins.count(ins[k] if k < len(ins) else None) > 1:  # x * x: say which use
-        x = f"{x} (input {k + 1})"
+    x = ins[k] if k < len(ins) else f"(input {k})"
+    if ins.count(ins[k] if k < len(ins) else None) > 1:  # x * x: say which use (its slot)
+        x = f"{x} (input {k})"
     op = node.op
     if op == "powc":
         p = node.attrs.get("p")
@@ -164,7 +164,7 @@ def _formula(node: Node, k: int, name) -> str:
     if forms is not None and k < len(forms) and len(ins) >= len(forms):
         raw = {f"r{j}": name(i) for j, i in enumerate(node.inputs)}
         return forms[k].format(*ins, x=x, **raw)
-    return f"vector-Jacobian product of {op} for input {k + 1} ({name(node.inputs[k])})"
+    return f"vector-Jacobian product of {op} for input {k} ({name(node.inputs[k])})"
 
 
 def _fmt_num(x) -> str:
@@ -265,7 +265,11 @@ class Record:
         for loc in self.locals:
             name = names(loc.input)
             val = "" if loc.value is None else f" = {summary(loc.value)}"
-            out.append(f"    {loc.formula}{val}")
+            if len(loc.formula) + len(val) > 92:  # the value on a line of its own, not cut
+                out.append(f"    {loc.formula}")
+                out.append(f"     {val}")
+            else:
+                out.append(f"    {loc.formula}{val}")
             out.append(f"      sends {summary(loc.sent)} to {name}")
         for node, (total, got, left) in self.totals.items():
             if got + left > 1:
@@ -357,9 +361,9 @@ class Explanation:
         Backward walk from ×: 2 nodes
         [0] × = mul
             upstream dL/d× = 1
-            d(x * x)/dx (input 1) = x = 3
+            d(x * x)/dx (input 0) = x = 3
               sends 3 to x
-            d(x * x)/dx (input 2) = x = 3
+            d(x * x)/dx (input 1) = x = 3
               sends 3 to x
               x running total 6 (2 of 2; last one)
         [1] x = leaf

@@ -1261,8 +1261,16 @@ class _Plain(_Drawer):
                 raise RenderError("chain_rule=True: more than 200 paths to list; highlight a "
                                   "node nearer the output")
         paths.reverse()
-        name = g.display_name
-        rows = [f"chain rule: d{name(roots[0])}/d{name(target)}"]
+        from .explain import _const_name, _operand, display_names
+
+        given = {id(n): _const_name(self.value(n)) for n in g.nodes
+                 if n.op == "const" and not n.name and self.value(n) is not None}
+        names = display_names(g.nodes, g.id, {k: v for k, v in given.items() if v})
+
+        def name(n):  # the names ug.explain prints
+            return names[id(n)]
+
+        rows = [f"chain rule: d{_operand(name(roots[0]))}/d{_operand(name(target))}"]
         total = 0.0
         for k, (nodes, factors) in enumerate(paths[:12]):
             prod = float(np.prod(factors)) if factors else 1.0
