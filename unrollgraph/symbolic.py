@@ -182,8 +182,10 @@ def to_sympy(t):
     """The sympy expression of tensor ``t`` in terms of symbols named after its leaves.
 
     Leaves that require grad become symbols (an array leaf ``W`` of shape (2, 2) becomes
-    ``W_00, W_01, W_10, W_11``); other leaves, constants and an unrolled net's inputs become
-    numbers, integers and short decimals exactly (``x**2``, not ``x**2.0``).
+    ``W_00, W_01, W_10, W_11``); other leaves and constants become numbers, integers and
+    short decimals exactly (``x**2``, not ``x**2.0``). An unrolled net's call is computed step
+    by step from its parameters, its input rows and its initial state, each a symbol when
+    the tensor given to the call requires grad.
 
     Parameters
     ----------
