@@ -253,3 +253,25 @@ def test_chain_rule_with_too_many_paths_says_what_to_use():
     with pytest.raises(ug.UnrollGraphError, match=r"symbolic.bptt\(net, param\)") as info:
         symbolic.chain_rule(loss, cell.weight_hh)
     assert "chain_rule" not in str(info.value).split(";")[1]  # no pointer back to itself
+
+
+def test_hostile_names_cannot_inject_latex():
+    evil = "W}\\input{x}$<b>"
+    x = ug.tensor(0.5, requires_grad=True, name=evil)
+    text = symbolic.chain_rule(ug.tanh(x * x), x).latex()
+    assert "\\input" not in text.replace("\\textbackslash{}input", "")
+    assert r"\text{W\}\textbackslash{}input\{x\}\$\textless{}b\textgreater{}}" in text
+    cell = ug.Cell("c")
+    xin = cell.input("x", (1,))
+    h = cell.state("h", (1,))
+    W = cell.param(evil, np.array([[0.5]]))
+    h_next = ug.tanh(xin + h @ W.T, name="h_next")
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    net = ug.unroll(cell, steps=2)
+    out, _ = net(np.ones((2, 1, 1)))
+    out.sum().backward()
+    b = symbolic.bptt(net, W)
+    latex = b.latex()
+    assert "\\input{" not in latex and "\\textbackslash{}input\\{x\\}" in latex
+    np.testing.assert_allclose(b.values, net.last_run.step_contributions(evil), rtol=1e-9)

@@ -8,6 +8,8 @@ engine's forward and VJPs are declared in.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .errors import GradientError, UnrollGraphError
@@ -166,6 +168,25 @@ class _Builder:
         outs = [np.stack([ex[id(n)] for n in ns]) for ns in net.output_nodes.values()]
         finals = [ex[id(ns[-1])] for ns in net.state_nodes.values()]
         return tuple(outs + finals)
+
+
+#: symbol names sympy writes as LaTeX safely: words with ``_`` subscripts
+_TEX_PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*")
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "#": r"\#", "$": r"\$",
+                "%": r"\%", "&": r"\&", "_": r"\_", "^": r"\^{}", "~": r"\~{}",
+                "<": r"\textless{}", ">": r"\textgreater{}", "\n": " "}
+
+
+def _latex(expr) -> str:
+    """``sympy.latex(expr)`` with every symbol named after a user's name that is not a plain
+    word written as text, its LaTeX characters escaped: a name cannot inject LaTeX."""
+    sp = _sp()
+    names = {}
+    for sym in getattr(expr, "free_symbols", ()):
+        if not _TEX_PLAIN.fullmatch(sym.name):
+            text = "".join(_TEX_ESCAPES.get(ch, ch) for ch in sym.name)
+            names[sym] = r"\text{" + text + "}"
+    return sp.latex(expr, symbol_names=names)
 
 
 def _as_sympy(arr):
@@ -332,7 +353,7 @@ class ChainRule:
         return out
 
     def latex(self) -> str:
-        return _sp().latex(self.expr)
+        return _latex(self.expr)
 
     def __str__(self) -> str:
         return str(self.expr)
@@ -567,10 +588,11 @@ class BPTT:
         ``run.step_contributions(param)`` and sum to ``W.grad``.
     """
 
-    def __init__(self, param, terms, values, total, factors=None, symbols=None):
+    def __init__(self, param, terms, values, total, factors=None, symbols=None, tex=None):
         self.param, self.terms, self.values, self.total = param, terms, values, total
         self.factors = factors if factors is not None else [[] for _ in terms]
         self.symbols = symbols or {}
+        self._tex = tex or {}  # a factor's name -> its LaTeX fraction
 
     def structure(self, t: int, latex: bool = False) -> str:
         """Step ``t``'s term as the names of its factors: ``dL/dh_3 · dh_3/dh_2 ·
@@ -578,19 +600,19 @@ class BPTT:
         products = []
         for product in self.factors[t]:
             if latex:
-                products.append(" ".join(_frac_latex(name) for name, _ in product))
+                products.append(" ".join(self._tex.get(name, name) for name, _ in product))
             else:
                 products.append(" · ".join(name for name, _ in product))
         return " + ".join(products) if products else "0"
 
     def latex(self) -> str:
         sp = _sp()
-        w = sp.latex(sp.Symbol(self.param))
+        w = _latex(sp.Symbol(self.param))
         lines = [rf"\frac{{\partial L}}{{\partial {w}}} = \sum_{{t=0}}^{{"
                  rf"{len(self.terms) - 1}}} \frac{{\partial L}}{{\partial {w}^{{(t)}}}}"]
         for t, term in enumerate(self.terms):
             lines.append(rf"\frac{{\partial L}}{{\partial {w}^{{({t})}}}} = "
-                         + self.structure(t, latex=True) + " = " + sp.latex(term))
+                         + self.structure(t, latex=True) + " = " + _latex(term))
         return " \\\\\n".join(lines)
 
     def __str__(self) -> str:
@@ -602,18 +624,15 @@ class BPTT:
         return "$$" + self.latex().replace("\\\\\n", "\\\\ ") + "$$"
 
 
-def _frac_latex(name: str) -> str:
-    """``"dh_3/dh_2"`` as ``\\frac{\\partial h_{3}}{\\partial h_{2}}``."""
+def _frac_latex(top: list, bottom: list) -> str:
+    """``d top / d bottom`` as a LaTeX fraction (each a list of symbol names; several are
+    written as a tuple)."""
     sp = _sp()
 
-    def part(text):
-        text = text[1:]  # the leading "d"
-        if text.startswith("(") and text.endswith(")"):
-            inner = ", ".join(sp.latex(sp.Symbol(x)) for x in text[1:-1].split(", "))
-            return rf"\left({inner}\right)"
-        return sp.latex(sp.Symbol(text))
+    def part(names):
+        inner = ", ".join(_latex(sp.Symbol(x)) for x in names)
+        return inner if len(names) == 1 else rf"\left({inner}\right)"
 
-    top, bottom = name.split("/", 1)
     return rf"\frac{{\partial {part(top)}}}{{\partial {part(bottom)}}}"
 
 
@@ -789,7 +808,7 @@ def bptt(net, param, loss=None) -> BPTT:
     for n in net.nodes:
         if n.step is not None:
             by_step[n.step].append(n)
-    D, J, E, names = [], [], [], []
+    D, J, E, names, tparts = [], [], [], [], []
     for t in range(T):
         known = dict(shared)
         known.update(psyms)
@@ -819,6 +838,7 @@ def bptt(net, param, loss=None) -> BPTT:
         E.append(sp.ImmutableMatrix([[sp.diff(L, x) for x in syms]]))
         parts = [nm for _, _, nm in hands[t]]
         names.append(parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")")
+        tparts.append(parts)
     fenv = {k: sp.Float(v) for k, v in b.env.items()}
     p = net.cell._params[param]
     values = np.zeros((T,) + p.shape)
@@ -834,6 +854,7 @@ def bptt(net, param, loss=None) -> BPTT:
             continue
         values[t] = (g @ Dn[t]).reshape(p.shape)
     w = param
+    tex: dict = {}
     for t in range(T):
         products = []
         if t >= first:
@@ -841,8 +862,12 @@ def bptt(net, param, loss=None) -> BPTT:
                 if not any(x != 0 for x in E[k]):
                     continue
                 named = [(f"dL/d{names[k]}", E[k])]
-                named += [(f"d{names[j]}/d{names[j - 1]}", J[j]) for j in range(k, t, -1)]
+                tex[named[-1][0]] = _frac_latex(["L"], tparts[k])
+                for j in range(k, t, -1):
+                    named.append((f"d{names[j]}/d{names[j - 1]}", J[j]))
+                    tex[named[-1][0]] = _frac_latex(tparts[j], tparts[j - 1])
                 named.append((f"d{names[t]}/d{w}", D[t]))
+                tex[named[-1][0]] = _frac_latex(tparts[t], [w])
                 products.append(named)
         factors.append(products)
         mats = [sp.MatMul(*[m for _, m in pr], evaluate=False) for pr in products]
@@ -852,4 +877,4 @@ def bptt(net, param, loss=None) -> BPTT:
             terms.append(mats[0])
         else:
             terms.append(sp.MatAdd(*mats, evaluate=False))
-    return BPTT(param, terms, values, values.sum(axis=0), factors, dict(b.env))
+    return BPTT(param, terms, values, values.sum(axis=0), factors, dict(b.env), tex)
