@@ -1,5 +1,7 @@
 """ug.explain: the narrated backward walk has the order and the numbers of backward()."""
 
+import json
+import re
 import sys
 
 import numpy as np
@@ -36,7 +38,8 @@ def test_x_times_x_has_two_contributions():
     assert [float(p) for p in parts] == [3.0, 3.0]
     assert float(sum(parts)) == float(x.grad) == 6.0
     rec = ex[0]
-    assert [loc.formula for loc in rec.locals] == ["d(a * b)/da = b", "d(a * b)/db = a"]
+    assert [loc.formula for loc in rec.locals] == ["d(x * x)/dx (input 0) = x",
+                                                   "d(x * x)/dx (input 1) = x"]
     total, got, left = rec.totals[x.node]
     assert (float(total), got, left) == (6.0, 2, 0)
     assert float(rec.sent[x.node]) == 6.0
@@ -270,3 +273,90 @@ def test_a_non_scalar_is_refused_as_backward_refuses_it():
     x = ug.tensor([1.0, 2.0], requires_grad=True, name="x")
     with pytest.raises(ug.GradientError, match=r"scalar.*y.sum\(\)"):
         ug.explain(x * x)
+
+
+# -- names: the diagrams' names, ids only where two nodes would read the same ---------------------
+_ID = re.compile(r"(?<![#\w])[ne]\d+\b")  # a bare generated id such as n8 or e7
+
+
+def _rnn_loss(T=3, H=1):
+    cell = ug.nn.RNNCell(1, H, seed=0)
+    net = ug.unroll(cell, steps=T)
+    out, h = net(np.linspace(-1, 1, T).reshape(T, 1, 1))
+    loss = (out * out).sum()
+    loss.name = "loss"
+    loss.backward()
+    return cell, net, loss
+
+
+def test_explain_prints_the_names_the_diagrams_draw():
+    cell, net, loss = _rnn_loss()
+    ex = ug.explain(loss)
+    diagram = ug.to_dot(net, loss=loss, detail="ops")
+    assert "weight_hhᵀ" in diagram and "weight_ihᵀ" in diagram
+    page = ex.to_html()
+    data = json.loads(re.search(r'<script type="application/json">(.*?)</script>', page,
+                                re.S).group(1))
+    shown = {  # what a reader sees: DOT labels, SVG text, the stepper's record text
+        "table": ex.table(), "str": str(ex), "markdown": ex.to_markdown(),
+        "frames": "\n".join(re.findall(r'label=<(.*?)>[ \]]', "".join(
+            f.source for f in ex.frames()))),
+        "svg": "\n".join(re.findall(r"<text[^>]*>(.*?)</text>", page)),
+        "stepper": "\n".join(f["text"] for f in data["frames"]),
+    }
+    for where, text in shown.items():
+        assert "weight_hhᵀ" in text and "weight_ihᵀ" in text, where
+        assert not _ID.search(text), (where, _ID.search(text))
+    # weight_hh's per-step parts arrive at its transpose, which sends their sum on
+    wT = net.graph.nodes[[ex.name(n) for n in net.graph.nodes].index("weight_hhᵀ")]
+    assert len(ex.contributions(wT)) == 3
+    (last,) = [r for r in ex if r.node is wT]
+    assert last.locals[0].input is cell.weight_hh.node
+
+
+def test_names_are_unique_and_suffixed_only_where_they_clash():
+    cell, net, loss = _rnn_loss()
+    ex = ug.explain(loss)
+    names = [ex.name(n) for n in ex.nodes]
+    assert len(set(names)) == len(names)
+    bases = [n.split("#")[0] for n in names]
+    for name, base in zip(names, bases):
+        assert ("#" in name) == (bases.count(base) > 1), name
+    assert "h_next@2" in names and "+@2#n12" in names  # two adds per step: told apart
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "×", "+#n1", "x@1", "a#n0"]), min_size=2,
+                max_size=5))
+def test_user_names_never_make_two_nodes_read_the_same(leaf_names):
+    leaves = [ug.tensor(0.3 + 0.1 * k, requires_grad=True, name=nm)
+              for k, nm in enumerate(leaf_names)]
+    y = leaves[0]
+    for t in leaves[1:]:
+        y = y * t + t
+    ex = ug.explain(y)
+    names = [ex.name(n) for n in ex.nodes]
+    assert len(set(names)) == len(names), names
+    for t in leaves:  # a name used once is printed as written
+        if leaf_names.count(t.name) == 1 and t.name not in ("×",) and "#" not in t.name:
+            assert ex.name(t.node) == t.name
+
+
+def test_formulas_name_the_real_inputs_even_leaves_called_a_and_b():
+    a = ug.tensor(2.0, requires_grad=True, name="a")
+    b = ug.tensor(5.0, requires_grad=True, name="b")
+    y = b * a - a / b
+    ex = ug.explain(y)
+    formulas = {(r.label, ex.name(loc.input)): (loc.formula, float(loc.value))
+                for r in ex for loc in r.locals}
+    mul = [r for r in ex if r.op == "mul"][0].label
+    div = [r for r in ex if r.op == "div"][0].label
+    assert formulas[(mul, "b")] == ("d(b * a)/db = a", 2.0)
+    assert formulas[(mul, "a")] == ("d(b * a)/da = b", 5.0)
+    assert formulas[(div, "a")] == ("d(a / b)/da = 1/b", 0.2)
+    assert formulas[(div, "b")][0] == "d(a / b)/db = -a/b^2"
+    assert np.isclose(formulas[(div, "b")][1], -2.0 / 25.0)
+    # an unnamed input is named as the diagrams name it, in parentheses
+    z = ug.tanh(a * b)
+    (rec,) = [r for r in ug.explain(z) if r.op == "tanh"]
+    assert rec.locals[0].formula == "d tanh(×)/d(×) = 1 - tanh(×)^2"

@@ -118,3 +118,15 @@ def test_stepper_steps_in_a_real_browser(tmp_path):
     assert flat.std(axis=0).max() > 0.05  # not a blank page
     red = (flat[:, 0] > 0.7) & (flat[:, 1] < 0.3) & (flat[:, 2] < 0.3)
     assert red.sum() > 50  # the highlighted node's red border is on screen
+
+
+def test_a_wide_walk_keeps_its_size_and_scrolls_a_small_one_fits():
+    small = _rnn_explanation().to_html()
+    assert '<div class="pic">' in small
+    cell = ug.nn.LSTMCell(1, 1, seed=0)
+    net = ug.unroll(cell, steps=12)
+    out, *_ = net(np.ones((12, 1, 1)))
+    page = ug.explain((out * out).sum()).to_html()
+    width = float(re.search(r'<svg width="([0-9.]+)pt"', page).group(1))
+    assert width > 1800 and '<div class="pic big">' in page
+    assert 'xlabel' not in page and re.search(r'class="edge".*?<text', page, re.S)

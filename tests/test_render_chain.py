@@ -51,3 +51,45 @@ def test_chain_rule_needs_a_highlight_and_scalars():
     net = ug.unroll(ug.nn.RNNCell(1, 1, seed=0), steps=2)
     with pytest.raises(ug.RenderError, match="tensor's graph of scalars"):
         ug.to_dot(net, chain_rule=True, highlight="n3")
+
+
+# -- derivatives=True where edges join tensors -------------------------------------------------
+def _net_loss(H):
+    cell = ug.nn.RNNCell(1, H, seed=0)
+    net = ug.unroll(cell, steps=2)
+    out, h = net(np.array([0.5, -1.0]).reshape(2, 1, 1))
+    loss = (out * out).sum()
+    loss.name = "loss"
+    loss.backward()
+    return net, loss
+
+
+def _labels(source):
+    return re.findall(r'->[^\n]*label=<[^\n]*>∂ ', source)
+
+
+def test_derivatives_on_a_nets_loss_say_where_to_look_instead_of_drawing_nothing():
+    net, loss = _net_loss(1)
+    source = ug.to_dot(loss, derivatives=True)
+    assert not _labels(source)  # the call of the net is one node: no edge joins scalars
+    note = next(l for l in source.splitlines() if l.lstrip().startswith('"derivatives_note"'))
+    assert "ug.render(net, loss=loss," in note and "ug.symbolic.chain_rule" in note
+    # the unrolled graph of a one-unit net labels each step's edges
+    unrolled = ug.to_dot(net, loss=loss, derivatives=True)
+    assert len(_labels(unrolled)) >= 10 and '"derivatives_note"' not in unrolled
+    # two units: no edge joins scalars there either, and the note says so
+    net2, loss2 = _net_loss(2)
+    source = ug.to_dot(net2, loss=loss2, derivatives=True)
+    assert not _labels(source) and '"derivatives_note"' in source
+    assert "ug.render(net, loss=loss," not in source  # already the unrolled graph
+
+
+def test_partly_scalar_graphs_label_what_they_can_and_the_legend_says_which():
+    x = ug.tensor(0.5, requires_grad=True, name="x")
+    v = ug.tensor([1.0, 2.0], requires_grad=True, name="v")
+    y = (ug.tanh(x) * v).sum()
+    y.backward()
+    source = ug.to_dot(y, derivatives=True)
+    assert len(_labels(source)) == 1  # x → tanh(x), the one edge between scalars
+    assert "edges between tensors have none" in source
+    assert '"derivatives_note"' not in source

@@ -132,3 +132,146 @@ def test_bptt_with_the_loss_itself():
     other = ug.tensor(1.0, requires_grad=True) * 2
     with pytest.raises(ug.UnrollGraphError, match="not computed from the net's last run"):
         symbolic.bptt(net, "weight_hh", loss=other)
+
+
+# -- the BPTT terms as products of step Jacobians ---------------------------------------------
+def _numeric(expr, env):
+    fenv = {k: sympy.Float(v) for k, v in env.items()}
+    return np.array(sympy.ImmutableMatrix(expr.doit()).xreplace(fenv).evalf(), dtype=float)
+
+
+@pytest.mark.parametrize("H", [1, 2])
+@pytest.mark.parametrize("T", [1, 2, 3, 4, 5])
+def test_bptt_terms_are_products_of_the_step_jacobians(T, H):
+    cell, net, loss = _rnn(T, H, seed=T)
+    loss.backward()
+    b = symbolic.bptt(net, cell.weight_hh, loss=loss)
+    for t, term in enumerate(b.terms):
+        products = term.args if isinstance(term, sympy.MatAdd) else (term,)
+        # one product per later step k >= t (the loss reads every output)
+        assert len(products) == T - t == len(b.factors[t])
+        for k, (prod, named) in enumerate(zip(products, b.factors[t]), start=t):
+            assert isinstance(prod, sympy.MatMul)
+            assert len(prod.args) == k - t + 2  # dL/dh_(k+1), k - t Jacobians, dh_(t+1)/dW
+            assert [nm for nm, _ in named] == (
+                [f"dL/dh_{k + 1}"] + [f"dh_{j + 1}/dh_{j}" for j in range(k, t, -1)]
+                + [f"dh_{t + 1}/dweight_hh"])
+            for _, m in named[1:-1]:
+                assert m.shape == (H, H)  # a step's Jacobian dh_(j+1)/dh_j
+        value = _numeric(term, b.symbols).reshape(cell.weight_hh.shape)
+        np.testing.assert_allclose(value, b.values[t], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(b.values, net.last_run.step_contributions("weight_hh"),
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(b.values.sum(axis=0), cell.weight_hh.grad, rtol=1e-9,
+                               atol=1e-12)
+    text, latex = str(b), b.latex()
+    assert "dL/dweight_hh^(0) = dL/dh_1 · dh_1/dweight_hh" in text
+    if T > 1:
+        assert "dL/dh_2 · dh_2/dh_1 · dh_1/dweight_hh" in text
+        assert r"\frac{\partial h_{2}}{\partial h_{1}}" in latex
+
+
+def test_bptt_accepts_the_parameter_tensor_or_its_name():
+    cell, net, loss = _rnn(3, 2)
+    loss.backward()
+    by_tensor = symbolic.bptt(net, cell.bias_hh)
+    by_name = symbolic.bptt(net, "bias_hh")
+    np.testing.assert_array_equal(by_tensor.values, by_name.values)
+    assert by_tensor.param == "bias_hh"
+    stranger = ug.tensor(np.zeros((2, 2)), requires_grad=True, name="W")
+    other = ug.nn.RNNCell(1, 2, seed=1).weight_hh
+    for bad in (stranger, other):
+        with pytest.raises(ug.CellError, match="is not a parameter of cell 'RNNCell'"):
+            symbolic.bptt(net, bad)
+    with pytest.raises(ug.CellError, match="parameter tensor of cell"):
+        symbolic.bptt(net, 3)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru"])
+def test_bptt_on_gated_cells_and_truncation(kind):
+    cls = {"lstm": ug.nn.LSTMCell, "gru": ug.nn.GRUCell}[kind]
+    for truncate in (None, 1):
+        cell = cls(1, 2, seed=3)
+        net = ug.unroll(cell, steps=3, truncate=truncate)
+        out, *_ = net(np.random.default_rng(1).normal(size=(3, 1, 1)))
+        loss = (out * out).sum()
+        loss.backward()
+        b = symbolic.bptt(net, cell.weight_hh, loss=loss)
+        np.testing.assert_allclose(b.values, net.last_run.step_contributions("weight_hh"),
+                                   rtol=1e-9, atol=1e-12)
+        if truncate:
+            assert b.factors[0] == [] and b.factors[1] == []
+    if kind == "lstm":  # two states: a step hands on (h, c)
+        assert b.structure(2).startswith("dL/d(h_3, c_3) · d(h_3, c_3)/dweight_hh")
+
+
+# -- the chain rule through an unrolled net ----------------------------------------------------
+@pytest.mark.parametrize("H", [1, 2])
+@pytest.mark.parametrize("T", [1, 2, 3])
+def test_chain_rule_through_an_unrolled_net(T, H):
+    cell, net, loss = _rnn(T, H, seed=T)
+    loss.backward()
+    c = symbolic.chain_rule(loss, cell.weight_hh)
+    # weight_hh is read at every step through weight_hhᵀ; from step t the loss is reached
+    # through the outputs of steps t..T-1, each read twice by out * out
+    assert len(c.paths) == 2 * T * (T + 1) // 2
+    assert all(p[:2] == ["weight_hh", "weight_hhᵀ"] for p in c.paths)
+    np.testing.assert_allclose(sum(c.values()), cell.weight_hh.grad, rtol=1e-9, atol=1e-12)
+    g = symbolic.grad(loss, cell.weight_hh)
+    fenv = {k: sympy.Float(v) for k, v in c.env.items()}
+    done = np.array(c.doit().xreplace(fenv).evalf(), dtype=float)
+    np.testing.assert_allclose(done, np.array(g.xreplace(fenv).evalf(), dtype=float),
+                               rtol=1e-9)
+    for p in ("bias_ih", "weight_ih"):
+        cp = symbolic.chain_rule(loss, cell.parameters()[p])
+        np.testing.assert_allclose(sum(cp.values()), cell.parameters()[p].grad, rtol=1e-9,
+                                   atol=1e-12)
+
+
+def test_chain_rule_and_grad_reach_the_inputs_and_initial_state_of_a_net():
+    cell = ug.nn.RNNCell(1, 1, seed=0)
+    net = ug.unroll(cell, steps=2)
+    xs = ug.tensor([[[0.5]], [[-1.0]]], requires_grad=True, name="xs")
+    h0 = ug.tensor([[0.25]], requires_grad=True, name="h0")
+    out, h = net(xs, h0)
+    loss = (out * out).sum() + h.sum()
+    loss.backward()
+    for leaf in (xs, h0):
+        c = symbolic.chain_rule(loss, leaf)
+        np.testing.assert_allclose(sum(c.values()), leaf.grad, rtol=1e-9, atol=1e-12)
+        g = np.asarray(symbolic.grad(loss, leaf), dtype=object)
+        fenv = {k: sympy.Float(v) for k, v in c.env.items()}
+        got = np.array([float(e.xreplace(fenv)) for e in g.reshape(-1)])
+        np.testing.assert_allclose(got, leaf.grad.reshape(-1), rtol=1e-9, atol=1e-12)
+
+
+def test_chain_rule_with_too_many_paths_says_what_to_use():
+    cell = ug.nn.LSTMCell(1, 2, seed=0)
+    net = ug.unroll(cell, steps=4)
+    out, *_ = net(np.ones((4, 1, 1)))
+    loss = (out * out).sum()
+    with pytest.raises(ug.UnrollGraphError, match=r"symbolic.bptt\(net, param\)") as info:
+        symbolic.chain_rule(loss, cell.weight_hh)
+    assert "chain_rule" not in str(info.value).split(";")[1]  # no pointer back to itself
+
+
+def test_hostile_names_cannot_inject_latex():
+    evil = "W}\\input{x}$<b>"
+    x = ug.tensor(0.5, requires_grad=True, name=evil)
+    text = symbolic.chain_rule(ug.tanh(x * x), x).latex()
+    assert "\\input" not in text.replace("\\textbackslash{}input", "")
+    assert r"\text{W\}\textbackslash{}input\{x\}\$\textless{}b\textgreater{}}" in text
+    cell = ug.Cell("c")
+    xin = cell.input("x", (1,))
+    h = cell.state("h", (1,))
+    W = cell.param(evil, np.array([[0.5]]))
+    h_next = ug.tanh(xin + h @ W.T, name="h_next")
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    net = ug.unroll(cell, steps=2)
+    out, _ = net(np.ones((2, 1, 1)))
+    out.sum().backward()
+    b = symbolic.bptt(net, W)
+    latex = b.latex()
+    assert "\\input{" not in latex and "\\textbackslash{}input\\{x\\}" in latex
+    np.testing.assert_allclose(b.values, net.last_run.step_contributions(evil), rtol=1e-9)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 
 import numpy as np
 
@@ -23,27 +24,84 @@ __all__ = ["explain", "Explanation", "Record", "Local", "Skipped"]
 #: above this many edges the diagrams use dot's quick layout settings
 _FAST_LAYOUT_EDGES = 150
 
-#: the local derivative of each op for each input, as a formula in words and symbols
+#: the local derivative of each op for each input, in words and symbols; ``{0}``, ``{1}`` are
+#: the inputs' names (in parentheses unless one word; ``{r0}`` as written, inside a function's
+#: parentheses) and ``{x}`` the input this derivative is taken with respect to
 _FORMULAS = {
-    "add": ("d(a + b)/da = 1", "d(a + b)/db = 1"),
-    "sub": ("d(a - b)/da = 1", "d(a - b)/db = -1"),
-    "mul": ("d(a * b)/da = b", "d(a * b)/db = a"),
-    "div": ("d(a / b)/da = 1/b", "d(a / b)/db = -a/b^2"),
-    "pow": ("d(a^b)/da = b * a^(b-1)", "d(a^b)/db = a^b * log(a)"),
-    "neg": ("d(-z)/dz = -1",),
-    "exp": ("d exp(z)/dz = exp(z)",),
-    "log": ("d log(z)/dz = 1/z",),
-    "tanh": ("d tanh(z)/dz = 1 - tanh(z)^2",),
-    "sigmoid": ("d sigmoid(z)/dz = sigmoid(z) * (1 - sigmoid(z))",),
-    "relu": ("d relu(z)/dz = 1 where z > 0, else 0",),
-    "sqrt": ("d sqrt(z)/dz = 1 / (2 sqrt(z))",),
-    "abs": ("d |z|/dz = sign(z)",),
-    "matmul": ("d(A @ B)/dA: upstream @ B^T, with B^T", "d(A @ B)/dB: A^T @ upstream, with A^T"),
-    "sum": ("d sum(z)/dz = 1 (upstream copied back to every element)",),
-    "mean": ("d mean(z)/dz = 1/n (upstream shared out over the n elements)",),
-    "reshape": ("reshape: upstream reshaped back to the input's shape",),
-    "transpose": ("transpose: upstream transposed back",),
+    "add": ("d({0} + {1})/d{x} = 1", "d({0} + {1})/d{x} = 1"),
+    "sub": ("d({0} - {1})/d{x} = 1", "d({0} - {1})/d{x} = -1"),
+    "mul": ("d({0} * {1})/d{x} = {1}", "d({0} * {1})/d{x} = {0}"),
+    "div": ("d({0} / {1})/d{x} = 1/{1}", "d({0} / {1})/d{x} = -{0}/{1}^2"),
+    "pow": ("d({0}^{1})/d{x} = {1} * {0}^({1} - 1)", "d({0}^{1})/d{x} = {0}^{1} * log({r0})"),
+    "neg": ("d(-{0})/d{x} = -1",),
+    "exp": ("d exp({r0})/d{x} = exp({r0})",),
+    "log": ("d log({r0})/d{x} = 1/{0}",),
+    "tanh": ("d tanh({r0})/d{x} = 1 - tanh({r0})^2",),
+    "sigmoid": ("d sigmoid({r0})/d{x} = sigmoid({r0}) * (1 - sigmoid({r0}))",),
+    "relu": ("d relu({r0})/d{x} = 1 where {0} > 0, else 0",),
+    "sqrt": ("d sqrt({r0})/d{x} = 1 / (2 sqrt({r0}))",),
+    "abs": ("d |{r0}|/d{x} = sign({r0})",),
+    "matmul": ("d({0} @ {1})/d{x}: upstream @ {1}^T, with {1}^T",
+               "d({0} @ {1})/d{x}: {0}^T @ upstream, with {0}^T"),
+    "sum": ("d sum({r0})/d{x} = 1 (upstream copied back to every element)",),
+    "mean": ("d mean({r0})/d{x} = 1/n (upstream shared out over the n elements)",),
+    "reshape": ("reshape: upstream reshaped back to the shape of {0}",),
+    "transpose": ("transpose: upstream transposed back to {0}",),
 }
+
+#: the symbols the diagrams draw for unnamed ops (as :func:`unrollgraph.render.to_dot` does)
+_OP_SYMBOLS = {
+    "add": "+", "sub": "−", "mul": "×", "div": "÷", "neg": "−x", "pow": "xⁿ",
+    "transpose": "ᵀ", "getitem": "[ ]",
+}
+
+_PLAIN = re.compile(r"[\w.@#ᵀ']+")
+
+
+def _operand(name: str) -> str:
+    """A name as an operand in a formula: in parentheses unless it is one word."""
+    return name if _PLAIN.fullmatch(name) else f"({name})"
+
+
+def _base_name(n: Node) -> str:
+    """The name the diagrams draw for ``n``: its user name, ``Wᵀ`` for the transpose of a
+    named value, else the op's symbol; ``@step`` added for a node of an unrolled step."""
+    if n.name:
+        base = n.name
+    elif n.op == "transpose" and n.inputs and n.inputs[0].name:
+        base = n.inputs[0].name + "ᵀ"
+    else:
+        base = _OP_SYMBOLS.get(n.op, n.op)
+    return base if n.step is None else f"{base}@{n.step}"
+
+
+def display_names(nodes, ids, given=None) -> dict:
+    """``id(node) -> name`` for ``nodes``: the names the diagrams draw (:func:`_base_name`,
+    or ``given[id(node)]``), with ``#`` and the node's id (``ids(node)``: ``n12``) appended
+    only where two nodes would print the same name.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> from unrollgraph.graph import Graph
+    >>> W = ug.tensor([[1.0]], requires_grad=True, name="W")
+    >>> y = (W.T + 1.0) + 2.0
+    >>> g = Graph([y.node])
+    >>> sorted(display_names(g.nodes, g.id).values())
+    ['+#n3', '+#n5', 'W', 'Wᵀ', 'const#n2', 'const#n4']
+    """
+    given = given or {}
+    names = {id(n): given.get(id(n)) or _base_name(n) for n in nodes}
+    for _ in range(3):  # a suffixed name may meet a user's name written the same way
+        count: dict = {}
+        for n in nodes:
+            count[names[id(n)]] = count.get(names[id(n)], 0) + 1
+        clash = [n for n in nodes if count[names[id(n)]] > 1]
+        if not clash:
+            break
+        for n in clash:
+            names[id(n)] = f"{names[id(n)]}#{ids(n)}"
+    return names
 
 
 def _local_value(op: str, k: int, ans, vals, attrs):
@@ -90,14 +148,23 @@ def _local_value(op: str, k: int, ans, vals, attrs):
     return None
 
 
-def _formula(op: str, k: int, attrs) -> str:
+def _formula(node: Node, k: int, name) -> str:
+    """The local derivative of ``node``'s op with respect to input ``k``, naming the real
+    inputs (``name``: Node -> display name)."""
+    ins = [_operand(name(i)) for i in node.inputs]
+    x = ins[k] if k < len(ins) else f"(input {k})"
+    if ins.count(ins[k] if k < len(ins) else None) > 1:  # x * x: say which use (its slot)
+        x = f"{x} (input {k})"
+    op = node.op
     if op == "powc":
-        p = attrs.get("p")
-        return f"d(z^{_fmt_num(p)})/dz = {_fmt_num(p)} * z^{_fmt_num(p - 1)}"
+        p = node.attrs.get("p")
+        return (f"d({ins[0]}^{_fmt_num(p)})/d{x} = {_fmt_num(p)} * "
+                f"{ins[0]}^{_fmt_num(p - 1)}")
     forms = _FORMULAS.get(op)
-    if forms is not None and k < len(forms):
-        return forms[k]
-    return f"vector-Jacobian product of {op} for input {k}"
+    if forms is not None and k < len(forms) and len(ins) >= len(forms):
+        raw = {f"r{j}": name(i) for j, i in enumerate(node.inputs)}
+        return forms[k].format(*ins, x=x, **raw)
+    return f"vector-Jacobian product of {op} for input {k} ({name(node.inputs[k])})"
 
 
 def _fmt_num(x) -> str:
@@ -198,7 +265,11 @@ class Record:
         for loc in self.locals:
             name = names(loc.input)
             val = "" if loc.value is None else f" = {summary(loc.value)}"
-            out.append(f"    {loc.formula}{val}")
+            if len(loc.formula) + len(val) > 92:  # the value on a line of its own, not cut
+                out.append(f"    {loc.formula}")
+                out.append(f"     {val}")
+            else:
+                out.append(f"    {loc.formula}{val}")
             out.append(f"      sends {summary(loc.sent)} to {name}")
         for node, (total, got, left) in self.totals.items():
             if got + left > 1:
@@ -287,12 +358,12 @@ class Explanation:
         >>> import unrollgraph as ug
         >>> x = ug.tensor(3.0, requires_grad=True, name="x")
         >>> print(ug.explain(x * x).table())
-        Backward walk from n1: 2 nodes
-        [0] n1 = mul
-            upstream dL/dn1 = 1
-            d(a * b)/da = b = 3
+        Backward walk from ×: 2 nodes
+        [0] × = mul
+            upstream dL/d× = 1
+            d(x * x)/dx (input 0) = x = 3
               sends 3 to x
-            d(a * b)/db = a = 3
+            d(x * x)/dx (input 1) = x = 3
               sends 3 to x
               x running total 6 (2 of 2; last one)
         [1] x = leaf
@@ -320,7 +391,7 @@ class Explanation:
         >>> import unrollgraph as ug
         >>> x = ug.tensor(3.0, requires_grad=True, name="x")
         >>> print(ug.explain(x * 2.0).to_markdown().splitlines()[2])
-        | 0 | n2 | mul |  | 1 | d(a * b)/da = b = 2 | 2 → x |
+        | 0 | × | mul |  | 1 | d(x * 2)/dx = 2 = 2 | 2 → x |
         """
         rows = ["| # | node | op | step | upstream dL/d(node) | local derivative | sent |",
                 "|---|---|---|---|---|---|---|"]
@@ -372,10 +443,15 @@ class Explanation:
                  '  node [fontname="Helvetica" shape=box style="rounded,filled" '
                  'fillcolor="#ffffff" fontsize=11];',
                  '  edge [fontname="Helvetica" fontsize=9];']
-        if len(self.edges) > _FAST_LAYOUT_EDGES:
-            # a long unrolled graph: dot's crossing minimisation and spline routing would
-            # take minutes; straight edges and a short search lay it out in seconds
-            lines.append("  mclimit=0.1; nslimit=1; nslimit1=1; remincross=false; "
+        fast = len(self.edges) > _FAST_LAYOUT_EDGES
+        # a long unrolled graph: its gradients go beside the edges (xlabel: placed after the
+        # layout, where a label would be a node of its own for dot to rank and place, which
+        # doubles the ranks and takes most of the time)
+        tag = "xlabel" if fast else "label"
+        if fast:
+            # dot's crossing minimisation and spline routing would take minutes; straight
+            # edges and a short search lay it out in seconds
+            lines.append("  mclimit=0.1; nslimit=0.5; nslimit1=1; remincross=false; "
                          "splines=line;")
         records = {id(r.node): r for r in self.records}
         for n in self.nodes:
@@ -398,13 +474,13 @@ class Explanation:
             key = (id(a), id(b), slot)
             attrs = {"id": f"{prefix}e{e}"}
             if key in sent:
-                attrs["label"] = summary(sent[key])
+                attrs[tag] = summary(sent[key])
             if k is not None:
                 if key in done_edges:
                     attrs.update(color="#0969da", penwidth="2", fontcolor="#0969da")
                 else:
                     attrs.update(color="#d0d7de", style="dashed")
-                    attrs.pop("label", None)
+                    attrs.pop(tag, None)
             body = " ".join(f"{a2}={_q(v)}" for a2, v in attrs.items())
             lines.append(f'  "{ids[id(a)]}" -> "{ids[id(b)]}" [{body}];')
         lines.append("}")
@@ -538,21 +614,12 @@ def explain(loss) -> Explanation:
     records: list[Record] = []
     skipped: list[Skipped] = []
     nodes: list[Node] = []
-    names: dict = {}
+    names: dict = {}  # every node the walk touches -> a name given to it (or None)
 
     uses = _count_uses(loss)  # the same first pass as backward(), so the same walk
     eager = Graph([loss.node])
-    if any(n.op == "unrolled" for n in eager.nodes):
-        # unnamed eager nodes get ids of their own, apart from the unrolled graph's n0, n1...
-        for i, n in enumerate(eager.nodes):
-            if n.op == "item" and not n.name:
-                net = n.inputs[0].attrs["_run"].net
-                picked = list(net.output_nodes) + [f"final {s}" for s in net.state_nodes]
-                k = n.attrs["index"]
-                names[id(n)] = (f"{picked[k]} (all steps)" if k < len(net.output_nodes)
-                                else picked[k])
-            elif not n.name:
-                names[id(n)] = f"e{i}"
+    names.update(_item_names(eager))
+    names.update(_const_names(loss))
     grads: dict = {id(loss): seed}
     ready = [loss]
     while ready:
@@ -582,8 +649,8 @@ def explain(loss) -> Explanation:
                 if p.requires_grad:
                     _release(p, uses, ready)
             continue
-        names.setdefault(id(node), eager.display_name(node))
-        rec = Record(node, names[id(node)], np.asarray(g))
+        names.setdefault(id(node), None)
+        rec = Record(node, None, np.asarray(g))
         records.append(rec)
         if not parents:
             continue
@@ -596,8 +663,8 @@ def explain(loss) -> Explanation:
             gk = None if f is None else f(g, t._data, *values, **node.attrs)
             if gk is not None:
                 gk = np.asarray(gk)
-                names.setdefault(id(p.node), eager.display_name(p.node))
-                rec.locals.append(Local(p.node, k, _formula(node.op, k, node.attrs),
+                names.setdefault(id(p.node), None)
+                rec.locals.append(Local(p.node, k, None,
                                         _local_value(node.op, k, t._data, values, node.attrs),
                                         gk))
                 prev = grads.get(id(p))
@@ -625,9 +692,102 @@ def explain(loss) -> Explanation:
         if id(n) not in seen:
             seen.add(id(n))
             drawn.append(n)
-            names.setdefault(id(n), eager.display_name(n))
+            names.setdefault(id(n), None)
+    final = _final_names(eager, names, drawn, records, skipped)
     _running_totals(records)
-    return Explanation(records, skipped, drawn, names, loss.node, alias)
+    return Explanation(records, skipped, drawn, final, loss.node, alias)
+
+
+def _ids(eager) -> dict:
+    """``id(node) -> id`` that tells apart nodes printing the same name: an unrolled graph's
+    nodes by their cell node's id (``n12``: ``+@2#n12`` is step 2's copy of ``n12``), the
+    eager graph's by their own, written ``e3`` when an unrolled graph is opened inside it."""
+    ids: dict = {}
+    opened = False
+    for n in eager.nodes:
+        if n.op == "unrolled":
+            opened = True
+            net = n.attrs["_run"].net
+            cell_graph = net._cell_graph
+            for m in net.graph.nodes:
+                ids[id(m)] = (cell_graph.id(m.origin) if m.origin is not None
+                              and m.origin in cell_graph else net.graph.id(m))
+    for i, n in enumerate(eager.nodes):
+        ids.setdefault(id(n), f"{'e' if opened else 'n'}{i}")
+    return ids
+
+
+def _const_name(value) -> str | None:
+    """A constant of one element is named by its value, as the diagrams draw it."""
+    from .render import _array_text
+
+    return _array_text(value, 1) if np.size(value) == 1 else None
+
+
+def _const_names(loss) -> dict:
+    names, seen, stack = {}, set(), [loss]
+    while stack:
+        t = stack.pop()
+        if id(t.node) in seen:
+            continue
+        seen.add(id(t.node))
+        if t.node.op == "const" and not t.node.name and _const_name(t._data) is not None:
+            names[id(t.node)] = _const_name(t._data)
+        stack.extend(t._parents)
+    return names
+
+
+def _item_names(eager) -> dict:
+    """The names of the unnamed outputs picked from a net's call (``y (all steps)``)."""
+    names = {}
+    for n in eager.nodes:
+        if n.op == "item" and not n.name:  # an output of a net's call, all steps stacked
+            net = n.inputs[0].attrs["_run"].net
+            picked = list(net.output_nodes) + [f"final {s}" for s in net.state_nodes]
+            k = n.attrs["index"]
+            names[id(n)] = (f"{picked[k]} (all steps)" if k < len(net.output_nodes)
+                            else picked[k])
+    return names
+
+
+def graph_names(eager, nodes, given=None) -> dict:
+    """The names :func:`explain` prints for ``nodes`` of the loss's graph ``eager`` (with its
+    unrolled calls opened), for the other views of the chain rule to print the same."""
+    return display_names(nodes, lambda n, ids=_ids(eager): ids.get(id(n), "?"),
+                         {**_item_names(eager), **(given or {})})
+
+
+def _final_names(eager, given, drawn, records, skipped) -> dict:
+    """The names printed for every node of the walk: the diagrams' names, with the node's
+    id appended only where two would read the same; then each record's label and formulas.
+    An unrolled graph's nodes are told apart by their ids in it (``n12``), the eager
+    graph's by theirs, written ``e3`` when an unrolled graph is opened inside it."""
+    ids = _ids(eager)
+    nodes, seen = [], set()
+    every = list(drawn) + [r.node for r in records] + [s.node for s in skipped]
+    every += [loc.input for r in records for loc in r.locals]
+    every += [i for r in records for i in r.node.inputs]  # named in the formulas
+    for n in every:
+        if id(n) not in seen:
+            seen.add(id(n))
+            nodes.append(n)
+    given = {k: v for k, v in given.items() if v is not None}
+    names = display_names(nodes, lambda n: ids.get(id(n), "?"), given)
+    name = names.__getitem__
+
+    def of(n):
+        return name(id(n))
+
+    for r in records:
+        r.label = of(r.node)
+        for loc in r.locals:
+            if loc.formula is None:
+                loc.formula = _formula(r.node, loc.index, of)
+            elif callable(loc.formula):
+                loc.formula = loc.formula(of)
+    for s in skipped:
+        s.label = of(s.node)
+    return names
 
 
 def _release(p, uses, ready) -> None:
@@ -661,7 +821,6 @@ def _walk_unrolled(call, seeds, records, skipped, nodes, names) -> list:
     leaves (inputs stacked over time, parameters, initial states)."""
     run = call.node.attrs["_run"]
     net = run.net
-    graph = net.graph
     leaf_nodes = {id(p.node): p for p in call._parents}
     # what needs a gradient: parameters, inputs and initial states that require grad
     needs = set()
@@ -704,7 +863,6 @@ def _walk_unrolled(call, seeds, records, skipped, nodes, names) -> list:
             n = list(net.state_nodes.values())[k - len(outs)][-1]
             if id(n) in want:
                 add(n, np.asarray(g))
-    label = graph.display_name
     input_of = {}
     for k, ns in net.input_nodes.items():
         for t, n in enumerate(ns):
@@ -716,35 +874,37 @@ def _walk_unrolled(call, seeds, records, skipped, nodes, names) -> list:
     for n in reversed(net.nodes):
         g = grads.pop(id(n), None)
         if id(n) in reach and not n.is_leaf and net.is_cut(n):
-            names.setdefault(id(n), label(n))
+            names.setdefault(id(n), None)
             got = "" if g is None else f"; it receives {summary(g)} but passes nothing back"
-            skipped.append(Skipped(n, names[id(n)], (
+            skipped.append(Skipped(n, None, (
                 f"cut by truncation (truncate={net.truncate}): steps before "
                 f"{net.steps - net.truncate} pass no gradient back{got}")))
             continue
         if g is None or id(n) not in want:
             continue
-        names.setdefault(id(n), label(n))
+        names.setdefault(id(n), None)
         if n.op == "param":
             param_grads[id(n)] = g
             continue  # a parameter is a leaf of the eager graph: the eager walk records it
-        rec = Record(n, names[id(n)], g)
+        rec = Record(n, None, g)
         records.append(rec)
         if id(n) in input_of:
             k, t = input_of[id(n)]
             x = run.xs[k]
             part = np.zeros(x.shape, dtype=x.dtype)
             part[t] = g
-            names.setdefault(id(x.node), x.node.name or f"{k} (all steps)")
-            rec.locals.append(Local(x.node, t, f"{k}@{t} is row {t} of {k}", None, part))
+            names.setdefault(id(x.node), None if x.node.name else f"{k} (all steps)")
+            rec.locals.append(Local(x.node, t, lambda of, n=n, x=x, t=t:
+                                    f"{of(n)} is row {t} of {of(x.node)}", None, part))
             xs_grads[k] = part if k not in xs_grads else xs_grads[k] + part
             continue
         if id(n) in init_of:
             k = init_of[id(n)]
             s = run.states[k]
-            names.setdefault(id(s.node), label(n))
-            rec.locals.append(Local(s.node, 0, f"{label(n)} is the initial state given", None,
-                                    np.asarray(g)))
+            names.setdefault(id(s.node), None if s.node.name else n.label())
+            rec.locals.append(Local(s.node, 0, lambda of, n=n, s=s:
+                                    f"{of(n)} is the initial state given ({of(s.node)})",
+                                    None, np.asarray(g)))
             init_grads[k] = np.asarray(g)
             continue
         if n.is_leaf:
@@ -752,6 +912,9 @@ def _walk_unrolled(call, seeds, records, skipped, nodes, names) -> list:
         op = get_op(n.op)
         ans = run.value(n)
         vals = [run.value(i) for i in n.inputs]
+        for i, v in zip(n.inputs, vals):  # named in the formulas
+            if i.op == "const" and not i.name and _const_name(v) is not None:
+                names[id(i)] = _const_name(v)
         for k, i in enumerate(n.inputs):
             f = op.input_vjp(k)
             if f is None or id(i) not in want:
@@ -760,8 +923,8 @@ def _walk_unrolled(call, seeds, records, skipped, nodes, names) -> list:
             if gk is None:
                 continue
             gk = np.asarray(gk)
-            names.setdefault(id(i), label(i))
-            rec.locals.append(Local(i, k, _formula(n.op, k, n.attrs),
+            names.setdefault(id(i), None)
+            rec.locals.append(Local(i, k, None,
                                     _local_value(n.op, k, ans, vals, n.attrs), gk))
             add(i, gk)
     out = []

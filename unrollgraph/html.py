@@ -14,10 +14,14 @@ from __future__ import annotations
 import html as _html
 import itertools
 import json
+import re
 
 __all__ = ["stepper"]
 
 _COUNTER = itertools.count()
+
+#: pictures wider than this (points) are shown at their own size and scrolled, not shrunk
+_FIT_PT = 1800
 
 _CSS = """
 .ugx { font-family: Helvetica, Arial, sans-serif; color: #1f2328; }
@@ -26,6 +30,7 @@ _CSS = """
 .ugx .panes { display: flex; gap: 1em; align-items: flex-start; }
 .ugx .pic { flex: 3; overflow: auto; max-height: 85vh; border: 1px solid #d0d7de; }
 .ugx .pic svg { max-width: 100%; height: auto; }
+.ugx .pic.big svg { max-width: none; }
 .ugx pre { flex: 2; white-space: pre-wrap; font-size: 12px; background: #f6f8fa;
            padding: .6em; margin: 0; min-width: 20em; }
 .ugx g.node.todo, .ugx g.edge.todo { opacity: .22; }
@@ -158,6 +163,11 @@ def stepper(ex, title: str | None = None, embed: bool = False) -> str:
     data = {"nodes": [f"{prefix}n{i}" for i in range(len(ex.nodes))],
             "edges": [f"{prefix}e{i}" for i in range(len(ex.edges))],
             "edge_frame": edge_frame, "frames": frames}
+    svg = _svg(ex, prefix)
+    # a picture much wider than a screen keeps its own size (its type readable) and scrolls,
+    # the current node kept in view; a smaller one is fitted to the pane
+    width = re.match(r'<svg width="([0-9.]+)pt"', svg)
+    pic = "pic big" if width and float(width.group(1)) > _FIT_PT else "pic"
     skipped = "".join(f"<li>{_html.escape(s.label)}: {_html.escape(s.reason)}</li>"
                       for s in ex.skipped)
     title = title or f"Backward walk from {ex.name(ex.loss)}"
@@ -170,7 +180,7 @@ def stepper(ex, title: str | None = None, embed: bool = False) -> str:
         f'<input type="range" min="0" max="{max(len(frames) - 1, 0)}" value="0" '
         'aria-label="step">'
         '<span class="where"></span></div>'
-        f'<div class="panes"><div class="pic">{_svg(ex, prefix)}</div><pre></pre></div>'
+        f'<div class="panes"><div class="{pic}">{svg}</div><pre></pre></div>'
         + (f"<p>Skipped:</p><ul>{skipped}</ul>" if skipped else "")
         + f'<script type="application/json">{_script_json(data)}</script>'
         f"<script>{_JS % {'uid': json.dumps(uid)}}</script></div>"

@@ -413,6 +413,31 @@ def _scale_range(given):
     return (lo, hi)
 
 
+def _shaped(n: Node) -> str:
+    return n.label() if n.shape is None else f"{n.label()} {n.shape}"
+
+
+def _derivatives_note(drawer) -> str | None:
+    """derivatives=True on a drawing where no edge joins two scalars: a note saying so, and
+    what draws or derives the chain rule there, instead of a drawing with no label at all
+    (the edges that do join scalars are labelled, and the legend says which)."""
+    missed = getattr(drawer, "unlabelled", [])
+    if not missed or getattr(drawer, "labelled", 0):
+        return None
+    src, dst = missed[0]
+    rows = ["derivatives=True: no edge here joins two scalars, so none is labelled",
+            f"with a local derivative (e.g. {_shaped(src)} → {_shaped(dst)})."]
+    if any(n.op == "unrolled" for n in drawer.g.nodes):
+        rows += ["The net's call is one node here: ug.render(net, loss=loss,",
+                 "derivatives=True) draws its steps (scalars: one unit, batch of one)."]
+    rows += ["ug.explain(loss) narrates each local derivative with its numbers;",
+             "ug.symbolic.chain_rule(loss, wrt) writes them as Jacobians."]
+    t = drawer.t
+    label = "<br align='left'/>".join(_h(r) for r in rows) + "<br align='left'/>"
+    return (f'  "derivatives_note" [shape=note style=filled fillcolor="{t["bg"]}" '
+            f'color="{t["font"]}" fontcolor="{t["font"]}" label=<{label}>]')
+
+
 def _build(obj, options: dict) -> tuple[str, list[str]]:
     name, lines, _ = _build_scaled(obj, options)
     return name, lines
@@ -423,6 +448,9 @@ def _build_scaled(obj, options: dict):
     opts = _options(options)
     drawer = _drawer(obj, opts)
     lines = drawer.build()
+    note = _derivatives_note(drawer) if opts["derivatives"] else None
+    if note is not None:
+        lines = list(lines) + [note]
     factor = (opts["fontsize"] or _TITLE_PT[opts["theme"]]) / 12 * opts["scale"]
     pen = opts["scale"] * (_PRINT_PEN if opts["theme"] == "print" else 1.0)
     if factor != 1 or pen != 1:
@@ -483,8 +511,9 @@ def _drawer(obj, opts: dict):
     if opts["chain_rule"] and v.kind != "tensor":
         raise RenderError(
             f"chain_rule=True writes the chain rule on a tensor's graph of scalars, not on "
-            f"a {v.kind} view; draw the loss tensor (for an unrolled net, ug.explain(loss) "
-            "and ug.symbolic.bptt give the chain rule through time)")
+            f"a {v.kind} view; for an unrolled net, ug.symbolic.chain_rule(loss, param) "
+            "writes it path by path through the steps, ug.symbolic.bptt(net, param) step by "
+            "step, and ug.explain(loss) narrates it with the numbers")
     if opts["folded"] and not (opts["detail"] == "textbook" and v.kind == "unrolled"):
         raise RenderError(
             "folded=True draws the folded cell beside an unrolled net in the textbook view: "
@@ -942,14 +971,19 @@ class _Drawer:
         return self.g.equation(n)
 
     def derivative(self, src: Node, dst: Node, k: int) -> str | None:
-        """The local derivative d dst / d src (input slot k) when both are scalars."""
+        """The local derivative d dst / d src (input slot k) when both are scalars; the
+        edges left without one are counted (``self.unlabelled``) so that the drawing can say
+        so rather than draw nothing silently."""
         if not self.o["derivatives"] or dst.is_leaf:
             return None
         from .ops import get_op
 
+        if not hasattr(self, "unlabelled"):
+            self.unlabelled, self.labelled = [], 0
         vals = [self.value(i) for i in dst.inputs]
         ans = self.value(dst)
         if ans is None or any(x is None or np.size(x) != 1 for x in vals + [ans]):
+            self.unlabelled.append((src, dst))
             return None
         try:
             f = get_op(dst.op).input_vjp(k)
@@ -957,10 +991,20 @@ class _Drawer:
                 return None
             d = f(np.ones_like(ans), ans, *vals, **dst.attrs)
         except Exception:  # an op whose VJP cannot run on these values: no label
-            return None
+            d = None
         if d is None or np.size(d) != 1:
+            self.unlabelled.append((src, dst))
             return None
+        self.labelled += 1
         return "∂ " + _h(_num(np.reshape(d, -1)[0]))
+
+    def derivatives_row(self) -> list[tuple[str, str]]:
+        """The legend's row saying which edges carry a local derivative, when some do not."""
+        missed = getattr(self, "unlabelled", [])
+        if not self.o["derivatives"] or not missed or not getattr(self, "labelled", 0):
+            return []
+        return [("∂", f"local derivative; {len(missed)} edges between tensors have none "
+                      "(see ug.explain)")]
 
     # highlight
     def find(self, target) -> Node:
@@ -1035,6 +1079,7 @@ class _Drawer:
     def legend(self, extra_rows: list[tuple[str, str]] = ()) -> None:
         if not self.o["legend"]:
             return
+        extra_rows = list(extra_rows) + self.derivatives_row()
         t = self.t
         names = {
             "param": "parameter: one weight, shared by every step", "input": "input",
@@ -1207,16 +1252,25 @@ class _Plain(_Drawer):
                 if d is None:
                     raise RenderError(
                         f"chain_rule=True needs scalar values on the path: {c.label()} = "
-                        f"{c.op}(...) has no scalar local derivative here; draw a graph of "
-                        "scalars, or use ug.explain for tensors")
+                        f"{c.op}(...) has no scalar local derivative here; for tensors and "
+                        "unrolled nets, ug.symbolic.chain_rule(loss, wrt) writes the chain "
+                        "rule with Jacobians and ug.explain(loss) narrates it with numbers")
                 twice = sum(i is n for i in c.inputs) > 1  # x * x: say which slot
                 stack.append((c, nodes + [(c, k if twice else None)], factors + [d]))
             if len(paths) > 200:
                 raise RenderError("chain_rule=True: more than 200 paths to list; highlight a "
                                   "node nearer the output")
         paths.reverse()
-        name = g.display_name
-        rows = [f"chain rule: d{name(roots[0])}/d{name(target)}"]
+        from .explain import _const_name, _operand, display_names
+
+        given = {id(n): _const_name(self.value(n)) for n in g.nodes
+                 if n.op == "const" and not n.name and self.value(n) is not None}
+        names = display_names(g.nodes, g.id, {k: v for k, v in given.items() if v})
+
+        def name(n):  # the names ug.explain prints
+            return names[id(n)]
+
+        rows = [f"chain rule: d{_operand(name(roots[0]))}/d{_operand(name(target))}"]
         total = 0.0
         for k, (nodes, factors) in enumerate(paths[:12]):
             prod = float(np.prod(factors)) if factors else 1.0

@@ -8,6 +8,8 @@ engine's forward and VJPs are declared in.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .errors import GradientError, UnrollGraphError
@@ -60,16 +62,27 @@ def _symbols(name: str, shape) -> np.ndarray:
     return out
 
 
+def _apply(node, ins) -> np.ndarray:
+    """The sympy form of ``node``'s op on the object arrays ``ins``."""
+    sym = get_op(node.op).sym
+    if sym is None:
+        raise UnrollGraphError(f"op {node.op!r} ({node.label()}) has no sympy form")
+    attrs = {k: v for k, v in node.attrs.items() if not k.startswith("_")}
+    if node.op == "powc":
+        attrs["p"] = _exact(attrs["p"])
+    return np.asarray(sym(*ins, **attrs), dtype=object)
+
+
 class _Builder:
     """Object arrays of sympy expressions for the nodes of a tensor's graph."""
 
-    def __init__(self, split=None):
-        self.split = split  # (param Node, name): one copy of the parameter per step
+    def __init__(self):
         self.env: dict = {}  # Symbol -> float value
         self.sym_of: dict = {}  # id(leaf node) -> object array of symbols
+        self.exprs: dict = {}  # id(node) -> object array (an unrolled call's nodes too)
         self.leaves = 0
         self.elements = 0
-        self.step_symbols: dict = {}  # step -> object array of the parameter's copy
+        self.call = None  # run -> the values of an unrolled call, in place of its expressions
 
     def _count(self, shape, leaf):
         n = int(np.prod(shape)) if shape else 1
@@ -97,13 +110,7 @@ class _Builder:
 
     def op(self, node, ins):
         self._count(node.shape or (), False)
-        sym = get_op(node.op).sym
-        if sym is None:
-            raise UnrollGraphError(f"op {node.op!r} ({node.label()}) has no sympy form")
-        attrs = {k: v for k, v in node.attrs.items() if not k.startswith("_")}
-        if node.op == "powc":
-            attrs["p"] = _exact(attrs["p"])
-        return np.asarray(sym(*ins, **attrs), dtype=object)
+        return _apply(node, ins)
 
     def tensor(self, t) -> np.ndarray:
         graph = Graph([t.node])
@@ -115,13 +122,14 @@ class _Builder:
                 continue
             tensors[id(u.node)] = u
             stack.extend(u._parents)
-        out: dict = {}
+        out = self.exprs
         for n in graph.nodes:
             u = tensors[id(n)]
             if not u._parents:
                 out[id(n)] = self.leaf(n, u.data, u.requires_grad, graph.display_name(n))
             elif n.op == "unrolled":
-                out[id(n)] = self.unrolled(n.attrs["_run"])
+                run = n.attrs["_run"]
+                out[id(n)] = self.call(run) if self.call else self.unrolled(run)
             elif n.op == "item":
                 out[id(n)] = out[id(n.inputs[0])][n.attrs["index"]]
             else:
@@ -129,72 +137,56 @@ class _Builder:
         return out[id(t.node)]
 
     def unrolled(self, run) -> tuple:
+        """The values of an unrolled call: every node of its graph (recorded in
+        ``self.exprs``) from the parameters' symbols, and the input rows and initial states
+        from the leaves that feed the call (symbols when they require grad)."""
+        from .tensor import Tensor
+
         net = run.net
         params = {id(n): k for k, n in net.param_nodes.items()}
         leaves = {id(p.node): p for p in run.leaves}
-        vals: dict = {}
-        shared_cache: dict = {}
-
-        def value(n, step):
-            if n.step is None and not n.is_leaf or id(n) in params:
-                key = (id(n), step if self._split_here(n, params) else None)
-            else:
-                key = (id(n), None)
-            if key in shared_cache:
-                return shared_cache[key]
+        row_of = {id(n): (k, t) for k, ns in net.input_nodes.items() for t, n in enumerate(ns)}
+        init_of = {id(n): k for k, n in net.init_nodes.items()}
+        ex = self.exprs
+        for n in net.nodes:
             if id(n) in params:
                 p = leaves.get(id(n))
-                if p is None:
-                    p = net.cell._params[params[id(n)]]
-                name = params[id(n)]
-                if self.split is not None and self.split == name:
-                    if step not in self.step_symbols:
-                        arr = _symbols(f"{name}^({step})", p.shape)
-                        self._count(p.shape, True)
-                        for i, s in np.ndenumerate(arr):
-                            self.env[s] = float(np.asarray(p.data)[i])
-                        self.step_symbols[step] = arr
-                    res = self.step_symbols[step]
-                else:
-                    res = self.leaf(n, p.data, p.requires_grad, name)
+                p = net.cell._params[params[id(n)]] if p is None else p
+                ex[id(n)] = self.leaf(n, p.data, p.requires_grad, params[id(n)])
+            elif id(n) in row_of:
+                k, t = row_of[id(n)]
+                arr = self.sym_of.get(id(run.xs[k].node))
+                ex[id(n)] = arr[t] if arr is not None else _numbers(run.value(n))
+            elif id(n) in init_of:
+                s = run.states.get(init_of[id(n)])
+                arr = self.sym_of.get(id(s.node)) if isinstance(s, Tensor) else None
+                ex[id(n)] = arr if arr is not None else _numbers(run.value(n))
             elif n.is_leaf:
-                res = self.leaf(n, run.value(n), False, n.label())
-            elif n.step is None:
-                res = self.op(n, [value(i, step) for i in n.inputs])
+                ex[id(n)] = _numbers(run.value(n))
             else:
-                res = vals[id(n)]
-            shared_cache[key] = res
-            return res
-
-        for n in net.nodes:
-            if n.step is not None and not n.is_leaf:
-                vals[id(n)] = self.op(n, [value(i, n.step) for i in n.inputs])
-            elif n.step is not None:
-                vals[id(n)] = _numbers(run.value(n))
-        for n in net.init_nodes.values():
-            vals[id(n)] = value(n, None)
-
-        def get(n):
-            return vals[id(n)] if id(n) in vals else value(n, None)
-
-        outs = [np.stack([get(n) for n in ns]) for ns in net.output_nodes.values()]
-        finals = [get(ns[-1]) for ns in net.state_nodes.values()]
+                ex[id(n)] = self.op(n, [ex[id(i)] for i in n.inputs])
+        outs = [np.stack([ex[id(n)] for n in ns]) for ns in net.output_nodes.values()]
+        finals = [ex[id(ns[-1])] for ns in net.state_nodes.values()]
         return tuple(outs + finals)
 
-    def _split_here(self, n, params) -> bool:
-        """Whether shared node ``n`` depends on the split parameter (computed per step)."""
-        if self.split is None:
-            return False
-        stack, seen = [n], set()
-        while stack:
-            m = stack.pop()
-            if id(m) in params and params[id(m)] == self.split:
-                return True
-            for i in m.inputs:
-                if id(i) not in seen:
-                    seen.add(id(i))
-                    stack.append(i)
-        return False
+
+#: symbol names sympy writes as LaTeX safely: words with ``_`` subscripts
+_TEX_PLAIN = re.compile(r"[A-Za-z][A-Za-z0-9]*(_[A-Za-z0-9]+)*")
+_TEX_ESCAPES = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "#": r"\#", "$": r"\$",
+                "%": r"\%", "&": r"\&", "_": r"\_", "^": r"\^{}", "~": r"\~{}",
+                "<": r"\textless{}", ">": r"\textgreater{}", "\n": " "}
+
+
+def _latex(expr) -> str:
+    """``sympy.latex(expr)`` with every symbol named after a user's name that is not a plain
+    word written as text, its LaTeX characters escaped: a name cannot inject LaTeX."""
+    sp = _sp()
+    names = {}
+    for sym in getattr(expr, "free_symbols", ()):
+        if not _TEX_PLAIN.fullmatch(sym.name):
+            text = "".join(_TEX_ESCAPES.get(ch, ch) for ch in sym.name)
+            names[sym] = r"\text{" + text + "}"
+    return sp.latex(expr, symbol_names=names)
 
 
 def _as_sympy(arr):
@@ -211,8 +203,10 @@ def to_sympy(t):
     """The sympy expression of tensor ``t`` in terms of symbols named after its leaves.
 
     Leaves that require grad become symbols (an array leaf ``W`` of shape (2, 2) becomes
-    ``W_00, W_01, W_10, W_11``); other leaves, constants and an unrolled net's inputs become
-    numbers, integers and short decimals exactly (``x**2``, not ``x**2.0``).
+    ``W_00, W_01, W_10, W_11``); other leaves and constants become numbers, integers and
+    short decimals exactly (``x**2``, not ``x**2.0``). An unrolled net's call is computed step
+    by step from its parameters, its input rows and its initial state, each a symbol when
+    the tensor given to the call requires grad.
 
     Parameters
     ----------
@@ -285,33 +279,81 @@ class ChainRule:
     """The chain rule written out: a sum over paths from a leaf to the loss of products of
     local derivatives.
 
+    On a graph of scalars each local derivative is a sympy expression and each product a
+    ``sympy.Mul`` (unevaluated). Where a path passes through tensors (an unrolled net's
+    steps, a stack of its outputs, an elementwise op on a vector) each local derivative is
+    the Jacobian of the op (``out.size × input.size``, elements in row-major order) and
+    each product a ``sympy.MatMul`` of them, the one nearest the loss first, kept
+    unevaluated; a product is then a ``1 × wrt.size`` row.
+
     Attributes
     ----------
     paths : list of list of str
-        Each path's node names, leaf first.
-    products : list of sympy.Expr
+        Each path's node names, leaf first (the names the diagrams and ``ug.explain`` use).
+    products : list of sympy.Expr or sympy.MatMul
         Each path's product of local derivatives, unevaluated.
     expr : sympy.Expr
-        Their sum, unevaluated; ``expr.doit()`` simplifies to :func:`grad`.
+        Their sum, unevaluated; ``doit()`` multiplies it out, which equals :func:`grad`.
+    shape : tuple
+        The shape of ``wrt``.
     """
 
-    def __init__(self, paths, products, env):
+    def __init__(self, paths, products, env, shape=()):
         self.paths = paths
         self.products = products
-        self.expr = _sp().Add(*products, evaluate=False) if len(products) != 1 else products[0]
+        self.shape = tuple(shape)
+        matrices = any(isinstance(p, _sp().MatrixExpr) for p in products)
+        if len(products) == 1:
+            self.expr = products[0]
+        elif matrices:
+            self.expr = _sp().MatAdd(*products, evaluate=False)
+        else:
+            self.expr = _sp().Add(*products, evaluate=False)
         self.env = env
 
-    def doit(self):
-        """The sum evaluated."""
-        return _sp().simplify(self.expr.doit())
+    def _shaped(self, m):
+        """A ``1 × wrt.size`` row as ``wrt``'s shape (a scalar, a column, a matrix)."""
+        sp = _sp()
+        if not isinstance(m, sp.MatrixBase):
+            return m
+        flat = list(m)
+        if len(self.shape) == 0:
+            return flat[0]
+        if len(self.shape) == 1:
+            return sp.Matrix(flat)
+        if len(self.shape) == 2:
+            return sp.Matrix(self.shape[0], self.shape[1], flat)
+        return sp.Array(flat, self.shape)
 
-    def values(self) -> list[float]:
-        """Each path's product at the leaves' values."""
-        env = {k: _sp().Float(v) for k, v in self.env.items()}
-        return [float(p.doit().xreplace(env).evalf()) for p in self.products]
+    def doit(self):
+        """The sum evaluated: simplified on a graph of scalars; on tensors multiplied out and
+        given ``wrt``'s shape (not simplified: nested expressions of unrolled steps take
+        sympy a long time to simplify)."""
+        sp = _sp()
+        if isinstance(self.expr, sp.MatrixExpr):
+            return self._shaped(sp.ImmutableMatrix(self.expr.doit()))
+        return sp.simplify(self.expr.doit())
+
+    def values(self) -> list:
+        """Each path's product at the leaves' values: floats for a scalar ``wrt``, else
+        arrays of ``wrt``'s shape."""
+        sp = _sp()
+        env = {k: sp.Float(v) for k, v in self.env.items()}
+        out = []
+        for p in self.products:
+            if isinstance(p, sp.MatrixExpr):
+                mats = [np.array(a.xreplace(env).evalf(), dtype=np.float64) for a in p.args]
+                v = mats[0]
+                for m in mats[1:]:
+                    v = v @ m
+                out.append(float(v.reshape(-1)[0]) if self.shape == () else
+                           v.reshape(self.shape))
+            else:
+                out.append(float(p.doit().xreplace(env).evalf()))
+        return out
 
     def latex(self) -> str:
-        return _sp().latex(self.expr)
+        return _latex(self.expr)
 
     def __str__(self) -> str:
         return str(self.expr)
@@ -320,14 +362,40 @@ class ChainRule:
         return f"$${self.latex()}$$"
 
 
+#: most paths chain_rule writes out
+MAX_PATHS = 1000
+
+
 def chain_rule(loss, wrt) -> ChainRule:
-    """The engine's chain rule for ``d loss / d wrt`` on a graph of scalars, written out as a
-    sum over the paths from ``wrt`` to ``loss`` of products of local derivatives (unevaluated).
+    """The engine's chain rule for ``d loss / d wrt``, written out as a sum over the paths
+    from ``wrt`` to ``loss`` of products of local derivatives (unevaluated).
+
+    On a graph of scalars the local derivatives are scalars (``d tanh(z)/dz``...). Elsewhere
+    they are Jacobians, and an unrolled net's call is opened into its unrolled graph, so
+    the paths run through the steps (a recurrent weight has one path per step it is read
+    at and per route from that step to the loss): BPTT as the chain rule. For one term per
+    step instead of one per path, see :func:`bptt`.
+
+    Parameters
+    ----------
+    loss : Tensor
+        A scalar.
+    wrt : Tensor
+        A leaf of the loss's graph that requires grad (a parameter of an unrolled net, or
+        an input or initial state given with ``requires_grad=True``).
+
+    Returns
+    -------
+    ChainRule
 
     Raises
     ------
     GradientError
-        For a graph with non-scalar nodes (use :func:`grad` there) or a ``wrt`` not in it.
+        For a non-scalar loss, or a ``wrt`` that is not a leaf of the graph requiring grad.
+    UnrollGraphError
+        For more than ``MAX_PATHS`` paths (use :func:`bptt` for an unrolled net, or
+        :func:`grad`), a graph too large to derive symbolically, or a loss reading two
+        calls of one net.
 
     Examples
     --------
@@ -337,114 +405,302 @@ def chain_rule(loss, wrt) -> ChainRule:
     >>> len(c.paths), c.doit()
     (2, 2*x)
     """
+    from .tensor import Tensor
+
     _scalar(loss, "symbolic.chain_rule")
+    if not isinstance(wrt, Tensor):
+        raise GradientError(f"symbolic.chain_rule: wrt must be a Tensor (a leaf of the loss's "
+                            f"graph), got {type(wrt).__name__}")
     sp = _sp()
     b = _Builder()
     b.tensor(loss)
-    graph = Graph([loss.node])
-    if wrt.node not in graph:
-        raise GradientError(f"symbolic.chain_rule: {wrt.node.label()} is not in the graph")
-    exprs = {}
-    stack = [loss]
-    tensors = {}
-    while stack:
-        u = stack.pop()
-        if id(u.node) not in tensors:
-            tensors[id(u.node)] = u
-            stack.extend(u._parents)
-    for n in graph.nodes:
-        if n.op in ("unrolled", "item") or (n.shape not in ((), None) and np.prod(n.shape) != 1):
-            raise GradientError("symbolic.chain_rule works on graphs of scalars; "
-                                f"{n.label()} has shape {n.shape}: use symbolic.grad")
-    sub = _Builder()
-    sub.sym_of = b.sym_of
-    for n in graph.nodes:
-        u = tensors[id(n)]
-        if not u._parents:
-            exprs[id(n)] = np.asarray(b.sym_of[id(n)]).reshape(())[()]
-        else:
-            exprs[id(n)] = np.asarray(
-                sub.op(n, [np.asarray(exprs[id(i)], dtype=object).reshape(n.inputs[k].shape
-                                                                             or ())
-                           for k, i in enumerate(n.inputs)])).reshape(())[()]
-    names = {id(n): graph.display_name(n) for n in graph.nodes}
+    ex = b.exprs
+    eager = Graph([loss.node])
+    nodes: list = []
+    seen: set = set()
+    sources: dict = {}  # id(node) -> [(source node, how)]
+    runs: dict = {}
 
-    def local(n, k):
-        us = [sp.Dummy(f"u{j}") for j in range(len(n.inputs))]
-        arr = [np.asarray(u, dtype=object).reshape(n.inputs[j].shape or ())
-               for j, u in enumerate(us)]
-        f = np.asarray(sub.op(n, arr)).reshape(())[()]
-        d = sp.diff(f, us[k])
-        return d.subs({us[j]: exprs[id(i)] for j, i in enumerate(n.inputs)})
+    def add(n, srcs):
+        if id(n) not in seen:
+            seen.add(id(n))
+            nodes.append(n)
+            sources[id(n)] = srcs
 
-    paths, products = [], []
+    def op_how(n, k):
+        return lambda v: _apply(n, [v if j == k else ex[id(i)]
+                                    for j, i in enumerate(n.inputs)])
+
+    for n in eager.nodes:
+        if n.op == "unrolled":
+            run = n.attrs["_run"]
+            net = run.net
+            if id(net) in runs:
+                raise UnrollGraphError(
+                    f"symbolic.chain_rule: the loss reads two calls of net {net.cell.name!r}, "
+                    "whose unrolled graphs share their nodes; derive it with "
+                    "symbolic.grad(loss, wrt)")
+            runs[id(net)] = run
+            row_of = {id(m): (k, t) for k, ms in net.input_nodes.items()
+                      for t, m in enumerate(ms)}
+            init_of = {id(m): k for k, m in net.init_nodes.items()}
+            for m in net.nodes:
+                if id(m) in row_of:
+                    k, t = row_of[id(m)]
+                    x = run.xs[k]
+                    srcs = ([(x.node, lambda v, t=t: v[t])]
+                            if x.requires_grad and id(x.node) in ex else [])
+                elif id(m) in init_of:
+                    s0 = run.states.get(init_of[id(m)])
+                    srcs = ([(s0.node, lambda v: v)] if isinstance(s0, Tensor)
+                            and s0.requires_grad and id(s0.node) in ex else [])
+                elif m.is_leaf:
+                    srcs = []
+                else:
+                    srcs = [(i, op_how(m, k)) for k, i in enumerate(m.inputs)]
+                add(m, srcs)
+            continue
+        if n.op == "item":
+            run = n.inputs[0].attrs["_run"]
+            net = run.net
+            outs = list(net.output_nodes.values())
+            k = n.attrs["index"]
+            if k < len(outs):
+                srcs = []
+                for t, m in enumerate(outs[k]):
+                    def how(v, t=t, ms=outs[k]):
+                        return np.stack([v if j == t else ex[id(q)] for j, q in enumerate(ms)])
+                    srcs.append((m, how))
+            else:
+                srcs = [(list(net.state_nodes.values())[k - len(outs)][-1], lambda v: v)]
+            add(n, srcs)
+            continue
+        add(n, [] if n.is_leaf else [(i, op_how(n, k)) for k, i in enumerate(n.inputs)])
+    if id(wrt.node) not in seen or not wrt.requires_grad or id(wrt.node) not in b.sym_of:
+        raise GradientError(f"symbolic.chain_rule: {wrt.node.label()} is not a leaf of the "
+                            "loss's graph that requires grad")
+    # the names the diagrams and ug.explain print
+    from .explain import graph_names
+
+    names = graph_names(eager, nodes)
+    # only nodes from which the loss can be reached take part
+    reach = {id(loss.node)}
+    for n in reversed(nodes):
+        if id(n) in reach:
+            for src, _ in sources[id(n)]:
+                reach.add(id(src))
     consumers: dict = {}
-    for n in graph.nodes:
-        for k, i in enumerate(n.inputs):
-            consumers.setdefault(id(i), []).append((n, k))
+    for n in nodes:
+        if id(n) not in reach:
+            continue
+        for src, how in sources[id(n)]:
+            consumers.setdefault(id(src), []).append((n, src, how))
+    cache: dict = {}
+
+    def local(src, how):
+        key = id(how)  # one function per (node, input slot), kept alive in ``sources``
+        if key in cache:
+            return cache[key]
+        v = np.asarray(ex[id(src)], dtype=object)
+        dummies = np.empty(v.shape, dtype=object)
+        for i in np.ndindex(*v.shape):
+            dummies[i] = sp.Dummy(f"u{len(cache)}")
+        out = np.asarray(how(dummies), dtype=object)
+        back = {d: e for d, e in zip(dummies.reshape(-1), v.reshape(-1))}
+        if out.size == 1 and v.size == 1:
+            d = sp.diff(out.reshape(-1)[0], dummies.reshape(-1)[0]).xreplace(back)
+        else:
+            d = sp.ImmutableMatrix(list(out.reshape(-1))).jacobian(
+                list(dummies.reshape(-1))).xreplace(back)
+        cache[key] = d
+        return d
+
+    # count the paths first (each node: the sum of its consumers' counts), to refuse early
+    count = {id(loss.node): 1}
+    for n in reversed(nodes):
+        if id(n) != id(loss.node):
+            count[id(n)] = sum(count.get(id(c), 0) for c, _, _ in consumers.get(id(n), ()))
+    if count.get(id(wrt.node), 0) > MAX_PATHS:
+        raise UnrollGraphError(
+            f"symbolic.chain_rule: {count[id(wrt.node)]} paths from {names[id(wrt.node)]} to "
+            f"the loss, more than the {MAX_PATHS} worth writing out; for a weight of an "
+            "unrolled net use symbolic.bptt(net, param) (one term per step), else "
+            "symbolic.grad(loss, wrt)")
+    paths, chains = [], []
     walk = [(wrt.node, [names[id(wrt.node)]], [])]
     while walk:
         n, path, factors = walk.pop()
         if n is loss.node:
             paths.append(path)
-            products.append(sp.Mul(*factors, evaluate=False) if len(factors) > 1
-                            else (factors[0] if factors else sp.Integer(1)))
-            if len(paths) > 1000:
-                raise UnrollGraphError("symbolic.chain_rule: more than 1000 paths; use grad")
+            chains.append(factors)
             continue
-        for c, k in consumers.get(id(n), ()):
-            walk.append((c, path + [names[id(c)]], factors + [local(c, k)]))
-    return ChainRule(paths[::-1], products[::-1], b.env)
+        for c, src, how in consumers.get(id(n), ()):
+            walk.append((c, path + [names[id(c)]], factors + [local(src, how)]))
+    matrices = any(isinstance(f, sp.MatrixBase) for fs in chains for f in fs)
+    products = [_product(fs, matrices) for fs in chains]
+    return ChainRule(paths[::-1], products[::-1], b.env, wrt.shape)
+
+
+def _product(factors, matrices: bool):
+    """The unevaluated product of local derivatives, leaf first in ``factors``: a Mul of
+    scalars, or (``matrices``: some path has Jacobians) a MatMul of Jacobians with the one
+    nearest the loss first, a scalar taken as a 1 × 1 matrix."""
+    sp = _sp()
+    if not factors:
+        return sp.ImmutableMatrix([[1]]) if matrices else sp.Integer(1)
+    if not matrices:
+        return sp.Mul(*factors, evaluate=False) if len(factors) > 1 else factors[0]
+    mats = [f if isinstance(f, sp.MatrixBase) else sp.ImmutableMatrix([[f]])
+            for f in reversed(factors)]
+    return sp.MatMul(*mats, evaluate=False)
 
 
 class BPTT:
     """The BPTT decomposition of a shared parameter's gradient, one term per step.
 
+    With ``r_t`` the values step t hands on (its next states, and its outputs that are not
+    states), ``W`` the parameter and ``W^(t)`` the copy of it that step t reads::
+
+        dL/dW = sum_t dL/dW^(t),    dL/dW^(t) = dL/dr_t · dr_t/dW^(t)
+        dL/dr_t = sum_{k >= t} (dL/dr_k)_direct · dr_k/dr_(k-1) ··· dr_(t+1)/dr_t
+
+    ``dr_t/dW^(t)`` is the direct dependence at step t (the state read by the step held
+    fixed), ``dr_(j+1)/dr_j`` the Jacobian of one step, and ``(dL/dr_k)_direct`` what the
+    loss reads from step k itself: the later losses are carried back by the product of the
+    later steps' Jacobians. Each term is kept as that product, unevaluated.
+
     Attributes
     ----------
     param : str
     terms : list of sympy expressions
-        ``terms[t]`` = dL/dW^(t): the derivative of the loss with respect to the copy of
-        ``W`` that step t reads (its direct use at step t, carried back from every later
-        loss through the Jacobians of the later steps).
+        ``terms[t]`` = dL/dW^(t), a sum over k of unevaluated matrix products
+        ``(dL/dr_k) (dr_k/dr_(k-1)) ··· (dr_(t+1)/dr_t) (dr_t/dW)`` (``sympy.MatMul``; one
+        product per later step whose loss reaches step t). Each is a 1 × W.size row over
+        W's elements in row-major order; ``expr.doit()`` multiplies it out. A step with
+        nothing to send (cut by truncation, or W unused) has a zero row.
+    factors : list of list of list of (str, sympy.ImmutableMatrix)
+        ``factors[t]``: the products of ``terms[t]``, each as its named factors
+        (``("dL/dh_3", ...)``, ``("dh_3/dh_2", ...)``, ``("dh_2/dweight_hh", ...)``).
+    symbols : dict
+        Each state, output and parameter symbol -> its value in the run.
     values : numpy.ndarray
-        ``(T,) + W.shape``: the terms at the run's numbers; they sum to ``W.grad``.
+        ``(T,) + W.shape``: the terms at the run's numbers; they equal
+        ``run.step_contributions(param)`` and sum to ``W.grad``.
     """
 
-    def __init__(self, param, terms, values, total):
+    def __init__(self, param, terms, values, total, factors=None, symbols=None, tex=None):
         self.param, self.terms, self.values, self.total = param, terms, values, total
+        self.factors = factors if factors is not None else [[] for _ in terms]
+        self.symbols = symbols or {}
+        self._tex = tex or {}  # a factor's name -> its LaTeX fraction
+
+    def structure(self, t: int, latex: bool = False) -> str:
+        """Step ``t``'s term as the names of its factors: ``dL/dh_3 · dh_3/dh_2 ·
+        dh_2/dW + ...`` (as LaTeX fractions with ``latex=True``)."""
+        products = []
+        for product in self.factors[t]:
+            if latex:
+                products.append(" ".join(self._tex.get(name, name) for name, _ in product))
+            else:
+                products.append(" · ".join(name for name, _ in product))
+        return " + ".join(products) if products else "0"
 
     def latex(self) -> str:
         sp = _sp()
-        w = sp.latex(sp.Symbol(self.param))
+        w = _latex(sp.Symbol(self.param))
         lines = [rf"\frac{{\partial L}}{{\partial {w}}} = \sum_{{t=0}}^{{"
                  rf"{len(self.terms) - 1}}} \frac{{\partial L}}{{\partial {w}^{{(t)}}}}"]
         for t, term in enumerate(self.terms):
             lines.append(rf"\frac{{\partial L}}{{\partial {w}^{{({t})}}}} = "
-                         + sp.latex(term))
+                         + self.structure(t, latex=True) + " = " + _latex(term))
         return " \\\\\n".join(lines)
 
     def __str__(self) -> str:
-        return "\n".join(f"dL/d{self.param}^({t}) = {term}  = {np.round(v, 6).tolist()}"
+        return "\n".join(f"dL/d{self.param}^({t}) = {self.structure(t)}\n    = {term}\n"
+                         f"    = {np.round(v, 6).tolist()}"
                          for t, (term, v) in enumerate(zip(self.terms, self.values)))
 
     def _repr_latex_(self) -> str:
         return "$$" + self.latex().replace("\\\\\n", "\\\\ ") + "$$"
 
 
-def bptt(net, param: str, loss=None) -> BPTT:
+def _frac_latex(top: list, bottom: list) -> str:
+    """``d top / d bottom`` as a LaTeX fraction (each a list of symbol names; several are
+    written as a tuple)."""
+    sp = _sp()
+
+    def part(names):
+        inner = ", ".join(_latex(sp.Symbol(x)) for x in names)
+        return inner if len(names) == 1 else rf"\left({inner}\right)"
+
+    return rf"\frac{{\partial {part(top)}}}{{\partial {part(bottom)}}}"
+
+
+def _param_name(net, param, what: str) -> str:
+    """The name of cell parameter ``param`` (a name or the parameter tensor itself)."""
+    from .errors import CellError
+    from .tensor import Tensor
+
+    params = net.cell.parameters()
+    if isinstance(param, str):
+        if param not in params:
+            raise CellError(f"{what}: cell {net.cell.name!r} has no parameter {param!r}; "
+                            f"parameters are {list(params)}")
+        return param
+    if isinstance(param, Tensor):
+        for k, p in params.items():
+            if p is param or p.node is param.node:
+                return k
+        raise CellError(
+            f"{what}: {param.node.label()} (shape {param.shape}) is not a parameter of cell "
+            f"{net.cell.name!r}; pass one of its parameters {list(params)} (the tensor, "
+            f"e.g. cell.{next(iter(params), 'W')}, or its name)")
+    raise CellError(f"{what}: param must be a parameter tensor of cell {net.cell.name!r} or "
+                    f"its name, got {type(param).__name__}")
+
+
+def _state_symbols(b, name: str, value) -> np.ndarray:
+    """Symbols for a state or output value of the run (batch axis left out of the names
+    for a batch of one), their values noted."""
+    shape = np.shape(value)
+    if int(np.prod(shape)) == 1:
+        arr = _symbols(name, ()).reshape(shape)
+    elif len(shape) >= 1 and shape[0] == 1:
+        arr = _symbols(name, shape[1:]).reshape(shape)
+    else:
+        arr = _symbols(name, shape)
+    b._count(shape, True)
+    value = np.asarray(value, dtype=np.float64)
+    for i, s in np.ndenumerate(arr):
+        b.env[s] = float(value[i])
+    return arr
+
+
+def _num_matrix(m, fenv) -> np.ndarray:
+    return np.array(m.xreplace(fenv).evalf(), dtype=np.float64)
+
+
+def bptt(net, param, loss=None) -> BPTT:
     """The BPTT decomposition of ``dL/d param`` for the last run of ``net`` (after
-    ``loss.backward()``): ``dL/dW = sum_t dL/dW^(t)``, one term per time step.
+    ``loss.backward()``): ``dL/dW = sum_t dL/dW^(t)``, one term per time step, each written
+    as the product of Jacobians that carries the later losses back to step t (see
+    :class:`BPTT`).
+
+    Each step is derived on its own: the state it reads is a symbol (``h_2``: the state step
+    2 reads, which step 1 computed), so a Jacobian ``dh_3/dh_2`` is a short expression of
+    ``h_2``, the step's input and the parameters, as in the textbook form
+    ``dL/dW = sum_t dL/dh_(t+1) · dh_(t+1)/dW``.
 
     Parameters
     ----------
     net : Unrolled
-    param : str
-        A parameter name of the cell.
+    param : Tensor or str
+        A parameter of the cell (``cell.weight_hh``) or its name.
     loss : Tensor, optional
-        The loss computed from the run's outputs: the terms are then derivatives of it.
-        Without it, the loss is replaced by its first-order form ``sum(seed * output)``
-        with the run's output gradients as seeds (the same gradients, shorter terms).
+        The loss computed from the run's outputs: ``dL/dr_k`` is then its derivative, an
+        expression of the outputs (``2*h_3`` for a sum of squares). Without it, the loss is
+        replaced by its first-order form ``sum(seed * output)`` with the run's output
+        gradients as seeds (the same gradients, numbers in place of those expressions).
 
     Returns
     -------
@@ -453,9 +709,11 @@ def bptt(net, param: str, loss=None) -> BPTT:
     Raises
     ------
     UnrollGraphError
-        Before a backward pass, or for a graph too large to derive symbolically.
+        Before a backward pass, for a graph too large to derive symbolically, for a loss not
+        computed from the net's last run, or a cell whose output at step t is a value of an
+        earlier step.
     CellError
-        For an unknown parameter.
+        For a name or tensor that is not a parameter of the net's cell.
 
     Examples
     --------
@@ -464,33 +722,75 @@ def bptt(net, param: str, loss=None) -> BPTT:
     >>> net = ug.unroll(cell, steps=2)
     >>> out, h = net(np.ones((2, 1, 1)))
     >>> out.sum().backward()
-    >>> b = bptt(net, "weight_hh")
+    >>> b = bptt(net, cell.weight_hh)
     >>> bool(np.allclose(b.values.sum(axis=0), cell.weight_hh.grad))
     True
+    >>> b.structure(0)
+    'dL/dh_1 · dh_1/dweight_hh + dL/dh_2 · dh_2/dh_1 · dh_1/dweight_hh'
     """
-    from .errors import CellError
-
     run = net.last_run
     if run is None or run.seeds is None:
         raise UnrollGraphError("symbolic.bptt: call the net and loss.backward() first")
-    if param not in net.cell._params:
-        raise CellError(f"cell {net.cell.name!r} has no parameter {param!r}; parameters are "
-                        f"{list(net.cell._params)}")
+    param = _param_name(net, param, "symbolic.bptt")
     sp = _sp()
-    b = _Builder(split=param)
+    b = _Builder()
+    T = net.steps
+    params = {id(n): k for k, n in net.param_nodes.items()}
+    leaves = {id(p.node): p for p in run.leaves}
+    psyms: dict = {}
+    for k, n in net.param_nodes.items():
+        p = leaves.get(id(n))
+        p = net.cell._params[k] if p is None else p
+        psyms[id(n)] = b.leaf(n, p.data, p.requires_grad or k == param, k)
+    wsyms = list(psyms[id(net.param_nodes[param])].reshape(-1))
+    # the state symbols: S[s][t] is the state step t reads (S[s][T] the final state)
+    S = {}
+    for s, ns in net.state_nodes.items():
+        S[s] = [_state_symbols(b, f"{s}_{t}",
+                               run.value(net.init_nodes[s] if t == 0 else ns[t - 1]))
+                for t in range(T + 1)]
+    # what each step hands on: its next states, then its outputs that are not states
+    hands: list = []  # per step: [(node, symbols, name)]
+    for t in range(T):
+        items, seen = [], set()
+        for s, ns in net.state_nodes.items():
+            items.append((ns[t], S[s][t + 1], f"{s}_{t + 1}"))
+            seen.add(id(ns[t]))
+        for k, ns in net.output_nodes.items():
+            n = ns[t]
+            if id(n) in seen:
+                continue
+            if n.step != t:
+                raise UnrollGraphError(
+                    f"symbolic.bptt: output {k!r} at step {t} is {n.label()}, not a value "
+                    "computed by step t; derive this cell's gradient with "
+                    "symbolic.grad(loss, param) instead")
+            seen.add(id(n))
+            items.append((n, _state_symbols(b, f"{k}_{t}", run.value(n)), f"{k}_{t}"))
+        hands.append(items)
+    # the loss as an expression of what the steps hand on
+    outs_syms = {}
+    for t in range(T):
+        for n, arr, _ in hands[t]:
+            outs_syms[id(n)] = arr
+
+    def call_values(r):
+        outs = [np.stack([outs_syms[id(n)] for n in ns]) for ns in net.output_nodes.values()]
+        return tuple(outs + [S[s][T] for s in net.state_nodes])
+
     if loss is not None:
         _scalar(loss, "symbolic.bptt")
         calls = [n for n in Graph([loss.node]).nodes if n.op == "unrolled"]
         if not calls or calls[-1].attrs["_run"] is not run:
             raise UnrollGraphError("symbolic.bptt: the loss given is not computed from the "
                                    "net's last run; call the net, compute the loss, then bptt")
+        b.call = call_values
         L = np.asarray(b.tensor(loss), dtype=object).reshape(())[()]
     else:
         # the loss as the run saw it, to first order: sum of seed * output over every output
         # and final state (its gradients are the run's)
-        outs = b.unrolled(run)
         parts = []
-        for arr, seed in zip(outs, run.seeds):
+        for arr, seed in zip(call_values(run), run.seeds):
             if seed is None:
                 continue
             s = np.asarray(seed, dtype=np.float64)
@@ -498,18 +798,83 @@ def bptt(net, param: str, loss=None) -> BPTT:
                 if s[i] != 0:
                     parts.append(_exact(s[i]) * e)
         L = sp.Add(*parts)
-    p = net.cell._params[param]
-    terms, values = [], np.zeros((net.steps,) + p.shape)
+    # each step on its own, from the symbols of the state it reads
+    shared: dict = {}
+    for n in net.nodes:
+        if n.step is None and n.op != "init" and id(n) not in params:
+            shared[id(n)] = (_numbers(run.value(n)) if n.is_leaf else
+                             b.op(n, [shared.get(id(i), psyms.get(id(i))) for i in n.inputs]))
+    by_step: list = [[] for _ in range(T)]
+    for n in net.nodes:
+        if n.step is not None:
+            by_step[n.step].append(n)
+    D, J, E, names, tparts = [], [], [], [], []
+    for t in range(T):
+        known = dict(shared)
+        known.update(psyms)
+        for s in net.state_nodes:
+            known[id(net.init_nodes[s] if t == 0 else net.state_nodes[s][t - 1])] = S[s][t]
+        for n in by_step[t]:
+            if n.is_leaf:
+                known[id(n)] = _numbers(run.value(n))
+                continue
+            args = []
+            for i in n.inputs:
+                if id(i) not in known:
+                    raise UnrollGraphError(
+                        f"symbolic.bptt: {n.label()} reads {i.label()}, a value of another "
+                        "step that is not a state; derive it with symbolic.grad(loss, param)")
+                args.append(known[id(i)])
+            known[id(n)] = b.op(n, args)
+        exprs = [e for n, _, _ in hands[t] for e in np.asarray(known[id(n)]).reshape(-1)]
+        syms = [e for _, arr, _ in hands[t] for e in arr.reshape(-1)]
+        col = sp.ImmutableMatrix(exprs)
+        D.append(sp.ImmutableMatrix(col.jacobian(wsyms)))
+        if t > 0:
+            prev = [e for _, arr, _ in hands[t - 1] for e in arr.reshape(-1)]
+            J.append(sp.ImmutableMatrix(col.jacobian(prev)))
+        else:
+            J.append(None)
+        E.append(sp.ImmutableMatrix([[sp.diff(L, x) for x in syms]]))
+        parts = [nm for _, _, nm in hands[t]]
+        names.append(parts[0] if len(parts) == 1 else "(" + ", ".join(parts) + ")")
+        tparts.append(parts)
     fenv = {k: sp.Float(v) for k, v in b.env.items()}
-    for t in range(net.steps):
-        syms = b.step_symbols.get(t)
-        if syms is None:
-            terms.append(sp.Integer(0) if p.ndim == 0 else _as_sympy(
-                np.full(p.shape, sp.Integer(0), dtype=object)))
+    p = net.cell._params[param]
+    values = np.zeros((T,) + p.shape)
+    terms, factors = [], []
+    first = 0 if net.truncate is None else max(0, T - net.truncate)
+    Dn = [_num_matrix(m, fenv) for m in D]
+    Jn = [None] + [_num_matrix(m, fenv) for m in J[1:]]
+    En = [_num_matrix(m, fenv) for m in E]
+    g = None  # dL/dr_t at the run's numbers, carried back step by step
+    for t in range(T - 1, -1, -1):
+        g = En[t] if g is None else En[t] + g @ Jn[t + 1]
+        if t < first:
             continue
-        d = np.empty(syms.shape, dtype=object)
-        for i, s in np.ndenumerate(syms):
-            d[i] = sp.diff(L, s)
-            values[(t,) + i] = float(d[i].xreplace(fenv).evalf())
-        terms.append(_as_sympy(d))
-    return BPTT(param, terms, values, values.sum(axis=0))
+        values[t] = (g @ Dn[t]).reshape(p.shape)
+    w = param
+    tex: dict = {}
+    for t in range(T):
+        products = []
+        if t >= first:
+            for k in range(t, T):
+                if not any(x != 0 for x in E[k]):
+                    continue
+                named = [(f"dL/d{names[k]}", E[k])]
+                tex[named[-1][0]] = _frac_latex(["L"], tparts[k])
+                for j in range(k, t, -1):
+                    named.append((f"d{names[j]}/d{names[j - 1]}", J[j]))
+                    tex[named[-1][0]] = _frac_latex(tparts[j], tparts[j - 1])
+                named.append((f"d{names[t]}/d{w}", D[t]))
+                tex[named[-1][0]] = _frac_latex(tparts[t], [w])
+                products.append(named)
+        factors.append(products)
+        mats = [sp.MatMul(*[m for _, m in pr], evaluate=False) for pr in products]
+        if not mats:
+            terms.append(sp.ZeroMatrix(1, len(wsyms)))
+        elif len(mats) == 1:
+            terms.append(mats[0])
+        else:
+            terms.append(sp.MatAdd(*mats, evaluate=False))
+    return BPTT(param, terms, values, values.sum(axis=0), factors, dict(b.env), tex)
