@@ -374,6 +374,7 @@ class _Exporter:
         self.number_dtype = self.dtype if cell.inputs else np.dtype(np.float64)
         self.taken: set = set()
         self.inits: list = []
+        self.infos: list = []  # the main graph's value types and shapes
         self._consts: dict = {}
         self.graph = cell.graph()
         self.leaves = cell.leaf_tensors()
@@ -409,8 +410,12 @@ class _Exporter:
         return self.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
 
     def constant(self, arr: np.ndarray, raw: str) -> str:
+        """An initializer holding ``arr`` (one per distinct value; a small one is named by its
+        value, e.g. ``[0, 2]`` or ``1.0:float32``, since rules share it)."""
         key = (arr.dtype.str, arr.shape, arr.tobytes())
         if key not in self._consts:
+            if arr.size <= 8:
+                raw = str(arr.tolist()) + ("" if arr.dtype == np.int64 else f":{arr.dtype.name}")
             name = self.fresh(raw)
             self.inits.append(self.onnx.numpy_helper.from_array(np.array(arr, order="C"), name))
             self._consts[key] = name
@@ -458,8 +463,9 @@ class _Exporter:
         shape = tuple(n.shape)
         return (None,) + shape[1:] if id(n) in self.batched else shape
 
-    def lower(self, n, env: dict, nodes: list, suffix: str, dtypes: dict) -> str:
-        """Emit node ``n`` (its inputs' names in ``env``) into ``nodes``; return its name."""
+    def lower(self, n, env: dict, nodes: list, suffix: str, dtypes: dict, infos: list) -> str:
+        """Emit node ``n`` (its inputs' names in ``env``) into ``nodes`` and its type and shape
+        into ``infos``; return its name."""
         op = get_op(n.op)
         n_in = len(n.inputs)
         keep = set(op.nondiff) if len(op.nondiff) < n_in else set()  # conditions, labels
@@ -500,6 +506,8 @@ class _Exporter:
                     node.name = final
         else:
             nodes.append(self.helper.make_node("Identity", [out], [final], name=final))
+        infos.append(self.value_info(final, want, ["batch" if d is None else d
+                                                   for d in self.shape_of(n)]))
         return final
 
     # -- the model -------------------------------------------------------------------------------
@@ -524,7 +532,7 @@ class _Exporter:
                 env[id(n)] = self.constant(self.const_value(self.leaves[id(n)].data),
                                            self.graph.display_name(n))
             else:
-                env[id(n)] = self.lower(n, env, nodes, "", dtypes0)
+                env[id(n)] = self.lower(n, env, nodes, "", dtypes0, self.infos)
         # inputs and initial states
         g_inputs = []
         for k, t in inputs.items():
@@ -551,6 +559,7 @@ class _Exporter:
                     [target], name=target, axis=0))
                 full = self.fresh(f"{k}@0")
                 nodes.append(helper.make_node("Expand", [name, target], [full], name=full))
+                self.infos.append(self.value_info(full, D, ["batch", *t.shape[1:]]))
                 name = full
             init_names[k] = name
         if steps is None:
@@ -558,7 +567,7 @@ class _Exporter:
         else:
             g_outputs = self.unrolled(nodes, env, names, init_names, steps)
         graph = helper.make_graph(nodes, cell.name, g_inputs, g_outputs, initializer=self.inits,
-                                  doc_string=str(cell))
+                                  doc_string=str(cell), value_info=self.infos)
         model = helper.make_model(
             graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=_IR_VERSION,
             producer_name="unrollgraph", producer_version=_version(),
@@ -600,6 +609,7 @@ class _Exporter:
             state_dt = new
         dtypes = self.dtypes(state_dt)
         body: list = []
+        body_infos: list = []
         benv = dict(env)
         b_inputs, b_outputs = [], []
         scan_in = []
@@ -621,7 +631,7 @@ class _Exporter:
             scan_in.append(names["inputs"][k])
         for n in self.graph.nodes:
             if id(n) in self.batched and not n.is_leaf:
-                benv[id(n)] = self.lower(n, benv, body, "@t", dtypes)
+                benv[id(n)] = self.lower(n, benv, body, "@t", dtypes, body_infos)
         for (k, t), sdt in zip(cell.states.items(), state_dt):
             name = self.fresh(f"{k}@t")
             body.append(helper.make_node("Identity", [benv[id(cell.feedbacks[k].node)]],
@@ -640,7 +650,7 @@ class _Exporter:
             finals.append(self.value_info(names["final_states"][k], sdt,
                                           ["batch", *t.shape[1:]]))
         body_graph = helper.make_graph(body, f"{cell.name} (one step)", b_inputs, b_outputs,
-                                       doc_string=str(cell))
+                                       doc_string=str(cell), value_info=body_infos)
         scan = self.fresh("Scan")
         nodes.append(helper.make_node(
             "Scan", scan_in,
@@ -668,7 +678,7 @@ class _Exporter:
                 senv[id(x.node)] = name
             for n in self.graph.nodes:
                 if id(n) in self.batched and not n.is_leaf:
-                    senv[id(n)] = self.lower(n, senv, nodes, f"@{t}", dtypes)
+                    senv[id(n)] = self.lower(n, senv, nodes, f"@{t}", dtypes, self.infos)
             for k, o in cell.outputs.items():
                 per_step[k].append((senv[id(o.node)], dtypes[id(o.node)]))
             prev = {k: senv[id(cell.feedbacks[k].node)] for k in cell.states}
