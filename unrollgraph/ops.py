@@ -916,7 +916,7 @@ defop(
     nondiff=(1,),
     onnx=lambda b, x, labels: b.op("Neg", b.reduce("ReduceMean", b.op(
         "GatherElements", b.log_softmax(x, -1),
-        b.op("Unsqueeze", b.cast(labels, np.int64), b.ints([-1])), axis=-1))),
+        b.op("Unsqueeze", b.cast(labels, np.int64), b.ints([-1])), axis=len(b.in_shapes[0]) - 1))),
 )
 
 
