@@ -394,17 +394,17 @@ class _Exporter:
     # -- names and constants -------------------------------------------------------------------
     def fresh(self, raw: str) -> str:
         """A name not used yet in the model (a C identifier with ``identifiers=True``)."""
-        name = raw
-        if self.identifiers:
-            name = re.sub(r"[^A-Za-z0-9_]", "_", name)
-            if not _C_IDENT.match(name):
-                name = "_" + name
+        name = _identifier(raw) if self.identifiers else raw
         base, k = name, 1
         while name in self.taken:
             k += 1
             name = f"{base}_{k}" if self.identifiers else f"{base}#{k}"
         self.taken.add(name)
         return name
+
+    def graph_name(self, name: str) -> str:
+        """A graph's name: as given, or a C identifier with ``identifiers=True``."""
+        return _identifier(name) if self.identifiers else name
 
     def elem(self, dtype) -> int:
         return self.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
@@ -566,7 +566,8 @@ class _Exporter:
             g_outputs = self.scan(nodes, env, names, init_names)
         else:
             g_outputs = self.unrolled(nodes, env, names, init_names, steps)
-        graph = helper.make_graph(nodes, cell.name, g_inputs, g_outputs, initializer=self.inits,
+        graph = helper.make_graph(nodes, self.graph_name(cell.name), g_inputs, g_outputs,
+                                  initializer=self.inits,
                                   doc_string=str(cell), value_info=self.infos)
         model = helper.make_model(
             graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=_IR_VERSION,
@@ -649,7 +650,8 @@ class _Exporter:
         for (k, t), sdt in zip(cell.states.items(), state_dt):
             finals.append(self.value_info(names["final_states"][k], sdt,
                                           ["batch", *t.shape[1:]]))
-        body_graph = helper.make_graph(body, f"{cell.name} (one step)", b_inputs, b_outputs,
+        body_graph = helper.make_graph(body, self.graph_name(f"{cell.name} (one step)"),
+                                       b_inputs, b_outputs,
                                        doc_string=str(cell), value_info=body_infos)
         scan = self.fresh("Scan")
         nodes.append(helper.make_node(
@@ -705,6 +707,13 @@ class _Exporter:
             nodes.append(helper.make_node("Identity", [prev[k]], [out], name=out))
             g_outputs.append(self.value_info(out, prev_dt[k], ["batch", *s.shape[1:]]))
         return g_outputs
+
+
+def _identifier(name: str) -> str:
+    """``name`` as a C identifier: other characters than ASCII letters, digits and ``_``
+    become ``_``, and a ``_`` goes before a leading digit."""
+    name = re.sub(r"[^A-Za-z0-9_]", "_", name)
+    return name if _C_IDENT.match(name) else "_" + name
 
 
 def _version() -> str:
