@@ -220,6 +220,28 @@ class OnnxBuilder:
         state) is ``None``.
     shape : tuple
         The op's value's shape, the batch axis ``None``.
+
+    Examples
+    --------
+    A user op, its ONNX rule, and a cell using it, exported and run:
+
+    >>> import numpy as np, unrollgraph as ug
+    >>> from onnx.reference import ReferenceEvaluator
+    >>> from unrollgraph.ops import defop, deflower
+    >>> _ = defop("softsign_example", lambda a: a / (1 + np.abs(a)),
+    ...           [lambda g, ans, a: g / (1 + np.abs(a)) ** 2])
+    >>> _ = deflower("softsign_example", "onnx",
+    ...              lambda b, x: b.op("Div", x, b.op("Add", b.const(1), b.op("Abs", x))))
+    >>> cell = ug.Cell("soft")
+    >>> x, h = cell.input("x", (2,)), cell.state("h", (2,))
+    >>> cell.feedback(h, ug.functional.apply("softsign_example", x + h, name="h_next"))
+    >>> cell.output("y", h * 2.0)
+    >>> model = ug.export.to_onnx(cell, None)
+    >>> xs = np.arange(12.0).reshape(3, 2, 2)
+    >>> ys, h_final = ReferenceEvaluator(model).run(None, {"x": xs})
+    >>> bool(np.allclose(h_final, ug.unroll(cell, steps=3)(xs)[1].data, rtol=1e-15))
+    True
+    >>> _ = ug.ops._REGISTRY.pop("softsign_example")  # keep the registry to the library's ops
     """
 
     def __init__(self, ex, nodes, base, dtype, inputs, in_dtypes, in_shapes, shape):
