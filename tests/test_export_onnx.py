@@ -54,10 +54,11 @@ def run_model(model, feeds):
     return out
 
 
-def run_net(cell, xs, state=None):
-    """``net(xs, state)`` as the model's outputs: outputs in order, then final states."""
+def run_net(cell, xs, state=None, lengths=None):
+    """``net(xs, state, lengths)`` as the model's outputs: outputs in order, then final
+    states."""
     steps = next(iter(xs.values())).shape[0] if xs else 3
-    outs, fins = ug.unroll(cell, steps=steps)(xs if xs else None, state=state)
+    outs, fins = ug.unroll(cell, steps=steps)(xs if xs else None, state=state, lengths=lengths)
     outs = list(outs.values()) if isinstance(outs, dict) else [outs]
     fins = list(fins) if isinstance(fins, tuple) else [fins]
     return [t.data for t in outs + fins]
@@ -70,9 +71,9 @@ def close(got, want, rtol, what):
     np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
-def check(cell, xs, state=None, steps_options=(None, "T"), dtype=None, **kw):
+def check(cell, xs, state=None, steps_options=(None, "T"), dtype=None, lengths=None, **kw):
     """Export ``cell`` both ways and compare every engine's results with the net's."""
-    want = run_net(cell, xs, state)
+    want = run_net(cell, xs, state, lengths)
     T = next(iter(xs.values())).shape[0] if xs else 3
     feeds = dict(xs)
     if state is not None:
@@ -80,11 +81,13 @@ def check(cell, xs, state=None, steps_options=(None, "T"), dtype=None, **kw):
     models = {}
     for steps in steps_options:
         model = ug.export.to_onnx(cell, None, steps=T if steps == "T" else steps, dtype=dtype,
-                                  **kw)
+                                  lengths=lengths is not None, **kw)
         onnx.checker.check_model(model, full_check=True)
         names = json.loads(next(p.value for p in model.metadata_props
                                 if p.key == "unrollgraph.names"))
         model_feeds = {names["inputs"].get(k) or names["states"][k]: v for k, v in feeds.items()}
+        if lengths is not None:
+            model_feeds[names["lengths"]] = np.asarray(lengths, np.int64)
         for engine, got in run_model(model, model_feeds).items():
             assert len(got) == len(want)
             for k, (g, w) in enumerate(zip(got, want)):
@@ -124,6 +127,24 @@ def test_ready_cells_agree_with_the_unrolled_net(make, dtype):
     state = {k: rng.uniform(-1, 1, (3,) + t.shape[1:]).astype(dtype)
              for k, t in cell.states.items()}
     check(cell, xs, state, steps_options=(None,))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_lengths_stop_each_sequence_where_the_net_does(dtype):
+    """With lengths=True the model takes each sequence's length, as net(xs, lengths=...):
+    past it the state stays and the outputs are 0; without the input, every step runs."""
+    for cell in (ug.nn.LSTM(3, 4, num_layers=2, seed=0, dtype=dtype),
+                 ug.nn.GRUCell(3, 4, seed=1, dtype=dtype)):
+        xs = sequences(cell, 5, 4, dtype)
+        check(cell, xs, lengths=[5, 0, 2, 3])
+        check(cell, xs, {k: np.ones((4,) + t.shape[1:], dtype) for k, t in cell.states.items()},
+              lengths=[1, 5, 4, 0])
+        model = ug.export.to_onnx(cell, None, lengths=True)
+        assert [i.name for i in model.graph.input][-1] == "lengths"
+        assert model.graph.input[-1].type.tensor_type.elem_type == onnx.TensorProto.INT64
+        for engine, got in run_model(model, xs).items():  # no lengths given: every step
+            for g, w in zip(got, run_net(cell, xs)):
+                close(g, w, RTOL[w.dtype], engine)
 
 
 def test_one_scan_model_runs_any_number_of_steps():
@@ -343,13 +364,15 @@ def test_random_cells_agree_with_the_unrolled_net(spec, data):
     B = data.draw(st.integers(1, 3), label="B")
     dtype = data.draw(st.sampled_from([np.float64, np.float32]), label="dtype")
     given_state = data.draw(st.booleans(), label="given_state")
+    lengths = data.draw(st.none() | st.lists(st.integers(0, T), min_size=B, max_size=B),
+                        label="lengths")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
     values = {k: rng.uniform(-0.6, 0.6, shp).astype(dtype) for k, shp in spec["params"].items()}
     cell = build_cell(spec, values)
     xs = {f"x{k}": rng.uniform(-1, 1, (T, B, d)).astype(dtype) for k, d in enumerate(spec["in"])}
     state = ({f"h{k}": rng.uniform(-1, 1, (B, d)).astype(dtype)
               for k, d in enumerate(spec["st"])} if given_state else None)
-    check(cell, xs, state, dtype=dtype)
+    check(cell, xs, state, dtype=dtype, lengths=lengths)
 
 
 # -------------------------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def _onnx():
     return onnx
 
 
-def to_onnx(cell, path=None, steps=None, *, dtype=None, identifiers=False):
+def to_onnx(cell, path=None, steps=None, *, dtype=None, lengths=False, identifiers=False):
     """Write ``cell`` as an ONNX model: the recurrence as a ``Scan``, or unrolled ``steps`` times.
 
     The model computes what ``ug.unroll(cell, steps=T)(xs, state)`` computes: its inputs are
@@ -128,6 +128,10 @@ def to_onnx(cell, path=None, steps=None, *, dtype=None, identifiers=False):
     dtype : {numpy.float32, numpy.float64}, optional
         Float type of the model's inputs and initial states; default: the parameters' type
         (float64 for a cell without parameters).
+    lengths : bool
+        Give the model an optional input ``lengths`` (int64, one per sequence of the batch),
+        as ``net(xs, lengths=...)``: from its length on, a sequence's state stays as it is and
+        its outputs are 0. Without it every sequence runs every step.
     identifiers : bool
         Map every name to a C identifier (see Names in the module docstring); by default the
         cell's names are kept exactly.
@@ -174,15 +178,16 @@ def to_onnx(cell, path=None, steps=None, *, dtype=None, identifiers=False):
             f"to_onnx(): steps must be a positive int (a graph unrolled over that many steps) "
             f"or None (a Scan over any number of steps), got {steps!r}"
         )
-    if not isinstance(identifiers, (bool, np.bool_)):
-        raise CellError(f"to_onnx(): identifiers must be True or False, got {identifiers!r}")
+    for what, flag in (("lengths", lengths), ("identifiers", identifiers)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise CellError(f"to_onnx(): {what} must be True or False, got {flag!r}")
     cell.validate()
     if steps is None and not cell.inputs:
         raise CellError(
             f"cell {cell.name!r} has no inputs, so a Scan has nothing to take its number of "
             "steps from; export a fixed number of steps with to_onnx(cell, path, steps=T)"
         )
-    model = _Exporter(onnx, cell, dtype, bool(identifiers)).model(steps)
+    model = _Exporter(onnx, cell, dtype, bool(identifiers), bool(lengths)).model(steps)
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as exc:  # a rule (perhaps a user's) emitted something ONNX refuses
@@ -382,8 +387,9 @@ class OnnxBuilder:
 class _Exporter:
     """Builds one model: names, constants, the lowering of each node."""
 
-    def __init__(self, onnx, cell: Cell, dtype, identifiers: bool):
+    def __init__(self, onnx, cell: Cell, dtype, identifiers: bool, lengths: bool = False):
         self.onnx = onnx
+        self.masked = lengths
         self.helper = onnx.helper
         self.cell = cell
         self.identifiers = identifiers
@@ -584,6 +590,11 @@ class _Exporter:
                 self.infos.append(self.value_info(full, D, ["batch", *t.shape[1:]]))
                 name = full
             init_names[k] = name
+        if self.masked:
+            g_inputs.append(self.helper.make_tensor_value_info(
+                names["lengths"], self.elem(np.int64), ["batch"]))
+            self.inits.append(self.onnx.numpy_helper.from_array(  # default: no sequence ends
+                np.array([np.iinfo(np.int64).max]), names["lengths"]))
         if steps is None:
             g_outputs = self.scan(nodes, env, names, init_names)
         else:
@@ -616,7 +627,47 @@ class _Exporter:
             while final in members or final in self.taken:
                 final += "_final"
             names["final_states"][k] = self.fresh(final)
+        if self.masked:
+            names["lengths"] = self.fresh("lengths")
         return names
+
+    def masker(self, nodes, step: str, lengths: str, label: str):
+        """``mask(rank)``: where the sequences still run at ``step`` (``step < lengths``), as a
+        bool ``(batch, 1, ...)`` of that rank (one node per rank, made when first asked)."""
+        masks: dict = {}
+
+        def mask(rank: int) -> str:
+            if rank not in masks:
+                if not masks:
+                    name = self.fresh(f"running{label}")
+                    nodes.append(self.helper.make_node("Less", [step, lengths], [name],
+                                                       name=name))
+                    masks[1] = name
+                if rank not in masks:
+                    name = self.fresh(f"running{label}/rank {rank}")
+                    shape = self.constant(np.array([-1] + [1] * (rank - 1), np.int64), "")
+                    nodes.append(self.helper.make_node("Reshape", [masks[1], shape], [name],
+                                                       name=name))
+                    masks[rank] = name
+            return masks[rank]
+
+        return mask
+
+    def cast(self, nodes, name: str, have, want) -> str:
+        """``name`` (of dtype ``have``) as ``want``: itself, or a ``Cast``."""
+        if np.dtype(have) == np.dtype(want):
+            return name
+        cast = self.fresh(f"{name}/Cast")
+        nodes.append(self.helper.make_node("Cast", [name], [cast], name=cast,
+                                           to=self.elem(want)))
+        return cast
+
+    def select(self, nodes, mask, value, other, dtype, raw):
+        """``Where(mask, value, other)``, both cast to ``dtype`` first where they differ."""
+        ins = [self.cast(nodes, v, d, dtype) for v, d in (value, other)]
+        name = self.fresh(raw)
+        nodes.append(self.helper.make_node("Where", [mask] + ins, [name], name=name))
+        return name
 
     def scan(self, nodes, env, names, init_names):
         """The recurrence as one ``Scan`` whose body is the cell's batched part."""
@@ -647,6 +698,10 @@ class _Exporter:
                                               to=self.elem(sdt)))
                 init = cast
             scan_in.append(init)
+        if self.masked:  # a step counter, the last state variable
+            step = self.fresh("t")
+            b_inputs.append(self.helper.make_tensor_value_info(step, self.elem(np.int64), []))
+            scan_in.append(self.constant(np.int64(0), ""))
         for k, t in cell.inputs.items():
             name = self.fresh(f"{k}@t")
             benv[id(t.node)] = name
@@ -655,16 +710,31 @@ class _Exporter:
         for n in self.graph.nodes:
             if id(n) in self.batched and not n.is_leaf:
                 benv[id(n)] = self.lower(n, benv, body, "@t", dtypes, body_infos)
+        mask = self.masker(body, step, names["lengths"], "@t") if self.masked else None
         for (k, t), sdt in zip(cell.states.items(), state_dt):
+            nxt = benv[id(cell.feedbacks[k].node)]
+            nxt = (self.select(body, mask(len(t.shape)), (nxt, dtypes[id(cell.feedbacks[k].node)]),
+                               (benv[id(t.node)], sdt), sdt, f"{k}_kept@t") if self.masked
+                   else self.cast(body, nxt, dtypes[id(cell.feedbacks[k].node)], sdt))
             name = self.fresh(f"{k}@t")
-            body.append(helper.make_node("Identity", [benv[id(cell.feedbacks[k].node)]],
-                                         [name], name=name))
+            body.append(helper.make_node("Identity", [nxt], [name], name=name))
             b_outputs.append(self.value_info(name, sdt, ["batch", *t.shape[1:]]))
+        if self.masked:
+            name = self.fresh("t+1")
+            body.append(helper.make_node("Add", [step, self.constant(np.int64(1), "")], [name],
+                                         name=name))
+            b_outputs.append(self.helper.make_tensor_value_info(name, self.elem(np.int64), []))
         g_outputs = []
         for k, t in cell.outputs.items():
+            value, odt = benv[id(t.node)], dtypes[id(t.node)]
+            if self.masked:  # 0 (a number of the run's type) past a sequence's length
+                zdt = self.number_dtype
+                value, odt = self.select(
+                    body, mask(len(t.shape)), (value, odt),
+                    (self.constant(np.zeros((), zdt), ""), zdt), np.result_type(odt, zdt),
+                    f"{k}_masked@t"), np.result_type(odt, zdt)
             name = self.fresh(f"{k}@t")
-            body.append(helper.make_node("Identity", [benv[id(t.node)]], [name], name=name))
-            odt = dtypes[id(t.node)]
+            body.append(helper.make_node("Identity", [value], [name], name=name))
             b_outputs.append(self.value_info(name, odt, ["batch", *t.shape[1:]]))
             g_outputs.append(self.value_info(names["outputs"][k], odt,
                                              ["steps", "batch", *t.shape[1:]]))
@@ -679,6 +749,7 @@ class _Exporter:
         nodes.append(helper.make_node(
             "Scan", scan_in,
             [names["final_states"][k] for k in cell.states]
+            + ([self.fresh("steps run")] if self.masked else [])
             + [names["outputs"][k] for k in cell.outputs],
             name=scan, body=body_graph, num_scan_inputs=len(cell.inputs)))
         return g_outputs + finals
@@ -703,10 +774,28 @@ class _Exporter:
             for n in self.graph.nodes:
                 if id(n) in self.batched and not n.is_leaf:
                     senv[id(n)] = self.lower(n, senv, nodes, f"@{t}", dtypes, self.infos)
+            if not self.masked:
+                for k, o in cell.outputs.items():
+                    per_step[k].append((senv[id(o.node)], dtypes[id(o.node)]))
+                prev = {k: senv[id(cell.feedbacks[k].node)] for k in cell.states}
+                prev_dt = {k: dtypes[id(cell.feedbacks[k].node)] for k in cell.states}
+                continue
+            # lengths: outputs 0 and states kept past a sequence's length (as net(xs, lengths))
+            mask = self.masker(nodes, self.constant(np.int64(t), ""), names["lengths"], f"@{t}")
+            zdt = self.number_dtype
+            zero = self.constant(np.zeros((), zdt), "")
             for k, o in cell.outputs.items():
-                per_step[k].append((senv[id(o.node)], dtypes[id(o.node)]))
-            prev = {k: senv[id(cell.feedbacks[k].node)] for k in cell.states}
-            prev_dt = {k: dtypes[id(cell.feedbacks[k].node)] for k in cell.states}
+                odt = np.result_type(dtypes[id(o.node)], zdt)
+                per_step[k].append((self.select(
+                    nodes, mask(len(o.shape)), (senv[id(o.node)], dtypes[id(o.node)]),
+                    (zero, zdt), odt, f"{k}_masked@{t}"), odt))
+            new, new_dt = {}, {}
+            for k, s in cell.states.items():
+                f = cell.feedbacks[k].node
+                new_dt[k] = np.result_type(dtypes[id(f)], prev_dt[k])
+                new[k] = self.select(nodes, mask(len(s.shape)), (senv[id(f)], dtypes[id(f)]),
+                                     (prev[k], prev_dt[k]), new_dt[k], f"{k}_kept@{t}")
+            prev, prev_dt = new, new_dt
         g_outputs = []
         zero = self.constant(np.asarray([0], np.int64), "axis 0")
         for k, o in cell.outputs.items():
