@@ -381,7 +381,8 @@ def test_random_cells_agree_with_the_unrolled_net(spec, data):
 
 C_IDENTIFIER = re.compile("[A-Za-z_][A-Za-z0-9_]*")
 HOSTILE = ['x "quoted" <b>&amp;</b>', "h\nnext", "h_final", "x@t", "batch", "steps", "Scan",
-           "n3", "[0]", "a/b:c#2", "π θ ∑", "🙂", " spaced ", "W'", "1.0:float64"]
+           "n3", "[0]", "a/b:c#2", "π θ ∑", "🙂", " spaced ", "W'", "1.0:float64", "lengths",
+           "running@t", "t"]
 
 
 @pytest.mark.parametrize("identifiers", [False, True])
@@ -402,6 +403,7 @@ def test_hostile_names_survive(identifiers):
     cell.output("h_final_final", h2 * 1.0)
     xs = {HOSTILE[0]: sequences(cell, 3, 2)[HOSTILE[0]]}
     models = check(cell, xs, identifiers=identifiers)
+    check(cell, xs, identifiers=identifiers, lengths=[3, 1])  # "lengths" is a parameter's
     model = models[None]
     names = json.loads(model.metadata_props[0].value)
     g = model.graph

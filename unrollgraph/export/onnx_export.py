@@ -23,7 +23,9 @@ The model
   value, shaped ``(batch, ...)``. A state's input is optional: its default (an initializer of
   the same name, shaped ``(1, ...)``) holds the state's declared ``init`` or zeros, and is
   broadcast over the batch, as ``net(xs)`` does without ``state=``. onnxruntime lists these
-  inputs with ``InferenceSession.get_overridable_initializers()``.
+  inputs with ``InferenceSession.get_overridable_initializers()``. With ``lengths=True``, last,
+  the optional int64 input ``lengths`` (``(batch,)``; by default no sequence ends): as
+  ``net(xs, lengths=...)``, a sequence's state stays and its outputs are 0 from its length on.
 * Outputs, in order: each cell output stacked over steps, ``(steps, batch, ...)``; then each
   state's final value, ``(batch, ...)``: what ``net(xs, state)`` returns.
 * Parameters are initializers named exactly as in ``cell.parameters()``, each of its own dtype.
