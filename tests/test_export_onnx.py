@@ -4,7 +4,9 @@ Each model (the recurrence as a ``Scan``, and unrolled over T steps) passes
 ``onnx.checker.check_model(full_check=True)``; its outputs and final states, run by the onnx
 package's reference evaluator and by onnxruntime (when installed), equal ``net(xs, state)`` to
 1e-10 relative in float64 and 1e-5 in float32, for the ready cells, stacked cells, a cell using
-every op with an ONNX rule, and random cells drawn by the differential tests' generator.
+every op with an ONNX rule, and random cells drawn by the differential tests' generator, with
+and without initial states and sequence lengths. Names (hostile ones too) survive or map back
+through the model's metadata; an op without a rule raises a LoweringError naming it.
 """
 
 from __future__ import annotations

@@ -180,6 +180,7 @@ def to_onnx(cell, path=None, steps=None, *, dtype=None, lengths=False, identifie
             f"to_onnx(): steps must be a positive int (a graph unrolled over that many steps) "
             f"or None (a Scan over any number of steps), got {steps!r}"
         )
+    steps = None if steps is None else int(steps)
     for what, flag in (("lengths", lengths), ("identifiers", identifiers)):
         if not isinstance(flag, (bool, np.bool_)):
             raise CellError(f"to_onnx(): {what} must be True or False, got {flag!r}")
