@@ -505,9 +505,8 @@ for _name, _fn, _rel, _sign in (
         check=_broadcast_check(_name),
         nondiff=(0, 1),
         doc=f"1.0 where a {_sign} b, else 0.0 (no gradient)",
-        onnx=lambda b, x, y, _onnx_op={"gt": "Greater", "ge": "GreaterOrEqual", "lt": "Less",
-                                       "le": "LessOrEqual"}[_name]:
-        b.cast(b.op(_onnx_op, x, y), b.dtype),
+        onnx=lambda b, x, y, _op={"gt": "Greater", "ge": "GreaterOrEqual", "lt": "Less",
+                                  "le": "LessOrEqual"}[_name]: b.cast(b.op(_op, x, y), b.dtype),
     )
 del _name, _fn, _rel, _sign
 
@@ -914,6 +913,7 @@ defop(
     check=_ce_check,
     always_check=True,
     nondiff=(1,),
+    # (axis counted from 0: the reference evaluator's GatherElements misreads axis=-1)
     onnx=lambda b, x, labels: b.op("Neg", b.reduce("ReduceMean", b.op(
         "GatherElements", b.log_softmax(x, -1),
         b.op("Unsqueeze", b.cast(labels, np.int64), b.ints([-1])), axis=len(b.in_shapes[0]) - 1))),
