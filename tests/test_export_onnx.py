@@ -220,27 +220,47 @@ def test_mixed_dtypes_promote_as_numpy_does():
     assert "Cast" in {n.op_type for n in model.graph.node}  # the initial states
 
 
-def test_a_state_that_widens_after_the_first_step():
-    """float32 inputs and states, a float64 weight: the state is float32 at the first step and
-    float64 after it. The unrolled model follows the net exactly; the Scan carries float64
-    from the start (documented), so its first step differs by float32 rounding only."""
-    cell = ug.Cell("widening")
-    x = cell.input("x", (2,))
-    h = cell.state("h", (3,))
-    W = cell.param("W", np.linspace(-1, 1, 6).reshape(2, 3))
-    cell.feedback(h, ug.tanh(x @ W) + h * 0.5)
-    cell.output("y", ug.tanh(h))
-    xs = sequences(cell, 4, 2, np.float32)
-    state = {"h": np.random.default_rng(0).uniform(-1, 1, (2, 3)).astype(np.float32)}
-    want = run_net(cell, xs, state)
-    for steps in (4, None):
-        model = ug.export.to_onnx(cell, None, steps=steps, dtype=np.float32)
-        for engine, got in run_model(model, {**xs, **state}).items():
-            for g, w in zip(got, want):
-                assert g.dtype == w.dtype == np.float64
-                # the reference evaluator runs numpy: the same float32 first step, exactly
-                exact = steps == 4 and engine == "reference"
-                close(g, w, 1e-10 if exact else 1e-6, f"steps={steps} {engine}")
+def widening_cells():
+    one = ug.Cell("widening")
+    x = one.input("x", (2,))
+    h = one.state("h", (3,))
+    W = one.param("W", np.linspace(-1, 1, 6).reshape(2, 3))
+    one.feedback(h, ug.tanh(x @ W) + h * 0.5)
+    one.output("y", ug.tanh(h))
+    two = ug.Cell("widening in two steps")  # h2 widens after step 0, h1 after step 1
+    x = two.input("x", (3,))
+    h1, h2 = two.state("h1", (3,)), two.state("h2", (3,))
+    W = two.param("W", np.linspace(-1, 1, 9).reshape(3, 3))
+    two.feedback(h2, ug.tanh(h1 @ W))
+    two.feedback(h1, h2 * 0.5 + ug.tanh(x))
+    two.output("y", ug.sigmoid(h1) * 2.0)
+    two.output("z", h2 + x)
+    return one, two
+
+
+@pytest.mark.parametrize("lengths", [None, [4, 1]])
+def test_states_that_widen_after_the_first_steps(lengths):
+    """float32 inputs and states, a float64 weight: a state is float32 at the first step(s)
+    and float64 after. Both models compute each step in the types the net uses (the Scan has
+    a copy of the cell for each such step): the reference evaluator, which runs numpy, gives
+    the net's numbers; onnxruntime differs by its own float32 rounding."""
+    for cell in widening_cells():
+        xs = sequences(cell, 4, 2, np.float32)
+        rng = np.random.default_rng(0)
+        state = {k: rng.uniform(-1, 1, (2,) + t.shape[1:]).astype(np.float32)
+                 for k, t in cell.states.items()}
+        want = run_net(cell, xs, state, lengths)
+        feeds = {**xs, **state}
+        if lengths is not None:
+            feeds["lengths"] = np.array(lengths)
+        for steps in (4, None):
+            model = ug.export.to_onnx(cell, None, steps=steps, dtype=np.float32,
+                                      lengths=lengths is not None)
+            for engine, got in run_model(model, feeds).items():
+                for k, (g, w) in enumerate(zip(got, want)):
+                    assert g.dtype == w.dtype
+                    close(g, w, 1e-10 if engine == "reference" else 1e-6,
+                          f"{cell.name} steps={steps} {engine} output {k}")
 
 
 def test_a_cell_without_inputs_exports_unrolled():

@@ -55,8 +55,9 @@ cell's parameters). Every value then has the dtype numpy gives it in ``net(xs)``
 that type: numbers written in the cell take the inputs' type, float arrays keep theirs, and
 operands of mixed float types are promoted (an explicit ``Cast`` in the model). When a state's
 next value has a wider type than its initial value (float32 inputs, float64 parameters), the
-``Scan`` carries the wider type from the first step on, where the unrolled net computes its
-first step in the narrower one; the unrolled form follows the net exactly.
+net computes its first step(s) in other types than the later ones: the ``Scan`` carries the
+wider type and its body holds a copy of the cell for each such step, picked by a step counter
+(the unrolled form simply copies each step with its own types).
 
 Lowering rules
 --------------
@@ -672,36 +673,49 @@ class _Exporter:
         nodes.append(self.helper.make_node("Where", [mask] + ins, [name], name=name))
         return name
 
+    def state_dtypes(self) -> list:
+        """The states' dtypes at steps 0, 1, ...: what numpy gives each next value, until they
+        repeat (types only widen, so within a step per state). The last entry holds from
+        there on."""
+        cell = self.cell
+        seq = [tuple(self.dtype for _ in cell.states)]
+        while True:
+            dt = self.dtypes(seq[-1])
+            nxt = tuple(
+                np.result_type(dt[id(cell.feedbacks[k].node)], *((s,) if self.masked else ()))
+                for k, s in zip(cell.states, seq[-1]))
+            if nxt == seq[-1]:
+                return seq
+            if nxt in seq or len(seq) > len(nxt) + 1:
+                raise LoweringError(
+                    f"cell {self.cell.name!r}: the dtypes of its states do not settle from step "
+                    f"to step ({[tuple(d.name for d in s) for s in seq + [nxt]]}); give its "
+                    "parameters and constants one float type", target="onnx")
+            seq.append(nxt)
+
     def scan(self, nodes, env, names, init_names):
-        """The recurrence as one ``Scan`` whose body is the cell's batched part."""
+        """The recurrence as one ``Scan`` whose body is the cell's batched part.
+
+        While a state's type still widens (float32 inputs meeting float64 weights), the first
+        steps compute in other types than the later ones; the body then holds one copy of the
+        cell per such step (named ``@0``, ``@1``...) besides the general one (``@t``), and a
+        step counter picks the copy, so every step computes in the types the net uses."""
         cell, helper, D = self.cell, self.helper, self.dtype
-        # the states' types in the loop: widened until the next values have them
-        state_dt = tuple(D for _ in cell.states)
-        fb = [cell.feedbacks[k] for k in cell.states]
-        for _ in range(len(state_dt) + 2):
-            dt = self.dtypes(state_dt)
-            new = tuple(np.result_type(s, dt[id(t.node)]) for s, t in zip(state_dt, fb))
-            if new == state_dt:
-                break
-            state_dt = new
-        dtypes = self.dtypes(state_dt)
+        seq = self.state_dtypes()
+        carried = [np.result_type(*col) for col in zip(*seq)] if cell.states else []
         body: list = []
         body_infos: list = []
         benv = dict(env)
         b_inputs, b_outputs = [], []
         scan_in = []
-        for (k, t), sdt in zip(cell.states.items(), state_dt):
+        prev = {}
+        for (k, t), cdt in zip(cell.states.items(), carried):
             name = self.fresh(f"{k}@t-1")
-            benv[id(t.node)] = name
-            b_inputs.append(self.value_info(name, sdt, ["batch", *t.shape[1:]]))
-            init = init_names[k]
-            if sdt != D:
-                cast = self.fresh(f"{k}@0/Cast")
-                nodes.append(helper.make_node("Cast", [init], [cast], name=cast,
-                                              to=self.elem(sdt)))
-                init = cast
-            scan_in.append(init)
-        if self.masked:  # a step counter, the last state variable
+            prev[k] = name
+            b_inputs.append(self.value_info(name, cdt, ["batch", *t.shape[1:]]))
+            scan_in.append(self.cast(nodes, init_names[k], D, cdt))
+        step = None
+        if self.masked or len(seq) > 1:  # a step counter, the last state variable
             step = self.fresh("t")
             b_inputs.append(self.helper.make_tensor_value_info(step, self.elem(np.int64), []))
             scan_in.append(self.constant(np.int64(0), ""))
@@ -710,41 +724,79 @@ class _Exporter:
             benv[id(t.node)] = name
             b_inputs.append(self.value_info(name, D, ["batch", *t.shape[1:]]))
             scan_in.append(names["inputs"][k])
-        for n in self.graph.nodes:
-            if id(n) in self.batched and not n.is_leaf:
-                benv[id(n)] = self.lower(n, benv, body, "@t", dtypes, body_infos)
         mask = self.masker(body, step, names["lengths"], "@t") if self.masked else None
-        for (k, t), sdt in zip(cell.states.items(), state_dt):
-            nxt = benv[id(cell.feedbacks[k].node)]
-            nxt = (self.select(body, mask(len(t.shape)), (nxt, dtypes[id(cell.feedbacks[k].node)]),
-                               (benv[id(t.node)], sdt), sdt, f"{k}_kept@t") if self.masked
-                   else self.cast(body, nxt, dtypes[id(cell.feedbacks[k].node)], sdt))
+        zdt = self.number_dtype  # a masked output's 0 is a number of the run's type
+        # one copy of the body per step whose types differ, the general one last
+        variants = []
+        for j, sdt in enumerate(seq):
+            general = j == len(seq) - 1
+            label = "@t" if general else f"@{j}"
+            venv = dict(benv)
+            for (k, t), cdt, d in zip(cell.states.items(), carried, sdt):
+                venv[id(t.node)] = self.cast(body, prev[k], cdt, d)
+            dtypes = self.dtypes(sdt)
+            for n in self.graph.nodes:
+                if id(n) in self.batched and not n.is_leaf:
+                    venv[id(n)] = self.lower(n, venv, body, label, dtypes, body_infos)
+            states = []
+            for (k, t), d in zip(cell.states.items(), sdt):
+                f = cell.feedbacks[k].node
+                if self.masked:
+                    fdt = np.result_type(dtypes[id(f)], d)
+                    states.append((self.select(body, mask(len(t.shape)), (venv[id(f)],
+                                               dtypes[id(f)]), (venv[id(t.node)], d), fdt,
+                                               f"{k}_kept{label}"), fdt))
+                else:
+                    states.append((venv[id(f)], dtypes[id(f)]))
+            outs = []
+            for k, t in cell.outputs.items():
+                value, odt = venv[id(t.node)], dtypes[id(t.node)]
+                if self.masked:
+                    odt2 = np.result_type(odt, zdt)
+                    value = self.select(body, mask(len(t.shape)), (value, odt),
+                                        (self.constant(np.zeros((), zdt), ""), zdt), odt2,
+                                        f"{k}_masked{label}")
+                    odt = odt2
+                outs.append((value, odt))
+            variants.append((states, outs))
+        out_dt = [np.result_type(*[v[1][i][1] for v in variants])
+                  for i in range(len(cell.outputs))]
+
+        at_step = []  # at_step[j]: is this step j (for the copies of the first steps)
+        for j in range(len(variants) - 1):
+            name = self.fresh(f"t={j}")
+            body.append(helper.make_node("Equal", [step, self.constant(np.int64(j), "")],
+                                         [name], name=name))
+            at_step.append(name)
+
+        def pick(i, kind, dtype, raw):
+            """The ``i``-th state or output of the copy for the current step, as ``dtype``."""
+            name = self.cast(body, *variants[-1][kind][i], dtype)
+            for j in range(len(variants) - 2, -1, -1):
+                name = self.select(body, at_step[j], variants[j][kind][i], (name, dtype), dtype,
+                                   f"{raw} (step {j} or later)")
+            return name
+
+        for i, ((k, t), cdt) in enumerate(zip(cell.states.items(), carried)):
             name = self.fresh(f"{k}@t")
-            body.append(helper.make_node("Identity", [nxt], [name], name=name))
-            b_outputs.append(self.value_info(name, sdt, ["batch", *t.shape[1:]]))
-        if self.masked:
+            body.append(helper.make_node("Identity", [pick(i, 0, cdt, f"{k}@t/picked")],
+                                         [name], name=name))
+            b_outputs.append(self.value_info(name, cdt, ["batch", *t.shape[1:]]))
+        if step is not None:
             name = self.fresh("t+1")
             body.append(helper.make_node("Add", [step, self.constant(np.int64(1), "")], [name],
                                          name=name))
             b_outputs.append(self.helper.make_tensor_value_info(name, self.elem(np.int64), []))
         g_outputs = []
-        for k, t in cell.outputs.items():
-            value, odt = benv[id(t.node)], dtypes[id(t.node)]
-            if self.masked:  # 0 (a number of the run's type) past a sequence's length
-                zdt = self.number_dtype
-                value, odt = self.select(
-                    body, mask(len(t.shape)), (value, odt),
-                    (self.constant(np.zeros((), zdt), ""), zdt), np.result_type(odt, zdt),
-                    f"{k}_masked@t"), np.result_type(odt, zdt)
+        for i, ((k, t), odt) in enumerate(zip(cell.outputs.items(), out_dt)):
             name = self.fresh(f"{k}@t")
-            body.append(helper.make_node("Identity", [value], [name], name=name))
+            body.append(helper.make_node("Identity", [pick(i, 1, odt, f"{k}@t/picked")],
+                                         [name], name=name))
             b_outputs.append(self.value_info(name, odt, ["batch", *t.shape[1:]]))
             g_outputs.append(self.value_info(names["outputs"][k], odt,
                                              ["steps", "batch", *t.shape[1:]]))
-        finals = []
-        for (k, t), sdt in zip(cell.states.items(), state_dt):
-            finals.append(self.value_info(names["final_states"][k], sdt,
-                                          ["batch", *t.shape[1:]]))
+        finals = [self.value_info(names["final_states"][k], cdt, ["batch", *t.shape[1:]])
+                  for (k, t), cdt in zip(cell.states.items(), carried)]
         body_graph = helper.make_graph(body, self.graph_name(f"{cell.name} (one step)"),
                                        b_inputs, b_outputs,
                                        doc_string=str(cell), value_info=body_infos)
@@ -752,7 +804,7 @@ class _Exporter:
         nodes.append(helper.make_node(
             "Scan", scan_in,
             [names["final_states"][k] for k in cell.states]
-            + ([self.fresh("steps run")] if self.masked else [])
+            + ([self.fresh("steps run")] if step is not None else [])
             + [names["outputs"][k] for k in cell.outputs],
             name=scan, body=body_graph, num_scan_inputs=len(cell.inputs)))
         return g_outputs + finals
