@@ -57,7 +57,9 @@ operands of mixed float types are promoted (an explicit ``Cast`` in the model). 
 next value has a wider type than its initial value (float32 inputs, float64 parameters), the
 net computes its first step(s) in other types than the later ones: the ``Scan`` carries the
 wider type and its body holds a copy of the cell for each such step, picked by a step counter
-(the unrolled form simply copies each step with its own types).
+(the unrolled form simply copies each step with its own types). The ``Scan``'s outputs have
+the wider type whatever the number of steps: a run shorter than the widening returns the net's
+numbers in that type.
 
 Lowering rules
 --------------
