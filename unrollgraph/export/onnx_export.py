@@ -10,7 +10,7 @@ The model
 * **opset 18** of the default ONNX domain, IR version 8. Opset 18 is the first where every
   reduction (``ReduceSum``, ``ReduceMean``, ``ReduceMax``) takes its axes as an input, so one
   rule covers numpy's ``axis=None``, an int and a tuple; it is read by onnxruntime 1.14 and
-  later, and is the opset PyTorch's exporter writes by default.
+  later.
 * ``steps=None``: the cell's body is the body of one ONNX ``Scan``: its state variables are the
   cell's states, its scan inputs the per-step inputs (scanned along axis 0) and its scan
   outputs the per-step outputs (stacked along axis 0). The model runs any number of steps.
