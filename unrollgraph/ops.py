@@ -289,6 +289,7 @@ _bin(
     lambda g, ans, a, b: unbroadcast(g, a.shape),
     lambda g, ans, a, b: unbroadcast(g, b.shape),
     lambda a, b: a + b,
+    onnx=lambda b, x, y: b.op("Add", x, y),
 )
 _bin(
     "sub",
@@ -296,6 +297,7 @@ _bin(
     lambda g, ans, a, b: unbroadcast(g, a.shape),
     lambda g, ans, a, b: unbroadcast(-g, b.shape),
     lambda a, b: a - b,
+    onnx=lambda b, x, y: b.op("Sub", x, y),
 )
 _bin(
     "mul",
@@ -303,6 +305,7 @@ _bin(
     lambda g, ans, a, b: unbroadcast(g * b, a.shape),
     lambda g, ans, a, b: unbroadcast(g * a, b.shape),
     lambda a, b: a * b,
+    onnx=lambda b, x, y: b.op("Mul", x, y),
 )
 _bin(
     "div",
@@ -310,6 +313,7 @@ _bin(
     lambda g, ans, a, b: unbroadcast(g / b, a.shape),
     lambda g, ans, a, b: unbroadcast(-g * ans / b, b.shape),
     lambda a, b: a / b,
+    onnx=lambda b, x, y: b.op("Div", x, y),
 )
 
 
@@ -345,6 +349,7 @@ _bin(
     _pow_grad_base,
     _pow_grad_exponent,
     lambda a, b: a**b,
+    onnx=lambda b, x, y: b.op("Pow", x, y),
 )
 defop(
     "powc",
@@ -352,8 +357,10 @@ defop(
     [_powc_grad],
     sym=lambda a, p: a**p,
     doc="a ** p for a constant exponent p (attribute)",
+    onnx=lambda b, x, p: b.op("Pow", x, b.const(p)),
 )
-defop("neg", np.negative, [lambda g, ans, a: -g], sym=lambda a: -a)
+defop("neg", np.negative, [lambda g, ans, a: -g], sym=lambda a: -a,
+      onnx=lambda b, x: b.op("Neg", x))
 
 
 def _max_like(loses):
@@ -379,12 +386,14 @@ _bin(
     np.maximum,
     *_max_like(lambda a, b: a < b),
     _ew(lambda a, b: _sympy().Max(a, b)),
+    onnx=lambda b, x, y: b.op("Max", x, y),
 )
 _bin(
     "minimum",
     np.minimum,
     *_max_like(lambda a, b: a > b),
     _ew(lambda a, b: _sympy().Min(a, b)),
+    onnx=lambda b, x, y: b.op("Min", x, y),
 )
 
 
@@ -405,25 +414,33 @@ def _sigmoid(x):
     return np.reciprocal(e, e)
 
 
-defop("exp", np.exp, [lambda g, ans, a: g * ans], sym=_ew(lambda a: _sympy().exp(a)))
-defop("log", np.log, [lambda g, ans, a: g / a], sym=_ew(lambda a: _sympy().log(a)))
+defop("exp", np.exp, [lambda g, ans, a: g * ans], sym=_ew(lambda a: _sympy().exp(a)),
+      onnx=lambda b, x: b.op("Exp", x))
+defop("log", np.log, [lambda g, ans, a: g / a], sym=_ew(lambda a: _sympy().log(a)),
+      onnx=lambda b, x: b.op("Log", x))
 defop(
-    "tanh", np.tanh, [lambda g, ans, a: g * (1.0 - ans * ans)], sym=_ew(lambda a: _sympy().tanh(a))
+    "tanh", np.tanh, [lambda g, ans, a: g * (1.0 - ans * ans)], sym=_ew(lambda a: _sympy().tanh(a)),
+    onnx=lambda b, x: b.op("Tanh", x),
 )
 defop(
     "sigmoid",
     _sigmoid,
     [lambda g, ans, a: g * ans * (1.0 - ans)],
     sym=_ew(lambda a: 1 / (1 + _sympy().exp(-a))),
+    # numpy's 1 / (1 + exp(-x)): onnxruntime's Sigmoid loses relative accuracy below 0
+    onnx=lambda b, x: b.op("Reciprocal", b.op("Add", b.op("Exp", b.op("Neg", x)), b.const(1))),
 )
 defop(
     "relu",
     lambda a: np.maximum(a, 0).astype(a.dtype, copy=False),
     [lambda g, ans, a: g * (a > 0)],
     sym=_ew(lambda a: _sympy().Max(a, 0)),
+    onnx=lambda b, x: b.op("Relu", x),
 )
-defop("sqrt", np.sqrt, [lambda g, ans, a: g / (2.0 * ans)], sym=_ew(lambda a: _sympy().sqrt(a)))
-defop("abs", np.abs, [lambda g, ans, a: g * np.sign(a)], sym=_ew(lambda a: _sympy().Abs(a)))
+defop("sqrt", np.sqrt, [lambda g, ans, a: g / (2.0 * ans)], sym=_ew(lambda a: _sympy().sqrt(a)),
+      onnx=lambda b, x: b.op("Sqrt", x))
+defop("abs", np.abs, [lambda g, ans, a: g * np.sign(a)], sym=_ew(lambda a: _sympy().Abs(a)),
+      onnx=lambda b, x: b.op("Abs", x))
 defop(
     "clip",
     lambda a, lo=None, hi=None: np.clip(a, lo, hi),
@@ -435,6 +452,7 @@ defop(
         lambda x: _sympy().Min(_sympy().Max(x, -_sympy().oo if lo is None else lo),
                                _sympy().oo if hi is None else hi)
     )(a),
+    onnx=lambda b, x, lo=None, hi=None: b.clip(x, lo, hi),
 )
 defop(
     "where",
@@ -447,6 +465,7 @@ defop(
     sym=lambda c, a, b: np.where(c.astype(bool), a, b),
     check=_broadcast_check("where"),
     nondiff=(0,),
+    onnx=lambda b, c, x, y: b.op("Where", b.cast(c, bool), x, y),
 )
 
 
@@ -486,6 +505,8 @@ for _name, _fn, _rel, _sign in (
         check=_broadcast_check(_name),
         nondiff=(0, 1),
         doc=f"1.0 where a {_sign} b, else 0.0 (no gradient)",
+        onnx=lambda b, x, y, _op={"gt": "Greater", "ge": "GreaterOrEqual", "lt": "Less",
+                                  "le": "LessOrEqual"}[_name]: b.cast(b.op(_op, x, y), b.dtype),
     )
 del _name, _fn, _rel, _sign
 
@@ -559,6 +580,7 @@ defop(
     [_matmul_va, _matmul_vb],
     sym=lambda a, b: np.matmul(a, b),
     check=_matmul_check,
+    onnx=lambda b, x, y: b.op("MatMul", x, y),
 )
 
 
@@ -578,6 +600,7 @@ defop(
     lambda a, axis=None, keepdims=False: a.sum(axis=axis, keepdims=keepdims),
     [lambda g, ans, a, axis=None, keepdims=False: _expand_to(g, a.shape, axis, keepdims)],
     sym=_reduce_sym(np.sum),
+    onnx=lambda b, x, axis=None, keepdims=False: b.reduce("ReduceSum", x, axis, keepdims),
 )
 
 
@@ -599,6 +622,7 @@ defop(
     sym=lambda a, axis=None, keepdims=False: np.asarray(
         np.sum(a, axis=axis, keepdims=keepdims) / _mean_count(a.shape, axis), dtype=object
     ),
+    onnx=lambda b, x, axis=None, keepdims=False: b.reduce("ReduceMean", x, axis, keepdims),
 )
 
 
@@ -632,6 +656,7 @@ defop(
     lambda a, axis=None, keepdims=False: a.max(axis=axis, keepdims=keepdims),
     [_max_vjp],
     sym=_max_sym,
+    onnx=lambda b, x, axis=None, keepdims=False: b.reduce("ReduceMax", x, axis, keepdims),
 )
 
 
@@ -656,6 +681,7 @@ defop(
     [lambda g, ans, a, shape: np.reshape(g, a.shape)],
     sym=lambda a, shape: np.reshape(a, shape),
     check=_reshape_check,
+    onnx=lambda b, x, shape: b.op("Reshape", x, b.ints(shape)),
 )
 
 
@@ -670,6 +696,8 @@ defop(
     lambda a, axes=None: np.transpose(a, axes),
     [lambda g, ans, a, axes=None: np.transpose(g, _inverse_axes(axes, a.ndim))],
     sym=lambda a, axes=None: np.transpose(a, axes),
+    onnx=lambda b, x, axes=None: b.op("Transpose", x, perm=[
+        a % len(b.shape) for a in (range(len(b.shape))[::-1] if axes is None else axes)]),
 )
 
 
@@ -702,6 +730,7 @@ defop(
     [_getitem_vjp],
     sym=lambda a, index: np.asarray(a[index], dtype=object),
     check=_getitem_check,
+    onnx=lambda b, x, index: b.index(x, index),
 )
 
 
@@ -729,6 +758,7 @@ defop(
     sym=lambda *xs, axis=0: np.concatenate(xs, axis=axis),
     check=_concat_check,
     variadic=True,
+    onnx=lambda b, *xs, axis=0: b.op("Concat", *xs, axis=axis),
 )
 
 
@@ -747,6 +777,8 @@ defop(
     check=_stack_check,
     always_check=True,
     variadic=True,
+    onnx=lambda b, *xs, axis=0: b.op(
+        "Concat", *[b.op("Unsqueeze", x, b.ints([axis])) for x in xs], axis=axis),
 )
 
 
@@ -781,12 +813,14 @@ defop(
     _softmax,
     [lambda g, ans, a, axis=-1: ans * (g - (g * ans).sum(axis=axis, keepdims=True))],
     sym=_softmax_sym,
+    onnx=lambda b, x, axis=-1: b.softmax(x, axis),
 )
 defop(
     "log_softmax",
     _log_softmax,
     [lambda g, ans, a, axis=-1: g - np.exp(ans) * g.sum(axis=axis, keepdims=True)],
     sym=_log_softmax_sym,
+    onnx=lambda b, x, axis=-1: b.log_softmax(x, axis),
 )
 
 
@@ -812,6 +846,7 @@ defop(
     sym=lambda p, t: np.asarray(np.sum((p - t) ** 2) / p.size, dtype=object),
     check=_same_shape_check("mse_loss"),
     always_check=True,
+    onnx=lambda b, p, t: b.reduce("ReduceMean", b.op("Mul", d := b.op("Sub", p, t), d)),
 )
 
 
@@ -878,6 +913,10 @@ defop(
     check=_ce_check,
     always_check=True,
     nondiff=(1,),
+    # (axis counted from 0: the reference evaluator's GatherElements misreads axis=-1)
+    onnx=lambda b, x, labels: b.op("Neg", b.reduce("ReduceMean", b.op(
+        "GatherElements", b.log_softmax(x, -1),
+        b.op("Unsqueeze", b.cast(labels, np.int64), b.ints([-1])), axis=len(b.in_shapes[0]) - 1))),
 )
 
 
@@ -901,6 +940,9 @@ defop(
     sym=_bce_sym,
     check=_same_shape_check("binary_cross_entropy_with_logits"),
     always_check=True,
+    onnx=lambda b, x, y: b.reduce("ReduceMean", b.op("Add", b.op(
+        "Sub", b.op("Relu", x), b.op("Mul", x, y)),
+        b.log1p(b.op("Exp", b.op("Neg", b.op("Abs", x)))))),
 )
 
 
