@@ -135,8 +135,8 @@ def defop(
         raise GraphError(f"op {name!r} is already registered; pick another name")
     lower = {t: r for t, r in (("torch", torch), ("onnx", onnx)) if r is not None}
     op = OpDef(
-        name, forward, tuple(vjps), sym, check, tuple(nondiff), variadic, always_check, doc,
-        lower=lower,
+        name, forward, tuple(vjps), sym, check, tuple(nondiff), variadic, always_check,
+        doc=doc, lower=lower,  # (by keyword: ``reads`` comes between, None = reads all)
     )
     _REGISTRY[name] = op
     return op
@@ -327,8 +327,8 @@ def _torch_reshape(torch, a, shape):
 
 def _torch_transpose(torch, a, axes=None):
     if axes is None:
-        return a.permute(*reversed(range(a.ndim)))
-    return a.permute(*(int(x) % a.ndim for x in axes))
+        return a.permute(tuple(reversed(range(a.ndim))))
+    return a.permute(tuple(int(x) % a.ndim for x in axes))
 
 
 def _torch_getitem(torch, a, index):
@@ -337,7 +337,7 @@ def _torch_getitem(torch, a, index):
         # torch slices take no negative step: pick the same elements by their flat positions
         # (numpy computes which, on the shape alone); the gradient adds up as np.add.at does
         flat = np.arange(int(np.prod(a.shape)), dtype=np.int64).reshape(tuple(a.shape))[index]
-        return a.reshape(-1)[torch.as_tensor(np.ascontiguousarray(flat), device=a.device)]
+        return a.reshape(-1)[torch.as_tensor(np.array(flat, copy=True), device=a.device)]
     conv = tuple(
         torch.as_tensor(np.asarray(i), device=a.device) if isinstance(i, (list, np.ndarray))
         else int(i) if isinstance(i, np.integer) else i

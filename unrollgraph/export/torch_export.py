@@ -97,8 +97,9 @@ class _Program:
         states = {id(t.node): k for k, t in cell.states.items()}
         self.params: list = []  # (slot, cell name)
         self.consts: list = []  # (slot, numpy value)
-        self.inputs = {k: slot[id(t.node)] for k, t in cell.inputs.items()}
-        self.states = {k: slot[id(t.node)] for k, t in cell.states.items()}
+        # (an input or state nothing reads is not in the graph: no slot)
+        self.inputs = {k: slot.get(id(t.node)) for k, t in cell.inputs.items()}
+        self.states = {k: slot.get(id(t.node)) for k, t in cell.states.items()}
         self.shared: list = []  # (slot, rule, input slots, attrs, node)
         self.step: list = []
         missing: dict = {}
@@ -192,8 +193,11 @@ class CellModule(torch.nn.Module):
                 self._inits[k] = f"%init{j}"
         self._step_prog = [(s, r, ins, kw) for s, r, ins, kw, _n in prog.step]
         self._shared_prog = [(s, r, ins, kw) for s, r, ins, kw, _n in prog.shared]
-        self._input_slots = [prog.inputs[k] for k in self.input_names]
-        self._state_slots = [prog.states[k] for k in self.state_names]
+        # (slot, index among the inputs / states) of those the body reads
+        self._input_slots = [(prog.inputs[k], j) for j, k in enumerate(self.input_names)
+                             if prog.inputs[k] is not None]
+        self._state_slots = [(prog.states[k], j) for j, k in enumerate(self.state_names)
+                             if prog.states[k] is not None]
         self._out_slots = [prog.outputs[k] for k in self.output_names]
         self._fb_slots = list(prog.feedback.values())
 
@@ -438,10 +442,10 @@ class CellModule(torch.nn.Module):
         kept = [] if keep_states else None
         for t in range(T):
             v = list(base)
-            for s, x in zip(self._input_slots, per_step):
-                v[s] = x[t]
-            for s, value in zip(self._state_slots, h):
-                v[s] = value
+            for s, j in self._input_slots:
+                v[s] = per_step[j][t]
+            for s, j in self._state_slots:
+                v[s] = h[j]
             with torch.no_grad() if t < first_kept else _NULL:
                 self._eval(self._step_prog, v, t)
                 ys = [v[s] for s in self._out_slots]
