@@ -26,7 +26,7 @@ def main(argv=None) -> int:
         return 0
     page = Path(args.write)
     text = page.read_text(encoding="utf-8")
-    pattern = re.compile(re.escape(BEGIN) + r"\n.*?\n" + re.escape(END), re.S)
+    pattern = re.compile(re.escape(BEGIN) + r"\n(?:.*?\n)?" + re.escape(END), re.S)
     if not pattern.search(text):
         print(f"error: {page} has no {BEGIN} ... {END} markers", file=sys.stderr)
         return 1
