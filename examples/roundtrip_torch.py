@@ -174,7 +174,15 @@ def parse_args(argv=None):
 def main(argv=None, out=print) -> dict:
     """Run the round trip; returns the figures it printed, as numbers."""
     args = parse_args(argv)
-    torch.set_num_threads(1)  # the numpy side runs on one thread too: a fair comparison
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the numpy side: the same cores for both engines
+    try:
+        return _run(args, out)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(args, out) -> dict:
     folder = Path(args.out)
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(args.seed)
@@ -207,7 +215,7 @@ def main(argv=None, out=print) -> dict:
     per_epoch_ug = time_ug_epoch(args, train_set)
     out(f"   test MSE after {args.epochs} epochs: {test:.4f} (baseline {BASELINE:.4f})")
     out(f"   time per epoch ({args.batches} batches of {args.batch}, T={args.steps}, float64, "
-        f"one thread): PyTorch {per_epoch_torch:.2f} s per epoch, unrollgraph "
+        f"PyTorch on one thread): PyTorch {per_epoch_torch:.2f} s per epoch, unrollgraph "
         f"{per_epoch_ug:.2f} s per epoch")
 
     # 4. bring the weights back, check them, and look at the gradient flow again

@@ -302,7 +302,7 @@ def test_weights_round_trip_bit_for_bit(dtype):
     cell = ug.nn.LSTM(2, 3, num_layers=2, seed=0, dtype=dtype)
     before = {k: _bits(v) for k, v in cell.state_dict().items()}
     module = ug.export.to_torch(cell)
-    for k, p in cell.parameters().items():
+    for k in cell.parameters():
         assert _bits(module.get_parameter(k)) == before[k]
     opt = torch.optim.Adam(module.parameters(), lr=0.01)  # train: every weight moves
     for _ in range(3):
