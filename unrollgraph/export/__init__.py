@@ -5,18 +5,19 @@ registered op carries one rule per target beside its numpy forward (see
 :func:`unrollgraph.ops.deflower`). ``import unrollgraph`` never imports torch or onnx: each
 target's module is imported on first use (``ug.export.to_torch`` imports torch then).
 
-* PyTorch (``pip install 'unrollgraph[torch]'``): :func:`to_torch`, :func:`from_torch`,
-  :func:`torch_tbptt` (in :mod:`unrollgraph.export.torch_export`).
+* PyTorch (``pip install 'unrollgraph[torch]'``): :func:`to_torch` (a :class:`CellModule`),
+  :func:`from_torch`, :func:`torch_tbptt` (in :mod:`unrollgraph.export.torch_export`).
 * ONNX (``pip install 'unrollgraph[onnx]'``): :func:`to_onnx`.
 * :func:`lowering_table`: which op lowers to which target.
 """
 
 from __future__ import annotations
 
-__all__ = ["to_torch", "from_torch", "torch_tbptt", "to_onnx", "lowering_table"]
+__all__ = ["to_torch", "from_torch", "torch_tbptt", "CellModule", "to_onnx", "lowering_table"]
 
 _WHERE = {"to_torch": "torch_export", "from_torch": "torch_export",
-          "torch_tbptt": "torch_export", "to_onnx": "onnx_export"}
+          "torch_tbptt": "torch_export", "CellModule": "torch_export",
+          "to_onnx": "onnx_export"}
 _EXTRA = {"torch": "torch", "onnx": "onnx", "onnxruntime": "onnx"}
 
 

@@ -483,6 +483,17 @@ class CellModule(torch.nn.Module):
         return {k: self._parameters[t].detach() for k, t in self.torch_names.items()}
 
 
+def _detached(state):
+    """A state as given to ``module(xs, state=...)``, cut from any graph."""
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, Mapping):
+        return {k: _detached(v) for k, v in state.items()}
+    if isinstance(state, (tuple, list)):
+        return tuple(_detached(v) for v in state)
+    return state
+
+
 def _unsqueeze(x):
     return x.unsqueeze(0) if isinstance(x, torch.Tensor) else np.asarray(x)[None]
 
@@ -724,9 +735,7 @@ def torch_tbptt(module: CellModule, xs, targets, loss_fn, k1: int, k2: int, opti
             optimizer.zero_grad()
         window = ({k: v[begin:end] for k, v in xs.items()} if isinstance(xs, Mapping)
                   else xs[begin:end])
-        start = starts[begin]
-        if start is not None:
-            start = tuple(s.detach() for s in start) if isinstance(start, tuple) else start
+        start = _detached(starts[begin])
         outs, _finals, kept = module._run(window, start, None, None, None, True)
         pred = outs[0][length - n:]
         if readout is not None:
