@@ -1,6 +1,7 @@
 """Design a cell in unrollgraph, train it in PyTorch, bring the weights back and look again.
 
-1. design: an LSTM written out gate by gate, with its readout inside the cell, and draw it;
+1. design: an LSTM written out gate by gate, with its readout inside the cell and the chrono
+   initialisation of its gate biases, and draw it;
 2. export: ``ug.export.to_torch(cell)`` gives a ``torch.nn.Module`` with the cell's
    parameter names, checked against unrollgraph on one batch (outputs and gradients);
 3. train it there on the adding problem (T = 200, batch 64: a task that needs memory over
@@ -46,11 +47,15 @@ def adding_problem(n: int, steps: int, rng) -> tuple[np.ndarray, np.ndarray]:
         :, None]
 
 
-def design(hidden: int, seed: int, forget_bias: float) -> ug.Cell:
+def design(hidden: int, seed: int, horizon: int) -> ug.Cell:
     """An LSTM (PyTorch's gate order i, f, g, o) whose readout y = h V^T + d is part of the
     cell, so that the whole model is one cell: exported, trained and brought back at once.
-    The forget gate's bias starts at ``forget_bias`` (the usual trick: a cell that keeps its
-    memory until it learns what to forget)."""
+
+    The gate biases get the chrono initialisation of Tallec and Ollivier (2018), "Can
+    recurrent neural networks warp time?": the forget gate's bias is log(u) with u drawn from
+    U(1, horizon - 1), and the input gate's is its negative, so that unit j starts out
+    keeping its memory for about u_j steps. The memory time scales then span the sequence,
+    and the gradient of the last step's loss reaches its first steps from the start."""
     rng = np.random.default_rng(seed)
     H, k = hidden, 1.0 / np.sqrt(hidden)
     cell = ug.Cell("adding_lstm")
@@ -60,7 +65,8 @@ def design(hidden: int, seed: int, forget_bias: float) -> ug.Cell:
     W = cell.param("W", rng.uniform(-k, k, (4 * H, 2)))
     U = cell.param("U", rng.uniform(-k, k, (4 * H, H)))
     bias = np.zeros(4 * H)
-    bias[H:2 * H] = forget_bias
+    bias[H:2 * H] = np.log(rng.uniform(1.0, max(horizon - 1, 2), H))  # forget gate
+    bias[0:H] = -bias[H:2 * H]  # input gate
     b = cell.param("b", bias)
     V = cell.param("V", rng.uniform(-k, k, (1, H)))
     d = cell.param("d", np.array([1.0]))  # starts at the mean of the target
@@ -132,7 +138,7 @@ def train_torch(module, train_set, test_set, args, out):
 def time_ug_epoch(args, train_set) -> float:
     """One epoch of unrollgraph's own training (ug.train.fit, Adam, the same clipping) of a
     fresh copy of the cell, on the same batches."""
-    cell = design(args.hidden, args.seed, args.forget_bias)
+    cell = design(args.hidden, args.seed, args.steps)
     net = ug.unroll(cell, steps=args.steps)
     opt = ug.optim.Adam(cell.parameters(), lr=args.lr)
     start = time.perf_counter()
@@ -154,12 +160,10 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=200, help="sequence length T (default 200)")
     p.add_argument("--batch", type=int, default=64, help="sequences per batch (default 64)")
     p.add_argument("--batches", type=int, default=40, help="batches per epoch (default 40)")
-    p.add_argument("--epochs", type=int, default=25, help="epochs in PyTorch (default 25)")
+    p.add_argument("--epochs", type=int, default=20, help="epochs in PyTorch (default 20)")
     p.add_argument("--hidden", type=int, default=32, help="hidden units (default 32)")
     p.add_argument("--lr", type=float, default=0.01, help="Adam learning rate (default 0.01)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip (default 1)")
-    p.add_argument("--forget-bias", type=float, default=3.0,
-                   help="initial bias of the forget gate (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="where PyTorch trains (cpu, cuda...)")
     p.add_argument("--out", default="out/roundtrip", help="where the pictures go")
@@ -190,8 +194,8 @@ def _run(args, out) -> dict:
     test_set = adding_problem(256 if not args.tiny else 16, args.steps, rng)
 
     # 1. design and draw
-    cell = design(args.hidden, args.seed, args.forget_bias)
-    untrained = design(args.hidden, args.seed, args.forget_bias)  # the same weights, kept
+    cell = design(args.hidden, args.seed, args.steps)
+    untrained = design(args.hidden, args.seed, args.steps)  # the same weights, kept
     print_cell = "\n".join("  " + line for line in str(cell).splitlines())
     out(f"1. the cell, as unrollgraph prints it:\n{print_cell}")
     diagram = ug.render(cell)
