@@ -388,6 +388,28 @@ def test_step_by_step_equals_the_sequence_and_a_cell_without_inputs_runs():
     close(last, wlast.data, "cell without inputs: final state")
 
 
+def test_the_module_computes_where_its_parameters_are():
+    """On the meta device (shapes only) every tensor the module makes (initial states,
+    masks, padded inputs, constants) must be made there too: one made on the CPU would be
+    refused by the first op that mixes them. On a GPU, when there is one, the values too."""
+    devices = ["meta"] + (["cuda"] if torch.cuda.is_available() else [])
+    cell = every_op_cell()
+    cpu = ug.export.to_torch(cell)
+    xs = torch.randn(5, 3, 3, dtype=torch.float64)
+    want, _ = cpu(xs, lengths=[5, 2, 0], truncate=3)
+    for device in devices:
+        module = ug.export.to_torch(cell).to(device)
+        x = xs.to(device).requires_grad_()
+        out, (h, c) = module(x, lengths=[5, 2, 0], truncate=3)
+        assert out["y"].device.type == h.device.type == device
+        (out["y"].sum() + c.sum()).backward()
+        assert x.grad.device.type == device
+        assert all(p.grad.device.type == device for p in module.parameters()
+                   if p.grad is not None)
+        if device != "meta":
+            close(out["y"].cpu(), want["y"].detach().numpy(), f"outputs on {device}")
+
+
 def test_bad_calls_raise_named_errors():
     module = ug.export.to_torch(ug.nn.LSTMCell(3, 4, seed=0))
     xs = torch.zeros(5, 2, 3, dtype=torch.float64)
@@ -480,6 +502,18 @@ def test_importing_unrollgraph_imports_neither_torch_nor_onnx():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                           text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_without_torch_the_error_names_the_extra_to_install():
+    code = ("import sys; sys.modules['torch'] = None\n"  # as if torch were not installed
+            "import unrollgraph as ug\n"
+            "try:\n    ug.export.to_torch\n"
+            "except ug.LoweringError as e:\n    print(e.target, e)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("torch ug.export.to_torch needs the torch package")
+    assert "pip install 'unrollgraph[torch]'" in done.stdout
 
 
 def test_docs_hold_the_lowering_table_of_the_registry():
