@@ -122,7 +122,7 @@ def test_ready_cells_match_unrollgraph(kind, run):
         compare(cell, xs, None)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(spec=cells(), data=st.data())
 def test_random_cells_match_unrollgraph(spec, data):
     T = data.draw(st.integers(1, 5), label="T")
