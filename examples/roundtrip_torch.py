@@ -20,14 +20,20 @@ and ``flow.png`` (the two gradient flows).
 
 from __future__ import annotations
 
-import argparse
-import time
-from pathlib import Path
+import os
 
-import numpy as np
-import torch
+# one thread for each engine, so that the epoch times compare like with like (and numpy's
+# BLAS threads do not fight PyTorch's for the cores): set before numpy is first imported
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import unrollgraph as ug
+import argparse  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import unrollgraph as ug  # noqa: E402
 
 BASELINE = 1.0 / 6.0  # MSE of always predicting 1, the mean of the sum of two U(0, 1) values
 
@@ -179,7 +185,7 @@ def main(argv=None, out=print) -> dict:
     """Run the round trip; returns the figures it printed, as numbers."""
     args = parse_args(argv)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the numpy side: the same cores for both engines
+    torch.set_num_threads(1)  # as numpy (above)
     try:
         return _run(args, out)
     finally:
@@ -219,7 +225,7 @@ def _run(args, out) -> dict:
     per_epoch_ug = time_ug_epoch(args, train_set)
     out(f"   test MSE after {args.epochs} epochs: {test:.4f} (baseline {BASELINE:.4f})")
     out(f"   time per epoch ({args.batches} batches of {args.batch}, T={args.steps}, float64, "
-        f"PyTorch on one thread): PyTorch {per_epoch_torch:.2f} s per epoch, unrollgraph "
+        f"one thread each): PyTorch {per_epoch_torch:.2f} s per epoch, unrollgraph "
         f"{per_epoch_ug:.2f} s per epoch")
 
     # 4. bring the weights back, check them, and look at the gradient flow again

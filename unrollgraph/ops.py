@@ -333,6 +333,12 @@ def _torch_transpose(torch, a, axes=None):
 
 def _torch_getitem(torch, a, index):
     items = index if isinstance(index, tuple) else (index,)
+    for i in items:  # the common case first: ints, slices with positive steps, None, ...
+        if isinstance(i, (list, np.ndarray, np.integer)) or (
+                type(i) is slice and i.step is not None and i.step < 0):
+            break
+    else:
+        return a[index]
     if any(isinstance(i, slice) and i.step is not None and i.step < 0 for i in items):
         # torch slices take no negative step: pick the same elements by their flat positions
         # (numpy computes which, on the shape alone); the gradient adds up as np.add.at does
