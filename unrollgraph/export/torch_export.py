@@ -372,7 +372,8 @@ class CellModule(torch.nn.Module):
         truncate : int, optional
             Truncated BPTT as ``ug.unroll(cell, T, truncate=k)``: the ops of steps
             ``t < T - k`` take no part in the backward pass (the inputs and the initial state
-            themselves are never cut: an output that *is* an input passes its gradient on).
+            themselves are never cut: without ``lengths=``, an output that *is* an input
+            passes its gradient on).
             ``k >= T`` is full BPTT.
         steps : int, optional
             The number of steps, for a cell without inputs only.
