@@ -87,7 +87,7 @@ __all__ = [
     "AnomalyError", "RenderError", "GradcheckError", "TrainingError", "DTypeError",
     "InvalidNameError",
     "LoweringError",
-    "optim", "train", "clip_grad_norm", "clip_grad_value",
+    "optim", "train", "export", "clip_grad_norm", "clip_grad_value",
     "normalize_grad_norm", "gradient_flow", "compare_flows", "GradientFlow",
     "truncation_error", "tbptt_truncation_error", "TruncationError",
     "explain", "Explanation", "symbolic", "to_sympy", "export",

@@ -8,6 +8,10 @@ function per input, so the engine computes only the gradients it needs (no ``dx`
 Symbolic contract: ``OpDef.sym(*inputs, **attrs)`` takes numpy object arrays of sympy
 expressions (one element per array element) and returns the object array of the output. The
 test suite differentiates it with sympy and compares with the VJP, for every op.
+
+Lowering contract: ``OpDef.lower["torch"]`` is ``rule(torch, *inputs, **attrs)``, given the
+``torch`` module, the op's input tensors in order and the node's attributes, returning the
+tensor ``forward`` computes (:mod:`unrollgraph.export.torch_export`).
 """
 
 from __future__ import annotations
@@ -131,8 +135,8 @@ def defop(
         raise GraphError(f"op {name!r} is already registered; pick another name")
     lower = {t: r for t, r in (("torch", torch), ("onnx", onnx)) if r is not None}
     op = OpDef(
-        name, forward, tuple(vjps), sym, check, tuple(nondiff), variadic, always_check, doc,
-        lower=lower,
+        name, forward, tuple(vjps), sym, check, tuple(nondiff), variadic, always_check,
+        doc=doc, lower=lower,  # (by keyword: ``reads`` comes between, None = reads all)
     )
     _REGISTRY[name] = op
     return op
@@ -274,6 +278,86 @@ def _expand_to(g, shape, axis, keepdims):
 
 
 # ---------------------------------------------------------------------------------------------
+# torch lowering rules too long for one line: rule(torch, *inputs, **attrs) -> torch.Tensor
+# (``torch`` is the module, passed in so that importing unrollgraph never imports it)
+
+
+def _torch_powc(torch, a, p):
+    return torch.pow(a, int(p) if isinstance(p, (int, np.integer)) else float(p))
+
+
+def _torch_bound(v):
+    return None if v is None else float(v)
+
+
+def _torch_clip(torch, a, lo=None, hi=None):
+    if lo is None and hi is None:
+        return a  # np.clip(a, None, None) is a itself
+    return torch.clamp(a, min=_torch_bound(lo), max=_torch_bound(hi))
+
+
+def _torch_compare(name):
+    """gt/ge/lt/le: 0/1 in the operands' float type (float64 when neither is a float)."""
+
+    def rule(torch, a, b):
+        floats = [t.dtype for t in (a, b) if t.is_floating_point()]
+        dtype = floats[0] if len(floats) == 1 else (
+            torch.promote_types(*floats) if floats else torch.float64)
+        return getattr(torch, name)(a, b).to(dtype)
+
+    return rule
+
+
+def _torch_reduce(fn):
+    """sum / mean / max (``amax``: ties share the gradient, as the VJP above does)."""
+
+    def rule(torch, a, axis=None, keepdims=False):
+        dims = _axis_tuple(axis, a.ndim)
+        if not dims:  # a 0-d value, or axis=(): numpy reduces nothing
+            return a
+        return getattr(torch, fn)(a, dim=dims, keepdim=bool(keepdims))
+
+    return rule
+
+
+def _torch_reshape(torch, a, shape):
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    return torch.reshape(a, tuple(int(s) for s in shape))
+
+
+def _torch_transpose(torch, a, axes=None):
+    if axes is None:
+        return a.permute(tuple(reversed(range(a.ndim))))
+    return a.permute(tuple(int(x) % a.ndim for x in axes))
+
+
+def _torch_getitem(torch, a, index):
+    items = index if isinstance(index, tuple) else (index,)
+    for i in items:  # the common case first: ints, slices with positive steps, None, ...
+        if isinstance(i, (list, np.ndarray, np.integer)) or (
+                type(i) is slice and i.step is not None and i.step < 0):
+            break
+    else:
+        return a[index]
+    if any(isinstance(i, slice) and i.step is not None and i.step < 0 for i in items):
+        # torch slices take no negative step: pick the same elements by their flat positions
+        # (numpy computes which, on the shape alone); the gradient adds up as np.add.at does
+        flat = np.arange(int(np.prod(a.shape)), dtype=np.int64).reshape(tuple(a.shape))[index]
+        return a.reshape(-1)[torch.as_tensor(np.array(flat, copy=True), device=a.device)]
+    conv = tuple(
+        torch.as_tensor(np.asarray(i), device=a.device) if isinstance(i, (list, np.ndarray))
+        else int(i) if isinstance(i, np.integer) else i
+        for i in items
+    )
+    return a[conv if isinstance(index, tuple) else conv[0]]
+
+
+def _torch_cross_entropy(torch, logits, labels):
+    picked = torch.log_softmax(logits, dim=-1).gather(-1, labels.long().unsqueeze(-1))
+    return -picked.squeeze(-1).mean()
+
+
+# ---------------------------------------------------------------------------------------------
 # elementwise arithmetic
 
 
@@ -289,6 +373,7 @@ _bin(
     lambda g, ans, a, b: unbroadcast(g, a.shape),
     lambda g, ans, a, b: unbroadcast(g, b.shape),
     lambda a, b: a + b,
+    torch=lambda torch, a, b: a + b,
     onnx=lambda b, x, y: b.op("Add", x, y),
 )
 _bin(
@@ -297,6 +382,7 @@ _bin(
     lambda g, ans, a, b: unbroadcast(g, a.shape),
     lambda g, ans, a, b: unbroadcast(-g, b.shape),
     lambda a, b: a - b,
+    torch=lambda torch, a, b: a - b,
     onnx=lambda b, x, y: b.op("Sub", x, y),
 )
 _bin(
@@ -305,6 +391,7 @@ _bin(
     lambda g, ans, a, b: unbroadcast(g * b, a.shape),
     lambda g, ans, a, b: unbroadcast(g * a, b.shape),
     lambda a, b: a * b,
+    torch=lambda torch, a, b: a * b,
     onnx=lambda b, x, y: b.op("Mul", x, y),
 )
 _bin(
@@ -313,6 +400,7 @@ _bin(
     lambda g, ans, a, b: unbroadcast(g / b, a.shape),
     lambda g, ans, a, b: unbroadcast(-g * ans / b, b.shape),
     lambda a, b: a / b,
+    torch=lambda torch, a, b: a / b,
     onnx=lambda b, x, y: b.op("Div", x, y),
 )
 
@@ -349,6 +437,7 @@ _bin(
     _pow_grad_base,
     _pow_grad_exponent,
     lambda a, b: a**b,
+    torch=lambda torch, a, b: torch.pow(a, b),
     onnx=lambda b, x, y: b.op("Pow", x, y),
 )
 defop(
@@ -356,10 +445,12 @@ defop(
     lambda a, p: np.power(a, p),
     [_powc_grad],
     sym=lambda a, p: a**p,
+    torch=_torch_powc,
     doc="a ** p for a constant exponent p (attribute)",
     onnx=lambda b, x, p: b.op("Pow", x, b.const(p)),
 )
 defop("neg", np.negative, [lambda g, ans, a: -g], sym=lambda a: -a,
+      torch=lambda torch, a: -a,
       onnx=lambda b, x: b.op("Neg", x))
 
 
@@ -386,6 +477,7 @@ _bin(
     np.maximum,
     *_max_like(lambda a, b: a < b),
     _ew(lambda a, b: _sympy().Max(a, b)),
+    torch=lambda torch, a, b: torch.maximum(a, b),
     onnx=lambda b, x, y: b.op("Max", x, y),
 )
 _bin(
@@ -393,6 +485,7 @@ _bin(
     np.minimum,
     *_max_like(lambda a, b: a > b),
     _ew(lambda a, b: _sympy().Min(a, b)),
+    torch=lambda torch, a, b: torch.minimum(a, b),
     onnx=lambda b, x, y: b.op("Min", x, y),
 )
 
@@ -415,11 +508,14 @@ def _sigmoid(x):
 
 
 defop("exp", np.exp, [lambda g, ans, a: g * ans], sym=_ew(lambda a: _sympy().exp(a)),
+      torch=lambda torch, a: torch.exp(a),
       onnx=lambda b, x: b.op("Exp", x))
 defop("log", np.log, [lambda g, ans, a: g / a], sym=_ew(lambda a: _sympy().log(a)),
+      torch=lambda torch, a: torch.log(a),
       onnx=lambda b, x: b.op("Log", x))
 defop(
     "tanh", np.tanh, [lambda g, ans, a: g * (1.0 - ans * ans)], sym=_ew(lambda a: _sympy().tanh(a)),
+    torch=lambda torch, a: torch.tanh(a),
     onnx=lambda b, x: b.op("Tanh", x),
 )
 defop(
@@ -427,6 +523,7 @@ defop(
     _sigmoid,
     [lambda g, ans, a: g * ans * (1.0 - ans)],
     sym=_ew(lambda a: 1 / (1 + _sympy().exp(-a))),
+    torch=lambda torch, a: torch.sigmoid(a),
     # numpy's 1 / (1 + exp(-x)): onnxruntime's Sigmoid loses relative accuracy below 0
     onnx=lambda b, x: b.op("Reciprocal", b.op("Add", b.op("Exp", b.op("Neg", x)), b.const(1))),
 )
@@ -435,11 +532,14 @@ defop(
     lambda a: np.maximum(a, 0).astype(a.dtype, copy=False),
     [lambda g, ans, a: g * (a > 0)],
     sym=_ew(lambda a: _sympy().Max(a, 0)),
+    torch=lambda torch, a: torch.relu(a),
     onnx=lambda b, x: b.op("Relu", x),
 )
 defop("sqrt", np.sqrt, [lambda g, ans, a: g / (2.0 * ans)], sym=_ew(lambda a: _sympy().sqrt(a)),
+      torch=lambda torch, a: torch.sqrt(a),
       onnx=lambda b, x: b.op("Sqrt", x))
 defop("abs", np.abs, [lambda g, ans, a: g * np.sign(a)], sym=_ew(lambda a: _sympy().Abs(a)),
+      torch=lambda torch, a: torch.abs(a),
       onnx=lambda b, x: b.op("Abs", x))
 defop(
     "clip",
@@ -452,6 +552,7 @@ defop(
         lambda x: _sympy().Min(_sympy().Max(x, -_sympy().oo if lo is None else lo),
                                _sympy().oo if hi is None else hi)
     )(a),
+    torch=_torch_clip,
     onnx=lambda b, x, lo=None, hi=None: b.clip(x, lo, hi),
 )
 defop(
@@ -463,6 +564,7 @@ defop(
         lambda g, ans, c, a, b: unbroadcast(np.where(c, 0.0, g), b.shape),
     ],
     sym=lambda c, a, b: np.where(c.astype(bool), a, b),
+    torch=lambda torch, c, a, b: torch.where(c != 0, a, b),
     check=_broadcast_check("where"),
     nondiff=(0,),
     onnx=lambda b, c, x, y: b.op("Where", b.cast(c, bool), x, y),
@@ -502,6 +604,7 @@ for _name, _fn, _rel, _sign in (
         _compare(_fn),
         [None, None],
         sym=_compare_sym(_rel),
+        torch=_torch_compare(_name),
         check=_broadcast_check(_name),
         nondiff=(0, 1),
         doc=f"1.0 where a {_sign} b, else 0.0 (no gradient)",
@@ -579,6 +682,7 @@ defop(
     _matmul,
     [_matmul_va, _matmul_vb],
     sym=lambda a, b: np.matmul(a, b),
+    torch=lambda torch, a, b: torch.matmul(a, b),
     check=_matmul_check,
     onnx=lambda b, x, y: b.op("MatMul", x, y),
 )
@@ -600,6 +704,7 @@ defop(
     lambda a, axis=None, keepdims=False: a.sum(axis=axis, keepdims=keepdims),
     [lambda g, ans, a, axis=None, keepdims=False: _expand_to(g, a.shape, axis, keepdims)],
     sym=_reduce_sym(np.sum),
+    torch=_torch_reduce("sum"),
     onnx=lambda b, x, axis=None, keepdims=False: b.reduce("ReduceSum", x, axis, keepdims),
 )
 
@@ -622,6 +727,7 @@ defop(
     sym=lambda a, axis=None, keepdims=False: np.asarray(
         np.sum(a, axis=axis, keepdims=keepdims) / _mean_count(a.shape, axis), dtype=object
     ),
+    torch=_torch_reduce("mean"),
     onnx=lambda b, x, axis=None, keepdims=False: b.reduce("ReduceMean", x, axis, keepdims),
 )
 
@@ -656,6 +762,7 @@ defop(
     lambda a, axis=None, keepdims=False: a.max(axis=axis, keepdims=keepdims),
     [_max_vjp],
     sym=_max_sym,
+    torch=_torch_reduce("amax"),
     onnx=lambda b, x, axis=None, keepdims=False: b.reduce("ReduceMax", x, axis, keepdims),
 )
 
@@ -680,6 +787,7 @@ defop(
     lambda a, shape: np.reshape(a, shape),
     [lambda g, ans, a, shape: np.reshape(g, a.shape)],
     sym=lambda a, shape: np.reshape(a, shape),
+    torch=_torch_reshape,
     check=_reshape_check,
     onnx=lambda b, x, shape: b.op("Reshape", x, b.ints(shape)),
 )
@@ -696,6 +804,7 @@ defop(
     lambda a, axes=None: np.transpose(a, axes),
     [lambda g, ans, a, axes=None: np.transpose(g, _inverse_axes(axes, a.ndim))],
     sym=lambda a, axes=None: np.transpose(a, axes),
+    torch=_torch_transpose,
     onnx=lambda b, x, axes=None: b.op("Transpose", x, perm=[
         a % len(b.shape) for a in (range(len(b.shape))[::-1] if axes is None else axes)]),
 )
@@ -729,6 +838,7 @@ defop(
     lambda a, index: a[index],
     [_getitem_vjp],
     sym=lambda a, index: np.asarray(a[index], dtype=object),
+    torch=_torch_getitem,
     check=_getitem_check,
     onnx=lambda b, x, index: b.index(x, index),
 )
@@ -756,6 +866,7 @@ defop(
     lambda *xs, axis=0: np.concatenate(xs, axis=axis),
     [_concat_vjp],
     sym=lambda *xs, axis=0: np.concatenate(xs, axis=axis),
+    torch=lambda torch, *xs, axis=0: torch.cat(xs, dim=axis),
     check=_concat_check,
     variadic=True,
     onnx=lambda b, *xs, axis=0: b.op("Concat", *xs, axis=axis),
@@ -774,6 +885,7 @@ defop(
     lambda *xs, axis=0: np.stack(xs, axis=axis),
     [lambda g, ans, *xs, axis=0, index=0: np.take(g, index, axis=axis)],
     sym=lambda *xs, axis=0: np.stack(xs, axis=axis),
+    torch=lambda torch, *xs, axis=0: torch.stack(xs, dim=axis),
     check=_stack_check,
     always_check=True,
     variadic=True,
@@ -813,6 +925,7 @@ defop(
     _softmax,
     [lambda g, ans, a, axis=-1: ans * (g - (g * ans).sum(axis=axis, keepdims=True))],
     sym=_softmax_sym,
+    torch=lambda torch, a, axis=-1: torch.softmax(a, dim=axis),
     onnx=lambda b, x, axis=-1: b.softmax(x, axis),
 )
 defop(
@@ -820,6 +933,7 @@ defop(
     _log_softmax,
     [lambda g, ans, a, axis=-1: g - np.exp(ans) * g.sum(axis=axis, keepdims=True)],
     sym=_log_softmax_sym,
+    torch=lambda torch, a, axis=-1: torch.log_softmax(a, dim=axis),
     onnx=lambda b, x, axis=-1: b.log_softmax(x, axis),
 )
 
@@ -844,6 +958,7 @@ defop(
         lambda g, ans, p, t: g * (-2.0 / p.size) * (p - t),
     ],
     sym=lambda p, t: np.asarray(np.sum((p - t) ** 2) / p.size, dtype=object),
+    torch=lambda torch, p, t: torch.square(p - t).mean(),
     check=_same_shape_check("mse_loss"),
     always_check=True,
     onnx=lambda b, p, t: b.reduce("ReduceMean", b.op("Mul", d := b.op("Sub", p, t), d)),
@@ -910,6 +1025,7 @@ defop(
     _ce_forward,
     [_ce_vjp, None],
     sym=_ce_sym,
+    torch=_torch_cross_entropy,
     check=_ce_check,
     always_check=True,
     nondiff=(1,),
@@ -938,6 +1054,7 @@ defop(
         lambda g, ans, x, y: g * (-x) / x.size,
     ],
     sym=_bce_sym,
+    torch=lambda torch, x, y: torch.nn.functional.binary_cross_entropy_with_logits(x, y),
     check=_same_shape_check("binary_cross_entropy_with_logits"),
     always_check=True,
     onnx=lambda b, x, y: b.reduce("ReduceMean", b.op("Add", b.op(
@@ -954,6 +1071,7 @@ defop(
     "item",
     lambda tup, index: tup[index],
     [None],
+    torch=lambda torch, tup, index: tup[index],
     doc="output number `index` of a multi-output node",
 )
 

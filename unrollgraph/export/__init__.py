@@ -3,19 +3,74 @@
 The lowering works from the folded cell graph (ops, parameters, states, delay edges); each
 registered op carries one rule per target beside its numpy forward (see
 :func:`unrollgraph.ops.deflower`). ``import unrollgraph`` never imports torch or onnx: each
-target's module is imported on first use.
+target's module is imported on first use (``ug.export.to_torch`` imports torch then).
+
+* PyTorch (``pip install 'unrollgraph[torch]'``): :func:`to_torch` (a :class:`CellModule`),
+  :func:`from_torch`, :func:`torch_tbptt` (in :mod:`unrollgraph.export.torch_export`).
+* ONNX (``pip install 'unrollgraph[onnx]'``): :func:`to_onnx`.
+* :func:`lowering_table`: which op lowers to which target.
 """
 
 from __future__ import annotations
 
-__all__ = ["to_torch", "from_torch", "to_onnx"]
+__all__ = ["to_torch", "from_torch", "torch_tbptt", "CellModule", "to_onnx", "lowering_table"]
 
-_WHERE = {"to_torch": "torch_export", "from_torch": "torch_export", "to_onnx": "onnx_export"}
+_WHERE = {"to_torch": "torch_export", "from_torch": "torch_export",
+          "torch_tbptt": "torch_export", "CellModule": "torch_export",
+          "to_onnx": "onnx_export"}
+_EXTRA = {"torch": "torch", "onnx": "onnx", "onnxruntime": "onnx"}
 
 
 def __getattr__(name):
     if name in _WHERE:
         from importlib import import_module
 
-        return getattr(import_module(f".{_WHERE[name]}", __name__), name)
+        try:
+            module = import_module(f".{_WHERE[name]}", __name__)
+        except ModuleNotFoundError as exc:
+            missing = (exc.name or "").split(".")[0]
+            if missing not in _EXTRA:
+                raise
+            from ..errors import LoweringError
+
+            raise LoweringError(
+                f"ug.export.{name} needs the {missing} package, which is not installed; "
+                f"install it with pip install 'unrollgraph[{_EXTRA[missing]}]'",
+                target=_WHERE[name].split("_")[0],
+            ) from None
+        return getattr(module, name)
     raise AttributeError(f"module 'unrollgraph.export' has no attribute {name!r}")
+
+
+# what the table says of an op that is plumbing, not maths: it never appears inside a cell
+_PLUMBING = {
+    "item": "picks one output of a multi-output node",
+    "unrolled": "a call of an unrolled net in the eager graph; never inside a cell",
+}
+
+
+def lowering_table() -> str:
+    """The Markdown table of which registered op lowers to which export target.
+
+    One row per op of the registry (sorted by name), one column per target: ``yes`` where the
+    op has a rule for that target, ``no`` where a cell using it cannot be exported there.
+    ``docs/export.md`` holds this table; ``python -m unrollgraph.export`` prints it.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> print(ug.export.lowering_table().splitlines()[0])
+    | op | torch | onnx | note |
+    """
+    from ..ops import TARGETS, registry
+
+    lines = ["| op | " + " | ".join(TARGETS) + " | note |",
+             "|---|" + "---|" * len(TARGETS) + "---|"]
+    for name, op in sorted(registry().items()):
+        marks = " | ".join("yes" if t in op.lower else "no" for t in TARGETS)
+        lines.append(f"| `{name}` | {marks} | {_PLUMBING.get(name, '')} |")
+    return "\n".join(lines)
