@@ -168,7 +168,11 @@ def test_ops_view_trunks_parameter_row_and_op_labels():
     text = ug.to_dot(net, loss=L, detail="ops")
     params = [g.id(p) for p in net.param_nodes.values()]
     row = re.search(r"\{rank=source; ([^}]*)\}", text).group(1)
-    assert re.findall(r'"([^"]+)"', row) == params  # every parameter in one row
+    # every parameter in one row, on the side of the steps that reads it: the state's
+    # weights (read by h @ W_hh, on the left of each step) first
+    assert sorted(re.findall(r'"([^"]+)"', row)) == sorted(params)
+    assert re.findall(r'"([^"]+)"', row) == [g.id(net.param_nodes[k]) for k in (
+        "weight_hh", "bias_hh", "weight_ih", "bias_ih")]
     # one trunk per shared node, each labelled × 4, and the junctions in one row
     trunks = [(a, b, r) for (a, b), r in _edges(text).items() if b == a + "_fan"]
     assert len(trunks) == 4 and all("× 4<" in r for _, _, r in trunks)
