@@ -15,6 +15,21 @@ def _edges(text):
             if "invis" not in rest}
 
 
+def _points(text):
+    return set(re.findall(r'^\s*"([^"]+)" \[shape="point"', text, flags=re.M))
+
+
+def _flows(text):
+    """The edges with each junction (a small dot where an edge splits) resolved: a -> j -> b
+    is the flow (a, b), carrying the label of a -> j."""
+    edges, points = _edges(text), _points(text)
+    out = {k: v for k, v in edges.items() if k[0] not in points and k[1] not in points}
+    for (a, j), rest in edges.items():
+        if j in points:
+            out.update({(a, b): rest for (i, b) in edges if i == j})
+    return out
+
+
 def _node_ids(text):
     return re.findall(r'^\s*"([^"]+)" \[', text, flags=re.M)
 
@@ -83,9 +98,10 @@ def test_lstm_has_two_state_rows_and_gru_one(kind):
     net, L = _run(cell)
     g = net.graph
     text = ug.to_dot(net, loss=L, detail="textbook")
-    ranks = _ranks(text)
+    points = _points(text)
+    ranks = [[i for i in r if i not in points] for r in _ranks(text)]
     assert sorted(net.state_nodes) == (["c", "h"] if kind == "lstm" else ["h"])
-    edges = _edges(text)
+    edges = _flows(text)
     for s, ns in net.state_nodes.items():
         assert [g.id(n) for n in [net.init_nodes[s]] + ns] in ranks
         for t in range(1, 4):
@@ -96,6 +112,23 @@ def test_lstm_has_two_state_rows_and_gru_one(kind):
             assert "weight_hh" in edges[(g.id(h[t - 1]), g.id(c[t]))]
             assert "label" not in edges[(g.id(c[t]), g.id(h[t]))]  # o * tanh(c): no weight
             assert "label" not in edges[(g.id(c[t - 1]), g.id(c[t]))]  # f * c: no weight
+        # rows bottom to top: x, c, h, y (c computed first; h, read by the output, on top), so
+        # c_t -> h_t and h_t -> y_t are straight and only x_t -> h_t passes a row
+        import json
+
+        layout = json.loads(ug.render(net, loss=L, detail="textbook").pipe(format="json"))
+        y = {o["name"]: float(o["pos"].split(",")[1]) for o in layout["objects"] if "pos" in o}
+        for t in range(4):
+            column = [g.id(net.input_nodes["x"][t]), g.id(c[t]), g.id(h[t]),
+                      g.id(net.output_nodes["y"][t]) + "_out0"]
+            assert [y[i] for i in column] == sorted(y[i] for i in column)
+            assert len({y[i] for i in column}) == 4
+        # h_{t-1} reaches h_t and c_t through one junction in h's row, labelled once
+        for t in range(1, 4):
+            j = f"{g.id(h[t - 1])}_to_{g.id(h[t])}"
+            assert j in points and "weight_hh" in _edges(text)[(g.id(h[t - 1]), j)]
+            row = next(r for r in _ranks(text) if j in r)
+            assert row.index(g.id(h[t - 1])) < row.index(j) < row.index(g.id(h[t]))
 
 
 def test_a_custom_cell_edges_carry_its_own_parameter_names():

@@ -234,6 +234,8 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows) -> dict:
         if b and d.o["biases"]:
             notes.setdefault(dst, [])
             notes[dst] += [p for p in b if all(p is not q for q in notes[dst])]
+    # states bottom to top in the order a step computes them, as in the unrolled picture
+    shown["s"] = sorted(cell.states, key=lambda s: g.index(cell.feedbacks[s].node))
     for what in ("x", "s", "y"):
         for name in shown[what]:
             key = (what, name)
@@ -357,10 +359,10 @@ class Textbook(_Unrolled):
             self.emit('"unfold" ' + _attrs({"shape": "plaintext", "label": _Html(
                 f'<font point-size="12" color="{self.t["muted"]}">unfold ⟹</font>')}))
             self.n_nodes += 1
-        # states bottom to top in the reverse of the order a step computes them (an LSTM's h
-        # under c, as in Olah's figures): h_{t-1} then rises into c_t, and c_t comes down
-        # into h_t inside the step
-        states = sorted(net.state_nodes, key=lambda s: -g.index(net.state_nodes[s][0]))
+        # states bottom to top in the order a step computes them (an LSTM's c under h): c_t
+        # rises straight into h_t and h_t straight into the output over it; h_{t-1} reaches
+        # c_t and h_t through one junction in h's row, and only x_t -> h_t passes a row
+        states = sorted(net.state_nodes, key=lambda s: g.index(net.state_nodes[s][0]))
         order = ([("x", k) for k in net.input_nodes] + [("s", s) for s in states]
                  + [("y", k) for k in net.output_nodes])
         rank = {key: r for r, key in enumerate(order)}
@@ -375,6 +377,7 @@ class Textbook(_Unrolled):
                       tooltip=f"initial state {s}", hot=id(n0) in self.path)
             rows.add(("s", s), g.id(n0))
         once = {id(n) for n in g.nodes if n.step is None and not n.is_leaf}
+        node_of = {g.id(n): n for n in g.nodes}
         decl = {id(p): i for i, p in enumerate(net.param_nodes.values())}
         is_param = lambda n: n.op == "param"  # noqa: E731
         is_shared = lambda n: id(n) in once  # noqa: E731
@@ -437,19 +440,38 @@ class Textbook(_Unrolled):
                 ids[("s", s)] = g.id(net.state_nodes[s][t])
             for k, ns in net.output_nodes.items():
                 ids[("y", k)] = _out_id(g.id(ns[t]), self.out_index[k])
-            node_of = {g.id(n): n for n in g.nodes}
+            # one source feeding several values through the same weights, one of them in its
+            # own row (h_{t-1} into h_t and c_t through weight_hh): one labelled edge to a
+            # junction in that row, then an arrow to each value
+            groups: dict = {}
             for dst, srcs in found.items():
                 for src, (w, _b) in srcs.items():
-                    a, z = ids[src], ids[dst]
-                    label = f"<i>{_names(w)}</i>" if w else None
-                    if self.o["compact"] and t > 0:  # the same weights at every step:
-                        label = None  # named once, on the first step's edges
-                    src_row = ("s", src[1]) if src[0] == "prev" else src
-                    hot = self.on_path(node_of[a], node_of[z]) if a in node_of and \
-                        z in node_of else False
-                    kind = "recurrent" if src[0] == "prev" else "data"
-                    self.edge(a, z, kind, label=label, label_pt=11, cut=cut, hot=hot,
-                              constraint=rank[src_row] <= rank[dst],
+                    groups.setdefault((src, tuple(id(p) for p in w)), []).append((dst, w))
+            for (src, _), dsts in groups.items():
+                w = dsts[0][1]
+                a = ids[src]
+                label = f"<i>{_names(w)}</i>" if w else None
+                if self.o["compact"] and t > 0:  # the same weights at every step:
+                    label = None  # named once, on the first step's edges
+                src_row = ("s", src[1]) if src[0] == "prev" else src
+                kind = "recurrent" if src[0] == "prev" else "data"
+                hots = {dst: self.on_path(node_of[a], node_of[ids[dst]])
+                        if a in node_of and ids[dst] in node_of else False for dst, _ in dsts}
+                if len(dsts) > 1 and w and any(dst == src_row for dst, _ in dsts):
+                    j = f"{a}_to_{ids[src_row]}"
+                    self.junction(j, kind, f"{_names(w)}: read on the way from "
+                                           f"{self.g.display_name(node_of[a])} to each value "
+                                           "its arrows reach")
+                    row = rows.ids[src_row]
+                    row.insert(row.index(ids[src_row]), j)
+                    self.edge(a, j, kind, label=label, label_pt=11, cut=cut,
+                              hot=any(hots.values()), arrow=False)
+                    src_node, label = j, None
+                else:
+                    src_node = a
+                for dst, _w in dsts:
+                    self.edge(src_node, ids[dst], kind, label=label, label_pt=11, cut=cut,
+                              hot=hots[dst], constraint=rank[src_row] <= rank[dst],
                               xlabel=src_row != dst)
             for k, ns in net.output_nodes.items():
                 if id(ns[t]) in state_ids:
@@ -458,6 +480,13 @@ class Textbook(_Unrolled):
             self.column([ids[key] for key in order if key in ids])
         for key in rows.order:
             self.row(rows.ids[key])
+
+    def junction(self, nid: str, kind: str, tooltip: str) -> None:
+        """A small dot where one edge splits into several."""
+        self.n_nodes += 1
+        colour = self.t["recurrent" if kind == "recurrent" else "edge"]
+        self.emit(f'"{nid}" ' + _attrs({"shape": "point", "width": "0.08", "color": colour,
+                                         "tooltip": tooltip}))
 
     def column(self, ids: list[str]) -> None:
         """Keep one step's values in one column, rows in order (invisible, heavy edges)."""
