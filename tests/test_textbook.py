@@ -4,13 +4,17 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import unrollgraph as ug
 from unrollgraph.render import _out_id
 
 
 def _edges(text):
-    return {(a, b): rest for a, b, rest in
+    """(tail, head) -> attributes of every drawn edge, in the direction its arrow points (an
+    edge written upwards with dir=back points down)."""
+    return {((b, a) if 'dir="back"' in rest else (a, b)): rest for a, b, rest in
             re.findall(r'^\s*"([^"]+)" -> "([^"]+)"(.*)$', text, flags=re.M)
             if "invis" not in rest}
 
@@ -225,3 +229,125 @@ def test_textbook_contributions_list_signed_parts_in_the_legend():
     for t, p in enumerate(parts):
         assert f"step {t}: {_h(_signed(p))}<" in text
     assert np.isclose(parts.sum(), float(net.cell.weight_hh.grad.reshape(-1)[0]))
+
+
+# -- elision: the first and last steps, a ⋯ column for the rest ------------------------------
+def _custom_cell():
+    cell = ug.Cell("mine")
+    x = cell.input("x", (3,))
+    h = cell.state("h", (2,))
+    A = cell.param("A", np.ones((2, 3)) * 0.1)
+    B = cell.param("B", np.eye(2) * 0.5)
+    h_next = ug.tanh(x @ A.T + ug.sigmoid(h @ B.T) * h, name="h_next")
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    return cell
+
+
+_CELLS = {"rnn": lambda: ug.nn.RNNCell(3, 2, seed=0), "lstm": lambda: ug.nn.LSTMCell(3, 2, seed=0),
+          "gru": lambda: ug.nn.GRUCell(3, 2, seed=0), "custom": _custom_cell}
+
+
+def _places(net):
+    """Drawn id -> (row, step) of every input, state and output of the net."""
+    g, out = net.graph, {}
+    for k, ns in net.input_nodes.items():
+        out.update({g.id(n): (("x", k), t) for t, n in enumerate(ns)})
+    for s, ns in net.state_nodes.items():
+        out.update({g.id(n): (("s", s), t) for t, n in enumerate(ns)})
+        out[g.id(net.init_nodes[s])] = (("s", s), -1)
+    for j, (k, ns) in enumerate(net.output_nodes.items()):
+        out.update({_out_id(g.id(n), j): (("y", k), t) for t, n in enumerate(ns)})
+    return out
+
+
+def _label(rest):
+    m = re.search(r"<i>(.*?)</i>", rest)
+    return m.group(1) if m else None
+
+
+def _dot_rows(text, places):
+    """Id of each ⋯ node -> the row it stands in (found from its rank's other nodes)."""
+    out = {}
+    for rank in _ranks(text):
+        rows = {places[i][0] for i in rank if i in places}
+        for i in rank:
+            if i.startswith("elided_") and "_to_" not in i:  # not a junction
+                assert len(rows) == 1
+                out[i] = rows.pop()
+    return out
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.sampled_from(sorted(_CELLS)), st.integers(5, 11), st.integers(1, 2),
+       st.sets(st.integers(0, 10), min_size=1))
+def test_an_elided_textbook_view_draws_only_true_edges(kind, T, ends, read):
+    """Every edge of the elided picture is an edge of the full one (a ⋯ standing for the
+    elided steps of its row), with the same weights on it; every edge between drawn steps
+    is kept; the loss is reached from exactly the outputs it reads."""
+    read = sorted(t for t in read if t < T)
+    assume(read and T > 2 * ends + 1)
+    net = ug.unroll(_CELLS[kind](), steps=T)
+    outs, _ = net(np.random.default_rng(0).standard_normal((T, 1, 3)))
+    L = (outs[np.array(read)] ** 2).sum()
+    L.backward()
+    full = _flows(ug.to_dot(net, loss=L, detail="textbook", ends=T))
+    text = ug.to_dot(net, loss=L, detail="textbook", ends=ends)
+    short = _flows(text)
+    places = _places(net)
+    dots = _dot_rows(text, places)
+    a, b = ends, T - ends - 1
+    assert f"(steps {a} … {b} elided)" in text
+    drawn = set(_node_ids(text))
+    assert not any(places[i][1] in range(a, b + 1) for i in drawn if i in places)
+
+    def stands_for(i, t_range):
+        """The full picture's ids a drawn id may stand for."""
+        if i in dots:
+            return {j for j, (row, t) in places.items() if row == dots[i] and t in t_range}
+        return {i}
+
+    for (u, v), rest in short.items():
+        if v == "loss" or u == "loss" or u.startswith("loss_") or v.startswith("loss_"):
+            continue
+        # an edge into the ⋯ column comes from the step before it (or is inside the column)
+        us = stands_for(u, range(b, b + 1) if v not in dots else range(a, b + 1))
+        vs = stands_for(v, range(a, a + 1) if u not in dots else range(a, b + 1))
+        assert any((p, q) in full and _label(full[(p, q)]) == _label(rest)
+                   for p in us for q in vs), (u, v, rest)
+    kept = set(range(a)) | set(range(b + 1, T))
+    for (p, q), rest in full.items():
+        if p in places and q in places and places[p][1] in kept | {-1} and \
+                places[q][1] in kept:
+            assert (p, q) in short and _label(short[(p, q)]) == _label(rest), (p, q)
+    # the loss reads exactly the outputs of `read`: one edge from the ⋯ if any is elided
+    into = {u for (u, v) in short if v == "loss"}
+    y = [i for i, (row, t) in places.items() if row[0] == "y" and t in read and t in kept]
+    assert into == set(y) | ({d for d, row in dots.items() if row[0] == "y"}
+                             if any(a <= t <= b for t in read) else set())
+
+
+def test_textbook_elides_long_nets_and_on_request_with_the_ops_views_option():
+    net, L = _run(ug.nn.RNNCell(3, 2, seed=0), T=30)
+    g, h = net.graph, net.state_nodes["h"]
+    text = ug.to_dot(net, loss=L, detail="textbook")
+    ids = set(_node_ids(text))
+    assert {g.id(h[t]) for t in (0, 1, 28, 29)} <= ids
+    assert not any(g.id(h[t]) in ids for t in range(2, 28))
+    assert "(steps 2 … 27 elided)" in text and "steps 2 … 27 left out (ends=2)" in text
+    # the parts of the loss from the elided steps: one L node, their sum
+    from unrollgraph.render import _num
+    from unrollgraph.view import step_losses
+
+    assert f"v = {_num(step_losses(net, L)[2:28].sum())}" in text
+    # up to 24 steps all are drawn, unless ends= asks for fewer
+    net9, L9 = _run(ug.nn.LSTMCell(3, 2, seed=0), T=9)
+    assert "elided" not in ug.to_dot(net9, loss=L9, detail="textbook")
+    text9 = ug.to_dot(net9, loss=L9, detail="textbook", ends=1)
+    ids9 = set(_node_ids(text9))
+    kept = {g9 for g9 in (net9.graph.id(n) for ns in net9.state_nodes.values() for n in ns)
+            if g9 in ids9}
+    assert kept == {net9.graph.id(ns[t]) for ns in net9.state_nodes.values() for t in (0, 8)}
+    # the elided states are coloured on the one scale, by their gradient per step
+    layout_mags = [float(m) for m in re.findall(r"‖∇‖ per step: ([0-9.e-]+) …", text9)]
+    assert len(layout_mags) == 2  # one ⋯ per state row of the LSTM

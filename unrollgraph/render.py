@@ -210,7 +210,9 @@ def to_dot(obj, **options) -> str:
     legend : bool
         Draw the legend (node kinds, edge kinds and the gradient colour bar).
     ends : int
-        Steps drawn at each end with ``detail="elide"``.
+        Steps drawn at each end with ``detail="elide"``, and by the textbook view, which
+        draws the first and last ``ends`` steps and a ``⋯`` column for the rest when the net
+        has more than 24 steps, or when ``ends`` is given and leaves steps out.
     max_nodes : int
         Largest number of nodes the drawing may have, whatever the ``detail``: counted as
         drawn (step boxes, inputs, outputs, constants drawn per use, the loss; the legend
@@ -382,6 +384,7 @@ def _options(options: dict) -> dict:
                 or not math.isfinite(v) or not 0 < v <= 200:
             raise RenderError(f"{key} must be a positive number (at most 200), got {v!r}")
     opts["color_scale"] = _scale_range(opts["color_scale"])
+    opts["_given"] = frozenset(options)  # what the caller chose (not a default)
     return opts
 
 
@@ -1289,7 +1292,7 @@ class _Unrolled(_Drawer):
         for name, ns in net.output_nodes.items():
             for n in ns:
                 self.outputs_of.setdefault(id(n), []).append(name)
-        if detail == "elide":
+        if detail == "elide" or self.elides(T):
             self.kept = set(range(k)) | set(range(T - k, T))
             self.elided = (k, T - k - 1)
         else:
@@ -1309,7 +1312,7 @@ class _Unrolled(_Drawer):
             what = f" unrolled over T = {T} steps"
             if net.truncate:
                 what += f", truncated BPTT: gradient through the last {net.truncate} steps"
-            if detail == "elide":
+            if self.elided:
                 what += f" (steps {k} … {T - k - 1} elided)"
             title, full = _shown(net.cell.name) + what, net.cell.name + what
         self.header(o["rankdir"] or "BT", title, full)
@@ -1318,6 +1321,10 @@ class _Unrolled(_Drawer):
         self.guard(self.n_nodes, self.what(), self.fixes())
         self.legend(self.legend_rows())
         return self.lines
+
+    def elides(self, T: int) -> bool:
+        """Whether a view other than ``detail="elide"`` leaves out middle steps."""
+        return False
 
     def draw_body(self) -> None:
         if self.detail == "steps":
