@@ -351,3 +351,80 @@ def test_textbook_elides_long_nets_and_on_request_with_the_ops_views_option():
     # the elided states are coloured on the one scale, by their gradient per step
     layout_mags = [float(m) for m in re.findall(r"‖∇‖ per step: ([0-9.e-]+) …", text9)]
     assert len(layout_mags) == 2  # one ⋯ per state row of the LSTM
+
+
+# -- a loss the cell computes at each step -------------------------------------------------------
+def _cell_with_loss(with_y=True):
+    cell = ug.Cell("with_loss")
+    x = cell.input("x", (2,))
+    target = cell.input("target", (2,))
+    h = cell.state("h", (2,))
+    U = cell.param("U", np.eye(2) * 0.5)
+    W = cell.param("W", np.eye(2) * 0.3)
+    h_next = ug.tanh(x @ U.T + h @ W.T, name="h_next")
+    cell.feedback(h, h_next)
+    if with_y:
+        cell.output("y", h_next)
+    d = h_next - target
+    cell.output("cost", (d * d).sum(axis=-1))
+    return cell
+
+
+def _run_with_loss(steps, T=4, with_y=True, how="sum"):
+    net = ug.unroll(_cell_with_loss(with_y), steps=T)
+    rng = np.random.default_rng(0)
+    outs, _ = net({"x": rng.standard_normal((T, 1, 2)), "target": rng.standard_normal((T, 1, 2))})
+    cost = outs["cost"] if isinstance(outs, dict) else outs
+    read = cost if steps is None else cost[np.array(steps)]
+    L = read.sum() if how == "sum" else read.mean()
+    L.backward()
+    return net, L
+
+
+@pytest.mark.parametrize("with_y", [True, False])
+@pytest.mark.parametrize("how", ["sum", "mean"])
+def test_a_loss_the_cell_computes_is_drawn_as_the_parts_of_L(with_y, how):
+    net, L = _run_with_loss(None, with_y=with_y, how=how)
+    g = net.graph
+    k = list(net.output_nodes).index("cost")
+    text = ug.to_dot(net, loss=L, detail="textbook")
+    cost = [_out_id(g.id(n), k) for n in net.output_nodes["cost"]]
+    edges = _flows(text)
+    assert sorted(a for (a, b) in edges if b == "loss") == sorted(cost)  # each part feeds L
+    assert "loss_0" not in _node_ids(text)  # no second L_t beside the cell's own
+    for c in cost:  # drawn as the loss's parts, in the loss's colour
+        assert 'color="#cf222e"' in re.search(rf'^\s*"{c}" \[.*$', text, flags=re.M).group(0)
+    assert ("L = Σ<sub>t</sub> cost<sub>t</sub>" if how == "sum" else
+            "L = mean of cost<sub>t</sub>") in text
+    if with_y:  # the output the loss does not read: no edge to it
+        assert not any(b == "loss" and a.startswith(g.id(net.output_nodes["y"][0]))
+                       for a, b in edges)
+    # the target, read only by the losses, stands over them (Goodfellow et al., Fig. 10.3);
+    # the input x under the states
+    import json
+
+    layout = json.loads(ug.render(net, loss=L, detail="textbook").pipe(format="json"))
+    y = {o["name"]: float(o["pos"].split(",")[1]) for o in layout["objects"] if "pos" in o}
+    for t in range(4):
+        target, x = (g.id(net.input_nodes[n][t]) for n in ("target", "x"))
+        h = g.id(net.state_nodes["h"][t])
+        assert y[x] < y[h] < y[cost[t]] < y[target]
+        assert (target, cost[t]) in edges and (h, cost[t]) in edges
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.sets(st.integers(0, 3), min_size=1))
+def test_a_loss_over_some_steps_of_the_cells_loss_reads_only_those(steps):
+    steps = sorted(steps)
+    net, L = _run_with_loss(steps)
+    g = net.graph
+    k = list(net.output_nodes).index("cost")
+    text = ug.to_dot(net, loss=L, detail="textbook")
+    into = {a for (a, b) in _flows(text) if b == "loss"}
+    assert into == {_out_id(g.id(net.output_nodes["cost"][t]), k) for t in steps}
+    assert ("L = Σ<sub>t</sub> cost<sub>t</sub>" in text) == (steps == [0, 1, 2, 3])
+    if steps != [0, 1, 2, 3]:
+        assert f"L = Σ cost<sub>t</sub> at t = {', '.join(map(str, steps))} = " in text
+    # every step's own loss is drawn, read or not
+    ids = set(_node_ids(text))
+    assert all(_out_id(g.id(n), k) in ids for n in net.output_nodes["cost"])

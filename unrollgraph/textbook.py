@@ -28,7 +28,7 @@ from .render import (
     _Unrolled,
 )
 from .tensor import Tensor
-from .view import step_losses
+from .view import loss_outputs, step_losses
 
 __all__ = ["edge_params", "computed_once"]
 
@@ -348,7 +348,7 @@ class Textbook(_Unrolled):
             if names:
                 rows.append(("+ " + _names(names), "biases added on the way to each state"
                                                   "<br/>(for an LSTM or GRU, into its gates)"))
-        elif self.o["biases"]:
+        elif self.o["biases"] and self.bias_ids:
             rows.append(("+ b", "biases the step adds on the way to this value (for an "
                                 "LSTM or GRU, into its gates)"))
         if self.has_grads:
@@ -396,8 +396,21 @@ class Textbook(_Unrolled):
         # c_t and h_t through one junction in h's row, and only x_t -> h_t passes a row
         states = sorted(net.state_nodes, key=lambda s: g.index(net.state_nodes[s][0]))
         self.states = states
-        order = ([("x", k) for k in net.input_nodes] + [("s", s) for s in states]
-                 + [("y", k) for k in net.output_nodes])
+        # an output that is the cell's own loss at each step is the loss's part L_t: drawn
+        # in the top row, under L, in the loss's colour
+        self.loss_outs = loss_outputs(net, self.o["loss"]) if self.seeded else {}
+        outs = sorted(net.output_nodes, key=lambda k: k in self.loss_outs)
+        self.once = {id(n) for n in g.nodes if n.step is None and not n.is_leaf}
+        # an input read only by those losses (a target) is drawn over them, as the targets
+        # over the losses in Goodfellow et al.'s Fig. 10.3
+        found0, _ = self.step_values(0)
+        feeds = {k: {dst for dst, srcs in found0.items() if ("x", k) in srcs}
+                 for k in net.input_nodes}
+        over = [k for k in net.input_nodes if feeds[k] and all(
+            d[0] == "y" and d[1] in self.loss_outs for d in feeds[k])]
+        order = ([("x", k) for k in net.input_nodes if k not in over]
+                 + [("s", s) for s in states] + [("y", k) for k in outs]
+                 + [("x", k) for k in over])
         self.rank = {key: r for r, key in enumerate(order)}
         if self.o["folded"] and states:
             rows.add(("s", states[-1]), "unfold")
@@ -408,7 +421,6 @@ class Textbook(_Unrolled):
                       _mag(self.grad(n0)), cut=cut, state=True, shape="ellipse",
                       tooltip=f"initial state {s}", hot=id(n0) in self.path)
             rows.add(("s", s), g.id(n0))
-        self.once = {id(n) for n in g.nodes if n.step is None and not n.is_leaf}
         self.node_of = {g.id(n): n for n in g.nodes}
         decl = {id(p): i for i, p in enumerate(net.param_nodes.values())}
         self.dots: dict = {}  # row -> the "⋯" node standing for the elided steps
@@ -441,10 +453,13 @@ class Textbook(_Unrolled):
                 oid = _out_id(g.id(n), self.out_index[k])
                 extra = [f"+ {_names(notes[('y', k)], decl)}"] if notes.get(("y", k)) and \
                     self.o["biases"] and not self.o["compact"] else []
-                self.node(oid, "output", _sub(_hn(k), t),
+                part = k in self.loss_outs
+                self.node(oid, "part" if part else "output", _sub(_hn(k), t),
                           extra + self.value_rows(n, self.own_grad(k, t), own=True),
                           self.output_mag(k, t), shape="ellipse",
-                          tooltip=f"output {k} at step {t}", hot=self.output_hot(k, t))
+                          tooltip=(f"{k} at step {t}: the cell's own loss at this step, the "
+                                   "part of L it computes") if part else
+                          f"output {k} at step {t}", hot=self.output_hot(k, t))
                 rows.add(("y", k), oid)
             ids = self.step_ids(t)
             self.step_edges(t, found, ids, rows, cut)
@@ -611,12 +626,20 @@ class Textbook(_Unrolled):
         # a loss over several steps: L_t nodes feeding L, only where the split is computed
         # (never a node suggesting a decomposition whose parts cannot be shown)
         parts = step_losses(self.net, loss) if len(by_step) > 1 and \
-            isinstance(loss, Tensor) else None
+            isinstance(loss, Tensor) and not self.loss_outs else None
         rows = []
         if loss is not None and self.show_values():
             text = _array_text(getattr(loss, "data", loss), 1)
             if text is not None:
                 sigma = "Σ<sub>t</sub> L<sub>t</sub> = " if parts is not None else ""
+                for k, how in self.loss_outs.items():  # the cell's own per-step losses
+                    read = sorted({n.step for n, _, nm in self.seeded_reads if nm == k})
+                    at = "" if len(read) == self.T else " at t = " + (
+                        ", ".join(map(str, read)) if len(read) <= 6 else "the steps read")
+                    sigma = ("Σ " if how == "sum" else "mean of ") + \
+                        f"{_hn(k)}<sub>t</sub>{at} = "
+                    if how == "sum" and not at:
+                        sigma = f"Σ<sub>t</sub> {_hn(k)}<sub>t</sub> = "
                 rows.append(f"L = {sigma}{_h(text)}")
         name = getattr(loss, "name", None) or "L"
         self.node("loss", "loss", _hn(name), rows, hot=bool(self.path), tooltip=name,
