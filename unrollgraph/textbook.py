@@ -332,6 +332,13 @@ class Textbook(_Unrolled):
         return [m for m in (_mag(self.grad(n)) for n in self.net.state_nodes[s][a:b + 1])
                 if m is not None]
 
+    def legend(self, extra_rows=()) -> None:
+        super().legend(extra_rows)
+        bottom = getattr(self, "bottom", None)
+        if self.o["legend"] and bottom:  # under the bottom row: no edge bends round it
+            self.n_edges += 1
+            self.emit(f'"legend" -> "{bottom}" [style=invis]')
+
     def legend_rows(self) -> list:
         rows = []
         if self.elided:
@@ -385,6 +392,7 @@ class Textbook(_Unrolled):
         g, net, T = self.g, self.net, self.T
         self.bias_ids: set = set()
         rows = _Rows()
+        self.emit("graph [ranksep=0.5]")  # room between the rows for the weights' names
         # row order, bottom to top: inputs, states in the order a step computes them, outputs
         if self.o["folded"]:
             draw_folded(self, net.cell, "", rows)
@@ -466,6 +474,7 @@ class Textbook(_Unrolled):
             self.column([ids[key] for key in order if key in ids])
         for key in rows.order:
             self.row(rows.ids[key])
+        self.bottom = rows.ids[order[0]][-1] if order and rows.ids.get(order[0]) else None
 
     def step_values(self, t: int):
         """The edges into step ``t``'s values: ``found[dst][src] = (weights, biases)``, and
@@ -676,6 +685,7 @@ class Textbook(_Unrolled):
                 if (src, lid) not in done:
                     done.add((src, lid))
                     self.edge(src, lid, "loss", hot=hot)
+                    self.column([src, lid])  # L_t over y_t
             elif (src, "loss") not in done:
                 done.add((src, "loss"))
                 self.edge(src, "loss", "loss", hot=hot)
