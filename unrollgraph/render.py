@@ -1998,6 +1998,8 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 line = line.replace("<b>legend</b>", f"<b>legend: {_h(_shown(label))}</b>", 1)
                 legend.append(_prefixed(line, f"s{k}_"))
                 continue
+            if line.lstrip().startswith('"legend" -> '):
+                continue  # what places a picture's legend under it: here legends stand apart
             if line.lstrip().startswith("label=<"):
                 continue  # each picture's own title gives way to its caption
             if line.lstrip().startswith("subgraph cluster_"):  # clusters of one name merge
