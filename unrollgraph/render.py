@@ -1741,6 +1741,9 @@ class _Unrolled(_Drawer):
                     self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
                 else:
                     self.edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
+                    if i.op == "input":  # the input straight under the op reading it
+                        self.n_edges += 1
+                        self.emit(f'"{g.id(i)}" -> "{g.id(n)}" [style=invis weight=4]')
             for name in self.outputs_of.get(id(n), []):
                 self.edge(g.id(n), _out_id(g.id(n), self.out_index[name]),
                           hot=self.output_hot(name, n.step), cut=cut)

@@ -475,6 +475,9 @@ class Textbook(_Unrolled):
         for key in rows.order:
             self.row(rows.ids[key])
         self.bottom = rows.ids[order[0]][-1] if order and rows.ids.get(order[0]) else None
+        # the targets' row is the top one: L goes over it, not beside it
+        top = rows.ids.get(order[-1]) if over else None
+        self.top = top[len(top) // 2] if top else None
 
     def step_values(self, t: int):
         """The edges into step ``t``'s values: ``found[dst][src] = (weights, biases)``, and
@@ -654,6 +657,9 @@ class Textbook(_Unrolled):
         self.node("loss", "loss", _hn(name), rows, hot=bool(self.path), tooltip=name,
                   shape="doublecircle" if not rows else "doubleoctagon")
         self.emit('{rank=sink; "loss"}')
+        if getattr(self, "top", None):
+            self.n_edges += 1
+            self.emit(f'"{self.top}" -> "loss" [style=invis]')
         lrow = []
         done = set()
         for n, kind, nm in self.seeded_reads:
