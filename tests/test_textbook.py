@@ -428,3 +428,32 @@ def test_a_loss_over_some_steps_of_the_cells_loss_reads_only_those(steps):
     # every step's own loss is drawn, read or not
     ids = set(_node_ids(text))
     assert all(_out_id(g.id(n), k) in ids for n in net.output_nodes["cost"])
+
+
+@pytest.mark.dot
+def test_hostile_names_in_an_elided_textbook_view_survive_dot():
+    """The ⋯ nodes' and junctions' tooltips carry the user's names as written."""
+    from test_render_truth import _all_text, _svg
+
+    names = ["\\Gamma", "&amp;", "<b>", 'q"t', "n2"]
+    cell = ug.Cell("c")
+    x = cell.input(names[0], (1,))
+    h = cell.state(names[1], (1,))
+    c = cell.state(names[2], (1,))
+    W = cell.param(names[3], np.ones((1, 1)) * 0.5)
+    c_next = ug.tanh(h @ W.T + c + x, name="c_next")
+    h_next = ug.tanh(h @ W.T + c_next, name="h_next")
+    cell.feedback(h, h_next)
+    cell.feedback(c, c_next)
+    cell.output(names[4], h_next)
+    net = ug.unroll(cell, 8)
+    outs, _ = net(np.ones((8, 1, 1)))
+    (outs * outs).sum().backward()
+    text = ug.to_dot(net, detail="textbook", ends=1)
+    assert "(steps 1 … 6 elided)" in text
+    texts, tips = _all_text(_svg(text))
+    for name in names[:3]:
+        assert any(t.startswith(f"state {name} at steps 1 … 6") or
+                   t.startswith(f"input {name} at steps 1 … 6") for t in tips), name
+    assert any(t.startswith(f"output {names[4]} at steps 1 … 6") for t in tips)
+    assert names[3] in texts  # the weight on the edges, as written
