@@ -2021,6 +2021,15 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         lower, upper = (b_snk, a_src) if rankdir == "BT" else (a_snk, b_src)
         if lower and upper:
             body.append(f'  "{lower[0]}" -> "{upper[len(upper) // 2]}" [style=invis]\n')
+        # both legends in a row of their own under the pictures (on the lower picture's
+        # bottom row, their height would pull that row away from the rest)
+        bottom = b_src if rankdir == "BT" else b_snk
+        if bottom:
+            for k in range(2):
+                if any(line.lstrip().startswith(f'"s{k}_legend" [') for line in body):
+                    a_, b_ = (f"s{k}_legend", bottom[-1])
+                    body.append(f'  "{a_}" -> "{b_}" [style=invis]\n' if rankdir == "BT"
+                                else f'  "{b_}" -> "{a_}" [style=invis]\n')
     diagram = _diagram_class()(name="unrollgraph", body=body)
     diagram.color_scale = scale.range if scale is not None else None
     return diagram
