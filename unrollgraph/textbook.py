@@ -14,6 +14,7 @@ from __future__ import annotations
 from .graph import Node
 from .render import (
     _AUTO_STEPS,
+    _TITLE_PT,
     _array_text,
     _attrs,
     _Drawer,
@@ -392,7 +393,10 @@ class Textbook(_Unrolled):
         g, net, T = self.g, self.net, self.T
         self.bias_ids: set = set()
         rows = _Rows()
-        self.emit("graph [ranksep=0.5]")  # room between the rows for the weights' names
+        # room between the rows for the weights' names, in proportion to the type size
+        o = self.o
+        factor = (o["fontsize"] or _TITLE_PT[o["theme"]]) / 12 * o["scale"]
+        self.emit(f"graph [ranksep={0.5 * factor:.3g}]")
         # row order, bottom to top: inputs, states in the order a step computes them, outputs
         if self.o["folded"]:
             draw_folded(self, net.cell, "", rows)
