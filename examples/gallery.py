@@ -40,6 +40,29 @@ def _run(cell, T, seed=0, truncate=None, last_only=False):
     return net, loss
 
 
+def cell_loss():
+    """A cell that computes its own loss at each step, against a target input."""
+    cell = ug.Cell("rnn_with_cost")
+    x = cell.input("x", (2,))
+    target = cell.input("target", (2,))
+    h = cell.state("h", (2,))
+    U = cell.param("U", np.array([[0.5, -0.2], [0.1, 0.4]]))
+    W = cell.param("W", np.array([[0.3, 0.1], [-0.2, 0.3]]))
+    h_next = ug.tanh(x @ U.T + h @ W.T, name="h_next")
+    cell.feedback(h, h_next)
+    d = h_next - target
+    cell.output("cost", (d * d).sum(axis=-1))
+    T = 4
+    net = ug.unroll(cell, steps=T)
+    rng = np.random.default_rng(0)
+    cost, _ = net({"x": rng.standard_normal((T, 1, 2)),
+                   "target": 0.5 * rng.standard_normal((T, 1, 2))})
+    loss = cost.sum()
+    loss.name = "L"
+    loss.backward()
+    return ug.render(net, loss=loss, detail="textbook")
+
+
 def pictures():
     """name -> Digraph, in the order of the gallery."""
     out = {}
@@ -71,6 +94,9 @@ def pictures():
     out["bptt_side_by_side"] = ug.render_side_by_side(
         net, net_t, labels=("full BPTT", "truncated BPTT, k = 3"), loss=(loss, loss_t),
         detail="textbook", values=False)
+    net_e, loss_e = _run(ug.nn.RNNCell(2, 2, seed=0), 30)
+    out["rnn_textbook_elided"] = ug.render(net_e, loss=loss_e, detail="textbook", values=False)
+    out["cell_loss_textbook"] = cell_loss()
     net_p, loss_p = _run(ug.nn.RNNCell(2, 2, seed=0), 4)
     out["rnn_print"] = ug.render(net_p, loss=loss_p, detail="textbook", theme="print",
                                  values=False)

@@ -128,7 +128,7 @@ _UNDO = [(r"\textbackslash{}", "\\"), (r"\textasciicircum{}", "^"), (r"\textasci
          (r"\textless{}", "<"), (r"\textgreater{}", ">"), (r"\textbar{}", "|"),
          (r"\textquotesingle{}", "'"), (r"\textasciigrave{}", "`"), (r"\{", "{"), (r"\}", "}"),
          (r"\$", "$"), (r"\&", "&"), (r"\#", "#"), (r"\_", "_"), (r"\%", "%"),
-         ("-{}", "-"), (",{}", ",")]
+         ("-{}", "-"), (",{}", ","), ("\\ ", " ")]
 
 
 def _typeset(tex):

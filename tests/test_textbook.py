@@ -4,15 +4,34 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 import unrollgraph as ug
 from unrollgraph.render import _out_id
 
 
 def _edges(text):
-    return {(a, b): rest for a, b, rest in
+    """(tail, head) -> attributes of every drawn edge, in the direction its arrow points (an
+    edge written upwards with dir=back points down)."""
+    return {((b, a) if 'dir="back"' in rest else (a, b)): rest for a, b, rest in
             re.findall(r'^\s*"([^"]+)" -> "([^"]+)"(.*)$', text, flags=re.M)
             if "invis" not in rest}
+
+
+def _points(text):
+    return set(re.findall(r'^\s*"([^"]+)" \[shape="point"', text, flags=re.M))
+
+
+def _flows(text):
+    """The edges with each junction (a small dot where an edge splits) resolved: a -> j -> b
+    is the flow (a, b), carrying the label of a -> j."""
+    edges, points = _edges(text), _points(text)
+    out = {k: v for k, v in edges.items() if k[0] not in points and k[1] not in points}
+    for (a, j), rest in edges.items():
+        if j in points:
+            out.update({(a, b): rest for (i, b) in edges if i == j})
+    return out
 
 
 def _node_ids(text):
@@ -83,9 +102,10 @@ def test_lstm_has_two_state_rows_and_gru_one(kind):
     net, L = _run(cell)
     g = net.graph
     text = ug.to_dot(net, loss=L, detail="textbook")
-    ranks = _ranks(text)
+    points = _points(text)
+    ranks = [[i for i in r if i not in points] for r in _ranks(text)]
     assert sorted(net.state_nodes) == (["c", "h"] if kind == "lstm" else ["h"])
-    edges = _edges(text)
+    edges = _flows(text)
     for s, ns in net.state_nodes.items():
         assert [g.id(n) for n in [net.init_nodes[s]] + ns] in ranks
         for t in range(1, 4):
@@ -96,6 +116,23 @@ def test_lstm_has_two_state_rows_and_gru_one(kind):
             assert "weight_hh" in edges[(g.id(h[t - 1]), g.id(c[t]))]
             assert "label" not in edges[(g.id(c[t]), g.id(h[t]))]  # o * tanh(c): no weight
             assert "label" not in edges[(g.id(c[t - 1]), g.id(c[t]))]  # f * c: no weight
+        # rows bottom to top: x, c, h, y (c computed first; h, read by the output, on top), so
+        # c_t -> h_t and h_t -> y_t are straight and only x_t -> h_t passes a row
+        import json
+
+        layout = json.loads(ug.render(net, loss=L, detail="textbook").pipe(format="json"))
+        y = {o["name"]: float(o["pos"].split(",")[1]) for o in layout["objects"] if "pos" in o}
+        for t in range(4):
+            column = [g.id(net.input_nodes["x"][t]), g.id(c[t]), g.id(h[t]),
+                      g.id(net.output_nodes["y"][t]) + "_out0"]
+            assert [y[i] for i in column] == sorted(y[i] for i in column)
+            assert len({y[i] for i in column}) == 4
+        # h_{t-1} reaches h_t and c_t through one junction in h's row, labelled once
+        for t in range(1, 4):
+            j = f"{g.id(h[t - 1])}_to_{g.id(h[t])}"
+            assert j in points and "weight_hh" in _edges(text)[(g.id(h[t - 1]), j)]
+            row = next(r for r in _ranks(text) if j in r)
+            assert row.index(g.id(h[t - 1])) < row.index(j) < row.index(g.id(h[t]))
 
 
 def test_a_custom_cell_edges_carry_its_own_parameter_names():
@@ -168,7 +205,11 @@ def test_ops_view_trunks_parameter_row_and_op_labels():
     text = ug.to_dot(net, loss=L, detail="ops")
     params = [g.id(p) for p in net.param_nodes.values()]
     row = re.search(r"\{rank=source; ([^}]*)\}", text).group(1)
-    assert re.findall(r'"([^"]+)"', row) == params  # every parameter in one row
+    # every parameter in one row, on the side of the steps that reads it: the state's
+    # weights (read by h @ W_hh, on the left of each step) first
+    assert sorted(re.findall(r'"([^"]+)"', row)) == sorted(params)
+    assert re.findall(r'"([^"]+)"', row) == [g.id(net.param_nodes[k]) for k in (
+        "weight_hh", "bias_hh", "weight_ih", "bias_ih")]
     # one trunk per shared node, each labelled × 4, and the junctions in one row
     trunks = [(a, b, r) for (a, b), r in _edges(text).items() if b == a + "_fan"]
     assert len(trunks) == 4 and all("× 4<" in r for _, _, r in trunks)
@@ -188,3 +229,231 @@ def test_textbook_contributions_list_signed_parts_in_the_legend():
     for t, p in enumerate(parts):
         assert f"step {t}: {_h(_signed(p))}<" in text
     assert np.isclose(parts.sum(), float(net.cell.weight_hh.grad.reshape(-1)[0]))
+
+
+# -- elision: the first and last steps, a ⋯ column for the rest ------------------------------
+def _custom_cell():
+    cell = ug.Cell("mine")
+    x = cell.input("x", (3,))
+    h = cell.state("h", (2,))
+    A = cell.param("A", np.ones((2, 3)) * 0.1)
+    B = cell.param("B", np.eye(2) * 0.5)
+    h_next = ug.tanh(x @ A.T + ug.sigmoid(h @ B.T) * h, name="h_next")
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    return cell
+
+
+_CELLS = {"rnn": lambda: ug.nn.RNNCell(3, 2, seed=0), "lstm": lambda: ug.nn.LSTMCell(3, 2, seed=0),
+          "gru": lambda: ug.nn.GRUCell(3, 2, seed=0), "custom": _custom_cell}
+
+
+def _places(net):
+    """Drawn id -> (row, step) of every input, state and output of the net."""
+    g, out = net.graph, {}
+    for k, ns in net.input_nodes.items():
+        out.update({g.id(n): (("x", k), t) for t, n in enumerate(ns)})
+    for s, ns in net.state_nodes.items():
+        out.update({g.id(n): (("s", s), t) for t, n in enumerate(ns)})
+        out[g.id(net.init_nodes[s])] = (("s", s), -1)
+    for j, (k, ns) in enumerate(net.output_nodes.items()):
+        out.update({_out_id(g.id(n), j): (("y", k), t) for t, n in enumerate(ns)})
+    return out
+
+
+def _label(rest):
+    m = re.search(r"<i>(.*?)</i>", rest)
+    return m.group(1) if m else None
+
+
+def _dot_rows(text, places):
+    """Id of each ⋯ node -> the row it stands in (found from its rank's other nodes)."""
+    out = {}
+    for rank in _ranks(text):
+        rows = {places[i][0] for i in rank if i in places}
+        for i in rank:
+            if i.startswith("elided_") and "_to_" not in i:  # not a junction
+                assert len(rows) == 1
+                out[i] = rows.pop()
+    return out
+
+
+@settings(max_examples=12, deadline=None)
+@given(st.sampled_from(sorted(_CELLS)), st.integers(5, 11), st.integers(1, 2),
+       st.sets(st.integers(0, 10), min_size=1))
+def test_an_elided_textbook_view_draws_only_true_edges(kind, T, ends, read):
+    """Every edge of the elided picture is an edge of the full one (a ⋯ standing for the
+    elided steps of its row), with the same weights on it; every edge between drawn steps
+    is kept; the loss is reached from exactly the outputs it reads."""
+    read = sorted(t for t in read if t < T)
+    assume(read and T > 2 * ends + 1)
+    net = ug.unroll(_CELLS[kind](), steps=T)
+    outs, _ = net(np.random.default_rng(0).standard_normal((T, 1, 3)))
+    L = (outs[np.array(read)] ** 2).sum()
+    L.backward()
+    full = _flows(ug.to_dot(net, loss=L, detail="textbook", ends=T))
+    text = ug.to_dot(net, loss=L, detail="textbook", ends=ends)
+    short = _flows(text)
+    places = _places(net)
+    dots = _dot_rows(text, places)
+    a, b = ends, T - ends - 1
+    assert f"(steps {a} … {b} elided)" in text
+    drawn = set(_node_ids(text))
+    assert not any(places[i][1] in range(a, b + 1) for i in drawn if i in places)
+
+    def stands_for(i, t_range):
+        """The full picture's ids a drawn id may stand for."""
+        if i in dots:
+            return {j for j, (row, t) in places.items() if row == dots[i] and t in t_range}
+        return {i}
+
+    for (u, v), rest in short.items():
+        if v == "loss" or u == "loss" or u.startswith("loss_") or v.startswith("loss_"):
+            continue
+        # an edge into the ⋯ column comes from the step before it (or is inside the column)
+        us = stands_for(u, range(b, b + 1) if v not in dots else range(a, b + 1))
+        vs = stands_for(v, range(a, a + 1) if u not in dots else range(a, b + 1))
+        assert any((p, q) in full and _label(full[(p, q)]) == _label(rest)
+                   for p in us for q in vs), (u, v, rest)
+    kept = set(range(a)) | set(range(b + 1, T))
+    for (p, q), rest in full.items():
+        if p in places and q in places and places[p][1] in kept | {-1} and \
+                places[q][1] in kept:
+            assert (p, q) in short and _label(short[(p, q)]) == _label(rest), (p, q)
+    # the loss reads exactly the outputs of `read`: one edge from the ⋯ if any is elided
+    into = {u for (u, v) in short if v == "loss"}
+    y = [i for i, (row, t) in places.items() if row[0] == "y" and t in read and t in kept]
+    assert into == set(y) | ({d for d, row in dots.items() if row[0] == "y"}
+                             if any(a <= t <= b for t in read) else set())
+
+
+def test_textbook_elides_long_nets_and_on_request_with_the_ops_views_option():
+    net, L = _run(ug.nn.RNNCell(3, 2, seed=0), T=30)
+    g, h = net.graph, net.state_nodes["h"]
+    text = ug.to_dot(net, loss=L, detail="textbook")
+    ids = set(_node_ids(text))
+    assert {g.id(h[t]) for t in (0, 1, 28, 29)} <= ids
+    assert not any(g.id(h[t]) in ids for t in range(2, 28))
+    assert "(steps 2 … 27 elided)" in text and "steps 2 … 27 left out (ends=2)" in text
+    # the parts of the loss from the elided steps: one L node, their sum
+    from unrollgraph.render import _num
+    from unrollgraph.view import step_losses
+
+    assert f"v = {_num(step_losses(net, L)[2:28].sum())}" in text
+    # up to 24 steps all are drawn, unless ends= asks for fewer
+    net9, L9 = _run(ug.nn.LSTMCell(3, 2, seed=0), T=9)
+    assert "elided" not in ug.to_dot(net9, loss=L9, detail="textbook")
+    text9 = ug.to_dot(net9, loss=L9, detail="textbook", ends=1)
+    ids9 = set(_node_ids(text9))
+    kept = {g9 for g9 in (net9.graph.id(n) for ns in net9.state_nodes.values() for n in ns)
+            if g9 in ids9}
+    assert kept == {net9.graph.id(ns[t]) for ns in net9.state_nodes.values() for t in (0, 8)}
+    # the elided states are coloured on the one scale, by their gradient per step
+    layout_mags = [float(m) for m in re.findall(r"‖∇‖ per step: ([0-9.e-]+) …", text9)]
+    assert len(layout_mags) == 2  # one ⋯ per state row of the LSTM
+
+
+# -- a loss the cell computes at each step -------------------------------------------------------
+def _cell_with_loss(with_y=True):
+    cell = ug.Cell("with_loss")
+    x = cell.input("x", (2,))
+    target = cell.input("target", (2,))
+    h = cell.state("h", (2,))
+    U = cell.param("U", np.eye(2) * 0.5)
+    W = cell.param("W", np.eye(2) * 0.3)
+    h_next = ug.tanh(x @ U.T + h @ W.T, name="h_next")
+    cell.feedback(h, h_next)
+    if with_y:
+        cell.output("y", h_next)
+    d = h_next - target
+    cell.output("cost", (d * d).sum(axis=-1))
+    return cell
+
+
+def _run_with_loss(steps, T=4, with_y=True, how="sum"):
+    net = ug.unroll(_cell_with_loss(with_y), steps=T)
+    rng = np.random.default_rng(0)
+    outs, _ = net({"x": rng.standard_normal((T, 1, 2)), "target": rng.standard_normal((T, 1, 2))})
+    cost = outs["cost"] if isinstance(outs, dict) else outs
+    read = cost if steps is None else cost[np.array(steps)]
+    L = read.sum() if how == "sum" else read.mean()
+    L.backward()
+    return net, L
+
+
+@pytest.mark.parametrize("with_y", [True, False])
+@pytest.mark.parametrize("how", ["sum", "mean"])
+def test_a_loss_the_cell_computes_is_drawn_as_the_parts_of_L(with_y, how):
+    net, L = _run_with_loss(None, with_y=with_y, how=how)
+    g = net.graph
+    k = list(net.output_nodes).index("cost")
+    text = ug.to_dot(net, loss=L, detail="textbook")
+    cost = [_out_id(g.id(n), k) for n in net.output_nodes["cost"]]
+    edges = _flows(text)
+    assert sorted(a for (a, b) in edges if b == "loss") == sorted(cost)  # each part feeds L
+    assert "loss_0" not in _node_ids(text)  # no second L_t beside the cell's own
+    for c in cost:  # drawn as the loss's parts, in the loss's colour
+        assert 'color="#cf222e"' in re.search(rf'^\s*"{c}" \[.*$', text, flags=re.M).group(0)
+    assert ("L = Σ<sub>t</sub> cost<sub>t</sub>" if how == "sum" else
+            "L = mean of cost<sub>t</sub>") in text
+    if with_y:  # the output the loss does not read: no edge to it
+        assert not any(b == "loss" and a.startswith(g.id(net.output_nodes["y"][0]))
+                       for a, b in edges)
+    # the target, read only by the losses, stands over them (Goodfellow et al., Fig. 10.3);
+    # the input x under the states
+    import json
+
+    layout = json.loads(ug.render(net, loss=L, detail="textbook").pipe(format="json"))
+    y = {o["name"]: float(o["pos"].split(",")[1]) for o in layout["objects"] if "pos" in o}
+    for t in range(4):
+        target, x = (g.id(net.input_nodes[n][t]) for n in ("target", "x"))
+        h = g.id(net.state_nodes["h"][t])
+        assert y[x] < y[h] < y[cost[t]] < y[target]
+        assert (target, cost[t]) in edges and (h, cost[t]) in edges
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.sets(st.integers(0, 3), min_size=1))
+def test_a_loss_over_some_steps_of_the_cells_loss_reads_only_those(steps):
+    steps = sorted(steps)
+    net, L = _run_with_loss(steps)
+    g = net.graph
+    k = list(net.output_nodes).index("cost")
+    text = ug.to_dot(net, loss=L, detail="textbook")
+    into = {a for (a, b) in _flows(text) if b == "loss"}
+    assert into == {_out_id(g.id(net.output_nodes["cost"][t]), k) for t in steps}
+    assert ("L = Σ<sub>t</sub> cost<sub>t</sub>" in text) == (steps == [0, 1, 2, 3])
+    if steps != [0, 1, 2, 3]:
+        assert f"L = Σ cost<sub>t</sub> at t = {', '.join(map(str, steps))} = " in text
+    # every step's own loss is drawn, read or not
+    ids = set(_node_ids(text))
+    assert all(_out_id(g.id(n), k) in ids for n in net.output_nodes["cost"])
+
+
+@pytest.mark.dot
+def test_hostile_names_in_an_elided_textbook_view_survive_dot():
+    """The ⋯ nodes' and junctions' tooltips carry the user's names as written."""
+    from test_render_truth import _all_text, _svg
+
+    names = ["\\Gamma", "&amp;", "<b>", 'q"t', "n2"]
+    cell = ug.Cell("c")
+    x = cell.input(names[0], (1,))
+    h = cell.state(names[1], (1,))
+    c = cell.state(names[2], (1,))
+    W = cell.param(names[3], np.ones((1, 1)) * 0.5)
+    c_next = ug.tanh(h @ W.T + c + x, name="c_next")
+    h_next = ug.tanh(h @ W.T + c_next, name="h_next")
+    cell.feedback(h, h_next)
+    cell.feedback(c, c_next)
+    cell.output(names[4], h_next)
+    net = ug.unroll(cell, 8)
+    outs, _ = net(np.ones((8, 1, 1)))
+    (outs * outs).sum().backward()
+    text = ug.to_dot(net, detail="textbook", ends=1)
+    assert "(steps 1 … 6 elided)" in text
+    texts, tips = _all_text(_svg(text))
+    for name in names[:3]:
+        assert any(t.startswith(f"state {name} at steps 1 … 6") or
+                   t.startswith(f"input {name} at steps 1 … 6") for t in tips), name
+    assert any(t.startswith(f"output {names[4]} at steps 1 … 6") for t in tips)
+    assert names[3] in texts  # the weight on the edges, as written

@@ -210,7 +210,9 @@ def to_dot(obj, **options) -> str:
     legend : bool
         Draw the legend (node kinds, edge kinds and the gradient colour bar).
     ends : int
-        Steps drawn at each end with ``detail="elide"``.
+        Steps drawn at each end with ``detail="elide"``, and by the textbook view, which
+        draws the first and last ``ends`` steps and a ``⋯`` column for the rest when the net
+        has more than 24 steps, or when ``ends`` is given and leaves steps out.
     max_nodes : int
         Largest number of nodes the drawing may have, whatever the ``detail``: counted as
         drawn (step boxes, inputs, outputs, constants drawn per use, the loss; the legend
@@ -382,6 +384,7 @@ def _options(options: dict) -> dict:
                 or not math.isfinite(v) or not 0 < v <= 200:
             raise RenderError(f"{key} must be a positive number (at most 200), got {v!r}")
     opts["color_scale"] = _scale_range(opts["color_scale"])
+    opts["_given"] = frozenset(options)  # what the caller chose (not a default)
     return opts
 
 
@@ -1343,7 +1346,7 @@ class _Unrolled(_Drawer):
         for name, ns in net.output_nodes.items():
             for n in ns:
                 self.outputs_of.setdefault(id(n), []).append(name)
-        if detail == "elide":
+        if detail == "elide" or self.elides(T):
             self.kept = set(range(k)) | set(range(T - k, T))
             self.elided = (k, T - k - 1)
         else:
@@ -1363,7 +1366,7 @@ class _Unrolled(_Drawer):
             what = f" unrolled over T = {T} steps"
             if net.truncate:
                 what += f", truncated BPTT: gradient through the last {net.truncate} steps"
-            if detail == "elide":
+            if self.elided:
                 what += f" (steps {k} … {T - k - 1} elided)"
             title, full = _shown(net.cell.name) + what, net.cell.name + what
         self.header(o["rankdir"] or "BT", title, full)
@@ -1372,6 +1375,10 @@ class _Unrolled(_Drawer):
         self.guard(self.n_nodes, self.what(), self.fixes())
         self.legend(self.legend_rows())
         return self.lines
+
+    def elides(self, T: int) -> bool:
+        """Whether a view other than ``detail="elide"`` leaves out middle steps."""
+        return False
 
     def draw_body(self) -> None:
         if self.detail == "steps":
@@ -1578,19 +1585,32 @@ class _Unrolled(_Drawer):
             rows = self.param_rows(n) if kind == "param" else self.rows(n)
             self.node(g.id(n), kind, self.title(n), rows, _mag(self.grad(n)),
                       tooltip=self.tooltip(n), hot=id(n) in self.path)
-        if params:  # the parameters: one row, under everything
-            self.emit("{rank=source; " + " ".join(f'"{g.id(p)}"' for p in params) + "}")
+        by_step: dict[int, list[Node]] = {}
+        for n in g.nodes:
+            if n.step is not None and n.step in kept:
+                by_step.setdefault(n.step, []).append(n)
+        # the second crossing minimisation dot runs over a graph with clusters reorders
+        # nodes within ranks against the order asked for below: one pass keeps it
+        self.emit("graph [remincross=false]")
+        self.side: dict[int, int] = {}
+        levels = {t: self.step_levels([n for n in ns if n.op != "input"])
+                  for t, ns in by_step.items()}
+        side = self.shared_sides(shared)
+        self.shared_side = {g.id(n): v for n in shared for v in [side.get(id(n), 2)]}
+        order = {id(n): k for k, n in enumerate(shared)}
+        params.sort(key=lambda p: (side.get(id(p), 2), order[id(p)]))
+        if params:  # the parameters: one row, under everything, on the side they are read
+            self.n_edges += len(params) - 1
+            self.emit("{rank=source; " + " -> ".join(f'"{g.id(p)}"' for p in params)
+                      + (" [style=invis]" if len(params) > 1 else "") + "}")
         bottom = []  # the row under the steps: initial states, then inputs in time order
         for s, n in net.init_nodes.items():
             self.node(g.id(n), "state", self.title(n), self.rows(n), _mag(self.grad(n)),
                       tooltip=f"initial state {s}", hot=id(n) in self.path, state=True,
                       cut=self.v.is_cut(net.state_nodes[s][0]))
             bottom.append(g.id(n))
-        by_step: dict[int, list[Node]] = {}
-        for n in g.nodes:
-            if n.step is not None and n.step in kept:
-                by_step.setdefault(n.step, []).append(n)
         top = []  # the row over the steps: outputs in time order
+        rows: dict[int, list[str]] = {}  # depth in its step -> ops of every step
         for t in range(T):
             if t not in kept:
                 if self.elided and t == self.elided[0]:
@@ -1606,6 +1626,13 @@ class _Unrolled(_Drawer):
                 bottom.append(g.id(n))
             self.emit(f"subgraph cluster_step_{t} {{")
             self.cluster_style(t)
+            for d, level in sorted(levels[t].items()):
+                ids = [g.id(n) for n in level]
+                rows.setdefault(d, []).extend(ids)
+                if len(ids) > 1:  # left to right in the cell's order
+                    self.n_edges += len(ids) - 1
+                    self.emit("{rank=same; " + " -> ".join(f'"{i}"' for i in ids)
+                              + " [style=invis weight=10]}", 2)
             for n in inner:
                 kind, state = self.kind(n)
                 cut = self.v.is_cut(n)
@@ -1629,8 +1656,69 @@ class _Unrolled(_Drawer):
                     top.append(oid)
         self.row(bottom)
         self.row(top)
+        for d in sorted(rows):  # row d of every step on one rank: the steps look alike
+            if len(rows[d]) > 1:
+                self.emit("{rank=same; " + " ".join(f'"{i}"' for i in rows[d]) + "}")
         self.under(shared, bottom)
         self.ops_edges(shared)
+
+    def step_levels(self, inner: list) -> dict:
+        """The rows of one step's ops: depth -> ops left to right.
+
+        An op's row is its depth (the longest op path to it from the values entering the
+        step); an op read only later in the step (an LSTM's output gate) is lifted to the row
+        under its first reader, so it does not sit far below it on a long edge. Within a row
+        the ops stand in the order of the cell's graph (its formulas read left to right:
+        ``x @ W_ih`` before ``h @ W_hh``). Every step is a copy of the cell, so every step
+        gets the same rows in the same order."""
+        ids = {id(n) for n in inner}
+        depth: dict[int, int] = {}
+        for n in inner:  # graph order is topological
+            ins = [depth[id(i)] for i in n.inputs if id(i) in ids]
+            depth[id(n)] = 1 + max(ins) if ins else 0
+        readers: dict[int, list[int]] = {}
+        for n in inner:
+            for i in n.inputs:
+                if id(i) in ids:
+                    readers.setdefault(id(i), []).append(id(n))
+        kept = {id(n) for n in inner if n.role in ("next_state", "output")}
+        for ns in self.net.output_nodes.values():
+            kept.update(id(n) for n in ns)
+        for n in reversed(inner):
+            r = readers.get(id(n))
+            if r and depth[id(n)] > 0 and id(n) not in kept:
+                depth[id(n)] = max(depth[id(n)], min(depth[k] for k in r) - 1)
+        # the side: ops that read the previous step's state (it comes in from the left) stand
+        # left of ops that read only this step's inputs (they come in from below)
+        side: dict[int, int] = {}
+        for n in inner:
+            own = [side[id(i)] for i in n.inputs if id(i) in ids]
+            outer = [0 if i.op in ("init", "state") or (i.step is not None and i.op != "input")
+                     else 1 if i.op == "input" else 2 for i in n.inputs if id(i) not in ids]
+            side[id(n)] = min(own + outer, default=2)
+        levels: dict[int, list] = {}
+        for _, n in sorted(enumerate(inner), key=lambda kn: (side[id(kn[1])], kn[0])):
+            levels.setdefault(depth[id(n)], []).append(n)
+        self.side.update(side)
+        return levels
+
+    def shared_sides(self, shared: list) -> dict:
+        """The side of each parameter (and op on parameters): that of the ops reading it,
+        so the row of parameters stands in the order the steps read them (``W_hh`` on the
+        state's side, ``W_ih`` on the inputs')."""
+        ids = {id(n) for n in shared}
+        side: dict[int, int] = {}
+        for n in self.g.nodes:
+            if n.step is None or id(n) not in self.side:
+                continue
+            for i in n.inputs:
+                if id(i) in ids:
+                    side[id(i)] = min(side.get(id(i), 2), self.side[id(n)])
+        for n in reversed(shared):
+            for i in n.inputs:
+                if id(i) in ids and id(n) in side:
+                    side[id(i)] = min(side.get(id(i), 2), side[id(n)])
+        return side
 
     def under(self, shared: list[Node], bottom: list[str]) -> None:
         """The parameters' row under the inputs' row, centred under the middle step."""
@@ -1707,6 +1795,9 @@ class _Unrolled(_Drawer):
                     self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
                 else:
                     self.edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
+                    if i.op == "input":  # the input straight under the op reading it
+                        self.n_edges += 1
+                        self.emit(f'"{g.id(i)}" -> "{g.id(n)}" [style=invis weight=4]')
             for name in self.outputs_of.get(id(n), []):
                 self.edge(g.id(n), _out_id(g.id(n), self.out_index[name]),
                           hot=self.output_hot(name, n.step), cut=cut)
@@ -1739,7 +1830,9 @@ class _Unrolled(_Drawer):
             self.edge(src, j, "trunk", label=f"× {count}", hot=hot_any, arrow=False)
             for dst, label, hot, cut, _ in uses:
                 self.edge(j, dst, "shared", label=label, hot=hot, cut=cut)
-        if junctions:  # the junctions in one row, just over the parameters
+        if junctions:  # the junctions in one row, just over the parameters, in their order
+            side = getattr(self, "shared_side", {})
+            junctions.sort(key=lambda j: side.get(j[:-len("_fan")], 2))
             self.emit("{rank=same; " + " ".join(f'"{j}"' for j in junctions) + "}")
 
     def on_path(self, a: Node, b: Node) -> bool:
@@ -1962,6 +2055,8 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 line = line.replace("<b>legend</b>", f"<b>legend: {_h(_shown(label))}</b>", 1)
                 legend.append(_prefixed(line, f"s{k}_"))
                 continue
+            if line.lstrip().startswith('"legend" -> '):
+                continue  # what places a picture's legend under it: here legends stand apart
             if line.lstrip().startswith("label=<"):
                 continue  # each picture's own title gives way to its caption
             if line.lstrip().startswith("subgraph cluster_"):  # clusters of one name merge
@@ -1980,6 +2075,15 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         lower, upper = (b_snk, a_src) if rankdir == "BT" else (a_snk, b_src)
         if lower and upper:
             body.append(f'  "{lower[0]}" -> "{upper[len(upper) // 2]}" [style=invis]\n')
+        # both legends in a row of their own under the pictures (on the lower picture's
+        # bottom row, their height would pull that row away from the rest)
+        bottom = b_src if rankdir == "BT" else b_snk
+        if bottom:
+            for k in range(2):
+                if any(line.lstrip().startswith(f'"s{k}_legend" [') for line in body):
+                    a_, b_ = (f"s{k}_legend", bottom[-1])
+                    body.append(f'  "{a_}" -> "{b_}" [style=invis]\n' if rankdir == "BT"
+                                else f'  "{b_}" -> "{a_}" [style=invis]\n')
     diagram = _diagram_class()(name="unrollgraph", body=body)
     diagram.color_scale = scale.range if scale is not None else None
     return diagram

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from .graph import Node
 from .render import (
+    _AUTO_STEPS,
+    _TITLE_PT,
     _array_text,
     _attrs,
     _Drawer,
@@ -27,7 +29,7 @@ from .render import (
     _Unrolled,
 )
 from .tensor import Tensor
-from .view import step_losses
+from .view import loss_outputs, step_losses
 
 __all__ = ["edge_params", "computed_once"]
 
@@ -151,6 +153,10 @@ def _names(params: list[Node], order=None) -> str:
     return ", ".join(_hn(p.name) for p in params)
 
 
+def _rms(mags: list) -> float:
+    return float(sum(m * m for m in mags) / len(mags)) ** 0.5
+
+
 def _sub(text: str, t) -> str:
     return f"{text}<sub>{t}</sub>"
 
@@ -234,6 +240,8 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows) -> dict:
         if b and d.o["biases"]:
             notes.setdefault(dst, [])
             notes[dst] += [p for p in b if all(p is not q for q in notes[dst])]
+    # states bottom to top in the order a step computes them, as in the unrolled picture
+    shown["s"] = sorted(cell.states, key=lambda s: g.index(cell.feedbacks[s].node))
     for what in ("x", "s", "y"):
         for name in shown[what]:
             key = (what, name)
@@ -282,28 +290,62 @@ class Textbook(_Unrolled):
     def pick_detail(self, n_nodes: int, T: int) -> str:
         return "textbook"
 
+    def elides(self, T: int) -> bool:
+        """The first and last ``ends`` steps and a ``⋯`` column for the rest, when the net
+        has more than 24 steps, or when ``ends`` is given and leaves steps out."""
+        k = self.o["ends"]
+        return T > 2 * k + 1 and (T > _AUTO_STEPS or "ends" in self.o.get("_given", ()))
+
     def what(self) -> str:
+        if self.elided:
+            return (f"detail='textbook' with ends={self.o['ends']} ({2 * self.o['ends']} of "
+                    f"the {self.T} steps)")
         return f"detail='textbook' ({self.T} steps, one node per value per step)"
 
     def fixes(self) -> str:
-        return f"use detail='elide' (the first and last ends={self.o['ends']} steps)"
+        if self.elided:
+            return "use a smaller ends= (ends=1 draws the first and last step)"
+        return (f"pass ends= to draw the first and last steps and a ⋯ column for the rest "
+                f"(ends={self.o['ends']}), or use detail='elide'")
 
     def least_drawn(self) -> int:
         net = self.net
-        return self.T * (len(net.input_nodes) + len(net.state_nodes) + len(net.output_nodes))
+        return (len(self.kept) + bool(self.elided)) * (
+            len(net.input_nodes) + len(net.state_nodes) + len(net.output_nodes))
 
     def all_mags(self) -> list:
         if not self.has_grads:
             return []
-        net = self.net
+        net, kept = self.net, self.kept
         mags = [_mag(self.grad(n)) for ns in list(net.input_nodes.values())
-                + list(net.state_nodes.values()) for n in ns]
+                + list(net.state_nodes.values()) for t, n in enumerate(ns) if t in kept]
         mags += [_mag(self.grad(n)) for n in net.init_nodes.values()]
-        mags += [self.output_mag(k, t) for k in net.output_nodes for t in range(self.T)]
+        mags += [self.output_mag(k, t) for k in net.output_nodes for t in range(self.T)
+                 if t in kept]
+        if self.elided:  # the colour of each state's ⋯
+            mags += [_rms(ms) for s in net.state_nodes
+                     for ms in [self.elided_state_mags(s)] if ms]
         return mags
+
+    def elided_state_mags(self, s: str) -> list:
+        """The gradient norms of state ``s`` at the elided steps."""
+        a, b = self.elided
+        return [m for m in (_mag(self.grad(n)) for n in self.net.state_nodes[s][a:b + 1])
+                if m is not None]
+
+    def legend(self, extra_rows=()) -> None:
+        super().legend(extra_rows)
+        bottom = getattr(self, "bottom", None)
+        if self.o["legend"] and bottom:  # under the bottom row: no edge bends round it
+            self.n_edges += 1
+            self.emit(f'"legend" -> "{bottom}" [style=invis]')
 
     def legend_rows(self) -> list:
         rows = []
+        if self.elided:
+            a, b = self.elided
+            rows.append(("⋯", f"steps {a} … {b} left out (ends={self.o['ends']}): the first "
+                              f"and last {self.o['ends']} steps are drawn"))
         if self.o["folded"]:
             rows.append(("■", "one-step delay z⁻¹ (the value of the previous step)"))
         rows.append(("<i>W</i>", "a weight on an edge: the parameters the ops between the "
@@ -314,7 +356,7 @@ class Textbook(_Unrolled):
             if names:
                 rows.append(("+ " + _names(names), "biases added on the way to each state"
                                                   "<br/>(for an LSTM or GRU, into its gates)"))
-        elif self.o["biases"]:
+        elif self.o["biases"] and self.bias_ids:
             rows.append(("+ b", "biases the step adds on the way to this value (for an "
                                 "LSTM or GRU, into its gates)"))
         if self.has_grads:
@@ -351,22 +393,39 @@ class Textbook(_Unrolled):
         g, net, T = self.g, self.net, self.T
         self.bias_ids: set = set()
         rows = _Rows()
+        # room between the rows for the weights' names, in proportion to the type size
+        o = self.o
+        factor = (o["fontsize"] or _TITLE_PT[o["theme"]]) / 12 * o["scale"]
+        self.emit(f"graph [ranksep={0.5 * factor:.3g}]")
         # row order, bottom to top: inputs, states in the order a step computes them, outputs
         if self.o["folded"]:
             draw_folded(self, net.cell, "", rows)
             self.emit('"unfold" ' + _attrs({"shape": "plaintext", "label": _Html(
                 f'<font point-size="12" color="{self.t["muted"]}">unfold ⟹</font>')}))
             self.n_nodes += 1
-        # states bottom to top in the reverse of the order a step computes them (an LSTM's h
-        # under c, as in Olah's figures): h_{t-1} then rises into c_t, and c_t comes down
-        # into h_t inside the step
-        states = sorted(net.state_nodes, key=lambda s: -g.index(net.state_nodes[s][0]))
-        order = ([("x", k) for k in net.input_nodes] + [("s", s) for s in states]
-                 + [("y", k) for k in net.output_nodes])
-        rank = {key: r for r, key in enumerate(order)}
+        # states bottom to top in the order a step computes them (an LSTM's c under h): c_t
+        # rises straight into h_t and h_t straight into the output over it; h_{t-1} reaches
+        # c_t and h_t through one junction in h's row, and only x_t -> h_t passes a row
+        states = sorted(net.state_nodes, key=lambda s: g.index(net.state_nodes[s][0]))
+        self.states = states
+        # an output that is the cell's own loss at each step is the loss's part L_t: drawn
+        # in the top row, under L, in the loss's colour
+        self.loss_outs = loss_outputs(net, self.o["loss"]) if self.seeded else {}
+        outs = sorted(net.output_nodes, key=lambda k: k in self.loss_outs)
+        self.once = {id(n) for n in g.nodes if n.step is None and not n.is_leaf}
+        # an input read only by those losses (a target) is drawn over them, as the targets
+        # over the losses in Goodfellow et al.'s Fig. 10.3
+        found0, _ = self.step_values(0)
+        feeds = {k: {dst for dst, srcs in found0.items() if ("x", k) in srcs}
+                 for k in net.input_nodes}
+        over = [k for k in net.input_nodes if feeds[k] and all(
+            d[0] == "y" and d[1] in self.loss_outs for d in feeds[k])]
+        order = ([("x", k) for k in net.input_nodes if k not in over]
+                 + [("s", s) for s in states] + [("y", k) for k in outs]
+                 + [("x", k) for k in over])
+        self.rank = {key: r for r, key in enumerate(order)}
         if self.o["folded"] and states:
             rows.add(("s", states[-1]), "unfold")
-        cut_of = {}
         for s in states:
             n0 = net.init_nodes[s]
             cut = self.v.is_cut(net.state_nodes[s][0])
@@ -374,40 +433,22 @@ class Textbook(_Unrolled):
                       _mag(self.grad(n0)), cut=cut, state=True, shape="ellipse",
                       tooltip=f"initial state {s}", hot=id(n0) in self.path)
             rows.add(("s", s), g.id(n0))
-        once = {id(n) for n in g.nodes if n.step is None and not n.is_leaf}
+        self.node_of = {g.id(n): n for n in g.nodes}
         decl = {id(p): i for i, p in enumerate(net.param_nodes.values())}
-        is_param = lambda n: n.op == "param"  # noqa: E731
-        is_shared = lambda n: id(n) in once  # noqa: E731
+        self.dots: dict = {}  # row -> the "⋯" node standing for the elided steps
         for t in range(T):
-            stops = {}
-            for k, ns in net.input_nodes.items():
-                stops[id(ns[t])] = ("x", k)
-            for s in states:
-                prev = net.init_nodes[s] if t == 0 else net.state_nodes[s][t - 1]
-                stops[id(prev)] = ("prev", s)
-            for s in states:
-                stops[id(net.state_nodes[s][t])] = ("s", s)
+            if self.elided and self.elided[0] <= t <= self.elided[1]:
+                if t == self.elided[0]:
+                    self.draw_dots(order, rows)
+                continue
+            found, notes = self.step_values(t)
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
-            cut_of[t] = cut
             for k, ns in net.input_nodes.items():
                 n = ns[t]
                 self.node(g.id(n), "input", _sub(_hn(k), t), self.value_rows(n),
                           _mag(self.grad(n)), cut=self.v.is_cut(n), shape="ellipse",
                           tooltip=f"input {k} at step {t}", hot=id(n) in self.path)
                 rows.add(("x", k), g.id(n))
-            targets = [(net.state_nodes[s][t], ("s", s)) for s in states]
-            state_ids = {id(net.state_nodes[s][t]): s for s in states}
-            for k, ns in net.output_nodes.items():
-                if id(ns[t]) not in state_ids:
-                    targets.append((ns[t], ("y", k)))
-            found = {}
-            notes = {}
-            for node, key in targets:
-                st = {i: v for i, v in stops.items() if i != id(node)}
-                found[key] = edge_params(node, st, is_param, is_shared)
-                notes[key] = []
-                for _w, b in found[key].values():
-                    notes[key] += [p for p in b if all(p is not q for q in notes[key])]
             for s in states:
                 n = net.state_nodes[s][t]
                 for key in notes:
@@ -424,40 +465,167 @@ class Textbook(_Unrolled):
                 oid = _out_id(g.id(n), self.out_index[k])
                 extra = [f"+ {_names(notes[('y', k)], decl)}"] if notes.get(("y", k)) and \
                     self.o["biases"] and not self.o["compact"] else []
-                self.node(oid, "output", _sub(_hn(k), t),
+                part = k in self.loss_outs
+                self.node(oid, "part" if part else "output", _sub(_hn(k), t),
                           extra + self.value_rows(n, self.own_grad(k, t), own=True),
                           self.output_mag(k, t), shape="ellipse",
-                          tooltip=f"output {k} at step {t}", hot=self.output_hot(k, t))
+                          tooltip=(f"{k} at step {t}: the cell's own loss at this step, the "
+                                   "part of L it computes") if part else
+                          f"output {k} at step {t}", hot=self.output_hot(k, t))
                 rows.add(("y", k), oid)
-            # edges, labelled with the weights between the two values
-            ids = {("x", k): g.id(ns[t]) for k, ns in net.input_nodes.items()}
-            for s in states:
-                prev = net.init_nodes[s] if t == 0 else net.state_nodes[s][t - 1]
-                ids[("prev", s)] = g.id(prev)
-                ids[("s", s)] = g.id(net.state_nodes[s][t])
-            for k, ns in net.output_nodes.items():
-                ids[("y", k)] = _out_id(g.id(ns[t]), self.out_index[k])
-            node_of = {g.id(n): n for n in g.nodes}
-            for dst, srcs in found.items():
-                for src, (w, _b) in srcs.items():
-                    a, z = ids[src], ids[dst]
-                    label = f"<i>{_names(w)}</i>" if w else None
-                    if self.o["compact"] and t > 0:  # the same weights at every step:
-                        label = None  # named once, on the first step's edges
-                    src_row = ("s", src[1]) if src[0] == "prev" else src
-                    hot = self.on_path(node_of[a], node_of[z]) if a in node_of and \
-                        z in node_of else False
-                    kind = "recurrent" if src[0] == "prev" else "data"
-                    self.edge(a, z, kind, label=label, label_pt=11, cut=cut, hot=hot,
-                              constraint=rank[src_row] <= rank[dst],
-                              xlabel=src_row != dst)
-            for k, ns in net.output_nodes.items():
-                if id(ns[t]) in state_ids:
-                    self.edge(g.id(ns[t]), ids[("y", k)], cut=cut,
-                              hot=self.output_hot(k, t))
+            ids = self.step_ids(t)
+            self.step_edges(t, found, ids, rows, cut)
             self.column([ids[key] for key in order if key in ids])
         for key in rows.order:
             self.row(rows.ids[key])
+        self.bottom = rows.ids[order[0]][-1] if order and rows.ids.get(order[0]) else None
+        # the targets' row is the top one: L goes over it, not beside it
+        top = rows.ids.get(order[-1]) if over else None
+        self.top = top[len(top) // 2] if top else None
+
+    def step_values(self, t: int):
+        """The edges into step ``t``'s values: ``found[dst][src] = (weights, biases)``, and
+        the biases added into each value."""
+        net, states = self.net, self.states
+        stops = {}
+        for k, ns in net.input_nodes.items():
+            stops[id(ns[t])] = ("x", k)
+        for s in states:
+            prev = net.init_nodes[s] if t == 0 else net.state_nodes[s][t - 1]
+            stops[id(prev)] = ("prev", s)
+        for s in states:
+            stops[id(net.state_nodes[s][t])] = ("s", s)
+        targets = [(net.state_nodes[s][t], ("s", s)) for s in states]
+        state_ids = {id(net.state_nodes[s][t]) for s in states}
+        for k, ns in net.output_nodes.items():
+            if id(ns[t]) not in state_ids:
+                targets.append((ns[t], ("y", k)))
+        found, notes = {}, {}
+        for node, key in targets:
+            st = {i: v for i, v in stops.items() if i != id(node)}
+            found[key] = edge_params(node, st, lambda n: n.op == "param",
+                                     lambda n: id(n) in self.once)
+            notes[key] = []
+            for _w, b in found[key].values():
+                notes[key] += [p for p in b if all(p is not q for q in notes[key])]
+        return found, notes
+
+    def step_ids(self, t: int) -> dict:
+        """Row key -> the id drawn for step ``t``'s value (``("prev", s)``: the state it
+        reads); an elided step's values are its row's ``⋯``."""
+        g, net = self.g, self.net
+        if self.elided and self.elided[0] <= t <= self.elided[1]:
+            ids = dict(self.dots)
+        else:
+            ids = {("x", k): g.id(ns[t]) for k, ns in net.input_nodes.items()}
+            ids.update({("s", s): g.id(net.state_nodes[s][t]) for s in self.states})
+            ids.update({("y", k): _out_id(g.id(ns[t]), self.out_index[k])
+                        for k, ns in net.output_nodes.items()})
+        for s in self.states:
+            if t == 0:
+                ids[("prev", s)] = g.id(net.init_nodes[s])
+            elif self.elided and self.elided[0] <= t - 1 <= self.elided[1]:
+                ids[("prev", s)] = self.dots[("s", s)]
+            else:
+                ids[("prev", s)] = g.id(net.state_nodes[s][t - 1])
+        return ids
+
+    def step_edges(self, t: int, found: dict, ids: dict, rows: _Rows, cut: bool,
+                   within_dots: bool = False) -> None:
+        """The edges of step ``t``, each labelled with the weights between its two values.
+        ``within_dots``: the first elided step, whose values are the ``⋯`` column: its edges
+        from the step before come in, the others join the column's ``⋯`` nodes."""
+        net, node_of, rank = self.net, self.node_of, self.rank
+        # one source feeding several values through the same weights, one of them in its
+        # own row (h_{t-1} into h_t and c_t through weight_hh): one labelled edge to a
+        # junction in that row, then an arrow to each value
+        groups: dict = {}
+        for dst, srcs in found.items():
+            for src, (w, _b) in srcs.items():
+                groups.setdefault((src, tuple(id(p) for p in w)), []).append((dst, w))
+        for (src, _), dsts in groups.items():
+            w = dsts[0][1]
+            a = ids[src]
+            label = f"<i>{_names(w)}</i>" if w else None
+            if self.o["compact"] and t > 0:  # the same weights at every step:
+                label = None  # named once, on the first step's edges
+            src_row = ("s", src[1]) if src[0] == "prev" else src
+            kind = "recurrent" if src[0] == "prev" else "data"
+            hots = {dst: self.on_path(node_of[a], node_of[ids[dst]])
+                    if a in node_of and ids[dst] in node_of else False for dst, _ in dsts}
+            if len(dsts) > 1 and w and any(dst == src_row for dst, _ in dsts):
+                j = f"{a}_to_{ids[src_row]}"
+                self.junction(j, kind, f"{_names(w)}: read on the way from "
+                                       f"{self.name_of(a)} to each value its arrows reach")
+                row = rows.ids[src_row]
+                row.insert(row.index(ids[src_row]), j)
+                self.edge(a, j, kind, label=label, label_pt=11, cut=cut,
+                          hot=any(hots.values()), arrow=False)
+                src_node, label = j, None
+            else:
+                src_node = a
+            for dst, _w in dsts:
+                # an edge down to a lower row (h_{t-1} into c_t) is written upwards with its
+                # arrow reversed: dot then routes it straight down instead of round a loop
+                down = rank[src_row] > rank[dst]
+                ends = (ids[dst], src_node) if down else (src_node, ids[dst])
+                self.edge(*ends, kind, label=label, label_pt=11, cut=cut, hot=hots[dst],
+                          back=down, xlabel=src_row != dst)
+        state_ids = {id(net.state_nodes[s][t]): s for s in self.states}
+        for k, ns in net.output_nodes.items():
+            if id(ns[t]) in state_ids:
+                self.edge(ids[("s", state_ids[id(ns[t])])], ids[("y", k)], cut=cut,
+                          hot=False if within_dots else self.output_hot(k, t))
+
+    def name_of(self, nid: str) -> str:
+        n = self.node_of.get(nid)
+        if n is not None:
+            return self.g.display_name(n)
+        return next((f"{key[1]} in the elided steps" for key, d in self.dots.items()
+                     if d == nid), nid)
+
+    def draw_dots(self, order: list, rows: _Rows) -> None:
+        """The elided steps as one column: a ``⋯`` in each row, each state's filled by the
+        norm of its gradient over those steps; the edges from the step before come in."""
+        a, b = self.elided
+        net = self.net
+        cut = self.v.is_cut(net.state_nodes[self.states[0]][b]) if self.states else False
+        for key in order:
+            nid = self.dots[key] = f"elided_{key[0]}{len(self.dots)}"
+            what = {"x": "input", "s": "state", "y": "output"}[key[0]]
+            tip = f"{what} {key[1]} at steps {a} … {b} (elided)"
+            mag, rows_ = None, []
+            if key[0] == "s" and self.has_grads:
+                mags = self.elided_state_mags(key[1])
+                if mags:
+                    mag = _rms(mags)  # on the scale of one step's norm, as the others
+                    if self.show_grads() and not self.o["compact"]:
+                        rows_.append(f"‖∇‖ per step: {_h(_num(min(mags)))} … "
+                                     f"{_h(_num(max(mags)))}")
+                        tip += f"; the fill is the root mean square, {_num(mag)}"
+            if key[0] == "s":
+                rows_.insert(0, f"steps {a} … {b}")
+            if key[0] == "s":
+                self.node(nid, "state", "⋯", rows_, mag, cut=cut, shape="ellipse",
+                          tooltip=tip, state=True)
+            else:
+                self.n_nodes += 1
+                self.emit(f'"{nid}" ' + _attrs({
+                    "shape": "plaintext", "tooltip": tip,
+                    "label": _Html(f'<font point-size="16" color="{self.t["muted"]}">'
+                                   "<b>⋯</b></font>")}))
+            rows.add(key, nid)
+        found, _notes = self.step_values(a)
+        cut_a = self.v.is_cut(net.state_nodes[self.states[0]][a]) if self.states else False
+        self.step_edges(a, found, self.step_ids(a), rows, cut_a, within_dots=True)
+        self.column([self.dots[key] for key in order])
+
+    def junction(self, nid: str, kind: str, tooltip: str) -> None:
+        """A small dot where one edge splits into several."""
+        self.n_nodes += 1
+        colour = self.t["recurrent" if kind == "recurrent" else "edge"]
+        self.emit(f'"{nid}" ' + _attrs({"shape": "point", "width": "0.08", "color": colour,
+                                         "tooltip": tooltip}))
 
     def column(self, ids: list[str]) -> None:
         """Keep one step's values in one column, rows in order (invisible, heavy edges)."""
@@ -474,36 +642,61 @@ class Textbook(_Unrolled):
         # a loss over several steps: L_t nodes feeding L, only where the split is computed
         # (never a node suggesting a decomposition whose parts cannot be shown)
         parts = step_losses(self.net, loss) if len(by_step) > 1 and \
-            isinstance(loss, Tensor) else None
+            isinstance(loss, Tensor) and not self.loss_outs else None
         rows = []
         if loss is not None and self.show_values():
             text = _array_text(getattr(loss, "data", loss), 1)
             if text is not None:
                 sigma = "Σ<sub>t</sub> L<sub>t</sub> = " if parts is not None else ""
+                for k, how in self.loss_outs.items():  # the cell's own per-step losses
+                    read = sorted({n.step for n, _, nm in self.seeded_reads if nm == k})
+                    at = "" if len(read) == self.T else " at t = " + (
+                        ", ".join(map(str, read)) if len(read) <= 6 else "the steps read")
+                    sigma = ("Σ " if how == "sum" else "mean of ") + \
+                        f"{_hn(k)}<sub>t</sub>{at} = "
+                    if how == "sum" and not at:
+                        sigma = f"Σ<sub>t</sub> {_hn(k)}<sub>t</sub> = "
                 rows.append(f"L = {sigma}{_h(text)}")
         name = getattr(loss, "name", None) or "L"
         self.node("loss", "loss", _hn(name), rows, hot=bool(self.path), tooltip=name,
                   shape="doublecircle" if not rows else "doubleoctagon")
         self.emit('{rank=sink; "loss"}')
+        if getattr(self, "top", None):
+            self.n_edges += 1
+            self.emit(f'"{self.top}" -> "loss" [style=invis]')
         lrow = []
+        done = set()
         for n, kind, nm in self.seeded_reads:
             hot = id(n) in self.path and bool(self.path)
             if kind == "state":  # a final state the loss reads
                 self.edge(g.id(n), "loss", "loss", hot=hot)
                 continue
-            src = _out_id(g.id(n), self.out_index[nm])
+            elided = self.elided is not None and self.elided[0] <= n.step <= self.elided[1]
+            if elided:  # the elided steps the loss reads: one edge from their ⋯
+                src, hot = self.dots[("y", nm)], False
+            else:
+                src = _out_id(g.id(n), self.out_index[nm])
             if parts is not None:
-                lid = f"loss_{n.step}"
+                lid = "loss_elided" if elided else f"loss_{n.step}"
                 if lid not in lrow:
                     lrow.append(lid)
-                    part = [f"v = {_h(_num(parts[n.step]))}"] \
+                    if elided:
+                        a, b = self.elided
+                        value, title = float(parts[a:b + 1].sum()), f"L<sub>{a}…{b}</sub>"
+                        what = f"the parts of the loss from steps {a} … {b}, added"
+                    else:
+                        value, title = parts[n.step], _sub("L", n.step)
+                        what = f"the part of the loss from step {n.step}"
+                    part = [f"v = {_h(_num(value))}"] \
                         if self.show_values() and not self.o["compact"] else []
-                    self.node(lid, "part", _sub("L", n.step), part,
-                              tooltip=f"the part of the loss from step {n.step}: "
-                                      f"{_num(parts[n.step])} (the parts add up to L)",
-                              hot=hot)
+                    self.node(lid, "part", title, part, hot=hot,
+                              tooltip=f"{what}: {_num(value)} (the parts add up to L)")
                     self.edge(lid, "loss", "loss", hot=hot)
-                self.edge(src, lid, "loss", hot=hot)
-            else:
+                if (src, lid) not in done:
+                    done.add((src, lid))
+                    self.edge(src, lid, "loss", hot=hot)
+                    self.column([src, lid])  # L_t over y_t
+            elif (src, "loss") not in done:
+                done.add((src, "loss"))
                 self.edge(src, "loss", "loss", hot=hot)
         self.row(lrow)

@@ -3,8 +3,15 @@
 :func:`to_tikz` lays the diagram out with Graphviz (``dot -Tjson``, which gives every shape,
 curve, arrowhead and text line as drawing operations at its final position) and writes each
 operation as one TikZ command, so the picture in the paper is the picture on the screen, with
-its numbers as text that LaTeX sets. The labels hold Unicode (∇, ‖, subscripts): compile with
-``lualatex`` or ``xelatex``.
+its numbers as text that LaTeX sets.
+
+The standalone document needs only LaTeX's base classes, TikZ and ``geometry`` (the page is
+the picture's size). It compiles with ``lualatex`` (any character: the labels are set in
+Liberation Sans, the font Graphviz measured them in, falling back to DejaVu Sans for symbols
+such as ∇), ``xelatex`` (DejaVu Sans), or ``pdflatex``, for which every non-ASCII character of
+the picture that LaTeX's ``utf8`` input does not know (∇, ‖, Greek, sub- and superscripts,
+arrows) is declared with the LaTeX command that prints it; a character with no such command
+(CJK, emoji) needs ``lualatex``.
 """
 
 from __future__ import annotations
@@ -24,7 +31,40 @@ _LATEX = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"
 #: since TeX fonts print a lone ' or ` curly)
 _LIGATURE = set("-,")
 _NAMED = {"white": (255, 255, 255), "black": (0, 0, 0)}
-_ALIGN = {"l": "base west", "c": "base", "r": "base east"}
+_ALIGN = {"l": "base,left", "c": "base", "r": "base,right"}
+
+#: pdflatex spellings of the non-ASCII characters labels use (and of Greek, sub- and
+#: superscript digits), declared in the standalone document's preamble when the picture holds
+#: them; Latin-1 letters need none (``inputenc`` and T1 fonts set them)
+_GREEK = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi "
+          "rho varsigma sigma tau upsilon phi chi psi omega").split()
+_PDFTEX = {
+    "∇": r"\ensuremath{\nabla}", "∂": r"\ensuremath{\partial}", "‖": r"\ensuremath{\|}",
+    "∑": r"\ensuremath{\sum}", "√": r"\ensuremath{\surd}", "∞": r"\ensuremath{\infty}",
+    "≈": r"\ensuremath{\approx}", "≤": r"\ensuremath{\leq}", "≥": r"\ensuremath{\geq}",
+    "≠": r"\ensuremath{\neq}", "±": r"\ensuremath{\pm}", "·": r"\ensuremath{\cdot}",
+    "×": r"\ensuremath{\times}", "∘": r"\ensuremath{\circ}", "⊙": r"\ensuremath{\odot}",
+    "−": r"\ensuremath{-}", "→": r"\ensuremath{\rightarrow}", "←": r"\ensuremath{\leftarrow}",
+    "⟹": r"\ensuremath{\Longrightarrow}", "⋯": r"\ensuremath{\cdots}",
+    "⋮": r"\ensuremath{\vdots}", "…": r"\ensuremath{\ldots}", "⁻": r"\textsuperscript{-}",
+    "ᵀ": r"\textsuperscript{T}", "ⁿ": r"\textsuperscript{n}", "■": r"\rule{0.55em}{0.55em}",
+    "━": r"\rule[0.25em]{1em}{0.15em}", "▭": r"\fbox{\rule{0.8em}{0pt}}",
+    "⟨": r"\ensuremath{\langle}", "⟩": r"\ensuremath{\rangle}",
+}
+#: capitals that look like Latin letters are printed as those letters (as in math)
+_LATIN_CAPITALS = {"alpha": "A", "beta": "B", "epsilon": "E", "zeta": "Z", "eta": "H",
+                   "iota": "I", "kappa": "K", "mu": "M", "nu": "N", "omicron": "O", "rho": "P",
+                   "tau": "T", "chi": "X"}
+for _k, _g in enumerate(_GREEK):
+    _PDFTEX[chr(0x3B1 + _k)] = "o" if _g == "omicron" else r"\ensuremath{\%s}" % _g
+    if _g != "varsigma":  # (no capital final sigma)
+        _PDFTEX[chr(0x391 + _k)] = _LATIN_CAPITALS.get(_g) or r"\ensuremath{\%s}" % (
+            _g[0].upper() + _g[1:])
+for _k, _d in enumerate("₀₁₂₃₄₅₆₇₈₉"):
+    _PDFTEX[_d] = r"\textsubscript{%d}" % _k
+for _k, _d in enumerate("⁰¹²³⁴⁵⁶⁷⁸⁹"):
+    _PDFTEX[_d] = r"\textsuperscript{%d}" % _k
+
 
 
 def to_tikz(obj, standalone: bool = True, **options) -> str:
@@ -35,9 +75,11 @@ def to_tikz(obj, standalone: bool = True, **options) -> str:
     obj : Tensor, Cell, Unrolled, Run, or a diagram from :func:`render` / ``render_side_by_side``
         What to draw.
     standalone : bool
-        ``True`` (default): a whole document (``\\documentclass[tikz]{standalone}``) that
-        compiles on its own; ``False``: only the ``tikzpicture`` environment, to paste into a
-        paper (which loads ``tikz``).
+        ``True`` (default): a whole document (``article`` with a page the size of the
+        picture) that compiles on its own with lualatex, xelatex or pdflatex, needing only
+        TikZ and ``geometry`` (Debian: ``texlive-latex-base texlive-pictures``, and
+        ``texlive-luatex`` for lualatex); ``False``: only the ``tikzpicture`` environment,
+        to paste into a paper (which loads ``tikz``).
     **options
         The options of :func:`to_dot` (``detail="textbook"``, ``theme="print"``,
         ``color_scale=``...); not allowed with a diagram, which is drawn as it is.
@@ -45,8 +87,11 @@ def to_tikz(obj, standalone: bool = True, **options) -> str:
     Returns
     -------
     str
-        LaTeX source; coordinates are in points, as Graphviz laid them out. Compile with
-        ``lualatex`` or ``xelatex`` (the labels hold Unicode).
+        LaTeX source; coordinates are in points (``bp``), as Graphviz laid them out.
+        ``lualatex`` sets any character a font on the system has; ``pdflatex`` sets ASCII,
+        Latin-1 and the symbols the preamble declares (∇, ‖, Greek, sub- and superscripts,
+        arrows). Pasting the ``standalone=False`` picture into a pdflatex paper, copy those
+        ``\\DeclareUnicodeCharacter`` lines of the standalone document into its preamble.
 
     Raises
     ------
@@ -61,7 +106,7 @@ def to_tikz(obj, standalone: bool = True, **options) -> str:
     >>> y = ug.tanh(x * x)
     >>> y.backward()
     >>> tex = ug.to_tikz(y, theme="print")
-    >>> tex.startswith("\\\\documentclass[tikz]{standalone}")
+    >>> "\\\\documentclass{article}" in tex
     True
     >>> "\\\\begin{tikzpicture}" in tex and "{x}" in tex
     True
@@ -85,15 +130,58 @@ def to_tikz(obj, standalone: bool = True, **options) -> str:
     body = _picture(layout)
     if not standalone:
         return body
-    return ("\\documentclass[tikz]{standalone}\n"
-            "% labels hold Unicode (∇, ‖, subscripts): compile with lualatex or xelatex\n"
-            "\\usepackage{iftex}\n"
-            "\\ifPDFTeX\\usepackage[utf8]{inputenc}\\else\\usepackage{fontspec}\\fi\n"
-            "\\begin{document}\n" + body + "\\end{document}\n")
+    return _document(body, _bbox(layout))
+
+
+def _bbox(layout: dict) -> tuple[float, float]:
+    """Width and height of the layout (points)."""
+    try:
+        x0, y0, x1, y1 = (float(v) for v in layout["bb"].split(","))
+    except (KeyError, ValueError):  # pragma: no cover - dot always writes bb
+        return 1.0, 1.0
+    return max(x1 - x0, 1.0), max(y1 - y0, 1.0)
+
+
+def _document(body: str, size: tuple[float, float]) -> str:
+    """``body`` as a document whose page is the picture: lualatex, xelatex or pdflatex."""
+    used = sorted({c for c in body if c in _PDFTEX})
+    declare = "".join(f"  \\DeclareUnicodeCharacter{{{ord(c):04X}}}{{{_PDFTEX[c]}}}\n"
+                      for c in used)
+    w, h = (_n(v) for v in size)
+    return (
+        "% an unrollgraph diagram: compile with lualatex, xelatex or pdflatex (pdflatex sets\n"
+        "% ASCII, Latin-1 and the characters declared below; the others need lualatex)\n"
+        "\\documentclass{article}\n"
+        "\\usepackage{iftex}\n"
+        "\\ifPDFTeX\n"
+        "  \\usepackage{lmodern}\n"
+        "  \\usepackage[T1]{fontenc}\n"
+        "  \\usepackage[utf8]{inputenc}\n"
+        "  \\renewcommand{\\familydefault}{\\sfdefault}\n"
+        + declare +
+        "\\else\n"
+        "  \\usepackage{fontspec}\n"
+        "  % TeX's ligatures off (a name's -- stays two hyphens); Liberation Sans is the font\n"
+        "  % Graphviz measured the labels in, DejaVu Sans sets the symbols it lacks (nabla)\n"
+        "  \\IfFontExistsTF{DejaVu Sans}{\\ifLuaTeX\n"
+        "    \\directlua{luaotfload.add_fallback(\"unrollgraph\", {\"DejaVu Sans:mode=node;\"})}\n"
+        "    \\IfFontExistsTF{Liberation Sans}{\\setmainfont{Liberation Sans}%\n"
+        "      [Ligatures=TeXOff, RawFeature={fallback=unrollgraph}]}%\n"
+        "      {\\setmainfont{DejaVu Sans}[Ligatures=TeXOff]}\n"
+        "  \\else\\setmainfont{DejaVu Sans}[Ligatures=TeXOff]\\fi}%\n"
+        "  {\\setmainfont{Latin Modern Sans}[Ligatures=TeXOff]}\n"
+        "\\fi\n"
+        "\\usepackage{tikz}\n"
+        f"\\usepackage[paperwidth={w}bp,paperheight={h}bp,margin=0pt]{{geometry}}\n"
+        "\\pagestyle{empty}\n"
+        "\\begin{document}\n"
+        "\\noindent\n" + body + "\\end{document}\n")
 
 
 def _picture(layout: dict) -> str:
-    out = ["\\begin{tikzpicture}[x=1pt, y=1pt, line cap=round, line join=round]\n"]
+    w, h = _bbox(layout)
+    out = ["\\begin{tikzpicture}[x=1bp, y=1bp, line cap=round, line join=round]\n",
+           f"\\useasboundingbox (0,0) rectangle {_pt((w, h))};\n"]
     pen = _Pen()
     out += pen.run(layout.get("_draw_", []))
     objects = layout.get("objects", [])
@@ -147,7 +235,13 @@ def latex_text(text: str) -> str:
     >>> latex_text("a--b^")
     'a-{}-{}b\\\\textasciicircum{}'
     """
-    return "".join(_LATEX.get(c, c + "{}" if c in _LIGATURE else c) for c in text)
+    out = []
+    for k, c in enumerate(text):
+        if c == " " and (k == 0 or k == len(text) - 1 or text[k - 1] == " "):
+            out.append("\\ ")  # a space TeX would drop (leading, trailing, or in a run)
+        else:
+            out.append(_LATEX.get(c, c + "{}" if c in _LIGATURE else c))
+    return "".join(out)
 
 
 class _Pen:
@@ -162,7 +256,7 @@ class _Pen:
         self.width = 1.0
         self.dash = None
         self.size = 14.0
-        self.bold = self.italic = False
+        self.bold = self.italic = self.sub = self.sup = False
 
     def style(self, filled: bool) -> str:
         opts = []
@@ -195,7 +289,9 @@ class _Pen:
                 self.size = float(op.get("size", 14.0))
             elif kind == "t":
                 flags = int(op.get("fontchar", 0))
+                # xdot's font flags: 1 bold, 2 italic, 8 superscript, 16 subscript
                 self.bold, self.italic = bool(flags & 1), bool(flags & 2)
+                self.sup, self.sub = bool(flags & 8), bool(flags & 16)
             elif kind in ("E", "e"):
                 x, y, w, h = op["rect"]
                 out += self.shape(f"({_n(x)},{_n(y)}) ellipse [x radius={_n(w)}, "
@@ -236,8 +332,12 @@ class _Pen:
             text = f"\\textbf{{{text}}}"
         if self.italic:
             text = f"\\textit{{{text}}}"
-        size = _n(self.size)
+        size, (x, y) = self.size, op["pt"]
+        if self.sub or self.sup:  # set smaller, below or above the line's baseline
+            y += -0.25 * size if self.sub else 0.4 * size
+            size *= 0.72
         anchor = _ALIGN.get(op.get("align", "c"), "base")
-        return (f"\\node[anchor={anchor}, inner sep=0pt, text={_col(colour)}, "
-                f"font=\\fontsize{{{size}}}{{{size}}}\\selectfont] at {_pt(op['pt'])} "
-                f"{{{text}}};\n")
+        # pgf's own text command: what a TikZ node would draw, with less work per label
+        return (f"\\pgftext[{anchor},at={{\\pgfqpoint{{{_n(x)}bp}}{{{_n(y)}bp}}}}]"
+                f"{{\\color[RGB]{{{','.join(map(str, colour))}}}"
+                f"\\fontsize{{{_n(size)}}}{{{_n(size)}}}\\selectfont{{{text}}}}}\n")

@@ -338,3 +338,66 @@ def step_losses(net, loss):
     if not np.isclose(terms.sum(), total, rtol=1e-6, atol=1e-12):  # pragma: no cover
         return None
     return terms
+
+
+def loss_outputs(net, loss) -> dict:
+    """The outputs of ``net`` that are per-step losses the total loss adds up: ``name ->
+    "sum"`` or ``"mean"`` when ``loss`` is the sum (or mean) over all elements of that output
+    (or of some of its steps, indexed along time), and the output holds one number per
+    sample at each step (``(B,)``, ``(B, 1)``). A cell computing its own loss at each step
+    has such an output; the textbook view draws it as the loss's part L_t.
+
+    Parameters
+    ----------
+    net : Unrolled
+    loss : Tensor
+
+    Returns
+    -------
+    dict
+
+    Examples
+    --------
+    >>> import numpy as np, unrollgraph as ug
+    >>> cell = ug.Cell("c")
+    >>> x, h = cell.input("x", (2,)), cell.state("h", (2,))
+    >>> W = cell.param("W", np.eye(2))
+    >>> h_next = ug.tanh(x @ W + h, name="h_next")
+    >>> cell.feedback(h, h_next)
+    >>> cell.output("cost", (h_next * h_next).sum(axis=-1))
+    >>> net = ug.unroll(cell, steps=3)
+    >>> cost, _ = net(np.ones((3, 1, 2)))
+    >>> loss_outputs(net, cost.sum())
+    {'cost': 'sum'}
+    >>> loss_outputs(net, (cost * cost).sum())
+    {}
+    """
+    if not isinstance(loss, Tensor) or np.size(loss.data) != 1 or not loss._parents:
+        return {}
+    op = loss.node.op
+    if op not in ("sum", "mean") or loss.node.attrs.get("axis") is not None:
+        return {}
+    x = loss._parents[0]
+    if x.node.op == "getitem" and x._parents:  # some steps: outputs[1:], outputs[[0, 2]]
+        index = x.node.attrs.get("index")
+        if isinstance(index, tuple) and any(not (isinstance(i, slice) and i == slice(None))
+                                            for i in index[1:]):
+            return {}  # an index into the samples or features: not each step's whole loss
+        x = x._parents[0]
+    if not _is_output_item(net, x):
+        return {}
+    shape = np.shape(x.data)  # (T, B) or (T, B, 1)
+    if len(shape) < 2 or int(np.prod(shape[2:], dtype=np.int64)) != 1:
+        return {}
+    names = list(net.output_nodes)
+    return {names[x.node.attrs.get("index", 0)]: op}
+
+
+def _is_output_item(net, x) -> bool:
+    """``x`` is one of ``net``'s outputs (all steps), as its call returned it."""
+    if x.node.op != "item" or not x._parents:
+        return False
+    call = x._parents[0]
+    run = call.node.attrs.get("_run")
+    return call.node.op == "unrolled" and run is not None and run.net is net and \
+        x.node.attrs.get("index", 0) < len(net.output_nodes)
