@@ -21,6 +21,7 @@ __all__ = [
     "TrainingError",
     "InvalidNameError",
     "LoweringError",
+    "MissingDependencyError",
 ]
 
 
@@ -88,3 +89,14 @@ class LoweringError(GraphError):
         super().__init__(message)
         self.op = op
         self.target = target
+
+
+class MissingDependencyError(LoweringError, ImportError):
+    """An export target's package (torch, onnx) is not installed: the message names the extra
+    to install (``pip install 'unrollgraph[torch]'``). Both a :class:`LoweringError` (``.target``
+    names the target) and an ``ImportError`` (``.name`` is the missing package), so
+    ``except ImportError`` catches it as it catches a missing module."""
+
+    def __init__(self, message: str, package: str, target: str | None = None):
+        super().__init__(message, target=target)
+        self.name = package

@@ -7,18 +7,38 @@ target's module is imported on first use (``ug.export.to_torch`` imports torch t
 
 * PyTorch (``pip install 'unrollgraph[torch]'``): :func:`to_torch` (a :class:`CellModule`),
   :func:`from_torch`, :func:`torch_tbptt` (in :mod:`unrollgraph.export.torch_export`).
-* ONNX (``pip install 'unrollgraph[onnx]'``): :func:`to_onnx`.
+  :func:`from_torch` of a state dict of numpy arrays needs no torch.
+* ONNX (``pip install 'unrollgraph[onnx]'``): :func:`to_onnx` and the rules' builder
+  :class:`OnnxBuilder` (in :mod:`unrollgraph.export.onnx_export`).
+* :func:`check_lowering`: runs one op's rule for a target on example arrays and compares it
+  with the op's numpy forward (and, for torch, its VJPs).
 * :func:`lowering_table`: which op lowers to which target.
+
+A missing torch or onnx raises :class:`~unrollgraph.errors.MissingDependencyError`, both a
+``LoweringError`` and an ``ImportError``, naming the extra to install.
 """
 
 from __future__ import annotations
 
-__all__ = ["to_torch", "from_torch", "torch_tbptt", "CellModule", "to_onnx", "lowering_table"]
+__all__ = ["to_torch", "from_torch", "torch_tbptt", "CellModule", "to_onnx", "OnnxBuilder",
+           "check_lowering", "lowering_table"]
 
-_WHERE = {"to_torch": "torch_export", "from_torch": "torch_export",
-          "torch_tbptt": "torch_export", "CellModule": "torch_export",
-          "to_onnx": "onnx_export"}
+# the names this package imports on first use, and the module each lives in
+_WHERE = {"to_torch": "torch_export", "torch_tbptt": "torch_export",
+          "CellModule": "torch_export", "from_torch": "weights",
+          "to_onnx": "onnx_export", "OnnxBuilder": "onnx_export", "check_lowering": "check"}
 _EXTRA = {"torch": "torch", "onnx": "onnx", "onnxruntime": "onnx"}
+
+
+def _missing_dependency(package: str, who: str):
+    """The error for ``who`` (``"ug.export.to_torch"``) needing ``package``, not installed: one
+    wording for every target, naming the extra to install."""
+    from ..errors import MissingDependencyError
+
+    extra = _EXTRA.get(package, package)
+    return MissingDependencyError(
+        f"{who} needs the {package} package, which is not installed; install it with "
+        f"pip install 'unrollgraph[{extra}]'", package=package, target=extra)
 
 
 def __getattr__(name):
@@ -31,15 +51,14 @@ def __getattr__(name):
             missing = (exc.name or "").split(".")[0]
             if missing not in _EXTRA:
                 raise
-            from ..errors import LoweringError
-
-            raise LoweringError(
-                f"ug.export.{name} needs the {missing} package, which is not installed; "
-                f"install it with pip install 'unrollgraph[{_EXTRA[missing]}]'",
-                target=_WHERE[name].split("_")[0],
-            ) from None
+            raise _missing_dependency(missing, f"ug.export.{name}") from None
         return getattr(module, name)
     raise AttributeError(f"module 'unrollgraph.export' has no attribute {name!r}")
+
+
+def __dir__():
+    # the names imported on first use are listed too (listing imports nothing)
+    return sorted(set(globals()) | set(__all__))
 
 
 # what the table says of an op that is plumbing, not maths: it never appears inside a cell

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -50,22 +49,13 @@ import torch
 from ..cell import Cell
 from ..errors import CellError, DTypeError, LoweringError, ShapeError, TrainingError
 from ..ops import get_op
+from .weights import _escape, from_torch
 
 __all__ = ["CellModule", "to_torch", "from_torch", "torch_tbptt"]
 
 _NULL = contextlib.nullcontext()
 _FLOATS = {np.dtype(np.float16): torch.float16, np.dtype(np.float32): torch.float32,
            np.dtype(np.float64): torch.float64}
-
-
-def _escape(name: str) -> str:
-    return name.replace("%", "%25").replace(".", "%2E")
-
-
-def _unescape(name: str) -> str:
-    if name.startswith("%_"):
-        name = name[2:]
-    return re.sub(r"%(25|2E)", lambda m: "%" if m.group(1) == "25" else ".", name)
 
 
 def _torch_dtype(dtype, who: str):
@@ -249,13 +239,22 @@ class CellModule(torch.nn.Module):
             )
         return x
 
-    def _inputs(self, xs, ref, steps) -> tuple:
-        """The inputs as a list of (T, B, ...) tensors in declaration order, T and B."""
+    def _inputs(self, xs, ref, steps, one_step=False) -> tuple:
+        """The inputs as a list of (T, B, ...) tensors in declaration order, T and B.
+
+        ``one_step``: ``xs`` is one step's input ``x`` of :meth:`step`, shaped (B, ...), and
+        every message speaks of what :meth:`step` takes."""
         names = self.input_names
         cell = f"exported cell {self.cell_name!r}"
+        arg, form = ("x", "(B, ...)") if one_step else ("xs", "(T, B, ...)")
+        if one_step:
+            cell += ": step"
         if not names:
             if not (xs is None or (isinstance(xs, Mapping) and not xs)):
-                raise CellError(f"{cell} has no inputs; pass xs=None and steps=T")
+                raise CellError(f"{cell}: the cell has no inputs; " + (
+                    "pass x=None" if one_step else "pass xs=None and steps=T"))
+            if one_step:
+                return [], 1, None
             if steps is None or isinstance(steps, bool) or not isinstance(
                     steps, (int, np.integer)) or steps < 1:
                 raise CellError(f"{cell} has no inputs: give the number of steps, "
@@ -266,33 +265,54 @@ class CellModule(torch.nn.Module):
                             "steps is the length of xs")
         if not isinstance(xs, Mapping):
             if len(names) != 1:
-                raise CellError(f"{cell} has inputs {names}; pass xs as a dict name -> tensor "
-                                "shaped (T, B, ...)")
+                raise CellError(f"{cell}: the cell has inputs {names}; pass {arg} as a dict "
+                                f"name -> tensor shaped {form}")
             xs = {names[0]: xs}
+            label = {names[0]: arg}
+        else:
+            label = {k: f"{arg}[{k!r}]" for k in names}
         if len(xs) != len(names) or any(k not in xs for k in names):
-            raise CellError(f"{cell}: xs has inputs {sorted(map(str, xs))} but the cell "
+            raise CellError(f"{cell}: {arg} has inputs {sorted(map(str, xs))} but the cell "
                             f"declares {names}")
         out = []
         for k in names:
-            x = self._as_tensor(xs[k], f"xs[{k!r}]", ref)
+            x = self._as_tensor(xs[k], label[k], ref)
             want = self._input_shapes[k]
-            if x.ndim != 2 + len(want) or tuple(x.shape[2:]) != want or x.shape[0] < 1:
+            dims = ", ".join(map(str, want))
+            if one_step:
+                if x.ndim != 1 + len(want) or tuple(x.shape[1:]) != want:
+                    raise ShapeError(
+                        f"{cell}: {label[k]} must have shape (B{', ' if want else ''}{dims}), "
+                        f"got {tuple(x.shape)}; pass one step's input as (batch, features) "
+                        "(a whole sequence (T, B, ...) goes to module(xs))")
+                x = x.unsqueeze(0)
+            elif x.ndim != 2 + len(want) or tuple(x.shape[2:]) != want or x.shape[0] < 1:
                 raise ShapeError(
-                    f"{cell}: input {k!r} must have shape (T, B, "
-                    f"{', '.join(map(str, want))}) with T >= 1, got {tuple(x.shape)}; arrange "
+                    f"{cell}: input {k!r} must have shape (T, B"
+                    f"{', ' if want else ''}{dims}) with T >= 1, got {tuple(x.shape)}; arrange "
                     "it as (steps, batch, features)"
                 )
             out.append(x)
-        sizes = {(x.shape[0], x.shape[1]) for x in out}
-        if len(sizes) > 1:
-            raise ShapeError(f"{cell}: inputs disagree on (steps, batch): " + ", ".join(
-                f"{k} has {tuple(x.shape[:2])}" for k, x in zip(names, out)))
+        if one_step:
+            sizes = {x.shape[1] for x in out}
+            if len(sizes) > 1:
+                raise ShapeError(f"{cell}: the inputs disagree on the batch size: " + ", ".join(
+                    f"{label[k]} has {x.shape[1]}" for k, x in zip(names, out)))
+        else:
+            sizes = {(x.shape[0], x.shape[1]) for x in out}
+            if len(sizes) > 1:
+                raise ShapeError(f"{cell}: inputs disagree on (steps, batch): " + ", ".join(
+                    f"{label[k]} has {tuple(x.shape[:2])}" for k, x in zip(names, out)))
         return out, out[0].shape[0], out[0].shape[1]
 
-    def _states(self, state, batch, ref, dtype) -> list:
+    def _states(self, state, batch, ref, dtype, one_step=False) -> list:
+        """The states as a list of (B, ...) tensors in declaration order; ``batch`` is the
+        inputs' batch size (``None`` for a cell without inputs: the states' own, else 1)."""
         names = self.state_names
-        cell = f"exported cell {self.cell_name!r}"
+        cell = f"exported cell {self.cell_name!r}" + (": step" if one_step else "")
+        what = "state" if one_step else "initial state"
         if state is None:
+            batch = 1 if batch is None else batch
             out = []
             for k in names:
                 shape = (batch,) + self._state_shapes[k]
@@ -325,12 +345,17 @@ class CellModule(torch.nn.Module):
         if len(state) != len(names):
             raise CellError(f"{cell} has states {names}; state= has {len(state)} values: {how}")
         out = []
+        source = "the inputs'"
         for k, s in zip(names, state):
-            s = self._as_tensor(s, f"initial state {k!r}", ref)
-            want = (batch,) + self._state_shapes[k]
-            if tuple(s.shape) != want:
-                raise ShapeError(f"{cell}: initial state {k!r} must have shape {want} "
-                                 f"(batch, ...), got {tuple(s.shape)}")
+            s = self._as_tensor(s, f"{what} {k!r}", ref)
+            dims = self._state_shapes[k]
+            if batch is None and s.ndim == 1 + len(dims):
+                batch, source = s.shape[0], f"state {k!r}'s"
+            if s.ndim != 1 + len(dims) or tuple(s.shape) != (batch,) + dims:
+                shown = ", ".join(["B" if batch is None else str(batch), *map(str, dims)])
+                told = "" if batch is None else f"; the batch size {batch} is {source}"
+                raise ShapeError(f"{cell}: {what} {k!r} must have shape ({shown}) (batch, "
+                                 f"...{told}), got {tuple(s.shape)}")
             out.append(s)
         return out
 
@@ -394,13 +419,29 @@ class CellModule(torch.nn.Module):
         return self._pack(outs, finals)
 
     def step(self, x, state=None):
-        """One step: ``x`` shaped (B, ...) (a dict by name for several inputs; ``None`` for a
-        cell without inputs); returns ``(outputs, state)`` of that step, outputs (B, ...)."""
-        if isinstance(x, Mapping):
-            xs = {k: _unsqueeze(v) for k, v in x.items()}
-        else:
-            xs = None if x is None else _unsqueeze(x)
-        outs, finals, _ = self._run(xs, state, None, None, 1 if x is None else None, False)
+        """Run one step.
+
+        Parameters
+        ----------
+        x : torch.Tensor (B, ...), or dict name -> such
+            One step's input (a dict by name for several inputs; ``None`` for a cell without
+            inputs).
+        state : tensor, tuple or dict, optional
+            The state before the step, shaped (B, ...), as for :meth:`forward`; the cell's
+            initial state otherwise.
+
+        Returns
+        -------
+        outputs : torch.Tensor (B, ...) for a one-output cell, else dict name -> tensor
+        state : torch.Tensor for a one-state cell, else tuple in declaration order
+
+        Raises
+        ------
+        ShapeError, DTypeError, CellError
+            For an input or a state that does not fit the cell; the message names the shape
+            passed and the one expected, ``(B, ...)``.
+        """
+        outs, finals, _ = self._run(x, state, None, None, None, False, one_step=True)
         return self._pack([o[0] for o in outs], finals)
 
     def _pack(self, outs, finals):
@@ -408,19 +449,17 @@ class CellModule(torch.nn.Module):
         final = finals[0] if len(finals) == 1 else tuple(finals)
         return outputs, final
 
-    def _run(self, xs, state, lengths, truncate, steps, keep_states):
+    def _run(self, xs, state, lengths, truncate, steps, keep_states, one_step=False):
         if truncate is not None and (isinstance(truncate, (bool, np.bool_)) or not isinstance(
                 truncate, (int, np.integer)) or truncate < 1):
             raise CellError(f"exported cell {self.cell_name!r}: truncate must be a positive "
                             f"int or None, got {truncate!r}")
         ref = self._reference()
-        inputs, T, batch = self._inputs(xs, ref, steps)
+        inputs, T, batch = self._inputs(xs, ref, steps, one_step)
         dtype = inputs[0].dtype if inputs else (ref.dtype if ref is not None else torch.float64)
+        h = self._states(state, batch, ref, dtype, one_step)
         if batch is None:
-            first = state[0] if isinstance(state, (tuple, list)) and state else (
-                next(iter(state.values())) if isinstance(state, Mapping) and state else state)
-            batch = first.shape[0] if getattr(first, "ndim", 0) else 1
-        h = self._states(state, batch, ref, dtype)
+            batch = h[0].shape[0] if h else 1
         device = inputs[0].device if inputs else (ref.device if ref is not None else None)
         lens = self._lengths(lengths, batch, T, device)
         first_kept = 0 if truncate is None or truncate >= T else T - truncate
@@ -448,7 +487,7 @@ class CellModule(torch.nn.Module):
             for s, j in self._state_slots:
                 v[s] = h[j]
             with torch.no_grad() if t < first_kept else _NULL:
-                self._eval(self._step_prog, v, t)
+                self._eval(self._step_prog, v, "in step()" if one_step else t)
                 ys = [v[s] for s in self._out_slots]
                 nxt = [v[s] for s in self._fb_slots]
                 if masks is not None:
@@ -472,7 +511,8 @@ class CellModule(torch.nn.Module):
             node = self._prog.graph.nodes[out]
             shapes = ", ".join(f"{self._prog.graph.display_name(self._prog.graph.nodes[i])} "
                                f"{tuple(np.shape(v[i]))}" for i in ins)
-            where = "" if step is None else f", step {step}"
+            where = ("" if step is None else f", {step}" if isinstance(step, str)
+                     else f", step {step}")
             raise LoweringError(
                 f"exported cell {self.cell_name!r}{where}: the torch rule of op {node.op!r} "
                 f"(node {self._prog.graph.display_name(node)}) failed on {shapes}: {exc}",
@@ -493,10 +533,6 @@ def _detached(state):
     if isinstance(state, (tuple, list)):
         return tuple(_detached(v) for v in state)
     return state
-
-
-def _unsqueeze(x):
-    return x.unsqueeze(0) if isinstance(x, torch.Tensor) else np.asarray(x)[None]
 
 
 def _shaped(mask, like):
@@ -571,69 +607,6 @@ def to_torch(cell: Cell, dtype=None, device=None) -> CellModule:
         raise CellError(f"to_torch(cell) needs a ug.Cell, got {type(cell).__name__}"
                         + (" (an unrolled net: pass net.cell)" if hasattr(cell, "cell") else ""))
     return CellModule(cell, dtype=_torch_dtype(dtype, "to_torch"), device=device)
-
-
-def from_torch(module, cell: Cell) -> Cell:
-    """Load the weights of ``module`` into ``cell``, exactly (bit for bit at equal float types).
-
-    Parameters
-    ----------
-    module : CellModule, torch.nn.Module or dict
-        A module from :func:`to_torch` (its parameter names are mapped back to the cell's),
-        any module whose ``state_dict()`` uses the cell's names (``torch.nn.LSTMCell`` for
-        ``ug.nn.LSTMCell``), or a state dict.
-    cell : Cell
-        The cell to load into (all or nothing: see :meth:`Cell.load_state_dict`).
-
-    Returns
-    -------
-    Cell
-        ``cell`` itself, its parameters changed in place (values converted to each
-        parameter's float type).
-
-    Raises
-    ------
-    CellError
-        Names that do not match the cell's parameters (listed), or ``cell`` not a Cell.
-    ShapeError
-        A value whose shape differs from its parameter's.
-
-    Examples
-    --------
-    >>> import torch, unrollgraph as ug
-    >>> cell = ug.nn.GRUCell(2, 3, seed=0)
-    >>> module = ug.export.to_torch(cell)
-    >>> with torch.no_grad():
-    ...     module.bias_hh.fill_(0.25)
-    Parameter containing:
-    tensor([0.2500, 0.2500, 0.2500, 0.2500, 0.2500, 0.2500, 0.2500, 0.2500, 0.2500],
-           dtype=torch.float64, requires_grad=True)
-    >>> ug.export.from_torch(module, cell).bias_hh.data[:3]
-    array([0.25, 0.25, 0.25])
-    """
-    if not isinstance(cell, Cell):
-        raise CellError(f"from_torch(module, cell): cell must be a ug.Cell, got "
-                        f"{type(cell).__name__}")
-    if isinstance(module, CellModule):
-        sd = module.cell_state_dict()
-    elif isinstance(module, torch.nn.Module):
-        sd = module.state_dict()
-    elif isinstance(module, Mapping):
-        sd = module
-    else:
-        raise CellError(f"from_torch(module, cell): module must be a torch.nn.Module or a "
-                        f"state dict, got {type(module).__name__}")
-    arrays = {}
-    for k, v in sd.items():
-        if isinstance(v, torch.Tensor):
-            v = v.detach()
-            if v.dtype not in (torch.float16, torch.float32, torch.float64) and \
-                    v.is_floating_point():
-                v = v.to(torch.float32)  # bfloat16 and the like: no numpy type of their own
-            v = v.cpu().numpy()
-        arrays[k] = v
-    cell.load_state_dict(arrays)
-    return cell
 
 
 # -- streaming truncated BPTT ----------------------------------------------------------------
