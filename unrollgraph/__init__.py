@@ -74,6 +74,9 @@ from .testing import gradcheck
 from .tikz import to_tikz
 from .unroll import Run, Unrolled, unroll
 
+# every op registered so far is the library's own: those cannot be redefined or removed
+ops._seal_library()
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import GraphError, LoweringError, ShapeError
 
-__all__ = ["OpDef", "defop", "deflower", "get_op", "registry", "unbroadcast"]
+__all__ = ["OpDef", "defop", "undefop", "deflower", "get_op", "registry", "unbroadcast"]
 
 # the engines a cell can be lowered to (unrollgraph.export); each op carries one rule per target
 TARGETS = ("torch", "onnx")
@@ -92,11 +92,27 @@ class OpDef:
 
 
 _REGISTRY: dict[str, OpDef] = {}
+# the library's own ops as the library registered them (filled once unrollgraph is imported):
+# they cannot be redefined or removed
+_LIBRARY: dict[str, OpDef] = {}
+
+
+def _seal_library() -> None:
+    """Record the ops registered so far as the library's own (called by ``unrollgraph``'s
+    ``__init__`` once every module that registers ops is imported)."""
+    if not _LIBRARY:
+        _LIBRARY.update(_REGISTRY)
+
+
+def _refuse_library_op(name: str, what: str, hint: str) -> None:
+    if name in _LIBRARY:
+        raise GraphError(f"op {name!r} is one of unrollgraph's own ops and cannot be {what}; "
+                         + hint)
 
 
 def defop(
     name, forward, vjps, sym=None, check=None, nondiff=(), variadic=False, always_check=False,
-    doc="", torch=None, onnx=None,
+    doc="", torch=None, onnx=None, replace=False,
 ):
     """Register an op: its forward, one VJP per input, and its sympy form.
 
@@ -116,11 +132,23 @@ def defop(
     torch, onnx : callable, optional
         The op's lowering rule for each export target (see :mod:`unrollgraph.export`); an op
         without one raises :class:`~unrollgraph.errors.LoweringError` when a cell using it is
-        exported there. Rules can also be added later with :func:`deflower`.
+        exported there. Rules can also be added later with :func:`deflower`, and checked
+        against ``forward`` and ``vjps`` with :func:`unrollgraph.export.check_lowering`.
+    replace : bool
+        Redefine an op you registered before under ``name`` (re-running a notebook cell):
+        the new definition replaces the old one whole, rules added with :func:`deflower`
+        included. Graphs and nets find their ops by name, so those built before use the new
+        definition from then on: build them again. The library's own ops cannot be replaced.
 
     Returns
     -------
     OpDef
+
+    Raises
+    ------
+    GraphError
+        ``name`` is registered already (pass ``replace=True``, or :func:`undefop` it first),
+        or is one of the library's own ops.
 
     Examples
     --------
@@ -129,16 +157,56 @@ def defop(
     ...            sym=lambda x: x**3)
     >>> op.vjp(np.array(1.0), None, np.array(2.0))
     (np.float64(12.0),)
-    >>> _ = _REGISTRY.pop("cube_example")  # keep the registry to the library's own ops
+    >>> op = defop("cube_example", lambda x: x**3, [lambda g, ans, x: 3 * g * x**2],
+    ...            replace=True)  # run again: redefined
+    >>> _ = undefop("cube_example")  # and removed
     """
     if name in _REGISTRY:
-        raise GraphError(f"op {name!r} is already registered; pick another name")
+        _refuse_library_op(name, "redefined",
+                           f"register yours under another name (e.g. {name + '_mine'!r})")
+        if not replace:
+            raise GraphError(
+                f"op {name!r} is already registered; pass defop(..., replace=True) to redefine "
+                f"it, or remove it first with unrollgraph.ops.undefop({name!r})"
+            )
     lower = {t: r for t, r in (("torch", torch), ("onnx", onnx)) if r is not None}
     op = OpDef(
         name, forward, tuple(vjps), sym, check, tuple(nondiff), variadic, always_check,
         doc=doc, lower=lower,  # (by keyword: ``reads`` comes between, None = reads all)
     )
     _REGISTRY[name] = op
+    return op
+
+
+def undefop(name: str) -> OpDef:
+    """Remove an op you registered with :func:`defop`.
+
+    Graphs and nets that use it can no longer run (their op is looked up by name).
+
+    Parameters
+    ----------
+    name : str
+        The name of an op registered with :func:`defop`.
+
+    Returns
+    -------
+    OpDef
+        The registry entry removed.
+
+    Raises
+    ------
+    GraphError
+        No op of that name is registered, or it is one of the library's own ops.
+
+    Examples
+    --------
+    >>> _ = defop("halve_example", lambda x: x / 2, [lambda g, ans, x: g / 2])
+    >>> undefop("halve_example").name, "halve_example" in registry()
+    ('halve_example', False)
+    """
+    _refuse_library_op(name, "removed", "undefop removes the ops registered with defop")
+    op = get_op(name)
+    del _REGISTRY[name]
     return op
 
 
@@ -171,7 +239,7 @@ def deflower(name: str, target: str, rule: Callable) -> OpDef:
     >>> op = defop("twice_example", lambda x: 2 * x, [lambda g, ans, x: 2 * g])
     >>> sorted(deflower("twice_example", "torch", lambda torch, x: 2 * x).lower)
     ['torch']
-    >>> _ = _REGISTRY.pop("twice_example")
+    >>> _ = undefop("twice_example")
     """
     op = get_op(name)
     if target not in TARGETS:

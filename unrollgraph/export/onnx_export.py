@@ -101,14 +101,13 @@ _IR_VERSION = 8  # the IR version that came with opset 18 (onnx 1.13)
 _C_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
-def _onnx():
+def _onnx(who: str = "ug.export.to_onnx"):
     try:
         import onnx
     except ImportError:
-        raise LoweringError(
-            "exporting to ONNX needs the onnx package: pip install 'unrollgraph[onnx]' "
-            "(or pip install onnx)", target="onnx"
-        ) from None
+        from . import _missing_dependency
+
+        raise _missing_dependency("onnx", who) from None
     return onnx
 
 
@@ -150,8 +149,9 @@ def to_onnx(cell, path=None, steps=None, *, dtype=None, lengths=False, identifie
     Raises
     ------
     LoweringError
-        An op of the cell has no ONNX rule (``.op`` names it), the onnx package is missing, or
-        the model fails the checker.
+        An op of the cell has no ONNX rule (``.op`` names it), or the model fails the checker.
+    MissingDependencyError
+        The onnx package is not installed (an ``ImportError`` too).
     CellError
         ``cell`` is not a valid cell, ``steps`` is not a positive int, or the cell has no
         inputs and ``steps`` is ``None`` (a ``Scan`` takes its length from an input).
@@ -274,8 +274,13 @@ class OnnxBuilder:
         the operator's attributes (ints, floats, lists...).
         """
         out = self._ex.fresh(f"{self._base}/{op_type}")
+        # an empty list has no type to infer (Transpose of a 0-d value: perm=[]): ints
+        empty = {k for k, v in attributes.items() if isinstance(v, (list, tuple)) and not v}
         node = self._ex.helper.make_node(
-            op_type, ["" if i is None else i for i in inputs], [out], name=out, **attributes)
+            op_type, ["" if i is None else i for i in inputs], [out], name=out,
+            **{k: v for k, v in attributes.items() if k not in empty})
+        node.attribute.extend(self._ex.helper.make_attribute(
+            k, [], attr_type=self._ex.onnx.AttributeProto.INTS) for k in sorted(empty))
         self._nodes.append(node)
         self.emitted.append(node)
         return out
@@ -390,40 +395,16 @@ class OnnxBuilder:
                        self.const(flat, np.int64), axis=0)
 
 
-class _Exporter:
-    """Builds one model: names, constants, the lowering of each node."""
+class _Parts:
+    """What the nodes of one model share: its names, its constants (initializers)."""
 
-    def __init__(self, onnx, cell: Cell, dtype, identifiers: bool, lengths: bool = False):
+    def __init__(self, onnx, identifiers: bool = False):
         self.onnx = onnx
-        self.masked = lengths
         self.helper = onnx.helper
-        self.cell = cell
         self.identifiers = identifiers
-        params = cell.parameters()
-        if dtype is None:
-            dtype = (np.result_type(*[p.dtype for p in params.values()]) if params
-                     else np.float64)
-        self.dtype = _float_dtype(dtype, f"to_onnx(cell {cell.name!r})")
-        # the float type numbers written in the cell take (the inputs', as in a run)
-        self.number_dtype = self.dtype if cell.inputs else np.dtype(np.float64)
         self.taken: set = set()
         self.inits: list = []
-        self.infos: list = []  # the main graph's value types and shapes
         self._consts: dict = {}
-        self.graph = cell.graph()
-        self.leaves = cell.leaf_tensors()
-        self.batched = self.graph._batched
-        self.rules = {}
-        for n in self.graph.nodes:
-            if not n.is_leaf and n.op not in self.rules:
-                try:
-                    self.rules[n.op] = get_op(n.op).lowering("onnx")
-                except LoweringError as exc:
-                    raise LoweringError(
-                        f"cell {cell.name!r}, node {self.graph.display_name(n)!r}: {exc}",
-                        op=exc.op, target=exc.target,
-                    ) from None
-        self._dtype_memo: dict = {}
 
     # -- names and constants -------------------------------------------------------------------
     def fresh(self, raw: str) -> str:
@@ -457,6 +438,37 @@ class _Exporter:
 
     def value_info(self, name, dtype, shape):
         return self.helper.make_tensor_value_info(name, self.elem(dtype), list(shape))
+
+
+class _Exporter(_Parts):
+    """Builds one model: names, constants, the lowering of each node."""
+
+    def __init__(self, onnx, cell: Cell, dtype, identifiers: bool, lengths: bool = False):
+        _Parts.__init__(self, onnx, identifiers)
+        self.masked = lengths
+        self.cell = cell
+        params = cell.parameters()
+        if dtype is None:
+            dtype = (np.result_type(*[p.dtype for p in params.values()]) if params
+                     else np.float64)
+        self.dtype = _float_dtype(dtype, f"to_onnx(cell {cell.name!r})")
+        # the float type numbers written in the cell take (the inputs', as in a run)
+        self.number_dtype = self.dtype if cell.inputs else np.dtype(np.float64)
+        self.infos: list = []  # the main graph's value types and shapes
+        self.graph = cell.graph()
+        self.leaves = cell.leaf_tensors()
+        self.batched = self.graph._batched
+        self.rules = {}
+        for n in self.graph.nodes:
+            if not n.is_leaf and n.op not in self.rules:
+                try:
+                    self.rules[n.op] = get_op(n.op).lowering("onnx")
+                except LoweringError as exc:
+                    raise LoweringError(
+                        f"cell {cell.name!r}, node {self.graph.display_name(n)!r}: {exc}",
+                        op=exc.op, target=exc.target,
+                    ) from None
+        self._dtype_memo: dict = {}
 
     # -- dtypes ----------------------------------------------------------------------------------
     def dtypes(self, state_dtypes: tuple) -> dict:
