@@ -538,3 +538,155 @@ def test_an_unfinished_cell_is_refused():
     cell.output("y", ug.tanh(x))
     with pytest.raises(ug.CellError, match="no feedback edge"):
         ug.export.to_onnx(cell, None)
+
+
+# -------------------------------------------------------------------------------------------
+# what the model holds: basic indexes as slices, comparisons read by where as bools
+
+
+def _all_nodes(model):
+    """Every node of the model, those of the Scan's body included; and the initializers."""
+    graphs, nodes, inits = [model.graph], [], {}
+    while graphs:
+        g = graphs.pop()
+        inits.update({t.name: t for t in g.initializer})
+        for node in g.node:
+            nodes.append(node)
+            graphs.extend(a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH)
+    return nodes, inits
+
+
+@st.composite
+def basic_indexes(draw, shape=(3, 4)):
+    """An index of a cell value shaped (batch,) + shape that is basic (ints, slices, None,
+    one ...) and keeps the batch axis first."""
+    items = [slice(None)]  # the batch axis
+    for dim in shape:
+        kind = draw(st.sampled_from(["int", "slice", "whole"]))
+        if kind == "int":
+            items.append(draw(st.integers(-dim, dim - 1)))
+        elif kind == "slice":
+            bound = st.none() | st.integers(-dim - 1, dim + 1)
+            step = draw(st.none() | st.sampled_from([1, 2, -1, -2, 3]))
+            items.append(slice(draw(bound), draw(bound), step))
+        else:
+            items.append(slice(None))
+    for _ in range(draw(st.integers(0, 2))):  # new axes, after the batch axis
+        items.insert(draw(st.integers(1, len(items))), None)
+    whole = 0  # a leading run of whole slices (the batch axis's included) may be a ...
+    while whole < len(items) and items[whole] == slice(None):
+        whole += 1
+    cut = draw(st.integers(0, whole))
+    if cut and draw(st.booleans()):
+        items[:cut] = [Ellipsis]
+    while len(items) > 1 and items[-1] == slice(None) and draw(st.booleans()):
+        items.pop()  # trailing whole slices may be left out
+    return tuple(items)
+
+
+@settings(max_examples=25, deadline=None)
+@given(index=basic_indexes())
+def test_a_basic_index_lowers_to_slices_not_gathers_of_positions(index):
+    """``g[..., :H]`` lowers as ``g[:, :H]`` does: any basic index (ints, slices, ``None``,
+    ``...``) is a ``Slice`` and a ``Gather`` of one position per int (and an ``Unsqueeze``),
+    never a ``Reshape`` and a ``Gather`` of a list of positions; the values are numpy's."""
+    cell = ug.Cell("index")
+    x = cell.input("x", (3, 4))
+    h = cell.state("h", (3, 4))
+    cell.feedback(h, ug.tanh(x + h * 0.5, name="h_next"))
+    picked = (x + h)[index]
+    if picked.size == 0 or picked.shape[0] != 1:
+        return  # (a cell output must keep its batch axis and hold something)
+    cell.output("y", picked * 1.0)
+    xs = sequences(cell, 3, 2)
+    models = check(cell, xs, steps_options=(None,))
+    nodes, inits = _all_nodes(models[None])
+    assert "Reshape" not in {n.op_type for n in nodes}, index
+    for n in nodes:
+        if n.op_type == "Gather" and n.input[1] in inits:
+            assert list(inits[n.input[1]].dims) == [], (index, n.name)
+
+
+def test_the_issues_indexes_lower_alike():
+    cell = ug.Cell("gates")
+    x = cell.input("x", (6,))
+    h = cell.state("h", (3,))
+    g = ug.tanh(x + ug.concat([h, h], axis=1))
+    cell.feedback(h, g[..., :3] * 0.5 + g[:, 3:] * 0.5)
+    cell.output("y", g[:, :3])
+    model = check(cell, sequences(cell, 4, 2), steps_options=(None,))[None]
+    types = [n.op_type for n in _all_nodes(model)[0]]
+    assert types.count("Slice") == 3 and "Gather" not in types and "Reshape" not in types
+
+
+def _where_cell(also_read=False, as_output=False):
+    cell = ug.Cell("gated")
+    x = cell.input("x", (3,))
+    h = cell.state("h", (3,))
+    up = h > 0.3
+    nxt = ug.where(up, ug.tanh(x + h), x * 0.5) + ug.where(up, h * 0.1, 0.0)
+    if also_read:
+        nxt = nxt + up * 0.25
+    cell.feedback(h, ug.tanh(nxt, name="h_next"))
+    cell.output("y", up * 1.0 if as_output else nxt)
+    if as_output:
+        cell.output("up", up)
+    return cell
+
+
+def test_a_comparison_read_only_by_where_stays_bool():
+    """``where(h > 0.3, ...)`` is ``Greater`` straight into ``Where``: no ``Cast`` to the float
+    0/1 numpy computes and back to bool. A comparison read by anything else (arithmetic, an
+    output) keeps its float value; both agree with the net."""
+    rng = np.random.default_rng(3)
+    xs = {"x": rng.uniform(-1, 1, (5, 3, 3))}
+    state = {"h": rng.uniform(-1, 1, (3, 3))}
+    for steps in (None, 5):
+        model = check(_where_cell(), xs, state, steps_options=(steps if steps is None
+                                                               else "T",))
+        nodes = _all_nodes(next(iter(model.values())))[0]
+        assert "Cast" not in {n.op_type for n in nodes}
+        made = {o: n for n in nodes for o in n.output}
+        wheres = [n for n in nodes if n.op_type == "Where"]
+        assert len(wheres) == 2 * (steps or 1) and all(made[n.input[0]].op_type == "Greater" for n in wheres)
+    for kw in ({"also_read": True}, {"as_output": True}):
+        model = check(_where_cell(**kw), xs, state)[None]
+        nodes = _all_nodes(model)[0]
+        casts = [n for n in nodes if n.op_type == "Cast"]
+        assert casts, kw  # the float 0/1 is computed once, for its other readers
+    # a comparison lowered by a rule of one's own is lowered by that rule
+    gt = ug.ops.get_op("gt").lower["onnx"]
+    seen = []
+    deflower("gt", "onnx", lambda b, x, y: seen.append(1) or gt(b, x, y))
+    try:
+        check(_where_cell(), xs, state)
+    finally:
+        deflower("gt", "onnx", gt)
+    assert seen and ug.ops.get_op("gt").lower["onnx"] is ug.ops._LIBRARY["gt"].lower["onnx"]
+
+
+# -------------------------------------------------------------------------------------------
+# check_lowering on onnx rules
+
+
+def test_check_lowering_catches_a_wrong_onnx_rule_and_passes_a_right_one():
+    name = "scaled_check_test"
+    defop(name, lambda a: a * 2.0, [lambda g, ans, a: 2.0 * g],
+          onnx=lambda b, x: b.op("Mul", x, b.const(3.0)))
+    try:
+        with pytest.raises(ug.LoweringError, match=r"onnx rule of op 'scaled_check_test' "
+                           r"\(run by the reference evaluator\) disagrees with its numpy "
+                           r"forward: worst at index \(1,\): the rule gives -3, the op -2") as e:
+            ug.export.check_lowering(name, "onnx", np.array([0.5, -1.0, 0.25]))
+        assert e.value.op == name and e.value.target == "onnx"
+        deflower(name, "onnx", lambda b, x: b.op("Mul", x, b.const(2.0)))
+        assert ug.export.check_lowering(name, "onnx", np.array([0.5, -1.0])) == {
+            "forward": 0.0}
+        deflower(name, "onnx", lambda b, x: b.op("Transpose", x, perm=[1, 0]))
+        with pytest.raises(ug.LoweringError, match="shape"):
+            ug.export.check_lowering(name, "onnx", np.ones((2, 3)))
+        deflower(name, "onnx", lambda b, x: b.op("NoSuchOperator", x))
+        with pytest.raises(ug.LoweringError, match="onnx.checker refuses"):
+            ug.export.check_lowering(name, "onnx", np.ones(2))
+    finally:
+        ug.ops.undefop(name)

@@ -99,6 +99,8 @@ OPSET = 18
 _IR_VERSION = 8  # the IR version that came with opset 18 (onnx 1.13)
 
 _C_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# unrollgraph's comparisons and the ONNX operators computing them (as bools)
+_COMPARISONS = {"gt": "Greater", "ge": "GreaterOrEqual", "lt": "Less", "le": "LessOrEqual"}
 
 
 def _onnx(who: str = "ug.export.to_onnx"):
@@ -350,41 +352,46 @@ class OnnxBuilder:
         return x if hi is None else self.op("Min", x, self.const(hi))
 
     def index(self, x: str, index) -> str:
-        """numpy's ``x[index]`` for any index numpy takes: ``Slice`` and ``Gather`` for ints
-        and slices, else one ``Gather`` of the flat positions the index selects (computed
-        here, on the shape), per batch row when ``x`` has a batch axis."""
+        """numpy's ``x[index]`` for any index numpy takes. A basic index (ints, slices, one
+        ``...``, ``None``) is one ``Slice`` of the sliced axes, a ``Gather`` per int and one
+        ``Unsqueeze`` for the ``None``s (``g[..., :H]`` lowers as ``g[:, :H]`` does); any other
+        index is one ``Gather`` of the flat positions it selects (computed here, on the shape),
+        per batch row when ``x`` has a batch axis."""
         shape = self.in_shapes[0]
         batched = bool(shape) and shape[0] is None
         items = index if isinstance(index, tuple) else (index,)
-
-        def is_int(i):
-            return isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
-
-        if (len(items) <= len(shape) and all(isinstance(i, slice) or is_int(i) for i in items)
-                and not (batched and items and items[0] != slice(None))):
-            starts, ends, axes, steps, picks = [], [], [], [], []
-            for ax, item in enumerate(items):
-                if batched and ax == 0:
+        plan = _basic_index(items, shape, batched)
+        if plan is not None:
+            starts, ends, axes, steps, picks, new = [], [], [], [], [], []
+            ax = out_ax = 0
+            for item in plan:
+                if item is None:
+                    new.append(out_ax)
+                    out_ax += 1
                     continue
                 dim = shape[ax]
-                if is_int(item):
+                if isinstance(item, slice):
+                    out_ax += 1
+                    if dim is not None:  # (the batch axis: a whole slice, see _basic_index)
+                        start, stop, step = item.indices(dim)
+                        if (start, stop, step) != (0, dim, 1):
+                            if step < 0 and stop < 0:
+                                stop = -(dim + 1)  # before the first (ONNX: -1 is the last)
+                            starts.append(start)
+                            ends.append(stop)
+                            axes.append(ax)
+                            steps.append(step)
+                else:
                     picks.append((ax, int(item) % dim))
-                    continue
-                start, stop, step = item.indices(dim)
-                if (start, stop, step) == (0, dim, 1):
-                    continue
-                if step < 0 and stop < 0:
-                    stop = -(dim + 1)  # before the first element (ONNX reads -1 as the last)
-                starts.append(start)
-                ends.append(stop)
-                axes.append(ax)
-                steps.append(step)
+                ax += 1
             if axes:
                 x = self.op("Slice", x, self.ints(starts), self.ints(ends), self.ints(axes),
                             self.ints(steps))
             for ax, i in reversed(picks):
                 x = self.op("Gather", x, self.const(np.int64(i), np.int64), axis=ax)
-            return x if (axes or picks) else self.op("Identity", x)
+            if new:
+                x = self.op("Unsqueeze", x, self.ints(new))
+            return x if (axes or picks or new) else self.op("Identity", x)
         if batched:
             rest = tuple(shape[1:])
             flat = np.arange(int(np.prod(rest)), dtype=np.int64).reshape((1,) + rest)[index]
@@ -393,6 +400,32 @@ class OnnxBuilder:
         flat = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape)[index]
         return self.op("Gather", self.op("Reshape", x, self.ints([-1])),
                        self.const(flat, np.int64), axis=0)
+
+
+def _is_int(i) -> bool:
+    return isinstance(i, (int, np.integer)) and not isinstance(i, (bool, np.bool_))
+
+
+def _basic_index(items: tuple, shape: tuple, batched: bool) -> list | None:
+    """A basic index as one item per input axis or new axis: ints, slices and ``None``, the
+    ``...`` spelled out as whole slices; ``None`` for an index that is not basic (lists,
+    arrays, masks, bools), or that touches the batch axis (anything but a whole slice there,
+    or a new axis before it)."""
+    if not all(i is None or i is Ellipsis or isinstance(i, slice) or _is_int(i)
+               for i in items):
+        return None
+    used = sum(1 for i in items if i is not None and i is not Ellipsis)
+    if used > len(shape) or sum(1 for i in items if i is Ellipsis) > 1:
+        return None
+    plan = []
+    for i in items:
+        plan.extend([slice(None)] * (len(shape) - used) if i is Ellipsis else [i])
+    if batched:
+        first = plan[0] if plan else slice(None)
+        if not (isinstance(first, slice) and first.start in (None, 0) and first.stop is None
+                and first.step in (None, 1)):
+            return None
+    return plan
 
 
 class _Parts:
@@ -469,6 +502,33 @@ class _Exporter(_Parts):
                         op=exc.op, target=exc.target,
                     ) from None
         self._dtype_memo: dict = {}
+        self.bool_conds = self._conditions()
+
+    def _conditions(self) -> dict:
+        """The comparisons read only as ``where`` conditions (not an output, not a state's
+        next value), both ops lowered by the library's own rules: node id -> the ONNX
+        comparison. Such a comparison's value stays the bool ONNX computes, and ``Where``
+        reads it as it is: no ``Cast`` to the float 0/1 numpy gives and back to bool."""
+        from ..ops import _LIBRARY
+
+        def own_rule(name):
+            return name in _LIBRARY and get_op(name).lower.get("onnx") is \
+                _LIBRARY[name].lower.get("onnx")
+
+        ends = {id(t.node) for t in self.cell.outputs.values()} | {
+            id(t.node) for t in self.cell.feedbacks.values()}
+        found = {id(n): _COMPARISONS[n.op] for n in self.graph.nodes
+                 if n.op in _COMPARISONS and id(n) not in ends and own_rule(n.op)}
+        read = set()
+        where = own_rule("where")
+        for n in self.graph.nodes:
+            for k, i in enumerate(n.inputs):
+                if id(i) in found:
+                    if n.op == "where" and k == 0 and where:
+                        read.add(id(i))
+                    else:
+                        found.pop(id(i))
+        return {i: op for i, op in found.items() if i in read}
 
     # -- dtypes ----------------------------------------------------------------------------------
     def dtypes(self, state_dtypes: tuple) -> dict:
@@ -520,6 +580,8 @@ class _Exporter(_Parts):
         raw = self.graph.display_name(n) + suffix
         for k, i in enumerate(n.inputs):
             name, dt = env[id(i)], dtypes[id(i)]
+            if id(i) in self.bool_conds:  # a where's condition, kept bool (see _conditions)
+                dt = np.dtype(bool)
             if k not in keep and dt != want and want.kind == "f":
                 name = self.fresh(f"{raw}/{k}/Cast")
                 nodes.append(self.helper.make_node("Cast", [env[id(i)]], [name], name=name,
@@ -530,7 +592,11 @@ class _Exporter(_Parts):
         b = OnnxBuilder(self, nodes, raw, want, names, in_dtypes,
                         [self.shape_of(i) for i in n.inputs], self.shape_of(n))
         try:
-            out = self.rules[n.op](b, *names, **n.attrs)
+            if id(n) in self.bool_conds:
+                out = b.op(self.bool_conds[id(n)], *names)
+                want = np.dtype(bool)
+            else:
+                out = self.rules[n.op](b, *names, **n.attrs)
         except LoweringError:
             raise
         except Exception as exc:
