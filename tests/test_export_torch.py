@@ -365,6 +365,158 @@ def test_names_torch_cannot_hold_are_mapped_reversibly():
     compare(cell, {"x": np.random.default_rng(0).standard_normal((3, 2, 2))}, truncate=2)
 
 
+def _named_cell(names):
+    cell = ug.Cell("named")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (2,))
+    acc = x + h * 0.5
+    for j, k in enumerate(names):
+        acc = acc + ug.tanh(acc * cell.param(k, np.full((2,), 0.1 * (j + 1)))) * 0.1
+    cell.feedback(h, ug.tanh(acc, name="h_next"))
+    cell.output("y", h)
+    return cell
+
+
+def test_a_saved_state_dict_loads_back_whatever_its_names(tmp_path):
+    """``module.state_dict()`` (and what ``torch.load`` gives back of it) holds the module's
+    names (``layer%2E0%2EW``, ``%_forward``): from_torch maps them back, and takes the cell's
+    own names too; a name that is neither is refused, pointing at ``module.torch_names``."""
+    cell = _named_cell(["layer.0.W", "bias.x", "forward"])
+    module = ug.export.to_torch(cell)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.mul_(-2.0)
+    want = {k: module.get_parameter(t).detach().numpy().copy()
+            for k, t in module.torch_names.items()}
+    torch.save(module.state_dict(), tmp_path / "weights.pt")
+    for sd in (module.state_dict(), torch.load(tmp_path / "weights.pt"),
+               {k: v.numpy() for k, v in module.state_dict().items()},
+               module.cell_state_dict(), {k: np.asarray(v) for k, v in want.items()}):
+        fresh = _named_cell(["layer.0.W", "bias.x", "forward"])
+        assert ug.export.from_torch(sd, fresh) is fresh
+        for k, v in want.items():
+            assert _bits(fresh.parameters()[k].data) == _bits(v), k
+    sd = dict(module.state_dict())
+    sd["layer%2E1%2EW"] = sd.pop("layer%2E0%2EW")
+    with pytest.raises(ug.CellError, match=r"unknown names \['layer%2E1%2EW'\]; missing "
+                       r"\['layer.0.W'\].*module.torch_names") as err:
+        ug.export.from_torch(sd, cell)
+    assert "e.g. 'layer.0.W' to 'layer%2E0%2EW'" in str(err.value)
+
+
+def test_a_name_that_reads_both_ways_is_settled_by_the_whole_dict():
+    """``a%2Eb`` is a cell name and the module's name of ``a.b``: a dict named wholly one
+    way (the cell's or the module's) is read that way; a partial dict where it could be
+    either is refused, not guessed."""
+    names = ["a.b", "a%2Eb", "c"]
+    cell = _named_cell(names)
+    module = ug.export.to_torch(cell)
+    assert module.torch_names == {"a.b": "a%2Eb", "a%2Eb": "a%252Eb", "c": "c"}
+    with torch.no_grad():
+        for j, p in enumerate(module.parameters()):
+            p.fill_(j + 5.0)
+    own = module.cell_state_dict()
+    for sd in (module.state_dict(), own):
+        fresh = _named_cell(names)
+        ug.export.from_torch(sd, fresh)
+        for k in names:
+            assert _bits(fresh.parameters()[k].data) == _bits(own[k])
+    with pytest.raises(ug.CellError, match="ambiguous names 'a%2Eb'"):
+        ug.export.from_torch({"a%2Eb": own["a.b"], "c": own["c"]}, cell)
+    with pytest.raises(ug.CellError, match="clash: 'a.b' and 'a%2Eb' both give 'a.b'"):
+        ug.export.from_torch({"a.b": own["a.b"], "a%2Eb": own["a.b"], "c": own["c"]},
+                             _named_cell(["a.b", "c"]))
+
+
+NAME_CHARS = st.sampled_from(list("ab_.%2E5") + ["%2E", "%25", "%_"])
+
+
+@settings(max_examples=15, deadline=None)
+@given(names=st.lists(st.one_of(
+    st.lists(NAME_CHARS, min_size=1, max_size=5).map("".join),
+    st.sampled_from(["forward", "step", "training", "cuda", "%_forward", "_x"])),
+    min_size=1, max_size=4, unique=True))
+def test_any_parameter_names_round_trip_through_the_module_state_dict(names):
+    cell = _named_cell(names)
+    module = ug.export.to_torch(cell)
+    assert len(set(module.torch_names.values())) == len(names)
+    with torch.no_grad():
+        for j, p in enumerate(module.parameters()):
+            p.fill_(j + 1.5)
+    for sd in (module.state_dict(), module.cell_state_dict()):
+        fresh = _named_cell(names)
+        ug.export.from_torch(dict(sd), fresh)
+        for k, t in module.torch_names.items():
+            assert _bits(fresh.parameters()[k].data) == _bits(module.get_parameter(t)), k
+
+
+def test_step_speaks_of_one_steps_shapes():
+    """``module.step(x)`` says what a step takes, ``(B, ...)``, and the shape passed, not the
+    sequence form it uses inside; ``module(xs)`` says ``(T, B, ...)``."""
+    lm = ug.export.to_torch(ug.nn.LSTMCell(3, 4, seed=0))
+    f64 = torch.float64
+    for x in (torch.randn(4, 2, 3, dtype=f64), torch.randn(3, dtype=f64),
+              torch.randn(2, 5, dtype=f64)):
+        with pytest.raises(ug.ShapeError) as err:
+            lm.step(x)
+        msg = str(err.value)
+        assert f"step: x must have shape (B, 3), got {tuple(x.shape)};" in msg, msg
+        assert "(T, B, 3)" not in msg and "(1, " not in msg
+    with pytest.raises(ug.ShapeError, match=r"step: state 'c' must have shape \(2, 4\).*"
+                       r"got \(3, 4\)"):
+        lm.step(torch.randn(2, 3, dtype=f64), (torch.zeros(2, 4, dtype=f64),
+                                               torch.zeros(3, 4, dtype=f64)))
+    with pytest.raises(ug.DTypeError, match="x must be a tensor or an array of real numbers, "
+                                            "got str"):
+        lm.step("abc")
+    with pytest.raises(ug.CellError, match=r"step: x has inputs \['u'\]"):
+        lm.step({"u": torch.zeros(2, 3, dtype=f64)})
+    counter = ug.Cell("counter")
+    c = counter.state("c", (2,))
+    counter.feedback(c, ug.tanh(c + 1.0))
+    counter.output("y", c)
+    m = ug.export.to_torch(counter)
+    with pytest.raises(ug.CellError, match="has no inputs; pass x=None"):
+        m.step(torch.zeros(1, 2, dtype=f64))
+    y, c1 = m.step(None, torch.zeros(3, 2, dtype=f64))
+    assert tuple(y.shape) == (3, 2)
+    with pytest.raises(ug.ShapeError, match=r"state 'c' must have shape \(B, 2\).*got \(2,\)"):
+        m(None, state=torch.zeros(2, dtype=f64), steps=2)
+    two = ug.Cell("two")
+    a, b = two.input("a", (2,)), two.input("b", (3,))
+    s = two.state("s", (2,))
+    two.feedback(s, ug.tanh(a + s + ug.sum(b, axis=1, keepdims=True)))
+    two.output("y", s)
+    m2 = ug.export.to_torch(two)
+    with pytest.raises(ug.ShapeError, match=r"step: the inputs disagree on the batch size: "
+                       r"x\['a'\] has 2, x\['b'\] has 4"):
+        m2.step({"a": torch.zeros(2, 2, dtype=f64), "b": torch.zeros(4, 3, dtype=f64)})
+    with pytest.raises(ug.CellError, match=r"pass x as a dict name -> tensor shaped \(B, ...\)"):
+        m2.step(torch.zeros(2, 2, dtype=f64))
+
+
+@settings(max_examples=20, deadline=None)
+@given(shape=st.lists(st.integers(1, 4), min_size=0, max_size=4).map(tuple),
+       one_step=st.booleans())
+def test_a_wrong_shape_is_reported_as_passed(shape, one_step):
+    """Whatever the shape, a refused input is reported with the shape the caller passed and
+    the form of the call (``(B, 3)`` for step, ``(T, B, 3)`` for a sequence)."""
+    module = ug.export.to_torch(ug.nn.RNNCell(3, 2, seed=0))
+    x = torch.zeros(shape, dtype=torch.float64)
+    ok = (len(shape) == 2 and shape[1] == 3) if one_step else (
+        len(shape) == 3 and shape[2] == 3)
+    call = module.step if one_step else module
+    if ok:
+        call(x)
+        return
+    with pytest.raises(ug.ShapeError) as err:
+        call(x)
+    msg = str(err.value)
+    assert f"got {shape};" in msg, msg
+    assert ("(B, 3)" in msg and "T" not in msg.split(";")[0]) if one_step else (
+        "(T, B, 3)" in msg)
+
+
 def test_step_by_step_equals_the_sequence_and_a_cell_without_inputs_runs():
     cell = ug.nn.LSTM(3, 4, num_layers=2, seed=0)
     module = ug.export.to_torch(cell)
@@ -516,6 +668,67 @@ def test_without_torch_the_error_names_the_extra_to_install():
     assert "pip install 'unrollgraph[torch]'" in done.stdout
 
 
+def test_a_missing_engine_is_an_import_error_with_one_wording():
+    """``except ImportError`` catches a missing torch or onnx, as for any missing module; the
+    message has one form for both, naming the extra; ``from_torch`` of numpy arrays (with the
+    module's names) needs no torch."""
+    code = """if True:
+        import sys
+        sys.modules["torch"] = sys.modules["onnx"] = None  # as if neither were installed
+        import numpy as np
+        import unrollgraph as ug
+        for call in (lambda: ug.export.to_torch, lambda: ug.export.torch_tbptt,
+                     lambda: ug.export.to_onnx(ug.nn.RNNCell(1, 1), None),
+                     lambda: ug.export.check_lowering("tanh", "torch", np.ones(2)),
+                     lambda: ug.export.check_lowering("tanh", "onnx", np.ones(2))):
+            try:
+                call()
+            except ImportError as e:
+                assert isinstance(e, ug.MissingDependencyError), type(e)
+                assert isinstance(e, ug.LoweringError) and e.name in ("torch", "onnx")
+                print(e.target, "|", e)
+        cell = ug.Cell("c")
+        x, h = cell.input("x", (2,)), cell.state("h", (2,))
+        w = cell.param("layer.0.w", np.ones(2))
+        cell.feedback(h, ug.tanh(x * w + h))
+        cell.output("y", h)
+        ug.export.from_torch({"layer%2E0%2Ew": np.array([0.5, 2.0])}, cell)
+        print(cell.parameters()["layer.0.w"].data.tolist(), "torch" in sys.modules and
+              sys.modules["torch"] is not None)
+    """
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[:5] == [
+        "torch | ug.export.to_torch needs the torch package, which is not installed; install "
+        "it with pip install 'unrollgraph[torch]'",
+        "torch | ug.export.torch_tbptt needs the torch package, which is not installed; "
+        "install it with pip install 'unrollgraph[torch]'",
+        "onnx | ug.export.to_onnx needs the onnx package, which is not installed; install it "
+        "with pip install 'unrollgraph[onnx]'",
+        "torch | ug.export.check_lowering(..., 'torch') needs the torch package, which is not "
+        "installed; install it with pip install 'unrollgraph[torch]'",
+        "onnx | ug.export.check_lowering(..., 'onnx') needs the onnx package, which is not "
+        "installed; install it with pip install 'unrollgraph[onnx]'",
+    ], done.stdout
+    assert lines[5] == "[0.5, 2.0] False"
+
+
+def test_dir_lists_what_the_package_imports_on_first_use():
+    code = ("import sys, unrollgraph as ug; names = dir(ug.export); print(names); "
+            "assert set(ug.export.__all__) <= set(names); "
+            "assert not [m for m in sys.modules if m.split('.')[0] in "
+            "('torch', 'onnx', 'onnxruntime')]")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert {"to_torch", "from_torch", "to_onnx", "torch_tbptt", "CellModule",
+            "check_lowering", "lowering_table", "OnnxBuilder"} <= set(ug.export.__all__)
+    for name in ug.export.__all__:  # each listed name is there
+        assert getattr(ug.export, name) is not None
+
+
 def test_docs_hold_the_lowering_table_of_the_registry():
     page = (ROOT / "docs" / "export.md").read_text()
     found = re.search(r"<!-- lowering-table -->\n(.*?)\n<!-- /lowering-table -->", page, re.S)
@@ -534,3 +747,55 @@ def test_the_round_trip_example_runs_at_a_tiny_size(tmp_path, capsys):
     assert report["max_output_difference"] <= 1e-10
     for name in ("cell.svg", "flow.png"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+# -- check_lowering ----------------------------------------------------------------------------
+
+
+def test_check_lowering_catches_a_wrong_rule_and_a_wrong_gradient():
+    name = "badop_check_test"
+    ops_module.defop(name, lambda a: a * 2, [lambda g, ans, a: 2 * g],
+                     torch=lambda torch, a: a * 3)
+    try:
+        with pytest.raises(ug.LoweringError, match=r"torch rule of op 'badop_check_test' "
+                           r"disagrees with its numpy forward: worst at index \(0,\): the "
+                           r"rule gives 2.4, the op 1.6 \(off by 0.8") as err:
+            ug.export.check_lowering(name, "torch", np.array([0.8, -0.5]))
+        assert err.value.op == name and err.value.target == "torch"
+        # the right values, but cut from autograd: the gradient is wrong
+        ops_module.deflower(name, "torch", lambda torch, a: (a * 2).detach())
+        with pytest.raises(ug.LoweringError, match=r"through torch.autograd\) disagrees with "
+                                                   r"its VJP of input 0"):
+            ug.export.check_lowering(name, "torch", np.array([0.8, -0.5]))
+        ops_module.deflower(name, "torch", lambda torch, a: a.float() * 2)
+        with pytest.raises(ug.LoweringError, match="gives float32 where its numpy forward "
+                                                   "gives float64"):
+            ug.export.check_lowering(name, "torch", np.array([0.8, -0.5]))
+        ops_module.deflower(name, "torch", lambda torch, a: a.reshape(7))
+        with pytest.raises(ug.LoweringError, match=r"fails on inputs of shapes \[\(2,\)\]"):
+            ug.export.check_lowering(name, "torch", np.array([0.8, -0.5]))
+        ops_module.deflower(name, "torch", lambda torch, a: a * 2)
+        assert ug.export.check_lowering(name, "torch", np.array([[0.8, -0.5]])) == {
+            "forward": 0.0, "gradient of input 0": 0.0}
+        with pytest.raises(ug.LoweringError, match="has no onnx lowering rule"):
+            ug.export.check_lowering(name, "onnx", np.ones(2))
+        with pytest.raises(ug.LoweringError, match="unknown export target 'jax'"):
+            ug.export.check_lowering(name, "jax", np.ones(2))
+    finally:
+        ops_module.undefop(name)
+    with pytest.raises(ug.GraphError, match="no op registered under 'badop_check_test'"):
+        ug.export.check_lowering(name, "torch", np.ones(2))
+
+
+@pytest.mark.parametrize("target", ["torch", "onnx"])
+@pytest.mark.parametrize("name", sorted(set(BUILDERS) - PLUMBING))
+@settings(max_examples=3, deadline=None)
+@given(data=st.data())
+def test_check_lowering_passes_the_librarys_rules(name, target, data):
+    if target == "onnx":
+        pytest.importorskip("onnx")
+    case = data.draw(BUILDERS[name](name))
+    args = [np.asarray(a) if k in case.const else np.asarray(a, dtype=np.float64)
+            for k, a in enumerate(case.args)]
+    report = ug.export.check_lowering(name, target, *args, **case.attrs)
+    assert max(report.values()) <= 1e-10

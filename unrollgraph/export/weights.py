@@ -72,14 +72,14 @@ def _by_cell_name(sd: Mapping, cell: Cell) -> dict:
             [f"missing {missing}"] if missing else []) + (
             [f"ambiguous names {', '.join(ambiguous)}"] if ambiguous else []) + (
             [f"names that clash: {'; '.join(twice)}"] if twice else [])
-        example = next((f" (e.g. {k!r} is {_escape(k)!r} there)" for k in params
+        example = next((f", e.g. {k!r} to {_escape(k)!r}" for k in params
                         if _escape(k) != k), "")
         raise CellError(
             f"from_torch: the state dict does not fit cell {cell.name!r}: {'; '.join(parts)}. "
             f"The cell's parameters are {params}; pass a state dict named all by them "
             f"(cell.state_dict()) or all by the module's names (module.state_dict() of the "
-            f"module to_torch made; module.torch_names maps each cell name to its name "
-            f"there{example})")
+            f"module to_torch made: module.torch_names maps each cell name to its name in "
+            f"the module{example})")
     return out
 
 
