@@ -648,7 +648,8 @@ def test_a_comparison_read_only_by_where_stays_bool():
         assert "Cast" not in {n.op_type for n in nodes}
         made = {o: n for n in nodes for o in n.output}
         wheres = [n for n in nodes if n.op_type == "Where"]
-        assert len(wheres) == 2 * (steps or 1) and all(made[n.input[0]].op_type == "Greater" for n in wheres)
+        assert len(wheres) == 2 * (steps or 1)
+        assert all(made[n.input[0]].op_type == "Greater" for n in wheres)
     for kw in ({"also_read": True}, {"as_output": True}):
         model = check(_where_cell(**kw), xs, state)[None]
         nodes = _all_nodes(model)[0]

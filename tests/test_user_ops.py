@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import numpy as np
+import pytest
 
 import unrollgraph as ug
 from unrollgraph import ops
 from unrollgraph.tensor import apply
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_a_user_op_keeps_what_its_vjp_reads_in_a_lean_run():
@@ -30,3 +36,69 @@ def test_a_user_op_keeps_what_its_vjp_reads_in_a_lean_run():
             assert ug.gradcheck(lambda w, net=net: (net(xs)[1] ** 2).sum(), [w])
     finally:
         ops._REGISTRY.pop(name, None)
+
+
+def _softsign_cell(name):
+    cell = ug.Cell("soft")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (2,))
+    cell.feedback(h, apply(name, x + h * 0.5, name="h_next"))
+    cell.output("y", h)
+    return cell
+
+
+def test_a_user_op_is_redefined_with_replace_and_removed_with_undefop():
+    name = "softsign_redefined_test"
+    try:
+        ops.defop(name, lambda a: a * 2.0, [lambda g, ans, a: 2.0 * g])
+        with pytest.raises(ug.GraphError, match=r"already registered; pass defop\(\.\.\., "
+                           r"replace=True\).*undefop\('softsign_redefined_test'\)"):
+            ops.defop(name, lambda a: a * 3.0, [lambda g, ans, a: 3.0 * g])
+        assert ops.get_op(name).forward(np.array(1.0)) == 2.0  # the refusal changed nothing
+        ops.deflower(name, "torch", lambda torch, a: a * 2.0)
+        op = ops.defop(name, lambda a: a / (1.0 + np.abs(a)),
+                       [lambda g, ans, a: g / (1.0 + np.abs(a)) ** 2], replace=True)
+        assert ops.get_op(name) is op and op.lower == {}  # replaced whole, rules included
+        xs = np.random.default_rng(0).standard_normal((3, 2, 2))
+        _, h = ug.unroll(_softsign_cell(name), 3)(xs)
+        want = np.zeros((2, 2))
+        for x in xs:
+            a = x + want * 0.5
+            want = a / (1.0 + np.abs(a))
+        np.testing.assert_allclose(h.data, want, rtol=1e-14)
+        assert ops.undefop(name) is op and name not in ops.registry()
+        with pytest.raises(ug.GraphError, match=f"no op registered under '{name}'"):
+            ops.undefop(name)
+        ops.defop(name, lambda a: a, [lambda g, ans, a: g])  # free again
+    finally:
+        ops._REGISTRY.pop(name, None)
+
+
+@pytest.mark.parametrize("name", sorted(ops.registry()))
+def test_the_librarys_own_ops_cannot_be_redefined_or_removed(name):
+    before = ops.get_op(name)
+    with pytest.raises(ug.GraphError, match=f"op '{name}' is one of unrollgraph's own ops "
+                                            "and cannot be redefined"):
+        ops.defop(name, lambda a: a, [lambda g, ans, a: g], replace=True)
+    with pytest.raises(ug.GraphError, match="cannot be redefined"):
+        ops.defop(name, lambda a: a, [lambda g, ans, a: g])
+    with pytest.raises(ug.GraphError, match="cannot be removed"):
+        ops.undefop(name)
+    assert ops.get_op(name) is before
+
+
+def test_the_docs_user_op_examples_run_twice_in_one_session(tmp_path, monkeypatch):
+    """The user-op examples of docs/export.md and docs/onnx.md register the same op; run
+    one after the other and each twice (a notebook cell run again), they all work, and they
+    leave the registry as they found it."""
+    monkeypatch.chdir(tmp_path)
+    before = set(ops.registry())
+    blocks = []
+    for page in ("export.md", "onnx.md"):
+        text = (ROOT / "docs" / page).read_text()
+        found = [b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "defop(" in b]
+        assert found, f"docs/{page} has no runnable user-op example"
+        blocks += found
+    for block in blocks + blocks:
+        exec(compile(block, "docs", "exec"), {})
+    assert set(ops.registry()) == before

@@ -254,7 +254,7 @@ class OnnxBuilder:
     >>> ys, h_final = ReferenceEvaluator(model).run(None, {"x": xs})
     >>> bool(np.allclose(h_final, ug.unroll(cell, steps=3)(xs)[1].data, rtol=1e-15))
     True
-    >>> _ = ug.ops._REGISTRY.pop("softsign_example")  # keep the registry to the library's ops
+    >>> _ = ug.ops.undefop("softsign_example")  # keep the registry to the library's ops
     """
 
     def __init__(self, ex, nodes, base, dtype, inputs, in_dtypes, in_shapes, shape):
