@@ -106,8 +106,7 @@ def _seal_library() -> None:
 
 def _refuse_library_op(name: str, what: str, hint: str) -> None:
     if name in _LIBRARY:
-        raise GraphError(f"op {name!r} is one of unrollgraph's own ops and cannot be {what}; "
-                         + hint)
+        raise GraphError(f"op {name!r} {what}: it is one of unrollgraph's own ops; {hint}")
 
 
 def defop(
@@ -137,8 +136,8 @@ def defop(
     replace : bool
         Redefine an op you registered before under ``name`` (re-running a notebook cell):
         the new definition replaces the old one whole, rules added with :func:`deflower`
-        included. Graphs and nets find their ops by name, so those built before use the new
-        definition from then on: build them again. The library's own ops cannot be replaced.
+        included. Graphs and nets built before may hold parts of the old definition and look
+        up others by name: build them again. The library's own ops cannot be replaced.
 
     Returns
     -------
@@ -162,7 +161,7 @@ def defop(
     >>> _ = undefop("cube_example")  # and removed
     """
     if name in _REGISTRY:
-        _refuse_library_op(name, "redefined",
+        _refuse_library_op(name, "is already registered and cannot be redefined",
                            f"register yours under another name (e.g. {name + '_mine'!r})")
         if not replace:
             raise GraphError(
@@ -204,7 +203,8 @@ def undefop(name: str) -> OpDef:
     >>> undefop("halve_example").name, "halve_example" in registry()
     ('halve_example', False)
     """
-    _refuse_library_op(name, "removed", "undefop removes the ops registered with defop")
+    _refuse_library_op(name, "cannot be removed",
+                       "undefop removes the ops registered with defop")
     op = get_op(name)
     del _REGISTRY[name]
     return op
