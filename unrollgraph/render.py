@@ -895,7 +895,8 @@ class _Drawer:
     def edge(self, a: str, b: str, kind: str = "data", label: str | None = None,
              hot: bool = False, cut: bool = False, constraint: bool = True, indent=1,
              back: bool = False, label_pt: int = 9, arrow: bool = True,
-             ports: tuple | None = None, xlabel: bool = False) -> None:
+             ports: tuple | None = None, xlabel: bool = False, weight: int | None = None
+             ) -> None:
         t = self.t
         self.n_edges += 1
         self.edges_used.add(kind)
@@ -926,6 +927,8 @@ class _Drawer:
             attrs["constraint"] = "false"
         if back:
             attrs["dir"] = "back"
+        if weight is not None:
+            attrs["weight"] = str(weight)
         self.emit(f'"{a}" -> "{b}" {_attrs(attrs)}', indent)
 
     def row(self, ids: list[str]) -> None:
@@ -1593,6 +1596,7 @@ class _Unrolled(_Drawer):
         # nodes within ranks against the order asked for below: one pass keeps it
         self.emit("graph [remincross=false]")
         self.side: dict[int, int] = {}
+        self.first_row: dict[int, list[str]] = {}  # step -> its lowest row of ops
         levels = {t: self.step_levels([n for n in ns if n.op != "input"])
                   for t, ns in by_step.items()}
         side = self.shared_sides(shared)
@@ -1609,6 +1613,7 @@ class _Unrolled(_Drawer):
                       tooltip=f"initial state {s}", hot=id(n) in self.path, state=True,
                       cut=self.v.is_cut(net.state_nodes[s][0]))
             bottom.append(g.id(n))
+        first_inputs = []  # the first step's inputs: the buses' rows sit over them
         top = []  # the row over the steps: outputs in time order
         rows: dict[int, list[str]] = {}  # depth in its step -> ops of every step
         for t in range(T):
@@ -1624,10 +1629,13 @@ class _Unrolled(_Drawer):
                           _mag(self.grad(n)), cut=self.v.is_cut(n), tooltip=self.tooltip(n),
                           hot=id(n) in self.path)
                 bottom.append(g.id(n))
+                if t == min(kept):
+                    first_inputs.append(g.id(n))
             self.emit(f"subgraph cluster_step_{t} {{")
             self.cluster_style(t)
             for d, level in sorted(levels[t].items()):
                 ids = [g.id(n) for n in level]
+                self.first_row.setdefault(t, ids)
                 rows.setdefault(d, []).extend(ids)
                 if len(ids) > 1:  # left to right in the cell's order
                     self.n_edges += len(ids) - 1
@@ -1660,7 +1668,7 @@ class _Unrolled(_Drawer):
             if len(rows[d]) > 1:
                 self.emit("{rank=same; " + " ".join(f'"{i}"' for i in rows[d]) + "}")
         self.under(shared, bottom)
-        self.ops_edges(shared)
+        self.ops_edges(shared, first_inputs or bottom)
 
     def step_levels(self, inner: list) -> dict:
         """The rows of one step's ops: depth -> ops left to right.
@@ -1754,7 +1762,7 @@ class _Unrolled(_Drawer):
         looping round the whole picture."""
         self.edge(b, a, "recurrent", back=True, **kw)
 
-    def ops_edges(self, shared: list[Node]) -> None:
+    def ops_edges(self, shared: list[Node], bottom: list[str]) -> None:
         g, net = self.g, self.net
         shared_ids = {id(n) for n in shared}
         state_ids = {id(n) for ns in net.state_nodes.values() for n in ns}
@@ -1782,7 +1790,7 @@ class _Unrolled(_Drawer):
                 label = self.derivative(i, n, k)
                 hot = self.on_path(i, n)
                 if id(i) in shared_ids:
-                    fan.setdefault(g.id(i), []).append((g.id(n), label, hot, cut, n.step))
+                    fan.setdefault(g.id(i), []).append((g.id(n), label, hot, cut, n.step, 1))
                 elif i.step is not None and i.step not in self.kept:
                     if ("elided", g.id(n)) not in done:
                         done.add(("elided", g.id(n)))
@@ -1806,18 +1814,80 @@ class _Unrolled(_Drawer):
             read = {id(i) for m in g.nodes if m.step == self.elided[0] for i in m.inputs}
             for p in shared:
                 if id(p) in read:
-                    fan.setdefault(g.id(p), []).append(("elided", f"× {n}", False, False, -n))
-        self.trunks(fan)
+                    fan.setdefault(g.id(p), []).append(
+                        ("elided", f"× {n}", False, False, self.elided[0], n))
+        self.trunks(fan, bottom)
 
-    def trunks(self, fan: dict) -> None:
-        """Each shared node's fan-out through one trunk: one edge to a junction, labelled with
-        the number of steps that read it (× T), then one short edge per reading op."""
+    def trunks(self, fan: dict, bottom: list[str] = ()) -> None:
+        """Each shared node's fan-out as a bus: one junction per step, under the step it
+        feeds, the junctions joined left to right in time order, and the trunk coming up from
+        the shared node once, into the first junction, labelled with the number of steps that
+        read it (× T). From each junction one short edge goes up to each op of its step that
+        reads the shared node: no edge runs across the picture to another step.
+
+        ``fan`` maps a shared node's id to its uses ``(reader, label, hot, cut, step, steps)``:
+        ``step`` orders the junctions (an elided run of steps sits at its first step) and
+        ``steps`` is how many steps the use stands for. Each bus is one row, the rows in the
+        order of the parameters' row, the first on top, under the steps' first row of ops and
+        over ``bottom`` (the inputs' row)."""
+        buses = []
+        grouped: set = set()
+        for src, uses in fan.items():
+            at: dict = {}
+            for u in uses:
+                at.setdefault(u[4], []).append(u)
+            count = sum(max(u[5] for u in us) for us in at.values())
+            if len(at) < 2:  # one step reads it: its edges go straight there
+                for dst, label, hot, cut, _, _ in uses:
+                    self.edge(src, dst, "shared", label=label, hot=hot, cut=cut)
+                continue
+            times = sorted(at)
+            js = [f"{src}_fan_{t}" for t in times]
+            for j, t in zip(js, times):
+                self.n_nodes += 1
+                n = max(u[5] for u in at[t])
+                what = f"steps {t} … {t + n - 1}" if n > 1 else f"step {t}"
+                self.emit(f'"{j}" ' + _attrs({"shape": "point", "width": "0.09",
+                                              "color": self.t["shared_edge"],
+                                              "tooltip": f"into {what}"}))
+            # the trunk into the first junction, the bus on from it left to right in time
+            # order (no arrowheads: it carries one value to every step)
+            hot = [any(u[2] for u in at[t]) for t in times]
+            self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False)
+            for k in range(len(js) - 1):  # weightless: the junctions follow their ops
+                self.edge(js[k], js[k + 1], "trunk", hot=any(hot[k + 1:]), arrow=False,
+                          weight=0)
+            for j, t in zip(js, times):
+                for dst, label, hot_, cut, _, _ in at[t]:
+                    # heavy: the junction straight under the op it feeds
+                    self.edge(j, dst, "shared", label=label, hot=hot_, cut=cut, weight=50)
+                if len(at[t]) == 1 and at[t][0][0] not in grouped:
+                    # one group: dot keeps the edge straight and uncrossed
+                    grouped.add(at[t][0][0])
+                    self.emit(f'"{j}" [group="{j}"] "{at[t][0][0]}" [group="{j}"]')
+            buses.append(js)
+        if not buses:
+            return
+        side = getattr(self, "shared_side", {})
+        buses.sort(key=lambda js: side.get(js[0][:js[0].rindex("_fan_")], 2))
+        for js in buses:  # each bus one row
+            self.emit("{rank=same; " + " ".join(f'"{j}"' for j in js) + "}")
+        first_row = self.first_row
+        stack = [first_row[min(first_row)][0]] + [js[0] for js in buses]
+        for above, below in zip(stack, stack[1:]):  # the first step's junctions, one column
+            self.n_edges += 1
+            self.emit(f'"{below}" -> "{above}" [style=invis]')
+        if bottom:  # the inputs' row under them: tied in the first step, like the junctions
+            self.n_edges += 1
+            self.emit(f'"{bottom[0]}" -> "{stack[-1]}" [style=invis]')
+
+    def fan_once(self, fan: dict) -> None:
+        """Each parameter's fan-out into the step boxes (``detail="steps"``) through one
+        trunk: one edge to a junction, labelled × T, then one short edge per step box."""
         junctions = []
         for src, uses in fan.items():
-            steps = {u[4] for u in uses if u[4] is not None and u[4] >= 0}
-            count = len(steps) + sum(-u[4] for u in uses if u[4] is not None and u[4] < 0)
             if len(uses) < 2:
-                for dst, label, hot, cut, _ in uses:
+                for dst, label, hot, cut, _, _ in uses:
                     self.edge(src, dst, "shared", label=label, hot=hot, cut=cut)
                 continue
             j = f"{src}_fan"
@@ -1825,14 +1895,12 @@ class _Unrolled(_Drawer):
             self.n_nodes += 1
             self.emit(f'"{j}" ' + _attrs({"shape": "point", "width": "0.09",
                                           "color": self.t["shared_edge"],
-                                          "tooltip": f"read by {count} steps"}))
-            hot_any = any(u[2] for u in uses)
-            self.edge(src, j, "trunk", label=f"× {count}", hot=hot_any, arrow=False)
-            for dst, label, hot, cut, _ in uses:
+                                          "tooltip": f"read by {len(uses)} steps"}))
+            self.edge(src, j, "trunk", label=f"× {len(uses)}", hot=any(u[2] for u in uses),
+                      arrow=False)
+            for dst, label, hot, cut, _, _ in uses:
                 self.edge(j, dst, "shared", label=label, hot=hot, cut=cut)
-        if junctions:  # the junctions in one row, just over the parameters, in their order
-            side = getattr(self, "shared_side", {})
-            junctions.sort(key=lambda j: side.get(j[:-len("_fan")], 2))
+        if junctions:  # the junctions in one row, just over the parameters
             self.emit("{rank=same; " + " ".join(f'"{j}"' for j in junctions) + "}")
 
     def on_path(self, a: Node, b: Node) -> bool:
@@ -1894,7 +1962,7 @@ class _Unrolled(_Drawer):
                 self.edge(g.id(ns[t]), f"step_{t}", cut=cut)
             for p, c in zip(shared, contribs):
                 lab = c[t] if c else None
-                fan.setdefault(g.id(p), []).append((f"step_{t}", lab, False, cut, t))
+                fan.setdefault(g.id(p), []).append((f"step_{t}", lab, False, cut, t, 1))
             if t == 0:
                 for n in net.init_nodes.values():
                     self.edge(g.id(n), "step_0", "recurrent", cut=cut)
@@ -1902,7 +1970,7 @@ class _Unrolled(_Drawer):
                 self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
             for name, ns in net.output_nodes.items():
                 self.edge(f"step_{t}", _out_id(g.id(ns[t]), self.out_index[name]), cut=cut)
-        self.trunks(fan)
+        self.fan_once(fan)
 
     # loss
     def draw_loss(self) -> None:
