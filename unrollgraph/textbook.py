@@ -271,6 +271,12 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows) -> dict:
                 row = rows.ids[src]
                 row.insert(row.index(a) + 1, sq)
                 d.edge(a, sq, "recurrent", arrow=False, label=" ", label_pt=11)
+            if label and src == dst:
+                # back along the row into its own state: dot hangs the label under the edge
+                # touching the text's top, and another state's edge out of the square runs
+                # down through its end; a thin blank line over it and blank space after it
+                # (which widens the loop) keep both clear
+                label = f'<font point-size="5"> </font><br/>{label}{"&#160;" * 8}'
             d.edge(sq, z, "recurrent", label=label, label_pt=11)
         else:
             d.edge(a, z, label=label, label_pt=11, xlabel=True)
