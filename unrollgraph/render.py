@@ -1613,7 +1613,7 @@ class _Unrolled(_Drawer):
                       tooltip=f"initial state {s}", hot=id(n) in self.path, state=True,
                       cut=self.v.is_cut(net.state_nodes[s][0]))
             bottom.append(g.id(n))
-        first_inputs = []  # the first step's inputs: the buses' rows sit over them
+        step_inputs: dict = {}  # step -> its inputs: the buses' rows sit over them
         top = []  # the row over the steps: outputs in time order
         rows: dict[int, list[str]] = {}  # depth in its step -> ops of every step
         for t in range(T):
@@ -1629,8 +1629,7 @@ class _Unrolled(_Drawer):
                           _mag(self.grad(n)), cut=self.v.is_cut(n), tooltip=self.tooltip(n),
                           hot=id(n) in self.path)
                 bottom.append(g.id(n))
-                if t == min(kept):
-                    first_inputs.append(g.id(n))
+                step_inputs.setdefault(t, []).append(g.id(n))
             self.emit(f"subgraph cluster_step_{t} {{")
             self.cluster_style(t)
             for d, level in sorted(levels[t].items()):
@@ -1668,7 +1667,7 @@ class _Unrolled(_Drawer):
             if len(rows[d]) > 1:
                 self.emit("{rank=same; " + " ".join(f'"{i}"' for i in rows[d]) + "}")
         self.under(shared, bottom)
-        self.ops_edges(shared, first_inputs or bottom)
+        self.ops_edges(shared, step_inputs)
 
     def step_levels(self, inner: list) -> dict:
         """The rows of one step's ops: depth -> ops left to right.
@@ -1762,7 +1761,7 @@ class _Unrolled(_Drawer):
         looping round the whole picture."""
         self.edge(b, a, "recurrent", back=True, **kw)
 
-    def ops_edges(self, shared: list[Node], bottom: list[str]) -> None:
+    def ops_edges(self, shared: list[Node], step_inputs: dict) -> None:
         g, net = self.g, self.net
         shared_ids = {id(n) for n in shared}
         state_ids = {id(n) for ns in net.state_nodes.values() for n in ns}
@@ -1816,9 +1815,9 @@ class _Unrolled(_Drawer):
                 if id(p) in read:
                     fan.setdefault(g.id(p), []).append(
                         ("elided", f"× {n}", False, False, self.elided[0], n))
-        self.trunks(fan, bottom)
+        self.trunks(fan, step_inputs)
 
-    def trunks(self, fan: dict, bottom: list[str] = ()) -> None:
+    def trunks(self, fan: dict, step_inputs: dict) -> None:
         """Each shared node's fan-out as a bus: one junction per step, under the step it
         feeds, the junctions joined left to right in time order, and the trunk coming up from
         the shared node once, into the first junction, labelled with the number of steps that
@@ -1828,58 +1827,79 @@ class _Unrolled(_Drawer):
         ``fan`` maps a shared node's id to its uses ``(reader, label, hot, cut, step, steps)``:
         ``step`` orders the junctions (an elided run of steps sits at its first step) and
         ``steps`` is how many steps the use stands for. Each bus is one row, the rows in the
-        order of the parameters' row, the first on top, under the steps' first row of ops and
-        over ``bottom`` (the inputs' row)."""
+        order of the parameters' row, the first on top; each junction is in its step's
+        cluster, under the step's first row of ops, and the step's inputs (``step_inputs``:
+        step -> ids) under them all."""
         buses = []
-        grouped: set = set()
+        side = getattr(self, "shared_side", {})
         for src, uses in fan.items():
             at: dict = {}
             for u in uses:
                 at.setdefault(u[4], []).append(u)
-            count = sum(max(u[5] for u in us) for us in at.values())
             if len(at) < 2:  # one step reads it: its edges go straight there
                 for dst, label, hot, cut, _, _ in uses:
                     self.edge(src, dst, "shared", label=label, hot=hot, cut=cut)
                 continue
-            times = sorted(at)
-            js = [f"{src}_fan_{t}" for t in times]
-            for j, t in zip(js, times):
-                self.n_nodes += 1
-                n = max(u[5] for u in at[t])
-                what = f"steps {t} … {t + n - 1}" if n > 1 else f"step {t}"
-                self.emit(f'"{j}" ' + _attrs({"shape": "point", "width": "0.09",
-                                              "color": self.t["shared_edge"],
-                                              "tooltip": f"into {what}"}))
-            # the trunk into the first junction, the bus on from it left to right in time
-            # order (no arrowheads: it carries one value to every step)
-            hot = [any(u[2] for u in at[t]) for t in times]
-            self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False)
-            for k in range(len(js) - 1):  # weightless: the junctions follow their ops
-                self.edge(js[k], js[k + 1], "trunk", hot=any(hot[k + 1:]), arrow=False,
-                          weight=0)
-            for j, t in zip(js, times):
-                for dst, label, hot_, cut, _, _ in at[t]:
+            buses.append((side.get(src, 2), src, at))
+        if not buses:
+            return
+        buses.sort(key=lambda b: b[0])  # stable: the shared nodes' order within a side
+        times = sorted({t for _, _, at in buses for t in at})
+        # step by step, each step's junctions in the order of its ops: dot's first ordering
+        # of a rank follows the input, and keeps it where nothing better is to be had
+        for t in times:
+            for _, src, at in buses:
+                if t in at:
+                    self.n_nodes += 1
+                    n = max(u[5] for u in at[t])
+                    what = f"steps {t} … {t + n - 1}" if n > 1 else f"step {t}"
+                    self.emit(f'"{src}_fan_{t}" ' + _attrs({
+                        "shape": "point", "width": "0.09", "color": self.t["shared_edge"],
+                        "tooltip": f"into {what}"}))
+        grouped: set = set()
+        for t in times:
+            for _, src, at in buses:
+                j = f"{src}_fan_{t}"
+                for dst, label, hot, cut, _, _ in at.get(t, []):
                     # heavy: the junction straight under the op it feeds
-                    self.edge(j, dst, "shared", label=label, hot=hot_, cut=cut, weight=50)
-                if len(at[t]) == 1 and at[t][0][0] not in grouped:
+                    self.edge(j, dst, "shared", label=label, hot=hot, cut=cut, weight=50)
+                if len(at.get(t, [])) == 1 and at[t][0][0] not in grouped:
                     # one group: dot keeps the edge straight and uncrossed
                     grouped.add(at[t][0][0])
                     self.emit(f'"{j}" [group="{j}"] "{at[t][0][0]}" [group="{j}"]')
-            buses.append(js)
-        if not buses:
-            return
-        side = getattr(self, "shared_side", {})
-        buses.sort(key=lambda js: side.get(js[0][:js[0].rindex("_fan_")], 2))
-        for js in buses:  # each bus one row
-            self.emit("{rank=same; " + " ".join(f'"{j}"' for j in js) + "}")
+        rows = []
+        for _, src, at in buses:
+            ts = sorted(at)
+            js = [f"{src}_fan_{t}" for t in ts]
+            rows.append(js)
+            # the trunk into the first junction, the bus on from it left to right in time
+            # order (no arrowheads: it carries one value to every step)
+            count = sum(max(u[5] for u in at[t]) for t in ts)
+            hot = [any(u[2] for u in at[t]) for t in ts]
+            self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False)
+            for k in range(len(js) - 1):  # weightless: the junctions follow their ops
+                self.edge(js[k], js[k + 1], "trunk", hot=any(hot[k + 1:]), arrow=False,
+                          weight=0, ports=("e", "w"))
+            self.emit("{rank=same; " + " ".join(f'"{j}"' for j in js) + "}")  # one row
         first_row = self.first_row
-        stack = [first_row[min(first_row)][0]] + [js[0] for js in buses]
-        for above, below in zip(stack, stack[1:]):  # the first step's junctions, one column
+        # each step's junctions in its cluster, under its ops: dot orders them with the
+        # step's ops (outside, it places them all where the cluster stands, in any order)
+        for t in times:
+            js = " ".join(f'"{src}_fan_{t}"' for _, src, at in buses if t in at)
+            if t in first_row:
+                self.emit(f"subgraph cluster_step_{t} {{ {js} }}")
+            elif self.elided and t == self.elided[0]:  # with the elided steps' node
+                self.emit(f'subgraph cluster_elided {{ style=invis "elided" {js} }}')
+        stack = [first_row[min(first_row)][0]] + [js[0] for js in rows]
+        for above, below in zip(stack, stack[1:]):  # the rows stacked, the first on top
             self.n_edges += 1
-            self.emit(f'"{below}" -> "{above}" [style=invis]')
-        if bottom:  # the inputs' row under them: tied in the first step, like the junctions
-            self.n_edges += 1
-            self.emit(f'"{bottom[0]}" -> "{stack[-1]}" [style=invis]')
+            self.emit(f'"{below}" -> "{above}" [style=invis weight=0]')
+        for t, ids in sorted(step_inputs.items()):  # each step's inputs under its junctions
+            low = next((f"{src}_fan_{t}" for _, src, at in reversed(buses) if t in at), None)
+            if low is not None:
+                self.n_edges += len(ids)
+                for i in ids:
+                    self.emit(f'"{i}" -> "{low}" [style=invis weight=0]')
 
     def fan_once(self, fan: dict) -> None:
         """Each parameter's fan-out into the step boxes (``detail="steps"``) through one
