@@ -852,9 +852,10 @@ class _Drawer:
         self.lines.append("  " * indent + line + "\n")
 
     def node(self, nid: str, kind: str, title: str, rows: list[str], mag=None, cut=False,
-             indent=1, tooltip=None, hot=False, state=False, shape=None) -> None:
+             indent=1, tooltip=None, hot=False, state=False, shape=None,
+             group: str | None = None) -> None:
         """Draw one node: its shape from ``kind`` (or ``shape``), its fill from the gradient
-        norm ``mag``."""
+        norm ``mag``; ``group`` is Graphviz's (an edge within a group is kept straight)."""
         t = self.t
         self.n_nodes += 1
         self.kinds_used.add(kind)
@@ -887,6 +888,7 @@ class _Drawer:
                                          else "1.2"),
             "label": _label(title, rows, font if font != t["font"] else None),
             "tooltip": tooltip,
+            "group": group,
         }
         if kind == "const":
             attrs.update(margin="0.02,0.02", height="0.25", width="0.3")
@@ -1597,6 +1599,7 @@ class _Unrolled(_Drawer):
         self.emit("graph [remincross=false]")
         self.side: dict[int, int] = {}
         self.first_row: dict[int, list[str]] = {}  # step -> its lowest row of ops
+        self.cluster_end: dict[int, int] = {}  # step -> the line that closes its cluster
         levels = {t: self.step_levels([n for n in ns if n.op != "input"])
                   for t, ns in by_step.items()}
         side = self.shared_sides(shared)
@@ -1614,6 +1617,7 @@ class _Unrolled(_Drawer):
                       cut=self.v.is_cut(net.state_nodes[s][0]))
             bottom.append(g.id(n))
         step_inputs: dict = {}  # step -> its inputs: the buses' rows sit over them
+        groups = self.bus_groups(shared, by_step)
         top = []  # the row over the steps: outputs in time order
         rows: dict[int, list[str]] = {}  # depth in its step -> ops of every step
         for t in range(T):
@@ -1649,7 +1653,8 @@ class _Unrolled(_Drawer):
                                   indent=2)
                 self.node(g.id(n), kind, self.title(n, with_step=True), self.rows(n),
                           _mag(self.grad(n)), cut=cut, indent=2, tooltip=self.tooltip(n),
-                          hot=id(n) in self.path, state=state)
+                          hot=id(n) in self.path, state=state, group=groups.get(id(n)))
+            self.cluster_end[t] = len(self.lines)  # where the step's junctions go
             self.emit("}")
             for n in inner:
                 for name in self.outputs_of.get(id(n), []):
@@ -1668,6 +1673,36 @@ class _Unrolled(_Drawer):
                 self.emit("{rank=same; " + " ".join(f'"{i}"' for i in rows[d]) + "}")
         self.under(shared, bottom)
         self.ops_edges(shared, step_inputs)
+
+    def bus_groups(self, shared: list, by_step: dict) -> dict:
+        """op -> the Graphviz group it shares with the junction of the bus feeding it (the
+        edge between them is then kept straight and uncrossed): each op that reads one
+        shared node read in several steps, the first such it reads."""
+        g, ids = self.g, {id(n) for n in shared}
+        steps: dict = {}
+        for t, ns in by_step.items():
+            for n in ns:
+                for i in n.inputs:
+                    if id(i) in ids:
+                        steps.setdefault(id(i), set()).add(t)
+        if self.elided:
+            for n in self.g.nodes:
+                if n.step == self.elided[0]:
+                    for i in n.inputs:
+                        if id(i) in ids:
+                            steps.setdefault(id(i), set()).add(n.step)
+        groups, uses = {}, {}
+        for t, ns in by_step.items():
+            for n in ns:
+                for i in n.inputs:
+                    if id(i) in ids and len(steps[id(i)]) > 1:
+                        j = f"{g.id(i)}_fan_{t}"
+                        uses[j] = uses.get(j, 0) + 1
+                        groups.setdefault(id(n), j)
+        # a junction feeding two ops keeps neither straight
+        groups = {k: j for k, j in groups.items() if uses[j] == 1}
+        self.grouped = set(groups.values())
+        return groups
 
     def step_levels(self, inner: list) -> dict:
         """The rows of one step's ops: depth -> ops left to right.
@@ -1853,20 +1888,17 @@ class _Unrolled(_Drawer):
                     self.n_nodes += 1
                     n = max(u[5] for u in at[t])
                     what = f"steps {t} … {t + n - 1}" if n > 1 else f"step {t}"
-                    self.emit(f'"{src}_fan_{t}" ' + _attrs({
+                    j = f"{src}_fan_{t}"
+                    self.emit(f'"{j}" ' + _attrs({
                         "shape": "point", "width": "0.09", "color": self.t["shared_edge"],
-                        "tooltip": f"into {what}"}))
-        grouped: set = set()
+                        "tooltip": f"into {what}",
+                        "group": j if j in self.grouped else None}))
         for t in times:
             for _, src, at in buses:
                 j = f"{src}_fan_{t}"
                 for dst, label, hot, cut, _, _ in at.get(t, []):
                     # heavy: the junction straight under the op it feeds
                     self.edge(j, dst, "shared", label=label, hot=hot, cut=cut, weight=50)
-                if len(at.get(t, [])) == 1 and at[t][0][0] not in grouped:
-                    # one group: dot keeps the edge straight and uncrossed
-                    grouped.add(at[t][0][0])
-                    self.emit(f'"{j}" [group="{j}"] "{at[t][0][0]}" [group="{j}"]')
         rows = []
         for _, src, at in buses:
             ts = sorted(at)
@@ -1884,16 +1916,20 @@ class _Unrolled(_Drawer):
         first_row = self.first_row
         # each step's junctions in its cluster, under its ops: dot orders them with the
         # step's ops (outside, it places them all where the cluster stands, in any order)
-        for t in times:
+        for t in sorted(times, reverse=True):  # from the end: the earlier lines stay put
             js = " ".join(f'"{src}_fan_{t}"' for _, src, at in buses if t in at)
-            if t in first_row:
-                self.emit(f"subgraph cluster_step_{t} {{ {js} }}")
-            elif self.elided and t == self.elided[0]:  # with the elided steps' node
+            if t in self.cluster_end:
+                self.lines.insert(self.cluster_end[t], "    " + js + "\n")
+            elif self.elided and t == self.elided[0]:
+                # under the elided steps' node, a column (an invisible cluster keeps it one)
                 self.emit(f'subgraph cluster_elided {{ style=invis "elided" {js} }}')
         stack = [first_row[min(first_row)][0]] + [js[0] for js in rows]
+        drawn = {(f"{src}_fan_{t}", u[0]) for _, src, at in buses for t, us in at.items()
+                 for u in us}
         for above, below in zip(stack, stack[1:]):  # the rows stacked, the first on top
-            self.n_edges += 1
-            self.emit(f'"{below}" -> "{above}" [style=invis weight=0]')
+            if (below, above) not in drawn:  # (a second edge would bend the drawn one)
+                self.n_edges += 1
+                self.emit(f'"{below}" -> "{above}" [style=invis weight=0]')
         for t, ids in sorted(step_inputs.items()):  # each step's inputs under its junctions
             low = next((f"{src}_fan_{t}" for _, src, at in reversed(buses) if t in at), None)
             if low is not None:
