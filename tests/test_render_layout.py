@@ -215,3 +215,33 @@ def test_the_elided_view_routes_shared_weights_through_buses():
     text = diagram.source
     # the elided steps get their own junction on each bus, its edge labelled × 5
     assert text.count('-> "elided"') >= 4 and "× 5<" in text
+
+
+# -- the folded textbook cell ----------------------------------------------------------------
+def _text_boxes(ops: list) -> list:
+    """The boxes of the non-blank texts an xdot draw list writes (baseline to cap height)."""
+    boxes, size = [], 14.0
+    for o in ops:
+        if o["op"] == "F":
+            size = o["size"]
+        elif o["op"] == "T" and o["text"].strip():
+            (x, y), w = o["pt"], o["width"]
+            x0 = {"l": x, "c": x - w / 2, "r": x - w}[o["align"]]
+            boxes.append((o["text"], x0, y - 0.25 * size, x0 + w, y + 0.9 * size))
+    return boxes
+
+
+@pytest.mark.parametrize("name", sorted(_CELLS))
+def test_folded_cell_edge_labels_clear_every_edge(name):
+    """No edge of the folded cell runs through a weight's label (the loop back into a state
+    was drawn touching its label, and an LSTM's edge from the delay into c through it)."""
+    layout = _layout(ug.render(_CELLS[name](), detail="textbook"))
+    edges = [e for e in layout["edges"] if "pos" in e and e.get("style") != "invis"]
+    for e in edges:
+        for key in ("_ldraw_", "_xldraw_"):
+            for text, x0, y0, x1, y1 in _text_boxes(e.get(key, [])):
+                for other in edges:
+                    pen = float(other.get("penwidth", 1)) / 2  # the line's own width
+                    inside = [(x, y) for x, y in _curve(other["pos"])
+                              if x0 - pen < x < x1 + pen and y0 - pen < y < y1 + pen]
+                    assert not inside, f"an edge runs through the label {text!r}"
