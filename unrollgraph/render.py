@@ -922,7 +922,9 @@ class _Drawer:
             if text:
                 attrs["xlabel" if xlabel else "label"] = _Html(text)
         if not arrow:
-            attrs["arrowhead"] = "none"
+            # and no size: Graphviz draws arrowheads on a flat edge between clusters, drawn
+            # in two parts, whatever arrowhead says
+            attrs.update(arrowhead="none", arrowsize="0")
         if ports:
             attrs.update(tailport=ports[0], headport=ports[1])
         if not constraint:
