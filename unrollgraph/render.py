@@ -165,8 +165,8 @@ def to_dot(obj, **options) -> str:
         outputs and per-step losses, time left to right, the weights as labels on the edges
         they act on (derived from the op paths, for any cell); for a cell, the folded cell
         with a black square (the delay) on each recurrent edge. ``"ops"`` draws every op, each
-        shared weight's fan-out through one trunk labelled ``× T``; ``"steps"`` one box per
-        step; ``"elide"`` the first and last ``ends`` steps op by op and one node
+        shared weight's fan-out as a bus: a trunk labelled ``× T``, then a junction in every
+        step, under the op it feeds; ``"steps"`` one box per step; ``"elide"`` the first and last ``ends`` steps op by op and one node
         "… n steps …" for the rest. ``"auto"`` picks ``"ops"`` for small graphs, then
         ``"steps"``, then ``"elide"``.
     biases : bool
@@ -1121,7 +1121,8 @@ class _Drawer:
                 f'<td align="left">{_font(names[kind], 9)}</td></tr>'
             )
         edge_names = {
-            "trunk": ("━━", t["shared_edge"], "a shared weight's trunk: × T steps read it"),
+            "trunk": ("━━", t["shared_edge"],
+                      "a shared weight's trunk and bus: × T steps read it"),
             "shared": ("- - -", t["shared_edge"], "shared-weight edge (one per reading op)"),
             "recurrent": ("━━", t["recurrent"], "state carried to the next step"),
             "delay": ("━━", t["recurrent"], "z⁻¹: one-step delay (next state → state)"),
