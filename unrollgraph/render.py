@@ -167,8 +167,8 @@ def to_dot(obj, **options) -> str:
         with a black square (the delay) on each recurrent edge. ``"ops"`` draws every op, each
         shared weight's fan-out as a bus: a trunk labelled ``× T``, then a junction in every
         step, under the op it feeds; ``"steps"`` one box per step; ``"elide"`` the first
-        and last ``ends`` steps op by op and one node "… n steps …" for the rest. ``"auto"`` picks ``"ops"`` for small graphs, then
-        ``"steps"``, then ``"elide"``.
+        and last ``ends`` steps op by op and one node "… n steps …" for the rest.
+        ``"auto"`` picks ``"ops"`` for small graphs, then ``"steps"``, then ``"elide"``.
     biases : bool
         Textbook view: note the biases (parameters added into a value) in that value's node
         (default) or leave them out.
