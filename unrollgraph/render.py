@@ -1675,6 +1675,8 @@ class _Unrolled(_Drawer):
             if len(rows[d]) > 1:
                 self.emit("{rank=same; " + " ".join(f'"{i}"' for i in rows[d]) + "}")
         self.under(shared, bottom)
+        inits = [g.id(n) for n in net.init_nodes.values()]  # under the first step, too
+        step_inputs[min(kept)] = inits + step_inputs.get(min(kept), [])
         self.ops_edges(shared, step_inputs)
 
     def bus_groups(self, shared: list, by_step: dict) -> dict:
