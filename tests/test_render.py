@@ -57,16 +57,20 @@ def test_each_parameter_drawn_once_with_one_edge_per_step():
         assert ids.count(pid) == 1, name
         # the parameter's fan-out into the steps, directly or through a shared op like W.T
         sources = {pid} | {g.id(n) for n in g.nodes if n.step is None and node in n.inputs}
-        # one trunk per shared node, labelled × T, into a junction; from it one dashed edge
-        # per reading op
-        trunks = [e for e in edges if e[0] in sources and e[1] == e[0] + "_fan"]
+        # one trunk per shared node, labelled × T, into the first of its junctions, one per
+        # step, joined in time order (the bus); from each one dashed edge into its step
+        trunks = [e for e in edges if e[0] in sources and e[1] == e[0] + "_fan_0"]
         assert len(trunks) == 1 and f"× {T}<" in trunks[0][2], (name, trunks)
-        junction = trunks[0][1]
-        fan = [e for e in edges if e[0] == junction]
-        assert len(fan) == T and all("dashed" in e[2] for e in fan), (name, fan)
-        steps = {net.nodes[net.slot(next(n for n in g.nodes if g.id(n) == b))].step
-                 for _, b, _ in fan}
-        assert steps == set(range(T))
+        src = trunks[0][0]
+        bus = [e for e in edges if e[0].startswith(src + "_fan_") and
+               e[1].startswith(src + "_fan_")]
+        assert sorted((a, b) for a, b, _ in bus) == sorted(
+            (f"{src}_fan_{t}", f"{src}_fan_{t + 1}") for t in range(T - 1))
+        for t in range(T):
+            fan = [e for e in edges if e[0] == f"{src}_fan_{t}" and "_fan_" not in e[1]]
+            assert len(fan) == 1 and "dashed" in fan[0][2], (name, fan)
+            reader = next(n for n in g.nodes if g.id(n) == fan[0][1])
+            assert net.nodes[net.slot(reader)].step == t
 
 
 def test_folded_cell_has_delay_edge_and_legend():
@@ -128,8 +132,8 @@ def test_elision_node_with_count_and_aggregate():
     assert "steps 2 … 47" in text
     assert "‖∂L/∂state‖ over them" in text
     # shared weights into the elision, through their trunk (× 50: 4 drawn steps + 46 elided)
-    assert re.search(r'"n\d+_fan" -> "elided" .*× 46', text)
-    assert re.search(r'"n\d+" -> "n\d+_fan" .*× 50<', text)
+    assert re.search(r'"n\d+_fan_2" -> "elided" .*× 46', text)
+    assert re.search(r'"n\d+" -> "n\d+_fan_0" .*× 50<', text)
 
 
 def test_steps_detail_one_box_per_step():
@@ -226,14 +230,14 @@ def test_explicit_enormous_request_raises_with_count_and_fix():
             as err:
         ug.to_dot(net, detail="ops")
     # the count asked for is what is drawn: the net's nodes, one box per output and step, and
-    # one junction per shared node that several ops read (its trunk)
+    # one junction per step for each shared node that several steps read (its bus)
     drawn = int(re.search(r"pass max_nodes=(\d+)", str(err.value)).group(1))
     reads: dict = {}
     for m in net.graph.nodes:
         for i in m.inputs:
             if i.step is None and m.step is not None and i.op not in ("init", "const"):
-                reads[id(i)] = reads.get(id(i), 0) + 1
-    assert drawn == n + 300 + sum(1 for k in reads.values() if k > 1)
+                reads.setdefault(id(i), set()).add(m.step)
+    assert drawn == n + 300 + sum(len(k) for k in reads.values() if len(k) > 1)
     with pytest.raises(RenderError, match=f"would draw {drawn} nodes"):
         ug.to_dot(net, detail="ops", max_nodes=drawn - 1)
     assert ug.to_dot(net, detail="ops", max_nodes=drawn).count("subgraph cluster_step") == 300

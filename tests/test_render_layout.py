@@ -111,3 +111,137 @@ def test_the_state_comes_in_on_the_left_of_each_step():
         assert pos[g.id(by_state[0])][0] < pos[g.id(by_input[0])][0]
     p = net.param_nodes
     assert pos[g.id(p["weight_hh"])][0] < pos[g.id(p["weight_ih"])][0]
+
+
+# -- the shared weights' buses -------------------------------------------------------------
+def _layout(diagram) -> dict:
+    return json.loads(diagram.pipe(format="json"))
+
+
+def _curve(pos: str) -> list:
+    """An edge's spline from ``dot -Tjson`` as a polyline (each cubic Bézier piece sampled)."""
+    pts = [tuple(float(v) for v in p.split(",")) for p in pos.split(";")[0].split()
+           if p[0] not in "es"]
+    out = []
+    for i in range(0, len(pts) - 3, 3):
+        p0, p1, p2, p3 = pts[i:i + 4]
+        for k in range(9):
+            t = k / 8
+            w = ((1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t * t * (1 - t), t ** 3)
+            out.append(tuple(sum(c * p[j] for c, p in zip(w, (p0, p1, p2, p3)))
+                             for j in (0, 1)))
+    return out
+
+
+def _cross(c1: list, c2: list) -> bool:
+    def turn(a, b, c):
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+    for p, q in zip(c1, c1[1:]):
+        for r, s in zip(c2, c2[1:]):
+            if turn(p, q, r) * turn(p, q, s) < 0 and turn(r, s, p) * turn(r, s, q) < 0:
+                return True
+    return False
+
+
+def _buses(net, layout) -> tuple[dict, dict, dict, list]:
+    """junction -> (its step, its position); step -> its cluster's x range; shared node ->
+    its junctions; and the junctions' edges into the ops, each ``(junction, reader, curve)``."""
+    g = net.graph
+    names = {o["_gvid"]: o["name"] for o in layout["objects"]}
+    step_of = {g.id(n): n.step for n in g.nodes if n.step is not None}
+    step_of["elided"] = "elided"
+    boxes = {}
+    for o in layout["objects"]:
+        if o["name"].startswith("cluster_step_"):
+            x0, _, x1, _ = (float(v) for v in o["bb"].split(","))
+            boxes[int(o["name"].rsplit("_", 1)[1])] = (x0, x1)
+    pos = {o["name"]: tuple(float(v) for v in o["pos"].split(","))
+           for o in layout["objects"] if "pos" in o}
+    junctions, reads, buses = {}, [], {}
+    for e in layout["edges"]:
+        a, b = names[e["tail"]], names[e["head"]]
+        if "_fan" in a and "_fan" not in b and e.get("style") != "invis":
+            reads.append((a, b, _curve(e["pos"])))
+            junctions.setdefault(a, set()).add(step_of.get(b))
+            buses.setdefault(a.rsplit("_fan", 1)[0], set()).add(a)
+    return ({j: (steps, pos[j]) for j, steps in junctions.items()}, boxes, buses, reads)
+
+
+def _check_buses(net, diagram) -> None:
+    layout = _layout(diagram)
+    junctions, boxes, buses, reads = _buses(net, layout)
+    assert junctions, "no shared weight drawn through a junction"
+    kept = sorted(boxes)
+    for j, (steps, (x, _)) in junctions.items():
+        # a junction feeds one step only (or the elided steps) ...
+        assert len(steps) == 1, f"{j} feeds steps {sorted(map(str, steps))}"
+        (t,) = steps
+        if t == "elided":
+            continue
+        # ... and stands in that step's column: not under another step's cluster
+        k = kept.index(t)
+        left = boxes[kept[k - 1]][1] if k > 0 else -np.inf
+        right = boxes[kept[k + 1]][0] if k + 1 < len(kept) else np.inf
+        assert left <= x <= right, f"{j} at x={x} outside step {t}'s column {left, right}"
+    for src, js in buses.items():
+        # one bus per shared node: its junctions on one row, left to right in time order
+        order = sorted(js, key=lambda j: int(j.rsplit("_", 1)[1]))
+        assert len({round(junctions[j][1][1]) for j in order}) == 1, src
+        xs = [junctions[j][1][0] for j in order]
+        assert xs == sorted(xs), (src, xs)
+    # the short edges up from the junctions into the ops never cross one another
+    for i, (a, b, c) in enumerate(reads):
+        for a2, b2, c2 in reads[i + 1:]:
+            if b != b2:
+                assert not _cross(c, c2), f"{a} -> {b} crosses {a2} -> {b2}"
+
+
+@pytest.mark.parametrize("name", sorted(_CELLS))
+@pytest.mark.parametrize("T,lengths", [(4, None), (4, [4, 2])])
+def test_shared_weights_reach_each_step_through_their_own_junction(name, T, lengths):
+    """Each shared weight runs along one bus: a junction per step, in that step's column,
+    feeding only that step's ops; the junctions' edges into the ops cross none of each
+    other (drawn all from one junction, they fanned out across the whole picture)."""
+    net, loss = _run(_CELLS[name](), T, lengths)
+    diagram = ug.render(net, loss=loss, detail="ops", values=False)
+    _check_buses(net.last_run.net, diagram)
+
+
+def test_the_elided_view_routes_shared_weights_through_buses():
+    net, loss = _run(ug.nn.LSTMCell(2, 2, seed=0), 9)
+    diagram = ug.render(net, loss=loss, detail="elide", ends=2, values=False)
+    _check_buses(net, diagram)
+    text = diagram.source
+    # the elided steps get their own junction on each bus, its edge labelled × 5
+    assert text.count('-> "elided"') >= 4 and "× 5<" in text
+
+
+# -- the folded textbook cell ----------------------------------------------------------------
+def _text_boxes(ops: list) -> list:
+    """The boxes of the non-blank texts an xdot draw list writes (baseline to cap height)."""
+    boxes, size = [], 14.0
+    for o in ops:
+        if o["op"] == "F":
+            size = o["size"]
+        elif o["op"] == "T" and o["text"].strip():
+            (x, y), w = o["pt"], o["width"]
+            x0 = {"l": x, "c": x - w / 2, "r": x - w}[o["align"]]
+            boxes.append((o["text"], x0, y - 0.25 * size, x0 + w, y + 0.9 * size))
+    return boxes
+
+
+@pytest.mark.parametrize("name", sorted(_CELLS))
+def test_folded_cell_edge_labels_clear_every_edge(name):
+    """No edge of the folded cell runs through a weight's label (the loop back into a state
+    was drawn touching its label, and an LSTM's edge from the delay into c through it)."""
+    layout = _layout(ug.render(_CELLS[name](), detail="textbook"))
+    edges = [e for e in layout["edges"] if "pos" in e and e.get("style") != "invis"]
+    for e in edges:
+        for key in ("_ldraw_", "_xldraw_"):
+            for text, x0, y0, x1, y1 in _text_boxes(e.get(key, [])):
+                for other in edges:
+                    pen = float(other.get("penwidth", 1)) / 2  # the line's own width
+                    inside = [(x, y) for x, y in _curve(other["pos"])
+                              if x0 - pen < x < x1 + pen and y0 - pen < y < y1 + pen]
+                    assert not inside, f"an edge runs through the label {text!r}"

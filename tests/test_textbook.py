@@ -210,10 +210,11 @@ def test_ops_view_trunks_parameter_row_and_op_labels():
     assert sorted(re.findall(r'"([^"]+)"', row)) == sorted(params)
     assert re.findall(r'"([^"]+)"', row) == [g.id(net.param_nodes[k]) for k in (
         "weight_hh", "bias_hh", "weight_ih", "bias_ih")]
-    # one trunk per shared node, each labelled × 4, and the junctions in one row
-    trunks = [(a, b, r) for (a, b), r in _edges(text).items() if b == a + "_fan"]
+    # one trunk per shared node, each labelled × 4, into its bus: its junctions in one row
+    trunks = [(a, b, r) for (a, b), r in _edges(text).items() if b == a + "_fan_0"]
     assert len(trunks) == 4 and all("× 4<" in r for _, _, r in trunks)
-    assert sorted(b for _, b, _ in trunks) in [sorted(r) for r in _ranks(text)]
+    for a, _, _ in trunks:
+        assert [f"{a}_fan_{t}" for t in range(4)] in [r for r in _ranks(text)]
     # op symbols carry no step subscript ("+₀" reads "plus zero"); named values keep theirs
     assert not re.search(r"<b>[^<]*(\+|@|×)</b>?<sub>", text)
     assert "<b>+</b>" in text and "<b>matmul</b>" in text and "<b>@" not in text

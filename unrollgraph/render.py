@@ -165,10 +165,10 @@ def to_dot(obj, **options) -> str:
         outputs and per-step losses, time left to right, the weights as labels on the edges
         they act on (derived from the op paths, for any cell); for a cell, the folded cell
         with a black square (the delay) on each recurrent edge. ``"ops"`` draws every op, each
-        shared weight's fan-out through one trunk labelled ``× T``; ``"steps"`` one box per
-        step; ``"elide"`` the first and last ``ends`` steps op by op and one node
-        "… n steps …" for the rest. ``"auto"`` picks ``"ops"`` for small graphs, then
-        ``"steps"``, then ``"elide"``.
+        shared weight's fan-out as a bus: a trunk labelled ``× T``, then a junction in every
+        step, under the op it feeds; ``"steps"`` one box per step; ``"elide"`` the first
+        and last ``ends`` steps op by op and one node "… n steps …" for the rest.
+        ``"auto"`` picks ``"ops"`` for small graphs, then ``"steps"``, then ``"elide"``.
     biases : bool
         Textbook view: note the biases (parameters added into a value) in that value's node
         (default) or leave them out.
@@ -852,9 +852,10 @@ class _Drawer:
         self.lines.append("  " * indent + line + "\n")
 
     def node(self, nid: str, kind: str, title: str, rows: list[str], mag=None, cut=False,
-             indent=1, tooltip=None, hot=False, state=False, shape=None) -> None:
+             indent=1, tooltip=None, hot=False, state=False, shape=None,
+             group: str | None = None) -> None:
         """Draw one node: its shape from ``kind`` (or ``shape``), its fill from the gradient
-        norm ``mag``."""
+        norm ``mag``; ``group`` is Graphviz's (an edge within a group is kept straight)."""
         t = self.t
         self.n_nodes += 1
         self.kinds_used.add(kind)
@@ -887,6 +888,7 @@ class _Drawer:
                                          else "1.2"),
             "label": _label(title, rows, font if font != t["font"] else None),
             "tooltip": tooltip,
+            "group": group,
         }
         if kind == "const":
             attrs.update(margin="0.02,0.02", height="0.25", width="0.3")
@@ -895,7 +897,8 @@ class _Drawer:
     def edge(self, a: str, b: str, kind: str = "data", label: str | None = None,
              hot: bool = False, cut: bool = False, constraint: bool = True, indent=1,
              back: bool = False, label_pt: int = 9, arrow: bool = True,
-             ports: tuple | None = None, xlabel: bool = False) -> None:
+             ports: tuple | None = None, xlabel: bool = False, weight: int | None = None
+             ) -> None:
         t = self.t
         self.n_edges += 1
         self.edges_used.add(kind)
@@ -919,13 +922,17 @@ class _Drawer:
             if text:
                 attrs["xlabel" if xlabel else "label"] = _Html(text)
         if not arrow:
-            attrs["arrowhead"] = "none"
+            # and no size: Graphviz draws arrowheads on a flat edge between clusters, drawn
+            # in two parts, whatever arrowhead says
+            attrs.update(arrowhead="none", arrowsize="0")
         if ports:
             attrs.update(tailport=ports[0], headport=ports[1])
         if not constraint:
             attrs["constraint"] = "false"
         if back:
             attrs["dir"] = "back"
+        if weight is not None:
+            attrs["weight"] = str(weight)
         self.emit(f'"{a}" -> "{b}" {_attrs(attrs)}', indent)
 
     def row(self, ids: list[str]) -> None:
@@ -1114,7 +1121,8 @@ class _Drawer:
                 f'<td align="left">{_font(names[kind], 9)}</td></tr>'
             )
         edge_names = {
-            "trunk": ("━━", t["shared_edge"], "a shared weight's trunk: × T steps read it"),
+            "trunk": ("━━", t["shared_edge"],
+                      "a shared weight's trunk and bus: × T steps read it"),
             "shared": ("- - -", t["shared_edge"], "shared-weight edge (one per reading op)"),
             "recurrent": ("━━", t["recurrent"], "state carried to the next step"),
             "delay": ("━━", t["recurrent"], "z⁻¹: one-step delay (next state → state)"),
@@ -1593,6 +1601,8 @@ class _Unrolled(_Drawer):
         # nodes within ranks against the order asked for below: one pass keeps it
         self.emit("graph [remincross=false]")
         self.side: dict[int, int] = {}
+        self.first_row: dict[int, list[str]] = {}  # step -> its lowest row of ops
+        self.cluster_end: dict[int, int] = {}  # step -> the line that closes its cluster
         levels = {t: self.step_levels([n for n in ns if n.op != "input"])
                   for t, ns in by_step.items()}
         side = self.shared_sides(shared)
@@ -1609,6 +1619,8 @@ class _Unrolled(_Drawer):
                       tooltip=f"initial state {s}", hot=id(n) in self.path, state=True,
                       cut=self.v.is_cut(net.state_nodes[s][0]))
             bottom.append(g.id(n))
+        step_inputs: dict = {}  # step -> its inputs: the buses' rows sit over them
+        groups = self.bus_groups(shared, by_step)
         top = []  # the row over the steps: outputs in time order
         rows: dict[int, list[str]] = {}  # depth in its step -> ops of every step
         for t in range(T):
@@ -1624,10 +1636,12 @@ class _Unrolled(_Drawer):
                           _mag(self.grad(n)), cut=self.v.is_cut(n), tooltip=self.tooltip(n),
                           hot=id(n) in self.path)
                 bottom.append(g.id(n))
+                step_inputs.setdefault(t, []).append(g.id(n))
             self.emit(f"subgraph cluster_step_{t} {{")
             self.cluster_style(t)
             for d, level in sorted(levels[t].items()):
                 ids = [g.id(n) for n in level]
+                self.first_row.setdefault(t, ids)
                 rows.setdefault(d, []).extend(ids)
                 if len(ids) > 1:  # left to right in the cell's order
                     self.n_edges += len(ids) - 1
@@ -1642,7 +1656,8 @@ class _Unrolled(_Drawer):
                                   indent=2)
                 self.node(g.id(n), kind, self.title(n, with_step=True), self.rows(n),
                           _mag(self.grad(n)), cut=cut, indent=2, tooltip=self.tooltip(n),
-                          hot=id(n) in self.path, state=state)
+                          hot=id(n) in self.path, state=state, group=groups.get(id(n)))
+            self.cluster_end[t] = len(self.lines)  # where the step's junctions go
             self.emit("}")
             for n in inner:
                 for name in self.outputs_of.get(id(n), []):
@@ -1660,7 +1675,39 @@ class _Unrolled(_Drawer):
             if len(rows[d]) > 1:
                 self.emit("{rank=same; " + " ".join(f'"{i}"' for i in rows[d]) + "}")
         self.under(shared, bottom)
-        self.ops_edges(shared)
+        inits = [g.id(n) for n in net.init_nodes.values()]  # under the first step, too
+        step_inputs[min(kept)] = inits + step_inputs.get(min(kept), [])
+        self.ops_edges(shared, step_inputs)
+
+    def bus_groups(self, shared: list, by_step: dict) -> dict:
+        """op -> the Graphviz group it shares with the junction of the bus feeding it (the
+        edge between them is then kept straight and uncrossed): each op that reads one
+        shared node read in several steps, the first such it reads."""
+        g, ids = self.g, {id(n) for n in shared}
+        steps: dict = {}
+        for t, ns in by_step.items():
+            for n in ns:
+                for i in n.inputs:
+                    if id(i) in ids:
+                        steps.setdefault(id(i), set()).add(t)
+        if self.elided:
+            for n in self.g.nodes:
+                if n.step == self.elided[0]:
+                    for i in n.inputs:
+                        if id(i) in ids:
+                            steps.setdefault(id(i), set()).add(n.step)
+        groups, uses = {}, {}
+        for t, ns in by_step.items():
+            for n in ns:
+                for i in n.inputs:
+                    if id(i) in ids and len(steps[id(i)]) > 1:
+                        j = f"{g.id(i)}_fan_{t}"
+                        uses[j] = uses.get(j, 0) + 1
+                        groups.setdefault(id(n), j)
+        # a junction feeding two ops keeps neither straight
+        groups = {k: j for k, j in groups.items() if uses[j] == 1}
+        self.grouped = set(groups.values())
+        return groups
 
     def step_levels(self, inner: list) -> dict:
         """The rows of one step's ops: depth -> ops left to right.
@@ -1754,7 +1801,7 @@ class _Unrolled(_Drawer):
         looping round the whole picture."""
         self.edge(b, a, "recurrent", back=True, **kw)
 
-    def ops_edges(self, shared: list[Node]) -> None:
+    def ops_edges(self, shared: list[Node], step_inputs: dict) -> None:
         g, net = self.g, self.net
         shared_ids = {id(n) for n in shared}
         state_ids = {id(n) for ns in net.state_nodes.values() for n in ns}
@@ -1782,7 +1829,7 @@ class _Unrolled(_Drawer):
                 label = self.derivative(i, n, k)
                 hot = self.on_path(i, n)
                 if id(i) in shared_ids:
-                    fan.setdefault(g.id(i), []).append((g.id(n), label, hot, cut, n.step))
+                    fan.setdefault(g.id(i), []).append((g.id(n), label, hot, cut, n.step, 1))
                 elif i.step is not None and i.step not in self.kept:
                     if ("elided", g.id(n)) not in done:
                         done.add(("elided", g.id(n)))
@@ -1806,18 +1853,102 @@ class _Unrolled(_Drawer):
             read = {id(i) for m in g.nodes if m.step == self.elided[0] for i in m.inputs}
             for p in shared:
                 if id(p) in read:
-                    fan.setdefault(g.id(p), []).append(("elided", f"× {n}", False, False, -n))
-        self.trunks(fan)
+                    fan.setdefault(g.id(p), []).append(
+                        ("elided", f"× {n}", False, False, self.elided[0], n))
+        self.trunks(fan, step_inputs)
 
-    def trunks(self, fan: dict) -> None:
-        """Each shared node's fan-out through one trunk: one edge to a junction, labelled with
-        the number of steps that read it (× T), then one short edge per reading op."""
+    def trunks(self, fan: dict, step_inputs: dict) -> None:
+        """Each shared node's fan-out as a bus: one junction per step, under the step it
+        feeds, the junctions joined left to right in time order, and the trunk coming up from
+        the shared node once, into the first junction, labelled with the number of steps that
+        read it (× T). From each junction one short edge goes up to each op of its step that
+        reads the shared node: no edge runs across the picture to another step.
+
+        ``fan`` maps a shared node's id to its uses ``(reader, label, hot, cut, step, steps)``:
+        ``step`` orders the junctions (an elided run of steps sits at its first step) and
+        ``steps`` is how many steps the use stands for. Each bus is one row, the rows in the
+        order of the parameters' row, the first on top; each junction is in its step's
+        cluster, under the step's first row of ops, and the step's inputs (``step_inputs``:
+        step -> ids) under them all."""
+        buses = []
+        side = getattr(self, "shared_side", {})
+        for src, uses in fan.items():
+            at: dict = {}
+            for u in uses:
+                at.setdefault(u[4], []).append(u)
+            if len(at) < 2:  # one step reads it: its edges go straight there
+                for dst, label, hot, cut, _, _ in uses:
+                    self.edge(src, dst, "shared", label=label, hot=hot, cut=cut)
+                continue
+            buses.append((side.get(src, 2), src, at))
+        if not buses:
+            return
+        buses.sort(key=lambda b: b[0])  # stable: the shared nodes' order within a side
+        times = sorted({t for _, _, at in buses for t in at})
+        # step by step, each step's junctions in the order of its ops: dot's first ordering
+        # of a rank follows the input, and keeps it where nothing better is to be had
+        for t in times:
+            for _, src, at in buses:
+                if t in at:
+                    self.n_nodes += 1
+                    n = max(u[5] for u in at[t])
+                    what = f"steps {t} … {t + n - 1}" if n > 1 else f"step {t}"
+                    j = f"{src}_fan_{t}"
+                    self.emit(f'"{j}" ' + _attrs({
+                        "shape": "point", "width": "0.09", "color": self.t["shared_edge"],
+                        "tooltip": f"into {what}",
+                        "group": j if j in self.grouped else None}))
+        for t in times:
+            for _, src, at in buses:
+                j = f"{src}_fan_{t}"
+                for dst, label, hot, cut, _, _ in at.get(t, []):
+                    # heavy: the junction straight under the op it feeds
+                    self.edge(j, dst, "shared", label=label, hot=hot, cut=cut, weight=50)
+        rows = []
+        for _, src, at in buses:
+            ts = sorted(at)
+            js = [f"{src}_fan_{t}" for t in ts]
+            rows.append(js)
+            # the trunk into the first junction, the bus on from it left to right in time
+            # order (no arrowheads: it carries one value to every step)
+            count = sum(max(u[5] for u in at[t]) for t in ts)
+            hot = [any(u[2] for u in at[t]) for t in ts]
+            self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False)
+            for k in range(len(js) - 1):  # weightless: the junctions follow their ops
+                self.edge(js[k], js[k + 1], "trunk", hot=any(hot[k + 1:]), arrow=False,
+                          weight=0, ports=("e", "w"))
+            self.emit("{rank=same; " + " ".join(f'"{j}"' for j in js) + "}")  # one row
+        first_row = self.first_row
+        # each step's junctions in its cluster, under its ops: dot orders them with the
+        # step's ops (outside, it places them all where the cluster stands, in any order)
+        for t in sorted(times, reverse=True):  # from the end: the earlier lines stay put
+            js = " ".join(f'"{src}_fan_{t}"' for _, src, at in buses if t in at)
+            if t in self.cluster_end:
+                self.lines.insert(self.cluster_end[t], "    " + js + "\n")
+            elif self.elided and t == self.elided[0]:
+                # under the elided steps' node, a column (an invisible cluster keeps it one)
+                self.emit(f'subgraph cluster_elided {{ style=invis "elided" {js} }}')
+        stack = [first_row[min(first_row)][0]] + [js[0] for js in rows]
+        drawn = {(f"{src}_fan_{t}", u[0]) for _, src, at in buses for t, us in at.items()
+                 for u in us}
+        for above, below in zip(stack, stack[1:]):  # the rows stacked, the first on top
+            if (below, above) not in drawn:  # (a second edge would bend the drawn one)
+                self.n_edges += 1
+                self.emit(f'"{below}" -> "{above}" [style=invis weight=0]')
+        for t, ids in sorted(step_inputs.items()):  # each step's inputs under its junctions
+            low = next((f"{src}_fan_{t}" for _, src, at in reversed(buses) if t in at), None)
+            if low is not None:
+                self.n_edges += len(ids)
+                for i in ids:
+                    self.emit(f'"{i}" -> "{low}" [style=invis weight=0]')
+
+    def fan_once(self, fan: dict) -> None:
+        """Each parameter's fan-out into the step boxes (``detail="steps"``) through one
+        trunk: one edge to a junction, labelled × T, then one short edge per step box."""
         junctions = []
         for src, uses in fan.items():
-            steps = {u[4] for u in uses if u[4] is not None and u[4] >= 0}
-            count = len(steps) + sum(-u[4] for u in uses if u[4] is not None and u[4] < 0)
             if len(uses) < 2:
-                for dst, label, hot, cut, _ in uses:
+                for dst, label, hot, cut, _, _ in uses:
                     self.edge(src, dst, "shared", label=label, hot=hot, cut=cut)
                 continue
             j = f"{src}_fan"
@@ -1825,14 +1956,12 @@ class _Unrolled(_Drawer):
             self.n_nodes += 1
             self.emit(f'"{j}" ' + _attrs({"shape": "point", "width": "0.09",
                                           "color": self.t["shared_edge"],
-                                          "tooltip": f"read by {count} steps"}))
-            hot_any = any(u[2] for u in uses)
-            self.edge(src, j, "trunk", label=f"× {count}", hot=hot_any, arrow=False)
-            for dst, label, hot, cut, _ in uses:
+                                          "tooltip": f"read by {len(uses)} steps"}))
+            self.edge(src, j, "trunk", label=f"× {len(uses)}", hot=any(u[2] for u in uses),
+                      arrow=False)
+            for dst, label, hot, cut, _, _ in uses:
                 self.edge(j, dst, "shared", label=label, hot=hot, cut=cut)
-        if junctions:  # the junctions in one row, just over the parameters, in their order
-            side = getattr(self, "shared_side", {})
-            junctions.sort(key=lambda j: side.get(j[:-len("_fan")], 2))
+        if junctions:  # the junctions in one row, just over the parameters
             self.emit("{rank=same; " + " ".join(f'"{j}"' for j in junctions) + "}")
 
     def on_path(self, a: Node, b: Node) -> bool:
@@ -1894,7 +2023,7 @@ class _Unrolled(_Drawer):
                 self.edge(g.id(ns[t]), f"step_{t}", cut=cut)
             for p, c in zip(shared, contribs):
                 lab = c[t] if c else None
-                fan.setdefault(g.id(p), []).append((f"step_{t}", lab, False, cut, t))
+                fan.setdefault(g.id(p), []).append((f"step_{t}", lab, False, cut, t, 1))
             if t == 0:
                 for n in net.init_nodes.values():
                     self.edge(g.id(n), "step_0", "recurrent", cut=cut)
@@ -1902,7 +2031,7 @@ class _Unrolled(_Drawer):
                 self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
             for name, ns in net.output_nodes.items():
                 self.edge(f"step_{t}", _out_id(g.id(ns[t]), self.out_index[name]), cut=cut)
-        self.trunks(fan)
+        self.fan_once(fan)
 
     # loss
     def draw_loss(self) -> None:

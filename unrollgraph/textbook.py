@@ -271,8 +271,22 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows) -> dict:
                 row = rows.ids[src]
                 row.insert(row.index(a) + 1, sq)
                 d.edge(a, sq, "recurrent", arrow=False, label=" ", label_pt=11)
+            if label and src == dst:
+                # back along the row into its own state: dot hangs the label under the edge
+                # touching the text's top, and another state's edge out of the square runs
+                # down through its end; a thin blank line over it and blank space after it
+                # (which widens the loop) keep both clear
+                label = f'<font point-size="5"> </font><br/>{label}{"&#160;" * 8}'
+            elif label:  # to another row: beside the slanting edge, a space off it
+                label = f"&#160;&#160;{label}"
             d.edge(sq, z, "recurrent", label=label, label_pt=11)
+        elif abs(rows.rank(dst) - rows.rank(src)) > 1:
+            # past a row: a label placed after layout (xlabel) may sit on the bent edge;
+            # a label placed with the layout stands beside it
+            d.edge(a, z, label=label, label_pt=11)
         else:
+            # placed after the layout, beside the edge with no gap: a space each side
+            label = label and f"&#160;{label}&#160;"
             d.edge(a, z, label=label, label_pt=11, xlabel=True)
     # one column: inputs under states under outputs
     col = [ids[k] for k in ids if k[0] == "x"][:1] + [ids[k] for k in ids if k[0] == "s"] + \
