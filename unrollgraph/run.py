@@ -56,7 +56,7 @@ def call(net, xs, state=None, lengths=None):
     leaves: list[Tensor] = list(xs_t.values()) + list(params.values()) + [
         s for s in states_t.values() if isinstance(s, Tensor)
     ]
-    run = Run(net, xs_t, states_t, lengths, batch, net.keep)
+    run = net._run_type(net, xs_t, states_t, lengths, batch, net.keep)  # (checkpoint=)
     run.forward()
     net.last_run = run
     outs = [stack([run.values[i] for i in slots], net._pool)
