@@ -21,6 +21,7 @@ import math
 
 import numpy as np
 
+from .compile import backward_program
 from .errors import CellError
 from .graph import Node
 from .run import Run, _acc
@@ -60,14 +61,23 @@ def resolve_checkpoint(checkpoint, steps: int):
 
 def _segments(net) -> list:
     """``(first step, end step, segment net key)`` of each segment, in time order. The key
-    is ``(length, truncate)``: a segment the truncation cuts through gets its own cut."""
+    is ``(length, truncate)``: a segment the truncation cuts through gets its own cut, and
+    one it cuts entirely has ``truncate=0``."""
     k, T = net.checkpoint, net.steps
     cut = 0 if net.truncate is None else T - net.truncate  # steps before this get no gradient
     out = []
     for a in range(0, T, k):
         b = min(a + k, T)
-        out.append((a, b, (b - a, b - cut if a < cut < b else None)))
+        out.append((a, b, (b - a, 0 if b <= cut else b - cut if a < cut else None)))
     return out
+
+
+def _seeds_skip_the_cut(net) -> bool:
+    """True if an output or a state is a leaf (an input, the initial state, a parameter) or
+    a node shared by every step (``W.T``): the gradient placed on it reaches it even in a
+    step that truncation cuts, so the cut segments still take part in the backward pass."""
+    slots = list(net._output_slots.values()) + list(net._state_slots.values())
+    return any(net.nodes[s].is_leaf or net.nodes[s].step is None for ss in slots for s in ss)
 
 
 def _segment_net(net, key):
@@ -76,8 +86,11 @@ def _segment_net(net, key):
     seg = nets.get(key)
     if seg is None:
         length, truncate = key
-        seg = nets.setdefault(key, type(net)(net.cell, length, truncate=truncate,
-                                             masked=net.masked, keep="needed"))
+        seg = type(net)(net.cell, length, truncate=truncate or None, masked=net.masked,
+                        keep="needed")
+        if truncate == 0:  # every step cut: only gradients placed on leaves get through
+            seg.truncate = 0
+        seg = nets.setdefault(key, seg)
     return seg
 
 
@@ -93,6 +106,7 @@ class CheckpointedRun(Run):
     def __init__(self, net, xs: dict, states: dict, lengths, batch: int, keep: str = "needed"):
         super().__init__(net, xs, states, lengths, batch, keep)
         self.segments = _segments(net)
+        self._cut_matters = net.truncate is not None and _seeds_skip_the_cut(net)
         self._paths: list = [None] * len(self.segments)  # per segment: how it ran
 
     # -- the segments ------------------------------------------------------------------------
@@ -111,15 +125,35 @@ class CheckpointedRun(Run):
             run.generic_forward, run.generic_backward, run.flush_chunk = path
         return run
 
-    def _entering(self, i: int, grad: bool) -> dict:
-        """The state entering segment ``i``: the caller's (segment 0) or the one kept; a
-        tensor that asks for its gradient when ``grad``."""
+    def _entering(self, i: int, grad: dict | None) -> dict:
+        """The state entering segment ``i``: the caller's (segment 0) or the one kept; as
+        tensors asking for their gradient where ``grad`` says so."""
         if i == 0:
             return self.states
         net, a = self.net, self.segments[i][0]
-        return {s: (_leaf(self.values[slots[a - 1]], True) if grad
-                    else self.values[slots[a - 1]])
-                for s, slots in net._state_slots.items()}
+        kept = {s: self.values[slots[a - 1]] for s, slots in net._state_slots.items()}
+        return kept if grad is None else {s: _leaf(v, grad[s]) for s, v in kept.items()}
+
+    def _wants(self, drop: bool) -> list:
+        """Per segment, which states entering it need their gradient: those through which
+        something needing a gradient (a parameter, an input, the initial state) reaches it,
+        as the backward program of the whole unrolled graph would find (so that the same
+        nodes get gradients)."""
+        net = self.net
+        out = [None]
+        grad = {k: isinstance(h, Tensor) and h.requires_grad for k, h in self.states.items()}
+        for i in range(len(self.segments) - 1):
+            seg = _segment_net(net, self.segments[i][2])
+            needs = [seg._param_slots[k] for k, p in seg._used_params.items()
+                     if p.requires_grad]
+            for k, slots in seg._input_slots.items():
+                if self.xs[k].requires_grad:
+                    needs += slots
+            needs += [seg._init_slots[k] for k, g in grad.items() if g]
+            want = backward_program(seg, tuple(sorted(needs)), drop)[1]
+            grad = {k: want[slots[-1]] for k, slots in seg._state_slots.items()}
+            out.append(grad)
+        return out
 
     def _record(self, i: int, run: Run) -> None:
         self._paths[i] = (run.generic_forward, run.generic_backward, run.flush_chunk)
@@ -137,8 +171,7 @@ class CheckpointedRun(Run):
 
     def _needs_backward(self, i: int) -> bool:
         """Whether segment ``i`` takes part in the backward pass (truncation cuts it)."""
-        net, b = self.net, self.segments[i][1]
-        return net.truncate is None or b > net.steps - net.truncate
+        return self.segments[i][2][1] != 0 or self._cut_matters
 
     # -- the run ----------------------------------------------------------------------------
     def forward(self) -> None:
@@ -176,12 +209,12 @@ class CheckpointedRun(Run):
         owned = [False] * len(net.nodes)
         n_out = len(net._output_slots)
         carry = list(seeds[n_out:])  # the final states' gradients
+        wants = self._wants(True)
         for i in range(len(self.segments) - 1, -1, -1):
             if not self._needs_backward(i):
                 break
             a, _b, _key = self.segments[i]
-            run = self._segment_run(i, self._entering(i, i > 0 and self._needs_backward(i - 1)),
-                                    "needed")
+            run = self._segment_run(i, self._entering(i, wants[i]), "needed")
             run.forward()
             carry = self._backward_segment(i, run, seeds, carry)
             seg = run.net
@@ -245,12 +278,13 @@ class CheckpointedRun(Run):
             grads: list = [None] * len(net.nodes)
             owned = [False] * len(net.nodes)
             carry = list(self.seeds[len(net._output_slots):])
+            wants = self._wants(False)
             for i in range(len(self.segments) - 1, -1, -1):
                 if not self._needs_backward(i):
                     break
                 run, a = runs[i], self.segments[i][0]
-                if i and self._needs_backward(i - 1):  # the entering state asks for its grad
-                    run.states = {k: _leaf(v, True) for k, v in run.states.items()}
+                if i:  # the entering state asks for its gradient where it is needed
+                    run.states = {k: _leaf(v, wants[i][k]) for k, v in run.states.items()}
                 carry = self._backward_segment(i, run, self.seeds, carry)
                 seg = run.net
                 inits = set(seg._init_slots.values())
