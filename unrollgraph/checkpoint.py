@@ -94,6 +94,12 @@ def _segment_net(net, key):
     return seg
 
 
+def _own(v):
+    """``v``, or a copy of it if it is a view of a larger array (the same bits)."""
+    return v.copy() if type(v) is np.ndarray and v.base is not None and \
+        v.base.nbytes > v.nbytes else v
+
+
 def _leaf(arr, requires_grad: bool) -> Tensor:
     return Tensor(arr, Node("leaf", shape=arr.shape, dtype=_dtype_name(arr)), (), requires_grad)
 
@@ -108,6 +114,7 @@ class CheckpointedRun(Run):
         self.segments = _segments(net)
         self._cut_matters = net.truncate is not None and _seeds_skip_the_cut(net)
         self._paths: list = [None] * len(self.segments)  # per segment: how it ran
+        self._outputs: list | None = None  # the (T, B, ...) outputs, until call() takes them
 
     # -- the segments ------------------------------------------------------------------------
     def _segment_run(self, i: int, states: dict, keep: str) -> Run:
@@ -182,6 +189,7 @@ class CheckpointedRun(Run):
         for k, p in net._used_params.items():
             vals[net._param_slots[k]] = p.data
         states = self.states
+        outs: list = []
         for i, (a, b, _key) in enumerate(self.segments):
             run = self._segment_run(i, states, "needed")
             run.forward()
@@ -189,14 +197,26 @@ class CheckpointedRun(Run):
             if i == 0:
                 for k, s in net._init_slots.items():
                     vals[s] = run.values[seg._init_slots[k]]
-            for k, slots in net._output_slots.items():
-                for j, s in enumerate(seg._output_slots[k]):
-                    vals[slots[a + j]] = run.values[s]
-            states = {k: run.values[seg._state_slots[k][-1]] for k in net._state_slots}
+            for n, (k, slots) in enumerate(net._output_slots.items()):
+                per = [run.values[s] for s in seg._output_slots[k]]
+                if i == 0:  # written straight into the arrays the call returns
+                    shape = (net.steps,) + per[0].shape
+                    outs.append(np.empty(shape, np.result_type(per[0], per[-1])))
+                for j, v in enumerate(per):
+                    outs[n][a + j] = v
+                    vals[slots[a + j]] = outs[n][a + j]
+            # the state handed on, kept (a copy if it is a view: a lean step may compute a
+            # state in place in an array of the whole segment, which must not stay alive)
+            states = {k: _own(run.values[seg._state_slots[k][-1]]) for k in net._state_slots}
             for k, v in states.items():
                 vals[net._state_slots[k][b - 1]] = v
             self._record(i, run)
+        self._outputs = outs
         self.lean_steps = True  # (nothing for call() to free)
+
+    def stacked_outputs(self) -> list:
+        outs, self._outputs = self._outputs, None  # (the run keeps views of them)
+        return outs
 
     def backward(self, seeds: list) -> None:
         """Backpropagate through the segments, last to first, recomputing each from the

@@ -1,0 +1,128 @@
+"""Gradient checkpointing through time: peak memory and time, full BPTT against
+``checkpoint="sqrt"``.
+
+One training step (forward, loss = sum of the outputs, backward), Elman RNN and LSTM,
+B=16, H=128, D=64, float64, T = 1,000 and 10,000, each measured in a fresh subprocess:
+
+* ``peak MB``: tracemalloc's peak during the step (numpy reports its buffers to it), the
+  inputs (a tensor, read without a copy) and weights excluded (they exist before the step);
+* ``outputs MB``: the (T, B, H) outputs the step returns, which any method holds;
+* ``activations``: the peak less the outputs, in steps' worth: divided by what full BPTT
+  keeps per step (its own peak less the outputs, over T). Checkpointing with k = sqrt(T)
+  should keep at most ``3 sqrt(T)`` steps' worth;
+* ``ms``: the median time of a step (without tracemalloc), and the ratio to full BPTT
+  (checkpointing recomputes each segment once: at most one more forward pass).
+
+Run ``python benchmarks/checkpoint.py`` (about two minutes) or ``--quick`` (T = 1,000 only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+try:  # the installed package (or PYTHONPATH); else the checkout this script lives in
+    import unrollgraph as ug
+except ImportError:
+    sys.path.insert(0, str(HERE.parent))
+    import unrollgraph as ug
+
+B, H, D = 16, 128, 64
+STEPS = (1000, 10000)
+MODES = ("full", "sqrt")
+
+
+def make(kind: str, T: int, mode: str):
+    cls = ug.nn.RNNCell if kind == "rnn" else ug.nn.LSTMCell
+    cell = cls(D, H, seed=0)
+    # a tensor: the call reads it as it is (an array would be copied, as the call's own
+    # input, and that copy counted in the peak)
+    xs = ug.tensor(np.random.default_rng(1).normal(size=(T, B, D)))
+    net = ug.unroll(cell, steps=T, checkpoint=None if mode == "full" else "sqrt")
+
+    def step():
+        cell.zero_grad()
+        out, _ = net(xs)
+        out.sum().backward()
+        return out.data, {k: p.grad for k, p in cell.parameters().items()}
+
+    return net, step
+
+
+def child(kind: str, T: int, mode: str, repeats: int) -> dict:
+    """In a fresh process: the peak memory of one step, then its median time."""
+    make(kind, 4, mode)[1]()  # warm up the library on a tiny problem
+    net, step = make(kind, T, mode)
+    tracemalloc.start()
+    out, grads = step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    del out, grads
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t0)
+    return {"peak_mb": peak / 2**20, "ms": 1e3 * statistics.median(times),
+            "k": net.checkpoint}
+
+
+def run_child(kind, T, mode, repeats) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--_child", kind, str(T), mode,
+                          str(repeats)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="T = 1,000 only, one repeat")
+    parser.add_argument("--_child", nargs=4, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._child:
+        kind, T, mode, repeats = args._child
+        print(json.dumps(child(kind, int(T), mode, int(repeats))))
+        return 0
+    steps = STEPS[:1] if args.quick else STEPS
+    repeats = 1 if args.quick else 3
+    print(f"one training step, B={B}, H={H}, D={D}, float64; peak memory by tracemalloc, "
+          "each in a fresh process\n")
+    head = ["cell", "T", "k", "peak MB", "outputs MB", "activations MB",
+            "activations (steps' worth)", "3 sqrt(T)", "ms", "time / full"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    ok = True
+    for kind in ("rnn", "lstm"):
+        for T in steps:
+            res = {m: run_child(kind, T, m, repeats) for m in MODES}
+            outputs = T * B * H * 8 / 2**20
+            per_step = (res["full"]["peak_mb"] - outputs) / T
+            for m in MODES:
+                r = res[m]
+                act = r["peak_mb"] - outputs
+                worth = act / per_step
+                bound = 3 * math.sqrt(T)
+                ratio = r["ms"] / res["full"]["ms"]
+                if m == "sqrt":
+                    ok = ok and worth <= bound and ratio <= 2.0
+                print("| " + " | ".join([
+                    kind.upper(), str(T), str(r["k"] or "–"), f"{r['peak_mb']:.1f}",
+                    f"{outputs:.1f}", f"{act:.1f}", f"{worth:.0f}",
+                    f"{bound:.0f}" if m == "sqrt" else "", f"{r['ms']:.0f}",
+                    f"{ratio:.2f}"]) + " |")
+    print("\ntargets (checkpoint='sqrt'): activations <= 3 sqrt(T) steps' worth, time <= 2x "
+          "full BPTT (one more forward pass): " + ("met" if ok else "MISSED"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
