@@ -27,7 +27,7 @@ from .graph import Node
 from .run import Run, _acc
 from .tensor import Tensor, _dtype_name
 
-__all__ = ["CheckpointedRun", "resolve_checkpoint"]
+__all__ = ["CheckpointedRun", "resolve_checkpoint", "kept_steps"]
 
 
 def resolve_checkpoint(checkpoint, steps: int):
@@ -57,6 +57,23 @@ def resolve_checkpoint(checkpoint, steps: int):
     else:
         k = int(checkpoint)
     return None if k >= steps else k
+
+
+def kept_steps(net) -> frozenset:
+    """The steps t whose state (after step t) a run of ``net`` keeps under checkpointing:
+    every k-th step's, and the last; empty for a net without ``checkpoint=`` (which keeps
+    every state). Diagrams mark them.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> sorted(kept_steps(ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=8, checkpoint=3)))
+    [2, 5, 7]
+    """
+    k = getattr(net, "checkpoint", None)
+    if not k:
+        return frozenset()
+    return frozenset(range(k - 1, net.steps - 1, k)) | {net.steps - 1}
 
 
 def _segments(net) -> list:
