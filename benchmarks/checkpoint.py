@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import math
+import os
 import pathlib
 import subprocess
 import sys
