@@ -344,10 +344,10 @@ class CheckpointedRun(Run):
     def value(self, node):
         s = self._slot_of(node, "value")
         v = self.values[s]
-        if type(v) is np.ndarray and self.net.nodes[s].step is not None:
-            return v  # an output or a kept state
-        self._check_unchanged("value")
-        return v if self.net.nodes[s].op == "param" else self.full().values[s]
+        if v is None or self.net.nodes[s].step is None:
+            # recomputed, or a shared leaf (a parameter's live array): refuse if it changed
+            self._check_unchanged("value")
+        return v if v is not None else self.full().values[s]
 
     value.__doc__ = Run.value.__doc__
 
