@@ -211,8 +211,13 @@ def test_a_checkpointed_run_refuses_to_recompute_after_the_weights_change():
 def test_a_checkpointed_run_draws_from_a_recomputation(tmp_path):
     cell, net, out = _lstm_run(T=6, k=2)
     out.sum().backward()
-    dot = ug.to_dot(net)
-    assert "h_next@3" in dot or "h@3" in dot or "@3" in dot
+    for detail in ("ops", "steps", "textbook"):
+        dot = ug.to_dot(net, detail=detail)
+        assert "checkpointed: a run keeps the state every 2 steps" in dot, detail
+        marks = dot.count("state kept") if detail != "textbook" else dot.count(">kept<")
+        assert marks == len(ug.checkpoint.kept_steps(net)) * (2 if detail == "textbook" else 1)
+    plain = ug.to_dot(ug.unroll(cell, 6), detail="ops")
+    assert "kept" not in plain and "checkpointed" not in plain
     full = net.last_run.full()
     assert all(isinstance(v, np.ndarray) for v in full.values)
     # the recomputation reproduces the run's numbers bit for bit

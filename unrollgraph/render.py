@@ -1726,6 +1726,8 @@ class _Unrolled(_Drawer):
                 gt = _array_text(self.grad(n), self.o["max_elements"])
                 if self.show_grads() and gt:
                     rows.append(f"∂L/∂{_hn(s)} = {_h(gt)}")
+            if t in kept_steps(net):  # checkpoint=: the run kept this step's state
+                rows.append("state kept")
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
                       state=True, tooltip=f"{net.cell.name} at step {t}")
             middle.append(f"step_{t}")
