@@ -10,8 +10,9 @@ B=16, H=128, D=64, float64, T = 1,000 and 10,000, each measured in a fresh subpr
 * ``activations``: the peak less the outputs, in steps' worth: divided by what full BPTT
   keeps per step (its own peak less the outputs, over T). Checkpointing with k = sqrt(T)
   should keep at most ``3 sqrt(T)`` steps' worth;
-* ``ms``: the CPU time of a step (without tracemalloc; the least of the repeats; with one
-  BLAS thread the CPU time is the time, and the machine's other work does not count), and
+* ``ms``: the CPU time of a step (without tracemalloc; both modes in one process, in
+  interleaved rounds, the least of the rounds; with one BLAS thread the CPU time is the
+  time, and the machine's other work does not count), and
   ``extra / forward``: the time checkpointing adds over full BPTT, in forward passes of
   full BPTT (it recomputes each segment once: at most one more forward pass).
 
@@ -68,50 +69,57 @@ def make(kind: str, T: int, mode: str):
     return net, xs, step
 
 
-def child(kind: str, T: int, mode: str, repeats: int) -> dict:
-    """In a fresh process: the peak memory of one step, then its median time."""
+def memory_child(kind: str, T: int, mode: str) -> dict:
+    """In a fresh process: the peak memory of one step."""
     make(kind, 4, mode)[2]()  # warm up the library on a tiny problem
     net, xs, step = make(kind, T, mode)
     tracemalloc.start()
-    out, grads = step()
+    step()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    del out, grads
-    times, forward = [], []
+    return {"peak_mb": peak / 2**20, "k": net.checkpoint}
+
+
+def time_child(kind: str, T: int, repeats: int) -> dict:
+    """In one process, both modes in interleaved rounds (so that the machine's state hits
+    them alike): the CPU time of a step and of a forward pass, the least over the rounds."""
+    runs = {m: make(kind, T, m) for m in MODES}
+    times = {m: ([], []) for m in MODES}
     clock = time.process_time  # this process's CPU time: what other processes do adds none
     for _ in range(repeats):
-        t0 = clock()
-        step()
-        times.append(clock() - t0)
-        t0 = clock()
-        net(xs)
-        forward.append(clock() - t0)
-    # the least of the repeats
-    return {"peak_mb": peak / 2**20, "ms": 1e3 * min(times), "forward_ms": 1e3 * min(forward),
-            "k": net.checkpoint}
+        for m, (net, xs, step) in runs.items():
+            t0 = clock()
+            step()
+            times[m][0].append(clock() - t0)
+            t0 = clock()
+            net(xs)
+            times[m][1].append(clock() - t0)
+    return {m: {"ms": 1e3 * min(a), "forward_ms": 1e3 * min(f)} for m, (a, f) in times.items()}
 
 
-def run_child(kind, T, mode, repeats, threads) -> dict:
+def run_child(threads, *args) -> dict:
     env = dict(os.environ)
     if threads:
         for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
             env[var] = str(threads)
-    out = subprocess.run([sys.executable, __file__, "--_child", kind, str(T), mode,
-                          str(repeats)], capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run([sys.executable, __file__, "--_child", *map(str, args)],
+                         capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="T = 1,000 only, one repeat")
+    parser.add_argument("--quick", action="store_true", help="T = 1,000 only, two rounds")
     parser.add_argument("--blas-threads", type=int, default=1,
                         help="BLAS threads in the measuring processes (0: the library's "
                              "default); 1 by default, see the module docstring")
-    parser.add_argument("--_child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--_child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args._child:
-        kind, T, mode, repeats = args._child
-        print(json.dumps(child(kind, int(T), mode, int(repeats))))
+        what, kind, T, arg = args._child
+        res = (memory_child(kind, int(T), arg) if what == "memory"
+               else time_child(kind, int(T), int(arg)))
+        print(json.dumps(res))
         return 0
     steps = STEPS[:1] if args.quick else STEPS
     repeats = 2 if args.quick else 5
@@ -125,7 +133,10 @@ def main(argv=None):
     ok = True
     for kind in ("rnn", "lstm"):
         for T in steps:
-            res = {m: run_child(kind, T, m, repeats, args.blas_threads) for m in MODES}
+            res = {m: run_child(args.blas_threads, "memory", kind, T, m) for m in MODES}
+            timed = run_child(args.blas_threads, "time", kind, T, repeats)
+            for m in MODES:
+                res[m].update(timed[m])
             outputs = T * B * H * 8 / 2**20
             per_step = (res["full"]["peak_mb"] - outputs) / T
             for m in MODES:
