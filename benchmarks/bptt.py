@@ -5,6 +5,8 @@ Times an Elman RNN and an LSTM step, loss = sum of the outputs, float64:
 * ``ours``       unrollgraph: ``ug.unroll(cell, T)`` built once, then ``net(xs)`` + backward
                  (the default ``keep="needed"``: values no VJP reads are dropped as it runs);
 * ``ours all``   the same with ``keep="all"`` (every value kept as it is computed);
+                 the memory table adds ``checkpoint="sqrt"`` (every sqrt(T)-th state kept,
+                 the rest recomputed in the backward pass; ``benchmarks/checkpoint.py``);
 * ``numpy``      the hand-written numpy BPTT of ``benchmarks/reference.py`` (a step loop);
 * ``torch loop`` PyTorch CPU eager, the cell written out and looped over steps;
 * ``torch.nn``   ``torch.nn.RNN`` / ``torch.nn.LSTM``.
@@ -84,10 +86,10 @@ def make_problem(kind, B, H, T, D, seed=0):
     return cell, xs
 
 
-def step_ours(cell, xs, net=None, keep=None):
+def step_ours(cell, xs, net=None, keep=None, checkpoint=None):
     if net is None:
         kw = {} if keep is None else {"keep": keep}  # None: the library's default
-        net = ug.unroll(cell, steps=xs.shape[0], **kw)
+        net = ug.unroll(cell, steps=xs.shape[0], checkpoint=checkpoint, **kw)
 
     def step():
         cell.zero_grad()
@@ -271,6 +273,7 @@ def memory_child(impl: str, T: int) -> dict:
     makers = {
         "ours": lambda c, x: step_ours(c, x),
         "ours, keep=all": lambda c, x: step_ours(c, x, keep="all"),
+        "ours, checkpoint=sqrt": lambda c, x: step_ours(c, x, checkpoint="sqrt"),
         "numpy": lambda c, x: step_numpy("rnn", c, x),
         "torch loop": lambda c, x: step_torch_loop(torch, "rnn", c, x),
         "torch.nn": lambda c, x: step_torch_nn(torch, "rnn", c, x),
@@ -297,7 +300,7 @@ def memory_child(impl: str, T: int) -> dict:
 
 
 def measure_memory(steps, torch_ok):
-    impls = ["ours", "ours, keep=all", "numpy"] + (
+    impls = ["ours", "ours, keep=all", "ours, checkpoint=sqrt", "numpy"] + (
         ["torch loop", "torch.nn"] if torch_ok else [])
     rows = []
     for T in steps:
@@ -350,7 +353,7 @@ def print_times(rows, torch_ok):
 
 
 def print_memory(rows, torch_ok):
-    impls = ["ours", "ours, keep=all", "numpy"] + (
+    impls = ["ours", "ours, keep=all", "ours, checkpoint=sqrt", "numpy"] + (
         ["torch loop", "torch.nn"] if torch_ok else [])
     B, H, D = MEMORY_SHAPE
     print(f"\nElman RNN, one forward + backward, B={B}, H={H}, D={D}: peak memory in MB "

@@ -461,9 +461,9 @@ def _as_list(x, n):
 
 
 def run_net(cell, spec, T, xs, h0s, seeds_out, seeds_fin, option, truncate=None,
-            lengths=None, monkeypatch=None):
+            lengths=None, monkeypatch=None, checkpoint=None):
     keep, path, fuse = option
-    net = ug.unroll(cell, steps=T, truncate=truncate, keep=keep)
+    net = ug.unroll(cell, steps=T, truncate=truncate, keep=keep, checkpoint=checkpoint)
     cell.zero_grad()
     xts = {f"x{k}": ug.tensor(x, requires_grad=True) for k, x in enumerate(xs)}
     h0ts = tuple(ug.tensor(h, requires_grad=True) for h in h0s)

@@ -31,6 +31,7 @@ import re
 
 import numpy as np
 
+from .checkpoint import kept_steps
 from .errors import RenderError
 from .graph import Node
 from .tensor import Tensor
@@ -1374,6 +1375,8 @@ class _Unrolled(_Drawer):
             what = f" unrolled over T = {T} steps"
             if net.truncate:
                 what += f", truncated BPTT: gradient through the last {net.truncate} steps"
+            if getattr(net, "checkpoint", None):
+                what += f", checkpointed: a run keeps the state every {net.checkpoint} steps"
             if self.elided:
                 what += f" (steps {k} … {T - k - 1} elided)"
             title, full = _shown(net.cell.name) + what, net.cell.name + what
@@ -1778,7 +1781,8 @@ class _Unrolled(_Drawer):
     def cluster_style(self, t: int) -> None:
         t_ = self.t
         cut = self.net.truncate is not None and t < self.T - self.net.truncate
-        label = f"t = {t}" + (" (cut)" if cut else "")
+        label = f"t = {t}" + (" (cut)" if cut else "") + (
+            " · state kept" if t in kept_steps(self.net) else "")  # (checkpoint=)
         self.emit(f'label="{label}" style="rounded,filled" color="{t_["cluster"]}" '
                   f'fillcolor="{t_["cluster_bg"]}" fontcolor="{t_["muted"]}" fontsize=11',
                   2)
@@ -1998,6 +2002,8 @@ class _Unrolled(_Drawer):
                 gt = _array_text(self.grad(n), self.o["max_elements"])
                 if self.show_grads() and gt:
                     rows.append(f"∂L/∂{_hn(s)} = {_h(gt)}")
+            if t in kept_steps(net):  # checkpoint=: the run kept this step's state
+                rows.append("state kept")
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
                       state=True, tooltip=f"{net.cell.name} at step {t}")
             middle.append(f"step_{t}")

@@ -56,11 +56,10 @@ def call(net, xs, state=None, lengths=None):
     leaves: list[Tensor] = list(xs_t.values()) + list(params.values()) + [
         s for s in states_t.values() if isinstance(s, Tensor)
     ]
-    run = Run(net, xs_t, states_t, lengths, batch, net.keep)
+    run = net._run_type(net, xs_t, states_t, lengths, batch, net.keep)  # (checkpoint=)
     run.forward()
     net.last_run = run
-    outs = [stack([run.values[i] for i in slots], net._pool)
-            for slots in net._output_slots.values()]
+    outs = run.stacked_outputs()
     finals = [run.values[slots[-1]] for slots in net._state_slots.values()]
     if run.keep == "needed" and not run.lean_steps:
         run.free_unread()  # the generic loop keeps everything as it goes
@@ -289,6 +288,12 @@ class Run:
         # the clock when the run began: a parameter, input or initial state changed after it
         # (an optimizer step, .data = ..., load_state_dict) makes recomputing accessors refuse
         self._born = _CLOCK[0]
+
+    def stacked_outputs(self) -> list:
+        """Each output of the run as one (T, B, ...) array, in declaration order."""
+        net = self.net
+        return [stack([self.values[i] for i in slots], net._pool)
+                for slots in net._output_slots.values()]
 
     def free_unread(self) -> None:
         """Drop the values no VJP reads, keeping their shapes (``keep="needed"``)."""

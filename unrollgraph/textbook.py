@@ -11,6 +11,7 @@ noted in the node it is added into, or left out with ``biases=False``.
 
 from __future__ import annotations
 
+from .checkpoint import kept_steps
 from .graph import Node
 from .render import (
     _AUTO_STEPS,
@@ -450,6 +451,7 @@ class Textbook(_Unrolled):
         self.node_of = {g.id(n): n for n in g.nodes}
         decl = {id(p): i for i, p in enumerate(net.param_nodes.values())}
         self.dots: dict = {}  # row -> the "⋯" node standing for the elided steps
+        kept = kept_steps(net)
         for t in range(T):
             if self.elided and self.elided[0] <= t <= self.elided[1]:
                 if t == self.elided[0]:
@@ -469,6 +471,8 @@ class Textbook(_Unrolled):
                     self.bias_ids.update(id(p) for p in notes[key])
                 extra = [f"+ {_names(notes[('s', s)], decl)}"] if notes[("s", s)] and \
                     self.o["biases"] and not self.o["compact"] else []
+                if t in kept:  # checkpoint=: the run kept this state, recomputed the others
+                    extra.append("kept")
                 self.node(g.id(n), "state", _sub(_hn(s), t), extra + self.value_rows(n),
                           _mag(self.grad(n)), cut=cut, state=True, shape="ellipse",
                           tooltip=f"state {s} after step {t}: {g.equation(n)}",

@@ -18,6 +18,7 @@ import threading
 import numpy as np
 
 from .cell import Cell
+from .checkpoint import CheckpointedRun, resolve_checkpoint
 from .compile import compile_schedule
 from .errors import CellError
 from .graph import Graph, Node
@@ -27,7 +28,7 @@ __all__ = ["unroll", "Unrolled", "Run"]
 
 
 def unroll(cell: Cell, steps: int, truncate: int | None = None, masked: bool = False,
-           keep: str = "needed"):
+           keep: str = "needed", checkpoint: int | str | None = None):
     """Unroll ``cell`` over ``steps`` time steps into an acyclic graph.
 
     Parameters
@@ -49,6 +50,15 @@ def unroll(cell: Cell, steps: int, truncate: int | None = None, masked: bool = F
         during the run: less memory, and less of it to touch, which is faster. Diagrams and
         :meth:`Run.value` still show every value and gradient: the run recomputes the rest
         once when asked (:meth:`Run.full`). ``"all"`` keeps everything as it is computed.
+    checkpoint : int, "sqrt" or None
+        Gradient checkpointing through time (Chen et al. 2016): a run keeps its outputs and
+        the state of every ``checkpoint``-th step only, and the backward pass recomputes
+        each segment of that many steps from its kept state. ``"sqrt"`` takes
+        ``ceil(sqrt(steps))`` steps per segment, where memory is least (about 3 sqrt(T)
+        steps' worth of activations instead of T) for one more forward pass. The
+        gradients are those of full BPTT (to rounding: the segments sum in another
+        order). A value of ``steps`` or more is no checkpointing. Needs ``keep="needed"``.
+        The graph is the same; diagrams read a recomputation (:meth:`Run.full`).
 
     Returns
     -------
@@ -65,8 +75,12 @@ def unroll(cell: Cell, steps: int, truncate: int | None = None, masked: bool = F
     >>> outputs.sum().backward()
     >>> cell.weight_hh.grad.shape
     (3, 3)
+    >>> lean = ug.unroll(cell, steps=100, checkpoint="sqrt")   # keeps 10 states of 100
+    >>> lean.checkpoint
+    10
     """
-    return Unrolled(cell, steps, truncate=truncate, masked=masked, keep=keep)
+    return Unrolled(cell, steps, truncate=truncate, masked=masked, keep=keep,
+                    checkpoint=checkpoint)
 
 
 class Unrolled:
@@ -99,7 +113,8 @@ class Unrolled:
     """
 
     def __init__(self, cell: Cell, steps: int, truncate: int | None = None,
-                 masked: bool = False, keep: str = "needed"):
+                 masked: bool = False, keep: str = "needed",
+                 checkpoint: int | str | None = None):
         if not isinstance(cell, Cell):
             raise CellError(f"unroll() needs a ug.Cell, got {type(cell).__name__}")
         if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) \
@@ -112,6 +127,15 @@ class Unrolled:
             raise CellError(f"unroll(): masked must be True or False, got {masked!r}")
         if keep not in ("all", "needed"):
             raise CellError(f"unroll(): keep must be 'all' or 'needed', got {keep!r}")
+        self.checkpoint = resolve_checkpoint(checkpoint, steps)
+        if self.checkpoint is not None and keep == "all":
+            raise CellError(
+                "unroll(): checkpoint= keeps the state of every k-th step only and keep='all' "
+                "keeps every value: pass one of them (Run.full() recomputes every value of a "
+                "checkpointed run when asked)"
+            )
+        self._run_type = Run if self.checkpoint is None else CheckpointedRun
+        self._segment_nets: dict = {}  # (length, truncate) -> a segment's net (checkpoint=)
         cell.validate()
         self.cell = cell
         self.keep = keep
@@ -312,7 +336,7 @@ class Unrolled:
         if lengths is not None and not self.masked:
             if self._masked_twin is None:
                 self._masked_twin = Unrolled(self.cell, self.steps, self.truncate, masked=True,
-                                             keep=self.keep)
+                                             keep=self.keep, checkpoint=self.checkpoint)
             out = self._masked_twin(xs, state=state, lengths=lengths)
             self.last_run = self._masked_twin.last_run
             return out
@@ -325,5 +349,6 @@ class Unrolled:
         return (
             f"<Unrolled {self.cell.name!r}: T={self.steps}, {len(self.nodes)} nodes, "
             f"{len(self.param_nodes)} shared params"
-            + (f", truncate={self.truncate}" if self.truncate else "") + ">"
+            + (f", truncate={self.truncate}" if self.truncate else "")
+            + (f", checkpoint={self.checkpoint}" if self.checkpoint else "") + ">"
         )

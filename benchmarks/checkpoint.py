@@ -1,0 +1,161 @@
+"""Gradient checkpointing through time: peak memory and time, full BPTT against
+``checkpoint="sqrt"``.
+
+One training step (forward, loss = sum of the outputs, backward), Elman RNN and LSTM,
+B=16, H=128, D=64, float64, T = 1,000 and 10,000, each measured in a fresh subprocess:
+
+* ``peak MB``: tracemalloc's peak during the step (numpy reports its buffers to it), the
+  inputs (a tensor, read without a copy) and weights excluded (they exist before the step);
+* ``outputs MB``: the (T, B, H) outputs the step returns, which any method holds;
+* ``activations``: the peak less the outputs, in steps' worth: divided by what full BPTT
+  keeps per step (its own peak less the outputs, over T). Checkpointing with k = sqrt(T)
+  should keep at most ``3 sqrt(T)`` steps' worth;
+* ``ms``: the CPU time of a step (without tracemalloc; both modes in one process, in
+  interleaved rounds, the least of the rounds; with one BLAS thread the CPU time is the
+  time, and the machine's other work does not count), and
+  ``extra / forward``: the time checkpointing adds over full BPTT, in forward passes of
+  full BPTT (it recomputes each segment once: at most one more forward pass).
+
+The measuring processes run with one BLAS thread (``--blas-threads 0`` for the library's
+default): on a machine whose cores are busy with other work, a multithreaded BLAS call of
+a few hundred kB waits for a core to free up (measured on the benchmark machine, a
+(512, 64) @ (64, 128) product: 0.15 ms on one thread, 20 to 40 ms on two), and
+checkpointing makes a few such calls per segment (the time-batched input projection and
+weight gradients of k steps), so the comparison would measure the machine's load.
+
+Run ``python benchmarks/checkpoint.py`` (a few minutes) or ``--quick`` (T = 1,000 only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+try:  # the installed package (or PYTHONPATH); else the checkout this script lives in
+    import unrollgraph as ug
+except ImportError:
+    sys.path.insert(0, str(HERE.parent))
+    import unrollgraph as ug
+
+B, H, D = 16, 128, 64
+STEPS = (1000, 10000)
+MODES = ("full", "sqrt")
+
+
+def make(kind: str, T: int, mode: str):
+    cls = ug.nn.RNNCell if kind == "rnn" else ug.nn.LSTMCell
+    cell = cls(D, H, seed=0)
+    # a tensor: the call reads it as it is (an array would be copied, as the call's own
+    # input, and that copy counted in the peak)
+    xs = ug.tensor(np.random.default_rng(1).normal(size=(T, B, D)))
+    net = ug.unroll(cell, steps=T, checkpoint=None if mode == "full" else "sqrt")
+
+    def step():
+        cell.zero_grad()
+        out, _ = net(xs)
+        out.sum().backward()
+        return out.data, {k: p.grad for k, p in cell.parameters().items()}
+
+    return net, xs, step
+
+
+def memory_child(kind: str, T: int, mode: str) -> dict:
+    """In a fresh process: the peak memory of one step."""
+    make(kind, 4, mode)[2]()  # warm up the library on a tiny problem
+    net, xs, step = make(kind, T, mode)
+    tracemalloc.start()
+    step()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return {"peak_mb": peak / 2**20, "k": net.checkpoint}
+
+
+def time_child(kind: str, T: int, repeats: int) -> dict:
+    """In one process, both modes in interleaved rounds (so that the machine's state hits
+    them alike): the CPU time of a step and of a forward pass, the least over the rounds."""
+    runs = {m: make(kind, T, m) for m in MODES}
+    times = {m: ([], []) for m in MODES}
+    clock = time.process_time  # this process's CPU time: what other processes do adds none
+    for _ in range(repeats):
+        for m, (net, xs, step) in runs.items():
+            t0 = clock()
+            step()
+            times[m][0].append(clock() - t0)
+            t0 = clock()
+            net(xs)
+            times[m][1].append(clock() - t0)
+    return {m: {"ms": 1e3 * min(a), "forward_ms": 1e3 * min(f)} for m, (a, f) in times.items()}
+
+
+def run_child(threads, *args) -> dict:
+    env = dict(os.environ)
+    if threads:
+        for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            env[var] = str(threads)
+    out = subprocess.run([sys.executable, __file__, "--_child", *map(str, args)],
+                         capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="T = 1,000 only, two rounds")
+    parser.add_argument("--blas-threads", type=int, default=1,
+                        help="BLAS threads in the measuring processes (0: the library's "
+                             "default); 1 by default, see the module docstring")
+    parser.add_argument("--_child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._child:
+        what, kind, T, arg = args._child
+        res = (memory_child(kind, int(T), arg) if what == "memory"
+               else time_child(kind, int(T), int(arg)))
+        print(json.dumps(res))
+        return 0
+    steps = STEPS[:1] if args.quick else STEPS
+    repeats = 2 if args.quick else 5
+    threads = args.blas_threads or "default"
+    print(f"one training step, B={B}, H={H}, D={D}, float64, BLAS threads: {threads}; peak "
+          "memory by tracemalloc, each in a fresh process\n")
+    head = ["cell", "T", "k", "peak MB", "outputs MB", "activations MB",
+            "activations (steps' worth)", "3 sqrt(T)", "ms", "forward ms", "extra / forward"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    ok = True
+    for kind in ("rnn", "lstm"):
+        for T in steps:
+            res = {m: run_child(args.blas_threads, "memory", kind, T, m) for m in MODES}
+            timed = run_child(args.blas_threads, "time", kind, T, repeats)
+            for m in MODES:
+                res[m].update(timed[m])
+            outputs = T * B * H * 8 / 2**20
+            per_step = (res["full"]["peak_mb"] - outputs) / T
+            for m in MODES:
+                r = res[m]
+                act = r["peak_mb"] - outputs
+                worth = act / per_step
+                bound = 3 * math.sqrt(T)
+                extra = (r["ms"] - res["full"]["ms"]) / res["full"]["forward_ms"]
+                if m == "sqrt":
+                    ok = ok and worth <= bound and extra <= 1.0
+                print("| " + " | ".join([
+                    kind.upper(), str(T), str(r["k"] or "–"), f"{r['peak_mb']:.1f}",
+                    f"{outputs:.1f}", f"{act:.1f}", f"{worth:.0f}",
+                    f"{bound:.0f}" if m == "sqrt" else "", f"{r['ms']:.0f}",
+                    f"{r['forward_ms']:.0f}", f"{extra:.2f}" if m == "sqrt" else ""]) + " |")
+    print("\ntargets (checkpoint='sqrt'): activations <= 3 sqrt(T) steps' worth; extra time <= "
+          "one forward pass of full BPTT: " + ("met" if ok else "MISSED"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""Gradient checkpointing through time (``unroll(..., checkpoint=k)``).
+
+Random cells (the generator of tests/test_differential.py), random T, k, batch, lengths and
+truncation: a checkpointed run returns what the plain run returns, and every gradient and
+``Run`` accessor agrees with the reference executor (the generic node-by-node walk keeping
+every value) to 1e-12 relative, and with the cell stepped by hand on eager tensors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+import unrollgraph as ug
+
+diff = importlib.import_module("test_differential")
+
+EXAMPLES = int(os.environ.get("UNROLLGRAPH_CHECKPOINT_EXAMPLES", "25"))
+REFERENCE = ("all", "generic", False)  # the reference executor: the generic walk, all kept
+
+
+def tight(got, want, what):
+    """Equal to 1e-12 relative (to the largest magnitude of ``want``); None is zeros."""
+    if want is None:
+        assert got is None or not np.any(got), what
+        return
+    want = np.asarray(want)
+    got = np.zeros_like(want) if got is None else np.asarray(got)
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    nan = np.isnan(want)
+    if nan.any():  # NaN where the reference leaves it open (see reference_lengths)
+        got, want = np.where(nan, 0.0, got), np.where(nan, 0.0, want)
+    scale = max(1e-300, float(np.max(np.abs(want), initial=0.0)))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * scale, err_msg=what)
+
+
+def compare(spec, T, B, seed, k, truncate, lengths, monkeypatch):
+    rng = np.random.default_rng(seed)
+    values = diff._param_values(spec, seed)
+    xs = [rng.uniform(-1, 1, (T, B, d)) for d in spec["in"]]
+    h0s = [rng.uniform(-1, 1, (B, d)) for d in spec["st"]]
+    cell = diff.build_cell(spec, values)
+    widths = [cell.outputs[f"y{j}"].shape[1:] for j in range(len(spec["outputs"]))]
+    seeds_out = [rng.standard_normal((T, B) + w) for w in widths]
+    seeds_fin = [rng.standard_normal((B, d)) for d in spec["st"]]
+    args = (cell, spec, T, xs, h0s, seeds_out, seeds_fin)
+    want = diff.run_net(*args, REFERENCE, truncate, lengths, monkeypatch)
+    for option in (("needed", "templates", True), ("needed", "generic", False)):
+        got = diff.run_net(*args, option, truncate, lengths, monkeypatch, checkpoint=k)
+        tag = f"checkpoint={k} {option}"
+        for key in ("outs", "finals", "xs", "h0", "state_grads", "states", "out_nodes",
+                    "state_node_grads"):
+            for j, (a, b) in enumerate(zip(got[key], want[key])):
+                tight(a, b, f"{tag} {key}[{j}]")
+        for name, g in want["grads"].items():
+            if g is None:
+                assert got["grads"][name] is None, f"{tag}: unused {name}.grad is not None"
+            else:
+                tight(got["grads"][name], g, f"{tag} {name}.grad")
+            tight(got["per_step"][name], want["per_step"][name],
+                  f"{tag} step_contributions({name!r})")
+        for s, (a, b) in enumerate(zip(got["values"], want["values"])):
+            tight(a, b, f"{tag} Run.value of node {s}")
+        for s, (a, b) in enumerate(zip(got["node_grads"], want["node_grads"])):
+            if a is None or b is None:
+                assert (a is None or not np.any(a)) and (b is None or not np.any(b)), (tag, s)
+            else:
+                tight(a, b, f"{tag} Run.grad of node {s}")
+        if option[1] == "generic":  # the same node-by-node arithmetic forward: the same bits
+            for a, b in zip(got["outs"] + got["finals"], want["outs"] + want["finals"]):
+                assert np.array_equal(a, b, equal_nan=True), tag
+    # and the cell stepped by hand (each sequence alone at its own length)
+    if lengths is None:
+        ref = diff.reference(spec, values, xs, h0s, seeds_out, seeds_fin, truncate)
+    else:
+        ref = diff.reference_lengths(spec, values, xs, h0s, seeds_out, seeds_fin, lengths,
+                                     truncate)
+    diff.check_against(ref, got, spec, ("checkpoint", k), lengths is not None)
+
+
+@settings(max_examples=EXAMPLES)
+@given(spec=diff.cells(), data=st.data())
+def test_checkpointed_runs_agree_with_the_reference_walk(spec, data, monkeypatch_module):
+    T = data.draw(st.integers(2, 7), label="T")
+    k = data.draw(st.integers(1, T - 1) | st.just("sqrt"), label="k")
+    B = data.draw(st.integers(1, 3), label="B")
+    truncate = data.draw(st.none() | st.integers(1, T + 1), label="truncate")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    compare(spec, T, B, seed, k, truncate, None, monkeypatch_module)
+
+
+@settings(max_examples=EXAMPLES)
+@given(spec=diff.cells(mixing=False), data=st.data())
+def test_checkpointed_runs_with_lengths_agree_with_the_reference_walk(spec, data,
+                                                                      monkeypatch_module):
+    T = data.draw(st.integers(2, 7), label="T")
+    k = data.draw(st.integers(1, T - 1) | st.just("sqrt"), label="k")
+    B = data.draw(st.integers(1, 3), label="B")
+    lengths = data.draw(st.lists(st.integers(0, T), min_size=B, max_size=B), label="lengths")
+    truncate = data.draw(st.none() | st.integers(1, T + 1), label="truncate")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    assume(truncate is None or truncate >= T
+           or all(r[0] == "v" for r in spec["outputs"] + spec["feedback"]))
+    compare(spec, T, B, seed, k, truncate, np.array(lengths), monkeypatch_module)
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+# -------------------------------------------------------------------------------------------
+# what a checkpointed run keeps, and the graph
+
+
+def _lstm_run(T=10, k=3, **kw):
+    cell = ug.nn.LSTMCell(2, 4, seed=0)
+    net = ug.unroll(cell, steps=T, checkpoint=k, **kw)
+    xs = np.random.default_rng(0).standard_normal((T, 2, 2))
+    out, _ = net(xs)
+    return cell, net, out
+
+
+def test_a_checkpointed_run_keeps_outputs_and_every_kth_state_only():
+    cell, net, out = _lstm_run()
+    (out * out).sum().backward()
+    run = net.last_run
+    kept = {s for s, v in enumerate(run.values) if v is not None}
+    want = set(net._param_slots.values()) | set(net._init_slots.values())
+    want |= {s for slots in net._output_slots.values() for s in slots}
+    for slots in net._state_slots.values():
+        want |= {slots[t] for t in (2, 5, 8, 9)}  # entering steps 3, 6, 9; and the final state
+    assert kept == want
+    # and its gradients: those of the leaves (parameters, the inputs' steps, initial states)
+    grads = {s for s, g in enumerate(run.grads) if g is not None}
+    assert grads <= set(net._param_slots.values()) | {
+        s for slots in net._input_slots.values() for s in slots}
+    assert set(net._param_slots.values()) <= grads
+
+
+def test_checkpoint_sqrt_and_k_at_least_t():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    assert ug.unroll(cell, 100, checkpoint="sqrt").checkpoint == 10
+    assert ug.unroll(cell, 101, checkpoint="sqrt").checkpoint == 11
+    assert ug.unroll(cell, 5, checkpoint=5).checkpoint is None  # one segment: plain BPTT
+    assert "checkpoint=3" in repr(ug.unroll(cell, 10, checkpoint=3))
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, True, "half", [3]])
+def test_a_bad_checkpoint_is_refused(bad):
+    with pytest.raises(ug.CellError, match="checkpoint must be a positive int"):
+        ug.unroll(ug.nn.RNNCell(2, 3, seed=0), 10, checkpoint=bad)
+
+
+def test_checkpoint_with_keep_all_is_refused():
+    with pytest.raises(ug.CellError, match="keep='all'"):
+        ug.unroll(ug.nn.RNNCell(2, 3, seed=0), 10, checkpoint=3, keep="all")
+
+
+def _graph_record(net):
+    slot = {id(n): i for i, n in enumerate(net.nodes)}
+    return (str(net.graph), [(n.op, n.name, n.step, n.role, n.shape, tuple(
+        slot[id(i)] for i in n.inputs)) for n in net.nodes])
+
+
+@pytest.mark.parametrize("make", [ug.nn.RNNCell, ug.nn.LSTMCell, ug.nn.GRUCell])
+def test_the_graph_is_the_same_whatever_the_execution_options(make):
+    cell = make(2, 3, seed=0)
+    T = 7
+    plain = _graph_record(ug.unroll(cell, T))
+    xs = np.random.default_rng(1).standard_normal((T, 2, 2))
+    for kw in ({"keep": "all"}, {"checkpoint": 3}, {"checkpoint": "sqrt"},
+               {"checkpoint": 1}, {"checkpoint": 2, "truncate": 3}):
+        net = ug.unroll(cell, T, **kw)
+        truncated = "truncate" in kw
+        if not truncated:
+            assert _graph_record(net) == plain, kw
+        out, _ = net(xs, lengths=[7, 4])
+        out.sum().backward()
+        net.last_run.full()
+        out, _ = net(xs)
+        out.sum().backward()
+        net.last_run.state_grads()
+        if not truncated:
+            assert _graph_record(net) == plain, kw  # running it changes nothing
+            assert _graph_record(net._masked_twin) == _graph_record(
+                ug.unroll(cell, T, masked=True)), kw
+
+
+def test_a_checkpointed_run_refuses_to_recompute_after_the_weights_change():
+    cell, net, out = _lstm_run()
+    out.sum().backward()
+    run = net.last_run
+    grads = [p.grad.copy() for p in cell.parameters().values()]
+    ug.optim.SGD(cell.parameters(), lr=0.1).step()
+    with pytest.raises(ug.UnrollGraphError, match="changed"):
+        run.value(net.state_nodes["c"][4])
+    with pytest.raises(ug.UnrollGraphError, match="changed"):
+        run.state_grads("h")
+    assert run.value(net.output_nodes["y"][4]).shape == (2, 4)  # kept: still answers
+    assert all(np.array_equal(p.grad, g) for p, g in zip(cell.parameters().values(), grads))
+
+
+def test_a_checkpointed_run_draws_from_a_recomputation(tmp_path):
+    cell, net, out = _lstm_run(T=6, k=2)
+    out.sum().backward()
+    for detail in ("ops", "steps", "textbook"):
+        dot = ug.to_dot(net, detail=detail)
+        assert "checkpointed: a run keeps the state every 2 steps" in dot, detail
+        marks = dot.count("state kept") if detail != "textbook" else dot.count(">kept<")
+        assert marks == len(ug.checkpoint.kept_steps(net)) * (2 if detail == "textbook" else 1)
+    plain = ug.to_dot(ug.unroll(cell, 6), detail="ops")
+    assert "kept" not in plain and "checkpointed" not in plain
+    full = net.last_run.full()
+    assert all(isinstance(v, np.ndarray) for v in full.values)
+    # the recomputation reproduces the run's numbers bit for bit
+    run = net.last_run
+    for s, v in enumerate(run.values):
+        if v is not None:
+            assert np.array_equal(full.values[s], v)
+    for k, p in cell.parameters().items():
+        assert np.array_equal(full.grads[net._param_slots[k]], p.grad), k
+
+
+def test_gradient_flow_reads_a_checkpointed_run():
+    cell, net, out = _lstm_run(T=6, k=2)
+    (out * out).sum().backward()
+    plain = ug.unroll(cell, 6)
+    xs = np.random.default_rng(0).standard_normal((6, 2, 2))
+    out2, _ = plain(xs)
+    (out2 * out2).sum().backward()
+    a = ug.gradient_flow(net.last_run)
+    b = ug.gradient_flow(plain.last_run)
+    for name in ("h", "c"):
+        np.testing.assert_allclose(a.state_grad_norms[name], b.state_grad_norms[name],
+                                   rtol=1e-12)
+        np.testing.assert_allclose(a.jacobian_norms[name], b.jacobian_norms[name],
+                                   rtol=1e-12)
+    np.testing.assert_allclose(a.weight_contribution_norms["weight_hh"],
+                               b.weight_contribution_norms["weight_hh"], rtol=1e-12)

@@ -1,0 +1,365 @@
+"""Gradient checkpointing through time: keep every k-th state, recompute the rest.
+
+``ug.unroll(cell, steps=T, checkpoint=k)`` runs the unrolled graph in segments of k steps
+(Chen, Xu, Zhang and Guestrin 2016, "Training Deep Nets with Sublinear Memory Cost"). The
+forward pass keeps only the outputs and the state entering each segment; the backward pass
+walks the segments from the last to the first, recomputes each one's forward pass from its
+kept state, and backpropagates through it with the gradient of the state it handed on. The
+memory of the activations is then about ``T/k + 2k`` steps' worth instead of ``T`` (least at
+``k = sqrt(T)``: ``checkpoint="sqrt"``), for one more forward pass.
+
+A segment is an unrolled net of k steps of the same cell (built once per length and
+truncation, sharing the cell's parameters), run with the same compiled schedule as any net.
+The graph of the T-step net is unchanged: diagrams and ``Run.value``/``Run.grad`` read a
+recomputation of the whole run (:meth:`CheckpointedRun.full`), stitched from the same
+segments so that it reproduces the checkpointed run's numbers bit for bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .compile import backward_program
+from .errors import CellError
+from .graph import Node
+from .run import Run, _acc
+from .tensor import Tensor, _dtype_name
+
+__all__ = ["CheckpointedRun", "resolve_checkpoint", "kept_steps"]
+
+
+def resolve_checkpoint(checkpoint, steps: int):
+    """The segment length for ``unroll(..., checkpoint=)``: an int k, ``"sqrt"`` for
+    ``ceil(sqrt(T))``, or None; None also when ``k >= T`` (one segment: nothing to save).
+
+    Raises
+    ------
+    CellError
+        For anything else, naming the value.
+
+    Examples
+    --------
+    >>> resolve_checkpoint("sqrt", 10000), resolve_checkpoint(3, 10), resolve_checkpoint(20, 10)
+    (100, 3, None)
+    """
+    if checkpoint is None:
+        return None
+    if isinstance(checkpoint, str) and checkpoint == "sqrt":
+        k = math.isqrt(steps - 1) + 1  # ceil(sqrt(T))
+    elif isinstance(checkpoint, (bool, np.bool_)) or not isinstance(
+            checkpoint, (int, np.integer)) or checkpoint < 1:
+        raise CellError(
+            f"unroll(): checkpoint must be a positive int (keep the state every k steps), "
+            f"'sqrt' or None, got {checkpoint!r}"
+        )
+    else:
+        k = int(checkpoint)
+    return None if k >= steps else k
+
+
+def kept_steps(net) -> frozenset:
+    """The steps t whose state (after step t) a run of ``net`` keeps under checkpointing:
+    every k-th step's, and the last; empty for a net without ``checkpoint=`` (which keeps
+    every state). Diagrams mark them.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> sorted(kept_steps(ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=8, checkpoint=3)))
+    [2, 5, 7]
+    """
+    k = getattr(net, "checkpoint", None)
+    if not k:
+        return frozenset()
+    return frozenset(range(k - 1, net.steps - 1, k)) | {net.steps - 1}
+
+
+def _segments(net) -> list:
+    """``(first step, end step, segment net key)`` of each segment, in time order. The key
+    is ``(length, truncate)``: a segment the truncation cuts through gets its own cut, and
+    one it cuts entirely has ``truncate=0``."""
+    k, T = net.checkpoint, net.steps
+    cut = 0 if net.truncate is None else T - net.truncate  # steps before this get no gradient
+    out = []
+    for a in range(0, T, k):
+        b = min(a + k, T)
+        out.append((a, b, (b - a, 0 if b <= cut else b - cut if a < cut else None)))
+    return out
+
+
+def _seeds_skip_the_cut(net) -> bool:
+    """True if an output or a state is a leaf (an input, the initial state, a parameter) or
+    a node shared by every step (``W.T``): the gradient placed on it reaches it even in a
+    step that truncation cuts, so the cut segments still take part in the backward pass."""
+    slots = list(net._output_slots.values()) + list(net._state_slots.values())
+    return any(net.nodes[s].is_leaf or net.nodes[s].step is None for ss in slots for s in ss)
+
+
+def _segment_net(net, key):
+    """The unrolled net of one segment (built once per length and truncation)."""
+    nets = net._segment_nets
+    seg = nets.get(key)
+    if seg is None:
+        length, truncate = key
+        seg = type(net)(net.cell, length, truncate=truncate or None, masked=net.masked,
+                        keep="needed")
+        if truncate == 0:  # every step cut: only gradients placed on leaves get through
+            seg.truncate = 0
+        seg = nets.setdefault(key, seg)
+    return seg
+
+
+def _own(v):
+    """``v``, or a copy of it if it is a view of a larger array (the same bits)."""
+    return v.copy() if type(v) is np.ndarray and v.base is not None and \
+        v.base.nbytes > v.nbytes else v
+
+
+def _leaf(arr, requires_grad: bool) -> Tensor:
+    return Tensor(arr, Node("leaf", shape=arr.shape, dtype=_dtype_name(arr)), (), requires_grad)
+
+
+class CheckpointedRun(Run):
+    """One call of a net unrolled with ``checkpoint=k``: its outputs, the state entering
+    each segment and, after backward, the gradients of its leaves (parameters, inputs,
+    initial states). Everything else is recomputed on request (:meth:`full`)."""
+
+    def __init__(self, net, xs: dict, states: dict, lengths, batch: int, keep: str = "needed"):
+        super().__init__(net, xs, states, lengths, batch, keep)
+        self.segments = _segments(net)
+        self._cut_matters = net.truncate is not None and _seeds_skip_the_cut(net)
+        self._paths: list = [None] * len(self.segments)  # per segment: how it ran
+        self._outputs: list | None = None  # the (T, B, ...) outputs, until call() takes them
+
+    # -- the segments ------------------------------------------------------------------------
+    def _segment_run(self, i: int, states: dict, keep: str) -> Run:
+        a, b, key = self.segments[i]
+        seg = _segment_net(self.net, key)
+        xs = {k: _leaf(v[a:b], self.xs[k].requires_grad) for k, v in self.xs_data.items()}
+        run = Run(seg, xs, states, None, self.batch, keep)
+        if self.lengths is not None:
+            # the sequences' lengths within the segment; the inputs stay as this run padded
+            # them over all T steps
+            run.lengths = np.clip(np.asarray(self.lengths) - a, 0, b - a)
+        run._born = self._born
+        path = self._paths[i]
+        if path is not None:  # a recomputation takes the path the run took: the same bits
+            run.generic_forward, run.generic_backward, run.flush_chunk = path
+        return run
+
+    def _entering(self, i: int, grad: dict | None) -> dict:
+        """The state entering segment ``i``: the caller's (segment 0) or the one kept; as
+        tensors asking for their gradient where ``grad`` says so."""
+        if i == 0:
+            return self.states
+        net, a = self.net, self.segments[i][0]
+        kept = {s: self.values[slots[a - 1]] for s, slots in net._state_slots.items()}
+        return kept if grad is None else {s: _leaf(v, grad[s]) for s, v in kept.items()}
+
+    def _wants(self, drop: bool) -> list:
+        """Per segment, which states entering it need their gradient: those through which
+        something needing a gradient (a parameter, an input, the initial state) reaches it,
+        as the backward program of the whole unrolled graph would find (so that the same
+        nodes get gradients)."""
+        net = self.net
+        out = [None]
+        grad = {k: isinstance(h, Tensor) and h.requires_grad for k, h in self.states.items()}
+        for i in range(len(self.segments) - 1):
+            seg = _segment_net(net, self.segments[i][2])
+            needs = [seg._param_slots[k] for k, p in seg._used_params.items()
+                     if p.requires_grad]
+            for k, slots in seg._input_slots.items():
+                if self.xs[k].requires_grad:
+                    needs += slots
+            needs += [seg._init_slots[k] for k, g in grad.items() if g]
+            want = backward_program(seg, tuple(sorted(needs)), drop)[1]
+            grad = {k: want[slots[-1]] for k, slots in seg._state_slots.items()}
+            out.append(grad)
+        return out
+
+    def _record(self, i: int, run: Run) -> None:
+        self._paths[i] = (run.generic_forward, run.generic_backward, run.flush_chunk)
+        self.generic_forward |= run.generic_forward
+        self.generic_backward |= run.generic_backward
+
+    def _backward_segment(self, i: int, run: Run, seeds: list, carry: list) -> list:
+        """Backpropagate segment ``i``'s run with the output gradients ``seeds`` and the
+        gradients ``carry`` of the state it hands on; return the gradients of the state
+        entering it (None where none reaches)."""
+        a, b, _key = self.segments[i]
+        n_out = len(self.net._output_slots)
+        run.backward([None if g is None else g[a:b] for g in seeds[:n_out]] + carry)
+        return [run.grads[s] for s in run.net._init_slots.values()]
+
+    def _needs_backward(self, i: int) -> bool:
+        """Whether segment ``i`` takes part in the backward pass (truncation cuts it)."""
+        return self.segments[i][2][1] != 0 or self._cut_matters
+
+    # -- the run ----------------------------------------------------------------------------
+    def forward(self) -> None:
+        """Run the segments in time order, keeping the outputs, the state entering each
+        segment and the final state."""
+        net, vals = self.net, self.values
+        net._check_cell()
+        for k, p in net._used_params.items():
+            vals[net._param_slots[k]] = p.data
+        states = self.states
+        outs: list = []
+        for i, (a, b, _key) in enumerate(self.segments):
+            run = self._segment_run(i, states, "needed")
+            run.forward()
+            seg = run.net
+            if i == 0:
+                for k, s in net._init_slots.items():
+                    vals[s] = run.values[seg._init_slots[k]]
+            for n, (k, slots) in enumerate(net._output_slots.items()):
+                per = [run.values[s] for s in seg._output_slots[k]]
+                if i == 0:  # written straight into the arrays the call returns
+                    shape = (net.steps,) + per[0].shape
+                    outs.append(np.empty(shape, np.result_type(per[0], per[-1])))
+                for j, v in enumerate(per):
+                    outs[n][a + j] = v
+                    vals[slots[a + j]] = outs[n][a + j]
+            # the state handed on, kept (a copy if it is a view: a lean step may compute a
+            # state in place in an array of the whole segment, which must not stay alive)
+            states = {k: _own(run.values[seg._state_slots[k][-1]]) for k in net._state_slots}
+            for k, v in states.items():
+                vals[net._state_slots[k][b - 1]] = v
+            self._record(i, run)
+        self._outputs = outs
+        self.lean_steps = True  # (nothing for call() to free)
+
+    def stacked_outputs(self) -> list:
+        outs, self._outputs = self._outputs, None  # (the run keeps views of them)
+        return outs
+
+    def backward(self, seeds: list) -> None:
+        """Backpropagate through the segments, last to first, recomputing each from the
+        state kept at its start; the gradients of the parameters add up segment by segment,
+        those of the inputs and the initial state are filed by step."""
+        net = self.net
+        self.seeds = seeds
+        self._full = None
+        grads: list = [None] * len(net.nodes)
+        owned = [False] * len(net.nodes)
+        n_out = len(net._output_slots)
+        carry = list(seeds[n_out:])  # the final states' gradients
+        wants = self._wants(True)
+        for i in range(len(self.segments) - 1, -1, -1):
+            if not self._needs_backward(i):
+                break
+            a, _b, _key = self.segments[i]
+            run = self._segment_run(i, self._entering(i, wants[i]), "needed")
+            run.forward()
+            carry = self._backward_segment(i, run, seeds, carry)
+            seg = run.net
+            for k, s in seg._param_slots.items():
+                g = run.grads[s]
+                if g is not None:
+                    _acc(grads, owned, net._param_slots[k], g)
+            for k, slots in seg._input_slots.items():
+                for j, s in enumerate(slots):
+                    grads[net._input_slots[k][a + j]] = run.grads[s]
+            if i == 0:
+                for k, s in seg._init_slots.items():
+                    grads[net._init_slots[k]] = run.grads[s]
+            self._record(i, run)
+            del run
+        self.grads = grads
+
+    # -- inspection: from a recomputation -----------------------------------------------------
+    def full(self) -> Run:
+        """The whole run with every value and gradient, recomputed segment by segment as the
+        run computed them (so what the run kept comes out bit for bit the same; otherwise
+        the parameters or inputs have changed since and
+        :class:`~unrollgraph.UnrollGraphError` says so). It holds all T steps: for diagrams
+        and inspection, not for training.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=9, checkpoint=3)
+        >>> out, h = net(np.ones((9, 1, 2)))
+        >>> out.sum().backward()
+        >>> run = net.last_run
+        >>> run.values[net.slot(net.state_nodes["h"][4])] is None   # not kept
+        True
+        >>> run.full().values[net.slot(net.state_nodes["h"][4])].shape
+        (1, 3)
+        """
+        if self._full is not None:
+            return self._full
+        self._check_unchanged("full")
+        net = self.net
+        full = Run(net, self.xs, self.states, self.lengths, self.batch, "all")
+        full._born = self._born
+        full.xs_data = self.xs_data
+        full.generic_forward = self.generic_forward
+        full.generic_backward = self.generic_backward
+        shared = sum(1 for n in net.nodes if n.step is None)
+        per = (len(net.nodes) - shared) // net.steps  # slots per step, the same every step
+        runs, states = [], self.states
+        for i, (a, _b, _key) in enumerate(self.segments):
+            run = self._segment_run(i, states, "all")
+            run.forward()
+            seg = run.net
+            if i == 0:  # the shared part (parameters, W.T) and the initial states
+                full.values[:shared] = run.values[:shared]
+            # step j of the segment is step a + j of the run: its slots are a * per further
+            full.values[shared + a * per:a * per + len(seg.nodes)] = run.values[shared:]
+            states = {k: run.values[seg._state_slots[k][-1]] for k in net._state_slots}
+            runs.append(run)
+        if self.seeds is not None:
+            grads: list = [None] * len(net.nodes)
+            owned = [False] * len(net.nodes)
+            carry = list(self.seeds[len(net._output_slots):])
+            wants = self._wants(False)
+            for i in range(len(self.segments) - 1, -1, -1):
+                if not self._needs_backward(i):
+                    break
+                run, a = runs[i], self.segments[i][0]
+                if i:  # the entering state asks for its gradient where it is needed
+                    run.states = {k: _leaf(v, wants[i][k]) for k, v in run.states.items()}
+                carry = self._backward_segment(i, run, self.seeds, carry)
+                seg = run.net
+                inits = set(seg._init_slots.values())
+                for s in range(shared):  # shared nodes: the segments' parts add up
+                    g = run.grads[s]
+                    if s in inits:
+                        if i == 0:
+                            grads[s] = g
+                    elif g is not None:
+                        _acc(grads, owned, s, g)
+                grads[shared + a * per:a * per + len(seg.nodes)] = run.grads[shared:]
+            full.seeds = self.seeds
+            full.grads = grads
+        self._check_kept(full.values, self.values, "value")
+        if full.grads is not None:
+            self._check_kept(full.grads, self.grads, "gradient")
+        self._full = full
+        return full
+
+    def value(self, node):
+        s = self._slot_of(node, "value")
+        v = self.values[s]
+        if v is None or self.net.nodes[s].step is None:
+            # recomputed, or a shared leaf (a parameter's live array): refuse if it changed
+            self._check_unchanged("value")
+        return v if v is not None else self.full().values[s]
+
+    value.__doc__ = Run.value.__doc__
+
+    def state_grads(self, name: str | None = None):
+        self._need_backward()
+        return self.full().state_grads(name)
+
+    state_grads.__doc__ = Run.state_grads.__doc__
+
+    def step_contributions(self, param: str) -> np.ndarray:
+        self._need_backward()
+        self._check_unchanged("step_contributions")
+        return self.full().step_contributions(param)
+
+    step_contributions.__doc__ = Run.step_contributions.__doc__
