@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from .errors import GradientError, UnrollGraphError
+from .errors import CellError, GradientError, UnrollGraphError
 from .graph import Graph
 from .ops import get_op
 
@@ -22,6 +22,11 @@ __all__ = ["to_sympy", "grad", "chain_rule", "bptt", "ChainRule", "BPTT"]
 MAX_LEAVES = 300
 #: most scalar elements computed over the whole graph
 MAX_ELEMENTS = 20000
+
+#: most nodes of the expression tree (a subexpression counted once per use) a derivation
+#: builds: sympy's time grows with it (an LSTM of 2 units over 3 steps, about 90 000, takes
+#: sympy 20 s to differentiate)
+MAX_TREE = 50000
 
 
 def _sp():
@@ -71,6 +76,124 @@ def _apply(node, ins) -> np.ndarray:
     if node.op == "powc":
         attrs["p"] = _exact(attrs["p"])
     return np.asarray(sym(*ins, **attrs), dtype=object)
+
+
+
+#: ops whose every output element reads one element of each input
+_ELEMENTWISE = {
+    "add", "sub", "mul", "div", "pow", "powc", "neg", "exp", "log", "tanh", "sigmoid", "relu",
+    "sqrt", "abs", "maximum", "minimum", "where", "clip", "gt", "ge", "lt", "le", "reshape",
+    "transpose", "getitem", "concat", "stack", "const", "cast",
+}
+#: a cap on the estimates (they only need to be compared with the limits)
+_CAP = 10 ** 15
+
+
+def _reads(op, shape_in, k, shapes):
+    """How many elements of input ``k`` (shape ``shape_in``) one output element reads."""
+    if op in _ELEMENTWISE:
+        return 1
+    if op == "matmul":
+        a = shapes[0]
+        return a[-1] if len(a) else 1
+    return max(int(np.prod(shape_in)), 1)
+
+
+def _estimate(t):
+    """(scalar leaves, scalar values, expression tree size) of ``to_sympy(t)``, counted
+    with integers over the graph (an unrolled call opened), without building anything."""
+    size: dict = {}
+    leaves = elements = 0
+    counted = set()
+
+    def leaf(n, shape):
+        nonlocal leaves, elements
+        if id(n) not in counted:
+            counted.add(id(n))
+            m = max(int(np.prod(shape)), 1)
+            leaves += m
+            elements += m
+        size[id(n)] = 1
+
+    def op(n, shape, ins):
+        nonlocal elements
+        elements += max(int(np.prod(shape)), 1)
+        shapes = [s for _, s in ins]
+        total = 1
+        for k, (i, s) in enumerate(ins):
+            total += _reads(n.op, s, k, shapes) * size[id(i)]
+        size[id(n)] = min(total, _CAP)
+
+    shape_of = {}
+    tensors, stack = {}, [t]
+    while stack:
+        u = stack.pop()
+        if id(u.node) not in tensors:
+            tensors[id(u.node)] = u
+            stack.extend(u._parents)
+    for n in Graph([t.node]).nodes:
+        u = tensors[id(n)]
+        if n.op == "unrolled":
+            run = n.attrs["_run"]
+            net = run.net
+            row_of = {id(m): (k, s) for k, ms in net.input_nodes.items()
+                      for s, m in enumerate(ms)}
+            init_of = {id(m): k for k, m in net.init_nodes.items()}
+            for m in net.nodes:
+                sh = tuple(m.shape or ())
+                shape_of[id(m)] = sh
+                if id(m) in row_of:
+                    k, _ = row_of[id(m)]
+                    size[id(m)] = size.get(id(run.xs[k].node), 1)
+                    if id(run.xs[k].node) not in size:
+                        leaf(m, sh)
+                elif m.is_leaf:
+                    src = None
+                    if m.op == "init":
+                        s0 = run.states.get(init_of.get(id(m)))
+                        src = getattr(s0, "node", None)
+                    if src is not None and id(src) in size:
+                        size[id(m)] = size[id(src)]
+                    else:
+                        leaf(m, sh)
+                else:
+                    op(m, sh, [(i, shape_of[id(i)]) for i in m.inputs])
+            continue
+        sh = np.shape(u._data)
+        shape_of[id(n)] = sh
+        if n.op == "item":
+            run = n.inputs[0].attrs["_run"]
+            net = run.net
+            outs = list(net.output_nodes.values())
+            k = n.attrs["index"]
+            picked = (outs[k] if k < len(outs)
+                      else [list(net.state_nodes.values())[k - len(outs)][-1]])
+            size[id(n)] = max(size[id(m)] for m in picked)
+        elif not u._parents:
+            leaf(n, sh)
+        else:
+            op(n, sh, [(i, shape_of[id(i)]) for i in n.inputs])
+    root = max(int(np.prod(shape_of[id(t.node)])), 1) * size[id(t.node)]
+    return leaves, elements, min(root, _CAP)
+
+
+def _check_size(t, what: str) -> None:
+    """Refuse, before any sympy expression is built, a graph whose expression would be too
+    large to be useful (counted by :func:`_estimate`)."""
+    leaves, elements, tree = _estimate(t)
+    if leaves <= MAX_LEAVES and elements <= MAX_ELEMENTS and tree <= MAX_TREE:
+        return
+    if tree > MAX_TREE:
+        size = (f"its expression would have about {tree:.2g} terms (more than {MAX_TREE}: "
+                "sympy would take minutes or hours over it)")
+    else:
+        size = (f"{leaves} scalar leaves and {elements} scalar values (more than "
+                f"{MAX_LEAVES} leaves or {MAX_ELEMENTS} values)")
+    raise UnrollGraphError(
+        f"{what}: the graph is too large to be useful symbolically: {size}; for a weight of "
+        "an unrolled net use ug.symbolic.bptt(net, param) (one term per step, each a short "
+        "product of step Jacobians), ug.explain(loss) for the numbers, or derive a smaller "
+        "one (fewer steps, fewer hidden units, a batch of one)")
 
 
 class _Builder:
@@ -230,7 +353,51 @@ def to_sympy(t):
     >>> ug.to_sympy(x * x + 1)
     x**2 + 1
     """
+    _tensor_arg(t, "to_sympy", "t")
+    _check_size(t, "to_sympy")
     return _as_sympy(_Builder().tensor(t))
+
+
+def _describe(x) -> str:
+    """What was passed, in a few words, for an error message."""
+    from .cell import Cell
+    from .unroll import Unrolled
+
+    if isinstance(x, Unrolled):
+        return f"the unrolled net {x.cell.name!r} itself"
+    if isinstance(x, Cell):
+        return f"the cell {x.name!r} itself"
+    return f"a {type(x).__name__}"
+
+
+def _tensor_arg(x, what: str, arg: str) -> None:
+    """Refuse an argument that is not a Tensor, saying what to pass."""
+    from .cell import Cell
+    from .tensor import Tensor
+    from .unroll import Unrolled
+
+    if isinstance(x, Tensor):
+        return
+    hint = ""
+    if isinstance(x, (Unrolled, Cell)):
+        hint = ("; call the net (out, h = net(xs)) and pass a tensor computed from its "
+                "outputs, or use ug.symbolic.bptt(net, param) for a parameter's BPTT terms")
+    raise GradientError(f"{what}: {arg} must be a Tensor, got {_describe(x)}{hint}")
+
+
+def _net_arg(net, what: str) -> None:
+    """Refuse a ``net`` that is not an unrolled net, saying what to pass."""
+    from .cell import Cell
+    from .unroll import Unrolled
+
+    if isinstance(net, Unrolled):
+        return
+    hint = ""
+    if isinstance(net, Cell):
+        hint = (f"; unroll it and run it first: net = ug.unroll(cell, steps=T); "
+                f"out, h = net(xs); loss.backward(); {what}(net, ...)")
+    raise CellError(f"{what}: net must be an unrolled net (ug.unroll(cell, steps)), got "
+                    f"{_describe(net)}{hint}")
 
 
 def _scalar(loss, what):
@@ -260,7 +427,10 @@ def grad(loss, wrt):
     >>> grad(ug.tanh(x * x), x)
     2*x*(1 - tanh(x**2)**2)
     """
+    _tensor_arg(loss, "symbolic.grad", "loss")
+    _tensor_arg(wrt, "symbolic.grad", "wrt")
     _scalar(loss, "symbolic.grad")
+    _check_size(loss, "symbolic.grad")
     b = _Builder()
     e = np.asarray(b.tensor(loss), dtype=object).reshape(())[()]
     syms = b.sym_of.get(id(wrt.node))
@@ -407,15 +577,16 @@ def chain_rule(loss, wrt) -> ChainRule:
     """
     from .tensor import Tensor
 
+    _tensor_arg(loss, "symbolic.chain_rule", "loss")
     _scalar(loss, "symbolic.chain_rule")
     if not isinstance(wrt, Tensor):
         raise GradientError(f"symbolic.chain_rule: wrt must be a Tensor (a leaf of the loss's "
                             f"graph), got {type(wrt).__name__}")
     sp = _sp()
     b = _Builder()
-    b.tensor(loss)
-    ex = b.exprs
+    ex = b.exprs  # filled once the paths are counted and the size checked
     eager = Graph([loss.node])
+    in_eager = {id(n) for n in eager.nodes}
     nodes: list = []
     seen: set = set()
     sources: dict = {}  # id(node) -> [(source node, how)]
@@ -449,11 +620,11 @@ def chain_rule(loss, wrt) -> ChainRule:
                     k, t = row_of[id(m)]
                     x = run.xs[k]
                     srcs = ([(x.node, lambda v, t=t: v[t])]
-                            if x.requires_grad and id(x.node) in ex else [])
+                            if x.requires_grad and id(x.node) in in_eager else [])
                 elif id(m) in init_of:
                     s0 = run.states.get(init_of[id(m)])
                     srcs = ([(s0.node, lambda v: v)] if isinstance(s0, Tensor)
-                            and s0.requires_grad and id(s0.node) in ex else [])
+                            and s0.requires_grad and id(s0.node) in in_eager else [])
                 elif m.is_leaf:
                     srcs = []
                 else:
@@ -476,7 +647,7 @@ def chain_rule(loss, wrt) -> ChainRule:
             add(n, srcs)
             continue
         add(n, [] if n.is_leaf else [(i, op_how(n, k)) for k, i in enumerate(n.inputs)])
-    if id(wrt.node) not in seen or not wrt.requires_grad or id(wrt.node) not in b.sym_of:
+    if id(wrt.node) not in seen or not wrt.requires_grad or not wrt.node.is_leaf:
         raise GradientError(f"symbolic.chain_rule: {wrt.node.label()} is not a leaf of the "
                             "loss's graph that requires grad")
     # the names the diagrams and ug.explain print
@@ -524,8 +695,13 @@ def chain_rule(loss, wrt) -> ChainRule:
         raise UnrollGraphError(
             f"symbolic.chain_rule: {count[id(wrt.node)]} paths from {names[id(wrt.node)]} to "
             f"the loss, more than the {MAX_PATHS} worth writing out; for a weight of an "
-            "unrolled net use symbolic.bptt(net, param) (one term per step), else "
-            "symbolic.grad(loss, wrt)")
+            "unrolled net use symbolic.bptt(net, param) (one term per step), ug.explain(loss) "
+            "for the numbers, or fewer steps or hidden units; else symbolic.grad(loss, wrt)")
+    _check_size(loss, "symbolic.chain_rule")
+    b.tensor(loss)
+    if id(wrt.node) not in b.sym_of:
+        raise GradientError(f"symbolic.chain_rule: {wrt.node.label()} is not a leaf of the "
+                            "loss's graph that requires grad")
     paths, chains = [], []
     walk = [(wrt.node, [names[id(wrt.node)]], [])]
     while walk:
@@ -638,7 +814,6 @@ def _frac_latex(top: list, bottom: list) -> str:
 
 def _param_name(net, param, what: str) -> str:
     """The name of cell parameter ``param`` (a name or the parameter tensor itself)."""
-    from .errors import CellError
     from .tensor import Tensor
 
     params = net.cell.parameters()
@@ -728,10 +903,33 @@ def bptt(net, param, loss=None) -> BPTT:
     >>> b.structure(0)
     'dL/dh_1 · dh_1/dweight_hh + dL/dh_2 · dh_2/dh_1 · dh_1/dweight_hh'
     """
-    run = net.last_run
-    if run is None or run.seeds is None:
-        raise UnrollGraphError("symbolic.bptt: call the net and loss.backward() first")
+    _net_arg(net, "symbolic.bptt")
     param = _param_name(net, param, "symbolic.bptt")
+    run = net.last_run
+    if loss is not None:
+        _tensor_arg(loss, "symbolic.bptt", "loss")
+        _scalar(loss, "symbolic.bptt")
+        calls = [n.attrs["_run"] for n in Graph([loss.node]).nodes
+                 if n.op == "unrolled" and n.attrs["_run"].net is net]
+        if not calls:
+            raise UnrollGraphError(
+                f"symbolic.bptt: the loss given ({loss.node.label()}) is not computed from "
+                f"the net's last run: it reads no call of net {net.cell.name!r}; call the "
+                "net, compute the loss from its outputs, call loss.backward(), then bptt")
+        if calls[-1] is not run:
+            raise UnrollGraphError(
+                f"symbolic.bptt: the loss given ({loss.node.label()}) is not from the net's "
+                "last run: the net has been called again since that loss was computed; "
+                "compute the loss from the last call (or call bptt before calling the net "
+                "again)")
+    if run is None:
+        raise UnrollGraphError(
+            f"symbolic.bptt: net {net.cell.name!r} has not been run; call it "
+            "(out, h = net(xs)), compute a loss and call loss.backward() first")
+    if run.seeds is None:
+        raise UnrollGraphError(
+            f"symbolic.bptt: the last run of net {net.cell.name!r} has had no backward pass; "
+            "call loss.backward() on a loss computed from that run first")
     sp = _sp()
     b = _Builder()
     T = net.steps
@@ -779,11 +977,6 @@ def bptt(net, param, loss=None) -> BPTT:
         return tuple(outs + [S[s][T] for s in net.state_nodes])
 
     if loss is not None:
-        _scalar(loss, "symbolic.bptt")
-        calls = [n for n in Graph([loss.node]).nodes if n.op == "unrolled"]
-        if not calls or calls[-1].attrs["_run"] is not run:
-            raise UnrollGraphError("symbolic.bptt: the loss given is not computed from the "
-                                   "net's last run; call the net, compute the loss, then bptt")
         b.call = call_values
         L = np.asarray(b.tensor(loss), dtype=object).reshape(())[()]
     else:
