@@ -212,13 +212,30 @@ class Local:
         described by their vector-Jacobian product only.
     sent : numpy.ndarray
         The contribution sent to the input (the input's shape).
+    total : numpy.ndarray
+        The input's running total once this contribution has arrived (every earlier
+        contribution to it, in walk order, plus this one).
+    received, remaining : int
+        How many contributions the input has received with this one, and how many are
+        still to come.
     """
 
-    __slots__ = ("input", "index", "formula", "value", "sent")
+    __slots__ = ("input", "index", "formula", "value", "sent", "total", "received",
+                 "remaining")
 
     def __init__(self, input, index, formula, value, sent):
         self.input, self.index, self.formula, self.value, self.sent = (
             input, index, formula, value, sent)
+        self.total, self.received, self.remaining = sent, 1, 0
+
+    def running(self) -> str | None:
+        """The input's running total after this contribution, as every output format
+        prints it (``None`` for an input that receives one contribution only)."""
+        if self.received + self.remaining <= 1:
+            return None
+        more = "last one" if self.remaining == 0 else f"{self.remaining} more to come"
+        return (f"running total {summary(self.total)} "
+                f"({self.received} of {self.received + self.remaining}; {more})")
 
 
 class Record:
@@ -239,9 +256,10 @@ class Record:
     sent : dict
         Input ``Node`` -> the sum of what this record sends it (the input's shape).
     totals : dict
-        Input ``Node`` -> ``(running_total, received, remaining)``: the sum of the
-        contributions the input has received so far (this one included), how many that is,
-        and how many are still to come.
+        Input ``Node`` -> ``(running_total, received, remaining)`` once this record has
+        sent everything (the last of its :class:`Local` to that input): the sum of the
+        contributions the input has received so far, how many that is, and how many are
+        still to come.
     """
 
     __slots__ = ("node", "label", "op", "step", "upstream", "locals", "sent", "totals", "index")
@@ -271,11 +289,9 @@ class Record:
             else:
                 out.append(f"    {loc.formula}{val}")
             out.append(f"      sends {summary(loc.sent)} to {name}")
-        for node, (total, got, left) in self.totals.items():
-            if got + left > 1:
-                more = "last one" if left == 0 else f"{left} more to come"
-                out.append(f"      {names(node)} running total {summary(total)} "
-                           f"({got} of {got + left}; {more})")
+            running = loc.running()
+            if running is not None:
+                out.append(f"      {name} {running}")
         return out
 
     def __repr__(self) -> str:
@@ -310,26 +326,30 @@ class Explanation:
         ``(input, node, slot)`` for every input slot.
     """
 
-    def __init__(self, records, skipped, nodes, names, loss, alias=None):
+    def __init__(self, records, skipped, nodes, names, loss, links=None):
         self.records = records
         self.skipped = skipped
         self.nodes = nodes
         self._names = names
         self.loss = loss
-        alias = self._alias = alias or {}
+        links = links or {}
         drawn = {id(n) for n in nodes}
-        self.edges = [(src, n, k) for n in nodes for k, i in enumerate(n.inputs)
-                      for src in alias.get(id(i), (i,)) if id(src) in drawn]
+        self.edges = [(i, n, k) for n in nodes for k, i in enumerate(n.inputs)
+                      if id(i) in drawn]
+        # an output picked from a net's call stacks the steps' nodes
+        self.edges += [(m, n, t) for n in nodes for t, m in enumerate(links.get(id(n), ()))
+                       if id(m) in drawn]
+        have = {(id(a), id(b), k) for a, b, k in self.edges}
         for r in records:  # an input row handed to the whole input tensor, an initial state
             for loc in r.locals:
-                if all(i is not loc.input for i in r.node.inputs):
+                if (id(loc.input), id(r.node), loc.index) not in have:
+                    have.add((id(loc.input), id(r.node), loc.index))
                     self.edges.append((loc.input, r.node, loc.index))
 
     def edge_keys(self, record, local) -> list:
         """The drawn edges ``(id(source), id(target), slot)`` a contribution travels along
-        (an output of an unrolled net stands for its T per-step nodes)."""
-        return [(id(src), id(record.node), local.index)
-                for src in self._alias.get(id(local.input), (local.input,))]
+        (one: every contribution is sent along an edge of its own)."""
+        return [(id(local.input), id(record.node), local.index)]
 
     def name(self, node: Node) -> str:
         """The display name of ``node`` in this explanation."""
@@ -402,9 +422,9 @@ class Explanation:
             sent = []
             for loc in r.locals:
                 text = f"{summary(loc.sent)} → {self.name(loc.input)}"
-                total, got, left = r.totals[loc.input]
-                if got + left > 1:
-                    text += f" (total {summary(total)}, {left} to come)"
+                running = loc.running()
+                if running is not None:
+                    text += f" ({running})"
                 sent.append(_md(text))
             rows.append(f"| {r.index} | {_md(r.label)} | {r.op} | "
                         f"{'' if r.step is None else r.step} | {_md(summary(r.upstream))} | "
@@ -622,6 +642,7 @@ def explain(loss) -> Explanation:
     names.update(_const_names(loss))
     grads: dict = {id(loss): seed}
     ready = [loss]
+    reaches: dict = {}  # an unrolled net's run -> _reach(run), computed once
     while ready:
         t = ready.pop()
         g = grads.pop(id(t), None)
@@ -631,6 +652,8 @@ def explain(loss) -> Explanation:
             p = parents[0]
             if g is not None:
                 _route_item(grads, node, p, g)
+                records.append(_item_record(node, np.asarray(g), reaches))
+                names.setdefault(id(node), None)
             _release(p, uses, ready)
             continue
         if node.op == "unrolled":
@@ -673,15 +696,10 @@ def explain(loss) -> Explanation:
     # the nodes drawn: the eager graph's, with an unrolled call replaced by its unrolled graph
     drawn = []
     seen = set()
-    alias: dict = {}  # an output picked from a net's call -> the unrolled nodes it stacks
+    links: dict = {}  # an output picked from a net's call -> the unrolled nodes it stacks
     for n in eager.nodes:
         if n.op == "item":
-            net = n.inputs[0].attrs["_run"].net
-            outs = list(net.output_nodes.values())
-            k = n.attrs["index"]
-            alias[id(n)] = (outs[k] if k < len(outs)
-                            else [list(net.state_nodes.values())[k - len(outs)][-1]])
-            continue
+            links[id(n)] = _picked(n)
         if n.op == "unrolled":
             run = n.attrs["_run"]
             for m in run.net.nodes:
@@ -695,7 +713,70 @@ def explain(loss) -> Explanation:
             names.setdefault(id(n), None)
     final = _final_names(eager, names, drawn, records, skipped)
     _running_totals(records)
-    return Explanation(records, skipped, drawn, final, loss.node, alias)
+    return Explanation(records, skipped, drawn, final, loss.node, links)
+
+
+def _picked(item) -> list:
+    """The unrolled nodes an output picked from a net's call stacks: an output's T per-step
+    nodes, or a final state's last node."""
+    net = item.inputs[0].attrs["_run"].net
+    outs = list(net.output_nodes.values())
+    k = item.attrs["index"]
+    return outs[k] if k < len(outs) else [list(net.state_nodes.values())[k - len(outs)][-1]]
+
+
+def _item_record(item, g, reaches) -> Record:
+    """The record of an output picked from a net's call: it hands each step's row of its
+    gradient to that step's node (or the whole of it to the last state), so that every
+    gradient arriving in the unrolled graph is a recorded contribution."""
+    run = item.inputs[0].attrs["_run"]
+    if id(run) not in reaches:
+        reaches[id(run)] = _reach(run)
+    reach = reaches[id(run)][1]
+    rec = Record(item, None, g)
+    picked = _picked(item)
+    if len(picked) == 1 and item.attrs["index"] >= len(run.net.output_nodes):
+        m = picked[0]
+        if id(m) in reach:
+            rec.locals.append(Local(m, 0, lambda of, m=m: f"{of(item)} is {of(m)}, the state "
+                                    "after the last step", None, g))
+        return rec
+    for t, m in enumerate(picked):
+        if id(m) in reach:
+            rec.locals.append(Local(m, t, lambda of, m=m, t=t: f"row {t} of {of(item)} is "
+                                    f"{of(m)}", None, np.asarray(g[t])))
+    return rec
+
+
+def _reach(run) -> tuple:
+    """``(want, reach)`` for an unrolled run: the ids of the nodes whose gradient leads to a
+    leaf that needs one (parameters, inputs and initial states requiring grad), with the
+    truncation's cuts (``want``) and without (``reach``)."""
+    net = run.net
+    leaf_nodes = {id(p.node): p for p in run.leaves}
+    needs = set()
+    for p in net.param_nodes.values():
+        if id(p) in leaf_nodes and leaf_nodes[id(p)].requires_grad:
+            needs.add(id(p))
+    for k, ns in net.input_nodes.items():
+        if run.xs[k].requires_grad:
+            needs.update(id(n) for n in ns)
+    for k, n in net.init_nodes.items():
+        s = run.states.get(k)
+        if getattr(s, "requires_grad", False):
+            needs.add(id(n))
+    want = set(needs)
+    reach = set(needs)
+    for n in net.nodes:
+        if n.is_leaf:
+            continue
+        op = get_op(n.op)
+        ks = [k for k in range(len(n.inputs)) if op.input_vjp(k) is not None]
+        if any(id(n.inputs[k]) in reach for k in ks):
+            reach.add(id(n))
+        if not net.is_cut(n) and any(id(n.inputs[k]) in want for k in ks):
+            want.add(id(n))
+    return want, reach
 
 
 def _ids(eager) -> dict:
@@ -813,6 +894,7 @@ def _running_totals(records) -> None:
             got[i] = got.get(i, 0) + 1
             r.sent[loc.input] = (loc.sent if loc.input not in r.sent
                                  else r.sent[loc.input] + loc.sent)
+            loc.total, loc.received, loc.remaining = running[i], got[i], count[i] - got[i]
             r.totals[loc.input] = (running[i], got[i], count[i] - got[i])
 
 
@@ -821,30 +903,9 @@ def _walk_unrolled(call, seeds, records, skipped, nodes, names) -> list:
     leaves (inputs stacked over time, parameters, initial states)."""
     run = call.node.attrs["_run"]
     net = run.net
-    leaf_nodes = {id(p.node): p for p in call._parents}
-    # what needs a gradient: parameters, inputs and initial states that require grad
-    needs = set()
-    for p in net.param_nodes.values():
-        if id(p) in leaf_nodes and leaf_nodes[id(p)].requires_grad:
-            needs.add(id(p))
-    for k, ns in net.input_nodes.items():
-        if run.xs[k].requires_grad:
-            needs.update(id(n) for n in ns)
-    for k, n in net.init_nodes.items():
-        s = run.states.get(k)
-        if getattr(s, "requires_grad", False):
-            needs.add(id(n))
-    want = set(needs)  # nodes whose gradient leads to one of them
-    reach = set(needs)  # the same, were there no truncation
-    for n in net.nodes:
-        if n.is_leaf:
-            continue
-        op = get_op(n.op)
-        ks = [k for k in range(len(n.inputs)) if op.input_vjp(k) is not None]
-        if any(id(n.inputs[k]) in reach for k in ks):
-            reach.add(id(n))
-        if not net.is_cut(n) and any(id(n.inputs[k]) in want for k in ks):
-            want.add(id(n))
+    # the nodes whose gradient leads to a parameter, input or initial state that requires
+    # grad (want), and the same were there no truncation (reach)
+    want, reach = _reach(run)
     grads: dict = {}
 
     def add(n, g):
@@ -855,13 +916,14 @@ def _walk_unrolled(call, seeds, records, skipped, nodes, names) -> list:
     for k, g in enumerate(seeds):
         if g is None:
             continue
+        # the same contributions the records of the picked outputs sent (_item_record)
         if k < len(outs):
             for t, n in enumerate(outs[k]):
-                if id(n) in want:
+                if id(n) in reach:
                     add(n, np.asarray(g[t]))
         else:
             n = list(net.state_nodes.values())[k - len(outs)][-1]
-            if id(n) in want:
+            if id(n) in reach:
                 add(n, np.asarray(g))
     input_of = {}
     for k, ns in net.input_nodes.items():
