@@ -21,6 +21,9 @@ from .tensor import _release as _release_input
 
 __all__ = ["explain", "Explanation", "Record", "Local", "Skipped"]
 
+#: the colour of a node's gradient line in the pictures (the stepper finds the line by it)
+GRAD_COLOUR = "#1f2329"
+
 #: above this many edges the diagrams use dot's quick layout settings
 _FAST_LAYOUT_EDGES = 150
 
@@ -481,7 +484,9 @@ class Explanation:
             op = "" if n.is_leaf else f"<br/><font point-size='9'>{_h(n.op)}</font>"
             grad = ""
             if r is not None and (k is None or id(n) in done_nodes):
-                grad = f"<br/><font point-size='9'>∇ {_h(summary(r.upstream))}</font>"
+                # the stepper finds this line by its colour, to show it only once visited
+                grad = (f"<br/><font point-size='9' color='{GRAD_COLOUR}'>"
+                        f"∇ {_h(summary(r.upstream))}</font>")
             style = {}
             if k is not None:
                 if n is current:
