@@ -488,3 +488,42 @@ def test_every_format_prints_the_same_running_totals():
         page = ex.to_html()
         data = re.search(r'<script type="application/json">(.*?)</script>', page, re.S)
         _in_order("\n".join(f["text"] for f in json.loads(data.group(1))["frames"]), notes)
+
+
+def test_wrong_type_arguments_get_named_errors(tmp_path):
+    cell = ug.nn.RNNCell(1, 1, seed=0)
+    net = ug.unroll(cell, steps=3)
+    out, h = net(np.array([0.5, -1.0, 2.0]).reshape(3, 1, 1))
+    loss = (out * out).sum()
+    ex = ug.explain(loss)
+    cases = [
+        (lambda: ug.explain(net), r"loss must be a Tensor.*unrolled net 'RNNCell'.*net\(xs\)"),
+        (lambda: ug.explain(cell), "loss must be a Tensor.*cell 'RNNCell'"),
+        (lambda: ug.explain(np.ones(())), "loss must be a Tensor.*ndarray"),
+        (lambda: ug.explain(out * out), "reduce it first"),
+        (lambda: ex.contributions(3), "node must be a Node.*got int"),
+        (lambda: ex.contributions("nowhere"), "no node of this walk is named 'nowhere'"),
+        (lambda: ex.name([1]), "node must be a Node.*got list"),
+        (lambda: ex.table(width="wide"), "width must be an int"),
+        (lambda: ex.table(width=True), "width must be an int"),
+        (lambda: ex.to_html(path=3), "path must be a file name"),
+        (lambda: ex.to_html(title=["t"]), "title must be a str"),
+    ]
+    for call, words in cases:
+        with pytest.raises(ug.GradientError, match=words):
+            call()
+    # a tensor, or the name the walk prints, stands for its node
+    (last,) = [r for r in ex if r.label == "h_next@2"]
+    assert len(ex.contributions("h_next@2")) == 1
+    np.testing.assert_allclose(sum(ex.contributions("h_next@2")), last.upstream)
+    assert ex.contributions(cell.bias_hh) == ex.contributions(cell.bias_hh.node)
+    assert ex.name(cell.weight_hh) == "weight_hh"
+
+
+def test_the_explain_docstring_promises_what_it_does():
+    doc = ug.explain.__doc__
+    assert "any tensor" not in doc and "seeded with ones" not in doc
+    y = ug.tensor([1.0, 2.0], requires_grad=True) * 2.0
+    with pytest.raises(ug.GradientError, match=r"y.sum\(\)|reduce it first"):
+        ug.explain(y)
+    assert len(ug.explain(y.sum())) > 0

@@ -356,6 +356,8 @@ def test_every_public_function_names_a_wrong_type_argument():
         (lambda: symbolic.chain_rule(loss, "weight_hh"), "wrt must be a Tensor"),
         (lambda: symbolic.chain_rule(loss, ug.tensor(1.0, requires_grad=True)),
          "is not a leaf of the loss's graph"),
+        (lambda: symbolic.bptt(net, "weight_hh").structure(3), "from 0 to 2, got 3"),
+        (lambda: symbolic.bptt(net, "weight_hh").structure("0"), "must be a step"),
     ]
     for call, words in cases:
         with pytest.raises(ug.UnrollGraphError, match=words):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import re
 
 import numpy as np
@@ -354,8 +355,33 @@ class Explanation:
         (one: every contribution is sent along an edge of its own)."""
         return [(id(local.input), id(record.node), local.index)]
 
-    def name(self, node: Node) -> str:
-        """The display name of ``node`` in this explanation."""
+    def _node(self, node, what: str) -> Node:
+        """``node`` as a Node of this walk: a Node, a Tensor (its node) or a name as
+        printed."""
+        from .errors import GradientError
+        from .tensor import Tensor
+
+        if isinstance(node, Tensor):
+            node = node.node
+        if isinstance(node, Node):
+            return node
+        if isinstance(node, str):
+            every = list(self.nodes) + [r.node for r in self.records]
+            every += [loc.input for r in self.records for loc in r.locals]
+            for n in every:
+                if self.name(n) == node:
+                    return n
+            known = sorted({self.name(n) for n in every})
+            raise GradientError(
+                f"Explanation.{what}: no node of this walk is named {node!r}; names are "
+                f"{known[:12]}{' ...' if len(known) > 12 else ''}")
+        raise GradientError(
+            f"Explanation.{what}: node must be a Node (record.node), a Tensor or a name as "
+            f"printed, got {type(node).__name__}")
+
+    def name(self, node) -> str:
+        """The display name of ``node`` (a Node or a Tensor) in this explanation."""
+        node = self._node(node, "name")
         return self._names.get(id(node)) or node.label()
 
     def __iter__(self):
@@ -367,8 +393,22 @@ class Explanation:
     def __getitem__(self, k):
         return self.records[k]
 
-    def contributions(self, node: Node) -> list:
-        """Every contribution sent to ``node``, in walk order (one per input slot)."""
+    def contributions(self, node) -> list:
+        """Every contribution sent to ``node``, in walk order (one per input slot); they sum
+        to the node's upstream gradient.
+
+        Parameters
+        ----------
+        node : Node, Tensor or str
+            A node of the walk (``record.node``), a tensor of the graph, or the name the
+            walk prints (``"h_next@1"``).
+
+        Raises
+        ------
+        GradientError
+            For a name no node of the walk has, or an argument of another type.
+        """
+        node = self._node(node, "contributions")
         return [loc.sent for r in self.records for loc in r.locals if loc.input is node]
 
     def table(self, width: int = 100) -> str:
@@ -392,6 +432,11 @@ class Explanation:
         [1] x = leaf
             upstream dL/dx = 6
         """
+        from .errors import GradientError
+
+        if isinstance(width, bool) or not isinstance(width, int) or width < 20:
+            raise GradientError(f"Explanation.table: width must be an int of at least 20 "
+                                f"(characters per line), got {width!r}")
         lines = [f"Backward walk from {self.name(self.loss)}: {len(self.records)} nodes"]
         for r in self.records:
             lines.extend(r.lines(self.name))
@@ -559,6 +604,8 @@ class Explanation:
         ------
         RenderError
             When Graphviz's ``dot`` program is missing or fails.
+        GradientError
+            For a ``path`` or ``title`` of the wrong type.
 
         Examples
         --------
@@ -568,8 +615,15 @@ class Explanation:
         >>> page.startswith("<!DOCTYPE html>"), "<x>" in page
         (True, False)
         """
+        from .errors import GradientError
         from .html import stepper
 
+        if title is not None and not isinstance(title, str):
+            raise GradientError(f"Explanation.to_html: title must be a str, got "
+                                f"{type(title).__name__}")
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise GradientError(f"Explanation.to_html: path must be a file name (str or "
+                                f"path-like), got {type(path).__name__}")
         text = stepper(self, title=title)
         if path is not None:
             with open(path, "w", encoding="utf-8") as f:
@@ -601,8 +655,8 @@ def explain(loss) -> Explanation:
     Parameters
     ----------
     loss : Tensor
-        A scalar (or any tensor: its gradient is seeded with ones, as ``backward()`` does for
-        a scalar).
+        A tensor of one element that requires grad (the walk starts from the gradient 1, as
+        ``backward()`` does); reduce a larger one first (``ug.explain(y.sum())``).
 
     Returns
     -------
@@ -611,7 +665,8 @@ def explain(loss) -> Explanation:
     Raises
     ------
     GradientError
-        If ``loss`` does not require grad (nothing to explain).
+        If ``loss`` is not a Tensor (an unrolled net: call it and build a loss from its
+        outputs), does not require grad (nothing to explain), or has more than one element.
 
     Examples
     --------
@@ -626,7 +681,12 @@ def explain(loss) -> Explanation:
     from .tensor import Tensor, _count_uses, _route_item
 
     if not isinstance(loss, Tensor):
-        raise GradientError(f"explain() needs a Tensor, got {type(loss).__name__}")
+        from .symbolic import _describe
+
+        raise GradientError(
+            f"explain(): loss must be a Tensor of one element, got {_describe(loss)}; for a "
+            "net, call it (out, h = net(xs)) and explain a loss computed from its outputs, "
+            "e.g. ug.explain((out * out).sum())")
     if not loss.requires_grad:
         raise GradientError(
             f"explain(): {loss.node.label()} does not require grad, so backward() would have "

@@ -772,7 +772,17 @@ class BPTT:
 
     def structure(self, t: int, latex: bool = False) -> str:
         """Step ``t``'s term as the names of its factors: ``dL/dh_3 · dh_3/dh_2 ·
-        dh_2/dW + ...`` (as LaTeX fractions with ``latex=True``)."""
+        dh_2/dW + ...`` (as LaTeX fractions with ``latex=True``).
+
+        Raises
+        ------
+        UnrollGraphError
+            For a ``t`` that is not a step of the run (0 to T-1).
+        """
+        T = len(self.terms)
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < T:
+            raise UnrollGraphError(f"BPTT.structure: t must be a step of the run, an int "
+                                   f"from 0 to {T - 1}, got {t!r}")
         products = []
         for product in self.factors[t]:
             if latex:
