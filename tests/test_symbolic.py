@@ -92,8 +92,10 @@ def test_bptt_terms_equal_step_contributions(T, H):
         np.testing.assert_allclose(b.values.sum(axis=0), cell.parameters()[param].grad,
                                    rtol=1e-9, atol=1e-12)
     text = b.latex()
-    assert text.startswith(r"\frac{\partial L}{\partial weight_{hh}} = \sum_{t=0}")
-    assert text.count(r"\frac{\partial L}{\partial weight_{hh}^{(") == T + 1
+    w = r"\mathrm{weight}_{\mathrm{hh}}"
+    assert text.startswith("\\begin{aligned}\n" + r"\frac{\partial L}{\partial " + w
+                           + r"} &= \sum_{t=0}")
+    assert text.count(r"\frac{\partial L}{\partial " + w + "^{(") == T + 1
     assert "dL/dweight_hh^(0)" in str(b)
 
 
@@ -385,3 +387,27 @@ def test_bptt_says_the_loss_is_not_from_the_last_run():
     fresh(np.zeros((3, 1, 1)))
     with pytest.raises(ug.UnrollGraphError, match="has had no backward pass"):
         symbolic.bptt(fresh, "weight_hh")
+
+
+
+def test_latex_for_slides_dots_products_drops_unit_factors_and_sets_names_upright():
+    x = ug.tensor(0.5, requires_grad=True, name="x")
+    w = ug.tensor(2.0, requires_grad=True, name="weight_hh")
+    b = ug.tensor(1.0, requires_grad=True, name="b")
+    loss = ug.tanh(x * w + b) * b
+    c = symbolic.chain_rule(loss, w)
+    assert any(f == 1 for f in c.products[0].args)  # the expression keeps d(u + b)/du = 1
+    text = c.latex()
+    assert r" \cdot " in text and r"\cdot 1 " not in text and not text.startswith("1 ")
+    assert r"\mathrm{weight}_{\mathrm{hh}}" in text and "weight_{hh}" not in text
+    loss.backward()
+    assert np.isclose(sum(c.values()), float(w.grad))  # the value unchanged
+    cell, net, loss = _rnn(3, 1)
+    loss.backward()
+    text = symbolic.bptt(net, cell.weight_hh, loss=loss).latex()
+    lines = text.splitlines()
+    assert lines[0] == r"\begin{aligned}" and lines[-1] == r"\end{aligned}"
+    assert all(line.startswith(("&", r"\frac")) for line in lines[1:-1])
+    # one product per line: step 0's term has three, so six lines (structure and value)
+    assert sum(line.startswith(r"&\quad + ") for line in lines) == 2 * (2 + 1) + 0
+    assert max(len(line) for line in lines) < 2000

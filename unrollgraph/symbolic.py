@@ -300,16 +300,54 @@ _TEX_ESCAPES = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "#": r"\#", "
                 "<": r"\textless{}", ">": r"\textgreater{}", "\n": " "}
 
 
+def _tex_name(name: str) -> str:
+    """A plain name as LaTeX: a word of several letters upright (``\\mathrm{weight}``), a
+    single letter in italic as a variable, the parts after ``_`` as one subscript
+    (``weight_hh_00`` is ``\\mathrm{weight}_{\\mathrm{hh},00}``)."""
+    def word(w):
+        return w if len(w) == 1 or w.isdigit() else rf"\mathrm{{{w}}}"
+
+    head, *rest = name.split("_")
+    return word(head) + ("_{" + ",".join(word(w) for w in rest) + "}" if rest else "")
+
+
 def _latex(expr) -> str:
-    """``sympy.latex(expr)`` with every symbol named after a user's name that is not a plain
-    word written as text, its LaTeX characters escaped: a name cannot inject LaTeX."""
+    """``sympy.latex(expr)`` with every symbol named after a user's name: a plain word as
+    :func:`_tex_name` writes it, any other name as text, its LaTeX characters escaped (a
+    name cannot inject LaTeX)."""
     sp = _sp()
     names = {}
     for sym in getattr(expr, "free_symbols", ()):
-        if not _TEX_PLAIN.fullmatch(sym.name):
+        if _TEX_PLAIN.fullmatch(sym.name):
+            names[sym] = _tex_name(sym.name)
+        else:
             text = "".join(_TEX_ESCAPES.get(ch, ch) for ch in sym.name)
             names[sym] = r"\text{" + text + "}"
     return sp.latex(expr, symbol_names=names)
+
+
+def _is_unit(f) -> bool:
+    """A factor of 1, or an identity matrix: left out of a displayed product."""
+    sp = _sp()
+    if isinstance(f, sp.MatrixBase):
+        return f.rows == f.cols and f == sp.eye(f.rows)
+    return f == 1
+
+
+def _product_latex(factors) -> str:
+    """A product of factors as LaTeX, ``\\cdot`` between them, the factors of 1 (and
+    identity matrices) left out: the value is the same."""
+    sp = _sp()
+    shown = [f for f in factors if not _is_unit(f)]
+    if not shown:
+        return "1"
+    parts = []
+    for f in shown:
+        text = _latex(f)
+        if len(shown) > 1 and (isinstance(f, sp.Add) or text.startswith("-")):
+            text = rf"\left({text}\right)"
+        parts.append(text)
+    return r" \cdot ".join(parts)
 
 
 def _as_sympy(arr):
@@ -468,9 +506,11 @@ class ChainRule:
         The shape of ``wrt``.
     """
 
-    def __init__(self, paths, products, env, shape=()):
+    def __init__(self, paths, products, env, shape=(), factors=None):
         self.paths = paths
         self.products = products
+        # each product's factors, in the product's order (for the displayed form)
+        self._factors = factors if factors is not None else [[p] for p in products]
         self.shape = tuple(shape)
         matrices = any(isinstance(p, _sp().MatrixExpr) for p in products)
         if len(products) == 1:
@@ -523,7 +563,9 @@ class ChainRule:
         return out
 
     def latex(self) -> str:
-        return _latex(self.expr)
+        """The sum of the paths' products as LaTeX: ``\\cdot`` between the factors, the
+        factors of 1 left out (``expr`` keeps them; the value is the same)."""
+        return " + ".join(_product_latex(fs) for fs in self._factors)
 
     def __str__(self) -> str:
         return str(self.expr)
@@ -714,7 +756,9 @@ def chain_rule(loss, wrt) -> ChainRule:
             walk.append((c, path + [names[id(c)]], factors + [local(src, how)]))
     matrices = any(isinstance(f, sp.MatrixBase) for fs in chains for f in fs)
     products = [_product(fs, matrices) for fs in chains]
-    return ChainRule(paths[::-1], products[::-1], b.env, wrt.shape)
+    shown = [list(p.args) if isinstance(p, sp.MatMul) else list(fs)
+             for p, fs in zip(products, chains)]
+    return ChainRule(paths[::-1], products[::-1], b.env, wrt.shape, shown[::-1])
 
 
 def _product(factors, matrices: bool):
@@ -786,20 +830,30 @@ class BPTT:
         products = []
         for product in self.factors[t]:
             if latex:
-                products.append(" ".join(self._tex.get(name, name) for name, _ in product))
+                products.append(r" \cdot ".join(self._tex.get(name, name) for name, _ in product))
             else:
                 products.append(" · ".join(name for name, _ in product))
         return " + ".join(products) if products else "0"
 
     def latex(self) -> str:
+        """Every term as LaTeX, in an ``aligned`` environment: the sum over the steps, then
+        for each step its structure and its products, one per line (``\\cdot`` between
+        the matrices)."""
         sp = _sp()
         w = _latex(sp.Symbol(self.param))
-        lines = [rf"\frac{{\partial L}}{{\partial {w}}} = \sum_{{t=0}}^{{"
+        lines = [rf"\frac{{\partial L}}{{\partial {w}}} &= \sum_{{t=0}}^{{"
                  rf"{len(self.terms) - 1}}} \frac{{\partial L}}{{\partial {w}^{{(t)}}}}"]
         for t, term in enumerate(self.terms):
-            lines.append(rf"\frac{{\partial L}}{{\partial {w}^{{({t})}}}} = "
-                         + self.structure(t, latex=True) + " = " + _latex(term))
-        return " \\\\\n".join(lines)
+            structure = self.structure(t, latex=True)
+            lines.append(rf"\frac{{\partial L}}{{\partial {w}^{{({t})}}}} &= "
+                         + structure.replace(" + ", r" \\" + "\n" + r"&\quad + "))
+            if not self.factors[t]:
+                lines.append("&= " + _latex(term))
+                continue
+            for k, product in enumerate(self.factors[t]):
+                lines.append(("&= " if k == 0 else r"&\quad + ")
+                             + _product_latex([m for _, m in product]))
+        return ("\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}")
 
     def __str__(self) -> str:
         return "\n".join(f"dL/d{self.param}^({t}) = {self.structure(t)}\n    = {term}\n"
@@ -807,7 +861,7 @@ class BPTT:
                          for t, (term, v) in enumerate(zip(self.terms, self.values)))
 
     def _repr_latex_(self) -> str:
-        return "$$" + self.latex().replace("\\\\\n", "\\\\ ") + "$$"
+        return "$$" + self.latex().replace("\n", " ") + "$$"
 
 
 def _frac_latex(top: list, bottom: list) -> str:
