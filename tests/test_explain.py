@@ -527,3 +527,20 @@ def test_the_explain_docstring_promises_what_it_does():
     with pytest.raises(ug.GradientError, match=r"y.sum\(\)|reduce it first"):
         ug.explain(y)
     assert len(ug.explain(y.sum())) > 0
+
+
+def test_narration_repeats_no_value_and_writes_no_double_transpose():
+    cell, net, xs, loss = _net("lstm", 2, H=1)
+    for ex in (ug.explain(loss), _rnn_explanation_of(ug.nn.RNNCell(1, 1, seed=0))):
+        text, md = str(ex), ex.to_markdown()
+        for out in (text, md):
+            assert not re.search(r"= (\S+) = \1(\s|$|<)", out), re.search(
+                r".*= (\S+) = \1.*", out).group(0)
+            assert "ᵀ^T" not in out
+        assert "upstream @ weight_hh, with weight_hh" in text
+
+
+def _rnn_explanation_of(cell):
+    net = ug.unroll(cell, steps=3)
+    out, h = net(np.array([0.5, -1.0, 2.0]).reshape(3, 1, 1))
+    return ug.explain((out * out).sum())

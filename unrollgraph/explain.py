@@ -28,7 +28,8 @@ GRAD_COLOUR = "#1f2329"
 #: above this many edges the diagrams use dot's quick layout settings
 _FAST_LAYOUT_EDGES = 150
 
-#: the local derivative of each op for each input, in words and symbols; ``{0}``, ``{1}`` are
+#: the local derivative of each op for each input, in words and symbols (``@`` is written by
+#: :func:`_formula`, which names the transposes); ``{0}``, ``{1}`` are
 #: the inputs' names (in parentheses unless one word; ``{r0}`` as written, inside a function's
 #: parentheses) and ``{x}`` the input this derivative is taken with respect to
 _FORMULAS = {
@@ -45,8 +46,6 @@ _FORMULAS = {
     "relu": ("d relu({r0})/d{x} = 1 where {0} > 0, else 0",),
     "sqrt": ("d sqrt({r0})/d{x} = 1 / (2 sqrt({r0}))",),
     "abs": ("d |{r0}|/d{x} = sign({r0})",),
-    "matmul": ("d({0} @ {1})/d{x}: upstream @ {1}^T, with {1}^T",
-               "d({0} @ {1})/d{x}: {0}^T @ upstream, with {0}^T"),
     "sum": ("d sum({r0})/d{x} = 1 (upstream copied back to every element)",),
     "mean": ("d mean({r0})/d{x} = 1/n (upstream shared out over the n elements)",),
     "reshape": ("reshape: upstream reshaped back to the shape of {0}",),
@@ -160,6 +159,10 @@ def _formula(node: Node, k: int, name) -> str:
     if ins.count(ins[k] if k < len(ins) else None) > 1:  # x * x: say which use (its slot)
         x = f"{x} (input {k})"
     op = node.op
+    if op == "matmul" and len(ins) == 2:
+        t0, t1 = _transposed(ins[0]), _transposed(ins[1])
+        return (f"d({ins[0]} @ {ins[1]})/d{x}: upstream @ {t1}, with {t1}" if k == 0 else
+                f"d({ins[0]} @ {ins[1]})/d{x}: {t0} @ upstream, with {t0}")
     if op == "powc":
         p = node.attrs.get("p")
         return (f"d({ins[0]}^{_fmt_num(p)})/d{x} = {_fmt_num(p)} * "
@@ -169,6 +172,13 @@ def _formula(node: Node, k: int, name) -> str:
         raw = {f"r{j}": name(i) for j, i in enumerate(node.inputs)}
         return forms[k].format(*ins, x=x, **raw)
     return f"vector-Jacobian product of {op} for input {k} ({name(node.inputs[k])})"
+
+
+def _transposed(name: str) -> str:
+    """The transpose of a named operand: ``W^T``, and ``W`` for ``Wᵀ`` (never ``Wᵀ^T``)."""
+    if name.endswith("ᵀ") and len(name) > 1:
+        return name[:-1]
+    return f"{name}^T"
 
 
 def _fmt_num(x) -> str:
@@ -242,6 +252,17 @@ class Local:
                 f"({self.received} of {self.received + self.remaining}; {more})")
 
 
+def _with_value(loc) -> str:
+    """A local derivative's formula followed by its value, unless the formula already ends
+    with that value (``d(a + b)/da = 1``, not ``= 1 = 1``)."""
+    if loc.value is None:
+        return loc.formula
+    value = summary(loc.value)
+    if loc.formula.endswith(f"= {value}"):
+        return loc.formula
+    return f"{loc.formula} = {value}"
+
+
 class Record:
     """One node visited by the backward walk.
 
@@ -286,12 +307,12 @@ class Record:
                f"    upstream dL/d{self.label} = {summary(self.upstream)}"]
         for loc in self.locals:
             name = names(loc.input)
-            val = "" if loc.value is None else f" = {summary(loc.value)}"
-            if len(loc.formula) + len(val) > 92:  # the value on a line of its own, not cut
+            full = _with_value(loc)
+            if len(full) > 92:  # the value on a line of its own, not cut
                 out.append(f"    {loc.formula}")
-                out.append(f"     {val}")
+                out.append(f"     {full[len(loc.formula):]}")
             else:
-                out.append(f"    {loc.formula}{val}")
+                out.append(f"    {full}")
             out.append(f"      sends {summary(loc.sent)} to {name}")
             running = loc.running()
             if running is not None:
@@ -464,9 +485,7 @@ class Explanation:
         rows = ["| # | node | op | step | upstream dL/d(node) | local derivative | sent |",
                 "|---|---|---|---|---|---|---|"]
         for r in self.records:
-            local = "<br>".join(
-                _md(loc.formula + ("" if loc.value is None else f" = {summary(loc.value)}"))
-                for loc in r.locals) or "-"
+            local = "<br>".join(_md(_with_value(loc)) for loc in r.locals) or "-"
             sent = []
             for loc in r.locals:
                 text = f"{summary(loc.sent)} → {self.name(loc.input)}"
