@@ -258,7 +258,7 @@ def _with_value(loc) -> str:
     if loc.value is None:
         return loc.formula
     value = summary(loc.value)
-    if loc.formula.endswith(f"= {value}"):
+    if loc.formula.endswith(f"= {value}") or f"= {value} (" in loc.formula:
         return loc.formula
     return f"{loc.formula} = {value}"
 
