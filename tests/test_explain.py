@@ -257,7 +257,7 @@ def test_chain_rule_tutorial_runs_and_its_page_is_current(tmp_path, monkeypatch)
 
     committed = (docs / "chain-rule-rnn.html").read_text(encoding="utf-8")
     assert frames(committed) == frames((tmp_path / "rnn-walk.html").read_text())
-    assert len(frames(committed)) == len(namespace["ex"]) == 27  # with the record of the stacked outputs
+    assert len(frames(committed)) == len(namespace["ex"]) == 27  # y (all steps) a record
 
 
 def test_a_matmul_record_names_the_matrix_its_value_is():
@@ -478,14 +478,14 @@ def test_every_format_prints_the_same_running_totals():
     assert "0.7616 → y (running total 1.523 (2 of 2; last one))" in rows[0]
     assert "y running total 0.7616 (1 of 2; 1 more to come)" in str(ex)
     cell, net, xs, loss = _net("lstm", 3)
-    for ex in (ex, ug.explain(loss)):
-        notes = [f"{ex.name(loc.input)} {loc.running()}" for r in ex for loc in r.locals
+    for walk in (ex, ug.explain(loss)):
+        notes = [f"{walk.name(loc.input)} {loc.running()}" for r in walk for loc in r.locals
                  if loc.running() is not None]
         assert notes
-        _in_order(str(ex), notes)
-        _in_order(ex.to_markdown(), [loc.running().replace("|", "&#124;") for r in ex
-                                     for loc in r.locals if loc.running() is not None])
-        page = ex.to_html()
+        _in_order(str(walk), notes)
+        _in_order(walk.to_markdown(), [loc.running().replace("|", "&#124;") for r in walk
+                                       for loc in r.locals if loc.running() is not None])
+        page = walk.to_html()
         data = re.search(r'<script type="application/json">(.*?)</script>', page, re.S)
         _in_order("\n".join(f["text"] for f in json.loads(data.group(1))["frames"]), notes)
 
