@@ -447,6 +447,7 @@ class Explanation:
             upstream dL/d× = 1
             d(x * x)/dx (input 0) = x = 3
               sends 3 to x
+              x running total 3 (1 of 2; 1 more to come)
             d(x * x)/dx (input 1) = x = 3
               sends 3 to x
               x running total 6 (2 of 2; last one)
@@ -480,7 +481,7 @@ class Explanation:
         >>> import unrollgraph as ug
         >>> x = ug.tensor(3.0, requires_grad=True, name="x")
         >>> print(ug.explain(x * 2.0).to_markdown().splitlines()[2])
-        | 0 | × | mul |  | 1 | d(x * 2)/dx = 2 = 2 | 2 → x |
+        | 0 | × | mul |  | 1 | d(x * 2)/dx = 2 | 2 → x |
         """
         rows = ["| # | node | op | step | upstream dL/d(node) | local derivative | sent |",
                 "|---|---|---|---|---|---|---|"]
