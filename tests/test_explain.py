@@ -389,6 +389,8 @@ def _assert_every_node_adds_up(ex):
             np.testing.assert_allclose(loc.total, sum(so_far[id(loc.input)]), rtol=1e-12)
             assert loc.received == len(so_far[id(loc.input)])
             assert loc.received + loc.remaining == len(ex.contributions(loc.input))
+    joined = recorded | {i for a, b, _ in ex.edges for i in (id(a), id(b))}
+    assert all(id(n) in joined for n in ex.nodes), "a node stands alone in the picture"
     names = {ex.name(n) for n in ex.nodes}
     text = str(ex)
     for m in re.finditer(r"sends .* to (.*)$", text, re.M):

@@ -346,7 +346,9 @@ class Explanation:
     skipped : list of Skipped
         Nodes cut by truncation, with the reason.
     nodes : list of Node
-        Every node of the (opened-up) graph, in topological order.
+        Every node of the (opened-up) graph drawn in the frames, in topological order: those
+        the walk visits or an edge joins (a net's input given as an array, which the steps
+        read row by row, is drawn as its rows).
     edges : list of (Node, Node, int)
         ``(input, node, slot)`` for every input slot.
     """
@@ -370,6 +372,11 @@ class Explanation:
                 if (id(loc.input), id(r.node), loc.index) not in have:
                     have.add((id(loc.input), id(r.node), loc.index))
                     self.edges.append((loc.input, r.node, loc.index))
+        # a node joined to nothing drawn and not visited (a net's input given as an array,
+        # read only through its rows) would stand alone in the picture: left out
+        touched = {id(r.node) for r in records}
+        touched.update(i for a, b, _ in self.edges for i in (id(a), id(b)))
+        self.nodes = [n for n in nodes if id(n) in touched] or list(nodes)
 
     def edge_keys(self, record, local) -> list:
         """The drawn edges ``(id(source), id(target), slot)`` a contribution travels along
