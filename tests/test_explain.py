@@ -257,7 +257,7 @@ def test_chain_rule_tutorial_runs_and_its_page_is_current(tmp_path, monkeypatch)
 
     committed = (docs / "chain-rule-rnn.html").read_text(encoding="utf-8")
     assert frames(committed) == frames((tmp_path / "rnn-walk.html").read_text())
-    assert len(frames(committed)) == len(namespace["ex"]) == 26
+    assert len(frames(committed)) == len(namespace["ex"]) == 27  # y (all steps) a record
 
 
 def test_a_matmul_record_names_the_matrix_its_value_is():
@@ -360,3 +360,188 @@ def test_formulas_name_the_real_inputs_even_leaves_called_a_and_b():
     z = ug.tanh(a * b)
     (rec,) = [r for r in ug.explain(z) if r.op == "tanh"]
     assert rec.locals[0].formula == "d tanh(×)/d(×) = 1 - tanh(×)^2"
+
+
+# -- every gradient arriving at a node is a recorded contribution ------------------------------
+def _assert_every_node_adds_up(ex):
+    """For every record, what it received sums to its upstream; every node sent to has a
+    record (or is listed as skipped) and is drawn, along an edge of the picture; running
+    totals are the sums so far."""
+    recorded = {id(r.node) for r in ex}
+    skipped = {id(s.node) for s in ex.skipped}
+    drawn = {id(n) for n in ex.nodes}
+    edges = {(id(a), id(b), k) for a, b, k in ex.edges}
+    for r in ex:
+        assert id(r.node) in drawn, r.label
+        parts = ex.contributions(r.node)
+        if r.node is ex.loss:
+            assert parts == [] and np.all(r.upstream == 1)
+            continue
+        assert parts, f"{r.label} receives its upstream from no record"
+        np.testing.assert_allclose(sum(parts), r.upstream, rtol=1e-12, atol=1e-15,
+                                   err_msg=r.label)
+    so_far: dict = {}
+    for r in ex:
+        for loc in r.locals:
+            assert id(loc.input) in recorded | skipped, ex.name(loc.input)
+            assert (id(loc.input), id(r.node), loc.index) in edges
+            so_far.setdefault(id(loc.input), []).append(loc.sent)
+            np.testing.assert_allclose(loc.total, sum(so_far[id(loc.input)]), rtol=1e-12)
+            assert loc.received == len(so_far[id(loc.input)])
+            assert loc.received + loc.remaining == len(ex.contributions(loc.input))
+    joined = recorded | {i for a, b, _ in ex.edges for i in (id(a), id(b))}
+    assert all(id(n) in joined for n in ex.nodes), "a node stands alone in the picture"
+    names = {ex.name(n) for n in ex.nodes}
+    text = str(ex)
+    for m in re.finditer(r"sends .* to (.*)$", text, re.M):
+        assert m.group(1) in names, m.group(1)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 5))
+def test_every_node_of_random_eager_graphs_adds_up(seed, depth):
+    rng = np.random.default_rng(seed)
+    a = ug.tensor(rng.normal(size=(2, 3)), requires_grad=True, name="a")
+    b = ug.tensor(rng.normal(size=(3,)), requires_grad=True, name="b")
+    w = ug.tensor(rng.normal(size=(3, 2)), requires_grad=True, name="w")
+    h = a
+    for _ in range(depth):
+        choice = rng.integers(0, 5)
+        if choice == 0:
+            h = h * h
+        elif choice == 1:
+            h = ug.tanh(h + b)
+        elif choice == 2:
+            h = (h @ w) @ w.T
+        elif choice == 3:
+            h = h - h.mean(axis=0)
+        else:
+            h = h / (1.0 + h * h)
+    _assert_every_node_adds_up(ug.explain((h * h).sum() + b.sum()))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("truncate", [None, 2])
+def test_every_node_of_unrolled_nets_adds_up(kind, truncate):
+    cell, net, xs, loss = _net(kind, 4, truncate=truncate)
+    _assert_every_node_adds_up(ug.explain(loss))
+    # the initial state given, requiring grad; both outputs of an LSTM used
+    cls = {"rnn": ug.nn.RNNCell, "lstm": ug.nn.LSTMCell, "gru": ug.nn.GRUCell}[kind]
+    cell = cls(1, 2, seed=2)
+    net = ug.unroll(cell, steps=3, truncate=truncate)
+    init = tuple(ug.tensor(np.full((1, 2), 0.1 * (k + 1)), requires_grad=True,
+                           name=f"s{k}") for k in range(len(cell.states)))
+    out, *finals = net(np.ones((3, 1, 1)), init if len(init) > 1 else init[0])
+    loss = (out * out).sum()
+    for f in finals:
+        for s in (f if isinstance(f, tuple) else (f,)):
+            loss = loss + (s * s).sum()
+    _assert_every_node_adds_up(ug.explain(loss))
+
+
+def test_the_outputs_record_hands_each_step_its_part():
+    cell = ug.nn.RNNCell(1, 1, seed=0)
+    net = ug.unroll(cell, steps=3)
+    out, h = net(np.array([0.5, -1.0, 2.0]).reshape(3, 1, 1))
+    loss = (out * out).sum()
+    loss.backward()
+    ex = ug.explain(loss)
+    by_label = {r.label: r for r in ex}
+    stacked = by_label["y (all steps)"]
+    assert stacked.node in ex.nodes
+    last = by_label["h_next@2"]
+    (part,) = ex.contributions(last.node)  # from the loss, through the stacked outputs
+    np.testing.assert_allclose(part, last.upstream)
+    one = by_label["h_next@1"]
+    parts = ex.contributions(one.node)
+    assert len(parts) == 2  # from the loss, then carried back from step 2
+    np.testing.assert_allclose(parts[0], stacked.upstream[1])
+    np.testing.assert_allclose(sum(parts), one.upstream)
+    text = str(ex)
+    assert "h_next@1 running total" in text and "(1 of 2; 1 more to come)" in text
+    assert "(2 of 2; last one)" in text
+
+
+def _in_order(text, parts):
+    at = 0
+    for p in parts:
+        at = text.find(p, at)
+        assert at >= 0, p
+        at += len(p)
+
+
+def test_every_format_prints_the_same_running_totals():
+    y = ug.tanh(ug.tensor(1.0, requires_grad=True, name="z"))
+    y.name = "y"
+    ex = ug.explain(y * y)
+    md = ex.to_markdown()
+    rows = [line for line in md.splitlines() if line.startswith("| 0 |")]
+    assert "0.7616 → y (running total 0.7616 (1 of 2; 1 more to come))" in rows[0]
+    assert "0.7616 → y (running total 1.523 (2 of 2; last one))" in rows[0]
+    assert "y running total 0.7616 (1 of 2; 1 more to come)" in str(ex)
+    cell, net, xs, loss = _net("lstm", 3)
+    for walk in (ex, ug.explain(loss)):
+        notes = [f"{walk.name(loc.input)} {loc.running()}" for r in walk for loc in r.locals
+                 if loc.running() is not None]
+        assert notes
+        _in_order(str(walk), notes)
+        _in_order(walk.to_markdown(), [loc.running().replace("|", "&#124;") for r in walk
+                                       for loc in r.locals if loc.running() is not None])
+        page = walk.to_html()
+        data = re.search(r'<script type="application/json">(.*?)</script>', page, re.S)
+        _in_order("\n".join(f["text"] for f in json.loads(data.group(1))["frames"]), notes)
+
+
+def test_wrong_type_arguments_get_named_errors(tmp_path):
+    cell = ug.nn.RNNCell(1, 1, seed=0)
+    net = ug.unroll(cell, steps=3)
+    out, h = net(np.array([0.5, -1.0, 2.0]).reshape(3, 1, 1))
+    loss = (out * out).sum()
+    ex = ug.explain(loss)
+    cases = [
+        (lambda: ug.explain(net), r"loss must be a Tensor.*unrolled net 'RNNCell'.*net\(xs\)"),
+        (lambda: ug.explain(cell), "loss must be a Tensor.*cell 'RNNCell'"),
+        (lambda: ug.explain(np.ones(())), "loss must be a Tensor.*ndarray"),
+        (lambda: ug.explain(out * out), "reduce it first"),
+        (lambda: ex.contributions(3), "node must be a Node.*got int"),
+        (lambda: ex.contributions("nowhere"), "no node of this walk is named 'nowhere'"),
+        (lambda: ex.name([1]), "node must be a Node.*got list"),
+        (lambda: ex.table(width="wide"), "width must be an int"),
+        (lambda: ex.table(width=True), "width must be an int"),
+        (lambda: ex.to_html(path=3), "path must be a file name"),
+        (lambda: ex.to_html(title=["t"]), "title must be a str"),
+    ]
+    for call, words in cases:
+        with pytest.raises(ug.GradientError, match=words):
+            call()
+    # a tensor, or the name the walk prints, stands for its node
+    (last,) = [r for r in ex if r.label == "h_next@2"]
+    assert len(ex.contributions("h_next@2")) == 1
+    np.testing.assert_allclose(sum(ex.contributions("h_next@2")), last.upstream)
+    assert ex.contributions(cell.bias_hh) == ex.contributions(cell.bias_hh.node)
+    assert ex.name(cell.weight_hh) == "weight_hh"
+
+
+def test_the_explain_docstring_promises_what_it_does():
+    doc = ug.explain.__doc__
+    assert "any tensor" not in doc and "seeded with ones" not in doc
+    y = ug.tensor([1.0, 2.0], requires_grad=True) * 2.0
+    with pytest.raises(ug.GradientError, match=r"y.sum\(\)|reduce it first"):
+        ug.explain(y)
+    assert len(ug.explain(y.sum())) > 0
+
+
+def test_narration_repeats_no_value_and_writes_no_double_transpose():
+    cell, net, xs, loss = _net("lstm", 2, H=1)
+    for ex in (ug.explain(loss), _rnn_explanation_of(ug.nn.RNNCell(1, 1, seed=0))):
+        text, md = str(ex), ex.to_markdown()
+        for out in (text, md):
+            assert not re.search(r"= (\S+) (\([^)]*\) )?= \1(\s|$|<)", out)
+            assert "ᵀ^T" not in out
+        assert "upstream @ weight_hh, with weight_hh" in text
+
+
+def _rnn_explanation_of(cell):
+    net = ug.unroll(cell, steps=3)
+    out, h = net(np.array([0.5, -1.0, 2.0]).reshape(3, 1, 1))
+    return ug.explain((out * out).sum())

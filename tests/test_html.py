@@ -1,6 +1,7 @@
 """The HTML stepper of a narrated backward walk: self-contained, escaped, and stepping in a
 real headless browser (Debian's chromium driven by selenium through /usr/bin/chromedriver)."""
 
+import html
 import re
 import shutil
 
@@ -86,12 +87,23 @@ def test_stepper_steps_in_a_real_browser(tmp_path):
                     driver.find_element(By.CSS_SELECTOR, ".where").text)
 
         first = state()
-        assert first[1].startswith("[0] ") and first[2] == f"step 1 of {len(ex)}"
+        assert first[1].startswith("[0] ") and first[2] == f"record [0] of [0]–[{len(ex) - 1}]"
+        frames = ex.frames()
+
+        def shown_gradients():
+            return sorted(e.text for e in driver.find_elements(By.CSS_SELECTOR, "text.grad")
+                          if e.is_displayed())
+
+        def frame_gradients(k):
+            return sorted(html.unescape(g) for g in re.findall(r"∇ [^<]*", frames[k].source))
+
+        assert shown_gradients() == frame_gradients(0)  # the loss's own, no other
         nxt = driver.find_element(By.CSS_SELECTOR, "button.next")
         seen = [first]
-        for _ in range(3):
+        for k in range(1, 4):
             nxt.click()
             seen.append(state())
+            assert shown_gradients() == frame_gradients(k)
         driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_RIGHT)
         seen.append(state())
         assert [s[1].split("]")[0] for s in seen] == ["[0", "[1", "[2", "[3", "[4"]
@@ -130,3 +142,42 @@ def test_a_wide_walk_keeps_its_size_and_scrolls_a_small_one_fits():
     width = float(re.search(r'<svg width="([0-9.]+)pt"', page).group(1))
     assert width > 1800 and '<div class="pic big">' in page
     assert 'xlabel' not in page and re.search(r'class="edge".*?<text', page, re.S)
+
+
+def _node_groups(svg):
+    """id -> the SVG group of each node."""
+    return dict(re.findall(r'<g id="([^"]+)" class="node">(.*?)</g>', svg, re.S))
+
+
+@pytest.mark.parametrize("kind", ["scalar", "rnn"])
+def test_each_stepper_frame_shows_exactly_what_the_frame_shows(kind):
+    """The page's picture, with the classes its script sets at frame k, shows a node's
+    gradient exactly where ex.frames()[k] does (never one not reached yet)."""
+    import json
+
+    if kind == "scalar":
+        x = ug.tensor(0.5, requires_grad=True, name="x")
+        w = ug.tensor(2.0, requires_grad=True, name="w")
+        c = x * w
+        c.name = "c"
+        ex = ug.explain(ug.tanh(c) * ug.tanh(c))
+    else:
+        ex = _rnn_explanation()
+    page = ex.to_html()
+    data = json.loads(re.search(r'<script type="application/json">(.*?)</script>', page,
+                                re.S).group(1))
+    svg = page[page.index("<svg"):page.index("</svg>")]
+    groups = _node_groups(svg.replace("&#45;", "-"))
+    frames = ex.frames()
+    for k, f in enumerate(data["frames"]):
+        shown, drawn = [], []
+        for i, nid in enumerate(data["nodes"]):
+            todo = i != f["node"] and i not in f["done_nodes"]
+            body = groups[nid]
+            if 'class="grad"' in body and not todo:
+                shown.append(html.unescape(
+                    re.search(r'class="grad"[^>]*>([^<]*)<', body).group(1)))
+        for label in re.findall(r"label=<(.*?)>\s*(?:\w+=|\])", frames[k].source):
+            drawn.extend(html.unescape(g) for g in re.findall(r"∇ [^<]*", label))
+        assert sorted(shown) == sorted(drawn), k
+        assert len(drawn) == k + 1  # the nodes visited so far, each once

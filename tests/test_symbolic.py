@@ -92,8 +92,10 @@ def test_bptt_terms_equal_step_contributions(T, H):
         np.testing.assert_allclose(b.values.sum(axis=0), cell.parameters()[param].grad,
                                    rtol=1e-9, atol=1e-12)
     text = b.latex()
-    assert text.startswith(r"\frac{\partial L}{\partial weight_{hh}} = \sum_{t=0}")
-    assert text.count(r"\frac{\partial L}{\partial weight_{hh}^{(") == T + 1
+    w = r"\mathrm{weight}_{\mathrm{hh}}"
+    assert text.startswith("\\begin{aligned}\n" + r"\frac{\partial L}{\partial " + w
+                           + r"} &= \sum_{t=0}")
+    assert text.count(r"\frac{\partial L}{\partial " + w + "^{(") == T + 1
     assert "dL/dweight_hh^(0)" in str(b)
 
 
@@ -275,3 +277,137 @@ def test_hostile_names_cannot_inject_latex():
     latex = b.latex()
     assert "\\input{" not in latex and "\\textbackslash{}input\\{x\\}" in latex
     np.testing.assert_allclose(b.values, net.last_run.step_contributions(evil), rtol=1e-9)
+
+
+# -- size guards: refused before any sympy expression is built ------------------------------
+def _lstm_loss(T, H=2):
+    cell = ug.nn.LSTMCell(2, H, seed=0)
+    net = ug.unroll(cell, steps=T)
+    out, _ = net(np.ones((T, 1, 2)))
+    loss = (out * out).sum()
+    loss.backward()
+    return cell, net, loss
+
+
+@pytest.fixture
+def no_sympy_building(monkeypatch):
+    """Any attempt to build a sympy expression of a graph fails the test."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a sympy expression was built before the size was checked")
+
+    monkeypatch.setattr(symbolic._Builder, "tensor", refuse)
+    monkeypatch.setattr(symbolic._Builder, "unrolled", refuse)
+    monkeypatch.setattr(symbolic, "_apply", refuse)
+
+
+@pytest.mark.parametrize("T", [3, 5, 6])
+def test_large_lstm_graphs_are_refused_before_building(T, no_sympy_building):
+    cell, net, loss = _lstm_loss(T)
+    calls = [("chain_rule", lambda: symbolic.chain_rule(loss, cell.weight_hh)),
+             ("to_sympy", lambda: ug.to_sympy(loss)),
+             ("grad", lambda: symbolic.grad(loss, cell.weight_hh))]
+    for what, call in calls:
+        with pytest.raises(ug.UnrollGraphError, match=what) as info:
+            call()
+        message = str(info.value)
+        assert "symbolic.bptt(net, param)" in message and "ug.explain(loss)" in message
+        assert "fewer steps" in message
+
+
+def test_expression_size_estimate_is_exact_on_a_small_graph():
+    x = ug.tensor(0.5, requires_grad=True, name="x")
+    w = ug.tensor(2.0, requires_grad=True, name="w")
+    y = ug.tanh(x * w)
+    leaves, elements, tree = symbolic._estimate(y * y)
+    # y*y: mul(tanh(mul(x, w)), tanh(mul(x, w))): 1 + 2 * (1 + (1 + 1 + 1))
+    assert (leaves, elements, tree) == (2, 5, 9)
+
+
+@pytest.mark.parametrize("kind, T, H", [("RNNCell", 3, 2), ("LSTMCell", 2, 1),
+                                         ("GRUCell", 2, 1)])
+def test_small_nets_below_the_guards_still_derive(kind, T, H):
+    cell = getattr(ug.nn, kind)(1, H, seed=0)
+    net = ug.unroll(cell, steps=T)
+    out, *_ = net(np.ones((T, 1, 1)))
+    loss = (out * out).sum()
+    loss.backward()
+    assert symbolic._estimate(loss)[2] <= symbolic.MAX_TREE
+    c = symbolic.chain_rule(loss, cell.weight_hh)
+    np.testing.assert_allclose(sum(c.values()), cell.weight_hh.grad, rtol=1e-9, atol=1e-12)
+    assert ug.to_sympy(loss) is not None and symbolic.grad(loss, cell.weight_hh) is not None
+
+
+# -- wrong-type arguments get named unrollgraph errors ------------------------------------------
+def test_every_public_function_names_a_wrong_type_argument():
+    cell = ug.nn.RNNCell(1, 1, seed=0)
+    net = ug.unroll(cell, steps=3)
+    out, h = net(np.array([0.5, -1.0, 2.0]).reshape(3, 1, 1))
+    loss = (out * out).sum()
+    loss.backward()
+    cases = [
+        (lambda: symbolic.bptt(cell, "weight_hh"), r"net must be an unrolled net.*cell "
+         r"'RNNCell' itself.*ug\.unroll"),
+        (lambda: symbolic.bptt("net", "weight_hh"), "net must be an unrolled net.*got a str"),
+        (lambda: symbolic.bptt(net, "weight_hh", loss=net), "loss must be a Tensor.*net"),
+        (lambda: symbolic.bptt(net, "weight_hh", loss=out), "must be a scalar"),
+        (lambda: ug.to_sympy(net), r"t must be a Tensor.*unrolled net 'RNNCell' itself"),
+        (lambda: ug.to_sympy(3.0), "t must be a Tensor, got a float"),
+        (lambda: symbolic.grad(net, cell.weight_hh), "loss must be a Tensor"),
+        (lambda: symbolic.grad(loss, "weight_hh"), "wrt must be a Tensor, got a str"),
+        (lambda: symbolic.chain_rule(cell, cell.weight_hh), "loss must be a Tensor.*cell"),
+        (lambda: symbolic.chain_rule(loss, "weight_hh"), "wrt must be a Tensor"),
+        (lambda: symbolic.chain_rule(loss, ug.tensor(1.0, requires_grad=True)),
+         "is not a leaf of the loss's graph"),
+        (lambda: symbolic.bptt(net, "weight_hh").structure(3), "from 0 to 2, got 3"),
+        (lambda: symbolic.bptt(net, "weight_hh").structure("0"), "must be a step"),
+    ]
+    for call, words in cases:
+        with pytest.raises(ug.UnrollGraphError, match=words):
+            call()
+
+
+def test_bptt_says_the_loss_is_not_from_the_last_run():
+    cell = ug.nn.RNNCell(1, 1, seed=0)
+    net = ug.unroll(cell, steps=3)
+    out, h = net(np.array([0.5, -1.0, 2.0]).reshape(3, 1, 1))
+    loss = (out * out).sum()
+    loss.backward()
+    net(np.zeros((3, 1, 1)))
+    with pytest.raises(ug.UnrollGraphError, match="not from the net's last run") as info:
+        symbolic.bptt(net, "weight_hh", loss=loss)
+    assert "backward() first" not in str(info.value)
+    other = ug.unroll(ug.nn.RNNCell(1, 1, seed=1), steps=3)
+    o2, _ = other(np.zeros((3, 1, 1)))
+    (o2 * o2).sum().backward()
+    with pytest.raises(ug.UnrollGraphError, match="reads no call of net"):
+        symbolic.bptt(other, "weight_hh", loss=loss)
+    fresh = ug.unroll(ug.nn.RNNCell(1, 1, seed=2), steps=3)
+    with pytest.raises(ug.UnrollGraphError, match="has not been run"):
+        symbolic.bptt(fresh, "weight_hh")
+    fresh(np.zeros((3, 1, 1)))
+    with pytest.raises(ug.UnrollGraphError, match="has had no backward pass"):
+        symbolic.bptt(fresh, "weight_hh")
+
+
+
+def test_latex_for_slides_dots_products_drops_unit_factors_and_sets_names_upright():
+    x = ug.tensor(0.5, requires_grad=True, name="x")
+    w = ug.tensor(2.0, requires_grad=True, name="weight_hh")
+    b = ug.tensor(1.0, requires_grad=True, name="b")
+    loss = ug.tanh(x * w + b) * b
+    c = symbolic.chain_rule(loss, w)
+    assert any(f == 1 for f in c.products[0].args)  # the expression keeps d(u + b)/du = 1
+    text = c.latex()
+    assert r" \cdot " in text and r"\cdot 1 " not in text and not text.startswith("1 ")
+    assert r"\mathrm{weight}_{\mathrm{hh}}" in text and "weight_{hh}" not in text
+    loss.backward()
+    assert np.isclose(sum(c.values()), float(w.grad))  # the value unchanged
+    cell, net, loss = _rnn(3, 1)
+    loss.backward()
+    text = symbolic.bptt(net, cell.weight_hh, loss=loss).latex()
+    lines = text.splitlines()
+    assert lines[0] == r"\begin{aligned}" and lines[-1] == r"\end{aligned}"
+    assert all(line.startswith(("&", r"\frac")) for line in lines[1:-1])
+    # one product per line: step 0's term has three, so six lines (structure and value)
+    assert sum(line.startswith(r"&\quad + ") for line in lines) == 2 * (2 + 1) + 0
+    assert max(len(line) for line in lines) < 2000

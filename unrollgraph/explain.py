@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import math
+import os
 import re
 
 import numpy as np
@@ -21,10 +22,14 @@ from .tensor import _release as _release_input
 
 __all__ = ["explain", "Explanation", "Record", "Local", "Skipped"]
 
+#: the colour of a node's gradient line in the pictures (the stepper finds the line by it)
+GRAD_COLOUR = "#1f2329"
+
 #: above this many edges the diagrams use dot's quick layout settings
 _FAST_LAYOUT_EDGES = 150
 
-#: the local derivative of each op for each input, in words and symbols; ``{0}``, ``{1}`` are
+#: the local derivative of each op for each input, in words and symbols (``@`` is written by
+#: :func:`_formula`, which names the transposes); ``{0}``, ``{1}`` are
 #: the inputs' names (in parentheses unless one word; ``{r0}`` as written, inside a function's
 #: parentheses) and ``{x}`` the input this derivative is taken with respect to
 _FORMULAS = {
@@ -41,8 +46,6 @@ _FORMULAS = {
     "relu": ("d relu({r0})/d{x} = 1 where {0} > 0, else 0",),
     "sqrt": ("d sqrt({r0})/d{x} = 1 / (2 sqrt({r0}))",),
     "abs": ("d |{r0}|/d{x} = sign({r0})",),
-    "matmul": ("d({0} @ {1})/d{x}: upstream @ {1}^T, with {1}^T",
-               "d({0} @ {1})/d{x}: {0}^T @ upstream, with {0}^T"),
     "sum": ("d sum({r0})/d{x} = 1 (upstream copied back to every element)",),
     "mean": ("d mean({r0})/d{x} = 1/n (upstream shared out over the n elements)",),
     "reshape": ("reshape: upstream reshaped back to the shape of {0}",),
@@ -156,6 +159,10 @@ def _formula(node: Node, k: int, name) -> str:
     if ins.count(ins[k] if k < len(ins) else None) > 1:  # x * x: say which use (its slot)
         x = f"{x} (input {k})"
     op = node.op
+    if op == "matmul" and len(ins) == 2:
+        t0, t1 = _transposed(ins[0]), _transposed(ins[1])
+        return (f"d({ins[0]} @ {ins[1]})/d{x}: upstream @ {t1}, with {t1}" if k == 0 else
+                f"d({ins[0]} @ {ins[1]})/d{x}: {t0} @ upstream, with {t0}")
     if op == "powc":
         p = node.attrs.get("p")
         return (f"d({ins[0]}^{_fmt_num(p)})/d{x} = {_fmt_num(p)} * "
@@ -165,6 +172,13 @@ def _formula(node: Node, k: int, name) -> str:
         raw = {f"r{j}": name(i) for j, i in enumerate(node.inputs)}
         return forms[k].format(*ins, x=x, **raw)
     return f"vector-Jacobian product of {op} for input {k} ({name(node.inputs[k])})"
+
+
+def _transposed(name: str) -> str:
+    """The transpose of a named operand: ``W^T``, and ``W`` for ``Wᵀ`` (never ``Wᵀ^T``)."""
+    if name.endswith("ᵀ") and len(name) > 1:
+        return name[:-1]
+    return f"{name}^T"
 
 
 def _fmt_num(x) -> str:
@@ -212,13 +226,41 @@ class Local:
         described by their vector-Jacobian product only.
     sent : numpy.ndarray
         The contribution sent to the input (the input's shape).
+    total : numpy.ndarray
+        The input's running total once this contribution has arrived (every earlier
+        contribution to it, in walk order, plus this one).
+    received, remaining : int
+        How many contributions the input has received with this one, and how many are
+        still to come.
     """
 
-    __slots__ = ("input", "index", "formula", "value", "sent")
+    __slots__ = ("input", "index", "formula", "value", "sent", "total", "received",
+                 "remaining")
 
     def __init__(self, input, index, formula, value, sent):
         self.input, self.index, self.formula, self.value, self.sent = (
             input, index, formula, value, sent)
+        self.total, self.received, self.remaining = sent, 1, 0
+
+    def running(self) -> str | None:
+        """The input's running total after this contribution, as every output format
+        prints it (``None`` for an input that receives one contribution only)."""
+        if self.received + self.remaining <= 1:
+            return None
+        more = "last one" if self.remaining == 0 else f"{self.remaining} more to come"
+        return (f"running total {summary(self.total)} "
+                f"({self.received} of {self.received + self.remaining}; {more})")
+
+
+def _with_value(loc) -> str:
+    """A local derivative's formula followed by its value, unless the formula already ends
+    with that value (``d(a + b)/da = 1``, not ``= 1 = 1``)."""
+    if loc.value is None:
+        return loc.formula
+    value = summary(loc.value)
+    if loc.formula.endswith(f"= {value}") or f"= {value} (" in loc.formula:
+        return loc.formula
+    return f"{loc.formula} = {value}"
 
 
 class Record:
@@ -239,9 +281,10 @@ class Record:
     sent : dict
         Input ``Node`` -> the sum of what this record sends it (the input's shape).
     totals : dict
-        Input ``Node`` -> ``(running_total, received, remaining)``: the sum of the
-        contributions the input has received so far (this one included), how many that is,
-        and how many are still to come.
+        Input ``Node`` -> ``(running_total, received, remaining)`` once this record has
+        sent everything (the last of its :class:`Local` to that input): the sum of the
+        contributions the input has received so far, how many that is, and how many are
+        still to come.
     """
 
     __slots__ = ("node", "label", "op", "step", "upstream", "locals", "sent", "totals", "index")
@@ -264,18 +307,16 @@ class Record:
                f"    upstream dL/d{self.label} = {summary(self.upstream)}"]
         for loc in self.locals:
             name = names(loc.input)
-            val = "" if loc.value is None else f" = {summary(loc.value)}"
-            if len(loc.formula) + len(val) > 92:  # the value on a line of its own, not cut
+            full = _with_value(loc)
+            if len(full) > 92:  # the value on a line of its own, not cut
                 out.append(f"    {loc.formula}")
-                out.append(f"     {val}")
+                out.append(f"     {full[len(loc.formula):]}")
             else:
-                out.append(f"    {loc.formula}{val}")
+                out.append(f"    {full}")
             out.append(f"      sends {summary(loc.sent)} to {name}")
-        for node, (total, got, left) in self.totals.items():
-            if got + left > 1:
-                more = "last one" if left == 0 else f"{left} more to come"
-                out.append(f"      {names(node)} running total {summary(total)} "
-                           f"({got} of {got + left}; {more})")
+            running = loc.running()
+            if running is not None:
+                out.append(f"      {name} {running}")
         return out
 
     def __repr__(self) -> str:
@@ -305,34 +346,70 @@ class Explanation:
     skipped : list of Skipped
         Nodes cut by truncation, with the reason.
     nodes : list of Node
-        Every node of the (opened-up) graph, in topological order.
+        Every node of the (opened-up) graph drawn in the frames, in topological order: those
+        the walk visits or an edge joins (a net's input given as an array, which the steps
+        read row by row, is drawn as its rows).
     edges : list of (Node, Node, int)
         ``(input, node, slot)`` for every input slot.
     """
 
-    def __init__(self, records, skipped, nodes, names, loss, alias=None):
+    def __init__(self, records, skipped, nodes, names, loss, links=None):
         self.records = records
         self.skipped = skipped
         self.nodes = nodes
         self._names = names
         self.loss = loss
-        alias = self._alias = alias or {}
+        links = links or {}
         drawn = {id(n) for n in nodes}
-        self.edges = [(src, n, k) for n in nodes for k, i in enumerate(n.inputs)
-                      for src in alias.get(id(i), (i,)) if id(src) in drawn]
+        self.edges = [(i, n, k) for n in nodes for k, i in enumerate(n.inputs)
+                      if id(i) in drawn]
+        # an output picked from a net's call stacks the steps' nodes
+        self.edges += [(m, n, t) for n in nodes for t, m in enumerate(links.get(id(n), ()))
+                       if id(m) in drawn]
+        have = {(id(a), id(b), k) for a, b, k in self.edges}
         for r in records:  # an input row handed to the whole input tensor, an initial state
             for loc in r.locals:
-                if all(i is not loc.input for i in r.node.inputs):
+                if (id(loc.input), id(r.node), loc.index) not in have:
+                    have.add((id(loc.input), id(r.node), loc.index))
                     self.edges.append((loc.input, r.node, loc.index))
+        # a node joined to nothing drawn and not visited (a net's input given as an array,
+        # read only through its rows) would stand alone in the picture: left out
+        touched = {id(r.node) for r in records}
+        touched.update(i for a, b, _ in self.edges for i in (id(a), id(b)))
+        self.nodes = [n for n in nodes if id(n) in touched] or list(nodes)
 
     def edge_keys(self, record, local) -> list:
         """The drawn edges ``(id(source), id(target), slot)`` a contribution travels along
-        (an output of an unrolled net stands for its T per-step nodes)."""
-        return [(id(src), id(record.node), local.index)
-                for src in self._alias.get(id(local.input), (local.input,))]
+        (one: every contribution is sent along an edge of its own)."""
+        return [(id(local.input), id(record.node), local.index)]
 
-    def name(self, node: Node) -> str:
-        """The display name of ``node`` in this explanation."""
+    def _node(self, node, what: str) -> Node:
+        """``node`` as a Node of this walk: a Node, a Tensor (its node) or a name as
+        printed."""
+        from .errors import GradientError
+        from .tensor import Tensor
+
+        if isinstance(node, Tensor):
+            node = node.node
+        if isinstance(node, Node):
+            return node
+        if isinstance(node, str):
+            every = list(self.nodes) + [r.node for r in self.records]
+            every += [loc.input for r in self.records for loc in r.locals]
+            for n in every:
+                if self.name(n) == node:
+                    return n
+            known = sorted({self.name(n) for n in every})
+            raise GradientError(
+                f"Explanation.{what}: no node of this walk is named {node!r}; names are "
+                f"{known[:12]}{' ...' if len(known) > 12 else ''}")
+        raise GradientError(
+            f"Explanation.{what}: node must be a Node (record.node), a Tensor or a name as "
+            f"printed, got {type(node).__name__}")
+
+    def name(self, node) -> str:
+        """The display name of ``node`` (a Node or a Tensor) in this explanation."""
+        node = self._node(node, "name")
         return self._names.get(id(node)) or node.label()
 
     def __iter__(self):
@@ -344,8 +421,22 @@ class Explanation:
     def __getitem__(self, k):
         return self.records[k]
 
-    def contributions(self, node: Node) -> list:
-        """Every contribution sent to ``node``, in walk order (one per input slot)."""
+    def contributions(self, node) -> list:
+        """Every contribution sent to ``node``, in walk order (one per input slot); they sum
+        to the node's upstream gradient.
+
+        Parameters
+        ----------
+        node : Node, Tensor or str
+            A node of the walk (``record.node``), a tensor of the graph, or the name the
+            walk prints (``"h_next@1"``).
+
+        Raises
+        ------
+        GradientError
+            For a name no node of the walk has, or an argument of another type.
+        """
+        node = self._node(node, "contributions")
         return [loc.sent for r in self.records for loc in r.locals if loc.input is node]
 
     def table(self, width: int = 100) -> str:
@@ -363,12 +454,18 @@ class Explanation:
             upstream dL/d× = 1
             d(x * x)/dx (input 0) = x = 3
               sends 3 to x
+              x running total 3 (1 of 2; 1 more to come)
             d(x * x)/dx (input 1) = x = 3
               sends 3 to x
               x running total 6 (2 of 2; last one)
         [1] x = leaf
             upstream dL/dx = 6
         """
+        from .errors import GradientError
+
+        if isinstance(width, bool) or not isinstance(width, int) or width < 20:
+            raise GradientError(f"Explanation.table: width must be an int of at least 20 "
+                                f"(characters per line), got {width!r}")
         lines = [f"Backward walk from {self.name(self.loss)}: {len(self.records)} nodes"]
         for r in self.records:
             lines.extend(r.lines(self.name))
@@ -391,20 +488,18 @@ class Explanation:
         >>> import unrollgraph as ug
         >>> x = ug.tensor(3.0, requires_grad=True, name="x")
         >>> print(ug.explain(x * 2.0).to_markdown().splitlines()[2])
-        | 0 | × | mul |  | 1 | d(x * 2)/dx = 2 = 2 | 2 → x |
+        | 0 | × | mul |  | 1 | d(x * 2)/dx = 2 | 2 → x |
         """
         rows = ["| # | node | op | step | upstream dL/d(node) | local derivative | sent |",
                 "|---|---|---|---|---|---|---|"]
         for r in self.records:
-            local = "<br>".join(
-                _md(loc.formula + ("" if loc.value is None else f" = {summary(loc.value)}"))
-                for loc in r.locals) or "-"
+            local = "<br>".join(_md(_with_value(loc)) for loc in r.locals) or "-"
             sent = []
             for loc in r.locals:
                 text = f"{summary(loc.sent)} → {self.name(loc.input)}"
-                total, got, left = r.totals[loc.input]
-                if got + left > 1:
-                    text += f" (total {summary(total)}, {left} to come)"
+                running = loc.running()
+                if running is not None:
+                    text += f" ({running})"
                 sent.append(_md(text))
             rows.append(f"| {r.index} | {_md(r.label)} | {r.op} | "
                         f"{'' if r.step is None else r.step} | {_md(summary(r.upstream))} | "
@@ -461,7 +556,9 @@ class Explanation:
             op = "" if n.is_leaf else f"<br/><font point-size='9'>{_h(n.op)}</font>"
             grad = ""
             if r is not None and (k is None or id(n) in done_nodes):
-                grad = f"<br/><font point-size='9'>∇ {_h(summary(r.upstream))}</font>"
+                # the stepper finds this line by its colour, to show it only once visited
+                grad = (f"<br/><font point-size='9' color='{GRAD_COLOUR}'>"
+                        f"∇ {_h(summary(r.upstream))}</font>")
             style = {}
             if k is not None:
                 if n is current:
@@ -534,6 +631,8 @@ class Explanation:
         ------
         RenderError
             When Graphviz's ``dot`` program is missing or fails.
+        GradientError
+            For a ``path`` or ``title`` of the wrong type.
 
         Examples
         --------
@@ -543,8 +642,15 @@ class Explanation:
         >>> page.startswith("<!DOCTYPE html>"), "<x>" in page
         (True, False)
         """
+        from .errors import GradientError
         from .html import stepper
 
+        if title is not None and not isinstance(title, str):
+            raise GradientError(f"Explanation.to_html: title must be a str, got "
+                                f"{type(title).__name__}")
+        if path is not None and not isinstance(path, (str, os.PathLike)):
+            raise GradientError(f"Explanation.to_html: path must be a file name (str or "
+                                f"path-like), got {type(path).__name__}")
         text = stepper(self, title=title)
         if path is not None:
             with open(path, "w", encoding="utf-8") as f:
@@ -576,8 +682,8 @@ def explain(loss) -> Explanation:
     Parameters
     ----------
     loss : Tensor
-        A scalar (or any tensor: its gradient is seeded with ones, as ``backward()`` does for
-        a scalar).
+        A tensor of one element that requires grad (the walk starts from the gradient 1, as
+        ``backward()`` does); reduce a larger one first (``ug.explain(y.sum())``).
 
     Returns
     -------
@@ -586,7 +692,8 @@ def explain(loss) -> Explanation:
     Raises
     ------
     GradientError
-        If ``loss`` does not require grad (nothing to explain).
+        If ``loss`` is not a Tensor (an unrolled net: call it and build a loss from its
+        outputs), does not require grad (nothing to explain), or has more than one element.
 
     Examples
     --------
@@ -601,7 +708,12 @@ def explain(loss) -> Explanation:
     from .tensor import Tensor, _count_uses, _route_item
 
     if not isinstance(loss, Tensor):
-        raise GradientError(f"explain() needs a Tensor, got {type(loss).__name__}")
+        from .symbolic import _describe
+
+        raise GradientError(
+            f"explain(): loss must be a Tensor of one element, got {_describe(loss)}; for a "
+            "net, call it (out, h = net(xs)) and explain a loss computed from its outputs, "
+            "e.g. ug.explain((out * out).sum())")
     if not loss.requires_grad:
         raise GradientError(
             f"explain(): {loss.node.label()} does not require grad, so backward() would have "
@@ -622,6 +734,7 @@ def explain(loss) -> Explanation:
     names.update(_const_names(loss))
     grads: dict = {id(loss): seed}
     ready = [loss]
+    reaches: dict = {}  # an unrolled net's run -> _reach(run), computed once
     while ready:
         t = ready.pop()
         g = grads.pop(id(t), None)
@@ -631,6 +744,8 @@ def explain(loss) -> Explanation:
             p = parents[0]
             if g is not None:
                 _route_item(grads, node, p, g)
+                records.append(_item_record(node, np.asarray(g), reaches))
+                names.setdefault(id(node), None)
             _release(p, uses, ready)
             continue
         if node.op == "unrolled":
@@ -673,15 +788,10 @@ def explain(loss) -> Explanation:
     # the nodes drawn: the eager graph's, with an unrolled call replaced by its unrolled graph
     drawn = []
     seen = set()
-    alias: dict = {}  # an output picked from a net's call -> the unrolled nodes it stacks
+    links: dict = {}  # an output picked from a net's call -> the unrolled nodes it stacks
     for n in eager.nodes:
         if n.op == "item":
-            net = n.inputs[0].attrs["_run"].net
-            outs = list(net.output_nodes.values())
-            k = n.attrs["index"]
-            alias[id(n)] = (outs[k] if k < len(outs)
-                            else [list(net.state_nodes.values())[k - len(outs)][-1]])
-            continue
+            links[id(n)] = _picked(n)
         if n.op == "unrolled":
             run = n.attrs["_run"]
             for m in run.net.nodes:
@@ -695,7 +805,70 @@ def explain(loss) -> Explanation:
             names.setdefault(id(n), None)
     final = _final_names(eager, names, drawn, records, skipped)
     _running_totals(records)
-    return Explanation(records, skipped, drawn, final, loss.node, alias)
+    return Explanation(records, skipped, drawn, final, loss.node, links)
+
+
+def _picked(item) -> list:
+    """The unrolled nodes an output picked from a net's call stacks: an output's T per-step
+    nodes, or a final state's last node."""
+    net = item.inputs[0].attrs["_run"].net
+    outs = list(net.output_nodes.values())
+    k = item.attrs["index"]
+    return outs[k] if k < len(outs) else [list(net.state_nodes.values())[k - len(outs)][-1]]
+
+
+def _item_record(item, g, reaches) -> Record:
+    """The record of an output picked from a net's call: it hands each step's row of its
+    gradient to that step's node (or the whole of it to the last state), so that every
+    gradient arriving in the unrolled graph is a recorded contribution."""
+    run = item.inputs[0].attrs["_run"]
+    if id(run) not in reaches:
+        reaches[id(run)] = _reach(run)
+    reach = reaches[id(run)][1]
+    rec = Record(item, None, g)
+    picked = _picked(item)
+    if len(picked) == 1 and item.attrs["index"] >= len(run.net.output_nodes):
+        m = picked[0]
+        if id(m) in reach:
+            rec.locals.append(Local(m, 0, lambda of, m=m: f"{of(item)} is {of(m)}, the state "
+                                    "after the last step", None, g))
+        return rec
+    for t, m in enumerate(picked):
+        if id(m) in reach:
+            rec.locals.append(Local(m, t, lambda of, m=m, t=t: f"row {t} of {of(item)} is "
+                                    f"{of(m)}", None, np.asarray(g[t])))
+    return rec
+
+
+def _reach(run) -> tuple:
+    """``(want, reach)`` for an unrolled run: the ids of the nodes whose gradient leads to a
+    leaf that needs one (parameters, inputs and initial states requiring grad), with the
+    truncation's cuts (``want``) and without (``reach``)."""
+    net = run.net
+    leaf_nodes = {id(p.node): p for p in run.leaves}
+    needs = set()
+    for p in net.param_nodes.values():
+        if id(p) in leaf_nodes and leaf_nodes[id(p)].requires_grad:
+            needs.add(id(p))
+    for k, ns in net.input_nodes.items():
+        if run.xs[k].requires_grad:
+            needs.update(id(n) for n in ns)
+    for k, n in net.init_nodes.items():
+        s = run.states.get(k)
+        if getattr(s, "requires_grad", False):
+            needs.add(id(n))
+    want = set(needs)
+    reach = set(needs)
+    for n in net.nodes:
+        if n.is_leaf:
+            continue
+        op = get_op(n.op)
+        ks = [k for k in range(len(n.inputs)) if op.input_vjp(k) is not None]
+        if any(id(n.inputs[k]) in reach for k in ks):
+            reach.add(id(n))
+        if not net.is_cut(n) and any(id(n.inputs[k]) in want for k in ks):
+            want.add(id(n))
+    return want, reach
 
 
 def _ids(eager) -> dict:
@@ -813,6 +986,7 @@ def _running_totals(records) -> None:
             got[i] = got.get(i, 0) + 1
             r.sent[loc.input] = (loc.sent if loc.input not in r.sent
                                  else r.sent[loc.input] + loc.sent)
+            loc.total, loc.received, loc.remaining = running[i], got[i], count[i] - got[i]
             r.totals[loc.input] = (running[i], got[i], count[i] - got[i])
 
 
@@ -821,30 +995,9 @@ def _walk_unrolled(call, seeds, records, skipped, nodes, names) -> list:
     leaves (inputs stacked over time, parameters, initial states)."""
     run = call.node.attrs["_run"]
     net = run.net
-    leaf_nodes = {id(p.node): p for p in call._parents}
-    # what needs a gradient: parameters, inputs and initial states that require grad
-    needs = set()
-    for p in net.param_nodes.values():
-        if id(p) in leaf_nodes and leaf_nodes[id(p)].requires_grad:
-            needs.add(id(p))
-    for k, ns in net.input_nodes.items():
-        if run.xs[k].requires_grad:
-            needs.update(id(n) for n in ns)
-    for k, n in net.init_nodes.items():
-        s = run.states.get(k)
-        if getattr(s, "requires_grad", False):
-            needs.add(id(n))
-    want = set(needs)  # nodes whose gradient leads to one of them
-    reach = set(needs)  # the same, were there no truncation
-    for n in net.nodes:
-        if n.is_leaf:
-            continue
-        op = get_op(n.op)
-        ks = [k for k in range(len(n.inputs)) if op.input_vjp(k) is not None]
-        if any(id(n.inputs[k]) in reach for k in ks):
-            reach.add(id(n))
-        if not net.is_cut(n) and any(id(n.inputs[k]) in want for k in ks):
-            want.add(id(n))
+    # the nodes whose gradient leads to a parameter, input or initial state that requires
+    # grad (want), and the same were there no truncation (reach)
+    want, reach = _reach(run)
     grads: dict = {}
 
     def add(n, g):
@@ -855,13 +1008,14 @@ def _walk_unrolled(call, seeds, records, skipped, nodes, names) -> list:
     for k, g in enumerate(seeds):
         if g is None:
             continue
+        # the same contributions the records of the picked outputs sent (_item_record)
         if k < len(outs):
             for t, n in enumerate(outs[k]):
-                if id(n) in want:
+                if id(n) in reach:
                     add(n, np.asarray(g[t]))
         else:
             n = list(net.state_nodes.values())[k - len(outs)][-1]
-            if id(n) in want:
+            if id(n) in reach:
                 add(n, np.asarray(g))
     input_of = {}
     for k, ns in net.input_nodes.items():

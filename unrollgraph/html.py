@@ -34,7 +34,7 @@ _CSS = """
 .ugx pre { flex: 2; white-space: pre-wrap; font-size: 12px; background: #f6f8fa;
            padding: .6em; margin: 0; min-width: 20em; }
 .ugx g.node.todo, .ugx g.edge.todo { opacity: .22; }
-.ugx g.edge.todo text { display: none; }
+.ugx g.edge.todo text, .ugx g.node.todo text.grad { display: none; }
 .ugx g.node.current polygon, .ugx g.node.current path, .ugx g.node.current ellipse {
   stroke: #cf222e; stroke-width: 4; fill: #ffebe9; }
 .ugx g.edge.done path { stroke: #0969da; stroke-width: 2; }
@@ -76,7 +76,8 @@ _JS = """
     }
     text.textContent = f.text;
     slider.value = k;
-    where.textContent = 'step ' + (k + 1) + ' of ' + frames.length;
+    // numbered as the records are in the text: [0] to [N - 1]
+    where.textContent = 'record [' + k + '] of [0]\u2013[' + (frames.length - 1) + ']';
     root.setAttribute('data-frame', k);
   }
   root.querySelector('.prev').addEventListener('click', function () { show(k - 1); });
@@ -98,12 +99,16 @@ _JS = """
 
 
 def _svg(ex, prefix: str) -> str:
+    from .explain import GRAD_COLOUR
     from .render import _diagram_class
 
     source = ex._dot(None, prefix=prefix)
     body = source.split("\n", 1)[1].rsplit("}", 1)[0]
     diagram = _diagram_class()(name="explain", body=[line + "\n" for line in body.splitlines()])
     svg = diagram.pipe(format="svg", encoding="utf-8")
+    # a node's gradient line, shown only once the walk has reached the node (as the frames)
+    svg = re.sub(r'<text ([^>]*fill="%s")' % re.escape(GRAD_COLOUR),
+                 r'<text class="grad" \1', svg)
     return svg[svg.index("<svg"):]
 
 
@@ -178,7 +183,7 @@ def stepper(ex, title: str | None = None, embed: bool = False) -> str:
         '<div class="bar"><button class="prev" type="button">&#8592; Previous</button>'
         '<button class="next" type="button">Next &#8594;</button>'
         f'<input type="range" min="0" max="{max(len(frames) - 1, 0)}" value="0" '
-        'aria-label="step">'
+        'aria-label="record">'
         '<span class="where"></span></div>'
         f'<div class="panes"><div class="{pic}">{svg}</div><pre></pre></div>'
         + (f"<p>Skipped:</p><ul>{skipped}</ul>" if skipped else "")

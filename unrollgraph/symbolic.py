@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from .errors import GradientError, UnrollGraphError
+from .errors import CellError, GradientError, UnrollGraphError
 from .graph import Graph
 from .ops import get_op
 
@@ -22,6 +22,11 @@ __all__ = ["to_sympy", "grad", "chain_rule", "bptt", "ChainRule", "BPTT"]
 MAX_LEAVES = 300
 #: most scalar elements computed over the whole graph
 MAX_ELEMENTS = 20000
+
+#: most nodes of the expression tree (a subexpression counted once per use) a derivation
+#: builds: sympy's time grows with it (an LSTM of 2 units over 3 steps, about 90 000, takes
+#: sympy 20 s to differentiate)
+MAX_TREE = 50000
 
 
 def _sp():
@@ -71,6 +76,124 @@ def _apply(node, ins) -> np.ndarray:
     if node.op == "powc":
         attrs["p"] = _exact(attrs["p"])
     return np.asarray(sym(*ins, **attrs), dtype=object)
+
+
+
+#: ops whose every output element reads one element of each input
+_ELEMENTWISE = {
+    "add", "sub", "mul", "div", "pow", "powc", "neg", "exp", "log", "tanh", "sigmoid", "relu",
+    "sqrt", "abs", "maximum", "minimum", "where", "clip", "gt", "ge", "lt", "le", "reshape",
+    "transpose", "getitem", "concat", "stack", "const", "cast",
+}
+#: a cap on the estimates (they only need to be compared with the limits)
+_CAP = 10 ** 15
+
+
+def _reads(op, shape_in, k, shapes):
+    """How many elements of input ``k`` (shape ``shape_in``) one output element reads."""
+    if op in _ELEMENTWISE:
+        return 1
+    if op == "matmul":
+        a = shapes[0]
+        return a[-1] if len(a) else 1
+    return max(int(np.prod(shape_in)), 1)
+
+
+def _estimate(t):
+    """(scalar leaves, scalar values, expression tree size) of ``to_sympy(t)``, counted
+    with integers over the graph (an unrolled call opened), without building anything."""
+    size: dict = {}
+    leaves = elements = 0
+    counted = set()
+
+    def leaf(n, shape):
+        nonlocal leaves, elements
+        if id(n) not in counted:
+            counted.add(id(n))
+            m = max(int(np.prod(shape)), 1)
+            leaves += m
+            elements += m
+        size[id(n)] = 1
+
+    def op(n, shape, ins):
+        nonlocal elements
+        elements += max(int(np.prod(shape)), 1)
+        shapes = [s for _, s in ins]
+        total = 1
+        for k, (i, s) in enumerate(ins):
+            total += _reads(n.op, s, k, shapes) * size[id(i)]
+        size[id(n)] = min(total, _CAP)
+
+    shape_of = {}
+    tensors, stack = {}, [t]
+    while stack:
+        u = stack.pop()
+        if id(u.node) not in tensors:
+            tensors[id(u.node)] = u
+            stack.extend(u._parents)
+    for n in Graph([t.node]).nodes:
+        u = tensors[id(n)]
+        if n.op == "unrolled":
+            run = n.attrs["_run"]
+            net = run.net
+            row_of = {id(m): (k, s) for k, ms in net.input_nodes.items()
+                      for s, m in enumerate(ms)}
+            init_of = {id(m): k for k, m in net.init_nodes.items()}
+            for m in net.nodes:
+                sh = tuple(m.shape or ())
+                shape_of[id(m)] = sh
+                if id(m) in row_of:
+                    k, _ = row_of[id(m)]
+                    size[id(m)] = size.get(id(run.xs[k].node), 1)
+                    if id(run.xs[k].node) not in size:
+                        leaf(m, sh)
+                elif m.is_leaf:
+                    src = None
+                    if m.op == "init":
+                        s0 = run.states.get(init_of.get(id(m)))
+                        src = getattr(s0, "node", None)
+                    if src is not None and id(src) in size:
+                        size[id(m)] = size[id(src)]
+                    else:
+                        leaf(m, sh)
+                else:
+                    op(m, sh, [(i, shape_of[id(i)]) for i in m.inputs])
+            continue
+        sh = np.shape(u._data)
+        shape_of[id(n)] = sh
+        if n.op == "item":
+            run = n.inputs[0].attrs["_run"]
+            net = run.net
+            outs = list(net.output_nodes.values())
+            k = n.attrs["index"]
+            picked = (outs[k] if k < len(outs)
+                      else [list(net.state_nodes.values())[k - len(outs)][-1]])
+            size[id(n)] = max(size[id(m)] for m in picked)
+        elif not u._parents:
+            leaf(n, sh)
+        else:
+            op(n, sh, [(i, shape_of[id(i)]) for i in n.inputs])
+    root = max(int(np.prod(shape_of[id(t.node)])), 1) * size[id(t.node)]
+    return leaves, elements, min(root, _CAP)
+
+
+def _check_size(t, what: str) -> None:
+    """Refuse, before any sympy expression is built, a graph whose expression would be too
+    large to be useful (counted by :func:`_estimate`)."""
+    leaves, elements, tree = _estimate(t)
+    if leaves <= MAX_LEAVES and elements <= MAX_ELEMENTS and tree <= MAX_TREE:
+        return
+    if tree > MAX_TREE:
+        size = (f"its expression would have about {tree:.2g} terms (more than {MAX_TREE}: "
+                "sympy would take minutes or hours over it)")
+    else:
+        size = (f"{leaves} scalar leaves and {elements} scalar values (more than "
+                f"{MAX_LEAVES} leaves or {MAX_ELEMENTS} values)")
+    raise UnrollGraphError(
+        f"{what}: the graph is too large to be useful symbolically: {size}; for a weight of "
+        "an unrolled net use ug.symbolic.bptt(net, param) (one term per step, each a short "
+        "product of step Jacobians), ug.explain(loss) for the numbers, or derive a smaller "
+        "one (fewer steps, fewer hidden units, a batch of one)")
 
 
 class _Builder:
@@ -177,16 +300,54 @@ _TEX_ESCAPES = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "#": r"\#", "
                 "<": r"\textless{}", ">": r"\textgreater{}", "\n": " "}
 
 
+def _tex_name(name: str) -> str:
+    """A plain name as LaTeX: a word of several letters upright (``\\mathrm{weight}``), a
+    single letter in italic as a variable, the parts after ``_`` as one subscript
+    (``weight_hh_00`` is ``\\mathrm{weight}_{\\mathrm{hh},00}``)."""
+    def word(w):
+        return w if len(w) == 1 or w.isdigit() else rf"\mathrm{{{w}}}"
+
+    head, *rest = name.split("_")
+    return word(head) + ("_{" + ",".join(word(w) for w in rest) + "}" if rest else "")
+
+
 def _latex(expr) -> str:
-    """``sympy.latex(expr)`` with every symbol named after a user's name that is not a plain
-    word written as text, its LaTeX characters escaped: a name cannot inject LaTeX."""
+    """``sympy.latex(expr)`` with every symbol named after a user's name: a plain word as
+    :func:`_tex_name` writes it, any other name as text, its LaTeX characters escaped (a
+    name cannot inject LaTeX)."""
     sp = _sp()
     names = {}
     for sym in getattr(expr, "free_symbols", ()):
-        if not _TEX_PLAIN.fullmatch(sym.name):
+        if _TEX_PLAIN.fullmatch(sym.name):
+            names[sym] = _tex_name(sym.name)
+        else:
             text = "".join(_TEX_ESCAPES.get(ch, ch) for ch in sym.name)
             names[sym] = r"\text{" + text + "}"
     return sp.latex(expr, symbol_names=names)
+
+
+def _is_unit(f) -> bool:
+    """A factor of 1, or an identity matrix: left out of a displayed product."""
+    sp = _sp()
+    if isinstance(f, sp.MatrixBase):
+        return f.rows == f.cols and f == sp.eye(f.rows)
+    return f == 1
+
+
+def _product_latex(factors) -> str:
+    """A product of factors as LaTeX, ``\\cdot`` between them, the factors of 1 (and
+    identity matrices) left out: the value is the same."""
+    sp = _sp()
+    shown = [f for f in factors if not _is_unit(f)]
+    if not shown:
+        return "1"
+    parts = []
+    for f in shown:
+        text = _latex(f)
+        if len(shown) > 1 and (isinstance(f, sp.Add) or text.startswith("-")):
+            text = rf"\left({text}\right)"
+        parts.append(text)
+    return r" \cdot ".join(parts)
 
 
 def _as_sympy(arr):
@@ -230,7 +391,51 @@ def to_sympy(t):
     >>> ug.to_sympy(x * x + 1)
     x**2 + 1
     """
+    _tensor_arg(t, "to_sympy", "t")
+    _check_size(t, "to_sympy")
     return _as_sympy(_Builder().tensor(t))
+
+
+def _describe(x) -> str:
+    """What was passed, in a few words, for an error message."""
+    from .cell import Cell
+    from .unroll import Unrolled
+
+    if isinstance(x, Unrolled):
+        return f"the unrolled net {x.cell.name!r} itself"
+    if isinstance(x, Cell):
+        return f"the cell {x.name!r} itself"
+    return f"a {type(x).__name__}"
+
+
+def _tensor_arg(x, what: str, arg: str) -> None:
+    """Refuse an argument that is not a Tensor, saying what to pass."""
+    from .cell import Cell
+    from .tensor import Tensor
+    from .unroll import Unrolled
+
+    if isinstance(x, Tensor):
+        return
+    hint = ""
+    if isinstance(x, (Unrolled, Cell)):
+        hint = ("; call the net (out, h = net(xs)) and pass a tensor computed from its "
+                "outputs, or use ug.symbolic.bptt(net, param) for a parameter's BPTT terms")
+    raise GradientError(f"{what}: {arg} must be a Tensor, got {_describe(x)}{hint}")
+
+
+def _net_arg(net, what: str) -> None:
+    """Refuse a ``net`` that is not an unrolled net, saying what to pass."""
+    from .cell import Cell
+    from .unroll import Unrolled
+
+    if isinstance(net, Unrolled):
+        return
+    hint = ""
+    if isinstance(net, Cell):
+        hint = (f"; unroll it and run it first: net = ug.unroll(cell, steps=T); "
+                f"out, h = net(xs); loss.backward(); {what}(net, ...)")
+    raise CellError(f"{what}: net must be an unrolled net (ug.unroll(cell, steps)), got "
+                    f"{_describe(net)}{hint}")
 
 
 def _scalar(loss, what):
@@ -260,7 +465,10 @@ def grad(loss, wrt):
     >>> grad(ug.tanh(x * x), x)
     2*x*(1 - tanh(x**2)**2)
     """
+    _tensor_arg(loss, "symbolic.grad", "loss")
+    _tensor_arg(wrt, "symbolic.grad", "wrt")
     _scalar(loss, "symbolic.grad")
+    _check_size(loss, "symbolic.grad")
     b = _Builder()
     e = np.asarray(b.tensor(loss), dtype=object).reshape(())[()]
     syms = b.sym_of.get(id(wrt.node))
@@ -298,9 +506,11 @@ class ChainRule:
         The shape of ``wrt``.
     """
 
-    def __init__(self, paths, products, env, shape=()):
+    def __init__(self, paths, products, env, shape=(), factors=None):
         self.paths = paths
         self.products = products
+        # each product's factors, in the product's order (for the displayed form)
+        self._factors = factors if factors is not None else [[p] for p in products]
         self.shape = tuple(shape)
         matrices = any(isinstance(p, _sp().MatrixExpr) for p in products)
         if len(products) == 1:
@@ -353,7 +563,9 @@ class ChainRule:
         return out
 
     def latex(self) -> str:
-        return _latex(self.expr)
+        """The sum of the paths' products as LaTeX: ``\\cdot`` between the factors, the
+        factors of 1 left out (``expr`` keeps them; the value is the same)."""
+        return " + ".join(_product_latex(fs) for fs in self._factors)
 
     def __str__(self) -> str:
         return str(self.expr)
@@ -407,15 +619,16 @@ def chain_rule(loss, wrt) -> ChainRule:
     """
     from .tensor import Tensor
 
+    _tensor_arg(loss, "symbolic.chain_rule", "loss")
     _scalar(loss, "symbolic.chain_rule")
     if not isinstance(wrt, Tensor):
         raise GradientError(f"symbolic.chain_rule: wrt must be a Tensor (a leaf of the loss's "
                             f"graph), got {type(wrt).__name__}")
     sp = _sp()
     b = _Builder()
-    b.tensor(loss)
-    ex = b.exprs
+    ex = b.exprs  # filled once the paths are counted and the size checked
     eager = Graph([loss.node])
+    in_eager = {id(n) for n in eager.nodes}
     nodes: list = []
     seen: set = set()
     sources: dict = {}  # id(node) -> [(source node, how)]
@@ -449,11 +662,11 @@ def chain_rule(loss, wrt) -> ChainRule:
                     k, t = row_of[id(m)]
                     x = run.xs[k]
                     srcs = ([(x.node, lambda v, t=t: v[t])]
-                            if x.requires_grad and id(x.node) in ex else [])
+                            if x.requires_grad and id(x.node) in in_eager else [])
                 elif id(m) in init_of:
                     s0 = run.states.get(init_of[id(m)])
                     srcs = ([(s0.node, lambda v: v)] if isinstance(s0, Tensor)
-                            and s0.requires_grad and id(s0.node) in ex else [])
+                            and s0.requires_grad and id(s0.node) in in_eager else [])
                 elif m.is_leaf:
                     srcs = []
                 else:
@@ -476,7 +689,7 @@ def chain_rule(loss, wrt) -> ChainRule:
             add(n, srcs)
             continue
         add(n, [] if n.is_leaf else [(i, op_how(n, k)) for k, i in enumerate(n.inputs)])
-    if id(wrt.node) not in seen or not wrt.requires_grad or id(wrt.node) not in b.sym_of:
+    if id(wrt.node) not in seen or not wrt.requires_grad or not wrt.node.is_leaf:
         raise GradientError(f"symbolic.chain_rule: {wrt.node.label()} is not a leaf of the "
                             "loss's graph that requires grad")
     # the names the diagrams and ug.explain print
@@ -524,8 +737,13 @@ def chain_rule(loss, wrt) -> ChainRule:
         raise UnrollGraphError(
             f"symbolic.chain_rule: {count[id(wrt.node)]} paths from {names[id(wrt.node)]} to "
             f"the loss, more than the {MAX_PATHS} worth writing out; for a weight of an "
-            "unrolled net use symbolic.bptt(net, param) (one term per step), else "
-            "symbolic.grad(loss, wrt)")
+            "unrolled net use symbolic.bptt(net, param) (one term per step), ug.explain(loss) "
+            "for the numbers, or fewer steps or hidden units; else symbolic.grad(loss, wrt)")
+    _check_size(loss, "symbolic.chain_rule")
+    b.tensor(loss)
+    if id(wrt.node) not in b.sym_of:
+        raise GradientError(f"symbolic.chain_rule: {wrt.node.label()} is not a leaf of the "
+                            "loss's graph that requires grad")
     paths, chains = [], []
     walk = [(wrt.node, [names[id(wrt.node)]], [])]
     while walk:
@@ -538,7 +756,9 @@ def chain_rule(loss, wrt) -> ChainRule:
             walk.append((c, path + [names[id(c)]], factors + [local(src, how)]))
     matrices = any(isinstance(f, sp.MatrixBase) for fs in chains for f in fs)
     products = [_product(fs, matrices) for fs in chains]
-    return ChainRule(paths[::-1], products[::-1], b.env, wrt.shape)
+    shown = [list(p.args) if isinstance(p, sp.MatMul) else list(fs)
+             for p, fs in zip(products, chains)]
+    return ChainRule(paths[::-1], products[::-1], b.env, wrt.shape, shown[::-1])
 
 
 def _product(factors, matrices: bool):
@@ -596,24 +816,44 @@ class BPTT:
 
     def structure(self, t: int, latex: bool = False) -> str:
         """Step ``t``'s term as the names of its factors: ``dL/dh_3 · dh_3/dh_2 ·
-        dh_2/dW + ...`` (as LaTeX fractions with ``latex=True``)."""
+        dh_2/dW + ...`` (as LaTeX fractions with ``latex=True``).
+
+        Raises
+        ------
+        UnrollGraphError
+            For a ``t`` that is not a step of the run (0 to T-1).
+        """
+        T = len(self.terms)
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)) or not 0 <= t < T:
+            raise UnrollGraphError(f"BPTT.structure: t must be a step of the run, an int "
+                                   f"from 0 to {T - 1}, got {t!r}")
         products = []
         for product in self.factors[t]:
             if latex:
-                products.append(" ".join(self._tex.get(name, name) for name, _ in product))
+                products.append(r" \cdot ".join(self._tex.get(name, name) for name, _ in product))
             else:
                 products.append(" · ".join(name for name, _ in product))
         return " + ".join(products) if products else "0"
 
     def latex(self) -> str:
+        """Every term as LaTeX, in an ``aligned`` environment: the sum over the steps, then
+        for each step its structure and its products, one per line (``\\cdot`` between
+        the matrices)."""
         sp = _sp()
         w = _latex(sp.Symbol(self.param))
-        lines = [rf"\frac{{\partial L}}{{\partial {w}}} = \sum_{{t=0}}^{{"
+        lines = [rf"\frac{{\partial L}}{{\partial {w}}} &= \sum_{{t=0}}^{{"
                  rf"{len(self.terms) - 1}}} \frac{{\partial L}}{{\partial {w}^{{(t)}}}}"]
         for t, term in enumerate(self.terms):
-            lines.append(rf"\frac{{\partial L}}{{\partial {w}^{{({t})}}}} = "
-                         + self.structure(t, latex=True) + " = " + _latex(term))
-        return " \\\\\n".join(lines)
+            structure = self.structure(t, latex=True)
+            lines.append(rf"\frac{{\partial L}}{{\partial {w}^{{({t})}}}} &= "
+                         + structure.replace(" + ", r" \\" + "\n" + r"&\quad + "))
+            if not self.factors[t]:
+                lines.append("&= " + _latex(term))
+                continue
+            for k, product in enumerate(self.factors[t]):
+                lines.append(("&= " if k == 0 else r"&\quad + ")
+                             + _product_latex([m for _, m in product]))
+        return ("\\begin{aligned}\n" + " \\\\\n".join(lines) + "\n\\end{aligned}")
 
     def __str__(self) -> str:
         return "\n".join(f"dL/d{self.param}^({t}) = {self.structure(t)}\n    = {term}\n"
@@ -621,7 +861,7 @@ class BPTT:
                          for t, (term, v) in enumerate(zip(self.terms, self.values)))
 
     def _repr_latex_(self) -> str:
-        return "$$" + self.latex().replace("\\\\\n", "\\\\ ") + "$$"
+        return "$$" + self.latex().replace("\n", " ") + "$$"
 
 
 def _frac_latex(top: list, bottom: list) -> str:
@@ -638,7 +878,6 @@ def _frac_latex(top: list, bottom: list) -> str:
 
 def _param_name(net, param, what: str) -> str:
     """The name of cell parameter ``param`` (a name or the parameter tensor itself)."""
-    from .errors import CellError
     from .tensor import Tensor
 
     params = net.cell.parameters()
@@ -728,10 +967,33 @@ def bptt(net, param, loss=None) -> BPTT:
     >>> b.structure(0)
     'dL/dh_1 · dh_1/dweight_hh + dL/dh_2 · dh_2/dh_1 · dh_1/dweight_hh'
     """
-    run = net.last_run
-    if run is None or run.seeds is None:
-        raise UnrollGraphError("symbolic.bptt: call the net and loss.backward() first")
+    _net_arg(net, "symbolic.bptt")
     param = _param_name(net, param, "symbolic.bptt")
+    run = net.last_run
+    if loss is not None:
+        _tensor_arg(loss, "symbolic.bptt", "loss")
+        _scalar(loss, "symbolic.bptt")
+        calls = [n.attrs["_run"] for n in Graph([loss.node]).nodes
+                 if n.op == "unrolled" and n.attrs["_run"].net is net]
+        if not calls:
+            raise UnrollGraphError(
+                f"symbolic.bptt: the loss given ({loss.node.label()}) is not computed from "
+                f"the net's last run: it reads no call of net {net.cell.name!r}; call the "
+                "net, compute the loss from its outputs, call loss.backward(), then bptt")
+        if calls[-1] is not run:
+            raise UnrollGraphError(
+                f"symbolic.bptt: the loss given ({loss.node.label()}) is not from the net's "
+                "last run: the net has been called again since that loss was computed; "
+                "compute the loss from the last call (or call bptt before calling the net "
+                "again)")
+    if run is None:
+        raise UnrollGraphError(
+            f"symbolic.bptt: net {net.cell.name!r} has not been run; call it "
+            "(out, h = net(xs)), compute a loss and call loss.backward() first")
+    if run.seeds is None:
+        raise UnrollGraphError(
+            f"symbolic.bptt: the last run of net {net.cell.name!r} has had no backward pass; "
+            "call loss.backward() on a loss computed from that run first")
     sp = _sp()
     b = _Builder()
     T = net.steps
@@ -779,11 +1041,6 @@ def bptt(net, param, loss=None) -> BPTT:
         return tuple(outs + [S[s][T] for s in net.state_nodes])
 
     if loss is not None:
-        _scalar(loss, "symbolic.bptt")
-        calls = [n for n in Graph([loss.node]).nodes if n.op == "unrolled"]
-        if not calls or calls[-1].attrs["_run"] is not run:
-            raise UnrollGraphError("symbolic.bptt: the loss given is not computed from the "
-                                   "net's last run; call the net, compute the loss, then bptt")
         b.call = call_values
         L = np.asarray(b.tensor(loss), dtype=object).reshape(())[()]
     else:
