@@ -284,9 +284,10 @@ class CheckpointedRun(Run):
         >>> out, h = net(np.ones((9, 1, 2)))
         >>> out.sum().backward()
         >>> run = net.last_run
-        >>> run.values[net.slot(net.state_nodes["h"][4])] is None   # not kept
+        >>> z = net.state_nodes["h"][4].inputs[0]   # the sum inside tanh at step 4
+        >>> run.values[net.slot(z)] is None   # not kept
         True
-        >>> run.full().values[net.slot(net.state_nodes["h"][4])].shape
+        >>> run.full().values[net.slot(z)].shape
         (1, 3)
         """
         if self._full is not None:
