@@ -23,11 +23,11 @@ from hypothesis import strategies as st
 
 import unrollgraph as ug
 
-unroll_module = importlib.import_module("unrollgraph.unroll")
+run_module = importlib.import_module("unrollgraph.run")  # (the executor: its knobs)
 
 # examples per test: about 5 s each in the suite; set UNROLLGRAPH_DIFFERENTIAL_EXAMPLES (and
 # UNROLLGRAPH_HYPOTHESIS_PROFILE=thorough, for fresh random draws) for a longer search
-FLUSH = (unroll_module._FLUSH_ALL_BYTES, unroll_module._FLUSH_CHUNK_BYTES)
+FLUSH = (run_module._FLUSH_ALL_BYTES, run_module._FLUSH_CHUNK_BYTES)
 EXAMPLES = int(os.environ.get("UNROLLGRAPH_DIFFERENTIAL_EXAMPLES", "60"))
 
 # -------------------------------------------------------------------------------------------
@@ -467,10 +467,10 @@ def run_net(cell, spec, T, xs, h0s, seeds_out, seeds_fin, option, truncate=None,
     cell.zero_grad()
     xts = {f"x{k}": ug.tensor(x, requires_grad=True) for k, x in enumerate(xs)}
     h0ts = tuple(ug.tensor(h, requires_grad=True) for h in h0s)
-    monkeypatch.setattr(unroll_module, "_FUSE_ELEMENTS", 1 << 30 if fuse else 0)
+    monkeypatch.setattr(run_module, "_FUSE_ELEMENTS", 1 << 30 if fuse else 0)
     chunked = path == "chunked"
-    monkeypatch.setattr(unroll_module, "_FLUSH_ALL_BYTES", 0 if chunked else FLUSH[0])
-    monkeypatch.setattr(unroll_module, "_FLUSH_CHUNK_BYTES", 1 if chunked else FLUSH[1])
+    monkeypatch.setattr(run_module, "_FLUSH_ALL_BYTES", 0 if chunked else FLUSH[0])
+    monkeypatch.setattr(run_module, "_FLUSH_CHUNK_BYTES", 1 if chunked else FLUSH[1])
     for _call in range(2):  # a second call reuses the net's caches and buffer pool
         cell.zero_grad()
         for t in list(xts.values()) + list(h0ts):

@@ -701,19 +701,19 @@ def test_lean_run_flushes_shared_weight_gradients_in_chunks_on_long_sequences(mo
     steps at a time; the sums are the same (to rounding) as one flush at the end."""
     import importlib
 
-    unroll_module = importlib.import_module("unrollgraph.unroll")  # (ug.unroll is the function)
+    run_module = importlib.import_module("unrollgraph.run")
 
     xs = np.random.default_rng(1).standard_normal((9, 2, 3))
     grads = []
     for budget in (None, 0):
         if budget is not None:  # every step's parts exceed the budget: 2 steps per chunk
-            monkeypatch.setattr(unroll_module, "_FLUSH_ALL_BYTES", budget)
-            monkeypatch.setattr(unroll_module, "_FLUSH_CHUNK_BYTES", 2 * (2 * 12 + 2 * 3) * 8)
+            monkeypatch.setattr(run_module, "_FLUSH_ALL_BYTES", budget)
+            monkeypatch.setattr(run_module, "_FLUSH_CHUNK_BYTES", 2 * (2 * 12 + 2 * 3) * 8)
         cell = ug.nn.LSTMCell(3, 3, seed=0)
         out, _ = ug.unroll(cell, steps=9)(xs)
         (out * out).sum().backward()
         grads.append([p.grad for p in cell.parameters().values()])
-    assert unroll_module._flush_chunk({"k": [(np.zeros((2, 12)), np.zeros((2, 3)))]}, 9) == 2
+    assert run_module._flush_chunk({"k": [(np.zeros((2, 12)), np.zeros((2, 3)))]}, 9) == 2
     for a, b in zip(*grads):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
 

@@ -1,44 +1,27 @@
-"""The unroller: copy a cyclic cell T times into an acyclic graph, and run it.
+"""The unroller: copy a cyclic cell T times into an acyclic graph.
 
-``unroll(cell, steps=T)`` clones the cell's op nodes once per step with a memo: parameters (and
-anything computed from parameters alone, such as ``W.T``) map to themselves and appear once,
-shared by every step; the state at step t maps to the next-state node of step t-1. The result is
-an ordinary acyclic graph, so backpropagation through time is plain reverse-mode autodiff on it:
+``unroll(cell, steps=T)`` clones the cell's op nodes once per step with a memo (a dict from a
+cell node to its copy at this step): parameters (and anything computed from parameters alone,
+such as ``W.T``) map to themselves and appear once, shared by every step; the state read at
+step t maps to the next-state node of step t-1 (the delay edge, z^-1). The result is an
+ordinary acyclic graph, so backpropagation through time is plain reverse-mode autodiff on it:
 a shared weight's gradient is the sum of its T contributions because gradients accumulate.
 
-The evaluation schedule (which node reads which slots) is compiled once per unrolled net;
-calling the net only runs numpy.
+This module only builds the graph. The flow is cell -> unroll (this graph) -> schedule
+(:mod:`unrollgraph.compile`, once per net) -> run (:mod:`unrollgraph.run`, once per call).
 """
 
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
-from collections.abc import Mapping
 
 import numpy as np
 
 from .cell import Cell
-from .errors import CellError, GraphError, ShapeError, UnrollGraphError
+from .compile import compile_schedule
+from .errors import CellError
 from .graph import Graph, Node
-from .ops import defop, get_op
-from .schedule import (
-    BufferPool,
-    StepTemplates,
-    plan_time_batching,
-    stack,
-    time_batched_backward,
-    time_batched_forward,
-)
-from .tensor import (
-    _CLOCK,
-    _FLAGS,
-    Tensor,
-    _check_finite,
-    _dtype_name,
-    _locked,
-    as_real_array,
-)
+from .run import Run, call
 
 __all__ = ["unroll", "Unrolled", "Run"]
 
@@ -159,22 +142,62 @@ class Unrolled:
         if self.cell._version != self._cell_structure[0]:
             self._cell_structure = self.cell._check_structure(self._cell_structure)
 
-    # -- building ------------------------------------------------------------------------------
+    # -- building: the clone with a memo ------------------------------------------------------
     def _build(self) -> None:
+        """Unroll: copy the cell's body once per step (the whole idea, in three parts)."""
         cell = self.cell
         cell_graph = self._cell_graph = cell.graph()
-        body = cell_graph.nodes
-        leaves = cell.leaf_tensors()
-        batched = cell_graph._batched
-        feedback = {cell.states[s].node: t.node for s, t in cell.feedbacks.items()}
-        out_roles = {id(t.node): "output" for t in cell.outputs.values()}
-        out_roles.update({id(t.node): "next_state" for t in cell.feedbacks.values()})
+        body = cell_graph.nodes  # the cell's nodes, inputs before the nodes that read them
+        order: list[Node] = []  # the unrolled graph's nodes, in an order that computes
+        # 1. What does not depend on the batch (parameters, W.T, constants) exists once and is
+        #    shared by every step: it maps to itself.
+        shared = self._shared_nodes(body, order)
+        # 2. The initial states: what step 0 reads through each delay edge.
+        self.init_nodes = {}
+        for s, st in cell.states.items():
+            self.init_nodes[s] = Node("init", name=f"{s}0", shape=st.node.shape,
+                                      dtype=st.node.dtype, origin=st.node, role="init")
+            order.append(self.init_nodes[s])
+        prev = {id(cell.states[s].node): self.init_nodes[s] for s in cell.states}
+        # 3. T copies of the rest. The memo maps a cell node to its copy at step t.
+        nexts = {s: t.node for s, t in cell.feedbacks.items()}  # state -> its next value
+        roles = {id(t.node): "output" for t in cell.outputs.values()}
+        roles.update({id(n): "next_state" for n in nexts.values()})
+        self.input_nodes = {k: [] for k in cell.inputs}
+        self.output_nodes = {k: [] for k in cell.outputs}
+        self.state_nodes = {k: [] for k in cell.states}
+        for t in range(self.steps):
+            memo = dict(shared)  # parameters map to themselves
+            memo.update(prev)  # the delay edge: a state reads step t-1's next state
+            for k, ph in cell.inputs.items():  # step t's slice of each input sequence
+                memo[id(ph.node)] = Node("input", name=k, shape=ph.node.shape,
+                                         dtype=ph.node.dtype, step=t, origin=ph.node,
+                                         role="input")
+                self.input_nodes[k].append(memo[id(ph.node)])
+                order.append(memo[id(ph.node)])
+            for n in body:  # every other node: a copy reading the copies of its inputs
+                if id(n) not in memo:
+                    if n.is_leaf:  # a batched leaf can only be a placeholder handled above
+                        raise CellError(f"cell {cell.name!r}: unexpected leaf {n.label()}")
+                    memo[id(n)] = Node(n.op, tuple(memo[id(i)] for i in n.inputs), n.attrs,
+                                       n.name, n.shape, n.dtype, step=t, origin=n,
+                                       role=roles.get(id(n)))
+                    order.append(memo[id(n)])
+            prev = self._step_ends(t, memo, prev, nexts, order)  # outputs; states for t+1
+        self.nodes = order
+        self.graph = self._as_graph(cell_graph, order)
+        compile_schedule(self)  # derived once: what every run executes (compile.py)
 
-        order: list[Node] = []
+    def _shared_nodes(self, body, order: list) -> dict:
+        """The batch-free part of the cell, once: parameters and constants are their own
+        copy, and a node computed from them alone (``W.T``) one copy shared by every step."""
+        cell = self.cell
+        leaves = cell.leaf_tensors()
+        batched = self._cell_graph._batched
+        param_ids = {id(t.node): k for k, t in cell.parameters().items()}
         shared: dict[int, Node] = {}  # cell node id -> unrolled node (step None)
         self.param_nodes = {}
         self.const_values: dict[int, np.ndarray] = {}
-        param_ids = {id(t.node): k for k, t in cell.parameters().items()}
         for n in body:
             if id(n) in batched:
                 continue
@@ -189,75 +212,53 @@ class Unrolled:
                     inputs=tuple(shared[id(i)] for i in n.inputs), origin=n, role="shared"
                 )
             order.append(shared[id(n)])
-
-        self.init_nodes = {}
-        for s, t in cell.states.items():
-            node = Node("init", name=f"{s}0", shape=t.node.shape, dtype=t.node.dtype,
-                        origin=t.node, role="init")
-            self.init_nodes[s] = node
-            order.append(node)
-
-        self.input_nodes = {k: [] for k in cell.inputs}
-        self.output_nodes = {k: [] for k in cell.outputs}
-        self.state_nodes = {k: [] for k in cell.states}
         self.mask_nodes: list[Node] = []
         self._kept_ids: set = set()  # the masked net's "keep the state" where nodes
-        step_consts: dict[int, np.ndarray] = {}
-        prev = {id(cell.states[s].node): self.init_nodes[s] for s in cell.states}
-        for t in range(self.steps):
-            memo = dict(shared)
-            memo.update(prev)
-            for k, ph in cell.inputs.items():
-                node = Node("input", name=k, shape=ph.node.shape, dtype=ph.node.dtype, step=t,
-                            origin=ph.node, role="input")
-                memo[id(ph.node)] = node
-                self.input_nodes[k].append(node)
+        return shared
+
+    def _step_ends(self, t: int, memo: dict, prev: dict, nexts: dict, order: list) -> dict:
+        """Record step t's outputs and next states; return the memo entries of step t+1's
+        states. A masked net (``lengths=``) adds ``where`` nodes here: past its length a
+        sequence outputs zeros and keeps its state."""
+        cell = self.cell
+        masks: dict = {}  # one mask per rank: (B,), (B, 1), (B, 1, 1)...
+
+        def mask_for(shape):
+            rank = len(shape)
+            if rank not in masks:
+                masks[rank] = Node("const", name="mask", shape=(1,) * rank, dtype="bool",
+                                   step=t, role="mask")
+                self.mask_nodes.append(masks[rank])
+                order.append(masks[rank])
+            return masks[rank]
+
+        for k, o in cell.outputs.items():
+            node = memo[id(o.node)]
+            if self.masked:
+                mask = mask_for(node.shape)
+                zero = Node("const", shape=(), dtype="float64", step=t, role="const")
+                self.const_values[id(zero)] = np.zeros(())
+                order.append(zero)
+                node = Node("where", (mask, node, zero), {}, f"{k}_masked", node.shape,
+                            node.dtype, step=t, role="output")
                 order.append(node)
-            for n in body:
-                if id(n) in memo:
-                    continue
-                if n.is_leaf:  # a batched leaf can only be a placeholder handled above
-                    raise CellError(f"cell {cell.name!r}: unexpected leaf {n.label()}")
-                new = Node(n.op, tuple(memo[id(i)] for i in n.inputs), n.attrs, n.name, n.shape,
-                           n.dtype, step=t, origin=n, role=out_roles.get(id(n)))
-                memo[id(n)] = new
-                order.append(new)
-            masks: dict = {}  # one mask per rank: (B,), (B, 1), (B, 1, 1)...
+            self.output_nodes[k].append(node)
+        nxt = {}
+        for s, st in cell.states.items():
+            node = memo[id(nexts[s])]
+            if self.masked:
+                mask = mask_for(node.shape)
+                node = Node("where", (mask, node, prev[id(st.node)]), {}, f"{s}_kept",
+                            node.shape, node.dtype, step=t, role="next_state")
+                self._kept_ids.add(id(node))
+                order.append(node)
+            self.state_nodes[s].append(node)
+            nxt[id(st.node)] = node
+        return nxt
 
-            def mask_for(shape, t=t, masks=masks):
-                rank = len(shape)
-                if rank not in masks:
-                    masks[rank] = Node("const", name="mask", shape=(1,) * rank, dtype="bool",
-                                       step=t, role="mask")
-                    self.mask_nodes.append(masks[rank])
-                    order.append(masks[rank])
-                return masks[rank]
-
-            for k, o in cell.outputs.items():
-                node = memo[id(o.node)]
-                if self.masked:
-                    mask = mask_for(node.shape)
-                    zero = Node("const", shape=(), dtype="float64", step=t, role="const")
-                    step_consts[id(zero)] = np.zeros(())
-                    order.append(zero)
-                    node = Node("where", (mask, node, zero), {}, f"{k}_masked", node.shape,
-                                node.dtype, step=t, role="output")
-                    order.append(node)
-                self.output_nodes[k].append(node)
-            nxt = {}
-            for s, st in cell.states.items():
-                node = memo[id(feedback[st.node])]
-                if self.masked:
-                    mask = mask_for(node.shape)
-                    node = Node("where", (mask, node, prev[id(st.node)]), {}, f"{s}_kept",
-                                node.shape, node.dtype, step=t, role="next_state")
-                    self._kept_ids.add(id(node))
-                    order.append(node)
-                self.state_nodes[s].append(node)
-                nxt[id(st.node)] = node
-            prev = nxt
-        self.const_values.update(step_consts)
-        self.nodes = order
+    def _as_graph(self, cell_graph, order: list) -> Graph:
+        """The unrolled nodes as a Graph: a copy is named after its cell node and step
+        (``h_next@3``), and is batched where its cell node is."""
         roots = [n for ns in self.output_nodes.values() for n in ns]
         roots += [ns[-1] for ns in self.state_nodes.values()]
         names = {}
@@ -271,182 +272,7 @@ class Unrolled:
                     batched_ids.add(id(n))
             elif n.role in ("init", "mask") or n.step is not None:
                 batched_ids.add(id(n))
-        self.graph = Graph(roots, order=order, names=names, batched=batched_ids)
-        self._compile()
-
-    def _compile(self) -> None:
-        slot = {id(n): i for i, n in enumerate(self.nodes)}
-        self._slot = slot
-        prog = []
-        for n in self.nodes:
-            if n.is_leaf:
-                continue
-            op = get_op(n.op)
-            ins = tuple(slot[id(i)] for i in n.inputs)
-            vjps = tuple(op.input_vjp(k) for k in range(len(ins)))
-            prog.append((slot[id(n)], ins, op.forward, vjps, dict(n.attrs), n.step))
-        self._prog = prog
-        self._param_slots = {k: slot[id(n)] for k, n in self.param_nodes.items()}
-        self._used_params = {k: p for k, p in self.cell._params.items()
-                             if k in self._param_slots}
-        self._input_slots = {k: [slot[id(n)] for n in ns] for k, ns in self.input_nodes.items()}
-        self._init_slots = {k: slot[id(n)] for k, n in self.init_nodes.items()}
-        self._output_slots = {k: [slot[id(n)] for n in ns] for k, ns in self.output_nodes.items()}
-        self._state_slots = {k: [slot[id(n)] for n in ns] for k, ns in self.state_nodes.items()}
-        self._const_slots = [(slot[i], v) for i, v in self.const_values.items() if i in slot]
-        self._const_only = [s for s, _ in self._const_slots]
-        self._mask_slots = [slot[id(n)] for n in self.mask_nodes]
-        self._shared_prog = [e for e in prog if e[5] is None]
-        # per-step blocks of contiguous slots, and the state slots each step reads
-        first: dict = {}
-        count: dict = {}
-        for i, n in enumerate(self.nodes):
-            if n.step is not None:
-                first.setdefault(n.step, i)
-                count[n.step] = count.get(n.step, 0) + 1
-        blocks = [(first[t], count[t]) for t in range(self.steps)]
-        names = list(self.cell.states)
-        state_in = [tuple(self._init_slots[k] for k in names)] + [
-            tuple(self._state_slots[k][t - 1] for k in names) for t in range(1, self.steps)
-        ]
-        self._unread = self._unread_slots(prog)
-        # each state's value before its mask (the state itself in an unmasked net); a state
-        # passed on from another (h1 <- h0) is the value that one's step computed
-        def before_mask(n):
-            while id(n) in self._kept_ids:
-                n = n.inputs[1]
-            return slot[id(n)]
-
-        self._state_pre_slots = {k: [before_mask(n) for n in ns]
-                                 for k, ns in self.state_nodes.items()}
-        # slots whose gradients every run keeps (Run.state_grads, Run.grad of what it returns)
-        self._kept_grads = frozenset(
-            s for slots in list(self._state_slots.values()) + list(self._output_slots.values())
-            + list(self._state_pre_slots.values()) for s in slots)
-        outputs = {s for slots in self._output_slots.values() for s in slots}
-        self._unread_by_step = [[] for _ in range(self.steps)]
-        for s in self._unread:
-            step = self.nodes[s].step
-            if step is not None and s not in outputs:
-                self._unread_by_step[step].append(s)
-        self._time_batch = self._plan_time_batching()
-        skip = frozenset(s for tb in self._time_batch for s in tb.slots)
-        # block offsets whose gradients a lean run keeps: states and outputs (and, in a masked
-        # net, each state's value before its mask, for state_grads)
-        keep_grads = frozenset(
-            s - blocks[self.nodes[s].step][0] for s in self._kept_grads
-            if self.nodes[s].step is not None
-        )
-        batched = self.graph._batched
-        shapes = [(None if n.shape is None else tuple(n.shape), id(n) in batched)
-                  for n in self.nodes]
-        seeded = frozenset(
-            s for slots in list(self._output_slots.values()) + list(self._state_slots.values())
-            for s in slots
-        )
-        self._templates = StepTemplates(prog, blocks, state_in, skip, keep_grads, shapes,
-                                        seeded, frozenset(self._unread) - outputs)
-        self._step_lists: dict = {}  # (fuse, lean, donate) -> compiled forward of each step
-        self._stand_in_cache: dict = {}
-        self._late_cache: dict = {}
-        self._pool = BufferPool()  # (T, B, ...) arrays reused from run to run
-        if not self._templates.ok:
-            self._time_batch = []
-        # time-batched nodes that a lean run needs no per-step views of (no step reads them,
-        # no VJP reads them), and those all of whose per-step values a lean run frees
-        unread = set(self._unread)
-        step_reads = {i for e in prog if e[5] is not None and e[0] not in skip for i in e[1]}
-        self._tb_unviewed = frozenset(
-            k for k, tb in enumerate(self._time_batch)
-            if all(s in unread and s not in step_reads for s in tb.slots)
-        )
-        self._tb_unread = [k for k, tb in enumerate(self._time_batch)
-                           if all(s in unread for s in tb.slots)]
-        # small batches: one call for an op on several slices (an LSTM's three sigmoids)
-        # beats three; large ones: contiguous slices beat fewer calls
-        self._fuse_size = self._templates.fusable() if self._templates.ok else 0
-
-    def _forward_steps(self, fuse: bool, lean: bool, donate: bool) -> list:
-        """The compiled forward of every step, ``(function, first slot, state slots)``."""
-        key = (fuse and bool(self._fuse_size), lean, lean and donate)
-        steps = self._step_lists.get(key)
-        if steps is None:
-            tpl = self._templates
-            steps = self._step_lists.setdefault(key, [  # one list per key, even with threads
-                (tpl.forward_fn(t, *key), tpl.blocks[t][0], tpl.state_in[t])
-                for t in range(self.steps)
-            ])
-        return steps
-
-    def _late_frees(self, steps) -> list:
-        """Per step, the unread slots its lean function leaves in place (read by the next
-        step, or computed outside it): the run frees them after the next step."""
-        late = self._late_cache.get(id(steps))
-        if late is None:
-            unviewed = {s for k in self._tb_unviewed for s in self._time_batch[k].slots}
-            late = self._late_cache[id(steps)] = [
-                [s for s in self._unread_by_step[t] if s - b not in fn.freed
-                 and s not in unviewed]
-                for t, (fn, b, _s) in enumerate(steps)
-            ]
-        return late
-
-    def _stand_ins(self, batch: int, dtype) -> list:
-        """Per block offset, the ``_Freed`` stand-in a lean step leaves for a value it drops
-        (shared by all steps: only its shape and dtype are read)."""
-        key = (batch, dtype)
-        out = self._stand_in_cache.get(key)
-        if out is None:
-            first, length = self._templates.blocks[0]
-            out = []
-            for n in self.nodes[first:first + length]:
-                shape = tuple(n.shape or ())
-                if id(n) in self.graph._batched and shape:
-                    shape = (batch,) + shape[1:]
-                out.append(_Freed(shape, dtype))
-            self._stand_in_cache = {key: out}  # one batch size at a time is the common case
-        return out
-
-    def _unread_slots(self, prog) -> list:
-        """Op-node slots whose values no VJP reads and that are neither an output nor a state
-        (freed by ``keep="needed"``)."""
-        read = [False] * len(self.nodes)
-        for out, ins, _fwd, _vjps, _kw, _step in prog:
-            reads = get_op(self.nodes[out].op).reads
-            if reads is None:
-                reads = ("ans",) + tuple(range(len(ins)))
-            for r in reads:
-                read[out if r == "ans" else ins[r]] = True
-        # a run keeps every output and state it returns or reports (the outputs are stacked
-        # after the run, Run.value and state_grads read the states): never a stand-in
-        kept = {s for slots in list(self._state_slots.values()) + list(
-            self._output_slots.values()) for s in slots}
-        return [e[0] for e in prog if not read[e[0]] and e[0] not in kept]
-
-    def _plan_time_batching(self) -> list:
-        cell = self.cell
-        body = self._cell_graph.nodes
-        state_dep: set = set()
-        for n in body:
-            if n.op == "state" or any(id(i) in state_dep for i in n.inputs):
-                state_dep.add(id(n))
-        clones: dict = {}
-        shared_slot: dict = {}
-        for i, n in enumerate(self.nodes):
-            if n.origin is None:
-                continue
-            if n.step is None:
-                shared_slot[id(n.origin)] = i
-            else:
-                clones.setdefault(id(n.origin), []).append(i)
-        # shared leaves (params, constants) are their own origin
-        for n in body:
-            if id(n) in self._slot and n.is_leaf:
-                shared_slot[id(n)] = self._slot[id(n)]
-        input_names = {id(t.node): k for k, t in cell.inputs.items()}
-        shapes = {id(n): n.shape for n in body}
-        return plan_time_batching(body, self._cell_graph._batched, state_dep, shapes, clones,
-                                  input_names, shared_slot, get_op)
+        return Graph(roots, order=order, names=names, batched=batched_ids)
 
     def slot(self, node: Node) -> int:
         """Index of ``node`` in the schedule (and in a run's value and gradient lists)."""
@@ -460,43 +286,7 @@ class Unrolled:
             and node.step < self.steps - self.truncate
         )
 
-    def _backward_program(self, needs: tuple, drop: bool = False) -> list:
-        """Entries in reverse order with only the VJPs that lead to something needing grad;
-        ``drop``: the compiled steps drop each intermediate gradient once used."""
-        key = (needs, drop)
-        if key in self._bprogs:
-            return self._bprogs[key]
-        want = [False] * len(self.nodes)
-        for i in needs:
-            want[i] = True
-        for e in self._prog:
-            out, ins, vjps, step = e[0], e[1], e[3], e[5]
-            if self.truncate is not None and step is not None and \
-                    step < self.steps - self.truncate:
-                continue
-            # (through the inputs with a derivative: a where's condition passes no gradient)
-            if any(want[i] for i, f in zip(ins, vjps) if f is not None):
-                want[out] = True
-        bprog = []
-        for out, ins, _fwd, vjps, kw, step in reversed(self._prog):
-            if not want[out]:
-                continue
-            fns = tuple((i, f) for i, f in zip(ins, vjps) if f is not None and want[i])
-            if fns:
-                bprog.append((out, ins, fns, kw, step))
-        steps = None
-        tpl = self._templates
-        if tpl.ok:
-            first = 0 if self.truncate is None else self.steps - self.truncate
-            steps = [
-                (tpl.backward_fn(t, want, drop), tpl.blocks[t][0], tpl.state_in[t])
-                for t in range(self.steps - 1, first - 1, -1)
-            ]
-        shared = [e for e in bprog if e[4] is None]
-        self._bprogs[key] = (bprog, want, steps, shared)
-        return self._bprogs[key]
-
-    # -- running -------------------------------------------------------------------------------
+    # -- calling: the run itself is run.py's -------------------------------------------------
     def __call__(self, xs, state=None, lengths=None):
         """Run the unrolled net on a batch.
 
@@ -526,169 +316,7 @@ class Unrolled:
             out = self._masked_twin(xs, state=state, lengths=lengths)
             self.last_run = self._masked_twin.last_run
             return out
-        cell = self.cell
-        xs_t = self._normalize_inputs(xs)
-        batch = next(iter(xs_t.values())).shape[1] if xs_t else _state_batch(state)
-        states_t = self._normalize_state(state, batch)
-        if self.masked:
-            lengths = self._check_lengths(lengths, batch)
-        # the parameters the graph reads (one the cell declares but nothing uses gets no
-        # gradient: its .grad stays None)
-        params = self._used_params
-        leaves: list[Tensor] = list(xs_t.values()) + list(params.values()) + [
-            s for s in states_t.values() if isinstance(s, Tensor)
-        ]
-        run = Run(self, xs_t, states_t, lengths, batch, self.keep)
-        run.forward()
-        self.last_run = run
-        outs = [stack([run.values[i] for i in slots], self._pool)
-                for slots in self._output_slots.values()]
-        finals = [run.values[slots[-1]] for slots in self._state_slots.values()]
-        if run.keep == "needed" and not run.lean_steps:
-            run.free_unread()  # the generic loop keeps everything as it goes
-        track = _FLAGS.grad_enabled and any(t.requires_grad for t in leaves)
-        if track:
-            node = Node("unrolled", tuple(t.node for t in leaves),
-                        {"steps": self.steps, "_run": run}, cell.name)
-            call = Tensor(tuple(outs + finals), node, tuple(leaves), True)
-            run.leaves = leaves
-            run.leaf_kinds = (
-                [("input", k) for k in xs_t] + [("param", k) for k in params]
-                + [("init", k) for k, s in states_t.items() if isinstance(s, Tensor)]
-            )
-            items = [_item(call, k, v) for k, v in enumerate(outs + finals)]
-        else:
-            role = None if _FLAGS.grad_enabled else "no_grad"  # (for backward()'s message)
-            items = [Tensor(v, Node("leaf", shape=v.shape, dtype=_dtype_name(v), role=role))
-                     for v in outs + finals]
-        out_items, state_items = items[: len(outs)], items[len(outs):]
-        names = list(cell.outputs)
-        outputs = out_items[0] if len(names) == 1 else dict(zip(names, out_items))
-        final = state_items[0] if len(state_items) == 1 else tuple(state_items)
-        return outputs, final
-
-    def _normalize_inputs(self, xs) -> dict:
-        names = self._input_names
-        if not names and (xs is None or (isinstance(xs, dict) and not xs)):
-            return {}  # a cell without inputs runs on its state alone
-        if not isinstance(xs, dict):
-            if len(names) != 1:
-                raise CellError(
-                    f"cell {self.cell.name!r} has inputs {names}; pass xs as a dict "
-                    "name -> array shaped (T, B, ...)"
-                )
-            xs = {names[0]: xs}
-        if len(xs) != len(names) or any(k not in xs for k in names):
-            raise CellError(
-                f"cell {self.cell.name!r}: xs has inputs {sorted(xs)} but the cell declares "
-                f"{names}"
-            )
-        out = {}
-        for k in names:
-            x = xs[k]
-            if isinstance(x, Tensor):
-                t = x
-                if type(x.data) is not np.ndarray:
-                    raise CellError(
-                        f"unrolled cell {self.cell.name!r}: xs[{k!r}] is {x.node.label()}, "
-                        "which holds no array; pass an array or a Tensor shaped (T, B, ...)"
-                    )
-            else:
-                # a copy of the caller's array (as ug.tensor makes): the run keeps the inputs
-                # for backward, and an edit of the array in between must not reach them
-                arr = _locked(as_real_array(
-                    x, f"unrolled cell {self.cell.name!r}: net(xs): xs[{k!r}]"))
-                t = Tensor(arr, Node("leaf", name=k, shape=arr.shape, dtype=_dtype_name(arr)))
-            want = self._input_shapes[k]
-            if t.ndim != 2 + len(want) or t.shape[0] != self.steps or t.shape[2:] != want:
-                hint = (f"unroll again with ug.unroll(cell, steps={t.shape[0]})"
-                        if t.ndim == 2 + len(want) and t.shape[0] != self.steps
-                        else "arrange it as (steps, batch, features)")
-                raise ShapeError(
-                    f"unrolled cell {self.cell.name!r}: input {k!r} must have shape "
-                    f"(T={self.steps}, B, {', '.join(map(str, want))}), got {t.shape}; {hint}"
-                )
-            out[k] = t
-        batches = {t.shape[1] for t in out.values()}
-        if len(batches) > 1:
-            raise ShapeError(
-                f"unrolled cell {self.cell.name!r}: inputs disagree on the batch size: "
-                + ", ".join(f"{k} has {t.shape[1]}" for k, t in out.items())
-            )
-        return out
-
-    def _normalize_state(self, state, batch) -> dict:
-        names = list(self.cell.states)
-        if state is None:
-            return {}
-        cell = f"unrolled cell {self.cell.name!r}"
-        how = (f"pass state as a dict {{{', '.join(repr(k) + ': ...' for k in names)}}} or a "
-               f"tuple of {len(names)} arrays shaped (batch, ...) in that order")
-        if not names:
-            if isinstance(state, (tuple, list, Mapping)) and not state:
-                return {}
-            raise CellError(f"{cell} has no states, so state= must be None; got "
-                            f"{type(state).__name__}")
-        if isinstance(state, Mapping):
-            missing = [k for k in names if k not in state]
-            unknown = [k for k in state if k not in names]
-            if missing or unknown:
-                parts = ([f"is missing {missing}"] if missing else []) + (
-                    [f"has unknown keys {sorted(map(str, unknown))}"] if unknown else [])
-                raise CellError(
-                    f"{cell}: state {' and '.join(parts)}; the cell's states are {names}: "
-                    f"{how}"
-                )
-            state = tuple(state[k] for k in names)
-        elif len(names) == 1 and not isinstance(state, (tuple, list)):
-            state = (state,)
-        elif not isinstance(state, (tuple, list)):
-            raise CellError(
-                f"{cell} has states {names}; got one {type(state).__name__} for state=: {how}"
-            )
-        if len(state) != len(names):
-            raise CellError(
-                f"{cell} has states {names}; state= has {len(state)} values: {how}"
-            )
-        out = {}
-        for k, s in zip(names, state):
-            want = (batch,) + self.cell.states[k].shape[1:]
-            if isinstance(s, Tensor):
-                arr = s.data
-                if type(arr) is not np.ndarray:
-                    raise CellError(f"{cell}: state[{k!r}] is {s.node.label()}, which holds no "
-                                    "array; pass an array or a Tensor shaped (batch, ...)")
-            else:  # a copy: the run keeps the initial state for backward
-                arr = _locked(as_real_array(s, f"{cell}: initial state= {k!r}"))
-            if arr.shape != want:
-                raise ShapeError(
-                    f"{cell}: initial state {k!r} must have shape "
-                    f"{want} (batch, ...), got {arr.shape}"
-                )
-            out[k] = s if isinstance(s, Tensor) else arr
-        return out
-
-    def _check_lengths(self, lengths, batch) -> np.ndarray:
-        if lengths is None:
-            return np.full(batch, self.steps)
-        arr = np.asarray(lengths)
-        if isinstance(lengths, (list, tuple)) and any(
-                isinstance(v, (bool, np.bool_)) for v in lengths):
-            raise ShapeError(
-                f"lengths must be {batch} integers (one per sequence in the batch), got a bool "
-                f"in {lengths!r}"
-            )
-        if arr.shape != (batch,) or arr.dtype.kind not in "iu":
-            raise ShapeError(
-                f"lengths must be {batch} integers (one per sequence in the batch), got "
-                f"{arr.dtype} array of shape {arr.shape}"
-            )
-        if arr.size and (arr.min() < 0 or arr.max() > self.steps):
-            raise ShapeError(
-                f"lengths must lie in [0, {self.steps}] for a net unrolled over {self.steps} "
-                f"steps; got values from {arr.min()} to {arr.max()}"
-            )
-        return arr
+        return call(self, xs, state, lengths)
 
     def __str__(self) -> str:
         return str(self.graph)
@@ -699,747 +327,3 @@ class Unrolled:
             f"{len(self.param_nodes)} shared params"
             + (f", truncate={self.truncate}" if self.truncate else "") + ">"
         )
-
-
-def _state_batch(state) -> int:
-    """Batch size of a run without inputs: from the initial state if one is given, else 1."""
-    if state is None:
-        return 1
-    first = state[0] if isinstance(state, (tuple, list)) else (
-        next(iter(state.values())) if isinstance(state, dict) else state)
-    shape = np.shape(first.data if isinstance(first, Tensor) else first)
-    return shape[0] if shape else 1
-
-
-def _padded_inputs(xs: dict, lengths) -> dict:
-    """The inputs a masked run computes on: a sequence's padded steps (``t >= length``) hold
-    a copy of its last real input (of the longest sequence's first, for an empty one), so a
-    padded row computes on numbers the cell is known to handle. The masks select none of it,
-    and since every value of a padded row is then finite, the zero gradients the masks send
-    it stay exactly zero (padding such as all-zero rows through ``x / sqrt(sum(x * x))``
-    would otherwise give NaN values whose zero gradient is still NaN). The caller's arrays are
-    not changed."""
-    lengths = np.asarray(lengths)
-    if not xs or lengths.size == 0:
-        return xs
-    T = next(iter(xs.values())).shape[0]
-    if lengths.min() >= T or lengths.max() == 0:
-        return xs  # nothing padded, or nothing real to pad with
-    longest = int(np.argmax(lengths))
-    out = {}
-    for k, x in xs.items():
-        x = x.copy()
-        for b, n in enumerate(lengths):
-            n = int(n)
-            if n < T:
-                x[n:, b] = x[n - 1, b] if n else x[0, longest]
-        out[k] = x
-    return out
-
-
-def _float(x) -> np.ndarray:
-    arr = np.asarray(x)
-    return arr if arr.dtype.kind == "f" else arr.astype(np.float64)
-
-
-def _item(call: Tensor, k: int, value) -> Tensor:
-    node = Node("item", (call.node,), {"index": k}, None, value.shape, _dtype_name(value))
-    return Tensor(value, node, (call,), True)
-
-
-class Run:
-    """The values (and, after backward, gradients) of one call of an unrolled net.
-
-    ``values[i]`` and ``grads[i]`` are indexed by schedule slot (:meth:`Unrolled.slot`).
-    """
-
-    def __init__(self, net: Unrolled, xs: dict, states: dict, lengths, batch: int,
-                 keep: str = "all"):
-        self.net = net
-        self.keep = keep  # "needed": values and gradients no VJP reads are dropped
-        self._full = None  # the same run with everything kept, recomputed on request
-        self.lean_steps = False  # True once the compiled lean steps have dropped values
-        self.xs = xs
-        # the arrays the run computes on: the inputs, except that a masked run fills each
-        # sequence's padded steps with a real input of its own (see _padded_inputs)
-        self.xs_data = {k: x.data for k, x in xs.items()}
-        if lengths is not None and net.masked:
-            self.xs_data = _padded_inputs(self.xs_data, lengths)
-        self.states = states
-        self.lengths = lengths
-        self.batch = batch
-        self.values: list = [None] * len(net.nodes)
-        self.grads: list | None = None
-        self.leaves: list = []
-        self.leaf_kinds: list = []
-        self.seeds = None  # output gradients of the last backward: one per output, then state
-        self._input_grads = None
-        self.stacked: dict = {}
-        # whether the forward and backward passes took the generic node-by-node loop (a
-        # recomputation for Run.full takes the same, to reproduce the same bits)
-        self.generic_forward = False
-        self.generic_backward = False
-        self.flush_chunk = None  # steps per flush of shared-weight gradients, once chosen
-        # the clock when the run began: a parameter, input or initial state changed after it
-        # (an optimizer step, .data = ..., load_state_dict) makes recomputing accessors refuse
-        self._born = _CLOCK[0]
-
-    def free_unread(self) -> None:
-        """Drop the values no VJP reads, keeping their shapes (``keep="needed"``)."""
-        vals = self.values
-        for s in self.net._unread:
-            v = vals[s]
-            if type(v) is not _Freed:
-                vals[s] = _Freed(v.shape, v.dtype)
-        self._free_stacked()
-
-    def _free_stacked(self) -> None:
-        """Drop the time-batched values (T, B, ...) whose every step is freed."""
-        vals = self.values
-        for k, tb in enumerate(self.net._time_batch):
-            if k in self.stacked and type(vals[tb.slots[0]]) is _Freed and \
-                    all(type(vals[s]) is _Freed for s in tb.slots):
-                v = self.stacked[k]
-                self.stacked[k] = _Freed(v.shape, v.dtype)
-
-    def value(self, node):
-        """Value of ``node`` in this run (recomputed if the run did not keep it, see
-        :meth:`full`).
-
-        Parameters
-        ----------
-        node : Node or str
-            A node of the unrolled graph (``net.nodes``, ``net.graph.nodes``, or
-            ``net.output_nodes``), or its display name as printed by ``print(net.graph)``,
-            such as ``"h_next@0"`` (a cell's node at step 0) or ``"W"`` (a parameter).
-
-        Returns
-        -------
-        numpy.ndarray
-            The node's value, with the batch axis.
-
-        Raises
-        ------
-        GraphError
-            For a node that is not in this net's unrolled graph, or an unknown name; the
-            message says what to pass.
-        UnrollGraphError
-            If a parameter, input or initial state of the run has changed since (an optimizer
-            step): the value would mix old and new numbers.
-
-        Examples
-        --------
-        >>> import numpy as np, unrollgraph as ug
-        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=2)
-        >>> out, h = net(np.ones((2, 1, 2)))
-        >>> net.last_run.value("h_next@0").shape
-        (1, 3)
-        """
-        s = self._slot_of(node, "value")
-        v = self.values[s]
-        if type(v) is _Freed or self.net.nodes[s].step is None:
-            # recomputed, or a shared leaf (a parameter's live array): refuse if it changed
-            self._check_unchanged("value")
-        return v if type(v) is not _Freed else self.full().values[s]
-
-    def grad(self, node):
-        """Gradient of the loss with respect to ``node`` (``None`` before backward or where no
-        gradient reaches it; recomputed if the run did not keep it, see :meth:`full`).
-
-        ``node`` is taken as by :meth:`value` (a node of ``net.graph`` or its display name);
-        the same errors are raised.
-
-        Examples
-        --------
-        >>> import numpy as np, unrollgraph as ug
-        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=2)
-        >>> out, h = net(np.ones((2, 1, 2)))
-        >>> out.sum().backward()
-        >>> net.last_run.grad("h_next@1").shape
-        (1, 3)
-        """
-        s = self._slot_of(node, "grad")
-        if self.grads is None:
-            return None
-        g = self.grads[s]
-        if g is not None or self.keep == "all":
-            return g
-        self._check_unchanged("grad")
-        return self.full().grads[s]
-
-    def _slot_of(self, node, what: str) -> int:
-        """The slot of ``node`` (a Node of the unrolled graph or its display name)."""
-        net = self.net
-        if isinstance(node, Tensor) and id(node.node) in net._slot:  # a parameter tensor
-            return net._slot[id(node.node)]
-        if isinstance(node, Node):
-            s = net._slot.get(id(node))
-            if s is not None:
-                return s
-            where = ("a node of the cell, not of the unrolled graph"
-                     if node.step is None and node.op in ("input", "state") or any(
-                         node is t.node for t in net.cell.outputs.values())
-                     else "not a node of this net's unrolled graph")
-            raise GraphError(
-                f"Run.{what}({node.label()}): {where}; pass a node of net.graph.nodes (or "
-                f"net.output_nodes), or its display name as print(net.graph) shows it, e.g. "
-                f"run.{what}({net.graph.display_name(net.nodes[-1])!r})"
-            )
-        if isinstance(node, str):
-            names = self._names()
-            s = names.get(node)
-            if s is not None:
-                return s
-            close = [n for n in names if n.split("@")[0] == node.split("@")[0]][:4]
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
-            raise GraphError(
-                f"Run.{what}({node!r}): no node of the unrolled graph has this display name"
-                f"{hint} (print(net.graph) lists them: a cell's node at step t is 'name@t')"
-            )
-        got = ("a tensor that is not a node of the unrolled graph (an output the net "
-               "returned, say)" if isinstance(node, Tensor) else type(node).__name__)
-        raise GraphError(
-            f"Run.{what}(...) takes a node of net.graph.nodes, a parameter tensor, or a "
-            f"display name (a str such as 'h_next@0'), got {got}; for a tensor's own value "
-            "use t.data (and t.grad)"
-        )
-
-    def _names(self) -> dict:
-        graph = self.net.graph
-        cached = getattr(self.net, "_display_slots", None)
-        if cached is None or cached[0] is not graph:  # (a rebuilt net has a new graph)
-            names = {graph.display_name(n): self.net._slot[id(n)] for n in graph.nodes
-                     if id(n) in self.net._slot}
-            cached = self.net._display_slots = (graph, names)
-        return cached[1]
-
-    def _check_unchanged(self, what: str) -> None:
-        """Refuse to recompute from values that changed after the run (version counters)."""
-        born = self._born
-        tensors = [(f"parameter {k!r}", p) for k, p in self.net.cell._params.items()]
-        tensors += [(f"input {k!r}", x) for k, x in self.xs.items()]
-        tensors += [(f"initial state {k!r}", h) for k, h in self.states.items()
-                    if isinstance(h, Tensor)]
-        for who, t in tensors:
-            if t._version[0] > born:
-                raise UnrollGraphError(
-                    f"Run.{what}(): the {who} of {self.net.cell.name!r} was changed by "
-                    f"{t._version[1] or 'an in-place change'} after this run: the "
-                    f"parameters have changed since the run and its {what} would mix old "
-                    "and new numbers. Call the net again (and loss.backward()) and inspect "
-                    "that run, before updating the weights"
-                )
-
-    def full(self) -> Run:
-        """This run with every node's value and gradient in place, for diagrams and inspection.
-
-        A ``keep="needed"`` run keeps only what backpropagation reads. On request it is run
-        once more, forward (and backward with the same output gradients, if it had one),
-        keeping everything; what the first run kept must come out bit for bit the same, or
-        :class:`~unrollgraph.UnrollGraphError` says that the parameters or inputs have
-        changed since (an optimizer step, say) and the net must be called again.
-
-        Examples
-        --------
-        >>> import numpy as np, unrollgraph as ug
-        >>> cell = ug.nn.RNNCell(2, 3, seed=0)
-        >>> net = ug.unroll(cell, steps=4, keep="needed")
-        >>> out, h = net(np.ones((4, 1, 2)))
-        >>> out.sum().backward()
-        >>> run = net.last_run
-        >>> pre = [n for n in net.nodes if n.op == "add" and n.step == 2][-1]
-        >>> type(run.values[net.slot(pre)]).__name__       # not kept: a stand-in
-        '_Freed'
-        >>> run.full().values[net.slot(pre)].shape        # recomputed on request
-        (1, 3)
-        """
-        if self.keep == "all":
-            return self
-        if self._full is None:
-            self._check_unchanged("full")
-            full = Run(self.net, self.xs, self.states, self.lengths, self.batch, "all")
-            full._born = self._born
-            full.generic_forward = self.generic_forward
-            full.generic_backward = self.generic_backward
-            full.forward()
-            self._check_kept(full.values, self.values, "value")
-            if self.seeds is not None:
-                full.flush_chunk = self.flush_chunk
-                full.backward(self.seeds)
-                self._check_kept(full.grads, self.grads, "gradient")
-            self._full = full
-        return self._full
-
-    def _check_kept(self, again: list, kept: list, what: str) -> None:
-        for s, v in enumerate(kept):
-            if type(v) is np.ndarray and not np.array_equal(again[s], v, equal_nan=True):
-                node = self.net.nodes[s]
-                at = "" if node.step is None else f" at step {node.step}"
-                raise UnrollGraphError(
-                    f"cannot recompute the values this run of {self.net.cell.name!r} did not "
-                    f"keep (keep='needed'): the {what} of {node.label()}{at} now comes out "
-                    "different, so the parameters, inputs or initial state have changed since "
-                    "the run (an optimizer step?). Call the net again before drawing or "
-                    "inspecting it, or unroll with keep='all' to keep every value"
-                )
-
-    def forward(self) -> None:
-        net, vals = self.net, self.values
-        net._check_cell()
-        cell = net.cell
-        batch = self.batch
-        for k, p in net._used_params.items():
-            vals[net._param_slots[k]] = p.data
-        dtype = next(iter(self.xs.values())).dtype if self.xs else np.dtype(np.float64)
-        for s, v in net._const_slots:
-            # a number written in the cell takes the run's float type (float32 stays float32)
-            vals[s] = v.astype(dtype) if v.ndim == 0 and v.dtype.kind == "f" else v
-        for k, slots in net._input_slots.items():
-            data = self.xs_data[k]
-            for t, s in enumerate(slots):
-                vals[s] = data[t]
-        for k, s in net._init_slots.items():
-            given = self.states.get(k)
-            if given is not None:
-                vals[s] = given.data if isinstance(given, Tensor) else given
-            else:
-                init = cell.init_value(k)
-                shape = (batch,) + cell.states[k].shape[1:]
-                vals[s] = (np.zeros(shape, dtype) if init is None
-                           else np.broadcast_to(init, shape).astype(dtype))
-        if net.masked:
-            for s in net._mask_slots:
-                node = net.nodes[s]
-                running = node.step < self.lengths  # the sequences still going at this step
-                vals[s] = running.reshape(running.shape + (1,) * (len(node.shape) - 1))
-        anomaly = _FLAGS.anomaly
-        # the generic loop under detect_anomaly (to name the failing node), or to recompute a
-        # run that took it: the compiled steps round differently (time batching)
-        generic = anomaly or self.generic_forward
-        if net._templates.ok and not generic:
-            self.generic_forward = False
-            try:
-                for out, ins, fwd, _v, kw, _s in net._shared_prog:
-                    vals[out] = fwd(*[vals[i] for i in ins], **kw)
-                if net._time_batch:
-                    self.stacked = {}
-                    xs = self.xs_data
-                    no_views = net._tb_unviewed if self.keep == "needed" else ()
-                    time_batched_forward(net._time_batch, vals, xs, self.stacked, net._pool,
-                                         no_views, _Freed)
-                fuse = batch * net._fuse_size <= _FUSE_ELEMENTS
-                if self.keep == "needed":
-                    # each step drops the values no VJP reads once it is done with them (and
-                    # computes in place in them where every operand has the run's dtype)
-                    steps = net._forward_steps(fuse, True, self._one_dtype(dtype))
-                    fr = net._stand_ins(batch, dtype)
-                    late = net._late_frees(steps)
-                    for t, (fn, b, s_in) in enumerate(steps):
-                        fn(vals, b, fr, *s_in)
-                        if t:
-                            for s in late[t - 1]:
-                                v = vals[s]
-                                vals[s] = _Freed(v.shape, v.dtype)
-                    for s in late[-1]:
-                        v = vals[s]
-                        vals[s] = _Freed(v.shape, v.dtype)
-                    for k in net._tb_unread:  # every step of it is freed: drop the stack too
-                        v = self.stacked[k]
-                        self.stacked[k] = _Freed(v.shape, v.dtype)
-                    self.lean_steps = True
-                    return
-                steps = net._forward_steps(fuse, False, False)
-                for fn, b, s_in in steps:
-                    fn(vals, b, *s_in)
-                return
-            except UnrollGraphError:
-                raise
-            except Exception:  # find the failing node with the generic loop below
-                pass
-        self.generic_forward = True
-        e = None
-        try:
-            for e in net._prog:
-                out, ins, fwd, _v, kw, _s = e
-                vals[out] = fwd(*[vals[i] for i in ins], **kw)
-                if anomaly:
-                    _check_finite(vals[out], f"forward of {net.nodes[out].label()}", ())
-        except UnrollGraphError:
-            raise
-        except Exception as exc:
-            node = net.nodes[e[0]]
-            shapes = ", ".join(f"{n.label()} {np.shape(vals[net.slot(n)])}" for n in node.inputs)
-            raise ShapeError(
-                f"unrolled cell {cell.name!r}, step {node.step}: {node.op} failed on {shapes}: "
-                f"{exc}"
-            ) from None
-
-    def _one_dtype(self, dtype) -> bool:
-        """True if every array the run starts from (inputs, parameters, initial states and
-        constants) has the float type ``dtype``: then an op's result has that type too, and
-        computing it in place in an input's array gives the same bits."""
-        net = self.net
-        vals = self.values
-        for slots in (net._param_slots.values(), net._init_slots.values(), net._const_only):
-            for s in slots:
-                if getattr(vals[s], "dtype", None) != dtype:
-                    return False
-        for x in self.xs.values():
-            if x.dtype != dtype:
-                return False
-        return True
-
-    def backward(self, seeds: list) -> None:
-        """Backpropagate the output gradients ``seeds`` (one per output, then per final
-        state; ``None`` for none) through the unrolled graph."""
-        net = self.net
-        needs = self._needs()
-        bprog, want, steps, shared = net._backward_program(needs, self.keep == "needed")
-        self.seeds = seeds
-        self._full = None
-        grads, owned = self._seeded(want)
-        generic = _FLAGS.anomaly or self.generic_backward
-        self.generic_backward = generic or steps is None
-        if steps is not None and not generic:
-            vals = self.values
-            deferred = defaultdict(list)
-            # steps per flush of the shared-weight gradients (0: one, at the end); a
-            # recomputation (Run.full) flushes as the run did, to give the same bits
-            chunk = self.flush_chunk or 0
-            for i, (fn, b, s_in) in enumerate(steps):
-                fn(vals, grads, owned, deferred, b, *s_in)
-                if i == 0 and self.keep == "needed" and self.flush_chunk is None:
-                    chunk = self.flush_chunk = _flush_chunk(deferred, len(steps))
-                if chunk and (i + 1) % chunk == 0:
-                    net._templates.flush(deferred, vals, grads, owned, _acc, {}, net._pool)
-                    for parts in deferred.values():
-                        parts.clear()
-            stacks: dict = {}
-            net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
-            if net._time_batch:
-                xs = self.xs_data
-                time_batched_backward(net._time_batch, vals, xs, self.stacked, grads, owned,
-                                      want, net._input_slots, _acc,
-                                      self.keep == "all" or net._kept_grads, stacks, net._pool)
-            del stacks
-            _run_backward(shared, vals, grads, owned, False, net)
-        else:
-            _run_backward(bprog, self.values, grads, owned, _FLAGS.anomaly, net)
-        self.grads = grads
-
-    def _seeded(self, want) -> tuple:
-        """Fresh gradient and ownership lists holding the output gradients ``self.seeds``."""
-        net = self.net
-        grads: list = [None] * len(net.nodes)
-        owned = [False] * len(net.nodes)
-        slots_out = list(net._output_slots.values())
-        finals = [s[-1] for s in net._state_slots.values()]
-        for k, g in enumerate(self.seeds):
-            if g is None:
-                continue
-            if k < len(slots_out):
-                # several outputs may be one node (two names for it, or ``prev = h`` and
-                # ``y = h_next``, one step apart): their gradients add up
-                for t, s in enumerate(slots_out[k]):
-                    if want[s]:
-                        if grads[s] is None:
-                            grads[s] = g[t]
-                        else:
-                            _acc(grads, owned, s, g[t])
-            elif want[finals[k - len(slots_out)]]:
-                _acc(grads, owned, finals[k - len(slots_out)], g)
-        return grads, owned
-
-    def _needs(self) -> tuple:
-        net = self.net
-        net._check_cell()
-        needs = [net._param_slots[k] for k, p in net._used_params.items() if p.requires_grad]
-        for k, slots in net._input_slots.items():
-            if self.xs[k].requires_grad:
-                needs += slots
-        for k, s in self.states.items():
-            if isinstance(s, Tensor) and s.requires_grad:
-                needs.append(net._init_slots[k])
-        return tuple(sorted(needs))
-
-    def leaf_grads(self, seeds: list) -> list:
-        """Gradients for ``self.leaves`` (xs, params, given states), computed once per seed."""
-        if self._input_grads is not None and self._input_grads[0] is seeds:
-            return self._input_grads[1]
-        self.backward(seeds)
-        net, grads = self.net, self.grads
-        out = []
-        for (kind, key), t in zip(self.leaf_kinds, self.leaves):
-            if not t.requires_grad:
-                out.append(None)
-            elif kind == "param":
-                out.append(grads[net._param_slots[key]])
-            elif kind == "input":
-                zero = None
-                per = []
-                for s in net._input_slots[key]:
-                    g = grads[s]
-                    if g is None:
-                        if zero is None:
-                            zero = np.zeros(t.shape[1:], dtype=t.dtype)
-                        g = zero
-                    per.append(g)
-                out.append(np.stack(per))
-            else:
-                out.append(grads[net._init_slots[key]])
-        self._input_grads = (seeds, out)
-        return out
-
-    # -- inspection ------------------------------------------------------------------------------
-    def state_grads(self, name: str | None = None) -> np.ndarray | dict:
-        """dL/dh_t for every step: an array (T, B, ...), where h_t is the state after step t.
-
-        The gradient is the total one (through every later step and every output), as used to
-        study vanishing and exploding gradients. Zeros where no gradient reaches (truncation).
-        With ``lengths=``, a sequence's rows up to its length are what running it alone gives;
-        past its length the state is kept unchanged, and its gradient there is the final
-        state's, passed back unchanged.
-
-        Parameters
-        ----------
-        name : str, optional
-            The state's name. Left out: the one state's array for a cell with one state, and
-            a dict state name -> array for a cell with several (an LSTM's ``h`` and ``c``).
-
-        Returns
-        -------
-        numpy.ndarray or dict
-            Shape ``(T, B) + state shape``; a dict of such arrays when ``name`` is left out
-            and the cell has several states.
-
-        Raises
-        ------
-        CellError
-            For an unknown state name.
-        UnrollGraphError
-            Before any backward pass of this run.
-
-        Examples
-        --------
-        >>> import numpy as np, unrollgraph as ug
-        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4)
-        >>> out, h = net(np.ones((4, 2, 2)), lengths=[4, 2])
-        >>> out.sum().backward()
-        >>> g = net.last_run.state_grads()
-        >>> g.shape, bool(np.all(g[2:, 1] == 0))    # nothing reads sequence 1 after step 1
-        ((4, 2, 3), True)
-        >>> lstm = ug.unroll(ug.nn.LSTMCell(2, 3, seed=0), steps=4)
-        >>> out, state = lstm(np.ones((4, 1, 2)))
-        >>> out.sum().backward()
-        >>> sorted(lstm.last_run.state_grads())           # several states: one array each
-        ['c', 'h']
-        """
-        self._need_backward()
-        if name is None and len(self.net.cell.states) > 1:
-            return {s: self.state_grads(s) for s in self.net.cell.states}
-        name = self._state_name(name)
-        net = self.net
-        grads, vals = self.grads, self.values
-        slots = net._state_slots[name]
-        pre = net._state_pre_slots[name]
-        out = np.zeros((net.steps,) + tuple(vals[slots[-1]].shape), vals[slots[-1]].dtype)
-        for t, (s, p) in enumerate(zip(slots, pre)):
-            if p != s:  # masked: the value the step computed where it ran, else the kept one
-                mask = vals[net._slot[id(net.nodes[s].inputs[0])]]
-                if grads[p] is not None:
-                    out[t] = np.where(mask, grads[p], 0.0)
-                if grads[s] is not None:
-                    out[t] += np.where(mask, 0.0, grads[s])
-            elif grads[s] is not None:
-                out[t] = grads[s]
-        return out
-
-    def step_contributions(self, param: str) -> np.ndarray:
-        """Per-step parts of a shared parameter's gradient: an array (T, *shape) whose sum over
-        axis 0 equals the parameter's gradient from this run (to rounding).
-
-        Computed by one more backward pass that records what each step sends to the shared
-        nodes, then pushes each step's part through the shared nodes (``W.T``...) separately.
-        The cost is linear in T: one pass over the unrolled graph, then per step one pass
-        over the (few) shared nodes. Steps that send nothing (cut by truncation, or a
-        parameter the cell declares but never uses) have zero parts.
-
-        Parameters
-        ----------
-        param : str
-            A parameter name of the cell.
-
-        Returns
-        -------
-        numpy.ndarray
-            Shape ``(T,) + parameter shape``, the parameter's dtype.
-
-        Raises
-        ------
-        CellError
-            If the cell has no parameter ``param``.
-        UnrollGraphError
-            Before any backward pass of this run.
-
-        Examples
-        --------
-        >>> import numpy as np, unrollgraph as ug
-        >>> cell = ug.nn.RNNCell(2, 3, seed=0)
-        >>> net = ug.unroll(cell, steps=4)
-        >>> out, h = net(np.ones((4, 1, 2)))
-        >>> out.sum().backward()
-        >>> parts = net.last_run.step_contributions("weight_hh")
-        >>> parts.shape, bool(np.allclose(parts.sum(axis=0), cell.weight_hh.grad))
-        ((4, 3, 3), True)
-        """
-        self._need_backward()
-        self._check_unchanged("step_contributions")
-        net = self.net
-        params = net.cell._params
-        if param not in params:
-            raise CellError(
-                f"cell {net.cell.name!r} has no parameter {param!r}; parameters are "
-                f"{list(params)}"
-            )
-        pslot = net._param_slots.get(param)
-        if pslot is None:  # declared, read by nothing: no step contributes
-            p = params[param].data
-            return np.zeros((net.steps,) + p.shape, dtype=p.dtype)
-        bprog, want, _steps, _shared = net._backward_program(self._needs(), self.keep == "needed")
-        grads, owned = self._seeded(want)
-        vals = self.values
-        per_step: dict = {}  # step -> {shared slot: what the step sends it}
-        shared_entries = []
-        for e in bprog:
-            out, ins, fns, kw, step = e
-            if step is None:
-                shared_entries.append(e)
-                continue
-            g = grads[out]
-            if g is None:
-                continue
-            grads[out] = None  # used: free it as we go
-            args = [vals[i] for i in ins]
-            for i, f in fns:
-                gi = f(g, vals[out], *args, **kw)
-                if gi is None:
-                    continue
-                if net.nodes[i].step is None:
-                    d = per_step.setdefault(step, {})
-                    d[i] = gi if i not in d else d[i] + gi
-                else:
-                    _acc(grads, owned, i, gi)
-        value = vals[pslot]
-        result = np.zeros((net.steps,) + value.shape, dtype=value.dtype)
-        for t, part in per_step.items():
-            g2 = dict(part)  # only the shared slots: the work per step is the shared part
-            for out, ins, fns, kw, _step in shared_entries:
-                g = g2.get(out)
-                if g is None:
-                    continue
-                args = [vals[i] for i in ins]
-                for i, f in fns:
-                    gi = f(g, vals[out], *args, **kw)
-                    if gi is not None:
-                        prev = g2.get(i)
-                        g2[i] = gi if prev is None else prev + gi
-            if pslot in g2:
-                result[t] = g2[pslot]
-        return result
-
-    def _need_backward(self) -> None:
-        if self.grads is None:
-            raise UnrollGraphError(
-                "no gradients yet: call loss.backward() on a loss computed from this run's "
-                "outputs first"
-            )
-
-    def _state_name(self, name):
-        names = list(self.net.cell.states)
-        if name is None:
-            if len(names) != 1:
-                raise CellError(f"the cell has states {names}; name the one you want")
-            return names[0]
-        if name not in names:
-            raise CellError(f"the cell has no state {name!r}; states are {names}")
-        return name
-
-
-_FLUSH_ALL_BYTES = 1 << 27  # a lean run stacks at most this much for shared-weight gradients
-_FLUSH_CHUNK_BYTES = 1 << 24  # and beyond it flushes every this many bytes of steps
-
-
-def _flush_chunk(deferred, steps: int) -> int:
-    """Steps per flush of the deferred shared-weight gradients in a lean run: 0 (all at the
-    end, the fastest) unless stacking every step's parts would take more than
-    ``_FLUSH_ALL_BYTES``; then about ``_FLUSH_CHUNK_BYTES`` worth of steps at a time, so a long
-    sequence does not pay a second copy of its gradients in memory."""
-    per_step = sum(p[-1][0].nbytes + (0 if p[-1][1] is None else p[-1][1].nbytes)
-                   for p in deferred.values() if p)
-    if per_step * steps <= _FLUSH_ALL_BYTES or not per_step:
-        return 0
-    return max(1, _FLUSH_CHUNK_BYTES // per_step)
-
-
-def _acc(grads, owned, s, g) -> None:
-    """Add ``g`` into slot ``s``: in place only into a buffer allocated here (``owned``)."""
-    prev = grads[s]
-    if prev is None:
-        grads[s] = g
-    elif owned[s] and type(prev) is np.ndarray:
-        prev += g
-    else:
-        grads[s] = prev + g
-        owned[s] = True
-
-
-def _run_backward(bprog, vals, grads, owned, anomaly, net) -> None:
-    for out, ins, fns, kw, _step in bprog:
-        g = grads[out]
-        if g is None:
-            continue
-        ans = vals[out]
-        args = [vals[i] for i in ins]
-        for i, f in fns:
-            gi = f(g, ans, *args, **kw)
-            if gi is None:
-                continue
-            if anomaly:
-                _check_finite(gi, f"backward into {net.nodes[i].label()}", ())
-            _acc(grads, owned, i, gi)
-
-
-def _unrolled_vjp(g, ans, *inputs, index=0, _run=None, steps=None):
-    return _run.leaf_grads(g)[index]
-
-
-defop(
-    "unrolled",
-    lambda *inputs, _run=None, steps=None: None,
-    [_unrolled_vjp],
-    variadic=True,
-    doc="a call of an unrolled net; its gradient is backpropagation through time",
-)
-
-
-_FUSE_ELEMENTS = 8192  # fuse sliced elementwise ops up to this batch x value size (measured)
-
-
-class _Freed:
-    """Stands in for a value freed by ``keep="needed"``: its shape and dtype remain."""
-
-    __slots__ = ("shape", "dtype")
-
-    def __init__(self, shape, dtype):
-        self.shape, self.dtype = shape, dtype
-
-    @property
-    def ndim(self) -> int:
-        return len(self.shape)
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
-
-    def __repr__(self) -> str:
-        return f"<freed {self.dtype} array of shape {self.shape}>"

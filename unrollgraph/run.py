@@ -1,0 +1,943 @@
+"""Executing an unrolled net: a run's values, gradients, and what it keeps.
+
+A call of an unrolled net makes one :class:`Run`: the forward pass over the compiled schedule
+(:mod:`unrollgraph.compile`), then on ``loss.backward()`` the backward pass (BPTT) with the
+output gradients. A lean run (``keep="needed"``, the default) drops what no VJP reads and
+recomputes it on request (:meth:`Run.full`); :meth:`Run.state_grads` and
+:meth:`Run.step_contributions` read the gradients through time.
+
+The plain node-by-node loops, :func:`reference_forward` and :func:`reference_backward`, are the
+reference executor: every derived fast path is tested against them (they also run under
+``detect_anomaly()``, to name the failing node and step).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .compile import _Freed, backward_program, forward_steps, late_frees, stand_ins
+from .errors import CellError, GraphError, ShapeError, UnrollGraphError
+from .graph import Node
+from .ops import defop
+from .schedule import stack, time_batched_backward, time_batched_forward
+from .tensor import (
+    _CLOCK,
+    _FLAGS,
+    Tensor,
+    _check_finite,
+    _dtype_name,
+    _locked,
+    as_real_array,
+)
+
+if TYPE_CHECKING:
+    from .unroll import Unrolled
+
+__all__ = ["Run", "call", "reference_forward", "reference_backward"]
+
+
+def call(net, xs, state=None, lengths=None):
+    """Run ``net`` (an unmasked net with ``lengths=None``, or a masked one) on a batch:
+    what :meth:`Unrolled.__call__ <unrollgraph.Unrolled.__call__>` does once it has
+    picked the net. Returns ``(outputs, state)`` as that method describes."""
+    cell = net.cell
+    xs_t = normalize_inputs(net, xs)
+    batch = next(iter(xs_t.values())).shape[1] if xs_t else _state_batch(state)
+    states_t = normalize_state(net, state, batch)
+    if net.masked:
+        lengths = check_lengths(net, lengths, batch)
+    # the parameters the graph reads (one the cell declares but nothing uses gets no
+    # gradient: its .grad stays None)
+    params = net._used_params
+    leaves: list[Tensor] = list(xs_t.values()) + list(params.values()) + [
+        s for s in states_t.values() if isinstance(s, Tensor)
+    ]
+    run = Run(net, xs_t, states_t, lengths, batch, net.keep)
+    run.forward()
+    net.last_run = run
+    outs = [stack([run.values[i] for i in slots], net._pool)
+            for slots in net._output_slots.values()]
+    finals = [run.values[slots[-1]] for slots in net._state_slots.values()]
+    if run.keep == "needed" and not run.lean_steps:
+        run.free_unread()  # the generic loop keeps everything as it goes
+    track = _FLAGS.grad_enabled and any(t.requires_grad for t in leaves)
+    if track:
+        node = Node("unrolled", tuple(t.node for t in leaves),
+                    {"steps": net.steps, "_run": run}, cell.name)
+        call = Tensor(tuple(outs + finals), node, tuple(leaves), True)
+        run.leaves = leaves
+        run.leaf_kinds = (
+            [("input", k) for k in xs_t] + [("param", k) for k in params]
+            + [("init", k) for k, s in states_t.items() if isinstance(s, Tensor)]
+        )
+        items = [_item(call, k, v) for k, v in enumerate(outs + finals)]
+    else:
+        role = None if _FLAGS.grad_enabled else "no_grad"  # (for backward()'s message)
+        items = [Tensor(v, Node("leaf", shape=v.shape, dtype=_dtype_name(v), role=role))
+                 for v in outs + finals]
+    out_items, state_items = items[: len(outs)], items[len(outs):]
+    names = list(cell.outputs)
+    outputs = out_items[0] if len(names) == 1 else dict(zip(names, out_items))
+    final = state_items[0] if len(state_items) == 1 else tuple(state_items)
+    return outputs, final
+
+
+def normalize_inputs(net, xs) -> dict:
+    names = net._input_names
+    if not names and (xs is None or (isinstance(xs, dict) and not xs)):
+        return {}  # a cell without inputs runs on its state alone
+    if not isinstance(xs, dict):
+        if len(names) != 1:
+            raise CellError(
+                f"cell {net.cell.name!r} has inputs {names}; pass xs as a dict "
+                "name -> array shaped (T, B, ...)"
+            )
+        xs = {names[0]: xs}
+    if len(xs) != len(names) or any(k not in xs for k in names):
+        raise CellError(
+            f"cell {net.cell.name!r}: xs has inputs {sorted(xs)} but the cell declares "
+            f"{names}"
+        )
+    out = {}
+    for k in names:
+        x = xs[k]
+        if isinstance(x, Tensor):
+            t = x
+            if type(x.data) is not np.ndarray:
+                raise CellError(
+                    f"unrolled cell {net.cell.name!r}: xs[{k!r}] is {x.node.label()}, "
+                    "which holds no array; pass an array or a Tensor shaped (T, B, ...)"
+                )
+        else:
+            # a copy of the caller's array (as ug.tensor makes): the run keeps the inputs
+            # for backward, and an edit of the array in between must not reach them
+            arr = _locked(as_real_array(
+                x, f"unrolled cell {net.cell.name!r}: net(xs): xs[{k!r}]"))
+            t = Tensor(arr, Node("leaf", name=k, shape=arr.shape, dtype=_dtype_name(arr)))
+        want = net._input_shapes[k]
+        if t.ndim != 2 + len(want) or t.shape[0] != net.steps or t.shape[2:] != want:
+            hint = (f"unroll again with ug.unroll(cell, steps={t.shape[0]})"
+                    if t.ndim == 2 + len(want) and t.shape[0] != net.steps
+                    else "arrange it as (steps, batch, features)")
+            raise ShapeError(
+                f"unrolled cell {net.cell.name!r}: input {k!r} must have shape "
+                f"(T={net.steps}, B, {', '.join(map(str, want))}), got {t.shape}; {hint}"
+            )
+        out[k] = t
+    batches = {t.shape[1] for t in out.values()}
+    if len(batches) > 1:
+        raise ShapeError(
+            f"unrolled cell {net.cell.name!r}: inputs disagree on the batch size: "
+            + ", ".join(f"{k} has {t.shape[1]}" for k, t in out.items())
+        )
+    return out
+
+
+def normalize_state(net, state, batch) -> dict:
+    names = list(net.cell.states)
+    if state is None:
+        return {}
+    cell = f"unrolled cell {net.cell.name!r}"
+    how = (f"pass state as a dict {{{', '.join(repr(k) + ': ...' for k in names)}}} or a "
+           f"tuple of {len(names)} arrays shaped (batch, ...) in that order")
+    if not names:
+        if isinstance(state, (tuple, list, Mapping)) and not state:
+            return {}
+        raise CellError(f"{cell} has no states, so state= must be None; got "
+                        f"{type(state).__name__}")
+    if isinstance(state, Mapping):
+        missing = [k for k in names if k not in state]
+        unknown = [k for k in state if k not in names]
+        if missing or unknown:
+            parts = ([f"is missing {missing}"] if missing else []) + (
+                [f"has unknown keys {sorted(map(str, unknown))}"] if unknown else [])
+            raise CellError(
+                f"{cell}: state {' and '.join(parts)}; the cell's states are {names}: "
+                f"{how}"
+            )
+        state = tuple(state[k] for k in names)
+    elif len(names) == 1 and not isinstance(state, (tuple, list)):
+        state = (state,)
+    elif not isinstance(state, (tuple, list)):
+        raise CellError(
+            f"{cell} has states {names}; got one {type(state).__name__} for state=: {how}"
+        )
+    if len(state) != len(names):
+        raise CellError(
+            f"{cell} has states {names}; state= has {len(state)} values: {how}"
+        )
+    out = {}
+    for k, s in zip(names, state):
+        want = (batch,) + net.cell.states[k].shape[1:]
+        if isinstance(s, Tensor):
+            arr = s.data
+            if type(arr) is not np.ndarray:
+                raise CellError(f"{cell}: state[{k!r}] is {s.node.label()}, which holds no "
+                                "array; pass an array or a Tensor shaped (batch, ...)")
+        else:  # a copy: the run keeps the initial state for backward
+            arr = _locked(as_real_array(s, f"{cell}: initial state= {k!r}"))
+        if arr.shape != want:
+            raise ShapeError(
+                f"{cell}: initial state {k!r} must have shape "
+                f"{want} (batch, ...), got {arr.shape}"
+            )
+        out[k] = s if isinstance(s, Tensor) else arr
+    return out
+
+
+def check_lengths(net, lengths, batch) -> np.ndarray:
+    if lengths is None:
+        return np.full(batch, net.steps)
+    arr = np.asarray(lengths)
+    if isinstance(lengths, (list, tuple)) and any(
+            isinstance(v, (bool, np.bool_)) for v in lengths):
+        raise ShapeError(
+            f"lengths must be {batch} integers (one per sequence in the batch), got a bool "
+            f"in {lengths!r}"
+        )
+    if arr.shape != (batch,) or arr.dtype.kind not in "iu":
+        raise ShapeError(
+            f"lengths must be {batch} integers (one per sequence in the batch), got "
+            f"{arr.dtype} array of shape {arr.shape}"
+        )
+    if arr.size and (arr.min() < 0 or arr.max() > net.steps):
+        raise ShapeError(
+            f"lengths must lie in [0, {net.steps}] for a net unrolled over {net.steps} "
+            f"steps; got values from {arr.min()} to {arr.max()}"
+        )
+    return arr
+
+
+def _state_batch(state) -> int:
+    """Batch size of a run without inputs: from the initial state if one is given, else 1."""
+    if state is None:
+        return 1
+    first = state[0] if isinstance(state, (tuple, list)) else (
+        next(iter(state.values())) if isinstance(state, dict) else state)
+    shape = np.shape(first.data if isinstance(first, Tensor) else first)
+    return shape[0] if shape else 1
+
+
+def _padded_inputs(xs: dict, lengths) -> dict:
+    """The inputs a masked run computes on: a sequence's padded steps (``t >= length``) hold
+    a copy of its last real input (of the longest sequence's first, for an empty one), so a
+    padded row computes on numbers the cell is known to handle. The masks select none of it,
+    and since every value of a padded row is then finite, the zero gradients the masks send
+    it stay exactly zero (padding such as all-zero rows through ``x / sqrt(sum(x * x))``
+    would otherwise give NaN values whose zero gradient is still NaN). The caller's arrays are
+    not changed."""
+    lengths = np.asarray(lengths)
+    if not xs or lengths.size == 0:
+        return xs
+    T = next(iter(xs.values())).shape[0]
+    if lengths.min() >= T or lengths.max() == 0:
+        return xs  # nothing padded, or nothing real to pad with
+    longest = int(np.argmax(lengths))
+    out = {}
+    for k, x in xs.items():
+        x = x.copy()
+        for b, n in enumerate(lengths):
+            n = int(n)
+            if n < T:
+                x[n:, b] = x[n - 1, b] if n else x[0, longest]
+        out[k] = x
+    return out
+
+
+def _item(call: Tensor, k: int, value) -> Tensor:
+    node = Node("item", (call.node,), {"index": k}, None, value.shape, _dtype_name(value))
+    return Tensor(value, node, (call,), True)
+
+
+class Run:
+    """The values (and, after backward, gradients) of one call of an unrolled net.
+
+    ``values[i]`` and ``grads[i]`` are indexed by schedule slot (:meth:`Unrolled.slot`).
+    """
+
+    def __init__(self, net: Unrolled, xs: dict, states: dict, lengths, batch: int,
+                 keep: str = "all"):
+        self.net = net
+        self.keep = keep  # "needed": values and gradients no VJP reads are dropped
+        self._full = None  # the same run with everything kept, recomputed on request
+        self.lean_steps = False  # True once the compiled lean steps have dropped values
+        self.xs = xs
+        # the arrays the run computes on: the inputs, except that a masked run fills each
+        # sequence's padded steps with a real input of its own (see _padded_inputs)
+        self.xs_data = {k: x.data for k, x in xs.items()}
+        if lengths is not None and net.masked:
+            self.xs_data = _padded_inputs(self.xs_data, lengths)
+        self.states = states
+        self.lengths = lengths
+        self.batch = batch
+        self.values: list = [None] * len(net.nodes)
+        self.grads: list | None = None
+        self.leaves: list = []
+        self.leaf_kinds: list = []
+        self.seeds = None  # output gradients of the last backward: one per output, then state
+        self._input_grads = None
+        self.stacked: dict = {}
+        # whether the forward and backward passes took the generic node-by-node loop (a
+        # recomputation for Run.full takes the same, to reproduce the same bits)
+        self.generic_forward = False
+        self.generic_backward = False
+        self.flush_chunk = None  # steps per flush of shared-weight gradients, once chosen
+        # the clock when the run began: a parameter, input or initial state changed after it
+        # (an optimizer step, .data = ..., load_state_dict) makes recomputing accessors refuse
+        self._born = _CLOCK[0]
+
+    def free_unread(self) -> None:
+        """Drop the values no VJP reads, keeping their shapes (``keep="needed"``)."""
+        vals = self.values
+        for s in self.net._unread:
+            v = vals[s]
+            if type(v) is not _Freed:
+                vals[s] = _Freed(v.shape, v.dtype)
+        self._free_stacked()
+
+    def _free_stacked(self) -> None:
+        """Drop the time-batched values (T, B, ...) whose every step is freed."""
+        vals = self.values
+        for k, tb in enumerate(self.net._time_batch):
+            if k in self.stacked and type(vals[tb.slots[0]]) is _Freed and \
+                    all(type(vals[s]) is _Freed for s in tb.slots):
+                v = self.stacked[k]
+                self.stacked[k] = _Freed(v.shape, v.dtype)
+
+    def value(self, node):
+        """Value of ``node`` in this run (recomputed if the run did not keep it, see
+        :meth:`full`).
+
+        Parameters
+        ----------
+        node : Node or str
+            A node of the unrolled graph (``net.nodes``, ``net.graph.nodes``, or
+            ``net.output_nodes``), or its display name as printed by ``print(net.graph)``,
+            such as ``"h_next@0"`` (a cell's node at step 0) or ``"W"`` (a parameter).
+
+        Returns
+        -------
+        numpy.ndarray
+            The node's value, with the batch axis.
+
+        Raises
+        ------
+        GraphError
+            For a node that is not in this net's unrolled graph, or an unknown name; the
+            message says what to pass.
+        UnrollGraphError
+            If a parameter, input or initial state of the run has changed since (an optimizer
+            step): the value would mix old and new numbers.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=2)
+        >>> out, h = net(np.ones((2, 1, 2)))
+        >>> net.last_run.value("h_next@0").shape
+        (1, 3)
+        """
+        s = self._slot_of(node, "value")
+        v = self.values[s]
+        if type(v) is _Freed or self.net.nodes[s].step is None:
+            # recomputed, or a shared leaf (a parameter's live array): refuse if it changed
+            self._check_unchanged("value")
+        return v if type(v) is not _Freed else self.full().values[s]
+
+    def grad(self, node):
+        """Gradient of the loss with respect to ``node`` (``None`` before backward or where no
+        gradient reaches it; recomputed if the run did not keep it, see :meth:`full`).
+
+        ``node`` is taken as by :meth:`value` (a node of ``net.graph`` or its display name);
+        the same errors are raised.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=2)
+        >>> out, h = net(np.ones((2, 1, 2)))
+        >>> out.sum().backward()
+        >>> net.last_run.grad("h_next@1").shape
+        (1, 3)
+        """
+        s = self._slot_of(node, "grad")
+        if self.grads is None:
+            return None
+        g = self.grads[s]
+        if g is not None or self.keep == "all":
+            return g
+        self._check_unchanged("grad")
+        return self.full().grads[s]
+
+    def _slot_of(self, node, what: str) -> int:
+        """The slot of ``node`` (a Node of the unrolled graph or its display name)."""
+        net = self.net
+        if isinstance(node, Tensor) and id(node.node) in net._slot:  # a parameter tensor
+            return net._slot[id(node.node)]
+        if isinstance(node, Node):
+            s = net._slot.get(id(node))
+            if s is not None:
+                return s
+            where = ("a node of the cell, not of the unrolled graph"
+                     if node.step is None and node.op in ("input", "state") or any(
+                         node is t.node for t in net.cell.outputs.values())
+                     else "not a node of this net's unrolled graph")
+            raise GraphError(
+                f"Run.{what}({node.label()}): {where}; pass a node of net.graph.nodes (or "
+                f"net.output_nodes), or its display name as print(net.graph) shows it, e.g. "
+                f"run.{what}({net.graph.display_name(net.nodes[-1])!r})"
+            )
+        if isinstance(node, str):
+            names = self._names()
+            s = names.get(node)
+            if s is not None:
+                return s
+            close = [n for n in names if n.split("@")[0] == node.split("@")[0]][:4]
+            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            raise GraphError(
+                f"Run.{what}({node!r}): no node of the unrolled graph has this display name"
+                f"{hint} (print(net.graph) lists them: a cell's node at step t is 'name@t')"
+            )
+        got = ("a tensor that is not a node of the unrolled graph (an output the net "
+               "returned, say)" if isinstance(node, Tensor) else type(node).__name__)
+        raise GraphError(
+            f"Run.{what}(...) takes a node of net.graph.nodes, a parameter tensor, or a "
+            f"display name (a str such as 'h_next@0'), got {got}; for a tensor's own value "
+            "use t.data (and t.grad)"
+        )
+
+    def _names(self) -> dict:
+        graph = self.net.graph
+        cached = getattr(self.net, "_display_slots", None)
+        if cached is None or cached[0] is not graph:  # (a rebuilt net has a new graph)
+            names = {graph.display_name(n): self.net._slot[id(n)] for n in graph.nodes
+                     if id(n) in self.net._slot}
+            cached = self.net._display_slots = (graph, names)
+        return cached[1]
+
+    def _check_unchanged(self, what: str) -> None:
+        """Refuse to recompute from values that changed after the run (version counters)."""
+        born = self._born
+        tensors = [(f"parameter {k!r}", p) for k, p in self.net.cell._params.items()]
+        tensors += [(f"input {k!r}", x) for k, x in self.xs.items()]
+        tensors += [(f"initial state {k!r}", h) for k, h in self.states.items()
+                    if isinstance(h, Tensor)]
+        for who, t in tensors:
+            if t._version[0] > born:
+                raise UnrollGraphError(
+                    f"Run.{what}(): the {who} of {self.net.cell.name!r} was changed by "
+                    f"{t._version[1] or 'an in-place change'} after this run: the "
+                    f"parameters have changed since the run and its {what} would mix old "
+                    "and new numbers. Call the net again (and loss.backward()) and inspect "
+                    "that run, before updating the weights"
+                )
+
+    def full(self) -> Run:
+        """This run with every node's value and gradient in place, for diagrams and inspection.
+
+        A ``keep="needed"`` run keeps only what backpropagation reads. On request it is run
+        once more, forward (and backward with the same output gradients, if it had one),
+        keeping everything; what the first run kept must come out bit for bit the same, or
+        :class:`~unrollgraph.UnrollGraphError` says that the parameters or inputs have
+        changed since (an optimizer step, say) and the net must be called again.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> cell = ug.nn.RNNCell(2, 3, seed=0)
+        >>> net = ug.unroll(cell, steps=4, keep="needed")
+        >>> out, h = net(np.ones((4, 1, 2)))
+        >>> out.sum().backward()
+        >>> run = net.last_run
+        >>> pre = [n for n in net.nodes if n.op == "add" and n.step == 2][-1]
+        >>> type(run.values[net.slot(pre)]).__name__       # not kept: a stand-in
+        '_Freed'
+        >>> run.full().values[net.slot(pre)].shape        # recomputed on request
+        (1, 3)
+        """
+        if self.keep == "all":
+            return self
+        if self._full is None:
+            self._check_unchanged("full")
+            full = Run(self.net, self.xs, self.states, self.lengths, self.batch, "all")
+            full._born = self._born
+            full.generic_forward = self.generic_forward
+            full.generic_backward = self.generic_backward
+            full.forward()
+            self._check_kept(full.values, self.values, "value")
+            if self.seeds is not None:
+                full.flush_chunk = self.flush_chunk
+                full.backward(self.seeds)
+                self._check_kept(full.grads, self.grads, "gradient")
+            self._full = full
+        return self._full
+
+    def _check_kept(self, again: list, kept: list, what: str) -> None:
+        for s, v in enumerate(kept):
+            if type(v) is np.ndarray and not np.array_equal(again[s], v, equal_nan=True):
+                node = self.net.nodes[s]
+                at = "" if node.step is None else f" at step {node.step}"
+                raise UnrollGraphError(
+                    f"cannot recompute the values this run of {self.net.cell.name!r} did not "
+                    f"keep (keep='needed'): the {what} of {node.label()}{at} now comes out "
+                    "different, so the parameters, inputs or initial state have changed since "
+                    "the run (an optimizer step?). Call the net again before drawing or "
+                    "inspecting it, or unroll with keep='all' to keep every value"
+                )
+
+    def forward(self) -> None:
+        net, vals = self.net, self.values
+        net._check_cell()
+        cell = net.cell
+        batch = self.batch
+        for k, p in net._used_params.items():
+            vals[net._param_slots[k]] = p.data
+        dtype = next(iter(self.xs.values())).dtype if self.xs else np.dtype(np.float64)
+        for s, v in net._const_slots:
+            # a number written in the cell takes the run's float type (float32 stays float32)
+            vals[s] = v.astype(dtype) if v.ndim == 0 and v.dtype.kind == "f" else v
+        for k, slots in net._input_slots.items():
+            data = self.xs_data[k]
+            for t, s in enumerate(slots):
+                vals[s] = data[t]
+        for k, s in net._init_slots.items():
+            given = self.states.get(k)
+            if given is not None:
+                vals[s] = given.data if isinstance(given, Tensor) else given
+            else:
+                init = cell.init_value(k)
+                shape = (batch,) + cell.states[k].shape[1:]
+                vals[s] = (np.zeros(shape, dtype) if init is None
+                           else np.broadcast_to(init, shape).astype(dtype))
+        if net.masked:
+            for s in net._mask_slots:
+                node = net.nodes[s]
+                running = node.step < self.lengths  # the sequences still going at this step
+                vals[s] = running.reshape(running.shape + (1,) * (len(node.shape) - 1))
+        anomaly = _FLAGS.anomaly
+        # the generic loop under detect_anomaly (to name the failing node), or to recompute a
+        # run that took it: the compiled steps round differently (time batching)
+        generic = anomaly or self.generic_forward
+        if net._templates.ok and not generic:
+            self.generic_forward = False
+            try:
+                for out, ins, fwd, _v, kw, _s in net._shared_prog:
+                    vals[out] = fwd(*[vals[i] for i in ins], **kw)
+                if net._time_batch:
+                    self.stacked = {}
+                    xs = self.xs_data
+                    no_views = net._tb_unviewed if self.keep == "needed" else ()
+                    time_batched_forward(net._time_batch, vals, xs, self.stacked, net._pool,
+                                         no_views, _Freed)
+                fuse = batch * net._fuse_size <= _FUSE_ELEMENTS
+                if self.keep == "needed":
+                    # each step drops the values no VJP reads once it is done with them (and
+                    # computes in place in them where every operand has the run's dtype)
+                    steps = forward_steps(net, fuse, True, self._one_dtype(dtype))
+                    fr = stand_ins(net, batch, dtype)
+                    late = late_frees(net, steps)
+                    for t, (fn, b, s_in) in enumerate(steps):
+                        fn(vals, b, fr, *s_in)
+                        if t:
+                            for s in late[t - 1]:
+                                v = vals[s]
+                                vals[s] = _Freed(v.shape, v.dtype)
+                    for s in late[-1]:
+                        v = vals[s]
+                        vals[s] = _Freed(v.shape, v.dtype)
+                    for k in net._tb_unread:  # every step of it is freed: drop the stack too
+                        v = self.stacked[k]
+                        self.stacked[k] = _Freed(v.shape, v.dtype)
+                    self.lean_steps = True
+                    return
+                steps = forward_steps(net, fuse, False, False)
+                for fn, b, s_in in steps:
+                    fn(vals, b, *s_in)
+                return
+            except UnrollGraphError:
+                raise
+            except Exception:  # find the failing node with the generic loop below
+                pass
+        self.generic_forward = True
+        reference_forward(net, vals, anomaly)
+
+    def _one_dtype(self, dtype) -> bool:
+        """True if every array the run starts from (inputs, parameters, initial states and
+        constants) has the float type ``dtype``: then an op's result has that type too, and
+        computing it in place in an input's array gives the same bits."""
+        net = self.net
+        vals = self.values
+        for slots in (net._param_slots.values(), net._init_slots.values(), net._const_only):
+            for s in slots:
+                if getattr(vals[s], "dtype", None) != dtype:
+                    return False
+        for x in self.xs.values():
+            if x.dtype != dtype:
+                return False
+        return True
+
+    def backward(self, seeds: list) -> None:
+        """Backpropagate the output gradients ``seeds`` (one per output, then per final
+        state; ``None`` for none) through the unrolled graph."""
+        net = self.net
+        needs = self._needs()
+        bprog, want, steps, shared = backward_program(net, needs, self.keep == "needed")
+        self.seeds = seeds
+        self._full = None
+        grads, owned = self._seeded(want)
+        generic = _FLAGS.anomaly or self.generic_backward
+        self.generic_backward = generic or steps is None
+        if steps is not None and not generic:
+            vals = self.values
+            deferred = defaultdict(list)
+            # steps per flush of the shared-weight gradients (0: one, at the end); a
+            # recomputation (Run.full) flushes as the run did, to give the same bits
+            chunk = self.flush_chunk or 0
+            for i, (fn, b, s_in) in enumerate(steps):
+                fn(vals, grads, owned, deferred, b, *s_in)
+                if i == 0 and self.keep == "needed" and self.flush_chunk is None:
+                    chunk = self.flush_chunk = _flush_chunk(deferred, len(steps))
+                if chunk and (i + 1) % chunk == 0:
+                    net._templates.flush(deferred, vals, grads, owned, _acc, {}, net._pool)
+                    for parts in deferred.values():
+                        parts.clear()
+            stacks: dict = {}
+            net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
+            if net._time_batch:
+                xs = self.xs_data
+                time_batched_backward(net._time_batch, vals, xs, self.stacked, grads, owned,
+                                      want, net._input_slots, _acc,
+                                      self.keep == "all" or net._kept_grads, stacks, net._pool)
+            del stacks
+            reference_backward(shared, vals, grads, owned, False, net)
+        else:
+            reference_backward(bprog, self.values, grads, owned, _FLAGS.anomaly, net)
+        self.grads = grads
+
+    def _seeded(self, want) -> tuple:
+        """Fresh gradient and ownership lists holding the output gradients ``self.seeds``."""
+        net = self.net
+        grads: list = [None] * len(net.nodes)
+        owned = [False] * len(net.nodes)
+        slots_out = list(net._output_slots.values())
+        finals = [s[-1] for s in net._state_slots.values()]
+        for k, g in enumerate(self.seeds):
+            if g is None:
+                continue
+            if k < len(slots_out):
+                # several outputs may be one node (two names for it, or ``prev = h`` and
+                # ``y = h_next``, one step apart): their gradients add up
+                for t, s in enumerate(slots_out[k]):
+                    if want[s]:
+                        if grads[s] is None:
+                            grads[s] = g[t]
+                        else:
+                            _acc(grads, owned, s, g[t])
+            elif want[finals[k - len(slots_out)]]:
+                _acc(grads, owned, finals[k - len(slots_out)], g)
+        return grads, owned
+
+    def _needs(self) -> tuple:
+        net = self.net
+        net._check_cell()
+        needs = [net._param_slots[k] for k, p in net._used_params.items() if p.requires_grad]
+        for k, slots in net._input_slots.items():
+            if self.xs[k].requires_grad:
+                needs += slots
+        for k, s in self.states.items():
+            if isinstance(s, Tensor) and s.requires_grad:
+                needs.append(net._init_slots[k])
+        return tuple(sorted(needs))
+
+    def leaf_grads(self, seeds: list) -> list:
+        """Gradients for ``self.leaves`` (xs, params, given states), computed once per seed."""
+        if self._input_grads is not None and self._input_grads[0] is seeds:
+            return self._input_grads[1]
+        self.backward(seeds)
+        net, grads = self.net, self.grads
+        out = []
+        for (kind, key), t in zip(self.leaf_kinds, self.leaves):
+            if not t.requires_grad:
+                out.append(None)
+            elif kind == "param":
+                out.append(grads[net._param_slots[key]])
+            elif kind == "input":
+                zero = None
+                per = []
+                for s in net._input_slots[key]:
+                    g = grads[s]
+                    if g is None:
+                        if zero is None:
+                            zero = np.zeros(t.shape[1:], dtype=t.dtype)
+                        g = zero
+                    per.append(g)
+                out.append(np.stack(per))
+            else:
+                out.append(grads[net._init_slots[key]])
+        self._input_grads = (seeds, out)
+        return out
+
+    # -- inspection ------------------------------------------------------------------------------
+    def state_grads(self, name: str | None = None) -> np.ndarray | dict:
+        """dL/dh_t for every step: an array (T, B, ...), where h_t is the state after step t.
+
+        The gradient is the total one (through every later step and every output), as used to
+        study vanishing and exploding gradients. Zeros where no gradient reaches (truncation).
+        With ``lengths=``, a sequence's rows up to its length are what running it alone gives;
+        past its length the state is kept unchanged, and its gradient there is the final
+        state's, passed back unchanged.
+
+        Parameters
+        ----------
+        name : str, optional
+            The state's name. Left out: the one state's array for a cell with one state, and
+            a dict state name -> array for a cell with several (an LSTM's ``h`` and ``c``).
+
+        Returns
+        -------
+        numpy.ndarray or dict
+            Shape ``(T, B) + state shape``; a dict of such arrays when ``name`` is left out
+            and the cell has several states.
+
+        Raises
+        ------
+        CellError
+            For an unknown state name.
+        UnrollGraphError
+            Before any backward pass of this run.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4)
+        >>> out, h = net(np.ones((4, 2, 2)), lengths=[4, 2])
+        >>> out.sum().backward()
+        >>> g = net.last_run.state_grads()
+        >>> g.shape, bool(np.all(g[2:, 1] == 0))    # nothing reads sequence 1 after step 1
+        ((4, 2, 3), True)
+        >>> lstm = ug.unroll(ug.nn.LSTMCell(2, 3, seed=0), steps=4)
+        >>> out, state = lstm(np.ones((4, 1, 2)))
+        >>> out.sum().backward()
+        >>> sorted(lstm.last_run.state_grads())           # several states: one array each
+        ['c', 'h']
+        """
+        self._need_backward()
+        if name is None and len(self.net.cell.states) > 1:
+            return {s: self.state_grads(s) for s in self.net.cell.states}
+        name = self._state_name(name)
+        net = self.net
+        grads, vals = self.grads, self.values
+        slots = net._state_slots[name]
+        pre = net._state_pre_slots[name]
+        out = np.zeros((net.steps,) + tuple(vals[slots[-1]].shape), vals[slots[-1]].dtype)
+        for t, (s, p) in enumerate(zip(slots, pre)):
+            if p != s:  # masked: the value the step computed where it ran, else the kept one
+                mask = vals[net._slot[id(net.nodes[s].inputs[0])]]
+                if grads[p] is not None:
+                    out[t] = np.where(mask, grads[p], 0.0)
+                if grads[s] is not None:
+                    out[t] += np.where(mask, 0.0, grads[s])
+            elif grads[s] is not None:
+                out[t] = grads[s]
+        return out
+
+    def step_contributions(self, param: str) -> np.ndarray:
+        """Per-step parts of a shared parameter's gradient: an array (T, *shape) whose sum over
+        axis 0 equals the parameter's gradient from this run (to rounding).
+
+        Computed by one more backward pass that records what each step sends to the shared
+        nodes, then pushes each step's part through the shared nodes (``W.T``...) separately.
+        The cost is linear in T: one pass over the unrolled graph, then per step one pass
+        over the (few) shared nodes. Steps that send nothing (cut by truncation, or a
+        parameter the cell declares but never uses) have zero parts.
+
+        Parameters
+        ----------
+        param : str
+            A parameter name of the cell.
+
+        Returns
+        -------
+        numpy.ndarray
+            Shape ``(T,) + parameter shape``, the parameter's dtype.
+
+        Raises
+        ------
+        CellError
+            If the cell has no parameter ``param``.
+        UnrollGraphError
+            Before any backward pass of this run.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> cell = ug.nn.RNNCell(2, 3, seed=0)
+        >>> net = ug.unroll(cell, steps=4)
+        >>> out, h = net(np.ones((4, 1, 2)))
+        >>> out.sum().backward()
+        >>> parts = net.last_run.step_contributions("weight_hh")
+        >>> parts.shape, bool(np.allclose(parts.sum(axis=0), cell.weight_hh.grad))
+        ((4, 3, 3), True)
+        """
+        self._need_backward()
+        self._check_unchanged("step_contributions")
+        net = self.net
+        params = net.cell._params
+        if param not in params:
+            raise CellError(
+                f"cell {net.cell.name!r} has no parameter {param!r}; parameters are "
+                f"{list(params)}"
+            )
+        pslot = net._param_slots.get(param)
+        if pslot is None:  # declared, read by nothing: no step contributes
+            p = params[param].data
+            return np.zeros((net.steps,) + p.shape, dtype=p.dtype)
+        bprog, want, _steps, _shared = backward_program(net, self._needs(), self.keep == "needed")
+        grads, owned = self._seeded(want)
+        vals = self.values
+        per_step: dict = {}  # step -> {shared slot: what the step sends it}
+        shared_entries = []
+        for e in bprog:
+            out, ins, fns, kw, step = e
+            if step is None:
+                shared_entries.append(e)
+                continue
+            g = grads[out]
+            if g is None:
+                continue
+            grads[out] = None  # used: free it as we go
+            args = [vals[i] for i in ins]
+            for i, f in fns:
+                gi = f(g, vals[out], *args, **kw)
+                if gi is None:
+                    continue
+                if net.nodes[i].step is None:
+                    d = per_step.setdefault(step, {})
+                    d[i] = gi if i not in d else d[i] + gi
+                else:
+                    _acc(grads, owned, i, gi)
+        value = vals[pslot]
+        result = np.zeros((net.steps,) + value.shape, dtype=value.dtype)
+        for t, part in per_step.items():
+            g2 = dict(part)  # only the shared slots: the work per step is the shared part
+            for out, ins, fns, kw, _step in shared_entries:
+                g = g2.get(out)
+                if g is None:
+                    continue
+                args = [vals[i] for i in ins]
+                for i, f in fns:
+                    gi = f(g, vals[out], *args, **kw)
+                    if gi is not None:
+                        prev = g2.get(i)
+                        g2[i] = gi if prev is None else prev + gi
+            if pslot in g2:
+                result[t] = g2[pslot]
+        return result
+
+    def _need_backward(self) -> None:
+        if self.grads is None:
+            raise UnrollGraphError(
+                "no gradients yet: call loss.backward() on a loss computed from this run's "
+                "outputs first"
+            )
+
+    def _state_name(self, name):
+        names = list(self.net.cell.states)
+        if name is None:
+            if len(names) != 1:
+                raise CellError(f"the cell has states {names}; name the one you want")
+            return names[0]
+        if name not in names:
+            raise CellError(f"the cell has no state {name!r}; states are {names}")
+        return name
+
+
+_FLUSH_ALL_BYTES = 1 << 27  # a lean run stacks at most this much for shared-weight gradients
+_FLUSH_CHUNK_BYTES = 1 << 24  # and beyond it flushes every this many bytes of steps
+
+
+def _flush_chunk(deferred, steps: int) -> int:
+    """Steps per flush of the deferred shared-weight gradients in a lean run: 0 (all at the
+    end, the fastest) unless stacking every step's parts would take more than
+    ``_FLUSH_ALL_BYTES``; then about ``_FLUSH_CHUNK_BYTES`` worth of steps at a time, so a long
+    sequence does not pay a second copy of its gradients in memory."""
+    per_step = sum(p[-1][0].nbytes + (0 if p[-1][1] is None else p[-1][1].nbytes)
+                   for p in deferred.values() if p)
+    if per_step * steps <= _FLUSH_ALL_BYTES or not per_step:
+        return 0
+    return max(1, _FLUSH_CHUNK_BYTES // per_step)
+
+
+def _acc(grads, owned, s, g) -> None:
+    """Add ``g`` into slot ``s``: in place only into a buffer allocated here (``owned``)."""
+    prev = grads[s]
+    if prev is None:
+        grads[s] = g
+    elif owned[s] and type(prev) is np.ndarray:
+        prev += g
+    else:
+        grads[s] = prev + g
+        owned[s] = True
+
+
+def reference_forward(net, vals: list, anomaly: bool = False) -> None:
+    """The reference executor's forward pass: every op node in schedule order, one registry
+    forward each, writing ``vals`` (indexed by slot, the leaves already in place). With
+    ``anomaly`` each value is checked for NaN and inf. A failure is a
+    :class:`~unrollgraph.ShapeError` naming the node, its step and its inputs' shapes."""
+    e = None
+    try:
+        for e in net._prog:
+            out, ins, fwd, _v, kw, _s = e
+            vals[out] = fwd(*[vals[i] for i in ins], **kw)
+            if anomaly:
+                _check_finite(vals[out], f"forward of {net.nodes[out].label()}", ())
+    except UnrollGraphError:
+        raise
+    except Exception as exc:
+        node = net.nodes[e[0]]
+        shapes = ", ".join(f"{n.label()} {np.shape(vals[net.slot(n)])}" for n in node.inputs)
+        raise ShapeError(
+            f"unrolled cell {net.cell.name!r}, step {node.step}: {node.op} failed on {shapes}: "
+            f"{exc}"
+        ) from None
+
+
+def reference_backward(bprog, vals, grads, owned, anomaly, net) -> None:
+    """The reference executor's backward pass: the generic reverse walk over a backward
+    program (:func:`~unrollgraph.compile.backward_program`), one VJP per input, adding into
+    ``grads`` with :func:`_acc`. The fast paths (step templates, time batching, deferred
+    shared-weight gradients) are tested against it."""
+    for out, ins, fns, kw, _step in bprog:
+        g = grads[out]
+        if g is None:
+            continue
+        ans = vals[out]
+        args = [vals[i] for i in ins]
+        for i, f in fns:
+            gi = f(g, ans, *args, **kw)
+            if gi is None:
+                continue
+            if anomaly:
+                _check_finite(gi, f"backward into {net.nodes[i].label()}", ())
+            _acc(grads, owned, i, gi)
+
+
+def _unrolled_vjp(g, ans, *inputs, index=0, _run=None, steps=None):
+    return _run.leaf_grads(g)[index]
+
+
+defop(
+    "unrolled",
+    lambda *inputs, _run=None, steps=None: None,
+    [_unrolled_vjp],
+    variadic=True,
+    doc="a call of an unrolled net; its gradient is backpropagation through time",
+)
+
+
+_FUSE_ELEMENTS = 8192  # fuse sliced elementwise ops up to this batch x value size (measured)
