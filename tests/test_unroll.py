@@ -696,25 +696,32 @@ def test_pooled_buffers_never_overwrite_what_a_caller_still_holds(keep):
     assert np.array_equal(run1.full().values[net.slot(node)], kept_value)
 
 
-def test_lean_run_flushes_shared_weight_gradients_in_chunks_on_long_sequences(monkeypatch):
-    """Past a memory budget a lean run computes the shared weights' gradients a chunk of
-    steps at a time; the sums are the same (to rounding) as one flush at the end."""
+def test_long_runs_work_a_chunk_of_steps_at_a_time(monkeypatch):
+    """Past a size a run computes its input projection, its shared weights' gradients and the
+    time-batched backward a chunk of steps at a time; the sums are the same (to rounding) as
+    all steps at once, and a lean run and a keep="all" run chunk alike (the same bits)."""
     import importlib
 
     run_module = importlib.import_module("unrollgraph.run")
 
     xs = np.random.default_rng(1).standard_normal((9, 2, 3))
-    grads = []
-    for budget in (None, 0):
-        if budget is not None:  # every step's parts exceed the budget: 2 steps per chunk
-            monkeypatch.setattr(run_module, "_FLUSH_ALL_BYTES", budget)
-            monkeypatch.setattr(run_module, "_FLUSH_CHUNK_BYTES", 2 * (2 * 12 + 2 * 3) * 8)
-        cell = ug.nn.LSTMCell(3, 3, seed=0)
-        out, _ = ug.unroll(cell, steps=9)(xs)
-        (out * out).sum().backward()
-        grads.append([p.grad for p in cell.parameters().values()])
-    assert run_module._flush_chunk({"k": [(np.zeros((2, 12)), np.zeros((2, 3)))]}, 9) == 2
-    for a, b in zip(*grads):
+    results = {}
+    for chunked in (False, True):
+        if chunked:  # the states (2 x (3 + 3) floats a step) exceed the budget: 2 per chunk
+            monkeypatch.setattr(run_module, "_FLUSH_ALL_BYTES", 0)
+            monkeypatch.setattr(run_module, "_FLUSH_CHUNK_BYTES", 2 * 2 * (3 + 3) * 8)
+            monkeypatch.setattr(run_module, "_CHUNKS", 1)
+        for keep in ("needed", "all"):
+            cell = ug.nn.LSTMCell(3, 3, seed=0)
+            net = ug.unroll(cell, steps=9, keep=keep)
+            out, _ = net(xs)
+            (out * out).sum().backward()
+            assert net.last_run.flush_chunk == (2 if chunked else 0)
+            results[chunked, keep] = [out.data] + [p.grad for p in cell.parameters().values()]
+            results[chunked, keep].append(net.last_run.state_grads("c"))
+    for a, b in zip(results[True, "needed"], results[True, "all"]):
+        assert np.array_equal(a, b)
+    for a, b in zip(results[False, "needed"], results[True, "needed"]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
 
 
