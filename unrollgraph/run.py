@@ -13,6 +13,7 @@ reference executor: every derived fast path is tested against them (they also ru
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -609,10 +610,13 @@ class Run:
         are stored once, not once per step and once stacked); ``None`` when small (stacking
         them after the run costs less than a copy per step)."""
         net = self.net
-        if not net._output_slots:
+        per_step = net.__dict__.get("_output_elems")
+        if per_step is None:
+            per_step = net._output_elems = sum(
+                math.prod(net.nodes[slots[0]].shape[1:] or ())
+                for slots in net._output_slots.values())
+        if not per_step:
             return None
-        per_step = sum(int(np.prod(net.nodes[slots[0]].shape[1:] or ()))
-                       for slots in net._output_slots.values())
         return [] if per_step * self.batch * net.steps * 8 >= _OUTPUT_BUFFER_BYTES else None
 
     def _write_outputs(self, outs: list, t: int) -> list:
@@ -987,8 +991,11 @@ def _chunk_steps(net, batch: int, itemsize: int) -> int:
     ``_FLUSH_CHUNK_BYTES`` of them (a few large products instead of one lose nothing).
     The chunks depend only on the sizes, so every run of a net, lean or not, computes the
     same numbers in the same order."""
-    per_step = batch * itemsize * sum(int(np.prod(st.shape[1:], dtype=np.int64))
-                                      for st in net.cell.states.values())
+    elems = net.__dict__.get("_state_elems")
+    if elems is None:
+        elems = net._state_elems = sum(math.prod(st.shape[1:])
+                                       for st in net.cell.states.values())
+    per_step = batch * itemsize * elems
     if not per_step or per_step * net.steps <= _FLUSH_ALL_BYTES:
         return 0
     return max(1, min(-(-net.steps // _CHUNKS), _FLUSH_CHUNK_BYTES // per_step))

@@ -88,6 +88,7 @@ class StepTemplates:
         self.step_entries = [by_step.get(t, []) for t in range(len(blocks))]
         self.sigs = []
         self._fwd_cache: dict = {}
+        self._plan_cache: dict = {}
         self._bwd_cache: dict = {}
         self.deferred: dict = {}  # (out, input) -> (vjp, input index, target slot, needs other)
         if not _OP_OF:
@@ -168,7 +169,19 @@ class StepTemplates:
         value no VJP reads as soon as its last reader in the step has run; ``donate`` also
         lets such a value's array take the result of its one reader in place
         (``t = h @ W; t += b``), which is exact when all operands share one dtype."""
-        plan = self._lean_plan(t, fuse, donate) if lean else None
+        plan = None
+        if lean:
+            # the plan depends on the step's shape and on which of its slots are unread or
+            # read by the next step: the same for (nearly) every step, so computed once
+            base, length = self.blocks[t]
+            unread = self.unread
+            later = self.state_in[t + 1] if t + 1 < len(self.state_in) else ()
+            pkey = (self.sigs[t], fuse, donate,
+                    tuple([k for k in range(length) if base + k in unread]),
+                    tuple([s - base for s in later]))
+            plan = self._plan_cache.get(pkey)
+            if plan is None:
+                plan = self._plan_cache[pkey] = self._lean_plan(t, fuse, donate)
         key = (self.sigs[t], fuse, plan and (plan[0], tuple(sorted(plan[1].items()))))
         fn = self._fwd_cache.get(key)
         if fn is None:
@@ -310,9 +323,11 @@ class StepTemplates:
         base, _ = self.blocks[t]
         rel = self.rel[t]
         pattern = []
-        for out, refs, *_ in rel:
+        st = self.state_in[t]
+        for out, refs, *_ in rel:  # (_abs written out: this runs for every step)
             pattern.append(want[base + out])
-            pattern.extend(want[self._abs(r, t)] for r in refs)
+            for kind, k in refs:
+                pattern.append(want[base + k if kind == "b" else st[k] if kind == "s" else k])
         key = (self.sigs[t], tuple(pattern), drop, keep)
         fn = self._bwd_cache.get(key)
         if fn is None:
