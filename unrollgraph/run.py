@@ -978,7 +978,7 @@ class Run:
 # _FLUSH_CHUNK_BYTES of states per chunk)
 _FLUSH_ALL_BYTES = 1 << 20
 _FLUSH_CHUNK_BYTES = 1 << 22
-_CHUNKS = 16
+_CHUNKS = 32
 
 
 def _chunk_steps(net, batch: int, itemsize: int) -> int:

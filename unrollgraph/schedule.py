@@ -182,17 +182,19 @@ class StepTemplates:
             plan = self._plan_cache.get(pkey)
             if plan is None:
                 plan = self._plan_cache[pkey] = self._lean_plan(t, fuse, donate)
-        key = (self.sigs[t], fuse, plan and (plan[0], tuple(sorted(plan[1].items()))))
+        key = (self.sigs[t], fuse,
+               plan and (plan[0], tuple(sorted(plan[1].items())), plan[2]))
         fn = self._fwd_cache.get(key)
         if fn is None:
             fn = self._fwd_cache[key] = self._make_forward(self.rel[t], fuse, plan)
         return fn
 
     def _lean_plan(self, t, fuse, donate):
-        """``(free_after, donor)`` for a lean step: block offsets to drop after each entry
-        (a tuple of tuples; an entry whose own value is in its tuple is not computed at all)
-        and ``{entry: input position}`` for the entries that may compute in place in an
-        input's array."""
+        """``(free_after, donor, copies)`` for a lean step: block offsets to drop after each
+        entry (a tuple of tuples; an entry whose own value is in its tuple is not computed at
+        all), ``{entry: input position}`` for the entries that may compute in place in an
+        input's array, and the slicing entries whose kept slice is copied out of a value
+        the step drops."""
         base, length = self.blocks[t]
         rel = self.rel[t]
         fused = _sliced_elementwise(rel) if fuse else {}
@@ -233,7 +235,16 @@ class StepTemplates:
         for k, (out, *_rest) in enumerate(rel):
             if out not in readers and base + out in self.unread:
                 free_after[k].append(out)  # read by nothing at all (a fused gate's slice)
-        return tuple(tuple(sorted(f)) for f in free_after), donor
+        # a kept slice of a value the step drops is copied: as a view it would keep the
+        # whole value alive (a GRU keeps the n gate's third of h W_hh^T + b_hh, not all of it)
+        copies = []
+        for k, (out, refs, fwd, _v, _key, kw) in enumerate(rel):
+            if k not in fused and _OP_OF.get(fwd) == "getitem" and refs[0][0] == "b" \
+                    and refs[0][1] in free and base + out not in self.unread \
+                    and _basic_index(kw.get("index", ())) \
+                    and self.shapes[base + out] != self.shapes[base + refs[0][1]]:
+                copies.append(k)
+        return tuple(tuple(sorted(f)) for f in free_after), donor, tuple(copies)
 
     def fusable(self) -> int:
         """Largest per-sample size of a value whose slices a fused forward would share
@@ -248,7 +259,8 @@ class StepTemplates:
 
     def _make_forward(self, rel, fuse=False, plan=None):
         ns = {}
-        free_after, donor = plan if plan is not None else ((() for _ in rel), {})
+        free_after, donor, copies = plan if plan is not None else (
+            (() for _ in rel), {}, ())
         free_after = list(free_after)
         nstates = max(len(s) for s in self.state_in) if self.state_in else 0
         lean = ", fr" if plan is not None else ""  # fr[k]: stand-in for a dropped value
@@ -287,6 +299,8 @@ class StepTemplates:
                 if "I" in expr:
                     ns[f"I{k}"] = kw["index"]
                 line = expr.format(*a).replace("{I}", f"I{k}")
+                if k in copies:
+                    line += ".copy()"
             else:
                 ns[f"F{k}"] = functools.partial(fwd, **kw) if kw else fwd
                 line = f"F{k}({', '.join(a)})"
