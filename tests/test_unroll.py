@@ -970,3 +970,36 @@ def test_run_accessors_with_ragged_lengths_equal_each_sequence_alone(make, lengt
             want_parts[k][:n] += r1.step_contributions(k)
     for k in parts:
         np.testing.assert_allclose(parts[k], want_parts[k], rtol=1e-10, atol=1e-13)
+
+
+def test_a_lean_run_keeps_no_state_gradient_until_asked(monkeypatch):
+    """A lean backward pass drops each state's gradient once used (keeping them would double
+    what BPTT keeps); state_grads() gets them from a second pass over the kept values, equal
+    bit for bit to a keep="all" run's, and refuses once the weights have changed."""
+    import importlib
+
+    run_module = importlib.import_module("unrollgraph.run")
+    monkeypatch.setattr(run_module, "_OUTPUT_BUFFER_BYTES", 0)  # outputs written in place
+    xs = np.random.default_rng(0).standard_normal((6, 2, 3))
+    got = {}
+    for keep in ("needed", "all"):
+        cell = ug.nn.GRUCell(3, 4, seed=0)
+        net = ug.unroll(cell, steps=6, keep=keep)
+        out, _ = net(xs)
+        run = net.last_run
+        for s in next(iter(net._output_slots.values())):  # each output is a row of out
+            assert np.shares_memory(run.values[s], out.data)
+        (out * out).sum().backward()
+        states = next(iter(net._state_slots.values()))
+        if keep == "needed":
+            assert all(run.grads[s] is None for s in states)
+        got[keep] = run.state_grads()
+        if keep == "needed":
+            cell2 = ug.nn.GRUCell(3, 4, seed=0)
+            net2 = ug.unroll(cell2, steps=6)
+            out2, _ = net2(xs)
+            (out2 * out2).sum().backward()
+            ug.optim.SGD(cell2.parameters(), lr=0.1).step()
+            with pytest.raises(ug.UnrollGraphError, match="parameters have changed"):
+                net2.last_run.state_grads()
+    assert np.array_equal(got["needed"], got["all"])

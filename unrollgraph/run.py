@@ -797,6 +797,11 @@ class Run:
         past its length the state is kept unchanged, and its gradient there is the final
         state's, passed back unchanged.
 
+        A lean run (``keep="needed"``, the default) does not keep these gradients as it
+        backpropagates (they would double the memory BPTT needs): the first call makes a
+        second backward pass over the values the run kept, with the same output gradients,
+        and keeps its answer for later calls.
+
         Parameters
         ----------
         name : str, optional
@@ -814,7 +819,9 @@ class Run:
         CellError
             For an unknown state name.
         UnrollGraphError
-            Before any backward pass of this run.
+            Before any backward pass of this run; and for a lean run's first call once a
+            parameter, input or initial state has changed since the run (an optimizer step:
+            ask before it, or unroll with ``keep="all"``).
 
         Examples
         --------
@@ -859,6 +866,8 @@ class Run:
         if self.keep == "all" or self.generic_backward:
             return self.grads
         if self._state_grads is None:
+            # (it reads the parameters: refuse once they have changed, as full() does)
+            self._check_unchanged("state_grads")
             self._state_grads = self._backward_pass(self.seeds, keep_states=True)
         return self._state_grads
 
