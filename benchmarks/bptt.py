@@ -101,7 +101,9 @@ def _torch():
         import torch
     except ImportError:
         return None
-    torch.set_num_threads(2)
+    # two threads (the machine's cores), or as many as OMP_NUM_THREADS says (set it to 1,
+    # with OPENBLAS_NUM_THREADS=1, to time every column single-threaded on a loaded machine)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     return torch
 
 
@@ -618,8 +620,9 @@ def main(argv=None):
     print(f"# BPTT training step, float64, median ms ({time.strftime('%Y-%m-%d')}; numpy "
           f"{np.__version__}; "
           + ", ".join(f"{fw} {versions[fw] or 'not installed'}" for fw in wanted)
-          + " (each in child processes; torch with 2 threads)"
-          + f"; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')}; "
+          + f" (each in child processes; torch with {os.environ.get('OMP_NUM_THREADS', '2')} "
+          "threads)"
+          + f"; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; "
           f"unrollgraph from {pathlib.Path(ug.__file__).parent})\n")
     if not args.no_times:
         rows = time_sizes(sizes, kinds, args.quick, frameworks)
