@@ -8,6 +8,13 @@ writes backpropagation through time. It serves two purposes:
 * the test suite (``tests/test_nn.py``) checks unrollgraph's unrolled cells against it;
 * the benchmark (``benchmarks/bptt.py``) times it as the "hand-written numpy, step loop" floor.
 
+:func:`forward_batched` and :func:`backward_batched` are the same equations for one Elman or
+LSTM layer with the work that does not depend on the recurrence taken out of the step loop:
+the input projection ``x_t W_ih^T + b_ih`` of all steps in one product before the loop, and the
+weight and bias gradients of all steps in one product each after it (the loop only stores
+each step's pre-activation gradient). That is the faster of the two hand-written baselines
+at the larger sizes; the benchmark times both.
+
 Layers are dicts with the keys ``weight_ih`` (G*H, D), ``weight_hh`` (G*H, H) and optionally
 ``bias_ih``, ``bias_hh`` (G*H,), G being 1, 4 or 3 gates. A stack is a list of such dicts; layer
 ``l`` reads the hidden states of layer ``l - 1``.
@@ -30,7 +37,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["forward", "backward", "layers_from_state_dict", "GATES"]
+__all__ = ["forward", "backward", "forward_batched", "backward_batched",
+           "layers_from_state_dict", "GATES"]
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -241,3 +249,95 @@ def backward(cache, dys, dfinals=None, need_dxs=True):
         df = None if dfinals is None else dfinals[li]
         d, grads[li], dinit[li] = _layer_backward(cache[li], d, df, need_dxs or li > 0)
     return d, grads, dinit
+
+
+def forward_batched(kind: str, xs, p: dict):
+    """One Elman (tanh) or LSTM layer over ``xs`` (T, B, D), with the input projection of all
+    steps computed in one product before the step loop; zero initial state.
+
+    Returns ``ys`` (T, B, H) and a cache for :func:`backward_batched`.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> layer = {"weight_ih": rng.normal(size=(8, 3)), "weight_hh": rng.normal(size=(8, 2)),
+    ...          "bias_ih": rng.normal(size=8), "bias_hh": rng.normal(size=8)}
+    >>> xs = rng.normal(size=(5, 4, 3))
+    >>> ys, cache = forward_batched("lstm", xs, layer)
+    >>> bool(np.allclose(ys, forward("lstm", xs, [layer])[0]))
+    True
+    """
+    if kind not in ("rnn", "lstm"):
+        raise ValueError(f"forward_batched: kind must be 'rnn' or 'lstm', got {kind!r}")
+    T, B, D = xs.shape
+    H = p["weight_hh"].shape[1]
+    Whh_T = p["weight_hh"].T
+    gi = (xs.reshape(T * B, D) @ p["weight_ih"].T).reshape(T, B, -1)
+    gi += p["bias_ih"] + p["bias_hh"]
+    ys = np.empty((T, B, H))
+    h = np.zeros((B, H))
+    if kind == "rnn":
+        for t in range(T):
+            a = gi[t]
+            a += h @ Whh_T
+            h = ys[t]
+            np.tanh(a, out=h)
+        return ys, (kind, p, xs, ys, None, None)
+    acts = gi  # the gate activations overwrite the pre-activations, step by step
+    cs = np.empty((T, B, H))
+    for t in range(T):
+        a = acts[t]
+        a += h @ Whh_T
+        a[:, :2 * H] = _sigmoid(a[:, :2 * H])
+        np.tanh(a[:, 2 * H:3 * H], out=a[:, 2 * H:3 * H])
+        a[:, 3 * H:] = _sigmoid(a[:, 3 * H:])
+        i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+        c = cs[t]
+        np.multiply(i, g, out=c)
+        if t:
+            c += f * cs[t - 1]
+        h = ys[t]
+        np.multiply(o, np.tanh(c), out=h)
+    return ys, (kind, p, xs, ys, acts, cs)
+
+
+def backward_batched(cache, dys):
+    """Backpropagation through time of :func:`forward_batched`: the step loop computes each
+    step's pre-activation gradient into one (T, B, G*H) array, then one product per weight
+    and one sum per bias give the parameter gradients of all steps.
+
+    Returns a dict of parameter gradients (dL/dxs is not computed: the inputs are data).
+    """
+    kind, p, xs, ys, acts, cs = cache
+    T, B, D = xs.shape
+    H = ys.shape[2]
+    Whh = p["weight_hh"]
+    dz = np.empty((T, B, Whh.shape[0]))
+    dh_next = np.zeros((B, H))
+    dc_next = np.zeros((B, H))
+    for t in range(T - 1, -1, -1):
+        dh = dys[t] + dh_next
+        if kind == "rnn":
+            h = ys[t]
+            np.multiply(dh, 1.0 - h * h, out=dz[t])
+        else:
+            a = acts[t]
+            i, f, g, o = a[:, :H], a[:, H:2 * H], a[:, 2 * H:3 * H], a[:, 3 * H:]
+            tc = np.tanh(cs[t])
+            c_prev = cs[t - 1] if t else 0.0
+            dc = dc_next + dh * o * (1.0 - tc * tc)
+            d = dz[t]
+            np.multiply(dc * g, i * (1.0 - i), out=d[:, :H])
+            np.multiply(dc * c_prev, f * (1.0 - f), out=d[:, H:2 * H])
+            np.multiply(dc * i, 1.0 - g * g, out=d[:, 2 * H:3 * H])
+            np.multiply(dh * tc, o * (1.0 - o), out=d[:, 3 * H:])
+            dc_next = dc * f
+        dh_next = dz[t] @ Whh
+    flat = dz.reshape(T * B, -1)
+    grads = {"weight_ih": flat.T @ xs.reshape(T * B, D)}
+    # h_{t-1} for t >= 1 is ys[t-1]; the initial state is zero and adds nothing
+    grads["weight_hh"] = dz[1:].reshape((T - 1) * B, dz.shape[2]).T @ ys[:-1].reshape(
+        (T - 1) * B, H)
+    bias = flat.sum(axis=0)
+    grads["bias_ih"], grads["bias_hh"] = bias, bias.copy()
+    return grads

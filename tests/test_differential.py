@@ -28,6 +28,7 @@ run_module = importlib.import_module("unrollgraph.run")  # (the executor: its kn
 # examples per test: about 5 s each in the suite; set UNROLLGRAPH_DIFFERENTIAL_EXAMPLES (and
 # UNROLLGRAPH_HYPOTHESIS_PROFILE=thorough, for fresh random draws) for a longer search
 FLUSH = (run_module._FLUSH_ALL_BYTES, run_module._FLUSH_CHUNK_BYTES)
+OUTPUT_BUFFER = run_module._OUTPUT_BUFFER_BYTES
 EXAMPLES = int(os.environ.get("UNROLLGRAPH_DIFFERENTIAL_EXAMPLES", "60"))
 
 # -------------------------------------------------------------------------------------------
@@ -471,6 +472,8 @@ def run_net(cell, spec, T, xs, h0s, seeds_out, seeds_fin, option, truncate=None,
     chunked = path == "chunked"
     monkeypatch.setattr(run_module, "_FLUSH_ALL_BYTES", 0 if chunked else FLUSH[0])
     monkeypatch.setattr(run_module, "_FLUSH_CHUNK_BYTES", 1 if chunked else FLUSH[1])
+    # (and the outputs written step by step into their arrays, as on long sequences)
+    monkeypatch.setattr(run_module, "_OUTPUT_BUFFER_BYTES", 0 if chunked else OUTPUT_BUFFER)
     for _call in range(2):  # a second call reuses the net's caches and buffer pool
         cell.zero_grad()
         for t in list(xts.values()) + list(h0ts):

@@ -696,25 +696,32 @@ def test_pooled_buffers_never_overwrite_what_a_caller_still_holds(keep):
     assert np.array_equal(run1.full().values[net.slot(node)], kept_value)
 
 
-def test_lean_run_flushes_shared_weight_gradients_in_chunks_on_long_sequences(monkeypatch):
-    """Past a memory budget a lean run computes the shared weights' gradients a chunk of
-    steps at a time; the sums are the same (to rounding) as one flush at the end."""
+def test_long_runs_work_a_chunk_of_steps_at_a_time(monkeypatch):
+    """Past a size a run computes its input projection, its shared weights' gradients and the
+    time-batched backward a chunk of steps at a time; the sums are the same (to rounding) as
+    all steps at once, and a lean run and a keep="all" run chunk alike (the same bits)."""
     import importlib
 
     run_module = importlib.import_module("unrollgraph.run")
 
     xs = np.random.default_rng(1).standard_normal((9, 2, 3))
-    grads = []
-    for budget in (None, 0):
-        if budget is not None:  # every step's parts exceed the budget: 2 steps per chunk
-            monkeypatch.setattr(run_module, "_FLUSH_ALL_BYTES", budget)
-            monkeypatch.setattr(run_module, "_FLUSH_CHUNK_BYTES", 2 * (2 * 12 + 2 * 3) * 8)
-        cell = ug.nn.LSTMCell(3, 3, seed=0)
-        out, _ = ug.unroll(cell, steps=9)(xs)
-        (out * out).sum().backward()
-        grads.append([p.grad for p in cell.parameters().values()])
-    assert run_module._flush_chunk({"k": [(np.zeros((2, 12)), np.zeros((2, 3)))]}, 9) == 2
-    for a, b in zip(*grads):
+    results = {}
+    for chunked in (False, True):
+        if chunked:  # the states (2 x (3 + 3) floats a step) exceed the budget: 2 per chunk
+            monkeypatch.setattr(run_module, "_FLUSH_ALL_BYTES", 0)
+            monkeypatch.setattr(run_module, "_FLUSH_CHUNK_BYTES", 2 * 2 * (3 + 3) * 8)
+            monkeypatch.setattr(run_module, "_CHUNKS", 1)
+        for keep in ("needed", "all"):
+            cell = ug.nn.LSTMCell(3, 3, seed=0)
+            net = ug.unroll(cell, steps=9, keep=keep)
+            out, _ = net(xs)
+            (out * out).sum().backward()
+            assert net.last_run.flush_chunk == (2 if chunked else 0)
+            results[chunked, keep] = [out.data] + [p.grad for p in cell.parameters().values()]
+            results[chunked, keep].append(net.last_run.state_grads("c"))
+    for a, b in zip(results[True, "needed"], results[True, "all"]):
+        assert np.array_equal(a, b)
+    for a, b in zip(results[False, "needed"], results[True, "needed"]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
 
 
@@ -963,3 +970,36 @@ def test_run_accessors_with_ragged_lengths_equal_each_sequence_alone(make, lengt
             want_parts[k][:n] += r1.step_contributions(k)
     for k in parts:
         np.testing.assert_allclose(parts[k], want_parts[k], rtol=1e-10, atol=1e-13)
+
+
+def test_a_lean_run_keeps_no_state_gradient_until_asked(monkeypatch):
+    """A lean backward pass drops each state's gradient once used (keeping them would double
+    what BPTT keeps); state_grads() gets them from a second pass over the kept values, equal
+    bit for bit to a keep="all" run's, and refuses once the weights have changed."""
+    import importlib
+
+    run_module = importlib.import_module("unrollgraph.run")
+    monkeypatch.setattr(run_module, "_OUTPUT_BUFFER_BYTES", 0)  # outputs written in place
+    xs = np.random.default_rng(0).standard_normal((6, 2, 3))
+    got = {}
+    for keep in ("needed", "all"):
+        cell = ug.nn.GRUCell(3, 4, seed=0)
+        net = ug.unroll(cell, steps=6, keep=keep)
+        out, _ = net(xs)
+        run = net.last_run
+        for s in next(iter(net._output_slots.values())):  # each output is a row of out
+            assert np.shares_memory(run.values[s], out.data)
+        (out * out).sum().backward()
+        states = next(iter(net._state_slots.values()))
+        if keep == "needed":
+            assert all(run.grads[s] is None for s in states)
+        got[keep] = run.state_grads()
+        if keep == "needed":
+            cell2 = ug.nn.GRUCell(3, 4, seed=0)
+            net2 = ug.unroll(cell2, steps=6)
+            out2, _ = net2(xs)
+            (out2 * out2).sum().backward()
+            ug.optim.SGD(cell2.parameters(), lr=0.1).step()
+            with pytest.raises(ug.UnrollGraphError, match="parameters have changed"):
+                net2.last_run.state_grads()
+    assert np.array_equal(got["needed"], got["all"])

@@ -64,7 +64,8 @@ def compile_schedule(net) -> None:
 
     net._state_pre_slots = {k: [before_mask(n) for n in ns]
                              for k, ns in net.state_nodes.items()}
-    # slots whose gradients every run keeps (Run.state_grads, Run.grad of what it returns)
+    # slots whose gradients Run.state_grads reads (a lean run keeps them only in the second
+    # backward pass that state_grads makes: keeping them in the first would double BPTT's memory)
     net._kept_grads = frozenset(
         s for slots in list(net._state_slots.values()) + list(net._output_slots.values())
         + list(net._state_pre_slots.values()) for s in slots)
@@ -76,8 +77,8 @@ def compile_schedule(net) -> None:
             net._unread_by_step[step].append(s)
     net._time_batch = _plan_time_batching(net)
     skip = frozenset(s for tb in net._time_batch for s in tb.slots)
-    # block offsets whose gradients a lean run keeps: states and outputs (and, in a masked
-    # net, each state's value before its mask, for state_grads)
+    # block offsets whose gradients a lean run's state_grads pass keeps: states and outputs
+    # (and, in a masked net, each state's value before its mask)
     keep_grads = frozenset(
         s - blocks[net.nodes[s].step][0] for s in net._kept_grads
         if net.nodes[s].step is not None
@@ -199,10 +200,11 @@ def _plan_time_batching(net) -> list:
                               input_names, shared_slot, get_op)
 
 
-def backward_program(net, needs: tuple, drop: bool = False) -> list:
+def backward_program(net, needs: tuple, drop: bool = False, keep: bool = False) -> list:
     """Entries in reverse order with only the VJPs that lead to something needing grad;
-    ``drop``: the compiled steps drop each intermediate gradient once used."""
-    key = (needs, drop)
+    ``drop``: the compiled steps drop each intermediate gradient once used (``keep``: except
+    those of the states and outputs, for :meth:`Run.state_grads`)."""
+    key = (needs, drop, keep)
     if key in net._bprogs:
         return net._bprogs[key]
     want = [False] * len(net.nodes)
@@ -228,7 +230,7 @@ def backward_program(net, needs: tuple, drop: bool = False) -> list:
     if tpl.ok:
         first = 0 if net.truncate is None else net.steps - net.truncate
         steps = [
-            (tpl.backward_fn(t, want, drop), tpl.blocks[t][0], tpl.state_in[t])
+            (tpl.backward_fn(t, want, drop, keep), tpl.blocks[t][0], tpl.state_in[t])
             for t in range(net.steps - 1, first - 1, -1)
         ]
     shared = [e for e in bprog if e[4] is None]

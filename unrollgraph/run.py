@@ -13,6 +13,7 @@ reference executor: every derived fast path is tested against them (they also ru
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -23,7 +24,14 @@ from .compile import _Freed, backward_program, forward_steps, late_frees, stand_
 from .errors import CellError, GraphError, ShapeError, UnrollGraphError
 from .graph import Node
 from .ops import defop
-from .schedule import stack, time_batched_backward, time_batched_forward
+from .schedule import (
+    chunk_of,
+    stack,
+    take,
+    time_batched_backward,
+    time_batched_chunk,
+    time_batched_forward,
+)
 from .tensor import (
     _CLOCK,
     _FLAGS,
@@ -280,17 +288,24 @@ class Run:
         self.seeds = None  # output gradients of the last backward: one per output, then state
         self._input_grads = None
         self.stacked: dict = {}
+        # the outputs (T, B, ...), one array per output, when the compiled steps wrote each
+        # step's output straight into them (call() stacks the per-step values otherwise)
+        self.outputs: list | None = None
+        self._state_grads = None  # a lean run's state gradients, computed on request
         # whether the forward and backward passes took the generic node-by-node loop (a
         # recomputation for Run.full takes the same, to reproduce the same bits)
         self.generic_forward = False
         self.generic_backward = False
-        self.flush_chunk = None  # steps per flush of shared-weight gradients, once chosen
+        self.flush_chunk = None  # steps per chunk of a long run (see _chunk_steps), once chosen
         # the clock when the run began: a parameter, input or initial state changed after it
         # (an optimizer step, .data = ..., load_state_dict) makes recomputing accessors refuse
         self._born = _CLOCK[0]
 
     def stacked_outputs(self) -> list:
-        """Each output of the run as one (T, B, ...) array, in declaration order."""
+        """Each output of the run as one (T, B, ...) array, in declaration order: the arrays
+        the steps wrote their outputs into, or else the per-step values stacked."""
+        if self.outputs:
+            return self.outputs
         net = self.net
         return [stack([self.values[i] for i in slots], net._pool)
                 for slots in net._output_slots.values()]
@@ -472,10 +487,10 @@ class Run:
             full._born = self._born
             full.generic_forward = self.generic_forward
             full.generic_backward = self.generic_backward
+            full.flush_chunk = self.flush_chunk  # (chunks of steps as the run had them)
             full.forward()
             self._check_kept(full.values, self.values, "value")
             if self.seeds is not None:
-                full.flush_chunk = self.flush_chunk
                 full.backward(self.seeds)
                 self._check_kept(full.grads, self.grads, "gradient")
             self._full = full
@@ -532,12 +547,25 @@ class Run:
             try:
                 for out, ins, fwd, _v, kw, _s in net._shared_prog:
                     vals[out] = fwd(*[vals[i] for i in ins], **kw)
+                if self.flush_chunk is None:
+                    self.flush_chunk = _chunk_steps(net, batch, dtype.itemsize)
+                chunk = self.flush_chunk
+                stream = False  # the input projection a chunk at a time, in the step loop
                 if net._time_batch:
                     self.stacked = {}
                     xs = self.xs_data
                     no_views = net._tb_unviewed if self.keep == "needed" else ()
-                    time_batched_forward(net._time_batch, vals, xs, self.stacked, net._pool,
-                                         no_views, _Freed)
+                    if not chunk:
+                        time_batched_forward(net._time_batch, vals, xs, self.stacked,
+                                             net._pool, no_views, _Freed)
+                    elif self.keep == "needed" and \
+                            len(net._tb_unread) == len(net._time_batch):
+                        stream = True  # (no VJP reads them: the stacks need not stay)
+                    else:
+                        for t0 in range(0, net.steps, chunk):
+                            time_batched_chunk(net._time_batch, vals, xs, t0,
+                                               min(t0 + chunk, net.steps), net._pool,
+                                               self.stacked, no_views, _Freed)
                 fuse = batch * net._fuse_size <= _FUSE_ELEMENTS
                 if self.keep == "needed":
                     # each step drops the values no VJP reads once it is done with them (and
@@ -545,12 +573,23 @@ class Run:
                     steps = forward_steps(net, fuse, True, self._one_dtype(dtype))
                     fr = stand_ins(net, batch, dtype)
                     late = late_frees(net, steps)
+                    outs = self._output_buffers()
+                    T = net.steps
                     for t, (fn, b, s_in) in enumerate(steps):
+                        if stream and t % chunk == 0:
+                            part = time_batched_chunk(net._time_batch, vals, xs, t,
+                                                      min(t + chunk, T), net._pool, None,
+                                                      no_views, _Freed)
+                            self.stacked = {k: _Freed((T,) + v.shape[1:], v.dtype)
+                                            for k, v in part.items()}
+                            del part
                         fn(vals, b, fr, *s_in)
                         if t:
                             for s in late[t - 1]:
                                 v = vals[s]
                                 vals[s] = _Freed(v.shape, v.dtype)
+                        if outs is not None:
+                            outs = self._write_outputs(outs, t)
                     for s in late[-1]:
                         v = vals[s]
                         vals[s] = _Freed(v.shape, v.dtype)
@@ -560,8 +599,11 @@ class Run:
                     self.lean_steps = True
                     return
                 steps = forward_steps(net, fuse, False, False)
-                for fn, b, s_in in steps:
+                outs = self._output_buffers()
+                for t, (fn, b, s_in) in enumerate(steps):
                     fn(vals, b, *s_in)
+                    if outs is not None:
+                        outs = self._write_outputs(outs, t)
                 return
             except UnrollGraphError:
                 raise
@@ -569,6 +611,40 @@ class Run:
                 pass
         self.generic_forward = True
         reference_forward(net, vals, anomaly)
+
+    def _output_buffers(self):
+        """``[]`` when the outputs are large enough to be written step by step straight into
+        their (T, B, ...) arrays (then the per-step values are views of those: the outputs
+        are stored once, not once per step and once stacked); ``None`` when small (stacking
+        them after the run costs less than a copy per step)."""
+        net = self.net
+        per_step = net.__dict__.get("_output_elems")
+        if per_step is None:
+            per_step = net._output_elems = sum(
+                math.prod(net.nodes[slots[0]].shape[1:] or ())
+                for slots in net._output_slots.values())
+        if not per_step:
+            return None
+        return [] if per_step * self.batch * net.steps * 8 >= _OUTPUT_BUFFER_BYTES else None
+
+    def _write_outputs(self, outs: list, t: int) -> list:
+        """Copy step ``t``'s outputs into their arrays (made at step 0) and let the step's
+        slots hold views of them (the step's own arrays are then free)."""
+        vals = self.values
+        net = self.net
+        if t == 0:
+            for slots in net._output_slots.values():
+                v = vals[slots[0]]
+                if type(v) is not np.ndarray:
+                    return None  # (not an array: leave the outputs to be stacked)
+                outs.append(take(net._pool, (net.steps,) + v.shape, v.dtype))
+            self.outputs = outs
+        for out, slots in zip(outs, net._output_slots.values()):
+            s = slots[t]
+            row = out[t]
+            row[...] = vals[s]
+            vals[s] = row
+        return outs
 
     def _one_dtype(self, dtype) -> bool:
         """True if every array the run starts from (inputs, parameters, initial states and
@@ -588,49 +664,82 @@ class Run:
     def backward(self, seeds: list) -> None:
         """Backpropagate the output gradients ``seeds`` (one per output, then per final
         state; ``None`` for none) through the unrolled graph."""
-        net = self.net
-        needs = self._needs()
-        bprog, want, steps, shared = backward_program(net, needs, self.keep == "needed")
         self.seeds = seeds
         self._full = None
-        grads, owned = self._seeded(want)
+        self._state_grads = None
+        self.grads = self._backward_pass(seeds)
+
+    def _backward_pass(self, seeds: list, keep_states: bool = False) -> list:
+        """The gradient of every slot the pass keeps, for the output gradients ``seeds``. A
+        lean run keeps no intermediate gradient; ``keep_states``: except those of the states
+        and outputs (the second pass :meth:`state_grads` makes)."""
+        net = self.net
+        needs = self._needs()
+        bprog, want, steps, shared = backward_program(net, needs, self.keep == "needed",
+                                                      keep_states)
+        grads, owned = self._seeded(want, seeds)
         generic = _FLAGS.anomaly or self.generic_backward
         self.generic_backward = generic or steps is None
         if steps is not None and not generic:
             vals = self.values
             deferred = defaultdict(list)
-            # steps per flush of the shared-weight gradients (0: one, at the end); a
-            # recomputation (Run.full) flushes as the run did, to give the same bits
+            keep_views = self.keep == "all" or (net._kept_grads if keep_states else frozenset())
+            # steps per flush of the shared-weight gradients and the time-batched nodes'
+            # backward (0: one, at the end), chosen by the forward pass: a long sequence's
+            # per-step parts are stacked a chunk of steps at a time
             chunk = self.flush_chunk or 0
-            for i, (fn, b, s_in) in enumerate(steps):
+            hi = net.steps  # steps hi.. are flushed
+            t = net.steps
+            for fn, b, s_in in steps:
                 fn(vals, grads, owned, deferred, b, *s_in)
-                if i == 0 and self.keep == "needed" and self.flush_chunk is None:
-                    chunk = self.flush_chunk = _flush_chunk(deferred, len(steps))
-                if chunk and (i + 1) % chunk == 0:
-                    net._templates.flush(deferred, vals, grads, owned, _acc, {}, net._pool)
-                    for parts in deferred.values():
-                        parts.clear()
-            stacks: dict = {}
-            net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
-            if net._time_batch:
-                xs = self.xs_data
-                time_batched_backward(net._time_batch, vals, xs, self.stacked, grads, owned,
-                                      want, net._input_slots, _acc,
-                                      self.keep == "all" or net._kept_grads, stacks, net._pool)
-            del stacks
+                t -= 1
+                if chunk and t % chunk == 0:
+                    self._flush(deferred, grads, owned, want, keep_views, t, hi)
+                    hi = t
+            if not chunk:
+                stacks: dict = {}
+                net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
+                if net._time_batch:
+                    time_batched_backward(net._time_batch, vals, self.xs_data, self.stacked,
+                                          grads, owned, want, net._input_slots, _acc,
+                                          keep_views, stacks, net._pool)
+                del stacks
+            elif hi:
+                self._flush(deferred, grads, owned, want, keep_views, 0, hi)
             reference_backward(shared, vals, grads, owned, False, net)
         else:
             reference_backward(bprog, self.values, grads, owned, _FLAGS.anomaly, net)
-        self.grads = grads
+        return grads
 
-    def _seeded(self, want) -> tuple:
-        """Fresh gradient and ownership lists holding the output gradients ``self.seeds``."""
+    def _flush(self, deferred, grads, owned, want, keep_views, t0, t1) -> None:
+        """The shared-weight gradients and the time-batched nodes' backward for the steps
+        ``t0 .. t1-1`` (one chunk of a long sequence), each step's parts stacked once."""
         net = self.net
+        vals = self.values
+        stacks: dict = {}
+        net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
+        for parts in deferred.values():
+            parts.clear()
+        if net._time_batch:
+            stacked = {k: v[t0:t1] if type(v) is np.ndarray
+                       else _Freed((t1 - t0,) + tuple(v.shape[1:]), v.dtype)
+                       for k, v in self.stacked.items()}
+            time_batched_backward(
+                chunk_of(net._time_batch, t0, t1), vals,
+                {k: x[t0:t1] for k, x in self.xs_data.items()}, stacked, grads, owned, want,
+                {k: s[t0:t1] for k, s in net._input_slots.items()}, _acc, keep_views, stacks,
+                net._pool)
+
+    def _seeded(self, want, seeds=None) -> tuple:
+        """Fresh gradient and ownership lists holding the output gradients ``seeds``
+        (``self.seeds`` if None)."""
+        net = self.net
+        seeds = self.seeds if seeds is None else seeds
         grads: list = [None] * len(net.nodes)
         owned = [False] * len(net.nodes)
         slots_out = list(net._output_slots.values())
         finals = [s[-1] for s in net._state_slots.values()]
-        for k, g in enumerate(self.seeds):
+        for k, g in enumerate(seeds):
             if g is None:
                 continue
             if k < len(slots_out):
@@ -696,6 +805,11 @@ class Run:
         past its length the state is kept unchanged, and its gradient there is the final
         state's, passed back unchanged.
 
+        A lean run (``keep="needed"``, the default) does not keep these gradients as it
+        backpropagates (they would double the memory BPTT needs): the first call makes a
+        second backward pass over the values the run kept, with the same output gradients,
+        and keeps its answer for later calls.
+
         Parameters
         ----------
         name : str, optional
@@ -713,7 +827,9 @@ class Run:
         CellError
             For an unknown state name.
         UnrollGraphError
-            Before any backward pass of this run.
+            Before any backward pass of this run; and for a lean run's first call once a
+            parameter, input or initial state has changed since the run (an optimizer step:
+            ask before it, or unroll with ``keep="all"``).
 
         Examples
         --------
@@ -735,7 +851,7 @@ class Run:
             return {s: self.state_grads(s) for s in self.net.cell.states}
         name = self._state_name(name)
         net = self.net
-        grads, vals = self.grads, self.values
+        grads, vals = self._kept_state_grads(), self.values
         slots = net._state_slots[name]
         pre = net._state_pre_slots[name]
         out = np.zeros((net.steps,) + tuple(vals[slots[-1]].shape), vals[slots[-1]].dtype)
@@ -749,6 +865,19 @@ class Run:
             elif grads[s] is not None:
                 out[t] = grads[s]
         return out
+
+    def _kept_state_grads(self) -> list:
+        """Gradients holding every state's and output's: the run's own, or for a lean run
+        (whose backward pass keeps none: they would double what BPTT keeps) those of a second
+        backward pass over the run's kept values, made once on request with the same output
+        gradients (the values it reads are the run's own, so it needs no recomputation)."""
+        if self.keep == "all" or self.generic_backward:
+            return self.grads
+        if self._state_grads is None:
+            # (it reads the parameters: refuse once they have changed, as full() does)
+            self._check_unchanged("state_grads")
+            self._state_grads = self._backward_pass(self.seeds, keep_states=True)
+        return self._state_grads
 
     def step_contributions(self, param: str) -> np.ndarray:
         """Per-step parts of a shared parameter's gradient: an array (T, *shape) whose sum over
@@ -861,20 +990,32 @@ class Run:
         return name
 
 
-_FLUSH_ALL_BYTES = 1 << 27  # a lean run stacks at most this much for shared-weight gradients
-_FLUSH_CHUNK_BYTES = 1 << 24  # and beyond it flushes every this many bytes of steps
+# a run whose states take more than this (all steps) works on its time-batched values and
+# per-step gradient parts a chunk of steps at a time, in _CHUNKS chunks (or more: at most
+# _FLUSH_CHUNK_BYTES of states per chunk)
+_FLUSH_ALL_BYTES = 1 << 20
+_FLUSH_CHUNK_BYTES = 1 << 22
+_CHUNKS = 32
 
 
-def _flush_chunk(deferred, steps: int) -> int:
-    """Steps per flush of the deferred shared-weight gradients in a lean run: 0 (all at the
-    end, the fastest) unless stacking every step's parts would take more than
-    ``_FLUSH_ALL_BYTES``; then about ``_FLUSH_CHUNK_BYTES`` worth of steps at a time, so a long
-    sequence does not pay a second copy of its gradients in memory."""
-    per_step = sum(p[-1][0].nbytes + (0 if p[-1][1] is None else p[-1][1].nbytes)
-                   for p in deferred.values() if p)
-    if per_step * steps <= _FLUSH_ALL_BYTES or not per_step:
+def _chunk_steps(net, batch: int, itemsize: int) -> int:
+    """Steps per chunk of a run (0: none; all steps at once, the fastest for short runs).
+
+    What BPTT must keep grows with T: the states. The stacked arrays that make a run fast
+    (the input projection of all steps, the per-step parts of the shared weights'
+    gradients) would each add that much again, so on a long sequence they are made a chunk
+    of steps at a time: a sixteenth of the states at most, and at most
+    ``_FLUSH_CHUNK_BYTES`` of them (a few large products instead of one lose nothing).
+    The chunks depend only on the sizes, so every run of a net, lean or not, computes the
+    same numbers in the same order."""
+    elems = net.__dict__.get("_state_elems")
+    if elems is None:
+        elems = net._state_elems = sum(math.prod(st.shape[1:])
+                                       for st in net.cell.states.values())
+    per_step = batch * itemsize * elems
+    if not per_step or per_step * net.steps <= _FLUSH_ALL_BYTES:
         return 0
-    return max(1, _FLUSH_CHUNK_BYTES // per_step)
+    return max(1, min(-(-net.steps // _CHUNKS), _FLUSH_CHUNK_BYTES // per_step))
 
 
 def _acc(grads, owned, s, g) -> None:
@@ -945,4 +1086,6 @@ defop(
 )
 
 
+# outputs of at least this many bytes (all steps) are written step by step into their arrays
+_OUTPUT_BUFFER_BYTES = 1 << 17
 _FUSE_ELEMENTS = 8192  # fuse sliced elementwise ops up to this batch x value size (measured)

@@ -28,7 +28,8 @@ from sys import getrefcount
 
 import numpy as np
 
-__all__ = ["StepTemplates", "plan_time_batching", "TimeBatch", "stack", "BufferPool"]
+__all__ = ["StepTemplates", "plan_time_batching", "TimeBatch", "stack", "take", "BufferPool",
+           "time_batched_chunk", "chunk_of"]
 
 
 def _ref(slot, base, state_in, block_len):
@@ -61,7 +62,9 @@ class StepTemplates:
     skip : set of int
         Output slots computed elsewhere (time-batched nodes, see :func:`plan_time_batching`).
     keep_grads : set of int
-        Block offsets (states, outputs) whose gradients a ``keep="needed"`` run keeps.
+        Block offsets (states, outputs) whose gradients a ``keep="needed"`` run's second
+        backward pass for :meth:`Run.state_grads <unrollgraph.Run.state_grads>` keeps (the
+        run's own backward pass keeps none).
     shapes : list of (tuple, bool)
         Per slot: the cell shape and whether it has a batch axis (for inline VJPs).
     seeded : set of int
@@ -75,7 +78,7 @@ class StepTemplates:
         self.blocks = blocks
         self.unread = unread  # slots whose values no VJP reads, nor anything after the run
         self.shapes = shapes  # per slot: (cell shape, has a batch axis)
-        self.keep_grads = keep_grads  # block offsets whose gradients a lean run still keeps
+        self.keep_grads = keep_grads  # block offsets a lean state_grads pass keeps
         self.state_in = state_in
         self.ok = True
         by_step: dict = {}
@@ -85,6 +88,7 @@ class StepTemplates:
         self.step_entries = [by_step.get(t, []) for t in range(len(blocks))]
         self.sigs = []
         self._fwd_cache: dict = {}
+        self._plan_cache: dict = {}
         self._bwd_cache: dict = {}
         self.deferred: dict = {}  # (out, input) -> (vjp, input index, target slot, needs other)
         if not _OP_OF:
@@ -165,18 +169,32 @@ class StepTemplates:
         value no VJP reads as soon as its last reader in the step has run; ``donate`` also
         lets such a value's array take the result of its one reader in place
         (``t = h @ W; t += b``), which is exact when all operands share one dtype."""
-        plan = self._lean_plan(t, fuse, donate) if lean else None
-        key = (self.sigs[t], fuse, plan and (plan[0], tuple(sorted(plan[1].items()))))
+        plan = None
+        if lean:
+            # the plan depends on the step's shape and on which of its slots are unread or
+            # read by the next step: the same for (nearly) every step, so computed once
+            base, length = self.blocks[t]
+            unread = self.unread
+            later = self.state_in[t + 1] if t + 1 < len(self.state_in) else ()
+            pkey = (self.sigs[t], fuse, donate,
+                    tuple([k for k in range(length) if base + k in unread]),
+                    tuple([s - base for s in later]))
+            plan = self._plan_cache.get(pkey)
+            if plan is None:
+                plan = self._plan_cache[pkey] = self._lean_plan(t, fuse, donate)
+        key = (self.sigs[t], fuse,
+               plan and (plan[0], tuple(sorted(plan[1].items())), plan[2]))
         fn = self._fwd_cache.get(key)
         if fn is None:
             fn = self._fwd_cache[key] = self._make_forward(self.rel[t], fuse, plan)
         return fn
 
     def _lean_plan(self, t, fuse, donate):
-        """``(free_after, donor)`` for a lean step: block offsets to drop after each entry
-        (a tuple of tuples; an entry whose own value is in its tuple is not computed at all)
-        and ``{entry: input position}`` for the entries that may compute in place in an
-        input's array."""
+        """``(free_after, donor, copies)`` for a lean step: block offsets to drop after each
+        entry (a tuple of tuples; an entry whose own value is in its tuple is not computed at
+        all), ``{entry: input position}`` for the entries that may compute in place in an
+        input's array, and the slicing entries whose kept slice is copied out of a value
+        the step drops."""
         base, length = self.blocks[t]
         rel = self.rel[t]
         fused = _sliced_elementwise(rel) if fuse else {}
@@ -217,7 +235,16 @@ class StepTemplates:
         for k, (out, *_rest) in enumerate(rel):
             if out not in readers and base + out in self.unread:
                 free_after[k].append(out)  # read by nothing at all (a fused gate's slice)
-        return tuple(tuple(sorted(f)) for f in free_after), donor
+        # a kept slice of a value the step drops is copied: as a view it would keep the
+        # whole value alive (a GRU keeps the n gate's third of h W_hh^T + b_hh, not all of it)
+        copies = []
+        for k, (out, refs, fwd, _v, _key, kw) in enumerate(rel):
+            if k not in fused and _OP_OF.get(fwd) == "getitem" and refs[0][0] == "b" \
+                    and refs[0][1] in free and base + out not in self.unread \
+                    and _basic_index(kw.get("index", ())) \
+                    and self.shapes[base + out] != self.shapes[base + refs[0][1]]:
+                copies.append(k)
+        return tuple(tuple(sorted(f)) for f in free_after), donor, tuple(copies)
 
     def fusable(self) -> int:
         """Largest per-sample size of a value whose slices a fused forward would share
@@ -232,7 +259,8 @@ class StepTemplates:
 
     def _make_forward(self, rel, fuse=False, plan=None):
         ns = {}
-        free_after, donor = plan if plan is not None else ((() for _ in rel), {})
+        free_after, donor, copies = plan if plan is not None else (
+            (() for _ in rel), {}, ())
         free_after = list(free_after)
         nstates = max(len(s) for s in self.state_in) if self.state_in else 0
         lean = ", fr" if plan is not None else ""  # fr[k]: stand-in for a dropped value
@@ -271,6 +299,8 @@ class StepTemplates:
                 if "I" in expr:
                     ns[f"I{k}"] = kw["index"]
                 line = expr.format(*a).replace("{I}", f"I{k}")
+                if k in copies:
+                    line += ".copy()"
             else:
                 ns[f"F{k}"] = functools.partial(fwd, **kw) if kw else fwd
                 line = f"F{k}({', '.join(a)})"
@@ -300,17 +330,23 @@ class StepTemplates:
         return None
 
     # -- backward ------------------------------------------------------------------------------
-    def backward_fn(self, t, want, drop=False):
+    def backward_fn(self, t, want, drop=False, keep=False):
+        """Step ``t``'s backward function for the slots ``want``. ``drop``: each intermediate
+        gradient is dropped once used (``keep="needed"``), except, with ``keep``, those of
+        the states and outputs (``keep_grads``)."""
         base, _ = self.blocks[t]
         rel = self.rel[t]
         pattern = []
-        for out, refs, *_ in rel:
+        st = self.state_in[t]
+        for out, refs, *_ in rel:  # (_abs written out: this runs for every step)
             pattern.append(want[base + out])
-            pattern.extend(want[self._abs(r, t)] for r in refs)
-        key = (self.sigs[t], tuple(pattern), drop)
+            for kind, k in refs:
+                pattern.append(want[base + k if kind == "b" else st[k] if kind == "s" else k])
+        key = (self.sigs[t], tuple(pattern), drop, keep)
         fn = self._bwd_cache.get(key)
         if fn is None:
-            fn = self._bwd_cache[key] = self._make_backward(rel, t, want, drop)
+            kept = self.keep_grads if keep else frozenset()
+            fn = self._bwd_cache[key] = self._make_backward(rel, t, want, drop, kept)
         return fn
 
     def _abs(self, ref, t):
@@ -321,7 +357,7 @@ class StepTemplates:
             return self.state_in[t][k]
         return k
 
-    def _make_backward(self, rel, t, want, drop=False):
+    def _make_backward(self, rel, t, want, drop=False, keep_offs=frozenset()):
         base = self.blocks[t][0]
         ns = {"nd": np.ndarray, "zeros": np.zeros, "tile": _tile}
         nstates = max(len(s) for s in self.state_in) if self.state_in else 0
@@ -343,7 +379,7 @@ class StepTemplates:
                 if want[base + rel[k][0]]:
                     o_expr = _expr(("b", rel[k][0]))
                     lines.append(f"    P{off}_{j} = g[{o_expr}]")
-                    if drop and rel[k][0] not in self.keep_grads:
+                    if drop and rel[k][0] not in keep_offs:
                         lines.append(f"    g[{o_expr}] = None  # used up: keep='needed'")
                 if k in last_reader:
                     axis, pieces = self.tiled[off]
@@ -414,7 +450,7 @@ class StepTemplates:
                 lines.append("            else:")
                 lines.append("                g[i] = p + y")
                 lines.append("                o[i] = True")
-            if drop and out not in self.keep_grads:
+            if drop and out not in keep_offs:
                 lines.append(f"        g[{o_expr}] = None  # used up: keep='needed'")
         if len(lines) == 1:
             lines.append("    pass")
@@ -536,6 +572,20 @@ class BufferPool:
             if len(bucket) < self.per_shape:
                 bucket.append(out)
             return out
+
+
+def take(pool, shape, dtype) -> np.ndarray:
+    """An uninitialised array: from ``pool`` if its size is one the pool keeps, else new.
+
+    Examples
+    --------
+    >>> take(BufferPool(), (2, 3), np.float64).shape
+    (2, 3)
+    """
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if pool is None or not _POOL_BYTES <= nbytes <= _POOL_MAX_BYTES:
+        return np.empty(shape, dtype)
+    return pool.take(shape, dtype)
 
 
 def stack(arrays, pool=None):
@@ -772,6 +822,56 @@ def time_batched_forward(plan, vals, xs, stacked, pool=None, no_views=(), stand_
         else:
             for t, s in enumerate(tb.slots):
                 vals[s] = v[t]
+
+
+def time_batched_chunk(plan, vals, xs, t0, t1, pool=None, full=None, no_views=(),
+                       stand_in=None) -> dict:
+    """Run the time-batched nodes for steps ``t0 .. t1-1`` only (a long sequence's input
+    projection a chunk at a time, just before the steps that read it) and give those steps'
+    slots views of the results (``stand_in``s for the nodes in ``no_views``).
+
+    ``full``: ``{node: (T, ...) array}`` to copy each chunk into (made at the first chunk):
+    a run that keeps the stacked values computes them chunk by chunk too, so that they are
+    the same numbers as a lean run's. Returns ``{node: chunk value}``.
+    """
+    chunk: dict = {}
+    for k, tb in enumerate(plan):
+        args = []
+        for kind, key in tb.refs:
+            args.append(chunk[key] if kind == "h" else xs[key][t0:t1] if kind == "x"
+                        else vals[key])
+        v = _into_pool(tb, args, pool) if pool is not None else None
+        if v is None:
+            v = tb.fwd(*args, **tb.kw)
+        chunk[k] = v
+        if full is not None:
+            if tb.op == "getitem":  # a view of its (already full) source
+                src = tb.refs[0]
+                base = full[src[1]] if src[0] == "h" else xs[src[1]]
+                if k not in full:
+                    full[k] = tb.fwd(base, *args[1:], **tb.kw)
+                v = full[k][t0:t1]
+            else:
+                if k not in full:
+                    T = len(tb.slots)
+                    full[k] = np.empty((T,) + v.shape[1:], v.dtype)
+                dst = full[k][t0:t1]
+                dst[...] = v
+                v = chunk[k] = dst
+        if k in no_views:
+            one = stand_in(v.shape[1:], v.dtype)
+            for s in tb.slots[t0:t1]:
+                vals[s] = one
+        else:
+            slots = tb.slots
+            for t in range(t0, t1):
+                vals[slots[t]] = v[t - t0]
+    return chunk
+
+
+def chunk_of(plan, t0, t1):
+    """The time-batched nodes restricted to steps ``t0 .. t1-1`` (for a chunk's backward)."""
+    return [TimeBatch(tb.op, tb.fwd, tb.vjps, tb.kw, tb.refs, tb.slots[t0:t1]) for tb in plan]
 
 
 def _into_pool(tb, args, pool):
