@@ -458,3 +458,92 @@ def test_hostile_names_in_an_elided_textbook_view_survive_dot():
                    t.startswith(f"input {name} at steps 1 … 6") for t in tips), name
     assert any(t.startswith(f"output {names[4]} at steps 1 … 6") for t in tips)
     assert names[3] in texts  # the weight on the edges, as written
+
+
+# -- outputs computed from outputs: the picture follows the values --------------------------------
+def _chain_cell(depth, through_state):
+    """A cell whose outputs are computed one from another (y -> z -> ... -> a per-step loss),
+    the first from the state or from a value past it."""
+    cell = ug.Cell("chain")
+    x = cell.input("x", (2,))
+    tgt = cell.input("tgt", (2,))
+    h = cell.state("h", (2,))
+    W = cell.param("W", np.eye(2) * 0.5)
+    U = cell.param("U", np.eye(2) * 0.3)
+    h_next = ug.tanh(x @ W.T + h @ U.T)
+    cell.feedback(h, h_next)
+    v = h_next
+    if through_state:
+        cell.output("h_out", h_next)
+    for i in range(depth):
+        v = v @ cell.param(f"V{i}", np.eye(2) * (0.7 + 0.1 * i)).T
+        cell.output(f"y{i}", v)
+    cell.output("loss_t", ((v - tgt) ** 2).mean(-1))
+    return cell
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.integers(1, 3), st.booleans(), st.integers(2, 4))
+def test_textbook_edges_follow_real_paths_and_nodes_show_their_own_gradient(depth, through, T):
+    from unrollgraph.render import _array_text
+
+    net = ug.unroll(_chain_cell(depth, through), steps=T)
+    rng = np.random.default_rng(0)
+    outs, _ = net({"x": rng.standard_normal((T, 1, 2)), "tgt": rng.standard_normal((T, 1, 2))})
+    L = outs["loss_t"].sum()
+    L.backward()
+    g, run = net.graph, net.last_run
+    text = ug.to_dot(net, loss=L, detail="textbook")
+    drawn = {}  # drawn id -> graph node, for every step-level value
+    for n in g.nodes:
+        drawn[g.id(n)] = n
+    for k, ns in net.output_nodes.items():
+        i = list(net.output_nodes).index(k)
+        drawn.update({_out_id(g.id(n), i): n for n in ns})
+    step_level = {id(n) for ns in [*net.input_nodes.values(), *net.state_nodes.values(),
+                                   *net.output_nodes.values(), *net.init_nodes.values()]
+                  for n in (ns if isinstance(ns, list) else [ns])}
+    ids = set(_node_ids(text))
+
+    def reaches(a, b):
+        """A path a -> ... -> b through ops that are not step-level values."""
+        stack, seen = [b], set()
+        while stack:
+            n = stack.pop()
+            for i in n.inputs:
+                if i is a:
+                    return True
+                if id(i) not in step_level and id(i) not in seen:
+                    seen.add(id(i))
+                    stack.append(i)
+        return False
+
+    checked = 0
+    for a, b in _flows(text):
+        if a in drawn and b in drawn and drawn[a] is not drawn[b]:
+            assert reaches(drawn[a], drawn[b]), (a, b)
+            checked += 1
+    assert checked >= T * (depth + 2)
+    for i in range(depth):  # each output feeds the next, and the last one the loss
+        nxt = f"y{i + 1}" if i + 1 < depth else "loss_t"
+        for t in range(T):
+            a = _out_id(g.id(net.output_nodes[f"y{i}"][t]), list(net.output_nodes).index(f"y{i}"))
+            b = _out_id(g.id(net.output_nodes[nxt][t]), list(net.output_nodes).index(nxt))
+            assert (a, b) in _flows(text)
+    states = {id(n) for ns in net.state_nodes.values() for n in ns}
+    for nid in ids & set(drawn):
+        n = drawn[nid]
+        if id(n) in states and nid.endswith(tuple(f"_out{i}" for i in range(9))):
+            continue  # an output that is the state: the part the loss sends to it
+        grad = run.grads[net.slot(n)]
+        label = re.search(rf'^\s*"{re.escape(nid)}" \[.*$', text, flags=re.M).group(0)
+        want = _array_text(grad, 4)
+        if want is not None and n.op != "input":
+            assert "∇ = " + want.replace("[", "&#91;").replace("]", "&#93;") in label, nid
+    # the folded cell draws the same chain: y_i -> y_{i+1} -> loss_t, nothing bypassing them
+    from unrollgraph.textbook import _folded_edges
+
+    cell = net.cell
+    fold = {(a, b) for a, b, _w, _b, _d in _folded_edges(cell, cell.graph())}
+    assert (("y", f"y{depth - 1}"), ("y", "loss_t")) in fold
+    assert not any(b == ("y", "loss_t") and a[0] == "s" for a, b in fold)

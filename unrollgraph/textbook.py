@@ -194,8 +194,11 @@ def _folded_edges(cell, g) -> list:
         if id(t.node) not in nexts:
             targets.append((t.node, ("y", k)))
     out = []
+    outs = {id(t.node): ("y", k) for k, t in cell.outputs.items() if id(t.node) not in nexts}
     for node, key in targets:
         stops = dict(base)
+        # another output on the way (loss_t computed from y): the edge comes from it
+        stops.update({i: k for i, k in outs.items() if i != id(node)})
         stops.update({i: ("s", s) for i, s in nexts.items() if i != id(node)})
         found = edge_params(node, stops, lambda n: n.op == "param", lambda n: id(n) in once)
         for src, (w, b) in found.items():
@@ -335,12 +338,25 @@ class Textbook(_Unrolled):
         mags = [_mag(self.grad(n)) for ns in list(net.input_nodes.values())
                 + list(net.state_nodes.values()) for t, n in enumerate(ns) if t in kept]
         mags += [_mag(self.grad(n)) for n in net.init_nodes.values()]
-        mags += [self.output_mag(k, t) for k in net.output_nodes for t in range(self.T)
+        mags += [self.out_mag(k, t) for k in net.output_nodes for t in range(self.T)
                  if t in kept]
         if self.elided:  # the colour of each state's ⋯
             mags += [_rms(ms) for s in net.state_nodes
                      for ms in [self.elided_state_mags(s)] if ms]
         return mags
+
+    def out_grad(self, name: str, t: int):
+        """The gradient drawn in output ``name`` at step ``t``: the engine's gradient of the
+        node (what flows through it, to the loss or to a loss computed from it in the cell);
+        for an output that is a state, the part the loss sends to the output itself (the
+        state's box shows the node's total)."""
+        n = self.net.output_nodes[name][t]
+        if any(n is ns[t] for ns in self.net.state_nodes.values()):
+            return self.own_grad(name, t)
+        return self.grad(n) if self.has_grads else None
+
+    def out_mag(self, name: str, t: int):
+        return _mag(self.out_grad(name, t)) if self.has_grads else None
 
     def elided_state_mags(self, s: str) -> list:
         """The gradient norms of state ``s`` at the elided steps."""
@@ -485,8 +501,8 @@ class Textbook(_Unrolled):
                     self.o["biases"] and not self.o["compact"] else []
                 part = k in self.loss_outs
                 self.node(oid, "part" if part else "output", _sub(_hn(k), t),
-                          extra + self.value_rows(n, self.own_grad(k, t), own=True),
-                          self.output_mag(k, t), shape="ellipse",
+                          extra + self.value_rows(n, self.out_grad(k, t), own=True),
+                          self.out_mag(k, t), shape="ellipse",
                           tooltip=(f"{k} at step {t}: the cell's own loss at this step, the "
                                    "part of L it computes") if part else
                           f"output {k} at step {t}", hot=self.output_hot(k, t))
@@ -511,10 +527,15 @@ class Textbook(_Unrolled):
         for s in states:
             prev = net.init_nodes[s] if t == 0 else net.state_nodes[s][t - 1]
             stops[id(prev)] = ("prev", s)
+        state_ids = {id(net.state_nodes[s][t]) for s in states}
+        # an output another value is computed from (loss_t from y_t): the path passes y_t,
+        # so the edge comes from y_t (a state an output stands for stays the state)
+        for k, ns in net.output_nodes.items():
+            if id(ns[t]) not in state_ids:
+                stops[id(ns[t])] = ("y", k)
         for s in states:
             stops[id(net.state_nodes[s][t])] = ("s", s)
         targets = [(net.state_nodes[s][t], ("s", s)) for s in states]
-        state_ids = {id(net.state_nodes[s][t]) for s in states}
         for k, ns in net.output_nodes.items():
             if id(ns[t]) not in state_ids:
                 targets.append((ns[t], ("y", k)))
