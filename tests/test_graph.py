@@ -219,12 +219,66 @@ def test_any_text_is_either_refused_or_printed_and_exported_as_written(name):
     assert ug.from_networkx(G).nodes[0].name == name
 
 
-def test_a_user_name_that_reads_as_an_id_is_disambiguated():
+def test_a_user_name_that_reads_as_an_id_keeps_it_and_the_generated_name_gives_way():
     x = ug.tensor(1.0, name="n1")
     y = x * 2.0
     assert str(ug.Graph(y)).splitlines() == [
-        "n1#n0 = leaf()  # shape ()",
-        "n1 = const()  # shape ()",
-        "n2 = mul(n1#n0, n1)  # shape ()",
+        "n1 = leaf()  # shape ()",
+        "n1′ = const()  # shape ()",
+        "n2 = mul(n1, n1′)  # shape ()",
     ]
     assert str(ug.from_networkx(ug.to_networkx(y))) == str(ug.Graph(y))
+
+
+_NAMES = st.sampled_from(["n0", "n1", "n2", "n3", "n2′", "n1@0", "W", "W#n1", "loss", "😀y"])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(_NAMES, min_size=1, max_size=3, unique=True), _NAMES, st.booleans())
+def test_user_names_are_printed_as_written_in_every_output(params, out, name_loss):
+    """A cell's parameters, its output and the loss carry user names, some reading as
+    generated ids (``n2``): each name used once is printed exactly as written in print(cell),
+    the graph's text, networkx (node names and output names), and only generated names get
+    a suffix; no two nodes print alike."""
+    if out in params or out in ("x", "h"):
+        out = out + "_out"  # a cell refuses one name for two of its items
+    cell = ug.Cell("c")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (2,))
+    ps = [cell.param(nm, np.eye(2) * 0.1 * (k + 1)) for k, nm in enumerate(params)]
+    v = x
+    for p in ps:
+        v = v @ p.T
+    nxt = ug.tanh(v + h)
+    cell.feedback(h, nxt)
+    cell.output(out, nxt)
+    user = {id(p.node): nm for p, nm in zip(ps, params)}
+    user.update({id(x.node): "x", id(h.node): "h"})
+    counts = {nm: list(user.values()).count(nm) for nm in user.values()}
+    g = cell.graph()
+    names = [g.display_name(n) for n in g.nodes]
+    assert len(set(names)) == len(names), names
+    for n in g.nodes:
+        if id(n) in user and counts[user[id(n)]] == 1:
+            assert g.display_name(n) == user[id(n)]
+    text = str(cell)
+    G = ug.to_networkx(cell)
+    assert sorted(d["name"] for _, d in G.nodes(data=True)) == sorted(names)
+    assert G.graph["output_names"] == [out, "h"]
+    assert f"{out} = " in text
+    net = ug.unroll(cell, steps=2)
+    o, _ = net(np.ones((2, 1, 2)))
+    loss = (o * o).sum()
+    if name_loss:
+        loss.name = out
+    loss.backward()
+    G = ug.to_networkx(net, loss=loss)
+    shown = [d["name"] for _, d in G.nodes(data=True)]
+    assert len(set(shown)) == len(shown), shown
+    assert G.graph["output_names"][:2] == [f"{out}@0", f"{out}@1"]
+    if name_loss:
+        assert G.graph["output_names"][-1] in (out, f"{out}#{G.graph['outputs'][-1]}")
+        lid = G.graph["outputs"][-1]
+        user_shown = {d["name"] for k, d in G.nodes(data=True) if d["label"] and k != lid}
+        if out not in user_shown:  # only another user name can make it give way
+            assert G.nodes[lid]["name"] == out

@@ -323,26 +323,37 @@ class Graph:
 
     def display_name(self, node: Node) -> str:
         """The name printed for ``node``: its user name (with ``@step`` when it has a step),
-        else its stable id. Names used by more than one node, or equal to the id another node
-        is printed with (a tensor named ``"n1"``), get the id appended."""
+        else a generated name (its stable id, or the name of the cell node it copies).
+
+        A user name is printed as written. Only where two nodes carry the same user name is
+        the id appended to tell them apart (``W#n3``). A generated name that reads as a user
+        name or another printed name (a tensor named ``"n1"`` beside node ``n1``) gets primes
+        appended (``n1′``) until it is unique: a user's name never loses to a generated one.
+        """
         if not hasattr(self, "_names"):
             counts: dict[str, int] = {}
-            for i, n in enumerate(self.nodes):
+            for n in self.nodes:
+                if n.name:
+                    counts[n.label()] = counts.get(n.label(), 0) + 1
+            self._names = {}
+            taken: set = set()
+            for i, n in enumerate(self.nodes):  # user names first: as written where unique
                 if n.name:
                     key = n.label()
-                else:  # the id it is printed with: a user name must not read as it
+                    if counts[key] > 1:
+                        key = f"{key}#n{i}"
+                        while key in counts or key in taken:
+                            key += "′"
+                    self._names[id(n)] = key
+                    taken.add(key)
+            for i, n in enumerate(self.nodes):  # then the generated ones, around them
+                if not n.name:
                     key = self._given_names.get(id(n)) or (
                         f"n{i}" if n.step is None else f"n{i}@{n.step}")
-                counts[key] = counts.get(key, 0) + 1
-            self._names = {}
-            for i, n in enumerate(self.nodes):
-                if n.name:
-                    key = n.label()
-                    self._names[id(n)] = key if counts[key] == 1 else f"{key}#n{i}"
-                elif id(n) in self._given_names:
-                    self._names[id(n)] = self._given_names[id(n)]
-                else:
-                    self._names[id(n)] = f"n{i}" if n.step is None else f"n{i}@{n.step}"
+                    while key in taken:
+                        key += "′"
+                    self._names[id(n)] = key
+                    taken.add(key)
         return self._names[id(node)]
 
     def equation(self, node: Node) -> str:

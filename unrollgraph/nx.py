@@ -49,7 +49,11 @@ def to_networkx(obj, loss=None):
         ``attrs``, and ``value`` / ``grad`` (numpy arrays) where known. Edge keys and the
         ``index`` attribute are the input slot; ``feedback=True`` marks a cell's delay edges
         (key ``"delay"``), ``shared=True`` edges leaving a node shared by all steps of an
-        unrolled net. Graph attributes: ``kind`` and ``outputs`` (ids of the graph's outputs).
+        unrolled net. Graph attributes: ``kind``, ``outputs`` (ids of the graph's outputs, one
+        node listed once per output it is) and ``output_names`` (beside each id, what it is
+        an output as, exactly as the user named it: a cell's output ``y``, the state ``h`` a
+        value feeds back to, an unrolled output with its step ``y@3``, a final state ``h``,
+        the loss's name; a tensor's or graph's own output, its display name).
 
     Raises
     ------
@@ -70,7 +74,8 @@ def to_networkx(obj, loss=None):
 
     v = view(obj)
     g = v.graph
-    G = nx.MultiDiGraph(kind=v.kind, outputs=[g.id(o) for o in g.outputs if o in g])
+    G = nx.MultiDiGraph(kind=v.kind, outputs=[g.id(o) for o in g.outputs if o in g],
+                        output_names=_output_names(v))
     batched = g._batched
     # a Graph rebuilt from an unrolled net's export has its steps: its edges are shared alike
     stepped = v.kind == "unrolled" or (v.kind == "graph" and any(
@@ -105,6 +110,20 @@ def to_networkx(obj, loss=None):
     return G
 
 
+def _output_names(v) -> list:
+    """Beside each id of ``G.graph["outputs"]``, the name it is an output as."""
+    g = v.graph
+    if v.kind == "cell":
+        names = list(v.cell.outputs) + list(v.cell.feedbacks)
+    elif v.kind == "unrolled":
+        net = v.net
+        names = [f"{k}@{t}" for k, ns in net.output_nodes.items() for t in range(len(ns))]
+        names += list(net.state_nodes)
+    else:
+        names = [g.display_name(o) for o in g.outputs]
+    return [nm for o, nm in zip(g.outputs, names) if o in g]
+
+
 def _add_loss(G, v, loss) -> None:
     """The loss node of an unrolled net: the outputs (or final states) its gradient reached."""
     from .view import read_outputs
@@ -120,9 +139,19 @@ def _add_loss(G, v, loss) -> None:
     if not sources and seeds is None:  # nothing known of what the loss read
         sources = [n for ns in outs for n in ns]
     lid = f"n{len(g.nodes)}"
-    name = getattr(loss, "name", None) or "loss"
-    if name in {g.display_name(n) for n in g.nodes} or name == lid:
-        name = f"{name}#{lid}"  # never printed like another node (a loss named "n3")
+    given = getattr(loss, "name", None)
+    name = given or "loss"
+    shown = {g.display_name(n): n for n in g.nodes}
+    if given and shown.get(name) is not None and not shown[name].name:
+        # a generated name gives way to the user's: the node gets a prime, as in Graph
+        other = name
+        while other in shown or other == name:
+            other += "′"
+        G.nodes[g.id(shown[name])]["name"] = other
+    elif name in shown:  # two user names alike (told apart by the id), or "loss" generated
+        name = f"{name}#{lid}" if given else name
+        while name in shown:
+            name += "′"
     attrs = {"op": "loss", "name": name, "label": getattr(loss, "name", None), "shape": (),
              "dtype": None, "step": None, "role": "loss", "batched": False, "attrs": {}}
     data = getattr(loss, "data", None) if loss is not None else None
@@ -135,6 +164,7 @@ def _add_loss(G, v, loss) -> None:
     for k, n in enumerate(sources):
         G.add_edge(g.id(n), lid, key=k, index=k, feedback=False, shared=False)
     G.graph["outputs"] = list(G.graph["outputs"]) + [lid]
+    G.graph["output_names"] = list(G.graph["output_names"]) + [name]
 
 
 def from_networkx(G) -> Graph:
