@@ -1009,6 +1009,12 @@ class _Drawer:
         self.labelled += 1
         return "∂ " + _h(_num(np.reshape(d, -1)[0]))
 
+    def loss_sym(self) -> str:
+        """The loss's symbol in labels (HTML): its own name when the user named it (``J``:
+        ``J = Σ_t J_t``, ``∂J/∂h``), ``L`` for an unnamed loss."""
+        name = getattr(self.o.get("loss"), "name", None)
+        return _hn(name) if name else "L"
+
     def derivatives_row(self) -> list[tuple[str, str]]:
         """The legend's row saying which edges carry a local derivative, when some do not."""
         missed = getattr(self, "unlabelled", [])
@@ -1099,7 +1105,7 @@ class _Drawer:
             "op": "operation", "shared": "op on weights alone, computed once (Wᵀ)",
             "const": "constant",
             "call": "call of an unrolled net", "loss": "loss",
-            "part": "the loss's part from step t (the parts add up to L)",
+            "part": f"the loss's part from step t (the parts add up to {self.loss_sym()})",
             "elide": "elided steps",
             "step": "one time step",
             "cut": "greyed, dashed border: truncated BPTT sends it no gradient",
@@ -1794,7 +1800,7 @@ class _Unrolled(_Drawer):
         agg = self.aggregate()
         if self.show_grads() and agg is not None:
             ms = self.elided_mags()
-            rows.append(f"‖∂L/∂state‖ over them: {_h(_num(agg))}")
+            rows.append(f"‖∂{self.loss_sym()}/∂state‖ over them: {_h(_num(agg))}")
             rows.append(f"per step: {_h(_num(min(ms)))} … {_h(_num(max(ms)))}")
         self.node("elided", "elide", f"… {n} steps …", rows, agg)
 
@@ -2001,7 +2007,7 @@ class _Unrolled(_Drawer):
                     rows.append(f"{_hn(s)} = {_h(text)}")
                 gt = _array_text(self.grad(n), self.o["max_elements"])
                 if self.show_grads() and gt:
-                    rows.append(f"∂L/∂{_hn(s)} = {_h(gt)}")
+                    rows.append(f"∂{self.loss_sym()}/∂{_hn(s)} = {_h(gt)}")
             if t in kept_steps(net):  # checkpoint=: the run kept this step's state
                 rows.append("state kept")
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
@@ -2048,8 +2054,8 @@ class _Unrolled(_Drawer):
         if loss is not None and self.show_values():
             text = _array_text(getattr(loss, "data", loss), 1)
             if text is not None:
-                rows.append("L = " + _h(text))
-        rows.append("∂L/∂L = 1")
+                rows.append(f"{self.loss_sym()} = " + _h(text))
+        rows.append(f"∂{self.loss_sym()}/∂{self.loss_sym()} = 1")
         name = getattr(loss, "name", None) or "L"
         self.node("loss", "loss", _hn(name), rows, hot=bool(self.path), tooltip=name)
         self.emit('{rank=sink; "loss"}')

@@ -504,7 +504,8 @@ class Textbook(_Unrolled):
                           extra + self.value_rows(n, self.out_grad(k, t), own=True),
                           self.out_mag(k, t), shape="ellipse",
                           tooltip=(f"{k} at step {t}: the cell's own loss at this step, the "
-                                   "part of L it computes") if part else
+                                   f"part of {getattr(self.o['loss'], 'name', None) or 'L'} "
+                                   "it computes") if part else
                           f"output {k} at step {t}", hot=self.output_hot(k, t))
                 rows.add(("y", k), oid)
             ids = self.step_ids(t)
@@ -686,7 +687,8 @@ class Textbook(_Unrolled):
         if loss is not None and self.show_values():
             text = _array_text(getattr(loss, "data", loss), 1)
             if text is not None:
-                sigma = "Σ<sub>t</sub> L<sub>t</sub> = " if parts is not None else ""
+                sym = self.loss_sym()
+                sigma = f"Σ<sub>t</sub> {_sub(sym, 't')} = " if parts is not None else ""
                 for k, how in self.loss_outs.items():  # the cell's own per-step losses
                     read = sorted({n.step for n, _, nm in self.seeded_reads if nm == k})
                     at = "" if len(read) == self.T else " at t = " + (
@@ -695,7 +697,7 @@ class Textbook(_Unrolled):
                         f"{_hn(k)}<sub>t</sub>{at} = "
                     if how == "sum" and not at:
                         sigma = f"Σ<sub>t</sub> {_hn(k)}<sub>t</sub> = "
-                rows.append(f"L = {sigma}{_h(text)}")
+                rows.append(f"{sym} = {sigma}{_h(text)}")
         name = getattr(loss, "name", None) or "L"
         self.node("loss", "loss", _hn(name), rows, hot=bool(self.path), tooltip=name,
                   shape="doublecircle" if not rows else "doubleoctagon")
@@ -721,15 +723,17 @@ class Textbook(_Unrolled):
                     lrow.append(lid)
                     if elided:
                         a, b = self.elided
-                        value, title = float(parts[a:b + 1].sum()), f"L<sub>{a}…{b}</sub>"
+                        value = float(parts[a:b + 1].sum())
+                        title = f"{self.loss_sym()}<sub>{a}…{b}</sub>"
                         what = f"the parts of the loss from steps {a} … {b}, added"
                     else:
-                        value, title = parts[n.step], _sub("L", n.step)
+                        value, title = parts[n.step], _sub(self.loss_sym(), n.step)
                         what = f"the part of the loss from step {n.step}"
                     part = [f"v = {_h(_num(value))}"] \
                         if self.show_values() and not self.o["compact"] else []
                     self.node(lid, "part", title, part, hot=hot,
-                              tooltip=f"{what}: {_num(value)} (the parts add up to L)")
+                              tooltip=f"{what}: {_num(value)} (the parts add up to "
+                                      f"{getattr(loss, 'name', None) or 'L'})")
                     self.edge(lid, "loss", "loss", hot=hot)
                 if (src, lid) not in done:
                     done.add((src, lid))
