@@ -42,3 +42,30 @@ def test_a_named_loss_is_called_by_its_name_everywhere(name, detail, T):
     if detail == "textbook":  # the per-step parts are J_0, J_1, ... and J = Σ_t J_t
         assert f"{sym}<sub>0</sub>" in text
         assert f"{sym} = Σ<sub>t</sub> {sym}<sub>t</sub> = " in text
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.sampled_from(["h", "a&amp;b", "<i>s", "h0", "état"]))
+def test_the_initial_state_has_one_name_in_every_view(s):
+    """``{state}_init`` in text and networkx, typeset ``{state}<sub>init</sub>`` in every
+    diagram (the textbook view's h_0 is the first computed state, so h0 would name the wrong
+    node); the state's name exactly as written, escaped."""
+    cell = ug.Cell("c")
+    x = cell.input("x", (2,))
+    h = cell.state(s, (2,))
+    nxt = ug.tanh(x @ cell.param("W", np.eye(2) * 0.5).T + h)
+    cell.feedback(h, nxt)
+    cell.output("y", nxt)
+    net, loss = _run(cell, 3)
+    init = net.init_nodes[s]
+    g = net.graph
+    assert g.display_name(init) == f"{s}_init"
+    assert f"\n{s}_init = init()" in "\n" + str(g)
+    G = ug.to_networkx(net, loss=loss)
+    assert G.nodes[g.id(init)]["name"] == f"{s}_init"
+    assert f"{s}0" not in [d["name"] for _, d in G.nodes(data=True)]
+    for detail in ("ops", "steps", "textbook"):
+        text = ug.to_dot(net, loss=loss, detail=detail)
+        line = re.search(rf'^\s*"{g.id(init)}" \[.*$', text, flags=re.M).group(0)
+        assert f"<b>{_hn(s)}<sub>init</sub></b>" in line, (detail, line)
+        assert f">{_hn(s + '0')}<" not in text

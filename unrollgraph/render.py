@@ -945,7 +945,10 @@ class _Drawer:
 
     # node text
     def title(self, n: Node, with_step: bool = False) -> str:
-        if n.name:
+        if n.op == "init" and n.origin is not None and n.origin.name and \
+                n.name == f"{n.origin.name}_init":
+            base = _hn(n.origin.name) + "<sub>init</sub>"  # h_init, as in the textbook view
+        elif n.name:
             base = _hn(n.name)
         elif n.op == "transpose" and n.inputs and n.inputs[0].name:
             base = _hn(n.inputs[0].name) + "ᵀ"

@@ -179,7 +179,7 @@ class Unrolled:
         # 2. The initial states: what step 0 reads through each delay edge.
         self.init_nodes = {}
         for s, st in cell.states.items():
-            self.init_nodes[s] = Node("init", name=f"{s}0", shape=st.node.shape,
+            self.init_nodes[s] = Node("init", name=f"{s}_init", shape=st.node.shape,
                                       dtype=st.node.dtype, origin=st.node, role="init")
             order.append(self.init_nodes[s])
         prev = {id(cell.states[s].node): self.init_nodes[s] for s in cell.states}
