@@ -69,3 +69,27 @@ def test_the_initial_state_has_one_name_in_every_view(s):
         line = re.search(rf'^\s*"{g.id(init)}" \[.*$', text, flags=re.M).group(0)
         assert f"<b>{_hn(s)}<sub>init</sub></b>" in line, (detail, line)
         assert f">{_hn(s + '0')}<" not in text
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.sampled_from(["RNNCell", "LSTMCell", "GRUCell"]), st.integers(1, 45))
+def test_auto_detail_keeps_the_picture_narrow_as_the_steps_grow(kind, T):
+    """``detail="auto"`` weighs the width (the number of steps) as well as the node count:
+    never more op clusters side by side than a slide holds."""
+    from unrollgraph.render import _AUTO_OPS_STEPS
+
+    net, loss = _run(getattr(ug.nn, kind)(2, 2, seed=0), T)
+    text = ug.to_dot(net, loss=loss)
+    clusters = text.count("subgraph cluster_step")
+    assert clusters <= _AUTO_OPS_STEPS, (T, clusters)
+    if T <= _AUTO_OPS_STEPS:  # a small net is still drawn op by op
+        assert clusters == T
+
+
+def test_auto_detail_on_a_long_rnn_fits_a_slide():
+    import json
+
+    net, loss = _run(ug.nn.RNNCell(2, 2, seed=0), 40)
+    layout = json.loads(ug.render(net, loss=loss).pipe(format="json"))
+    width = float(layout["bb"].split(",")[2])
+    assert width < 4000, width  # points; all 40 op clusters were 16,900 pt

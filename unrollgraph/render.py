@@ -69,6 +69,9 @@ _DETAILS = ("auto", "ops", "steps", "elide", "textbook")
 _AUTO_OPS = 300
 #: up to this many steps ``detail="auto"`` draws one box per step before eliding.
 _AUTO_STEPS = 24
+#: up to this many steps ``detail="auto"`` may draw every op: each step is a column of ops
+#: about 300-500 pt wide, so 6 steps already fill a wide slide (an RNN: about 2,700 pt)
+_AUTO_OPS_STEPS = 6
 #: a drawing whose lower bound of nodes is this many times ``max_nodes`` is refused before it
 #: is built; smaller ones are built (linear, Python only) and their exact size checked.
 _EARLY = 10
@@ -169,7 +172,9 @@ def to_dot(obj, **options) -> str:
         shared weight's fan-out as a bus: a trunk labelled ``× T``, then a junction in every
         step, under the op it feeds; ``"steps"`` one box per step; ``"elide"`` the first
         and last ``ends`` steps op by op and one node "… n steps …" for the rest.
-        ``"auto"`` picks ``"ops"`` for small graphs, then ``"steps"``, then ``"elide"``.
+        ``"auto"`` picks ``"ops"`` for a small graph over at most 6 steps (each step's ops
+        are a column of their own, so the width grows with the steps), else ``"steps"`` up
+        to 24 steps, else ``"elide"``.
     biases : bool
         Textbook view: note the biases (parameters added into a value) in that value's node
         (default) or leave them out.
@@ -1439,7 +1444,9 @@ class _Unrolled(_Drawer):
         o = self.o
         detail = o["detail"]
         if detail == "auto":
-            if n_nodes <= min(_AUTO_OPS, o["max_nodes"]):
+            # every op while the picture stays both small and narrow: one op cluster per
+            # step side by side, so the width grows with the steps, not only with the nodes
+            if n_nodes <= min(_AUTO_OPS, o["max_nodes"]) and T <= _AUTO_OPS_STEPS:
                 return "ops"
             return "steps" if T <= _AUTO_STEPS else "elide"
         return detail
