@@ -547,3 +547,46 @@ def test_textbook_edges_follow_real_paths_and_nodes_show_their_own_gradient(dept
     fold = {(a, b) for a, b, _w, _b, _d in _folded_edges(cell, cell.graph())}
     assert (("y", f"y{depth - 1}"), ("y", "loss_t")) in fold
     assert not any(b == ("y", "loss_t") and a[0] == "s" for a, b in fold)
+
+
+@pytest.mark.parametrize("make", ["loss", "chain"])
+def test_folded_cell_beside_the_unrolled_one_keeps_its_layout(make):
+    """With ``folded=True`` the unrolled part keeps its rows and columns: every step's
+    values in one column, the rows (inputs, states, outputs, losses, targets over them) in
+    the same order as without the folded cell."""
+    import json
+
+    if make == "loss":
+        net, L = _run_with_loss(None, T=4)
+    else:
+        net = ug.unroll(_chain_cell(2, False), steps=4)
+        rng = np.random.default_rng(0)
+        outs, _ = net({"x": rng.standard_normal((4, 1, 2)),
+                       "tgt": rng.standard_normal((4, 1, 2))})
+        L = outs["loss_t"].sum()
+        L.backward()
+    g = net.graph
+    names = list(net.output_nodes)
+
+    def step_ids(t):
+        ids = {("x", k): g.id(ns[t]) for k, ns in net.input_nodes.items()}
+        ids.update({("s", s): g.id(ns[t]) for s, ns in net.state_nodes.items()})
+        ids.update({("y", k): _out_id(g.id(ns[t]), names.index(k))
+                    for k, ns in net.output_nodes.items()})
+        return ids
+
+    layouts = []
+    for folded in (False, True):
+        lay = json.loads(ug.render(net, loss=L, detail="textbook", folded=folded)
+                         .pipe(format="json"))
+        pos = {o["name"]: tuple(map(float, o["pos"].split(","))) for o in lay["objects"]
+               if "pos" in o}
+        rows = []
+        for t in range(4):
+            ids = step_ids(t)
+            xs = {round(pos[i][0]) for i in ids.values()}
+            assert max(xs) - min(xs) <= 2, (folded, t, xs)  # one column per step
+            rows.append(sorted(ids, key=lambda k: pos[ids[k]][1]))
+        assert all(r == rows[0] for r in rows), (folded, rows)
+        layouts.append(rows[0])
+    assert layouts[0] == layouts[1]  # the same row order with and without the folded cell

@@ -232,8 +232,10 @@ class Folded(_Drawer):
         return self.lines
 
 
-def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows) -> dict:
-    """Draw the folded cell into drawer ``d``; node ids start with ``prefix``."""
+def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows, order=None) -> dict:
+    """Draw the folded cell into drawer ``d``; node ids start with ``prefix``. ``order``: the
+    row keys bottom to top when the folded cell stands beside an unrolled picture, whose
+    columns its own column then follows."""
     g = cell.graph()
     edges = _folded_edges(cell, g)
     ids = {}
@@ -257,6 +259,9 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows) -> dict:
             d.node(nid, kind, _hn(name), rows_, state=what == "s", shape=shape,
                    tooltip=f"{({'x': 'input', 's': 'state', 'y': 'output'})[what]} {name}")
             rows.add(key, nid, first=True)
+    def rank(key) -> int:
+        return order.index(key) if order is not None and key in order else rows.rank(key)
+
     squares: dict = {}  # one delay per state read a step late, shared by all its readers
     for src, dst, w, _b, delayed in edges:
         label = f"<i>{_names(w)}</i>" if w else None
@@ -284,17 +289,25 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows) -> dict:
             elif label:  # to another row: beside the slanting edge, a space off it
                 label = f"&#160;&#160;{label}"
             d.edge(sq, z, "recurrent", label=label, label_pt=11)
-        elif abs(rows.rank(dst) - rows.rank(src)) > 1:
+            continue
+        # an edge down to a lower row (a target over the loss it feeds) is written upwards
+        # with its arrow reversed, as in the unrolled picture: the rows keep their order
+        down = rank(src) > rank(dst)
+        ends = (z, a) if down else (a, z)
+        if abs(rank(dst) - rank(src)) > 1:
             # past a row: a label placed after layout (xlabel) may sit on the bent edge;
             # a label placed with the layout stands beside it
-            d.edge(a, z, label=label, label_pt=11)
+            d.edge(*ends, label=label, label_pt=11, back=down)
         else:
             # placed after the layout, beside the edge with no gap: a space each side
             label = label and f"&#160;{label}&#160;"
-            d.edge(a, z, label=label, label_pt=11, xlabel=True)
+            d.edge(*ends, label=label, label_pt=11, xlabel=True, back=down)
     # one column: inputs under states under outputs
-    col = [ids[k] for k in ids if k[0] == "x"][:1] + [ids[k] for k in ids if k[0] == "s"] + \
-        [ids[k] for k in ids if k[0] == "y"][:1]
+    if order is not None:  # every row, in the unrolled picture's order
+        col = [ids[k] for k in order if k in ids]
+    else:
+        col = [ids[k] for k in ids if k[0] == "x"][:1] + \
+            [ids[k] for k in ids if k[0] == "s"] + [ids[k] for k in ids if k[0] == "y"][:1]
     for a, b in zip(col, col[1:]):
         d.n_edges += 1
         d.emit(f'"{a}" -> "{b}" [style=invis weight=8]')
@@ -429,11 +442,6 @@ class Textbook(_Unrolled):
         factor = (o["fontsize"] or _TITLE_PT[o["theme"]]) / 12 * o["scale"]
         self.emit(f"graph [ranksep={0.5 * factor:.3g}]")
         # row order, bottom to top: inputs, states in the order a step computes them, outputs
-        if self.o["folded"]:
-            draw_folded(self, net.cell, "", rows)
-            self.emit('"unfold" ' + _attrs({"shape": "plaintext", "label": _Html(
-                f'<font point-size="12" color="{self.t["muted"]}">unfold ⟹</font>')}))
-            self.n_nodes += 1
         # states bottom to top in the order a step computes them (an LSTM's c under h): c_t
         # rises straight into h_t and h_t straight into the output over it; h_{t-1} reaches
         # c_t and h_t through one junction in h's row, and only x_t -> h_t passes a row
@@ -455,6 +463,13 @@ class Textbook(_Unrolled):
                  + [("s", s) for s in states] + [("y", k) for k in outs]
                  + [("x", k) for k in over])
         self.rank = {key: r for r, key in enumerate(order)}
+        if self.o["folded"]:
+            # the folded cell beside the unrolled one, its values in the unrolled rows and
+            # in their order (a target over the loss it feeds, as in every step's column)
+            draw_folded(self, net.cell, "", rows, order)
+            self.emit('"unfold" ' + _attrs({"shape": "plaintext", "label": _Html(
+                f'<font point-size="12" color="{self.t["muted"]}">unfold ⟹</font>')}))
+            self.n_nodes += 1
         if self.o["folded"] and states:
             rows.add(("s", states[-1]), "unfold")
         for s in states:
