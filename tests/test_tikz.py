@@ -235,3 +235,35 @@ def test_every_symbol_the_diagrams_write_has_a_pdflatex_spelling():
     for name in ("render.py", "textbook.py", "view.py"):
         text = (root / name).read_text(encoding="utf-8")
         assert not sorted({c for c in text if ord(c) >= 256} - set(_PDFTEX)), name
+
+
+@pytest.mark.latex
+def test_a_picture_input_into_a_lualatex_paper_keeps_its_symbols_with_the_documented_lines(
+        tmp_path):
+    """The preamble lines docs/gallery.md gives for a standalone=False picture in a lualatex
+    paper set every symbol (∇, ᵀ, ∂ ...): the log has no missing character and the text
+    reads back; without them the paper's font drops the symbols."""
+    import pathlib
+
+    doc = (pathlib.Path(__file__).resolve().parents[1] / "docs" / "gallery.md").read_text()
+    section = doc[doc.index("**A picture in a paper"):]
+    preamble, use = re.findall(r"```latex\n(.*?)```", section, re.S)[:2]
+    net = ug.unroll(ug.nn.RNNCell(2, 2, seed=0), steps=2)
+    outs, _ = net(np.ones((2, 1, 2)))
+    (outs * outs).sum().backward()
+    (tmp_path / "lualatex").mkdir()
+    (tmp_path / "lualatex" / "figure.tex").write_text(ug.to_tikz(net, standalone=False),
+                                                      encoding="utf-8")
+    use = use.split("% or ")[1]  # the picture scaled to the text width: on one page
+    tex = ("\\documentclass{article}\n" + preamble + "\\begin{document}\nText.\n\n"
+           + use + "\n\\end{document}\n")
+    d = tmp_path / "lualatex"
+    (d / "f.tex").write_text(tex, encoding="utf-8")
+    _tools()
+    r = subprocess.run(["lualatex", "-interaction=nonstopmode", "-halt-on-error", "f.tex"],
+                       cwd=d, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert "Missing character" not in (d / "f.log").read_text(errors="replace")
+    text = subprocess.run(["pdftotext", str(d / "f.pdf"), "-"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "∇" in text and "ᵀ" in text and "∂" in text

@@ -91,7 +91,10 @@ def to_tikz(obj, standalone: bool = True, **options) -> str:
         ``lualatex`` sets any character a font on the system has; ``pdflatex`` sets ASCII,
         Latin-1 and the symbols the preamble declares (∇, ‖, Greek, sub- and superscripts,
         arrows). Pasting the ``standalone=False`` picture into a pdflatex paper, copy those
-        ``\\DeclareUnicodeCharacter`` lines of the standalone document into its preamble.
+        ``\\DeclareUnicodeCharacter`` lines of the standalone document into its preamble;
+        into a lualatex paper, set it in a font with a fallback for the symbols (the paper's
+        Latin Modern has no ∇, ᵀ, ∂: LaTeX only warns and drops them), with the preamble
+        lines given in docs/gallery.md ("A picture in a paper").
 
     Raises
     ------
