@@ -288,11 +288,12 @@ def unbroadcast(g, shape):
     if g.shape == shape:
         return g
     extra = g.ndim - len(shape)
+    # (np.add.reduce is what ndarray.sum calls, without its Python wrapper)
     if extra:
-        g = g.sum(axis=tuple(range(extra)))
+        g = np.add.reduce(g, axis=tuple(range(extra)))
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     if axes:
-        g = g.sum(axis=axes, keepdims=True)
+        g = np.add.reduce(g, axis=axes, keepdims=True)
     return g
 
 
