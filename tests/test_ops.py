@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import sympy as sp
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, mutually_broadcastable_shapes
 
@@ -653,3 +653,35 @@ def test_an_unrolled_net_at_boundary_points_matches_the_eager_graph(keep):
     assert np.all(np.isfinite(W.grad)) and np.all(np.isfinite(b.grad))
     np.testing.assert_allclose(W.grad, We.grad, rtol=1e-12)
     np.testing.assert_allclose(b.grad, be.grad, rtol=1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(shape=array_shapes(min_dims=0, max_dims=3, min_side=1, max_side=5),
+       data=st.data(), dtype=st.sampled_from([np.float32, np.float64]))
+def test_reduction_vjp_is_the_same_written_out_or_broadcast(shape, data, dtype):
+    """A reduction's VJP writes a small gradient out and broadcasts a large one: both ways give
+    the same values, shape and dtype (the threshold forced to each side)."""
+    import unrollgraph.ops as ops
+
+    ndim = len(shape)
+    axis = data.draw(st.one_of(st.none(), st.integers(-ndim, ndim - 1) if ndim else st.none()))
+    keepdims = data.draw(st.booleans())
+    x = np.arange(1, int(np.prod(shape)) + 1, dtype=dtype).reshape(shape)
+    y = x.sum(axis=axis, keepdims=keepdims)
+    g = (np.arange(y.size, dtype=dtype) + 0.5).reshape(y.shape)
+    vjp = get_op("sum").vjps[0]
+    got = {}
+    saved = ops._SMALL_EXPAND
+    try:
+        for limit in (0, 10**9):
+            ops._SMALL_EXPAND = limit
+            got[limit] = np.asarray(vjp(g, y, x, axis=axis, keepdims=keepdims))
+    finally:
+        ops._SMALL_EXPAND = saved
+    small, large = got[10**9], got[0]
+    assert small.shape == large.shape == x.shape
+    assert small.dtype == large.dtype == x.dtype
+    np.testing.assert_array_equal(small, large)
+    # each element of x receives the gradient of the one sum it went into
+    want = np.expand_dims(g, axis) if (axis is not None and not keepdims and ndim) else g
+    np.testing.assert_array_equal(small, np.broadcast_to(want, x.shape))

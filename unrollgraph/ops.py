@@ -16,6 +16,7 @@ tensor ``forward`` computes (:mod:`unrollgraph.export.torch_export`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -287,11 +288,12 @@ def unbroadcast(g, shape):
     if g.shape == shape:
         return g
     extra = g.ndim - len(shape)
+    # (np.add.reduce is what ndarray.sum calls, without its Python wrapper)
     if extra:
-        g = g.sum(axis=tuple(range(extra)))
+        g = np.add.reduce(g, axis=tuple(range(extra)))
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     if axes:
-        g = g.sum(axis=axes, keepdims=True)
+        g = np.add.reduce(g, axis=axes, keepdims=True)
     return g
 
 
@@ -342,7 +344,15 @@ def _expand_to(g, shape, axis, keepdims):
     """Broadcast a reduced gradient back to ``shape`` (the VJP of a reduction)."""
     if not keepdims and len(shape) and axis is not None:  # axis=None: g is 0-d already
         g = np.expand_dims(g, _axis_tuple(axis, len(shape)))
+    if type(g) is np.ndarray and math.prod(shape) <= _SMALL_EXPAND:
+        out = np.empty(shape, g.dtype)  # (np.broadcast_to's checks cost more than the copy)
+        out[...] = g
+        return out
     return np.broadcast_to(g, shape)
+
+
+# up to this many elements a reduction's VJP writes its gradient out instead of broadcasting
+_SMALL_EXPAND = 4096
 
 
 # ---------------------------------------------------------------------------------------------
@@ -861,6 +871,11 @@ defop(
 )
 
 
+def _transpose(a, axes=None):
+    # the method where it exists: np.transpose's dispatch costs more than a small array's view
+    return a.transpose(axes) if type(a) is np.ndarray else np.transpose(a, axes)
+
+
 def _inverse_axes(axes, ndim):
     if axes is None:
         return None
@@ -869,8 +884,8 @@ def _inverse_axes(axes, ndim):
 
 defop(
     "transpose",
-    lambda a, axes=None: np.transpose(a, axes),
-    [lambda g, ans, a, axes=None: np.transpose(g, _inverse_axes(axes, a.ndim))],
+    _transpose,
+    [lambda g, ans, a, axes=None: _transpose(g, _inverse_axes(axes, a.ndim))],
     sym=lambda a, axes=None: np.transpose(a, axes),
     torch=_torch_transpose,
     onnx=lambda b, x, axes=None: b.op("Transpose", x, perm=[

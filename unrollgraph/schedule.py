@@ -23,6 +23,7 @@ The same module holds the other derived speed-ups: time batching of a step's non
 from __future__ import annotations
 
 import functools
+import math
 import threading
 from sys import getrefcount
 
@@ -582,7 +583,7 @@ def take(pool, shape, dtype) -> np.ndarray:
     >>> take(BufferPool(), (2, 3), np.float64).shape
     (2, 3)
     """
-    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     if pool is None or not _POOL_BYTES <= nbytes <= _POOL_MAX_BYTES:
         return np.empty(shape, dtype)
     return pool.take(shape, dtype)
@@ -600,7 +601,8 @@ def stack(arrays, pool=None):
     """
     first = arrays[0]
     shape = (len(arrays),) + first.shape
-    dtype = np.result_type(first, arrays[-1])
+    last = arrays[-1]
+    dtype = first.dtype if first.dtype is last.dtype else np.result_type(first, last)
     if pool is None or not _POOL_BYTES <= len(arrays) * first.nbytes <= _POOL_MAX_BYTES:
         out = np.empty(shape, dtype)
     else:

@@ -554,7 +554,8 @@ class Tensor:
                     f"{self.shape} needs a seed gradient: pass gradient=np.ones({self.shape}) "
                     "or reduce first, e.g. t.sum().backward()"
                 )
-            seed = np.ones_like(self._data)
+            data = self._data
+            seed = np.ones(data.shape, data.dtype)  # (np.ones_like's dispatch costs more)
         else:
             seed = as_real_array(gradient, "backward(gradient=...)", dtype=self._data.dtype)
             if seed.shape != self.shape:
