@@ -245,3 +245,62 @@ def test_gradient_flow_reads_a_checkpointed_run():
                                    rtol=1e-12)
     np.testing.assert_allclose(a.weight_contribution_norms["weight_hh"],
                                b.weight_contribution_norms["weight_hh"], rtol=1e-12)
+
+
+# -- errors raised inside a segment name the step of the whole run ---------------------------
+
+def _anomaly_cell(f):
+    cell = ug.Cell("c")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (2,))
+    W = cell.param("W", 0.5 * np.eye(2))
+    h_next = h @ W.T + f(x)
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    return cell
+
+
+def _message(f, xs, T, truncate, lengths, backward, **kw):
+    """The error message of a run (and backward) under detect_anomaly, or None."""
+    net = ug.unroll(_anomaly_cell(f), T, truncate=truncate, **kw)
+    try:
+        with ug.detect_anomaly():
+            out, h = net(ug.tensor(xs, requires_grad=True), lengths=lengths)
+            if backward:
+                (out.sum() + h.sum()).backward()
+    except ug.AnomalyError as exc:
+        return str(exc)
+    return None
+
+
+@settings(max_examples=max(10, EXAMPLES), deadline=None)
+@given(T=st.integers(2, 14), k=st.integers(1, 13), where=st.integers(0, 13),
+       backward=st.booleans(), truncate=st.one_of(st.none(), st.integers(1, 14)),
+       lengths=st.booleans())
+def test_an_anomaly_names_the_step_of_the_whole_run(T, k, where, backward, truncate, lengths):
+    """A NaN (log of a negative input, forward) or an Inf (the gradient of sqrt at 0,
+    backward) at step ``where`` is named as the plain net names it, whatever segment of a
+    checkpointed run it falls in."""
+    assume(k < T)
+    where %= T
+    truncate = None if truncate is None else min(truncate, T)
+    xs = np.ones((T, 2, 2))
+    xs[where, 0, 1] = 0.0 if backward else -1.0
+    lens = np.array([T, max(1, T - 3)]) if lengths else None
+    f = ug.sqrt if backward else ug.log
+    want = _message(f, xs, T, truncate, lens, backward)
+    got = _message(f, xs, T, truncate, lens, backward, checkpoint=k)
+    assert got == want
+    if not backward:  # a forward NaN at step `where` is always caught, and named
+        assert want is not None and f"@{where} " in want
+
+
+def test_an_anomaly_in_a_late_segment_names_its_step():
+    xs = np.ones((20, 1, 2))
+    xs[17, 0, 1] = -1
+    msg = _message(ug.log, xs, 20, None, None, False, checkpoint=5)
+    assert "forward of <log>@17 produced NaN" in msg
+    xs = np.ones((20, 1, 2))
+    xs[13, 0, 1] = 0
+    msg = _message(ug.sqrt, xs, 20, None, None, True, checkpoint=5)
+    assert "backward into x@13 produced Inf" in msg
