@@ -139,10 +139,12 @@ def test_a_checkpointed_run_keeps_outputs_and_every_kth_state_only():
         want |= {slots[t] for t in (2, 5, 8, 9)}  # entering steps 3, 6, 9; and the final state
     assert kept == want
     # and its gradients: those of the leaves (parameters, the inputs' steps, initial states)
+    # and of the kept states (known at the segment boundaries during the backward pass)
     grads = {s for s, g in enumerate(run.grads) if g is not None}
-    assert grads <= set(net._param_slots.values()) | {
+    states = {slots[t] for slots in net._state_slots.values() for t in (2, 5, 8, 9)}
+    assert grads <= set(net._param_slots.values()) | states | {
         s for slots in net._input_slots.values() for s in slots}
-    assert set(net._param_slots.values()) <= grads
+    assert set(net._param_slots.values()) | states <= grads
 
 
 def test_checkpoint_sqrt_and_k_at_least_t():
@@ -304,3 +306,59 @@ def test_an_anomaly_in_a_late_segment_names_its_step():
     xs[13, 0, 1] = 0
     msg = _message(ug.sqrt, xs, 20, None, None, True, checkpoint=5)
     assert "backward into x@13 produced Inf" in msg
+
+
+# -- what a checkpointed run answers after the parameters change -----------------------------
+
+@pytest.mark.parametrize("make", [ug.nn.RNNCell, ug.nn.LSTMCell])
+@pytest.mark.parametrize("T,k", [(10, 3), (9, 3), (7, 2)])
+def test_the_kept_states_gradients_answer_after_an_optimizer_step(make, T, k):
+    """The gradient entering each segment boundary is known during the backward pass: a
+    checkpointed run keeps it (and the final state's), so Run.grad of a kept state answers
+    without a recomputation, after an optimizer step too, with what full BPTT gives;
+    state_grads() (every step) needs the recomputation and says so."""
+    xs = np.random.default_rng(1).normal(size=(T, 2, 2))
+    want_net = ug.unroll(make(2, 3, seed=0), T)
+    out, st = want_net(xs)
+    finals = st if isinstance(st, tuple) else (st,)
+    (out.sum() + sum((f * f).sum() for f in finals)).backward()
+    want = want_net.last_run.state_grads(None)
+    cell = make(2, 3, seed=0)
+    net = ug.unroll(cell, T, checkpoint=k)
+    out, st = net(xs)
+    finals = st if isinstance(st, tuple) else (st,)
+    (out.sum() + sum((f * f).sum() for f in finals)).backward()
+    run = net.last_run
+    ug.optim.SGD(cell.parameters(), lr=0.1).step()
+    want = want if isinstance(want, dict) else {cell.states[0] if isinstance(
+        cell.states, list) else next(iter(cell.states)): want}
+    for name, g in want.items():
+        for t in sorted(ug.checkpoint.kept_steps(net)):
+            tight(run.grad(net.state_nodes[name][t]), g[t], f"{name}@{t}")
+    assert run._full is None  # no recomputation
+    with pytest.raises(ug.UnrollGraphError) as err:
+        run.state_grads()
+    msg = str(err.value)
+    assert msg.startswith("Run.state_grads(): the parameter ")
+    assert "kept steps [" in msg and "Run.grad" in msg and "Run.full" not in msg
+
+
+def test_a_stale_run_names_the_accessor_called_and_what_changed():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    xt = ug.tensor(np.ones((6, 1, 2)))
+    for ck in (None, 2):
+        net = ug.unroll(cell, 6, checkpoint=ck)
+        out, _ = net(xt)
+        out.sum().backward()
+        run = net.last_run
+        xt.data = xt.data + 1
+        for call, name in ((lambda: run.step_contributions("weight_hh"), "step_contributions"),
+                           (lambda: run.grad(net.nodes[-2]), "grad")):
+            if ck is None and name == "grad" and run.grads[-2] is not None:
+                continue
+            with pytest.raises(ug.UnrollGraphError) as err:
+                call()
+            msg = str(err.value)
+            assert msg.startswith(f"Run.{name}(): the input 'x' of 'RNNCell' has changed")
+            assert "parameters" not in msg and "Run.full" not in msg
+        xt.data = np.ones((6, 1, 2))

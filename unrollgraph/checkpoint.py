@@ -289,6 +289,12 @@ class CheckpointedRun(Run):
             if i == 0:
                 for k, s in seg._init_slots.items():
                     grads[net._init_slots[k]] = run.grads[s]
+            for k, slots in seg._state_slots.items():
+                # the gradient of the state the segment hands on (a kept state): known here,
+                # kept for Run.grad at no cost
+                g = run.grads[slots[-1]]
+                if type(g) is np.ndarray:
+                    grads[net._state_slots[k][b - 1]] = _own(g)
             self._record(i, run)
             del run
         self.grads = grads
@@ -380,6 +386,13 @@ class CheckpointedRun(Run):
 
     def state_grads(self, name: str | None = None):
         self._need_backward()
+        if self._full is None:
+            k = self.net.checkpoint
+            self._check_unchanged("state_grads", (
+                f": a run checkpointed every {k} steps keeps the state's gradient only at "
+                f"its kept steps {sorted(kept_steps(self.net))[:6]}"
+                f"{'...' if len(self.segments) > 6 else ''} (Run.grad reads them), and "
+                "state_grads() recomputes the segments for the others"))
         return self.full().state_grads(name)
 
     state_grads.__doc__ = Run.state_grads.__doc__

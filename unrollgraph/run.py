@@ -424,21 +424,24 @@ class Run:
             cached = self.net._display_slots = (graph, names)
         return cached[1]
 
-    def _check_unchanged(self, what: str) -> None:
-        """Refuse to recompute from values that changed after the run (version counters)."""
+    def _check_unchanged(self, what: str, why: str = "") -> None:
+        """Refuse to recompute from values that changed after the run (version counters).
+        ``what`` is the accessor the user called; ``why`` says why it needs a recomputation,
+        where that is not plain."""
         born = self._born
-        tensors = [(f"parameter {k!r}", p) for k, p in self.net.cell._params.items()]
-        tensors += [(f"input {k!r}", x) for k, x in self.xs.items()]
-        tensors += [(f"initial state {k!r}", h) for k, h in self.states.items()
+        tensors = [(f"parameter {k!r}", p, "the optimizer step (or other change to it)")
+                   for k, p in self.net.cell._params.items()]
+        tensors += [(f"input {k!r}", x, "changing it") for k, x in self.xs.items()]
+        tensors += [(f"initial state {k!r}", h, "changing it") for k, h in self.states.items()
                     if isinstance(h, Tensor)]
-        for who, t in tensors:
+        for who, t, before in tensors:
             if t._version[0] > born:
                 raise UnrollGraphError(
-                    f"Run.{what}(): the {who} of {self.net.cell.name!r} was changed by "
-                    f"{t._version[1] or 'an in-place change'} after this run: the "
-                    f"parameters have changed since the run and its {what} would mix old "
-                    "and new numbers. Call the net again (and loss.backward()) and inspect "
-                    "that run, before updating the weights"
+                    f"Run.{what}(): the {who} of {self.net.cell.name!r} has changed since the "
+                    f"run ({t._version[1] or 'an in-place change'}), so the values the run "
+                    f"did not keep can no longer be recomputed as they were{why}. "
+                    "Call the net again (and loss.backward()) and inspect that run, or "
+                    f"call Run.{what}() before {before}"
                 )
 
     def full(self) -> Run:
