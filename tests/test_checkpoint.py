@@ -161,9 +161,20 @@ def test_a_bad_checkpoint_is_refused(bad):
         ug.unroll(ug.nn.RNNCell(2, 3, seed=0), 10, checkpoint=bad)
 
 
-def test_checkpoint_with_keep_all_is_refused():
-    with pytest.raises(ug.CellError, match="keep='all'"):
-        ug.unroll(ug.nn.RNNCell(2, 3, seed=0), 10, checkpoint=3, keep="all")
+@pytest.mark.parametrize("T,k", [(10, 3), (10, 50), (10, 10), (1, "sqrt"), (1, 1)])
+def test_checkpoint_with_keep_all_is_refused_whatever_k(T, k):
+    """One rule: checkpoint= with keep='all' is refused, even where checkpointing would be
+    off (k >= T: one segment)."""
+    with pytest.raises(ug.CellError, match=f"checkpoint={k!r} .*keep='all'"):
+        ug.unroll(ug.nn.RNNCell(2, 3, seed=0), T, checkpoint=k, keep="all")
+
+
+def test_the_kept_steps_are_public():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    assert ug.unroll(cell, 10, checkpoint=3).kept_steps == (2, 5, 8, 9)
+    assert ug.unroll(cell, 9, checkpoint=3).kept_steps == (2, 5, 8)
+    assert ug.unroll(cell, 10, checkpoint=50).kept_steps == ()
+    assert ug.unroll(cell, 10).kept_steps == ()
 
 
 def _graph_record(net):
