@@ -373,3 +373,17 @@ def test_a_stale_run_names_the_accessor_called_and_what_changed():
             assert msg.startswith(f"Run.{name}(): the input 'x' of 'RNNCell' has changed")
             assert "parameters" not in msg and "Run.full" not in msg
         xt.data = np.ones((6, 1, 2))
+
+
+def test_release_drops_the_recomputation_and_the_next_request_makes_it_again():
+    net = ug.unroll(ug.nn.LSTMCell(2, 3, seed=0), 9, checkpoint=3)
+    out, _ = net(np.random.default_rng(0).normal(size=(9, 2, 2)))
+    out.sum().backward()
+    run = net.last_run
+    first = run.state_grads()
+    assert run._full is not None  # held on the run until released
+    run.release()
+    assert run._full is None
+    again = run.state_grads()
+    for name in first:
+        assert np.array_equal(first[name], again[name])

@@ -444,6 +444,26 @@ class Run:
                     f"call Run.{what}() before {before}"
                 )
 
+    def release(self) -> None:
+        """Drop the recomputation :meth:`full` cached (every value and gradient of all T
+        steps, which diagrams, ``state_grads`` of a checkpointed run, ``step_contributions``
+        and ``value``/``grad`` of what the run did not keep make and keep on the run). What
+        the run kept stays; the next such request recomputes. The next call of the net
+        replaces ``net.last_run``, which drops it too.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=9, checkpoint=3)
+        >>> out, h = net(np.ones((9, 1, 2)))
+        >>> out.sum().backward()
+        >>> g = net.last_run.state_grads()    # recomputes and holds all 9 steps
+        >>> net.last_run.release()            # back to what the checkpointed run keeps
+        >>> net.last_run._full is None
+        True
+        """
+        self._full = None
+
     def full(self) -> Run:
         """This run with every node's value and gradient in place, for diagrams and inspection.
 
