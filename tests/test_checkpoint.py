@@ -227,10 +227,29 @@ def test_a_checkpointed_run_draws_from_a_recomputation(tmp_path):
     for detail in ("ops", "steps", "textbook"):
         dot = ug.to_dot(net, detail=detail)
         assert "checkpointed: a run keeps the state every 2 steps" in dot, detail
-        marks = dot.count("state kept") if detail != "textbook" else dot.count(">kept<")
-        assert marks == len(ug.checkpoint.kept_steps(net)) * (2 if detail == "textbook" else 1)
+        # one mark, the same in every view: a ✓ after the kept state's title and a thick
+        # border (h and c in the ops and textbook views, the step's box in the steps view),
+        # explained once in the legend
+        per = 1 if detail == "steps" else 2
+        n_kept = len(net.kept_steps)
+        assert dot.count("✓") == per * n_kept + 1, detail
+        assert dot.count('penwidth="4.5"') + dot.count("penwidth=4.5") == per * n_kept, detail
+        assert "✓, thick border" in dot and "a state the checkpointed run keeps" in dot
     plain = ug.to_dot(ug.unroll(cell, 6), detail="ops")
-    assert "kept" not in plain and "checkpointed" not in plain
+    assert "kept" not in plain and "checkpointed" not in plain and "✓" not in plain
+
+
+@pytest.mark.parametrize("detail", ["textbook", "elide"])
+def test_an_elided_column_says_how_many_kept_states_it_hides(detail):
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    net = ug.unroll(cell, 40, checkpoint=4)
+    out, _ = net(np.ones((40, 1, 2)))
+    out.sum().backward()
+    dot = ug.to_dot(net, detail=detail)
+    a, b = (2, 37)
+    hidden = sum(1 for t in net.kept_steps if a <= t <= b)
+    assert f"steps {a} … {b}" in dot
+    assert f"{hidden} kept" in dot and "among them" in dot
     full = net.last_run.full()
     assert all(isinstance(v, np.ndarray) for v in full.values)
     # the recomputation reproduces the run's numbers bit for bit
