@@ -146,7 +146,8 @@ def _leaf(arr, requires_grad: bool) -> Tensor:
 class CheckpointedRun(Run):
     """One call of a net unrolled with ``checkpoint=k``: its outputs, the state entering
     each segment and, after backward, the gradients of its leaves (parameters, inputs,
-    initial states). Everything else is recomputed on request (:meth:`full`)."""
+    initial states) and of the kept states (known at the segment boundaries). Everything
+    else is recomputed on request (:meth:`full`, held on the run until :meth:`release`)."""
 
     def __init__(self, net, xs: dict, states: dict, lengths, batch: int, keep: str = "needed"):
         super().__init__(net, xs, states, lengths, batch, keep)
