@@ -139,10 +139,12 @@ def test_a_checkpointed_run_keeps_outputs_and_every_kth_state_only():
         want |= {slots[t] for t in (2, 5, 8, 9)}  # entering steps 3, 6, 9; and the final state
     assert kept == want
     # and its gradients: those of the leaves (parameters, the inputs' steps, initial states)
+    # and of the kept states (known at the segment boundaries during the backward pass)
     grads = {s for s, g in enumerate(run.grads) if g is not None}
-    assert grads <= set(net._param_slots.values()) | {
+    states = {slots[t] for slots in net._state_slots.values() for t in (2, 5, 8, 9)}
+    assert grads <= set(net._param_slots.values()) | states | {
         s for slots in net._input_slots.values() for s in slots}
-    assert set(net._param_slots.values()) <= grads
+    assert set(net._param_slots.values()) | states <= grads
 
 
 def test_checkpoint_sqrt_and_k_at_least_t():
@@ -159,9 +161,20 @@ def test_a_bad_checkpoint_is_refused(bad):
         ug.unroll(ug.nn.RNNCell(2, 3, seed=0), 10, checkpoint=bad)
 
 
-def test_checkpoint_with_keep_all_is_refused():
-    with pytest.raises(ug.CellError, match="keep='all'"):
-        ug.unroll(ug.nn.RNNCell(2, 3, seed=0), 10, checkpoint=3, keep="all")
+@pytest.mark.parametrize("T,k", [(10, 3), (10, 50), (10, 10), (1, "sqrt"), (1, 1)])
+def test_checkpoint_with_keep_all_is_refused_whatever_k(T, k):
+    """One rule: checkpoint= with keep='all' is refused, even where checkpointing would be
+    off (k >= T: one segment)."""
+    with pytest.raises(ug.CellError, match=f"checkpoint={k!r} .*keep='all'"):
+        ug.unroll(ug.nn.RNNCell(2, 3, seed=0), T, checkpoint=k, keep="all")
+
+
+def test_the_kept_steps_are_public():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    assert ug.unroll(cell, 10, checkpoint=3).kept_steps == (2, 5, 8, 9)
+    assert ug.unroll(cell, 9, checkpoint=3).kept_steps == (2, 5, 8)
+    assert ug.unroll(cell, 10, checkpoint=50).kept_steps == ()
+    assert ug.unroll(cell, 10).kept_steps == ()
 
 
 def _graph_record(net):
@@ -214,10 +227,29 @@ def test_a_checkpointed_run_draws_from_a_recomputation(tmp_path):
     for detail in ("ops", "steps", "textbook"):
         dot = ug.to_dot(net, detail=detail)
         assert "checkpointed: a run keeps the state every 2 steps" in dot, detail
-        marks = dot.count("state kept") if detail != "textbook" else dot.count(">kept<")
-        assert marks == len(ug.checkpoint.kept_steps(net)) * (2 if detail == "textbook" else 1)
+        # one mark, the same in every view: a ✓ after the kept state's title and a thick
+        # border (h and c in the ops and textbook views, the step's box in the steps view),
+        # explained once in the legend
+        per = 1 if detail == "steps" else 2
+        n_kept = len(net.kept_steps)
+        assert dot.count("✓") == per * n_kept + 1, detail
+        assert dot.count('penwidth="4.5"') + dot.count("penwidth=4.5") == per * n_kept, detail
+        assert "✓, thick border" in dot and "a state the checkpointed run keeps" in dot
     plain = ug.to_dot(ug.unroll(cell, 6), detail="ops")
-    assert "kept" not in plain and "checkpointed" not in plain
+    assert "kept" not in plain and "checkpointed" not in plain and "✓" not in plain
+
+
+@pytest.mark.parametrize("detail", ["textbook", "elide"])
+def test_an_elided_column_says_how_many_kept_states_it_hides(detail):
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    net = ug.unroll(cell, 40, checkpoint=4)
+    out, _ = net(np.ones((40, 1, 2)))
+    out.sum().backward()
+    dot = ug.to_dot(net, detail=detail)
+    a, b = (2, 37)
+    hidden = sum(1 for t in net.kept_steps if a <= t <= b)
+    assert f"steps {a} … {b}" in dot
+    assert f"{hidden} kept" in dot and "among them" in dot
     full = net.last_run.full()
     assert all(isinstance(v, np.ndarray) for v in full.values)
     # the recomputation reproduces the run's numbers bit for bit
@@ -245,3 +277,134 @@ def test_gradient_flow_reads_a_checkpointed_run():
                                    rtol=1e-12)
     np.testing.assert_allclose(a.weight_contribution_norms["weight_hh"],
                                b.weight_contribution_norms["weight_hh"], rtol=1e-12)
+
+
+# -- errors raised inside a segment name the step of the whole run ---------------------------
+
+def _anomaly_cell(f):
+    cell = ug.Cell("c")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (2,))
+    W = cell.param("W", 0.5 * np.eye(2))
+    h_next = h @ W.T + f(x)
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    return cell
+
+
+def _message(f, xs, T, truncate, lengths, backward, **kw):
+    """The error message of a run (and backward) under detect_anomaly, or None."""
+    net = ug.unroll(_anomaly_cell(f), T, truncate=truncate, **kw)
+    try:
+        with ug.detect_anomaly():
+            out, h = net(ug.tensor(xs, requires_grad=True), lengths=lengths)
+            if backward:
+                (out.sum() + h.sum()).backward()
+    except ug.AnomalyError as exc:
+        return str(exc)
+    return None
+
+
+@settings(max_examples=max(10, EXAMPLES), deadline=None)
+@given(T=st.integers(2, 14), k=st.integers(1, 13), where=st.integers(0, 13),
+       backward=st.booleans(), truncate=st.one_of(st.none(), st.integers(1, 14)),
+       lengths=st.booleans())
+def test_an_anomaly_names_the_step_of_the_whole_run(T, k, where, backward, truncate, lengths):
+    """A NaN (log of a negative input, forward) or an Inf (the gradient of sqrt at 0,
+    backward) at step ``where`` is named as the plain net names it, whatever segment of a
+    checkpointed run it falls in."""
+    assume(k < T)
+    where %= T
+    truncate = None if truncate is None else min(truncate, T)
+    xs = np.ones((T, 2, 2))
+    xs[where, 0, 1] = 0.0 if backward else -1.0
+    lens = np.array([T, max(1, T - 3)]) if lengths else None
+    f = ug.sqrt if backward else ug.log
+    want = _message(f, xs, T, truncate, lens, backward)
+    got = _message(f, xs, T, truncate, lens, backward, checkpoint=k)
+    assert got == want
+    if not backward:  # a forward NaN at step `where` is always caught, and named
+        assert want is not None and f"@{where} " in want
+
+
+def test_an_anomaly_in_a_late_segment_names_its_step():
+    xs = np.ones((20, 1, 2))
+    xs[17, 0, 1] = -1
+    msg = _message(ug.log, xs, 20, None, None, False, checkpoint=5)
+    assert "forward of <log>@17 produced NaN" in msg
+    xs = np.ones((20, 1, 2))
+    xs[13, 0, 1] = 0
+    msg = _message(ug.sqrt, xs, 20, None, None, True, checkpoint=5)
+    assert "backward into x@13 produced Inf" in msg
+
+
+# -- what a checkpointed run answers after the parameters change -----------------------------
+
+@pytest.mark.parametrize("make", [ug.nn.RNNCell, ug.nn.LSTMCell])
+@pytest.mark.parametrize("T,k", [(10, 3), (9, 3), (7, 2)])
+def test_the_kept_states_gradients_answer_after_an_optimizer_step(make, T, k):
+    """The gradient entering each segment boundary is known during the backward pass: a
+    checkpointed run keeps it (and the final state's), so Run.grad of a kept state answers
+    without a recomputation, after an optimizer step too, with what full BPTT gives;
+    state_grads() (every step) needs the recomputation and says so."""
+    xs = np.random.default_rng(1).normal(size=(T, 2, 2))
+    want_net = ug.unroll(make(2, 3, seed=0), T)
+    out, st = want_net(xs)
+    finals = st if isinstance(st, tuple) else (st,)
+    (out.sum() + sum((f * f).sum() for f in finals)).backward()
+    want = want_net.last_run.state_grads(None)
+    cell = make(2, 3, seed=0)
+    net = ug.unroll(cell, T, checkpoint=k)
+    out, st = net(xs)
+    finals = st if isinstance(st, tuple) else (st,)
+    (out.sum() + sum((f * f).sum() for f in finals)).backward()
+    run = net.last_run
+    ug.optim.SGD(cell.parameters(), lr=0.1).step()
+    want = want if isinstance(want, dict) else {cell.states[0] if isinstance(
+        cell.states, list) else next(iter(cell.states)): want}
+    for name, g in want.items():
+        for t in sorted(ug.checkpoint.kept_steps(net)):
+            tight(run.grad(net.state_nodes[name][t]), g[t], f"{name}@{t}")
+    assert run._full is None  # no recomputation
+    with pytest.raises(ug.UnrollGraphError) as err:
+        run.state_grads()
+    msg = str(err.value)
+    assert msg.startswith("Run.state_grads(): the parameter ")
+    assert "kept steps [" in msg and "Run.grad" in msg and "Run.full" not in msg
+
+
+def test_a_stale_run_names_the_accessor_called_and_what_changed():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    xt = ug.tensor(np.ones((6, 1, 2)))
+    for ck in (None, 2):
+        net = ug.unroll(cell, 6, checkpoint=ck)
+        out, _ = net(xt)
+        out.sum().backward()
+        run = net.last_run
+        xt.data = xt.data + 1
+        for name in ("step_contributions", "grad"):
+            if ck is None and name == "grad" and run.grads[-2] is not None:
+                continue
+            with pytest.raises(ug.UnrollGraphError) as err:
+                if name == "grad":
+                    run.grad(net.nodes[-2])
+                else:
+                    run.step_contributions("weight_hh")
+            msg = str(err.value)
+            assert msg.startswith(f"Run.{name}(): the input 'x' of 'RNNCell' has changed")
+            assert "parameters" not in msg and "Run.full" not in msg
+        xt.data = np.ones((6, 1, 2))
+
+
+def test_release_drops_the_recomputation_and_the_next_request_makes_it_again():
+    net = ug.unroll(ug.nn.LSTMCell(2, 3, seed=0), 9, checkpoint=3)
+    out, _ = net(np.random.default_rng(0).normal(size=(9, 2, 2)))
+    out.sum().backward()
+    run = net.last_run
+    first = run.state_grads()
+    assert run._full is not None  # held on the run until released
+    run.release()
+    assert run._full is None
+    again = run.state_grads()
+    for name in first:
+        assert np.array_equal(first[name], again[name])

@@ -17,12 +17,14 @@ segments so that it reproduces the checkpointed run's numbers bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import re
 
 import numpy as np
 
 from .compile import backward_program
-from .errors import CellError
+from .errors import CellError, UnrollGraphError
 from .graph import Node
 from .run import Run, _acc
 from .tensor import Tensor, _dtype_name
@@ -111,6 +113,26 @@ def _segment_net(net, key):
     return seg
 
 
+_STEP = re.compile(r"(?<=[^\s@])@(\d+)\b|\b(steps? )(\d+)\b")
+
+
+@contextlib.contextmanager
+def _steps_of(a: int, length: int):
+    """Make an error raised while a segment runs speak of the steps of the whole run: the
+    segment's step j (``name@j``, ``step j``) is step ``a + j`` of the T-step net."""
+    try:
+        yield
+    except UnrollGraphError as exc:
+        if a and exc.args and isinstance(exc.args[0], str):
+            def shift(m):
+                j = int(m.group(1) or m.group(3))
+                if j >= length:  # not a step of the segment
+                    return m.group(0)
+                return f"@{a + j}" if m.group(1) else f"{m.group(2)}{a + j}"
+            exc.args = (_STEP.sub(shift, exc.args[0]),) + exc.args[1:]
+        raise
+
+
 def _own(v):
     """``v``, or a copy of it if it is a view of a larger array (the same bits)."""
     return v.copy() if type(v) is np.ndarray and v.base is not None and \
@@ -124,7 +146,8 @@ def _leaf(arr, requires_grad: bool) -> Tensor:
 class CheckpointedRun(Run):
     """One call of a net unrolled with ``checkpoint=k``: its outputs, the state entering
     each segment and, after backward, the gradients of its leaves (parameters, inputs,
-    initial states). Everything else is recomputed on request (:meth:`full`)."""
+    initial states) and of the kept states (known at the segment boundaries). Everything
+    else is recomputed on request (:meth:`full`, held on the run until :meth:`release`)."""
 
     def __init__(self, net, xs: dict, states: dict, lengths, batch: int, keep: str = "needed"):
         super().__init__(net, xs, states, lengths, batch, keep)
@@ -209,7 +232,8 @@ class CheckpointedRun(Run):
         outs: list = []
         for i, (a, b, _key) in enumerate(self.segments):
             run = self._segment_run(i, states, "needed")
-            run.forward()
+            with _steps_of(a, b - a):
+                run.forward()
             seg = run.net
             if i == 0:
                 for k, s in net._init_slots.items():
@@ -250,10 +274,11 @@ class CheckpointedRun(Run):
         for i in range(len(self.segments) - 1, -1, -1):
             if not self._needs_backward(i):
                 break
-            a, _b, _key = self.segments[i]
+            a, b, _key = self.segments[i]
             run = self._segment_run(i, self._entering(i, wants[i]), "needed")
-            run.forward()
-            carry = self._backward_segment(i, run, seeds, carry)
+            with _steps_of(a, b - a):
+                run.forward()
+                carry = self._backward_segment(i, run, seeds, carry)
             seg = run.net
             for k, s in seg._param_slots.items():
                 g = run.grads[s]
@@ -265,6 +290,12 @@ class CheckpointedRun(Run):
             if i == 0:
                 for k, s in seg._init_slots.items():
                     grads[net._init_slots[k]] = run.grads[s]
+            for k, slots in seg._state_slots.items():
+                # the gradient of the state the segment hands on (a kept state): known here,
+                # kept for Run.grad at no cost
+                g = run.grads[slots[-1]]
+                if type(g) is np.ndarray:
+                    grads[net._state_slots[k][b - 1]] = _own(g)
             self._record(i, run)
             del run
         self.grads = grads
@@ -302,9 +333,10 @@ class CheckpointedRun(Run):
         shared = sum(1 for n in net.nodes if n.step is None)
         per = (len(net.nodes) - shared) // net.steps  # slots per step, the same every step
         runs, states = [], self.states
-        for i, (a, _b, _key) in enumerate(self.segments):
+        for i, (a, b, _key) in enumerate(self.segments):
             run = self._segment_run(i, states, "all")
-            run.forward()
+            with _steps_of(a, b - a):
+                run.forward()
             seg = run.net
             if i == 0:  # the shared part (parameters, W.T) and the initial states
                 full.values[:shared] = run.values[:shared]
@@ -323,7 +355,8 @@ class CheckpointedRun(Run):
                 run, a = runs[i], self.segments[i][0]
                 if i:  # the entering state asks for its gradient where it is needed
                     run.states = {k: _leaf(v, wants[i][k]) for k, v in run.states.items()}
-                carry = self._backward_segment(i, run, self.seeds, carry)
+                with _steps_of(a, self.segments[i][1] - a):
+                    carry = self._backward_segment(i, run, self.seeds, carry)
                 seg = run.net
                 inits = set(seg._init_slots.values())
                 for s in range(shared):  # shared nodes: the segments' parts add up
@@ -354,6 +387,13 @@ class CheckpointedRun(Run):
 
     def state_grads(self, name: str | None = None):
         self._need_backward()
+        if self._full is None:
+            k = self.net.checkpoint
+            self._check_unchanged("state_grads", (
+                f": a run checkpointed every {k} steps keeps the state's gradient only at "
+                f"its kept steps {sorted(kept_steps(self.net))[:6]}"
+                f"{'...' if len(self.segments) > 6 else ''} (Run.grad reads them), and "
+                "state_grads() recomputes the segments for the others"))
         return self.full().state_grads(name)
 
     state_grads.__doc__ = Run.state_grads.__doc__

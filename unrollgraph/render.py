@@ -859,11 +859,16 @@ class _Drawer:
 
     def node(self, nid: str, kind: str, title: str, rows: list[str], mag=None, cut=False,
              indent=1, tooltip=None, hot=False, state=False, shape=None,
-             group: str | None = None) -> None:
+             group: str | None = None, kept: bool = False) -> None:
         """Draw one node: its shape from ``kind`` (or ``shape``), its fill from the gradient
-        norm ``mag``; ``group`` is Graphviz's (an edge within a group is kept straight)."""
+        norm ``mag``; ``group`` is Graphviz's (an edge within a group is kept straight).
+        ``kept``: a state a checkpointed run keeps, marked by a ✓ after the title (in the
+        text colour chosen for the fill) and a thick border."""
         t = self.t
         self.n_nodes += 1
+        if kept:
+            title += " ✓"
+            self.kinds_used.add("kept")
         self.kinds_used.add(kind)
         kind_shape, extra = _SHAPES[kind]
         shape = shape or kind_shape
@@ -890,8 +895,8 @@ class _Drawer:
             "style": ",".join(dict.fromkeys(styles)),
             "fillcolor": fill,
             "color": border,
-            "penwidth": "3" if hot else ("2" if state or kind in ("param", "loss", "part")
-                                         else "1.2"),
+            "penwidth": "4.5" if kept else "3" if hot else (
+                "2" if state or kind in ("param", "loss", "part") else "1.2"),
             "label": _label(title, rows, font if font != t["font"] else None),
             "tooltip": tooltip,
             "group": group,
@@ -1118,6 +1123,7 @@ class _Drawer:
             "step": "one time step",
             "cut": "greyed, dashed border: truncated BPTT sends it no gradient",
             "mask": "mask",
+            "kept": "a state the checkpointed run keeps (the others it recomputes)",
         }
         rows = []
         for kind in names:
@@ -1125,6 +1131,8 @@ class _Drawer:
                 continue
             if kind == "cut":
                 colour, words = t["cut_font"], "grey"
+            elif kind == "kept":
+                colour, words = t["state"], "✓, thick border"
             else:
                 colour = t["state"] if kind == "next_state" else t[kind if kind in t else "op"]
                 drawn = self.legend_shapes.get(kind) or [_SHAPES[kind]]
@@ -1642,6 +1650,8 @@ class _Unrolled(_Drawer):
         groups = self.bus_groups(shared, by_step)
         top = []  # the row over the steps: outputs in time order
         rows: dict[int, list[str]] = {}  # depth in its step -> ops of every step
+        kept_ids = {id(ns[t]) for ns in net.state_nodes.values()  # checkpoint=: ✓ states
+                    for t in kept_steps(net)}
         for t in range(T):
             if t not in kept:
                 if self.elided and t == self.elided[0]:
@@ -1675,7 +1685,8 @@ class _Unrolled(_Drawer):
                                   indent=2)
                 self.node(g.id(n), kind, self.title(n, with_step=True), self.rows(n),
                           _mag(self.grad(n)), cut=cut, indent=2, tooltip=self.tooltip(n),
-                          hot=id(n) in self.path, state=state, group=groups.get(id(n)))
+                          hot=id(n) in self.path, state=state, group=groups.get(id(n)),
+                          kept=id(n) in kept_ids)
             self.cluster_end[t] = len(self.lines)  # where the step's junctions go
             self.emit("}")
             for n in inner:
@@ -1797,8 +1808,7 @@ class _Unrolled(_Drawer):
     def cluster_style(self, t: int) -> None:
         t_ = self.t
         cut = self.net.truncate is not None and t < self.T - self.net.truncate
-        label = f"t = {t}" + (" (cut)" if cut else "") + (
-            " · state kept" if t in kept_steps(self.net) else "")  # (checkpoint=)
+        label = f"t = {t}" + (" (cut)" if cut else "")
         self.emit(f'label="{label}" style="rounded,filled" color="{t_["cluster"]}" '
                   f'fillcolor="{t_["cluster_bg"]}" fontcolor="{t_["muted"]}" fontsize=11',
                   2)
@@ -1807,6 +1817,9 @@ class _Unrolled(_Drawer):
         a, b = self.elided
         n = b - a + 1
         rows = [f"steps {a} … {b}"]
+        hidden = sum(1 for t in kept_steps(self.net) if a <= t <= b)
+        if hidden:  # checkpoint=: the ✓ states this column stands for
+            rows.append(f"{hidden} kept state{'s' if hidden > 1 else ''} ✓ among them")
         agg = self.aggregate()
         if self.show_grads() and agg is not None:
             ms = self.elided_mags()
@@ -2018,10 +2031,9 @@ class _Unrolled(_Drawer):
                 gt = _array_text(self.grad(n), self.o["max_elements"])
                 if self.show_grads() and gt:
                     rows.append(f"∂{self.loss_sym()}/∂{_hn(s)} = {_h(gt)}")
-            if t in kept_steps(net):  # checkpoint=: the run kept this step's state
-                rows.append("state kept")
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
-                      state=True, tooltip=f"{net.cell.name} at step {t}")
+                      state=True, tooltip=f"{net.cell.name} at step {t}",
+                      kept=t in kept_steps(net))  # checkpoint=: the run kept its state
             middle.append(f"step_{t}")
             for name, ns in net.output_nodes.items():
                 n = ns[t]

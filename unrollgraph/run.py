@@ -439,22 +439,45 @@ class Run:
             cached = self.net._display_slots = (graph, names)
         return cached[1]
 
-    def _check_unchanged(self, what: str) -> None:
-        """Refuse to recompute from values that changed after the run (version counters)."""
+    def _check_unchanged(self, what: str, why: str = "") -> None:
+        """Refuse to recompute from values that changed after the run (version counters).
+        ``what`` is the accessor the user called; ``why`` says why it needs a recomputation,
+        where that is not plain."""
         born = self._born
-        tensors = [(f"parameter {k!r}", p) for k, p in self.net.cell._params.items()]
-        tensors += [(f"input {k!r}", x) for k, x in self.xs.items()]
-        tensors += [(f"initial state {k!r}", h) for k, h in self.states.items()
+        tensors = [(f"parameter {k!r}", p, "the optimizer step (or other change to it)")
+                   for k, p in self.net.cell._params.items()]
+        tensors += [(f"input {k!r}", x, "changing it") for k, x in self.xs.items()]
+        tensors += [(f"initial state {k!r}", h, "changing it") for k, h in self.states.items()
                     if isinstance(h, Tensor)]
-        for who, t in tensors:
+        for who, t, before in tensors:
             if t._version[0] > born:
                 raise UnrollGraphError(
-                    f"Run.{what}(): the {who} of {self.net.cell.name!r} was changed by "
-                    f"{t._version[1] or 'an in-place change'} after this run: the "
-                    f"parameters have changed since the run and its {what} would mix old "
-                    "and new numbers. Call the net again (and loss.backward()) and inspect "
-                    "that run, before updating the weights"
+                    f"Run.{what}(): the {who} of {self.net.cell.name!r} has changed since the "
+                    f"run ({t._version[1] or 'an in-place change'}), so the values the run "
+                    f"did not keep can no longer be recomputed as they were{why}. "
+                    "Call the net again (and loss.backward()) and inspect that run, or "
+                    f"call Run.{what}() before {before}"
                 )
+
+    def release(self) -> None:
+        """Drop the recomputation :meth:`full` cached (every value and gradient of all T
+        steps, which diagrams, ``state_grads`` of a checkpointed run, ``step_contributions``
+        and ``value``/``grad`` of what the run did not keep make and keep on the run). What
+        the run kept stays; the next such request recomputes. The next call of the net
+        replaces ``net.last_run``, which drops it too.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=9, checkpoint=3)
+        >>> out, h = net(np.ones((9, 1, 2)))
+        >>> out.sum().backward()
+        >>> g = net.last_run.state_grads()    # recomputes and holds all 9 steps
+        >>> net.last_run.release()            # back to what the checkpointed run keeps
+        >>> net.last_run._full is None
+        True
+        """
+        self._full = None
 
     def full(self) -> Run:
         """This run with every node's value and gradient in place, for diagrams and inspection.

@@ -502,12 +502,10 @@ class Textbook(_Unrolled):
                     self.bias_ids.update(id(p) for p in notes[key])
                 extra = [f"+ {_names(notes[('s', s)], decl)}"] if notes[("s", s)] and \
                     self.o["biases"] and not self.o["compact"] else []
-                if t in kept:  # checkpoint=: the run kept this state, recomputed the others
-                    extra.append("kept")
                 self.node(g.id(n), "state", _sub(_hn(s), t), extra + self.value_rows(n),
                           _mag(self.grad(n)), cut=cut, state=True, shape="ellipse",
                           tooltip=f"state {s} after step {t}: {g.equation(n)}",
-                          hot=id(n) in self.path)
+                          hot=id(n) in self.path, kept=t in kept)
                 rows.add(("s", s), g.id(n))
             for k, ns in net.output_nodes.items():
                 n = ns[t]
@@ -660,6 +658,9 @@ class Textbook(_Unrolled):
                         tip += f"; the fill is the root mean square, {_num(mag)}"
             if key[0] == "s":
                 rows_.insert(0, f"steps {a} … {b}")
+                hidden = sum(1 for t in kept_steps(net) if a <= t <= b)
+                if hidden:  # checkpoint=: the ✓ states this column stands for
+                    rows_.insert(1, f"{hidden} kept ✓ among them")
             if key[0] == "s":
                 self.node(nid, "state", "⋯", rows_, mag, cut=cut, shape="ellipse",
                           tooltip=tip, state=True)

@@ -50,6 +50,7 @@ _PDFTEX = {
     "ᵀ": r"\textsuperscript{T}", "ⁿ": r"\textsuperscript{n}", "■": r"\rule{0.55em}{0.55em}",
     "━": r"\rule[0.25em]{1em}{0.15em}", "▭": r"\fbox{\rule{0.8em}{0pt}}",
     "⟨": r"\ensuremath{\langle}", "⟩": r"\ensuremath{\rangle}",
+    "✓": r"\ensuremath{\surd}",  # a kept state (checkpoint=); no package needed
 }
 #: capitals that look like Latin letters are printed as those letters (as in math)
 _LATIN_CAPITALS = {"alpha": "A", "beta": "B", "epsilon": "E", "zeta": "Z", "eta": "H",

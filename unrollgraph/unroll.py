@@ -18,7 +18,7 @@ import threading
 import numpy as np
 
 from .cell import Cell
-from .checkpoint import CheckpointedRun, resolve_checkpoint
+from .checkpoint import CheckpointedRun, kept_steps, resolve_checkpoint
 from .compile import compile_schedule
 from .errors import CellError
 from .graph import Graph, Node
@@ -57,7 +57,8 @@ def unroll(cell: Cell, steps: int, truncate: int | None = None, masked: bool = F
         ``ceil(sqrt(steps))`` steps per segment, where memory is least (about 3 sqrt(T)
         steps' worth of activations instead of T) for one more forward pass. The
         gradients are those of full BPTT (to rounding: the segments sum in another
-        order). A value of ``steps`` or more is no checkpointing. Needs ``keep="needed"``.
+        order). A value of ``steps`` or more is no checkpointing. Any value but None is
+        refused with ``keep="all"`` (:class:`~unrollgraph.CellError`), whatever ``steps``.
         The graph is the same; diagrams read a recomputation (:meth:`Run.full`).
 
     Returns
@@ -103,6 +104,13 @@ class Unrolled:
     last_run : Run or None
         Values (and, after backward, gradients) of the most recent call made by the current
         thread (in a thread that has not called the net: of any thread's most recent call).
+    checkpoint : int or None
+        The segment length k of gradient checkpointing (``unroll(..., checkpoint=)``, with
+        ``"sqrt"`` resolved to ``ceil(sqrt(T))``); None without checkpointing, or when
+        ``k >= T`` (one segment: plain BPTT).
+    kept_steps : tuple of int
+        The steps t whose state (after step t) a checkpointed run keeps: every k-th step's
+        and the last; empty without checkpointing (every state is kept). Diagrams mark them.
 
     Notes
     -----
@@ -111,6 +119,20 @@ class Unrolled:
     recomputation, raise :class:`~unrollgraph.CellError`; unroll the cell again. Several
     threads may call one net at once: each call has its own :class:`Run`.
     """
+
+    @property
+    def kept_steps(self) -> tuple:
+        """The steps whose state a checkpointed run keeps (see the class docstring).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=8, checkpoint=3).kept_steps
+        (2, 5, 7)
+        >>> ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=8).kept_steps
+        ()
+        """
+        return tuple(sorted(kept_steps(self)))
 
     def __init__(self, cell: Cell, steps: int, truncate: int | None = None,
                  masked: bool = False, keep: str = "needed",
@@ -128,11 +150,11 @@ class Unrolled:
         if keep not in ("all", "needed"):
             raise CellError(f"unroll(): keep must be 'all' or 'needed', got {keep!r}")
         self.checkpoint = resolve_checkpoint(checkpoint, steps)
-        if self.checkpoint is not None and keep == "all":
+        if checkpoint is not None and keep == "all":  # whatever k (even one segment)
             raise CellError(
-                "unroll(): checkpoint= keeps the state of every k-th step only and keep='all' "
-                "keeps every value: pass one of them (Run.full() recomputes every value of a "
-                "checkpointed run when asked)"
+                f"unroll(): checkpoint={checkpoint!r} keeps the state of every k-th step only "
+                "and keep='all' keeps every value: pass one of them (Run.full() recomputes "
+                "every value of a checkpointed run when asked)"
             )
         self._run_type = Run if self.checkpoint is None else CheckpointedRun
         self._segment_nets: dict = {}  # (length, truncate) -> a segment's net (checkpoint=)
