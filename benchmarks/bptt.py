@@ -46,6 +46,8 @@ try:  # the installed package (or PYTHONPATH); else the checkout this script liv
 except ImportError:
     sys.path.insert(0, str(HERE.parent))
     import unrollgraph as ug
+sys.path.insert(0, str(HERE))  # (when imported from elsewhere)
+from procmem import reset_peak, status_kb  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("_bptt_reference", HERE / "reference.py")
 ref = importlib.util.module_from_spec(_spec)
@@ -408,23 +410,6 @@ def _child(flag, *args) -> dict:
 
 
 # -- memory (each in a fresh subprocess) -----------------------------------------------------------
-def _status_kb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def memory_columns(kind, frameworks) -> list:
     cols = ["ours"] + (["ours, keep=all"] if kind == "rnn" else []) + ["ours ckpt", "numpy"]
     if "torch" in frameworks:
@@ -445,12 +430,12 @@ def memory_child(impl: str, kind: str, T: int) -> dict:
     fn = column_step(column, kind, cell, xs, None)  # for ours this builds the unrolled net
     build = time.perf_counter() - t0
     result = {"build_ms": 1e3 * build if impl.startswith("ours") else None}
-    rss0 = _status_kb("VmRSS")
-    if _reset_peak() and rss0 is not None:
+    rss0 = status_kb("VmRSS")
+    if reset_peak() and rss0 is not None:
         t0 = time.perf_counter()
         fn()
         result["step_ms"] = 1e3 * (time.perf_counter() - t0)
-        result["rss_mb"] = (_status_kb("VmHWM") - rss0) / 1024
+        result["rss_mb"] = (status_kb("VmHWM") - rss0) / 1024
     if not impl.startswith("torch"):  # numpy reports its buffers to tracemalloc
         fn = column_step(column, kind, cell, xs, None)  # a fresh net: its buffer pool counts
         tracemalloc.start()

@@ -43,6 +43,8 @@ try:  # the installed package (or PYTHONPATH); else the checkout this script liv
 except ImportError:
     sys.path.insert(0, str(HERE.parent))
     import unrollgraph as ug
+sys.path.insert(0, str(HERE))  # (when imported from elsewhere)
+from procmem import reset_peak, status_kb  # noqa: E402
 
 LONG_STEPS = (100, 1_000, 10_000, 100_000)
 LONG_SHAPE = (1, 32, 16)  # B, H, D of the long-sequence RNN
@@ -53,23 +55,6 @@ QUADRATIC_FLAG = 25.0  # ratio for 10x the steps above which a cost is flagged
 
 
 # -- part 1: one T per fresh process ------------------------------------------------------------
-def _status_kb(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def _reset_peak() -> bool:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def long_child(T: int, B: int, H: int, D: int) -> dict:
     """Runs in a subprocess: build, one step, its peak memory (RSS and tracemalloc)."""
     warm = ug.unroll(ug.nn.RNNCell(2, 2, seed=0), steps=2)  # imports, caches, thread pools
@@ -79,23 +64,23 @@ def long_child(T: int, B: int, H: int, D: int) -> dict:
     cell = ug.nn.RNNCell(D, H, seed=0)
     xs = ug.tensor(np.random.default_rng(1).normal(size=(T, B, D)))
     gc.collect()
-    rss0 = _status_kb("VmRSS")
+    rss0 = status_kb("VmRSS")
     t0, c0 = time.perf_counter(), time.process_time()
     net = ug.unroll(cell, steps=T)
     build, build_cpu = time.perf_counter() - t0, time.process_time() - c0
-    net_mb = (_status_kb("VmRSS") - rss0) / 1024
+    net_mb = (status_kb("VmRSS") - rss0) / 1024
 
     def step():
         cell.zero_grad()
         out, _ = net(xs)
         out.sum().backward()
 
-    rss0 = _status_kb("VmRSS")
-    measured = _reset_peak()
+    rss0 = status_kb("VmRSS")
+    measured = reset_peak()
     t0, c0 = time.perf_counter(), time.process_time()
     step()  # the first call: it compiles the step functions
     first, first_cpu = time.perf_counter() - t0, time.process_time() - c0
-    peak_mb = (_status_kb("VmHWM") - rss0) / 1024 if measured else None
+    peak_mb = (status_kb("VmHWM") - rss0) / 1024 if measured else None
     times = []
     for _ in range(3 if T <= 10_000 else 1):
         gc.collect()
