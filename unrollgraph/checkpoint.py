@@ -213,7 +213,11 @@ class CheckpointedRun(Run):
         entering it (None where none reaches)."""
         a, b, _key = self.segments[i]
         n_out = len(self.net._output_slots)
-        run.backward([None if g is None else g[a:b] for g in seeds[:n_out]] + carry)
+        seeds = [None if g is None else g[a:b] for g in seeds[:n_out]] + carry
+        # as Run.backward, keeping the gradients of the segment's states (a lean pass drops
+        # them): the one the segment hands on is the kept state's gradient that Run.grad reads
+        run.seeds, run._full, run._state_grads = seeds, None, None
+        run.grads = run._backward_pass(seeds, keep_states=True)
         return [run.grads[s] for s in run.net._init_slots.values()]
 
     def _needs_backward(self, i: int) -> bool:
