@@ -79,9 +79,9 @@ def _order_of_backward(loss, monkeypatch):
     return rec.seen
 
 
-@settings(max_examples=25, deadline=None)
-@given(st.integers(0, 10_000), st.integers(1, 6))
-def test_random_graphs_sum_to_grad_in_backward_order(seed, depth):
+def _random_graph(seed, depth):
+    """Leaves a, b, w and a scalar loss over ``depth`` random layers of them: values used
+    twice, broadcasting, one weight read by two matmuls, reductions broadcast back."""
     rng = np.random.default_rng(seed)
     a = ug.tensor(rng.normal(size=(2, 3)), requires_grad=True, name="a")
     b = ug.tensor(rng.normal(size=(3,)), requires_grad=True, name="b")
@@ -101,7 +101,13 @@ def test_random_graphs_sum_to_grad_in_backward_order(seed, depth):
             h = h - h.mean(axis=0)  # a reduction broadcast back
         else:
             h = h / (1.0 + h * h)
-    loss = (h * h).sum() + b.sum()
+    return (a, b, w), (h * h).sum() + b.sum()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 10_000), st.integers(1, 6))
+def test_random_graphs_sum_to_grad_in_backward_order(seed, depth):
+    (a, b, w), loss = _random_graph(seed, depth)
     ex = ug.explain(loss)
     mp = pytest.MonkeyPatch()
     try:
@@ -400,24 +406,8 @@ def _assert_every_node_adds_up(ex):
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 10_000), st.integers(1, 5))
 def test_every_node_of_random_eager_graphs_adds_up(seed, depth):
-    rng = np.random.default_rng(seed)
-    a = ug.tensor(rng.normal(size=(2, 3)), requires_grad=True, name="a")
-    b = ug.tensor(rng.normal(size=(3,)), requires_grad=True, name="b")
-    w = ug.tensor(rng.normal(size=(3, 2)), requires_grad=True, name="w")
-    h = a
-    for _ in range(depth):
-        choice = rng.integers(0, 5)
-        if choice == 0:
-            h = h * h
-        elif choice == 1:
-            h = ug.tanh(h + b)
-        elif choice == 2:
-            h = (h @ w) @ w.T
-        elif choice == 3:
-            h = h - h.mean(axis=0)
-        else:
-            h = h / (1.0 + h * h)
-    _assert_every_node_adds_up(ug.explain((h * h).sum() + b.sum()))
+    _, loss = _random_graph(seed, depth)
+    _assert_every_node_adds_up(ug.explain(loss))
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm", "gru"])
