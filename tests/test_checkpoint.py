@@ -17,6 +17,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import unrollgraph as ug
+from unrollgraph.tensor import apply
 
 diff = importlib.import_module("test_differential")
 
@@ -336,6 +337,81 @@ def test_an_anomaly_in_a_late_segment_names_its_step():
     xs[13, 0, 1] = 0
     msg = _message(ug.sqrt, xs, 20, None, None, True, checkpoint=5)
     assert "backward into x@13 produced Inf" in msg
+
+
+# pieces of names that read like steps, or like markup, to a careless message maker
+_HOSTILE = st.lists(st.sampled_from(
+    ["@3", "@0", "x@12", "step 2", "steps 1", " @1", "{", "}", "{0}", '"', "'", "\n", "\\",
+     "<b>", "#n4", "h", "é", "%d"]), min_size=1, max_size=5).map("".join)
+
+
+def _hostile_cell(names, f):
+    cname, xname, hname, wname, fname = names
+    cell = ug.Cell(cname)
+    x = cell.input(xname, (2,))
+    h = cell.state(hname, (2,))
+    W = cell.param(wname, 0.5 * np.eye(2))
+    h_next = h @ W.T + f(x, fname)
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    return cell
+
+
+def _error(cell, xs, T, backward, **kw):
+    net = ug.unroll(cell, T, **kw)
+    try:
+        with ug.detect_anomaly():
+            out, h = net(ug.tensor(xs, requires_grad=True))
+            if backward:
+                (out.sum() + h.sum()).backward()
+    except ug.UnrollGraphError as exc:
+        return type(exc), str(exc)
+    return None
+
+
+@settings(max_examples=max(10, EXAMPLES), deadline=None)
+@given(names=st.lists(_HOSTILE, min_size=5, max_size=5, unique=True),
+       T=st.integers(2, 12), k=st.integers(1, 11), where=st.integers(0, 11),
+       kind=st.sampled_from(["forward", "backward", "raises"]))
+def test_hostile_names_reach_a_segments_error_as_written(names, T, k, where, kind):
+    """Names holding text that looks like a step (``@3``, ``step 2``), braces, quotes and
+    newlines appear in an error raised inside any segment of a checkpointed run exactly as
+    written, and the step named is the plain net's: the segment counts its steps from its
+    first step where the message is made, never by editing the message's text."""
+    assume(k < T)
+    where %= T
+    xs = np.ones((T, 2, 2))
+    if kind == "raises":  # an op failing outright: the executor names its step
+        opname = "fails_on_negatives_test"
+        ug.ops.defop(opname, _fail_on_negatives, [lambda g, ans, a: g], replace=True)
+        f = lambda x, name: apply(opname, x, name=name)  # noqa: E731
+        xs[where, 1, 0] = -1.0
+    else:
+        f = ug.sqrt if kind == "backward" else ug.log
+        f = (lambda x, name, f=f: f(x, name=name))
+        xs[where, 0, 1] = 0.0 if kind == "backward" else -1.0
+    try:
+        want = _error(_hostile_cell(names, f), xs, T, kind == "backward")
+        got = _error(_hostile_cell(names, f), xs, T, kind == "backward", checkpoint=k)
+    finally:
+        ug.ops._REGISTRY.pop("fails_on_negatives_test", None)
+    assert got == want
+    cname, xname, _h, _w, fname = names
+    msg = got[1]
+    if kind == "forward":
+        assert got[0] is ug.AnomalyError and f"forward of {fname}@{where} produced" in msg
+    elif kind == "backward":
+        assert got[0] is ug.AnomalyError and f"backward into {xname}@{where} produced" in msg
+    else:
+        assert got[0] is ug.ShapeError
+        assert msg.startswith(f"unrolled cell {cname!r}, step {where}: ")
+        assert f"{xname}@{where} (2, 2)" in msg
+
+
+def _fail_on_negatives(a):
+    if np.any(a < 0):
+        raise ValueError("a negative entry")
+    return a + 0.0
 
 
 # -- what a checkpointed run answers after the parameters change -----------------------------

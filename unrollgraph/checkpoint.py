@@ -17,14 +17,12 @@ segments so that it reproduces the checkpointed run's numbers bit for bit.
 
 from __future__ import annotations
 
-import contextlib
 import math
-import re
 
 import numpy as np
 
 from .compile import backward_program
-from .errors import CellError, UnrollGraphError
+from .errors import CellError
 from .graph import Node
 from .run import Run, _acc
 from .tensor import Tensor, _dtype_name
@@ -113,26 +111,6 @@ def _segment_net(net, key):
     return seg
 
 
-_STEP = re.compile(r"(?<=[^\s@])@(\d+)\b|\b(steps? )(\d+)\b")
-
-
-@contextlib.contextmanager
-def _steps_of(a: int, length: int):
-    """Make an error raised while a segment runs speak of the steps of the whole run: the
-    segment's step j (``name@j``, ``step j``) is step ``a + j`` of the T-step net."""
-    try:
-        yield
-    except UnrollGraphError as exc:
-        if a and exc.args and isinstance(exc.args[0], str):
-            def shift(m):
-                j = int(m.group(1) or m.group(3))
-                if j >= length:  # not a step of the segment
-                    return m.group(0)
-                return f"@{a + j}" if m.group(1) else f"{m.group(2)}{a + j}"
-            exc.args = (_STEP.sub(shift, exc.args[0]),) + exc.args[1:]
-        raise
-
-
 def _own(v):
     """``v``, or a copy of it if it is a view of a larger array (the same bits)."""
     return v.copy() if type(v) is np.ndarray and v.base is not None and \
@@ -162,6 +140,7 @@ class CheckpointedRun(Run):
         seg = _segment_net(self.net, key)
         xs = {k: _leaf(v[a:b], self.xs[k].requires_grad) for k, v in self.xs_data.items()}
         run = Run(seg, xs, states, None, self.batch, keep)
+        run.first_step = a  # its errors name the steps of the whole run
         if self.lengths is not None:
             # the sequences' lengths within the segment; the inputs stay as this run padded
             # them over all T steps
@@ -236,8 +215,7 @@ class CheckpointedRun(Run):
         outs: list = []
         for i, (a, b, _key) in enumerate(self.segments):
             run = self._segment_run(i, states, "needed")
-            with _steps_of(a, b - a):
-                run.forward()
+            run.forward()
             seg = run.net
             if i == 0:
                 for k, s in net._init_slots.items():
@@ -280,9 +258,8 @@ class CheckpointedRun(Run):
                 break
             a, b, _key = self.segments[i]
             run = self._segment_run(i, self._entering(i, wants[i]), "needed")
-            with _steps_of(a, b - a):
-                run.forward()
-                carry = self._backward_segment(i, run, seeds, carry)
+            run.forward()
+            carry = self._backward_segment(i, run, seeds, carry)
             seg = run.net
             for k, s in seg._param_slots.items():
                 g = run.grads[s]
@@ -339,8 +316,7 @@ class CheckpointedRun(Run):
         runs, states = [], self.states
         for i, (a, b, _key) in enumerate(self.segments):
             run = self._segment_run(i, states, "all")
-            with _steps_of(a, b - a):
-                run.forward()
+            run.forward()
             seg = run.net
             if i == 0:  # the shared part (parameters, W.T) and the initial states
                 full.values[:shared] = run.values[:shared]
@@ -359,8 +335,7 @@ class CheckpointedRun(Run):
                 run, a = runs[i], self.segments[i][0]
                 if i:  # the entering state asks for its gradient where it is needed
                     run.states = {k: _leaf(v, wants[i][k]) for k, v in run.states.items()}
-                with _steps_of(a, self.segments[i][1] - a):
-                    carry = self._backward_segment(i, run, self.seeds, carry)
+                carry = self._backward_segment(i, run, self.seeds, carry)
                 seg = run.net
                 inits = set(seg._init_slots.values())
                 for s in range(shared):  # shared nodes: the segments' parts add up

@@ -266,6 +266,10 @@ class Run:
     ``values[i]`` and ``grads[i]`` are indexed by schedule slot (:meth:`Unrolled.slot`).
     """
 
+    # the step of the whole run that the net's step 0 is: a checkpointed run's segment starts
+    # later, and its error messages count steps from here (see reference_forward)
+    first_step = 0
+
     def __init__(self, net: Unrolled, xs: dict, states: dict, lengths, batch: int,
                  keep: str = "all"):
         self.net = net
@@ -633,7 +637,7 @@ class Run:
             except Exception:  # find the failing node with the generic loop below
                 pass
         self.generic_forward = True
-        reference_forward(net, vals, anomaly)
+        reference_forward(net, vals, anomaly, self.first_step)
 
     def _output_buffers(self):
         """``[]`` when the outputs are large enough to be written step by step straight into
@@ -731,7 +735,8 @@ class Run:
                 self._flush(deferred, grads, owned, want, keep_views, 0, hi)
             reference_backward(shared, vals, grads, owned, False, net)
         else:
-            reference_backward(bprog, self.values, grads, owned, _FLAGS.anomaly, net)
+            reference_backward(bprog, self.values, grads, owned, _FLAGS.anomaly, net,
+                               self.first_step)
         return grads
 
     def _flush(self, deferred, grads, owned, want, keep_views, t0, t1) -> None:
@@ -1053,34 +1058,46 @@ def _acc(grads, owned, s, g) -> None:
         owned[s] = True
 
 
-def reference_forward(net, vals: list, anomaly: bool = False) -> None:
+def _label(node, first: int) -> str:
+    """``node.label()`` with its step counted from ``first``: a segment of a checkpointed run
+    (:mod:`~unrollgraph.checkpoint`) starting at step ``first`` of the whole run names its
+    step j as step ``first + j``, as the plain net would."""
+    if not first or node.step is None:
+        return node.label()
+    return f"{node.name if node.name else f'<{node.op}>'}@{node.step + first}"
+
+
+def reference_forward(net, vals: list, anomaly: bool = False, first: int = 0) -> None:
     """The reference executor's forward pass: every op node in schedule order, one registry
     forward each, writing ``vals`` (indexed by slot, the leaves already in place). With
     ``anomaly`` each value is checked for NaN and inf. A failure is a
-    :class:`~unrollgraph.ShapeError` naming the node, its step and its inputs' shapes."""
+    :class:`~unrollgraph.ShapeError` naming the node, its step and its inputs' shapes; the
+    steps are counted from ``first`` (a checkpointed run's segment passes its first step)."""
     e = None
     try:
         for e in net._prog:
             out, ins, fwd, _v, kw, _s = e
             vals[out] = fwd(*[vals[i] for i in ins], **kw)
             if anomaly:
-                _check_finite(vals[out], f"forward of {net.nodes[out].label()}", ())
+                _check_finite(vals[out], f"forward of {_label(net.nodes[out], first)}", ())
     except UnrollGraphError:
         raise
     except Exception as exc:
         node = net.nodes[e[0]]
-        shapes = ", ".join(f"{n.label()} {np.shape(vals[net.slot(n)])}" for n in node.inputs)
+        shapes = ", ".join(f"{_label(n, first)} {np.shape(vals[net.slot(n)])}"
+                           for n in node.inputs)
         raise ShapeError(
-            f"unrolled cell {net.cell.name!r}, step {node.step}: {node.op} failed on {shapes}: "
-            f"{exc}"
+            f"unrolled cell {net.cell.name!r}, step {node.step + first}: {node.op} failed on "
+            f"{shapes}: {exc}"
         ) from None
 
 
-def reference_backward(bprog, vals, grads, owned, anomaly, net) -> None:
+def reference_backward(bprog, vals, grads, owned, anomaly, net, first: int = 0) -> None:
     """The reference executor's backward pass: the generic reverse walk over a backward
     program (:func:`~unrollgraph.compile.backward_program`), one VJP per input, adding into
     ``grads`` with :func:`_acc`. The fast paths (step templates, time batching, deferred
-    shared-weight gradients) are tested against it."""
+    shared-weight gradients) are tested against it. An anomaly names its node's step counted
+    from ``first``, as :func:`reference_forward` does."""
     for out, ins, fns, kw, _step in bprog:
         g = grads[out]
         if g is None:
@@ -1092,7 +1109,7 @@ def reference_backward(bprog, vals, grads, owned, anomaly, net) -> None:
             if gi is None:
                 continue
             if anomaly:
-                _check_finite(gi, f"backward into {net.nodes[i].label()}", ())
+                _check_finite(gi, f"backward into {_label(net.nodes[i], first)}", ())
             _acc(grads, owned, i, gi)
 
 
