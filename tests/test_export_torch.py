@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 import unrollgraph as ug
 from unrollgraph import ops as ops_module
 from unrollgraph.ops import get_op, registry
+from unrollgraph.tensor import apply
 
 torch = pytest.importorskip("torch")
 
@@ -799,3 +800,138 @@ def test_check_lowering_passes_the_librarys_rules(name, target, data):
             for k, a in enumerate(case.args)]
     report = ug.export.check_lowering(name, target, *args, **case.attrs)
     assert max(report.values()) <= 1e-10
+
+
+# -- torch.jit.script of an exported cell ------------------------------------------------------
+
+def compare_scripted(cell, xs, h0s=None, truncate=None, lengths=None, seed=0, steps=None):
+    """The scripted module gives the eager module's outputs and final states bit for bit,
+    and its gradients (of the parameters, inputs and initial states) to 1e-12, in float64."""
+    module = ug.export.to_torch(cell)
+    scripted = torch.jit.script(module)
+    assert isinstance(scripted, torch.jit.ScriptModule)
+    rng = np.random.default_rng(seed)
+    tlens = None if lengths is None else torch.tensor(np.asarray(lengths), dtype=torch.int64)
+    got = []
+    for run in (module, scripted):
+        module.zero_grad()
+        txs = {k: torch.tensor(v, requires_grad=True) for k, v in xs.items()}
+        arg = (None if not txs else txs[next(iter(txs))] if len(txs) == 1 else txs)
+        th0 = None if h0s is None else tuple(torch.tensor(h, requires_grad=True) for h in h0s)
+        state = th0 if th0 is None or len(th0) != 1 else th0[0]
+        kw = {"steps": steps} if steps is not None else {}
+        if run is module:
+            outs, fins = run(arg, state=state, lengths=lengths, truncate=truncate, **kw)
+        else:
+            outs, fins = run(arg, state, tlens, truncate, steps)
+        outs, fins = _as_list(outs), _as_list(fins)
+        r = np.random.default_rng(seed)
+        loss = sum((o * torch.from_numpy(r.standard_normal(tuple(o.shape)))).sum()
+                   for o in outs + fins)
+        if loss.requires_grad:
+            loss.backward()
+        grads = [p.grad for p in module.parameters()] + [x.grad for x in txs.values()] + [
+            h.grad for h in th0 or ()]
+        got.append((outs, fins, grads))
+    (o1, f1, g1), (o2, f2, g2) = got
+    tag = f"{cell.name} truncate={truncate} lengths={lengths}"
+    for what, a_list, b_list in (("output", o1, o2), ("final state", f1, f2),
+                                 ("gradient", g1, g2)):
+        assert len(a_list) == len(b_list), (tag, what)
+        for a, b in zip(a_list, b_list):
+            assert (a is None) == (b is None), (tag, what)
+            if a is None:
+                continue
+            assert a.dtype == b.dtype == torch.float64, (tag, what)
+            if what == "gradient":  # (the parts add up in another order: to rounding)
+                scale = float(a.abs().max()) if a.numel() else 0.0
+                assert float((a - b).abs().max()) <= 1e-12 * scale if a.numel() else True, \
+                    (tag, what)
+            else:
+                assert torch.equal(a, b), (tag, what)
+    del rng
+    return scripted
+
+
+@pytest.mark.parametrize("run", RUNS)
+@pytest.mark.parametrize("kind", READY)
+def test_a_scripted_ready_cell_computes_what_the_module_computes(kind, run):
+    """``torch.jit.script(ug.export.to_torch(cell))`` compiles (the traced step in a
+    TorchScript loop over time), and gives the eager module's numbers and gradients, with
+    lengths and truncation, for a batch size other than the one the step was traced on."""
+    cell = READY[kind]()
+    rng = np.random.default_rng(len(kind))
+    xs = {"x": rng.standard_normal((7, 3, 3))}
+    h0s = [rng.standard_normal((3,) + t.shape[1:]) for t in cell.states.values()]
+    truncate, lengths = RUNS[run]
+    compare_scripted(cell, xs, h0s, truncate=truncate, lengths=lengths)
+    if run == "full":
+        scripted = compare_scripted(cell, xs, None)
+        # the scripted module shares the parameters: an optimizer step shows in both
+        module_params = list(scripted.parameters())
+        assert module_params and all(p.dtype == torch.float64 for p in module_params)
+
+
+def test_a_scripted_cell_with_every_op_and_several_outputs():
+    cell = every_op_cell()
+    rng = np.random.default_rng(1)
+    xs = {"x": rng.uniform(-1, 1, (5, 4, 3))}
+    h0s = [rng.uniform(-1, 1, (4, 4)), rng.uniform(-1, 1, (4, 4))]
+    for truncate, lengths in [(None, None), (2, [5, 0, 3, 1])]:
+        compare_scripted(cell, xs, h0s, truncate=truncate, lengths=lengths)
+    compare_scripted(cell, xs, None)
+
+
+@settings(max_examples=10, deadline=None)
+@given(spec=cells(), data=st.data())
+def test_scripted_random_cells_compute_what_the_module_computes(spec, data):
+    T = data.draw(st.integers(1, 5), label="T")
+    B = data.draw(st.integers(1, 4), label="B")
+    truncate = data.draw(st.none() | st.integers(1, T + 1), label="truncate")
+    lengths = data.draw(st.none() | st.lists(st.integers(0, T), min_size=B, max_size=B),
+                        label="lengths")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    rng = np.random.default_rng(seed)
+    values = {k: rng.uniform(-0.6, 0.6, shp) for k, shp in spec["params"].items()}
+    cell = build_cell(spec, values)
+    xs = {f"x{k}": rng.uniform(-1, 1, (T, B, d)) for k, d in enumerate(spec["in"])}
+    h0s = [rng.uniform(-1, 1, (B, d)) for d in spec["st"]]
+    compare_scripted(cell, xs, h0s, truncate=truncate,
+                     lengths=None if lengths is None else np.array(lengths), seed=seed)
+
+
+def test_a_scripted_cell_without_inputs_runs_steps():
+    cell = ug.Cell("clock")
+    h = cell.state("h", (2,), init=np.array([1.0, 0.0]))
+    R = cell.param("R", np.array([[0.8, -0.6], [0.6, 0.8]]))
+    cell.feedback(h, h @ R.T)
+    cell.output("y", h * 2.0)
+    compare_scripted(cell, {}, None, steps=6)
+    compare_scripted(cell, {}, [np.array([[0.5, 1.0], [0.0, -1.0], [2.0, 2.0]])], steps=4,
+                     truncate=2)
+
+
+def test_a_rule_a_trace_cannot_hold_is_named_with_trace_suggested():
+    """A user rule that loops over the rows of the batch in Python is right eagerly, but its
+    trace holds as many rows as the example batch had: script refuses with a LoweringError
+    naming the ops and suggesting torch.jit.trace, instead of compiling a module that is
+    silently wrong for other batch sizes."""
+    name = "rowwise_double_script_test"
+    ops_module.defop(name, lambda a: a * 2.0, [lambda g, ans, a: g * 2.0],
+                     torch=lambda torch, a: torch.stack([row * 2.0 for row in a]))
+    try:
+        cell = ug.Cell("batchy")
+        x = cell.input("x", (2,))
+        h = cell.state("h", (2,))
+        cell.feedback(h, apply(name, x + h) * 0.1)
+        cell.output("y", h)
+        module = ug.export.to_torch(cell)
+        xs = torch.ones((3, 4, 2), dtype=torch.float64)
+        out, _h = module(xs)  # the eager module is right
+        want, _ = ug.unroll(cell, 3)(xs.numpy())
+        assert np.allclose(out.detach().numpy(), want.data, rtol=1e-12)
+        with pytest.raises(ug.LoweringError, match=rf"{name}.*torch\.jit\.trace"):
+            torch.jit.script(module)
+    finally:
+        ops_module._REGISTRY.pop(name, None)
+

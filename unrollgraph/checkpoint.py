@@ -314,7 +314,7 @@ class CheckpointedRun(Run):
         shared = sum(1 for n in net.nodes if n.step is None)
         per = (len(net.nodes) - shared) // net.steps  # slots per step, the same every step
         runs, states = [], self.states
-        for i, (a, b, _key) in enumerate(self.segments):
+        for i, (a, _b, _key) in enumerate(self.segments):
             run = self._segment_run(i, states, "all")
             run.forward()
             seg = run.net

@@ -417,6 +417,18 @@ def _torch_getitem(torch, a, index):
             break
     else:
         return a[index]
+    if all(type(i) is slice for i in items):
+        # torch slices take no negative step: such a slice picks its positions along its own
+        # axis (index_select), the others slice as they are; the batch axis stays free, so a
+        # trace of the rule holds for any batch size
+        out = a
+        for d, sl in enumerate(items):
+            if sl.step is not None and sl.step < 0:
+                pos = np.arange(*sl.indices(a.shape[d]), dtype=np.int64)
+                out = out.index_select(d, torch.as_tensor(pos, device=a.device))
+            elif sl != slice(None):
+                out = out[(slice(None),) * d + (sl,)]
+        return out
     if any(isinstance(i, slice) and i.step is not None and i.step < 0 for i in items):
         # torch slices take no negative step: pick the same elements by their flat positions
         # (numpy computes which, on the shape alone); the gradient adds up as np.add.at does

@@ -519,6 +519,14 @@ class CellModule(torch.nn.Module):
                 op=node.op, target="torch",
             ) from exc
 
+    def __prepare_scriptable__(self):
+        """What ``torch.jit.script(module)`` compiles: the traced step in a TorchScript loop
+        over time (:mod:`unrollgraph.export.torch_script`), sharing this module's
+        parameters."""
+        from .torch_script import scriptable
+
+        return scriptable(self)
+
     def cell_state_dict(self) -> dict:
         """The parameters by their cell names (detached tensors, as ``state_dict`` gives)."""
         return {k: self._parameters[t].detach() for k, t in self.torch_names.items()}
