@@ -271,19 +271,83 @@ def test_states_that_widen_after_the_first_steps(lengths):
                           f"{cell.name} steps={steps} {engine} output {k}")
 
 
-def test_a_cell_without_inputs_exports_unrolled():
+def _clock(dtype=np.float64):
+    """A cell without inputs: a rotation (state h), a decaying sum of it (state c, its own
+    initial value), two outputs."""
     cell = ug.Cell("clock")
     h = cell.state("h", (2,), init=np.array([1.0, 0.0]))
-    R = cell.param("R", np.array([[0.8, -0.6], [0.6, 0.8]]))
-    cell.feedback(h, h @ R)
+    c = cell.state("c", (2,))
+    R = cell.param("R", np.array([[0.8, -0.6], [0.6, 0.8]], dtype))
+    h_next = h @ R
+    cell.feedback(h, h_next)
+    cell.feedback(c, 0.5 * c + ug.tanh(h_next))
     cell.output("y", h * 2.0)
+    cell.output("z", ug.sum(c, axis=1))
+    return cell
+
+
+def test_a_cell_without_inputs_exports_unrolled():
+    cell = _clock()
     model = ug.export.to_onnx(cell, None, steps=3)
     want = run_net(cell, {})
     for engine, got in run_model(model, {}).items():
         for g, w in zip(got, want):
             close(g, w, 1e-10, engine)
-    with pytest.raises(ug.CellError, match="no inputs.*steps=T"):
-        ug.export.to_onnx(cell, None)
+
+
+@pytest.mark.parametrize("T", [1, 2, 5])
+@pytest.mark.parametrize("how", ["plain", "state", "lengths", "float32", "identifiers"])
+def test_a_cell_without_inputs_exports_a_loop_of_any_length(T, how):
+    """Without steps=, a cell without inputs is an ONNX Loop whose trip count is the model's
+    int64 input ``steps``: it passes the full checker and onnxruntime and the reference
+    evaluator give net(None, state) of T steps (float64 to 1e-10), with the cell's initial
+    state (batch 1) or a given one, lengths, float32 inputs meeting float64 weights (the first
+    step in other types), and C identifiers."""
+    cell = _clock()
+    rng = np.random.default_rng(T)
+    state = ({"h": rng.normal(size=(3, 2)), "c": rng.normal(size=(3, 2))}
+             if how in ("state", "lengths", "float32") else None)
+    lengths = [T, 0, max(1, T - 1)] if how == "lengths" else None
+    dtype = np.float32 if how == "float32" else None
+    if dtype is not None:
+        state = {k: v.astype(dtype) for k, v in state.items()}
+    model = ug.export.to_onnx(cell, None, dtype=dtype, lengths=lengths is not None,
+                              identifiers=how == "identifiers")
+    onnx.checker.check_model(model, full_check=True)
+    assert [n.op_type for n in model.graph.node].count("Loop") == 1
+    assert not any(n.op_type == "Scan" for n in model.graph.node)
+    names = json.loads(next(p.value for p in model.metadata_props
+                            if p.key == "unrollgraph.names"))
+    assert names["steps"] == "steps" and model.graph.input[0].name == "steps"
+    outs, fins = ug.unroll(cell, steps=T)(None, state=state, lengths=lengths)
+    want = [o.data for o in outs.values()] + [f.data for f in fins]
+    feeds = {"steps": np.array(T, np.int64)}
+    feeds.update({names["states"][k]: v for k, v in (state or {}).items()})
+    if lengths is not None:
+        feeds[names["lengths"]] = np.asarray(lengths, np.int64)
+    for engine, got in run_model(model, feeds).items():
+        assert len(got) == len(want)
+        for k, (g, w) in enumerate(zip(got, want)):
+            g = np.asarray(g)
+            if g.dtype != w.dtype:  # the Loop carries the widened type (as a Scan does)
+                assert how == "float32" and np.can_cast(w.dtype, g.dtype), (k, g.dtype)
+                w = w.astype(g.dtype)
+            close(g, w, RTOL[np.dtype(np.float64)] if g.dtype == np.float64 else 1e-5,
+                  f"T={T} {how} {engine} output {k}")
+
+
+def test_a_member_named_steps_leaves_the_trip_count_another_name():
+    cell = ug.Cell("counter")
+    s = cell.state("steps", (1,))
+    cell.feedback(s, s + 1.0)
+    cell.output("count", s)
+    model = ug.export.to_onnx(cell, None)
+    names = json.loads(next(p.value for p in model.metadata_props
+                            if p.key == "unrollgraph.names"))
+    assert names["states"]["steps"] == "steps" and names["steps"] != "steps"
+    for engine, got in run_model(model, {names["steps"]: np.array(4, np.int64)}).items():
+        np.testing.assert_array_equal(got[0][:, 0, 0], [0.0, 1.0, 2.0, 3.0], err_msg=engine)
+        np.testing.assert_array_equal(got[1], [[4.0]], err_msg=engine)
 
 
 # -------------------------------------------------------------------------------------------

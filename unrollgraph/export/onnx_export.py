@@ -14,6 +14,9 @@ The model
 * ``steps=None``: the cell's body is the body of one ONNX ``Scan``: its state variables are the
   cell's states, its scan inputs the per-step inputs (scanned along axis 0) and its scan
   outputs the per-step outputs (stacked along axis 0). The model runs any number of steps.
+  A cell without inputs has nothing to scan: its body is the body of one ONNX ``Loop`` run as
+  many times as the model's int64 input ``steps`` (a scalar, first) says, its step counter the
+  Loop's iteration number (see :meth:`_Exporter.loop_outputs` for how its outputs are stacked).
   ``steps=T``: the body is copied T times (a fully unrolled graph of fixed length T), as
   :func:`unrollgraph.unroll` does.
 * Computations of parameters alone (``W.T``) are done once, before the recurrence, as the
@@ -130,7 +133,9 @@ def to_onnx(cell, path=None, steps=None, *, dtype=None, lengths=False, identifie
         Where to write the model (``.onnx``); ``None`` only returns it.
     steps : int, optional
         ``None``: the recurrence is an ONNX ``Scan`` over the first axis of the inputs (any
-        length). ``T``: a fully unrolled graph of T steps (inputs must have T steps).
+        length); for a cell without inputs, an ONNX ``Loop`` run as many times as the model's
+        int64 input ``steps`` says. ``T``: a fully unrolled graph of T steps (inputs must have
+        T steps).
     dtype : {numpy.float32, numpy.float64}, optional
         Float type of the model's inputs and initial states; default: the parameters' type
         (float64 for a cell without parameters).
@@ -155,8 +160,7 @@ def to_onnx(cell, path=None, steps=None, *, dtype=None, lengths=False, identifie
     MissingDependencyError
         The onnx package is not installed (an ``ImportError`` too).
     CellError
-        ``cell`` is not a valid cell, ``steps`` is not a positive int, or the cell has no
-        inputs and ``steps`` is ``None`` (a ``Scan`` takes its length from an input).
+        ``cell`` is not a valid cell, or ``steps`` is not a positive int.
     DTypeError
         ``dtype`` is not float32 or float64.
 
@@ -175,6 +179,20 @@ def to_onnx(cell, path=None, steps=None, *, dtype=None, lengths=False, identifie
     >>> want, h_want = ug.unroll(cell, steps=5)(xs)
     >>> ys.shape, bool(np.allclose(ys, want.data, rtol=1e-12, atol=0))
     ((5, 4, 3), True)
+
+    A cell without inputs is a ``Loop``, its number of steps the input ``steps``:
+
+    >>> clock = ug.Cell("clock")
+    >>> h = clock.state("h", (2,), init=np.array([1.0, 0.0]))
+    >>> R = clock.param("R", np.array([[0.8, -0.6], [0.6, 0.8]]))
+    >>> clock.feedback(h, h @ R)
+    >>> clock.output("y", 2.0 * h)
+    >>> model = ug.export.to_onnx(clock, None)
+    >>> [i.name for i in model.graph.input], [n.op_type for n in model.graph.node][0]
+    (['steps', 'h'], 'Loop')
+    >>> ys, h_final = ReferenceEvaluator(model).run(None, {"steps": np.array(4)})
+    >>> ys.shape, bool(np.allclose(ys, ug.unroll(clock, 4)(None)[0].data, rtol=1e-12))
+    ((4, 1, 2), True)
     """
     onnx = _onnx()
     if not isinstance(cell, Cell):
@@ -190,11 +208,6 @@ def to_onnx(cell, path=None, steps=None, *, dtype=None, lengths=False, identifie
         if not isinstance(flag, (bool, np.bool_)):
             raise CellError(f"to_onnx(): {what} must be True or False, got {flag!r}")
     cell.validate()
-    if steps is None and not cell.inputs:
-        raise CellError(
-            f"cell {cell.name!r} has no inputs, so a Scan has nothing to take its number of "
-            "steps from; export a fixed number of steps with to_onnx(cell, path, steps=T)"
-        )
     model = _Exporter(onnx, cell, dtype, bool(identifiers), bool(lengths)).model(steps)
     try:
         onnx.checker.check_model(model, full_check=True)
@@ -650,6 +663,9 @@ class _Exporter(_Parts):
         for k, t in inputs.items():
             dims = [steps or "steps", "batch", *t.shape[1:]]
             g_inputs.append(self.value_info(names["inputs"][k], D, dims))
+        if steps is None and not inputs:  # a Loop: its trip count is an input
+            g_inputs.append(self.helper.make_tensor_value_info(names["steps"],
+                                                               self.elem(np.int64), []))
         first = names["inputs"][next(iter(inputs))] if inputs else None
         batch = None
         if first is not None:
@@ -680,7 +696,7 @@ class _Exporter(_Parts):
             self.inits.append(self.onnx.numpy_helper.from_array(  # default: no sequence ends
                 np.array([np.iinfo(np.int64).max]), names["lengths"]))
         if steps is None:
-            g_outputs = self.scan(nodes, env, names, init_names)
+            g_outputs = self.scan(nodes, env, names, init_names, loop=not inputs)
         else:
             g_outputs = self.unrolled(nodes, env, names, init_names, steps)
         graph = helper.make_graph(nodes, self.graph_name(cell.name), g_inputs, g_outputs,
@@ -711,6 +727,8 @@ class _Exporter(_Parts):
             while final in members or final in self.taken:
                 final += "_final"
             names["final_states"][k] = self.fresh(final)
+        if not cell.inputs:
+            names["steps"] = self.fresh("steps")  # the trip count of the Loop
         if self.masked:
             names["lengths"] = self.fresh("lengths")
         return names
@@ -773,8 +791,10 @@ class _Exporter(_Parts):
                     "parameters and constants one float type", target="onnx")
             seq.append(nxt)
 
-    def scan(self, nodes, env, names, init_names):
-        """The recurrence as one ``Scan`` whose body is the cell's batched part.
+    def scan(self, nodes, env, names, init_names, loop=False):
+        """The recurrence as one ``Scan`` whose body is the cell's batched part; with
+        ``loop``, for a cell without inputs, as one ``Loop`` run ``steps`` times (the graph's
+        input of that name) with the same body, its step counter the Loop's iteration number.
 
         While a state's type still widens (float32 inputs meeting float64 weights), the first
         steps compute in other types than the later ones; the body then holds one copy of the
@@ -795,7 +815,16 @@ class _Exporter(_Parts):
             b_inputs.append(self.value_info(name, cdt, ["batch", *t.shape[1:]]))
             scan_in.append(self.cast(nodes, init_names[k], D, cdt))
         step = None
-        if self.masked or len(seq) > 1:  # a step counter, the last state variable
+        if loop:  # a Loop's body takes its iteration number and condition first
+            step = self.fresh("t")
+            cond = self.fresh("cond")
+            b_inputs[:0] = [self.helper.make_tensor_value_info(step, self.elem(np.int64), []),
+                            self.helper.make_tensor_value_info(cond, self.elem(np.bool_), [])]
+            cond_out = self.fresh("cond/out")
+            body.append(helper.make_node("Identity", [cond], [cond_out], name=cond_out))
+            b_outputs.append(self.helper.make_tensor_value_info(cond_out, self.elem(np.bool_),
+                                                                []))
+        elif self.masked or len(seq) > 1:  # a step counter, the last state variable
             step = self.fresh("t")
             b_inputs.append(self.helper.make_tensor_value_info(step, self.elem(np.int64), []))
             scan_in.append(self.constant(np.int64(0), ""))
@@ -862,17 +891,25 @@ class _Exporter(_Parts):
             body.append(helper.make_node("Identity", [pick(i, 0, cdt, f"{k}@t/picked")],
                                          [name], name=name))
             b_outputs.append(self.value_info(name, cdt, ["batch", *t.shape[1:]]))
-        if step is not None:
+        if step is not None and not loop:
             name = self.fresh("t+1")
             body.append(helper.make_node("Add", [step, self.constant(np.int64(1), "")], [name],
                                          name=name))
             b_outputs.append(self.helper.make_tensor_value_info(name, self.elem(np.int64), []))
         g_outputs = []
+        stacked = []  # a Loop's outputs as it stacks them, (steps, 1, batch, ...)
         for i, ((k, t), odt) in enumerate(zip(cell.outputs.items(), out_dt)):
             name = self.fresh(f"{k}@t")
-            body.append(helper.make_node("Identity", [pick(i, 1, odt, f"{k}@t/picked")],
-                                         [name], name=name))
-            b_outputs.append(self.value_info(name, odt, ["batch", *t.shape[1:]]))
+            value = pick(i, 1, odt, f"{k}@t/picked")
+            if loop:  # (1, batch, ...): see loop_outputs
+                body.append(helper.make_node(
+                    "Unsqueeze", [value, self.constant(np.asarray([0], np.int64), "axis 0")],
+                    [name], name=name))
+                b_outputs.append(self.value_info(name, odt, [1, "batch", *t.shape[1:]]))
+                stacked.append(self.fresh(f"{k}/stacked"))
+            else:
+                body.append(helper.make_node("Identity", [value], [name], name=name))
+                b_outputs.append(self.value_info(name, odt, ["batch", *t.shape[1:]]))
             g_outputs.append(self.value_info(names["outputs"][k], odt,
                                              ["steps", "batch", *t.shape[1:]]))
         finals = [self.value_info(names["final_states"][k], cdt, ["batch", *t.shape[1:]])
@@ -880,6 +917,14 @@ class _Exporter(_Parts):
         body_graph = helper.make_graph(body, self.graph_name(f"{cell.name} (one step)"),
                                        b_inputs, b_outputs,
                                        doc_string=str(cell), value_info=body_infos)
+        if loop:
+            name = self.fresh("Loop")
+            nodes.append(helper.make_node(
+                "Loop", [names["steps"], self.constant(np.array(True), "true")] + scan_in,
+                [names["final_states"][k] for k in cell.states] + stacked,
+                name=name, body=body_graph))
+            self.loop_outputs(nodes, stacked, names)
+            return g_outputs + finals
         scan = self.fresh("Scan")
         nodes.append(helper.make_node(
             "Scan", scan_in,
@@ -888,6 +933,22 @@ class _Exporter(_Parts):
             + [names["outputs"][k] for k in cell.outputs],
             name=scan, body=body_graph, num_scan_inputs=len(cell.inputs)))
         return g_outputs + finals
+
+    def loop_outputs(self, nodes, stacked, names):
+        """A Loop's stacked outputs as ``(steps, batch, ...)``. The body gives each step's
+        output as ``(1, batch, ...)``, and the stack is reshaped to ``(-1,`` and its own last
+        dims``)``: the ONNX Loop stacks its scan outputs along a new axis 0 (onnxruntime:
+        ``(steps, 1, batch, ...)``), and the onnx package's reference evaluator concatenates
+        them along axis 0 (``(steps, batch, ...)``); both come out as ``(steps, batch, ...)``."""
+        helper = self.helper
+        minus = self.constant(np.asarray([-1], np.int64), "")
+        for (k, t), y in zip(self.cell.outputs.items(), stacked):
+            dims = self.fresh(f"{k}/dims")
+            nodes.append(helper.make_node("Shape", [y], [dims], name=dims, start=-len(t.shape)))
+            shape = self.fresh(f"{k}/shape")
+            nodes.append(helper.make_node("Concat", [minus, dims], [shape], name=shape, axis=0))
+            out = names["outputs"][k]
+            nodes.append(helper.make_node("Reshape", [y, shape], [out], name=out))
 
     def unrolled(self, nodes, env, names, init_names, steps):
         """The body copied ``steps`` times, as ``ug.unroll`` does."""
