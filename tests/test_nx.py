@@ -196,7 +196,7 @@ def test_from_networkx_names_unknown_ops_and_bad_attributes():
     with pytest.raises(ug.GraphError, match="do not fit op 'getitem'.*colour"):
         ug.from_networkx(G)
     G.nodes["n1"]["attrs"] = {"index": 1}
-    assert str(ug.from_networkx(G)).splitlines()[1] == "n1 = getitem(n0, index=1)"
+    assert str(ug.from_networkx(G)).splitlines()[1] == "n0[1] = getitem(n0, index=[1])"
     G.nodes["n0"]["shape"] = (2.5,)
     with pytest.raises(ug.GraphError, match=r"shape \(2.5,\) is not a tuple of non-negative"):
         ug.from_networkx(G)

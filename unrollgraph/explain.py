@@ -17,6 +17,7 @@ import re
 import numpy as np
 
 from .graph import Graph, Node
+from .labels import op_label
 from .ops import get_op
 from .tensor import _release as _release_input
 
@@ -52,13 +53,8 @@ _FORMULAS = {
     "transpose": ("transpose: upstream transposed back to {0}",),
 }
 
-#: the symbols the diagrams draw for unnamed ops (as :func:`unrollgraph.render.to_dot` does)
-_OP_SYMBOLS = {
-    "add": "+", "sub": "−", "mul": "×", "div": "÷", "neg": "−x", "pow": "xⁿ",
-    "transpose": "ᵀ", "getitem": "[ ]",
-}
-
-_PLAIN = re.compile(r"[\w.@#ᵀ']+")
+# one word, or a slice of one (``gates[:, 0:8]@2``): an operand needing no parentheses
+_PLAIN = re.compile(r"[\w.@#ᵀ']+|[\w.ᵀ']*\[[^\[\]\n]*\](?:@\d+)?(?:#\w+)?")
 
 
 def _operand(name: str) -> str:
@@ -67,14 +63,10 @@ def _operand(name: str) -> str:
 
 
 def _base_name(n: Node) -> str:
-    """The name the diagrams draw for ``n``: its user name, ``Wᵀ`` for the transpose of a
-    named value, else the op's symbol; ``@step`` added for a node of an unrolled step."""
-    if n.name:
-        base = n.name
-    elif n.op == "transpose" and n.inputs and n.inputs[0].name:
-        base = n.inputs[0].name + "ᵀ"
-    else:
-        base = _OP_SYMBOLS.get(n.op, n.op)
+    """The name the diagrams draw for ``n``: its user name, else the label of the op
+    (:func:`unrollgraph.labels.op_label`: ``Wᵀ``, ``gates[:, 0:8]``, ``+``); ``@step`` added
+    for a node of an unrolled step."""
+    base = n.name if n.name else op_label(n)
     return base if n.step is None else f"{base}@{n.step}"
 
 

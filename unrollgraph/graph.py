@@ -12,6 +12,7 @@ from operator import attrgetter
 from typing import Any, Callable, Iterable, Sequence
 
 from .errors import CycleError, GraphError, InvalidNameError
+from .labels import index_text
 
 __all__ = ["Node", "Graph", "toposort", "LEAF_OPS", "check_name"]
 
@@ -323,7 +324,8 @@ class Graph:
 
     def display_name(self, node: Node) -> str:
         """The name printed for ``node``: its user name (with ``@step`` when it has a step),
-        else a generated name (its stable id, or the name of the cell node it copies).
+        else a generated name (its stable id; a slice as written, ``gates[:, 0:8]``, after the
+        printed name of what it slices; or the name of the cell node it copies).
 
         A user name is printed as written. Only where two nodes carry the same user name is
         the id appended to tell them apart (``W#n3``). A generated name that reads as a user
@@ -349,7 +351,10 @@ class Graph:
             for i, n in enumerate(self.nodes):  # then the generated ones, around them
                 if not n.name:
                     key = self._given_names.get(id(n)) or (
-                        f"n{i}" if n.step is None else f"n{i}@{n.step}")
+                        # a slice reads as written, after the name of what it slices
+                        f"{self._names[id(n.inputs[0])]}{index_text(n.attrs['index'])}"
+                        if n.op == "getitem" and n.step is None and "index" in n.attrs
+                        else f"n{i}" if n.step is None else f"n{i}@{n.step}")
                     while key in taken:
                         key += "′"
                     self._names[id(n)] = key
@@ -364,7 +369,9 @@ class Graph:
             if not k.startswith("_") and v is not None and v is not False
         }
         if attrs:
-            extra = ", ".join(f"{k}={_short(v)}" for k, v in sorted(attrs.items()))
+            extra = ", ".join(
+                f"{k}={index_text(v) if node.op == 'getitem' and k == 'index' else _short(v)}"
+                for k, v in sorted(attrs.items()))
             args = f"{args}, {extra}" if args else extra
         line = f"{self.display_name(node)} = {node.op}({args})"
         if node.shape is not None:

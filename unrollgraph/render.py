@@ -34,6 +34,7 @@ import numpy as np
 from .checkpoint import kept_steps
 from .errors import RenderError
 from .graph import Node
+from .labels import OP_SYMBOLS, op_label
 from .tensor import Tensor
 from .view import GraphView, loss_runs, reads, view
 
@@ -149,11 +150,7 @@ def _shape_words(shape: str, style: str = "") -> str:
     return words
 
 
-_SYMBOLS = {
-    "add": "+", "sub": "−", "mul": "×", "div": "÷", "matmul": "matmul", "neg": "−x",
-    "pow": "xⁿ",
-    "transpose": "ᵀ", "getitem": "[ ]",
-}
+_SYMBOLS = OP_SYMBOLS  # (one table for every output: unrollgraph/labels.py)
 
 
 def to_dot(obj, **options) -> str:
@@ -962,6 +959,8 @@ class _Drawer:
             base = _hn(n.name)
         elif n.op == "transpose" and n.inputs and n.inputs[0].name:
             base = _hn(n.inputs[0].name) + "ᵀ"
+        elif n.op == "getitem":  # a slice as written: gates[:, 0:8]
+            base = _hn(op_label(n))
         elif n.op == "const":
             val = self.value(n)
             text = _array_text(val, 1) if val is not None else None

@@ -1,0 +1,90 @@
+"""The names printed for nodes the user did not name, shared by every output.
+
+A named node prints its name. An unnamed op prints what stands for it in a formula: its
+symbol (``+``, ``×``, ``ᵀ``...), the transpose of a named value as ``Wᵀ``, and a slice as the
+user wrote it, the value sliced then the index in numpy's own notation (``gates[:, 0:8]``,
+``x[..., ::-1]``, ``h[[3, 3]]``). :func:`unrollgraph.graph.Graph.display_name` (printouts,
+networkx, the textbook view), :func:`unrollgraph.explain.display_names` (the narrated walk)
+and the diagrams all take their labels from here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["OP_SYMBOLS", "index_text", "op_label"]
+
+#: the symbols printed for unnamed ops; other ops print their name (``tanh``, ``matmul``)
+OP_SYMBOLS = {
+    "add": "+", "sub": "−", "mul": "×", "div": "÷", "neg": "−x", "pow": "xⁿ",
+    "transpose": "ᵀ", "getitem": "[ ]",
+}
+
+
+def _bound(v) -> str:
+    return "" if v is None else str(int(v)) if isinstance(v, (int, np.integer)) else repr(v)
+
+
+def _item(i) -> str:
+    if i is Ellipsis:
+        return "..."
+    if i is None:
+        return "None"
+    if isinstance(i, slice):
+        text = f"{_bound(i.start)}:{_bound(i.stop)}"
+        return text if i.step is None else f"{text}:{_bound(i.step)}"
+    if isinstance(i, (bool, np.bool_)):
+        return str(bool(i))
+    if isinstance(i, (int, np.integer)):
+        return str(int(i))
+    if isinstance(i, (list, tuple, np.ndarray)):
+        return str(np.asarray(i).tolist()).replace("'", "")
+    return repr(i)
+
+
+def index_text(index) -> str:
+    """``index`` as it is written between brackets in numpy: ``[:, 0:8]``.
+
+    Parameters
+    ----------
+    index : int, slice, list, array, None, Ellipsis, or a tuple of them
+        The ``index`` attribute of a ``getitem`` node.
+
+    Returns
+    -------
+    str
+        The index in brackets; a tuple's items separated by ``", "``.
+
+    Examples
+    --------
+    >>> index_text((slice(None), slice(0, 8)))
+    '[:, 0:8]'
+    >>> index_text((Ellipsis, slice(None, None, -1))), index_text([3, 3]), index_text(2)
+    ('[..., ::-1]', '[[3, 3]]', '[2]')
+    """
+    items = index if isinstance(index, tuple) else (index,)
+    return "[" + ", ".join(_item(i) for i in items) + "]"
+
+
+def op_label(node, operand: str | None = None) -> str:
+    """The printed name of an unnamed op node, without its step: its symbol, ``Wᵀ`` for the
+    transpose of a named value, ``operand[index]`` for a slice (``operand`` the printed name
+    of the value sliced, by default its user name; a slice of an unnamed value prints its
+    index alone).
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> gates = ug.tensor([[1.0, 2.0, 3.0, 4.0]], name="gates")
+    >>> op_label(gates[:, 0:2].node), op_label((gates * 2.0).node)
+    ('gates[:, 0:2]', '×')
+    >>> op_label((gates * 2.0)[:, ::-1].node)
+    '[:, ::-1]'
+    """
+    if node.op == "getitem" and "index" in node.attrs:
+        if operand is None:
+            operand = node.inputs[0].name if node.inputs and node.inputs[0].name else ""
+        return operand + index_text(node.attrs["index"])
+    if node.op == "transpose" and node.inputs and node.inputs[0].name:
+        return node.inputs[0].name + "ᵀ"
+    return OP_SYMBOLS.get(node.op, node.op)
