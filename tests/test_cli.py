@@ -290,3 +290,21 @@ def test_the_examples_in_docs_cli_md_run(tmp_path, monkeypatch, capsys):
         assert main(shlex.split(" ".join(words[1:]))) == 0
         out = words[words.index("-o") + 1]
         assert (tmp_path / out).stat().st_size > 0
+
+
+def test_the_option_words_never_rewrite_the_users_names(tmp_path, capsys):
+    """The command line puts a library message's option hints in its own words
+    (``max_nodes=6`` -> ``--max-nodes 6``); a name of the user's cell that reads like such a
+    hint is printed as written."""
+    script = tmp_path / "named.py"
+    script.write_text(
+        "import numpy as np, unrollgraph as ug\n"
+        "cell = ug.Cell(\"max_nodes=9 detail='ops'\")\n"
+        "x = cell.input('x', (2,))\n"
+        "h = cell.state('h', (2,))\n"
+        "cell.output('y', 0.5 * h + ug.tanh(x, name='raise max_nodes'))\n"
+    )
+    assert main(["render", f"{script}:cell", "-o", str(tmp_path / "a.dot")]) == 2
+    err = capsys.readouterr().err
+    assert "cell \"max_nodes=9 detail='ops'\": state 'h' has no feedback" in err
+    assert "--max-nodes" not in err and "--detail" not in err

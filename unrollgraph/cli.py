@@ -313,10 +313,11 @@ def _render(args) -> int:
     if args.contributions and (not args.grad or args.folded):
         raise _UsageError("--contributions lists the parts of a gradient over the unrolled "
                           "steps: it needs --grad and cannot be used with --folded")
+    names: list = []  # the cell's own names: its messages' option words are rewritten, never them
     try:
-        text = _dot_text(ug, args)
+        text = _dot_text(ug, args, names)
     except ug.UnrollGraphError as exc:
-        raise _UsageError(_cli_words(_one_line(exc))) from None
+        raise _UsageError(_cli_words(_one_line(exc), names)) from None
     except MemoryError as exc:
         raise _UsageError(f"not enough memory for these sizes ({_one_line(exc)}); use smaller "
                           "--steps, --batch, --hidden or --input") from None
@@ -325,8 +326,9 @@ def _render(args) -> int:
     return 0
 
 
-def _dot_text(ug, args) -> str:
+def _dot_text(ug, args, names: list) -> str:
     cell = _load_cell(ug, args)
+    names += _user_names(cell)
     _check_sizes(cell, args)
     if args.grad:
         cell.zero_grad()
@@ -385,12 +387,32 @@ _OPTION_WORDS = (
 )
 
 
-def _cli_words(message: str) -> str:
+def _user_names(cell) -> list:
+    """Every name the user gave in ``cell``: the cell's, its members' and its nodes'."""
+    names = [cell.name, *cell.inputs, *cell.states, *cell.outputs, *cell.parameters()]
+    return names + [n.name for n in cell.graph().nodes if n.name]
+
+
+def _cli_words(message: str, keep=()) -> str:
     """A library message with its option hints in command-line words (``max_nodes=6013``
-    becomes ``--max-nodes 6013``), so every fix it suggests can be typed."""
+    becomes ``--max-nodes 6013``), so every fix it suggests can be typed. The names in
+    ``keep`` (the user's, as written, printed with ``repr`` or on one line) stay as they are.
+
+    Examples
+    --------
+    >>> _cli_words("node 'max_nodes=3' draws 9 nodes, more than max_nodes=6",
+    ...            keep=["max_nodes=3"])
+    "node 'max_nodes=3' draws 9 nodes, more than --max-nodes 6"
+    """
+    forms = {f for k in keep for f in (k, " ".join(k.split()), repr(k)[1:-1]) if f}
+    shielded = sorted((f for f in forms if f in message), key=len, reverse=True)
+    if shielded:  # each name (longest first, in one pass) set aside as NUL k NUL: no name
+        # and no message holds a NUL
+        found = re.compile("|".join(map(re.escape, shielded)))
+        message = found.sub(lambda m: f"\0{shielded.index(m.group())}\0", message)
     for pattern, words in _OPTION_WORDS:
         message = pattern.sub(words, message)
-    return message
+    return re.sub("\0(\\d+)\0", lambda m: shielded[int(m.group(1))], message)
 
 
 def _load_cell(ug, args):
