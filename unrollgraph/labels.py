@@ -69,8 +69,8 @@ def index_text(index) -> str:
 def op_label(node, operand: str | None = None) -> str:
     """The printed name of an unnamed op node, without its step: its symbol, ``Wᵀ`` for the
     transpose of a named value, ``operand[index]`` for a slice (``operand`` the printed name
-    of the value sliced, by default its user name; a slice of an unnamed value prints its
-    index alone).
+    of the value sliced, by default its user name, or ``Wᵀ``; a slice of another unnamed
+    value prints its index alone).
 
     Examples
     --------
@@ -78,12 +78,15 @@ def op_label(node, operand: str | None = None) -> str:
     >>> gates = ug.tensor([[1.0, 2.0, 3.0, 4.0]], name="gates")
     >>> op_label(gates[:, 0:2].node), op_label((gates * 2.0).node)
     ('gates[:, 0:2]', '×')
-    >>> op_label((gates * 2.0)[:, ::-1].node)
-    '[:, ::-1]'
+    >>> op_label((gates * 2.0)[:, ::-1].node), op_label(gates.T[1:].node)
+    ('[:, ::-1]', 'gatesᵀ[1:]')
     """
     if node.op == "getitem" and "index" in node.attrs:
         if operand is None:
-            operand = node.inputs[0].name if node.inputs and node.inputs[0].name else ""
+            src = node.inputs[0] if node.inputs else None
+            operand = "" if src is None else src.name if src.name else (
+                op_label(src) if src.op == "transpose" and src.inputs and src.inputs[0].name
+                else "")
         return operand + index_text(node.attrs["index"])
     if node.op == "transpose" and node.inputs and node.inputs[0].name:
         return node.inputs[0].name + "ᵀ"
