@@ -11,6 +11,7 @@ named; ``import unrollgraph`` imports neither torch nor onnx.
 
 from __future__ import annotations
 
+import io
 import re
 import runpy
 import subprocess
@@ -805,7 +806,7 @@ def test_check_lowering_passes_the_librarys_rules(name, target, data):
 # -- torch.jit.script of an exported cell ------------------------------------------------------
 
 # (torch 2.13 marks TorchScript deprecated in favour of torch.compile; it still compiles)
-SCRIPT_WARNING = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
+SCRIPT_WARNING = pytest.mark.filterwarnings("ignore:`torch.jit.[a-z]*` is deprecated")
 
 def compare_scripted(cell, xs, h0s=None, truncate=None, lengths=None, seed=0, steps=None):
     """The scripted module gives the eager module's outputs and final states bit for bit,
@@ -890,7 +891,16 @@ def test_a_scripted_cell_with_every_op_and_several_outputs():
     h0s = [rng.uniform(-1, 1, (4, 4)), rng.uniform(-1, 1, (4, 4))]
     for truncate, lengths in [(None, None), (2, [5, 0, 3, 1])]:
         compare_scripted(cell, xs, h0s, truncate=truncate, lengths=lengths)
-    compare_scripted(cell, xs, None)
+    scripted = compare_scripted(cell, xs, None)
+    # it saves and loads as any TorchScript module, and computes the same there
+    buf = io.BytesIO()
+    torch.jit.save(scripted, buf)
+    buf.seek(0)
+    loaded = torch.jit.load(buf)
+    x = torch.from_numpy(xs["x"])
+    want, got = scripted(x), loaded(x)
+    assert all(torch.equal(want[0][k], got[0][k]) for k in want[0])
+    assert all(torch.equal(a, b) for a, b in zip(want[1], got[1]))
 
 
 @SCRIPT_WARNING
