@@ -401,18 +401,21 @@ def _cli_words(message: str, keep=()) -> str:
     Examples
     --------
     >>> _cli_words("node 'max_nodes=3' draws 9 nodes, more than max_nodes=6",
-    ...            keep=["max_nodes=3"])
+    ...            keep=["max_nodes=3", "o"])
     "node 'max_nodes=3' draws 9 nodes, more than --max-nodes 6"
     """
     forms = {f for k in keep for f in (k, " ".join(k.split()), repr(k)[1:-1]) if f}
-    shielded = sorted((f for f in forms if f in message), key=len, reverse=True)
-    if shielded:  # each name (longest first, in one pass) set aside as NUL k NUL: no name
-        # and no message holds a NUL
-        found = re.compile("|".join(map(re.escape, shielded)))
-        message = found.sub(lambda m: f"\0{shielded.index(m.group())}\0", message)
     for pattern, words in _OPTION_WORDS:
-        message = pattern.sub(words, message)
-    return re.sub("\0(\\d+)\0", lambda m: shielded[int(m.group(1))], message)
+        # where the user's names stand in the message: a hint found inside one is theirs
+        spans = [(m.start(), m.start() + len(f)) for f in forms if f in message
+                 for m in re.finditer(f"(?={re.escape(f)})", message)]
+
+        def put(m, words=words, spans=spans):
+            inside = any(a <= m.start() and m.end() <= b for a, b in spans)
+            return m.group(0) if inside else m.expand(words)
+
+        message = pattern.sub(put, message)
+    return message
 
 
 def _load_cell(ug, args):
