@@ -1000,39 +1000,50 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
     registry = _REGISTRY
     ndarray = np.ndarray
     ready = [root]
+    pop = ready.pop
+    push = ready.append
+    take = grads.pop
     while ready:
-        t = ready.pop()
-        g = grads.pop(id(t), None)
+        t = pop()
+        g = take(id(t), None)
         parents = t._parents
         data = t._data
-        if g is not None and type(data) is ndarray:
-            # store t.grad. A leaf gets an array of its own (optimizers edit it in place). An
-            # intermediate gets a read-only view: no copy of what may be a large (T, B, H)
-            # gradient, and an in-place edit raises instead of leaking into another tensor.
-            if not parents:
+        if not parents:
+            # a leaf gets an array of its own (optimizers edit it in place)
+            if g is not None and type(data) is ndarray:
                 with _LEAF_GRAD_LOCK:  # threads may run backward() into one shared leaf
                     _store_grad(t, g)
-            elif t._grad is None and type(g) is ndarray and g.dtype == data.dtype \
+            continue
+        node = t.node
+        if g is None:  # no gradient reached this node: its inputs still count it as visited
+            for p in parents:
+                if p._requires_grad:
+                    i = id(p)
+                    n = uses[i] - 1
+                    uses[i] = n
+                    if n == 0:
+                        push(p)
+            continue
+        if type(data) is ndarray:
+            # store t.grad: a read-only view, no copy of what may be a large (T, B, H)
+            # gradient, and an in-place edit raises instead of leaking into another tensor
+            if t._grad is None and type(g) is ndarray and g.dtype == data.dtype \
                     and g.shape == data.shape:
                 v = g.view()
                 v.flags.writeable = False
                 t._grad = v
             else:
                 _store_grad(t, g)
-        if not parents:
-            continue
-        node = t.node
-        if node.op == "item":  # route into slot `index` of a multi-output node's gradient list
+        op_name = node.op
+        if op_name == "item":  # route into slot `index` of a multi-output node's gradients
             p = parents[0]
-            if g is not None:
-                _route_item(grads, node, p, g)
+            _route_item(grads, node, p, g)
             if p._requires_grad:
-                _release(p, uses, ready)
-            continue
-        if g is None:  # no gradient reached this node: its inputs still count it as visited
-            for p in parents:
-                if p._requires_grad:
-                    _release(p, uses, ready)
+                i = id(p)
+                n = uses[i] - 1
+                uses[i] = n
+                if n == 0:
+                    push(p)
             continue
         born = t._born
         if t._version[0] > born:
@@ -1040,33 +1051,42 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
         for p in parents:
             if p._version[0] > born:
                 raise _changed_error(p, t, node)
-        op = registry[node.op]
-        vjps = op.vjps
-        variadic = op.variadic
         attrs = node.attrs
-        if len(parents) == 2:
-            values = (parents[0]._data, parents[1]._data)
-        elif len(parents) == 1:
-            values = (parents[0]._data,)
+        if op_name == "unrolled":
+            # an unrolled net's call: one backward pass through time gives every leaf's
+            # gradient (the run's VJP, asked once instead of once per leaf)
+            per = attrs["_run"].leaf_grads(g)
+            op = None
         else:
-            values = tuple([p._data for p in parents])
+            per = None
+            op = registry[op_name]
+            vjps = op.vjps
+            variadic = op.variadic
+            if len(parents) == 2:
+                values = (parents[0]._data, parents[1]._data)
+            elif len(parents) == 1:
+                values = (parents[0]._data,)
+            else:
+                values = tuple([p._data for p in parents])
         k = -1
         for p in parents:
             k += 1
             if not p._requires_grad:
                 continue
             i = id(p)
-            if variadic:
+            if per is not None:
+                gk = per[k]
+            elif variadic:
                 gk = vjps[0](g, data, *values, index=k, **attrs)
             else:
                 f = vjps[k]
                 gk = None if f is None else f(g, data, *values, **attrs)
             if gk is not None:
                 if (gk.shape if type(gk) is ndarray else np.shape(gk)) != p._data.shape:
-                    raise _vjp_shape_error(op, node, k, gk, p)
+                    raise _vjp_shape_error(op or registry[op_name], node, k, gk, p)
                 if anomaly:
                     _check_finite(gk, f"the gradient sent by {t.node.label()} = "
-                                      f"{node.op}(...) into {p.node.label()}", ())
+                                      f"{op_name}(...) into {p.node.label()}", ())
                 prev = grads.get(i)
                 if prev is None:
                     grads[i] = gk
@@ -1078,7 +1098,7 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
             n = uses[i] - 1
             uses[i] = n
             if n == 0:
-                ready.append(p)
+                push(p)
 
 
 def _changed_error(p: Tensor, t: Tensor, node: Node) -> GradientError:
