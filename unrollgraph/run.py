@@ -112,13 +112,17 @@ class _Plan:
     is (``prog`` is the schedule it was made for). The parameters' dtypes cannot change (a
     tensor keeps its dtype), so neither can ``one_dtype``."""
 
-    __slots__ = ("prog", "params", "one_dtype")
+    __slots__ = ("prog", "params", "one_dtype", "needs", "leaf_kinds")
 
     def __init__(self, net):
         self.prog = net._prog
         # (slot, tensor) of each parameter the graph reads
         self.params = [(net._param_slots[k], p) for k, p in net._used_params.items()]
         self.one_dtype: dict = {}  # dtype -> whether the parameters and constants all have it
+        # which parameters, inputs and initial states require grad -> the slots needing grad
+        self.needs: dict = {}
+        # the names of the initial states given as tensors -> the kind of each leaf of a call
+        self.leaf_kinds: dict = {}
 
 
 def _plan(net) -> _Plan:
@@ -128,20 +132,19 @@ def _plan(net) -> _Plan:
     return plan
 
 
-_INDEX_ATTRS: list = []  # {"index": k}, shared by the item nodes of every call (never mutated)
+# {"index": k}, shared by the item nodes of every call (a node's attrs are never mutated)
+_INDEX_ATTRS = tuple({"index": k} for k in range(64))
 
 
 def _index_attrs(k: int) -> dict:
-    while len(_INDEX_ATTRS) <= k:
-        _INDEX_ATTRS.append({"index": len(_INDEX_ATTRS)})
-    return _INDEX_ATTRS[k]
+    return _INDEX_ATTRS[k] if k < len(_INDEX_ATTRS) else {"index": k}
 
 
 def _leaf_kinds(net, xs_t: dict, states_t: dict) -> list:
     """What each leaf of a call is, ``(kind, name)``, in the order of ``Run.leaves``: the
-    same for every call that gives the same initial states as tensors (cached on the net)."""
+    same for every call that gives the same initial states as tensors (kept in the plan)."""
     key = tuple([k for k, s in states_t.items() if isinstance(s, Tensor)])
-    cache = net.__dict__.setdefault("_leaf_kinds", {})
+    cache = _plan(net).leaf_kinds
     kinds = cache.get(key)
     if kinds is None:
         kinds = cache[key] = (
@@ -847,16 +850,28 @@ class Run:
         return grads, owned
 
     def _needs(self) -> tuple:
+        """The slots whose gradients the backward pass must reach: those of the parameters,
+        inputs and initial states that require grad now (cached on the net's plan by which
+        of them do)."""
         net = self.net
         net._check_cell()
-        needs = [net._param_slots[k] for k, p in net._used_params.items() if p.requires_grad]
-        for k, slots in net._input_slots.items():
-            if self.xs[k].requires_grad:
-                needs += slots
-        for k, s in self.states.items():
-            if isinstance(s, Tensor) and s.requires_grad:
-                needs.append(net._init_slots[k])
-        return tuple(sorted(needs))
+        plan = _plan(net)
+        xs, states = self.xs, self.states
+        key = (tuple([p._requires_grad for _s, p in plan.params]),
+               tuple([xs[k]._requires_grad for k in net._input_slots]),
+               tuple([(k, isinstance(s, Tensor) and s._requires_grad)
+                      for k, s in states.items()]) if states else ())
+        needs = plan.needs.get(key)
+        if needs is None:
+            needs = [s for (s, p), rg in zip(plan.params, key[0]) if rg]
+            for slots, rg in zip(net._input_slots.values(), key[1]):
+                if rg:
+                    needs += slots
+            for k, rg in key[2]:
+                if rg:
+                    needs.append(net._init_slots[k])
+            needs = plan.needs[key] = tuple(sorted(needs))
+        return needs
 
     def leaf_grads(self, seeds: list) -> list:
         """Gradients for ``self.leaves`` (xs, params, given states), computed once per seed."""

@@ -197,7 +197,7 @@ def _short(value) -> str:
 def _locked(arr: np.ndarray) -> np.ndarray:
     """``arr``, made read-only: its tensor owns it, and changes go through a documented door
     that records them (see :meth:`Tensor.data`)."""
-    arr.flags.writeable = False
+    arr.setflags(write=False)
     return arr
 
 
@@ -555,7 +555,8 @@ class Tensor:
                     "or reduce first, e.g. t.sum().backward()"
                 )
             data = self._data
-            seed = np.ones(data.shape, data.dtype)  # (np.ones_like's dispatch costs more)
+            seed = np.empty(data.shape, data.dtype)  # (np.ones is a Python function: slower)
+            seed.fill(1)
         else:
             seed = as_real_array(gradient, "backward(gradient=...)", dtype=self._data.dtype)
             if seed.shape != self.shape:
@@ -650,7 +651,8 @@ class Tensor:
         return apply("reshape", self, shape=_int_sizes(shape, f"reshape of {self.node.label()}"))
 
     def sum(self, axis=None, keepdims=False) -> "Tensor":
-        return apply("sum", self, axis=_axis(axis), keepdims=keepdims)
+        return _apply(_REGISTRY["sum"], (self,), {"axis": _axis(axis), "keepdims": keepdims},
+                      None)
 
     def mean(self, axis=None, keepdims=False) -> "Tensor":
         return apply("mean", self, axis=_axis(axis), keepdims=keepdims)
@@ -1030,7 +1032,7 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
             if t._grad is None and type(g) is ndarray and g.dtype == data.dtype \
                     and g.shape == data.shape:
                 v = g.view()
-                v.flags.writeable = False
+                v.setflags(False)  # (write=False; positional: cheaper)
                 t._grad = v
             else:
                 _store_grad(t, g)
@@ -1069,6 +1071,7 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
             else:
                 values = tuple([p._data for p in parents])
         k = -1
+        done = None  # leaves whose gradient is complete: stored below, under one lock
         for p in parents:
             k += 1
             if not p._requires_grad:
@@ -1098,7 +1101,23 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
             n = uses[i] - 1
             uses[i] = n
             if n == 0:
-                push(p)
+                if p._parents:
+                    push(p)
+                elif done is None:
+                    done = [p]
+                else:
+                    done.append(p)
+        if done is not None:
+            _store_leaf_grads(done, grads)
+
+
+def _store_leaf_grads(leaves: list, grads: dict) -> None:
+    """Store the complete gradients of ``leaves`` (taken from ``grads``) in their ``.grad``."""
+    with _LEAF_GRAD_LOCK:  # threads may run backward() into one shared leaf
+        for p in leaves:
+            g = grads.pop(id(p), None)
+            if g is not None and type(p._data) is np.ndarray:
+                _store_grad(p, g)
 
 
 def _changed_error(p: Tensor, t: Tensor, node: Node) -> GradientError:
