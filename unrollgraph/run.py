@@ -140,14 +140,14 @@ def _index_attrs(k: int) -> dict:
     return _INDEX_ATTRS[k] if k < len(_INDEX_ATTRS) else {"index": k}
 
 
-def _leaf_kinds(net, xs_t: dict, states_t: dict) -> list:
+def _leaf_kinds(net, xs_t: dict, states_t: dict) -> tuple:
     """What each leaf of a call is, ``(kind, name)``, in the order of ``Run.leaves``: the
     same for every call that gives the same initial states as tensors (kept in the plan)."""
     key = tuple([k for k, s in states_t.items() if isinstance(s, Tensor)])
     cache = _plan(net).leaf_kinds
     kinds = cache.get(key)
     if kinds is None:
-        kinds = cache[key] = (
+        kinds = cache[key] = tuple(
             [("input", k) for k in net._input_names] + [("param", k) for k in net._used_params]
             + [("init", k) for k in key]
         )
@@ -881,7 +881,7 @@ class Run:
         net, grads = self.net, self.grads
         out = []
         for (kind, key), t in zip(self.leaf_kinds, self.leaves):
-            if not t.requires_grad:
+            if not t._requires_grad:
                 out.append(None)
             elif kind == "param":
                 out.append(grads[net._param_slots[key]])

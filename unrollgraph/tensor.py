@@ -533,7 +533,7 @@ class Tensor:
         >>> float(w.grad)
         7.0
         """
-        if not self.requires_grad:
+        if not self._requires_grad:
             if self.node.role == "no_grad" or _no_grad_source(self):
                 raise GradientError(
                     f"backward() on {self.node.label()}, which does not require grad: it "
@@ -1039,7 +1039,11 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
         op_name = node.op
         if op_name == "item":  # route into slot `index` of a multi-output node's gradients
             p = parents[0]
-            _route_item(grads, node, p, g)
+            lst = grads.get(id(p))  # (what _route_item does, inline: one per output)
+            if lst is None:
+                lst = grads[id(p)] = [None] * len(p._data)
+            k = node._attrs["index"]
+            lst[k] = g if lst[k] is None else lst[k] + g
             if p._requires_grad:
                 i = id(p)
                 n = uses[i] - 1
