@@ -233,3 +233,32 @@ def test_any_sequence_of_calls_gives_what_a_fresh_net_gives(kind, keep, ops):
         _assert_same(got, want, rtol=1e-5 if dtype == np.float32 else 1e-10)
     for p in cell.parameters().values():
         p.requires_grad = True
+
+
+@pytest.mark.parametrize("options", [{"checkpoint": 2}, {"lengths": [4, 2]}, {"truncate": 2}])
+def test_checkpointed_masked_and_truncated_nets_keep_their_plans_right(options):
+    """A checkpointed net's segments and a masked twin are nets of their own, with plans
+    of their own: toggling requires_grad between calls reaches them too."""
+    cell = ug.nn.GRUCell(D, H, seed=0)
+    lengths = options.get("lengths")
+    unroll_options = {k: v for k, v in options.items() if k != "lengths"}
+    net = ug.unroll(cell, steps=T, **unroll_options)
+    x, G = _data(2)
+
+    def step(net):
+        cell.zero_grad()
+        out, _ = net(ug.tensor(x), lengths=lengths)
+        (out * ug.tensor(G)).sum().backward()
+        return {k: None if p.grad is None else p.grad.copy()
+                for k, p in cell.parameters().items()}
+
+    for frozen in ("weight_hh", None, "bias_ih", None):
+        for k, p in cell.parameters().items():
+            p.requires_grad = k != frozen
+        got = step(net)
+        want = step(ug.unroll(cell, steps=T, **unroll_options))
+        for k in got:
+            if k == frozen:
+                assert got[k] is None and want[k] is None
+            else:
+                np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-14, err_msg=k)
