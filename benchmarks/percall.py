@@ -14,7 +14,8 @@ figures measure Python. One training step of ours is
   the VJPs of ``sum`` and ``mul``, seeding the run, copying each parameter's gradient into
   its ``.grad``);
 
-next to the hand-written numpy loop of ``benchmarks/reference.py`` on the same problem.
+next to the hand-written numpy loop of ``benchmarks/reference.py`` on the same problem (its
+forward and backward timed apart too, to set against the run's own passes).
 Every figure is the CPU time of this thread (``time.thread_time_ns``, which a loaded machine
 disturbs less than wall time), the best of ``--repeats`` rounds, the parts interleaved.
 
@@ -70,6 +71,8 @@ def parts(kind: str, B: int, H: int, T: int, D: int) -> dict:
         _ys, _, cache = ref.forward(kind, xs, layers)
         ref.backward(cache, G, need_dxs=False)
 
+    np_cache = ref.forward(kind, xs, layers)[2]
+
     def run_forward():
         Run(net, run.xs, run.states, None, B, run.keep).forward()
 
@@ -85,6 +88,8 @@ def parts(kind: str, B: int, H: int, T: int, D: int) -> dict:
 
     return {
         "numpy": numpy_step,
+        "numpy forward": lambda: ref.forward(kind, xs, layers),
+        "numpy backward": lambda: ref.backward(np_cache, G, need_dxs=False),
         "step": step,
         "net(xt)": lambda: net(xt),
         "run forward": run_forward,
@@ -130,6 +135,8 @@ def main(argv=None):
         eager = m["backward()"] - m["run backward"]
         print(f"\n{kind.upper()}: step {m['step']:.0f} µs, numpy {m['numpy']:.0f} µs, "
               f"ratio {m['step'] / m['numpy']:.2f}")
+        print(f"  numpy loop     {m['numpy']:6.0f}   (forward {m['numpy forward']:.0f}, "
+              f"backward {m['numpy backward']:.0f})")
         print(f"  net(xt)        {m['net(xt)']:6.0f}   (run forward {m['run forward']:.0f}, "
               f"the call around it {wrapper:.0f})")
         print(f"  loss           {m['loss']:6.0f}")

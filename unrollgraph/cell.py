@@ -303,7 +303,7 @@ class Cell:
     def zero_grad(self) -> None:
         """Reset every parameter's ``.grad`` to ``None``."""
         for p in self._params.values():
-            p.grad = None
+            p._grad = None  # (what the .grad setter does for None, without the property)
 
     def validate(self) -> None:
         """Check the cell can be unrolled: every state has a feedback edge, there is something

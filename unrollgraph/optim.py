@@ -147,7 +147,7 @@ class Optimizer:
     def zero_grad(self) -> None:
         """Reset every parameter's ``.grad`` to ``None`` (gradients otherwise accumulate)."""
         for p in self.params:
-            p.grad = None
+            p._grad = None  # (what the .grad setter does for None, without the property)
 
     def step(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -35,6 +35,7 @@ from .schedule import (
 from .tensor import (
     _CLOCK,
     _FLAGS,
+    _MODE,
     Tensor,
     _check_finite,
     _dtype_name,
@@ -52,49 +53,116 @@ def call(net, xs, state=None, lengths=None):
     """Run ``net`` (an unmasked net with ``lengths=None``, or a masked one) on a batch:
     what :meth:`Unrolled.__call__ <unrollgraph.Unrolled.__call__>` does once it has
     picked the net. Returns ``(outputs, state)`` as that method describes."""
-    cell = net.cell
+    # (this runs once per call of a net: kept lean, see benchmarks/percall.py)
     xs_t = normalize_inputs(net, xs)
-    batch = next(iter(xs_t.values())).shape[1] if xs_t else _state_batch(state)
-    states_t = normalize_state(net, state, batch)
+    if xs_t:
+        batch = next(iter(xs_t.values()))._data.shape[1]
+    else:
+        batch = _state_batch(state)
+    states_t = normalize_state(net, state, batch) if state is not None else {}
     if net.masked:
         lengths = check_lengths(net, lengths, batch)
-    # the parameters the graph reads (one the cell declares but nothing uses gets no
-    # gradient: its .grad stays None)
-    params = net._used_params
-    leaves: list[Tensor] = list(xs_t.values()) + list(params.values()) + [
-        s for s in states_t.values() if isinstance(s, Tensor)
-    ]
     run = net._run_type(net, xs_t, states_t, lengths, batch, net.keep)  # (checkpoint=)
     run.forward()
     net.last_run = run
     outs = run.stacked_outputs()
-    finals = [run.values[slots[-1]] for slots in net._state_slots.values()]
+    vals = run.values
+    values = outs + [vals[slots[-1]] for slots in net._state_slots.values()]
     if run.keep == "needed" and not run.lean_steps:
         run.free_unread()  # the generic loop keeps everything as it goes
-    track = _FLAGS.grad_enabled and any(t.requires_grad for t in leaves)
+    mode = _MODE.get()
+    # the leaves: the inputs, the parameters the graph reads (one the cell declares but
+    # nothing uses gets no gradient: its .grad stays None), the initial states given as tensors
+    leaves: list[Tensor] = list(xs_t.values())
+    leaves += net._used_params.values()
+    if states_t:
+        leaves += [s for s in states_t.values() if isinstance(s, Tensor)]
+    track = False
+    if mode.grad_enabled:
+        for t in leaves:
+            if t._requires_grad:
+                track = True
+                break
     if track:
-        node = Node("unrolled", tuple(t.node for t in leaves),
-                    {"steps": net.steps, "_run": run}, cell.name)
-        call = Tensor(tuple(outs + finals), node, tuple(leaves), True)
+        node = Node("unrolled", tuple([t.node for t in leaves]),
+                    {"steps": net.steps, "_run": run}, net.cell.name)
+        call = Tensor(tuple(values), node, tuple(leaves), True)
         run.leaves = leaves
-        run.leaf_kinds = (
-            [("input", k) for k in xs_t] + [("param", k) for k in params]
-            + [("init", k) for k, s in states_t.items() if isinstance(s, Tensor)]
-        )
-        items = [_item(call, k, v) for k, v in enumerate(outs + finals)]
+        run.leaf_kinds = _leaf_kinds(net, xs_t, states_t)
+        parents = (call,)
+        items = [Tensor(v, Node("item", (node,), _index_attrs(k), None, v.shape,
+                                _dtype_name(v)), parents, True)
+                 for k, v in enumerate(values)]
     else:
-        role = None if _FLAGS.grad_enabled else "no_grad"  # (for backward()'s message)
+        role = None if mode.grad_enabled else "no_grad"  # (for backward()'s message)
         items = [Tensor(v, Node("leaf", shape=v.shape, dtype=_dtype_name(v), role=role))
-                 for v in outs + finals]
-    out_items, state_items = items[: len(outs)], items[len(outs):]
-    names = list(cell.outputs)
-    outputs = out_items[0] if len(names) == 1 else dict(zip(names, out_items))
-    final = state_items[0] if len(state_items) == 1 else tuple(state_items)
+                 for v in values]
+    n_out = len(outs)
+    outputs = items[0] if n_out == 1 else dict(zip(net._output_slots, items[:n_out]))
+    final = items[n_out] if len(items) == n_out + 1 else tuple(items[n_out:])
     return outputs, final
+
+
+_FLOAT64 = np.dtype(np.float64)
+
+
+class _Plan:
+    """What the runs of a net read on every call and that depends on the net alone (or on a
+    key kept with it): made once, on the net's first call, and remade if the net's schedule
+    is (``prog`` is the schedule it was made for). The parameters' dtypes cannot change (a
+    tensor keeps its dtype), so neither can ``one_dtype``."""
+
+    __slots__ = ("prog", "params", "one_dtype", "needs", "leaf_kinds")
+
+    def __init__(self, net):
+        self.prog = net._prog
+        # (slot, tensor) of each parameter the graph reads
+        self.params = [(net._param_slots[k], p) for k, p in net._used_params.items()]
+        self.one_dtype: dict = {}  # dtype -> whether the parameters and constants all have it
+        # which parameters, inputs and initial states require grad -> the slots needing grad
+        self.needs: dict = {}
+        # the names of the initial states given as tensors -> the kind of each leaf of a call
+        self.leaf_kinds: dict = {}
+
+
+def _plan(net) -> _Plan:
+    plan = net.__dict__.get("_call_plan")
+    if plan is None or plan.prog is not net._prog:
+        plan = net._call_plan = _Plan(net)
+    return plan
+
+
+# {"index": k}, shared by the item nodes of every call (a node's attrs are never mutated)
+_INDEX_ATTRS = tuple({"index": k} for k in range(64))
+
+
+def _index_attrs(k: int) -> dict:
+    return _INDEX_ATTRS[k] if k < len(_INDEX_ATTRS) else {"index": k}
+
+
+def _leaf_kinds(net, xs_t: dict, states_t: dict) -> tuple:
+    """What each leaf of a call is, ``(kind, name)``, in the order of ``Run.leaves``: the
+    same for every call that gives the same initial states as tensors (kept in the plan)."""
+    key = tuple([k for k, s in states_t.items() if isinstance(s, Tensor)])
+    cache = _plan(net).leaf_kinds
+    kinds = cache.get(key)
+    if kinds is None:
+        kinds = cache[key] = tuple(
+            [("input", k) for k in net._input_names] + [("param", k) for k in net._used_params]
+            + [("init", k) for k in key]
+        )
+    return kinds
 
 
 def normalize_inputs(net, xs) -> dict:
     names = net._input_names
+    if type(xs) is Tensor and len(names) == 1:  # the common case, checked in a few steps
+        data = xs._data
+        if type(data) is np.ndarray:
+            shape = data.shape
+            want = net._input_shapes[names[0]]
+            if len(shape) == 2 + len(want) and shape[0] == net.steps and shape[2:] == want:
+                return {names[0]: xs}
     if not names and (xs is None or (isinstance(xs, dict) and not xs)):
         return {}  # a cell without inputs runs on its state alone
     if not isinstance(xs, dict):
@@ -253,11 +321,6 @@ def _padded_inputs(xs: dict, lengths) -> dict:
                 x[n:, b] = x[n - 1, b] if n else x[0, longest]
         out[k] = x
     return out
-
-
-def _item(call: Tensor, k: int, value) -> Tensor:
-    node = Node("item", (call.node,), {"index": k}, None, value.shape, _dtype_name(value))
-    return Tensor(value, node, (call,), True)
 
 
 class Run:
@@ -541,16 +604,16 @@ class Run:
         net._check_cell()
         cell = net.cell
         batch = self.batch
-        for k, p in net._used_params.items():
-            vals[net._param_slots[k]] = p.data
-        dtype = next(iter(self.xs.values())).dtype if self.xs else np.dtype(np.float64)
+        plan = _plan(net)
+        for s, p in plan.params:
+            vals[s] = p._data
+        dtype = next(iter(self.xs.values()))._data.dtype if self.xs else _FLOAT64
         for s, v in net._const_slots:
             # a number written in the cell takes the run's float type (float32 stays float32)
             vals[s] = v.astype(dtype) if v.ndim == 0 and v.dtype.kind == "f" else v
         for k, slots in net._input_slots.items():
-            data = self.xs_data[k]
-            for t, s in enumerate(slots):
-                vals[s] = data[t]
+            for s, v in zip(slots, self.xs_data[k]):  # step t's slice of each input
+                vals[s] = v
         for k, s in net._init_slots.items():
             given = self.states.get(k)
             if given is not None:
@@ -679,12 +742,20 @@ class Run:
         computing it in place in an input's array gives the same bits."""
         net = self.net
         vals = self.values
-        for slots in (net._param_slots.values(), net._init_slots.values(), net._const_only):
-            for s in slots:
-                if getattr(vals[s], "dtype", None) != dtype:
-                    return False
+        # the parameters' and constants' part is the same for every run with this dtype (a
+        # tensor keeps its dtype: .data = ... converts), and cached on the net's plan
+        static = _plan(net).one_dtype
+        ok = static.get(dtype)
+        if ok is None:
+            ok = static[dtype] = all(getattr(vals[s], "dtype", None) == dtype for slots in (
+                net._param_slots.values(), net._const_only) for s in slots)
+        if not ok:
+            return False
+        for s in net._init_slots.values():
+            if getattr(vals[s], "dtype", None) != dtype:
+                return False
         for x in self.xs.values():
-            if x.dtype != dtype:
+            if x._data.dtype != dtype:
                 return False
         return True
 
@@ -773,27 +844,39 @@ class Run:
             if k < len(slots_out):
                 # several outputs may be one node (two names for it, or ``prev = h`` and
                 # ``y = h_next``, one step apart): their gradients add up
-                for t, s in enumerate(slots_out[k]):
+                for s, gt in zip(slots_out[k], g):  # (gt: g[t], step t's gradient)
                     if want[s]:
                         if grads[s] is None:
-                            grads[s] = g[t]
+                            grads[s] = gt
                         else:
-                            _acc(grads, owned, s, g[t])
+                            _acc(grads, owned, s, gt)
             elif want[finals[k - len(slots_out)]]:
                 _acc(grads, owned, finals[k - len(slots_out)], g)
         return grads, owned
 
     def _needs(self) -> tuple:
+        """The slots whose gradients the backward pass must reach: those of the parameters,
+        inputs and initial states that require grad now (cached on the net's plan by which
+        of them do)."""
         net = self.net
         net._check_cell()
-        needs = [net._param_slots[k] for k, p in net._used_params.items() if p.requires_grad]
-        for k, slots in net._input_slots.items():
-            if self.xs[k].requires_grad:
-                needs += slots
-        for k, s in self.states.items():
-            if isinstance(s, Tensor) and s.requires_grad:
-                needs.append(net._init_slots[k])
-        return tuple(sorted(needs))
+        plan = _plan(net)
+        xs, states = self.xs, self.states
+        key = (tuple([p._requires_grad for _s, p in plan.params]),
+               tuple([xs[k]._requires_grad for k in net._input_slots]),
+               tuple([(k, isinstance(s, Tensor) and s._requires_grad)
+                      for k, s in states.items()]) if states else ())
+        needs = plan.needs.get(key)
+        if needs is None:
+            needs = [s for (s, p), rg in zip(plan.params, key[0]) if rg]
+            for slots, rg in zip(net._input_slots.values(), key[1]):
+                if rg:
+                    needs += slots
+            for k, rg in key[2]:
+                if rg:
+                    needs.append(net._init_slots[k])
+            needs = plan.needs[key] = tuple(sorted(needs))
+        return needs
 
     def leaf_grads(self, seeds: list) -> list:
         """Gradients for ``self.leaves`` (xs, params, given states), computed once per seed."""
@@ -803,7 +886,7 @@ class Run:
         net, grads = self.net, self.grads
         out = []
         for (kind, key), t in zip(self.leaf_kinds, self.leaves):
-            if not t.requires_grad:
+            if not t._requires_grad:
                 out.append(None)
             elif kind == "param":
                 out.append(grads[net._param_slots[key]])

@@ -197,7 +197,7 @@ def _short(value) -> str:
 def _locked(arr: np.ndarray) -> np.ndarray:
     """``arr``, made read-only: its tensor owns it, and changes go through a documented door
     that records them (see :meth:`Tensor.data`)."""
-    arr.flags.writeable = False
+    arr.setflags(write=False)
     return arr
 
 
@@ -533,7 +533,7 @@ class Tensor:
         >>> float(w.grad)
         7.0
         """
-        if not self.requires_grad:
+        if not self._requires_grad:
             if self.node.role == "no_grad" or _no_grad_source(self):
                 raise GradientError(
                     f"backward() on {self.node.label()}, which does not require grad: it "
@@ -555,7 +555,8 @@ class Tensor:
                     "or reduce first, e.g. t.sum().backward()"
                 )
             data = self._data
-            seed = np.ones(data.shape, data.dtype)  # (np.ones_like's dispatch costs more)
+            seed = np.empty(data.shape, data.dtype)  # (np.ones is a Python function: slower)
+            seed.fill(1)
         else:
             seed = as_real_array(gradient, "backward(gradient=...)", dtype=self._data.dtype)
             if seed.shape != self.shape:
@@ -650,7 +651,8 @@ class Tensor:
         return apply("reshape", self, shape=_int_sizes(shape, f"reshape of {self.node.label()}"))
 
     def sum(self, axis=None, keepdims=False) -> "Tensor":
-        return apply("sum", self, axis=_axis(axis), keepdims=keepdims)
+        return _apply(_REGISTRY["sum"], (self,), {"axis": _axis(axis), "keepdims": keepdims},
+                      None)
 
     def mean(self, axis=None, keepdims=False) -> "Tensor":
         return apply("mean", self, axis=_axis(axis), keepdims=keepdims)
@@ -1000,39 +1002,54 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
     registry = _REGISTRY
     ndarray = np.ndarray
     ready = [root]
+    pop = ready.pop
+    push = ready.append
+    take = grads.pop
     while ready:
-        t = ready.pop()
-        g = grads.pop(id(t), None)
+        t = pop()
+        g = take(id(t), None)
         parents = t._parents
         data = t._data
-        if g is not None and type(data) is ndarray:
-            # store t.grad. A leaf gets an array of its own (optimizers edit it in place). An
-            # intermediate gets a read-only view: no copy of what may be a large (T, B, H)
-            # gradient, and an in-place edit raises instead of leaking into another tensor.
-            if not parents:
+        if not parents:
+            # a leaf gets an array of its own (optimizers edit it in place)
+            if g is not None and type(data) is ndarray:
                 with _LEAF_GRAD_LOCK:  # threads may run backward() into one shared leaf
                     _store_grad(t, g)
-            elif t._grad is None and type(g) is ndarray and g.dtype == data.dtype \
-                    and g.shape == data.shape:
-                v = g.view()
-                v.flags.writeable = False
-                t._grad = v
-            else:
-                _store_grad(t, g)
-        if not parents:
             continue
         node = t.node
-        if node.op == "item":  # route into slot `index` of a multi-output node's gradient list
-            p = parents[0]
-            if g is not None:
-                _route_item(grads, node, p, g)
-            if p._requires_grad:
-                _release(p, uses, ready)
-            continue
         if g is None:  # no gradient reached this node: its inputs still count it as visited
             for p in parents:
                 if p._requires_grad:
-                    _release(p, uses, ready)
+                    i = id(p)
+                    n = uses[i] - 1
+                    uses[i] = n
+                    if n == 0:
+                        push(p)
+            continue
+        if type(data) is ndarray:
+            # store t.grad: a read-only view, no copy of what may be a large (T, B, H)
+            # gradient, and an in-place edit raises instead of leaking into another tensor
+            if t._grad is None and type(g) is ndarray and g.dtype == data.dtype \
+                    and g.shape == data.shape:
+                v = g.view()
+                v.setflags(False)  # (write=False; positional: cheaper)
+                t._grad = v
+            else:
+                _store_grad(t, g)
+        op_name = node.op
+        if op_name == "item":  # route into slot `index` of a multi-output node's gradients
+            p = parents[0]
+            lst = grads.get(id(p))  # (what _route_item does, inline: one per output)
+            if lst is None:
+                lst = grads[id(p)] = [None] * len(p._data)
+            k = node._attrs["index"]
+            lst[k] = g if lst[k] is None else lst[k] + g
+            if p._requires_grad:
+                i = id(p)
+                n = uses[i] - 1
+                uses[i] = n
+                if n == 0:
+                    push(p)
             continue
         born = t._born
         if t._version[0] > born:
@@ -1040,33 +1057,43 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
         for p in parents:
             if p._version[0] > born:
                 raise _changed_error(p, t, node)
-        op = registry[node.op]
-        vjps = op.vjps
-        variadic = op.variadic
         attrs = node.attrs
-        if len(parents) == 2:
-            values = (parents[0]._data, parents[1]._data)
-        elif len(parents) == 1:
-            values = (parents[0]._data,)
+        if op_name == "unrolled":
+            # an unrolled net's call: one backward pass through time gives every leaf's
+            # gradient (the run's VJP, asked once instead of once per leaf)
+            per = attrs["_run"].leaf_grads(g)
+            op = None
         else:
-            values = tuple([p._data for p in parents])
+            per = None
+            op = registry[op_name]
+            vjps = op.vjps
+            variadic = op.variadic
+            if len(parents) == 2:
+                values = (parents[0]._data, parents[1]._data)
+            elif len(parents) == 1:
+                values = (parents[0]._data,)
+            else:
+                values = tuple([p._data for p in parents])
         k = -1
+        done = None  # leaves whose gradient is complete: stored below, under one lock
         for p in parents:
             k += 1
             if not p._requires_grad:
                 continue
             i = id(p)
-            if variadic:
+            if per is not None:
+                gk = per[k]
+            elif variadic:
                 gk = vjps[0](g, data, *values, index=k, **attrs)
             else:
                 f = vjps[k]
                 gk = None if f is None else f(g, data, *values, **attrs)
             if gk is not None:
                 if (gk.shape if type(gk) is ndarray else np.shape(gk)) != p._data.shape:
-                    raise _vjp_shape_error(op, node, k, gk, p)
+                    raise _vjp_shape_error(op or registry[op_name], node, k, gk, p)
                 if anomaly:
                     _check_finite(gk, f"the gradient sent by {t.node.label()} = "
-                                      f"{node.op}(...) into {p.node.label()}", ())
+                                      f"{op_name}(...) into {p.node.label()}", ())
                 prev = grads.get(i)
                 if prev is None:
                     grads[i] = gk
@@ -1078,7 +1105,23 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
             n = uses[i] - 1
             uses[i] = n
             if n == 0:
-                ready.append(p)
+                if p._parents:
+                    push(p)
+                elif done is None:
+                    done = [p]
+                else:
+                    done.append(p)
+        if done is not None:
+            _store_leaf_grads(done, grads)
+
+
+def _store_leaf_grads(leaves: list, grads: dict) -> None:
+    """Store the complete gradients of ``leaves`` (taken from ``grads``) in their ``.grad``."""
+    with _LEAF_GRAD_LOCK:  # threads may run backward() into one shared leaf
+        for p in leaves:
+            g = grads.pop(id(p), None)
+            if g is not None and type(p._data) is np.ndarray:
+                _store_grad(p, g)
 
 
 def _changed_error(p: Tensor, t: Tensor, node: Node) -> GradientError:
