@@ -88,6 +88,38 @@ def test_every_step_of_the_ops_view_is_laid_out_alike(name, T, lengths):
     assert all(len(h) == 1 for h in heights.values())
 
 
+def _clusters(layout) -> dict:
+    """step -> its cluster's box ``(x0, y0, x1, y1)``."""
+    return {int(o["name"].rsplit("_", 1)[1]): tuple(float(v) for v in o["bb"].split(","))
+            for o in layout["objects"] if o["name"].startswith("cluster_step_")}
+
+
+@pytest.mark.parametrize("name", sorted(_CELLS))
+@pytest.mark.parametrize("T,values", [(3, False), (6, False), (4, True)])
+def test_every_step_of_the_ops_view_is_as_wide_with_its_outputs_over_it(name, T, values):
+    """Every step's cluster is as wide as the others (the values in the labels differ) and
+    each output stands straight over the op computing it, at the same place over its step
+    as every other step's (the outputs were pulled towards the loss, off their steps)."""
+    net, loss = _run(_CELLS[name](), T)
+    layout = _layout(ug.render(net, loss=loss, detail="ops", values=values))
+    boxes = _clusters(layout)
+    assert sorted(boxes) == list(range(T))
+    widths = [x1 - x0 for x0, _, x1, _ in boxes.values()]
+    assert max(widths) - min(widths) <= 1, widths
+    pos = {o["name"]: tuple(float(v) for v in o["pos"].split(","))
+           for o in layout["objects"] if "pos" in o}
+    g = net.graph
+    for k, (out, ns) in enumerate(net.output_nodes.items()):
+        offsets = []
+        for t, n in enumerate(ns):
+            x, _ = pos[f"{g.id(n)}_out{k}"]
+            x0, _, x1, _ = boxes[t]
+            assert abs(x - pos[g.id(n)][0]) <= 1, (out, t)  # over the op computing it
+            assert x0 <= x <= x1, (out, t)  # over its own step
+            offsets.append(x - x0)
+        assert max(offsets) - min(offsets) <= 1, (out, offsets)
+
+
 def test_the_elided_ops_view_draws_its_kept_steps_alike():
     net, loss = _run(ug.nn.LSTMCell(2, 2, seed=0), 9)
     diagram = ug.render(net, loss=loss, detail="elide", ends=2, values=False)

@@ -767,6 +767,45 @@ def _label(title: str, rows: list[str], font: str | None = None) -> _Html:
                  + "".join(cells) + "</table>")
 
 
+# -- text widths -----------------------------------------------------------------------------
+#: advance widths of the printable ASCII characters (space to ~) in Helvetica, whose metrics
+#: Liberation Sans and Arial share, in thousandths of the type size
+_ADVANCE = [int(w) for w in (
+    "278 278 355 556 556 889 667 191 333 333 389 584 278 333 278 278 556 556 556 556 556 556 "
+    "556 556 556 556 278 278 584 584 584 556 1015 667 667 722 722 667 611 778 722 278 500 667 "
+    "556 833 722 778 667 778 722 667 611 722 667 944 667 667 611 278 278 278 469 556 333 556 "
+    "556 500 556 556 278 556 556 222 222 500 222 833 556 556 556 556 333 500 278 556 500 722 "
+    "500 500 500 334 260 334 584").split()]
+_ENTITY = re.compile(r"&(#\d+|[a-z]+);")
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _text_points(text: str, size: float, bold: bool) -> float:
+    """An upper estimate of the width of ``text`` (plain, unescaped) set at ``size`` points:
+    Helvetica's advance widths for ASCII (a bold face's widen by at most about a fifth), a
+    full em for any other character (a symbol the fallback font sets)."""
+    em = 0.0
+    for c in text:
+        k = ord(c) - 32
+        em += _ADVANCE[k] / 1000 * (1.2 if bold else 1.05) if 0 <= k < len(_ADVANCE) else 1.0
+    return em * size
+
+
+def _label_points(label: str, factor: float) -> float:
+    """An upper estimate of the width of an HTML label made by :func:`_label`, its type
+    sizes multiplied by ``factor``: its widest row."""
+    widest = 0.0
+    for row in re.findall(r"<tr>(.*?)</tr>", label):
+        size = float(m.group(1)) if (m := re.search(r'point-size="([0-9.]+)"', row)) else 14
+        bold = "<b>" in row
+        text = _ENTITY.sub(lambda m: chr(int(m.group(1)[1:])) if m.group(1)[0] == "#" else
+                           {"amp": "&", "lt": "<", "gt": ">", "quot": '"'}.get(m.group(1), "?"),
+                           _TAG.sub("", row.replace("<br/>", "\n")))
+        for line in text.split("\n"):
+            widest = max(widest, _text_points(line, size * factor, bold))
+    return widest
+
+
 # -- colours ---------------------------------------------------------------------------------
 def _hex(c: str) -> tuple[int, int, int]:
     return int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)
@@ -831,6 +870,8 @@ class _Drawer:
         self.legend_shapes: dict[str, list] = {}  # kind -> the (shape, style) drawn
         self.n_nodes = 0  # nodes and edges drawn (the legend aside): what the guard counts
         self.n_edges = 0
+        self.drawn_links: set[tuple[str, str]] = set()  # (tail, head) of each drawn edge
+        self.node_at: dict[str, tuple[int, str]] = {}  # id -> (its line, its label)
 
     def make_scale(self, mags) -> _Scale:
         return _Scale(mags, self.t["ramp"], self.o["color_scale"])
@@ -903,6 +944,7 @@ class _Drawer:
         }
         if kind == "const":
             attrs.update(margin="0.02,0.02", height="0.25", width="0.3")
+        self.node_at[nid] = (len(self.lines), attrs["label"].text)
         self.emit(f'"{nid}" {_attrs(attrs)}', indent)
 
     def edge(self, a: str, b: str, kind: str = "data", label: str | None = None,
@@ -944,6 +986,7 @@ class _Drawer:
             attrs["dir"] = "back"
         if weight is not None:
             attrs["weight"] = str(weight)
+        self.drawn_links.add((a, b))
         self.emit(f'"{a}" -> "{b}" {_attrs(attrs)}', indent)
 
     def row(self, ids: list[str]) -> None:
@@ -1352,6 +1395,25 @@ class _Plain(_Drawer):
 
 
 
+#: points a rounded box adds around its label's text, or more (margins, cell padding)
+_BOX_PAD = 40
+#: how many invisible edges join a step's column to its foot (see ``_Unrolled.feet``)
+_FOOT_COPIES = 3
+
+
+def _foot(nid: str, group: str | None = None) -> str:
+    """The statement of an invisible point that holds a column in place: written with its
+    attributes as defaults of its own subgraph, it is no node statement of the drawing, and
+    Graphviz draws nothing for it."""
+    attrs = "shape=point style=invis width=0 height=0" + (f' group="{group}"' if group else "")
+    return f'subgraph {{ node [{attrs}] "{nid}" }}'
+
+
+def _step_of_foot(nid: str) -> str:
+    """``"step3"`` of the foot ``"step3_col1_foot"``; ``"elided"`` of the elided one."""
+    return nid.split("_", 1)[0]
+
+
 def _out_id(nid: str, k: int) -> str:
     """Id of the output box of the ``k``-th declared output, drawn off node ``nid``."""
     return f"{nid}_out{k}"
@@ -1640,14 +1702,43 @@ class _Unrolled(_Drawer):
             self.n_edges += len(params) - 1
             self.emit("{rank=source; " + " -> ".join(f'"{g.id(p)}"' for p in params)
                       + (" [style=invis]" if len(params) > 1 else "") + "}")
-        bottom = []  # the row under the steps: initial states, then inputs in time order
+        bottom = []  # the row under the steps: the inputs in time order
+        # each initial state left of the first step, in the row of the state it stands for:
+        # its edges come into the first step as the previous step's state comes into the
+        # others, and the first step is laid out as they are
+        t0 = min(kept)
+        # the steps held to one layout by feet (see feet()), but for an elided net (held,
+        # the steps pull the elided column out of its place) and a masked one (its masks,
+        # which read the step before, fight them): there the initial states stay under the
+        # first step
+        self.rigid = not self.elided and not any(n.role == "mask" for n in g.nodes)
+        where = {id(n): d for d, level in levels[t0].items() for n in level} \
+            if self.rigid else {}
+        init_rows: dict = {}  # depth -> initial states in that row
         for s, n in net.init_nodes.items():
             self.node(g.id(n), "state", self.title(n), self.rows(n), _mag(self.grad(n)),
                       tooltip=f"initial state {s}", hot=id(n) in self.path, state=True,
                       cut=self.v.is_cut(net.state_nodes[s][0]))
-            bottom.append(g.id(n))
+            d = where.get(id(net.state_nodes[s][t0]))
+            if d is None:
+                bottom.append(g.id(n))
+            else:
+                init_rows.setdefault(d, []).append(g.id(n))
         step_inputs: dict = {}  # step -> its inputs: the buses' rows sit over them
         groups = self.bus_groups(shared, by_step)
+        # each step's ops in columns, one Graphviz group per column: every step is then
+        # drawn as the same rigid picture, and its junctions and outputs straight in line
+        self.column_of: dict[int, str] = {}
+        self.column_order: dict[int, list[str]] = {}
+        for t in levels:
+            self.column_of.update(self.step_columns(t, levels[t], groups))
+        self.junction_group = {j: self.column_of[k] for k, j in groups.items()
+                               if k in self.column_of}
+        self.step_rows = {t: {d: [g.id(n) for n in level] for d, level in lv.items()}
+                          for t, lv in levels.items()}
+        self.column_of_id = {g.id(n): self.column_of[id(n)] for ns in by_step.values()
+                             for n in ns if id(n) in self.column_of}
+        self.junctions: set = set()
         top = []  # the row over the steps: outputs in time order
         rows: dict[int, list[str]] = {}  # depth in its step -> ops of every step
         kept_ids = {id(ns[t]) for ns in net.state_nodes.values()  # checkpoint=: ✓ states
@@ -1675,7 +1766,7 @@ class _Unrolled(_Drawer):
                 if len(ids) > 1:  # left to right in the cell's order
                     self.n_edges += len(ids) - 1
                     self.emit("{rank=same; " + " -> ".join(f'"{i}"' for i in ids)
-                              + " [style=invis weight=10]}", 2)
+                              + " [style=invis weight=100]}", 2)
             for n in inner:
                 kind, state = self.kind(n)
                 cut = self.v.is_cut(n)
@@ -1685,7 +1776,7 @@ class _Unrolled(_Drawer):
                                   indent=2)
                 self.node(g.id(n), kind, self.title(n, with_step=True), self.rows(n),
                           _mag(self.grad(n)), cut=cut, indent=2, tooltip=self.tooltip(n),
-                          hot=id(n) in self.path, state=state, group=groups.get(id(n)),
+                          hot=id(n) in self.path, state=state, group=self.column_of.get(id(n)),
                           kept=id(n) in kept_ids)
             self.cluster_end[t] = len(self.lines)  # where the step's junctions go
             self.emit("}")
@@ -1697,17 +1788,46 @@ class _Unrolled(_Drawer):
                     self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>",
                               self.output_rows(name, t), self.output_mag(name, t),
                               hot=self.output_hot(name, t),
-                              tooltip=f"output {name} at step {t}")
+                              tooltip=f"output {name} at step {t}",
+                              group=self.column_of.get(id(n)))  # straight over its op
                     top.append(oid)
+        self.same_widths(by_step)
         self.row(bottom)
         self.row(top)
+        for d, ids in init_rows.items():
+            self.n_edges += len(ids)
+            self.emit("{rank=same; " + " -> ".join(f'"{i}"' for i in ids + rows[d][:1])
+                      + " [style=invis]}")
+            rows[d] = ids + rows[d]
         for d in sorted(rows):  # row d of every step on one rank: the steps look alike
             if len(rows[d]) > 1:
                 self.emit("{rank=same; " + " ".join(f'"{i}"' for i in rows[d]) + "}")
         self.under(shared, bottom)
-        inits = [g.id(n) for n in net.init_nodes.values()]  # under the first step, too
-        step_inputs[min(kept)] = inits + step_inputs.get(min(kept), [])
+        if not self.rigid:  # the initial states under the first step
+            step_inputs[t0] = [g.id(n) for n in net.init_nodes.values()] \
+                + step_inputs.get(t0, [])
         self.ops_edges(shared, step_inputs)
+
+    def same_widths(self, by_step: dict) -> None:
+        """Each op drawn as wide in every step: as wide as the widest of its copies, by an
+        upper estimate of the labels' widths (the labels differ by their values). With every
+        step's columns in the same order, every step's cluster is then as wide as the
+        others, and its outputs stand over it as in the others."""
+        o = self.o
+        factor = (o["fontsize"] or _TITLE_PT[o["theme"]]) / 12 * o["scale"]
+        widest: dict = {}
+        drawn = []
+        for ns in by_step.values():
+            for n in ns:
+                at = self.node_at.get(self.g.id(n))
+                if at is None or n.op == "input":
+                    continue
+                key = id(n.origin) if n.origin is not None else (n.name, n.op)
+                w = _label_points(at[1], factor) + _BOX_PAD * factor
+                widest[key] = max(widest.get(key, 0.0), w)
+                drawn.append((at[0], key))
+        for k, key in drawn:
+            self.lines[k] = self.lines[k].replace(" [", f' [width="{widest[key] / 72:.3f}" ', 1)
 
     def bus_groups(self, shared: list, by_step: dict) -> dict:
         """op -> the Graphviz group it shares with the junction of the bus feeding it (the
@@ -1738,6 +1858,59 @@ class _Unrolled(_Drawer):
         groups = {k: j for k, j in groups.items() if uses[j] == 1}
         self.grouped = set(groups.values())
         return groups
+
+    def step_columns(self, t: int, levels: dict, groups: dict) -> dict:
+        """op -> the Graphviz group of its column in step ``t``, and ``levels``' rows put in
+        the columns' order (left to right).
+
+        Row by row from the bottom, an op stands in the column of its first input computed
+        in the step when that input is the column's top (the edge between them then runs
+        straight up through empty rows), unless another op of its row took it first; any
+        other op starts a column of its own, just right of its first input's column (else
+        of the column of the op left of it in its row). An op fed by a bus junction
+        (``groups``) always starts one, over its junction (above an op, the junction's edge
+        would run through it). The columns are the same in every step, each step's names its
+        own: no edge between steps is pulled straight."""
+        col: dict[int, int] = {}
+        top: dict[int, int] = {}  # column -> the id of its highest op so far
+        order: list[int] = []  # the columns left to right
+        for d in sorted(levels):
+            used: list = []
+            for n in levels[d]:
+                c = None
+                spine = next((i for i in n.inputs if id(i) in col), None)
+                if spine is not None and id(n) not in groups:
+                    sc = col[id(spine)]
+                    if top[sc] == id(spine) and sc not in used:
+                        c = sc
+                if c is None:
+                    c = len(order)
+                    after = col[id(spine)] if spine is not None else \
+                        (used[-1] if used else None)
+                    k = order.index(after) + 1 if after is not None else 0
+                    while k < len(order) and order[k] in used:  # after this row's new ones
+                        k += 1
+                    order.insert(k, c)
+                used.append(c)
+                col[id(n)] = c
+                top[c] = id(n)
+        # the state comes in on the left and leaves on the right: the columns of ops reading
+        # the previous step's values first, those of the next state last, as the edges
+        # between steps cross no column then
+        key: dict[int, int] = {}
+        for d in levels:
+            for n in levels[d]:
+                prev = any(i.op == "init" or (i.step is not None and i.step != n.step
+                                              and i.op != "input") for i in n.inputs)
+                k = 2 if n.role == "next_state" else 0 if prev else 1
+                c = col[id(n)]
+                key[c] = max(key.get(c, k), k) if k != 1 else key.get(c, 1)
+        order.sort(key=lambda c: key.get(c, 1))
+        rank = {c: k for k, c in enumerate(order)}
+        for d in levels:
+            levels[d].sort(key=lambda n: rank[col[id(n)]])
+        self.column_order[t] = [f"step{t}_col{c}" for c in order]
+        return {k: f"step{t}_col{c}" for k, c in col.items()}
 
     def step_levels(self, inner: list) -> dict:
         """The rows of one step's ops: depth -> ops left to right.
@@ -1858,6 +2031,9 @@ class _Unrolled(_Drawer):
                             self.forward_edge(g.id(i), "elided")
                 continue
             cut = self.v.is_cut(n)
+            # the op straight over its first input of the same step (one edge heavier
+            # than the others breaks dot's ties alike in every step)
+            spine = next((i for i in n.inputs if i.step == n.step and i.op != "input"), None)
             for k, i in enumerate(n.inputs):
                 label = self.derivative(i, n, k)
                 hot = self.on_path(i, n)
@@ -1869,18 +2045,23 @@ class _Unrolled(_Drawer):
                         self.forward_edge("elided", g.id(n), cut=cut)
                 elif i.op == "const" and i.step is None:
                     self.edge(f"{g.id(i)}_{g.id(n)}", g.id(n), label=label, cut=cut)
-                elif i.op == "init":
+                elif i.op == "init" and not self.rigid:
                     self.edge(g.id(i), g.id(n), "recurrent", label=label, hot=hot, cut=cut)
-                elif i.step is not None and i.step != n.step:
+                elif i.step is not None and i.step != n.step or i.op == "init":
                     self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
                 else:
-                    self.edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
+                    # heavy within a step: each step keeps the cell's own layout, which
+                    # the edges between steps cannot pull out of shape
+                    self.edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut,
+                              weight=None if i.op == "input" else 120 if i is spine else 100)
                     if i.op == "input":  # the input straight under the op reading it
                         self.n_edges += 1
                         self.emit(f'"{g.id(i)}" -> "{g.id(n)}" [style=invis weight=4]')
             for name in self.outputs_of.get(id(n), []):
+                # heavy: the output straight over the op computing it, not pulled
+                # aside by its edge to the loss
                 self.edge(g.id(n), _out_id(g.id(n), self.out_index[name]),
-                          hot=self.output_hot(name, n.step), cut=cut)
+                          hot=self.output_hot(name, n.step), cut=cut, weight=20)
         if self.elided:
             n = self.elided[1] - self.elided[0] + 1
             read = {id(i) for m in g.nodes if m.step == self.elided[0] for i in m.inputs}
@@ -1888,9 +2069,74 @@ class _Unrolled(_Drawer):
                 if id(p) in read:
                     fan.setdefault(g.id(p), []).append(
                         ("elided", f"× {n}", False, False, self.elided[0], n))
-        self.trunks(fan, step_inputs)
+        self.lowest: dict = {}  # step -> its lowest junction
+        self.trunks(fan)
+        if not self.rigid:
+            for t, ids in sorted(step_inputs.items()):  # each step's inputs under its buses
+                if t in self.lowest:
+                    self.n_edges += len(ids)
+                    for i in ids:
+                        self.emit(f'"{i}" -> "{self.lowest[t]}" [style=invis weight=0]')
+        else:
+            self.feet(step_inputs)
 
-    def trunks(self, fan: dict, step_inputs: dict) -> None:
+    def feet(self, step_inputs: dict) -> None:
+        """Each step's columns held in order: under the step's lowest junction, one
+        invisible foot per column, the feet chained left to right (heavy: the columns stand
+        as close as their nodes allow), and each column a chain from its foot up through its
+        junction and its ops. The links of the chains are drawn several times over,
+        invisibly: dot counts each crossing of each copy, so it orders every step's columns
+        as the feet stand, the pull of the edges between steps notwithstanding. Every step is
+        then the same rigid picture, its cluster as wide as the others; the step's inputs
+        (``step_inputs``: step -> ids) stand under its feet."""
+        order = self.column_order
+        members: dict = {}  # column -> its nodes, bottom to top: its junction, then its ops
+        for j, c in self.junction_group.items():
+            if j in self.junctions:
+                members.setdefault(c, []).append(j)
+        for t in order:
+            for _d, ids in sorted(self.step_rows.get(t, {}).items()):
+                for i in ids:
+                    members.setdefault(self.column_of_id[i], []).append(i)
+        feet = []
+        for t, cols in sorted(order.items()):
+            ids = [f"{c}_foot" for c in cols if c in members]
+            for c in cols:
+                if c not in members:
+                    continue
+                chain = [f"{c}_foot"] + members[c]
+                for lo, hi in zip(chain, chain[1:]):
+                    if (lo, hi) in self.drawn_links:
+                        continue  # (a parallel copy would bend the drawn edge)
+                    self.n_edges += _FOOT_COPIES
+                    for _ in range(_FOOT_COPIES):
+                        self.emit(f'"{lo}" -> "{hi}" [style=invis weight=0]')
+            if len(ids) > 1:
+                self.n_edges += len(ids) - 1
+                self.emit("{rank=same; " + " -> ".join(f'"{i}"' for i in ids)
+                          + " [style=invis weight=100]}")
+            if ids and t in self.lowest:
+                self.n_edges += 1
+                self.emit(f'"{ids[0]}" -> "{self.lowest[t]}" [style=invis weight=0]')
+            feet += ids
+            for i in step_inputs.get(t, []) if ids else []:
+                self.n_edges += 1
+                self.emit(f'"{i}" -> "{ids[0]}" [style=invis weight=0]')
+        if feet:
+            self.emit("{rank=same; " + " ".join(f'"{i}"' for i in feet) + "}")
+            ends = [(a, b) for a, b in zip(feet, feet[1:])
+                    if _step_of_foot(a) != _step_of_foot(b)]
+            if ends:  # the steps left to right in time order
+                self.n_edges += len(ends)
+                self.emit("{rank=same; edge [style=invis weight=0] "
+                          + " ".join(f'"{a}" -> "{b}";' for a, b in ends) + "}")
+            for t in sorted(order, reverse=True):  # each step's feet in its cluster
+                if t in self.cluster_end:
+                    self.lines.insert(self.cluster_end[t], "".join(
+                        "    " + _foot(f"{c}_foot", c) + "\n" for c in order[t]
+                        if c in members))
+
+    def trunks(self, fan: dict) -> None:
         """Each shared node's fan-out as a bus: one junction per step, under the step it
         feeds, the junctions joined left to right in time order, and the trunk coming up from
         the shared node once, into the first junction, labelled with the number of steps that
@@ -1901,8 +2147,7 @@ class _Unrolled(_Drawer):
         ``step`` orders the junctions (an elided run of steps sits at its first step) and
         ``steps`` is how many steps the use stands for. Each bus is one row, the rows in the
         order of the parameters' row, the first on top; each junction is in its step's
-        cluster, under the step's first row of ops, and the step's inputs (``step_inputs``:
-        step -> ids) under them all."""
+        cluster, under the step's first row of ops."""
         buses = []
         side = getattr(self, "shared_side", {})
         for src, uses in fan.items():
@@ -1927,10 +2172,11 @@ class _Unrolled(_Drawer):
                     n = max(u[5] for u in at[t])
                     what = f"steps {t} … {t + n - 1}" if n > 1 else f"step {t}"
                     j = f"{src}_fan_{t}"
+                    self.junctions.add(j)
                     self.emit(f'"{j}" ' + _attrs({
                         "shape": "point", "width": "0.09", "color": self.t["shared_edge"],
                         "tooltip": f"into {what}",
-                        "group": j if j in self.grouped else None}))
+                        "group": self.junction_group.get(j)}))
         for t in times:
             for _, src, at in buses:
                 j = f"{src}_fan_{t}"
@@ -1968,12 +2214,8 @@ class _Unrolled(_Drawer):
             if (below, above) not in drawn:  # (a second edge would bend the drawn one)
                 self.n_edges += 1
                 self.emit(f'"{below}" -> "{above}" [style=invis weight=0]')
-        for t, ids in sorted(step_inputs.items()):  # each step's inputs under its junctions
-            low = next((f"{src}_fan_{t}" for _, src, at in reversed(buses) if t in at), None)
-            if low is not None:
-                self.n_edges += len(ids)
-                for i in ids:
-                    self.emit(f'"{i}" -> "{low}" [style=invis weight=0]')
+        self.lowest = {t: next(f"{src}_fan_{t}" for _, src, at in reversed(buses) if t in at)
+                       for t in times}
 
     def fan_once(self, fan: dict) -> None:
         """Each parameter's fan-out into the step boxes (``detail="steps"``) through one
