@@ -277,3 +277,41 @@ def test_folded_cell_edge_labels_clear_every_edge(name):
                     inside = [(x, y) for x, y in _curve(other["pos"])
                               if x0 - pen < x < x1 + pen and y0 - pen < y < y1 + pen]
                     assert not inside, f"an edge runs through the label {text!r}"
+
+
+# -- the step view's buses -------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(_CELLS))
+@pytest.mark.parametrize("T", [4, 8])
+def test_the_step_view_draws_shared_weights_as_buses(name, T):
+    """In ``detail="steps"`` each shared weight runs along a bus too: one junction per step,
+    under that step's box (nearer it than its neighbours), the junctions on one row in time
+    order, each junction's edge into its own step only, and those edges crossing none of
+    another step's (drawn from one junction per weight, they fanned out across every step)."""
+    net, loss = _run(_CELLS[name](), T)
+    layout = _layout(ug.render(net, loss=loss, detail="steps", values=False))
+    names = {o["_gvid"]: o["name"] for o in layout["objects"]}
+    pos = {o["name"]: tuple(float(v) for v in o["pos"].split(","))
+           for o in layout["objects"] if "pos" in o}
+    centre = [pos[f"step_{t}"][0] for t in range(T)]
+    reads, rows = [], {}
+    for e in layout["edges"]:
+        a, b = names[e["tail"]], names[e["head"]]
+        if "_fan" in a and "_fan" not in b and e.get("style") != "invis":
+            reads.append((a, b, _curve(e["pos"])))
+    assert len(reads) == T * len(net.param_nodes)
+    for a, b, _ in reads:
+        t = int(a.rsplit("_", 1)[1])
+        assert b == f"step_{t}", f"{a} feeds {b}"
+        x, y = pos[a]
+        left = (centre[t - 1] + centre[t]) / 2 if t > 0 else -np.inf
+        right = (centre[t] + centre[t + 1]) / 2 if t + 1 < T else np.inf
+        assert left <= x <= right, f"{a} at x={x} not under step {t} {left, right}"
+        rows.setdefault(a.rsplit("_fan", 1)[0], []).append((t, x, round(y)))
+    for src, js in rows.items():
+        js.sort()
+        assert len({y for _, _, y in js}) == 1, src
+        assert [x for _, x, _ in js] == sorted(x for _, x, _ in js), src
+    for i, (a, b, c) in enumerate(reads):
+        for a2, b2, c2 in reads[i + 1:]:
+            if b != b2:
+                assert not _cross(c, c2), f"{a} -> {b} crosses {a2} -> {b2}"

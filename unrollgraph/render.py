@@ -2182,7 +2182,8 @@ class _Unrolled(_Drawer):
                 j = f"{src}_fan_{t}"
                 for dst, label, hot, cut, _, _ in at.get(t, []):
                     # heavy: the junction straight under the op it feeds
-                    self.edge(j, dst, "shared", label=label, hot=hot, cut=cut, weight=50)
+                    self.edge(j, dst, "shared", label=label, hot=hot, cut=cut,
+                              weight=getattr(self, "read_weight", 50))
         rows = []
         for _, src, at in buses:
             ts = sorted(at)
@@ -2217,28 +2218,6 @@ class _Unrolled(_Drawer):
         self.lowest = {t: next(f"{src}_fan_{t}" for _, src, at in reversed(buses) if t in at)
                        for t in times}
 
-    def fan_once(self, fan: dict) -> None:
-        """Each parameter's fan-out into the step boxes (``detail="steps"``) through one
-        trunk: one edge to a junction, labelled × T, then one short edge per step box."""
-        junctions = []
-        for src, uses in fan.items():
-            if len(uses) < 2:
-                for dst, label, hot, cut, _, _ in uses:
-                    self.edge(src, dst, "shared", label=label, hot=hot, cut=cut)
-                continue
-            j = f"{src}_fan"
-            junctions.append(j)
-            self.n_nodes += 1
-            self.emit(f'"{j}" ' + _attrs({"shape": "point", "width": "0.09",
-                                          "color": self.t["shared_edge"],
-                                          "tooltip": f"read by {len(uses)} steps"}))
-            self.edge(src, j, "trunk", label=f"× {len(uses)}", hot=any(u[2] for u in uses),
-                      arrow=False)
-            for dst, label, hot, cut, _, _ in uses:
-                self.edge(j, dst, "shared", label=label, hot=hot, cut=cut)
-        if junctions:  # the junctions in one row, just over the parameters
-            self.emit("{rank=same; " + " ".join(f'"{j}"' for j in junctions) + "}")
-
     def on_path(self, a: Node, b: Node) -> bool:
         return id(a) in self.path and id(b) in self.path
 
@@ -2261,8 +2240,10 @@ class _Unrolled(_Drawer):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
             for ns in net.input_nodes.values():
                 n = ns[t]
+                first = ns is next(iter(net.input_nodes.values()))
                 self.node(g.id(n), "input", self.title(n, True), self.rows(n),
-                          _mag(self.grad(n)), cut=cut)
+                          _mag(self.grad(n)), cut=cut,  # the first straight under its step
+                          group=f"step_{t}" if first else None)
                 bottom.append(g.id(n))
             rows = []
             for s in states:
@@ -2274,7 +2255,7 @@ class _Unrolled(_Drawer):
                 if self.show_grads() and gt:
                     rows.append(f"∂{self.loss_sym()}/∂{_hn(s)} = {_h(gt)}")
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
-                      state=True, tooltip=f"{net.cell.name} at step {t}",
+                      state=True, tooltip=f"{net.cell.name} at step {t}", group=f"step_{t}",
                       kept=t in kept_steps(net))  # checkpoint=: the run kept its state
             middle.append(f"step_{t}")
             for name, ns in net.output_nodes.items():
@@ -2286,7 +2267,7 @@ class _Unrolled(_Drawer):
                 top.append(oid)
         self.row(bottom)
         self.row(top)
-        self.under(shared, bottom)
+        self.under(shared, bottom[:1])  # under the first step: the trunks come in from the left
         self.emit("{rank=same; " + " ".join(f'"{m}"' for m in middle) + "}")
         label = ", ".join(_hn(s) for s in states)
         param_name = {id(q): k for k, q in net.param_nodes.items()}
@@ -2307,7 +2288,18 @@ class _Unrolled(_Drawer):
                 self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
             for name, ns in net.output_nodes.items():
                 self.edge(f"step_{t}", _out_id(g.id(ns[t]), self.out_index[name]), cut=cut)
-        self.fan_once(fan)
+        # each parameter's bus, as in the op-level views: a junction under every step box,
+        # the junctions joined in time order, the trunk (× T) into the first
+        self.first_row = {0: ["step_0"]}
+        self.cluster_end, self.junction_group, self.junctions = {}, {}, set()
+        self.lowest = {}
+        self.read_weight = 400  # several junctions under each box, each pulled under it
+        self.trunks(fan)
+        for t in range(T):  # each step's inputs under its junctions
+            if t in self.lowest:
+                for ns in net.input_nodes.values():
+                    self.n_edges += 1
+                    self.emit(f'"{g.id(ns[t])}" -> "{self.lowest[t]}" [style=invis weight=0]')
 
     # loss
     def draw_loss(self) -> None:
