@@ -2,6 +2,7 @@
 views (every step laid out alike, rows aligned, edges only where values flow)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -315,3 +316,53 @@ def test_the_step_view_draws_shared_weights_as_buses(name, T):
         for a2, b2, c2 in reads[i + 1:]:
             if b != b2:
                 assert not _cross(c, c2), f"{a} -> {b} crosses {a2} -> {b2}"
+
+
+# -- the legend --------------------------------------------------------------------------------
+def _rnn_textbook(theme, T=4, **kw):
+    net, loss = _run(ug.nn.RNNCell(2, 2, seed=0), T)
+    return net, _layout(ug.render(net, loss=loss, detail="textbook", theme=theme, **kw))
+
+
+@pytest.mark.parametrize("theme", ["print", "light"])
+def test_textbook_kinds_differ_in_greyscale(theme):
+    """Where every value is an oval, input, state, output and the loss's parts still differ in
+    what greyscale keeps (shape, number of borders, border width), and the legend names each
+    kind in different words (in print they all read "oval", in black)."""
+    net, layout = _rnn_textbook(theme)
+    g = net.graph
+    objs = {o["name"]: o for o in layout["objects"]}
+    ids = {
+        "input": [g.id(n) for n in net.input_nodes["x"]],
+        "state": [g.id(n) for n in net.state_nodes["h"]],
+        "output": [f"{g.id(n)}_out0" for n in net.output_nodes["y"]],
+        "part": [f"loss_{t}" for t in range(4)],
+    }
+    looks = {kind: {(objs[i]["shape"], objs[i].get("peripheries", "1"),
+                     float(objs[i].get("penwidth", 1))) for i in nids}
+             for kind, nids in ids.items()}
+    kinds = sorted(looks)
+    for a in kinds:
+        for b in kinds:
+            if a < b:
+                assert not looks[a] & looks[b], (a, b, looks[a])
+    legend = objs["legend"]["label"]
+    words = re.findall(r"<b>([^<]*)</b></font></td><td[^>]*><font[^>]*>(input|state|output|"
+                       r"the loss\S* part from step t)( \(|</font>)", legend)
+    assert len(words) == 4 and len({w[0] for w in words}) == 4, words
+
+
+@pytest.mark.parametrize("T,folded", [(4, False), (6, False), (4, True)])
+def test_the_legend_stands_under_the_middle_of_the_picture(T, folded):
+    """The legend stands under the unrolled picture's middle, not in one corner leaving the
+    other empty."""
+    net, layout = _rnn_textbook("print", T, folded=folded)
+    g = net.graph
+    pos = {o["name"]: tuple(float(v) for v in o["pos"].split(","))
+           for o in layout["objects"] if "pos" in o}
+    xs = [pos[g.id(n)][0] for n in net.input_nodes["x"]]
+    legend = next(o for o in layout["objects"] if o["name"] == "legend")
+    width = float(legend["width"]) * 72
+    x = pos["legend"][0]
+    assert abs(x - (xs[0] + xs[-1]) / 2) <= 0.1 * (xs[-1] - xs[0]), (x, xs)
+    assert width >= 0.5 * (xs[-1] - xs[0])  # wide and short, in columns, under a wide picture

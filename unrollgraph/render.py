@@ -125,7 +125,7 @@ _SHAPES = {
     "param": ("cylinder", ""), "input": ("invhouse", ""), "leaf": ("ellipse", ""),
     "state": ("ellipse", ""), "next_state": ("box", "rounded"), "output": ("house", ""),
     "op": ("box", "rounded"), "shared": ("box", ""), "const": ("box", "rounded"),
-    "call": ("box3d", ""), "loss": ("doubleoctagon", ""), "part": ("ellipse", ""),
+    "call": ("box3d", ""), "loss": ("doubleoctagon", ""), "part": ("octagon", ""),
     "elide": ("box", "rounded,bold"),
     "step": ("box", "rounded"), "mask": ("box", "rounded"),
 }
@@ -135,6 +135,7 @@ _WORDS = {
     "cylinder": "cylinder", "invhouse": "pentagon, point down", "house": "pentagon, point up",
     "ellipse": "oval", "circle": "circle", "doublecircle": "double circle",
     "doubleoctagon": "double octagon", "box3d": "3-D box", "square": "square", "point": "dot",
+    "octagon": "octagon",
 }
 
 
@@ -144,6 +145,8 @@ def _shape_words(shape: str, style: str = "") -> str:
         words = "rounded box" if "rounded" in style else "square-cornered box"
     else:
         words = _WORDS.get(shape, shape)
+    if "double" in style:  # (not Graphviz's: a second border, peripheries=2)
+        words = "double " + words
     if "bold" in style:
         words = "thick " + words
     return words
@@ -913,9 +916,15 @@ class _Drawer:
         self.kinds_used.add(kind)
         kind_shape, extra = _SHAPES[kind]
         shape = shape or kind_shape
+        # where every value is an oval (the textbook view), the kinds differ in their border
+        # too, so that they are told apart in greyscale: a state's is thick, an output's
+        # double (an input's thin, a loss's part is an octagon)
+        double = shape == "ellipse" and kind == "output"
+        marks = extra + (",double" if double else "") + \
+            (",bold" if state and shape == "ellipse" else "")
         drawn = self.legend_shapes.setdefault(kind, [])
-        if (shape, extra) not in drawn:
-            drawn.append((shape, extra))
+        if (shape, marks) not in drawn:
+            drawn.append((shape, marks))
         styles = [s for s in extra.split(",") if s] + ["filled"]
         border = t["state"] if state else t[kind if kind in t else "op"]
         fill, font = t["nofill"], t["font"]
@@ -941,6 +950,7 @@ class _Drawer:
             "label": _label(title, rows, font if font != t["font"] else None),
             "tooltip": tooltip,
             "group": group,
+            "peripheries": "2" if double else None,
         }
         if kind == "const":
             attrs.update(margin="0.02,0.02", height="0.25", width="0.3")
@@ -1182,10 +1192,8 @@ class _Drawer:
                 words = " or ".join(dict.fromkeys(_shape_words(*d) for d in drawn))
             # the shape in words, in the colour it is drawn in: a swatch box would show
             # every kind as the same rectangle
-            rows.append(
-                f'<tr><td align="right">{_font(words, 9, colour, bold=True)}</td>'
-                f'<td align="left">{_font(names[kind], 9)}</td></tr>'
-            )
+            rows.append((f'<td align="right">{_font(words, 9, colour, bold=True)}</td>',
+                         f'<td align="left">{_font(names[kind], 9)}</td>'))
         edge_names = {
             "trunk": ("━━", t["shared_edge"],
                       "a shared weight's trunk and bus: × T steps read it"),
@@ -1197,25 +1205,32 @@ class _Drawer:
         }
         for kind, (sym, colour, text) in edge_names.items():
             if kind in self.edges_used:
-                rows.append(
-                    f'<tr><td>{_font(sym, None, colour, bold=True)}</td>'
-                    f'<td align="left">{_font(text, 9)}</td></tr>'
-                )
+                rows.append((f'<td>{_font(sym, None, colour, bold=True)}</td>',
+                             f'<td align="left">{_font(text, 9)}</td>'))
         for left, right in extra_rows:
-            rows.append(f'<tr><td>{_font(left, 10)}</td><td align="left">'
-                        f'{_font(right, 9)}</td></tr>')
+            rows.append((f'<td>{_font(left, 10) or " "}</td>',
+                         f'<td align="left">{_font(right, 9) or " "}</td>'))
+        # in several columns side by side under a wide picture: no empty corner beside it
+        k = max(1, min(getattr(self, "legend_columns", 1), len(rows)))
+        per = -(-len(rows) // k)
+        cols = [rows[i * per:(i + 1) * per] for i in range(k)]
+        lines = []
+        for i in range(per):
+            cells = [c[i] if i < len(c) else ("<td> </td>", "<td> </td>") for c in cols]
+            lines.append("<tr>" + "<td> </td>".join(a + b for a, b in cells) + "</tr>")
+        span = 3 * k - 1
         table = (
             f'<table border="1" cellborder="0" cellspacing="2" cellpadding="2" '
             f'color="{t["cluster"]}" bgcolor="{t["bg"]}">'
-            f'<tr><td colspan="2"><font point-size="10"><b>legend</b></font></td></tr>'
-            + "".join(rows)
+            f'<tr><td colspan="{span}"><font point-size="10"><b>legend</b></font></td></tr>'
+            + "".join(lines)
         )
         if self.show_grads() and self.scale is not None and not self.scale.empty:
-            table += self.colour_bar()
+            table += self.colour_bar(span)
         table += "</table>"
         self.emit(f'"legend" {_attrs({"shape": "plain", "label": _Html(table)})}')
 
-    def colour_bar(self) -> str:
+    def colour_bar(self, span: int = 2) -> str:
         s = self.scale
         ticks = s.ticks()
         cells = "".join(
@@ -1224,9 +1239,9 @@ class _Drawer:
         labels = "".join(f'<td><font point-size="7">{_num(10.0 ** k)}</font></td>'
                          for k in ticks)
         return (
-            '<tr><td colspan="2"><font point-size="9">gradient norm ‖∇‖ (log scale)</font>'
-            "</td></tr>"
-            f'<tr><td colspan="2"><table border="0" cellspacing="0" cellpadding="1">'
+            f'<tr><td colspan="{span}"><font point-size="9">gradient norm ‖∇‖ (log scale)'
+            "</font></td></tr>"
+            f'<tr><td colspan="{span}"><table border="0" cellspacing="0" cellpadding="1">'
             f'<tr><td bgcolor="{self.t["zero"]}" border="1" width="14"> </td>{cells}</tr>'
             f'<tr><td><font point-size="7">0</font></td>{labels}</tr></table></td></tr>'
         )
