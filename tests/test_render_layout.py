@@ -366,3 +366,24 @@ def test_the_legend_stands_under_the_middle_of_the_picture(T, folded):
     x = pos["legend"][0]
     assert abs(x - (xs[0] + xs[-1]) / 2) <= 0.1 * (xs[-1] - xs[0]), (x, xs)
     assert width >= 0.5 * (xs[-1] - xs[0])  # wide and short, in columns, under a wide picture
+
+
+# -- two pictures in one figure ----------------------------------------------------------------
+@pytest.mark.parametrize("detail", ["textbook"])
+def test_stacked_pictures_have_steps_as_wide_as_each_other(detail):
+    """Full over truncated BPTT: the truncated picture's values show less, but each of its
+    steps is as wide as the full picture's, so step t of the one stands as far from step 0
+    as step t of the other (the rows of different widths drifted apart step by step)."""
+    full, loss = _run(ug.nn.RNNCell(2, 2, seed=0), 8)
+    cut = ug.unroll(ug.nn.RNNCell(2, 2, seed=0), steps=8, truncate=3)
+    outs, _ = cut(np.random.default_rng(0).standard_normal((8, 2, 2)))
+    loss_c = (outs * outs).sum()
+    loss_c.backward()
+    fig = ug.render_side_by_side(full, cut, labels=("full", "cut"), loss=(loss, loss_c),
+                                 detail=detail, values=False, direction="vertical")
+    pos = {o["name"]: tuple(float(v) for v in o["pos"].split(","))
+           for o in _layout(fig)["objects"] if "pos" in o}
+    xs = [[pos[f"s{k}_{net.graph.id(n)}"][0] for n in net.input_nodes["x"]]
+          for k, net in enumerate((full, cut))]
+    for t in range(8):
+        assert abs((xs[0][t] - xs[0][0]) - (xs[1][t] - xs[1][0])) <= 10, (t, xs)

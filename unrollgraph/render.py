@@ -455,11 +455,16 @@ def _build(obj, options: dict) -> tuple[str, list[str]]:
     return name, lines
 
 
-def _build_scaled(obj, options: dict):
-    """The drawing's name, its DOT lines sized for the theme, and its gradient scale."""
+def _build_scaled(obj, options: dict, drawers: list | None = None, legend_columns: int = 3):
+    """The drawing's name, its DOT lines sized for the theme, and its gradient scale (the
+    drawer that made them is appended to ``drawers`` when given; its legend in at most
+    ``legend_columns`` columns)."""
     opts = _options(options)
     drawer = _drawer(obj, opts)
+    drawer.legend_cap = legend_columns
     lines = drawer.build()
+    if drawers is not None:
+        drawers.append(drawer)
     note = _derivatives_note(drawer) if opts["derivatives"] else None
     if note is not None:
         lines = list(lines) + [note]
@@ -2446,9 +2451,10 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
             shared = (min(r[0] for r in ends), max(r[1] for r in ends))
             for o in opts:
                 o["color_scale"] = shared
-    body, scale, ends_of = [], None, []
+    body, scale, ends_of, drawers = [], None, [], []
     for k, (x, o, label) in enumerate(zip((a, b), opts, labels)):
-        _, lines, sc = _build_scaled(x, o)
+        # (two legends side by side under the pictures: each in at most two columns)
+        _, lines, sc = _build_scaled(x, o, drawers, legend_columns=2)
         scale = scale or sc
         head = [line for line in lines if line.lstrip().startswith(("graph [", "node [",
                                                                      "edge ["))]
@@ -2485,8 +2491,17 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         (a_src, a_snk), (b_src, b_snk) = ends_of
         # one edge is enough to rank them; more would pull the pictures' rows out of order
         lower, upper = (b_snk, a_src) if rankdir == "BT" else (a_snk, b_src)
+        # step t of the one straight over step t of the other: from the top of each of the
+        # lower picture's columns to the bottom of the upper's, heavy
+        cols = [_columns(d, k, body) for k, d in enumerate(drawers)]
+        pairs = [(cols[1][t][1], cols[0][t][0]) if rankdir == "BT" else
+                 (cols[0][t][1], cols[1][t][0]) for t in sorted(set(cols[0]) & set(cols[1]))]
         if lower and upper:
             body.append(f'  "{lower[0]}" -> "{upper[len(upper) // 2]}" [style=invis]\n')
+        for lo, hi in pairs:  # (ranked by the one edge above: these only pull sideways)
+            body.append(f'  "{lo}" -> "{hi}" [style=invis weight=10 constraint=false]\n')
+        _same_widths(drawers, body)  # and each column as wide in both
+
         # both legends in a row of their own under the pictures (on the lower picture's
         # bottom row, their height would pull that row away from the rest)
         bottom = b_src if rankdir == "BT" else b_snk
@@ -2496,9 +2511,75 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                     a_, b_ = (f"s{k}_legend", bottom[-1])
                     body.append(f'  "{a_}" -> "{b_}" [style=invis]\n' if rankdir == "BT"
                                 else f'  "{b_}" -> "{a_}" [style=invis]\n')
+    elif direction == "horizontal":
+        # each row of the one level with the same row of the other: step by step, the
+        # bottom and top of every column (the first step both draw)
+        cols = [_columns(d, k, body) for k, d in enumerate(drawers)]
+        common = sorted(set(cols[0]) & set(cols[1]))
+        if common:
+            t = common[0]
+            for j in range(2):
+                body.append(f'  {{rank=same; "{cols[0][t][j]}" "{cols[1][t][j]}"}}\n')
     diagram = _diagram_class()(name="unrollgraph", body=body)
     diagram.color_scale = scale.range if scale is not None else None
     return diagram
+
+
+def _same_widths(drawers: list, body: list) -> None:
+    """The values of step t of both pictures of a side-by-side figure drawn as wide (as the
+    wider of the two, by an upper estimate of their labels), so that the columns of the one
+    are as wide as the other's and stand over them."""
+    nets = [getattr(d, "net", None) for d in drawers]
+    if None in nets or nets[0].steps != nets[1].steps:
+        return
+    keys = [[d.g.id(n.init_nodes[s]) for d, n in zip(drawers, nets)]
+            for s in nets[0].init_nodes if s in nets[1].init_nodes]  # a value: its two ids
+    for t in range(nets[0].steps):
+        for kind in ("input_nodes", "state_nodes", "output_nodes"):
+            for name in getattr(nets[0], kind):
+                if name not in getattr(nets[1], kind):
+                    continue
+                ids = [d.g.id(getattr(n, kind)[name][t]) for d, n in zip(drawers, nets)]
+                if kind == "output_nodes":
+                    ids = [_out_id(i, d.out_index[name]) for i, d in zip(ids, drawers)]
+                keys.append(ids)
+        keys += [[f"loss_{t}", f"loss_{t}"], [f"step_{t}", f"step_{t}"]]
+    factor = [(d.o["fontsize"] or _TITLE_PT[d.o["theme"]]) / 12 * d.o["scale"]
+              for d in drawers]
+    where = {}
+    for i, line in enumerate(body):
+        m = _NODE.match(line)
+        if m:
+            where[m.group(1)] = i
+    for ids in keys:
+        drawn = [d.node_at.get(i) for d, i in zip(drawers, ids)]
+        if None in drawn or any(f"s{k}_{i}" not in where for k, i in enumerate(ids)):
+            continue
+        # an oval is about its text times √2 wide, and its margins: an upper bound
+        w = max(_label_points(at[1], f) for at, f in zip(drawn, factor)) * 1.6 + 30
+        for k, i in enumerate(ids):
+            j = where[f"s{k}_{i}"]
+            body[j] = body[j].replace(" [", f' [width="{w / 72:.3f}" ', 1)
+
+
+def _columns(drawer, k: int, body: list) -> dict:
+    """step -> the ids (in picture ``k`` of a side-by-side figure) of the bottom and the top
+    node drawn in that step's column: its first input, and its part of the loss or else its
+    first output. Only the steps an unrolled net's picture draws both of."""
+    net = getattr(drawer, "net", None)
+    if net is None or not net.input_nodes or not net.output_nodes:
+        return {}
+    drawn = {m.group(1) for line in body if (m := _NODE.match(line))}
+    g, out = drawer.g, {}
+    name, ns = next(iter(net.output_nodes.items()))
+    j = drawer.out_index[name]
+    for t, x in enumerate(next(iter(net.input_nodes.values()))):
+        lo = f"s{k}_{g.id(x)}"
+        hi = next((f"s{k}_{c}" for c in (f"loss_{t}", _out_id(g.id(ns[t]), j))
+                   if f"s{k}_{c}" in drawn), None)
+        if lo in drawn and hi is not None:
+            out[t] = (lo, hi)
+    return out
 
 
 _EDGE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" -> "((?:[^"\\]|\\.)*)"(.*)$')

@@ -380,7 +380,8 @@ class Textbook(_Unrolled):
     def legend(self, extra_rows=()) -> None:
         # as many columns as the picture is wide enough for, under its middle
         drawn = len(self.kept) + bool(self.elided) + bool(self.o["folded"])
-        self.legend_columns = 1 if drawn < 3 else 2 if drawn < 6 else 3
+        self.legend_columns = min(1 if drawn < 3 else 2 if drawn < 6 else 3,
+                                  getattr(self, "legend_cap", 3))
         super().legend(extra_rows)
         bottom = getattr(self, "bottom", None)
         if self.o["legend"] and bottom:  # under the bottom row: no edge bends round it
