@@ -2508,7 +2508,7 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         if bottom:
             for k in range(2):
                 if any(line.lstrip().startswith(f'"s{k}_legend" [') for line in body):
-                    a_, b_ = (f"s{k}_legend", bottom[-1])
+                    a_, b_ = (f"s{k}_legend", bottom[len(bottom) // 2])  # (under the middle)
                     body.append(f'  "{a_}" -> "{b_}" [style=invis]\n' if rankdir == "BT"
                                 else f'  "{b_}" -> "{a_}" [style=invis]\n')
     elif direction == "horizontal":
