@@ -387,3 +387,28 @@ def test_stacked_pictures_have_steps_as_wide_as_each_other(detail):
           for k, net in enumerate((full, cut))]
     for t in range(8):
         assert abs((xs[0][t] - xs[0][0]) - (xs[1][t] - xs[1][0])) <= 10, (t, xs)
+
+
+# -- the stepper's picture ---------------------------------------------------------------------
+def _stepper_cases():
+    x = ug.tensor(0.5, requires_grad=True, name="x")
+    w = ug.tensor(1.5, requires_grad=True, name="w")
+    a = ug.tensor(2.0, requires_grad=True, name="a")
+    b = ug.tensor(2.0, requires_grad=True, name="b")
+    return [ug.tanh(x * x + w * x), (a * b) * (a * b), x * x * x]
+
+
+@pytest.mark.parametrize("k", range(3))
+def test_the_stepper_keeps_the_gradient_labels_apart(k):
+    """Two edges into one node carrying the same gradient (``x * x``: both slots get the
+    same number) have their labels side by side; they stand apart by at least the width of
+    two characters, not touching as they did."""
+    from unrollgraph.html import _diagram
+
+    layout = _layout(_diagram(ug.explain(_stepper_cases()[k]), "p"))
+    boxes = [b for e in layout["edges"] for b in _text_boxes(e.get("_ldraw_", []))]
+    assert len(boxes) >= 3
+    for i, (t1, *a) in enumerate(boxes):
+        for t2, *b in boxes[i + 1:]:
+            gap = max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
+            assert gap >= 18, (t1, t2, gap)
