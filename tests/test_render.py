@@ -142,11 +142,16 @@ def test_steps_detail_one_box_per_step():
     text = ug.to_dot(net, detail="steps", contributions=True)
     assert all(f'"step_{t}" [' in text for t in range(T))
     pid = net.graph.id(net.param_nodes["weight_hh"])
-    # one trunk (× T) to a junction, then one edge per step
+    # one trunk (× T) into its bus: a junction per step joined in time order, and from each
+    # junction one edge into its own step
     (trunk,) = [e for e in _edges(text) if e[0] == pid and "invis" not in e[2]]
-    assert trunk[1] == pid + "_fan" and f"× {T}<" in trunk[2]
-    fan = [e for e in _edges(text) if e[0] == pid + "_fan"]
-    assert sorted(b for _, b, _ in fan) == sorted(f"step_{t}" for t in range(T))
+    assert trunk[1] == pid + "_fan_0" and f"× {T}<" in trunk[2]
+    bus = [(a, b) for a, b, _ in _edges(text) if a.startswith(pid + "_fan_")
+           and b.startswith(pid + "_fan_")]
+    assert sorted(bus) == sorted((f"{pid}_fan_{t}", f"{pid}_fan_{t + 1}") for t in range(T - 1))
+    for t in range(T):
+        fan = [e for e in _edges(text) if e[0] == f"{pid}_fan_{t}" and "_fan_" not in e[1]]
+        assert [b for _, b, _ in fan] == [f"step_{t}"] and "dashed" in fan[0][2]
     assert "t = 0: ‖∇‖" in text
 
 
@@ -496,8 +501,8 @@ def test_steps_detail_guard_counts_nodes_not_steps():
     assert m and "detail='elide'" in msg
     n, e = int(m.group(1)), int(m.group(2))
     text = ug.to_dot(net, loss=loss, detail="steps", max_nodes=n)
-    # 1000 boxes, inputs, outputs; 4 params, their 4 trunk junctions, h0, loss
-    assert _count_drawn(text) == n == 3 * T + 10
+    # 1000 boxes, inputs, outputs; 4 params and their buses (a junction per step), h0, loss
+    assert _count_drawn(text) == n == 3 * T + 4 + 4 * T + 2
     chains = [line for line in text.splitlines() if line.strip().startswith("{rank=same;")]
     assert len(_edges(text)) + sum(line.count(" -> ") for line in chains) == e
 

@@ -2,6 +2,7 @@
 views (every step laid out alike, rows aligned, edges only where values flow)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -86,6 +87,38 @@ def test_every_step_of_the_ops_view_is_laid_out_alike(name, T, lengths):
             key = index.get(id(n.origin), (n.name, n.op))
             heights.setdefault(key, set()).add(round(pos[g.id(n)][1]))
     assert all(len(h) == 1 for h in heights.values())
+
+
+def _clusters(layout) -> dict:
+    """step -> its cluster's box ``(x0, y0, x1, y1)``."""
+    return {int(o["name"].rsplit("_", 1)[1]): tuple(float(v) for v in o["bb"].split(","))
+            for o in layout["objects"] if o["name"].startswith("cluster_step_")}
+
+
+@pytest.mark.parametrize("name", sorted(_CELLS))
+@pytest.mark.parametrize("T,values", [(3, False), (6, False), (4, True)])
+def test_every_step_of_the_ops_view_is_as_wide_with_its_outputs_over_it(name, T, values):
+    """Every step's cluster is as wide as the others (the values in the labels differ) and
+    each output stands straight over the op computing it, at the same place over its step
+    as every other step's (the outputs were pulled towards the loss, off their steps)."""
+    net, loss = _run(_CELLS[name](), T)
+    layout = _layout(ug.render(net, loss=loss, detail="ops", values=values))
+    boxes = _clusters(layout)
+    assert sorted(boxes) == list(range(T))
+    widths = [x1 - x0 for x0, _, x1, _ in boxes.values()]
+    assert max(widths) - min(widths) <= 1, widths
+    pos = {o["name"]: tuple(float(v) for v in o["pos"].split(","))
+           for o in layout["objects"] if "pos" in o}
+    g = net.graph
+    for k, (out, ns) in enumerate(net.output_nodes.items()):
+        offsets = []
+        for t, n in enumerate(ns):
+            x, _ = pos[f"{g.id(n)}_out{k}"]
+            x0, _, x1, _ = boxes[t]
+            assert abs(x - pos[g.id(n)][0]) <= 1, (out, t)  # over the op computing it
+            assert x0 <= x <= x1, (out, t)  # over its own step
+            offsets.append(x - x0)
+        assert max(offsets) - min(offsets) <= 1, (out, offsets)
 
 
 def test_the_elided_ops_view_draws_its_kept_steps_alike():
@@ -245,3 +278,137 @@ def test_folded_cell_edge_labels_clear_every_edge(name):
                     inside = [(x, y) for x, y in _curve(other["pos"])
                               if x0 - pen < x < x1 + pen and y0 - pen < y < y1 + pen]
                     assert not inside, f"an edge runs through the label {text!r}"
+
+
+# -- the step view's buses -------------------------------------------------------------------
+@pytest.mark.parametrize("name", sorted(_CELLS))
+@pytest.mark.parametrize("T", [4, 8])
+def test_the_step_view_draws_shared_weights_as_buses(name, T):
+    """In ``detail="steps"`` each shared weight runs along a bus too: one junction per step,
+    under that step's box (nearer it than its neighbours), the junctions on one row in time
+    order, each junction's edge into its own step only, and those edges crossing none of
+    another step's (drawn from one junction per weight, they fanned out across every step)."""
+    net, loss = _run(_CELLS[name](), T)
+    layout = _layout(ug.render(net, loss=loss, detail="steps", values=False))
+    names = {o["_gvid"]: o["name"] for o in layout["objects"]}
+    pos = {o["name"]: tuple(float(v) for v in o["pos"].split(","))
+           for o in layout["objects"] if "pos" in o}
+    centre = [pos[f"step_{t}"][0] for t in range(T)]
+    reads, rows = [], {}
+    for e in layout["edges"]:
+        a, b = names[e["tail"]], names[e["head"]]
+        if "_fan" in a and "_fan" not in b and e.get("style") != "invis":
+            reads.append((a, b, _curve(e["pos"])))
+    assert len(reads) == T * len(net.param_nodes)
+    for a, b, _ in reads:
+        t = int(a.rsplit("_", 1)[1])
+        assert b == f"step_{t}", f"{a} feeds {b}"
+        x, y = pos[a]
+        left = (centre[t - 1] + centre[t]) / 2 if t > 0 else -np.inf
+        right = (centre[t] + centre[t + 1]) / 2 if t + 1 < T else np.inf
+        assert left <= x <= right, f"{a} at x={x} not under step {t} {left, right}"
+        rows.setdefault(a.rsplit("_fan", 1)[0], []).append((t, x, round(y)))
+    for src, js in rows.items():
+        js.sort()
+        assert len({y for _, _, y in js}) == 1, src
+        assert [x for _, x, _ in js] == sorted(x for _, x, _ in js), src
+    for i, (a, b, c) in enumerate(reads):
+        for a2, b2, c2 in reads[i + 1:]:
+            if b != b2:
+                assert not _cross(c, c2), f"{a} -> {b} crosses {a2} -> {b2}"
+
+
+# -- the legend --------------------------------------------------------------------------------
+def _rnn_textbook(theme, T=4, **kw):
+    net, loss = _run(ug.nn.RNNCell(2, 2, seed=0), T)
+    return net, _layout(ug.render(net, loss=loss, detail="textbook", theme=theme, **kw))
+
+
+@pytest.mark.parametrize("theme", ["print", "light"])
+def test_textbook_kinds_differ_in_greyscale(theme):
+    """Where every value is an oval, input, state, output and the loss's parts still differ in
+    what greyscale keeps (shape, number of borders, border width), and the legend names each
+    kind in different words (in print they all read "oval", in black)."""
+    net, layout = _rnn_textbook(theme)
+    g = net.graph
+    objs = {o["name"]: o for o in layout["objects"]}
+    ids = {
+        "input": [g.id(n) for n in net.input_nodes["x"]],
+        "state": [g.id(n) for n in net.state_nodes["h"]],
+        "output": [f"{g.id(n)}_out0" for n in net.output_nodes["y"]],
+        "part": [f"loss_{t}" for t in range(4)],
+    }
+    looks = {kind: {(objs[i]["shape"], objs[i].get("peripheries", "1"),
+                     float(objs[i].get("penwidth", 1))) for i in nids}
+             for kind, nids in ids.items()}
+    kinds = sorted(looks)
+    for a in kinds:
+        for b in kinds:
+            if a < b:
+                assert not looks[a] & looks[b], (a, b, looks[a])
+    legend = objs["legend"]["label"]
+    words = re.findall(r"<b>([^<]*)</b></font></td><td[^>]*><font[^>]*>(input|state|output|"
+                       r"the loss\S* part from step t)( \(|</font>)", legend)
+    assert len(words) == 4 and len({w[0] for w in words}) == 4, words
+
+
+@pytest.mark.parametrize("T,folded", [(4, False), (6, False), (4, True)])
+def test_the_legend_stands_under_the_middle_of_the_picture(T, folded):
+    """The legend stands under the unrolled picture's middle, not in one corner leaving the
+    other empty."""
+    net, layout = _rnn_textbook("print", T, folded=folded)
+    g = net.graph
+    pos = {o["name"]: tuple(float(v) for v in o["pos"].split(","))
+           for o in layout["objects"] if "pos" in o}
+    xs = [pos[g.id(n)][0] for n in net.input_nodes["x"]]
+    legend = next(o for o in layout["objects"] if o["name"] == "legend")
+    width = float(legend["width"]) * 72
+    x = pos["legend"][0]
+    assert abs(x - (xs[0] + xs[-1]) / 2) <= 0.1 * (xs[-1] - xs[0]), (x, xs)
+    assert width >= 0.5 * (xs[-1] - xs[0])  # wide and short, in columns, under a wide picture
+
+
+# -- two pictures in one figure ----------------------------------------------------------------
+@pytest.mark.parametrize("detail", ["textbook"])
+def test_stacked_pictures_have_steps_as_wide_as_each_other(detail):
+    """Full over truncated BPTT: the truncated picture's values show less, but each of its
+    steps is as wide as the full picture's, so step t of the one stands as far from step 0
+    as step t of the other (the rows of different widths drifted apart step by step)."""
+    full, loss = _run(ug.nn.RNNCell(2, 2, seed=0), 8)
+    cut = ug.unroll(ug.nn.RNNCell(2, 2, seed=0), steps=8, truncate=3)
+    outs, _ = cut(np.random.default_rng(0).standard_normal((8, 2, 2)))
+    loss_c = (outs * outs).sum()
+    loss_c.backward()
+    fig = ug.render_side_by_side(full, cut, labels=("full", "cut"), loss=(loss, loss_c),
+                                 detail=detail, values=False, direction="vertical")
+    pos = {o["name"]: tuple(float(v) for v in o["pos"].split(","))
+           for o in _layout(fig)["objects"] if "pos" in o}
+    xs = [[pos[f"s{k}_{net.graph.id(n)}"][0] for n in net.input_nodes["x"]]
+          for k, net in enumerate((full, cut))]
+    for t in range(8):
+        assert abs((xs[0][t] - xs[0][0]) - (xs[1][t] - xs[1][0])) <= 10, (t, xs)
+
+
+# -- the stepper's picture ---------------------------------------------------------------------
+def _stepper_cases():
+    x = ug.tensor(0.5, requires_grad=True, name="x")
+    w = ug.tensor(1.5, requires_grad=True, name="w")
+    a = ug.tensor(2.0, requires_grad=True, name="a")
+    b = ug.tensor(2.0, requires_grad=True, name="b")
+    return [ug.tanh(x * x + w * x), (a * b) * (a * b), x * x * x]
+
+
+@pytest.mark.parametrize("k", range(3))
+def test_the_stepper_keeps_the_gradient_labels_apart(k):
+    """Two edges into one node carrying the same gradient (``x * x``: both slots get the
+    same number) have their labels side by side; they stand apart by at least the width of
+    two characters, not touching as they did."""
+    from unrollgraph.html import _diagram
+
+    layout = _layout(_diagram(ug.explain(_stepper_cases()[k]), "p"))
+    boxes = [b for e in layout["edges"] for b in _text_boxes(e.get("_ldraw_", []))]
+    assert len(boxes) >= 3
+    for i, (t1, *a) in enumerate(boxes):
+        for t2, *b in boxes[i + 1:]:
+            gap = max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
+            assert gap >= 18, (t1, t2, gap)

@@ -98,14 +98,23 @@ _JS = """
 """
 
 
-def _svg(ex, prefix: str) -> str:
-    from .explain import GRAD_COLOUR
+def _diagram(ex, prefix: str):
+    """The stepper's picture of explanation ``ex``, every element drawn (the page switches
+    them per frame), as a diagram to lay out. Edges stand further apart than dot's default:
+    the gradients two edges into one node carry (``x * x``: the same number twice) are
+    labels side by side, which would touch."""
     from .render import _diagram_class
 
     source = ex._dot(None, prefix=prefix)
     body = source.split("\n", 1)[1].rsplit("}", 1)[0]
-    diagram = _diagram_class()(name="explain", body=[line + "\n" for line in body.splitlines()])
-    svg = diagram.pipe(format="svg", encoding="utf-8")
+    lines = ["  nodesep=0.6;\n"] + [line + "\n" for line in body.splitlines()]
+    return _diagram_class()(name="explain", body=lines)
+
+
+def _svg(ex, prefix: str) -> str:
+    from .explain import GRAD_COLOUR
+
+    svg = _diagram(ex, prefix).pipe(format="svg", encoding="utf-8")
     # a node's gradient line, shown only once the walk has reached the node (as the frames)
     svg = re.sub(r'<text ([^>]*fill="%s")' % re.escape(GRAD_COLOUR),
                  r'<text class="grad" \1', svg)

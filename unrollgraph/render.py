@@ -126,7 +126,7 @@ _SHAPES = {
     "param": ("cylinder", ""), "input": ("invhouse", ""), "leaf": ("ellipse", ""),
     "state": ("ellipse", ""), "next_state": ("box", "rounded"), "output": ("house", ""),
     "op": ("box", "rounded"), "shared": ("box", ""), "const": ("box", "rounded"),
-    "call": ("box3d", ""), "loss": ("doubleoctagon", ""), "part": ("ellipse", ""),
+    "call": ("box3d", ""), "loss": ("doubleoctagon", ""), "part": ("octagon", ""),
     "elide": ("box", "rounded,bold"),
     "step": ("box", "rounded"), "mask": ("box", "rounded"),
 }
@@ -136,6 +136,7 @@ _WORDS = {
     "cylinder": "cylinder", "invhouse": "pentagon, point down", "house": "pentagon, point up",
     "ellipse": "oval", "circle": "circle", "doublecircle": "double circle",
     "doubleoctagon": "double octagon", "box3d": "3-D box", "square": "square", "point": "dot",
+    "octagon": "octagon",
 }
 
 
@@ -145,6 +146,8 @@ def _shape_words(shape: str, style: str = "") -> str:
         words = "rounded box" if "rounded" in style else "square-cornered box"
     else:
         words = _WORDS.get(shape, shape)
+    if "double" in style:  # (not Graphviz's: a second border, peripheries=2)
+        words = "double " + words
     if "bold" in style:
         words = "thick " + words
     return words
@@ -449,11 +452,16 @@ def _build(obj, options: dict) -> tuple[str, list[str]]:
     return name, lines
 
 
-def _build_scaled(obj, options: dict):
-    """The drawing's name, its DOT lines sized for the theme, and its gradient scale."""
+def _build_scaled(obj, options: dict, drawers: list | None = None, legend_columns: int = 3):
+    """The drawing's name, its DOT lines sized for the theme, and its gradient scale (the
+    drawer that made them is appended to ``drawers`` when given; its legend in at most
+    ``legend_columns`` columns)."""
     opts = _options(options)
     drawer = _drawer(obj, opts)
+    drawer.legend_cap = legend_columns
     lines = drawer.build()
+    if drawers is not None:
+        drawers.append(drawer)
     note = _derivatives_note(drawer) if opts["derivatives"] else None
     if note is not None:
         lines = list(lines) + [note]
@@ -764,6 +772,45 @@ def _label(title: str, rows: list[str], font: str | None = None) -> _Html:
                  + "".join(cells) + "</table>")
 
 
+# -- text widths -----------------------------------------------------------------------------
+#: advance widths of the printable ASCII characters (space to ~) in Helvetica, whose metrics
+#: Liberation Sans and Arial share, in thousandths of the type size
+_ADVANCE = [int(w) for w in (
+    "278 278 355 556 556 889 667 191 333 333 389 584 278 333 278 278 556 556 556 556 556 556 "
+    "556 556 556 556 278 278 584 584 584 556 1015 667 667 722 722 667 611 778 722 278 500 667 "
+    "556 833 722 778 667 778 722 667 611 722 667 944 667 667 611 278 278 278 469 556 333 556 "
+    "556 500 556 556 278 556 556 222 222 500 222 833 556 556 556 556 333 500 278 556 500 722 "
+    "500 500 500 334 260 334 584").split()]
+_ENTITY = re.compile(r"&(#\d+|[a-z]+);")
+_TAG = re.compile(r"<[^>]*>")
+
+
+def _text_points(text: str, size: float, bold: bool) -> float:
+    """An upper estimate of the width of ``text`` (plain, unescaped) set at ``size`` points:
+    Helvetica's advance widths for ASCII (a bold face's widen by at most about a fifth), a
+    full em for any other character (a symbol the fallback font sets)."""
+    em = 0.0
+    for c in text:
+        k = ord(c) - 32
+        em += _ADVANCE[k] / 1000 * (1.2 if bold else 1.05) if 0 <= k < len(_ADVANCE) else 1.0
+    return em * size
+
+
+def _label_points(label: str, factor: float) -> float:
+    """An upper estimate of the width of an HTML label made by :func:`_label`, its type
+    sizes multiplied by ``factor``: its widest row."""
+    widest = 0.0
+    for row in re.findall(r"<tr>(.*?)</tr>", label):
+        size = float(m.group(1)) if (m := re.search(r'point-size="([0-9.]+)"', row)) else 14
+        bold = "<b>" in row
+        text = _ENTITY.sub(lambda m: chr(int(m.group(1)[1:])) if m.group(1)[0] == "#" else
+                           {"amp": "&", "lt": "<", "gt": ">", "quot": '"'}.get(m.group(1), "?"),
+                           _TAG.sub("", row.replace("<br/>", "\n")))
+        for line in text.split("\n"):
+            widest = max(widest, _text_points(line, size * factor, bold))
+    return widest
+
+
 # -- colours ---------------------------------------------------------------------------------
 def _hex(c: str) -> tuple[int, int, int]:
     return int(c[1:3], 16), int(c[3:5], 16), int(c[5:7], 16)
@@ -828,6 +875,8 @@ class _Drawer:
         self.legend_shapes: dict[str, list] = {}  # kind -> the (shape, style) drawn
         self.n_nodes = 0  # nodes and edges drawn (the legend aside): what the guard counts
         self.n_edges = 0
+        self.drawn_links: set[tuple[str, str]] = set()  # (tail, head) of each drawn edge
+        self.node_at: dict[str, tuple[int, str]] = {}  # id -> (its line, its label)
 
     def make_scale(self, mags) -> _Scale:
         return _Scale(mags, self.t["ramp"], self.o["color_scale"])
@@ -869,9 +918,15 @@ class _Drawer:
         self.kinds_used.add(kind)
         kind_shape, extra = _SHAPES[kind]
         shape = shape or kind_shape
+        # where every value is an oval (the textbook view), the kinds differ in their border
+        # too, so that they are told apart in greyscale: a state's is thick, an output's
+        # double (an input's thin, a loss's part is an octagon)
+        double = shape == "ellipse" and kind == "output"
+        marks = extra + (",double" if double else "") + \
+            (",bold" if state and shape == "ellipse" else "")
         drawn = self.legend_shapes.setdefault(kind, [])
-        if (shape, extra) not in drawn:
-            drawn.append((shape, extra))
+        if (shape, marks) not in drawn:
+            drawn.append((shape, marks))
         styles = [s for s in extra.split(",") if s] + ["filled"]
         border = t["state"] if state else t[kind if kind in t else "op"]
         fill, font = t["nofill"], t["font"]
@@ -897,9 +952,11 @@ class _Drawer:
             "label": _label(title, rows, font if font != t["font"] else None),
             "tooltip": tooltip,
             "group": group,
+            "peripheries": "2" if double else None,
         }
         if kind == "const":
             attrs.update(margin="0.02,0.02", height="0.25", width="0.3")
+        self.node_at[nid] = (len(self.lines), attrs["label"].text)
         self.emit(f'"{nid}" {_attrs(attrs)}', indent)
 
     def edge(self, a: str, b: str, kind: str = "data", label: str | None = None,
@@ -941,6 +998,7 @@ class _Drawer:
             attrs["dir"] = "back"
         if weight is not None:
             attrs["weight"] = str(weight)
+        self.drawn_links.add((a, b))
         self.emit(f'"{a}" -> "{b}" {_attrs(attrs)}', indent)
 
     def row(self, ids: list[str]) -> None:
@@ -1138,10 +1196,8 @@ class _Drawer:
                 words = " or ".join(dict.fromkeys(_shape_words(*d) for d in drawn))
             # the shape in words, in the colour it is drawn in: a swatch box would show
             # every kind as the same rectangle
-            rows.append(
-                f'<tr><td align="right">{_font(words, 9, colour, bold=True)}</td>'
-                f'<td align="left">{_font(names[kind], 9)}</td></tr>'
-            )
+            rows.append((f'<td align="right">{_font(words, 9, colour, bold=True)}</td>',
+                         f'<td align="left">{_font(names[kind], 9)}</td>'))
         edge_names = {
             "trunk": ("━━", t["shared_edge"],
                       "a shared weight's trunk and bus: × T steps read it"),
@@ -1153,25 +1209,32 @@ class _Drawer:
         }
         for kind, (sym, colour, text) in edge_names.items():
             if kind in self.edges_used:
-                rows.append(
-                    f'<tr><td>{_font(sym, None, colour, bold=True)}</td>'
-                    f'<td align="left">{_font(text, 9)}</td></tr>'
-                )
+                rows.append((f'<td>{_font(sym, None, colour, bold=True)}</td>',
+                             f'<td align="left">{_font(text, 9)}</td>'))
         for left, right in extra_rows:
-            rows.append(f'<tr><td>{_font(left, 10)}</td><td align="left">'
-                        f'{_font(right, 9)}</td></tr>')
+            rows.append((f'<td>{_font(left, 10) or " "}</td>',
+                         f'<td align="left">{_font(right, 9) or " "}</td>'))
+        # in several columns side by side under a wide picture: no empty corner beside it
+        k = max(1, min(getattr(self, "legend_columns", 1), len(rows)))
+        per = -(-len(rows) // k)
+        cols = [rows[i * per:(i + 1) * per] for i in range(k)]
+        lines = []
+        for i in range(per):
+            cells = [c[i] if i < len(c) else ("<td> </td>", "<td> </td>") for c in cols]
+            lines.append("<tr>" + "<td> </td>".join(a + b for a, b in cells) + "</tr>")
+        span = 3 * k - 1
         table = (
             f'<table border="1" cellborder="0" cellspacing="2" cellpadding="2" '
             f'color="{t["cluster"]}" bgcolor="{t["bg"]}">'
-            f'<tr><td colspan="2"><font point-size="10"><b>legend</b></font></td></tr>'
-            + "".join(rows)
+            f'<tr><td colspan="{span}"><font point-size="10"><b>legend</b></font></td></tr>'
+            + "".join(lines)
         )
         if self.show_grads() and self.scale is not None and not self.scale.empty:
-            table += self.colour_bar()
+            table += self.colour_bar(span)
         table += "</table>"
         self.emit(f'"legend" {_attrs({"shape": "plain", "label": _Html(table)})}')
 
-    def colour_bar(self) -> str:
+    def colour_bar(self, span: int = 2) -> str:
         s = self.scale
         ticks = s.ticks()
         cells = "".join(
@@ -1180,9 +1243,9 @@ class _Drawer:
         labels = "".join(f'<td><font point-size="7">{_num(10.0 ** k)}</font></td>'
                          for k in ticks)
         return (
-            '<tr><td colspan="2"><font point-size="9">gradient norm ‖∇‖ (log scale)</font>'
-            "</td></tr>"
-            f'<tr><td colspan="2"><table border="0" cellspacing="0" cellpadding="1">'
+            f'<tr><td colspan="{span}"><font point-size="9">gradient norm ‖∇‖ (log scale)'
+            "</font></td></tr>"
+            f'<tr><td colspan="{span}"><table border="0" cellspacing="0" cellpadding="1">'
             f'<tr><td bgcolor="{self.t["zero"]}" border="1" width="14"> </td>{cells}</tr>'
             f'<tr><td><font point-size="7">0</font></td>{labels}</tr></table></td></tr>'
         )
@@ -1349,6 +1412,25 @@ class _Plain(_Drawer):
             return "output", False
         return "op", False
 
+
+
+#: points a rounded box adds around its label's text, or more (margins, cell padding)
+_BOX_PAD = 40
+#: how many invisible edges join a step's column to its foot (see ``_Unrolled.feet``)
+_FOOT_COPIES = 3
+
+
+def _foot(nid: str, group: str | None = None) -> str:
+    """The statement of an invisible point that holds a column in place: written with its
+    attributes as defaults of its own subgraph, it is no node statement of the drawing, and
+    Graphviz draws nothing for it."""
+    attrs = "shape=point style=invis width=0 height=0" + (f' group="{group}"' if group else "")
+    return f'subgraph {{ node [{attrs}] "{nid}" }}'
+
+
+def _step_of_foot(nid: str) -> str:
+    """``"step3"`` of the foot ``"step3_col1_foot"``; ``"elided"`` of the elided one."""
+    return nid.split("_", 1)[0]
 
 
 def _out_id(nid: str, k: int) -> str:
@@ -1639,14 +1721,43 @@ class _Unrolled(_Drawer):
             self.n_edges += len(params) - 1
             self.emit("{rank=source; " + " -> ".join(f'"{g.id(p)}"' for p in params)
                       + (" [style=invis]" if len(params) > 1 else "") + "}")
-        bottom = []  # the row under the steps: initial states, then inputs in time order
+        bottom = []  # the row under the steps: the inputs in time order
+        # each initial state left of the first step, in the row of the state it stands for:
+        # its edges come into the first step as the previous step's state comes into the
+        # others, and the first step is laid out as they are
+        t0 = min(kept)
+        # the steps held to one layout by feet (see feet()), but for an elided net (held,
+        # the steps pull the elided column out of its place) and a masked one (its masks,
+        # which read the step before, fight them): there the initial states stay under the
+        # first step
+        self.rigid = not self.elided and not any(n.role == "mask" for n in g.nodes)
+        where = {id(n): d for d, level in levels[t0].items() for n in level} \
+            if self.rigid else {}
+        init_rows: dict = {}  # depth -> initial states in that row
         for s, n in net.init_nodes.items():
             self.node(g.id(n), "state", self.title(n), self.rows(n), _mag(self.grad(n)),
                       tooltip=f"initial state {s}", hot=id(n) in self.path, state=True,
                       cut=self.v.is_cut(net.state_nodes[s][0]))
-            bottom.append(g.id(n))
+            d = where.get(id(net.state_nodes[s][t0]))
+            if d is None:
+                bottom.append(g.id(n))
+            else:
+                init_rows.setdefault(d, []).append(g.id(n))
         step_inputs: dict = {}  # step -> its inputs: the buses' rows sit over them
         groups = self.bus_groups(shared, by_step)
+        # each step's ops in columns, one Graphviz group per column: every step is then
+        # drawn as the same rigid picture, and its junctions and outputs straight in line
+        self.column_of: dict[int, str] = {}
+        self.column_order: dict[int, list[str]] = {}
+        for t in levels:
+            self.column_of.update(self.step_columns(t, levels[t], groups))
+        self.junction_group = {j: self.column_of[k] for k, j in groups.items()
+                               if k in self.column_of}
+        self.step_rows = {t: {d: [g.id(n) for n in level] for d, level in lv.items()}
+                          for t, lv in levels.items()}
+        self.column_of_id = {g.id(n): self.column_of[id(n)] for ns in by_step.values()
+                             for n in ns if id(n) in self.column_of}
+        self.junctions: set = set()
         top = []  # the row over the steps: outputs in time order
         rows: dict[int, list[str]] = {}  # depth in its step -> ops of every step
         kept_ids = {id(ns[t]) for ns in net.state_nodes.values()  # checkpoint=: ✓ states
@@ -1674,7 +1785,7 @@ class _Unrolled(_Drawer):
                 if len(ids) > 1:  # left to right in the cell's order
                     self.n_edges += len(ids) - 1
                     self.emit("{rank=same; " + " -> ".join(f'"{i}"' for i in ids)
-                              + " [style=invis weight=10]}", 2)
+                              + " [style=invis weight=100]}", 2)
             for n in inner:
                 kind, state = self.kind(n)
                 cut = self.v.is_cut(n)
@@ -1684,7 +1795,7 @@ class _Unrolled(_Drawer):
                                   indent=2)
                 self.node(g.id(n), kind, self.title(n, with_step=True), self.rows(n),
                           _mag(self.grad(n)), cut=cut, indent=2, tooltip=self.tooltip(n),
-                          hot=id(n) in self.path, state=state, group=groups.get(id(n)),
+                          hot=id(n) in self.path, state=state, group=self.column_of.get(id(n)),
                           kept=id(n) in kept_ids)
             self.cluster_end[t] = len(self.lines)  # where the step's junctions go
             self.emit("}")
@@ -1696,17 +1807,46 @@ class _Unrolled(_Drawer):
                     self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>",
                               self.output_rows(name, t), self.output_mag(name, t),
                               hot=self.output_hot(name, t),
-                              tooltip=f"output {name} at step {t}")
+                              tooltip=f"output {name} at step {t}",
+                              group=self.column_of.get(id(n)))  # straight over its op
                     top.append(oid)
+        self.same_widths(by_step)
         self.row(bottom)
         self.row(top)
+        for d, ids in init_rows.items():
+            self.n_edges += len(ids)
+            self.emit("{rank=same; " + " -> ".join(f'"{i}"' for i in ids + rows[d][:1])
+                      + " [style=invis]}")
+            rows[d] = ids + rows[d]
         for d in sorted(rows):  # row d of every step on one rank: the steps look alike
             if len(rows[d]) > 1:
                 self.emit("{rank=same; " + " ".join(f'"{i}"' for i in rows[d]) + "}")
         self.under(shared, bottom)
-        inits = [g.id(n) for n in net.init_nodes.values()]  # under the first step, too
-        step_inputs[min(kept)] = inits + step_inputs.get(min(kept), [])
+        if not self.rigid:  # the initial states under the first step
+            step_inputs[t0] = [g.id(n) for n in net.init_nodes.values()] \
+                + step_inputs.get(t0, [])
         self.ops_edges(shared, step_inputs)
+
+    def same_widths(self, by_step: dict) -> None:
+        """Each op drawn as wide in every step: as wide as the widest of its copies, by an
+        upper estimate of the labels' widths (the labels differ by their values). With every
+        step's columns in the same order, every step's cluster is then as wide as the
+        others, and its outputs stand over it as in the others."""
+        o = self.o
+        factor = (o["fontsize"] or _TITLE_PT[o["theme"]]) / 12 * o["scale"]
+        widest: dict = {}
+        drawn = []
+        for ns in by_step.values():
+            for n in ns:
+                at = self.node_at.get(self.g.id(n))
+                if at is None or n.op == "input":
+                    continue
+                key = id(n.origin) if n.origin is not None else (n.name, n.op)
+                w = _label_points(at[1], factor) + _BOX_PAD * factor
+                widest[key] = max(widest.get(key, 0.0), w)
+                drawn.append((at[0], key))
+        for k, key in drawn:
+            self.lines[k] = self.lines[k].replace(" [", f' [width="{widest[key] / 72:.3f}" ', 1)
 
     def bus_groups(self, shared: list, by_step: dict) -> dict:
         """op -> the Graphviz group it shares with the junction of the bus feeding it (the
@@ -1737,6 +1877,59 @@ class _Unrolled(_Drawer):
         groups = {k: j for k, j in groups.items() if uses[j] == 1}
         self.grouped = set(groups.values())
         return groups
+
+    def step_columns(self, t: int, levels: dict, groups: dict) -> dict:
+        """op -> the Graphviz group of its column in step ``t``, and ``levels``' rows put in
+        the columns' order (left to right).
+
+        Row by row from the bottom, an op stands in the column of its first input computed
+        in the step when that input is the column's top (the edge between them then runs
+        straight up through empty rows), unless another op of its row took it first; any
+        other op starts a column of its own, just right of its first input's column (else
+        of the column of the op left of it in its row). An op fed by a bus junction
+        (``groups``) always starts one, over its junction (above an op, the junction's edge
+        would run through it). The columns are the same in every step, each step's names its
+        own: no edge between steps is pulled straight."""
+        col: dict[int, int] = {}
+        top: dict[int, int] = {}  # column -> the id of its highest op so far
+        order: list[int] = []  # the columns left to right
+        for d in sorted(levels):
+            used: list = []
+            for n in levels[d]:
+                c = None
+                spine = next((i for i in n.inputs if id(i) in col), None)
+                if spine is not None and id(n) not in groups:
+                    sc = col[id(spine)]
+                    if top[sc] == id(spine) and sc not in used:
+                        c = sc
+                if c is None:
+                    c = len(order)
+                    after = col[id(spine)] if spine is not None else \
+                        (used[-1] if used else None)
+                    k = order.index(after) + 1 if after is not None else 0
+                    while k < len(order) and order[k] in used:  # after this row's new ones
+                        k += 1
+                    order.insert(k, c)
+                used.append(c)
+                col[id(n)] = c
+                top[c] = id(n)
+        # the state comes in on the left and leaves on the right: the columns of ops reading
+        # the previous step's values first, those of the next state last, as the edges
+        # between steps cross no column then
+        key: dict[int, int] = {}
+        for d in levels:
+            for n in levels[d]:
+                prev = any(i.op == "init" or (i.step is not None and i.step != n.step
+                                              and i.op != "input") for i in n.inputs)
+                k = 2 if n.role == "next_state" else 0 if prev else 1
+                c = col[id(n)]
+                key[c] = max(key.get(c, k), k) if k != 1 else key.get(c, 1)
+        order.sort(key=lambda c: key.get(c, 1))
+        rank = {c: k for k, c in enumerate(order)}
+        for d in levels:
+            levels[d].sort(key=lambda n: rank[col[id(n)]])
+        self.column_order[t] = [f"step{t}_col{c}" for c in order]
+        return {k: f"step{t}_col{c}" for k, c in col.items()}
 
     def step_levels(self, inner: list) -> dict:
         """The rows of one step's ops: depth -> ops left to right.
@@ -1857,6 +2050,9 @@ class _Unrolled(_Drawer):
                             self.forward_edge(g.id(i), "elided")
                 continue
             cut = self.v.is_cut(n)
+            # the op straight over its first input of the same step (one edge heavier
+            # than the others breaks dot's ties alike in every step)
+            spine = next((i for i in n.inputs if i.step == n.step and i.op != "input"), None)
             for k, i in enumerate(n.inputs):
                 label = self.derivative(i, n, k)
                 hot = self.on_path(i, n)
@@ -1868,18 +2064,23 @@ class _Unrolled(_Drawer):
                         self.forward_edge("elided", g.id(n), cut=cut)
                 elif i.op == "const" and i.step is None:
                     self.edge(f"{g.id(i)}_{g.id(n)}", g.id(n), label=label, cut=cut)
-                elif i.op == "init":
+                elif i.op == "init" and not self.rigid:
                     self.edge(g.id(i), g.id(n), "recurrent", label=label, hot=hot, cut=cut)
-                elif i.step is not None and i.step != n.step:
+                elif i.step is not None and i.step != n.step or i.op == "init":
                     self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
                 else:
-                    self.edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
+                    # heavy within a step: each step keeps the cell's own layout, which
+                    # the edges between steps cannot pull out of shape
+                    self.edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut,
+                              weight=None if i.op == "input" else 120 if i is spine else 100)
                     if i.op == "input":  # the input straight under the op reading it
                         self.n_edges += 1
                         self.emit(f'"{g.id(i)}" -> "{g.id(n)}" [style=invis weight=4]')
             for name in self.outputs_of.get(id(n), []):
+                # heavy: the output straight over the op computing it, not pulled
+                # aside by its edge to the loss
                 self.edge(g.id(n), _out_id(g.id(n), self.out_index[name]),
-                          hot=self.output_hot(name, n.step), cut=cut)
+                          hot=self.output_hot(name, n.step), cut=cut, weight=20)
         if self.elided:
             n = self.elided[1] - self.elided[0] + 1
             read = {id(i) for m in g.nodes if m.step == self.elided[0] for i in m.inputs}
@@ -1887,9 +2088,74 @@ class _Unrolled(_Drawer):
                 if id(p) in read:
                     fan.setdefault(g.id(p), []).append(
                         ("elided", f"× {n}", False, False, self.elided[0], n))
-        self.trunks(fan, step_inputs)
+        self.lowest: dict = {}  # step -> its lowest junction
+        self.trunks(fan)
+        if not self.rigid:
+            for t, ids in sorted(step_inputs.items()):  # each step's inputs under its buses
+                if t in self.lowest:
+                    self.n_edges += len(ids)
+                    for i in ids:
+                        self.emit(f'"{i}" -> "{self.lowest[t]}" [style=invis weight=0]')
+        else:
+            self.feet(step_inputs)
 
-    def trunks(self, fan: dict, step_inputs: dict) -> None:
+    def feet(self, step_inputs: dict) -> None:
+        """Each step's columns held in order: under the step's lowest junction, one
+        invisible foot per column, the feet chained left to right (heavy: the columns stand
+        as close as their nodes allow), and each column a chain from its foot up through its
+        junction and its ops. The links of the chains are drawn several times over,
+        invisibly: dot counts each crossing of each copy, so it orders every step's columns
+        as the feet stand, the pull of the edges between steps notwithstanding. Every step is
+        then the same rigid picture, its cluster as wide as the others; the step's inputs
+        (``step_inputs``: step -> ids) stand under its feet."""
+        order = self.column_order
+        members: dict = {}  # column -> its nodes, bottom to top: its junction, then its ops
+        for j, c in self.junction_group.items():
+            if j in self.junctions:
+                members.setdefault(c, []).append(j)
+        for t in order:
+            for _d, ids in sorted(self.step_rows.get(t, {}).items()):
+                for i in ids:
+                    members.setdefault(self.column_of_id[i], []).append(i)
+        feet = []
+        for t, cols in sorted(order.items()):
+            ids = [f"{c}_foot" for c in cols if c in members]
+            for c in cols:
+                if c not in members:
+                    continue
+                chain = [f"{c}_foot"] + members[c]
+                for lo, hi in zip(chain, chain[1:]):
+                    if (lo, hi) in self.drawn_links:
+                        continue  # (a parallel copy would bend the drawn edge)
+                    self.n_edges += _FOOT_COPIES
+                    for _ in range(_FOOT_COPIES):
+                        self.emit(f'"{lo}" -> "{hi}" [style=invis weight=0]')
+            if len(ids) > 1:
+                self.n_edges += len(ids) - 1
+                self.emit("{rank=same; " + " -> ".join(f'"{i}"' for i in ids)
+                          + " [style=invis weight=100]}")
+            if ids and t in self.lowest:
+                self.n_edges += 1
+                self.emit(f'"{ids[0]}" -> "{self.lowest[t]}" [style=invis weight=0]')
+            feet += ids
+            for i in step_inputs.get(t, []) if ids else []:
+                self.n_edges += 1
+                self.emit(f'"{i}" -> "{ids[0]}" [style=invis weight=0]')
+        if feet:
+            self.emit("{rank=same; " + " ".join(f'"{i}"' for i in feet) + "}")
+            ends = [(a, b) for a, b in zip(feet, feet[1:])
+                    if _step_of_foot(a) != _step_of_foot(b)]
+            if ends:  # the steps left to right in time order
+                self.n_edges += len(ends)
+                self.emit("{rank=same; edge [style=invis weight=0] "
+                          + " ".join(f'"{a}" -> "{b}";' for a, b in ends) + "}")
+            for t in sorted(order, reverse=True):  # each step's feet in its cluster
+                if t in self.cluster_end:
+                    self.lines.insert(self.cluster_end[t], "".join(
+                        "    " + _foot(f"{c}_foot", c) + "\n" for c in order[t]
+                        if c in members))
+
+    def trunks(self, fan: dict) -> None:
         """Each shared node's fan-out as a bus: one junction per step, under the step it
         feeds, the junctions joined left to right in time order, and the trunk coming up from
         the shared node once, into the first junction, labelled with the number of steps that
@@ -1900,8 +2166,7 @@ class _Unrolled(_Drawer):
         ``step`` orders the junctions (an elided run of steps sits at its first step) and
         ``steps`` is how many steps the use stands for. Each bus is one row, the rows in the
         order of the parameters' row, the first on top; each junction is in its step's
-        cluster, under the step's first row of ops, and the step's inputs (``step_inputs``:
-        step -> ids) under them all."""
+        cluster, under the step's first row of ops."""
         buses = []
         side = getattr(self, "shared_side", {})
         for src, uses in fan.items():
@@ -1926,16 +2191,18 @@ class _Unrolled(_Drawer):
                     n = max(u[5] for u in at[t])
                     what = f"steps {t} … {t + n - 1}" if n > 1 else f"step {t}"
                     j = f"{src}_fan_{t}"
+                    self.junctions.add(j)
                     self.emit(f'"{j}" ' + _attrs({
                         "shape": "point", "width": "0.09", "color": self.t["shared_edge"],
                         "tooltip": f"into {what}",
-                        "group": j if j in self.grouped else None}))
+                        "group": self.junction_group.get(j)}))
         for t in times:
             for _, src, at in buses:
                 j = f"{src}_fan_{t}"
                 for dst, label, hot, cut, _, _ in at.get(t, []):
                     # heavy: the junction straight under the op it feeds
-                    self.edge(j, dst, "shared", label=label, hot=hot, cut=cut, weight=50)
+                    self.edge(j, dst, "shared", label=label, hot=hot, cut=cut,
+                              weight=getattr(self, "read_weight", 50))
         rows = []
         for _, src, at in buses:
             ts = sorted(at)
@@ -1967,34 +2234,8 @@ class _Unrolled(_Drawer):
             if (below, above) not in drawn:  # (a second edge would bend the drawn one)
                 self.n_edges += 1
                 self.emit(f'"{below}" -> "{above}" [style=invis weight=0]')
-        for t, ids in sorted(step_inputs.items()):  # each step's inputs under its junctions
-            low = next((f"{src}_fan_{t}" for _, src, at in reversed(buses) if t in at), None)
-            if low is not None:
-                self.n_edges += len(ids)
-                for i in ids:
-                    self.emit(f'"{i}" -> "{low}" [style=invis weight=0]')
-
-    def fan_once(self, fan: dict) -> None:
-        """Each parameter's fan-out into the step boxes (``detail="steps"``) through one
-        trunk: one edge to a junction, labelled × T, then one short edge per step box."""
-        junctions = []
-        for src, uses in fan.items():
-            if len(uses) < 2:
-                for dst, label, hot, cut, _, _ in uses:
-                    self.edge(src, dst, "shared", label=label, hot=hot, cut=cut)
-                continue
-            j = f"{src}_fan"
-            junctions.append(j)
-            self.n_nodes += 1
-            self.emit(f'"{j}" ' + _attrs({"shape": "point", "width": "0.09",
-                                          "color": self.t["shared_edge"],
-                                          "tooltip": f"read by {len(uses)} steps"}))
-            self.edge(src, j, "trunk", label=f"× {len(uses)}", hot=any(u[2] for u in uses),
-                      arrow=False)
-            for dst, label, hot, cut, _, _ in uses:
-                self.edge(j, dst, "shared", label=label, hot=hot, cut=cut)
-        if junctions:  # the junctions in one row, just over the parameters
-            self.emit("{rank=same; " + " ".join(f'"{j}"' for j in junctions) + "}")
+        self.lowest = {t: next(f"{src}_fan_{t}" for _, src, at in reversed(buses) if t in at)
+                       for t in times}
 
     def on_path(self, a: Node, b: Node) -> bool:
         return id(a) in self.path and id(b) in self.path
@@ -2018,8 +2259,10 @@ class _Unrolled(_Drawer):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
             for ns in net.input_nodes.values():
                 n = ns[t]
+                first = ns is next(iter(net.input_nodes.values()))
                 self.node(g.id(n), "input", self.title(n, True), self.rows(n),
-                          _mag(self.grad(n)), cut=cut)
+                          _mag(self.grad(n)), cut=cut,  # the first straight under its step
+                          group=f"step_{t}" if first else None)
                 bottom.append(g.id(n))
             rows = []
             for s in states:
@@ -2031,7 +2274,7 @@ class _Unrolled(_Drawer):
                 if self.show_grads() and gt:
                     rows.append(f"∂{self.loss_sym()}/∂{_hn(s)} = {_h(gt)}")
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
-                      state=True, tooltip=f"{net.cell.name} at step {t}",
+                      state=True, tooltip=f"{net.cell.name} at step {t}", group=f"step_{t}",
                       kept=t in kept_steps(net))  # checkpoint=: the run kept its state
             middle.append(f"step_{t}")
             for name, ns in net.output_nodes.items():
@@ -2043,7 +2286,7 @@ class _Unrolled(_Drawer):
                 top.append(oid)
         self.row(bottom)
         self.row(top)
-        self.under(shared, bottom)
+        self.under(shared, bottom[:1])  # under the first step: the trunks come in from the left
         self.emit("{rank=same; " + " ".join(f'"{m}"' for m in middle) + "}")
         label = ", ".join(_hn(s) for s in states)
         param_name = {id(q): k for k, q in net.param_nodes.items()}
@@ -2064,7 +2307,18 @@ class _Unrolled(_Drawer):
                 self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
             for name, ns in net.output_nodes.items():
                 self.edge(f"step_{t}", _out_id(g.id(ns[t]), self.out_index[name]), cut=cut)
-        self.fan_once(fan)
+        # each parameter's bus, as in the op-level views: a junction under every step box,
+        # the junctions joined in time order, the trunk (× T) into the first
+        self.first_row = {0: ["step_0"]}
+        self.cluster_end, self.junction_group, self.junctions = {}, {}, set()
+        self.lowest = {}
+        self.read_weight = 400  # several junctions under each box, each pulled under it
+        self.trunks(fan)
+        for t in range(T):  # each step's inputs under its junctions
+            if t in self.lowest:
+                for ns in net.input_nodes.values():
+                    self.n_edges += 1
+                    self.emit(f'"{g.id(ns[t])}" -> "{self.lowest[t]}" [style=invis weight=0]')
 
     # loss
     def draw_loss(self) -> None:
@@ -2196,9 +2450,10 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
             shared = (min(r[0] for r in ends), max(r[1] for r in ends))
             for o in opts:
                 o["color_scale"] = shared
-    body, scale, ends_of = [], None, []
+    body, scale, ends_of, drawers = [], None, [], []
     for k, (x, o, label) in enumerate(zip((a, b), opts, labels)):
-        _, lines, sc = _build_scaled(x, o)
+        # (two legends side by side under the pictures: each in at most two columns)
+        _, lines, sc = _build_scaled(x, o, drawers, legend_columns=2)
         scale = scale or sc
         head = [line for line in lines if line.lstrip().startswith(("graph [", "node [",
                                                                      "edge ["))]
@@ -2235,20 +2490,95 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         (a_src, a_snk), (b_src, b_snk) = ends_of
         # one edge is enough to rank them; more would pull the pictures' rows out of order
         lower, upper = (b_snk, a_src) if rankdir == "BT" else (a_snk, b_src)
+        # step t of the one straight over step t of the other: from the top of each of the
+        # lower picture's columns to the bottom of the upper's, heavy
+        cols = [_columns(d, k, body) for k, d in enumerate(drawers)]
+        pairs = [(cols[1][t][1], cols[0][t][0]) if rankdir == "BT" else
+                 (cols[0][t][1], cols[1][t][0]) for t in sorted(set(cols[0]) & set(cols[1]))]
         if lower and upper:
             body.append(f'  "{lower[0]}" -> "{upper[len(upper) // 2]}" [style=invis]\n')
+        for lo, hi in pairs:  # (ranked by the one edge above: these only pull sideways)
+            body.append(f'  "{lo}" -> "{hi}" [style=invis weight=10 constraint=false]\n')
+        _same_widths(drawers, body)  # and each column as wide in both
+
         # both legends in a row of their own under the pictures (on the lower picture's
         # bottom row, their height would pull that row away from the rest)
         bottom = b_src if rankdir == "BT" else b_snk
         if bottom:
             for k in range(2):
                 if any(line.lstrip().startswith(f'"s{k}_legend" [') for line in body):
-                    a_, b_ = (f"s{k}_legend", bottom[-1])
+                    a_, b_ = (f"s{k}_legend", bottom[len(bottom) // 2])  # (under the middle)
                     body.append(f'  "{a_}" -> "{b_}" [style=invis]\n' if rankdir == "BT"
                                 else f'  "{b_}" -> "{a_}" [style=invis]\n')
+    elif direction == "horizontal":
+        # each row of the one level with the same row of the other: step by step, the
+        # bottom and top of every column (the first step both draw)
+        cols = [_columns(d, k, body) for k, d in enumerate(drawers)]
+        common = sorted(set(cols[0]) & set(cols[1]))
+        if common:
+            t = common[0]
+            for j in range(2):
+                body.append(f'  {{rank=same; "{cols[0][t][j]}" "{cols[1][t][j]}"}}\n')
     diagram = _diagram_class()(name="unrollgraph", body=body)
     diagram.color_scale = scale.range if scale is not None else None
     return diagram
+
+
+def _same_widths(drawers: list, body: list) -> None:
+    """The values of step t of both pictures of a side-by-side figure drawn as wide (as the
+    wider of the two, by an upper estimate of their labels), so that the columns of the one
+    are as wide as the other's and stand over them."""
+    nets = [getattr(d, "net", None) for d in drawers]
+    if None in nets or nets[0].steps != nets[1].steps:
+        return
+    keys = [[d.g.id(n.init_nodes[s]) for d, n in zip(drawers, nets)]
+            for s in nets[0].init_nodes if s in nets[1].init_nodes]  # a value: its two ids
+    for t in range(nets[0].steps):
+        for kind in ("input_nodes", "state_nodes", "output_nodes"):
+            for name in getattr(nets[0], kind):
+                if name not in getattr(nets[1], kind):
+                    continue
+                ids = [d.g.id(getattr(n, kind)[name][t]) for d, n in zip(drawers, nets)]
+                if kind == "output_nodes":
+                    ids = [_out_id(i, d.out_index[name]) for i, d in zip(ids, drawers)]
+                keys.append(ids)
+        keys += [[f"loss_{t}", f"loss_{t}"], [f"step_{t}", f"step_{t}"]]
+    factor = [(d.o["fontsize"] or _TITLE_PT[d.o["theme"]]) / 12 * d.o["scale"]
+              for d in drawers]
+    where = {}
+    for i, line in enumerate(body):
+        m = _NODE.match(line)
+        if m:
+            where[m.group(1)] = i
+    for ids in keys:
+        drawn = [d.node_at.get(i) for d, i in zip(drawers, ids)]
+        if None in drawn or any(f"s{k}_{i}" not in where for k, i in enumerate(ids)):
+            continue
+        # an oval is about its text times √2 wide, and its margins: an upper bound
+        w = max(_label_points(at[1], f) for at, f in zip(drawn, factor)) * 1.6 + 30
+        for k, i in enumerate(ids):
+            j = where[f"s{k}_{i}"]
+            body[j] = body[j].replace(" [", f' [width="{w / 72:.3f}" ', 1)
+
+
+def _columns(drawer, k: int, body: list) -> dict:
+    """step -> the ids (in picture ``k`` of a side-by-side figure) of the bottom and the top
+    node drawn in that step's column: its first input, and its part of the loss or else its
+    first output. Only the steps an unrolled net's picture draws both of."""
+    net = getattr(drawer, "net", None)
+    if net is None or not net.input_nodes or not net.output_nodes:
+        return {}
+    drawn = {m.group(1) for line in body if (m := _NODE.match(line))}
+    g, out = drawer.g, {}
+    name, ns = next(iter(net.output_nodes.items()))
+    j = drawer.out_index[name]
+    for t, x in enumerate(next(iter(net.input_nodes.values()))):
+        lo = f"s{k}_{g.id(x)}"
+        hi = next((f"s{k}_{c}" for c in (f"loss_{t}", _out_id(g.id(ns[t]), j))
+                   if f"s{k}_{c}" in drawn), None)
+        if lo in drawn and hi is not None:
+            out[t] = (lo, hi)
+    return out
 
 
 _EDGE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" -> "((?:[^"\\]|\\.)*)"(.*)$')

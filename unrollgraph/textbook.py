@@ -378,11 +378,16 @@ class Textbook(_Unrolled):
                 if m is not None]
 
     def legend(self, extra_rows=()) -> None:
+        # as many columns as the picture is wide enough for, under its middle
+        drawn = len(self.kept) + bool(self.elided) + bool(self.o["folded"])
+        self.legend_columns = min(1 if drawn < 3 else 2 if drawn < 6 else 3,
+                                  getattr(self, "legend_cap", 3))
         super().legend(extra_rows)
         bottom = getattr(self, "bottom", None)
         if self.o["legend"] and bottom:  # under the bottom row: no edge bends round it
-            self.n_edges += 1
-            self.emit(f'"legend" -> "{bottom}" [style=invis]')
+            self.n_edges += len(bottom)
+            for b in bottom:
+                self.emit(f'"legend" -> "{b}" [style=invis]')
 
     def legend_rows(self) -> list:
         rows = []
@@ -515,7 +520,7 @@ class Textbook(_Unrolled):
                 part = k in self.loss_outs
                 self.node(oid, "part" if part else "output", _sub(_hn(k), t),
                           extra + self.value_rows(n, self.out_grad(k, t), own=True),
-                          self.out_mag(k, t), shape="ellipse",
+                          self.out_mag(k, t), shape="octagon" if part else "ellipse",
                           tooltip=(f"{k} at step {t}: the cell's own loss at this step, the "
                                    f"part of {getattr(self.o['loss'], 'name', None) or 'L'} "
                                    "it computes") if part else
@@ -526,7 +531,10 @@ class Textbook(_Unrolled):
             self.column([ids[key] for key in order if key in ids])
         for key in rows.order:
             self.row(rows.ids[key])
-        self.bottom = rows.ids[order[0]][-1] if order and rows.ids.get(order[0]) else None
+        low = [i for i in rows.ids.get(order[0], []) if not i.startswith("fold_")] \
+            if order else None  # (the folded cell's beside)
+        # the legend under the middle: the middle node of the bottom row, or the two
+        self.bottom = low[(len(low) - 1) // 2: len(low) // 2 + 1] if low else None
         # the targets' row is the top one: L goes over it, not beside it
         top = rows.ids.get(order[-1]) if over else None
         self.top = top[len(top) // 2] if top else None
@@ -747,7 +755,7 @@ class Textbook(_Unrolled):
                         what = f"the part of the loss from step {n.step}"
                     part = [f"v = {_h(_num(value))}"] \
                         if self.show_values() and not self.o["compact"] else []
-                    self.node(lid, "part", title, part, hot=hot,
+                    self.node(lid, "part", title, part, hot=hot, shape="octagon",
                               tooltip=f"{what}: {_num(value)} (the parts add up to "
                                       f"{getattr(loss, 'name', None) or 'L'})")
                     self.edge(lid, "loss", "loss", hot=hot)
