@@ -1,5 +1,7 @@
 """The unroller and BPTT: checked against a hand-written numpy BPTT and finite differences."""
 
+import sys
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -1004,3 +1006,103 @@ def test_a_lean_run_keeps_no_state_gradient_until_asked(monkeypatch):
                                match=r"Run.state_grads\(\): the parameter .* has changed"):
                 net2.last_run.state_grads()
     assert np.array_equal(got["needed"], got["all"])
+
+
+# -- the collector is paused while a net is built and its schedule compiled -----------------------
+@pytest.fixture
+def collector():
+    """Run a test with the collector on and leave it as the test found it."""
+    import gc
+
+    was = gc.isenabled()
+    gc.enable()
+    yield gc
+    (gc.enable if was else gc.disable)()
+
+
+@pytest.mark.parametrize("start_enabled", [True, False])
+def test_build_pauses_the_collector_and_restores_its_setting(collector, monkeypatch,
+                                                              start_enabled):
+    unroll_module = sys.modules["unrollgraph.unroll"]  # (ug.unroll is the function)
+
+    seen = []
+    real = unroll_module.compile_schedule
+
+    def spy(net):
+        seen.append(collector.isenabled())
+        real(net)
+
+    monkeypatch.setattr(unroll_module, "compile_schedule", spy)
+    (collector.enable if start_enabled else collector.disable)()
+    net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4)
+    assert seen == [False]  # off while building
+    assert collector.isenabled() is start_enabled  # the caller's setting afterwards
+    out, _ = net(np.ones((4, 1, 2)))  # the first call compiles the step functions
+    out.sum().backward()
+    assert collector.isenabled() is start_enabled
+
+
+@pytest.mark.parametrize("start_enabled", [True, False])
+def test_a_build_that_raises_restores_the_collector(collector, monkeypatch, start_enabled):
+    unroll_module = sys.modules["unrollgraph.unroll"]  # (ug.unroll is the function)
+
+    def broken(net):
+        assert not collector.isenabled()
+        raise ug.CellError("compiling failed")
+
+    monkeypatch.setattr(unroll_module, "compile_schedule", broken)
+    (collector.enable if start_enabled else collector.disable)()
+    with pytest.raises(ug.CellError, match="compiling failed"):
+        ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4)
+    assert collector.isenabled() is start_enabled
+
+
+def test_a_backward_program_that_raises_restores_the_collector(collector, monkeypatch):
+    import unrollgraph.compile as compile_module
+
+    def broken(net, key):
+        raise RuntimeError("backward program failed")
+
+    net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4)
+    monkeypatch.setattr(compile_module, "_backward_program", broken)
+    out, _ = net(np.ones((4, 1, 2)))
+    with pytest.raises(RuntimeError, match="backward program failed"):
+        out.sum().backward()
+    assert collector.isenabled()
+
+
+def test_overlapping_pauses_restore_the_setting_once_all_have_left(collector):
+    """Two threads each pause the collector; it comes back on only when the last one leaves,
+    in whichever order they leave, also when one of them raises."""
+    import threading
+
+    from unrollgraph.graph import gc_paused
+
+    for first_out in ("a", "b"):
+        entered = {k: threading.Event() for k in "ab"}
+        leave = {k: threading.Event() for k in "ab"}
+        states = {}
+
+        def worker(k, entered=entered, leave=leave, states=states):
+            try:
+                with gc_paused():
+                    entered[k].set()
+                    leave[k].wait(5)
+                    if k == "b":
+                        raise ValueError("inside")
+            except ValueError:
+                pass
+            states[k] = collector.isenabled()
+
+        threads = {k: threading.Thread(target=worker, args=(k,)) for k in "ab"}
+        for k in "ab":
+            threads[k].start()
+            entered[k].wait(5)
+        assert not collector.isenabled()
+        second_out = "b" if first_out == "a" else "a"
+        leave[first_out].set()
+        threads[first_out].join(5)
+        assert states[first_out] is False  # the other one is still building
+        leave[second_out].set()
+        threads[second_out].join(5)
+        assert states[second_out] is True and collector.isenabled()

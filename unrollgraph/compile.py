@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .graph import gc_paused
 from .ops import get_op
 from .schedule import BufferPool, StepTemplates, plan_time_batching
 
@@ -119,10 +120,11 @@ def forward_steps(net, fuse: bool, lean: bool, donate: bool) -> list:
     steps = net._step_lists.get(key)
     if steps is None:
         tpl = net._templates
-        steps = net._step_lists.setdefault(key, [  # one list per key, even with threads
-            (tpl.forward_fn(t, *key), tpl.blocks[t][0], tpl.state_in[t])
-            for t in range(net.steps)
-        ])
+        with gc_paused():  # T entries made once (see gc_paused)
+            steps = net._step_lists.setdefault(key, [  # one list per key, even with threads
+                (tpl.forward_fn(t, *key), tpl.blocks[t][0], tpl.state_in[t])
+                for t in range(net.steps)
+            ])
     return steps
 
 
@@ -207,6 +209,12 @@ def backward_program(net, needs: tuple, drop: bool = False, keep: bool = False) 
     key = (needs, drop, keep)
     if key in net._bprogs:
         return net._bprogs[key]
+    with gc_paused():  # a few entries per node, made once (see gc_paused)
+        return _backward_program(net, key)
+
+
+def _backward_program(net, key) -> tuple:
+    needs, drop, keep = key
     want = [False] * len(net.nodes)
     for i in needs:
         want[i] = True

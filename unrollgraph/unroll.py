@@ -21,7 +21,7 @@ from .cell import Cell
 from .checkpoint import CheckpointedRun, kept_steps, resolve_checkpoint
 from .compile import compile_schedule
 from .errors import CellError
-from .graph import Graph, Node
+from .graph import Graph, Node, gc_paused
 from .run import Run, call
 
 __all__ = ["unroll", "Unrolled", "Run"]
@@ -171,7 +171,8 @@ class Unrolled:
         self._masked_twin: Unrolled | None = None
         self._input_names = list(cell.inputs)
         self._input_shapes = {k: tuple(t.shape[1:]) for k, t in cell.inputs.items()}
-        self._build()
+        with gc_paused():  # a few objects per node, no cycles: collecting now only costs
+            self._build()
         self._bprogs: dict = {}
 
     @property
