@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .graph import gc_paused
+from .graph import LEAF_OPS, gc_paused
 from .ops import get_op
 from .schedule import BufferPool, StepTemplates, plan_time_batching
 
@@ -21,17 +21,8 @@ __all__ = ["compile_schedule", "forward_steps", "late_frees", "stand_ins", "back
 
 
 def compile_schedule(net) -> None:
-    slot = {id(n): i for i, n in enumerate(net.nodes)}
-    net._slot = slot
-    prog = []
-    for n in net.nodes:
-        if n.is_leaf:
-            continue
-        op = get_op(n.op)
-        ins = tuple(slot[id(i)] for i in n.inputs)
-        vjps = tuple(op.input_vjp(k) for k in range(len(ins)))
-        prog.append((slot[id(n)], ins, op.forward, vjps, dict(n.attrs), n.step))
-    net._prog = prog
+    slot = net._slot = net.graph._index  # id(node) -> its slot: its place in the graph
+    net._prog = prog = _program(net.nodes, slot)
     net._param_slots = {k: slot[id(n)] for k, n in net.param_nodes.items()}
     net._used_params = {k: p for k, p in net.cell._params.items()
                          if k in net._param_slots}
@@ -112,6 +103,27 @@ def compile_schedule(net) -> None:
     # small batches: one call for an op on several slices (an LSTM's three sigmoids)
     # beats three; large ones: contiguous slices beat fewer calls
     net._fuse_size = net._templates.fusable() if net._templates.ok else 0
+
+
+def _program(nodes, slot) -> list:
+    """``(out, ins, forward, vjps, attrs, step)`` for every op node, in schedule order. The
+    registry is read once per op and arity: the T copies of a cell node share one entry's
+    functions (and the node's attributes, which are never modified)."""
+    prog = []
+    append = prog.append
+    funcs: dict = {}  # (op, arity) -> (forward, per-input VJPs)
+    for out, n in enumerate(nodes):
+        op = n.op
+        if op in LEAF_OPS:
+            continue
+        ins = tuple([slot[id(i)] for i in n.inputs])
+        f = funcs.get((op, len(ins)))
+        if f is None:
+            entry = get_op(op)
+            f = funcs[op, len(ins)] = (entry.forward, tuple(entry.input_vjp(k)
+                                                            for k in range(len(ins))))
+        append((out, ins, f[0], f[1], n.attrs, n.step))
+    return prog
 
 
 def forward_steps(net, fuse: bool, lean: bool, donate: bool) -> list:
