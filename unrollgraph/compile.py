@@ -230,32 +230,65 @@ def _backward_program(net, key) -> tuple:
     want = [False] * len(net.nodes)
     for i in needs:
         want[i] = True
-    for e in net._prog:
-        out, ins, vjps, step = e[0], e[1], e[3], e[5]
-        if net.truncate is not None and step is not None and \
-                step < net.steps - net.truncate:
-            continue
+    first = 0 if net.truncate is None else net.steps - net.truncate
+    for out, ins, _fwd, vjps, _kw, step in net._prog:
+        if step is not None and step < first:
+            continue  # cut by truncation
         # (through the inputs with a derivative: a where's condition passes no gradient)
-        if any(want[i] for i, f in zip(ins, vjps) if f is not None):
-            want[out] = True
-    bprog = []
-    for out, ins, _fwd, vjps, kw, step in reversed(net._prog):
-        if not want[out]:
-            continue
-        fns = tuple((i, f) for i, f in zip(ins, vjps) if f is not None and want[i])
-        if fns:
-            bprog.append((out, ins, fns, kw, step))
+        for i, f in zip(ins, vjps):
+            if f is not None and want[i]:
+                want[out] = True
+                break
     steps = None
     tpl = net._templates
     if tpl.ok:
-        first = 0 if net.truncate is None else net.steps - net.truncate
         steps = [
             (tpl.backward_fn(t, want, drop, keep), tpl.blocks[t][0], tpl.state_in[t])
             for t in range(net.steps - 1, first - 1, -1)
         ]
-    shared = [e for e in bprog if e[4] is None]
+    shared = _reverse_entries(reversed(net._shared_prog), want)
+    bprog = _Program(net._prog, want) if steps is not None else _reverse_entries(
+        reversed(net._prog), want)
     net._bprogs[key] = (bprog, want, steps, shared)
     return net._bprogs[key]
+
+
+def _reverse_entries(entries, want) -> list:
+    """The backward program's entries ``(out, ins, ((input, vjp), ...), kw, step)`` of the
+    forward ``entries`` given in reverse order: those that lead to a slot in ``want``."""
+    bprog = []
+    for out, ins, _fwd, vjps, kw, step in entries:
+        if not want[out]:
+            continue
+        fns = tuple([(i, f) for i, f in zip(ins, vjps) if f is not None and want[i]])
+        if fns:
+            bprog.append((out, ins, fns, kw, step))
+    return bprog
+
+
+class _Program:
+    """The whole backward program, made on first use: a net with compiled step functions
+    reads it only for the generic reference walk and per-step contributions."""
+
+    __slots__ = ("_prog", "_want", "_entries")
+
+    def __init__(self, prog, want):
+        self._prog, self._want, self._entries = prog, want, None
+
+    def _list(self) -> list:
+        if self._entries is None:
+            with gc_paused():
+                self._entries = _reverse_entries(reversed(self._prog), self._want)
+        return self._entries
+
+    def __iter__(self):
+        return iter(self._list())
+
+    def __len__(self) -> int:
+        return len(self._list())
+
+    def __getitem__(self, k):
+        return self._list()[k]
 
 
 class _Freed:

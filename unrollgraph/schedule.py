@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+from collections import Counter
 from sys import getrefcount
 
 import numpy as np
@@ -95,27 +96,38 @@ class StepTemplates:
         if not _OP_OF:
             _OP_OF.update(_ops_by_forward())
         self.rel: list = []
+        # the T steps of a net are alike: equal refs and signatures are made one object
+        # (less memory, and cache keys that compare by identity)
+        inblock = [("b", k) for k in range(max((n for _, n in blocks), default=0))]
+        kw_keys: dict = {}  # id(kw) -> _kw_key(kw) (the copies of a node share one kw)
+        same: dict = {}
         for t, es in enumerate(self.step_entries):
             base, length = blocks[t]
+            end = base + length
+            s_in = state_in[t]
             rel = []
             for out, ins, fwd, vjps, kw, _ in es:
-                refs = tuple(_ref(i, base, state_in[t], length) for i in ins)
-                if None in refs or not (base <= out < base + length):
+                refs = tuple([inblock[i - base] if base <= i < end
+                              else _ref(i, base, s_in, length) for i in ins])
+                if None in refs or not (base <= out < end):
                     self.ok = False
                     return
-                rel.append((out - base, refs, fwd, vjps, _kw_key(kw), kw))
+                refs = same.setdefault(refs, refs)
+                key = kw_keys.get(id(kw))
+                if key is None:
+                    key = kw_keys[id(kw)] = _kw_key(kw)
+                rel.append((out - base, refs, fwd, vjps, key, kw))
             self.rel.append(rel)
-            self.sigs.append(tuple((r[0], r[1], id(r[2]), r[4]) for r in rel))
-        self.single = self._single_reader_offsets(entries, seeded)
-        self.tiled = self._tiled_offsets(entries, seeded)
+            sig = tuple([(r[0], r[1], id(r[2]), r[4]) for r in rel])
+            self.sigs.append(same.setdefault(sig, sig))
+        reads = Counter(i for e in entries for i in e[1])  # slot -> how many inputs read it
+        self.single = self._single_reader_offsets(reads, seeded)
+        self.tiled = self._tiled_offsets(reads, seeded)
 
-    def _single_reader_offsets(self, entries, seeded) -> frozenset:
+    def _single_reader_offsets(self, reads, seeded) -> frozenset:
         """Block offsets whose slot, at every step, is read by exactly one input of one op and
-        gets no output gradient from outside: its gradient is that one VJP, stored as is."""
-        reads: dict = {}
-        for e in entries:
-            for i in e[1]:
-                reads[i] = reads.get(i, 0) + 1
+        gets no output gradient from outside: its gradient is that one VJP, stored as is.
+        ``reads``: slot -> how many op inputs read it."""
         single = None
         for base, length in self.blocks:
             here = {k for k in range(length)
@@ -123,7 +135,7 @@ class StepTemplates:
             single = here if single is None else single & here
         return frozenset(single or ())
 
-    def _tiled_offsets(self, entries, seeded) -> dict:
+    def _tiled_offsets(self, reads, seeded) -> dict:
         """Block offsets whose value is read only by basic-index getitems that cut it into
         pieces along one axis, the pieces tiling it exactly (an LSTM's four gates). The
         gradient is then the pieces' gradients concatenated: one allocation and one copy,
@@ -133,10 +145,6 @@ class StepTemplates:
         """
         if self.shapes is None:
             return {}
-        reads: dict = {}
-        for e in entries:
-            for i in e[1]:
-                reads[i] = reads.get(i, 0) + 1
         found = None
         for t, rel in enumerate(self.rel):
             base, _ = self.blocks[t]
