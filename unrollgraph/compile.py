@@ -37,10 +37,12 @@ def compile_schedule(net) -> None:
     # per-step blocks of contiguous slots, and the state slots each step reads
     first: dict = {}
     count: dict = {}
-    for i, n in enumerate(net.nodes):
-        if n.step is not None:
-            first.setdefault(n.step, i)
-            count[n.step] = count.get(n.step, 0) + 1
+    for i, step in enumerate([n.step for n in net.nodes]):
+        if step is not None:
+            if step in count:
+                count[step] += 1
+            else:
+                first[step], count[step] = i, 1
     blocks = [(first[t], count[t]) for t in range(net.steps)]
     names = list(net.cell.states)
     state_in = [tuple(net._init_slots[k] for k in names)] + [
@@ -76,8 +78,11 @@ def compile_schedule(net) -> None:
         if net.nodes[s].step is not None
     )
     batched = net.graph._batched
-    shapes = [(None if n.shape is None else tuple(n.shape), id(n) in batched)
-              for n in net.nodes]
+    shapes = []  # per slot: (shape, batched), one object per distinct pair
+    same: dict = {}
+    for n in net.nodes:
+        pair = (None if n.shape is None else tuple(n.shape), id(n) in batched)
+        shapes.append(same.setdefault(pair, pair))
     seeded = frozenset(
         s for slots in list(net._output_slots.values()) + list(net._state_slots.values())
         for s in slots
@@ -175,10 +180,16 @@ def _unread_slots(net, prog) -> list:
     """Op-node slots whose values no VJP reads and that are neither an output nor a state
     (freed by ``keep="needed"``)."""
     read = [False] * len(net.nodes)
+    nodes = net.nodes
+    reads_of: dict = {}  # (op, arity) -> what its VJPs read
     for out, ins, _fwd, _vjps, _kw, _step in prog:
-        reads = get_op(net.nodes[out].op).reads
+        key = (nodes[out].op, len(ins))
+        reads = reads_of.get(key)
         if reads is None:
-            reads = ("ans",) + tuple(range(len(ins)))
+            reads = get_op(key[0]).reads
+            if reads is None:
+                reads = ("ans",) + tuple(range(len(ins)))
+            reads_of[key] = reads
         for r in reads:
             read[out if r == "ans" else ins[r]] = True
     # a run keeps every output and state it returns or reports (the outputs are stacked
