@@ -928,6 +928,17 @@ def _stacked(ref, vals, xs, stacked):
     return vals[k]
 
 
+def alone(a, g) -> bool:
+    """True if ``a`` may take ``a + g`` in place (``g`` None: may be written in place): an
+    array owning its memory, writeable, of ``g``'s shape and dtype, that only its container
+    and the caller refer to (no other variable, no view: a view holds a reference to its
+    base). Called as ``alone(prev, g)`` with ``prev = container[key]``."""
+    return (type(a) is np.ndarray and a.base is None and a.flags.writeable
+            and (g is None or type(g) is np.ndarray and a.shape == g.shape
+                 and a.dtype == g.dtype)
+            and getrefcount(a) <= 4)  # the container's, the caller's, ours, getrefcount's
+
+
 def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slots, acc,
                           keep_views=True, stacks=None, pool=None):
     """Backpropagate through the time-batched nodes in one call each (after the step loop).
@@ -969,12 +980,25 @@ def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slo
                 continue
             if kind == "x" and not want[input_slots[key][0]]:
                 continue
+            if kind == "h" and tb.op == "getitem":
+                prev = from_batched.get(key)
+                if prev is not None and _basic_index(tb.kw["index"]) \
+                        and alone(prev, None) and prev.dtype == g.dtype:
+                    # a slice of a projection another slice already sent a gradient to: add
+                    # into that gradient's slice (no zero-filled array per slice)
+                    prev[tb.kw["index"]] += g
+                    continue
             gm = f(g, ans, *args, **tb.kw)
             if gm is None:
                 continue
             if kind == "h":
                 prev = from_batched.get(key)
-                from_batched[key] = gm if prev is None else prev + gm
+                if prev is None:
+                    from_batched[key] = gm
+                elif alone(prev, gm):
+                    prev += gm  # (the slices of one projection: no third array)
+                else:
+                    from_batched[key] = prev + gm
             elif kind == "s":
                 acc(grads, owned, key, gm)
             else:
