@@ -101,6 +101,7 @@ class StepTemplates:
         inblock = [("b", k) for k in range(max((n for _, n in blocks), default=0))]
         kw_keys: dict = {}  # id(kw) -> _kw_key(kw) (the copies of a node share one kw)
         same: dict = {}
+        same_rel: dict = {}
         for t, es in enumerate(self.step_entries):
             base, length = blocks[t]
             end = base + length
@@ -117,9 +118,12 @@ class StepTemplates:
                 if key is None:
                     key = kw_keys[id(kw)] = _kw_key(kw)
                 rel.append((out - base, refs, fwd, vjps, key, kw))
-            self.rel.append(rel)
             sig = tuple([(r[0], r[1], id(r[2]), r[4]) for r in rel])
-            self.sigs.append(same.setdefault(sig, sig))
+            sig = same.setdefault(sig, sig)
+            # a step like an earlier one (same signature and VJPs) shares its entry list
+            rel = same_rel.setdefault((id(sig), tuple([id(r[3]) for r in rel])), rel)
+            self.rel.append(rel)
+            self.sigs.append(sig)
         reads = Counter(i for e in entries for i in e[1])  # slot -> how many inputs read it
         self.single = self._single_reader_offsets(reads, seeded)
         self.tiled = self._tiled_offsets(reads, seeded)
