@@ -1169,3 +1169,19 @@ def test_in_place_gradient_sums_leave_the_seeds_and_equal_the_reference_walk(
         grads[anomaly] = [p.grad.copy() for p in cell.parameters().values()] + [xs.grad]
     for a, b in zip(grads[False], grads[True]):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("start_enabled", [True, False])
+def test_a_large_build_is_followed_by_one_full_collection_only_if_the_collector_is_on(
+        collector, monkeypatch, start_enabled):
+    unroll_module = sys.modules["unrollgraph.unroll"]
+    calls = []
+    monkeypatch.setattr(unroll_module.gc, "collect", lambda *a: calls.append(a) or 0)
+    (collector.enable if start_enabled else collector.disable)()
+    monkeypatch.setattr(unroll_module, "SETTLE_NODES", 40)
+    small = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=2)
+    assert len(small.nodes) < 40 and calls == []  # small: no collection
+    big = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=20)
+    assert len(big.nodes) >= 40
+    assert calls == ([()] if start_enabled else [])
+    assert collector.isenabled() is start_enabled

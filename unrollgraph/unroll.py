@@ -13,6 +13,7 @@ This module only builds the graph. The flow is cell -> unroll (this graph) -> sc
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import numpy as np
@@ -112,6 +113,20 @@ def _body_copier(cell: Cell, body: list, copied_elsewhere: set, roles: dict, ord
             append(node)
 
     return copy
+
+
+#: nets of this many nodes or more are followed by one full collection (see _settle)
+SETTLE_NODES = 100_000
+
+
+def _settle(nodes: int) -> None:
+    """After building a large net, one full collection of Python's garbage collector, if the
+    collector is on. The objects made while it was paused (a few per node) are young: left
+    alone, the collector walks all of them three times in the next calls (as it promotes
+    them through its three generations); a full collection now walks them once and files
+    them as old. Small nets skip it (it would cost more than it saves)."""
+    if nodes >= SETTLE_NODES and gc.isenabled():
+        gc.collect()
 
 
 class _CopyNames:
@@ -222,6 +237,7 @@ class Unrolled:
         self._input_shapes = {k: tuple(t.shape[1:]) for k, t in cell.inputs.items()}
         with gc_paused():  # a few objects per node, no cycles: collecting now only costs
             self._build()
+        _settle(len(self.nodes))
         self._bprogs: dict = {}
 
     @property
