@@ -1,5 +1,7 @@
 """The unroller and BPTT: checked against a hand-written numpy BPTT and finite differences."""
 
+import sys
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -1004,3 +1006,182 @@ def test_a_lean_run_keeps_no_state_gradient_until_asked(monkeypatch):
                                match=r"Run.state_grads\(\): the parameter .* has changed"):
                 net2.last_run.state_grads()
     assert np.array_equal(got["needed"], got["all"])
+
+
+# -- the collector is paused while a net is built and its schedule compiled -----------------------
+@pytest.fixture
+def collector():
+    """Run a test with the collector on and leave it as the test found it."""
+    import gc
+
+    was = gc.isenabled()
+    gc.enable()
+    yield gc
+    (gc.enable if was else gc.disable)()
+
+
+@pytest.mark.parametrize("start_enabled", [True, False])
+def test_build_pauses_the_collector_and_restores_its_setting(collector, monkeypatch,
+                                                              start_enabled):
+    unroll_module = sys.modules["unrollgraph.unroll"]  # (ug.unroll is the function)
+
+    seen = []
+    real = unroll_module.compile_schedule
+
+    def spy(net):
+        seen.append(collector.isenabled())
+        real(net)
+
+    monkeypatch.setattr(unroll_module, "compile_schedule", spy)
+    (collector.enable if start_enabled else collector.disable)()
+    net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4)
+    assert seen == [False]  # off while building
+    assert collector.isenabled() is start_enabled  # the caller's setting afterwards
+    out, _ = net(np.ones((4, 1, 2)))  # the first call compiles the step functions
+    out.sum().backward()
+    assert collector.isenabled() is start_enabled
+
+
+@pytest.mark.parametrize("start_enabled", [True, False])
+def test_a_build_that_raises_restores_the_collector(collector, monkeypatch, start_enabled):
+    unroll_module = sys.modules["unrollgraph.unroll"]  # (ug.unroll is the function)
+
+    def broken(net):
+        assert not collector.isenabled()
+        raise ug.CellError("compiling failed")
+
+    monkeypatch.setattr(unroll_module, "compile_schedule", broken)
+    (collector.enable if start_enabled else collector.disable)()
+    with pytest.raises(ug.CellError, match="compiling failed"):
+        ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4)
+    assert collector.isenabled() is start_enabled
+
+
+def test_a_backward_program_that_raises_restores_the_collector(collector, monkeypatch):
+    import unrollgraph.compile as compile_module
+
+    def broken(net, key):
+        raise RuntimeError("backward program failed")
+
+    net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4)
+    monkeypatch.setattr(compile_module, "_backward_program", broken)
+    out, _ = net(np.ones((4, 1, 2)))
+    with pytest.raises(RuntimeError, match="backward program failed"):
+        out.sum().backward()
+    assert collector.isenabled()
+
+
+def test_overlapping_pauses_restore_the_setting_once_all_have_left(collector):
+    """Two threads each pause the collector; it comes back on only when the last one leaves,
+    in whichever order they leave, also when one of them raises."""
+    import threading
+
+    from unrollgraph.graph import gc_paused
+
+    for first_out in ("a", "b"):
+        entered = {k: threading.Event() for k in "ab"}
+        leave = {k: threading.Event() for k in "ab"}
+        states = {}
+
+        def worker(k, entered=entered, leave=leave, states=states):
+            try:
+                with gc_paused():
+                    entered[k].set()
+                    leave[k].wait(5)
+                    if k == "b":
+                        raise ValueError("inside")
+            except ValueError:
+                pass
+            states[k] = collector.isenabled()
+
+        threads = {k: threading.Thread(target=worker, args=(k,)) for k in "ab"}
+        for k in "ab":
+            threads[k].start()
+            entered[k].wait(5)
+        assert not collector.isenabled()
+        second_out = "b" if first_out == "a" else "a"
+        leave[first_out].set()
+        threads[first_out].join(5)
+        assert states[first_out] is False  # the other one is still building
+        leave[second_out].set()
+        threads[second_out].join(5)
+        assert states[second_out] is True and collector.isenabled()
+
+
+# -- gradients accumulate in place only into arrays nothing else can see ---------------------------
+def test_alone_accepts_only_an_array_no_one_else_can_see():
+    from unrollgraph.schedule import alone
+
+    def check(container, key, g):
+        prev = container[key]  # as the callers hold it
+        return alone(prev, g)
+
+    g = np.ones((2, 3))
+    assert check({"k": np.zeros((2, 3))}, "k", g)  # fresh, owned by the container alone
+    assert check({"k": np.zeros((2, 3))}, "k", None)
+    held = np.zeros((2, 3))
+    assert not check({"k": held}, "k", g)  # a variable still refers to it
+    base = np.zeros((4, 3))
+    assert not check({"k": base[:2]}, "k", g)  # a view: writing it writes its base
+    ro = np.zeros((2, 3))
+    ro.flags.writeable = False
+    box = {"k": ro}
+    del ro
+    assert not check(box, "k", g)  # read-only
+    assert not check({"k": np.zeros((1, 3))}, "k", g)  # would broadcast
+    assert not check({"k": np.zeros((2, 3), np.float32)}, "k", g)  # would cast
+    assert not check({"k": 0.0}, "k", g)  # not an array
+
+
+@pytest.mark.parametrize("make", [lambda: ug.nn.GRUCell(3, 4, seed=0),
+                                  lambda: ug.nn.LSTMCell(3, 4, seed=0)])
+@pytest.mark.parametrize("chunk_bytes", [None, 2 * 4 * 8, 2 * 2 * 4 * 8 * 2])
+def test_in_place_gradient_sums_leave_the_seeds_and_equal_the_reference_walk(
+        make, chunk_bytes, monkeypatch):
+    """A weight's gradient summed a chunk of steps at a time, and the slices of a
+    time-batched projection (a GRU's and an LSTM's gates), add in place into arrays the run
+    made; the caller's seed arrays are never written, and the gradients are the reference
+    walk's (detect_anomaly), whatever the chunking."""
+    import importlib
+
+    run_module = importlib.import_module("unrollgraph.run")
+    if chunk_bytes is not None:
+        monkeypatch.setattr(run_module, "_FLUSH_ALL_BYTES", 0)
+        monkeypatch.setattr(run_module, "_FLUSH_CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(run_module, "_CHUNKS", 1)
+    rng = np.random.default_rng(3)
+    xs = ug.tensor(rng.standard_normal((7, 2, 3)), requires_grad=True)
+    seed = rng.standard_normal((7, 2, 4))
+    seed_copy = seed.copy()
+    grads = {}
+    for anomaly in (False, True):
+        cell = make()
+        net = ug.unroll(cell, steps=7)
+        xs.grad = None
+        if anomaly:
+            with ug.detect_anomaly():
+                out, _ = net(xs)
+                out.backward(seed)
+        else:
+            out, _ = net(xs)
+            out.backward(seed)
+        assert np.array_equal(seed, seed_copy)
+        grads[anomaly] = [p.grad.copy() for p in cell.parameters().values()] + [xs.grad]
+    for a, b in zip(grads[False], grads[True]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("start_enabled", [True, False])
+def test_a_large_build_is_followed_by_one_full_collection_only_if_the_collector_is_on(
+        collector, monkeypatch, start_enabled):
+    unroll_module = sys.modules["unrollgraph.unroll"]
+    calls = []
+    monkeypatch.setattr(unroll_module.gc, "collect", lambda *a: calls.append(a) or 0)
+    (collector.enable if start_enabled else collector.disable)()
+    monkeypatch.setattr(unroll_module, "SETTLE_NODES", 40)
+    small = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=2)
+    assert len(small.nodes) < 40 and calls == []  # small: no collection
+    big = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=20)
+    assert len(big.nodes) >= 40
+    assert calls == ([()] if start_enabled else [])
+    assert collector.isenabled() is start_enabled

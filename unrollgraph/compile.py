@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .graph import LEAF_OPS, gc_paused
 from .ops import get_op
 from .schedule import BufferPool, StepTemplates, plan_time_batching
 
@@ -20,17 +21,8 @@ __all__ = ["compile_schedule", "forward_steps", "late_frees", "stand_ins", "back
 
 
 def compile_schedule(net) -> None:
-    slot = {id(n): i for i, n in enumerate(net.nodes)}
-    net._slot = slot
-    prog = []
-    for n in net.nodes:
-        if n.is_leaf:
-            continue
-        op = get_op(n.op)
-        ins = tuple(slot[id(i)] for i in n.inputs)
-        vjps = tuple(op.input_vjp(k) for k in range(len(ins)))
-        prog.append((slot[id(n)], ins, op.forward, vjps, dict(n.attrs), n.step))
-    net._prog = prog
+    slot = net._slot = net.graph._index  # id(node) -> its slot: its place in the graph
+    net._prog = prog = _program(net.nodes, slot)
     net._param_slots = {k: slot[id(n)] for k, n in net.param_nodes.items()}
     net._used_params = {k: p for k, p in net.cell._params.items()
                          if k in net._param_slots}
@@ -45,10 +37,12 @@ def compile_schedule(net) -> None:
     # per-step blocks of contiguous slots, and the state slots each step reads
     first: dict = {}
     count: dict = {}
-    for i, n in enumerate(net.nodes):
-        if n.step is not None:
-            first.setdefault(n.step, i)
-            count[n.step] = count.get(n.step, 0) + 1
+    for i, step in enumerate([n.step for n in net.nodes]):
+        if step is not None:
+            if step in count:
+                count[step] += 1
+            else:
+                first[step], count[step] = i, 1
     blocks = [(first[t], count[t]) for t in range(net.steps)]
     names = list(net.cell.states)
     state_in = [tuple(net._init_slots[k] for k in names)] + [
@@ -84,8 +78,11 @@ def compile_schedule(net) -> None:
         if net.nodes[s].step is not None
     )
     batched = net.graph._batched
-    shapes = [(None if n.shape is None else tuple(n.shape), id(n) in batched)
-              for n in net.nodes]
+    shapes = []  # per slot: (shape, batched), one object per distinct pair
+    same: dict = {}
+    for n in net.nodes:
+        pair = (None if n.shape is None else tuple(n.shape), id(n) in batched)
+        shapes.append(same.setdefault(pair, pair))
     seeded = frozenset(
         s for slots in list(net._output_slots.values()) + list(net._state_slots.values())
         for s in slots
@@ -113,16 +110,38 @@ def compile_schedule(net) -> None:
     net._fuse_size = net._templates.fusable() if net._templates.ok else 0
 
 
+def _program(nodes, slot) -> list:
+    """``(out, ins, forward, vjps, attrs, step)`` for every op node, in schedule order. The
+    registry is read once per op and arity: the T copies of a cell node share one entry's
+    functions (and the node's attributes, which are never modified)."""
+    prog = []
+    append = prog.append
+    funcs: dict = {}  # (op, arity) -> (forward, per-input VJPs)
+    for out, n in enumerate(nodes):
+        op = n.op
+        if op in LEAF_OPS:
+            continue
+        ins = tuple([slot[id(i)] for i in n.inputs])
+        f = funcs.get((op, len(ins)))
+        if f is None:
+            entry = get_op(op)
+            f = funcs[op, len(ins)] = (entry.forward, tuple(entry.input_vjp(k)
+                                                            for k in range(len(ins))))
+        append((out, ins, f[0], f[1], n.attrs, n.step))
+    return prog
+
+
 def forward_steps(net, fuse: bool, lean: bool, donate: bool) -> list:
     """The compiled forward of every step, ``(function, first slot, state slots)``."""
     key = (fuse and bool(net._fuse_size), lean, lean and donate)
     steps = net._step_lists.get(key)
     if steps is None:
         tpl = net._templates
-        steps = net._step_lists.setdefault(key, [  # one list per key, even with threads
-            (tpl.forward_fn(t, *key), tpl.blocks[t][0], tpl.state_in[t])
-            for t in range(net.steps)
-        ])
+        with gc_paused():  # T entries made once (see gc_paused)
+            steps = net._step_lists.setdefault(key, [  # one list per key, even with threads
+                (tpl.forward_fn(t, *key), tpl.blocks[t][0], tpl.state_in[t])
+                for t in range(net.steps)
+            ])
     return steps
 
 
@@ -161,10 +180,16 @@ def _unread_slots(net, prog) -> list:
     """Op-node slots whose values no VJP reads and that are neither an output nor a state
     (freed by ``keep="needed"``)."""
     read = [False] * len(net.nodes)
+    nodes = net.nodes
+    reads_of: dict = {}  # (op, arity) -> what its VJPs read
     for out, ins, _fwd, _vjps, _kw, _step in prog:
-        reads = get_op(net.nodes[out].op).reads
+        key = (nodes[out].op, len(ins))
+        reads = reads_of.get(key)
         if reads is None:
-            reads = ("ans",) + tuple(range(len(ins)))
+            reads = get_op(key[0]).reads
+            if reads is None:
+                reads = ("ans",) + tuple(range(len(ins)))
+            reads_of[key] = reads
         for r in reads:
             read[out if r == "ans" else ins[r]] = True
     # a run keeps every output and state it returns or reports (the outputs are stacked
@@ -207,35 +232,74 @@ def backward_program(net, needs: tuple, drop: bool = False, keep: bool = False) 
     key = (needs, drop, keep)
     if key in net._bprogs:
         return net._bprogs[key]
+    with gc_paused():  # a few entries per node, made once (see gc_paused)
+        return _backward_program(net, key)
+
+
+def _backward_program(net, key) -> tuple:
+    needs, drop, keep = key
     want = [False] * len(net.nodes)
     for i in needs:
         want[i] = True
-    for e in net._prog:
-        out, ins, vjps, step = e[0], e[1], e[3], e[5]
-        if net.truncate is not None and step is not None and \
-                step < net.steps - net.truncate:
-            continue
+    first = 0 if net.truncate is None else net.steps - net.truncate
+    for out, ins, _fwd, vjps, _kw, step in net._prog:
+        if step is not None and step < first:
+            continue  # cut by truncation
         # (through the inputs with a derivative: a where's condition passes no gradient)
-        if any(want[i] for i, f in zip(ins, vjps) if f is not None):
-            want[out] = True
-    bprog = []
-    for out, ins, _fwd, vjps, kw, step in reversed(net._prog):
-        if not want[out]:
-            continue
-        fns = tuple((i, f) for i, f in zip(ins, vjps) if f is not None and want[i])
-        if fns:
-            bprog.append((out, ins, fns, kw, step))
+        for i, f in zip(ins, vjps):
+            if f is not None and want[i]:
+                want[out] = True
+                break
     steps = None
     tpl = net._templates
     if tpl.ok:
-        first = 0 if net.truncate is None else net.steps - net.truncate
         steps = [
             (tpl.backward_fn(t, want, drop, keep), tpl.blocks[t][0], tpl.state_in[t])
             for t in range(net.steps - 1, first - 1, -1)
         ]
-    shared = [e for e in bprog if e[4] is None]
+    shared = _reverse_entries(reversed(net._shared_prog), want)
+    bprog = _Program(net._prog, want) if steps is not None else _reverse_entries(
+        reversed(net._prog), want)
     net._bprogs[key] = (bprog, want, steps, shared)
     return net._bprogs[key]
+
+
+def _reverse_entries(entries, want) -> list:
+    """The backward program's entries ``(out, ins, ((input, vjp), ...), kw, step)`` of the
+    forward ``entries`` given in reverse order: those that lead to a slot in ``want``."""
+    bprog = []
+    for out, ins, _fwd, vjps, kw, step in entries:
+        if not want[out]:
+            continue
+        fns = tuple([(i, f) for i, f in zip(ins, vjps) if f is not None and want[i]])
+        if fns:
+            bprog.append((out, ins, fns, kw, step))
+    return bprog
+
+
+class _Program:
+    """The whole backward program, made on first use: a net with compiled step functions
+    reads it only for the generic reference walk and per-step contributions."""
+
+    __slots__ = ("_prog", "_want", "_entries")
+
+    def __init__(self, prog, want):
+        self._prog, self._want, self._entries = prog, want, None
+
+    def _list(self) -> list:
+        if self._entries is None:
+            with gc_paused():
+                self._entries = _reverse_entries(reversed(self._prog), self._want)
+        return self._entries
+
+    def __iter__(self):
+        return iter(self._list())
+
+    def __len__(self) -> int:
+        return len(self._list())
+
+    def __getitem__(self, k):
+        return self._list()[k]
 
 
 class _Freed:

@@ -7,14 +7,17 @@ what lets a graph be copied (the unroller), drawn (render), exported (networkx) 
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import re
+import threading
 from operator import attrgetter
 from typing import Any, Callable, Iterable, Sequence
 
 from .errors import CycleError, GraphError, InvalidNameError
 from .labels import index_text
 
-__all__ = ["Node", "Graph", "toposort", "LEAF_OPS", "check_name"]
+__all__ = ["Node", "Graph", "toposort", "LEAF_OPS", "check_name", "gc_paused"]
 
 #: ops that have no inputs: their value comes from outside the graph.
 LEAF_OPS = frozenset({"leaf", "param", "input", "state", "const", "init"})
@@ -201,6 +204,46 @@ def _read_only(field: str) -> property:
 for _f in Node._fields:
     setattr(Node, _f, _read_only(_f))
 del _f
+
+
+_gc_lock = threading.Lock()
+_gc_pause = {"depth": 0, "was_enabled": False}  # depth of nested pauses, the setting before
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Keep Python's cyclic garbage collector off inside the block, then restore its setting.
+
+    Building an unrolled graph and compiling its schedule allocate a few container objects per
+    node and free almost none; each automatic collection walks every object still alive, so
+    with the collector on, the build's cost grows faster than the number of nodes (a quarter
+    of the build at T = 100,000). The records made inside hold no reference cycles that need
+    the collector (nodes point at their inputs, never back), so nothing is lost by collecting
+    later. Pauses nest and may overlap across threads: the first to enter records whether the
+    collector was on and turns it off, the last to leave (normally or by an exception) turns
+    it back on if it was. A collector the caller had turned off stays off.
+
+    Examples
+    --------
+    >>> import gc
+    >>> with gc_paused():
+    ...     gc.isenabled()
+    False
+    >>> gc.isenabled()
+    True
+    """
+    with _gc_lock:
+        if _gc_pause["depth"] == 0:
+            _gc_pause["was_enabled"] = gc.isenabled()
+            gc.disable()
+        _gc_pause["depth"] += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_pause["depth"] -= 1
+            if _gc_pause["depth"] == 0 and _gc_pause["was_enabled"]:
+                gc.enable()
 
 
 def toposort(roots: Iterable, parents: Callable[[Any], Sequence] = lambda n: n.inputs) -> list:

@@ -25,6 +25,7 @@ from .errors import CellError, GraphError, ShapeError, UnrollGraphError
 from .graph import Node
 from .ops import defop
 from .schedule import (
+    alone,
     chunk_of,
     stack,
     take,
@@ -1130,14 +1131,18 @@ def _chunk_steps(net, batch: int, itemsize: int) -> int:
 
 
 def _acc(grads, owned, s, g) -> None:
-    """Add ``g`` into slot ``s``: in place only into a buffer allocated here (``owned``)."""
+    """Add ``g`` into slot ``s``: in place only into a buffer allocated here (``owned``), or
+    one that nothing else can see (:func:`~unrollgraph.schedule.alone`: a VJP's fresh result)."""
     prev = grads[s]
     if prev is None:
         grads[s] = g
     elif owned[s] and type(prev) is np.ndarray:
         prev += g
     else:
-        grads[s] = prev + g
+        if alone(prev, g):
+            prev += g  # (a weight's first chunk of steps: no third array beside the two)
+        else:
+            grads[s] = prev + g
         owned[s] = True
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import math
 import threading
+from collections import Counter
 from sys import getrefcount
 
 import numpy as np
@@ -95,27 +96,42 @@ class StepTemplates:
         if not _OP_OF:
             _OP_OF.update(_ops_by_forward())
         self.rel: list = []
+        # the T steps of a net are alike: equal refs and signatures are made one object
+        # (less memory, and cache keys that compare by identity)
+        inblock = [("b", k) for k in range(max((n for _, n in blocks), default=0))]
+        kw_keys: dict = {}  # id(kw) -> _kw_key(kw) (the copies of a node share one kw)
+        same: dict = {}
+        same_rel: dict = {}
         for t, es in enumerate(self.step_entries):
             base, length = blocks[t]
+            end = base + length
+            s_in = state_in[t]
             rel = []
             for out, ins, fwd, vjps, kw, _ in es:
-                refs = tuple(_ref(i, base, state_in[t], length) for i in ins)
-                if None in refs or not (base <= out < base + length):
+                refs = tuple([inblock[i - base] if base <= i < end
+                              else _ref(i, base, s_in, length) for i in ins])
+                if None in refs or not (base <= out < end):
                     self.ok = False
                     return
-                rel.append((out - base, refs, fwd, vjps, _kw_key(kw), kw))
+                refs = same.setdefault(refs, refs)
+                key = kw_keys.get(id(kw))
+                if key is None:
+                    key = kw_keys[id(kw)] = _kw_key(kw)
+                rel.append((out - base, refs, fwd, vjps, key, kw))
+            sig = tuple([(r[0], r[1], id(r[2]), r[4]) for r in rel])
+            sig = same.setdefault(sig, sig)
+            # a step like an earlier one (same signature and VJPs) shares its entry list
+            rel = same_rel.setdefault((id(sig), tuple([id(r[3]) for r in rel])), rel)
             self.rel.append(rel)
-            self.sigs.append(tuple((r[0], r[1], id(r[2]), r[4]) for r in rel))
-        self.single = self._single_reader_offsets(entries, seeded)
-        self.tiled = self._tiled_offsets(entries, seeded)
+            self.sigs.append(sig)
+        reads = Counter(i for e in entries for i in e[1])  # slot -> how many inputs read it
+        self.single = self._single_reader_offsets(reads, seeded)
+        self.tiled = self._tiled_offsets(reads, seeded)
 
-    def _single_reader_offsets(self, entries, seeded) -> frozenset:
+    def _single_reader_offsets(self, reads, seeded) -> frozenset:
         """Block offsets whose slot, at every step, is read by exactly one input of one op and
-        gets no output gradient from outside: its gradient is that one VJP, stored as is."""
-        reads: dict = {}
-        for e in entries:
-            for i in e[1]:
-                reads[i] = reads.get(i, 0) + 1
+        gets no output gradient from outside: its gradient is that one VJP, stored as is.
+        ``reads``: slot -> how many op inputs read it."""
         single = None
         for base, length in self.blocks:
             here = {k for k in range(length)
@@ -123,7 +139,7 @@ class StepTemplates:
             single = here if single is None else single & here
         return frozenset(single or ())
 
-    def _tiled_offsets(self, entries, seeded) -> dict:
+    def _tiled_offsets(self, reads, seeded) -> dict:
         """Block offsets whose value is read only by basic-index getitems that cut it into
         pieces along one axis, the pieces tiling it exactly (an LSTM's four gates). The
         gradient is then the pieces' gradients concatenated: one allocation and one copy,
@@ -133,10 +149,6 @@ class StepTemplates:
         """
         if self.shapes is None:
             return {}
-        reads: dict = {}
-        for e in entries:
-            for i in e[1]:
-                reads[i] = reads.get(i, 0) + 1
         found = None
         for t, rel in enumerate(self.rel):
             base, _ = self.blocks[t]
@@ -920,6 +932,17 @@ def _stacked(ref, vals, xs, stacked):
     return vals[k]
 
 
+def alone(a, g) -> bool:
+    """True if ``a`` may take ``a + g`` in place (``g`` None: may be written in place): an
+    array owning its memory, writeable, of ``g``'s shape and dtype, that only its container
+    and the caller refer to (no other variable, no view: a view holds a reference to its
+    base). Called as ``alone(prev, g)`` with ``prev = container[key]``."""
+    return (type(a) is np.ndarray and a.base is None and a.flags.writeable
+            and (g is None or type(g) is np.ndarray and a.shape == g.shape
+                 and a.dtype == g.dtype)
+            and getrefcount(a) <= 4)  # the container's, the caller's, ours, getrefcount's
+
+
 def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slots, acc,
                           keep_views=True, stacks=None, pool=None):
     """Backpropagate through the time-batched nodes in one call each (after the step loop).
@@ -961,12 +984,25 @@ def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slo
                 continue
             if kind == "x" and not want[input_slots[key][0]]:
                 continue
+            if kind == "h" and tb.op == "getitem":
+                prev = from_batched.get(key)
+                if prev is not None and _basic_index(tb.kw["index"]) \
+                        and alone(prev, None) and prev.dtype == g.dtype:
+                    # a slice of a projection another slice already sent a gradient to: add
+                    # into that gradient's slice (no zero-filled array per slice)
+                    prev[tb.kw["index"]] += g
+                    continue
             gm = f(g, ans, *args, **tb.kw)
             if gm is None:
                 continue
             if kind == "h":
                 prev = from_batched.get(key)
-                from_batched[key] = gm if prev is None else prev + gm
+                if prev is None:
+                    from_batched[key] = gm
+                elif alone(prev, gm):
+                    prev += gm  # (the slices of one projection: no third array)
+                else:
+                    from_batched[key] = prev + gm
             elif kind == "s":
                 acc(grads, owned, key, gm)
             else:

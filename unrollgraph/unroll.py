@@ -13,6 +13,7 @@ This module only builds the graph. The flow is cell -> unroll (this graph) -> sc
 
 from __future__ import annotations
 
+import gc
 import threading
 
 import numpy as np
@@ -21,7 +22,7 @@ from .cell import Cell
 from .checkpoint import CheckpointedRun, kept_steps, resolve_checkpoint
 from .compile import compile_schedule
 from .errors import CellError
-from .graph import Graph, Node
+from .graph import Graph, Node, gc_paused
 from .run import Run, call
 
 __all__ = ["unroll", "Unrolled", "Run"]
@@ -82,6 +83,69 @@ def unroll(cell: Cell, steps: int, truncate: int | None = None, masked: bool = F
     """
     return Unrolled(cell, steps, truncate=truncate, masked=masked, keep=keep,
                     checkpoint=checkpoint)
+
+
+def _body_copier(cell: Cell, body: list, copied_elsewhere: set, roles: dict, order: list):
+    """The copy of one step's body, as a function ``copy(memo, t)``. It does what this loop
+    does, with each cell node's fields read once instead of once per step::
+
+        for n in body:
+            if id(n) not in copied_elsewhere:   # parameters, states, the step's inputs
+                memo[id(n)] = Node(n.op, tuple(memo[id(i)] for i in n.inputs), n.attrs,
+                                   n.name, n.shape, n.dtype, step=t, origin=n,
+                                   role=roles.get(id(n)))
+                order.append(memo[id(n)])
+    """
+    recipe = []
+    for n in body:
+        if id(n) in copied_elsewhere:
+            continue
+        if n.is_leaf:  # a batched leaf can only be a placeholder (copied elsewhere)
+            raise CellError(f"cell {cell.name!r}: unexpected leaf {n.label()}")
+        recipe.append((id(n), n.op, tuple(id(i) for i in n.inputs), n.attrs, n.name, n.shape,
+                       n.dtype, n, roles.get(id(n))))
+    append = order.append
+
+    def copy(memo: dict, t: int) -> None:
+        for key, op, inputs, attrs, name, shape, dtype, origin, role in recipe:
+            node = memo[key] = Node(op, tuple([memo[i] for i in inputs]), attrs, name, shape,
+                                    dtype, t, origin, role)
+            append(node)
+
+    return copy
+
+
+#: nets of this many nodes or more are followed by one full collection (see _settle)
+SETTLE_NODES = 100_000
+
+
+def _settle(nodes: int) -> None:
+    """After building a large net, one full collection of Python's garbage collector, if the
+    collector is on. The objects made while it was paused (a few per node) are young: left
+    alone, the collector walks all of them three times in the next calls (as it promotes
+    them through its three generations); a full collection now walks them once and files
+    them as old. Small nets skip it (it would cost more than it saves)."""
+    if nodes >= SETTLE_NODES and gc.isenabled():
+        gc.collect()
+
+
+class _CopyNames:
+    """``id(node) -> name`` of the unrolled copies that have no name of their own: the name of
+    the cell node copied, with ``@step`` (``h_next@3``). Computed when a name is asked for
+    (a diagram asks for a few; a long net would hold T of them)."""
+
+    def __init__(self, graph: Graph, cell_graph: Graph):
+        self._graph, self._cell_graph = graph, cell_graph
+
+    def get(self, key: int, default=None):
+        i = self._graph._index.get(key)
+        if i is None:
+            return default
+        n = self._graph.nodes[i]
+        if n.name or n.origin is None or n.origin not in self._cell_graph:
+            return default
+        base = self._cell_graph.display_name(n.origin)
+        return base if n.step is None else f"{base}@{n.step}"
 
 
 class Unrolled:
@@ -171,7 +235,9 @@ class Unrolled:
         self._masked_twin: Unrolled | None = None
         self._input_names = list(cell.inputs)
         self._input_shapes = {k: tuple(t.shape[1:]) for k, t in cell.inputs.items()}
-        self._build()
+        with gc_paused():  # a few objects per node, no cycles: collecting now only costs
+            self._build()
+        _settle(len(self.nodes))
         self._bprogs: dict = {}
 
     @property
@@ -212,6 +278,8 @@ class Unrolled:
         self.input_nodes = {k: [] for k in cell.inputs}
         self.output_nodes = {k: [] for k in cell.outputs}
         self.state_nodes = {k: [] for k in cell.states}
+        copied_elsewhere = set(shared) | set(prev) | {id(ph.node) for ph in cell.inputs.values()}
+        copy_body = _body_copier(cell, body, copied_elsewhere, roles, order)
         for t in range(self.steps):
             memo = dict(shared)  # parameters map to themselves
             memo.update(prev)  # the delay edge: a state reads step t-1's next state
@@ -221,14 +289,9 @@ class Unrolled:
                                          role="input")
                 self.input_nodes[k].append(memo[id(ph.node)])
                 order.append(memo[id(ph.node)])
-            for n in body:  # every other node: a copy reading the copies of its inputs
-                if id(n) not in memo:
-                    if n.is_leaf:  # a batched leaf can only be a placeholder handled above
-                        raise CellError(f"cell {cell.name!r}: unexpected leaf {n.label()}")
-                    memo[id(n)] = Node(n.op, tuple(memo[id(i)] for i in n.inputs), n.attrs,
-                                       n.name, n.shape, n.dtype, step=t, origin=n,
-                                       role=roles.get(id(n)))
-                    order.append(memo[id(n)])
+            # every other node n: memo[id(n)] = Node(n.op, (memo[id(i)] for i in n.inputs),
+            # ..., step=t, origin=n), in the body's order (so each input is copied first)
+            copy_body(memo, t)
             prev = self._step_ends(t, memo, prev, nexts, order)  # outputs; states for t+1
         self.nodes = order
         self.graph = self._as_graph(cell_graph, order)
@@ -307,18 +370,18 @@ class Unrolled:
         (``h_next@3``), and is batched where its cell node is."""
         roots = [n for ns in self.output_nodes.values() for n in ns]
         roots += [ns[-1] for ns in self.state_nodes.values()]
-        names = {}
+        in_cell = cell_graph._index
         batched_ids = set()
+        add = batched_ids.add
         for n in order:
-            if n.origin is not None and n.origin in cell_graph:
-                if not n.name:
-                    base = cell_graph.display_name(n.origin)
-                    names[id(n)] = base if n.step is None else f"{base}@{n.step}"
+            if n.origin is not None and id(n.origin) in in_cell:
                 if id(n.origin) in cell_graph._batched:
-                    batched_ids.add(id(n))
-            elif n.role in ("init", "mask") or n.step is not None:
-                batched_ids.add(id(n))
-        return Graph(roots, order=order, names=names, batched=batched_ids)
+                    add(id(n))
+            elif n.step is not None or n.role in ("init", "mask"):
+                add(id(n))
+        graph = Graph(roots, order=order, batched=batched_ids)
+        graph._given_names = _CopyNames(graph, cell_graph)
+        return graph
 
     def slot(self, node: Node) -> int:
         """Index of ``node`` in the schedule (and in a run's value and gradient lists)."""
