@@ -316,6 +316,9 @@ class Unrolled:
                     names[id(n)] = base if n.step is None else f"{base}@{n.step}"
                 if id(n.origin) in cell_graph._batched:
                     batched_ids.add(id(n))
+            elif n in cell_graph:  # a constant of the cell: its own node, the cell's id
+                if not n.name:
+                    names[id(n)] = cell_graph.display_name(n)
             elif n.role in ("init", "mask") or n.step is not None:
                 batched_ids.add(id(n))
         return Graph(roots, order=order, names=names, batched=batched_ids)
