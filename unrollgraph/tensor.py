@@ -967,9 +967,35 @@ def _check_finite(arr, what, ts, name=None):
         ins = ", ".join(f"{t.node.label()} {t.shape}" for t in ts)
         ins = f"; its inputs were {ins}" if ins else ""
         raise AnomalyError(
-            f"detect_anomaly: {what}{who} produced {bad} (first at index {first}){ins}. "
+            f"detect_anomaly: {what}{who} produced {bad} (first at index {first}){ins}"
+            f"{_net_origin(ts)}. "
             "Check the inputs' ranges (log of <= 0, division by 0, overflowing exp)"
         )
+
+
+def _net_origin(ts) -> str:
+    """Where a NaN or Inf an input brings from a net's call first appears: the output
+    (``y``) and the first step holding one, and how to find the op that made it."""
+    for t in ts:
+        node = t.node
+        if node.op != "item" or node.name or not node.inputs or \
+                node.inputs[0].op != "unrolled":
+            continue
+        a = t._data
+        if not np.issubdtype(np.asarray(a).dtype, np.floating) or np.all(np.isfinite(a)):
+            continue
+        net = node.inputs[0].attrs["_run"].net
+        k = node.attrs["index"]
+        if k < len(net.output_nodes):  # stacked over the steps: axis 0 is the step
+            name = list(net.output_nodes)[k]
+            step = int(np.argwhere(~np.isfinite(a))[0][0])
+            where = f"output {name!r} of the net's call already held one at step {step}"
+        else:
+            where = (f"the final state {list(net.state_nodes)[k - len(net.output_nodes)]!r} "
+                     "of the net's call already held one")
+        return (f"; {where}: run the call under detect_anomaly too to find the op of the "
+                "cell that made it")
+    return ""
 
 
 _LEAF_GRAD_LOCK = threading.Lock()
