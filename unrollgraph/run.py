@@ -166,6 +166,10 @@ def normalize_inputs(net, xs) -> dict:
                 return {names[0]: xs}
     if not names and (xs is None or (isinstance(xs, dict) and not xs)):
         return {}  # a cell without inputs runs on its state alone
+    if xs is None:
+        raise CellError(f"cell {net.cell.name!r} has inputs {names}: pass xs shaped "
+                        f"(T={net.steps}, B, ...)" + (" (a dict by name)" if len(names) > 1
+                                                       else "") + ", as net(xs)")
     if not isinstance(xs, dict):
         if len(names) != 1:
             raise CellError(

@@ -336,13 +336,14 @@ class Unrolled:
         )
 
     # -- calling: the run itself is run.py's -------------------------------------------------
-    def __call__(self, xs, state=None, lengths=None):
+    def __call__(self, xs=None, state=None, lengths=None):
         """Run the unrolled net on a batch.
 
         Parameters
         ----------
         xs : array_like or Tensor, shape (T, B, ...), or dict name -> such
             Per-step inputs. A Tensor that requires grad receives ``.grad`` after backward.
+            Left out (or None) for a cell without inputs: ``net()``.
         state : array, Tensor or tuple, optional
             Initial state(s) shaped (B, ...), in declaration order; the cell's init otherwise.
         lengths : sequence of int, optional
