@@ -333,3 +333,26 @@ def test_an_anomaly_names_a_nets_output_and_the_step_its_nan_came_from(step, lst
         t.backward()
     assert f"non-scalar tensor {name} of shape" in str(err.value)
     assert "<item>" not in str(err.value)
+
+
+@pytest.mark.parametrize("through", ["input", "state", "computed"])
+def test_cross_entropy_on_a_cells_placeholder_says_why_and_what_to_do(through):
+    """Labels computed from a cell's input or state hold the build-time stand-in values: the
+    error says so, and where to compute the loss, instead of blaming the user's values."""
+    c = ug.Cell("c")
+    x = c.input("x", (3,))
+    lab = c.input("lab", ())
+    h = c.state("h", (3,))
+    hn = ug.tanh(x + h, name="h_next")
+    c.feedback(h, hn)
+    labels = {"input": lab, "state": ug.sum(h, axis=1),
+              "computed": lab + 0.25}[through]
+    with pytest.raises(ug.CellError) as err:
+        ug.cross_entropy(hn, labels)
+    msg = str(err.value)
+    assert "stand-in value" in msg and "outside the cell" in msg, msg
+    assert ("input lab" if through != "state" else "state h") in msg
+    assert "fractional values" not in msg and "np.float64" not in msg
+    # outside a cell the user's own bad labels are still refused as before
+    with pytest.raises(ug.ShapeError, match="fractional values"):
+        ug.cross_entropy(ug.tensor(np.zeros((2, 3))), ug.tensor(np.array([0.5, 1.0])))
