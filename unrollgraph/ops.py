@@ -1084,8 +1084,8 @@ def _ce_check(nodes, values, **attrs):
         raise CellError(
             f"cross_entropy: {lab} are computed from {source} of a cell, which holds the "
             f"stand-in value {float(np.ravel(labels)[0])} while the cell is built, so they "
-            "cannot be checked as class indices there (and would not be checked at each step): compute "
-            "the loss outside the cell, on the net's outputs, e.g. "
+            "cannot be checked as class indices there (and would not be checked at each "
+            "step): compute the loss outside the cell, on the net's outputs, e.g. "
             "ug.cross_entropy(out[t], labels[t]) or ug.cross_entropy(out.reshape(-1, C), "
             "labels.reshape(-1)), where the labels are checked"
         ) from err
