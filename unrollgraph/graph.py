@@ -183,7 +183,7 @@ class Node:
         (``y (all steps)``, ``final h``)."""
         if self.name:
             base = self.name
-        elif self.op == "item" and self.inputs and self.inputs[0].op == "unrolled":
+        elif self.op == "item" and self.inputs and "_run" in self.inputs[0].attrs:
             base = item_label(self)
         else:
             base = f"<{self.op}>"

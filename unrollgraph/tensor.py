@@ -979,7 +979,7 @@ def _net_origin(ts) -> str:
     for t in ts:
         node = t.node
         if node.op != "item" or node.name or not node.inputs or \
-                node.inputs[0].op != "unrolled":
+                "_run" not in node.inputs[0].attrs:
             continue
         a = t._data
         if not np.issubdtype(np.asarray(a).dtype, np.floating) or np.all(np.isfinite(a)):
