@@ -168,7 +168,7 @@ def test_tensors_of_other_types_raise_a_dtype_error_that_says_what_to_pass():
 from decimal import Decimal  # noqa: E402
 from fractions import Fraction  # noqa: E402
 
-from hypothesis import given  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
 _COMPLEX = st.complex_numbers(max_magnitude=10, allow_nan=False, allow_infinity=False)
@@ -300,3 +300,59 @@ def test_class_labels_that_are_not_numbers_are_named():
     for bad in (["a"], [np.inf], [None]):
         with pytest.raises(ug.ShapeError, match="labels must be integer class indices"):
             ug.cross_entropy(x, bad)
+
+
+# -- an unrolled net's outputs are named as the user knows them ------------------------------
+
+@settings(max_examples=15, deadline=None)
+@given(step=st.integers(0, 4), lstm=st.booleans(), pick=st.integers(0, 2))
+def test_an_anomaly_names_a_nets_output_and_the_step_its_nan_came_from(step, lstm, pick):
+    """A NaN reaching an op from a net's call (its forward run outside detect_anomaly) is
+    named by the output's name (``y (all steps)``, ``final c``), as explain names it, and
+    the message gives the first step at which the output held it; no internal op name
+    (``<item>``) appears in it or in the other messages about such a tensor."""
+    cell = ug.nn.LSTMCell(3, 4, seed=0) if lstm else ug.nn.RNNCell(3, 4, seed=0)
+    net = ug.unroll(cell, steps=5)
+    xs = np.ones((5, 2, 3))
+    xs[step, 1, 0] = np.nan
+    out, fin = net(xs)
+    picked = [out] + (list(fin) if isinstance(fin, tuple) else [fin])
+    t = picked[pick % len(picked)]
+    k = pick % len(picked)
+    states = list(cell.states)
+    name = "y (all steps)" if k == 0 else f"final {states[k - 1]}"
+    with pytest.raises(ug.AnomalyError) as err, ug.detect_anomaly():
+        (t * t).sum().backward()
+    msg = str(err.value)
+    assert "<item>" not in msg and f"its inputs were {name} {t.shape}, {name} {t.shape}" in msg
+    if k == 0:
+        assert f"output 'y' of the net's call already held one at step {step}" in msg
+    else:
+        assert f"the final state {states[k - 1]!r} of the net's call already held one" in msg
+    with pytest.raises(ug.UnrollGraphError) as err:
+        t.backward()
+    assert f"non-scalar tensor {name} of shape" in str(err.value)
+    assert "<item>" not in str(err.value)
+
+
+@pytest.mark.parametrize("through", ["input", "state", "computed"])
+def test_cross_entropy_on_a_cells_placeholder_says_why_and_what_to_do(through):
+    """Labels computed from a cell's input or state hold the build-time stand-in values: the
+    error says so, and where to compute the loss, instead of blaming the user's values."""
+    c = ug.Cell("c")
+    x = c.input("x", (3,))
+    lab = c.input("lab", ())
+    h = c.state("h", (3,))
+    hn = ug.tanh(x + h, name="h_next")
+    c.feedback(h, hn)
+    labels = {"input": lab, "state": ug.sum(h, axis=1),
+              "computed": lab + 0.25}[through]
+    with pytest.raises(ug.CellError) as err:
+        ug.cross_entropy(hn, labels)
+    msg = str(err.value)
+    assert "stand-in value" in msg and "outside the cell" in msg, msg
+    assert ("input lab" if through != "state" else "state h") in msg
+    assert "fractional values" not in msg and "np.float64" not in msg
+    # outside a cell the user's own bad labels are still refused as before
+    with pytest.raises(ug.ShapeError, match="fractional values"):
+        ug.cross_entropy(ug.tensor(np.zeros((2, 3))), ug.tensor(np.array([0.5, 1.0])))

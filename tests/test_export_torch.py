@@ -478,7 +478,7 @@ def test_step_speaks_of_one_steps_shapes():
     counter.feedback(c, ug.tanh(c + 1.0))
     counter.output("y", c)
     m = ug.export.to_torch(counter)
-    with pytest.raises(ug.CellError, match="has no inputs; pass x=None"):
+    with pytest.raises(ug.CellError, match=r"has no inputs; leave x out: module.step\(state="):
         m.step(torch.zeros(1, 2, dtype=f64))
     y, c1 = m.step(None, torch.zeros(3, 2, dtype=f64))
     assert tuple(y.shape) == (3, 2)
@@ -540,6 +540,38 @@ def test_step_by_step_equals_the_sequence_and_a_cell_without_inputs_runs():
     want, wlast = ug.unroll(counter, 4)(None)
     close(got, want.data, "cell without inputs")
     close(last, wlast.data, "cell without inputs: final state")
+    # nothing to pass for a cell without inputs: the argument may be left out
+    again, alast = m(steps=4)
+    assert torch.equal(again, got) and torch.equal(alast, last)
+    left, llast = ug.unroll(counter, 4)()
+    assert np.array_equal(left.data, want.data) and np.array_equal(llast.data, wlast.data)
+    y, c1 = m.step(state=torch.zeros(3, 2, dtype=torch.float64))
+    assert tuple(y.shape) == (3, 2)
+    with pytest.raises(ug.CellError, match=r"module\(steps=T\)"):
+        m()
+    # a cell with inputs called without them is told what to pass
+    with pytest.raises(ug.CellError, match=r"the cell has inputs \['x'\]; pass xs shaped"):
+        module()
+    with pytest.raises(ug.CellError, match=r"has inputs \['x'\]: pass xs shaped \(T=3, B"):
+        ug.unroll(ug.nn.RNNCell(3, 4, seed=0), steps=3)()
+
+
+def test_tracing_the_module_warns_of_nothing_of_the_librarys_own():
+    """torch.jit.trace of the module: no TracerWarning from the module's argument checks
+    (torch's own deprecation warning aside), and the trace gives the eager outputs; the
+    module also goes through torch.export.export, giving the same outputs."""
+    import warnings
+
+    module = ug.export.to_torch(ug.nn.RNNCell(3, 4, seed=0))
+    xs = torch.randn(7, 2, 3, dtype=torch.float64)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        traced = torch.jit.trace(module, (xs,))
+    ours = [w for w in seen if issubclass(w.category, torch.jit.TracerWarning)]
+    assert not ours, [str(w.message) for w in ours]
+    assert torch.equal(traced(xs)[0], module(xs)[0])
+    exported = torch.export.export(module, (xs,))
+    assert torch.allclose(exported.module()(xs)[0], module(xs)[0], rtol=0, atol=1e-12)
 
 
 def test_the_module_computes_where_its_parameters_are():

@@ -150,5 +150,11 @@ def test_an_lstm_gate_slice_reads_as_written_in_dot_svg_and_tikz(lstm):
     svg = ug.render(net, detail="ops").pipe(format="svg").decode()
     assert "gates[:, 0:3]" in svg and "[ ]" not in svg
     tikz = ug.to_tikz(net, detail="ops")
-    # (TeX text: a comma is followed by {}, which stops a ligature and prints nothing)
-    assert r"\textbf{gates[:,{} 0:3]}" in tikz and "[ ]" not in tikz
+    # (TeX text: a comma is followed by {}, which stops a ligature and prints nothing); the
+    # slice carries its step on the value sliced, as gates itself does: gates₀[:, 0:3]
+    lines = tikz.split("\n")
+    at = [i for i, line in enumerate(lines) if line.endswith(r"\textbf{[:,{} 0:3]}}}")]
+    assert len(at) == 3 and "[ ]" not in tikz
+    for t, i in enumerate(at):
+        assert lines[i - 2].endswith(r"\textbf{gates}}}")
+        assert lines[i - 1].endswith(rf"\textbf{{{t}}}}}}}")

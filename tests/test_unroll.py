@@ -1,5 +1,6 @@
 """The unroller and BPTT: checked against a hand-written numpy BPTT and finite differences."""
 
+import importlib
 import sys
 
 import networkx as nx
@@ -10,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import unrollgraph as ug
+from unrollgraph.unroll import Unrolled
 
 
 def _elman(D, H, seed=0):
@@ -1185,3 +1187,47 @@ def test_a_large_build_is_followed_by_one_full_collection_only_if_the_collector_
     assert len(big.nodes) >= 40
     assert calls == ([()] if start_enabled else [])
     assert collector.isenabled() is start_enabled
+# -- the net's printout names what it copies from the cell as the cell's printout does -------
+
+def _cell_name_of(net, n, cell_graph):
+    """The cell printout's name for the cell node ``n`` of the net copies, with ``@step``."""
+    src = n if n in cell_graph else n.origin
+    base = cell_graph.display_name(src)
+    return base if n.step is None or n.name else f"{base}@{n.step}"
+
+
+@settings(max_examples=20, deadline=None)
+@given(spec=importlib.import_module("test_differential").cells(), T=st.integers(1, 3),
+       masked=st.booleans())
+def test_every_node_copied_from_the_cell_prints_with_the_cells_name(spec, T, masked):
+    """Every node of the net that is a cell node (a constant, a parameter) or a copy of one
+    (``W.T`` once, ``n7@2`` per step) prints in ``print(net)`` and in networkx under the
+    name ``print(cell)`` gives it (with ``@step`` for a per-step copy), never one made from
+    the net's own numbering: a constant ``n5`` in the cell is ``n5`` in the net."""
+    diff = importlib.import_module("test_differential")
+    cell = diff.build_cell(spec, diff._param_values(spec, 0))
+    net = Unrolled(cell, T, masked=True) if masked else ug.unroll(cell, steps=T)
+    cg = cell.graph()
+    G = ug.to_networkx(net)
+    for n in net.nodes:
+        if n in cg or (n.origin is not None and n.origin in cg and n.role != "input"):
+            want = _cell_name_of(net, n, cg)
+            if n.name:
+                continue  # a user name is printed as written (tested elsewhere)
+            assert net.graph.display_name(n) == want, n
+            assert G.nodes[net.graph.id(n)]["name"] == want
+
+
+def test_a_constant_keeps_its_cell_id_in_the_net_and_networkx():
+    c = ug.Cell("c")
+    x = c.input("x", (2,))
+    h = c.state("h", (2,))
+    W = c.param("W", np.eye(2))
+    hn = ug.tanh(x @ W.T + h * 3.0, name="h_next")
+    c.feedback(h, hn)
+    c.output("y", hn)
+    assert "\nn5 = const()" in str(c)
+    net = ug.unroll(c, steps=2)
+    assert "\nn5 = const()" in str(net) and "n6@0 = mul(h_init, n5)" in str(net)
+    assert "′" not in str(net)
+    assert "n5" in {d["name"] for _, d in ug.to_networkx(net).nodes(data=True)}

@@ -102,3 +102,61 @@ def test_the_docs_user_op_examples_run_twice_in_one_session(tmp_path, monkeypatc
     for block in blocks + blocks:
         exec(compile(block, "docs", "exec"), {})
     assert set(ops.registry()) == before
+
+
+# -- an op whose forward raises: what the user sees ------------------------------------------
+
+def _picky(a, *rest):
+    if (np.asarray(a) < -10).any():
+        raise ValueError("value below -10")  # the user's line: kept in the traceback
+    return a * 1.0
+
+
+@pytest.mark.parametrize("where", ["eager", "net", "checkpointed"])
+def test_a_failing_forward_names_the_op_node_and_inputs_and_keeps_the_cause(where):
+    """The error is an OpError (a ShapeError subclass, the documented class of forward
+    failures) naming the op, the node's own name and its inputs as the printouts name them,
+    with the user's exception chained as ``__cause__`` so its traceback shows the line."""
+    ops.defop("picky_test", _picky, [lambda g, ans, a: g], replace=True)
+    try:
+        if where == "eager":
+            with pytest.raises(ug.OpError) as err:
+                apply("picky_test", ug.tensor(np.array([-50.0, 1.0]), name="inp"), name="mine")
+            msg = str(err.value)
+            assert msg == ("picky_test (node 'mine'): failed on inp (2,): "
+                           "ValueError: value below -10")
+        else:
+            c = ug.Cell("c")
+            x = c.input("x", (2,))
+            h = c.state("h", (2,))
+            hn = apply("picky_test", x + h, name="mine")
+            c.feedback(h, hn)
+            c.output("y", hn)
+            net = ug.unroll(c, steps=6, checkpoint=2 if where == "checkpointed" else None)
+            xs = np.ones((6, 1, 2))
+            xs[4, 0, 0] = -50.0
+            with pytest.raises(ug.OpError) as err:
+                net(xs)
+            msg = str(err.value)
+            plain = ug.unroll(c, steps=6)
+            add = plain.graph.display_name(
+                next(n for n in plain.nodes if n.op == "add" and n.step == 4))
+            assert add.startswith("n") and add.endswith("@4") and "<" not in msg
+            assert msg.startswith("unrolled cell 'c', step 4: picky_test (mine@4) failed on "
+                                  f"{add} (1, 2): ValueError: value below -10"), msg
+            assert f"\n{add} = add(x@4, mine@3)" in str(plain)
+        assert isinstance(err.value, ug.ShapeError) and err.value.op == "picky_test"
+        cause = err.value.__cause__
+        assert type(cause) is ValueError and str(cause) == "value below -10"
+        frames = [f.name for f in __import__("traceback").extract_tb(cause.__traceback__)]
+        assert frames[-1] == "_picky"
+    finally:
+        ops._REGISTRY.pop("picky_test", None)
+
+
+def test_a_real_shape_mismatch_is_still_the_ops_shape_error():
+    """Where the op's own check finds the operands do not fit, that ShapeError is raised
+    (not an OpError): the shapes are the cause."""
+    with pytest.raises(ug.ShapeError) as err:
+        ug.tensor(np.ones((2, 3)), name="x") @ ug.tensor(np.ones((2, 3)), name="W")
+    assert type(err.value) is ug.ShapeError

@@ -107,6 +107,7 @@ def _segment_net(net, key):
                         keep="needed")
         if truncate == 0:  # every step cut: only gradients placed on leaves get through
             seg.truncate = 0
+        seg._whole = net  # its errors name its nodes as the whole net's printout does
         seg = nets.setdefault(key, seg)
     return seg
 

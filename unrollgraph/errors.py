@@ -10,6 +10,7 @@ from __future__ import annotations
 __all__ = [
     "UnrollGraphError",
     "ShapeError",
+    "OpError",
     "DTypeError",
     "GraphError",
     "CycleError",
@@ -31,6 +32,18 @@ class UnrollGraphError(Exception):
 
 class ShapeError(UnrollGraphError, ValueError):
     """Operands whose shapes do not fit the op (names the op, the nodes and both shapes)."""
+
+
+class OpError(ShapeError):
+    """An op's forward raised (a user op refusing its input, numpy failing on operands that
+    do not fit): the message names the op, the node, its inputs as the printouts name them and
+    their shapes (and the step, in an unrolled net); the op's own exception is chained as
+    ``__cause__``, so the traceback shows the line that raised, and ``.op`` names the op. A
+    :class:`ShapeError` because most such failures are operands whose shapes do not fit."""
+
+    def __init__(self, message: str, op: str | None = None):
+        super().__init__(message)
+        self.op = op
 
 
 class DTypeError(UnrollGraphError, TypeError):

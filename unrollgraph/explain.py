@@ -907,11 +907,7 @@ def _item_names(eager) -> dict:
     names = {}
     for n in eager.nodes:
         if n.op == "item" and not n.name:  # an output of a net's call, all steps stacked
-            net = n.inputs[0].attrs["_run"].net
-            picked = list(net.output_nodes) + [f"final {s}" for s in net.state_nodes]
-            k = n.attrs["index"]
-            names[id(n)] = (f"{picked[k]} (all steps)" if k < len(net.output_nodes)
-                            else picked[k])
+            names[id(n)] = n.label()
     return names
 
 

@@ -181,8 +181,15 @@ class Node:
         return self.op in LEAF_OPS
 
     def label(self) -> str:
-        """A short human name: the user name, else the op (used in error messages)."""
-        base = self.name if self.name else f"<{self.op}>"
+        """A short human name: the user name, else the op (used in error messages); an
+        output picked from a net's call is named as :func:`unrollgraph.explain` names it
+        (``y (all steps)``, ``final h``)."""
+        if self.name:
+            base = self.name
+        elif self.op == "item" and self.inputs and "_run" in self.inputs[0].attrs:
+            base = item_label(self)
+        else:
+            base = f"<{self.op}>"
         return base if self.step is None else f"{base}@{self.step}"
 
     def __repr__(self) -> str:
@@ -190,6 +197,16 @@ class Node:
 
 
 _EMPTY: dict = {}
+
+
+def item_label(node: Node) -> str:
+    """The name of output ``node.attrs["index"]`` of a net's call (an ``item`` node): the
+    cell's output name with ``(all steps)`` (the outputs come stacked over the steps), or
+    ``final <state>`` for a final state."""
+    net = node.inputs[0].attrs["_run"].net
+    outs, states = list(net.output_nodes), list(net.state_nodes)
+    k = node.attrs["index"]
+    return f"{outs[k]} (all steps)" if k < len(outs) else f"final {states[k - len(outs)]}"
 
 
 def _read_only(field: str) -> property:

@@ -1071,6 +1071,28 @@ def _ce_check(nodes, values, **attrs):
     labels = np.asarray(labels)
     lab = _label(nodes[1])
     lab = "labels" if lab == "labels" else f"labels {lab}"
+    try:
+        _ce_values_check(labels, lab, sl)
+    except ShapeError as err:
+        from .tensor import _placeholder_source
+
+        source = _placeholder_source(nodes[1]) if nodes[1] is not None else None
+        if source is None:
+            raise
+        from .errors import CellError
+
+        raise CellError(
+            f"cross_entropy: {lab} are computed from {source} of a cell, which holds the "
+            f"stand-in value {float(np.ravel(labels)[0])} while the cell is built, so they "
+            "cannot be checked as class indices there (and would not be checked at each "
+            "step): compute the loss outside the cell, on the net's outputs, e.g. "
+            "ug.cross_entropy(out[t], labels[t]) or ug.cross_entropy(out.reshape(-1, C), "
+            "labels.reshape(-1)), where the labels are checked"
+        ) from err
+
+
+def _ce_values_check(labels, lab, sl):
+    """Refuse labels that are not integer class indices in ``[0, classes)``."""
     if labels.dtype.kind not in "biuf":
         raise ShapeError(
             f"cross_entropy: {lab} must be integer class indices, got dtype {labels.dtype}"

@@ -34,7 +34,7 @@ import numpy as np
 from .checkpoint import kept_steps
 from .errors import RenderError
 from .graph import Node
-from .labels import OP_SYMBOLS, op_label
+from .labels import OP_SYMBOLS, index_text, op_label
 from .tensor import Tensor
 from .view import GraphView, loss_runs, reads, view
 
@@ -1019,6 +1019,11 @@ class _Drawer:
             base = _hn(n.inputs[0].name) + "ᵀ"
         elif n.op == "getitem":  # a slice as written: gates[:, 0:8]
             base = _hn(op_label(n))
+            src = n.inputs[0] if n.inputs else None
+            if with_step and n.step is not None and src is not None and src.name and \
+                    "index" in n.attrs:  # the step on the value sliced, as it is drawn
+                base = (_hn(src.name) + f"<sub>{n.step}</sub>"
+                        + _h(index_text(n.attrs["index"])))
         elif n.op == "const":
             val = self.value(n)
             text = _array_text(val, 1) if val is not None else None

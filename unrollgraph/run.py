@@ -42,6 +42,7 @@ from .tensor import (
     _dtype_name,
     _locked,
     as_real_array,
+    op_error,
 )
 
 if TYPE_CHECKING:
@@ -166,6 +167,10 @@ def normalize_inputs(net, xs) -> dict:
                 return {names[0]: xs}
     if not names and (xs is None or (isinstance(xs, dict) and not xs)):
         return {}  # a cell without inputs runs on its state alone
+    if xs is None:
+        raise CellError(f"cell {net.cell.name!r} has inputs {names}: pass xs shaped "
+                        f"(T={net.steps}, B, ...)" + (" (a dict by name)" if len(names) > 1
+                                                       else "") + ", as net(xs)")
     if not isinstance(xs, dict):
         if len(names) != 1:
             raise CellError(
@@ -1146,20 +1151,38 @@ def _acc(grads, owned, s, g) -> None:
         owned[s] = True
 
 
-def _label(node, first: int) -> str:
-    """``node.label()`` with its step counted from ``first``: a segment of a checkpointed run
+def _label(node, first: int = 0, net=None) -> str:
+    """The name the printout of the net (``print(net)``) gives ``node``, for error messages;
+    ``node.label()`` without ``net``. A segment of a checkpointed run
     (:mod:`~unrollgraph.checkpoint`) starting at step ``first`` of the whole run names its
-    step j as step ``first + j``, as the plain net would."""
-    if not first or node.step is None:
-        return node.label()
-    return f"{node.name if node.name else f'<{node.op}>'}@{node.step + first}"
+    nodes as the whole net's printout names them: its step j is step ``first + j``, and the
+    state it starts from is the state the previous step handed on (``h_next@4``), not the
+    net's initial state."""
+    if net is None:
+        if not first or node.step is None:
+            return node.label()
+        return f"{node.name if node.name else f'<{node.op}>'}@{node.step + first}"
+    whole = getattr(net, "_whole", None)
+    if whole is not None and first:
+        if node.role == "init":  # the state handed on by step first - 1
+            s = next(k for k, n in net.init_nodes.items() if n is node)
+            node = whole.nodes[whole._state_slots[s][first - 1]]
+        else:
+            s = net.slot(node)
+            if node.step is not None:  # the same layout as the whole net's, steps later
+                shared = sum(1 for n in whole.nodes if n.step is None)
+                s += first * ((len(whole.nodes) - shared) // whole.steps)
+            node = whole.nodes[s]
+        net = whole
+    return net.graph.display_name(node)
 
 
 def reference_forward(net, vals: list, anomaly: bool = False, first: int = 0) -> None:
     """The reference executor's forward pass: every op node in schedule order, one registry
     forward each, writing ``vals`` (indexed by slot, the leaves already in place). With
     ``anomaly`` each value is checked for NaN and inf. A failure is a
-    :class:`~unrollgraph.ShapeError` naming the node, its step and its inputs' shapes; the
+    :class:`~unrollgraph.OpError` naming the op, the node and its inputs as the net's
+    printout names them, their shapes and the step, chained to the op's own exception; the
     steps are counted from ``first`` (a checkpointed run's segment passes its first step)."""
     e = None
     try:
@@ -1167,17 +1190,18 @@ def reference_forward(net, vals: list, anomaly: bool = False, first: int = 0) ->
             out, ins, fwd, _v, kw, _s = e
             vals[out] = fwd(*[vals[i] for i in ins], **kw)
             if anomaly:
-                _check_finite(vals[out], f"forward of {_label(net.nodes[out], first)}", ())
+                _check_finite(vals[out], lambda out=out: "forward of "
+                              f"{_label(net.nodes[out], first, net)}", ())
     except UnrollGraphError:
         raise
     except Exception as exc:
         node = net.nodes[e[0]]
-        shapes = ", ".join(f"{_label(n, first)} {np.shape(vals[net.slot(n)])}"
+        shapes = ", ".join(f"{_label(n, first, net)} {np.shape(vals[net.slot(n)])}"
                            for n in node.inputs)
-        raise ShapeError(
-            f"unrolled cell {net.cell.name!r}, step {node.step + first}: {node.op} failed on "
-            f"{shapes}: {exc}"
-        ) from None
+        raise op_error(
+            f"unrolled cell {net.cell.name!r}, step {node.step + first}: {node.op} "
+            f"({_label(node, first, net)}) failed on {shapes}", exc, node.op
+        ) from exc
 
 
 def reference_backward(bprog, vals, grads, owned, anomaly, net, first: int = 0) -> None:
@@ -1197,7 +1221,8 @@ def reference_backward(bprog, vals, grads, owned, anomaly, net, first: int = 0) 
             if gi is None:
                 continue
             if anomaly:
-                _check_finite(gi, f"backward into {_label(net.nodes[i], first)}", ())
+                _check_finite(gi, lambda i=i: "backward into "
+                              f"{_label(net.nodes[i], first, net)}", ())
             _acc(grads, owned, i, gi)
 
 

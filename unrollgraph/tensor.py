@@ -25,6 +25,7 @@ from .errors import (
     DTypeError,
     GradientError,
     GraphError,
+    OpError,
     ShapeError,
     UnrollGraphError,
 )
@@ -886,7 +887,7 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
     except UnrollGraphError:
         raise
     except Exception as exc:
-        raise _forward_error(op, ts, values, attrs, exc) from None
+        raise _forward_error(op, ts, values, attrs, exc, name) from exc
     if type(out) is not np.ndarray and not isinstance(out, (np.ndarray, tuple)):
         out = np.asarray(out)
     flags = _MODE.get()
@@ -924,7 +925,10 @@ def _dtype_name(arr) -> str:
     return name
 
 
-def _forward_error(op, ts, values, attrs, exc) -> Exception:
+def _forward_error(op, ts, values, attrs, exc, name=None) -> Exception:
+    """The error for ``op``'s forward raising ``exc``: the op's own shape check's
+    :class:`ShapeError` if it finds the operands do not fit, else an :class:`OpError` naming
+    the op, the node ``name`` and the inputs (raised ``from exc`` by the caller)."""
     if op.check is not None:
         try:
             op.check([t.node for t in ts], values, **attrs)
@@ -932,7 +936,16 @@ def _forward_error(op, ts, values, attrs, exc) -> Exception:
             return err
     shapes = ", ".join(f"{t.node.label()} {np.shape(v)}" for t, v in zip(ts, values))
     extra = f" with {attrs}" if attrs else ""
-    return ShapeError(f"{op.name}: failed on {shapes}{extra}: {exc}")
+    who = f" (node {name!r})" if name else ""
+    return op_error(f"{op.name}{who}: failed on {shapes}{extra}", exc, op.name)
+
+
+def op_error(message: str, exc: BaseException, op: str) -> OpError:
+    """An :class:`OpError` for an op whose forward raised ``exc``: ``message`` (which names
+    the op, the node and its inputs), then the exception's class and text. The caller raises
+    it ``from exc``, so the traceback keeps the line that raised."""
+    what = type(exc).__name__
+    return OpError(f"{message}: {what}: {exc}" if str(exc) else f"{message}: {what}", op)
 
 
 def _check_finite(arr, what, ts, name=None):
@@ -949,12 +962,40 @@ def _check_finite(arr, what, ts, name=None):
         bad, where = ("NaN", nan) if nan.any() else ("Inf", np.isinf(a))
         first = tuple(int(i) for i in np.argwhere(where)[0]) if a.ndim else ()
         who = f" (node {name!r})" if name else ""
+        if callable(what):  # (made only for the message: a net names its node lazily)
+            what = what()
         ins = ", ".join(f"{t.node.label()} {t.shape}" for t in ts)
         ins = f"; its inputs were {ins}" if ins else ""
         raise AnomalyError(
-            f"detect_anomaly: {what}{who} produced {bad} (first at index {first}){ins}. "
+            f"detect_anomaly: {what}{who} produced {bad} (first at index {first}){ins}"
+            f"{_net_origin(ts)}. "
             "Check the inputs' ranges (log of <= 0, division by 0, overflowing exp)"
         )
+
+
+def _net_origin(ts) -> str:
+    """Where a NaN or Inf an input brings from a net's call first appears: the output
+    (``y``) and the first step holding one, and how to find the op that made it."""
+    for t in ts:
+        node = t.node
+        if node.op != "item" or node.name or not node.inputs or \
+                "_run" not in node.inputs[0].attrs:
+            continue
+        a = t._data
+        if not np.issubdtype(np.asarray(a).dtype, np.floating) or np.all(np.isfinite(a)):
+            continue
+        net = node.inputs[0].attrs["_run"].net
+        k = node.attrs["index"]
+        if k < len(net.output_nodes):  # stacked over the steps: axis 0 is the step
+            name = list(net.output_nodes)[k]
+            step = int(np.argwhere(~np.isfinite(a))[0][0])
+            where = f"output {name!r} of the net's call already held one at step {step}"
+        else:
+            where = (f"the final state {list(net.state_nodes)[k - len(net.output_nodes)]!r} "
+                     "of the net's call already held one")
+        return (f"; {where}: run the call under detect_anomaly too to find the op of the "
+                "cell that made it")
+    return ""
 
 
 _LEAF_GRAD_LOCK = threading.Lock()

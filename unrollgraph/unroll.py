@@ -142,9 +142,16 @@ class _CopyNames:
         if i is None:
             return default
         n = self._graph.nodes[i]
-        if n.name or n.origin is None or n.origin not in self._cell_graph:
+        if n.name:
             return default
-        base = self._cell_graph.display_name(n.origin)
+        cg = self._cell_graph
+        if n.origin is not None and n.origin in cg:
+            src = n.origin
+        elif n in cg:  # a constant of the cell: the cell's own node, under the cell's id
+            src = n
+        else:
+            return default
+        base = cg.display_name(src)
         return base if n.step is None else f"{base}@{n.step}"
 
 
@@ -396,13 +403,14 @@ class Unrolled:
         )
 
     # -- calling: the run itself is run.py's -------------------------------------------------
-    def __call__(self, xs, state=None, lengths=None):
+    def __call__(self, xs=None, state=None, lengths=None):
         """Run the unrolled net on a batch.
 
         Parameters
         ----------
         xs : array_like or Tensor, shape (T, B, ...), or dict name -> such
             Per-step inputs. A Tensor that requires grad receives ``.grad`` after backward.
+            Left out (or None) for a cell without inputs: ``net()``.
         state : array, Tensor or tuple, optional
             Initial state(s) shaped (B, ...), in declaration order; the cell's init otherwise.
         lengths : sequence of int, optional

@@ -20,10 +20,11 @@ op without a torch rule raises :class:`~unrollgraph.errors.LoweringError` naming
 
 Conventions of the module
 -------------------------
-* ``module(xs, state=None, lengths=None, truncate=None)`` returns ``(outputs, state)`` as
-  ``net(xs)`` does for ``net = ug.unroll(cell, steps=T)``: outputs stacked ``(T, B, ...)`` (a
-  dict by name for several outputs), the final state (a tuple in declaration order for
-  several states). ``lengths=`` and ``truncate=`` mean exactly what they mean there.
+* ``module(xs, state=None, lengths=None, truncate=None, steps=None)`` returns
+  ``(outputs, state)`` (``module(steps=T)`` for a cell without inputs) as ``net(xs)`` does
+  for ``net = ug.unroll(cell, steps=T)``: outputs stacked ``(T, B, ...)`` (a dict by name
+  for several outputs), the final state (a tuple in declaration order for several states).
+  ``lengths=`` and ``truncate=`` mean exactly what they mean there.
 * Parameters carry the cell's names. PyTorch forbids ``.`` in a parameter name (and a name that
   is already an attribute of the module, such as ``forward``), so such names are mapped
   reversibly: ``%`` becomes ``%25`` and ``.`` becomes ``%2E``, and a name that would collide
@@ -41,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -125,10 +127,24 @@ class _Program:
         self.feedback = {k: self.feedback[k] for k in cell.states}
 
 
+@contextlib.contextmanager
+def _quiet_checks():
+    """Under ``torch.jit.trace``: no ``TracerWarning`` from the module's own argument checks
+    (their shape tests become constants of the trace, which records one sequence length and
+    batch size anyway); elsewhere nothing is changed."""
+    if not torch.jit.is_tracing():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        yield
+
+
 class CellModule(torch.nn.Module):
     """A cell lowered to PyTorch (made by :func:`to_torch`).
 
-    Call it as ``outputs, state = module(xs, state=None, lengths=None, truncate=None)``, with
+    Call it as
+    ``outputs, state = module(xs, state=None, lengths=None, truncate=None, steps=None)``, with
     the conventions of an unrolled net (``net = ug.unroll(cell, steps=T)``; ``net(xs)``), or
     one step at a time with :meth:`step`.
 
@@ -252,17 +268,21 @@ class CellModule(torch.nn.Module):
         if not names:
             if not (xs is None or (isinstance(xs, Mapping) and not xs)):
                 raise CellError(f"{cell}: the cell has no inputs; " + (
-                    "pass x=None" if one_step else "pass xs=None and steps=T"))
+                    "leave x out: module.step(state=...)" if one_step
+                    else "leave xs out and give the number of steps: module(steps=T)"))
             if one_step:
                 return [], 1, None
             if steps is None or isinstance(steps, bool) or not isinstance(
                     steps, (int, np.integer)) or steps < 1:
                 raise CellError(f"{cell} has no inputs: give the number of steps, "
-                                f"module(None, steps=T) with T >= 1; got steps={steps!r}")
+                                f"module(steps=T) with T >= 1; got steps={steps!r}")
             return [], int(steps), None
         if steps is not None:
             raise CellError(f"{cell}: steps= is only for a cell without inputs; the number of "
                             "steps is the length of xs")
+        if xs is None:
+            raise CellError(f"{cell}: the cell has inputs {names}; pass {arg} shaped {form}"
+                            + (" (a dict by name)" if len(names) > 1 else ""))
         if not isinstance(xs, Mapping):
             if len(names) != 1:
                 raise CellError(f"{cell}: the cell has inputs {names}; pass {arg} as a dict "
@@ -379,13 +399,14 @@ class CellModule(torch.nn.Module):
         return arr.astype(np.int64)
 
     # -- running ---------------------------------------------------------------------------------
-    def forward(self, xs, state=None, lengths=None, truncate=None, steps=None):
+    def forward(self, xs=None, state=None, lengths=None, truncate=None, steps=None):
         """Run the cell over a sequence.
 
         Parameters
         ----------
         xs : torch.Tensor (T, B, ...), or dict name -> such
-            Per-step inputs (``None`` for a cell without inputs, with ``steps=T``).
+            Per-step inputs; left out (or ``None``) for a cell without inputs, which takes
+            ``steps=T`` instead: ``module(steps=T)``.
         state : tensor, tuple or dict, optional
             Initial state(s) shaped (B, ...): one tensor for a one-state cell, a tuple in
             declaration order or a dict naming every state; the cell's initial state
@@ -418,14 +439,14 @@ class CellModule(torch.nn.Module):
         outs, finals, _ = self._run(xs, state, lengths, truncate, steps, False)
         return self._pack(outs, finals)
 
-    def step(self, x, state=None):
+    def step(self, x=None, state=None):
         """Run one step.
 
         Parameters
         ----------
         x : torch.Tensor (B, ...), or dict name -> such
-            One step's input (a dict by name for several inputs; ``None`` for a cell without
-            inputs).
+            One step's input (a dict by name for several inputs; left out, or ``None``, for a
+            cell without inputs).
         state : tensor, tuple or dict, optional
             The state before the step, shaped (B, ...), as for :meth:`forward`; the cell's
             initial state otherwise.
@@ -455,13 +476,15 @@ class CellModule(torch.nn.Module):
             raise CellError(f"exported cell {self.cell_name!r}: truncate must be a positive "
                             f"int or None, got {truncate!r}")
         ref = self._reference()
-        inputs, T, batch = self._inputs(xs, ref, steps, one_step)
-        dtype = inputs[0].dtype if inputs else (ref.dtype if ref is not None else torch.float64)
-        h = self._states(state, batch, ref, dtype, one_step)
-        if batch is None:
-            batch = h[0].shape[0] if h else 1
-        device = inputs[0].device if inputs else (ref.device if ref is not None else None)
-        lens = self._lengths(lengths, batch, T, device)
+        with _quiet_checks():
+            inputs, T, batch = self._inputs(xs, ref, steps, one_step)
+            dtype = inputs[0].dtype if inputs else (
+                ref.dtype if ref is not None else torch.float64)
+            h = self._states(state, batch, ref, dtype, one_step)
+            if batch is None:
+                batch = h[0].shape[0] if h else 1
+            device = inputs[0].device if inputs else (ref.device if ref is not None else None)
+            lens = self._lengths(lengths, batch, T, device)
         first_kept = 0 if truncate is None or truncate >= T else T - truncate
         # values computed once per call: parameters, constants, ops on them alone (W.T)
         base = [None] * self._prog.size
@@ -585,9 +608,9 @@ def to_torch(cell: Cell, dtype=None, device=None) -> CellModule:
     Returns
     -------
     CellModule
-        ``module(xs, state=None, lengths=None, truncate=None)`` returns ``(outputs, state)``
-        like ``ug.unroll(cell, steps=T)(xs)``; ``module.step(x, state)`` runs one step. Its
-        parameters carry the cell's parameter names and values (copies).
+        ``module(xs, state=None, lengths=None, truncate=None, steps=None)`` returns
+        ``(outputs, state)`` like ``ug.unroll(cell, steps=T)(xs)``; ``module.step(x, state)``
+        runs one step. Its parameters carry the cell's parameter names and values (copies).
 
     Raises
     ------
