@@ -593,10 +593,20 @@ class Run:
                 if self.keep == "needed":
                     # each step drops the values no VJP reads once it is done with them (and
                     # computes in place in them where every operand has the run's dtype)
-                    steps = forward_steps(net, fuse, True, self._one_dtype(dtype))
+                    one = self._one_dtype(dtype)
                     fr = stand_ins(net, batch, dtype)
-                    late = late_frees(net, steps)
                     outs = self._output_buffers()
+                    steps = None
+                    if outs is not None and one:
+                        # the steps compute the outputs into their rows: no copy per step
+                        direct = forward_steps(net, fuse, True, True, rows=True)
+                        rows = direct and self._row_buffers(fr, dtype)
+                        if rows:
+                            steps, outs = direct, rows
+                    direct = steps is not None
+                    if steps is None:
+                        steps = forward_steps(net, fuse, True, one)
+                    late = late_frees(net, steps)
                     T = net.steps
                     for t, (fn, b, s_in) in enumerate(steps):
                         if stream and t % chunk == 0:
@@ -606,12 +616,15 @@ class Run:
                             self.stacked = {k: _Freed((T,) + v.shape[1:], v.dtype)
                                             for k, v in part.items()}
                             del part
-                        fn(vals, b, fr, *s_in)
+                        if direct:
+                            fn(vals, b, fr, outs, t, *s_in)
+                        else:
+                            fn(vals, b, fr, *s_in)
                         if t:
                             for s in late[t - 1]:
                                 v = vals[s]
                                 vals[s] = _Freed(v.shape, v.dtype)
-                        if outs is not None:
+                        if outs is not None and not direct:
                             outs = self._write_outputs(outs, t)
                     for s in late[-1]:
                         v = vals[s]
@@ -649,6 +662,22 @@ class Run:
         if not per_step:
             return None
         return [] if per_step * self.batch * net.steps * 8 >= _OUTPUT_BUFFER_BYTES else None
+
+    def _row_buffers(self, fr, dtype):
+        """The output arrays (T, B, ...) that steps computing into rows write (the run's
+        float type, the shapes of the outputs' stand-ins), or None if an output has no
+        batch shape to give."""
+        net = self.net
+        base = net._templates.blocks[0][0]
+        batched = net.graph._batched
+        outs = []
+        for slots in net._output_slots.values():
+            if id(net.nodes[slots[0]]) not in batched:
+                return None
+            shape = fr[slots[0] - base].shape
+            outs.append(take(net._pool, (net.steps,) + tuple(shape), dtype))
+        self.outputs = outs
+        return outs
 
     def _write_outputs(self, outs: list, t: int) -> list:
         """Copy step ``t``'s outputs into their arrays (made at step 0) and let the step's

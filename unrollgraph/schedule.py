@@ -162,14 +162,17 @@ class StepTemplates:
         return found or {}
 
     # -- forward -------------------------------------------------------------------------------
-    def forward_fn(self, t, fuse=False, lean=False, donate=False):
+    def forward_fn(self, t, fuse=False, lean=False, donate=False, outs=None):
         """Step ``t``'s forward function.
 
         ``fuse`` runs one elementwise op on several slices of a value as one call (cheaper
         for small batches, see _sliced_elementwise). ``lean`` (``keep="needed"``) drops each
         value no VJP reads as soon as its last reader in the step has run; ``donate`` also
         lets such a value's array take the result of its one reader in place
-        (``t = h @ W; t += b``), which is exact when all operands share one dtype."""
+        (``t = h @ W; t += b``), which is exact when all operands share one dtype.
+        ``outs`` (with ``lean`` and ``donate``): the block offsets of the outputs, which
+        the function then computes straight into row ``i`` of the run's output arrays
+        ``O`` (its arguments after ``fr``), so that no per-step copy follows."""
         plan = None
         if lean:
             # the plan depends on the step's shape and on which of its slots are unread or
@@ -183,12 +186,33 @@ class StepTemplates:
             plan = self._plan_cache.get(pkey)
             if plan is None:
                 plan = self._plan_cache[pkey] = self._lean_plan(t, fuse, donate)
+        outs = outs if plan is not None and donate else None
         key = (self.sigs[t], fuse,
-               plan and (plan[0], tuple(sorted(plan[1].items())), plan[2]))
+               plan and (plan[0], tuple(sorted(plan[1].items())), plan[2]), outs)
         fn = self._fwd_cache.get(key)
         if fn is None:
-            fn = self._fwd_cache[key] = self._make_forward(self.rel[t], fuse, plan)
+            fn = self._fwd_cache[key] = self._make_forward(self.rel[t], fuse, plan, outs)
         return fn
+
+    def output_offsets(self, output_slots, skip_none=True):
+        """The block offset of each output (a tuple, one per output), when every step
+        computes each output in its own block at one offset, the outputs are distinct
+        and the steps compute them (not a time-batched node); else None."""
+        offs = []
+        for slots in output_slots:
+            off = None
+            for t, s in enumerate(slots):
+                base, length = self.blocks[t]
+                if not base <= s < base + length or (off is not None and s - base != off):
+                    return None
+                off = s - base
+            offs.append(off)
+        if not offs or len(set(offs)) != len(offs):
+            return None
+        for rel in self.rel:
+            if not set(offs) <= {r[0] for r in rel}:
+                return None
+        return tuple(offs)
 
     def _lean_plan(self, t, fuse, donate):
         """``(free_after, donor, copies)`` for a lean step: block offsets to drop after each
@@ -258,13 +282,16 @@ class StepTemplates:
             sizes.append(int(np.prod(shape[1:])) if shape else 1)
         return max(sizes)
 
-    def _make_forward(self, rel, fuse=False, plan=None):
+    def _make_forward(self, rel, fuse=False, plan=None, outs=None):
         ns = {}
         free_after, donor, copies = plan if plan is not None else (
             (() for _ in rel), {}, ())
         free_after = list(free_after)
         nstates = max(len(s) for s in self.state_in) if self.state_in else 0
         lean = ", fr" if plan is not None else ""  # fr[k]: stand-in for a dropped value
+        # O: the output arrays (T, B, ...), i: the step (the row this step writes)
+        rows = {off: j for j, off in enumerate(outs or ())}
+        lean += ", O, i" if outs is not None else ""
         lines = [f"def step(v, b{lean}{''.join(f', s{j}' for j in range(nstates))}):"]
         fused = _sliced_elementwise(rel) if fuse else {}
         done: set = set()
@@ -281,6 +308,7 @@ class StepTemplates:
                     lines.append(f"    u{first} = F{first}(v[{_expr(src)}])")
                 ns[f"I{k}"] = index
                 lines.append(f"    v[{_expr(('b', out))}] = u{first}[I{k}]")
+                lines.extend(_into_row(out, rows))
                 lines.extend(_drops(free_after[k]))
                 continue
             a = [f"v[{_expr(r)}]" for r in refs]
@@ -291,8 +319,22 @@ class StepTemplates:
                 m = donor[k]
                 lines.append(f"    t = {a[m]}")
                 lines.append(f"    {a[m]} = fr[{refs[m][1]}]  # its array now holds this value")
+                if out in rows:
+                    # an output: computed into its row instead (the same ufunc on the same
+                    # operands; an add's or mul's swapped operands give the same bits)
+                    other = "".join(f"{x}, " for x in a[1 - m:2 - m])
+                    lines.append(f"    v[{_expr(('b', out))}] = "
+                                 f"{_UFUNC_NAME[op]}(t, {other}O[{rows[out]}][i])")
+                    lines.extend(_drops(free_after[k]))
+                    continue
                 lines.append("    " + _INPLACE_CODE[op].format(*(a[1 - m:2 - m] or [""])))
                 lines.append(f"    v[{_expr(('b', out))}] = t")
+                lines.extend(_drops(free_after[k]))
+                continue
+            if out in rows and op in _UFUNC_NAME and not kw and k not in copies:
+                # an output: its ufunc writes straight into the output's row
+                lines.append(f"    v[{_expr(('b', out))}] = "
+                             f"{_UFUNC_NAME[op]}({', '.join(a)}, O[{rows[out]}][i])")
                 lines.extend(_drops(free_after[k]))
                 continue
             if expr is not None:
@@ -306,6 +348,7 @@ class StepTemplates:
                 ns[f"F{k}"] = functools.partial(fwd, **kw) if kw else fwd
                 line = f"F{k}({', '.join(a)})"
             lines.append(f"    v[{_expr(('b', out))}] = {line}")
+            lines.extend(_into_row(out, rows))
             lines.extend(_drops(free_after[k]))
         if len(lines) == 1:
             lines.append("    pass")
@@ -487,9 +530,29 @@ class StepTemplates:
             vjp, m, target, has_other = self.deferred[key]
             parts.reverse()  # filed from the last step back: put them in time order
             G = stack_once([p[0] for p in parts], stacks, pool)
-            other = stack_once([p[1] for p in parts], stacks, pool) if has_other else None
-            args = (other, vals[target]) if m == 1 else (vals[target], other)
-            acc(grads, owned, target, vjp(G, None, *args))
+            if has_other:
+                other = stack_once([p[1] for p in parts], stacks, pool)
+                args = (other, vals[target]) if m == 1 else (vals[target], other)
+                acc(grads, owned, target, vjp(G, None, *args))
+            else:  # an add's or sub's: it reads only G and the target's shape
+                acc(grads, owned, target, _summed(vjp, m, G, vals[target], stacks))
+
+
+def _summed(vjp, m, g, target, memo):
+    """An add's or sub's VJP into input ``m`` (``target``, shared by all steps): ``g`` summed
+    down to the target's shape. It reads nothing else, so a second bias fed the same stacked
+    gradient (an RNN's ``b_ih`` and ``b_hh``) takes a copy of the first one's sum (``memo``)
+    instead of summing the (T, B, ...) array again."""
+    args = (None, target) if m == 1 else (target, None)
+    if memo is None or type(g) is not np.ndarray:
+        return vjp(g, None, *args)
+    key = ("summed", id(vjp), m, id(g), target.shape)
+    hit = memo.get(key)
+    if hit is not None:
+        return None if hit[0] is None else hit[0].copy()
+    out = vjp(g, None, *args)
+    memo[key] = (out, g)  # (g kept alive: its id stays its own while the memo lives)
+    return out
 
 
 # VJPs written out for the step templates; exactly the registry's formulas where no
@@ -516,7 +579,11 @@ _INLINE_FORWARD = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
     "neg": "-{0}", "tanh": "tanh({0})", "exp": "exp({0})",
 }
-_INLINE_NS = {"tanh": np.tanh, "exp": np.exp, "negative": np.negative}
+_INLINE_NS = {"tanh": np.tanh, "exp": np.exp, "negative": np.negative, "add": np.add,
+              "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide}
+# the registry's forward of these ops is exactly this ufunc (for a result written with out=)
+_UFUNC_NAME = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide",
+               "neg": "negative", "tanh": "tanh", "exp": "exp"}
 # ops a lean step may compute in place in an input's array ``t`` (input positions that may
 # give it: both for the commutative ones, whose result is the same bits either way round)
 _INPLACE = {"add": (0, 1), "mul": (0, 1), "sub": (0,), "div": (0,), "tanh": (0,),
@@ -603,6 +670,9 @@ def stack(arrays, pool=None):
     shape = (len(arrays),) + first.shape
     last = arrays[-1]
     dtype = first.dtype if first.dtype is last.dtype else np.result_type(first, last)
+    rows = _rows_of_one_array(arrays)
+    if rows is not None:
+        return rows
     if pool is None or not _POOL_BYTES <= len(arrays) * first.nbytes <= _POOL_MAX_BYTES:
         out = np.empty(shape, dtype)
     else:
@@ -612,6 +682,29 @@ def stack(arrays, pool=None):
     else:
         np.concatenate(arrays, axis=0, out=out.reshape((-1,) + first.shape[1:]))
     return out
+
+
+def _rows_of_one_array(arrays):
+    """A read-only (n, ...) view when ``arrays`` are consecutive rows of one C-contiguous
+    array (the states a run wrote into its output buffer, step after step), else None:
+    stacking them would copy what is already laid out as the stack."""
+    first = arrays[0]
+    base = first.base
+    if base is None or type(first) is not np.ndarray or not first.flags.c_contiguous \
+            or len(arrays) < 2:
+        return None
+    size = first.nbytes
+    if not size:
+        return None
+    start = first.__array_interface__["data"][0]
+    for k, a in enumerate(arrays):
+        if type(a) is not np.ndarray or a.base is not base or a.shape != first.shape \
+                or a.dtype != first.dtype or a.__array_interface__["data"][0] != start + k * size:
+            return None
+    # (rows of one base at consecutive addresses, each C-contiguous: the base holds them all;
+    # as_strided's view keeps ``first``, hence the base, alive)
+    return np.lib.stride_tricks.as_strided(first, (len(arrays),) + first.shape,
+                                           (size,) + first.strides, writeable=False)
 
 
 def stack_once(arrays, cache, pool=None):
@@ -644,6 +737,15 @@ def _sliced_elementwise(rel) -> dict:
             for k, index in members:
                 fused[k] = (first, src, index)
     return fused
+
+
+def _into_row(out, rows):
+    """Lines that copy the value at block offset ``out`` into its output row, if it is an
+    output (``rows``: offset -> output number), and leave the row in its slot."""
+    if out not in rows:
+        return []
+    v = f"v[{_expr(('b', out))}]"
+    return [f"    r = O[{rows[out]}][i]", f"    r[...] = {v}", f"    {v} = r"]
 
 
 def _drops(offsets):
@@ -961,7 +1063,10 @@ def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slo
                 continue
             if kind == "x" and not want[input_slots[key][0]]:
                 continue
-            gm = f(g, ans, *args, **tb.kw)
+            if tb.op in ("add", "sub") and kind == "s":
+                gm = _summed(f, m, g, args[m], stacks)
+            else:
+                gm = f(g, ans, *args, **tb.kw)
             if gm is None:
                 continue
             if kind == "h":
