@@ -403,7 +403,7 @@ class StepTemplates:
 
     def _make_backward(self, rel, t, want, drop=False, keep_offs=frozenset()):
         base = self.blocks[t][0]
-        ns = {"nd": np.ndarray, "zeros": np.zeros, "tile": _tile}
+        ns = {"nd": np.ndarray, "zeros": np.zeros, "tile": _tile, "subtract": np.subtract}
         nstates = max(len(s) for s in self.state_in) if self.state_in else 0
         lines = [f"def back(v, g, o, d, b{''.join(f', s{j}' for j in range(nstates))}):"]
         piece_of = {}  # rel entry number of a tiling getitem -> (tiled offset, piece number)
@@ -474,7 +474,10 @@ class StepTemplates:
                     lines.append(f"        p[I{k}] += x")
                     continue
                 expr = self._inline(op, m, refs, t, base + out)
-                if expr is not None:
+                if expr is not None and (op, m) in _INLINE_VJP_LINES:
+                    # the same products, with fewer temporaries (computed in place)
+                    lines.extend("        " + x for x in _INLINE_VJP_LINES[op, m])
+                elif expr is not None:
                     # the VJP written out: same numpy calls, no function-call layers
                     a = [f"v[{_expr(r2)}]" for r2 in refs]
                     lines.append(f"        y = {expr.format(*a)}")
@@ -562,6 +565,16 @@ _INLINE_VJPS = {
     ("mul", 0): "x * {1}", ("mul", 1): "x * {0}", ("div", 0): "x / {1}",
     ("tanh", 0): "x * (1.0 - ans * ans)", ("sigmoid", 0): "x * ans * (1.0 - ans)",
     ("exp", 0): "x * ans", ("relu", 0): "x * ({0} > 0)",
+}
+
+
+# the two most common VJPs, as statements that make one array where the expressions above make
+# three: x * (1 - ans**2) and (x * ans) * (1 - ans), the same roundings (a product of two
+# numbers is the same either way round); in place only where the result keeps the array's type
+_INLINE_VJP_LINES = {
+    ("tanh", 0): ("y = ans * ans", "subtract(1.0, y, y)",
+                  "if y.dtype is x.dtype:", "    y *= x", "else:", "    y = x * y"),
+    ("sigmoid", 0): ("y = x * ans", "y *= 1.0 - ans"),
 }
 
 
