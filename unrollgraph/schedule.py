@@ -845,14 +845,16 @@ class TimeBatch:
 
     ``refs`` says where each input comes from: ``("h", k)`` the k-th time-batched node,
     ``("x", name)`` the stacked input ``name``, ``("s", slot)`` a node shared by all steps.
-    ``slots`` are the node's per-step slots.
+    ``slots`` are the node's per-step slots. ``donor``: the input position of a time-batched
+    node that this node alone reads, whose array may take this node's value in place (an
+    elementwise op), or None.
     """
 
-    __slots__ = ("op", "fwd", "vjps", "kw", "refs", "slots")
+    __slots__ = ("op", "fwd", "vjps", "kw", "refs", "slots", "donor")
 
-    def __init__(self, op, fwd, vjps, kw, refs, slots):
+    def __init__(self, op, fwd, vjps, kw, refs, slots, donor=None):
         self.op, self.fwd, self.vjps, self.kw = op, fwd, vjps, kw
-        self.refs, self.slots = refs, slots
+        self.refs, self.slots, self.donor = refs, slots, donor
 
 
 def _time_batched_kw(op, kw):
@@ -920,6 +922,21 @@ def plan_time_batching(body, batched, state_dependent, shapes, clones, input_nam
         vjps = tuple(op.input_vjp(k) for k in range(len(n.inputs)))
         index[id(n)] = len(plan)
         plan.append(TimeBatch(n.op, op.forward, vjps, kw, tuple(refs), clones[id(n)]))
+    # a node read by one time-batched node alone (and by one of its inputs only) may give
+    # its array to that reader's elementwise result: x W^T + b adds b in place. (Whether it
+    # does depends on the run: only a lean run that keeps no per-step view of it.)
+    readers: dict = {}
+    for j, tb in enumerate(plan):
+        for kind, key in tb.refs:
+            if kind == "h":
+                readers[key] = readers.get(key, 0) + 1
+    for tb in plan:
+        if tb.op in _POOLED_UFUNCS and not tb.kw:
+            for m in ((0, 1) if tb.op in ("add", "mul") else (0,)):
+                kind, key = tb.refs[m]
+                if kind == "h" and readers[key] == 1:
+                    tb.donor = m
+                    break
     return plan
 
 
@@ -928,7 +945,9 @@ def time_batched_forward(plan, vals, xs, stacked, pool=None, no_views=(), stand_
     ``no_views``, which a lean run reads only stacked, one ``stand_in(shape, dtype)``)."""
     for k, tb in enumerate(plan):
         args = [_stacked(r, vals, xs, stacked) for r in tb.refs]
-        v = _into_pool(tb, args, pool) if pool is not None else None
+        v = _in_place(tb, args, no_views)
+        if v is None and pool is not None:
+            v = _into_pool(tb, args, pool)
         if v is None:
             v = tb.fwd(*args, **tb.kw)
         stacked[k] = v
@@ -957,7 +976,9 @@ def time_batched_chunk(plan, vals, xs, t0, t1, pool=None, full=None, no_views=()
         for kind, key in tb.refs:
             args.append(chunk[key] if kind == "h" else xs[key][t0:t1] if kind == "x"
                         else vals[key])
-        v = _into_pool(tb, args, pool) if pool is not None else None
+        v = _in_place(tb, args, no_views) if full is None else None
+        if v is None and pool is not None:
+            v = _into_pool(tb, args, pool)
         if v is None:
             v = tb.fwd(*args, **tb.kw)
         chunk[k] = v
@@ -988,7 +1009,25 @@ def time_batched_chunk(plan, vals, xs, t0, t1, pool=None, full=None, no_views=()
 
 def chunk_of(plan, t0, t1):
     """The time-batched nodes restricted to steps ``t0 .. t1-1`` (for a chunk's backward)."""
-    return [TimeBatch(tb.op, tb.fwd, tb.vjps, tb.kw, tb.refs, tb.slots[t0:t1]) for tb in plan]
+    return [TimeBatch(tb.op, tb.fwd, tb.vjps, tb.kw, tb.refs, tb.slots[t0:t1], tb.donor)
+            for tb in plan]
+
+
+def _in_place(tb, args, no_views):
+    """``tb``'s value computed in its donor input's array (see :class:`TimeBatch`) when the
+    run keeps no view of that input (``no_views``) and the result has the array's shape and
+    type (the same ufunc on the same operands: the same bits), else None."""
+    m = tb.donor
+    if m is None or tb.refs[m][1] not in no_views:
+        return None
+    t = args[m]
+    if type(t) is not np.ndarray or not t.flags.writeable or \
+            not all(type(a) is np.ndarray for a in args):
+        return None
+    if any(a.shape != t.shape and np.broadcast_shapes(a.shape, t.shape) != t.shape
+           for a in args) or np.result_type(*args) != t.dtype:
+        return None
+    return _POOLED_UFUNCS[tb.op](*args, out=t)
 
 
 def _into_pool(tb, args, pool):
