@@ -670,14 +670,45 @@ class Run:
         net = self.net
         base = net._templates.blocks[0][0]
         batched = net.graph._batched
+        leads = net.__dict__.get("_output_leads")
+        if leads is None:
+            leads = net._output_leads = self._output_leads()
+        vals = self.values
         outs = []
-        for slots in net._output_slots.values():
+        for slots, init in zip(net._output_slots.values(), leads):
             if id(net.nodes[slots[0]]) not in batched:
                 return None
-            shape = fr[slots[0] - base].shape
-            outs.append(take(net._pool, (net.steps,) + tuple(shape), dtype))
+            shape = tuple(fr[slots[0] - base].shape)
+            v = vals[init] if init is not None else None
+            if type(v) is np.ndarray and v.shape == shape and v.dtype == dtype:
+                # an output that is a state: row 0 holds the initial state, so the states
+                # h_0 .. h_{T-1} that the shared weights' gradients read are consecutive
+                # rows (stacked without a copy, see schedule.stack)
+                buf = take(net._pool, (net.steps + 1,) + shape, dtype)
+                buf[0] = v
+                vals[init] = buf[0]
+                outs.append(buf[1:])
+            else:
+                outs.append(take(net._pool, (net.steps,) + shape, dtype))
         self.outputs = outs
         return outs
+
+    def _output_leads(self) -> list:
+        """Per output, the initial state's slot if the output at every step is the state
+        the next step reads (an RNN's and an LSTM's h), else None."""
+        net = self.net
+        state_in = net._templates.state_in
+        inits = set(net._init_slots.values())
+        leads = []
+        for slots in net._output_slots.values():
+            lead = None
+            for k in range(len(state_in[0])):
+                if state_in[0][k] in inits and all(
+                        state_in[t + 1][k] == slots[t] for t in range(len(slots) - 1)):
+                    lead = state_in[0][k]
+                    break
+            leads.append(lead)
+        return leads
 
     def _write_outputs(self, outs: list, t: int) -> list:
         """Copy step ``t``'s outputs into their arrays (made at step 0) and let the step's
