@@ -698,26 +698,31 @@ def stack(arrays, pool=None):
 
 
 def _rows_of_one_array(arrays):
-    """A read-only (n, ...) view when ``arrays`` are consecutive rows of one C-contiguous
-    array (the states a run wrote into its output buffer, step after step), else None:
-    stacking them would copy what is already laid out as the stack."""
+    """A read-only (n, ...) view when ``arrays`` are consecutive rows ``base[k:k+n]`` of one
+    C-contiguous array ``base`` (the states a run wrote into its output array, step after
+    step), else None: stacking them would copy what is already laid out as the stack."""
     first = arrays[0]
     base = first.base
-    if base is None or type(first) is not np.ndarray or not first.flags.c_contiguous \
-            or len(arrays) < 2:
+    if base is None or type(base) is not np.ndarray or len(arrays) < 2 \
+            or base.shape[1:] != first.shape or not base.flags.c_contiguous:
         return None
     size = first.nbytes
     if not size:
         return None
-    start = first.__array_interface__["data"][0]
-    for k, a in enumerate(arrays):
-        if type(a) is not np.ndarray or a.base is not base or a.shape != first.shape \
-                or a.dtype != first.dtype or a.__array_interface__["data"][0] != start + k * size:
+    start = first.ctypes.data
+    k, rem = divmod(start - base.ctypes.data, size)
+    if rem or not 0 <= k <= len(base) - len(arrays):
+        return None
+    for a in arrays:
+        if a.base is not base or a.shape != first.shape or a.dtype != first.dtype:
             return None
-    # (rows of one base at consecutive addresses, each C-contiguous: the base holds them all;
-    # as_strided's view keeps ``first``, hence the base, alive)
-    return np.lib.stride_tricks.as_strided(first, (len(arrays),) + first.shape,
-                                           (size,) + first.strides, writeable=False)
+    # rows of one base, each with the row's shape: consecutive if their addresses are
+    for n, a in enumerate(arrays):
+        if a.ctypes.data != start + n * size:
+            return None
+    out = base[k:k + len(arrays)]
+    out.flags.writeable = False
+    return out
 
 
 def stack_once(arrays, cache, pool=None):
@@ -1021,12 +1026,13 @@ def _in_place(tb, args, no_views):
     if m is None or tb.refs[m][1] not in no_views:
         return None
     t = args[m]
-    if type(t) is not np.ndarray or not t.flags.writeable or \
-            not all(type(a) is np.ndarray for a in args):
+    if type(t) is not np.ndarray or not t.flags.writeable:
         return None
-    if any(a.shape != t.shape and np.broadcast_shapes(a.shape, t.shape) != t.shape
-           for a in args) or np.result_type(*args) != t.dtype:
-        return None
+    shape, dtype = t.shape, t.dtype
+    for a in args:  # arrays of t's type, of t's shape or of a trailing part of it (a bias)
+        if type(a) is not np.ndarray or a.dtype is not dtype or (
+                a.shape != shape and a.shape != shape[len(shape) - a.ndim:]):
+            return None
     return _POOLED_UFUNCS[tb.op](*args, out=t)
 
 
