@@ -1079,6 +1079,7 @@ class Run:
 _FLUSH_ALL_BYTES = 1 << 20
 _FLUSH_CHUNK_BYTES = 1 << 22
 _CHUNKS = 32
+_MIN_CHUNK = 4
 
 
 def _chunk_steps(net, batch: int, itemsize: int) -> int:
@@ -1089,6 +1090,10 @@ def _chunk_steps(net, batch: int, itemsize: int) -> int:
     gradients) would each add that much again, so on a long sequence they are made a chunk
     of steps at a time: a sixteenth of the states at most, and at most
     ``_FLUSH_CHUNK_BYTES`` of them (a few large products instead of one lose nothing).
+    A chunk has at least ``_MIN_CHUNK`` steps within that byte budget: a flush has a fixed
+    cost (the accumulation of each weight's gradient, the calls), which chunks of one to
+    three steps of a short sequence pay many times over (T < 128 only: longer ones have
+    T/32 >= 4 steps a chunk).
     The chunks depend only on the sizes, so every run of a net, lean or not, computes the
     same numbers in the same order."""
     elems = net.__dict__.get("_state_elems")
@@ -1098,7 +1103,8 @@ def _chunk_steps(net, batch: int, itemsize: int) -> int:
     per_step = batch * itemsize * elems
     if not per_step or per_step * net.steps <= _FLUSH_ALL_BYTES:
         return 0
-    return max(1, min(-(-net.steps // _CHUNKS), _FLUSH_CHUNK_BYTES // per_step))
+    return max(1, min(max(-(-net.steps // _CHUNKS), _MIN_CHUNK),
+                      _FLUSH_CHUNK_BYTES // per_step))
 
 
 def _acc(grads, owned, s, g) -> None:
