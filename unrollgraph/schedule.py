@@ -931,7 +931,7 @@ def plan_time_batching(body, batched, state_dependent, shapes, clones, input_nam
     # its array to that reader's elementwise result: x W^T + b adds b in place. (Whether it
     # does depends on the run: only a lean run that keeps no per-step view of it.)
     readers: dict = {}
-    for j, tb in enumerate(plan):
+    for tb in plan:
         for kind, key in tb.refs:
             if kind == "h":
                 readers[key] = readers.get(key, 0) + 1
