@@ -1231,3 +1231,45 @@ def test_a_constant_keeps_its_cell_id_in_the_net_and_networkx():
     assert "\nn5 = const()" in str(net) and "n6@0 = mul(h_init, n5)" in str(net)
     assert "′" not in str(net)
     assert "n5" in {d["name"] for _, d in ug.to_networkx(net).nodes(data=True)}
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("make", [lambda: ug.nn.RNNCell(8, 64, seed=0),
+                                  lambda: ug.nn.LSTMCell(8, 64, seed=0),
+                                  lambda: ug.nn.GRUCell(8, 64, seed=0)])
+def test_outputs_computed_in_their_rows_match_a_kept_run_bit_for_bit(make, chunked,
+                                                                     monkeypatch):
+    """A lean run computes its outputs straight into the rows of the output array, keeps the
+    initial state in a row before them, stacks those rows without a copy and adds the input
+    projection's bias in place: the same bits as a keep="all" run, which does none of that;
+    the caller's initial state is left as it was."""
+    import importlib
+
+    run_module = importlib.import_module("unrollgraph.run")
+    if chunked:
+        monkeypatch.setattr(run_module, "_FLUSH_ALL_BYTES", 0)
+    T, B = 12, 32  # (T, B, H) float64 = 192 kB: outputs written into their rows
+    rng = np.random.default_rng(3)
+    xs = rng.standard_normal((T, B, 8))
+    R = rng.standard_normal((T, B, 64))
+    h0 = rng.standard_normal((B, 64))
+    results = []
+    for keep in ("all", "needed"):
+        cell = make()
+        net = ug.unroll(cell, steps=T, keep=keep)
+        h = ug.tensor(h0, requires_grad=True)
+        state = {k: h if k == "h" else np.zeros((B, 64)) for k in cell.states}
+        out, _ = net(ug.tensor(xs), state=state)
+        (out * R).sum().backward()
+        run = net.last_run
+        assert (run.flush_chunk > 0) == chunked
+        assert np.array_equal(h.data, h0)
+        assert np.array_equal(run.values[net._init_slots["h"]], h0)
+        if keep == "needed":  # (the compiled steps that write the rows ran)
+            assert any(key[3] for key in net._step_lists)
+        for t in (0, T - 1):  # each step's output is its row of the output array
+            assert np.shares_memory(run.value(net.state_nodes["h"][t]), out.data)
+        results.append([out.data, h.grad, run.state_grads("h")]
+                       + [p.grad for p in cell.parameters().values()])
+    for a, b in zip(*results):
+        assert a.dtype == b.dtype and np.array_equal(a, b)

@@ -131,15 +131,24 @@ def _program(nodes, slot) -> list:
     return prog
 
 
-def forward_steps(net, fuse: bool, lean: bool, donate: bool) -> list:
-    """The compiled forward of every step, ``(function, first slot, state slots)``."""
-    key = (fuse and bool(net._fuse_size), lean, lean and donate)
+def forward_steps(net, fuse: bool, lean: bool, donate: bool, rows: bool = False) -> list:
+    """The compiled forward of every step, ``(function, first slot, state slots)``.
+
+    ``rows`` (lean and donate only): the steps compute the outputs straight into the rows
+    of the run's output arrays (see :meth:`StepTemplates.forward_fn`); a net whose outputs
+    are not all computed inside the steps gets no such list: ``None``."""
+    key = (fuse and bool(net._fuse_size), lean, lean and donate, rows and lean and donate)
     steps = net._step_lists.get(key)
     if steps is None:
         tpl = net._templates
+        outs = None
+        if key[3]:
+            outs = tpl.output_offsets(list(net._output_slots.values()))
+            if outs is None:
+                return None
         with gc_paused():  # T entries made once (see gc_paused)
             steps = net._step_lists.setdefault(key, [  # one list per key, even with threads
-                (tpl.forward_fn(t, *key), tpl.blocks[t][0], tpl.state_in[t])
+                (tpl.forward_fn(t, *key[:3], outs), tpl.blocks[t][0], tpl.state_in[t])
                 for t in range(net.steps)
             ])
     return steps

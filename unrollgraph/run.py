@@ -666,10 +666,20 @@ class Run:
                 if self.keep == "needed":
                     # each step drops the values no VJP reads once it is done with them (and
                     # computes in place in them where every operand has the run's dtype)
-                    steps = forward_steps(net, fuse, True, self._one_dtype(dtype))
+                    one = self._one_dtype(dtype)
                     fr = stand_ins(net, batch, dtype)
-                    late = late_frees(net, steps)
                     outs = self._output_buffers()
+                    steps = None
+                    if outs is not None and one:
+                        # the steps compute the outputs into their rows: no copy per step
+                        direct = forward_steps(net, fuse, True, True, rows=True)
+                        rows = direct and self._row_buffers(fr, dtype)
+                        if rows:
+                            steps, outs = direct, rows
+                    direct = steps is not None
+                    if steps is None:
+                        steps = forward_steps(net, fuse, True, one)
+                    late = late_frees(net, steps)
                     T = net.steps
                     for t, (fn, b, s_in) in enumerate(steps):
                         if stream and t % chunk == 0:
@@ -679,12 +689,15 @@ class Run:
                             self.stacked = {k: _Freed((T,) + v.shape[1:], v.dtype)
                                             for k, v in part.items()}
                             del part
-                        fn(vals, b, fr, *s_in)
+                        if direct:
+                            fn(vals, b, fr, outs, t, *s_in)
+                        else:
+                            fn(vals, b, fr, *s_in)
                         if t:
                             for s in late[t - 1]:
                                 v = vals[s]
                                 vals[s] = _Freed(v.shape, v.dtype)
-                        if outs is not None:
+                        if outs is not None and not direct:
                             outs = self._write_outputs(outs, t)
                     for s in late[-1]:
                         v = vals[s]
@@ -722,6 +735,53 @@ class Run:
         if not per_step:
             return None
         return [] if per_step * self.batch * net.steps * 8 >= _OUTPUT_BUFFER_BYTES else None
+
+    def _row_buffers(self, fr, dtype):
+        """The output arrays (T, B, ...) that steps computing into rows write (the run's
+        float type, the shapes of the outputs' stand-ins), or None if an output has no
+        batch shape to give."""
+        net = self.net
+        base = net._templates.blocks[0][0]
+        batched = net.graph._batched
+        leads = net.__dict__.get("_output_leads")
+        if leads is None:
+            leads = net._output_leads = self._output_leads()
+        vals = self.values
+        outs = []
+        for slots, init in zip(net._output_slots.values(), leads):
+            if id(net.nodes[slots[0]]) not in batched:
+                return None
+            shape = tuple(fr[slots[0] - base].shape)
+            v = vals[init] if init is not None else None
+            if type(v) is np.ndarray and v.shape == shape and v.dtype == dtype:
+                # an output that is a state: row 0 holds the initial state, so the states
+                # h_0 .. h_{T-1} that the shared weights' gradients read are consecutive
+                # rows (stacked without a copy, see schedule.stack)
+                buf = take(net._pool, (net.steps + 1,) + shape, dtype)
+                buf[0] = v
+                vals[init] = buf[0]
+                outs.append(buf[1:])
+            else:
+                outs.append(take(net._pool, (net.steps,) + shape, dtype))
+        self.outputs = outs
+        return outs
+
+    def _output_leads(self) -> list:
+        """Per output, the initial state's slot if the output at every step is the state
+        the next step reads (an RNN's and an LSTM's h), else None."""
+        net = self.net
+        state_in = net._templates.state_in
+        inits = set(net._init_slots.values())
+        leads = []
+        for slots in net._output_slots.values():
+            lead = None
+            for k in range(len(state_in[0])):
+                if state_in[0][k] in inits and all(
+                        state_in[t + 1][k] == slots[t] for t in range(len(slots) - 1)):
+                    lead = state_in[0][k]
+                    break
+            leads.append(lead)
+        return leads
 
     def _write_outputs(self, outs: list, t: int) -> list:
         """Copy step ``t``'s outputs into their arrays (made at step 0) and let the step's
@@ -1113,6 +1173,7 @@ class Run:
 _FLUSH_ALL_BYTES = 1 << 20
 _FLUSH_CHUNK_BYTES = 1 << 22
 _CHUNKS = 32
+_MIN_CHUNK = 4
 
 
 def _chunk_steps(net, batch: int, itemsize: int) -> int:
@@ -1123,6 +1184,10 @@ def _chunk_steps(net, batch: int, itemsize: int) -> int:
     gradients) would each add that much again, so on a long sequence they are made a chunk
     of steps at a time: a sixteenth of the states at most, and at most
     ``_FLUSH_CHUNK_BYTES`` of them (a few large products instead of one lose nothing).
+    A chunk has at least ``_MIN_CHUNK`` steps within that byte budget: a flush has a fixed
+    cost (the accumulation of each weight's gradient, the calls), which chunks of one to
+    three steps of a short sequence pay many times over (T < 128 only: longer ones have
+    T/32 >= 4 steps a chunk).
     The chunks depend only on the sizes, so every run of a net, lean or not, computes the
     same numbers in the same order."""
     elems = net.__dict__.get("_state_elems")
@@ -1132,7 +1197,8 @@ def _chunk_steps(net, batch: int, itemsize: int) -> int:
     per_step = batch * itemsize * elems
     if not per_step or per_step * net.steps <= _FLUSH_ALL_BYTES:
         return 0
-    return max(1, min(-(-net.steps // _CHUNKS), _FLUSH_CHUNK_BYTES // per_step))
+    return max(1, min(max(-(-net.steps // _CHUNKS), _MIN_CHUNK),
+                      _FLUSH_CHUNK_BYTES // per_step))
 
 
 def _acc(grads, owned, s, g) -> None:

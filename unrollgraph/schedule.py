@@ -174,14 +174,17 @@ class StepTemplates:
         return found or {}
 
     # -- forward -------------------------------------------------------------------------------
-    def forward_fn(self, t, fuse=False, lean=False, donate=False):
+    def forward_fn(self, t, fuse=False, lean=False, donate=False, outs=None):
         """Step ``t``'s forward function.
 
         ``fuse`` runs one elementwise op on several slices of a value as one call (cheaper
         for small batches, see _sliced_elementwise). ``lean`` (``keep="needed"``) drops each
         value no VJP reads as soon as its last reader in the step has run; ``donate`` also
         lets such a value's array take the result of its one reader in place
-        (``t = h @ W; t += b``), which is exact when all operands share one dtype."""
+        (``t = h @ W; t += b``), which is exact when all operands share one dtype.
+        ``outs`` (with ``lean`` and ``donate``): the block offsets of the outputs, which
+        the function then computes straight into row ``i`` of the run's output arrays
+        ``O`` (its arguments after ``fr``), so that no per-step copy follows."""
         plan = None
         if lean:
             # the plan depends on the step's shape and on which of its slots are unread or
@@ -195,12 +198,33 @@ class StepTemplates:
             plan = self._plan_cache.get(pkey)
             if plan is None:
                 plan = self._plan_cache[pkey] = self._lean_plan(t, fuse, donate)
+        outs = outs if plan is not None and donate else None
         key = (self.sigs[t], fuse,
-               plan and (plan[0], tuple(sorted(plan[1].items())), plan[2]))
+               plan and (plan[0], tuple(sorted(plan[1].items())), plan[2]), outs)
         fn = self._fwd_cache.get(key)
         if fn is None:
-            fn = self._fwd_cache[key] = self._make_forward(self.rel[t], fuse, plan)
+            fn = self._fwd_cache[key] = self._make_forward(self.rel[t], fuse, plan, outs)
         return fn
+
+    def output_offsets(self, output_slots, skip_none=True):
+        """The block offset of each output (a tuple, one per output), when every step
+        computes each output in its own block at one offset, the outputs are distinct
+        and the steps compute them (not a time-batched node); else None."""
+        offs = []
+        for slots in output_slots:
+            off = None
+            for t, s in enumerate(slots):
+                base, length = self.blocks[t]
+                if not base <= s < base + length or (off is not None and s - base != off):
+                    return None
+                off = s - base
+            offs.append(off)
+        if not offs or len(set(offs)) != len(offs):
+            return None
+        for rel in self.rel:
+            if not set(offs) <= {r[0] for r in rel}:
+                return None
+        return tuple(offs)
 
     def _lean_plan(self, t, fuse, donate):
         """``(free_after, donor, copies)`` for a lean step: block offsets to drop after each
@@ -270,13 +294,16 @@ class StepTemplates:
             sizes.append(int(np.prod(shape[1:])) if shape else 1)
         return max(sizes)
 
-    def _make_forward(self, rel, fuse=False, plan=None):
+    def _make_forward(self, rel, fuse=False, plan=None, outs=None):
         ns = {}
         free_after, donor, copies = plan if plan is not None else (
             (() for _ in rel), {}, ())
         free_after = list(free_after)
         nstates = max(len(s) for s in self.state_in) if self.state_in else 0
         lean = ", fr" if plan is not None else ""  # fr[k]: stand-in for a dropped value
+        # O: the output arrays (T, B, ...), i: the step (the row this step writes)
+        rows = {off: j for j, off in enumerate(outs or ())}
+        lean += ", O, i" if outs is not None else ""
         lines = [f"def step(v, b{lean}{''.join(f', s{j}' for j in range(nstates))}):"]
         fused = _sliced_elementwise(rel) if fuse else {}
         done: set = set()
@@ -293,6 +320,7 @@ class StepTemplates:
                     lines.append(f"    u{first} = F{first}(v[{_expr(src)}])")
                 ns[f"I{k}"] = index
                 lines.append(f"    v[{_expr(('b', out))}] = u{first}[I{k}]")
+                lines.extend(_into_row(out, rows))
                 lines.extend(_drops(free_after[k]))
                 continue
             a = [f"v[{_expr(r)}]" for r in refs]
@@ -303,8 +331,22 @@ class StepTemplates:
                 m = donor[k]
                 lines.append(f"    t = {a[m]}")
                 lines.append(f"    {a[m]} = fr[{refs[m][1]}]  # its array now holds this value")
+                if out in rows:
+                    # an output: computed into its row instead (the same ufunc on the same
+                    # operands; an add's or mul's swapped operands give the same bits)
+                    other = "".join(f"{x}, " for x in a[1 - m:2 - m])
+                    lines.append(f"    v[{_expr(('b', out))}] = "
+                                 f"{_UFUNC_NAME[op]}(t, {other}O[{rows[out]}][i])")
+                    lines.extend(_drops(free_after[k]))
+                    continue
                 lines.append("    " + _INPLACE_CODE[op].format(*(a[1 - m:2 - m] or [""])))
                 lines.append(f"    v[{_expr(('b', out))}] = t")
+                lines.extend(_drops(free_after[k]))
+                continue
+            if out in rows and op in _UFUNC_NAME and not kw and k not in copies:
+                # an output: its ufunc writes straight into the output's row
+                lines.append(f"    v[{_expr(('b', out))}] = "
+                             f"{_UFUNC_NAME[op]}({', '.join(a)}, O[{rows[out]}][i])")
                 lines.extend(_drops(free_after[k]))
                 continue
             if expr is not None:
@@ -318,6 +360,7 @@ class StepTemplates:
                 ns[f"F{k}"] = functools.partial(fwd, **kw) if kw else fwd
                 line = f"F{k}({', '.join(a)})"
             lines.append(f"    v[{_expr(('b', out))}] = {line}")
+            lines.extend(_into_row(out, rows))
             lines.extend(_drops(free_after[k]))
         if len(lines) == 1:
             lines.append("    pass")
@@ -372,7 +415,7 @@ class StepTemplates:
 
     def _make_backward(self, rel, t, want, drop=False, keep_offs=frozenset()):
         base = self.blocks[t][0]
-        ns = {"nd": np.ndarray, "zeros": np.zeros, "tile": _tile}
+        ns = {"nd": np.ndarray, "zeros": np.zeros, "tile": _tile, "subtract": np.subtract}
         nstates = max(len(s) for s in self.state_in) if self.state_in else 0
         lines = [f"def back(v, g, o, d, b{''.join(f', s{j}' for j in range(nstates))}):"]
         piece_of = {}  # rel entry number of a tiling getitem -> (tiled offset, piece number)
@@ -443,7 +486,10 @@ class StepTemplates:
                     lines.append(f"        p[I{k}] += x")
                     continue
                 expr = self._inline(op, m, refs, t, base + out)
-                if expr is not None:
+                if expr is not None and (op, m) in _INLINE_VJP_LINES:
+                    # the same products, with fewer temporaries (computed in place)
+                    lines.extend("        " + x for x in _INLINE_VJP_LINES[op, m])
+                elif expr is not None:
                     # the VJP written out: same numpy calls, no function-call layers
                     a = [f"v[{_expr(r2)}]" for r2 in refs]
                     lines.append(f"        y = {expr.format(*a)}")
@@ -499,9 +545,29 @@ class StepTemplates:
             vjp, m, target, has_other = self.deferred[key]
             parts.reverse()  # filed from the last step back: put them in time order
             G = stack_once([p[0] for p in parts], stacks, pool)
-            other = stack_once([p[1] for p in parts], stacks, pool) if has_other else None
-            args = (other, vals[target]) if m == 1 else (vals[target], other)
-            acc(grads, owned, target, vjp(G, None, *args))
+            if has_other:
+                other = stack_once([p[1] for p in parts], stacks, pool)
+                args = (other, vals[target]) if m == 1 else (vals[target], other)
+                acc(grads, owned, target, vjp(G, None, *args))
+            else:  # an add's or sub's: it reads only G and the target's shape
+                acc(grads, owned, target, _summed(vjp, m, G, vals[target], stacks))
+
+
+def _summed(vjp, m, g, target, memo):
+    """An add's or sub's VJP into input ``m`` (``target``, shared by all steps): ``g`` summed
+    down to the target's shape. It reads nothing else, so a second bias fed the same stacked
+    gradient (an RNN's ``b_ih`` and ``b_hh``) takes a copy of the first one's sum (``memo``)
+    instead of summing the (T, B, ...) array again."""
+    args = (None, target) if m == 1 else (target, None)
+    if memo is None or type(g) is not np.ndarray:
+        return vjp(g, None, *args)
+    key = ("summed", id(vjp), m, id(g), target.shape)
+    hit = memo.get(key)
+    if hit is not None:
+        return None if hit[0] is None else hit[0].copy()
+    out = vjp(g, None, *args)
+    memo[key] = (out, g)  # (g kept alive: its id stays its own while the memo lives)
+    return out
 
 
 # VJPs written out for the step templates; exactly the registry's formulas where no
@@ -511,6 +577,16 @@ _INLINE_VJPS = {
     ("mul", 0): "x * {1}", ("mul", 1): "x * {0}", ("div", 0): "x / {1}",
     ("tanh", 0): "x * (1.0 - ans * ans)", ("sigmoid", 0): "x * ans * (1.0 - ans)",
     ("exp", 0): "x * ans", ("relu", 0): "x * ({0} > 0)",
+}
+
+
+# the two most common VJPs, as statements that make one array where the expressions above make
+# three: x * (1 - ans**2) and (x * ans) * (1 - ans), the same roundings (a product of two
+# numbers is the same either way round); in place only where the result keeps the array's type
+_INLINE_VJP_LINES = {
+    ("tanh", 0): ("y = ans * ans", "subtract(1.0, y, y)",
+                  "if y.dtype is x.dtype:", "    y *= x", "else:", "    y = x * y"),
+    ("sigmoid", 0): ("y = x * ans", "y *= 1.0 - ans"),
 }
 
 
@@ -528,7 +604,11 @@ _INLINE_FORWARD = {
     "add": "{0} + {1}", "sub": "{0} - {1}", "mul": "{0} * {1}", "div": "{0} / {1}",
     "neg": "-{0}", "tanh": "tanh({0})", "exp": "exp({0})",
 }
-_INLINE_NS = {"tanh": np.tanh, "exp": np.exp, "negative": np.negative}
+_INLINE_NS = {"tanh": np.tanh, "exp": np.exp, "negative": np.negative, "add": np.add,
+              "subtract": np.subtract, "multiply": np.multiply, "divide": np.divide}
+# the registry's forward of these ops is exactly this ufunc (for a result written with out=)
+_UFUNC_NAME = {"add": "add", "sub": "subtract", "mul": "multiply", "div": "divide",
+               "neg": "negative", "tanh": "tanh", "exp": "exp"}
 # ops a lean step may compute in place in an input's array ``t`` (input positions that may
 # give it: both for the commutative ones, whose result is the same bits either way round)
 _INPLACE = {"add": (0, 1), "mul": (0, 1), "sub": (0,), "div": (0,), "tanh": (0,),
@@ -615,6 +695,9 @@ def stack(arrays, pool=None):
     shape = (len(arrays),) + first.shape
     last = arrays[-1]
     dtype = first.dtype if first.dtype is last.dtype else np.result_type(first, last)
+    rows = _rows_of_one_array(arrays)
+    if rows is not None:
+        return rows
     if pool is None or not _POOL_BYTES <= len(arrays) * first.nbytes <= _POOL_MAX_BYTES:
         out = np.empty(shape, dtype)
     else:
@@ -623,6 +706,34 @@ def stack(arrays, pool=None):
         out[...] = arrays
     else:
         np.concatenate(arrays, axis=0, out=out.reshape((-1,) + first.shape[1:]))
+    return out
+
+
+def _rows_of_one_array(arrays):
+    """A read-only (n, ...) view when ``arrays`` are consecutive rows ``base[k:k+n]`` of one
+    C-contiguous array ``base`` (the states a run wrote into its output array, step after
+    step), else None: stacking them would copy what is already laid out as the stack."""
+    first = arrays[0]
+    base = first.base
+    if base is None or type(base) is not np.ndarray or len(arrays) < 2 \
+            or base.shape[1:] != first.shape or not base.flags.c_contiguous:
+        return None
+    size = first.nbytes
+    if not size:
+        return None
+    start = first.ctypes.data
+    k, rem = divmod(start - base.ctypes.data, size)
+    if rem or not 0 <= k <= len(base) - len(arrays):
+        return None
+    for a in arrays:
+        if a.base is not base or a.shape != first.shape or a.dtype != first.dtype:
+            return None
+    # rows of one base, each with the row's shape: consecutive if their addresses are
+    for n, a in enumerate(arrays):
+        if a.ctypes.data != start + n * size:
+            return None
+    out = base[k:k + len(arrays)]
+    out.flags.writeable = False
     return out
 
 
@@ -656,6 +767,15 @@ def _sliced_elementwise(rel) -> dict:
             for k, index in members:
                 fused[k] = (first, src, index)
     return fused
+
+
+def _into_row(out, rows):
+    """Lines that copy the value at block offset ``out`` into its output row, if it is an
+    output (``rows``: offset -> output number), and leave the row in its slot."""
+    if out not in rows:
+        return []
+    v = f"v[{_expr(('b', out))}]"
+    return [f"    r = O[{rows[out]}][i]", f"    r[...] = {v}", f"    {v} = r"]
 
 
 def _drops(offsets):
@@ -742,14 +862,16 @@ class TimeBatch:
 
     ``refs`` says where each input comes from: ``("h", k)`` the k-th time-batched node,
     ``("x", name)`` the stacked input ``name``, ``("s", slot)`` a node shared by all steps.
-    ``slots`` are the node's per-step slots.
+    ``slots`` are the node's per-step slots. ``donor``: the input position of a time-batched
+    node that this node alone reads, whose array may take this node's value in place (an
+    elementwise op), or None.
     """
 
-    __slots__ = ("op", "fwd", "vjps", "kw", "refs", "slots")
+    __slots__ = ("op", "fwd", "vjps", "kw", "refs", "slots", "donor")
 
-    def __init__(self, op, fwd, vjps, kw, refs, slots):
+    def __init__(self, op, fwd, vjps, kw, refs, slots, donor=None):
         self.op, self.fwd, self.vjps, self.kw = op, fwd, vjps, kw
-        self.refs, self.slots = refs, slots
+        self.refs, self.slots, self.donor = refs, slots, donor
 
 
 def _time_batched_kw(op, kw):
@@ -817,6 +939,21 @@ def plan_time_batching(body, batched, state_dependent, shapes, clones, input_nam
         vjps = tuple(op.input_vjp(k) for k in range(len(n.inputs)))
         index[id(n)] = len(plan)
         plan.append(TimeBatch(n.op, op.forward, vjps, kw, tuple(refs), clones[id(n)]))
+    # a node read by one time-batched node alone (and by one of its inputs only) may give
+    # its array to that reader's elementwise result: x W^T + b adds b in place. (Whether it
+    # does depends on the run: only a lean run that keeps no per-step view of it.)
+    readers: dict = {}
+    for tb in plan:
+        for kind, key in tb.refs:
+            if kind == "h":
+                readers[key] = readers.get(key, 0) + 1
+    for tb in plan:
+        if tb.op in _POOLED_UFUNCS and not tb.kw:
+            for m in ((0, 1) if tb.op in ("add", "mul") else (0,)):
+                kind, key = tb.refs[m]
+                if kind == "h" and readers[key] == 1:
+                    tb.donor = m
+                    break
     return plan
 
 
@@ -825,7 +962,9 @@ def time_batched_forward(plan, vals, xs, stacked, pool=None, no_views=(), stand_
     ``no_views``, which a lean run reads only stacked, one ``stand_in(shape, dtype)``)."""
     for k, tb in enumerate(plan):
         args = [_stacked(r, vals, xs, stacked) for r in tb.refs]
-        v = _into_pool(tb, args, pool) if pool is not None else None
+        v = _in_place(tb, args, no_views)
+        if v is None and pool is not None:
+            v = _into_pool(tb, args, pool)
         if v is None:
             v = tb.fwd(*args, **tb.kw)
         stacked[k] = v
@@ -854,7 +993,9 @@ def time_batched_chunk(plan, vals, xs, t0, t1, pool=None, full=None, no_views=()
         for kind, key in tb.refs:
             args.append(chunk[key] if kind == "h" else xs[key][t0:t1] if kind == "x"
                         else vals[key])
-        v = _into_pool(tb, args, pool) if pool is not None else None
+        v = _in_place(tb, args, no_views) if full is None else None
+        if v is None and pool is not None:
+            v = _into_pool(tb, args, pool)
         if v is None:
             v = tb.fwd(*args, **tb.kw)
         chunk[k] = v
@@ -885,7 +1026,26 @@ def time_batched_chunk(plan, vals, xs, t0, t1, pool=None, full=None, no_views=()
 
 def chunk_of(plan, t0, t1):
     """The time-batched nodes restricted to steps ``t0 .. t1-1`` (for a chunk's backward)."""
-    return [TimeBatch(tb.op, tb.fwd, tb.vjps, tb.kw, tb.refs, tb.slots[t0:t1]) for tb in plan]
+    return [TimeBatch(tb.op, tb.fwd, tb.vjps, tb.kw, tb.refs, tb.slots[t0:t1], tb.donor)
+            for tb in plan]
+
+
+def _in_place(tb, args, no_views):
+    """``tb``'s value computed in its donor input's array (see :class:`TimeBatch`) when the
+    run keeps no view of that input (``no_views``) and the result has the array's shape and
+    type (the same ufunc on the same operands: the same bits), else None."""
+    m = tb.donor
+    if m is None or tb.refs[m][1] not in no_views:
+        return None
+    t = args[m]
+    if type(t) is not np.ndarray or not t.flags.writeable:
+        return None
+    shape, dtype = t.shape, t.dtype
+    for a in args:  # arrays of t's type, of t's shape or of a trailing part of it (a bias)
+        if type(a) is not np.ndarray or a.dtype is not dtype or (
+                a.shape != shape and a.shape != shape[len(shape) - a.ndim:]):
+            return None
+    return _POOLED_UFUNCS[tb.op](*args, out=t)
 
 
 def _into_pool(tb, args, pool):
@@ -992,7 +1152,10 @@ def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slo
                     # into that gradient's slice (no zero-filled array per slice)
                     prev[tb.kw["index"]] += g
                     continue
-            gm = f(g, ans, *args, **tb.kw)
+            if tb.op in ("add", "sub") and kind == "s":
+                gm = _summed(f, m, g, args[m], stacks)
+            else:
+                gm = f(g, ans, *args, **tb.kw)
             if gm is None:
                 continue
             if kind == "h":
