@@ -1420,6 +1420,12 @@ _BOX_PAD = 40
 _FOOT_COPIES = 3
 
 
+#: the width of one port along the bottom of a step box (more than nodesep: the edges
+#: into neighbouring ports run side by side, straight)
+_PORT_PT = 16
+_STEPS_NODESEP = 0.05
+
+
 def _foot(nid: str, group: str | None = None) -> str:
     """The statement of an invisible point that holds a column in place: written with its
     attributes as defaults of its own subgraph, it is no node statement of the drawing, and
@@ -2200,9 +2206,12 @@ class _Unrolled(_Drawer):
             for _, src, at in buses:
                 j = f"{src}_fan_{t}"
                 for dst, label, hot, cut, _, _ in at.get(t, []):
-                    # heavy: the junction straight under the op it feeds
+                    # heavy: the junction straight under the op it feeds (or under its own
+                    # port of the step box it feeds, in the step view)
+                    port = getattr(self, "read_port", {}).get(src)
                     self.edge(j, dst, "shared", label=label, hot=hot, cut=cut,
-                              weight=getattr(self, "read_weight", 50))
+                              weight=getattr(self, "read_weight", 50),
+                              ports=("n", f"{port}:s") if port else None)
         rows = []
         for _, src, at in buses:
             ts = sorted(at)
@@ -2214,8 +2223,11 @@ class _Unrolled(_Drawer):
             hot = [any(u[2] for u in at[t]) for t in ts]
             self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False)
             for k in range(len(js) - 1):  # weightless: the junctions follow their ops
+                # (no ports in the step view: between two junctions next to each other on
+                # their row, dot draws an edge with ports through a path that mangles its
+                # arrow attributes; a point's centre is on its line anyway)
                 self.edge(js[k], js[k + 1], "trunk", hot=any(hot[k + 1:]), arrow=False,
-                          weight=0, ports=("e", "w"))
+                          weight=0, ports=None if hasattr(self, "read_port") else ("e", "w"))
             self.emit("{rank=same; " + " ".join(f'"{j}"' for j in js) + "}")  # one row
         first_row = self.first_row
         # each step's junctions in its cluster, under its ops: dot orders them with the
@@ -2247,9 +2259,25 @@ class _Unrolled(_Drawer):
         for n in shared:
             self.node(g.id(n), "param", self.title(n), self.param_rows(n), _mag(self.grad(n)),
                       tooltip=self.tooltip(n))
-        if shared:
-            self.emit("{rank=source; " + " ".join(f'"{g.id(p)}"' for p in shared) + "}")
         states = list(net.state_nodes)
+        # each step box has a row of ports along its bottom: one per parameter, left of the
+        # middle in the buses' order (the first bus's leftmost: its trunk, the highest,
+        # comes in left of the others), the inputs' in the middle, and as much room again
+        # on the right; each junction stands under its port, each input under its own, so
+        # every edge into a box runs straight up and none crosses another
+        self.read_port = {g.id(p): f"w{k}" for k, p in enumerate(shared)}
+        # (close neighbours allowed: dot keeps the edges side by side as far apart as nodesep
+        # and more, wider than a port; the boxes stay apart by their edges' labels)
+        self.emit(f'graph [nodesep="{_STEPS_NODESEP}"]')
+        inputs = list(net.input_nodes)
+        first_output = next(iter(net.output_nodes), None)
+        cells = [f'<td port="w{k}" width="{_PORT_PT}" height="1" fixedsize="true"></td>'
+                 for k in range(len(shared))]
+        cells += [f'<td port="x{k}" width="{_PORT_PT}" height="1" fixedsize="true"></td>'
+                  for k in range(len(inputs))]
+        cells += [f'<td width="{_PORT_PT * len(shared)}" height="1" fixedsize="true"></td>']
+        port_row = ('<tr><td><table border="0" cellborder="0" cellspacing="0" '
+                    'cellpadding="0"><tr>' + "".join(cells) + "</tr></table></td></tr>")
         bottom, middle, top = [], [], []
         for s, n in net.init_nodes.items():
             self.node(g.id(n), "state", self.title(n), self.rows(n), _mag(self.grad(n)),
@@ -2259,10 +2287,8 @@ class _Unrolled(_Drawer):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
             for ns in net.input_nodes.values():
                 n = ns[t]
-                first = ns is next(iter(net.input_nodes.values()))
                 self.node(g.id(n), "input", self.title(n, True), self.rows(n),
-                          _mag(self.grad(n)), cut=cut,  # the first straight under its step
-                          group=f"step_{t}" if first else None)
+                          _mag(self.grad(n)), cut=cut)
                 bottom.append(g.id(n))
             rows = []
             for s in states:
@@ -2276,17 +2302,43 @@ class _Unrolled(_Drawer):
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
                       state=True, tooltip=f"{net.cell.name} at step {t}", group=f"step_{t}",
                       kept=t in kept_steps(net))  # checkpoint=: the run kept its state
+            k = self.node_at[f"step_{t}"][0]
+            head, tail = self.lines[k].rsplit("</table>", 1)
+            self.lines[k] = head + port_row + "</table>" + tail
             middle.append(f"step_{t}")
             for name, ns in net.output_nodes.items():
                 n = ns[t]
                 oid = _out_id(g.id(n), self.out_index[name])
                 self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>",
                           self.output_rows(name, t)[1:], self.output_mag(name, t),
-                          tooltip=f"output {name} at step {t}")
+                          tooltip=f"output {name} at step {t}",
+                          group=f"step_{t}" if name == first_output else None)  # over it
                 top.append(oid)
+        # every output as wide as the widest (their labels differ by their values): the
+        # steps under them then stand evenly spaced
+        o = self.o
+        factor = (o["fontsize"] or _TITLE_PT[o["theme"]]) / 12 * o["scale"]
+        if top:
+            # (a pentagon is drawn up to about twice as wide as its label: so wide, the
+            # widest sets the width of all)
+            wide = 2 * max(_label_points(self.node_at[i][1], factor) for i in top)
+            for i in top:
+                k = self.node_at[i][0]
+                self.lines[k] = self.lines[k].replace(" [", f' [width="{wide / 72:.3f}" ', 1)
         self.row(bottom)
-        self.row(top)
-        self.under(shared, bottom[:1])  # under the first step: the trunks come in from the left
+        self.spaced_row(top, "top")
+        if shared:
+            # the parameters: one row under everything, left to right in the buses' order
+            # (the first bus on top), ending left of the first step's inputs: each trunk
+            # comes up from below-left into the start of its bus, crossing no other
+            ids = [g.id(p) for p in shared]
+            if bottom:
+                self.n_nodes += 1
+                self.emit('"params_end" [shape=point style=invis width="0.01"]')
+                self.n_edges += 1
+                self.emit(f'"params_end" -> "{bottom[0]}" [style=invis weight=100]')
+                ids.append("params_end")
+            self.spaced_row(ids, "params", rank="source")
         self.emit("{rank=same; " + " ".join(f'"{m}"' for m in middle) + "}")
         label = ", ".join(_hn(s) for s in states)
         param_name = {id(q): k for k, q in net.param_nodes.items()}
@@ -2295,8 +2347,9 @@ class _Unrolled(_Drawer):
         fan: dict = {}  # each parameter's fan-out into the steps, through one trunk
         for t in range(T):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
-            for ns in net.input_nodes.values():
-                self.edge(g.id(ns[t]), f"step_{t}", cut=cut)
+            for k, ns in enumerate(net.input_nodes.values()):
+                self.edge(g.id(ns[t]), f"step_{t}", cut=cut, ports=("n", f"x{k}:s"),
+                          weight=400)
             for p, c in zip(shared, contribs):
                 lab = c[t] if c else None
                 fan.setdefault(g.id(p), []).append((f"step_{t}", lab, False, cut, t, 1))
@@ -2321,6 +2374,25 @@ class _Unrolled(_Drawer):
                     self.emit(f'"{g.id(ns[t])}" -> "{self.lowest[t]}" [style=invis weight=0]')
 
     # loss
+    def spaced_row(self, ids: list[str], name: str, rank: str = "same") -> None:
+        """Nodes on one rank, left to right in the given order, an invisible gap of nodesep's
+        usual width between neighbours (the step view sets nodesep small for its ports)."""
+        chain = []
+        for k, i in enumerate(ids):
+            if k:
+                self.n_nodes += 1
+                gap = f"{name}_gap_{k}"
+                self.emit(f'"{gap}" [shape=box style=invis label="" fixedsize=true '
+                          f'width="0.22" height="0.01"]')
+                chain.append(gap)
+            chain.append(i)
+        if rank != "same":
+            self.emit(f"{{rank={rank}; " + " ".join(f'"{i}"' for i in chain) + "}")
+        if len(chain) > 1:
+            self.n_edges += len(chain) - 1
+            self.emit("{rank=same; " + " -> ".join(f'"{i}"' for i in chain)
+                      + " [style=invis]}")
+
     def draw_loss(self) -> None:
         if not self.seeded:
             return
