@@ -2275,7 +2275,8 @@ class _Unrolled(_Drawer):
                  for k in range(len(shared))]
         cells += [f'<td port="x{k}" width="{_PORT_PT}" height="1" fixedsize="true"></td>'
                   for k in range(len(inputs))]
-        cells += [f'<td width="{_PORT_PT * len(shared)}" height="1" fixedsize="true"></td>']
+        # (as many cells right as left: a box wider than its ports widens each alike)
+        cells += [f'<td width="{_PORT_PT}" height="1" fixedsize="true"></td>'] * len(shared)
         port_row = ('<tr><td><table border="0" cellborder="0" cellspacing="0" '
                     'cellpadding="0"><tr>' + "".join(cells) + "</tr></table></td></tr>")
         bottom, middle, top = [], [], []
@@ -2288,7 +2289,8 @@ class _Unrolled(_Drawer):
             for ns in net.input_nodes.values():
                 n = ns[t]
                 self.node(g.id(n), "input", self.title(n, True), self.rows(n),
-                          _mag(self.grad(n)), cut=cut)
+                          _mag(self.grad(n)), cut=cut,  # one input: under the box's middle
+                          group=f"step_{t}" if len(inputs) == 1 else None)
                 bottom.append(g.id(n))
             rows = []
             for s in states:
@@ -2336,7 +2338,7 @@ class _Unrolled(_Drawer):
                 self.n_nodes += 1
                 self.emit('"params_end" [shape=point style=invis width="0.01"]')
                 self.n_edges += 1
-                self.emit(f'"params_end" -> "{bottom[0]}" [style=invis weight=100]')
+                self.emit(f'"params_end" -> "{bottom[0]}" [style=invis weight=10]')
                 ids.append("params_end")
             self.spaced_row(ids, "params", rank="source")
         self.emit("{rank=same; " + " ".join(f'"{m}"' for m in middle) + "}")
