@@ -2321,12 +2321,13 @@ class _Unrolled(_Drawer):
         o = self.o
         factor = (o["fontsize"] or _TITLE_PT[o["theme"]]) / 12 * o["scale"]
         if top:
-            # (a pentagon is drawn up to about twice as wide as its label: so wide, the
-            # widest sets the width of all)
-            wide = 2 * max(_label_points(self.node_at[i][1], factor) for i in top)
+            # (each label's table as wide as an upper estimate of the widest label: every
+            # pentagon is then drawn round a label of one width)
+            wide = max(_label_points(self.node_at[i][1], factor) for i in top)
             for i in top:
                 k = self.node_at[i][0]
-                self.lines[k] = self.lines[k].replace(" [", f' [width="{wide / 72:.3f}" ', 1)
+                self.lines[k] = self.lines[k].replace(
+                    'label=<<table ', f'label=<<table width="{math.ceil(1.2 * wide)}" ', 1)
         self.row(bottom)
         self.spaced_row(top, "top")
         if shared:
