@@ -323,9 +323,9 @@ def test_the_step_view_stands_every_edge_into_a_box_straight_under_it(name, T):
     """The step view as a textbook draws it: each junction of each bus straight under its
     step box (its edge into the box runs straight up, inside the box's width), no two of
     those edges crossing, even within one step; each input straight under its box and each
-    output straight over it; and the trunks, coming up from the parameters' row, crossing
-    neither one another nor an input's edge (they crossed each other and the inputs', and
-    the junctions' edges ran slanting across one another)."""
+    output straight over it; the steps evenly spaced; and the trunks, coming up from the
+    parameters' row, crossing neither one another nor an input's edge (they crossed each
+    other and the inputs', and the junctions' edges ran slanting across one another)."""
     net, loss = _run(_CELLS[name](), T)
     layout = _layout(ug.render(net, loss=loss, detail="steps", values=False))
     names = {o["_gvid"]: o["name"] for o in layout["objects"]}
@@ -360,6 +360,9 @@ def test_the_step_view_stands_every_edge_into_a_box_straight_under_it(name, T):
         # (dot rounds a port's place to whole points: within 2.5 points of the middle)
         assert abs(pos[a][0] - pos[b][0]) < 2.5, f"{a} not under {b}"
         assert max(abs(px - pos[a][0]) for px, _ in curve) < 1.5, f"{a} -> {b} bends"
+    # the steps evenly spaced (the outputs over them drawn as wide as each other)
+    gaps = np.diff([pos[f"step_{t}"][0] for t in range(T)])
+    assert gaps.max() - gaps.min() < 2.5, f"steps unevenly spaced: {gaps}"
     for ns in net.output_nodes.values():
         for t, n in enumerate(ns):
             out = next(k for k in pos if k.startswith(g.id(n) + "_out"))

@@ -2271,12 +2271,12 @@ class _Unrolled(_Drawer):
         self.emit(f'graph [nodesep="{_STEPS_NODESEP}"]')
         inputs = list(net.input_nodes)
         first_output = next(iter(net.output_nodes), None)
-        cells = [f'<td port="w{k}" width="{_PORT_PT}" height="1" fixedsize="true"></td>'
+        cells = [f'<td port="w{k}" width="@PW@" height="1"></td>'
                  for k in range(len(shared))]
-        cells += [f'<td port="x{k}" width="{_PORT_PT}" height="1" fixedsize="true"></td>'
+        cells += [f'<td port="x{k}" width="@PW@" height="1"></td>'
                   for k in range(len(inputs))]
         # (as many cells right as left: a box wider than its ports widens each alike)
-        cells += [f'<td width="{_PORT_PT}" height="1" fixedsize="true"></td>'] * len(shared)
+        cells += ['<td width="@PW@" height="1"></td>'] * len(shared)
         port_row = ('<tr><td><table border="0" cellborder="0" cellspacing="0" '
                     'cellpadding="0"><tr>' + "".join(cells) + "</tr></table></td></tr>")
         bottom, middle, top = [], [], []
@@ -2321,13 +2321,27 @@ class _Unrolled(_Drawer):
         o = self.o
         factor = (o["fontsize"] or _TITLE_PT[o["theme"]]) / 12 * o["scale"]
         if top:
-            # (each label's table as wide as an upper estimate of the widest label: every
-            # pentagon is then drawn round a label of one width)
-            wide = max(_label_points(self.node_at[i][1], factor) for i in top)
+            # each pentagon of one size: as wide as an estimate of the widest label (its
+            # text stands in the pentagon's upright part), as high as its rows and its roof
+            wide = 1.2 * max(_label_points(self.node_at[i][1], factor) for i in top) \
+                + 12 * factor
+            lines = max(self.node_at[i][1].count("<tr>") for i in top)
+            high = (16 + 12 * (lines - 1)) * factor * 1.6 + 8
             for i in top:
                 k = self.node_at[i][0]
                 self.lines[k] = self.lines[k].replace(
-                    'label=<<table ', f'label=<<table width="{math.ceil(1.2 * wide)}" ', 1)
+                    " [", f' [fixedsize="true" width="{wide / 72:.3f}" '
+                    f'height="{high / 72:.3f}" ', 1)
+        # every step box as wide as the widest (an upper estimate of its label), so that
+        # the boxes, held apart by the state's edges, stand evenly too: its row of ports
+        # (cells of one width, at least _PORT_PT) is as wide as that, and sets the width
+        boxes = [f"step_{t}" for t in range(T)]
+        wide = 1.2 * max(_label_points(self.node_at[i][1], factor) for i in boxes) \
+            if boxes else 0.0
+        each = max(_PORT_PT, math.ceil(wide / len(cells)))
+        for i in boxes:
+            k = self.node_at[i][0]
+            self.lines[k] = self.lines[k].replace("@PW@", str(each))
         self.row(bottom)
         self.spaced_row(top, "top")
         if shared:
@@ -2348,6 +2362,9 @@ class _Unrolled(_Drawer):
         contribs = [self.contrib.get(param_name.get(id(p))) for p in shared]
         contribs = [None if c is None else [self.part_text(x) for x in c] for c in contribs]
         fan: dict = {}  # each parameter's fan-out into the steps, through one trunk
+        # the boxes apart by their state's edge: dot keeps the ends of an edge within a rank
+        # minlen × nodesep apart (as far as nodesep's usual width, twice over)
+        gap = math.ceil(2 * 0.22 / _STEPS_NODESEP)
         for t in range(T):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
             for k, ns in enumerate(net.input_nodes.values()):
@@ -2359,8 +2376,10 @@ class _Unrolled(_Drawer):
             if t == 0:
                 for n in net.init_nodes.values():
                     self.edge(g.id(n), "step_0", "recurrent", cut=cut)
+                    self.lines[-1] = self.lines[-1].replace(" [", f' [minlen="{gap}" ', 1)
             else:
                 self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
+                self.lines[-1] = self.lines[-1].replace(" [", f' [minlen="{gap}" ', 1)
             for name, ns in net.output_nodes.items():
                 self.edge(f"step_{t}", _out_id(g.id(ns[t]), self.out_index[name]), cut=cut)
         # each parameter's bus, as in the op-level views: a junction under every step box,
