@@ -2284,6 +2284,10 @@ class _Unrolled(_Drawer):
             self.node(g.id(n), "state", self.title(n), self.rows(n), _mag(self.grad(n)),
                       state=True, cut=self.v.is_cut(net.state_nodes[s][0]))
             middle.append(g.id(n))
+        # one initial state in the steps' row, just left of the first box; any other one row
+        # lower, beside the first bus, its edge going up into the box's left side (in the
+        # steps' row, it would bend round the one next to the box)
+        raised, middle = middle[:-1], middle[-1:]
         for t in range(T):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
             for ns in net.input_nodes.values():
@@ -2375,8 +2379,12 @@ class _Unrolled(_Drawer):
                 fan.setdefault(g.id(p), []).append((f"step_{t}", lab, False, cut, t, 1))
             if t == 0:
                 for n in net.init_nodes.values():
-                    self.edge(g.id(n), "step_0", "recurrent", cut=cut)
-                    self.lines[-1] = self.lines[-1].replace(" [", f' [minlen="{gap}" ', 1)
+                    if g.id(n) in middle:  # (an edge within the row: its ends kept apart)
+                        self.edge(g.id(n), "step_0", "recurrent", cut=cut)
+                        self.lines[-1] = self.lines[-1].replace(
+                            " [", f' [minlen="{gap}" ', 1)
+                    else:
+                        self.edge(g.id(n), "step_0", "recurrent", cut=cut, ports=(None, "w"))
             else:
                 self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
                 self.lines[-1] = self.lines[-1].replace(" [", f' [minlen="{gap}" ', 1)
@@ -2389,6 +2397,12 @@ class _Unrolled(_Drawer):
         self.lowest = {}
         self.read_weight = 400  # several junctions under each box, each pulled under it
         self.trunks(fan)
+        first = next((f"{g.id(p)}_fan_0" for p in shared if f"{g.id(p)}_fan_0" in
+                      self.junctions), None)
+        for i in raised:  # beside the first bus's first junction, left of it
+            if first is not None:
+                self.n_edges += 1
+                self.emit(f'{{rank=same; "{i}" -> "{first}" [style=invis]}}')
         for t in range(T):  # each step's inputs under its junctions
             if t in self.lowest:
                 for ns in net.input_nodes.values():
