@@ -334,7 +334,8 @@ def test_the_step_view_stands_every_edge_into_a_box_straight_under_it(name, T):
            if "pos" in o}
     g = net.graph
     into = {g.id(n): f"step_{t}" for ns in net.input_nodes.values() for t, n in enumerate(ns)}
-    reads, inputs, trunks = [], [], []
+    inits = {g.id(n) for n in net.init_nodes.values()}
+    reads, inputs, trunks, init_edges = [], [], [], []
     for e in layout["edges"]:
         a, b = names[e["tail"]], names[e["head"]]
         if e.get("style") == "invis":
@@ -346,6 +347,16 @@ def test_the_step_view_stands_every_edge_into_a_box_straight_under_it(name, T):
             trunks.append((a, b, curve))
         elif into.get(a) == b:
             inputs.append((a, b, curve))
+        elif a in inits:
+            init_edges.append((a, b, curve))
+    assert len(init_edges) == len(inits)
+    for a, b, c in init_edges:  # (an LSTM's h_init bent round c_init, under it)
+        for a2, b2, c2 in reads + trunks:
+            assert not _cross(c, c2), f"{a} -> {b} crosses {a2} -> {b2}"
+        for other in inits - {a}:
+            x, half = pos[other][0], float(obj[other]["width"]) * 72 / 2
+            assert not any(x - half < px < x + half for px, _ in c[1:]), \
+                f"{a} -> {b} runs past {other}"
     assert len(reads) == T * len(net.param_nodes)
     assert len(inputs) == T * len(net.input_nodes)
     assert len(trunks) == len(net.param_nodes)
