@@ -318,6 +318,77 @@ def test_the_step_view_draws_shared_weights_as_buses(name, T):
                 assert not _cross(c, c2), f"{a} -> {b} crosses {a2} -> {b2}"
 
 
+@pytest.mark.parametrize("name,T", [("rnn", 8), ("lstm", 4), ("gru", 5), ("custom", 4)])
+def test_the_step_view_stands_every_edge_into_a_box_straight_under_it(name, T):
+    """The step view as a textbook draws it: each junction of each bus straight under its
+    step box (its edge into the box runs straight up, inside the box's width), no two of
+    those edges crossing, even within one step; each input straight under its box and each
+    output straight over it; the steps evenly spaced; and the trunks, coming up from the
+    parameters' row, crossing neither one another nor an input's edge (they crossed each
+    other and the inputs', and the junctions' edges ran slanting across one another)."""
+    net, loss = _run(_CELLS[name](), T)
+    layout = _layout(ug.render(net, loss=loss, detail="steps", values=False))
+    names = {o["_gvid"]: o["name"] for o in layout["objects"]}
+    obj = {o["name"]: o for o in layout["objects"]}
+    pos = {k: tuple(float(v) for v in o["pos"].split(",")) for k, o in obj.items()
+           if "pos" in o}
+    g = net.graph
+    into = {g.id(n): f"step_{t}" for ns in net.input_nodes.values() for t, n in enumerate(ns)}
+    inits = {g.id(n) for n in net.init_nodes.values()}
+    reads, inputs, trunks, init_edges = [], [], [], []
+    for e in layout["edges"]:
+        a, b = names[e["tail"]], names[e["head"]]
+        if e.get("style") == "invis":
+            continue
+        curve = _curve(e["pos"])
+        if "_fan" in a and "_fan" not in b:
+            reads.append((a, b, curve))
+        elif "_fan" in b and "_fan" not in a:
+            trunks.append((a, b, curve))
+        elif into.get(a) == b:
+            inputs.append((a, b, curve))
+        elif a in inits:
+            init_edges.append((a, b, curve))
+    assert len(init_edges) == len(inits)
+    for a, b, c in init_edges:  # (an LSTM's h_init bent round c_init, under it)
+        for a2, b2, c2 in reads + trunks:
+            assert not _cross(c, c2), f"{a} -> {b} crosses {a2} -> {b2}"
+        for other in inits - {a}:  # through it or close round it (within 20 points)
+            (x, y), o = pos[other], obj[other]
+            w, h = float(o["width"]) * 72 / 2, float(o["height"]) * 72 / 2 + 20
+            assert not any(x - w < px < x + w and y - h < py < y + h for px, py in c[1:]), \
+                f"{a} -> {b} runs round {other}"
+    assert len(reads) == T * len(net.param_nodes)
+    assert len(inputs) == T * len(net.input_nodes)
+    assert len(trunks) == len(net.param_nodes)
+    for a, b, curve in reads:
+        x, _ = pos[a]
+        bx, _ = pos[b]
+        half = float(obj[b]["width"]) * 72 / 2
+        assert bx - half < x < bx + half, f"{a} at x={x} not under {b} ({bx} ± {half})"
+        bent = max(abs(px - x) for px, _ in curve)
+        assert bent < 1.5, f"{a} -> {b} runs {bent:.1f} pt off the vertical"
+    for a, b, curve in inputs:
+        # (dot rounds a port's place to whole points: within 2.5 points of the middle)
+        assert abs(pos[a][0] - pos[b][0]) < 2.5, f"{a} not under {b}"
+        assert max(abs(px - pos[a][0]) for px, _ in curve) < 1.5, f"{a} -> {b} bends"
+    # the steps evenly spaced (the outputs over them drawn as wide as each other)
+    gaps = np.diff([pos[f"step_{t}"][0] for t in range(T)])
+    assert gaps.max() - gaps.min() < 2.5, f"steps unevenly spaced: {gaps}"
+    for ns in net.output_nodes.values():
+        for t, n in enumerate(ns):
+            out = next(k for k in pos if k.startswith(g.id(n) + "_out"))
+            assert abs(pos[out][0] - pos[f"step_{t}"][0]) < 2.5, f"{out} not over step {t}"
+    for i, (a, b, c) in enumerate(reads):
+        for a2, b2, c2 in reads[i + 1:]:
+            assert not _cross(c, c2), f"{a} -> {b} crosses {a2} -> {b2}"
+    for i, (a, b, c) in enumerate(trunks):
+        for a2, b2, c2 in trunks[i + 1:]:
+            assert not _cross(c, c2), f"the trunk {a} -> {b} crosses {a2} -> {b2}"
+        for a2, b2, c2 in inputs:
+            assert not _cross(c, c2), f"the trunk {a} -> {b} crosses {a2} -> {b2}"
+
+
 # -- the legend --------------------------------------------------------------------------------
 def _rnn_textbook(theme, T=4, **kw):
     net, loss = _run(ug.nn.RNNCell(2, 2, seed=0), T)

@@ -1425,6 +1425,12 @@ _BOX_PAD = 40
 _FOOT_COPIES = 3
 
 
+#: the width of one port along the bottom of a step box (more than nodesep: the edges
+#: into neighbouring ports run side by side, straight)
+_PORT_PT = 16
+_STEPS_NODESEP = 0.05
+
+
 def _foot(nid: str, group: str | None = None) -> str:
     """The statement of an invisible point that holds a column in place: written with its
     attributes as defaults of its own subgraph, it is no node statement of the drawing, and
@@ -2205,9 +2211,12 @@ class _Unrolled(_Drawer):
             for _, src, at in buses:
                 j = f"{src}_fan_{t}"
                 for dst, label, hot, cut, _, _ in at.get(t, []):
-                    # heavy: the junction straight under the op it feeds
+                    # heavy: the junction straight under the op it feeds (or under its own
+                    # port of the step box it feeds, in the step view)
+                    port = getattr(self, "read_port", {}).get(src)
                     self.edge(j, dst, "shared", label=label, hot=hot, cut=cut,
-                              weight=getattr(self, "read_weight", 50))
+                              weight=getattr(self, "read_weight", 50),
+                              ports=("n", f"{port}:s") if port else None)
         rows = []
         for _, src, at in buses:
             ts = sorted(at)
@@ -2219,8 +2228,11 @@ class _Unrolled(_Drawer):
             hot = [any(u[2] for u in at[t]) for t in ts]
             self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False)
             for k in range(len(js) - 1):  # weightless: the junctions follow their ops
+                # (no ports in the step view: between two junctions next to each other on
+                # their row, dot draws an edge with ports through a path that mangles its
+                # arrow attributes; a point's centre is on its line anyway)
                 self.edge(js[k], js[k + 1], "trunk", hot=any(hot[k + 1:]), arrow=False,
-                          weight=0, ports=("e", "w"))
+                          weight=0, ports=None if hasattr(self, "read_port") else ("e", "w"))
             self.emit("{rank=same; " + " ".join(f'"{j}"' for j in js) + "}")  # one row
         first_row = self.first_row
         # each step's junctions in its cluster, under its ops: dot orders them with the
@@ -2252,22 +2264,42 @@ class _Unrolled(_Drawer):
         for n in shared:
             self.node(g.id(n), "param", self.title(n), self.param_rows(n), _mag(self.grad(n)),
                       tooltip=self.tooltip(n))
-        if shared:
-            self.emit("{rank=source; " + " ".join(f'"{g.id(p)}"' for p in shared) + "}")
         states = list(net.state_nodes)
+        # each step box has a row of ports along its bottom: one per parameter, left of the
+        # middle in the buses' order (the first bus's leftmost: its trunk, the highest,
+        # comes in left of the others), the inputs' in the middle, and as much room again
+        # on the right; each junction stands under its port, each input under its own, so
+        # every edge into a box runs straight up and none crosses another
+        self.read_port = {g.id(p): f"w{k}" for k, p in enumerate(shared)}
+        # (close neighbours allowed: dot keeps the edges side by side as far apart as nodesep
+        # and more, wider than a port; the boxes stay apart by their edges' labels)
+        self.emit(f'graph [nodesep="{_STEPS_NODESEP}"]')
+        inputs = list(net.input_nodes)
+        first_output = next(iter(net.output_nodes), None)
+        cells = [f'<td port="w{k}" width="@PW@" height="1"></td>'
+                 for k in range(len(shared))]
+        cells += [f'<td port="x{k}" width="@PW@" height="1"></td>'
+                  for k in range(len(inputs))]
+        # (as many cells right as left: a box wider than its ports widens each alike)
+        cells += ['<td width="@PW@" height="1"></td>'] * len(shared)
+        port_row = ('<tr><td><table border="0" cellborder="0" cellspacing="0" '
+                    'cellpadding="0"><tr>' + "".join(cells) + "</tr></table></td></tr>")
         bottom, middle, top = [], [], []
         for s, n in net.init_nodes.items():
             self.node(g.id(n), "state", self.title(n), self.rows(n), _mag(self.grad(n)),
                       state=True, cut=self.v.is_cut(net.state_nodes[s][0]))
             middle.append(g.id(n))
+        # one initial state in the steps' row, just left of the first box; any other one row
+        # lower, beside the first bus, its edge going up into the box's left side (in the
+        # steps' row, it would bend round the one next to the box)
+        raised, middle = middle[:-1], middle[-1:]
         for t in range(T):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
             for ns in net.input_nodes.values():
                 n = ns[t]
-                first = ns is next(iter(net.input_nodes.values()))
                 self.node(g.id(n), "input", self.title(n, True), self.rows(n),
-                          _mag(self.grad(n)), cut=cut,  # the first straight under its step
-                          group=f"step_{t}" if first else None)
+                          _mag(self.grad(n)), cut=cut,  # one input: under the box's middle
+                          group=f"step_{t}" if len(inputs) == 1 else None)
                 bottom.append(g.id(n))
             rows = []
             for s in states:
@@ -2281,35 +2313,86 @@ class _Unrolled(_Drawer):
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
                       state=True, tooltip=f"{net.cell.name} at step {t}", group=f"step_{t}",
                       kept=t in kept_steps(net))  # checkpoint=: the run kept its state
+            k = self.node_at[f"step_{t}"][0]
+            head, tail = self.lines[k].rsplit("</table>", 1)
+            self.lines[k] = head + port_row + "</table>" + tail
             middle.append(f"step_{t}")
             for name, ns in net.output_nodes.items():
                 n = ns[t]
                 oid = _out_id(g.id(n), self.out_index[name])
                 self.node(oid, "output", _hn(name) + f"<sub>{t}</sub>",
                           self.output_rows(name, t)[1:], self.output_mag(name, t),
-                          tooltip=f"output {name} at step {t}")
+                          tooltip=f"output {name} at step {t}",
+                          group=f"step_{t}" if name == first_output else None)  # over it
                 top.append(oid)
+        # every output as wide as the widest (their labels differ by their values): the
+        # steps under them then stand evenly spaced
+        o = self.o
+        factor = (o["fontsize"] or _TITLE_PT[o["theme"]]) / 12 * o["scale"]
+        if top:
+            # each pentagon of one size: as wide as an estimate of the widest label (its
+            # text stands in the pentagon's upright part), as high as its rows and its roof
+            wide = 1.2 * max(_label_points(self.node_at[i][1], factor) for i in top) \
+                + 12 * factor
+            lines = max(self.node_at[i][1].count("<tr>") for i in top)
+            high = (16 + 12 * (lines - 1)) * factor * 1.6 + 8
+            for i in top:
+                k = self.node_at[i][0]
+                self.lines[k] = self.lines[k].replace(
+                    " [", f' [fixedsize="true" width="{wide / 72:.3f}" '
+                    f'height="{high / 72:.3f}" ', 1)
+        # every step box as wide as the widest (an upper estimate of its label), so that
+        # the boxes, held apart by the state's edges, stand evenly too: its row of ports
+        # (cells of one width, at least _PORT_PT) is as wide as that, and sets the width
+        boxes = [f"step_{t}" for t in range(T)]
+        wide = 1.2 * max(_label_points(self.node_at[i][1], factor) for i in boxes) \
+            if boxes else 0.0
+        each = max(_PORT_PT, math.ceil(wide / len(cells)))
+        for i in boxes:
+            k = self.node_at[i][0]
+            self.lines[k] = self.lines[k].replace("@PW@", str(each))
         self.row(bottom)
-        self.row(top)
-        self.under(shared, bottom[:1])  # under the first step: the trunks come in from the left
+        self.spaced_row(top, "top")
+        if shared:
+            # the parameters: one row under everything, left to right in the buses' order
+            # (the first bus on top), ending left of the first step's inputs: each trunk
+            # comes up from below-left into the start of its bus, crossing no other
+            ids = [g.id(p) for p in shared]
+            if bottom:
+                self.n_nodes += 1
+                self.emit('"params_end" [shape=point style=invis width="0.01"]')
+                self.n_edges += 1
+                self.emit(f'"params_end" -> "{bottom[0]}" [style=invis weight=10]')
+                ids.append("params_end")
+            self.spaced_row(ids, "params", rank="source")
         self.emit("{rank=same; " + " ".join(f'"{m}"' for m in middle) + "}")
         label = ", ".join(_hn(s) for s in states)
         param_name = {id(q): k for k, q in net.param_nodes.items()}
         contribs = [self.contrib.get(param_name.get(id(p))) for p in shared]
         contribs = [None if c is None else [self.part_text(x) for x in c] for c in contribs]
         fan: dict = {}  # each parameter's fan-out into the steps, through one trunk
+        # the boxes apart by their state's edge: dot keeps the ends of an edge within a rank
+        # minlen × nodesep apart (as far as nodesep's usual width, twice over)
+        gap = math.ceil(2 * 0.22 / _STEPS_NODESEP)
         for t in range(T):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
-            for ns in net.input_nodes.values():
-                self.edge(g.id(ns[t]), f"step_{t}", cut=cut)
+            for k, ns in enumerate(net.input_nodes.values()):
+                self.edge(g.id(ns[t]), f"step_{t}", cut=cut, ports=("n", f"x{k}:s"),
+                          weight=400)
             for p, c in zip(shared, contribs):
                 lab = c[t] if c else None
                 fan.setdefault(g.id(p), []).append((f"step_{t}", lab, False, cut, t, 1))
             if t == 0:
                 for n in net.init_nodes.values():
-                    self.edge(g.id(n), "step_0", "recurrent", cut=cut)
+                    if g.id(n) in middle:  # (an edge within the row: its ends kept apart)
+                        self.edge(g.id(n), "step_0", "recurrent", cut=cut)
+                        self.lines[-1] = self.lines[-1].replace(
+                            " [", f' [minlen="{gap}" ', 1)
+                    else:
+                        self.edge(g.id(n), "step_0", "recurrent", cut=cut, ports=(None, "w"))
             else:
                 self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
+                self.lines[-1] = self.lines[-1].replace(" [", f' [minlen="{gap}" ', 1)
             for name, ns in net.output_nodes.items():
                 self.edge(f"step_{t}", _out_id(g.id(ns[t]), self.out_index[name]), cut=cut)
         # each parameter's bus, as in the op-level views: a junction under every step box,
@@ -2319,6 +2402,12 @@ class _Unrolled(_Drawer):
         self.lowest = {}
         self.read_weight = 400  # several junctions under each box, each pulled under it
         self.trunks(fan)
+        first = next((f"{g.id(p)}_fan_0" for p in shared if f"{g.id(p)}_fan_0" in
+                      self.junctions), None)
+        for i in raised:  # beside the first bus's first junction, left of it
+            if first is not None:
+                self.n_edges += 1
+                self.emit(f'{{rank=same; "{i}" -> "{first}" [style=invis]}}')
         for t in range(T):  # each step's inputs under its junctions
             if t in self.lowest:
                 for ns in net.input_nodes.values():
@@ -2326,6 +2415,25 @@ class _Unrolled(_Drawer):
                     self.emit(f'"{g.id(ns[t])}" -> "{self.lowest[t]}" [style=invis weight=0]')
 
     # loss
+    def spaced_row(self, ids: list[str], name: str, rank: str = "same") -> None:
+        """Nodes on one rank, left to right in the given order, an invisible gap of nodesep's
+        usual width between neighbours (the step view sets nodesep small for its ports)."""
+        chain = []
+        for k, i in enumerate(ids):
+            if k:
+                self.n_nodes += 1
+                gap = f"{name}_gap_{k}"
+                self.emit(f'"{gap}" [shape=box style=invis label="" fixedsize=true '
+                          f'width="0.22" height="0.01"]')
+                chain.append(gap)
+            chain.append(i)
+        if rank != "same":
+            self.emit(f"{{rank={rank}; " + " ".join(f'"{i}"' for i in chain) + "}")
+        if len(chain) > 1:
+            self.n_edges += len(chain) - 1
+            self.emit("{rank=same; " + " -> ".join(f'"{i}"' for i in chain)
+                      + " [style=invis]}")
+
     def draw_loss(self) -> None:
         if not self.seeded:
             return
