@@ -651,6 +651,8 @@ class Tensor:
         return apply("reshape", self, shape=_int_sizes(shape, f"reshape of {self.node.label()}"))
 
     def sum(self, axis=None, keepdims=False) -> "Tensor":
+        if axis is None and keepdims is False:  # (the loss's sum: one attrs dict for all)
+            return _apply(_REGISTRY["sum"], (self,), _SUM_ALL, None)
         return _apply(_REGISTRY["sum"], (self,), {"axis": _axis(axis), "keepdims": keepdims},
                       None)
 
@@ -896,7 +898,8 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
         shape = dtype = None
     else:
         shape = out.shape
-        dtype = _DTYPE_NAMES.get(out.dtype) or _dtype_name(out)
+        dt = out.dtype
+        dtype = "float64" if dt is _F64 else _DTYPE_NAMES.get(dt) or _dtype_name(out)
     if not flags.grad_enabled:
         return Tensor(out, Node("leaf", (), None, name, shape, dtype, None, None, "no_grad"))
     nondiff = op.nondiff
@@ -913,6 +916,10 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
 
 
 _DTYPE_NAMES: dict = {}
+_F64 = np.dtype(np.float64)
+# the attributes of a sum over every axis, shared by those nodes (a node's attrs are never
+# mutated)
+_SUM_ALL = {"axis": None, "keepdims": False}
 
 
 def _dtype_name(arr) -> str:
