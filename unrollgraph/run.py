@@ -886,24 +886,28 @@ class Run:
         (``self.seeds`` if None)."""
         net = self.net
         seeds = self.seeds if seeds is None else seeds
-        grads: list = [None] * len(net.nodes)
-        owned = [False] * len(net.nodes)
-        slots_out = list(net._output_slots.values())
-        finals = [s[-1] for s in net._state_slots.values()]
+        n = len(net.nodes)
+        grads: list = [None] * n
+        owned = [False] * n
+        plan = _plan(net)
+        outputs = plan.outputs
+        n_out = len(outputs)
         for k, g in enumerate(seeds):
             if g is None:
                 continue
-            if k < len(slots_out):
+            if k < n_out:
                 # several outputs may be one node (two names for it, or ``prev = h`` and
                 # ``y = h_next``, one step apart): their gradients add up
-                for s, gt in zip(slots_out[k], g):  # (gt: g[t], step t's gradient)
+                for s, gt in zip(outputs[k][1], g):  # (gt: g[t], step t's gradient)
                     if want[s]:
                         if grads[s] is None:
                             grads[s] = gt
                         else:
                             _acc(grads, owned, s, gt)
-            elif want[finals[k - len(slots_out)]]:
-                _acc(grads, owned, finals[k - len(slots_out)], g)
+            else:
+                s = plan.finals[k - n_out]
+                if want[s]:
+                    _acc(grads, owned, s, g)
         return grads, owned
 
     def _needs(self) -> tuple:
@@ -915,7 +919,8 @@ class Run:
         plan = _plan(net)
         xs, states = self.xs, self.states
         key = (tuple([p._requires_grad for _s, p in plan.params]),
-               tuple([xs[k]._requires_grad for k in net._input_slots]),
+               tuple([xs[k]._requires_grad for k in net._input_slots]) if len(xs) != 1
+               else (next(iter(xs.values()))._requires_grad,),
                tuple([(k, isinstance(s, Tensor) and s._requires_grad)
                       for k, s in states.items()]) if states else ())
         needs = plan.needs.get(key)
