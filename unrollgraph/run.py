@@ -94,7 +94,7 @@ def call(net, xs, state=None, lengths=None):
         node = Node("unrolled", nodes, {"steps": net.steps, "_run": run}, net.cell.name)
         parents = (Tensor(tuple(values), node, tuple(leaves), True),)
         run.leaves = leaves
-        run.leaf_kinds = _leaf_kinds(net, xs_t, states_t)
+        run.leaf_kinds = _leaf_kinds(net, xs_t, states_t, plan)
         items = [Tensor(v, Node("item", (node,), _INDEX_ATTRS[k] if k < 64 else {"index": k},
                                 None, v.shape,
                                 _DTYPE_NAMES.get(v.dtype) or _dtype_name(v)), parents, True)
@@ -168,11 +168,11 @@ def _plan(net) -> _Plan:
 _INDEX_ATTRS = tuple({"index": k} for k in range(64))
 
 
-def _leaf_kinds(net, xs_t: dict, states_t: dict) -> tuple:
+def _leaf_kinds(net, xs_t: dict, states_t: dict, plan=None) -> tuple:
     """What each leaf of a call is, ``(kind, name)``, in the order of ``Run.leaves``: the
     same for every call that gives the same initial states as tensors (kept in the plan)."""
-    key = tuple([k for k, s in states_t.items() if isinstance(s, Tensor)])
-    cache = _plan(net).leaf_kinds
+    key = tuple([k for k, s in states_t.items() if isinstance(s, Tensor)]) if states_t else ()
+    cache = (plan or _plan(net)).leaf_kinds
     kinds = cache.get(key)
     if kinds is None:
         kinds = cache[key] = tuple(
