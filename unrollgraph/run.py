@@ -120,8 +120,8 @@ class _Plan:
     is (``prog`` is the schedule it was made for). The parameters' dtypes cannot change (a
     tensor keeps its dtype), so neither can ``one_dtype``."""
 
-    __slots__ = ("prog", "params", "one_dtype", "needs", "leaf_kinds", "_inits", "lean_key",
-                 "lean", "leaf_tail", "leaf_nodes", "finals", "outputs", "leaf_slots")
+    __slots__ = ("prog", "params", "one_dtype", "needs", "leaf_kinds", "_inits", "lean",
+                 "leaf_tail", "leaf_nodes", "finals", "outputs")
 
     def __init__(self, net):
         self.prog = net._prog
@@ -138,11 +138,8 @@ class _Plan:
         self.leaf_nodes = tuple([p.node for p in self.leaf_tail])
         self.finals = [slots[-1] for slots in net._state_slots.values()]
         self.outputs = list(net._output_slots.items())
-        # the kinds of a call's leaves -> where leaf_grads finds each gradient
-        self.leaf_slots: dict = {}
         self._inits = None  # (batch, [(state, slot, shape, init)]) of the last batch size
-        # the last lean forward plan (Run._lean_plan) and what it was made for
-        self.lean_key = None
+        # the last lean forward plan (Run._lean_plan), after the key it was made for
         self.lean = None
 
     def inits(self, net, batch: int) -> list:
@@ -741,8 +738,9 @@ class Run:
         if one is None:
             one = self._one_dtype(dtype)
         key = (batch, dtype, fuse, one)
-        if simple and plan.lean_key == key:
-            steps, fr, late, buffered = plan.lean
+        kept = plan.lean  # (one tuple, read once: threads may be replacing it)
+        if simple and kept is not None and kept[0] == key:
+            _key, steps, fr, late, buffered = kept
             return steps, fr, late, [] if buffered else None
         net = self.net
         steps = forward_steps(net, fuse, True, one)
@@ -750,8 +748,7 @@ class Run:
         late = late_frees(net, steps)
         outs = self._output_buffers()
         if simple:
-            plan.lean_key = key
-            plan.lean = (steps, fr, late, outs is not None)
+            plan.lean = (key, steps, fr, late, outs is not None)
         return steps, fr, late, outs
 
     def _output_buffers(self):
