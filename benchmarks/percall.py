@@ -13,6 +13,9 @@ figures measure Python. One training step of ours is
   pass (backpropagation through time) and the rest the eager walk around it (counting uses,
   the VJPs of ``sum`` and ``mul``, seeding the run, copying each parameter's gradient into
   its ``.grad``);
+* ``the run alone``: a fresh run's forward and backward passes one after the other, with no
+  tensor or eager node around them: the floor of a step (the parts timed apart each run
+  with their code and data warm, and add up to less than they cost in turn);
 
 next to the hand-written numpy loop of ``benchmarks/reference.py`` on the same problem (its
 forward and backward timed apart too, to set against the run's own passes).
@@ -79,6 +82,11 @@ def parts(kind: str, B: int, H: int, T: int, D: int) -> dict:
     held = Run(net, run.xs, run.states, None, B, run.keep)
     held.forward()
 
+    def run_alone():  # a fresh run's forward and backward, with no tensor or eager node
+        r = Run(net, run.xs, run.states, None, B, run.keep)
+        r.forward()
+        r.backward(seeds)
+
     def backward():  # a fresh graph each time, its forward not counted
         out, _ = net(xt)
         loss = (out * Gt).sum()
@@ -96,6 +104,7 @@ def parts(kind: str, B: int, H: int, T: int, D: int) -> dict:
         "loss": lambda: (out * Gt).sum(),
         "backward()": backward,
         "run backward": lambda: held.backward(seeds),
+        "run alone": run_alone,
     }
 
 
@@ -142,6 +151,8 @@ def main(argv=None):
         print(f"  loss           {m['loss']:6.0f}")
         print(f"  backward()     {m['backward()']:6.0f}   (run backward {m['run backward']:.0f}, "
               f"the eager walk around it {eager:.0f})")
+        print(f"  the run alone  {m['run alone']:6.0f}   (a fresh run's forward and backward "
+              f"in turn: {m['run alone'] / m['numpy']:.2f} of the numpy loop)")
 
 
 if __name__ == "__main__":

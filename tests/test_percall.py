@@ -262,3 +262,39 @@ def test_checkpointed_masked_and_truncated_nets_keep_their_plans_right(options):
                 assert got[k] is None and want[k] is None
             else:
                 np.testing.assert_allclose(got[k], want[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+def _init_cell():
+    """A cell whose state starts from a declared value (not zeros)."""
+    cell = ug.Cell("with_init")
+    x = cell.input("x", (D,))
+    h = cell.state("h", (H,), init=np.linspace(-1.0, 1.0, H))
+    W = cell.param("W", np.random.default_rng(0).normal(size=(D, H)) * 0.5)
+    U = cell.param("U", np.random.default_rng(1).normal(size=(H, H)) * 0.3)
+    h_next = ug.tanh(x @ W + h @ U)
+    cell.feedback(h, h_next)
+    cell.output("y", h_next)
+    return cell
+
+
+@pytest.mark.parametrize("keep", ["needed", "all"])
+def test_declared_initial_states_and_lean_plans_follow_the_batch_size_and_dtype(keep):
+    """The plan keeps each initial state's shape for the last batch size and the last lean
+    forward plan: calls that change the batch size, the dtype and whether a state is given,
+    in any order, give what a fresh net gives (the reference executor)."""
+    cell = _init_cell()
+    net = ug.unroll(cell, steps=T, keep=keep)
+    calls = [(1, np.float64, False), (3, np.float64, False), (1, np.float32, False),
+             (3, np.float32, True), (1, np.float64, False), (2, np.float64, True),
+             (2, np.float64, False), (1, np.float64, False)]
+    for k, (batch, dtype, with_state) in enumerate(calls):
+        x, G = _data(batch, dtype, seed=k)
+        state = ug.tensor(np.full((batch, H), 0.25)) if with_state else None
+        got = _step(net, ug.tensor(x), G, state=state)
+        want = _step(ug.unroll(cell, steps=T, keep=keep), ug.tensor(x), G, state=state,
+                     anomaly=True)
+        _assert_same(got, want, rtol=1e-5 if dtype == np.float32 else 1e-10)
+        if not with_state:  # the declared init, broadcast over the batch, is where step 0 starts
+            first = net.last_run.full().values[net.slot(net.init_nodes["h"])]
+            np.testing.assert_array_equal(
+                first, np.broadcast_to(np.linspace(-1.0, 1.0, H), (batch, H)).astype(dtype))

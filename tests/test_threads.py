@@ -300,3 +300,38 @@ def test_two_threads_backward_into_one_leaf_lose_nothing():
     finally:
         sys.setswitchinterval(interval)
     np.testing.assert_array_equal(w.grad, np.full(100_000, 2.0 * 2 * rounds))
+
+
+def test_threads_calling_one_net_with_other_batch_sizes_and_dtypes_get_their_own_results():
+    """A net keeps its last lean forward plan and initial-state shapes (for one batch size and
+    dtype): threads that call it with other ones, interleaved, each get a call made alone."""
+    cell = ug.nn.GRUCell(3, 5, seed=1)
+    for p in cell.parameters().values():
+        p.requires_grad_(False)
+    net = ug.unroll(cell, steps=6)
+    shapes = [(1, np.float64), (2, np.float64), (3, np.float32), (1, np.float32)]
+    inputs = [np.random.default_rng(k).normal(size=(6, b, 3)).astype(dt)
+              for k, (b, dt) in enumerate(shapes)]
+
+    def once(xs):
+        x = ug.tensor(xs, requires_grad=True)
+        out, h = net(x)
+        ((out * out).sum() + h.sum()).backward()
+        return out.data.copy(), x.grad.copy()
+
+    expected = [once(xs) for xs in inputs]
+
+    def worker(k):
+        def run():
+            for _ in range(60):
+                out, grad = once(inputs[k])
+                np.testing.assert_array_equal(out, expected[k][0])
+                np.testing.assert_array_equal(grad, expected[k][1])
+        return run
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    try:
+        _run_threads(*[worker(k) for k in range(4)])
+    finally:
+        sys.setswitchinterval(switch)

@@ -35,6 +35,7 @@ from .schedule import (
 )
 from .tensor import (
     _CLOCK,
+    _DTYPE_NAMES,
     _FLAGS,
     _MODE,
     Tensor,
@@ -67,16 +68,18 @@ def call(net, xs, state=None, lengths=None):
     run = net._run_type(net, xs_t, states_t, lengths, batch, net.keep)  # (checkpoint=)
     run.forward()
     net.last_run = run
+    plan = _plan(net)
     outs = run.stacked_outputs()
+    n_out = len(outs)
     vals = run.values
-    values = outs + [vals[slots[-1]] for slots in net._state_slots.values()]
+    values = outs + [vals[s] for s in plan.finals]
     if run.keep == "needed" and not run.lean_steps:
         run.free_unread()  # the generic loop keeps everything as it goes
     mode = _MODE.get()
     # the leaves: the inputs, the parameters the graph reads (one the cell declares but
     # nothing uses gets no gradient: its .grad stays None), the initial states given as tensors
     leaves: list[Tensor] = list(xs_t.values())
-    leaves += net._used_params.values()
+    leaves += plan.leaf_tail
     if states_t:
         leaves += [s for s in states_t.values() if isinstance(s, Tensor)]
     track = False
@@ -86,21 +89,26 @@ def call(net, xs, state=None, lengths=None):
                 track = True
                 break
     if track:
-        node = Node("unrolled", tuple([t.node for t in leaves]),
-                    {"steps": net.steps, "_run": run}, net.cell.name)
-        call = Tensor(tuple(values), node, tuple(leaves), True)
+        if states_t or len(xs_t) != 1:
+            nodes = tuple([t.node for t in leaves])
+        else:
+            nodes = (leaves[0].node,) + plan.leaf_nodes
+        node = Node("unrolled", nodes, {"steps": net.steps, "_run": run}, net.cell.name)
+        parents = (Tensor(tuple(values), node, tuple(leaves), True),)
         run.leaves = leaves
-        run.leaf_kinds = _leaf_kinds(net, xs_t, states_t)
-        parents = (call,)
-        items = [Tensor(v, Node("item", (node,), _index_attrs(k), None, v.shape,
-                                _dtype_name(v)), parents, True)
+        run.leaf_kinds = _leaf_kinds(net, xs_t, states_t, plan)
+        items = [Tensor(v, Node("item", (node,), _INDEX_ATTRS[k] if k < 64 else {"index": k},
+                                None, v.shape,
+                                _DTYPE_NAMES.get(v.dtype) or _dtype_name(v)), parents, True)
                  for k, v in enumerate(values)]
     else:
         role = None if mode.grad_enabled else "no_grad"  # (for backward()'s message)
         items = [Tensor(v, Node("leaf", shape=v.shape, dtype=_dtype_name(v), role=role))
                  for v in values]
-    n_out = len(outs)
-    outputs = items[0] if n_out == 1 else dict(zip(net._output_slots, items[:n_out]))
+    if n_out == 1:
+        outputs = items[0]
+    else:
+        outputs = {k: t for (k, _slots), t in zip(plan.outputs, items)}
     final = items[n_out] if len(items) == n_out + 1 else tuple(items[n_out:])
     return outputs, final
 
@@ -114,7 +122,8 @@ class _Plan:
     is (``prog`` is the schedule it was made for). The parameters' dtypes cannot change (a
     tensor keeps its dtype), so neither can ``one_dtype``."""
 
-    __slots__ = ("prog", "params", "one_dtype", "needs", "leaf_kinds")
+    __slots__ = ("prog", "params", "one_dtype", "needs", "leaf_kinds", "_inits", "lean",
+                 "leaf_tail", "leaf_nodes", "finals", "outputs")
 
     def __init__(self, net):
         self.prog = net._prog
@@ -125,6 +134,26 @@ class _Plan:
         self.needs: dict = {}
         # the names of the initial states given as tensors -> the kind of each leaf of a call
         self.leaf_kinds: dict = {}
+        # what a call reads of the net: the parameter tensors that are leaves of every call
+        # and their nodes, each final state's slot, the outputs' names and slots
+        self.leaf_tail = list(net._used_params.values())
+        self.leaf_nodes = tuple([p.node for p in self.leaf_tail])
+        self.finals = [slots[-1] for slots in net._state_slots.values()]
+        self.outputs = list(net._output_slots.items())
+        self._inits = None  # (batch, [(state, slot, shape, init)]) of the last batch size
+        # the last lean forward plan (Run._lean_plan), after the key it was made for
+        self.lean = None
+
+    def inits(self, net, batch: int) -> list:
+        """``(state name, slot, shape, declared init)`` of each initial state for a batch of
+        ``batch`` (kept for the last batch size asked)."""
+        kept = self._inits
+        if kept is None or kept[0] != batch:
+            cell = net.cell
+            kept = self._inits = (batch, [
+                (k, s, (batch,) + cell.states[k].shape[1:], cell.init_value(k))
+                for k, s in net._init_slots.items()])
+        return kept[1]
 
 
 def _plan(net) -> _Plan:
@@ -138,15 +167,11 @@ def _plan(net) -> _Plan:
 _INDEX_ATTRS = tuple({"index": k} for k in range(64))
 
 
-def _index_attrs(k: int) -> dict:
-    return _INDEX_ATTRS[k] if k < len(_INDEX_ATTRS) else {"index": k}
-
-
-def _leaf_kinds(net, xs_t: dict, states_t: dict) -> tuple:
+def _leaf_kinds(net, xs_t: dict, states_t: dict, plan=None) -> tuple:
     """What each leaf of a call is, ``(kind, name)``, in the order of ``Run.leaves``: the
     same for every call that gives the same initial states as tensors (kept in the plan)."""
-    key = tuple([k for k, s in states_t.items() if isinstance(s, Tensor)])
-    cache = _plan(net).leaf_kinds
+    key = tuple([k for k, s in states_t.items() if isinstance(s, Tensor)]) if states_t else ()
+    cache = (plan or _plan(net)).leaf_kinds
     kinds = cache.get(key)
     if kinds is None:
         kinds = cache[key] = tuple(
@@ -338,38 +363,40 @@ class Run:
     # the step of the whole run that the net's step 0 is: a checkpointed run's segment starts
     # later, and its error messages count steps from here (see reference_forward)
     first_step = 0
+    # What a run starts with and most runs never change: class attributes, so that making a
+    # run (once per call) sets only what differs from run to run.
+    _full = None  # the same run with everything kept, recomputed on request
+    lean_steps = False  # True once the compiled lean steps have dropped values
+    grads: list | None = None
+    leaves: tuple | list = ()  # the leaves of the call (set by call() when it is tracked)
+    leaf_kinds: tuple = ()
+    seeds = None  # output gradients of the last backward: one per output, then state
+    _input_grads = None
+    # the outputs (T, B, ...), one array per output, when the compiled steps wrote each
+    # step's output straight into them (call() stacks the per-step values otherwise)
+    outputs: list | None = None
+    _state_grads = None  # a lean run's state gradients, computed on request
+    # whether the forward and backward passes took the generic node-by-node loop (a
+    # recomputation for Run.full takes the same, to reproduce the same bits)
+    generic_forward = False
+    generic_backward = False
+    flush_chunk = None  # steps per chunk of a long run (see _chunk_steps), once chosen
 
     def __init__(self, net: Unrolled, xs: dict, states: dict, lengths, batch: int,
                  keep: str = "all"):
         self.net = net
         self.keep = keep  # "needed": values and gradients no VJP reads are dropped
-        self._full = None  # the same run with everything kept, recomputed on request
-        self.lean_steps = False  # True once the compiled lean steps have dropped values
         self.xs = xs
         # the arrays the run computes on: the inputs, except that a masked run fills each
         # sequence's padded steps with a real input of its own (see _padded_inputs)
-        self.xs_data = {k: x.data for k, x in xs.items()}
+        self.xs_data = {k: x._data for k, x in xs.items()}
         if lengths is not None and net.masked:
             self.xs_data = _padded_inputs(self.xs_data, lengths)
         self.states = states
         self.lengths = lengths
         self.batch = batch
         self.values: list = [None] * len(net.nodes)
-        self.grads: list | None = None
-        self.leaves: list = []
-        self.leaf_kinds: list = []
-        self.seeds = None  # output gradients of the last backward: one per output, then state
-        self._input_grads = None
         self.stacked: dict = {}
-        # the outputs (T, B, ...), one array per output, when the compiled steps wrote each
-        # step's output straight into them (call() stacks the per-step values otherwise)
-        self.outputs: list | None = None
-        self._state_grads = None  # a lean run's state gradients, computed on request
-        # whether the forward and backward passes took the generic node-by-node loop (a
-        # recomputation for Run.full takes the same, to reproduce the same bits)
-        self.generic_forward = False
-        self.generic_backward = False
-        self.flush_chunk = None  # steps per chunk of a long run (see _chunk_steps), once chosen
         # the clock when the run began: a parameter, input or initial state changed after it
         # (an optimizer step, .data = ..., load_state_dict) makes recomputing accessors refuse
         self._born = _CLOCK[0]
@@ -608,7 +635,6 @@ class Run:
     def forward(self) -> None:
         net, vals = self.net, self.values
         net._check_cell()
-        cell = net.cell
         batch = self.batch
         plan = _plan(net)
         for s, p in plan.params:
@@ -620,13 +646,12 @@ class Run:
         for k, slots in net._input_slots.items():
             for s, v in zip(slots, self.xs_data[k]):  # step t's slice of each input
                 vals[s] = v
-        for k, s in net._init_slots.items():
-            given = self.states.get(k)
+        states = self.states
+        for k, s, shape, init in plan.inits(net, batch):
+            given = states.get(k) if states else None
             if given is not None:
-                vals[s] = given.data if isinstance(given, Tensor) else given
+                vals[s] = given._data if isinstance(given, Tensor) else given
             else:
-                init = cell.init_value(k)
-                shape = (batch,) + cell.states[k].shape[1:]
                 vals[s] = (np.zeros(shape, dtype) if init is None
                            else np.broadcast_to(init, shape).astype(dtype))
         if net.masked:
@@ -634,7 +659,7 @@ class Run:
                 node = net.nodes[s]
                 running = node.step < self.lengths  # the sequences still going at this step
                 vals[s] = running.reshape(running.shape + (1,) * (len(node.shape) - 1))
-        anomaly = _FLAGS.anomaly
+        anomaly = _MODE.get().anomaly
         # the generic loop under detect_anomaly (to name the failing node), or to recompute a
         # run that took it: the compiled steps round differently (time batching)
         generic = anomaly or self.generic_forward
@@ -666,20 +691,7 @@ class Run:
                 if self.keep == "needed":
                     # each step drops the values no VJP reads once it is done with them (and
                     # computes in place in them where every operand has the run's dtype)
-                    one = self._one_dtype(dtype)
-                    fr = stand_ins(net, batch, dtype)
-                    outs = self._output_buffers()
-                    steps = None
-                    if outs is not None and one:
-                        # the steps compute the outputs into their rows: no copy per step
-                        direct = forward_steps(net, fuse, True, True, rows=True)
-                        rows = direct and self._row_buffers(fr, dtype)
-                        if rows:
-                            steps, outs = direct, rows
-                    direct = steps is not None
-                    if steps is None:
-                        steps = forward_steps(net, fuse, True, one)
-                    late = late_frees(net, steps)
+                    steps, fr, late, outs, direct = self._lean_plan(plan, fuse, dtype)
                     T = net.steps
                     for t, (fn, b, s_in) in enumerate(steps):
                         if stream and t % chunk == 0:
@@ -720,6 +732,45 @@ class Run:
                 pass
         self.generic_forward = True
         reference_forward(net, vals, anomaly, self.first_step)
+
+    def _lean_plan(self, plan, fuse: bool, dtype) -> tuple:
+        """What a lean forward pass runs: ``(steps, stand-ins, late frees, output buffers,
+        direct)`` (see :func:`~unrollgraph.compile.forward_steps`, ``stand_ins``,
+        ``late_frees``, :meth:`_output_buffers` and :meth:`_row_buffers`; ``direct``: the
+        steps compute the outputs straight into the rows of the buffers). The choices are
+        the same for every run with this batch size and dtype whose inputs and initial
+        states all have the dtype: the last such answer is kept on the net's plan (the row
+        buffers themselves are made per run)."""
+        batch = self.batch
+        simple = not self.states and len(self.xs) < 2
+        # (the initial states made here and the one input have the run's dtype by definition:
+        # whether the run has one dtype depends on the parameters and constants alone)
+        one = plan.one_dtype.get(dtype) if simple else None
+        if one is None:
+            one = self._one_dtype(dtype)
+        key = (batch, dtype, fuse, one)
+        kept = plan.lean  # (one tuple, read once: threads may be replacing it)
+        if simple and kept is not None and kept[0] == key:
+            _key, fr, buffered, direct, plain = kept
+        else:
+            net = self.net
+            fr = stand_ins(net, batch, dtype)
+            buffered = self._output_buffers() is not None
+            direct = None
+            if buffered and one:
+                # the steps compute the outputs into their rows: no copy per step
+                d = forward_steps(net, fuse, True, True, rows=True)
+                if d is not None:
+                    direct = (d, late_frees(net, d))
+            p = forward_steps(net, fuse, True, one)
+            plain = (p, late_frees(net, p))
+            if simple:
+                plan.lean = (key, fr, buffered, direct, plain)
+        if direct is not None:
+            rows = self._row_buffers(fr, dtype)
+            if rows:
+                return direct[0], fr, direct[1], rows, True
+        return plain[0], fr, plain[1], [] if buffered else None, False
 
     def _output_buffers(self):
         """``[]`` when the outputs are large enough to be written step by step straight into
@@ -900,24 +951,28 @@ class Run:
         (``self.seeds`` if None)."""
         net = self.net
         seeds = self.seeds if seeds is None else seeds
-        grads: list = [None] * len(net.nodes)
-        owned = [False] * len(net.nodes)
-        slots_out = list(net._output_slots.values())
-        finals = [s[-1] for s in net._state_slots.values()]
+        n = len(net.nodes)
+        grads: list = [None] * n
+        owned = [False] * n
+        plan = _plan(net)
+        outputs = plan.outputs
+        n_out = len(outputs)
         for k, g in enumerate(seeds):
             if g is None:
                 continue
-            if k < len(slots_out):
+            if k < n_out:
                 # several outputs may be one node (two names for it, or ``prev = h`` and
                 # ``y = h_next``, one step apart): their gradients add up
-                for s, gt in zip(slots_out[k], g):  # (gt: g[t], step t's gradient)
+                for s, gt in zip(outputs[k][1], g):  # (gt: g[t], step t's gradient)
                     if want[s]:
                         if grads[s] is None:
                             grads[s] = gt
                         else:
                             _acc(grads, owned, s, gt)
-            elif want[finals[k - len(slots_out)]]:
-                _acc(grads, owned, finals[k - len(slots_out)], g)
+            else:
+                s = plan.finals[k - n_out]
+                if want[s]:
+                    _acc(grads, owned, s, g)
         return grads, owned
 
     def _needs(self) -> tuple:
@@ -929,7 +984,8 @@ class Run:
         plan = _plan(net)
         xs, states = self.xs, self.states
         key = (tuple([p._requires_grad for _s, p in plan.params]),
-               tuple([xs[k]._requires_grad for k in net._input_slots]),
+               tuple([xs[k]._requires_grad for k in net._input_slots]) if len(xs) != 1
+               else (next(iter(xs.values()))._requires_grad,),
                tuple([(k, isinstance(s, Tensor) and s._requires_grad)
                       for k, s in states.items()]) if states else ())
         needs = plan.needs.get(key)

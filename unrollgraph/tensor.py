@@ -652,6 +652,8 @@ class Tensor:
         return apply("reshape", self, shape=_int_sizes(shape, f"reshape of {self.node.label()}"))
 
     def sum(self, axis=None, keepdims=False) -> "Tensor":
+        if axis is None and keepdims is False:  # (the loss's sum: one attrs dict for all)
+            return _apply(_REGISTRY["sum"], (self,), _SUM_ALL, None)
         return _apply(_REGISTRY["sum"], (self,), {"axis": _axis(axis), "keepdims": keepdims},
                       None)
 
@@ -897,7 +899,8 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
         shape = dtype = None
     else:
         shape = out.shape
-        dtype = _DTYPE_NAMES.get(out.dtype) or _dtype_name(out)
+        dt = out.dtype
+        dtype = "float64" if dt is _F64 else _DTYPE_NAMES.get(dt) or _dtype_name(out)
     if not flags.grad_enabled:
         return Tensor(out, Node("leaf", (), None, name, shape, dtype, None, None, "no_grad"))
     nondiff = op.nondiff
@@ -914,6 +917,10 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
 
 
 _DTYPE_NAMES: dict = {}
+_F64 = np.dtype(np.float64)
+# the attributes of a sum over every axis, shared by those nodes (a node's attrs are never
+# mutated)
+_SUM_ALL = {"axis": None, "keepdims": False}
 
 
 def _dtype_name(arr) -> str:
@@ -1014,19 +1021,37 @@ def _route_item(grads: dict, node: Node, p: Tensor, g) -> None:
 def _count_uses(root: Tensor) -> dict[int, int]:
     """How many edges of the graph below ``root`` read each tensor that requires grad (by
     ``id``): the first pass of the reverse walk, shared with ``ug.explain``."""
+    return _count_uses_and_oldest(root)[0]
+
+
+def _count_uses_and_oldest(root: Tensor) -> tuple:
+    """:func:`_count_uses`, and the oldest birth (``_born``, a clock value) among ``root`` and
+    the tensors with inputs that it counts: the nodes whose version checks the walk makes."""
     uses: dict[int, int] = {}
+    oldest = root._born
     stack = [root]
+    pop = stack.pop
+    push = stack.append
+    get = uses.get
     while stack:
-        for p in stack.pop()._parents:
+        for p in pop()._parents:
             if p._requires_grad:
                 i = id(p)
-                n = uses.get(i)
+                n = get(i)
                 if n is None:
                     uses[i] = 1
-                    stack.append(p)
+                    if p._parents:  # (a leaf has nothing to count below it)
+                        push(p)
+                        if p._born < oldest:
+                            oldest = p._born
                 else:
                     uses[i] = n + 1
-    return uses
+    return uses, oldest
+
+
+# Whether backward() may skip the version checks when the clock says that no value changed
+# since the graph was built (tests turn it off to compare the two walks)
+_SKIP_UNCHANGED = True
 
 
 def _backward(root: Tensor, seed: np.ndarray) -> None:
@@ -1035,11 +1060,18 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
     Pass 1 counts, for every tensor that requires grad, how many edges of the graph read it.
     Pass 2 visits a tensor once all of its readers have been visited (so its gradient is the
     complete sum over them), stores it in ``.grad`` and sends one VJP along each input edge.
+
+    Pass 2 checks each node it differentiates against its inputs' version counters (a value
+    changed after the node was computed from it raises), unless the clock has not moved since
+    the oldest of those nodes was made: then no value can have changed after any of them
+    (every change stamps a new clock value), and the checks are skipped, as under
+    ``detect_anomaly()`` they never are.
     """
-    uses = _count_uses(root)
+    uses, oldest = _count_uses_and_oldest(root)
+    anomaly = _MODE.get().anomaly
+    check = anomaly or _CLOCK[0] != oldest or not _SKIP_UNCHANGED
     grads: dict[int, Any] = {id(root): seed}
     owned: set[int] = set()
-    anomaly = _MODE.get().anomaly
     registry = _REGISTRY
     ndarray = np.ndarray
     ready = [root]
@@ -1050,14 +1082,12 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
         t = pop()
         g = take(id(t), None)
         parents = t._parents
-        data = t._data
         if not parents:
             # a leaf gets an array of its own (optimizers edit it in place)
-            if g is not None and type(data) is ndarray:
+            if g is not None and type(t._data) is ndarray:
                 with _LEAF_GRAD_LOCK:  # threads may run backward() into one shared leaf
                     _store_grad(t, g)
             continue
-        node = t.node
         if g is None:  # no gradient reached this node: its inputs still count it as visited
             for p in parents:
                 if p._requires_grad:
@@ -1067,38 +1097,41 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
                     if n == 0:
                         push(p)
             continue
+        data = t._data
         if type(data) is ndarray:
             # store t.grad: a read-only view, no copy of what may be a large (T, B, H)
             # gradient, and an in-place edit raises instead of leaking into another tensor
-            if t._grad is None and type(g) is ndarray and g.dtype == data.dtype \
-                    and g.shape == data.shape:
+            if t._grad is None and type(g) is ndarray and g.shape == data.shape and (
+                    g.dtype is data.dtype or g.dtype == data.dtype):
                 v = g.view()
                 v.setflags(False)  # (write=False; positional: cheaper)
                 t._grad = v
             else:
                 _store_grad(t, g)
-        op_name = node.op
+        node = t.node
+        op_name = node._op
         if op_name == "item":  # route into slot `index` of a multi-output node's gradients
             p = parents[0]
-            lst = grads.get(id(p))  # (what _route_item does, inline: one per output)
+            i = id(p)
+            lst = grads.get(i)  # (what _route_item does, inline: one per output)
             if lst is None:
-                lst = grads[id(p)] = [None] * len(p._data)
+                lst = grads[i] = [None] * len(p._data)
             k = node._attrs["index"]
             lst[k] = g if lst[k] is None else lst[k] + g
             if p._requires_grad:
-                i = id(p)
                 n = uses[i] - 1
                 uses[i] = n
                 if n == 0:
                     push(p)
             continue
-        born = t._born
-        if t._version[0] > born:
-            raise _changed_error(t, t, node)
-        for p in parents:
-            if p._version[0] > born:
-                raise _changed_error(p, t, node)
-        attrs = node.attrs
+        if check:
+            born = t._born
+            if t._version[0] > born:
+                raise _changed_error(t, t, node)
+            for p in parents:
+                if p._version[0] > born:
+                    raise _changed_error(p, t, node)
+        attrs = node._attrs
         if op_name == "unrolled":
             # an unrolled net's call: one backward pass through time gives every leaf's
             # gradient (the run's VJP, asked once instead of once per leaf)
@@ -1121,14 +1154,19 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
             k += 1
             if not p._requires_grad:
                 continue
-            i = id(p)
             if per is not None:
                 gk = per[k]
             elif variadic:
                 gk = vjps[0](g, data, *values, index=k, **attrs)
             else:
                 f = vjps[k]
-                gk = None if f is None else f(g, data, *values, **attrs)
+                if f is None:
+                    gk = None
+                elif attrs:
+                    gk = f(g, data, *values, **attrs)
+                else:
+                    gk = f(g, data, *values)
+            i = id(p)
             if gk is not None:
                 if (gk.shape if type(gk) is ndarray else np.shape(gk)) != p._data.shape:
                     raise _vjp_shape_error(op or registry[op_name], node, k, gk, p)
@@ -1158,10 +1196,20 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
 
 def _store_leaf_grads(leaves: list, grads: dict) -> None:
     """Store the complete gradients of ``leaves`` (taken from ``grads``) in their ``.grad``."""
+    take = grads.pop
+    ndarray = np.ndarray
     with _LEAF_GRAD_LOCK:  # threads may run backward() into one shared leaf
         for p in leaves:
-            g = grads.pop(id(p), None)
-            if g is not None and type(p._data) is np.ndarray:
+            g = take(id(p), None)
+            if g is None:
+                continue
+            data = p._data
+            if type(data) is not ndarray:
+                continue
+            if p._grad is None and type(g) is ndarray and g.shape == data.shape and \
+                    g.dtype is data.dtype:  # (the common case of _store_grad, inline)
+                p._grad = g.copy()  # own copy: g may be shared with other tensors or read-only
+            else:
                 _store_grad(p, g)
 
 
