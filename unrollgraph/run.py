@@ -1252,9 +1252,10 @@ _MIN_CHUNK = 4
 
 
 # a net of at most this many steps takes the plain path (see _plain_path); measured with
-# benchmarks/percall.py's sizes: the plain path is faster up to 6-8 steps and slower from 10
-# (at B=1, H=8 and at B=32, H=64 alike: the crossover is a count of calls)
-_PLAIN_STEPS = 8
+# one process timing both paths in turn (thread CPU time, B=1, H=8 and B=32, H=64): the
+# plain run costs 0.35-0.75 of the batched one at 1-4 steps, 0.85-0.95 at 6-8, 1.0-1.35 at
+# 10 and more (the crossover is a count of calls: about the same at both sizes)
+_PLAIN_STEPS = 6
 
 
 def _plain_path(net, batch: int) -> bool:
@@ -1265,7 +1266,7 @@ def _plain_path(net, batch: int) -> bool:
 
     Those batching devices replace about four calls per step and weight by a fixed cost
     (stacking the T per-step arrays, one product or sum each), which pays for itself from
-    about ten steps on, whatever the batch and state sizes: nets of at most
+    about eight steps on, whatever the batch and state sizes: nets of at most
     ``_PLAIN_STEPS`` steps take the plain path. The choice depends on the net alone, so
     every run of a net takes the same path (and a recomputation for :meth:`Run.full`
     reproduces its bits); ``batch`` is not consulted."""
