@@ -449,6 +449,7 @@ def reference_lengths(spec, values, xs, h0s, seeds_out, seeds_fin, lengths, trun
 OPTIONS = [("needed", "templates", True), ("needed", "templates", False),
            ("needed", "chunked", True),
            ("all", "templates", True), ("all", "templates", False),
+           ("needed", "plain", True), ("all", "plain", False),
            ("needed", "generic", False), ("all", "generic", False)]
 
 
@@ -474,6 +475,9 @@ def run_net(cell, spec, T, xs, h0s, seeds_out, seeds_fin, option, truncate=None,
     monkeypatch.setattr(run_module, "_FLUSH_CHUNK_BYTES", 1 if chunked else FLUSH[1])
     # (and the outputs written step by step into their arrays, as on long sequences)
     monkeypatch.setattr(run_module, "_OUTPUT_BUFFER_BYTES", 0 if chunked else OUTPUT_BUFFER)
+    # the plain path (each step's own input projection, shared-weight gradients added step
+    # by step) or the batched one, whatever the number of steps
+    monkeypatch.setattr(run_module, "_PLAIN_STEPS", 1 << 30 if path == "plain" else 0)
     for _call in range(2):  # a second call reuses the net's caches and buffer pool
         cell.zero_grad()
         for t in list(xts.values()) + list(h0ts):

@@ -149,7 +149,8 @@ class CheckpointedRun(Run):
         run._born = self._born
         path = self._paths[i]
         if path is not None:  # a recomputation takes the path the run took: the same bits
-            run.generic_forward, run.generic_backward, run.flush_chunk = path
+            (run.generic_forward, run.generic_backward, run.flush_chunk,
+             run.plain) = path
         return run
 
     def _entering(self, i: int, grad: dict | None) -> dict:
@@ -183,7 +184,8 @@ class CheckpointedRun(Run):
         return out
 
     def _record(self, i: int, run: Run) -> None:
-        self._paths[i] = (run.generic_forward, run.generic_backward, run.flush_chunk)
+        self._paths[i] = (run.generic_forward, run.generic_backward, run.flush_chunk,
+                          run.plain)
         self.generic_forward |= run.generic_forward
         self.generic_backward |= run.generic_backward
 

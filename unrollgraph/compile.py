@@ -17,7 +17,8 @@ from .graph import LEAF_OPS, gc_paused
 from .ops import get_op
 from .schedule import BufferPool, StepTemplates, plan_time_batching
 
-__all__ = ["compile_schedule", "forward_steps", "late_frees", "stand_ins", "backward_program"]
+__all__ = ["compile_schedule", "forward_steps", "late_frees", "stand_ins", "backward_program",
+           "plain_templates"]
 
 
 def compile_schedule(net) -> None:
@@ -89,6 +90,10 @@ def compile_schedule(net) -> None:
     )
     net._templates = StepTemplates(prog, blocks, state_in, skip, keep_grads, shapes,
                                     seeded, frozenset(net._unread) - outputs)
+    # the plain path's templates (see plain_templates), made on first use
+    net._plain_args = (prog, blocks, state_in, frozenset(), keep_grads, shapes, seeded,
+                       frozenset(net._unread) - outputs)
+    net._plain_templates = None
     net._step_lists: dict = {}  # (fuse, lean, donate) -> compiled forward of each step
     net._stand_in_cache: dict = {}
     net._late_cache: dict = {}
@@ -131,16 +136,36 @@ def _program(nodes, slot) -> list:
     return prog
 
 
-def forward_steps(net, fuse: bool, lean: bool, donate: bool, rows: bool = False) -> list:
+def plain_templates(net):
+    """The step templates of the plain path (None if the steps do not share a shape).
+
+    The plain path computes everything a step needs inside the step (no time-batched input
+    projection) and adds each step's part of a shared weight's gradient into it in place
+    (no parts filed for a flush), as a hand-written loop does: at small sizes the stacking
+    and the extra calls of the batched devices cost more than they save
+    (``run._plain_path`` chooses)."""
+    tpl = net._plain_templates
+    if tpl is None:
+        with gc_paused():
+            tpl = StepTemplates(*net._plain_args, defer=False)
+        tpl.fuse_size = tpl.fusable() if tpl.ok else 0
+        net._plain_templates = tpl
+    return tpl if tpl.ok else None
+
+
+def forward_steps(net, fuse: bool, lean: bool, donate: bool, rows: bool = False,
+                  plain: bool = False) -> list:
     """The compiled forward of every step, ``(function, first slot, state slots)``.
 
     ``rows`` (lean and donate only): the steps compute the outputs straight into the rows
     of the run's output arrays (see :meth:`StepTemplates.forward_fn`); a net whose outputs
-    are not all computed inside the steps gets no such list: ``None``."""
-    key = (fuse and bool(net._fuse_size), lean, lean and donate, rows and lean and donate)
+    are not all computed inside the steps gets no such list: ``None``. ``plain``: the
+    steps of the plain path (:func:`plain_templates`)."""
+    tpl = plain_templates(net) if plain else net._templates
+    fuse_size = tpl.fuse_size if plain else net._fuse_size
+    key = (fuse and bool(fuse_size), lean, lean and donate, rows and lean and donate, plain)
     steps = net._step_lists.get(key)
     if steps is None:
-        tpl = net._templates
         outs = None
         if key[3]:
             outs = tpl.output_offsets(list(net._output_slots.values()))
@@ -154,12 +179,13 @@ def forward_steps(net, fuse: bool, lean: bool, donate: bool, rows: bool = False)
     return steps
 
 
-def late_frees(net, steps) -> list:
+def late_frees(net, steps, plain: bool = False) -> list:
     """Per step, the unread slots its lean function leaves in place (read by the next
     step, or computed outside it): the run frees them after the next step."""
     late = net._late_cache.get(id(steps))
     if late is None:
-        unviewed = {s for k in net._tb_unviewed for s in net._time_batch[k].slots}
+        unviewed = () if plain else {s for k in net._tb_unviewed
+                                     for s in net._time_batch[k].slots}
         late = net._late_cache[id(steps)] = [
             [s for s in net._unread_by_step[t] if s - b not in fn.freed
              and s not in unviewed]
@@ -234,11 +260,13 @@ def _plan_time_batching(net) -> list:
                               input_names, shared_slot, get_op)
 
 
-def backward_program(net, needs: tuple, drop: bool = False, keep: bool = False) -> list:
+def backward_program(net, needs: tuple, drop: bool = False, keep: bool = False,
+                     plain: bool = False) -> list:
     """Entries in reverse order with only the VJPs that lead to something needing grad;
     ``drop``: the compiled steps drop each intermediate gradient once used (``keep``: except
-    those of the states and outputs, for :meth:`Run.state_grads`)."""
-    key = (needs, drop, keep)
+    those of the states and outputs, for :meth:`Run.state_grads`); ``plain``: the steps
+    of the plain path (:func:`plain_templates`)."""
+    key = (needs, drop, keep, plain)
     if key in net._bprogs:
         return net._bprogs[key]
     with gc_paused():  # a few entries per node, made once (see gc_paused)
@@ -246,7 +274,7 @@ def backward_program(net, needs: tuple, drop: bool = False, keep: bool = False) 
 
 
 def _backward_program(net, key) -> tuple:
-    needs, drop, keep = key
+    needs, drop, keep, plain = key
     want = [False] * len(net.nodes)
     for i in needs:
         want[i] = True
@@ -260,8 +288,8 @@ def _backward_program(net, key) -> tuple:
                 want[out] = True
                 break
     steps = None
-    tpl = net._templates
-    if tpl.ok:
+    tpl = plain_templates(net) if plain else net._templates
+    if tpl is not None and tpl.ok:
         steps = [
             (tpl.backward_fn(t, want, drop, keep), tpl.blocks[t][0], tpl.state_in[t])
             for t in range(net.steps - 1, first - 1, -1)

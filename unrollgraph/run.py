@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .compile import _Freed, backward_program, forward_steps, late_frees, stand_ins
+from .compile import (
+    _Freed,
+    backward_program,
+    forward_steps,
+    late_frees,
+    plain_templates,
+    stand_ins,
+)
 from .errors import CellError, GraphError, ShapeError, UnrollGraphError
 from .graph import Node
 from .ops import defop
@@ -381,6 +388,7 @@ class Run:
     generic_forward = False
     generic_backward = False
     flush_chunk = None  # steps per chunk of a long run (see _chunk_steps), once chosen
+    plain = None  # whether the run takes the plain path (see _plain_path), once chosen
 
     def __init__(self, net: Unrolled, xs: dict, states: dict, lengths, batch: int,
                  keep: str = "all"):
@@ -611,6 +619,7 @@ class Run:
             full.generic_forward = self.generic_forward
             full.generic_backward = self.generic_backward
             full.flush_chunk = self.flush_chunk  # (chunks of steps as the run had them)
+            full.plain = self.plain
             full.forward()
             self._check_kept(full.values, self.values, "value")
             if self.seeds is not None:
@@ -670,9 +679,12 @@ class Run:
                     vals[out] = fwd(*[vals[i] for i in ins], **kw)
                 if self.flush_chunk is None:
                     self.flush_chunk = _chunk_steps(net, batch, dtype.itemsize)
+                if self.plain is None:
+                    self.plain = _plain_path(net, batch)
+                plain = self.plain
                 chunk = self.flush_chunk
                 stream = False  # the input projection a chunk at a time, in the step loop
-                if net._time_batch:
+                if net._time_batch and not plain:
                     self.stacked = {}
                     xs = self.xs_data
                     no_views = net._tb_unviewed if self.keep == "needed" else ()
@@ -691,7 +703,7 @@ class Run:
                 if self.keep == "needed":
                     # each step drops the values no VJP reads once it is done with them (and
                     # computes in place in them where every operand has the run's dtype)
-                    steps, fr, late, outs, direct = self._lean_plan(plan, fuse, dtype)
+                    steps, fr, late, outs, direct = self._lean_plan(plan, fuse, dtype, plain)
                     T = net.steps
                     for t, (fn, b, s_in) in enumerate(steps):
                         if stream and t % chunk == 0:
@@ -714,12 +726,13 @@ class Run:
                     for s in late[-1]:
                         v = vals[s]
                         vals[s] = _Freed(v.shape, v.dtype)
-                    for k in net._tb_unread:  # every step of it is freed: drop the stack too
-                        v = self.stacked[k]
-                        self.stacked[k] = _Freed(v.shape, v.dtype)
+                    if not plain:
+                        for k in net._tb_unread:  # every step of it is freed: drop its stack
+                            v = self.stacked[k]
+                            self.stacked[k] = _Freed(v.shape, v.dtype)
                     self.lean_steps = True
                     return
-                steps = forward_steps(net, fuse, False, False)
+                steps = forward_steps(net, fuse, False, False, plain=plain)
                 outs = self._output_buffers()
                 for t, (fn, b, s_in) in enumerate(steps):
                     fn(vals, b, *s_in)
@@ -733,7 +746,7 @@ class Run:
         self.generic_forward = True
         reference_forward(net, vals, anomaly, self.first_step)
 
-    def _lean_plan(self, plan, fuse: bool, dtype) -> tuple:
+    def _lean_plan(self, plan, fuse: bool, dtype, plain: bool = False) -> tuple:
         """What a lean forward pass runs: ``(steps, stand-ins, late frees, output buffers,
         direct)`` (see :func:`~unrollgraph.compile.forward_steps`, ``stand_ins``,
         ``late_frees``, :meth:`_output_buffers` and :meth:`_row_buffers`; ``direct``: the
@@ -748,10 +761,10 @@ class Run:
         one = plan.one_dtype.get(dtype) if simple else None
         if one is None:
             one = self._one_dtype(dtype)
-        key = (batch, dtype, fuse, one)
+        key = (batch, dtype, fuse, one, plain)
         kept = plan.lean  # (one tuple, read once: threads may be replacing it)
         if simple and kept is not None and kept[0] == key:
-            _key, fr, buffered, direct, plain = kept
+            _key, fr, buffered, direct, steps = kept
         else:
             net = self.net
             fr = stand_ins(net, batch, dtype)
@@ -759,18 +772,18 @@ class Run:
             direct = None
             if buffered and one:
                 # the steps compute the outputs into their rows: no copy per step
-                d = forward_steps(net, fuse, True, True, rows=True)
+                d = forward_steps(net, fuse, True, True, rows=True, plain=plain)
                 if d is not None:
-                    direct = (d, late_frees(net, d))
-            p = forward_steps(net, fuse, True, one)
-            plain = (p, late_frees(net, p))
+                    direct = (d, late_frees(net, d, plain))
+            p = forward_steps(net, fuse, True, one, plain=plain)
+            steps = (p, late_frees(net, p, plain))
             if simple:
-                plan.lean = (key, fr, buffered, direct, plain)
+                plan.lean = (key, fr, buffered, direct, steps)
         if direct is not None:
             rows = self._row_buffers(fr, dtype)
             if rows:
                 return direct[0], fr, direct[1], rows, True
-        return plain[0], fr, plain[1], [] if buffered else None, False
+        return steps[0], fr, steps[1], [] if buffered else None, False
 
     def _output_buffers(self):
         """``[]`` when the outputs are large enough to be written step by step straight into
@@ -890,8 +903,9 @@ class Run:
         and outputs (the second pass :meth:`state_grads` makes)."""
         net = self.net
         needs = self._needs()
+        plain = bool(self.plain)
         bprog, want, steps, shared = backward_program(net, needs, self.keep == "needed",
-                                                      keep_states)
+                                                      keep_states, plain)
         grads, owned = self._seeded(want, seeds)
         generic = _FLAGS.anomaly or self.generic_backward
         self.generic_backward = generic or steps is None
@@ -905,6 +919,11 @@ class Run:
             chunk = self.flush_chunk or 0
             hi = net.steps  # steps hi.. are flushed
             t = net.steps
+            if plain:  # nothing filed: each step adds into the shared weights' gradients
+                for fn, b, s_in in steps:
+                    fn(vals, grads, owned, deferred, b, *s_in)
+                reference_backward(shared, vals, grads, owned, False, net)
+                return grads
             for fn, b, s_in in steps:
                 fn(vals, grads, owned, deferred, b, *s_in)
                 t -= 1
@@ -1230,6 +1249,30 @@ _FLUSH_ALL_BYTES = 1 << 20
 _FLUSH_CHUNK_BYTES = 1 << 22
 _CHUNKS = 32
 _MIN_CHUNK = 4
+
+
+# a net of at most this many steps takes the plain path (see _plain_path); measured with
+# one process timing both paths in turn (thread CPU time, B=1, H=8 and B=32, H=64): the
+# plain run costs 0.35-0.75 of the batched one at 1-4 steps, 0.85-0.95 at 6-8, 1.0-1.35 at
+# 10 and more (the crossover is a count of calls: about the same at both sizes)
+_PLAIN_STEPS = 6
+
+
+def _plain_path(net, batch: int) -> bool:
+    """Whether a run of ``net`` takes the plain path: each step computes its input
+    projection itself and adds its parts of the shared weights' gradients into them in
+    place (:func:`~unrollgraph.compile.plain_templates`), instead of the time-batched
+    projection and one flush of stacked parts after the loop.
+
+    Those batching devices replace about four calls per step and weight by a fixed cost
+    (stacking the T per-step arrays, one product or sum each), which pays for itself from
+    about eight steps on, whatever the batch and state sizes: nets of at most
+    ``_PLAIN_STEPS`` steps take the plain path. The choice depends on the net alone, so
+    every run of a net takes the same path (and a recomputation for :meth:`Run.full`
+    reproduces its bits); ``batch`` is not consulted."""
+    if net.steps > _PLAIN_STEPS:
+        return False
+    return plain_templates(net) is not None
 
 
 def _chunk_steps(net, batch: int, itemsize: int) -> int:

@@ -71,13 +71,18 @@ class StepTemplates:
         Per slot: the cell shape and whether it has a batch axis (for inline VJPs).
     seeded : set of int
         Slots that receive output gradients from outside (never "single-source").
+    defer : bool
+        File each step's part of a shared weight's gradient for one call after the loop
+        (:meth:`flush`); False: add it into the weight's gradient step by step, in place
+        (the plain path of small runs).
 
     ``ok`` is False when the steps do not share a shape; callers then use the generic loop.
     """
 
     def __init__(self, entries, blocks, state_in, skip=frozenset(), keep_grads=frozenset(),
-                 shapes=None, seeded=frozenset(), unread=frozenset()):
+                 shapes=None, seeded=frozenset(), unread=frozenset(), defer=True):
         self.blocks = blocks
+        self.defer = defer
         self.unread = unread  # slots whose values no VJP reads, nor anything after the run
         self.shapes = shapes  # per slot: (cell shape, has a batch axis)
         self.keep_grads = keep_grads  # block offsets a lean state_grads pass keeps
@@ -415,7 +420,8 @@ class StepTemplates:
 
     def _make_backward(self, rel, t, want, drop=False, keep_offs=frozenset()):
         base = self.blocks[t][0]
-        ns = {"nd": np.ndarray, "zeros": np.zeros, "tile": _tile, "subtract": np.subtract}
+        ns = {"nd": np.ndarray, "zeros": np.zeros, "tile": _tile, "subtract": np.subtract,
+              "add_reduce": np.add.reduce}
         nstates = max(len(s) for s in self.state_in) if self.state_in else 0
         lines = [f"def back(v, g, o, d, b{''.join(f', s{j}' for j in range(nstates))}):"]
         piece_of = {}  # rel entry number of a tiling getitem -> (tiled offset, piece number)
@@ -462,7 +468,7 @@ class StepTemplates:
                 name = f"V{k}_{m}"
                 vjp = functools.partial(vjps[m], **kw) if kw else vjps[m]
                 ns[name] = vjp
-                if r[0] == "c" and _deferrable(op, m, refs):
+                if r[0] == "c" and self.defer and _deferrable(op, m, refs):
                     # a gradient into a weight shared by all steps: collect this step's part
                     # and compute all steps' parts in one call after the loop (see flush)
                     key = (out, m)
@@ -486,6 +492,9 @@ class StepTemplates:
                     lines.append(f"        p[I{k}] += x")
                     continue
                 expr = self._inline(op, m, refs, t, base + out)
+                if expr is None and r[0] == "c" and not self.defer:
+                    # a step's part of a shared weight's gradient, added in below
+                    expr = self._shared_vjp(op, m, refs, t, base + out)
                 if expr is not None and (op, m) in _INLINE_VJP_LINES:
                     # the same products, with fewer temporaries (computed in place)
                     lines.extend("        " + x for x in _INLINE_VJP_LINES[op, m])
@@ -532,6 +541,28 @@ class StepTemplates:
         if (shape, batched) != self.shapes[out]:
             return None
         return _INLINE_VJPS.get((op, m))
+
+    def _shared_vjp(self, op, m, refs, t, out):
+        """The VJP into a weight shared by all steps (input ``m``, no batch axis) as an
+        expression, for the plain path's per-step parts: a batch of rows times the weight
+        (``a.T @ x``), or a bias added to a batch (``x`` summed over the batch axis).
+        Exactly the registry's products (``_matmul_vb``, ``unbroadcast``), without its
+        function layers; None for any other case."""
+        if self.shapes is None:
+            return None
+        shape, batched = self.shapes[self._abs(refs[m], t)]
+        if shape is None or batched:
+            return None
+        if op == "matmul" and m == 1:
+            left, left_batched = self.shapes[self._abs(refs[0], t)]
+            if left is not None and left_batched and len(left) == 2 and len(shape) == 2:
+                return "{0}.T @ x"
+            return None
+        oshape, obatched = self.shapes[out]
+        if op in ("add", "sub") and (op, m) != ("sub", 1) and obatched \
+                and oshape is not None and len(oshape) >= 1 and tuple(oshape[1:]) == shape:
+            return "add_reduce(x, 0)"
+        return None
 
     def flush(self, d, vals, grads, owned, acc, stacks=None, pool=None):
         """Compute the deferred gradients of shared weights: one call over all steps each.
