@@ -127,8 +127,14 @@ def test_ready_cells_match_unrollgraph(kind, run):
 @settings(max_examples=100, deadline=None)
 @given(spec=cells(), data=st.data())
 def test_random_cells_match_unrollgraph(spec, data):
+    compare(*random_case(spec, data, max_batch=3))
+
+
+def random_case(spec, data, max_batch: int) -> tuple:
+    """A random cell of ``spec`` with its inputs, initial states and run options, drawn
+    from ``data``: ``(cell, xs, h0s, truncate, lengths, seed)``."""
     T = data.draw(st.integers(1, 5), label="T")
-    B = data.draw(st.integers(1, 3), label="B")
+    B = data.draw(st.integers(1, max_batch), label="B")
     truncate = data.draw(st.none() | st.integers(1, T + 1), label="truncate")
     lengths = data.draw(st.none() | st.lists(st.integers(0, T), min_size=B, max_size=B),
                         label="lengths")
@@ -138,8 +144,7 @@ def test_random_cells_match_unrollgraph(spec, data):
     cell = build_cell(spec, values)
     xs = {f"x{k}": rng.uniform(-1, 1, (T, B, d)) for k, d in enumerate(spec["in"])}
     h0s = [rng.uniform(-1, 1, (B, d)) for d in spec["st"]]
-    compare(cell, xs, h0s, truncate=truncate,
-            lengths=None if lengths is None else np.array(lengths), seed=seed)
+    return cell, xs, h0s, truncate, None if lengths is None else np.array(lengths), seed
 
 
 # ops that reduce over the whole batch (a loss): a cell refuses them (they would mix the
@@ -939,19 +944,7 @@ def test_a_scripted_cell_with_every_op_and_several_outputs():
 @settings(max_examples=10, deadline=None)
 @given(spec=cells(), data=st.data())
 def test_scripted_random_cells_compute_what_the_module_computes(spec, data):
-    T = data.draw(st.integers(1, 5), label="T")
-    B = data.draw(st.integers(1, 4), label="B")
-    truncate = data.draw(st.none() | st.integers(1, T + 1), label="truncate")
-    lengths = data.draw(st.none() | st.lists(st.integers(0, T), min_size=B, max_size=B),
-                        label="lengths")
-    seed = data.draw(st.integers(0, 2**16), label="seed")
-    rng = np.random.default_rng(seed)
-    values = {k: rng.uniform(-0.6, 0.6, shp) for k, shp in spec["params"].items()}
-    cell = build_cell(spec, values)
-    xs = {f"x{k}": rng.uniform(-1, 1, (T, B, d)) for k, d in enumerate(spec["in"])}
-    h0s = [rng.uniform(-1, 1, (B, d)) for d in spec["st"]]
-    compare_scripted(cell, xs, h0s, truncate=truncate,
-                     lengths=None if lengths is None else np.array(lengths), seed=seed)
+    compare_scripted(*random_case(spec, data, max_batch=4))
 
 
 @SCRIPT_WARNING

@@ -486,14 +486,7 @@ class CellModule(torch.nn.Module):
             device = inputs[0].device if inputs else (ref.device if ref is not None else None)
             lens = self._lengths(lengths, batch, T, device)
         first_kept = 0 if truncate is None or truncate >= T else T - truncate
-        # values computed once per call: parameters, constants, ops on them alone (W.T)
-        base = [None] * self._prog.size
-        for s, name in self._param_slots:
-            base[s] = self._parameters[name]
-        for s, name, scalar in self._const_slots:
-            b = self._buffers[name]
-            base[s] = b.to(dtype) if scalar else b
-        self._eval(self._shared_prog, base, None)
+        base = self._shared_values(dtype)
         per_step = [x.unbind(0) for x in inputs]
         masks = zero = None
         if lens is not None:
@@ -523,6 +516,19 @@ class CellModule(torch.nn.Module):
             if keep_states:
                 kept.append(h)
         return [torch.stack(o) for o in outs], h, kept
+
+    def _shared_values(self, dtype) -> list:
+        """A fresh list of slot values holding what is computed once per call: the
+        parameters, the constants (a number in the cell takes the run's float type ``dtype``)
+        and the ops on them alone (``W.T``)."""
+        v = [None] * self._prog.size
+        for s, name in self._param_slots:
+            v[s] = self._parameters[name]
+        for s, name, scalar in self._const_slots:
+            b = self._buffers[name]
+            v[s] = b.to(dtype) if scalar else b
+        self._eval(self._shared_prog, v, None)
+        return v
 
     def _eval(self, prog, v, step):
         e = None

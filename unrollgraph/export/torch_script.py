@@ -50,13 +50,7 @@ class _Step(torch.nn.Module):
         n_in = len(m._input_slots)
         ref = m._reference()
         dtype = args[0].dtype if args else (ref.dtype if ref is not None else torch.float64)
-        v = [None] * m._prog.size
-        for s, name in m._param_slots:
-            v[s] = m._parameters[name]
-        for s, name, scalar in m._const_slots:
-            b = m._buffers[name]
-            v[s] = b.to(dtype) if scalar else b
-        m._eval(m._shared_prog, v, None)
+        v = m._shared_values(dtype)
         for (s, _j), x in zip(m._input_slots, args[:n_in]):
             v[s] = x
         states = args[n_in:]
