@@ -224,7 +224,9 @@ def to_dot(obj, **options) -> str:
         drawn (step boxes, inputs, outputs, constants drawn per use, the loss; the legend
         aside) before the text goes to ``dot``.
     max_elements : int
-        Arrays up to this size are printed in full, larger ones as shape and norm.
+        Arrays up to this size are printed in full (nested by rows, as numpy prints
+        them: a batch of two rows of two reads ``[[a, b], [c, d]]``), larger ones as
+        shape and norm.
     title : str, optional
         A caption (by default the cell's name and the number of steps).
     rankdir : {"LR", "BT", "TB", "RL"}, optional
@@ -744,9 +746,10 @@ def _array_text(a, limit: int) -> str | None:
         return None
     if arr.size == 1:
         return _num(arr.reshape(-1)[0])
-    if arr.size <= limit:
-        text = "[" + ", ".join(_num(x) for x in arr.reshape(-1)) + "]"
-        return text
+    if arr.size <= limit:  # the rows kept: a (2, 2) batch never reads as four components
+        return np.array2string(arr, separator=", ", threshold=arr.size + 1,
+                               max_line_width=10**6,
+                               formatter={"all": lambda x: _num(x)}).replace("\n", "")
     norm = _mag(arr) if arr.dtype.kind == "f" else None
     shape = "×".join(str(s) for s in arr.shape)
     return f"‖·‖ {_num(norm)} ({shape})" if norm is not None else shape
