@@ -509,3 +509,33 @@ def test_a_constant_leaf_in_a_cell_is_drawn_as_a_constant(detail):
     for e in layout.get("edges", []):  # no bus: each copy has one edge, into its op
         assert not names[e["tail"]].startswith(lid + "_fan")
     assert "constant" in json.dumps(layout)  # its legend row
+
+
+def _spline_points(edge) -> list:
+    pts = []
+    for d in edge.get("_draw_", []):
+        pts += d.get("points", [])
+    return pts
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_a_compact_print_weight_label_sits_on_its_own_edge(name):
+    # every edge label of the compact textbook view is nearer its own edge than any other
+    # edge out of another node (x_0's weight_ih never on the c_0 -> c_1 arrow)
+    net, loss = _run(_CELLS[name](), 3)
+    layout = json.loads(ug.render(net, loss=loss, detail="textbook", theme="print",
+                                  compact=True).pipe(format="json"))
+    edges = [e for e in layout.get("edges", []) if _spline_points(e)]
+    for e in edges:
+        lp = e.get("lp") or e.get("xlp")
+        if not lp or not re.search(r"weight", e.get("label", "") + e.get("xlabel", "")):
+            continue
+        x, y = (float(v) for v in lp.split(","))
+
+        def dist(f, x=x, y=y):
+            return min((px - x) ** 2 + (py - y) ** 2 for px, py in _spline_points(f))
+
+        own = dist(e)
+        for f in edges:
+            if f["tail"] != e["tail"] and f["head"] != e["head"]:
+                assert own <= dist(f), (e.get("label") or e.get("xlabel"), f["tail"], f["head"])
