@@ -483,3 +483,59 @@ def test_the_stepper_keeps_the_gradient_labels_apart(k):
         for t2, *b in boxes[i + 1:]:
             gap = max(b[0] - a[2], a[0] - b[2], b[1] - a[3], a[1] - b[3])
             assert gap >= 18, (t1, t2, gap)
+
+
+@pytest.mark.parametrize("detail", ["ops", "auto"])
+def test_a_constant_leaf_in_a_cell_is_drawn_as_a_constant(detail):
+    # ug.tensor(0.5) in the cell's code is no parameter: a small box titled by its value
+    # beside each op that reads it, never a shared weight's cylinder with a trunk and bus
+    cell = ug.Cell("damp")
+    x = cell.input("x", (2,))
+    h = cell.state("h", (2,))
+    A = cell.param("A", np.eye(2))
+    hn = ug.tanh(x @ A + ug.tensor(0.5) * h, name="hn")
+    cell.feedback(h, hn)
+    cell.output("y", hn)
+    net, loss = _run(cell, 3)
+    leaf = next(n for n in net.graph.nodes if n.op == "leaf")
+    lid = net.graph.id(leaf)
+    layout = json.loads(ug.render(net, loss=loss, detail=detail).pipe(format="json"))
+    names = {o["_gvid"]: o["name"] for o in layout["objects"]}
+    assert lid not in names.values()  # no one shared node for it
+    copies = [o for o in layout["objects"] if o["name"].startswith(lid + "_")]
+    assert len(copies) == 3  # one per reading op, one reading op per step
+    for o in copies:
+        assert o["shape"] != "cylinder" and "0.5" in o["label"]
+    for e in layout.get("edges", []):  # no bus: each copy has one edge, into its op
+        assert not names[e["tail"]].startswith(lid + "_fan")
+    assert "constant" in json.dumps(layout)  # its legend row
+
+
+def _spline_points(edge) -> list:
+    pts = []
+    for d in edge.get("_draw_", []):
+        pts += d.get("points", [])
+    return pts
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru"])
+def test_a_compact_print_weight_label_sits_on_its_own_edge(name):
+    # every edge label of the compact textbook view is nearer its own edge than any other
+    # edge out of another node (x_0's weight_ih never on the c_0 -> c_1 arrow)
+    net, loss = _run(_CELLS[name](), 3)
+    layout = json.loads(ug.render(net, loss=loss, detail="textbook", theme="print",
+                                  compact=True).pipe(format="json"))
+    edges = [e for e in layout.get("edges", []) if _spline_points(e)]
+    for e in edges:
+        lp = e.get("lp") or e.get("xlp")
+        if not lp or not re.search(r"weight", e.get("label", "") + e.get("xlabel", "")):
+            continue
+        x, y = (float(v) for v in lp.split(","))
+
+        def dist(f, x=x, y=y):
+            return min((px - x) ** 2 + (py - y) ** 2 for px, py in _spline_points(f))
+
+        own = dist(e)
+        for f in edges:
+            if f["tail"] != e["tail"] and f["head"] != e["head"]:
+                assert own <= dist(f), (e.get("label") or e.get("xlabel"), f["tail"], f["head"])

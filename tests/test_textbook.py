@@ -590,3 +590,19 @@ def test_folded_cell_beside_the_unrolled_one_keeps_its_layout(make):
         assert all(r == rows[0] for r in rows), (folded, rows)
         layouts.append(rows[0])
     assert layouts[0] == layouts[1]  # the same row order with and without the folded cell
+
+
+@pytest.mark.parametrize("detail", ["textbook", "ops"])
+@pytest.mark.parametrize("theme", ["light", "print"])
+def test_a_batched_value_keeps_its_rows(detail, theme):
+    # x of shape (T, 2, 2): each step's x_t is a batch of two rows of two, never read as a
+    # flat four-component input
+    net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=2)
+    x = np.array([[[-0.732, -0.544], [-0.316, 0.412]], [[0.1, 0.2], [0.3, 0.4]]])
+    outs, _ = net(x)
+    loss = (outs * outs).sum()
+    loss.backward()
+    src = ug.render(net, loss=loss, detail=detail, theme=theme, max_elements=8).source
+    src = src.replace("&#91;", "[").replace("&#93;", "]")
+    assert "[[-0.732, -0.544], [-0.316, 0.412]]" in src
+    assert "[-0.732, -0.544, -0.316, 0.412]" not in src

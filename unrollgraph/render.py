@@ -224,7 +224,9 @@ def to_dot(obj, **options) -> str:
         drawn (step boxes, inputs, outputs, constants drawn per use, the loss; the legend
         aside) before the text goes to ``dot``.
     max_elements : int
-        Arrays up to this size are printed in full, larger ones as shape and norm.
+        Arrays up to this size are printed in full (nested by rows, as numpy prints
+        them: a batch of two rows of two reads ``[[a, b], [c, d]]``), larger ones as
+        shape and norm.
     title : str, optional
         A caption (by default the cell's name and the number of steps).
     rankdir : {"LR", "BT", "TB", "RL"}, optional
@@ -744,9 +746,10 @@ def _array_text(a, limit: int) -> str | None:
         return None
     if arr.size == 1:
         return _num(arr.reshape(-1)[0])
-    if arr.size <= limit:
-        text = "[" + ", ".join(_num(x) for x in arr.reshape(-1)) + "]"
-        return text
+    if arr.size <= limit:  # the rows kept: a (2, 2) batch never reads as four components
+        return np.array2string(arr, separator=", ", threshold=arr.size + 1,
+                               max_line_width=10**6,
+                               formatter={"all": lambda x: _num(x)}).replace("\n", "")
     norm = _mag(arr) if arr.dtype.kind == "f" else None
     shape = "×".join(str(s) for s in arr.shape)
     return f"‖·‖ {_num(norm)} ({shape})" if norm is not None else shape
@@ -1009,6 +1012,10 @@ class _Drawer:
             self.emit(f"{{rank=same; {chain} [style=invis]}}")
 
     # node text
+    def is_const(self, n: Node) -> bool:
+        """Whether ``n`` is drawn as a constant (small, titled by its value)."""
+        return n.op == "const"
+
     def title(self, n: Node, with_step: bool = False) -> str:
         if n.op == "init" and n.origin is not None and n.origin.name and \
                 n.name == f"{n.origin.name}_init":
@@ -1024,7 +1031,7 @@ class _Drawer:
                     "index" in n.attrs:  # the step on the value sliced, as it is drawn
                 base = (_hn(src.name) + f"<sub>{n.step}</sub>"
                         + _h(index_text(n.attrs["index"])))
-        elif n.op == "const":
+        elif self.is_const(n):
             val = self.value(n)
             text = _array_text(val, 1) if val is not None else None
             base = _h(text) if text and np.size(val) == 1 else "const"
@@ -1041,9 +1048,9 @@ class _Drawer:
         op = _h(n.op) if n.op not in ("leaf", "param", "input", "state", "init") else ""
         shape = _h(self.g.shape_text(n)) if n.shape not in (None, ()) else ""
         info = " · ".join(x for x in (op, shape) if x)
-        if info and n.op != "const":
+        if info and not self.is_const(n):
             rows.append(info)
-        if self.show_values() and n.op != "const":
+        if self.show_values() and not self.is_const(n):
             text = _array_text(self.value(n), self.o["max_elements"])
             if text is not None:
                 rows.append("v = " + _h(text))
@@ -1538,7 +1545,7 @@ class _Unrolled(_Drawer):
             return self.T * (1 + len(net.input_nodes) + len(net.output_nodes))
         kept = self.kept
         return sum(1 for n in self.g.nodes
-                   if n.op != "const" and (n.step is None or n.step in kept))
+                   if not self.is_const(n) and (n.step is None or n.step in kept))
 
     def pick_detail(self, n_nodes: int, T: int) -> str:
         o = self.o
@@ -1656,9 +1663,15 @@ class _Unrolled(_Drawer):
         ms = self.elided_mags()
         return math.sqrt(sum(m * m for m in ms)) if ms else None
 
+    def is_const(self, n: Node) -> bool:
+        """A constant, or a leaf the cell reads that is none of its parameters (a
+        ``ug.tensor(0.5)`` in the cell's code): drawn per use as a constant, never as a
+        shared weight with its trunk and bus."""
+        return n.op == "const" or (n.op == "leaf" and n.step is None)
+
     def shared_nodes(self) -> list[Node]:
         return [n for n in self.g.nodes if n.step is None and n.op != "init"
-                and n.op != "const"]
+                and not self.is_const(n)]
 
     # node kinds
     def kind(self, n: Node) -> tuple[str, bool]:
@@ -1668,7 +1681,7 @@ class _Unrolled(_Drawer):
             return "input", False
         if n.op == "init":
             return "state", True
-        if n.op == "const":
+        if self.is_const(n):
             return "const", False
         if n.role == "shared":
             return "shared", False
@@ -1801,7 +1814,7 @@ class _Unrolled(_Drawer):
                 kind, state = self.kind(n)
                 cut = self.v.is_cut(n)
                 for i in n.inputs:
-                    if i.op == "const" and i.step is None:  # a copy of a constant per use
+                    if self.is_const(i) and i.step is None:  # a copy of a constant per use
                         self.node(f"{g.id(i)}_{g.id(n)}", "const", self.title(i), [], cut=cut,
                                   indent=2)
                 self.node(g.id(n), kind, self.title(n, with_step=True), self.rows(n),
@@ -2073,7 +2086,7 @@ class _Unrolled(_Drawer):
                     if ("elided", g.id(n)) not in done:
                         done.add(("elided", g.id(n)))
                         self.forward_edge("elided", g.id(n), cut=cut)
-                elif i.op == "const" and i.step is None:
+                elif self.is_const(i) and i.step is None:
                     self.edge(f"{g.id(i)}_{g.id(n)}", g.id(n), label=label, cut=cut)
                 elif i.op == "init" and not self.rigid:
                     self.edge(g.id(i), g.id(n), "recurrent", label=label, hot=hot, cut=cut)

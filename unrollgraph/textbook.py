@@ -630,8 +630,12 @@ class Textbook(_Unrolled):
                 # arrow reversed: dot then routes it straight down instead of round a loop
                 down = rank[src_row] > rank[dst]
                 ends = (ids[dst], src_node) if down else (src_node, ids[dst])
+                # past a row, a label placed after the layout (xlabel) may land on another
+                # edge (x_0's weight on the c_0 -> c_1 arrow): placed with the layout, it
+                # stands beside its own
                 self.edge(*ends, kind, label=label, label_pt=11, cut=cut, hot=hots[dst],
-                          back=down, xlabel=src_row != dst)
+                          back=down,
+                          xlabel=src_row != dst and abs(rank[dst] - rank[src_row]) <= 1)
         state_ids = {id(net.state_nodes[s][t]): s for s in self.states}
         for k, ns in net.output_nodes.items():
             if id(ns[t]) in state_ids:
