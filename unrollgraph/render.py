@@ -747,6 +747,8 @@ def _array_text(a, limit: int) -> str | None:
     if arr.size == 1:
         return _num(arr.reshape(-1)[0])
     if arr.size <= limit:  # the rows kept: a (2, 2) batch never reads as four components
+        while arr.ndim > 1 and arr.shape[0] == 1:
+            arr = arr[0]  # (a batch of one reads as its row, as a textbook writes it)
         return np.array2string(arr, separator=", ", threshold=arr.size + 1,
                                max_line_width=10**6,
                                formatter={"all": lambda x: _num(x)}).replace("\n", "")
