@@ -7,9 +7,13 @@ B=16, H=128, D=64, float64, T = 1,000 and 10,000, each measured in a fresh subpr
 * ``peak MB``: tracemalloc's peak during the step (numpy reports its buffers to it), the
   inputs (a tensor, read without a copy) and weights excluded (they exist before the step);
 * ``outputs MB``: the (T, B, H) outputs the step returns, which any method holds;
-* ``activations``: the peak less the outputs, in steps' worth: divided by what full BPTT
-  keeps per step (its own peak less the outputs, over T). Checkpointing with k = sqrt(T)
-  should keep at most ``3 sqrt(T)`` steps' worth;
+* ``activations``: the peak less the outputs, in steps' worth: divided by what BPTT must
+  keep per step (``MUST_KEEP`` (B, H) arrays: the Elman RNN 1 (its state), the LSTM 7 (its
+  four gates, the cell state, its tanh and the hidden state), as in ``benchmarks/bptt.py``),
+  for full BPTT and for checkpointing alike. Checkpointing with k = sqrt(T) should keep at
+  most ``3 sqrt(T)`` steps' worth. A cell whose state is its returned output (the Elman RNN)
+  keeps that state in the outputs, which are not counted: its full run keeps little beyond
+  them, and checkpointing has little or nothing to save;
 * ``ms``: the CPU time of a step (without tracemalloc; both modes in one process, in
   interleaved rounds, the least of the rounds; with one BLAS thread the CPU time is the
   time, and the machine's other work does not count), and
@@ -49,6 +53,7 @@ except ImportError:
 
 B, H, D = 16, 128, 64
 STEPS = (1000, 10000)
+MUST_KEEP = {"rnn": 1, "lstm": 7}  # (B, H) arrays BPTT must keep per step
 MODES = ("full", "sqrt")
 
 
@@ -125,7 +130,9 @@ def main(argv=None):
     repeats = 2 if args.quick else 5
     threads = args.blas_threads or "default"
     print(f"one training step, B={B}, H={H}, D={D}, float64, BLAS threads: {threads}; peak "
-          "memory by tracemalloc, each in a fresh process\n")
+          "memory by tracemalloc, each in a fresh process; a step's worth: what BPTT must keep "
+          f"per step ({', '.join(f'{k.upper()} {v}' for k, v in MUST_KEEP.items())} (B, H) "
+          "arrays)\n")
     head = ["cell", "T", "k", "peak MB", "outputs MB", "activations MB",
             "activations (steps' worth)", "3 sqrt(T)", "ms", "forward ms", "extra / forward"]
     print("| " + " | ".join(head) + " |")
@@ -138,7 +145,7 @@ def main(argv=None):
             for m in MODES:
                 res[m].update(timed[m])
             outputs = T * B * H * 8 / 2**20
-            per_step = (res["full"]["peak_mb"] - outputs) / T
+            per_step = MUST_KEEP[kind] * B * H * 8 / 2**20
             for m in MODES:
                 r = res[m]
                 act = r["peak_mb"] - outputs
