@@ -1722,11 +1722,6 @@ class _Unrolled(_Drawer):
         kept, T = self.kept, self.T
         shared = self.shared_nodes()
         params = [n for n in shared if n.op == "param"]
-        for n in shared:
-            kind, state = self.kind(n)
-            rows = self.param_rows(n) if kind == "param" else self.rows(n)
-            self.node(g.id(n), kind, self.title(n), rows, _mag(self.grad(n)),
-                      tooltip=self.tooltip(n), hot=id(n) in self.path)
         by_step: dict[int, list[Node]] = {}
         for n in g.nodes:
             if n.step is not None and n.step in kept:
@@ -1739,6 +1734,13 @@ class _Unrolled(_Drawer):
         self.cluster_end: dict[int, int] = {}  # step -> the line that closes its cluster
         levels = {t: self.step_levels([n for n in ns if n.op != "input"])
                   for t, ns in by_step.items()}
+        t0 = min(kept)
+        init_rows = self.init_states(levels[t0])  # first: see init_states()
+        for n in shared:
+            kind, state = self.kind(n)
+            rows = self.param_rows(n) if kind == "param" else self.rows(n)
+            self.node(g.id(n), kind, self.title(n), rows, _mag(self.grad(n)),
+                      tooltip=self.tooltip(n), hot=id(n) in self.path)
         side = self.shared_sides(shared)
         self.shared_side = {g.id(n): v for n in shared for v in [side.get(id(n), 2)]}
         order = {id(n): k for k, n in enumerate(shared)}
@@ -1748,27 +1750,27 @@ class _Unrolled(_Drawer):
             self.emit("{rank=source; " + " -> ".join(f'"{g.id(p)}"' for p in params)
                       + (" [style=invis]" if len(params) > 1 else "") + "}")
         bottom = []  # the row under the steps: the inputs in time order
-        # each initial state left of the first step, in the row of the state it stands for:
-        # its edges come into the first step as the previous step's state comes into the
-        # others, and the first step is laid out as they are
-        t0 = min(kept)
         # the steps held to one layout by feet (see feet()), but for an elided net (held,
         # the steps pull the elided column out of its place) and a masked one (its masks,
-        # which read the step before, fight them): there the initial states stay under the
-        # first step
+        # which read the step before, fight them)
         self.rigid = not self.elided and not any(n.role == "mask" for n in g.nodes)
+        # in the previous step's place, an invisible stand-in for each initial state: in
+        # the row of the state it stands for, its edges come into the first step as the
+        # previous step's state comes into the others, and dot orders the first step and
+        # the edges between the steps as it does the others' (but for an elided or masked
+        # net, where they stand under the first step)
         where = {id(n): d for d, level in levels[t0].items() for n in level} \
             if self.rigid else {}
-        init_rows: dict = {}  # depth -> initial states in that row
+        self.ghost: dict = {}  # initial state -> its stand-in
         for s, n in net.init_nodes.items():
-            self.node(g.id(n), "state", self.title(n), self.rows(n), _mag(self.grad(n)),
-                      tooltip=f"initial state {s}", hot=id(n) in self.path, state=True,
-                      cut=self.v.is_cut(net.state_nodes[s][0]))
+            ghost = self.ghost[id(n)] = f"{g.id(n)}_ghost"
+            self.n_nodes += 1
+            self.emit(_foot(ghost))
             d = where.get(id(net.state_nodes[s][t0]))
             if d is None:
-                bottom.append(g.id(n))
+                bottom.append(ghost)
             else:
-                init_rows.setdefault(d, []).append(g.id(n))
+                init_rows.setdefault(d, []).append(ghost)
         step_inputs: dict = {}  # step -> its inputs: the buses' rows sit over them
         groups = self.bus_groups(shared, by_step)
         # each step's ops in columns, one Graphviz group per column: every step is then
@@ -1839,19 +1841,66 @@ class _Unrolled(_Drawer):
         self.same_widths(by_step)
         self.row(bottom)
         self.row(top)
+        ghosts = set(self.ghost.values())
         for d, ids in init_rows.items():
-            self.n_edges += len(ids)
-            self.emit("{rank=same; " + " -> ".join(f'"{i}"' for i in ids + rows[d][:1])
-                      + " [style=invis]}")
-            rows[d] = ids + rows[d]
+            chain = [i for i in ids if i in ghosts] + rows.get(d, [])[:1]
+            if len(chain) > 1:  # (no edge joins an initial state to them: see init_states)
+                self.n_edges += len(chain) - 1
+                self.emit("{rank=same; " + " -> ".join(f'"{i}"' for i in chain)
+                          + " [style=invis]}")
+            rows[d] = ids + rows.get(d, [])
         for d in sorted(rows):  # row d of every step on one rank: the steps look alike
             if len(rows[d]) > 1:
                 self.emit("{rank=same; " + " ".join(f'"{i}"' for i in rows[d]) + "}")
         self.under(shared, bottom)
-        if not self.rigid:  # the initial states under the first step
-            step_inputs[t0] = [g.id(n) for n in net.init_nodes.values()] \
-                + step_inputs.get(t0, [])
+        if not self.rigid:  # the stand-ins under the first step
+            step_inputs[t0] = list(self.ghost.values()) + step_inputs.get(t0, [])
         self.ops_edges(shared, step_inputs)
+
+    def init_states(self, levels: dict) -> dict:
+        """Draw the initial states, left of the first step, each in the row of its first
+        reader there (its edge runs straight in from the left); an edge into a reader in a
+        higher row turns into that reader's row just left of the step, at an invisible bend
+        point (``self.init_via``: (initial state, reader) -> the bend's id). Returns depth ->
+        the ids of the initial states and bends in that row.
+
+        Why this holds them left: Graphviz orders a node outside a cluster against the
+        cluster only by counting crossings, a heuristic that puts a state's long edge on
+        either side of the first step's box. An edge between a node outside a cluster and a
+        node inside, on the same rank, takes no part in that ordering: each initial state,
+        with its bends, is then a connected component of its own in the ordering. dot lays
+        out components side by side, left to right in the order their first nodes were
+        declared; the initial states are declared before any other node, so they come
+        first, left of every step, whatever the cell and the number of steps."""
+        g, net = self.g, self.net
+        row_of = {id(n): d for d, level in levels.items() for n in level}
+        place = {id(n): k for level in levels.values() for k, n in enumerate(level)}
+        self.init_via: dict = {}
+        found = []
+        for s, n in net.init_nodes.items():
+            readers = [m for level in levels.values() for m in level
+                       if any(i is n for i in m.inputs)]
+            readers.sort(key=lambda m: (row_of[id(m)], place[id(m)]))
+            found.append((s, n, readers))
+        # in a row of two, the one read further right declared first: further left
+        found.sort(key=lambda f: -place[id(f[2][0])] if f[2] else 0)
+        rows: dict = {}
+        for s, n, readers in found:
+            self.node(g.id(n), "state", self.title(n), self.rows(n), _mag(self.grad(n)),
+                      tooltip=f"initial state {s}", hot=id(n) in self.path, state=True,
+                      cut=self.v.is_cut(net.state_nodes[s][0]))
+            d0 = row_of[id(readers[0])] if readers else min(levels, default=0)
+            rows.setdefault(d0, []).append(g.id(n))
+        for s, n, readers in found:
+            d0 = row_of[id(readers[0])] if readers else None
+            for m in readers:
+                if row_of[id(m)] != d0:
+                    bend = f"{g.id(n)}_to_{g.id(m)}"
+                    self.n_nodes += 1
+                    self.emit(_foot(bend))
+                    self.init_via[(id(n), id(m))] = bend
+                    rows.setdefault(row_of[id(m)], []).append(bend)
+        return rows
 
     def same_widths(self, by_step: dict) -> None:
         """Each op drawn as wide in every step: as wide as the widest of its copies, by an
@@ -2090,9 +2139,17 @@ class _Unrolled(_Drawer):
                         self.forward_edge("elided", g.id(n), cut=cut)
                 elif self.is_const(i) and i.step is None:
                     self.edge(f"{g.id(i)}_{g.id(n)}", g.id(n), label=label, cut=cut)
-                elif i.op == "init" and not self.rigid:
-                    self.edge(g.id(i), g.id(n), "recurrent", label=label, hot=hot, cut=cut)
-                elif i.step is not None and i.step != n.step or i.op == "init":
+                elif i.op == "init":  # from the left, in the reader's row (init_states())
+                    bend = self.init_via.get((id(i), id(n)))
+                    if bend is not None:
+                        self.edge(g.id(i), bend, "recurrent", hot=hot, cut=cut, arrow=False)
+                    self.edge(bend or g.id(i), g.id(n), "recurrent", label=label, hot=hot,
+                              cut=cut)
+                    ghost = self.ghost[id(i)]
+                    self.n_edges += 1
+                    self.emit(f'"{g.id(n)}" -> "{ghost}" [style=invis dir=back]' if self.rigid
+                              else f'"{ghost}" -> "{g.id(n)}" [style=invis]')
+                elif i.step is not None and i.step != n.step:
                     self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
                 else:
                     # heavy within a step: each step keeps the cell's own layout, which
@@ -2243,11 +2300,11 @@ class _Unrolled(_Drawer):
             hot = [any(u[2] for u in at[t]) for t in ts]
             self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False)
             for k in range(len(js) - 1):  # weightless: the junctions follow their ops
-                # (no ports in the step view: between two junctions next to each other on
-                # their row, dot draws an edge with ports through a path that mangles its
-                # arrow attributes; a point's centre is on its line anyway)
+                # (no ports: for an edge with ports between two junctions of its row, dot
+                # at times takes a path that mangles its arrow attributes; a point's centre
+                # is on its line anyway)
                 self.edge(js[k], js[k + 1], "trunk", hot=any(hot[k + 1:]), arrow=False,
-                          weight=0, ports=None if hasattr(self, "read_port") else ("e", "w"))
+                          weight=0)
             self.emit("{rank=same; " + " ".join(f'"{j}"' for j in js) + "}")  # one row
         first_row = self.first_row
         # each step's junctions in its cluster, under its ops: dot orders them with the
