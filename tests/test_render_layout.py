@@ -539,3 +539,36 @@ def test_a_compact_print_weight_label_sits_on_its_own_edge(name):
         for f in edges:
             if f["tail"] != e["tail"] and f["head"] != e["head"]:
                 assert own <= dist(f), (e.get("label") or e.get("xlabel"), f["tail"], f["head"])
+
+
+# -- the initial states and the steps, left to right -------------------------------------
+def _left_to_right(net, diagram):
+    """Every initial state's node left of the first step's box, and the boxes of the steps
+    drawn in time order, left to right, none over another."""
+    layout = _layout(diagram)
+    boxes = _clusters(layout)
+    pos = {o["name"]: tuple(float(v) for v in o["pos"].split(","))
+           for o in layout["objects"] if "pos" in o}
+    g = net.graph
+    first = boxes[min(boxes)]
+    for s, n in net.init_nodes.items():
+        assert pos[g.id(n)][0] < first[0], f"initial state {s} is not left of the first step"
+    steps = sorted(boxes)
+    for a, b in zip(steps, steps[1:]):
+        assert boxes[a][2] < boxes[b][0], f"step {b} is not right of step {a}"
+
+
+@pytest.mark.parametrize("name", sorted(_CELLS))
+@pytest.mark.parametrize("T", range(1, 7))
+def test_the_initial_states_stand_left_of_the_first_step(name, T):
+    net, loss = _run(_CELLS[name](), T)
+    _left_to_right(net, ug.render(net, loss=loss, detail="ops", values=False))
+
+
+@pytest.mark.parametrize("name", sorted(_CELLS))
+def test_the_initial_states_stand_left_of_the_first_step_when_masked_or_elided(name):
+    net, loss = _run(_CELLS[name](), 3, lengths=[3, 1])
+    diagram = ug.render(net, loss=loss, detail="ops", values=False)
+    _left_to_right(net.last_run.net, diagram)
+    net, loss = _run(_CELLS[name](), 12)
+    _left_to_right(net, ug.render(net, loss=loss, detail="elide", ends=2, values=False))
