@@ -1764,7 +1764,6 @@ class _Unrolled(_Drawer):
         self.ghost: dict = {}  # initial state -> its stand-in
         for s, n in net.init_nodes.items():
             ghost = self.ghost[id(n)] = f"{g.id(n)}_ghost"
-            self.n_nodes += 1
             self.emit(_foot(ghost))
             d = where.get(id(net.state_nodes[s][t0]))
             if d is None:
@@ -1885,6 +1884,7 @@ class _Unrolled(_Drawer):
         # in a row of two, the one read further right declared first: further left
         found.sort(key=lambda f: -place[id(f[2][0])] if f[2] else 0)
         rows: dict = {}
+        self.init_ids = [g.id(n) for _, n, _ in found]
         for s, n, readers in found:
             self.node(g.id(n), "state", self.title(n), self.rows(n), _mag(self.grad(n)),
                       tooltip=f"initial state {s}", hot=id(n) in self.path, state=True,
@@ -1896,7 +1896,6 @@ class _Unrolled(_Drawer):
             for m in readers:
                 if row_of[id(m)] != d0:
                     bend = f"{g.id(n)}_to_{g.id(m)}"
-                    self.n_nodes += 1
                     self.emit(_foot(bend))
                     self.init_via[(id(n), id(m))] = bend
                     rows.setdefault(row_of[id(m)], []).append(bend)
@@ -2141,7 +2140,8 @@ class _Unrolled(_Drawer):
                     self.edge(f"{g.id(i)}_{g.id(n)}", g.id(n), label=label, cut=cut)
                 elif i.op == "init":  # from the left, in the reader's row (init_states())
                     bend = self.init_via.get((id(i), id(n)))
-                    if bend is not None:
+                    if bend is not None and (g.id(i), bend) not in done:
+                        done.add((g.id(i), bend))  # (once for a reader reading it twice)
                         self.edge(g.id(i), bend, "recurrent", hot=hot, cut=cut, arrow=False)
                     self.edge(bend or g.id(i), g.id(n), "recurrent", label=label, hot=hot,
                               cut=cut)
@@ -2649,9 +2649,16 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         loc = "b" if (o.get("rankdir") or "BT") == "BT" and _is_unrolled_or_cell(x) else "t"
         body.append(f'    label=<<b>{_h(_shown(label, _TITLE_CHARS))}</b>> '
                     f"tooltip={_q(label)} pencolor=transparent fontsize=16 labelloc={loc}\n")
-        legend, picture = [], []
+        legend, picture, late = [], [], []
+        # an ops view's initial states declared last in its box: in a cluster, dot puts
+        # the node declared last first in its rows (at the top level, the first: see
+        # _Unrolled.init_states)
+        inits = tuple(f'"{i}" [' for i in getattr(drawers[-1], "init_ids", ()))
         for line in lines:
             if line in head:
+                continue
+            if inits and line.lstrip().startswith(inits):
+                late.append("  " + _prefixed(line, f"s{k}_"))
                 continue
             if line.lstrip().startswith('"legend" ['):
                 line = line.replace("<b>legend</b>", f"<b>legend: {_h(_shown(label))}</b>", 1)
@@ -2665,6 +2672,8 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 line = line.replace("subgraph cluster_", f"subgraph cluster_s{k}_", 1)
             body.append("  " + _prefixed(line, f"s{k}_"))
             picture.append(body[-1])
+        body += late
+        picture += late
         body.append("  }\n")
         body += legend  # outside the pictures, so neither is pushed aside by its legend
         ends_of.append(_ends(picture))
