@@ -572,3 +572,22 @@ def test_the_initial_states_stand_left_of_the_first_step_when_masked_or_elided(n
     _left_to_right(net.last_run.net, diagram)
     net, loss = _run(_CELLS[name](), 12)
     _left_to_right(net, ug.render(net, loss=loss, detail="elide", ends=2, values=False))
+
+
+@pytest.mark.parametrize("name", sorted(_CELLS))
+def test_the_step_view_draws_the_initial_states_left_and_the_steps_in_order(name):
+    for T in (1, 2, 3):
+        net, loss = _run(_CELLS[name](), T)
+        layout = _layout(ug.render(net, loss=loss, detail="steps", values=False))
+        objs = {o["name"]: o for o in layout["objects"]}
+
+        def span(nid):
+            x = float(objs[nid]["pos"].split(",")[0])
+            half = float(objs[nid]["width"]) * 36
+            return x - half, x, x + half
+
+        first = span("step_0")[0]
+        for s, n in net.init_nodes.items():
+            assert span(net.graph.id(n))[1] < first, (s, T)
+        steps = [span(f"step_{t}") for t in range(T)]
+        assert all(a[2] < b[0] for a, b in zip(steps, steps[1:])), T
