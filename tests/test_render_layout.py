@@ -581,7 +581,7 @@ def test_the_step_view_draws_the_initial_states_left_and_the_steps_in_order(name
         layout = _layout(ug.render(net, loss=loss, detail="steps", values=False))
         objs = {o["name"]: o for o in layout["objects"]}
 
-        def span(nid):
+        def span(nid, objs=objs):
             x = float(objs[nid]["pos"].split(",")[0])
             half = float(objs[nid]["width"]) * 36
             return x - half, x, x + half

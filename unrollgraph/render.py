@@ -1891,7 +1891,7 @@ class _Unrolled(_Drawer):
                       cut=self.v.is_cut(net.state_nodes[s][0]))
             d0 = row_of[id(readers[0])] if readers else min(levels, default=0)
             rows.setdefault(d0, []).append(g.id(n))
-        for s, n, readers in found:
+        for _, n, readers in found:
             d0 = row_of[id(readers[0])] if readers else None
             for m in readers:
                 if row_of[id(m)] != d0:
