@@ -368,6 +368,15 @@ def _torch_bound(v):
     return None if v is None else float(v)
 
 
+def _clip_vjp(g, ans, a, lo=None, hi=None):
+    """Slope 1 inside ``[lo, hi]`` (bounds included), 0 outside; a NaN input is outside any
+    bound given (PyTorch's ``clamp``), and with no bound at all clip is the identity."""
+    if lo is None and hi is None:
+        return g * np.ones_like(a)
+    inside = (a >= lo) if hi is None else (a <= hi) if lo is None else (a >= lo) & (a <= hi)
+    return g * inside
+
+
 def _torch_clip(torch, a, lo=None, hi=None):
     if lo is None and hi is None:
         return a  # np.clip(a, None, None) is a itself
@@ -620,7 +629,9 @@ defop(
 defop(
     "relu",
     lambda a: np.maximum(a, 0).astype(a.dtype, copy=False),
-    [lambda g, ans, a: g * (a > 0)],
+    # slope 1 where a > 0, 0 where a <= 0; a NaN input passes the gradient on, as in PyTorch
+    # (whose relu backward masks where the result is <= 0, which NaN never is)
+    [lambda g, ans, a: g * ~(a <= 0)],
     sym=_ew(lambda a: _sympy().Max(a, 0)),
     torch=lambda torch, a: torch.relu(a),
     onnx=lambda b, x: b.op("Relu", x),
@@ -628,16 +639,21 @@ defop(
 defop("sqrt", np.sqrt, [lambda g, ans, a: g / (2.0 * ans)], sym=_ew(lambda a: _sympy().sqrt(a)),
       torch=lambda torch, a: torch.sqrt(a),
       onnx=lambda b, x: b.op("Sqrt", x))
-defop("abs", np.abs, [lambda g, ans, a: g * np.sign(a)], sym=_ew(lambda a: _sympy().Abs(a)),
+
+
+def _nan_sign(a):
+    """The sign of ``a`` in its float type, 0 at NaN (as ``torch.sign``): the slope of ``abs``,
+    so that a NaN input sends 0, not NaN, back (also where the upstream gradient is 0)."""
+    return np.subtract(a > 0, a < 0, dtype=a.dtype if a.dtype.kind == "f" else np.float64)
+
+
+defop("abs", np.abs, [lambda g, ans, a: g * _nan_sign(a)], sym=_ew(lambda a: _sympy().Abs(a)),
       torch=lambda torch, a: torch.abs(a),
       onnx=lambda b, x: b.op("Abs", x))
 defop(
     "clip",
     lambda a, lo=None, hi=None: np.clip(a, lo, hi),
-    [
-        lambda g, ans, a, lo=None, hi=None: g
-        * ((a >= (-np.inf if lo is None else lo)) & (a <= (np.inf if hi is None else hi)))
-    ],
+    [_clip_vjp],
     sym=lambda a, lo=None, hi=None: _ew(
         lambda x: _sympy().Min(_sympy().Max(x, -_sympy().oo if lo is None else lo),
                                _sympy().oo if hi is None else hi)
