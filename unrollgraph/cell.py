@@ -238,6 +238,29 @@ class Cell:
         """The shared weights, by name (each a Tensor with ``.grad``)."""
         return dict(self._params)
 
+    @property
+    def dtype(self) -> np.dtype:
+        """The float type the cell computes in: numpy's promotion of its parameters' and its
+        array constants' types (float64 for a cell without either; a number written in the
+        cell takes the run's type).
+
+        An unrolled net of a float32 cell takes float32 inputs and initial states and returns
+        float32 values; float64 ones raise :class:`~unrollgraph.DTypeError` (they would make the
+        whole run float64), and numbers, lists and integer arrays become float32.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> ug.nn.GRUCell(2, 3, dtype=np.float32).dtype
+        dtype('float32')
+        """
+        kinds = [p.dtype for p in self._params.values()]
+        if self._outputs or self._feedback:
+            kinds += [t.dtype for t in self.leaf_tensors().values()  # (constants: the leaves
+                      if t.node.op not in ("input", "state", "param")  # that are none of these)
+                      and t.ndim and t.dtype.kind == "f"]
+        return np.result_type(*kinds) if kinds else np.dtype(np.float64)
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the parameter values, by name."""
         return {k: v.data.copy() for k, v in self._params.items()}

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cell import Cell
-from .errors import GradientError
+from .errors import DTypeError, GradientError
 from .functional import mse_loss
 from .optim import TrainingError, _number, clip_grad_norm
 from .tensor import Tensor, as_real_array, no_grad, tensor
@@ -62,7 +62,18 @@ class Linear:
                             name="bias") if bias else None)
 
     def __call__(self, x):
-        y = x @ self.weight.T if isinstance(x, Tensor) else tensor(x) @ self.weight.T
+        dtype = self.weight.dtype
+        if not isinstance(x, Tensor):  # numbers, lists and integers take the weight's type
+            x = tensor(x, dtype=x.dtype if isinstance(x, np.ndarray) and x.dtype.kind == "f"
+                       else dtype)
+        if np.promote_types(x.dtype, dtype) != dtype:
+            raise DTypeError(
+                f"Linear: the input is {x.dtype.name} but the layer computes in {dtype.name} "
+                f"(its weight is {dtype.name}): the result would silently be "
+                f"{np.promote_types(x.dtype, dtype).name}. Pass x.astype(np.{dtype.name}), "
+                f"or build the layer with dtype=np.{x.dtype.name}"
+            )
+        y = x @ self.weight.T
         return y if self.bias is None else y + self.bias
 
     def parameters(self) -> dict:
@@ -522,6 +533,8 @@ def tbptt(cell, xs, targets, loss_fn, k1: int, k2: int, optimizer=None, readout=
             f"tbptt: xs has {T} steps but targets has {_steps_of(targets)}; give one target "
             "per step"
         )
+    if not isinstance(xs, (np.ndarray, Tensor, Mapping)):  # lists: in the cell's float type
+        xs = as_real_array(xs, "tbptt(xs)", dtype=cell.dtype)
     nets = {} if cache is None else cache
     names = list(cell.states)
     if state is not None:
@@ -551,15 +564,19 @@ def _tbptt_state(state, names, cell) -> tuple:
                 "state)" + (f"; unknown: {unknown}" if unknown else "")
             )
         state = tuple(state[k] for k in names)
-    elif len(names) == 1 and not isinstance(state, (tuple, list)):
-        state = (state,)
+    elif len(names) == 1 and (not isinstance(state, (tuple, list)) or (
+            isinstance(state, list) and state
+            and all(isinstance(v, (list, int, float, np.number)) for v in state))):
+        state = (state,)  # the one state, as an array or nested lists of numbers
     if len(state) != len(names):
         raise TrainingError(
             f"tbptt: state has {len(state)} entries but cell {cell.name!r} has states {names}; "
             "give one per state (or a dict by name)"
         )
-    return tuple(as_real_array(s, f"tbptt(state=...) for state {k!r}")
-                 for s, k in zip(state, names))
+    return tuple(as_real_array(  # a float array keeps its type (the net checks it), other
+        s, f"tbptt(state=...) for state {k!r}",  # data takes the cell's
+        None if isinstance(s, (np.ndarray, Tensor)) and np.asarray(s).dtype.kind == "f"
+        else cell.dtype) for s, k in zip(state, names))
 
 
 def _tbptt_windows(cell, xs, targets, loss_fn, k1, k2, optimizer, readout, clip, nets, names,
