@@ -39,6 +39,10 @@ class Linear:
     in_features, out_features : int
     bias : bool
     seed : int, optional
+    dtype : np.float64 (default) or np.float32
+        The weights' float type. The input may be narrower (float32 into a float64 layer is
+        widened) but not wider: a float64 input to a float32 layer raises
+        :class:`~unrollgraph.DTypeError`, since the result would silently be float64.
 
     Examples
     --------
