@@ -822,12 +822,22 @@ def _mean_count(shape, axis):
     return n
 
 
+def _mean(a, axis=None, keepdims=False):
+    """``a.mean(axis)``; the mean of nothing is NaN, as in PyTorch (an empty batch), without
+    numpy's "Mean of empty slice" warning."""
+    if a.size:
+        return a.mean(axis=axis, keepdims=keepdims)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.divide(a.sum(axis=axis, keepdims=keepdims), _mean_count(a.shape, axis),
+                         dtype=a.dtype)
+
+
 defop(
     "mean",
-    lambda a, axis=None, keepdims=False: a.mean(axis=axis, keepdims=keepdims),
+    _mean,
     [
-        lambda g, ans, a, axis=None, keepdims=False: _expand_to(
-            g / _mean_count(a.shape, axis), a.shape, axis, keepdims
+        lambda g, ans, a, axis=None, keepdims=False: _expand_to(  # (an empty axis: no
+            g / max(_mean_count(a.shape, axis), 1), a.shape, axis, keepdims  # element to get it)
         )
     ],
     sym=lambda a, axis=None, keepdims=False: np.asarray(
@@ -1063,10 +1073,10 @@ def _same_shape_check(opname):
 
 defop(
     "mse_loss",
-    lambda p, t: np.mean(np.square(p - t)),
+    lambda p, t: _mean(np.square(p - t)),
     [
-        lambda g, ans, p, t: g * (2.0 / p.size) * (p - t),
-        lambda g, ans, p, t: g * (-2.0 / p.size) * (p - t),
+        lambda g, ans, p, t: g * (2.0 / max(p.size, 1)) * (p - t),
+        lambda g, ans, p, t: g * (-2.0 / max(p.size, 1)) * (p - t),
     ],
     sym=lambda p, t: np.asarray(np.sum((p - t) ** 2) / p.size, dtype=object),
     torch=lambda torch, p, t: torch.square(p - t).mean(),
@@ -1136,7 +1146,7 @@ def _pick(a, labels):
 
 
 def _ce_forward(logits, labels):
-    return -np.mean(_pick(_log_softmax(logits, -1), labels))
+    return -_mean(_pick(_log_softmax(logits, -1), labels))
 
 
 def _ce_vjp(g, ans, logits, labels):
@@ -1170,7 +1180,7 @@ defop(
 
 
 def _bce_forward(x, y):
-    return np.mean(np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x))))
+    return _mean(np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x))))
 
 
 def _bce_sym(x, y):
@@ -1183,8 +1193,8 @@ defop(
     "binary_cross_entropy_with_logits",
     _bce_forward,
     [
-        lambda g, ans, x, y: g * (_sigmoid(x) - y) / x.size,
-        lambda g, ans, x, y: g * (-x) / x.size,
+        lambda g, ans, x, y: g * (_sigmoid(x) - y) / max(x.size, 1),
+        lambda g, ans, x, y: g * (-x) / max(x.size, 1),
     ],
     sym=_bce_sym,
     torch=lambda torch, x, y: torch.nn.functional.binary_cross_entropy_with_logits(x, y),

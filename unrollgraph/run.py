@@ -241,7 +241,9 @@ def normalize_inputs(net, xs) -> dict:
             t = Tensor(arr, Node("leaf", name=k, shape=arr.shape, dtype=_dtype_name(arr)))
         want = net._input_shapes[k]
         if t.ndim != 2 + len(want) or t.shape[0] != net.steps or t.shape[2:] != want:
-            hint = (f"unroll again with ug.unroll(cell, steps={t.shape[0]})"
+            hint = ("a sequence of 0 steps has nothing to run: a net runs at least one step"
+                    if t.ndim == 2 + len(want) and t.shape[0] == 0
+                    else f"unroll again with ug.unroll(cell, steps={t.shape[0]})"
                     if t.ndim == 2 + len(want) and t.shape[0] != net.steps
                     else "arrange it as (steps, batch, features)")
             raise ShapeError(

@@ -422,15 +422,43 @@ class Tensor:
         return self._data
 
     def item(self) -> float:
-        """The value of a one-element tensor as a Python float."""
-        if self._data.size != 1:
+        """The value of a one-element tensor as a Python float (``float(t)`` and ``int(t)``
+        too). In a cell, a value computed from an input or a state is a stand-in while the
+        cell is built, so a Python number made from it raises :class:`~unrollgraph.CellError`
+        (it would be fixed once, not computed at every step)."""
+        if type(self._data) is not np.ndarray or self._data.size != 1:
             raise ShapeError(
                 f"item() needs a one-element tensor; {self.node.label()} has shape {self.shape}"
             )
+        placeholder = _placeholder_source(self.node) if self._parents or \
+            self.node.op in _PLACEHOLDERS else None
+        if placeholder is not None:
+            raise CellError(
+                f"a Python number from {self.node.label()} (item(), float(), int()): it is "
+                f"computed from {placeholder}, a cell placeholder that holds a stand-in while "
+                "the cell is built, so the number would be fixed once, not computed at every "
+                "step; keep it a tensor (ops are computed again at every step)"
+            )
         return self._data.item()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __iter__(self):
+        """The rows along axis 0 (``t[0]``, ``t[1]``, ...), each a node as ``t[i]`` is."""
+        for i in range(len(self)):
+            yield self[i]
 
     def __len__(self) -> int:
         data = self._data
+        if type(data) is np.ndarray and not data.ndim:
+            raise TypeError(
+                f"len() of {self.node.label()}, a tensor of shape (): it has no axis to count; "
+                "use t.item() for its value"
+            )
         if type(data) is np.ndarray and data.ndim and data.shape[0] == 1:
             placeholder = _placeholder_source(self.node)
             if placeholder is not None:

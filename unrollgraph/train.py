@@ -532,6 +532,11 @@ def tbptt(cell, xs, targets, loss_fn, k1: int, k2: int, optimizer=None, readout=
     if clip is not None and optimizer is None:
         raise TrainingError("tbptt: clip needs an optimizer (clipping happens before a step)")
     T = _steps_of(xs)
+    if T == 0:
+        raise TrainingError(
+            "tbptt: xs has 0 steps, so there is no window to train on; pass a sequence "
+            "shaped (T, B, ...) with T >= 1"
+        )
     if _steps_of(targets) != T:
         raise TrainingError(
             f"tbptt: xs has {T} steps but targets has {_steps_of(targets)}; give one target "
