@@ -112,3 +112,19 @@ def test_clipping_huge_or_infinite_gradients_is_exact_and_silent():
     tw.grad = torch.tensor([np.inf, 1.0], dtype=torch.float64)
     assert ug.clip_grad_norm([w], 1.0) == torch.nn.utils.clip_grad_norm_([tw], 1.0).item()
     np.testing.assert_array_equal(w.grad, tw.grad.numpy())
+
+
+def test_batch_first_inputs_and_torch_shaped_states_are_recognised():
+    net = ug.unroll(ug.nn.GRUCell(3, 4, seed=0), steps=5)
+    with pytest.raises(ug.ShapeError, match=r"got \(32, 5, 3\); it looks batch-first .*"
+                                            r"np\.swapaxes\(xs, 0, 1\)"):
+        net(np.ones((32, 5, 3)))
+    with pytest.raises(ug.ShapeError, match=r"unroll again with ug.unroll\(cell, steps=6\)"):
+        net(np.ones((6, 2, 3)))
+    with pytest.raises(ug.ShapeError, match=r"got \(1, 2, 4\); a leading axis of 1.*h0\[0\]"):
+        net(np.ones((5, 2, 3)), state=np.zeros((1, 2, 4)))
+    # a batch-first tensor made time-first by an op (not contiguous) is fine, gradient and all
+    x = ug.tensor(np.ones((2, 5, 3)), requires_grad=True)
+    out, _ = net(ug.transpose(x, (1, 0, 2)))
+    out.sum().backward()
+    assert x.grad.shape == (2, 5, 3)

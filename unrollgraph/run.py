@@ -243,6 +243,10 @@ def normalize_inputs(net, xs) -> dict:
         if t.ndim != 2 + len(want) or t.shape[0] != net.steps or t.shape[2:] != want:
             hint = ("a sequence of 0 steps has nothing to run: a net runs at least one step"
                     if t.ndim == 2 + len(want) and t.shape[0] == 0
+                    else "it looks batch-first (B, T, ...): the steps come first, pass "
+                    "np.swapaxes(xs, 0, 1)"
+                    if t.ndim == 2 + len(want) and t.shape[1] == net.steps
+                    and t.shape[2:] == want
                     else f"unroll again with ug.unroll(cell, steps={t.shape[0]})"
                     if t.ndim == 2 + len(want) and t.shape[0] != net.steps
                     else "arrange it as (steps, batch, features)")
@@ -309,6 +313,9 @@ def normalize_state(net, state, batch) -> dict:
             raise ShapeError(
                 f"{cell}: initial state {k!r} must have shape "
                 f"{want} (batch, ...), got {arr.shape}"
+                + ("; a leading axis of 1, as PyTorch's (num_layers, B, H): pass h0[0] (a "
+                   "stacked ug.nn cell has one state per layer: h_l0, h_l1, ...)"
+                   if arr.shape == (1,) + want else "")
             )
         out[k] = s if isinstance(s, Tensor) else arr
     return out
