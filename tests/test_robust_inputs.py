@@ -128,3 +128,15 @@ def test_batch_first_inputs_and_torch_shaped_states_are_recognised():
     out, _ = net(ug.transpose(x, (1, 0, 2)))
     out.sum().backward()
     assert x.grad.shape == (2, 5, 3)
+
+
+def test_a_linear_readout_refuses_integer_weights_and_wrong_widths():
+    for dtype in (int, np.float16, "int32"):  # integer weights would truncate to zeros
+        with pytest.raises(ug.DTypeError, match="Linear: dtype must be np.float32 or np.f"):
+            ug.train.Linear(2, 2, dtype=dtype)
+    head = ug.train.Linear(2, 3, seed=0)
+    with pytest.raises(ug.ShapeError, match=r"Linear: the input .* \(3, 5\).* 2 in_features"):
+        head(np.ones((3, 5)))
+    with pytest.raises(ug.ShapeError, match="in_features"):
+        head(1.0)
+    assert head(np.ones((4, 2), dtype=int)).shape == (4, 3)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cell import Cell
-from .errors import DTypeError, GradientError
+from .errors import DTypeError, GradientError, ShapeError
 from .functional import mse_loss
 from .optim import TrainingError, _number, clip_grad_norm
 from .tensor import Tensor, as_real_array, no_grad, tensor
@@ -58,6 +58,12 @@ class Linear:
                  dtype=np.float64):
         for what, v in (("in_features", in_features), ("out_features", out_features)):
             _positive_int("Linear", what, v)
+        try:
+            ok = np.dtype(dtype).type in (np.float32, np.float64)
+        except TypeError:
+            ok = False
+        if not ok:  # (integer weights would be the initial values truncated: all zeros)
+            raise DTypeError(f"Linear: dtype must be np.float32 or np.float64, got {dtype!r}")
         rng = np.random.default_rng(seed)
         k = 1.0 / math.sqrt(in_features)
         self.weight = tensor(rng.uniform(-k, k, (out_features, in_features)).astype(dtype),
@@ -70,6 +76,12 @@ class Linear:
         if not isinstance(x, Tensor):  # numbers, lists and integers take the weight's type
             x = tensor(x, dtype=x.dtype if isinstance(x, np.ndarray) and x.dtype.kind == "f"
                        else dtype)
+        features = self.weight.shape[1]
+        if x.ndim == 0 or x.shape[-1] != features:
+            raise ShapeError(
+                f"Linear: the input {x.node.label()} has shape {x.shape}, whose last axis "
+                f"should be the layer's {features} in_features (shapes (..., {features}))"
+            )
         if np.promote_types(x.dtype, dtype) != dtype:
             raise DTypeError(
                 f"Linear: the input is {x.dtype.name} but the layer computes in {dtype.name} "
