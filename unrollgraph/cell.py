@@ -238,6 +238,29 @@ class Cell:
         """The shared weights, by name (each a Tensor with ``.grad``)."""
         return dict(self._params)
 
+    @property
+    def dtype(self) -> np.dtype:
+        """The float type the cell computes in: numpy's promotion of its parameters' and its
+        array constants' types (float64 for a cell without either; a number written in the
+        cell takes the run's type).
+
+        An unrolled net of a float32 cell takes float32 inputs and initial states and returns
+        float32 values; float64 ones raise :class:`~unrollgraph.DTypeError` (they would make the
+        whole run float64), and numbers, lists and integer arrays become float32.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> ug.nn.GRUCell(2, 3, dtype=np.float32).dtype
+        dtype('float32')
+        """
+        kinds = [p.dtype for p in self._params.values()]
+        if self._outputs or self._feedback:
+            kinds += [t.dtype for t in self.leaf_tensors().values()  # (constants: the leaves
+                      if t.node.op not in ("input", "state", "param")  # that are none of these)
+                      and t.ndim and t.dtype.kind == "f"]
+        return np.result_type(*kinds) if kinds else np.dtype(np.float64)
+
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of the parameter values, by name."""
         return {k: v.data.copy() for k, v in self._params.items()}
@@ -365,7 +388,14 @@ class Cell:
                 if (b is not None and sa[:1] == (1,) and sb == (3,) + sa[1:]
                         and np.allclose(b[1:2], a, rtol=1e-9, atol=1e-12, equal_nan=True)):
                     continue
+                if n.op in _LOSSES:
+                    raise CellError(self._loss_in_cell(g, n))
                 attrs = ", ".join(f"{k}={v!r}" for k, v in n.attrs.items())
+                loss_hint = (
+                    "; if it computes a loss, apply the loss outside the cell, to the net's "
+                    "outputs (cell.output(...) what it reads; outputs, state = net(xs); "
+                    "loss = ...(outputs ...))"
+                    if n.op in ("sum", "mean") and n.attrs.get("axis") is None else "")
                 raise CellError(
                     f"cell {self.name!r}: {g.display_name(n)} (op {n.op}"
                     f"{', ' + attrs if attrs else ''}) mixes the sequences of a batch: inside a "
@@ -374,8 +404,29 @@ class Cell:
                     "stack, transpose, reshape or normalise over the other axes (for a (B, n) "
                     "value: axis=1 or axis=-1"
                     + ("; a reshape gives the batch axis as -1, e.g. (-1, n))"
-                       if n.op == "reshape" else ")")
+                       if n.op == "reshape" else ")") + loss_hint
                 )
+
+    def _loss_in_cell(self, g: Graph, n: Node) -> str:
+        """The message for a loss computed inside the cell: where it belongs, and how."""
+        fn, target, shape = _LOSSES[n.op]
+        read = n.inputs[0]
+        outputs = {id(t.node): k for k, t in self._outputs.items()}
+        name = outputs.get(id(read)) or read.name or "y"
+        declare = ("" if id(read) in outputs else
+                   f"cell.output({name!r}, {g.display_name(read)}); ")
+        # the outputs the cell will have: its own but the loss, and the one to declare
+        kept = [t for t in self._outputs.values() if t.node is not n]
+        picked = "outputs" if len(kept) + bool(declare) == 1 else f"outputs[{name!r}]"
+        return (
+            f"cell {self.name!r}: {g.display_name(n)} (op {n.op}) is a loss, and a loss "
+            "averages over the sequences of a batch, while inside a cell each sequence must "
+            "be computed on its own (axis 0 of every value computed from an input or a state "
+            "is the batch axis, printed B). A loss belongs outside the cell: make what it "
+            f"compares an output of the cell and apply the loss to the net's outputs, which "
+            f"hold every step: {declare}net = ug.unroll(cell, steps=T); outputs, state = "
+            f"net(xs); loss = ug.{fn}({picked}, {target}) with {target} shaped {shape}"
+        )
 
     def roots(self) -> list[Node]:
         """The nodes the cell computes: outputs, then next states."""
@@ -489,6 +540,16 @@ class Cell:
                 "cell, so it would be the same at every step; build it from the cell's inputs "
                 "or states"
             )
+
+
+# the losses: each averages over every row it is given; the function, the name of what it
+# compares with and that argument's shape for outputs shaped (T, B, ...)
+_LOSSES = {
+    "cross_entropy": ("cross_entropy", "labels", "(T, B) (integer classes)"),
+    "mse_loss": ("mse_loss", "targets", "(T, B, ...) like the outputs"),
+    "binary_cross_entropy_with_logits": ("binary_cross_entropy_with_logits", "targets",
+                                         "(T, B, ...) like the outputs"),
+}
 
 
 def _shape_tuple(shape, what) -> tuple:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .graph import Graph, Node
 from .labels import op_label
-from .ops import get_op
+from .ops import _nan_sign, get_op
 from .tensor import _release as _release_input
 
 __all__ = ["explain", "Explanation", "Record", "Local", "Skipped"]
@@ -128,11 +128,11 @@ def _local_value(op: str, k: int, ans, vals, attrs):
         if op == "sigmoid":
             return ans * (1.0 - ans)
         if op == "relu":
-            return (vals[0] > 0).astype(float)
+            return (~(np.asarray(vals[0]) <= 0)).astype(float)  # NaN passes, as the VJP
         if op == "sqrt":
             return 1.0 / (2.0 * ans)
         if op == "abs":
-            return np.sign(vals[0])
+            return _nan_sign(np.asarray(vals[0], dtype=float))  # 0 at NaN, as the VJP
         if op == "matmul":
             other = vals[1 - k]
             return np.swapaxes(other, -1, -2) if np.ndim(other) >= 2 else other

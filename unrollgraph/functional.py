@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import DTypeError
+from .errors import DTypeError, ShapeError
 from .graph import Node
 from .ops import _REGISTRY
 from .tensor import _NO_ATTRS, Tensor, _apply, _int_sizes, apply, as_real_array
@@ -288,7 +288,7 @@ def concat(tensors, axis=0, name=None):
     >>> ug.concat([ug.tensor([1.0]), ug.tensor([2.0, 3.0])]).data
     array([1., 2., 3.])
     """
-    return apply("concat", *tensors, axis=axis, name=name)
+    return apply("concat", *_joined(tensors, "concat"), axis=axis, name=name)
 
 
 def stack(tensors, axis=0, name=None):
@@ -300,7 +300,30 @@ def stack(tensors, axis=0, name=None):
     >>> ug.stack([ug.tensor([1.0]), ug.tensor([2.0])]).shape
     (2, 1)
     """
-    return apply("stack", *tensors, axis=axis, name=name)
+    return apply("stack", *_joined(tensors, "stack"), axis=axis, name=name)
+
+
+def _joined(tensors, fn: str) -> list:
+    """The tensors ``concat`` or ``stack`` joins: a non-empty list, tuple or other iterable of
+    them (one tensor or array is not taken as the list of its rows: that is almost never what
+    the caller means)."""
+    one = isinstance(tensors, (Tensor, np.ndarray))
+    if not one:
+        try:
+            tensors = list(tensors)
+        except TypeError:
+            one = True
+    if one:
+        raise ShapeError(
+            f"{fn}(tensors): pass a list of tensors, such as ug.{fn}([a, b]); got one "
+            f"{type(tensors).__name__}"
+            + (f" of shape {np.shape(tensors.data if isinstance(tensors, Tensor) else tensors)}"
+               if isinstance(tensors, (Tensor, np.ndarray)) else "")
+            + (f" (for its rows: ug.{fn}(list(t)))" if isinstance(tensors, Tensor) else "")
+        )
+    if not tensors:
+        raise ShapeError(f"{fn}(tensors): the list is empty; pass at least one tensor")
+    return tensors
 
 
 def softmax(x, axis=-1, name=None):
@@ -356,6 +379,11 @@ def cross_entropy(logits, labels, name=None):
     if isinstance(labels, Tensor):
         lab = labels
     else:
+        if labels is None or isinstance(labels, (str, bytes)):
+            raise DTypeError(
+                f"cross_entropy(logits, labels): labels must be integer class indices (an "
+                f"array shaped like logits without its last axis), got {labels!r}"
+            )
         arr = np.array(labels)  # a copy: editing the caller's labels must not reach backward
         lab = Tensor(arr, Node("const", name="labels", shape=arr.shape, dtype=arr.dtype.name))
     return apply("cross_entropy", logits, lab, name=name)

@@ -5,6 +5,14 @@ Parameter names, shapes, gate order and equations follow PyTorch (``torch.nn.RNN
 ``LSTMCell``, ``GRUCell``, and ``torch.nn.RNN/LSTM/GRU`` for stacks: ``weight_ih_l0``...), so a
 PyTorch state dict loads with :meth:`Cell.load_state_dict` and gives the same outputs and
 gradients. Each gate is its own named node, so the unrolled diagrams show the gates.
+
+Every cell takes ``input_size``, ``hidden_size``, ``bias``, ``seed`` (PyTorch's initialisation
+U(-1/sqrt(H), 1/sqrt(H))), ``dtype`` and ``name``. ``dtype=np.float32`` makes a float32 cell:
+its parameters, outputs, states and gradients are float32, and an unrolled net of it takes
+float32 inputs and initial states (a float64 one raises :class:`~unrollgraph.DTypeError`
+naming it, since numpy would silently compute the whole run in float64; numbers, lists and
+integer arrays are converted). ``docs/cells.md`` describes calling a net and editing
+parameters.
 """
 
 from __future__ import annotations
@@ -133,7 +141,10 @@ class RNNCell(_SingleLayer):
     bias : bool
     seed : int, optional
         Seed of PyTorch's initialisation U(-1/sqrt(H), 1/sqrt(H)).
-    dtype : numpy dtype
+    dtype : np.float64 (default) or np.float32
+        The cell's float type (:attr:`Cell.dtype`): the parameters', and so the outputs' and
+        states'. Give a float32 cell float32 inputs and initial states: float64 ones raise
+        :class:`~unrollgraph.DTypeError` (numbers, lists and integers are converted).
 
     Examples
     --------
@@ -276,7 +287,10 @@ class ResidualRNNCell(_ParamAttributes, Cell):
     hh_scale : float
         Multiplies the initial ``weight_hh``.
     seed : int, optional
-    dtype : numpy dtype
+    dtype : np.float64 (default) or np.float32
+        The cell's float type (:attr:`Cell.dtype`): the parameters', and so the outputs' and
+        states'. Give a float32 cell float32 inputs and initial states: float64 ones raise
+        :class:`~unrollgraph.DTypeError` (numbers, lists and integers are converted).
 
     Examples
     --------

@@ -368,6 +368,15 @@ def _torch_bound(v):
     return None if v is None else float(v)
 
 
+def _clip_vjp(g, ans, a, lo=None, hi=None):
+    """Slope 1 inside ``[lo, hi]`` (bounds included), 0 outside; a NaN input is outside any
+    bound given (PyTorch's ``clamp``), and with no bound at all clip is the identity."""
+    if lo is None and hi is None:
+        return g * np.ones_like(a)
+    inside = (a >= lo) if hi is None else (a <= hi) if lo is None else (a >= lo) & (a <= hi)
+    return g * inside
+
+
 def _torch_clip(torch, a, lo=None, hi=None):
     if lo is None and hi is None:
         return a  # np.clip(a, None, None) is a itself
@@ -620,7 +629,9 @@ defop(
 defop(
     "relu",
     lambda a: np.maximum(a, 0).astype(a.dtype, copy=False),
-    [lambda g, ans, a: g * (a > 0)],
+    # slope 1 where a > 0, 0 where a <= 0; a NaN input passes the gradient on, as in PyTorch
+    # (whose relu backward masks where the result is <= 0, which NaN never is)
+    [lambda g, ans, a: g * ~(a <= 0)],
     sym=_ew(lambda a: _sympy().Max(a, 0)),
     torch=lambda torch, a: torch.relu(a),
     onnx=lambda b, x: b.op("Relu", x),
@@ -628,16 +639,21 @@ defop(
 defop("sqrt", np.sqrt, [lambda g, ans, a: g / (2.0 * ans)], sym=_ew(lambda a: _sympy().sqrt(a)),
       torch=lambda torch, a: torch.sqrt(a),
       onnx=lambda b, x: b.op("Sqrt", x))
-defop("abs", np.abs, [lambda g, ans, a: g * np.sign(a)], sym=_ew(lambda a: _sympy().Abs(a)),
+
+
+def _nan_sign(a):
+    """The sign of ``a`` in its float type, 0 at NaN (as ``torch.sign``): the slope of ``abs``,
+    so that a NaN input sends 0, not NaN, back (also where the upstream gradient is 0)."""
+    return np.subtract(a > 0, a < 0, dtype=a.dtype if a.dtype.kind == "f" else np.float64)
+
+
+defop("abs", np.abs, [lambda g, ans, a: g * _nan_sign(a)], sym=_ew(lambda a: _sympy().Abs(a)),
       torch=lambda torch, a: torch.abs(a),
       onnx=lambda b, x: b.op("Abs", x))
 defop(
     "clip",
     lambda a, lo=None, hi=None: np.clip(a, lo, hi),
-    [
-        lambda g, ans, a, lo=None, hi=None: g
-        * ((a >= (-np.inf if lo is None else lo)) & (a <= (np.inf if hi is None else hi)))
-    ],
+    [_clip_vjp],
     sym=lambda a, lo=None, hi=None: _ew(
         lambda x: _sympy().Min(_sympy().Max(x, -_sympy().oo if lo is None else lo),
                                _sympy().oo if hi is None else hi)
@@ -806,12 +822,22 @@ def _mean_count(shape, axis):
     return n
 
 
+def _mean(a, axis=None, keepdims=False):
+    """``a.mean(axis)``; the mean of nothing is NaN, as in PyTorch (an empty batch), without
+    numpy's "Mean of empty slice" warning."""
+    if a.size:
+        return a.mean(axis=axis, keepdims=keepdims)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.divide(a.sum(axis=axis, keepdims=keepdims), _mean_count(a.shape, axis),
+                         dtype=a.dtype)
+
+
 defop(
     "mean",
-    lambda a, axis=None, keepdims=False: a.mean(axis=axis, keepdims=keepdims),
+    _mean,
     [
-        lambda g, ans, a, axis=None, keepdims=False: _expand_to(
-            g / _mean_count(a.shape, axis), a.shape, axis, keepdims
+        lambda g, ans, a, axis=None, keepdims=False: _expand_to(  # (an empty axis: no
+            g / max(_mean_count(a.shape, axis), 1), a.shape, axis, keepdims  # element to get it)
         )
     ],
     sym=lambda a, axis=None, keepdims=False: np.asarray(
@@ -1047,10 +1073,10 @@ def _same_shape_check(opname):
 
 defop(
     "mse_loss",
-    lambda p, t: np.mean(np.square(p - t)),
+    lambda p, t: _mean(np.square(p - t)),
     [
-        lambda g, ans, p, t: g * (2.0 / p.size) * (p - t),
-        lambda g, ans, p, t: g * (-2.0 / p.size) * (p - t),
+        lambda g, ans, p, t: g * (2.0 / max(p.size, 1)) * (p - t),
+        lambda g, ans, p, t: g * (-2.0 / max(p.size, 1)) * (p - t),
     ],
     sym=lambda p, t: np.asarray(np.sum((p - t) ** 2) / p.size, dtype=object),
     torch=lambda torch, p, t: torch.square(p - t).mean(),
@@ -1120,7 +1146,7 @@ def _pick(a, labels):
 
 
 def _ce_forward(logits, labels):
-    return -np.mean(_pick(_log_softmax(logits, -1), labels))
+    return -_mean(_pick(_log_softmax(logits, -1), labels))
 
 
 def _ce_vjp(g, ans, logits, labels):
@@ -1154,7 +1180,7 @@ defop(
 
 
 def _bce_forward(x, y):
-    return np.mean(np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x))))
+    return _mean(np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x))))
 
 
 def _bce_sym(x, y):
@@ -1167,8 +1193,8 @@ defop(
     "binary_cross_entropy_with_logits",
     _bce_forward,
     [
-        lambda g, ans, x, y: g * (_sigmoid(x) - y) / x.size,
-        lambda g, ans, x, y: g * (-x) / x.size,
+        lambda g, ans, x, y: g * (_sigmoid(x) - y) / max(x.size, 1),
+        lambda g, ans, x, y: g * (-x) / max(x.size, 1),
     ],
     sym=_bce_sym,
     torch=lambda torch, x, y: torch.nn.functional.binary_cross_entropy_with_logits(x, y),

@@ -435,8 +435,8 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
         total = max(float(np.max(np.abs(g))) if g.size else 0.0 for g in grads)
     else:
         # two stages, as PyTorch: the norm of each gradient, then the norm of those norms
-        per = np.array([np.linalg.norm(np.ravel(g), ord=norm_type) for g in grads])
-        total = float(np.linalg.norm(per, ord=norm_type))
+        per = np.array([_pnorm(g, norm_type) for g in grads])
+        total = _pnorm(per, norm_type)
     if error_if_nonfinite and not math.isfinite(total):
         raise GradientError(
             f"clip_grad_norm: the total gradient norm is {total}; look for NaN or Inf with "
@@ -444,8 +444,23 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
         )
     coef = max_norm / (total + 1e-6)
     if not coef >= 1.0:  # also scales by NaN when total is NaN, like PyTorch
-        _scale(ps, grads, coef)
+        if math.isfinite(total):
+            _scale(ps, grads, coef)
+        else:  # an infinite norm scales by 0: an infinite element becomes NaN, as in PyTorch
+            with np.errstate(invalid="ignore"):
+                _scale(ps, grads, coef)
     return total
+
+
+def _pnorm(x, p: float) -> float:
+    """The ``p``-norm of all of ``x``'s elements, in float64, scaled by the largest magnitude
+    so that no power overflows or underflows (gradients of 1e200 have a norm, not ``inf``);
+    NaN if an element is NaN, ``inf`` if one is infinite."""
+    a = np.abs(np.ravel(x)).astype(np.float64, copy=False)
+    m = float(a.max()) if a.size else 0.0
+    if m == 0.0 or not math.isfinite(m):
+        return m
+    return m * float(np.sum((a / m) ** p) ** (1.0 / p))
 
 
 def _grads_of(params, who: str) -> tuple:
@@ -526,7 +541,7 @@ def normalize_grad_norm(params, norm: float = 1.0, eps: float = 1e-12,
     ps, grads = _grads_of(params, who)
     if not grads:
         return 0.0
-    total = float(np.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads)))
+    total = _pnorm(np.array([_pnorm(g, 2.0) for g in grads]), 2.0)
     if not math.isfinite(total):
         if error_if_nonfinite:
             raise GradientError(

@@ -28,7 +28,7 @@ from .compile import (
     plain_templates,
     stand_ins,
 )
-from .errors import CellError, GraphError, ShapeError, UnrollGraphError
+from .errors import CellError, DTypeError, GraphError, ShapeError, UnrollGraphError
 from .graph import Node
 from .ops import defop
 from .schedule import (
@@ -70,12 +70,14 @@ def call(net, xs, state=None, lengths=None):
     else:
         batch = _state_batch(state)
     states_t = normalize_state(net, state, batch) if state is not None else {}
+    plan = _plan(net)
+    if plan.narrow is not None:  # a float32 cell: no float64 input or state may widen it
+        check_dtypes(net, plan.narrow, xs_t, states_t)
     if net.masked:
         lengths = check_lengths(net, lengths, batch)
     run = net._run_type(net, xs_t, states_t, lengths, batch, net.keep)  # (checkpoint=)
     run.forward()
     net.last_run = run
-    plan = _plan(net)
     outs = run.stacked_outputs()
     n_out = len(outs)
     vals = run.values
@@ -130,13 +132,19 @@ class _Plan:
     tensor keeps its dtype), so neither can ``one_dtype``."""
 
     __slots__ = ("prog", "params", "one_dtype", "needs", "leaf_kinds", "_inits", "lean",
-                 "leaf_tail", "leaf_nodes", "finals", "outputs")
+                 "leaf_tail", "leaf_nodes", "finals", "outputs", "dtype", "narrow")
 
     def __init__(self, net):
         self.prog = net._prog
         # (slot, tensor) of each parameter the graph reads
         self.params = [(net._param_slots[k], p) for k, p in net._used_params.items()]
         self.one_dtype: dict = {}  # dtype -> whether the parameters and constants all have it
+        # the cell's float type: what its parameters and array constants compute in together
+        # (a tensor keeps its dtype); ``narrow`` is it when narrower than float64, else None
+        kinds = [p.dtype for _s, p in self.params] + [
+            v.dtype for _s, v in net._const_slots if v.ndim and v.dtype.kind == "f"]
+        self.dtype = np.result_type(*kinds) if kinds else _FLOAT64
+        self.narrow = self.dtype if self.dtype != _FLOAT64 else None
         # which parameters, inputs and initial states require grad -> the slots needing grad
         self.needs: dict = {}
         # the names of the initial states given as tensors -> the kind of each leaf of a call
@@ -229,11 +237,17 @@ def normalize_inputs(net, xs) -> dict:
             # a copy of the caller's array (as ug.tensor makes): the run keeps the inputs
             # for backward, and an edit of the array in between must not reach them
             arr = _locked(as_real_array(
-                x, f"unrolled cell {net.cell.name!r}: net(xs): xs[{k!r}]"))
+                x, f"unrolled cell {net.cell.name!r}: net(xs): xs[{k!r}]", _untyped(net, x)))
             t = Tensor(arr, Node("leaf", name=k, shape=arr.shape, dtype=_dtype_name(arr)))
         want = net._input_shapes[k]
         if t.ndim != 2 + len(want) or t.shape[0] != net.steps or t.shape[2:] != want:
-            hint = (f"unroll again with ug.unroll(cell, steps={t.shape[0]})"
+            hint = ("a sequence of 0 steps has nothing to run: a net runs at least one step"
+                    if t.ndim == 2 + len(want) and t.shape[0] == 0
+                    else "it looks batch-first (B, T, ...): the steps come first, pass "
+                    "np.swapaxes(xs, 0, 1)"
+                    if t.ndim == 2 + len(want) and t.shape[1] == net.steps
+                    and t.shape[2:] == want
+                    else f"unroll again with ug.unroll(cell, steps={t.shape[0]})"
                     if t.ndim == 2 + len(want) and t.shape[0] != net.steps
                     else "arrange it as (steps, batch, features)")
             raise ShapeError(
@@ -273,8 +287,10 @@ def normalize_state(net, state, batch) -> dict:
                 f"{how}"
             )
         state = tuple(state[k] for k in names)
-    elif len(names) == 1 and not isinstance(state, (tuple, list)):
-        state = (state,)
+    elif len(names) == 1 and (not isinstance(state, (tuple, list)) or (
+            isinstance(state, list) and state
+            and all(isinstance(v, (list, int, float, np.number)) for v in state))):
+        state = (state,)  # the one state, as an array or nested lists of numbers
     elif not isinstance(state, (tuple, list)):
         raise CellError(
             f"{cell} has states {names}; got one {type(state).__name__} for state=: {how}"
@@ -292,14 +308,49 @@ def normalize_state(net, state, batch) -> dict:
                 raise CellError(f"{cell}: state[{k!r}] is {s.node.label()}, which holds no "
                                 "array; pass an array or a Tensor shaped (batch, ...)")
         else:  # a copy: the run keeps the initial state for backward
-            arr = _locked(as_real_array(s, f"{cell}: initial state= {k!r}"))
+            arr = _locked(as_real_array(s, f"{cell}: initial state= {k!r}", _untyped(net, s)))
         if arr.shape != want:
             raise ShapeError(
                 f"{cell}: initial state {k!r} must have shape "
                 f"{want} (batch, ...), got {arr.shape}"
+                + ("; a leading axis of 1, as PyTorch's (num_layers, B, H): pass h0[0] (a "
+                   "stacked ug.nn cell has one state per layer: h_l0, h_l1, ...)"
+                   if arr.shape == (1,) + want else "")
             )
         out[k] = s if isinstance(s, Tensor) else arr
     return out
+
+
+def _untyped(net, value):
+    """The float type for data without one of its own (numbers, lists, integer arrays): the
+    cell's when it is narrower than float64 (as a number in arithmetic takes a tensor's type),
+    else ``None`` (float64). A float array keeps its type, which :func:`check_dtypes` checks."""
+    if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+        return None
+    return _plan(net).narrow
+
+
+def check_dtypes(net, dtype, xs_t: dict, states_t: dict) -> None:
+    """Refuse an input or initial state wider than the cell's float type ``dtype`` (float64
+    data for a float32 cell): numpy would silently compute the whole run, and return its
+    outputs, in the wider type. Narrower data is widened where it meets the weights, as numpy
+    does, and gives the cell's type. Called once per call, only for a cell narrower than
+    float64 (the plan knows)."""
+    cell = f"unrolled cell {net.cell.name!r}"
+    for what, k, t in [("input", k, t) for k, t in xs_t.items()] + [
+            ("initial state", k, s) for k, s in states_t.items()]:
+        arr = t._data if isinstance(t, Tensor) else t
+        if np.promote_types(arr.dtype, dtype) == dtype:
+            continue
+        name = "xs" if what == "input" else "h0"
+        fix = (f"{name}.astype(np.{dtype.name}) (a tensor: ug.tensor({name}, "
+               f"dtype=np.{dtype.name}), or compute it in {dtype.name})")
+        raise DTypeError(
+            f"{cell}: {what} {k!r} is {arr.dtype.name} but the cell computes in {dtype.name} "
+            f"(its parameters are {dtype.name}): the run would silently compute and return "
+            f"{np.promote_types(arr.dtype, dtype).name}. Pass {fix}, or build the cell in "
+            f"{arr.dtype.name} (ug.nn cells: dtype=np.{arr.dtype.name})"
+        )
 
 
 def check_lengths(net, lengths, batch) -> np.ndarray:
@@ -648,7 +699,7 @@ class Run:
         plan = _plan(net)
         for s, p in plan.params:
             vals[s] = p._data
-        dtype = next(iter(self.xs.values()))._data.dtype if self.xs else _FLOAT64
+        dtype = next(iter(self.xs.values()))._data.dtype if self.xs else plan.dtype
         for s, v in net._const_slots:
             # a number written in the cell takes the run's float type (float32 stays float32)
             vals[s] = v.astype(dtype) if v.ndim == 0 and v.dtype.kind == "f" else v

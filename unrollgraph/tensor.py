@@ -293,10 +293,11 @@ class Tensor:
 
         A leaf's value (from :func:`tensor`, ``cell.param``, ...) is read-only: an in-place edit
         such as ``t.data[0] = 1.0`` raises numpy's "assignment destination is read-only".
-        Change it by assigning a new value, ``t.data = new`` (or with an optimizer, or
-        ``cell.load_state_dict``). The assignment keeps the tensor's shape and dtype: the new
-        value is copied and converted to the tensor's float type (integers become floats, never
-        the other way round); other shapes and non-real data raise. A graph built before the
+        Edit it with ``t[0] = 1.0`` or ``with t.edit() as a: ...`` (:meth:`edit`), or assign a
+        new value, ``t.data = new`` (or use an optimizer, or ``cell.load_state_dict``). The
+        assignment keeps the tensor's shape and dtype: the new value is copied and converted
+        to the tensor's float type (integers become floats, never the other way round); other
+        shapes and non-real data raise. A graph built before the
         change can no longer be differentiated: ``backward()`` raises a
         :class:`~unrollgraph.GradientError` that names the tensor; compute the forward pass
         again.
@@ -421,15 +422,43 @@ class Tensor:
         return self._data
 
     def item(self) -> float:
-        """The value of a one-element tensor as a Python float."""
-        if self._data.size != 1:
+        """The value of a one-element tensor as a Python float (``float(t)`` and ``int(t)``
+        too). In a cell, a value computed from an input or a state is a stand-in while the
+        cell is built, so a Python number made from it raises :class:`~unrollgraph.CellError`
+        (it would be fixed once, not computed at every step)."""
+        if type(self._data) is not np.ndarray or self._data.size != 1:
             raise ShapeError(
                 f"item() needs a one-element tensor; {self.node.label()} has shape {self.shape}"
             )
+        placeholder = _placeholder_source(self.node) if self._parents or \
+            self.node.op in _PLACEHOLDERS else None
+        if placeholder is not None:
+            raise CellError(
+                f"a Python number from {self.node.label()} (item(), float(), int()): it is "
+                f"computed from {placeholder}, a cell placeholder that holds a stand-in while "
+                "the cell is built, so the number would be fixed once, not computed at every "
+                "step; keep it a tensor (ops are computed again at every step)"
+            )
         return self._data.item()
+
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __iter__(self):
+        """The rows along axis 0 (``t[0]``, ``t[1]``, ...), each a node as ``t[i]`` is."""
+        for i in range(len(self)):
+            yield self[i]
 
     def __len__(self) -> int:
         data = self._data
+        if type(data) is np.ndarray and not data.ndim:
+            raise TypeError(
+                f"len() of {self.node.label()}, a tensor of shape (): it has no axis to count; "
+                "use t.item() for its value"
+            )
         if type(data) is np.ndarray and data.ndim and data.shape[0] == 1:
             placeholder = _placeholder_source(self.node)
             if placeholder is not None:
@@ -513,6 +542,78 @@ class Tensor:
             raise GradientError("only leaves can stop requiring grad; use t.detach() instead")
         self.requires_grad = flag
         return self
+
+    # -- editing a value in place (the documented door besides .data = new) -----------------------
+    def edit(self):
+        """Edit the value in place, in a ``with`` block: ``with w.edit() as a: a[0] = 1.0``.
+
+        A leaf's value is read-only, so ``w.data[0] = 1.0`` raises numpy's "assignment
+        destination is read-only" (numpy gives no way to put a clearer message there). Inside
+        the block ``a`` is the value itself, writable; afterwards it is read-only again and the
+        change is recorded as an optimizer step's is: tensors sharing the memory
+        (:meth:`detach`) see it, and a graph computed before it can no longer be
+        differentiated (``backward()`` raises :class:`~unrollgraph.GradientError` naming the
+        tensor). The shape and dtype stay. For one element or slice, ``w[0] = 1.0`` does the
+        same; ``w.data = new`` replaces the whole value.
+
+        Returns
+        -------
+        context manager
+            Yields the writable ``numpy.ndarray``.
+
+        Raises
+        ------
+        GraphError
+            For the tuple an unrolled net's call holds (edit its outputs' leaves).
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0, 3.0], requires_grad=True)
+        >>> with w.edit() as a:
+        ...     a[1:] *= 10
+        >>> w.data
+        array([ 1., 20., 30.])
+        """
+        if type(self._data) is not np.ndarray:
+            raise GraphError(
+                f"{self.node.label()} holds the outputs of an unrolled net; edit its output "
+                "tensors instead"
+            )
+        return _editing(self, "an edit in place (Tensor.edit or t[...] = ...)")
+
+    def __setitem__(self, index, value) -> None:
+        """``t[index] = value`` on a leaf (a parameter, a tensor from :func:`tensor`): an edit
+        in place, recorded as :meth:`edit` records it. ``value`` is converted to the tensor's
+        float type. A value computed by an op, or a cell's placeholder, has a graph that the
+        assignment would not be part of, and refuses it."""
+        node = self.node
+        if node.op in ("input", "state"):
+            raise CellError(
+                f"{node.label()}[...] = ...: {node.label()} is a cell's placeholder, whose value "
+                "is a stand-in while the cell is built; compute the value you want with ops "
+                "(ug.where(mask, new, old), ug.concat([...]))"
+            )
+        if self._parents or type(self._data) is not np.ndarray:
+            raise GraphError(
+                f"{node.label()}[...] = ...: {node.label()} is computed by op {node.op!r}, and an "
+                "assignment into it would not be part of the graph its gradient follows; "
+                "compute the new value with ops (ug.where(mask, new, old), ug.concat([...])), "
+                "or edit a leaf (w[...] = v, or with w.edit() as a: ...)"
+            )
+        if isinstance(index, Tensor):
+            index = index._data
+        what = f"{node.label()}[{index!r}] = ..."
+        arr = as_real_array(value, what, dtype=self._data.dtype, copy=False)
+        with _editing(self, None) as data:  # (recorded below, once it has succeeded)
+            try:
+                data[index] = arr
+            except (IndexError, ValueError, TypeError) as err:
+                raise ShapeError(
+                    f"{what}: {err} ({node.label()} has shape {self.shape}, the value "
+                    f"{arr.shape}); nothing was changed"
+                ) from None
+        _mark_changed(self, "an edit in place (Tensor.edit or t[...] = ...)")
 
     def backward(self, gradient=None) -> None:
         """Compute the gradient of this tensor with respect to every tensor it depends on.

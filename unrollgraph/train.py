@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .cell import Cell
-from .errors import GradientError
+from .errors import DTypeError, GradientError, ShapeError
 from .functional import mse_loss
 from .optim import TrainingError, _number, clip_grad_norm
 from .tensor import Tensor, as_real_array, no_grad, tensor
@@ -39,6 +39,10 @@ class Linear:
     in_features, out_features : int
     bias : bool
     seed : int, optional
+    dtype : np.float64 (default) or np.float32
+        The weights' float type. The input may be narrower (float32 into a float64 layer is
+        widened) but not wider: a float64 input to a float32 layer raises
+        :class:`~unrollgraph.DTypeError`, since the result would silently be float64.
 
     Examples
     --------
@@ -54,6 +58,12 @@ class Linear:
                  dtype=np.float64):
         for what, v in (("in_features", in_features), ("out_features", out_features)):
             _positive_int("Linear", what, v)
+        try:
+            ok = np.dtype(dtype).type in (np.float32, np.float64)
+        except TypeError:
+            ok = False
+        if not ok:  # (integer weights would be the initial values truncated: all zeros)
+            raise DTypeError(f"Linear: dtype must be np.float32 or np.float64, got {dtype!r}")
         rng = np.random.default_rng(seed)
         k = 1.0 / math.sqrt(in_features)
         self.weight = tensor(rng.uniform(-k, k, (out_features, in_features)).astype(dtype),
@@ -62,7 +72,24 @@ class Linear:
                             name="bias") if bias else None)
 
     def __call__(self, x):
-        y = x @ self.weight.T if isinstance(x, Tensor) else tensor(x) @ self.weight.T
+        dtype = self.weight.dtype
+        if not isinstance(x, Tensor):  # numbers, lists and integers take the weight's type
+            x = tensor(x, dtype=x.dtype if isinstance(x, np.ndarray) and x.dtype.kind == "f"
+                       else dtype)
+        features = self.weight.shape[1]
+        if x.ndim == 0 or x.shape[-1] != features:
+            raise ShapeError(
+                f"Linear: the input {x.node.label()} has shape {x.shape}, whose last axis "
+                f"should be the layer's {features} in_features (shapes (..., {features}))"
+            )
+        if np.promote_types(x.dtype, dtype) != dtype:
+            raise DTypeError(
+                f"Linear: the input is {x.dtype.name} but the layer computes in {dtype.name} "
+                f"(its weight is {dtype.name}): the result would silently be "
+                f"{np.promote_types(x.dtype, dtype).name}. Pass x.astype(np.{dtype.name}), "
+                f"or build the layer with dtype=np.{x.dtype.name}"
+            )
+        y = x @ self.weight.T
         return y if self.bias is None else y + self.bias
 
     def parameters(self) -> dict:
@@ -517,11 +544,18 @@ def tbptt(cell, xs, targets, loss_fn, k1: int, k2: int, optimizer=None, readout=
     if clip is not None and optimizer is None:
         raise TrainingError("tbptt: clip needs an optimizer (clipping happens before a step)")
     T = _steps_of(xs)
+    if T == 0:
+        raise TrainingError(
+            "tbptt: xs has 0 steps, so there is no window to train on; pass a sequence "
+            "shaped (T, B, ...) with T >= 1"
+        )
     if _steps_of(targets) != T:
         raise TrainingError(
             f"tbptt: xs has {T} steps but targets has {_steps_of(targets)}; give one target "
             "per step"
         )
+    if not isinstance(xs, (np.ndarray, Tensor, Mapping)):  # lists: in the cell's float type
+        xs = as_real_array(xs, "tbptt(xs)", dtype=cell.dtype)
     nets = {} if cache is None else cache
     names = list(cell.states)
     if state is not None:
@@ -551,15 +585,19 @@ def _tbptt_state(state, names, cell) -> tuple:
                 "state)" + (f"; unknown: {unknown}" if unknown else "")
             )
         state = tuple(state[k] for k in names)
-    elif len(names) == 1 and not isinstance(state, (tuple, list)):
-        state = (state,)
+    elif len(names) == 1 and (not isinstance(state, (tuple, list)) or (
+            isinstance(state, list) and state
+            and all(isinstance(v, (list, int, float, np.number)) for v in state))):
+        state = (state,)  # the one state, as an array or nested lists of numbers
     if len(state) != len(names):
         raise TrainingError(
             f"tbptt: state has {len(state)} entries but cell {cell.name!r} has states {names}; "
             "give one per state (or a dict by name)"
         )
-    return tuple(as_real_array(s, f"tbptt(state=...) for state {k!r}")
-                 for s, k in zip(state, names))
+    return tuple(as_real_array(  # a float array keeps its type (the net checks it), other
+        s, f"tbptt(state=...) for state {k!r}",  # data takes the cell's
+        None if isinstance(s, (np.ndarray, Tensor)) and np.asarray(s).dtype.kind == "f"
+        else cell.dtype) for s, k in zip(state, names))
 
 
 def _tbptt_windows(cell, xs, targets, loss_fn, k1, k2, optimizer, readout, clip, nets, names,

@@ -423,7 +423,21 @@ class Unrolled:
         Returns
         -------
         outputs : Tensor (T, B, ...) for a one-output cell, else dict name -> Tensor
+            Of the cell's float type (:attr:`Cell.dtype`), as the final states.
         state : Tensor for a one-state cell, else tuple in declaration order
+
+        Raises
+        ------
+        ShapeError
+            An input, initial state or ``lengths`` of the wrong shape (the message names it,
+            with the shape expected).
+        CellError
+            Missing or unknown inputs or states.
+        DTypeError
+            Data that are not real numbers; a float64 input or initial state for a float32
+            cell (numbers, lists and integer arrays take the cell's type).
+
+        The arrays given are copied, never changed (docs/cells.md).
         """
         self._check_cell()
         if lengths is not None and not self.masked:
