@@ -26,6 +26,7 @@ import functools
 import math
 import threading
 from collections import Counter
+from ctypes import addressof, c_char
 from sys import getrefcount
 
 import numpy as np
@@ -749,23 +750,38 @@ def _rows_of_one_array(arrays):
     if base is None or type(base) is not np.ndarray or len(arrays) < 2 \
             or base.shape[1:] != first.shape or not base.flags.c_contiguous:
         return None
+    strides = base.strides[1:]  # (a row's: a strided view of the right shape is no row)
+    if first.strides != strides:
+        return None
     size = first.nbytes
     if not size:
         return None
-    start = first.ctypes.data
+    start = _address(first)
     k, rem = divmod(start - base.ctypes.data, size)
     if rem or not 0 <= k <= len(base) - len(arrays):
         return None
     for a in arrays:
-        if a.base is not base or a.shape != first.shape or a.dtype != first.dtype:
+        if a.base is not base or a.shape != first.shape or a.dtype != first.dtype \
+                or a.strides != strides:
             return None
-    # rows of one base, each with the row's shape: consecutive if their addresses are
+    # rows of one base, each with the row's shape and strides: consecutive if their
+    # addresses are
     for n, a in enumerate(arrays):
-        if a.ctypes.data != start + n * size:
+        if _address(a) != start + n * size:
             return None
     out = base[k:k + len(arrays)]
     out.flags.writeable = False
     return out
+
+
+def _address(a) -> int:
+    """The address of the first byte of the C-contiguous array ``a`` (not empty): through
+    the buffer protocol where ``a`` is writeable (a third of the time of ``a.ctypes.data``,
+    which builds the array interface in Python: it adds up over the rows of a long stack),
+    else ``a.ctypes.data``."""
+    if a.flags.writeable:
+        return addressof(c_char.from_buffer(a))
+    return a.ctypes.data
 
 
 def stack_once(arrays, cache, pool=None):
