@@ -191,7 +191,6 @@ def main(argv=None):
     ap.add_argument("--number", type=int, default=None,
                     help="calls per round (default: 200 at tiny, fewer for larger sizes)")
     args = ap.parse_args(argv)
-    spec = args.size or args.sizes or "tiny"
     sizes = _sizes(args.size or args.sizes or "tiny")
     for B, H, T, D in sizes:
         number = args.number or max(5, int(2e5 // (B * H * T + 1000)))
