@@ -1200,7 +1200,7 @@ def _times_one(g, other: Tensor, p: Tensor):
     """The gradient a product ``p * other`` sends ``p`` when ``g`` is a one broadcast to
     ``other``'s shape (what a sum sends back: the loss ``(y * w).sum()``): ``other``'s value
     itself, number for number, as a read-only view instead of a new array of the same
-    numbers (at a (T, B, H) loss a fresh array's pages cost more than the multiplication);
+    numbers (at a (T, B, H) loss: a multiplication and an array of that size a step);
     None otherwise, for the VJP to compute.
 
     Only where nothing edits ``other``'s value in place later: an intermediate value, or a
