@@ -1,28 +1,29 @@
-"""Where the time of one small training step goes: the fixed cost of a call, part by part.
+"""Where the time of one training step goes: the fixed cost of a call, part by part.
 
 At a small size (by default B=1, H=8, T=10, D=4) a step does little arithmetic, and the
 figures measure Python. One training step of ours is
 ``cell.zero_grad(); out, _ = net(xt); (out * Gt).sum().backward()`` with the tensors ``xt`` and
-``Gt`` made once; it is split into
+``Gt`` made once. Its parts are timed inside that very step (the run's own passes by a
+subclass of :class:`~unrollgraph.run.Run` that reads the clock around them), so they add
+up to the step:
 
-* ``net(xt)``: the call, of which ``run forward`` is the run's own forward pass (a fresh
-  :class:`~unrollgraph.run.Run` and its ``forward()``) and the rest the call around it
-  (checking the inputs, the output tensors, dropping the previous call's run);
+* ``net(xt)``: the call, of which ``run forward`` is the run's own forward pass and the rest
+  the call around it (checking the inputs, making the run, the output tensors);
 * ``loss``: the eager ``(out * Gt).sum()``;
 * ``backward()``: the whole reverse walk, of which ``run backward`` is the run's backward
   pass (backpropagation through time) and the rest the eager walk around it (counting uses,
-  the VJPs of ``sum`` and ``mul``, seeding the run, copying each parameter's gradient into
-  its ``.grad``);
-* ``the run alone``: a fresh run's forward and backward passes one after the other, with no
-  tensor or eager node around them: the floor of a step (the parts timed apart each run
-  with their code and data warm, and add up to less than they cost in turn);
+  the VJPs of ``sum`` and ``mul``, seeding the run, storing each parameter's ``.grad``);
+* ``machinery``: everything but the run's two passes (the call around the run, the loss, the
+  eager walk, ``zero_grad``): what a step costs beyond the run;
 
 next to the hand-written numpy loop of ``benchmarks/reference.py`` on the same problem (its
 forward and backward timed apart too, to set against the run's own passes).
 Every figure is the CPU time of this thread (``time.thread_time_ns``, which a loaded machine
-disturbs less than wall time), the best of ``--repeats`` rounds, the parts interleaved.
+disturbs less than wall time): the whole step and the numpy loop the best of ``--repeats``
+rounds of ``--number`` calls, interleaved; a part the median over the calls of the step's
+best round (see :func:`measure`).
 
-Run ``python benchmarks/percall.py [--kinds rnn,lstm] [--size 1,8,10,4] [--repeats 15]``.
+Run ``python benchmarks/percall.py [--kinds rnn,lstm] [--sizes tiny,small] [--repeats 15]``.
 """
 
 from __future__ import annotations
@@ -51,108 +52,154 @@ _spec.loader.exec_module(ref)
 CELLS = {"rnn": ug.nn.RNNCell, "lstm": ug.nn.LSTMCell, "gru": ug.nn.GRUCell}
 
 
+SIZES = {"tiny": (1, 8, 10, 4), "small": (32, 64, 50, 32)}  # (B, H, T, D), as bptt.py
+
+
+class TimedRun(Run):
+    """A run that adds the thread CPU time of its forward and backward passes to ``clock``."""
+
+    clock = [0, 0]
+
+    def forward(self):
+        t = time.thread_time_ns()
+        super().forward()
+        self.clock[0] += time.thread_time_ns() - t
+
+    def backward(self, seeds):
+        t = time.thread_time_ns()
+        super().backward(seeds)
+        self.clock[1] += time.thread_time_ns() - t
+
+
 def parts(kind: str, B: int, H: int, T: int, D: int) -> dict:
-    """Zero-argument functions, one per measured part, on one problem."""
+    """Zero-argument functions: ``step`` (returns the step's parts in ns), the numpy loop and
+    its two passes."""
     cell = CELLS[kind](D, H, seed=0)
     xs = np.random.default_rng(1).normal(size=(T, B, D))
     G = np.random.default_rng(2).normal(size=(T, B, H))
     net = ug.unroll(cell, steps=T)
+    net._run_type = TimedRun  # (the net's runs read the clock around their passes)
     xt, Gt = ug.tensor(xs), ug.tensor(G)
     layers = [cell.state_dict()]
-    out, _ = net(xt)
-    loss = (out * Gt).sum()
-    loss.backward()
-    run = net.last_run
-    seeds = [G, None]
+    clock = TimedRun.clock
+    now = time.thread_time_ns
 
     def step():
+        clock[0] = clock[1] = 0
+        t0 = now()
         cell.zero_grad()
+        t1 = now()
         out, _ = net(xt)
-        (out * Gt).sum().backward()
+        t2 = now()
+        loss = (out * Gt).sum()
+        t3 = now()
+        loss.backward()
+        t4 = now()
+        return (t4 - t0, t1 - t0, t2 - t1, clock[0], t3 - t2, t4 - t3, clock[1])
 
     def numpy_step():
         _ys, _, cache = ref.forward(kind, xs, layers)
         ref.backward(cache, G, need_dxs=False)
 
     np_cache = ref.forward(kind, xs, layers)[2]
-
-    def run_forward():
-        Run(net, run.xs, run.states, None, B, run.keep).forward()
-
-    held = Run(net, run.xs, run.states, None, B, run.keep)
-    held.forward()
-
-    def run_alone():  # a fresh run's forward and backward, with no tensor or eager node
-        r = Run(net, run.xs, run.states, None, B, run.keep)
-        r.forward()
-        r.backward(seeds)
-
-    def backward():  # a fresh graph each time, its forward not counted
-        out, _ = net(xt)
-        loss = (out * Gt).sum()
-        t = time.thread_time_ns()
-        loss.backward()
-        return time.thread_time_ns() - t
-
     return {
+        "step": step,
         "numpy": numpy_step,
         "numpy forward": lambda: ref.forward(kind, xs, layers),
         "numpy backward": lambda: ref.backward(np_cache, G, need_dxs=False),
-        "step": step,
-        "net(xt)": lambda: net(xt),
-        "run forward": run_forward,
-        "loss": lambda: (out * Gt).sum(),
-        "backward()": backward,
-        "run backward": lambda: held.backward(seeds),
-        "run alone": run_alone,
     }
 
 
+_PARTS = ("step", "zero_grad", "net(xt)", "run forward", "loss", "backward()", "run backward")
+
+
 def measure(fns: dict, repeats: int, number: int) -> dict:
-    """Best CPU time per call (µs) of each function, over ``repeats`` interleaved rounds."""
+    """Best CPU time per call (µs) of each function over ``repeats`` interleaved rounds of
+    ``number`` calls; for the step, its parts in its best round (their means over that
+    round's calls, so that they add up to the step)."""
     for f in fns.values():
-        for _ in range(50):
+        for _ in range(max(5, number // 4)):
             f()
     best = {k: float("inf") for k in fns}
     for _ in range(repeats):
         for k, f in fns.items():
-            total = 0
+            if k == "step":
+                sums = [0] * len(_PARTS)
+                for _ in range(number):
+                    for j, v in enumerate(f()):
+                        sums[j] += v
+                if sums[0] / number / 1e3 < best["step"]:
+                    for name, v in zip(_PARTS, sums):
+                        best[name] = v / number / 1e3
+                continue
             t0 = time.thread_time_ns()
             for _ in range(number):
-                inner = f()
-                if type(inner) is int:  # the function timed its own part
-                    total += inner
-            if not total:
-                total = time.thread_time_ns() - t0
-            best[k] = min(best[k], total / number / 1e3)
+                f()
+            best[k] = min(best[k], (time.thread_time_ns() - t0) / number / 1e3)
     return best
+
+
+def report(kind: str, m: dict) -> str:
+    """The lines printed for one cell."""
+    wrapper = m["net(xt)"] - m["run forward"]
+    eager = m["backward()"] - m["run backward"]
+    run = m["run forward"] + m["run backward"]
+    machinery = m["step"] - run
+    return "\n".join([
+        f"{kind.upper()}: step {m['step']:.0f} µs, numpy {m['numpy']:.0f} µs, "
+        f"ratio {m['step'] / m['numpy']:.2f}",
+        f"  numpy loop     {m['numpy']:7.0f}   (forward {m['numpy forward']:.0f}, "
+        f"backward {m['numpy backward']:.0f})",
+        f"  zero_grad      {m['zero_grad']:7.1f}",
+        f"  net(xt)        {m['net(xt)']:7.0f}   (run forward {m['run forward']:.0f}, "
+        f"the call around it {wrapper:.0f})",
+        f"  loss           {m['loss']:7.0f}",
+        f"  backward()     {m['backward()']:7.0f}   (run backward {m['run backward']:.0f}, "
+        f"the eager walk around it {eager:.0f})",
+        f"  the run        {run:7.0f}   (its two passes: {run / m['numpy']:.2f} of the numpy "
+        "loop)",
+        f"  machinery      {machinery:7.0f}   (the rest of the step: "
+        f"{machinery / m['numpy']:.2f} of the numpy loop)",
+    ])
+
+
+def _sizes(spec: str) -> list:
+    """``tiny,small`` (names) or ``1,8,10,4;32,64,50,32`` (shapes) -> [(B, H, T, D), ...]."""
+    items = spec.split(";") if ";" in spec or spec.replace(",", "").isdigit() else \
+        spec.split(",")
+    out = []
+    for item in items:
+        if item in SIZES:
+            out.append(SIZES[item])
+        else:
+            shape = tuple(int(n) for n in item.split(","))
+            if len(shape) != 4:
+                raise SystemExit(f"--sizes: {item!r} is neither a name ({', '.join(SIZES)}) "
+                                 "nor a B,H,T,D shape")
+            out.append(shape)
+    return out
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kinds", default="rnn,lstm", help="cells: rnn,lstm,gru")
-    ap.add_argument("--size", default="1,8,10,4", help="B,H,T,D")
+    ap.add_argument("--sizes", default=None,
+                    help="names (tiny,small) or B,H,T,D shapes separated by ';' "
+                         "(default: tiny)")
+    ap.add_argument("--size", default=None, help="one B,H,T,D shape (as --sizes)")
     ap.add_argument("--repeats", type=int, default=15)
-    ap.add_argument("--number", type=int, default=200, help="calls per round")
+    ap.add_argument("--number", type=int, default=None,
+                    help="calls per round (default: 200 at tiny, fewer for larger sizes)")
     args = ap.parse_args(argv)
-    B, H, T, D = (int(v) for v in args.size.split(","))
-    print(f"# one training step, float64, B={B} H={H} T={T} D={D}: best CPU µs per call "
-          f"over {args.repeats} rounds of {args.number}")
-    for kind in args.kinds.split(","):
-        m = measure(parts(kind, B, H, T, D), args.repeats, args.number)
-        wrapper = m["net(xt)"] - m["run forward"]
-        eager = m["backward()"] - m["run backward"]
-        print(f"\n{kind.upper()}: step {m['step']:.0f} µs, numpy {m['numpy']:.0f} µs, "
-              f"ratio {m['step'] / m['numpy']:.2f}")
-        print(f"  numpy loop     {m['numpy']:6.0f}   (forward {m['numpy forward']:.0f}, "
-              f"backward {m['numpy backward']:.0f})")
-        print(f"  net(xt)        {m['net(xt)']:6.0f}   (run forward {m['run forward']:.0f}, "
-              f"the call around it {wrapper:.0f})")
-        print(f"  loss           {m['loss']:6.0f}")
-        print(f"  backward()     {m['backward()']:6.0f}   (run backward {m['run backward']:.0f}, "
-              f"the eager walk around it {eager:.0f})")
-        print(f"  the run alone  {m['run alone']:6.0f}   (a fresh run's forward and backward "
-              f"in turn: {m['run alone'] / m['numpy']:.2f} of the numpy loop)")
+    sizes = _sizes(args.size or args.sizes or "tiny")
+    for B, H, T, D in sizes:
+        number = args.number or max(5, int(2e5 // (B * H * T + 1000)))
+        print(f"# one training step, float64, B={B} H={H} T={T} D={D}: CPU µs per call, "
+              f"best of {args.repeats} rounds of {number}")
+        for kind in args.kinds.split(","):
+            print()
+            print(report(kind, measure(parts(kind, B, H, T, D), args.repeats, number)))
+        print()
 
 
 if __name__ == "__main__":

@@ -335,3 +335,37 @@ def test_threads_calling_one_net_with_other_batch_sizes_and_dtypes_get_their_own
         _run_threads(*[worker(k) for k in range(4)])
     finally:
         sys.setswitchinterval(switch)
+
+
+def test_gru_nets_called_from_several_threads_with_a_product_loss_get_their_own_results():
+    """The gates' gradients written into one pooled array per call (the tiled projection)
+    and the loss's product handing over its other operand: each thread's are its own."""
+    T, B, H = 16, 64, 32  # the projection's gradient (T, B, 3H) comes from the pool
+    cell = ug.nn.GRUCell(4, H, seed=3)
+    for p in cell.parameters().values():
+        p.requires_grad_(False)  # leaves shared by the threads get no gradient: see docs
+    net = ug.unroll(cell, steps=T)
+    inputs = [np.random.default_rng(k).normal(size=(T, B, 4)) for k in range(4)]
+    weights = [ug.tensor(np.random.default_rng(10 + k).normal(size=(T, B, H)))
+               for k in range(4)]
+
+    def once(k):
+        x = ug.tensor(inputs[k], requires_grad=True)
+        out, _ = net(x)
+        (out * weights[k]).sum().backward()
+        return out.data.copy(), x.grad.copy(), out.grad.copy()
+
+    expected = [once(k) for k in range(4)]
+    got = {k: [] for k in range(4)}
+
+    def worker(k):
+        def run():
+            for _ in range(5):
+                got[k].append(once(k))
+        return run
+
+    _run_threads(*[worker(k) for k in range(4)])
+    for k in range(4):
+        for result in got[k]:
+            for a, b in zip(result, expected[k]):
+                np.testing.assert_array_equal(a, b)

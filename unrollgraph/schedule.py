@@ -26,6 +26,7 @@ import functools
 import math
 import threading
 from collections import Counter
+from ctypes import addressof, c_char
 from sys import getrefcount
 
 import numpy as np
@@ -749,23 +750,38 @@ def _rows_of_one_array(arrays):
     if base is None or type(base) is not np.ndarray or len(arrays) < 2 \
             or base.shape[1:] != first.shape or not base.flags.c_contiguous:
         return None
+    strides = base.strides[1:]  # (a row's: a strided view of the right shape is no row)
+    if first.strides != strides:
+        return None
     size = first.nbytes
     if not size:
         return None
-    start = first.ctypes.data
+    start = _address(first)
     k, rem = divmod(start - base.ctypes.data, size)
     if rem or not 0 <= k <= len(base) - len(arrays):
         return None
     for a in arrays:
-        if a.base is not base or a.shape != first.shape or a.dtype != first.dtype:
+        if a.base is not base or a.shape != first.shape or a.dtype != first.dtype \
+                or a.strides != strides:
             return None
-    # rows of one base, each with the row's shape: consecutive if their addresses are
+    # rows of one base, each with the row's shape and strides: consecutive if their
+    # addresses are
     for n, a in enumerate(arrays):
-        if a.ctypes.data != start + n * size:
+        if _address(a) != start + n * size:
             return None
     out = base[k:k + len(arrays)]
     out.flags.writeable = False
     return out
+
+
+def _address(a) -> int:
+    """The address of the first byte of the C-contiguous array ``a`` (not empty): through
+    the buffer protocol where ``a`` is writeable (a third of the time of ``a.ctypes.data``,
+    which builds the array interface in Python: it adds up over the rows of a long stack),
+    else ``a.ctypes.data``."""
+    if a.flags.writeable:
+        return addressof(c_char.from_buffer(a))
+    return a.ctypes.data
 
 
 def stack_once(arrays, cache, pool=None):
@@ -1134,6 +1150,50 @@ def alone(a, g) -> bool:
             and getrefcount(a) <= 4)  # the container's, the caller's, ours, getrefcount's
 
 
+def _tiling_slices(plan, stacked, grads) -> dict:
+    """``{k: (source, dtype)}`` for the time-batched slices ``k`` whose gradients can be
+    written straight into their source's gradient: the slices (``getitem`` cutting one axis)
+    that no time-batched node reads, that together tile their source (a GRU's three gates of
+    the input projection), that are its only time-batched readers, and whose every step has a
+    gradient of one float type (the type of the source's gradient, as the VJP would make it);
+    an empty dict if there are none."""
+    readers: dict = {}
+    for k, tb in enumerate(plan):
+        for kind, key in tb.refs:
+            if kind == "h":
+                readers.setdefault(key, []).append(k)
+    out = {}
+    for src, ks in readers.items():
+        cuts = []
+        shape = tuple(stacked[src].shape)
+        for k in ks:
+            tb = plan[k]
+            cut = _axis_cut(tb.kw.get("index"), shape) if tb.op == "getitem" else None
+            if cut is None or k in readers:
+                break
+            cuts.append((cut, k))
+        else:
+            cuts.sort()
+            axis = cuts[0][0][0]
+            edge = 0
+            for (ax, start, stop), _k in cuts:
+                if ax != axis or start != edge:
+                    break
+                edge = stop
+            else:
+                if edge != shape[axis]:
+                    continue
+                first = grads[plan[ks[0]].slots[0]]
+                if type(first) is not np.ndarray:
+                    continue
+                dtype = np.result_type(first.dtype, stacked[src].dtype)
+                if all(type(p) is np.ndarray and p.dtype == dtype
+                       for k in ks for p in (grads[s] for s in plan[k].slots)):
+                    for k in ks:
+                        out[k] = (src, dtype)
+    return out
+
+
 def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slots, acc,
                           keep_views=True, stacks=None, pool=None):
     """Backpropagate through the time-batched nodes in one call each (after the step loop).
@@ -1144,9 +1204,23 @@ def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slo
     whose per-step gradients to keep.
     """
     from_batched: dict = {}
+    tiles = _tiling_slices(plan, stacked, grads) if len(plan) > 2 else None
     for k in range(len(plan) - 1, -1, -1):
         tb = plan[k]
         per = [grads[s] for s in tb.slots]
+        if tiles and k in tiles:
+            # a slice of a projection that its slices tile: its per-step gradients are
+            # stacked straight into the slice of the projection's gradient (one array for
+            # all the slices, no zeros, no sum)
+            src, dtype = tiles[k]
+            buf = from_batched.get(src)
+            if buf is None:
+                buf = from_batched[src] = take(pool, tuple(stacked[src].shape), dtype)
+            g = buf[tb.kw["index"]]
+            np.stack(per, out=g)
+            for t, s in enumerate(tb.slots):
+                grads[s] = g[t] if keep_views is True or s in keep_views else None
+            continue
         g = from_batched.pop(k, None)
         if any(p is not None for p in per):
             zero = None

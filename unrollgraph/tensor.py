@@ -1259,6 +1259,8 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
                 gk = per[k]
             elif variadic:
                 gk = vjps[0](g, data, *values, index=k, **attrs)
+            elif op_name == "mul" and (gk := _times_one(g, parents[1 - k], p)) is not None:
+                pass
             else:
                 f = vjps[k]
                 if f is None:
@@ -1293,6 +1295,29 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
                     done.append(p)
         if done is not None:
             _store_leaf_grads(done, grads)
+
+
+def _times_one(g, other: Tensor, p: Tensor):
+    """The gradient a product ``p * other`` sends ``p`` when ``g`` is a one broadcast to
+    ``other``'s shape (what a sum sends back: the loss ``(y * w).sum()``): ``other``'s value
+    itself, number for number, as a read-only view instead of a new array of the same
+    numbers (at a (T, B, H) loss: a multiplication and an array of that size a step);
+    None otherwise, for the VJP to compute.
+
+    Only where nothing edits ``other``'s value in place later: an intermediate value, or a
+    leaf that does not require grad (an optimizer edits only what has a gradient; ``.data =
+    ...`` puts in a new array). Read-only, so that nothing downstream adds into it (the walks
+    add in place only into arrays they allocated)."""
+    if other._requires_grad and not other._parents:
+        return None
+    v = other._data
+    if (type(g) is np.ndarray and type(v) is np.ndarray and g.ndim and g.shape == v.shape
+            and v.shape == p._data.shape and g.dtype == v.dtype and not any(g.strides)
+            and g.size and g[(0,) * g.ndim] == 1):
+        view = v.view()
+        view.flags.writeable = False
+        return view
+    return None
 
 
 def _store_leaf_grads(leaves: list, grads: dict) -> None:
