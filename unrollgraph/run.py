@@ -14,7 +14,6 @@ reference executor: every derived fast path is tested against them (they also ru
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ import numpy as np
 from .compile import (
     _Freed,
     backward_program,
+    filed_rows,
     forward_steps,
     late_frees,
     plain_templates,
@@ -32,6 +32,8 @@ from .errors import CellError, GraphError, ShapeError, UnrollGraphError
 from .graph import Node
 from .ops import defop
 from .schedule import (
+    Filed,
+    GradRows,
     alone,
     chunk_of,
     stack,
@@ -911,7 +913,7 @@ class Run:
         self.generic_backward = generic or steps is None
         if steps is not None and not generic:
             vals = self.values
-            deferred = defaultdict(list)
+            deferred = Filed()
             keep_views = self.keep == "all" or (net._kept_grads if keep_states else frozenset())
             # steps per flush of the shared-weight gradients and the time-batched nodes'
             # backward (0: one, at the end), chosen by the forward pass: a long sequence's
@@ -924,12 +926,20 @@ class Run:
                     fn(vals, grads, owned, deferred, b, *s_in)
                 reference_backward(shared, vals, grads, owned, False, net)
                 return grads
+            # the parts a chunk's steps file go into rows of one array per producer
+            row_keys = filed_rows(net, steps)
+            first = net.steps - len(steps)  # (truncation: the steps before are cut)
+            if row_keys:
+                self._new_rows(deferred, row_keys, t - max(first, (t - 1) // chunk * chunk
+                                                           if chunk else 0))
             for fn, b, s_in in steps:
                 fn(vals, grads, owned, deferred, b, *s_in)
                 t -= 1
                 if chunk and t % chunk == 0:
                     self._flush(deferred, grads, owned, want, keep_views, t, hi)
                     hi = t
+                    if row_keys and t > first:
+                        self._new_rows(deferred, row_keys, t - max(first, t - chunk))
             if not chunk:
                 stacks: dict = {}
                 net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
@@ -945,6 +955,14 @@ class Run:
             reference_backward(bprog, self.values, grads, owned, _FLAGS.anomaly, net,
                                self.first_step)
         return grads
+
+    def _new_rows(self, deferred, keys, n) -> None:
+        """Row buffers of ``n`` steps for the producers ``keys`` (see
+        :class:`~unrollgraph.schedule.GradRows`): the next chunk's."""
+        rows = deferred.rows
+        pool = self.net._pool
+        for k in keys:
+            rows[k] = GradRows(n, pool)
 
     def _flush(self, deferred, grads, owned, want, keep_views, t0, t1) -> None:
         """The shared-weight gradients and the time-batched nodes' backward for the steps

@@ -31,7 +31,7 @@ from sys import getrefcount
 import numpy as np
 
 __all__ = ["StepTemplates", "plan_time_batching", "TimeBatch", "stack", "take", "BufferPool",
-           "time_batched_chunk", "chunk_of"]
+           "time_batched_chunk", "chunk_of", "Filed", "GradRows"]
 
 
 def _ref(slot, base, state_in, block_len):
@@ -434,6 +434,12 @@ class StepTemplates:
             last_reader[min(p[0] for p in pieces)] = off
             names = " = ".join(f"P{off}_{j}" for j in range(len(pieces)))
             lines.append(f"    {names} = None")
+        # producers whose fresh array is filed whole for a flush: they compute it into the
+        # next row of a chunk's buffer (d.rows), so the flush reads the rows as one stack
+        rowed = self._filed_producers(rel, t, want, piece_of, last_reader)
+        if rowed:
+            ns["row"] = _row
+            ns["multiply"] = np.multiply
         for k in range(len(rel) - 1, -1, -1):
             if k in piece_of:
                 # a piece of a tiled gradient: keep it; the last piece assembles them
@@ -447,7 +453,8 @@ class StepTemplates:
                     axis, pieces = self.tiled[off]
                     ns[f"W{off}"] = tuple(stop - start for _k, start, stop in pieces)
                     args = ", ".join(f"P{off}_{j2}" for j2 in range(len(pieces)))
-                    lines.append(f"    g[{_expr(('b', off))}] = tile(({args}), {axis}, W{off})")
+                    into = f", d.rows.get({off})" if off in rowed else ""
+                    lines.append(f"    g[{_expr(('b', off))}] = tile(({args}), {axis}, W{off}{into})")
                 continue
             out, refs, fwd, vjps, _key, kw = rel[k]
             if not want[base + out]:
@@ -495,9 +502,18 @@ class StepTemplates:
                 if expr is None and r[0] == "c" and not self.defer:
                     # a step's part of a shared weight's gradient, added in below
                     expr = self._shared_vjp(op, m, refs, t, base + out)
+                # whether y is a new array that nothing else refers to (then y may take a
+                # gradient that arrived before it in place: y + p is p + y, the same bits)
+                fresh = expr is not None and expr != "x"
                 if expr is not None and (op, m) in _INLINE_VJP_LINES:
                     # the same products, with fewer temporaries (computed in place)
-                    lines.extend("        " + x for x in _INLINE_VJP_LINES[op, m])
+                    vjp_lines = _INLINE_VJP_LINES[op, m]
+                    if r[0] == "b" and r[1] in rowed:
+                        vjp_lines = _ROW_VJP_LINES[op, m]
+                        ns[f"RK{k}"] = r[1]
+                        vjp_lines = [x.replace("{R}", f"RK{k}") for x in vjp_lines]
+                        fresh = False
+                    lines.extend("        " + x for x in vjp_lines)
                 elif expr is not None:
                     # the VJP written out: same numpy calls, no function-call layers
                     a = [f"v[{_expr(r2)}]" for r2 in refs]
@@ -515,6 +531,12 @@ class StepTemplates:
                 lines.append("                g[i] = y")
                 lines.append("            elif o[i] and type(p) is nd:")
                 lines.append("                p += y")
+                if fresh:
+                    lines.append("            elif type(p) is nd and p.shape == y.shape "
+                                 "and p.dtype is y.dtype:")
+                    lines.append("                y += p")
+                    lines.append("                g[i] = y")
+                    lines.append("                o[i] = True")
                 lines.append("            else:")
                 lines.append("                g[i] = p + y")
                 lines.append("                o[i] = True")
@@ -522,7 +544,47 @@ class StepTemplates:
                 lines.append(f"        g[{o_expr}] = None  # used up: keep='needed'")
         if len(lines) == 1:
             lines.append("    pass")
-        return _compile("\n".join(lines), ns, "back")
+        fn = _compile("\n".join(lines), ns, "back")
+        fn.rows = rowed  # the producers that take rows of d.rows (see GradRows)
+        return fn
+
+    def _filed_producers(self, rel, t, want, piece_of, last_reader) -> frozenset:
+        """Block offsets whose gradient, made whole by one statement of step ``t``'s backward
+        function as a new array (a tanh's or sigmoid's VJP, a tiled gradient), is filed for a
+        flush as it is, possibly passed on unchanged through adds first (an RNN's
+        pre-activation gradient, filed for ``W_hh``, ``b_hh`` and the time-batched input
+        projection). The same walk as :meth:`_make_backward`, without emitting code."""
+        if not self.defer:
+            return frozenset()
+        base = self.blocks[t][0]
+        src: dict = {}  # offset -> the producer offset whose array is its whole gradient
+        filed = set()
+        for k in range(len(rel) - 1, -1, -1):
+            if k in piece_of:
+                if k in last_reader:
+                    src[last_reader[k]] = last_reader[k]
+                continue
+            out, refs, fwd, vjps, _key, kw = rel[k]
+            if not want[base + out]:
+                continue
+            op = _OP_OF.get(fwd)
+            for m, r in enumerate(refs):
+                if vjps[m] is None or not want[self._abs(r, t)]:
+                    continue
+                if r[0] == "c" and _deferrable(op, m, refs):
+                    if out in src:
+                        filed.add(src[out])
+                    continue
+                if r[0] != "b" or r[1] not in self.single:
+                    continue
+                if op == "getitem" and _basic_index(kw.get("index", ())):
+                    continue
+                expr = self._inline(op, m, refs, t, base + out)
+                if expr is not None and (op, m) in _INLINE_VJP_LINES:
+                    src[r[1]] = r[1]
+                elif expr == "x" and out in src:
+                    src[r[1]] = src[out]
+        return frozenset(filed)
 
     def _inline(self, op, m, refs, t, out):
         """The VJP of input ``m`` as an expression, when it needs no un-broadcasting (the input
@@ -619,6 +681,72 @@ _INLINE_VJP_LINES = {
                   "if y.dtype is x.dtype:", "    y *= x", "else:", "    y = x * y"),
     ("sigmoid", 0): ("y = x * ans", "y *= 1.0 - ans"),
 }
+
+
+# the same statements computing into the next row of the chunk's buffer for the producer
+# ``{R}`` (see _row; a new array if there is none: the same numbers either way)
+_ROW_VJP_LINES = {
+    ("tanh", 0): ("y = multiply(ans, ans, row(d, {R}, ans, ans))", "subtract(1.0, y, y)",
+                  "if y.dtype is x.dtype:", "    y *= x", "else:", "    y = x * y"),
+    ("sigmoid", 0): ("y = multiply(x, ans, row(d, {R}, x, ans))", "y *= 1.0 - ans"),
+}
+
+
+class Filed(dict):
+    """The per-step parts of shared weights' gradients that a backward pass files for a flush,
+    by ``(entry, input)`` (a missing key reads as a new list), and ``rows``: per producer
+    offset, the :class:`GradRows` its steps compute their parts into."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self):
+        super().__init__()
+        self.rows: dict = {}
+
+    def __missing__(self, key):
+        parts = self[key] = []
+        return parts
+
+
+class GradRows:
+    """The rows of one ``(n, ...)`` array, handed out last first to the steps of a chunk
+    ``t0 .. t0+n-1`` (the backward pass runs them from the last), so that the parts they
+    compute into them are, in time order, consecutive rows: the flush reads them as one
+    stacked array (``stack`` finds them so) instead of copying them.
+
+    The array comes from ``pool`` at the first row asked for, with that row's shape and
+    dtype; a row of another shape or dtype, or past the n-th, is None (the step then makes a
+    new array). A step that skips its row only costs the flush a copy."""
+
+    __slots__ = ("n", "left", "base", "pool")
+
+    def __init__(self, n, pool=None):
+        self.n = self.left = n
+        self.base = None
+        self.pool = pool
+
+    def take(self, shape, dtype):
+        k = self.left - 1
+        if k < 0:
+            return None
+        base = self.base
+        if base is None:
+            base = self.base = take(self.pool, (self.n,) + shape, dtype)
+        elif base.shape[1:] != shape or base.dtype != dtype:
+            return None
+        self.left = k
+        return base[k]
+
+
+def _row(d, off, a, b):
+    """The next row for producer ``off`` of a backward pass's ``d`` (a :class:`Filed`) for
+    the elementwise product of ``a`` and ``b``, or None: when there is no row source, or
+    the operands' shapes or dtypes differ (a broadcast or a promotion: a new array)."""
+    rows = getattr(d, "rows", None)
+    src = rows.get(off) if rows else None
+    if src is None or a.dtype is not b.dtype or a.shape != b.shape or type(a) is not np.ndarray:
+        return None
+    return src.take(a.shape, a.dtype)
 
 
 def _compile(source, ns, name):
@@ -832,9 +960,11 @@ def _axis_cut(index, shape):
     return cut
 
 
-def _tile(pieces, axis, widths):
+def _tile(pieces, axis, widths, rows=None):
     """The gradient of a value cut into ``pieces`` along ``axis``: the pieces' gradients side
-    by side (zeros of width ``widths[j]`` where piece j got none), or None if none got one."""
+    by side (zeros of width ``widths[j]`` where piece j got none), or None if none got one;
+    computed into the next row of ``rows`` (a :class:`GradRows`) when the pieces share one
+    dtype."""
     given = next((p for p in pieces if p is not None), None)
     if given is None:
         return None
@@ -845,6 +975,14 @@ def _tile(pieces, axis, widths):
             if p is None:
                 shape[axis] = widths[j]
                 pieces[j] = np.zeros(shape, dtype=given.dtype)
+    if rows is not None:
+        dtype = given.dtype
+        if all(type(p) is np.ndarray and p.dtype is dtype for p in pieces):
+            shape = list(given.shape)
+            shape[axis] = sum(widths)
+            out = rows.take(tuple(shape), dtype)
+            if out is not None:
+                return np.concatenate(pieces, axis=axis, out=out)
     return np.concatenate(pieces, axis=axis)
 
 
