@@ -111,6 +111,9 @@ def compile_schedule(net) -> None:
     )
     net._tb_unread = [k for k, tb in enumerate(net._time_batch)
                        if all(s in unread for s in tb.slots)]
+    # whether a time-batched slice's gradient is stacked on its own, a chunk at a time (a
+    # GRU's three input gates: three more arrays per step of a chunk, see run._chunk_steps)
+    net._tb_sliced = any(tb.op == "getitem" for tb in net._time_batch)
     # small batches: one call for an op on several slices (an LSTM's three sigmoids)
     # beats three; large ones: contiguous slices beat fewer calls
     net._fuse_size = net._templates.fusable() if net._templates.ok else 0

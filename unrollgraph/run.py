@@ -1267,6 +1267,10 @@ _FLUSH_ALL_BYTES = 1 << 20
 _FLUSH_CHUNK_BYTES = 1 << 22
 _CHUNKS = 32
 _MIN_CHUNK = 4
+# a chunk of a shorter sequence has at least _MIN_ROWS rows (steps times batch) in its
+# products, as long as that is at most a _FEW_CHUNKS-th of the steps
+_MIN_ROWS = 256
+_FEW_CHUNKS = 12
 
 
 # a net of at most this many steps takes the plain path (see _plain_path); measured with
@@ -1304,7 +1308,12 @@ def _chunk_steps(net, batch: int, itemsize: int) -> int:
     A chunk has at least ``_MIN_CHUNK`` steps within that byte budget: a flush has a fixed
     cost (the accumulation of each weight's gradient, the calls), which chunks of one to
     three steps of a short sequence pay many times over (T < 128 only: longer ones have
-    T/32 >= 4 steps a chunk).
+    T/32 >= 4 steps a chunk). For the same reason a chunk of a short sequence has at least
+    ``_MIN_ROWS`` rows (a weight's gradient is then a product over 256 rows or more, not a
+    few dozen), up to a twelfth of the steps: the steps compute their parts straight into
+    one array per chunk, which reuses the input projection's (``GradRows``), so a chunk
+    costs about one state per step in all. A net whose time-batched slices stack gradients
+    of their own (a GRU's input gates) keeps the smaller chunks.
     The chunks depend only on the sizes, so every run of a net, lean or not, computes the
     same numbers in the same order."""
     elems = net.__dict__.get("_state_elems")
@@ -1312,10 +1321,13 @@ def _chunk_steps(net, batch: int, itemsize: int) -> int:
         elems = net._state_elems = sum(math.prod(st.shape[1:])
                                        for st in net.cell.states.values())
     per_step = batch * itemsize * elems
-    if not per_step or per_step * net.steps <= _FLUSH_ALL_BYTES:
+    T = net.steps
+    if not per_step or per_step * T <= _FLUSH_ALL_BYTES:
         return 0
-    return max(1, min(max(-(-net.steps // _CHUNKS), _MIN_CHUNK),
-                      _FLUSH_CHUNK_BYTES // per_step))
+    steps = max(-(-T // _CHUNKS), _MIN_CHUNK)
+    if not net._tb_sliced:
+        steps = max(steps, min(-(-T // _FEW_CHUNKS), -(-_MIN_ROWS // batch)))
+    return max(1, min(steps, _FLUSH_CHUNK_BYTES // per_step))
 
 
 def _acc(grads, owned, s, g) -> None:

@@ -438,8 +438,7 @@ class StepTemplates:
         # next row of a chunk's buffer (d.rows), so the flush reads the rows as one stack
         rowed = self._filed_producers(rel, t, want, piece_of, last_reader)
         if rowed:
-            ns["row"] = _row
-            ns["multiply"] = np.multiply
+            ns.update(row=_row, rows_of=_rows_of, multiply=np.multiply)
         for k in range(len(rel) - 1, -1, -1):
             if k in piece_of:
                 # a piece of a tiled gradient: keep it; the last piece assembles them
@@ -453,8 +452,9 @@ class StepTemplates:
                     axis, pieces = self.tiled[off]
                     ns[f"W{off}"] = tuple(stop - start for _k, start, stop in pieces)
                     args = ", ".join(f"P{off}_{j2}" for j2 in range(len(pieces)))
-                    into = f", d.rows.get({off})" if off in rowed else ""
-                    lines.append(f"    g[{_expr(('b', off))}] = tile(({args}), {axis}, W{off}{into})")
+                    into = f", rows_of(d, {off})" if off in rowed else ""
+                    lines.append(f"    g[{_expr(('b', off))}] = "
+                                 f"tile(({args}), {axis}, W{off}{into})")
                 continue
             out, refs, fwd, vjps, _key, kw = rel[k]
             if not want[base + out]:
@@ -747,6 +747,12 @@ def _row(d, off, a, b):
     if src is None or a.dtype is not b.dtype or a.shape != b.shape or type(a) is not np.ndarray:
         return None
     return src.take(a.shape, a.dtype)
+
+
+def _rows_of(d, off):
+    """The :class:`GradRows` of producer ``off`` in a backward pass's ``d``, or None."""
+    rows = getattr(d, "rows", None)
+    return rows.get(off) if rows else None
 
 
 def _compile(source, ns, name):
@@ -1238,8 +1244,11 @@ def _into_pool(tb, args, pool):
             dtype = np.result_type(a, b)
             if not _POOL_BYTES <= rows.shape[0] * b.shape[1] * dtype.itemsize <= _POOL_MAX_BYTES:
                 return None
-            out = pool.take((rows.shape[0], b.shape[1]), dtype)
-            return np.matmul(rows, b, out=out).reshape(a.shape[:-1] + (b.shape[1],))
+            # (taken in the result's own shape: the array a backward pass's rows of the
+            # same shape take again, see GradRows, once the steps have let go of it)
+            out = pool.take(a.shape[:-1] + (b.shape[1],), dtype)
+            np.matmul(rows, b, out=out.reshape(rows.shape[0], b.shape[1]))
+            return out
     return None
 
 
