@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import threading
 from collections import Counter
 from sys import getrefcount
@@ -471,6 +472,8 @@ class StepTemplates:
             lines.append("    if x is not None:")
             args = ", ".join(f"v[{_expr(r)}]" for r in refs)
             lines.append(f"        ans = v[{o_expr}]")
+            read_ans = len(lines) - 1  # (dropped below if no statement reads ans)
+            entry_start = len(lines)
             for m, r in todo:
                 name = f"V{k}_{m}"
                 vjp = functools.partial(vjps[m], **kw) if kw else vjps[m]
@@ -522,7 +525,10 @@ class StepTemplates:
                     lines.append(f"        y = {name}(x, ans, {args})")
                 if r[0] == "b" and r[1] in self.single:
                     # this VJP is the slot's only gradient: store it, nothing to add to
-                    lines.append(f"        g[{_expr(r)}] = y")
+                    if lines[-1] == "        y = x":  # (passed on unchanged)
+                        lines[-1] = f"        g[{_expr(r)}] = x"
+                    else:
+                        lines.append(f"        g[{_expr(r)}] = y")
                     continue
                 lines.append("        if y is not None:")
                 lines.append(f"            i = {_expr(r)}")
@@ -542,6 +548,8 @@ class StepTemplates:
                 lines.append("                o[i] = True")
             if drop and out not in keep_offs:
                 lines.append(f"        g[{o_expr}] = None  # used up: keep='needed'")
+            if not any(re.search(r"\bans\b", x) for x in lines[entry_start:]):
+                del lines[read_ans]
         if len(lines) == 1:
             lines.append("    pass")
         fn = _compile("\n".join(lines), ns, "back")
