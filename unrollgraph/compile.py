@@ -18,7 +18,7 @@ from .ops import get_op
 from .schedule import BufferPool, StepTemplates, plan_time_batching
 
 __all__ = ["compile_schedule", "forward_steps", "late_frees", "stand_ins", "backward_program",
-           "plain_templates"]
+           "plain_templates", "filed_rows"]
 
 
 def compile_schedule(net) -> None:
@@ -97,6 +97,7 @@ def compile_schedule(net) -> None:
     net._step_lists: dict = {}  # (fuse, lean, donate) -> compiled forward of each step
     net._stand_in_cache: dict = {}
     net._late_cache: dict = {}
+    net._rows_cache: dict = {}
     net._pool = BufferPool()  # (T, B, ...) arrays reused from run to run
     if not net._templates.ok:
         net._time_batch = []
@@ -110,6 +111,9 @@ def compile_schedule(net) -> None:
     )
     net._tb_unread = [k for k, tb in enumerate(net._time_batch)
                        if all(s in unread for s in tb.slots)]
+    # whether a time-batched slice's gradient is stacked on its own, a chunk at a time (a
+    # GRU's three input gates: three more arrays per step of a chunk, see run._chunk_steps)
+    net._tb_sliced = any(tb.op == "getitem" for tb in net._time_batch)
     # small batches: one call for an op on several slices (an LSTM's three sigmoids)
     # beats three; large ones: contiguous slices beat fewer calls
     net._fuse_size = net._templates.fusable() if net._templates.ok else 0
@@ -192,6 +196,19 @@ def late_frees(net, steps, plain: bool = False) -> list:
             for t, (fn, b, _s) in enumerate(steps)
         ]
     return late
+
+
+def filed_rows(net, steps) -> tuple:
+    """The producer offsets of the backward ``steps`` (from :func:`backward_program`) that
+    compute the parts they file for a flush into rows of a chunk's buffer
+    (:class:`~unrollgraph.schedule.GradRows`), in a fixed order."""
+    rows = net._rows_cache.get(id(steps))
+    if rows is None:
+        found: set = set()
+        for fn, _b, _s in steps:
+            found |= fn.rows
+        rows = net._rows_cache[id(steps)] = (tuple(sorted(found)), steps)
+    return rows[0]
 
 
 def stand_ins(net, batch: int, dtype) -> list:

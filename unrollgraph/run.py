@@ -14,7 +14,6 @@ reference executor: every derived fast path is tested against them (they also ru
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -23,6 +22,7 @@ import numpy as np
 from .compile import (
     _Freed,
     backward_program,
+    filed_rows,
     forward_steps,
     late_frees,
     plain_templates,
@@ -32,6 +32,8 @@ from .errors import CellError, DTypeError, GraphError, ShapeError, UnrollGraphEr
 from .graph import Node
 from .ops import defop
 from .schedule import (
+    Filed,
+    GradRows,
     alone,
     chunk_of,
     stack,
@@ -962,7 +964,7 @@ class Run:
         self.generic_backward = generic or steps is None
         if steps is not None and not generic:
             vals = self.values
-            deferred = defaultdict(list)
+            deferred = Filed()
             keep_views = self.keep == "all" or (net._kept_grads if keep_states else frozenset())
             # steps per flush of the shared-weight gradients and the time-batched nodes'
             # backward (0: one, at the end), chosen by the forward pass: a long sequence's
@@ -975,12 +977,20 @@ class Run:
                     fn(vals, grads, owned, deferred, b, *s_in)
                 reference_backward(shared, vals, grads, owned, False, net)
                 return grads
+            # the parts a chunk's steps file go into rows of one array per producer
+            row_keys = filed_rows(net, steps)
+            first = net.steps - len(steps)  # (truncation: the steps before are cut)
+            if row_keys:
+                self._new_rows(deferred, row_keys, t - max(first, (t - 1) // chunk * chunk
+                                                           if chunk else 0))
             for fn, b, s_in in steps:
                 fn(vals, grads, owned, deferred, b, *s_in)
                 t -= 1
                 if chunk and t % chunk == 0:
                     self._flush(deferred, grads, owned, want, keep_views, t, hi)
                     hi = t
+                    if row_keys and t > first:
+                        self._new_rows(deferred, row_keys, t - max(first, t - chunk))
             if not chunk:
                 stacks: dict = {}
                 net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
@@ -996,6 +1006,14 @@ class Run:
             reference_backward(bprog, self.values, grads, owned, _FLAGS.anomaly, net,
                                self.first_step)
         return grads
+
+    def _new_rows(self, deferred, keys, n) -> None:
+        """Row buffers of ``n`` steps for the producers ``keys`` (see
+        :class:`~unrollgraph.schedule.GradRows`): the next chunk's."""
+        rows = deferred.rows
+        pool = self.net._pool
+        for k in keys:
+            rows[k] = GradRows(n, pool)
 
     def _flush(self, deferred, grads, owned, want, keep_views, t0, t1) -> None:
         """The shared-weight gradients and the time-batched nodes' backward for the steps
@@ -1300,6 +1318,10 @@ _FLUSH_ALL_BYTES = 1 << 20
 _FLUSH_CHUNK_BYTES = 1 << 22
 _CHUNKS = 32
 _MIN_CHUNK = 4
+# a chunk of a shorter sequence has at least _MIN_ROWS rows (steps times batch) in its
+# products, as long as that is at most a _FEW_CHUNKS-th of the steps
+_MIN_ROWS = 256
+_FEW_CHUNKS = 12
 
 
 # a net of at most this many steps takes the plain path (see _plain_path); measured with
@@ -1337,7 +1359,12 @@ def _chunk_steps(net, batch: int, itemsize: int) -> int:
     A chunk has at least ``_MIN_CHUNK`` steps within that byte budget: a flush has a fixed
     cost (the accumulation of each weight's gradient, the calls), which chunks of one to
     three steps of a short sequence pay many times over (T < 128 only: longer ones have
-    T/32 >= 4 steps a chunk).
+    T/32 >= 4 steps a chunk). For the same reason a chunk of a short sequence has at least
+    ``_MIN_ROWS`` rows (a weight's gradient is then a product over 256 rows or more, not a
+    few dozen), up to a twelfth of the steps: the steps compute their parts straight into
+    one array per chunk, which reuses the input projection's (``GradRows``), so a chunk
+    costs about one state per step in all. A net whose time-batched slices stack gradients
+    of their own (a GRU's input gates) keeps the smaller chunks.
     The chunks depend only on the sizes, so every run of a net, lean or not, computes the
     same numbers in the same order."""
     elems = net.__dict__.get("_state_elems")
@@ -1345,10 +1372,13 @@ def _chunk_steps(net, batch: int, itemsize: int) -> int:
         elems = net._state_elems = sum(math.prod(st.shape[1:])
                                        for st in net.cell.states.values())
     per_step = batch * itemsize * elems
-    if not per_step or per_step * net.steps <= _FLUSH_ALL_BYTES:
+    T = net.steps
+    if not per_step or per_step * T <= _FLUSH_ALL_BYTES:
         return 0
-    return max(1, min(max(-(-net.steps // _CHUNKS), _MIN_CHUNK),
-                      _FLUSH_CHUNK_BYTES // per_step))
+    steps = max(-(-T // _CHUNKS), _MIN_CHUNK)
+    if not net._tb_sliced:
+        steps = max(steps, min(-(-T // _FEW_CHUNKS), -(-_MIN_ROWS // batch)))
+    return max(1, min(steps, _FLUSH_CHUNK_BYTES // per_step))
 
 
 def _acc(grads, owned, s, g) -> None:

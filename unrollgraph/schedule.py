@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 import threading
 from collections import Counter
 from ctypes import addressof, c_char
@@ -32,7 +33,7 @@ from sys import getrefcount
 import numpy as np
 
 __all__ = ["StepTemplates", "plan_time_batching", "TimeBatch", "stack", "take", "BufferPool",
-           "time_batched_chunk", "chunk_of"]
+           "time_batched_chunk", "chunk_of", "Filed", "GradRows"]
 
 
 def _ref(slot, base, state_in, block_len):
@@ -435,6 +436,11 @@ class StepTemplates:
             last_reader[min(p[0] for p in pieces)] = off
             names = " = ".join(f"P{off}_{j}" for j in range(len(pieces)))
             lines.append(f"    {names} = None")
+        # producers whose fresh array is filed whole for a flush: they compute it into the
+        # next row of a chunk's buffer (d.rows), so the flush reads the rows as one stack
+        rowed = self._filed_producers(rel, t, want, piece_of, last_reader)
+        if rowed:
+            ns.update(row=_row, rows_of=_rows_of, multiply=np.multiply)
         for k in range(len(rel) - 1, -1, -1):
             if k in piece_of:
                 # a piece of a tiled gradient: keep it; the last piece assembles them
@@ -448,7 +454,9 @@ class StepTemplates:
                     axis, pieces = self.tiled[off]
                     ns[f"W{off}"] = tuple(stop - start for _k, start, stop in pieces)
                     args = ", ".join(f"P{off}_{j2}" for j2 in range(len(pieces)))
-                    lines.append(f"    g[{_expr(('b', off))}] = tile(({args}), {axis}, W{off})")
+                    into = f", rows_of(d, {off})" if off in rowed else ""
+                    lines.append(f"    g[{_expr(('b', off))}] = "
+                                 f"tile(({args}), {axis}, W{off}{into})")
                 continue
             out, refs, fwd, vjps, _key, kw = rel[k]
             if not want[base + out]:
@@ -465,6 +473,8 @@ class StepTemplates:
             lines.append("    if x is not None:")
             args = ", ".join(f"v[{_expr(r)}]" for r in refs)
             lines.append(f"        ans = v[{o_expr}]")
+            read_ans = len(lines) - 1  # (dropped below if no statement reads ans)
+            entry_start = len(lines)
             for m, r in todo:
                 name = f"V{k}_{m}"
                 vjp = functools.partial(vjps[m], **kw) if kw else vjps[m]
@@ -496,9 +506,18 @@ class StepTemplates:
                 if expr is None and r[0] == "c" and not self.defer:
                     # a step's part of a shared weight's gradient, added in below
                     expr = self._shared_vjp(op, m, refs, t, base + out)
+                # whether y is a new array that nothing else refers to (then y may take a
+                # gradient that arrived before it in place: y + p is p + y, the same bits)
+                fresh = expr is not None and expr != "x"
                 if expr is not None and (op, m) in _INLINE_VJP_LINES:
                     # the same products, with fewer temporaries (computed in place)
-                    lines.extend("        " + x for x in _INLINE_VJP_LINES[op, m])
+                    vjp_lines = _INLINE_VJP_LINES[op, m]
+                    if r[0] == "b" and r[1] in rowed:
+                        vjp_lines = _ROW_VJP_LINES[op, m]
+                        ns[f"RK{k}"] = r[1]
+                        vjp_lines = [x.replace("{R}", f"RK{k}") for x in vjp_lines]
+                        fresh = False
+                    lines.extend("        " + x for x in vjp_lines)
                 elif expr is not None:
                     # the VJP written out: same numpy calls, no function-call layers
                     a = [f"v[{_expr(r2)}]" for r2 in refs]
@@ -507,7 +526,10 @@ class StepTemplates:
                     lines.append(f"        y = {name}(x, ans, {args})")
                 if r[0] == "b" and r[1] in self.single:
                     # this VJP is the slot's only gradient: store it, nothing to add to
-                    lines.append(f"        g[{_expr(r)}] = y")
+                    if lines[-1] == "        y = x":  # (passed on unchanged)
+                        lines[-1] = f"        g[{_expr(r)}] = x"
+                    else:
+                        lines.append(f"        g[{_expr(r)}] = y")
                     continue
                 lines.append("        if y is not None:")
                 lines.append(f"            i = {_expr(r)}")
@@ -516,14 +538,62 @@ class StepTemplates:
                 lines.append("                g[i] = y")
                 lines.append("            elif o[i] and type(p) is nd:")
                 lines.append("                p += y")
+                if fresh:
+                    lines.append("            elif type(p) is nd and p.shape == y.shape "
+                                 "and p.dtype is y.dtype:")
+                    lines.append("                y += p")
+                    lines.append("                g[i] = y")
+                    lines.append("                o[i] = True")
                 lines.append("            else:")
                 lines.append("                g[i] = p + y")
                 lines.append("                o[i] = True")
             if drop and out not in keep_offs:
                 lines.append(f"        g[{o_expr}] = None  # used up: keep='needed'")
+            if not any(re.search(r"\bans\b", x) for x in lines[entry_start:]):
+                del lines[read_ans]
         if len(lines) == 1:
             lines.append("    pass")
-        return _compile("\n".join(lines), ns, "back")
+        fn = _compile("\n".join(lines), ns, "back")
+        fn.rows = rowed  # the producers that take rows of d.rows (see GradRows)
+        return fn
+
+    def _filed_producers(self, rel, t, want, piece_of, last_reader) -> frozenset:
+        """Block offsets whose gradient, made whole by one statement of step ``t``'s backward
+        function as a new array (a tanh's or sigmoid's VJP, a tiled gradient), is filed for a
+        flush as it is, possibly passed on unchanged through adds first (an RNN's
+        pre-activation gradient, filed for ``W_hh``, ``b_hh`` and the time-batched input
+        projection). The same walk as :meth:`_make_backward`, without emitting code."""
+        if not self.defer:
+            return frozenset()
+        base = self.blocks[t][0]
+        src: dict = {}  # offset -> the producer offset whose array is its whole gradient
+        filed = set()
+        for k in range(len(rel) - 1, -1, -1):
+            if k in piece_of:
+                if k in last_reader:
+                    src[last_reader[k]] = last_reader[k]
+                continue
+            out, refs, fwd, vjps, _key, kw = rel[k]
+            if not want[base + out]:
+                continue
+            op = _OP_OF.get(fwd)
+            for m, r in enumerate(refs):
+                if vjps[m] is None or not want[self._abs(r, t)]:
+                    continue
+                if r[0] == "c" and _deferrable(op, m, refs):
+                    if out in src:
+                        filed.add(src[out])
+                    continue
+                if r[0] != "b" or r[1] not in self.single:
+                    continue
+                if op == "getitem" and _basic_index(kw.get("index", ())):
+                    continue
+                expr = self._inline(op, m, refs, t, base + out)
+                if expr is not None and (op, m) in _INLINE_VJP_LINES:
+                    src[r[1]] = r[1]
+                elif expr == "x" and out in src:
+                    src[r[1]] = src[out]
+        return frozenset(filed)
 
     def _inline(self, op, m, refs, t, out):
         """The VJP of input ``m`` as an expression, when it needs no un-broadcasting (the input
@@ -620,6 +690,78 @@ _INLINE_VJP_LINES = {
                   "if y.dtype is x.dtype:", "    y *= x", "else:", "    y = x * y"),
     ("sigmoid", 0): ("y = x * ans", "y *= 1.0 - ans"),
 }
+
+
+# the same statements computing into the next row of the chunk's buffer for the producer
+# ``{R}`` (see _row; a new array if there is none: the same numbers either way)
+_ROW_VJP_LINES = {
+    ("tanh", 0): ("y = multiply(ans, ans, row(d, {R}, ans, ans))", "subtract(1.0, y, y)",
+                  "if y.dtype is x.dtype:", "    y *= x", "else:", "    y = x * y"),
+    ("sigmoid", 0): ("y = multiply(x, ans, row(d, {R}, x, ans))", "y *= 1.0 - ans"),
+}
+
+
+class Filed(dict):
+    """The per-step parts of shared weights' gradients that a backward pass files for a flush,
+    by ``(entry, input)`` (a missing key reads as a new list), and ``rows``: per producer
+    offset, the :class:`GradRows` its steps compute their parts into."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self):
+        super().__init__()
+        self.rows: dict = {}
+
+    def __missing__(self, key):
+        parts = self[key] = []
+        return parts
+
+
+class GradRows:
+    """The rows of one ``(n, ...)`` array, handed out last first to the steps of a chunk
+    ``t0 .. t0+n-1`` (the backward pass runs them from the last), so that the parts they
+    compute into them are, in time order, consecutive rows: the flush reads them as one
+    stacked array (``stack`` finds them so) instead of copying them.
+
+    The array comes from ``pool`` at the first row asked for, with that row's shape and
+    dtype; a row of another shape or dtype, or past the n-th, is None (the step then makes a
+    new array). A step that skips its row only costs the flush a copy."""
+
+    __slots__ = ("n", "left", "base", "pool")
+
+    def __init__(self, n, pool=None):
+        self.n = self.left = n
+        self.base = None
+        self.pool = pool
+
+    def take(self, shape, dtype):
+        k = self.left - 1
+        if k < 0:
+            return None
+        base = self.base
+        if base is None:
+            base = self.base = take(self.pool, (self.n,) + shape, dtype)
+        elif base.shape[1:] != shape or base.dtype != dtype:
+            return None
+        self.left = k
+        return base[k]
+
+
+def _row(d, off, a, b):
+    """The next row for producer ``off`` of a backward pass's ``d`` (a :class:`Filed`) for
+    the elementwise product of ``a`` and ``b``, or None: when there is no row source, or
+    the operands' shapes or dtypes differ (a broadcast or a promotion: a new array)."""
+    rows = getattr(d, "rows", None)
+    src = rows.get(off) if rows else None
+    if src is None or a.dtype is not b.dtype or a.shape != b.shape or type(a) is not np.ndarray:
+        return None
+    return src.take(a.shape, a.dtype)
+
+
+def _rows_of(d, off):
+    """The :class:`GradRows` of producer ``off`` in a backward pass's ``d``, or None."""
+    rows = getattr(d, "rows", None)
+    return rows.get(off) if rows else None
 
 
 def _compile(source, ns, name):
@@ -848,9 +990,11 @@ def _axis_cut(index, shape):
     return cut
 
 
-def _tile(pieces, axis, widths):
+def _tile(pieces, axis, widths, rows=None):
     """The gradient of a value cut into ``pieces`` along ``axis``: the pieces' gradients side
-    by side (zeros of width ``widths[j]`` where piece j got none), or None if none got one."""
+    by side (zeros of width ``widths[j]`` where piece j got none), or None if none got one;
+    computed into the next row of ``rows`` (a :class:`GradRows`) when the pieces share one
+    dtype."""
     given = next((p for p in pieces if p is not None), None)
     if given is None:
         return None
@@ -861,6 +1005,14 @@ def _tile(pieces, axis, widths):
             if p is None:
                 shape[axis] = widths[j]
                 pieces[j] = np.zeros(shape, dtype=given.dtype)
+    if rows is not None:
+        dtype = given.dtype
+        if all(type(p) is np.ndarray and p.dtype is dtype for p in pieces):
+            shape = list(given.shape)
+            shape[axis] = sum(widths)
+            out = rows.take(tuple(shape), dtype)
+            if out is not None:
+                return np.concatenate(pieces, axis=axis, out=out)
     return np.concatenate(pieces, axis=axis)
 
 
@@ -1116,8 +1268,11 @@ def _into_pool(tb, args, pool):
             dtype = np.result_type(a, b)
             if not _POOL_BYTES <= rows.shape[0] * b.shape[1] * dtype.itemsize <= _POOL_MAX_BYTES:
                 return None
-            out = pool.take((rows.shape[0], b.shape[1]), dtype)
-            return np.matmul(rows, b, out=out).reshape(a.shape[:-1] + (b.shape[1],))
+            # (taken in the result's own shape: the array a backward pass's rows of the
+            # same shape take again, see GradRows, once the steps have let go of it)
+            out = pool.take(a.shape[:-1] + (b.shape[1],), dtype)
+            np.matmul(rows, b, out=out.reshape(rows.shape[0], b.shape[1]))
+            return out
     return None
 
 

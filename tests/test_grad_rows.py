@@ -1,0 +1,145 @@
+"""Chunks of steps whose filed gradient parts are computed into rows of one array.
+
+A long run flushes the shared weights' gradients a chunk of steps at a time; the step that
+makes the part a flush reads (an RNN's pre-activation gradient, an LSTM's gate gradients)
+computes it straight into the next row of one buffer per chunk (``schedule.GradRows``), so
+the flush reads the chunk's rows as one stack, without a copy. Every combination of chunk
+size, truncation, lengths, dtype and ``keep`` must give what the generic node-by-node walk
+gives (the reference executor), to rounding.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import unrollgraph as ug
+from unrollgraph.schedule import BufferPool, GradRows, stack
+
+diff = importlib.import_module("test_differential")
+run_module = importlib.import_module("unrollgraph.run")
+
+CELLS = {"rnn": ug.nn.RNNCell, "lstm": ug.nn.LSTMCell, "gru": ug.nn.GRUCell}
+
+
+def _step(net, cell, xs, seeds, lengths):
+    """Outputs, parameter and input gradients of one call with ``loss = sum(out * seeds)``."""
+    cell.zero_grad()
+    xt = ug.tensor(xs, requires_grad=True)
+    out, _ = net(xt, lengths=lengths)
+    (out * ug.tensor(seeds)).sum().backward()
+    got = {k: p.grad for k, p in cell.parameters().items()}
+    got["xs"] = xt.grad
+    got["out"] = out.data
+    return got, net.last_run
+
+
+@settings(max_examples=30, deadline=None)
+@given(kind=st.sampled_from(sorted(CELLS)), data=st.data())
+def test_chunked_rows_agree_with_the_reference_walk(kind, data):
+    T = data.draw(st.integers(2, 13), label="T")
+    B = data.draw(st.integers(1, 3), label="B")
+    chunk = data.draw(st.integers(1, T), label="chunk")
+    keep = data.draw(st.sampled_from(["needed", "all"]), label="keep")
+    dtype = data.draw(st.sampled_from([np.float64, np.float32]), label="dtype")
+    truncate = data.draw(st.none() | st.integers(1, T), label="truncate")
+    masked = data.draw(st.booleans(), label="masked")
+    lengths = (np.array(data.draw(st.lists(st.integers(0, T), min_size=B, max_size=B),
+                                  label="lengths")) if masked else None)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
+    cell = CELLS[kind](3, 4, seed=1, dtype=dtype)
+    xs = rng.uniform(-1, 1, (T, B, 3)).astype(dtype)
+    seeds = rng.standard_normal((T, B, 4)).astype(dtype)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_module, "_chunk_steps", lambda net, batch, itemsize: chunk)
+        mp.setattr(run_module, "_PLAIN_STEPS", 0)
+        net = ug.unroll(cell, steps=T, truncate=truncate, keep=keep, masked=masked)
+        got, run = _step(net, cell, xs, seeds, lengths)
+        assert run.flush_chunk == chunk and not run.generic_backward
+        with ug.detect_anomaly():  # the generic node-by-node walk
+            want, ref = _step(net, cell, xs, seeds, lengths)
+        assert ref.generic_backward
+    rtol, atol = (1e-12, 1e-13) if dtype is np.float64 else (2e-5, 2e-6)
+    for k, w in want.items():
+        g = got[k]
+        if w is None:
+            assert g is None or not np.any(g), k
+            continue
+        assert g.dtype == w.dtype == dtype, k
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=k)
+
+
+@settings(max_examples=15, deadline=None)
+@given(spec=diff.cells(mixing=False), data=st.data())
+def test_random_cells_in_chunks_of_several_steps_agree(spec, data):
+    """The random cells of test_differential, in chunks of 2 to T steps (that test takes
+    chunks of one step, or none)."""
+    T = data.draw(st.integers(2, 9), label="T")
+    chunk = data.draw(st.integers(2, T), label="chunk")
+    B = data.draw(st.integers(1, 3), label="B")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    truncate = data.draw(st.none() | st.integers(1, T), label="truncate")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_module, "_chunk_steps", lambda *a: chunk)
+        diff.differential(spec, T, B, seed, truncate, None, mp)
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_the_filed_parts_are_computed_into_rows(kind):
+    """An RNN's tanh VJP and an LSTM's tiled gate gradient take rows, and the flush reads
+    the rows of a chunk as one array (a view of the buffer, not a copy)."""
+    cell = CELLS[kind](3, 4, seed=0)
+    net = ug.unroll(cell, steps=8)
+    xs = np.random.default_rng(0).normal(size=(8, 2, 3))
+    out, _ = net(xs)
+    out.sum().backward()
+    steps = [b for key, b in net._bprogs.items() if b[2] is not None][0][2]
+    assert all(fn.rows for fn, _b, _s in steps)
+    assert "row(d" in steps[3][0].__source__ or "rows_of(d" in steps[3][0].__source__
+    seen = []
+    flush = net._templates.flush
+
+    def spy(d, *args, **kw):
+        for parts in d.values():
+            if parts:
+                seen.append(stack([p[0] for p in reversed(parts)]))
+        return flush(d, *args, **kw)
+
+    net._templates.flush = spy
+    try:
+        out, _ = net(xs)
+        out.sum().backward()
+    finally:
+        del net._templates.flush
+    assert seen and all(s.base is not None and not s.flags.writeable for s in seen)
+
+
+def test_grad_rows_hand_out_rows_last_first_and_refuse_other_shapes():
+    rows = GradRows(3, BufferPool())
+    a = rows.take((2, 4), np.float64)
+    assert rows.take((2, 5), np.float64) is None  # another shape: a new array instead
+    assert rows.take((2, 4), np.float32) is None
+    b = rows.take((2, 4), np.float64)
+    c = rows.take((2, 4), np.float64)
+    assert rows.take((2, 4), np.float64) is None  # all three handed out
+    for k, r in enumerate((c, b, a)):
+        r[...] = k
+    s = stack([c, b, a])
+    assert np.shares_memory(s, a) and s.tolist() == [[[0.0] * 4] * 2, [[1.0] * 4] * 2,
+                                                     [[2.0] * 4] * 2]
+
+
+def test_chunks_have_enough_rows_within_a_twelfth_of_the_steps():
+    def chunk(kind, B, H, T, D):
+        net = ug.unroll(CELLS[kind](D, H, seed=0), steps=T)
+        return run_module._chunk_steps(net, B, 8)
+
+    assert chunk("rnn", 32, 256, 100, 128) == 8  # 256 rows: the benchmark's medium size
+    assert chunk("rnn", 16, 128, 100, 64) == 9  # at most T/12 steps (memory)
+    assert chunk("rnn", 16, 128, 1000, 64) == 32  # T/32
+    assert chunk("lstm", 32, 256, 100, 128) == 8
+    assert chunk("gru", 16, 128, 100, 64) == 4  # its slices stack their own gradients
