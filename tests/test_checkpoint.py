@@ -133,19 +133,27 @@ def test_a_checkpointed_run_keeps_outputs_and_every_kth_state_only():
     cell, net, out = _lstm_run()
     (out * out).sum().backward()
     run = net.last_run
-    kept = {s for s, v in enumerate(run.values) if v is not None}
+    # the slots it holds, and nothing per step beyond them (no list over all T steps' slots)
+    kept = {s for s, v in run.values.items() if v is not None}
     want = set(net._param_slots.values()) | set(net._init_slots.values())
-    want |= {s for slots in net._output_slots.values() for s in slots}
     for slots in net._state_slots.values():
         want |= {slots[t] for t in (2, 5, 8, 9)}  # entering steps 3, 6, 9; and the final state
-    assert kept == want
+    assert kept == want and len(run.values.items()) == len(want)
+    assert all(run.values[s] is None for s in range(len(net.nodes)) if s not in want)
+    with pytest.raises(IndexError, match="not a slot of this net"):
+        run.values[len(net.nodes)]
+    # the outputs are the array the call returned: each step's value is its row, read on
+    # request; the kept h is such a row too (not a copy)
+    for t, node in enumerate(next(iter(net.output_nodes.values()))):
+        v = run.value(node)
+        assert np.shares_memory(v, out.data) and np.array_equal(v, out.data[t])
+    assert np.shares_memory(run.values[net._state_slots["h"][5]], out.data)
+    assert not np.shares_memory(run.values[net._state_slots["c"][5]], out.data)
     # and its gradients: those of the leaves (parameters, the inputs' steps, initial states)
-    # and of the kept states (known at the segment boundaries during the backward pass)
-    grads = {s for s, g in enumerate(run.grads) if g is not None}
-    states = {slots[t] for slots in net._state_slots.values() for t in (2, 5, 8, 9)}
-    assert grads <= set(net._param_slots.values()) | states | {
+    grads = {s for s, g in run.grads.items() if g is not None}
+    assert grads <= set(net._param_slots.values()) | {
         s for slots in net._input_slots.values() for s in slots}
-    assert set(net._param_slots.values()) | states <= grads
+    assert set(net._param_slots.values()) <= grads
 
 
 def test_checkpoint_sqrt_and_k_at_least_t():
@@ -472,11 +480,11 @@ def test_a_segments_first_step_names_the_state_the_step_before_handed_on(
 
 @pytest.mark.parametrize("make", [ug.nn.RNNCell, ug.nn.LSTMCell])
 @pytest.mark.parametrize("T,k", [(10, 3), (9, 3), (7, 2)])
-def test_the_kept_states_gradients_answer_after_an_optimizer_step(make, T, k):
-    """The gradient entering each segment boundary is known during the backward pass: a
-    checkpointed run keeps it (and the final state's), so Run.grad of a kept state answers
-    without a recomputation, after an optimizer step too, with what full BPTT gives;
-    state_grads() (every step) needs the recomputation and says so."""
+def test_the_kept_states_gradients_are_recomputed_as_full_bptt_gives_them(make, T, k):
+    """A checkpointed run keeps the kept states' values, not their gradients (T/k more
+    states' worth, beyond what the backward pass needs): Run.grad of a kept state
+    recomputes, gives what full BPTT gives, and after an optimizer step refuses, naming
+    the accessor; as does state_grads() (every step)."""
     xs = np.random.default_rng(1).normal(size=(T, 2, 2))
     want_net = ug.unroll(make(2, 3, seed=0), T)
     out, st = want_net(xs)
@@ -489,13 +497,17 @@ def test_the_kept_states_gradients_answer_after_an_optimizer_step(make, T, k):
     finals = st if isinstance(st, tuple) else (st,)
     (out.sum() + sum((f * f).sum() for f in finals)).backward()
     run = net.last_run
-    ug.optim.SGD(cell.parameters(), lr=0.1).step()
     want = want if isinstance(want, dict) else {cell.states[0] if isinstance(
         cell.states, list) else next(iter(cell.states)): want}
     for name, g in want.items():
         for t in sorted(ug.checkpoint.kept_steps(net)):
             tight(run.grad(net.state_nodes[name][t]), g[t], f"{name}@{t}")
-    assert run._full is None  # no recomputation
+    assert run._full is not None  # recomputed
+    run.release()
+    ug.optim.SGD(cell.parameters(), lr=0.1).step()
+    name, t = next(iter(want)), sorted(ug.checkpoint.kept_steps(net))[0]
+    with pytest.raises(ug.UnrollGraphError, match=r"^Run\.grad\(\): the parameter "):
+        run.grad(net.state_nodes[name][t])
     with pytest.raises(ug.UnrollGraphError) as err:
         run.state_grads()
     msg = str(err.value)

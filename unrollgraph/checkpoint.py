@@ -97,6 +97,19 @@ def _seeds_skip_the_cut(net) -> bool:
     return any(net.nodes[s].is_leaf or net.nodes[s].step is None for ss in slots for s in ss)
 
 
+def _held_states(net) -> dict:
+    """Per state, the index of the output that is the state itself at every step (an RNN's
+    and an LSTM's h), else None: a run keeps such a state as a row of that output."""
+    held = net.__dict__.get("_held_states")
+    if held is None:
+        held = {}
+        outs = list(net._output_slots.values())
+        for k, slots in net._state_slots.items():
+            held[k] = next((n for n, o in enumerate(outs) if o == slots), None)
+        net._held_states = held
+    return held
+
+
 def _segment_net(net, key):
     """The unrolled net of one segment (built once per length and truncation)."""
     nets = net._segment_nets
@@ -108,14 +121,82 @@ def _segment_net(net, key):
         if truncate == 0:  # every step cut: only gradients placed on leaves get through
             seg.truncate = 0
         seg._whole = net  # its errors name its nodes as the whole net's printout does
+        # no buffer pool: a pool keeps a segment's (k, B, ...) arrays between the segments
+        # and passes, where freed arrays go back to the allocator, which hands them out
+        # again (the input projection's to the backward's stacked gradients)
+        seg._pool = None
         seg = nets.setdefault(key, seg)
     return seg
+
+
+# steps per chunk of a segment's backward (the shared weights' gradients and the time-batched
+# nodes' backward, and the time-batched forward, a chunk at a time, see run._chunk_steps): the
+# per-step parts held until a chunk is flushed and their stack are 2 / SEGMENT_CHUNKS of a
+# segment's activations (measured: the time is the same from 2 to 8 chunks per segment)
+SEGMENT_CHUNKS = 4
+
+
+def _segment_chunk(length: int) -> int:
+    """Steps per chunk of a segment of ``length`` steps (0: the segment at once)."""
+    chunk = -(-length // SEGMENT_CHUNKS)
+    return 0 if chunk >= length else max(chunk, 2)
 
 
 def _own(v):
     """``v``, or a copy of it if it is a view of a larger array (the same bits)."""
     return v.copy() if type(v) is np.ndarray and v.base is not None and \
         v.base.nbytes > v.nbytes else v
+
+
+class _Kept:
+    """A run's values (or gradients) by slot, holding only the few slots a checkpointed
+    run keeps: ``kept[s]`` is None (``default``) for every other slot of the net. It reads
+    like a plain run's list (indexing, ``len``, iteration over all slots), which would hold
+    one entry per node of all T steps: a checkpointed run's memory must not grow that way.
+
+    Examples
+    --------
+    >>> kept = _Kept(4)
+    >>> kept[2] = "a"
+    >>> len(kept), list(kept), kept[3], list(kept.items())
+    (4, [None, None, 'a', None], None, [(2, 'a')])
+    """
+
+    __slots__ = ("n", "default", "_held")
+
+    def __init__(self, n: int, default=None):
+        self.n, self.default, self._held = n, default, {}
+
+    def _check(self, s) -> None:
+        if type(s) is not int or not 0 <= s < self.n:
+            raise IndexError(f"slot {s!r} is not a slot of this net (0 to {self.n - 1})")
+
+    def __getitem__(self, s):
+        v = self._held.get(s, self)
+        if v is self:
+            self._check(s)
+            return self.default
+        return v
+
+    def __setitem__(self, s, v) -> None:
+        if s not in self._held:
+            self._check(s)
+        self._held[s] = v
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        held, default = self._held, self.default
+        return (held.get(s, default) for s in range(self.n))
+
+    def items(self):
+        """``(slot, value)`` of the slots held."""
+        return self._held.items()
+
+    def dense(self) -> list:
+        """The plain run's form: a list with one entry per slot."""
+        return list(self)
 
 
 def _leaf(arr, requires_grad: bool) -> Tensor:
@@ -130,10 +211,14 @@ class CheckpointedRun(Run):
 
     def __init__(self, net, xs: dict, states: dict, lengths, batch: int, keep: str = "needed"):
         super().__init__(net, xs, states, lengths, batch, keep)
+        # the slots it keeps: parameters, initial and kept states (the outputs are the
+        # (T, B, ...) arrays the call returns, their steps read as rows on request)
+        self.values = _Kept(len(net.nodes))
         self.segments = _segments(net)
         self._cut_matters = net.truncate is not None and _seeds_skip_the_cut(net)
         self._paths: list = [None] * len(self.segments)  # per segment: how it ran
         self._outputs: list | None = None  # the (T, B, ...) outputs, until call() takes them
+        self._outs: list = []  # the same arrays, kept (the run reads their rows)
 
     # -- the segments ------------------------------------------------------------------------
     def _segment_run(self, i: int, states: dict, keep: str) -> Run:
@@ -151,6 +236,8 @@ class CheckpointedRun(Run):
         if path is not None:  # a recomputation takes the path the run took: the same bits
             (run.generic_forward, run.generic_backward, run.flush_chunk,
              run.plain) = path
+        else:
+            run.flush_chunk = _segment_chunk(b - a)
         return run
 
     def _entering(self, i: int, grad: dict | None) -> dict:
@@ -196,10 +283,7 @@ class CheckpointedRun(Run):
         a, b, _key = self.segments[i]
         n_out = len(self.net._output_slots)
         seeds = [None if g is None else g[a:b] for g in seeds[:n_out]] + carry
-        # as Run.backward, keeping the gradients of the segment's states (a lean pass drops
-        # them): the one the segment hands on is the kept state's gradient that Run.grad reads
-        run.seeds, run._full, run._state_grads = seeds, None, None
-        run.grads = run._backward_pass(seeds, keep_states=True)
+        run.backward(seeds)
         return [run.grads[s] for s in run.net._init_slots.values()]
 
     def _needs_backward(self, i: int) -> bool:
@@ -216,28 +300,30 @@ class CheckpointedRun(Run):
             vals[net._param_slots[k]] = p.data
         states = self.states
         outs: list = []
+        held = _held_states(net)
         for i, (a, b, _key) in enumerate(self.segments):
             run = self._segment_run(i, states, "needed")
             run.forward()
             seg = run.net
-            if i == 0:
+            if i == 0:  # (a copy if the segment's steps hold it in a row of their array)
                 for k, s in net._init_slots.items():
-                    vals[s] = run.values[seg._init_slots[k]]
-            for n, (k, slots) in enumerate(net._output_slots.items()):
-                per = [run.values[s] for s in seg._output_slots[k]]
-                if i == 0:  # written straight into the arrays the call returns
-                    shape = (net.steps,) + per[0].shape
-                    outs.append(np.empty(shape, np.result_type(per[0], per[-1])))
-                for j, v in enumerate(per):
-                    outs[n][a + j] = v
-                    vals[slots[a + j]] = outs[n][a + j]
-            # the state handed on, kept (a copy if it is a view: a lean step may compute a
+                    vals[s] = _own(run.values[seg._init_slots[k]])
+            # the segment's outputs, copied at once into the arrays the call returns
+            for n, part in enumerate(run.stacked_outputs()):
+                if i == 0:
+                    outs.append(np.empty((net.steps,) + part.shape[1:], part.dtype))
+                outs[n][a:b] = part
+            # the state handed on, kept: a row of an output that is this state (no copy),
+            # else the segment's value (a copy if it is a view: a lean step may compute a
             # state in place in an array of the whole segment, which must not stay alive)
-            states = {k: _own(run.values[seg._state_slots[k][-1]]) for k in net._state_slots}
+            states = {k: outs[held[k]][b - 1] if held[k] is not None
+                      else _own(run.values[seg._state_slots[k][-1]]) for k in net._state_slots}
             for k, v in states.items():
                 vals[net._state_slots[k][b - 1]] = v
             self._record(i, run)
+            del run
         self._outputs = outs
+        self._outs = outs
         self.lean_steps = True  # (nothing for call() to free)
 
     def stacked_outputs(self) -> list:
@@ -251,8 +337,8 @@ class CheckpointedRun(Run):
         net = self.net
         self.seeds = seeds
         self._full = None
-        grads: list = [None] * len(net.nodes)
-        owned = [False] * len(net.nodes)
+        grads = _Kept(len(net.nodes))
+        owned = _Kept(len(net.nodes), False)
         n_out = len(net._output_slots)
         carry = list(seeds[n_out:])  # the final states' gradients
         wants = self._wants(True)
@@ -270,16 +356,13 @@ class CheckpointedRun(Run):
                     _acc(grads, owned, net._param_slots[k], g)
             for k, slots in seg._input_slots.items():
                 for j, s in enumerate(slots):
-                    grads[net._input_slots[k][a + j]] = run.grads[s]
+                    g = run.grads[s]
+                    if g is not None:
+                        grads[net._input_slots[k][a + j]] = g
             if i == 0:
                 for k, s in seg._init_slots.items():
-                    grads[net._init_slots[k]] = run.grads[s]
-            for k, slots in seg._state_slots.items():
-                # the gradient of the state the segment hands on (a kept state): known here,
-                # kept for Run.grad at no cost
-                g = run.grads[slots[-1]]
-                if type(g) is np.ndarray:
-                    grads[net._state_slots[k][b - 1]] = _own(g)
+                    if run.grads[s] is not None:
+                        grads[net._init_slots[k]] = run.grads[s]
             self._record(i, run)
             del run
         self.grads = grads
@@ -351,15 +434,38 @@ class CheckpointedRun(Run):
                 grads[shared + a * per:a * per + len(seg.nodes)] = run.grads[shared:]
             full.seeds = self.seeds
             full.grads = grads
-        self._check_kept(full.values, self.values, "value")
+        self._check_kept(full.values, self.values.dense(), "value")
+        for n, slots in enumerate(net._output_slots.values()):  # the rows of the outputs
+            self._check_kept(full.values, dict(zip(slots, self._outs[n])), "value")
         if full.grads is not None:
-            self._check_kept(full.grads, self.grads, "gradient")
+            self._check_kept(full.grads, self.grads.dense(), "gradient")
         self._full = full
         return full
+
+    def _check_kept(self, again: list, kept, what: str) -> None:
+        if isinstance(kept, dict):  # slot -> value, for the slots named
+            slots = list(kept)
+            super()._check_kept([again[s] for s in slots], list(kept.values()), what)
+        else:
+            super()._check_kept(again, kept, what)
+
+    def _output_row(self, s: int):
+        """The value of slot ``s`` if it is an output's at some step: that row of the
+        (T, B, ...) array the call returned; else None."""
+        node = self.net.nodes[s]
+        t = node.step
+        if t is None or not self._outs:
+            return None
+        for n, slots in enumerate(self.net._output_slots.values()):
+            if slots[t] == s:
+                return self._outs[n][t]
+        return None
 
     def value(self, node):
         s = self._slot_of(node, "value")
         v = self.values[s]
+        if v is None:
+            v = self._output_row(s)
         if v is None or self.net.nodes[s].step is None:
             # recomputed, or a shared leaf (a parameter's live array): refuse if it changed
             self._check_unchanged("value")
