@@ -21,11 +21,11 @@ import math
 
 import numpy as np
 
-from .compile import backward_program
+from .compile import _Freed, backward_program, stand_ins
 from .errors import CellError
 from .graph import Node
 from .run import Run, _acc
-from .tensor import Tensor, _dtype_name
+from .tensor import _FLAGS, _MODE, Tensor, _dtype_name
 
 __all__ = ["CheckpointedRun", "resolve_checkpoint", "kept_steps"]
 
@@ -108,6 +108,26 @@ def _held_states(net) -> dict:
             held[k] = next((n for n, o in enumerate(outs) if o == slots), None)
         net._held_states = held
     return held
+
+
+def _reads_kept_only(seg) -> bool:
+    """Whether the lean backward pass of segment net ``seg`` reads, of the values its steps
+    compute, only its outputs (beside its inputs, the state entering it and the shared
+    part): every other value a step computes is one no VJP reads (an Elman RNN: the
+    backward pass reads tanh's output, the hidden state, and the inputs). A checkpointed
+    run keeps those outputs (the call returns them), so it need not recompute such a
+    segment for its backward pass (:meth:`CheckpointedRun._place`)."""
+    ok = seg.__dict__.get("_reads_kept_only")
+    if ok is None:
+        unread = set(seg._unread)
+        kept = {s for slots in seg._output_slots.values() for s in slots}
+        kept |= {s for slots in seg._input_slots.values() for s in slots}
+        ok = (seg._templates.ok and not seg.masked and not seg._mask_slots
+              and len(seg._tb_unread) == len(seg._time_batch)
+              and all(n.step is None or s in unread or s in kept
+                      for s, n in enumerate(seg.nodes)))
+        seg._reads_kept_only = ok
+    return ok
 
 
 def _segment_net(net, key):
@@ -203,6 +223,24 @@ def _leaf(arr, requires_grad: bool) -> Tensor:
     return Tensor(arr, Node("leaf", shape=arr.shape, dtype=_dtype_name(arr)), (), requires_grad)
 
 
+class _SegmentRun(Run):
+    """The run of one segment. Its backward pass adds the parameters' gradients into the
+    sums of the later segments (``params_in``: (slot, array) pairs, arrays the checkpointed
+    run owns), in place, chunk by chunk, as a plain run adds its chunks: no second array
+    per parameter for the segment's own part."""
+
+    params_in: list = []
+
+    def _seeded(self, want, seeds=None) -> tuple:
+        grads, owned = super()._seeded(want, seeds)
+        for s, g in self.params_in:
+            if grads[s] is not None:  # a seed on the parameter itself (an output that is one)
+                g += grads[s]
+            grads[s] = g
+            owned[s] = True
+        return grads, owned
+
+
 class CheckpointedRun(Run):
     """One call of a net unrolled with ``checkpoint=k``: its outputs, the state entering
     each segment and, after backward, the gradients of its leaves (parameters, inputs,
@@ -219,13 +257,14 @@ class CheckpointedRun(Run):
         self._paths: list = [None] * len(self.segments)  # per segment: how it ran
         self._outputs: list | None = None  # the (T, B, ...) outputs, until call() takes them
         self._outs: list = []  # the same arrays, kept (the run reads their rows)
+        self._stacked: dict = {}  # segment -> its time-batched values' stand-ins
 
     # -- the segments ------------------------------------------------------------------------
     def _segment_run(self, i: int, states: dict, keep: str) -> Run:
         a, b, key = self.segments[i]
         seg = _segment_net(self.net, key)
         xs = {k: _leaf(v[a:b], self.xs[k].requires_grad) for k, v in self.xs_data.items()}
-        run = Run(seg, xs, states, None, self.batch, keep)
+        run = _SegmentRun(seg, xs, states, None, self.batch, keep)
         run.first_step = a  # its errors name the steps of the whole run
         if self.lengths is not None:
             # the sequences' lengths within the segment; the inputs stay as this run padded
@@ -273,18 +312,73 @@ class CheckpointedRun(Run):
     def _record(self, i: int, run: Run) -> None:
         self._paths[i] = (run.generic_forward, run.generic_backward, run.flush_chunk,
                           run.plain)
+        if run.stacked and i not in self._stacked:  # (the time-batched values' shapes)
+            self._stacked[i] = {k: _Freed(v.shape, v.dtype) for k, v in run.stacked.items()}
+
+    def _place(self, i: int, run: Run) -> bool:
+        """Instead of recomputing segment ``i`` for its backward pass, put in its ``run``
+        the values that pass reads, where they are all values the checkpointed run kept
+        (:func:`_reads_kept_only`): the parameters, the inputs' rows, the state entering
+        it, and the outputs' rows, the same arrays (a recomputation gives the same bits);
+        the values no VJP reads are the stand-ins a lean pass leaves. False (nothing done)
+        where the backward pass needs a recomputation, or the segment ran on the generic
+        node-by-node path (a recomputation takes the same)."""
+        seg = run.net
+        path = self._paths[i]
+        if path is None or path[0] or path[1] or _FLAGS.anomaly or _MODE.get().anomaly \
+                or not _reads_kept_only(seg):
+            return False
+        a = self.segments[i][0]
+        vals = run.values
+        for k, p in seg._used_params.items():
+            vals[seg._param_slots[k]] = p.data
+        dtype = next(iter(run.xs_data.values())).dtype if run.xs_data else np.dtype(
+            np.float64)
+        for s, v in seg._const_slots:  # (as the forward pass: a number takes the run's type)
+            vals[s] = v.astype(dtype) if v.ndim == 0 and v.dtype.kind == "f" else v
+        fr = stand_ins(seg, self.batch, dtype)
+        for b, count in seg._templates.blocks:
+            vals[b:b + count] = fr[:count]
+        for k, slots in seg._input_slots.items():
+            for s, v in zip(slots, run.xs_data[k]):
+                vals[s] = v
+        entering = self.values if i == 0 else None
+        for k, s in seg._init_slots.items():
+            if entering is not None:
+                vals[s] = entering[self.net._init_slots[k]]
+            else:
+                h = run.states[k]
+                vals[s] = h._data if isinstance(h, Tensor) else h
+        for out, ins, fwd, _v, kw, _s in seg._shared_prog:
+            vals[out] = fwd(*[vals[j] for j in ins], **kw)
+        for n, slots in enumerate(seg._output_slots.values()):
+            rows = self._outs[n][a:a + len(slots)]
+            for s, v in zip(slots, rows):
+                vals[s] = v
+        run.stacked = dict(self._stacked.get(i, {}))
+        run.lean_steps = True
+        return True
         self.generic_forward |= run.generic_forward
         self.generic_backward |= run.generic_backward
 
-    def _backward_segment(self, i: int, run: Run, seeds: list, carry: list) -> list:
+    def _backward_segment(self, i: int, run: Run, seeds: list, carry: list,
+                          totals: dict) -> list:
         """Backpropagate segment ``i``'s run with the output gradients ``seeds`` and the
-        gradients ``carry`` of the state it hands on; return the gradients of the state
-        entering it (None where none reaches)."""
+        gradients ``carry`` of the state it hands on, adding the parameters' gradients into
+        ``totals`` (name -> the sum over the later segments, updated); return the gradients
+        of the state entering it (None where none reaches)."""
         a, b, _key = self.segments[i]
         n_out = len(self.net._output_slots)
         seeds = [None if g is None else g[a:b] for g in seeds[:n_out]] + carry
+        seg = run.net
+        run.params_in = [(seg._param_slots[k], g) for k, g in totals.items()]
         run.backward(seeds)
-        return [run.grads[s] for s in run.net._init_slots.values()]
+        for k, s in seg._param_slots.items():
+            g = run.grads[s]
+            if g is not None:
+                # (the first part: a copy the run owns, since later parts add into it)
+                totals[k] = g if k in totals else np.array(g, copy=True)
+        return [run.grads[s] for s in seg._init_slots.values()]
 
     def _needs_backward(self, i: int) -> bool:
         """Whether segment ``i`` takes part in the backward pass (truncation cuts it)."""
@@ -313,6 +407,7 @@ class CheckpointedRun(Run):
                 if i == 0:
                     outs.append(np.empty((net.steps,) + part.shape[1:], part.dtype))
                 outs[n][a:b] = part
+            part = None  # (a view of the segment's array: let it go with the segment)
             # the state handed on, kept: a row of an output that is this state (no copy),
             # else the segment's value (a copy if it is a view: a lean step may compute a
             # state in place in an array of the whole segment, which must not stay alive)
@@ -341,19 +436,17 @@ class CheckpointedRun(Run):
         owned = _Kept(len(net.nodes), False)
         n_out = len(net._output_slots)
         carry = list(seeds[n_out:])  # the final states' gradients
+        totals: dict = {}  # parameter -> its gradient summed over the segments so far
         wants = self._wants(True)
         for i in range(len(self.segments) - 1, -1, -1):
             if not self._needs_backward(i):
                 break
             a, b, _key = self.segments[i]
             run = self._segment_run(i, self._entering(i, wants[i]), "needed")
-            run.forward()
-            carry = self._backward_segment(i, run, seeds, carry)
+            if not self._place(i, run):
+                run.forward()
+            carry = self._backward_segment(i, run, seeds, carry, totals)
             seg = run.net
-            for k, s in seg._param_slots.items():
-                g = run.grads[s]
-                if g is not None:
-                    _acc(grads, owned, net._param_slots[k], g)
             for k, slots in seg._input_slots.items():
                 for j, s in enumerate(slots):
                     g = run.grads[s]
@@ -365,6 +458,8 @@ class CheckpointedRun(Run):
                         grads[net._init_slots[k]] = run.grads[s]
             self._record(i, run)
             del run
+        for k, g in totals.items():
+            grads[net._param_slots[k]] = g
         self.grads = grads
 
     # -- inspection: from a recomputation -----------------------------------------------------
@@ -414,6 +509,8 @@ class CheckpointedRun(Run):
             grads: list = [None] * len(net.nodes)
             owned = [False] * len(net.nodes)
             carry = list(self.seeds[len(net._output_slots):])
+            totals: dict = {}
+            params = set(net._param_slots.values())  # (the same slots in every segment)
             wants = self._wants(False)
             for i in range(len(self.segments) - 1, -1, -1):
                 if not self._needs_backward(i):
@@ -421,7 +518,7 @@ class CheckpointedRun(Run):
                 run, a = runs[i], self.segments[i][0]
                 if i:  # the entering state asks for its gradient where it is needed
                     run.states = {k: _leaf(v, wants[i][k]) for k, v in run.states.items()}
-                carry = self._backward_segment(i, run, self.seeds, carry)
+                carry = self._backward_segment(i, run, self.seeds, carry, totals)
                 seg = run.net
                 inits = set(seg._init_slots.values())
                 for s in range(shared):  # shared nodes: the segments' parts add up
@@ -429,9 +526,11 @@ class CheckpointedRun(Run):
                     if s in inits:
                         if i == 0:
                             grads[s] = g
-                    elif g is not None:
+                    elif g is not None and s not in params:  # (those sum in totals)
                         _acc(grads, owned, s, g)
                 grads[shared + a * per:a * per + len(seg.nodes)] = run.grads[shared:]
+            for k, g in totals.items():
+                grads[net._param_slots[k]] = g
             full.seeds = self.seeds
             full.grads = grads
         self._check_kept(full.values, self.values.dense(), "value")
