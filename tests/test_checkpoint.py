@@ -512,7 +512,7 @@ def test_the_kept_states_gradients_are_recomputed_as_full_bptt_gives_them(make, 
         run.state_grads()
     msg = str(err.value)
     assert msg.startswith("Run.state_grads(): the parameter ")
-    assert "kept steps [" in msg and "Run.grad" in msg and "Run.full" not in msg
+    assert "kept steps [" in msg and "no state's gradient" in msg and "Run.full" not in msg
 
 
 def test_a_stale_run_names_the_accessor_called_and_what_changed():
@@ -550,3 +550,94 @@ def test_release_drops_the_recomputation_and_the_next_request_makes_it_again():
     again = run.state_grads()
     for name in first:
         assert np.array_equal(first[name], again[name])
+
+
+# -- what a checkpointed run holds, and the segments it need not recompute -------------------
+
+def _count_segment_forwards(monkeypatch) -> list:
+    calls = []
+    real = ug.checkpoint._SegmentRun.forward
+
+    def counted(self):
+        calls.append(self.keep)
+        return real(self)
+
+    monkeypatch.setattr(ug.checkpoint._SegmentRun, "forward", counted)
+    return calls
+
+
+@pytest.mark.parametrize("make,recomputed", [(ug.nn.RNNCell, False), (ug.nn.LSTMCell, True),
+                                             (ug.nn.GRUCell, True)])
+def test_a_segment_whose_backward_reads_only_kept_values_is_not_recomputed(
+        make, recomputed, monkeypatch):
+    """The Elman RNN's backward pass reads its hidden states (the outputs the call returns),
+    its inputs and the entering state: its segments are not run again; an LSTM's and a GRU's
+    read their gates, which only a recomputation gives. Either way: full BPTT's gradients,
+    and Run.full() reproduces the run bit for bit (it raises otherwise)."""
+    T, k = 11, 3
+    xs = np.random.default_rng(2).normal(size=(T, 2, 3))
+    want_cell = make(3, 4, seed=0)
+    out, _ = ug.unroll(want_cell, T)(xs)
+    (out * out).sum().backward()
+    cell = make(3, 4, seed=0)
+    net = ug.unroll(cell, T, checkpoint=k)
+    out, _ = net(xs)
+    calls = _count_segment_forwards(monkeypatch)
+    (out * out).sum().backward()
+    assert len(calls) == (4 if recomputed else 0)  # ceil(11 / 3) segments
+    for name, p in cell.parameters().items():
+        tight(p.grad, want_cell.parameters()[name].grad, name)
+    full = net.last_run.full()  # (checks the kept numbers bit for bit)
+    assert all(isinstance(v, np.ndarray) for v in full.values)
+    dot = ug.to_dot(net, detail="ops")  # diagrams: drawn from the recomputation
+    assert "checkpointed: a run keeps the state every 3 steps" in dot
+    assert dot.count("✓") >= len(net.kept_steps)
+
+
+@settings(max_examples=max(10, EXAMPLES // 2), deadline=None)
+@given(spec=diff.cells(), data=st.data())
+def test_a_segment_put_in_place_gives_the_bits_a_recomputation_gives(spec, data):
+    """Where a segment's backward pass reads only what the run kept, it is put in place
+    instead of recomputed: the gradients are the same bits as with the recomputation."""
+    T = data.draw(st.integers(2, 9), label="T")
+    k = data.draw(st.integers(1, T - 1), label="k")
+    B = data.draw(st.integers(1, 3), label="B")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    rng = np.random.default_rng(seed)
+    values = diff._param_values(spec, seed)
+    xs = [ug.tensor(rng.uniform(-1, 1, (T, B, d)), requires_grad=True) for d in spec["in"]]
+    got = []
+    for place in (True, False):
+        cell = diff.build_cell(spec, values)
+        net = ug.unroll(cell, T, checkpoint=k)
+        with pytest.MonkeyPatch.context() as mp:
+            if not place:
+                mp.setattr(ug.checkpoint, "_reads_kept_only", lambda seg: False)
+            for x in xs:
+                x.grad = None
+            out, _ = net(xs[0] if len(xs) == 1 else {f"x{j}": x for j, x in enumerate(xs)})
+            outs = out if isinstance(out, dict) else {"y": out}
+            sum((o * o).sum() for o in outs.values()).backward()
+        got.append([p.grad for p in cell.parameters().values()] + [x.grad for x in xs])
+    for a, b in zip(*got):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_a_checkpointed_run_keeps_no_segment_buffers_and_no_per_step_lists():
+    """Between the forward and the backward pass (and after it) a checkpointed run holds
+    its outputs, its kept states and the parameters' gradients: no segment's arrays (the
+    segment nets have no buffer pool), no list over all T steps' slots."""
+    T, k = 40, 7
+    cell = ug.nn.LSTMCell(3, 4, seed=0)
+    net = ug.unroll(cell, T, checkpoint=k)
+    out, _ = net(np.random.default_rng(0).normal(size=(T, 2, 3)))
+    run = net.last_run
+    assert all(seg._pool is None for seg in net._segment_nets.values())
+    n_states = len(net._state_slots) * len(net.kept_steps)
+    assert len(run.values.items()) == n_states + len(net._param_slots) + len(net._init_slots)
+    out.sum().backward()
+    assert len(run.grads.items()) == len(net._param_slots)
+    for s, g in run.grads.items():  # each parameter's gradient: one array of its own
+        assert g.base is None and g.shape == net.nodes[s].shape

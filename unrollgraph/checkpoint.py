@@ -8,6 +8,14 @@ kept state, and backpropagates through it with the gradient of the state it hand
 memory of the activations is then about ``T/k + 2k`` steps' worth instead of ``T`` (least at
 ``k = sqrt(T)``: ``checkpoint="sqrt"``), for one more forward pass.
 
+What a run holds beyond that is kept out: the run maps only the slots it keeps (no list over
+all T steps' slots), reads its outputs' steps as rows of the arrays the call returned, keeps
+a state that is an output (an RNN's h) as such a row, gives its segments no buffer pool
+(their arrays go back to the allocator when a segment ends), flushes a segment's stacked
+per-step gradients a quarter of the segment at a time, and sums the parameters' gradients
+in place across segments. A segment whose backward pass reads only values the run kept (the
+Elman RNN's: its outputs, inputs and entering state) is not recomputed at all.
+
 A segment is an unrolled net of k steps of the same cell (built once per length and
 truncation, sharing the cell's parameters), run with the same compiled schedule as any net.
 The graph of the T-step net is unchanged: diagrams and ``Run.value``/``Run.grad`` read a
@@ -244,7 +252,7 @@ class _SegmentRun(Run):
 class CheckpointedRun(Run):
     """One call of a net unrolled with ``checkpoint=k``: its outputs, the state entering
     each segment and, after backward, the gradients of its leaves (parameters, inputs,
-    initial states) and of the kept states (known at the segment boundaries). Everything
+    initial states). Everything
     else is recomputed on request (:meth:`full`, held on the run until :meth:`release`)."""
 
     def __init__(self, net, xs: dict, states: dict, lengths, batch: int, keep: str = "needed"):
@@ -433,7 +441,6 @@ class CheckpointedRun(Run):
         self.seeds = seeds
         self._full = None
         grads = _Kept(len(net.nodes))
-        owned = _Kept(len(net.nodes), False)
         n_out = len(net._output_slots)
         carry = list(seeds[n_out:])  # the final states' gradients
         totals: dict = {}  # parameter -> its gradient summed over the segments so far
@@ -577,10 +584,10 @@ class CheckpointedRun(Run):
         if self._full is None:
             k = self.net.checkpoint
             self._check_unchanged("state_grads", (
-                f": a run checkpointed every {k} steps keeps the state's gradient only at "
-                f"its kept steps {sorted(kept_steps(self.net))[:6]}"
-                f"{'...' if len(self.segments) > 6 else ''} (Run.grad reads them), and "
-                "state_grads() recomputes the segments for the others"))
+                f": a run checkpointed every {k} steps keeps the state only at its kept "
+                f"steps {sorted(kept_steps(self.net))[:6]}"
+                f"{'...' if len(self.segments) > 6 else ''} and no state's gradient, which "
+                "state_grads() recomputes segment by segment"))
         return self.full().state_grads(name)
 
     state_grads.__doc__ = Run.state_grads.__doc__
