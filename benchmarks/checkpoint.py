@@ -15,12 +15,14 @@ B=16, H=128, D=64, float64, T = 1,000 and 10,000, each measured in a fresh subpr
   for full BPTT and for checkpointing alike. Checkpointing with k = sqrt(T) should keep at
   most ``3 sqrt(T)`` steps' worth. A cell whose state is its returned output (the Elman RNN)
   keeps that state in the outputs, which are not counted: its full run keeps little beyond
-  them, and checkpointing has little or nothing to save;
+  them (the chunks of stacked per-step gradients), and checkpointing saves less. The
+  weights' gradients, made during the step, are counted with the activations;
 * ``ms``: the CPU time of a step (without tracemalloc; both modes in one process, in
   interleaved rounds, the least of the rounds; with one BLAS thread the CPU time is the
   time, and the machine's other work does not count), and
   ``extra / forward``: the time checkpointing adds over full BPTT, in forward passes of
-  full BPTT (it recomputes each segment once: at most one more forward pass).
+  full BPTT (it recomputes each segment once: at most one more forward pass; none for a
+  segment whose backward pass reads only what the run kept, as the Elman RNN's).
 
 The measuring processes run with one BLAS thread (``--blas-threads 0`` for the library's
 default): on a machine whose cores are busy with other work, a multithreaded BLAS call of
