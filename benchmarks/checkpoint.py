@@ -1,7 +1,7 @@
 """Gradient checkpointing through time: peak memory and time, full BPTT against
 ``checkpoint="sqrt"``.
 
-One training step (forward, loss = sum of the outputs, backward), Elman RNN and LSTM,
+One training step (forward, loss = sum of the outputs, backward), Elman RNN, LSTM and GRU,
 B=16, H=128, D=64, float64, T = 1,000 and 10,000, each measured in a fresh subprocess:
 
 * ``peak MB``: tracemalloc's peak during the step (numpy reports its buffers to it), the
@@ -9,16 +9,20 @@ B=16, H=128, D=64, float64, T = 1,000 and 10,000, each measured in a fresh subpr
 * ``outputs MB``: the (T, B, H) outputs the step returns, which any method holds;
 * ``activations``: the peak less the outputs, in steps' worth: divided by what BPTT must
   keep per step (``MUST_KEEP`` (B, H) arrays: the Elman RNN 1 (its state), the LSTM 7 (its
-  four gates, the cell state, its tanh and the hidden state), as in ``benchmarks/bptt.py``),
+  four gates, the cell state, its tanh and the hidden state), the GRU 5 (its gates r and z,
+  the candidate n, ``W_hn h + b_hn`` that r scales, and the hidden state), as in
+  ``benchmarks/bptt.py``),
   for full BPTT and for checkpointing alike. Checkpointing with k = sqrt(T) should keep at
   most ``3 sqrt(T)`` steps' worth. A cell whose state is its returned output (the Elman RNN)
   keeps that state in the outputs, which are not counted: its full run keeps little beyond
-  them, and checkpointing has little or nothing to save;
+  them (the chunks of stacked per-step gradients), and checkpointing saves less. The
+  weights' gradients, made during the step, are counted with the activations;
 * ``ms``: the CPU time of a step (without tracemalloc; both modes in one process, in
   interleaved rounds, the least of the rounds; with one BLAS thread the CPU time is the
   time, and the machine's other work does not count), and
   ``extra / forward``: the time checkpointing adds over full BPTT, in forward passes of
-  full BPTT (it recomputes each segment once: at most one more forward pass).
+  full BPTT (it recomputes each segment once: at most one more forward pass; none for a
+  segment whose backward pass reads only what the run kept, as the Elman RNN's).
 
 The measuring processes run with one BLAS thread (``--blas-threads 0`` for the library's
 default): on a machine whose cores are busy with other work, a multithreaded BLAS call of
@@ -53,12 +57,12 @@ except ImportError:
 
 B, H, D = 16, 128, 64
 STEPS = (1000, 10000)
-MUST_KEEP = {"rnn": 1, "lstm": 7}  # (B, H) arrays BPTT must keep per step
+MUST_KEEP = {"rnn": 1, "lstm": 7, "gru": 5}  # (B, H) arrays BPTT must keep per step
 MODES = ("full", "sqrt")
 
 
 def make(kind: str, T: int, mode: str):
-    cls = ug.nn.RNNCell if kind == "rnn" else ug.nn.LSTMCell
+    cls = {"rnn": ug.nn.RNNCell, "lstm": ug.nn.LSTMCell, "gru": ug.nn.GRUCell}[kind]
     cell = cls(D, H, seed=0)
     # a tensor: the call reads it as it is (an array would be copied, as the call's own
     # input, and that copy counted in the peak)
@@ -138,7 +142,7 @@ def main(argv=None):
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     ok = True
-    for kind in ("rnn", "lstm"):
+    for kind in MUST_KEEP:
         for T in steps:
             res = {m: run_child(args.blas_threads, "memory", kind, T, m) for m in MODES}
             timed = run_child(args.blas_threads, "time", kind, T, repeats)

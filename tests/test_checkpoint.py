@@ -133,19 +133,27 @@ def test_a_checkpointed_run_keeps_outputs_and_every_kth_state_only():
     cell, net, out = _lstm_run()
     (out * out).sum().backward()
     run = net.last_run
-    kept = {s for s, v in enumerate(run.values) if v is not None}
+    # the slots it holds, and nothing per step beyond them (no list over all T steps' slots)
+    kept = {s for s, v in run.values.items() if v is not None}
     want = set(net._param_slots.values()) | set(net._init_slots.values())
-    want |= {s for slots in net._output_slots.values() for s in slots}
     for slots in net._state_slots.values():
         want |= {slots[t] for t in (2, 5, 8, 9)}  # entering steps 3, 6, 9; and the final state
-    assert kept == want
+    assert kept == want and len(run.values.items()) == len(want)
+    assert all(run.values[s] is None for s in range(len(net.nodes)) if s not in want)
+    with pytest.raises(IndexError, match="not a slot of this net"):
+        run.values[len(net.nodes)]
+    # the outputs are the array the call returned: each step's value is its row, read on
+    # request; the kept h is such a row too (not a copy)
+    for t, node in enumerate(next(iter(net.output_nodes.values()))):
+        v = run.value(node)
+        assert np.shares_memory(v, out.data) and np.array_equal(v, out.data[t])
+    assert np.shares_memory(run.values[net._state_slots["h"][5]], out.data)
+    assert not np.shares_memory(run.values[net._state_slots["c"][5]], out.data)
     # and its gradients: those of the leaves (parameters, the inputs' steps, initial states)
-    # and of the kept states (known at the segment boundaries during the backward pass)
-    grads = {s for s, g in enumerate(run.grads) if g is not None}
-    states = {slots[t] for slots in net._state_slots.values() for t in (2, 5, 8, 9)}
-    assert grads <= set(net._param_slots.values()) | states | {
+    grads = {s for s, g in run.grads.items() if g is not None}
+    assert grads <= set(net._param_slots.values()) | {
         s for slots in net._input_slots.values() for s in slots}
-    assert set(net._param_slots.values()) | states <= grads
+    assert set(net._param_slots.values()) <= grads
 
 
 def test_checkpoint_sqrt_and_k_at_least_t():
@@ -472,11 +480,11 @@ def test_a_segments_first_step_names_the_state_the_step_before_handed_on(
 
 @pytest.mark.parametrize("make", [ug.nn.RNNCell, ug.nn.LSTMCell])
 @pytest.mark.parametrize("T,k", [(10, 3), (9, 3), (7, 2)])
-def test_the_kept_states_gradients_answer_after_an_optimizer_step(make, T, k):
-    """The gradient entering each segment boundary is known during the backward pass: a
-    checkpointed run keeps it (and the final state's), so Run.grad of a kept state answers
-    without a recomputation, after an optimizer step too, with what full BPTT gives;
-    state_grads() (every step) needs the recomputation and says so."""
+def test_the_kept_states_gradients_are_recomputed_as_full_bptt_gives_them(make, T, k):
+    """A checkpointed run keeps the kept states' values, not their gradients (T/k more
+    states' worth, beyond what the backward pass needs): Run.grad of a kept state
+    recomputes, gives what full BPTT gives, and after an optimizer step refuses, naming
+    the accessor; as does state_grads() (every step)."""
     xs = np.random.default_rng(1).normal(size=(T, 2, 2))
     want_net = ug.unroll(make(2, 3, seed=0), T)
     out, st = want_net(xs)
@@ -489,18 +497,22 @@ def test_the_kept_states_gradients_answer_after_an_optimizer_step(make, T, k):
     finals = st if isinstance(st, tuple) else (st,)
     (out.sum() + sum((f * f).sum() for f in finals)).backward()
     run = net.last_run
-    ug.optim.SGD(cell.parameters(), lr=0.1).step()
     want = want if isinstance(want, dict) else {cell.states[0] if isinstance(
         cell.states, list) else next(iter(cell.states)): want}
     for name, g in want.items():
         for t in sorted(ug.checkpoint.kept_steps(net)):
             tight(run.grad(net.state_nodes[name][t]), g[t], f"{name}@{t}")
-    assert run._full is None  # no recomputation
+    assert run._full is not None  # recomputed
+    run.release()
+    ug.optim.SGD(cell.parameters(), lr=0.1).step()
+    name, t = next(iter(want)), sorted(ug.checkpoint.kept_steps(net))[0]
+    with pytest.raises(ug.UnrollGraphError, match=r"^Run\.grad\(\): the parameter "):
+        run.grad(net.state_nodes[name][t])
     with pytest.raises(ug.UnrollGraphError) as err:
         run.state_grads()
     msg = str(err.value)
     assert msg.startswith("Run.state_grads(): the parameter ")
-    assert "kept steps [" in msg and "Run.grad" in msg and "Run.full" not in msg
+    assert "kept steps [" in msg and "no state's gradient" in msg and "Run.full" not in msg
 
 
 def test_a_stale_run_names_the_accessor_called_and_what_changed():
@@ -538,3 +550,94 @@ def test_release_drops_the_recomputation_and_the_next_request_makes_it_again():
     again = run.state_grads()
     for name in first:
         assert np.array_equal(first[name], again[name])
+
+
+# -- what a checkpointed run holds, and the segments it need not recompute -------------------
+
+def _count_segment_forwards(monkeypatch) -> list:
+    calls = []
+    real = ug.checkpoint._SegmentRun.forward
+
+    def counted(self):
+        calls.append(self.keep)
+        return real(self)
+
+    monkeypatch.setattr(ug.checkpoint._SegmentRun, "forward", counted)
+    return calls
+
+
+@pytest.mark.parametrize("make,recomputed", [(ug.nn.RNNCell, False), (ug.nn.LSTMCell, True),
+                                             (ug.nn.GRUCell, True)])
+def test_a_segment_whose_backward_reads_only_kept_values_is_not_recomputed(
+        make, recomputed, monkeypatch):
+    """The Elman RNN's backward pass reads its hidden states (the outputs the call returns),
+    its inputs and the entering state: its segments are not run again; an LSTM's and a GRU's
+    read their gates, which only a recomputation gives. Either way: full BPTT's gradients,
+    and Run.full() reproduces the run bit for bit (it raises otherwise)."""
+    T, k = 11, 3
+    xs = np.random.default_rng(2).normal(size=(T, 2, 3))
+    want_cell = make(3, 4, seed=0)
+    out, _ = ug.unroll(want_cell, T)(xs)
+    (out * out).sum().backward()
+    cell = make(3, 4, seed=0)
+    net = ug.unroll(cell, T, checkpoint=k)
+    out, _ = net(xs)
+    calls = _count_segment_forwards(monkeypatch)
+    (out * out).sum().backward()
+    assert len(calls) == (4 if recomputed else 0)  # ceil(11 / 3) segments
+    for name, p in cell.parameters().items():
+        tight(p.grad, want_cell.parameters()[name].grad, name)
+    full = net.last_run.full()  # (checks the kept numbers bit for bit)
+    assert all(isinstance(v, np.ndarray) for v in full.values)
+    dot = ug.to_dot(net, detail="ops")  # diagrams: drawn from the recomputation
+    assert "checkpointed: a run keeps the state every 3 steps" in dot
+    assert dot.count("✓") >= len(net.kept_steps)
+
+
+@settings(max_examples=max(10, EXAMPLES // 2), deadline=None)
+@given(spec=diff.cells(), data=st.data())
+def test_a_segment_put_in_place_gives_the_bits_a_recomputation_gives(spec, data):
+    """Where a segment's backward pass reads only what the run kept, it is put in place
+    instead of recomputed: the gradients are the same bits as with the recomputation."""
+    T = data.draw(st.integers(2, 9), label="T")
+    k = data.draw(st.integers(1, T - 1), label="k")
+    B = data.draw(st.integers(1, 3), label="B")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    rng = np.random.default_rng(seed)
+    values = diff._param_values(spec, seed)
+    xs = [ug.tensor(rng.uniform(-1, 1, (T, B, d)), requires_grad=True) for d in spec["in"]]
+    got = []
+    for place in (True, False):
+        cell = diff.build_cell(spec, values)
+        net = ug.unroll(cell, T, checkpoint=k)
+        with pytest.MonkeyPatch.context() as mp:
+            if not place:
+                mp.setattr(ug.checkpoint, "_reads_kept_only", lambda seg: False)
+            for x in xs:
+                x.grad = None
+            out, _ = net(xs[0] if len(xs) == 1 else {f"x{j}": x for j, x in enumerate(xs)})
+            outs = out if isinstance(out, dict) else {"y": out}
+            sum((o * o).sum() for o in outs.values()).backward()
+        got.append([p.grad for p in cell.parameters().values()] + [x.grad for x in xs])
+    for a, b in zip(*got):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_a_checkpointed_run_keeps_no_segment_buffers_and_no_per_step_lists():
+    """Between the forward and the backward pass (and after it) a checkpointed run holds
+    its outputs, its kept states and the parameters' gradients: no segment's arrays (the
+    segment nets have no buffer pool), no list over all T steps' slots."""
+    T, k = 40, 7
+    cell = ug.nn.LSTMCell(3, 4, seed=0)
+    net = ug.unroll(cell, T, checkpoint=k)
+    out, _ = net(np.random.default_rng(0).normal(size=(T, 2, 3)))
+    run = net.last_run
+    assert all(seg._pool is None for seg in net._segment_nets.values())
+    n_states = len(net._state_slots) * len(net.kept_steps)
+    assert len(run.values.items()) == n_states + len(net._param_slots) + len(net._init_slots)
+    out.sum().backward()
+    assert len(run.grads.items()) == len(net._param_slots)
+    for s, g in run.grads.items():  # each parameter's gradient: one array of its own
+        assert g.base is None and g.shape == net.nodes[s].shape

@@ -8,6 +8,14 @@ kept state, and backpropagates through it with the gradient of the state it hand
 memory of the activations is then about ``T/k + 2k`` steps' worth instead of ``T`` (least at
 ``k = sqrt(T)``: ``checkpoint="sqrt"``), for one more forward pass.
 
+What a run holds beyond that is kept out: the run maps only the slots it keeps (no list over
+all T steps' slots), reads its outputs' steps as rows of the arrays the call returned, keeps
+a state that is an output (an RNN's h) as such a row, gives its segments no buffer pool
+(their arrays go back to the allocator when a segment ends), flushes a segment's stacked
+per-step gradients a quarter of the segment at a time, and sums the parameters' gradients
+in place across segments. A segment whose backward pass reads only values the run kept (the
+Elman RNN's: its outputs, inputs and entering state) is not recomputed at all.
+
 A segment is an unrolled net of k steps of the same cell (built once per length and
 truncation, sharing the cell's parameters), run with the same compiled schedule as any net.
 The graph of the T-step net is unchanged: diagrams and ``Run.value``/``Run.grad`` read a
@@ -21,11 +29,11 @@ import math
 
 import numpy as np
 
-from .compile import backward_program
+from .compile import _Freed, backward_program, stand_ins
 from .errors import CellError
 from .graph import Node
 from .run import Run, _acc
-from .tensor import Tensor, _dtype_name
+from .tensor import _FLAGS, _MODE, Tensor, _dtype_name
 
 __all__ = ["CheckpointedRun", "resolve_checkpoint", "kept_steps"]
 
@@ -97,6 +105,39 @@ def _seeds_skip_the_cut(net) -> bool:
     return any(net.nodes[s].is_leaf or net.nodes[s].step is None for ss in slots for s in ss)
 
 
+def _held_states(net) -> dict:
+    """Per state, the index of the output that is the state itself at every step (an RNN's
+    and an LSTM's h), else None: a run keeps such a state as a row of that output."""
+    held = net.__dict__.get("_held_states")
+    if held is None:
+        held = {}
+        outs = list(net._output_slots.values())
+        for k, slots in net._state_slots.items():
+            held[k] = next((n for n, o in enumerate(outs) if o == slots), None)
+        net._held_states = held
+    return held
+
+
+def _reads_kept_only(seg) -> bool:
+    """Whether the lean backward pass of segment net ``seg`` reads, of the values its steps
+    compute, only its outputs (beside its inputs, the state entering it and the shared
+    part): every other value a step computes is one no VJP reads (an Elman RNN: the
+    backward pass reads tanh's output, the hidden state, and the inputs). A checkpointed
+    run keeps those outputs (the call returns them), so it need not recompute such a
+    segment for its backward pass (:meth:`CheckpointedRun._place`)."""
+    ok = seg.__dict__.get("_reads_kept_only")
+    if ok is None:
+        unread = set(seg._unread)
+        kept = {s for slots in seg._output_slots.values() for s in slots}
+        kept |= {s for slots in seg._input_slots.values() for s in slots}
+        ok = (seg._templates.ok and not seg.masked and not seg._mask_slots
+              and len(seg._tb_unread) == len(seg._time_batch)
+              and all(n.step is None or s in unread or s in kept
+                      for s, n in enumerate(seg.nodes)))
+        seg._reads_kept_only = ok
+    return ok
+
+
 def _segment_net(net, key):
     """The unrolled net of one segment (built once per length and truncation)."""
     nets = net._segment_nets
@@ -108,8 +149,25 @@ def _segment_net(net, key):
         if truncate == 0:  # every step cut: only gradients placed on leaves get through
             seg.truncate = 0
         seg._whole = net  # its errors name its nodes as the whole net's printout does
+        # no buffer pool: a pool keeps a segment's (k, B, ...) arrays between the segments
+        # and passes, where freed arrays go back to the allocator, which hands them out
+        # again (the input projection's to the backward's stacked gradients)
+        seg._pool = None
         seg = nets.setdefault(key, seg)
     return seg
+
+
+# steps per chunk of a segment's backward (the shared weights' gradients and the time-batched
+# nodes' backward, and the time-batched forward, a chunk at a time, see run._chunk_steps): the
+# per-step parts held until a chunk is flushed and their stack are 2 / SEGMENT_CHUNKS of a
+# segment's activations (measured: the time is the same from 2 to 8 chunks per segment)
+SEGMENT_CHUNKS = 4
+
+
+def _segment_chunk(length: int) -> int:
+    """Steps per chunk of a segment of ``length`` steps (0: the segment at once)."""
+    chunk = -(-length // SEGMENT_CHUNKS)
+    return 0 if chunk >= length else max(chunk, 2)
 
 
 def _own(v):
@@ -118,29 +176,103 @@ def _own(v):
         v.base.nbytes > v.nbytes else v
 
 
+class _Kept:
+    """A run's values (or gradients) by slot, holding only the few slots a checkpointed
+    run keeps: ``kept[s]`` is None (``default``) for every other slot of the net. It reads
+    like a plain run's list (indexing, ``len``, iteration over all slots), which would hold
+    one entry per node of all T steps: a checkpointed run's memory must not grow that way.
+
+    Examples
+    --------
+    >>> kept = _Kept(4)
+    >>> kept[2] = "a"
+    >>> len(kept), list(kept), kept[3], list(kept.items())
+    (4, [None, None, 'a', None], None, [(2, 'a')])
+    """
+
+    __slots__ = ("n", "default", "_held")
+
+    def __init__(self, n: int, default=None):
+        self.n, self.default, self._held = n, default, {}
+
+    def _check(self, s) -> None:
+        if type(s) is not int or not 0 <= s < self.n:
+            raise IndexError(f"slot {s!r} is not a slot of this net (0 to {self.n - 1})")
+
+    def __getitem__(self, s):
+        v = self._held.get(s, self)
+        if v is self:
+            self._check(s)
+            return self.default
+        return v
+
+    def __setitem__(self, s, v) -> None:
+        if s not in self._held:
+            self._check(s)
+        self._held[s] = v
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        held, default = self._held, self.default
+        return (held.get(s, default) for s in range(self.n))
+
+    def items(self):
+        """``(slot, value)`` of the slots held."""
+        return self._held.items()
+
+    def dense(self) -> list:
+        """The plain run's form: a list with one entry per slot."""
+        return list(self)
+
+
 def _leaf(arr, requires_grad: bool) -> Tensor:
     return Tensor(arr, Node("leaf", shape=arr.shape, dtype=_dtype_name(arr)), (), requires_grad)
+
+
+class _SegmentRun(Run):
+    """The run of one segment. Its backward pass adds the parameters' gradients into the
+    sums of the later segments (``params_in``: (slot, array) pairs, arrays the checkpointed
+    run owns), in place, chunk by chunk, as a plain run adds its chunks: no second array
+    per parameter for the segment's own part."""
+
+    params_in: list = []
+
+    def _seeded(self, want, seeds=None) -> tuple:
+        grads, owned = super()._seeded(want, seeds)
+        for s, g in self.params_in:
+            if grads[s] is not None:  # a seed on the parameter itself (an output that is one)
+                g += grads[s]
+            grads[s] = g
+            owned[s] = True
+        return grads, owned
 
 
 class CheckpointedRun(Run):
     """One call of a net unrolled with ``checkpoint=k``: its outputs, the state entering
     each segment and, after backward, the gradients of its leaves (parameters, inputs,
-    initial states) and of the kept states (known at the segment boundaries). Everything
+    initial states). Everything
     else is recomputed on request (:meth:`full`, held on the run until :meth:`release`)."""
 
     def __init__(self, net, xs: dict, states: dict, lengths, batch: int, keep: str = "needed"):
         super().__init__(net, xs, states, lengths, batch, keep)
+        # the slots it keeps: parameters, initial and kept states (the outputs are the
+        # (T, B, ...) arrays the call returns, their steps read as rows on request)
+        self.values = _Kept(len(net.nodes))
         self.segments = _segments(net)
         self._cut_matters = net.truncate is not None and _seeds_skip_the_cut(net)
         self._paths: list = [None] * len(self.segments)  # per segment: how it ran
         self._outputs: list | None = None  # the (T, B, ...) outputs, until call() takes them
+        self._outs: list = []  # the same arrays, kept (the run reads their rows)
+        self._stacked: dict = {}  # segment -> its time-batched values' stand-ins
 
     # -- the segments ------------------------------------------------------------------------
     def _segment_run(self, i: int, states: dict, keep: str) -> Run:
         a, b, key = self.segments[i]
         seg = _segment_net(self.net, key)
         xs = {k: _leaf(v[a:b], self.xs[k].requires_grad) for k, v in self.xs_data.items()}
-        run = Run(seg, xs, states, None, self.batch, keep)
+        run = _SegmentRun(seg, xs, states, None, self.batch, keep)
         run.first_step = a  # its errors name the steps of the whole run
         if self.lengths is not None:
             # the sequences' lengths within the segment; the inputs stay as this run padded
@@ -151,6 +283,8 @@ class CheckpointedRun(Run):
         if path is not None:  # a recomputation takes the path the run took: the same bits
             (run.generic_forward, run.generic_backward, run.flush_chunk,
              run.plain) = path
+        else:
+            run.flush_chunk = _segment_chunk(b - a)
         return run
 
     def _entering(self, i: int, grad: dict | None) -> dict:
@@ -186,21 +320,73 @@ class CheckpointedRun(Run):
     def _record(self, i: int, run: Run) -> None:
         self._paths[i] = (run.generic_forward, run.generic_backward, run.flush_chunk,
                           run.plain)
+        if run.stacked and i not in self._stacked:  # (the time-batched values' shapes)
+            self._stacked[i] = {k: _Freed(v.shape, v.dtype) for k, v in run.stacked.items()}
+
+    def _place(self, i: int, run: Run) -> bool:
+        """Instead of recomputing segment ``i`` for its backward pass, put in its ``run``
+        the values that pass reads, where they are all values the checkpointed run kept
+        (:func:`_reads_kept_only`): the parameters, the inputs' rows, the state entering
+        it, and the outputs' rows, the same arrays (a recomputation gives the same bits);
+        the values no VJP reads are the stand-ins a lean pass leaves. False (nothing done)
+        where the backward pass needs a recomputation, or the segment ran on the generic
+        node-by-node path (a recomputation takes the same)."""
+        seg = run.net
+        path = self._paths[i]
+        if path is None or path[0] or path[1] or _FLAGS.anomaly or _MODE.get().anomaly \
+                or not _reads_kept_only(seg):
+            return False
+        a = self.segments[i][0]
+        vals = run.values
+        for k, p in seg._used_params.items():
+            vals[seg._param_slots[k]] = p.data
+        dtype = next(iter(run.xs_data.values())).dtype if run.xs_data else np.dtype(
+            np.float64)
+        for s, v in seg._const_slots:  # (as the forward pass: a number takes the run's type)
+            vals[s] = v.astype(dtype) if v.ndim == 0 and v.dtype.kind == "f" else v
+        fr = stand_ins(seg, self.batch, dtype)
+        for b, count in seg._templates.blocks:
+            vals[b:b + count] = fr[:count]
+        for k, slots in seg._input_slots.items():
+            for s, v in zip(slots, run.xs_data[k]):
+                vals[s] = v
+        entering = self.values if i == 0 else None
+        for k, s in seg._init_slots.items():
+            if entering is not None:
+                vals[s] = entering[self.net._init_slots[k]]
+            else:
+                h = run.states[k]
+                vals[s] = h._data if isinstance(h, Tensor) else h
+        for out, ins, fwd, _v, kw, _s in seg._shared_prog:
+            vals[out] = fwd(*[vals[j] for j in ins], **kw)
+        for n, slots in enumerate(seg._output_slots.values()):
+            rows = self._outs[n][a:a + len(slots)]
+            for s, v in zip(slots, rows):
+                vals[s] = v
+        run.stacked = dict(self._stacked.get(i, {}))
+        run.lean_steps = True
+        return True
         self.generic_forward |= run.generic_forward
         self.generic_backward |= run.generic_backward
 
-    def _backward_segment(self, i: int, run: Run, seeds: list, carry: list) -> list:
+    def _backward_segment(self, i: int, run: Run, seeds: list, carry: list,
+                          totals: dict) -> list:
         """Backpropagate segment ``i``'s run with the output gradients ``seeds`` and the
-        gradients ``carry`` of the state it hands on; return the gradients of the state
-        entering it (None where none reaches)."""
+        gradients ``carry`` of the state it hands on, adding the parameters' gradients into
+        ``totals`` (name -> the sum over the later segments, updated); return the gradients
+        of the state entering it (None where none reaches)."""
         a, b, _key = self.segments[i]
         n_out = len(self.net._output_slots)
         seeds = [None if g is None else g[a:b] for g in seeds[:n_out]] + carry
-        # as Run.backward, keeping the gradients of the segment's states (a lean pass drops
-        # them): the one the segment hands on is the kept state's gradient that Run.grad reads
-        run.seeds, run._full, run._state_grads = seeds, None, None
-        run.grads = run._backward_pass(seeds, keep_states=True)
-        return [run.grads[s] for s in run.net._init_slots.values()]
+        seg = run.net
+        run.params_in = [(seg._param_slots[k], g) for k, g in totals.items()]
+        run.backward(seeds)
+        for k, s in seg._param_slots.items():
+            g = run.grads[s]
+            if g is not None:
+                # (the first part: a copy the run owns, since later parts add into it)
+                totals[k] = g if k in totals else np.array(g, copy=True)
+        return [run.grads[s] for s in seg._init_slots.values()]
 
     def _needs_backward(self, i: int) -> bool:
         """Whether segment ``i`` takes part in the backward pass (truncation cuts it)."""
@@ -216,28 +402,31 @@ class CheckpointedRun(Run):
             vals[net._param_slots[k]] = p.data
         states = self.states
         outs: list = []
+        held = _held_states(net)
         for i, (a, b, _key) in enumerate(self.segments):
             run = self._segment_run(i, states, "needed")
             run.forward()
             seg = run.net
-            if i == 0:
+            if i == 0:  # (a copy if the segment's steps hold it in a row of their array)
                 for k, s in net._init_slots.items():
-                    vals[s] = run.values[seg._init_slots[k]]
-            for n, (k, slots) in enumerate(net._output_slots.items()):
-                per = [run.values[s] for s in seg._output_slots[k]]
-                if i == 0:  # written straight into the arrays the call returns
-                    shape = (net.steps,) + per[0].shape
-                    outs.append(np.empty(shape, np.result_type(per[0], per[-1])))
-                for j, v in enumerate(per):
-                    outs[n][a + j] = v
-                    vals[slots[a + j]] = outs[n][a + j]
-            # the state handed on, kept (a copy if it is a view: a lean step may compute a
+                    vals[s] = _own(run.values[seg._init_slots[k]])
+            # the segment's outputs, copied at once into the arrays the call returns
+            for n, part in enumerate(run.stacked_outputs()):
+                if i == 0:
+                    outs.append(np.empty((net.steps,) + part.shape[1:], part.dtype))
+                outs[n][a:b] = part
+            part = None  # (a view of the segment's array: let it go with the segment)
+            # the state handed on, kept: a row of an output that is this state (no copy),
+            # else the segment's value (a copy if it is a view: a lean step may compute a
             # state in place in an array of the whole segment, which must not stay alive)
-            states = {k: _own(run.values[seg._state_slots[k][-1]]) for k in net._state_slots}
+            states = {k: outs[held[k]][b - 1] if held[k] is not None
+                      else _own(run.values[seg._state_slots[k][-1]]) for k in net._state_slots}
             for k, v in states.items():
                 vals[net._state_slots[k][b - 1]] = v
             self._record(i, run)
+            del run
         self._outputs = outs
+        self._outs = outs
         self.lean_steps = True  # (nothing for call() to free)
 
     def stacked_outputs(self) -> list:
@@ -251,37 +440,33 @@ class CheckpointedRun(Run):
         net = self.net
         self.seeds = seeds
         self._full = None
-        grads: list = [None] * len(net.nodes)
-        owned = [False] * len(net.nodes)
+        grads = _Kept(len(net.nodes))
         n_out = len(net._output_slots)
         carry = list(seeds[n_out:])  # the final states' gradients
+        totals: dict = {}  # parameter -> its gradient summed over the segments so far
         wants = self._wants(True)
         for i in range(len(self.segments) - 1, -1, -1):
             if not self._needs_backward(i):
                 break
             a, b, _key = self.segments[i]
             run = self._segment_run(i, self._entering(i, wants[i]), "needed")
-            run.forward()
-            carry = self._backward_segment(i, run, seeds, carry)
+            if not self._place(i, run):
+                run.forward()
+            carry = self._backward_segment(i, run, seeds, carry, totals)
             seg = run.net
-            for k, s in seg._param_slots.items():
-                g = run.grads[s]
-                if g is not None:
-                    _acc(grads, owned, net._param_slots[k], g)
             for k, slots in seg._input_slots.items():
                 for j, s in enumerate(slots):
-                    grads[net._input_slots[k][a + j]] = run.grads[s]
+                    g = run.grads[s]
+                    if g is not None:
+                        grads[net._input_slots[k][a + j]] = g
             if i == 0:
                 for k, s in seg._init_slots.items():
-                    grads[net._init_slots[k]] = run.grads[s]
-            for k, slots in seg._state_slots.items():
-                # the gradient of the state the segment hands on (a kept state): known here,
-                # kept for Run.grad at no cost
-                g = run.grads[slots[-1]]
-                if type(g) is np.ndarray:
-                    grads[net._state_slots[k][b - 1]] = _own(g)
+                    if run.grads[s] is not None:
+                        grads[net._init_slots[k]] = run.grads[s]
             self._record(i, run)
             del run
+        for k, g in totals.items():
+            grads[net._param_slots[k]] = g
         self.grads = grads
 
     # -- inspection: from a recomputation -----------------------------------------------------
@@ -331,6 +516,8 @@ class CheckpointedRun(Run):
             grads: list = [None] * len(net.nodes)
             owned = [False] * len(net.nodes)
             carry = list(self.seeds[len(net._output_slots):])
+            totals: dict = {}
+            params = set(net._param_slots.values())  # (the same slots in every segment)
             wants = self._wants(False)
             for i in range(len(self.segments) - 1, -1, -1):
                 if not self._needs_backward(i):
@@ -338,7 +525,7 @@ class CheckpointedRun(Run):
                 run, a = runs[i], self.segments[i][0]
                 if i:  # the entering state asks for its gradient where it is needed
                     run.states = {k: _leaf(v, wants[i][k]) for k, v in run.states.items()}
-                carry = self._backward_segment(i, run, self.seeds, carry)
+                carry = self._backward_segment(i, run, self.seeds, carry, totals)
                 seg = run.net
                 inits = set(seg._init_slots.values())
                 for s in range(shared):  # shared nodes: the segments' parts add up
@@ -346,20 +533,45 @@ class CheckpointedRun(Run):
                     if s in inits:
                         if i == 0:
                             grads[s] = g
-                    elif g is not None:
+                    elif g is not None and s not in params:  # (those sum in totals)
                         _acc(grads, owned, s, g)
                 grads[shared + a * per:a * per + len(seg.nodes)] = run.grads[shared:]
+            for k, g in totals.items():
+                grads[net._param_slots[k]] = g
             full.seeds = self.seeds
             full.grads = grads
-        self._check_kept(full.values, self.values, "value")
+        self._check_kept(full.values, self.values.dense(), "value")
+        for n, slots in enumerate(net._output_slots.values()):  # the rows of the outputs
+            self._check_kept(full.values, dict(zip(slots, self._outs[n])), "value")
         if full.grads is not None:
-            self._check_kept(full.grads, self.grads, "gradient")
+            self._check_kept(full.grads, self.grads.dense(), "gradient")
         self._full = full
         return full
+
+    def _check_kept(self, again: list, kept, what: str) -> None:
+        if isinstance(kept, dict):  # slot -> value, for the slots named
+            slots = list(kept)
+            super()._check_kept([again[s] for s in slots], list(kept.values()), what)
+        else:
+            super()._check_kept(again, kept, what)
+
+    def _output_row(self, s: int):
+        """The value of slot ``s`` if it is an output's at some step: that row of the
+        (T, B, ...) array the call returned; else None."""
+        node = self.net.nodes[s]
+        t = node.step
+        if t is None or not self._outs:
+            return None
+        for n, slots in enumerate(self.net._output_slots.values()):
+            if slots[t] == s:
+                return self._outs[n][t]
+        return None
 
     def value(self, node):
         s = self._slot_of(node, "value")
         v = self.values[s]
+        if v is None:
+            v = self._output_row(s)
         if v is None or self.net.nodes[s].step is None:
             # recomputed, or a shared leaf (a parameter's live array): refuse if it changed
             self._check_unchanged("value")
@@ -372,10 +584,10 @@ class CheckpointedRun(Run):
         if self._full is None:
             k = self.net.checkpoint
             self._check_unchanged("state_grads", (
-                f": a run checkpointed every {k} steps keeps the state's gradient only at "
-                f"its kept steps {sorted(kept_steps(self.net))[:6]}"
-                f"{'...' if len(self.segments) > 6 else ''} (Run.grad reads them), and "
-                "state_grads() recomputes the segments for the others"))
+                f": a run checkpointed every {k} steps keeps the state only at its kept "
+                f"steps {sorted(kept_steps(self.net))[:6]}"
+                f"{'...' if len(self.segments) > 6 else ''} and no state's gradient, which "
+                "state_grads() recomputes segment by segment"))
         return self.full().state_grads(name)
 
     state_grads.__doc__ = Run.state_grads.__doc__
