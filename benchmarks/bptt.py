@@ -16,7 +16,8 @@ Times an Elman RNN and an LSTM step, float64, loss = sum(outputs * G) for a fixe
 * ``autograd``      HIPS autograd, the cell written out and looped over steps.
 
 The PyTorch, JAX and autograd columns appear when those are installed (``pip install -e
-.[compare]``), each measured in a child process (PyTorch with ``torch.set_num_threads(2)``).
+.[compare]``), each measured in a child process (PyTorch with as many threads as numpy's OpenBLAS;
+``--threads 1`` times every column single-threaded).
 Then the peak memory of one forward + backward (loss = sum of the outputs) of the Elman RNN,
 LSTM and GRU for long sequences, each in a fresh subprocess, against what BPTT must keep.
 
@@ -38,7 +39,35 @@ import sys
 import time
 import tracemalloc
 
-import numpy as np
+
+def _threads_from_argv(argv):
+    """``--threads N``: every column's thread count, set before numpy loads OpenBLAS.
+
+    OpenBLAS (numpy: ours and the hand-written columns), OpenMP (PyTorch) and XLA (JAX) each
+    read their own setting, and the child processes inherit this environment, so one flag
+    gives every column the same number of threads.
+    """
+    n = None
+    for i, a in enumerate(argv):
+        if a == "--threads" and i + 1 < len(argv):
+            n = argv[i + 1]
+        elif a.startswith("--threads="):
+            n = a.split("=", 1)[1]
+    if n is None:
+        return
+    if not n.isdigit() or int(n) < 1:
+        raise SystemExit(f"--threads wants a positive whole number, got {n!r}")
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = n
+    if n == "1":
+        os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                                   + " --xla_cpu_multi_thread_eigen=false"
+                                   " intra_op_parallelism_threads=1").strip()
+
+
+_threads_from_argv(sys.argv[1:])
+
+import numpy as np  # noqa: E402  (after the thread settings above)
 
 HERE = pathlib.Path(__file__).resolve().parent
 try:  # the installed package (or PYTHONPATH); else the checkout this script lives in
@@ -100,14 +129,22 @@ def _installed(module) -> str | None:
         return "?"
 
 
+def torch_threads() -> int:
+    """PyTorch's thread count: as many as numpy's OpenBLAS uses (``--threads``, else
+    OMP_NUM_THREADS, else OPENBLAS_NUM_THREADS, else the machine's 2 cores), so the columns
+    compare like with like."""
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        if os.environ.get(var, "").isdigit():
+            return max(1, int(os.environ[var]))
+    return 2
+
+
 def _torch():
     try:
         import torch
     except ImportError:
         return None
-    # two threads (the machine's cores), or as many as OMP_NUM_THREADS says (set it to 1,
-    # with OPENBLAS_NUM_THREADS=1, to time every column single-threaded on a loaded machine)
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    torch.set_num_threads(torch_threads())
     return torch
 
 
@@ -592,6 +629,9 @@ def main(argv=None):
     parser.add_argument("--memory-steps", default="",
                         help="T of the memory table, comma-separated (default 100,1000,10000)")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for every column (numpy's OpenBLAS, PyTorch, JAX); "
+                             "default: each library's own (2 on this machine)")
     parser.add_argument("--no-times", action="store_true", help="skip the time table")
     parser.add_argument("--_memory-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--_child", nargs=7, help=argparse.SUPPRESS)
@@ -612,8 +652,7 @@ def main(argv=None):
     print(f"# BPTT training step, float64, median ms ({time.strftime('%Y-%m-%d')}; numpy "
           f"{np.__version__}; "
           + ", ".join(f"{fw} {versions[fw] or 'not installed'}" for fw in wanted)
-          + f" (each in child processes; torch with {os.environ.get('OMP_NUM_THREADS', '2')} "
-          "threads)"
+          + f" (each in child processes; torch with {torch_threads()} threads)"
           + f"; OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}; "
           f"unrollgraph from {pathlib.Path(ug.__file__).parent})\n")
     if not args.no_times:
