@@ -816,42 +816,33 @@ class Run:
             one = self._one_dtype(dtype)
         key = (batch, dtype, fuse, one, plain)
         kept = plan.lean  # (one tuple, read once: threads may be replacing it)
-        net = self.net
         if simple and kept is not None and kept[0] == key:
             _key, fr, buffered, direct, steps = kept
         else:
+            net = self.net
             fr = stand_ins(net, batch, dtype)
             buffered = self._output_buffers() is not None
-            direct = steps = None
-            if one and self._output_buffers(any_size=True) is not None:
-                # the steps compute the outputs into their rows, at every size: no copy per
-                # step, no stacking after the run
+            direct = None
+            if buffered and one:
+                # the steps compute the outputs into their rows: no copy per step
                 d = forward_steps(net, fuse, True, True, rows=True, plain=plain)
                 if d is not None:
                     direct = (d, late_frees(net, d, plain))
-            if direct is None:
-                p = forward_steps(net, fuse, True, one, plain=plain)
-                steps = (p, late_frees(net, p, plain))
+            p = forward_steps(net, fuse, True, one, plain=plain)
+            steps = (p, late_frees(net, p, plain))
             if simple:
                 plan.lean = (key, fr, buffered, direct, steps)
         if direct is not None:
             rows = self._row_buffers(fr, dtype)
             if rows:
                 return direct[0], fr, direct[1], rows, True
-            if steps is None:  # (an output without a batch shape: compiled on first need)
-                p = forward_steps(net, fuse, True, one, plain=plain)
-                steps = (p, late_frees(net, p, plain))
-                if simple:
-                    plan.lean = (key, fr, buffered, direct, steps)
         return steps[0], fr, steps[1], [] if buffered else None, False
 
-    def _output_buffers(self, any_size: bool = False):
+    def _output_buffers(self):
         """``[]`` when the outputs are large enough to be written step by step straight into
         their (T, B, ...) arrays (then the per-step values are views of those: the outputs
         are stored once, not once per step and once stacked); ``None`` when small (stacking
-        them after the run costs less than a copy per step). ``any_size``: whatever their
-        size (for steps that compute straight into the rows, which copy nothing); ``None``
-        only for a net without outputs."""
+        them after the run costs less than a copy per step)."""
         net = self.net
         per_step = net.__dict__.get("_output_elems")
         if per_step is None:
@@ -860,8 +851,6 @@ class Run:
                 for slots in net._output_slots.values())
         if not per_step:
             return None
-        if any_size:
-            return []
         return [] if per_step * self.batch * net.steps * 8 >= _OUTPUT_BUFFER_BYTES else None
 
     def _row_buffers(self, fr, dtype):
