@@ -1168,6 +1168,8 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
     (every change stamps a new clock value), and the checks are skipped, as under
     ``detect_anomaly()`` they never are.
     """
+    if _SHORT_WALK and _call_loss_walk(root, seed):
+        return
     uses, oldest = _count_uses_and_oldest(root)
     anomaly = _MODE.get().anomaly
     check = anomaly or _CLOCK[0] != oldest or not _SKIP_UNCHANGED
@@ -1295,6 +1297,112 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
                     done.append(p)
         if done is not None:
             _store_leaf_grads(done, grads)
+
+
+# Whether backward() takes the short walk for the loss of a net's call (tests turn it off to
+# compare it with the generic walk)
+_SHORT_WALK = True
+
+
+def _call_loss_walk(root: Tensor, seed: np.ndarray) -> bool:
+    """The reverse walk of :func:`_backward` for the loss of one call of an unrolled net,
+    ``(out * G).sum()``, ``(G * out).sum()`` or ``out.sum()``, where ``out`` is an output
+    (or final state) of the call and ``G`` does not require grad; False, having done
+    nothing, for any other graph.
+
+    Every tensor of that graph is read once, so the generic walk's first pass (counting
+    uses) and its bookkeeping of pending gradients have nothing to find: this walk sends
+    the same VJPs in the same order and stores the same ``.grad`` values (the intermediate
+    tensors' read-only views, the leaves' own arrays). It leaves to the generic walk the
+    graphs where a version check is due (a value changed since the graph was built, or
+    ``detect_anomaly()``) and the calls with a leaf computed by ops (an input or initial
+    state that has a graph of its own above it)."""
+    node = root.node
+    if node._op != "sum":
+        return False
+    attrs = node._attrs
+    if attrs.get("axis") is not None or attrs.get("keepdims"):
+        return False
+    item = root._parents[0]
+    prod = None
+    if item.node._op == "mul":
+        prod = item
+        a, b = prod._parents
+        if b._requires_grad:
+            if a._requires_grad:
+                return False
+            item, other, k = b, a, 1
+        else:
+            item, other, k = a, b, 0
+        oldest = prod._born
+    else:
+        oldest = root._born
+    inode = item.node
+    if inode._op != "item":
+        return False
+    call = item._parents[0]
+    cnode = call.node
+    if cnode._op != "unrolled":
+        return False
+    leaves = call._parents
+    for p in leaves:
+        if p._parents and p._requires_grad:
+            return False
+    # (the generic walk's condition for skipping the version checks; the oldest of the
+    # tensors with inputs is the call's, made first, unless a tensor was made inside it)
+    oldest = min(oldest, root._born, item._born, call._born)
+    if _CLOCK[0] != oldest or _MODE.get().anomaly or not _SKIP_UNCHANGED:
+        return False
+    ndarray = np.ndarray
+    _keep_grad(root, seed)
+    below = prod if prod is not None else item
+    g = _REGISTRY["sum"].vjps[0](seed, root._data, below._data, **attrs)
+    if prod is not None:
+        _keep_grad(prod, g)
+        gk = _times_one(g, other, item)
+        if gk is None:
+            a, b = prod._parents
+            gk = _REGISTRY["mul"].vjps[k](g, prod._data, a._data, b._data)
+        if (gk.shape if type(gk) is ndarray else np.shape(gk)) != item._data.shape:
+            raise _vjp_shape_error(_REGISTRY["mul"], prod.node, k, gk, item)
+        g = gk
+    _keep_grad(item, g)
+    seeds = [None] * len(call._data)  # (what the generic walk's item routing makes)
+    seeds[inode._attrs["index"]] = g
+    per = cnode._attrs["_run"].leaf_grads(seeds)
+    grads: dict = {}
+    done = []
+    for j, p in enumerate(leaves):
+        gk = per[j]
+        if gk is None or not p._requires_grad:
+            continue
+        if (gk.shape if type(gk) is ndarray else np.shape(gk)) != p._data.shape:
+            raise _vjp_shape_error(_REGISTRY["unrolled"], cnode, j, gk, p)
+        i = id(p)
+        prev = grads.get(i)
+        if prev is None:
+            grads[i] = gk
+            done.append(p)
+        else:  # (one tensor given twice: its gradients add up, as in the generic walk)
+            grads[i] = prev + gk
+    _store_leaf_grads(done, grads)
+    return True
+
+
+def _keep_grad(t: Tensor, g) -> None:
+    """Store ``g`` as the gradient of the intermediate tensor ``t``, as the generic walk
+    does: a read-only view (no copy of what may be a large gradient; an edit in place raises
+    instead of leaking into another tensor) when ``t`` has none yet, else the sum."""
+    data = t._data
+    if type(data) is not np.ndarray:
+        return
+    if t._grad is None and type(g) is np.ndarray and g.shape == data.shape and (
+            g.dtype is data.dtype or g.dtype == data.dtype):
+        v = g.view()
+        v.setflags(False)
+        t._grad = v
+    else:
+        _store_grad(t, g)
 
 
 def _times_one(g, other: Tensor, p: Tensor):
