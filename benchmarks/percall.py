@@ -11,8 +11,9 @@ up to the step:
   the call around it (checking the inputs, making the run, the output tensors);
 * ``loss``: the eager ``(out * Gt).sum()``;
 * ``backward()``: the whole reverse walk, of which ``run backward`` is the run's backward
-  pass (backpropagation through time) and the rest the eager walk around it (counting uses,
-  the VJPs of ``sum`` and ``mul``, seeding the run, storing each parameter's ``.grad``);
+  pass (backpropagation through time) and the rest the eager walk around it (for this loss
+  the short walk of docs/engine.md: the VJPs of ``sum`` and ``mul``, seeding the run,
+  storing each parameter's ``.grad``);
 * ``machinery``: everything but the run's two passes (the call around the run, the loss, the
   eager walk, ``zero_grad``): what a step costs beyond the run;
 
