@@ -1320,11 +1320,12 @@ _CHUNKS = 32
 _MIN_CHUNK = 4
 # a chunk of a shorter sequence has at least _MIN_ROWS rows (steps times batch) in its
 # products, as long as that is at most a _FEW_CHUNKS-th of the steps; measured with one
-# process timing both in turn (thread CPU time, one BLAS thread): 4 chunks of 25 steps
-# instead of 12 of 8 took 5 % off the Elman RNN's run at B=32, H=256, T=100, and chunks of
-# 1,024 rows instead of 512 took 2.5 % off at B=16, H=128, T=1,000
+# process timing both in turn (thread CPU time, one BLAS thread): chunks of 1,024 rows
+# instead of 512 took 2.5 % off the Elman RNN's run at B=16, H=128, T=1,000. (Fewer chunks
+# of a short sequence gain too, 2 to 5 % at T=100, but then its chunk's arrays take the
+# memory that a run of B=16, H=128, T=100 has left under 1.5 times what BPTT must keep.)
 _MIN_ROWS = 1024
-_FEW_CHUNKS = 4
+_FEW_CHUNKS = 12
 
 
 # a net of at most this many steps takes the plain path (see _plain_path); measured with
@@ -1364,7 +1365,7 @@ def _chunk_steps(net, batch: int, itemsize: int) -> int:
     three steps of a short sequence pay many times over (T < 128 only: longer ones have
     T/32 >= 4 steps a chunk). For the same reason a chunk of a short sequence has at least
     ``_MIN_ROWS`` rows (a weight's gradient is then a product over 1,024 rows or more, not
-    a few dozen; fewer flushes), up to a quarter of the steps: the steps compute their
+    a few dozen; fewer flushes), up to a twelfth of the steps: the steps compute their
     parts straight into one array per chunk, which reuses the input projection's
     (``GradRows``), so a chunk costs about one state per step in all (an LSTM's: its four
     gates, two states' worth). A net whose time-batched slices stack gradients
