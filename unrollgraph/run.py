@@ -1350,10 +1350,11 @@ _CHUNKS = 32
 _MIN_CHUNK = 4
 # a chunk of a shorter sequence has at least _MIN_ROWS rows (steps times batch) in its
 # products, as long as that is at most a _FEW_CHUNKS-th of the steps; measured with one
-# process timing both in turn (thread CPU time, one BLAS thread): chunks of 1,024 rows
-# instead of 512 took 2.5 % off the Elman RNN's run at B=16, H=128, T=1,000. (Fewer chunks
-# of a short sequence gain too, 2 to 5 % at T=100, but then its chunk's arrays take the
-# memory that a run of B=16, H=128, T=100 has left under 1.5 times what BPTT must keep.)
+# process timing both in turn (thread CPU time, one BLAS thread, a shared machine): chunks
+# of 1,024 rows instead of 512 took 1.3 % off the Elman RNN's run at B=16, H=128, T=1,000
+# (half the flushes), in two runs of 12 rounds. (Fewer chunks of a short sequence gain too,
+# 3 to 5 % at T=100, but then its chunk's arrays take the memory that a run of B=16,
+# H=128, T=100 has left under 1.5 times what BPTT must keep.)
 _MIN_ROWS = 1024
 _FEW_CHUNKS = 12
 
