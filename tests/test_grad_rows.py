@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import unrollgraph as ug
-from unrollgraph.schedule import BufferPool, GradRows, stack
+from unrollgraph.schedule import BufferPool, GradRows, stack, stack_once
 
 diff = importlib.import_module("test_differential")
 run_module = importlib.import_module("unrollgraph.run")
@@ -48,6 +48,9 @@ def test_chunked_rows_agree_with_the_reference_walk(kind, data):
     dtype = data.draw(st.sampled_from([np.float64, np.float32]), label="dtype")
     truncate = data.draw(st.none() | st.integers(1, T), label="truncate")
     masked = data.draw(st.booleans(), label="masked")
+    # outputs written into rows of (T, B, ...) arrays (the states a flush reads found by
+    # identity, see Run._seed_state_rows), as a large run's are
+    buffered = data.draw(st.booleans(), label="buffered")
     lengths = (np.array(data.draw(st.lists(st.integers(0, T), min_size=B, max_size=B),
                                   label="lengths")) if masked else None)
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
@@ -57,6 +60,8 @@ def test_chunked_rows_agree_with_the_reference_walk(kind, data):
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(run_module, "_chunk_steps", lambda net, batch, itemsize: chunk)
         mp.setattr(run_module, "_PLAIN_STEPS", 0)
+        if buffered:
+            mp.setattr(run_module, "_OUTPUT_BUFFER_BYTES", 0)
         net = ug.unroll(cell, steps=T, truncate=truncate, keep=keep, masked=masked)
         got, run = _step(net, cell, xs, seeds, lengths)
         assert run.flush_chunk == chunk and not run.generic_backward
@@ -138,8 +143,61 @@ def test_chunks_have_enough_rows_within_a_twelfth_of_the_steps():
         net = ug.unroll(CELLS[kind](D, H, seed=0), steps=T)
         return run_module._chunk_steps(net, B, 8)
 
-    assert chunk("rnn", 32, 256, 100, 128) == 8  # 256 rows: the benchmark's medium size
-    assert chunk("rnn", 16, 128, 100, 64) == 9  # at most T/12 steps (memory)
-    assert chunk("rnn", 16, 128, 1000, 64) == 32  # T/32
-    assert chunk("lstm", 32, 256, 100, 128) == 8
+    assert chunk("rnn", 32, 256, 100, 128) == 9  # at most T/12 steps (memory)
+    assert chunk("rnn", 16, 128, 100, 64) == 9
+    assert chunk("rnn", 16, 128, 1000, 64) == 64  # 1,024 rows: the benchmark's long size
+    assert chunk("rnn", 16, 128, 10000, 64) == 256  # at most 4 MB of states (T/32 is more)
+    assert chunk("lstm", 32, 256, 100, 128) == 9
+    assert chunk("lstm", 32, 64, 50, 32) == 5
     assert chunk("gru", 16, 128, 100, 64) == 4  # its slices stack their own gradients
+
+
+def test_seeded_stack_is_the_rows_and_misses_other_parts():
+    rows = GradRows(3, BufferPool())
+    handed = [rows.take((2, 4), np.float64) for _ in range(3)]  # last step first
+    for k, r in enumerate(handed):
+        r[...] = k
+    cache: dict = {}
+    rows.seed(cache)
+    in_time_order = handed[::-1]
+    s = stack_once(in_time_order, cache)
+    assert s is not None and not s.flags.writeable
+    assert np.shares_memory(s, handed[0]) and s.tolist() == stack(in_time_order).tolist()
+    # a step that made a new array instead of its row: the seed does not answer for it
+    other = [in_time_order[0], in_time_order[1].copy(), in_time_order[2]]
+    t = stack_once(other, cache)
+    assert not np.shares_memory(t, handed[0]) and t.tolist() == s.tolist()
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+@pytest.mark.parametrize("chunk", [0, 3])
+def test_flush_finds_rows_by_identity_with_the_same_bits(kind, chunk, monkeypatch):
+    """A run whose steps computed their states and filed parts into rows: its flushes find
+    those stacks by the arrays' identities (no row's address checked) and give the same
+    bits as a run that finds them by their addresses."""
+    schedule = importlib.import_module("unrollgraph.schedule")
+    monkeypatch.setattr(run_module, "_chunk_steps", lambda *a: chunk)
+    monkeypatch.setattr(run_module, "_PLAIN_STEPS", 0)
+    monkeypatch.setattr(run_module, "_OUTPUT_BUFFER_BYTES", 0)
+    T = 10
+    cell = CELLS[kind](3, 4, seed=0)
+    net = ug.unroll(cell, steps=T)
+    rng = np.random.default_rng(0)
+    xs, seeds = rng.normal(size=(T, 2, 3)), rng.normal(size=(T, 2, 4))
+    checked = []
+    by_address = schedule._rows_of_one_array
+
+    def counting(arrays):
+        checked.append(len(arrays))
+        return by_address(arrays)
+
+    monkeypatch.setattr(schedule, "_rows_of_one_array", counting)
+    got, run = _step(net, cell, xs, seeds, None)
+    assert run.state_rows and run.outputs is not None
+    assert not [n for n in checked if n > 1]  # every stack of rows found by identity
+    monkeypatch.setattr(run_module.Run, "_seed_state_rows", lambda *a: None)
+    monkeypatch.setattr(GradRows, "seed", lambda *a: None)
+    want, _ = _step(net, cell, xs, seeds, None)
+    assert [n for n in checked if n > 1]  # (found by their addresses this time)
+    for k, w in want.items():
+        assert got[k].tobytes() == w.tobytes(), k

@@ -441,6 +441,10 @@ class Run:
     generic_forward = False
     generic_backward = False
     flush_chunk = None  # steps per chunk of a long run (see _chunk_steps), once chosen
+    # per output that is a state written into its rows by the compiled steps: (the (T+1, B,
+    # ...) array, the slots holding its rows in order: the initial state's, then each
+    # step's); see _seed_state_rows
+    state_rows: tuple = ()
     plain = None  # whether the run takes the plain path (see _plain_path), once chosen
 
     def __init__(self, net: Unrolled, xs: dict, states: dict, lengths, batch: int,
@@ -783,6 +787,8 @@ class Run:
                         for k in net._tb_unread:  # every step of it is freed: drop its stack
                             v = self.stacked[k]
                             self.stacked[k] = _Freed(v.shape, v.dtype)
+                    if direct:  # (the steps computed each state into its row)
+                        self.state_rows = self._pending_rows
                     self.lean_steps = True
                     return
                 steps = forward_steps(net, fuse, False, False, plain=plain)
@@ -865,6 +871,7 @@ class Run:
             leads = net._output_leads = self._output_leads()
         vals = self.values
         outs = []
+        state_rows = []
         for slots, init in zip(net._output_slots.values(), leads):
             if id(net.nodes[slots[0]]) not in batched:
                 return None
@@ -878,9 +885,11 @@ class Run:
                 buf[0] = v
                 vals[init] = buf[0]
                 outs.append(buf[1:])
+                state_rows.append((buf, (init,) + tuple(slots)))
             else:
                 outs.append(take(net._pool, (net.steps,) + shape, dtype))
         self.outputs = outs
+        self._pending_rows = tuple(state_rows)
         return outs
 
     def _output_leads(self) -> list:
@@ -993,6 +1002,7 @@ class Run:
                         self._new_rows(deferred, row_keys, t - max(first, t - chunk))
             if not chunk:
                 stacks: dict = {}
+                self._seed_state_rows(stacks, 0, net.steps)
                 net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
                 if net._time_batch:
                     time_batched_backward(net._time_batch, vals, self.xs_data, self.stacked,
@@ -1021,6 +1031,7 @@ class Run:
         net = self.net
         vals = self.values
         stacks: dict = {}
+        self._seed_state_rows(stacks, t0, t1)
         net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
         for parts in deferred.values():
             parts.clear()
@@ -1033,6 +1044,25 @@ class Run:
                 {k: x[t0:t1] for k, x in self.xs_data.items()}, stacked, grads, owned, want,
                 {k: s[t0:t1] for k, s in net._input_slots.items()}, _acc, keep_views, stacks,
                 net._pool)
+
+    def _seed_state_rows(self, stacks, t0, t1) -> None:
+        """Tell a flush's stack cache (see :func:`~unrollgraph.schedule.stack_once`) that
+        the states entering steps ``t0 .. t1-1`` (the values a shared weight's gradient
+        reads, ``h_{t-1}`` for ``W_hh``), where the compiled steps computed them into the
+        rows of one array, are the rows ``t0 .. t1-1`` of it: the stack is then a read-only
+        view found by the arrays' identities, instead of a check of each row's address
+        (``schedule._rows_of_one_array``, the same view). Those slots hold the very row
+        arrays the steps computed into (a state is kept; nothing else is put in its slot
+        during a run), so arrays filed under the same identities are those rows."""
+        if t1 - t0 < 2:
+            return
+        vals = self.values
+        for buf, slots in self.state_rows:
+            rows = [vals[s] for s in slots[t0:t1]]
+            if all(type(r) is np.ndarray and r.base is buf for r in rows):
+                out = buf[t0:t1]
+                out.flags.writeable = False
+                stacks[tuple(map(id, rows))] = out
 
     def _seeded(self, want, seeds=None) -> tuple:
         """Fresh gradient and ownership lists holding the output gradients ``seeds``
@@ -1319,8 +1349,13 @@ _FLUSH_CHUNK_BYTES = 1 << 22
 _CHUNKS = 32
 _MIN_CHUNK = 4
 # a chunk of a shorter sequence has at least _MIN_ROWS rows (steps times batch) in its
-# products, as long as that is at most a _FEW_CHUNKS-th of the steps
-_MIN_ROWS = 256
+# products, as long as that is at most a _FEW_CHUNKS-th of the steps; measured with one
+# process timing both in turn (thread CPU time, one BLAS thread, a shared machine): chunks
+# of 1,024 rows instead of 512 took 1.3 % off the Elman RNN's run at B=16, H=128, T=1,000
+# (half the flushes), in two runs of 12 rounds. (Fewer chunks of a short sequence gain too,
+# 3 to 5 % at T=100, but then its chunk's arrays take the memory that a run of B=16,
+# H=128, T=100 has left under 1.5 times what BPTT must keep.)
+_MIN_ROWS = 1024
 _FEW_CHUNKS = 12
 
 
@@ -1360,10 +1395,11 @@ def _chunk_steps(net, batch: int, itemsize: int) -> int:
     cost (the accumulation of each weight's gradient, the calls), which chunks of one to
     three steps of a short sequence pay many times over (T < 128 only: longer ones have
     T/32 >= 4 steps a chunk). For the same reason a chunk of a short sequence has at least
-    ``_MIN_ROWS`` rows (a weight's gradient is then a product over 256 rows or more, not a
-    few dozen), up to a twelfth of the steps: the steps compute their parts straight into
-    one array per chunk, which reuses the input projection's (``GradRows``), so a chunk
-    costs about one state per step in all. A net whose time-batched slices stack gradients
+    ``_MIN_ROWS`` rows (a weight's gradient is then a product over 1,024 rows or more, not
+    a few dozen; fewer flushes), up to a twelfth of the steps: the steps compute their
+    parts straight into one array per chunk, which reuses the input projection's
+    (``GradRows``), so a chunk costs about one state per step in all (an LSTM's: its four
+    gates, two states' worth). A net whose time-batched slices stack gradients
     of their own (a GRU's input gates) keeps the smaller chunks.
     The chunks depend only on the sizes, so every run of a net, lean or not, computes the
     same numbers in the same order."""

@@ -641,6 +641,10 @@ class StepTemplates:
         ``stacks`` caches stacked per-step arrays, so a gradient that several weights (and
         the time-batched nodes) need is stacked once."""
         stacks = {} if stacks is None else stacks
+        rows = getattr(d, "rows", None)
+        if rows:
+            for src in rows.values():
+                src.seed(stacks)
         for key, parts in d.items():
             if not parts:
                 continue
@@ -725,14 +729,19 @@ class GradRows:
 
     The array comes from ``pool`` at the first row asked for, with that row's shape and
     dtype; a row of another shape or dtype, or past the n-th, is None (the step then makes a
-    new array). A step that skips its row only costs the flush a copy."""
+    new array). A step that skips its row only costs the flush a copy.
 
-    __slots__ = ("n", "left", "base", "pool")
+    The rows handed out are kept (``handed``), so that :meth:`seed` can tell a flush's stack
+    cache that those very arrays, in time order, are the rows ``base[left:n]``: the flush
+    then finds the stack by identity instead of checking each row's address."""
+
+    __slots__ = ("n", "left", "base", "pool", "handed")
 
     def __init__(self, n, pool=None):
         self.n = self.left = n
         self.base = None
         self.pool = pool
+        self.handed: list = []
 
     def take(self, shape, dtype):
         k = self.left - 1
@@ -744,7 +753,19 @@ class GradRows:
         elif base.shape[1:] != shape or base.dtype != dtype:
             return None
         self.left = k
-        return base[k]
+        r = base[k]
+        self.handed.append(r)
+        return r
+
+    def seed(self, cache) -> None:
+        """Enter the rows handed out into ``cache`` (a :func:`stack_once` cache) as the
+        read-only view of them that :func:`stack` would find (two rows or more)."""
+        handed = self.handed
+        if len(handed) < 2:
+            return
+        out = self.base[self.left:self.n]
+        out.flags.writeable = False
+        cache[tuple(map(id, reversed(handed)))] = out
 
 
 def _row(d, off, a, b):
