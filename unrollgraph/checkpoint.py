@@ -29,6 +29,7 @@ import math
 
 import numpy as np
 
+from . import compile as _compile
 from .compile import _Freed, backward_program, stand_ins
 from .errors import CellError
 from .graph import Node
@@ -138,14 +139,49 @@ def _reads_kept_only(seg) -> bool:
     return ok
 
 
-def _segment_net(net, key):
-    """The unrolled net of one segment (built once per length and truncation)."""
+_keep_unread = _compile._unread_slots
+
+
+def _unread_slots(net, prog) -> list:
+    """The slots a lean run of ``net`` drops: for a segment net that runs the forward pass
+    only (:func:`_forward_type`), every value a step computes but its states and outputs;
+    else the values no VJP reads (:func:`unrollgraph.compile._unread_slots`)."""
+    if not getattr(net, "forward_only", False):
+        return _keep_unread(net, prog)
+    kept = {s for slots in list(net._state_slots.values()) + list(
+        net._output_slots.values()) for s in slots}
+    return [e[0] for e in prog if e[5] is not None and e[0] not in kept]
+
+
+_compile._unread_slots = _unread_slots  # (a net decides: see forward_only)
+_FORWARD_TYPES: dict = {}
+
+
+def _forward_type(cls):
+    """The subclass of the net class ``cls`` whose nets are compiled to run the forward
+    pass only: a lean run of one drops every value but the states and outputs as soon as
+    the next step has read it (no backward pass reads them), so that each step computes
+    in place in the arrays the step before dropped. The checkpointed forward pass runs
+    its segments so: it keeps nothing of them but the outputs and the state handed on."""
+    sub = _FORWARD_TYPES.get(cls)
+    if sub is None:
+        sub = _FORWARD_TYPES.setdefault(
+            cls, type(f"ForwardOnly{cls.__name__}", (cls,), {"forward_only": True}))
+    return sub
+
+
+def _segment_net(net, key, forward_only: bool = False):
+    """The unrolled net of one segment (built once per length and truncation; and per
+    length for the forward pass alone, ``forward_only``: see :func:`_forward_type`)."""
     nets = net._segment_nets
+    if forward_only:
+        key = (key[0], None, "forward")  # (truncation changes no value)
     seg = nets.get(key)
     if seg is None:
-        length, truncate = key
-        seg = type(net)(net.cell, length, truncate=truncate or None, masked=net.masked,
-                        keep="needed")
+        length, truncate = key[:2]
+        cls = _forward_type(type(net)) if forward_only else type(net)
+        seg = cls(net.cell, length, truncate=truncate or None, masked=net.masked,
+                  keep="needed")
         if truncate == 0:  # every step cut: only gradients placed on leaves get through
             seg.truncate = 0
         seg._whole = net  # its errors name its nodes as the whole net's printout does
@@ -266,11 +302,14 @@ class CheckpointedRun(Run):
         self._outputs: list | None = None  # the (T, B, ...) outputs, until call() takes them
         self._outs: list = []  # the same arrays, kept (the run reads their rows)
         self._stacked: dict = {}  # segment -> its time-batched values' stand-ins
+        # the last segment's run, from the forward pass to the first backward pass, which
+        # reads its values instead of a recomputation's (None: recompute it)
+        self._held: Run | None = None
 
     # -- the segments ------------------------------------------------------------------------
-    def _segment_run(self, i: int, states: dict, keep: str) -> Run:
+    def _segment_run(self, i: int, states: dict, keep: str, forward_only: bool = False) -> Run:
         a, b, key = self.segments[i]
-        seg = _segment_net(self.net, key)
+        seg = _segment_net(self.net, key, forward_only)
         xs = {k: _leaf(v[a:b], self.xs[k].requires_grad) for k, v in self.xs_data.items()}
         run = _SegmentRun(seg, xs, states, None, self.batch, keep)
         run.first_step = a  # its errors name the steps of the whole run
@@ -403,8 +442,13 @@ class CheckpointedRun(Run):
         states = self.states
         outs: list = []
         held = _held_states(net)
+        last = len(self.segments) - 1
         for i, (a, b, _key) in enumerate(self.segments):
-            run = self._segment_run(i, states, "needed")
+            # the last segment's run keeps what its backward pass reads (it comes next): it
+            # is held for that pass instead of recomputed, unless that pass needs none of it
+            hold = i == last and not _reads_kept_only(
+                _segment_net(net, self.segments[i][2]))
+            run = self._segment_run(i, states, "needed", forward_only=not hold)
             run.forward()
             seg = run.net
             if i == 0:  # (a copy if the segment's steps hold it in a row of their array)
@@ -424,6 +468,8 @@ class CheckpointedRun(Run):
             for k, v in states.items():
                 vals[net._state_slots[k][b - 1]] = v
             self._record(i, run)
+            if hold:
+                self._held = run
             del run
         self._outputs = outs
         self._outs = outs
@@ -449,9 +495,13 @@ class CheckpointedRun(Run):
             if not self._needs_backward(i):
                 break
             a, b, _key = self.segments[i]
-            run = self._segment_run(i, self._entering(i, wants[i]), "needed")
-            if not self._place(i, run):
-                run.forward()
+            run, self._held = self._held, None
+            if run is not None:  # the last segment, as the forward pass left it
+                run.states = self._entering(i, wants[i])
+            else:
+                run = self._segment_run(i, self._entering(i, wants[i]), "needed")
+                if not self._place(i, run):
+                    run.forward()
             carry = self._backward_segment(i, run, seeds, carry, totals)
             seg = run.net
             for k, slots in seg._input_slots.items():
