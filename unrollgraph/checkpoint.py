@@ -193,16 +193,32 @@ def _segment_net(net, key, forward_only: bool = False):
     return seg
 
 
-# steps per chunk of a segment's backward (the shared weights' gradients and the time-batched
-# nodes' backward, and the time-batched forward, a chunk at a time, see run._chunk_steps): the
-# per-step parts held until a chunk is flushed and their stack are 2 / SEGMENT_CHUNKS of a
-# segment's activations (measured: the time is the same from 2 to 8 chunks per segment)
-SEGMENT_CHUNKS = 4
+# chunks per segment of a segment's backward (the shared weights' gradients and the
+# time-batched nodes' backward, and the time-batched forward, a chunk at a time, see
+# run._chunk_steps): the per-step parts held until a chunk is flushed and their stack. Two
+# chunks where the segment is recomputed: a weight's gradient is then a product over k/2
+# steps' rows (measured: 3 % less time than four chunks at k = 32), and the parts of half
+# a segment stay under the recomputed activations that the backward pass holds anyway.
+# Four where they would not: a segment put in place holds no activations of its own (the
+# parts are then the bulk of its backward pass's memory), and a net whose time-batched
+# slices stack gradients of their own (a GRU's input gates) stacks three more arrays per
+# step; with two chunks either would take the activations over 3 sqrt(T) steps' worth at
+# T = 1,000 (benchmarks/checkpoint.py)
+SEGMENT_CHUNKS = 2
+SMALL_SEGMENT_CHUNKS = 4
 
 
-def _segment_chunk(length: int) -> int:
-    """Steps per chunk of a segment of ``length`` steps (0: the segment at once)."""
-    chunk = -(-length // SEGMENT_CHUNKS)
+def _segment_chunk(length: int, small: bool = False) -> int:
+    """Steps per chunk of a segment of ``length`` steps (0: the segment at once);
+    ``small``: in :data:`SMALL_SEGMENT_CHUNKS` chunks, else :data:`SEGMENT_CHUNKS`.
+
+    Examples
+    --------
+    >>> _segment_chunk(32), _segment_chunk(32, small=True), _segment_chunk(3)
+    (16, 8, 2)
+    """
+    chunks = SMALL_SEGMENT_CHUNKS if small else SEGMENT_CHUNKS
+    chunk = -(-length // chunks)
     return 0 if chunk >= length else max(chunk, 2)
 
 
@@ -323,7 +339,8 @@ class CheckpointedRun(Run):
             (run.generic_forward, run.generic_backward, run.flush_chunk,
              run.plain) = path
         else:
-            run.flush_chunk = _segment_chunk(b - a)
+            back = _segment_net(self.net, key)  # (the net its backward pass runs)
+            run.flush_chunk = _segment_chunk(b - a, back._tb_sliced or _reads_kept_only(back))
         return run
 
     def _entering(self, i: int, grad: dict | None) -> dict:
@@ -444,11 +461,14 @@ class CheckpointedRun(Run):
         held = _held_states(net)
         last = len(self.segments) - 1
         for i, (a, b, _key) in enumerate(self.segments):
-            # the last segment's run keeps what its backward pass reads (it comes next): it
-            # is held for that pass instead of recomputed, unless that pass needs none of it
-            hold = i == last and not _reads_kept_only(
-                _segment_net(net, self.segments[i][2]))
-            run = self._segment_run(i, states, "needed", forward_only=not hold)
+            # the segments run for the forward pass alone (keeping nothing of theirs but
+            # the outputs and the state handed on), except: the last one keeps what its
+            # backward pass (which comes next) reads, held for that pass instead of a
+            # recomputation; and where that pass reads only values the run keeps (it puts
+            # them in place), the segment's own net keeps no more than those already
+            kept_only = _reads_kept_only(_segment_net(net, self.segments[i][2]))
+            hold = i == last and not kept_only
+            run = self._segment_run(i, states, "needed", forward_only=not (hold or kept_only))
             run.forward()
             seg = run.net
             if i == 0:  # (a copy if the segment's steps hold it in a row of their array)
