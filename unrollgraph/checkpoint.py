@@ -12,9 +12,17 @@ What a run holds beyond that is kept out: the run maps only the slots it keeps (
 all T steps' slots), reads its outputs' steps as rows of the arrays the call returned, keeps
 a state that is an output (an RNN's h) as such a row, gives its segments no buffer pool
 (their arrays go back to the allocator when a segment ends), flushes a segment's stacked
-per-step gradients a quarter of the segment at a time, and sums the parameters' gradients
-in place across segments. A segment whose backward pass reads only values the run kept (the
-Elman RNN's: its outputs, inputs and entering state) is not recomputed at all.
+per-step gradients half (or a quarter: :data:`SEGMENT_CHUNKS`) of the segment at a time, and
+sums the parameters' gradients in place across segments. A segment whose backward pass reads
+only values the run kept (the Elman RNN's: its outputs, inputs and entering state) is not
+recomputed at all.
+
+What the time is spent on is kept to the recomputation: the forward pass runs each segment
+compiled for the forward pass alone (:func:`_forward_type`: every value but the outputs and
+the state handed on is dropped once read, and the steps compute in place), and the last
+segment, whose backward pass comes first, is run keeping what that pass reads and held for
+it instead of recomputed (the peak is reached during a segment's backward pass, holding one
+segment's activations, anyway).
 
 A segment is an unrolled net of k steps of the same cell (built once per length and
 truncation, sharing the cell's parameters), run with the same compiled schedule as any net.
