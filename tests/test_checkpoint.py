@@ -649,3 +649,31 @@ def test_a_checkpointed_run_keeps_no_segment_buffers_and_no_per_step_lists():
     assert len(run.grads.items()) == len(net._param_slots)
     for s, g in run.grads.items():  # each parameter's gradient: one array of its own
         assert g.base is None and g.shape == net.nodes[s].shape
+
+
+@pytest.mark.parametrize("make", [ug.nn.LSTMCell, ug.nn.GRUCell])
+def test_the_last_segment_is_held_for_one_backward_pass_and_recomputed_after(make,
+                                                                             monkeypatch):
+    """The forward pass holds the last segment's run for the first backward pass (which
+    reads it instead of recomputing it) and lets it go there; a second backward pass of the
+    same call recomputes every segment and gives the same gradients again. The other
+    segments ran compiled for the forward pass alone."""
+    T, k = 10, 3
+    xs = np.random.default_rng(3).normal(size=(T, 2, 3))
+    cell = make(3, 4, seed=0)
+    net = ug.unroll(cell, T, checkpoint=k)
+    out, _ = net(xs)
+    run = net.last_run
+    assert run._held is not None and not getattr(run._held.net, "forward_only", False)
+    forward_only = [seg for seg in net._segment_nets.values()
+                    if getattr(seg, "forward_only", False)]
+    assert [seg.steps for seg in forward_only] == [k]  # (the three segments before the last)
+    loss = (out * out).sum()
+    calls = _count_segment_forwards(monkeypatch)
+    loss.backward()
+    assert len(calls) == 3 and run._held is None
+    first = {name: p.grad.copy() for name, p in cell.parameters().items()}
+    loss.backward()
+    assert len(calls) == 3 + 4
+    for name, p in cell.parameters().items():
+        assert np.array_equal(p.grad, 2 * first[name]), name
