@@ -22,7 +22,15 @@ B=16, H=128, D=64, float64, T = 1,000 and 10,000, each measured in a fresh subpr
   time, and the machine's other work does not count), and
   ``extra / forward``: the time checkpointing adds over full BPTT, in forward passes of
   full BPTT (it recomputes each segment once: at most one more forward pass; none for a
-  segment whose backward pass reads only what the run kept, as the Elman RNN's).
+  segment whose backward pass reads only what the run kept, as the Elman RNN's);
+* where it goes, in the round with the least step time: the step's forward and backward
+  pass, and within a checkpointed backward pass the recomputation (the segments run again,
+  thread CPU time) and the segments' own backward passes; the rest of it is seeding and
+  handing each segment's state gradient to the one before. Full BPTT's forward pass keeps
+  every step's activations in fresh memory (the page faults count); the checkpointed one
+  runs each segment compiled for the forward pass alone (it keeps only the outputs and the
+  state handed on, computing in place) and keeps the last segment's activations, which
+  its backward pass reads instead of a recomputation.
 
 The measuring processes run with one BLAS thread (``--blas-threads 0`` for the library's
 default): on a machine whose cores are busy with other work, a multithreaded BLAS call of
@@ -89,21 +97,80 @@ def memory_child(kind: str, T: int, mode: str) -> dict:
     return {"peak_mb": peak / 2**20, "k": net.checkpoint}
 
 
+class _Parts:
+    """Where a checkpointed step's time goes, by thread CPU time: the segments run again
+    during the backward pass (the recomputation) and the segments' own backward passes
+    (the rest of the backward pass: seeding, handing the state gradients from segment to
+    segment, filing the inputs' gradients)."""
+
+    def __init__(self):
+        self.recompute = self.segments = 0.0
+        self._in_backward = False
+        seg_run, ck_run = ug.checkpoint._SegmentRun, ug.checkpoint.CheckpointedRun
+        forward, backward, ck_backward = seg_run.forward, seg_run.backward, ck_run.backward
+        clock = time.thread_time
+        parts = self
+
+        def seg_forward(run):
+            t0 = clock()
+            forward(run)
+            if parts._in_backward:
+                parts.recompute += clock() - t0
+
+        def seg_backward(run, seeds):
+            t0 = clock()
+            backward(run, seeds)
+            parts.segments += clock() - t0
+
+        def checkpointed_backward(run, seeds):
+            parts._in_backward = True
+            try:
+                ck_backward(run, seeds)
+            finally:
+                parts._in_backward = False
+
+        seg_run.forward, seg_run.backward = seg_forward, seg_backward
+        ck_run.backward = checkpointed_backward
+
+    def take(self) -> tuple:
+        out = (self.recompute, self.segments)
+        self.recompute = self.segments = 0.0
+        return out
+
+
 def time_child(kind: str, T: int, repeats: int) -> dict:
     """In one process, both modes in interleaved rounds (so that the machine's state hits
-    them alike): the CPU time of a step and of a forward pass, the least over the rounds."""
-    runs = {m: make(kind, T, m) for m in MODES}
+    them alike): the CPU time of a step and of a forward pass, the least over the rounds,
+    and the parts of the round with the least step time (its forward and backward pass;
+    for checkpointing the recomputation and the segments' backward passes within the
+    backward pass)."""
+    runs = {}
+    for m in MODES:
+        net, xs, _step = make(kind, T, m)
+        runs[m] = (net, xs, net.cell)
+    parts = _Parts()
     times = {m: ([], []) for m in MODES}
     clock = time.process_time  # this process's CPU time: what other processes do adds none
     for _ in range(repeats):
-        for m, (net, xs, step) in runs.items():
+        for m, (net, xs, cell) in runs.items():
+            cell.zero_grad()
             t0 = clock()
-            step()
-            times[m][0].append(clock() - t0)
+            out, _ = net(xs)
+            t1 = clock()
+            out.sum().backward()
+            t2 = clock()
+            times[m][0].append((t2 - t0, t1 - t0, t2 - t1) + parts.take())
+            del out
             t0 = clock()
             net(xs)
             times[m][1].append(clock() - t0)
-    return {m: {"ms": 1e3 * min(a), "forward_ms": 1e3 * min(f)} for m, (a, f) in times.items()}
+    res = {}
+    for m, (steps, forwards) in times.items():
+        best = min(steps)
+        res[m] = {"ms": 1e3 * best[0], "forward_ms": 1e3 * min(forwards),
+                  "step_forward_ms": 1e3 * best[1], "backward_ms": 1e3 * best[2],
+                  "recompute_ms": 1e3 * best[3], "segments_ms": 1e3 * best[4]}
+    return res
 
 
 def run_child(threads, *args) -> dict:
@@ -138,7 +205,9 @@ def main(argv=None):
           f"per step ({', '.join(f'{k.upper()} {v}' for k, v in MUST_KEEP.items())} (B, H) "
           "arrays)\n")
     head = ["cell", "T", "k", "peak MB", "outputs MB", "activations MB",
-            "activations (steps' worth)", "3 sqrt(T)", "ms", "forward ms", "extra / forward"]
+            "activations (steps' worth)", "3 sqrt(T)", "ms", "forward ms", "extra / forward",
+            "step: forward ms", "step: backward ms", "of which recompute ms",
+            "of which segments' backward ms"]
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     ok = True
@@ -162,7 +231,10 @@ def main(argv=None):
                     kind.upper(), str(T), str(r["k"] or "–"), f"{r['peak_mb']:.1f}",
                     f"{outputs:.1f}", f"{act:.1f}", f"{worth:.0f}",
                     f"{bound:.0f}" if m == "sqrt" else "", f"{r['ms']:.0f}",
-                    f"{r['forward_ms']:.0f}", f"{extra:.2f}" if m == "sqrt" else ""]) + " |")
+                    f"{r['forward_ms']:.0f}", f"{extra:.2f}" if m == "sqrt" else "",
+                    f"{r['step_forward_ms']:.0f}", f"{r['backward_ms']:.0f}",
+                    f"{r['recompute_ms']:.0f}" if m == "sqrt" else "",
+                    f"{r['segments_ms']:.0f}" if m == "sqrt" else ""]) + " |")
     print("\ntargets (checkpoint='sqrt'): activations <= 3 sqrt(T) steps' worth; extra time <= "
           "one forward pass of full BPTT: " + ("met" if ok else "MISSED"))
     return 0

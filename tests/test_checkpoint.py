@@ -584,7 +584,9 @@ def test_a_segment_whose_backward_reads_only_kept_values_is_not_recomputed(
     out, _ = net(xs)
     calls = _count_segment_forwards(monkeypatch)
     (out * out).sum().backward()
-    assert len(calls) == (4 if recomputed else 0)  # ceil(11 / 3) segments
+    # ceil(11 / 3) = 4 segments; the last one's values come from the forward pass, which
+    # held them for this backward pass: 3 recomputations
+    assert len(calls) == (3 if recomputed else 0)
     for name, p in cell.parameters().items():
         tight(p.grad, want_cell.parameters()[name].grad, name)
     full = net.last_run.full()  # (checks the kept numbers bit for bit)
@@ -627,8 +629,10 @@ def test_a_segment_put_in_place_gives_the_bits_a_recomputation_gives(spec, data)
 
 def test_a_checkpointed_run_keeps_no_segment_buffers_and_no_per_step_lists():
     """Between the forward and the backward pass (and after it) a checkpointed run holds
-    its outputs, its kept states and the parameters' gradients: no segment's arrays (the
-    segment nets have no buffer pool), no list over all T steps' slots."""
+    its outputs, its kept states and the parameters' gradients, and until the backward
+    pass the last segment's run (which that pass reads instead of recomputing it): no
+    other segment's arrays (the segment nets have no buffer pool), no list over all T
+    steps' slots."""
     T, k = 40, 7
     cell = ug.nn.LSTMCell(3, 4, seed=0)
     net = ug.unroll(cell, T, checkpoint=k)
@@ -637,7 +641,39 @@ def test_a_checkpointed_run_keeps_no_segment_buffers_and_no_per_step_lists():
     assert all(seg._pool is None for seg in net._segment_nets.values())
     n_states = len(net._state_slots) * len(net.kept_steps)
     assert len(run.values.items()) == n_states + len(net._param_slots) + len(net._init_slots)
+    held = run._held
+    assert held is not None and held.net.steps == T - (len(net.kept_steps) - 1) * k
+    assert held.values[held.net._state_slots["h"][-1]] is not None  # (its values are there)
     out.sum().backward()
+    assert run._held is None  # (let go by the backward pass)
     assert len(run.grads.items()) == len(net._param_slots)
     for s, g in run.grads.items():  # each parameter's gradient: one array of its own
         assert g.base is None and g.shape == net.nodes[s].shape
+
+
+@pytest.mark.parametrize("make", [ug.nn.LSTMCell, ug.nn.GRUCell])
+def test_the_last_segment_is_held_for_one_backward_pass_and_recomputed_after(make,
+                                                                             monkeypatch):
+    """The forward pass holds the last segment's run for the first backward pass (which
+    reads it instead of recomputing it) and lets it go there; a second backward pass of the
+    same call recomputes every segment and gives the same gradients again. The other
+    segments ran compiled for the forward pass alone."""
+    T, k = 10, 3
+    xs = np.random.default_rng(3).normal(size=(T, 2, 3))
+    cell = make(3, 4, seed=0)
+    net = ug.unroll(cell, T, checkpoint=k)
+    out, _ = net(xs)
+    run = net.last_run
+    assert run._held is not None and not getattr(run._held.net, "forward_only", False)
+    forward_only = [seg for seg in net._segment_nets.values()
+                    if getattr(seg, "forward_only", False)]
+    assert [seg.steps for seg in forward_only] == [k]  # (the three segments before the last)
+    loss = (out * out).sum()
+    calls = _count_segment_forwards(monkeypatch)
+    loss.backward()
+    assert len(calls) == 3 and run._held is None
+    first = {name: p.grad.copy() for name, p in cell.parameters().items()}
+    loss.backward()
+    assert len(calls) == 3 + 4
+    for name, p in cell.parameters().items():
+        assert np.array_equal(p.grad, 2 * first[name]), name

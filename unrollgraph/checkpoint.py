@@ -12,9 +12,17 @@ What a run holds beyond that is kept out: the run maps only the slots it keeps (
 all T steps' slots), reads its outputs' steps as rows of the arrays the call returned, keeps
 a state that is an output (an RNN's h) as such a row, gives its segments no buffer pool
 (their arrays go back to the allocator when a segment ends), flushes a segment's stacked
-per-step gradients a quarter of the segment at a time, and sums the parameters' gradients
-in place across segments. A segment whose backward pass reads only values the run kept (the
-Elman RNN's: its outputs, inputs and entering state) is not recomputed at all.
+per-step gradients half (or a third: :data:`SEGMENT_CHUNKS`) of the segment at a time, and
+sums the parameters' gradients in place across segments. A segment whose backward pass reads
+only values the run kept (the Elman RNN's: its outputs, inputs and entering state) is not
+recomputed at all.
+
+What the time is spent on is kept to the recomputation: the forward pass runs each segment
+compiled for the forward pass alone (:func:`_forward_type`: every value but the outputs and
+the state handed on is dropped once read, and the steps compute in place), and the last
+segment, whose backward pass comes first, is run keeping what that pass reads and held for
+it instead of recomputed (the peak is reached during a segment's backward pass, holding one
+segment's activations, anyway).
 
 A segment is an unrolled net of k steps of the same cell (built once per length and
 truncation, sharing the cell's parameters), run with the same compiled schedule as any net.
@@ -29,6 +37,7 @@ import math
 
 import numpy as np
 
+from . import compile as _compile
 from .compile import _Freed, backward_program, stand_ins
 from .errors import CellError
 from .graph import Node
@@ -138,14 +147,49 @@ def _reads_kept_only(seg) -> bool:
     return ok
 
 
-def _segment_net(net, key):
-    """The unrolled net of one segment (built once per length and truncation)."""
+_keep_unread = _compile._unread_slots
+
+
+def _unread_slots(net, prog) -> list:
+    """The slots a lean run of ``net`` drops: for a segment net that runs the forward pass
+    only (:func:`_forward_type`), every value a step computes but its states and outputs;
+    else the values no VJP reads (:func:`unrollgraph.compile._unread_slots`)."""
+    if not getattr(net, "forward_only", False):
+        return _keep_unread(net, prog)
+    kept = {s for slots in list(net._state_slots.values()) + list(
+        net._output_slots.values()) for s in slots}
+    return [e[0] for e in prog if e[5] is not None and e[0] not in kept]
+
+
+_compile._unread_slots = _unread_slots  # (a net decides: see forward_only)
+_FORWARD_TYPES: dict = {}
+
+
+def _forward_type(cls):
+    """The subclass of the net class ``cls`` whose nets are compiled to run the forward
+    pass only: a lean run of one drops every value but the states and outputs as soon as
+    the next step has read it (no backward pass reads them), so that each step computes
+    in place in the arrays the step before dropped. The checkpointed forward pass runs
+    its segments so: it keeps nothing of them but the outputs and the state handed on."""
+    sub = _FORWARD_TYPES.get(cls)
+    if sub is None:
+        sub = _FORWARD_TYPES.setdefault(
+            cls, type(f"ForwardOnly{cls.__name__}", (cls,), {"forward_only": True}))
+    return sub
+
+
+def _segment_net(net, key, forward_only: bool = False):
+    """The unrolled net of one segment (built once per length and truncation; and per
+    length for the forward pass alone, ``forward_only``: see :func:`_forward_type`)."""
     nets = net._segment_nets
+    if forward_only:
+        key = (key[0], None, "forward")  # (truncation changes no value)
     seg = nets.get(key)
     if seg is None:
-        length, truncate = key
-        seg = type(net)(net.cell, length, truncate=truncate or None, masked=net.masked,
-                        keep="needed")
+        length, truncate = key[:2]
+        cls = _forward_type(type(net)) if forward_only else type(net)
+        seg = cls(net.cell, length, truncate=truncate or None, masked=net.masked,
+                  keep="needed")
         if truncate == 0:  # every step cut: only gradients placed on leaves get through
             seg.truncate = 0
         seg._whole = net  # its errors name its nodes as the whole net's printout does
@@ -157,16 +201,33 @@ def _segment_net(net, key):
     return seg
 
 
-# steps per chunk of a segment's backward (the shared weights' gradients and the time-batched
-# nodes' backward, and the time-batched forward, a chunk at a time, see run._chunk_steps): the
-# per-step parts held until a chunk is flushed and their stack are 2 / SEGMENT_CHUNKS of a
-# segment's activations (measured: the time is the same from 2 to 8 chunks per segment)
-SEGMENT_CHUNKS = 4
+# chunks per segment of a segment's backward (the shared weights' gradients and the
+# time-batched nodes' backward, and the time-batched forward, a chunk at a time, see
+# run._chunk_steps): the per-step parts held until a chunk is flushed and their stack. A
+# flush has a fixed cost (a product and an in-place sum per weight, the stacking calls),
+# which small chunks pay many times over (a GRU at T = 1,000: 3 % of the step less with
+# three chunks than with four), and the parts take memory: two chunks where the segment is
+# recomputed (the parts of half a segment stay under the recomputed activations that its
+# backward pass holds anyway); three where they would not: a segment put in place holds no
+# activations of its own (the parts are then the bulk of its backward pass's memory), and
+# a net whose time-batched slices stack gradients of their own (a GRU's input gates) stacks
+# three more arrays per step. With two chunks either would take the activations over
+# 3 sqrt(T) steps' worth at T = 1,000 (benchmarks/checkpoint.py)
+SEGMENT_CHUNKS = 2
+SMALL_SEGMENT_CHUNKS = 3
 
 
-def _segment_chunk(length: int) -> int:
-    """Steps per chunk of a segment of ``length`` steps (0: the segment at once)."""
-    chunk = -(-length // SEGMENT_CHUNKS)
+def _segment_chunk(length: int, small: bool = False) -> int:
+    """Steps per chunk of a segment of ``length`` steps (0: the segment at once);
+    ``small``: in :data:`SMALL_SEGMENT_CHUNKS` chunks, else :data:`SEGMENT_CHUNKS`.
+
+    Examples
+    --------
+    >>> _segment_chunk(32), _segment_chunk(32, small=True), _segment_chunk(3)
+    (16, 11, 2)
+    """
+    chunks = SMALL_SEGMENT_CHUNKS if small else SEGMENT_CHUNKS
+    chunk = -(-length // chunks)
     return 0 if chunk >= length else max(chunk, 2)
 
 
@@ -266,11 +327,14 @@ class CheckpointedRun(Run):
         self._outputs: list | None = None  # the (T, B, ...) outputs, until call() takes them
         self._outs: list = []  # the same arrays, kept (the run reads their rows)
         self._stacked: dict = {}  # segment -> its time-batched values' stand-ins
+        # the last segment's run, from the forward pass to the first backward pass, which
+        # reads its values instead of a recomputation's (None: recompute it)
+        self._held: Run | None = None
 
     # -- the segments ------------------------------------------------------------------------
-    def _segment_run(self, i: int, states: dict, keep: str) -> Run:
+    def _segment_run(self, i: int, states: dict, keep: str, forward_only: bool = False) -> Run:
         a, b, key = self.segments[i]
-        seg = _segment_net(self.net, key)
+        seg = _segment_net(self.net, key, forward_only)
         xs = {k: _leaf(v[a:b], self.xs[k].requires_grad) for k, v in self.xs_data.items()}
         run = _SegmentRun(seg, xs, states, None, self.batch, keep)
         run.first_step = a  # its errors name the steps of the whole run
@@ -284,7 +348,8 @@ class CheckpointedRun(Run):
             (run.generic_forward, run.generic_backward, run.flush_chunk,
              run.plain) = path
         else:
-            run.flush_chunk = _segment_chunk(b - a)
+            back = _segment_net(self.net, key)  # (the net its backward pass runs)
+            run.flush_chunk = _segment_chunk(b - a, back._tb_sliced or _reads_kept_only(back))
         return run
 
     def _entering(self, i: int, grad: dict | None) -> dict:
@@ -403,8 +468,16 @@ class CheckpointedRun(Run):
         states = self.states
         outs: list = []
         held = _held_states(net)
+        last = len(self.segments) - 1
         for i, (a, b, _key) in enumerate(self.segments):
-            run = self._segment_run(i, states, "needed")
+            # the segments run for the forward pass alone (keeping nothing of theirs but
+            # the outputs and the state handed on), except: the last one keeps what its
+            # backward pass (which comes next) reads, held for that pass instead of a
+            # recomputation; and where that pass reads only values the run keeps (it puts
+            # them in place), the segment's own net keeps no more than those already
+            kept_only = _reads_kept_only(_segment_net(net, self.segments[i][2]))
+            hold = i == last and not kept_only
+            run = self._segment_run(i, states, "needed", forward_only=not (hold or kept_only))
             run.forward()
             seg = run.net
             if i == 0:  # (a copy if the segment's steps hold it in a row of their array)
@@ -424,6 +497,8 @@ class CheckpointedRun(Run):
             for k, v in states.items():
                 vals[net._state_slots[k][b - 1]] = v
             self._record(i, run)
+            if hold:
+                self._held = run
             del run
         self._outputs = outs
         self._outs = outs
@@ -449,9 +524,13 @@ class CheckpointedRun(Run):
             if not self._needs_backward(i):
                 break
             a, b, _key = self.segments[i]
-            run = self._segment_run(i, self._entering(i, wants[i]), "needed")
-            if not self._place(i, run):
-                run.forward()
+            run, self._held = self._held, None
+            if run is not None:  # the last segment, as the forward pass left it
+                run.states = self._entering(i, wants[i])
+            else:
+                run = self._segment_run(i, self._entering(i, wants[i]), "needed")
+                if not self._place(i, run):
+                    run.forward()
             carry = self._backward_segment(i, run, seeds, carry, totals)
             seg = run.net
             for k, slots in seg._input_slots.items():
