@@ -37,7 +37,6 @@ import math
 
 import numpy as np
 
-from . import compile as _compile
 from .compile import _Freed, backward_program, stand_ins
 from .errors import CellError
 from .graph import Node
@@ -147,21 +146,6 @@ def _reads_kept_only(seg) -> bool:
     return ok
 
 
-_keep_unread = _compile._unread_slots
-
-
-def _unread_slots(net, prog) -> list:
-    """The slots a lean run of ``net`` drops: for a segment net that runs the forward pass
-    only (:func:`_forward_type`), every value a step computes but its states and outputs;
-    else the values no VJP reads (:func:`unrollgraph.compile._unread_slots`)."""
-    if not getattr(net, "forward_only", False):
-        return _keep_unread(net, prog)
-    kept = {s for slots in list(net._state_slots.values()) + list(
-        net._output_slots.values()) for s in slots}
-    return [e[0] for e in prog if e[5] is not None and e[0] not in kept]
-
-
-_compile._unread_slots = _unread_slots  # (a net decides: see forward_only)
 _FORWARD_TYPES: dict = {}
 
 

@@ -230,7 +230,15 @@ def stand_ins(net, batch: int, dtype) -> list:
 
 def _unread_slots(net, prog) -> list:
     """Op-node slots whose values no VJP reads and that are neither an output nor a state
-    (freed by ``keep="needed"``)."""
+    (freed by ``keep="needed"``). A net that runs the forward pass only (``forward_only``:
+    checkpointing's forward pass over a segment) drops every value a step computes but its
+    states and outputs."""
+    # a run keeps every output and state it returns or reports (the outputs are stacked
+    # after the run, Run.value and state_grads read the states): never a stand-in
+    kept = {s for slots in list(net._state_slots.values()) + list(
+        net._output_slots.values()) for s in slots}
+    if getattr(net, "forward_only", False):
+        return [e[0] for e in prog if e[5] is not None and e[0] not in kept]
     read = [False] * len(net.nodes)
     nodes = net.nodes
     reads_of: dict = {}  # (op, arity) -> what its VJPs read
@@ -244,10 +252,6 @@ def _unread_slots(net, prog) -> list:
             reads_of[key] = reads
         for r in reads:
             read[out if r == "ans" else ins[r]] = True
-    # a run keeps every output and state it returns or reports (the outputs are stacked
-    # after the run, Run.value and state_grads read the states): never a stand-in
-    kept = {s for slots in list(net._state_slots.values()) + list(
-        net._output_slots.values()) for s in slots}
     return [e[0] for e in prog if not read[e[0]] and e[0] not in kept]
 
 
