@@ -31,6 +31,7 @@ from .errors import (
 )
 from .graph import Node, check_name
 from .ops import _REGISTRY, get_op
+from . import interop as _interop
 
 __all__ = [
     "Tensor",
@@ -275,7 +276,33 @@ class Tensor:
 
     __slots__ = ("_data", "_grad", "node", "_requires_grad", "_parents", "_version", "_born",
                  "__weakref__")
-    __array_ufunc__ = None  # make numpy defer to our reflected operators
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """numpy's ufuncs on a tensor (:mod:`unrollgraph.interop`). The operators
+        ``ndarray + t`` (``- * / ** @ < <= > >=``) give what ``t.__radd__`` (...) gives: a
+        node of the graph. Any other ufunc, ufunc method or ``out=`` (``np.tanh(t)``,
+        ``np.add.reduce(t)``, ``array += t``) raises :class:`~unrollgraph.NumpyFunctionError`
+        naming the unrollgraph function to use.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> np.ones(2) * ug.tensor([1.0, 2.0], name="t")
+        tensor([1., 2.])
+        >>> np.tanh(ug.tensor([1.0, 2.0], name="t"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        unrollgraph.errors.NumpyFunctionError: np.tanh(t): numpy computes on plain ... ug.tanh(x)...
+        """
+        return _interop.ufunc_on_tensor(Tensor, ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        """numpy's other functions on a tensor (:mod:`unrollgraph.interop`): on a tensor that
+        is part of a graph (requires grad, computed by an op, a cell's placeholder) they raise
+        :class:`~unrollgraph.NumpyFunctionError` naming the unrollgraph function to use
+        (``np.sum`` -> ``ug.sum``, ``np.dot`` -> ``@``); on a plain constant they compute on
+        its value and return numpy results."""
+        return _interop.function_on_tensor(Tensor, func, args, kwargs)
 
     def __init__(self, data, node: Node, parents: tuple = (), requires_grad: bool = False):
         self._data = data
