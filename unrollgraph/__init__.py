@@ -16,6 +16,7 @@ from .cell import Cell
 from .errors import (
     AnomalyError,
     CellError,
+    CellWarning,
     CycleError,
     DTypeError,
     GradcheckError,
@@ -92,7 +93,7 @@ __all__ = [
     "UnrollGraphError", "ShapeError", "GraphError", "CycleError", "CellError", "GradientError",
     "AnomalyError", "RenderError", "GradcheckError", "TrainingError", "DTypeError",
     "InvalidNameError", "OpError",
-    "LoweringError", "MissingDependencyError", "NumpyFunctionError",
+    "LoweringError", "MissingDependencyError", "NumpyFunctionError", "CellWarning",
     "optim", "train", "export", "clip_grad_norm", "clip_grad_value",
     "normalize_grad_norm", "gradient_flow", "compare_flows", "GradientFlow",
     "truncation_error", "tbptt_truncation_error", "TruncationError",

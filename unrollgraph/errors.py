@@ -24,6 +24,7 @@ __all__ = [
     "LoweringError",
     "MissingDependencyError",
     "NumpyFunctionError",
+    "CellWarning",
 ]
 
 
@@ -125,3 +126,10 @@ class NumpyFunctionError(UnrollGraphError, TypeError):
     def __init__(self, message: str, function: str | None = None):
         super().__init__(message)
         self.function = function
+
+
+class CellWarning(UserWarning):
+    """A cell that unrolls but probably not as meant: an input or state that nothing the cell
+    computes reads, or a constant that holds a placeholder's stand-in value (made from
+    ``h.data``). Not an error: filter it with ``warnings.filterwarnings("ignore",
+    category=ug.CellWarning)``."""

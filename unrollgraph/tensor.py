@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import interop as _interop
 from .errors import (
     AnomalyError,
     CellError,
@@ -31,7 +32,6 @@ from .errors import (
 )
 from .graph import Node, check_name
 from .ops import _REGISTRY, get_op
-from . import interop as _interop
 
 __all__ = [
     "Tensor",
