@@ -198,6 +198,35 @@ def _leaf_kinds(net, xs_t: dict, states_t: dict, plan=None) -> tuple:
     return kinds
 
 
+def _input_shape_hint(net, k: str, shape: tuple, want: tuple) -> str:
+    """What differs between input ``k``'s ``shape`` and the (T, B) + ``want`` the net takes,
+    said as the fix: the steps, the batch-first order, the feature size, a missing axis."""
+    feats = f"cell.input({k!r}, {want})"
+    if len(shape) == 2 + len(want):
+        if shape[0] == 0:
+            return "a sequence of 0 steps has nothing to run: a net runs at least one step"
+        if shape[1] == net.steps and shape[2:] == want:
+            return ("it looks batch-first (B, T, ...): the steps come first, pass "
+                    "np.swapaxes(xs, 0, 1)")
+        said = []
+        if shape[0] != net.steps:
+            said.append(f"it has {shape[0]} steps where the net has {net.steps}: unroll again "
+                        f"with ug.unroll(cell, steps={shape[0]})")
+        if shape[2:] != want:
+            size = (f"feature size {shape[2]} where the cell's input {k!r} takes {want[0]}"
+                    if len(want) == 1 else
+                    f"features shaped {shape[2:]} where the cell's input {k!r} takes {want}")
+            said.append(f"each step's {size} (declared as {feats}): pass data of the "
+                        f"cell's feature size, or build the cell for {shape[2:]} (its "
+                        "input size)")
+        return "; ".join(said)
+    if len(shape) == 1 + len(want) and shape[1:] == want:
+        return (f"it has no batch axis: for a batch of one pass xs[:, None] (shape "
+                f"{(shape[0], 1) + want})")
+    return (f"arrange it as (steps, batch) + the feature shape {want} of {feats}, "
+            f"{2 + len(want)} axes in all (it has {len(shape)})")
+
+
 def normalize_inputs(net, xs) -> dict:
     names = net._input_names
     if type(xs) is Tensor and len(names) == 1:  # the common case, checked in a few steps
@@ -243,18 +272,10 @@ def normalize_inputs(net, xs) -> dict:
             t = Tensor(arr, Node("leaf", name=k, shape=arr.shape, dtype=_dtype_name(arr)))
         want = net._input_shapes[k]
         if t.ndim != 2 + len(want) or t.shape[0] != net.steps or t.shape[2:] != want:
-            hint = ("a sequence of 0 steps has nothing to run: a net runs at least one step"
-                    if t.ndim == 2 + len(want) and t.shape[0] == 0
-                    else "it looks batch-first (B, T, ...): the steps come first, pass "
-                    "np.swapaxes(xs, 0, 1)"
-                    if t.ndim == 2 + len(want) and t.shape[1] == net.steps
-                    and t.shape[2:] == want
-                    else f"unroll again with ug.unroll(cell, steps={t.shape[0]})"
-                    if t.ndim == 2 + len(want) and t.shape[0] != net.steps
-                    else "arrange it as (steps, batch, features)")
             raise ShapeError(
                 f"unrolled cell {net.cell.name!r}: input {k!r} must have shape "
-                f"(T={net.steps}, B, {', '.join(map(str, want))}), got {t.shape}; {hint}"
+                f"(T={net.steps}, B, {', '.join(map(str, want))}), got {t.shape}; "
+                + _input_shape_hint(net, k, t.shape, want)
             )
         out[k] = t
     batches = {t.shape[1] for t in out.values()}

@@ -583,6 +583,9 @@ class Tensor:
         tensor). The shape and dtype stay. For one element or slice, ``w[0] = 1.0`` does the
         same; ``w.data = new`` replaces the whole value.
 
+        All or nothing: an exception inside the block puts every number back as it was before
+        the block (and records no change), then propagates.
+
         Returns
         -------
         context manager
@@ -591,7 +594,10 @@ class Tensor:
         Raises
         ------
         GraphError
-            For the tuple an unrolled net's call holds (edit its outputs' leaves).
+            For a value computed by an op (as ``t[...] = v`` does), and for the tuple an
+            unrolled net's call holds (edit its outputs' leaves).
+        CellError
+            For a cell's placeholder (input or state), whose value is a stand-in.
 
         Examples
         --------
@@ -602,12 +608,38 @@ class Tensor:
         >>> w.data
         array([ 1., 20., 30.])
         """
+        node = self.node
         if type(self._data) is not np.ndarray:
             raise GraphError(
-                f"{self.node.label()} holds the outputs of an unrolled net; edit its output "
+                f"{node.label()} holds the outputs of an unrolled net; edit its output "
                 "tensors instead"
             )
-        return _editing(self, "an edit in place (Tensor.edit or t[...] = ...)")
+        if node.op in ("input", "state"):
+            raise CellError(
+                f"{node.label()}.edit(): {node.label()} is a cell's placeholder, whose value "
+                "is a stand-in while the cell is built; compute the value you want with ops "
+                "(ug.where(mask, new, old), ug.concat([...]))"
+            )
+        if self._parents:
+            raise GraphError(
+                f"{node.label()}.edit(): {node.label()} is computed by op {node.op!r}, and an "
+                "edit of its value would not be part of the graph its gradient follows; "
+                "compute the new value with ops (ug.where(mask, new, old), ug.concat([...])), "
+                "or edit a leaf (w[...] = v, or with w.edit() as a: ...)"
+            )
+
+        @contextlib.contextmanager
+        def all_or_nothing():
+            before = self._data.copy()
+            with _editing(self, None) as arr:  # (recorded below, once the block has ended)
+                try:
+                    yield arr
+                except BaseException:
+                    arr[...] = before  # an exception in the block undoes the edit
+                    raise
+            _mark_changed(self, "an edit in place (Tensor.edit or t[...] = ...)")
+
+        return all_or_nothing()
 
     def __setitem__(self, index, value) -> None:
         """``t[index] = value`` on a leaf (a parameter, a tensor from :func:`tensor`): an edit
