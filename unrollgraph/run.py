@@ -523,8 +523,8 @@ class Run:
             ``net.output_nodes``), or its display name as printed by ``print(net.graph)``,
             such as ``"h_next@0"`` (a cell's node at step 0) or ``"W"`` (a parameter). The
             names the diagrams give the cell's members work too (where no display name is
-            the same): ``"h@t"`` or ``"h_t"`` is state h after step t (the textbook view's
-            h\ :sub:`t`), ``"h_init"`` (or ``"h@init"``) its initial state, ``"y@t"`` or
+            the same): ``"h@t"`` or ``"h_t"`` is state h after step t (the textbook
+            view's h with subscript t), ``"h_init"`` (or ``"h@init"``) its initial state, ``"y@t"`` or
             ``"y_t"`` output y of step t, ``"x@t"`` or ``"x_t"`` input x of step t.
 
         Returns
