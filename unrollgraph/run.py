@@ -524,8 +524,9 @@ class Run:
             such as ``"h_next@0"`` (a cell's node at step 0) or ``"W"`` (a parameter). The
             names the diagrams give the cell's members work too (where no display name is
             the same): ``"h@t"`` or ``"h_t"`` is state h after step t (the textbook
-            view's h with subscript t), ``"h_init"`` (or ``"h@init"``) its initial state, ``"y@t"`` or
-            ``"y_t"`` output y of step t, ``"x@t"`` or ``"x_t"`` input x of step t.
+            view's h with subscript t), ``"h_init"`` (or ``"h@init"``) its initial state,
+            ``"y@t"`` or ``"y_t"`` output y of step t, ``"x@t"`` or ``"x_t"`` input x of
+            step t.
 
         Returns
         -------
