@@ -14,7 +14,6 @@ reference executor: every derived fast path is tested against them (they also ru
 from __future__ import annotations
 
 import difflib
-
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
