@@ -631,13 +631,19 @@ class Tensor:
         @contextlib.contextmanager
         def all_or_nothing():
             before = self._data.copy()
-            with _editing(self, None) as arr:  # (recorded below, once the block has ended)
+            failed = False
+            with _editing(self, None) as arr:  # (recorded below, unless the block failed)
                 try:
                     yield arr
+                except GeneratorExit:  # entered, never ended, collected: kept as written
+                    raise
                 except BaseException:
+                    failed = True
                     arr[...] = before  # an exception in the block undoes the edit
                     raise
-            _mark_changed(self, "an edit in place (Tensor.edit or t[...] = ...)")
+                finally:
+                    if not failed:
+                        _mark_changed(self, "an edit in place (Tensor.edit or t[...] = ...)")
 
         return all_or_nothing()
 
