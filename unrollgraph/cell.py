@@ -10,11 +10,14 @@ batch axis is added at run time); parameters are shared weights.
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import CellError, ShapeError
+from .errors import CellError, CellWarning, ShapeError
 from .graph import Graph, Node, check_name, toposort
 from .ops import get_op
 from .tensor import Tensor, _editing, _locked, as_real_array
@@ -342,7 +345,78 @@ class Cell:
                 f"cell {self.name!r} has no outputs and no states; declare cell.output(...)"
             )
         toposort(self.roots())  # raises CycleError on a loop without a delay
+        self._check_read()
         self._check_batch_axis()
+
+    def _check_read(self) -> None:
+        """Refuse an input or state that nothing the cell computes reads, and warn of a
+        constant that holds a placeholder's stand-in value.
+
+        A placeholder's value (``h.data``) is a stand-in, a batch of one of 0.5, used only to
+        check shapes: ``ug.tensor(h.data)`` makes a constant, fixed once, that the unrolled
+        net would use at every step instead of the state. A state (or input) that the
+        outputs and next states do not read is the visible sign of it, or of a member
+        declared by mistake. When a constant shaped as the placeholder (batch of one) holds
+        its stand-in, the unread placeholder is certainly such a copy: :class:`CellError`.
+        Otherwise a :class:`CellWarning`: a state that is only written is legitimate (it
+        carries its last value out as the net's final state), and a constant of 0.5 may be
+        meant.
+        """
+        read = {id(n) for n in toposort(self.roots())}
+        copies = self._stand_in_copies()
+        members = [(kind, k, t) for kind, table in (("state", self._states),
+                                                   ("input", self._inputs))
+                   for k, t in table.items()]
+
+        def stand_in(k):
+            return (f"{k}.data is a stand-in (a batch of one, every number 0.5) that exists "
+                    "only to check shapes while the cell is built; compute with the tensor "
+                    f"{k} itself (e.g. {k} * 2, {k} @ W.T), which the unrolled net replaces by "
+                    "each step's value")
+
+        def unread(kind, k):
+            return (f"cell {self.name!r}: {kind} {k!r} is declared but nothing the cell "
+                    "computes (its outputs and next states) reads it")
+
+        for kind, k, t in members:  # the stand-in stood in for the placeholder: wrong
+            if id(t.node) not in read and id(t.node) in copies:
+                raise CellError(
+                    f"{unread(kind, k)}, while the constant {copies[id(t.node)]} holds its "
+                    f"stand-in value: it was made from {k}.data (or a copy of it). "
+                    f"{stand_in(k)}")
+        warned = set()
+        for kind, k, t in members:
+            if id(t.node) not in read:  # (a state only written carries its last value out)
+                warnings.warn(
+                    f"{unread(kind, k)}: each step ignores its value. If a value was made "
+                    f"from {k}.data: {stand_in(k)}. If the cell does not need {kind} {k!r}, "
+                    "do not declare it", CellWarning, stacklevel=_user_level())
+            elif id(t.node) in copies and copies[id(t.node)] not in warned:
+                warned.add(copies[id(t.node)])
+                warnings.warn(
+                    f"cell {self.name!r}: the constant {copies[id(t.node)]} holds exactly the "
+                    f"stand-in value of {kind} {k!r} (its shape, every number 0.5): if it was "
+                    f"made from {k}.data, the unrolled net uses that stand-in at every step. "
+                    f"{stand_in(k)}", CellWarning, stacklevel=_user_level())
+
+    def _stand_in_copies(self) -> dict:
+        """``id`` of a placeholder's node -> the label of a constant of the body that holds
+        exactly its stand-in value (its shape, batch of one, every number ``_PROBE``)."""
+        found: dict = {}
+        g = None
+        holders = list(self._states.values()) + list(self._inputs.values())
+        for t in self.leaf_tensors().values():
+            if t.node.op in ("input", "state", "param") or t.node.role == "condition":
+                continue
+            data = t._data
+            if type(data) is not np.ndarray or data.ndim < 2 or data.shape[0] != 1:
+                continue
+            for ph in holders:
+                if data.shape == ph.shape and np.all(data == _PROBE):
+                    if g is None:
+                        g = self.graph()
+                    found.setdefault(id(ph.node), g.display_name(t.node))
+        return found
 
     def _check_batch_axis(self) -> None:
         """Refuse an op that mixes the sequences of a batch.
@@ -574,6 +648,16 @@ def _shape_tuple(shape, what) -> tuple:
                 "(a size of 0 holds nothing)"
             )
     return tuple(int(s) for s in items)
+
+
+def _user_level() -> int:
+    """The ``stacklevel`` that points a warning at the caller's line: the first frame outside
+    the package (the caller of ``ug.unroll``, an export...)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _batched(shape) -> str:

@@ -23,6 +23,8 @@ __all__ = [
     "InvalidNameError",
     "LoweringError",
     "MissingDependencyError",
+    "NumpyFunctionError",
+    "CellWarning",
 ]
 
 
@@ -113,3 +115,21 @@ class MissingDependencyError(LoweringError, ImportError):
     def __init__(self, message: str, package: str, target: str | None = None):
         super().__init__(message, target=target)
         self.name = package
+
+
+class NumpyFunctionError(UnrollGraphError, TypeError):
+    """A numpy function or ufunc given a tensor it would compute on outside the graph
+    (``np.tanh(t)``, ``np.dot(W, t)`` for a tensor that requires grad or is computed by an op,
+    ``array += t``): the message names the numpy function (``.function``) and the unrollgraph
+    function to use instead. A ``TypeError``, as numpy's own refusal of an operand is."""
+
+    def __init__(self, message: str, function: str | None = None):
+        super().__init__(message)
+        self.function = function
+
+
+class CellWarning(UserWarning):
+    """A cell that unrolls but probably not as meant: an input or state that nothing the cell
+    computes reads, or a constant that holds a placeholder's stand-in value (made from
+    ``h.data``). Not an error: filter it with ``warnings.filterwarnings("ignore",
+    category=ug.CellWarning)``."""

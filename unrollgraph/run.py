@@ -13,6 +13,7 @@ reference executor: every derived fast path is tested against them (they also ru
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -198,6 +199,35 @@ def _leaf_kinds(net, xs_t: dict, states_t: dict, plan=None) -> tuple:
     return kinds
 
 
+def _input_shape_hint(net, k: str, shape: tuple, want: tuple) -> str:
+    """What differs between input ``k``'s ``shape`` and the (T, B) + ``want`` the net takes,
+    said as the fix: the steps, the batch-first order, the feature size, a missing axis."""
+    feats = f"cell.input({k!r}, {want})"
+    if len(shape) == 2 + len(want):
+        if shape[0] == 0:
+            return "a sequence of 0 steps has nothing to run: a net runs at least one step"
+        if shape[1] == net.steps and shape[2:] == want:
+            return ("it looks batch-first (B, T, ...): the steps come first, pass "
+                    "np.swapaxes(xs, 0, 1)")
+        said = []
+        if shape[0] != net.steps:
+            said.append(f"it has {shape[0]} steps where the net has {net.steps}: unroll again "
+                        f"with ug.unroll(cell, steps={shape[0]})")
+        if shape[2:] != want:
+            size = (f"feature size {shape[2]} where the cell's input {k!r} takes {want[0]}"
+                    if len(want) == 1 else
+                    f"features shaped {shape[2:]} where the cell's input {k!r} takes {want}")
+            said.append(f"each step's {size} (declared as {feats}): pass data of the "
+                        f"cell's feature size, or build the cell for {shape[2:]} (its "
+                        "input size)")
+        return "; ".join(said)
+    if len(shape) == 1 + len(want) and shape[1:] == want:
+        return (f"it has no batch axis: for a batch of one pass xs[:, None] (shape "
+                f"{(shape[0], 1) + want})")
+    return (f"arrange it as (steps, batch) + the feature shape {want} of {feats}, "
+            f"{2 + len(want)} axes in all (it has {len(shape)})")
+
+
 def normalize_inputs(net, xs) -> dict:
     names = net._input_names
     if type(xs) is Tensor and len(names) == 1:  # the common case, checked in a few steps
@@ -243,18 +273,10 @@ def normalize_inputs(net, xs) -> dict:
             t = Tensor(arr, Node("leaf", name=k, shape=arr.shape, dtype=_dtype_name(arr)))
         want = net._input_shapes[k]
         if t.ndim != 2 + len(want) or t.shape[0] != net.steps or t.shape[2:] != want:
-            hint = ("a sequence of 0 steps has nothing to run: a net runs at least one step"
-                    if t.ndim == 2 + len(want) and t.shape[0] == 0
-                    else "it looks batch-first (B, T, ...): the steps come first, pass "
-                    "np.swapaxes(xs, 0, 1)"
-                    if t.ndim == 2 + len(want) and t.shape[1] == net.steps
-                    and t.shape[2:] == want
-                    else f"unroll again with ug.unroll(cell, steps={t.shape[0]})"
-                    if t.ndim == 2 + len(want) and t.shape[0] != net.steps
-                    else "arrange it as (steps, batch, features)")
             raise ShapeError(
                 f"unrolled cell {net.cell.name!r}: input {k!r} must have shape "
-                f"(T={net.steps}, B, {', '.join(map(str, want))}), got {t.shape}; {hint}"
+                f"(T={net.steps}, B, {', '.join(map(str, want))}), got {t.shape}; "
+                + _input_shape_hint(net, k, t.shape, want)
             )
         out[k] = t
     batches = {t.shape[1] for t in out.values()}
@@ -502,7 +524,12 @@ class Run:
         node : Node or str
             A node of the unrolled graph (``net.nodes``, ``net.graph.nodes``, or
             ``net.output_nodes``), or its display name as printed by ``print(net.graph)``,
-            such as ``"h_next@0"`` (a cell's node at step 0) or ``"W"`` (a parameter).
+            such as ``"h_next@0"`` (a cell's node at step 0) or ``"W"`` (a parameter). The
+            names the diagrams give the cell's members work too (where no display name is
+            the same): ``"h@t"`` or ``"h_t"`` is state h after step t (the textbook
+            view's h with subscript t), ``"h_init"`` (or ``"h@init"``) its initial state,
+            ``"y@t"`` or ``"y_t"`` output y of step t, ``"x@t"`` or ``"x_t"`` input x of
+            step t.
 
         Returns
         -------
@@ -525,6 +552,10 @@ class Run:
         >>> out, h = net(np.ones((2, 1, 2)))
         >>> net.last_run.value("h_next@0").shape
         (1, 3)
+        >>> bool((net.last_run.value("h@1") == h.data).all())  # state h after step 1
+        True
+        >>> bool((net.last_run.value("y_0") == out.data[0]).all())  # output y of step 0
+        True
         """
         s = self._slot_of(node, "value")
         v = self.values[s]
@@ -582,10 +613,19 @@ class Run:
             if s is not None:
                 return s
             close = [n for n in names if n.split("@")[0] == node.split("@")[0]][:4]
+            close += [n for n in difflib.get_close_matches(node, list(names), n=4)
+                      if n not in close][:4 - len(close)]
             hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
+            cell = net.cell
+            eg = [f"{k}@0" for k in list(cell.states)[:1] + list(cell.outputs)[:1]]
             raise GraphError(
-                f"Run.{what}({node!r}): no node of the unrolled graph has this display name"
-                f"{hint} (print(net.graph) lists them: a cell's node at step t is 'name@t')"
+                f"Run.{what}({node!r}): no node of the unrolled graph has this name{hint} "
+                "Accepted: a display name as print(net.graph) shows it (a cell's node at step "
+                "t is 'name@t', a parameter its name); a state's, output's or input's name at "
+                "step t as the diagrams label it, 'name@t' or 'name_t' (a state 'h@t' is its "
+                "value after step t, 'h_init' the initial state; an output 'y@t' is step t's)"
+                + (f", here e.g. {', '.join(map(repr, eg))}" if eg else "")
+                + f"; steps run from 0 to {net.steps - 1}"
             )
         got = ("a tensor that is not a node of the unrolled graph (an output the net "
                "returned, say)" if isinstance(node, Tensor) else type(node).__name__)
@@ -596,12 +636,30 @@ class Run:
         )
 
     def _names(self) -> dict:
-        graph = self.net.graph
-        cached = getattr(self.net, "_display_slots", None)
+        """Name -> slot: every node's display name (``h_next@1``), then the names the
+        diagrams give the cell's members at each step where no display name is the same:
+        ``h@t`` and ``h_t`` for state h after step t (the textbook view's h<sub>t</sub>),
+        ``h@init`` and ``h_init`` for its initial state, ``y@t`` and ``y_t`` for output y of
+        step t, ``x@t`` and ``x_t`` for input x of step t."""
+        net = self.net
+        graph = net.graph
+        cached = getattr(net, "_display_slots", None)
         if cached is None or cached[0] is not graph:  # (a rebuilt net has a new graph)
-            names = {graph.display_name(n): self.net._slot[id(n)] for n in graph.nodes
-                     if id(n) in self.net._slot}
-            cached = self.net._display_slots = (graph, names)
+            slot = net._slot
+            names = {graph.display_name(n): slot[id(n)] for n in graph.nodes
+                     if id(n) in slot}
+            members = [net.state_nodes, net.output_nodes, net.input_nodes]
+            for table in members:
+                for k, nodes in table.items():
+                    for t, n in enumerate(nodes):
+                        if id(n) in slot:
+                            names.setdefault(f"{k}@{t}", slot[id(n)])
+                            names.setdefault(f"{k}_{t}", slot[id(n)])
+            for k, n in net.init_nodes.items():
+                if id(n) in slot:
+                    names.setdefault(f"{k}@init", slot[id(n)])
+                    names.setdefault(f"{k}_init", slot[id(n)])
+            cached = net._display_slots = (graph, names)
         return cached[1]
 
     def _check_unchanged(self, what: str, why: str = "") -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import interop as _interop
 from .errors import (
     AnomalyError,
     CellError,
@@ -275,7 +276,33 @@ class Tensor:
 
     __slots__ = ("_data", "_grad", "node", "_requires_grad", "_parents", "_version", "_born",
                  "__weakref__")
-    __array_ufunc__ = None  # make numpy defer to our reflected operators
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """numpy's ufuncs on a tensor (:mod:`unrollgraph.interop`). The operators
+        ``ndarray + t`` (``- * / ** @ < <= > >=``) give what ``t.__radd__`` (...) gives: a
+        node of the graph. Any other ufunc, ufunc method or ``out=`` (``np.tanh(t)``,
+        ``np.add.reduce(t)``, ``array += t``) raises :class:`~unrollgraph.NumpyFunctionError`
+        naming the unrollgraph function to use.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> np.ones(2) * ug.tensor([1.0, 2.0], name="t")
+        tensor([1., 2.])
+        >>> np.tanh(ug.tensor([1.0, 2.0], name="t"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        unrollgraph.errors.NumpyFunctionError: np.tanh(t): numpy computes on plain ... ug.tanh(x)...
+        """
+        return _interop.ufunc_on_tensor(Tensor, ufunc, method, inputs, kwargs)
+
+    def __array_function__(self, func, types, args, kwargs):
+        """numpy's other functions on a tensor (:mod:`unrollgraph.interop`): on a tensor that
+        is part of a graph (requires grad, computed by an op, a cell's placeholder) they raise
+        :class:`~unrollgraph.NumpyFunctionError` naming the unrollgraph function to use
+        (``np.sum`` -> ``ug.sum``, ``np.dot`` -> ``@``); on a plain constant they compute on
+        its value and return numpy results."""
+        return _interop.function_on_tensor(Tensor, func, args, kwargs)
 
     def __init__(self, data, node: Node, parents: tuple = (), requires_grad: bool = False):
         self._data = data
@@ -556,6 +583,9 @@ class Tensor:
         tensor). The shape and dtype stay. For one element or slice, ``w[0] = 1.0`` does the
         same; ``w.data = new`` replaces the whole value.
 
+        All or nothing: an exception inside the block puts every number back as it was before
+        the block (and records no change), then propagates.
+
         Returns
         -------
         context manager
@@ -564,7 +594,10 @@ class Tensor:
         Raises
         ------
         GraphError
-            For the tuple an unrolled net's call holds (edit its outputs' leaves).
+            For a value computed by an op (as ``t[...] = v`` does), and for the tuple an
+            unrolled net's call holds (edit its outputs' leaves).
+        CellError
+            For a cell's placeholder (input or state), whose value is a stand-in.
 
         Examples
         --------
@@ -575,12 +608,44 @@ class Tensor:
         >>> w.data
         array([ 1., 20., 30.])
         """
+        node = self.node
         if type(self._data) is not np.ndarray:
             raise GraphError(
-                f"{self.node.label()} holds the outputs of an unrolled net; edit its output "
+                f"{node.label()} holds the outputs of an unrolled net; edit its output "
                 "tensors instead"
             )
-        return _editing(self, "an edit in place (Tensor.edit or t[...] = ...)")
+        if node.op in ("input", "state"):
+            raise CellError(
+                f"{node.label()}.edit(): {node.label()} is a cell's placeholder, whose value "
+                "is a stand-in while the cell is built; compute the value you want with ops "
+                "(ug.where(mask, new, old), ug.concat([...]))"
+            )
+        if self._parents:
+            raise GraphError(
+                f"{node.label()}.edit(): {node.label()} is computed by op {node.op!r}, and an "
+                "edit of its value would not be part of the graph its gradient follows; "
+                "compute the new value with ops (ug.where(mask, new, old), ug.concat([...])), "
+                "or edit a leaf (w[...] = v, or with w.edit() as a: ...)"
+            )
+
+        @contextlib.contextmanager
+        def all_or_nothing():
+            before = self._data.copy()
+            failed = False
+            with _editing(self, None) as arr:  # (recorded below, unless the block failed)
+                try:
+                    yield arr
+                except GeneratorExit:  # entered, never ended, collected: kept as written
+                    raise
+                except BaseException:
+                    failed = True
+                    arr[...] = before  # an exception in the block undoes the edit
+                    raise
+                finally:
+                    if not failed:
+                        _mark_changed(self, "an edit in place (Tensor.edit or t[...] = ...)")
+
+        return all_or_nothing()
 
     def __setitem__(self, index, value) -> None:
         """``t[index] = value`` on a leaf (a parameter, a tensor from :func:`tensor`): an edit

@@ -1,0 +1,187 @@
+"""What numpy does with a :class:`~unrollgraph.Tensor`.
+
+numpy computes on plain arrays, outside the graph: a numpy function given a tensor would
+return an array with no node, no gradient, and (inside a cell) only the placeholder's
+stand-in value. So:
+
+- the operators ``ndarray + t``, ``-``, ``*``, ``/``, ``**``, ``@`` and the comparisons
+  ``< <= > >=`` reach the tensor's own (reflected) operator and add a node, as ``t + ndarray``
+  does; ``==`` and ``!=`` compare identity, as between tensors (a tensor is a dict key);
+- every other ufunc (``np.tanh(t)``, ``np.exp``, ``np.add.reduce``, ``out=``, ``a += t``)
+  raises :class:`~unrollgraph.NumpyFunctionError` naming the unrollgraph function to use;
+- numpy's other functions (``np.sum``, ``np.dot``, ``np.stack``...) raise it too when a tensor
+  they are given is part of a graph (it requires grad or is computed by an op); on a plain
+  constant tensor they compute on its value, as on ``np.asarray(t)``, and return numpy
+  results;
+- the functions and ufuncs that only read a value (``np.allclose``, ``np.isfinite``,
+  ``np.shape``, ``np.argmax``..., listed in ``READERS``) read any tensor's value;
+- inside a cell, where a placeholder holds a stand-in value, every numpy function and ufunc
+  but the operators raises for a placeholder and what is computed from it.
+
+``np.asarray(t)`` (and ``t.data``) is the way to read a value on purpose.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import NumpyFunctionError
+
+# the ufuncs an operator calls, as ``ndarray <op> tensor``: name -> (the tensor's method when
+# it is the left operand, its method when it is the right one)
+UFUNC_OPERATORS = {
+    "add": ("__add__", "__radd__"),
+    "subtract": ("__sub__", "__rsub__"),
+    "multiply": ("__mul__", "__rmul__"),
+    "divide": ("__truediv__", "__rtruediv__"),  # np.true_divide is np.divide
+    "power": ("__pow__", "__rpow__"),
+    "matmul": ("__matmul__", "__rmatmul__"),
+    "greater": ("__gt__", "__lt__"),  # a > t is t < a
+    "greater_equal": ("__ge__", "__le__"),
+    "less": ("__lt__", "__gt__"),
+    "less_equal": ("__le__", "__ge__"),
+}
+
+# numpy name -> the unrollgraph function doing the same on tensors (each exists in the package:
+# tests/test_user_trial_numpy.py checks it)
+COUNTERPARTS = {
+    "exp": "ug.exp(x)", "log": "ug.log(x)", "tanh": "ug.tanh(x)", "sqrt": "ug.sqrt(x)",
+    "absolute": "ug.abs(x)", "abs": "ug.abs(x)", "maximum": "ug.maximum(a, b)",
+    "minimum": "ug.minimum(a, b)", "expit": "ug.sigmoid(x)", "negative": "-x",
+    "add": "a + b", "subtract": "a - b", "multiply": "a * b", "divide": "a / b",
+    "true_divide": "a / b", "power": "a ** b", "matmul": "a @ b (or ug.matmul(a, b))",
+    "dot": "a @ b (or ug.matmul(a, b))", "inner": "(a * b).sum(axis=-1)",
+    "greater": "a > b", "greater_equal": "a >= b", "less": "a < b", "less_equal": "a <= b",
+    "sum": "ug.sum(x, axis=...)", "mean": "ug.mean(x, axis=...)", "max": "ug.max(x, axis=...)",
+    "amax": "ug.max(x, axis=...)", "clip": "ug.clip(x, lo, hi)", "where": "ug.where(c, a, b)",
+    "reshape": "ug.reshape(x, shape)", "transpose": "ug.transpose(x, axes) (or x.T)",
+    "concatenate": "ug.concat([a, b], axis=...)", "concat": "ug.concat([a, b], axis=...)",
+    "stack": "ug.stack([a, b], axis=...)", "softmax": "ug.softmax(x, axis=...)",
+    "log_softmax": "ug.log_softmax(x, axis=...)",
+}
+
+# numpy functions and ufuncs that read a value (truth, shape, position), never compute a new
+# one a gradient would flow through: outside a cell they read a tensor's value
+READERS = frozenset({
+    "allclose", "isclose", "array_equal", "array_equiv", "shape", "ndim", "size",
+    "isfinite", "isnan", "isinf", "isposinf", "isneginf", "signbit", "any", "all", "argmax",
+    "argmin", "argsort", "nonzero", "flatnonzero", "count_nonzero", "array2string",
+    "array_repr", "array_str", "result_type", "iscomplexobj", "isrealobj", "may_share_memory",
+    "shares_memory", "assert_allclose", "assert_array_equal", "assert_array_almost_equal",
+    "assert_equal", "assert_almost_equal", "assert_array_less", "printoptions",
+})
+
+# ufunc methods other than a plain call: np.add.reduce(t) is a sum, np.maximum.reduce a max
+_METHODS = {("add", "reduce"): "sum", ("maximum", "reduce"): "max"}
+
+
+def _graph_tensor(t) -> str | None:
+    """Why ``t`` (a Tensor) is part of a graph, or None for a plain constant."""
+    node = t.node
+    if node.op in ("input", "state"):
+        return f"{node.label()} is a cell's {node.op} placeholder"
+    if t._parents:
+        return f"{node.label()} is computed by op {node.op!r}"
+    if t._requires_grad:
+        return f"{node.label()} requires grad"
+    return None
+
+
+def _advice(name: str, inside_cell: bool) -> str:
+    use = COUNTERPARTS.get(name)
+    how = (f"use {use}, which adds a node to the graph" if use else
+           f"unrollgraph has no counterpart of np.{name}: write it from ug ops (ug.exp, "
+           "ug.tanh, ug.where, + - * / ** @ ...), or define an op with ug.ops.defop")
+    cell = (" Inside a cell a placeholder's value (h.data) is a stand-in used only to check "
+            "shapes: compute with the tensor itself, never with its value." if inside_cell
+            else "")
+    return (f"numpy computes on plain arrays, outside the graph (no gradient would flow); "
+            f"{how}. For the plain value on purpose, use np.asarray(t) or t.data.{cell}")
+
+
+def ufunc_on_tensor(tensor_type, ufunc, method: str, inputs: tuple, kwargs: dict):
+    """``Tensor.__array_ufunc__``: an operator's ufunc goes to the tensor's operator; any
+    other ufunc call raises :class:`~unrollgraph.NumpyFunctionError`."""
+    name = ufunc.__name__
+    if method == "__call__" and not kwargs and len(inputs) == 2:
+        ops = UFUNC_OPERATORS.get(name)
+        if ops is not None:
+            a, b = inputs
+            if isinstance(a, tensor_type):
+                return getattr(a, ops[0])(b)
+            return getattr(b, ops[1])(a)
+        if name in ("equal", "not_equal"):  # a tensor's == is identity (tensors are dict keys)
+            return (inputs[0] is inputs[1]) == (name == "equal")
+    tensors = [x for x in inputs if isinstance(x, tensor_type)]
+    inside = any(_placeholder(x) for x in tensors)
+    if name in READERS and method == "__call__" and not kwargs and not inside:
+        return ufunc(*_values(tensor_type, inputs))
+    name = _METHODS.get((name, method), name)
+    shown = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+    outs = kwargs.get("out") or ()
+    if any(isinstance(o, tensor_type) for o in (outs if isinstance(outs, tuple) else (outs,))):
+        raise NumpyFunctionError(
+            f"{shown}(..., out=t) would write into a tensor behind its graph's back; compute "
+            f"a new tensor ({COUNTERPARTS.get(name, 'from ug ops')}), or edit a leaf with "
+            "t.edit()", function=shown)
+    if outs and name in UFUNC_OPERATORS:
+        raise NumpyFunctionError(
+            f"{shown}(array, tensor, out=array) (such as array += tensor) would write a "
+            "tensor's value into a numpy array, outside the graph; write a = a + t (a new "
+            "tensor), or a += np.asarray(t) for the plain value", function=shown)
+    label = tensors[0].node.label() if tensors else "a tensor"
+    raise NumpyFunctionError(
+        f"{shown}({label}{', ...' if len(inputs) > 1 else ''}): {_advice(name, inside)}",
+        function=shown)
+
+
+def function_on_tensor(tensor_type, func, args: tuple, kwargs: dict):
+    """``Tensor.__array_function__``: numpy's non-ufunc functions raise
+    :class:`~unrollgraph.NumpyFunctionError` for a tensor that is part of a graph, and compute
+    on the values of plain constant tensors."""
+    tensors = list(_tensors_in(tensor_type, args, kwargs))
+    why = next((w for w in map(_graph_tensor, tensors) if w is not None), None)
+    name = func.__name__
+    inside = why is not None and any(_placeholder(x) for x in tensors)
+    if inside or (why is not None and name not in READERS):
+        shown = f"np.{name}"
+        raise NumpyFunctionError(f"{shown}(...) on a tensor ({why}): {_advice(name, inside)}",
+                                 function=shown)
+    args = _values(tensor_type, args)
+    kwargs = {k: _values(tensor_type, v) for k, v in kwargs.items()}
+    return func(*args, **kwargs)
+
+
+def _tensors_in(tensor_type, args, kwargs):
+    stack = list(args) + list(kwargs.values())
+    while stack:
+        x = stack.pop()
+        if isinstance(x, tensor_type):
+            yield x
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
+
+
+def _values(tensor_type, x):
+    """``x`` with every tensor (also inside lists and tuples) replaced by its value."""
+    if isinstance(x, tensor_type):
+        return np.asarray(x)
+    if isinstance(x, (list, tuple)):
+        return type(x)(_values(tensor_type, v) for v in x)
+    return x
+
+
+def _placeholder(t) -> bool:
+    """Whether ``t`` is a cell's placeholder or computed from one (a walk over its ancestors;
+    the nodes of an unrolled net carry a step, a cell's placeholders none)."""
+    seen = set()
+    stack = [t.node]
+    while stack:
+        n = stack.pop()
+        if n.op in ("input", "state") and n.step is None:
+            return True
+        for p in n.inputs:
+            if id(p) not in seen:
+                seen.add(id(p))
+                stack.append(p)
+    return False
