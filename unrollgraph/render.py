@@ -1735,7 +1735,9 @@ class _Unrolled(_Drawer):
         levels = {t: self.step_levels([n for n in ns if n.op != "input"])
                   for t, ns in by_step.items()}
         t0 = min(kept)
+        first = len(self.lines)
         init_rows = self.init_states(levels[t0])  # first: see init_states()
+        self.init_lines = (first, len(self.lines))  # (render_side_by_side moves them)
         for n in shared:
             kind, state = self.kind(n)
             rows = self.param_rows(n) if kind == "param" else self.rows(n)
@@ -2613,7 +2615,7 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
     ...     (outs * outs).sum().backward()
     >>> g = ug.render_side_by_side(full, cut, labels=("full BPTT", "truncated"),
     ...                            detail="textbook")
-    >>> g.source.count("subgraph cluster_side")
+    >>> g.source.count("subgraph side")
     2
     """
     if not (isinstance(labels, (tuple, list)) and len(labels) == 2
@@ -2635,7 +2637,11 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
             shared = (min(r[0] for r in ends), max(r[1] for r in ends))
             for o in opts:
                 o["color_scale"] = shared
-    body, scale, ends_of, drawers = [], None, [], []
+    rankdir = options.get("rankdir") or ("BT" if _is_unrolled_or_cell(a) else "LR")
+    stacked = direction == "vertical" and rankdir in ("BT", "TB")
+    body, scale, ends_of, drawers, captions = [], None, [], [], []
+    init_end, first_init = None, None
+    low, high = [[], []], [[], []]  # each picture's first and last rows, when it has them
     for k, (x, o, label) in enumerate(zip((a, b), opts, labels)):
         # (two legends side by side under the pictures: each in at most two columns)
         _, lines, sc = _build_scaled(x, o, drawers, legend_columns=2)
@@ -2644,22 +2650,33 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                                                                      "edge ["))]
         if not k:
             body += head  # the first picture's defaults hold for the whole figure
-        body.append(f"  subgraph cluster_side{k} {{\n")
-        # rankdir=BT turns the picture upside down, cluster labels with it: "b" is on top
-        loc = "b" if (o.get("rankdir") or "BT") == "BT" and _is_unrolled_or_cell(x) else "t"
-        body.append(f'    label=<<b>{_h(_shown(label, _TITLE_CHARS))}</b>> '
-                    f"tooltip={_q(label)} pencolor=transparent fontsize=16 labelloc={loc}\n")
-        legend, picture, late = [], [], []
-        # an ops view's initial states declared last in its box: in a cluster, dot puts
-        # the node declared last first in its rows (at the top level, the first: see
-        # _Unrolled.init_states)
-        inits = tuple(f'"{i}" [' for i in getattr(drawers[-1], "init_ids", ()))
-        for line in lines:
+        # Each picture in a plain subgraph, not in a cluster: Graphviz's dot (2.43) lays
+        # out clusters within a cluster badly. It fails ("trouble in init_rank") where a
+        # node outside a step's box shares a group with one inside, and it reorders rows
+        # that invisible edges hold in order (an initial state drawn right of step 0).
+        # Its caption is a node over it instead of the cluster's label.
+        body.append(f"  subgraph side{k} {{\n")
+        legend, picture = [], []
+        # an ops view's initial states: declared before all else, they stand left of the
+        # first step (see _Unrolled.init_states); in a figure of one picture over the
+        # other, the lower one's too, in one column with the upper one's
+        lo, hi = getattr(drawers[-1], "init_lines", (0, 0))
+        inits = lines[lo:hi]
+        if k and stacked and inits and init_end is not None:
+            ids = [m.group(1) for line in inits if (m := _NODE.match(line))]
+            body[init_end:init_end] = (
+                [f"  subgraph side{k} {{\n"] + ["  " + _prefixed(x, f"s{k}_") for x in inits]
+                + [f'    "s{k}_{ids[0]}" -> "s0_{first_init}" [style=invis weight=0]\n'
+                   if rankdir == "BT" else
+                   f'    "s0_{first_init}" -> "s{k}_{ids[0]}" [style=invis weight=0]\n']
+                + ["  }\n"])
+            lines = lines[:lo] + lines[hi:]
+        for j, line in enumerate(lines):
             if line in head:
                 continue
-            if inits and line.lstrip().startswith(inits):
-                late.append("  " + _prefixed(line, f"s{k}_"))
-                continue
+            if not k and j == hi and inits:
+                init_end = len(body)
+                first_init = _NODE.match(inits[0]).group(1)
             if line.lstrip().startswith('"legend" ['):
                 line = line.replace("<b>legend</b>", f"<b>legend: {_h(_shown(label))}</b>", 1)
                 legend.append(_prefixed(line, f"s{k}_"))
@@ -2670,28 +2687,53 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 continue  # each picture's own title gives way to its caption
             if line.lstrip().startswith("subgraph cluster_"):  # clusters of one name merge
                 line = line.replace("subgraph cluster_", f"subgraph cluster_s{k}_", 1)
+            # a picture's first and last rows are its own, not the figure's: rank=source
+            # would put the upper picture's parameters under the lower picture
+            m = _RANK_END.match(line)
+            if m:
+                (low if m.group(2) in ("source", "min") else high)[k] += _QUOTED.findall(
+                    _prefixed(line, f"s{k}_"))
+                line = _RANK_END.sub(r"\1{rank=same;", line)
             body.append("  " + _prefixed(line, f"s{k}_"))
             picture.append(body[-1])
-        body += late
-        picture += late
+        cap = f"s{k}_caption"
+        captions.append(cap)
+        body.append(f'    "{cap}" ' + _attrs({
+            "shape": "plaintext", "margin": "0.05", "tooltip": label,
+            "label": _Html(f'<font point-size="{16 * drawers[-1].o["scale"]:.3g}">'
+                           f"<b>{_h(_shown(label, _TITLE_CHARS))}</b></font>")}) + "\n")
+        src, snk = _ends(picture)
+        src, snk = (low[k] or src), (high[k] or snk)
+        nodes = [m.group(1) for line in picture if (m := _NODE.match(line))]
+        # over the picture's middle: after its last row (rankdir=BT: upwards), else
+        # before its first (TB: the top; LR: the left)
+        if rankdir == "BT":
+            ref = (snk or nodes[-1:] or [None])
+            if ref[0] is not None:
+                body.append(f'    "{ref[len(ref) // 2]}" -> "{cap}" [style=invis]\n')
+        else:
+            ref = (src or nodes[:1] or [None])
+            if ref[0] is not None:
+                body.append(f'    "{cap}" -> "{ref[len(ref) // 2]}" [style=invis]\n')
         body.append("  }\n")
         body += legend  # outside the pictures, so neither is pushed aside by its legend
-        ends_of.append(_ends(picture))
-    rankdir = options.get("rankdir") or ("BT" if _is_unrolled_or_cell(a) else "LR")
-    if direction == "vertical" and rankdir in ("BT", "TB"):
-        # a over b: invisible edges from the top of the lower picture to the bottom of the
-        # upper one (ranks run upwards with BT, downwards with TB)
+        ends_of.append((src, snk))
+    if stacked:
+        # a over b: an invisible edge from the top of the lower picture, through its
+        # caption, to the bottom of the upper one (ranks run upwards with BT, downwards
+        # with TB)
         (a_src, a_snk), (b_src, b_snk) = ends_of
         # one edge is enough to rank them; more would pull the pictures' rows out of order
-        lower, upper = (b_snk, a_src) if rankdir == "BT" else (a_snk, b_src)
+        if rankdir == "BT" and a_src:
+            body.append(f'  "{captions[1]}" -> "{a_src[len(a_src) // 2]}" [style=invis]\n')
+        elif rankdir == "TB" and a_snk:
+            body.append(f'  "{a_snk[len(a_snk) // 2]}" -> "{captions[1]}" [style=invis]\n')
         # step t of the one straight over step t of the other: from the top of each of the
         # lower picture's columns to the bottom of the upper's, heavy
         cols = [_columns(d, k, body) for k, d in enumerate(drawers)]
         pairs = [(cols[1][t][1], cols[0][t][0]) if rankdir == "BT" else
                  (cols[0][t][1], cols[1][t][0]) for t in sorted(set(cols[0]) & set(cols[1]))]
-        if lower and upper:
-            body.append(f'  "{lower[0]}" -> "{upper[len(upper) // 2]}" [style=invis]\n')
-        for lo, hi in pairs:  # (ranked by the one edge above: these only pull sideways)
+        for lo, hi in pairs:  # (ranked by the edge above: these only pull sideways)
             body.append(f'  "{lo}" -> "{hi}" [style=invis weight=10 constraint=false]\n')
         _same_widths(drawers, body)  # and each column as wide in both
 
@@ -2705,8 +2747,10 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                     body.append(f'  "{a_}" -> "{b_}" [style=invis]\n' if rankdir == "BT"
                                 else f'  "{b_}" -> "{a_}" [style=invis]\n')
     elif direction == "horizontal":
-        # each row of the one level with the same row of the other: step by step, the
-        # bottom and top of every column (the first step both draw)
+        # the captions level, and each row of the one level with the same row of the
+        # other: step by step, the bottom and top of every column (the first step both
+        # draw)
+        body.append(f'  {{rank=same; "{captions[0]}" "{captions[1]}"}}\n')
         cols = [_columns(d, k, body) for k, d in enumerate(drawers)]
         common = sorted(set(cols[0]) & set(cols[1]))
         if common:
@@ -2777,6 +2821,8 @@ def _columns(drawer, k: int, body: list) -> dict:
 
 _EDGE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" -> "((?:[^"\\]|\\.)*)"(.*)$')
 _NODE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" \[')
+_RANK_END = re.compile(r"^(\s*)\{rank=(source|sink|min|max);", re.M)
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
 def _ends(lines: list[str]) -> tuple[list[str], list[str]]:
