@@ -1755,7 +1755,7 @@ class _Unrolled(_Drawer):
         # the steps held to one layout by feet (see feet()), but for an elided net (held,
         # the steps pull the elided column out of its place) and a masked one (its masks,
         # which read the step before, fight them)
-        self.rigid = not self.elided and not any(n.role == "mask" for n in g.nodes)
+        self.rigid = not self.elided
         # in the previous step's place, an invisible stand-in for each initial state: in
         # the row of the state it stands for, its edges come into the first step as the
         # previous step's state comes into the others, and dot orders the first step and
@@ -2640,7 +2640,7 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
     rankdir = options.get("rankdir") or ("BT" if _is_unrolled_or_cell(a) else "LR")
     stacked = direction == "vertical" and rankdir in ("BT", "TB")
     body, scale, ends_of, drawers, captions = [], None, [], [], []
-    init_end, first_init = None, None
+    init_end, first_init, moved = None, None, False
     low, high = [[], []], [[], []]  # each picture's first and last rows, when it has them
     for k, (x, o, label) in enumerate(zip((a, b), opts, labels)):
         # (two legends side by side under the pictures: each in at most two columns)
@@ -2671,6 +2671,7 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                    f'    "s0_{first_init}" -> "s{k}_{ids[0]}" [style=invis weight=0]\n']
                 + ["  }\n"])
             lines = lines[:lo] + lines[hi:]
+            moved = True
         for j, line in enumerate(lines):
             if line in head:
                 continue
@@ -2723,11 +2724,20 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         # caption, to the bottom of the upper one (ranks run upwards with BT, downwards
         # with TB)
         (a_src, a_snk), (b_src, b_snk) = ends_of
-        # one edge is enough to rank them; more would pull the pictures' rows out of order
+        # one edge is enough to rank them; more would pull the pictures' rows out of order.
+        # Before it, one from the lower picture's first node: dot orders each row first as
+        # it meets the nodes going along the edges from the figure's first node, and then
+        # meets the lower picture from its first node (its first initial state), as it
+        # would the picture alone, not from its top down (a state's row then began with
+        # step 0, its initial state after it, and dot did not set that right)
+        first = [m.group(1) for line in body if line.startswith("    \"s1_")
+                 and (m := _NODE.match(line))][:1] if not moved else []
         if rankdir == "BT" and a_src:
-            body.append(f'  "{captions[1]}" -> "{a_src[len(a_src) // 2]}" [style=invis]\n')
+            for x in first + [captions[1]]:
+                body.append(f'  "{x}" -> "{a_src[len(a_src) // 2]}" [style=invis]\n')
         elif rankdir == "TB" and a_snk:
-            body.append(f'  "{a_snk[len(a_snk) // 2]}" -> "{captions[1]}" [style=invis]\n')
+            for x in first + [captions[1]]:
+                body.append(f'  "{a_snk[len(a_snk) // 2]}" -> "{x}" [style=invis]\n')
         # step t of the one straight over step t of the other: from the top of each of the
         # lower picture's columns to the bottom of the upper's, heavy
         cols = [_columns(d, k, body) for k, d in enumerate(drawers)]
