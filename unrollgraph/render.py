@@ -2031,7 +2031,10 @@ class _Unrolled(_Drawer):
             kept.update(id(n) for n in ns)
         for n in reversed(inner):
             r = readers.get(id(n))
-            if r and depth[id(n)] > 0 and id(n) not in kept:
+            # (a value the step makes from nothing, as a masked net's mask and zero, too:
+            # at the bottom, its edge ran up through the whole step into the op on top, and
+            # drove the state edges into the step round the step's box)
+            if r and (depth[id(n)] > 0 or not n.inputs) and id(n) not in kept:
                 depth[id(n)] = max(depth[id(n)], min(depth[k] for k in r) - 1)
         # the side: ops that read the previous step's state (it comes in from the left) stand
         # left of ops that read only this step's inputs (they come in from below)
