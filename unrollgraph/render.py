@@ -2735,12 +2735,14 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         # step 0, its initial state after it, and dot did not set that right)
         first = [m.group(1) for line in body if line.startswith("    \"s1_")
                  and (m := _NODE.match(line))][:1] if not moved else []
+        # (weightless: it would pull that node sideways, and the lower picture with it)
+        links = [(x, " weight=0") for x in first] + [(captions[1], "")]
         if rankdir == "BT" and a_src:
-            for x in first + [captions[1]]:
-                body.append(f'  "{x}" -> "{a_src[len(a_src) // 2]}" [style=invis]\n')
+            for x, w in links:
+                body.append(f'  "{x}" -> "{a_src[len(a_src) // 2]}" [style=invis{w}]\n')
         elif rankdir == "TB" and a_snk:
-            for x in first + [captions[1]]:
-                body.append(f'  "{a_snk[len(a_snk) // 2]}" -> "{x}" [style=invis]\n')
+            for x, w in links:
+                body.append(f'  "{a_snk[len(a_snk) // 2]}" -> "{x}" [style=invis{w}]\n')
         # step t of the one straight over step t of the other: from the top of each of the
         # lower picture's columns to the bottom of the upper's, heavy
         cols = [_columns(d, k, body) for k, d in enumerate(drawers)]
