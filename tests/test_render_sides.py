@@ -200,3 +200,21 @@ def test_state_edges_run_between_the_steps_in_both_pictures(name):
                                          direction="vertical").source)
     for k, (net, _) in enumerate(pairs):
         _short(_state_edges(net.last_run.net, layout, f"s{k}_"))
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm"])
+def test_stacked_pictures_stand_step_over_step(name):
+    """Full over truncated BPTT: step t of the lower picture straight under step t of the
+    upper one (the link dot needs to meet the lower picture from its first node pulled that
+    node, and the whole lower picture, sideways)."""
+    pairs = _pair(name, 8, 3, False)
+    (full, lf), (cut, lc) = pairs
+    layout = _dot(ug.render_side_by_side(full, cut, labels=("full", "cut"), loss=(lf, lc),
+                                         detail="textbook", values=False,
+                                         direction="vertical").source)
+    pos = _positions(layout)
+    xs = [[pos[f"s{k}_{net.graph.id(n)}"][0] for n in net.input_nodes["x"]]
+          for k, (net, _) in enumerate(pairs)]
+    step = xs[0][1] - xs[0][0]
+    for t in range(8):
+        assert abs(xs[0][t] - xs[1][t]) <= 0.2 * step, (t, xs)

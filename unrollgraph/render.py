@@ -1735,9 +1735,7 @@ class _Unrolled(_Drawer):
         levels = {t: self.step_levels([n for n in ns if n.op != "input"])
                   for t, ns in by_step.items()}
         t0 = min(kept)
-        first = len(self.lines)
         init_rows = self.init_states(levels[t0])  # first: see init_states()
-        self.init_lines = (first, len(self.lines))  # (render_side_by_side moves them)
         for n in shared:
             kind, state = self.kind(n)
             rows = self.param_rows(n) if kind == "param" else self.rows(n)
@@ -2600,7 +2598,10 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
     Returns
     -------
     graphviz.Digraph
-        As :func:`render`, with ``.color_scale`` the shared ``(min, max)``.
+        As :func:`render`, with ``.color_scale`` the shared ``(min, max)``. Each picture is
+        a subgraph (``side0``, ``side1``; not a cluster: ``dot`` lays out clusters within
+        clusters badly) with its ids prefixed ``s0_`` / ``s1_``, laid out as it is alone,
+        under a caption node (``s0_caption``, ``s1_caption``).
 
     Raises
     ------
@@ -2643,7 +2644,6 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
     rankdir = options.get("rankdir") or ("BT" if _is_unrolled_or_cell(a) else "LR")
     stacked = direction == "vertical" and rankdir in ("BT", "TB")
     body, scale, ends_of, drawers, captions = [], None, [], [], []
-    init_end, first_init, moved = None, None, False
     low, high = [[], []], [[], []]  # each picture's first and last rows, when it has them
     for k, (x, o, label) in enumerate(zip((a, b), opts, labels)):
         # (two legends side by side under the pictures: each in at most two columns)
@@ -2660,27 +2660,9 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         # Its caption is a node over it instead of the cluster's label.
         body.append(f"  subgraph side{k} {{\n")
         legend, picture = [], []
-        # an ops view's initial states: declared before all else, they stand left of the
-        # first step (see _Unrolled.init_states); in a figure of one picture over the
-        # other, the lower one's too, in one column with the upper one's
-        lo, hi = getattr(drawers[-1], "init_lines", (0, 0))
-        inits = lines[lo:hi]
-        if k and stacked and inits and init_end is not None:
-            ids = [m.group(1) for line in inits if (m := _NODE.match(line))]
-            body[init_end:init_end] = (
-                [f"  subgraph side{k} {{\n"] + ["  " + _prefixed(x, f"s{k}_") for x in inits]
-                + [f'    "s{k}_{ids[0]}" -> "s0_{first_init}" [style=invis weight=0]\n'
-                   if rankdir == "BT" else
-                   f'    "s0_{first_init}" -> "s{k}_{ids[0]}" [style=invis weight=0]\n']
-                + ["  }\n"])
-            lines = lines[:lo] + lines[hi:]
-            moved = True
-        for j, line in enumerate(lines):
+        for line in lines:
             if line in head:
                 continue
-            if not k and j == hi and inits:
-                init_end = len(body)
-                first_init = _NODE.match(inits[0]).group(1)
             if line.lstrip().startswith('"legend" ['):
                 line = line.replace("<b>legend</b>", f"<b>legend: {_h(_shown(label))}</b>", 1)
                 legend.append(_prefixed(line, f"s{k}_"))
@@ -2723,44 +2705,33 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         body += legend  # outside the pictures, so neither is pushed aside by its legend
         ends_of.append((src, snk))
     if stacked:
-        # a over b: an invisible edge from the top of the lower picture, through its
-        # caption, to the bottom of the upper one (ranks run upwards with BT, downwards
-        # with TB)
+        # a over b, ranked by no edge between them: an edge would make the two one piece
+        # that dot orders as a whole, and it then orders neither as it does the picture
+        # alone (rows out of order, state edges round the steps' boxes). An invisible
+        # point just past the upper picture's first row, and the lower picture's caption
+        # beside it in one rank, which the lower picture's last row comes before.
         (a_src, a_snk), (b_src, b_snk) = ends_of
-        # one edge is enough to rank them; more would pull the pictures' rows out of order.
-        # Before it, one from the lower picture's first node: dot orders each row first as
-        # it meets the nodes going along the edges from the figure's first node, and then
-        # meets the lower picture from its first node (its first initial state), as it
-        # would the picture alone, not from its top down (a state's row then began with
-        # step 0, its initial state after it, and dot did not set that right)
-        first = [m.group(1) for line in body if line.startswith("    \"s1_")
-                 and (m := _NODE.match(line))][:1] if not moved else []
-        # (weightless: it would pull that node sideways, and the lower picture with it)
-        links = [(x, " weight=0") for x in first] + [(captions[1], "")]
-        if rankdir == "BT" and a_src:
-            for x, w in links:
-                body.append(f'  "{x}" -> "{a_src[len(a_src) // 2]}" [style=invis{w}]\n')
-        elif rankdir == "TB" and a_snk:
-            for x, w in links:
-                body.append(f'  "{a_snk[len(a_snk) // 2]}" -> "{x}" [style=invis{w}]\n')
-        # step t of the one straight over step t of the other: from the top of each of the
-        # lower picture's columns to the bottom of the upper's, heavy
-        cols = [_columns(d, k, body) for k, d in enumerate(drawers)]
-        pairs = [(cols[1][t][1], cols[0][t][0]) if rankdir == "BT" else
-                 (cols[0][t][1], cols[1][t][0]) for t in sorted(set(cols[0]) & set(cols[1]))]
-        for lo, hi in pairs:  # (ranked by the edge above: these only pull sideways)
-            body.append(f'  "{lo}" -> "{hi}" [style=invis weight=10 constraint=false]\n')
-        _same_widths(drawers, body)  # and each column as wide in both
-
+        upper = a_src if rankdir == "BT" else a_snk
+        if upper:
+            body.append('  "side_gap" [shape=point style=invis width=0 height=0]\n')
+            u = upper[len(upper) // 2]
+            body.append(f'  "side_gap" -> "{u}" [style=invis]\n' if rankdir == "BT"
+                        else f'  "{u}" -> "side_gap" [style=invis]\n')
+            body.append(f'  {{rank=same; "side_gap" "{captions[1]}"}}\n')
+        # step t of the one straight over step t of the other: both start at the left, and
+        # each value of step t is as wide in both
+        _same_widths(drawers, body)
         # both legends in a row of their own under the pictures (on the lower picture's
         # bottom row, their height would pull that row away from the rest)
         bottom = b_src if rankdir == "BT" else b_snk
-        if bottom:
-            for k in range(2):
-                if any(line.lstrip().startswith(f'"s{k}_legend" [') for line in body):
-                    a_, b_ = (f"s{k}_legend", bottom[len(bottom) // 2])  # (under the middle)
-                    body.append(f'  "{a_}" -> "{b_}" [style=invis]\n' if rankdir == "BT"
-                                else f'  "{b_}" -> "{a_}" [style=invis]\n')
+        legends = [f"s{k}_legend" for k in range(2)
+                   if any(line.lstrip().startswith(f'"s{k}_legend" [') for line in body)]
+        if bottom and legends:
+            lo = bottom[len(bottom) // 2]  # (under the middle)
+            body.append(f'  "{legends[-1]}" -> "{lo}" [style=invis]\n' if rankdir == "BT"
+                        else f'  "{lo}" -> "{legends[-1]}" [style=invis]\n')
+            if len(legends) > 1:
+                body.append("  {rank=same; " + " ".join(f'"{x}"' for x in legends) + "}\n")
     elif direction == "horizontal":
         # the captions level, and each row of the one level with the same row of the
         # other: step by step, the bottom and top of every column (the first step both
