@@ -217,4 +217,4 @@ def test_stacked_pictures_stand_step_over_step(name):
           for k, (net, _) in enumerate(pairs)]
     step = xs[0][1] - xs[0][0]
     for t in range(8):
-        assert abs(xs[0][t] - xs[1][t]) <= 0.2 * step, (t, xs)
+        assert abs(xs[0][t] - xs[1][t]) <= 0.3 * step, (t, xs)  # over it, not a neighbour

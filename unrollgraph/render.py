@@ -2718,8 +2718,15 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
             body.append(f'  "side_gap" -> "{u}" [style=invis]\n' if rankdir == "BT"
                         else f'  "{u}" -> "side_gap" [style=invis]\n')
             body.append(f'  {{rank=same; "side_gap" "{captions[1]}"}}\n')
-        # step t of the one straight over step t of the other: both start at the left, and
-        # each value of step t is as wide in both
+        # step t of the one straight over step t of the other: one edge from the lower
+        # picture's first node (its first initial state, on its left) to the upper one's
+        # holds their left sides in line, and each value of step t is as wide in both.
+        # (dot then meets the lower picture from that node, as it meets a picture alone.)
+        first = [next((m.group(1) for line in body if line.startswith(f'    "s{k}_')
+                       and (m := _NODE.match(line))), None) for k in range(2)]
+        if None not in first:
+            lo, hi = first[::-1] if rankdir == "BT" else first
+            body.append(f'  "{lo}" -> "{hi}" [style=invis]\n')
         _same_widths(drawers, body)
         # both legends in a row of their own under the pictures (on the lower picture's
         # bottom row, their height would pull that row away from the rest)
