@@ -2713,11 +2713,11 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         (a_src, a_snk), (b_src, b_snk) = ends_of
         upper = a_src if rankdir == "BT" else a_snk
         if upper:
-            body.append('  "side_gap" [shape=point style=invis width=0 height=0]\n')
+            body.append('  "s0_side_gap" [shape=point style=invis width=0 height=0]\n')
             u = upper[len(upper) // 2]
-            body.append(f'  "side_gap" -> "{u}" [style=invis]\n' if rankdir == "BT"
-                        else f'  "{u}" -> "side_gap" [style=invis]\n')
-            body.append(f'  {{rank=same; "side_gap" "{captions[1]}"}}\n')
+            body.append(f'  "s0_side_gap" -> "{u}" [style=invis]\n' if rankdir == "BT"
+                        else f'  "{u}" -> "s0_side_gap" [style=invis]\n')
+            body.append(f'  {{rank=same; "s0_side_gap" "{captions[1]}"}}\n')
         # step t of the one straight over step t of the other: one edge from the lower
         # picture's first node (its first initial state, on its left) to the upper one's
         # holds their left sides in line, and each value of step t is as wide in both.
