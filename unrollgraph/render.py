@@ -2738,8 +2738,8 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
             body.append(f'  "{legends[-1]}" -> "{lo}" [style=invis]\n' if rankdir == "BT"
                         else f'  "{lo}" -> "{legends[-1]}" [style=invis]\n')
             if len(legends) > 1:  # in one row, the upper picture's first
-                body.append("  {rank=same; " + " -> ".join(f'"{x}"' for x in legends)
-                            + " [style=invis]}\n")
+                body.append("  {rank=same; edge [style=invis] "
+                            + " -> ".join(f'"{x}"' for x in legends) + "}\n")
     elif direction == "horizontal":
         # the captions level, and each row of the one level with the same row of the
         # other: step by step, the bottom and top of every column (the first step both
