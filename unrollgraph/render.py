@@ -2722,11 +2722,19 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         # picture's first node (its first initial state, on its left) to the upper one's
         # holds their left sides in line, and each value of step t is as wide in both.
         # (dot then meets the lower picture from that node, as it meets a picture alone.)
-        first = [next((m.group(1) for line in body if line.startswith(f'    "s{k}_')
-                       and (m := _NODE.match(line))), None) for k in range(2)]
-        if None not in first:
-            lo, hi = first[::-1] if rankdir == "BT" else first
-            body.append(f'  "{lo}" -> "{hi}" [style=invis]\n')
+        # An ops view's initial states are each a piece of their own to dot, declared
+        # first (see _Unrolled.init_states): each of the lower picture's joined to the
+        # upper picture's, in one column.
+        inits = [getattr(d, "init_ids", []) for d in drawers]
+        if inits[0] and inits[0] == inits[1]:
+            links = [(f"s0_{i}", f"s1_{i}") for i in inits[0]]
+        else:
+            first = [next((m.group(1) for line in body if line.startswith(f'    "s{k}_')
+                           and (m := _NODE.match(line))), None) for k in range(2)]
+            links = [tuple(first)] if None not in first else []
+        for hi, lo in links:
+            body.append(f'  "{lo}" -> "{hi}" [style=invis]\n' if rankdir == "BT"
+                        else f'  "{hi}" -> "{lo}" [style=invis]\n')
         _same_widths(drawers, body)
         # both legends in a row of their own under the pictures (on the lower picture's
         # bottom row, their height would pull that row away from the rest)
