@@ -48,7 +48,7 @@ def _pair(name, T, truncate, masked):
 
 # -- every combination goes through dot ----------------------------------------------------
 @pytest.mark.parametrize("name", sorted(_CELLS))
-@pytest.mark.parametrize("direction", ["auto", "horizontal", "vertical"])
+@pytest.mark.parametrize("direction", ["horizontal", "vertical"])  # ("auto": horizontal)
 def test_full_beside_truncated_ops_view_goes_through_dot(name, direction):
     """The reported figure: full and truncated BPTT over 4 steps, op by op ("trouble in
     init_rank": a cluster round each picture, the step boxes within it)."""
@@ -61,7 +61,7 @@ _GRID = st.tuples(st.sampled_from(sorted(_CELLS)), st.integers(1, 8), st.data(),
                   st.booleans(), st.sampled_from(["ops", "textbook", "elide", "steps"]))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_GRID, st.sampled_from(["auto", "horizontal", "vertical"]))
 def test_any_two_pictures_side_by_side_go_through_dot(case, direction):
     name, T, data, masked, detail = case
@@ -72,7 +72,7 @@ def test_any_two_pictures_side_by_side_go_through_dot(case, direction):
                                 **_options(detail)).source)
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(_GRID)
 def test_any_one_picture_goes_through_dot(case):
     name, T, data, masked, detail = case
@@ -95,7 +95,7 @@ def _boxes(layout, k) -> dict:
 
 
 @pytest.mark.parametrize("name", sorted(_CELLS))
-@pytest.mark.parametrize("T,masked", [(3, False), (2, False), (4, True)])
+@pytest.mark.parametrize("T,masked", [(3, False), (4, True)])
 @pytest.mark.parametrize("direction", ["horizontal", "vertical"])
 def test_both_pictures_draw_their_initial_states_left_of_step_0(name, T, masked, direction):
     """As in a picture alone (see test_render_layout.py): each initial state left of the
@@ -182,7 +182,7 @@ def _short(edges) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(_CELLS))
-@pytest.mark.parametrize("T,lengths", [(4, [4, 2]), (3, [3, 1]), (4, None)])
+@pytest.mark.parametrize("T,lengths", [(4, [4, 2]), (4, None)])
 def test_state_edges_between_consecutive_steps_run_between_them(name, T, lengths):
     """A masked GRU over 4 steps drew one state edge from step 0 round the far side of
     step 1's box into its first op (the masked steps were not held to one layout)."""
