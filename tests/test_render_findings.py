@@ -281,10 +281,11 @@ def test_side_by_side_stacks_wide_pictures_vertically():
         g = ug.render_side_by_side(full, cut, labels=("full", "cut"), loss=(loss, loss_t),
                                    detail="textbook", values=False, direction=direction)
         lay = json.loads(g.pipe(format="json"))
-        bb = {}  # each picture's box: round its nodes (its legend aside)
+        bb = {}  # each picture's box: round its drawn nodes (its legend aside)
         for o in lay["objects"]:
             name = o.get("name", "")
-            if "pos" in o and name[:3] in ("s0_", "s1_") and not name.endswith("legend"):
+            if "pos" in o and name[:3] in ("s0_", "s1_") and not name.endswith("legend") \
+                    and o.get("style") != "invis":
                 x, y = (float(v) for v in o["pos"].split(","))
                 w, h = float(o["width"]) * 36, float(o["height"]) * 36
                 box = bb.setdefault(name[:2], [x - w, y - h, x + w, y + h])
