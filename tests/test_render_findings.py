@@ -281,13 +281,21 @@ def test_side_by_side_stacks_wide_pictures_vertically():
         g = ug.render_side_by_side(full, cut, labels=("full", "cut"), loss=(loss, loss_t),
                                    detail="textbook", values=False, direction=direction)
         lay = json.loads(g.pipe(format="json"))
-        bb = {o["name"]: [float(v) for v in o["bb"].split(",")] for o in lay["objects"]
-              if o.get("name", "").startswith("cluster_side")}
+        bb = {}  # each picture's box: round its drawn nodes (its legend aside)
+        for o in lay["objects"]:
+            name = o.get("name", "")
+            if "pos" in o and name[:3] in ("s0_", "s1_") and not name.endswith("legend") \
+                    and o.get("style") != "invis":
+                x, y = (float(v) for v in o["pos"].split(","))
+                w, h = float(o["width"]) * 36, float(o["height"]) * 36
+                box = bb.setdefault(name[:2], [x - w, y - h, x + w, y + h])
+                box[:] = [min(box[0], x - w), min(box[1], y - h), max(box[2], x + w),
+                          max(box[3], y + h)]
         boxes[direction] = bb
     for direction in ("auto", "vertical"):
-        a, b = boxes[direction]["cluster_side0"], boxes[direction]["cluster_side1"]
+        a, b = boxes[direction]["s0"], boxes[direction]["s1"]
         assert a[1] >= b[3] - 1  # a's bottom over b's top (y grows upwards)
-    a, b = boxes["horizontal"]["cluster_side0"], boxes["horizontal"]["cluster_side1"]
+    a, b = boxes["horizontal"]["s0"], boxes["horizontal"]["s1"]
     assert a[2] <= b[0] + 1  # side by side
     with pytest.raises(RenderError, match="direction"):
         ug.render_side_by_side(full, cut, direction="diagonal")

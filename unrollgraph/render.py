@@ -1753,7 +1753,7 @@ class _Unrolled(_Drawer):
         # the steps held to one layout by feet (see feet()), but for an elided net (held,
         # the steps pull the elided column out of its place) and a masked one (its masks,
         # which read the step before, fight them)
-        self.rigid = not self.elided and not any(n.role == "mask" for n in g.nodes)
+        self.rigid = not self.elided
         # in the previous step's place, an invisible stand-in for each initial state: in
         # the row of the state it stands for, its edges come into the first step as the
         # previous step's state comes into the others, and dot orders the first step and
@@ -2029,7 +2029,10 @@ class _Unrolled(_Drawer):
             kept.update(id(n) for n in ns)
         for n in reversed(inner):
             r = readers.get(id(n))
-            if r and depth[id(n)] > 0 and id(n) not in kept:
+            # (a value the step makes from nothing, as a masked net's mask and zero, too:
+            # at the bottom, its edge ran up through the whole step into the op on top, and
+            # drove the state edges into the step round the step's box)
+            if r and (depth[id(n)] > 0 or not n.inputs) and id(n) not in kept:
                 depth[id(n)] = max(depth[id(n)], min(depth[k] for k in r) - 1)
         # the side: ops that read the previous step's state (it comes in from the left) stand
         # left of ops that read only this step's inputs (they come in from below)
@@ -2595,7 +2598,10 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
     Returns
     -------
     graphviz.Digraph
-        As :func:`render`, with ``.color_scale`` the shared ``(min, max)``.
+        As :func:`render`, with ``.color_scale`` the shared ``(min, max)``. Each picture is
+        a subgraph (``side0``, ``side1``; not a cluster: ``dot`` lays out clusters within
+        clusters badly) with its ids prefixed ``s0_`` / ``s1_``, laid out as it is alone,
+        under a caption node (``s0_caption``, ``s1_caption``).
 
     Raises
     ------
@@ -2613,7 +2619,7 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
     ...     (outs * outs).sum().backward()
     >>> g = ug.render_side_by_side(full, cut, labels=("full BPTT", "truncated"),
     ...                            detail="textbook")
-    >>> g.source.count("subgraph cluster_side")
+    >>> g.source.count("subgraph side")
     2
     """
     if not (isinstance(labels, (tuple, list)) and len(labels) == 2
@@ -2635,7 +2641,10 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
             shared = (min(r[0] for r in ends), max(r[1] for r in ends))
             for o in opts:
                 o["color_scale"] = shared
-    body, scale, ends_of, drawers = [], None, [], []
+    rankdir = options.get("rankdir") or ("BT" if _is_unrolled_or_cell(a) else "LR")
+    stacked = direction == "vertical" and rankdir in ("BT", "TB")
+    body, scale, ends_of, drawers, captions = [], None, [], [], []
+    low, high = [[], []], [[], []]  # each picture's first and last rows, when it has them
     for k, (x, o, label) in enumerate(zip((a, b), opts, labels)):
         # (two legends side by side under the pictures: each in at most two columns)
         _, lines, sc = _build_scaled(x, o, drawers, legend_columns=2)
@@ -2644,21 +2653,15 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                                                                      "edge ["))]
         if not k:
             body += head  # the first picture's defaults hold for the whole figure
-        body.append(f"  subgraph cluster_side{k} {{\n")
-        # rankdir=BT turns the picture upside down, cluster labels with it: "b" is on top
-        loc = "b" if (o.get("rankdir") or "BT") == "BT" and _is_unrolled_or_cell(x) else "t"
-        body.append(f'    label=<<b>{_h(_shown(label, _TITLE_CHARS))}</b>> '
-                    f"tooltip={_q(label)} pencolor=transparent fontsize=16 labelloc={loc}\n")
-        legend, picture, late = [], [], []
-        # an ops view's initial states declared last in its box: in a cluster, dot puts
-        # the node declared last first in its rows (at the top level, the first: see
-        # _Unrolled.init_states)
-        inits = tuple(f'"{i}" [' for i in getattr(drawers[-1], "init_ids", ()))
+        # Each picture in a plain subgraph, not in a cluster: Graphviz's dot (2.43) lays
+        # out clusters within a cluster badly. It fails ("trouble in init_rank") where a
+        # node outside a step's box shares a group with one inside, and it reorders rows
+        # that invisible edges hold in order (an initial state drawn right of step 0).
+        # Its caption is a node over it instead of the cluster's label.
+        body.append(f"  subgraph side{k} {{\n")
+        legend, picture = [], []
         for line in lines:
             if line in head:
-                continue
-            if inits and line.lstrip().startswith(inits):
-                late.append("  " + _prefixed(line, f"s{k}_"))
                 continue
             if line.lstrip().startswith('"legend" ['):
                 line = line.replace("<b>legend</b>", f"<b>legend: {_h(_shown(label))}</b>", 1)
@@ -2670,43 +2673,86 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 continue  # each picture's own title gives way to its caption
             if line.lstrip().startswith("subgraph cluster_"):  # clusters of one name merge
                 line = line.replace("subgraph cluster_", f"subgraph cluster_s{k}_", 1)
+            # a picture's first and last rows are its own, not the figure's: rank=source
+            # would put the upper picture's parameters under the lower picture
+            m = _RANK_END.match(line)
+            if m:
+                (low if m.group(2) in ("source", "min") else high)[k] += _QUOTED.findall(
+                    _prefixed(line, f"s{k}_"))
+                line = _RANK_END.sub(r"\1{rank=same;", line)
             body.append("  " + _prefixed(line, f"s{k}_"))
             picture.append(body[-1])
-        body += late
-        picture += late
+        cap = f"s{k}_caption"
+        captions.append(cap)
+        body.append(f'    "{cap}" ' + _attrs({
+            "shape": "plaintext", "margin": "0.05", "tooltip": label,
+            "label": _Html(f'<font point-size="{16 * drawers[-1].o["scale"]:.3g}">'
+                           f"<b>{_h(_shown(label, _TITLE_CHARS))}</b></font>")}) + "\n")
+        src, snk = _ends(picture)
+        src, snk = (low[k] or src), (high[k] or snk)
+        nodes = [m.group(1) for line in picture if (m := _NODE.match(line))]
+        # over the picture's middle: after its last row (rankdir=BT: upwards), else
+        # before its first (TB: the top; LR: the left)
+        if rankdir == "BT":
+            ref = (snk or nodes[-1:] or [None])
+            if ref[0] is not None:
+                body.append(f'    "{ref[len(ref) // 2]}" -> "{cap}" [style=invis]\n')
+        else:
+            ref = (src or nodes[:1] or [None])
+            if ref[0] is not None:
+                body.append(f'    "{cap}" -> "{ref[len(ref) // 2]}" [style=invis]\n')
         body.append("  }\n")
         body += legend  # outside the pictures, so neither is pushed aside by its legend
-        ends_of.append(_ends(picture))
-    rankdir = options.get("rankdir") or ("BT" if _is_unrolled_or_cell(a) else "LR")
-    if direction == "vertical" and rankdir in ("BT", "TB"):
-        # a over b: invisible edges from the top of the lower picture to the bottom of the
-        # upper one (ranks run upwards with BT, downwards with TB)
+        ends_of.append((src, snk))
+    if stacked:
+        # a over b, ranked by no edge between them: an edge would make the two one piece
+        # that dot orders as a whole, and it then orders neither as it does the picture
+        # alone (rows out of order, state edges round the steps' boxes). An invisible
+        # point just past the upper picture's first row, and the lower picture's caption
+        # beside it in one rank, which the lower picture's last row comes before.
         (a_src, a_snk), (b_src, b_snk) = ends_of
-        # one edge is enough to rank them; more would pull the pictures' rows out of order
-        lower, upper = (b_snk, a_src) if rankdir == "BT" else (a_snk, b_src)
-        # step t of the one straight over step t of the other: from the top of each of the
-        # lower picture's columns to the bottom of the upper's, heavy
-        cols = [_columns(d, k, body) for k, d in enumerate(drawers)]
-        pairs = [(cols[1][t][1], cols[0][t][0]) if rankdir == "BT" else
-                 (cols[0][t][1], cols[1][t][0]) for t in sorted(set(cols[0]) & set(cols[1]))]
-        if lower and upper:
-            body.append(f'  "{lower[0]}" -> "{upper[len(upper) // 2]}" [style=invis]\n')
-        for lo, hi in pairs:  # (ranked by the one edge above: these only pull sideways)
-            body.append(f'  "{lo}" -> "{hi}" [style=invis weight=10 constraint=false]\n')
-        _same_widths(drawers, body)  # and each column as wide in both
-
+        upper = a_src if rankdir == "BT" else a_snk
+        if upper:
+            body.append('  "s0_side_gap" [shape=point style=invis width=0 height=0]\n')
+            u = upper[len(upper) // 2]
+            body.append(f'  "s0_side_gap" -> "{u}" [style=invis]\n' if rankdir == "BT"
+                        else f'  "{u}" -> "s0_side_gap" [style=invis]\n')
+            body.append(f'  {{rank=same; "s0_side_gap" "{captions[1]}"}}\n')
+        # step t of the one straight over step t of the other: one edge from the lower
+        # picture's first node (its first initial state, on its left) to the upper one's
+        # holds their left sides in line, and each value of step t is as wide in both.
+        # (dot then meets the lower picture from that node, as it meets a picture alone.)
+        # An ops view's initial states are each a piece of their own to dot, declared
+        # first (see _Unrolled.init_states): each of the lower picture's joined to the
+        # upper picture's, in one column.
+        inits = [getattr(d, "init_ids", []) for d in drawers]
+        if inits[0] and inits[0] == inits[1]:
+            links = [(f"s0_{i}", f"s1_{i}") for i in inits[0]]
+        else:
+            first = [next((m.group(1) for line in body if line.startswith(f'    "s{k}_')
+                           and (m := _NODE.match(line))), None) for k in range(2)]
+            links = [tuple(first)] if None not in first else []
+        for hi, lo in links:
+            body.append(f'  "{lo}" -> "{hi}" [style=invis]\n' if rankdir == "BT"
+                        else f'  "{hi}" -> "{lo}" [style=invis]\n')
+        _same_widths(drawers, body)
         # both legends in a row of their own under the pictures (on the lower picture's
         # bottom row, their height would pull that row away from the rest)
         bottom = b_src if rankdir == "BT" else b_snk
-        if bottom:
-            for k in range(2):
-                if any(line.lstrip().startswith(f'"s{k}_legend" [') for line in body):
-                    a_, b_ = (f"s{k}_legend", bottom[len(bottom) // 2])  # (under the middle)
-                    body.append(f'  "{a_}" -> "{b_}" [style=invis]\n' if rankdir == "BT"
-                                else f'  "{b_}" -> "{a_}" [style=invis]\n')
+        legends = [f"s{k}_legend" for k in range(2)
+                   if any(line.lstrip().startswith(f'"s{k}_legend" [') for line in body)]
+        if bottom and legends:
+            lo = bottom[len(bottom) // 2]  # (under the middle)
+            body.append(f'  "{legends[-1]}" -> "{lo}" [style=invis]\n' if rankdir == "BT"
+                        else f'  "{lo}" -> "{legends[-1]}" [style=invis]\n')
+            if len(legends) > 1:  # in one row, the upper picture's first
+                body.append("  {rank=same; edge [style=invis] "
+                            + " -> ".join(f'"{x}"' for x in legends) + "}\n")
     elif direction == "horizontal":
-        # each row of the one level with the same row of the other: step by step, the
-        # bottom and top of every column (the first step both draw)
+        # the captions level, and each row of the one level with the same row of the
+        # other: step by step, the bottom and top of every column (the first step both
+        # draw)
+        body.append(f'  {{rank=same; "{captions[0]}" "{captions[1]}"}}\n')
         cols = [_columns(d, k, body) for k, d in enumerate(drawers)]
         common = sorted(set(cols[0]) & set(cols[1]))
         if common:
@@ -2777,6 +2823,8 @@ def _columns(drawer, k: int, body: list) -> dict:
 
 _EDGE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" -> "((?:[^"\\]|\\.)*)"(.*)$')
 _NODE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" \[')
+_RANK_END = re.compile(r"^(\s*)\{rank=(source|sink|min|max);", re.M)
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
 
 
 def _ends(lines: list[str]) -> tuple[list[str], list[str]]:

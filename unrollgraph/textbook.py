@@ -620,8 +620,11 @@ class Textbook(_Unrolled):
                                        f"{self.name_of(a)} to each value its arrows reach")
                 row = rows.ids[src_row]
                 row.insert(row.index(ids[src_row]), j)
+                # (its label placed after the layout: a label on this edge in its row
+                # takes part in ordering the row, and dot then at times puts the state
+                # right of the junction it feeds, the edge looping back round it)
                 self.edge(a, j, kind, label=label, label_pt=11, cut=cut,
-                          hot=any(hots.values()), arrow=False)
+                          hot=any(hots.values()), arrow=False, xlabel=True)
                 src_node, label = j, None
             else:
                 src_node = a
