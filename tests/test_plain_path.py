@@ -19,6 +19,11 @@ from hypothesis import strategies as st
 import unrollgraph as ug
 from unrollgraph.compile import plain_templates
 
+# the random cells may declare a state their graph never reads (a legitimate cell: it carries
+# a value out as the final state); unroll tells a user so with a CellWarning, which these
+# tests of the arithmetic do not check (tests/test_user_trial_cells.py does)
+pytestmark = pytest.mark.filterwarnings("ignore::unrollgraph.CellWarning")
+
 diff = importlib.import_module("test_differential")
 run_module = importlib.import_module("unrollgraph.run")
 

@@ -1196,7 +1196,8 @@ def _cell_name_of(net, n, cell_graph):
     return base if n.step is None or n.name else f"{base}@{n.step}"
 
 
-@settings(max_examples=20, deadline=None)
+@pytest.mark.filterwarnings("ignore::unrollgraph.CellWarning")  # (random cells: see
+@settings(max_examples=20, deadline=None)                      # test_differential.py)
 @given(spec=importlib.import_module("test_differential").cells(), T=st.integers(1, 3),
        masked=st.booleans())
 def test_every_node_copied_from_the_cell_prints_with_the_cells_name(spec, T, masked):
