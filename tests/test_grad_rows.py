@@ -20,6 +20,10 @@ from hypothesis import strategies as st
 import unrollgraph as ug
 from unrollgraph.schedule import BufferPool, GradRows, stack, stack_once
 
+# the random cells may declare a state or input their graph never reads: see the same mark
+# in test_differential.py
+pytestmark = pytest.mark.filterwarnings("ignore::unrollgraph.CellWarning")
+
 diff = importlib.import_module("test_differential")
 run_module = importlib.import_module("unrollgraph.run")
 

@@ -142,11 +142,9 @@ class _Plan:
         # (slot, tensor) of each parameter the graph reads
         self.params = [(net._param_slots[k], p) for k, p in net._used_params.items()]
         self.one_dtype: dict = {}  # dtype -> whether the parameters and constants all have it
-        # the cell's float type: what its parameters and array constants compute in together
-        # (a tensor keeps its dtype); ``narrow`` is it when narrower than float64, else None
-        kinds = [p.dtype for _s, p in self.params] + [
-            v.dtype for _s, v in net._const_slots if v.ndim and v.dtype.kind == "f"]
-        self.dtype = np.result_type(*kinds) if kinds else _FLOAT64
+        # the cell's float type (Cell.dtype: one rule for the cell and its runs; a tensor
+        # keeps its dtype); ``narrow`` is it when narrower than float64, else None
+        self.dtype = np.dtype(net.cell.dtype)
         self.narrow = self.dtype if self.dtype != _FLOAT64 else None
         # which parameters, inputs and initial states require grad -> the slots needing grad
         self.needs: dict = {}
