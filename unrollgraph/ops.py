@@ -274,6 +274,9 @@ def registry() -> dict[str, OpDef]:
 # helpers
 
 
+_LEAD_AXES = tuple(tuple(range(n)) for n in range(8))  # the leading axes a gradient sums over
+
+
 def unbroadcast(g, shape):
     """Sum ``g`` down to ``shape``, undoing numpy broadcasting.
 
@@ -285,12 +288,15 @@ def unbroadcast(g, shape):
     array([[3.],
            [3.]])
     """
-    if g.shape == shape:
+    gshape = g.shape
+    if gshape == shape:
         return g
-    extra = g.ndim - len(shape)
+    extra = len(gshape) - len(shape)
     # (np.add.reduce is what ndarray.sum calls, without its Python wrapper)
     if extra:
-        g = np.add.reduce(g, axis=tuple(range(extra)))
+        g = np.add.reduce(g, axis=_LEAD_AXES[extra] if 0 < extra < 8 else tuple(range(extra)))
+        if gshape[extra:] == shape:
+            return g  # (the common case, a shared weight's or bias's: nothing else to sum)
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and g.shape[i] != 1)
     if axes:
         g = np.add.reduce(g, axis=axes, keepdims=True)
