@@ -3,6 +3,7 @@ side by side, and the two pictures of a figure are laid out as each is alone: th
 states before step 0 in the reading direction, the state edges between consecutive steps
 short (measured on ``dot -Tjson``)."""
 
+import importlib
 import json
 import subprocess
 
@@ -135,19 +136,7 @@ def test_both_textbook_pictures_draw_the_initial_states_first_in_their_rows(name
 
 
 # -- state edges between consecutive steps are short ---------------------------------------
-def _curve(pos: str) -> list:
-    """An edge's spline from ``dot -Tjson`` as a polyline (each cubic Bézier piece sampled)."""
-    pts = [tuple(float(v) for v in p.split(",")) for p in pos.split(";")[0].split()
-           if p[0] not in "es"]
-    out = []
-    for i in range(0, len(pts) - 3, 3):
-        p0, p1, p2, p3 = pts[i:i + 4]
-        for k in range(9):
-            t = k / 8
-            w = ((1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t * t * (1 - t), t ** 3)
-            out.append(tuple(sum(c * p[j] for c, p in zip(w, (p0, p1, p2, p3)))
-                             for j in (0, 1)))
-    return out
+_curve = importlib.import_module("test_render_layout")._curve  # (dot's splines sampled)
 
 
 def _state_edges(net, layout, prefix=""):
