@@ -159,3 +159,15 @@ def test_outputs_of_a_net_compare_with_numpy():
     assert np.allclose(out[-1], h)
     with pytest.raises(ug.NumpyFunctionError, match="ug.sum"):
         np.sum(out)
+
+
+def test_python_abs_is_ug_abs_with_its_gradient():
+    """``abs(t)`` (Python's builtin) records one ``abs`` node, as ``ug.abs(t)`` does, and
+    checks against finite differences (it raised a bare TypeError)."""
+    w = ug.tensor(np.array([[-1.5, 0.25], [2.0, -0.75]]), requires_grad=True)
+    y = abs(w)
+    assert y.node.op == "abs"
+    np.testing.assert_array_equal(y.data, np.abs(w.data))
+    (y * np.array([[1.0, 2.0], [3.0, 4.0]])).sum().backward()
+    np.testing.assert_array_equal(w.grad, np.array([[-1.0, 2.0], [3.0, -4.0]]))
+    assert ug.gradcheck(lambda a: abs(a * 1.0).sum(), [ug.tensor(np.array([-1.5, 0.5, 2.0]))])

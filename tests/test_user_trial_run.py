@@ -49,8 +49,9 @@ def test_diagram_names_of_states_outputs_and_inputs_give_their_values_and_grads(
         for k, o in outs.items():
             for name in (f"{k}@{t}", f"{k}_{t}"):
                 np.testing.assert_array_equal(run.value(name), o.data[t])
-                np.testing.assert_array_equal(run.grad(name),
-                                              run.grad(used.output_nodes[k][t]))
+                # the loss's own gradient for outputs[t] (the output's oval): d sum / d o = 1,
+                # not the node's total gradient (an RNN's y is its state h_next)
+                np.testing.assert_array_equal(run.grad(name), np.ones_like(o.data[t]))
         for s, nodes in used.state_nodes.items():
             for name in (f"{s}@{t}", f"{s}_{t}"):
                 np.testing.assert_array_equal(run.value(name), run.value(nodes[t]))
@@ -164,3 +165,26 @@ def test_a_missing_batch_axis_is_named():
     net = ug.unroll(ug.nn.RNNCell(3, 2, seed=0), steps=4)
     with pytest.raises(ug.ShapeError, match=r"no batch axis.*xs\[:, None\]"):
         net(np.zeros((4, 3)))
+
+
+@settings(max_examples=10, deadline=None)
+@given(kind=st.sampled_from(["rnn", "lstm"]), T=st.integers(2, 4),
+       checkpoint=st.sampled_from([None, 2]), seed=st.integers(0, 99))
+def test_an_outputs_name_gives_the_gradient_its_diagram_oval_shows(kind, T, checkpoint, seed):
+    """``grad("y_t")`` is the gradient the loss sends to outputs[t] (what the textbook view
+    prints in y_t's oval), also for an RNN whose output is its state: the state's name
+    ``h_t`` keeps the total gradient, which differs by what later steps send back."""
+    cell = CELLS[kind]()
+    net = ug.unroll(cell, steps=T, checkpoint=checkpoint)
+    rng = np.random.default_rng(seed)
+    xs = rng.normal(size=(T, 2, 2))
+    G = rng.normal(size=(T, 2, 3))
+    out, _ = net(xs)
+    (out * G).sum().backward()
+    run = net.last_run
+    for t in range(T):
+        np.testing.assert_array_equal(run.grad(f"y_{t}"), G[t])
+        np.testing.assert_array_equal(run.grad(f"y@{t}"), G[t])
+    if kind == "rnn":  # y is h_next: the state's total gradient collects the later steps'
+        assert not np.allclose(run.grad("h_0"), G[0])
+        np.testing.assert_array_equal(run.grad(f"h_{T - 1}"), G[T - 1])

@@ -577,10 +577,31 @@ class Run:
         >>> out.sum().backward()
         >>> net.last_run.grad("h_next@1").shape
         (1, 3)
+
+        An output's name at a step (``y@t``, ``y_t``) means what the diagrams show there: the
+        gradient the loss sends to ``outputs[t]`` itself. The node's display name (an RNN's
+        ``h_next@t``, the same node) gives its total gradient, which also collects what
+        later steps send back through the state:
+
+        >>> out, h = net(np.ones((2, 1, 2)))
+        >>> (out * 2).sum().backward()
+        >>> net.last_run.grad("y_0")           # the RNN's output y is its node h_next
+        array([[2., 2., 2.]])
+        >>> bool(np.all(net.last_run.grad("h_next@0") == 2))  # plus what step 1 sends back
+        False
         """
         s = self._slot_of(node, "grad")
         if self.grads is None:
             return None
+        if isinstance(node, str):
+            own = self._names()[1].get(node)
+            if own is not None:  # an output's own gradient: its seed's row
+                k, t = own
+                seed = self.seeds[k] if self.seeds is not None else None
+                if seed is None:
+                    v = np.asarray(self.value(node))
+                    return np.zeros(v.shape, v.dtype)
+                return seed[t]
         g = self.grads[s]
         if g is not None or self.keep == "all":
             return g
@@ -606,7 +627,7 @@ class Run:
                 f"run.{what}({net.graph.display_name(net.nodes[-1])!r})"
             )
         if isinstance(node, str):
-            names = self._names()
+            names = self._names()[0]
             s = names.get(node)
             if s is not None:
                 return s
@@ -638,7 +659,9 @@ class Run:
         diagrams give the cell's members at each step where no display name is the same:
         ``h@t`` and ``h_t`` for state h after step t (the textbook view's h<sub>t</sub>),
         ``h@init`` and ``h_init`` for its initial state, ``y@t`` and ``y_t`` for output y of
-        step t, ``x@t`` and ``x_t`` for input x of step t."""
+        step t, ``x@t`` and ``x_t`` for input x of step t. Also the output names among those
+        -> ``(output index, step)`` (:meth:`grad` answers them with the output's own
+        gradient)."""
         net = self.net
         graph = net.graph
         cached = getattr(net, "_display_slots", None)
@@ -646,6 +669,12 @@ class Run:
             slot = net._slot
             names = {graph.display_name(n): slot[id(n)] for n in graph.nodes
                      if id(n) in slot}
+            outputs: dict = {}
+            for k, (name, nodes) in enumerate(net.output_nodes.items()):
+                for t, n in enumerate(nodes):
+                    for alias in (f"{name}@{t}", f"{name}_{t}"):
+                        if id(n) in slot and alias not in names:
+                            outputs[alias] = (k, t)
             members = [net.state_nodes, net.output_nodes, net.input_nodes]
             for table in members:
                 for k, nodes in table.items():
@@ -653,11 +682,15 @@ class Run:
                         if id(n) in slot:
                             names.setdefault(f"{k}@{t}", slot[id(n)])
                             names.setdefault(f"{k}_{t}", slot[id(n)])
+            # (a state's name that is also an output's: the state's, its total gradient)
+            outputs = {a: kt for a, kt in outputs.items() if a not in {
+                f"{k}{sep}{t}" for k, nodes in net.state_nodes.items()
+                for t in range(len(nodes)) for sep in "@_"}}
             for k, n in net.init_nodes.items():
                 if id(n) in slot:
                     names.setdefault(f"{k}@init", slot[id(n)])
                     names.setdefault(f"{k}_init", slot[id(n)])
-            cached = net._display_slots = (graph, names)
+            cached = net._display_slots = (graph, (names, outputs))
         return cached[1]
 
     def _check_unchanged(self, what: str, why: str = "") -> None:

@@ -769,6 +769,9 @@ class Tensor:
     def __neg__(self):
         return _apply(_REGISTRY["neg"], (self,), _NO_ATTRS, None)
 
+    def __abs__(self):  # abs(t): ug.abs, one graph node
+        return _apply(_REGISTRY["abs"], (self,), _NO_ATTRS, None)
+
     def __matmul__(self, other):
         return _apply(_REGISTRY["matmul"], (self, other), _NO_ATTRS, None)
 
