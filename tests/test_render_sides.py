@@ -95,6 +95,14 @@ def _boxes(layout, k) -> dict:
             for o in layout["objects"] if o["name"].startswith(head)}
 
 
+def _side_layout(pairs, detail, direction):
+    """dot's layout of the two nets of ``pairs`` side by side, with their losses."""
+    (full, lf), (cut, lc) = pairs
+    return _dot(ug.render_side_by_side(full, cut, labels=("full", "cut"), loss=(lf, lc),
+                                       detail=detail, values=False,
+                                       direction=direction).source)
+
+
 @pytest.mark.parametrize("name", sorted(_CELLS))
 @pytest.mark.parametrize("T,masked", [(3, False), (4, True)])
 @pytest.mark.parametrize("direction", ["horizontal", "vertical"])
@@ -102,10 +110,7 @@ def test_both_pictures_draw_their_initial_states_left_of_step_0(name, T, masked,
     """As in a picture alone (see test_render_layout.py): each initial state left of the
     first step's box, and the steps' boxes left to right in time order, in each picture."""
     pairs = _pair(name, T, 1, masked)
-    (full, lf), (cut, lc) = pairs
-    layout = _dot(ug.render_side_by_side(full, cut, labels=("full", "cut"), loss=(lf, lc),
-                                         detail="ops", values=False,
-                                         direction=direction).source)
+    layout = _side_layout(pairs, "ops", direction)
     pos = _positions(layout)
     for k, (net, _) in enumerate(pairs):
         net = net.last_run.net  # (with lengths=, the masked twin ran and is drawn)
@@ -122,10 +127,7 @@ def test_both_pictures_draw_their_initial_states_left_of_step_0(name, T, masked,
 @pytest.mark.parametrize("direction", ["horizontal", "vertical"])
 def test_both_textbook_pictures_draw_the_initial_states_first_in_their_rows(name, direction):
     pairs = _pair(name, 3, 1, False)
-    (full, lf), (cut, lc) = pairs
-    layout = _dot(ug.render_side_by_side(full, cut, labels=("full", "cut"), loss=(lf, lc),
-                                         detail="textbook", values=False,
-                                         direction=direction).source)
+    layout = _side_layout(pairs, "textbook", direction)
     pos = _positions(layout)
     for k, (net, _) in enumerate(pairs):
         g = net.graph
