@@ -77,6 +77,44 @@ class Cell:
         self._outputs: dict[str, Tensor] = {}
         self._version = 0  # counts declarations: an unrolled net checks it on every call
 
+    # -- parameters reached as attributes are not rebound ----------------------------------------
+    _params_as_attributes = False  # ug.nn's cells read parameters as attributes (cell.weight_hh)
+
+    def _attribute_param(self, item: str):
+        """The parameter that ``cell.<item>`` reads, if it reads one, else ``None``: a name of
+        a parameter where the cell reads parameters as attributes (``ug.nn``), or an attribute
+        of a subclass that holds one of the cell's parameters (``self.W = self.param(...)``)."""
+        d = self.__dict__
+        params = d.get("_params")
+        if not params:
+            return None
+        if item in params and type(self)._params_as_attributes and item not in d:
+            return params[item]
+        old = d.get(item)
+        if isinstance(old, Tensor) and any(old is p for p in params.values()):
+            return old
+        return None
+
+    def __setattr__(self, item, value):
+        """``cell.weight_hh = new`` binds a new object to the name while the unrolled nets,
+        the optimizers and ``cell.parameters()`` keep the parameter, so a training step
+        written that way would silently do nothing: refused with a :class:`CellError` that
+        gives the doors which change the parameter itself. Binding the parameter itself
+        (what ``cell.weight_hh -= g`` under ``ug.no_grad()`` hands back) is accepted."""
+        param = self._attribute_param(item) if item[:1] != "_" else None
+        if param is not None and value is not param:
+            raise CellError(_rebind_message(self, item, value))
+        object.__setattr__(self, item, value)
+
+    def __delattr__(self, item):
+        if item[:1] != "_" and self._attribute_param(item) is not None:
+            raise CellError(
+                f"cell {self.name!r}: del cell.{item}: it is the cell's parameter "
+                f"{self._attribute_param(item).node.label()!r}, and a cell keeps its parameters "
+                "(the unrolled nets read them)"
+            )
+        object.__delattr__(self, item)
+
     # -- declaration ---------------------------------------------------------------------------
     def _claim(self, name: str, kind: str) -> None:
         self._version += 1
@@ -238,7 +276,10 @@ class Cell:
         return self._inits[name]
 
     def parameters(self) -> dict[str, Tensor]:
-        """The shared weights, by name (each a Tensor with ``.grad``)."""
+        """The shared weights, by name (each a Tensor with ``.grad``), in a new dict: the
+        tensors are the parameters themselves (change them in place: ``p.data = new``,
+        ``with p.edit() as a: ...``, ``with ug.no_grad(): p -= lr * p.grad``, an optimizer),
+        while putting another tensor in the dict changes only the dict."""
         return dict(self._params)
 
     @property
@@ -265,8 +306,11 @@ class Cell:
         return np.result_type(*kinds) if kinds else np.dtype(np.float64)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of the parameter values, by name."""
-        return {k: v.data.copy() for k, v in self._params.items()}
+        """Copies of the parameter values, by name: a snapshot (unlike PyTorch's state dict,
+        whose tensors share the parameters' memory), so a later training step does not change
+        it and an edit of it does not change the cell until it is loaded back with
+        :meth:`load_state_dict`."""
+        return {k: v._data.copy() for k, v in self._params.items()}
 
     def load_state_dict(self, state_dict) -> None:
         """Load parameter values (numpy arrays, or anything with ``.numpy()``) by name.
@@ -352,8 +396,9 @@ class Cell:
         """Refuse an input or state that nothing the cell computes reads, and warn of a
         constant that holds a placeholder's stand-in value.
 
-        A placeholder's value (``h.data``) is a stand-in, a batch of one of 0.5, used only to
-        check shapes: ``ug.tensor(h.data)`` makes a constant, fixed once, that the unrolled
+        A placeholder's value is a stand-in, a batch of one of 0.5, used only to check
+        shapes. ``h.data`` refuses to hand it out, but ``np.asarray(h)`` reads it, and
+        ``ug.tensor(np.asarray(h))`` makes a constant, fixed once, that the unrolled
         net would use at every step instead of the state. A state (or input) that the
         outputs and next states do not read is the visible sign of it, or of a member
         declared by mistake. When a constant shaped as the placeholder (batch of one) holds
@@ -369,7 +414,7 @@ class Cell:
                    for k, t in table.items()]
 
         def stand_in(k):
-            return (f"{k}.data is a stand-in (a batch of one, every number 0.5) that exists "
+            return (f"{k}'s value is a stand-in (a batch of one, every number 0.5) that exists "
                     "only to check shapes while the cell is built; compute with the tensor "
                     f"{k} itself (e.g. {k} * 2, {k} @ W.T), which the unrolled net replaces by "
                     "each step's value")
@@ -382,22 +427,85 @@ class Cell:
             if id(t.node) not in read and id(t.node) in copies:
                 raise CellError(
                     f"{unread(kind, k)}, while the constant {copies[id(t.node)]} holds its "
-                    f"stand-in value: it was made from {k}.data (or a copy of it). "
+                    f"stand-in value: it was made from np.asarray({k}) (or a copy of it). "
                     f"{stand_in(k)}")
+        self._check_params_read(read)
         warned = set()
         for kind, k, t in members:
             if id(t.node) not in read:  # (a state only written carries its last value out)
                 warnings.warn(
                     f"{unread(kind, k)}: each step ignores its value. If a value was made "
-                    f"from {k}.data: {stand_in(k)}. If the cell does not need {kind} {k!r}, "
+                    f"from np.asarray({k}): {stand_in(k)}. If the cell does not need {kind} {k!r}, "
                     "do not declare it", CellWarning, stacklevel=_user_level())
             elif id(t.node) in copies and copies[id(t.node)] not in warned:
                 warned.add(copies[id(t.node)])
                 warnings.warn(
                     f"cell {self.name!r}: the constant {copies[id(t.node)]} holds exactly the "
                     f"stand-in value of {kind} {k!r} (its shape, every number 0.5): if it was "
-                    f"made from {k}.data, the unrolled net uses that stand-in at every step. "
+                    f"made from np.asarray({k}), the unrolled net uses that stand-in at every "
+                    "step. "
                     f"{stand_in(k)}", CellWarning, stacklevel=_user_level())
+
+    def _check_params_read(self, read: set) -> None:
+        """Refuse a parameter that nothing the cell computes reads while a constant of the
+        body holds its value (``h @ U.data.T``), and warn of any other unread parameter.
+
+        ``U.data`` is the parameter's value as a plain array: an op given it (or a view of
+        it, ``U.data.T``, ``U.data[:4]``) makes a constant, a copy fixed when the cell is
+        built, so the gradient meant for ``U`` is lost and a training step of ``U`` leaves
+        the net unchanged. An unread parameter beside a constant that equals its value or a
+        view of it (the value itself, its transpose, a reshape, a block of rows or columns,
+        a row or a column) is certainly that: :class:`CellError` naming both. An unread
+        parameter alone, and such a constant beside a parameter that is read, are a
+        :class:`CellWarning` (the parameter would get no gradient; the constant may be
+        meant). Constants of one repeated number (zeros, ones) are not compared: they are
+        too often meant.
+        """
+        params = [(k, t) for k, t in self._params.items()]
+        if not params:
+            return
+        consts = []
+        for t in self.leaf_tensors().values():
+            data = t._data
+            if (t.node.op in ("input", "state", "param") or t.node.role == "condition"
+                    or type(data) is not np.ndarray or data.dtype.kind != "f" or data.size < 2
+                    or np.all(data == data.flat[0])):
+                continue
+            consts.append(t)
+        g = None
+        for k, p in params:
+            unread = id(p.node) not in read
+            found = None
+            for c in consts:
+                how = _view_of(c._data, p._data, k)
+                if how is not None:
+                    if g is None:
+                        g = self.graph()
+                    found = (g.display_name(c.node), how)
+                    break
+            fix = (f"compute with the tensor {k} itself (e.g. h @ {k}.T, {k}[:4]), which the "
+                   f"graph differentiates; {k}.data is its value as a plain array, and an op "
+                   "given it makes a constant")
+            if unread and found:
+                raise CellError(
+                    f"cell {self.name!r}: parameter {k!r} is declared but nothing the cell "
+                    f"computes (its outputs and next states) reads it, while the constant "
+                    f"{found[0]} holds exactly {found[1]}: it was made from {k}.data, a copy "
+                    f"fixed when the cell was built, so {k}'s gradient would be lost and a "
+                    f"training step of {k} would not change the net. {fix[0].upper()}{fix[1:]}")
+            if unread:
+                warnings.warn(
+                    f"cell {self.name!r}: parameter {k!r} is declared but nothing the cell "
+                    "computes (its outputs and next states) reads it: it gets no gradient, "
+                    f"and training leaves it as it is. If a value was made from {k}.data, "
+                    f"{fix}. If the cell does not need parameter {k!r}, do not declare it",
+                    CellWarning, stacklevel=_user_level())
+            elif found:
+                warnings.warn(
+                    f"cell {self.name!r}: the constant {found[0]} holds exactly {found[1]}, "
+                    f"the value parameter {k!r} has now: if it was made from {k}.data, it is "
+                    f"a copy fixed when the cell was built, which gets no gradient and no "
+                    f"training step; {fix}", CellWarning, stacklevel=_user_level())
 
     def _stand_in_copies(self) -> dict:
         """``id`` of a placeholder's node -> the label of a constant of the body that holds
@@ -663,3 +771,67 @@ def _user_level() -> int:
 def _batched(shape) -> str:
     inner = ", ".join(str(s) for s in ("B",) + tuple(shape[1:]))
     return f"({inner},)" if len(shape) == 1 else f"({inner})"
+
+
+def _rebind_message(cell: Cell, item: str, value) -> str:
+    """Why ``cell.<item> = value`` is refused, and the doors that change a parameter."""
+    what = type(value).__name__
+    if isinstance(value, Tensor):
+        what = (f"a tensor computed by op {value.node.op!r}" if value._parents else
+                "a new tensor" + (f" ({value.name!r})" if value.name else ""))
+    elif isinstance(value, np.ndarray):
+        what = f"an array of shape {value.shape}"
+    return (
+        f"cell {cell.name!r}: cell.{item} = {what}: cell.{item} is the cell's parameter, and "
+        "rebinding the attribute would leave the parameter that the unrolled nets, the "
+        "optimizers and cell.parameters() read unchanged (a training step written so would "
+        f"silently do nothing). Change the parameter's value instead: cell.{item}.data = new "
+        f"(same shape), with cell.{item}.edit() as a: a -= lr * g, with ug.no_grad(): "
+        f"cell.{item} -= lr * cell.{item}.grad, cell.load_state_dict({{...}}), or an "
+        "optimizer (ug.optim.SGD(cell.parameters(), lr=...))"
+    )
+
+
+def _view_of(c: np.ndarray, p: np.ndarray, k: str) -> str | None:
+    """How the constant value ``c`` reads parameter ``k``'s value ``p``, as the user would
+    have written it (``U.data.T``, ``U.data[0:4]``...), or ``None``: ``c`` equals ``p``, its
+    transpose, a reshape of it, a block of whole rows or columns of ``p`` or of ``p.T``, or one
+    row or column of a 2-d ``p``. A constant made from ``p`` keeps ``p``'s float type."""
+    if c.dtype != p.dtype:
+        return None
+    if c.shape == p.shape and np.array_equal(c, p):
+        return f"{k}.data"
+    if p.ndim >= 2 and c.shape == p.shape[::-1] and np.array_equal(c, p.T):
+        return f"{k}.data.T"
+    if c.size == p.size:
+        return f"a reshape of {k}.data" if np.array_equal(c.ravel(), p.ravel()) else None
+    if c.size > p.size or p.ndim > 2:
+        return None
+    first = c.flat[0]
+    if p.ndim == 1:
+        if c.ndim == 1:
+            for i in np.flatnonzero(p == first):
+                if i + c.size <= p.size and np.array_equal(p[i:i + c.size], c):
+                    return f"{k}.data[{i}:{i + c.size}]"
+        return None
+    for src, name in ((p, f"{k}.data"), (p.T, f"{k}.data.T")):
+        rows, cols = src.shape
+        if c.ndim == 2 and c.shape[1] == cols and c.shape[0] < rows:
+            n = c.shape[0]
+            for i in np.flatnonzero(src[:rows - n + 1, 0] == first):
+                if np.array_equal(src[i:i + n], c):
+                    return f"{name}[{i}:{i + n}]"
+        if c.ndim == 2 and c.shape[0] == rows and c.shape[1] < cols:
+            n = c.shape[1]
+            for j in np.flatnonzero(src[0, :cols - n + 1] == first):
+                if np.array_equal(src[:, j:j + n], c):
+                    return f"{name}[:, {j}:{j + n}]"
+        if c.ndim == 1 and c.size == cols and name.endswith("data"):
+            for i in np.flatnonzero(src[:, 0] == first):
+                if np.array_equal(src[i], c):
+                    return f"{name}[{i}]"
+        if c.ndim == 1 and c.size == rows and name.endswith("data"):
+            for j in np.flatnonzero(src[0, :] == first):
+                if np.array_equal(src[:, j], c):
+                    return f"{name}[:, {j}]"
+    return None

@@ -130,6 +130,6 @@ class NumpyFunctionError(UnrollGraphError, TypeError):
 
 class CellWarning(UserWarning):
     """A cell that unrolls but probably not as meant: an input or state that nothing the cell
-    computes reads, or a constant that holds a placeholder's stand-in value (made from
-    ``h.data``). Not an error: filter it with ``warnings.filterwarnings("ignore",
-    category=ug.CellWarning)``."""
+    computes reads, a parameter that nothing reads, or a constant that holds a placeholder's
+    stand-in value (made from ``np.asarray(h)``) or a parameter's value (``U.data``). Not an
+    error: filter it with ``warnings.filterwarnings("ignore", category=ug.CellWarning)``."""

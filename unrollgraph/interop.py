@@ -10,9 +10,10 @@ stand-in value. So:
 - every other ufunc (``np.tanh(t)``, ``np.exp``, ``np.add.reduce``, ``out=``, ``a += t``)
   raises :class:`~unrollgraph.NumpyFunctionError` naming the unrollgraph function to use;
 - numpy's other functions (``np.sum``, ``np.dot``, ``np.stack``...) raise it too when a tensor
-  they are given is part of a graph (it requires grad or is computed by an op); on a plain
-  constant tensor they compute on its value, as on ``np.asarray(t)``, and return numpy
-  results;
+  they are given is part of a graph a gradient flows through (it requires grad: a parameter,
+  or computed from one); on any other tensor (a plain constant, or computed from constants
+  only, such as the condition ``c > 0``) they compute on its value, as on ``np.asarray(t)``,
+  and return numpy results;
 - the functions and ufuncs that only read a value (``np.allclose``, ``np.isfinite``,
   ``np.shape``, ``np.argmax``..., listed in ``READERS``) read any tensor's value;
 - inside a cell, where a placeholder holds a stand-in value, every numpy function and ufunc
@@ -50,7 +51,7 @@ COUNTERPARTS = {
     "minimum": "ug.minimum(a, b)", "expit": "ug.sigmoid(x)", "negative": "-x",
     "add": "a + b", "subtract": "a - b", "multiply": "a * b", "divide": "a / b",
     "true_divide": "a / b", "power": "a ** b", "matmul": "a @ b (or ug.matmul(a, b))",
-    "dot": "a @ b (or ug.matmul(a, b))", "inner": "(a * b).sum(axis=-1)",
+    "dot": "a @ b (or ug.matmul(a, b))", "inner": "a @ b.T (a and b 1-d or 2-d)",
     "greater": "a > b", "greater_equal": "a >= b", "less": "a < b", "less_equal": "a <= b",
     "sum": "ug.sum(x, axis=...)", "mean": "ug.mean(x, axis=...)", "max": "ug.max(x, axis=...)",
     "amax": "ug.max(x, axis=...)", "clip": "ug.clip(x, lo, hi)", "where": "ug.where(c, a, b)",
@@ -58,6 +59,24 @@ COUNTERPARTS = {
     "concatenate": "ug.concat([a, b], axis=...)", "concat": "ug.concat([a, b], axis=...)",
     "stack": "ug.stack([a, b], axis=...)", "softmax": "ug.softmax(x, axis=...)",
     "log_softmax": "ug.log_softmax(x, axis=...)",
+    # ufuncs and functions written from those
+    "square": "x * x (or x ** 2)", "float_power": "a ** b", "reciprocal": "1 / x",
+    "positive": "x itself", "fabs": "ug.abs(x)", "fmax": "ug.maximum(a, b)",
+    "fmin": "ug.minimum(a, b)", "log1p": "ug.log(1 + x)", "expm1": "ug.exp(x) - 1",
+    "log2": "ug.log(x) / np.log(2)", "log10": "ug.log(x) / np.log(10)",
+    "exp2": "2.0 ** x", "logaddexp": "ug.log(ug.exp(a) + ug.exp(b))",
+    "sinh": "(ug.exp(x) - ug.exp(-x)) / 2", "cosh": "(ug.exp(x) + ug.exp(-x)) / 2",
+    "heaviside": "ug.where(x > 0, 1.0, 0.0) (x > 0 is a 0/1 node)",
+    "min": "-ug.max(-x, axis=...)", "amin": "-ug.max(-x, axis=...)",
+    "average": "ug.mean(x, axis=...) (weighted: ug.sum(w * x, axis=...) / ug.sum(w))",
+    "linalg.norm": "ug.sqrt(ug.sum(x * x, axis=...))",
+    "vdot": "ug.sum(a * b)", "outer": "ug.reshape(a, (-1, 1)) * ug.reshape(b, (1, -1))",
+    "var": "ug.mean((x - ug.mean(x, axis=-1, keepdims=True)) ** 2, axis=-1)",
+    "std": "ug.sqrt(ug.mean((x - ug.mean(x, axis=-1, keepdims=True)) ** 2, axis=-1))",
+    "ravel": "ug.reshape(x, (-1,))", "squeeze": "ug.reshape(x, shape)",
+    "expand_dims": "ug.reshape(x, shape)", "swapaxes": "ug.transpose(x, axes)",
+    "moveaxis": "ug.transpose(x, axes)", "hstack": "ug.concat([a, b], axis=-1)",
+    "vstack": "ug.concat([a, b], axis=0)", "copy": "the tensor itself (ops never change it)",
 }
 
 # numpy functions and ufuncs that read a value (truth, shape, position), never compute a new
@@ -76,24 +95,47 @@ _METHODS = {("add", "reduce"): "sum", ("maximum", "reduce"): "max"}
 
 
 def _graph_tensor(t) -> str | None:
-    """Why ``t`` (a Tensor) is part of a graph, or None for a plain constant."""
+    """Why ``t`` (a Tensor) is part of a graph a gradient flows through, or None for a value
+    (a plain constant, or computed from constants only; a placeholder is found apart, by
+    :func:`_placeholder`)."""
     node = t.node
     if node.op in ("input", "state"):
         return f"{node.label()} is a cell's {node.op} placeholder"
+    if not t._requires_grad:
+        return None
     if t._parents:
-        return f"{node.label()} is computed by op {node.op!r}"
-    if t._requires_grad:
-        return f"{node.label()} requires grad"
-    return None
+        return f"{node.label()} is computed by op {node.op!r} and requires grad"
+    return f"{node.label()} requires grad"
 
 
-def _advice(name: str, inside_cell: bool) -> str:
+def public_name(func) -> str:
+    """numpy's public name of a function or ufunc, as a user writes it: ``np.sum``,
+    ``np.linalg.norm``, ``np.fft.fft``; another package's by its module
+    (``scipy.special.expit`` is a ufunc: its bare name)."""
+    name = getattr(func, "__name__", repr(func))
+    if getattr(np, name, None) is func:
+        return f"np.{name}"
+    module = getattr(func, "__module__", None) or ""
+    parts = module.split(".")
+    if parts[0] == "numpy" and not any(p.startswith("_") for p in parts):
+        return ".".join(["np"] + parts[1:] + [name])
+    return f"{module}.{name}" if module else name
+
+
+def _key(shown: str) -> str:
+    """The key of :data:`COUNTERPARTS` for a public name: ``np.linalg.norm`` ->
+    ``linalg.norm``, ``np.sum`` -> ``sum``."""
+    return shown[3:] if shown.startswith("np.") else shown.rsplit(".", 1)[-1]
+
+
+def _advice(name: str, inside_cell: bool, shown: str | None = None) -> str:
     use = COUNTERPARTS.get(name)
     how = (f"use {use}, which adds a node to the graph" if use else
-           f"unrollgraph has no counterpart of np.{name}: write it from ug ops (ug.exp, "
-           "ug.tanh, ug.where, + - * / ** @ ...), or define an op with ug.ops.defop")
-    cell = (" Inside a cell a placeholder's value (h.data) is a stand-in used only to check "
-            "shapes: compute with the tensor itself, never with its value." if inside_cell
+           f"unrollgraph has no counterpart of {shown or 'np.' + name}: write it from ug ops "
+           "(ug.exp, ug.tanh, ug.where, + - * / ** @ ...), or define an op with "
+           "ug.ops.defop")
+    cell = (" Inside a cell a placeholder's value (np.asarray(h)) is a stand-in used only to "
+            "check shapes: compute with the tensor itself, never with its value." if inside_cell
             else "")
     return (f"numpy computes on plain arrays, outside the graph (no gradient would flow); "
             f"{how}. For the plain value on purpose, use np.asarray(t) or t.data.{cell}")
@@ -117,7 +159,7 @@ def ufunc_on_tensor(tensor_type, ufunc, method: str, inputs: tuple, kwargs: dict
     if name in READERS and method == "__call__" and not kwargs and not inside:
         return ufunc(*_values(tensor_type, inputs))
     name = _METHODS.get((name, method), name)
-    shown = f"np.{ufunc.__name__}" + ("" if method == "__call__" else f".{method}")
+    shown = public_name(ufunc) + ("" if method == "__call__" else f".{method}")
     outs = kwargs.get("out") or ()
     if any(isinstance(o, tensor_type) for o in (outs if isinstance(outs, tuple) else (outs,))):
         raise NumpyFunctionError(
@@ -131,8 +173,8 @@ def ufunc_on_tensor(tensor_type, ufunc, method: str, inputs: tuple, kwargs: dict
             "tensor), or a += np.asarray(t) for the plain value", function=shown)
     label = tensors[0].node.label() if tensors else "a tensor"
     raise NumpyFunctionError(
-        f"{shown}({label}{', ...' if len(inputs) > 1 else ''}): {_advice(name, inside)}",
-        function=shown)
+        f"{shown}({label}{', ...' if len(inputs) > 1 else ''}): "
+        f"{_advice(name, inside, shown)}", function=shown)
 
 
 def function_on_tensor(tensor_type, func, args: tuple, kwargs: dict):
@@ -142,11 +184,16 @@ def function_on_tensor(tensor_type, func, args: tuple, kwargs: dict):
     tensors = list(_tensors_in(tensor_type, args, kwargs))
     why = next((w for w in map(_graph_tensor, tensors) if w is not None), None)
     name = func.__name__
-    inside = why is not None and any(_placeholder(x) for x in tensors)
+    derived = next((x for x in tensors if x._parents and _placeholder(x)), None)
+    if why is None and derived is not None:  # (computed from a placeholder: a stand-in)
+        why = f"{derived.node.label()} is computed from a cell's placeholder"
+    inside = derived is not None or (why is not None and any(_placeholder(x) for x in tensors))
     if inside or (why is not None and name not in READERS):
-        shown = f"np.{name}"
-        raise NumpyFunctionError(f"{shown}(...) on a tensor ({why}): {_advice(name, inside)}",
-                                 function=shown)
+        shown = public_name(func)
+        key = _key(shown)
+        raise NumpyFunctionError(
+            f"{shown}(...) on a tensor ({why}): {_advice(key, inside, shown)}",
+            function=shown)
     args = _values(tensor_type, args)
     kwargs = {k: _values(tensor_type, v) for k, v in kwargs.items()}
     return func(*args, **kwargs)

@@ -114,6 +114,8 @@ class _ParamAttributes:
             return params[item]
         raise AttributeError(f"{type(self).__name__} has no attribute {item!r}")
 
+    _params_as_attributes = True  # (Cell.__setattr__ then guards them)
+
 
 class _SingleLayer(_ParamAttributes, Cell):
     kind = "rnn"

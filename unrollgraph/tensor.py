@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import sys
 import threading
 from typing import Any
 
@@ -246,6 +247,49 @@ def _editing(t: "Tensor", how: str | None):
             _mark_changed(t, how)
 
 
+def _stand_in_error(t: "Tensor", what: str) -> CellError:
+    """Why a cell's placeholder does not hand out its value (``h.data``, ``h.numpy()``)."""
+    node = t.node
+    k = node.name
+    return CellError(
+        f"{k}{what}: {node.op} {k!r} is a placeholder of its cell, and its value is a stand-in "
+        "(a batch of one, every number 0.5) that exists only to check shapes while the cell "
+        "is built; a number or array read from it would be a constant, the same at every "
+        f"step. Compute with the tensor itself (e.g. {k} * 2, {k} @ W.T, "
+        f"ug.where({k} > 0, {k}, 0), {k}.max(axis=-1)), which the unrolled net replaces by "
+        f"each step's value; {k}.shape is (1, ...), the stand-in's batch of one and then the "
+        f"declared shape {k}.shape[1:]. After a call, read a step's value with "
+        f"net.last_run.value('{k}@0')")
+
+
+def _caller_holds(arr: np.ndarray) -> bool:
+    """Whether a variable of the code running a ``with t.edit() as a:`` block (the first
+    frame outside contextlib and this module) still holds the array the block was given."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename in (__file__, contextlib.__file__):
+        frame = frame.f_back
+    return frame is None or any(v is arr for v in frame.f_locals.values())
+
+
+def _put_back(t: "Tensor", arr: np.ndarray, before: np.ndarray, layout: tuple) -> None:
+    """Undo an edit: ``arr`` (``t``'s value) takes back its shape, type and every number of
+    ``before``; if its memory was replaced (``a.resize(..., refcheck=False)``), ``t`` takes
+    ``before`` itself, memory of its own."""
+    try:
+        if arr.dtype != layout[1]:
+            arr.dtype = layout[1]
+        if arr.shape != layout[0]:
+            arr.shape = layout[0]
+        ok = (arr.shape, arr.dtype, arr.strides) == layout
+    except (ValueError, TypeError, AttributeError):
+        ok = False
+    if ok:
+        arr[...] = before
+    else:
+        t._data = _locked(before)
+        t._version = [0, None]  # new memory: tensors that shared the old one keep it
+
+
 class Tensor:
     """A numpy array with a graph node, a gradient and Python operators.
 
@@ -298,9 +342,10 @@ class Tensor:
 
     def __array_function__(self, func, types, args, kwargs):
         """numpy's other functions on a tensor (:mod:`unrollgraph.interop`): on a tensor that
-        is part of a graph (requires grad, computed by an op, a cell's placeholder) they raise
-        :class:`~unrollgraph.NumpyFunctionError` naming the unrollgraph function to use
-        (``np.sum`` -> ``ug.sum``, ``np.dot`` -> ``@``); on a plain constant they compute on
+        is part of a graph (requires grad, or is a cell's placeholder or computed from one)
+        they raise :class:`~unrollgraph.NumpyFunctionError` naming the unrollgraph function to
+        use (``np.sum`` -> ``ug.sum``, ``np.linalg.norm`` -> ``ug.sqrt(ug.sum(x * x))``); on
+        any other tensor (a constant, or computed from constants: ``c > 0``) they compute on
         its value and return numpy results."""
         return _interop.function_on_tensor(Tensor, func, args, kwargs)
 
@@ -336,11 +381,20 @@ class Tensor:
         >>> w.data = np.array([2, 3])         # integers: converted to w's float64
         >>> w.data
         array([2., 3.])
+
+        A cell's placeholder (``cell.input``, ``cell.state``) holds a stand-in while the cell
+        is built, a batch of one of 0.5 that only checks shapes: its ``.data`` raises
+        :class:`~unrollgraph.CellError`, since a number or array read from it (``h.data.max()``)
+        would be a constant of the cell, the same at every step.
         """
+        if self.node.op in _PLACEHOLDERS and self.node.step is None:
+            raise _stand_in_error(self, ".data")
         return self._data
 
     @data.setter
     def data(self, value) -> None:
+        if self.node.op in _PLACEHOLDERS and self.node.step is None:
+            raise _stand_in_error(self, ".data = ...")
         old = self._data
         if type(old) is tuple:
             raise GraphError(
@@ -445,7 +499,10 @@ class Tensor:
         return not self._parents
 
     def numpy(self) -> np.ndarray:
-        """The value as a numpy array (not a copy)."""
+        """The value as a numpy array (not a copy); refused for a cell's placeholder, as
+        :attr:`data` is."""
+        if self.node.op in _PLACEHOLDERS and self.node.step is None:
+            raise _stand_in_error(self, ".numpy()")
         return self._data
 
     def item(self) -> float:
@@ -584,7 +641,9 @@ class Tensor:
         same; ``w.data = new`` replaces the whole value.
 
         All or nothing: an exception inside the block puts every number back as it was before
-        the block (and records no change), then propagates.
+        the block (and records no change), then propagates. So does a block that changes the
+        array's shape or type (``a.shape = ...``, ``a.resize(...)``, ``a.dtype = ...``),
+        raising :class:`~unrollgraph.ShapeError`.
 
         Returns
         -------
@@ -596,6 +655,11 @@ class Tensor:
         GraphError
             For a value computed by an op (as ``t[...] = v`` does), and for the tuple an
             unrolled net's call holds (edit its outputs' leaves).
+            Also for a block that changes no number while none of its variables holds the
+            array any more (``a = a - g`` rebinds ``a`` and leaves the tensor as it was; write
+            ``a -= g``).
+        ShapeError
+            For a block that changes the array's shape or dtype (undone).
         CellError
             For a cell's placeholder (input or state), whose value is a stand-in.
 
@@ -633,13 +697,30 @@ class Tensor:
             before = self._data.copy()
             failed = False
             with _editing(self, None) as arr:  # (recorded below, unless the block failed)
+                layout = (arr.shape, arr.dtype, arr.strides)
                 try:
                     yield arr
+                    if (arr.shape, arr.dtype, arr.strides) != layout:
+                        raise ShapeError(
+                            f"{node.label()}.edit(): the block changed the value's shape or "
+                            f"type, to {arr.shape} {arr.dtype}, from {layout[0]} {layout[1]} "
+                            "(a.shape = ..., a.resize(...), a.dtype = ...); a tensor keeps its "
+                            "shape and dtype, so nothing was changed. Edit the numbers in "
+                            "place (a[...] = ..., a -= ...); for another shape make a new "
+                            "tensor (ug.tensor(...), cell.param(...))")
+                    if (not _caller_holds(arr)
+                            and np.array_equal(arr, before, equal_nan=True)):
+                        raise GraphError(
+                            f"{node.label()}.edit(): the block changed no number of "
+                            f"{node.label()}, and nothing in it holds the array the block was "
+                            "given any more: `with p.edit() as a: a = a - g` binds the name a "
+                            "to a new array and leaves the tensor as it was. Write in place: "
+                            "a -= g, a[...] = new, np.clip(a, lo, hi, out=a)")
                 except GeneratorExit:  # entered, never ended, collected: kept as written
                     raise
                 except BaseException:
                     failed = True
-                    arr[...] = before  # an exception in the block undoes the edit
+                    _put_back(self, arr, before, layout)  # the edit is undone
                     raise
                 finally:
                     if not failed:
@@ -777,6 +858,84 @@ class Tensor:
 
     def __rmatmul__(self, other):
         return _apply(_REGISTRY["matmul"], (other, self), _NO_ATTRS, None)
+
+    # -- in-place operators: ``p -= lr * p.grad`` (PyTorch's semantics) ------------------------
+    # On a leaf that requires grad (a parameter) they change the value in place under
+    # ug.no_grad() and raise GradientError otherwise; on anything else they return
+    # NotImplemented, so Python computes ``t = t - u``: a new node, as before.
+    def __iadd__(self, other):
+        return self._in_place(other, "+=", np.add)
+
+    def __isub__(self, other):
+        return self._in_place(other, "-=", np.subtract)
+
+    def __imul__(self, other):
+        return self._in_place(other, "*=", np.multiply)
+
+    def __itruediv__(self, other):
+        return self._in_place(other, "/=", np.true_divide)
+
+    def __ipow__(self, other):
+        return self._in_place(other, "**=", np.power)
+
+    def __imatmul__(self, other):
+        return self._in_place(other, "@=", np.matmul)
+
+    def _in_place(self, other, symbol: str, fn):
+        """``self <symbol> other`` for the in-place operators.
+
+        A leaf that requires grad (a parameter, ``ug.tensor(..., requires_grad=True)``) is
+        changed in place inside :func:`no_grad`, as in PyTorch: the change is recorded as an
+        optimizer step's is (tensors sharing the memory see it; a graph computed before can
+        no longer be differentiated), and ``self`` is returned, so ``cell.weight_hh -= g``
+        keeps the very parameter the unrolled net reads. Outside ``no_grad()`` it raises
+        :class:`~unrollgraph.GradientError`: Python would otherwise rebind the name to a new
+        computed tensor and leave the parameter as it was, so training would silently do
+        nothing. Every other tensor (computed by an op, a constant, a cell's placeholder)
+        gives ``NotImplemented``: Python falls back to ``self - other``, a new node, which is
+        what ``h -= u`` inside a cell body means.
+        """
+        if self._parents or not self._requires_grad or type(self._data) is not np.ndarray:
+            return NotImplemented
+        label = self.node.label()
+        if _MODE.get().grad_enabled:
+            raise GradientError(
+                f"{label} {symbol} ...: {label} is a leaf that requires grad (a parameter); "
+                "Python would rebind the name to a new computed tensor and leave the parameter "
+                "itself unchanged, so the unrolled net and the optimizer would never see the "
+                f"step. Change it in place under ug.no_grad(), as in PyTorch (with "
+                f"ug.no_grad(): p {symbol} lr * p.grad), or with p.edit() as a: a {symbol} ..., "
+                "or p.data = new, or use an optimizer (ug.optim.SGD(cell.parameters(), lr=...))"
+                f"; for a new tensor computed from {label}, write q = p {symbol[:-1]} ..."
+            )
+        what = f"{label} {symbol} value"
+        if isinstance(other, Tensor):
+            if type(other._data) is not np.ndarray:
+                raise GraphError(
+                    f"{what}: the value holds the outputs of an unrolled net; use its output "
+                    "tensors"
+                )
+            value = other._data
+        else:
+            value = as_real_array(other, what, copy=False)
+        arr = self._data
+        try:
+            result = fn(arr, value)
+        except ValueError as err:
+            raise ShapeError(
+                f"{what}: {err} ({label} has shape {arr.shape}, the value {value.shape}); "
+                "nothing was changed"
+            ) from None
+        if result.shape != arr.shape:
+            raise ShapeError(
+                f"{what}: the result has shape {result.shape} but {label} has shape "
+                f"{arr.shape}; an in-place change keeps the tensor's shape (nothing was "
+                "changed)"
+            )
+        with _editing(self, f"an in-place update ({label} {symbol} ... under ug.no_grad())") \
+                as data:
+            data[...] = result  # (converted to the tensor's float type, as an edit is)
+        return self
 
     def __getitem__(self, index):
         if isinstance(index, Tensor):

@@ -558,7 +558,7 @@ class _Exporter(_Parts):
             for n in self.graph.nodes:
                 i = id(n)
                 if n.is_leaf:
-                    v = leaves[i].data
+                    v = leaves[i]._data  # (a placeholder hands out no value)
                     if i in input_ids:
                         v = v.astype(self.dtype)
                     elif i in state_ids:
