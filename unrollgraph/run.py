@@ -631,20 +631,39 @@ class Run:
             s = names.get(node)
             if s is not None:
                 return s
-            close = [n for n in names if n.split("@")[0] == node.split("@")[0]][:4]
-            close += [n for n in difflib.get_close_matches(node, list(names), n=4)
+            plain = _subscripts_written_out(node)  # h₁, h_next₂, h<sub>1</sub> as drawn
+            for alias in ((f"{plain[0]}@{plain[1]}", f"{plain[0]}_{plain[1]}") if plain
+                          else ()):
+                s = names.get(alias)
+                if s is not None:
+                    return s
+            key = f"{plain[0]}@{plain[1]}" if plain else node
+            close = [n for n in names if n.split("@")[0] == key.split("@")[0]][:4]
+            close += [n for n in difflib.get_close_matches(key, list(names), n=4)
                       if n not in close][:4 - len(close)]
-            hint = f"; did you mean {', '.join(map(repr, close))}?" if close else ""
             cell = net.cell
             eg = [f"{k}@0" for k in list(cell.states)[:1] + list(cell.outputs)[:1]]
+            loss, y = "", next(iter(cell.outputs), None)
+            if node.strip() in ("L", "loss", "ℒ"):
+                loss = (
+                    " The loss is not a node of the unrolled graph: the net computes outputs "
+                    "and states, and a loss is computed from them outside the net (loss = "
+                    "ug.mse_loss(outputs, targets)). Its value is loss.item() (or loss.data) "
+                    "on the tensor you called backward() on"
+                    + (f", and the gradient it sends to output {y!r} at step t is "
+                       f"Run.grad('{y}@t'), here e.g. '{y}@0'" if y else "") + ".")
             raise GraphError(
-                f"Run.{what}({node!r}): no node of the unrolled graph has this name{hint} "
-                "Accepted: a display name as print(net.graph) shows it (a cell's node at step "
-                "t is 'name@t', a parameter its name); a state's, output's or input's name at "
-                "step t as the diagrams label it, 'name@t' or 'name_t' (a state 'h@t' is its "
-                "value after step t, 'h_init' the initial state; an output 'y@t' is step t's)"
+                f"Run.{what}({node!r}): no node of the unrolled graph has this name"
+                + (f"; did you mean {', '.join(map(repr, close))}?" if close and not loss
+                   else ".")
+                + loss
+                + " Accepted: a display name as print(net.graph) shows it (a cell's node at "
+                "step t is 'name@t', a parameter its name); a state's, output's or input's "
+                "name at step t as the diagrams label it, 'name@t', 'name_t' or with the "
+                "step as a subscript, 'h₁' (a state 'h@t' is its value after step t, 'h_init' "
+                "the initial state; an output 'y@t' is step t's)"
                 + (f", here e.g. {', '.join(map(repr, eg))}" if eg else "")
-                + f"; steps run from 0 to {net.steps - 1}"
+                + f"; steps run from 0 to {net.steps - 1}."
             )
         got = ("a tensor that is not a node of the unrolled graph (an output the net "
                "returned, say)" if isinstance(node, Tensor) else type(node).__name__)
@@ -672,7 +691,8 @@ class Run:
             outputs: dict = {}
             for k, (name, nodes) in enumerate(net.output_nodes.items()):
                 for t, n in enumerate(nodes):
-                    for alias in (f"{name}@{t}", f"{name}_{t}"):
+                    for alias in (f"{name}@{t}", f"{name}_{t}", name + _subscript(t),
+                                  f"{name}<sub>{t}</sub>"):
                         if id(n) in slot and alias not in names:
                             outputs[alias] = (k, t)
             members = [net.state_nodes, net.output_nodes, net.input_nodes]
@@ -685,7 +705,9 @@ class Run:
             # (a state's name that is also an output's: the state's, its total gradient)
             outputs = {a: kt for a, kt in outputs.items() if a not in {
                 f"{k}{sep}{t}" for k, nodes in net.state_nodes.items()
-                for t in range(len(nodes)) for sep in "@_"}}
+                for t in range(len(nodes)) for sep in "@_"} and a not in {
+                form for k, nodes in net.state_nodes.items() for t in range(len(nodes))
+                for form in (k + _subscript(t), f"{k}<sub>{t}</sub>")}}
             for k, n in net.init_nodes.items():
                 if id(n) in slot:
                     names.setdefault(f"{k}@init", slot[id(n)])
@@ -1613,3 +1635,30 @@ defop(
 # outputs of at least this many bytes (all steps) are written step by step into their arrays
 _OUTPUT_BUFFER_BYTES = 1 << 17
 _FUSE_ELEMENTS = 8192  # fuse sliced elementwise ops up to this batch x value size (measured)
+
+
+_SUBSCRIPT_DIGITS = "₀₁₂₃₄₅₆₇₈₉"
+_FROM_SUBSCRIPT = str.maketrans(_SUBSCRIPT_DIGITS, "0123456789")
+
+
+def _subscript(t: int) -> str:
+    """``t`` in Unicode subscript digits (``12`` -> ``₁₂``), as a diagram's text shows a step."""
+    return str(t).translate(str.maketrans("0123456789", _SUBSCRIPT_DIGITS))
+
+
+def _subscripts_written_out(name: str) -> tuple[str, str] | None:
+    """``(base, step)`` of a name written with its step as a subscript, as the diagrams
+    draw it: ``h₁`` and ``h<sub>1</sub>`` -> ``("h", "1")``, ``hᵢₙᵢₜ`` -> ``("h", "init")``;
+    ``None`` for any other name."""
+    if name.endswith("</sub>") and "<sub>" in name:
+        base, _, sub = name[:-len("</sub>")].rpartition("<sub>")
+        return (base, sub) if base and sub else None
+    if name.endswith("ᵢₙᵢₜ") and len(name) > 4:
+        return name[:-4], "init"
+    k = len(name)
+    while k and name[k - 1] in _SUBSCRIPT_DIGITS:
+        k -= 1
+    if 0 < k < len(name):
+        return name[:k], name[k:].translate(_FROM_SUBSCRIPT)
+    return None
+
