@@ -218,3 +218,20 @@ def test_a_state_dict_is_a_snapshot_and_says_so():
     assert "snapshot" in ug.Cell.state_dict.__doc__
     cell.load_state_dict(sd)
     np.testing.assert_array_equal(cell.weight_hh.data, sd["weight_hh"])
+
+
+def test_p_data_minus_equals_raises_and_changes_nothing_and_its_documented_step_works():
+    cell = ug.nn.GRUCell(2, 3, seed=0)
+    p = cell.weight_hh
+    before = p.data.copy()
+    g = np.full(p.shape, 0.1)
+    with pytest.raises(ValueError, match="read-only"):
+        p.data -= g
+    np.testing.assert_array_equal(p.data, before)
+    assert "with ug.no_grad(): p -= lr * p.grad" in ug.Tensor.data.__doc__
+    with ug.no_grad():
+        p -= g
+    np.testing.assert_array_equal(p.data, before - g)
+    p.data = p.data - g  # the other documented spelling
+    np.testing.assert_array_equal(p.data, (before - g) - g)
+    assert cell.weight_hh is p

@@ -364,7 +364,9 @@ class Tensor:
         """The value, a numpy array.
 
         A leaf's value (from :func:`tensor`, ``cell.param``, ...) is read-only: an in-place edit
-        such as ``t.data[0] = 1.0`` raises numpy's "assignment destination is read-only".
+        such as ``t.data[0] = 1.0`` raises numpy's "assignment destination is read-only", and
+        ``p.data -= lr * p.grad`` numpy's "output array is read-only" (write the step as
+        ``with ug.no_grad(): p -= lr * p.grad``, in place, as in PyTorch).
         Edit it with ``t[0] = 1.0`` or ``with t.edit() as a: ...`` (:meth:`edit`), or assign a
         new value, ``t.data = new`` (or use an optimizer, or ``cell.load_state_dict``). The
         assignment keeps the tensor's shape and dtype: the new value is copied and converted
@@ -387,13 +389,13 @@ class Tensor:
         :class:`~unrollgraph.CellError`, since a number or array read from it (``h.data.max()``)
         would be a constant of the cell, the same at every step.
         """
-        if self.node.op in _PLACEHOLDERS and self.node.step is None:
+        if self.node._op in _PLACEHOLDERS and self.node._step is None:
             raise _stand_in_error(self, ".data")
         return self._data
 
     @data.setter
     def data(self, value) -> None:
-        if self.node.op in _PLACEHOLDERS and self.node.step is None:
+        if self.node._op in _PLACEHOLDERS and self.node._step is None:
             raise _stand_in_error(self, ".data = ...")
         old = self._data
         if type(old) is tuple:
@@ -501,7 +503,7 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         """The value as a numpy array (not a copy); refused for a cell's placeholder, as
         :attr:`data` is."""
-        if self.node.op in _PLACEHOLDERS and self.node.step is None:
+        if self.node._op in _PLACEHOLDERS and self.node._step is None:
             raise _stand_in_error(self, ".numpy()")
         return self._data
 
