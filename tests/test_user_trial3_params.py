@@ -140,6 +140,8 @@ def test_a_subclass_attribute_holding_a_parameter_is_guarded_too():
 
     cell = Elman()
     W = cell.W
+    cell.W = cell.U  # another of the cell's parameters: a loop over layers may do this
+    cell.W = W
     with pytest.raises(ug.CellError, match="cell.W = an array"):
         cell.W = np.zeros((3, 2))
     with pytest.raises(ug.GradientError, match="W -= "):

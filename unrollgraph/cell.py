@@ -102,16 +102,20 @@ class Cell:
         gives the doors which change the parameter itself. Binding the parameter itself
         (what ``cell.weight_hh -= g`` under ``ug.no_grad()`` hands back) is accepted."""
         param = self._attribute_param(item) if item[:1] != "_" else None
-        if param is not None and value is not param:
+        if param is not None and value is not param and not (
+                isinstance(value, Tensor) and not type(self)._params_as_attributes
+                and any(value is p for p in self._params.values())):
+            # (an attribute of a subclass may move to another of the cell's parameters, as
+            # self.W = self.param(f"W{layer}", ...) in a loop does)
             raise CellError(_rebind_message(self, item, value))
         object.__setattr__(self, item, value)
 
     def __delattr__(self, item):
-        if item[:1] != "_" and self._attribute_param(item) is not None:
+        if (type(self)._params_as_attributes and item in self.__dict__.get("_params", {})
+                and item not in self.__dict__):
             raise CellError(
-                f"cell {self.name!r}: del cell.{item}: it is the cell's parameter "
-                f"{self._attribute_param(item).node.label()!r}, and a cell keeps its parameters "
-                "(the unrolled nets read them)"
+                f"cell {self.name!r}: del cell.{item}: {item!r} is the cell's parameter, and "
+                "a cell keeps its parameters (the unrolled nets read them)"
             )
         object.__delattr__(self, item)
 
