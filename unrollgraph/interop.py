@@ -109,9 +109,26 @@ def _graph_tensor(t) -> str | None:
 
 
 def public_name(func) -> str:
-    """numpy's public name of a function or ufunc, as a user writes it: ``np.sum``,
-    ``np.linalg.norm``, ``np.fft.fft``; another package's by its module
-    (``scipy.special.expit`` is a ufunc: its bare name)."""
+    """numpy's public name of a function or ufunc, as a user writes it.
+
+    Parameters
+    ----------
+    func : callable
+        A numpy function or ufunc (or another package's).
+
+    Returns
+    -------
+    str
+        ``np.sum``, ``np.linalg.norm``, ``np.fft.fft``; another package's function by its
+        module; a ufunc numpy does not export (``scipy.special.expit``) by its bare name.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from unrollgraph.interop import public_name
+    >>> public_name(np.linalg.norm), public_name(np.square)
+    ('np.linalg.norm', 'np.square')
+    """
     name = getattr(func, "__name__", repr(func))
     if getattr(np, name, None) is func:
         return f"np.{name}"
