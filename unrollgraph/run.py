@@ -659,8 +659,8 @@ class Run:
                 + loss
                 + " Accepted: a display name as print(net.graph) shows it (a cell's node at "
                 "step t is 'name@t', a parameter its name); a state's, output's or input's "
-                "name at step t as the diagrams label it, 'name@t', 'name_t' or with the "
-                "step as a subscript, 'h₁' (a state 'h@t' is its value after step t, 'h_init' "
+                "name at step t as the diagrams label it, 'name@t' or 'name_t' (or with the "
+                "step as a subscript, 'h₁'; a state 'h@t' is its value after step t, 'h_init' "
                 "the initial state; an output 'y@t' is step t's)"
                 + (f", here e.g. {', '.join(map(repr, eg))}" if eg else "")
                 + f"; steps run from 0 to {net.steps - 1}."
