@@ -71,6 +71,27 @@ class Linear:
         self.bias = (tensor(rng.uniform(-k, k, out_features).astype(dtype), requires_grad=True,
                             name="bias") if bias else None)
 
+    def __setattr__(self, item, value):
+        """``head.weight = new`` after construction would leave the parameter that the
+        optimizers and ``head.parameters()`` hold unchanged, so a training step written that
+        way would silently do nothing: refused with a :class:`TrainingError` that gives the
+        ways to change the parameter itself. Binding the parameter itself (what
+        ``head.weight -= g`` under ``ug.no_grad()`` hands back) is accepted."""
+        old = self.__dict__.get(item) if item in ("weight", "bias") else None
+        if old is not None and value is not old:
+            what = (f"an array of shape {value.shape}" if isinstance(value, np.ndarray)
+                    else type(value).__name__)
+            raise TrainingError(
+                f"Linear: head.{item} = {what}: head.{item} is the layer's parameter, and "
+                "rebinding the attribute would leave the parameter that the optimizers and "
+                "head.parameters() read unchanged (a training step written so would silently "
+                f"do nothing). Change the parameter's value instead: head.{item}.data = new "
+                f"(same shape), with head.{item}.edit() as a: a -= lr * g, with "
+                f"ug.no_grad(): head.{item} -= lr * head.{item}.grad, or an optimizer "
+                "(ug.optim.SGD(head.parameters(), lr=...))"
+            )
+        object.__setattr__(self, item, value)
+
     def __call__(self, x):
         dtype = self.weight.dtype
         if not isinstance(x, Tensor):  # numbers, lists and integers take the weight's type
