@@ -319,7 +319,7 @@ def test_output_that_does_not_depend_on_inputs_or_states():
 def test_name_used_twice():
     cell = ug.Cell("c")
     cell.input("x", (2,))
-    with pytest.raises(ug.CellError, match="'x' is already used by a input"):
+    with pytest.raises(ug.CellError, match="'x' is already used by an input"):
         cell.state("x", (2,))
 
 

@@ -108,6 +108,9 @@ class Cell:
             # (an attribute of a subclass may move to another of the cell's parameters, as
             # self.W = self.param(f"W{layer}", ...) in a loop does)
             raise CellError(_rebind_message(self, item, value))
+        if (param is value and type(self)._params_as_attributes
+                and item not in self.__dict__):
+            return  # (the attribute already reads the parameter: nothing to bind)
         object.__setattr__(self, item, value)
 
     def __delattr__(self, item):
@@ -127,7 +130,8 @@ class Cell:
                              ("param", self._params), ("output", self._outputs)):
             if name in table:
                 raise CellError(
-                    f"cell {self.name!r}: the name {name!r} is already used by a {other}; "
+                    f"cell {self.name!r}: the name {name!r} is already used by "
+                    f"{'an' if other[0] in 'aeiou' else 'a'} {other}; "
                     f"give this {kind} another name"
                 )
 
@@ -431,7 +435,8 @@ class Cell:
             if id(t.node) not in read and id(t.node) in copies:
                 raise CellError(
                     f"{unread(kind, k)}, while the constant {copies[id(t.node)]} holds its "
-                    f"stand-in value: it was made from np.asarray({k}) (or a copy of it). "
+                    f"stand-in value: it was made from np.asarray({k}), {k}.detach() or a copy "
+                    "of one. "
                     f"{stand_in(k)}")
         self._check_params_read(read)
         warned = set()

@@ -63,6 +63,12 @@ def _param_list(params, who: str) -> list[Tensor]:
     out: list[Tensor] = []
     seen: set[int] = set()
     for k, p in items:
+        if isinstance(p, str):
+            raise TrainingError(
+                f"{who}: parameter {k!r} is the name {p!r}, not a ug.Tensor: iterating "
+                "cell.parameters() (a dict name -> Tensor) gives the names. Pass the dict "
+                "itself, or cell.parameters().values()"
+            )
         if not isinstance(p, Tensor):
             raise TrainingError(
                 f"{who}: parameter {k!r} is a {type(p).__name__}, not a ug.Tensor; pass "

@@ -732,7 +732,8 @@ class Run:
                     f"run ({t._version[1] or 'an in-place change'}), so the values the run "
                     f"did not keep can no longer be recomputed as they were{why}. "
                     "Call the net again (and loss.backward()) and inspect that run, or "
-                    f"call Run.{what}() before {before}"
+                    f"call Run.{what}() before {before} (diagrams, explain and the run's "
+                    "value/grad of what it did not keep call it: render before it too)"
                 )
 
     def release(self) -> None:

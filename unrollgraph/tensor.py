@@ -587,8 +587,10 @@ class Tensor:
             if placeholder is not None:
                 raise CellError(
                     f"the truth value of {node.label()} depends on {placeholder}, a cell "
-                    "placeholder: an `if` would be decided once, while the cell is built, not "
-                    "at every step. Use ug.where(condition, a, b), which is computed again at "
+                    "placeholder: Python asks for it in `if`, `and`, `or`, `not`, max(), "
+                    "min() and sorted(), and would decide it once, while the cell is built, "
+                    "not at every step. Use ug.maximum(a, b) / ug.minimum(a, b) for max()/"
+                    "min(), ug.where(condition, a, b) for the rest: they are computed again at "
                     "every step"
                 )
             if self._data.size == 1:
