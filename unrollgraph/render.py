@@ -1745,15 +1745,18 @@ class _Unrolled(_Drawer):
         self.shared_side = {g.id(n): v for n in shared for v in [side.get(id(n), 2)]}
         order = {id(n): k for k, n in enumerate(shared)}
         params.sort(key=lambda p: (side.get(id(p), 2), order[id(p)]))
-        if params:  # the parameters: one row, under everything, on the side they are read
-            self.n_edges += len(params) - 1
-            self.emit("{rank=source; " + " -> ".join(f'"{g.id(p)}"' for p in params)
-                      + (" [style=invis]" if len(params) > 1 else "") + "}")
-        bottom = []  # the row under the steps: the inputs in time order
         # the steps held to one layout by feet (see feet()), but for an elided net (held,
         # the steps pull the elided column out of its place) and a masked one (its masks,
         # which read the step before, fight them)
         self.rigid = not self.elided
+        # held steps: each shared value read by several steps stands left of the first
+        # step at the end of its own bus, which it feeds straight from the left (see
+        # trunks()); the others, and all of them in an elided net, in a row under everything
+        self.on_bus: set = set()
+        self.params = params
+        if params and not self.rigid:
+            self.param_row(params)
+        bottom = []  # the row under the steps: the inputs in time order
         # in the previous step's place, an invisible stand-in for each initial state: in
         # the row of the state it stands for, its edges come into the first step as the
         # previous step's state comes into the others, and dot orders the first step and
@@ -1785,6 +1788,8 @@ class _Unrolled(_Drawer):
         self.column_of_id = {g.id(n): self.column_of[id(n)] for ns in by_step.values()
                              for n in ns if id(n) in self.column_of}
         self.junctions: set = set()
+        self.input_col: dict = {}  # input -> its column (input_column())
+        self.bends = self.state_bends(levels) if self.rigid else {}
         top = []  # the row over the steps: outputs in time order
         rows: dict[int, list[str]] = {}  # depth in its step -> ops of every step
         kept_ids = {id(ns[t]) for ns in net.state_nodes.values()  # checkpoint=: ✓ states
@@ -1797,14 +1802,19 @@ class _Unrolled(_Drawer):
             inner, outside = [], []
             for n in by_step.get(t, []):
                 (outside if n.op == "input" else inner).append(n)
-            for n in outside:
-                self.node(g.id(n), "input", self.title(n, with_step=True), self.rows(n),
-                          _mag(self.grad(n)), cut=self.v.is_cut(n), tooltip=self.tooltip(n),
-                          hot=id(n) in self.path)
-                bottom.append(g.id(n))
-                step_inputs.setdefault(t, []).append(g.id(n))
             self.emit(f"subgraph cluster_step_{t} {{")
             self.cluster_style(t)
+            for (_, bt), (bend, d, col) in self.bends.items():
+                if bt == t:
+                    self.emit(_foot(bend, col), 2)
+                    rows.setdefault(d, []).append(bend)
+            for n in outside:  # in the step's box: under its step, whatever the steps
+                self.node(g.id(n), "input", self.title(n, with_step=True), self.rows(n),
+                          _mag(self.grad(n)), cut=self.v.is_cut(n), tooltip=self.tooltip(n),
+                          hot=id(n) in self.path, indent=2,
+                          group=self.input_column(t, n, inner))
+                bottom.append(g.id(n))
+                step_inputs.setdefault(t, []).append(g.id(n))
             for d, level in sorted(levels[t].items()):
                 ids = [g.id(n) for n in level]
                 self.first_row.setdefault(t, ids)
@@ -1851,10 +1861,72 @@ class _Unrolled(_Drawer):
         for d in sorted(rows):  # row d of every step on one rank: the steps look alike
             if len(rows[d]) > 1:
                 self.emit("{rank=same; " + " ".join(f'"{i}"' for i in rows[d]) + "}")
-        self.under(shared, bottom)
         if not self.rigid:  # the stand-ins under the first step
+            self.under(shared, bottom)
             step_inputs[t0] = list(self.ghost.values()) + step_inputs.get(t0, [])
         self.ops_edges(shared, step_inputs)
+        if self.rigid:  # the shared values no bus carries: a row under everything
+            rest = [n for n in shared if g.id(n) not in self.on_bus]
+            self.param_row([p for p in params if g.id(p) not in self.on_bus])
+            self.under(rest, bottom)
+
+    def param_row(self, params: list) -> None:
+        """The parameters as one row, under everything, on the side they are read."""
+        if params:
+            self.n_edges += len(params) - 1
+            self.emit("{rank=source; " + " -> ".join(f'"{self.g.id(p)}"' for p in params)
+                      + (" [style=invis]" if len(params) > 1 else "") + "}")
+
+    def state_bends(self, levels: dict) -> dict:
+        """Where each state enters the next step (held steps only): an invisible bend point
+        in that step's box, in the row of the state leaving the step before, in a column
+        of its own left of the step's columns (the state read by the lowest ops leftmost).
+        The state's edge runs level from the previous step into the bend, then down, in
+        its step, to the ops reading it: dot routes each state edge inside the step it
+        enters, so it can neither wander round the picture nor back over the step it
+        leaves, however many steps there are. The first step has its bends too (its initial
+        states' stand-ins feed them, invisibly), so it is laid out as the others.
+
+        Returns ``(id of the state read, step) -> (bend id, row, column)``."""
+        g, net = self.g, self.net
+        kept = sorted(levels)
+        row_of = {id(n): d for lv in levels.values() for d, level in lv.items()
+                  for n in level}
+        bends = {}
+        for t in kept:
+            found = []
+            for k, (s, ns) in enumerate(net.state_nodes.items()):
+                prev = net.init_nodes[s] if t == kept[0] else ns[t - 1]
+                if t != kept[0] and t - 1 not in levels:
+                    continue
+                readers = [n for level in levels[t].values() for n in level
+                           if any(i is prev for i in n.inputs)]
+                d = row_of.get(id(ns[t]))
+                if not readers or d is None:
+                    continue
+                low = min(row_of[id(n)] for n in readers)
+                found.append((low, k, prev, d))
+            cols = self.column_order[t]
+            for j, (_, k, prev, d) in enumerate(sorted(found, key=lambda f: (f[0], f[1]))):
+                col = f"step{t}_bend{k}"
+                cols.insert(j, col)
+                bends[(id(prev), t)] = (f"{g.id(prev)}_into_{t}", d, col)
+        return bends
+
+    def input_column(self, t: int, n: Node, inner: list) -> str | None:
+        """The column of its own of the input ``n`` of step ``t``: just right of the column
+        of its first reader, in the order of every step's columns, so that each step's input
+        stands at one place under its step, whatever the number of steps (outside the steps'
+        boxes, dot placed the inputs' row anywhere along the picture)."""
+        reader = next((m for m in inner if any(i is n for i in m.inputs)), None)
+        col = self.column_of.get(id(reader)) if reader is not None else None
+        if col is None or not self.rigid:
+            return None
+        cols = self.column_order[t]
+        own = f"{col}_in{sum(c.startswith(col + '_in') for c in cols)}"
+        cols.insert(cols.index(col) + 1, own)
+        self.input_col[self.g.id(n)] = own
+        return own
 
     def init_states(self, levels: dict) -> dict:
         """Draw the initial states, left of the first step, each in the row of its first
@@ -1913,7 +1985,7 @@ class _Unrolled(_Drawer):
         for ns in by_step.values():
             for n in ns:
                 at = self.node_at.get(self.g.id(n))
-                if at is None or n.op == "input":
+                if at is None:
                     continue
                 key = id(n.origin) if n.origin is not None else (n.name, n.op)
                 w = _label_points(at[1], factor) + _BOX_PAD * factor
@@ -2066,13 +2138,16 @@ class _Unrolled(_Drawer):
                     side[id(i)] = min(side.get(id(i), 2), side[id(n)])
         return side
 
-    def under(self, shared: list[Node], bottom: list[str]) -> None:
-        """The parameters' row under the inputs' row, centred under the middle step."""
+    def under(self, shared: list[Node], bottom: list[str], pull: bool = True) -> None:
+        """The parameters' row under the inputs' row, centred under the middle step; with
+        ``pull=False`` the row only stands lower (weightless edges: the parameters then sit
+        where their trunks rise, and pull no input off its step)."""
         if shared and bottom:
             mid = bottom[len(bottom) // 2]
             self.n_edges += len(shared)  # invisible, but laid out by dot all the same
+            extra = "" if pull else " weight=0"
             for p in shared:
-                self.emit(f'"{self.g.id(p)}" -> "{mid}" [style=invis]')
+                self.emit(f'"{self.g.id(p)}" -> "{mid}" [style=invis{extra}]')
 
     def cluster_style(self, t: int) -> None:
         t_ = self.t
@@ -2149,11 +2224,27 @@ class _Unrolled(_Drawer):
                     self.edge(bend or g.id(i), g.id(n), "recurrent", label=label, hot=hot,
                               cut=cut)
                     ghost = self.ghost[id(i)]
-                    self.n_edges += 1
-                    self.emit(f'"{g.id(n)}" -> "{ghost}" [style=invis dir=back]' if self.rigid
-                              else f'"{ghost}" -> "{g.id(n)}" [style=invis]')
+                    bend = self.bends.get((id(i), n.step), (None,))[0]
+                    if bend is not None:  # as a state enters the others (state_bends())
+                        if (ghost, bend) not in done:
+                            done.add((ghost, bend))
+                            self.n_edges += 1
+                            self.emit(f'"{ghost}" -> "{bend}" [style=invis]')
+                        self.n_edges += 1
+                        self.emit(f'"{g.id(n)}" -> "{bend}" [style=invis dir=back]')
+                    else:
+                        self.n_edges += 1
+                        self.emit(f'"{g.id(n)}" -> "{ghost}" [style=invis dir=back]'
+                                  if self.rigid else f'"{ghost}" -> "{g.id(n)}" [style=invis]')
                 elif i.step is not None and i.step != n.step:
-                    self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
+                    bend = self.bends.get((id(i), n.step), (None,))[0]
+                    if bend is None:
+                        self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
+                        continue
+                    if (g.id(i), bend) not in done:  # level into the step (state_bends())
+                        done.add((g.id(i), bend))
+                        self.edge(g.id(i), bend, "recurrent", hot=hot, cut=cut, arrow=False)
+                    self.forward_edge(bend, g.id(n), label=label, hot=hot, cut=cut)
                 else:
                     # heavy within a step: each step keeps the cell's own layout, which
                     # the edges between steps cannot pull out of shape
@@ -2203,6 +2294,10 @@ class _Unrolled(_Drawer):
             for _d, ids in sorted(self.step_rows.get(t, {}).items()):
                 for i in ids:
                     members.setdefault(self.column_of_id[i], []).append(i)
+        for c in self.input_col.values():  # an input's column: its foot over it, alone
+            members.setdefault(c, [])
+        for bend, _, c in self.bends.values():  # a state's bend, alone in its column
+            members.setdefault(c, []).append(bend)
         feet = []
         for t, cols in sorted(order.items()):
             ids = [f"{c}_foot" for c in cols if c in members]
@@ -2225,8 +2320,11 @@ class _Unrolled(_Drawer):
                 self.emit(f'"{ids[0]}" -> "{self.lowest[t]}" [style=invis weight=0]')
             feet += ids
             for i in step_inputs.get(t, []) if ids else []:
+                # under its own column's foot (a stand-in: under the first column's)
+                c = self.input_col.get(i)
+                foot = f"{c}_foot" if c in members else ids[0]
                 self.n_edges += 1
-                self.emit(f'"{i}" -> "{ids[0]}" [style=invis weight=0]')
+                self.emit(f'"{i}" -> "{foot}" [style=invis weight=0]')
         if feet:
             self.emit("{rank=same; " + " ".join(f'"{i}"' for i in feet) + "}")
             ends = [(a, b) for a, b in zip(feet, feet[1:])
@@ -2308,7 +2406,11 @@ class _Unrolled(_Drawer):
                 # is on its line anyway)
                 self.edge(js[k], js[k + 1], "trunk", hot=any(hot[k + 1:]), arrow=False,
                           weight=0)
-            self.emit("{rank=same; " + " ".join(f'"{j}"' for j in js) + "}")  # one row
+            feed = self.bus_feed(src) if getattr(self, "rigid", False) and \
+                hasattr(self, "on_bus") else []
+            # one row (an ops view of held steps: with the shared values feeding it, at its
+            # left end: its trunk is a short level edge, and no trunk crosses another)
+            self.emit("{rank=same; " + " ".join(f'"{j}"' for j in feed + js) + "}")
         first_row = self.first_row
         # each step's junctions in its cluster, under its ops: dot orders them with the
         # step's ops (outside, it places them all where the cluster stands, in any order)
@@ -2328,6 +2430,26 @@ class _Unrolled(_Drawer):
                 self.emit(f'"{below}" -> "{above}" [style=invis weight=0]')
         self.lowest = {t: next(f"{src}_fan_{t}" for _, src, at in reversed(buses) if t in at)
                        for t in times}
+
+    def bus_feed(self, src: str) -> list[str]:
+        """The ids of the shared node ``src`` and of the shared nodes it is computed from
+        (``weight_hh`` of ``weight_hhᵀ``), not yet on a bus row, in the order they feed it:
+        they stand in the row of ``src``'s bus, left of the first step (held steps only).
+
+        Why they stand left: an edge between a node outside a cluster and one inside, on
+        the same rank, takes no part in dot's ordering (see init_states()), so each such
+        group is a component of its own, laid out before the steps."""
+        g = self.g
+        node = {g.id(n): n for n in self.shared_nodes()}
+        out, todo = [], [src]
+        while todo:
+            i = todo.pop()
+            if i in self.on_bus or i not in node:
+                continue
+            self.on_bus.add(i)
+            out.append(i)
+            todo.extend(g.id(m) for m in reversed(node[i].inputs))
+        return out[::-1]
 
     def on_path(self, a: Node, b: Node) -> bool:
         return id(a) in self.path and id(b) in self.path
