@@ -1757,22 +1757,15 @@ class _Unrolled(_Drawer):
         if params and not self.rigid:
             self.param_row(params)
         bottom = []  # the row under the steps: the inputs in time order
-        # in the previous step's place, an invisible stand-in for each initial state: in
-        # the row of the state it stands for, its edges come into the first step as the
-        # previous step's state comes into the others, and dot orders the first step and
-        # the edges between the steps as it does the others' (but for an elided or masked
-        # net, where they stand under the first step)
-        where = {id(n): d for d, level in levels[t0].items() for n in level} \
-            if self.rigid else {}
+        # an elided net: under the first step, an invisible stand-in for each initial
+        # state, its edges into the first step as the previous step's state's into the
+        # others (held steps need none: every state comes into a step level, from the left,
+        # in the row of the op reading it, as the initial states come into the first)
         self.ghost: dict = {}  # initial state -> its stand-in
-        for s, n in net.init_nodes.items():
+        for s, n in net.init_nodes.items() if not self.rigid else ():
             ghost = self.ghost[id(n)] = f"{g.id(n)}_ghost"
             self.emit(_foot(ghost))
-            d = where.get(id(net.state_nodes[s][t0]))
-            if d is None:
-                bottom.append(ghost)
-            else:
-                init_rows.setdefault(d, []).append(ghost)
+            bottom.append(ghost)
         step_inputs: dict = {}  # step -> its inputs: the buses' rows sit over them
         groups = self.bus_groups(shared, by_step)
         # each step's ops in columns, one Graphviz group per column: every step is then
@@ -1790,6 +1783,9 @@ class _Unrolled(_Drawer):
         self.junctions: set = set()
         self.input_col: dict = {}  # input -> its column (input_column())
         self.bends = self.state_bends(levels) if self.rigid else {}
+        self.row_of_id = {i: d for lv in self.step_rows.values() for d, ids in lv.items()
+                          for i in ids}
+        self.state_id = {id(n): g.id(n) for ns in net.state_nodes.values() for n in ns}
         top = []  # the row over the steps: outputs in time order
         rows: dict[int, list[str]] = {}  # depth in its step -> ops of every step
         kept_ids = {id(ns[t]) for ns in net.state_nodes.values()  # checkpoint=: ✓ states
@@ -1802,19 +1798,26 @@ class _Unrolled(_Drawer):
             inner, outside = [], []
             for n in by_step.get(t, []):
                 (outside if n.op == "input" else inner).append(n)
-            self.emit(f"subgraph cluster_step_{t} {{")
-            self.cluster_style(t)
-            for (_, bt), (bend, d, col) in self.bends.items():
-                if bt == t:
-                    self.emit(_foot(bend, col), 2)
-                    rows.setdefault(d, []).append(bend)
-            for n in outside:  # in the step's box: under its step, whatever the steps
+            if self.rigid:
+                self.emit(f"subgraph cluster_step_{t} {{")
+                self.cluster_style(t)
+                for bend, d, col in self.bends.values():
+                    if col.startswith(f"step{t}_"):
+                        self.emit(_foot(bend, col), 2)
+                        rows.setdefault(d, []).append(bend)
+            # held steps: each input in its step's box, in a column of its own, so under its
+            # step whatever the number of steps (outside the boxes, dot placed the inputs'
+            # row anywhere along the picture); else under the steps, by their feet
+            for n in outside:
                 self.node(g.id(n), "input", self.title(n, with_step=True), self.rows(n),
                           _mag(self.grad(n)), cut=self.v.is_cut(n), tooltip=self.tooltip(n),
-                          hot=id(n) in self.path, indent=2,
+                          hot=id(n) in self.path, indent=2 if self.rigid else 1,
                           group=self.input_column(t, n, inner))
                 bottom.append(g.id(n))
                 step_inputs.setdefault(t, []).append(g.id(n))
+            if not self.rigid:
+                self.emit(f"subgraph cluster_step_{t} {{")
+                self.cluster_style(t)
             for d, level in sorted(levels[t].items()):
                 ids = [g.id(n) for n in level]
                 self.first_row.setdefault(t, ids)
@@ -1878,16 +1881,17 @@ class _Unrolled(_Drawer):
                       + (" [style=invis]" if len(params) > 1 else "") + "}")
 
     def state_bends(self, levels: dict) -> dict:
-        """Where each state enters the next step (held steps only): an invisible bend point
-        in that step's box, in the row of the state leaving the step before, in a column
-        of its own left of the step's columns (the state read by the lowest ops leftmost).
-        The state's edge runs level from the previous step into the bend, then down, in
-        its step, to the ops reading it: dot routes each state edge inside the step it
-        enters, so it can neither wander round the picture nor back over the step it
-        leaves, however many steps there are. The first step has its bends too (its initial
-        states' stand-ins feed them, invisibly), so it is laid out as the others.
+        """Where each state leaves its step (held steps only): an invisible bend point in
+        the step's box, in the row of each op of the next step that reads the state, in a
+        column of its own right of the step's columns (the lowest row's leftmost). The
+        state's edge runs down its step into the bend, then level into the next step, to
+        the op reading it, as the initial state comes into the first step: dot routes every
+        state edge inside the step it leaves, so it can neither wander round the picture
+        nor back over a step, however many steps there are. The last step has its bends
+        too (invisible edges reach them), so every step is laid out alike.
 
-        Returns ``(id of the state read, step) -> (bend id, row, column)``."""
+        Returns ``(id of the state, row of its reader) -> (bend id, row, column)``; a state
+        read in its own row or higher gets none (its edge is drawn as before)."""
         g, net = self.g, self.net
         kept = sorted(levels)
         row_of = {id(n): d for lv in levels.values() for d, level in lv.items()
@@ -1896,21 +1900,18 @@ class _Unrolled(_Drawer):
         for t in kept:
             found = []
             for k, (s, ns) in enumerate(net.state_nodes.items()):
-                prev = net.init_nodes[s] if t == kept[0] else ns[t - 1]
-                if t != kept[0] and t - 1 not in levels:
-                    continue
-                readers = [n for level in levels[t].values() for n in level
-                           if any(i is prev for i in n.inputs)]
+                into = net.init_nodes[s] if t == kept[0] else ns[t - 1]
                 d = row_of.get(id(ns[t]))
-                if not readers or d is None:
+                if d is None:
                     continue
-                low = min(row_of[id(n)] for n in readers)
-                found.append((low, k, prev, d))
+                rows = {row_of[id(n)] for level in levels[t].values() for n in level
+                        if any(i is into for i in n.inputs)}
+                found += [(r, k, ns[t]) for r in rows if r < d]
             cols = self.column_order[t]
-            for j, (_, k, prev, d) in enumerate(sorted(found, key=lambda f: (f[0], f[1]))):
-                col = f"step{t}_bend{k}"
-                cols.insert(j, col)
-                bends[(id(prev), t)] = (f"{g.id(prev)}_into_{t}", d, col)
+            for r, k, n in sorted(found, key=lambda f: (f[0], f[1])):
+                col = f"step{t}_bend{k}_{r}"
+                cols.append(col)
+                bends[(id(n), r)] = (f"{g.id(n)}_out_row{r}", r, col)
         return bends
 
     def input_column(self, t: int, n: Node, inner: list) -> str | None:
@@ -2019,6 +2020,7 @@ class _Unrolled(_Drawer):
                         j = f"{g.id(i)}_fan_{t}"
                         uses[j] = uses.get(j, 0) + 1
                         groups.setdefault(id(n), j)
+        self.n_buses = sum(len(ts) > 1 for ts in steps.values())
         # a junction feeding two ops keeps neither straight
         groups = {k: j for k, j in groups.items() if uses[j] == 1}
         self.grouped = set(groups.values())
@@ -2223,36 +2225,32 @@ class _Unrolled(_Drawer):
                         self.edge(g.id(i), bend, "recurrent", hot=hot, cut=cut, arrow=False)
                     self.edge(bend or g.id(i), g.id(n), "recurrent", label=label, hot=hot,
                               cut=cut)
-                    ghost = self.ghost[id(i)]
-                    bend = self.bends.get((id(i), n.step), (None,))[0]
-                    if bend is not None:  # as a state enters the others (state_bends())
-                        if (ghost, bend) not in done:
-                            done.add((ghost, bend))
-                            self.n_edges += 1
-                            self.emit(f'"{ghost}" -> "{bend}" [style=invis]')
+                    ghost = self.ghost.get(id(i))
+                    if ghost is not None:
                         self.n_edges += 1
-                        self.emit(f'"{g.id(n)}" -> "{bend}" [style=invis dir=back]')
-                    else:
-                        self.n_edges += 1
-                        self.emit(f'"{g.id(n)}" -> "{ghost}" [style=invis dir=back]'
-                                  if self.rigid else f'"{ghost}" -> "{g.id(n)}" [style=invis]')
+                        self.emit(f'"{ghost}" -> "{g.id(n)}" [style=invis]')
                 elif i.step is not None and i.step != n.step:
-                    bend = self.bends.get((id(i), n.step), (None,))[0]
+                    bend = self.bends.get((id(i), self.row_of_id.get(g.id(n))), (None,))[0]
                     if bend is None:
                         self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
                         continue
-                    if (g.id(i), bend) not in done:  # level into the step (state_bends())
+                    if (g.id(i), bend) not in done:  # down its step (state_bends())
                         done.add((g.id(i), bend))
-                        self.edge(g.id(i), bend, "recurrent", hot=hot, cut=cut, arrow=False)
-                    self.forward_edge(bend, g.id(n), label=label, hot=hot, cut=cut)
+                        self.forward_edge(g.id(i), bend, hot=hot, cut=cut, arrow=False)
+                    self.edge(bend, g.id(n), "recurrent", label=label, hot=hot, cut=cut)
                 else:
                     # heavy within a step: each step keeps the cell's own layout, which
                     # the edges between steps cannot pull out of shape
                     self.edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut,
                               weight=None if i.op == "input" else 120 if i is spine else 100)
                     if i.op == "input":  # the input straight under the op reading it
+                        # (held steps: under every bus, each a row of its own: not in a
+                        # bus's row, which would run round it)
+                        low = f" minlen={self.n_buses + 1}" if self.rigid else ""
+                        if low:
+                            self.lines[-1] = self.lines[-1].replace(" [", f" [{low[1:]} ", 1)
                         self.n_edges += 1
-                        self.emit(f'"{g.id(i)}" -> "{g.id(n)}" [style=invis weight=4]')
+                        self.emit(f'"{g.id(i)}" -> "{g.id(n)}" [style=invis weight=4{low}]')
             for name in self.outputs_of.get(id(n), []):
                 # heavy: the output straight over the op computing it, not pulled
                 # aside by its edge to the loss
@@ -2265,6 +2263,11 @@ class _Unrolled(_Drawer):
                 if id(p) in read:
                     fan.setdefault(g.id(p), []).append(
                         ("elided", f"× {n}", False, False, self.elided[0], n))
+        for (sid, _), (bend, _, _) in self.bends.items():  # the last step's: invisible
+            src = self.state_id[sid]
+            if (src, bend) not in done:
+                self.n_edges += 1
+                self.emit(f'"{bend}" -> "{src}" [style=invis]')
         self.lowest: dict = {}  # step -> its lowest junction
         self.trunks(fan)
         if not self.rigid:
@@ -2320,11 +2323,10 @@ class _Unrolled(_Drawer):
                 self.emit(f'"{ids[0]}" -> "{self.lowest[t]}" [style=invis weight=0]')
             feet += ids
             for i in step_inputs.get(t, []) if ids else []:
-                # under its own column's foot (a stand-in: under the first column's)
-                c = self.input_col.get(i)
-                foot = f"{c}_foot" if c in members else ids[0]
+                if i in self.input_col:  # (its column holds it: a link to its foot would
+                    continue  # pull the feet out of their order)
                 self.n_edges += 1
-                self.emit(f'"{i}" -> "{foot}" [style=invis weight=0]')
+                self.emit(f'"{i}" -> "{ids[0]}" [style=invis weight=0]')
         if feet:
             self.emit("{rank=same; " + " ".join(f'"{i}"' for i in feet) + "}")
             ends = [(a, b) for a, b in zip(feet, feet[1:])
@@ -2395,22 +2397,25 @@ class _Unrolled(_Drawer):
             ts = sorted(at)
             js = [f"{src}_fan_{t}" for t in ts]
             rows.append(js)
+            feed = self.bus_feed(src) if getattr(self, "rigid", False) and \
+                hasattr(self, "on_bus") else []
+            # one row (an ops view of held steps: with the shared values feeding it, at its
+            # left end: its trunk is a short level edge, and no trunk crosses another)
+            self.emit("{rank=same; " + " ".join(f'"{j}"' for j in feed + js) + "}")
             # the trunk into the first junction, the bus on from it left to right in time
             # order (no arrowheads: it carries one value to every step)
             count = sum(max(u[5] for u in at[t]) for t in ts)
             hot = [any(u[2] for u in at[t]) for t in ts]
-            self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False)
+            # (level, from the left of the steps: an xlabel, as a level edge's label would
+            # take a rank of its own between the bus's row and the one above)
+            self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False,
+                      xlabel=bool(feed))
             for k in range(len(js) - 1):  # weightless: the junctions follow their ops
                 # (no ports: for an edge with ports between two junctions of its row, dot
                 # at times takes a path that mangles its arrow attributes; a point's centre
                 # is on its line anyway)
                 self.edge(js[k], js[k + 1], "trunk", hot=any(hot[k + 1:]), arrow=False,
                           weight=0)
-            feed = self.bus_feed(src) if getattr(self, "rigid", False) and \
-                hasattr(self, "on_bus") else []
-            # one row (an ops view of held steps: with the shared values feeding it, at its
-            # left end: its trunk is a short level edge, and no trunk crosses another)
-            self.emit("{rank=same; " + " ".join(f'"{j}"' for j in feed + js) + "}")
         first_row = self.first_row
         # each step's junctions in its cluster, under its ops: dot orders them with the
         # step's ops (outside, it places them all where the cluster stands, in any order)
