@@ -5,6 +5,7 @@ short (measured on ``dot -Tjson``)."""
 
 import importlib
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -146,6 +147,10 @@ def _state_edges(net, layout, prefix=""):
     g = net.graph
     step = {prefix + g.id(n): n.step for n in g.nodes if n.step is not None}
     names = {o["_gvid"]: o["name"] for o in layout["objects"]}
+    for name in names.values():  # a state's bend, in its step: its edge on is the state's
+        bend = re.fullmatch(re.escape(prefix) + r"(n\d+)_out_row\d+", name)
+        if bend:
+            step[name] = step[prefix + bend.group(1)]
     boxes = {}
     for o in layout["objects"]:
         head = f"cluster_{prefix}step_"
