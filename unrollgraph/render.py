@@ -1869,6 +1869,8 @@ class _Unrolled(_Drawer):
             step_inputs[t0] = list(self.ghost.values()) + step_inputs.get(t0, [])
         self.ops_edges(shared, step_inputs)
         if self.rigid:  # the shared values no bus carries: a row under everything
+            self.bottom_ids = [] if any(g.id(n) not in self.on_bus for n in shared) \
+                else list(bottom)  # (else the inputs are the lowest row)
             rest = [n for n in shared if g.id(n) not in self.on_bus]
             self.param_row([p for p in params if g.id(p) not in self.on_bus])
             self.under(rest, bottom)
@@ -2289,6 +2291,7 @@ class _Unrolled(_Drawer):
         then the same rigid picture, its cluster as wide as the others; the step's inputs
         (``step_inputs``: step -> ids) stand under its feet."""
         order = self.column_order
+        self.floor: list = []  # each step's first foot (ranked by no edge from below)
         members: dict = {}  # column -> its nodes, bottom to top: its junction, then its ops
         for j, c in self.junction_group.items():
             if j in self.junctions:
@@ -2320,8 +2323,12 @@ class _Unrolled(_Drawer):
                           + " [style=invis weight=100]}")
             if ids and t in self.lowest:
                 self.n_edges += 1
-                self.emit(f'"{ids[0]}" -> "{self.lowest[t]}" [style=invis weight=0]')
+                # (ranked, as no edge from below holds the feet up: they sank to the
+                # bottom of a figure of two pictures, and the steps' boxes with them)
+                self.emit(f'"{ids[0]}" -> "{self.lowest[t]}" [style=invis weight=1]')
             feet += ids
+            if ids:  # (what a figure of two pictures holds over the lower one: see bottom_ids)
+                self.floor.append(ids[0])
             for i in step_inputs.get(t, []) if ids else []:
                 if i in self.input_col:  # (its column holds it: a link to its foot would
                     continue  # pull the feet out of their order)
@@ -2770,7 +2777,7 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 o["color_scale"] = shared
     rankdir = options.get("rankdir") or ("BT" if _is_unrolled_or_cell(a) else "LR")
     stacked = direction == "vertical" and rankdir in ("BT", "TB")
-    body, scale, ends_of, drawers, captions = [], None, [], [], []
+    body, scale, ends_of, drawers, captions, floors = [], None, [], [], [], []
     low, high = [[], []], [[], []]  # each picture's first and last rows, when it has them
     for k, (x, o, label) in enumerate(zip((a, b), opts, labels)):
         # (two legends side by side under the pictures: each in at most two columns)
@@ -2817,6 +2824,12 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                            f"<b>{_h(_shown(label, _TITLE_CHARS))}</b></font>")}) + "\n")
         src, snk = _ends(picture)
         src, snk = (low[k] or src), (high[k] or snk)
+        floor = []
+        if getattr(drawers[-1], "bottom_ids", None):  # (an ops view: its inputs' row, and
+            # its feet, which no edge from below holds up: each over the gap between the two)
+            src = [f"s{k}_{i}" for i in drawers[-1].bottom_ids]
+            floor = [f"s{k}_{i}" for i in drawers[-1].floor]
+        floors.append(floor)
         nodes = [m.group(1) for line in picture if (m := _NODE.match(line))]
         # over the picture's middle: after its last row (rankdir=BT: upwards), else
         # before its first (TB: the top; LR: the left)
@@ -2835,8 +2848,9 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         # a over b, ranked by no edge between them: an edge would make the two one piece
         # that dot orders as a whole, and it then orders neither as it does the picture
         # alone (rows out of order, state edges round the steps' boxes). An invisible
-        # point just past the upper picture's first row, and the lower picture's caption
-        # beside it in one rank, which the lower picture's last row comes before.
+        # point just past the upper picture's first row (the upper picture's legend in its
+        # row), the lower picture's caption a row lower, which the lower picture's last
+        # row comes before.
         (a_src, a_snk), (b_src, b_snk) = ends_of
         upper = a_src if rankdir == "BT" else a_snk
         if upper:
@@ -2844,7 +2858,9 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
             u = upper[len(upper) // 2]
             body.append(f'  "s0_side_gap" -> "{u}" [style=invis]\n' if rankdir == "BT"
                         else f'  "{u}" -> "s0_side_gap" [style=invis]\n')
-            body.append(f'  {{rank=same; "s0_side_gap" "{captions[1]}"}}\n')
+            body.append(f'  "{captions[1]}" -> "s0_side_gap" [style=invis]\n'
+                        if rankdir == "BT" else
+                        f'  "s0_side_gap" -> "{captions[1]}" [style=invis]\n')
         # step t of the one straight over step t of the other: one edge from the lower
         # picture's first node (its first initial state, on its left) to the upper one's
         # holds their left sides in line, and each value of step t is as wide in both.
@@ -2852,7 +2868,8 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         # An ops view's initial states are each a piece of their own to dot, declared
         # first (see _Unrolled.init_states): each of the lower picture's joined to the
         # upper picture's, in one column.
-        inits = [getattr(d, "init_ids", []) for d in drawers]
+        inits = [getattr(d, "init_ids", []) + sorted(getattr(d, "on_bus", ()))
+                 for d in drawers]  # (and the shared values left of an ops view's steps)
         if inits[0] and inits[0] == inits[1]:
             links = [(f"s0_{i}", f"s1_{i}") for i in inits[0]]
         else:
@@ -2862,19 +2879,52 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         for hi, lo in links:
             body.append(f'  "{lo}" -> "{hi}" [style=invis]\n' if rankdir == "BT"
                         else f'  "{hi}" -> "{lo}" [style=invis]\n')
-        _same_widths(drawers, body)
-        # both legends in a row of their own under the pictures (on the lower picture's
-        # bottom row, their height would pull that row away from the rest)
-        bottom = b_src if rankdir == "BT" else b_snk
-        legends = [f"s{k}_legend" for k in range(2)
-                   if any(line.lstrip().startswith(f'"s{k}_legend" [') for line in body)]
-        if bottom and legends:
-            lo = bottom[len(bottom) // 2]  # (under the middle)
-            body.append(f'  "{legends[-1]}" -> "{lo}" [style=invis]\n' if rankdir == "BT"
-                        else f'  "{lo}" -> "{legends[-1]}" [style=invis]\n')
-            if len(legends) > 1:  # in one row, the upper picture's first
+        # and step t of the one over step t of the other: from the top of each column of
+        # the lower picture to the bottom of the same column of the upper one, heavy (the
+        # links above hold only the left sides, and the first values of the two differ in
+        # width: the lower picture stood a part of a step to the left)
+        # (through an invisible point each, in the row under the upper picture: the points
+        # in time order, then the upper picture's legend, its own totals and marks, under
+        # it and right of every link: among them, it pushed the steps apart)
+        # (not in an ops view: there each picture's parameters and initial states are
+        # pieces of their own to dot, left of its steps, which such links would join)
+        cols = [_columns(d, k, body) if getattr(d, "detail", None) != "ops" else {}
+                for k, d in enumerate(drawers)]
+        row = []
+        for t in sorted(set(cols[0]) & set(cols[1])):
+            (up_lo, up_hi), (lo_lo, lo_hi) = cols[0][t], cols[1][t]
+            if rankdir == "BT" and upper:
+                p = f"s0_side_gap_{t}"
+                row.append(p)
+                body.append(f'  "{p}" [shape=point style=invis width=0 height=0]\n'
+                            f'  "{lo_hi}" -> "{p}" [style=invis weight=10]\n'
+                            f'  "{p}" -> "{up_lo}" [style=invis weight=10]\n')
+            else:
+                body.append(f'  "{lo_hi}" -> "{up_lo}" [style=invis weight=10]\n'
+                            if rankdir == "BT" else
+                            f'  "{up_hi}" -> "{lo_lo}" [style=invis weight=10]\n')
+        if rankdir == "BT" and upper:
+            row += [x for x in ("s0_legend",)
+                    if any(line.lstrip().startswith(f'"{x}" [') for line in body)]
+            body.append('  {rank=same; "s0_side_gap" ' + " ".join(f'"{x}"' for x in row)
+                        + "}\n")
+            if len(row) > 1:
                 body.append("  {rank=same; edge [style=invis] "
-                            + " -> ".join(f'"{x}"' for x in legends) + "}\n")
+                            + " -> ".join(f'"{x}"' for x in row) + "}\n")
+        _same_widths(drawers, body)
+        # each picture's legend in a row of its own under it (on the picture's bottom row,
+        # its height would pull that row away from the rest): the upper one's over the
+        # lower picture's caption (above), the lower one's under the lower picture
+        for k, ends in ((0, a_src if rankdir == "BT" else a_snk),
+                        (1, b_src if rankdir == "BT" else b_snk)):
+            leg = f"s{k}_legend"
+            if not ends or not any(line.lstrip().startswith(f'"{leg}" [') for line in body):
+                continue
+            lo = ends[-1]  # (under its right end, as the upper one's)
+            if k == 0 and upper and rankdir == "BT":
+                continue  # (in the row of the gap, above)
+            body.append(f'  "{leg}" -> "{lo}" [style=invis]\n' if rankdir == "BT"
+                        else f'  "{lo}" -> "{leg}" [style=invis]\n')
     elif direction == "horizontal":
         # the captions level, and each row of the one level with the same row of the
         # other: step by step, the bottom and top of every column (the first step both
