@@ -881,6 +881,7 @@ class _Drawer:
         self.n_nodes = 0  # nodes and edges drawn (the legend aside): what the guard counts
         self.n_edges = 0
         self.drawn_links: set[tuple[str, str]] = set()  # (tail, head) of each drawn edge
+        self.cut_ids: set[str] = set()  # the nodes drawn greyed (truncation: no gradient)
         self.node_at: dict[str, tuple[int, str]] = {}  # id -> (its line, its label)
 
     def make_scale(self, mags) -> _Scale:
@@ -939,6 +940,7 @@ class _Drawer:
             fill, font, border = t["cut_fill"], t["cut_font"], t["cut_font"]
             styles.append("dashed")
             self.kinds_used.add("cut")
+            self.cut_ids.add(nid)
         elif mag is not None and self.show_grads() and self.scale and not self.scale.empty:
             if mag > 0 and math.isfinite(mag):
                 fill = self.scale.colour(mag)
@@ -971,7 +973,14 @@ class _Drawer:
              ) -> None:
         t = self.t
         self.n_edges += 1
-        self.edges_used.add(kind)
+        # where truncation stops the gradient: from a greyed node into one that is not (the
+        # last cut state into the first kept step, a cut step into its output): the value
+        # flows on, no gradient comes back; dotted as every edge truncation sends no
+        # gradient back along, and barred at the greyed end, where the gradient stops
+        src, dst = (b, a) if back else (a, b)
+        stop = src in self.cut_ids and dst not in self.cut_ids
+        cut = cut or stop
+        self.edges_used.add("stop" if stop else kind)
         attrs: dict = {"color": t["edge"]}
         if kind == "shared":
             attrs.update(color=t["shared_edge"], style="dashed", arrowsize="0.6")
@@ -991,7 +1000,7 @@ class _Drawer:
             text = _font(label, label_pt, attrs["color"])
             if text:
                 attrs["xlabel" if xlabel else "label"] = _Html(text)
-        if not arrow:
+        if not arrow and not stop:
             # and no size: Graphviz draws arrowheads on a flat edge between clusters, drawn
             # in two parts, whatever arrowhead says
             attrs.update(arrowhead="none", arrowsize="0")
@@ -999,7 +1008,11 @@ class _Drawer:
             attrs.update(tailport=ports[0], headport=ports[1])
         if not constraint:
             attrs["constraint"] = "false"
-        if back:
+        if stop:  # the bar at the source's end, the arrowhead (if any) at the other
+            point = "normal" if arrow else "none"
+            attrs.update(dir="both", arrowtail=point if back else "tee",
+                         arrowhead="tee" if back else point)
+        elif back:
             attrs["dir"] = "back"
         if weight is not None:
             attrs["weight"] = str(weight)
@@ -1218,8 +1231,10 @@ class _Drawer:
             "shared": ("- - -", t["shared_edge"], "shared-weight edge (one per reading op)"),
             "recurrent": ("━━", t["recurrent"], "state carried to the next step"),
             "delay": ("━━", t["recurrent"], "z⁻¹: one-step delay (next state → state)"),
-            "cut": ("· · ·", t["cut_font"], "dotted, grey: truncated BPTT sends no gradient back "
-                                        "along it"),
+            "cut": ("· · ·", t["cut_font"], "dotted, grey: the value flows forward; truncated "
+                                        "BPTT sends no gradient back along it"),
+            "stop": ("┣· ·", t["cut_font"], "where truncated BPTT stops the gradient (at the "
+                                         "bar): the value flows on, no gradient comes back"),
         }
         for kind, (sym, colour, text) in edge_names.items():
             if kind in self.edges_used:
@@ -2238,8 +2253,11 @@ class _Unrolled(_Drawer):
                         continue
                     if (g.id(i), bend) not in done:  # down its step (state_bends())
                         done.add((g.id(i), bend))
+                        if cut:  # (one edge: greyed as its ends are)
+                            self.cut_ids.add(bend)
                         self.forward_edge(g.id(i), bend, hot=hot, cut=cut, arrow=False)
-                    self.edge(bend, g.id(n), "recurrent", label=label, hot=hot, cut=cut)
+                    self.edge(bend, g.id(n), "recurrent", label=label, hot=hot,
+                              cut=cut or self.v.is_cut(i))
                 else:
                     # heavy within a step: each step keeps the cell's own layout, which
                     # the edges between steps cannot pull out of shape
