@@ -662,3 +662,23 @@ def test_a_long_ops_view_reads_left_to_right_step_by_step(name, T):
         if b.endswith("_fan_0") and "_fan" not in a and e.get("style") != "invis":
             assert abs(pos[a][1] - pos[b][1]) < 1, f"{a}'s trunk is not level"
             assert pos[a][0] < boxes[0][0] < pos[b][0] < boxes[0][2]
+
+
+@pytest.mark.parametrize("name", sorted(_CELLS))
+def test_folded_cell_delay_loops_are_open(name):
+    """Each state's loop through its delay square (out to the square, back into the state)
+    is an open loop: its two arcs stand well apart, whether or not a weight labels it (an
+    LSTM's c, with no weight on its loop, was two arcs squashed flat on each other)."""
+    layout = _layout(ug.render(_CELLS[name](), detail="textbook"))
+    names = {o["_gvid"]: o["name"] for o in layout["objects"]}
+    arcs: dict = {}
+    for e in layout["edges"]:
+        a, b = names[e["tail"]], names[e["head"]]
+        if e.get("style") != "invis" and "pos" in e and ("delay" in a or "delay" in b):
+            arcs.setdefault(frozenset((a, b)), []).append(_curve(e["pos"]))
+    loops = [c for c in arcs.values() if len(c) == 2]
+    assert loops
+    for one, other in loops:
+        # the widest opening: the point of one arc farthest from the other arc
+        gap = max(min(np.hypot(x - x2, y - y2) for x2, y2 in other) for x, y in one)
+        assert gap >= 10, gap

@@ -280,12 +280,15 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows, order=None) -> dict:
                 row = rows.ids[src]
                 row.insert(row.index(a) + 1, sq)
                 d.edge(a, sq, "recurrent", arrow=False, label=" ", label_pt=11)
-            if label and src == dst:
+            if src == dst:
                 # back along the row into its own state: dot hangs the label under the edge
                 # touching the text's top, and another state's edge out of the square runs
                 # down through its end; a thin blank line over it and blank space after it
-                # (which widens the loop) keep both clear
-                label = f'<font point-size="5"> </font><br/>{label}{"&#160;" * 8}'
+                # (which widens the loop) keep both clear. A loop with no weight (an LSTM's
+                # c) gets a blank label as wide as a weight's: without one, dot squashed its
+                # two arcs flat against each other
+                label = f'<font point-size="5"> </font><br/>{label or "&#160;" * 10}' \
+                    f'{"&#160;" * 8}'
             elif label:  # to another row: beside the slanting edge, a space off it
                 label = f"&#160;&#160;{label}"
             d.edge(sq, z, "recurrent", label=label, label_pt=11)
