@@ -224,9 +224,14 @@ def to_dot(obj, **options) -> str:
         drawn (step boxes, inputs, outputs, constants drawn per use, the loss; the legend
         aside) before the text goes to ``dot``.
     max_elements : int
-        Arrays up to this size are printed in full (nested by rows, as numpy prints
-        them: a batch of two rows of two reads ``[[a, b], [c, d]]``), larger ones as
-        shape and norm.
+        One rule for every node: the values drawn side by side print alike. Those of the
+        steps (inputs, states, ops, outputs, initial states) are printed in full (nested by
+        rows, as numpy prints them: a batch of two rows of two reads ``[[a, b], [c, d]]``)
+        when every value and gradient of the steps the view writes has at most this many
+        elements, else each as its norm and shape (``‖·‖ 1.45 (2×3)``). A value computed
+        once (a parameter, an op on parameters, a node of a tensor's graph) stands alone
+        and is printed in full when it has at most this many elements itself. A single
+        number is always printed.
     title : str, optional
         A caption (by default the cell's name and the number of steps).
     rankdir : {"LR", "BT", "TB", "RL"}, optional
@@ -897,6 +902,33 @@ class _Drawer:
     def grad(self, n: Node):
         return self.v.grad(n)
 
+    def prints(self, n: Node) -> bool:
+        """Whether the view writes ``n``'s value or gradient in a node (every node here)."""
+        return True
+
+    def limit(self, n: Node) -> int:
+        """The ``max_elements`` that ``n``'s value and gradient are printed with: one rule
+        for every node of a picture. The values of the steps (inputs, initial states, ops,
+        states, outputs), drawn side by side, print alike: each written out when every value
+        and gradient of the steps the view writes has at most ``max_elements`` elements,
+        else each (but a single number) as its norm and shape. A value computed once (a
+        parameter, an op on parameters, a node of a tensor's graph) stands alone and prints
+        by its own size."""
+        if not (n.step is not None or n.op in ("init", "input", "state")):
+            return self.o["max_elements"]
+        limit = getattr(self, "_step_limit", None)
+        if limit is None:
+            largest = 0
+            for m in self.g.nodes:
+                if (m.step is not None or m.op in ("init", "input", "state")) and \
+                        self.prints(m):
+                    for a in (self.value(m), self.grad(m)):
+                        if a is not None and not isinstance(a, tuple):
+                            largest = max(largest, np.size(a))
+            cap = self.o["max_elements"]
+            limit = self._step_limit = cap if largest <= cap else 1
+        return limit
+
     def show_values(self) -> bool:
         want = self.o["values"]
         return self.has_values if want is None else bool(want)
@@ -1066,11 +1098,11 @@ class _Drawer:
         if info and not self.is_const(n):
             rows.append(info)
         if self.show_values() and not self.is_const(n):
-            text = _array_text(self.value(n), self.o["max_elements"])
+            text = _array_text(self.value(n), self.limit(n))
             if text is not None:
                 rows.append("v = " + _h(text))
         if self.show_grads():
-            text = _array_text(self.grad(n), self.o["max_elements"])
+            text = _array_text(self.grad(n), self.limit(n))
             if text is not None:
                 rows.append(f"{grad_label} = " + _h(text))
         return rows
@@ -1233,7 +1265,7 @@ class _Drawer:
             "delay": ("━━", t["recurrent"], "z⁻¹: one-step delay (next state → state)"),
             "cut": ("· · ·", t["cut_font"], "dotted, grey: the value flows forward; truncated "
                                         "BPTT sends no gradient back along it"),
-            "stop": ("┣· ·", t["cut_font"], "where truncated BPTT stops the gradient (at the "
+            "stop": ("|· ·", t["cut_font"], "where truncated BPTT stops the gradient (at the "
                                          "bar): the value flows on, no gradient comes back"),
         }
         for kind, (sym, colour, text) in edge_names.items():
@@ -1529,6 +1561,17 @@ class _Unrolled(_Drawer):
         """Whether a view other than ``detail="elide"`` leaves out middle steps."""
         return False
 
+    def prints(self, n: Node) -> bool:
+        """The step and textbook views write the values of inputs, states and outputs,
+        and of the parameters; the others every node's."""
+        if getattr(self, "detail", None) not in ("steps", "textbook"):
+            return True
+        net = self.net
+        return n.step is None or any(n is m for ns in (*net.input_nodes.values(),
+                                                        *net.state_nodes.values(),
+                                                        *net.output_nodes.values())
+                                     for m in ns)
+
     def draw_body(self) -> None:
         if self.detail == "steps":
             self.build_steps()
@@ -1600,11 +1643,11 @@ class _Unrolled(_Drawer):
         rows = ["output"]
         n = self.net.output_nodes[name][t]
         if self.show_values():
-            text = _array_text(self.value(n), self.o["max_elements"])
+            text = _array_text(self.value(n), self.limit(n))
             if text is not None:
                 rows.append("v = " + _h(text))
         if self.show_grads():
-            text = _array_text(self.own_grad(name, t), self.o["max_elements"])
+            text = _array_text(self.own_grad(name, t), self.limit(n))
             if text is not None:
                 rows.append("∇ = " + _h(text))
         return rows
@@ -1625,10 +1668,11 @@ class _Unrolled(_Drawer):
         return {name: np.asarray(self.run.step_contributions(name), dtype=np.float64)
                 for name in self.net.param_nodes}
 
-    def part_text(self, part) -> str:
-        """One step's part: its signed values when they fit in ``max_elements``, its norm
-        otherwise (computed in one vectorised pass per parameter by the caller's array)."""
-        if part.size <= self.o["max_elements"]:
+    def part_text(self, part, limit: int | None = None) -> str:
+        """One step's part: its signed values when they fit in ``limit`` (by default
+        ``max_elements``), its norm otherwise (computed in one vectorised pass per parameter
+        by the caller's array)."""
+        if part.size <= (self.o["max_elements"] if limit is None else limit):
             return _h(_signed(part))
         return f"‖∇‖ {_h(_num(_mag(part)))}"
 
@@ -1716,18 +1760,19 @@ class _Unrolled(_Drawer):
         # the parts, signed, then their sum: the reader sees Σ_t = total
         rows = self.rows(n, grad_label="")
         rows = [r for r in rows if not r.startswith(" = ")]
-        small = parts[0].size <= self.o["max_elements"]
+        small = parts[0].size <= self.limit(n)
         rows.append("∇ = Σ<sub>t</sub> (part of step t):" if small
                     else "∇ = Σ<sub>t</sub> (part of step t), norms shown:")
         shown = list(range(len(parts)))
         if len(shown) > 8:
             shown = shown[:3] + [None] + shown[-3:]
         for t in shown:
-            rows.append("⋮" if t is None else f"t = {t}: {self.part_text(parts[t])}")
+            rows.append("⋮" if t is None else
+                        f"t = {t}: {self.part_text(parts[t], self.limit(n))}")
         total = self.grad(n)
         if total is not None:
             text = _h(_signed(np.asarray(total))) if small else \
-                _h(_array_text(total, self.o["max_elements"]))
+                _h(_array_text(total, self.limit(n)))
             rows.append(f"Σ = {text}")
         return rows
 
@@ -2531,10 +2576,10 @@ class _Unrolled(_Drawer):
             rows = []
             for s in states:
                 n = net.state_nodes[s][t]
-                text = _array_text(self.value(n), self.o["max_elements"])
+                text = _array_text(self.value(n), self.limit(n))
                 if self.show_values() and text:
                     rows.append(f"{_hn(s)} = {_h(text)}")
-                gt = _array_text(self.grad(n), self.o["max_elements"])
+                gt = _array_text(self.grad(n), self.limit(n))
                 if self.show_grads() and gt:
                     rows.append(f"∂{self.loss_sym()}/∂{_hn(s)} = {_h(gt)}")
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,

@@ -413,7 +413,7 @@ class Textbook(_Unrolled):
                                 "LSTM or GRU, into its gates)"))
         if self.has_grads:
             for name, p in self.net.param_nodes.items():
-                text = _array_text(self.grad(p), self.o["max_elements"])
+                text = _array_text(self.grad(p), self.limit(p))
                 if text is None:
                     continue
                 rows.append((f"<i>{_hn(name)}</i>", "∇ total = " + _h(text)))
@@ -424,7 +424,7 @@ class Textbook(_Unrolled):
                         shown = shown[:3] + [None] + shown[-3:]
                     for t in shown:
                         rows.append(("", "⋮" if t is None else
-                                     f"step {t}: {self.part_text(parts[t])}"))
+                                     f"step {t}: {self.part_text(parts[t], self.limit(p))}"))
         return rows
 
     def value_rows(self, n: Node, grad=None, own=False) -> list[str]:
@@ -432,11 +432,11 @@ class Textbook(_Unrolled):
         if self.o["compact"]:  # the name only: the gradient is the fill colour
             return rows
         if self.show_values():
-            text = _array_text(self.value(n), self.o["max_elements"])
+            text = _array_text(self.value(n), self.limit(n))
             if text is not None:
                 rows.append("v = " + _h(text))
         if self.show_grads():
-            text = _array_text(grad if own else self.grad(n), self.o["max_elements"])
+            text = _array_text(grad if own else self.grad(n), self.limit(n))
             if text is not None:
                 rows.append("∇ = " + _h(text))
         return rows
