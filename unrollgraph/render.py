@@ -1822,7 +1822,7 @@ class _Unrolled(_Drawer):
         # others (held steps need none: every state comes into a step level, from the left,
         # in the row of the op reading it, as the initial states come into the first)
         self.ghost: dict = {}  # initial state -> its stand-in
-        for s, n in net.init_nodes.items() if not self.rigid else ():
+        for n in net.init_nodes.values() if not self.rigid else ():
             ghost = self.ghost[id(n)] = f"{g.id(n)}_ghost"
             self.emit(_foot(ghost))
             bottom.append(ghost)
