@@ -1805,10 +1805,11 @@ class _Unrolled(_Drawer):
         self.shared_side = {g.id(n): v for n in shared for v in [side.get(id(n), 2)]}
         order = {id(n): k for k, n in enumerate(shared)}
         params.sort(key=lambda p: (side.get(id(p), 2), order[id(p)]))
-        # the steps held to one layout by feet (see feet()), but for an elided net (held,
-        # the steps pull the elided column out of its place) and a masked one (its masks,
-        # which read the step before, fight them)
-        self.rigid = not self.elided
+        # the steps held to one layout by feet (see feet()), an elided net's too: each state
+        # leaves its step through bends in its own box (state_bends()), so the steps no
+        # longer pull the elided column out of its place (the code for loose steps stays
+        # for a subclass that turns this off)
+        self.rigid = True
         # held steps: each shared value read by several steps stands left of the first
         # step at the end of its own bus, which it feeds straight from the left (see
         # trunks()); the others, and all of them in an elided net, in a row under everything
