@@ -15,10 +15,11 @@ Pictures, by the kind of object:
 * a Cell (folded): the body with the recurrent edge drawn back from the next state to the
   state, labelled as a one-step delay z⁻¹;
 * an unrolled net: one cluster per step (t = 0 ... T-1) with time flowing left to right,
-  inputs at the bottom, outputs and the loss at the top, every shared parameter drawn once in
-  a row of its own under the steps, its fan-out edges dashed. Long unrolls switch to one box
-  per step (``detail="steps"``) or to the first and last steps with an elision node
-  (``detail="elide"``).
+  each step's inputs at the bottom of its cluster, outputs and the loss at the top, each state
+  leaving its step through a bend in it and entering the next step level, every shared
+  parameter drawn once, left of the first step at the end of its bus, its fan-out edges
+  dashed. Long unrolls switch to one box per step (``detail="steps"``) or to the first and
+  last steps with an elision node (``detail="elide"``).
 
 After a backward pass each node shows its gradient and is filled by the gradient's norm on one
 log-scale for the whole picture (the colour bar is in the legend).
@@ -919,9 +920,8 @@ class _Drawer:
         limit = getattr(self, "_step_limit", None)
         if limit is None:
             largest = 0
-            for m in self.g.nodes:
-                if (m.step is not None or m.op in ("init", "input", "state")) and \
-                        self.prints(m):
+            for m in self.g.nodes:  # (every step is a copy of the first: its sizes do)
+                if (m.step == 0 or m.op in ("init", "state")) and self.prints(m):
                     for a in (self.value(m), self.grad(m)):
                         if a is not None and not isinstance(a, tuple):
                             largest = max(largest, np.size(a))
@@ -1818,10 +1818,10 @@ class _Unrolled(_Drawer):
         if params and not self.rigid:
             self.param_row(params)
         bottom = []  # the row under the steps: the inputs in time order
-        # an elided net: under the first step, an invisible stand-in for each initial
-        # state, its edges into the first step as the previous step's state's into the
-        # others (held steps need none: every state comes into a step level, from the left,
-        # in the row of the op reading it, as the initial states come into the first)
+        # loose steps (a subclass's): under the first step, an invisible stand-in for each
+        # initial state, its edges into the first step as the previous step's state's into
+        # the others (held steps need none: every state comes into a step level, from the
+        # left, in the row of the op reading it, as the initial states come into the first)
         self.ghost: dict = {}  # initial state -> its stand-in
         for n in net.init_nodes.values() if not self.rigid else ():
             ghost = self.ghost[id(n)] = f"{g.id(n)}_ghost"
