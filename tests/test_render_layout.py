@@ -131,8 +131,8 @@ def test_the_elided_ops_view_draws_its_kept_steps_alike():
 
 def test_the_state_comes_in_on_the_left_of_each_step():
     """h_{t-1} @ W_hh stands left of x_t @ W_ih in every step, as the state's edge comes in
-    from the step before (on the left) and the input from below; the parameters' row is in
-    the same order."""
+    from the step before (on the left) and the input from below; the parameters, each at the
+    left end of its bus, are in the same order, top to bottom."""
     net, loss = _run(ug.nn.RNNCell(2, 2, seed=0), 5)
     pos = _positions(ug.render(net, loss=loss, detail="ops"))
     g = net.graph
@@ -143,7 +143,7 @@ def test_the_state_comes_in_on_the_left_of_each_step():
         assert len(by_state) == len(by_input) == 1
         assert pos[g.id(by_state[0])][0] < pos[g.id(by_input[0])][0]
     p = net.param_nodes
-    assert pos[g.id(p["weight_hh"])][0] < pos[g.id(p["weight_ih"])][0]
+    assert pos[g.id(p["weight_hh"])][1] > pos[g.id(p["weight_ih"])][1]
 
 
 # -- the shared weights' buses -------------------------------------------------------------
@@ -591,3 +591,94 @@ def test_the_step_view_draws_the_initial_states_left_and_the_steps_in_order(name
             assert span(net.graph.id(n))[1] < first, (s, T)
         steps = [span(f"step_{t}") for t in range(T)]
         assert all(a[2] < b[0] for a, b in zip(steps, steps[1:])), T
+
+
+# -- long unrolls of the ops view read left to right, step by step -------------------------
+def _state_chains(net, layout) -> list:
+    """For each state carried from step t - 1 into step t: ``(t, points)``, the drawn path
+    from the state through its bend (if any) into the op reading it, as one polyline."""
+    g = net.graph
+    names = {o["_gvid"]: o["name"] for o in layout["objects"]}
+    step = {g.id(n): n.step for n in g.nodes if n.step is not None}
+    out_of: dict = {}  # tail -> [(head, curve)] of the drawn edges
+    for e in layout["edges"]:
+        if e.get("style") == "invis" or "pos" not in e:
+            continue
+        a, b = names[e["tail"]], names[e["head"]]
+        if e.get("dir") == "back":  # written reversed; drawn from head to tail
+            a, b = b, a
+            curve = _curve(e["pos"])[::-1]
+        else:
+            curve = _curve(e["pos"])
+        out_of.setdefault(a, []).append((b, curve))
+    chains = []
+    for ns in net.state_nodes.values():
+        for n in ns[:-1]:
+            for b, curve in out_of.get(g.id(n), []):
+                if "_out_row" in b:
+                    for head, rest in out_of.get(b, []):
+                        chains.append((step[head], curve + rest))
+                elif step.get(b) == n.step + 1:
+                    chains.append((step[b], curve))
+    return chains
+
+
+@pytest.mark.parametrize("name,T", [("rnn", 8), ("rnn", 12), ("lstm", 8), ("gru", 8)])
+def test_a_long_ops_view_reads_left_to_right_step_by_step(name, T):
+    """The ops view over 8 and 12 steps as over 3: the steps' boxes left to right in time
+    order, apart; each input inside its own step's box; each state edge from step t - 1 to
+    step t running forwards (never back left over a step, nor round the picture); each
+    shared parameter once, left of the first step, at the height of its bus (at T = 8 the
+    inputs stood in one row far right, the state edges looped round the picture and the
+    parameters piled up under its right end)."""
+    net, loss = _run(_CELLS[name](), T)
+    layout = _layout(ug.render(net, loss=loss, detail="ops", values=False))
+    boxes = _clusters(layout)
+    pos = {o["name"]: tuple(float(v) for v in o["pos"].split(","))
+           for o in layout["objects"] if "pos" in o}
+    assert sorted(boxes) == list(range(T))
+    for t in range(1, T):
+        assert boxes[t - 1][2] < boxes[t][0], f"steps {t - 1} and {t} overlap or swap"
+    g = net.graph
+    for ns in net.input_nodes.values():
+        for t, n in enumerate(ns):
+            x0, y0, x1, _ = boxes[t]
+            x, y = pos[g.id(n)]
+            assert x0 < x < x1 and y > y0, f"{g.id(n)} (input of step {t}) outside its step"
+    chains = _state_chains(net, layout)
+    assert len(chains) >= (T - 1) * len(net.state_nodes)
+    for t, points in chains:
+        xs = [x for x, _ in points]
+        # (a spline's bend may swing back a few points; a node is wider than 20)
+        back = max(max(xs[:k + 1]) - x for k, x in enumerate(xs))
+        assert back < 20, f"a state edge into step {t} turns back {back} points"
+        assert boxes[t - 1][0] <= min(xs) and max(xs) <= boxes[t][2], f"state edge into {t}"
+    names = {o["_gvid"]: o["name"] for o in layout["objects"]}
+    for p in net.param_nodes.values():
+        x, y = pos[g.id(p)]
+        assert x < boxes[0][0], f"{p.name} not left of the first step"
+    for e in layout["edges"]:  # each trunk level, into its bus at the first step
+        a, b = names[e["tail"]], names[e["head"]]
+        if b.endswith("_fan_0") and "_fan" not in a and e.get("style") != "invis":
+            assert abs(pos[a][1] - pos[b][1]) < 1, f"{a}'s trunk is not level"
+            assert pos[a][0] < boxes[0][0] < pos[b][0] < boxes[0][2]
+
+
+@pytest.mark.parametrize("name", sorted(_CELLS))
+def test_folded_cell_delay_loops_are_open(name):
+    """Each state's loop through its delay square (out to the square, back into the state)
+    is an open loop: its two arcs stand well apart, whether or not a weight labels it (an
+    LSTM's c, with no weight on its loop, was two arcs squashed flat on each other)."""
+    layout = _layout(ug.render(_CELLS[name](), detail="textbook"))
+    names = {o["_gvid"]: o["name"] for o in layout["objects"]}
+    arcs: dict = {}
+    for e in layout["edges"]:
+        a, b = names[e["tail"]], names[e["head"]]
+        if e.get("style") != "invis" and "pos" in e and ("delay" in a or "delay" in b):
+            arcs.setdefault(frozenset((a, b)), []).append(_curve(e["pos"]))
+    loops = [c for c in arcs.values() if len(c) == 2]
+    assert loops
+    for one, other in loops:
+        # the widest opening: the point of one arc farthest from the other arc
+        gap = max(min(np.hypot(x - x2, y - y2) for x2, y2 in other) for x, y in one)
+        assert gap >= 10, gap

@@ -5,6 +5,7 @@ short (measured on ``dot -Tjson``)."""
 
 import importlib
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -146,6 +147,10 @@ def _state_edges(net, layout, prefix=""):
     g = net.graph
     step = {prefix + g.id(n): n.step for n in g.nodes if n.step is not None}
     names = {o["_gvid"]: o["name"] for o in layout["objects"]}
+    for name in names.values():  # a state's bend, in its step: its edge on is the state's
+        bend = re.fullmatch(re.escape(prefix) + r"(n\d+)_out_row\d+", name)
+        if bend:
+            step[name] = step[prefix + bend.group(1)]
     boxes = {}
     for o in layout["objects"]:
         head = f"cluster_{prefix}step_"
@@ -209,3 +214,31 @@ def test_stacked_pictures_stand_step_over_step(name):
     step = xs[0][1] - xs[0][0]
     for t in range(8):
         assert abs(xs[0][t] - xs[1][t]) <= 0.3 * step, (t, xs)  # over it, not a neighbour
+
+
+@pytest.mark.parametrize("name,detail", [("rnn", "textbook"), ("lstm", "textbook"),
+                                         ("rnn", "ops")])
+def test_stacked_pictures_align_their_steps_and_each_keeps_its_legend(name, detail):
+    """Full over truncated BPTT over 8 steps: each input of the lower picture exactly under
+    the same step's input of the upper one (the lower picture stood 60 to 80 points left),
+    and each picture's legend (its own totals and marks) under that picture: the upper
+    one's between the upper picture and the lower one's caption, the lower one's under the
+    lower picture (both stood under the lower picture)."""
+    pairs = _pair(name, 8, 3, False)
+    (full, lf), (cut, lc) = pairs
+    layout = _dot(ug.render_side_by_side(full, cut, labels=("full", "cut"), loss=(lf, lc),
+                                         detail=detail, values=False,
+                                         direction="vertical").source)
+    pos = _positions(layout)
+    xs = [[pos[f"s{k}_{net.graph.id(n)}"] for n in net.input_nodes["x"]]
+          for k, (net, _) in enumerate(pairs)]
+    for t in range(8):
+        assert abs(xs[0][t][0] - xs[1][t][0]) <= 1, (t, xs[0][t], xs[1][t])
+    lowest_upper = min(y for _, y in xs[0])
+    highest_lower = max(y for k, (x, y) in pos.items() if k.startswith("s1_")
+                        and k not in ("s1_legend", "s1_caption"))
+    lowest_lower = min(y for k, (x, y) in pos.items() if k.startswith("s1_")
+                       and k != "s1_legend")
+    assert pos["s1_caption"][1] < pos["s0_legend"][1] < lowest_upper
+    assert highest_lower < pos["s1_caption"][1]
+    assert pos["s1_legend"][1] < lowest_lower

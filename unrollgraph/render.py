@@ -15,10 +15,11 @@ Pictures, by the kind of object:
 * a Cell (folded): the body with the recurrent edge drawn back from the next state to the
   state, labelled as a one-step delay z⁻¹;
 * an unrolled net: one cluster per step (t = 0 ... T-1) with time flowing left to right,
-  inputs at the bottom, outputs and the loss at the top, every shared parameter drawn once in
-  a row of its own under the steps, its fan-out edges dashed. Long unrolls switch to one box
-  per step (``detail="steps"``) or to the first and last steps with an elision node
-  (``detail="elide"``).
+  each step's inputs at the bottom of its cluster, outputs and the loss at the top, each state
+  leaving its step through a bend in it and entering the next step level, every shared
+  parameter drawn once, left of the first step at the end of its bus, its fan-out edges
+  dashed. Long unrolls switch to one box per step (``detail="steps"``) or to the first and
+  last steps with an elision node (``detail="elide"``).
 
 After a backward pass each node shows its gradient and is filled by the gradient's norm on one
 log-scale for the whole picture (the colour bar is in the legend).
@@ -224,9 +225,14 @@ def to_dot(obj, **options) -> str:
         drawn (step boxes, inputs, outputs, constants drawn per use, the loss; the legend
         aside) before the text goes to ``dot``.
     max_elements : int
-        Arrays up to this size are printed in full (nested by rows, as numpy prints
-        them: a batch of two rows of two reads ``[[a, b], [c, d]]``), larger ones as
-        shape and norm.
+        One rule for every node: the values drawn side by side print alike. Those of the
+        steps (inputs, states, ops, outputs, initial states) are printed in full (nested by
+        rows, as numpy prints them: a batch of two rows of two reads ``[[a, b], [c, d]]``)
+        when every value and gradient of the steps the view writes has at most this many
+        elements, else each as its norm and shape (``‖·‖ 1.45 (2×3)``). A value computed
+        once (a parameter, an op on parameters, a node of a tensor's graph) stands alone
+        and is printed in full when it has at most this many elements itself. A single
+        number is always printed.
     title : str, optional
         A caption (by default the cell's name and the number of steps).
     rankdir : {"LR", "BT", "TB", "RL"}, optional
@@ -881,6 +887,7 @@ class _Drawer:
         self.n_nodes = 0  # nodes and edges drawn (the legend aside): what the guard counts
         self.n_edges = 0
         self.drawn_links: set[tuple[str, str]] = set()  # (tail, head) of each drawn edge
+        self.cut_ids: set[str] = set()  # the nodes drawn greyed (truncation: no gradient)
         self.node_at: dict[str, tuple[int, str]] = {}  # id -> (its line, its label)
 
     def make_scale(self, mags) -> _Scale:
@@ -895,6 +902,32 @@ class _Drawer:
 
     def grad(self, n: Node):
         return self.v.grad(n)
+
+    def prints(self, n: Node) -> bool:
+        """Whether the view writes ``n``'s value or gradient in a node (every node here)."""
+        return True
+
+    def limit(self, n: Node) -> int:
+        """The ``max_elements`` that ``n``'s value and gradient are printed with: one rule
+        for every node of a picture. The values of the steps (inputs, initial states, ops,
+        states, outputs), drawn side by side, print alike: each written out when every value
+        and gradient of the steps the view writes has at most ``max_elements`` elements,
+        else each (but a single number) as its norm and shape. A value computed once (a
+        parameter, an op on parameters, a node of a tensor's graph) stands alone and prints
+        by its own size."""
+        if not (n.step is not None or n.op in ("init", "input", "state")):
+            return self.o["max_elements"]
+        limit = getattr(self, "_step_limit", None)
+        if limit is None:
+            largest = 0
+            for m in self.g.nodes:  # (every step is a copy of the first: its sizes do)
+                if (m.step == 0 or m.op in ("init", "state")) and self.prints(m):
+                    for a in (self.value(m), self.grad(m)):
+                        if a is not None and not isinstance(a, tuple):
+                            largest = max(largest, np.size(a))
+            cap = self.o["max_elements"]
+            limit = self._step_limit = cap if largest <= cap else 1
+        return limit
 
     def show_values(self) -> bool:
         want = self.o["values"]
@@ -939,6 +972,7 @@ class _Drawer:
             fill, font, border = t["cut_fill"], t["cut_font"], t["cut_font"]
             styles.append("dashed")
             self.kinds_used.add("cut")
+            self.cut_ids.add(nid)
         elif mag is not None and self.show_grads() and self.scale and not self.scale.empty:
             if mag > 0 and math.isfinite(mag):
                 fill = self.scale.colour(mag)
@@ -971,7 +1005,14 @@ class _Drawer:
              ) -> None:
         t = self.t
         self.n_edges += 1
-        self.edges_used.add(kind)
+        # where truncation stops the gradient: from a greyed node into one that is not (the
+        # last cut state into the first kept step, a cut step into its output): the value
+        # flows on, no gradient comes back; dotted as every edge truncation sends no
+        # gradient back along, and barred at the greyed end, where the gradient stops
+        src, dst = (b, a) if back else (a, b)
+        stop = src in self.cut_ids and dst not in self.cut_ids
+        cut = cut or stop
+        self.edges_used.add("stop" if stop else kind)
         attrs: dict = {"color": t["edge"]}
         if kind == "shared":
             attrs.update(color=t["shared_edge"], style="dashed", arrowsize="0.6")
@@ -991,7 +1032,7 @@ class _Drawer:
             text = _font(label, label_pt, attrs["color"])
             if text:
                 attrs["xlabel" if xlabel else "label"] = _Html(text)
-        if not arrow:
+        if not arrow and not stop:
             # and no size: Graphviz draws arrowheads on a flat edge between clusters, drawn
             # in two parts, whatever arrowhead says
             attrs.update(arrowhead="none", arrowsize="0")
@@ -999,7 +1040,11 @@ class _Drawer:
             attrs.update(tailport=ports[0], headport=ports[1])
         if not constraint:
             attrs["constraint"] = "false"
-        if back:
+        if stop:  # the bar at the source's end, the arrowhead (if any) at the other
+            point = "normal" if arrow else "none"
+            attrs.update(dir="both", arrowtail=point if back else "tee",
+                         arrowhead="tee" if back else point)
+        elif back:
             attrs["dir"] = "back"
         if weight is not None:
             attrs["weight"] = str(weight)
@@ -1053,11 +1098,11 @@ class _Drawer:
         if info and not self.is_const(n):
             rows.append(info)
         if self.show_values() and not self.is_const(n):
-            text = _array_text(self.value(n), self.o["max_elements"])
+            text = _array_text(self.value(n), self.limit(n))
             if text is not None:
                 rows.append("v = " + _h(text))
         if self.show_grads():
-            text = _array_text(self.grad(n), self.o["max_elements"])
+            text = _array_text(self.grad(n), self.limit(n))
             if text is not None:
                 rows.append(f"{grad_label} = " + _h(text))
         return rows
@@ -1218,8 +1263,10 @@ class _Drawer:
             "shared": ("- - -", t["shared_edge"], "shared-weight edge (one per reading op)"),
             "recurrent": ("━━", t["recurrent"], "state carried to the next step"),
             "delay": ("━━", t["recurrent"], "z⁻¹: one-step delay (next state → state)"),
-            "cut": ("· · ·", t["cut_font"], "dotted, grey: truncated BPTT sends no gradient back "
-                                        "along it"),
+            "cut": ("· · ·", t["cut_font"], "dotted, grey: the value flows forward; truncated "
+                                        "BPTT sends no gradient back along it"),
+            "stop": ("|· ·", t["cut_font"], "where truncated BPTT stops the gradient (at the "
+                                         "bar): the value flows on, no gradient comes back"),
         }
         for kind, (sym, colour, text) in edge_names.items():
             if kind in self.edges_used:
@@ -1514,6 +1561,17 @@ class _Unrolled(_Drawer):
         """Whether a view other than ``detail="elide"`` leaves out middle steps."""
         return False
 
+    def prints(self, n: Node) -> bool:
+        """The step and textbook views write the values of inputs, states and outputs,
+        and of the parameters; the others every node's."""
+        if getattr(self, "detail", None) not in ("steps", "textbook"):
+            return True
+        net = self.net
+        return n.step is None or any(n is m for ns in (*net.input_nodes.values(),
+                                                        *net.state_nodes.values(),
+                                                        *net.output_nodes.values())
+                                     for m in ns)
+
     def draw_body(self) -> None:
         if self.detail == "steps":
             self.build_steps()
@@ -1585,11 +1643,11 @@ class _Unrolled(_Drawer):
         rows = ["output"]
         n = self.net.output_nodes[name][t]
         if self.show_values():
-            text = _array_text(self.value(n), self.o["max_elements"])
+            text = _array_text(self.value(n), self.limit(n))
             if text is not None:
                 rows.append("v = " + _h(text))
         if self.show_grads():
-            text = _array_text(self.own_grad(name, t), self.o["max_elements"])
+            text = _array_text(self.own_grad(name, t), self.limit(n))
             if text is not None:
                 rows.append("∇ = " + _h(text))
         return rows
@@ -1610,10 +1668,11 @@ class _Unrolled(_Drawer):
         return {name: np.asarray(self.run.step_contributions(name), dtype=np.float64)
                 for name in self.net.param_nodes}
 
-    def part_text(self, part) -> str:
-        """One step's part: its signed values when they fit in ``max_elements``, its norm
-        otherwise (computed in one vectorised pass per parameter by the caller's array)."""
-        if part.size <= self.o["max_elements"]:
+    def part_text(self, part, limit: int | None = None) -> str:
+        """One step's part: its signed values when they fit in ``limit`` (by default
+        ``max_elements``), its norm otherwise (computed in one vectorised pass per parameter
+        by the caller's array)."""
+        if part.size <= (self.o["max_elements"] if limit is None else limit):
             return _h(_signed(part))
         return f"‖∇‖ {_h(_num(_mag(part)))}"
 
@@ -1701,18 +1760,19 @@ class _Unrolled(_Drawer):
         # the parts, signed, then their sum: the reader sees Σ_t = total
         rows = self.rows(n, grad_label="")
         rows = [r for r in rows if not r.startswith(" = ")]
-        small = parts[0].size <= self.o["max_elements"]
+        small = parts[0].size <= self.limit(n)
         rows.append("∇ = Σ<sub>t</sub> (part of step t):" if small
                     else "∇ = Σ<sub>t</sub> (part of step t), norms shown:")
         shown = list(range(len(parts)))
         if len(shown) > 8:
             shown = shown[:3] + [None] + shown[-3:]
         for t in shown:
-            rows.append("⋮" if t is None else f"t = {t}: {self.part_text(parts[t])}")
+            rows.append("⋮" if t is None else
+                        f"t = {t}: {self.part_text(parts[t], self.limit(n))}")
         total = self.grad(n)
         if total is not None:
             text = _h(_signed(np.asarray(total))) if small else \
-                _h(_array_text(total, self.o["max_elements"]))
+                _h(_array_text(total, self.limit(n)))
             rows.append(f"Σ = {text}")
         return rows
 
@@ -1745,31 +1805,28 @@ class _Unrolled(_Drawer):
         self.shared_side = {g.id(n): v for n in shared for v in [side.get(id(n), 2)]}
         order = {id(n): k for k, n in enumerate(shared)}
         params.sort(key=lambda p: (side.get(id(p), 2), order[id(p)]))
-        if params:  # the parameters: one row, under everything, on the side they are read
-            self.n_edges += len(params) - 1
-            self.emit("{rank=source; " + " -> ".join(f'"{g.id(p)}"' for p in params)
-                      + (" [style=invis]" if len(params) > 1 else "") + "}")
+        # the steps held to one layout by feet (see feet()), an elided net's too: each state
+        # leaves its step through bends in its own box (state_bends()), so the steps no
+        # longer pull the elided column out of its place (the code for loose steps stays
+        # for a subclass that turns this off)
+        self.rigid = True
+        # held steps: each shared value read by several steps stands left of the first
+        # step at the end of its own bus, which it feeds straight from the left (see
+        # trunks()); the others, and all of them in an elided net, in a row under everything
+        self.on_bus: set = set()
+        self.params = params
+        if params and not self.rigid:
+            self.param_row(params)
         bottom = []  # the row under the steps: the inputs in time order
-        # the steps held to one layout by feet (see feet()), but for an elided net (held,
-        # the steps pull the elided column out of its place) and a masked one (its masks,
-        # which read the step before, fight them)
-        self.rigid = not self.elided
-        # in the previous step's place, an invisible stand-in for each initial state: in
-        # the row of the state it stands for, its edges come into the first step as the
-        # previous step's state comes into the others, and dot orders the first step and
-        # the edges between the steps as it does the others' (but for an elided or masked
-        # net, where they stand under the first step)
-        where = {id(n): d for d, level in levels[t0].items() for n in level} \
-            if self.rigid else {}
+        # loose steps (a subclass's): under the first step, an invisible stand-in for each
+        # initial state, its edges into the first step as the previous step's state's into
+        # the others (held steps need none: every state comes into a step level, from the
+        # left, in the row of the op reading it, as the initial states come into the first)
         self.ghost: dict = {}  # initial state -> its stand-in
-        for s, n in net.init_nodes.items():
+        for n in net.init_nodes.values() if not self.rigid else ():
             ghost = self.ghost[id(n)] = f"{g.id(n)}_ghost"
             self.emit(_foot(ghost))
-            d = where.get(id(net.state_nodes[s][t0]))
-            if d is None:
-                bottom.append(ghost)
-            else:
-                init_rows.setdefault(d, []).append(ghost)
+            bottom.append(ghost)
         step_inputs: dict = {}  # step -> its inputs: the buses' rows sit over them
         groups = self.bus_groups(shared, by_step)
         # each step's ops in columns, one Graphviz group per column: every step is then
@@ -1785,6 +1842,11 @@ class _Unrolled(_Drawer):
         self.column_of_id = {g.id(n): self.column_of[id(n)] for ns in by_step.values()
                              for n in ns if id(n) in self.column_of}
         self.junctions: set = set()
+        self.input_col: dict = {}  # input -> its column (input_column())
+        self.bends = self.state_bends(levels) if self.rigid else {}
+        self.row_of_id = {i: d for lv in self.step_rows.values() for d, ids in lv.items()
+                          for i in ids}
+        self.state_id = {id(n): g.id(n) for ns in net.state_nodes.values() for n in ns}
         top = []  # the row over the steps: outputs in time order
         rows: dict[int, list[str]] = {}  # depth in its step -> ops of every step
         kept_ids = {id(ns[t]) for ns in net.state_nodes.values()  # checkpoint=: ✓ states
@@ -1797,14 +1859,26 @@ class _Unrolled(_Drawer):
             inner, outside = [], []
             for n in by_step.get(t, []):
                 (outside if n.op == "input" else inner).append(n)
+            if self.rigid:
+                self.emit(f"subgraph cluster_step_{t} {{")
+                self.cluster_style(t)
+                for bend, d, col in self.bends.values():
+                    if col.startswith(f"step{t}_"):
+                        self.emit(_foot(bend, col), 2)
+                        rows.setdefault(d, []).append(bend)
+            # held steps: each input in its step's box, in a column of its own, so under its
+            # step whatever the number of steps (outside the boxes, dot placed the inputs'
+            # row anywhere along the picture); else under the steps, by their feet
             for n in outside:
                 self.node(g.id(n), "input", self.title(n, with_step=True), self.rows(n),
                           _mag(self.grad(n)), cut=self.v.is_cut(n), tooltip=self.tooltip(n),
-                          hot=id(n) in self.path)
+                          hot=id(n) in self.path, indent=2 if self.rigid else 1,
+                          group=self.input_column(t, n, inner))
                 bottom.append(g.id(n))
                 step_inputs.setdefault(t, []).append(g.id(n))
-            self.emit(f"subgraph cluster_step_{t} {{")
-            self.cluster_style(t)
+            if not self.rigid:
+                self.emit(f"subgraph cluster_step_{t} {{")
+                self.cluster_style(t)
             for d, level in sorted(levels[t].items()):
                 ids = [g.id(n) for n in level]
                 self.first_row.setdefault(t, ids)
@@ -1851,10 +1925,72 @@ class _Unrolled(_Drawer):
         for d in sorted(rows):  # row d of every step on one rank: the steps look alike
             if len(rows[d]) > 1:
                 self.emit("{rank=same; " + " ".join(f'"{i}"' for i in rows[d]) + "}")
-        self.under(shared, bottom)
         if not self.rigid:  # the stand-ins under the first step
+            self.under(shared, bottom)
             step_inputs[t0] = list(self.ghost.values()) + step_inputs.get(t0, [])
         self.ops_edges(shared, step_inputs)
+        if self.rigid:  # the shared values no bus carries: a row under everything
+            self.bottom_ids = [] if any(g.id(n) not in self.on_bus for n in shared) \
+                else list(bottom)  # (else the inputs are the lowest row)
+            rest = [n for n in shared if g.id(n) not in self.on_bus]
+            self.param_row([p for p in params if g.id(p) not in self.on_bus])
+            self.under(rest, bottom)
+
+    def param_row(self, params: list) -> None:
+        """The parameters as one row, under everything, on the side they are read."""
+        if params:
+            self.n_edges += len(params) - 1
+            self.emit("{rank=source; " + " -> ".join(f'"{self.g.id(p)}"' for p in params)
+                      + (" [style=invis]" if len(params) > 1 else "") + "}")
+
+    def state_bends(self, levels: dict) -> dict:
+        """Where each state leaves its step (held steps only): an invisible bend point in
+        the step's box, in the row of each op of the next step that reads the state, in a
+        column of its own right of the step's columns (the lowest row's leftmost). The
+        state's edge runs down its step into the bend, then level into the next step, to
+        the op reading it, as the initial state comes into the first step: dot routes every
+        state edge inside the step it leaves, so it can neither wander round the picture
+        nor back over a step, however many steps there are. The last step has its bends
+        too (invisible edges reach them), so every step is laid out alike.
+
+        Returns ``(id of the state, row of its reader) -> (bend id, row, column)``; a state
+        read in its own row or higher gets none (its edge is drawn as before)."""
+        g, net = self.g, self.net
+        kept = sorted(levels)
+        row_of = {id(n): d for lv in levels.values() for d, level in lv.items()
+                  for n in level}
+        bends = {}
+        for t in kept:
+            found = []
+            for k, (s, ns) in enumerate(net.state_nodes.items()):
+                into = net.init_nodes[s] if t == kept[0] else ns[t - 1]
+                d = row_of.get(id(ns[t]))
+                if d is None:
+                    continue
+                rows = {row_of[id(n)] for level in levels[t].values() for n in level
+                        if any(i is into for i in n.inputs)}
+                found += [(r, k, ns[t]) for r in rows if r < d]
+            cols = self.column_order[t]
+            for r, k, n in sorted(found, key=lambda f: (f[0], f[1])):
+                col = f"step{t}_bend{k}_{r}"
+                cols.append(col)
+                bends[(id(n), r)] = (f"{g.id(n)}_out_row{r}", r, col)
+        return bends
+
+    def input_column(self, t: int, n: Node, inner: list) -> str | None:
+        """The column of its own of the input ``n`` of step ``t``: just right of the column
+        of its first reader, in the order of every step's columns, so that each step's input
+        stands at one place under its step, whatever the number of steps (outside the steps'
+        boxes, dot placed the inputs' row anywhere along the picture)."""
+        reader = next((m for m in inner if any(i is n for i in m.inputs)), None)
+        col = self.column_of.get(id(reader)) if reader is not None else None
+        if col is None or not self.rigid:
+            return None
+        cols = self.column_order[t]
+        own = f"{col}_in{sum(c.startswith(col + '_in') for c in cols)}"
+        cols.insert(cols.index(col) + 1, own)
+        self.input_col[self.g.id(n)] = own
+        return own
 
     def init_states(self, levels: dict) -> dict:
         """Draw the initial states, left of the first step, each in the row of its first
@@ -1913,7 +2049,7 @@ class _Unrolled(_Drawer):
         for ns in by_step.values():
             for n in ns:
                 at = self.node_at.get(self.g.id(n))
-                if at is None or n.op == "input":
+                if at is None:
                     continue
                 key = id(n.origin) if n.origin is not None else (n.name, n.op)
                 w = _label_points(at[1], factor) + _BOX_PAD * factor
@@ -1947,6 +2083,7 @@ class _Unrolled(_Drawer):
                         j = f"{g.id(i)}_fan_{t}"
                         uses[j] = uses.get(j, 0) + 1
                         groups.setdefault(id(n), j)
+        self.n_buses = sum(len(ts) > 1 for ts in steps.values())
         # a junction feeding two ops keeps neither straight
         groups = {k: j for k, j in groups.items() if uses[j] == 1}
         self.grouped = set(groups.values())
@@ -2066,13 +2203,16 @@ class _Unrolled(_Drawer):
                     side[id(i)] = min(side.get(id(i), 2), side[id(n)])
         return side
 
-    def under(self, shared: list[Node], bottom: list[str]) -> None:
-        """The parameters' row under the inputs' row, centred under the middle step."""
+    def under(self, shared: list[Node], bottom: list[str], pull: bool = True) -> None:
+        """The parameters' row under the inputs' row, centred under the middle step; with
+        ``pull=False`` the row only stands lower (weightless edges: the parameters then sit
+        where their trunks rise, and pull no input off its step)."""
         if shared and bottom:
             mid = bottom[len(bottom) // 2]
             self.n_edges += len(shared)  # invisible, but laid out by dot all the same
+            extra = "" if pull else " weight=0"
             for p in shared:
-                self.emit(f'"{self.g.id(p)}" -> "{mid}" [style=invis]')
+                self.emit(f'"{self.g.id(p)}" -> "{mid}" [style=invis{extra}]')
 
     def cluster_style(self, t: int) -> None:
         t_ = self.t
@@ -2148,20 +2288,35 @@ class _Unrolled(_Drawer):
                         self.edge(g.id(i), bend, "recurrent", hot=hot, cut=cut, arrow=False)
                     self.edge(bend or g.id(i), g.id(n), "recurrent", label=label, hot=hot,
                               cut=cut)
-                    ghost = self.ghost[id(i)]
-                    self.n_edges += 1
-                    self.emit(f'"{g.id(n)}" -> "{ghost}" [style=invis dir=back]' if self.rigid
-                              else f'"{ghost}" -> "{g.id(n)}" [style=invis]')
+                    ghost = self.ghost.get(id(i))
+                    if ghost is not None:
+                        self.n_edges += 1
+                        self.emit(f'"{ghost}" -> "{g.id(n)}" [style=invis]')
                 elif i.step is not None and i.step != n.step:
-                    self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
+                    bend = self.bends.get((id(i), self.row_of_id.get(g.id(n))), (None,))[0]
+                    if bend is None:
+                        self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
+                        continue
+                    if (g.id(i), bend) not in done:  # down its step (state_bends())
+                        done.add((g.id(i), bend))
+                        if cut:  # (one edge: greyed as its ends are)
+                            self.cut_ids.add(bend)
+                        self.forward_edge(g.id(i), bend, hot=hot, cut=cut, arrow=False)
+                    self.edge(bend, g.id(n), "recurrent", label=label, hot=hot,
+                              cut=cut or self.v.is_cut(i))
                 else:
                     # heavy within a step: each step keeps the cell's own layout, which
                     # the edges between steps cannot pull out of shape
                     self.edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut,
                               weight=None if i.op == "input" else 120 if i is spine else 100)
                     if i.op == "input":  # the input straight under the op reading it
+                        # (held steps: under every bus, each a row of its own: not in a
+                        # bus's row, which would run round it)
+                        low = f" minlen={self.n_buses + 1}" if self.rigid else ""
+                        if low:
+                            self.lines[-1] = self.lines[-1].replace(" [", f" [{low[1:]} ", 1)
                         self.n_edges += 1
-                        self.emit(f'"{g.id(i)}" -> "{g.id(n)}" [style=invis weight=4]')
+                        self.emit(f'"{g.id(i)}" -> "{g.id(n)}" [style=invis weight=4{low}]')
             for name in self.outputs_of.get(id(n), []):
                 # heavy: the output straight over the op computing it, not pulled
                 # aside by its edge to the loss
@@ -2174,6 +2329,11 @@ class _Unrolled(_Drawer):
                 if id(p) in read:
                     fan.setdefault(g.id(p), []).append(
                         ("elided", f"× {n}", False, False, self.elided[0], n))
+        for (sid, _), (bend, _, _) in self.bends.items():  # the last step's: invisible
+            src = self.state_id[sid]
+            if (src, bend) not in done:
+                self.n_edges += 1
+                self.emit(f'"{bend}" -> "{src}" [style=invis]')
         self.lowest: dict = {}  # step -> its lowest junction
         self.trunks(fan)
         if not self.rigid:
@@ -2195,6 +2355,7 @@ class _Unrolled(_Drawer):
         then the same rigid picture, its cluster as wide as the others; the step's inputs
         (``step_inputs``: step -> ids) stand under its feet."""
         order = self.column_order
+        self.floor: list = []  # each step's first foot (ranked by no edge from below)
         members: dict = {}  # column -> its nodes, bottom to top: its junction, then its ops
         for j, c in self.junction_group.items():
             if j in self.junctions:
@@ -2203,6 +2364,10 @@ class _Unrolled(_Drawer):
             for _d, ids in sorted(self.step_rows.get(t, {}).items()):
                 for i in ids:
                     members.setdefault(self.column_of_id[i], []).append(i)
+        for c in self.input_col.values():  # an input's column: its foot over it, alone
+            members.setdefault(c, [])
+        for bend, _, c in self.bends.values():  # a state's bend, alone in its column
+            members.setdefault(c, []).append(bend)
         feet = []
         for t, cols in sorted(order.items()):
             ids = [f"{c}_foot" for c in cols if c in members]
@@ -2222,9 +2387,15 @@ class _Unrolled(_Drawer):
                           + " [style=invis weight=100]}")
             if ids and t in self.lowest:
                 self.n_edges += 1
-                self.emit(f'"{ids[0]}" -> "{self.lowest[t]}" [style=invis weight=0]')
+                # (ranked, as no edge from below holds the feet up: they sank to the
+                # bottom of a figure of two pictures, and the steps' boxes with them)
+                self.emit(f'"{ids[0]}" -> "{self.lowest[t]}" [style=invis weight=1]')
             feet += ids
+            if ids:  # (what a figure of two pictures holds over the lower one: see bottom_ids)
+                self.floor.append(ids[0])
             for i in step_inputs.get(t, []) if ids else []:
+                if i in self.input_col:  # (its column holds it: a link to its foot would
+                    continue  # pull the feet out of their order)
                 self.n_edges += 1
                 self.emit(f'"{i}" -> "{ids[0]}" [style=invis weight=0]')
         if feet:
@@ -2297,18 +2468,25 @@ class _Unrolled(_Drawer):
             ts = sorted(at)
             js = [f"{src}_fan_{t}" for t in ts]
             rows.append(js)
+            feed = self.bus_feed(src) if getattr(self, "rigid", False) and \
+                hasattr(self, "on_bus") else []
+            # one row (an ops view of held steps: with the shared values feeding it, at its
+            # left end: its trunk is a short level edge, and no trunk crosses another)
+            self.emit("{rank=same; " + " ".join(f'"{j}"' for j in feed + js) + "}")
             # the trunk into the first junction, the bus on from it left to right in time
             # order (no arrowheads: it carries one value to every step)
             count = sum(max(u[5] for u in at[t]) for t in ts)
             hot = [any(u[2] for u in at[t]) for t in ts]
-            self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False)
+            # (level, from the left of the steps: an xlabel, as a level edge's label would
+            # take a rank of its own between the bus's row and the one above)
+            self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False,
+                      xlabel=bool(feed))
             for k in range(len(js) - 1):  # weightless: the junctions follow their ops
                 # (no ports: for an edge with ports between two junctions of its row, dot
                 # at times takes a path that mangles its arrow attributes; a point's centre
                 # is on its line anyway)
                 self.edge(js[k], js[k + 1], "trunk", hot=any(hot[k + 1:]), arrow=False,
                           weight=0)
-            self.emit("{rank=same; " + " ".join(f'"{j}"' for j in js) + "}")  # one row
         first_row = self.first_row
         # each step's junctions in its cluster, under its ops: dot orders them with the
         # step's ops (outside, it places them all where the cluster stands, in any order)
@@ -2328,6 +2506,26 @@ class _Unrolled(_Drawer):
                 self.emit(f'"{below}" -> "{above}" [style=invis weight=0]')
         self.lowest = {t: next(f"{src}_fan_{t}" for _, src, at in reversed(buses) if t in at)
                        for t in times}
+
+    def bus_feed(self, src: str) -> list[str]:
+        """The ids of the shared node ``src`` and of the shared nodes it is computed from
+        (``weight_hh`` of ``weight_hhᵀ``), not yet on a bus row, in the order they feed it:
+        they stand in the row of ``src``'s bus, left of the first step (held steps only).
+
+        Why they stand left: an edge between a node outside a cluster and one inside, on
+        the same rank, takes no part in dot's ordering (see init_states()), so each such
+        group is a component of its own, laid out before the steps."""
+        g = self.g
+        node = {g.id(n): n for n in self.shared_nodes()}
+        out, todo = [], [src]
+        while todo:
+            i = todo.pop()
+            if i in self.on_bus or i not in node:
+                continue
+            self.on_bus.add(i)
+            out.append(i)
+            todo.extend(g.id(m) for m in reversed(node[i].inputs))
+        return out[::-1]
 
     def on_path(self, a: Node, b: Node) -> bool:
         return id(a) in self.path and id(b) in self.path
@@ -2379,10 +2577,10 @@ class _Unrolled(_Drawer):
             rows = []
             for s in states:
                 n = net.state_nodes[s][t]
-                text = _array_text(self.value(n), self.o["max_elements"])
+                text = _array_text(self.value(n), self.limit(n))
                 if self.show_values() and text:
                     rows.append(f"{_hn(s)} = {_h(text)}")
-                gt = _array_text(self.grad(n), self.o["max_elements"])
+                gt = _array_text(self.grad(n), self.limit(n))
                 if self.show_grads() and gt:
                     rows.append(f"∂{self.loss_sym()}/∂{_hn(s)} = {_h(gt)}")
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
@@ -2643,7 +2841,7 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 o["color_scale"] = shared
     rankdir = options.get("rankdir") or ("BT" if _is_unrolled_or_cell(a) else "LR")
     stacked = direction == "vertical" and rankdir in ("BT", "TB")
-    body, scale, ends_of, drawers, captions = [], None, [], [], []
+    body, scale, ends_of, drawers, captions, floors = [], None, [], [], [], []
     low, high = [[], []], [[], []]  # each picture's first and last rows, when it has them
     for k, (x, o, label) in enumerate(zip((a, b), opts, labels)):
         # (two legends side by side under the pictures: each in at most two columns)
@@ -2690,6 +2888,12 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                            f"<b>{_h(_shown(label, _TITLE_CHARS))}</b></font>")}) + "\n")
         src, snk = _ends(picture)
         src, snk = (low[k] or src), (high[k] or snk)
+        floor = []
+        if getattr(drawers[-1], "bottom_ids", None):  # (an ops view: its inputs' row, and
+            # its feet, which no edge from below holds up: each over the gap between the two)
+            src = [f"s{k}_{i}" for i in drawers[-1].bottom_ids]
+            floor = [f"s{k}_{i}" for i in drawers[-1].floor]
+        floors.append(floor)
         nodes = [m.group(1) for line in picture if (m := _NODE.match(line))]
         # over the picture's middle: after its last row (rankdir=BT: upwards), else
         # before its first (TB: the top; LR: the left)
@@ -2708,8 +2912,9 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         # a over b, ranked by no edge between them: an edge would make the two one piece
         # that dot orders as a whole, and it then orders neither as it does the picture
         # alone (rows out of order, state edges round the steps' boxes). An invisible
-        # point just past the upper picture's first row, and the lower picture's caption
-        # beside it in one rank, which the lower picture's last row comes before.
+        # point just past the upper picture's first row (the upper picture's legend in its
+        # row), the lower picture's caption a row lower, which the lower picture's last
+        # row comes before.
         (a_src, a_snk), (b_src, b_snk) = ends_of
         upper = a_src if rankdir == "BT" else a_snk
         if upper:
@@ -2717,7 +2922,9 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
             u = upper[len(upper) // 2]
             body.append(f'  "s0_side_gap" -> "{u}" [style=invis]\n' if rankdir == "BT"
                         else f'  "{u}" -> "s0_side_gap" [style=invis]\n')
-            body.append(f'  {{rank=same; "s0_side_gap" "{captions[1]}"}}\n')
+            body.append(f'  "{captions[1]}" -> "s0_side_gap" [style=invis]\n'
+                        if rankdir == "BT" else
+                        f'  "s0_side_gap" -> "{captions[1]}" [style=invis]\n')
         # step t of the one straight over step t of the other: one edge from the lower
         # picture's first node (its first initial state, on its left) to the upper one's
         # holds their left sides in line, and each value of step t is as wide in both.
@@ -2725,7 +2932,8 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         # An ops view's initial states are each a piece of their own to dot, declared
         # first (see _Unrolled.init_states): each of the lower picture's joined to the
         # upper picture's, in one column.
-        inits = [getattr(d, "init_ids", []) for d in drawers]
+        inits = [getattr(d, "init_ids", []) + sorted(getattr(d, "on_bus", ()))
+                 for d in drawers]  # (and the shared values left of an ops view's steps)
         if inits[0] and inits[0] == inits[1]:
             links = [(f"s0_{i}", f"s1_{i}") for i in inits[0]]
         else:
@@ -2735,19 +2943,52 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         for hi, lo in links:
             body.append(f'  "{lo}" -> "{hi}" [style=invis]\n' if rankdir == "BT"
                         else f'  "{hi}" -> "{lo}" [style=invis]\n')
-        _same_widths(drawers, body)
-        # both legends in a row of their own under the pictures (on the lower picture's
-        # bottom row, their height would pull that row away from the rest)
-        bottom = b_src if rankdir == "BT" else b_snk
-        legends = [f"s{k}_legend" for k in range(2)
-                   if any(line.lstrip().startswith(f'"s{k}_legend" [') for line in body)]
-        if bottom and legends:
-            lo = bottom[len(bottom) // 2]  # (under the middle)
-            body.append(f'  "{legends[-1]}" -> "{lo}" [style=invis]\n' if rankdir == "BT"
-                        else f'  "{lo}" -> "{legends[-1]}" [style=invis]\n')
-            if len(legends) > 1:  # in one row, the upper picture's first
+        # and step t of the one over step t of the other: from the top of each column of
+        # the lower picture to the bottom of the same column of the upper one, heavy (the
+        # links above hold only the left sides, and the first values of the two differ in
+        # width: the lower picture stood a part of a step to the left)
+        # (through an invisible point each, in the row under the upper picture: the points
+        # in time order, then the upper picture's legend, its own totals and marks, under
+        # it and right of every link: among them, it pushed the steps apart)
+        # (not in an ops view: there each picture's parameters and initial states are
+        # pieces of their own to dot, left of its steps, which such links would join)
+        cols = [_columns(d, k, body) if getattr(d, "detail", None) != "ops" else {}
+                for k, d in enumerate(drawers)]
+        row = []
+        for t in sorted(set(cols[0]) & set(cols[1])):
+            (up_lo, up_hi), (lo_lo, lo_hi) = cols[0][t], cols[1][t]
+            if rankdir == "BT" and upper:
+                p = f"s0_side_gap_{t}"
+                row.append(p)
+                body.append(f'  "{p}" [shape=point style=invis width=0 height=0]\n'
+                            f'  "{lo_hi}" -> "{p}" [style=invis weight=10]\n'
+                            f'  "{p}" -> "{up_lo}" [style=invis weight=10]\n')
+            else:
+                body.append(f'  "{lo_hi}" -> "{up_lo}" [style=invis weight=10]\n'
+                            if rankdir == "BT" else
+                            f'  "{up_hi}" -> "{lo_lo}" [style=invis weight=10]\n')
+        if rankdir == "BT" and upper:
+            row += [x for x in ("s0_legend",)
+                    if any(line.lstrip().startswith(f'"{x}" [') for line in body)]
+            body.append('  {rank=same; "s0_side_gap" ' + " ".join(f'"{x}"' for x in row)
+                        + "}\n")
+            if len(row) > 1:
                 body.append("  {rank=same; edge [style=invis] "
-                            + " -> ".join(f'"{x}"' for x in legends) + "}\n")
+                            + " -> ".join(f'"{x}"' for x in row) + "}\n")
+        _same_widths(drawers, body)
+        # each picture's legend in a row of its own under it (on the picture's bottom row,
+        # its height would pull that row away from the rest): the upper one's over the
+        # lower picture's caption (above), the lower one's under the lower picture
+        for k, ends in ((0, a_src if rankdir == "BT" else a_snk),
+                        (1, b_src if rankdir == "BT" else b_snk)):
+            leg = f"s{k}_legend"
+            if not ends or not any(line.lstrip().startswith(f'"{leg}" [') for line in body):
+                continue
+            lo = ends[-1]  # (under its right end, as the upper one's)
+            if k == 0 and upper and rankdir == "BT":
+                continue  # (in the row of the gap, above)
+            body.append(f'  "{leg}" -> "{lo}" [style=invis]\n' if rankdir == "BT"
+                        else f'  "{lo}" -> "{leg}" [style=invis]\n')
     elif direction == "horizontal":
         # the captions level, and each row of the one level with the same row of the
         # other: step by step, the bottom and top of every column (the first step both

@@ -280,12 +280,15 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows, order=None) -> dict:
                 row = rows.ids[src]
                 row.insert(row.index(a) + 1, sq)
                 d.edge(a, sq, "recurrent", arrow=False, label=" ", label_pt=11)
-            if label and src == dst:
+            if src == dst:
                 # back along the row into its own state: dot hangs the label under the edge
                 # touching the text's top, and another state's edge out of the square runs
                 # down through its end; a thin blank line over it and blank space after it
-                # (which widens the loop) keep both clear
-                label = f'<font point-size="5"> </font><br/>{label}{"&#160;" * 8}'
+                # (which widens the loop) keep both clear. A loop with no weight (an LSTM's
+                # c) gets a blank label as wide as a weight's: without one, dot squashed its
+                # two arcs flat against each other
+                label = f'<font point-size="5"> </font><br/>{label or "&#160;" * 10}' \
+                    f'{"&#160;" * 8}'
             elif label:  # to another row: beside the slanting edge, a space off it
                 label = f"&#160;&#160;{label}"
             d.edge(sq, z, "recurrent", label=label, label_pt=11)
@@ -410,7 +413,7 @@ class Textbook(_Unrolled):
                                 "LSTM or GRU, into its gates)"))
         if self.has_grads:
             for name, p in self.net.param_nodes.items():
-                text = _array_text(self.grad(p), self.o["max_elements"])
+                text = _array_text(self.grad(p), self.limit(p))
                 if text is None:
                     continue
                 rows.append((f"<i>{_hn(name)}</i>", "∇ total = " + _h(text)))
@@ -421,7 +424,7 @@ class Textbook(_Unrolled):
                         shown = shown[:3] + [None] + shown[-3:]
                     for t in shown:
                         rows.append(("", "⋮" if t is None else
-                                     f"step {t}: {self.part_text(parts[t])}"))
+                                     f"step {t}: {self.part_text(parts[t], self.limit(p))}"))
         return rows
 
     def value_rows(self, n: Node, grad=None, own=False) -> list[str]:
@@ -429,11 +432,11 @@ class Textbook(_Unrolled):
         if self.o["compact"]:  # the name only: the gradient is the fill colour
             return rows
         if self.show_values():
-            text = _array_text(self.value(n), self.o["max_elements"])
+            text = _array_text(self.value(n), self.limit(n))
             if text is not None:
                 rows.append("v = " + _h(text))
         if self.show_grads():
-            text = _array_text(grad if own else self.grad(n), self.o["max_elements"])
+            text = _array_text(grad if own else self.grad(n), self.limit(n))
             if text is not None:
                 rows.append("∇ = " + _h(text))
         return rows
