@@ -63,3 +63,18 @@ def test_python_dash_m_unrollgraph_runs_the_command_line_tool():
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "usage" in done.stdout.lower()
+
+
+@pytest.mark.parametrize("build", [
+    lambda hn: ug.concat([hn[:, :2], ug.tensor(np.zeros((1, 2)))], axis=-1),
+    lambda hn: ug.concat([ug.tensor(np.ones((1, 1))), hn], axis=1),
+])
+def test_a_constant_with_a_batch_of_one_is_named_not_the_axis(build):
+    cell = ug.Cell("pad")
+    x = cell.input("x", (4,))
+    h = cell.state("h", (4,))
+    hn = ug.tanh(x + h)
+    cell.feedback(h, hn)
+    cell.output("y", build(hn))
+    with pytest.raises(ug.CellError, match=r"a constant of shape \(1, \d\).*batch of one"):
+        ug.unroll(cell, steps=2)

@@ -582,6 +582,20 @@ class Cell:
                 if n.op in _LOSSES:
                     raise CellError(self._loss_in_cell(g, n))
                 attrs = ", ".join(f"{k}={v!r}" for k, v in n.attrs.items())
+                fixed = [k for k in n.inputs if id(k) not in batched and len(k.shape) >= 2
+                         and k.shape[0] == 1]
+                if b is None and fixed:  # (a constant with a batch of one of its own)
+                    k = fixed[0]
+                    raise CellError(
+                        f"cell {self.name!r}: {g.display_name(n)} (op {n.op}"
+                        f"{', ' + attrs if attrs else ''}) fails for a batch of more than one "
+                        f"sequence: it reads {g.display_name(k)}, a constant of shape "
+                        f"{tuple(k.shape)}, whose leading 1 is a batch of one of its own (the "
+                        "cell is built on a batch of one, where nothing shows). Make the "
+                        "constant from a value of the cell, which carries the batch axis "
+                        "(e.g. zeros as h[:, :2] * 0), or give it the feature axes only, "
+                        f"shape {tuple(k.shape[1:])}, where it broadcasts"
+                    )
                 loss_hint = (
                     "; if it computes a loss, apply the loss outside the cell, to the net's "
                     "outputs (cell.output(...) what it reads; outputs, state = net(xs); "
