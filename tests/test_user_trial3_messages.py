@@ -78,3 +78,11 @@ def test_a_constant_with_a_batch_of_one_is_named_not_the_axis(build):
     cell.output("y", build(hn))
     with pytest.raises(ug.CellError, match=r"a constant of shape \(1, \d\).*batch of one"):
         ug.unroll(cell, steps=2)
+
+
+def test_a_nets_parameters_are_its_cells_the_same_tensors():
+    cell = ug.nn.LSTMCell(2, 3, seed=0)
+    net = ug.unroll(cell, steps=3)
+    got = net.parameters()
+    assert got.keys() == cell.parameters().keys()
+    assert all(got[k] is p for k, p in cell.parameters().items())

@@ -205,6 +205,20 @@ class Unrolled:
         """
         return tuple(sorted(kept_steps(self)))
 
+    def parameters(self) -> dict:
+        """The cell's parameters, by name: ``net.parameters()`` is ``net.cell.parameters()``
+        (each weight once, shared by every step), to hand to an optimizer.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4)
+        >>> sorted(net.parameters()) == sorted(net.cell.parameters())
+        True
+        >>> opt = ug.optim.SGD(net.parameters(), lr=0.1)
+        """
+        return self.cell.parameters()
+
     def __init__(self, cell: Cell, steps: int, truncate: int | None = None,
                  masked: bool = False, keep: str = "needed",
                  checkpoint: int | str | None = None):
