@@ -12,7 +12,7 @@ What a run holds beyond that is kept out: the run maps only the slots it keeps (
 all T steps' slots), reads its outputs' steps as rows of the arrays the call returned, keeps
 a state that is an output (an RNN's h) as such a row, gives its segments no buffer pool
 (their arrays go back to the allocator when a segment ends), flushes a segment's stacked
-per-step gradients half (or a third: :data:`SEGMENT_CHUNKS`) of the segment at a time, and
+per-step gradients once at its end (or half of it at a time: :data:`SEGMENT_CHUNKS`), and
 sums the parameters' gradients in place across segments. A segment whose backward pass reads
 only values the run kept (the Elman RNN's: its outputs, inputs and entering state) is not
 recomputed at all.
@@ -188,17 +188,19 @@ def _segment_net(net, key, forward_only: bool = False):
 # chunks per segment of a segment's backward (the shared weights' gradients and the
 # time-batched nodes' backward, and the time-batched forward, a chunk at a time, see
 # run._chunk_steps): the per-step parts held until a chunk is flushed and their stack. A
-# flush has a fixed cost (a product and an in-place sum per weight, the stacking calls),
-# which small chunks pay many times over (a GRU at T = 1,000: 3 % of the step less with
-# three chunks than with four), and the parts take memory: two chunks where the segment is
-# recomputed (the parts of half a segment stay under the recomputed activations that its
-# backward pass holds anyway); three where they would not: a segment put in place holds no
-# activations of its own (the parts are then the bulk of its backward pass's memory), and
-# a net whose time-batched slices stack gradients of their own (a GRU's input gates) stacks
-# three more arrays per step. With two chunks either would take the activations over
-# 3 sqrt(T) steps' worth at T = 1,000 (benchmarks/checkpoint.py)
-SEGMENT_CHUNKS = 2
-SMALL_SEGMENT_CHUNKS = 3
+# flush has a fixed cost (a product and an in-place sum per weight, the stacking calls, the
+# bookkeeping around them: about 0.2 ms), which more chunks pay more often (a GRU at
+# T = 1,000: three chunks per segment cost 64 flushes more than full BPTT's 32, about
+# 12 ms, a tenth of a forward pass), and the parts take memory beside what the segment's
+# backward pass holds anyway. A recomputed segment is flushed once, at its end, where its
+# parts are small beside its recomputed activations (an LSTM's four gate gradients per step
+# beside the eight arrays a step keeps); in two halves where they are not: a segment put in
+# place holds no activations of its own (the parts are then the bulk of its backward pass's
+# memory), and a net whose time-batched slices stack gradients of their own (a GRU's input
+# gates) stacks nine (B, H) arrays per step at a flush. In one chunk either would take
+# the activations over 3 sqrt(T) steps' worth at T = 1,000 (benchmarks/checkpoint.py)
+SEGMENT_CHUNKS = 1
+SMALL_SEGMENT_CHUNKS = 2
 
 
 def _segment_chunk(length: int, small: bool = False) -> int:
@@ -207,8 +209,8 @@ def _segment_chunk(length: int, small: bool = False) -> int:
 
     Examples
     --------
-    >>> _segment_chunk(32), _segment_chunk(32, small=True), _segment_chunk(3)
-    (16, 11, 2)
+    >>> _segment_chunk(32), _segment_chunk(32, small=True), _segment_chunk(3, small=True)
+    (0, 16, 2)
     """
     chunks = SMALL_SEGMENT_CHUNKS if small else SEGMENT_CHUNKS
     chunk = -(-length // chunks)
