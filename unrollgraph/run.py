@@ -566,6 +566,10 @@ class Run:
         """Gradient of the loss with respect to ``node`` (``None`` before backward or where no
         gradient reaches it; recomputed if the run did not keep it, see :meth:`full`).
 
+        None exactly where the reference walk (the generic reverse walk over the unrolled
+        graph) puts no gradient, on every kind of run (lean, ``keep="all"``, checkpointed,
+        with ``lengths=``): an input or a state at a step that truncation cuts off, say.
+
         ``node`` is taken as by :meth:`value` (a node of ``net.graph`` or its display name);
         the same errors are raised.
 
