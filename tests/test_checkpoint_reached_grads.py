@@ -7,9 +7,9 @@ backward computes a row for every step, zeros where nothing arrived; a checkpoin
 leaves out the segments the cut skips), and ``Run.grad`` must not show that: the plain
 batched path, the plain per-step path, a lean (``keep="needed"``) and a full (``"all"``)
 run, a checkpointed run for every k, with and without ``lengths=``, answer as the reference
-does, by every name of a node (display name, ``x@t``, ``x_t``, the Node itself) and through
-``Run.full()``. Values that are arrays for every step (``xs.grad``, ``state_grads()``) hold
-zeros there in every kind alike.
+does, by every name of a node (display name, ``x@t``, ``x_t``, the Node itself), through
+``Run.full()`` and in what the diagrams draw (``ug.view``). Values that are arrays for every
+step (``xs.grad``, ``state_grads()``) hold zeros there in every kind alike.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import unrollgraph as ug
+from unrollgraph.view import view as view_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::unrollgraph.CellWarning")
 
@@ -72,6 +73,10 @@ def _answers(net, run, xts, h0ts):
             got["full " + name] = full.grad(name)
     for j, n in enumerate(run.net.input_nodes[x]):  # by the Node itself (of the net run)
         got[f"node {x}@{j}"] = run.grad(n)
+    view = view_of(run)  # what the diagrams draw: the same answers
+    for n in run.net.nodes:
+        if n.step is not None:
+            got[f"view {run.net.graph.display_name(n)}"] = view.grad(n)
     got["xs.grad"] = [x.grad for x in xts.values()]
     got["h0.grad"] = [h.grad for h in h0ts]
     got["state_grads"] = [run.state_grads(k) for k in net.cell.states]
