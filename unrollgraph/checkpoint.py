@@ -198,21 +198,30 @@ def _segment_net(net, key, forward_only: bool = False):
 # place holds no activations of its own (the parts are then the bulk of its backward pass's
 # memory), and a net whose time-batched slices stack gradients of their own (a GRU's input
 # gates) stacks nine (B, H) arrays per step at a flush. In one chunk either would take
-# the activations over 3 sqrt(T) steps' worth at T = 1,000 (benchmarks/checkpoint.py)
+# the activations over 3 sqrt(T) steps' worth at T = 1,000 (benchmarks/checkpoint.py).
+# Those halves are of at most SMALL_CHUNK_STEPS steps: longer stacks outgrow the cache (the
+# GRU at T = 10,000, k = 100, B = 16: a step 4115 ms with halves of 50 steps, 3942 ms with
+# thirds of 34)
 SEGMENT_CHUNKS = 1
 SMALL_SEGMENT_CHUNKS = 2
+SMALL_CHUNK_STEPS = 34
 
 
 def _segment_chunk(length: int, small: bool = False) -> int:
     """Steps per chunk of a segment of ``length`` steps (0: the segment at once);
-    ``small``: in :data:`SMALL_SEGMENT_CHUNKS` chunks, else :data:`SEGMENT_CHUNKS`.
+    ``small``: in :data:`SMALL_SEGMENT_CHUNKS` chunks or more, of at most
+    :data:`SMALL_CHUNK_STEPS` steps, else in :data:`SEGMENT_CHUNKS`.
 
     Examples
     --------
     >>> _segment_chunk(32), _segment_chunk(32, small=True), _segment_chunk(3, small=True)
     (0, 16, 2)
+    >>> _segment_chunk(100, small=True)
+    34
     """
-    chunks = SMALL_SEGMENT_CHUNKS if small else SEGMENT_CHUNKS
+    chunks = SEGMENT_CHUNKS
+    if small:
+        chunks = max(SMALL_SEGMENT_CHUNKS, -(-length // SMALL_CHUNK_STEPS))
     chunk = -(-length // chunks)
     return 0 if chunk >= length else max(chunk, 2)
 
