@@ -207,7 +207,8 @@ def main(argv=None):
     repeats = 2 if args.quick else 5
     threads = args.blas_threads or "default"
     print(f"one training step, B={B}, H={H}, D={D}, float64, BLAS threads: {threads}; peak "
-          "memory by tracemalloc, each in a fresh process; a step's worth: what BPTT must keep "
+          "memory by tracemalloc, the net's second step, each in a fresh process; a step's "
+          "worth: what BPTT must keep "
           f"per step ({', '.join(f'{k.upper()} {v}' for k, v in MUST_KEEP.items())} (B, H) "
           "arrays)\n")
     head = ["cell", "T", "k", "peak MB", "outputs MB", "activations MB",
