@@ -4,8 +4,12 @@
 One training step (forward, loss = sum of the outputs, backward), Elman RNN, LSTM and GRU,
 B=16, H=128, D=64, float64, T = 1,000 and 10,000, each measured in a fresh subprocess:
 
-* ``peak MB``: tracemalloc's peak during the step (numpy reports its buffers to it), the
-  inputs (a tensor, read without a copy) and weights excluded (they exist before the step);
+* ``peak MB``: tracemalloc's peak during a step (numpy reports its buffers to it), the
+  second step of the net, as in a training loop: the first builds and compiles what the
+  net keeps for every call (a checkpointed net's segment nets and their compiled steps,
+  the backward programs), Python objects that are not activations (about 1.2 MB, 15 of
+  the GRU's steps' worth at T = 1,000). The inputs (a tensor, read without a copy) and
+  weights are excluded (they exist before the step);
 * ``outputs MB``: the (T, B, H) outputs the step returns, which any method holds;
 * ``activations``: the peak less the outputs, in steps' worth: divided by what BPTT must
   keep per step (``MUST_KEEP`` (B, H) arrays: the Elman RNN 1 (its state), the LSTM 7 (its
@@ -87,9 +91,11 @@ def make(kind: str, T: int, mode: str):
 
 
 def memory_child(kind: str, T: int, mode: str) -> dict:
-    """In a fresh process: the peak memory of one step."""
-    make(kind, 4, mode)[2]()  # warm up the library on a tiny problem
+    """In a fresh process: the peak memory of one training step, the net's second (the
+    first builds what the net keeps for every call: a checkpointed net's segment nets and
+    their compiled steps, a net's backward programs, which are not activations)."""
     net, xs, step = make(kind, T, mode)
+    step()  # the first call: builds and compiles (and warms up the library)
     tracemalloc.start()
     step()
     peak = tracemalloc.get_traced_memory()[1]
@@ -201,7 +207,8 @@ def main(argv=None):
     repeats = 2 if args.quick else 5
     threads = args.blas_threads or "default"
     print(f"one training step, B={B}, H={H}, D={D}, float64, BLAS threads: {threads}; peak "
-          "memory by tracemalloc, each in a fresh process; a step's worth: what BPTT must keep "
+          "memory by tracemalloc, the net's second step, each in a fresh process; a step's "
+          "worth: what BPTT must keep "
           f"per step ({', '.join(f'{k.upper()} {v}' for k, v in MUST_KEEP.items())} (B, H) "
           "arrays)\n")
     head = ["cell", "T", "k", "peak MB", "outputs MB", "activations MB",

@@ -12,7 +12,7 @@ What a run holds beyond that is kept out: the run maps only the slots it keeps (
 all T steps' slots), reads its outputs' steps as rows of the arrays the call returned, keeps
 a state that is an output (an RNN's h) as such a row, gives its segments no buffer pool
 (their arrays go back to the allocator when a segment ends), flushes a segment's stacked
-per-step gradients half (or a third: :data:`SEGMENT_CHUNKS`) of the segment at a time, and
+per-step gradients once at its end (or half of it at a time: :data:`SEGMENT_CHUNKS`), and
 sums the parameters' gradients in place across segments. A segment whose backward pass reads
 only values the run kept (the Elman RNN's: its outputs, inputs and entering state) is not
 recomputed at all.
@@ -188,29 +188,40 @@ def _segment_net(net, key, forward_only: bool = False):
 # chunks per segment of a segment's backward (the shared weights' gradients and the
 # time-batched nodes' backward, and the time-batched forward, a chunk at a time, see
 # run._chunk_steps): the per-step parts held until a chunk is flushed and their stack. A
-# flush has a fixed cost (a product and an in-place sum per weight, the stacking calls),
-# which small chunks pay many times over (a GRU at T = 1,000: 3 % of the step less with
-# three chunks than with four), and the parts take memory: two chunks where the segment is
-# recomputed (the parts of half a segment stay under the recomputed activations that its
-# backward pass holds anyway); three where they would not: a segment put in place holds no
-# activations of its own (the parts are then the bulk of its backward pass's memory), and
-# a net whose time-batched slices stack gradients of their own (a GRU's input gates) stacks
-# three more arrays per step. With two chunks either would take the activations over
-# 3 sqrt(T) steps' worth at T = 1,000 (benchmarks/checkpoint.py)
-SEGMENT_CHUNKS = 2
-SMALL_SEGMENT_CHUNKS = 3
+# flush has a fixed cost (a product and an in-place sum per weight, the stacking calls, the
+# bookkeeping around them: about 0.2 ms), which more chunks pay more often (a GRU at
+# T = 1,000: three chunks per segment cost 64 flushes more than full BPTT's 32, about
+# 12 ms, a tenth of a forward pass), and the parts take memory beside what the segment's
+# backward pass holds anyway. A recomputed segment is flushed once, at its end, where its
+# parts are small beside its recomputed activations (an LSTM's four gate gradients per step
+# beside the eight arrays a step keeps); in two halves where they are not: a segment put in
+# place holds no activations of its own (the parts are then the bulk of its backward pass's
+# memory), and a net whose time-batched slices stack gradients of their own (a GRU's input
+# gates) stacks nine (B, H) arrays per step at a flush. In one chunk either would take
+# the activations over 3 sqrt(T) steps' worth at T = 1,000 (benchmarks/checkpoint.py).
+# Those halves are of at most SMALL_CHUNK_STEPS steps: longer stacks outgrow the cache (the
+# GRU at T = 10,000, k = 100, B = 16: a step 4115 ms with halves of 50 steps, 3942 ms with
+# thirds of 34)
+SEGMENT_CHUNKS = 1
+SMALL_SEGMENT_CHUNKS = 2
+SMALL_CHUNK_STEPS = 34
 
 
 def _segment_chunk(length: int, small: bool = False) -> int:
     """Steps per chunk of a segment of ``length`` steps (0: the segment at once);
-    ``small``: in :data:`SMALL_SEGMENT_CHUNKS` chunks, else :data:`SEGMENT_CHUNKS`.
+    ``small``: in :data:`SMALL_SEGMENT_CHUNKS` chunks or more, of at most
+    :data:`SMALL_CHUNK_STEPS` steps, else in :data:`SEGMENT_CHUNKS`.
 
     Examples
     --------
-    >>> _segment_chunk(32), _segment_chunk(32, small=True), _segment_chunk(3)
-    (16, 11, 2)
+    >>> _segment_chunk(32), _segment_chunk(32, small=True), _segment_chunk(3, small=True)
+    (0, 16, 2)
+    >>> _segment_chunk(100, small=True)
+    34
     """
-    chunks = SMALL_SEGMENT_CHUNKS if small else SEGMENT_CHUNKS
+    chunks = SEGMENT_CHUNKS
+    if small:
+        chunks = max(SMALL_SEGMENT_CHUNKS, -(-length // SMALL_CHUNK_STEPS))
     chunk = -(-length // chunks)
     return 0 if chunk >= length else max(chunk, 2)
 
@@ -272,6 +283,20 @@ class _Kept:
         return list(self)
 
 
+def _rows_of(part, whole, a: int) -> bool:
+    """Whether ``part`` is the rows ``a, a + 1, ...`` of array ``whole`` (no copy needed).
+
+    Examples
+    --------
+    >>> w = np.zeros((5, 2))
+    >>> _rows_of(w[2:4], w, 2), _rows_of(w[2:4].copy(), w, 2), _rows_of(w[1:3], w, 2)
+    (True, False, False)
+    """
+    return (type(part) is np.ndarray and part.base is not None and part.base is (
+        whole.base if whole.base is not None else whole) and part.shape[1:] == whole.shape[1:]
+        and part.strides == whole.strides and part.ctypes.data == whole[a:a + 1].ctypes.data)
+
+
 def _leaf(arr, requires_grad: bool) -> Tensor:
     return Tensor(arr, Node("leaf", shape=arr.shape, dtype=_dtype_name(arr)), (), requires_grad)
 
@@ -283,6 +308,52 @@ class _SegmentRun(Run):
     per parameter for the segment's own part."""
 
     params_in: list = []
+    # in the checkpointed run's forward pass: the CheckpointedRun whose output arrays the
+    # segment's steps compute their outputs into (see _row_buffers); None: arrays of its own
+    rows_of = None
+
+    def _row_buffers(self, fr, dtype):
+        """As :meth:`Run._row_buffers`, but in the checkpointed forward pass the rows are
+        those of the whole run's output arrays, ``(T + 1, B, ...)`` for an output that is
+        the state (row 0 the initial state, so a segment's rows start with the state it
+        entered with: the row the segment before computed) and ``(T, B, ...)`` otherwise:
+        the steps write the outputs the call returns, with no copy per segment."""
+        whole = self.rows_of
+        if whole is None:
+            return super()._row_buffers(fr, dtype)
+        net = self.net
+        base = net._templates.blocks[0][0]
+        batched = net.graph._batched
+        leads = net.__dict__.get("_output_leads")
+        if leads is None:
+            leads = net._output_leads = self._output_leads()
+        a = self.first_step
+        T = whole.net.steps
+        vals = self.values
+        outs, state_rows, arrays = [], [], whole._row_arrays
+        for n, (slots, init) in enumerate(zip(net._output_slots.values(), leads)):
+            if id(net.nodes[slots[0]]) not in batched:
+                return None
+            shape = tuple(fr[slots[0] - base].shape)
+            v = vals[init] if init is not None else None
+            lead = type(v) is np.ndarray and v.shape == shape and v.dtype == dtype
+            if len(arrays) == n:  # (the first segment: the arrays of all T steps)
+                arrays.append(np.empty((T + lead,) + shape, dtype))
+            arr = arrays[n]
+            if arr.shape != (T + lead,) + shape or arr.dtype != dtype:
+                return super()._row_buffers(fr, dtype)  # (not the layout of the first)
+            if lead:
+                buf = arr[a:a + len(slots) + 1]
+                if a == 0:
+                    buf[0] = v
+                vals[init] = buf[0]  # (a later segment's: the row it entered with)
+                outs.append(buf[1:])
+                state_rows.append((buf, (init,) + tuple(slots)))
+            else:
+                outs.append(arr[a:a + len(slots)])
+        self.outputs = outs
+        self._pending_rows = tuple(state_rows)
+        return outs
 
     def _seeded(self, want, seeds=None) -> tuple:
         grads, owned = super()._seeded(want, seeds)
@@ -309,6 +380,9 @@ class CheckpointedRun(Run):
         self._cut_matters = net.truncate is not None and _seeds_skip_the_cut(net)
         self._paths: list = [None] * len(self.segments)  # per segment: how it ran
         self._outputs: list | None = None  # the (T, B, ...) outputs, until call() takes them
+        # the arrays the forward pass's segments compute their outputs into (see
+        # _SegmentRun._row_buffers): (T + 1, B, ...) for an output that is the state
+        self._row_arrays: list = []
         self._outs: list = []  # the same arrays, kept (the run reads their rows)
         self._stacked: dict = {}  # segment -> its time-batched values' stand-ins
         # the last segment's run, from the forward pass to the first backward pass, which
@@ -462,16 +536,23 @@ class CheckpointedRun(Run):
             kept_only = _reads_kept_only(_segment_net(net, self.segments[i][2]))
             hold = i == last and not kept_only
             run = self._segment_run(i, states, "needed", forward_only=not (hold or kept_only))
+            run.rows_of = self
             run.forward()
+            run.rows_of = None  # (no cycle: the last segment's run stays on this one)
             seg = run.net
             if i == 0:  # (a copy if the segment's steps hold it in a row of their array)
                 for k, s in net._init_slots.items():
                     vals[s] = _own(run.values[seg._init_slots[k]])
-            # the segment's outputs, copied at once into the arrays the call returns
+            # the segment's outputs, in the arrays the call returns: computed into their
+            # rows by the steps (see _SegmentRun._row_buffers), else copied there at once
             for n, part in enumerate(run.stacked_outputs()):
                 if i == 0:
-                    outs.append(np.empty((net.steps,) + part.shape[1:], part.dtype))
-                outs[n][a:b] = part
+                    rows = self._row_arrays[n] if n < len(self._row_arrays) else None
+                    outs.append(rows[1:] if rows is not None and len(rows) > net.steps
+                                else rows if rows is not None
+                                else np.empty((net.steps,) + part.shape[1:], part.dtype))
+                if not _rows_of(part, outs[n], a):
+                    outs[n][a:b] = part
             part = None  # (a view of the segment's array: let it go with the segment)
             # the state handed on, kept: a row of an output that is this state (no copy),
             # else the segment's value (a copy if it is a view: a lean step may compute a

@@ -578,6 +578,10 @@ class Run:
         """Gradient of the loss with respect to ``node`` (``None`` before backward or where no
         gradient reaches it; recomputed if the run did not keep it, see :meth:`full`).
 
+        None exactly where the reference walk (the generic reverse walk over the unrolled
+        graph) puts no gradient, on every kind of run (lean, ``keep="all"``, checkpointed,
+        with ``lengths=``): an input or a state at a step that truncation cuts off, say.
+
         ``node`` is taken as by :meth:`value` (a node of ``net.graph`` or its display name);
         the same errors are raised.
 
@@ -614,6 +618,8 @@ class Run:
                     v = np.asarray(self.value(node))
                     return np.zeros(v.shape, v.dtype)
                 return seed[t]
+        if not _reached(self)[s]:  # as the reference walk: None where no gradient reaches
+            return None
         g = self.grads[s]
         if g is not None or self.keep == "all":
             return g
@@ -1488,6 +1494,53 @@ _FEW_CHUNKS = 12
 # plain run costs 0.35-0.75 of the batched one at 1-4 steps, 0.85-0.95 at 6-8, 1.0-1.35 at
 # 10 and more (the crossover is a count of calls: about the same at both sizes)
 _PLAIN_STEPS = 6
+
+
+def _reached(run) -> list:
+    """Per slot, whether the reference walk (:func:`reference_backward` over the whole
+    backward program) puts a gradient there for the run's seeds: the slot is seeded (an
+    output's step with a gradient given, a final state with one) or is an input, with a
+    derivative, of a node that gets one, in a step truncation does not cut, on a path to
+    something needing a gradient. A fast path may file zeros where none reaches (the
+    time-batched input projection's backward computes every step's row; a checkpointed run
+    skips the segments the cut leaves out): :meth:`Run.grad` answers None there, as the
+    reference does. A walk over the program, made once per net, needs and seeds given
+    (cached on the net as its backward programs are)."""
+    net = run.net
+    needs = run._needs()
+    seeds = run.seeds or ()
+    key = (needs, tuple([g is not None for g in seeds]))
+    cache = net.__dict__.setdefault("_reached", {})
+    got = cache.get(key)
+    if got is not None:
+        return got
+    n = len(net.nodes)
+    want = [False] * n
+    for i in needs:
+        want[i] = True
+    first = 0 if net.truncate is None else net.steps - net.truncate
+    prog = net._prog
+    for out, ins, _fwd, vjps, _kw, step in prog:  # (as compile.backward_program finds it)
+        if step is not None and step < first:
+            continue
+        for i, f in zip(ins, vjps):
+            if f is not None and want[i]:
+                want[out] = True
+                break
+    reached = [False] * n
+    slots = [sl for _k, sl in net._output_slots.items()]
+    finals = [sl[-1] for sl in net._state_slots.values()]
+    for k, g in enumerate(seeds):
+        if g is not None:
+            for s in (slots[k] if k < len(slots) else (finals[k - len(slots)],)):
+                reached[s] = want[s]
+    for out, ins, _fwd, vjps, _kw, _step in reversed(prog):
+        if reached[out]:  # (implies want[out]: a cut step's nodes are never reached)
+            for i, f in zip(ins, vjps):
+                if f is not None and want[i]:
+                    reached[i] = True
+    cache[key] = reached
+    return reached
 
 
 def _plain_path(net, batch: int) -> bool:

@@ -117,8 +117,8 @@ def view(obj) -> GraphView:
         v = None if run is None else run.values[net.slot(n)]
         return v if isinstance(v, np.ndarray) else None  # None where keep="needed" freed it
 
-    def ugrad(n):
-        return None if run is None or run.grads is None else run.grads[net.slot(n)]
+    def ugrad(n):  # (Run.grad: None where the reference walk puts no gradient)
+        return None if run is None or run.grads is None else run.grad(n)
 
     return GraphView("unrolled", net.graph, uvalue, ugrad, cell=net.cell, net=net, run=run)
 
