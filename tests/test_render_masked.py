@@ -39,7 +39,7 @@ def _structure(text: str):
         if "style=invis" in attrs:
             continue
         label = re.search(r"label=<(.*?)>\]?(?: |$)", attrs)
-        label = re.sub(r"<[^>]+>", "", label.group(1)).strip("  ") if label else ""
+        label = re.sub(r"<[^>]+>|&#160;", "", label.group(1)).strip() if label else ""
         colour = re.search(r'color="([^"]+)"', attrs)
         edges.append((a, b, label, colour and colour.group(1)))
     edges = Counter((names.get(a, a), names.get(b, b), lab, col) for a, b, lab, col in edges)

@@ -1549,6 +1549,11 @@ def _padded(net, run, t: int) -> list[int]:
     return [] if lengths is None else [b for b, n in enumerate(lengths) if t >= n]
 
 
+def _pads_text(padded: list[int]) -> str:
+    """``pads sequence 1``, ``pads sequences 0, 3``: the row marking a step that pads."""
+    return f"pads sequence{'s' if len(padded) > 1 else ''} {_list_text(padded)[1:-1]}"
+
+
 class _Unrolled(_Drawer):
     """An unrolled net: clusters per step, shared weights once, optional elision."""
 
@@ -2621,7 +2626,8 @@ class _Unrolled(_Drawer):
                           _mag(self.grad(n)), cut=cut,  # one input: under the box's middle
                           group=f"step_{t}" if len(inputs) == 1 else None)
                 bottom.append(g.id(n))
-            rows = []
+            padded = _padded(net, self.run, t)
+            rows = [_pads_text(padded)] if padded else []  # (a masked run's padding)
             for s in states:
                 n = net.state_nodes[s][t]
                 text = _array_text(self.value(n), self.limit(n))
@@ -2790,7 +2796,9 @@ class _Unrolled(_Drawer):
             rows.append(("▭", "detail='steps': one box per step; detail='ops' shows every op"))
         note = _mask_note(self.net, self.run)
         if note:
-            rows.append(("lengths", _h(note[1])))
+            where = " in a step" if self.detail == "steps" else ""
+            rows.append(("lengths", _h(note[1]) + (f" (“pads”{where}: the sequences that "
+                                                    "step pads)" if where else "")))
         return rows
 
 

@@ -28,16 +28,17 @@ from .render import (
     _h,
     _hn,
     _Html,
+    _list_text,
     _mag,
+    _mask_note,
     _num,
     _out_id,
+    _padded,
+    _pads_text,
     _Scale,
     _shown,
-    _list_text,
-    _mask_note,
-    _padded,
-    _Unrolled,
     _unmasked,
+    _Unrolled,
 )
 from .tensor import Tensor
 from .view import loss_outputs, step_losses
@@ -513,8 +514,7 @@ class Textbook(_Unrolled):
             found, notes = self.step_values(t)
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
             padded = _padded(net, self.run, t)
-            pads = [f"pads sequence{'s' if len(padded) > 1 else ''} "
-                    f"{_list_text(padded)[1:-1]}"] if padded else []
+            pads = [_pads_text(padded)] if padded else []
             for k, ns in net.input_nodes.items():
                 n = ns[t]
                 self.node(g.id(n), "input", _sub(_hn(k), t), pads + self.value_rows(n),
