@@ -138,3 +138,27 @@ def test_user_names_stay_escaped_in_a_masked_run():
         svg = subprocess.run(["dot", "-Tsvg"], input=text, capture_output=True, text=True,
                              check=True).stdout
         assert "<b>h" not in svg and "&lt;b&gt;h" in svg and "<i>" not in svg
+
+
+@settings(max_examples=6, deadline=None)
+@given(st.sampled_from(["RNNCell", "LSTMCell"]), st.integers(2, 4), st.data())
+def test_the_steps_view_notes_the_mask_and_marks_the_padded_steps(kind, T, data):
+    lengths = data.draw(st.lists(st.integers(0, T), min_size=1, max_size=3))
+    cell = _cell(kind)
+    net = ug.unroll(cell, steps=T)
+    out, _ = net(np.random.default_rng(0).normal(size=(T, len(lengths), 2)), lengths=lengths)
+    (out * out).sum().backward()
+    text = ug.to_dot(net, loss=(out * out).sum(), detail="steps")
+    assert f"sequence lengths {lengths}" in html.unescape(text)
+    for t in range(T):
+        box = next(line for line in text.splitlines() if line.lstrip().startswith(
+            f'"step_{t}" ['))
+        padded = [b for b, n in enumerate(lengths) if t >= n]
+        assert ("pads sequence" in box) == bool(padded)
+        if padded:
+            assert ", ".join(map(str, padded)) + "</font>" in box
+
+
+def test_an_unmasked_run_has_no_mask_note():
+    text, _ = _draw("LSTMCell", 3, None, batch=2)
+    assert "sequence lengths" not in text and "pads sequence" not in text
