@@ -2796,9 +2796,9 @@ class _Unrolled(_Drawer):
             rows.append(("▭", "detail='steps': one box per step; detail='ops' shows every op"))
         note = _mask_note(self.net, self.run)
         if note:
-            where = " in a step" if self.detail == "steps" else ""
-            rows.append(("lengths", _h(note[1]) + (f" (“pads”{where}: the sequences that "
-                                                    "step pads)" if where else "")))
+            rows.append(("lengths", _h(note[1]) + ("; a step box that pads a sequence "
+                                                    "says which" if self.detail == "steps"
+                                                    else "")))
         return rows
 
 

@@ -413,8 +413,8 @@ class Textbook(_Unrolled):
             rows.append(("■", "one-step delay z⁻¹ (the value of the previous step)"))
         note = _mask_note(self.net, self.run)
         if note:  # what the mask does; the steps that pad a sequence say which in x_t
-            rows.append(("lengths", _h(note[1]) + " (“pads” in an input: the sequences "
-                                                  "that step pads)"))
+            rows.append(("lengths", _h(note[1]) + "; the input of a step that pads a "
+                                                  "sequence says which"))
         rows.append(("<i>W</i>", "a weight on an edge: the parameters the ops between the "
                                  "two values read" + ("<br/>(named at t = 0: every step reads "
                                                       "the same)" if self.o["compact"] else "")))
