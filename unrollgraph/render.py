@@ -1505,6 +1505,55 @@ def _out_id(nid: str, k: int) -> str:
     return f"{nid}_out{k}"
 
 
+def _unmasked(n: Node) -> Node:
+    """The value a masked net's ``where`` node wraps (the cell's own output or next state,
+    which the mask replaces by 0 or by the state kept past a sequence's length); any other
+    node itself."""
+    if n.op == "where" and len(n.inputs) == 3 and n.inputs[0].role == "mask":
+        return n.inputs[1]
+    return n
+
+
+def _lengths_of(net, run) -> list[int] | None:
+    """The sequence lengths of a masked net's run, as ints; None for an unmasked net or a
+    masked one never run."""
+    if not getattr(net, "masked", False) or run is None:
+        return None
+    lengths = getattr(run, "lengths", None)
+    return None if lengths is None else [int(v) for v in np.asarray(lengths).ravel()]
+
+
+def _list_text(values: list, most: int = 8) -> str:
+    """``[5, 2]``; a long list as its first and last few: ``[5, 2, 3, …, 4, 5]``."""
+    if len(values) > most:
+        values = [*values[:most // 2], "…", *values[-(most // 2):]]
+    return "[" + ", ".join(str(v) for v in values) + "]"
+
+
+def _mask_note(net, run) -> tuple[str, str] | None:
+    """The title's words and the legend's sentence for a masked net (``lengths=``): what
+    its mask does. None for an unmasked net."""
+    if not getattr(net, "masked", False):
+        return None
+    lengths = _lengths_of(net, run)
+    what = "a step past a sequence's length keeps its state and outputs 0"
+    if lengths is None:
+        return ", masked (lengths=)", f"masked net: {what}"
+    title = f", sequence lengths {_list_text(lengths)}"
+    return title, f"sequence lengths {_list_text(lengths)}: {what}"
+
+
+def _padded(net, run, t: int) -> list[int]:
+    """The sequences (batch indices) step ``t`` pads in a masked run."""
+    lengths = _lengths_of(net, run)
+    return [] if lengths is None else [b for b, n in enumerate(lengths) if t >= n]
+
+
+def _pads_text(padded: list[int]) -> str:
+    """``pads sequence 1``, ``pads sequences 0, 3``: the row marking a step that pads."""
+    return f"pads sequence{'s' if len(padded) > 1 else ''} {_list_text(padded)[1:-1]}"
+
+
 class _Unrolled(_Drawer):
     """An unrolled net: clusters per step, shared weights once, optional elision."""
 
@@ -1547,6 +1596,9 @@ class _Unrolled(_Drawer):
                 what += f", truncated BPTT: gradient through the last {net.truncate} steps"
             if getattr(net, "checkpoint", None):
                 what += f", checkpointed: a run keeps the state every {net.checkpoint} steps"
+            note = _mask_note(net, run)
+            if note:
+                what += note[0]
             if self.elided:
                 what += f" (steps {k} … {T - k - 1} elided)"
             title, full = _shown(net.cell.name) + what, net.cell.name + what
@@ -2574,7 +2626,8 @@ class _Unrolled(_Drawer):
                           _mag(self.grad(n)), cut=cut,  # one input: under the box's middle
                           group=f"step_{t}" if len(inputs) == 1 else None)
                 bottom.append(g.id(n))
-            rows = []
+            padded = _padded(net, self.run, t)
+            rows = [_pads_text(padded)] if padded else []  # (a masked run's padding)
             for s in states:
                 n = net.state_nodes[s][t]
                 text = _array_text(self.value(n), self.limit(n))
@@ -2741,6 +2794,11 @@ class _Unrolled(_Drawer):
             rows.append(("…", f"detail='elide': first and last {self.o['ends']} steps drawn"))
         if self.detail == "steps":
             rows.append(("▭", "detail='steps': one box per step; detail='ops' shows every op"))
+        note = _mask_note(self.net, self.run)
+        if note:
+            rows.append(("lengths", _h(note[1]) + ("; a step box that pads a sequence "
+                                                    "says which" if self.detail == "steps"
+                                                    else "")))
         return rows
 
 

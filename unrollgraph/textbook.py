@@ -2,6 +2,12 @@
 each state in a row of its own joined by the recurrent edges, outputs and losses at the top,
 and the weights written on the edges they act on instead of drawn as nodes.
 
+A masked net (``net(xs, lengths=...)``) wraps each step's outputs and next states in
+``where`` nodes (a padded step outputs 0 and keeps the state). Those nodes are part of the
+step, not values of their own: the edges are derived from the values they wrap, so the picture
+has the cell's own structure, and each value drawn is the masked one (the state the next step
+reads, the output the loss reads) with its true value and gradient.
+
 The edges and their labels are derived from the graph, for any cell: between two step-level
 values (an input, a state, an output) there is an edge when some op path leads from one to the
 other without passing another step-level value, and it is labelled with the parameters read by
@@ -22,11 +28,16 @@ from .render import (
     _h,
     _hn,
     _Html,
+    _list_text,
     _mag,
+    _mask_note,
     _num,
     _out_id,
+    _padded,
+    _pads_text,
     _Scale,
     _shown,
+    _unmasked,
     _Unrolled,
 )
 from .tensor import Tensor
@@ -367,7 +378,7 @@ class Textbook(_Unrolled):
         for an output that is a state, the part the loss sends to the output itself (the
         state's box shows the node's total)."""
         n = self.net.output_nodes[name][t]
-        if any(n is ns[t] for ns in self.net.state_nodes.values()):
+        if any(_unmasked(n) is _unmasked(ns[t]) for ns in self.net.state_nodes.values()):
             return self.own_grad(name, t)
         return self.grad(n) if self.has_grads else None
 
@@ -400,6 +411,10 @@ class Textbook(_Unrolled):
                               f"and last {self.o['ends']} steps are drawn"))
         if self.o["folded"]:
             rows.append(("■", "one-step delay z⁻¹ (the value of the previous step)"))
+        note = _mask_note(self.net, self.run)
+        if note:  # what the mask does; the steps that pad a sequence say which in x_t
+            rows.append(("lengths", _h(note[1]) + "; the input of a step that pads a "
+                                                  "sequence says which"))
         rows.append(("<i>W</i>", "a weight on an edge: the parameters the ops between the "
                                  "two values read" + ("<br/>(named at t = 0: every step reads "
                                                       "the same)" if self.o["compact"] else "")))
@@ -453,7 +468,7 @@ class Textbook(_Unrolled):
         # states bottom to top in the order a step computes them (an LSTM's c under h): c_t
         # rises straight into h_t and h_t straight into the output over it; h_{t-1} reaches
         # c_t and h_t through one junction in h's row, and only x_t -> h_t passes a row
-        states = sorted(net.state_nodes, key=lambda s: g.index(net.state_nodes[s][0]))
+        states = sorted(net.state_nodes, key=lambda s: g.index(_unmasked(net.state_nodes[s][0])))
         self.states = states
         # an output that is the cell's own loss at each step is the loss's part L_t: drawn
         # in the top row, under L, in the loss's colour
@@ -498,11 +513,16 @@ class Textbook(_Unrolled):
                 continue
             found, notes = self.step_values(t)
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
+            padded = _padded(net, self.run, t)
+            pads = [_pads_text(padded)] if padded else []
             for k, ns in net.input_nodes.items():
                 n = ns[t]
-                self.node(g.id(n), "input", _sub(_hn(k), t), self.value_rows(n),
+                self.node(g.id(n), "input", _sub(_hn(k), t), pads + self.value_rows(n),
                           _mag(self.grad(n)), cut=self.v.is_cut(n), shape="ellipse",
-                          tooltip=f"input {k} at step {t}", hot=id(n) in self.path)
+                          tooltip=f"input {k} at step {t}" + (
+                              f"; padding for sequences {_list_text(padded)}: their state "
+                              "is kept and their output is 0" if padded else ""),
+                          hot=id(n) in self.path)
                 rows.add(("x", k), g.id(n))
             for s in states:
                 n = net.state_nodes[s][t]
@@ -512,7 +532,9 @@ class Textbook(_Unrolled):
                     self.o["biases"] and not self.o["compact"] else []
                 self.node(g.id(n), "state", _sub(_hn(s), t), extra + self.value_rows(n),
                           _mag(self.grad(n)), cut=cut, state=True, shape="ellipse",
-                          tooltip=f"state {s} after step {t}: {g.equation(n)}",
+                          tooltip=f"state {s} after step {t}: {g.equation(_unmasked(n))}"
+                          + ("; masked: a padded sequence keeps the state of the step before"
+                             if _unmasked(n) is not n else ""),
                           hot=id(n) in self.path, kept=t in kept)
                 rows.add(("s", s), g.id(n))
             for k, ns in net.output_nodes.items():
@@ -552,18 +574,20 @@ class Textbook(_Unrolled):
         for s in states:
             prev = net.init_nodes[s] if t == 0 else net.state_nodes[s][t - 1]
             stops[id(prev)] = ("prev", s)
-        state_ids = {id(net.state_nodes[s][t]) for s in states}
+        # a masked net's values are where nodes over the cell's own (the step reads the
+        # masked states of the step before): the edges are those of the values they wrap
+        state_ids = {id(_unmasked(net.state_nodes[s][t])) for s in states}
         # an output another value is computed from (loss_t from y_t): the path passes y_t,
         # so the edge comes from y_t (a state an output stands for stays the state)
         for k, ns in net.output_nodes.items():
-            if id(ns[t]) not in state_ids:
-                stops[id(ns[t])] = ("y", k)
+            if id(_unmasked(ns[t])) not in state_ids:
+                stops[id(_unmasked(ns[t]))] = ("y", k)
         for s in states:
-            stops[id(net.state_nodes[s][t])] = ("s", s)
-        targets = [(net.state_nodes[s][t], ("s", s)) for s in states]
+            stops[id(_unmasked(net.state_nodes[s][t]))] = ("s", s)
+        targets = [(_unmasked(net.state_nodes[s][t]), ("s", s)) for s in states]
         for k, ns in net.output_nodes.items():
-            if id(ns[t]) not in state_ids:
-                targets.append((ns[t], ("y", k)))
+            if id(_unmasked(ns[t])) not in state_ids:
+                targets.append((_unmasked(ns[t]), ("y", k)))
         found, notes = {}, {}
         for node, key in targets:
             st = {i: v for i, v in stops.items() if i != id(node)}
@@ -642,10 +666,10 @@ class Textbook(_Unrolled):
                 self.edge(*ends, kind, label=label, label_pt=11, cut=cut, hot=hots[dst],
                           back=down,
                           xlabel=src_row != dst and abs(rank[dst] - rank[src_row]) <= 1)
-        state_ids = {id(net.state_nodes[s][t]): s for s in self.states}
+        state_ids = {id(_unmasked(net.state_nodes[s][t])): s for s in self.states}
         for k, ns in net.output_nodes.items():
-            if id(ns[t]) in state_ids:
-                self.edge(ids[("s", state_ids[id(ns[t])])], ids[("y", k)], cut=cut,
+            if id(_unmasked(ns[t])) in state_ids:
+                self.edge(ids[("s", state_ids[id(_unmasked(ns[t]))])], ids[("y", k)], cut=cut,
                           hot=False if within_dots else self.output_hot(k, t))
 
     def name_of(self, nid: str) -> str:
