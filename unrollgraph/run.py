@@ -85,6 +85,10 @@ def call(net, xs, state=None, lengths=None):
     n_out = len(outs)
     vals = run.values
     values = outs + [vals[s] for s in plan.finals]
+    # the caller gets read-only views: the backward pass reads these values (an RNN's outputs
+    # are its states), so an edit in place would change the gradients unseen; an edit raises
+    # numpy's "assignment destination is read-only", as a leaf's does.
+    values = [_read_only(v) for v in values]
     if run.keep == "needed" and not run.lean_steps:
         run.free_unread()  # the generic loop keeps everything as it goes
     mode = _MODE.get()
@@ -126,6 +130,14 @@ def call(net, xs, state=None, lengths=None):
 
 
 _FLOAT64 = np.dtype(np.float64)
+
+
+def _read_only(v):
+    """A read-only view of the array ``v`` (``v`` itself if it is read-only already)."""
+    if type(v) is np.ndarray and v.flags.writeable:
+        v = v.view()
+        v.setflags(False)
+    return v
 
 
 class _Plan:
