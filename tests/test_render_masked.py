@@ -67,7 +67,8 @@ def _draw(kind, T, lengths, batch=None, **options):
     out, _ = net(xs, lengths=lengths) if lengths is not None else net(xs)
     loss = (out * out).sum()
     loss.backward()
-    return ug.to_dot(net, loss=loss, detail="textbook", **options), out
+    options.setdefault("detail", "textbook")
+    return ug.to_dot(net, loss=loss, **options), out
 
 
 _KINDS = st.sampled_from(["RNNCell", "LSTMCell", "GRUCell", "custom"])
@@ -162,3 +163,30 @@ def test_the_steps_view_notes_the_mask_and_marks_the_padded_steps(kind, T, data)
 def test_an_unmasked_run_has_no_mask_note():
     text, _ = _draw("LSTMCell", 3, None, batch=2)
     assert "sequence lengths" not in text and "pads sequence" not in text
+
+
+def _labels_and_fills(text: str) -> list:
+    """Every node line of a DOT text without the mask's note (the title's words, the
+    legend's row, a tooltip's sentence): names, numbers and fill colours as drawn."""
+    out = []
+    for line in text.splitlines():
+        m = _NODE.match(line)
+        if m is None or m.group(1) in ("legend",) or "labelloc" in line:
+            continue
+        attrs = re.sub(r'tooltip="[^"]*"', "", m.group(2))
+        out.append((m.group(1), attrs))
+    return out
+
+
+@settings(max_examples=8, deadline=None)
+@given(_KINDS, st.integers(2, 5), st.integers(1, 3), st.booleans())
+def test_lengths_that_mask_nothing_draw_the_unmasked_picture(kind, T, batch, compact):
+    """Each state shows the value its step computes and the total gradient through it (the
+    step's outputs and every later step), as without lengths: a full-length mask changes no
+    number and no colour of the textbook view."""
+    for detail in ("textbook", "steps"):
+        opts = {"compact": compact} if detail == "textbook" else {}
+        masked, _ = _draw(kind, T, [T] * batch, detail=detail, **opts)
+        plain, _ = _draw(kind, T, None, batch=batch, detail=detail, **opts)
+        m, p = _labels_and_fills(masked), _labels_and_fills(plain)
+        assert [a for _, a in m] == [a for _, a in p], detail

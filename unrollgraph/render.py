@@ -1741,7 +1741,7 @@ class _Unrolled(_Drawer):
         total = np.zeros(T)
         have = np.zeros(T, dtype=bool)
         for ns in self.net.state_nodes.values():
-            gs = [self.grad(n) for n in ns]
+            gs = [self.grad(_unmasked(n)) for n in ns]
             steps = [t for t, x in enumerate(gs) if x is not None]
             if steps:
                 flat = np.stack([np.asarray(gs[t], dtype=np.float64).reshape(-1)
@@ -2628,8 +2628,8 @@ class _Unrolled(_Drawer):
                 bottom.append(g.id(n))
             padded = _padded(net, self.run, t)
             rows = [_pads_text(padded)] if padded else []  # (a masked run's padding)
-            for s in states:
-                n = net.state_nodes[s][t]
+            for s in states:  # (masked: the value the step computes, as the textbook view)
+                n = _unmasked(net.state_nodes[s][t])
                 text = _array_text(self.value(n), self.limit(n))
                 if self.show_values() and text:
                     rows.append(f"{_hn(s)} = {_h(text)}")

@@ -362,8 +362,10 @@ class Textbook(_Unrolled):
         if not self.has_grads:
             return []
         net, kept = self.net, self.kept
-        mags = [_mag(self.grad(n)) for ns in list(net.input_nodes.values())
-                + list(net.state_nodes.values()) for t, n in enumerate(ns) if t in kept]
+        mags = [_mag(self.grad(n)) for ns in net.input_nodes.values()
+                for t, n in enumerate(ns) if t in kept]
+        mags += [_mag(self.grad(_unmasked(n))) for ns in net.state_nodes.values()
+                 for t, n in enumerate(ns) if t in kept]  # (as drawn: see the state's node)
         mags += [_mag(self.grad(n)) for n in net.init_nodes.values()]
         mags += [self.out_mag(k, t) for k in net.output_nodes for t in range(self.T)
                  if t in kept]
@@ -388,8 +390,8 @@ class Textbook(_Unrolled):
     def elided_state_mags(self, s: str) -> list:
         """The gradient norms of state ``s`` at the elided steps."""
         a, b = self.elided
-        return [m for m in (_mag(self.grad(n)) for n in self.net.state_nodes[s][a:b + 1])
-                if m is not None]
+        return [m for m in (_mag(self.grad(_unmasked(n)))
+                            for n in self.net.state_nodes[s][a:b + 1]) if m is not None]
 
     def legend(self, extra_rows=()) -> None:
         # as many columns as the picture is wide enough for, under its middle
@@ -530,11 +532,16 @@ class Textbook(_Unrolled):
                     self.bias_ids.update(id(p) for p in notes[key])
                 extra = [f"+ {_names(notes[('s', s)], decl)}"] if notes[("s", s)] and \
                     self.o["biases"] and not self.o["compact"] else []
-                self.node(g.id(n), "state", _sub(_hn(s), t), extra + self.value_rows(n),
-                          _mag(self.grad(n)), cut=cut, state=True, shape="ellipse",
-                          tooltip=f"state {s} after step {t}: {g.equation(_unmasked(n))}"
-                          + ("; masked: a padded sequence keeps the state of the step before"
-                             if _unmasked(n) is not n else ""),
+                # (masked: the value the cell computes, which the step's outputs and the next
+                # step both read through the mask, so its gradient is the total one, as
+                # unmasked; the state a padded sequence keeps is the step before's)
+                m = _unmasked(n)
+                self.node(g.id(n), "state", _sub(_hn(s), t), extra + self.value_rows(m),
+                          _mag(self.grad(m)), cut=cut, state=True, shape="ellipse",
+                          tooltip=f"state {s} after step {t}: {g.equation(m)}"
+                          + ("; masked: a padded sequence keeps the state of the step before "
+                             "(its value here is the step's own, which the mask drops, and "
+                             "its gradient 0)" if m is not n else ""),
                           hot=id(n) in self.path, kept=t in kept)
                 rows.add(("s", s), g.id(n))
             for k, ns in net.output_nodes.items():
