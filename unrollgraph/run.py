@@ -1099,7 +1099,9 @@ class Run:
         bprog, want, steps, shared = backward_program(net, needs, self.keep == "needed",
                                                       keep_states, plain)
         grads, owned = self._seeded(want, seeds)
-        generic = _FLAGS.anomaly or self.generic_backward
+        # (a forward pass that took the generic loop, under detect_anomaly say, made no
+        # stacked time-batched values for the compiled backward pass to read)
+        generic = _FLAGS.anomaly or self.generic_backward or self.generic_forward
         self.generic_backward = generic or steps is None
         if steps is not None and not generic:
             vals = self.values
