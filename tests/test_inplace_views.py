@@ -265,3 +265,28 @@ def test_a_forward_under_detect_anomaly_then_backward_outside_it(monkeypatch):
         grads.append({k: p.grad for k, p in cell.parameters().items()})
     for k, g in grads[0].items():
         assert np.array_equal(grads[1][k], g), k
+
+
+def test_net_slot_takes_the_names_run_value_takes_and_names_a_bad_one():
+    """``net.slot`` answers the names :meth:`Run.value` answers (same slot), and a name no
+    node has, a cell's own placeholder or a wrong type gets a GraphError naming it and the
+    accepted forms (no bare KeyError)."""
+    cell = ug.Cell("rnn")
+    x, h = cell.input("x", (2,)), cell.state("h", (2,))
+    cell.feedback(h, ug.tanh(x + h))
+    cell.output("y", h * 2.0)
+    net = ug.unroll(cell, steps=3)
+    net(np.ones((3, 1, 2)))
+    run = net.last_run
+    for name in ("x@0", "x_2", "h@1", "h_init", "y@2"):
+        assert run.values[net.slot(name)] is not None
+        assert np.array_equal(run.value(name), run.values[net.slot(name)]), name
+    assert net.slot("h@1") == net.slot(net.state_nodes["h"][1])
+    with pytest.raises(ug.GraphError, match=r"net\.slot\('hh@1'\).*did you mean 'h@1'"):
+        net.slot("hh@1")
+    with pytest.raises(ug.GraphError, match=r"net\.slot\(x\): a node of the cell.*'x@0'"):
+        net.slot(x)
+    with pytest.raises(ug.GraphError, match=r"net\.slot\(\.\.\.\) takes .* got int"):
+        net.slot(3)
+    with pytest.raises(ug.GraphError, match=r"Run\.value\(h\): a node of the cell.*'h@0'"):
+        run.value(h)
