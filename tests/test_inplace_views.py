@@ -20,6 +20,7 @@ user's arrays are checked unchanged bit for bit.
 from __future__ import annotations
 
 import importlib
+import os
 
 import numpy as np
 import pytest
@@ -166,7 +167,7 @@ def monkeypatch_module():
     mp.undo()
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=int(os.environ.get("UNROLLGRAPH_VIEW_EXAMPLES", "30")), deadline=None)
 @given(spec=specs(), data=st.data())
 def test_views_are_never_overwritten_in_place(spec, data, monkeypatch_module):
     T = data.draw(st.integers(1, 8), label="T")
