@@ -478,6 +478,7 @@ class Run:
     # step's); see _seed_state_rows
     state_rows: tuple = ()
     plain = None  # whether the run takes the plain path (see _plain_path), once chosen
+    _owner = "Run"  # what the name lookup's messages call the accessor's owner
 
     def __init__(self, net: Unrolled, xs: dict, states: dict, lengths, batch: int,
                  keep: str = "all"):
@@ -631,18 +632,24 @@ class Run:
         net = self.net
         if isinstance(node, Tensor) and id(node.node) in net._slot:  # a parameter tensor
             return net._slot[id(node.node)]
+        if isinstance(node, Tensor) and isinstance(node.node, Node) and (
+                node.node.step is None and node.node.op in ("input", "state")
+                or any(node.node is t.node for t in net.cell.outputs.values())):
+            node = node.node  # a cell's placeholder or output: said so below
         if isinstance(node, Node):
             s = net._slot.get(id(node))
             if s is not None:
                 return s
-            where = ("a node of the cell, not of the unrolled graph"
-                     if node.step is None and node.op in ("input", "state") or any(
-                         node is t.node for t in net.cell.outputs.values())
+            member = [k for k, t in net.cell.outputs.items() if node is t.node]
+            if node.step is None and node.op in ("input", "state"):
+                member.append(node.label())
+            where = ("a node of the cell, not of the unrolled graph" if member
                      else "not a node of this net's unrolled graph")
+            eg = f"{member[0]}@0" if member else net.graph.display_name(net.nodes[-1])
             raise GraphError(
-                f"Run.{what}({node.label()}): {where}; pass a node of net.graph.nodes (or "
-                f"net.output_nodes), or its display name as print(net.graph) shows it, e.g. "
-                f"run.{what}({net.graph.display_name(net.nodes[-1])!r})"
+                f"{self._owner}.{what}({node.label()}): {where}; pass a node of "
+                "net.graph.nodes (or net.output_nodes), or its display name as "
+                f"print(net.graph) shows it, e.g. {self._owner.lower()}.{what}({eg!r})"
             )
         if isinstance(node, str):
             names = self._names()[0]
@@ -671,7 +678,7 @@ class Run:
                     + (f", and the gradient it sends to output {y!r} at step t is "
                        f"Run.grad('{y}@t'), here e.g. '{y}@0'" if y else "") + ".")
             raise GraphError(
-                f"Run.{what}({node!r}): no node of the unrolled graph has this name"
+                f"{self._owner}.{what}({node!r}): no node of the unrolled graph has this name"
                 + (f"; did you mean {', '.join(map(repr, close))}?" if close and not loss
                    else ".")
                 + loss
@@ -686,7 +693,7 @@ class Run:
         got = ("a tensor that is not a node of the unrolled graph (an output the net "
                "returned, say)" if isinstance(node, Tensor) else type(node).__name__)
         raise GraphError(
-            f"Run.{what}(...) takes a node of net.graph.nodes, a parameter tensor, or a "
+            f"{self._owner}.{what}(...) takes a node of net.graph.nodes, a parameter tensor, or a "
             f"display name (a str such as 'h_next@0'), got {got}; for a tensor's own value "
             "use t.data (and t.grad)"
         )
@@ -1099,7 +1106,9 @@ class Run:
         bprog, want, steps, shared = backward_program(net, needs, self.keep == "needed",
                                                       keep_states, plain)
         grads, owned = self._seeded(want, seeds)
-        generic = _FLAGS.anomaly or self.generic_backward
+        # (a forward pass that took the generic loop, under detect_anomaly say, made no
+        # stacked time-batched values for the compiled backward pass to read)
+        generic = _FLAGS.anomaly or self.generic_backward or self.generic_forward
         self.generic_backward = generic or steps is None
         if steps is not None and not generic:
             vals = self.values
@@ -1592,6 +1601,19 @@ def _chunk_steps(net, batch: int, itemsize: int) -> int:
     if not net._tb_sliced:
         steps = max(steps, min(-(-T // _FEW_CHUNKS), -(-_MIN_ROWS // batch)))
     return max(1, min(steps, _FLUSH_CHUNK_BYTES // per_step))
+
+
+class NetNames:
+    """A net's node names outside a run: the lookup :meth:`Run.value` makes (display names
+    and the diagrams' names, see :meth:`Run._names`), for :meth:`Unrolled.slot`."""
+
+    __slots__ = ("net",)
+    _owner = "net"
+    _names = Run._names
+    _slot_of = Run._slot_of
+
+    def __init__(self, net):
+        self.net = net
 
 
 def _acc(grads, owned, s, g) -> None:

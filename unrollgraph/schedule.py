@@ -1179,7 +1179,9 @@ def plan_time_batching(body, batched, state_dependent, shapes, clones, input_nam
         plan.append(TimeBatch(n.op, op.forward, vjps, kw, tuple(refs), clones[id(n)]))
     # a node read by one time-batched node alone (and by one of its inputs only) may give
     # its array to that reader's elementwise result: x W^T + b adds b in place. (Whether it
-    # does depends on the run: only a lean run that keeps no per-step view of it.)
+    # does depends on the run: only a lean run that keeps no per-step view of it.) Never a
+    # slice: it is a view of its source's memory (an input's array, or a value that other
+    # slices or nodes still read: in x[:, ::-1] + p, the sum would overwrite x itself).
     readers: dict = {}
     for tb in plan:
         for kind, key in tb.refs:
@@ -1189,7 +1191,7 @@ def plan_time_batching(body, batched, state_dependent, shapes, clones, input_nam
         if tb.op in _POOLED_UFUNCS and not tb.kw:
             for m in ((0, 1) if tb.op in ("add", "mul") else (0,)):
                 kind, key = tb.refs[m]
-                if kind == "h" and readers[key] == 1:
+                if kind == "h" and readers[key] == 1 and plan[key].op != "getitem":
                     tb.donor = m
                     break
     return plan
@@ -1270,13 +1272,14 @@ def chunk_of(plan, t0, t1):
 
 def _in_place(tb, args, no_views):
     """``tb``'s value computed in its donor input's array (see :class:`TimeBatch`) when the
-    run keeps no view of that input (``no_views``) and the result has the array's shape and
-    type (the same ufunc on the same operands: the same bits), else None."""
+    run keeps no view of that input (``no_views``), the array owns its memory (a view's
+    memory is another value's: an input's, or one still read) and the result has the array's
+    shape and type (the same ufunc on the same operands: the same bits), else None."""
     m = tb.donor
     if m is None or tb.refs[m][1] not in no_views:
         return None
     t = args[m]
-    if type(t) is not np.ndarray or not t.flags.writeable:
+    if type(t) is not np.ndarray or not t.flags.writeable or t.base is not None:
         return None
     shape, dtype = t.shape, t.dtype
     for a in args:  # arrays of t's type, of t's shape or of a trailing part of it (a bias)

@@ -23,7 +23,7 @@ from .checkpoint import CheckpointedRun, kept_steps, resolve_checkpoint
 from .compile import compile_schedule
 from .errors import CellError
 from .graph import Graph, Node, gc_paused
-from .run import Run, call
+from .run import NetNames, Run, call
 
 __all__ = ["unroll", "Unrolled", "Run"]
 
@@ -404,9 +404,48 @@ class Unrolled:
         graph._given_names = _CopyNames(graph, cell_graph)
         return graph
 
-    def slot(self, node: Node) -> int:
-        """Index of ``node`` in the schedule (and in a run's value and gradient lists)."""
-        return self._slot[id(node)]
+    def slot(self, node) -> int:
+        """Index of ``node`` in the schedule (and in a run's value and gradient lists).
+
+        Parameters
+        ----------
+        node : Node, Tensor or str
+            A node of the unrolled graph (``net.nodes``, ``net.graph.nodes``,
+            ``net.output_nodes``), a parameter tensor, or a name as :meth:`Run.value`
+            takes it: a display name as ``print(net.graph)`` shows it (``"h_next@0"``,
+            ``"W"``) or a member's name at a step (``"h@t"``, ``"x_t"``, ``"h_init"``).
+
+        Returns
+        -------
+        int
+            The slot: ``run.values[slot]`` and ``run.grads[slot]`` are the node's.
+
+        Raises
+        ------
+        GraphError
+            ``node`` is not a node of this net (a cell's own placeholder, say) or no node
+            has that name; the message names it and lists the accepted forms (with close
+            names, where there are any).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> cell = ug.Cell("rnn")
+        >>> x, h = cell.input("x", (2,)), cell.state("h", (2,))
+        >>> cell.feedback(h, ug.tanh(x + h))
+        >>> net = ug.unroll(cell, steps=3)
+        >>> net.slot("h@1") == net.slot(net.state_nodes["h"][1])
+        True
+        >>> net.slot("hh@1")
+        Traceback (most recent call last):
+        ...
+        unrollgraph.errors.GraphError: net.slot('hh@1'): no node of the unrolled graph ...
+        """
+        if isinstance(node, Node):
+            s = self._slot.get(id(node))
+            if s is not None:
+                return s
+        return NetNames(self)._slot_of(node, "slot")
 
     def is_cut(self, node: Node) -> bool:
         """True if truncation keeps gradient away from ``node`` (it is drawn greyed)."""
