@@ -569,3 +569,22 @@ def test_tensor_and_cell_drawings_are_guarded_on_what_is_drawn():
     n = len(cell.graph().nodes)
     with pytest.raises(RenderError, match=rf"would draw {n + 1} nodes"):
         ug.to_dot(cell, max_nodes=n)
+
+
+def test_the_elided_steps_fill_is_on_the_scale_of_one_step():
+    """The box standing for elided steps is filled by the root mean square of their per-step
+    gradient norms, which lies between the smallest and the largest of them, never by the
+    norm over all of them together (larger than every step's: the box came out hotter than
+    every step it stands for)."""
+    from unrollgraph.render import _THEMES, _Scale
+    _, net, _ = _rnn_run(T=50)
+    run = net.last_run
+    per_step = [float(np.linalg.norm(run.grad(f"h@{t}"))) for t in range(2, 48)]
+    rms = float(np.sqrt(np.mean(np.square(per_step))))
+    total = float(np.sqrt(np.sum(np.square(per_step))))
+    lo, hi = min(per_step) / 10, total * 10
+    text = ug.to_dot(net, detail="elide", ends=2, color_scale=(lo, hi))
+    line = next(ln for ln in text.splitlines() if ln.lstrip().startswith('"elided" ['))
+    fill = re.search(r'fillcolor="(#[0-9a-f]{6})"', line).group(1)
+    scale = _Scale([], _THEMES["light"]["ramp"], (lo, hi))
+    assert fill == scale.colour(rms) != scale.colour(total)

@@ -1769,12 +1769,20 @@ class _Unrolled(_Drawer):
             mags += [_mag(self.grad(n)) for n in self.g.nodes
                      if n.step is not None and n.step in self.kept]
             if self.elided:
-                mags += [self.aggregate()]
+                mags += [self.elided_fill()]
         return mags
 
     def aggregate(self) -> float | None:
+        """The norm of the gradient over all elided steps together (the label's figure)."""
         ms = self.elided_mags()
         return math.sqrt(sum(m * m for m in ms)) if ms else None
+
+    def elided_fill(self) -> float | None:
+        """The elided steps' fill: the root mean square of their per-step norms, on the
+        scale of one step's norm as every other node (the norm over all of them together
+        grows with their number and would colour the box hotter than any step in it)."""
+        ms = self.elided_mags()
+        return math.sqrt(sum(m * m for m in ms) / len(ms)) if ms else None
 
     def is_const(self, n: Node) -> bool:
         """A constant, or a leaf the cell reads that is none of its parameters (a
@@ -2286,7 +2294,7 @@ class _Unrolled(_Drawer):
             ms = self.elided_mags()
             rows.append(f"‖∂{self.loss_sym()}/∂state‖ over them: {_h(_num(agg))}")
             rows.append(f"per step: {_h(_num(min(ms)))} … {_h(_num(max(ms)))}")
-        self.node("elided", "elide", f"… {n} steps …", rows, agg)
+        self.node("elided", "elide", f"… {n} steps …", rows, self.elided_fill())
 
     def forward_edge(self, a: str, b: str, **kw) -> None:
         """A state edge from one step to a later one. It is written reversed with
