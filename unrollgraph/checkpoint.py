@@ -321,12 +321,7 @@ class _SegmentRun(Run):
         whole = self.rows_of
         if whole is None:
             return super()._row_buffers(fr, dtype)
-        net = self.net
-        base = net._templates.blocks[0][0]
-        batched = net.graph._batched
-        leads = net.__dict__.get("_output_leads")
-        if leads is None:
-            leads = net._output_leads = self._output_leads()
+        net, base, batched, leads = self._row_context()
         a = self.first_step
         T = whole.net.steps
         vals = self.values

@@ -996,16 +996,20 @@ class Run:
             return None
         return [] if per_step * self.batch * net.steps * 8 >= _OUTPUT_BUFFER_BYTES else None
 
+    def _row_context(self) -> tuple:
+        """What :meth:`_row_buffers` reads of the net: the net, its step template's first
+        block, its batched nodes and its outputs' leading shapes (made once per net)."""
+        net = self.net
+        leads = net.__dict__.get("_output_leads")
+        if leads is None:
+            leads = net._output_leads = self._output_leads()
+        return net, net._templates.blocks[0][0], net.graph._batched, leads
+
     def _row_buffers(self, fr, dtype):
         """The output arrays (T, B, ...) that steps computing into rows write (the run's
         float type, the shapes of the outputs' stand-ins), or None if an output has no
         batch shape to give."""
-        net = self.net
-        base = net._templates.blocks[0][0]
-        batched = net.graph._batched
-        leads = net.__dict__.get("_output_leads")
-        if leads is None:
-            leads = net._output_leads = self._output_leads()
+        net, base, batched, leads = self._row_context()
         vals = self.values
         outs = []
         state_rows = []
