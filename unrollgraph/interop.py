@@ -236,16 +236,7 @@ def _values(tensor_type, x):
 
 
 def _placeholder(t) -> bool:
-    """Whether ``t`` is a cell's placeholder or computed from one (a walk over its ancestors;
-    the nodes of an unrolled net carry a step, a cell's placeholders none)."""
-    seen = set()
-    stack = [t.node]
-    while stack:
-        n = stack.pop()
-        if n.op in ("input", "state") and n.step is None:
-            return True
-        for p in n.inputs:
-            if id(p) not in seen:
-                seen.add(id(p))
-                stack.append(p)
-    return False
+    """Whether ``t`` is a cell's placeholder or computed from one (tensor.py's walk over its
+    ancestors)."""
+    from .tensor import _placeholder_source  # (tensor.py imports this module)
+    return _placeholder_source(t.node) is not None

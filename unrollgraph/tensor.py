@@ -1080,12 +1080,13 @@ def _no_grad_source(t: "Tensor") -> bool:
 def _placeholder_source(node: Node) -> str | None:
     """The label of a cell placeholder (input or state) that ``node`` is computed from, or
     None. A walk over the node's ancestors (explicit stack), for the rare calls that need it
-    (truth values, ``len``)."""
+    (truth values, ``len``, numpy functions on tensors). The nodes of an unrolled net carry a
+    step, a cell's placeholders none."""
     seen = set()
     stack = [node]
     while stack:
         n = stack.pop()
-        if n.op in _PLACEHOLDERS:
+        if n.op in _PLACEHOLDERS and n.step is None:
             return f"{n.op} {n.label()}"
         for p in n.inputs:
             if id(p) not in seen:
