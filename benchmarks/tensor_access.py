@@ -1,4 +1,4 @@
-"""The cost of reading a tensor's value (``t.data``) and of the ways to change a parameter in
+"""The cost of reading a tensor's value (``t.data``), its shape, and of the ways to change a parameter in
 place, in nanoseconds (reads) and microseconds (steps).
 
 ``t.data`` checks that the tensor is not a cell's placeholder (whose value is a stand-in)
@@ -25,8 +25,14 @@ def main() -> None:
     args = parser.parse_args()
     leaf = ug.tensor(np.ones((4, 8)), requires_grad=True)
     computed = leaf * 2.0
+    single = ug.tensor(np.ones((1, 8)), requires_grad=True) * 2.0  # a batch of one, eager
     reads = {"leaf.data": lambda: leaf.data, "computed.data": lambda: computed.data,
-             "leaf._data (the engine's read)": lambda: leaf._data}
+             "leaf._data (the engine's read)": lambda: leaf._data,
+             "leaf.shape": lambda: leaf.shape, "computed.shape": lambda: computed.shape,
+             "computed.size": lambda: computed.size,
+             "leaf._data.shape (the engine's read)": lambda: leaf._data.shape,
+             "batch-of-one computed.shape": lambda: single.shape,
+             "batch-of-one computed.data": lambda: single.data}
     print(f"{'read':40s} {'ns/read':>8s}")
     for name, fn in reads.items():
         best = min(timeit.repeat(fn, number=args.n, repeat=7)) / args.n * 1e9

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import CellError, CellWarning, ShapeError
+from .errors import CellError, CellWarning, InvalidNameError, ShapeError
 from .graph import Graph, Node, check_name, toposort
 from .ops import get_op
 from .tensor import Tensor, _editing, _locked, as_real_array
@@ -289,6 +289,36 @@ class Cell:
         ``with p.edit() as a: ...``, ``with ug.no_grad(): p -= lr * p.grad``, an optimizer),
         while putting another tensor in the dict changes only the dict."""
         return dict(self._params)
+
+    def named_parameters(self, prefix: str = ""):
+        """The parameters as ``(name, tensor)`` pairs, as PyTorch's ``named_parameters()``.
+
+        The order is the order of declaration, which for the cells of :mod:`unrollgraph.nn` is
+        PyTorch's (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, layer by layer);
+        the tensors are the parameters themselves, as :meth:`parameters` gives them.
+
+        Parameters
+        ----------
+        prefix : str, optional
+            Put before every name with a dot (``prefix="rnn"`` gives ``rnn.weight_ih``).
+
+        Yields
+        ------
+        tuple of (str, Tensor)
+
+        Raises
+        ------
+        InvalidNameError
+            For a prefix that is not a string.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> cell = ug.nn.RNNCell(2, 3, seed=0)
+        >>> [(name, p.shape) for name, p in cell.named_parameters()]
+        [('weight_ih', (3, 2)), ('weight_hh', (3, 3)), ('bias_ih', (3,)), ('bias_hh', (3,))]
+        """
+        return named(self._params, prefix, f"cell {self.name!r}")
 
     @property
     def dtype(self) -> np.dtype:
@@ -755,6 +785,19 @@ _LOSSES = {
     "binary_cross_entropy_with_logits": ("binary_cross_entropy_with_logits", "targets",
                                          "(T, B, ...) like the outputs"),
 }
+
+
+def named(params: Mapping, prefix, who: str):
+    """``(prefix.name, tensor)`` for each item of ``params`` (a dict name -> tensor, in its
+    order): what every ``named_parameters()`` yields. The prefix is checked at the call, not
+    at the first ``next()``."""
+    if not isinstance(prefix, str):
+        raise InvalidNameError(
+            f"{who}: named_parameters(prefix=...) takes a string put before each name with a "
+            f"dot (as PyTorch's), got {type(prefix).__name__} {prefix!r}"
+        )
+    lead = prefix + "." if prefix else ""
+    return ((lead + k, p) for k, p in params.items())
 
 
 def _shape_tuple(shape, what) -> tuple:

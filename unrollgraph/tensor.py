@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import numbers
 import sys
 import threading
 from typing import Any
@@ -623,11 +624,41 @@ class Tensor:
         return t
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
-        """Set ``requires_grad`` on a leaf in place and return it."""
+        """Set ``requires_grad`` in place and return the tensor, as PyTorch's
+        ``Tensor.requires_grad_``.
+
+        Parameters
+        ----------
+        flag : bool, optional
+            Whether gradients flow to this tensor from now on (default True).
+
+        Returns
+        -------
+        Tensor
+            ``self``.
+
+        Raises
+        ------
+        DTypeError
+            For a flag that is not ``True`` or ``False``.
+        GradientError
+            For ``False`` on a tensor computed by an op (use :meth:`detach`).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0]).requires_grad_()
+        >>> w.requires_grad
+        True
+        """
         if not isinstance(flag, (bool, np.bool_)):
             raise DTypeError(f"requires_grad_(flag): pass True or False, got {flag!r}")
         if self._parents and not flag:
-            raise GradientError("only leaves can stop requiring grad; use t.detach() instead")
+            raise GradientError(
+                f"{self.node.label()}.requires_grad_(False): {self.node.label()} is computed "
+                f"by op {self.node.op!r}, and only a leaf can stop requiring grad; use "
+                "t.detach() for a leaf with the same value and no history"
+            )
         self.requires_grad = flag
         return self
 
@@ -912,7 +943,15 @@ class Tensor:
                 "or p.data = new, or use an optimizer (ug.optim.SGD(cell.parameters(), lr=...))"
                 f"; for a new tensor computed from {label}, write q = p {symbol[:-1]} ..."
             )
-        what = f"{label} {symbol} value"
+        return self._change_in_place(other, f"{label} {symbol} value", fn,
+                                     f"an in-place update ({label} {symbol} ... under "
+                                     "ug.no_grad())")
+
+    def _change_in_place(self, other, what: str, fn, how: str, alpha=None):
+        """``self = fn(self, alpha * other)`` in place, on a leaf (checked by the caller):
+        the one place the in-place operators and methods change a value. Raises
+        :class:`~unrollgraph.ShapeError` (nothing changed) for a result of another shape."""
+        label = self.node.label()
         if isinstance(other, Tensor):
             if type(other._data) is not np.ndarray:
                 raise GraphError(
@@ -922,6 +961,8 @@ class Tensor:
             value = other._data
         else:
             value = as_real_array(other, what, copy=False)
+        if alpha is not None:
+            value = value * as_real_array(alpha, f"{what}: alpha", copy=False)
         arr = self._data
         try:
             result = fn(arr, value)
@@ -936,10 +977,156 @@ class Tensor:
                 f"{arr.shape}; an in-place change keeps the tensor's shape (nothing was "
                 "changed)"
             )
-        with _editing(self, f"an in-place update ({label} {symbol} ... under ug.no_grad())") \
-                as data:
+        with _editing(self, how) as data:
             data[...] = result  # (converted to the tensor's float type, as an edit is)
         return self
+
+    def _method_in_place(self, call: str, other, fn, alpha=None) -> "Tensor":
+        """PyTorch's in-place methods (``add_``, ``sub_``, ``mul_``, ``div_``, ``zero_``):
+        the rules of the in-place operators, with an error where an operator would fall back
+        to a new node (a method named ``..._`` promises to change this very tensor).
+
+        A leaf that requires grad changes under :func:`no_grad` only; a constant leaf (no
+        grad) changes in any mode, as in PyTorch; a cell's placeholder raises
+        :class:`~unrollgraph.CellError`, a computed tensor
+        :class:`~unrollgraph.GradientError`."""
+        node = self.node
+        label = node.label()
+        if node.op in _PLACEHOLDERS and node.step is None:
+            raise CellError(
+                f"{label}.{call}: {label} is a cell's placeholder, whose value is a stand-in "
+                "while the cell is built (the unrolled net replaces it by each step's value); "
+                "compute a new tensor with ops instead "
+                f"({label} + v, {label} * v, ug.where(mask, new, {label}))"
+            )
+        if self._parents or type(self._data) is not np.ndarray:
+            raise GradientError(
+                f"{label}.{call}: {label} is computed by op {node.op!r}, and a change of its "
+                "value in place would not be part of the graph its gradient follows; compute "
+                "a new tensor (q = t + v, q = t * v), or change a leaf (a parameter, under "
+                "ug.no_grad())"
+            )
+        if self._requires_grad and _MODE.get().grad_enabled:
+            raise GradientError(
+                f"{label}.{call}: {label} is a leaf that requires grad (a parameter), and an "
+                "in-place change of it while gradients are recorded has no place in the "
+                f"graph; change it under ug.no_grad(), as in PyTorch (with ug.no_grad(): "
+                f"p.{call}), or use an optimizer (ug.optim.SGD(cell.parameters(), lr=...))"
+            )
+        return self._change_in_place(other, f"{label}.{call}", fn,
+                                     f"an in-place update ({label}.{call})", alpha)
+
+    def add_(self, other, *, alpha=1) -> "Tensor":
+        """``self += alpha * other``, in place, as PyTorch's ``Tensor.add_``; returns ``self``.
+
+        The rules of ``+=``: a leaf that requires grad (a parameter) changes only under
+        :func:`no_grad`, and the change is recorded (a graph computed before it can no longer
+        be differentiated); a constant leaf changes in any mode.
+
+        Parameters
+        ----------
+        other : Tensor, array_like or number
+            Broadcast to ``self``'s shape (the result keeps it).
+        alpha : number, optional
+            The factor of ``other`` (default 1).
+
+        Returns
+        -------
+        Tensor
+            ``self``, changed.
+
+        Raises
+        ------
+        GradientError
+            For a parameter outside ``no_grad()``, and for a tensor computed by an op (its
+            value is part of a graph; write ``q = t + v``).
+        CellError
+            For a cell's placeholder (input or state).
+        ShapeError
+            For ``other`` whose shape would change ``self``'s (nothing is changed).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0], requires_grad=True)
+        >>> w.grad = [10.0, 20.0]
+        >>> with ug.no_grad():
+        ...     _ = w.add_(w.grad, alpha=-0.1)   # an SGD step
+        >>> w.data
+        array([0., 0.])
+        """
+        alpha = _alpha(alpha, "add_")
+        return self._method_in_place(f"add_(..., alpha={alpha!r})" if alpha != 1 else
+                                     "add_(...)", other, np.add, None if alpha == 1 else alpha)
+
+    def sub_(self, other, *, alpha=1) -> "Tensor":
+        """``self -= alpha * other``, in place, as PyTorch's ``Tensor.sub_``; returns ``self``.
+
+        The rules and errors of :meth:`add_`.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0], requires_grad=True)
+        >>> with ug.no_grad():
+        ...     _ = w.sub_([1.0, 1.0], alpha=0.5)
+        >>> w.data
+        array([0.5, 1.5])
+        """
+        alpha = _alpha(alpha, "sub_")
+        return self._method_in_place(f"sub_(..., alpha={alpha!r})" if alpha != 1 else
+                                     "sub_(...)", other, np.subtract,
+                                     None if alpha == 1 else alpha)
+
+    def mul_(self, other) -> "Tensor":
+        """``self *= other``, in place, as PyTorch's ``Tensor.mul_``; returns ``self``.
+
+        The rules and errors of :meth:`add_`.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0], requires_grad=True)
+        >>> with ug.no_grad():
+        ...     _ = w.mul_(0.9)                  # weight decay
+        >>> w.data
+        array([0.9, 1.8])
+        """
+        return self._method_in_place("mul_(...)", other, np.multiply)
+
+    def div_(self, other) -> "Tensor":
+        """``self /= other``, in place, as PyTorch's ``Tensor.div_``; returns ``self``.
+
+        The rules and errors of :meth:`add_`.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0], requires_grad=True)
+        >>> with ug.no_grad():
+        ...     _ = w.div_(4)
+        >>> w.data
+        array([0.25, 0.5 ])
+        """
+        return self._method_in_place("div_(...)", other, np.true_divide)
+
+    def zero_(self) -> "Tensor":
+        """Set every number to 0, in place, as PyTorch's ``Tensor.zero_``; returns ``self``.
+
+        The rules and errors of :meth:`add_`: a parameter changes under :func:`no_grad` only.
+        To reset a gradient, which is a numpy array (``w.grad.zero_()`` in PyTorch), write
+        ``w.grad = None`` or ``w.zero_grad()``.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0], requires_grad=True)
+        >>> with ug.no_grad():
+        ...     _ = w.zero_()
+        >>> w.data
+        array([0., 0.])
+        """
+        return self._method_in_place("zero_()", 0, _zeros)
 
     def __getitem__(self, index):
         if isinstance(index, Tensor):
@@ -1020,6 +1207,23 @@ class Tensor:
         from .functional import clip
 
         return clip(self, lo, hi)
+
+
+def _zeros(arr: np.ndarray, _value) -> np.ndarray:
+    """``Tensor.zero_``'s change: zeros of ``arr``'s shape (not ``arr * 0``, which keeps a
+    NaN or an infinity as NaN)."""
+    return np.zeros_like(arr)
+
+
+def _alpha(alpha, method: str):
+    """``alpha`` of ``add_``/``sub_`` checked: a real number (PyTorch's ``Number``)."""
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real):
+        raise DTypeError(
+            f"{method}(other, alpha=...): alpha must be a real number, got "
+            f"{type(alpha).__name__} {_short(alpha)}; pass a tensor's factor as "
+            f"{method}(alpha * other)"
+        )
+    return alpha
 
 
 def _int_sizes(shape, what: str) -> tuple:
