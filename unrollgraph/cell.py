@@ -231,19 +231,20 @@ class Cell:
                 f"cell {self.name!r}: feedback for state {sname!r} must be a Tensor built from "
                 f"the cell's inputs and states, got {type(next_value).__name__}"
             )
-        if next_value.shape != state.shape and next_value.shape[:1] != (1,):
+        nshape, sshape = next_value._data.shape, state._data.shape  # (the stand-ins' own)
+        if nshape != sshape and nshape[:1] != (1,):
             raise ShapeError(
                 f"cell {self.name!r}: feedback {next_value.node.label()} has shape "
-                f"{next_value.shape} while the cell is built on a batch of one, where state "
-                f"{sname!r} has {state.shape} = {_batched(state.shape)}: an op moved or mixed "
+                f"{nshape} while the cell is built on a batch of one, where state "
+                f"{sname!r} has {sshape} = {_batched(sshape)}: an op moved or mixed "
                 "the batch axis (axis 0), e.g. a transpose, reshape, stack or reduction over "
                 "axis 0; work on the other axes (axis=1 or axis=-1)"
             )
-        if next_value.shape != state.shape:
+        if nshape != sshape:
             raise ShapeError(
                 f"cell {self.name!r}: feedback {next_value.node.label()} has shape "
-                f"{_batched(next_value.shape)} but state {sname!r} has shape "
-                f"{_batched(state.shape)}; the next value must have the state's shape"
+                f"{_batched(nshape)} but state {sname!r} has shape "
+                f"{_batched(sshape)}; the next value must have the state's shape"
             )
         self._check_body(next_value, f"feedback for state {sname!r}")
         self._feedback[sname] = next_value
@@ -559,7 +560,7 @@ class Cell:
             if type(data) is not np.ndarray or data.ndim < 2 or data.shape[0] != 1:
                 continue
             for ph in holders:
-                if data.shape == ph.shape and np.all(data == _PROBE):
+                if data.shape == ph._data.shape and np.all(data == _PROBE):
                     if g is None:
                         g = self.graph()
                     found.setdefault(id(ph.node), g.display_name(t.node))

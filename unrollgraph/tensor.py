@@ -15,8 +15,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import numbers
+import opcode
 import sys
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -249,18 +251,150 @@ def _editing(t: "Tensor", how: str | None):
 
 
 def _stand_in_error(t: "Tensor", what: str) -> CellError:
-    """Why a cell's placeholder does not hand out its value (``h.data``, ``h.numpy()``)."""
+    """Why a cell's placeholder, or a value computed from one, does not hand out its value
+    (``h.data``, ``h.numpy()``)."""
     node = t.node
-    k = node.name
+    if node.op in _PLACEHOLDERS:
+        k = node.name
+        return CellError(
+            f"{k}{what}: {node.op} {k!r} is a placeholder of its cell, and its value is a "
+            "stand-in (a batch of one, every number 0.5) that exists only to check shapes "
+            "while the cell is built; a number or array read from it would be a constant, the "
+            f"same at every step. Compute with the tensor itself (e.g. {k} * 2, {k} @ W.T, "
+            f"ug.where({k} > 0, {k}, 0), {k}.max(axis=-1)), which the unrolled net replaces by "
+            f"each step's value; {k}.shape is (1, ...), the stand-in's batch of one (its axis "
+            f"0 is not a size to read) and then the declared shape {k}.shape[1:]. After a "
+            f"call, read a step's value with net.last_run.value('{k}@0')")
+    k = node.label()
+    source = _stand_in_source(t)
+    after = (f"net.last_run.value('{node.name}@0')" if node.name
+             else "net.last_run.value(name@step), after naming it (name=...)")
     return CellError(
-        f"{k}{what}: {node.op} {k!r} is a placeholder of its cell, and its value is a stand-in "
-        "(a batch of one, every number 0.5) that exists only to check shapes while the cell "
-        "is built; a number or array read from it would be a constant, the same at every "
-        f"step. Compute with the tensor itself (e.g. {k} * 2, {k} @ W.T, "
-        f"ug.where({k} > 0, {k}, 0), {k}.max(axis=-1)), which the unrolled net replaces by "
-        f"each step's value; {k}.shape is (1, ...), the stand-in's batch of one and then the "
-        f"declared shape {k}.shape[1:]. After a call, read a step's value with "
-        f"net.last_run.value('{k}@0')")
+        f"{k}{what}: {k} is computed from {source.op} {source.label()!r}, a placeholder of "
+        "its cell, whose value is a stand-in (a batch of one, every number 0.5) while the "
+        "cell is built; a number or array read from it would be a constant, the same at "
+        f"every step. Compute with the tensor {k} itself, which the unrolled net computes "
+        f"again at every step; after a call, read a step's value with {after}")
+
+
+# (tensor -> the placeholder node it is or is computed from, or False); see _stand_in_source
+_FROM_STAND_IN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _stand_in_source(t: "Tensor") -> Node | None:
+    """The cell placeholder node (input or state of a cell, not of an unrolled net) that
+    ``t`` is or is computed from, or ``None``.
+
+    Read only for a value whose axis 0 has size 1 (``shape``, ``size``, ``data`` ...): one
+    walk over the ancestors (explicit stack) that records the answer for every tensor it
+    visits, so each tensor is walked at most once in a process and reading the shapes of a
+    growing graph of batch-one tensors (an eager loop on one sequence) stays linear."""
+    memo = _FROM_STAND_IN
+    found = memo.get(t)
+    if found is not None:
+        return found or None
+    stack = [t]
+    while stack:
+        u = stack[-1]
+        if u in memo:
+            stack.pop()
+            continue
+        node = u.node
+        if node._op in _PLACEHOLDERS and node._step is None:
+            memo[u] = node
+            stack.pop()
+            continue
+        parents = u._parents
+        pending = [p for p in parents if p not in memo]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        memo[u] = next((memo[p] for p in parents if memo[p] is not False), False)
+    return memo[t] or None
+
+
+def _batch_message(node: Node, source: Node, read: str, instead: str) -> str:
+    """The :class:`CellError` text for reading the batch axis of a stand-in (``read`` as
+    ``.shape[0]``)."""
+    k = node.label()
+    head = read if read.startswith("len(") else f"{k}{read}"
+    what = ("is a placeholder of its cell" if node is source else
+            f"is computed from {source.op} {source.label()!r}, a placeholder of its cell")
+    return (
+        f"{head}: {k} {what}, which holds a stand-in while the cell is built: its axis 0 "
+        "is a batch of one, and the batch size is known only when the unrolled net is called "
+        "(a number read from it would be 1 at every batch size). Write the cell without the "
+        f"batch size: {instead.format(k=k)}; read the declared shape {k}.shape[1:] or a "
+        f"feature size {k}.shape[-1], reshape with -1 ({k}.reshape(-1, n)), reduce over "
+        "axis=-1, and let a parameter of shape (n,) broadcast over the batch")
+
+
+class _StandInShape(tuple):
+    """The shape of a cell's placeholder, or of a value computed from one, while the cell is
+    built: a tuple equal to the stand-in's shape ``(1, ...)`` whose axis 0, the batch,
+    cannot be read (``shape[0]``, a slice from axis 0, unpacking or iterating): each raises
+    :class:`~unrollgraph.CellError`. ``shape[1:]``, ``shape[-1]``, ``len(shape)`` and
+    comparisons read as a tuple's do."""
+
+    def __new__(cls, shape: tuple, node: Node, source: Node):
+        self = tuple.__new__(cls, shape)
+        self._of = (node, source)
+        return self
+
+    def __getitem__(self, index):
+        n = tuple.__len__(self)
+        if isinstance(index, slice):
+            batch = 0 in range(*index.indices(n))
+        else:
+            try:
+                i = index.__index__()
+            except (AttributeError, TypeError):
+                return tuple.__getitem__(self, index)  # (tuple's own TypeError)
+            batch = i in (0, -n)
+        if batch:
+            node, source = self._of
+            raise CellError(_batch_message(node, source, f".shape[{_index_text(index)}]",
+                                           "use no shape[0]"))
+        return tuple.__getitem__(self, index)
+
+    def __iter__(self):
+        # Unpacking (B, H = h.shape) and a loop (for n in h.shape) read axis 0 in the code
+        # that runs them, and are refused; numpy and the builtins that take a shape whole
+        # (np.zeros(h.shape), tuple(h.shape)) iterate it too, from C, under a call: numpy would
+        # turn an error into its own unclear TypeError, so those read the stand-in's shape.
+        if _unpacking_here():
+            node, source = self._of
+            raise CellError(_batch_message(
+                node, source, ".shape unpacked or iterated (B, H = h.shape, for n in h.shape)",
+                "unpack {k}.shape[1:] instead"))
+        return tuple.__iter__(self)
+
+    def __reduce__(self):  # (a plain tuple once pickled or copied)
+        return (tuple, (tuple.__getitem__(self, slice(None)),))
+
+
+_UNPACKING = frozenset(opcode.opmap[k] for k in ("UNPACK_SEQUENCE", "UNPACK_EX", "GET_ITER")
+                       if k in opcode.opmap)
+
+
+def _unpacking_here() -> bool:
+    """Whether the Python code that asked for an iterator (two frames up: past
+    ``_StandInShape.__iter__``) is unpacking or looping over it, as opposed to handing it
+    whole to a function (numpy's ``np.zeros(shape)``), by the instruction it is running.
+    False where the instruction cannot be read."""
+    try:
+        frame = sys._getframe(2)
+        return frame.f_code.co_code[frame.f_lasti] in _UNPACKING
+    except (AttributeError, IndexError, ValueError):
+        return False
+
+
+def _index_text(index) -> str:
+    if isinstance(index, slice):
+        return ":".join("" if v is None else str(v) for v in (index.start, index.stop)) + (
+            "" if index.step is None else f":{index.step}")
+    return str(index)
 
 
 def _caller_holds(arr: np.ndarray) -> bool:
@@ -390,6 +524,12 @@ class Tensor:
         :class:`~unrollgraph.CellError`, since a number or array read from it (``h.data.max()``)
         would be a constant of the cell, the same at every step.
         """
+        if self._parents:
+            data = self._data
+            if type(data) is np.ndarray and data.ndim and data.shape[0] == 1 \
+                    and _stand_in_source(self) is not None:
+                raise _stand_in_error(self, ".data")
+            return data
         if self.node._op in _PLACEHOLDERS and self.node._step is None:
             raise _stand_in_error(self, ".data")
         return self._data
@@ -468,16 +608,55 @@ class Tensor:
     # -- basic properties ---------------------------------------------------------------------
     @property
     def shape(self) -> tuple:
-        """Shape of the value."""
-        return self._data.shape
+        """Shape of the value, a tuple of ints.
+
+        In a cell, a placeholder (``cell.input``, ``cell.state``) and every value computed
+        from it hold a stand-in while the cell is built, whose axis 0 is a batch of one; the
+        real batch size is known only when the unrolled net is called. So their shape reads
+        as ``(1, ...)`` but its axis 0 cannot be read: ``h.shape[0]``, ``B, H = h.shape``,
+        ``tuple(h.shape)`` and a slice that includes axis 0 raise
+        :class:`~unrollgraph.CellError` (the number would be 1 at every batch size). Read the
+        declared shape ``h.shape[1:]``, a feature size ``h.shape[-1]`` and ``h.ndim``, and
+        write the cell without the batch size (reshape with ``-1``, reduce over ``axis=-1``,
+        let a parameter broadcast over the batch).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> cell = ug.Cell("c")
+        >>> h = cell.state("h", (3,))
+        >>> h.shape[1:], h.shape[-1], h.ndim
+        ((3,), 3, 2)
+        >>> h.shape[0]  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        unrollgraph.errors.CellError: h.shape[0]: ... the batch size ...
+        """
+        shape = self._data.shape
+        if not shape or shape[0] != 1:  # (the one test on every other tensor's path)
+            return shape
+        source = _stand_in_source(self)
+        return shape if source is None else _StandInShape(shape, self.node, source)
 
     @property
     def ndim(self) -> int:
+        """Number of axes (a cell's placeholder counts its batch axis: ``h.ndim`` is
+        ``len(h.shape)``)."""
         return self._data.ndim
 
     @property
     def size(self) -> int:
-        return self._data.size
+        """Number of numbers in the value. For a cell's placeholder or a value computed from
+        one it would count the stand-in's batch of one: :class:`~unrollgraph.CellError` (the
+        numbers of one sequence are ``math.prod(h.shape[1:])``)."""
+        data = self._data
+        if data.ndim and data.shape[0] == 1:
+            source = _stand_in_source(self)
+            if source is not None:
+                raise CellError(_batch_message(self.node, source, ".size",
+                                               "math.prod({k}.shape[1:]) for the numbers of "
+                                               "one sequence"))
+        return data.size
 
     @property
     def dtype(self):
@@ -502,11 +681,15 @@ class Tensor:
         return not self._parents
 
     def numpy(self) -> np.ndarray:
-        """The value as a numpy array (not a copy); refused for a cell's placeholder, as
-        :attr:`data` is."""
-        if self.node._op in _PLACEHOLDERS and self.node._step is None:
+        """The value as a numpy array (not a copy); refused for a cell's placeholder and a
+        value computed from one, as :attr:`data` is."""
+        node = self.node
+        data = self._data
+        if (node._op in _PLACEHOLDERS and node._step is None) or (
+                self._parents and type(data) is np.ndarray and data.ndim
+                and data.shape[0] == 1 and _stand_in_source(self) is not None):
             raise _stand_in_error(self, ".numpy()")
-        return self._data
+        return data
 
     def item(self) -> float:
         """The value of a one-element tensor as a Python float (``float(t)`` and ``int(t)``
@@ -535,27 +718,39 @@ class Tensor:
         return int(self.item())
 
     def __iter__(self):
-        """The rows along axis 0 (``t[0]``, ``t[1]``, ...), each a node as ``t[i]`` is."""
+        """The rows along axis 0 (``t[0]``, ``t[1]``, ...), each a node as ``t[i]`` is.
+
+        Axis 0 of a cell's placeholder, or of a value computed from one, is the stand-in's
+        batch of one while the cell is built: iterating over it (``for row in h``,
+        ``list(h)``) raises :class:`~unrollgraph.CellError`, as ``len(h)`` does."""
+        self._check_batch_read(" iterated (for row in h, list(h), a, = h)",
+                               "index a feature axis instead ({k}[:, i])")
         for i in range(len(self)):
             yield self[i]
 
     def __len__(self) -> int:
+        """The size of axis 0, as numpy's ``len``. :class:`TypeError` for a tensor of shape
+        ``()``; :class:`~unrollgraph.CellError` for a cell's placeholder or a value computed
+        from one, whose axis 0 is the stand-in's batch of one (see :attr:`shape`)."""
         data = self._data
         if type(data) is np.ndarray and not data.ndim:
             raise TypeError(
                 f"len() of {self.node.label()}, a tensor of shape (): it has no axis to count; "
                 "use t.item() for its value"
             )
-        if type(data) is np.ndarray and data.ndim and data.shape[0] == 1:
-            placeholder = _placeholder_source(self.node)
-            if placeholder is not None:
-                raise CellError(
-                    f"len({self.node.label()}): {placeholder} is a cell placeholder, built on a "
-                    "batch of one (the real batch size is known only when the unrolled net is "
-                    "called); write the cell's equations without the batch size (reduce with "
-                    "axis=-1, reshape with -1)"
-                )
+        self._check_batch_read(" (len)", "use {k}.shape[-1] for a feature size")
         return len(data)
+
+    def _check_batch_read(self, read: str, instead: str) -> None:
+        """Raise :class:`~unrollgraph.CellError` if axis 0 of this tensor is a cell
+        stand-in's batch of one (a number read from it would be 1 at every batch size)."""
+        data = self._data
+        if type(data) is np.ndarray and data.ndim and data.shape[0] == 1:
+            source = _stand_in_source(self)
+            if source is not None:
+                label = self.node.label()
+                read = f"len({label})" if read == " (len)" else read
+                raise CellError(_batch_message(self.node, source, read, instead))
 
     def __array__(self, dtype=None, copy=None):
         """The value, for numpy (``np.asarray(t)``): a read-only view of the value, or a copy
