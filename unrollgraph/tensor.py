@@ -270,7 +270,7 @@ def _stand_in_error(t: "Tensor", what: str) -> CellError:
     after = (f"net.last_run.value('{node.name}@0')" if node.name
              else "net.last_run.value(name@step), after naming it (name=...)")
     return CellError(
-        f"{k}{what}: {k} is computed from {source.op} {source.label()!r}, a placeholder of "
+        f"{k}{what}: {k} is computed from {source.op} {source.label()}, a placeholder of "
         "its cell, whose value is a stand-in (a batch of one, every number 0.5) while the "
         "cell is built; a number or array read from it would be a constant, the same at "
         f"every step. Compute with the tensor {k} itself, which the unrolled net computes "
@@ -316,18 +316,19 @@ def _stand_in_source(t: "Tensor") -> Node | None:
 
 def _batch_message(node: Node, source: Node, read: str, instead: str) -> str:
     """The :class:`CellError` text for reading the batch axis of a stand-in (``read`` as
-    ``.shape[0]``)."""
+    ``.shape[0]``; ``instead``, with ``{k}`` for the tensor's label, leads the advice)."""
     k = node.label()
     head = read if read.startswith("len(") else f"{k}{read}"
     what = ("is a placeholder of its cell" if node is source else
-            f"is computed from {source.op} {source.label()!r}, a placeholder of its cell")
+            f"is computed from {source.op} {source.label()}, a placeholder of its cell")
+    instead = instead.format(k=k) + "; " if instead else ""
     return (
         f"{head}: {k} {what}, which holds a stand-in while the cell is built: its axis 0 "
         "is a batch of one, and the batch size is known only when the unrolled net is called "
         "(a number read from it would be 1 at every batch size). Write the cell without the "
-        f"batch size: {instead.format(k=k)}; read the declared shape {k}.shape[1:] or a "
-        f"feature size {k}.shape[-1], reshape with -1 ({k}.reshape(-1, n)), reduce over "
-        "axis=-1, and let a parameter of shape (n,) broadcast over the batch")
+        f"batch size: {instead}read the declared shape {k}.shape[1:] or a feature size "
+        f"{k}.shape[-1], reshape with -1 ({k}.reshape(-1, n)), reduce over axis=-1, and let a "
+        "parameter of shape (n,) broadcast over the batch")
 
 
 class _StandInShape(tuple):
@@ -355,7 +356,7 @@ class _StandInShape(tuple):
         if batch:
             node, source = self._of
             raise CellError(_batch_message(node, source, f".shape[{_index_text(index)}]",
-                                           "use no shape[0]"))
+                                           ""))
         return tuple.__getitem__(self, index)
 
     def __iter__(self):
@@ -654,8 +655,8 @@ class Tensor:
             source = _stand_in_source(self)
             if source is not None:
                 raise CellError(_batch_message(self.node, source, ".size",
-                                               "math.prod({k}.shape[1:]) for the numbers of "
-                                               "one sequence"))
+                                               "math.prod({k}.shape[1:]) counts the numbers "
+                                               "of one sequence"))
         return data.size
 
     @property
@@ -738,7 +739,7 @@ class Tensor:
                 f"len() of {self.node.label()}, a tensor of shape (): it has no axis to count; "
                 "use t.item() for its value"
             )
-        self._check_batch_read(" (len)", "use {k}.shape[-1] for a feature size")
+        self._check_batch_read(" (len)", "")
         return len(data)
 
     def _check_batch_read(self, read: str, instead: str) -> None:
