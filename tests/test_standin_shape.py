@@ -134,15 +134,15 @@ def test_the_message_names_the_value_and_the_placeholder_it_comes_from():
     h = cell.state("h", (3,))
     g = ug.tanh(h * 2.0, name="gate")
     with pytest.raises(ug.CellError) as err:
-        g.shape[0]
+        _ = g.shape[0]
     msg = str(err.value)
     assert msg.startswith("gate.shape[0]: gate is computed from state h, a placeholder")
     g.name = "renamed"  # the label is read when the error is made
     with pytest.raises(ug.CellError, match=r"^renamed\.size: renamed is computed from state"):
-        g.size
+        _ = g.size
     with pytest.raises(ug.CellError, match=r"renamed\.data: renamed is computed from state "
                                            r"h.*net\.last_run\.value\('renamed@0'\)"):
-        g.data
+        _ = g.data
 
 
 def test_tensors_outside_cells_read_a_batch_of_one_as_one():

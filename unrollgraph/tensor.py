@@ -521,9 +521,14 @@ class Tensor:
         array([2., 3.])
 
         A cell's placeholder (``cell.input``, ``cell.state``) holds a stand-in while the cell
-        is built, a batch of one of 0.5 that only checks shapes: its ``.data`` raises
+        is built, a batch of one of 0.5 that only checks shapes: its ``.data``, and the
+        ``.data`` of a value computed from it (``(h * 2).data``), raise
         :class:`~unrollgraph.CellError`, since a number or array read from it (``h.data.max()``)
         would be a constant of the cell, the same at every step.
+
+        Coming from PyTorch: ``.data`` is a numpy array, so ``p.data.add_(...)`` and
+        ``p.grad.zero_()`` do not exist; write ``p.add_(...)`` (or ``p -= ...``) under
+        :func:`no_grad`, and ``p.grad = None``.
         """
         if self._parents:
             data = self._data
