@@ -277,8 +277,29 @@ def _stand_in_error(t: "Tensor", what: str) -> CellError:
         f"again at every step; after a call, read a step's value with {after}")
 
 
-# (tensor -> the placeholder node it is or is computed from, or False); see _stand_in_source
-_FROM_STAND_IN: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# id(tensor) -> (a weak reference to it, the placeholder node it is or is computed from, or
+# False); see _stand_in_source. (A dict by id with the reference checked on each read is
+# several times cheaper to read than a WeakKeyDictionary.)
+_FROM_STAND_IN: dict = {}
+
+
+def _recorded(t: "Tensor"):
+    """What :func:`_stand_in_source` recorded for ``t``: a node, False, or None (nothing)."""
+    entry = _FROM_STAND_IN.get(id(t))
+    if entry is not None and entry[0]() is t:
+        return entry[1]
+    return None
+
+
+def _record(t: "Tensor", found) -> None:
+    key = id(t)
+
+    def forget(ref, key=key):  # (t is gone: drop its entry, unless its id was reused since)
+        entry = _FROM_STAND_IN.get(key)
+        if entry is not None and entry[0] is ref:
+            del _FROM_STAND_IN[key]
+
+    _FROM_STAND_IN[key] = (weakref.ref(t, forget), found)
 
 
 def _stand_in_source(t: "Tensor") -> Node | None:
@@ -289,29 +310,28 @@ def _stand_in_source(t: "Tensor") -> Node | None:
     walk over the ancestors (explicit stack) that records the answer for every tensor it
     visits, so each tensor is walked at most once in a process and reading the shapes of a
     growing graph of batch-one tensors (an eager loop on one sequence) stays linear."""
-    memo = _FROM_STAND_IN
-    found = memo.get(t)
+    found = _recorded(t)
     if found is not None:
         return found or None
     stack = [t]
     while stack:
         u = stack[-1]
-        if u in memo:
+        if _recorded(u) is not None:
             stack.pop()
             continue
         node = u.node
         if node._op in _PLACEHOLDERS and node._step is None:
-            memo[u] = node
+            _record(u, node)
             stack.pop()
             continue
         parents = u._parents
-        pending = [p for p in parents if p not in memo]
+        pending = [p for p in parents if _recorded(p) is None]
         if pending:
             stack.extend(pending)
             continue
         stack.pop()
-        memo[u] = next((memo[p] for p in parents if memo[p] is not False), False)
-    return memo[t] or None
+        _record(u, next((f for f in map(_recorded, parents) if f is not False), False))
+    return _recorded(t) or None
 
 
 def _batch_message(node: Node, source: Node, read: str, instead: str) -> str:
@@ -530,15 +550,15 @@ class Tensor:
         ``p.grad.zero_()`` do not exist; write ``p.add_(...)`` (or ``p -= ...``) under
         :func:`no_grad`, and ``p.grad = None``.
         """
-        if self._parents:
-            data = self._data
-            if type(data) is np.ndarray and data.ndim and data.shape[0] == 1 \
-                    and _stand_in_source(self) is not None:
+        data = self._data
+        if self._parents:  # (the node's recorded shape: a cheaper read than data.shape)
+            shape = self.node._shape
+            if shape and shape[0] == 1 and _stand_in_source(self) is not None:
                 raise _stand_in_error(self, ".data")
             return data
         if self.node._op in _PLACEHOLDERS and self.node._step is None:
             raise _stand_in_error(self, ".data")
-        return self._data
+        return data
 
     @data.setter
     def data(self, value) -> None:
@@ -655,14 +675,14 @@ class Tensor:
         """Number of numbers in the value. For a cell's placeholder or a value computed from
         one it would count the stand-in's batch of one: :class:`~unrollgraph.CellError` (the
         numbers of one sequence are ``math.prod(h.shape[1:])``)."""
-        data = self._data
-        if data.ndim and data.shape[0] == 1:
+        shape = self.node._shape  # (the recorded shape: a cheaper read than data.shape)
+        if shape and shape[0] == 1:
             source = _stand_in_source(self)
             if source is not None:
                 raise CellError(_batch_message(self.node, source, ".size",
                                                "math.prod({k}.shape[1:]) counts the numbers "
                                                "of one sequence"))
-        return data.size
+        return self._data.size
 
     @property
     def dtype(self):
@@ -690,12 +710,12 @@ class Tensor:
         """The value as a numpy array (not a copy); refused for a cell's placeholder and a
         value computed from one, as :attr:`data` is."""
         node = self.node
-        data = self._data
+        shape = node._shape
         if (node._op in _PLACEHOLDERS and node._step is None) or (
-                self._parents and type(data) is np.ndarray and data.ndim
-                and data.shape[0] == 1 and _stand_in_source(self) is not None):
+                self._parents and shape and shape[0] == 1
+                and _stand_in_source(self) is not None):
             raise _stand_in_error(self, ".numpy()")
-        return data
+        return self._data
 
     def item(self) -> float:
         """The value of a one-element tensor as a Python float (``float(t)`` and ``int(t)``
