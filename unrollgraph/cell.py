@@ -17,7 +17,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import CellError, CellWarning, ShapeError
+from .errors import CellError, CellWarning, InvalidNameError, ShapeError
 from .graph import Graph, Node, check_name, toposort
 from .ops import get_op
 from .tensor import Tensor, _editing, _locked, as_real_array
@@ -231,19 +231,20 @@ class Cell:
                 f"cell {self.name!r}: feedback for state {sname!r} must be a Tensor built from "
                 f"the cell's inputs and states, got {type(next_value).__name__}"
             )
-        if next_value.shape != state.shape and next_value.shape[:1] != (1,):
+        nshape, sshape = next_value._data.shape, state._data.shape  # (the stand-ins' own)
+        if nshape != sshape and nshape[:1] != (1,):
             raise ShapeError(
                 f"cell {self.name!r}: feedback {next_value.node.label()} has shape "
-                f"{next_value.shape} while the cell is built on a batch of one, where state "
-                f"{sname!r} has {state.shape} = {_batched(state.shape)}: an op moved or mixed "
+                f"{nshape} while the cell is built on a batch of one, where state "
+                f"{sname!r} has {sshape} = {_batched(sshape)}: an op moved or mixed "
                 "the batch axis (axis 0), e.g. a transpose, reshape, stack or reduction over "
                 "axis 0; work on the other axes (axis=1 or axis=-1)"
             )
-        if next_value.shape != state.shape:
+        if nshape != sshape:
             raise ShapeError(
                 f"cell {self.name!r}: feedback {next_value.node.label()} has shape "
-                f"{_batched(next_value.shape)} but state {sname!r} has shape "
-                f"{_batched(state.shape)}; the next value must have the state's shape"
+                f"{_batched(nshape)} but state {sname!r} has shape "
+                f"{_batched(sshape)}; the next value must have the state's shape"
             )
         self._check_body(next_value, f"feedback for state {sname!r}")
         self._feedback[sname] = next_value
@@ -289,6 +290,36 @@ class Cell:
         ``with p.edit() as a: ...``, ``with ug.no_grad(): p -= lr * p.grad``, an optimizer),
         while putting another tensor in the dict changes only the dict."""
         return dict(self._params)
+
+    def named_parameters(self, prefix: str = ""):
+        """The parameters as ``(name, tensor)`` pairs, as PyTorch's ``named_parameters()``.
+
+        The order is the order of declaration, which for the cells of :mod:`unrollgraph.nn` is
+        PyTorch's (``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh``, layer by layer);
+        the tensors are the parameters themselves, as :meth:`parameters` gives them.
+
+        Parameters
+        ----------
+        prefix : str, optional
+            Put before every name with a dot (``prefix="rnn"`` gives ``rnn.weight_ih``).
+
+        Yields
+        ------
+        tuple of (str, Tensor)
+
+        Raises
+        ------
+        InvalidNameError
+            For a prefix that is not a string.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> cell = ug.nn.RNNCell(2, 3, seed=0)
+        >>> [(name, p.shape) for name, p in cell.named_parameters()]
+        [('weight_ih', (3, 2)), ('weight_hh', (3, 3)), ('bias_ih', (3,)), ('bias_hh', (3,))]
+        """
+        return named(self._params, prefix, f"cell {self.name!r}")
 
     @property
     def dtype(self) -> np.dtype:
@@ -529,7 +560,7 @@ class Cell:
             if type(data) is not np.ndarray or data.ndim < 2 or data.shape[0] != 1:
                 continue
             for ph in holders:
-                if data.shape == ph.shape and np.all(data == _PROBE):
+                if data.shape == ph._data.shape and np.all(data == _PROBE):
                     if g is None:
                         g = self.graph()
                     found.setdefault(id(ph.node), g.display_name(t.node))
@@ -755,6 +786,19 @@ _LOSSES = {
     "binary_cross_entropy_with_logits": ("binary_cross_entropy_with_logits", "targets",
                                          "(T, B, ...) like the outputs"),
 }
+
+
+def named(params: Mapping, prefix, who: str):
+    """``(prefix.name, tensor)`` for each item of ``params`` (a dict name -> tensor, in its
+    order): what every ``named_parameters()`` yields. The prefix is checked at the call, not
+    at the first ``next()``."""
+    if not isinstance(prefix, str):
+        raise InvalidNameError(
+            f"{who}: named_parameters(prefix=...) takes a string put before each name with a "
+            f"dot (as PyTorch's), got {type(prefix).__name__} {prefix!r}"
+        )
+    lead = prefix + "." if prefix else ""
+    return ((lead + k, p) for k, p in params.items())
 
 
 def _shape_tuple(shape, what) -> tuple:

@@ -15,7 +15,9 @@ stand-in value. So:
   only, such as the condition ``c > 0``) they compute on its value, as on ``np.asarray(t)``,
   and return numpy results;
 - the functions and ufuncs that only read a value (``np.allclose``, ``np.isfinite``,
-  ``np.shape``, ``np.argmax``..., listed in ``READERS``) read any tensor's value;
+  ``np.argmax``..., listed in ``READERS``) read any tensor's value; ``np.shape(t)``,
+  ``np.ndim(t)`` and ``np.size(t)`` give ``t.shape``, ``t.ndim`` and ``t.size``, with their
+  rules for a cell's placeholder (axis 0 of its stand-in, a batch of one, cannot be read);
 - inside a cell, where a placeholder holds a stand-in value, every numpy function and ufunc
   but the operators raises for a placeholder and what is computed from it.
 
@@ -89,6 +91,9 @@ READERS = frozenset({
     "shares_memory", "assert_allclose", "assert_array_equal", "assert_array_almost_equal",
     "assert_equal", "assert_almost_equal", "assert_array_less", "printoptions",
 })
+
+# numpy's functions that read a shape: on one tensor they give its own attribute
+_SHAPE_READERS = frozenset({"shape", "ndim", "size"})
 
 # ufunc methods other than a plain call: np.add.reduce(t) is a sum, np.maximum.reduce a max
 _METHODS = {("add", "reduce"): "sum", ("maximum", "reduce"): "max"}
@@ -198,9 +203,14 @@ def function_on_tensor(tensor_type, func, args: tuple, kwargs: dict):
     """``Tensor.__array_function__``: numpy's non-ufunc functions raise
     :class:`~unrollgraph.NumpyFunctionError` for a tensor that is part of a graph, and compute
     on the values of plain constant tensors."""
+    name = func.__name__
+    if name in _SHAPE_READERS and len(args) == 1 and isinstance(args[0], tensor_type) and \
+            not kwargs:
+        # the tensor's own attribute: inside a cell, the same rules for the stand-in's batch
+        # axis as t.shape and t.size (np.ndim(h) reads no size and is always right)
+        return getattr(args[0], name)
     tensors = list(_tensors_in(tensor_type, args, kwargs))
     why = next((w for w in map(_graph_tensor, tensors) if w is not None), None)
-    name = func.__name__
     derived = next((x for x in tensors if x._parents and _placeholder(x)), None)
     if why is None and derived is not None:  # (computed from a placeholder: a stand-in)
         why = f"{derived.node.label()} is computed from a cell's placeholder"

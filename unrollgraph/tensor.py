@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import numbers
+import opcode
 import sys
 import threading
+import weakref
 from typing import Any
 
 import numpy as np
@@ -248,18 +251,171 @@ def _editing(t: "Tensor", how: str | None):
 
 
 def _stand_in_error(t: "Tensor", what: str) -> CellError:
-    """Why a cell's placeholder does not hand out its value (``h.data``, ``h.numpy()``)."""
+    """Why a cell's placeholder, or a value computed from one, does not hand out its value
+    (``h.data``, ``h.numpy()``)."""
     node = t.node
-    k = node.name
+    if node.op in _PLACEHOLDERS:
+        k = node.name
+        return CellError(
+            f"{k}{what}: {node.op} {k!r} is a placeholder of its cell, and its value is a "
+            "stand-in (a batch of one, every number 0.5) that exists only to check shapes "
+            "while the cell is built; a number or array read from it would be a constant, the "
+            f"same at every step. Compute with the tensor itself (e.g. {k} * 2, {k} @ W.T, "
+            f"ug.where({k} > 0, {k}, 0), {k}.max(axis=-1)), which the unrolled net replaces by "
+            f"each step's value; {k}.shape is (1, ...), the stand-in's batch of one (its axis "
+            f"0 is not a size to read) and then the declared shape {k}.shape[1:]. After a "
+            f"call, read a step's value with net.last_run.value('{k}@0')")
+    k = node.label()
+    source = _stand_in_source(t)
+    after = (f"net.last_run.value('{node.name}@0')" if node.name
+             else "net.last_run.value(name@step), after naming it (name=...)")
     return CellError(
-        f"{k}{what}: {node.op} {k!r} is a placeholder of its cell, and its value is a stand-in "
-        "(a batch of one, every number 0.5) that exists only to check shapes while the cell "
-        "is built; a number or array read from it would be a constant, the same at every "
-        f"step. Compute with the tensor itself (e.g. {k} * 2, {k} @ W.T, "
-        f"ug.where({k} > 0, {k}, 0), {k}.max(axis=-1)), which the unrolled net replaces by "
-        f"each step's value; {k}.shape is (1, ...), the stand-in's batch of one and then the "
-        f"declared shape {k}.shape[1:]. After a call, read a step's value with "
-        f"net.last_run.value('{k}@0')")
+        f"{k}{what}: {k} is computed from {source.op} {source.label()}, a placeholder of "
+        "its cell, whose value is a stand-in (a batch of one, every number 0.5) while the "
+        "cell is built; a number or array read from it would be a constant, the same at "
+        f"every step. Compute with the tensor {k} itself, which the unrolled net computes "
+        f"again at every step; after a call, read a step's value with {after}")
+
+
+# id(tensor) -> (a weak reference to it, the placeholder node it is or is computed from, or
+# False); see _stand_in_source. (A dict by id with the reference checked on each read is
+# several times cheaper to read than a WeakKeyDictionary.)
+_FROM_STAND_IN: dict = {}
+
+
+def _recorded(t: "Tensor"):
+    """What :func:`_stand_in_source` recorded for ``t``: a node, False, or None (nothing)."""
+    entry = _FROM_STAND_IN.get(id(t))
+    if entry is not None and entry[0]() is t:
+        return entry[1]
+    return None
+
+
+def _record(t: "Tensor", found) -> None:
+    key = id(t)
+
+    def forget(ref, key=key):  # (t is gone: drop its entry, unless its id was reused since)
+        entry = _FROM_STAND_IN.get(key)
+        if entry is not None and entry[0] is ref:
+            del _FROM_STAND_IN[key]
+
+    _FROM_STAND_IN[key] = (weakref.ref(t, forget), found)
+
+
+def _stand_in_source(t: "Tensor") -> Node | None:
+    """The cell placeholder node (input or state of a cell, not of an unrolled net) that
+    ``t`` is or is computed from, or ``None``.
+
+    Read only for a value whose axis 0 has size 1 (``shape``, ``size``, ``data`` ...): one
+    walk over the ancestors (explicit stack) that records the answer for every tensor it
+    visits, so each tensor is walked at most once in a process and reading the shapes of a
+    growing graph of batch-one tensors (an eager loop on one sequence) stays linear."""
+    found = _recorded(t)
+    if found is not None:
+        return found or None
+    stack = [t]
+    while stack:
+        u = stack[-1]
+        if _recorded(u) is not None:
+            stack.pop()
+            continue
+        node = u.node
+        if node._op in _PLACEHOLDERS and node._step is None:
+            _record(u, node)
+            stack.pop()
+            continue
+        parents = u._parents
+        pending = [p for p in parents if _recorded(p) is None]
+        if pending:
+            stack.extend(pending)
+            continue
+        stack.pop()
+        _record(u, next((f for f in map(_recorded, parents) if f is not False), False))
+    return _recorded(t) or None
+
+
+def _batch_message(node: Node, source: Node, read: str, instead: str) -> str:
+    """The :class:`CellError` text for reading the batch axis of a stand-in (``read`` as
+    ``.shape[0]``; ``instead``, with ``{k}`` for the tensor's label, leads the advice)."""
+    k = node.label()
+    head = read if read.startswith("len(") else f"{k}{read}"
+    what = ("is a placeholder of its cell" if node is source else
+            f"is computed from {source.op} {source.label()}, a placeholder of its cell")
+    instead = instead.format(k=k) + "; " if instead else ""
+    return (
+        f"{head}: {k} {what}, which holds a stand-in while the cell is built: its axis 0 "
+        "is a batch of one, and the batch size is known only when the unrolled net is called "
+        "(a number read from it would be 1 at every batch size). Write the cell without the "
+        f"batch size: {instead}read the declared shape {k}.shape[1:] or a feature size "
+        f"{k}.shape[-1], reshape with -1 ({k}.reshape(-1, n)), reduce over axis=-1, and let a "
+        "parameter of shape (n,) broadcast over the batch")
+
+
+class _StandInShape(tuple):
+    """The shape of a cell's placeholder, or of a value computed from one, while the cell is
+    built: a tuple equal to the stand-in's shape ``(1, ...)`` whose axis 0, the batch,
+    cannot be read (``shape[0]``, a slice from axis 0, unpacking or iterating): each raises
+    :class:`~unrollgraph.CellError`. ``shape[1:]``, ``shape[-1]``, ``len(shape)`` and
+    comparisons read as a tuple's do."""
+
+    def __new__(cls, shape: tuple, node: Node, source: Node):
+        self = tuple.__new__(cls, shape)
+        self._of = (node, source)
+        return self
+
+    def __getitem__(self, index):
+        n = tuple.__len__(self)
+        if isinstance(index, slice):
+            batch = 0 in range(*index.indices(n))
+        else:
+            try:
+                i = index.__index__()
+            except (AttributeError, TypeError):
+                return tuple.__getitem__(self, index)  # (tuple's own TypeError)
+            batch = i in (0, -n)
+        if batch:
+            node, source = self._of
+            raise CellError(_batch_message(node, source, f".shape[{_index_text(index)}]",
+                                           ""))
+        return tuple.__getitem__(self, index)
+
+    def __iter__(self):
+        # Unpacking (B, H = h.shape) and a loop (for n in h.shape) read axis 0 in the code
+        # that runs them, and are refused; numpy and the builtins that take a shape whole
+        # (np.zeros(h.shape), tuple(h.shape)) iterate it too, from C, under a call: numpy would
+        # turn an error into its own unclear TypeError, so those read the stand-in's shape.
+        if _unpacking_here():
+            node, source = self._of
+            raise CellError(_batch_message(
+                node, source, ".shape unpacked or iterated (B, H = h.shape, for n in h.shape)",
+                "unpack {k}.shape[1:] instead"))
+        return tuple.__iter__(self)
+
+    def __reduce__(self):  # (a plain tuple once pickled or copied)
+        return (tuple, (tuple.__getitem__(self, slice(None)),))
+
+
+_UNPACKING = frozenset(opcode.opmap[k] for k in ("UNPACK_SEQUENCE", "UNPACK_EX", "GET_ITER")
+                       if k in opcode.opmap)
+
+
+def _unpacking_here() -> bool:
+    """Whether the Python code that asked for an iterator (two frames up: past
+    ``_StandInShape.__iter__``) is unpacking or looping over it, as opposed to handing it
+    whole to a function (numpy's ``np.zeros(shape)``), by the instruction it is running.
+    False where the instruction cannot be read."""
+    try:
+        frame = sys._getframe(2)
+        return frame.f_code.co_code[frame.f_lasti] in _UNPACKING
+    except (AttributeError, IndexError, ValueError):
+        return False
+
+
+def _index_text(index) -> str:
+    if isinstance(index, slice):
+        return ":".join("" if v is None else str(v) for v in (index.start, index.stop)) + (
+            "" if index.step is None else f":{index.step}")
+    return str(index)
 
 
 def _caller_holds(arr: np.ndarray) -> bool:
@@ -385,13 +541,24 @@ class Tensor:
         array([2., 3.])
 
         A cell's placeholder (``cell.input``, ``cell.state``) holds a stand-in while the cell
-        is built, a batch of one of 0.5 that only checks shapes: its ``.data`` raises
+        is built, a batch of one of 0.5 that only checks shapes: its ``.data``, and the
+        ``.data`` of a value computed from it (``(h * 2).data``), raise
         :class:`~unrollgraph.CellError`, since a number or array read from it (``h.data.max()``)
         would be a constant of the cell, the same at every step.
+
+        Coming from PyTorch: ``.data`` is a numpy array, so ``p.data.add_(...)`` and
+        ``p.grad.zero_()`` do not exist; write ``p.add_(...)`` (or ``p -= ...``) under
+        :func:`no_grad`, and ``p.grad = None``.
         """
+        data = self._data
+        if self._parents:  # (the node's recorded shape: a cheaper read than data.shape)
+            shape = self.node._shape
+            if shape and shape[0] == 1 and _stand_in_source(self) is not None:
+                raise _stand_in_error(self, ".data")
+            return data
         if self.node._op in _PLACEHOLDERS and self.node._step is None:
             raise _stand_in_error(self, ".data")
-        return self._data
+        return data
 
     @data.setter
     def data(self, value) -> None:
@@ -467,15 +634,54 @@ class Tensor:
     # -- basic properties ---------------------------------------------------------------------
     @property
     def shape(self) -> tuple:
-        """Shape of the value."""
-        return self._data.shape
+        """Shape of the value, a tuple of ints.
+
+        In a cell, a placeholder (``cell.input``, ``cell.state``) and every value computed
+        from it hold a stand-in while the cell is built, whose axis 0 is a batch of one; the
+        real batch size is known only when the unrolled net is called. So their shape reads
+        as ``(1, ...)`` but its axis 0 cannot be read: ``h.shape[0]``, ``B, H = h.shape``,
+        ``tuple(h.shape)`` and a slice that includes axis 0 raise
+        :class:`~unrollgraph.CellError` (the number would be 1 at every batch size). Read the
+        declared shape ``h.shape[1:]``, a feature size ``h.shape[-1]`` and ``h.ndim``, and
+        write the cell without the batch size (reshape with ``-1``, reduce over ``axis=-1``,
+        let a parameter broadcast over the batch).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> cell = ug.Cell("c")
+        >>> h = cell.state("h", (3,))
+        >>> h.shape[1:], h.shape[-1], h.ndim
+        ((3,), 3, 2)
+        >>> h.shape[0]  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        unrollgraph.errors.CellError: h.shape[0]: ... the batch size ...
+        """
+        shape = self._data.shape
+        if not shape or shape[0] != 1:  # (the one test on every other tensor's path)
+            return shape
+        source = _stand_in_source(self)
+        return shape if source is None else _StandInShape(shape, self.node, source)
 
     @property
     def ndim(self) -> int:
+        """Number of axes (a cell's placeholder counts its batch axis: ``h.ndim`` is
+        ``len(h.shape)``)."""
         return self._data.ndim
 
     @property
     def size(self) -> int:
+        """Number of numbers in the value. For a cell's placeholder or a value computed from
+        one it would count the stand-in's batch of one: :class:`~unrollgraph.CellError` (the
+        numbers of one sequence are ``math.prod(h.shape[1:])``)."""
+        shape = self.node._shape  # (the recorded shape: a cheaper read than data.shape)
+        if shape and shape[0] == 1:
+            source = _stand_in_source(self)
+            if source is not None:
+                raise CellError(_batch_message(self.node, source, ".size",
+                                               "math.prod({k}.shape[1:]) counts the numbers "
+                                               "of one sequence"))
         return self._data.size
 
     @property
@@ -501,9 +707,13 @@ class Tensor:
         return not self._parents
 
     def numpy(self) -> np.ndarray:
-        """The value as a numpy array (not a copy); refused for a cell's placeholder, as
-        :attr:`data` is."""
-        if self.node._op in _PLACEHOLDERS and self.node._step is None:
+        """The value as a numpy array (not a copy); refused for a cell's placeholder and a
+        value computed from one, as :attr:`data` is."""
+        node = self.node
+        shape = node._shape
+        if (node._op in _PLACEHOLDERS and node._step is None) or (
+                self._parents and shape and shape[0] == 1
+                and _stand_in_source(self) is not None):
             raise _stand_in_error(self, ".numpy()")
         return self._data
 
@@ -534,27 +744,39 @@ class Tensor:
         return int(self.item())
 
     def __iter__(self):
-        """The rows along axis 0 (``t[0]``, ``t[1]``, ...), each a node as ``t[i]`` is."""
+        """The rows along axis 0 (``t[0]``, ``t[1]``, ...), each a node as ``t[i]`` is.
+
+        Axis 0 of a cell's placeholder, or of a value computed from one, is the stand-in's
+        batch of one while the cell is built: iterating over it (``for row in h``,
+        ``list(h)``) raises :class:`~unrollgraph.CellError`, as ``len(h)`` does."""
+        self._check_batch_read(" iterated (for row in h, list(h), a, = h)",
+                               "index a feature axis instead ({k}[:, i])")
         for i in range(len(self)):
             yield self[i]
 
     def __len__(self) -> int:
+        """The size of axis 0, as numpy's ``len``. :class:`TypeError` for a tensor of shape
+        ``()``; :class:`~unrollgraph.CellError` for a cell's placeholder or a value computed
+        from one, whose axis 0 is the stand-in's batch of one (see :attr:`shape`)."""
         data = self._data
         if type(data) is np.ndarray and not data.ndim:
             raise TypeError(
                 f"len() of {self.node.label()}, a tensor of shape (): it has no axis to count; "
                 "use t.item() for its value"
             )
-        if type(data) is np.ndarray and data.ndim and data.shape[0] == 1:
-            placeholder = _placeholder_source(self.node)
-            if placeholder is not None:
-                raise CellError(
-                    f"len({self.node.label()}): {placeholder} is a cell placeholder, built on a "
-                    "batch of one (the real batch size is known only when the unrolled net is "
-                    "called); write the cell's equations without the batch size (reduce with "
-                    "axis=-1, reshape with -1)"
-                )
+        self._check_batch_read(" (len)", "")
         return len(data)
+
+    def _check_batch_read(self, read: str, instead: str) -> None:
+        """Raise :class:`~unrollgraph.CellError` if axis 0 of this tensor is a cell
+        stand-in's batch of one (a number read from it would be 1 at every batch size)."""
+        data = self._data
+        if type(data) is np.ndarray and data.ndim and data.shape[0] == 1:
+            source = _stand_in_source(self)
+            if source is not None:
+                label = self.node.label()
+                read = f"len({label})" if read == " (len)" else read
+                raise CellError(_batch_message(self.node, source, read, instead))
 
     def __array__(self, dtype=None, copy=None):
         """The value, for numpy (``np.asarray(t)``): a read-only view of the value, or a copy
@@ -623,11 +845,41 @@ class Tensor:
         return t
 
     def requires_grad_(self, flag: bool = True) -> "Tensor":
-        """Set ``requires_grad`` on a leaf in place and return it."""
+        """Set ``requires_grad`` in place and return the tensor, as PyTorch's
+        ``Tensor.requires_grad_``.
+
+        Parameters
+        ----------
+        flag : bool, optional
+            Whether gradients flow to this tensor from now on (default True).
+
+        Returns
+        -------
+        Tensor
+            ``self``.
+
+        Raises
+        ------
+        DTypeError
+            For a flag that is not ``True`` or ``False``.
+        GradientError
+            For ``False`` on a tensor computed by an op (use :meth:`detach`).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0]).requires_grad_()
+        >>> w.requires_grad
+        True
+        """
         if not isinstance(flag, (bool, np.bool_)):
             raise DTypeError(f"requires_grad_(flag): pass True or False, got {flag!r}")
         if self._parents and not flag:
-            raise GradientError("only leaves can stop requiring grad; use t.detach() instead")
+            raise GradientError(
+                f"{self.node.label()}.requires_grad_(False): {self.node.label()} is computed "
+                f"by op {self.node.op!r}, and only a leaf can stop requiring grad; use "
+                "t.detach() for a leaf with the same value and no history"
+            )
         self.requires_grad = flag
         return self
 
@@ -912,7 +1164,15 @@ class Tensor:
                 "or p.data = new, or use an optimizer (ug.optim.SGD(cell.parameters(), lr=...))"
                 f"; for a new tensor computed from {label}, write q = p {symbol[:-1]} ..."
             )
-        what = f"{label} {symbol} value"
+        return self._change_in_place(other, f"{label} {symbol} value", fn,
+                                     f"an in-place update ({label} {symbol} ... under "
+                                     "ug.no_grad())")
+
+    def _change_in_place(self, other, what: str, fn, how: str, alpha=None):
+        """``self = fn(self, alpha * other)`` in place, on a leaf (checked by the caller):
+        the one place the in-place operators and methods change a value. Raises
+        :class:`~unrollgraph.ShapeError` (nothing changed) for a result of another shape."""
+        label = self.node.label()
         if isinstance(other, Tensor):
             if type(other._data) is not np.ndarray:
                 raise GraphError(
@@ -922,6 +1182,8 @@ class Tensor:
             value = other._data
         else:
             value = as_real_array(other, what, copy=False)
+        if alpha is not None:
+            value = value * as_real_array(alpha, f"{what}: alpha", copy=False)
         arr = self._data
         try:
             result = fn(arr, value)
@@ -936,10 +1198,156 @@ class Tensor:
                 f"{arr.shape}; an in-place change keeps the tensor's shape (nothing was "
                 "changed)"
             )
-        with _editing(self, f"an in-place update ({label} {symbol} ... under ug.no_grad())") \
-                as data:
+        with _editing(self, how) as data:
             data[...] = result  # (converted to the tensor's float type, as an edit is)
         return self
+
+    def _method_in_place(self, call: str, other, fn, alpha=None) -> "Tensor":
+        """PyTorch's in-place methods (``add_``, ``sub_``, ``mul_``, ``div_``, ``zero_``):
+        the rules of the in-place operators, with an error where an operator would fall back
+        to a new node (a method named ``..._`` promises to change this very tensor).
+
+        A leaf that requires grad changes under :func:`no_grad` only; a constant leaf (no
+        grad) changes in any mode, as in PyTorch; a cell's placeholder raises
+        :class:`~unrollgraph.CellError`, a computed tensor
+        :class:`~unrollgraph.GradientError`."""
+        node = self.node
+        label = node.label()
+        if node.op in _PLACEHOLDERS and node.step is None:
+            raise CellError(
+                f"{label}.{call}: {label} is a cell's placeholder, whose value is a stand-in "
+                "while the cell is built (the unrolled net replaces it by each step's value); "
+                "compute a new tensor with ops instead "
+                f"({label} + v, {label} * v, ug.where(mask, new, {label}))"
+            )
+        if self._parents or type(self._data) is not np.ndarray:
+            raise GradientError(
+                f"{label}.{call}: {label} is computed by op {node.op!r}, and a change of its "
+                "value in place would not be part of the graph its gradient follows; compute "
+                "a new tensor (q = t + v, q = t * v), or change a leaf (a parameter, under "
+                "ug.no_grad())"
+            )
+        if self._requires_grad and _MODE.get().grad_enabled:
+            raise GradientError(
+                f"{label}.{call}: {label} is a leaf that requires grad (a parameter), and an "
+                "in-place change of it while gradients are recorded has no place in the "
+                f"graph; change it under ug.no_grad(), as in PyTorch (with ug.no_grad(): "
+                f"p.{call}), or use an optimizer (ug.optim.SGD(cell.parameters(), lr=...))"
+            )
+        return self._change_in_place(other, f"{label}.{call}", fn,
+                                     f"an in-place update ({label}.{call})", alpha)
+
+    def add_(self, other, *, alpha=1) -> "Tensor":
+        """``self += alpha * other``, in place, as PyTorch's ``Tensor.add_``; returns ``self``.
+
+        The rules of ``+=``: a leaf that requires grad (a parameter) changes only under
+        :func:`no_grad`, and the change is recorded (a graph computed before it can no longer
+        be differentiated); a constant leaf changes in any mode.
+
+        Parameters
+        ----------
+        other : Tensor, array_like or number
+            Broadcast to ``self``'s shape (the result keeps it).
+        alpha : number, optional
+            The factor of ``other`` (default 1).
+
+        Returns
+        -------
+        Tensor
+            ``self``, changed.
+
+        Raises
+        ------
+        GradientError
+            For a parameter outside ``no_grad()``, and for a tensor computed by an op (its
+            value is part of a graph; write ``q = t + v``).
+        CellError
+            For a cell's placeholder (input or state).
+        ShapeError
+            For ``other`` whose shape would change ``self``'s (nothing is changed).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0], requires_grad=True)
+        >>> w.grad = [10.0, 20.0]
+        >>> with ug.no_grad():
+        ...     _ = w.add_(w.grad, alpha=-0.1)   # an SGD step
+        >>> w.data
+        array([0., 0.])
+        """
+        alpha = _alpha(alpha, "add_")
+        return self._method_in_place(f"add_(..., alpha={alpha!r})" if alpha != 1 else
+                                     "add_(...)", other, np.add, None if alpha == 1 else alpha)
+
+    def sub_(self, other, *, alpha=1) -> "Tensor":
+        """``self -= alpha * other``, in place, as PyTorch's ``Tensor.sub_``; returns ``self``.
+
+        The rules and errors of :meth:`add_`.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0], requires_grad=True)
+        >>> with ug.no_grad():
+        ...     _ = w.sub_([1.0, 1.0], alpha=0.5)
+        >>> w.data
+        array([0.5, 1.5])
+        """
+        alpha = _alpha(alpha, "sub_")
+        return self._method_in_place(f"sub_(..., alpha={alpha!r})" if alpha != 1 else
+                                     "sub_(...)", other, np.subtract,
+                                     None if alpha == 1 else alpha)
+
+    def mul_(self, other) -> "Tensor":
+        """``self *= other``, in place, as PyTorch's ``Tensor.mul_``; returns ``self``.
+
+        The rules and errors of :meth:`add_`.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0], requires_grad=True)
+        >>> with ug.no_grad():
+        ...     _ = w.mul_(0.9)                  # weight decay
+        >>> w.data
+        array([0.9, 1.8])
+        """
+        return self._method_in_place("mul_(...)", other, np.multiply)
+
+    def div_(self, other) -> "Tensor":
+        """``self /= other``, in place, as PyTorch's ``Tensor.div_``; returns ``self``.
+
+        The rules and errors of :meth:`add_`.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0], requires_grad=True)
+        >>> with ug.no_grad():
+        ...     _ = w.div_(4)
+        >>> w.data
+        array([0.25, 0.5 ])
+        """
+        return self._method_in_place("div_(...)", other, np.true_divide)
+
+    def zero_(self) -> "Tensor":
+        """Set every number to 0, in place, as PyTorch's ``Tensor.zero_``; returns ``self``.
+
+        The rules and errors of :meth:`add_`: a parameter changes under :func:`no_grad` only.
+        To reset a gradient, which is a numpy array (``w.grad.zero_()`` in PyTorch), write
+        ``w.grad = None`` or ``w.zero_grad()``.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> w = ug.tensor([1.0, 2.0], requires_grad=True)
+        >>> with ug.no_grad():
+        ...     _ = w.zero_()
+        >>> w.data
+        array([0., 0.])
+        """
+        return self._method_in_place("zero_()", 0, _zeros)
 
     def __getitem__(self, index):
         if isinstance(index, Tensor):
@@ -1020,6 +1428,23 @@ class Tensor:
         from .functional import clip
 
         return clip(self, lo, hi)
+
+
+def _zeros(arr: np.ndarray, _value) -> np.ndarray:
+    """``Tensor.zero_``'s change: zeros of ``arr``'s shape (not ``arr * 0``, which keeps a
+    NaN or an infinity as NaN)."""
+    return np.zeros_like(arr)
+
+
+def _alpha(alpha, method: str):
+    """``alpha`` of ``add_``/``sub_`` checked: a real number (PyTorch's ``Number``)."""
+    if isinstance(alpha, (bool, np.bool_)) or not isinstance(alpha, numbers.Real):
+        raise DTypeError(
+            f"{method}(other, alpha=...): alpha must be a real number, got "
+            f"{type(alpha).__name__} {_short(alpha)}; pass a tensor's factor as "
+            f"{method}(alpha * other)"
+        )
+    return alpha
 
 
 def _int_sizes(shape, what: str) -> tuple:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .cell import Cell
+from .cell import Cell, named
 from .errors import DTypeError, GradientError, ShapeError
 from .functional import mse_loss
 from .optim import TrainingError, _number, clip_grad_norm
@@ -120,6 +120,28 @@ class Linear:
             out["bias"] = self.bias
         return out
 
+    def named_parameters(self, prefix: str = ""):
+        """The parameters as ``(name, tensor)`` pairs, as ``torch.nn.Linear``'s
+        ``named_parameters()``: ``weight``, then ``bias`` (if any).
+
+        Parameters
+        ----------
+        prefix : str, optional
+            Put before every name with a dot.
+
+        Yields
+        ------
+        tuple of (str, Tensor)
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> head = ug.train.Linear(4, 2, seed=0)
+        >>> [(name, p.shape) for name, p in head.named_parameters()]
+        [('weight', (2, 4)), ('bias', (2,))]
+        """
+        return named(self.parameters(), prefix, "Linear")
+
     def zero_grad(self) -> None:
         for p in self.parameters().values():
             p.grad = None
@@ -185,6 +207,31 @@ class SequenceModel:
         if self.readout is not None and hasattr(self.readout, "parameters"):
             out.update({f"readout.{k}": v for k, v in self.readout.parameters().items()})
         return out
+
+    def named_parameters(self, prefix: str = ""):
+        """Every parameter as a ``(name, tensor)`` pair, as PyTorch's ``named_parameters()``
+        of a module holding the net as ``cell`` and the readout as ``readout``: the cell's
+        (``cell.weight_ih``...) in its order, then the readout's (``readout.weight``...).
+
+        Parameters
+        ----------
+        prefix : str, optional
+            Put before every name with a dot.
+
+        Yields
+        ------
+        tuple of (str, Tensor)
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> model = ug.train.SequenceModel(ug.unroll(ug.nn.RNNCell(2, 3, seed=0), 4),
+        ...                                ug.train.Linear(3, 1, seed=0))
+        >>> [name for name, _ in model.named_parameters()]  # doctest: +NORMALIZE_WHITESPACE
+        ['cell.weight_ih', 'cell.weight_hh', 'cell.bias_ih', 'cell.bias_hh',
+         'readout.weight', 'readout.bias']
+        """
+        return named(self.parameters(), prefix, "SequenceModel")
 
     def zero_grad(self) -> None:
         for p in self.parameters().values():

@@ -219,6 +219,29 @@ class Unrolled:
         """
         return self.cell.parameters()
 
+    def named_parameters(self, prefix: str = ""):
+        """The cell's parameters as ``(name, tensor)`` pairs, as PyTorch's
+        ``named_parameters()``: ``net.cell.named_parameters(prefix)`` (each weight once,
+        shared by every step, in the cell's order).
+
+        Parameters
+        ----------
+        prefix : str, optional
+            Put before every name with a dot.
+
+        Yields
+        ------
+        tuple of (str, Tensor)
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> net = ug.unroll(ug.nn.GRUCell(2, 3, seed=0), steps=4)
+        >>> [name for name, _ in net.named_parameters(prefix="gru")]
+        ['gru.weight_ih', 'gru.weight_hh', 'gru.bias_ih', 'gru.bias_hh']
+        """
+        return self.cell.named_parameters(prefix)
+
     def __init__(self, cell: Cell, steps: int, truncate: int | None = None,
                  masked: bool = False, keep: str = "needed",
                  checkpoint: int | str | None = None):
