@@ -245,3 +245,18 @@ def test_requires_grad_agrees_with_torch():
         y_t.requires_grad_(False)
     with pytest.raises(RuntimeError):  # GradientError is a RuntimeError, as torch's
         y_w.requires_grad_(False)
+
+
+def test_an_optimizer_takes_named_parameters_and_updates_the_same_tensors():
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    for p in cell.parameters().values():
+        p.grad = np.ones(p.shape)
+    by_dict = ug.optim.SGD(cell.parameters(), lr=0.1)
+    by_pairs = ug.optim.SGD(cell.named_parameters(), lr=0.1)
+    assert [id(p) for p in by_pairs.params] == [id(p) for p in by_dict.params]
+    before = {k: p.data.copy() for k, p in cell.parameters().items()}
+    by_pairs.step()
+    for k, p in cell.parameters().items():
+        np.testing.assert_array_equal(p.data, before[k] - 0.1)
+    with pytest.raises(ug.TrainingError, match="named_parameters"):
+        ug.optim.SGD(42, lr=0.1)

@@ -46,19 +46,24 @@ __all__ = [
 
 
 def _param_list(params, who: str) -> list[Tensor]:
-    """Normalize a Tensor, an iterable of Tensors or a dict name -> Tensor to a list of
-    distinct tensors, checking each one."""
+    """Normalize a Tensor, an iterable of Tensors or of (name, Tensor) pairs
+    (``named_parameters()``) or a dict name -> Tensor to a list of distinct tensors, checking
+    each one."""
     if isinstance(params, Tensor):
         items = [("0", params)]
     elif isinstance(params, Mapping):
         items = [(str(k), v) for k, v in params.items()]
     else:
         try:
-            items = [(str(k), v) for k, v in enumerate(params)]
+            # (name, tensor) pairs, as model.named_parameters() yields, give their names
+            items = [(v[0], v[1]) if isinstance(v, tuple) and len(v) == 2
+                     and isinstance(v[0], str) and isinstance(v[1], Tensor) else (str(k), v)
+                     for k, v in enumerate(params)]
         except TypeError:
             raise TrainingError(
-                f"{who}: params must be a Tensor, an iterable of Tensors or a dict name -> "
-                f"Tensor (e.g. cell.parameters()), got {type(params).__name__}"
+                f"{who}: params must be a Tensor, an iterable of Tensors or of (name, Tensor) "
+                "pairs, or a dict name -> Tensor (e.g. cell.parameters() or "
+                f"cell.named_parameters()), got {type(params).__name__}"
             ) from None
     out: list[Tensor] = []
     seen: set[int] = set()
@@ -113,9 +118,10 @@ class Optimizer:
 
     Parameters
     ----------
-    params : Tensor, iterable of Tensor, or dict name -> Tensor
-        The tensors to update (``cell.parameters()`` works directly): leaves that require
-        grad (an optimizer cannot update the result of an op).
+    params : Tensor, iterable of Tensor or of (name, Tensor) pairs, or dict name -> Tensor
+        The tensors to update (``cell.parameters()`` and ``cell.named_parameters()`` work
+        directly): leaves that require grad (an optimizer cannot update the result of an
+        op).
 
     Attributes
     ----------
@@ -182,7 +188,7 @@ class SGD(Optimizer):
 
     Parameters
     ----------
-    params : Tensor, iterable of Tensor, or dict name -> Tensor
+    params : Tensor, iterable of Tensor or of (name, Tensor) pairs, or dict name -> Tensor
     lr : float
         Learning rate.
     momentum : float
@@ -256,7 +262,7 @@ class Adam(Optimizer):
 
     Parameters
     ----------
-    params : Tensor, iterable of Tensor, or dict name -> Tensor
+    params : Tensor, iterable of Tensor or of (name, Tensor) pairs, or dict name -> Tensor
     lr : float
         Learning rate.
     betas : (float, float)
@@ -333,7 +339,7 @@ def clip_grad_value(params, clip_value: float) -> None:
 
     Parameters
     ----------
-    params : Tensor, iterable of Tensor, or dict name -> Tensor
+    params : Tensor, iterable of Tensor or of (name, Tensor) pairs, or dict name -> Tensor
         Tensors whose ``.grad`` to clip; those without a gradient are skipped.
     clip_value : float
         A positive bound (``inf``: no clipping).
@@ -379,7 +385,7 @@ def clip_grad_norm(params, max_norm: float, norm_type: float = 2.0,
 
     Parameters
     ----------
-    params : Tensor, iterable of Tensor, or dict name -> Tensor
+    params : Tensor, iterable of Tensor or of (name, Tensor) pairs, or dict name -> Tensor
         Tensors whose ``.grad`` to rescale; those without a gradient are skipped.
     max_norm : float
         The largest allowed norm, ``>= 0`` (``inf``: measure only, never scale).
@@ -506,7 +512,7 @@ def normalize_grad_norm(params, norm: float = 1.0, eps: float = 1e-12,
 
     Parameters
     ----------
-    params : Tensor, iterable of Tensor, or dict name -> Tensor
+    params : Tensor, iterable of Tensor or of (name, Tensor) pairs, or dict name -> Tensor
         Tensors whose ``.grad`` to rescale; those without a gradient are skipped.
     norm : float
         The global norm after rescaling, a finite number ``> 0``.
