@@ -723,7 +723,8 @@ def _num(x) -> str:
 
 def _signed(a) -> str:
     """Values with their sign written (``+0.0386``, ``−0.241``, ``0``), so parts that add up
-    read as a sum."""
+    read as a sum; a matrix row by row (``[[+0.1, −0.2], [0, +0.3]]``), as ``_array_text``
+    writes values."""
     arr = np.asarray(a, dtype=np.float64).reshape(-1)
 
     def one(x):
@@ -734,7 +735,11 @@ def _signed(a) -> str:
 
     if arr.size == 1:
         return one(arr[0])
-    return "[" + ", ".join(one(x) for x in arr) + "]"
+    arr = np.asarray(a, dtype=np.float64)  # its rows kept, as the value labels keep theirs
+    while arr.ndim > 1 and arr.shape[0] == 1:
+        arr = arr[0]
+    return np.array2string(arr, separator=", ", threshold=arr.size + 1, max_line_width=10**6,
+                           formatter={"all": one}).replace("\n", "")
 
 
 def _mag(g) -> float | None:
@@ -1037,7 +1042,9 @@ class _Drawer:
             # in two parts, whatever arrowhead says
             attrs.update(arrowhead="none", arrowsize="0")
         if ports:
-            attrs.update(tailport=ports[0], headport=ports[1])
+            # (and the arrowhead filled: dot draws the head of an edge with ports, at times,
+            # as an outline unless its fill colour is given)
+            attrs.update(tailport=ports[0], headport=ports[1], fillcolor=attrs["color"])
         if not constraint:
             attrs["constraint"] = "false"
         if stop:  # the bar at the source's end, the arrowhead (if any) at the other
@@ -2362,8 +2369,11 @@ class _Unrolled(_Drawer):
                         if cut:  # (one edge: greyed as its ends are)
                             self.cut_ids.add(bend)
                         self.forward_edge(g.id(i), bend, hot=hot, cut=cut, arrow=False)
+                    # (level into the next step, from the east of the bend to the west of
+                    # the op: without ports dot routes it twice, two curves bowing apart)
                     self.edge(bend, g.id(n), "recurrent", label=label, hot=hot,
-                              cut=cut or self.v.is_cut(i))
+                              cut=cut or self.v.is_cut(i),
+                              ports=None if label else ("e", "w"))
                 else:
                     # heavy within a step: each step keeps the cell's own layout, which
                     # the edges between steps cannot pull out of shape
@@ -2542,11 +2552,13 @@ class _Unrolled(_Drawer):
             self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False,
                       xlabel=bool(feed))
             for k in range(len(js) - 1):  # weightless: the junctions follow their ops
-                # (no ports: for an edge with ports between two junctions of its row, dot
-                # at times takes a path that mangles its arrow attributes; a point's centre
-                # is on its line anyway)
+                # (op views: from the east of one junction to the west of the next; without
+                # ports, dot routes a level edge between two step boxes twice, two curves
+                # bowing apart. Not between the step view's junctions: there, dot mangles
+                # the arrow attributes of an edge with ports, and draws it once anyway)
+                ports = ("e", "w") if getattr(self, "detail", None) != "steps" else None
                 self.edge(js[k], js[k + 1], "trunk", hot=any(hot[k + 1:]), arrow=False,
-                          weight=0)
+                          weight=0, ports=ports)
         first_row = self.first_row
         # each step's junctions in its cluster, under its ops: dot orders them with the
         # step's ops (outside, it places them all where the cluster stands, in any order)
