@@ -1922,6 +1922,12 @@ class _Unrolled(_Drawer):
             if t not in kept:
                 if self.elided and t == self.elided[0]:
                     self.draw_elision()
+                    if self.loss_reads_elided():
+                        # the loss edge of the elided steps rises through a point of the
+                        # outputs' row, between the kept steps' outputs, straight over the
+                        # elided box: free, dot took it round through a kept step's box
+                        self.emit(_foot("elided_up", "elided"))
+                        top.append("elided_up")
                 continue
             inner, outside = [], []
             for n in by_step.get(t, []):
@@ -2168,9 +2174,14 @@ class _Unrolled(_Drawer):
         (``groups``) always starts one, over its junction (above an op, the junction's edge
         would run through it). The columns are the same in every step, each step's names its
         own: no edge between steps is pulled straight."""
+        def reads_prev(n) -> bool:  # the previous step's values (or the initial state)
+            return any(i.op == "init" or (i.step is not None and i.step != n.step
+                                          and i.op != "input") for i in n.inputs)
+
         col: dict[int, int] = {}
         top: dict[int, int] = {}  # column -> the id of its highest op so far
         order: list[int] = []  # the columns left to right
+        entry: set = set()  # the columns holding an op that reads the previous step
         for d in sorted(levels):
             used: list = []
             for n in levels[d]:
@@ -2178,7 +2189,11 @@ class _Unrolled(_Drawer):
                 spine = next((i for i in n.inputs if id(i) in col), None)
                 if spine is not None and id(n) not in groups:
                     sc = col[id(spine)]
-                    if top[sc] == id(spine) and sc not in used:
+                    # (a next state never over an op reading the previous state, an LSTM's
+                    # c_next over f ⊙ c: the column would have to stand both first, where
+                    # the state comes in, and last, where it leaves)
+                    if top[sc] == id(spine) and sc not in used and not (
+                            n.role == "next_state" and sc in entry):
                         c = sc
                 if c is None:
                     c = len(order)
@@ -2191,18 +2206,19 @@ class _Unrolled(_Drawer):
                 used.append(c)
                 col[id(n)] = c
                 top[c] = id(n)
+                if reads_prev(n):
+                    entry.add(c)
         # the state comes in on the left and leaves on the right: the columns of ops reading
-        # the previous step's values first, those of the next state last, as the edges
-        # between steps cross no column then
-        key: dict[int, int] = {}
+        # the previous step's values first, those of the next states last, the higher next
+        # state further right (its edge runs down the step's right side, outside the
+        # others), as the edges between steps cross no column then
+        key: dict[int, tuple] = {}
         for d in levels:
             for n in levels[d]:
-                prev = any(i.op == "init" or (i.step is not None and i.step != n.step
-                                              and i.op != "input") for i in n.inputs)
-                k = 2 if n.role == "next_state" else 0 if prev else 1
+                k = (2, d) if n.role == "next_state" else (0, 0) if reads_prev(n) else (1, 0)
                 c = col[id(n)]
-                key[c] = max(key.get(c, k), k) if k != 1 else key.get(c, 1)
-        order.sort(key=lambda c: key.get(c, 1))
+                key[c] = max(key.get(c, k), k) if k != (1, 0) else key.get(c, (1, 0))
+        order.sort(key=lambda c: key.get(c, (1, 0)))
         rank = {c: k for k, c in enumerate(order)}
         for d in levels:
             levels[d].sort(key=lambda n: rank[col[id(n)]])
@@ -2301,7 +2317,14 @@ class _Unrolled(_Drawer):
             ms = self.elided_mags()
             rows.append(f"‖∂{self.loss_sym()}/∂state‖ over them: {_h(_num(agg))}")
             rows.append(f"per step: {_h(_num(min(ms)))} … {_h(_num(max(ms)))}")
-        self.node("elided", "elide", f"… {n} steps …", rows, self.elided_fill())
+        self.node("elided", "elide", f"… {n} steps …", rows, self.elided_fill(),
+                  group="elided")
+
+    def loss_reads_elided(self) -> bool:
+        """Whether the loss reads a value of an elided step (its edge leaves the elided
+        box)."""
+        return any(n.step is not None and n.step not in self.kept
+                   for n, _, _ in self.seeded_reads)
 
     def forward_edge(self, a: str, b: str, **kw) -> None:
         """A state edge from one step to a later one. It is written reversed with
@@ -2806,7 +2829,11 @@ class _Unrolled(_Drawer):
                 src = g.id(n)
             if src not in done:
                 done.add(src)
-                self.edge(src, "loss", "loss", hot=id(n) in self.path and bool(self.path))
+                hot = id(n) in self.path and bool(self.path)
+                if src == "elided":  # up through its point of the outputs' row
+                    self.edge(src, "elided_up", "loss", hot=hot, arrow=False)
+                    src = "elided_up"
+                self.edge(src, "loss", "loss", hot=hot)
 
     def legend_rows(self) -> list[tuple[str, str]]:
         rows = []
