@@ -1324,12 +1324,27 @@ class _Drawer:
                   f'fontcolor="{t["font"]}" nodesep="0.22" ranksep="0.32" newrank=true '
                   'labelloc=t fontsize=14]')
         self.emit(f'node [fontname="Helvetica" fontcolor="{t["font"]}" margin="0.06,0.03"]')
+        self.emit(_EDGE_DEFAULTS)
         self.emit('edge [fontname="Helvetica" arrowsize="0.7"]')
         if title:
             # a title is a sentence: drawn up to _TITLE_CHARS, the cell's name in it shortened
             # like any name (the default titles), the whole text in the tooltip
             self.emit(f"label=<<b>{_h(_shown(title, _TITLE_CHARS))}</b>> "
                       f"tooltip={_q(full_title or title)}")
+
+
+#: Every edge attribute the drawings write, declared first and in alphabetical order, each with
+#: Graphviz's default (and the drawings' arrow size and font). Why: for a level edge with ports
+#: between neighbours, dot (2.43) routes the edge in a graph of its own, whose attributes it
+#: declares in alphabetical order, and reads the arrowheads there by the positions the
+#: attributes have in the drawing: declared in another order, an edge's pen width was read as
+#: its arrowhead (a warning, an outlined head). Declared so, the positions agree.
+_EDGE_DEFAULTS = "edge [" + " ".join(f'{k}="{v}"' for k, v in sorted({
+    "arrowhead": "normal", "arrowsize": "0.7", "arrowtail": "normal", "class": "",
+    "color": "black", "comment": "", "constraint": "true", "dir": "forward", "fillcolor": "",
+    "fontcolor": "black", "fontname": "Helvetica", "fontsize": "14", "headport": "", "id": "",
+    "label": "", "minlen": "1", "penwidth": "1", "style": "", "tailport": "", "tooltip": "",
+    "weight": "1", "xlabel": ""}.items())) + "]"
 
 
 class _Plain(_Drawer):
