@@ -225,3 +225,61 @@ def test_signed_text_is_shaped_as_the_value_text(shape, seed):
     assert _skeleton(signed) == _skeleton(_array_text(a, a.size))
     numbers = [float(x.replace("−", "-")) for x in re.findall(r"[+−]?[0-9.e+-]+", signed)]
     assert np.allclose(numbers, a.reshape(-1), rtol=1e-2, atol=0)
+
+
+def _cross(c1: list, c2: list) -> bool:
+    def turn(a, b, c):
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+    for p, q in zip(c1, c1[1:]):
+        for r, s in zip(c2, c2[1:]):
+            if turn(p, q, r) * turn(p, q, s) < 0 and turn(r, s, p) * turn(r, s, q) < 0:
+                return True
+    return False
+
+
+def _sharpest_turn(points: list) -> float:
+    """The largest change of direction, in degrees, between successive pieces of a path."""
+    pts = [p for k, p in enumerate(points) if k == 0 or np.hypot(
+        p[0] - points[k - 1][0], p[1] - points[k - 1][1]) > 2]
+    worst = 0.0
+    for p, q, r in zip(pts, pts[1:], pts[2:]):
+        u, v = np.subtract(q, p), np.subtract(r, q)
+        cos = np.dot(u, v) / (np.linalg.norm(u) * np.linalg.norm(v))
+        worst = max(worst, float(np.degrees(np.arccos(np.clip(cos, -1, 1)))))
+    return worst
+
+
+@pytest.mark.parametrize("name", sorted(_CELLS))
+def test_a_masked_ops_view_carries_the_kept_state_over_the_mask(name):
+    """``net(xs, lengths=...)``: the state a padded sequence keeps, read by the next step's
+    ``where`` straight from the step before, runs over the step's top row, crossing no edge
+    of the mask's (under the row, it crossed every one of them), and the initial state's
+    edge rises into the first step without a spike (it turned back on itself, 140°, at its
+    bend). (An LSTM's kept c, in a lower row, is crossed by the mask's edges rising past it
+    to the top row.)"""
+    net, loss = _run(_CELLS[name](), 4, lengths=[4, 2])
+    layout = _layout(ug.render(net, loss=loss, detail="ops", values=False))
+    net = view(net).net
+    g = net.graph
+    edges = _drawn_edges(layout)
+    masks = {g.id(n): n.step for n in g.nodes if n.step is not None and n.op == "const"}
+    skips = 0
+    for s, ns in net.state_nodes.items():
+        if s != "h":
+            continue
+        for t in range(1, 4):
+            for a, b, curve in edges:
+                if a != g.id(ns[t - 1]) or b != g.id(ns[t]):
+                    continue
+                skips += 1
+                for m, mb, mc in edges:
+                    if masks.get(m) == t:
+                        assert not _cross(curve, mc), f"{s}'s kept state into {t} crosses {m}"
+    assert skips == 3
+    for s, n in net.init_nodes.items():
+        for a, bend, first in edges:
+            if a != g.id(n) or "_to_" not in bend:
+                continue
+            (rest,) = [c for x, _, c in edges if x == bend]
+            assert _sharpest_turn(first + rest) < 100, f"{s}'s initial state spikes"

@@ -2341,6 +2341,26 @@ class _Unrolled(_Drawer):
         return any(n.step is not None and n.step not in self.kept
                    for n, _, _ in self.seeded_reads)
 
+    def port(self, side: str) -> str:
+        """The compass point of a node's side for this picture's ``rankdir``: ``"next"``
+        faces the next step (the next node of a row), ``"prev"`` the step before, ``"up"``
+        the outputs (the rank after)."""
+        rankdir = self.o["rankdir"] or "BT"
+        return {"BT": {"next": "e", "prev": "w", "up": "n"},
+                "TB": {"next": "e", "prev": "w", "up": "s"},
+                "LR": {"next": "s", "prev": "n", "up": "e"},
+                "RL": {"next": "s", "prev": "n", "up": "w"}}[rankdir][side]
+
+    def skip_ports(self, reader: Node, label) -> tuple | None:
+        """The ports of a level state edge into a next state reading it (a masked net's
+        ``h_kept = where(mask, h_next, h_prev)``: the state a padded sequence keeps): out of
+        the state's top and into the reader's, so that dot routes it over the row, where it
+        crosses only the edges up to the outputs (under the row, it crossed every edge of the
+        mask's). ``None`` for any other reader, or an edge with a label."""
+        if reader.role != "next_state" or label:
+            return None
+        return self.port("up"), self.port("up")
+
     def forward_edge(self, a: str, b: str, **kw) -> None:
         """A state edge from one step to a later one. It is written reversed with
         ``dir=back`` (the arrow still points from ``a`` to ``b``): the next step's first ops
@@ -2392,7 +2412,7 @@ class _Unrolled(_Drawer):
                         done.add((g.id(i), bend))  # (once for a reader reading it twice)
                         self.edge(g.id(i), bend, "recurrent", hot=hot, cut=cut, arrow=False)
                     self.edge(bend or g.id(i), g.id(n), "recurrent", label=label, hot=hot,
-                              cut=cut)
+                              cut=cut, ports=self.skip_ports(n, label))
                     ghost = self.ghost.get(id(i))
                     if ghost is not None:
                         self.n_edges += 1
@@ -2400,7 +2420,9 @@ class _Unrolled(_Drawer):
                 elif i.step is not None and i.step != n.step:
                     bend = self.bends.get((id(i), self.row_of_id.get(g.id(n))), (None,))[0]
                     if bend is None:
-                        self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
+                        level = self.row_of_id.get(g.id(i)) == self.row_of_id.get(g.id(n))
+                        self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut,
+                                          ports=self.skip_ports(n, label) if level else None)
                         continue
                     if (g.id(i), bend) not in done:  # down its step (state_bends())
                         done.add((g.id(i), bend))
@@ -2411,7 +2433,7 @@ class _Unrolled(_Drawer):
                     # the op: without ports dot routes it twice, two curves bowing apart)
                     self.edge(bend, g.id(n), "recurrent", label=label, hot=hot,
                               cut=cut or self.v.is_cut(i),
-                              ports=None if label else ("e", "w"))
+                              ports=None if label else (self.port("next"), self.port("prev")))
                 else:
                     # heavy within a step: each step keeps the cell's own layout, which
                     # the edges between steps cannot pull out of shape
@@ -2597,7 +2619,8 @@ class _Unrolled(_Drawer):
                 # ports, dot routes a level edge between two step boxes twice, two curves
                 # bowing apart. Not between the step view's junctions: there, dot mangles
                 # the arrow attributes of an edge with ports, and draws it once anyway)
-                ports = ("e", "w") if getattr(self, "detail", None) != "steps" else None
+                ports = (self.port("next"), self.port("prev")) \
+                    if getattr(self, "detail", None) != "steps" else None
                 self.edge(js[k], js[k + 1], "trunk", hot=any(hot[k + 1:]), arrow=False,
                           weight=0, ports=ports)
         first_row = self.first_row
