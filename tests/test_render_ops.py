@@ -273,7 +273,7 @@ def test_a_masked_ops_view_carries_the_kept_state_over_the_mask(name):
                 if a != g.id(ns[t - 1]) or b != g.id(ns[t]):
                     continue
                 skips += 1
-                for m, mb, mc in edges:
+                for m, _, mc in edges:
                     if masks.get(m) == t:
                         assert not _cross(curve, mc), f"{s}'s kept state into {t} crosses {m}"
     assert skips == 3
