@@ -723,7 +723,8 @@ def _num(x) -> str:
 
 def _signed(a) -> str:
     """Values with their sign written (``+0.0386``, ``−0.241``, ``0``), so parts that add up
-    read as a sum."""
+    read as a sum; a matrix row by row (``[[+0.1, −0.2], [0, +0.3]]``), as ``_array_text``
+    writes values."""
     arr = np.asarray(a, dtype=np.float64).reshape(-1)
 
     def one(x):
@@ -734,7 +735,11 @@ def _signed(a) -> str:
 
     if arr.size == 1:
         return one(arr[0])
-    return "[" + ", ".join(one(x) for x in arr) + "]"
+    arr = np.asarray(a, dtype=np.float64)  # its rows kept, as the value labels keep theirs
+    while arr.ndim > 1 and arr.shape[0] == 1:
+        arr = arr[0]
+    return np.array2string(arr, separator=", ", threshold=arr.size + 1, max_line_width=10**6,
+                           formatter={"all": one}).replace("\n", "")
 
 
 def _mag(g) -> float | None:
@@ -1037,7 +1042,9 @@ class _Drawer:
             # in two parts, whatever arrowhead says
             attrs.update(arrowhead="none", arrowsize="0")
         if ports:
-            attrs.update(tailport=ports[0], headport=ports[1])
+            # (and the arrowhead filled: dot draws the head of an edge with ports, at times,
+            # as an outline unless its fill colour is given)
+            attrs.update(tailport=ports[0], headport=ports[1], fillcolor=attrs["color"])
         if not constraint:
             attrs["constraint"] = "false"
         if stop:  # the bar at the source's end, the arrowhead (if any) at the other
@@ -1317,12 +1324,27 @@ class _Drawer:
                   f'fontcolor="{t["font"]}" nodesep="0.22" ranksep="0.32" newrank=true '
                   'labelloc=t fontsize=14]')
         self.emit(f'node [fontname="Helvetica" fontcolor="{t["font"]}" margin="0.06,0.03"]')
+        self.emit(_EDGE_DEFAULTS)
         self.emit('edge [fontname="Helvetica" arrowsize="0.7"]')
         if title:
             # a title is a sentence: drawn up to _TITLE_CHARS, the cell's name in it shortened
             # like any name (the default titles), the whole text in the tooltip
             self.emit(f"label=<<b>{_h(_shown(title, _TITLE_CHARS))}</b>> "
                       f"tooltip={_q(full_title or title)}")
+
+
+#: Every edge attribute the drawings write, declared first and in alphabetical order, each with
+#: Graphviz's default (and the drawings' arrow size and font). Why: for a level edge with ports
+#: between neighbours, dot (2.43) routes the edge in a graph of its own, whose attributes it
+#: declares in alphabetical order, and reads the arrowheads there by the positions the
+#: attributes have in the drawing: declared in another order, an edge's pen width was read as
+#: its arrowhead (a warning, an outlined head). Declared so, the positions agree.
+_EDGE_DEFAULTS = "edge [" + " ".join(f'{k}="{v}"' for k, v in sorted({
+    "arrowhead": "normal", "arrowsize": "0.7", "arrowtail": "normal", "class": "",
+    "color": "black", "comment": "", "constraint": "true", "dir": "forward", "fillcolor": "",
+    "fontcolor": "black", "fontname": "Helvetica", "fontsize": "14", "headport": "", "id": "",
+    "label": "", "minlen": "1", "penwidth": "1", "style": "", "tailport": "", "tooltip": "",
+    "weight": "1", "xlabel": ""}.items())) + "]"
 
 
 class _Plain(_Drawer):
@@ -1915,6 +1937,12 @@ class _Unrolled(_Drawer):
             if t not in kept:
                 if self.elided and t == self.elided[0]:
                     self.draw_elision()
+                    if self.loss_reads_elided():
+                        # the loss edge of the elided steps rises through a point of the
+                        # outputs' row, between the kept steps' outputs, straight over the
+                        # elided box: free, dot took it round through a kept step's box
+                        self.emit(_foot("elided_up", "elided"))
+                        top.append("elided_up")
                 continue
             inner, outside = [], []
             for n in by_step.get(t, []):
@@ -2161,9 +2189,14 @@ class _Unrolled(_Drawer):
         (``groups``) always starts one, over its junction (above an op, the junction's edge
         would run through it). The columns are the same in every step, each step's names its
         own: no edge between steps is pulled straight."""
+        def reads_prev(n) -> bool:  # the previous step's values (or the initial state)
+            return any(i.op == "init" or (i.step is not None and i.step != n.step
+                                          and i.op != "input") for i in n.inputs)
+
         col: dict[int, int] = {}
         top: dict[int, int] = {}  # column -> the id of its highest op so far
         order: list[int] = []  # the columns left to right
+        entry: set = set()  # the columns holding an op that reads the previous step
         for d in sorted(levels):
             used: list = []
             for n in levels[d]:
@@ -2171,7 +2204,11 @@ class _Unrolled(_Drawer):
                 spine = next((i for i in n.inputs if id(i) in col), None)
                 if spine is not None and id(n) not in groups:
                     sc = col[id(spine)]
-                    if top[sc] == id(spine) and sc not in used:
+                    # (a next state never over an op reading the previous state, an LSTM's
+                    # c_next over f ⊙ c: the column would have to stand both first, where
+                    # the state comes in, and last, where it leaves)
+                    if top[sc] == id(spine) and sc not in used and not (
+                            n.role == "next_state" and sc in entry):
                         c = sc
                 if c is None:
                     c = len(order)
@@ -2184,18 +2221,19 @@ class _Unrolled(_Drawer):
                 used.append(c)
                 col[id(n)] = c
                 top[c] = id(n)
+                if reads_prev(n):
+                    entry.add(c)
         # the state comes in on the left and leaves on the right: the columns of ops reading
-        # the previous step's values first, those of the next state last, as the edges
-        # between steps cross no column then
-        key: dict[int, int] = {}
+        # the previous step's values first, those of the next states last, the higher next
+        # state further right (its edge runs down the step's right side, outside the
+        # others), as the edges between steps cross no column then
+        key: dict[int, tuple] = {}
         for d in levels:
             for n in levels[d]:
-                prev = any(i.op == "init" or (i.step is not None and i.step != n.step
-                                              and i.op != "input") for i in n.inputs)
-                k = 2 if n.role == "next_state" else 0 if prev else 1
+                k = (2, d) if n.role == "next_state" else (0, 0) if reads_prev(n) else (1, 0)
                 c = col[id(n)]
-                key[c] = max(key.get(c, k), k) if k != 1 else key.get(c, 1)
-        order.sort(key=lambda c: key.get(c, 1))
+                key[c] = max(key.get(c, k), k) if k != (1, 0) else key.get(c, (1, 0))
+        order.sort(key=lambda c: key.get(c, (1, 0)))
         rank = {c: k for k, c in enumerate(order)}
         for d in levels:
             levels[d].sort(key=lambda n: rank[col[id(n)]])
@@ -2294,7 +2332,34 @@ class _Unrolled(_Drawer):
             ms = self.elided_mags()
             rows.append(f"‖∂{self.loss_sym()}/∂state‖ over them: {_h(_num(agg))}")
             rows.append(f"per step: {_h(_num(min(ms)))} … {_h(_num(max(ms)))}")
-        self.node("elided", "elide", f"… {n} steps …", rows, self.elided_fill())
+        self.node("elided", "elide", f"… {n} steps …", rows, self.elided_fill(),
+                  group="elided")
+
+    def loss_reads_elided(self) -> bool:
+        """Whether the loss reads a value of an elided step (its edge leaves the elided
+        box)."""
+        return any(n.step is not None and n.step not in self.kept
+                   for n, _, _ in self.seeded_reads)
+
+    def port(self, side: str) -> str:
+        """The compass point of a node's side for this picture's ``rankdir``: ``"next"``
+        faces the next step (the next node of a row), ``"prev"`` the step before, ``"up"``
+        the outputs (the rank after)."""
+        rankdir = self.o["rankdir"] or "BT"
+        return {"BT": {"next": "e", "prev": "w", "up": "n"},
+                "TB": {"next": "e", "prev": "w", "up": "s"},
+                "LR": {"next": "s", "prev": "n", "up": "e"},
+                "RL": {"next": "s", "prev": "n", "up": "w"}}[rankdir][side]
+
+    def skip_ports(self, reader: Node, label) -> tuple | None:
+        """The ports of a level state edge into a next state reading it (a masked net's
+        ``h_kept = where(mask, h_next, h_prev)``: the state a padded sequence keeps): out of
+        the state's top and into the reader's, so that dot routes it over the row, where it
+        crosses only the edges up to the outputs (under the row, it crossed every edge of the
+        mask's). ``None`` for any other reader, or an edge with a label."""
+        if reader.role != "next_state" or label:
+            return None
+        return self.port("up"), self.port("up")
 
     def forward_edge(self, a: str, b: str, **kw) -> None:
         """A state edge from one step to a later one. It is written reversed with
@@ -2347,7 +2412,7 @@ class _Unrolled(_Drawer):
                         done.add((g.id(i), bend))  # (once for a reader reading it twice)
                         self.edge(g.id(i), bend, "recurrent", hot=hot, cut=cut, arrow=False)
                     self.edge(bend or g.id(i), g.id(n), "recurrent", label=label, hot=hot,
-                              cut=cut)
+                              cut=cut, ports=self.skip_ports(n, label))
                     ghost = self.ghost.get(id(i))
                     if ghost is not None:
                         self.n_edges += 1
@@ -2355,15 +2420,20 @@ class _Unrolled(_Drawer):
                 elif i.step is not None and i.step != n.step:
                     bend = self.bends.get((id(i), self.row_of_id.get(g.id(n))), (None,))[0]
                     if bend is None:
-                        self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut)
+                        level = self.row_of_id.get(g.id(i)) == self.row_of_id.get(g.id(n))
+                        self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut,
+                                          ports=self.skip_ports(n, label) if level else None)
                         continue
                     if (g.id(i), bend) not in done:  # down its step (state_bends())
                         done.add((g.id(i), bend))
                         if cut:  # (one edge: greyed as its ends are)
                             self.cut_ids.add(bend)
                         self.forward_edge(g.id(i), bend, hot=hot, cut=cut, arrow=False)
+                    # (level into the next step, from the east of the bend to the west of
+                    # the op: without ports dot routes it twice, two curves bowing apart)
                     self.edge(bend, g.id(n), "recurrent", label=label, hot=hot,
-                              cut=cut or self.v.is_cut(i))
+                              cut=cut or self.v.is_cut(i),
+                              ports=None if label else (self.port("next"), self.port("prev")))
                 else:
                     # heavy within a step: each step keeps the cell's own layout, which
                     # the edges between steps cannot pull out of shape
@@ -2520,9 +2590,12 @@ class _Unrolled(_Drawer):
                     # heavy: the junction straight under the op it feeds (or under its own
                     # port of the step box it feeds, in the step view)
                     port = getattr(self, "read_port", {}).get(src)
+                    # (into the elided box, its "× n" an xlabel: as a label, each took a
+                    # node in the ranks it crossed, which bent the buses round them)
                     self.edge(j, dst, "shared", label=label, hot=hot, cut=cut,
                               weight=getattr(self, "read_weight", 50),
-                              ports=("n", f"{port}:s") if port else None)
+                              ports=("n", f"{port}:s") if port else None,
+                              xlabel=dst == "elided")
         rows = []
         for _, src, at in buses:
             ts = sorted(at)
@@ -2542,11 +2615,14 @@ class _Unrolled(_Drawer):
             self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False,
                       xlabel=bool(feed))
             for k in range(len(js) - 1):  # weightless: the junctions follow their ops
-                # (no ports: for an edge with ports between two junctions of its row, dot
-                # at times takes a path that mangles its arrow attributes; a point's centre
-                # is on its line anyway)
+                # (op views: from the east of one junction to the west of the next; without
+                # ports, dot routes a level edge between two step boxes twice, two curves
+                # bowing apart. Not between the step view's junctions: there, dot mangles
+                # the arrow attributes of an edge with ports, and draws it once anyway)
+                ports = (self.port("next"), self.port("prev")) \
+                    if getattr(self, "detail", None) != "steps" else None
                 self.edge(js[k], js[k + 1], "trunk", hot=any(hot[k + 1:]), arrow=False,
-                          weight=0)
+                          weight=0, ports=ports)
         first_row = self.first_row
         # each step's junctions in its cluster, under its ops: dot orders them with the
         # step's ops (outside, it places them all where the cluster stands, in any order)
@@ -2794,7 +2870,11 @@ class _Unrolled(_Drawer):
                 src = g.id(n)
             if src not in done:
                 done.add(src)
-                self.edge(src, "loss", "loss", hot=id(n) in self.path and bool(self.path))
+                hot = id(n) in self.path and bool(self.path)
+                if src == "elided":  # up through its point of the outputs' row
+                    self.edge(src, "elided_up", "loss", hot=hot, arrow=False)
+                    src = "elided_up"
+                self.edge(src, "loss", "loss", hot=hot)
 
     def legend_rows(self) -> list[tuple[str, str]]:
         rows = []
