@@ -2618,14 +2618,20 @@ class _Unrolled(_Drawer):
         port_row = ('<tr><td><table border="0" cellborder="0" cellspacing="0" '
                     'cellpadding="0"><tr>' + "".join(cells) + "</tr></table></td></tr>")
         bottom, middle, top = [], [], []
-        for s, n in net.init_nodes.items():
+        # the states top first, as the textbook view's rows: the last a step computes (an
+        # LSTM's h, the state its outputs read) on top, where the reader looks first
+        states.sort(key=lambda s: -g.index(_unmasked(net.state_nodes[s][0])))
+        for s in states:
+            n = net.init_nodes[s]
             self.node(g.id(n), "state", self.title(n), self.rows(n), _mag(self.grad(n)),
                       state=True, cut=self.v.is_cut(net.state_nodes[s][0]))
             middle.append(g.id(n))
-        # one initial state in the steps' row, just left of the first box; any other one row
-        # lower, beside the first bus, its edge going up into the box's left side (in the
-        # steps' row, it would bend round the one next to the box)
-        raised, middle = middle[:-1], middle[-1:]
+        # the top state's initial value in the steps' row, just left of the first box; any
+        # other one row lower, beside the first bus, its edge going up into the box's left
+        # side (in the steps' row, it would bend round the one next to the box)
+        raised, middle = middle[1:], middle[:1]
+        # (a side-by-side figure joins the lower picture to the upper one from it)
+        self.lead_id = middle[0] if middle else None
         for t in range(T):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
             for ns in net.input_nodes.values():
@@ -2637,13 +2643,15 @@ class _Unrolled(_Drawer):
             padded = _padded(net, self.run, t)
             rows = [_pads_text(padded)] if padded else []  # (a masked run's padding)
             for s in states:  # (masked: the value the step computes, as the textbook view)
+                # each state's value and gradient in the words of every other view (v =,
+                # ∇ =), after the state's name: a step box holds every state of the step
                 n = _unmasked(net.state_nodes[s][t])
                 text = _array_text(self.value(n), self.limit(n))
                 if self.show_values() and text:
-                    rows.append(f"{_hn(s)} = {_h(text)}")
+                    rows.append(f"{_hn(s)}: v = {_h(text)}")
                 gt = _array_text(self.grad(n), self.limit(n))
                 if self.show_grads() and gt:
-                    rows.append(f"∂{self.loss_sym()}/∂{_hn(s)} = {_h(gt)}")
+                    rows.append(f"{_hn(s)}: ∇ = {_h(gt)}")
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
                       state=True, tooltip=f"{net.cell.name} at step {t}", group=f"step_{t}",
                       kept=t in kept_steps(net))  # checkpoint=: the run kept its state
@@ -3000,15 +3008,24 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         # upper picture's, in one column.
         inits = [getattr(d, "init_ids", []) + sorted(getattr(d, "on_bus", ()))
                  for d in drawers]  # (and the shared values left of an ops view's steps)
+        leads = [getattr(d, "lead_id", None) for d in drawers]
+        link_attrs = "style=invis"
         if inits[0] and inits[0] == inits[1]:
             links = [(f"s0_{i}", f"s1_{i}") for i in inits[0]]
+        elif None not in leads:
+            # (a step view: from the initial state left of its first box, of weight 0, an
+            # order only: from its first node, a parameter, the link passed between the
+            # lower picture's first two steps and held them apart, and the upper one's with
+            # them; pulled straight, it drew each initial state twice as far from its step)
+            links = [(f"s0_{leads[0]}", f"s1_{leads[1]}")]
+            link_attrs = "style=invis weight=0"
         else:
             first = [next((m.group(1) for line in body if line.startswith(f'    "s{k}_')
                            and (m := _NODE.match(line))), None) for k in range(2)]
             links = [tuple(first)] if None not in first else []
         for hi, lo in links:
-            body.append(f'  "{lo}" -> "{hi}" [style=invis]\n' if rankdir == "BT"
-                        else f'  "{hi}" -> "{lo}" [style=invis]\n')
+            body.append(f'  "{lo}" -> "{hi}" [{link_attrs}]\n' if rankdir == "BT"
+                        else f'  "{hi}" -> "{lo}" [{link_attrs}]\n')
         # and step t of the one over step t of the other: from the top of each column of
         # the lower picture to the bottom of the same column of the upper one, heavy (the
         # links above hold only the left sides, and the first values of the two differ in
@@ -3027,12 +3044,12 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 p = f"s0_side_gap_{t}"
                 row.append(p)
                 body.append(f'  "{p}" [shape=point style=invis width=0 height=0]\n'
-                            f'  "{lo_hi}" -> "{p}" [style=invis weight=10]\n'
-                            f'  "{p}" -> "{up_lo}" [style=invis weight=10]\n')
+                            f'  "{lo_hi}" -> "{p}" [style=invis weight={_COLUMN_WEIGHT}]\n'
+                            f'  "{p}" -> "{up_lo}" [style=invis weight={_COLUMN_WEIGHT}]\n')
             else:
-                body.append(f'  "{lo_hi}" -> "{up_lo}" [style=invis weight=10]\n'
+                body.append(f'  "{lo_hi}" -> "{up_lo}" [style=invis weight={_COLUMN_WEIGHT}]\n'
                             if rankdir == "BT" else
-                            f'  "{up_hi}" -> "{lo_lo}" [style=invis weight=10]\n')
+                            f'  "{up_hi}" -> "{lo_lo}" [style=invis weight={_COLUMN_WEIGHT}]\n')
         if rankdir == "BT" and upper:
             row += [x for x in ("s0_legend",)
                     if any(line.lstrip().startswith(f'"{x}" [') for line in body)]
@@ -3055,6 +3072,15 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 continue  # (in the row of the gap, above)
             body.append(f'  "{leg}" -> "{lo}" [style=invis]\n' if rankdir == "BT"
                         else f'  "{lo}" -> "{leg}" [style=invis]\n')
+            if k == 1 and row and rankdir == "BT":
+                # in the same place as the upper one's, which the row of the gap puts just
+                # right of the last step's column: an invisible point in the legend's row
+                # straight under the lower picture's last column, the legend just right of it
+                last = cols[1][max(set(cols[0]) & set(cols[1]))][0]
+                body.append('  "s1_legend_gap" [shape=point style=invis width=0 height=0]\n'
+                            f'  "s1_legend_gap" -> "{last}" '
+                            f"[style=invis weight={_COLUMN_WEIGHT}]\n"
+                            f'  {{rank=same; "s1_legend_gap" -> "{leg}" [style=invis]}}\n')
     elif direction == "horizontal":
         # the captions level, and each row of the one level with the same row of the
         # other: step by step, the bottom and top of every column (the first step both
@@ -3128,6 +3154,10 @@ def _columns(drawer, k: int, body: list) -> dict:
     return out
 
 
+#: the weight of the invisible edges holding step t of a stacked figure's lower picture under
+#: step t of the upper one: above the step view's own pulls (400: each step's inputs and
+#: junctions under its box), which else win and leave a step of one picture aside
+_COLUMN_WEIGHT = 1000
 _EDGE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" -> "((?:[^"\\]|\\.)*)"(.*)$')
 _NODE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" \[')
 _RANK_END = re.compile(r"^(\s*)\{rank=(source|sink|min|max);", re.M)
