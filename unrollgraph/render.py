@@ -2731,7 +2731,7 @@ class _Unrolled(_Drawer):
                         self.lines[-1] = self.lines[-1].replace(
                             " [", f' [minlen="{gap}" ', 1)
                     else:
-                        self.edge(g.id(n), "step_0", "recurrent", cut=cut, ports=(None, "w"))
+                        self.edge(g.id(n), "step_0", "recurrent", cut=cut, ports=("e", "w"))
             else:
                 self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
                 self.lines[-1] = self.lines[-1].replace(" [", f' [minlen="{gap}" ', 1)
@@ -3072,15 +3072,16 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 continue  # (in the row of the gap, above)
             body.append(f'  "{leg}" -> "{lo}" [style=invis]\n' if rankdir == "BT"
                         else f'  "{lo}" -> "{leg}" [style=invis]\n')
-            if k == 1 and row and rankdir == "BT":
+            common = sorted(set(cols[0]) & set(cols[1]))
+            if k == 1 and common and upper and rankdir == "BT":
                 # in the same place as the upper one's, which the row of the gap puts just
                 # right of the last step's column: an invisible point in the legend's row
                 # straight under the lower picture's last column, the legend just right of it
-                last = cols[1][max(set(cols[0]) & set(cols[1]))][0]
-                body.append('  "s1_legend_gap" [shape=point style=invis width=0 height=0]\n'
-                            f'  "s1_legend_gap" -> "{last}" '
+                last = cols[1][common[-1]][0]
+                body.append('  "side_legend_gap" [shape=point style=invis width=0 height=0]\n'
+                            f'  "side_legend_gap" -> "{last}" '
                             f"[style=invis weight={_COLUMN_WEIGHT}]\n"
-                            f'  {{rank=same; "s1_legend_gap" -> "{leg}" [style=invis]}}\n')
+                            f'  {{rank=same; "side_legend_gap" -> "{leg}" [style=invis]}}\n')
     elif direction == "horizontal":
         # the captions level, and each row of the one level with the same row of the
         # other: step by step, the bottom and top of every column (the first step both
