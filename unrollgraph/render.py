@@ -3037,19 +3037,32 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         # pieces of their own to dot, left of its steps, which such links would join)
         cols = [_columns(d, k, body) if getattr(d, "detail", None) != "ops" else {}
                 for k, d in enumerate(drawers)]
-        row = []
+        row, through = [], []
         for t in sorted(set(cols[0]) & set(cols[1])):
             (up_lo, up_hi), (lo_lo, lo_hi) = cols[0][t], cols[1][t]
             if rankdir == "BT" and upper:
                 p = f"s0_side_gap_{t}"
                 row.append(p)
                 body.append(f'  "{p}" [shape=point style=invis width=0 height=0]\n'
-                            f'  "{lo_hi}" -> "{p}" [style=invis weight={_COLUMN_WEIGHT}]\n'
-                            f'  "{p}" -> "{up_lo}" [style=invis weight={_COLUMN_WEIGHT}]\n')
+                            f'  "{lo_hi}" -> "{p}" [style=invis weight={_COLUMN_WEIGHT}]\n')
+                if up_lo not in upper:
+                    # the link crosses the upper picture's first row (a step view's
+                    # parameters): through a point of that row, right of its last node, so
+                    # that dot sets none of the row between two columns (between step 0 and
+                    # step 1 it held them twice as far apart as the others)
+                    q = f"s0_side_col_{t}"
+                    through.append(q)
+                    body.append(f'  "{q}" [shape=point style=invis width=0 height=0]\n'
+                                f'  "{p}" -> "{q}" [style=invis weight={_COLUMN_WEIGHT}]\n')
+                    p = q
+                body.append(f'  "{p}" -> "{up_lo}" [style=invis weight={_COLUMN_WEIGHT}]\n')
             else:
                 body.append(f'  "{lo_hi}" -> "{up_lo}" [style=invis weight={_COLUMN_WEIGHT}]\n'
                             if rankdir == "BT" else
                             f'  "{up_hi}" -> "{lo_lo}" [style=invis weight={_COLUMN_WEIGHT}]\n')
+        if through:
+            body.append("  {rank=same; edge [style=invis] "
+                        + " -> ".join(f'"{x}"' for x in [upper[-1]] + through) + "}\n")
         if rankdir == "BT" and upper:
             row += [x for x in ("s0_legend",)
                     if any(line.lstrip().startswith(f'"{x}" [') for line in body)]
