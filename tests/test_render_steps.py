@@ -9,6 +9,8 @@ import subprocess
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import unrollgraph as ug
 
@@ -92,3 +94,69 @@ def test_the_lstm_step_view_puts_h_first_as_the_textbook_view(T):
     rows = _rows(ug.to_dot(net, loss=loss, detail="steps"), "step_0")
     assert rows.index(next(r for r in rows if r.startswith("h:"))) \
         < rows.index(next(r for r in rows if r.startswith("c:")))
+
+
+# -- where truncated BPTT stops the gradient: a bar to see on a slide ----------------------
+_THEMES = ("light", "dark", "print")
+
+
+def _bars(source: str) -> list[tuple[str, float, float]]:
+    """Each bar ``dot`` draws where truncation stops a gradient: ``(colour, length of the
+    bar, line width)`` in points, read from the SVG (the bar is the edge's 4-cornered arrow
+    polygon; the arrowhead is a triangle)."""
+    done = subprocess.run(["dot", "-Tsvg"], input=source.encode(), capture_output=True)
+    assert done.returncode == 0, done.stderr.decode()[:400]
+    svg = done.stdout.decode()
+    stops = {(a, b) for a, b in re.findall(r'^\s*"([^"]+)" -> "([^"]+)" \[[^\n]*"tee"',
+                                           source, re.M)}
+    out = []
+    for group in re.findall(r'<g id="edge\d+" class="edge">(.*?)</g>', svg, re.S):
+        title = html.unescape(re.search(r"<title>(.*?)</title>", group).group(1))
+        if tuple(title.split("->")) not in stops:
+            continue
+        for fill, width, points in re.findall(
+                r'<polygon fill="([^"]+)" stroke="[^"]+" stroke-width="([^"]+)" '
+                r'points="([^"]+)"', group):
+            pts = [tuple(float(v) for v in p.split(",")) for p in points.split()]
+            if len(pts) != 5:  # (a triangle: the arrowhead)
+                continue
+            side = max(np.hypot(a[0] - b[0], a[1] - b[1]) for a, b in zip(pts, pts[1:]))
+            out.append((fill, side, float(width)))
+    return out
+
+
+def _legend_stop_colour(source: str) -> str:
+    """The colour the legend writes its bar (┃) in."""
+    line = next(x for x in source.splitlines() if x.strip().startswith('"legend" ['))
+    return re.search(r'<font[^>]*color="([^"]+)"[^>]*><b>[|┃]', line).group(1)
+
+
+@pytest.mark.dot
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(["textbook", "steps", "ops"]), st.integers(4, 12), st.data(),
+       st.sampled_from(_THEMES), st.sampled_from(sorted(_CELLS)))
+def test_the_truncation_bar_is_plainly_visible_in_every_view(detail, T, data, theme, name):
+    """Where truncation stops the gradient (the last cut state into the first kept step, a
+    cut step into its output), the edge carries a bar at least 12 points long drawn with a
+    line at least 2.5 points wide, in a colour that is neither the greyed edges' nor the
+    background's, the colour the legend draws its bar in (it was a 7-point grey tick on a
+    grey dotted edge, lost at the greyed node's dashed border)."""
+    if detail == "ops":
+        T = min(T, 6)  # (every op of every step: a wide picture, slow to lay out)
+    k = data.draw(st.integers(1, T - 1), label="truncate")
+    net, loss = _run(name, T, truncate=k)
+    source = ug.to_dot(net, loss=loss, detail=detail, theme=theme, values=False)
+    bars = _bars(source)
+    assert bars, "no bar drawn"
+    theme_colours = _theme(theme)
+    legend = _legend_stop_colour(source)
+    for colour, length, width in bars:
+        assert length >= 12 and width >= 2.5, (colour, length, width)
+        assert colour == legend, (colour, legend)
+        assert colour not in (theme_colours["cut_font"], theme_colours["bg"]), colour
+
+
+def _theme(theme: str) -> dict:
+    import importlib
+
+    return importlib.import_module("unrollgraph.render")._THEMES[theme]

@@ -83,7 +83,7 @@ _THEMES = {
         "bg": "white", "font": "#1f2328", "muted": "#6e7781", "edge": "#57606a",
         "shared_edge": "#a371f7", "recurrent": "#1d4ed8", "cluster": "#d0d7de",
         "cluster_bg": "#f6f8fa", "nofill": "white", "cut_fill": "#eaeef2", "cut_font": "#8c959f",
-        "highlight": "#cf222e",
+        "highlight": "#cf222e", "stop": "#1f2328",
         "param": "#8250df", "input": "#1a7f37", "leaf": "#1a7f37", "state": "#1d4ed8",
         "output": "#bc4c00", "op": "#57606a", "shared": "#8250df", "const": "#6e7781",
         "call": "#57606a", "loss": "#cf222e", "part": "#cf222e", "elide": "#57606a",
@@ -95,7 +95,7 @@ _THEMES = {
         "bg": "#0d1117", "font": "#e6edf3", "muted": "#8b949e", "edge": "#8b949e",
         "shared_edge": "#bc8cff", "recurrent": "#58a6ff", "cluster": "#30363d",
         "cluster_bg": "#161b22", "nofill": "#0d1117", "cut_fill": "#21262d",
-        "cut_font": "#6e7681", "highlight": "#ff7b72",
+        "cut_font": "#6e7681", "highlight": "#ff7b72", "stop": "#e6edf3",
         "param": "#d2a8ff", "input": "#56d364", "leaf": "#56d364", "state": "#58a6ff",
         "output": "#ffa657", "op": "#8b949e", "shared": "#d2a8ff", "const": "#8b949e",
         "call": "#8b949e", "loss": "#ff7b72", "part": "#ff7b72", "elide": "#8b949e",
@@ -108,7 +108,7 @@ _THEMES = {
         "bg": "white", "font": "#000000", "muted": "#333333", "edge": "#000000",
         "shared_edge": "#555555", "recurrent": "#000000", "cluster": "#888888",
         "cluster_bg": "white", "nofill": "white", "cut_fill": "#eeeeee", "cut_font": "#777777",
-        "highlight": "#000000",
+        "highlight": "#000000", "stop": "#000000",
         "param": "#000000", "input": "#000000", "leaf": "#000000", "state": "#000000",
         "output": "#000000", "op": "#000000", "shared": "#000000", "const": "#555555",
         "call": "#000000", "loss": "#000000", "part": "#000000", "elide": "#000000",
@@ -117,6 +117,10 @@ _THEMES = {
         "ramp": ["#fdf6e3", "#fde68a", "#f59e0b", "#dc2626", "#6b0f3a"],
     },
 }
+#: the line width and arrow size of an edge where truncated BPTT stops the gradient: its bar
+#: (a ``tee`` at the greyed end) stands out on a slide at any number of steps
+_STOP_PEN = "3"
+_STOP_ARROW = "1.3"
 #: type size of node titles (points) by theme; every other size follows in proportion
 _TITLE_PT = {"light": 12, "dark": 12, "print": 16}
 #: line widths are multiplied by this in the print theme
@@ -1041,9 +1045,12 @@ class _Drawer:
         if not constraint:
             attrs["constraint"] = "false"
         if stop:  # the bar at the source's end, the arrowhead (if any) at the other
+            # (large, thick and in the text's colour, not the greyed edge's: the place where
+            # the gradient stops is what a reader of a truncated net looks for, on a slide)
             point = "normal" if arrow else "none"
             attrs.update(dir="both", arrowtail=point if back else "tee",
-                         arrowhead="tee" if back else point)
+                         arrowhead="tee" if back else point, color=t["stop"],
+                         penwidth=_STOP_PEN, arrowsize=_STOP_ARROW)
         elif back:
             attrs["dir"] = "back"
         if weight is not None:
@@ -1265,8 +1272,8 @@ class _Drawer:
             "delay": ("━━", t["recurrent"], "z⁻¹: one-step delay (next state → state)"),
             "cut": ("· · ·", t["cut_font"], "dotted, grey: the value flows forward; truncated "
                                         "BPTT sends no gradient back along it"),
-            "stop": ("|· ·", t["cut_font"], "where truncated BPTT stops the gradient (at the "
-                                         "bar): the value flows on, no gradient comes back"),
+            "stop": ("┃· ·", t["stop"], "where truncated BPTT stops the gradient (at the "
+                                    "bar): the value flows on, no gradient comes back"),
         }
         for kind, (sym, colour, text) in edge_names.items():
             if kind in self.edges_used:
