@@ -121,6 +121,8 @@ _THEMES = {
 #: (a ``tee`` at the greyed end) stands out on a slide at any number of steps
 _STOP_PEN = "3"
 _STOP_ARROW = "1.3"
+#: a line break in a legend's text, its lines set flush left
+_BR = '<br align="left"/>'
 #: type size of node titles (points) by theme; every other size follows in proportion
 _TITLE_PT = {"light": 12, "dark": 12, "print": 16}
 #: line widths are multiplied by this in the print theme
@@ -1031,6 +1033,7 @@ class _Drawer:
             self.edges_used.add("cut")
         if hot:
             attrs.update(color=t["highlight"], penwidth="3")
+            self.edges_used.add("hot")
         if label is not None:
             # an xlabel is placed after layout: the edge stays straight and takes no rank
             text = _font(label, label_pt, attrs["color"])
@@ -1151,13 +1154,36 @@ class _Drawer:
         name = getattr(self.o.get("loss"), "name", None)
         return _hn(name) if name else "L"
 
+    def path_words(self) -> str:
+        """The legend's words for the highlighted path (``highlight=``)."""
+        ends = getattr(self, "path_ends", None)
+        if ends is None:
+            return "highlight: the paths along which the gradient flows back"
+        target, roots = ends
+        names = [_h(_shown(self.g.display_name(r))) for r in roots[:3]]
+        to = ", ".join(names) + (" …" if len(roots) > 3 else "") if names else "the output"
+        return (f"highlight: the paths from {_h(_shown(self.g.display_name(target)))} to "
+                f"{to}{_BR}(borders and edges), along which its gradient comes back{_BR}")
+
     def derivatives_row(self) -> list[tuple[str, str]]:
-        """The legend's row saying which edges carry a local derivative, when some do not."""
+        """The legend's rows saying what the ``∂`` on an edge is, how the gradients follow
+        from them, and how many edges carry none (between tensors: no scalar derivative)."""
         missed = getattr(self, "unlabelled", [])
-        if not self.o["derivatives"] or not missed or not getattr(self, "labelled", 0):
+        if not self.o["derivatives"] or not getattr(self, "labelled", 0):
             return []
-        return [("∂", f"local derivative; {len(missed)} edges between tensors have none "
-                      "(see ug.explain)")]
+        rows = [("∂ a", f"on an edge u → v: the local derivative ∂v/∂u = a,{_BR}"
+                        f"at the drawn values{_BR}")]
+        ends = getattr(self, "path_ends", None)
+        if ends is not None:
+            name = _h(_shown(self.g.display_name(ends[0])))
+            rows.append(("", f"∇ of {name}: the product of the ∂ along the highlighted{_BR}"
+                             f"path (the sum of the products, over several paths){_BR}"))
+        else:
+            rows.append(("", f"a node's ∇: the sum, over its paths to the output,{_BR}"
+                             f"of the product of the ∂ along each{_BR}"))
+        if missed:
+            rows.append(("", f"{len(missed)} edges between tensors have none (see ug.explain)"))
+        return rows
 
     # highlight
     def find(self, target) -> Node:
@@ -1207,6 +1233,8 @@ class _Drawer:
                     up.add(id(i))
                     stack.append(i)
         self.path = up
+        # (the legend names them: the paths from the highlighted node to the roots reached)
+        self.path_ends = (target, [r for r in roots if id(r) in up])
 
     # size guard
     def guard(self, drawn: int, what: str, fixes: str, exact: bool = True) -> None:
@@ -1274,6 +1302,7 @@ class _Drawer:
                                         "BPTT sends no gradient back along it"),
             "stop": ("┃· ·", t["stop"], "where truncated BPTT stops the gradient (at the "
                                     "bar): the value flows on, no gradient comes back"),
+            "hot": ("━━", t["highlight"], self.path_words()),
         }
         for kind, (sym, colour, text) in edge_names.items():
             if kind in self.edges_used:
@@ -1390,7 +1419,21 @@ class _Plain(_Drawer):
             self.chain_rule_note(roots)
         self.guard(self.n_nodes, "this graph", fixes)
         self.legend()
+        self.place_legend(roots, o["rankdir"] or default_dir)
         return self.lines
+
+    def place_legend(self, roots: list, rankdir: str) -> None:
+        """The legend where the reader's eye ends: under the last output, in its column
+        (left to right) or in a row of its own under it (top to bottom). Bottom to top (a
+        folded cell), dot puts it in the row of the parameters, at the bottom already."""
+        if not roots or not any(line.lstrip().startswith('"legend" [') for line in self.lines):
+            return
+        root = self.g.id(roots[-1])
+        self.n_edges += 1
+        if rankdir in ("LR", "RL"):
+            self.emit(f'{{rank=same; "{root}" -> "legend" [style=invis]}}')
+        elif rankdir == "TB":
+            self.emit(f'"{root}" -> "legend" [style=invis]')
 
     def chain_rule_note(self, roots) -> None:
         """A note listing, for each path from the highlighted node to an output, the product of
