@@ -3141,10 +3141,10 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 # right of the last step's column: an invisible point in the legend's row
                 # straight under the lower picture's last column, the legend just right of it
                 last = cols[1][common[-1]][0]
-                body.append('  "side_legend_gap" [shape=point style=invis width=0 height=0]\n'
-                            f'  "side_legend_gap" -> "{last}" '
+                body.append('  "s0_side_gap_legend" [shape=point style=invis width=0 height=0]\n'
+                            f'  "s0_side_gap_legend" -> "{last}" '
                             f"[style=invis weight={_COLUMN_WEIGHT}]\n"
-                            f'  {{rank=same; "side_legend_gap" -> "{leg}" [style=invis]}}\n')
+                            f'  {{rank=same; edge [style=invis] "s0_side_gap_legend" -> "{leg}"}}\n')
     elif direction == "horizontal":
         # the captions level, and each row of the one level with the same row of the
         # other: step by step, the bottom and top of every column (the first step both
