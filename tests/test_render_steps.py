@@ -126,9 +126,9 @@ def _bars(source: str) -> list[tuple[str, float, float]]:
 
 
 def _legend_stop_colour(source: str) -> str:
-    """The colour the legend writes its bar (┃) in."""
+    """The colour the legend writes its bar (|) in."""
     line = next(x for x in source.splitlines() if x.strip().startswith('"legend" ['))
-    return re.search(r'<font[^>]*color="([^"]+)"[^>]*><b>[|┃]', line).group(1)
+    return re.search(r'<font[^>]*color="([^"]+)"[^>]*><b>\|', line).group(1)
 
 
 @pytest.mark.dot

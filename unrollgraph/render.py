@@ -1300,7 +1300,7 @@ class _Drawer:
             "delay": ("━━", t["recurrent"], "z⁻¹: one-step delay (next state → state)"),
             "cut": ("· · ·", t["cut_font"], "dotted, grey: the value flows forward; truncated "
                                         "BPTT sends no gradient back along it"),
-            "stop": ("┃· ·", t["stop"], "where truncated BPTT stops the gradient (at the "
+            "stop": ("|· ·", t["stop"], "where truncated BPTT stops the gradient (at the "
                                     "bar): the value flows on, no gradient comes back"),
             "hot": ("━━", t["highlight"], self.path_words()),
         }
@@ -3144,7 +3144,8 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 body.append('  "s0_side_gap_legend" [shape=point style=invis width=0 height=0]\n'
                             f'  "s0_side_gap_legend" -> "{last}" '
                             f"[style=invis weight={_COLUMN_WEIGHT}]\n"
-                            f'  {{rank=same; edge [style=invis] "s0_side_gap_legend" -> "{leg}"}}\n')
+                            "  {rank=same; edge [style=invis] "
+                            f'"s0_side_gap_legend" -> "{leg}"}}\n')
     elif direction == "horizontal":
         # the captions level, and each row of the one level with the same row of the
         # other: step by step, the bottom and top of every column (the first step both
