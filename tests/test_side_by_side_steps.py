@@ -96,3 +96,17 @@ def test_any_two_stacked_step_views_line_up(name, T, truncated, size, values):
     b = (_run(name, T, truncate=max(1, T // 3), batch=batch, hidden=hidden) if truncated
          else _run(name, T, seed=1, batch=batch, hidden=hidden))
     _check_stacked(a, b, T, values=values)
+
+
+@pytest.mark.parametrize("detail", ["textbook", "ops"])
+def test_stacked_textbook_and_ops_views_keep_their_legends_in_the_same_place(detail):
+    """As the step views: each legend's left side just right of its picture's last step, the
+    two in line (an op view's upper legend stood right of its lower one's by 470 points)."""
+    (a, la), (b, lb) = _run("rnn", 6), _run("rnn", 6, truncate=2)
+    pos = _objects(ug.render_side_by_side(a, b, labels=("one", "other"), loss=(la, lb),
+                                          detail=detail, direction="vertical", values=False))
+    left = [pos[f"s{k}_legend"][0] - pos[f"s{k}_legend"][2] / 2 for k in range(2)]
+    assert abs(left[0] - left[1]) <= 1, left
+    for k, net in enumerate((a, b)):
+        last = pos[f"s{k}_{net.graph.id(net.input_nodes['x'][-1])}"][0]
+        assert last < left[k], (k, last, left)

@@ -3113,6 +3113,16 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         if through:
             body.append("  {rank=same; edge [style=invis] "
                         + " -> ".join(f'"{x}"' for x in [upper[-1]] + through) + "}\n")
+        # each picture's last step: its legend's left side just right of it (without
+        # columns, an op view: its last input)
+        ends_at = [cols[k][max(set(cols[0]) & set(cols[1]))][0]
+                   if set(cols[0]) & set(cols[1]) else _last_input(d, k, body)
+                   for k, d in enumerate(drawers)]
+        if rankdir == "BT" and upper and not row and ends_at[0] is not None:
+            row.append("s0_side_gap_end")
+            body.append('  "s0_side_gap_end" [shape=point style=invis width=0 height=0]\n'
+                        f'  "s0_side_gap_end" -> "{ends_at[0]}" '
+                        f"[style=invis weight={_COLUMN_WEIGHT}]\n")
         if rankdir == "BT" and upper:
             row += [x for x in ("s0_legend",)
                     if any(line.lstrip().startswith(f'"{x}" [') for line in body)]
@@ -3135,12 +3145,11 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 continue  # (in the row of the gap, above)
             body.append(f'  "{leg}" -> "{lo}" [style=invis]\n' if rankdir == "BT"
                         else f'  "{lo}" -> "{leg}" [style=invis]\n')
-            common = sorted(set(cols[0]) & set(cols[1]))
-            if k == 1 and common and upper and rankdir == "BT":
+            if k == 1 and ends_at[1] is not None and upper and rankdir == "BT":
                 # in the same place as the upper one's, which the row of the gap puts just
                 # right of the last step's column: an invisible point in the legend's row
                 # straight under the lower picture's last column, the legend just right of it
-                last = cols[1][common[-1]][0]
+                last = ends_at[1]
                 body.append('  "s0_side_gap_legend" [shape=point style=invis width=0 height=0]\n'
                             f'  "s0_side_gap_legend" -> "{last}" '
                             f"[style=invis weight={_COLUMN_WEIGHT}]\n"
@@ -3160,6 +3169,17 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
     diagram = _diagram_class()(name="unrollgraph", body=body)
     diagram.color_scale = scale.range if scale is not None else None
     return diagram
+
+
+def _last_input(drawer, k: int, body: list) -> str | None:
+    """The id (in picture ``k`` of a side-by-side figure) of the last step's first input, when
+    the picture draws it."""
+    net = getattr(drawer, "net", None)
+    if net is None or not net.input_nodes:
+        return None
+    nid = f"s{k}_{drawer.g.id(next(iter(net.input_nodes.values()))[-1])}"
+    drawn = any((m := _NODE.match(line)) and m.group(1) == nid for line in body)
+    return nid if drawn else None
 
 
 def _same_widths(drawers: list, body: list) -> None:
