@@ -93,3 +93,58 @@ def test_partly_scalar_graphs_label_what_they_can_and_the_legend_says_which():
     assert len(_labels(source)) == 1  # x → tanh(x), the one edge between scalars
     assert "edges between tensors have none" in source
     assert '"derivatives_note"' not in source
+
+
+# -- the legend of a tensor's picture: what the highlight and the ∂ mean, under the picture ----
+def _scalar_chain():
+    x = ug.tensor(0.5, requires_grad=True, name="x")
+    w = ug.tensor(-1.5, requires_grad=True, name="w")
+    b = ug.tensor(0.25, requires_grad=True, name="b")
+    y = ug.tanh(x * w + b)
+    y.name = "y"
+    y.backward()
+    return x, y
+
+
+def _legend_text(source):
+    import html
+
+    line = next(x for x in source.splitlines() if x.lstrip().startswith('"legend" ['))
+    return html.unescape(re.sub(r"<[^>]+>", " ", line))
+
+
+def test_the_legend_says_what_the_highlight_and_the_derivatives_mean():
+    """The gallery's scalar chain: the legend named only the node shapes and the colour
+    scale; it now says the highlight is the path from x to y and what an edge's ∂ is, and
+    how x's gradient follows from them."""
+    x, y = _scalar_chain()
+    text = " ".join(_legend_text(ug.to_dot(y, derivatives=True, highlight=x)).split())
+    assert "highlight: the paths from x to y" in text, text
+    assert "local derivative ∂v/∂u" in text, text
+    assert "∇ of x: the product of the ∂ along the highlighted path" in text, text
+    plain = " ".join(_legend_text(ug.to_dot(y, derivatives=True)).split())
+    assert "highlight" not in plain and "sum, over its paths to the output" in plain, plain
+    assert "∂" not in " ".join(_legend_text(ug.to_dot(y)).split())
+
+
+@pytest.mark.dot
+@pytest.mark.parametrize("rankdir", [None, "LR", "TB"])
+def test_the_legend_of_a_tensor_stands_under_the_picture(rankdir):
+    """Where the reader's eye ends: the legend's top under the bottom of every node (it stood
+    top-left, over the inputs)."""
+    import json
+    import subprocess
+
+    x, y = _scalar_chain()
+    source = ug.to_dot(y, derivatives=True, highlight=x, rankdir=rankdir)
+    done = subprocess.run(["dot", "-Tjson"], input=source.encode(), capture_output=True)
+    objs = {o["name"]: o for o in json.loads(done.stdout)["objects"] if "pos" in o}
+
+    def bottom_top(o):
+        y_ = float(o["pos"].split(",")[1])
+        half = float(o["height"]) * 36
+        return y_ - half, y_ + half
+
+    legend_top = bottom_top(objs["legend"])[1]
+    lowest = min(bottom_top(o)[0] for n, o in objs.items() if n != "legend")
+    assert legend_top < lowest, (legend_top, lowest)

@@ -83,7 +83,7 @@ _THEMES = {
         "bg": "white", "font": "#1f2328", "muted": "#6e7781", "edge": "#57606a",
         "shared_edge": "#a371f7", "recurrent": "#1d4ed8", "cluster": "#d0d7de",
         "cluster_bg": "#f6f8fa", "nofill": "white", "cut_fill": "#eaeef2", "cut_font": "#8c959f",
-        "highlight": "#cf222e",
+        "highlight": "#cf222e", "stop": "#1f2328",
         "param": "#8250df", "input": "#1a7f37", "leaf": "#1a7f37", "state": "#1d4ed8",
         "output": "#bc4c00", "op": "#57606a", "shared": "#8250df", "const": "#6e7781",
         "call": "#57606a", "loss": "#cf222e", "part": "#cf222e", "elide": "#57606a",
@@ -95,7 +95,7 @@ _THEMES = {
         "bg": "#0d1117", "font": "#e6edf3", "muted": "#8b949e", "edge": "#8b949e",
         "shared_edge": "#bc8cff", "recurrent": "#58a6ff", "cluster": "#30363d",
         "cluster_bg": "#161b22", "nofill": "#0d1117", "cut_fill": "#21262d",
-        "cut_font": "#6e7681", "highlight": "#ff7b72",
+        "cut_font": "#6e7681", "highlight": "#ff7b72", "stop": "#e6edf3",
         "param": "#d2a8ff", "input": "#56d364", "leaf": "#56d364", "state": "#58a6ff",
         "output": "#ffa657", "op": "#8b949e", "shared": "#d2a8ff", "const": "#8b949e",
         "call": "#8b949e", "loss": "#ff7b72", "part": "#ff7b72", "elide": "#8b949e",
@@ -108,7 +108,7 @@ _THEMES = {
         "bg": "white", "font": "#000000", "muted": "#333333", "edge": "#000000",
         "shared_edge": "#555555", "recurrent": "#000000", "cluster": "#888888",
         "cluster_bg": "white", "nofill": "white", "cut_fill": "#eeeeee", "cut_font": "#777777",
-        "highlight": "#000000",
+        "highlight": "#000000", "stop": "#000000",
         "param": "#000000", "input": "#000000", "leaf": "#000000", "state": "#000000",
         "output": "#000000", "op": "#000000", "shared": "#000000", "const": "#555555",
         "call": "#000000", "loss": "#000000", "part": "#000000", "elide": "#000000",
@@ -117,6 +117,12 @@ _THEMES = {
         "ramp": ["#fdf6e3", "#fde68a", "#f59e0b", "#dc2626", "#6b0f3a"],
     },
 }
+#: the line width and arrow size of an edge where truncated BPTT stops the gradient: its bar
+#: (a ``tee`` at the greyed end) stands out on a slide at any number of steps
+_STOP_PEN = "3"
+_STOP_ARROW = "1.3"
+#: a line break in a legend's text, its lines set flush left
+_BR = '<br align="left"/>'
 #: type size of node titles (points) by theme; every other size follows in proportion
 _TITLE_PT = {"light": 12, "dark": 12, "print": 16}
 #: line widths are multiplied by this in the print theme
@@ -1032,6 +1038,7 @@ class _Drawer:
             self.edges_used.add("cut")
         if hot:
             attrs.update(color=t["highlight"], penwidth="3")
+            self.edges_used.add("hot")
         if label is not None:
             # an xlabel is placed after layout: the edge stays straight and takes no rank
             text = _font(label, label_pt, attrs["color"])
@@ -1048,9 +1055,12 @@ class _Drawer:
         if not constraint:
             attrs["constraint"] = "false"
         if stop:  # the bar at the source's end, the arrowhead (if any) at the other
+            # (large, thick and in the text's colour, not the greyed edge's: the place where
+            # the gradient stops is what a reader of a truncated net looks for, on a slide)
             point = "normal" if arrow else "none"
             attrs.update(dir="both", arrowtail=point if back else "tee",
-                         arrowhead="tee" if back else point)
+                         arrowhead="tee" if back else point, color=t["stop"],
+                         penwidth=_STOP_PEN, arrowsize=_STOP_ARROW)
         elif back:
             attrs["dir"] = "back"
         if weight is not None:
@@ -1151,13 +1161,36 @@ class _Drawer:
         name = getattr(self.o.get("loss"), "name", None)
         return _hn(name) if name else "L"
 
+    def path_words(self) -> str:
+        """The legend's words for the highlighted path (``highlight=``)."""
+        ends = getattr(self, "path_ends", None)
+        if ends is None:
+            return "highlight: the paths along which the gradient flows back"
+        target, roots = ends
+        names = [_h(_shown(self.g.display_name(r))) for r in roots[:3]]
+        to = ", ".join(names) + (" …" if len(roots) > 3 else "") if names else "the output"
+        return (f"highlight: the paths from {_h(_shown(self.g.display_name(target)))} to "
+                f"{to}{_BR}(borders and edges), along which its gradient comes back{_BR}")
+
     def derivatives_row(self) -> list[tuple[str, str]]:
-        """The legend's row saying which edges carry a local derivative, when some do not."""
+        """The legend's rows saying what the ``∂`` on an edge is, how the gradients follow
+        from them, and how many edges carry none (between tensors: no scalar derivative)."""
         missed = getattr(self, "unlabelled", [])
-        if not self.o["derivatives"] or not missed or not getattr(self, "labelled", 0):
+        if not self.o["derivatives"] or not getattr(self, "labelled", 0):
             return []
-        return [("∂", f"local derivative; {len(missed)} edges between tensors have none "
-                      "(see ug.explain)")]
+        rows = [("∂ a", f"on an edge u → v: the local derivative ∂v/∂u = a,{_BR}"
+                        f"at the drawn values{_BR}")]
+        ends = getattr(self, "path_ends", None)
+        if ends is not None:
+            name = _h(_shown(self.g.display_name(ends[0])))
+            rows.append(("", f"∇ of {name}: the product of the ∂ along the highlighted{_BR}"
+                             f"path (the sum of the products, over several paths){_BR}"))
+        else:
+            rows.append(("", f"a node's ∇: the sum, over its paths to the output,{_BR}"
+                             f"of the product of the ∂ along each{_BR}"))
+        if missed:
+            rows.append(("", f"{len(missed)} edges between tensors have none (see ug.explain)"))
+        return rows
 
     # highlight
     def find(self, target) -> Node:
@@ -1207,6 +1240,8 @@ class _Drawer:
                     up.add(id(i))
                     stack.append(i)
         self.path = up
+        # (the legend names them: the paths from the highlighted node to the roots reached)
+        self.path_ends = (target, [r for r in roots if id(r) in up])
 
     # size guard
     def guard(self, drawn: int, what: str, fixes: str, exact: bool = True) -> None:
@@ -1272,8 +1307,9 @@ class _Drawer:
             "delay": ("━━", t["recurrent"], "z⁻¹: one-step delay (next state → state)"),
             "cut": ("· · ·", t["cut_font"], "dotted, grey: the value flows forward; truncated "
                                         "BPTT sends no gradient back along it"),
-            "stop": ("|· ·", t["cut_font"], "where truncated BPTT stops the gradient (at the "
-                                         "bar): the value flows on, no gradient comes back"),
+            "stop": ("|· ·", t["stop"], "where truncated BPTT stops the gradient (at the "
+                                    "bar): the value flows on, no gradient comes back"),
+            "hot": ("━━", t["highlight"], self.path_words()),
         }
         for kind, (sym, colour, text) in edge_names.items():
             if kind in self.edges_used:
@@ -1405,7 +1441,21 @@ class _Plain(_Drawer):
             self.chain_rule_note(roots)
         self.guard(self.n_nodes, "this graph", fixes)
         self.legend()
+        self.place_legend(roots, o["rankdir"] or default_dir)
         return self.lines
+
+    def place_legend(self, roots: list, rankdir: str) -> None:
+        """The legend where the reader's eye ends: under the last output, in its column
+        (left to right) or in a row of its own under it (top to bottom). Bottom to top (a
+        folded cell), dot puts it in the row of the parameters, at the bottom already."""
+        if not roots or not any(line.lstrip().startswith('"legend" [') for line in self.lines):
+            return
+        root = self.g.id(roots[-1])
+        self.n_edges += 1
+        if rankdir in ("LR", "RL"):
+            self.emit(f'{{rank=same; "{root}" -> "legend" [style=invis]}}')
+        elif rankdir == "TB":
+            self.emit(f'"{root}" -> "legend" [style=invis]')
 
     def chain_rule_note(self, roots) -> None:
         """A note listing, for each path from the highlighted node to an output, the product of
@@ -2694,14 +2744,20 @@ class _Unrolled(_Drawer):
         port_row = ('<tr><td><table border="0" cellborder="0" cellspacing="0" '
                     'cellpadding="0"><tr>' + "".join(cells) + "</tr></table></td></tr>")
         bottom, middle, top = [], [], []
-        for s, n in net.init_nodes.items():
+        # the states top first, as the textbook view's rows: the last a step computes (an
+        # LSTM's h, the state its outputs read) on top, where the reader looks first
+        states.sort(key=lambda s: -g.index(_unmasked(net.state_nodes[s][0])))
+        for s in states:
+            n = net.init_nodes[s]
             self.node(g.id(n), "state", self.title(n), self.rows(n), _mag(self.grad(n)),
                       state=True, cut=self.v.is_cut(net.state_nodes[s][0]))
             middle.append(g.id(n))
-        # one initial state in the steps' row, just left of the first box; any other one row
-        # lower, beside the first bus, its edge going up into the box's left side (in the
-        # steps' row, it would bend round the one next to the box)
-        raised, middle = middle[:-1], middle[-1:]
+        # the top state's initial value in the steps' row, just left of the first box; any
+        # other one row lower, beside the first bus, its edge going up into the box's left
+        # side (in the steps' row, it would bend round the one next to the box)
+        raised, middle = middle[1:], middle[:1]
+        # (a side-by-side figure joins the lower picture to the upper one from it)
+        self.lead_id = middle[0] if middle else None
         for t in range(T):
             cut = self.v.is_cut(net.state_nodes[states[0]][t]) if states else False
             for ns in net.input_nodes.values():
@@ -2713,13 +2769,15 @@ class _Unrolled(_Drawer):
             padded = _padded(net, self.run, t)
             rows = [_pads_text(padded)] if padded else []  # (a masked run's padding)
             for s in states:  # (masked: the value the step computes, as the textbook view)
+                # each state's value and gradient in the words of every other view (v =,
+                # ∇ =), after the state's name: a step box holds every state of the step
                 n = _unmasked(net.state_nodes[s][t])
                 text = _array_text(self.value(n), self.limit(n))
                 if self.show_values() and text:
-                    rows.append(f"{_hn(s)} = {_h(text)}")
+                    rows.append(f"{_hn(s)}: v = {_h(text)}")
                 gt = _array_text(self.grad(n), self.limit(n))
                 if self.show_grads() and gt:
-                    rows.append(f"∂{self.loss_sym()}/∂{_hn(s)} = {_h(gt)}")
+                    rows.append(f"{_hn(s)}: ∇ = {_h(gt)}")
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
                       state=True, tooltip=f"{net.cell.name} at step {t}", group=f"step_{t}",
                       kept=t in kept_steps(net))  # checkpoint=: the run kept its state
@@ -2799,7 +2857,7 @@ class _Unrolled(_Drawer):
                         self.lines[-1] = self.lines[-1].replace(
                             " [", f' [minlen="{gap}" ', 1)
                     else:
-                        self.edge(g.id(n), "step_0", "recurrent", cut=cut, ports=(None, "w"))
+                        self.edge(g.id(n), "step_0", "recurrent", cut=cut, ports=("e", "w"))
             else:
                 self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
                 self.lines[-1] = self.lines[-1].replace(" [", f' [minlen="{gap}" ', 1)
@@ -3080,15 +3138,24 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         # upper picture's, in one column.
         inits = [getattr(d, "init_ids", []) + sorted(getattr(d, "on_bus", ()))
                  for d in drawers]  # (and the shared values left of an ops view's steps)
+        leads = [getattr(d, "lead_id", None) for d in drawers]
+        link_attrs = "style=invis"
         if inits[0] and inits[0] == inits[1]:
             links = [(f"s0_{i}", f"s1_{i}") for i in inits[0]]
+        elif None not in leads:
+            # (a step view: from the initial state left of its first box, of weight 0, an
+            # order only: from its first node, a parameter, the link passed between the
+            # lower picture's first two steps and held them apart, and the upper one's with
+            # them; pulled straight, it drew each initial state twice as far from its step)
+            links = [(f"s0_{leads[0]}", f"s1_{leads[1]}")]
+            link_attrs = "style=invis weight=0"
         else:
             first = [next((m.group(1) for line in body if line.startswith(f'    "s{k}_')
                            and (m := _NODE.match(line))), None) for k in range(2)]
             links = [tuple(first)] if None not in first else []
         for hi, lo in links:
-            body.append(f'  "{lo}" -> "{hi}" [style=invis]\n' if rankdir == "BT"
-                        else f'  "{hi}" -> "{lo}" [style=invis]\n')
+            body.append(f'  "{lo}" -> "{hi}" [{link_attrs}]\n' if rankdir == "BT"
+                        else f'  "{hi}" -> "{lo}" [{link_attrs}]\n')
         # and step t of the one over step t of the other: from the top of each column of
         # the lower picture to the bottom of the same column of the upper one, heavy (the
         # links above hold only the left sides, and the first values of the two differ in
@@ -3100,19 +3167,42 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         # pieces of their own to dot, left of its steps, which such links would join)
         cols = [_columns(d, k, body) if getattr(d, "detail", None) != "ops" else {}
                 for k, d in enumerate(drawers)]
-        row = []
+        row, through = [], []
         for t in sorted(set(cols[0]) & set(cols[1])):
             (up_lo, up_hi), (lo_lo, lo_hi) = cols[0][t], cols[1][t]
             if rankdir == "BT" and upper:
                 p = f"s0_side_gap_{t}"
                 row.append(p)
                 body.append(f'  "{p}" [shape=point style=invis width=0 height=0]\n'
-                            f'  "{lo_hi}" -> "{p}" [style=invis weight=10]\n'
-                            f'  "{p}" -> "{up_lo}" [style=invis weight=10]\n')
+                            f'  "{lo_hi}" -> "{p}" [style=invis weight={_COLUMN_WEIGHT}]\n')
+                if up_lo not in upper:
+                    # the link crosses the upper picture's first row (a step view's
+                    # parameters): through a point of that row, right of its last node, so
+                    # that dot sets none of the row between two columns (between step 0 and
+                    # step 1 it held them twice as far apart as the others)
+                    q = f"s0_side_col_{t}"
+                    through.append(q)
+                    body.append(f'  "{q}" [shape=point style=invis width=0 height=0]\n'
+                                f'  "{p}" -> "{q}" [style=invis weight={_COLUMN_WEIGHT}]\n')
+                    p = q
+                body.append(f'  "{p}" -> "{up_lo}" [style=invis weight={_COLUMN_WEIGHT}]\n')
             else:
-                body.append(f'  "{lo_hi}" -> "{up_lo}" [style=invis weight=10]\n'
+                body.append(f'  "{lo_hi}" -> "{up_lo}" [style=invis weight={_COLUMN_WEIGHT}]\n'
                             if rankdir == "BT" else
-                            f'  "{up_hi}" -> "{lo_lo}" [style=invis weight=10]\n')
+                            f'  "{up_hi}" -> "{lo_lo}" [style=invis weight={_COLUMN_WEIGHT}]\n')
+        if through:
+            body.append("  {rank=same; edge [style=invis] "
+                        + " -> ".join(f'"{x}"' for x in [upper[-1]] + through) + "}\n")
+        # each picture's last step: its legend's left side just right of it (without
+        # columns, an op view: its last input)
+        ends_at = [cols[k][max(set(cols[0]) & set(cols[1]))][0]
+                   if set(cols[0]) & set(cols[1]) else _last_input(d, k, body)
+                   for k, d in enumerate(drawers)]
+        if rankdir == "BT" and upper and not row and ends_at[0] is not None:
+            row.append("s0_side_gap_end")
+            body.append('  "s0_side_gap_end" [shape=point style=invis width=0 height=0]\n'
+                        f'  "s0_side_gap_end" -> "{ends_at[0]}" '
+                        f"[style=invis weight={_COLUMN_WEIGHT}]\n")
         if rankdir == "BT" and upper:
             row += [x for x in ("s0_legend",)
                     if any(line.lstrip().startswith(f'"{x}" [') for line in body)]
@@ -3135,6 +3225,16 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 continue  # (in the row of the gap, above)
             body.append(f'  "{leg}" -> "{lo}" [style=invis]\n' if rankdir == "BT"
                         else f'  "{lo}" -> "{leg}" [style=invis]\n')
+            if k == 1 and ends_at[1] is not None and upper and rankdir == "BT":
+                # in the same place as the upper one's, which the row of the gap puts just
+                # right of the last step's column: an invisible point in the legend's row
+                # straight under the lower picture's last column, the legend just right of it
+                last = ends_at[1]
+                body.append('  "s0_side_gap_legend" [shape=point style=invis width=0 height=0]\n'
+                            f'  "s0_side_gap_legend" -> "{last}" '
+                            f"[style=invis weight={_COLUMN_WEIGHT}]\n"
+                            "  {rank=same; edge [style=invis] "
+                            f'"s0_side_gap_legend" -> "{leg}"}}\n')
     elif direction == "horizontal":
         # the captions level, and each row of the one level with the same row of the
         # other: step by step, the bottom and top of every column (the first step both
@@ -3149,6 +3249,17 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
     diagram = _diagram_class()(name="unrollgraph", body=body)
     diagram.color_scale = scale.range if scale is not None else None
     return diagram
+
+
+def _last_input(drawer, k: int, body: list) -> str | None:
+    """The id (in picture ``k`` of a side-by-side figure) of the last step's first input, when
+    the picture draws it."""
+    net = getattr(drawer, "net", None)
+    if net is None or not net.input_nodes:
+        return None
+    nid = f"s{k}_{drawer.g.id(next(iter(net.input_nodes.values()))[-1])}"
+    drawn = any((m := _NODE.match(line)) and m.group(1) == nid for line in body)
+    return nid if drawn else None
 
 
 def _same_widths(drawers: list, body: list) -> None:
@@ -3208,6 +3319,10 @@ def _columns(drawer, k: int, body: list) -> dict:
     return out
 
 
+#: the weight of the invisible edges holding step t of a stacked figure's lower picture under
+#: step t of the upper one: above the step view's own pulls (400: each step's inputs and
+#: junctions under its box), which else win and leave a step of one picture aside
+_COLUMN_WEIGHT = 1000
 _EDGE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" -> "((?:[^"\\]|\\.)*)"(.*)$')
 _NODE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" \[')
 _RANK_END = re.compile(r"^(\s*)\{rank=(source|sink|min|max);", re.M)
