@@ -1057,7 +1057,7 @@ class _Drawer:
         if stop:  # the bar at the source's end, the arrowhead (if any) at the other
             # (large, thick and in the text's colour, not the greyed edge's: the place where
             # the gradient stops is what a reader of a truncated net looks for, on a slide)
-            point = "normal" if arrow else "none"
+            point = "onormal" if arrow else "none"
             attrs.update(dir="both", arrowtail=point if back else "tee",
                          arrowhead="tee" if back else point, color=t["stop"],
                          penwidth=_STOP_PEN, arrowsize=_STOP_ARROW)
