@@ -81,14 +81,11 @@ def call(net, xs, state=None, lengths=None):
     run = net._run_type(net, xs_t, states_t, lengths, batch, net.keep)  # (checkpoint=)
     run.forward()
     net.last_run = run
-    outs = run.stacked_outputs()
-    n_out = len(outs)
-    vals = run.values
-    values = outs + [vals[s] for s in plan.finals]
-    # the caller gets read-only views: the backward pass reads these values (an RNN's outputs
-    # are its states), so an edit in place would change the gradients unseen; an edit raises
-    # numpy's "assignment destination is read-only", as a leaf's does.
-    values = [_read_only(v) for v in values]
+    # the caller gets read-only arrays: the backward pass reads these values (an RNN's
+    # outputs are its states), so an edit in place would change the gradients unseen; an
+    # edit raises numpy's "assignment destination is read-only", as a leaf's does.
+    values = _outputs_read_only(run, plan)
+    n_out = len(plan.outputs)
     if run.keep == "needed" and not run.lean_steps:
         run.free_unread()  # the generic loop keeps everything as it goes
     mode = _MODE.get()
@@ -107,8 +104,10 @@ def call(net, xs, state=None, lengths=None):
     if track:
         if states_t or len(xs_t) != 1:
             nodes = tuple([t.node for t in leaves])
+            run.distinct_leaves = len({id(t) for t in leaves}) == len(leaves)
         else:
             nodes = (leaves[0].node,) + plan.leaf_nodes
+            run.distinct_leaves = id(leaves[0]) not in plan.param_ids
         node = Node("unrolled", nodes, {"steps": net.steps, "_run": run}, net.cell.name)
         parents = (Tensor(tuple(values), node, tuple(leaves), True),)
         run.leaves = leaves
@@ -130,6 +129,44 @@ def call(net, xs, state=None, lengths=None):
 
 
 _FLOAT64 = np.dtype(np.float64)
+_join = b"".join
+
+
+def _outputs_read_only(run, plan) -> list:
+    """Read-only arrays of the run's outputs, each (T, B, ...), then of its final states."""
+    vals = run.values
+    outs = run.outputs
+    if outs:
+        values = [_read_only(v) for v in outs]
+    elif type(run).stacked_outputs is not Run.stacked_outputs:  # (a checkpointed run's)
+        values = [_read_only(v) for v in run.stacked_outputs()]
+    else:
+        pool = run.net._pool
+        values = [_stacked_read_only([vals[s] for s in slots], pool, run.generic_forward)
+                  for _k, slots in plan.outputs]
+    for s in plan.finals:
+        values.append(_read_only(vals[s]))
+    return values
+
+
+def _stacked_read_only(rows: list, pool, generic: bool) -> np.ndarray:
+    """``stack(rows)``, read-only. Rows that the compiled steps computed into arrays of their
+    own (each the same shape and dtype: every step runs the same code on the same shapes)
+    are joined as bytes, a copy without numpy's per-array work, into one read-only array;
+    any other rows (rows of one array already, not contiguous, from the generic loop) go
+    through :func:`~unrollgraph.schedule.stack`."""
+    first = rows[0]
+    last = rows[-1]
+    if not generic and type(first) is np.ndarray and first.base is None and first.ndim and \
+            type(last) is np.ndarray and last.dtype is first.dtype and \
+            last.shape == first.shape:
+        try:
+            buf = _join(rows)
+        except (BufferError, TypeError, ValueError):  # (a row not contiguous, or no array)
+            buf = None
+        if buf is not None and len(buf) == first.nbytes * len(rows):
+            return np.frombuffer(buf, first.dtype).reshape((len(rows),) + first.shape)
+    return _read_only(stack(rows, pool))
 
 
 def _read_only(v):
@@ -147,7 +184,8 @@ class _Plan:
     tensor keeps its dtype), so neither can ``one_dtype``."""
 
     __slots__ = ("prog", "params", "one_dtype", "needs", "leaf_kinds", "_inits", "lean",
-                 "leaf_tail", "leaf_nodes", "finals", "outputs", "dtype", "narrow")
+                 "leaf_tail", "leaf_nodes", "finals", "outputs", "dtype", "narrow",
+                 "param_ids")
 
     def __init__(self, net):
         self.prog = net._prog
@@ -166,6 +204,7 @@ class _Plan:
         # and their nodes, each final state's slot, the outputs' names and slots
         self.leaf_tail = list(net._used_params.values())
         self.leaf_nodes = tuple([p.node for p in self.leaf_tail])
+        self.param_ids = frozenset(map(id, self.leaf_tail))  # (the plan keeps them alive)
         self.finals = [slots[-1] for slots in net._state_slots.values()]
         self.outputs = list(net._output_slots.items())
         self._inits = None  # (batch, [(state, slot, shape, init)]) of the last batch size
@@ -462,6 +501,7 @@ class Run:
     grads: list | None = None
     leaves: tuple | list = ()  # the leaves of the call (set by call() when it is tracked)
     leaf_kinds: tuple = ()
+    distinct_leaves = False  # no tensor among the leaves twice (set by call())
     seeds = None  # output gradients of the last backward: one per output, then state
     _input_grads = None
     # the outputs (T, B, ...), one array per output, when the compiled steps wrote each

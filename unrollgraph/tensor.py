@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import sys
 import threading
 from typing import Any
@@ -32,7 +33,7 @@ from .errors import (
     UnrollGraphError,
 )
 from .graph import Node, check_name
-from .ops import _REGISTRY, get_op
+from .ops import _REGISTRY, _SMALL_EXPAND, get_op
 
 __all__ = [
     "Tensor",
@@ -232,7 +233,10 @@ def _editing(t: "Tensor", how: str | None):
     perturbations of :func:`~unrollgraph.gradcheck`)."""
     arr = t._data
     was = arr.flags.writeable
-    if not was:
+    if len(t._version) > 2:  # gradients view this memory (see _times_one): edit a copy
+        arr = t._data = arr.copy()
+        t._version = [0, None]  # new memory: the tensors that shared the old one keep it
+    elif not was:
         try:
             arr.flags.writeable = True
         except ValueError:  # a read-only view of memory this tensor does not own: copy it
@@ -806,9 +810,7 @@ class Tensor:
                     f"{self.shape} needs a seed gradient: pass gradient=np.ones({self.shape}) "
                     "or reduce first, e.g. t.sum().backward()"
                 )
-            data = self._data
-            seed = np.empty(data.shape, data.dtype)  # (np.ones is a Python function: slower)
-            seed.fill(1)
+            seed = None  # (a one: _backward makes it)
         else:
             seed = as_real_array(gradient, "backward(gradient=...)", dtype=self._data.dtype)
             if seed.shape != self.shape:
@@ -1387,8 +1389,9 @@ def _count_uses_and_oldest(root: Tensor) -> tuple:
 _SKIP_UNCHANGED = True
 
 
-def _backward(root: Tensor, seed: np.ndarray) -> None:
-    """Reverse accumulation from ``root``: one walk, explicit stacks, no recursion.
+def _backward(root: Tensor, seed: np.ndarray | None) -> None:
+    """Reverse accumulation from ``root``, seeded with ``seed`` (None: a one): one walk,
+    explicit stacks, no recursion.
 
     Pass 1 counts, for every tensor that requires grad, how many edges of the graph read it.
     Pass 2 visits a tensor once all of its readers have been visited (so its gradient is the
@@ -1402,6 +1405,10 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
     """
     if _SHORT_WALK and _call_loss_walk(root, seed):
         return
+    if seed is None:  # the one that backward() starts from without gradient=
+        data = root._data
+        seed = np.empty(data.shape, data.dtype)  # (np.ones is a Python function: slower)
+        seed.fill(1)
     uses, oldest = _count_uses_and_oldest(root)
     anomaly = _MODE.get().anomaly
     check = anomaly or _CLOCK[0] != oldest or not _SKIP_UNCHANGED
@@ -1536,24 +1543,28 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
 _SHORT_WALK = True
 
 
-def _call_loss_walk(root: Tensor, seed: np.ndarray) -> bool:
+def _call_loss_walk(root: Tensor, seed) -> bool:
     """The reverse walk of :func:`_backward` for the loss of one call of an unrolled net,
     ``(out * G).sum()``, ``(G * out).sum()`` or ``out.sum()``, where ``out`` is an output
     (or final state) of the call and ``G`` does not require grad; False, having done
-    nothing, for any other graph.
+    nothing, for any other graph. ``seed`` is the loss's gradient, or None for the one that
+    ``backward()`` without ``gradient=`` starts from.
 
     Every tensor of that graph is read once, so the generic walk's first pass (counting
     uses) and its bookkeeping of pending gradients have nothing to find: this walk sends
-    the same VJPs in the same order and stores the same ``.grad`` values (the intermediate
-    tensors' read-only views, the leaves' own arrays). It leaves to the generic walk the
-    graphs where a version check is due (a value changed since the graph was built, or
+    the same gradients and stores the same ``.grad`` values (the intermediate tensors'
+    read-only views, the leaves' own arrays). From the one seed, what the sum sends back is
+    ones (a shared read-only array of them, see :func:`_ones`) and what the product sends
+    ``out`` is ``G``'s value itself, as a read-only view (``1 * g`` is ``g``, number for
+    number): the run is seeded without an intermediate array. It leaves to the generic walk
+    the graphs where a version check is due (a value changed since the graph was built, or
     ``detect_anomaly()``) and the calls with a leaf computed by ops (an input or initial
     state that has a graph of its own above it)."""
     node = root.node
     if node._op != "sum":
         return False
     attrs = node._attrs
-    if attrs.get("axis") is not None or attrs.get("keepdims"):
+    if attrs is not _SUM_ALL and (attrs.get("axis") is not None or attrs.get("keepdims")):
         return False
     item = root._parents[0]
     prod = None
@@ -1566,9 +1577,6 @@ def _call_loss_walk(root: Tensor, seed: np.ndarray) -> bool:
             item, other, k = b, a, 1
         else:
             item, other, k = a, b, 0
-        oldest = prod._born
-    else:
-        oldest = root._born
     inode = item.node
     if inode._op != "item":
         return False
@@ -1580,18 +1588,26 @@ def _call_loss_walk(root: Tensor, seed: np.ndarray) -> bool:
     for p in leaves:
         if p._parents and p._requires_grad:
             return False
-    # (the generic walk's condition for skipping the version checks; the oldest of the
-    # tensors with inputs is the call's, made first, unless a tensor was made inside it)
-    oldest = min(oldest, root._born, item._born, call._born)
-    if _CLOCK[0] != oldest or _MODE.get().anomaly or not _SKIP_UNCHANGED:
+    # (the generic walk's condition for skipping the version checks: the clock still reads
+    # the birth of the oldest tensor with inputs, so every one of them was born at it)
+    clock = _CLOCK[0]
+    if root._born != clock or item._born != clock or call._born != clock or (
+            prod is not None and prod._born != clock) or _MODE.get().anomaly or \
+            not _SKIP_UNCHANGED:
         return False
     ndarray = np.ndarray
-    _keep_grad(root, seed)
     below = prod if prod is not None else item
-    g = _REGISTRY["sum"].vjps[0](seed, root._data, below._data, **attrs)
+    ones = seed is None
+    if ones:
+        dtype = root._data.dtype
+        seed = _ones((), dtype)
+        g = _ones(below._data.shape, dtype)  # (what the sum's VJP sends back: ones)
+    else:
+        g = _REGISTRY["sum"].vjps[0](seed, root._data, below._data, **attrs)
+    _keep_grad(root, seed)
     if prod is not None:
         _keep_grad(prod, g)
-        gk = _times_one(g, other, item)
+        gk = _times_one(g, other, item, ones)
         if gk is None:
             a, b = prod._parents
             gk = _REGISTRY["mul"].vjps[k](g, prod._data, a._data, b._data)
@@ -1601,24 +1617,67 @@ def _call_loss_walk(root: Tensor, seed: np.ndarray) -> bool:
     _keep_grad(item, g)
     seeds = [None] * len(call._data)  # (what the generic walk's item routing makes)
     seeds[inode._attrs["index"]] = g
-    per = cnode._attrs["_run"].leaf_grads(seeds)
-    grads: dict = {}
-    done = []
-    for j, p in enumerate(leaves):
+    run = cnode._attrs["_run"]
+    per = run.leaf_grads(seeds)
+    j = -1
+    for p in leaves:  # (every shape first: nothing is stored if one is wrong)
+        j += 1
         gk = per[j]
-        if gk is None or not p._requires_grad:
-            continue
-        if (gk.shape if type(gk) is ndarray else np.shape(gk)) != p._data.shape:
+        if gk is not None and (gk.shape if type(gk) is ndarray else np.shape(gk)) != \
+                p._data.shape and p._requires_grad:
             raise _vjp_shape_error(_REGISTRY["unrolled"], cnode, j, gk, p)
-        i = id(p)
-        prev = grads.get(i)
-        if prev is None:
-            grads[i] = gk
-            done.append(p)
-        else:  # (one tensor given twice: its gradients add up, as in the generic walk)
-            grads[i] = prev + gk
-    _store_leaf_grads(done, grads)
+    if not run.distinct_leaves:  # (one tensor given twice: its gradients add up first)
+        grads: dict = {}
+        done = []
+        for p, gk in zip(leaves, per):
+            if gk is None or not p._requires_grad:
+                continue
+            i = id(p)
+            prev = grads.get(i)
+            if prev is None:
+                grads[i] = gk
+                done.append(p)
+            else:
+                grads[i] = prev + gk
+        _store_leaf_grads(done, grads)
+        return True
+    with _LEAF_GRAD_LOCK:  # threads may run backward() into one shared leaf
+        for p, gk in zip(leaves, per):
+            if gk is None or not p._requires_grad:
+                continue
+            data = p._data
+            if type(data) is not ndarray:
+                continue
+            if p._grad is None and type(gk) is ndarray and gk.dtype is data.dtype:
+                p._grad = gk.copy()  # own copy: gk may be shared with the run or read-only
+            else:
+                _store_grad(p, gk)
     return True
+
+
+# read-only arrays of ones, by shape and dtype: the gradient a sum over every axis sends back
+# from the seed one (shared: nothing can write into them, and a .grad holds a view)
+_ONES: dict = {}
+
+
+def _ones(shape: tuple, dtype) -> np.ndarray:
+    """A read-only array of ones of ``shape`` and ``dtype``: kept and shared up to
+    ``_SMALL_EXPAND`` elements (a few kept shapes at a time), else ones broadcast from one
+    number (no memory of that size, as the sum's VJP gives at that size). Whoever stores it
+    as a ``.grad`` stores a view (:func:`_keep_grad`)."""
+    key = (shape, dtype)
+    out = _ONES.get(key)
+    if out is None:
+        one = np.ones((), dtype)
+        one.setflags(False)
+        if math.prod(shape) > _SMALL_EXPAND:
+            return np.broadcast_to(one, shape)
+        if len(_ONES) >= 64:
+            _ONES.clear()
+        out = np.ones(shape, dtype)
+        out.setflags(False)
+        _ONES[key] = out
+    return out
 
 
 def _keep_grad(t: Tensor, g) -> None:
@@ -1637,7 +1696,7 @@ def _keep_grad(t: Tensor, g) -> None:
         _store_grad(t, g)
 
 
-def _times_one(g, other: Tensor, p: Tensor):
+def _times_one(g, other: Tensor, p: Tensor, ones: bool = False):
     """The gradient a product ``p * other`` sends ``p`` when ``g`` is a one broadcast to
     ``other``'s shape (what a sum sends back: the loss ``(y * w).sum()``): ``other``'s value
     itself, number for number, as a read-only view instead of a new array of the same
@@ -1651,11 +1710,18 @@ def _times_one(g, other: Tensor, p: Tensor):
     if other._requires_grad and not other._parents:
         return None
     v = other._data
-    if (type(g) is np.ndarray and type(v) is np.ndarray and g.ndim and g.shape == v.shape
-            and v.shape == p._data.shape and g.dtype == v.dtype and not any(g.strides)
-            and g.size and g[(0,) * g.ndim] == 1):
+    if (type(g) is np.ndarray and type(v) is np.ndarray and g.shape == v.shape
+            and v.shape == p._data.shape and g.dtype == v.dtype and (ones or (
+                g.ndim and not any(g.strides) and g.size and g[(0,) * g.ndim] == 1))):
         view = v.view()
         view.flags.writeable = False
+        if not other._parents:  # a leaf: mark its memory lent, so an edit in place of the
+            cell = other._version  # leaf (t[...] = v, t.edit()) copies it first (_editing)
+            if len(cell) == 2:
+                if cell is _NEVER:
+                    other._version = [0, None, True]
+                else:
+                    cell.append(True)
         return view
     return None
 
