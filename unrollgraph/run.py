@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,6 +48,7 @@ from .tensor import (
     _CLOCK,
     _DTYPE_NAMES,
     _FLAGS,
+    _FLOATS,
     _MODE,
     Tensor,
     _check_finite,
@@ -138,18 +140,24 @@ def _outputs_read_only(run, plan) -> list:
     outs = run.outputs
     if outs:
         values = [_read_only(v) for v in outs]
-    elif type(run).stacked_outputs is not Run.stacked_outputs:  # (a checkpointed run's)
+    elif type(run).stacked_outputs is not _STACKED_OUTPUTS:  # (a checkpointed run's)
         values = [_read_only(v) for v in run.stacked_outputs()]
     else:
         pool = run.net._pool
-        values = [_stacked_read_only([vals[s] for s in slots], pool, run.generic_forward)
-                  for _k, slots in plan.outputs]
+        generic = run.generic_forward
+        values = []
+        for rows_of in plan.output_rows:
+            values.append(_stacked_read_only(rows_of(vals), pool, generic))
     for s in plan.finals:
-        values.append(_read_only(vals[s]))
+        v = vals[s]
+        if type(v) is np.ndarray and v.flags.writeable:  # (_read_only, inline)
+            v = v.view()
+            v.setflags(False)
+        values.append(v)
     return values
 
 
-def _stacked_read_only(rows: list, pool, generic: bool) -> np.ndarray:
+def _stacked_read_only(rows: tuple, pool, generic: bool) -> np.ndarray:
     """``stack(rows)``, read-only. Rows that the compiled steps computed into arrays of their
     own (each the same shape and dtype: every step runs the same code on the same shapes)
     are joined as bytes, a copy without numpy's per-array work, into one read-only array;
@@ -165,7 +173,7 @@ def _stacked_read_only(rows: list, pool, generic: bool) -> np.ndarray:
         except (BufferError, TypeError, ValueError):  # (a row not contiguous, or no array)
             buf = None
         if buf is not None and len(buf) == first.nbytes * len(rows):
-            return np.frombuffer(buf, first.dtype).reshape((len(rows),) + first.shape)
+            return np.ndarray((len(rows),) + first.shape, first.dtype, buf)  # (read-only)
     return _read_only(stack(rows, pool))
 
 
@@ -185,7 +193,7 @@ class _Plan:
 
     __slots__ = ("prog", "params", "one_dtype", "needs", "leaf_kinds", "_inits", "lean",
                  "leaf_tail", "leaf_nodes", "finals", "outputs", "dtype", "narrow",
-                 "param_ids")
+                 "param_ids", "output_rows")
 
     def __init__(self, net):
         self.prog = net._prog
@@ -207,6 +215,10 @@ class _Plan:
         self.param_ids = frozenset(map(id, self.leaf_tail))  # (the plan keeps them alive)
         self.finals = [slots[-1] for slots in net._state_slots.values()]
         self.outputs = list(net._output_slots.items())
+        # per output: values -> the tuple of its per-step values
+        self.output_rows = [itemgetter(*slots) if len(slots) > 1 else
+                            (lambda vals, s=slots[0]: (vals[s],))
+                            for slots in net._output_slots.values()]
         self._inits = None  # (batch, [(state, slot, shape, init)]) of the last batch size
         # the last lean forward plan (Run._lean_plan), after the key it was made for
         self.lean = None
@@ -279,13 +291,25 @@ def _input_shape_hint(net, k: str, shape: tuple, want: tuple) -> str:
 
 def normalize_inputs(net, xs) -> dict:
     names = net._input_names
-    if type(xs) is Tensor and len(names) == 1:  # the common case, checked in a few steps
-        data = xs._data
+    kind = type(xs)
+    if (kind is Tensor or kind is np.ndarray) and len(names) == 1:
+        # the common cases, checked in a few steps: one tensor, or one float array (copied as
+        # as_real_array copies it: the same dtype and layout); anything else, and any shape
+        # that does not fit, takes the general path below (and its messages)
+        data = xs._data if kind is Tensor else xs
         if type(data) is np.ndarray:
             shape = data.shape
-            want = net._input_shapes[names[0]]
+            k = names[0]
+            want = net._input_shapes[k]
             if len(shape) == 2 + len(want) and shape[0] == net.steps and shape[2:] == want:
-                return {names[0]: xs}
+                if kind is Tensor:
+                    return {k: xs}
+                dt = data.dtype
+                if dt.type in _FLOATS:
+                    arr = np.array(data, dt, copy=True)
+                    arr.setflags(False)  # (_locked: the tensor owns it)
+                    return {k: Tensor(arr, Node("leaf", (), None, k, shape,
+                                                _DTYPE_NAMES.get(dt) or _dtype_name(arr)))}
     if not names and (xs is None or (isinstance(xs, dict) and not xs)):
         return {}  # a cell without inputs runs on its state alone
     if xs is None:
@@ -547,6 +571,8 @@ class Run:
         net = self.net
         return [stack([self.values[i] for i in slots], net._pool)
                 for slots in net._output_slots.values()]
+
+    # (call() reads this method's outputs without calling it when a run does not override it)
 
     def free_unread(self) -> None:
         """Drop the values no VJP reads, keeping their shapes (``keep="needed"``)."""
@@ -1548,6 +1574,8 @@ _FEW_CHUNKS = 12
 # 10 and more (the crossover is a count of calls: about the same at both sizes)
 _PLAIN_STEPS = 6
 
+
+_STACKED_OUTPUTS = Run.stacked_outputs
 
 def _reached(run) -> list:
     """Per slot, whether the reference walk (:func:`reference_backward` over the whole
