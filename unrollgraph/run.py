@@ -93,10 +93,15 @@ def call(net, xs, state=None, lengths=None):
     mode = _MODE.get()
     # the leaves: the inputs, the parameters the graph reads (one the cell declares but
     # nothing uses gets no gradient: its .grad stays None), the initial states given as tensors
-    leaves: list[Tensor] = list(xs_t.values())
-    leaves += plan.leaf_tail
-    if states_t:
-        leaves += [s for s in states_t.values() if isinstance(s, Tensor)]
+    simple = not states_t and len(xs_t) == 1  # (the common case: one input, no state given)
+    if simple:
+        for x in xs_t.values():
+            leaves: list[Tensor] = [x]
+        leaves += plan.leaf_tail
+    else:
+        leaves = list(xs_t.values()) + plan.leaf_tail
+        if states_t:
+            leaves += [s for s in states_t.values() if isinstance(s, Tensor)]
     track = False
     if mode.grad_enabled:
         for t in leaves:
@@ -104,20 +109,28 @@ def call(net, xs, state=None, lengths=None):
                 track = True
                 break
     if track:
-        if states_t or len(xs_t) != 1:
+        if simple:
+            nodes = (x.node,) + plan.leaf_nodes
+            run.distinct_leaves = id(x) not in plan.param_ids
+            kinds = plan.leaf_kinds.get(())
+            if kinds is None:
+                kinds = _leaf_kinds(net, xs_t, states_t, plan)
+        else:
             nodes = tuple([t.node for t in leaves])
             run.distinct_leaves = len({id(t) for t in leaves}) == len(leaves)
-        else:
-            nodes = (leaves[0].node,) + plan.leaf_nodes
-            run.distinct_leaves = id(leaves[0]) not in plan.param_ids
+            kinds = _leaf_kinds(net, xs_t, states_t, plan)
         node = Node("unrolled", nodes, {"steps": net.steps, "_run": run}, net.cell.name)
         parents = (Tensor(tuple(values), node, tuple(leaves), True),)
         run.leaves = leaves
-        run.leaf_kinds = _leaf_kinds(net, xs_t, states_t, plan)
-        items = [Tensor(v, Node("item", (node,), _INDEX_ATTRS[k] if k < 64 else {"index": k},
-                                None, v.shape,
-                                _DTYPE_NAMES.get(v.dtype) or _dtype_name(v)), parents, True)
-                 for k, v in enumerate(values)]
+        run.leaf_kinds = kinds
+        items = []
+        k = 0
+        names = _DTYPE_NAMES
+        for v in values:  # (each output, then each final state: an item of the call)
+            items.append(Tensor(v, Node("item", (node,), _INDEX_ATTRS[k] if k < 64 else
+                                        {"index": k}, None, v.shape,
+                                        names.get(v.dtype) or _dtype_name(v)), parents, True))
+            k += 1
     else:
         role = None if mode.grad_enabled else "no_grad"  # (for backward()'s message)
         items = [Tensor(v, Node("leaf", shape=v.shape, dtype=_dtype_name(v), role=role))
