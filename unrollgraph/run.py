@@ -115,6 +115,7 @@ def call(net, xs, state=None, lengths=None):
             kinds = plan.leaf_kinds.get(())
             if kinds is None:
                 kinds = _leaf_kinds(net, xs_t, states_t, plan)
+            run.leaf_slots = plan.leaf_slots[()]
         else:
             nodes = tuple([t.node for t in leaves])
             run.distinct_leaves = len({id(t) for t in leaves}) == len(leaves)
@@ -206,7 +207,7 @@ class _Plan:
 
     __slots__ = ("prog", "params", "one_dtype", "needs", "leaf_kinds", "_inits", "lean",
                  "leaf_tail", "leaf_nodes", "finals", "outputs", "dtype", "narrow",
-                 "param_ids", "output_rows")
+                 "param_ids", "output_rows", "leaf_slots")
 
     def __init__(self, net):
         self.prog = net._prog
@@ -219,8 +220,10 @@ class _Plan:
         self.narrow = self.dtype if self.dtype != _FLOAT64 else None
         # which parameters, inputs and initial states require grad -> the slots needing grad
         self.needs: dict = {}
-        # the names of the initial states given as tensors -> the kind of each leaf of a call
+        # the names of the initial states given as tensors -> the kind of each leaf of a call,
+        # and where Run.leaf_grads finds its gradient
         self.leaf_kinds: dict = {}
+        self.leaf_slots: dict = {}
         # what a call reads of the net: the parameter tensors that are leaves of every call
         # and their nodes, each final state's slot, the outputs' names and slots
         self.leaf_tail = list(net._used_params.values())
@@ -263,14 +266,23 @@ def _leaf_kinds(net, xs_t: dict, states_t: dict, plan=None) -> tuple:
     """What each leaf of a call is, ``(kind, name)``, in the order of ``Run.leaves``: the
     same for every call that gives the same initial states as tensors (kept in the plan)."""
     key = tuple([k for k, s in states_t.items() if isinstance(s, Tensor)]) if states_t else ()
-    cache = (plan or _plan(net)).leaf_kinds
+    plan = plan or _plan(net)
+    cache = plan.leaf_kinds
     kinds = cache.get(key)
     if kinds is None:
         kinds = cache[key] = tuple(
             [("input", k) for k in net._input_names] + [("param", k) for k in net._used_params]
             + [("init", k) for k in key]
         )
+        plan.leaf_slots[key] = _leaf_slots(net, kinds)
     return kinds
+
+
+def _leaf_slots(net, kinds: tuple) -> tuple:
+    """Where :meth:`Run.leaf_grads` finds each leaf's gradient, for the leaves ``kinds``
+    (see :func:`_leaf_kinds`): a parameter's or an initial state's slot, an input's name."""
+    return tuple([net._param_slots[k] if kind == "param" else net._init_slots[k]
+                  if kind == "init" else k for kind, k in kinds])
 
 
 def _input_shape_hint(net, k: str, shape: tuple, want: tuple) -> str:
@@ -538,6 +550,7 @@ class Run:
     grads: list | None = None
     leaves: tuple | list = ()  # the leaves of the call (set by call() when it is tracked)
     leaf_kinds: tuple = ()
+    leaf_slots: tuple = ()  # where leaf_grads finds each leaf's gradient (see _leaf_slots)
     distinct_leaves = False  # no tensor among the leaves twice (set by call())
     seeds = None  # output gradients of the last backward: one per output, then state
     _input_grads = None
@@ -1342,20 +1355,21 @@ class Run:
 
     def leaf_grads(self, seeds: list) -> list:
         """Gradients for ``self.leaves`` (xs, params, given states), computed once per seed."""
-        if self._input_grads is not None and self._input_grads[0] is seeds:
-            return self._input_grads[1]
+        kept = self._input_grads
+        if kept is not None and kept[0] is seeds:
+            return kept[1]
         self.backward(seeds)
         net, grads = self.net, self.grads
         out = []
-        for (kind, key), t in zip(self.leaf_kinds, self.leaves):
+        for slot, t in zip(self.leaf_slots or _leaf_slots(net, self.leaf_kinds), self.leaves):
             if not t._requires_grad:
                 out.append(None)
-            elif kind == "param":
-                out.append(grads[net._param_slots[key]])
-            elif kind == "input":
+            elif type(slot) is int:  # a parameter's or an initial state's slot
+                out.append(grads[slot])
+            else:  # an input's name: its per-step gradients, stacked
                 zero = None
                 per = []
-                for s in net._input_slots[key]:
+                for s in net._input_slots[slot]:
                     g = grads[s]
                     if g is None:
                         if zero is None:
@@ -1363,8 +1377,6 @@ class Run:
                         g = zero
                     per.append(g)
                 out.append(np.stack(per))
-            else:
-                out.append(grads[net._init_slots[key]])
         self._input_grads = (seeds, out)
         return out
 

@@ -1597,26 +1597,41 @@ def _call_loss_walk(root: Tensor, seed) -> bool:
         return False
     ndarray = np.ndarray
     below = prod if prod is not None else item
-    ones = seed is None
-    if ones:
+    if seed is None:
+        # from backward()'s one: the sum sends ones back, and the product sends out G's
+        # value itself where _times_one finds it may (else its VJP computes it)
         dtype = root._data.dtype
         seed = _ones((), dtype)
-        g = _ones(below._data.shape, dtype)  # (what the sum's VJP sends back: ones)
+        g = _ones(below._data.shape, dtype)
+        if root._grad is None:  # (_keep_grad's common case: a view, read-only as its base)
+            root._grad = seed.view()
+        else:
+            _store_grad(root, seed)
+        gk = None
+        if prod is not None:
+            if prod._grad is None and prod._data.dtype is dtype:
+                prod._grad = g.view()
+            else:
+                _keep_grad(prod, g)
+            gk = _times_one(g, other, item, True)
+            if gk is not None:
+                if item._grad is None and gk.dtype is item._data.dtype:
+                    item._grad = gk  # (a read-only view of its own, as _keep_grad stores)
+                else:
+                    _keep_grad(item, gk)
+        if gk is None:
+            gk = _grad_of_item(prod, g, k, item, other) if prod is not None else g
+            _keep_grad(item, gk)
     else:
         g = _REGISTRY["sum"].vjps[0](seed, root._data, below._data, **attrs)
-    _keep_grad(root, seed)
-    if prod is not None:
-        _keep_grad(prod, g)
-        gk = _times_one(g, other, item, ones)
-        if gk is None:
-            a, b = prod._parents
-            gk = _REGISTRY["mul"].vjps[k](g, prod._data, a._data, b._data)
-        if (gk.shape if type(gk) is ndarray else np.shape(gk)) != item._data.shape:
-            raise _vjp_shape_error(_REGISTRY["mul"], prod.node, k, gk, item)
-        g = gk
-    _keep_grad(item, g)
+        _keep_grad(root, seed)
+        gk = g
+        if prod is not None:
+            _keep_grad(prod, g)
+            gk = _grad_of_item(prod, g, k, item, other)
+        _keep_grad(item, gk)
     seeds = [None] * len(call._data)  # (what the generic walk's item routing makes)
-    seeds[inode._attrs["index"]] = g
+    seeds[inode._attrs["index"]] = gk
     run = cnode._attrs["_run"]
     per = run.leaf_grads(seeds)
     j = -1
@@ -1653,6 +1668,19 @@ def _call_loss_walk(root: Tensor, seed) -> bool:
             else:
                 _store_grad(p, gk)
     return True
+
+
+def _grad_of_item(prod: Tensor, g, k: int, item: Tensor, other: Tensor):
+    """The gradient the product ``prod`` (``item`` times ``other``, ``item`` its input ``k``)
+    sends ``item`` for the gradient ``g``: ``other``'s value where :func:`_times_one` finds it
+    may be, else the VJP's."""
+    gk = _times_one(g, other, item)
+    if gk is None:
+        a, b = prod._parents
+        gk = _REGISTRY["mul"].vjps[k](g, prod._data, a._data, b._data)
+    if (gk.shape if type(gk) is np.ndarray else np.shape(gk)) != item._data.shape:
+        raise _vjp_shape_error(_REGISTRY["mul"], prod.node, k, gk, item)
+    return gk
 
 
 # read-only arrays of ones, by shape and dtype: the gradient a sum over every axis sends back
