@@ -1203,24 +1203,32 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
     if name is not None:
         check_name(name, f"name of {op.name}")
     ts = args
-    for a in args:
-        if type(a) is not Tensor and not isinstance(a, Tensor):
-            like = next((t._data for t in args if isinstance(t, Tensor)), None)
-            ts = tuple(t if isinstance(t, Tensor) else _const(t, like, op.name) for t in args)
-            break
-    n = len(ts)
+    n = len(args)
     if n == 2:
-        t0, t1 = ts
+        t0, t1 = args
+        if type(t0) is not Tensor or type(t1) is not Tensor:
+            ts = _tensors(args, op)
+            t0, t1 = ts
         values = (t0._data, t1._data)
     elif n == 1:
-        t0 = ts[0]
+        t0 = args[0]
+        if type(t0) is not Tensor:
+            ts = _tensors(args, op)
+            t0 = ts[0]
         values = (t0._data,)
     else:
+        ts = _tensors(args, op)
         values = tuple([t._data for t in ts])
     if op.always_check and op.check is not None:
         op.check([t.node for t in ts], values, **attrs)
     try:
-        out = op.forward(*values, **attrs) if attrs else op.forward(*values)
+        if not attrs:
+            out = op.forward(*values)
+        elif attrs is _SUM_ALL and op.forward is _SUM_FORWARD and \
+                type(values[0]) is np.ndarray:  # (the loss's sum)
+            out = _add_reduce(values[0], None)  # (what ndarray.sum calls, without its wrapper)
+        else:
+            out = op.forward(*values, **attrs)
     except UnrollGraphError:
         raise
     except Exception as exc:
@@ -1251,6 +1259,19 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
     return Tensor(out, Node(op.name, inputs, attrs, name, shape, dtype), ts, req)
 
 
+def _tensors(args: tuple, op) -> tuple:
+    """``args`` with every operand that is not a tensor made a constant (:func:`_const`)."""
+    for a in args:
+        if not isinstance(a, Tensor):
+            break
+    else:
+        return args  # (tensors of a subclass)
+    like = next((t._data for t in args if isinstance(t, Tensor)), None)
+    return tuple(t if isinstance(t, Tensor) else _const(t, like, op.name) for t in args)
+
+
+_SUM_FORWARD = _REGISTRY["sum"].forward
+_add_reduce = np.add.reduce
 _DTYPE_NAMES: dict = {}
 _F64 = np.dtype(np.float64)
 # the attributes of a sum over every axis, shared by those nodes (a node's attrs are never
