@@ -577,7 +577,11 @@ class Run:
         self.xs = xs
         # the arrays the run computes on: the inputs, except that a masked run fills each
         # sequence's padded steps with a real input of its own (see _padded_inputs)
-        self.xs_data = {k: x._data for k, x in xs.items()}
+        if len(xs) == 1:
+            for k, x in xs.items():
+                self.xs_data = {k: x._data}
+        else:
+            self.xs_data = {k: x._data for k, x in xs.items()}
         if lengths is not None and net.masked:
             self.xs_data = _padded_inputs(self.xs_data, lengths)
         self.states = states

@@ -1717,14 +1717,12 @@ def _ones(shape: tuple, dtype) -> np.ndarray:
     key = (shape, dtype)
     out = _ONES.get(key)
     if out is None:
-        one = np.ones((), dtype)
-        one.setflags(False)
         if math.prod(shape) > _SMALL_EXPAND:
-            return np.broadcast_to(one, shape)
+            return np.broadcast_to(_ones((), dtype), shape)
         if len(_ONES) >= 64:
             _ONES.clear()
-        out = np.ones(shape, dtype)
-        out.setflags(False)
+        # on immutable memory: neither it nor a view of it can be made writeable again
+        out = np.frombuffer(np.ones(shape, dtype).tobytes(), dtype).reshape(shape)
         _ONES[key] = out
     return out
 
