@@ -1206,13 +1206,14 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
     n = len(args)
     if n == 2:
         t0, t1 = args
-        if type(t0) is not Tensor or type(t1) is not Tensor:
+        if (type(t0) is not Tensor and not isinstance(t0, Tensor)) or (
+                type(t1) is not Tensor and not isinstance(t1, Tensor)):
             ts = _tensors(args, op)
             t0, t1 = ts
         values = (t0._data, t1._data)
     elif n == 1:
         t0 = args[0]
-        if type(t0) is not Tensor:
+        if type(t0) is not Tensor and not isinstance(t0, Tensor):
             ts = _tensors(args, op)
             t0 = ts[0]
         values = (t0._data,)
@@ -1261,11 +1262,6 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
 
 def _tensors(args: tuple, op) -> tuple:
     """``args`` with every operand that is not a tensor made a constant (:func:`_const`)."""
-    for a in args:
-        if not isinstance(a, Tensor):
-            break
-    else:
-        return args  # (tensors of a subclass)
     like = next((t._data for t in args if isinstance(t, Tensor)), None)
     return tuple(t if isinstance(t, Tensor) else _const(t, like, op.name) for t in args)
 
