@@ -61,6 +61,34 @@ def test_one_float_array_takes_the_fast_path_to_what_the_general_path_gives(
         np.testing.assert_array_equal(xs, before)  # the caller's array is never changed
 
 
+@SETTINGS
+@given(kind=st.sampled_from(sorted(CELLS)), seed=st.integers(0, 9),
+       calls=st.lists(st.sampled_from(["array", "dict", "lengths", "tensor", "float32"]),
+                      min_size=2, max_size=5))
+def test_a_fast_call_after_any_other_call_gives_the_general_paths_result(kind, seed, calls):
+    T, B = 3, 2
+    cell = CELLS[kind](D, H, seed=seed)
+    net = ug.unroll(cell, steps=T)
+    rng = np.random.default_rng(seed)
+    xs = rng.normal(size=(T, B, D))
+    G = rng.normal(size=(T, B, H))
+    want = _call_and_grads(net, cell, {"x": xs}, G)
+    for how in calls:
+        if how == "lengths":
+            out, _ = net(xs, lengths=[T, 1])
+            assert net.last_run.lengths.tolist() == [T, 1]
+            continue
+        if how == "float32":  # (a float32 array for a float64 cell: widened, as before)
+            got = _call_and_grads(net, cell, xs.astype(np.float32), G)
+            again = _call_and_grads(net, cell, {"x": xs.astype(np.float32)}, G)
+        else:
+            arg = {"array": xs, "dict": {"x": xs}, "tensor": ug.tensor(xs)}[how]
+            got, again = _call_and_grads(net, cell, arg, G), want
+        for a, b in zip(got[0] + got[1], again[0] + again[1]):
+            assert a.dtype == b.dtype
+            np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("bad", [
     np.zeros((4, 2, 3)),  # steps
     np.zeros((3, 2, 5)),  # feature size
