@@ -121,14 +121,16 @@ def call(net, xs, state=None, lengths=None):
             run.distinct_leaves = len({id(t) for t in leaves}) == len(leaves)
             kinds = _leaf_kinds(net, xs_t, states_t, plan)
         node = Node("unrolled", nodes, {"steps": net.steps, "_run": run}, net.cell.name)
-        parents = (Tensor(tuple(values), node, tuple(leaves), True),)
+        leaves = tuple(leaves)
+        parents = (Tensor(tuple(values), node, leaves, True),)
         run.leaves = leaves
         run.leaf_kinds = kinds
         items = []
         k = 0
         names = _DTYPE_NAMES
+        inputs = (node,)  # (shared by the items' nodes: a node's fields are never changed)
         for v in values:  # (each output, then each final state: an item of the call)
-            items.append(Tensor(v, Node("item", (node,), _INDEX_ATTRS[k] if k < 64 else
+            items.append(Tensor(v, Node("item", inputs, _INDEX_ATTRS[k] if k < 64 else
                                         {"index": k}, None, v.shape,
                                         names.get(v.dtype) or _dtype_name(v)), parents, True))
             k += 1
