@@ -237,3 +237,21 @@ def test_the_loss_sum_is_numpys():
         ug.tensor([1.0]) * "a"
     assert (2 * ug.tensor([1.0, 2.0])).data.tolist() == [2.0, 4.0]
     assert (ug.tensor([1.0, 2.0]) - np.array([1, 1])).data.tolist() == [0.0, 1.0]
+
+
+def test_a_leaf_gradient_of_the_wrong_shape_is_refused_before_any_is_stored(monkeypatch):
+    cell = ug.nn.RNNCell(D, H, seed=0)
+    net = ug.unroll(cell, steps=3)
+    out, _ = net(np.zeros((3, 2, D)))
+    loss = (out * ug.tensor(np.ones((3, 2, H)))).sum()
+    real = run_module.Run.leaf_grads
+
+    def wrong_last(self, seeds):
+        per = list(real(self, seeds))
+        per[-1] = np.zeros(7)  # (the last parameter's)
+        return per
+
+    monkeypatch.setattr(run_module.Run, "leaf_grads", wrong_last)
+    with pytest.raises(ug.GraphError, match=r"input 4 .*returned a gradient of shape \(7,\)"):
+        loss.backward()
+    assert all(p.grad is None for p in cell.parameters().values())

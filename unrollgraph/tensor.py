@@ -1651,12 +1651,10 @@ def _call_loss_walk(root: Tensor, seed) -> bool:
     seeds[inode._attrs["index"]] = gk
     run = cnode._attrs["_run"]
     per = run.leaf_grads(seeds)
-    j = -1
-    for p in leaves:  # (every shape first: nothing is stored if one is wrong)
-        j += 1
-        gk = per[j]
-        if gk is not None and (gk.shape if type(gk) is ndarray else np.shape(gk)) != \
-                p._data.shape and p._requires_grad:
+    for p, gk in zip(leaves, per):  # (every shape first: nothing is stored if one is wrong)
+        if gk is not None and p._requires_grad and (
+                gk.shape if type(gk) is ndarray else np.shape(gk)) != p._data.shape:
+            j = next(j for j, (q, r) in enumerate(zip(per, leaves)) if q is gk and r is p)
             raise _vjp_shape_error(_REGISTRY["unrolled"], cnode, j, gk, p)
     if not run.distinct_leaves:  # (one tensor given twice: its gradients add up first)
         grads: dict = {}
