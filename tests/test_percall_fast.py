@@ -229,10 +229,15 @@ def test_the_shared_ones_of_the_loss_cannot_be_written(T, B, dtype):
 def test_the_loss_sum_is_numpys():
     rng = np.random.default_rng(0)
     for dtype in (np.float64, np.float32):
-        a = rng.normal(size=(7, 3, 5)).astype(dtype)
-        s = ug.tensor(a).sum()
-        assert s.data.dtype == dtype and s.data.shape == ()
-        assert s.data.tobytes() == np.asarray(a.sum()).tobytes()
+        for a in (rng.normal(size=(7, 3, 5)).astype(dtype),
+                  rng.normal(size=(300, 7)).astype(dtype).T,  # (not contiguous)
+                  rng.normal(size=(50, 40, 3)).astype(dtype)[::2, :, 1]):
+            t = ug.tensor(a)
+            if not a.flags.c_contiguous:
+                t = ug.transpose(ug.tensor(a.T.copy())) if a.ndim == 2 else t
+            s = t.sum()
+            assert s.data.dtype == dtype and s.data.shape == ()
+            assert s.data.tobytes() == np.asarray(t.data.sum()).tobytes()
     with pytest.raises(ug.DTypeError):
         ug.tensor([1.0]) * "a"
     assert (2 * ug.tensor([1.0, 2.0])).data.tolist() == [2.0, 4.0]

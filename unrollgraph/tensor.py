@@ -1226,8 +1226,10 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
         if not attrs:
             out = op.forward(*values)
         elif attrs is _SUM_ALL and op.forward is _SUM_FORWARD and \
-                type(values[0]) is np.ndarray:  # (the loss's sum)
-            out = _add_reduce(values[0], None)  # (what ndarray.sum calls, without its wrapper)
+                type(values[0]) is np.ndarray and values[0].dtype.type in _FLOATS:
+            # (the loss's sum: what ndarray.sum calls, without its wrapper, into a 0-d array)
+            a = values[0]
+            out = _add_reduce(a, None, None, np.empty((), a.dtype))
         else:
             out = op.forward(*values, **attrs)
     except UnrollGraphError:
