@@ -19,12 +19,17 @@ up to the step:
 
 next to the hand-written numpy loop of ``benchmarks/reference.py`` on the same problem (its
 forward and backward timed apart too, to set against the run's own passes).
+With ``--machinery`` the step's run computes nothing: its two passes put back what a real
+run of the same net left (values, then gradients), so the step times the machinery alone,
+warm and with far less noise than the difference of two large figures (the passes' own
+bookkeeping, a dict update and two list copies, about 3 µs, is counted in ``net(xt)``).
 Every figure is the CPU time of this thread (``time.thread_time_ns``, which a loaded machine
 disturbs less than wall time): the whole step and the numpy loop the best of ``--repeats``
 rounds of ``--number`` calls, interleaved; a part the median over the calls of the step's
 best round (see :func:`measure`).
 
-Run ``python benchmarks/percall.py [--kinds rnn,lstm] [--sizes tiny,small] [--repeats 15]``.
+Run ``python benchmarks/percall.py [--kinds rnn,lstm] [--sizes tiny,small] [--repeats 15]
+[--machinery]``.
 """
 
 from __future__ import annotations
@@ -111,6 +116,67 @@ def parts(kind: str, B: int, H: int, T: int, D: int) -> dict:
     }
 
 
+class HeldRun(Run):
+    """A run whose two passes compute nothing: they put back what a real run of the same net
+    left (its values after the forward pass, its gradients after the backward pass), so a
+    step with it costs the machinery alone (see :func:`machinery_parts`)."""
+
+    held: dict = {}
+
+    def forward(self):
+        held = self.held
+        for k, v in held["after forward"].items():
+            self.__dict__[k] = v
+        self.values = list(held["values"])
+
+    def backward(self, seeds):
+        self.seeds = seeds
+        self._full = None
+        self._state_grads = None
+        self.grads = list(self.held["grads"])
+
+
+_OWN = ("net", "keep", "xs", "xs_data", "states", "lengths", "batch", "_born")
+
+
+def machinery_parts(kind: str, B: int, H: int, T: int, D: int) -> dict:
+    """``step``: a training step whose run passes are held (:class:`HeldRun`), returning its
+    parts in ns as :func:`parts`' step does (the run's passes read 0)."""
+    cell = CELLS[kind](D, H, seed=0)
+    xs = np.random.default_rng(1).normal(size=(T, B, D))
+    G = np.random.default_rng(2).normal(size=(T, B, H))
+    net = ug.unroll(cell, steps=T)
+    xt, Gt = ug.tensor(xs), ug.tensor(G)
+    out, _ = net(xt)
+    (out * Gt).sum().backward()
+    real = net.last_run
+    after = {k: v for k, v in real.__dict__.items() if k not in _OWN and k != "grads"}
+    held = {"after forward": after, "values": list(real.values), "grads": list(real.grads)}
+    net._run_type = type("Held", (HeldRun,), {"held": held})
+    now = time.thread_time_ns
+
+    def step():
+        t0 = now()
+        cell.zero_grad()
+        t1 = now()
+        out, _ = net(xt)
+        t2 = now()
+        loss = (out * Gt).sum()
+        t3 = now()
+        loss.backward()
+        t4 = now()
+        return (t4 - t0, t1 - t0, t2 - t1, 0, t3 - t2, t4 - t3, 0)
+
+    return {"step": step}
+
+
+def report_machinery(kind: str, m: dict) -> str:
+    """The line printed for one cell with ``--machinery``."""
+    return (f"{kind.upper()}: machinery {m['step']:.1f} µs (zero_grad {m['zero_grad']:.1f}, "
+            f"net(xt) {m['net(xt)']:.1f}, loss {m['loss']:.1f}, backward() "
+            f"{m['backward()']:.1f})")
+
+
 _PARTS = ("step", "zero_grad", "net(xt)", "run forward", "loss", "backward()", "run backward")
 
 
@@ -191,13 +257,22 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--number", type=int, default=None,
                     help="calls per round (default: 200 at tiny, fewer for larger sizes)")
+    ap.add_argument("--machinery", action="store_true",
+                    help="time the machinery alone: the run's passes put back a real run's "
+                         "values and gradients instead of computing them")
     args = ap.parse_args(argv)
     sizes = _sizes(args.size or args.sizes or "tiny")
     for B, H, T, D in sizes:
         number = args.number or max(5, int(2e5 // (B * H * T + 1000)))
+        if args.machinery:
+            number *= 10  # (a step of machinery alone: a tenth of the time)
         print(f"# one training step, float64, B={B} H={H} T={T} D={D}: CPU µs per call, "
               f"best of {args.repeats} rounds of {number}")
         for kind in args.kinds.split(","):
+            if args.machinery:
+                print(report_machinery(kind, measure(machinery_parts(kind, B, H, T, D),
+                                                     args.repeats, number)))
+                continue
             print()
             print(report(kind, measure(parts(kind, B, H, T, D), args.repeats, number)))
         print()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,6 +48,7 @@ from .tensor import (
     _CLOCK,
     _DTYPE_NAMES,
     _FLAGS,
+    _FLOATS,
     _MODE,
     Tensor,
     _check_finite,
@@ -81,23 +83,25 @@ def call(net, xs, state=None, lengths=None):
     run = net._run_type(net, xs_t, states_t, lengths, batch, net.keep)  # (checkpoint=)
     run.forward()
     net.last_run = run
-    outs = run.stacked_outputs()
-    n_out = len(outs)
-    vals = run.values
-    values = outs + [vals[s] for s in plan.finals]
-    # the caller gets read-only views: the backward pass reads these values (an RNN's outputs
-    # are its states), so an edit in place would change the gradients unseen; an edit raises
-    # numpy's "assignment destination is read-only", as a leaf's does.
-    values = [_read_only(v) for v in values]
+    # the caller gets read-only arrays: the backward pass reads these values (an RNN's
+    # outputs are its states), so an edit in place would change the gradients unseen; an
+    # edit raises numpy's "assignment destination is read-only", as a leaf's does.
+    values = _outputs_read_only(run, plan)
+    n_out = len(plan.outputs)
     if run.keep == "needed" and not run.lean_steps:
         run.free_unread()  # the generic loop keeps everything as it goes
     mode = _MODE.get()
     # the leaves: the inputs, the parameters the graph reads (one the cell declares but
     # nothing uses gets no gradient: its .grad stays None), the initial states given as tensors
-    leaves: list[Tensor] = list(xs_t.values())
-    leaves += plan.leaf_tail
-    if states_t:
-        leaves += [s for s in states_t.values() if isinstance(s, Tensor)]
+    simple = not states_t and len(xs_t) == 1  # (the common case: one input, no state given)
+    if simple:
+        for x in xs_t.values():
+            leaves: list[Tensor] = [x]
+        leaves += plan.leaf_tail
+    else:
+        leaves = list(xs_t.values()) + plan.leaf_tail
+        if states_t:
+            leaves += [s for s in states_t.values() if isinstance(s, Tensor)]
     track = False
     if mode.grad_enabled:
         for t in leaves:
@@ -105,18 +109,31 @@ def call(net, xs, state=None, lengths=None):
                 track = True
                 break
     if track:
-        if states_t or len(xs_t) != 1:
-            nodes = tuple([t.node for t in leaves])
+        if simple:
+            nodes = (x.node,) + plan.leaf_nodes
+            run.distinct_leaves = id(x) not in plan.param_ids
+            kinds = plan.leaf_kinds.get(())
+            if kinds is None:
+                kinds = _leaf_kinds(net, xs_t, states_t, plan)
+            run.leaf_slots = plan.leaf_slots[()]
         else:
-            nodes = (leaves[0].node,) + plan.leaf_nodes
+            nodes = tuple([t.node for t in leaves])
+            run.distinct_leaves = len({id(t) for t in leaves}) == len(leaves)
+            kinds = _leaf_kinds(net, xs_t, states_t, plan)
         node = Node("unrolled", nodes, {"steps": net.steps, "_run": run}, net.cell.name)
-        parents = (Tensor(tuple(values), node, tuple(leaves), True),)
+        leaves = tuple(leaves)
+        parents = (Tensor(tuple(values), node, leaves, True),)
         run.leaves = leaves
-        run.leaf_kinds = _leaf_kinds(net, xs_t, states_t, plan)
-        items = [Tensor(v, Node("item", (node,), _INDEX_ATTRS[k] if k < 64 else {"index": k},
-                                None, v.shape,
-                                _DTYPE_NAMES.get(v.dtype) or _dtype_name(v)), parents, True)
-                 for k, v in enumerate(values)]
+        run.leaf_kinds = kinds
+        items = []
+        k = 0
+        names = _DTYPE_NAMES
+        inputs = (node,)  # (shared by the items' nodes: a node's fields are never changed)
+        for v in values:  # (each output, then each final state: an item of the call)
+            items.append(Tensor(v, Node("item", inputs, _INDEX_ATTRS[k] if k < 64 else
+                                        {"index": k}, None, v.shape,
+                                        names.get(v.dtype) or _dtype_name(v)), parents, True))
+            k += 1
     else:
         role = None if mode.grad_enabled else "no_grad"  # (for backward()'s message)
         items = [Tensor(v, Node("leaf", shape=v.shape, dtype=_dtype_name(v), role=role))
@@ -130,6 +147,50 @@ def call(net, xs, state=None, lengths=None):
 
 
 _FLOAT64 = np.dtype(np.float64)
+_join = b"".join
+
+
+def _outputs_read_only(run, plan) -> list:
+    """Read-only arrays of the run's outputs, each (T, B, ...), then of its final states."""
+    vals = run.values
+    outs = run.outputs
+    if outs:
+        values = [_read_only(v) for v in outs]
+    elif type(run).stacked_outputs is not _STACKED_OUTPUTS:  # (a checkpointed run's)
+        values = [_read_only(v) for v in run.stacked_outputs()]
+    else:
+        pool = run.net._pool
+        generic = run.generic_forward
+        values = []
+        for rows_of in plan.output_rows:
+            values.append(_stacked_read_only(rows_of(vals), pool, generic))
+    for s in plan.finals:
+        v = vals[s]
+        if type(v) is np.ndarray and v.flags.writeable:  # (_read_only, inline)
+            v = v.view()
+            v.setflags(False)
+        values.append(v)
+    return values
+
+
+def _stacked_read_only(rows: tuple, pool, generic: bool) -> np.ndarray:
+    """``stack(rows)``, read-only. Rows that the compiled steps computed into arrays of their
+    own (each the same shape and dtype: every step runs the same code on the same shapes)
+    are joined as bytes, a copy without numpy's per-array work, into one read-only array;
+    any other rows (rows of one array already, not contiguous, from the generic loop) go
+    through :func:`~unrollgraph.schedule.stack`."""
+    first = rows[0]
+    last = rows[-1]
+    if not generic and type(first) is np.ndarray and first.base is None and first.ndim and \
+            type(last) is np.ndarray and last.dtype is first.dtype and \
+            last.shape == first.shape:
+        try:
+            buf = _join(rows)
+        except (BufferError, TypeError, ValueError):  # (a row not contiguous, or no array)
+            buf = None
+        if buf is not None and len(buf) == first.nbytes * len(rows):
+            return np.ndarray((len(rows),) + first.shape, first.dtype, buf)  # (read-only)
+    return _read_only(stack(rows, pool))
 
 
 def _read_only(v):
@@ -147,7 +208,8 @@ class _Plan:
     tensor keeps its dtype), so neither can ``one_dtype``."""
 
     __slots__ = ("prog", "params", "one_dtype", "needs", "leaf_kinds", "_inits", "lean",
-                 "leaf_tail", "leaf_nodes", "finals", "outputs", "dtype", "narrow")
+                 "leaf_tail", "leaf_nodes", "finals", "outputs", "dtype", "narrow",
+                 "param_ids", "output_rows", "leaf_slots")
 
     def __init__(self, net):
         self.prog = net._prog
@@ -160,14 +222,21 @@ class _Plan:
         self.narrow = self.dtype if self.dtype != _FLOAT64 else None
         # which parameters, inputs and initial states require grad -> the slots needing grad
         self.needs: dict = {}
-        # the names of the initial states given as tensors -> the kind of each leaf of a call
+        # the names of the initial states given as tensors -> the kind of each leaf of a call,
+        # and where Run.leaf_grads finds its gradient
         self.leaf_kinds: dict = {}
+        self.leaf_slots: dict = {}
         # what a call reads of the net: the parameter tensors that are leaves of every call
         # and their nodes, each final state's slot, the outputs' names and slots
         self.leaf_tail = list(net._used_params.values())
         self.leaf_nodes = tuple([p.node for p in self.leaf_tail])
+        self.param_ids = frozenset(map(id, self.leaf_tail))  # (the plan keeps them alive)
         self.finals = [slots[-1] for slots in net._state_slots.values()]
         self.outputs = list(net._output_slots.items())
+        # per output: values -> the tuple of its per-step values
+        self.output_rows = [itemgetter(*slots) if len(slots) > 1 else
+                            (lambda vals, s=slots[0]: (vals[s],))
+                            for slots in net._output_slots.values()]
         self._inits = None  # (batch, [(state, slot, shape, init)]) of the last batch size
         # the last lean forward plan (Run._lean_plan), after the key it was made for
         self.lean = None
@@ -199,14 +268,23 @@ def _leaf_kinds(net, xs_t: dict, states_t: dict, plan=None) -> tuple:
     """What each leaf of a call is, ``(kind, name)``, in the order of ``Run.leaves``: the
     same for every call that gives the same initial states as tensors (kept in the plan)."""
     key = tuple([k for k, s in states_t.items() if isinstance(s, Tensor)]) if states_t else ()
-    cache = (plan or _plan(net)).leaf_kinds
+    plan = plan or _plan(net)
+    cache = plan.leaf_kinds
     kinds = cache.get(key)
     if kinds is None:
         kinds = cache[key] = tuple(
             [("input", k) for k in net._input_names] + [("param", k) for k in net._used_params]
             + [("init", k) for k in key]
         )
+        plan.leaf_slots[key] = _leaf_slots(net, kinds)
     return kinds
+
+
+def _leaf_slots(net, kinds: tuple) -> tuple:
+    """Where :meth:`Run.leaf_grads` finds each leaf's gradient, for the leaves ``kinds``
+    (see :func:`_leaf_kinds`): a parameter's or an initial state's slot, an input's name."""
+    return tuple([net._param_slots[k] if kind == "param" else net._init_slots[k]
+                  if kind == "init" else k for kind, k in kinds])
 
 
 def _input_shape_hint(net, k: str, shape: tuple, want: tuple) -> str:
@@ -240,13 +318,25 @@ def _input_shape_hint(net, k: str, shape: tuple, want: tuple) -> str:
 
 def normalize_inputs(net, xs) -> dict:
     names = net._input_names
-    if type(xs) is Tensor and len(names) == 1:  # the common case, checked in a few steps
-        data = xs._data
+    kind = type(xs)
+    if (kind is Tensor or kind is np.ndarray) and len(names) == 1:
+        # the common cases, checked in a few steps: one tensor, or one float array (copied as
+        # as_real_array copies it: the same dtype and layout); anything else, and any shape
+        # that does not fit, takes the general path below (and its messages)
+        data = xs._data if kind is Tensor else xs
         if type(data) is np.ndarray:
             shape = data.shape
-            want = net._input_shapes[names[0]]
+            k = names[0]
+            want = net._input_shapes[k]
             if len(shape) == 2 + len(want) and shape[0] == net.steps and shape[2:] == want:
-                return {names[0]: xs}
+                if kind is Tensor:
+                    return {k: xs}
+                dt = data.dtype
+                if dt.type in _FLOATS:
+                    arr = np.array(data, dt, copy=True)
+                    arr.setflags(False)  # (_locked: the tensor owns it)
+                    return {k: Tensor(arr, Node("leaf", (), None, k, shape,
+                                                _DTYPE_NAMES.get(dt) or _dtype_name(arr)))}
     if not names and (xs is None or (isinstance(xs, dict) and not xs)):
         return {}  # a cell without inputs runs on its state alone
     if xs is None:
@@ -462,6 +552,8 @@ class Run:
     grads: list | None = None
     leaves: tuple | list = ()  # the leaves of the call (set by call() when it is tracked)
     leaf_kinds: tuple = ()
+    leaf_slots: tuple = ()  # where leaf_grads finds each leaf's gradient (see _leaf_slots)
+    distinct_leaves = False  # no tensor among the leaves twice (set by call())
     seeds = None  # output gradients of the last backward: one per output, then state
     _input_grads = None
     # the outputs (T, B, ...), one array per output, when the compiled steps wrote each
@@ -487,7 +579,11 @@ class Run:
         self.xs = xs
         # the arrays the run computes on: the inputs, except that a masked run fills each
         # sequence's padded steps with a real input of its own (see _padded_inputs)
-        self.xs_data = {k: x._data for k, x in xs.items()}
+        if len(xs) == 1:
+            for k, x in xs.items():
+                self.xs_data = {k: x._data}
+        else:
+            self.xs_data = {k: x._data for k, x in xs.items()}
         if lengths is not None and net.masked:
             self.xs_data = _padded_inputs(self.xs_data, lengths)
         self.states = states
@@ -507,6 +603,8 @@ class Run:
         net = self.net
         return [stack([self.values[i] for i in slots], net._pool)
                 for slots in net._output_slots.values()]
+
+    # (call() reads this method's outputs without calling it when a run does not override it)
 
     def free_unread(self) -> None:
         """Drop the values no VJP reads, keeping their shapes (``keep="needed"``)."""
@@ -1263,20 +1361,21 @@ class Run:
 
     def leaf_grads(self, seeds: list) -> list:
         """Gradients for ``self.leaves`` (xs, params, given states), computed once per seed."""
-        if self._input_grads is not None and self._input_grads[0] is seeds:
-            return self._input_grads[1]
+        kept = self._input_grads
+        if kept is not None and kept[0] is seeds:
+            return kept[1]
         self.backward(seeds)
         net, grads = self.net, self.grads
         out = []
-        for (kind, key), t in zip(self.leaf_kinds, self.leaves):
+        for slot, t in zip(self.leaf_slots or _leaf_slots(net, self.leaf_kinds), self.leaves):
             if not t._requires_grad:
                 out.append(None)
-            elif kind == "param":
-                out.append(grads[net._param_slots[key]])
-            elif kind == "input":
+            elif type(slot) is int:  # a parameter's or an initial state's slot
+                out.append(grads[slot])
+            else:  # an input's name: its per-step gradients, stacked
                 zero = None
                 per = []
-                for s in net._input_slots[key]:
+                for s in net._input_slots[slot]:
                     g = grads[s]
                     if g is None:
                         if zero is None:
@@ -1284,8 +1383,6 @@ class Run:
                         g = zero
                     per.append(g)
                 out.append(np.stack(per))
-            else:
-                out.append(grads[net._init_slots[key]])
         self._input_grads = (seeds, out)
         return out
 
@@ -1508,6 +1605,8 @@ _FEW_CHUNKS = 12
 # 10 and more (the crossover is a count of calls: about the same at both sizes)
 _PLAIN_STEPS = 6
 
+
+_STACKED_OUTPUTS = Run.stacked_outputs
 
 def _reached(run) -> list:
     """Per slot, whether the reference walk (:func:`reference_backward` over the whole

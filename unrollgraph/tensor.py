@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import math
 import numbers
 import opcode
 import sys
@@ -35,7 +36,7 @@ from .errors import (
     UnrollGraphError,
 )
 from .graph import Node, check_name
-from .ops import _REGISTRY, get_op
+from .ops import _REGISTRY, _SMALL_EXPAND, get_op
 
 __all__ = [
     "Tensor",
@@ -235,7 +236,10 @@ def _editing(t: "Tensor", how: str | None):
     perturbations of :func:`~unrollgraph.gradcheck`)."""
     arr = t._data
     was = arr.flags.writeable
-    if not was:
+    if len(t._version) > 2:  # gradients view this memory (see _times_one): edit a copy
+        arr = t._data = arr.copy()
+        t._version = [0, None]  # new memory: the tensors that shared the old one keep it
+    elif not was:
         try:
             arr.flags.writeable = True
         except ValueError:  # a read-only view of memory this tensor does not own: copy it
@@ -1058,9 +1062,7 @@ class Tensor:
                     f"{self.shape} needs a seed gradient: pass gradient=np.ones({self.shape}) "
                     "or reduce first, e.g. t.sum().backward()"
                 )
-            data = self._data
-            seed = np.empty(data.shape, data.dtype)  # (np.ones is a Python function: slower)
-            seed.fill(1)
+            seed = None  # (a one: _backward makes it)
         else:
             seed = as_real_array(gradient, "backward(gradient=...)", dtype=self._data.dtype)
             if seed.shape != self.shape:
@@ -1626,24 +1628,35 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
     if name is not None:
         check_name(name, f"name of {op.name}")
     ts = args
-    for a in args:
-        if type(a) is not Tensor and not isinstance(a, Tensor):
-            like = next((t._data for t in args if isinstance(t, Tensor)), None)
-            ts = tuple(t if isinstance(t, Tensor) else _const(t, like, op.name) for t in args)
-            break
-    n = len(ts)
+    n = len(args)
     if n == 2:
-        t0, t1 = ts
+        t0, t1 = args
+        if (type(t0) is not Tensor and not isinstance(t0, Tensor)) or (
+                type(t1) is not Tensor and not isinstance(t1, Tensor)):
+            ts = _tensors(args, op)
+            t0, t1 = ts
         values = (t0._data, t1._data)
     elif n == 1:
-        t0 = ts[0]
+        t0 = args[0]
+        if type(t0) is not Tensor and not isinstance(t0, Tensor):
+            ts = _tensors(args, op)
+            t0 = ts[0]
         values = (t0._data,)
     else:
+        ts = _tensors(args, op)
         values = tuple([t._data for t in ts])
     if op.always_check and op.check is not None:
         op.check([t.node for t in ts], values, **attrs)
     try:
-        out = op.forward(*values, **attrs) if attrs else op.forward(*values)
+        if not attrs:
+            out = op.forward(*values)
+        elif attrs is _SUM_ALL and op.forward is _SUM_FORWARD and \
+                type(values[0]) is np.ndarray and values[0].dtype.type in _FLOATS:
+            # (the loss's sum: what ndarray.sum calls, without its wrapper, into a 0-d array)
+            a = values[0]
+            out = _add_reduce(a, None, None, np.empty((), a.dtype))
+        else:
+            out = op.forward(*values, **attrs)
     except UnrollGraphError:
         raise
     except Exception as exc:
@@ -1674,6 +1687,14 @@ def _apply(op, args: tuple, attrs: dict, name) -> Tensor:
     return Tensor(out, Node(op.name, inputs, attrs, name, shape, dtype), ts, req)
 
 
+def _tensors(args: tuple, op) -> tuple:
+    """``args`` with every operand that is not a tensor made a constant (:func:`_const`)."""
+    like = next((t._data for t in args if isinstance(t, Tensor)), None)
+    return tuple(t if isinstance(t, Tensor) else _const(t, like, op.name) for t in args)
+
+
+_SUM_FORWARD = _REGISTRY["sum"].forward
+_add_reduce = np.add.reduce
 _DTYPE_NAMES: dict = {}
 _F64 = np.dtype(np.float64)
 # the attributes of a sum over every axis, shared by those nodes (a node's attrs are never
@@ -1812,8 +1833,9 @@ def _count_uses_and_oldest(root: Tensor) -> tuple:
 _SKIP_UNCHANGED = True
 
 
-def _backward(root: Tensor, seed: np.ndarray) -> None:
-    """Reverse accumulation from ``root``: one walk, explicit stacks, no recursion.
+def _backward(root: Tensor, seed: np.ndarray | None) -> None:
+    """Reverse accumulation from ``root``, seeded with ``seed`` (None: a one): one walk,
+    explicit stacks, no recursion.
 
     Pass 1 counts, for every tensor that requires grad, how many edges of the graph read it.
     Pass 2 visits a tensor once all of its readers have been visited (so its gradient is the
@@ -1827,6 +1849,10 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
     """
     if _SHORT_WALK and _call_loss_walk(root, seed):
         return
+    if seed is None:  # the one that backward() starts from without gradient=
+        data = root._data
+        seed = np.empty(data.shape, data.dtype)  # (np.ones is a Python function: slower)
+        seed.fill(1)
     uses, oldest = _count_uses_and_oldest(root)
     anomaly = _MODE.get().anomaly
     check = anomaly or _CLOCK[0] != oldest or not _SKIP_UNCHANGED
@@ -1961,24 +1987,28 @@ def _backward(root: Tensor, seed: np.ndarray) -> None:
 _SHORT_WALK = True
 
 
-def _call_loss_walk(root: Tensor, seed: np.ndarray) -> bool:
+def _call_loss_walk(root: Tensor, seed) -> bool:
     """The reverse walk of :func:`_backward` for the loss of one call of an unrolled net,
     ``(out * G).sum()``, ``(G * out).sum()`` or ``out.sum()``, where ``out`` is an output
     (or final state) of the call and ``G`` does not require grad; False, having done
-    nothing, for any other graph.
+    nothing, for any other graph. ``seed`` is the loss's gradient, or None for the one that
+    ``backward()`` without ``gradient=`` starts from.
 
     Every tensor of that graph is read once, so the generic walk's first pass (counting
     uses) and its bookkeeping of pending gradients have nothing to find: this walk sends
-    the same VJPs in the same order and stores the same ``.grad`` values (the intermediate
-    tensors' read-only views, the leaves' own arrays). It leaves to the generic walk the
-    graphs where a version check is due (a value changed since the graph was built, or
+    the same gradients and stores the same ``.grad`` values (the intermediate tensors'
+    read-only views, the leaves' own arrays). From the one seed, what the sum sends back is
+    ones (a shared read-only array of them, see :func:`_ones`) and what the product sends
+    ``out`` is ``G``'s value itself, as a read-only view (``1 * g`` is ``g``, number for
+    number): the run is seeded without an intermediate array. It leaves to the generic walk
+    the graphs where a version check is due (a value changed since the graph was built, or
     ``detect_anomaly()``) and the calls with a leaf computed by ops (an input or initial
     state that has a graph of its own above it)."""
     node = root.node
     if node._op != "sum":
         return False
     attrs = node._attrs
-    if attrs.get("axis") is not None or attrs.get("keepdims"):
+    if attrs is not _SUM_ALL and (attrs.get("axis") is not None or attrs.get("keepdims")):
         return False
     item = root._parents[0]
     prod = None
@@ -1991,9 +2021,6 @@ def _call_loss_walk(root: Tensor, seed: np.ndarray) -> bool:
             item, other, k = b, a, 1
         else:
             item, other, k = a, b, 0
-        oldest = prod._born
-    else:
-        oldest = root._born
     inode = item.node
     if inode._op != "item":
         return False
@@ -2005,45 +2032,120 @@ def _call_loss_walk(root: Tensor, seed: np.ndarray) -> bool:
     for p in leaves:
         if p._parents and p._requires_grad:
             return False
-    # (the generic walk's condition for skipping the version checks; the oldest of the
-    # tensors with inputs is the call's, made first, unless a tensor was made inside it)
-    oldest = min(oldest, root._born, item._born, call._born)
-    if _CLOCK[0] != oldest or _MODE.get().anomaly or not _SKIP_UNCHANGED:
+    # (the generic walk's condition for skipping the version checks: the clock still reads
+    # the birth of the oldest tensor with inputs, so every one of them was born at it)
+    clock = _CLOCK[0]
+    if root._born != clock or item._born != clock or call._born != clock or (
+            prod is not None and prod._born != clock) or _MODE.get().anomaly or \
+            not _SKIP_UNCHANGED:
         return False
     ndarray = np.ndarray
-    _keep_grad(root, seed)
     below = prod if prod is not None else item
-    g = _REGISTRY["sum"].vjps[0](seed, root._data, below._data, **attrs)
-    if prod is not None:
-        _keep_grad(prod, g)
-        gk = _times_one(g, other, item)
+    if seed is None:
+        # from backward()'s one: the sum sends ones back, and the product sends out G's
+        # value itself where _times_one finds it may (else its VJP computes it)
+        dtype = root._data.dtype
+        seed = _ones((), dtype)
+        g = _ones(below._data.shape, dtype)
+        if root._grad is None:  # (_keep_grad's common case: a view, read-only as its base)
+            root._grad = seed.view()
+        else:
+            _store_grad(root, seed)
+        gk = None
+        if prod is not None:
+            if prod._grad is None and prod._data.dtype is dtype:
+                prod._grad = g.view()
+            else:
+                _keep_grad(prod, g)
+            gk = _times_one(g, other, item, True)
+            if gk is not None:
+                if item._grad is None and gk.dtype is item._data.dtype:
+                    item._grad = gk  # (a read-only view of its own, as _keep_grad stores)
+                else:
+                    _keep_grad(item, gk)
         if gk is None:
-            a, b = prod._parents
-            gk = _REGISTRY["mul"].vjps[k](g, prod._data, a._data, b._data)
-        if (gk.shape if type(gk) is ndarray else np.shape(gk)) != item._data.shape:
-            raise _vjp_shape_error(_REGISTRY["mul"], prod.node, k, gk, item)
-        g = gk
-    _keep_grad(item, g)
+            gk = _grad_of_item(prod, g, k, item, other) if prod is not None else g
+            _keep_grad(item, gk)
+    else:
+        g = _REGISTRY["sum"].vjps[0](seed, root._data, below._data, **attrs)
+        _keep_grad(root, seed)
+        gk = g
+        if prod is not None:
+            _keep_grad(prod, g)
+            gk = _grad_of_item(prod, g, k, item, other)
+        _keep_grad(item, gk)
     seeds = [None] * len(call._data)  # (what the generic walk's item routing makes)
-    seeds[inode._attrs["index"]] = g
-    per = cnode._attrs["_run"].leaf_grads(seeds)
-    grads: dict = {}
-    done = []
-    for j, p in enumerate(leaves):
-        gk = per[j]
-        if gk is None or not p._requires_grad:
-            continue
-        if (gk.shape if type(gk) is ndarray else np.shape(gk)) != p._data.shape:
+    seeds[inode._attrs["index"]] = gk
+    run = cnode._attrs["_run"]
+    per = run.leaf_grads(seeds)
+    for p, gk in zip(leaves, per):  # (every shape first: nothing is stored if one is wrong)
+        if gk is not None and p._requires_grad and (
+                gk.shape if type(gk) is ndarray else np.shape(gk)) != p._data.shape:
+            j = next(j for j, (q, r) in enumerate(zip(per, leaves)) if q is gk and r is p)
             raise _vjp_shape_error(_REGISTRY["unrolled"], cnode, j, gk, p)
-        i = id(p)
-        prev = grads.get(i)
-        if prev is None:
-            grads[i] = gk
-            done.append(p)
-        else:  # (one tensor given twice: its gradients add up, as in the generic walk)
-            grads[i] = prev + gk
-    _store_leaf_grads(done, grads)
+    if not run.distinct_leaves:  # (one tensor given twice: its gradients add up first)
+        grads: dict = {}
+        done = []
+        for p, gk in zip(leaves, per):
+            if gk is None or not p._requires_grad:
+                continue
+            i = id(p)
+            prev = grads.get(i)
+            if prev is None:
+                grads[i] = gk
+                done.append(p)
+            else:
+                grads[i] = prev + gk
+        _store_leaf_grads(done, grads)
+        return True
+    with _LEAF_GRAD_LOCK:  # threads may run backward() into one shared leaf
+        for p, gk in zip(leaves, per):
+            if gk is None or not p._requires_grad:
+                continue
+            data = p._data
+            if type(data) is not ndarray:
+                continue
+            if p._grad is None and type(gk) is ndarray and gk.dtype is data.dtype:
+                p._grad = gk.copy()  # own copy: gk may be shared with the run or read-only
+            else:
+                _store_grad(p, gk)
     return True
+
+
+def _grad_of_item(prod: Tensor, g, k: int, item: Tensor, other: Tensor):
+    """The gradient the product ``prod`` (``item`` times ``other``, ``item`` its input ``k``)
+    sends ``item`` for the gradient ``g``: ``other``'s value where :func:`_times_one` finds it
+    may be, else the VJP's."""
+    gk = _times_one(g, other, item)
+    if gk is None:
+        a, b = prod._parents
+        gk = _REGISTRY["mul"].vjps[k](g, prod._data, a._data, b._data)
+    if (gk.shape if type(gk) is np.ndarray else np.shape(gk)) != item._data.shape:
+        raise _vjp_shape_error(_REGISTRY["mul"], prod.node, k, gk, item)
+    return gk
+
+
+# read-only arrays of ones, by shape and dtype: the gradient a sum over every axis sends back
+# from the seed one (shared: nothing can write into them, and a .grad holds a view)
+_ONES: dict = {}
+
+
+def _ones(shape: tuple, dtype) -> np.ndarray:
+    """A read-only array of ones of ``shape`` and ``dtype``: kept and shared up to
+    ``_SMALL_EXPAND`` elements (a few kept shapes at a time), else ones broadcast from one
+    number (no memory of that size, as the sum's VJP gives at that size). Whoever stores it
+    as a ``.grad`` stores a view (:func:`_keep_grad`)."""
+    key = (shape, dtype)
+    out = _ONES.get(key)
+    if out is None:
+        if math.prod(shape) > _SMALL_EXPAND:
+            return np.broadcast_to(_ones((), dtype), shape)
+        if len(_ONES) >= 64:
+            _ONES.clear()
+        # on immutable memory: neither it nor a view of it can be made writeable again
+        out = np.frombuffer(np.ones(shape, dtype).tobytes(), dtype).reshape(shape)
+        _ONES[key] = out
+    return out
 
 
 def _keep_grad(t: Tensor, g) -> None:
@@ -2062,7 +2164,7 @@ def _keep_grad(t: Tensor, g) -> None:
         _store_grad(t, g)
 
 
-def _times_one(g, other: Tensor, p: Tensor):
+def _times_one(g, other: Tensor, p: Tensor, ones: bool = False):
     """The gradient a product ``p * other`` sends ``p`` when ``g`` is a one broadcast to
     ``other``'s shape (what a sum sends back: the loss ``(y * w).sum()``): ``other``'s value
     itself, number for number, as a read-only view instead of a new array of the same
@@ -2076,11 +2178,18 @@ def _times_one(g, other: Tensor, p: Tensor):
     if other._requires_grad and not other._parents:
         return None
     v = other._data
-    if (type(g) is np.ndarray and type(v) is np.ndarray and g.ndim and g.shape == v.shape
-            and v.shape == p._data.shape and g.dtype == v.dtype and not any(g.strides)
-            and g.size and g[(0,) * g.ndim] == 1):
+    if (type(g) is np.ndarray and type(v) is np.ndarray and g.shape == v.shape
+            and v.shape == p._data.shape and g.dtype == v.dtype and (ones or (
+                g.ndim and not any(g.strides) and g.size and g[(0,) * g.ndim] == 1))):
         view = v.view()
         view.flags.writeable = False
+        if not other._parents:  # a leaf: mark its memory lent, so an edit in place of the
+            cell = other._version  # leaf (t[...] = v, t.edit()) copies it first (_editing)
+            if len(cell) == 2:
+                if cell is _NEVER:
+                    other._version = [0, None, True]
+                else:
+                    cell.append(True)
         return view
     return None
 
