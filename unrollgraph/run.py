@@ -1510,13 +1510,13 @@ _FEW_CHUNKS = 12
 _PLAIN_STEPS = 6
 # a gated cell's step does at least this many ops per part it adds into shared weights; its
 # nets take the plain path further (see _plain_path) while a step's states take at most
-# _PLAIN_STEP_BYTES. Measured as above (the plain run over the batched one): LSTM 0.96 and
-# GRU 0.80 at B=1, H=8, T=10; at T=50 and B=32 (flushes of 5 steps) LSTM 0.88 (H=64) and
-# 0.95 (H=128), GRU 0.93 at B=16, H=128, T=100 (flushes of 4 steps); but 1.13-1.31 for an
-# LSTM with flushes of 9 steps or more (B=16, H=128, T=100; B=32, H=256, T=100; T=1,000), 1.18
-# for a GRU at B=32, H=256, T=100 (64 KiB of states a step), 1.09-1.15 for an LSTM flushed
-# once at T=50-100; and an Elman cell's plain run costs 1.07 of its batched one at B=1, T=10
-# and 1.08 at B=32, H=64, T=50
+# _PLAIN_STEP_BYTES. Measured as above (the plain run over the batched one): LSTM 0.92-0.96
+# and GRU 0.80-0.99 at B=1, H=8, T=10; at T=50 and B=32 (flushes of 5 steps) LSTM 0.88
+# (H=64) and 0.95 (H=128), GRU 0.93 at B=16, H=128, T=100 (flushes of 4 steps); but
+# 1.13-1.31 for an LSTM with flushes of 9 steps or more (B=16, H=128, T=100; B=32, H=256,
+# T=100; T=1,000), 1.18 for a GRU at B=32, H=256, T=100 (64 KiB of states a step),
+# 1.09-1.15 for an LSTM flushed once at T=50-100; and an Elman cell's plain run costs 1.07
+# of its batched one at B=1, T=10 and 1.08 at B=32, H=64, T=50
 _GATED_OPS = 3
 _PLAIN_STEP_BYTES = 1 << 15
 
@@ -1598,7 +1598,8 @@ def _plain_path(net, batch: int, chunk: int = 0, itemsize: int = 8) -> bool:
 
 def _gated(net) -> bool:
     """Whether the steps of ``net`` do at least ``_GATED_OPS`` times as many ops as they add
-    parts into shared weights (an Elman cell: one op per part; LSTM and GRU cells: four)."""
+    parts into shared weights (an Elman cell's step: 6 ops for its 4 parts, ``x W_ihᵀ``,
+    ``+ b_ih``, ``h W_hhᵀ``, ``+ b_hh``; an LSTM's 18; a GRU's 21)."""
     gated = net.__dict__.get("_gated")
     if gated is None:
         tpl = plain_templates(net)
