@@ -98,9 +98,10 @@ def test_random_cells_in_chunks_of_several_steps_agree(spec, data):
 
 
 @pytest.mark.parametrize("kind", ["rnn", "lstm"])
-def test_the_filed_parts_are_computed_into_rows(kind):
+def test_the_filed_parts_are_computed_into_rows(kind, monkeypatch):
     """An RNN's tanh VJP and an LSTM's tiled gate gradient take rows, and the flush reads
     the rows of a chunk as one array (a view of the buffer, not a copy)."""
+    monkeypatch.setattr(run_module, "_PLAIN_STEPS", 0)  # (the batched path, which files)
     cell = CELLS[kind](3, 4, seed=0)
     net = ug.unroll(cell, steps=8)
     xs = np.random.default_rng(0).normal(size=(8, 2, 3))

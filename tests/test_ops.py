@@ -7,6 +7,7 @@ the registry without a builder here, so no op goes untested.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -685,3 +686,31 @@ def test_reduction_vjp_is_the_same_written_out_or_broadcast(shape, data, dtype):
     # each element of x receives the gradient of the one sum it went into
     want = np.expand_dims(g, axis) if (axis is not None and not keepdims and ndim) else g
     np.testing.assert_array_equal(small, np.broadcast_to(want, x.shape))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_sigmoid_ignores_only_its_own_overflow_and_keeps_the_callers_settings(dtype):
+    # exp(-x) overflows for x far below 0 (the limit 0 is the answer, no warning); every
+    # other floating-point setting is the caller's, also when the caller changes them
+    # between calls (the settings with overflow ignored are made once per caller's settings)
+    sigmoid = get_op("sigmoid").forward
+    x = np.array([[-1e4, -1.0, 0.0, 2.0, 1e4]], dtype=dtype)
+    middle = x[:, 1:4]
+    want = 1.0 / (1.0 + np.exp(-middle))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (an overflow reported would raise)
+        got = sigmoid(x)
+        assert got.dtype == dtype
+        np.testing.assert_array_equal(got[:, 1:4], want)
+        assert got[0, 0] == 0.0 and got[0, 4] == 1.0
+        before = np.geterr()
+        for _ in range(2):
+            with np.errstate(under="raise"):  # exp(-1e4) underflows: the caller asked to know
+                with pytest.raises(FloatingPointError, match="underflow"):
+                    sigmoid(np.array([[1e4]], dtype=dtype))
+            np.testing.assert_array_equal(sigmoid(x), got)  # (the default settings again)
+        with np.errstate(over="raise"):  # the sigmoid's own overflow stays expected
+            np.testing.assert_array_equal(sigmoid(x), got)
+        assert np.geterr() == before
+        with pytest.raises(RuntimeWarning, match="overflow"):
+            np.exp(np.array([1e4], dtype=dtype))  # the setting outside it is untouched

@@ -87,10 +87,14 @@ def test_plain_and_batched_paths_agree_on_random_cells(spec, data):
         np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale, err_msg=what)
 
 
-def test_the_path_depends_on_the_net_alone_and_recomputations_reproduce_its_bits():
-    cell = ug.nn.LSTMCell(3, 5, seed=0)
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_every_run_of_a_net_takes_one_path_and_recomputations_reproduce_its_bits(kind):
+    # an Elman cell takes the plain path up to _PLAIN_STEPS steps, a gated cell (at small
+    # sizes) up to twice as many
+    cell = (ug.nn.LSTMCell if kind == "lstm" else ug.nn.RNNCell)(3, 5, seed=0)
+    last = run_module._PLAIN_STEPS * (2 if kind == "lstm" else 1)
     rng = np.random.default_rng(0)
-    for T, plain in ((run_module._PLAIN_STEPS, True), (run_module._PLAIN_STEPS + 1, False)):
+    for T, plain in ((last, True), (last + 1, False)):
         net = ug.unroll(cell, steps=T, keep="needed")
         full_net = ug.unroll(cell, steps=T, keep="all")
         for B in (1, 4):
@@ -112,3 +116,41 @@ def test_the_path_depends_on_the_net_alone_and_recomputations_reproduce_its_bits
             assert full.plain is plain
             assert np.array_equal(full.grads[net.slot(net.param_nodes["weight_hh"])],
                                   cell.weight_hh.grad)
+
+
+def test_the_choice_of_path_follows_the_cell_the_flushes_and_the_step_size():
+    # what _plain_path reads: whether the cell is gated, the steps a flush covers (the chunk)
+    # and a step's states in bytes
+    def choose(cell_type, B, H, T, itemsize=8):
+        net = ug.unroll(cell_type(4, H, seed=0), steps=T)
+        chunk = run_module._chunk_steps(net, B, itemsize)
+        return chunk, run_module._plain_path(net, B, chunk, itemsize)
+
+    assert choose(ug.nn.LSTMCell, 1, 8, 12) == (0, True)  # a short net of a gated cell
+    assert choose(ug.nn.LSTMCell, 1, 8, 13) == (0, False)  # one flush of 13 steps
+    assert choose(ug.nn.GRUCell, 1, 8, 12) == (0, True)
+    assert choose(ug.nn.RNNCell, 1, 8, run_module._PLAIN_STEPS + 1) == (0, False)
+    # flushes of 5 steps (a chunked run of a modest batch): plain, if a step's states are
+    # small (here 32 * 2 * 64 float64 numbers: 32 KiB)
+    assert choose(ug.nn.LSTMCell, 32, 64, 50) == (5, True)
+    assert choose(ug.nn.LSTMCell, 32, 64, 50, itemsize=16)[1] is False  # 64 KiB a step
+    assert choose(ug.nn.LSTMCell, 32, 128, 50)[1] is False
+    assert choose(ug.nn.RNNCell, 32, 128, 50) == (5, False)  # (an Elman cell: never)
+    # flushes of 9 steps or more: batched
+    assert choose(ug.nn.LSTMCell, 16, 64, 100) == (9, False)
+    # the chosen path is the run's, and a run that takes it gets the batched run's gradients
+    cell = ug.nn.LSTMCell(4, 64, seed=0)
+    net = ug.unroll(cell, steps=50)
+    xs = np.random.default_rng(0).uniform(-1, 1, (50, 32, 4))
+    out, _ = net(ug.tensor(xs))
+    out.sum().backward()
+    assert net.last_run.plain is True
+    got = cell.weight_hh.grad.copy()
+    cell.zero_grad()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_module, "_PLAIN_STEPS", 0)
+        batched = ug.unroll(cell, steps=50)
+        out, _ = batched(ug.tensor(xs))
+        out.sum().backward()
+    assert batched.last_run.plain is False
+    np.testing.assert_allclose(got, cell.weight_hh.grad, rtol=1e-10, atol=1e-12)

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import unrollgraph as ug
 
 schedule = sys.modules["unrollgraph.schedule"]
+run_module = sys.modules["unrollgraph.run"]
 H, D = 3, 2
 
 
@@ -46,13 +47,16 @@ def _grads(cell, T, xs, G, keep, anomaly=False, truncate=None):
     net = ug.unroll(cell, steps=T, keep=keep, truncate=truncate)
     cell.zero_grad()
     xt = ug.tensor(xs, requires_grad=True)
-    if anomaly:
-        with ug.detect_anomaly():
+    with pytest.MonkeyPatch.context() as mp:
+        # the time-batched path, whatever the cell and T (the plain path has no projection)
+        mp.setattr(run_module, "_PLAIN_STEPS", 0)
+        if anomaly:
+            with ug.detect_anomaly():
+                out, _ = net(xt)
+                (out * ug.tensor(G)).sum().backward()
+        else:
             out, _ = net(xt)
             (out * ug.tensor(G)).sum().backward()
-    else:
-        out, _ = net(xt)
-        (out * ug.tensor(G)).sum().backward()
     grads = {k: p.grad.copy() for k, p in cell.parameters().items()}
     grads["xs"] = xt.grad.copy()
     return out.data.copy(), grads, net
@@ -68,7 +72,6 @@ ARRANGEMENTS = [
 ]
 
 
-# (T > 6: the time-batched path; shorter nets take the plain path, which has no projection)
 @settings(max_examples=25, deadline=None)
 @given(cuts=st.sampled_from(ARRANGEMENTS), twice=st.booleans(), T=st.integers(7, 14),
        B=st.integers(1, 3), keep=st.sampled_from(["needed", "all"]),
@@ -123,7 +126,10 @@ def test_a_float32_projection_keeps_its_type(dtype):
     rng = np.random.default_rng(2)
     xs, G = rng.normal(size=(T, B, D)).astype(dtype), rng.normal(size=(T, B, H)).astype(dtype)
     net = ug.unroll(cell, steps=T)
-    out, _ = net(ug.tensor(xs))
-    (out * ug.tensor(G)).sum().backward()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(run_module, "_PLAIN_STEPS", 0)  # (the time-batched path)
+        out, _ = net(ug.tensor(xs))
+        (out * ug.tensor(G)).sum().backward()
+    assert net.last_run.plain is False
     for k, p in cell.parameters().items():
         assert p.grad.dtype == dtype, k

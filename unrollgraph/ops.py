@@ -599,6 +599,36 @@ _bin(
 # elementwise functions
 
 
+try:  # numpy 2: the floating-point error settings in force are one context variable's value
+    from numpy._core._ufunc_config import _extobj_contextvar as _FP_SETTINGS
+except ImportError:  # (another layout: np.errstate, the same settings, a few µs more a call)
+    _FP_SETTINGS = None
+# (the settings in force when last asked, the same settings with overflow ignored)
+_OVER_IGNORED: tuple = (None, None)
+
+
+def _exp_over_ignored(e):
+    """``np.exp(e, e)`` with an overflow not reported, every other floating-point setting as
+    the caller has it: ``np.errstate(over="ignore")``, whose settings object is made once per
+    caller's settings (entering ``np.errstate`` costs more than a small exp; a sigmoid runs
+    once or twice in each step of a gated cell)."""
+    if _FP_SETTINGS is None:
+        with np.errstate(over="ignore"):
+            np.exp(e, e)
+        return
+    global _OVER_IGNORED
+    now = _FP_SETTINGS.get()
+    known = _OVER_IGNORED  # (one tuple, read once: threads may be replacing it)
+    if known[0] is not now:
+        with np.errstate(over="ignore"):
+            known = _OVER_IGNORED = (now, _FP_SETTINGS.get())
+    token = _FP_SETTINGS.set(known[1])
+    try:
+        np.exp(e, e)
+    finally:
+        _FP_SETTINGS.reset(token)
+
+
 def _sigmoid(x):
     # exp(-x) overflows to inf for x below about -709 in float64 (-88 in float32); then
     # 1 / (1 + inf) is exactly the limit 0, so the overflow is expected and not reported
@@ -606,8 +636,7 @@ def _sigmoid(x):
         with np.errstate(over="ignore"):
             return 1.0 / (1.0 + np.exp(-x))
     e = np.negative(x)  # one new array, the rest in place: less fresh memory to touch
-    with np.errstate(over="ignore"):
-        np.exp(e, e)
+    _exp_over_ignored(e)
     e += 1.0
     return np.reciprocal(e, e)
 

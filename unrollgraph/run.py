@@ -972,7 +972,8 @@ class Run:
                 if self.flush_chunk is None:
                     self.flush_chunk = _chunk_steps(net, batch, dtype.itemsize)
                 if self.plain is None:
-                    self.plain = _plain_path(net, batch)
+                    self.plain = _plain_path(net, batch, chunk=self.flush_chunk,
+                                             itemsize=dtype.itemsize)
                 plain = self.plain
                 chunk = self.flush_chunk
                 stream = False  # the input projection a chunk at a time, in the step loop
@@ -1604,6 +1605,17 @@ _FEW_CHUNKS = 12
 # plain run costs 0.35-0.75 of the batched one at 1-4 steps, 0.85-0.95 at 6-8, 1.0-1.35 at
 # 10 and more (the crossover is a count of calls: about the same at both sizes)
 _PLAIN_STEPS = 6
+# a gated cell's step does at least this many ops per part it adds into shared weights; its
+# nets take the plain path further (see _plain_path) while a step's states take at most
+# _PLAIN_STEP_BYTES. Measured as above (the plain run over the batched one): LSTM 0.92-0.96
+# and GRU 0.80-0.99 at B=1, H=8, T=10; at T=50 and B=32 (flushes of 5 steps) LSTM 0.88
+# (H=64) and 0.95 (H=128), GRU 0.93 at B=16, H=128, T=100 (flushes of 4 steps); but
+# 1.13-1.31 for an LSTM with flushes of 9 steps or more (B=16, H=128, T=100; B=32, H=256,
+# T=100; T=1,000), 1.18 for a GRU at B=32, H=256, T=100 (64 KiB of states a step),
+# 1.09-1.15 for an LSTM flushed once at T=50-100; and an Elman cell's plain run costs 1.07
+# of its batched one at B=1, T=10 and 1.08 at B=32, H=64, T=50
+_GATED_OPS = 3
+_PLAIN_STEP_BYTES = 1 << 15
 
 
 _STACKED_OUTPUTS = Run.stacked_outputs
@@ -1655,21 +1667,58 @@ def _reached(run) -> list:
     return reached
 
 
-def _plain_path(net, batch: int) -> bool:
+def _plain_path(net, batch: int, chunk: int = 0, itemsize: int = 8) -> bool:
     """Whether a run of ``net`` takes the plain path: each step computes its input
     projection itself and adds its parts of the shared weights' gradients into them in
     place (:func:`~unrollgraph.compile.plain_templates`), instead of the time-batched
-    projection and one flush of stacked parts after the loop.
+    projection and a flush of stacked parts after the loop (or after each ``chunk`` of
+    steps, :func:`_chunk_steps`).
 
-    Those batching devices replace about four calls per step and weight by a fixed cost
-    (stacking the T per-step arrays, one product or sum each), which pays for itself from
-    about eight steps on, whatever the batch and state sizes: nets of at most
-    ``_PLAIN_STEPS`` steps take the plain path. The choice depends on the net alone, so
-    every run of a net takes the same path (and a recomputation for :meth:`Run.full`
-    reproduces its bits); ``batch`` is not consulted."""
-    if net.steps > _PLAIN_STEPS:
-        return False
+    Those batching devices replace about four calls per step and weight by a fixed cost per
+    flush (stacking the per-step arrays, one product or sum each), which pays for itself from
+    about eight steps a flush on: nets of at most ``_PLAIN_STEPS`` steps take the plain path.
+    A gated cell's step (an LSTM's, a GRU's: at least ``_GATED_OPS`` times as many ops as
+    parts it adds into shared weights) does so much more besides that the plain path's
+    per-step parts cost it relatively less: its nets take the plain path up to twice as
+    many steps, and also when each flush would cover fewer than ``_PLAIN_STEPS`` steps (a
+    chunked run of a modest batch), as long as a step's states are small (at most
+    ``_PLAIN_STEP_BYTES``: larger per-step products gain from being batched over a chunk).
+    The choice depends on the net, the batch size and the dtype, which a recomputation for
+    :meth:`Run.full` or a checkpointed segment shares (and takes over: ``Run.plain``), so it
+    reproduces the run's bits."""
+    T = net.steps
+    if T > _PLAIN_STEPS:
+        if T > 2 * _PLAIN_STEPS and not 0 < chunk < _PLAIN_STEPS:
+            return False
+        if not _gated(net) or batch * itemsize * _state_elems(net) > _PLAIN_STEP_BYTES:
+            return False
     return plain_templates(net) is not None
+
+
+def _gated(net) -> bool:
+    """Whether the steps of ``net`` do at least ``_GATED_OPS`` times as many ops as they add
+    parts into shared weights (an Elman cell's step: 6 ops for its 4 parts, ``x W_ihᵀ``,
+    ``+ b_ih``, ``h W_hhᵀ``, ``+ b_hh``; an LSTM's 18; a GRU's 21)."""
+    gated = net.__dict__.get("_gated")
+    if gated is None:
+        tpl = plain_templates(net)
+        gated = False
+        if tpl is not None and tpl.step_entries and tpl.step_entries[-1]:
+            shared = frozenset(net._param_slots.values()) | {s for s, *_ in net._shared_prog}
+            step = tpl.step_entries[-1]
+            parts = sum(1 for e in step for i in e[1] if i in shared)
+            gated = len(step) >= _GATED_OPS * max(parts, 1)
+        net._gated = gated
+    return gated
+
+
+def _state_elems(net) -> int:
+    """Elements of a step's states per batch row (an LSTM's h and c: 2 H)."""
+    elems = net.__dict__.get("_state_elems")
+    if elems is None:
+        elems = net._state_elems = sum(math.prod(st.shape[1:])
+                                       for st in net.cell.states.values())
+    return elems
 
 
 def _chunk_steps(net, batch: int, itemsize: int) -> int:
@@ -1692,11 +1741,7 @@ def _chunk_steps(net, batch: int, itemsize: int) -> int:
     of their own (a GRU's input gates) keeps the smaller chunks.
     The chunks depend only on the sizes, so every run of a net, lean or not, computes the
     same numbers in the same order."""
-    elems = net.__dict__.get("_state_elems")
-    if elems is None:
-        elems = net._state_elems = sum(math.prod(st.shape[1:])
-                                       for st in net.cell.states.values())
-    per_step = batch * itemsize * elems
+    per_step = batch * itemsize * _state_elems(net)
     T = net.steps
     if not per_step or per_step * T <= _FLUSH_ALL_BYTES:
         return 0
