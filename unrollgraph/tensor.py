@@ -399,8 +399,11 @@ class _StandInShape(tuple):
         return (tuple, (tuple.__getitem__(self, slice(None)),))
 
 
-_UNPACKING = frozenset(opcode.opmap[k] for k in ("UNPACK_SEQUENCE", "UNPACK_EX", "GET_ITER")
-                       if k in opcode.opmap)
+_UNPACKING = frozenset(opcode.opmap[k] for k in (
+    "UNPACK_SEQUENCE", "UNPACK_EX", "GET_ITER",  # B, H = h.shape; for n in h.shape
+    "LIST_EXTEND", "SET_UPDATE",                  # [*h.shape], (*h.shape,), {*h.shape}
+    "CALL_FUNCTION_EX",                           # f(*h.shape)
+) if k in opcode.opmap)
 
 
 def _unpacking_here() -> bool:
