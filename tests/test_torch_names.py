@@ -260,3 +260,12 @@ def test_an_optimizer_takes_named_parameters_and_updates_the_same_tensors():
         np.testing.assert_array_equal(p.data, before[k] - 0.1)
     with pytest.raises(ug.TrainingError, match="named_parameters"):
         ug.optim.SGD(42, lr=0.1)
+
+
+def test_a_nets_zero_grad_clears_the_shared_weights_gradients():
+    net = ug.unroll(ug.nn.LSTMCell(2, 3, seed=0), steps=3)
+    out, _ = net(np.ones((3, 2, 2)))
+    out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters().values())
+    net.zero_grad()
+    assert all(p.grad is None for p in net.cell.parameters().values())

@@ -219,6 +219,23 @@ class Unrolled:
         """
         return self.cell.parameters()
 
+    def zero_grad(self) -> None:
+        """Reset every parameter's ``.grad`` to ``None``, as PyTorch's ``Module.zero_grad()``:
+        ``net.zero_grad()`` is ``net.cell.zero_grad()`` (the weights are the cell's, shared
+        by every step). Inputs given as tensors keep theirs.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=4)
+        >>> out, h = net(np.ones((4, 1, 2)))
+        >>> out.sum().backward()
+        >>> net.zero_grad()
+        >>> [p.grad for p in net.parameters().values()]
+        [None, None, None, None]
+        """
+        self.cell.zero_grad()
+
     def named_parameters(self, prefix: str = ""):
         """The cell's parameters as ``(name, tensor)`` pairs, as PyTorch's
         ``named_parameters()``: ``net.cell.named_parameters(prefix)`` (each weight once,
