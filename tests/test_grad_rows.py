@@ -121,8 +121,8 @@ def test_the_filed_parts_are_computed_into_rows(kind, monkeypatch):
 
     after_steps = run_module.flush_after_steps
 
-    def post_spy(net_, order):  # (the straight-line flush: the same parts, the same rows)
-        post = after_steps(net_, order)
+    def post_spy(net_, order, shared):  # (the straight-line flush: the same parts and rows)
+        post = after_steps(net_, order, shared)
         if post is None:
             return None
 

@@ -212,16 +212,21 @@ def filed_rows(net, steps) -> tuple:
     return rows[0]
 
 
-def flush_after_steps(net, order: tuple):
+def flush_after_steps(net, order: tuple, shared: list):
     """The straight-line function (:func:`~unrollgraph.schedule.flush_program`) that
-    flushes the parts filed under the keys ``order`` and backpropagates through the
-    time-batched nodes, made once per net and order; None where the generic loops run."""
+    flushes the parts filed under the keys ``order``, backpropagates through the
+    time-batched nodes and then through the ``shared`` entries of a backward program
+    (:func:`backward_program`), made once per net, order and program; None where the
+    generic loops run."""
+    key = (order, id(shared))  # (the program lives on the net: its id is its own)
     cache = net._flush_cache
-    if order in cache:
-        return cache[order]
-    with gc_paused():
-        fn = flush_program(net._templates, net._time_batch, order, net._input_slots)
-    return cache.setdefault(order, fn)
+    fn = cache.get(key, False)
+    if fn is False:
+        with gc_paused():
+            fn = flush_program(net._templates, net._time_batch, order, net._input_slots,
+                               shared)
+        fn = cache.setdefault(key, fn)
+    return fn
 
 
 def stand_ins(net, batch: int, dtype) -> list:

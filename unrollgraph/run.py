@@ -1246,12 +1246,10 @@ class Run:
             if not chunk:
                 stacks: dict = {}
                 self._seed_state_rows(stacks, 0, net.steps)
-                post = flush_after_steps(net, tuple(deferred))
+                post = flush_after_steps(net, tuple(deferred), shared)
                 if post is not None:  # (the same calls, written out)
                     post(deferred, vals, grads, owned, _acc, stacks, net._pool, self.xs_data,
                          self.stacked, want, keep_views)
-                    del stacks
-                    reference_backward(shared, vals, grads, owned, False, net)
                     return grads
                 net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
                 if net._time_batch:
