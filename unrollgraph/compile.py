@@ -15,10 +15,10 @@ import numpy as np
 
 from .graph import LEAF_OPS, gc_paused
 from .ops import get_op
-from .schedule import BufferPool, StepTemplates, plan_time_batching
+from .schedule import BufferPool, StepTemplates, flush_program, plan_time_batching
 
 __all__ = ["compile_schedule", "forward_steps", "late_frees", "stand_ins", "backward_program",
-           "plain_templates", "filed_rows"]
+           "plain_templates", "filed_rows", "flush_after_steps"]
 
 
 def compile_schedule(net) -> None:
@@ -98,6 +98,7 @@ def compile_schedule(net) -> None:
     net._stand_in_cache: dict = {}
     net._late_cache: dict = {}
     net._rows_cache: dict = {}
+    net._flush_cache: dict = {}
     net._pool = BufferPool()  # (T, B, ...) arrays reused from run to run
     if not net._templates.ok:
         net._time_batch = []
@@ -209,6 +210,23 @@ def filed_rows(net, steps) -> tuple:
             found |= fn.rows
         rows = net._rows_cache[id(steps)] = (tuple(sorted(found)), steps)
     return rows[0]
+
+
+def flush_after_steps(net, order: tuple, shared: list):
+    """The straight-line function (:func:`~unrollgraph.schedule.flush_program`) that
+    flushes the parts filed under the keys ``order``, backpropagates through the
+    time-batched nodes and then through the ``shared`` entries of a backward program
+    (:func:`backward_program`), made once per net, order and program; None where the
+    generic loops run."""
+    key = (order, id(shared))  # (the program lives on the net: its id is its own)
+    cache = net._flush_cache
+    fn = cache.get(key, False)
+    if fn is False:
+        with gc_paused():
+            fn = flush_program(net._templates, net._time_batch, order, net._input_slots,
+                               shared)
+        fn = cache.setdefault(key, fn)
+    return fn
 
 
 def stand_ins(net, batch: int, dtype) -> list:

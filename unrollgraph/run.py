@@ -25,6 +25,7 @@ from .compile import (
     _Freed,
     backward_program,
     filed_rows,
+    flush_after_steps,
     forward_steps,
     late_frees,
     plain_templates,
@@ -1245,6 +1246,11 @@ class Run:
             if not chunk:
                 stacks: dict = {}
                 self._seed_state_rows(stacks, 0, net.steps)
+                post = flush_after_steps(net, tuple(deferred), shared)
+                if post is not None:  # (the same calls, written out)
+                    post(deferred, vals, grads, owned, _acc, stacks, net._pool, self.xs_data,
+                         self.stacked, want, keep_views)
+                    return grads
                 net._templates.flush(deferred, vals, grads, owned, _acc, stacks, net._pool)
                 if net._time_batch:
                     time_batched_backward(net._time_batch, vals, self.xs_data, self.stacked,

@@ -1473,3 +1473,172 @@ def time_batched_backward(plan, vals, xs, stacked, grads, owned, want, input_slo
             else:
                 for t, s in enumerate(input_slots[key]):
                     acc(grads, owned, s, gm[t])
+
+
+def flush_program(tpl, plan, order, input_slots, shared=()):
+    """One straight-line function for what follows a backward pass's step loop when all steps
+    are flushed at once: :meth:`StepTemplates.flush` of the parts filed under the keys
+    ``order`` (in that order) and then :func:`time_batched_backward` over ``plan``; or None
+    where the plan has a slice (``getitem``: the slices' own devices stay generic).
+
+    The function makes the very calls of those two, on the same arrays in the same order
+    (the same bits), with the loops over keys, time-batched nodes and their inputs written
+    out, and each node's slots, attributes and VJPs bound as constants: at a small size the
+    interpretation of the general loops costs more than the few products they lead to.
+    Called as ``post(d, vals, grads, owned, acc, stacks, pool, xs, stacked, want,
+    keep_views)``; ``d`` must hold exactly the keys ``order`` (the caller checks). Then the
+    backward entries ``shared`` (of the nodes outside the steps: a weight's transpose),
+    as the reference walk runs them. A node's per-step slots, evenly spaced, are read and
+    cleared as one slice of the gradient list."""
+    if any(tb.op == "getitem" for tb in plan):
+        return None
+    ns = {"stack_once": stack_once, "_summed": _summed, "_per_step": _per_step,
+          "_views": _views, "_into_batched": _into_batched}
+
+    def into(pad, slot, value):  # acc(grads, owned, slot, value), its first case written out
+        add(f"{pad}if grads[{slot}] is None:")  # (no name for the old one: see alone)
+        add(f"{pad}    grads[{slot}] = {value}")
+        add(f"{pad}else:")
+        add(f"{pad}    acc(grads, owned, {slot}, {value})")
+
+    lines = ["def post(d, vals, grads, owned, acc, stacks, pool, xs, stacked, want, kv):",
+             "    rows = d.rows",
+             "    if rows:",
+             "        for src in rows.values():",
+             "            src.seed(stacks)"]
+    add = lines.append
+    for j, key in enumerate(order):
+        vjp, m, target, has_other = tpl.deferred[key]
+        ns[f"F{j}"] = vjp
+        add(f"    parts = d[{key!r}]")
+        add("    if parts:")
+        add("        parts.reverse()")
+        add("        G = stack_once([p[0] for p in parts], stacks, pool)")
+        if has_other:
+            add("        o = stack_once([p[1] for p in parts], stacks, pool)")
+            args = f"o, vals[{target}]" if m == 1 else f"vals[{target}], o"
+            add(f"        gm = F{j}(G, None, {args})")
+        else:
+            add(f"        gm = _summed(F{j}, {m}, G, vals[{target}], stacks)")
+        into("        ", target, "gm")
+    if plan:
+        add("    fb = {}")
+    for k in range(len(plan) - 1, -1, -1):
+        tb = plan[k]
+        ns[f"S{k}"] = tb.slots
+        n = len(tb.slots)
+        cut = _even(tb.slots)
+        add(f"    g = fb.pop({k}, None)")
+        add(f"    per = grads[{cut}]" if cut else f"    per = [grads[s] for s in S{k}]")
+        add("    for p in per:")
+        add("        if p is not None:")
+        add(f"            step_g = _per_step(per, vals[{tb.slots[0]}], stacks, pool)")
+        add("            g = step_g if g is None else g + step_g")
+        add("            break")
+        add("    if g is not None:")
+        if cut:
+            ns[f"N{k}"] = [None] * n
+            add(f"        if kv is True or not kv.isdisjoint(S{k}):")
+            add(f"            _views(grads, g, S{k}, kv)")
+            add("        else:")
+            add(f"            grads[{cut}] = N{k}")
+        else:
+            add(f"        _views(grads, g, S{k}, kv)")
+        add(f"        ans = stacked[{k}]")
+        args = []
+        for m, (kind, key) in enumerate(tb.refs):
+            if kind == "h":
+                args.append(f"stacked[{key}]")
+            elif kind == "x":
+                ns[f"X{k}_{m}"] = key
+                args.append(f"xs[X{k}_{m}]")
+            else:
+                args.append(f"vals[{key}]")
+        if tb.kw:
+            ns[f"KW{k}"] = tb.kw
+        for m, (kind, key) in enumerate(tb.refs):
+            f = tb.vjps[m]
+            if f is None:
+                continue
+            ns[f"V{k}_{m}"] = f
+            pad = "        "
+            if kind == "s":
+                add(f"{pad}if want[{key}]:")
+                pad += "    "
+            elif kind == "x":
+                add(f"{pad}if want[{input_slots[key][0]}]:")
+                ns[f"I{k}_{m}"] = tuple(input_slots[key])
+                pad += "    "
+            if tb.op in ("add", "sub") and kind == "s":
+                add(f"{pad}gm = _summed(V{k}_{m}, {m}, g, {args[m]}, stacks)")
+            else:
+                kw = f", **KW{k}" if tb.kw else ""
+                add(f"{pad}gm = V{k}_{m}(g, ans, {', '.join(args)}{kw})")
+            add(f"{pad}if gm is not None:")
+            if kind == "h":
+                add(f"{pad}    _into_batched(fb, {key}, gm)")
+            elif kind == "s":
+                into(pad + "    ", key, "gm")
+            else:
+                add(f"{pad}    for t, s in enumerate(I{k}_{m}):")
+                add(f"{pad}        acc(grads, owned, s, gm[t])")
+    for j, (out, ins, fns, kw, _step) in enumerate(shared):
+        add(f"    g = grads[{out}]")
+        add("    if g is not None:")
+        args = ", ".join(f"vals[{i}]" for i in ins)
+        if kw:
+            ns[f"SK{j}"] = kw
+        for m, (i, f) in enumerate(fns):
+            ns[f"SF{j}_{m}"] = f
+            add(f"        gi = SF{j}_{m}(g, vals[{out}], {args}{f', **SK{j}' if kw else ''})")
+            add("        if gi is not None:")
+            into("            ", i, "gi")
+    return _compile("\n".join(lines) + "\n", ns, "post")
+
+
+def _even(slots) -> str:
+    """``"a:b:c"`` if ``slots`` are ``range(a, b, c)`` (c > 0), else ``""``."""
+    if len(slots) < 2:
+        return ""
+    step = slots[1] - slots[0]
+    if step <= 0 or any(b - a != step for a, b in zip(slots, slots[1:])):
+        return ""
+    return f"{slots[0]}:{slots[-1] + 1}:{step}"
+
+
+def _per_step(per, like, stacks, pool):
+    """The stacked per-step gradients ``per`` of a time-batched node (zeros for a step with
+    none, shaped as ``like``: its first step's value or stand-in), as in
+    :func:`time_batched_backward`."""
+    zero = None
+    parts = []
+    for p in per:
+        if p is None:
+            if zero is None:
+                zero = np.zeros(like.shape, dtype=like.dtype)
+            p = zero
+        parts.append(p)
+    return stack_once(parts, stacks, pool)
+
+
+def _views(grads, g, slots, keep_views):
+    """Each step's gradient of a time-batched node: a view of ``g`` where kept (see
+    :func:`time_batched_backward`), else None."""
+    if keep_views is True:
+        for t, s in enumerate(slots):
+            grads[s] = g[t]
+    else:
+        for t, s in enumerate(slots):
+            grads[s] = g[t] if s in keep_views else None
+
+
+def _into_batched(from_batched, key, gm):
+    """Add ``gm`` into time-batched node ``key``'s gradient (as
+    :func:`time_batched_backward` does)."""
+    prev = from_batched.get(key)
+    if prev is None:
+        from_batched[key] = gm
+    elif alone(prev, gm):
+        prev += gm
+    else:
+        from_batched[key] = prev + gm
