@@ -1615,6 +1615,29 @@ def _mask_note(net, run) -> tuple[str, str] | None:
     return title, f"sequence lengths {_list_text(lengths)}: {what}"
 
 
+def _grad_note(net, drawn_grad) -> tuple[str, str] | None:
+    """The legend's row for parameters whose ``.grad`` is not the gradient the picture
+    draws (``.grad`` adds up over ``backward()`` calls, and holds the terms of a loss
+    outside the net; the picture shows the drawn run's alone), or None when every one is."""
+    params = net.cell.parameters()
+    more = []
+    for name, node in net.param_nodes.items():
+        p, g = params.get(name), drawn_grad(node)
+        if p is not None and p.grad is not None and g is not None and not np.array_equal(
+                p.grad, g):
+            more.append(name + ".grad")
+    if not more:
+        return None
+    if len(more) == len(net.param_nodes) > 1:
+        names = "every parameter's .grad holds"
+    else:
+        names = (more[0] + " holds" if len(more) == 1
+                 else ", ".join(more[:-1]) + " and " + more[-1] + " hold")
+    return "∇ total", (_h(f"the drawn run's gradient; {names} more:") + _BR + _h(
+        "the gradients of earlier backward() calls (zero_grad() before each)") + _BR
+        + _h("or of loss terms outside the net") + _BR)
+
+
 def _padded(net, run, t: int) -> list[int]:
     """The sequences (batch indices) step ``t`` pads in a masked run."""
     lengths = _lengths_of(net, run)
@@ -2945,6 +2968,9 @@ class _Unrolled(_Drawer):
             rows.append(("lengths", _h(note[1]) + ("; a step box that pads a sequence "
                                                     "says which" if self.detail == "steps"
                                                     else "")))
+        note = _grad_note(self.net, self.grad) if self.show_grads() else None
+        if note:
+            rows.append(note)
         return rows
 
 

@@ -25,6 +25,7 @@ from .render import (
     _array_text,
     _attrs,
     _Drawer,
+    _grad_note,
     _h,
     _hn,
     _Html,
@@ -442,6 +443,9 @@ class Textbook(_Unrolled):
                     for t in shown:
                         rows.append(("", "⋮" if t is None else
                                      f"step {t}: {self.part_text(parts[t], self.limit(p))}"))
+        note = _grad_note(self.net, self.grad) if self.has_grads else None
+        if note:
+            rows.append(note)
         return rows
 
     def value_rows(self, n: Node, grad=None, own=False) -> list[str]:
