@@ -190,3 +190,16 @@ def test_lengths_that_mask_nothing_draw_the_unmasked_picture(kind, T, batch, com
         plain, _ = _draw(kind, T, None, batch=batch, detail=detail, **opts)
         m, p = _labels_and_fills(masked), _labels_and_fills(plain)
         assert [a for _, a in m] == [a for _, a in p], detail
+
+
+def test_the_ops_view_says_at_each_step_which_sequences_it_pads():
+    net = ug.unroll(ug.nn.RNNCell(2, 2, seed=0), steps=5)
+    out, _ = net(np.random.default_rng(0).normal(size=(5, 2, 2)), lengths=[5, 3])
+    (out * out).sum().backward()
+    src = ug.to_dot(net, detail="ops")
+    for t in range(5):
+        words = "pads sequence 1" if t >= 3 else "every sequence runs"
+        mask = re.search(rf"<b>mask<sub>{t}</sub></b>.*?\n", src).group(0)
+        assert words in mask, (t, mask)
+        x = re.search(rf"<b>x<sub>{t}</sub></b>.*?\n", src).group(0)
+        assert ("pads sequence 1" in x) == (t >= 3), (t, x)

@@ -2030,8 +2030,10 @@ class _Unrolled(_Drawer):
             # held steps: each input in its step's box, in a column of its own, so under its
             # step whatever the number of steps (outside the boxes, dot placed the inputs'
             # row anywhere along the picture); else under the steps, by their feet
+            padded = _padded(net, self.run, t)  # (a masked run's padding: which sequences)
+            pads = [_pads_text(padded)] if padded else []
             for n in outside:
-                self.node(g.id(n), "input", self.title(n, with_step=True), self.rows(n),
+                self.node(g.id(n), "input", self.title(n, with_step=True), self.rows(n) + pads,
                           _mag(self.grad(n)), cut=self.v.is_cut(n), tooltip=self.tooltip(n),
                           hot=id(n) in self.path, indent=2 if self.rigid else 1,
                           group=self.input_column(t, n, inner))
@@ -2055,7 +2057,10 @@ class _Unrolled(_Drawer):
                     if self.is_const(i) and i.step is None:  # a copy of a constant per use
                         self.node(f"{g.id(i)}_{g.id(n)}", "const", self.title(i), [], cut=cut,
                                   indent=2)
-                self.node(g.id(n), kind, self.title(n, with_step=True), self.rows(n),
+                texts = self.rows(n)
+                if n.role == "mask" and not texts:  # (its value is the lengths': what it does)
+                    texts = pads or ["every sequence runs"]
+                self.node(g.id(n), kind, self.title(n, with_step=True), texts,
                           _mag(self.grad(n)), cut=cut, indent=2, tooltip=self.tooltip(n),
                           hot=id(n) in self.path, state=state, group=self.column_of.get(id(n)),
                           kept=id(n) in kept_ids)
