@@ -163,8 +163,23 @@ def _outputs_read_only(run, plan) -> list:
         pool = run.net._pool
         generic = run.generic_forward
         values = []
-        for rows_of in plan.output_rows:
-            values.append(_stacked_read_only(rows_of(vals), pool, generic))
+        leads = None if generic or run.states else run.net.__dict__.get("_output_leads")
+        if leads is None and not generic and not run.states:
+            leads = run.net._output_leads = run._output_leads()
+        for k, rows_of in enumerate(plan.output_rows):
+            rows = rows_of(vals)
+            lead = leads[k] if leads else None
+            if lead is not None:
+                # an output that is a state (an RNN's h): copied after the initial state it
+                # starts from, so that the states h_0 .. h_{T-1} a shared weight's gradient
+                # reads are rows of the same copy (the backward pass stacks them unseen)
+                h0 = vals[lead]
+                joined = _stacked_read_only((h0,) + rows, pool, False, True)
+                if joined is not None:
+                    values.append(joined[1:])
+                    run.joined_states += ((joined, (h0,) + rows),)
+                    continue
+            values.append(_stacked_read_only(rows, pool, generic))
     for s in plan.finals:
         v = vals[s]
         if type(v) is np.ndarray and v.flags.writeable:  # (_read_only, inline)
@@ -174,7 +189,7 @@ def _outputs_read_only(run, plan) -> list:
     return values
 
 
-def _stacked_read_only(rows: tuple, pool, generic: bool) -> np.ndarray:
+def _stacked_read_only(rows: tuple, pool, generic: bool, join_only: bool = False):
     """``stack(rows)``, read-only. Rows that the compiled steps computed into arrays of their
     own (each the same shape and dtype: every step runs the same code on the same shapes)
     are joined as bytes, a copy without numpy's per-array work, into one read-only array;
@@ -191,6 +206,8 @@ def _stacked_read_only(rows: tuple, pool, generic: bool) -> np.ndarray:
             buf = None
         if buf is not None and len(buf) == first.nbytes * len(rows):
             return np.ndarray((len(rows),) + first.shape, first.dtype, buf)  # (read-only)
+    if join_only:
+        return None
     return _read_only(stack(rows, pool))
 
 
@@ -570,6 +587,11 @@ class Run:
     # ...) array, the slots holding its rows in order: the initial state's, then each
     # step's); see _seed_state_rows
     state_rows: tuple = ()
+    # per output that is a state and that call() copied into one read-only (T+1, B, ...)
+    # array after the initial state (the small outputs, not written into rows): (that
+    # array, the arrays copied into its rows, in order: h_0, then each step's state); see
+    # _seed_state_rows
+    joined_states: tuple = ()
     plain = None  # whether the run takes the plain path (see _plain_path), once chosen
     _owner = "Run"  # what the name lookup's messages call the accessor's owner
 
@@ -1311,6 +1333,12 @@ class Run:
                 out = buf[t0:t1]
                 out.flags.writeable = False
                 stacks[tuple(map(id, rows))] = out
+        # the states call() copied into one array (see _outputs_read_only): the rows of
+        # that copy, filed under the identities of the very arrays copied (kept alive by
+        # the run, so no other array can take them: a slot that held another array by the
+        # flush files another key; no step writes into a state)
+        for joined, arrays in self.joined_states:
+            stacks[tuple(map(id, arrays[t0:t1]))] = joined[t0:t1]
 
     def _seeded(self, want, seeds=None) -> tuple:
         """Fresh gradient and ownership lists holding the output gradients ``seeds``
