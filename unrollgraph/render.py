@@ -2653,6 +2653,8 @@ class _Unrolled(_Drawer):
             rows.append(js)
             feed = self.bus_feed(src) if getattr(self, "rigid", False) and \
                 hasattr(self, "on_bus") else []
+            if getattr(self, "detail", None) == "steps":
+                feed = [src]  # (the step view's parameter at its bus's left end, as above)
             # one row (an ops view of held steps: with the shared values feeding it, at its
             # left end: its trunk is a short level edge, and no trunk crosses another)
             self.emit("{rank=same; " + " ".join(f'"{j}"' for j in feed + js) + "}")
@@ -2690,6 +2692,15 @@ class _Unrolled(_Drawer):
             if (below, above) not in drawn:  # (a second edge would bend the drawn one)
                 self.n_edges += 1
                 self.emit(f'"{below}" -> "{above}" [style=invis weight=0]')
+        if getattr(self, "detail", None) == "steps":
+            # each later step's junctions tied one under the other in the buses' order (an
+            # order for dot only: with the parameters in the buses' rows, it set a step's
+            # last junction left of the others', its edge hooking round theirs into its port)
+            for t in times[1:]:
+                js = [f"{src}_fan_{t}" for _, src, at in buses if t in at]
+                for above, below in zip(js, js[1:]):
+                    self.n_edges += 1
+                    self.emit(f'"{below}" -> "{above}" [style=invis weight=0]')
         self.lowest = {t: next(f"{src}_fan_{t}" for _, src, at in reversed(buses) if t in at)
                        for t in times}
 
@@ -2821,10 +2832,11 @@ class _Unrolled(_Drawer):
             self.lines[k] = self.lines[k].replace("@PW@", str(each))
         self.row(bottom)
         self.spaced_row(top, "top")
-        if shared:
-            # the parameters: one row under everything, left to right in the buses' order
-            # (the first bus on top), ending left of the first step's inputs: each trunk
-            # comes up from below-left into the start of its bus, crossing no other
+        if shared and T < 2:
+            # one step (no bus): the parameters in one row under everything, left to right
+            # in the ports' order, ending left of the step's inputs. With buses, each
+            # stands at the left end of its own bus (see trunks()), its trunk a short level
+            # edge, as in the ops view
             ids = [g.id(p) for p in shared]
             if bottom:
                 self.n_nodes += 1
@@ -2856,8 +2868,8 @@ class _Unrolled(_Drawer):
                         self.edge(g.id(n), "step_0", "recurrent", cut=cut)
                         self.lines[-1] = self.lines[-1].replace(
                             " [", f' [minlen="{gap}" ', 1)
-                    else:
-                        self.edge(g.id(n), "step_0", "recurrent", cut=cut, ports=("e", "w"))
+                    else:  # (up into the box's lower left corner: short and straight)
+                        self.edge(g.id(n), "step_0", "recurrent", cut=cut, ports=(None, "sw"))
             else:
                 self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
                 self.lines[-1] = self.lines[-1].replace(" [", f' [minlen="{gap}" ', 1)
@@ -2872,10 +2884,25 @@ class _Unrolled(_Drawer):
         self.trunks(fan)
         first = next((f"{g.id(p)}_fan_0" for p in shared if f"{g.id(p)}_fan_0" in
                       self.junctions), None)
-        for i in raised:  # beside the first bus's first junction, left of it
-            if first is not None:
+        for i in raised:  # in a row of their own between the steps and the first bus
+            if first is not None:  # (in the bus's row, its trunk ran through them)
                 self.n_edges += 1
-                self.emit(f'{{rank=same; "{i}" -> "{first}" [style=invis]}}')
+                self.emit(f'"{first}" -> "{i}" [style=invis weight=0]')
+        if len(raised) > 1:
+            self.spaced_row(raised, "raised")
+        if raised:  # the first under the top state's, left of the first box (pulled under
+            # the box's corner by its edge alone, it stood half under the box)
+            self.n_edges += 1
+            self.emit(f'"{raised[0]}" -> "{self.lead_id}" [style=invis weight=10]')
+        if T >= 2 and shared:
+            # the parameters one column, left of the first step, under the initial states:
+            # each at the left end of its bus (as its own piece, dot set all but the first
+            # right of the last step, the trunks running back under the buses)
+            column = ((raised[-1:] or [self.lead_id]) if self.lead_id else []) \
+                + [g.id(p) for p in shared]
+            for above, below in zip(column, column[1:]):
+                self.n_edges += 1
+                self.emit(f'"{below}" -> "{above}" [style=invis weight=10]')
         for t in range(T):  # each step's inputs under its junctions
             if t in self.lowest:
                 for ns in net.input_nodes.values():
