@@ -3192,8 +3192,8 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         # it and right of every link: among them, it pushed the steps apart)
         # (not in an ops view: there each picture's parameters and initial states are
         # pieces of their own to dot, left of its steps, which such links would join)
-        cols = [_columns(d, k, body) if getattr(d, "detail", None) != "ops" else {}
-                for k, d in enumerate(drawers)]
+        cols = [_columns(d, k, body, plumb=True) if getattr(d, "detail", None) != "ops"
+                else {} for k, d in enumerate(drawers)]
         row, through = [], []
         for t in sorted(set(cols[0]) & set(cols[1])):
             (up_lo, up_hi), (lo_lo, lo_hi) = cols[0][t], cols[1][t]
@@ -3202,7 +3202,7 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 row.append(p)
                 body.append(f'  "{p}" [shape=point style=invis width=0 height=0]\n'
                             f'  "{lo_hi}" -> "{p}" [style=invis weight={_COLUMN_WEIGHT}]\n')
-                if up_lo not in upper:
+                if up_lo not in upper and not up_lo.endswith("_foot"):
                     # the link crosses the upper picture's first row (a step view's
                     # parameters): through a point of that row, right of its last node, so
                     # that dot sets none of the row between two columns (between step 0 and
@@ -3326,14 +3326,22 @@ def _same_widths(drawers: list, body: list) -> None:
             body[j] = body[j].replace(" [", f' [width="{w / 72:.3f}" ', 1)
 
 
-def _columns(drawer, k: int, body: list) -> dict:
+def _columns(drawer, k: int, body: list, plumb: bool = False) -> dict:
     """step -> the ids (in picture ``k`` of a side-by-side figure) of the bottom and the top
     node drawn in that step's column: its first input, and its part of the loss or else its
-    first output. Only the steps an unrolled net's picture draws both of."""
+    first output. Only the steps an unrolled net's picture draws both of.
+
+    ``plumb``: the bottom one straight under the top one where the picture stands its steps'
+    ops in columns (an elided view: the input stands under the step's first op, the output
+    over its last, a part of a step to the right): the invisible foot of the output's
+    column, in the input's row. Step t of a picture stacked under another then stands under
+    step t of that one when the one's top is held over the other's bottom."""
     net = getattr(drawer, "net", None)
     if net is None or not net.input_nodes or not net.output_nodes:
         return {}
     drawn = {m.group(1) for line in body if (m := _NODE.match(line))}
+    feet = set(_FOOT_ID.findall("".join(body))) if plumb else set()
+    column = getattr(drawer, "column_of_id", {})
     g, out = drawer.g, {}
     name, ns = next(iter(net.output_nodes.items()))
     j = drawer.out_index[name]
@@ -3341,8 +3349,9 @@ def _columns(drawer, k: int, body: list) -> dict:
         lo = f"s{k}_{g.id(x)}"
         hi = next((f"s{k}_{c}" for c in (f"loss_{t}", _out_id(g.id(ns[t]), j))
                    if f"s{k}_{c}" in drawn), None)
+        foot = f"s{k}_{column.get(g.id(ns[t]))}_foot"
         if lo in drawn and hi is not None:
-            out[t] = (lo, hi)
+            out[t] = (foot if foot in feet else lo, hi)
     return out
 
 
@@ -3354,6 +3363,7 @@ _EDGE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" -> "((?:[^"\\]|\\.)*)"(.*)$')
 _NODE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" \[')
 _RANK_END = re.compile(r"^(\s*)\{rank=(source|sink|min|max);", re.M)
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_FOOT_ID = re.compile(r'"(s[01]_[^"]*_foot)"')
 
 
 def _ends(lines: list[str]) -> tuple[list[str], list[str]]:
