@@ -1679,6 +1679,11 @@ class _Unrolled(_Drawer):
         self.draw_loss()
         self.guard(self.n_nodes, self.what(), self.fixes())
         self.legend(self.legend_rows())
+        under = getattr(self, "legend_under", None)
+        if under:
+            # a row of its own under the inputs (in theirs, its height set them far under
+            # the buses, in the middle of the row)
+            self.emit(f'"legend" -> "{under}" [style=invis weight=0]')
         return self.lines
 
     def elides(self, T: int) -> bool:
@@ -2832,6 +2837,9 @@ class _Unrolled(_Drawer):
             self.lines[k] = self.lines[k].replace("@PW@", str(each))
         self.row(bottom)
         self.spaced_row(top, "top")
+        self.legend_under = bottom[0] if bottom and shared and T >= 2 and self.o["legend"] \
+            else None
+        self.n_edges += bool(self.legend_under)  # (drawn with the legend: see build())
         if shared and T < 2:
             # one step (no bus): the parameters in one row under everything, left to right
             # in the ports' order, ending left of the step's inputs. With buses, each
