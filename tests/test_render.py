@@ -502,10 +502,9 @@ def test_steps_detail_guard_counts_nodes_not_steps():
     n, e = int(m.group(1)), int(m.group(2))
     text = ug.to_dot(net, loss=loss, detail="steps", max_nodes=n)
     # 1000 boxes, inputs, outputs; 4 params and their buses (a junction per step), h0, loss;
-    # and the invisible gaps that keep the outputs' row and the parameters' row apart (one
-    # between neighbours) and the parameters' row's end (under the first input), one gap
-    # before it
-    assert _count_drawn(text) == n == 3 * T + 4 + 4 * T + 2 + (T - 1) + 4 + 1
+    # and the invisible gaps that keep the outputs' row apart (one between neighbours); each
+    # parameter stands in its own bus's row
+    assert _count_drawn(text) == n == 3 * T + 4 + 4 * T + 2 + (T - 1)
     chains = [line for line in text.splitlines() if line.strip().startswith("{rank=same;")]
     assert len(_edges(text)) + sum(line.count(" -> ") for line in chains) == e
 

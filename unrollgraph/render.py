@@ -1702,6 +1702,11 @@ class _Unrolled(_Drawer):
         self.draw_loss()
         self.guard(self.n_nodes, self.what(), self.fixes())
         self.legend(self.legend_rows())
+        under = getattr(self, "legend_under", None)
+        if under:
+            # a row of its own under the inputs (in theirs, its height set them far under
+            # the buses, in the middle of the row)
+            self.emit(f'"legend" -> "{under}" [style=invis weight=0]')
         return self.lines
 
     def elides(self, T: int) -> bool:
@@ -2681,6 +2686,8 @@ class _Unrolled(_Drawer):
             rows.append(js)
             feed = self.bus_feed(src) if getattr(self, "rigid", False) and \
                 hasattr(self, "on_bus") else []
+            if getattr(self, "detail", None) == "steps":
+                feed = [src]  # (the step view's parameter at its bus's left end, as above)
             # one row (an ops view of held steps: with the shared values feeding it, at its
             # left end: its trunk is a short level edge, and no trunk crosses another)
             self.emit("{rank=same; " + " ".join(f'"{j}"' for j in feed + js) + "}")
@@ -2718,6 +2725,15 @@ class _Unrolled(_Drawer):
             if (below, above) not in drawn:  # (a second edge would bend the drawn one)
                 self.n_edges += 1
                 self.emit(f'"{below}" -> "{above}" [style=invis weight=0]')
+        if getattr(self, "detail", None) == "steps":
+            # each later step's junctions tied one under the other in the buses' order (an
+            # order for dot only: with the parameters in the buses' rows, it set a step's
+            # last junction left of the others', its edge hooking round theirs into its port)
+            for t in times[1:]:
+                js = [f"{src}_fan_{t}" for _, src, at in buses if t in at]
+                for above, below in zip(js, js[1:]):
+                    self.n_edges += 1
+                    self.emit(f'"{below}" -> "{above}" [style=invis weight=0]')
         self.lowest = {t: next(f"{src}_fan_{t}" for _, src, at in reversed(buses) if t in at)
                        for t in times}
 
@@ -2849,10 +2865,14 @@ class _Unrolled(_Drawer):
             self.lines[k] = self.lines[k].replace("@PW@", str(each))
         self.row(bottom)
         self.spaced_row(top, "top")
-        if shared:
-            # the parameters: one row under everything, left to right in the buses' order
-            # (the first bus on top), ending left of the first step's inputs: each trunk
-            # comes up from below-left into the start of its bus, crossing no other
+        self.legend_under = bottom[0] if bottom and shared and T >= 2 and self.o["legend"] \
+            else None
+        self.n_edges += bool(self.legend_under)  # (drawn with the legend: see build())
+        if shared and T < 2:
+            # one step (no bus): the parameters in one row under everything, left to right
+            # in the ports' order, ending left of the step's inputs. With buses, each
+            # stands at the left end of its own bus (see trunks()), its trunk a short level
+            # edge, as in the ops view
             ids = [g.id(p) for p in shared]
             if bottom:
                 self.n_nodes += 1
@@ -2884,8 +2904,8 @@ class _Unrolled(_Drawer):
                         self.edge(g.id(n), "step_0", "recurrent", cut=cut)
                         self.lines[-1] = self.lines[-1].replace(
                             " [", f' [minlen="{gap}" ', 1)
-                    else:
-                        self.edge(g.id(n), "step_0", "recurrent", cut=cut, ports=("e", "w"))
+                    else:  # (up into the box's lower left corner: short and straight)
+                        self.edge(g.id(n), "step_0", "recurrent", cut=cut, ports=(None, "sw"))
             else:
                 self.edge(f"step_{t - 1}", f"step_{t}", "recurrent", label=label, cut=cut)
                 self.lines[-1] = self.lines[-1].replace(" [", f' [minlen="{gap}" ', 1)
@@ -2900,10 +2920,25 @@ class _Unrolled(_Drawer):
         self.trunks(fan)
         first = next((f"{g.id(p)}_fan_0" for p in shared if f"{g.id(p)}_fan_0" in
                       self.junctions), None)
-        for i in raised:  # beside the first bus's first junction, left of it
-            if first is not None:
+        for i in raised:  # in a row of their own between the steps and the first bus
+            if first is not None:  # (in the bus's row, its trunk ran through them)
                 self.n_edges += 1
-                self.emit(f'{{rank=same; "{i}" -> "{first}" [style=invis]}}')
+                self.emit(f'"{first}" -> "{i}" [style=invis weight=0]')
+        if len(raised) > 1:
+            self.spaced_row(raised, "raised")
+        if raised:  # the first under the top state's, left of the first box (pulled under
+            # the box's corner by its edge alone, it stood half under the box)
+            self.n_edges += 1
+            self.emit(f'"{raised[0]}" -> "{self.lead_id}" [style=invis weight=10]')
+        if T >= 2 and shared:
+            # the parameters one column, left of the first step, under the initial states:
+            # each at the left end of its bus (as its own piece, dot set all but the first
+            # right of the last step, the trunks running back under the buses)
+            column = ((raised[-1:] or [self.lead_id]) if self.lead_id else []) \
+                + [g.id(p) for p in shared]
+            for above, below in zip(column, column[1:]):
+                self.n_edges += 1
+                self.emit(f'"{below}" -> "{above}" [style=invis weight=10]')
         for t in range(T):  # each step's inputs under its junctions
             if t in self.lowest:
                 for ns in net.input_nodes.values():
@@ -3196,8 +3231,8 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         # it and right of every link: among them, it pushed the steps apart)
         # (not in an ops view: there each picture's parameters and initial states are
         # pieces of their own to dot, left of its steps, which such links would join)
-        cols = [_columns(d, k, body) if getattr(d, "detail", None) != "ops" else {}
-                for k, d in enumerate(drawers)]
+        cols = [_columns(d, k, body, plumb=True) if getattr(d, "detail", None) != "ops"
+                else {} for k, d in enumerate(drawers)]
         row, through = [], []
         for t in sorted(set(cols[0]) & set(cols[1])):
             (up_lo, up_hi), (lo_lo, lo_hi) = cols[0][t], cols[1][t]
@@ -3206,7 +3241,7 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 row.append(p)
                 body.append(f'  "{p}" [shape=point style=invis width=0 height=0]\n'
                             f'  "{lo_hi}" -> "{p}" [style=invis weight={_COLUMN_WEIGHT}]\n')
-                if up_lo not in upper:
+                if up_lo not in upper and not up_lo.endswith("_foot"):
                     # the link crosses the upper picture's first row (a step view's
                     # parameters): through a point of that row, right of its last node, so
                     # that dot sets none of the row between two columns (between step 0 and
@@ -3330,14 +3365,22 @@ def _same_widths(drawers: list, body: list) -> None:
             body[j] = body[j].replace(" [", f' [width="{w / 72:.3f}" ', 1)
 
 
-def _columns(drawer, k: int, body: list) -> dict:
+def _columns(drawer, k: int, body: list, plumb: bool = False) -> dict:
     """step -> the ids (in picture ``k`` of a side-by-side figure) of the bottom and the top
     node drawn in that step's column: its first input, and its part of the loss or else its
-    first output. Only the steps an unrolled net's picture draws both of."""
+    first output. Only the steps an unrolled net's picture draws both of.
+
+    ``plumb``: the bottom one straight under the top one where the picture stands its steps'
+    ops in columns (an elided view: the input stands under the step's first op, the output
+    over its last, a part of a step to the right): the invisible foot of the output's
+    column, in the input's row. Step t of a picture stacked under another then stands under
+    step t of that one when the one's top is held over the other's bottom."""
     net = getattr(drawer, "net", None)
     if net is None or not net.input_nodes or not net.output_nodes:
         return {}
     drawn = {m.group(1) for line in body if (m := _NODE.match(line))}
+    feet = set(_FOOT_ID.findall("".join(body))) if plumb else set()
+    column = getattr(drawer, "column_of_id", {})
     g, out = drawer.g, {}
     name, ns = next(iter(net.output_nodes.items()))
     j = drawer.out_index[name]
@@ -3345,8 +3388,9 @@ def _columns(drawer, k: int, body: list) -> dict:
         lo = f"s{k}_{g.id(x)}"
         hi = next((f"s{k}_{c}" for c in (f"loss_{t}", _out_id(g.id(ns[t]), j))
                    if f"s{k}_{c}" in drawn), None)
+        foot = f"s{k}_{column.get(g.id(ns[t]))}_foot"
         if lo in drawn and hi is not None:
-            out[t] = (lo, hi)
+            out[t] = (foot if foot in feet else lo, hi)
     return out
 
 
@@ -3358,6 +3402,7 @@ _EDGE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" -> "((?:[^"\\]|\\.)*)"(.*)$')
 _NODE = re.compile(r'^\s*"((?:[^"\\]|\\.)*)" \[')
 _RANK_END = re.compile(r"^(\s*)\{rank=(source|sink|min|max);", re.M)
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')
+_FOOT_ID = re.compile(r'"(s[01]_[^"]*_foot)"')
 
 
 def _ends(lines: list[str]) -> tuple[list[str], list[str]]:
