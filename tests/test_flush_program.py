@@ -36,26 +36,7 @@ def _run(args, straight, monkeypatch):
 @settings(max_examples=25, deadline=None)
 @given(spec=diff.cells(mixing=False), data=st.data())
 def test_the_straight_line_flush_gives_the_generic_loops_bits(spec, data):
-    T = data.draw(st.integers(1, 12), label="T")
-    B = data.draw(st.integers(1, 3), label="B")
-    keep = data.draw(st.sampled_from(["needed", "all"]), label="keep")
-    truncate = data.draw(st.none() | st.integers(1, T + 1), label="truncate")
-    masked = data.draw(st.booleans(), label="masked")
-    dtype = data.draw(st.sampled_from([np.float64, np.float32]), label="dtype")
-    lengths = (np.array(data.draw(st.lists(st.integers(0, T), min_size=B, max_size=B),
-                                  label="lengths")) if masked else None)
-    if masked and truncate is not None and truncate < T and not all(
-            r[0] == "v" for r in spec["outputs"] + spec["feedback"]):
-        truncate = None  # (see test_differential: a leaf output is never cut)
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
-    values = {k: v.astype(dtype) for k, v in diff._param_values(spec, 1).items()}
-    xs = [rng.uniform(-1, 1, (T, B, d)).astype(dtype) for d in spec["in"]]
-    h0s = [rng.uniform(-1, 1, (B, d)).astype(dtype) for d in spec["st"]]
-    cell = diff.build_cell(spec, values)
-    widths = [cell.outputs[f"y{k}"].shape[1:] for k in range(len(spec["outputs"]))]
-    seeds_out = [rng.standard_normal((T, B) + w).astype(dtype) for w in widths]
-    seeds_fin = [rng.standard_normal((B, d)).astype(dtype) for d in spec["st"]]
-    args = (spec, values, T, xs, h0s, seeds_out, seeds_fin, keep, truncate, lengths)
+    args, _ = plain_test.draw_case(spec, data)
     with pytest.MonkeyPatch.context() as monkeypatch:
         straight = _run(args, True, monkeypatch)
     with pytest.MonkeyPatch.context() as monkeypatch:

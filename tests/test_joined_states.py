@@ -23,6 +23,7 @@ import unrollgraph as ug
 pytestmark = pytest.mark.filterwarnings("ignore::unrollgraph.CellWarning")
 
 diff = importlib.import_module("test_differential")
+plain_test = importlib.import_module("test_plain_path")
 run_module = importlib.import_module("unrollgraph.run")
 schedule = importlib.import_module("unrollgraph.schedule")
 
@@ -57,25 +58,8 @@ def _grads(spec, values, T, xs, seeds_out, seeds_fin, keep, truncate, lengths, j
 @settings(max_examples=15, deadline=None)
 @given(spec=diff.cells(mixing=False), data=st.data())
 def test_joined_states_give_the_stacked_states_bits(spec, data):
-    T = data.draw(st.integers(1, 12), label="T")
-    B = data.draw(st.integers(1, 3), label="B")
-    keep = data.draw(st.sampled_from(["needed", "all"]), label="keep")
-    truncate = data.draw(st.none() | st.integers(1, T + 1), label="truncate")
-    masked = data.draw(st.booleans(), label="masked")
-    dtype = data.draw(st.sampled_from([np.float64, np.float32]), label="dtype")
-    lengths = (np.array(data.draw(st.lists(st.integers(0, T), min_size=B, max_size=B),
-                                  label="lengths")) if masked else None)
-    if masked and truncate is not None and truncate < T and not all(
-            r[0] == "v" for r in spec["outputs"] + spec["feedback"]):
-        truncate = None  # (see test_differential: a leaf output is never cut)
-    rng = np.random.default_rng(data.draw(st.integers(0, 2**16), label="seed"))
-    values = {k: v.astype(dtype) for k, v in diff._param_values(spec, 1).items()}
-    xs = [rng.uniform(-1, 1, (T, B, d)).astype(dtype) for d in spec["in"]]
-    cell = diff.build_cell(spec, values)
-    widths = [cell.outputs[f"y{k}"].shape[1:] for k in range(len(spec["outputs"]))]
-    seeds_out = [rng.standard_normal((T, B) + w).astype(dtype) for w in widths]
-    seeds_fin = [rng.standard_normal((B, d)).astype(dtype) for d in spec["st"]]
-    args = (spec, values, T, xs, seeds_out, seeds_fin, keep, truncate, lengths)
+    case, _ = plain_test.draw_case(spec, data)
+    args = case[:4] + case[5:]  # (no initial states given: they are the ones joined)
     with pytest.MonkeyPatch.context() as monkeypatch:
         joined, _run = _grads(*args, True, monkeypatch)
     with pytest.MonkeyPatch.context() as monkeypatch:

@@ -49,9 +49,9 @@ def _grads(spec, values, T, xs, h0s, seeds_out, seeds_fin, keep, truncate, lengt
     return got
 
 
-@settings(max_examples=25, deadline=None)
-@given(spec=diff.cells(mixing=False), data=st.data())
-def test_plain_and_batched_paths_agree_on_random_cells(spec, data):
+def draw_case(spec, data) -> tuple:
+    """A random run of a random cell (test_differential's): ``(spec, values, T, xs, h0s,
+    seeds_out, seeds_fin, keep, truncate, lengths)`` and its dtype, drawn from ``data``."""
     T = data.draw(st.integers(1, 12), label="T")
     B = data.draw(st.integers(1, 3), label="B")
     keep = data.draw(st.sampled_from(["needed", "all"]), label="keep")
@@ -71,7 +71,13 @@ def test_plain_and_batched_paths_agree_on_random_cells(spec, data):
     widths = [cell.outputs[f"y{k}"].shape[1:] for k in range(len(spec["outputs"]))]
     seeds_out = [rng.standard_normal((T, B) + w).astype(dtype) for w in widths]
     seeds_fin = [rng.standard_normal((B, d)).astype(dtype) for d in spec["st"]]
-    args = (spec, values, T, xs, h0s, seeds_out, seeds_fin, keep, truncate, lengths)
+    return (spec, values, T, xs, h0s, seeds_out, seeds_fin, keep, truncate, lengths), dtype
+
+
+@settings(max_examples=25, deadline=None)
+@given(spec=diff.cells(mixing=False), data=st.data())
+def test_plain_and_batched_paths_agree_on_random_cells(spec, data):
+    args, dtype = draw_case(spec, data)
     with pytest.MonkeyPatch.context() as monkeypatch:
         plain = _grads(*args, True, monkeypatch)
         batched = _grads(*args, False, monkeypatch)
