@@ -3,6 +3,7 @@
 one line, and the parts of a parameter's gradient are written as its values are."""
 
 import html
+import importlib
 import json
 import re
 import subprocess
@@ -46,19 +47,7 @@ def _clusters(layout) -> dict:
             for o in layout["objects"] if o["name"].startswith("cluster_step_")}
 
 
-def _curve(pos: str) -> list:
-    """An edge's spline from ``dot -Tjson`` as a polyline (each cubic Bézier piece sampled)."""
-    pts = [tuple(float(v) for v in p.split(",")) for p in pos.split(";")[0].split()
-           if p[0] not in "es"]
-    out = []
-    for i in range(0, len(pts) - 3, 3):
-        p0, p1, p2, p3 = pts[i:i + 4]
-        for k in range(9):
-            t = k / 8
-            w = ((1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t * t * (1 - t), t ** 3)
-            out.append(tuple(sum(c * p[j] for c, p in zip(w, (p0, p1, p2, p3)))
-                             for j in (0, 1)))
-    return out
+_curve = importlib.import_module("test_render_layout")._curve
 
 
 def _drawn_edges(layout) -> list:

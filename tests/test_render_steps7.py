@@ -1,11 +1,10 @@
 """Where the step view puts its parameters and initial states, alone and in a stacked figure,
 and how two stacked elided views line up (positions read back from ``dot -Tjson``)."""
 
-import json
+import functools
+import importlib
 import math
-import subprocess
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -17,32 +16,9 @@ pytestmark = pytest.mark.dot
 _CELLS = {"rnn": ug.nn.RNNCell, "lstm": ug.nn.LSTMCell, "gru": ug.nn.GRUCell}
 
 
-def _run(name, T, truncate=None, seed=0, hidden=3):
-    net = ug.unroll(_CELLS[name](2, hidden, seed=seed), steps=T, truncate=truncate)
-    outs, _ = net(np.random.default_rng(seed).standard_normal((T, 1, 2)))
-    loss = (outs * outs).sum()
-    loss.backward()
-    return net, loss
-
-
-def _layout(diagram) -> dict:
-    done = subprocess.run(["dot", "-Tjson"], input=diagram.source.encode(),
-                          capture_output=True)
-    assert done.returncode == 0 and not done.stderr.strip(), done.stderr.decode()[:400]
-    return json.loads(done.stdout)
-
-
-def _objects(layout) -> dict:
-    """name -> (x, y, width, height) in points, for nodes; name -> bounding box for
-    clusters."""
-    out = {}
-    for o in layout["objects"]:
-        if "pos" in o:
-            x, y = (float(v) for v in o["pos"].split(","))
-            out[o["name"]] = (x, y, float(o["width"]) * 72, float(o["height"]) * 72)
-        elif "bb" in o:
-            out[o["name"]] = tuple(float(v) for v in o["bb"].split(","))
-    return out
+sbs = importlib.import_module("test_side_by_side_steps")
+_run = functools.partial(sbs._run, hidden=3)
+_layout, _objects = sbs._layout, sbs._positions
 
 
 def _edges(layout) -> dict:

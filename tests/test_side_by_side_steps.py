@@ -29,17 +29,30 @@ def _run(name, T, truncate=None, seed=0, batch=1, hidden=2):
     return net, loss
 
 
-def _objects(diagram) -> dict:
-    """name -> (x, y, width, height) in points, from ``dot -Tjson``; no warning allowed."""
+def _layout(diagram) -> dict:
+    """``dot -Tjson`` of a diagram; no warning allowed."""
     done = subprocess.run(["dot", "-Tjson"], input=diagram.source.encode(),
                           capture_output=True)
     assert done.returncode == 0 and not done.stderr.strip(), done.stderr.decode()[:400]
+    return json.loads(done.stdout)
+
+
+def _positions(layout) -> dict:
+    """name -> (x, y, width, height) in points, for nodes; name -> bounding box for
+    clusters."""
     out = {}
-    for o in json.loads(done.stdout)["objects"]:
+    for o in layout["objects"]:
         if "pos" in o:
             x, y = (float(v) for v in o["pos"].split(","))
             out[o["name"]] = (x, y, float(o["width"]) * 72, float(o["height"]) * 72)
+        elif "bb" in o:
+            out[o["name"]] = tuple(float(v) for v in o["bb"].split(","))
     return out
+
+
+def _objects(diagram) -> dict:
+    """:func:`_positions` of a diagram's layout."""
+    return _positions(_layout(diagram))
 
 
 def _check_stacked(a, b, T, **options):
