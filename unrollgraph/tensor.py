@@ -647,8 +647,10 @@ class Tensor:
         from it hold a stand-in while the cell is built, whose axis 0 is a batch of one; the
         real batch size is known only when the unrolled net is called. So their shape reads
         as ``(1, ...)`` but its axis 0 cannot be read: ``h.shape[0]``, ``B, H = h.shape``,
-        ``tuple(h.shape)`` and a slice that includes axis 0 raise
-        :class:`~unrollgraph.CellError` (the number would be 1 at every batch size). Read the
+        ``[*h.shape]``, ``f(*h.shape)`` and a slice that includes axis 0 raise
+        :class:`~unrollgraph.CellError` (the number would be 1 at every batch size; only
+        ``tuple(h.shape)[0]``, which reads as numpy's own use of the shape does, is not
+        caught: do not write it). Read the
         declared shape ``h.shape[1:]``, a feature size ``h.shape[-1]`` and ``h.ndim``, and
         write the cell without the batch size (reshape with ``-1``, reduce over ``axis=-1``,
         let a parameter broadcast over the batch).
