@@ -675,7 +675,7 @@ def test_the_last_segment_is_held_for_one_backward_pass_and_recomputed_after(mak
     assert [seg.steps for seg in forward_only] == [k]  # (the three segments before the last)
     loss = (out * out).sum()
     calls = _count_segment_forwards(monkeypatch)
-    loss.backward()
+    loss.backward(retain_graph=True)  # (walked again below)
     assert len(calls) == 3 and run._held is None
     first = {name: p.grad.copy() for name, p in cell.parameters().items()}
     loss.backward()

@@ -95,8 +95,8 @@ def _graph_of_a_call(form="out*G", x_from_ops=False, g_grad=False):
 def test_the_short_walk_takes_exactly_the_loss_of_a_call(monkeypatch, case):
     taken = []
     real = walk._call_loss_walk
-    monkeypatch.setattr(walk, "_call_loss_walk", lambda r, s: taken.append(real(r, s)) or
-                        taken[-1])
+    monkeypatch.setattr(walk, "_call_loss_walk", lambda r, s, retain: taken.append(
+        real(r, s, retain)) or taken[-1])
     _graph_of_a_call(**case).backward()
     assert taken == [not case]  # (the other graphs go to the generic walk)
 
@@ -113,7 +113,7 @@ def test_a_parameter_stepped_between_call_and_backward_is_still_refused():
 
 def test_the_short_walk_is_not_taken_under_detect_anomaly(monkeypatch):
     calls = []
-    monkeypatch.setattr(walk, "_call_loss_walk", lambda r, s: calls.append(1) or False)
+    monkeypatch.setattr(walk, "_call_loss_walk", lambda r, s, retain: calls.append(1) or False)
     loss = _graph_of_a_call()
     with ug.detect_anomaly():
         loss.backward()

@@ -46,7 +46,7 @@ def test_an_in_place_step_on_a_parameter_changes_the_parameter_the_net_reads(kin
     param = cell.parameters()[name]
     net = ug.unroll(cell, steps=3)
     loss = _loss(net, _xs())
-    loss.backward()
+    loss.backward(retain_graph=True)  # (kept walkable: the version check is what is tested)
     before = param.data.copy()
     step = 0.5 + np.abs(param.grad)  # no zero: /= stays finite
     kept = step.copy()

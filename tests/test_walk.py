@@ -8,7 +8,7 @@ import importlib
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import unrollgraph as ug
@@ -69,15 +69,16 @@ STEPS = st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 20), st.integers
 @given(ops=STEPS, seed=st.integers(0, 5), twice=st.booleans())
 def test_the_fast_path_gives_what_the_checked_walk_gives(monkeypatch, ops, seed, twice):
     loss, pool = _graph(ops, seed)
+    assume(loss.requires_grad)  # (ops on the leaf without grad alone: nothing to walk)
     assert walk._count_uses_and_oldest(loss)[1] == walk._CLOCK[0]  # (the fast path's case)
-    loss.backward()
-    if twice:  # .grad accumulates over backward() calls
+    loss.backward(retain_graph=twice)
+    if twice:  # .grad accumulates over backward() calls through a retained graph
         loss.backward()
     fast = _grads(pool)
     with monkeypatch.context() as m:
         _checked(m)
         loss, pool = _graph(ops, seed)
-        loss.backward()
+        loss.backward(retain_graph=twice)
         if twice:
             loss.backward()
     _same(fast, _grads(pool))

@@ -482,7 +482,7 @@ class Tensor:
     """
 
     __slots__ = ("_data", "_grad", "node", "_requires_grad", "_parents", "_version", "_born",
-                 "__weakref__")
+                 "_walked", "__weakref__")
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         """numpy's ufuncs on a tensor (:mod:`unrollgraph.interop`). The operators
@@ -520,6 +520,7 @@ class Tensor:
         self._parents = parents
         self._version = _NEVER
         self._born = _CLOCK[0]
+        self._walked = False  # set by a backward() without retain_graph=True that walks it
 
     # -- value and gradient ---------------------------------------------------------------------
     @property
@@ -1026,17 +1027,38 @@ class Tensor:
                 ) from None
         _mark_changed(self, "an edit in place (Tensor.edit or t[...] = ...)")
 
-    def backward(self, gradient=None) -> None:
+    def backward(self, gradient=None, retain_graph: bool = False) -> None:
         """Compute the gradient of this tensor with respect to every tensor it depends on.
 
         One walk in reverse topological order (explicit stack: graphs of millions of nodes
         work). Each tensor's ``.grad`` receives the sum over every path, and leaves keep
         accumulating over calls, as in PyTorch.
 
+        As in PyTorch, a graph is walked once: every node this walk passes through (every
+        tensor computed by an op, an unrolled net's call included) is released, and a later
+        ``backward()`` that reaches one of them raises :class:`~unrollgraph.GradientError`
+        naming it, before any ``.grad`` changes. This holds for the same loss called twice
+        and for two losses that share part of a graph (the second reaches the shared part).
+        Compute the forward pass again for a new gradient, add the losses and call
+        ``backward()`` once, or pass ``retain_graph=True`` to walk a graph again.
+
         Parameters
         ----------
         gradient : array_like, optional
             The seed ``dL/dself``; required unless this tensor holds a single element.
+        retain_graph : bool
+            Keep the graph walkable: a later ``backward()`` through it walks it again and
+            adds its gradients into every ``.grad`` once more (as PyTorch's
+            ``retain_graph=True``). The default, False, releases every node walked.
+
+        Raises
+        ------
+        GradientError
+            On a tensor that does not require grad; through a node that an earlier
+            ``backward()`` walked without ``retain_graph=True``; through a value changed
+            after it was used.
+        ShapeError
+            For a seed ``gradient`` of another shape than this tensor's.
 
         Examples
         --------
@@ -1045,6 +1067,15 @@ class Tensor:
         >>> (w * w + w).backward()
         >>> float(w.grad)
         7.0
+        >>> loss = w * w
+        >>> loss.backward(retain_graph=True)  # walk it again below: the gradients add up
+        >>> loss.backward()
+        >>> float(w.grad)
+        19.0
+        >>> loss.backward()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        unrollgraph.errors.GradientError: backward() on <mul> a second time: ...
         """
         if not self._requires_grad:
             if self.node.role == "no_grad" or _no_grad_source(self):
@@ -1075,7 +1106,7 @@ class Tensor:
                     f"backward(): seed gradient of shape {seed.shape} does not match "
                     f"{self.node.label()} of shape {self.shape}"
                 )
-        _backward(self, seed)
+        _backward(self, seed, retain_graph)
 
     # -- operators -----------------------------------------------------------------------------
     def __add__(self, other):
@@ -1804,15 +1835,21 @@ def _route_item(grads: dict, node: Node, p: Tensor, g) -> None:
 
 def _count_uses(root: Tensor) -> dict[int, int]:
     """How many edges of the graph below ``root`` read each tensor that requires grad (by
-    ``id``): the first pass of the reverse walk, shared with ``ug.explain``."""
+    ``id``): the first pass of the reverse walk, shared with ``ug.explain`` (which reads a
+    graph already walked as it reads any other)."""
     return _count_uses_and_oldest(root)[0]
 
 
 def _count_uses_and_oldest(root: Tensor) -> tuple:
-    """:func:`_count_uses`, and the oldest birth (``_born``, a clock value) among ``root`` and
-    the tensors with inputs that it counts: the nodes whose version checks the walk makes."""
+    """:func:`_count_uses`, the oldest birth (``_born``, a clock value) among ``root`` and
+    the tensors with inputs that it counts (the nodes whose version checks the walk makes),
+    and the first of those tensors found released by an earlier walk (``_walked``), or None.
+
+    A walk releases everything it counts, so the released tensors below ``root`` are closed
+    under taking inputs: the first one found is read by one that is not (or is ``root``)."""
     uses: dict[int, int] = {}
     oldest = root._born
+    walked = root if root._walked else None
     stack = [root]
     pop = stack.pop
     push = stack.append
@@ -1828,9 +1865,11 @@ def _count_uses_and_oldest(root: Tensor) -> tuple:
                         push(p)
                         if p._born < oldest:
                             oldest = p._born
+                        if p._walked and walked is None:
+                            walked = p
                 else:
                     uses[i] = n + 1
-    return uses, oldest
+    return uses, oldest, walked
 
 
 # Whether backward() may skip the version checks when the clock says that no value changed
@@ -1838,13 +1877,15 @@ def _count_uses_and_oldest(root: Tensor) -> tuple:
 _SKIP_UNCHANGED = True
 
 
-def _backward(root: Tensor, seed: np.ndarray | None) -> None:
+def _backward(root: Tensor, seed: np.ndarray | None, retain: bool = False) -> None:
     """Reverse accumulation from ``root``, seeded with ``seed`` (None: a one): one walk,
     explicit stacks, no recursion.
 
-    Pass 1 counts, for every tensor that requires grad, how many edges of the graph read it.
-    Pass 2 visits a tensor once all of its readers have been visited (so its gradient is the
-    complete sum over them), stores it in ``.grad`` and sends one VJP along each input edge.
+    Pass 1 counts, for every tensor that requires grad, how many edges of the graph read it,
+    and refuses (before anything is stored) a graph that reaches a tensor an earlier walk
+    released. Pass 2 visits a tensor once all of its readers have been visited (so its
+    gradient is the complete sum over them), stores it in ``.grad``, sends one VJP along each
+    input edge, and releases the tensor (``_walked``) unless ``retain``.
 
     Pass 2 checks each node it differentiates against its inputs' version counters (a value
     changed after the node was computed from it raises), unless the clock has not moved since
@@ -1852,13 +1893,18 @@ def _backward(root: Tensor, seed: np.ndarray | None) -> None:
     (every change stamps a new clock value), and the checks are skipped, as under
     ``detect_anomaly()`` they never are.
     """
-    if _SHORT_WALK and _call_loss_walk(root, seed):
+    if _SHORT_WALK and _call_loss_walk(root, seed, retain):
         return
     if seed is None:  # the one that backward() starts from without gradient=
         data = root._data
         seed = np.empty(data.shape, data.dtype)  # (np.ones is a Python function: slower)
         seed.fill(1)
-    uses, oldest = _count_uses_and_oldest(root)
+    uses, oldest, walked = _count_uses_and_oldest(root)
+    if walked is not None:
+        raise _walked_error(root, walked)
+    # (with retain, nothing below root was released: pass 1 found none, so storing False
+    # changes nothing and costs what a test would)
+    release = not retain
     anomaly = _MODE.get().anomaly
     check = anomaly or _CLOCK[0] != oldest or not _SKIP_UNCHANGED
     grads: dict[int, Any] = {id(root): seed}
@@ -1879,6 +1925,7 @@ def _backward(root: Tensor, seed: np.ndarray | None) -> None:
                 with _LEAF_GRAD_LOCK:  # threads may run backward() into one shared leaf
                     _store_grad(t, g)
             continue
+        t._walked = release
         if g is None:  # no gradient reached this node: its inputs still count it as visited
             for p in parents:
                 if p._requires_grad:
@@ -1992,7 +2039,7 @@ def _backward(root: Tensor, seed: np.ndarray | None) -> None:
 _SHORT_WALK = True
 
 
-def _call_loss_walk(root: Tensor, seed) -> bool:
+def _call_loss_walk(root: Tensor, seed, retain: bool = False) -> bool:
     """The reverse walk of :func:`_backward` for the loss of one call of an unrolled net,
     ``(out * G).sum()``, ``(G * out).sum()`` or ``out.sum()``, where ``out`` is an output
     (or final state) of the call and ``G`` does not require grad; False, having done
@@ -2007,8 +2054,10 @@ def _call_loss_walk(root: Tensor, seed) -> bool:
     ``out`` is ``G``'s value itself, as a read-only view (``1 * g`` is ``g``, number for
     number): the run is seeded without an intermediate array. It leaves to the generic walk
     the graphs where a version check is due (a value changed since the graph was built, or
-    ``detect_anomaly()``) and the calls with a leaf computed by ops (an input or initial
-    state that has a graph of its own above it)."""
+    ``detect_anomaly()``), the calls with a leaf computed by ops (an input or initial
+    state that has a graph of its own above it) and the graphs an earlier walk released
+    (whose error the generic walk raises). It releases the four tensors it walks (or three,
+    without the product) unless ``retain``, as the generic walk would."""
     node = root.node
     if node._op != "sum":
         return False
@@ -2044,6 +2093,12 @@ def _call_loss_walk(root: Tensor, seed) -> bool:
             prod is not None and prod._born != clock) or _MODE.get().anomaly or \
             not _SKIP_UNCHANGED:
         return False
+    if root._walked or item._walked or call._walked or (prod is not None and prod._walked):
+        return False
+    release = not retain
+    root._walked = item._walked = call._walked = release
+    if prod is not None:
+        prod._walked = release
     ndarray = np.ndarray
     below = prod if prod is not None else item
     if seed is None:
@@ -2115,6 +2170,36 @@ def _call_loss_walk(root: Tensor, seed) -> bool:
             else:
                 _store_grad(p, gk)
     return True
+
+
+def _walked_error(root: Tensor, t: Tensor) -> GradientError:
+    """The error for a ``backward()`` from ``root`` that reaches ``t``, a tensor released by
+    an earlier walk (``backward()`` without ``retain_graph=True``)."""
+    label = t.node.label()
+    if t.node.op == "unrolled":
+        label = f"the call of the unrolled net {t.node.name!r}" if t.node.name else \
+            "the call of an unrolled net"
+    if t is root:
+        what = (f"backward() on {label} a second time: an earlier backward() already walked "
+                "its graph without retain_graph=True")
+        fix = ("Compute the forward pass and the loss again for a new gradient (in training: "
+               "zero_grad(), forward, loss, backward(), optimizer.step()), or pass "
+               "retain_graph=True to the earlier backward() to walk the same graph again")
+    else:
+        what = (f"backward() on {root.node.label()} reaches {label}, which an earlier "
+                "backward() (from another tensor computed from it) already walked without "
+                "retain_graph=True")
+        fix = ("Add the losses and call backward() once ((loss1 + loss2).backward()), "
+               "compute the forward pass again, or pass retain_graph=True to the earlier "
+               "backward() to walk the shared part again")
+    hint = ""
+    if t.node.op == "unrolled" and t is not root:
+        hint = (". If a state was carried over from an earlier call of the net, cut it from "
+                "that call's graph: pass state=h.detach()")
+    return GradientError(
+        f"{what}, so its gradient is already in the .grad of every tensor it was computed "
+        f"from and a second walk would add it again. Nothing was changed. {fix}{hint}"
+    )
 
 
 def _grad_of_item(prod: Tensor, g, k: int, item: Tensor, other: Tensor):
