@@ -1395,7 +1395,8 @@ def tbptt_truncation_error(cell, xs, targets, loss_fn, k1: int, k2: int, readout
     Raises
     ------
     TrainingError
-        Bad ``k1``, ``k2`` (``k2 >= k1 >= 1``), or targets of another length than xs.
+        Bad ``k1``, ``k2`` (``k2 >= k1 >= 1``), targets of another length than xs, or a
+        ``loss_fn`` (``readout``) that is not a function of two arguments (of one).
 
     Examples
     --------
@@ -1410,8 +1411,11 @@ def tbptt_truncation_error(cell, xs, targets, loss_fn, k1: int, k2: int, readout
     True
     """
     from .errors import TrainingError
-    from .train import _steps_of, _window
+    from .train import _loss_fn, _readout_arg, _steps_of, _window
     from .unroll import Unrolled
+
+    _loss_fn("tbptt_truncation_error", loss_fn)
+    _readout_arg("tbptt_truncation_error", readout)
 
     for name, v in (("k1", k1), ("k2", k2)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:

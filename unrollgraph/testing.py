@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import keyword
 import math
 import numbers
 
 import numpy as np
 
+from .calls import check_arity
 from .errors import GradcheckError
 from .tensor import Tensor, _editing, as_real_array, tensor
 
@@ -44,7 +46,9 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     ------
     GradcheckError
         With the worst element: which input (by name), the index, both numbers. Also when
-        ``fn`` does not return a Tensor (the message says what it returned), when its result
+        ``fn`` cannot take one argument per input (the message names ``fn`` and says how
+        many it takes), when ``fn`` does not return a Tensor (the message says what it
+        returned), when its result
         does not depend on an input, when there are no inputs, and for ``eps`` not a
         positive finite number or a negative tolerance.
     DTypeError
@@ -97,6 +101,14 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     if not ts:
         raise GradcheckError("gradcheck: no inputs to differentiate with respect to; pass a "
                              "list of tensors or arrays")
+    names = []  # (the inputs as a lambda's parameters would name them: distinct identifiers)
+    for k, t in enumerate(ts):
+        names.append(t.name if t.name and t.name.isidentifier() and t.name not in names
+                     and not keyword.iskeyword(t.name) else f"x{k}")
+    check_arity(fn, len(ts), GradcheckError, "gradcheck", "fn",
+                f"fn(*inputs), one argument per input ({', '.join(names)})",
+                f"give fn one parameter per input (lambda {', '.join(names)}: ...), or pass "
+                "as inputs exactly the tensors fn takes")
     saved = [t.grad for t in ts]
     try:
         for t in ts:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .calls import check_arity
 from .cell import Cell, named
 from .errors import DTypeError, GradientError, ShapeError
 from .functional import mse_loss
@@ -188,6 +189,10 @@ class SequenceModel:
                 f"SequenceModel: readout must be callable (such as ug.train.Linear(4, 1)) or "
                 f"None, got {type(readout).__name__}"
             )
+        if readout is not None:
+            check_arity(readout, 1, TrainingError, "SequenceModel", "readout",
+                        "readout(outputs[-1])" if last else "readout(outputs)",
+                        "give it one parameter, the outputs (lambda y: ...)")
         self.net, self.readout, self.last = net, readout, bool(last)
 
     def __call__(self, xs, state=None):
@@ -286,12 +291,31 @@ def _loss_fn(who: str, loss_fn):
             f"{who}: loss_fn must be callable (prediction, targets) -> scalar Tensor, such as "
             f"ug.mse_loss; got {type(loss_fn).__name__}"
         )
+    check_arity(loss_fn, 2, TrainingError, who, "loss_fn", "loss_fn(prediction, targets)",
+                "give it two parameters, as ug.mse_loss has (lambda pred, y: ...)")
     return loss_fn
+
+
+def _readout_arg(who: str, readout):
+    """Refuse, by name, a readout that is not a function of one argument (or None)."""
+    if readout is None:
+        return None
+    if not callable(readout):
+        raise TrainingError(
+            f"{who}: readout must be callable (outputs -> prediction), such as "
+            f"ug.train.Linear(4, 1), or None; got {type(readout).__name__} {_short(readout)}"
+        )
+    check_arity(readout, 1, TrainingError, who, "readout", "readout(outputs)",
+                "give it one parameter, the outputs (lambda y: ...), as ug.train.Linear takes")
+    return readout
 
 
 def _batches_arg(who: str, batches, functions: bool = True):
     """Refuse, by name, batches that are neither an iterable of pairs nor a function."""
     if callable(batches) and functions:
+        check_arity(batches, 1, TrainingError, who, "batches", "batches(epoch) each epoch",
+                    "give it one parameter, the epoch number (lambda epoch: ...), or pass "
+                    "the list of (inputs, targets) pairs itself")
         return batches
     if batches is None or isinstance(batches, (str, bytes, Mapping)) or not hasattr(
             batches, "__iter__"):
@@ -343,7 +367,7 @@ def _epoch_batches(batches, epoch):
     return batches(epoch) if callable(batches) else batches
 
 
-def _as_model(model):
+def _as_model(model, who: str = "fit"):
     if isinstance(model, Unrolled):
         return lambda xs: model(xs)[0]
     if not callable(model):
@@ -351,6 +375,8 @@ def _as_model(model):
             f"the model must be callable (a function, a ug.train.SequenceModel or an unrolled "
             f"net), got {type(model).__name__}"
         )
+    check_arity(model, 1, TrainingError, who, "model", "model(x), x a batch's inputs",
+                "give it one parameter, the inputs (lambda x: ...)")
     return model
 
 
@@ -482,7 +508,7 @@ def evaluate(model, batches, loss_fn=mse_loss) -> float:
     >>> ug.train.evaluate(lambda x: w * x, [(np.array([1.0]), np.array([2.0]))])
     1.0
     """
-    call = _as_model(model)
+    call = _as_model(model, "evaluate")
     _loss_fn("evaluate", loss_fn)
     _batches_arg("evaluate", batches, functions=False)
     losses = []
@@ -593,11 +619,7 @@ def tbptt(cell, xs, targets, loss_fn, k1: int, k2: int, optimizer=None, readout=
     _sequence_arg("tbptt", "targets", targets)
     if optimizer is not None:
         _optimizer_arg("tbptt", optimizer)
-    if readout is not None and not callable(readout):
-        raise TrainingError(
-            f"tbptt: readout must be callable (outputs -> prediction), such as "
-            f"ug.train.Linear(4, 1), or None; got {type(readout).__name__} {_short(readout)}"
-        )
+    _readout_arg("tbptt", readout)
     if cache is not None and not isinstance(cache, dict):
         raise TrainingError(
             f"tbptt: cache must be a dict (window length -> unrolled net; start with {{}}) "
