@@ -207,8 +207,10 @@ def function_on_tensor(tensor_type, func, args: tuple, kwargs: dict):
     if name in _SHAPE_READERS and len(args) == 1 and isinstance(args[0], tensor_type) and \
             not kwargs:
         # the tensor's own attribute: inside a cell, the same rules for the stand-in's batch
-        # axis as t.shape and t.size (np.ndim(h) reads no size and is always right)
-        return getattr(args[0], name)
+        # axis as t.shape and t.size (np.ndim(h) reads no size and is always right), the
+        # errors quoting the read as written (np.shape(h)[0])
+        from .tensor import _numpy_shape_read  # (tensor.py imports this module)
+        return _numpy_shape_read(args[0], name, public_name(func))
     tensors = list(_tensors_in(tensor_type, args, kwargs))
     why = next((w for w in map(_graph_tensor, tensors) if w is not None), None)
     derived = next((x for x in tensors if x._parents and _placeholder(x)), None)

@@ -339,10 +339,12 @@ def _stand_in_source(t: "Tensor") -> Node | None:
 
 
 def _batch_message(node: Node, source: Node, read: str, instead: str) -> str:
-    """The :class:`CellError` text for reading the batch axis of a stand-in (``read`` as
-    ``.shape[0]``; ``instead``, with ``{k}`` for the tensor's label, leads the advice)."""
+    """The :class:`CellError` text for reading the batch axis of a stand-in (``read``, the
+    read as written: after the tensor's label when it starts with a dot or a space,
+    ``.shape[0]``, else whole, ``len(h)``, ``np.shape(h)[0]``; ``instead``, with ``{k}`` for
+    the tensor's label, leads the advice)."""
     k = node.label()
-    head = read if read.startswith("len(") else f"{k}{read}"
+    head = f"{k}{read}" if read[:1] in (".", " ") else read
     what = ("is a placeholder of its cell" if node is source else
             f"is computed from {source.op} {source.label()}, a placeholder of its cell")
     instead = instead.format(k=k) + "; " if instead else ""
@@ -360,11 +362,12 @@ class _StandInShape(tuple):
     built: a tuple equal to the stand-in's shape ``(1, ...)`` whose axis 0, the batch,
     cannot be read (``shape[0]``, a slice from axis 0, unpacking or iterating): each raises
     :class:`~unrollgraph.CellError`. ``shape[1:]``, ``shape[-1]``, ``len(shape)`` and
-    comparisons read as a tuple's do."""
+    comparisons read as a tuple's do. ``written`` is how the shape was asked for, when not
+    as ``.shape`` (``np.shape(h)``): the messages quote the read as written."""
 
-    def __new__(cls, shape: tuple, node: Node, source: Node):
+    def __new__(cls, shape: tuple, node: Node, source: Node, written: str | None = None):
         self = tuple.__new__(cls, shape)
-        self._of = (node, source)
+        self._of = (node, source, written)
         return self
 
     def __getitem__(self, index):
@@ -378,9 +381,9 @@ class _StandInShape(tuple):
                 return tuple.__getitem__(self, index)  # (tuple's own TypeError)
             batch = i in (0, -n)
         if batch:
-            node, source = self._of
-            raise CellError(_batch_message(node, source, f".shape[{_index_text(index)}]",
-                                           ""))
+            node, source, written = self._of
+            read = f"{written or '.shape'}[{_index_text(index)}]"
+            raise CellError(_batch_message(node, source, read, ""))
         return tuple.__getitem__(self, index)
 
     def __iter__(self):
@@ -389,10 +392,13 @@ class _StandInShape(tuple):
         # (np.zeros(h.shape), tuple(h.shape)) iterate it too, from C, under a call: numpy would
         # turn an error into its own unclear TypeError, so those read the stand-in's shape.
         if _unpacking_here():
-            node, source = self._of
-            raise CellError(_batch_message(
-                node, source, ".shape unpacked or iterated (B, H = h.shape, for n in h.shape)",
-                "unpack {k}.shape[1:] instead"))
+            node, source, written = self._of
+            if written is None:
+                read = ".shape unpacked or iterated (B, H = h.shape, for n in h.shape)"
+            else:
+                read = f"{written} unpacked or iterated (B, H = {written})"
+            raise CellError(_batch_message(node, source, read,
+                                           "unpack {k}.shape[1:] instead"))
         return tuple.__iter__(self)
 
     def __reduce__(self):  # (a plain tuple once pickled or copied)
@@ -685,11 +691,15 @@ class Tensor:
         """Number of numbers in the value. For a cell's placeholder or a value computed from
         one it would count the stand-in's batch of one: :class:`~unrollgraph.CellError` (the
         numbers of one sequence are ``math.prod(h.shape[1:])``)."""
+        return self._size(".size")
+
+    def _size(self, read: str) -> int:
+        """:attr:`size`, the read named ``read`` in the error (as :func:`_batch_message`)."""
         shape = self.node._shape  # (the recorded shape: a cheaper read than data.shape)
         if shape and shape[0] == 1:
             source = _stand_in_source(self)
             if source is not None:
-                raise CellError(_batch_message(self.node, source, ".size",
+                raise CellError(_batch_message(self.node, source, read,
                                                "math.prod({k}.shape[1:]) counts the numbers "
                                                "of one sequence"))
         return self._data.size
@@ -1522,6 +1532,22 @@ def _compare(opname: str, a: "Tensor", b) -> "Tensor":
         n = out.node
         out.node = Node("leaf", name=n.name, shape=n.shape, dtype=n.dtype, role="condition")
     return out
+
+
+def _numpy_shape_read(t: Tensor, name: str, shown: str):
+    """``np.shape(t)``, ``np.size(t)`` or ``np.ndim(t)`` (``name``; ``shown``, numpy's public
+    name of the function): the tensor's own ``shape``, ``size`` or ``ndim``, whose refusals
+    of a stand-in's batch axis quote the read as written (``np.shape(h)[0]``)."""
+    written = f"{shown}({t.node.label()})"
+    if name == "size":
+        return t._size(written)
+    if name == "shape":
+        shape = t.shape
+        if type(shape) is _StandInShape:
+            node, source, _ = shape._of
+            return _StandInShape(shape, node, source, written)
+        return shape
+    return t.ndim
 
 
 def _no_grad_source(t: "Tensor") -> bool:
