@@ -157,6 +157,10 @@ def test_the_readers_of_a_walked_graph_still_read_it_and_leave_it_released(tmp_p
     loss = (out * out).sum()
     loss.backward()
     run = net.last_run
+    w = ug.tensor(0.5, requires_grad=True, name="w")
+    small = ug.tanh(w * w)
+    small.backward()
+    assert len(ug.symbolic.chain_rule(small, w).paths) == 2  # (w * w: two paths)
     grad = cell.weight_hh.grad.copy()
     ex = ug.explain(loss)
     assert len(ex) > 0
@@ -167,6 +171,8 @@ def test_the_readers_of_a_walked_graph_still_read_it_and_leave_it_released(tmp_p
     assert flow is not None
     terms = ug.symbolic.bptt(net, "weight_hh", loss=loss)
     assert terms is not None
+    assert ug.truncation_error(run) is not None
+    assert ug.to_dot(net, detail="ops").startswith("digraph")
     np.testing.assert_array_equal(cell.weight_hh.grad, grad)  # nothing walked it again
     with pytest.raises(ug.GradientError, match="a second time"):
         loss.backward()
