@@ -244,7 +244,7 @@ def test_the_op_views_legend_words_are_what_is_drawn(theme):
     assert words["next state"] == "thick rounded box"
     assert words["operation"] == "rounded box"
     assert words["constant"] == "small rounded box"
-    assert words["elided steps"] == "rounded box titled “… N steps …”"
+    assert words["elided steps"] == "rounded box titled … N steps …"
     assert words["op on weights alone, computed once (Wᵀ)"] == "square-cornered box"
     pen = {}
     for n in g.nodes:

@@ -148,7 +148,7 @@ _WORDS = {
 
 
 #: what tells apart kinds drawn in one shape and border, in words around the shape's
-_TELLS = {"const": "small {}", "elide": "{} titled “… N steps …”", "mask": "{} titled mask"}
+_TELLS = {"const": "small {}", "elide": "{} titled … N steps …", "mask": "{} titled mask"}
 
 
 def _shape_words(shape: str, style: str = "") -> str:
