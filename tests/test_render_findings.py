@@ -190,6 +190,80 @@ def test_shared_ops_are_not_dashed_and_the_legend_names_shapes_in_words():
     assert "dashed border: truncated BPTT sends it no gradient" in legend
 
 
+_KIND_ROW = re.compile(r'<td align="right"><font[^>]*><b>([^<]*)</b></font></td>'
+                       r'<td align="left"><font[^>]*>([^<]*)')
+
+
+def _pictures():
+    """A picture of every view and kind of node: ops, elided (constants, next states), steps,
+    textbook, a masked run, a folded cell, a tensor's graph, in colour and in print."""
+    out = {}
+    for theme in ("light", "print"):
+        for kind in ("rnn", "lstm", "gru"):
+            net, loss = _run(kind, T=5, truncate=2)
+            for detail in ("ops", "elide", "steps", "textbook"):
+                out[theme, kind, detail] = ug.to_dot(net, loss=loss, detail=detail, ends=1,
+                                                     theme=theme)
+            out[theme, kind, "folded"] = ug.to_dot(net.cell, theme=theme)
+        net = ug.unroll(ug.nn.GRUCell(2, 2, seed=0), steps=3)
+        outs, _ = net(np.ones((3, 2, 2)), lengths=[3, 1])
+        loss = (outs * outs).sum()
+        loss.backward()
+        out[theme, "masked", "ops"] = ug.to_dot(net, loss=loss, detail="ops", theme=theme)
+        x = ug.tensor(0.5, requires_grad=True, name="x")
+        y = ug.tanh(x * 2.0 + ug.tensor(1.0))
+        y.backward()
+        out[theme, "tensor", ""] = ug.to_dot(y, theme=theme)
+    return out
+
+
+def test_the_legend_tells_every_kind_of_node_apart_in_words():
+    """Each node row of a legend names its shape in words no other row uses: colour alone
+    (the next state, the operation and the constant were each a "rounded box", told apart
+    by colour only) is lost in a greyscale print."""
+    for key, text in _pictures().items():
+        rows = _KIND_ROW.findall(_legend(text))
+        words = [w for w, _ in rows]
+        assert len(rows) >= 3 and len(set(words)) == len(words), (key, rows)
+
+
+def _attrs(line):
+    return dict(re.findall(r'(\w+)="([^"]*)"', re.sub(r"label=<<table.*?</table>>", "", line)))
+
+
+@pytest.mark.parametrize("theme", ["light", "print"])
+def test_the_op_views_legend_words_are_what_is_drawn(theme):
+    """The elided view of a GRU draws every kind of rounded box: the words say what tells
+    them apart as drawn (a next state's border is thicker than an op's, a constant's box is
+    small, the elided steps' box is titled by their number; the elided box, said to be
+    thick, was drawn with an op's border)."""
+    net, loss = _run("gru", T=5)
+    text = ug.to_dot(net, loss=loss, detail="elide", ends=1, theme=theme)
+    g = net.graph
+    words = {m: w for w, m in _KIND_ROW.findall(_legend(text))}
+    assert words["next state"] == "thick rounded box"
+    assert words["operation"] == "rounded box"
+    assert words["constant"] == "small rounded box"
+    assert words["elided steps"] == "rounded box titled … N steps …"
+    assert words["op on weights alone, computed once (Wᵀ)"] == "square-cornered box"
+    pen = {}
+    for n in g.nodes:
+        if n.step not in (0, 4) or n.op in ("input", "const"):
+            continue
+        a = _attrs(_node_line(text, g.id(n)))
+        assert a["shape"] == "box" and "rounded" in a["style"], a
+        kind = "next state" if n.role == "next_state" else "operation"
+        pen.setdefault(kind, set()).add(float(a["penwidth"]))
+    elided = _attrs(_node_line(text, "elided"))
+    assert "bold" not in elided["style"] and "rounded" in elided["style"]
+    assert re.search(r"<b>… \d+ steps …</b>", _node_line(text, "elided"))
+    assert len(pen["next state"]) == 1 and len(pen["operation"]) == 1, pen
+    thick, thin = pen["next state"].pop(), pen["operation"].pop()
+    assert thick >= 1.6 * thin and float(elided["penwidth"]) == thin
+    consts = [line for line in text.splitlines() if re.match(r'\s*"n\d+_n\d+" \[', line)]
+    assert consts and all(_attrs(c)["height"] == "0.25" for c in consts)
+
+
 def test_print_textbook_legend_says_the_shapes_drawn():
     net, loss = _run("rnn", T=3)
     legend = _legend(ug.to_dot(net, loss=loss, detail="textbook", theme="print"))

@@ -134,7 +134,7 @@ _SHAPES = {
     "state": ("ellipse", ""), "next_state": ("box", "rounded"), "output": ("house", ""),
     "op": ("box", "rounded"), "shared": ("box", ""), "const": ("box", "rounded"),
     "call": ("box3d", ""), "loss": ("doubleoctagon", ""), "part": ("octagon", ""),
-    "elide": ("box", "rounded,bold"),
+    "elide": ("box", "rounded"),
     "step": ("box", "rounded"), "mask": ("box", "rounded"),
 }
 
@@ -145,6 +145,10 @@ _WORDS = {
     "doubleoctagon": "double octagon", "box3d": "3-D box", "square": "square", "point": "dot",
     "octagon": "octagon",
 }
+
+
+#: what tells apart kinds drawn in one shape and border, in words around the shape's
+_TELLS = {"const": "small {}", "elide": "{} titled … N steps …", "mask": "{} titled mask"}
 
 
 def _shape_words(shape: str, style: str = "") -> str:
@@ -231,14 +235,13 @@ def to_dot(obj, **options) -> str:
         drawn (step boxes, inputs, outputs, constants drawn per use, the loss; the legend
         aside) before the text goes to ``dot``.
     max_elements : int
-        One rule for every node: the values drawn side by side print alike. Those of the
-        steps (inputs, states, ops, outputs, initial states) are printed in full (nested by
-        rows, as numpy prints them: a batch of two rows of two reads ``[[a, b], [c, d]]``)
-        when every value and gradient of the steps the view writes has at most this many
-        elements, else each as its norm and shape (``‖·‖ 1.45 (2×3)``). A value computed
-        once (a parameter, an op on parameters, a node of a tensor's graph) stands alone
-        and is printed in full when it has at most this many elements itself. A single
-        number is always printed.
+        One rule for every node, in every view: every step copy of one node of the cell
+        prints alike, in full (nested by rows, as numpy prints them: a batch of two rows of
+        two reads ``[[a, b], [c, d]]``) when that node's values and gradients have at most
+        this many elements, else each as its norm and shape (``‖·‖ 1.45 (2×3)``, which the
+        legend explains when the picture prints one). A value computed once (a parameter,
+        an op on parameters, a node of a tensor's graph) is printed in full when it has at
+        most this many elements itself. A single number is always printed.
     title : str, optional
         A caption (by default the cell's name and the number of steps).
     rankdir : {"LR", "BT", "TB", "RL"}, optional
@@ -900,6 +903,7 @@ class _Drawer:
         self.drawn_links: set[tuple[str, str]] = set()  # (tail, head) of each drawn edge
         self.cut_ids: set[str] = set()  # the nodes drawn greyed (truncation: no gradient)
         self.node_at: dict[str, tuple[int, str]] = {}  # id -> (its line, its label)
+        self.norm_mark: str | None = None  # the first ‖·‖ printed (see number_text)
 
     def make_scale(self, mags) -> _Scale:
         return _Scale(mags, self.t["ramp"], self.o["color_scale"])
@@ -914,31 +918,37 @@ class _Drawer:
     def grad(self, n: Node):
         return self.v.grad(n)
 
-    def prints(self, n: Node) -> bool:
-        """Whether the view writes ``n``'s value or gradient in a node (every node here)."""
-        return True
-
     def limit(self, n: Node) -> int:
         """The ``max_elements`` that ``n``'s value and gradient are printed with: one rule
-        for every node of a picture. The values of the steps (inputs, initial states, ops,
-        states, outputs), drawn side by side, print alike: each written out when every value
-        and gradient of the steps the view writes has at most ``max_elements`` elements,
-        else each (but a single number) as its norm and shape. A value computed once (a
-        parameter, an op on parameters, a node of a tensor's graph) stands alone and prints
-        by its own size."""
-        if not (n.step is not None or n.op in ("init", "input", "state")):
-            return self.o["max_elements"]
-        limit = getattr(self, "_step_limit", None)
-        if limit is None:
-            largest = 0
-            for m in self.g.nodes:  # (every step is a copy of the first: its sizes do)
-                if (m.step == 0 or m.op in ("init", "state")) and self.prints(m):
+        for every node of every view. Every step copy of one node of the cell prints alike:
+        each written out when that node's values and gradients, in every step, have at most
+        ``max_elements`` elements, else each (but a single number) as its norm and shape.
+        So an LSTM of two units writes out its 1×2 states and ops beside its 1×8 gates,
+        which print as norms, and a node prints the same in every view. A value computed
+        once (a parameter, an op on parameters, a node of a tensor's graph) prints by its
+        own size."""
+        cap = self.o["max_elements"]
+        if n.origin is None or n.step is None:  # (an initial state too: it has one copy)
+            return cap
+        largest = getattr(self, "_largest", None)
+        if largest is None:  # the largest copy of each node of the cell, in one pass
+            largest = self._largest = {}
+            for m in self.g.nodes:
+                if m.origin is not None and m.step is not None:
+                    k = id(m.origin)
                     for a in (self.value(m), self.grad(m)):
                         if a is not None and not isinstance(a, tuple):
-                            largest = max(largest, np.size(a))
-            cap = self.o["max_elements"]
-            limit = self._step_limit = cap if largest <= cap else 1
-        return limit
+                            largest[k] = max(largest.get(k, 0), np.size(a))
+        return cap if largest.get(id(n.origin), 0) <= cap else 1
+
+    def number_text(self, a, n: Node) -> str | None:
+        """``a``, ``n``'s value or gradient, as :meth:`limit` has it printed (see
+        :func:`_array_text`); the first norm printed is kept for the legend's row that
+        says what ``‖·‖`` is."""
+        text = _array_text(a, self.limit(n))
+        if text is not None and text.startswith("‖·‖") and self.norm_mark is None:
+            self.norm_mark = text
+        return text
 
     def show_values(self) -> bool:
         want = self.o["values"]
@@ -969,10 +979,10 @@ class _Drawer:
         shape = shape or kind_shape
         # where every value is an oval (the textbook view), the kinds differ in their border
         # too, so that they are told apart in greyscale: a state's is thick, an output's
-        # double (an input's thin, a loss's part is an octagon)
+        # double (an input's thin, a loss's part is an octagon); a state is thick in every
+        # shape (a next state's rounded box beside an op's thin one)
         double = shape == "ellipse" and kind == "output"
-        marks = extra + (",double" if double else "") + \
-            (",bold" if state and shape == "ellipse" else "")
+        marks = extra + (",double" if double else "") + (",bold" if state else "")
         drawn = self.legend_shapes.setdefault(kind, [])
         if (shape, marks) not in drawn:
             drawn.append((shape, marks))
@@ -1115,11 +1125,11 @@ class _Drawer:
         if info and not self.is_const(n):
             rows.append(info)
         if self.show_values() and not self.is_const(n):
-            text = _array_text(self.value(n), self.limit(n))
+            text = self.number_text(self.value(n), n)
             if text is not None:
                 rows.append("v = " + _h(text))
         if self.show_grads():
-            text = _array_text(self.grad(n), self.limit(n))
+            text = self.number_text(self.grad(n), n)
             if text is not None:
                 rows.append(f"{grad_label} = " + _h(text))
         return rows
@@ -1295,6 +1305,7 @@ class _Drawer:
                 colour = t["state"] if kind == "next_state" else t[kind if kind in t else "op"]
                 drawn = self.legend_shapes.get(kind) or [_SHAPES[kind]]
                 words = " or ".join(dict.fromkeys(_shape_words(*d) for d in drawn))
+                words = _TELLS.get(kind, "{}").format(words)
             # the shape in words, in the colour it is drawn in: a swatch box would show
             # every kind as the same rectangle
             rows.append((f'<td align="right">{_font(words, 9, colour, bold=True)}</td>',
@@ -1315,6 +1326,13 @@ class _Drawer:
             if kind in self.edges_used:
                 rows.append((f'<td>{_font(sym, None, colour, bold=True)}</td>',
                              f'<td align="left">{_font(text, 9)}</td>'))
+        if self.norm_mark:  # what ‖·‖ is, where a value prints as its norm
+            cap = self.o["max_elements"]
+            words = (_h("the Euclidean norm √(Σ x²) and shape of an array,") + _BR
+                     + _h(f"written for more than {cap} "
+                          f"number{'s' if cap != 1 else ''} (max_elements)") + _BR)
+            rows.append((f'<td>{_font(_h(self.norm_mark), 9)}</td>',
+                         f'<td align="left">{_font(words, 9)}</td>'))
         for left, right in extra_rows:
             rows.append((f'<td>{_font(left, 10) or " "}</td>',
                          f'<td align="left">{_font(right, 9) or " "}</td>'))
@@ -1713,17 +1731,6 @@ class _Unrolled(_Drawer):
         """Whether a view other than ``detail="elide"`` leaves out middle steps."""
         return False
 
-    def prints(self, n: Node) -> bool:
-        """The step and textbook views write the values of inputs, states and outputs,
-        and of the parameters; the others every node's."""
-        if getattr(self, "detail", None) not in ("steps", "textbook"):
-            return True
-        net = self.net
-        return n.step is None or any(n is m for ns in (*net.input_nodes.values(),
-                                                        *net.state_nodes.values(),
-                                                        *net.output_nodes.values())
-                                     for m in ns)
-
     def draw_body(self) -> None:
         if self.detail == "steps":
             self.build_steps()
@@ -1795,11 +1802,11 @@ class _Unrolled(_Drawer):
         rows = ["output"]
         n = self.net.output_nodes[name][t]
         if self.show_values():
-            text = _array_text(self.value(n), self.limit(n))
+            text = self.number_text(self.value(n), n)
             if text is not None:
                 rows.append("v = " + _h(text))
         if self.show_grads():
-            text = _array_text(self.own_grad(name, t), self.limit(n))
+            text = self.number_text(self.own_grad(name, t), n)
             if text is not None:
                 rows.append("∇ = " + _h(text))
         return rows
@@ -1932,7 +1939,7 @@ class _Unrolled(_Drawer):
         total = self.grad(n)
         if total is not None:
             text = _h(_signed(np.asarray(total))) if small else \
-                _h(_array_text(total, self.limit(n)))
+                _h(self.number_text(total, n))
             rows.append(f"Σ = {text}")
         return rows
 
@@ -2816,11 +2823,11 @@ class _Unrolled(_Drawer):
                 # each state's value and gradient in the words of every other view (v =,
                 # ∇ =), after the state's name: a step box holds every state of the step
                 n = _unmasked(net.state_nodes[s][t])
-                text = _array_text(self.value(n), self.limit(n))
-                if self.show_values() and text:
+                text = self.number_text(self.value(n), n) if self.show_values() else None
+                if text:
                     rows.append(f"{_hn(s)}: v = {_h(text)}")
-                gt = _array_text(self.grad(n), self.limit(n))
-                if self.show_grads() and gt:
+                gt = self.number_text(self.grad(n), n) if self.show_grads() else None
+                if gt:
                     rows.append(f"{_hn(s)}: ∇ = {_h(gt)}")
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
                       state=True, tooltip=f"{net.cell.name} at step {t}", group=f"step_{t}",

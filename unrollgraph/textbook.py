@@ -431,7 +431,7 @@ class Textbook(_Unrolled):
                                 "LSTM or GRU, into its gates)"))
         if self.has_grads:
             for name, p in self.net.param_nodes.items():
-                text = _array_text(self.grad(p), self.limit(p))
+                text = self.number_text(self.grad(p), p)
                 if text is None:
                     continue
                 rows.append((f"<i>{_hn(name)}</i>", "∇ total = " + _h(text)))
@@ -453,11 +453,11 @@ class Textbook(_Unrolled):
         if self.o["compact"]:  # the name only: the gradient is the fill colour
             return rows
         if self.show_values():
-            text = _array_text(self.value(n), self.limit(n))
+            text = self.number_text(self.value(n), n)
             if text is not None:
                 rows.append("v = " + _h(text))
         if self.show_grads():
-            text = _array_text(grad if own else self.grad(n), self.limit(n))
+            text = self.number_text(grad if own else self.grad(n), n)
             if text is not None:
                 rows.append("∇ = " + _h(text))
         return rows
