@@ -35,6 +35,7 @@ def compile_schedule(net) -> None:
     net._const_only = [s for s, _ in net._const_slots]
     net._mask_slots = [slot[id(n)] for n in net.mask_nodes]
     net._shared_prog = [e for e in prog if e[5] is None]
+    net._row_major = _row_major_operands(net, prog)
     # per-step blocks of contiguous slots, and the state slots each step reads
     first: dict = {}
     count: dict = {}
@@ -118,6 +119,25 @@ def compile_schedule(net) -> None:
     # small batches: one call for an op on several slices (an LSTM's three sigmoids)
     # beats three; large ones: contiguous slices beat fewer calls
     net._fuse_size = net._templates.fusable() if net._templates.ok else 0
+
+
+def _row_major_operands(net, prog) -> tuple:
+    """The shared slots (parameters and values computed once per run) that only the steps
+    read, each time as the right operand of a ``matmul`` (an Elman or LSTM step's
+    ``h @ W_hh.T``): the forward pass multiplies by a row-major copy of such a value when it
+    is a column-major view (``W.T``), which BLAS multiplies by faster
+    (:func:`unrollgraph.run.row_major_operands`)."""
+    shared = {e[0] for e in prog if e[5] is None} | set(net._param_slots.values())
+    nodes = net.nodes
+    ok = dict.fromkeys(shared, False)
+    for out, ins, _fwd, _vjps, _kw, step in prog:
+        for k, i in enumerate(ins):
+            if i in ok:
+                if step is None or k != 1 or nodes[out].op != "matmul" or ins[0] == i:
+                    ok[i] = None  # read otherwise: its layout stays
+                elif ok[i] is False:
+                    ok[i] = True
+    return tuple(sorted(s for s, v in ok.items() if v))
 
 
 def _program(nodes, slot) -> list:
