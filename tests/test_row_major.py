@@ -6,7 +6,8 @@ products can differ in the last bit. Both executors (the compiled steps and the 
 walk that ``detect_anomaly()`` runs) multiply by the copy in a run of more than one sequence:
 they must agree bit for bit. A run of one sequence keeps the views (it gains nothing), and
 the run's values afterwards are the views again (what the backward pass and ``Run.value``
-read).
+read). Likewise a bias that the steps only add (``b_hh``) is added as a copy broadcast to
+the batch: the same sums, bit for bit.
 """
 
 from __future__ import annotations
@@ -112,3 +113,48 @@ def test_row_major_operands_swaps_column_major_matrices_only():
     assert [s for s, _ in kept] == [0]
     assert np.shares_memory(kept[0][1], w) and vals[0].flags.c_contiguous
     assert np.array_equal(vals[0], w.T) and vals[1] is w
+
+
+# -- biases broadcast to the batch ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("keep", ["needed", "all"])
+@pytest.mark.parametrize("kind", sorted(CELLS))
+def test_a_bias_added_as_a_batch_sized_copy_gives_the_same_bits(kind, keep):
+    """The steps add ``b_hh`` as a copy broadcast to (B, H): the same sums, number for
+    number, as adding the (H,) vector; the backward pass and the run's values see the
+    parameter itself again."""
+    B, D, H = 3, 4, 5
+    rng = np.random.default_rng(2)
+    xs = ug.tensor(rng.normal(size=(T, B, D)))
+    G = rng.normal(size=(T, B, H))
+    got = {}
+    for tag in ("copy", "vector"):
+        cell = CELLS[kind](D, H, seed=0)
+        net = ug.unroll(cell, steps=T, keep=keep)
+        assert [net.nodes[s].name for s, _ in net._broadcast] == ["bias_hh"]
+        if tag == "vector":
+            net._broadcast = ()
+        got[tag] = _step(cell, net, xs, G, anomaly=False)
+        run = net.last_run
+        (s, _reader), = ug.unroll(cell, steps=T)._broadcast
+        assert run.values[s] is cell.parameters()["bias_hh"].data  # (put back)
+    for k in got["copy"]:
+        np.testing.assert_array_equal(got["copy"][k], got["vector"][k], err_msg=k, strict=True)
+
+
+def test_a_bias_read_otherwise_is_not_broadcast():
+    """Only a value that the steps read as an add's operand alone is broadcast: a bias that
+    a step also multiplies by keeps its shape; one only added is broadcast."""
+    for times, want in ((True, []), (False, ["b"])):
+        cell = ug.Cell("c")
+        x = cell.input("x", (3,))
+        h = cell.state("h", (3,))
+        b = cell.param("b", np.ones(3))
+        h_next = ug.tanh(x + h + b)
+        cell.feedback(h, h_next * b if times else h_next)
+        cell.output("y", h_next)
+        net = ug.unroll(cell, steps=3)
+        assert [net.nodes[s].name for s, _ in net._broadcast] == want
+        out, _ = net(np.ones((3, 2, 3)))
+        assert out.shape == (3, 2, 3)

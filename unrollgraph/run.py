@@ -995,6 +995,8 @@ class Run:
                     vals[out] = fwd(*[vals[i] for i in ins], **kw)
                 if net._row_major and batch > 1:  # (see row_major_operands)
                     swapped = row_major_operands(net._row_major, vals)
+                if net._broadcast and batch > 1:
+                    swapped = broadcast_operands(net, vals, batch, swapped)
                 if self.flush_chunk is None:
                     self.flush_chunk = _chunk_steps(net, batch, dtype.itemsize)
                 if self.plain is None:
@@ -1885,6 +1887,45 @@ def reference_forward(net, vals: list, anomaly: bool = False, first: int = 0, *,
         if swapped:
             for s, v in swapped:
                 vals[s] = v
+
+
+def broadcast_operands(net, vals, batch: int, swapped: list | None) -> list | None:
+    """Give each shared value that the steps only add into a batched sum
+    (``net._broadcast``, see :func:`~unrollgraph.compile._broadcast_operands`: a bias
+    such as ``b_hh``) a copy broadcast to the batch, ``(batch, ...)``, in ``vals``, and add
+    ``(slot, the value it held)`` to ``swapped`` for the caller to put back once the steps
+    of the forward pass are done (the backward pass reads the value itself).
+
+    numpy adds a (B, H) array to another about twice as fast as it broadcasts an (H,) one
+    over B rows (B = 16, H = 128: 1.9 against 4.0 µs), and each sum is the same, number
+    for number: the steps give the same bits.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=2)
+    >>> vals = [None] * len(net.nodes)
+    >>> (s, _reader), = net._broadcast
+    >>> vals[s] = np.zeros(3)
+    >>> kept = broadcast_operands(net, vals, 4, None)
+    >>> vals[s].shape, kept[0][1].shape
+    ((4, 3), (3,))
+    """
+    nodes = net.nodes
+    for s, reader in net._broadcast:
+        v = vals[s]
+        if type(v) is not np.ndarray:
+            continue
+        shape = (batch,) + tuple(nodes[reader].shape[1:])
+        if v.shape != shape[len(shape) - v.ndim:]:
+            continue
+        full = np.empty(shape, v.dtype)
+        full[...] = v
+        if swapped is None:
+            swapped = []
+        swapped.append((s, v))
+        vals[s] = full
+    return swapped
 
 
 def row_major_operands(slots, vals) -> list | None:
