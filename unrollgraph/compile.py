@@ -35,6 +35,7 @@ def compile_schedule(net) -> None:
     net._const_only = [s for s, _ in net._const_slots]
     net._mask_slots = [slot[id(n)] for n in net.mask_nodes]
     net._shared_prog = [e for e in prog if e[5] is None]
+    net._row_major = _row_major_operands(net, prog)
     # per-step blocks of contiguous slots, and the state slots each step reads
     first: dict = {}
     count: dict = {}
@@ -115,9 +116,57 @@ def compile_schedule(net) -> None:
     # whether a time-batched slice's gradient is stacked on its own, a chunk at a time (a
     # GRU's three input gates: three more arrays per step of a chunk, see run._chunk_steps)
     net._tb_sliced = any(tb.op == "getitem" for tb in net._time_batch)
+    net._broadcast = _broadcast_operands(net, prog, skip) if net._templates.ok else ()
     # small batches: one call for an op on several slices (an LSTM's three sigmoids)
     # beats three; large ones: contiguous slices beat fewer calls
     net._fuse_size = net._templates.fusable() if net._templates.ok else 0
+
+
+def _row_major_operands(net, prog) -> tuple:
+    """The shared slots (parameters and values computed once per run) that only the steps
+    read, each time as the right operand of a ``matmul`` (an Elman or LSTM step's
+    ``h @ W_hh.T``): the forward pass multiplies by a row-major copy of such a value when it
+    is a column-major view (``W.T``), which BLAS multiplies by faster
+    (:func:`unrollgraph.run.row_major_operands`)."""
+    shared = {e[0] for e in prog if e[5] is None} | set(net._param_slots.values())
+    nodes = net.nodes
+    ok = dict.fromkeys(shared, False)
+    for out, ins, _fwd, _vjps, _kw, step in prog:
+        for k, i in enumerate(ins):
+            if i in ok:
+                if step is None or k != 1 or nodes[out].op != "matmul" or ins[0] == i:
+                    ok[i] = None  # read otherwise: its layout stays
+                elif ok[i] is False:
+                    ok[i] = True
+    return tuple(sorted(s for s, v in ok.items() if v))
+
+
+def _broadcast_operands(net, prog, skip) -> tuple:
+    """``(slot, reader)`` for each shared slot (a parameter, a value computed once per run)
+    that only the steps' adds read (outside the time-batched part, ``skip``) and that has
+    fewer axes than the batched sum it is added into (a bias ``b_hh`` added to
+    ``h @ W_hh.T``): ``reader`` is one of those adds, whose shape a run's copy of the
+    value broadcast to the batch takes (:func:`unrollgraph.run.broadcast_operands`)."""
+    shared = {e[0] for e in prog if e[5] is None} | set(net._param_slots.values())
+    nodes = net.nodes
+    batched = net.graph._batched
+    found: dict = {}  # slot -> an add reading it, or None: read otherwise
+    for out, ins, _fwd, _vjps, _kw, step in prog:
+        n = nodes[out]
+        for i in ins:
+            prev = found.get(i, False)
+            if i not in shared or prev is None:
+                continue
+            m = nodes[i]
+            found[i] = (out if prev is False else prev) if (
+                step is not None and out not in skip and n.op == "add"
+                and id(n) in batched and id(m) not in batched
+                and n.shape is not None and m.shape is not None
+                and 0 < len(m.shape) < len(n.shape)
+                and tuple(n.shape[len(n.shape) - len(m.shape):]) == tuple(m.shape)
+                and (prev is False or tuple(nodes[prev].shape[1:]) == tuple(n.shape[1:]))
+            ) else None
+    return tuple(sorted((s, r) for s, r in found.items() if r is not None))
 
 
 def _program(nodes, slot) -> list:
