@@ -40,7 +40,7 @@ import numpy as np
 from .compile import _Freed, backward_program, stand_ins
 from .errors import CellError
 from .graph import Node
-from .run import Run, _acc
+from .run import Run, _acc, _read_only
 from .tensor import _FLAGS, _MODE, Tensor, _dtype_name
 
 __all__ = ["CheckpointedRun", "resolve_checkpoint", "kept_steps"]
@@ -714,7 +714,7 @@ class CheckpointedRun(Run):
         if v is None or self.net.nodes[s].step is None:
             # recomputed, or a shared leaf (a parameter's live array): refuse if it changed
             self._check_unchanged("value")
-        return v if v is not None else self.full().values[s]
+        return _read_only(v if v is not None else self.full().values[s])  # (as Run.value)
 
     value.__doc__ = Run.value.__doc__
 

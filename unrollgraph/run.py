@@ -694,7 +694,9 @@ class Run:
         if type(v) is _Freed or self.net.nodes[s].step is None:
             # recomputed, or a shared leaf (a parameter's live array): refuse if it changed
             self._check_unchanged("value")
-        return v if type(v) is not _Freed else self.full().values[s]
+        # read-only: the run reads its values again (the backward pass, its other accessors,
+        # the diagrams); edit a copy (``.copy()``)
+        return _read_only(v if type(v) is not _Freed else self.full().values[s])
 
     def grad(self, node):
         """Gradient of the loss with respect to ``node`` (``None`` before backward or where no
@@ -739,14 +741,14 @@ class Run:
                 if seed is None:
                     v = np.asarray(self.value(node))
                     return np.zeros(v.shape, v.dtype)
-                return seed[t]
+                return _read_only(seed[t])
         if not _reached(self)[s]:  # as the reference walk: None where no gradient reaches
             return None
         g = self.grads[s]
         if g is not None or self.keep == "all":
-            return g
+            return _read_only(g)  # (read-only, as value's)
         self._check_unchanged("grad")
-        return self.full().grads[s]
+        return _read_only(self.full().grads[s])
 
     def _slot_of(self, node, what: str) -> int:
         """The slot of ``node`` (a Node of the unrolled graph or its display name)."""

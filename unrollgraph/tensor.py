@@ -231,20 +231,24 @@ def _mark_changed(t: "Tensor", how: str) -> None:
 @contextlib.contextmanager
 def _editing(t: "Tensor", how: str | None):
     """Edit ``t``'s value in place (optimizers): yields the writable array, then locks it again
-    and records the change. Tensors sharing the memory see it, and share the record.
+    and records the change. Tensors sharing the memory see it, and share the record, where
+    ``t`` owns the memory; a view of memory it was lent is copied first.
     ``how=None`` records nothing: for an edit that puts back every number it changes (the
     perturbations of :func:`~unrollgraph.gradcheck`)."""
     arr = t._data
     was = arr.flags.writeable
-    if len(t._version) > 2:  # gradients view this memory (see _times_one): edit a copy
+    if len(t._version) > 2 or (not was and arr.base is not None):
+        # gradients view this memory (see _times_one), or it is a read-only view of memory
+        # the tensor does not own (a net's outputs and final states are views of its run's
+        # buffers, which the run's backward pass, state_grads and a checkpointed run read
+        # again; numpy would let the flag be set because those buffers are writable): edit
+        # a copy, so that the edit reaches this tensor (and what shares its memory from now
+        # on), never the memory it was lent
         arr = t._data = arr.copy()
         t._version = [0, None]  # new memory: the tensors that shared the old one keep it
+        was = False
     elif not was:
-        try:
-            arr.flags.writeable = True
-        except ValueError:  # a read-only view of memory this tensor does not own: copy it
-            arr = t._data = arr.copy()
-            was = False
+        arr.flags.writeable = True
     try:
         yield arr
     finally:
@@ -853,7 +857,10 @@ class Tensor:
     def detach(self) -> "Tensor":
         """A new leaf with the same value (the same memory, read-only) and no history: the
         gradient stops here. An in-place change of this tensor's value (an optimizer step) is
-        seen by the detached one, and recorded for both."""
+        seen by the detached one, and recorded for both. Where the memory is lent (a net's
+        outputs and final states are views of its run's buffers), an in-place edit of the
+        detached tensor (``d[1] = 0``, ``d.edit()``, ``d.add_(v)``) first copies it: the run,
+        which reads those buffers again, never sees the edit."""
         data = self._data
         if type(data) is np.ndarray and data.flags.writeable:
             data = data.view()
