@@ -755,6 +755,21 @@ def _mag(g) -> float | None:
     return float(np.sqrt(np.sum(arr * arr)))
 
 
+def _mags(arrays: list) -> list:
+    """:func:`_mag` of each array (None for None), in one vectorised pass per shape."""
+    out: list = [None] * len(arrays)
+    by_shape: dict = {}
+    for i, a in enumerate(arrays):
+        if a is not None:
+            a = np.asarray(a, dtype=np.float64)
+            by_shape.setdefault(a.shape, []).append((i, a))
+    for items in by_shape.values():
+        flat = np.stack([a.reshape(-1) for _, a in items])
+        for (i, _), m in zip(items, np.sqrt(np.sum(flat * flat, axis=1)).tolist()):
+            out[i] = m
+    return out
+
+
 def _array_text(a, limit: int) -> str | None:
     if a is None or isinstance(a, tuple):
         return None
@@ -1278,7 +1293,7 @@ class _Drawer:
             "call": "call of an unrolled net", "loss": "loss",
             "part": f"the loss's part from step t (the parts add up to {self.loss_sym()})",
             "elide": "elided steps",
-            "step": "one time step",
+            "step": "one time step (detail='ops' draws its ops)",
             "cut": "greyed, dashed border: truncated BPTT sends it no gradient",
             "mask": "mask",
             "kept": "a state the checkpointed run keeps (the others it recomputes)",
@@ -1858,18 +1873,34 @@ class _Unrolled(_Drawer):
         return self._elided_mags
 
     def all_mags(self) -> list:
+        """The gradient norms the automatic colour scale spans: a function of the run alone,
+        the same in every view of it (textbook, steps, ops, elided), so that one gradient
+        gets one colour in each. They are the gradients of the run's values, which every
+        view draws: the parameters, the initial states, each step's inputs, states and
+        outputs (each output's own, from the loss, too) and each step's states together (a
+        step box). The fills a view derives from them (an elided column's root mean square)
+        lie within them. An op view draws more: an op (or a masked run's ``where``) whose
+        norm lies beyond the scale takes its end colour, and :attr:`beyond` says so to the
+        legend."""
         if not self.has_grads:
             return []
-        mags = [_mag(self.grad(n)) for n in self.shared_nodes()]
-        mags += [self.output_mag(name, t) for name in self.net.output_nodes
-                 for t in range(self.T) if t in self.kept]
-        if self.detail == "steps":
-            mags += [self.state_mag(t) for t in range(self.T)]
-        else:
-            mags += [_mag(self.grad(n)) for n in self.g.nodes
-                     if n.step is not None and n.step in self.kept]
-            if self.elided:
-                mags += [self.elided_fill()]
+        net = self.net
+        nodes = [n for n in self.shared_nodes() if n.op == "param"]
+        nodes += list(net.init_nodes.values())
+        for kind in (net.input_nodes, net.state_nodes, net.output_nodes):
+            nodes += [_unmasked(n) for ns in kind.values() for n in ns]
+        nodes += [n for ns in net.output_nodes.values() for n in ns]  # (the textbook's)
+        mags = _mags([self.grad(n) for n in nodes])
+        mags += [self.output_mag(name, t) for name in net.output_nodes for t in range(self.T)]
+        mags += self.state_mags()
+        if self.detail in ("ops", "elide") and self.o["color_scale"] is None:
+            ends = _Scale(mags, self.t["ramp"]).range
+            if ends is not None:
+                lo, hi = ends[0] * (1 - 1e-9), ends[1] * (1 + 1e-9)
+                drawn = _mags([self.grad(n) for n in self.g.nodes if not self.is_const(n)
+                               and (n.step is None or n.step in self.kept)])
+                self.beyond = any(m is not None and m > 0 and not lo <= m <= hi
+                                  for m in drawn)
         return mags
 
     def aggregate(self) -> float | None:
@@ -1893,6 +1924,19 @@ class _Unrolled(_Drawer):
     def shared_nodes(self) -> list[Node]:
         return [n for n in self.g.nodes if n.step is None and n.op != "init"
                 and not self.is_const(n)]
+
+    def param_rank(self) -> dict[str, int]:
+        """The id of each shared node -> its place in the cell's order of the parameters
+        (``named_parameters()``, as ``net.param_nodes``), the order every view lists them
+        in: a parameter's own place, an op on parameters (``weight_hhᵀ``) that of the first
+        parameter it reads."""
+        g = self.g
+        rank = {g.id(p): k for k, p in enumerate(self.net.param_nodes.values())}
+        for n in self.shared_nodes():  # (topological: an op after what it reads)
+            if g.id(n) not in rank:
+                rank[g.id(n)] = min((rank.get(g.id(i), len(rank)) for i in n.inputs),
+                                    default=len(rank))
+        return rank
 
     # node kinds
     def kind(self, n: Node) -> tuple[str, bool]:
@@ -1956,15 +2000,13 @@ class _Unrolled(_Drawer):
                   for t, ns in by_step.items()}
         t0 = min(kept)
         init_rows = self.init_states(levels[t0])  # first: see init_states()
-        for n in shared:
+        rank = self.param_rank()
+        for n in sorted(shared, key=lambda n: rank[g.id(n)]):  # (stable: an op after its own)
             kind, state = self.kind(n)
             rows = self.param_rows(n) if kind == "param" else self.rows(n)
             self.node(g.id(n), kind, self.title(n), rows, _mag(self.grad(n)),
                       tooltip=self.tooltip(n), hot=id(n) in self.path)
-        side = self.shared_sides(shared)
-        self.shared_side = {g.id(n): v for n in shared for v in [side.get(id(n), 2)]}
-        order = {id(n): k for k, n in enumerate(shared)}
-        params.sort(key=lambda p: (side.get(id(p), 2), order[id(p)]))
+        params.sort(key=lambda p: rank[g.id(p)])
         # the steps held to one layout by feet (see feet()), an elided net's too: each state
         # leaves its step through bends in its own box (state_bends()), so the steps no
         # longer pull the elided column out of its place (the code for loose steps stays
@@ -2366,24 +2408,6 @@ class _Unrolled(_Drawer):
         self.side.update(side)
         return levels
 
-    def shared_sides(self, shared: list) -> dict:
-        """The side of each parameter (and op on parameters): that of the ops reading it,
-        so the row of parameters stands in the order the steps read them (``W_hh`` on the
-        state's side, ``W_ih`` on the inputs')."""
-        ids = {id(n) for n in shared}
-        side: dict[int, int] = {}
-        for n in self.g.nodes:
-            if n.step is None or id(n) not in self.side:
-                continue
-            for i in n.inputs:
-                if id(i) in ids:
-                    side[id(i)] = min(side.get(id(i), 2), self.side[id(n)])
-        for n in reversed(shared):
-            for i in n.inputs:
-                if id(i) in ids and id(n) in side:
-                    side[id(i)] = min(side.get(id(i), 2), side[id(n)])
-        return side
-
     def under(self, shared: list[Node], bottom: list[str], pull: bool = True) -> None:
         """The parameters' row under the inputs' row, centred under the middle step; with
         ``pull=False`` the row only stands lower (weightless edges: the parameters then sit
@@ -2635,10 +2659,10 @@ class _Unrolled(_Drawer):
         ``fan`` maps a shared node's id to its uses ``(reader, label, hot, cut, step, steps)``:
         ``step`` orders the junctions (an elided run of steps sits at its first step) and
         ``steps`` is how many steps the use stands for. Each bus is one row, the rows in the
-        order of the parameters' row, the first on top; each junction is in its step's
-        cluster, under the step's first row of ops."""
+        cell's order of the parameters (:meth:`param_rank`), the first on top; each junction
+        is in its step's cluster, under the step's first row of ops."""
         buses = []
-        side = getattr(self, "shared_side", {})
+        side = self.param_rank()
         for src, uses in fan.items():
             at: dict = {}
             for u in uses:
@@ -2647,10 +2671,10 @@ class _Unrolled(_Drawer):
                 for dst, label, hot, cut, _, _ in uses:
                     self.edge(src, dst, "shared", label=label, hot=hot, cut=cut)
                 continue
-            buses.append((side.get(src, 2), src, at))
+            buses.append((side.get(src, len(side)), src, at))
         if not buses:
             return
-        buses.sort(key=lambda b: b[0])  # stable: the shared nodes' order within a side
+        buses.sort(key=lambda b: b[0])  # stable: a parameter, then the ops on it
         times = sorted({t for _, _, at in buses for t in at})
         # step by step, each step's junctions in the order of its ops: dot's first ordering
         # of a rank follows the input, and keeps it where nothing better is to be had
@@ -2718,9 +2742,11 @@ class _Unrolled(_Drawer):
             elif self.elided and t == self.elided[0]:
                 # under the elided steps' node, a column (an invisible cluster keeps it one)
                 self.emit(f'subgraph cluster_elided {{ style=invis "elided" {js} }}')
-        stack = [first_row[min(first_row)][0]] + [js[0] for js in rows]
         drawn = {(f"{src}_fan_{t}", u[0]) for _, src, at in buses for t, us in at.items()
                  for u in us}
+        top = first_row[min(first_row)]  # (the op of it the first bus feeds, if any)
+        stack = [next((op for op in top if (rows[0][0], op) in drawn), top[0])] + \
+            [js[0] for js in rows]
         for above, below in zip(stack, stack[1:]):  # the rows stacked, the first on top
             if (below, above) not in drawn:  # (a second edge would bend the drawn one)
                 self.n_edges += 1
@@ -2763,7 +2789,9 @@ class _Unrolled(_Drawer):
     # steps detail
     def build_steps(self) -> None:
         g, net, T = self.g, self.net, self.T
-        shared = [n for n in self.shared_nodes() if n.op == "param"]
+        rank = self.param_rank()
+        shared = sorted((n for n in self.shared_nodes() if n.op == "param"),
+                        key=lambda n: rank[g.id(n)])
         for n in shared:
             self.node(g.id(n), "param", self.title(n), self.param_rows(n), _mag(self.grad(n)),
                       tooltip=self.tooltip(n))
@@ -3001,8 +3029,6 @@ class _Unrolled(_Drawer):
         rows = []
         if self.detail == "elide":
             rows.append(("…", f"detail='elide': first and last {self.o['ends']} steps drawn"))
-        if self.detail == "steps":
-            rows.append(("▭", "detail='steps': one box per step; detail='ops' shows every op"))
         note = _mask_note(self.net, self.run)
         if note:
             rows.append(("lengths", _h(note[1]) + ("; a step box that pads a sequence "
@@ -3011,6 +3037,9 @@ class _Unrolled(_Drawer):
         note = _grad_note(self.net, self.grad) if self.show_grads() else None
         if note:
             rows.append(note)
+        if getattr(self, "beyond", False) and self.show_grads():
+            rows.append(("‖∇‖", "the scale of the run's values, as in its other views: an op "
+                                "beyond it takes its end colour"))
         return rows
 
 
@@ -3133,6 +3162,8 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 continue
             if line.lstrip().startswith('"legend" ['):
                 line = line.replace("<b>legend</b>", f"<b>legend: {_h(_shown(label))}</b>", 1)
+                if stacked:
+                    line = _legend_even(line)
                 legend.append(_prefixed(line, f"s{k}_"))
                 continue
             if line.lstrip().startswith('"legend" -> '):
@@ -3326,6 +3357,58 @@ def _last_input(drawer, k: int, body: list) -> str | None:
     nid = f"s{k}_{drawer.g.id(next(iter(net.input_nodes.values()))[-1])}"
     drawn = any((m := _NODE.match(line)) and m.group(1) == nid for line in body)
     return nid if drawn else None
+
+
+_CELL = re.compile(r"<td([^>]*)>(.*?)</td>", re.S)
+_NESTED = re.compile(r"<table.*?</table>", re.S)
+
+
+def _cell_points(text: str) -> float:
+    """An upper estimate of the width of a table cell's text (its lines, at its type size)."""
+    size = float(m.group(1)) if (m := re.search(r'point-size="([0-9.]+)"', text)) else 14
+    bold = "<b>" in text
+    plain = _ENTITY.sub(lambda m: chr(int(m.group(1)[1:])) if m.group(1)[0] == "#" else
+                        {"amp": "&", "lt": "<", "gt": ">", "quot": '"'}.get(m.group(1), "?"),
+                        _TAG.sub("", re.sub(r"<br[^>]*>", "\n", text)))
+    return max(_text_points(line, size, bold) for line in plain.split("\n"))
+
+
+def _legend_even(line: str) -> str:
+    """A stacked figure's legend set a whole, even number of points wide: its table's
+    ``width``, an upper estimate of what its text needs. The figure puts the two legends'
+    left sides in line, a fixed distance right of one point; dot places a node's middle on
+    whole points, so a legend of a fractional width stood up to a point off the other."""
+    start = line.find("label=<")
+    if start < 0:
+        return line
+    head = line.index("<table", start)
+    tag_end = line.index(">", head)
+    body = line[tag_end + 1:line.rindex("</table>")]
+    nested: list[float] = []
+
+    def keep(m) -> str:  # the colour bar: its cells' widths, each padded by 1 point a side
+        first = m.group(0).split("</tr>")[0]
+        nested.append(sum(float(w) + 2 for w in re.findall(r'width="([0-9.]+)"', first)))
+        return f"@{len(nested) - 1}@"
+
+    body = _NESTED.sub(keep, body)
+    cols: dict[int, float] = {}
+    spanned = 0.0
+    for row in re.findall(r"<tr>(.*?)</tr>", body, re.S):
+        k = 0
+        for attrs, text in _CELL.findall(row):
+            span = int(m.group(1)) if (m := re.search(r'colspan="(\d+)"', attrs)) else 1
+            got = re.fullmatch(r"@(\d+)@", text.strip())
+            # (dot measures text about a tenth wider than Helvetica's advance widths)
+            w = (nested[int(got.group(1))] if got else 1.15 * _cell_points(text)) + 4
+            if span == 1:
+                cols[k] = max(cols.get(k, 0.0), w)
+            else:
+                spanned = max(spanned, w - 2 * (span - 1))
+            k += span
+    need = max(sum(cols.values()) + 2 * (len(cols) + 1), spanned + 4) + 2  # spacing, border
+    width = 2 * math.ceil(need / 2)
+    return line[:head] + f'<table width="{width}"' + line[head + len("<table"):]
 
 
 def _same_widths(drawers: list, body: list) -> None:
