@@ -152,7 +152,6 @@ def test_every_view_lists_the_parameters_in_the_cells_order(kind):
     net, loss = _run(kind, 3)
     order = [k for k, _ in net.cell.named_parameters()]
     assert list(net.param_nodes) == order
-    g = net.graph
     for detail, T in (("steps", 3), ("ops", 3), ("elide", 5)):
         net, loss = _run(kind, T)
         text = ug.to_dot(net, loss=loss, detail=detail, ends=1)
@@ -165,7 +164,6 @@ def test_every_view_lists_the_parameters_in_the_cells_order(kind):
                  if k.replace("\\_", "_") in order]
         assert list(dict.fromkeys(k.replace("\\_", "_") for k in named)) == order, detail
     net, loss = _run(kind, 3)
-    g = net.graph
     legend = next(line for line in ug.to_dot(net, loss=loss, detail="textbook").splitlines()
                   if line.lstrip().startswith('"legend" ['))
     rows = re.findall(r"<i>([^<]+)</i></font></td><td[^>]*><font[^>]*>∇ total", legend)

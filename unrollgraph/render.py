@@ -22,7 +22,8 @@ Pictures, by the kind of object:
   last steps with an elision node (``detail="elide"``).
 
 After a backward pass each node shows its gradient and is filled by the gradient's norm on one
-log-scale for the whole picture (the colour bar is in the legend).
+log-scale for the whole picture (the colour bar is in the legend); for an unrolled net's run
+the scale is the run's, the same in every view of it (textbook, steps, ops, elided).
 """
 
 from __future__ import annotations
@@ -215,6 +216,9 @@ def to_dot(obj, **options) -> str:
     color_scale : (float, float) or diagram, optional
         The gradient colour scale's ``(min, max)`` norms, or a diagram from :func:`render`
         whose ``.color_scale`` to share, so that several pictures compare on one scale.
+        Without it, an unrolled net's views of one run share one scale by themselves: it
+        spans the gradients of the run's values (parameters, initial states, each step's
+        inputs, states and outputs), whatever the level of detail.
     fontsize : float, optional
         Type size of node titles in points (default 12, 16 with ``theme="print"``); every
         other size follows in proportion.
