@@ -1931,9 +1931,9 @@ class _Unrolled(_Drawer):
 
     def param_rank(self) -> dict[str, int]:
         """The id of each shared node -> its place in the cell's order of the parameters
-        (``named_parameters()``, as ``net.param_nodes``), the order every view lists them
-        in: a parameter's own place, an op on parameters (``weight_hhᵀ``) that of the first
-        parameter it reads."""
+        (``named_parameters()``, as ``net.param_nodes``), the order the step view lists them
+        in, as the textbook view's legend: a parameter's own place, an op on parameters
+        (``weight_hhᵀ``) that of the first parameter it reads."""
         g = self.g
         rank = {g.id(p): k for k, p in enumerate(self.net.param_nodes.values())}
         for n in self.shared_nodes():  # (topological: an op after what it reads)
@@ -2004,13 +2004,15 @@ class _Unrolled(_Drawer):
                   for t, ns in by_step.items()}
         t0 = min(kept)
         init_rows = self.init_states(levels[t0])  # first: see init_states()
-        rank = self.param_rank()
-        for n in sorted(shared, key=lambda n: rank[g.id(n)]):  # (stable: an op after its own)
+        for n in shared:
             kind, state = self.kind(n)
             rows = self.param_rows(n) if kind == "param" else self.rows(n)
             self.node(g.id(n), kind, self.title(n), rows, _mag(self.grad(n)),
                       tooltip=self.tooltip(n), hot=id(n) in self.path)
-        params.sort(key=lambda p: rank[g.id(p)])
+        side = self.shared_sides(shared)
+        self.shared_side = {g.id(n): v for n in shared for v in [side.get(id(n), 2)]}
+        order = {id(n): k for k, n in enumerate(shared)}
+        params.sort(key=lambda p: (side.get(id(p), 2), order[id(p)]))
         # the steps held to one layout by feet (see feet()), an elided net's too: each state
         # leaves its step through bends in its own box (state_bends()), so the steps no
         # longer pull the elided column out of its place (the code for loose steps stays
@@ -2412,6 +2414,24 @@ class _Unrolled(_Drawer):
         self.side.update(side)
         return levels
 
+    def shared_sides(self, shared: list) -> dict:
+        """The side of each parameter (and op on parameters): that of the ops reading it,
+        so the row of parameters stands in the order the steps read them (``W_hh`` on the
+        state's side, ``W_ih`` on the inputs')."""
+        ids = {id(n) for n in shared}
+        side: dict[int, int] = {}
+        for n in self.g.nodes:
+            if n.step is None or id(n) not in self.side:
+                continue
+            for i in n.inputs:
+                if id(i) in ids:
+                    side[id(i)] = min(side.get(id(i), 2), self.side[id(n)])
+        for n in reversed(shared):
+            for i in n.inputs:
+                if id(i) in ids and id(n) in side:
+                    side[id(i)] = min(side.get(id(i), 2), side[id(n)])
+        return side
+
     def under(self, shared: list[Node], bottom: list[str], pull: bool = True) -> None:
         """The parameters' row under the inputs' row, centred under the middle step; with
         ``pull=False`` the row only stands lower (weightless edges: the parameters then sit
@@ -2663,10 +2683,10 @@ class _Unrolled(_Drawer):
         ``fan`` maps a shared node's id to its uses ``(reader, label, hot, cut, step, steps)``:
         ``step`` orders the junctions (an elided run of steps sits at its first step) and
         ``steps`` is how many steps the use stands for. Each bus is one row, the rows in the
-        cell's order of the parameters (:meth:`param_rank`), the first on top; each junction
-        is in its step's cluster, under the step's first row of ops."""
+        order of the parameters' row, the first on top; each junction is in its step's
+        cluster, under the step's first row of ops."""
         buses = []
-        side = self.param_rank()
+        side = getattr(self, "shared_side", {})
         for src, uses in fan.items():
             at: dict = {}
             for u in uses:
@@ -2675,10 +2695,10 @@ class _Unrolled(_Drawer):
                 for dst, label, hot, cut, _, _ in uses:
                     self.edge(src, dst, "shared", label=label, hot=hot, cut=cut)
                 continue
-            buses.append((side.get(src, len(side)), src, at))
+            buses.append((side.get(src, 2), src, at))
         if not buses:
             return
-        buses.sort(key=lambda b: b[0])  # stable: a parameter, then the ops on it
+        buses.sort(key=lambda b: b[0])  # stable: the shared nodes' order within a side
         times = sorted({t for _, _, at in buses for t in at})
         # step by step, each step's junctions in the order of its ops: dot's first ordering
         # of a rank follows the input, and keeps it where nothing better is to be had
@@ -2746,11 +2766,9 @@ class _Unrolled(_Drawer):
             elif self.elided and t == self.elided[0]:
                 # under the elided steps' node, a column (an invisible cluster keeps it one)
                 self.emit(f'subgraph cluster_elided {{ style=invis "elided" {js} }}')
+        stack = [first_row[min(first_row)][0]] + [js[0] for js in rows]
         drawn = {(f"{src}_fan_{t}", u[0]) for _, src, at in buses for t, us in at.items()
                  for u in us}
-        top = first_row[min(first_row)]  # (the op of it the first bus feeds, if any)
-        stack = [next((op for op in top if (rows[0][0], op) in drawn), top[0])] + \
-            [js[0] for js in rows]
         for above, below in zip(stack, stack[1:]):  # the rows stacked, the first on top
             if (below, above) not in drawn:  # (a second edge would bend the drawn one)
                 self.n_edges += 1

@@ -383,7 +383,7 @@ class Unrolled:
                 )
             order.append(shared[id(n)])
         # in the cell's order (named_parameters(): PyTorch's for the cells of nn), which
-        # every view and export lists them in
+        # the step and textbook views list them in
         rank = {k: i for i, k in enumerate(cell.parameters())}
         self.param_nodes = dict(sorted(self.param_nodes.items(), key=lambda kv: rank[kv[0]]))
         self.mask_nodes: list[Node] = []
