@@ -22,7 +22,8 @@ Pictures, by the kind of object:
   last steps with an elision node (``detail="elide"``).
 
 After a backward pass each node shows its gradient and is filled by the gradient's norm on one
-log-scale for the whole picture (the colour bar is in the legend).
+log-scale for the whole picture (the colour bar is in the legend); for an unrolled net's run
+the scale is the run's, the same in every view of it (textbook, steps, ops, elided).
 """
 
 from __future__ import annotations
@@ -219,6 +220,9 @@ def to_dot(obj, **options) -> str:
     color_scale : (float, float) or diagram, optional
         The gradient colour scale's ``(min, max)`` norms, or a diagram from :func:`render`
         whose ``.color_scale`` to share, so that several pictures compare on one scale.
+        Without it, an unrolled net's views of one run share one scale by themselves: it
+        spans the gradients of the run's values (parameters, initial states, each step's
+        inputs, states and outputs), whatever the level of detail.
     fontsize : float, optional
         Type size of node titles in points (default 12, 16 with ``theme="print"``); every
         other size follows in proportion.
@@ -758,6 +762,21 @@ def _mag(g) -> float | None:
     return float(np.sqrt(np.sum(arr * arr)))
 
 
+def _mags(arrays: list) -> list:
+    """:func:`_mag` of each array (None for None), in one vectorised pass per shape."""
+    out: list = [None] * len(arrays)
+    by_shape: dict = {}
+    for i, a in enumerate(arrays):
+        if a is not None:
+            a = np.asarray(a, dtype=np.float64)
+            by_shape.setdefault(a.shape, []).append((i, a))
+    for items in by_shape.values():
+        flat = np.stack([a.reshape(-1) for _, a in items])
+        for (i, _), m in zip(items, np.sqrt(np.sum(flat * flat, axis=1)).tolist()):
+            out[i] = m
+    return out
+
+
 def _array_text(a, limit: int) -> str | None:
     if a is None or isinstance(a, tuple):
         return None
@@ -1288,7 +1307,7 @@ class _Drawer:
             "call": "call of an unrolled net", "loss": "loss",
             "part": f"the loss's part from step t (the parts add up to {self.loss_sym()})",
             "elide": "elided steps",
-            "step": "one time step",
+            "step": "one time step (detail='ops' draws its ops)",
             "cut": "greyed, dashed border: truncated BPTT sends it no gradient",
             "mask": "mask",
             "kept": "a state the checkpointed run keeps (the others it recomputes)",
@@ -1865,18 +1884,34 @@ class _Unrolled(_Drawer):
         return self._elided_mags
 
     def all_mags(self) -> list:
+        """The gradient norms the automatic colour scale spans: a function of the run alone,
+        the same in every view of it (textbook, steps, ops, elided), so that one gradient
+        gets one colour in each. They are the gradients of the run's values, which every
+        view draws: the parameters, the initial states, each step's inputs, states and
+        outputs (each output's own, from the loss, too) and each step's states together (a
+        step box). The fills a view derives from them (an elided column's root mean square)
+        lie within them. An op view draws more: an op (or a masked run's ``where``) whose
+        norm lies beyond the scale takes its end colour, and :attr:`beyond` says so to the
+        legend."""
         if not self.has_grads:
             return []
-        mags = [_mag(self.grad(n)) for n in self.shared_nodes()]
-        mags += [self.output_mag(name, t) for name in self.net.output_nodes
-                 for t in range(self.T) if t in self.kept]
-        if self.detail == "steps":
-            mags += [self.state_mag(t) for t in range(self.T)]
-        else:
-            mags += [_mag(self.grad(n)) for n in self.g.nodes
-                     if n.step is not None and n.step in self.kept]
-            if self.elided:
-                mags += [self.elided_fill()]
+        net = self.net
+        nodes = [n for n in self.shared_nodes() if n.op == "param"]
+        nodes += list(net.init_nodes.values())
+        for kind in (net.input_nodes, net.state_nodes, net.output_nodes):
+            nodes += [_unmasked(n) for ns in kind.values() for n in ns]
+        nodes += [n for ns in net.output_nodes.values() for n in ns]  # (the textbook's)
+        mags = _mags([self.grad(n) for n in nodes])
+        mags += [self.output_mag(name, t) for name in net.output_nodes for t in range(self.T)]
+        mags += self.state_mags()
+        if self.detail in ("ops", "elide") and self.o["color_scale"] is None:
+            ends = _Scale(mags, self.t["ramp"]).range
+            if ends is not None:
+                lo, hi = ends[0] * (1 - 1e-9), ends[1] * (1 + 1e-9)
+                drawn = _mags([self.grad(n) for n in self.g.nodes if not self.is_const(n)
+                               and (n.step is None or n.step in self.kept)])
+                self.beyond = any(m is not None and m > 0 and not lo <= m <= hi
+                                  for m in drawn)
         return mags
 
     def aggregate(self) -> float | None:
@@ -1900,6 +1935,19 @@ class _Unrolled(_Drawer):
     def shared_nodes(self) -> list[Node]:
         return [n for n in self.g.nodes if n.step is None and n.op != "init"
                 and not self.is_const(n)]
+
+    def param_rank(self) -> dict[str, int]:
+        """The id of each shared node -> its place in the cell's order of the parameters
+        (``named_parameters()``, as ``net.param_nodes``), the order the step view lists them
+        in, as the textbook view's legend: a parameter's own place, an op on parameters
+        (``weight_hhᵀ``) that of the first parameter it reads."""
+        g = self.g
+        rank = {g.id(p): k for k, p in enumerate(self.net.param_nodes.values())}
+        for n in self.shared_nodes():  # (topological: an op after what it reads)
+            if g.id(n) not in rank:
+                rank[g.id(n)] = min((rank.get(g.id(i), len(rank)) for i in n.inputs),
+                                    default=len(rank))
+        return rank
 
     # node kinds
     def kind(self, n: Node) -> tuple[str, bool]:
@@ -2770,7 +2818,9 @@ class _Unrolled(_Drawer):
     # steps detail
     def build_steps(self) -> None:
         g, net, T = self.g, self.net, self.T
-        shared = [n for n in self.shared_nodes() if n.op == "param"]
+        rank = self.param_rank()
+        shared = sorted((n for n in self.shared_nodes() if n.op == "param"),
+                        key=lambda n: rank[g.id(n)])
         for n in shared:
             self.node(g.id(n), "param", self.title(n), self.param_rows(n), _mag(self.grad(n)),
                       tooltip=self.tooltip(n))
@@ -3008,8 +3058,6 @@ class _Unrolled(_Drawer):
         rows = []
         if self.detail == "elide":
             rows.append(("…", f"detail='elide': first and last {self.o['ends']} steps drawn"))
-        if self.detail == "steps":
-            rows.append(("▭", "detail='steps': one box per step; detail='ops' shows every op"))
         note = _mask_note(self.net, self.run)
         if note:
             rows.append(("lengths", _h(note[1]) + ("; a step box that pads a sequence "
@@ -3018,6 +3066,9 @@ class _Unrolled(_Drawer):
         note = _grad_note(self.net, self.grad) if self.show_grads() else None
         if note:
             rows.append(note)
+        if getattr(self, "beyond", False) and self.show_grads():
+            rows.append(("‖∇‖", "the scale of the run's values, as in its other views: an op "
+                                "beyond it takes its end colour"))
         return rows
 
 
@@ -3140,6 +3191,8 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 continue
             if line.lstrip().startswith('"legend" ['):
                 line = line.replace("<b>legend</b>", f"<b>legend: {_h(_shown(label))}</b>", 1)
+                if stacked:
+                    line = _legend_even(line)
                 legend.append(_prefixed(line, f"s{k}_"))
                 continue
             if line.lstrip().startswith('"legend" -> '):
@@ -3333,6 +3386,58 @@ def _last_input(drawer, k: int, body: list) -> str | None:
     nid = f"s{k}_{drawer.g.id(next(iter(net.input_nodes.values()))[-1])}"
     drawn = any((m := _NODE.match(line)) and m.group(1) == nid for line in body)
     return nid if drawn else None
+
+
+_CELL = re.compile(r"<td([^>]*)>(.*?)</td>", re.S)
+_NESTED = re.compile(r"<table.*?</table>", re.S)
+
+
+def _cell_points(text: str) -> float:
+    """An upper estimate of the width of a table cell's text (its lines, at its type size)."""
+    size = float(m.group(1)) if (m := re.search(r'point-size="([0-9.]+)"', text)) else 14
+    bold = "<b>" in text
+    plain = _ENTITY.sub(lambda m: chr(int(m.group(1)[1:])) if m.group(1)[0] == "#" else
+                        {"amp": "&", "lt": "<", "gt": ">", "quot": '"'}.get(m.group(1), "?"),
+                        _TAG.sub("", re.sub(r"<br[^>]*>", "\n", text)))
+    return max(_text_points(line, size, bold) for line in plain.split("\n"))
+
+
+def _legend_even(line: str) -> str:
+    """A stacked figure's legend set a whole, even number of points wide: its table's
+    ``width``, an upper estimate of what its text needs. The figure puts the two legends'
+    left sides in line, a fixed distance right of one point; dot places a node's middle on
+    whole points, so a legend of a fractional width stood up to a point off the other."""
+    start = line.find("label=<")
+    if start < 0:
+        return line
+    head = line.index("<table", start)
+    tag_end = line.index(">", head)
+    body = line[tag_end + 1:line.rindex("</table>")]
+    nested: list[float] = []
+
+    def keep(m) -> str:  # the colour bar: its cells' widths, each padded by 1 point a side
+        first = m.group(0).split("</tr>")[0]
+        nested.append(sum(float(w) + 2 for w in re.findall(r'width="([0-9.]+)"', first)))
+        return f"@{len(nested) - 1}@"
+
+    body = _NESTED.sub(keep, body)
+    cols: dict[int, float] = {}
+    spanned = 0.0
+    for row in re.findall(r"<tr>(.*?)</tr>", body, re.S):
+        k = 0
+        for attrs, text in _CELL.findall(row):
+            span = int(m.group(1)) if (m := re.search(r'colspan="(\d+)"', attrs)) else 1
+            got = re.fullmatch(r"@(\d+)@", text.strip())
+            # (dot measures text about a tenth wider than Helvetica's advance widths)
+            w = (nested[int(got.group(1))] if got else 1.15 * _cell_points(text)) + 4
+            if span == 1:
+                cols[k] = max(cols.get(k, 0.0), w)
+            else:
+                spanned = max(spanned, w - 2 * (span - 1))
+            k += span
+    need = max(sum(cols.values()) + 2 * (len(cols) + 1), spanned + 4) + 2  # spacing, border
+    width = 2 * math.ceil(need / 2)
+    return line[:head] + f'<table width="{width}"' + line[head + len("<table"):]
 
 
 def _same_widths(drawers: list, body: list) -> None:

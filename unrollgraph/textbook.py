@@ -253,6 +253,8 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows, order=None) -> dict:
     ids = {}
     shown = {"x": cell.inputs, "s": cell.states, "y": cell.outputs}
     kinds = {"x": ("input", "ellipse"), "s": ("state", "ellipse"), "y": ("output", "ellipse")}
+    # the parameters in the cell's order (named_parameters()), as every view lists them
+    decl = {id(t.node): i for i, t in enumerate(cell.parameters().values())}
     notes: dict = {}
     for _src, dst, _w, b, _delayed in edges:
         if b and d.o["biases"]:
@@ -266,7 +268,6 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows, order=None) -> dict:
             nid = f"{prefix}fold_{what}{len(ids)}"
             ids[key] = nid
             kind, shape = kinds[what]
-            decl = {id(n): i for i, n in enumerate(n for n in g.nodes if n.op == "param")}
             rows_ = [f"+ {_names(notes[key], decl)}"] if key in notes else []
             d.node(nid, kind, _hn(name), rows_, state=what == "s", shape=shape,
                    tooltip=f"{({'x': 'input', 's': 'state', 'y': 'output'})[what]} {name}")
@@ -276,7 +277,7 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows, order=None) -> dict:
 
     squares: dict = {}  # one delay per state read a step late, shared by all its readers
     for src, dst, w, _b, delayed in edges:
-        label = f"<i>{_names(w)}</i>" if w else None
+        label = f"<i>{_names(w, decl)}</i>" if w else None
         a, z = ids[src], ids[dst]
         if delayed:
             sq = squares.get(src)
@@ -358,22 +359,6 @@ class Textbook(_Unrolled):
         net = self.net
         return (len(self.kept) + bool(self.elided)) * (
             len(net.input_nodes) + len(net.state_nodes) + len(net.output_nodes))
-
-    def all_mags(self) -> list:
-        if not self.has_grads:
-            return []
-        net, kept = self.net, self.kept
-        mags = [_mag(self.grad(n)) for ns in net.input_nodes.values()
-                for t, n in enumerate(ns) if t in kept]
-        mags += [_mag(self.grad(_unmasked(n))) for ns in net.state_nodes.values()
-                 for t, n in enumerate(ns) if t in kept]  # (as drawn: see the state's node)
-        mags += [_mag(self.grad(n)) for n in net.init_nodes.values()]
-        mags += [self.out_mag(k, t) for k in net.output_nodes for t in range(self.T)
-                 if t in kept]
-        if self.elided:  # the colour of each state's ⋯
-            mags += [_rms(ms) for s in net.state_nodes
-                     for ms in [self.elided_state_mags(s)] if ms]
-        return mags
 
     def out_grad(self, name: str, t: int):
         """The gradient drawn in output ``name`` at step ``t``: the engine's gradient of the
@@ -509,7 +494,7 @@ class Textbook(_Unrolled):
                       tooltip=f"initial state {s}", hot=id(n0) in self.path)
             rows.add(("s", s), g.id(n0))
         self.node_of = {g.id(n): n for n in g.nodes}
-        decl = {id(p): i for i, p in enumerate(net.param_nodes.values())}
+        decl = self.decl = {id(p): i for i, p in enumerate(net.param_nodes.values())}
         self.dots: dict = {}  # row -> the "⋯" node standing for the elided steps
         kept = kept_steps(net)
         for t in range(T):
@@ -645,7 +630,7 @@ class Textbook(_Unrolled):
         for (src, _), dsts in groups.items():
             w = dsts[0][1]
             a = ids[src]
-            label = f"<i>{_names(w)}</i>" if w else None
+            label = f"<i>{_names(w, self.decl)}</i>" if w else None
             if self.o["compact"] and t > 0:  # the same weights at every step:
                 label = None  # named once, on the first step's edges
             src_row = ("s", src[1]) if src[0] == "prev" else src
@@ -654,7 +639,7 @@ class Textbook(_Unrolled):
                     if a in node_of and ids[dst] in node_of else False for dst, _ in dsts}
             if len(dsts) > 1 and w and any(dst == src_row for dst, _ in dsts):
                 j = f"{a}_to_{ids[src_row]}"
-                self.junction(j, kind, f"{_names(w)}: read on the way from "
+                self.junction(j, kind, f"{_names(w, self.decl)}: read on the way from "
                                        f"{self.name_of(a)} to each value its arrows reach")
                 row = rows.ids[src_row]
                 row.insert(row.index(ids[src_row]), j)

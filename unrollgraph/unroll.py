@@ -167,7 +167,7 @@ class Unrolled:
     graph : Graph
         Every node of the unrolled graph, parameters once.
     param_nodes : dict
-        Parameter name -> its single node.
+        Parameter name -> its single node, in the cell's order (``named_parameters()``).
     input_nodes, output_nodes, state_nodes : dict
         Name -> list of T nodes (``state_nodes[s][t]`` is the state after step t).
     init_nodes : dict
@@ -382,6 +382,10 @@ class Unrolled:
                     inputs=tuple(shared[id(i)] for i in n.inputs), origin=n, role="shared"
                 )
             order.append(shared[id(n)])
+        # in the cell's order (named_parameters(): PyTorch's for the cells of nn), which
+        # the step and textbook views list them in
+        rank = {k: i for i, k in enumerate(cell.parameters())}
+        self.param_nodes = dict(sorted(self.param_nodes.items(), key=lambda kv: rank[kv[0]]))
         self.mask_nodes: list[Node] = []
         self._kept_ids: set = set()  # the masked net's "keep the state" where nodes
         return shared
