@@ -1016,8 +1016,8 @@ class _Drawer:
     def edge(self, a: str, b: str, kind: str = "data", label: str | None = None,
              hot: bool = False, cut: bool = False, constraint: bool = True, indent=1,
              back: bool = False, label_pt: int = 9, arrow: bool = True,
-             ports: tuple | None = None, xlabel: bool = False, weight: int | None = None
-             ) -> None:
+             ports: tuple | None = None, xlabel: bool = False, weight: int | None = None,
+             at_tail: bool = False) -> None:
         t = self.t
         self.n_edges += 1
         # where truncation stops the gradient: from a greyed node into one that is not (the
@@ -1045,9 +1045,10 @@ class _Drawer:
             self.edges_used.add("hot")
         if label is not None:
             # an xlabel is placed after layout: the edge stays straight and takes no rank
+            # (so is a tail label, at the edge's start: ``at_tail``)
             text = _font(label, label_pt, attrs["color"])
             if text:
-                attrs["xlabel" if xlabel else "label"] = _Html(text)
+                attrs["taillabel" if at_tail else "xlabel" if xlabel else "label"] = _Html(text)
         if not arrow and not stop:
             # and no size: Graphviz draws arrowheads on a flat edge between clusters, drawn
             # in two parts, whatever arrowhead says
@@ -1383,8 +1384,8 @@ _EDGE_DEFAULTS = "edge [" + " ".join(f'{k}="{v}"' for k, v in sorted({
     "arrowhead": "normal", "arrowsize": "0.7", "arrowtail": "normal", "class": "",
     "color": "black", "comment": "", "constraint": "true", "dir": "forward", "fillcolor": "",
     "fontcolor": "black", "fontname": "Helvetica", "fontsize": "14", "headport": "", "id": "",
-    "label": "", "minlen": "1", "penwidth": "1", "style": "", "tailport": "", "tooltip": "",
-    "weight": "1", "xlabel": ""}.items())) + "]"
+    "label": "", "minlen": "1", "penwidth": "1", "style": "", "taillabel": "", "tailport": "",
+    "tooltip": "", "weight": "1", "xlabel": ""}.items())) + "]"
 
 
 class _Plain(_Drawer):
@@ -2737,9 +2738,12 @@ class _Unrolled(_Drawer):
             count = sum(max(u[5] for u in at[t]) for t in ts)
             hot = [any(u[2] for u in at[t]) for t in ts]
             # (level, from the left of the steps: an xlabel, as a level edge's label would
-            # take a rank of its own between the bus's row and the one above)
+            # take a rank of its own between the bus's row and the one above; in the ops
+            # view at the trunk's start, next to the shared value: as an xlabel dot set it
+            # half way, in the first step, on its shared-weight edges)
+            ops = bool(feed) and getattr(self, "detail", None) != "steps"
             self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False,
-                      xlabel=bool(feed))
+                      xlabel=bool(feed), at_tail=ops)
             for k in range(len(js) - 1):  # weightless: the junctions follow their ops
                 # (op views: from the east of one junction to the west of the next; without
                 # ports, dot routes a level edge between two step boxes twice, two curves
