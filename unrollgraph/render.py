@@ -2617,7 +2617,7 @@ class _Unrolled(_Drawer):
         # (and the column of each op drawn with an output over it: a figure of two pictures
         # holds the output of step t of the one over that column's foot in the other)
         lined |= {self.column_of[k] for k in self.outputs_of if k in self.column_of}
-        for t, cols in order.items():
+        for cols in order.values():
             if not any(c in lined for c in cols):
                 lined.update(cols)  # (no bus feeds the step: every column on its foot)
         if self.in_figure:  # (a figure of two pictures holds its steps by their feet)
