@@ -2614,8 +2614,7 @@ class _Unrolled(_Drawer):
         # them, and the step grew as a staircase; the rows' own order holds them
         lined = {c for c, ms in members.items() if not ms or ms[0] in self.junctions}
         lined |= {c for _, _, c in self.bends.values()}
-        # (and the column of each op drawn with an output over it: a figure of two pictures
-        # holds the output of step t of the one over that column's foot in the other)
+        # (and the column of each op drawn with an output over it)
         lined |= {self.column_of[k] for k in self.outputs_of if k in self.column_of}
         for cols in order.values():
             if not any(c in lined for c in cols):
