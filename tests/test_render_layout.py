@@ -682,3 +682,26 @@ def test_folded_cell_delay_loops_are_open(name):
         # the widest opening: the point of one arc farthest from the other arc
         gap = max(min(np.hypot(x - x2, y - y2) for x2, y2 in other) for x, y in one)
         assert gap >= 10, gap
+
+
+#: the widest a step of the ops view may be, in points (dot -Tjson, the light theme, these
+#: cells at two units and a batch of two): measured, with about a tenth to spare
+_STEP_PT = {"rnn": 640, "lstm": 720, "gru": 960, "custom": 530}
+
+
+@pytest.mark.parametrize("name", sorted(_STEP_PT))
+@pytest.mark.parametrize("T", [4, 8])
+def test_a_step_of_the_ops_view_is_no_wider_than_it_needs(name, T):
+    """Each step's box is at most ``_STEP_PT`` wide, and the picture at most the steps and
+    what stands left of the first (parameters, initial states) and right of the last (the
+    legend). An LSTM's step was 855 points wide: the ops the gates split into hung off to
+    the right of gates, over an empty half of the step, and each column of ops ran an
+    invisible line down to the bottom of the step, right of every op there."""
+    net, loss = _run(_CELLS[name](), T)
+    layout = _layout(ug.render(net, loss=loss, detail="ops"))
+    boxes = _clusters(layout)
+    assert sorted(boxes) == list(range(T))
+    widths = [x1 - x0 for x0, _, x1, _ in boxes.values()]
+    assert max(widths) <= _STEP_PT[name], (name, T, widths)
+    width = float(layout["bb"].split(",")[2])
+    assert width <= T * (_STEP_PT[name] + 8) + 800, (name, T, width)

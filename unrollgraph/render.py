@@ -473,13 +473,15 @@ def _build(obj, options: dict) -> tuple[str, list[str]]:
     return name, lines
 
 
-def _build_scaled(obj, options: dict, drawers: list | None = None, legend_columns: int = 3):
+def _build_scaled(obj, options: dict, drawers: list | None = None, legend_columns: int = 3,
+                  figure: bool = False):
     """The drawing's name, its DOT lines sized for the theme, and its gradient scale (the
     drawer that made them is appended to ``drawers`` when given; its legend in at most
-    ``legend_columns`` columns)."""
+    ``legend_columns`` columns; ``figure``: drawn as one of two pictures of a figure)."""
     opts = _options(options)
     drawer = _drawer(obj, opts)
     drawer.legend_cap = legend_columns
+    drawer.in_figure = figure
     lines = drawer.build()
     if drawers is not None:
         drawers.append(drawer)
@@ -904,6 +906,8 @@ def _text_on(fill: str) -> str:
 class _Drawer:
     """Shared machinery: nodes, edges, node styles, gradient colours and the legend."""
 
+    in_figure = False  # drawn as one of the two pictures of a figure (render_side_by_side)
+
     def __init__(self, v: GraphView, opts: dict):
         self.v = v
         self.g = v.graph
@@ -1041,8 +1045,8 @@ class _Drawer:
     def edge(self, a: str, b: str, kind: str = "data", label: str | None = None,
              hot: bool = False, cut: bool = False, constraint: bool = True, indent=1,
              back: bool = False, label_pt: int = 9, arrow: bool = True,
-             ports: tuple | None = None, xlabel: bool = False, weight: int | None = None
-             ) -> None:
+             ports: tuple | None = None, xlabel: bool = False, weight: int | None = None,
+             at_tail: bool = False) -> None:
         t = self.t
         self.n_edges += 1
         # where truncation stops the gradient: from a greyed node into one that is not (the
@@ -1070,9 +1074,10 @@ class _Drawer:
             self.edges_used.add("hot")
         if label is not None:
             # an xlabel is placed after layout: the edge stays straight and takes no rank
+            # (so is a tail label, at the edge's start: ``at_tail``)
             text = _font(label, label_pt, attrs["color"])
             if text:
-                attrs["xlabel" if xlabel else "label"] = _Html(text)
+                attrs["taillabel" if at_tail else "xlabel" if xlabel else "label"] = _Html(text)
         if not arrow and not stop:
             # and no size: Graphviz draws arrowheads on a flat edge between clusters, drawn
             # in two parts, whatever arrowhead says
@@ -1416,8 +1421,8 @@ _EDGE_DEFAULTS = "edge [" + " ".join(f'{k}="{v}"' for k, v in sorted({
     "arrowhead": "normal", "arrowsize": "0.7", "arrowtail": "normal", "class": "",
     "color": "black", "comment": "", "constraint": "true", "dir": "forward", "fillcolor": "",
     "fontcolor": "black", "fontname": "Helvetica", "fontsize": "14", "headport": "", "id": "",
-    "label": "", "minlen": "1", "penwidth": "1", "style": "", "tailport": "", "tooltip": "",
-    "weight": "1", "xlabel": ""}.items())) + "]"
+    "label": "", "minlen": "1", "penwidth": "1", "style": "", "taillabel": "", "tailport": "",
+    "tooltip": "", "weight": "1", "xlabel": ""}.items())) + "]"
 
 
 class _Plain(_Drawer):
@@ -2321,9 +2326,11 @@ class _Unrolled(_Drawer):
 
         Row by row from the bottom, an op stands in the column of its first input computed
         in the step when that input is the column's top (the edge between them then runs
-        straight up through empty rows), unless another op of its row took it first; any
-        other op starts a column of its own, just right of its first input's column (else
-        of the column of the op left of it in its row). An op fed by a bus junction
+        straight up through empty rows); of several ops of a row reading one such top, the
+        middle one does, so the row is centred over the op it reads. Any other op starts a
+        column of its own, just right of its first input's column (just left of it, if it
+        stands left of the middle one; else right of the column of the op left of it in
+        its row). An op fed by a bus junction
         (``groups``) always starts one, over its junction (above an op, the junction's edge
         would run through it). The columns are the same in every step, each step's names its
         own: no edge between steps is pulled straight."""
@@ -2331,28 +2338,45 @@ class _Unrolled(_Drawer):
             return any(i.op == "init" or (i.step is not None and i.step != n.step
                                           and i.op != "input") for i in n.inputs)
 
+        # (not in a masked net: there the kept states' edges run over the top rows, and
+        # dot failed to route them round the centred rows; nor in a figure of two
+        # pictures, whose steps are held one over the other by columns laid out as before)
+        centre = not self.in_figure and not any(
+            n.role == "mask" for level in levels.values() for n in level)
         col: dict[int, int] = {}
         top: dict[int, int] = {}  # column -> the id of its highest op so far
         order: list[int] = []  # the columns left to right
         entry: set = set()  # the columns holding an op that reads the previous step
         for d in sorted(levels):
             used: list = []
+            stack: dict = {}  # column -> the ops of this row that may stand on it
             for n in levels[d]:
-                c = None
                 spine = next((i for i in n.inputs if id(i) in col), None)
-                if spine is not None and id(n) not in groups:
-                    sc = col[id(spine)]
-                    # (a next state never over an op reading the previous state, an LSTM's
-                    # c_next over f ⊙ c: the column would have to stand both first, where
-                    # the state comes in, and last, where it leaves)
-                    if top[sc] == id(spine) and sc not in used and not (
-                            n.role == "next_state" and sc in entry):
-                        c = sc
+                if spine is None or id(n) in groups:
+                    continue
+                sc = col[id(spine)]
+                # (a next state never over an op reading the previous state, an LSTM's
+                # c_next over f ⊙ c: the column would have to stand both first, where the
+                # state comes in, and last, where it leaves)
+                if top[sc] == id(spine) and not (n.role == "next_state" and sc in entry):
+                    stack.setdefault(sc, []).append(id(n))
+            # of several ops reading the top of one column (an LSTM's gates split four
+            # ways), the middle one stands on it, the others left and right of it: the
+            # row is centred over the op it reads instead of hanging off to its right
+            mid = {sc: len(ks) // 2 if len(ks) > 2 and centre else 0
+                   for sc, ks in stack.items()}
+            on = {ks[mid[sc]]: sc for sc, ks in stack.items()}
+            for n in levels[d]:
+                c = on.get(id(n))
+                spine = next((i for i in n.inputs if id(i) in col), None)
                 if c is None:
                     c = len(order)
                     after = col[id(spine)] if spine is not None else \
                         (used[-1] if used else None)
                     k = order.index(after) + 1 if after is not None else 0
+                    if spine is not None and id(n) in stack.get(after, []) and \
+                            stack[after].index(id(n)) < mid[after]:
+                        k -= 1  # (left of the middle one: before its column)
                     while k < len(order) and order[k] in used:  # after this row's new ones
                         k += 1
                     order.insert(k, c)
@@ -2621,7 +2645,10 @@ class _Unrolled(_Drawer):
         invisibly: dot counts each crossing of each copy, so it orders every step's columns
         as the feet stand, the pull of the edges between steps notwithstanding. Every step is
         then the same rigid picture, its cluster as wide as the others; the step's inputs
-        (``step_inputs``: step -> ids) stand under its feet."""
+        (``step_inputs``: step -> ids) stand under its feet. A column of ops that no
+        junction feeds stands on no foot: its chain's line down to the feet took a place in
+        every row under it, right of the ops there, and the step grew as a staircase; the
+        order of its rows holds it, and it stands over the rows under it."""
         order = self.column_order
         self.floor: list = []  # each step's first foot (ranked by no edge from below)
         members: dict = {}  # column -> its nodes, bottom to top: its junction, then its ops
@@ -2636,8 +2663,22 @@ class _Unrolled(_Drawer):
             members.setdefault(c, [])
         for bend, _, c in self.bends.values():  # a state's bend, alone in its column
             members.setdefault(c, []).append(bend)
+        # a column of ops alone (no junction under it, no input, no bend) stands on no
+        # foot: its line down to the feet ran through the gaps of every row under it, so
+        # that the columns starting high up (an LSTM's gates) stood right of those under
+        # them, and the step grew as a staircase; the rows' own order holds them
+        lined = {c for c, ms in members.items() if not ms or ms[0] in self.junctions}
+        lined |= {c for _, _, c in self.bends.values()}
+        # (and the column of each op drawn with an output over it)
+        lined |= {self.column_of[k] for k in self.outputs_of if k in self.column_of}
+        for cols in order.values():
+            if not any(c in lined for c in cols):
+                lined.update(cols)  # (no bus feeds the step: every column on its foot)
+        if self.in_figure:  # (a figure of two pictures holds its steps by their feet)
+            lined = set(members)
         feet = []
         for t, cols in sorted(order.items()):
+            cols = [c for c in cols if c in lined]
             ids = [f"{c}_foot" for c in cols if c in members]
             for c in cols:
                 if c not in members:
@@ -2678,7 +2719,7 @@ class _Unrolled(_Drawer):
                 if t in self.cluster_end:
                     self.lines.insert(self.cluster_end[t], "".join(
                         "    " + _foot(f"{c}_foot", c) + "\n" for c in order[t]
-                        if c in members))
+                        if c in members and c in lined))
 
     def trunks(self, fan: dict) -> None:
         """Each shared node's fan-out as a bus: one junction per step, under the step it
@@ -2751,9 +2792,12 @@ class _Unrolled(_Drawer):
             count = sum(max(u[5] for u in at[t]) for t in ts)
             hot = [any(u[2] for u in at[t]) for t in ts]
             # (level, from the left of the steps: an xlabel, as a level edge's label would
-            # take a rank of its own between the bus's row and the one above)
+            # take a rank of its own between the bus's row and the one above; in the ops
+            # view at the trunk's start, next to the shared value: as an xlabel dot set it
+            # half way, in the first step, on its shared-weight edges)
+            ops = bool(feed) and getattr(self, "detail", None) != "steps"
             self.edge(src, js[0], "trunk", label=f"× {count}", hot=any(hot), arrow=False,
-                      xlabel=bool(feed))
+                      xlabel=bool(feed), at_tail=ops)
             for k in range(len(js) - 1):  # weightless: the junctions follow their ops
                 # (op views: from the east of one junction to the west of the next; without
                 # ports, dot routes a level edge between two step boxes twice, two curves
@@ -3161,7 +3205,8 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
     losses = tuple(loss) if isinstance(loss, (tuple, list)) else (loss, loss)
     opts = [dict(options, loss=losses[0]), dict(options, loss=losses[1])]
     if options.get("color_scale") is None:
-        ranges = [_build_scaled(x, dict(o, legend=False))[2] for x, o in zip((a, b), opts)]
+        ranges = [_build_scaled(x, dict(o, legend=False), figure=True)[2]
+                  for x, o in zip((a, b), opts)]
         ends = [r.range for r in ranges if r is not None and r.range is not None]
         if ends:
             shared = (min(r[0] for r in ends), max(r[1] for r in ends))
@@ -3173,7 +3218,7 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
     low, high = [[], []], [[], []]  # each picture's first and last rows, when it has them
     for k, (x, o, label) in enumerate(zip((a, b), opts, labels)):
         # (two legends side by side under the pictures: each in at most two columns)
-        _, lines, sc = _build_scaled(x, o, drawers, legend_columns=2)
+        _, lines, sc = _build_scaled(x, o, drawers, legend_columns=2, figure=True)
         scale = scale or sc
         head = [line for line in lines if line.lstrip().startswith(("graph [", "node [",
                                                                      "edge ["))]
