@@ -701,6 +701,30 @@ class Cell:
             lines.append(f"{o} = {g.display_name(t.node)}")
         return "\n".join(lines)
 
+    def __call__(self, *args, **kwargs):
+        """A cell is the graph of one step, not a function: calling it (PyTorch's
+        ``cell(x, h)``) raises :class:`~unrollgraph.CellError` saying to unroll it.
+
+        Raises
+        ------
+        CellError
+            Always; the message names the cell and shows ``ug.unroll(cell, steps=T)``.
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> cell = ug.nn.RNNCell(2, 3, seed=0)
+        >>> cell(np.ones((1, 2)))
+        Traceback (most recent call last):
+        ...
+        unrollgraph.errors.CellError: cell 'RNNCell' is called ...
+        """
+        raise CellError(
+            f"cell {self.name!r} is called like a function (PyTorch's cell(x, h)), but a cell "
+            "here is the graph of one step: unroll it and call the net, net = "
+            "ug.unroll(cell, steps=T); out, h = net(xs, state=h0) with xs of shape "
+            "(T, B, input) (steps=1 for a single step); the outputs hold every step")
+
     def __repr__(self) -> str:
         return (
             f"<Cell {self.name!r}: inputs {list(self._inputs)}, states {list(self._states)}, "

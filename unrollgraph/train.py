@@ -461,6 +461,8 @@ def fit(model, optimizer, batches, loss_fn=mse_loss, epochs: int = 1, clip: floa
                         f"learning rate (now {_lr(optimizer)}) or pass clip=1.0"
                     )
                 loss.backward()
+                if not losses and epoch == 0:
+                    _reaches_optimizer(optimizer, loss)
                 if clip is not None:
                     clip_grad_norm(optimizer.params, clip)
                 optimizer.step()
@@ -480,6 +482,21 @@ def fit(model, optimizer, batches, loss_fn=mse_loss, epochs: int = 1, clip: floa
         if bar is not None:
             bar.close()
     return hist
+
+
+def _reaches_optimizer(optimizer, loss) -> None:
+    """Refuse a first batch whose loss sent no gradient to any of the optimizer's parameters
+    (an optimizer built on another model's parameters, or on a model built again since):
+    training would run every epoch and change nothing."""
+    params = list(getattr(optimizer, "params", ()))
+    if params and all(p.grad is None for p in params):
+        names = ", ".join(sorted({p.name or "unnamed" for p in params})[:6])
+        raise TrainingError(
+            f"fit: the first batch's loss ({loss.item():.6g}) sends no gradient to any of the "
+            f"{len(params)} parameters the optimizer updates ({names}), so training would "
+            "change nothing; the optimizer was probably built on another model's parameters "
+            "(or on a model built again since): build it on this model's, e.g. "
+            "ug.optim.Adam(model.parameters())")
 
 
 def _lr(optimizer):

@@ -1,0 +1,49 @@
+"""PyTorch habits that must meet the library's own errors: calling a cell like a function,
+and training with an optimizer built on another model's parameters (which trained nothing,
+silently, epoch after epoch)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import unrollgraph as ug
+
+
+@pytest.mark.parametrize("make", [lambda: ug.nn.RNNCell(2, 3, seed=0),
+                                  lambda: ug.nn.LSTMCell(2, 3, seed=0),
+                                  lambda: ug.nn.GRUCell(2, 3, seed=0)])
+def test_calling_a_cell_says_to_unroll_it(make):
+    cell = make()
+    with pytest.raises(ug.CellError, match=r"ug\.unroll\(cell, steps=T\)") as err:
+        cell(np.ones((1, 2)), np.zeros((1, 3)))
+    assert repr(cell.name) in str(err.value)
+
+
+def test_fit_refuses_an_optimizer_the_loss_does_not_reach():
+    cell1, cell2 = ug.nn.RNNCell(2, 3, seed=0), ug.nn.RNNCell(2, 3, seed=1)
+    net2 = ug.unroll(cell2, steps=4)
+    opt = ug.optim.SGD(cell1.parameters().values(), lr=0.1)  # another model's
+    xs = np.random.default_rng(0).standard_normal((4, 2, 2))
+    data = [(xs, np.zeros((4, 2, 3)))]
+    before = {k: p.numpy().copy() for k, p in cell2.named_parameters()}
+    with pytest.raises(ug.TrainingError, match=r"no gradient to any of the 4 parameters"):
+        ug.train.fit(net2, opt, data, epochs=3, progress=False)
+    for k, p in cell2.named_parameters():
+        np.testing.assert_array_equal(p.numpy(), before[k])
+    # the same optimizer on the model it was built for trains
+    hist = ug.train.fit(ug.unroll(cell1, steps=4),
+                        ug.optim.SGD(cell1.parameters().values(), lr=0.1), data, epochs=3,
+                        progress=False)
+    assert hist.epoch_loss[-1] < hist.epoch_loss[0]
+
+
+def test_fit_accepts_an_optimizer_reaching_some_of_its_parameters():
+    """A loss reaching part of the optimizer's parameters (a frozen head, a parameter used
+    from a later batch on) is training: only a loss reaching none is refused."""
+    w = ug.tensor([0.0], requires_grad=True)
+    spare = ug.tensor([0.0], requires_grad=True)
+    data = [(np.array([1.0]), np.array([2.0]))]
+    hist = ug.train.fit(lambda x: w * x, ug.optim.SGD([w, spare], lr=0.25), data, epochs=2,
+                        progress=False)
+    assert hist.epoch_loss == [4.0, 1.0]
