@@ -47,3 +47,30 @@ def test_fit_accepts_an_optimizer_reaching_some_of_its_parameters():
     hist = ug.train.fit(lambda x: w * x, ug.optim.SGD([w, spare], lr=0.25), data, epochs=2,
                         progress=False)
     assert hist.epoch_loss == [4.0, 1.0]
+
+
+@pytest.mark.parametrize("make_opt", [lambda ps: ug.optim.SGD(ps, lr=0.1, momentum=0.9,
+                                                              weight_decay=0.01),
+                                      lambda ps: ug.optim.Adam(ps, lr=0.01)])
+def test_an_optimizer_keeps_a_frozen_parameter_and_leaves_it_alone(make_opt):
+    """As PyTorch: ``Adam(cell.parameters())`` with a frozen parameter is accepted; the
+    frozen one gets no gradient and no step (not even weight decay) until unfrozen."""
+    cell = ug.nn.RNNCell(2, 3, seed=0)
+    cell.weight_hh.requires_grad_(False)
+    opt = make_opt(cell.parameters().values())
+    net = ug.unroll(cell, steps=3)
+    xs = np.random.default_rng(0).standard_normal((3, 2, 2))
+    frozen, trained = cell.weight_hh.numpy().copy(), cell.weight_ih.numpy().copy()
+    for _ in range(2):
+        opt.zero_grad()
+        out, _ = net(xs)
+        (out * out).sum().backward()
+        opt.step()
+    np.testing.assert_array_equal(cell.weight_hh.numpy(), frozen)
+    assert not np.array_equal(cell.weight_ih.numpy(), trained)
+    cell.weight_hh.requires_grad_(True)
+    opt.zero_grad()
+    out, _ = net(xs)
+    (out * out).sum().backward()
+    opt.step()
+    assert not np.array_equal(cell.weight_hh.numpy(), frozen)

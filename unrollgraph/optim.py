@@ -120,8 +120,10 @@ class Optimizer:
     ----------
     params : Tensor, iterable of Tensor or of (name, Tensor) pairs, or dict name -> Tensor
         The tensors to update (``cell.parameters()`` and ``cell.named_parameters()`` work
-        directly): leaves that require grad (an optimizer cannot update the result of an
-        op).
+        directly): leaves (an optimizer cannot update the result of an op). A frozen one
+        (``requires_grad_(False)``) is kept and, getting no gradient, left alone by every
+        step until it is unfrozen, as in PyTorch (a list with none requiring grad is
+        refused).
 
     Attributes
     ----------
@@ -146,12 +148,15 @@ class Optimizer:
                 "ug.tensor(w, requires_grad=True), and the next forward pass would recompute "
                 "a result anyway"
             )
-        frozen = [p.node.label() for p in self.params if not p.requires_grad]
-        if frozen:
+        # a frozen parameter (requires_grad_(False)) is kept, as in PyTorch: it gets no
+        # gradient, so a step leaves it alone until it is unfrozen; but a list of nothing else
+        # is a mistake (constants, say: ug.tensor(w) without requires_grad=True)
+        if not any(p.requires_grad for p in self.params):
+            names = ", ".join(p.node.label() for p in self.params[:6])
             raise TrainingError(
-                f"{type(self).__name__}: parameter(s) {', '.join(frozen)} do not require "
-                "grad and would never change; create them with requires_grad=True or leave "
-                "them out"
+                f"{type(self).__name__}: none of its parameters ({names}) requires grad, so "
+                "no step would change anything; create them with requires_grad=True (or "
+                "unfreeze them: p.requires_grad_(True))"
             )
         self.state: dict[int, dict] = {}
         self.defaults: dict = getattr(self, "defaults", {})
