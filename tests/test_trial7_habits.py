@@ -74,3 +74,32 @@ def test_an_optimizer_keeps_a_frozen_parameter_and_leaves_it_alone(make_opt):
     (out * out).sum().backward()
     opt.step()
     assert not np.array_equal(cell.weight_hh.numpy(), frozen)
+
+
+@pytest.mark.parametrize("how", ["method", "function"])
+def test_sum_and_mean_take_pytorchs_dim_and_keepdim(how):
+    x = ug.tensor(np.arange(6.0).reshape(2, 3), requires_grad=True)
+    for op in ("sum", "mean"):
+        if how == "method":
+            f = getattr(x, op)
+        else:
+            f = (lambda *a, _op=op, **k: getattr(ug, _op)(x, *a, **k))
+        np.testing.assert_array_equal(f(dim=0).data, getattr(np, op)(x.data, axis=0))
+        np.testing.assert_array_equal(f(dim=1, keepdim=True).data,
+                                      getattr(np, op)(x.data, axis=1, keepdims=True))
+        with pytest.raises(TypeError, match="not both"):
+            f(axis=0, dim=0)
+    x.sum(dim=0).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.ones((2, 3)))
+
+
+def test_loading_a_multi_layer_state_dict_into_a_cell_says_what_to_do():
+    cell = ug.nn.LSTMCell(3, 4, seed=0)
+    sd = {f"{k}_l0": v for k, v in cell.state_dict().items()}
+    with pytest.raises(ug.CellError, match=r"ug\.nn\.RNN/LSTM/GRU.*endswith\('_l0'\)"):
+        cell.load_state_dict(sd)
+    # the suggested one-layer dict loads
+    cell.load_state_dict({k[:-len('_l0')]: v for k, v in sd.items() if k.endswith('_l0')})
+    with pytest.raises(ug.CellError) as err:  # other unknown names get no such hint
+        cell.load_state_dict({"w": 1})
+    assert "_l0" not in str(err.value)

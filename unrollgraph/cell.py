@@ -387,10 +387,19 @@ class Cell:
         missing = [k for k in self._params if k not in state_dict]
         unknown = [k for k in state_dict if k not in self._params]
         if missing or unknown:
+            hint = ""
+            layered = {str(k).rsplit("_l", 1)[0] for k in unknown
+                       if str(k).rsplit("_l", 1)[-1].isdigit()}
+            if layered and set(missing) <= layered:
+                hint = (
+                    "; these are the names of PyTorch's multi-layer nn.RNN/LSTM/GRU (a layer "
+                    "suffix _l0): load such a state_dict into ug.nn.RNN/LSTM/GRU, which take "
+                    "it as it is, or take one layer's: {k[:-len('_l0')]: v for k, v in "
+                    "sd.items() if k.endswith('_l0')}")
             raise CellError(
                 f"cell {self.name!r}: load_state_dict got unknown names "
                 f"{sorted(map(str, unknown))} and is missing {sorted(missing)}; expected "
-                f"{list(self._params)}"
+                f"{list(self._params)}{hint}"
             )
         new = {}
         for k, p in self._params.items():

@@ -7,7 +7,7 @@ import numpy as np
 from .errors import DTypeError, ShapeError
 from .graph import Node
 from .ops import _REGISTRY
-from .tensor import _NO_ATTRS, Tensor, _apply, _int_sizes, apply, as_real_array
+from .tensor import _NO_ATTRS, Tensor, _apply, _int_sizes, _torch_axis, apply, as_real_array
 
 __all__ = [
     "exp", "log", "tanh", "sigmoid", "relu", "sqrt", "abs", "maximum", "minimum", "where",
@@ -219,8 +219,8 @@ def matmul(a, b, name=None):
     return _apply(_REGISTRY["matmul"], (a, b), _NO_ATTRS, name)
 
 
-def sum(x, axis=None, keepdims=False, name=None):  # noqa: A001
-    """Sum over ``axis`` (all axes by default).
+def sum(x, axis=None, keepdims=False, name=None, *, dim=None, keepdim=None):  # noqa: A001
+    """Sum over ``axis`` (all axes by default); PyTorch's ``dim=``/``keepdim=`` are taken too.
 
     Examples
     --------
@@ -228,11 +228,13 @@ def sum(x, axis=None, keepdims=False, name=None):  # noqa: A001
     >>> ug.sum(ug.tensor([[1.0, 2.0], [3.0, 4.0]]), axis=0).data
     array([4., 6.])
     """
+    if dim is not None or keepdim is not None:
+        axis, keepdims = _torch_axis(x, "sum", axis, keepdims, dim, keepdim)
     return apply("sum", x, axis=_axis(axis), keepdims=keepdims, name=name)
 
 
-def mean(x, axis=None, keepdims=False, name=None):
-    """Mean over ``axis`` (all axes by default).
+def mean(x, axis=None, keepdims=False, name=None, *, dim=None, keepdim=None):
+    """Mean over ``axis`` (all axes by default); PyTorch's ``dim=``/``keepdim=`` are taken too.
 
     Examples
     --------
@@ -240,6 +242,8 @@ def mean(x, axis=None, keepdims=False, name=None):
     >>> ug.mean(ug.tensor([1.0, 3.0])).item()
     2.0
     """
+    if dim is not None or keepdim is not None:
+        axis, keepdims = _torch_axis(x, "mean", axis, keepdims, dim, keepdim)
     return apply("mean", x, axis=_axis(axis), keepdims=keepdims, name=name)
 
 

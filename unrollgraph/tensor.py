@@ -1446,13 +1446,20 @@ class Tensor:
             shape = shape[0]
         return apply("reshape", self, shape=_int_sizes(shape, f"reshape of {self.node.label()}"))
 
-    def sum(self, axis=None, keepdims=False) -> "Tensor":
-        if axis is None and keepdims is False:  # (the loss's sum: one attrs dict for all)
-            return _apply(_REGISTRY["sum"], (self,), _SUM_ALL, None)
+    def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None) -> "Tensor":
+        """Sum over ``axis`` (all axes by default), as ``numpy.sum``; PyTorch's ``dim=`` and
+        ``keepdim=`` are taken as ``axis=`` and ``keepdims=``."""
+        if axis is None and keepdims is False and dim is None and keepdim is None:
+            return _apply(_REGISTRY["sum"], (self,), _SUM_ALL, None)  # (the loss's sum)
+        axis, keepdims = _torch_axis(self, "sum", axis, keepdims, dim, keepdim)
         return _apply(_REGISTRY["sum"], (self,), {"axis": _axis(axis), "keepdims": keepdims},
                       None)
 
-    def mean(self, axis=None, keepdims=False) -> "Tensor":
+    def mean(self, axis=None, keepdims=False, *, dim=None, keepdim=None) -> "Tensor":
+        """Mean over ``axis`` (all axes by default), as ``numpy.mean``; PyTorch's ``dim=``
+        and ``keepdim=`` are taken as ``axis=`` and ``keepdims=``."""
+        if dim is not None or keepdim is not None:
+            axis, keepdims = _torch_axis(self, "mean", axis, keepdims, dim, keepdim)
         return apply("mean", self, axis=_axis(axis), keepdims=keepdims)
 
     def max(self, axis=None, keepdims=False) -> "Tensor":
@@ -1521,6 +1528,23 @@ def _int_sizes(shape, what: str) -> tuple:
 
 def _axis(axis):
     return tuple(axis) if isinstance(axis, list) else axis
+
+
+def _torch_axis(x, what: str, axis, keepdims, dim, keepdim):
+    """``axis`` and ``keepdims`` of a reduction given PyTorch's ``dim`` and ``keepdim`` too
+    (each spelling once)."""
+    x = x.node.label() if isinstance(x, Tensor) else type(x).__name__
+    if dim is not None:
+        if axis is not None:
+            raise TypeError(f"{what}() of {x}: pass axis= or dim= (PyTorch's "
+                            f"name for it), not both (got axis={axis!r}, dim={dim!r})")
+        axis = dim
+    if keepdim is not None:
+        if keepdims is not False:
+            raise TypeError(f"{what}() of {x}: pass keepdims= or keepdim= "
+                            "(PyTorch's name for it), not both")
+        keepdims = bool(keepdim)
+    return axis, keepdims
 
 
 _COMPARISONS = frozenset({"gt", "ge", "lt", "le"})
