@@ -557,6 +557,15 @@ def _drawer(obj, opts: dict):
             "use it with detail='textbook' on an unrolled net (draw a cell itself for the "
             f"folded cell alone); here detail={opts['detail']!r} on {_A[v.kind]}"
         )
+    if opts["detail"] == "textbook":
+        ignored = [k for k in ("derivatives", "highlight") if opts[k] not in (None, False)]
+        if ignored:
+            raise RenderError(
+                f"{' and '.join(k + '=' for k in ignored)}: the textbook view draws whole "
+                "values (states, inputs, outputs) with the weights on the edges, so it has "
+                "no edge between two scalars to label with a local derivative (derivatives=) "
+                "and no op path to highlight (highlight=); use detail='ops' (highlight= works "
+                "with detail='steps' too), or leave them out")
     if opts["compact"] and opts["detail"] != "textbook":
         raise RenderError(
             "compact=True shortens the textbook view's node labels: use it with "
