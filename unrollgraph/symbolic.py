@@ -928,7 +928,9 @@ def bptt(net, param, loss=None) -> BPTT:
     Each step is derived on its own: the state it reads is a symbol (``h_2``: the state step
     2 reads, which step 1 computed), so a Jacobian ``dh_3/dh_2`` is a short expression of
     ``h_2``, the step's input and the parameters, as in the textbook form
-    ``dL/dW = sum_t dL/dh_(t+1) · dh_(t+1)/dW``.
+    ``dL/dW = sum_t dL/dh_(t+1) · dh_(t+1)/dW``. (This is the textbooks' numbering, ``h_0``
+    the initial state; the diagrams and :meth:`Run.value` number a state by the step that
+    computes it, so their ``h_init`` is ``h_0`` here and their ``h_t`` is ``h_(t+1)``.)
 
     Parameters
     ----------
