@@ -3236,8 +3236,6 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 continue
             if line.lstrip().startswith('"legend" ['):
                 line = line.replace("<b>legend</b>", f"<b>legend: {_h(_shown(label))}</b>", 1)
-                if stacked:
-                    line = _legend_even(line)
                 legend.append(_prefixed(line, f"s{k}_"))
                 continue
             if line.lstrip().startswith('"legend" -> '):
@@ -3283,6 +3281,12 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         body.append("  }\n")
         body += legend  # outside the pictures, so neither is pushed aside by its legend
         ends_of.append((src, snk))
+    if stacked:  # both legends one whole, even width: see _legend_even
+        at = [i for i, line in enumerate(body) if _NODE.match(line)
+              and _NODE.match(line).group(1) in ("s0_legend", "s1_legend")]
+        width = max((_legend_width(body[i]) for i in at), default=0)
+        for i in at:
+            body[i] = _legend_even(body[i], width)
     if stacked:
         # a over b, ranked by no edge between them: an edge would make the two one piece
         # that dot orders as a whole, and it then orders neither as it does the picture
@@ -3447,14 +3451,12 @@ def _cell_points(text: str) -> float:
     return max(_text_points(line, size, bold) for line in plain.split("\n"))
 
 
-def _legend_even(line: str) -> str:
-    """A stacked figure's legend set a whole, even number of points wide: its table's
-    ``width``, an upper estimate of what its text needs. The figure puts the two legends'
-    left sides in line, a fixed distance right of one point; dot places a node's middle on
-    whole points, so a legend of a fractional width stood up to a point off the other."""
+def _legend_width(line: str) -> int:
+    """An upper estimate, in a whole, even number of points, of the width a legend's table
+    needs (0 when the line draws no table)."""
     start = line.find("label=<")
-    if start < 0:
-        return line
+    if start < 0 or "<table" not in line[start:]:
+        return 0
     head = line.index("<table", start)
     tag_end = line.index(">", head)
     body = line[tag_end + 1:line.rindex("</table>")]
@@ -3481,7 +3483,20 @@ def _legend_even(line: str) -> str:
                 spanned = max(spanned, w - 2 * (span - 1))
             k += span
     need = max(sum(cols.values()) + 2 * (len(cols) + 1), spanned + 4) + 2  # spacing, border
-    width = 2 * math.ceil(need / 2)
+    return 2 * math.ceil(need / 2)
+
+
+def _legend_even(line: str, width: int) -> str:
+    """A stacked figure's legend set ``width`` points wide (its table's ``width``): the two
+    legends of the figure one whole, even width, the wider one's :func:`_legend_width`. The
+    figure puts the two legends' left sides in line, a fixed distance right of one point;
+    dot places a node's middle on whole points and rounds the distance from that point to
+    it, which takes in half the node's width: two legends of a fractional width, or of
+    different widths, stood up to a point apart."""
+    start = line.find("label=<")
+    if start < 0 or "<table" not in line[start:] or width <= 0:
+        return line
+    head = line.index("<table", start)
     return line[:head] + f'<table width="{width}"' + line[head + len("<table"):]
 
 
