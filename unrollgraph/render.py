@@ -1593,6 +1593,8 @@ class _Plain(_Drawer):
 _BOX_PAD = 40
 #: how many invisible edges join a step's column to its foot (see ``_Unrolled.feet``)
 _FOOT_COPIES = 3
+#: the pull holding a column of a figure's picture straight over its foot (see feet)
+_PLUMB_WEIGHT = 100
 
 
 #: the width of one port along the bottom of a step box (more than nodesep: the edges
@@ -2676,6 +2678,13 @@ class _Unrolled(_Drawer):
                 lined.update(cols)  # (no bus feeds the step: every column on its foot)
         if self.in_figure:  # (a figure of two pictures holds its steps by their feet)
             lined = set(members)
+        # (in a figure of two pictures, an elided view's column of an op with an output over
+        # it stands straight over its foot: the figure holds the output of step t of the
+        # lower picture under that foot in the upper one, and the lower picture's legend by
+        # the foot of its last step; unheld, the foot stood a part of a step aside, and the
+        # two legends as far apart)
+        plumb = {self.column_of[k] for k in self.outputs_of if k in self.column_of} \
+            if self.in_figure and self.detail != "ops" else set()
         feet = []
         for t, cols in sorted(order.items()):
             cols = [c for c in cols if c in lined]
@@ -2688,8 +2697,9 @@ class _Unrolled(_Drawer):
                     if (lo, hi) in self.drawn_links:
                         continue  # (a parallel copy would bend the drawn edge)
                     self.n_edges += _FOOT_COPIES
-                    for _ in range(_FOOT_COPIES):
-                        self.emit(f'"{lo}" -> "{hi}" [style=invis weight=0]')
+                    for k in range(_FOOT_COPIES):
+                        w = _PLUMB_WEIGHT if c in plumb and not k else 0
+                        self.emit(f'"{lo}" -> "{hi}" [style=invis weight={w}]')
             if len(ids) > 1:
                 self.n_edges += len(ids) - 1
                 self.emit("{rank=same; " + " -> ".join(f'"{i}"' for i in ids)
