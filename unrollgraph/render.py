@@ -1602,6 +1602,8 @@ class _Plain(_Drawer):
 _BOX_PAD = 40
 #: how many invisible edges join a step's column to its foot (see ``_Unrolled.feet``)
 _FOOT_COPIES = 3
+#: the pull holding a column of a figure's picture straight over its foot (see feet)
+_PLUMB_WEIGHT = 100
 
 
 #: the width of one port along the bottom of a step box (more than nodesep: the edges
@@ -2685,6 +2687,13 @@ class _Unrolled(_Drawer):
                 lined.update(cols)  # (no bus feeds the step: every column on its foot)
         if self.in_figure:  # (a figure of two pictures holds its steps by their feet)
             lined = set(members)
+        # (in a figure of two pictures, an elided view's column of an op with an output over
+        # it stands straight over its foot: the figure holds the output of step t of the
+        # lower picture under that foot in the upper one, and the lower picture's legend by
+        # the foot of its last step; unheld, the foot stood a part of a step aside, and the
+        # two legends as far apart)
+        plumb = {self.column_of[k] for k in self.outputs_of if k in self.column_of} \
+            if self.in_figure and self.detail != "ops" else set()
         feet = []
         for t, cols in sorted(order.items()):
             cols = [c for c in cols if c in lined]
@@ -2697,8 +2706,9 @@ class _Unrolled(_Drawer):
                     if (lo, hi) in self.drawn_links:
                         continue  # (a parallel copy would bend the drawn edge)
                     self.n_edges += _FOOT_COPIES
-                    for _ in range(_FOOT_COPIES):
-                        self.emit(f'"{lo}" -> "{hi}" [style=invis weight=0]')
+                    for k in range(_FOOT_COPIES):
+                        w = _PLUMB_WEIGHT if c in plumb and not k else 0
+                        self.emit(f'"{lo}" -> "{hi}" [style=invis weight={w}]')
             if len(ids) > 1:
                 self.n_edges += len(ids) - 1
                 self.emit("{rank=same; " + " -> ".join(f'"{i}"' for i in ids)
@@ -3245,8 +3255,6 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                 continue
             if line.lstrip().startswith('"legend" ['):
                 line = line.replace("<b>legend</b>", f"<b>legend: {_h(_shown(label))}</b>", 1)
-                if stacked:
-                    line = _legend_even(line)
                 legend.append(_prefixed(line, f"s{k}_"))
                 continue
             if line.lstrip().startswith('"legend" -> '):
@@ -3292,6 +3300,12 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
         body.append("  }\n")
         body += legend  # outside the pictures, so neither is pushed aside by its legend
         ends_of.append((src, snk))
+    if stacked:  # both legends one whole, even width: see _legend_even
+        at = [i for i, line in enumerate(body) if _NODE.match(line)
+              and _NODE.match(line).group(1) in ("s0_legend", "s1_legend")]
+        width = max((_legend_width(body[i]) for i in at), default=0)
+        for i in at:
+            body[i] = _legend_even(body[i], width)
     if stacked:
         # a over b, ranked by no edge between them: an edge would make the two one piece
         # that dot orders as a whole, and it then orders neither as it does the picture
@@ -3456,14 +3470,12 @@ def _cell_points(text: str) -> float:
     return max(_text_points(line, size, bold) for line in plain.split("\n"))
 
 
-def _legend_even(line: str) -> str:
-    """A stacked figure's legend set a whole, even number of points wide: its table's
-    ``width``, an upper estimate of what its text needs. The figure puts the two legends'
-    left sides in line, a fixed distance right of one point; dot places a node's middle on
-    whole points, so a legend of a fractional width stood up to a point off the other."""
+def _legend_width(line: str) -> int:
+    """An upper estimate, in a whole, even number of points, of the width a legend's table
+    needs (0 when the line draws no table)."""
     start = line.find("label=<")
-    if start < 0:
-        return line
+    if start < 0 or "<table" not in line[start:]:
+        return 0
     head = line.index("<table", start)
     tag_end = line.index(">", head)
     body = line[tag_end + 1:line.rindex("</table>")]
@@ -3490,7 +3502,20 @@ def _legend_even(line: str) -> str:
                 spanned = max(spanned, w - 2 * (span - 1))
             k += span
     need = max(sum(cols.values()) + 2 * (len(cols) + 1), spanned + 4) + 2  # spacing, border
-    width = 2 * math.ceil(need / 2)
+    return 2 * math.ceil(need / 2)
+
+
+def _legend_even(line: str, width: int) -> str:
+    """A stacked figure's legend set ``width`` points wide (its table's ``width``): the two
+    legends of the figure one whole, even width, the wider one's :func:`_legend_width`. The
+    figure puts the two legends' left sides in line, a fixed distance right of one point;
+    dot places a node's middle on whole points and rounds the distance from that point to
+    it, which takes in half the node's width: two legends of a fractional width, or of
+    different widths, stood up to a point apart."""
+    start = line.find("label=<")
+    if start < 0 or "<table" not in line[start:] or width <= 0:
+        return line
+    head = line.index("<table", start)
     return line[:head] + f'<table width="{width}"' + line[head + len("<table"):]
 
 
