@@ -941,6 +941,15 @@ class _Drawer:
     def grad(self, n: Node):
         return self.v.grad(n)
 
+    def state_grad(self, n: Node):
+        """The gradient of state node ``n`` as the state the net carries on: in a masked run
+        (``lengths=``) :meth:`Run.state_grad_of` (a sequence's rows up to its length take
+        the value its step computed, past it the kept state's), else :meth:`grad`."""
+        run = self.v.run
+        if run is None or run.grads is None or _unmasked(n) is n:
+            return self.grad(n)
+        return run.state_grad_of(n)
+
     def limit(self, n: Node) -> int:
         """The ``max_elements`` that ``n``'s value and gradient are printed with: one rule
         for every node of every view. Every step copy of one node of the cell prints alike:
@@ -1872,7 +1881,7 @@ class _Unrolled(_Drawer):
         total = np.zeros(T)
         have = np.zeros(T, dtype=bool)
         for ns in self.net.state_nodes.values():
-            gs = [self.grad(_unmasked(n)) for n in ns]
+            gs = [self.state_grad(n) for n in ns]
             steps = [t for t, x in enumerate(gs) if x is not None]
             if steps:
                 flat = np.stack([np.asarray(gs[t], dtype=np.float64).reshape(-1)
@@ -1907,6 +1916,8 @@ class _Unrolled(_Drawer):
             nodes += [_unmasked(n) for ns in kind.values() for n in ns]
         nodes += [n for ns in net.output_nodes.values() for n in ns]  # (the textbook's)
         mags = _mags([self.grad(n) for n in nodes])
+        if getattr(net, "masked", False):  # (the states carried on, as the views draw them)
+            mags += _mags([self.state_grad(n) for ns in net.state_nodes.values() for n in ns])
         mags += [self.output_mag(name, t) for name in net.output_nodes for t in range(self.T)]
         mags += self.state_mags()
         if self.detail in ("ops", "elide") and self.o["color_scale"] is None:
@@ -2913,14 +2924,15 @@ class _Unrolled(_Drawer):
                 bottom.append(g.id(n))
             padded = _padded(net, self.run, t)
             rows = [_pads_text(padded)] if padded else []  # (a masked run's padding)
-            for s in states:  # (masked: the value the step computes, as the textbook view)
+            for s in states:  # (masked: the state carried on, as the textbook view)
                 # each state's value and gradient in the words of every other view (v =,
                 # ∇ =), after the state's name: a step box holds every state of the step
-                n = _unmasked(net.state_nodes[s][t])
-                text = self.number_text(self.value(n), n) if self.show_values() else None
+                kept = net.state_nodes[s][t]
+                n = _unmasked(kept)  # (the cell's node: how its numbers print)
+                text = self.number_text(self.value(kept), n) if self.show_values() else None
                 if text:
                     rows.append(f"{_hn(s)}: v = {_h(text)}")
-                gt = self.number_text(self.grad(n), n) if self.show_grads() else None
+                gt = self.number_text(self.state_grad(kept), n) if self.show_grads() else None
                 if gt:
                     rows.append(f"{_hn(s)}: ∇ = {_h(gt)}")
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
