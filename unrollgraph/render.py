@@ -1666,6 +1666,19 @@ def _mask_note(net, run) -> tuple[str, str] | None:
     return title, f"sequence lengths {_list_text(lengths)}: {what}"
 
 
+def _mask_legend(net, run, note: tuple[str, str], more: str = "") -> str:
+    """The legend's text for a masked net: ``note``'s sentence (escaped) and ``more``, and
+    when the run padded a sequence, a line saying what its padded inputs hold: the copy of a
+    real input the run computes on, which the picture draws (see ``run._padded_inputs``)."""
+    text = _h(note[1]) + more
+    lengths = _lengths_of(net, run)
+    if lengths and 0 < max(lengths) and min(lengths) < net.steps:
+        text += _BR + _h("a padded step's input is drawn as it computes: a copy of the "
+                         "sequence's last real one" + (" (the longest's first for an empty "
+                                                        "one)" if 0 in lengths else "")) + _BR
+    return text
+
+
 def _grad_note(net, drawn_grad) -> tuple[str, str] | None:
     """The legend's row for parameters whose ``.grad`` is not the gradient the picture
     draws (``.grad`` adds up over ``backward()`` calls, and holds the terms of a loss
@@ -3116,9 +3129,9 @@ class _Unrolled(_Drawer):
             rows.append(("…", f"detail='elide': first and last {self.o['ends']} steps drawn"))
         note = _mask_note(self.net, self.run)
         if note:
-            rows.append(("lengths", _h(note[1]) + ("; a step box that pads a sequence "
-                                                    "says which" if self.detail == "steps"
-                                                    else "")))
+            rows.append(("lengths", _mask_legend(
+                self.net, self.run, note, "; a step box that pads a sequence says which"
+                if self.detail == "steps" else "")))
         note = _grad_note(self.net, self.grad) if self.show_grads() else None
         if note:
             rows.append(note)

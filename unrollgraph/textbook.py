@@ -31,6 +31,7 @@ from .render import (
     _Html,
     _list_text,
     _mag,
+    _mask_legend,
     _mask_note,
     _num,
     _out_id,
@@ -401,8 +402,9 @@ class Textbook(_Unrolled):
             rows.append(("■", "one-step delay z⁻¹ (the value of the previous step)"))
         note = _mask_note(self.net, self.run)
         if note:  # what the mask does; the steps that pad a sequence say which in x_t
-            rows.append(("lengths", _h(note[1]) + "; the input of a step that pads a "
-                                                  "sequence says which"))
+            rows.append(("lengths", _mask_legend(self.net, self.run, note,
+                                                 "; the input of a step that pads a "
+                                                 "sequence says which")))
         rows.append(("<i>W</i>", "a weight on an edge: the parameters the ops between the "
                                  "two values read" + ("<br/>(named at t = 0: every step reads "
                                                       "the same)" if self.o["compact"] else "")))
