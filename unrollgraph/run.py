@@ -707,7 +707,9 @@ class Run:
         with ``lengths=``): an input or a state at a step that truncation cuts off, say.
 
         ``node`` is taken as by :meth:`value` (a node of ``net.graph`` or its display name);
-        the same errors are raised.
+        the same errors are raised. A masked run's state name (``"h@t"``, ``lengths=``) gives
+        the gradient of the state the net carries on, :meth:`state_grad_of`: row for row
+        :meth:`state_grads`, as every diagram draws it.
 
         Examples
         --------
