@@ -950,6 +950,15 @@ class _Drawer:
     def grad(self, n: Node):
         return self.v.grad(n)
 
+    def state_grad(self, n: Node):
+        """The gradient of state node ``n`` as the state the net carries on: in a masked run
+        (``lengths=``) :meth:`Run.state_grad_of` (a sequence's rows up to its length take
+        the value its step computed, past it the kept state's), else :meth:`grad`."""
+        run = self.v.run
+        if run is None or run.grads is None or _unmasked(n) is n:
+            return self.grad(n)
+        return run.state_grad_of(n)
+
     def limit(self, n: Node) -> int:
         """The ``max_elements`` that ``n``'s value and gradient are printed with: one rule
         for every node of every view. Every step copy of one node of the cell prints alike:
@@ -1668,6 +1677,19 @@ def _mask_note(net, run) -> tuple[str, str] | None:
     return title, f"sequence lengths {_list_text(lengths)}: {what}"
 
 
+def _mask_legend(net, run, note: tuple[str, str], more: str = "") -> str:
+    """The legend's text for a masked net: ``note``'s sentence (escaped) and ``more``, and
+    when the run padded a sequence, a line saying what its padded inputs hold: the copy of a
+    real input the run computes on, which the picture draws (see ``run._padded_inputs``)."""
+    text = _h(note[1]) + more
+    lengths = _lengths_of(net, run)
+    if lengths and 0 < max(lengths) and min(lengths) < net.steps:
+        text += _BR + _h("a padded step's input is drawn as it computes: a copy of the "
+                         "sequence's last real one" + (" (the longest's first for an empty "
+                                                        "one)" if 0 in lengths else "")) + _BR
+    return text
+
+
 def _grad_note(net, drawn_grad) -> tuple[str, str] | None:
     """The legend's row for parameters whose ``.grad`` is not the gradient the picture
     draws (``.grad`` adds up over ``backward()`` calls, and holds the terms of a loss
@@ -1883,7 +1905,7 @@ class _Unrolled(_Drawer):
         total = np.zeros(T)
         have = np.zeros(T, dtype=bool)
         for ns in self.net.state_nodes.values():
-            gs = [self.grad(_unmasked(n)) for n in ns]
+            gs = [self.state_grad(n) for n in ns]
             steps = [t for t, x in enumerate(gs) if x is not None]
             if steps:
                 flat = np.stack([np.asarray(gs[t], dtype=np.float64).reshape(-1)
@@ -1918,6 +1940,8 @@ class _Unrolled(_Drawer):
             nodes += [_unmasked(n) for ns in kind.values() for n in ns]
         nodes += [n for ns in net.output_nodes.values() for n in ns]  # (the textbook's)
         mags = _mags([self.grad(n) for n in nodes])
+        if getattr(net, "masked", False):  # (the states carried on, as the views draw them)
+            mags += _mags([self.state_grad(n) for ns in net.state_nodes.values() for n in ns])
         mags += [self.output_mag(name, t) for name in net.output_nodes for t in range(self.T)]
         mags += self.state_mags()
         if self.detail in ("ops", "elide") and self.o["color_scale"] is None:
@@ -2932,14 +2956,15 @@ class _Unrolled(_Drawer):
                 bottom.append(g.id(n))
             padded = _padded(net, self.run, t)
             rows = [_pads_text(padded)] if padded else []  # (a masked run's padding)
-            for s in states:  # (masked: the value the step computes, as the textbook view)
+            for s in states:  # (masked: the state carried on, as the textbook view)
                 # each state's value and gradient in the words of every other view (v =,
                 # ∇ =), after the state's name: a step box holds every state of the step
-                n = _unmasked(net.state_nodes[s][t])
-                text = self.number_text(self.value(n), n) if self.show_values() else None
+                kept = net.state_nodes[s][t]
+                n = _unmasked(kept)  # (the cell's node: how its numbers print)
+                text = self.number_text(self.value(kept), n) if self.show_values() else None
                 if text:
                     rows.append(f"{_hn(s)}: v = {_h(text)}")
-                gt = self.number_text(self.grad(n), n) if self.show_grads() else None
+                gt = self.number_text(self.state_grad(kept), n) if self.show_grads() else None
                 if gt:
                     rows.append(f"{_hn(s)}: ∇ = {_h(gt)}")
             self.node(f"step_{t}", "step", f"t = {t}", rows, self.state_mag(t), cut=cut,
@@ -3123,9 +3148,9 @@ class _Unrolled(_Drawer):
             rows.append(("…", f"detail='elide': first and last {self.o['ends']} steps drawn"))
         note = _mask_note(self.net, self.run)
         if note:
-            rows.append(("lengths", _h(note[1]) + ("; a step box that pads a sequence "
-                                                    "says which" if self.detail == "steps"
-                                                    else "")))
+            rows.append(("lengths", _mask_legend(
+                self.net, self.run, note, "; a step box that pads a sequence says which"
+                if self.detail == "steps" else "")))
         note = _grad_note(self.net, self.grad) if self.show_grads() else None
         if note:
             rows.append(note)

@@ -707,7 +707,9 @@ class Run:
         with ``lengths=``): an input or a state at a step that truncation cuts off, say.
 
         ``node`` is taken as by :meth:`value` (a node of ``net.graph`` or its display name);
-        the same errors are raised.
+        the same errors are raised. A masked run's state name (``"h@t"``, ``lengths=``) gives
+        the gradient of the state the net carries on, :meth:`state_grad_of`: row for row
+        :meth:`state_grads`, as every diagram draws it.
 
         Examples
         --------
@@ -734,6 +736,9 @@ class Run:
         if self.grads is None:
             return None
         if isinstance(node, str):
+            kept = self._masked_state(s)
+            if kept is not None and node != self.net.graph.display_name(self.net.nodes[s]):
+                return self.state_grad_of(self.net.nodes[s])  # a masked run's state h@t
             own = self._names()[1].get(node)
             if own is not None:  # an output's own gradient: its seed's row
                 k, t = own
@@ -749,6 +754,64 @@ class Run:
             return _read_only(g)  # (read-only, as value's)
         self._check_unchanged("grad")
         return _read_only(self.full().grads[s])
+
+    def _masked_state(self, s: int):
+        """``(before, mask)`` slots when slot ``s`` is a masked run's state (the ``where``
+        that keeps it past a sequence's length), else None."""
+        net = self.net
+        if not net.masked:
+            return None
+        for slots, pre in zip(net._state_slots.values(), net._state_pre_slots.values()):
+            for k, p in zip(slots, pre):
+                if k == s and p != s:
+                    return p, net._slot[id(net.nodes[s].inputs[0])]
+        return None
+
+    def state_grad_of(self, node):
+        """The gradient of a state node as the state the net carries on (dL/dh_t).
+
+        For a masked run's state (``lengths=``) it is, for each sequence, the total gradient
+        of the value its step computed (what the step's outputs and every later step send
+        to it) up to its length, and past it the gradient of the state kept unchanged: row
+        for row :meth:`state_grads`, and what ``grad("h@t")`` answers and the diagrams draw
+        in the state's oval. For any other node, :meth:`grad` of it.
+
+        Parameters
+        ----------
+        node : Node
+            A node of the unrolled graph (``net.state_nodes[name][t]``).
+
+        Returns
+        -------
+        numpy.ndarray or None
+            None where no gradient reaches the state (as :meth:`grad`).
+
+        Examples
+        --------
+        >>> import numpy as np, unrollgraph as ug
+        >>> net = ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=3)
+        >>> out, h = net(np.ones((3, 2, 2)), lengths=[3, 1])
+        >>> out.sum().backward()
+        >>> run = net.last_run
+        >>> g = run.state_grad_of(run.net.state_nodes["h"][0])
+        >>> bool((g == run.state_grads()[0]).all()), bool((g == run.grad("h@0")).all())
+        (True, True)
+        """
+        s = self._slot_of(node, "grad")
+        kept = self._masked_state(s)
+        if kept is None:
+            return self.grad(node)
+        p, m = kept
+        nodes = self.net.nodes
+        before, after = self.grad(nodes[p]), self.grad(nodes[s])
+        if before is None and after is None:
+            return None
+        mask = self.value(nodes[m])
+        if before is None:
+            return _read_only(np.where(mask, np.zeros_like(after), after))
+        if after is None:
+            return _read_only(np.where(mask, before, np.zeros_like(before)))
+        return _read_only(np.where(mask, before, after))
 
     def _slot_of(self, node, what: str) -> int:
         """The slot of ``node`` (a Node of the unrolled graph or its display name)."""

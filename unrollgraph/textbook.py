@@ -31,6 +31,7 @@ from .render import (
     _Html,
     _list_text,
     _mag,
+    _mask_legend,
     _mask_note,
     _num,
     _out_id,
@@ -376,7 +377,7 @@ class Textbook(_Unrolled):
     def elided_state_mags(self, s: str) -> list:
         """The gradient norms of state ``s`` at the elided steps."""
         a, b = self.elided
-        return [m for m in (_mag(self.grad(_unmasked(n)))
+        return [m for m in (_mag(self.state_grad(n))
                             for n in self.net.state_nodes[s][a:b + 1]) if m is not None]
 
     def legend(self, extra_rows=()) -> None:
@@ -401,8 +402,9 @@ class Textbook(_Unrolled):
             rows.append(("■", "one-step delay z⁻¹ (the value of the previous step)"))
         note = _mask_note(self.net, self.run)
         if note:  # what the mask does; the steps that pad a sequence say which in x_t
-            rows.append(("lengths", _h(note[1]) + "; the input of a step that pads a "
-                                                  "sequence says which"))
+            rows.append(("lengths", _mask_legend(self.net, self.run, note,
+                                                 "; the input of a step that pads a "
+                                                 "sequence says which")))
         rows.append(("<i>W</i>", "a weight on an edge: the parameters the ops between the "
                                  "two values read" + ("<br/>(named at t = 0: every step reads "
                                                       "the same)" if self.o["compact"] else "")))
@@ -433,12 +435,14 @@ class Textbook(_Unrolled):
             rows.append(note)
         return rows
 
-    def value_rows(self, n: Node, grad=None, own=False) -> list[str]:
+    def value_rows(self, n: Node, grad=None, own=False, value=None) -> list[str]:
+        """The v = and ∇ = rows of ``n`` (``grad``, ``value``: other numbers printed the way
+        ``n``'s are, a masked run's state carried on)."""
         rows = []
         if self.o["compact"]:  # the name only: the gradient is the fill colour
             return rows
         if self.show_values():
-            text = self.number_text(self.value(n), n)
+            text = self.number_text(self.value(n) if value is None else value, n)
             if text is not None:
                 rows.append("v = " + _h(text))
         if self.show_grads():
@@ -521,16 +525,18 @@ class Textbook(_Unrolled):
                     self.bias_ids.update(id(p) for p in notes[key])
                 extra = [f"+ {_names(notes[('s', s)], decl)}"] if notes[("s", s)] and \
                     self.o["biases"] and not self.o["compact"] else []
-                # (masked: the value the cell computes, which the step's outputs and the next
-                # step both read through the mask, so its gradient is the total one, as
-                # unmasked; the state a padded sequence keeps is the step before's)
+                # (masked: the state carried on, Run.value/grad("h@t"): a sequence's rows up
+                # to its length the value its step computed, with its total gradient (what
+                # the step's outputs and the next step send to it), past its length the
+                # state of the step before, kept, with the kept state's gradient)
                 m = _unmasked(n)
-                self.node(g.id(n), "state", _sub(_hn(s), t), extra + self.value_rows(m),
-                          _mag(self.grad(m)), cut=cut, state=True, shape="ellipse",
+                grad = self.state_grad(n) if self.has_grads else None
+                self.node(g.id(n), "state", _sub(_hn(s), t),
+                          extra + self.value_rows(m, grad, own=True, value=self.value(n)),
+                          _mag(grad), cut=cut, state=True, shape="ellipse",
                           tooltip=f"state {s} after step {t}: {g.equation(m)}"
-                          + ("; masked: a padded sequence keeps the state of the step before "
-                             "(its value here is the step's own, which the mask drops, and "
-                             "its gradient 0)" if m is not n else ""),
+                          + ("; masked: a padded sequence keeps the state of the step before"
+                             if m is not n else ""),
                           hot=id(n) in self.path, kept=t in kept)
                 rows.add(("s", s), g.id(n))
             for k, ns in net.output_nodes.items():
