@@ -343,7 +343,7 @@ class Textbook(_Unrolled):
 
     def what(self) -> str:
         if self.elided:
-            return (f"detail='textbook' with ends={self.o['ends']} ({2 * self.o['ends']} of "
+            return (f"detail='textbook' with ends={self.o['ends']} ({len(self.kept)} of "
                     f"the {self.T} steps)")
         return f"detail='textbook' ({self.T} steps, one node per value per step)"
 
