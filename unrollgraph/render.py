@@ -474,14 +474,17 @@ def _build(obj, options: dict) -> tuple[str, list[str]]:
 
 
 def _build_scaled(obj, options: dict, drawers: list | None = None, legend_columns: int = 3,
-                  figure: bool = False):
+                  figure: bool = False, truncates: tuple = ()):
     """The drawing's name, its DOT lines sized for the theme, and its gradient scale (the
     drawer that made them is appended to ``drawers`` when given; its legend in at most
-    ``legend_columns`` columns; ``figure``: drawn as one of two pictures of a figure)."""
+    ``legend_columns`` columns; ``figure``: drawn as one of two pictures of a figure;
+    ``truncates``: the truncations of both nets of a figure, whose elided steps are the
+    same steps in both, each picture's drawn either side of either cut)."""
     opts = _options(options)
     drawer = _drawer(obj, opts)
     drawer.legend_cap = legend_columns
     drawer.in_figure = figure
+    drawer.figure_truncates = truncates
     lines = drawer.build()
     if drawers is not None:
         drawers.append(drawer)
@@ -912,6 +915,14 @@ def _text_on(fill: str) -> str:
 
 
 # -- the drawing -----------------------------------------------------------------------------
+#: the kinds of node that may be drawn without a gradient (none computed for them), in the
+#: words of the legend's row that says so
+_NOGRAD_WORDS = {"input": "inputs", "state": "initial states unless requires_grad",
+                 "param": "parameters with requires_grad off", "leaf": "leaf tensors",
+                 "const": "constants", "op": "ops", "next_state": "states",
+                 "output": "outputs", "shared": "ops on weights", "elide": "steps"}
+
+
 class _Drawer:
     """Shared machinery: nodes, edges, node styles, gradient colours and the legend."""
 
@@ -936,6 +947,7 @@ class _Drawer:
         self.cut_ids: set[str] = set()  # the nodes drawn greyed (truncation: no gradient)
         self.node_at: dict[str, tuple[int, str]] = {}  # id -> (its line, its label)
         self.norm_mark: str | None = None  # the first ‖·‖ printed (see number_text)
+        self.nograd_kinds: set[str] = set()  # kinds drawn unfilled: no gradient computed
 
     def make_scale(self, mags) -> _Scale:
         return _Scale(mags, self.t["ramp"], self.o["color_scale"])
@@ -1041,6 +1053,9 @@ class _Drawer:
                 font = _text_on(fill)
             elif mag == 0:
                 fill = t["zero"]
+        elif mag is None and self.show_grads() and self.scale and not self.scale.empty \
+                and kind in _NOGRAD_WORDS:
+            self.nograd_kinds.add(kind)  # (the legend says so: its colour is zero's)
         if hot:
             border = t["highlight"]
         attrs = {
@@ -1375,6 +1390,12 @@ class _Drawer:
                           f"number{'s' if cap != 1 else ''} (max_elements)") + _BR)
             rows.append((f'<td>{_font(_h(self.norm_mark), 9)}</td>',
                          f'<td align="left">{_font(words, 9)}</td>'))
+        if self.nograd_kinds and self.show_grads() and self.scale is not None \
+                and not self.scale.empty:
+            what = ", ".join(w for k, w in _NOGRAD_WORDS.items() if k in self.nograd_kinds)
+            rows.append((f'<td align="right">{_font("no fill", 9, bold=True)}</td>',
+                         f'<td align="left">{_font(_h(f"no gradient computed ({what})"), 9)}'
+                         '</td>'))
         for left, right in extra_rows:
             rows.append((f'<td>{_font(left, 10) or " "}</td>',
                          f'<td align="left">{_font(right, 9) or " "}</td>'))
@@ -1406,12 +1427,14 @@ class _Drawer:
         )
         labels = "".join(f'<td><font point-size="7">{_num(10.0 ** k)}</font></td>'
                          for k in ticks)
+        # the colour of exactly 0, which a node drawn with no gradient computed has too
+        zero = "0 or none" if self.nograd_kinds else "0"
         return (
             f'<tr><td colspan="{span}"><font point-size="9">gradient norm ‖∇‖ (log scale)'
             "</font></td></tr>"
             f'<tr><td colspan="{span}"><table border="0" cellspacing="0" cellpadding="1">'
             f'<tr><td bgcolor="{self.t["zero"]}" border="1" width="14"> </td>{cells}</tr>'
-            f'<tr><td><font point-size="7">0</font></td>{labels}</tr></table></td></tr>'
+            f'<tr><td><font point-size="7">{zero}</font></td>{labels}</tr></table></td></tr>'
         )
 
     def header(self, rankdir: str, title: str | None, full_title: str | None = None) -> None:
@@ -1724,6 +1747,50 @@ def _pads_text(padded: list[int]) -> str:
     return f"pads sequence{'s' if len(padded) > 1 else ''} {_list_text(padded)[1:-1]}"
 
 
+def _elided_numbers(mags: list) -> tuple[float, float, str] | None:
+    """Of the gradient norms of the elided steps, one a step (None: no gradient reached
+    it): their root mean square (the fill, on the scale of one step's norm), their norm
+    together, and ``"min … max"`` over every step of them (``"none"`` the least when a step
+    has none, with how many). None when no step has a gradient."""
+    known = [m for m in mags if m is not None]
+    if not known:
+        return None
+    total = sum(m * m for m in known)
+    lo = _num(min(known))
+    if len(known) < len(mags):
+        lo = f"none ({len(mags) - len(known)} of {len(mags)} steps)"
+    return math.sqrt(total / len(mags)), math.sqrt(total), f"{lo} … {_num(max(known))}"
+
+
+def _drawn_words(a: int, b: int, k: int, T: int) -> str:
+    """What an elided drawing of steps ``a … b`` draws, in words for its legend."""
+    if (a, b) == (k, T - k - 1):
+        return f"the first and last {k} steps are drawn"
+    return "the others are drawn, the steps either side of a truncation cut among them"
+
+
+def _elision(T: int, k: int, truncates=(None,)) -> tuple[int, int] | None:
+    """The steps ``(a, b)`` an elided drawing leaves out (None: it draws every step).
+
+    Without truncation, all but the first and last ``k``. With it, never a range that mixes
+    steps truncation cuts (``t < T - truncate``) with steps it keeps: the last cut step and
+    the first kept one are always drawn, so the cut stands between two drawn steps, and the
+    longer of the two runs on either side of them is elided (the other drawn). Several
+    truncations (the two nets of a figure, drawn step over step): a range clear of every
+    cut. A run of fewer than two steps is not elided.
+
+    >>> _elision(30, 2, (None,)), _elision(30, 2, (5,)), _elision(4, 1, (2,))
+    ((2, 27), (2, 23), None)
+    """
+    a, b = k, T - k - 1
+    for truncate in truncates:
+        c = T - truncate if truncate is not None else 0
+        if 0 < c < T and a <= c and b >= c - 1:  # the cut inside (or at the edge of) it
+            runs = [(a, min(b, c - 2)), (max(a, c + 1), b)]  # cut steps, kept steps
+            a, b = max(runs, key=lambda r: r[1] - r[0])
+    return (a, b) if b - a + 1 >= 2 else None
+
+
 class _Unrolled(_Drawer):
     """An unrolled net: clusters per step, shared weights once, optional elision."""
 
@@ -1733,7 +1800,9 @@ class _Unrolled(_Drawer):
         T = net.steps
         detail = self.pick_detail(len(g.nodes), T)
         k = o["ends"]
-        if detail == "elide" and T <= 2 * k + 1:
+        truncates = getattr(self, "figure_truncates", ()) or (net.truncate,)
+        span = _elision(T, k, truncates) if detail == "elide" or self.elides(T) else None
+        if detail == "elide" and span is None:
             detail = "ops"
         self.detail = detail
         self.net, self.run, self.T = net, run, T
@@ -1744,9 +1813,9 @@ class _Unrolled(_Drawer):
         for name, ns in net.output_nodes.items():
             for n in ns:
                 self.outputs_of.setdefault(id(n), []).append(name)
-        if detail == "elide" or self.elides(T):
-            self.kept = set(range(k)) | set(range(T - k, T))
-            self.elided = (k, T - k - 1)
+        if span is not None:
+            self.kept = set(range(span[0])) | set(range(span[1] + 1, T))
+            self.elided = span
         else:
             self.kept = set(range(T))
             self.elided = None
@@ -1770,7 +1839,7 @@ class _Unrolled(_Drawer):
             if note:
                 what += note[0]
             if self.elided:
-                what += f" (steps {k} … {T - k - 1} elided)"
+                what += f" (steps {self.elided[0]} … {self.elided[1]} elided)"
             title, full = _shown(net.cell.name) + what, net.cell.name + what
         self.header(o["rankdir"] or "BT", title, full)
         self.draw_body()
@@ -1914,11 +1983,11 @@ class _Unrolled(_Drawer):
                 have[steps] = True
         return [math.sqrt(v) if h else None for v, h in zip(total.tolist(), have.tolist())]
 
-    def elided_mags(self) -> list[float]:
+    def elided_mags(self) -> list:
+        """The state gradient norm of every elided step (None: no gradient there)."""
         if getattr(self, "_elided_mags", None) is None:
             a, b = self.elided
-            self._elided_mags = [m for m in (self.state_mag(t) for t in range(a, b + 1))
-                                 if m is not None]
+            self._elided_mags = [self.state_mag(t) for t in range(a, b + 1)]
         return self._elided_mags
 
     def all_mags(self) -> list:
@@ -1956,15 +2025,15 @@ class _Unrolled(_Drawer):
 
     def aggregate(self) -> float | None:
         """The norm of the gradient over all elided steps together (the label's figure)."""
-        ms = self.elided_mags()
-        return math.sqrt(sum(m * m for m in ms)) if ms else None
+        got = _elided_numbers(self.elided_mags())
+        return got[1] if got else None
 
     def elided_fill(self) -> float | None:
         """The elided steps' fill: the root mean square of their per-step norms, on the
         scale of one step's norm as every other node (the norm over all of them together
         grows with their number and would colour the box hotter than any step in it)."""
-        ms = self.elided_mags()
-        return math.sqrt(sum(m * m for m in ms) / len(ms)) if ms else None
+        got = _elided_numbers(self.elided_mags())
+        return got[0] if got else None
 
     def is_const(self, n: Node) -> bool:
         """A constant, or a leaf the cell reads that is none of its parameters (a
@@ -2524,13 +2593,13 @@ class _Unrolled(_Drawer):
         hidden = sum(1 for t in kept_steps(self.net) if a <= t <= b)
         if hidden:  # checkpoint=: the ✓ states this column stands for
             rows.append(f"{hidden} kept state{'s' if hidden > 1 else ''} ✓ among them")
-        agg = self.aggregate()
-        if self.show_grads() and agg is not None:
-            ms = self.elided_mags()
-            rows.append(f"‖∂{self.loss_sym()}/∂state‖ over them: {_h(_num(agg))}")
-            rows.append(f"per step: {_h(_num(min(ms)))} … {_h(_num(max(ms)))}")
-        self.node("elided", "elide", f"… {n} steps …", rows, self.elided_fill(),
-                  group="elided")
+        got = _elided_numbers(self.elided_mags())
+        if self.show_grads() and got is not None:
+            rows.append(f"‖∂{self.loss_sym()}/∂state‖ over them: {_h(_num(got[1]))}")
+            rows.append(f"per step: {_h(got[2])}")
+        states = [ns[b] for ns in self.net.state_nodes.values()]
+        self.node("elided", "elide", f"… {n} steps …", rows, got[0] if got else None,
+                  cut=bool(states) and self.v.is_cut(states[0]), group="elided")
 
     def loss_reads_elided(self) -> bool:
         """Whether the loss reads a value of an elided step (its edge leaves the elided
@@ -3145,7 +3214,11 @@ class _Unrolled(_Drawer):
     def legend_rows(self) -> list[tuple[str, str]]:
         rows = []
         if self.detail == "elide":
-            rows.append(("…", f"detail='elide': first and last {self.o['ends']} steps drawn"))
+            a, b, k = *self.elided, self.o["ends"]
+            rows.append(("…", f"detail='elide': first and last {k} steps drawn"
+                         if (a, b) == (k, self.T - k - 1) else
+                         f"detail='elide': steps {a} … {b} elided; "
+                         + _drawn_words(a, b, k, self.T)))
         note = _mask_note(self.net, self.run)
         if note:
             rows.append(("lengths", _mask_legend(
@@ -3248,8 +3321,13 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
     loss = options.pop("loss", None)
     losses = tuple(loss) if isinstance(loss, (tuple, list)) else (loss, loss)
     opts = [dict(options, loss=losses[0]), dict(options, loss=losses[1])]
+    nets = [view(x).net if _is_unrolled_or_cell(x) else None for x in (a, b)]
+    truncates = ()  # two nets of one length: their elided steps the same (step over step)
+    if all(hasattr(n, "truncate") for n in nets) and nets[0].steps == nets[1].steps:
+        truncates = tuple(n.truncate for n in nets)
     if options.get("color_scale") is None:
-        ranges = [_build_scaled(x, dict(o, legend=False), figure=True)[2]
+        ranges = [_build_scaled(x, dict(o, legend=False), figure=True,
+                                truncates=truncates)[2]
                   for x, o in zip((a, b), opts)]
         ends = [r.range for r in ranges if r is not None and r.range is not None]
         if ends:
@@ -3262,7 +3340,8 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
     low, high = [[], []], [[], []]  # each picture's first and last rows, when it has them
     for k, (x, o, label) in enumerate(zip((a, b), opts, labels)):
         # (two legends side by side under the pictures: each in at most two columns)
-        _, lines, sc = _build_scaled(x, o, drawers, legend_columns=2, figure=True)
+        _, lines, sc = _build_scaled(x, o, drawers, legend_columns=2, figure=True,
+                                     truncates=truncates)
         scale = scale or sc
         head = [line for line in lines if line.lstrip().startswith(("graph [", "node [",
                                                                      "edge ["))]

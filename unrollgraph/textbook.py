@@ -25,6 +25,8 @@ from .render import (
     _array_text,
     _attrs,
     _Drawer,
+    _drawn_words,
+    _elided_numbers,
     _grad_note,
     _h,
     _hn,
@@ -165,10 +167,6 @@ def _names(params: list[Node], order=None) -> str:
     if order:
         params = sorted(params, key=lambda p: order.get(id(p), len(order)))
     return ", ".join(_hn(p.name) for p in params)
-
-
-def _rms(mags: list) -> float:
-    return float(sum(m * m for m in mags) / len(mags)) ** 0.5
 
 
 def _sub(text: str, t) -> str:
@@ -346,7 +344,7 @@ class Textbook(_Unrolled):
 
     def what(self) -> str:
         if self.elided:
-            return (f"detail='textbook' with ends={self.o['ends']} ({2 * self.o['ends']} of "
+            return (f"detail='textbook' with ends={self.o['ends']} ({len(self.kept)} of "
                     f"the {self.T} steps)")
         return f"detail='textbook' ({self.T} steps, one node per value per step)"
 
@@ -377,8 +375,8 @@ class Textbook(_Unrolled):
     def elided_state_mags(self, s: str) -> list:
         """The gradient norms of state ``s`` at the elided steps."""
         a, b = self.elided
-        return [m for m in (_mag(self.state_grad(n))
-                            for n in self.net.state_nodes[s][a:b + 1]) if m is not None]
+        # every elided step, None where no gradient reaches it (the caller counts those)
+        return [_mag(self.state_grad(n)) for n in self.net.state_nodes[s][a:b + 1]]
 
     def legend(self, extra_rows=()) -> None:
         # as many columns as the picture is wide enough for, under its middle
@@ -396,8 +394,8 @@ class Textbook(_Unrolled):
         rows = []
         if self.elided:
             a, b = self.elided
-            rows.append(("⋯", f"steps {a} … {b} left out (ends={self.o['ends']}): the first "
-                              f"and last {self.o['ends']} steps are drawn"))
+            rows.append(("⋯", f"steps {a} … {b} left out (ends={self.o['ends']}): "
+                              + _drawn_words(a, b, self.o["ends"], self.T)))
         if self.o["folded"]:
             rows.append(("■", "one-step delay z⁻¹ (the value of the previous step)"))
         note = _mask_note(self.net, self.run)
@@ -693,12 +691,11 @@ class Textbook(_Unrolled):
             tip = f"{what} {key[1]} at steps {a} … {b} (elided)"
             mag, rows_ = None, []
             if key[0] == "s" and self.has_grads:
-                mags = self.elided_state_mags(key[1])
-                if mags:
-                    mag = _rms(mags)  # on the scale of one step's norm, as the others
+                got = _elided_numbers(self.elided_state_mags(key[1]))
+                if got:
+                    mag = got[0]  # on the scale of one step's norm, as the others
                     if self.show_grads() and not self.o["compact"]:
-                        rows_.append(f"‖∇‖ per step: {_h(_num(min(mags)))} … "
-                                     f"{_h(_num(max(mags)))}")
+                        rows_.append(f"‖∇‖ per step: {_h(got[2])}")
                         tip += f"; the fill is the root mean square, {_num(mag)}"
             if key[0] == "s":
                 rows_.insert(0, f"steps {a} … {b}")

@@ -1,0 +1,120 @@
+"""An elided drawing of a truncated net never hides where truncation cuts: the steps either
+side of the cut are drawn, every elided range is wholly cut or wholly kept, and the figures an
+elided range prints cover all its steps. A node with no gradient computed is drawn without
+fill, and the legend says so: its white bin is not "0" alone."""
+
+import re
+
+import numpy as np
+import pytest
+
+import unrollgraph as ug
+from unrollgraph.render import _num
+
+_RANGE = re.compile(r"steps (\d+) … (\d+)")
+
+
+def _run(T, truncate, ends=None, state=None):
+    net = ug.unroll(ug.nn.RNNCell(2, 2, seed=0), steps=T, truncate=truncate)
+    outs, _ = net(np.random.default_rng(0).standard_normal((T, 1, 2)), state=state)
+    loss = (outs * outs).sum()
+    loss.backward()
+    return net, loss
+
+
+def _ranges(text):
+    found = {(int(a), int(b)) for a, b in _RANGE.findall(text)}
+    assert found, "no elided range drawn"
+    return found
+
+
+def _check_pure(ranges, T, truncate):
+    c = T - truncate  # the first step the gradient reaches
+    for a, b in ranges:
+        assert b < c - 1 or a > c, (a, b, c)  # wholly cut or wholly kept, the cut drawn
+
+
+@pytest.mark.parametrize("T,truncate,ends", [(30, 5, 2), (30, 20, 2), (40, 3, 1),
+                                             (30, 25, 2)])
+@pytest.mark.parametrize("detail", ["textbook", "elide"])
+def test_an_elided_range_never_mixes_cut_and_kept_steps(T, truncate, ends, detail):
+    net, loss = _run(T, truncate)
+    text = ug.to_dot(net, loss=loss, detail=detail, ends=ends)
+    _check_pure(_ranges(text), T, truncate)
+    # the last cut step and the first kept one are drawn: the cut bar stands between them
+    c = T - truncate
+    assert re.search(rf"t = {c - 1} \(cut\)|<sub>{c - 1}</sub>", text)
+    assert re.search(rf"t = {c}\b|<sub>{c}</sub>", text)
+
+
+def test_a_figure_and_tikz_elide_clear_of_the_cut():
+    full, lf = _run(30, None)
+    cut, lc = _run(30, 5)
+    fig = ug.render_side_by_side(full, cut, loss=(lf, lc), detail="elide", ends=1)
+    ranges = _ranges(fig.source)
+    _check_pure(ranges, 30, 5)
+    assert len(ranges) == 1  # the same steps elided in both: step over step
+    _check_pure(_ranges(ug.to_tikz(cut, loss=lc, detail="textbook")), 30, 5)
+    small = ug.render_side_by_side(*_run(4, None)[:1], _run(4, 2)[0], detail="elide",
+                                   ends=1)
+    assert "steps 1 … 2" not in small.source  # (1 cut, 2 kept: nothing elided)
+
+
+@pytest.mark.parametrize("truncate", [None, 5])
+@pytest.mark.parametrize("detail", ["textbook", "elide"])
+def test_the_printed_per_step_range_covers_every_elided_step(truncate, detail):
+    net, loss = _run(30, truncate)
+    text = ug.to_dot(net, loss=loss, detail=detail)
+    (a, b), = _ranges(text)
+    mags = []
+    for t in range(a, b + 1):
+        g = net.last_run.grad(net.state_nodes["h"][t])
+        mags.append(None if g is None else float(np.linalg.norm(g)))
+    printed = re.findall(r"per step: ([^<]*)<", text)
+    known = [m for m in mags if m is not None]
+    if not known:  # (a wholly cut range: no figures, greyed)
+        assert not printed, printed
+        return
+    lo = _num(min(known)) if len(known) == len(mags) else \
+        f"none ({len(mags) - len(known)} of {len(mags)} steps)"
+    assert printed == [f"{lo} … {_num(max(known))}"], printed
+
+
+def test_elided_numbers_count_steps_without_gradient():
+    from unrollgraph.render import _elided_numbers
+
+    assert _elided_numbers([None, None]) is None
+    rms, total, words = _elided_numbers([None, 3.0, 4.0])
+    assert words == f"none (1 of 3 steps) … {_num(4.0)}"
+    assert total == pytest.approx(5.0) and rms == pytest.approx(5.0 / np.sqrt(3))
+    assert _elided_numbers([3.0, 4.0])[2] == f"{_num(3.0)} … {_num(4.0)}"
+
+
+def _white_nodes(text):
+    """Nodes filled white that print no gradient."""
+    return [m.group(1) for m in re.finditer(r'^\s*"([^"]+)" \[(.*)\]$', text, re.M)
+            if 'fillcolor="white"' in m.group(2) and "∇" not in m.group(2)]
+
+
+@pytest.mark.parametrize("detail", ["textbook", "ops", "steps"])
+def test_the_legend_names_what_has_no_gradient(detail):
+    net, loss = _run(4, None)
+    text = ug.to_dot(net, loss=loss, detail=detail, values=False)
+    assert _white_nodes(text)
+    assert "no gradient computed (inputs, initial states unless requires_grad)" in text
+    assert ">0 or none<" in text and '<font point-size="7">0</font>' not in text
+    # an initial state that requires grad gets one: the legend no longer lists it
+    h0 = ug.tensor(np.zeros((1, 2)), requires_grad=True)
+    net, loss = _run(4, None, state={"h": h0})
+    text = ug.to_dot(net, loss=loss, detail=detail, values=False)
+    assert "no gradient computed (inputs)" in text
+
+
+def test_without_gradients_the_zero_bin_reads_zero():
+    x = ug.tensor(0.5, requires_grad=True, name="x")
+    w = ug.tensor(-2.0, requires_grad=True, name="w")
+    y = (x * w).tanh()
+    y.backward()
+    text = ug.to_dot(y)
+    assert "no gradient computed" not in text
+    assert '<font point-size="7">0</font>' in text
