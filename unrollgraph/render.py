@@ -1731,9 +1731,9 @@ def _grad_note(net, drawn_grad) -> tuple[str, str] | None:
     else:
         names = (more[0] + " holds" if len(more) == 1
                  else ", ".join(more[:-1]) + " and " + more[-1] + " hold")
-    return "∇ total", (_h(f"the drawn run's gradient; {names} more:") + _BR + _h(
-        "the gradients of earlier backward() calls (zero_grad() before each)") + _BR
-        + _h("or of loss terms outside the net") + _BR)
+    return "∇ total", (_h(f"the drawn run's gradient; {names} a different one:") + _BR + _h(
+        "a sum over backward() calls (zero_grad() before each),") + _BR
+        + _h("a later call's gradient, or loss terms outside the net") + _BR)
 
 
 def _padded(net, run, t: int) -> list[int]:
