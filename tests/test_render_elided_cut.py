@@ -118,3 +118,27 @@ def test_without_gradients_the_zero_bin_reads_zero():
     text = ug.to_dot(y)
     assert "no gradient computed" not in text
     assert '<font point-size="7">0</font>' in text
+
+
+@pytest.mark.parametrize("kind", ["rnn", "lstm"])
+def test_every_edge_into_a_cut_elided_box_is_greyed_and_none_into_a_kept_one(kind):
+    """The elided box of cut steps is greyed, and so is every edge into it (the state edge
+    from the step before, the shared weights' edges): truncation sends nothing back along
+    them. Without truncation none of them is."""
+    from unrollgraph.render import _THEMES
+
+    cut_colour = _THEMES["light"]["cut_font"]
+    make = {"rnn": ug.nn.RNNCell, "lstm": ug.nn.LSTMCell}[kind]
+    xs = np.random.default_rng(3).standard_normal((30, 1, 2))
+    for truncate in (5, None):
+        net = ug.unroll(make(2, 2, seed=0), 30, truncate=truncate)
+        out, _ = net(xs)
+        loss = (out * out).sum()
+        loss.backward()
+        src = ug.to_dot(net, loss=loss, detail="elide")
+        into = [line for line in src.splitlines() if re.search(r'-> "elided" \[', line)
+                or re.search(r'^\s*"elided" -> "n\d+" \[.*dir="back"', line)]
+        assert len(into) >= 2, src
+        for line in into:
+            greyed = cut_colour in line and "dotted" in line
+            assert greyed == (truncate is not None), line

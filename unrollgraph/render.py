@@ -2597,9 +2597,14 @@ class _Unrolled(_Drawer):
         if self.show_grads() and got is not None:
             rows.append(f"‖∂{self.loss_sym()}/∂state‖ over them: {_h(_num(got[1]))}")
             rows.append(f"per step: {_h(got[2])}")
-        states = [ns[b] for ns in self.net.state_nodes.values()]
         self.node("elided", "elide", f"… {n} steps …", rows, got[0] if got else None,
-                  cut=bool(states) and self.v.is_cut(states[0]), group="elided")
+                  cut=self.elided_cut(), group="elided")
+
+    def elided_cut(self) -> bool:
+        """Whether truncation sends the elided steps no gradient (an elision never mixes
+        cut and kept steps: see _elision): the box, and every edge into it, greyed."""
+        states = [ns[self.elided[1]] for ns in self.net.state_nodes.values()]
+        return bool(states) and self.v.is_cut(states[0])
 
     def loss_reads_elided(self) -> bool:
         """Whether the loss reads a value of an elided step (its edge leaves the elided
@@ -2655,7 +2660,7 @@ class _Unrolled(_Drawer):
                         if id(i) in state_ids and (from_kept or i.op == "init") and \
                                 (g.id(i), "elided") not in done:
                             done.add((g.id(i), "elided"))
-                            self.forward_edge(g.id(i), "elided")
+                            self.forward_edge(g.id(i), "elided", cut=self.elided_cut())
                 continue
             cut = self.v.is_cut(n)
             # the op straight over its first input of the same step (one edge heavier
@@ -2724,7 +2729,7 @@ class _Unrolled(_Drawer):
             for p in shared:
                 if id(p) in read:
                     fan.setdefault(g.id(p), []).append(
-                        ("elided", f"× {n}", False, False, self.elided[0], n))
+                        ("elided", f"× {n}", False, self.elided_cut(), self.elided[0], n))
         for (sid, _), (bend, _, _) in self.bends.items():  # the last step's: invisible
             src = self.state_id[sid]
             if (src, bend) not in done:
