@@ -806,12 +806,10 @@ class Run:
         before, after = self.grad(nodes[p]), self.grad(nodes[s])
         if before is None and after is None:
             return None
-        mask = self.value(nodes[m])
-        if before is None:
-            return _read_only(np.where(mask, np.zeros_like(after), after))
-        if after is None:
-            return _read_only(np.where(mask, before, np.zeros_like(before)))
-        return _read_only(np.where(mask, before, after))
+        # (no gradient on one side: zeros there)
+        before = np.zeros_like(after) if before is None else before
+        after = np.zeros_like(before) if after is None else after
+        return _read_only(np.where(self.value(nodes[m]), before, after))
 
     def _slot_of(self, node, what: str) -> int:
         """The slot of ``node`` (a Node of the unrolled graph or its display name)."""
