@@ -24,6 +24,7 @@ def test_a_truncated_net_fails_the_check_with_the_reason_and_the_fix(checkpoint)
     text = str(err.value)
     assert text.startswith("gradcheck failed: d(output)/d(weight_hh)")
     assert "the unrolled net 'RNNCell' has truncate=2 of 5 steps" in text
+    assert "back through its last 2 steps only" in text
     assert "truncate=None (ug.unroll(cell, steps=5))" in text
 
 

@@ -246,10 +246,11 @@ def _truncation_hint(loss: Tensor) -> str:
     said = "; ".join(f"the unrolled net {net.cell.name!r} has truncate={net.truncate} of "
                      f"{net.steps} steps" for net in nets)
     net = nets[0]
+    last = f"its last {net.truncate} steps" if len(nets) == 1 else "the last truncate steps"
     return (
         f". fn's result comes from a truncated net ({said}): truncated BPTT sends the "
-        "gradient back through the last truncate steps only, so backward() gives by design "
-        "another gradient than the full one that central differences measure. Check the "
-        f"net unrolled without truncation, truncate=None (ug.unroll(cell, steps={net.steps}))"
-        ", and train with the truncated one"
+        f"gradient back through {last} only, so backward() gives by design another "
+        "gradient than the full one that central differences measure. Check the net "
+        f"unrolled without truncation, truncate=None (ug.unroll(cell, steps={net.steps})), "
+        "and train with the truncated one"
     )
