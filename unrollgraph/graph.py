@@ -209,6 +209,26 @@ def item_label(node: Node) -> str:
     return f"{outs[k]} (all steps)" if k < len(outs) else f"final {states[k - len(outs)]}"
 
 
+def made_by(node: Node) -> str:
+    """Where a computed tensor's value comes from, as a message says it: ``computed by op
+    'mul'``, or for an output or final state of a net's call (an ``item`` node, which is no
+    op a user writes) ``the output 'y' of a call of the unrolled net of cell 'GRUCell'``.
+
+    Examples
+    --------
+    >>> made_by(Node("mul", name="q"))
+    "computed by op 'mul'"
+    """
+    if node.op == "item" and node.inputs and "_run" in node.inputs[0].attrs:
+        net = node.inputs[0].attrs["_run"].net
+        outs, states = list(net.output_nodes), list(net.state_nodes)
+        k = node.attrs["index"]
+        what = (f"the output {outs[k]!r}" if k < len(outs) else
+                f"the final state {states[k - len(outs)]!r}")
+        return f"{what} of a call of the unrolled net of cell {net.cell.name!r} (net(xs))"
+    return f"computed by op {node.op!r}"
+
+
 def _read_only(field: str) -> property:
     def refuse(self, value):
         raise AttributeError(

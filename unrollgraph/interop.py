@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import NumpyFunctionError
+from .graph import made_by
 
 # the ufuncs an operator calls, as ``ndarray <op> tensor``: name -> (the tensor's method when
 # it is the left operand, its method when it is the right one)
@@ -109,7 +110,7 @@ def _graph_tensor(t) -> str | None:
     if not t._requires_grad:
         return None
     if t._parents:
-        return f"{node.label()} is computed by op {node.op!r} and requires grad"
+        return f"{node.label()} is {made_by(node)} and requires grad"
     return f"{node.label()} requires grad"
 
 

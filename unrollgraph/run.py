@@ -54,6 +54,7 @@ from .tensor import (
     Tensor,
     _check_finite,
     _dtype_name,
+    _from_torch,
     _locked,
     as_real_array,
     op_error,
@@ -385,9 +386,11 @@ def normalize_inputs(net, xs) -> dict:
                 )
         else:
             # a copy of the caller's array (as ug.tensor makes): the run keeps the inputs
-            # for backward, and an edit of the array in between must not reach them
-            arr = _locked(as_real_array(
-                x, f"unrolled cell {net.cell.name!r}: net(xs): xs[{k!r}]", _untyped(net, x)))
+            # for backward, and an edit of the array in between must not reach them; a
+            # PyTorch tensor is read with its own dtype, which check_dtypes checks
+            what = f"unrolled cell {net.cell.name!r}: net(xs): xs[{k!r}]"
+            x = _from_torch(x, what)
+            arr = _locked(as_real_array(x, what, _untyped(net, x)))
             t = Tensor(arr, Node("leaf", name=k, shape=arr.shape, dtype=_dtype_name(arr)))
         want = net._input_shapes[k]
         if t.ndim != 2 + len(want) or t.shape[0] != net.steps or t.shape[2:] != want:
@@ -450,7 +453,9 @@ def normalize_state(net, state, batch) -> dict:
                 raise CellError(f"{cell}: state[{k!r}] is {s.node.label()}, which holds no "
                                 "array; pass an array or a Tensor shaped (batch, ...)")
         else:  # a copy: the run keeps the initial state for backward
-            arr = _locked(as_real_array(s, f"{cell}: initial state= {k!r}", _untyped(net, s)))
+            what = f"{cell}: initial state= {k!r}"
+            s = _from_torch(s, what)  # (its own dtype, which check_dtypes checks)
+            arr = _locked(as_real_array(s, what, _untyped(net, s)))
         if arr.shape != want:
             raise ShapeError(
                 f"{cell}: initial state {k!r} must have shape "
@@ -485,8 +490,10 @@ def check_dtypes(net, dtype, xs_t: dict, states_t: dict) -> None:
         if np.promote_types(arr.dtype, dtype) == dtype:
             continue
         name = "xs" if what == "input" else "h0"
+        torch_cast = {"float32": "float", "float64": "double"}.get(dtype.name)
         fix = (f"{name}.astype(np.{dtype.name}) (a tensor: ug.tensor({name}, "
-               f"dtype=np.{dtype.name}), or compute it in {dtype.name})")
+               f"dtype=np.{dtype.name}), or compute it in {dtype.name}"
+               + (f"; a PyTorch tensor: {name}.{torch_cast}()" if torch_cast else "") + ")")
         raise DTypeError(
             f"{cell}: {what} {k!r} is {arr.dtype.name} but the cell computes in {dtype.name} "
             f"(its parameters are {dtype.name}): the run would silently compute and return "

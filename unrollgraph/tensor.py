@@ -35,7 +35,7 @@ from .errors import (
     ShapeError,
     UnrollGraphError,
 )
-from .graph import Node, check_name
+from .graph import Node, check_name, made_by
 from .ops import _REGISTRY, _SMALL_EXPAND, get_op
 
 __all__ = [
@@ -110,8 +110,8 @@ def as_real_array(value, what: str, dtype=None, copy: bool = True) -> np.ndarray
     ``net(xs, state=...)``, ``backward(gradient=...)``, assigning ``.data`` or ``.grad``,
     numbers and arrays in arithmetic) passes its argument through here, so each accepts and
     refuses the same things: real numbers (bool, integer and float arrays, Python and numpy
-    scalars, nested lists of numbers, Tensors) are accepted; ``None``, strings, bytes, complex
-    numbers, dates and arbitrary objects are refused with a :class:`DTypeError` that names the
+    scalars, nested lists of numbers, Tensors, and PyTorch tensors, read with their own
+    dtype) are accepted; ``None``, strings, bytes, complex numbers, dates and arbitrary objects are refused with a :class:`DTypeError` that names the
     argument ``what``.
 
     Parameters
@@ -161,6 +161,8 @@ def as_real_array(value, what: str, dtype=None, copy: bool = True) -> np.ndarray
             )
     if isinstance(value, Tensor):
         value = value._data
+    else:
+        value = _from_torch(value, what)  # a PyTorch tensor's values, its dtype kept
     if value is None:
         raise DTypeError(f"{what}: got None; pass a number or an array of real numbers")
     if isinstance(value, (str, bytes)):
@@ -199,6 +201,58 @@ def as_real_array(value, what: str, dtype=None, copy: bool = True) -> np.ndarray
 def _short(value) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _from_torch(value, what: str):
+    """A PyTorch tensor's values as a numpy array of the same dtype (float64 stays float64,
+    float32 float32: the checks that follow see the type the caller chose); anything else
+    is returned as it is. The array may share the tensor's memory: callers that keep it copy
+    it. Never imports torch (a tensor of it exists only if the caller imported it).
+
+    A tensor that requires grad, a tensor on a GPU (or another device) and a bfloat16 tensor
+    are refused with a :class:`DTypeError` naming ``what`` and the call that fixes it.
+
+    Examples
+    --------
+    >>> _from_torch([1.0, 2.0], "x")  # not a PyTorch tensor: as it is
+    [1.0, 2.0]
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(value, getattr(torch, "Tensor", ())):
+        return value
+    if value.requires_grad:
+        raise DTypeError(
+            f"{what}: got a PyTorch tensor that requires grad ({_torch_desc(value)}), whose "
+            "values numpy cannot read while torch's autograd records it. Pass t.detach(): "
+            "the same values (the same memory), cut from torch's graph, so no gradient "
+            "computed here flows back into torch; unrollgraph records its own graph and "
+            "gradients (ug.tensor(t.detach(), requires_grad=True) for a leaf to "
+            "differentiate)"
+        )
+    if value.device.type != "cpu":
+        raise DTypeError(
+            f"{what}: got a PyTorch tensor on device {str(value.device)!r} "
+            f"({_torch_desc(value)}); unrollgraph computes with numpy on the CPU: pass "
+            "t.cpu() (a copy in main memory)"
+        )
+    if value.dtype == torch.bfloat16:
+        raise DTypeError(
+            f"{what}: got a PyTorch bfloat16 tensor ({_torch_desc(value)}), a type numpy does "
+            "not have; pass t.float() (float32) or t.double() (float64)"
+        )
+    try:
+        return value.resolve_conj().resolve_neg().numpy()
+    except Exception as exc:  # sparse, quantized... tensors numpy cannot read
+        reason = str(exc).split(". ")[0]
+        raise DTypeError(
+            f"{what}: cannot read the PyTorch tensor ({_torch_desc(value)}) as a numpy "
+            f"array ({reason}); pass a dense CPU tensor (t.to_dense().cpu()) or a numpy array"
+        ) from None
+
+
+def _torch_desc(t) -> str:
+    """``torch.float64 of shape (3, 2)``: a PyTorch tensor, as a message names it."""
+    return f"{t.dtype} of shape {tuple(t.shape)}"
 
 
 def _locked(arr: np.ndarray) -> np.ndarray:
@@ -978,8 +1032,8 @@ class Tensor:
             raise DTypeError(f"requires_grad_(flag): pass True or False, got {flag!r}")
         if self._parents and not flag:
             raise GradientError(
-                f"{self.node.label()}.requires_grad_(False): {self.node.label()} is computed "
-                f"by op {self.node.op!r}, and only a leaf can stop requiring grad; use "
+                f"{self.node.label()}.requires_grad_(False): {self.node.label()} is "
+                f"{made_by(self.node)}, and only a leaf can stop requiring grad; use "
                 "t.detach() for a leaf with the same value and no history"
             )
         self.requires_grad = flag
@@ -1044,7 +1098,7 @@ class Tensor:
             )
         if self._parents:
             raise GraphError(
-                f"{node.label()}.edit(): {node.label()} is computed by op {node.op!r}, and an "
+                f"{node.label()}.edit(): {node.label()} is {made_by(node)}, and an "
                 "edit of its value would not be part of the graph its gradient follows; "
                 "compute the new value with ops (ug.where(mask, new, old), ug.concat([...])), "
                 "or edit a leaf (w[...] = v, or with w.edit() as a: ...)"
@@ -1100,7 +1154,7 @@ class Tensor:
             )
         if self._parents or type(self._data) is not np.ndarray:
             raise GraphError(
-                f"{node.label()}[...] = ...: {node.label()} is computed by op {node.op!r}, and an "
+                f"{node.label()}[...] = ...: {node.label()} is {made_by(node)}, and an "
                 "assignment into it would not be part of the graph its gradient follows; "
                 "compute the new value with ops (ug.where(mask, new, old), ug.concat([...])), "
                 "or edit a leaf (w[...] = v, or with w.edit() as a: ...)"
@@ -1352,7 +1406,7 @@ class Tensor:
             )
         if self._parents or type(self._data) is not np.ndarray:
             raise GradientError(
-                f"{label}.{call}: {label} is computed by op {node.op!r}, and a change of its "
+                f"{label}.{call}: {label} is {made_by(node)}, and a change of its "
                 "value in place would not be part of the graph its gradient follows; compute "
                 "a new tensor (q = t + v, q = t * v), or change a leaf (a parameter, under "
                 "ug.no_grad())"
@@ -2021,6 +2075,7 @@ def _const(value, like: np.ndarray | None, opname: str = "an op") -> Tensor:
 
     The constant holds its own copy of an array operand: the graph must not change when the
     caller edits the array before ``backward()``."""
+    value = _from_torch(value, f"{opname}: the operand")  # (a view of a PyTorch tensor's)
     try:
         arr = np.asarray(value)
     except Exception:

@@ -25,7 +25,7 @@ from .cell import Cell, named
 from .errors import DTypeError, GradientError, ShapeError
 from .functional import mse_loss
 from .optim import TrainingError, _number, clip_grad_norm
-from .tensor import Tensor, as_real_array, no_grad, tensor
+from .tensor import Tensor, _from_torch, as_real_array, no_grad, tensor
 from .unroll import Unrolled, unroll
 
 __all__ = ["Linear", "SequenceModel", "History", "fit", "evaluate", "tbptt"]
@@ -96,6 +96,7 @@ class Linear:
     def __call__(self, x):
         dtype = self.weight.dtype
         if not isinstance(x, Tensor):  # numbers, lists and integers take the weight's type
+            x = _from_torch(x, "Linear: the input")  # (its own dtype, checked below)
             x = tensor(x, dtype=x.dtype if isinstance(x, np.ndarray) and x.dtype.kind == "f"
                        else dtype)
         features = self.weight.shape[1]
@@ -661,6 +662,9 @@ def tbptt(cell, xs, targets, loss_fn, k1: int, k2: int, optimizer=None, readout=
             f"tbptt: xs has {T} steps but targets has {_steps_of(targets)}; give one target "
             "per step"
         )
+    xs = ({k: _from_torch(v, f"tbptt(xs[{k!r}])") for k, v in xs.items()}
+          if isinstance(xs, Mapping) else _from_torch(xs, "tbptt(xs)"))  # (dtypes kept)
+    targets = _from_torch(targets, "tbptt(targets)")
     if not isinstance(xs, (np.ndarray, Tensor, Mapping)):  # lists: in the cell's float type
         xs = as_real_array(xs, "tbptt(xs)", dtype=cell.dtype)
     nets = {} if cache is None else cache
@@ -701,6 +705,8 @@ def _tbptt_state(state, names, cell) -> tuple:
             f"tbptt: state has {len(state)} entries but cell {cell.name!r} has states {names}; "
             "give one per state (or a dict by name)"
         )
+    state = tuple(_from_torch(s, f"tbptt(state=...) for state {k!r}")  # (dtypes kept)
+                  for s, k in zip(state, names))
     return tuple(as_real_array(  # a float array keeps its type (the net checks it), other
         s, f"tbptt(state=...) for state {k!r}",  # data takes the cell's
         None if isinstance(s, (np.ndarray, Tensor)) and np.asarray(s).dtype.kind == "f"
