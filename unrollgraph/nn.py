@@ -13,6 +13,13 @@ float32 inputs and initial states (a float64 one raises :class:`~unrollgraph.DTy
 naming it, since numpy would silently compute the whole run in float64; numbers, lists and
 integer arrays are converted). ``docs/cells.md`` describes calling a net and editing
 parameters.
+
+The stacks take PyTorch's ``batch_first``, ``dropout``, ``bidirectional`` (and ``LSTM``'s
+``proj_size``) as keywords at their default values (False, 0, False, 0), so code written for
+PyTorch runs unchanged; any other value raises :class:`~unrollgraph.CellError` saying what to
+do instead (batch-first data: ``np.swapaxes(x, 0, 1)``). A stack's final state is one tensor
+per state, in the order of ``cell.states`` (``h_l0, c_l0, h_l1, c_l1`` for a 2-layer LSTM),
+not PyTorch's ``(h_n, c_n)``: ``ug.stack(state[0::2])`` is ``h_n``.
 """
 
 from __future__ import annotations
@@ -199,11 +206,45 @@ class GRUCell(_SingleLayer):
         super().__init__(input_size, hidden_size, bias, "tanh", seed, dtype, name)
 
 
+def _torch_defaults(cls: str, batch_first, dropout, bidirectional, proj_size=0) -> None:
+    """Accept PyTorch's ``nn.RNN/LSTM/GRU`` arguments at their default values (so code
+    written for PyTorch runs unchanged) and refuse any other value with what to do instead."""
+    def is_default(v, default):
+        return (isinstance(v, (bool, np.bool_, int, float, np.integer, np.floating))
+                and v == default)
+
+    if not is_default(batch_first, False):
+        raise CellError(
+            f"ug.nn.{cls}(batch_first={batch_first!r}): an unrolled net always takes its "
+            "inputs time-first, shaped (T, B, features); keep batch_first=False (the "
+            "default) and pass batch-first data swapped, np.swapaxes(x, 0, 1) (a PyTorch "
+            "tensor: x.transpose(0, 1)); the outputs come (T, B, H), and out.transpose(0, 1) "
+            "gives them batch-first")
+    if not is_default(dropout, 0):
+        raise CellError(
+            f"ug.nn.{cls}(dropout={dropout!r}): there is no dropout between layers (a net "
+            "computes the same values on every call, and gradcheck can check its gradients); "
+            "keep dropout=0, the default")
+    if not is_default(bidirectional, False):
+        raise CellError(
+            f"ug.nn.{cls}(bidirectional={bidirectional!r}): a net runs forward in time only; "
+            "keep bidirectional=False and build the backward direction from a second cell "
+            "run over the reversed sequence: out_b, _ = net_b(xs[::-1]), then "
+            "ug.concat([out, out_b[::-1]], axis=-1) gives PyTorch's (T, B, 2 * H) outputs")
+    if not is_default(proj_size, 0):
+        raise CellError(
+            f"ug.nn.{cls}(proj_size={proj_size!r}): projected LSTMs (h = W_hr h) are not "
+            "built in; keep proj_size=0, or write the cell with its projection as a "
+            "parameter (ug.Cell, docs/cells.md)")
+
+
 class _Stacked(_ParamAttributes, Cell):
     kind = "rnn"
 
     def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
-                 seed=None, dtype=np.float64, name=None):
+                 seed=None, dtype=np.float64, name=None, *, batch_first=False, dropout=0.0,
+                 bidirectional=False):
+        _torch_defaults(type(self).__name__, batch_first, dropout, bidirectional)
         _check_sizes(input_size, hidden_size, nonlinearity, dtype, seed, bias)
         if not _positive_int(num_layers):
             raise CellError(f"num_layers must be a positive int, got {num_layers!r}")
@@ -246,7 +287,9 @@ class LSTM(_Stacked):
     kind = "lstm"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, seed=None,
-                 dtype=np.float64, name=None):
+                 dtype=np.float64, name=None, *, batch_first=False, dropout=0.0,
+                 bidirectional=False, proj_size=0):
+        _torch_defaults("LSTM", batch_first, dropout, bidirectional, proj_size)
         super().__init__(input_size, hidden_size, num_layers, "tanh", bias, seed, dtype, name)
 
 
@@ -263,8 +306,10 @@ class GRU(_Stacked):
     kind = "gru"
 
     def __init__(self, input_size, hidden_size, num_layers=1, bias=True, seed=None,
-                 dtype=np.float64, name=None):
-        super().__init__(input_size, hidden_size, num_layers, "tanh", bias, seed, dtype, name)
+                 dtype=np.float64, name=None, *, batch_first=False, dropout=0.0,
+                 bidirectional=False):
+        super().__init__(input_size, hidden_size, num_layers, "tanh", bias, seed, dtype, name,
+                         batch_first=batch_first, dropout=dropout, bidirectional=bidirectional)
 
 
 class ResidualRNNCell(_ParamAttributes, Cell):
