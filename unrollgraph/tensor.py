@@ -1873,6 +1873,14 @@ _TORCH_ONLY = {
     "masked_fill": "write ug.where(mask, value, {k})",
     "fill_": "under ug.no_grad(), {k}.zero_() or {k}[...] = v (a leaf)",
     "copy_": "assign the value: {k}.data = u.data, or {k}[...] = u.data (a leaf)",
+    "chunk": ("slice it, each slice an op with a gradient: n pieces of the last axis, "
+              "m = {k}.shape[-1] // n long, are [{k}[..., j * m:(j + 1) * m] for j in "
+              "range(n)] ({k}[j * m:(j + 1) * m] along axis 0)"),
+    "split": ("slice it, each slice an op with a gradient: pieces of size m along the last "
+              "axis are [{k}[..., j:j + m] for j in range(0, {k}.shape[-1], m)] "
+              "({k}[j:j + m] for axis 0)"),
+    "flip": ("index with a step of -1, an op with a gradient: {k}[::-1] reverses axis 0, "
+             "{k}[:, ::-1] axis 1, {k}[..., ::-1] the last"),
 }
 _TORCH_PROPERTIES = frozenset({"device", "is_cuda", "grad_fn"})
 
@@ -1899,6 +1907,100 @@ for _name, _fix in _TORCH_ONLY.items():
     assert _name not in Tensor.__dict__, _name  # (a name the Tensor has is never shadowed)
     setattr(Tensor, _name, _TorchOnly(_name, _fix))
 del _name, _fix
+
+# PyTorch's names of the modules ``torch`` and ``torch.nn`` that ``ug`` and ``ug.nn`` do not
+# have: name -> (PyTorch's full name, what to write instead), for those modules' __getattr__
+# (:func:`_ug_getattr`, :func:`_nn_getattr`). The names are not attributes: ``hasattr`` is
+# False and ``dir()`` does not list them.
+_NEW_ARRAY = "make the array with numpy and wrap it: ug.tensor(np.{np}(...))"
+_TORCH_ONLY_UG = {
+    "cat": ("torch.cat", "write ug.concat(tensors, axis=d) (torch.cat's dim= is axis= here)"),
+    "clip_grad_norm_": ("torch.nn.utils.clip_grad_norm_",
+                        "write ug.clip_grad_norm(params, max_norm), which takes the same "
+                        "arguments and returns the total norm before clipping (a float)"),
+    "clip_grad_value_": ("torch.nn.utils.clip_grad_value_",
+                         "write ug.clip_grad_value(params, clip_value)"),
+    "clamp": ("torch.clamp", "write ug.clip(t, lo, hi) (or t.clip(lo, hi))"),
+    "chunk": ("torch.chunk", "slice the tensor: " + _TORCH_ONLY["chunk"].format(k="t")),
+    "split": ("torch.split", "slice the tensor: " + _TORCH_ONLY["split"].format(k="t")),
+    "flip": ("torch.flip", _TORCH_ONLY["flip"].format(k="t")),
+    "mm": ("torch.mm", "write a @ b (or ug.matmul(a, b))"),
+    "bmm": ("torch.bmm", "write a @ b (or ug.matmul(a, b))"),
+    "zeros": ("torch.zeros", _NEW_ARRAY.format(np="zeros")),
+    "ones": ("torch.ones", _NEW_ARRAY.format(np="ones")),
+    "randn": ("torch.randn", "make the array with numpy and wrap it: "
+              "ug.tensor(np.random.default_rng(seed).standard_normal(shape))"),
+    "from_numpy": ("torch.from_numpy", "write ug.tensor(array) (it keeps the array's float "
+                   "type, in a copy of its own)"),
+    "as_tensor": ("torch.as_tensor", "write ug.tensor(data)"),
+    "manual_seed": ("torch.manual_seed", "randomness is seeded where it is used: "
+                    "ug.nn.LSTMCell(2, 4, seed=0), ug.train.Linear(4, 1, seed=0)"),
+    "float32": ("torch.float32", "float types are numpy's: np.float32"),
+    "float64": ("torch.float64", "float types are numpy's: np.float64"),
+}
+_NN_LOSS = "the loss is a function, with no module to build: loss = ug.{f}(prediction, target)"
+_TORCH_ONLY_NN = {
+    "Linear": ("torch.nn.Linear", "write ug.train.Linear(in_features, out_features) (weight, "
+               "bias and parameters() as PyTorch's; ug.train.SequenceModel(net, readout) "
+               "puts it after a net)"),
+    "MSELoss": ("torch.nn.MSELoss", _NN_LOSS.format(f="mse_loss") +
+                ", or loss_fn=ug.mse_loss"),
+    "CrossEntropyLoss": ("torch.nn.CrossEntropyLoss", _NN_LOSS.format(f="cross_entropy")
+                         + " (logits, integer labels)"),
+    "BCEWithLogitsLoss": ("torch.nn.BCEWithLogitsLoss",
+                          _NN_LOSS.format(f="binary_cross_entropy_with_logits")),
+    "Module": ("torch.nn.Module", "a recurrent cell is a ug.Cell (declare its inputs, states "
+               "and parameters; docs/cells.md), run with ug.unroll(cell, steps=T); any other "
+               "model is a function of tensors"),
+    "Parameter": ("torch.nn.Parameter", "a cell's parameter is cell.param(name, value); a "
+                  "free one is ug.tensor(value, requires_grad=True)"),
+    "Dropout": ("torch.nn.Dropout", "there is no dropout: every call of a net computes the "
+                "same values"),
+    "Tanh": ("torch.nn.Tanh", "write ug.tanh(x)"),
+    "ReLU": ("torch.nn.ReLU", "write ug.relu(x)"),
+    "Sigmoid": ("torch.nn.Sigmoid", "write ug.sigmoid(x)"),
+    "functional": ("torch.nn.functional", "the functions are ug's own: ug.tanh, ug.relu, "
+                   "ug.softmax, ug.mse_loss, ug.cross_entropy"),
+    "utils": ("torch.nn.utils", "gradient clipping is ug.clip_grad_norm(params, max_norm) and "
+              "ug.clip_grad_value(params, clip_value)"),
+}
+
+
+def _torch_only_attribute(module: str, short: str, table: dict, name: str):
+    """The ``AttributeError`` for a missing attribute ``name`` of module ``module`` (written
+    ``short.name`` in code): Python's own message, or for a PyTorch name in ``table`` one
+    that names PyTorch's and says what to write instead."""
+    entry = table.get(name)
+    if entry is None:
+        return AttributeError(f"module {module!r} has no attribute {name!r}", name=name)
+    torch_name, fix = entry
+    return AttributeError(f"{short}.{name}: PyTorch's {torch_name} is not part of "
+                          f"unrollgraph; {fix}", name=name)
+
+
+def _ug_getattr(name: str):
+    """``unrollgraph``'s module ``__getattr__``: every name it is asked for is missing (a
+    name the module has is found without it); PyTorch's get a message saying what to write.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> hasattr(ug, "cat"), hasattr(ug, "concat")
+    (False, True)
+    """
+    raise _torch_only_attribute("unrollgraph", "ug", _TORCH_ONLY_UG, name)
+
+
+def _nn_getattr(name: str):
+    """``unrollgraph.nn``'s module ``__getattr__``, as :func:`_ug_getattr`.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> hasattr(ug.nn, "Linear")
+    False
+    """
+    raise _torch_only_attribute("unrollgraph.nn", "ug.nn", _TORCH_ONLY_NN, name)
 
 
 def _zeros(arr: np.ndarray, _value) -> np.ndarray:
