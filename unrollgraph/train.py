@@ -286,7 +286,46 @@ def _clip(who: str, clip):
                    low_ok=False, infinite_ok=True)
 
 
+# PyTorch's losses (a module's class name or a function's name) -> unrollgraph's function
+_TORCH_LOSSES = {
+    "MSELoss": "mse_loss", "mse_loss": "mse_loss",
+    "CrossEntropyLoss": "cross_entropy", "cross_entropy": "cross_entropy",
+    "BCEWithLogitsLoss": "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits": "binary_cross_entropy_with_logits",
+}
+
+
+def _torch_loss(who: str, loss_fn) -> None:
+    """Refuse a PyTorch loss (an ``nn.Module`` such as ``torch.nn.MSELoss()``, or a function
+    of ``torch``): it computes on torch tensors, and would fail deep inside torch on the
+    first batch. The message names it and unrollgraph's loss to pass instead."""
+    module = next((m for m in (getattr(c, "__module__", "") or "" for c in
+                               type(loss_fn).__mro__)
+                   if m == "torch" or m.startswith("torch.")), "")  # an nn.Module's (subclass)
+    if not module:
+        module = getattr(loss_fn, "__module__", "") or ""  # a function of torch
+        if not (module == "torch" or module.startswith("torch.")):
+            return
+        name = getattr(loss_fn, "__name__", repr(loss_fn))
+        shown = f"PyTorch's {module}.{name}"
+    else:
+        name = type(loss_fn).__name__
+        own = type(loss_fn).__module__ or ""
+        shown = (f"PyTorch's torch.nn.{name}()" if own.startswith("torch.nn") else
+                 f"PyTorch's {own}.{name}" if own.startswith("torch") else
+                 f"{name}(), a PyTorch module,")
+    ours = _TORCH_LOSSES.get(name)
+    raise TrainingError(
+        f"{who}: loss_fn is {shown if shown.endswith(',') else shown + ','} which computes on "
+        "torch tensors, not on unrollgraph's; pass "
+        + (f"ug.{ours}, the same loss (loss_fn=ug.{ours})" if ours else
+           "one of unrollgraph's losses (ug.mse_loss, ug.cross_entropy, "
+           "ug.binary_cross_entropy_with_logits) or a function of ug tensors "
+           "(lambda pred, y: ...)"))
+
+
 def _loss_fn(who: str, loss_fn):
+    _torch_loss(who, loss_fn)
     if not callable(loss_fn):
         raise TrainingError(
             f"{who}: loss_fn must be callable (prediction, targets) -> scalar Tensor, such as "
