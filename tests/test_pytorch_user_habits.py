@@ -276,3 +276,12 @@ def test_fit_refuses_a_users_torch_module_as_loss():
     with pytest.raises(ug.TrainingError, match=r"loss_fn is Loss\(\), a PyTorch module,"):
         ug.train.fit(net, ug.optim.SGD(net.cell.parameters(), lr=0.1),
                      [(np.zeros((3, 2, 2)), np.zeros((3, 2, 4)))], Loss(), progress=False)
+
+
+def test_load_state_dict_converts_a_bfloat16_state_dict_as_pytorch_does():
+    ref = torch.nn.GRUCell(2, 3).to(torch.bfloat16)
+    cell = ug.nn.GRUCell(2, 3, seed=0)
+    cell.load_state_dict(ref.state_dict())
+    assert cell.weight_hh.dtype == np.float64
+    np.testing.assert_array_equal(cell.weight_hh.data,
+                                  ref.weight_hh.detach().double().numpy())

@@ -356,8 +356,9 @@ class Cell:
 
         All or nothing: every name, shape and value is checked first, and the parameters are
         assigned only if all of them pass, so a failure leaves the cell as it was. Each value
-        is copied and converted to its parameter's float type (a PyTorch float32 state dict
-        loads into a float64 cell); the parameters keep their dtype and shape. A graph
+        is copied and converted to its parameter's float type (a PyTorch float32 or bfloat16
+        state dict loads into a float64 cell, as PyTorch's ``load_state_dict`` converts); the
+        parameters keep their dtype and shape. A graph
         computed before the load can no longer be differentiated (see ``Tensor.data``).
 
         Raises
@@ -405,7 +406,10 @@ class Cell:
         for k, p in self._params.items():
             v = state_dict[k]
             if not isinstance(v, Tensor) and hasattr(v, "detach") and hasattr(v, "cpu"):
-                v = v.detach().cpu().numpy()  # a PyTorch tensor
+                v = v.detach().cpu()  # a PyTorch tensor (its values, off its graph)
+                if str(getattr(v, "dtype", "")) == "torch.bfloat16":
+                    v = v.float()  # exact (numpy has no bfloat16); converted to p's type below
+                v = v.numpy()
             arr = as_real_array(v, f"cell {self.name!r}: load_state_dict: state_dict[{k!r}]",
                                 dtype=p.dtype)
             if arr.shape != p.shape:
