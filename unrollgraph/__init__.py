@@ -73,7 +73,7 @@ from .optim import clip_grad_norm, clip_grad_value, normalize_grad_norm
 from .render import render, render_side_by_side, to_dot
 from .symbolic import to_sympy
 from .tensor import Tensor, detect_anomaly, enable_grad, is_grad_enabled, no_grad, tensor
-from .tensor import _ug_getattr as __getattr__  # (PyTorch's names: what to write instead)
+from .tensor import _ug_getattr as __getattr__  # noqa: F401 (PyTorch names: what to write)
 from .testing import gradcheck
 from .tikz import to_tikz
 from .unroll import Run, Unrolled, unroll

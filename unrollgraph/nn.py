@@ -30,7 +30,7 @@ from .cell import Cell
 from .errors import CellError, DTypeError
 from .functional import relu, sigmoid, tanh
 from .tensor import Tensor
-from .tensor import _nn_getattr as __getattr__  # (PyTorch's names: what to write instead)
+from .tensor import _nn_getattr as __getattr__  # noqa: F401 (PyTorch names: what to write)
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "RNN", "LSTM", "GRU", "ResidualRNNCell"]
 

@@ -111,8 +111,10 @@ def as_real_array(value, what: str, dtype=None, copy: bool = True) -> np.ndarray
     numbers and arrays in arithmetic) passes its argument through here, so each accepts and
     refuses the same things: real numbers (bool, integer and float arrays, Python and numpy
     scalars, nested lists of numbers, Tensors, and PyTorch tensors, read with their own
-    dtype) are accepted; ``None``, strings, bytes, complex numbers, dates and arbitrary objects are refused with a :class:`DTypeError` that names the
-    argument ``what``.
+    dtype) are accepted; ``None``, strings, bytes, complex numbers, dates and arbitrary
+    objects are refused with a :class:`DTypeError` that names the argument ``what``. A
+    PyTorch tensor that requires grad, is on a GPU or is bfloat16 is refused saying what to
+    call (``t.detach()``, ``t.cpu()``, ``t.float()``).
 
     Parameters
     ----------
