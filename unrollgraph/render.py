@@ -149,7 +149,7 @@ _WORDS = {
 
 
 #: what tells apart kinds drawn in one shape and border, in words around the shape's
-_TELLS = {"const": "small {}", "elide": "{} titled … N steps …", "mask": "{} titled mask"}
+_TELLS = {"const": "small {}", "elide": "{} titled … N steps …", "mask": "small {} titled mask"}
 
 
 def _shape_words(shape: str, style: str = "") -> str:
@@ -1070,7 +1070,7 @@ class _Drawer:
             "group": group,
             "peripheries": "2" if double else None,
         }
-        if kind == "const":
+        if kind in ("const", "mask"):
             attrs.update(margin="0.02,0.02", height="0.25", width="0.3")
         self.node_at[nid] = (len(self.lines), attrs["label"].text)
         self.emit(f'"{nid}" {_attrs(attrs)}', indent)
@@ -1347,7 +1347,9 @@ class _Drawer:
             "elide": "elided steps",
             "step": "one time step (detail='ops' draws its ops)",
             "cut": "greyed, dashed border: truncated BPTT sends it no gradient",
-            "mask": "mask",
+            "mask": ("padding mask (lengths=): per sequence, whether the step is within its "
+                     f"length; each where op takes{_BR}the step's value there and past it "
+                     f"the state kept (an output: 0); data, so no gradient{_BR}"),
             "kept": "a state the checkpointed run keeps (the others it recomputes)",
         }
         rows = []
@@ -2017,7 +2019,9 @@ class _Unrolled(_Drawer):
             ends = _Scale(mags, self.t["ramp"]).range
             if ends is not None:
                 lo, hi = ends[0] * (1 - 1e-9), ends[1] * (1 + 1e-9)
-                drawn = _mags([self.grad(n) for n in self.g.nodes if not self.is_const(n)
+                kept_states = self.kept_states()  # (filled by the state's gradient)
+                drawn = _mags([self.state_grad(n) if id(n) in kept_states else self.grad(n)
+                               for n in self.g.nodes if not self.is_const(n)
                                and (n.step is None or n.step in self.kept)])
                 self.beyond = any(m is not None and m > 0 and not lo <= m <= hi
                                   for m in drawn)
@@ -2066,12 +2070,12 @@ class _Unrolled(_Drawer):
             return "input", False
         if n.op == "init":
             return "state", True
+        if n.role == "mask":  # (a constant of the run's lengths: named for what it is)
+            return "mask", False
         if self.is_const(n):
             return "const", False
         if n.role == "shared":
             return "shared", False
-        if n.role == "mask":
-            return "mask", False
         if n.role == "next_state":
             return "next_state", True
         return "op", False
@@ -2099,6 +2103,35 @@ class _Unrolled(_Drawer):
                 _h(self.number_text(total, n))
             rows.append(f"Σ = {text}")
         return rows
+
+    def kept_states(self) -> dict:
+        """id of each state node of a masked run (``h_kept = where(mask, h_next, h_prev)``)
+        -> the state's name: the node a reader of the op view takes for the state h_t."""
+        found = getattr(self, "_kept_states", None)
+        if found is None:
+            found = self._kept_states = {
+                id(n): s for s, ns in self.net.state_nodes.items() for n in ns
+                if _unmasked(n) is not n}
+        return found
+
+    def kept_state_rows(self, n: Node, texts: list[str]) -> tuple[list[str], float | None]:
+        """The rows and the fill of op ``n`` in the op view. A masked run's state node
+        (``h_kept``, a where op) prints its own gradient, and under it the gradient of the
+        state the net carries on, ``∂L/∂h_t`` (:meth:`Run.state_grad_of`, as
+        ``state_grads()[t]`` and every other view give it), which fills it: the op's own
+        gradient is what reaches the where op (the later steps' parts), not the state's
+        (the step's outputs read the next state the where op wraps)."""
+        s = self.kept_states().get(id(n))
+        if s is None or not self.has_grads:
+            return texts, _mag(self.grad(n))
+        grad = self.state_grad(n)
+        if self.show_grads():
+            text = self.number_text(grad, n)
+            if text is not None:
+                texts = texts + [f"∂{self.loss_sym()}/∂{_hn(s)}<sub>{n.step}</sub> = "
+                                 + _h(text)]
+                self.kept_drawn = list(dict.fromkeys(getattr(self, "kept_drawn", []) + [s]))
+        return texts, _mag(grad)
 
     # ops detail
     def build_ops(self) -> None:
@@ -2229,8 +2262,9 @@ class _Unrolled(_Drawer):
                 texts = self.rows(n)
                 if n.role == "mask" and not texts:  # (its value is the lengths': what it does)
                     texts = pads or ["every sequence runs"]
+                texts, mag = self.kept_state_rows(n, texts)
                 self.node(g.id(n), kind, self.title(n, with_step=True), texts,
-                          _mag(self.grad(n)), cut=cut, indent=2, tooltip=self.tooltip(n),
+                          mag, cut=cut, indent=2, tooltip=self.tooltip(n),
                           hot=id(n) in self.path, state=state, group=self.column_of.get(id(n)),
                           kept=id(n) in kept_ids)
             self.cluster_end[t] = len(self.lines)  # where the step's junctions go
@@ -2623,14 +2657,29 @@ class _Unrolled(_Drawer):
                 "RL": {"next": "s", "prev": "n", "up": "w"}}[rankdir][side]
 
     def skip_ports(self, reader: Node, label) -> tuple | None:
-        """The ports of a level state edge into a next state reading it (a masked net's
-        ``h_kept = where(mask, h_next, h_prev)``: the state a padded sequence keeps): out of
-        the state's top and into the reader's, so that dot routes it over the row, where it
-        crosses only the edges up to the outputs (under the row, it crossed every edge of the
-        mask's). ``None`` for any other reader, or an edge with a label."""
+        """The ports ``(source's, reader's)`` of a level state edge into a next state reading
+        it (a masked net's ``h_kept = where(mask, h_next, h_prev)``: the state a padded
+        sequence keeps): out of the state's top and into the reader's top corner on the side
+        of the step before, so that dot routes it over the row, where it crosses only the
+        edges up to the outputs (under the row, it crossed every edge of the mask's). Not
+        into the top itself: with both ends at the top of a node (a kept state is read by
+        the next one, which the one after reads in turn), dot's router failed in every
+        rankdir ("Unable to reclaim box space"; the edge was drawn along the tops of the
+        nodes between). Top to bottom (``rankdir="TB"``), dot failed with one end at the top
+        too, and routes the edge over the row with neither: out of a corner and into a
+        corner (found by laying out LSTM and two-state cells of 2 to 4 steps, batches of 1
+        and 3, the final states read or not, with values and without). ``None`` for any
+        other reader, or an edge with a label."""
         if reader.role != "next_state" or label:
             return None
-        return self.port("up"), self.port("up")
+        up = self.port("up")
+
+        def corner(side):  # (a compass corner: n or s first)
+            return up + side if up in "ns" else side + up
+
+        if up == "s":
+            return corner(self.port("next")), corner(self.port("prev"))
+        return up, corner(self.port("prev"))
 
     def forward_edge(self, a: str, b: str, **kw) -> None:
         """A state edge from one step to a later one. It is written reversed with
@@ -2692,8 +2741,9 @@ class _Unrolled(_Drawer):
                     bend = self.bends.get((id(i), self.row_of_id.get(g.id(n))), (None,))[0]
                     if bend is None:
                         level = self.row_of_id.get(g.id(i)) == self.row_of_id.get(g.id(n))
+                        ports = self.skip_ports(n, label) if level else None
                         self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut,
-                                          ports=self.skip_ports(n, label) if level else None)
+                                          ports=ports and ports[::-1])  # (written reversed)
                         continue
                     if (g.id(i), bend) not in done:  # down its step (state_bends())
                         done.add((g.id(i), bend))
@@ -3229,6 +3279,18 @@ class _Unrolled(_Drawer):
             rows.append(("lengths", _mask_legend(
                 self.net, self.run, note, "; a step box that pads a sequence says which"
                 if self.detail == "steps" else "")))
+        kept = getattr(self, "kept_drawn", [])
+        if kept:  # a masked run's state nodes (op view): which number is the state's
+            sym = self.loss_sym()
+            names = ", ".join(f"∂{sym}/∂{_hn(s)}<sub>t</sub>" for s in kept)
+            s0 = _hn(kept[0])
+            rows.append((names, (
+                f"on a kept state {s0}_kept<sub>t</sub> (a where op): the gradient of the "
+                f"state {s0}<sub>t</sub> the net carries on{_BR}(run.state_grads()[t]), "
+                f"which fills the node: up to a sequence's length the ∇ of{_BR}the step's "
+                f"next state, past it the kept state's own. The ∇ over it is the where{_BR}"
+                f"op's own: what the later steps (and a loss reading the final state) send "
+                f"it;{_BR}the step's outputs read the next state, not it{_BR}")))
         note = _grad_note(self.net, self.grad) if self.show_grads() else None
         if note:
             rows.append(note)
