@@ -410,6 +410,9 @@ def _options(options: dict) -> dict:
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(v) or not 0 < v <= 200:
             raise RenderError(f"{key} must be a positive number (at most 200), got {v!r}")
+    # (whether the scale given is a diagram's: the legend of a folded cell says whose)
+    opts["_scale_of_diagram"] = hasattr(opts["color_scale"], "color_scale") and \
+        not isinstance(opts["color_scale"], (tuple, list))
     opts["color_scale"] = _scale_range(opts["color_scale"])
     opts["_given"] = frozenset(options)  # what the caller chose (not a default)
     return opts
@@ -1431,8 +1434,9 @@ class _Drawer:
                          for k in ticks)
         # the colour of exactly 0, which a node drawn with no gradient computed has too
         zero = "0 or none" if self.nograd_kinds else "0"
+        title = getattr(self, "bar_title", None) or "gradient norm ‖∇‖ (log scale)"
         return (
-            f'<tr><td colspan="{span}"><font point-size="9">gradient norm ‖∇‖ (log scale)'
+            f'<tr><td colspan="{span}"><font point-size="9">{title}'
             "</font></td></tr>"
             f'<tr><td colspan="{span}"><table border="0" cellspacing="0" cellpadding="1">'
             f'<tr><td bgcolor="{self.t["zero"]}" border="1" width="14"> </td>{cells}</tr>'
@@ -1490,6 +1494,10 @@ class _Plain(_Drawer):
         roots = list(g.outputs)
         self.compute_path(roots)
         self.scale = self.make_scale([_mag(self.grad(n)) for n in nodes])
+        # a cell's parameters print .grad, which adds up over every backward() call: the
+        # picture says so, and whose colour scale fills them
+        grad_label, notes = ("∇", []) if cell is None or not self.has_grads else \
+            (".grad", self.grad_notes())
         default_dir = "BT" if cell is not None else "LR"
         title = full = o["title"]
         if title is None and cell is not None:
@@ -1503,8 +1511,8 @@ class _Plain(_Drawer):
             hot = id(n) in self.path
             if kind == "param":
                 params.append(nid)
-            self.node(nid, kind, self.title(n), self.rows(n), _mag(self.grad(n)),
-                      tooltip=self.tooltip(n), hot=hot, state=state)
+            self.node(nid, kind, self.title(n), self.rows(n, grad_label),
+                      _mag(self.grad(n)), tooltip=self.tooltip(n), hot=hot, state=state)
         if params and cell is not None:
             self.emit("{rank=source; " + " ".join(f'"{p}"' for p in params) + "}")
         for n in nodes:
@@ -1525,9 +1533,29 @@ class _Plain(_Drawer):
         if o["chain_rule"]:
             self.chain_rule_note(roots)
         self.guard(self.n_nodes, "this graph", fixes)
-        self.legend()
+        self.legend(notes)
         self.place_legend(roots, o["rankdir"] or default_dir)
         return self.lines
+
+    def grad_notes(self) -> list[tuple[str, str]]:
+        """The legend's row saying what a folded cell's ``.grad`` is, and the colour bar's
+        title saying whose scale fills the parameters: the figure's one scale beside a run's
+        view (:func:`render_side_by_side`), the one given (``color_scale=``), or the cell's
+        own, which spans its parameters' norms alone (an unrolled view's spans its run's
+        values, so one gradient gets another colour there)."""
+        if self.in_figure:
+            whose = "the figure's one scale, shared with the picture beside it"
+        elif self.o.get("_scale_of_diagram"):
+            whose = "the scale of the diagram given (color_scale=): one gradient, one colour"
+        elif "color_scale" in self.o.get("_given", ()):
+            whose = "the scale given (color_scale=)"
+        else:
+            whose = ("this picture's own: these parameters' norms alone<br/>(an unrolled "
+                     "view's scale spans its run's values; color_scale=that diagram shares "
+                     "it)")
+        self.bar_title = f"‖.grad‖ (log scale) on {whose}"
+        return [(".grad", f"a parameter's .grad: the sum of its gradient over every step and"
+                          f"{_BR}every backward() call since zero_grad(){_BR}")]
 
     def place_legend(self, roots: list, rankdir: str) -> None:
         """The legend where the reader's eye ends: under the last output, in its column
