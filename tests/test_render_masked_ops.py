@@ -103,3 +103,24 @@ def test_the_kept_states_edges_lay_out_without_a_warning(rankdir, T, lengths, fi
     done = subprocess.run(["dot", "-Tsvg", "-o", "/dev/null"], input=src, text=True,
                           capture_output=True, check=True)
     assert done.stderr == "", done.stderr
+
+
+def test_the_state_gradients_row_escapes_the_users_names():
+    cell = ug.Cell("c")
+    x = cell.input("x", (2,))
+    h = cell.state("<b>h", (2,))
+    w = cell.param("W", np.array([[0.9, -0.4], [0.3, 0.8]]))
+    nxt = ug.tanh(x @ w.T + h)
+    cell.feedback(h, nxt)
+    cell.output("y", nxt * 2.0)
+    net = ug.unroll(cell, 2)
+    out, _ = net(np.ones((2, 2, 2)), lengths=[2, 1])
+    loss = (out * out).sum()
+    loss.name = "J&<i>"
+    loss.backward()
+    text = ug.to_dot(net, loss=loss, detail="ops")
+    assert "∂J&amp;&lt;i&gt;/∂&lt;b&gt;h<sub>0</sub> = " in text
+    assert "∂J&amp;&lt;i&gt;/∂&lt;b&gt;h<sub>t</sub>" in _node_line(text, "legend")
+    svg = subprocess.run(["dot", "-Tsvg"], input=text, capture_output=True, text=True,
+                         check=True).stdout
+    assert "<b>h" not in svg and "<i>" not in svg

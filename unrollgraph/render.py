@@ -2047,8 +2047,8 @@ class _Unrolled(_Drawer):
             ends = _Scale(mags, self.t["ramp"]).range
             if ends is not None:
                 lo, hi = ends[0] * (1 - 1e-9), ends[1] * (1 + 1e-9)
-                kept_states = self.kept_states()  # (filled by the state's gradient)
-                drawn = _mags([self.state_grad(n) if id(n) in kept_states else self.grad(n)
+                masked = self.masked_states()  # (filled by the state's gradient)
+                drawn = _mags([self.state_grad(n) if id(n) in masked else self.grad(n)
                                for n in self.g.nodes if not self.is_const(n)
                                and (n.step is None or n.step in self.kept)])
                 self.beyond = any(m is not None and m > 0 and not lo <= m <= hi
@@ -2132,24 +2132,24 @@ class _Unrolled(_Drawer):
             rows.append(f"Σ = {text}")
         return rows
 
-    def kept_states(self) -> dict:
+    def masked_states(self) -> dict:
         """id of each state node of a masked run (``h_kept = where(mask, h_next, h_prev)``)
         -> the state's name: the node a reader of the op view takes for the state h_t."""
-        found = getattr(self, "_kept_states", None)
+        found = getattr(self, "_masked_states", None)
         if found is None:
-            found = self._kept_states = {
+            found = self._masked_states = {
                 id(n): s for s, ns in self.net.state_nodes.items() for n in ns
                 if _unmasked(n) is not n}
         return found
 
-    def kept_state_rows(self, n: Node, texts: list[str]) -> tuple[list[str], float | None]:
+    def masked_state_rows(self, n: Node, texts: list[str]) -> tuple[list[str], float | None]:
         """The rows and the fill of op ``n`` in the op view. A masked run's state node
         (``h_kept``, a where op) prints its own gradient, and under it the gradient of the
         state the net carries on, ``∂L/∂h_t`` (:meth:`Run.state_grad_of`, as
         ``state_grads()[t]`` and every other view give it), which fills it: the op's own
         gradient is what reaches the where op (the later steps' parts), not the state's
         (the step's outputs read the next state the where op wraps)."""
-        s = self.kept_states().get(id(n))
+        s = self.masked_states().get(id(n))
         if s is None or not self.has_grads:
             return texts, _mag(self.grad(n))
         grad = self.state_grad(n)
@@ -2158,7 +2158,8 @@ class _Unrolled(_Drawer):
             if text is not None:
                 texts = texts + [f"∂{self.loss_sym()}/∂{_hn(s)}<sub>{n.step}</sub> = "
                                  + _h(text)]
-                self.kept_drawn = list(dict.fromkeys(getattr(self, "kept_drawn", []) + [s]))
+                drawn = getattr(self, "masked_drawn", [])
+                self.masked_drawn = drawn + [s] if s not in drawn else drawn
         return texts, _mag(grad)
 
     # ops detail
@@ -2290,7 +2291,7 @@ class _Unrolled(_Drawer):
                 texts = self.rows(n)
                 if n.role == "mask" and not texts:  # (its value is the lengths': what it does)
                     texts = pads or ["every sequence runs"]
-                texts, mag = self.kept_state_rows(n, texts)
+                texts, mag = self.masked_state_rows(n, texts)
                 self.node(g.id(n), kind, self.title(n, with_step=True), texts,
                           mag, cut=cut, indent=2, tooltip=self.tooltip(n),
                           hot=id(n) in self.path, state=state, group=self.column_of.get(id(n)),
@@ -3307,13 +3308,13 @@ class _Unrolled(_Drawer):
             rows.append(("lengths", _mask_legend(
                 self.net, self.run, note, "; a step box that pads a sequence says which"
                 if self.detail == "steps" else "")))
-        kept = getattr(self, "kept_drawn", [])
-        if kept:  # a masked run's state nodes (op view): which number is the state's
+        masked = getattr(self, "masked_drawn", [])
+        if masked:  # a masked run's state nodes (op view): which number is the state's
             sym = self.loss_sym()
-            names = ", ".join(f"∂{sym}/∂{_hn(s)}<sub>t</sub>" for s in kept)
-            s0 = _hn(kept[0])
+            names = ", ".join(f"∂{sym}/∂{_hn(s)}<sub>t</sub>" for s in masked)
+            s0 = _hn(masked[0])
             rows.append((names, (
-                f"on a kept state {s0}_kept<sub>t</sub> (a where op): the gradient of the "
+                f"on a state {s0}_kept<sub>t</sub> (a where op): the gradient of the "
                 f"state {s0}<sub>t</sub> the net carries on{_BR}(run.state_grads()[t]), "
                 f"which fills the node: up to a sequence's length the ∇ of{_BR}the step's "
                 f"next state, past it the kept state's own. The ∇ over it is the where{_BR}"
