@@ -90,9 +90,11 @@ def main(outdir: str = "out") -> int:
 
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    folded = ug.render(cell).render(str(out / "rnn_folded"), format="svg", cleanup=True)
-    unrolled = ug.render(net, loss=loss, contributions=True).render(
-        str(out / "rnn_unrolled"), format="svg", cleanup=True)
+    drawing = ug.render(net, loss=loss, contributions=True)
+    # the folded cell's .grad on the unrolled drawing's colour scale: one colour per gradient
+    folded = ug.render(cell, color_scale=drawing).render(str(out / "rnn_folded"),
+                                                         format="svg", cleanup=True)
+    unrolled = drawing.render(str(out / "rnn_unrolled"), format="svg", cleanup=True)
     print(f"drew the folded cell:    {folded}")
     print(f"drew the unrolled graph: {unrolled}")
 

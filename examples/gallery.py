@@ -77,8 +77,10 @@ def pictures():
         out[f"{name}_textbook"] = ug.render(net2, loss=loss2, detail="textbook", values=False)
         out[f"{name}_textbook_folded"] = ug.render(cell, detail="textbook")
     out["scalar_chain"] = scalar_chain()
-    out["rnn_folded"] = ug.render(rnn)
-    out["rnn_unrolled"] = ug.render(net, loss=loss, contributions=True)
+    unrolled = ug.render(net, loss=loss, contributions=True)
+    # after the run: the parameters' .grad, on the unrolled picture's colour scale
+    out["rnn_folded"] = ug.render(rnn, color_scale=unrolled)
+    out["rnn_unrolled"] = unrolled
     out["rnn_unrolled_dark"] = ug.render(net, loss=loss, theme="dark", values=False)
     lstm = ug.nn.LSTMCell(2, 2, seed=0)
     out["lstm_folded"] = ug.render(lstm)

@@ -351,7 +351,8 @@ def test_textbook_elides_long_nets_and_on_request_with_the_ops_views_option():
             if g9 in ids9}
     assert kept == {net9.graph.id(ns[t]) for ns in net9.state_nodes.values() for t in (0, 8)}
     # the elided states are coloured on the one scale, by their gradient per step
-    layout_mags = [float(m) for m in re.findall(r"‖∇‖ per step: ([0-9.e-]+) …", text9)]
+    states9 = "\n".join(line for line in text9.splitlines() if 'tooltip="state ' in line)
+    layout_mags = [float(m) for m in re.findall(r"‖∇‖ per step: ([0-9.e-]+) …", states9)]
     assert len(layout_mags) == 2  # one ⋯ per state row of the LSTM
 
 
@@ -607,3 +608,46 @@ def test_a_batched_value_keeps_its_rows(detail, theme):
     src = src.replace("&#91;", "[").replace("&#93;", "]")
     assert "[[-0.732, -0.544], [-0.316, 0.412]]" in src
     assert "[-0.732, -0.544, -0.316, 0.412]" not in src
+
+
+# -- the elided column: every row's ⋯ drawn as the row's values are -------------------------------
+def _line_of(text, nid):
+    return re.search(rf'^\s*"{re.escape(nid)}" \[.*$', text, flags=re.M).group(0)
+
+
+@pytest.mark.parametrize("loss", ["all", "last"])
+def test_the_elided_output_column_has_its_steps_fill_and_range_as_the_state_column(loss):
+    """The elided output column was a bare ⋯ with no fill and no range beside the state
+    column's filled oval with both: it is the row's double oval, titled ⋯, with the elided
+    steps, the range of the outputs' own gradient norms (what each output prints), and a fill
+    by their root mean square on the run's one scale."""
+    from unrollgraph.render import _THEMES, _elided_numbers, _Scale
+
+    net, L = _run(ug.nn.RNNCell(3, 2, seed=0), T=30, loss=loss)
+    d = ug.render(net, loss=L, detail="textbook")
+    text = d.source
+    a, b = 2, 27
+    seeds = net.last_run.seeds[0]  # the loss's gradient of each output itself
+    mags = [float(np.linalg.norm(seeds[t])) for t in range(a, b + 1)]
+    rms, _total, words = _elided_numbers(mags)
+    line = next(li for li in text.splitlines() if 'tooltip="output y at steps 2 … 27' in li)
+    assert 'shape="ellipse"' in line and 'peripheries="2"' in line and "<b>⋯</b>" in line
+    assert f"steps {a} … {b}" in line
+    assert f"‖∇‖ per step: {words}<" in line
+    scale = _Scale([], _THEMES["light"]["ramp"], d.color_scale)
+    want = scale.colour(rms) if rms > 0 else _THEMES["light"]["zero"]
+    assert f'fillcolor="{want}"' in line, (want, line)
+    if loss == "last":  # the outputs the loss does not read: 0, white, as each one drawn
+        assert words == "0 … 0" and 'fillcolor="#ffffff"' in line
+    # the input column: the row's oval with the elided steps (inputs have no gradient)
+    line = next(li for li in text.splitlines() if 'tooltip="input x at steps 2 … 27' in li)
+    assert 'shape="ellipse"' in line and f"steps {a} … {b}" in line
+    assert 'fillcolor="white"' in line and "per step" not in line
+
+
+def test_the_elided_column_of_the_cells_own_loss_is_a_part_octagon():
+    net, L = _run_with_loss(None, T=30)
+    text = ug.to_dot(net, loss=L, detail="textbook")
+    line = next(li for li in text.splitlines() if "cost at steps 2 … 27" in li)
+    assert 'shape="octagon"' in line and 'color="#cf222e"' in line
+    assert "steps 2 … 27" in line and "‖∇‖ per step: " in line

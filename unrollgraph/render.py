@@ -149,7 +149,7 @@ _WORDS = {
 
 
 #: what tells apart kinds drawn in one shape and border, in words around the shape's
-_TELLS = {"const": "small {}", "elide": "{} titled … N steps …", "mask": "{} titled mask"}
+_TELLS = {"const": "small {}", "elide": "{} titled … N steps …", "mask": "small {} titled mask"}
 
 
 def _shape_words(shape: str, style: str = "") -> str:
@@ -410,6 +410,9 @@ def _options(options: dict) -> dict:
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
                 or not math.isfinite(v) or not 0 < v <= 200:
             raise RenderError(f"{key} must be a positive number (at most 200), got {v!r}")
+    # (whether the scale given is a diagram's: the legend of a folded cell says whose)
+    opts["_scale_of_diagram"] = hasattr(opts["color_scale"], "color_scale") and \
+        not isinstance(opts["color_scale"], (tuple, list))
     opts["color_scale"] = _scale_range(opts["color_scale"])
     opts["_given"] = frozenset(options)  # what the caller chose (not a default)
     return opts
@@ -1070,7 +1073,7 @@ class _Drawer:
             "group": group,
             "peripheries": "2" if double else None,
         }
-        if kind == "const":
+        if kind in ("const", "mask"):
             attrs.update(margin="0.02,0.02", height="0.25", width="0.3")
         self.node_at[nid] = (len(self.lines), attrs["label"].text)
         self.emit(f'"{nid}" {_attrs(attrs)}', indent)
@@ -1347,7 +1350,9 @@ class _Drawer:
             "elide": "elided steps",
             "step": "one time step (detail='ops' draws its ops)",
             "cut": "greyed, dashed border: truncated BPTT sends it no gradient",
-            "mask": "mask",
+            "mask": ("padding mask (lengths=): per sequence, whether the step is within its "
+                     f"length; each where op takes{_BR}the step's value there and past it "
+                     f"the state kept (an output: 0); data, so no gradient{_BR}"),
             "kept": "a state the checkpointed run keeps (the others it recomputes)",
         }
         rows = []
@@ -1429,8 +1434,9 @@ class _Drawer:
                          for k in ticks)
         # the colour of exactly 0, which a node drawn with no gradient computed has too
         zero = "0 or none" if self.nograd_kinds else "0"
+        title = getattr(self, "bar_title", None) or "gradient norm ‖∇‖ (log scale)"
         return (
-            f'<tr><td colspan="{span}"><font point-size="9">gradient norm ‖∇‖ (log scale)'
+            f'<tr><td colspan="{span}"><font point-size="9">{title}'
             "</font></td></tr>"
             f'<tr><td colspan="{span}"><table border="0" cellspacing="0" cellpadding="1">'
             f'<tr><td bgcolor="{self.t["zero"]}" border="1" width="14"> </td>{cells}</tr>'
@@ -1488,6 +1494,10 @@ class _Plain(_Drawer):
         roots = list(g.outputs)
         self.compute_path(roots)
         self.scale = self.make_scale([_mag(self.grad(n)) for n in nodes])
+        # a cell's parameters print .grad, which adds up over every backward() call: the
+        # picture says so, and whose colour scale fills them
+        grad_label, notes = ("∇", []) if cell is None or not self.has_grads else \
+            (".grad", self.grad_notes())
         default_dir = "BT" if cell is not None else "LR"
         title = full = o["title"]
         if title is None and cell is not None:
@@ -1501,8 +1511,8 @@ class _Plain(_Drawer):
             hot = id(n) in self.path
             if kind == "param":
                 params.append(nid)
-            self.node(nid, kind, self.title(n), self.rows(n), _mag(self.grad(n)),
-                      tooltip=self.tooltip(n), hot=hot, state=state)
+            self.node(nid, kind, self.title(n), self.rows(n, grad_label),
+                      _mag(self.grad(n)), tooltip=self.tooltip(n), hot=hot, state=state)
         if params and cell is not None:
             self.emit("{rank=source; " + " ".join(f'"{p}"' for p in params) + "}")
         for n in nodes:
@@ -1523,9 +1533,29 @@ class _Plain(_Drawer):
         if o["chain_rule"]:
             self.chain_rule_note(roots)
         self.guard(self.n_nodes, "this graph", fixes)
-        self.legend()
+        self.legend(notes)
         self.place_legend(roots, o["rankdir"] or default_dir)
         return self.lines
+
+    def grad_notes(self) -> list[tuple[str, str]]:
+        """The legend's row saying what a folded cell's ``.grad`` is, and the colour bar's
+        title saying whose scale fills the parameters: the figure's one scale beside a run's
+        view (:func:`render_side_by_side`), the one given (``color_scale=``), or the cell's
+        own, which spans its parameters' norms alone (an unrolled view's spans its run's
+        values, so one gradient gets another colour there)."""
+        if self.in_figure:
+            whose = "the figure's one scale, shared with the picture beside it"
+        elif self.o.get("_scale_of_diagram"):
+            whose = "the scale of the diagram given (color_scale=): one gradient, one colour"
+        elif "color_scale" in self.o.get("_given", ()):
+            whose = "the scale given (color_scale=)"
+        else:
+            whose = ("this picture's own: these parameters' norms alone<br/>(an unrolled "
+                     "view's scale spans its run's values; color_scale=that diagram shares "
+                     "it)")
+        self.bar_title = f"‖.grad‖ (log scale) on {whose}"
+        return [(".grad", f"a parameter's .grad: the sum of its gradient over every step and"
+                          f"{_BR}every backward() call since zero_grad(){_BR}")]
 
     def place_legend(self, roots: list, rankdir: str) -> None:
         """The legend where the reader's eye ends: under the last output, in its column
@@ -2017,7 +2047,9 @@ class _Unrolled(_Drawer):
             ends = _Scale(mags, self.t["ramp"]).range
             if ends is not None:
                 lo, hi = ends[0] * (1 - 1e-9), ends[1] * (1 + 1e-9)
-                drawn = _mags([self.grad(n) for n in self.g.nodes if not self.is_const(n)
+                masked = self.masked_states()  # (filled by the state's gradient)
+                drawn = _mags([self.state_grad(n) if id(n) in masked else self.grad(n)
+                               for n in self.g.nodes if not self.is_const(n)
                                and (n.step is None or n.step in self.kept)])
                 self.beyond = any(m is not None and m > 0 and not lo <= m <= hi
                                   for m in drawn)
@@ -2066,12 +2098,12 @@ class _Unrolled(_Drawer):
             return "input", False
         if n.op == "init":
             return "state", True
+        if n.role == "mask":  # (a constant of the run's lengths: named for what it is)
+            return "mask", False
         if self.is_const(n):
             return "const", False
         if n.role == "shared":
             return "shared", False
-        if n.role == "mask":
-            return "mask", False
         if n.role == "next_state":
             return "next_state", True
         return "op", False
@@ -2099,6 +2131,36 @@ class _Unrolled(_Drawer):
                 _h(self.number_text(total, n))
             rows.append(f"Σ = {text}")
         return rows
+
+    def masked_states(self) -> dict:
+        """id of each state node of a masked run (``h_kept = where(mask, h_next, h_prev)``)
+        -> the state's name: the node a reader of the op view takes for the state h_t."""
+        found = getattr(self, "_masked_states", None)
+        if found is None:
+            found = self._masked_states = {
+                id(n): s for s, ns in self.net.state_nodes.items() for n in ns
+                if _unmasked(n) is not n}
+        return found
+
+    def masked_state_rows(self, n: Node, texts: list[str]) -> tuple[list[str], float | None]:
+        """The rows and the fill of op ``n`` in the op view. A masked run's state node
+        (``h_kept``, a where op) prints its own gradient, and under it the gradient of the
+        state the net carries on, ``∂L/∂h_t`` (:meth:`Run.state_grad_of`, as
+        ``state_grads()[t]`` and every other view give it), which fills it: the op's own
+        gradient is what reaches the where op (the later steps' parts), not the state's
+        (the step's outputs read the next state the where op wraps)."""
+        s = self.masked_states().get(id(n))
+        if s is None or not self.has_grads:
+            return texts, _mag(self.grad(n))
+        grad = self.state_grad(n)
+        if self.show_grads():
+            text = self.number_text(grad, n)
+            if text is not None:
+                texts = texts + [f"∂{self.loss_sym()}/∂{_hn(s)}<sub>{n.step}</sub> = "
+                                 + _h(text)]
+                drawn = getattr(self, "masked_drawn", [])
+                self.masked_drawn = drawn + [s] if s not in drawn else drawn
+        return texts, _mag(grad)
 
     # ops detail
     def build_ops(self) -> None:
@@ -2229,8 +2291,9 @@ class _Unrolled(_Drawer):
                 texts = self.rows(n)
                 if n.role == "mask" and not texts:  # (its value is the lengths': what it does)
                     texts = pads or ["every sequence runs"]
+                texts, mag = self.masked_state_rows(n, texts)
                 self.node(g.id(n), kind, self.title(n, with_step=True), texts,
-                          _mag(self.grad(n)), cut=cut, indent=2, tooltip=self.tooltip(n),
+                          mag, cut=cut, indent=2, tooltip=self.tooltip(n),
                           hot=id(n) in self.path, state=state, group=self.column_of.get(id(n)),
                           kept=id(n) in kept_ids)
             self.cluster_end[t] = len(self.lines)  # where the step's junctions go
@@ -2623,14 +2686,29 @@ class _Unrolled(_Drawer):
                 "RL": {"next": "s", "prev": "n", "up": "w"}}[rankdir][side]
 
     def skip_ports(self, reader: Node, label) -> tuple | None:
-        """The ports of a level state edge into a next state reading it (a masked net's
-        ``h_kept = where(mask, h_next, h_prev)``: the state a padded sequence keeps): out of
-        the state's top and into the reader's, so that dot routes it over the row, where it
-        crosses only the edges up to the outputs (under the row, it crossed every edge of the
-        mask's). ``None`` for any other reader, or an edge with a label."""
+        """The ports ``(source's, reader's)`` of a level state edge into a next state reading
+        it (a masked net's ``h_kept = where(mask, h_next, h_prev)``: the state a padded
+        sequence keeps): out of the state's top and into the reader's top corner on the side
+        of the step before, so that dot routes it over the row, where it crosses only the
+        edges up to the outputs (under the row, it crossed every edge of the mask's). Not
+        into the top itself: with both ends at the top of a node (a kept state is read by
+        the next one, which the one after reads in turn), dot's router failed in every
+        rankdir ("Unable to reclaim box space"; the edge was drawn along the tops of the
+        nodes between). Top to bottom (``rankdir="TB"``), dot failed with one end at the top
+        too, and routes the edge over the row with neither: out of a corner and into a
+        corner (found by laying out LSTM and two-state cells of 2 to 4 steps, batches of 1
+        and 3, the final states read or not, with values and without). ``None`` for any
+        other reader, or an edge with a label."""
         if reader.role != "next_state" or label:
             return None
-        return self.port("up"), self.port("up")
+        up = self.port("up")
+
+        def corner(side):  # (a compass corner: n or s first)
+            return up + side if up in "ns" else side + up
+
+        if up == "s":
+            return corner(self.port("next")), corner(self.port("prev"))
+        return up, corner(self.port("prev"))
 
     def forward_edge(self, a: str, b: str, **kw) -> None:
         """A state edge from one step to a later one. It is written reversed with
@@ -2692,8 +2770,9 @@ class _Unrolled(_Drawer):
                     bend = self.bends.get((id(i), self.row_of_id.get(g.id(n))), (None,))[0]
                     if bend is None:
                         level = self.row_of_id.get(g.id(i)) == self.row_of_id.get(g.id(n))
+                        ports = self.skip_ports(n, label) if level else None
                         self.forward_edge(g.id(i), g.id(n), label=label, hot=hot, cut=cut,
-                                          ports=self.skip_ports(n, label) if level else None)
+                                          ports=ports and ports[::-1])  # (written reversed)
                         continue
                     if (g.id(i), bend) not in done:  # down its step (state_bends())
                         done.add((g.id(i), bend))
@@ -3229,6 +3308,18 @@ class _Unrolled(_Drawer):
             rows.append(("lengths", _mask_legend(
                 self.net, self.run, note, "; a step box that pads a sequence says which"
                 if self.detail == "steps" else "")))
+        masked = getattr(self, "masked_drawn", [])
+        if masked:  # a masked run's state nodes (op view): which number is the state's
+            sym = self.loss_sym()
+            names = ", ".join(f"∂{sym}/∂{_hn(s)}<sub>t</sub>" for s in masked)
+            s0 = _hn(masked[0])
+            rows.append((names, (
+                f"on a state {s0}_kept<sub>t</sub> (a where op): the gradient of the "
+                f"state {s0}<sub>t</sub> the net carries on{_BR}(run.state_grads()[t]), "
+                f"which fills the node: up to a sequence's length the ∇ of{_BR}the step's "
+                f"next state, past it the kept state's own. The ∇ over it is the where{_BR}"
+                f"op's own: what the later steps (and a loss reading the final state) send "
+                f"it;{_BR}the step's outputs read the next state, not it{_BR}")))
         note = _grad_note(self.net, self.grad) if self.show_grads() else None
         if note:
             rows.append(note)

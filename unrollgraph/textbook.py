@@ -679,38 +679,53 @@ class Textbook(_Unrolled):
         return next((f"{key[1]} in the elided steps" for key, d in self.dots.items()
                      if d == nid), nid)
 
+    def elided_mags(self, key) -> list:
+        """The gradient norms of row ``key``'s value at each elided step (None where it has
+        none), as each step's node of the row is filled: a state's as the net carries it
+        on, an output's as the loss sends it (see :meth:`out_grad`), an input's its own."""
+        a, b = self.elided
+        kind, name = key
+        if kind == "s":
+            return self.elided_state_mags(name)
+        if kind == "y":
+            return [self.out_mag(name, t) for t in range(a, b + 1)]
+        return [_mag(self.grad(n)) for n in self.net.input_nodes[name][a:b + 1]]
+
     def draw_dots(self, order: list, rows: _Rows) -> None:
-        """The elided steps as one column: a ``⋯`` in each row, each state's filled by the
-        norm of its gradient over those steps; the edges from the step before come in."""
+        """The elided steps as one column: a ``⋯`` in each row, drawn as the row's values are
+        (an input's oval, a state's, an output's or a loss part's), with the elided steps'
+        range and, where they have gradients, the range of their norms per step and a fill
+        by their root mean square (on the scale of one step's norm, as the others); the
+        edges from the step before come in."""
         a, b = self.elided
         net = self.net
         cut = self.v.is_cut(net.state_nodes[self.states[0]][b]) if self.states else False
         for key in order:
             nid = self.dots[key] = f"elided_{key[0]}{len(self.dots)}"
+            part = key[0] == "y" and key[1] in self.loss_outs
             what = {"x": "input", "s": "state", "y": "output"}[key[0]]
+            if part:
+                what = "the loss's part"
             tip = f"{what} {key[1]} at steps {a} … {b} (elided)"
-            mag, rows_ = None, []
-            if key[0] == "s" and self.has_grads:
-                got = _elided_numbers(self.elided_state_mags(key[1]))
-                if got:
-                    mag = got[0]  # on the scale of one step's norm, as the others
-                    if self.show_grads() and not self.o["compact"]:
-                        rows_.append(f"‖∇‖ per step: {_h(got[2])}")
-                        tip += f"; the fill is the root mean square, {_num(mag)}"
+            mag, rows_ = None, [f"steps {a} … {b}"]
             if key[0] == "s":
-                rows_.insert(0, f"steps {a} … {b}")
                 hidden = sum(1 for t in kept_steps(net) if a <= t <= b)
                 if hidden:  # checkpoint=: the ✓ states this column stands for
-                    rows_.insert(1, f"{hidden} kept ✓ among them")
-            if key[0] == "s":
-                self.node(nid, "state", "⋯", rows_, mag, cut=cut, shape="ellipse",
-                          tooltip=tip, state=True)
-            else:
-                self.n_nodes += 1
-                self.emit(f'"{nid}" ' + _attrs({
-                    "shape": "plaintext", "tooltip": tip,
-                    "label": _Html(f'<font point-size="16" color="{self.t["muted"]}">'
-                                   "<b>⋯</b></font>")}))
+                    rows_.append(f"{hidden} kept ✓ among them")
+            got = _elided_numbers(self.elided_mags(key)) if self.has_grads else None
+            if got:
+                mag = got[0]  # on the scale of one step's norm, as the others
+                if self.show_grads() and not self.o["compact"]:
+                    rows_.append(f"‖∇‖ per step: {_h(got[2])}")
+                    tip += f"; the fill is the root mean square, {_num(mag)}"
+            kind = {"x": "input", "s": "state", "y": "part" if part else "output"}[key[0]]
+            # greyed as the row's values of a drawn step are: a state and an input where
+            # truncation cuts the steps, an output never (the loss sends it its gradient)
+            greyed = cut if key[0] == "s" else key[0] == "x" and self.v.is_cut(
+                net.input_nodes[key[1]][b])
+            self.node(nid, kind, "⋯", rows_, mag, cut=greyed,
+                      shape="octagon" if part else "ellipse", tooltip=tip,
+                      state=key[0] == "s")
             rows.add(key, nid)
         found, _notes = self.step_values(a)
         cut_a = self.v.is_cut(net.state_nodes[self.states[0]][a]) if self.states else False
