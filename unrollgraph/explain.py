@@ -10,14 +10,13 @@ of its gradient per step, its running sum growing step by step (backpropagation 
 from __future__ import annotations
 
 import html
-import math
 import os
 import re
 
 import numpy as np
 
 from .graph import Graph, Node
-from .labels import op_label
+from .labels import number, op_label
 from .ops import _nan_sign, get_op
 from .tensor import _release as _release_input
 
@@ -177,30 +176,26 @@ def _fmt_num(x) -> str:
     x = float(x)
     if x == int(x) and abs(x) < 1e15:
         return str(int(x))
-    return f"{x:.4g}"
+    return number(x, 4, picture=False)
 
 
-def summary(a, limit: int = 4) -> str:
+def summary(a, limit: int = 4, picture: bool = False) -> str:
     """An array as short text: the numbers when it has at most ``limit`` elements, else its
-    shape and norm."""
+    shape and norm; numbers as :func:`unrollgraph.labels.number` writes them, for a picture
+    (``picture=True``: U+2212) or for text (ASCII ``-``)."""
     if a is None:
         return "-"
     arr = np.asarray(a, dtype=np.float64)
     if arr.size <= limit:
-        flat = [_num(x) for x in arr.reshape(-1)]
+        flat = [_num(x, picture) for x in arr.reshape(-1)]
         return flat[0] if arr.ndim == 0 or arr.size == 1 and arr.ndim == 0 else (
             "[" + ", ".join(flat) + "]")
     norm = float(np.sqrt(np.sum(arr * arr))) if np.all(np.isfinite(arr)) else float("nan")
-    return f"{arr.shape} |.|={_num(norm)}"
+    return f"{arr.shape} |.|={_num(norm, picture)}"
 
 
-def _num(x) -> str:
-    x = float(x)
-    if x == 0:
-        return "0"
-    if not math.isfinite(x):
-        return str(x)
-    return f"{x:.4g}"
+def _num(x, picture: bool = False) -> str:
+    return number(x, 4, picture=picture)
 
 
 class Local:
@@ -550,7 +545,7 @@ class Explanation:
             if r is not None and (k is None or id(n) in done_nodes):
                 # the stepper finds this line by its colour, to show it only once visited
                 grad = (f"<br/><font point-size='9' color='{GRAD_COLOUR}'>"
-                        f"∇ {_h(summary(r.upstream))}</font>")
+                        f"∇ {_h(summary(r.upstream, picture=True))}</font>")
             style = {}
             if k is not None:
                 if n is current:
@@ -563,7 +558,7 @@ class Explanation:
             key = (id(a), id(b), slot)
             attrs = {"id": f"{prefix}e{e}"}
             if key in sent:
-                attrs[tag] = summary(sent[key])
+                attrs[tag] = summary(sent[key], picture=True)
             if k is not None:
                 if key in done_edges:
                     attrs.update(color="#0969da", penwidth="2", fontcolor="#0969da")
@@ -882,11 +877,13 @@ def _ids(eager) -> dict:
     return ids
 
 
-def _const_name(value) -> str | None:
-    """A constant of one element is named by its value, as the diagrams draw it."""
-    from .render import _array_text
-
-    return _array_text(value, 1) if np.size(value) == 1 else None
+def _const_name(value, picture: bool = False) -> str | None:
+    """A constant of one element is named by its value, as the diagrams draw it (3 digits;
+    a negative one with U+2212 in a picture, ASCII ``-`` in text)."""
+    arr = np.asarray(value)
+    if arr.size != 1 or arr.dtype.kind not in "fiub":
+        return None
+    return number(arr.reshape(-1)[0], 3, picture=picture)
 
 
 def _const_names(loss) -> dict:

@@ -36,7 +36,7 @@ import numpy as np
 from .checkpoint import kept_steps
 from .errors import RenderError
 from .graph import Node
-from .labels import OP_SYMBOLS, index_text, op_label
+from .labels import OP_SYMBOLS, index_text, number, op_label
 from .tensor import Tensor
 from .view import GraphView, loss_runs, reads, view
 
@@ -740,12 +740,9 @@ class _Html:
 
 
 def _num(x) -> str:
-    x = float(x)
-    if x == 0:
-        return "0"
-    if not math.isfinite(x):
-        return str(x)
-    return f"{x:.3g}"
+    """A number as the diagrams write it (:func:`unrollgraph.labels.number`: 3 digits,
+    a negative one with U+2212)."""
+    return number(x, 3)
 
 
 def _signed(a) -> str:
@@ -755,10 +752,7 @@ def _signed(a) -> str:
     arr = np.asarray(a, dtype=np.float64).reshape(-1)
 
     def one(x):
-        text = _num(x)
-        if x > 0:
-            return "+" + text
-        return text.replace("-", "−", 1)
+        return number(x, 3, signed=True)
 
     if arr.size == 1:
         return one(arr[0])
@@ -1575,7 +1569,7 @@ class _Plain(_Drawer):
         paths.reverse()
         from .explain import _const_name, _operand, display_names
 
-        given = {id(n): _const_name(self.value(n)) for n in g.nodes
+        given = {id(n): _const_name(self.value(n), picture=True) for n in g.nodes
                  if n.op == "const" and not n.name and self.value(n) is not None}
         names = display_names(g.nodes, g.id, {k: v for k, v in given.items() if v})
 
