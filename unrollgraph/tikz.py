@@ -1,9 +1,10 @@
 """Diagrams as LaTeX/TikZ pictures for papers.
 
 :func:`to_tikz` lays the diagram out with Graphviz (``dot -Tjson``, which gives every shape,
-curve, arrowhead and text line as drawing operations at its final position) and writes each
-operation as one TikZ command, so the picture in the paper is the picture on the screen, with
-its numbers as text that LaTeX sets.
+curve, arrowhead and piece of text as drawing operations at its final position) and writes each
+operation as one TikZ command, each line of text as one box (a name and its subscript set one
+after the other, as LaTeX measures them), so the picture in the paper is the picture on the
+screen, with its numbers as text that LaTeX sets.
 
 The standalone document needs only LaTeX's base classes, TikZ and ``geometry`` (the page is
 the picture's size). It compiles with ``lualatex`` (any character: the labels are set in
