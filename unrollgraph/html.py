@@ -8,9 +8,9 @@ embedded in a notebook. The picture is shown at its own size, its smallest type 
 13 pixels at the default zoom, and scrolls. Nodes are named as the diagrams name them
 (``h_next₂``; an op by its symbol, its step beside it), followed, where two would read the
 same, by the number of the node's record (``+@2 [4]``, where the printed walk writes
-``+@2#n12``); the ids stay the elements' own. Every name from the user's graph reaches the page escaped (in the SVG
-by Graphviz, in the record text as JSON read with ``textContent``), so no name can inject
-markup or script.
+``+@2#n12``); the ids stay the elements' own. Every name from the user's graph reaches the
+page escaped (in the SVG by Graphviz, in the record text as JSON read with ``textContent``),
+so no name can inject markup or script.
 """
 
 from __future__ import annotations
