@@ -11,7 +11,8 @@ Numbers are written by :func:`number`, the one number format of every output: pi
 (diagrams, the stepper's picture, TikZ) write a negative number with the typographic minus
 sign U+2212 (``−0.241``, ``1e−05``), text meant to be read back or copied (printed walks,
 Markdown tables, error messages, networkx attributes) with the ASCII hyphen-minus that
-``float()`` and Python parse (``-0.241``).
+``float()`` and Python parse (``-0.241``). Code keeps ASCII ``-`` everywhere: a slice as
+:func:`index_text` writes it (``x[..., ::-1]``), a node's equation in a tooltip.
 """
 
 from __future__ import annotations
