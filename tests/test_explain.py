@@ -479,6 +479,9 @@ def test_every_format_prints_the_same_running_totals():
                                        for loc in r.locals if loc.running() is not None])
         page = walk.to_html()
         data = re.search(r'<script type="application/json">(.*?)</script>', page, re.S)
+        # (the stepper writes the names the diagrams draw: +@2 [4] where the text has +@2#n12)
+        notes = [f"{walk._reader_name(loc.input)} {loc.running()}" for r in walk
+                 for loc in r.locals if loc.running() is not None]
         _in_order("\n".join(f["text"] for f in json.loads(data.group(1))["frames"]), notes)
 
 

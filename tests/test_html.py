@@ -2,6 +2,7 @@
 real headless browser (Debian's chromium driven by selenium through /usr/bin/chromedriver)."""
 
 import html
+import json
 import re
 import shutil
 
@@ -108,7 +109,7 @@ def test_stepper_steps_in_a_real_browser(tmp_path):
         seen.append(state())
         assert [s[1].split("]")[0] for s in seen] == ["[0", "[1", "[2", "[3", "[4"]
         assert len({s[0] for s in seen}) == 5  # the highlighted node moved every time
-        assert seen[4][1].startswith(f"[4] {ex[4].label}")
+        assert seen[4][1].startswith(f"[4] {ex._reader_name(ex[4].node)} = ")
         driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ARROW_LEFT)
         assert state() == seen[3]
         driver.find_element(By.CSS_SELECTOR, "button.prev").click()
@@ -132,16 +133,70 @@ def test_stepper_steps_in_a_real_browser(tmp_path):
     assert red.sum() > 50  # the highlighted node's red border is on screen
 
 
-def test_a_wide_walk_keeps_its_size_and_scrolls_a_small_one_fits():
-    small = _rnn_explanation().to_html()
-    assert '<div class="pic">' in small
+def _lstm_explanation(steps=12):
     cell = ug.nn.LSTMCell(1, 1, seed=0)
-    net = ug.unroll(cell, steps=12)
-    out, *_ = net(np.ones((12, 1, 1)))
-    page = ug.explain((out * out).sum()).to_html()
+    net = ug.unroll(cell, steps=steps)
+    out, *_ = net(np.ones((steps, 1, 1)))
+    return ug.explain((out * out).sum())
+
+
+def test_a_wide_walk_keeps_its_edge_labels():
+    page = _lstm_explanation().to_html()
     width = float(re.search(r'<svg width="([0-9.]+)pt"', page).group(1))
-    assert width > 1800 and '<div class="pic big">' in page
+    assert width > 1800
     assert 'xlabel' not in page and re.search(r'class="edge".*?<text', page, re.S)
+
+
+def test_every_text_of_the_page_is_readable_in_a_real_browser(tmp_path):
+    """Every text of the picture is at least 12 pixels at the default zoom, a small walk's
+    and a wide one's alike (a 3-step RNN's was fitted to the pane: 5 to 6 pixels), and so is
+    the record's text; a picture wider than its pane scrolls."""
+    driver = _driver()
+    try:
+        for k, ex in enumerate((_rnn_explanation(), _lstm_explanation())):
+            path = tmp_path / f"walk{k}.html"
+            ex.to_html(path)
+            driver.get(path.as_uri())
+            sizes = driver.execute_script("""
+              var svg = document.querySelector('.pic svg');
+              var scale = svg.getBoundingClientRect().width / svg.viewBox.baseVal.width;
+              var out = [];
+              svg.querySelectorAll('text').forEach(function (t) {
+                out.push(parseFloat(t.getAttribute('font-size')) * scale); });
+              var pre = parseFloat(getComputedStyle(document.querySelector('pre')).fontSize);
+              var pic = document.querySelector('.pic');
+              return [out, pre, pic.scrollWidth > pic.clientWidth];""")
+            texts, pre, scrolls = sizes
+            assert texts and min(texts) >= 12 - 1e-6, (k, min(texts))
+            assert pre >= 12
+            assert scrolls  # (both are wider than the pane of a 1400-pixel window)
+    finally:
+        driver.quit()
+
+
+def test_the_page_shows_the_diagrams_names_never_an_internal_id():
+    """A reader sees the names the diagrams draw (``h_next₂``; an op by its symbol, its
+    step beside it), with the node's record number where two would read the same
+    (``+@2 [4]``), in the picture, the record text, the title and the skipped list; the
+    ids (``+@2#n12``) stay the elements' own (``ugx-n12``), which the script uses."""
+    ex = _rnn_explanation()
+    assert "+@2#n12" in [ex.name(n) for n in ex.nodes]  # the text's name for it
+    page = ex.to_html()
+    data = json.loads(re.search(r'<script type="application/json">(.*?)</script>', page,
+                                re.S).group(1))
+    svg = page[page.index("<svg"):page.index("</svg>")]
+    drawn = html.unescape("\n".join(re.findall(r"<text[^>]*>([^<]*)</text>", svg)))
+    pane = "\n".join(f["text"] for f in data["frames"])
+    internal = re.compile(r"#[ne]\d+")
+    for where, text in (("picture", drawn), ("pane", pane), ("title", page[:page.index("<svg")])):
+        assert not internal.search(text), (where, internal.search(text))
+    assert "h_next₂" in drawn and "add · step 2" in drawn
+    (rec,) = [r for r in ex if ex.name(r.node) == "+@2#n12"]
+    assert f"[{rec.index}] +@2 [{rec.index}] = add  step 2" in pane
+    assert f"[{rec.index}]" in drawn  # the tag beside the + it names
+    assert all(re.fullmatch(r"ugx-[ne]\d+", i) for i in data["nodes"] + data["edges"])
+    groups = re.findall(r'<g id="ugx-n\d+" class="node"', svg.replace("&#45;", "-"))
+    assert len(groups) == len(ex.nodes)
 
 
 def _node_groups(svg):

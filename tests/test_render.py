@@ -283,7 +283,7 @@ def test_highlight_and_local_derivatives():
     text = ug.to_dot(y, highlight=x, derivatives=True)
     edges = {(a, b): rest for a, b, rest in _edges(text)}
     ix, iw, im = g.id(x.node), g.id(w.node), g.id(g.nodes[2])
-    assert 'penwidth="3"' in edges[(ix, im)] and "∂ -2<" in edges[(ix, im)]
+    assert 'penwidth="3"' in edges[(ix, im)] and "∂ −2<" in edges[(ix, im)]
     assert 'penwidth="3"' not in edges[(iw, im)] and "∂ 0.5<" in edges[(iw, im)]
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import unrollgraph as ug
 
-_FLOAT = re.compile(r"[-−+]?(?:\d+\.?\d*(?:e[-+]?\d+)?|inf|nan)")
+_FLOAT = re.compile(r"[-−+]?(?:\d+\.?\d*(?:e[-−+]?\d+)?|inf|nan)")
 
 
 def _cell(kind: str):

@@ -606,8 +606,8 @@ def test_a_batched_value_keeps_its_rows(detail, theme):
     loss.backward()
     src = ug.render(net, loss=loss, detail=detail, theme=theme, max_elements=8).source
     src = src.replace("&#91;", "[").replace("&#93;", "]")
-    assert "[[-0.732, -0.544], [-0.316, 0.412]]" in src
-    assert "[-0.732, -0.544, -0.316, 0.412]" not in src
+    assert "[[−0.732, −0.544], [−0.316, 0.412]]" in src
+    assert "[−0.732, −0.544, −0.316, 0.412]" not in src
 
 
 # -- the elided column: every row's ⋯ drawn as the row's values are -------------------------------

@@ -50,7 +50,25 @@ def test_every_shape_and_text_line_of_the_layout_is_drawn():
            for k, v in o.items() if k.startswith("_") and k.endswith("draw_") for op in v]
     texts = [op["text"] for op in ops if op["op"] == "T"]
     ellipses = [op for op in ops if op["op"] in "Ee"]
-    assert len(re.findall(r"^\\pgftext\[", tex, flags=re.M)) == len(texts)
+    # one \pgftext per line of text: the pieces of a line (a name and its subscript) in one
+    lines = 0
+    for o in [layout] + layout["objects"] + layout["edges"]:
+        for k, v in o.items():
+            if not (k.startswith("_") and k.endswith("draw_")):
+                continue
+            prev = None
+            for op in v:
+                if op["op"] in "EePpLBb":
+                    prev = None
+                if op["op"] != "T":
+                    continue
+                joined = prev is not None and op["align"] == prev["align"] == "l" and \
+                    op["pt"][1] == prev["pt"][1] and \
+                    abs(prev["pt"][0] + prev["width"] - op["pt"][0]) < 0.5
+                lines += not joined
+                prev = op
+    assert lines < len(texts)  # (the textbook view's names have their steps in subscript)
+    assert len(re.findall(r"^\\pgftext\[", tex, flags=re.M)) == lines
     assert tex.count(" ellipse [") == len(ellipses)
     for t in texts:
         assert "{" + latex_text(t) + "}" in tex
@@ -62,6 +80,31 @@ def test_every_shape_and_text_line_of_the_layout_is_drawn():
         assert -1 <= float(x) <= x1 + 1 and -1 <= float(y) <= y1 + 1
     body = ug.to_tikz(net, standalone=False, **opts)
     assert body.startswith("\\begin{tikzpicture}") and "documentclass" not in body
+
+
+def test_a_subscript_is_set_right_after_the_text_it_follows():
+    """Graphviz places each piece of a line (``h`` bold, ``0`` in subscript) where its own
+    font metrics end the piece before; LaTeX's letters are narrower, and set at those places
+    ``h₀`` read ``h 0`` and ``Σₜ Lₜ`` ``Σ ₜ L ₜ``. A line is one box, its pieces one after
+    the other, the subscript lowered in it."""
+    net, loss = _net()
+    loss.name = "L"
+    tex = ug.to_tikz(net, loss=loss, detail="textbook")
+    lines = [line for line in tex.splitlines() if line.startswith("\\pgftext[")]
+    h0 = [line for line in lines if "\\textbf{h}}}\\raisebox{" in line]
+    assert h0 and all(line.endswith("\\selectfont{\\textbf{0}}}}}") or "textbf{1}" in line
+                      or "textbf{2}" in line or "textbf{init}" in line for line in h0)
+    total = [line for line in lines if "{L = Σ}" in line]
+    assert len(total) == 1 and re.search(
+        r"\{L = Σ\}\}\\raisebox\{-[0-9.]+bp\}\{\{\\color\[RGB\]\{[0-9,]+\}\\fontsize\{6.48\}"
+        r"\{6.48\}\\selectfont\{t\}\}\}\{\\color\[RGB\]\{[0-9,]+\}\\fontsize\{9\}\{9\}"
+        r"\\selectfont\{\\ L\}\}", total[0]), total[0]
+    # no line of text is a subscript alone, set where Graphviz ended the piece before
+    for line in lines:
+        assert not re.match(r"\\pgftext\[[^]]*\]\{\{\\color\[RGB\]\{[0-9,]+\}"
+                            r"\\fontsize\{(6.48|8.64)\}", line), line
+    assert any(re.match(r"\\pgftext\[[^]]*\]\{\{\\color\[RGB\]\{[0-9,]+\}\\fontsize\{9\}",
+                        line) for line in lines)  # (the pattern matches a line's start)
 
 
 def test_hostile_names_are_latex_escaped():

@@ -9,15 +9,15 @@ of its gradient per step, its running sum growing step by step (backpropagation 
 
 from __future__ import annotations
 
+import functools
 import html
-import math
 import os
 import re
 
 import numpy as np
 
 from .graph import Graph, Node
-from .labels import op_label
+from .labels import number, op_label
 from .ops import _nan_sign, get_op
 from .tensor import _release as _release_input
 
@@ -60,6 +60,9 @@ _PLAIN = re.compile(r"[\w.@#ᵀ']+|[\w.ᵀ']*\[[^\[\]\n]*\](?:@\d+)?(?:#\w+)?")
 def _operand(name: str) -> str:
     """A name as an operand in a formula: in parentheses unless it is one word."""
     return name if _PLAIN.fullmatch(name) else f"({name})"
+
+
+_SUBSCRIPT = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
 
 
 def _base_name(n: Node) -> str:
@@ -177,30 +180,26 @@ def _fmt_num(x) -> str:
     x = float(x)
     if x == int(x) and abs(x) < 1e15:
         return str(int(x))
-    return f"{x:.4g}"
+    return number(x, 4, picture=False)
 
 
-def summary(a, limit: int = 4) -> str:
+def summary(a, limit: int = 4, picture: bool = False) -> str:
     """An array as short text: the numbers when it has at most ``limit`` elements, else its
-    shape and norm."""
+    shape and norm; numbers as :func:`unrollgraph.labels.number` writes them, for a picture
+    (``picture=True``: U+2212) or for text (ASCII ``-``)."""
     if a is None:
         return "-"
     arr = np.asarray(a, dtype=np.float64)
     if arr.size <= limit:
-        flat = [_num(x) for x in arr.reshape(-1)]
+        flat = [_num(x, picture) for x in arr.reshape(-1)]
         return flat[0] if arr.ndim == 0 or arr.size == 1 and arr.ndim == 0 else (
             "[" + ", ".join(flat) + "]")
     norm = float(np.sqrt(np.sum(arr * arr))) if np.all(np.isfinite(arr)) else float("nan")
-    return f"{arr.shape} |.|={_num(norm)}"
+    return f"{arr.shape} |.|={_num(norm, picture)}"
 
 
-def _num(x) -> str:
-    x = float(x)
-    if x == 0:
-        return "0"
-    if not math.isfinite(x):
-        return str(x)
-    return f"{x:.4g}"
+def _num(x, picture: bool = False) -> str:
+    return number(x, 4, picture=picture)
 
 
 class Local:
@@ -227,12 +226,17 @@ class Local:
     """
 
     __slots__ = ("input", "index", "formula", "value", "sent", "total", "received",
-                 "remaining")
+                 "remaining", "_make")
 
     def __init__(self, input, index, formula, value, sent):
         self.input, self.index, self.formula, self.value, self.sent = (
             input, index, formula, value, sent)
         self.total, self.received, self.remaining = sent, 1, 0
+        self._make = None  # names (Node -> str) -> the formula written with those names
+
+    def written(self, names) -> str:
+        """The formula written with other names (``names``: Node -> name)."""
+        return self._make(names) if self._make is not None else self.formula
 
     def running(self) -> str | None:
         """The input's running total after this contribution, as every output format
@@ -244,15 +248,17 @@ class Local:
                 f"({self.received} of {self.received + self.remaining}; {more})")
 
 
-def _with_value(loc) -> str:
-    """A local derivative's formula followed by its value, unless the formula already ends
-    with that value (``d(a + b)/da = 1``, not ``= 1 = 1``)."""
+def _with_value(loc, formula: str | None = None) -> str:
+    """A local derivative's formula (by default as the walk prints it) followed by its
+    value, unless the formula already ends with that value (``d(a + b)/da = 1``, not
+    ``= 1 = 1``)."""
+    formula = loc.formula if formula is None else formula
     if loc.value is None:
-        return loc.formula
+        return formula
     value = summary(loc.value)
-    if loc.formula.endswith(f"= {value}") or f"= {value} (" in loc.formula:
-        return loc.formula
-    return f"{loc.formula} = {value}"
+    if formula.endswith(f"= {value}") or f"= {value} (" in formula:
+        return formula
+    return f"{formula} = {value}"
 
 
 class Record:
@@ -292,17 +298,20 @@ class Record:
         self.totals: dict = {}
         self.index = 0
 
-    def lines(self, names) -> list[str]:
-        """The record as lines of text (``names``: Node -> display name)."""
+    def lines(self, names, rename: bool = False) -> list[str]:
+        """The record as lines of text (``names``: Node -> display name); ``rename=True``
+        writes every name with ``names``, the record's own and those in its formulas too."""
+        label = names(self.node) if rename else self.label
         step = "" if self.step is None else f"  step {self.step}"
-        out = [f"[{self.index}] {self.label} = {self.op}{step}",
-               f"    upstream dL/d{self.label} = {summary(self.upstream)}"]
+        out = [f"[{self.index}] {label} = {self.op}{step}",
+               f"    upstream dL/d{label} = {summary(self.upstream)}"]
         for loc in self.locals:
             name = names(loc.input)
-            full = _with_value(loc)
+            formula = loc.written(names) if rename else loc.formula
+            full = _with_value(loc, formula)
             if len(full) > 92:  # the value on a line of its own, not cut
-                out.append(f"    {loc.formula}")
-                out.append(f"     {full[len(loc.formula):]}")
+                out.append(f"    {formula}")
+                out.append(f"     {full[len(formula):]}")
             else:
                 out.append(f"    {full}")
             out.append(f"      sends {summary(loc.sent)} to {name}")
@@ -403,6 +412,74 @@ class Explanation:
         """The display name of ``node`` (a Node or a Tensor) in this explanation."""
         node = self._node(node, "name")
         return self._names.get(id(node)) or node.label()
+
+    def _plain(self, n: Node, picture: bool = False) -> str:
+        """What the diagrams draw for ``n``, without its step: its user name, the name given
+        to it (a constant's value, a net's output), or its op's label (``+``, ``Wᵀ``)."""
+        given = self._pictured.get(id(n)) if picture else None
+        return given or self._given.get(id(n)) or (n.name if n.name else op_label(n))
+
+    def _base(self, n: Node) -> str:
+        """:meth:`name` without the id appended where two names clash."""
+        return self._given.get(id(n)) or _base_name(n)
+
+    def _tags(self) -> dict:
+        """``id(node) -> tag`` for the nodes that would print the same name as another
+        (two ``+`` of step 2): the number of the node's record, ``[4]``, as the stepper
+        numbers them, or, for a node the walk does not visit, ``(1)``, ``(2)``... in the
+        order of the graph. The stepper writes it after the name, in the picture and in the
+        text, where :meth:`name` appends the node's id (``+@2#n12``)."""
+        if not hasattr(self, "_tag_cache"):
+            every = getattr(self, "_every", None) or list(self.nodes)
+            count: dict = {}
+            for n in every:
+                b = self._base(n)
+                count[b] = count.get(b, 0) + 1
+            record = {}
+            for r in self.records:
+                record.setdefault(id(r.node), r.index)
+            tags, seen = {}, {}
+            for n in every:
+                b = self._base(n)
+                if count[b] > 1:
+                    if id(n) in record:
+                        tags[id(n)] = f"[{record[id(n)]}]"
+                    else:
+                        seen[b] = seen.get(b, 0) + 1
+                        tags[id(n)] = f"({seen[b]})"
+            self._tag_cache = tags
+        return self._tag_cache
+
+    def _reader_name(self, node) -> str:
+        """The name the stepper prints for ``node``: the diagrams' name with its step
+        (``+@2``, ``h_next@2``) and, where two would read the same, its tag (``+@2 [4]``),
+        never an internal id."""
+        node = self._node(node, "name")
+        if not hasattr(self, "_given"):  # (an explanation built by hand)
+            return self.name(node)
+        base = self._base(node)
+        tag = self._tags().get(id(node))
+        return base if tag is None else f"{base} {tag}"
+
+    def _title(self, n: Node) -> tuple:
+        """The HTML title of ``n`` in the picture, as the diagrams draw it (a named value's
+        step in subscript, ``h_next₂``; an op by its symbol) with its tag, and the step when
+        the title does not carry it."""
+        from .render import _h
+
+        if not hasattr(self, "_given"):  # (an explanation built by hand)
+            return _h(self.name(n)), None
+        title = _h(self._plain(n, picture=True))
+        step = n.step
+        if step is not None and (n.name or n.op in ("input", "init")):
+            # (in subscript digits, one run of text: a <sub> element is a text of its own,
+            # placed by Graphviz's metrics, which a browser's narrower font leaves a gap before)
+            title += str(step).translate(_SUBSCRIPT)
+            step = None
+        tag = self._tags().get(id(n))
+        if tag is not None:
+            title += f" <font color='#57606a'>{_h(tag)}</font>"
+        return title, step
 
     def __iter__(self):
         return iter(self.records)
@@ -528,8 +605,8 @@ class Explanation:
         ids = {id(n): f"{prefix}n{i}" for i, n in enumerate(self.nodes)}
         lines = ["digraph explain {", '  rankdir="BT";',
                  '  node [fontname="Helvetica" shape=box style="rounded,filled" '
-                 'fillcolor="#ffffff" fontsize=11];',
-                 '  edge [fontname="Helvetica" fontsize=9];']
+                 'fillcolor="#ffffff" fontsize=12];',
+                 '  edge [fontname="Helvetica" fontsize=10];']
         fast = len(self.edges) > _FAST_LAYOUT_EDGES
         # a long unrolled graph: its gradients go beside the edges (xlabel: placed after the
         # layout, where a label would be a node of its own for dot to rank and place, which
@@ -544,13 +621,15 @@ class Explanation:
         for n in self.nodes:
             nid = ids[id(n)]
             r = records.get(id(n))
-            title = _h(self.name(n))
-            op = "" if n.is_leaf else f"<br/><font point-size='9'>{_h(n.op)}</font>"
+            title, step = self._title(n)
+            info = " · ".join(x for x in ("" if n.is_leaf else _h(n.op),
+                                          "" if step is None else f"step {step}") if x)
+            op = f"<br/><font point-size='10'>{info}</font>" if info else ""
             grad = ""
             if r is not None and (k is None or id(n) in done_nodes):
                 # the stepper finds this line by its colour, to show it only once visited
-                grad = (f"<br/><font point-size='9' color='{GRAD_COLOUR}'>"
-                        f"∇ {_h(summary(r.upstream))}</font>")
+                grad = (f"<br/><font point-size='10' color='{GRAD_COLOUR}'>"
+                        f"∇ {_h(summary(r.upstream, picture=True))}</font>")
             style = {}
             if k is not None:
                 if n is current:
@@ -563,7 +642,7 @@ class Explanation:
             key = (id(a), id(b), slot)
             attrs = {"id": f"{prefix}e{e}"}
             if key in sent:
-                attrs[tag] = summary(sent[key])
+                attrs[tag] = summary(sent[key], picture=True)
             if k is not None:
                 if key in done_edges:
                     attrs.update(color="#0969da", penwidth="2", fontcolor="#0969da")
@@ -724,6 +803,7 @@ def explain(loss) -> Explanation:
     eager = Graph([loss.node])
     names.update(_item_names(eager))
     names.update(_const_names(loss))
+    pictured = {k: v for k, v in _const_names(loss, picture=True).items() if v is not None}
     grads: dict = {id(loss): seed}
     ready = [loss]
     reaches: dict = {}  # an unrolled net's run -> _reach(run), computed once
@@ -795,9 +875,11 @@ def explain(loss) -> Explanation:
             seen.add(id(n))
             drawn.append(n)
             names.setdefault(id(n), None)
-    final = _final_names(eager, names, drawn, records, skipped)
+    final, every, given = _final_names(eager, names, drawn, records, skipped)
     _running_totals(records)
-    return Explanation(records, skipped, drawn, final, loss.node, links)
+    ex = Explanation(records, skipped, drawn, final, loss.node, links)
+    ex._every, ex._given, ex._pictured = every, given, pictured
+    return ex
 
 
 def _picked(item) -> list:
@@ -882,14 +964,16 @@ def _ids(eager) -> dict:
     return ids
 
 
-def _const_name(value) -> str | None:
-    """A constant of one element is named by its value, as the diagrams draw it."""
-    from .render import _array_text
+def _const_name(value, picture: bool = False) -> str | None:
+    """A constant of one element is named by its value, as the diagrams draw it (3 digits;
+    a negative one with U+2212 in a picture, ASCII ``-`` in text)."""
+    arr = np.asarray(value)
+    if arr.size != 1 or arr.dtype.kind not in "fiub":
+        return None
+    return number(arr.reshape(-1)[0], 3, picture=picture)
 
-    return _array_text(value, 1) if np.size(value) == 1 else None
 
-
-def _const_names(loss) -> dict:
+def _const_names(loss, picture: bool = False) -> dict:
     names, seen, stack = {}, set(), [loss]
     while stack:
         t = stack.pop()
@@ -897,7 +981,7 @@ def _const_names(loss) -> dict:
             continue
         seen.add(id(t.node))
         if t.node.op == "const" and not t.node.name and _const_name(t._data) is not None:
-            names[id(t.node)] = _const_name(t._data)
+            names[id(t.node)] = _const_name(t._data, picture)
         stack.extend(t._parents)
     return names
 
@@ -918,11 +1002,12 @@ def graph_names(eager, nodes, given=None) -> dict:
                          {**_item_names(eager), **(given or {})})
 
 
-def _final_names(eager, given, drawn, records, skipped) -> dict:
+def _final_names(eager, given, drawn, records, skipped) -> tuple:
     """The names printed for every node of the walk: the diagrams' names, with the node's
     id appended only where two would read the same; then each record's label and formulas.
     An unrolled graph's nodes are told apart by their ids in it (``n12``), the eager
-    graph's by theirs, written ``e3`` when an unrolled graph is opened inside it."""
+    graph's by theirs, written ``e3`` when an unrolled graph is opened inside it. Returns
+    the names, every node named and the names given (constants, a net's outputs)."""
     ids = _ids(eager)
     nodes, seen = [], set()
     every = list(drawn) + [r.node for r in records] + [s.node for s in skipped]
@@ -943,12 +1028,14 @@ def _final_names(eager, given, drawn, records, skipped) -> dict:
         r.label = of(r.node)
         for loc in r.locals:
             if loc.formula is None:
-                loc.formula = _formula(r.node, loc.index, of)
+                loc._make = functools.partial(_formula, r.node, loc.index)
             elif callable(loc.formula):
-                loc.formula = loc.formula(of)
+                loc._make = loc.formula
+            if loc._make is not None:
+                loc.formula = loc._make(of)
     for s in skipped:
         s.label = of(s.node)
-    return names
+    return names, nodes, given
 
 
 def _release(p, uses, ready) -> None:

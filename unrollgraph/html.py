@@ -4,9 +4,13 @@
 The graph is laid out once by Graphviz and inlined as SVG; each step of the walk only changes
 which elements are marked current, traversed or still to come (CSS classes set by a few lines
 of inline JavaScript). Nothing is fetched: the page works opened from disk, offline, or
-embedded in a notebook. Every name from the user's graph reaches the page escaped (in the SVG
-by Graphviz, in the record text as JSON read with ``textContent``), so no name can inject
-markup or script.
+embedded in a notebook. The picture is shown at its own size, its smallest type (10 points)
+13 pixels at the default zoom, and scrolls. Nodes are named as the diagrams name them
+(``h_next₂``; an op by its symbol, its step beside it), followed, where two would read the
+same, by the number of the node's record (``+@2 [4]``, where the printed walk writes
+``+@2#n12``); the ids stay the elements' own. Every name from the user's graph reaches the
+page escaped (in the SVG by Graphviz, in the record text as JSON read with ``textContent``),
+so no name can inject markup or script.
 """
 
 from __future__ import annotations
@@ -20,17 +24,13 @@ __all__ = ["stepper"]
 
 _COUNTER = itertools.count()
 
-#: pictures wider than this (points) are shown at their own size and scrolled, not shrunk
-_FIT_PT = 1800
-
 _CSS = """
 .ugx { font-family: Helvetica, Arial, sans-serif; color: #1f2328; }
 .ugx .bar { display: flex; gap: .6em; align-items: center; margin: .4em 0; }
 .ugx button { font-size: 1em; padding: .2em .8em; }
 .ugx .panes { display: flex; gap: 1em; align-items: flex-start; }
 .ugx .pic { flex: 3; overflow: auto; max-height: 85vh; border: 1px solid #d0d7de; }
-.ugx .pic svg { max-width: 100%; height: auto; }
-.ugx .pic.big svg { max-width: none; }
+.ugx .pic svg { max-width: none; }
 .ugx pre { flex: 2; white-space: pre-wrap; font-size: 12px; background: #f6f8fa;
            padding: .6em; margin: 0; min-width: 20em; }
 .ugx g.node.todo, .ugx g.edge.todo { opacity: .22; }
@@ -173,18 +173,16 @@ def stepper(ex, title: str | None = None, embed: bool = False) -> str:
                 if e is not None:
                     edge_frame[e] = min(edge_frame[e], k)
         frames.append({"node": index[id(r.node)], "done_nodes": list(done),
-                       "text": "\n".join(r.lines(ex.name))})
+                       "text": "\n".join(r.lines(ex._reader_name, rename=True))})
     data = {"nodes": [f"{prefix}n{i}" for i in range(len(ex.nodes))],
             "edges": [f"{prefix}e{i}" for i in range(len(ex.edges))],
             "edge_frame": edge_frame, "frames": frames}
+    # the picture at its own size, never shrunk to the pane (its smallest type, 9 points,
+    # is 12 pixels so): a larger one scrolls, the current node kept in view
     svg = _svg(ex, prefix)
-    # a picture much wider than a screen keeps its own size (its type readable) and scrolls,
-    # the current node kept in view; a smaller one is fitted to the pane
-    width = re.match(r'<svg width="([0-9.]+)pt"', svg)
-    pic = "pic big" if width and float(width.group(1)) > _FIT_PT else "pic"
-    skipped = "".join(f"<li>{_html.escape(s.label)}: {_html.escape(s.reason)}</li>"
-                      for s in ex.skipped)
-    title = title or f"Backward walk from {ex.name(ex.loss)}"
+    skipped = "".join(f"<li>{_html.escape(ex._reader_name(s.node))}: "
+                      f"{_html.escape(s.reason)}</li>" for s in ex.skipped)
+    title = title or f"Backward walk from {ex._reader_name(ex.loss)}"
     body = (
         f'<div class="ugx" id="{uid}" tabindex="0">'
         f"<style>{_CSS}</style>"
@@ -194,7 +192,7 @@ def stepper(ex, title: str | None = None, embed: bool = False) -> str:
         f'<input type="range" min="0" max="{max(len(frames) - 1, 0)}" value="0" '
         'aria-label="record">'
         '<span class="where"></span></div>'
-        f'<div class="panes"><div class="{pic}">{svg}</div><pre></pre></div>'
+        f'<div class="panes"><div class="pic">{svg}</div><pre></pre></div>'
         + (f"<p>Skipped:</p><ul>{skipped}</ul>" if skipped else "")
         + f'<script type="application/json">{_script_json(data)}</script>'
         f"<script>{_JS % {'uid': json.dumps(uid)}}</script></div>"

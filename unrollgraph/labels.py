@@ -6,19 +6,70 @@ user wrote it, the value sliced then the index in numpy's own notation (``gates[
 ``x[..., ::-1]``, ``h[[3, 3]]``). :func:`unrollgraph.graph.Graph.display_name` (printouts,
 networkx, the textbook view), :func:`unrollgraph.explain.display_names` (the narrated walk)
 and the diagrams all take their labels from here.
+
+Numbers are written by :func:`number`, the one number format of every output: pictures
+(diagrams, the stepper's picture, TikZ) write a negative number with the typographic minus
+sign U+2212 (``−0.241``, ``1e−05``), text meant to be read back or copied (printed walks,
+Markdown tables, error messages, networkx attributes) with the ASCII hyphen-minus that
+``float()`` and Python parse (``-0.241``). Code keeps ASCII ``-`` everywhere: a slice as
+:func:`index_text` writes it (``x[..., ::-1]``), a node's equation in a tooltip.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
-__all__ = ["OP_SYMBOLS", "index_text", "op_label"]
+__all__ = ["MINUS", "OP_SYMBOLS", "index_text", "number", "op_label"]
+
+#: the minus sign pictures print (U+2212: as wide as ``+``, set on the same axis)
+MINUS = "\u2212"
 
 #: the symbols printed for unnamed ops; other ops print their name (``tanh``, ``matmul``)
 OP_SYMBOLS = {
     "add": "+", "sub": "−", "mul": "×", "div": "÷", "neg": "−x", "pow": "xⁿ",
     "transpose": "ᵀ", "getitem": "[ ]",
 }
+
+
+def number(x, digits: int = 3, picture: bool = True, signed: bool = False) -> str:
+    """``x`` as every output writes a number: ``digits`` significant digits, ``0`` for zero,
+    a negative number's sign U+2212 in a picture and ASCII ``-`` in text.
+
+    Parameters
+    ----------
+    x : float
+        The number (anything ``float()`` takes).
+    digits : int
+        Significant digits (the diagrams print 3, the narrated walk 4).
+    picture : bool
+        ``True``: for a picture (the typographic minus U+2212, in the mantissa and the
+        exponent); ``False``: for text read back or copied (ASCII ``-``, which ``float()``
+        parses).
+    signed : bool
+        Write a positive number's ``+`` as well (the parts of a sum: ``+0.0386``).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> number(-0.24137), number(-0.24137, picture=False), number(0.0386, signed=True)
+    ('−0.241', '-0.241', '+0.0386')
+    >>> number(-1.5e-05, digits=4, picture=False), number(0.0), number(float("-inf"))
+    ('-1.5e-05', '0', '−inf')
+    >>> float(number(-2.5e-07, picture=False))
+    -2.5e-07
+    """
+    x = float(x)
+    if x == 0:
+        return "0"
+    text = f"{x:.{digits}g}" if math.isfinite(x) else str(x)
+    if signed and x > 0:
+        text = "+" + text
+    return text.replace("-", MINUS) if picture else text
 
 
 def _bound(v) -> str:

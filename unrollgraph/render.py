@@ -36,7 +36,7 @@ import numpy as np
 from .checkpoint import kept_steps
 from .errors import RenderError
 from .graph import Node
-from .labels import OP_SYMBOLS, index_text, op_label
+from .labels import MINUS, OP_SYMBOLS, index_text, number, op_label
 from .tensor import Tensor
 from .view import GraphView, loss_runs, reads, view
 
@@ -743,12 +743,9 @@ class _Html:
 
 
 def _num(x) -> str:
-    x = float(x)
-    if x == 0:
-        return "0"
-    if not math.isfinite(x):
-        return str(x)
-    return f"{x:.3g}"
+    """A number as the diagrams write it (:func:`unrollgraph.labels.number`: 3 digits,
+    a negative one with U+2212)."""
+    return number(x, 3)
 
 
 def _signed(a) -> str:
@@ -758,10 +755,7 @@ def _signed(a) -> str:
     arr = np.asarray(a, dtype=np.float64).reshape(-1)
 
     def one(x):
-        text = _num(x)
-        if x > 0:
-            return "+" + text
-        return text.replace("-", "−", 1)
+        return number(x, 3, signed=True)
 
     if arr.size == 1:
         return one(arr[0])
@@ -848,12 +842,14 @@ _TAG = re.compile(r"<[^>]*>")
 
 def _text_points(text: str, size: float, bold: bool) -> float:
     """An upper estimate of the width of ``text`` (plain, unescaped) set at ``size`` points:
-    Helvetica's advance widths for ASCII (a bold face's widen by at most about a fifth), a
-    full em for any other character (a symbol the fallback font sets)."""
+    Helvetica's advance widths for ASCII (a bold face's widen by at most about a fifth),
+    0.88 em for the minus sign U+2212 of the numbers (Graphviz measures it 0.84 em, as
+    ``+``), a full em for any other character (a symbol the fallback font sets)."""
     em = 0.0
     for c in text:
         k = ord(c) - 32
-        em += _ADVANCE[k] / 1000 * (1.2 if bold else 1.05) if 0 <= k < len(_ADVANCE) else 1.0
+        em += _ADVANCE[k] / 1000 * (1.2 if bold else 1.05) if 0 <= k < len(_ADVANCE) else (
+            0.88 if c == MINUS else 1.0)
     return em * size
 
 
@@ -1605,7 +1601,7 @@ class _Plain(_Drawer):
         paths.reverse()
         from .explain import _const_name, _operand, display_names
 
-        given = {id(n): _const_name(self.value(n)) for n in g.nodes
+        given = {id(n): _const_name(self.value(n), picture=True) for n in g.nodes
                  if n.op == "const" and not n.name and self.value(n) is not None}
         names = display_names(g.nodes, g.id, {k: v for k, v in given.items() if v})
 
@@ -3629,6 +3625,13 @@ def render_side_by_side(a, b, labels=("a", "b"), direction="auto", **options):
                             f"[style=invis weight={_COLUMN_WEIGHT}]\n"
                             "  {rank=same; edge [style=invis] "
                             f'"s0_side_gap_legend" -> "{leg}"}}\n')
+                if not any(cols) and any(line.lstrip().startswith('"s0_legend" [')
+                                         for line in body):
+                    # (an ops view: no column holds step t of the one over step t of the
+                    # other, and the widths of the numbers they print set their last steps
+                    # a few points apart: the legends held in line by a heavy invisible edge
+                    # of their own, right of every step)
+                    body.append(f'  "{leg}" -> "s0_legend" [style=invis weight=1000]\n')
     elif direction == "horizontal":
         # the captions level, and each row of the one level with the same row of the
         # other: step by step, the bottom and top of every column (the first step both

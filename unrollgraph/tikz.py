@@ -1,9 +1,10 @@
 """Diagrams as LaTeX/TikZ pictures for papers.
 
 :func:`to_tikz` lays the diagram out with Graphviz (``dot -Tjson``, which gives every shape,
-curve, arrowhead and text line as drawing operations at its final position) and writes each
-operation as one TikZ command, so the picture in the paper is the picture on the screen, with
-its numbers as text that LaTeX sets.
+curve, arrowhead and piece of text as drawing operations at its final position) and writes each
+operation as one TikZ command, each line of text as one box (a name and its subscript set one
+after the other, as LaTeX measures them), so the picture in the paper is the picture on the
+screen, with its numbers as text that LaTeX sets.
 
 The standalone document needs only LaTeX's base classes, TikZ and ``geometry`` (the page is
 the picture's size). It compiles with ``lualatex`` (any character: the labels are set in
@@ -280,9 +281,13 @@ class _Pen:
 
     def run(self, ops: list) -> list[str]:
         out: list[str] = []
+        line: list = []  # the pieces of one line of text (see :meth:`continues`)
         self.reset()
         for op in ops:
             kind = op.get("op")
+            if line and kind in ("E", "e", "P", "p", "L", "B", "b"):
+                out.append(self.text(line))
+                line = []
             if kind == "c":
                 self.stroke = _rgb(op.get("color", "black"))
             elif kind == "C":
@@ -311,7 +316,14 @@ class _Pen:
                              f"{_pt(pts[k + 2])}")
                 out += self.shape(path + (" -- cycle" if kind == "B" else ""), kind == "B")
             elif kind == "T":
-                out.append(self.text(op))
+                piece = (op, self.stroke or (0, 0, 0), self.size, self.bold, self.italic,
+                         self.sub, self.sup)
+                if line and not _continues(line[-1][0], op):
+                    out.append(self.text(line))
+                    line = []
+                line.append(piece)
+        if line:
+            out.append(self.text(line))
         return out
 
     def set_style(self, style: str) -> None:
@@ -329,19 +341,41 @@ class _Pen:
         elif style == "bold":
             self.width = 2.0
 
-    def text(self, op: dict) -> str:
-        colour = self.stroke or (0, 0, 0)
-        text = latex_text(op.get("text", ""))
-        if self.bold:
-            text = f"\\textbf{{{text}}}"
-        if self.italic:
-            text = f"\\textit{{{text}}}"
-        size, (x, y) = self.size, op["pt"]
-        if self.sub or self.sup:  # set smaller, below or above the line's baseline
-            y += -0.25 * size if self.sub else 0.4 * size
-            size *= 0.72
-        anchor = _ALIGN.get(op.get("align", "c"), "base")
+    def text(self, line: list) -> str:
+        """One line of text: its pieces (Graphviz gives a label's line as one piece per
+        font, colour and sub- or superscript, each at the place its own metrics put it) set
+        one after the other in one box from the line's start, so that LaTeX's narrower
+        letters leave no gap before a subscript (``h₀``, ``Σₜ Lₜ``)."""
+        first = line[0][0]
+        x, y = first["pt"]
+        parts = []
+        for op, colour, size, bold, italic, sub, sup in line:
+            text = latex_text(op.get("text", ""))
+            if bold:
+                text = f"\\textbf{{{text}}}"
+            if italic:
+                text = f"\\textit{{{text}}}"
+            rise = 0.0
+            if sub or sup:  # set smaller, below or above the line's baseline
+                rise = -0.25 * size if sub else 0.4 * size
+                size *= 0.72
+            part = (f"{{\\color[RGB]{{{','.join(map(str, colour))}}}"
+                    f"\\fontsize{{{_n(size)}}}{{{_n(size)}}}\\selectfont{{{text}}}}}")
+            if len(line) == 1:
+                y += rise  # (a line of one piece: its baseline moved, as before)
+            elif rise:
+                part = f"\\raisebox{{{_n(rise)}bp}}{{{part}}}"
+            parts.append(part)
+        anchor = _ALIGN.get(first.get("align", "c"), "base")
         # pgf's own text command: what a TikZ node would draw, with less work per label
         return (f"\\pgftext[{anchor},at={{\\pgfqpoint{{{_n(x)}bp}}{{{_n(y)}bp}}}}]"
-                f"{{\\color[RGB]{{{','.join(map(str, colour))}}}"
-                f"\\fontsize{{{_n(size)}}}{{{_n(size)}}}\\selectfont{{{text}}}}}\n")
+                f"{{{''.join(parts)}}}\n")
+
+
+def _continues(prev: dict, op: dict) -> bool:
+    """Whether text piece ``op`` continues the line of piece ``prev``: both set from the
+    left, on one baseline, ``op`` starting where ``prev`` ends (Graphviz's width)."""
+    if prev.get("align", "c") != "l" or op.get("align", "c") != "l" or "width" not in prev:
+        return False
+    (x0, y0), (x1, y1) = prev["pt"], op["pt"]
+    return abs(y1 - y0) < 0.01 and abs(x0 + float(prev["width"]) - x1) < 0.5
