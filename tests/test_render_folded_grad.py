@@ -52,7 +52,7 @@ def test_the_folded_cell_says_it_prints_grad_summed_over_every_backward_call():
     for name, line in _param_lines(text, cell).items():
         m = re.search(r"\.grad = ([^<]*)<", line)
         assert m, line
-        got = [float(x) for x in _FLOAT.findall(html.unescape(m.group(1)))]
+        got = [float(x.replace("−", "-")) for x in _FLOAT.findall(html.unescape(m.group(1)))]
         assert np.allclose(got, cell.parameters()[name].grad.reshape(-1), rtol=6e-3)
         assert "∇ = " not in line
     legend = _legend(text)
