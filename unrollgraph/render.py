@@ -923,7 +923,14 @@ def _text_on(fill: str) -> str:
 _NOGRAD_WORDS = {"input": "inputs", "state": "initial states unless requires_grad",
                  "param": "parameters with requires_grad off", "leaf": "leaf tensors",
                  "const": "constants", "op": "ops", "next_state": "states",
-                 "output": "outputs", "shared": "ops on weights", "elide": "steps"}
+                 "output": "outputs", "shared": "ops on weights", "elide": "steps",
+                 "call": "calls of an unrolled net", "mask": "padding masks"}
+#: the kinds of node drawn unfilled though a gradient reaches them: the loss (where the
+#: gradient starts) and its parts are drawn in their own colour, never filled
+_UNCOLOURED_WORDS = {frozenset({"loss"}): "the loss", frozenset({"part"}): "the loss's parts",
+                     frozenset({"loss", "part"}): "the loss and its parts"}
+#: the words for a node whose gradient is not finite (nan or inf): drawn unfilled too
+_NONFINITE = "gradient not finite (nan or inf)"
 
 
 class _Drawer:
@@ -950,7 +957,17 @@ class _Drawer:
         self.cut_ids: set[str] = set()  # the nodes drawn greyed (truncation: no gradient)
         self.node_at: dict[str, tuple[int, str]] = {}  # id -> (its line, its label)
         self.norm_mark: str | None = None  # the first ‖·‖ printed (see number_text)
-        self.nograd_kinds: set[str] = set()  # kinds drawn unfilled: no gradient computed
+        # what is drawn unfilled, in the legend's words: no gradient computed (kind -> the
+        # words of the nodes drawn so; a caller may name a node's own words, ``nograd=``),
+        # drawn uncoloured (the loss), or a gradient that is not finite
+        self.nograd_what: dict[str, str] = {}
+        self.uncoloured: set[str] = set()
+        self.nonfinite = False
+
+    @property
+    def nograd_kinds(self) -> set:
+        """The words of every node drawn unfilled for want of a gradient."""
+        return set(self.nograd_what)
 
     def make_scale(self, mags) -> _Scale:
         return _Scale(mags, self.t["ramp"], self.o["color_scale"])
@@ -1020,9 +1037,11 @@ class _Drawer:
 
     def node(self, nid: str, kind: str, title: str, rows: list[str], mag=None, cut=False,
              indent=1, tooltip=None, hot=False, state=False, shape=None,
-             group: str | None = None, kept: bool = False) -> None:
+             group: str | None = None, kept: bool = False, nograd: str | None = None) -> None:
         """Draw one node: its shape from ``kind`` (or ``shape``), its fill from the gradient
         norm ``mag``; ``group`` is Graphviz's (an edge within a group is kept straight).
+        ``nograd``: the legend's words for this node where it is drawn unfilled, no
+        gradient computed (by default its kind's, ``_NOGRAD_WORDS``).
         ``kept``: a state a checkpointed run keeps, marked by a ✓ after the title (in the
         text colour chosen for the fill) and a thick border."""
         t = self.t
@@ -1056,9 +1075,15 @@ class _Drawer:
                 font = _text_on(fill)
             elif mag == 0:
                 fill = t["zero"]
-        elif mag is None and self.show_grads() and self.scale and not self.scale.empty \
-                and kind in _NOGRAD_WORDS:
-            self.nograd_kinds.add(kind)  # (the legend says so: its colour is zero's)
+            else:
+                self.nonfinite = True  # (unfilled: the legend says why)
+        elif mag is None and self.show_grads() and self.scale and not self.scale.empty:
+            # unfilled: the legend names exactly the kinds drawn so (its colour is zero's)
+            if kind in ("loss", "part"):
+                self.uncoloured.add(kind)
+            else:
+                words = nograd or _NOGRAD_WORDS.get(kind, kind)
+                self.nograd_what.setdefault(words, kind)
         if hot:
             border = t["highlight"]
         attrs = {
@@ -1395,12 +1420,14 @@ class _Drawer:
                           f"number{'s' if cap != 1 else ''} (max_elements)") + _BR)
             rows.append((f'<td>{_font(_h(self.norm_mark), 9)}</td>',
                          f'<td align="left">{_font(words, 9)}</td>'))
-        if self.nograd_kinds and self.show_grads() and self.scale is not None \
-                and not self.scale.empty:
-            what = ", ".join(w for k, w in _NOGRAD_WORDS.items() if k in self.nograd_kinds)
+        unfilled = self.unfilled_words()
+        if unfilled and self.show_grads() and self.scale is not None and not self.scale.empty:
+            # one line each: no gradient computed, the loss uncoloured, not finite
+            text = _h(unfilled[0]) if len(unfilled) == 1 else \
+                "".join(_h(w + (";" if k < len(unfilled) - 1 else "")) + _BR
+                        for k, w in enumerate(unfilled))
             rows.append((f'<td align="right">{_font("no fill", 9, bold=True)}</td>',
-                         f'<td align="left">{_font(_h(f"no gradient computed ({what})"), 9)}'
-                         '</td>'))
+                         f'<td align="left">{_font(text, 9)}</td>'))
         for left, right in extra_rows:
             rows.append((f'<td>{_font(left, 10) or " "}</td>',
                          f'<td align="left">{_font(right, 9) or " "}</td>'))
@@ -1423,6 +1450,20 @@ class _Drawer:
             table += self.colour_bar(span)
         table += "</table>"
         self.emit(f'"legend" {_attrs({"shape": "plain", "label": _Html(table)})}')
+
+    def unfilled_words(self) -> list[str]:
+        """The legend's words for the nodes drawn unfilled, exactly the kinds drawn so: with
+        no gradient computed (in the order of ``_NOGRAD_WORDS``, then any a view named
+        itself), the loss and its parts (uncoloured), a gradient that is not finite."""
+        order = list(_NOGRAD_WORDS.values())
+        words = sorted(self.nograd_what,
+                       key=lambda w: (order.index(w) if w in order else len(order), w))
+        parts = [f"no gradient computed ({', '.join(words)})"] if words else []
+        if self.uncoloured:
+            parts.append("not coloured: " + _UNCOLOURED_WORDS[frozenset(self.uncoloured)])
+        if self.nonfinite:
+            parts.append(_NONFINITE)
+        return parts
 
     def colour_bar(self, span: int = 2) -> str:
         s = self.scale
@@ -1512,7 +1553,8 @@ class _Plain(_Drawer):
             if kind == "param":
                 params.append(nid)
             self.node(nid, kind, self.title(n), self.rows(n, grad_label),
-                      _mag(self.grad(n)), tooltip=self.tooltip(n), hot=hot, state=state)
+                      _mag(self.grad(n)), tooltip=self.tooltip(n), hot=hot, state=state,
+                      nograd="states" if cell is not None and kind == "state" else None)
         if params and cell is not None:
             self.emit("{rank=source; " + " ".join(f'"{p}"' for p in params) + "}")
         for n in nodes:

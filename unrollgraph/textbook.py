@@ -269,6 +269,7 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows, order=None) -> dict:
             kind, shape = kinds[what]
             rows_ = [f"+ {_names(notes[key], decl)}"] if key in notes else []
             d.node(nid, kind, _hn(name), rows_, state=what == "s", shape=shape,
+                   nograd="the folded cell",
                    tooltip=f"{({'x': 'input', 's': 'state', 'y': 'output'})[what]} {name}")
             rows.add(key, nid, first=True)
     def rank(key) -> int:
