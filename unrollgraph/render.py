@@ -1278,7 +1278,9 @@ class _Drawer:
         ends = getattr(self, "path_ends", None)
         if ends is not None:
             name = _h(_shown(self.g.display_name(ends[0])))
-            rows.append(("", f"∇ of {name}: the product of the ∂ along the highlighted{_BR}"
+            sign = ".grad" if getattr(self, "leaf_grads", False) and \
+                ends[0].op in ("param", "leaf") else "∇"  # (as its node prints it)
+            rows.append(("", f"{sign} of {name}: the product of the ∂ along the highlighted{_BR}"
                              f"path (the sum of the products, over several paths){_BR}"))
         else:
             rows.append(("", f"a node's ∇: the sum, over its paths to the output,{_BR}"
@@ -1539,6 +1541,13 @@ class _Plain(_Drawer):
         # picture says so, and whose colour scale fills them
         grad_label, notes = ("∇", []) if cell is None or not self.has_grads else \
             (".grad", self.grad_notes())
+        # a tensor's history: a leaf prints its .grad, which adds up over every backward()
+        # call too: printed as .grad, the legend saying so (an op's ∇ is its gradient)
+        leaf_grads = cell is None and self.show_grads() and any(
+            n.op in ("param", "leaf") and self.grad(n) is not None for n in nodes)
+        self.leaf_grads = leaf_grads
+        if leaf_grads:
+            notes = self.leaf_grad_notes(nodes)
         default_dir = "BT" if cell is not None else "LR"
         title = full = o["title"]
         if title is None and cell is not None:
@@ -1552,7 +1561,8 @@ class _Plain(_Drawer):
             hot = id(n) in self.path
             if kind == "param":
                 params.append(nid)
-            self.node(nid, kind, self.title(n), self.rows(n, grad_label),
+            label = ".grad" if leaf_grads and n.op in ("param", "leaf") else grad_label
+            self.node(nid, kind, self.title(n), self.rows(n, label),
                       _mag(self.grad(n)), tooltip=self.tooltip(n), hot=hot, state=state,
                       nograd="states" if cell is not None and kind == "state" else None)
         if params and cell is not None:
@@ -1598,6 +1608,17 @@ class _Plain(_Drawer):
         self.bar_title = f"‖.grad‖ (log scale) on {whose}"
         return [(".grad", f"a parameter's .grad: the sum of its gradient over every step and"
                           f"{_BR}every backward() call since zero_grad(){_BR}")]
+
+    def leaf_grad_notes(self, nodes) -> list[tuple[str, str]]:
+        """The legend's row saying what the ``.grad`` a tensor's history prints on its leaves
+        is: the sum over every ``backward()`` call (a cell's parameter read by an unrolled
+        net: over every step too), as the folded cell's row says of its parameters."""
+        ops = {n.op for n in nodes if n.op in ("param", "leaf") and self.grad(n) is not None}
+        who = {frozenset({"param"}): "a parameter's", frozenset({"leaf"}): "a leaf tensor's",
+               frozenset({"param", "leaf"}): "a parameter's or leaf tensor's"}[frozenset(ops)]
+        steps = "every step and " if "param" in ops else ""
+        return [(".grad", f"{who} .grad: the sum of its gradient over {steps}every{_BR}"
+                          f"backward() call since zero_grad(){_BR}")]
 
     def place_legend(self, roots: list, rankdir: str) -> None:
         """The legend where the reader's eye ends: under the last output, in its column
