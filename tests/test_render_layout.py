@@ -132,7 +132,8 @@ def test_the_elided_ops_view_draws_its_kept_steps_alike():
 def test_the_state_comes_in_on_the_left_of_each_step():
     """h_{t-1} @ W_hh stands left of x_t @ W_ih in every step, as the state's edge comes in
     from the step before (on the left) and the input from below; the parameters, each at the
-    left end of its bus, are in the same order, top to bottom."""
+    left end of its bus, are in the cell's order (named_parameters()), top to bottom, as
+    every other view lists them."""
     net, loss = _run(ug.nn.RNNCell(2, 2, seed=0), 5)
     pos = _positions(ug.render(net, loss=loss, detail="ops"))
     g = net.graph
@@ -143,7 +144,9 @@ def test_the_state_comes_in_on_the_left_of_each_step():
         assert len(by_state) == len(by_input) == 1
         assert pos[g.id(by_state[0])][0] < pos[g.id(by_input[0])][0]
     p = net.param_nodes
-    assert pos[g.id(p["weight_hh"])][1] > pos[g.id(p["weight_ih"])][1]
+    heights = [pos[g.id(n)][1] for n in p.values()]
+    assert list(p) == ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+    assert heights == sorted(heights, reverse=True), heights  # the first on top
 
 
 # -- the shared weights' buses -------------------------------------------------------------
@@ -717,3 +720,29 @@ def test_a_step_of_the_ops_view_is_no_wider_than_it_needs(name, T):
     assert max(widths) <= _STEP_PT[name], (name, T, widths)
     width = float(layout["bb"].split(",")[2])
     assert width <= T * (_STEP_PT[name] + 8) + 800, (name, T, width)
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("detail,T,truncate", [("ops", 4, None), ("ops", 8, None),
+                                               ("elide", 30, None), ("ops", 6, 2)])
+def test_op_views_stack_the_parameters_in_the_cells_order_every_step_one_width(
+        name, detail, T, truncate):
+    """The op and elided views stack the parameters' rows (each at its bus's left end) in
+    the cell's order, named_parameters(), the first on top, as the textbook, step and TikZ
+    views list them; and no step is laid out wider than another (measured in dot's
+    layout: each step's cluster)."""
+    net = ug.unroll(_CELLS[name](), steps=T, truncate=truncate)
+    outs, _ = net(np.random.default_rng(0).standard_normal((T, 1, 2)))
+    loss = (outs * outs).sum()
+    loss.backward()
+    layout = _layout(ug.render(net, loss=loss, detail=detail, values=False))
+    by_name = {o["name"]: o for o in layout["objects"]}
+    g = net.graph
+    heights = [float(by_name[g.id(n)]["pos"].split(",")[1]) for n in net.param_nodes.values()]
+    assert heights == sorted(heights, reverse=True), (list(net.param_nodes), heights)
+    widths = set()
+    for o in layout["objects"]:
+        if o.get("name", "").startswith("cluster_step_"):
+            x0, _, x1, _ = map(float, o["bb"].split(","))
+            widths.add(round(x1 - x0, 1))
+    assert len(widths) == 1, widths

@@ -2250,10 +2250,10 @@ class _Unrolled(_Drawer):
             rows = self.param_rows(n) if kind == "param" else self.rows(n)
             self.node(g.id(n), kind, self.title(n), rows, _mag(self.grad(n)),
                       tooltip=self.tooltip(n), hot=id(n) in self.path)
-        side = self.shared_sides(shared)
-        self.shared_side = {g.id(n): v for n in shared for v in [side.get(id(n), 2)]}
+        rank = self.param_rank()
+        self.shared_side = {g.id(n): rank[g.id(n)] for n in shared}
         order = {id(n): k for k, n in enumerate(shared)}
-        params.sort(key=lambda p: (side.get(id(p), 2), order[id(p)]))
+        params.sort(key=lambda p: (rank[g.id(p)], order[id(p)]))
         # the steps held to one layout by feet (see feet()), an elided net's too: each state
         # leaves its step through bends in its own box (state_bends()), so the steps no
         # longer pull the elided column out of its place (the code for loose steps stays
@@ -2675,24 +2675,6 @@ class _Unrolled(_Drawer):
         self.side.update(side)
         return levels
 
-    def shared_sides(self, shared: list) -> dict:
-        """The side of each parameter (and op on parameters): that of the ops reading it,
-        so the row of parameters stands in the order the steps read them (``W_hh`` on the
-        state's side, ``W_ih`` on the inputs')."""
-        ids = {id(n) for n in shared}
-        side: dict[int, int] = {}
-        for n in self.g.nodes:
-            if n.step is None or id(n) not in self.side:
-                continue
-            for i in n.inputs:
-                if id(i) in ids:
-                    side[id(i)] = min(side.get(id(i), 2), self.side[id(n)])
-        for n in reversed(shared):
-            for i in n.inputs:
-                if id(i) in ids and id(n) in side:
-                    side[id(i)] = min(side.get(id(i), 2), side[id(n)])
-        return side
-
     def under(self, shared: list[Node], bottom: list[str], pull: bool = True) -> None:
         """The parameters' row under the inputs' row, centred under the middle step; with
         ``pull=False`` the row only stands lower (weightless edges: the parameters then sit
@@ -3038,11 +3020,11 @@ class _Unrolled(_Drawer):
         for _, src, at in buses:
             ts = sorted(at)
             js = [f"{src}_fan_{t}" for t in ts]
-            rows.append(js)
             feed = self.bus_feed(src) if getattr(self, "rigid", False) and \
                 hasattr(self, "on_bus") else []
             if getattr(self, "detail", None) == "steps":
                 feed = [src]  # (the step view's parameter at its bus's left end, as above)
+            rows.append((feed[0] if feed else js[0], js))  # (its head: see below)
             # one row (an ops view of held steps: with the shared values feeding it, at its
             # left end: its trunk is a short level edge, and no trunk crosses another)
             self.emit("{rank=same; " + " ".join(f'"{j}"' for j in feed + js) + "}")
@@ -3076,10 +3058,16 @@ class _Unrolled(_Drawer):
             elif self.elided and t == self.elided[0]:
                 # under the elided steps' node, a column (an invisible cluster keeps it one)
                 self.emit(f'subgraph cluster_elided {{ style=invis "elided" {js} }}')
-        stack = [first_row[min(first_row)][0]] + [js[0] for js in rows]
         drawn = {(f"{src}_fan_{t}", u[0]) for _, src, at in buses for t, us in at.items()
                  for u in us}
-        for above, below in zip(stack, stack[1:]):  # the rows stacked, the first on top
+        # the rows stacked, the first on top: its first junction under the first step's
+        # first row of ops, each other row under the one before by what feeds them, left of
+        # the steps, where there is (linked by their first junctions, the rows zig-zagged
+        # through the first step's columns, and drew a junction there off the op it feeds)
+        links = [(rows[0][1][0], first_row[min(first_row)][0])] + \
+            [(b[0], a[0]) if a[0] not in a[1] and b[0] not in b[1] else (b[1][0], a[1][0])
+             for a, b in zip(rows, rows[1:])]
+        for below, above in links:
             if (below, above) not in drawn:  # (a second edge would bend the drawn one)
                 self.n_edges += 1
                 self.emit(f'"{below}" -> "{above}" [style=invis weight=0]')
