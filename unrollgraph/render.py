@@ -1855,33 +1855,44 @@ def _elided_numbers(mags: list) -> tuple[float, float, str] | None:
     return math.sqrt(total / len(mags)), math.sqrt(total), f"{lo} … {_num(max(known))}"
 
 
-def _drawn_words(a: int, b: int, k: int, T: int) -> str:
-    """What an elided drawing of steps ``a … b`` draws, in words for its legend."""
-    if (a, b) == (k, T - k - 1):
+def _drawn_words(spans: list, k: int, T: int) -> str:
+    """What an elided drawing of the runs ``spans`` draws, in words for its legend."""
+    if spans == [(k, T - k - 1)]:
         return f"the first and last {k} steps are drawn"
     return "the others are drawn, the steps either side of a truncation cut among them"
 
 
-def _elision(T: int, k: int, truncates=(None,)) -> tuple[int, int] | None:
-    """The steps ``(a, b)`` an elided drawing leaves out (None: it draws every step).
+def _elision(T: int, k: int, truncates=(None,)) -> list[tuple[int, int]]:
+    """The runs of steps ``(a, b)`` an elided drawing leaves out, in time order (empty: it
+    draws every step).
 
-    Without truncation, all but the first and last ``k``. With it, never a range that mixes
+    Without truncation, all but the first and last ``k``. With it, never a run that mixes
     steps truncation cuts (``t < T - truncate``) with steps it keeps: the last cut step and
-    the first kept one are always drawn, so the cut stands between two drawn steps, and the
-    longer of the two runs on either side of them is elided (the other drawn). Several
-    truncations (the two nets of a figure, drawn step over step): a range clear of every
-    cut. A run of fewer than two steps is not elided.
+    the first kept one are always drawn, so the cut stands between two drawn steps; the
+    longer of the two runs on either side of them is elided, and the shorter too when it
+    has more steps than an elided drawing of its own would draw (``2 k + 1``): a long run
+    each side of the cut is a run of its own. Several truncations (the two nets of a
+    figure, drawn step over step): runs clear of every cut. A run of fewer than two steps
+    is not elided (it is drawn).
 
     >>> _elision(30, 2, (None,)), _elision(30, 2, (5,)), _elision(4, 1, (2,))
-    ((2, 27), (2, 23), None)
+    ([(2, 27)], [(2, 23)], [])
+    >>> _elision(200, 2, (100,))
+    [(2, 98), (101, 197)]
     """
-    a, b = k, T - k - 1
+    runs = [(k, T - k - 1)]
     for truncate in truncates:
         c = T - truncate if truncate is not None else 0
-        if 0 < c < T and a <= c and b >= c - 1:  # the cut inside (or at the edge of) it
-            runs = [(a, min(b, c - 2)), (max(a, c + 1), b)]  # cut steps, kept steps
-            a, b = max(runs, key=lambda r: r[1] - r[0])
-    return (a, b) if b - a + 1 >= 2 else None
+        split = []
+        for a, b in runs:
+            if 0 < c < T and a <= c and b >= c - 1:  # the cut inside (or at the edge of) it
+                two = [(a, min(b, c - 2)), (max(a, c + 1), b)]  # cut steps, kept steps
+                longer = max(two, key=lambda r: r[1] - r[0])
+                split += [r for r in two if r == longer or r[1] - r[0] + 1 > 2 * k + 1]
+            else:
+                split.append((a, b))
+        runs = split
+    return [(a, b) for a, b in runs if b - a + 1 >= 2]
 
 
 class _Unrolled(_Drawer):
@@ -1894,8 +1905,8 @@ class _Unrolled(_Drawer):
         detail = self.pick_detail(len(g.nodes), T)
         k = o["ends"]
         truncates = getattr(self, "figure_truncates", ()) or (net.truncate,)
-        span = _elision(T, k, truncates) if detail == "elide" or self.elides(T) else None
-        if detail == "elide" and span is None:
+        spans = _elision(T, k, truncates) if detail == "elide" or self.elides(T) else []
+        if detail == "elide" and not spans:
             detail = "ops"
         self.detail = detail
         self.net, self.run, self.T = net, run, T
@@ -1906,12 +1917,10 @@ class _Unrolled(_Drawer):
         for name, ns in net.output_nodes.items():
             for n in ns:
                 self.outputs_of.setdefault(id(n), []).append(name)
-        if span is not None:
-            self.kept = set(range(span[0])) | set(range(span[1] + 1, T))
-            self.elided = span
-        else:
-            self.kept = set(range(T))
-            self.elided = None
+        # the elided runs of steps; ``elided`` is the one being drawn (the first, else None)
+        self.spans = spans
+        self.kept = set(range(T)) - {t for a, b in spans for t in range(a, b + 1)}
+        self.elided = spans[0] if spans else None
         self.guard(self.least_drawn(), self.what(), self.fixes(), exact=False)
         self.seeded_reads: list = []
         self.seeded = self.seeded_nodes()
@@ -1931,8 +1940,9 @@ class _Unrolled(_Drawer):
             note = _mask_note(net, run)
             if note:
                 what += note[0]
-            if self.elided:
-                what += f" (steps {self.elided[0]} … {self.elided[1]} elided)"
+            if self.spans:
+                what += " (steps " + ", ".join(f"{a} … {b}" for a, b in self.spans) + \
+                    " elided)"
             title, full = _shown(net.cell.name) + what, net.cell.name + what
         self.header(o["rankdir"] or "BT", title, full)
         self.draw_body()
@@ -2077,11 +2087,23 @@ class _Unrolled(_Drawer):
         return [math.sqrt(v) if h else None for v, h in zip(total.tolist(), have.tolist())]
 
     def elided_mags(self) -> list:
-        """The state gradient norm of every elided step (None: no gradient there)."""
-        if getattr(self, "_elided_mags", None) is None:
+        """The state gradient norm of every step of the elided run drawn (``elided``; None:
+        no gradient there)."""
+        cache = self.__dict__.setdefault("_elided_mags", {})
+        if self.elided not in cache:
             a, b = self.elided
-            self._elided_mags = [self.state_mag(t) for t in range(a, b + 1)]
-        return self._elided_mags
+            cache[self.elided] = [self.state_mag(t) for t in range(a, b + 1)]
+        return cache[self.elided]
+
+    def span_of(self, t: int) -> tuple[int, int] | None:
+        """The elided run holding step ``t`` (None: it is drawn)."""
+        return next((sp for sp in getattr(self, "spans", ()) if sp[0] <= t <= sp[1]), None)
+
+    def eid(self, span=None) -> str:
+        """The id of the node standing for an elided run (``elided``'s by default): the
+        first run's ``"elided"``, a later one's ``"elided<its first step>"``."""
+        span = span or self.elided
+        return "elided" if span == self.spans[0] else f"elided{span[0]}"
 
     def all_mags(self) -> list:
         """The gradient norms the automatic colour scale spans: a function of the run alone,
@@ -2302,14 +2324,16 @@ class _Unrolled(_Drawer):
                     for t in kept_steps(net)}
         for t in range(T):
             if t not in kept:
-                if self.elided and t == self.elided[0]:
+                span = self.span_of(t)
+                if span is not None and t == span[0]:
+                    self.elided = span
                     self.draw_elision()
                     if self.loss_reads_elided():
                         # the loss edge of the elided steps rises through a point of the
                         # outputs' row, between the kept steps' outputs, straight over the
                         # elided box: free, dot took it round through a kept step's box
-                        self.emit(_foot("elided_up", "elided"))
-                        top.append("elided_up")
+                        self.emit(_foot(f"{self.eid()}_up", self.eid()))
+                        top.append(f"{self.eid()}_up")
                 continue
             inner, outside = [], []
             for n in by_step.get(t, []):
@@ -2530,9 +2554,10 @@ class _Unrolled(_Drawer):
                 for i in n.inputs:
                     if id(i) in ids:
                         steps.setdefault(id(i), set()).add(t)
-        if self.elided:
+        firsts = {a for a, _ in getattr(self, "spans", ())}
+        if firsts:
             for n in self.g.nodes:
-                if n.step == self.elided[0]:
+                if n.step in firsts:
                     for i in n.inputs:
                         if id(i) in ids:
                             steps.setdefault(id(i), set()).add(n.step)
@@ -2705,8 +2730,8 @@ class _Unrolled(_Drawer):
         if self.show_grads() and got is not None:
             rows.append(f"‖∂{self.loss_sym()}/∂state‖ over them: {_h(_num(got[1]))}")
             rows.append(f"per step: {_h(got[2])}")
-        self.node("elided", "elide", f"… {n} steps …", rows, got[0] if got else None,
-                  cut=self.elided_cut(), group="elided")
+        self.node(self.eid(), "elide", f"… {n} steps …", rows, got[0] if got else None,
+                  cut=self.elided_cut(), group=self.eid())
 
     def elided_cut(self) -> bool:
         """Whether truncation sends the elided steps no gradient (an elision never mixes
@@ -2715,10 +2740,10 @@ class _Unrolled(_Drawer):
         return bool(states) and self.v.is_cut(states[0])
 
     def loss_reads_elided(self) -> bool:
-        """Whether the loss reads a value of an elided step (its edge leaves the elided
-        box)."""
-        return any(n.step is not None and n.step not in self.kept
-                   for n, _, _ in self.seeded_reads)
+        """Whether the loss reads a value of a step of the elided run drawn (its edge
+        leaves the elided box)."""
+        a, b = self.elided
+        return any(n.step is not None and a <= n.step <= b for n, _, _ in self.seeded_reads)
 
     def port(self, side: str) -> str:
         """The compass point of a node's side for this picture's ``rankdir``: ``"next"``
@@ -2777,13 +2802,16 @@ class _Unrolled(_Drawer):
             if n.step is None:
                 continue
             if n.step not in self.kept:
-                if self.elided and n.step == self.elided[0]:
+                span = self.span_of(n.step)
+                if span is not None and n.step == span[0]:
+                    self.elided = span
+                    e = self.eid()
                     for i in n.inputs:
                         from_kept = i.step is not None and i.step in self.kept
                         if id(i) in state_ids and (from_kept or i.op == "init") and \
-                                (g.id(i), "elided") not in done:
-                            done.add((g.id(i), "elided"))
-                            self.forward_edge(g.id(i), "elided", cut=self.elided_cut())
+                                (g.id(i), e) not in done:
+                            done.add((g.id(i), e))
+                            self.forward_edge(g.id(i), e, cut=self.elided_cut())
                 continue
             cut = self.v.is_cut(n)
             # the op straight over its first input of the same step (one edge heavier
@@ -2795,9 +2823,10 @@ class _Unrolled(_Drawer):
                 if id(i) in shared_ids:
                     fan.setdefault(g.id(i), []).append((g.id(n), label, hot, cut, n.step, 1))
                 elif i.step is not None and i.step not in self.kept:
-                    if ("elided", g.id(n)) not in done:
-                        done.add(("elided", g.id(n)))
-                        self.forward_edge("elided", g.id(n), cut=cut)
+                    e = self.eid(self.span_of(i.step))
+                    if (e, g.id(n)) not in done:
+                        done.add((e, g.id(n)))
+                        self.forward_edge(e, g.id(n), cut=cut)
                 elif self.is_const(i) and i.step is None:
                     self.edge(f"{g.id(i)}_{g.id(n)}", g.id(n), label=label, cut=cut)
                 elif i.op == "init":  # from the left, in the reader's row (init_states())
@@ -2847,13 +2876,14 @@ class _Unrolled(_Drawer):
                 # aside by its edge to the loss
                 self.edge(g.id(n), _out_id(g.id(n), self.out_index[name]),
                           hot=self.output_hot(name, n.step), cut=cut, weight=20)
-        if self.elided:
-            n = self.elided[1] - self.elided[0] + 1
-            read = {id(i) for m in g.nodes if m.step == self.elided[0] for i in m.inputs}
+        for span in self.spans:
+            self.elided = span
+            n = span[1] - span[0] + 1
+            read = {id(i) for m in g.nodes if m.step == span[0] for i in m.inputs}
             for p in shared:
                 if id(p) in read:
                     fan.setdefault(g.id(p), []).append(
-                        ("elided", f"× {n}", False, self.elided_cut(), self.elided[0], n))
+                        (self.eid(), f"× {n}", False, self.elided_cut(), span[0], n))
         for (sid, _), (bend, _, _) in self.bends.items():  # the last step's: invisible
             src = self.state_id[sid]
             if (src, bend) not in done:
@@ -3015,7 +3045,7 @@ class _Unrolled(_Drawer):
                     self.edge(j, dst, "shared", label=label, hot=hot, cut=cut,
                               weight=getattr(self, "read_weight", 50),
                               ports=("n", f"{port}:s") if port else None,
-                              xlabel=dst == "elided")
+                              xlabel=dst.startswith("elided"))
         rows = []
         for _, src, at in buses:
             ts = sorted(at)
@@ -3055,9 +3085,10 @@ class _Unrolled(_Drawer):
             js = " ".join(f'"{src}_fan_{t}"' for _, src, at in buses if t in at)
             if t in self.cluster_end:
                 self.lines.insert(self.cluster_end[t], "    " + js + "\n")
-            elif self.elided and t == self.elided[0]:
+            elif self.span_of(t) is not None:
                 # under the elided steps' node, a column (an invisible cluster keeps it one)
-                self.emit(f'subgraph cluster_elided {{ style=invis "elided" {js} }}')
+                e = self.eid(self.span_of(t))
+                self.emit(f'subgraph cluster_{e} {{ style=invis "{e}" {js} }}')
         drawn = {(f"{src}_fan_{t}", u[0]) for _, src, at in buses for t, us in at.items()
                  for u in us}
         # the rows stacked, the first on top: its first junction under the first step's
@@ -3335,25 +3366,26 @@ class _Unrolled(_Drawer):
             elif self.detail == "steps":
                 src = f"step_{n.step}"  # a final state: the step box holds it
             elif n.step not in self.kept:
-                src = "elided"
+                src = self.eid(self.span_of(n.step))
             else:
                 src = g.id(n)
             if src not in done:
                 done.add(src)
                 hot = id(n) in self.path and bool(self.path)
-                if src == "elided":  # up through its point of the outputs' row
-                    self.edge(src, "elided_up", "loss", hot=hot, arrow=False)
-                    src = "elided_up"
+                if src.startswith("elided"):  # up through its point of the outputs' row
+                    self.edge(src, f"{src}_up", "loss", hot=hot, arrow=False)
+                    src = f"{src}_up"
                 self.edge(src, "loss", "loss", hot=hot)
 
     def legend_rows(self) -> list[tuple[str, str]]:
         rows = []
         if self.detail == "elide":
-            a, b, k = *self.elided, self.o["ends"]
+            k = self.o["ends"]
             rows.append(("…", f"detail='elide': first and last {k} steps drawn"
-                         if (a, b) == (k, self.T - k - 1) else
-                         f"detail='elide': steps {a} … {b} elided; "
-                         + _drawn_words(a, b, k, self.T)))
+                         if self.spans == [(k, self.T - k - 1)] else
+                         "detail='elide': steps " + ", ".join(
+                             f"{a} … {b}" for a, b in self.spans) + " elided; "
+                         + _drawn_words(self.spans, k, self.T)))
         note = _mask_note(self.net, self.run)
         if note:
             rows.append(("lengths", _mask_legend(
