@@ -3094,10 +3094,14 @@ class _Unrolled(_Drawer):
         # the rows stacked, the first on top: its first junction under the first step's
         # first row of ops, each other row under the one before by what feeds them, left of
         # the steps, where there is (linked by their first junctions, the rows zig-zagged
-        # through the first step's columns, and drew a junction there off the op it feeds)
-        links = [(rows[0][1][0], first_row[min(first_row)][0])] + \
-            [(b[0], a[0]) if a[0] not in a[1] and b[0] not in b[1] else (b[1][0], a[1][0])
-             for a, b in zip(rows, rows[1:])]
+        # through the first step's columns, and drew a junction there off the op it feeds);
+        # in a figure of two pictures by their first junctions, which hold the lower
+        # picture's steps under the upper one's
+        top = first_row[min(first_row)]  # (the op of it the first row feeds, if any)
+        links = [(rows[0][1][0], next((op for op in top if (rows[0][1][0], op) in drawn),
+                                      top[0]))] + \
+            [(b[0], a[0]) if a[0] not in a[1] and b[0] not in b[1] and not self.in_figure
+             else (b[1][0], a[1][0]) for a, b in zip(rows, rows[1:])]
         for below, above in links:
             if (below, above) not in drawn:  # (a second edge would bend the drawn one)
                 self.n_edges += 1
