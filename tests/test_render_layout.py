@@ -746,3 +746,26 @@ def test_op_views_stack_the_parameters_in_the_cells_order_every_step_one_width(
             x0, _, x1, _ = map(float, o["bb"].split(","))
             widths.add(round(x1 - x0, 1))
     assert len(widths) == 1, widths
+
+
+def test_the_ops_view_keeps_its_legend_under_the_steps():
+    """A single op view's legend stands in a row of its own under the steps' inputs, within
+    their width: beside the last step it widened an RNN's picture at T = 8 by its own
+    width (the gallery's RNN, one sequence: 4479 points wide, 3957 with it under the steps)."""
+    net, loss = _run(ug.nn.RNNCell(2, 2, seed=0), 8)
+    layout = _layout(ug.render(net, loss=loss, detail="ops"))
+    boxes = {o["name"]: list(map(float, o["bb"].split(","))) for o in layout["objects"]
+             if o.get("name", "").startswith("cluster_step_")}
+    legend = next(o for o in layout["objects"] if o.get("name") == "legend")
+    x, y = map(float, legend["pos"].split(","))
+    half = float(legend["width"]) * 36
+    left = min(b[0] for b in boxes.values())
+    right = max(b[2] for b in boxes.values())
+    bottom = min(b[1] for b in boxes.values())
+    assert left <= x - half and x + half <= right, (x, half, left, right)
+    assert y + float(legend["height"]) * 36 <= bottom  # under every step's box
+    # the picture no wider than what it draws besides the legend
+    ends = [float(o["pos"].split(",")[0]) + float(o["width"]) * 36
+            for o in layout["objects"] if "pos" in o and "width" in o and o["name"] != "legend"]
+    width = float(layout["bb"].split(",")[2])
+    assert width <= max(ends) + 10, (width, max(ends))

@@ -2420,6 +2420,11 @@ class _Unrolled(_Drawer):
             rest = [n for n in shared if g.id(n) not in self.on_bus]
             self.param_row([p for p in params if g.id(p) not in self.on_bus])
             self.under(rest, bottom)
+        if bottom and not self.in_figure and self.o["legend"] and not self.elided:
+            # the legend in a row of its own under the steps' inputs, under the middle
+            # step: beside the last step, it widened the picture by its own width
+            self.legend_under = bottom[len(bottom) // 2]
+            self.n_edges += 1  # (drawn with the legend: see build())
 
     def param_row(self, params: list) -> None:
         """The parameters as one row, under everything, on the side they are read."""
