@@ -4,6 +4,7 @@ elided range prints cover all its steps. A node with no gradient computed is dra
 fill, and the legend says so: its white bin is not "0" alone."""
 
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -167,6 +168,9 @@ def test_long_runs_either_side_of_the_cut_are_each_elided(detail):
     for t in (50, 150):
         assert f"<sub>{t}</sub>" not in text and f"t = {t}" not in text
     assert "(steps 2 … 98, 101 … 197 elided)" in text
+    if detail == "elide":  # laid out by dot without a complaint
+        done = subprocess.run(["dot", "-Tsvg"], input=text.encode(), capture_output=True)
+        assert done.returncode == 0 and not done.stderr.strip(), done.stderr.decode()[:400]
 
 
 def test_a_short_side_of_the_cut_is_still_drawn_in_full():
