@@ -121,7 +121,7 @@ def test_the_legend_says_what_the_highlight_and_the_derivatives_mean():
     text = " ".join(_legend_text(ug.to_dot(y, derivatives=True, highlight=x)).split())
     assert "highlight: the paths from x to y" in text, text
     assert "local derivative ∂v/∂u" in text, text
-    assert "∇ of x: the product of the ∂ along the highlighted path" in text, text
+    assert ".grad of x: the product of the ∂ along the highlighted path" in text, text
     plain = " ".join(_legend_text(ug.to_dot(y, derivatives=True)).split())
     assert "highlight" not in plain and "sum, over its paths to the output" in plain, plain
     assert "∂" not in " ".join(_legend_text(ug.to_dot(y)).split())

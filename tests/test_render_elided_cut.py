@@ -4,12 +4,13 @@ elided range prints cover all its steps. A node with no gradient computed is dra
 fill, and the legend says so: its white bin is not "0" alone."""
 
 import re
+import subprocess
 
 import numpy as np
 import pytest
 
 import unrollgraph as ug
-from unrollgraph.render import _num
+from unrollgraph.render import _elision, _num
 
 _RANGE = re.compile(r"steps (\d+) … (\d+)")
 
@@ -145,3 +146,34 @@ def test_every_edge_into_a_cut_elided_box_is_greyed_and_none_into_a_kept_one(kin
         for line in into:
             greyed = cut_colour in line and "dotted" in line
             assert greyed == (truncate is not None), line
+
+
+@pytest.mark.parametrize("detail", ["textbook", "elide", "auto"])
+def test_long_runs_either_side_of_the_cut_are_each_elided(detail):
+    """T = 200, truncate = 100: the cut steps and the kept ones each a run of its own, the
+    steps either side of the cut drawn; drawn well under the size guard (the shorter side
+    was drawn in full, an LSTM's ops past max_nodes)."""
+    T, truncate = 200, 100
+    net = ug.unroll(ug.nn.LSTMCell(2, 2, seed=0), steps=T, truncate=truncate)
+    outs, _ = net(np.random.default_rng(0).standard_normal((T, 1, 2)))
+    loss = (outs * outs).sum()
+    loss.backward()
+    text = ug.to_dot(net, loss=loss, detail=detail)
+    ranges = _ranges(text)
+    assert ranges == {(2, 98), (101, 197)}, ranges
+    _check_pure(ranges, T, truncate)
+    c = T - truncate
+    for t in (0, 1, c - 1, c, T - 2, T - 1):  # the ends and the steps either side of the cut
+        assert f"step {t}" in text or f"<sub>{t}</sub>" in text, t
+    for t in (50, 150):
+        assert f"<sub>{t}</sub>" not in text and f"t = {t}" not in text
+    assert "(steps 2 … 98, 101 … 197 elided)" in text
+    if detail == "elide":  # laid out by dot without a complaint
+        done = subprocess.run(["dot", "-Tsvg"], input=text.encode(), capture_output=True)
+        assert done.returncode == 0 and not done.stderr.strip(), done.stderr.decode()[:400]
+
+
+def test_a_short_side_of_the_cut_is_still_drawn_in_full():
+    assert _elision(30, 2, (5,)) == [(2, 23)]  # (26, 27): two steps, drawn
+    assert _elision(30, 1, (None, 5)) == [(1, 23)]  # (26, 28): three, drawn with ends=1
+    assert _elision(40, 1, (None, 10)) == [(1, 28), (31, 38)]  # eight: elided

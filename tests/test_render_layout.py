@@ -132,7 +132,8 @@ def test_the_elided_ops_view_draws_its_kept_steps_alike():
 def test_the_state_comes_in_on_the_left_of_each_step():
     """h_{t-1} @ W_hh stands left of x_t @ W_ih in every step, as the state's edge comes in
     from the step before (on the left) and the input from below; the parameters, each at the
-    left end of its bus, are in the same order, top to bottom."""
+    left end of its bus, are in the cell's order (named_parameters()), top to bottom, as
+    every other view lists them."""
     net, loss = _run(ug.nn.RNNCell(2, 2, seed=0), 5)
     pos = _positions(ug.render(net, loss=loss, detail="ops"))
     g = net.graph
@@ -143,7 +144,9 @@ def test_the_state_comes_in_on_the_left_of_each_step():
         assert len(by_state) == len(by_input) == 1
         assert pos[g.id(by_state[0])][0] < pos[g.id(by_input[0])][0]
     p = net.param_nodes
-    assert pos[g.id(p["weight_hh"])][1] > pos[g.id(p["weight_ih"])][1]
+    heights = [pos[g.id(n)][1] for n in p.values()]
+    assert list(p) == ["weight_ih", "weight_hh", "bias_ih", "bias_hh"]
+    assert heights == sorted(heights, reverse=True), heights  # the first on top
 
 
 # -- the shared weights' buses -------------------------------------------------------------
@@ -716,8 +719,53 @@ def test_a_step_of_the_ops_view_is_no_wider_than_it_needs(name, T):
     widths = [x1 - x0 for x0, _, x1, _ in boxes.values()]
     assert max(widths) <= _STEP_PT[name], (name, T, widths)
     width = float(layout["bb"].split(",")[2])
-    # (800 points to spare for what stands outside the steps when the bounds were measured;
-    # 840 since negative numbers print the minus sign U+2212, which Graphviz measures as
-    # wide as "+", where a hyphen stood: at T = 4 an RNN's steps grew from 592 to 610
-    # points and its parameters left of step 0 by 32, the picture from 3328 to 3432)
-    assert width <= T * (_STEP_PT[name] + 8) + 840, (name, T, width)
+    assert width <= T * (_STEP_PT[name] + 8) + 800, (name, T, width)
+
+
+@pytest.mark.parametrize("name", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("detail,T,truncate", [("ops", 4, None), ("ops", 8, None),
+                                               ("elide", 30, None), ("ops", 6, 2)])
+def test_op_views_stack_the_parameters_in_the_cells_order_every_step_one_width(
+        name, detail, T, truncate):
+    """The op and elided views stack the parameters' rows (each at its bus's left end) in
+    the cell's order, named_parameters(), the first on top, as the textbook, step and TikZ
+    views list them; and no step is laid out wider than another (measured in dot's
+    layout: each step's cluster)."""
+    net = ug.unroll(_CELLS[name](), steps=T, truncate=truncate)
+    outs, _ = net(np.random.default_rng(0).standard_normal((T, 1, 2)))
+    loss = (outs * outs).sum()
+    loss.backward()
+    layout = _layout(ug.render(net, loss=loss, detail=detail, values=False))
+    by_name = {o["name"]: o for o in layout["objects"]}
+    g = net.graph
+    heights = [float(by_name[g.id(n)]["pos"].split(",")[1]) for n in net.param_nodes.values()]
+    assert heights == sorted(heights, reverse=True), (list(net.param_nodes), heights)
+    widths = set()
+    for o in layout["objects"]:
+        if o.get("name", "").startswith("cluster_step_"):
+            x0, _, x1, _ = map(float, o["bb"].split(","))
+            widths.add(round(x1 - x0, 1))
+    assert len(widths) == 1, widths
+
+
+def test_the_ops_view_keeps_its_legend_under_the_steps():
+    """A single op view's legend stands in a row of its own under the steps' inputs, within
+    their width: beside the last step it widened an RNN's picture at T = 8 by its own
+    width (the gallery's RNN, one sequence: 4479 points wide, 3957 with it under the steps)."""
+    net, loss = _run(ug.nn.RNNCell(2, 2, seed=0), 8)
+    layout = _layout(ug.render(net, loss=loss, detail="ops"))
+    boxes = {o["name"]: list(map(float, o["bb"].split(","))) for o in layout["objects"]
+             if o.get("name", "").startswith("cluster_step_")}
+    legend = next(o for o in layout["objects"] if o.get("name") == "legend")
+    x, y = map(float, legend["pos"].split(","))
+    half = float(legend["width"]) * 36
+    left = min(b[0] for b in boxes.values())
+    right = max(b[2] for b in boxes.values())
+    bottom = min(b[1] for b in boxes.values())
+    assert left <= x - half and x + half <= right, (x, half, left, right)
+    assert y + float(legend["height"]) * 36 <= bottom  # under every step's box
+    # the picture no wider than what it draws besides the legend
+    ends = [float(o["pos"].split(",")[0]) + float(o["width"]) * 36
+            for o in layout["objects"] if "pos" in o and "width" in o and o["name"] != "legend"]
+    width = float(layout["bb"].split(",")[2])
+    assert width <= max(ends) + 10, (width, max(ends))

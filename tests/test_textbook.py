@@ -205,12 +205,11 @@ def test_ops_view_trunks_parameter_row_and_op_labels():
     text = ug.to_dot(net, loss=L, detail="ops")
     params = [g.id(p) for p in net.param_nodes.values()]
     # every parameter at the left end of its own bus, in the bus's row, the buses in the
-    # order of the side of the steps that reads them: the state's weights (read by
-    # h @ W_hh, on the left of each step) first
+    # cell's order (named_parameters()), as every view lists them
     buses = [r for r in _ranks(text) if any(x.endswith("_fan_0") for x in r)]
     heads = [x for r in buses for x in r if x in params]
     assert heads == [g.id(net.param_nodes[k]) for k in (
-        "weight_hh", "bias_hh", "weight_ih", "bias_ih")]
+        "weight_ih", "weight_hh", "bias_ih", "bias_hh")]
     # one trunk per shared node, each labelled × 4, into its bus: its junctions in one row
     trunks = [(a, b, r) for (a, b), r in _edges(text).items() if b == a + "_fan_0"]
     assert len(trunks) == 4 and all("× 4<" in r for _, _, r in trunks)

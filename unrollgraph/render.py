@@ -919,7 +919,14 @@ def _text_on(fill: str) -> str:
 _NOGRAD_WORDS = {"input": "inputs", "state": "initial states unless requires_grad",
                  "param": "parameters with requires_grad off", "leaf": "leaf tensors",
                  "const": "constants", "op": "ops", "next_state": "states",
-                 "output": "outputs", "shared": "ops on weights", "elide": "steps"}
+                 "output": "outputs", "shared": "ops on weights", "elide": "steps",
+                 "call": "calls of an unrolled net", "mask": "padding masks"}
+#: the kinds of node drawn unfilled though a gradient reaches them: the loss (where the
+#: gradient starts) and its parts are drawn in their own colour, never filled
+_UNCOLOURED_WORDS = {frozenset({"loss"}): "the loss", frozenset({"part"}): "the loss's parts",
+                     frozenset({"loss", "part"}): "the loss and its parts"}
+#: the words for a node whose gradient is not finite (nan or inf): drawn unfilled too
+_NONFINITE = "gradient not finite (nan or inf)"
 
 
 class _Drawer:
@@ -946,7 +953,17 @@ class _Drawer:
         self.cut_ids: set[str] = set()  # the nodes drawn greyed (truncation: no gradient)
         self.node_at: dict[str, tuple[int, str]] = {}  # id -> (its line, its label)
         self.norm_mark: str | None = None  # the first ‖·‖ printed (see number_text)
-        self.nograd_kinds: set[str] = set()  # kinds drawn unfilled: no gradient computed
+        # what is drawn unfilled, in the legend's words: no gradient computed (kind -> the
+        # words of the nodes drawn so; a caller may name a node's own words, ``nograd=``),
+        # drawn uncoloured (the loss), or a gradient that is not finite
+        self.nograd_what: dict[str, str] = {}
+        self.uncoloured: set[str] = set()
+        self.nonfinite = False
+
+    @property
+    def nograd_kinds(self) -> set:
+        """The words of every node drawn unfilled for want of a gradient."""
+        return set(self.nograd_what)
 
     def make_scale(self, mags) -> _Scale:
         return _Scale(mags, self.t["ramp"], self.o["color_scale"])
@@ -1016,9 +1033,11 @@ class _Drawer:
 
     def node(self, nid: str, kind: str, title: str, rows: list[str], mag=None, cut=False,
              indent=1, tooltip=None, hot=False, state=False, shape=None,
-             group: str | None = None, kept: bool = False) -> None:
+             group: str | None = None, kept: bool = False, nograd: str | None = None) -> None:
         """Draw one node: its shape from ``kind`` (or ``shape``), its fill from the gradient
         norm ``mag``; ``group`` is Graphviz's (an edge within a group is kept straight).
+        ``nograd``: the legend's words for this node where it is drawn unfilled, no
+        gradient computed (by default its kind's, ``_NOGRAD_WORDS``).
         ``kept``: a state a checkpointed run keeps, marked by a ✓ after the title (in the
         text colour chosen for the fill) and a thick border."""
         t = self.t
@@ -1052,9 +1071,15 @@ class _Drawer:
                 font = _text_on(fill)
             elif mag == 0:
                 fill = t["zero"]
-        elif mag is None and self.show_grads() and self.scale and not self.scale.empty \
-                and kind in _NOGRAD_WORDS:
-            self.nograd_kinds.add(kind)  # (the legend says so: its colour is zero's)
+            else:
+                self.nonfinite = True  # (unfilled: the legend says why)
+        elif mag is None and self.show_grads() and self.scale and not self.scale.empty:
+            # unfilled: the legend names exactly the kinds drawn so (its colour is zero's)
+            if kind in ("loss", "part"):
+                self.uncoloured.add(kind)
+            else:
+                words = nograd or _NOGRAD_WORDS.get(kind, kind)
+                self.nograd_what.setdefault(words, kind)
         if hot:
             border = t["highlight"]
         attrs = {
@@ -1249,7 +1274,9 @@ class _Drawer:
         ends = getattr(self, "path_ends", None)
         if ends is not None:
             name = _h(_shown(self.g.display_name(ends[0])))
-            rows.append(("", f"∇ of {name}: the product of the ∂ along the highlighted{_BR}"
+            sign = ".grad" if getattr(self, "leaf_grads", False) and \
+                ends[0].op in ("param", "leaf") else "∇"  # (as its node prints it)
+            rows.append(("", f"{sign} of {name}: the product of the ∂ along the highlighted{_BR}"
                              f"path (the sum of the products, over several paths){_BR}"))
         else:
             rows.append(("", f"a node's ∇: the sum, over its paths to the output,{_BR}"
@@ -1391,12 +1418,14 @@ class _Drawer:
                           f"number{'s' if cap != 1 else ''} (max_elements)") + _BR)
             rows.append((f'<td>{_font(_h(self.norm_mark), 9)}</td>',
                          f'<td align="left">{_font(words, 9)}</td>'))
-        if self.nograd_kinds and self.show_grads() and self.scale is not None \
-                and not self.scale.empty:
-            what = ", ".join(w for k, w in _NOGRAD_WORDS.items() if k in self.nograd_kinds)
+        unfilled = self.unfilled_words()
+        if unfilled and self.show_grads() and self.scale is not None and not self.scale.empty:
+            # one line each: no gradient computed, the loss uncoloured, not finite
+            text = _h(unfilled[0]) if len(unfilled) == 1 else \
+                "".join(_h(w + (";" if k < len(unfilled) - 1 else "")) + _BR
+                        for k, w in enumerate(unfilled))
             rows.append((f'<td align="right">{_font("no fill", 9, bold=True)}</td>',
-                         f'<td align="left">{_font(_h(f"no gradient computed ({what})"), 9)}'
-                         '</td>'))
+                         f'<td align="left">{_font(text, 9)}</td>'))
         for left, right in extra_rows:
             rows.append((f'<td>{_font(left, 10) or " "}</td>',
                          f'<td align="left">{_font(right, 9) or " "}</td>'))
@@ -1419,6 +1448,20 @@ class _Drawer:
             table += self.colour_bar(span)
         table += "</table>"
         self.emit(f'"legend" {_attrs({"shape": "plain", "label": _Html(table)})}')
+
+    def unfilled_words(self) -> list[str]:
+        """The legend's words for the nodes drawn unfilled, exactly the kinds drawn so: with
+        no gradient computed (in the order of ``_NOGRAD_WORDS``, then any a view named
+        itself), the loss and its parts (uncoloured), a gradient that is not finite."""
+        order = list(_NOGRAD_WORDS.values())
+        words = sorted(self.nograd_what,
+                       key=lambda w: (order.index(w) if w in order else len(order), w))
+        parts = [f"no gradient computed ({', '.join(words)})"] if words else []
+        if self.uncoloured:
+            parts.append("not coloured: " + _UNCOLOURED_WORDS[frozenset(self.uncoloured)])
+        if self.nonfinite:
+            parts.append(_NONFINITE)
+        return parts
 
     def colour_bar(self, span: int = 2) -> str:
         s = self.scale
@@ -1494,6 +1537,13 @@ class _Plain(_Drawer):
         # picture says so, and whose colour scale fills them
         grad_label, notes = ("∇", []) if cell is None or not self.has_grads else \
             (".grad", self.grad_notes())
+        # a tensor's history: a leaf prints its .grad, which adds up over every backward()
+        # call too: printed as .grad, the legend saying so (an op's ∇ is its gradient)
+        leaf_grads = cell is None and self.show_grads() and any(
+            n.op in ("param", "leaf") and self.grad(n) is not None for n in nodes)
+        self.leaf_grads = leaf_grads
+        if leaf_grads:
+            notes = self.leaf_grad_notes(nodes)
         default_dir = "BT" if cell is not None else "LR"
         title = full = o["title"]
         if title is None and cell is not None:
@@ -1507,8 +1557,10 @@ class _Plain(_Drawer):
             hot = id(n) in self.path
             if kind == "param":
                 params.append(nid)
-            self.node(nid, kind, self.title(n), self.rows(n, grad_label),
-                      _mag(self.grad(n)), tooltip=self.tooltip(n), hot=hot, state=state)
+            label = ".grad" if leaf_grads and n.op in ("param", "leaf") else grad_label
+            self.node(nid, kind, self.title(n), self.rows(n, label),
+                      _mag(self.grad(n)), tooltip=self.tooltip(n), hot=hot, state=state,
+                      nograd="states" if cell is not None and kind == "state" else None)
         if params and cell is not None:
             self.emit("{rank=source; " + " ".join(f'"{p}"' for p in params) + "}")
         for n in nodes:
@@ -1552,6 +1604,17 @@ class _Plain(_Drawer):
         self.bar_title = f"‖.grad‖ (log scale) on {whose}"
         return [(".grad", f"a parameter's .grad: the sum of its gradient over every step and"
                           f"{_BR}every backward() call since zero_grad(){_BR}")]
+
+    def leaf_grad_notes(self, nodes) -> list[tuple[str, str]]:
+        """The legend's row saying what the ``.grad`` a tensor's history prints on its leaves
+        is: the sum over every ``backward()`` call (a cell's parameter read by an unrolled
+        net: over every step too), as the folded cell's row says of its parameters."""
+        ops = {n.op for n in nodes if n.op in ("param", "leaf") and self.grad(n) is not None}
+        who = {frozenset({"param"}): "a parameter's", frozenset({"leaf"}): "a leaf tensor's",
+               frozenset({"param", "leaf"}): "a parameter's or leaf tensor's"}[frozenset(ops)]
+        steps = "every step and " if "param" in ops else ""
+        return [(".grad", f"{who} .grad: the sum of its gradient over {steps}every{_BR}"
+                          f"backward() call since zero_grad(){_BR}")]
 
     def place_legend(self, roots: list, rankdir: str) -> None:
         """The legend where the reader's eye ends: under the last output, in its column
@@ -1788,33 +1851,44 @@ def _elided_numbers(mags: list) -> tuple[float, float, str] | None:
     return math.sqrt(total / len(mags)), math.sqrt(total), f"{lo} … {_num(max(known))}"
 
 
-def _drawn_words(a: int, b: int, k: int, T: int) -> str:
-    """What an elided drawing of steps ``a … b`` draws, in words for its legend."""
-    if (a, b) == (k, T - k - 1):
+def _drawn_words(spans: list, k: int, T: int) -> str:
+    """What an elided drawing of the runs ``spans`` draws, in words for its legend."""
+    if spans == [(k, T - k - 1)]:
         return f"the first and last {k} steps are drawn"
     return "the others are drawn, the steps either side of a truncation cut among them"
 
 
-def _elision(T: int, k: int, truncates=(None,)) -> tuple[int, int] | None:
-    """The steps ``(a, b)`` an elided drawing leaves out (None: it draws every step).
+def _elision(T: int, k: int, truncates=(None,)) -> list[tuple[int, int]]:
+    """The runs of steps ``(a, b)`` an elided drawing leaves out, in time order (empty: it
+    draws every step).
 
-    Without truncation, all but the first and last ``k``. With it, never a range that mixes
+    Without truncation, all but the first and last ``k``. With it, never a run that mixes
     steps truncation cuts (``t < T - truncate``) with steps it keeps: the last cut step and
-    the first kept one are always drawn, so the cut stands between two drawn steps, and the
-    longer of the two runs on either side of them is elided (the other drawn). Several
-    truncations (the two nets of a figure, drawn step over step): a range clear of every
-    cut. A run of fewer than two steps is not elided.
+    the first kept one are always drawn, so the cut stands between two drawn steps; the
+    longer of the two runs on either side of them is elided, and the shorter too when it
+    has more steps than an elided drawing of its own would draw (``2 k + 1``): a long run
+    each side of the cut is a run of its own. Several truncations (the two nets of a
+    figure, drawn step over step): runs clear of every cut. A run of fewer than two steps
+    is not elided (it is drawn).
 
     >>> _elision(30, 2, (None,)), _elision(30, 2, (5,)), _elision(4, 1, (2,))
-    ((2, 27), (2, 23), None)
+    ([(2, 27)], [(2, 23)], [])
+    >>> _elision(200, 2, (100,))
+    [(2, 98), (101, 197)]
     """
-    a, b = k, T - k - 1
+    runs = [(k, T - k - 1)]
     for truncate in truncates:
         c = T - truncate if truncate is not None else 0
-        if 0 < c < T and a <= c and b >= c - 1:  # the cut inside (or at the edge of) it
-            runs = [(a, min(b, c - 2)), (max(a, c + 1), b)]  # cut steps, kept steps
-            a, b = max(runs, key=lambda r: r[1] - r[0])
-    return (a, b) if b - a + 1 >= 2 else None
+        split = []
+        for a, b in runs:
+            if 0 < c < T and a <= c and b >= c - 1:  # the cut inside (or at the edge of) it
+                two = [(a, min(b, c - 2)), (max(a, c + 1), b)]  # cut steps, kept steps
+                longer = max(two, key=lambda r: r[1] - r[0])
+                split += [r for r in two if r == longer or r[1] - r[0] + 1 > 2 * k + 1]
+            else:
+                split.append((a, b))
+        runs = split
+    return [(a, b) for a, b in runs if b - a + 1 >= 2]
 
 
 class _Unrolled(_Drawer):
@@ -1827,8 +1901,8 @@ class _Unrolled(_Drawer):
         detail = self.pick_detail(len(g.nodes), T)
         k = o["ends"]
         truncates = getattr(self, "figure_truncates", ()) or (net.truncate,)
-        span = _elision(T, k, truncates) if detail == "elide" or self.elides(T) else None
-        if detail == "elide" and span is None:
+        spans = _elision(T, k, truncates) if detail == "elide" or self.elides(T) else []
+        if detail == "elide" and not spans:
             detail = "ops"
         self.detail = detail
         self.net, self.run, self.T = net, run, T
@@ -1839,12 +1913,10 @@ class _Unrolled(_Drawer):
         for name, ns in net.output_nodes.items():
             for n in ns:
                 self.outputs_of.setdefault(id(n), []).append(name)
-        if span is not None:
-            self.kept = set(range(span[0])) | set(range(span[1] + 1, T))
-            self.elided = span
-        else:
-            self.kept = set(range(T))
-            self.elided = None
+        # the elided runs of steps; ``elided`` is the one being drawn (the first, else None)
+        self.spans = spans
+        self.kept = set(range(T)) - {t for a, b in spans for t in range(a, b + 1)}
+        self.elided = spans[0] if spans else None
         self.guard(self.least_drawn(), self.what(), self.fixes(), exact=False)
         self.seeded_reads: list = []
         self.seeded = self.seeded_nodes()
@@ -1864,8 +1936,9 @@ class _Unrolled(_Drawer):
             note = _mask_note(net, run)
             if note:
                 what += note[0]
-            if self.elided:
-                what += f" (steps {self.elided[0]} … {self.elided[1]} elided)"
+            if self.spans:
+                what += " (steps " + ", ".join(f"{a} … {b}" for a, b in self.spans) + \
+                    " elided)"
             title, full = _shown(net.cell.name) + what, net.cell.name + what
         self.header(o["rankdir"] or "BT", title, full)
         self.draw_body()
@@ -2010,11 +2083,23 @@ class _Unrolled(_Drawer):
         return [math.sqrt(v) if h else None for v, h in zip(total.tolist(), have.tolist())]
 
     def elided_mags(self) -> list:
-        """The state gradient norm of every elided step (None: no gradient there)."""
-        if getattr(self, "_elided_mags", None) is None:
+        """The state gradient norm of every step of the elided run drawn (``elided``; None:
+        no gradient there)."""
+        cache = self.__dict__.setdefault("_elided_mags", {})
+        if self.elided not in cache:
             a, b = self.elided
-            self._elided_mags = [self.state_mag(t) for t in range(a, b + 1)]
-        return self._elided_mags
+            cache[self.elided] = [self.state_mag(t) for t in range(a, b + 1)]
+        return cache[self.elided]
+
+    def span_of(self, t: int) -> tuple[int, int] | None:
+        """The elided run holding step ``t`` (None: it is drawn)."""
+        return next((sp for sp in getattr(self, "spans", ()) if sp[0] <= t <= sp[1]), None)
+
+    def eid(self, span=None) -> str:
+        """The id of the node standing for an elided run (``elided``'s by default): the
+        first run's ``"elided"``, a later one's ``"elided<its first step>"``."""
+        span = span or self.elided
+        return "elided" if span == self.spans[0] else f"elided{span[0]}"
 
     def all_mags(self) -> list:
         """The gradient norms the automatic colour scale spans: a function of the run alone,
@@ -2183,10 +2268,10 @@ class _Unrolled(_Drawer):
             rows = self.param_rows(n) if kind == "param" else self.rows(n)
             self.node(g.id(n), kind, self.title(n), rows, _mag(self.grad(n)),
                       tooltip=self.tooltip(n), hot=id(n) in self.path)
-        side = self.shared_sides(shared)
-        self.shared_side = {g.id(n): v for n in shared for v in [side.get(id(n), 2)]}
+        rank = self.param_rank()
+        self.shared_side = {g.id(n): rank[g.id(n)] for n in shared}
         order = {id(n): k for k, n in enumerate(shared)}
-        params.sort(key=lambda p: (side.get(id(p), 2), order[id(p)]))
+        params.sort(key=lambda p: (rank[g.id(p)], order[id(p)]))
         # the steps held to one layout by feet (see feet()), an elided net's too: each state
         # leaves its step through bends in its own box (state_bends()), so the steps no
         # longer pull the elided column out of its place (the code for loose steps stays
@@ -2235,14 +2320,16 @@ class _Unrolled(_Drawer):
                     for t in kept_steps(net)}
         for t in range(T):
             if t not in kept:
-                if self.elided and t == self.elided[0]:
+                span = self.span_of(t)
+                if span is not None and t == span[0]:
+                    self.elided = span
                     self.draw_elision()
                     if self.loss_reads_elided():
                         # the loss edge of the elided steps rises through a point of the
                         # outputs' row, between the kept steps' outputs, straight over the
                         # elided box: free, dot took it round through a kept step's box
-                        self.emit(_foot("elided_up", "elided"))
-                        top.append("elided_up")
+                        self.emit(_foot(f"{self.eid()}_up", self.eid()))
+                        top.append(f"{self.eid()}_up")
                 continue
             inner, outside = [], []
             for n in by_step.get(t, []):
@@ -2329,6 +2416,11 @@ class _Unrolled(_Drawer):
             rest = [n for n in shared if g.id(n) not in self.on_bus]
             self.param_row([p for p in params if g.id(p) not in self.on_bus])
             self.under(rest, bottom)
+        if bottom and not self.in_figure and self.o["legend"] and not self.elided:
+            # the legend in a row of its own under the steps' inputs, under the middle
+            # step: beside the last step, it widened the picture by its own width
+            self.legend_under = bottom[len(bottom) // 2]
+            self.n_edges += 1  # (drawn with the legend: see build())
 
     def param_row(self, params: list) -> None:
         """The parameters as one row, under everything, on the side they are read."""
@@ -2463,9 +2555,10 @@ class _Unrolled(_Drawer):
                 for i in n.inputs:
                     if id(i) in ids:
                         steps.setdefault(id(i), set()).add(t)
-        if self.elided:
+        firsts = {a for a, _ in getattr(self, "spans", ())}
+        if firsts:
             for n in self.g.nodes:
-                if n.step == self.elided[0]:
+                if n.step in firsts:
                     for i in n.inputs:
                         if id(i) in ids:
                             steps.setdefault(id(i), set()).add(n.step)
@@ -2608,24 +2701,6 @@ class _Unrolled(_Drawer):
         self.side.update(side)
         return levels
 
-    def shared_sides(self, shared: list) -> dict:
-        """The side of each parameter (and op on parameters): that of the ops reading it,
-        so the row of parameters stands in the order the steps read them (``W_hh`` on the
-        state's side, ``W_ih`` on the inputs')."""
-        ids = {id(n) for n in shared}
-        side: dict[int, int] = {}
-        for n in self.g.nodes:
-            if n.step is None or id(n) not in self.side:
-                continue
-            for i in n.inputs:
-                if id(i) in ids:
-                    side[id(i)] = min(side.get(id(i), 2), self.side[id(n)])
-        for n in reversed(shared):
-            for i in n.inputs:
-                if id(i) in ids and id(n) in side:
-                    side[id(i)] = min(side.get(id(i), 2), side[id(n)])
-        return side
-
     def under(self, shared: list[Node], bottom: list[str], pull: bool = True) -> None:
         """The parameters' row under the inputs' row, centred under the middle step; with
         ``pull=False`` the row only stands lower (weightless edges: the parameters then sit
@@ -2656,8 +2731,8 @@ class _Unrolled(_Drawer):
         if self.show_grads() and got is not None:
             rows.append(f"‖∂{self.loss_sym()}/∂state‖ over them: {_h(_num(got[1]))}")
             rows.append(f"per step: {_h(got[2])}")
-        self.node("elided", "elide", f"… {n} steps …", rows, got[0] if got else None,
-                  cut=self.elided_cut(), group="elided")
+        self.node(self.eid(), "elide", f"… {n} steps …", rows, got[0] if got else None,
+                  cut=self.elided_cut(), group=self.eid())
 
     def elided_cut(self) -> bool:
         """Whether truncation sends the elided steps no gradient (an elision never mixes
@@ -2666,10 +2741,10 @@ class _Unrolled(_Drawer):
         return bool(states) and self.v.is_cut(states[0])
 
     def loss_reads_elided(self) -> bool:
-        """Whether the loss reads a value of an elided step (its edge leaves the elided
-        box)."""
-        return any(n.step is not None and n.step not in self.kept
-                   for n, _, _ in self.seeded_reads)
+        """Whether the loss reads a value of a step of the elided run drawn (its edge
+        leaves the elided box)."""
+        a, b = self.elided
+        return any(n.step is not None and a <= n.step <= b for n, _, _ in self.seeded_reads)
 
     def port(self, side: str) -> str:
         """The compass point of a node's side for this picture's ``rankdir``: ``"next"``
@@ -2728,13 +2803,16 @@ class _Unrolled(_Drawer):
             if n.step is None:
                 continue
             if n.step not in self.kept:
-                if self.elided and n.step == self.elided[0]:
+                span = self.span_of(n.step)
+                if span is not None and n.step == span[0]:
+                    self.elided = span
+                    e = self.eid()
                     for i in n.inputs:
                         from_kept = i.step is not None and i.step in self.kept
                         if id(i) in state_ids and (from_kept or i.op == "init") and \
-                                (g.id(i), "elided") not in done:
-                            done.add((g.id(i), "elided"))
-                            self.forward_edge(g.id(i), "elided", cut=self.elided_cut())
+                                (g.id(i), e) not in done:
+                            done.add((g.id(i), e))
+                            self.forward_edge(g.id(i), e, cut=self.elided_cut())
                 continue
             cut = self.v.is_cut(n)
             # the op straight over its first input of the same step (one edge heavier
@@ -2746,9 +2824,10 @@ class _Unrolled(_Drawer):
                 if id(i) in shared_ids:
                     fan.setdefault(g.id(i), []).append((g.id(n), label, hot, cut, n.step, 1))
                 elif i.step is not None and i.step not in self.kept:
-                    if ("elided", g.id(n)) not in done:
-                        done.add(("elided", g.id(n)))
-                        self.forward_edge("elided", g.id(n), cut=cut)
+                    e = self.eid(self.span_of(i.step))
+                    if (e, g.id(n)) not in done:
+                        done.add((e, g.id(n)))
+                        self.forward_edge(e, g.id(n), cut=cut)
                 elif self.is_const(i) and i.step is None:
                     self.edge(f"{g.id(i)}_{g.id(n)}", g.id(n), label=label, cut=cut)
                 elif i.op == "init":  # from the left, in the reader's row (init_states())
@@ -2798,13 +2877,14 @@ class _Unrolled(_Drawer):
                 # aside by its edge to the loss
                 self.edge(g.id(n), _out_id(g.id(n), self.out_index[name]),
                           hot=self.output_hot(name, n.step), cut=cut, weight=20)
-        if self.elided:
-            n = self.elided[1] - self.elided[0] + 1
-            read = {id(i) for m in g.nodes if m.step == self.elided[0] for i in m.inputs}
+        for span in self.spans:
+            self.elided = span
+            n = span[1] - span[0] + 1
+            read = {id(i) for m in g.nodes if m.step == span[0] for i in m.inputs}
             for p in shared:
                 if id(p) in read:
                     fan.setdefault(g.id(p), []).append(
-                        ("elided", f"× {n}", False, self.elided_cut(), self.elided[0], n))
+                        (self.eid(), f"× {n}", False, self.elided_cut(), span[0], n))
         for (sid, _), (bend, _, _) in self.bends.items():  # the last step's: invisible
             src = self.state_id[sid]
             if (src, bend) not in done:
@@ -2966,16 +3046,16 @@ class _Unrolled(_Drawer):
                     self.edge(j, dst, "shared", label=label, hot=hot, cut=cut,
                               weight=getattr(self, "read_weight", 50),
                               ports=("n", f"{port}:s") if port else None,
-                              xlabel=dst == "elided")
+                              xlabel=dst.startswith("elided"))
         rows = []
         for _, src, at in buses:
             ts = sorted(at)
             js = [f"{src}_fan_{t}" for t in ts]
-            rows.append(js)
             feed = self.bus_feed(src) if getattr(self, "rigid", False) and \
                 hasattr(self, "on_bus") else []
             if getattr(self, "detail", None) == "steps":
                 feed = [src]  # (the step view's parameter at its bus's left end, as above)
+            rows.append((feed[0] if feed else js[0], js))  # (its head: see below)
             # one row (an ops view of held steps: with the shared values feeding it, at its
             # left end: its trunk is a short level edge, and no trunk crosses another)
             self.emit("{rank=same; " + " ".join(f'"{j}"' for j in feed + js) + "}")
@@ -3006,13 +3086,24 @@ class _Unrolled(_Drawer):
             js = " ".join(f'"{src}_fan_{t}"' for _, src, at in buses if t in at)
             if t in self.cluster_end:
                 self.lines.insert(self.cluster_end[t], "    " + js + "\n")
-            elif self.elided and t == self.elided[0]:
+            elif self.span_of(t) is not None:
                 # under the elided steps' node, a column (an invisible cluster keeps it one)
-                self.emit(f'subgraph cluster_elided {{ style=invis "elided" {js} }}')
-        stack = [first_row[min(first_row)][0]] + [js[0] for js in rows]
+                e = self.eid(self.span_of(t))
+                self.emit(f'subgraph cluster_{e} {{ style=invis "{e}" {js} }}')
         drawn = {(f"{src}_fan_{t}", u[0]) for _, src, at in buses for t, us in at.items()
                  for u in us}
-        for above, below in zip(stack, stack[1:]):  # the rows stacked, the first on top
+        # the rows stacked, the first on top: its first junction under the first step's
+        # first row of ops, each other row under the one before by what feeds them, left of
+        # the steps, where there is (linked by their first junctions, the rows zig-zagged
+        # through the first step's columns, and drew a junction there off the op it feeds);
+        # in a figure of two pictures by their first junctions, which hold the lower
+        # picture's steps under the upper one's
+        top = first_row[min(first_row)]  # (the op of it the first row feeds, if any)
+        links = [(rows[0][1][0], next((op for op in top if (rows[0][1][0], op) in drawn),
+                                      top[0]))] + \
+            [(b[0], a[0]) if a[0] not in a[1] and b[0] not in b[1] and not self.in_figure
+             else (b[1][0], a[1][0]) for a, b in zip(rows, rows[1:])]
+        for below, above in links:
             if (below, above) not in drawn:  # (a second edge would bend the drawn one)
                 self.n_edges += 1
                 self.emit(f'"{below}" -> "{above}" [style=invis weight=0]')
@@ -3280,25 +3371,26 @@ class _Unrolled(_Drawer):
             elif self.detail == "steps":
                 src = f"step_{n.step}"  # a final state: the step box holds it
             elif n.step not in self.kept:
-                src = "elided"
+                src = self.eid(self.span_of(n.step))
             else:
                 src = g.id(n)
             if src not in done:
                 done.add(src)
                 hot = id(n) in self.path and bool(self.path)
-                if src == "elided":  # up through its point of the outputs' row
-                    self.edge(src, "elided_up", "loss", hot=hot, arrow=False)
-                    src = "elided_up"
+                if src.startswith("elided"):  # up through its point of the outputs' row
+                    self.edge(src, f"{src}_up", "loss", hot=hot, arrow=False)
+                    src = f"{src}_up"
                 self.edge(src, "loss", "loss", hot=hot)
 
     def legend_rows(self) -> list[tuple[str, str]]:
         rows = []
         if self.detail == "elide":
-            a, b, k = *self.elided, self.o["ends"]
+            k = self.o["ends"]
             rows.append(("…", f"detail='elide': first and last {k} steps drawn"
-                         if (a, b) == (k, self.T - k - 1) else
-                         f"detail='elide': steps {a} … {b} elided; "
-                         + _drawn_words(a, b, k, self.T)))
+                         if self.spans == [(k, self.T - k - 1)] else
+                         "detail='elide': steps " + ", ".join(
+                             f"{a} … {b}" for a, b in self.spans) + " elided; "
+                         + _drawn_words(self.spans, k, self.T)))
         note = _mask_note(self.net, self.run)
         if note:
             rows.append(("lengths", _mask_legend(

@@ -269,6 +269,7 @@ def draw_folded(d: _Drawer, cell, prefix: str, rows: _Rows, order=None) -> dict:
             kind, shape = kinds[what]
             rows_ = [f"+ {_names(notes[key], decl)}"] if key in notes else []
             d.node(nid, kind, _hn(name), rows_, state=what == "s", shape=shape,
+                   nograd="the folded cell",
                    tooltip=f"{({'x': 'input', 's': 'state', 'y': 'output'})[what]} {name}")
             rows.add(key, nid, first=True)
     def rank(key) -> int:
@@ -343,20 +344,20 @@ class Textbook(_Unrolled):
         return T > 2 * k + 1 and (T > _AUTO_STEPS or "ends" in self.o.get("_given", ()))
 
     def what(self) -> str:
-        if self.elided:
+        if self.spans:
             return (f"detail='textbook' with ends={self.o['ends']} ({len(self.kept)} of "
                     f"the {self.T} steps)")
         return f"detail='textbook' ({self.T} steps, one node per value per step)"
 
     def fixes(self) -> str:
-        if self.elided:
+        if self.spans:
             return "use a smaller ends= (ends=1 draws the first and last step)"
         return (f"pass ends= to draw the first and last steps and a ⋯ column for the rest "
                 f"(ends={self.o['ends']}), or use detail='elide'")
 
     def least_drawn(self) -> int:
         net = self.net
-        return (len(self.kept) + bool(self.elided)) * (
+        return (len(self.kept) + len(self.spans)) * (
             len(net.input_nodes) + len(net.state_nodes) + len(net.output_nodes))
 
     def out_grad(self, name: str, t: int):
@@ -373,14 +374,14 @@ class Textbook(_Unrolled):
         return _mag(self.out_grad(name, t)) if self.has_grads else None
 
     def elided_state_mags(self, s: str) -> list:
-        """The gradient norms of state ``s`` at the elided steps."""
+        """The gradient norms of state ``s`` at the steps of the elided run drawn."""
         a, b = self.elided
         # every elided step, None where no gradient reaches it (the caller counts those)
         return [_mag(self.state_grad(n)) for n in self.net.state_nodes[s][a:b + 1]]
 
     def legend(self, extra_rows=()) -> None:
         # as many columns as the picture is wide enough for, under its middle
-        drawn = len(self.kept) + bool(self.elided) + bool(self.o["folded"])
+        drawn = len(self.kept) + len(self.spans) + bool(self.o["folded"])
         self.legend_columns = min(1 if drawn < 3 else 2 if drawn < 6 else 3,
                                   getattr(self, "legend_cap", 3))
         super().legend(extra_rows)
@@ -392,10 +393,10 @@ class Textbook(_Unrolled):
 
     def legend_rows(self) -> list:
         rows = []
-        if self.elided:
-            a, b = self.elided
-            rows.append(("⋯", f"steps {a} … {b} left out (ends={self.o['ends']}): "
-                              + _drawn_words(a, b, self.o["ends"], self.T)))
+        if self.spans:
+            rows.append(("⋯", "steps " + ", ".join(f"{a} … {b}" for a, b in self.spans)
+                         + f" left out (ends={self.o['ends']}): "
+                         + _drawn_words(self.spans, self.o["ends"], self.T)))
         if self.o["folded"]:
             rows.append(("■", "one-step delay z⁻¹ (the value of the previous step)"))
         note = _mask_note(self.net, self.run)
@@ -497,11 +498,14 @@ class Textbook(_Unrolled):
             rows.add(("s", s), g.id(n0))
         self.node_of = {g.id(n): n for n in g.nodes}
         decl = self.decl = {id(p): i for i, p in enumerate(net.param_nodes.values())}
-        self.dots: dict = {}  # row -> the "⋯" node standing for the elided steps
+        self.dots: dict = {}  # row -> the "⋯" node standing for the elided run drawn
+        self.all_dots: dict = {}  # elided run -> its dots
         kept = kept_steps(net)
         for t in range(T):
-            if self.elided and self.elided[0] <= t <= self.elided[1]:
-                if t == self.elided[0]:
+            span = self.span_of(t)
+            if span is not None:
+                if t == span[0]:
+                    self.elided = span
                     self.draw_dots(order, rows)
                 continue
             found, notes = self.step_values(t)
@@ -602,8 +606,8 @@ class Textbook(_Unrolled):
         """Row key -> the id drawn for step ``t``'s value (``("prev", s)``: the state it
         reads); an elided step's values are its row's ``⋯``."""
         g, net = self.g, self.net
-        if self.elided and self.elided[0] <= t <= self.elided[1]:
-            ids = dict(self.dots)
+        if self.span_of(t) is not None:
+            ids = dict(self.all_dots[self.span_of(t)])
         else:
             ids = {("x", k): g.id(ns[t]) for k, ns in net.input_nodes.items()}
             ids.update({("s", s): g.id(net.state_nodes[s][t]) for s in self.states})
@@ -612,8 +616,8 @@ class Textbook(_Unrolled):
         for s in self.states:
             if t == 0:
                 ids[("prev", s)] = g.id(net.init_nodes[s])
-            elif self.elided and self.elided[0] <= t - 1 <= self.elided[1]:
-                ids[("prev", s)] = self.dots[("s", s)]
+            elif self.span_of(t - 1) is not None:
+                ids[("prev", s)] = self.all_dots[self.span_of(t - 1)][("s", s)]
             else:
                 ids[("prev", s)] = g.id(net.state_nodes[s][t - 1])
         return ids
@@ -676,7 +680,8 @@ class Textbook(_Unrolled):
         n = self.node_of.get(nid)
         if n is not None:
             return self.g.display_name(n)
-        return next((f"{key[1]} in the elided steps" for key, d in self.dots.items()
+        return next((f"{key[1]} in the elided steps {a} … {b}"
+                     for (a, b), dots in self.all_dots.items() for key, d in dots.items()
                      if d == nid), nid)
 
     def elided_mags(self, key) -> list:
@@ -700,8 +705,10 @@ class Textbook(_Unrolled):
         a, b = self.elided
         net = self.net
         cut = self.v.is_cut(net.state_nodes[self.states[0]][b]) if self.states else False
+        before = sum(len(d) for d in self.all_dots.values())  # (ids apart from every run's)
+        self.dots = self.all_dots[self.elided] = {}
         for key in order:
-            nid = self.dots[key] = f"elided_{key[0]}{len(self.dots)}"
+            nid = self.dots[key] = f"elided_{key[0]}{before + len(self.dots)}"
             part = key[0] == "y" and key[1] in self.loss_outs
             what = {"x": "input", "s": "state", "y": "output"}[key[0]]
             if part:
@@ -784,17 +791,19 @@ class Textbook(_Unrolled):
             if kind == "state":  # a final state the loss reads
                 self.edge(g.id(n), "loss", "loss", hot=hot)
                 continue
-            elided = self.elided is not None and self.elided[0] <= n.step <= self.elided[1]
+            span = self.span_of(n.step)
+            elided = span is not None
             if elided:  # the elided steps the loss reads: one edge from their ⋯
-                src, hot = self.dots[("y", nm)], False
+                src, hot = self.all_dots[span][("y", nm)], False
             else:
                 src = _out_id(g.id(n), self.out_index[nm])
             if parts is not None:
-                lid = "loss_elided" if elided else f"loss_{n.step}"
+                lid = (("loss_elided" if span == self.spans[0] else f"loss_elided{span[0]}")
+                       if elided else f"loss_{n.step}")
                 if lid not in lrow:
                     lrow.append(lid)
                     if elided:
-                        a, b = self.elided
+                        a, b = span
                         value = float(parts[a:b + 1].sum())
                         title = f"{self.loss_sym()}<sub>{a}…{b}</sub>"
                         what = f"the parts of the loss from steps {a} … {b}, added"
