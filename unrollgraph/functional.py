@@ -358,6 +358,9 @@ def mse_loss(pred, target, name=None):
     """Mean squared error over all elements (PyTorch's default ``reduction='mean'``).
 
     Shapes must match exactly; a mismatch is an error rather than a silent broadcast.
+    Operands of two float types give the wider (a float32 prediction and a float64 target give
+    a float64 loss), as PyTorch's ``mse_loss`` does; each input's gradient has that input's
+    own type. For a float32 loss, pass a float32 target (``target.astype(np.float32)``).
 
     Examples
     --------
@@ -372,7 +375,9 @@ def cross_entropy(logits, labels, name=None):
     """Softmax cross-entropy with integer class labels, averaged over the batch.
 
     ``logits`` is ``(..., C)`` with classes on the **last** axis (PyTorch puts them on axis 1
-    for inputs of more than two dimensions); ``labels`` is ``(...)`` of class indices.
+    for inputs of more than two dimensions); ``labels`` is ``(...)`` of class indices. The
+    labels are indices, never promoted: the loss and the gradient have the logits' float
+    type, as in PyTorch.
 
     Examples
     --------
@@ -395,6 +400,11 @@ def cross_entropy(logits, labels, name=None):
 
 def binary_cross_entropy_with_logits(logits, targets, name=None):
     """Mean binary cross-entropy of ``sigmoid(logits)`` against targets in [0, 1], stable.
+
+    Operands of two float types give the wider (float32 with float64 gives a float64 loss),
+    PyTorch's type promotion; each input's gradient has that input's own type. (PyTorch's
+    own ``binary_cross_entropy_with_logits`` returns float32 for float64 logits with float32
+    targets.) For a float32 loss, pass float32 targets.
 
     Examples
     --------

@@ -361,6 +361,37 @@ def _batch_message(node: Node, source: Node, read: str, instead: str) -> str:
         "parameter of shape (n,) broadcast over the batch")
 
 
+class _Size(int):
+    """A tensor's :attr:`Tensor.size`: numpy's number of numbers (an int), which can be called
+    as PyTorch's ``Tensor.size``: ``t.size()`` is the shape, ``t.size(d)`` the size of axis
+    ``d``. ``_of`` is the tensor."""
+
+    def __call__(self, dim=None):
+        t = self._of
+        if dim is None:
+            return t.shape
+        return t.shape[_dim(t, dim, f"size({dim!r})")]
+
+    def __reduce__(self):  # (a plain int once pickled or copied)
+        return (int, (int(self),))
+
+
+def _dim(t: "Tensor", dim, call: str, extra: int = 0) -> int:
+    """Axis ``dim`` of ``t`` (PyTorch's ``dim`` argument: an int from ``-n`` to ``n - 1``
+    for ``n = t.ndim + extra``) counted from 0; anything else is a :class:`ShapeError`
+    naming the call ``t.call``."""
+    n = t._data.ndim + extra
+    k = t.node.label()
+    if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
+        raise ShapeError(f"{k}.{call}: dim must be an int (an axis), got "
+                         f"{type(dim).__name__} {dim!r}")
+    if not -n <= dim < n:
+        axes = (f"pass a dim from {-n} to {n - 1}" if n else "it has no axis to name")
+        raise ShapeError(f"{k}.{call}: {k} has shape {tuple(t._data.shape)}, "
+                         f"{t._data.ndim} axes; {axes}")
+    return int(dim) % n
+
+
 class _StandInShape(tuple):
     """The shape of a cell's placeholder, or of a value computed from one, while the cell is
     built: a tuple equal to the stand-in's shape ``(1, ...)`` whose axis 0, the batch,
@@ -692,10 +723,26 @@ class Tensor:
 
     @property
     def size(self) -> int:
-        """Number of numbers in the value. For a cell's placeholder or a value computed from
-        one it would count the stand-in's batch of one: :class:`~unrollgraph.CellError` (the
-        numbers of one sequence are ``math.prod(h.shape[1:])``)."""
-        return self._size(".size")
+        """Number of numbers in the value, as numpy's ``size``: an int, which can also be
+        called as PyTorch's ``Tensor.size``: ``t.size()`` is the shape, ``t.size(d)`` the
+        size of axis ``d``.
+
+        For a cell's placeholder or a value computed from one it would count the stand-in's
+        batch of one: :class:`~unrollgraph.CellError` (the numbers of one sequence are
+        ``math.prod(h.shape[1:])``, PyTorch's ``h.size(d)`` is ``h.shape[d]`` for an axis
+        after the batch's).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> t = ug.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+        >>> t.size, t.size(), t.size(0), t.size(-1)
+        (6, (2, 3), 2, 3)
+        """
+        n = self._size(".size")
+        size = int.__new__(_Size, n)
+        size._of = self
+        return size
 
     def _size(self, read: str) -> int:
         """:attr:`size`, the read named ``read`` in the error (as :func:`_batch_message`)."""
@@ -705,8 +752,32 @@ class Tensor:
             if source is not None:
                 raise CellError(_batch_message(self.node, source, read,
                                                "math.prod({k}.shape[1:]) counts the numbers "
-                                               "of one sequence"))
+                                               "of one sequence, and {k}.shape[d] is "
+                                               "PyTorch's {k}.size(d) for d >= 1 or d = -1"))
         return self._data.size
+
+    def dim(self) -> int:
+        """Number of axes, as PyTorch's ``Tensor.dim()``: :attr:`ndim`.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> ug.tensor([[1.0, 2.0]]).dim()
+        2
+        """
+        return self._data.ndim
+
+    def numel(self) -> int:
+        """Number of numbers in the value, as PyTorch's ``Tensor.numel()``: :attr:`size`
+        (refused for a cell's placeholder, as :attr:`size` is).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> ug.tensor([[1.0, 2.0]]).numel()
+        2
+        """
+        return self._size(".numel()")
 
     @property
     def dtype(self):
@@ -747,8 +818,12 @@ class Tensor:
         cell is built, so a Python number made from it raises :class:`~unrollgraph.CellError`
         (it would be fixed once, not computed at every step)."""
         if type(self._data) is not np.ndarray or self._data.size != 1:
+            k = self.node.label()
             raise ShapeError(
-                f"item() needs a one-element tensor; {self.node.label()} has shape {self.shape}"
+                f"{k}.item() needs a one-element tensor; {k} has shape {self.shape} "
+                f"({self._data.size} numbers): read one element as {k}[i, ...].item(), "
+                f"reduce first ({k}.sum().item(), {k}.mean().item()), or read the whole "
+                f"value as an array, {k}.data (a list: {k}.tolist())"
             )
         placeholder = _placeholder_source(self.node) if self._parents or \
             self.node.op in _PLACEHOLDERS else None
@@ -1435,16 +1510,211 @@ class Tensor:
         return apply("transpose", self, axes=None)
 
     def transpose(self, *axes) -> "Tensor":
-        """Permute axes, as ``numpy.transpose``."""
+        """Permute axes, as ``numpy.transpose`` (``t.transpose()`` reverses them,
+        ``t.transpose(2, 0, 1)`` gives every axis its place), or swap two axes, as PyTorch's
+        ``t.transpose(d0, d1)`` of a tensor of other than two axes.
+
+        For a 2-D tensor the two readings of ``t.transpose(0, 1)`` differ: numpy's leaves
+        every axis in place, PyTorch's swaps them. It raises :class:`ShapeError`; write
+        ``t.T`` or ``t.transpose(1, 0)`` (the swap in both readings).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> t = ug.tensor([[[1.0, 2.0, 3.0]]])  # shape (1, 1, 3)
+        >>> t.transpose(2, 0, 1).shape, t.transpose(0, 2).shape
+        ((3, 1, 1), (3, 1, 1))
+        """
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = axes[0]
+        n = self._data.ndim
+        if len(axes) == 2 and not any(isinstance(a, (bool, np.bool_)) or not isinstance(
+                a, (int, np.integer)) for a in axes):  # (PyTorch's swap of two axes)
+            call = f"transpose({axes[0]!r}, {axes[1]!r})"
+            d0, d1 = _dim(self, axes[0], call), _dim(self, axes[1], call)
+            if n == 2 and (d0, d1) == (0, 1):
+                k = self.node.label()
+                raise ShapeError(
+                    f"{k}.{call} of a 2-D tensor: numpy reads it as the identity permutation "
+                    "(every axis stays), PyTorch as a swap of axes 0 and 1; for the swap "
+                    f"write {k}.T or {k}.transpose(1, 0), for the identity {k} itself")
+            order = list(range(n))
+            order[d0], order[d1] = d1, d0
+            axes = order
         return apply("transpose", self, axes=tuple(axes) if axes else None)
+
+    def t(self) -> "Tensor":
+        """The transpose of a tensor of at most two axes, as PyTorch's ``Tensor.t()``
+        (:attr:`T`); for more axes, :class:`ShapeError` naming :attr:`mT` and
+        :meth:`transpose`.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> ug.tensor([[1.0, 2.0, 3.0]]).t().shape
+        (3, 1)
+        """
+        if self._data.ndim > 2:
+            k = self.node.label()
+            raise ShapeError(
+                f"{k}.t() takes a tensor of at most 2 axes; {k} has shape "
+                f"{tuple(self._data.shape)}: swap the last two axes with {k}.mT, any two "
+                f"with {k}.transpose(d0, d1), reverse them all with {k}.T")
+        return apply("transpose", self, axes=None)
+
+    @property
+    def mT(self) -> "Tensor":
+        """The last two axes swapped (a batch of matrices transposed), as PyTorch's
+        ``Tensor.mT``.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> ug.tensor([[[1.0, 2.0, 3.0]]]).mT.shape
+        (1, 3, 1)
+        """
+        n = self._data.ndim
+        if n < 2:
+            raise ShapeError(f"{self.node.label()}.mT needs at least 2 axes; "
+                             f"{self.node.label()} has shape {tuple(self._data.shape)}")
+        return apply("transpose", self, axes=tuple(range(n - 2)) + (n - 1, n - 2))
+
+    def permute(self, *dims) -> "Tensor":
+        """Permute axes, as PyTorch's ``Tensor.permute``: axis ``i`` of the result is axis
+        ``dims[i]`` of ``t`` (``numpy.transpose`` with every axis named).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> ug.tensor([[[1.0, 2.0, 3.0]]]).permute(2, 0, 1).shape
+        (3, 1, 1)
+        """
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = tuple(dims[0])
+        call = f"permute{tuple(dims)}" if len(dims) != 1 else f"permute({dims[0]!r})"
+        if len(dims) != self._data.ndim:
+            raise ShapeError(
+                f"{self.node.label()}.{call}: {self.node.label()} has "
+                f"{self._data.ndim} axes (shape {tuple(self._data.shape)}); name each once, "
+                f"such as permute{tuple(reversed(range(self._data.ndim)))}")
+        order = tuple(_dim(self, d, call) for d in dims)
+        if len(set(order)) != len(order):
+            raise ShapeError(f"{self.node.label()}.{call}: an axis is named twice; name each "
+                             "axis once")
+        return apply("transpose", self, axes=order)
 
     def reshape(self, *shape) -> "Tensor":
         """Reshape, as ``numpy.reshape``."""
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = shape[0]
         return apply("reshape", self, shape=_int_sizes(shape, f"reshape of {self.node.label()}"))
+
+    def view(self, *shape) -> "Tensor":
+        """Reshape, for PyTorch's ``Tensor.view(*shape)``: :meth:`reshape`.
+
+        The result is a new node of the graph, never memory shared with ``t``: an edit in
+        place of one (a constant's ``add_``, ``[...] = v``) leaves the other as it was, where
+        PyTorch's view and its tensor change together. (PyTorch's ``view(dtype)`` is not
+        taken: a size must be an int.)
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> ug.tensor([[1.0, 2.0], [3.0, 4.0]]).view(-1).shape
+        (4,)
+        """
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = shape[0]
+        return apply("reshape", self, shape=_int_sizes(shape, f"view of {self.node.label()}"))
+
+    def _reshaped(self, shape: list, batch: int) -> "Tensor":
+        """A reshape to ``shape``, whose entry ``batch`` holds axis 0 of ``self``: -1 there
+        for a cell's placeholder or a value computed from one, whose batch size is known only
+        at the call."""
+        if self._data.ndim and self._data.shape[0] == 1 and all(shape[:batch] + shape[
+                batch + 1:]) and _stand_in_source(self) is not None:
+            shape[batch] = -1
+        return apply("reshape", self, shape=tuple(shape))
+
+    def unsqueeze(self, dim) -> "Tensor":
+        """A new axis of size 1 at ``dim``, as PyTorch's ``Tensor.unsqueeze`` (a reshape).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> t = ug.tensor([1.0, 2.0])
+        >>> t.unsqueeze(0).shape, t.unsqueeze(-1).shape
+        ((1, 2), (2, 1))
+        """
+        d = _dim(self, dim, f"unsqueeze({dim!r})", extra=1)
+        shape = list(self._data.shape)
+        shape.insert(d, 1)
+        return self._reshaped(shape, 1 if d == 0 else 0)
+
+    def squeeze(self, dim=None) -> "Tensor":
+        """Drop axes of size 1, as PyTorch's ``Tensor.squeeze`` (a reshape): every such axis,
+        or those of ``dim`` (an int or a tuple of them) that have size 1.
+
+        In a cell, axis 0 of a placeholder, or of a value computed from one, is the batch:
+        ``h.squeeze()`` would drop it (its stand-in has a batch of one) and raises
+        :class:`~unrollgraph.CellError`; name the axes (``h.squeeze(-1)``).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> t = ug.tensor([[[1.0], [2.0]]])  # shape (1, 2, 1)
+        >>> t.squeeze().shape, t.squeeze(-1).shape, t.squeeze(1).shape
+        ((2,), (1, 2), (1, 2, 1))
+        """
+        shape = self._data.shape
+        if dim is None:
+            drop = {i for i, n in enumerate(shape) if n == 1}
+            call = "squeeze()"
+        else:
+            dims = tuple(dim) if isinstance(dim, (tuple, list)) else (dim,)
+            call = f"squeeze({dim!r})"
+            drop = {d for d in (_dim(self, d, call) for d in dims) if shape[d] == 1}
+        if 0 in drop:
+            self._check_batch_read(f".{call}", "name the axes to drop, such as {k}.squeeze(-1)")
+        kept = [n for i, n in enumerate(shape) if i not in drop]
+        if 0 in drop:  # (axis 0 is gone: no batch to keep)
+            return apply("reshape", self, shape=tuple(kept))
+        return self._reshaped(kept, 0)
+
+    def flatten(self, start_dim=0, end_dim=-1) -> "Tensor":
+        """Join axes ``start_dim`` to ``end_dim`` into one, as PyTorch's ``Tensor.flatten``
+        (a reshape; every axis by default).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> t = ug.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # shape (1, 2, 2)
+        >>> t.flatten().shape, t.flatten(1).shape
+        ((4,), (1, 4))
+        """
+        call = f"flatten({start_dim!r}, {end_dim!r})"
+        shape = self._data.shape
+        if not shape:
+            return apply("reshape", self, shape=(1,))
+        s, e = _dim(self, start_dim, call), _dim(self, end_dim, call)
+        if s > e:
+            raise ShapeError(f"{self.node.label()}.{call}: start_dim comes after end_dim; "
+                             "pass start_dim <= end_dim")
+        new = list(shape[:s]) + [math.prod(shape[s:e + 1])] + list(shape[e + 1:])
+        return self._reshaped(new, 0)
+
+    def tolist(self):
+        """The value as nested Python lists of floats, as PyTorch's ``Tensor.tolist`` (a
+        number for a tensor of shape ``()``); refused for a cell's placeholder and a value
+        computed from one, as :meth:`numpy` is.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> ug.tensor([[1.0, 2.0]]).tolist()
+        [[1.0, 2.0]]
+        """
+        return self.numpy().tolist()
 
     def sum(self, axis=None, keepdims=False, *, dim=None, keepdim=None) -> "Tensor":
         """Sum over ``axis`` (all axes by default), as ``numpy.sum``; PyTorch's ``dim=`` and
@@ -1462,7 +1732,26 @@ class Tensor:
             axis, keepdims = _torch_axis(self, "mean", axis, keepdims, dim, keepdim)
         return apply("mean", self, axis=_axis(axis), keepdims=keepdims)
 
-    def max(self, axis=None, keepdims=False) -> "Tensor":
+    def max(self, axis=None, keepdims=False, *, dim=None, keepdim=None) -> "Tensor":
+        """Maximum over ``axis`` (all axes by default), as ``numpy.max``: the values only.
+
+        PyTorch's ``t.max(dim=d)`` returns the values and the indices; it raises
+        :class:`TypeError` saying so (``t.max(axis=d)`` gives the values here,
+        ``np.argmax(t.data, axis=d)`` the indices).
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> ug.tensor([[1.0, 5.0], [4.0, 2.0]]).max(axis=1).data
+        array([5., 4.])
+        """
+        if dim is not None or keepdim is not None:
+            k = self.node.label()
+            d = axis if dim is None else dim
+            raise TypeError(
+                f"{k}.max(dim={d!r}): PyTorch's max over a dim returns (values, indices); "
+                f"here {k}.max(axis={d!r}) returns the values, as numpy's max (keepdims=True "
+                f"keeps the axis), and np.argmax({k}.data, axis={d!r}) the indices")
         return apply("max", self, axis=_axis(axis), keepdims=keepdims)
 
     def exp(self):
@@ -1490,6 +1779,72 @@ class Tensor:
         from .functional import clip
 
         return clip(self, lo, hi)
+
+
+# PyTorch's Tensor methods and properties that a ug Tensor does not have, and what to write
+# instead ({k}: the tensor's label), for Tensor.__getattr__'s message.
+_NO_DEVICE = ("not needed: a value is a numpy array in memory, with no device; drop the call "
+              "(a float type is chosen where the value is made: ug.tensor(data, "
+              "dtype=np.float32))")
+_ONE_TYPE = ("a tensor keeps its float type: build the value in the type wanted, "
+             "ug.tensor({k}.data, dtype=np.float32) (a new leaf, off the graph), or a cell "
+             "in float32 (ug.nn cells take dtype=np.float32)")
+_TORCH_ONLY = {
+    "to": _NO_DEVICE, "cpu": _NO_DEVICE, "cuda": _NO_DEVICE, "pin_memory": _NO_DEVICE,
+    "device": "there are no devices: every value is a numpy array in memory",
+    "is_cuda": "there are no devices: every value is a numpy array in memory",
+    "float": _ONE_TYPE, "double": _ONE_TYPE, "half": _ONE_TYPE, "type": _ONE_TYPE,
+    "clone": ("ops never change their operands, so {k} itself serves; {k}.detach() is a "
+              "copy off the graph"),
+    "contiguous": "not needed: every op takes any layout; use {k} itself",
+    "is_contiguous": "not needed: every op takes any layout",
+    "data_ptr": "values are numpy arrays: {k}.data is the array",
+    "stride": "values are numpy arrays: {k}.data.strides gives numpy's strides",
+    "grad_fn": ("{k}.node is the node that computed it ({k}.node.op, the op's name); "
+                "{k}.is_leaf is True for a leaf"),
+    "detach_": "write {k} = {k}.detach()",
+    "ndimension": "write {k}.dim() or {k}.ndim", "nelement": "write {k}.numel() or {k}.size",
+    "add": "write {k} + u", "sub": "write {k} - u", "mul": "write {k} * u",
+    "div": "write {k} / u", "neg": "write -{k}", "pow": "write {k} ** p",
+    "square": "write {k} * {k}", "matmul": "write {k} @ u (or ug.matmul)",
+    "mm": "write {k} @ u (or ug.matmul)", "bmm": "write {k} @ u (or ug.matmul)",
+    "softmax": "write ug.softmax({k}, axis=d)", "log_softmax": "write ug.log_softmax({k}, "
+    "axis=d)",
+    "min": "write -(-{k}).max(axis=d), or ug.minimum({k}, u) for two tensors",
+    "argmax": "indices have no gradient: np.argmax({k}.data, axis=d)",
+    "argmin": "indices have no gradient: np.argmin({k}.data, axis=d)",
+    "norm": "write ug.sqrt(ug.sum({k} * {k}))",
+    "expand": "ops broadcast as numpy does: {k} + ug.tensor(np.zeros(shape)) gives the shape",
+    "repeat": "write ug.concat([{k}] * n, axis=d)",
+    "masked_fill": "write ug.where(mask, value, {k})",
+    "fill_": "under ug.no_grad(), {k}.zero_() or {k}[...] = v (a leaf)",
+    "copy_": "assign the value: {k}.data = u.data, or {k}[...] = u.data (a leaf)",
+}
+_TORCH_PROPERTIES = frozenset({"device", "is_cuda", "grad_fn"})
+
+
+class _TorchOnly:
+    """A name of PyTorch's Tensor that a ug Tensor does not have: reading it raises an
+    ``AttributeError`` (so ``hasattr`` is False, as for any other missing name) whose message
+    names the call and what to write instead. (A descriptor on the class, not a
+    ``__getattr__``: the lookups of other missing names stay numpy's and Python's own.)"""
+
+    def __init__(self, name: str, fix: str):
+        self.name, self.fix = name, fix
+
+    def __get__(self, t, owner=None):
+        if t is None:
+            return self
+        k = t.node.label()
+        call = self.name if self.name in _TORCH_PROPERTIES else f"{self.name}(...)"
+        raise AttributeError(f"{k}.{call}: PyTorch's Tensor.{self.name} is not an attribute "
+                             f"of a ug Tensor; {self.fix.format(k=k)}", name=self.name, obj=t)
+
+
+for _name, _fix in _TORCH_ONLY.items():
+    assert _name not in Tensor.__dict__, _name  # (a name the Tensor has is never shadowed)
+    setattr(Tensor, _name, _TorchOnly(_name, _fix))
+del _name, _fix
 
 
 def _zeros(arr: np.ndarray, _value) -> np.ndarray:

@@ -63,6 +63,11 @@ def gradcheck(fn, inputs, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1
     gradients would be zero and nothing would be checked. This catches ``fn`` closing over
     the original of an input that gradcheck copied (a float32 tensor, for one).
 
+    A net unrolled with ``truncate=k`` gives truncated BPTT, by design not the gradient
+    that finite differences measure: a check of ``fn`` computing from such a net fails, and
+    the message names the net and its ``truncate``, and says to check the net unrolled with
+    ``truncate=None``.
+
     Examples
     --------
     >>> import unrollgraph as ug
@@ -208,6 +213,44 @@ def _check(fn, ts, eps, atol, rtol, seed, copied) -> bool:
             f"rtol={rtol}" + ("" if loss.requires_grad else
                               ". fn's result does not require grad, so backward() gives no "
                               "gradient: was it computed under ug.no_grad() or from "
-                              "detached tensors?")
+                              "detached tensors?") + _truncation_hint(loss)
         )
     return True
+
+
+def _truncated_nets(loss: Tensor) -> list:
+    """The nets unrolled with ``truncate=`` whose calls ``loss`` was computed from, in the
+    order an iterative walk of its graph first meets them: each call of a net is a node of
+    op ``unrolled`` that holds its run."""
+    nets, seen = [], {id(loss)}
+    stack = [loss]
+    while stack:
+        t = stack.pop()
+        if t.node.op == "unrolled":
+            net = t.node.attrs["_run"].net
+            if net.truncate is not None and all(n is not net for n in nets):
+                nets.append(net)
+        for p in t._parents:
+            if id(p) not in seen:
+                seen.add(id(p))
+                stack.append(p)
+    return nets
+
+
+def _truncation_hint(loss: Tensor) -> str:
+    """What a failed check says when the result came through a truncated net: truncated BPTT
+    is not the gradient that central differences measure, by design."""
+    nets = _truncated_nets(loss)
+    if not nets:
+        return ""
+    said = "; ".join(f"the unrolled net {net.cell.name!r} has truncate={net.truncate} of "
+                     f"{net.steps} steps" for net in nets)
+    net = nets[0]
+    last = f"its last {net.truncate} steps" if len(nets) == 1 else "the last truncate steps"
+    return (
+        f". fn's result comes from a truncated net ({said}): truncated BPTT sends the "
+        f"gradient back through {last} only, so backward() gives by design another "
+        "gradient than the full one that central differences measure. Check the net "
+        f"unrolled without truncation, truncate=None (ug.unroll(cell, steps={net.steps})), "
+        "and train with the truncated one"
+    )
