@@ -769,3 +769,37 @@ def test_the_ops_view_keeps_its_legend_under_the_steps():
             for o in layout["objects"] if "pos" in o and "width" in o and o["name"] != "legend"]
     width = float(layout["bb"].split(",")[2])
     assert width <= max(ends) + 10, (width, max(ends))
+
+
+def _bus_bends(net, loss, **kw) -> tuple:
+    """The spread of each bus's junction heights and the farthest any bus segment strays
+    from its junctions' height, in points, in dot's layout of the op view."""
+    layout = _layout(ug.render(net, loss=loss, detail="ops", **kw))
+    names = {o["_gvid"]: o["name"] for o in layout["objects"]}
+    pos = {o["name"]: tuple(float(v) for v in o["pos"].split(","))
+           for o in layout["objects"] if "pos" in o}
+    buses: dict = {}
+    for n in pos:
+        if "_fan_" in n:
+            buses.setdefault(n.rsplit("_fan_", 1)[0], []).append(pos[n][1])
+    off = [max(abs(py - pos[names[e["tail"]]][1]) for _, py in _curve(e["pos"]))
+           for e in layout["edges"] if "pos" in e and "_fan_" in names[e["tail"]]
+           and "_fan_" in names[e["head"]]]
+    return max(max(ys) - min(ys) for ys in buses.values()), max(off)
+
+
+@pytest.mark.parametrize("cls", [ug.nn.RNNCell, ug.nn.LSTMCell, ug.nn.GRUCell])
+@pytest.mark.parametrize("T", [3, 5])
+def test_derivatives_on_the_op_view_leave_every_bus_one_straight_row(cls, T):
+    """With ``derivatives=True`` each junction's edge into the op it feeds carries its local
+    derivative ``∂ a`` (one number: a cell of one unit, a batch of one). As an edge label,
+    dot gave each label a node in the ranks the edge crossed: the RNN's first bus, whose
+    junctions stand just under their ops, had its segments bowed 56 points round the
+    labels, crossing the other buses. Each bus stays as straight as without the labels."""
+    net = ug.unroll(cls(1, 1, seed=0), steps=T)
+    out, _ = net(np.random.default_rng(0).standard_normal((T, 1, 1)))
+    loss = (out * out).sum()
+    loss.backward()
+    spread, off = _bus_bends(net, loss, derivatives=True)
+    assert spread < 1, spread
+    assert off <= _bus_bends(net, loss)[1] + 1, off

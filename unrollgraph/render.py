@@ -3041,12 +3041,12 @@ class _Unrolled(_Drawer):
                     # heavy: the junction straight under the op it feeds (or under its own
                     # port of the step box it feeds, in the step view)
                     port = getattr(self, "read_port", {}).get(src)
-                    # (into the elided box, its "× n" an xlabel: as a label, each took a
-                    # node in the ranks it crossed, which bent the buses round them)
+                    # (its label, a local derivative ∂ or an elided box's "× n", an
+                    # xlabel: as a label, each took a node in the ranks the edge crossed,
+                    # which bent the buses round them)
                     self.edge(j, dst, "shared", label=label, hot=hot, cut=cut,
                               weight=getattr(self, "read_weight", 50),
-                              ports=("n", f"{port}:s") if port else None,
-                              xlabel=dst.startswith("elided"))
+                              ports=("n", f"{port}:s") if port else None, xlabel=True)
         rows = []
         for _, src, at in buses:
             ts = sorted(at)
