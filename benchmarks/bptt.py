@@ -2,7 +2,7 @@
 
 Times an Elman RNN and an LSTM step, float64, loss = sum(outputs * G) for a fixed array G
 (the gradient every implementation receives for its outputs); every column computes the loss's
-value, as a training step does (the numpy and autograd columns with ``(ys * G).sum()``):
+value, as a training step does (the numpy and autograd columns with ``reference.loss``):
 
 * ``ours``          unrollgraph: ``ug.unroll(cell, T)`` built once, then ``net(xs)`` and
                     ``(outputs * G).sum().backward()`` through the tensor API (the default
@@ -182,19 +182,12 @@ def step_ours(kind, cell, xs, G, net=None, keep=None, checkpoint=None):
     return step
 
 
-def numpy_loss(ys, G) -> float:
-    """The loss of a step written in numpy, ``sum(ys * G)`` (``sum(ys)`` for ``G=None``): every
-    column computes its loss's value, as a training step reports it (the tensor API's
-    ``(out * G).sum()``, PyTorch's, JAX's ``value_and_grad``)."""
-    return float(ys.sum() if G is None else (ys * G).sum())
-
-
 def step_numpy(kind, cell, xs, G):
     layers = [cell.state_dict()]
 
     def step():
         ys, _, cache = ref.forward(kind, xs, layers)
-        numpy_loss(ys, G)
+        ref.loss(ys, G)
         # d(loss)/d(ys): G, or for a plain sum ones without a (T, B, H) buffer
         seed = np.broadcast_to(1.0, ys.shape) if G is None else G
         _, grads, _ = ref.backward(cache, seed, need_dxs=False)
@@ -208,7 +201,7 @@ def step_numpy_batched(kind, cell, xs, G):
 
     def step():
         ys, cache = ref.forward_batched(kind, xs, p)
-        numpy_loss(ys, G)
+        ref.loss(ys, G)
         return ys, ref.backward_batched(cache, np.broadcast_to(1.0, ys.shape) if G is None
                                         else G)
 
@@ -342,7 +335,7 @@ def step_autograd(kind, cell, xs, G):
 
     def step():
         vjp, ys = make_vjp(forward)(p)
-        numpy_loss(ys, G)
+        ref.loss(ys, G)
         return ys, vjp(seed)
 
     return step

@@ -192,7 +192,7 @@ def summary(a, limit: int = 4, picture: bool = False) -> str:
     arr = np.asarray(a, dtype=np.float64)
     if arr.size <= limit:
         flat = [_num(x, picture) for x in arr.reshape(-1)]
-        return flat[0] if arr.ndim == 0 or arr.size == 1 and arr.ndim == 0 else (
+        return flat[0] if arr.ndim == 0 else (
             "[" + ", ".join(flat) + "]")
     norm = float(np.sqrt(np.sum(arr * arr))) if np.all(np.isfinite(arr)) else float("nan")
     return f"{arr.shape} |.|={_num(norm, picture)}"
