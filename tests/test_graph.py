@@ -105,8 +105,8 @@ def test_node_is_immutable_and_replace_copies():
     assert (a.name, b.name, b.op, b.shape) == ("a", "b", "leaf", (2,))
 
 
-def test_toposort_of_a_million_nodes_is_iterative():
-    n = 1_000_000
+def test_toposort_of_a_long_chain_is_iterative():
+    n = 300_000
     assert n > 100 * sys.getrecursionlimit()
     node = first = Node("leaf", name="x")
     for _ in range(n):
