@@ -22,6 +22,12 @@ stand-in value. So:
   but the operators raises for a placeholder and what is computed from it.
 
 ``np.asarray(t)`` (and ``t.data``) is the way to read a value on purpose.
+
+PyTorch cannot compute on a tensor either: its functions, its modules and its constructors
+(``torch.tanh(t)``, ``F.mse_loss(t, y)``, ``torch.nn.Linear(2, 3)(t)``, ``torch.tensor(t)``)
+raise :class:`~unrollgraph.TorchFunctionError` naming the unrollgraph function to use and
+the way to hand PyTorch the value, ``torch.tensor(t.numpy())``; its operators
+(``torch_tensor + t``) reach the tensor's reflected operators, as numpy's do.
 """
 
 from __future__ import annotations
