@@ -29,6 +29,7 @@ from .errors import (
     OpError,
     RenderError,
     ShapeError,
+    TorchFunctionError,
     TrainingError,
     UnrollGraphError,
 )
@@ -94,7 +95,8 @@ __all__ = [
     "UnrollGraphError", "ShapeError", "GraphError", "CycleError", "CellError", "GradientError",
     "AnomalyError", "RenderError", "GradcheckError", "TrainingError", "DTypeError",
     "InvalidNameError", "OpError",
-    "LoweringError", "MissingDependencyError", "NumpyFunctionError", "CellWarning",
+    "LoweringError", "MissingDependencyError", "NumpyFunctionError", "TorchFunctionError",
+    "CellWarning",
     "optim", "train", "export", "clip_grad_norm", "clip_grad_value",
     "normalize_grad_norm", "gradient_flow", "compare_flows", "GradientFlow",
     "truncation_error", "tbptt_truncation_error", "TruncationError",

@@ -24,6 +24,7 @@ __all__ = [
     "LoweringError",
     "MissingDependencyError",
     "NumpyFunctionError",
+    "TorchFunctionError",
     "CellWarning",
 ]
 
@@ -122,6 +123,19 @@ class NumpyFunctionError(UnrollGraphError, TypeError):
     (``np.tanh(t)``, ``np.dot(W, t)`` for a tensor that requires grad or is computed by an op,
     ``array += t``): the message names the numpy function (``.function``) and the unrollgraph
     function to use instead. A ``TypeError``, as numpy's own refusal of an operand is."""
+
+    def __init__(self, message: str, function: str | None = None):
+        super().__init__(message)
+        self.function = function
+
+
+class TorchFunctionError(UnrollGraphError, TypeError):
+    """A PyTorch function, module or constructor given an unrollgraph tensor
+    (``torch.tanh(t)``, ``torch.stack([t, u])``, ``F.mse_loss(t, y)``, ``torch.tensor(t)``),
+    which PyTorch cannot compute on: the message names PyTorch's function (``.function``), the
+    unrollgraph function to use instead, and how to hand PyTorch the value
+    (``torch.tensor(t.numpy())``). A ``TypeError``, as PyTorch's own refusal of an argument is
+    (so ``torch_tensor + t`` still reaches the tensor's reflected operator)."""
 
     def __init__(self, message: str, function: str | None = None):
         super().__init__(message)

@@ -22,13 +22,19 @@ stand-in value. So:
   but the operators raises for a placeholder and what is computed from it.
 
 ``np.asarray(t)`` (and ``t.data``) is the way to read a value on purpose.
+
+PyTorch cannot compute on a tensor either: its functions, its modules and its constructors
+(``torch.tanh(t)``, ``F.mse_loss(t, y)``, ``torch.nn.Linear(2, 3)(t)``, ``torch.tensor(t)``)
+raise :class:`~unrollgraph.TorchFunctionError` naming the unrollgraph function to use and
+the way to hand PyTorch the value, ``torch.tensor(t.numpy())``; its operators
+(``torch_tensor + t``) reach the tensor's reflected operators, as numpy's do.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from .errors import NumpyFunctionError
+from .errors import NumpyFunctionError, TorchFunctionError
 from .graph import made_by
 
 # the ufuncs an operator calls, as ``ndarray <op> tensor``: name -> (the tensor's method when
@@ -253,3 +259,193 @@ def _placeholder(t) -> bool:
     ancestors)."""
     from .tensor import _placeholder_source  # (tensor.py imports this module)
     return _placeholder_source(t.node) is not None
+
+
+# -- PyTorch ----------------------------------------------------------------------------------
+# PyTorch computes on its own tensors: a torch function, module or constructor given a tensor
+# of this library cannot read it. Without a word from here, PyTorch says "argument 'input'
+# must be Tensor, not Tensor" (both classes are called Tensor), and its constructors read the
+# tensor as nested lists down to a number and stop at len() of it. So:
+#
+# - ``Tensor.__torch_function__`` (every function in torch, torch.nn.functional, torch.linalg
+#   and the methods of a torch tensor, hence every torch.nn module's forward) raises
+#   :class:`~unrollgraph.TorchFunctionError` naming PyTorch's function, unrollgraph's own and
+#   how to hand PyTorch the value. It is a ``TypeError``: PyTorch turns it into
+#   ``NotImplemented`` for its operators, so ``torch_tensor + t`` still reaches the tensor's
+#   reflected operator, a node with the torch tensor as a constant, as ``ndarray + t`` does;
+# - ``Tensor.__dlpack__`` (which torch.tensor, torch.as_tensor, torch.asarray and
+#   torch.from_dlpack ask for) raises it too, with the constructor's fix.
+
+# PyTorch's function name (the last part: ``torch.nn.functional.mse_loss`` -> ``mse_loss``)
+# -> what to write here; names not listed take :data:`COUNTERPARTS`, numpy's table, where a
+# name means the same in both (tanh, exp, sum, where, softmax...)
+TORCH_COUNTERPARTS = {
+    "sigmoid": "ug.sigmoid(x)", "relu": "ug.relu(x)", "neg": "-x", "negative": "-x",
+    "add": "a + b", "sub": "a - b", "subtract": "a - b", "mul": "a * b", "multiply": "a * b",
+    "div": "a / b", "divide": "a / b", "pow": "a ** b", "rsub": "b - a",
+    "cat": "ug.concat([a, b], axis=d) (torch.cat's dim= is axis= here)",
+    "concat": "ug.concat([a, b], axis=d)", "concatenate": "ug.concat([a, b], axis=d)",
+    "stack": "ug.stack([a, b], axis=d)",
+    "clamp": "ug.clip(x, lo, hi)", "clip": "ug.clip(x, lo, hi)",
+    "mm": "a @ b (or ug.matmul(a, b))", "bmm": "a @ b (or ug.matmul(a, b))",
+    "mv": "a @ b (or ug.matmul(a, b))", "dot": "ug.sum(a * b)",
+    "linear": "ug.train.Linear(in_features, out_features), or x @ W.T + b",
+    "mse_loss": "ug.mse_loss(prediction, target)",
+    "cross_entropy": "ug.cross_entropy(logits, labels)",
+    "binary_cross_entropy_with_logits": "ug.binary_cross_entropy_with_logits(logits, targets)",
+    "binary_cross_entropy": ("ug.binary_cross_entropy_with_logits(logits, targets) on the "
+                             "logits (before the sigmoid)"),
+    "l1_loss": "ug.mean(ug.abs(prediction - target))",
+    "nll_loss": "ug.cross_entropy(logits, labels) on the logits (before log_softmax)",
+    "softmax": "ug.softmax(x, axis=d)", "log_softmax": "ug.log_softmax(x, axis=d)",
+    "max": "ug.max(x, axis=d)", "amax": "ug.max(x, axis=d)",
+    "min": "-ug.max(-x, axis=d)", "amin": "-ug.max(-x, axis=d)",
+    "norm": "ug.sqrt(ug.sum(x * x, axis=d))", "vector_norm": "ug.sqrt(ug.sum(x * x, axis=d))",
+    "reshape": "ug.reshape(x, shape) (or x.reshape(shape))",
+    "flatten": "x.flatten(start_dim, end_dim)", "squeeze": "x.squeeze(d)",
+    "unsqueeze": "x.unsqueeze(d)", "permute": "x.permute(...)", "t": "x.t() (or x.T)",
+    "transpose": "x.transpose(d0, d1) (for a 2-d tensor x.T)",
+    "zeros_like": "ug.tensor(np.zeros(x.shape))", "ones_like": "ug.tensor(np.ones(x.shape))",
+    "full_like": "ug.tensor(np.full(x.shape, v))",
+    "randn_like": "ug.tensor(np.random.default_rng(seed).standard_normal(x.shape))",
+    "dropout": "nothing: there is no dropout, every call of a net computes the same values",
+    "allclose": "np.allclose(a, b), which reads a tensor's value",
+    "isclose": "np.isclose(a, b), which reads a tensor's value",
+    "equal": "np.array_equal(a, b), which reads a tensor's value",
+    "isfinite": "np.isfinite(x), which reads a tensor's value",
+    "isnan": "np.isnan(x), which reads a tensor's value",
+    "argmax": "np.argmax(x, axis=d), which reads a tensor's value (indices have no gradient)",
+    "argmin": "np.argmin(x, axis=d), which reads a tensor's value (indices have no gradient)",
+}
+
+# the modules PyTorch's functions live in, as a user writes them
+_TORCH_MODULES = {"torch._C._nn": "torch.nn.functional", "torch._C._linalg": "torch.linalg",
+                  "torch._C._special": "torch.special", "torch._C._fft": "torch.fft",
+                  "torch.functional": "torch", "torch._C._VariableFunctions": "torch",
+                  "torch._tensor": "torch.Tensor"}
+
+_TO_TORCH = ("For PyTorch, pass the value: torch.tensor({k}.numpy()), a copy (its float type "
+             "kept; .float() makes it float32) that is a constant there: no gradient flows "
+             "back into unrollgraph")
+
+
+# the methods of a torch tensor that its operators call (torch_tensor + t calls
+# torch.Tensor.add): PyTorch takes their TypeError for NotImplemented
+_TORCH_OPERATORS = frozenset(f"torch.Tensor.{m}" for m in (
+    "add", "sub", "mul", "div", "pow", "matmul", "lt", "le", "gt", "ge", "eq", "ne",
+    "add_", "sub_", "mul_", "div_", "pow_", "remainder", "__floordiv__", "__rsub__",
+    "__rdiv__", "__rpow__", "__rmatmul__", "__and__", "__or__", "__xor__"))
+
+
+def torch_public_name(func) -> str:
+    """PyTorch's public name of a function or method, as a user writes it.
+
+    Parameters
+    ----------
+    func : callable
+        A function of ``torch``, ``torch.nn.functional``, ``torch.linalg``..., or a method
+        of ``torch.Tensor``.
+
+    Returns
+    -------
+    str
+        ``torch.tanh``, ``torch.nn.functional.mse_loss``, ``torch.linalg.norm``,
+        ``torch.Tensor.add``.
+
+    Examples
+    --------
+    >>> import math
+    >>> from unrollgraph.interop import torch_public_name
+    >>> torch_public_name(math.sqrt)  # any function, by its module
+    'math.sqrt'
+    """
+    name = getattr(func, "__name__", None) or repr(func)
+    qualname = getattr(func, "__qualname__", "") or ""
+    module = getattr(func, "__module__", None)
+    if qualname.startswith(("TensorBase.", "Tensor.")) and module in (None, "torch._tensor",
+                                                                     "torch._C"):
+        return f"torch.Tensor.{name}"
+    module = _TORCH_MODULES.get(module, module)
+    for prefix in ("linalg_", "special_", "fft_"):  # torch._C._linalg.linalg_norm
+        if name.startswith(prefix) and module == f"torch.{prefix[:-1]}":
+            name = name[len(prefix):]
+    return f"{module}.{name}" if module else name
+
+
+def _in_code(label: str) -> str:
+    """A tensor's label as code names it: the label itself if Python reads it as a name
+    (``h_next``), else ``t`` (``<getitem>``, ``W#n3``)."""
+    return label if label.isidentifier() else "t"
+
+
+def _torch_advice(key: str, inside_cell: bool, k: str) -> str:
+    use = TORCH_COUNTERPARTS.get(key) or COUNTERPARTS.get(key)
+    how = (f"Here, use {use}" if use else
+           "Here there is no function of that name: write it from ug ops (ug.exp, ug.tanh, "
+           "ug.where, + - * / ** @ ...), or define an op with ug.ops.defop")
+    if inside_cell:
+        return (f"{how}. Inside a cell a placeholder holds a stand-in value used only to "
+                "check shapes: compute with the tensor itself, with ug's functions")
+    return f"{how}. {_TO_TORCH.format(k=k)}"
+
+
+def torch_function_on_tensor(tensor_type, func, args: tuple, kwargs: dict):
+    """``Tensor.__torch_function__``: raise :class:`~unrollgraph.TorchFunctionError` naming
+    PyTorch's function, the unrollgraph function to use and how to hand PyTorch the value."""
+    shown = torch_public_name(func)
+    tensors = list(_tensors_in(tensor_type, args, kwargs))
+    label = tensors[0].node.label() if tensors else "a tensor"
+    if shown in _TORCH_OPERATORS:  # (torch_tensor + t: PyTorch turns the error into
+        # NotImplemented, then t.__radd__ computes; no walk over t's ancestors for it)
+        inside = any(x.node.op in ("input", "state") and x.node.step is None for x in tensors)
+    else:
+        inside = any(_placeholder(x) for x in tensors)
+    advice = _torch_advice(shown.rsplit(".", 1)[-1], inside, _in_code(label))
+    raise TorchFunctionError(
+        f"{shown}(...) given {label}, an unrollgraph Tensor: PyTorch's functions and modules "
+        f"compute on torch tensors only. {advice}", function=shown)
+
+
+def torch_constructor_error(t, caller: str):
+    """The error for ``torch.tensor(t)`` (``torch.as_tensor``, ``torch.asarray``,
+    ``torch.from_dlpack``: they ask ``t.__dlpack__``), or another library's DLPack import
+    (``np.from_dlpack(t)``) when ``caller``, the module asking, is not PyTorch's."""
+    label = t.node.label()
+    k = _in_code(label)
+    if _placeholder(t):
+        fix = ("Inside a cell a placeholder holds a stand-in value used only to check shapes: "
+               "compute with the tensor itself, with ug's functions (ug.tanh, ug.stack, "
+               "ug.mse_loss)")
+    elif caller.split(".")[0] == "torch":
+        fix = (f"{_TO_TORCH.format(k=k)}. To compute on it here, use ug's functions "
+               "(ug.tanh, ug.stack, ug.mse_loss), whose results are nodes of the graph")
+    else:
+        return NumpyFunctionError(
+            f"{label} is an unrollgraph Tensor and is not exported through DLPack: its value "
+            f"is np.asarray({k}) (or {k}.numpy()), a numpy array", function="__dlpack__")
+    return TorchFunctionError(
+        f"torch.tensor({k}) (or torch.as_tensor, torch.asarray, torch.from_dlpack) given "
+        f"{label}, "
+        f"an unrollgraph Tensor: PyTorch cannot read it. {fix}", function="torch.tensor")
+
+
+def torch_hand_over(label: str) -> str:
+    """What to write when PyTorch's code (a ``torch.nn`` module's ``forward``) is given a
+    tensor of this library: the ready cells here, or the value handed to PyTorch."""
+    return ("Here, build the model from ug.nn's cells (ug.nn.LSTM, ug.nn.GRU, ug.nn.RNNCell) "
+            "and ug.train.Linear. " + _TO_TORCH.format(k=_in_code(label)))
+
+
+def torch_sequence_hint() -> str:
+    """The end of the message of ``len()`` of a tensor of shape ``()`` once PyTorch is
+    imported: ``torch.tensor([a, b])`` and ``torch.Tensor(...)``, given unrollgraph tensors
+    in a list, read them as nested lists of numbers and stop at ``len()`` of one number."""
+    import sys
+
+    if "torch" not in sys.modules:
+        return ""
+    return ("; if PyTorch asked (torch.tensor([a, b]) of unrollgraph tensors reads them as "
+            "nested lists, down to one number), pass it their values: torch.tensor([a.item(), "
+            "b.item()]), or torch.tensor(np.stack([a.numpy(), b.numpy()])), a constant there "
+            "through which no gradient flows back into unrollgraph; ug.stack([a, b]) stacks "
+            "them here")

@@ -609,6 +609,39 @@ class Tensor:
         its value and return numpy results."""
         return _interop.function_on_tensor(Tensor, func, args, kwargs)
 
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        """PyTorch's functions on a tensor (:mod:`unrollgraph.interop`): ``torch.tanh(t)``,
+        ``torch.stack([t, u])``, ``F.mse_loss(t, y)``, a ``torch.nn`` module called on ``t``
+        raise :class:`~unrollgraph.TorchFunctionError` naming the unrollgraph function to use
+        and how to hand PyTorch the value (``torch.tensor(t.numpy())``). PyTorch's operators
+        take that ``TypeError`` for ``NotImplemented``, so ``torch_tensor + t`` is ``t``'s
+        reflected operator, a node, as ``ndarray + t`` is.
+
+        Examples
+        --------
+        >>> import unrollgraph as ug
+        >>> t = ug.tensor([1.0, 2.0], name="t")
+        >>> ug.Tensor.__torch_function__(ug.tanh, (), (t,))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        unrollgraph.errors.TorchFunctionError: unrollgraph...tanh(...) given t, ...
+        """
+        return _interop.torch_function_on_tensor(cls, func, args, kwargs or {})
+
+    def __dlpack__(self, *args, **kwargs):
+        """Refused: PyTorch's constructors (``torch.tensor(t)``, ``torch.as_tensor``,
+        ``torch.asarray``, ``torch.from_dlpack``) ask for it, and get a
+        :class:`~unrollgraph.TorchFunctionError` saying how to hand PyTorch the value
+        (``torch.tensor(t.numpy())``); numpy's ``np.from_dlpack`` is told ``np.asarray(t)``."""
+        raise _interop.torch_constructor_error(self, sys._getframe(1).f_globals.get(
+            "__name__", ""))
+
+    def __dlpack_device__(self):
+        """Refused, as :meth:`__dlpack__` is (asked for first by ``torch.from_dlpack``)."""
+        raise _interop.torch_constructor_error(self, sys._getframe(1).f_globals.get(
+            "__name__", ""))
+
     def __init__(self, data, node: Node, parents: tuple = (), requires_grad: bool = False):
         self._data = data
         self._grad = None
@@ -917,7 +950,7 @@ class Tensor:
         if type(data) is np.ndarray and not data.ndim:
             raise TypeError(
                 f"len() of {self.node.label()}, a tensor of shape (): it has no axis to count; "
-                "use t.item() for its value"
+                f"use t.item() for its value{_interop.torch_sequence_hint()}"
             )
         self._check_batch_read(" (len)", "")
         return len(data)
@@ -1901,6 +1934,13 @@ class _TorchOnly:
             return self
         k = t.node.label()
         call = self.name if self.name in _TORCH_PROPERTIES else f"{self.name}(...)"
+        reader = sys._getframe(1)
+        module = reader.f_globals.get("__name__", "")
+        if module.split(".")[0] == "torch":  # PyTorch's own code, given a ug Tensor
+            raise AttributeError(
+                f"{k}.{call}: PyTorch's {module}.{reader.f_code.co_name} reads it, so it was "
+                f"given {k}, an unrollgraph Tensor; PyTorch's functions and modules compute on "
+                f"torch tensors only. {_interop.torch_hand_over(k)}", name=self.name, obj=t)
         raise AttributeError(f"{k}.{call}: PyTorch's Tensor.{self.name} is not an attribute "
                              f"of a ug Tensor; {self.fix.format(k=k)}", name=self.name, obj=t)
 
