@@ -2416,7 +2416,7 @@ class _Unrolled(_Drawer):
             rest = [n for n in shared if g.id(n) not in self.on_bus]
             self.param_row([p for p in params if g.id(p) not in self.on_bus])
             self.under(rest, bottom)
-        if bottom and not self.in_figure and self.o["legend"] and not self.elided:
+        if bottom and not self.in_figure and self.o["legend"]:
             # the legend in a row of its own under the steps' inputs, under the middle
             # step: beside the last step, it widened the picture by its own width
             self.legend_under = bottom[len(bottom) // 2]
@@ -3087,9 +3087,11 @@ class _Unrolled(_Drawer):
             if t in self.cluster_end:
                 self.lines.insert(self.cluster_end[t], "    " + js + "\n")
             elif self.span_of(t) is not None:
-                # under the elided steps' node, a column (an invisible cluster keeps it one)
+                # under the elided steps' node, a column (an invisible cluster keeps it one;
+                # with a label of its own, the empty one: a cluster takes the graph's label,
+                # the title, and stood as wide as the title, with a gap beside the box)
                 e = self.eid(self.span_of(t))
-                self.emit(f'subgraph cluster_{e} {{ style=invis "{e}" {js} }}')
+                self.emit(f'subgraph cluster_{e} {{ label="" style=invis "{e}" {js} }}')
         drawn = {(f"{src}_fan_{t}", u[0]) for _, src, at in buses for t, us in at.items()
                  for u in us}
         # the rows stacked, the first on top: its first junction under the first step's
