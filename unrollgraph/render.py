@@ -2609,11 +2609,6 @@ class _Unrolled(_Drawer):
             return any(i.op == "init" or (i.step is not None and i.step != n.step
                                           and i.op != "input") for i in n.inputs)
 
-        # (not in a masked net: there the kept states' edges run over the top rows, and
-        # dot failed to route them round the centred rows; nor in a figure of two
-        # pictures, whose steps are held one over the other by columns laid out as before)
-        centre = not self.in_figure and not any(
-            n.role == "mask" for level in levels.values() for n in level)
         col: dict[int, int] = {}
         top: dict[int, int] = {}  # column -> the id of its highest op so far
         order: list[int] = []  # the columns left to right
@@ -2633,9 +2628,10 @@ class _Unrolled(_Drawer):
                     stack.setdefault(sc, []).append(id(n))
             # of several ops reading the top of one column (an LSTM's gates split four
             # ways), the middle one stands on it, the others left and right of it: the
-            # row is centred over the op it reads instead of hanging off to its right
-            mid = {sc: len(ks) // 2 if len(ks) > 2 and centre else 0
-                   for sc, ks in stack.items()}
+            # row is centred over the op it reads instead of hanging off to its right (in a
+            # masked net and in a figure of two pictures too: there, uncentred, an LSTM's
+            # step was 893 and 885 points wide, 724 and 735 centred)
+            mid = {sc: len(ks) // 2 if len(ks) > 2 else 0 for sc, ks in stack.items()}
             on = {ks[mid[sc]]: sc for sc, ks in stack.items()}
             for n in levels[d]:
                 c = on.get(id(n))
