@@ -77,10 +77,20 @@ def test_folded_cell_has_delay_edge_and_legend():
     cell = ug.nn.LSTMCell(2, 3, seed=0)
     g = cell.graph()
     text = ug.to_dot(cell)
+    edges = _edges(text)
     for state, nxt in cell.feedbacks.items():
+        # next state -> over it, under the state -> over (the rail, labelled z⁻¹), under the
+        # state -> state: one path round the outside of the cell, through invisible corners
         src, dst = g.id(nxt.node), g.id(cell.states[state].node)
-        line = next(e for e in _edges(text) if e[0] == src and e[1] == dst)
-        assert "z⁻¹" in line[2] and 'constraint="false"' in line[2]
+        over = [e[1] for e in edges if e[0] == src and e[1].endswith("_over")]
+        assert len(over) == 1, over
+        rail = [e for e in edges if e[1] == over[0]]
+        assert [e[0] for e in rail] == [src, over[0].replace("_over", "_under")], rail
+        assert "z⁻¹" in rail[1][2] and "arrowhead" in rail[1][2]
+        into = [e for e in edges if e[0] == rail[1][0]]
+        assert [(e[1], "z⁻¹" in e[2]) for e in into] == [(over[0], True), (dst, False)], into
+        for corner in (over[0], rail[1][0]):
+            assert re.search(rf'node \[shape=point style=invis[^]]*\] "{corner}"', text)
     assert text.count("z⁻¹ (one-step delay)") == 2
     assert '"legend" [' in text
     assert "one-step delay" in text

@@ -1550,19 +1550,17 @@ class _Plain(_Drawer):
             what = "(folded): the recurrent edge is a one-step delay z⁻¹"
             title, full = f"cell {_shown(cell.name)} {what}", f"cell {cell.name} {what}"
         self.header(o["rankdir"] or default_dir, title, full)
-        params = []
         for n in nodes:
             nid = g.id(n)
             kind, state = self.kind(n, cell, outputs, nexts)
             hot = id(n) in self.path
-            if kind == "param":
-                params.append(nid)
             label = ".grad" if leaf_grads and n.op in ("param", "leaf") else grad_label
             self.node(nid, kind, self.title(n), self.rows(n, label),
                       _mag(self.grad(n)), tooltip=self.tooltip(n), hot=hot, state=state,
                       nograd="states" if cell is not None and kind == "state" else None)
-        if params and cell is not None:
-            self.emit("{rank=source; " + " ".join(f'"{p}"' for p in params) + "}")
+        # (a cell's parameters in no row of their own: each stands under the op reading it,
+        # a bias beside its sum, as in a textbook figure; in a row under everything they
+        # stood far from their readers, their edges long and slanting across the cell)
         for n in nodes:
             for k, i in enumerate(n.inputs):
                 hot = id(i) in self.path and id(n) in self.path
@@ -1575,15 +1573,32 @@ class _Plain(_Drawer):
                 oid = _out_id(g.id(node), out_index[name])
                 self.node(oid, "output", _hn(name), ["output"], tooltip=f"output {name}")
                 self.edge(g.id(node), oid)
-        for nxt, st in fb:
-            self.edge(g.id(nxt), g.id(st), "delay", label="z⁻¹ (one-step delay)",
-                      constraint=False)
+        for k, (nxt, st) in enumerate(fb):
+            self.delay_edge(g.id(nxt), g.id(st), k)
         if o["chain_rule"]:
             self.chain_rule_note(roots)
         self.guard(self.n_nodes, "this graph", fixes)
         self.legend(notes)
         self.place_legend(roots, o["rankdir"] or default_dir)
         return self.lines
+
+    def delay_edge(self, nxt: str, state: str, k: int) -> None:
+        """The ``k``-th feedback of a folded cell, from its next state ``nxt`` back to its
+        ``state``, drawn round the outside of the cell: up out of the next state to an
+        invisible corner a row over it, down a rail of its own (labelled z⁻¹) to a corner a
+        row under the state, and up into the state. Each end is an edge between two rows,
+        which dot orders with the others so that it crosses none, and the rail runs outside
+        every row. (Drawn as one edge against the rows, ``constraint=false``, dot ran it
+        through the middle of the cell, across the edges there; with level ends, one into
+        the state's row and one out of the next state's, dot left nodes between the state
+        and its rail, and the level end ran under them, across their edges.)"""
+        top, bottom = f"delay{k}_over", f"delay{k}_under"
+        self.emit(_foot(top, f"delay{k}"))
+        self.emit(_foot(bottom, f"delay{k}"))
+        self.edge(nxt, top, "delay", arrow=False)
+        self.edge(bottom, top, "delay", label="z⁻¹ (one-step delay)", arrow=False,
+                  xlabel=True)
+        self.edge(bottom, state, "delay")
 
     def grad_notes(self) -> list[tuple[str, str]]:
         """The legend's row saying what a folded cell's ``.grad`` is, and the colour bar's
@@ -1619,7 +1634,7 @@ class _Plain(_Drawer):
     def place_legend(self, roots: list, rankdir: str) -> None:
         """The legend where the reader's eye ends: under the last output, in its column
         (left to right) or in a row of its own under it (top to bottom). Bottom to top (a
-        folded cell), dot puts it in the row of the parameters, at the bottom already."""
+        folded cell), dot puts it in the lowest row, at the bottom already."""
         if not roots or not any(line.lstrip().startswith('"legend" [') for line in self.lines):
             return
         root = self.g.id(roots[-1])
@@ -2416,7 +2431,7 @@ class _Unrolled(_Drawer):
             rest = [n for n in shared if g.id(n) not in self.on_bus]
             self.param_row([p for p in params if g.id(p) not in self.on_bus])
             self.under(rest, bottom)
-        if bottom and not self.in_figure and self.o["legend"] and not self.elided:
+        if bottom and not self.in_figure and self.o["legend"]:
             # the legend in a row of its own under the steps' inputs, under the middle
             # step: beside the last step, it widened the picture by its own width
             self.legend_under = bottom[len(bottom) // 2]
@@ -2594,11 +2609,6 @@ class _Unrolled(_Drawer):
             return any(i.op == "init" or (i.step is not None and i.step != n.step
                                           and i.op != "input") for i in n.inputs)
 
-        # (not in a masked net: there the kept states' edges run over the top rows, and
-        # dot failed to route them round the centred rows; nor in a figure of two
-        # pictures, whose steps are held one over the other by columns laid out as before)
-        centre = not self.in_figure and not any(
-            n.role == "mask" for level in levels.values() for n in level)
         col: dict[int, int] = {}
         top: dict[int, int] = {}  # column -> the id of its highest op so far
         order: list[int] = []  # the columns left to right
@@ -2618,9 +2628,10 @@ class _Unrolled(_Drawer):
                     stack.setdefault(sc, []).append(id(n))
             # of several ops reading the top of one column (an LSTM's gates split four
             # ways), the middle one stands on it, the others left and right of it: the
-            # row is centred over the op it reads instead of hanging off to its right
-            mid = {sc: len(ks) // 2 if len(ks) > 2 and centre else 0
-                   for sc, ks in stack.items()}
+            # row is centred over the op it reads instead of hanging off to its right (in a
+            # masked net and in a figure of two pictures too: there, uncentred, an LSTM's
+            # step was 893 and 885 points wide, 724 and 735 centred)
+            mid = {sc: len(ks) // 2 if len(ks) > 2 else 0 for sc, ks in stack.items()}
             on = {ks[mid[sc]]: sc for sc, ks in stack.items()}
             for n in levels[d]:
                 c = on.get(id(n))
@@ -3087,9 +3098,11 @@ class _Unrolled(_Drawer):
             if t in self.cluster_end:
                 self.lines.insert(self.cluster_end[t], "    " + js + "\n")
             elif self.span_of(t) is not None:
-                # under the elided steps' node, a column (an invisible cluster keeps it one)
+                # under the elided steps' node, a column (an invisible cluster keeps it one;
+                # with a label of its own, the empty one: a cluster takes the graph's label,
+                # the title, and stood as wide as the title, with a gap beside the box)
                 e = self.eid(self.span_of(t))
-                self.emit(f'subgraph cluster_{e} {{ style=invis "{e}" {js} }}')
+                self.emit(f'subgraph cluster_{e} {{ label="" style=invis "{e}" {js} }}')
         drawn = {(f"{src}_fan_{t}", u[0]) for _, src, at in buses for t, us in at.items()
                  for u in us}
         # the rows stacked, the first on top: its first junction under the first step's
