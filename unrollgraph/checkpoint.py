@@ -566,7 +566,13 @@ def _teacher_forced(ck, i: int, run) -> bool:
             if t0 == 0:
                 shapes = {k: (tuple(v.shape[1:]), v.dtype) for k, v in part.items()}
             # per block offset, its values for the chunk's steps (k, B, ...)
-            S = {off: part[k] for off, k in plan.tb_at.items()}
+            S = {}
+            for off, k in plan.tb_at.items():
+                if off in plan.readers or off in plan.seq_reads or not lean or \
+                        off not in plan.unread:
+                    S[off] = part[k]
+                else:  # (read by the time-batched nodes alone: done with)
+                    part.pop(k, None)
             for off, n in plan.out_at.items():
                 S[off] = outs[n][a + t0:a + t1]
             held: dict = {}
@@ -610,7 +616,7 @@ def _teacher_forced(ck, i: int, run) -> bool:
                 for kind, key in refs:
                     if kind == "b" and key in readers:
                         readers[key] -= 1
-                        if not readers[key] and key not in plan.seq_reads and \
+                        if lean and not readers[key] and key not in plan.seq_reads and \
                                 key in plan.unread and key not in plan.out_at:
                             del S[key]
                             if key in plan.tb_at:  # (its rows too, which the steps read)
