@@ -22,7 +22,28 @@ compiled for the forward pass alone (:func:`_forward_type`: every value but the 
 the state handed on is dropped once read, and the steps compute in place), and the last
 segment, whose backward pass comes first, is run keeping what that pass reads and held for
 it instead of recomputed (the peak is reached during a segment's backward pass, holding one
-segment's activations, anyway).
+segment's activations, anyway). The segments are aligned to the end (:func:`_segments`): the
+last one is a full k steps, the first one the short one, so the fewest steps are recomputed.
+
+The recomputation itself is teacher-forced (:func:`_teacher_forced`) where a state is also an
+output (an LSTM's and a GRU's h, :func:`_held_states`): the run holds that state for every
+step, as rows of the output it returned, so a value of a step that depends on earlier steps
+only through such states (and the inputs, the parameters, the other values of its step that
+do) is computed for the whole segment at once, as the input projection is: one product
+``h W_hhᵀ`` of all the segment's rows, each gate's ops on ``(k, B, ...)`` arrays; only what
+depends on a state that is not held (the LSTM's c, and what reads it) runs step by step, and
+the outputs are the kept rows themselves. The values then land in the segment's slots as
+row views of those arrays, and the segment's ordinary backward pass reads them. The numbers
+are the steps' own, but for the rounding of a product: BLAS may sum a product of ``k B``
+rows in another order than ``k`` products of ``B`` rows (of one row, say), so the gradients
+equal full BPTT's to rounding (1e-12 relative, as any two executors of the library); and
+:meth:`CheckpointedRun.full` recomputes such a segment's gradients teacher-forced too, so it
+still reproduces the run's bit for bit. A stacked value that only other stacked values read
+goes once they have run (the sum of the gates), and a kept slice is copied out of its
+source, so the recomputation holds no more than the steps would. It falls back to the steps
+where it does not apply: the generic node-by-node path (anomaly mode), a masked run
+(``lengths=``), the plain path of short segments (see :func:`~unrollgraph.run._plain_path`),
+or a cell with no value to batch beyond the input projection.
 
 A segment is an unrolled net of k steps of the same cell (built once per length and
 truncation, sharing the cell's parameters), run with the same compiled schedule as any net.
