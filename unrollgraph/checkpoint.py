@@ -61,8 +61,16 @@ import numpy as np
 from .compile import _Freed, backward_program, stand_ins
 from .errors import CellError, UnrollGraphError
 from .graph import Node
-from .run import (Run, _acc, _chunk_steps, _plain_path, _plan, _read_only, broadcast_operands,
-                  row_major_operands)
+from .run import (
+    Run,
+    _acc,
+    _chunk_steps,
+    _plain_path,
+    _plan,
+    _read_only,
+    broadcast_operands,
+    row_major_operands,
+)
 from .schedule import _POOLED_UFUNCS, _ref, _time_batched_kw, time_batched_chunk
 from .tensor import _FLAGS, _MODE, Tensor, _dtype_name
 
@@ -647,7 +655,7 @@ def _teacher_forced(ck, i: int, run) -> bool:
                                         vals[blocks[t][0] + key] = fr[key]
             del held, args
             # the chunk's values, a row per step (stand-ins for those no VJP reads)
-            for what, off, refs, fwd, kw, op in plan.entries:
+            for what, off, *_rest in plan.entries:
                 if what == "seq":
                     continue
                 v = S.get(off)
@@ -656,7 +664,7 @@ def _teacher_forced(ck, i: int, run) -> bool:
                     vals[s] = fr[off] if v is None else v[t - t0]
             for t in range(t0, t1):
                 b = blocks[t][0]
-                for what, off, refs, fwd, kw, op in plan.entries:
+                for what, off, refs, fwd, kw, _op in plan.entries:
                     if what == "seq":
                         args = [vals[b + key] if kind == "b" else vals[key] if kind == "c"
                                 else vals[tpl.state_in[t][key]] for kind, key in refs]

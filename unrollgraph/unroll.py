@@ -181,7 +181,8 @@ class Unrolled:
         ``k >= T`` (one segment: plain BPTT).
     kept_steps : tuple of int
         The steps t whose state (after step t) a checkpointed run keeps: the last step's
-        and every k-th before it, counted back from the last; empty without checkpointing (every state is kept). Diagrams mark them.
+        and every k-th before it, counted back from the last; empty without checkpointing
+        (every state is kept). Diagrams mark them.
 
     Notes
     -----
