@@ -33,8 +33,11 @@ B=16, H=128, D=64, float64, T = 1,000 and 10,000, each measured in a fresh subpr
   handing each segment's state gradient to the one before. Full BPTT's forward pass keeps
   every step's activations in fresh memory (the page faults count); the checkpointed one
   runs each segment compiled for the forward pass alone (it keeps only the outputs and the
-  state handed on, computing in place) and keeps the last segment's activations, which
-  its backward pass reads instead of a recomputation.
+  state handed on, computing in place) and keeps the last segment's activations (a full k
+  steps: the segments are aligned to the end), which its backward pass reads instead of a
+  recomputation. The LSTM's and the GRU's segments are recomputed teacher-forced (their h
+  is kept for every step, as the outputs: what depends on it alone is computed for the
+  whole segment at once), the LSTM's c step by step.
 
 The measuring processes run with one BLAS thread (``--blas-threads 0`` for the library's
 default): on a machine whose cores are busy with other work, a multithreaded BLAS call of

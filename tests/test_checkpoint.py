@@ -142,7 +142,9 @@ def test_a_checkpointed_run_keeps_outputs_and_every_kth_state_only():
     kept = {s for s, v in run.values.items() if v is not None}
     want = set(net._param_slots.values()) | set(net._init_slots.values())
     for slots in net._state_slots.values():
-        want |= {slots[t] for t in (2, 5, 8, 9)}  # entering steps 3, 6, 9; and the final state
+        # the segments are aligned to the end (1, 3, 3, 3 steps): the states entering steps
+        # 1, 4, 7, and the final state
+        want |= {slots[t] for t in (0, 3, 6, 9)}
     assert kept == want and len(run.values.items()) == len(want)
     assert all(run.values[s] is None for s in range(len(net.nodes)) if s not in want)
     with pytest.raises(IndexError, match="not a slot of this net"):
@@ -152,8 +154,8 @@ def test_a_checkpointed_run_keeps_outputs_and_every_kth_state_only():
     for t, node in enumerate(next(iter(net.output_nodes.values()))):
         v = run.value(node)
         assert np.shares_memory(v, out.data) and np.array_equal(v, out.data[t])
-    assert np.shares_memory(run.values[net._state_slots["h"][5]], out.data)
-    assert not np.shares_memory(run.values[net._state_slots["c"][5]], out.data)
+    assert np.shares_memory(run.values[net._state_slots["h"][6]], out.data)
+    assert not np.shares_memory(run.values[net._state_slots["c"][6]], out.data)
     # and its gradients: those of the leaves (parameters, the inputs' steps, initial states)
     grads = {s for s, g in run.grads.items() if g is not None}
     assert grads <= set(net._param_slots.values()) | {
@@ -185,8 +187,11 @@ def test_checkpoint_with_keep_all_is_refused_whatever_k(T, k):
 
 def test_the_kept_steps_are_public():
     cell = ug.nn.RNNCell(2, 3, seed=0)
-    assert ug.unroll(cell, 10, checkpoint=3).kept_steps == (2, 5, 8, 9)
+    # each segment's last step; the segments are aligned to the end (the first is short)
+    assert ug.unroll(cell, 10, checkpoint=3).kept_steps == (0, 3, 6, 9)
     assert ug.unroll(cell, 9, checkpoint=3).kept_steps == (2, 5, 8)
+    assert ug.unroll(cell, 8, checkpoint=3).kept_steps == (1, 4, 7)
+    assert ug.unroll(cell, 1000, checkpoint="sqrt").kept_steps[:2] == (7, 39)
     assert ug.unroll(cell, 10, checkpoint=50).kept_steps == ()
     assert ug.unroll(cell, 10).kept_steps == ()
 
@@ -647,7 +652,7 @@ def test_a_checkpointed_run_keeps_no_segment_buffers_and_no_per_step_lists():
     n_states = len(net._state_slots) * len(net.kept_steps)
     assert len(run.values.items()) == n_states + len(net._param_slots) + len(net._init_slots)
     held = run._held
-    assert held is not None and held.net.steps == T - (len(net.kept_steps) - 1) * k
+    assert held is not None and held.net.steps == k  # (the last segment is a full one)
     assert held.values[held.net._state_slots["h"][-1]] is not None  # (its values are there)
     out.sum().backward()
     assert run._held is None  # (let go by the backward pass)
@@ -672,7 +677,8 @@ def test_the_last_segment_is_held_for_one_backward_pass_and_recomputed_after(mak
     assert run._held is not None and not getattr(run._held.net, "forward_only", False)
     forward_only = [seg for seg in net._segment_nets.values()
                     if getattr(seg, "forward_only", False)]
-    assert [seg.steps for seg in forward_only] == [k]  # (the three segments before the last)
+    # (the three segments before the last: 1, 3 and 3 steps)
+    assert sorted(seg.steps for seg in forward_only) == [1, k]
     loss = (out * out).sum()
     calls = _count_segment_forwards(monkeypatch)
     loss.backward(retain_graph=True)  # (walked again below)

@@ -22,7 +22,28 @@ compiled for the forward pass alone (:func:`_forward_type`: every value but the 
 the state handed on is dropped once read, and the steps compute in place), and the last
 segment, whose backward pass comes first, is run keeping what that pass reads and held for
 it instead of recomputed (the peak is reached during a segment's backward pass, holding one
-segment's activations, anyway).
+segment's activations, anyway). The segments are aligned to the end (:func:`_segments`): the
+last one is a full k steps, the first one the short one, so the fewest steps are recomputed.
+
+The recomputation itself is teacher-forced (:func:`_teacher_forced`) where a state is also an
+output (an LSTM's and a GRU's h, :func:`_held_states`): the run holds that state for every
+step, as rows of the output it returned, so a value of a step that depends on earlier steps
+only through such states (and the inputs, the parameters, the other values of its step that
+do) is computed for the whole segment at once, as the input projection is: one product
+``h W_hhᵀ`` of all the segment's rows, each gate's ops on ``(k, B, ...)`` arrays; only what
+depends on a state that is not held (the LSTM's c, and what reads it) runs step by step, and
+the outputs are the kept rows themselves. The values then land in the segment's slots as
+row views of those arrays, and the segment's ordinary backward pass reads them. The numbers
+are the steps' own, but for the rounding of a product: BLAS may sum a product of ``k B``
+rows in another order than ``k`` products of ``B`` rows (of one row, say), so the gradients
+equal full BPTT's to rounding (1e-12 relative, as any two executors of the library); and
+:meth:`CheckpointedRun.full` recomputes such a segment's gradients teacher-forced too, so it
+still reproduces the run's bit for bit. A stacked value that only other stacked values read
+goes once they have run (the sum of the gates), and a kept slice is copied out of its
+source, so the recomputation holds no more than the steps would. It falls back to the steps
+where it does not apply: the generic node-by-node path (anomaly mode), a masked run
+(``lengths=``), the plain path of short segments (see :func:`~unrollgraph.run._plain_path`),
+or a cell with no value to batch beyond the input projection.
 
 A segment is an unrolled net of k steps of the same cell (built once per length and
 truncation, sharing the cell's parameters), run with the same compiled schedule as any net.
@@ -38,9 +59,19 @@ import math
 import numpy as np
 
 from .compile import _Freed, backward_program, stand_ins
-from .errors import CellError
+from .errors import CellError, UnrollGraphError
 from .graph import Node
-from .run import Run, _acc, _read_only
+from .run import (
+    Run,
+    _acc,
+    _chunk_steps,
+    _plain_path,
+    _plan,
+    _read_only,
+    broadcast_operands,
+    row_major_operands,
+)
+from .schedule import _POOLED_UFUNCS, _ref, _time_batched_kw, time_batched_chunk
 from .tensor import _FLAGS, _MODE, Tensor, _dtype_name
 
 __all__ = ["CheckpointedRun", "resolve_checkpoint", "kept_steps"]
@@ -77,30 +108,43 @@ def resolve_checkpoint(checkpoint, steps: int):
 
 def kept_steps(net) -> frozenset:
     """The steps t whose state (after step t) a run of ``net`` keeps under checkpointing:
-    every k-th step's, and the last; empty for a net without ``checkpoint=`` (which keeps
-    every state). Diagrams mark them.
+    the last step's and every k-th before it, counted back from the last (each segment's
+    last step: the segments are aligned to the end, see :func:`_segments`); empty for a
+    net without ``checkpoint=`` (which keeps every state). Diagrams mark them.
 
     Examples
     --------
     >>> import unrollgraph as ug
     >>> sorted(kept_steps(ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=8, checkpoint=3)))
-    [2, 5, 7]
+    [1, 4, 7]
     """
     k = getattr(net, "checkpoint", None)
     if not k:
         return frozenset()
-    return frozenset(range(k - 1, net.steps - 1, k)) | {net.steps - 1}
+    return frozenset(range(net.steps - 1, -1, -k))
 
 
 def _segments(net) -> list:
-    """``(first step, end step, segment net key)`` of each segment, in time order. The key
+    """``(first step, end step, segment net key)`` of each segment, in time order. The
+    segments are aligned to the end: every one is k steps long but the first, which takes
+    what is left (``T - k * (ceil(T / k) - 1)`` steps). The last segment, whose backward
+    pass comes first, is held from the forward pass instead of recomputed: a full one
+    leaves the fewest steps to recompute (T = 1,000, k = 32: 968 instead of 992). The key
     is ``(length, truncate)``: a segment the truncation cuts through gets its own cut, and
-    one it cuts entirely has ``truncate=0``."""
+    one it cuts entirely has ``truncate=0``.
+
+    Examples
+    --------
+    >>> import unrollgraph as ug
+    >>> [s[:2] for s in _segments(ug.unroll(ug.nn.RNNCell(2, 3, seed=0), 8, checkpoint=3))]
+    [(0, 2), (2, 5), (5, 8)]
+    """
     k, T = net.checkpoint, net.steps
     cut = 0 if net.truncate is None else T - net.truncate  # steps before this get no gradient
     out = []
-    for a in range(0, T, k):
-        b = min(a + k, T)
+    first = T - (T - 1) // k * k  # the first segment's length: 1 to k
+    for a in [0] + list(range(first, T, k)):
+        b = a + first if a == 0 else a + k
         out.append((a, b, (b - a, 0 if b <= cut else b - cut if a < cut else None)))
     return out
 
@@ -311,6 +355,15 @@ class _SegmentRun(Run):
     # in the checkpointed run's forward pass: the CheckpointedRun whose output arrays the
     # segment's steps compute their outputs into (see _row_buffers); None: arrays of its own
     rows_of = None
+    # in a checkpointed backward pass: (the CheckpointedRun, the segment's index), to
+    # recompute the segment teacher-forced where that applies (see _teacher_forced)
+    teacher = None
+    teacher_forced = False  # whether its forward pass was recomputed so
+
+    def forward(self) -> None:
+        tf = self.teacher
+        if tf is None or not _teacher_forced(tf[0], tf[1], self):
+            super().forward()
 
     def _row_buffers(self, fr, dtype):
         """As :meth:`Run._row_buffers`, but in the checkpointed forward pass the rows are
@@ -360,6 +413,313 @@ class _SegmentRun(Run):
         return grads, owned
 
 
+# -- teacher-forced recomputation ------------------------------------------------------------
+
+class _TeacherPlan:
+    """How a segment net's steps are recomputed teacher-forced (see :func:`_teacher_plan`):
+    per entry of a step (in the step's order, the time-batched nodes left out) its kind,
+    ``"out"`` (an output: the kept row), ``"bat"`` (for a chunk of steps at once) or
+    ``"seq"`` (step by step), with the references of its inputs (``("b", offset)`` a value
+    of the same step, ``("s", j)`` the j-th state entering the step, ``("c", slot)`` a
+    shared value) and the op's attributes for a leading time axis; and per block offset
+    what it is: a time-batched node (its index), an output (its index), how many batched
+    entries read it, whether a step-by-step entry reads it, whether no VJP reads it."""
+
+    __slots__ = ("entries", "tb_at", "out_at", "readers", "seq_reads", "unread", "held")
+
+    def __init__(self, entries, tb_at, out_at, readers, seq_reads, unread, held):
+        self.entries, self.tb_at, self.out_at = entries, tb_at, out_at
+        self.readers, self.seq_reads, self.unread, self.held = (
+            readers, seq_reads, unread, held)
+
+
+def _teacher_plan(seg, held: dict):
+    """The teacher-forced plan of segment net ``seg`` (:class:`_TeacherPlan`, made once per
+    net), or None where it does not apply: steps not alike, a masked net, no entry to run
+    for a chunk of steps at once, or an output that is not an entry of its step.
+
+    A value of a step is computed for a chunk of steps at once (``"bat"``) where its op
+    takes a leading time axis (elementwise ops, a product by a shared matrix, a slice) and
+    every input is a shared value, a batched value of the same step, a time-batched node,
+    an output (its rows are kept) or a state that is an output (``held``: state name ->
+    the output's index; its values entering the chunk's steps are the kept rows before
+    them): the run holds all of those for every step before the recomputation starts."""
+    plan = seg.__dict__.get("_teacher")
+    if plan is not None or "_teacher" in seg.__dict__:
+        return plan
+    seg._teacher = None
+    tpl = seg._templates
+    if not tpl.ok or seg.masked or seg._mask_slots or not seg.steps or \
+            any(sig is not tpl.sigs[0] for sig in tpl.sigs):
+        return None
+    base, length = tpl.blocks[0]
+    names = list(seg.cell.states)
+    state_in = tpl.state_in[0]
+    held_j = {j: held[k] for j, k in enumerate(names) if held.get(k) is not None}
+    tb_at = {tb.slots[0] - base: k for k, tb in enumerate(seg._time_batch)}
+    out_at = {}
+    for n, slots in enumerate(seg._output_slots.values()):
+        offs = {s - tpl.blocks[t][0] for t, s in enumerate(slots)}
+        if len(offs) != 1 or not 0 <= slots[0] - base < length:
+            return None
+        out_at.setdefault(offs.pop(), n)
+    nodes = seg.nodes
+    unread = {s - base for s in seg._unread if nodes[s].step == 0}
+    kind: dict = {off: "bat" for off in tb_at}
+    kind.update({off: "bat" for off in out_at})
+    entries = []
+    readers: dict = {}
+    seq_reads: set = set()
+    for out, ins, fwd, _vjps, kw, _step in tpl.step_entries[0]:
+        off = out - base
+        if off in tb_at:
+            continue
+        refs = tuple(_ref(i, base, state_in, length) for i in ins)
+        if None in refs:
+            return None
+        if off in out_at:
+            entries.append(("out", off, refs, fwd, kw, None))
+            continue
+        node = nodes[out]
+        tkw = _time_batched_kw(node.op, dict(kw))
+        ok = tkw is not None and any(r[0] != "c" for r in refs)
+        for p, (what, key) in enumerate(refs):
+            if not ok:
+                break
+            if what == "b":
+                ok = kind.get(key) == "bat"
+            elif what == "s":
+                ok = key in held_j
+            else:  # shared: broadcast over the steps as over the batch
+                shape = nodes[key].shape
+                ok = shape is not None and len(shape) <= len(node.shape or ()) and (
+                    node.op != "matmul" or (p == 1 and len(shape) == 2))
+        if ok and node.op == "matmul" and refs[0][0] == "c":
+            ok = False
+        kind[off] = "bat" if ok else "seq"
+        for what, key in refs:
+            if what == "b":
+                if ok:
+                    readers[key] = readers.get(key, 0) + 1
+                else:
+                    seq_reads.add(key)
+        entries.append(("bat" if ok else "seq", off, refs, fwd, tkw if ok else kw,
+                         node.op))
+    if not any(e[0] == "bat" for e in entries):
+        return None
+    plan = _TeacherPlan(tuple(entries), tb_at, out_at, readers, frozenset(seq_reads),
+                        frozenset(unread), held_j)
+    seg._teacher = plan
+    return plan
+
+
+def _batched_matmul(a, b):
+    """``a @ b`` for a stack ``a`` (steps, B, ..., n) and a matrix ``b``: one product of
+    all the rows (the product a time-batched input projection makes)."""
+    if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous:
+        return np.matmul(a.reshape(-1, a.shape[-1]), b).reshape(a.shape[:-1] + b.shape[1:])
+    return np.matmul(a, b)
+
+
+def _teacher_forced(ck, i: int, run) -> bool:
+    """Recompute segment ``i`` of the checkpointed run ``ck`` in ``run`` teacher-forced (see
+    the module docstring): the values its backward pass reads, computed for a chunk of
+    steps at once wherever they depend on earlier steps only through states the run kept
+    for every step (the outputs' rows), step by step elsewhere. False (nothing kept) where
+    the method does not apply: the generic node-by-node path, anomaly mode, the plain path,
+    a masked net, steps that are not alike, or nothing to gain (no value a chunk of steps
+    computes at once beyond the time-batched input projection)."""
+    seg = run.net
+    if run.generic_forward or run.generic_backward or run.keep not in ("needed", "all") or \
+            _FLAGS.anomaly or _MODE.get().anomaly or run.lengths is not None:
+        return False
+    plan = _teacher_plan(seg, _held_states(ck.net))
+    if plan is None:
+        return False
+    vals = run.values
+    batch = run.batch
+    rplan = _plan(seg)
+    dtype = next(iter(run.xs.values()))._data.dtype if run.xs else rplan.dtype
+    if run.flush_chunk is None:
+        run.flush_chunk = _chunk_steps(seg, batch, dtype.itemsize)
+    if run.plain is None:
+        run.plain = _plain_path(seg, batch, chunk=run.flush_chunk, itemsize=dtype.itemsize)
+    if run.plain:
+        return False
+    seg._check_cell()
+    for s, p in rplan.params:
+        vals[s] = p._data
+    for s, v in seg._const_slots:
+        vals[s] = v.astype(dtype) if v.ndim == 0 and v.dtype.kind == "f" else v
+    for k, slots in seg._input_slots.items():
+        for s, v in zip(slots, run.xs_data[k]):
+            vals[s] = v
+    states = run.states
+    for k, s, shape, init in rplan.inits(seg, batch):
+        given = states.get(k) if states else None
+        if given is not None:
+            vals[s] = given._data if isinstance(given, Tensor) else given
+        else:
+            vals[s] = (np.zeros(shape, dtype) if init is None
+                       else np.broadcast_to(init, shape).astype(dtype))
+    lean = run.keep == "needed"
+    tpl = seg._templates
+    blocks = tpl.blocks
+    L = seg.steps
+    a = ck.segments[i][0]
+    outs = ck._outs
+    names = list(seg.cell.states)
+    inits = [seg._init_slots[k] for k in names]
+    chunk = run.flush_chunk or 0
+    C = chunk or L
+    tbs = seg._time_batch
+    no_views = seg._tb_unviewed if lean else ()
+    stream = bool(chunk) and lean and len(seg._tb_unread) == len(tbs)
+    full = {} if chunk and not stream else None
+    fr = stand_ins(seg, batch, dtype)
+    stacked: dict = {}
+    swapped = None
+    try:
+        for out, ins, fwd, _v, kw, _s in seg._shared_prog:
+            vals[out] = fwd(*[vals[j] for j in ins], **kw)
+        if seg._row_major and batch > 1:
+            swapped = row_major_operands(seg._row_major, vals)
+        if seg._broadcast and batch > 1:
+            swapped = broadcast_operands(seg, vals, batch, swapped)
+        for t0 in range(0, L, C):
+            t1 = min(t0 + C, L)
+            part = time_batched_chunk(tbs, vals, run.xs_data, t0, t1, None, full, no_views,
+                                      _Freed) if tbs else {}
+            if tbs and not chunk:
+                stacked = part  # (the one chunk: the segment's; a value freed leaves it)
+            if t0 == 0:
+                shapes = {k: (tuple(v.shape[1:]), v.dtype) for k, v in part.items()}
+            # per block offset, its values for the chunk's steps (k, B, ...)
+            S = {}
+            for off, k in plan.tb_at.items():
+                if off in plan.readers or off in plan.seq_reads or not lean or \
+                        off not in plan.unread:
+                    S[off] = part[k]
+                else:  # (read by the time-batched nodes alone: done with)
+                    part.pop(k, None)
+            for off, n in plan.out_at.items():
+                S[off] = outs[n][a + t0:a + t1]
+            held: dict = {}
+            readers = dict(plan.readers)
+            for what, off, refs, fwd, kw, op in plan.entries:
+                if what != "bat":
+                    continue
+                args = []
+                for kind, key in refs:
+                    if kind == "b":
+                        args.append(S[key])
+                    elif kind == "s":
+                        v = held.get(key)
+                        if v is None:
+                            v = held[key] = _held_rows(ck, plan.held[key], a, t0, t1,
+                                                       vals[inits[key]])
+                        args.append(v)
+                    else:
+                        args.append(vals[key])
+                v = None
+                if op in _POOLED_UFUNCS and not kw:
+                    for m in ((0, 1) if op in ("add", "mul") else (0,))[:len(refs)]:
+                        kind, key = refs[m]
+                        t = args[m]
+                        if kind == "b" and readers.get(key) == 1 and key in plan.unread and \
+                                key not in plan.seq_reads and key not in plan.tb_at and \
+                                key not in plan.out_at and type(t) is np.ndarray and \
+                                t.base is None and t.flags.writeable and all(
+                                    type(x) is np.ndarray and x.dtype is t.dtype and (
+                                        x.shape == t.shape or
+                                        x.shape == t.shape[t.ndim - x.ndim:])
+                                    for x in args):
+                            v = _POOLED_UFUNCS[op](*args, out=t)  # (its array is used up)
+                            break
+                if v is None:
+                    v = _batched_matmul(*args) if op == "matmul" else fwd(*args, **kw)
+                if lean and off not in plan.unread and type(v) is np.ndarray and \
+                        v.base is not None and v.base.nbytes > v.nbytes:
+                    v = v.copy()  # (a kept slice: the rest of its source goes)
+                S[off] = v
+                for kind, key in refs:
+                    if kind == "b" and key in readers:
+                        readers[key] -= 1
+                        if lean and not readers[key] and key not in plan.seq_reads and \
+                                key in plan.unread and key not in plan.out_at:
+                            del S[key]
+                            if key in plan.tb_at:  # (its rows too, which the steps read)
+                                part.pop(plan.tb_at[key], None)
+                                if lean:
+                                    for t in range(t0, t1):
+                                        vals[blocks[t][0] + key] = fr[key]
+            del held, args
+            # the chunk's values, a row per step (stand-ins for those no VJP reads)
+            for what, off, *_rest in plan.entries:
+                if what == "seq":
+                    continue
+                v = S.get(off)
+                for t in range(t0, t1):
+                    s = blocks[t][0] + off
+                    vals[s] = fr[off] if v is None else v[t - t0]
+            for t in range(t0, t1):
+                b = blocks[t][0]
+                for what, off, refs, fwd, kw, _op in plan.entries:
+                    if what == "seq":
+                        args = [vals[b + key] if kind == "b" else vals[key] if kind == "c"
+                                else vals[tpl.state_in[t][key]] for kind, key in refs]
+                        vals[b + off] = fwd(*args, **kw) if kw else fwd(*args)
+            S = part = None
+            if lean:
+                for t in range(t0, t1):
+                    b = blocks[t][0]
+                    for off in plan.unread:
+                        vals[b + off] = fr[off]
+        if tbs:
+            if stream:
+                stacked = {k: _Freed((L,) + shape, dt) for k, (shape, dt) in shapes.items()}
+            elif chunk:
+                stacked = full
+            else:
+                for k, (shape, dt) in shapes.items():
+                    if k not in stacked:
+                        stacked[k] = _Freed((L,) + shape, dt)
+            if lean:
+                for k in seg._tb_unread:
+                    v = stacked[k]
+                    stacked[k] = _Freed(v.shape, v.dtype)
+    except UnrollGraphError:
+        raise
+    except Exception:  # (the step-by-step forward pass reports it, naming the node)
+        run.values = [None] * len(seg.nodes)
+        run.stacked = {}
+        return False
+    finally:
+        if swapped:
+            for s, v in swapped:
+                vals[s] = v
+    run.stacked = stacked
+    run.generic_forward = False
+    run.lean_steps = lean
+    run.teacher_forced = True
+    return True
+
+
+def _held_rows(ck, n: int, a: int, t0: int, t1: int, entering):
+    """The values of the state kept as output ``n`` entering the steps ``t0 .. t1 - 1`` of
+    the segment starting at step ``a``: rows ``a + t0 - 1 ..`` of that output (the state
+    entering the segment for its first step), a view of the (T + 1, B, ...) array the
+    forward pass computed the states into where it holds them all, else a stack."""
+    out = ck._outs[n]
+    rows = ck._row_arrays[n] if n < len(ck._row_arrays) else None
+    if rows is not None and len(rows) == ck.net.steps + 1 and _rows_of(out, rows, 1) and (
+            t0 or (type(entering) is np.ndarray and entering.shape == rows.shape[1:]
+                   and entering.ctypes.data == rows[a].ctypes.data
+                   and entering.strides == rows.strides[1:])):
+        return rows[a + t0:a + t1]
+    return np.stack([entering if t == 0 else out[a + t - 1] for t in range(t0, t1)])
+
+
 class CheckpointedRun(Run):
     """One call of a net unrolled with ``checkpoint=k``: its outputs, the state entering
     each segment and, after backward, the gradients of its leaves (parameters, inputs,
@@ -383,6 +743,9 @@ class CheckpointedRun(Run):
         # the last segment's run, from the forward pass to the first backward pass, which
         # reads its values instead of a recomputation's (None: recompute it)
         self._held: Run | None = None
+        # the segments the last backward pass recomputed teacher-forced (full() recomputes
+        # their gradients so too)
+        self._tf: set = set()
 
     # -- the segments ------------------------------------------------------------------------
     def _segment_run(self, i: int, states: dict, keep: str, forward_only: bool = False) -> Run:
@@ -575,6 +938,7 @@ class CheckpointedRun(Run):
         net = self.net
         self.seeds = seeds
         self._full = None
+        self._tf = set()
         grads = _Kept(len(net.nodes))
         n_out = len(net._output_slots)
         carry = list(seeds[n_out:])  # the final states' gradients
@@ -590,7 +954,11 @@ class CheckpointedRun(Run):
             else:
                 run = self._segment_run(i, self._entering(i, wants[i]), "needed")
                 if not self._place(i, run):
+                    run.teacher = (self, i)
                     run.forward()
+                    run.teacher = None
+                    if run.teacher_forced:
+                        self._tf.add(i)
             carry = self._backward_segment(i, run, seeds, carry, totals)
             seg = run.net
             for k, slots in seg._input_slots.items():
@@ -664,6 +1032,20 @@ class CheckpointedRun(Run):
                 run, a = runs[i], self.segments[i][0]
                 if i:  # the entering state asks for its gradient where it is needed
                     run.states = {k: _leaf(v, wants[i][k]) for k, v in run.states.items()}
+                if i in self._tf:
+                    # the backward pass read a teacher-forced recomputation, whose values
+                    # may differ from the steps' in the last bits (a product of k B rows
+                    # may round otherwise than k of B): its gradients come from one too
+                    again = self._segment_run(i, run.states, "all")
+                    again.teacher = (self, i)
+                    again.forward()
+                    again.teacher = None
+                    if not again.teacher_forced:
+                        raise UnrollGraphError(
+                            f"Run.full(): segment {i} (steps {a} to "
+                            f"{self.segments[i][1] - 1}) was recomputed teacher-forced for "
+                            "the backward pass but cannot be now; call the net again")
+                    run = again
                 carry = self._backward_segment(i, run, self.seeds, carry, totals)
                 seg = run.net
                 inits = set(seg._init_slots.values())

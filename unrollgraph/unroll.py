@@ -180,8 +180,9 @@ class Unrolled:
         ``"sqrt"`` resolved to ``ceil(sqrt(T))``); None without checkpointing, or when
         ``k >= T`` (one segment: plain BPTT).
     kept_steps : tuple of int
-        The steps t whose state (after step t) a checkpointed run keeps: every k-th step's
-        and the last; empty without checkpointing (every state is kept). Diagrams mark them.
+        The steps t whose state (after step t) a checkpointed run keeps: the last step's
+        and every k-th before it, counted back from the last; empty without checkpointing
+        (every state is kept). Diagrams mark them.
 
     Notes
     -----
@@ -199,7 +200,7 @@ class Unrolled:
         --------
         >>> import unrollgraph as ug
         >>> ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=8, checkpoint=3).kept_steps
-        (2, 5, 7)
+        (1, 4, 7)
         >>> ug.unroll(ug.nn.RNNCell(2, 3, seed=0), steps=8).kept_steps
         ()
         """
