@@ -609,7 +609,7 @@ class Explanation:
                 for t, key in enumerate(keys):
                     sent[key] = loc.sent if len(keys) == 1 else loc.sent[t]
         ids = {id(n): f"{prefix}n{i}" for i, n in enumerate(self.nodes)}
-        lines = ["digraph explain {", '  rankdir="BT"; newrank=true; nodesep=0.2; '
+        lines = ["digraph explain {", '  rankdir="BT"; newrank=true; ordering=out; nodesep=0.2; '
                  'ranksep=0.3;',
                  '  node [fontname="Helvetica" shape=box style="rounded,filled" '
                  'fillcolor="#ffffff" fontsize=12 margin="0.08,0.03"];',
@@ -648,7 +648,7 @@ class Explanation:
             extra = "".join(f" {a}={_q(v)}" for a, v in style.items())
             node_lines[id(n)] = f'"{nid}" [id="{nid}" label=<{title}{op}{grad}>{extra}];'
         lines.extend("  " + node_lines[id(n)] for n in self.nodes)
-        lines.extend(self._step_order(steps, ids, prefix))
+        lines.extend(self._step_order(steps, ids, prefix, self._step_rows(steps)))
         for e, (a, b, slot) in enumerate(self.edges):
             key = (id(a), id(b), slot)
             attrs = {"id": f"{prefix}e{e}"}
@@ -656,7 +656,9 @@ class Explanation:
             if key in sent:
                 label = _h(summary(sent[key], picture=True))
             if a.step is not None and b.step is not None and a.step != b.step:
-                attrs["constraint"] = "false"  # a state carried to a later step
+                # a state carried to a later step: from high in one step to low in the next,
+                # an edge that ranks nothing
+                attrs["constraint"] = "false"
             if k is not None:
                 if key in done_edges:
                     attrs.update(color="#0969da", penwidth="2", fontcolor="#0969da")
@@ -693,7 +695,7 @@ class Explanation:
                         row[id(n)], changed = r, True
         return row
 
-    def _step_order(self, steps: dict, ids: dict, prefix: str) -> list:
+    def _step_order(self, steps: dict, ids: dict, prefix: str, row: dict) -> list:
         """The DOT lines that lay the unrolled steps out side by side, in time order left to
         right: each row of a step (:meth:`_step_rows`) on one rank with the same row of
         every other step, every node of step t left of every node of the next step there
@@ -702,7 +704,6 @@ class Explanation:
         over them. ``_step_boxes`` of :mod:`unrollgraph.html` draws a box round each step."""
         if not steps:
             return []
-        row = self._step_rows(steps)
         top = max(row.values())
         out = []
         floor, ceiling = f"{prefix}floor", f"{prefix}ceiling"
