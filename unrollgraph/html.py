@@ -57,13 +57,15 @@ _JS = """
   var svg = pic.querySelector('svg');
   var shown = root.querySelector('.scale');
   // the picture's own size (points: 4/3 pixel each at full size); its smallest type, 10 points,
-  // is 12 pixels at the scale 0.9, below which the picture is shrunk only when asked
+  // is 12 pixels at the scale 0.9 (a hair over it: the browser lays out in 64ths of a
+  // pixel), below which the picture is shrunk only when asked
   var W = svg.viewBox.baseVal.width * 4 / 3, H = svg.viewBox.baseVal.height * 4 / 3;
-  var READABLE = 0.9, scale = 1;
+  var READABLE = 0.901, scale = 1;
   function zoom(z) {
     scale = Math.max(0.1, Math.min(4, z));
-    svg.setAttribute('width', (W * scale).toFixed(1) + 'px');
-    svg.setAttribute('height', (H * scale).toFixed(1) + 'px');
+    // (rounded up: the readable scale never lands a hair under its 12 pixels)
+    svg.setAttribute('width', (Math.ceil(W * scale * 1000) / 1000) + 'px');
+    svg.setAttribute('height', (Math.ceil(H * scale * 1000) / 1000) + 'px');
     shown.textContent = Math.round(scale * 100) + '%%';
     root.setAttribute('data-scale', scale.toFixed(4));
   }
