@@ -648,7 +648,8 @@ class Explanation:
             extra = "".join(f" {a}={_q(v)}" for a, v in style.items())
             node_lines[id(n)] = f'"{nid}" [id="{nid}" label=<{title}{op}{grad}>{extra}];'
         lines.extend("  " + node_lines[id(n)] for n in self.nodes)
-        lines.extend(self._step_order(steps, ids, prefix, self._step_rows(steps)))
+        lines.extend(self._step_order(steps, ids, prefix, self._step_rows(steps),
+                                      walls=k is not None))
         for e, (a, b, slot) in enumerate(self.edges):
             key = (id(a), id(b), slot)
             attrs = {"id": f"{prefix}e{e}"}
@@ -695,13 +696,15 @@ class Explanation:
                         row[id(n)], changed = r, True
         return row
 
-    def _step_order(self, steps: dict, ids: dict, prefix: str, row: dict) -> list:
+    def _step_order(self, steps: dict, ids: dict, prefix: str, row: dict,
+                    walls: bool = False) -> list:
         """The DOT lines that lay the unrolled steps out side by side, in time order left to
         right: each row of a step (:meth:`_step_rows`) on one rank with the same row of
         every other step, every node of step t left of every node of the next step there
         (through an invisible separator: an edge in one rank keeps its tail left of its
         head), the nodes of no step that feed a step under the steps, those that read one
-        over them. ``_step_boxes`` of :mod:`unrollgraph.html` draws a box round each step."""
+        over them. ``_step_boxes`` of :mod:`unrollgraph.html` draws a box round each step;
+        ``walls=True`` draws the walls (a frame's dashed line between two steps)."""
         if not steps:
             return []
         top = max(row.values())
@@ -742,10 +745,12 @@ class Explanation:
                             for n in by_step[k + 1])
             out.append("  " + " ".join(body) + "}")
         # each wall straight up through the rows (heavy: dot pulls its pieces into one line)
+        look = ('style=dashed color="#d0d7de" arrowhead=none penwidth=1.5' if walls
+                else "style=invis")
         for k in range(len(order) - 1):
             for r in range(top):
                 out.append(f'  "{prefix}wall{r}_{k}" -> "{prefix}wall{r + 1}_{k}" '
-                           '[style=invis weight=100];')
+                           f'[{look} weight=100];')
         return out
 
     def frames(self) -> list:
@@ -780,7 +785,10 @@ class Explanation:
         The page holds the picture (inline SVG, laid out by Graphviz's ``dot``), its style and
         a few lines of JavaScript: Previous/Next, the arrow keys and a slider move through
         the records, the current node outlined, the edges already traversed solid with their
-        gradients, the record's text beside the picture. Nothing is fetched.
+        gradients, the record's text beside the picture. An unrolled graph's steps stand side
+        by side in time order, each in a box. The picture is shown whole where it fits at a
+        readable size, else at that size, scrolling to keep the current node in view; its
+        buttons zoom it (smaller, Fit, 100%, larger). Nothing is fetched.
 
         Parameters
         ----------

@@ -4,8 +4,11 @@
 The graph is laid out once by Graphviz and inlined as SVG; each step of the walk only changes
 which elements are marked current, traversed or still to come (CSS classes set by a few lines
 of inline JavaScript). Nothing is fetched: the page works opened from disk, offline, or
-embedded in a notebook. The picture is shown at its own size, its smallest type (10 points)
-13 pixels at the default zoom, and scrolls. Nodes are named as the diagrams name them
+embedded in a notebook. An unrolled graph's steps stand side by side in time order, each in
+a box (``t = 0``, ``t = 1``...). The picture is shown whole where it fits the pane at a
+readable size (its smallest type, 10 points, at least 12 pixels), else at that size, scrolling
+to keep the current node in view; buttons shrink it, fit it whole to the pane, show it at its
+own size or enlarge it. Nodes are named as the diagrams name them
 (``h_next₂``; an op by its symbol, its step beside it), followed, where two would read the
 same, by the number of the node's record (``+@2 [4]``, where the printed walk writes
 ``+@2#n12``); the ids stay the elements' own. Every name from the user's graph reaches the
