@@ -26,6 +26,9 @@ __all__ = ["explain", "Explanation", "Record", "Local", "Skipped"]
 #: the colour of a node's gradient line in the pictures (the stepper finds the line by it)
 GRAD_COLOUR = "#1f2329"
 
+#: the room left and right of a gradient on an edge, besides the cell's padding (points)
+_SIDE = 6
+
 #: above this many edges the diagrams use dot's quick layout settings
 _FAST_LAYOUT_EDGES = 150
 
@@ -609,7 +612,7 @@ class Explanation:
                 for t, key in enumerate(keys):
                     sent[key] = loc.sent if len(keys) == 1 else loc.sent[t]
         ids = {id(n): f"{prefix}n{i}" for i, n in enumerate(self.nodes)}
-        lines = ["digraph explain {", '  rankdir="BT"; newrank=true; ordering=out; nodesep=0.2; '
+        lines = ["digraph explain {", '  rankdir="BT"; newrank=true; ordering=out; nodesep=0.15; '
                  'ranksep=0.3;',
                  '  node [fontname="Helvetica" shape=box style="rounded,filled" '
                  'fillcolor="#ffffff" fontsize=12 margin="0.08,0.03"];',
@@ -668,9 +671,11 @@ class Explanation:
                     label = None
             body = " ".join(f"{a2}={_q(v)}" for a2, v in attrs.items())
             if label is not None:
-                # padded: the text stands clear of its own edge and its neighbours
+                # padded, the more on its sides: the text stands clear of its own edge and of
+                # its neighbours (two labels side by side, as x * x has, two characters apart)
                 body += (f' label=<<table border="0" cellborder="0" cellpadding="2" '
-                         f'cellspacing="0"><tr><td>{label}</td></tr></table>>')
+                         f'cellspacing="0"><tr><td width="{_SIDE}"></td><td>{label}</td>'
+                         f'<td width="{_SIDE}"></td></tr></table>>')
             lines.append(f'  "{ids[id(a)]}" -> "{ids[id(b)]}" [{body}];')
         lines.append("}")
         return "\n".join(lines) + "\n"

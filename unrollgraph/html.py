@@ -37,7 +37,7 @@ _CSS = """
 .ugx .pic { flex: 1 1 auto; min-width: 0; overflow: auto; max-height: 85vh;
             border: 1px solid #d0d7de; }
 .ugx .pic svg { display: block; max-width: none; }
-.ugx pre { flex: 0 0 28em; white-space: pre-wrap; font-size: 12px; background: #f6f8fa;
+.ugx pre { flex: 0 0 25em; white-space: pre-wrap; font-size: 12px; background: #f6f8fa;
            padding: .6em; margin: 0; }
 .ugx g.node.todo, .ugx g.edge.todo { opacity: .22; }
 .ugx g.edge.todo text, .ugx g.node.todo text.grad { display: none; }
