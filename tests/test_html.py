@@ -50,7 +50,7 @@ def test_hostile_names_are_escaped():
     assert "&lt;script&gt;alert" in text  # shown, as text, in the picture
 
 
-def _driver():
+def _driver(size="1400,1000"):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -61,7 +61,7 @@ def _driver():
     options = webdriver.ChromeOptions()
     options.binary_location = binary
     for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,1000"):
+                f"--window-size={size}"):
         options.add_argument(arg)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
@@ -236,3 +236,97 @@ def test_each_stepper_frame_shows_exactly_what_the_frame_shows(kind):
             drawn.extend(html.unescape(g) for g in re.findall(r"∇ [^<]*", label))
         assert sorted(shown) == sorted(drawn), k
         assert len(drawn) == k + 1  # the nodes visited so far, each once
+
+
+def _cli_page(tmp_path, steps=3):
+    """The page ``unrollgraph explain rnn --format html`` writes."""
+    from unrollgraph.cli import main
+
+    path = tmp_path / f"rnn{steps}.html"
+    assert main(["explain", "rnn", "--steps", str(steps), "--format", "html",
+                 "-o", str(path)]) == 0
+    return path
+
+
+_GEOMETRY = """
+  function box(e) { var r = e.getBoundingClientRect();
+                    return [r.left, r.top, r.right, r.bottom]; }
+  var root = document.querySelector('.ugx'), pic = root.querySelector('.pic');
+  var svg = pic.querySelector('svg'), p = pic.getBoundingClientRect();
+  var steps = [];
+  root.querySelectorAll('g.step').forEach(function (g) {
+    steps.push([g.id, box(g.querySelector('rect')), g.querySelector('text').textContent]); });
+  var nodes = {};
+  root.querySelectorAll('g.node').forEach(function (g) {
+    nodes[g.id] = box(g.querySelector('path, polygon, ellipse')); });
+  var cur = root.querySelector('g.node.current');
+  return {scale: parseFloat(root.getAttribute('data-scale')), svg: box(svg),
+          pane: [p.left + pic.clientLeft, p.top + pic.clientTop,
+                 p.left + pic.clientLeft + pic.clientWidth,
+                 p.top + pic.clientTop + pic.clientHeight],
+          steps: steps, nodes: nodes, current: cur ? box(cur) : null};"""
+
+
+def _area(b):
+    return max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1])
+
+
+def _cut(a, b):
+    return [max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])]
+
+
+def test_the_stepper_fits_a_lecture_screen_with_a_box_per_step(tmp_path):
+    """At 1600 x 1000 the page of ``unrollgraph explain rnn`` shows most of the picture at a
+    readable size (three quarters or more; a quarter, at its own size, before), the whole of
+    it after "Fit", a box round each step, left to right in time order, holding its step's
+    nodes and no other, and the current node in view at every record."""
+    from selenium.webdriver.common.by import By
+
+    ex = _rnn_explanation()
+    path = tmp_path / "walk.html"
+    ex.to_html(path)
+    driver = _driver("1600,1000")
+    try:
+        for page in (_cli_page(tmp_path), path):  # the command's page, then ex.to_html's
+            driver.get(page.as_uri())
+            g = driver.execute_script(_GEOMETRY)
+            assert g["scale"] >= 0.9  # its smallest type 12 pixels or more
+            seen = _area(_cut(g["svg"], g["pane"])) / _area(g["svg"])
+            assert seen >= 0.75, (page.name, seen)  # (a quarter, at its own size, before)
+        # a box per step, in time order, round its own nodes only
+        assert [s[2] for s in g["steps"]] == ["t = 0", "t = 1", "t = 2"]
+        boxes = [s[1] for s in g["steps"]]
+        for left, right in zip(boxes, boxes[1:]):
+            assert left[2] < right[0], (left, right)  # side by side, apart
+        step_of = {f"ugx-n{i}": n.step for i, n in enumerate(ex.nodes)}
+        for nid, b in g["nodes"].items():
+            cx, cy = (b[0] + b[2]) / 2, (b[1] + b[3]) / 2
+            inside = [t for t, box in enumerate(boxes)
+                      if box[0] <= cx <= box[2] and box[1] <= cy <= box[3]]
+            if step_of[nid] is None:
+                assert inside == [], nid
+            else:
+                box = boxes[step_of[nid]]
+                assert inside == [step_of[nid]], nid
+                assert box[0] <= b[0] and b[2] <= box[2] and box[1] <= b[1] \
+                    and b[3] <= box[3], nid
+        # the current node in view at every record
+        nxt = driver.find_element(By.CSS_SELECTOR, "button.next")
+        for k in range(len(ex)):
+            g = driver.execute_script(_GEOMETRY)
+            cur, pane = g["current"], g["pane"]
+            assert _area(_cut(cur, pane)) >= 0.99 * _area(cur), k
+            nxt.click()
+        # "Fit": the whole picture in the pane; "+" and "100%" zoom back in
+        driver.find_element(By.CSS_SELECTOR, "button.fit").click()
+        g = driver.execute_script(_GEOMETRY)
+        assert g["scale"] < 0.9
+        assert _area(_cut(g["svg"], g["pane"])) >= 0.999 * _area(g["svg"])
+        fitted = g["scale"]
+        driver.find_element(By.CSS_SELECTOR, "button.larger").click()
+        assert driver.execute_script(_GEOMETRY)["scale"] == pytest.approx(fitted * 1.25, abs=2e-4)
+        driver.find_element(By.CSS_SELECTOR, "button.actual").click()
+        assert driver.execute_script(_GEOMETRY)["scale"] == 1
+        driver.save_screenshot(str(tmp_path / "stepper.png"))
+    finally:
+        driver.quit()

@@ -122,3 +122,54 @@ def test_the_stepper_and_tikz_follow_the_picture_rule_and_the_pane_the_text_rule
     shown = re.sub(r"\\raisebox\{-?[0-9.]+bp\}", "", shown)  # (a subscript's drop)
     assert MINUS in shown
     _check_picture(shown.replace("-{}", "-"), "tikz")
+
+
+def _scaled_loss(value: float):
+    """A 3-step RNN whose loss is ``value`` (its outputs squared, summed and scaled)."""
+    cell = ug.nn.RNNCell(1, 1, seed=0)
+    net = ug.unroll(cell, steps=3)
+    out, _ = net(np.linspace(-1, 1, 3).reshape(3, 1, 1))
+    base = float((out * out).sum().item())
+    loss = (out * out).sum() * (value / base)
+    loss.name = "L"
+    loss.backward()
+    return net, loss
+
+
+def test_a_rounded_number_never_reads_as_exact():
+    """Rounding keeps its trailing zeros (``2.00``), an exact number is written as it is
+    (``2``, ``0.5``, ``0.3`` for ``0.1 + 0.2``, a float32 ``0.1``), and every number still
+    reads back with ``float()`` to within its digits."""
+    assert number(2.0027) == "2.00" and number(2.0) == "2"
+    assert number(-0.0400012, picture=False) == "-0.0400" and number(-0.04) == MINUS + "0.04"
+    assert number(100.4) == "100.4" and number(99.96) == "99.96"  # never "100" nor "100."
+    assert number(0.1 + 0.2) == "0.3" and number(np.float32(0.1)) == "0.1"
+    assert number(1.00003, 4, picture=False) == "1.000" and number(-1.5e-7, 4) == (
+        MINUS + "1.5e" + MINUS + "07")
+    assert number(123456.7) == "1.23e+05" and number(3e5) == "3e+05"
+    assert number(2.0027, signed=True) == "+2.00"
+    rng = np.random.default_rng(0)
+    for x in np.concatenate([rng.standard_normal(200) * 10.0 ** rng.integers(-8, 8, 200),
+                             np.round(rng.standard_normal(50), 2)]):
+        for digits in (3, 4):
+            text = number(x, digits, picture=False)
+            back = float(text)
+            assert abs(back - x) <= abs(x) * 10.0 ** (1 - digits), (x, text)
+            mantissa = text.split("e")[0].lstrip("-").replace(".", "").lstrip("0")
+            if abs(back - x) > abs(x) * 2.0 ** -24:  # rounded: every digit kept is shown
+                assert len(mantissa) >= digits, (x, text)
+            assert not text.split("e")[0].endswith("."), text
+
+
+def test_a_loss_box_shows_that_its_value_is_rounded():
+    """A loss of 2.0027 reads ``L = 2.00`` in every view's loss box (never ``L = 2``, which
+    its parts would not add up to), and ``2.003`` in the narrated walk's text."""
+    net, loss = _scaled_loss(2.0027)
+    for detail in ("textbook", "ops", "steps"):
+        drawn = _picture_text(ug.to_dot(net, loss=loss, detail=detail))
+        assert "L = 2.00" in drawn, (detail, re.findall(r"L = \S+", drawn))
+        assert not re.search(r"L = 2(?![.\d])", drawn), detail
+    x = ug.tensor(1.0, requires_grad=True, name="x")
+    ex = ug.explain(x * 2.00003)
+    assert "sends 2.000 to x" in str(ex) and "| 2.000 → x |" in ex.to_markdown()
+    assert "∇ 2.000" in _picture_text(ex._dot(None))

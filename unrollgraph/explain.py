@@ -26,6 +26,9 @@ __all__ = ["explain", "Explanation", "Record", "Local", "Skipped"]
 #: the colour of a node's gradient line in the pictures (the stepper finds the line by it)
 GRAD_COLOUR = "#1f2329"
 
+#: the room left and right of a gradient on an edge, besides the cell's padding (points)
+_SIDE = 6
+
 #: above this many edges the diagrams use dot's quick layout settings
 _FAST_LAYOUT_EDGES = 150
 
@@ -192,8 +195,8 @@ def summary(a, limit: int = 4, picture: bool = False) -> str:
     arr = np.asarray(a, dtype=np.float64)
     if arr.size <= limit:
         flat = [_num(x, picture) for x in arr.reshape(-1)]
-        return flat[0] if arr.ndim == 0 else (
-            "[" + ", ".join(flat) + "]")
+        # one element (a scalar, or a (1, 1) state of one unit and a batch of one): a number
+        return flat[0] if arr.size == 1 else "[" + ", ".join(flat) + "]"
     norm = float(np.sqrt(np.sum(arr * arr))) if np.all(np.isfinite(arr)) else float("nan")
     return f"{arr.shape} |.|={_num(norm, picture)}"
 
@@ -585,7 +588,13 @@ class Explanation:
     # -- pictures --------------------------------------------------------------------------------
     def _dot(self, k: int | None, prefix: str = "") -> str:
         """DOT text of the graph at record ``k`` (``None``: every element, for the stepper,
-        which switches classes per frame)."""
+        which switches classes per frame).
+
+        An unrolled graph's nodes stand in one box per time step (``t = 0``, ``t = 1``...),
+        the steps side by side, time running left to right as in the other unrolled
+        pictures: an edge from one step into a later one (the state carried on) does not
+        rank its head above its tail. A gradient on an edge stands in a padded cell, clear
+        of its edge, of the other labels and of the nodes."""
         from .render import _h, _q
 
         done_nodes, done_edges = set(), set()
@@ -603,21 +612,24 @@ class Explanation:
                 for t, key in enumerate(keys):
                     sent[key] = loc.sent if len(keys) == 1 else loc.sent[t]
         ids = {id(n): f"{prefix}n{i}" for i, n in enumerate(self.nodes)}
-        lines = ["digraph explain {", '  rankdir="BT";',
+        lines = ["digraph explain {", '  rankdir="BT"; newrank=true; ordering=out; nodesep=0.15; '
+                 'ranksep=0.3;',
                  '  node [fontname="Helvetica" shape=box style="rounded,filled" '
-                 'fillcolor="#ffffff" fontsize=12];',
-                 '  edge [fontname="Helvetica" fontsize=10];']
-        fast = len(self.edges) > _FAST_LAYOUT_EDGES
-        # a long unrolled graph: its gradients go beside the edges (xlabel: placed after the
-        # layout, where a label would be a node of its own for dot to rank and place, which
-        # doubles the ranks and takes most of the time)
-        tag = "xlabel" if fast else "label"
-        if fast:
-            # dot's crossing minimisation and spline routing would take minutes; straight
-            # edges and a short search lay it out in seconds
-            lines.append("  mclimit=0.1; nslimit=0.5; nslimit1=1; remincross=false; "
-                         "splines=line;")
+                 'fillcolor="#ffffff" fontsize=12 margin="0.08,0.03"];',
+                 '  edge [fontname="Helvetica" fontsize=10 arrowsize=0.7];']
+        if len(self.edges) > _FAST_LAYOUT_EDGES:
+            # a long unrolled graph: dot's crossing minimisation and spline routing would take
+            # minutes; a short search and straight edges lay it out in seconds (the steps'
+            # rows, see _step_order, leave little to search). Its gradients stay labels, each
+            # given a place of its own: placed beside the edges after the layout (xlabel),
+            # they fell on nodes and on each other
+            lines.append("  mclimit=0.1; remincross=false; splines=line;")
         records = {id(r.node): r for r in self.records}
+        steps: dict = {}
+        for n in self.nodes:
+            if n.step is not None:
+                steps.setdefault(n.step, []).append(n)
+        node_lines = {}
         for n in self.nodes:
             nid = ids[id(n)]
             r = records.get(id(n))
@@ -637,22 +649,114 @@ class Explanation:
                 elif id(n) not in done_nodes:
                     style = {"color": "#d0d7de", "fontcolor": "#8c959f"}
             extra = "".join(f" {a}={_q(v)}" for a, v in style.items())
-            lines.append(f'  "{nid}" [id="{nid}" label=<{title}{op}{grad}>{extra}];')
+            node_lines[id(n)] = f'"{nid}" [id="{nid}" label=<{title}{op}{grad}>{extra}];'
+        lines.extend("  " + node_lines[id(n)] for n in self.nodes)
+        lines.extend(self._step_order(steps, ids, prefix, self._step_rows(steps),
+                                      walls=k is not None))
         for e, (a, b, slot) in enumerate(self.edges):
             key = (id(a), id(b), slot)
             attrs = {"id": f"{prefix}e{e}"}
+            label = None
             if key in sent:
-                attrs[tag] = summary(sent[key], picture=True)
+                label = _h(summary(sent[key], picture=True))
+            if a.step is not None and b.step is not None and a.step != b.step:
+                # a state carried to a later step: from high in one step to low in the next,
+                # an edge that ranks nothing
+                attrs["constraint"] = "false"
             if k is not None:
                 if key in done_edges:
                     attrs.update(color="#0969da", penwidth="2", fontcolor="#0969da")
                 else:
                     attrs.update(color="#d0d7de", style="dashed")
-                    attrs.pop(tag, None)
+                    label = None
             body = " ".join(f"{a2}={_q(v)}" for a2, v in attrs.items())
+            if label is not None:
+                # padded, the more on its sides: the text stands clear of its own edge and of
+                # its neighbours (two labels side by side, as x * x has, two characters apart)
+                body += (f' label=<<table border="0" cellborder="0" cellpadding="2" '
+                         f'cellspacing="0"><tr><td width="{_SIDE}"></td><td>{label}</td>'
+                         f'<td width="{_SIDE}"></td></tr></table>>')
             lines.append(f'  "{ids[id(a)]}" -> "{ids[id(b)]}" [{body}];')
         lines.append("}")
         return "\n".join(lines) + "\n"
+
+    def _step_rows(self, steps: dict) -> dict:
+        """``id(node) -> row`` for the nodes of an unrolled step: 0 for a node no other node
+        of its step feeds, else one more than the highest of those that feed it (the same
+        for every step's copy of a node)."""
+        row: dict = {}
+        feeds: dict = {}
+        for a, b, _ in self.edges:
+            if a.step is not None and a.step == b.step:
+                feeds.setdefault(id(b), []).append(a)
+        for t in sorted(steps):
+            for n in steps[t]:  # (in topological order)
+                row[id(n)] = 0
+            changed = True
+            while changed:  # (a record's edge may run against the order of the nodes)
+                changed = False
+                for n in steps[t]:
+                    r = max((row[id(a)] + 1 for a in feeds.get(id(n), ())), default=0)
+                    if r > row[id(n)]:
+                        row[id(n)], changed = r, True
+        return row
+
+    def _step_order(self, steps: dict, ids: dict, prefix: str, row: dict,
+                    walls: bool = False) -> list:
+        """The DOT lines that lay the unrolled steps out side by side, in time order left to
+        right: each row of a step (:meth:`_step_rows`) on one rank with the same row of
+        every other step, every node of step t left of every node of the next step there
+        (through an invisible separator: an edge in one rank keeps its tail left of its
+        head), the nodes of no step that feed a step under the steps, those that read one
+        over them. ``_step_boxes`` of :mod:`unrollgraph.html` draws a box round each step;
+        ``walls=True`` draws the walls (a frame's dashed line between two steps)."""
+        if not steps:
+            return []
+        top = max(row.values())
+        out = []
+        floor, ceiling = f"{prefix}floor", f"{prefix}ceiling"
+        invisible = 'shape=point style=invis width=0 height=0 label=""'
+        out.append(f'  "{floor}" [{invisible}]; "{ceiling}" [{invisible}];')
+        stepped = {id(n) for ns in steps.values() for n in ns}
+        below, above = [], []
+        for a, b, _ in self.edges:
+            if id(a) not in stepped and id(b) in stepped and a not in below:
+                below.append(a)
+            if id(a) in stepped and id(b) not in stepped and b not in above:
+                above.append(b)
+        below = [n for n in below if n not in above]
+        for n in below:
+            out.append(f'  "{ids[id(n)]}" -> "{floor}" [style=invis weight=0];')
+        for n in above:
+            out.append(f'  "{ceiling}" -> "{ids[id(n)]}" [style=invis weight=0];')
+        order = sorted(steps)
+        for r in range(top + 1):
+            by_step = [[n for n in steps[t] if row[id(n)] == r] for t in order]
+            extra = ([floor] if r == 0 else []) + ([ceiling] if r == top else [])
+            members = extra + [ids[id(n)] for ns in by_step for n in ns]
+            body = ["{rank=same; " + " ".join(f'"{m}"' for m in members) + ";"]
+            first = next(ns[0] for ns in by_step if ns)
+            for e in extra:  # the floor and ceiling left of every step
+                body.append(f'"{e}" -> "{ids[id(first)]}" [style=invis];')
+            # a wall between each step and the next, in every row: left of it every node of
+            # the one, right of it every node of the other
+            for k in range(len(order) - 1):
+                wall = f"{prefix}wall{r}_{k}"
+                body.append(f'"{wall}" [{invisible}];')
+                left = [ids[id(n)] for n in by_step[k]] or ([f"{prefix}wall{r}_{k - 1}"]
+                                                           if k else [])
+                body.extend(f'"{i}" -> "{wall}" [style=invis];' for i in left)
+                body.extend(f'"{wall}" -> "{ids[id(n)]}" [style=invis];'
+                            for n in by_step[k + 1])
+            out.append("  " + " ".join(body) + "}")
+        # each wall straight up through the rows (heavy: dot pulls its pieces into one line)
+        look = ('style=dashed color="#d0d7de" arrowhead=none penwidth=1.5' if walls
+                else "style=invis")
+        for k in range(len(order) - 1):
+            for r in range(top):
+                out.append(f'  "{prefix}wall{r}_{k}" -> "{prefix}wall{r + 1}_{k}" '
+                           f'[{look} weight=100];')
+        return out
 
     def frames(self) -> list:
         """One ``graphviz.Digraph`` per record: the current node highlighted, the edges already
@@ -686,7 +790,10 @@ class Explanation:
         The page holds the picture (inline SVG, laid out by Graphviz's ``dot``), its style and
         a few lines of JavaScript: Previous/Next, the arrow keys and a slider move through
         the records, the current node outlined, the edges already traversed solid with their
-        gradients, the record's text beside the picture. Nothing is fetched.
+        gradients, the record's text beside the picture. An unrolled graph's steps stand side
+        by side in time order, each in a box. The picture is shown whole where it fits at a
+        readable size, else at that size, scrolling to keep the current node in view; its
+        buttons zoom it (smaller, Fit, 100%, larger). Nothing is fetched.
 
         Parameters
         ----------

@@ -37,6 +37,13 @@ def number(x, digits: int = 3, picture: bool = True, signed: bool = False) -> st
     """``x`` as every output writes a number: ``digits`` significant digits, ``0`` for zero,
     a negative number's sign U+2212 in a picture and ASCII ``-`` in text.
 
+    A number that rounding changed keeps its trailing zeros, so that it never reads as
+    exact: ``2.0027`` is ``2.00`` (a loss whose parts add up to 2.0027 is never "2"),
+    ``-0.04001`` is ``-0.0400``, while ``2``, ``0.5`` and ``1e-05`` are written as they are.
+    A number is exact when it equals its text at single precision (``0.1 + 0.2`` is
+    ``0.3``; so is a ``float32`` 0.1). Where the digits kept end at the decimal point
+    (``100.4``), one more is written (``100.4``, never ``100`` or ``100.``).
+
     Parameters
     ----------
     x : float
@@ -62,14 +69,39 @@ def number(x, digits: int = 3, picture: bool = True, signed: bool = False) -> st
     ('-1.5e-05', '0', '−inf')
     >>> float(number(-2.5e-07, picture=False))
     -2.5e-07
+    >>> number(2.0027), number(-0.0400012, picture=False), number(100.4), number(0.1 + 0.2)
+    ('2.00', '-0.0400', '100.4', '0.3')
+    >>> number(123456.7), number(3e5), number(1.000004e-05, 4)
+    ('1.23e+05', '3e+05', '1.000e−05')
     """
     x = float(x)
     if x == 0:
         return "0"
-    text = f"{x:.{digits}g}" if math.isfinite(x) else str(x)
+    text = _digits(x, digits) if math.isfinite(x) else str(x)
     if signed and x > 0:
         text = "+" + text
     return text.replace("-", MINUS) if picture else text
+
+
+def _exact(x: float, text: str) -> bool:
+    """Whether ``text`` is ``x`` itself, at single precision (within half a unit of
+    ``float32``'s last place, relative: not a rounding of it)."""
+    return abs(float(text) - x) <= abs(x) * 2.0 ** -24
+
+
+def _digits(x: float, digits: int) -> str:
+    """``x`` (finite, not 0) to ``digits`` significant digits; a rounded one with its
+    trailing zeros (``2.00``) and never ending at its decimal point (``100.`` gets one more
+    digit: ``100.4``)."""
+    text = f"{x:.{digits}g}"
+    if _exact(x, text):
+        return text
+    while True:
+        text = f"{x:#.{digits}g}"
+        mantissa = text.split("e")[0]
+        if not mantissa.endswith("."):
+            return text
+        digits += 1
 
 
 def _bound(v) -> str:
