@@ -2,6 +2,7 @@
 next to the op reading it, each feedback round the outside of the cell, crossing no edge.
 Positions read back from ``dot -Tjson``."""
 
+import importlib
 import json
 
 import numpy as np
@@ -23,30 +24,8 @@ def _cell(name, ran):
     return cell
 
 
-def _curve(pos: str) -> list:
-    """An edge's spline as a polyline (each cubic Bézier piece sampled)."""
-    pts = [tuple(float(v) for v in p.split(",")) for p in pos.split(";")[0].split()
-           if p[0] not in "es"]
-    out = []
-    for i in range(0, len(pts) - 3, 3):
-        p0, p1, p2, p3 = pts[i:i + 4]
-        for k in range(9):
-            t = k / 8
-            w = ((1 - t) ** 3, 3 * t * (1 - t) ** 2, 3 * t * t * (1 - t), t ** 3)
-            out.append(tuple(sum(c * p[j] for c, p in zip(w, (p0, p1, p2, p3)))
-                             for j in (0, 1)))
-    return out
-
-
-def _cross(c1: list, c2: list) -> bool:
-    def turn(a, b, c):
-        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
-
-    for p, q in zip(c1, c1[1:]):
-        for r, s in zip(c2, c2[1:]):
-            if turn(p, q, r) * turn(p, q, s) < 0 and turn(r, s, p) * turn(r, s, q) < 0:
-                return True
-    return False
+_geometry = importlib.import_module("test_render_layout")
+_curve, _cross = _geometry._curve, _geometry._cross  # (dot's splines as polylines; crossing)
 
 
 def _layout(cell):

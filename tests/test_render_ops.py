@@ -47,7 +47,8 @@ def _clusters(layout) -> dict:
             for o in layout["objects"] if o["name"].startswith("cluster_step_")}
 
 
-_curve = importlib.import_module("test_render_layout")._curve
+_geometry = importlib.import_module("test_render_layout")
+_curve, _cross = _geometry._curve, _geometry._cross
 
 
 def _drawn_edges(layout) -> list:
@@ -216,15 +217,6 @@ def test_signed_text_is_shaped_as_the_value_text(shape, seed):
     assert np.allclose(numbers, a.reshape(-1), rtol=1e-2, atol=0)
 
 
-def _cross(c1: list, c2: list) -> bool:
-    def turn(a, b, c):
-        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
-
-    for p, q in zip(c1, c1[1:]):
-        for r, s in zip(c2, c2[1:]):
-            if turn(p, q, r) * turn(p, q, s) < 0 and turn(r, s, p) * turn(r, s, q) < 0:
-                return True
-    return False
 
 
 def _sharpest_turn(points: list) -> float:

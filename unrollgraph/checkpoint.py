@@ -547,21 +547,7 @@ def _teacher_forced(ck, i: int, run) -> bool:
     if run.plain:
         return False
     seg._check_cell()
-    for s, p in rplan.params:
-        vals[s] = p._data
-    for s, v in seg._const_slots:
-        vals[s] = v.astype(dtype) if v.ndim == 0 and v.dtype.kind == "f" else v
-    for k, slots in seg._input_slots.items():
-        for s, v in zip(slots, run.xs_data[k]):
-            vals[s] = v
-    states = run.states
-    for k, s, shape, init in rplan.inits(seg, batch):
-        given = states.get(k) if states else None
-        if given is not None:
-            vals[s] = given._data if isinstance(given, Tensor) else given
-        else:
-            vals[s] = (np.zeros(shape, dtype) if init is None
-                       else np.broadcast_to(init, shape).astype(dtype))
+    run._place_leaves(rplan, dtype)
     lean = run.keep == "needed"
     tpl = seg._templates
     blocks = tpl.blocks

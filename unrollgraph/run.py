@@ -1026,14 +1026,13 @@ class Run:
                     "inspecting it, or unroll with keep='all' to keep every value"
                 )
 
-    def forward(self) -> None:
+    def _place_leaves(self, plan, dtype) -> None:
+        """Put the leaves' values in the run's slots: the parameters, the cell's constants,
+        each input's steps and the initial states (the caller's, else zeros or the cell's
+        declared initial value)."""
         net, vals = self.net, self.values
-        net._check_cell()
-        batch = self.batch
-        plan = _plan(net)
         for s, p in plan.params:
             vals[s] = p._data
-        dtype = next(iter(self.xs.values()))._data.dtype if self.xs else plan.dtype
         for s, v in net._const_slots:
             # a number written in the cell takes the run's float type (float32 stays float32)
             vals[s] = v.astype(dtype) if v.ndim == 0 and v.dtype.kind == "f" else v
@@ -1041,13 +1040,21 @@ class Run:
             for s, v in zip(slots, self.xs_data[k]):  # step t's slice of each input
                 vals[s] = v
         states = self.states
-        for k, s, shape, init in plan.inits(net, batch):
+        for k, s, shape, init in plan.inits(net, self.batch):
             given = states.get(k) if states else None
             if given is not None:
                 vals[s] = given._data if isinstance(given, Tensor) else given
             else:
                 vals[s] = (np.zeros(shape, dtype) if init is None
                            else np.broadcast_to(init, shape).astype(dtype))
+
+    def forward(self) -> None:
+        net, vals = self.net, self.values
+        net._check_cell()
+        batch = self.batch
+        plan = _plan(net)
+        dtype = next(iter(self.xs.values()))._data.dtype if self.xs else plan.dtype
+        self._place_leaves(plan, dtype)
         if net.masked:
             for s in net._mask_slots:
                 node = net.nodes[s]
