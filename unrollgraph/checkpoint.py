@@ -64,8 +64,6 @@ from .graph import Node
 from .run import (
     Run,
     _acc,
-    _chunk_steps,
-    _plain_path,
     _plan,
     _read_only,
     broadcast_operands,
@@ -540,11 +538,7 @@ def _teacher_forced(ck, i: int, run) -> bool:
     batch = run.batch
     rplan = _plan(seg)
     dtype = next(iter(run.xs.values()))._data.dtype if run.xs else rplan.dtype
-    if run.flush_chunk is None:
-        run.flush_chunk = _chunk_steps(seg, batch, dtype.itemsize)
-    if run.plain is None:
-        run.plain = _plain_path(seg, batch, chunk=run.flush_chunk, itemsize=dtype.itemsize)
-    if run.plain:
+    if run._path(dtype)[0]:  # (the plain path: nothing to batch)
         return False
     seg._check_cell()
     run._place_leaves(rplan, dtype)
@@ -607,22 +601,10 @@ def _teacher_forced(ck, i: int, run) -> bool:
                         args.append(v)
                     else:
                         args.append(vals[key])
-                v = None
-                if op in _POOLED_UFUNCS and not kw:
-                    for m in ((0, 1) if op in ("add", "mul") else (0,))[:len(refs)]:
-                        kind, key = refs[m]
-                        t = args[m]
-                        if kind == "b" and readers.get(key) == 1 and key in plan.unread and \
-                                key not in plan.seq_reads and key not in plan.tb_at and \
-                                key not in plan.out_at and type(t) is np.ndarray and \
-                                t.base is None and t.flags.writeable and all(
-                                    type(x) is np.ndarray and x.dtype is t.dtype and (
-                                        x.shape == t.shape or
-                                        x.shape == t.shape[t.ndim - x.ndim:])
-                                    for x in args):
-                            v = _POOLED_UFUNCS[op](*args, out=t)  # (its array is used up)
-                            break
-                if v is None:
+                t = _used_up(plan, op, kw, refs, args, readers)
+                if t is not None:
+                    v = _POOLED_UFUNCS[op](*args, out=t)  # (its array is used up)
+                else:
                     v = _batched_matmul(*args) if op == "matmul" else fwd(*args, **kw)
                 if lean and off not in plan.unread and type(v) is np.ndarray and \
                         v.base is not None and v.base.nbytes > v.nbytes:
@@ -689,6 +671,27 @@ def _teacher_forced(ck, i: int, run) -> bool:
     run.lean_steps = lean
     run.teacher_forced = True
     return True
+
+
+def _used_up(plan, op, kw, refs, args, readers):
+    """The argument of a teacher-forced elementwise op that it may compute into, or None:
+    a value of the chunk that this op reads last, no VJP reads, nor a step-by-step entry,
+    and that is no time-batched node's or output's array, an array of its own of the result's
+    type and shape (the other arguments broadcast into it)."""
+    if op not in _POOLED_UFUNCS or kw:
+        return None
+    for m in ((0, 1) if op in ("add", "mul") else (0,))[:len(refs)]:
+        kind, key = refs[m]
+        t = args[m]
+        if kind == "b" and readers.get(key) == 1 and key in plan.unread and \
+                key not in plan.seq_reads and key not in plan.tb_at and \
+                key not in plan.out_at and type(t) is np.ndarray and \
+                t.base is None and t.flags.writeable and all(
+                    type(x) is np.ndarray and x.dtype is t.dtype and (
+                        x.shape == t.shape or x.shape == t.shape[t.ndim - x.ndim:])
+                    for x in args):
+            return t
+    return None
 
 
 def _held_rows(ck, n: int, a: int, t0: int, t1: int, entering):

@@ -1048,6 +1048,18 @@ class Run:
                 vals[s] = (np.zeros(shape, dtype) if init is None
                            else np.broadcast_to(init, shape).astype(dtype))
 
+    def _path(self, dtype) -> tuple:
+        """``(plain, flush_chunk)`` of the compiled path: whether the run takes the plain
+        step-by-step path (:func:`_plain_path`) and the steps per flush of its per-step
+        gradients (:func:`_chunk_steps`); decided once per run (a recomputation keeps the
+        run's)."""
+        if self.flush_chunk is None:
+            self.flush_chunk = _chunk_steps(self.net, self.batch, dtype.itemsize)
+        if self.plain is None:
+            self.plain = _plain_path(self.net, self.batch, chunk=self.flush_chunk,
+                                     itemsize=dtype.itemsize)
+        return self.plain, self.flush_chunk
+
     def forward(self) -> None:
         net, vals = self.net, self.values
         net._check_cell()
@@ -1074,13 +1086,7 @@ class Run:
                     swapped = row_major_operands(net._row_major, vals)
                 if net._broadcast and batch > 1:
                     swapped = broadcast_operands(net, vals, batch, swapped)
-                if self.flush_chunk is None:
-                    self.flush_chunk = _chunk_steps(net, batch, dtype.itemsize)
-                if self.plain is None:
-                    self.plain = _plain_path(net, batch, chunk=self.flush_chunk,
-                                             itemsize=dtype.itemsize)
-                plain = self.plain
-                chunk = self.flush_chunk
+                plain, chunk = self._path(dtype)
                 stream = False  # the input projection a chunk at a time, in the step loop
                 if net._time_batch and not plain:
                     self.stacked = {}
